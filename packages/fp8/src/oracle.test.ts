@@ -13,7 +13,8 @@ const oraclePath = sharedFile('oracles/fp8_cuda_oracle.json');
 const SPREAD = [0, 55, 59, 60, 63, 64, 67, 71, 72, 100, 127, 128, 183, 187, 191, 195, 199, 200, 255];
 
 describe.skipIf(!oraclePath)('bit-exact against CUDA (fp8_cuda_oracle.json)', () => {
-  const oracle = readOracle(oraclePath!);
+  // NOTE: describe bodies run even when skipped; read lazily.
+  const oracle = oraclePath ? readOracle(oraclePath) : (undefined as never);
 
   it('decode tables equal CUDA fp8->float for all 256 codes', () => {
     const e4m3 = Array.from(new Uint32Array(fp8DecodeTable('e4m3fn').buffer));

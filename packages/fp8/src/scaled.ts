@@ -97,7 +97,7 @@ export function validateScales(scales: ArrayLike<number> | number, expectedLengt
 
 const CHUNK = 4096;
 const scratchF = new Float32Array(CHUNK);
-const scratchU = new Uint32Array(scratchF.buffer);
+const scratchU = new Int32Array(scratchF.buffer);
 
 /**
  * Scaled quantization as the KV cache does it: `q = encode(float32(x / scale))` (vLLM's convention:
