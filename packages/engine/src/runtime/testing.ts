@@ -1,0 +1,84 @@
+import { KvCacheManager, KvCacheStorage, type KvStorageDtype } from '@kvq/cache';
+import { buildRopeTable, type KernelBackend, type WeightMatrix } from '@kvq/kernels';
+import { LlamaForward, type LlamaDims, type LlamaWeights } from './forward.js';
+
+/** Shape of a random test model. */
+export interface RandomModelShape {
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  intermediateSize: number;
+  vocabSize: number;
+  maxPositions: number;
+}
+
+/** Deterministic pseudo-random weights (f32) for tests and benchmarks; never committed, made on the fly. */
+export function randomLlamaWeights(shape: RandomModelShape, seed = 1): { weights: LlamaWeights; dims: LlamaDims } {
+  let state = seed >>> 0;
+  const rand = () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state / 4294967296 - 0.5;
+  };
+  const mat = (rows: number, cols: number, scale: number): WeightMatrix => ({
+    dtype: 'f32',
+    rows,
+    cols,
+    data: Float32Array.from({ length: rows * cols }, () => rand() * scale),
+  });
+  const ones = (n: number) => Float32Array.from({ length: n }, () => 1 + rand() * 0.2);
+  const { hiddenSize: h, headDim: d, numHeads, numKvHeads, intermediateSize: f, vocabSize } = shape;
+  const s = 2 / Math.sqrt(h);
+  const layers = Array.from({ length: shape.numLayers }, () => ({
+    inputLayernorm: ones(h),
+    postAttentionLayernorm: ones(h),
+    qProj: mat(numHeads * d, h, s),
+    kProj: mat(numKvHeads * d, h, s),
+    vProj: mat(numKvHeads * d, h, s),
+    oProj: mat(h, numHeads * d, s),
+    gateProj: mat(f, h, s),
+    upProj: mat(f, h, s),
+    downProj: mat(h, f, 2 / Math.sqrt(f)),
+  }));
+  const embed = mat(vocabSize, h, 1);
+  const weights: LlamaWeights = { embedTokens: embed, layers, norm: ones(h), lmHead: mat(vocabSize, h, s * 4) };
+  const dims: LlamaDims = {
+    hiddenSize: h,
+    numLayers: shape.numLayers,
+    numHeads,
+    numKvHeads,
+    headDim: d,
+    intermediateSize: f,
+    vocabSize,
+    rmsNormEps: 1e-5,
+    ropeStyle: 'rotate_half',
+    rope: buildRopeTable({ rotaryDim: d, theta: 10000, maxPositions: shape.maxPositions }),
+  };
+  return { weights, dims };
+}
+
+/** A forward pass + cache manager over fresh storage, for tests. */
+export function makeRuntime(
+  backend: KernelBackend,
+  model: { weights: LlamaWeights; dims: LlamaDims },
+  cache: { dtype: KvStorageDtype; numBlocks: number; blockSize: number; enablePrefixCaching?: boolean },
+): { forward: LlamaForward; manager: KvCacheManager; storage: KvCacheStorage } {
+  const storage = new KvCacheStorage({
+    dtype: cache.dtype,
+    numLayers: model.dims.numLayers,
+    numBlocks: cache.numBlocks,
+    blockSize: cache.blockSize,
+    numKvHeads: model.dims.numKvHeads,
+    headSize: model.dims.headDim,
+    numHeads: model.dims.numHeads,
+  });
+  const manager = new KvCacheManager({
+    numBlocks: cache.numBlocks,
+    blockSize: cache.blockSize,
+    enablePrefixCaching: cache.enablePrefixCaching ?? true,
+    format: storage,
+    hashSeed: 'test',
+  });
+  return { forward: new LlamaForward(backend, model.weights, model.dims, storage), manager, storage };
+}
