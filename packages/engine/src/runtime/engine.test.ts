@@ -114,3 +114,30 @@ describe('LLMEngine', () => {
     expect(() => engine.addRequest('x', [1], {})).toThrow(/already in use/);
   });
 });
+
+describe('calculate_kv_scales', () => {
+  it('sets amax/200, amax/200, amax/100 from the first pass of each layer, then freezes', async () => {
+    const { calculateKvScalesObserver } = await import('./kv-scales.js');
+    const { engine, storage, forward } = engineWith(64, { dtype: 'e4m3fn' });
+    const seen: { layer: number; q: number; k: number; v: number }[] = [];
+    const calc = calculateKvScalesObserver(backend, storage);
+    engine.setAttentionObserver((layer, t) => {
+      if (!calc.done()) {
+        const amax = (x: Float32Array, n: number) => x.subarray(0, n).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        const d = forward.dims;
+        seen.push({ layer, q: amax(t.query, t.numTokens * d.numHeads * d.headDim), k: amax(t.key, t.numTokens * d.numKvHeads * d.headDim), v: amax(t.value, t.numTokens * d.numKvHeads * d.headDim) });
+      }
+      calc.observer(layer, t);
+    });
+    engine.addRequest('a', prompt(2, 12), { temperature: 0, maxTokens: 4 });
+    runAll(engine);
+    expect(calc.done()).toBe(true);
+    expect(seen).toHaveLength(2);
+    for (const s of seen) {
+      const l = storage.layer(s.layer);
+      expect(l.kScale[0]).toBe(Math.fround(s.k / 200));
+      expect(l.vScale[0]).toBe(Math.fround(s.v / 100));
+      expect(l.qScale[0]).toBe(Math.fround(s.q / 200));
+    }
+  });
+});
