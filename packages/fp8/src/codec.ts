@@ -1,6 +1,7 @@
 import { Fp8Error } from './errors.js';
 import { checkSaturation, formatInfo, type Fp8Format, type Saturation } from './formats.js';
 import { f16ToF32Table, f32Bits } from './half.js';
+import { SIMD_CHUNK, simdDecodeChunk, simdEncodeChunk, simdKernels, type SimdFormatParams } from './wasm/simd.js';
 
 /** 1.5 * 2^52: adding and subtracting it rounds a double in [0, 2^51) to an integer, ties to even. */
 const RNE_MAGIC = 6755399441055744;
@@ -24,6 +25,8 @@ interface Encoder {
   readonly overflowSigned: boolean;
   /** FNUZ formats have no -0: a zero result drops the sign. */
   readonly fnuz: boolean;
+  /** The same constants for the WebAssembly SIMD kernel. */
+  readonly simd: SimdFormatParams;
 }
 
 const encoders = new Map<string, Encoder>();
@@ -52,20 +55,77 @@ function encoderFor(format: Fp8Format, saturation: Saturation | undefined): Enco
     overflowCode = 0x7f;
     overflowSigned = true;
   }
+  const roundBias = (1 << (shift - 1)) - 1;
+  const expAdjust = (127 - f.bias) << f.mantissaBits;
+  const minNormalBits = (128 - f.bias) << 23;
+  const subScale = 2 ** (f.bias - 1 + f.mantissaBits);
   const enc: Encoder = {
     shift,
-    roundBias: (1 << (shift - 1)) - 1,
-    expAdjust: (127 - f.bias) << f.mantissaBits,
-    minNormalBits: (128 - f.bias) << 23,
-    subScale: 2 ** (f.bias - 1 + f.mantissaBits),
+    roundBias,
+    expAdjust,
+    minNormalBits,
+    subScale,
     maxCode: f.maxFiniteCode,
     nanCode: f.nanCode,
     overflowCode,
     overflowSigned,
     fnuz: f.fnuz,
+    simd: simdParams(format, { shift, roundBias, expAdjust, minNormalBits, subScale, overflowCode, overflowSigned }),
   };
   encoders.set(key, enc);
   return enc;
+}
+
+/** Kernel constants for the WebAssembly SIMD path of one (format, saturation). */
+function simdParams(
+  format: Fp8Format,
+  e: { shift: number; roundBias: number; expAdjust: number; minNormalBits: number; subScale: number; overflowCode: number; overflowSigned: boolean },
+): SimdFormatParams {
+  const f = formatInfo(format);
+  const specialFrom = f.fnuz ? 256 : f.infCodes ? f.infCodes.positive : 0x7f;
+  return {
+    shift: e.shift,
+    roundBias: e.roundBias,
+    expAdjust: e.expAdjust,
+    minNormalBits: e.minNormalBits,
+    subScaleBits: f32Bits(e.subScale) | 0,
+    maxCode: f.maxFiniteCode,
+    nanCode: f.nanCode,
+    overflowCode: e.overflowCode,
+    overflowSignMask: e.overflowSigned ? 0x80 : 0,
+    zeroSignMask: f.fnuz ? 0 : 0x80,
+    decodeScaleBits: f32Bits(2 ** (127 - f.bias)) | 0,
+    specialFrom,
+    infMagnitudeCode: f.infCodes ? f.infCodes.positive : -1,
+    fnuzNan: f.fnuz ? -1 : 0,
+  };
+}
+
+/**
+ * Encodes [start, end) like {@link encodeRange}, through the WebAssembly SIMD kernel when available (16 values
+ * per step, chunked through its memory), the scalar loop for the rest.
+ */
+function encodeRangeFast(
+  enc: Encoder,
+  srcF: Float32Array,
+  srcU: Int32Array,
+  start: number,
+  end: number,
+  out: Uint8Array,
+  outStart: number,
+): void {
+  const k = end - start >= 64 ? simdKernels() : null;
+  if (k) {
+    while (end - start >= 16) {
+      const n = Math.min(SIMD_CHUNK, (end - start) & ~15);
+      k.f32.set(srcF.subarray(start, start + n));
+      simdEncodeChunk(k, n, enc.simd);
+      out.set(k.codes.subarray(0, n), outStart);
+      start += n;
+      outStart += n;
+    }
+  }
+  encodeRange(enc, srcF, srcU, start, end, out, outStart);
 }
 
 /**
@@ -165,13 +225,13 @@ export function encodeFp8Array(
   const out = outputFor(options.out, src.length, (n) => new Uint8Array(n));
   if (src instanceof Float32Array) {
     const bits = new Int32Array(src.buffer, src.byteOffset, src.length);
-    encodeRange(enc, src, bits, 0, src.length, out, 0);
+    encodeRangeFast(enc, src, bits, 0, src.length, out, 0);
     return out;
   }
   for (let i = 0; i < src.length; i += CHUNK) {
     const n = Math.min(CHUNK, src.length - i);
     for (let j = 0; j < n; j++) scratchF[j] = src[i + j]!;
-    encodeRange(enc, scratchF, scratchU, 0, n, out, i);
+    encodeRangeFast(enc, scratchF, scratchU, 0, n, out, i);
   }
   return out;
 }
@@ -186,7 +246,7 @@ export function encodeFp8FromBf16Bits(src: Uint16Array, format: Fp8Format, optio
   for (let i = 0; i < src.length; i += CHUNK) {
     const n = Math.min(CHUNK, src.length - i);
     for (let j = 0; j < n; j++) scratchU[j] = src[i + j]! << 16;
-    encodeRange(enc, scratchF, scratchU, 0, n, out, i);
+    encodeRangeFast(enc, scratchF, scratchU, 0, n, out, i);
   }
   return out;
 }
@@ -295,6 +355,17 @@ export function decodeFp8Array(src: Uint8Array, format: Fp8Format, options: Deco
   const outBits = new Int32Array(out.buffer, out.byteOffset, out.length);
   const n = src.length;
   let i = 0;
+  const k = n >= 64 ? simdKernels() : null;
+  if (k) {
+    const params = encoderFor(format, 'satfinite').simd;
+    while (n - i >= 8) {
+      const m = Math.min(SIMD_CHUNK, (n - i) & ~7);
+      k.codes.set(src.subarray(i, i + m));
+      simdDecodeChunk(k, m, params);
+      out.set(k.f32.subarray(0, m), i);
+      i += m;
+    }
+  }
   // Bytes up to a 4-byte boundary, then four codes per 32-bit load (fewer loads and bounds checks).
   for (; i < n && (src.byteOffset + i) % 4 !== 0; i++) outBits[i] = table[src[i]!]!;
   const words = LITTLE_ENDIAN ? (n - i) >> 2 : 0;
@@ -347,7 +418,7 @@ export function encodeFp8BitRange(
     const n = Math.min(CHUNK, count - i);
     const base = firstBits + i;
     for (let j = 0; j < n; j++) scratchU[j] = (base + j) | 0;
-    encodeRange(enc, scratchF, scratchU, 0, n, out, i);
+    encodeRangeFast(enc, scratchF, scratchU, 0, n, out, i);
   }
   return out;
 }
@@ -363,5 +434,5 @@ export function encodeFloat32Range(
   out: Uint8Array,
   outStart: number,
 ): void {
-  encodeRange(encoderFor(format, saturation), srcF, srcU, start, end, out, outStart);
+  encodeRangeFast(encoderFor(format, saturation), srcF, srcU, start, end, out, outStart);
 }

@@ -35,5 +35,6 @@ export {
   scalesFromAmax,
   type ScaleFromAmaxOptions,
 } from './scales.js';
+export { setFp8Simd } from './wasm/simd.js';
 export { errorStats, roundTripStats, type QuantizationErrorStats, type RoundTripOptions } from './stats.js';
 export { bf16BitsToF32, f16BitsToF32, f16ToF32Table, f32Bits, f32FromBits, f32ToBf16Bits, f32ToF16Bits } from './half.js';
