@@ -1,0 +1,412 @@
+/**
+ * The kernel backend contract: every op a Llama-family forward pass with a paged FP8 KV cache needs.
+ *
+ * The engine calls kernels only through {@link KernelBackend}. Three kinds of backend implement it:
+ * the pure-TypeScript reference (this package, the oracle of every parity test), the native CPU
+ * backend (`@kvq/kernels-cpu`) and GPU backends. Their facades validate arguments with the shared
+ * `validate*` helpers (`./validate.ts`), so the same bad input gives the same {@link KernelError}
+ * everywhere.
+ *
+ * Conventions shared by every op:
+ * - Activations are `Float32Array`, row-major, contiguous. Shapes are written `[a, b, c]`, last index fastest.
+ * - Ops are synchronous and never allocate their outputs: the caller passes `out` buffers.
+ * - Counts (`rows`, `numTokens`, `length`, ...) are explicit. A buffer must hold AT LEAST the elements the
+ *   counts imply; elements past that are neither read nor written (so preallocated max-size buffers work).
+ *   Weight matrices and the KV cache are exact: their `data` length must equal the product of their dims.
+ * - Unless an op says otherwise, `out` must not overlap an input. Ops that allow aliasing say so.
+ * - Scales follow vLLM: `q = encodeFp8(fround(x / scale))` (satfinite), `x ≈ fround(decodeFp8(q) * scale)`.
+ *
+ * Exactness (what the parity kit in `@kvq/kernels/testing` enforces):
+ * - bit-exact across backends: `add`, `embedding`, `reshapeAndCache` (FP8 codes and bf16/f16 bits),
+ *   `amaxTensor`, `amaxPerHead`, `quantizeFp8`, `dequantizeFp8`, and the FP8 rounding of the query in FP8-query mode;
+ * - within a tolerance (`|got - ref| <= atol + rtol * |ref|`, see `DEFAULT_TOLERANCES`): `linear`, `rmsNorm`,
+ *   `siluAndMul`, `rope`, `softmax`, `pagedAttention`, whose sums and transcendental functions may be evaluated in
+ *   float32 (the reference uses float64 and rounds once on store). NaN must stay NaN.
+ *
+ * @see ../../../../shared/spec/vllm-fp8-kv-cache.md section 5 (kernels)
+ * @module
+ */
+import type { KvLayerCache } from '@kvq/cache';
+import type { Fp8Format, Saturation, ScaleLayout } from '@kvq/fp8';
+
+export type { KvLayerCache };
+export type { KernelError, KernelErrorCode } from './errors.js';
+
+/** Element type of a weight matrix. `bf16` and `f16` data are raw 16-bit patterns in a `Uint16Array`. */
+export type WeightDtype = 'f32' | 'bf16' | 'f16';
+
+/** Element type of a KV cache: 16/32-bit float (`auto` caches) or one of the FP8 formats. */
+export type KvDtype = KvLayerCache['dtype'];
+
+/**
+ * A row-major 2-D weight matrix `[rows, cols]`, as stored in Hugging Face checkpoints.
+ * For a linear layer `rows = outFeatures`, `cols = inFeatures`; for an embedding table `rows = vocabSize`,
+ * `cols = hiddenSize`.
+ * NOTE: `data.length` must equal `rows * cols` exactly; `data` is a `Float32Array` for `f32` and a
+ * `Uint16Array` of bit patterns for `bf16` / `f16`.
+ */
+export interface WeightMatrix {
+  /** Element type of `data`. */
+  readonly dtype: WeightDtype;
+  /** The elements, row-major. */
+  readonly data: Float32Array | Uint16Array;
+  /** Number of rows (output features of a linear layer). */
+  readonly rows: number;
+  /** Number of columns (input features of a linear layer). */
+  readonly cols: number;
+}
+
+/**
+ * A precomputed rotary-embedding table, shared by all backends so RoPE is bit-identical across them.
+ * Built by `buildRopeTable` (see `./rope.ts`). Entry `[p, i]` holds `cos(p * invFreq[i])` and
+ * `sin(p * invFreq[i])` computed in float64 then rounded to float32.
+ */
+export interface RopeTable {
+  /** Number of leading dims of each head that are rotated (even, `<= headSize`). Usually `headSize`. */
+  readonly rotaryDim: number;
+  /** Number of positions in the table; a position must be in `[0, maxPositions)`. */
+  readonly maxPositions: number;
+  /** Inverse frequencies after scaling, length `rotaryDim / 2` (float32, for inspection and tests). */
+  readonly invFreq: Float32Array;
+  /** `cos` values, shape `[maxPositions, rotaryDim / 2]`. */
+  readonly cos: Float32Array;
+  /** `sin` values, shape `[maxPositions, rotaryDim / 2]`. */
+  readonly sin: Float32Array;
+}
+
+/**
+ * Which dims of a head RoPE rotates together.
+ * - `rotate_half` (Hugging Face Llama, vLLM `is_neox_style=true`): dim `i` pairs with dim `i + rotaryDim/2`.
+ * - `interleaved` (GPT-J, Meta's original Llama checkpoints, vLLM `is_neox_style=false`): dims `2i` and `2i+1` pair.
+ * Pair `i` rotates by angle `position * invFreq[i]`: `(a, b) -> (a*cos - b*sin, b*cos + a*sin)`.
+ */
+export type RopeStyle = 'rotate_half' | 'interleaved';
+
+// ---------------------------------------------------------------------------------------------------
+// Op arguments
+// ---------------------------------------------------------------------------------------------------
+
+/**
+ * `linear`: `out[r, o] = sum_i x[r, i] * W[o, i] (+ bias[o])`, i.e. `y = x W^T (+ b)`, accumulated in at
+ * least float32 (the reference accumulates in float64). One row for decode, many for prefill / batched decode.
+ */
+export interface LinearArgs {
+  /** Input activations `[rows, weight.cols]`. */
+  readonly x: Float32Array;
+  /** Weight `[outFeatures, inFeatures]` in f32, bf16 or f16. */
+  readonly weight: WeightMatrix;
+  /** Optional bias `[weight.rows]` (float32). */
+  readonly bias?: Float32Array | undefined;
+  /** Output `[rows, weight.rows]`. Must not overlap `x`. */
+  readonly out: Float32Array;
+  /** Number of input rows (tokens), `>= 1`. */
+  readonly rows: number;
+}
+
+/**
+ * `rmsNorm`: `out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight` (Llama RMSNorm; the mean of squares is
+ * accumulated in float64 by the reference, float32 or better elsewhere). `out` may alias `x` exactly (in place).
+ */
+export interface RmsNormArgs {
+  /** Input `[rows, hidden]`. */
+  readonly x: Float32Array;
+  /** Gain `[hidden]` (float32; convert bf16 checkpoints once at load). */
+  readonly weight: Float32Array;
+  /** Output `[rows, hidden]`; may be the same array as `x`. */
+  readonly out: Float32Array;
+  /** Number of rows, `>= 1`. */
+  readonly rows: number;
+  /** Row width (hidden size), `>= 1`. */
+  readonly hidden: number;
+  /** Epsilon added to the mean square, finite and `>= 0` (Llama: `rms_norm_eps`, typically 1e-5 or 1e-6). */
+  readonly eps: number;
+}
+
+/** `add`: `out[i] = a[i] + b[i]` (residual add, float32). `out` may alias `a` or `b` exactly. */
+export interface AddArgs {
+  readonly a: Float32Array;
+  readonly b: Float32Array;
+  /** Output; may be the same array as `a` or `b`. */
+  readonly out: Float32Array;
+  /** Number of elements, `>= 0`. */
+  readonly length: number;
+}
+
+/**
+ * `siluAndMul`: `out[i] = silu(gate[i]) * up[i]` with `silu(g) = g / (1 + exp(-g))` (Llama MLP).
+ * `out` may alias `gate` or `up` exactly.
+ */
+export interface SiluAndMulArgs {
+  /** Output of `gate_proj`, `[length]`. */
+  readonly gate: Float32Array;
+  /** Output of `up_proj`, `[length]`. */
+  readonly up: Float32Array;
+  /** Output `[length]`; may be the same array as `gate` or `up`. */
+  readonly out: Float32Array;
+  /** Number of elements (`rows * intermediateSize`), `>= 0`. */
+  readonly length: number;
+}
+
+/** `embedding`: `out[t, :] = table[ids[t], :]` converted to float32. Ids outside `[0, table.rows)` are `OUT_OF_RANGE`. */
+export interface EmbeddingArgs {
+  /** Embedding table `[vocabSize, hiddenSize]` in f32, bf16 or f16. */
+  readonly table: WeightMatrix;
+  /** Token ids `[numTokens]`. */
+  readonly ids: Int32Array;
+  /** Output `[numTokens, table.cols]`. */
+  readonly out: Float32Array;
+  /** Number of tokens, `>= 0`. */
+  readonly numTokens: number;
+}
+
+/**
+ * `rope`: rotate query and key IN PLACE by their token's position, using a precomputed {@link RopeTable}.
+ * Only the first `table.rotaryDim` dims of each head rotate; the rest pass through. Each pair becomes
+ * `a' = a*cos - b*sin`, `b' = b*cos + a*sin` with `cos`/`sin` read from the float32 table (the reference evaluates
+ * this in float64 and rounds once; float32 / FMA evaluation stays within the parity tolerance).
+ */
+export interface RopeArgs {
+  /** Query `[numTokens, numHeads, headSize]`, rotated in place. */
+  readonly query: Float32Array;
+  /** Key `[numTokens, numKvHeads, headSize]`, rotated in place. */
+  readonly key: Float32Array;
+  /** Position of each token `[numTokens]`, each in `[0, table.maxPositions)`. */
+  readonly positions: Int32Array;
+  readonly numTokens: number;
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headSize: number;
+  /** Precomputed cos/sin table (rope_theta and rope scaling are baked in). */
+  readonly table: RopeTable;
+  /** Pairing of dims; see {@link RopeStyle}. */
+  readonly style: RopeStyle;
+}
+
+/**
+ * `softmax`: row-wise `out[r, j] = exp(x[r, j] - max_r) / sum_k exp(x[r, k] - max_r)` (logits softmax).
+ * `-Infinity` entries get probability 0; a row of all `-Infinity` or containing NaN yields NaN in that row.
+ * `out` may alias `x` exactly.
+ */
+export interface SoftmaxArgs {
+  /** Logits `[rows, cols]`. */
+  readonly x: Float32Array;
+  /** Probabilities `[rows, cols]`; may be the same array as `x`. */
+  readonly out: Float32Array;
+  readonly rows: number;
+  /** Row width (vocabulary size), `>= 1`. */
+  readonly cols: number;
+}
+
+/**
+ * `reshapeAndCache`: write the new tokens' K and V into the paged cache (vLLM `reshape_and_cache_flash`).
+ * Token `t` goes to slot `s = slotMapping[t]`: block `floor(s / blockSize)`, offset `s % blockSize`;
+ * `s < 0` marks a padding token that is skipped; `s >= numBlocks * blockSize` is `OUT_OF_RANGE`.
+ * FP8 caches store `encodeFp8(fround(x / scale), format, 'satfinite')` with scale `cache.kScale` / `cache.vScale`
+ * (length 1 = per tensor, length numKvHeads = per kv head); this is bit-identical to `@kvq/fp8` `quantizeScaled`.
+ * `bf16` / `f16` caches store round-to-nearest-even bits; `f32` caches copy. Scales are ignored for non-FP8 caches.
+ */
+export interface ReshapeAndCacheArgs {
+  /** New keys `[numTokens, numKvHeads, headSize]` (after RoPE). */
+  readonly key: Float32Array;
+  /** New values `[numTokens, numKvHeads, headSize]`. */
+  readonly value: Float32Array;
+  /** Destination slot per token `[numTokens]`; `< 0` means skip. */
+  readonly slotMapping: Int32Array;
+  readonly numTokens: number;
+  /** The layer's cache (written in place). */
+  readonly cache: KvLayerCache;
+}
+
+/**
+ * FP8-query mode of {@link PagedAttentionArgs} (Flash Attention 3 semantics, vLLM `q_descale`).
+ * The query is quantized to the cache's FP8 format with `cache.qScale`: per tensor (length 1), or per query
+ * head (length numHeads) reduced to one scale per GQA group by `max` (as vLLM does for FA3). Scores are
+ * `dot(decode(q8), decode(k8)) * qScale_g * kScale_h * softmaxScale`. V and P stay unquantized (P in float32).
+ * Requires an FP8 cache.
+ */
+export interface Fp8QueryOptions {
+  /** Saturation used to quantize the query. Default `'satfinite'`. */
+  readonly saturation?: Saturation;
+}
+
+/**
+ * `pagedAttention`: causal attention of a vLLM-style varlen batch over the paged cache. Covers decode (every
+ * query length 1, many sequences) and prefill / chunked prefill (many queries per sequence, with a cached prefix).
+ *
+ * Sequence `s` owns query tokens `[queryStartLoc[s], queryStartLoc[s+1])`; `seqLens[s]` is its context length
+ * INCLUDING those new tokens, which must already be in the cache (`reshapeAndCache`). Its query token `i`
+ * (of `queryLen`) sits at position `p = seqLen - queryLen + i` and attends to cached positions `j` with
+ * `j <= p` and, when `slidingWindow` is set, `j > p - slidingWindow` (so at most `slidingWindow` keys).
+ * Position `j` lives in block `blockTables[s * maxBlocksPerSeq + floor(j / blockSize)]` at offset `j % blockSize`.
+ * Query head `h` reads kv head `floor(h / (numHeads / numKvHeads))` (GQA / MQA).
+ *
+ * K and V are ALWAYS read from the cache, dequantized per kv head as `fround(decode(q) * scale)` (vLLM
+ * semantics: the current chunk is read back quantized too). The softmax is computed in float32 or better with
+ * max subtraction. Output `out[t, h, :] = sum_j p_j * v_j`.
+ */
+export interface PagedAttentionArgs {
+  /** Queries `[numTokens, numHeads, headSize]` (after RoPE), `numTokens = queryStartLoc[numSeqs]`. */
+  readonly query: Float32Array;
+  /** Output `[numTokens, numHeads, headSize]`. Must not overlap `query`. */
+  readonly out: Float32Array;
+  /** The layer's cache (read only). Supplies numKvHeads, headSize, blockSize, dtype, kScale, vScale, qScale. */
+  readonly cache: KvLayerCache;
+  /** Cumulative query lengths `[numSeqs + 1]`: starts at 0, non-decreasing. */
+  readonly queryStartLoc: Int32Array;
+  /** Context length per sequence `[numSeqs]`, each `>= queryLen` of that sequence. */
+  readonly seqLens: Int32Array;
+  /** Block ids `[numSeqs, maxBlocksPerSeq]` row-major; entries past a sequence's last block are ignored. */
+  readonly blockTables: Int32Array;
+  /** Row stride of `blockTables`, `>= ceil(max(seqLens) / blockSize)`. */
+  readonly maxBlocksPerSeq: number;
+  /** Number of sequences, `>= 1`. */
+  readonly numSeqs: number;
+  /** Number of query heads, a positive multiple of `cache.numKvHeads`. */
+  readonly numHeads: number;
+  /** Multiplier of `q . k`. Default `1 / sqrt(headSize)`. Must be finite and `> 0`. */
+  readonly softmaxScale?: number | undefined;
+  /** Sliding-window size in tokens (Mistral-style), a positive integer; `undefined` = full causal attention. */
+  readonly slidingWindow?: number | undefined;
+  /** Enables FP8-query mode (see {@link Fp8QueryOptions}); `undefined` = query stays float32. */
+  readonly fp8Query?: Fp8QueryOptions | undefined;
+}
+
+/** `amaxTensor`: `max_i |x[i]|` over `length` elements (0 for length 0). Any NaN makes the result NaN. */
+export interface AmaxTensorArgs {
+  readonly x: Float32Array;
+  readonly length: number;
+}
+
+/**
+ * `amaxPerHead`: `out[h] = max over tokens t and dims d of |x[t, h, d]|` for `x` `[numTokens, numHeads, headSize]`.
+ * With `accumulate: true`, `out[h] = max(out[h], that)` (running calibration, vLLM/llm-compressor static min-max).
+ * Any NaN in a head makes that head's result NaN.
+ */
+export interface AmaxPerHeadArgs {
+  readonly x: Float32Array;
+  /** Output `[numHeads]`. */
+  readonly out: Float32Array;
+  readonly numTokens: number;
+  readonly numHeads: number;
+  readonly headSize: number;
+  /** Combine with the existing contents of `out` by max. Default `false` (overwrite). */
+  readonly accumulate?: boolean | undefined;
+}
+
+/**
+ * `quantizeFp8`: bulk `out[i] = encodeFp8(fround(src[i] / scale(i)), format, saturation)`; bit-identical to
+ * `@kvq/fp8` `quantizeScaled`. `scale(i)` is chosen by `layout` (per tensor / head / token / token-head).
+ */
+export interface QuantizeFp8Args {
+  readonly src: Float32Array;
+  /** Output codes `[length]`. */
+  readonly out: Uint8Array;
+  readonly length: number;
+  /** Scales; their count is fixed by `layout` and `length` (see `@kvq/fp8` `ScaleLayout`). Finite and `> 0`. */
+  readonly scales: Float32Array;
+  readonly layout: ScaleLayout;
+  readonly format: Fp8Format;
+  /** Default `'satfinite'`. */
+  readonly saturation?: Saturation | undefined;
+}
+
+/** `dequantizeFp8`: bulk `out[i] = fround(decodeFp8(src[i], format) * scale(i))`; identical to `@kvq/fp8` `dequantizeScaled`. */
+export interface DequantizeFp8Args {
+  readonly src: Uint8Array;
+  /** Output `[length]`. */
+  readonly out: Float32Array;
+  readonly length: number;
+  readonly scales: Float32Array;
+  readonly layout: ScaleLayout;
+  readonly format: Fp8Format;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Backend
+// ---------------------------------------------------------------------------------------------------
+
+/** Describes a backend for logs, `kvq env` and bug reports. */
+export interface BackendInfo {
+  /** One line, e.g. `'pure TypeScript reference (float64 accumulation)'`. */
+  readonly description: string;
+  /** Vector ISA in use: `'none'`, `'sse4.2'`, `'avx2'`, `'avx512'`, `'neon'`, `'cuda'`, `'hip'`, ... */
+  readonly simd: string;
+  /** Worker threads the backend uses for one op (1 = single threaded). */
+  readonly threads: number;
+  /** Device name for GPU backends (e.g. `'NVIDIA H100 80GB HBM3'`); `undefined` on CPU. */
+  readonly device?: string | undefined;
+  /** Version of the backend's native build, if any. */
+  readonly version?: string | undefined;
+}
+
+/**
+ * A kernel backend. All methods are synchronous, validate their arguments (throwing {@link KernelError}), and
+ * write only into the `out` buffers (or, for `rope`, `reshapeAndCache`, in place as documented).
+ */
+export interface KernelBackend {
+  /** Short unique name: `'reference'`, `'cpu'`, `'cuda'`, ... (what `KVQ_BACKEND` selects). */
+  readonly name: string;
+  readonly info: BackendInfo;
+  /** `y = x W^T (+ b)`; see {@link LinearArgs}. */
+  linear(args: LinearArgs): void;
+  /** Llama RMSNorm; see {@link RmsNormArgs}. */
+  rmsNorm(args: RmsNormArgs): void;
+  /** Residual add; see {@link AddArgs}. */
+  add(args: AddArgs): void;
+  /** `silu(gate) * up`; see {@link SiluAndMulArgs}. */
+  siluAndMul(args: SiluAndMulArgs): void;
+  /** Embedding gather; see {@link EmbeddingArgs}. */
+  embedding(args: EmbeddingArgs): void;
+  /** Rotary embedding, in place; see {@link RopeArgs}. */
+  rope(args: RopeArgs): void;
+  /** Row softmax; see {@link SoftmaxArgs}. */
+  softmax(args: SoftmaxArgs): void;
+  /** Write K/V into the paged cache (quantizing for FP8); see {@link ReshapeAndCacheArgs}. */
+  reshapeAndCache(args: ReshapeAndCacheArgs): void;
+  /** Paged causal attention (decode and prefill); see {@link PagedAttentionArgs}. */
+  pagedAttention(args: PagedAttentionArgs): void;
+  /** `max |x|`; see {@link AmaxTensorArgs}. */
+  amaxTensor(args: AmaxTensorArgs): number;
+  /** Per-head `max |x|`; see {@link AmaxPerHeadArgs}. */
+  amaxPerHead(args: AmaxPerHeadArgs): void;
+  /** Bulk scaled FP8 quantization; see {@link QuantizeFp8Args}. */
+  quantizeFp8(args: QuantizeFp8Args): void;
+  /** Bulk scaled FP8 dequantization; see {@link DequantizeFp8Args}. */
+  dequantizeFp8(args: DequantizeFp8Args): void;
+  /** Release native resources (thread pool, device memory). Optional; calling it twice is harmless. */
+  dispose?(): void;
+}
+
+/** Names of the ops of {@link KernelBackend} (for reports, benchmarks and parity suites). */
+export type KernelOpName = Exclude<keyof KernelBackend, 'name' | 'info' | 'dispose'>;
+
+/** Every op name, in contract order. */
+export const KERNEL_OPS: readonly KernelOpName[] = [
+  'linear',
+  'rmsNorm',
+  'add',
+  'siluAndMul',
+  'embedding',
+  'rope',
+  'softmax',
+  'reshapeAndCache',
+  'pagedAttention',
+  'amaxTensor',
+  'amaxPerHead',
+  'quantizeFp8',
+  'dequantizeFp8',
+];
+
+/** Options a backend module's `createBackend` accepts. */
+export interface BackendCreateOptions {
+  /** Worker threads (native CPU backends). Default: the backend's choice (usually available cores). */
+  readonly threads?: number | undefined;
+}
+
+/**
+ * Shape of a backend package's module (e.g. `@kvq/kernels-cpu`), as the loader imports it.
+ * `createBackend` must throw (or reject) with a reason when the backend cannot run here (no binary, wrong CPU).
+ */
+export interface BackendModule {
+  createBackend(options?: BackendCreateOptions): KernelBackend | Promise<KernelBackend>;
+}

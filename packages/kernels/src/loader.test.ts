@@ -1,0 +1,207 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { KernelBackend } from './contract.js';
+import { KernelError } from './errors.js';
+import { describeLoad, loadBackend, type BackendCandidate } from './loader.js';
+import { createReferenceBackend } from './reference/backend.js';
+
+const g = globalThis as { __kvqTestBackend?: KernelBackend };
+let dir = '';
+
+/** Write a fake backend package `name` under `dir/node_modules` with the given ESM source. */
+function fakePackage(name: string, source: string, exportsField: unknown = { '.': { import: './index.js' } }): void {
+  const pkgDir = join(dir, 'node_modules', ...name.split('/'));
+  mkdirSync(pkgDir, { recursive: true });
+  writeFileSync(join(pkgDir, 'package.json'), JSON.stringify({ name, version: '0.0.0', type: 'module', exports: exportsField }));
+  writeFileSync(join(pkgDir, 'index.js'), source);
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'kvq-loader-'));
+  fakePackage('@fake/good', 'export function createBackend() { return globalThis.__kvqTestBackend; }\n');
+  fakePackage('@fake/nobinary', "export function createBackend() { throw new Error('no prebuilt binary for this platform (linux-x64, avx2)'); }\n");
+  fakePackage('@fake/badimport', "throw new Error('undefined symbol: _ZN4kvq6linearEv');\n");
+  fakePackage('@fake/noexport', 'export const x = 1;\n');
+  fakePackage('@fake/crash', 'process.abort();\n');
+  fakePackage('@fake/hang', 'await new Promise(() => setInterval(() => {}, 1000));\n');
+  g.__kvqTestBackend = { ...createReferenceBackend(), name: 'fake-good', info: { description: 'fake', simd: 'avx2', threads: 4 } };
+});
+
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+  delete g.__kvqTestBackend;
+});
+
+const factory = (name: string, make: () => unknown): BackendCandidate => ({ name, load: () => ({ createBackend: make }) });
+
+describe('loadBackend', () => {
+  it('falls back to the reference, reporting why each default candidate was rejected', async () => {
+    const r = await loadBackend({ env: '', candidates: ['cuda', '@fake/absent'], resolveFrom: [dir] });
+    expect(r.backend.name).toBe('reference');
+    expect(r.rejected.map((x) => x.name)).toEqual(['cuda', '@fake/absent']);
+    expect(r.rejected[0]!.reason).toMatch(/not installed \(cannot resolve @kvq\/kernels-cuda/);
+    expect(describeLoad(r)).toContain('reference (none, 1 thread); rejected: cuda: not installed');
+  });
+
+  it('loads a package by name from resolveFrom (the app directory) when it is not resolvable from here', async () => {
+    const r = await loadBackend({ env: '', candidates: ['@fake/good'], resolveFrom: [dir] });
+    expect(r.backend.name).toBe('fake-good');
+    expect(r.rejected).toEqual([]);
+  });
+
+  it('loads a module by file URL or path', async () => {
+    const file = join(dir, 'node_modules', '@fake', 'good', 'index.js');
+    expect((await loadBackend({ env: '', candidates: [pathToFileURL(file).href] })).backend.name).toBe('fake-good');
+    expect((await loadBackend({ env: '', candidates: [file] })).backend.name).toBe('fake-good');
+  });
+
+  it('rejects, with reasons, modules that throw on import, in createBackend, or export nothing useful', async () => {
+    const r = await loadBackend({ env: '', candidates: ['@fake/badimport', '@fake/nobinary', '@fake/noexport'], resolveFrom: [dir] });
+    expect(r.backend.name).toBe('reference');
+    expect(r.rejected.map((x) => [x.name, x.reason])).toEqual([
+      ['@fake/badimport', expect.stringContaining('undefined symbol: _ZN4kvq6linearEv')],
+      ['@fake/nobinary', 'createBackend() failed: no prebuilt binary for this platform (linux-x64, avx2)'],
+      ['@fake/noexport', 'module does not export createBackend()'],
+    ]);
+    expect(r.rejected[1]!.cause).toBeInstanceOf(Error);
+  });
+
+  it('rejects factories that throw, return non-backends, or lack ops', async () => {
+    const incomplete = { ...createReferenceBackend(), name: 'incomplete' } as Partial<KernelBackend>;
+    delete incomplete.pagedAttention;
+    const r = await loadBackend({
+      env: '',
+      candidates: [
+        { name: 'throws', load: () => Promise.reject(new Error('dlopen failed')) },
+        factory('null', () => null),
+        factory('incomplete', () => incomplete),
+        factory('async-fail', () => Promise.reject(new Error('no AVX2 on this CPU'))),
+      ],
+    });
+    expect(r.backend.name).toBe('reference');
+    expect(r.rejected.map((x) => x.reason)).toEqual([
+      'load() failed: dlopen failed',
+      'createBackend() returned null',
+      'backend lacks ops: pagedAttention',
+      'createBackend() failed: no AVX2 on this CPU',
+    ]);
+  });
+
+  it('rejects a backend that loads but computes wrong results (self-test), and disposes it', async () => {
+    let disposed = 0;
+    const wrong: KernelBackend = {
+      ...createReferenceBackend(),
+      name: 'wrong',
+      linear: (a) => {
+        createReferenceBackend().linear(a);
+        a.out[0] = a.out[0]! + 1e-3;
+      },
+      dispose: () => {
+        disposed++;
+      },
+    };
+    const r = await loadBackend({ env: '', candidates: [factory('wrong', () => wrong)] });
+    expect(r.backend.name).toBe('reference');
+    expect(r.rejected[0]!.reason).toMatch(/^self-test failed: linear: element 0 is/);
+    expect(disposed).toBe(1);
+    // verify: false skips the self-test.
+    expect((await loadBackend({ env: '', verify: false, candidates: [factory('wrong', () => wrong)] })).backend.name).toBe('wrong');
+  });
+
+  it('accepts a factory that returns the backend directly, and honours prefer', async () => {
+    const a = { ...createReferenceBackend(), name: 'a' };
+    const b = { ...createReferenceBackend(), name: 'b' };
+    const r = await loadBackend({ env: '', prefer: { name: 'b', load: () => b }, candidates: [{ name: 'a', load: () => a }] });
+    expect(r.backend).toBe(b);
+    const r2 = await loadBackend({ env: '', prefer: factory('broken', () => null), candidates: [{ name: 'a', load: () => a }] });
+    expect(r2.backend).toBe(a);
+    expect(r2.rejected.map((x) => x.name)).toEqual(['broken']);
+  });
+
+  it("'reference' in the candidate list stops the search there", async () => {
+    const r = await loadBackend({ env: '', candidates: ['reference', factory('later', () => g.__kvqTestBackend)] });
+    expect(r.backend.name).toBe('reference');
+    expect(r.rejected).toEqual([]);
+  });
+
+  describe('KVQ_BACKEND override', () => {
+    it('selects the named backend alone', async () => {
+      const r = await loadBackend({ env: 'reference', candidates: ['@fake/good'], resolveFrom: [dir] });
+      expect(r.backend.name).toBe('reference');
+      const r2 = await loadBackend({ env: '@fake/good', resolveFrom: [dir] });
+      expect(r2.backend.name).toBe('fake-good');
+    });
+
+    it('a name that is an Object.prototype key is treated as a module name, not a known backend', async () => {
+      await expect(loadBackend({ env: 'toString', resolveFrom: [dir] })).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+    });
+
+    it("'auto' and '' mean no override", async () => {
+      for (const env of ['auto', '', '  ']) {
+        expect((await loadBackend({ env, candidates: ['@fake/good'], resolveFrom: [dir] })).backend.name).toBe('fake-good');
+      }
+    });
+
+    it('throws BACKEND_UNAVAILABLE with the reason when the named backend cannot load', async () => {
+      const err = await loadBackend({ env: '@fake/nobinary', resolveFrom: [dir] }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(KernelError);
+      expect(err).toMatchObject({ code: 'BACKEND_UNAVAILABLE', argument: 'KVQ_BACKEND' });
+      expect((err as Error).message).toContain('no prebuilt binary for this platform');
+      expect((err as Error).message).toContain('KVQ_BACKEND=@fake/nobinary');
+      const err2 = await loadBackend({ env: 'cuda', resolveFrom: [dir] }).catch((e: unknown) => e);
+      expect((err2 as Error).message).toMatch(/not installed/);
+    });
+
+    it('reads process.env.KVQ_BACKEND when env is not given', async () => {
+      const saved = process.env.KVQ_BACKEND;
+      process.env.KVQ_BACKEND = '@fake/absent';
+      try {
+        await expect(loadBackend({ resolveFrom: [dir] })).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+      } finally {
+        if (saved === undefined) delete process.env.KVQ_BACKEND;
+        else process.env.KVQ_BACKEND = saved;
+      }
+    });
+  });
+
+  describe("probe: 'child'", () => {
+    it('survives a binary that aborts the process on load', async () => {
+      const r = await loadBackend({ env: '', probe: 'child', candidates: ['@fake/crash'], resolveFrom: [dir] });
+      expect(r.backend.name).toBe('reference');
+      expect(r.rejected[0]!.reason).toMatch(/^child-process probe crashed with SIGABRT/);
+    });
+
+    it('times out a hanging initializer', async () => {
+      const r = await loadBackend({ env: '', probe: 'child', probeTimeoutMs: 1500, candidates: ['@fake/hang'], resolveFrom: [dir] });
+      expect(r.rejected[0]!.reason).toBe('child-process probe timed out after 1500 ms');
+    });
+
+    it('reports a createBackend failure seen in the child', async () => {
+      const r = await loadBackend({ env: '', probe: 'child', candidates: ['@fake/nobinary'], resolveFrom: [dir] });
+      expect(r.rejected[0]!.reason).toMatch(/^child-process probe exited with code 2: no prebuilt binary/);
+    });
+
+    it('a healthy module passes the probe (the child builds its own backend) and then loads in-process', async () => {
+      // In the child, globalThis.__kvqTestBackend is unset, so give the fake a self-contained backend there.
+      fakePackage(
+        '@fake/probed',
+        [
+          'const ops = ["linear","rmsNorm","add","siluAndMul","embedding","rope","softmax","reshapeAndCache","pagedAttention","amaxTensor","amaxPerHead","quantizeFp8","dequantizeFp8"];',
+          'export function createBackend() {',
+          '  if (globalThis.__kvqTestBackend) return { ...globalThis.__kvqTestBackend, name: "probed" };',
+          '  const b = { name: "probed", info: { description: "", simd: "none", threads: 1 } };',
+          '  for (const op of ops) b[op] = () => {};',
+          '  b.linear = ({ x, weight, out }) => { out[0] = x[0] * weight.data[0] + x[1] * weight.data[1]; };',
+          '  return b;',
+          '}',
+        ].join('\n'),
+      );
+      const r = await loadBackend({ env: '', probe: 'child', candidates: ['@fake/probed'], resolveFrom: [dir] });
+      expect(r.rejected).toEqual([]);
+      expect(r.backend.name).toBe('probed');
+    });
+  });
+});

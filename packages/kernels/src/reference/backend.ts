@@ -1,0 +1,356 @@
+/**
+ * The pure-TypeScript reference backend: simple loops, float64 accumulation, no tricks. It is the oracle of every
+ * parity test and the fallback where no native backend loads (browsers, unsupported platforms).
+ * @module
+ */
+import type { Fp8Format, ScaleLayout } from '@kvq/fp8';
+import {
+  dequantizeScaled,
+  f16ToF32Table,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+  fp8DecodeTable,
+  PER_TENSOR,
+  quantizeScaled,
+} from '@kvq/fp8';
+import type {
+  AddArgs,
+  AmaxPerHeadArgs,
+  AmaxTensorArgs,
+  BackendInfo,
+  DequantizeFp8Args,
+  EmbeddingArgs,
+  KernelBackend,
+  KvLayerCache,
+  LinearArgs,
+  PagedAttentionArgs,
+  QuantizeFp8Args,
+  ReshapeAndCacheArgs,
+  RmsNormArgs,
+  RopeArgs,
+  SiluAndMulArgs,
+  SoftmaxArgs,
+  WeightDtype,
+} from '../contract.js';
+import {
+  isFp8,
+  qScalePerKvHead,
+  validateAdd,
+  validateAmaxPerHead,
+  validateAmaxTensor,
+  validateDequantizeFp8,
+  validateEmbedding,
+  validateLinear,
+  validatePagedAttention,
+  validateQuantizeFp8,
+  validateReshapeAndCache,
+  validateRmsNorm,
+  validateRope,
+  validateSiluAndMul,
+  validateSoftmax,
+} from '../validate.js';
+
+let bf16Table: Float32Array | undefined;
+
+/** Float32 value of every bf16 bit pattern (65536 entries, built once). */
+function bf16ToF32Table(): Float32Array {
+  if (bf16Table) return bf16Table;
+  const t = new Float32Array(65536);
+  const bits = new Uint32Array(t.buffer);
+  for (let h = 0; h < 65536; h++) bits[h] = h << 16;
+  bf16Table = t;
+  return t;
+}
+
+/**
+ * Element decoder for a stored dtype: returns a function mapping an element of `data` at index `i` to its
+ * float32 value (no scale applied).
+ */
+function elementReader(dtype: WeightDtype | Fp8Format, data: Float32Array | Uint16Array | Uint8Array): (i: number) => number {
+  if (dtype === 'f32') return (i) => data[i]!;
+  const table = dtype === 'bf16' ? bf16ToF32Table() : dtype === 'f16' ? f16ToF32Table() : fp8DecodeTable(dtype);
+  return (i) => table[data[i]!]!;
+}
+
+/** The per-head scale of a cache (length 1 = shared). */
+function scaleOf(scales: Float32Array, head: number): number {
+  return scales.length === 1 ? scales[0]! : scales[head]!;
+}
+
+function linear(args: LinearArgs): void {
+  const { rows, inFeatures, outFeatures } = validateLinear(args);
+  const { x, out, bias, weight } = args;
+  // One weight row at a time, decoded to float32 once and reused for every input row.
+  const row = new Float32Array(inFeatures);
+  const rowBits = new Uint32Array(row.buffer);
+  const f16 = f16ToF32Table();
+  for (let o = 0; o < outFeatures; o++) {
+    const src = weight.data.subarray(o * inFeatures, (o + 1) * inFeatures);
+    if (weight.dtype === 'f32') row.set(src);
+    else if (weight.dtype === 'bf16') for (let i = 0; i < inFeatures; i++) rowBits[i] = src[i]! << 16;
+    else for (let i = 0; i < inFeatures; i++) row[i] = f16[src[i]!]!;
+    for (let r = 0; r < rows; r++) {
+      let acc = 0;
+      for (let i = 0; i < inFeatures; i++) acc += x[r * inFeatures + i]! * row[i]!;
+      if (bias) acc += bias[o]!;
+      out[r * outFeatures + o] = acc;
+    }
+  }
+}
+
+function rmsNorm(args: RmsNormArgs): void {
+  const { rows, hidden } = validateRmsNorm(args);
+  const { x, weight, out, eps } = args;
+  for (let r = 0; r < rows; r++) {
+    let ss = 0;
+    for (let i = 0; i < hidden; i++) ss += x[r * hidden + i]! ** 2;
+    const inv = 1 / Math.sqrt(ss / hidden + eps);
+    for (let i = 0; i < hidden; i++) out[r * hidden + i] = x[r * hidden + i]! * inv * weight[i]!;
+  }
+}
+
+function add(args: AddArgs): void {
+  const { length } = validateAdd(args);
+  const { a, b, out } = args;
+  for (let i = 0; i < length; i++) out[i] = a[i]! + b[i]!;
+}
+
+function siluAndMul(args: SiluAndMulArgs): void {
+  const { length } = validateSiluAndMul(args);
+  const { gate, up, out } = args;
+  for (let i = 0; i < length; i++) {
+    const g = gate[i]!;
+    out[i] = (g / (1 + Math.exp(-g))) * up[i]!;
+  }
+}
+
+function embedding(args: EmbeddingArgs): void {
+  const { numTokens, hidden } = validateEmbedding(args);
+  const { table, ids, out } = args;
+  const w = elementReader(table.dtype, table.data);
+  for (let t = 0; t < numTokens; t++) {
+    const row = ids[t]! * hidden;
+    for (let i = 0; i < hidden; i++) out[t * hidden + i] = w(row + i);
+  }
+}
+
+function rope(args: RopeArgs): void {
+  const { numTokens, numHeads, numKvHeads, headSize, rotaryDim } = validateRope(args);
+  const { query, key, positions, table, style } = args;
+  const half = rotaryDim / 2;
+  const rotate = (buf: Float32Array, base: number, p: number): void => {
+    for (let i = 0; i < half; i++) {
+      const c = table.cos[p * half + i]!;
+      const s = table.sin[p * half + i]!;
+      const ia = style === 'rotate_half' ? base + i : base + 2 * i;
+      const ib = style === 'rotate_half' ? base + i + half : base + 2 * i + 1;
+      const a = buf[ia]!;
+      const b = buf[ib]!;
+      buf[ia] = a * c - b * s;
+      buf[ib] = b * c + a * s;
+    }
+  };
+  for (let t = 0; t < numTokens; t++) {
+    const p = positions[t]!;
+    for (let h = 0; h < numHeads; h++) rotate(query, (t * numHeads + h) * headSize, p);
+    for (let h = 0; h < numKvHeads; h++) rotate(key, (t * numKvHeads + h) * headSize, p);
+  }
+}
+
+function softmax(args: SoftmaxArgs): void {
+  const { rows, cols } = validateSoftmax(args);
+  const { x, out } = args;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    let m = -Infinity;
+    let nan = false;
+    for (let j = 0; j < cols; j++) {
+      const v = x[base + j]!;
+      if (Number.isNaN(v)) nan = true;
+      else if (v > m) m = v;
+    }
+    if (nan || m === -Infinity) {
+      for (let j = 0; j < cols; j++) out[base + j] = NaN;
+      continue;
+    }
+    let sum = 0;
+    for (let j = 0; j < cols; j++) sum += Math.exp(x[base + j]! - m);
+    // Each element is read before it is written, so `out` may alias `x`.
+    for (let j = 0; j < cols; j++) out[base + j] = Math.exp(x[base + j]! - m) / sum;
+  }
+}
+
+/** Store one token's heads (`src`, `[numKvHeads, headSize]`) into a pool at `dst`, encoding per the cache dtype. */
+function storeToken(cache: KvLayerCache, src: Float32Array, dst: Float32Array | Uint16Array | Uint8Array, scales: Float32Array): void {
+  if (cache.dtype === 'f32') (dst as Float32Array).set(src);
+  else if (cache.dtype === 'bf16') for (let i = 0; i < src.length; i++) dst[i] = f32ToBf16Bits(src[i]!);
+  else if (cache.dtype === 'f16') for (let i = 0; i < src.length; i++) dst[i] = f32ToF16Bits(src[i]!);
+  else {
+    // Exactly @kvq/fp8's scaled quantization: encode(fround(x / scale)), satfinite.
+    const layout: ScaleLayout =
+      scales.length === 1 ? PER_TENSOR : { granularity: 'head', numHeads: cache.numKvHeads, headSize: cache.headSize };
+    quantizeScaled(src, scales, layout, cache.dtype, { out: dst as Uint8Array, saturation: 'satfinite' });
+  }
+}
+
+function reshapeAndCache(args: ReshapeAndCacheArgs): void {
+  const { numTokens, numKvHeads, headSize } = validateReshapeAndCache(args);
+  const { key, value, slotMapping, cache } = args;
+  const tokenSize = numKvHeads * headSize;
+  for (let t = 0; t < numTokens; t++) {
+    const slot = slotMapping[t]!;
+    if (slot < 0) continue;
+    const src = t * tokenSize;
+    const dst = slot * tokenSize;
+    storeToken(cache, key.subarray(src, src + tokenSize), cache.key.subarray(dst, dst + tokenSize), cache.kScale);
+    storeToken(cache, value.subarray(src, src + tokenSize), cache.value.subarray(dst, dst + tokenSize), cache.vScale);
+  }
+}
+
+function pagedAttention(args: PagedAttentionArgs): void {
+  const plan = validatePagedAttention(args);
+  const { numSeqs, numHeads, numKvHeads, headSize, blockSize, groupSize, softmaxScale, slidingWindow, fp8Query } = plan;
+  const { query, out, cache, queryStartLoc, seqLens, blockTables, maxBlocksPerSeq } = args;
+  const readK = elementReader(cache.dtype, cache.key);
+  const readV = elementReader(cache.dtype, cache.value);
+  const scaled = isFp8(cache.dtype);
+  const format = scaled ? (cache.dtype as Fp8Format) : undefined;
+  const qScaleG = fp8Query ? qScalePerKvHead(cache.qScale, numHeads, numKvHeads) : undefined;
+  const saturation = args.fp8Query?.saturation ?? 'satfinite';
+  const decodeTable = format ? fp8DecodeTable(format) : undefined;
+  const tokenSize = numKvHeads * headSize;
+  const q = new Float64Array(headSize);
+  const qCodes = new Uint8Array(headSize);
+
+  for (let s = 0; s < numSeqs; s++) {
+    const qStart = queryStartLoc[s]!;
+    const qLen = queryStartLoc[s + 1]! - qStart;
+    const seqLen = seqLens[s]!;
+    const slotOf = (pos: number): number =>
+      blockTables[s * maxBlocksPerSeq + Math.floor(pos / blockSize)]! * blockSize + (pos % blockSize);
+    for (let i = 0; i < qLen; i++) {
+      const pos = seqLen - qLen + i;
+      const first = slidingWindow > 0 ? Math.max(0, pos - slidingWindow + 1) : 0;
+      const n = pos - first + 1;
+      const scores = new Float64Array(n);
+      for (let h = 0; h < numHeads; h++) {
+        const kvh = Math.floor(h / groupSize);
+        const qBase = ((qStart + i) * numHeads + h) * headSize;
+        const ks = scaled ? scaleOf(cache.kScale, kvh) : 1;
+        const vs = scaled ? scaleOf(cache.vScale, kvh) : 1;
+        // Query operand: float32 as given, or (FP8-query mode) the decoded FP8 code of q / qScale.
+        if (qScaleG) {
+          const qHead = query.subarray(qBase, qBase + headSize);
+          quantizeScaled(qHead, qScaleG.subarray(kvh, kvh + 1), PER_TENSOR, format!, { out: qCodes, saturation });
+          for (let d = 0; d < headSize; d++) q[d] = decodeTable![qCodes[d]!]!;
+        } else {
+          for (let d = 0; d < headSize; d++) q[d] = query[qBase + d]!;
+        }
+        let m = -Infinity;
+        for (let j = 0; j < n; j++) {
+          const kBase = slotOf(first + j) * tokenSize + kvh * headSize;
+          let dot = 0;
+          if (qScaleG) {
+            // FA3 semantics: raw FP8 values multiply, the descales apply to the score.
+            for (let d = 0; d < headSize; d++) dot += q[d]! * readK(kBase + d);
+            dot *= qScaleG[kvh]! * ks;
+          } else {
+            for (let d = 0; d < headSize; d++) {
+              const k = scaled ? Math.fround(readK(kBase + d) * ks) : readK(kBase + d);
+              dot += q[d]! * k;
+            }
+          }
+          const score = dot * softmaxScale;
+          scores[j] = score;
+          if (score > m) m = score;
+        }
+        let sum = 0;
+        for (let j = 0; j < n; j++) {
+          const e = Math.exp(scores[j]! - m);
+          scores[j] = e;
+          sum += e;
+        }
+        const oBase = ((qStart + i) * numHeads + h) * headSize;
+        for (let d = 0; d < headSize; d++) {
+          let acc = 0;
+          for (let j = 0; j < n; j++) {
+            const idx = slotOf(first + j) * tokenSize + kvh * headSize + d;
+            const v = scaled ? Math.fround(readV(idx) * vs) : readV(idx);
+            acc += scores[j]! * v;
+          }
+          out[oBase + d] = acc / sum;
+        }
+      }
+    }
+  }
+}
+
+function amaxTensor(args: AmaxTensorArgs): number {
+  const { length } = validateAmaxTensor(args);
+  let m = 0;
+  for (let i = 0; i < length; i++) {
+    const a = Math.abs(args.x[i]!);
+    if (Number.isNaN(a)) return NaN;
+    if (a > m) m = a;
+  }
+  return m;
+}
+
+function amaxPerHead(args: AmaxPerHeadArgs): void {
+  const { numTokens, numHeads, headSize } = validateAmaxPerHead(args);
+  const { x, out } = args;
+  for (let h = 0; h < numHeads; h++) {
+    let m = 0;
+    for (let t = 0; t < numTokens; t++) {
+      for (let d = 0; d < headSize; d++) {
+        const a = Math.abs(x[(t * numHeads + h) * headSize + d]!);
+        if (Number.isNaN(a) || Number.isNaN(m)) m = NaN;
+        else if (a > m) m = a;
+      }
+    }
+    // Math.max propagates NaN, so a NaN already in `out` also stays NaN.
+    out[h] = args.accumulate ? Math.max(out[h]!, m) : m;
+  }
+}
+
+function quantizeFp8(args: QuantizeFp8Args): void {
+  const { length } = validateQuantizeFp8(args);
+  const opts = args.saturation === undefined ? { out: args.out } : { out: args.out, saturation: args.saturation };
+  quantizeScaled(args.src.subarray(0, length), args.scales, args.layout, args.format, opts);
+}
+
+function dequantizeFp8(args: DequantizeFp8Args): void {
+  const { length } = validateDequantizeFp8(args);
+  dequantizeScaled(args.src.subarray(0, length), args.scales, args.layout, args.format, { out: args.out });
+}
+
+/** What {@link createReferenceBackend} reports as `info`. */
+export const REFERENCE_INFO: BackendInfo = Object.freeze({
+  description: 'pure TypeScript reference (float64 accumulation, single threaded)',
+  simd: 'none',
+  threads: 1,
+});
+
+/**
+ * Create the reference backend. It holds no resources; every call validates with the shared `validate*`
+ * helpers and computes with plain loops (float64 accumulation, results rounded once to float32 on store).
+ */
+export function createReferenceBackend(): KernelBackend {
+  return {
+    name: 'reference',
+    info: REFERENCE_INFO,
+    linear,
+    rmsNorm,
+    add,
+    siluAndMul,
+    embedding,
+    rope,
+    softmax,
+    reshapeAndCache,
+    pagedAttention,
+    amaxTensor,
+    amaxPerHead,
+    quantizeFp8,
+    dequantizeFp8,
+  };
+}

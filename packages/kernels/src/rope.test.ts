@@ -1,0 +1,123 @@
+import { describe, expect, it } from 'vitest';
+import { KernelError } from './errors.js';
+import { buildRopeTable, ropeInvFreq, ropeScalingFromHf, type RopeScaling } from './rope.js';
+
+const LLAMA31: RopeScaling = { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 };
+
+/**
+ * Llama-3 scaling written the vectorised way (as Hugging Face `_compute_llama3_parameters` states it): compute the
+ * low-frequency-divided and smoothed candidates for every frequency, then select with masks.
+ */
+function llama3Vectorised(base: number[], s: { factor: number; low: number; high: number; orig: number }): number[] {
+  const lowWavelen = s.orig / s.low;
+  const highWavelen = s.orig / s.high;
+  return base.map((f) => {
+    const wavelen = (2 * Math.PI) / f;
+    const divided = wavelen > lowWavelen ? f / s.factor : f;
+    const smooth = (s.orig / wavelen - s.low) / (s.high - s.low);
+    const smoothed = ((1 - smooth) * divided) / s.factor + smooth * divided;
+    const isMedium = !(wavelen < highWavelen) && !(wavelen > lowWavelen);
+    return isMedium ? smoothed : divided;
+  });
+}
+
+describe('ropeInvFreq', () => {
+  it('is theta^(-2i/d) without scaling (float32)', () => {
+    const f = ropeInvFreq({ rotaryDim: 8, theta: 10000 });
+    expect([...f]).toEqual([1, 0.1, 0.01, 0.001].map(Math.fround));
+  });
+
+  it('linear scaling divides every frequency by the factor', () => {
+    const a = ropeInvFreq({ rotaryDim: 64, theta: 10000 });
+    const b = ropeInvFreq({ rotaryDim: 64, theta: 10000, scaling: { type: 'linear', factor: 4 } });
+    // Dividing by a power of two commutes with rounding to float32.
+    a.forEach((v, i) => expect(b[i]).toBe(v / 4));
+    expect(b[0]).toBe(0.25);
+  });
+
+  it('Llama-3.1 scaling (theta 500000, d 128): bands fall where the published constants put them', () => {
+    const base = ropeInvFreq({ rotaryDim: 128, theta: 500000 });
+    const scaled = ropeInvFreq({ rotaryDim: 128, theta: 500000, scaling: LLAMA31 });
+    // wavelen_i = 2π · 500000^(i/64): < 8192/4 = 2048 for i <= 28 (kept); > 8192 for i >= 35 (divided by 8).
+    for (let i = 0; i <= 28; i++) expect(scaled[i]).toBe(base[i]);
+    for (let i = 35; i < 64; i++) expect(scaled[i]).toBe(base[i]! / 8);
+    for (let i = 29; i <= 34; i++) {
+      // Medium band: strictly between f/8 and f, and decreasing towards f/8 as wavelength grows.
+      expect(scaled[i]!).toBeLessThan(base[i]!);
+      expect(scaled[i]!).toBeGreaterThan(base[i]! / 8);
+    }
+    const ratio = [...Array(6).keys()].map((k) => scaled[29 + k]! / base[29 + k]!);
+    for (let k = 1; k < 6; k++) expect(ratio[k]!).toBeLessThan(ratio[k - 1]!);
+  });
+
+  it('Llama-3 scaling matches the vectorised formula for several configurations', () => {
+    for (const [theta, d, s] of [
+      [500000, 128, { factor: 8, low: 1, high: 4, orig: 8192 }],
+      [500000, 64, { factor: 32, low: 1, high: 4, orig: 8192 }],
+      [10000, 96, { factor: 4, low: 2, high: 8, orig: 2048 }],
+    ] as const) {
+      const base = [...Array(d / 2).keys()].map((i) => 1 / Math.pow(theta, (2 * i) / d));
+      const want = llama3Vectorised(base, s).map(Math.fround);
+      const got = ropeInvFreq({
+        rotaryDim: d,
+        theta,
+        scaling: { type: 'llama3', factor: s.factor, lowFreqFactor: s.low, highFreqFactor: s.high, originalMaxPositions: s.orig },
+      });
+      expect([...got]).toEqual(want);
+    }
+  });
+
+  it('rejects bad configs with the field named', () => {
+    const bad: [object, string][] = [
+      [{ rotaryDim: 7, theta: 10000 }, 'rotaryDim'],
+      [{ rotaryDim: 8, theta: 0 }, 'theta'],
+      [{ rotaryDim: 8, theta: 10000, scaling: { type: 'linear', factor: -1 } }, 'scaling.factor'],
+      [{ rotaryDim: 8, theta: 10000, scaling: { ...LLAMA31, highFreqFactor: 1 } }, 'scaling.highFreqFactor'],
+      [{ rotaryDim: 8, theta: 10000, scaling: { type: 'yarn', factor: 2 } }, 'scaling.type'],
+    ];
+    for (const [cfg, arg] of bad) {
+      try {
+        ropeInvFreq(cfg as never);
+        expect.fail(`no error for ${arg}`);
+      } catch (e) {
+        expect(e).toBeInstanceOf(KernelError);
+        expect((e as KernelError).argument).toBe(arg);
+      }
+    }
+  });
+});
+
+describe('buildRopeTable', () => {
+  it('holds cos/sin of fround(p * invFreq) for every position and pair', () => {
+    const t = buildRopeTable({ rotaryDim: 16, theta: 500000, scaling: LLAMA31, maxPositions: 100 });
+    expect(t.cos.length).toBe(800);
+    for (const p of [0, 1, 57, 99]) {
+      for (let i = 0; i < 8; i++) {
+        const ang = Math.fround(p * t.invFreq[i]!);
+        expect(t.cos[p * 8 + i]).toBe(Math.fround(Math.cos(ang)));
+        expect(t.sin[p * 8 + i]).toBe(Math.fround(Math.sin(ang)));
+      }
+    }
+    expect(t.cos[0]).toBe(1);
+    expect(t.sin[0]).toBe(0);
+  });
+});
+
+describe('ropeScalingFromHf', () => {
+  it('reads llama3, linear and default/null', () => {
+    expect(
+      ropeScalingFromHf({ rope_type: 'llama3', factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 }),
+    ).toEqual(LLAMA31);
+    expect(ropeScalingFromHf({ type: 'linear', factor: 2 })).toEqual({ type: 'linear', factor: 2 });
+    expect(ropeScalingFromHf(null)).toBeUndefined();
+    expect(ropeScalingFromHf({ rope_type: 'default' })).toBeUndefined();
+  });
+
+  it('rejects unsupported types and missing fields', () => {
+    expect(() => ropeScalingFromHf({ rope_type: 'yarn', factor: 4 })).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
+    expect(() => ropeScalingFromHf({ rope_type: 'llama3', factor: 8 })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', argument: 'rope_scaling.low_freq_factor' }),
+    );
+    expect(() => ropeScalingFromHf(3)).toThrow(expect.objectContaining({ argument: 'rope_scaling' }));
+  });
+});

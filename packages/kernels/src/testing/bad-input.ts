@@ -1,0 +1,215 @@
+/**
+ * Bad-input cases: every backend must reject them with the same {@link KernelError} code and argument name
+ * (native facades get this for free by calling the shared `validate*` helpers before the native call), and must
+ * not write anything.
+ * @module
+ */
+import type { KernelBackend, KernelErrorCode, KernelOpName, WeightMatrix } from '../contract.js';
+import { buildRopeTable } from '../rope.js';
+import { makeKvCache } from './random.js';
+
+/** One bad-input case. */
+export interface BadInputCase {
+  readonly op: KernelOpName;
+  readonly label: string;
+  /** Expected `KernelError.code`. */
+  readonly code: KernelErrorCode;
+  /** Expected `KernelError.argument`. */
+  readonly argument: string;
+  /** Call the op on `backend` with the bad input (it must throw). */
+  call(backend: KernelBackend): unknown;
+}
+
+/** A failed bad-input expectation. */
+export interface BadInputFailure {
+  readonly label: string;
+  readonly message: string;
+}
+
+const f32 = (n: number): Float32Array => new Float32Array(n).fill(0.5);
+const w = (rows: number, cols: number): WeightMatrix => ({ dtype: 'f32', data: f32(rows * cols), rows, cols });
+const table = buildRopeTable({ rotaryDim: 8, theta: 10000, maxPositions: 8 });
+
+function attnArgs(over: Record<string, unknown> = {}, cacheOver: Record<string, unknown> = {}): never {
+  const cache = {
+    ...makeKvCache({ dtype: 'e4m3fn', numBlocks: 4, blockSize: 4, numKvHeads: 2, headSize: 8, numHeads: 4, scales: 'head' }),
+    ...cacheOver,
+  };
+  return {
+    query: f32(3 * 4 * 8),
+    out: f32(3 * 4 * 8),
+    cache,
+    queryStartLoc: Int32Array.of(0, 2, 3),
+    seqLens: Int32Array.of(2, 5),
+    blockTables: Int32Array.of(0, 1, 2, 3),
+    maxBlocksPerSeq: 2,
+    numSeqs: 2,
+    numHeads: 4,
+    ...over,
+  } as never;
+}
+
+function reshapeArgs(over: Record<string, unknown> = {}, cacheOver: Record<string, unknown> = {}): never {
+  const cache = { ...makeKvCache({ dtype: 'e5m2', numBlocks: 2, blockSize: 4, numKvHeads: 2, headSize: 8, scales: 'head' }), ...cacheOver };
+  return { key: f32(3 * 16), value: f32(3 * 16), slotMapping: Int32Array.of(0, -1, 7), numTokens: 3, cache, ...over } as never;
+}
+
+/** Every bad-input case (about 40), covering shapes, typed-array kinds, ranges, scales and options of every op. */
+export function badInputCases(): BadInputCase[] {
+  const c = (
+    op: KernelOpName,
+    label: string,
+    code: KernelErrorCode,
+    argument: string,
+    call: (b: KernelBackend) => unknown,
+  ): BadInputCase => ({ op, label, code, argument, call });
+  return [
+    c('linear', 'x too short', 'SHAPE_MISMATCH', 'x', (b) => b.linear({ x: f32(5), weight: w(3, 4), out: f32(6), rows: 2 })),
+    c('linear', 'out too short', 'SHAPE_MISMATCH', 'out', (b) => b.linear({ x: f32(8), weight: w(3, 4), out: f32(5), rows: 2 })),
+    c('linear', 'rows 0', 'INVALID_ARGUMENT', 'rows', (b) => b.linear({ x: f32(8), weight: w(3, 4), out: f32(6), rows: 0 })),
+    c('linear', 'rows fractional', 'INVALID_ARGUMENT', 'rows', (b) => b.linear({ x: f32(8), weight: w(3, 4), out: f32(6), rows: 1.5 })),
+    c('linear', 'x is a Float64Array', 'WRONG_ARRAY_TYPE', 'x', (b) =>
+      b.linear({ x: new Float64Array(8) as never, weight: w(3, 4), out: f32(6), rows: 2 }),
+    ),
+    c('linear', 'bf16 weight stored as Float32Array', 'WRONG_ARRAY_TYPE', 'weight.data', (b) =>
+      b.linear({ x: f32(4), weight: { dtype: 'bf16', data: f32(12), rows: 3, cols: 4 }, out: f32(3), rows: 1 }),
+    ),
+    c('linear', 'weight data longer than rows*cols', 'SHAPE_MISMATCH', 'weight.data', (b) =>
+      b.linear({ x: f32(4), weight: { dtype: 'f32', data: f32(13), rows: 3, cols: 4 }, out: f32(3), rows: 1 }),
+    ),
+    c('linear', 'unknown weight dtype', 'INVALID_ARGUMENT', 'weight.dtype', (b) =>
+      b.linear({ x: f32(4), weight: { dtype: 'f64' as never, data: f32(12), rows: 3, cols: 4 }, out: f32(3), rows: 1 }),
+    ),
+    c('linear', 'bias too short', 'SHAPE_MISMATCH', 'bias', (b) => b.linear({ x: f32(4), weight: w(3, 4), out: f32(3), rows: 1, bias: f32(2) })),
+    c('linear', 'out aliases x', 'INVALID_ARGUMENT', 'out', (b) => {
+      const x = f32(16);
+      return b.linear({ x, weight: w(4, 4), out: x, rows: 1 });
+    }),
+    c('rmsNorm', 'eps NaN', 'INVALID_ARGUMENT', 'eps', (b) => b.rmsNorm({ x: f32(8), weight: f32(4), out: f32(8), rows: 2, hidden: 4, eps: NaN })),
+    c('rmsNorm', 'weight too short', 'SHAPE_MISMATCH', 'weight', (b) =>
+      b.rmsNorm({ x: f32(8), weight: f32(3), out: f32(8), rows: 2, hidden: 4, eps: 1e-5 }),
+    ),
+    c('rmsNorm', 'out partially overlaps x', 'INVALID_ARGUMENT', 'out', (b) => {
+      const buf = f32(12);
+      return b.rmsNorm({ x: buf.subarray(0, 8), weight: f32(4), out: buf.subarray(2, 10), rows: 2, hidden: 4, eps: 1e-5 });
+    }),
+    c('add', 'b too short', 'SHAPE_MISMATCH', 'b', (b) => b.add({ a: f32(4), b: f32(3), out: f32(4), length: 4 })),
+    c('add', 'negative length', 'INVALID_ARGUMENT', 'length', (b) => b.add({ a: f32(4), b: f32(4), out: f32(4), length: -1 })),
+    c('siluAndMul', 'up is an Array', 'WRONG_ARRAY_TYPE', 'up', (b) =>
+      b.siluAndMul({ gate: f32(4), up: [1, 2, 3, 4] as never, out: f32(4), length: 4 }),
+    ),
+    c('embedding', 'id past the vocabulary', 'OUT_OF_RANGE', 'ids[2]', (b) =>
+      b.embedding({ table: w(5, 4), ids: Int32Array.of(0, 4, 5), out: f32(12), numTokens: 3 }),
+    ),
+    c('embedding', 'negative id', 'OUT_OF_RANGE', 'ids[0]', (b) => b.embedding({ table: w(5, 4), ids: Int32Array.of(-1), out: f32(4), numTokens: 1 })),
+    c('embedding', 'ids as Uint32Array', 'WRONG_ARRAY_TYPE', 'ids', (b) =>
+      b.embedding({ table: w(5, 4), ids: Uint32Array.of(1) as never, out: f32(4), numTokens: 1 }),
+    ),
+    c('rope', 'position past the table', 'OUT_OF_RANGE', 'positions[1]', (b) =>
+      b.rope({ query: f32(16), key: f32(16), positions: Int32Array.of(0, 8), numTokens: 2, numHeads: 1, numKvHeads: 1, headSize: 8, table, style: 'rotate_half' }),
+    ),
+    c('rope', 'unknown style', 'INVALID_ARGUMENT', 'style', (b) =>
+      b.rope({ query: f32(8), key: f32(8), positions: Int32Array.of(0), numTokens: 1, numHeads: 1, numKvHeads: 1, headSize: 8, table, style: 'neox' as never }),
+    ),
+    c('rope', 'rotaryDim > headSize', 'SHAPE_MISMATCH', 'table.rotaryDim', (b) =>
+      b.rope({ query: f32(6), key: f32(6), positions: Int32Array.of(0), numTokens: 1, numHeads: 1, numKvHeads: 1, headSize: 6, table, style: 'rotate_half' }),
+    ),
+    c('softmax', 'cols 0', 'INVALID_ARGUMENT', 'cols', (b) => b.softmax({ x: f32(4), out: f32(4), rows: 1, cols: 0 })),
+    c('reshapeAndCache', 'slot past the cache', 'OUT_OF_RANGE', 'slotMapping[2]', (b) =>
+      b.reshapeAndCache(reshapeArgs({ slotMapping: Int32Array.of(0, 1, 8) })),
+    ),
+    c('reshapeAndCache', 'NaN k scale', 'INVALID_SCALE', 'cache.kScale[1]', (b) =>
+      b.reshapeAndCache(reshapeArgs({}, { kScale: Float32Array.of(1, NaN) })),
+    ),
+    c('reshapeAndCache', 'zero v scale', 'INVALID_SCALE', 'cache.vScale[0]', (b) =>
+      b.reshapeAndCache(reshapeArgs({}, { vScale: Float32Array.of(0, 1) })),
+    ),
+    c('reshapeAndCache', 'scale count neither 1 nor numKvHeads', 'INVALID_SCALE', 'cache.kScale', (b) =>
+      b.reshapeAndCache(reshapeArgs({}, { kScale: Float32Array.of(1, 1, 1) })),
+    ),
+    c('reshapeAndCache', 'k and v scale counts differ', 'INVALID_SCALE', 'cache.vScale', (b) =>
+      b.reshapeAndCache(reshapeArgs({}, { vScale: Float32Array.of(1) })),
+    ),
+    c('reshapeAndCache', 'fp8 pool as Uint16Array', 'WRONG_ARRAY_TYPE', 'cache.key', (b) =>
+      b.reshapeAndCache(reshapeArgs({}, { key: new Uint16Array(64) })),
+    ),
+    c('reshapeAndCache', 'pool shorter than its dims', 'SHAPE_MISMATCH', 'cache.value', (b) =>
+      b.reshapeAndCache(reshapeArgs({}, { value: new Uint8Array(63) })),
+    ),
+    c('reshapeAndCache', 'unknown cache dtype', 'INVALID_ARGUMENT', 'cache.dtype', (b) =>
+      b.reshapeAndCache(reshapeArgs({}, { dtype: 'fp8' })),
+    ),
+    c('reshapeAndCache', 'key too short', 'SHAPE_MISMATCH', 'key', (b) => b.reshapeAndCache(reshapeArgs({ key: f32(47) }))),
+    c('pagedAttention', 'numHeads not a multiple of numKvHeads', 'SHAPE_MISMATCH', 'numHeads', (b) =>
+      b.pagedAttention(attnArgs({ numHeads: 3 })),
+    ),
+    c('pagedAttention', 'seqLen shorter than the query', 'INVALID_ARGUMENT', 'seqLens[0]', (b) =>
+      b.pagedAttention(attnArgs({ seqLens: Int32Array.of(1, 5) })),
+    ),
+    c('pagedAttention', 'decreasing queryStartLoc', 'INVALID_ARGUMENT', 'queryStartLoc[2]', (b) =>
+      b.pagedAttention(attnArgs({ queryStartLoc: Int32Array.of(0, 2, 1) })),
+    ),
+    c('pagedAttention', 'block id past the cache', 'OUT_OF_RANGE', 'blockTables[3]', (b) =>
+      b.pagedAttention(attnArgs({ blockTables: Int32Array.of(0, -1, 2, 4) })),
+    ),
+    c('pagedAttention', 'context longer than the block table row', 'OUT_OF_RANGE', 'seqLens[1]', (b) =>
+      b.pagedAttention(attnArgs({ seqLens: Int32Array.of(2, 9) })),
+    ),
+    c('pagedAttention', 'infinite softmaxScale', 'INVALID_ARGUMENT', 'softmaxScale', (b) =>
+      b.pagedAttention(attnArgs({ softmaxScale: Infinity })),
+    ),
+    c('pagedAttention', 'slidingWindow 0', 'INVALID_ARGUMENT', 'slidingWindow', (b) => b.pagedAttention(attnArgs({ slidingWindow: 0 }))),
+    c('pagedAttention', 'negative q scale in fp8-query mode', 'INVALID_SCALE', 'cache.qScale[2]', (b) =>
+      b.pagedAttention(attnArgs({ fp8Query: {} }, { qScale: Float32Array.of(1, 1, -1, 1) })),
+    ),
+    c('pagedAttention', 'fp8-query mode on a bf16 cache', 'INVALID_ARGUMENT', 'fp8Query', (b) =>
+      b.pagedAttention(
+        attnArgs({ fp8Query: {} }, { dtype: 'bf16', key: new Uint16Array(256), value: new Uint16Array(256) }),
+      ),
+    ),
+    c('pagedAttention', 'query too short', 'SHAPE_MISMATCH', 'query', (b) => b.pagedAttention(attnArgs({ query: f32(95) }))),
+    c('amaxPerHead', 'out too short', 'SHAPE_MISMATCH', 'out', (b) =>
+      b.amaxPerHead({ x: f32(16), out: f32(1), numTokens: 2, numHeads: 2, headSize: 4 }),
+    ),
+    c('amaxTensor', 'length beyond x', 'SHAPE_MISMATCH', 'x', (b) => b.amaxTensor({ x: f32(4), length: 5 })),
+    c('quantizeFp8', 'scale count mismatch', 'INVALID_SCALE', 'scales', (b) =>
+      b.quantizeFp8({ src: f32(16), out: new Uint8Array(16), length: 16, scales: Float32Array.of(1), layout: { granularity: 'head', numHeads: 2, headSize: 4 }, format: 'e4m3fn' }),
+    ),
+    c('quantizeFp8', 'infinite scale', 'INVALID_SCALE', 'scales[0]', (b) =>
+      b.quantizeFp8({ src: f32(4), out: new Uint8Array(4), length: 4, scales: Float32Array.of(Infinity), layout: { granularity: 'tensor' }, format: 'e5m2' }),
+    ),
+    c('quantizeFp8', 'unknown format', 'INVALID_ARGUMENT', 'format', (b) =>
+      b.quantizeFp8({ src: f32(4), out: new Uint8Array(4), length: 4, scales: Float32Array.of(1), layout: { granularity: 'tensor' }, format: 'e3m4' as never }),
+    ),
+    c('dequantizeFp8', 'length not whole tokens', 'SHAPE_MISMATCH', 'length', (b) =>
+      b.dequantizeFp8({ src: new Uint8Array(10), out: f32(10), length: 10, scales: Float32Array.of(1), layout: { granularity: 'token', tokenSize: 4 }, format: 'e4m3fn' }),
+    ),
+    c('dequantizeFp8', 'out as Uint8Array', 'WRONG_ARRAY_TYPE', 'out', (b) =>
+      b.dequantizeFp8({ src: new Uint8Array(4), out: new Uint8Array(4) as never, length: 4, scales: Float32Array.of(1), layout: { granularity: 'tensor' }, format: 'e4m3fn' }),
+    ),
+  ];
+}
+
+/**
+ * Check that `backend` rejects every {@link badInputCases} case with the expected code and argument.
+ * Errors are matched by `name === 'KernelError'`, `code` and `argument` (not `instanceof`, so a second copy of
+ * this package in a dependency tree still matches). Returns the failures (empty = all good).
+ */
+export function runBadInputSuite(backend: KernelBackend, cases: readonly BadInputCase[] = badInputCases()): BadInputFailure[] {
+  const failures: BadInputFailure[] = [];
+  for (const c of cases) {
+    try {
+      c.call(backend);
+      failures.push({ label: `${c.op}: ${c.label}`, message: `did not throw (expected ${c.code} on ${c.argument})` });
+    } catch (e) {
+      const err = e as { name?: unknown; code?: unknown; argument?: unknown; message?: unknown };
+      if (err?.name !== 'KernelError' || err.code !== c.code || err.argument !== c.argument) {
+        failures.push({
+          label: `${c.op}: ${c.label}`,
+          message: `threw ${String(err?.name)} ${String(err?.code)} on ${String(err?.argument)} (${String(err?.message)}); expected KernelError ${c.code} on ${c.argument}`,
+        });
+      }
+    }
+  }
+  return failures;
+}

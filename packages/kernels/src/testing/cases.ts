@@ -1,0 +1,708 @@
+/**
+ * Parity cases for every op of the contract, on awkward shapes: token counts 1, 7, 17, 33, 1025; head sizes
+ * 8, 16, 64, 128; GQA ratios 1, 2, 4, 8; block sizes 1, 16, 32; every KV dtype; per-tensor and per-head scales;
+ * FP8-query mode; sliding windows; padding slots; in-place aliasing; NaN / ±Inf / overflow inputs.
+ *
+ * A case builds its inputs from its own seed on every `run`, so two backends see identical inputs and write
+ * into separate buffers. Output buffers carry a few sentinel elements past the stated shape: a backend that
+ * writes out of bounds changes them and fails the comparison.
+ * @module
+ */
+import type { Fp8Format, ScaleLayout } from '@kvq/fp8';
+import { FP8_FORMATS } from '@kvq/fp8';
+import type { KernelBackend, KernelOpName, KvDtype, RopeStyle, RopeTable, WeightDtype } from '../contract.js';
+import { createReferenceBackend } from '../reference/backend.js';
+import { buildRopeTable, type RopeScaling } from '../rope.js';
+import { isFp8 } from '../validate.js';
+import { buildAttentionBatch, makeKvCache, permutation, randomF32, randomInts, randomWeight, rng, type SeqSpec } from './random.js';
+
+/** Token counts every token-dimensioned op is tried with. */
+export const AWKWARD_TOKENS: readonly number[] = [1, 7, 17, 33, 1025];
+/** Head sizes attention, RoPE and the cache are tried with. */
+export const HEAD_SIZES: readonly number[] = [8, 16, 64, 128];
+/** Query heads per kv head (1 = MHA, 8 = strongly grouped; MQA is numKvHeads 1). */
+export const GQA_RATIOS: readonly number[] = [1, 2, 4, 8];
+/** Cache block sizes. */
+export const BLOCK_SIZES: readonly number[] = [1, 16, 32];
+/** Every KV cache dtype. */
+export const KV_DTYPES: readonly KvDtype[] = ['f32', 'bf16', 'f16', 'e4m3fn', 'e5m2', 'e4m3fnuz', 'e5m2fnuz'];
+/** Every FP8 format. */
+export const FP8_FORMAT_LIST: readonly Fp8Format[] = ['e4m3fn', 'e5m2', 'e4m3fnuz', 'e5m2fnuz'];
+/** Every weight dtype. */
+export const WEIGHT_DTYPES: readonly WeightDtype[] = ['f32', 'bf16', 'f16'];
+
+/** Elements of slack after every output; they hold {@link SENTINEL} and must come back unchanged. */
+export const SLACK = 3;
+/** Value of the slack elements of float outputs (integer outputs use 0xA5). */
+export const SENTINEL = 12345.5;
+
+/** Comparison tolerance: `|got - want| <= atol + rtol * |want|` (NaN equals NaN; infinities must match). */
+export interface Tolerance {
+  readonly rtol: number;
+  readonly atol: number;
+}
+
+/** Bit-exact comparison. */
+export const EXACT: Tolerance = Object.freeze({ rtol: 0, atol: 0 });
+
+/** An output of a case: a float32 array (compared with tolerance), an integer array (exact), or a number. */
+export type ParityValue = Float32Array | Uint8Array | Uint16Array | number;
+
+/** One parity case. */
+export interface ParityCase {
+  readonly op: KernelOpName;
+  /** Describes the shape, e.g. `'pagedAttention e4m3fn/head hs=64 gqa=4 bs=16 mixed'`. */
+  readonly label: string;
+  /** Tolerance for float outputs (integer outputs are always exact). */
+  readonly tolerance: Tolerance;
+  /** Build fresh inputs from the case's seed, run the op on `backend`, and return its outputs by name. */
+  run(backend: KernelBackend): Record<string, ParityValue>;
+}
+
+/** Options of {@link parityCases}. */
+export interface ParityCaseOptions {
+  /** `'quick'` (default; the whole set runs on the reference in seconds) or `'full'` (bigger shapes, more combos). */
+  readonly size?: 'quick' | 'full' | undefined;
+  /** Only these ops. Default: all. */
+  readonly ops?: readonly KernelOpName[] | undefined;
+  /** Base seed. Default 1. */
+  readonly seed?: number | undefined;
+}
+
+function withSlack(n: number): Float32Array {
+  const a = new Float32Array(n + SLACK);
+  a.fill(SENTINEL, n);
+  return a;
+}
+
+const cycle = <T>(list: readonly T[], i: number): T => list[i % list.length]!;
+
+// Rope tables are deterministic and costly to build: share them between cases.
+const ropeTables = new Map<string, RopeTable>();
+function ropeTable(rotaryDim: number, theta: number, scaling: RopeScaling | undefined, maxPositions: number): RopeTable {
+  const key = `${rotaryDim}/${theta}/${JSON.stringify(scaling ?? null)}/${maxPositions}`;
+  let t = ropeTables.get(key);
+  if (!t) {
+    t = buildRopeTable({ rotaryDim, theta, scaling, maxPositions });
+    ropeTables.set(key, t);
+  }
+  return t;
+}
+
+/** Tolerances per op (candidates accumulate in float32; the reference in float64). */
+export const DEFAULT_TOLERANCES: Readonly<Record<KernelOpName, Tolerance>> = Object.freeze({
+  linear: { rtol: 1e-4, atol: 1e-5 },
+  rmsNorm: { rtol: 1e-5, atol: 1e-6 },
+  add: EXACT,
+  siluAndMul: { rtol: 1e-5, atol: 1e-7 },
+  embedding: EXACT,
+  rope: { rtol: 1e-5, atol: 1e-6 },
+  softmax: { rtol: 1e-5, atol: 1e-8 },
+  reshapeAndCache: EXACT,
+  pagedAttention: { rtol: 1e-3, atol: 1e-4 },
+  amaxTensor: EXACT,
+  amaxPerHead: EXACT,
+  quantizeFp8: EXACT,
+  dequantizeFp8: EXACT,
+});
+
+function linearCases(full: boolean, seed: number): ParityCase[] {
+  const shapes: readonly [number, number][] = full
+    ? [[33, 64], [8, 17], [16, 128], [129, 8], [256, 512], [1000, 64]]
+    : [[33, 64], [8, 17], [16, 128], [129, 8]];
+  const cases: ParityCase[] = [];
+  AWKWARD_TOKENS.forEach((rows, i) => {
+    WEIGHT_DTYPES.forEach((dtype, j) => {
+      const [outF, inF] = rows > 64 && !full ? [33, 64] : cycle(shapes, i + j);
+      const bias = (i + j) % 2 === 0;
+      const s = seed + i * 10 + j;
+      cases.push({
+        op: 'linear',
+        label: `linear ${dtype} rows=${rows} in=${inF} out=${outF}${bias ? ' +bias' : ''}`,
+        tolerance: DEFAULT_TOLERANCES.linear,
+        run(b) {
+          const r = rng(s);
+          const x = randomF32(rows * inF, r);
+          const weight = randomWeight(dtype, outF, inF, r);
+          const out = withSlack(rows * outF);
+          b.linear({ x, weight, out, rows, bias: bias ? randomF32(outF, r) : undefined });
+          return { out };
+        },
+      });
+    });
+  });
+  return cases;
+}
+
+function rmsNormCases(seed: number): ParityCase[] {
+  const hiddens = [8, 16, 64, 128, 17];
+  return AWKWARD_TOKENS.flatMap((rows, i) =>
+    [false, true].map((inPlace, j): ParityCase => {
+      const hidden = rows > 64 ? 64 : cycle(hiddens, i + j);
+      const s = seed + 100 + i * 2 + j;
+      return {
+        op: 'rmsNorm',
+        label: `rmsNorm rows=${rows} hidden=${hidden}${inPlace ? ' in-place' : ''}`,
+        tolerance: DEFAULT_TOLERANCES.rmsNorm,
+        run(b) {
+          const r = rng(s);
+          const x = withSlack(rows * hidden);
+          x.set(randomF32(rows * hidden, r, 3));
+          const weight = randomF32(hidden, r);
+          const out = inPlace ? x : withSlack(rows * hidden);
+          b.rmsNorm({ x, weight, out, rows, hidden, eps: j ? 1e-6 : 1e-5 });
+          return { out };
+        },
+      };
+    }),
+  );
+}
+
+const ELEMENTWISE_LENGTHS = [0, 1, 7, 17, 33, 1025, 4099];
+
+function addCases(seed: number): ParityCase[] {
+  return ELEMENTWISE_LENGTHS.flatMap((length, i) =>
+    (['none', 'a', 'b'] as const).map((alias, j): ParityCase => ({
+      op: 'add',
+      label: `add length=${length} out=${alias === 'none' ? 'separate' : alias}`,
+      tolerance: DEFAULT_TOLERANCES.add,
+      run(b) {
+        const r = rng(seed + 200 + i * 3 + j);
+        const a = withSlack(length);
+        a.set(randomF32(length, r, 10));
+        const bb = withSlack(length);
+        bb.set(randomF32(length, r, 1e-3));
+        const out = alias === 'a' ? a : alias === 'b' ? bb : withSlack(length);
+        b.add({ a, b: bb, out, length });
+        return { out };
+      },
+    })),
+  );
+}
+
+function siluCases(seed: number): ParityCase[] {
+  return ELEMENTWISE_LENGTHS.flatMap((length, i) =>
+    (['none', 'gate', 'up'] as const).map((alias, j): ParityCase => ({
+      op: 'siluAndMul',
+      label: `siluAndMul length=${length} out=${alias === 'none' ? 'separate' : alias}`,
+      tolerance: DEFAULT_TOLERANCES.siluAndMul,
+      run(b) {
+        const r = rng(seed + 300 + i * 3 + j);
+        const gate = withSlack(length);
+        gate.set(randomF32(length, r, 4));
+        // Large magnitudes exercise exp overflow / underflow in silu.
+        if (length > 3) {
+          gate[0] = 120;
+          gate[1] = -120;
+          gate[2] = -0;
+        }
+        const up = withSlack(length);
+        up.set(randomF32(length, r));
+        const out = alias === 'gate' ? gate : alias === 'up' ? up : withSlack(length);
+        b.siluAndMul({ gate, up, out, length });
+        return { out };
+      },
+    })),
+  );
+}
+
+function embeddingCases(seed: number): ParityCase[] {
+  const vocab = 97;
+  return AWKWARD_TOKENS.flatMap((numTokens, i) =>
+    WEIGHT_DTYPES.map((dtype, j): ParityCase => {
+      const hidden = cycle(HEAD_SIZES, i + j);
+      return {
+        op: 'embedding',
+        label: `embedding ${dtype} tokens=${numTokens} hidden=${hidden}`,
+        tolerance: DEFAULT_TOLERANCES.embedding,
+        run(b) {
+          const r = rng(seed + 400 + i * 3 + j);
+          const table = randomWeight(dtype, vocab, hidden, r);
+          const ids = randomInts(numTokens, vocab, r);
+          ids[0] = vocab - 1;
+          if (numTokens > 1) ids[1] = 0;
+          const out = withSlack(numTokens * hidden);
+          b.embedding({ table, ids, out, numTokens });
+          return { out };
+        },
+      };
+    }),
+  );
+}
+
+interface RopeCfg {
+  headSize: number;
+  rotaryDim: number;
+  gqa: number;
+  theta: number;
+  scaling?: RopeScaling;
+}
+
+const LLAMA3_SCALING: RopeScaling = {
+  type: 'llama3',
+  factor: 8,
+  lowFreqFactor: 1,
+  highFreqFactor: 4,
+  originalMaxPositions: 8192,
+};
+
+function ropeCases(seed: number): ParityCase[] {
+  const cfgs: RopeCfg[] = [
+    { headSize: 8, rotaryDim: 8, gqa: 1, theta: 10000 },
+    { headSize: 16, rotaryDim: 8, gqa: 2, theta: 10000 },
+    { headSize: 64, rotaryDim: 64, gqa: 4, theta: 500000, scaling: LLAMA3_SCALING },
+    { headSize: 128, rotaryDim: 128, gqa: 8, theta: 500000, scaling: LLAMA3_SCALING },
+    { headSize: 128, rotaryDim: 128, gqa: 1, theta: 10000, scaling: { type: 'linear', factor: 4 } },
+  ];
+  const maxPositions = 2048;
+  return AWKWARD_TOKENS.flatMap((numTokens, i) =>
+    (['rotate_half', 'interleaved'] as RopeStyle[]).map((style, j): ParityCase => {
+      const cfg = numTokens > 64 ? cfgs[i % 2]! : cycle(cfgs, i + j);
+      const numKvHeads = 2;
+      const numHeads = numKvHeads * cfg.gqa;
+      return {
+        op: 'rope',
+        label: `rope ${style} tokens=${numTokens} hs=${cfg.headSize} rot=${cfg.rotaryDim} theta=${cfg.theta}${cfg.scaling ? ` ${cfg.scaling.type}` : ''} gqa=${cfg.gqa}`,
+        tolerance: DEFAULT_TOLERANCES.rope,
+        run(b) {
+          const r = rng(seed + 500 + i * 2 + j);
+          const table = ropeTable(cfg.rotaryDim, cfg.theta, cfg.scaling, maxPositions);
+          const query = withSlack(numTokens * numHeads * cfg.headSize);
+          query.set(randomF32(numTokens * numHeads * cfg.headSize, r));
+          const key = withSlack(numTokens * numKvHeads * cfg.headSize);
+          key.set(randomF32(numTokens * numKvHeads * cfg.headSize, r));
+          const positions = randomInts(numTokens, maxPositions, r);
+          positions[0] = maxPositions - 1;
+          b.rope({ query, key, positions, numTokens, numHeads, numKvHeads, headSize: cfg.headSize, table, style });
+          return { query, key };
+        },
+      };
+    }),
+  );
+}
+
+function softmaxCases(seed: number): ParityCase[] {
+  const cases: ParityCase[] = [];
+  [1, 7, 17].forEach((rows, i) => {
+    [1, 7, 33, 1025, 4099].forEach((cols, j) => {
+      const inPlace = (i + j) % 2 === 1;
+      cases.push({
+        op: 'softmax',
+        label: `softmax rows=${rows} cols=${cols}${inPlace ? ' in-place' : ''}`,
+        tolerance: DEFAULT_TOLERANCES.softmax,
+        run(b) {
+          const r = rng(seed + 600 + i * 5 + j);
+          const x = withSlack(rows * cols);
+          x.set(randomF32(rows * cols, r, 5));
+          if (cols > 3) {
+            x[1] = -Infinity; // masked logit
+            x[2] = 80; // large logit: max subtraction must prevent overflow
+          }
+          if (rows > 2 && cols > 1) {
+            for (let c = 0; c < cols; c++) x[cols + c] = -Infinity; // a fully masked row -> NaN
+            x[2 * cols] = NaN; // a NaN row -> NaN
+          }
+          const out = inPlace ? x : withSlack(rows * cols);
+          b.softmax({ x, out, rows, cols });
+          return { out };
+        },
+      });
+    });
+  });
+  return cases;
+}
+
+function reshapeCases(full: boolean, seed: number): ParityCase[] {
+  const cases: ParityCase[] = [];
+  let k = 0;
+  for (const dtype of KV_DTYPES) {
+    for (const scales of isFp8(dtype) ? (['tensor', 'head'] as const) : (['tensor'] as const)) {
+      for (let v = 0; v < (full ? AWKWARD_TOKENS.length : 3); v++) {
+        const idx = k++;
+        const numTokens = full ? AWKWARD_TOKENS[v]! : cycle(AWKWARD_TOKENS, idx + v);
+        const big = numTokens > 64;
+        const headSize = big ? 8 : cycle(HEAD_SIZES, idx);
+        const numKvHeads = big ? 2 : cycle([1, 2, 4, 8], idx + 1);
+        const blockSize = cycle(BLOCK_SIZES, idx + v);
+        const special = v === 0;
+        const s = seed + 700 + idx * 7 + v;
+        cases.push({
+          op: 'reshapeAndCache',
+          label: `reshapeAndCache ${dtype}/${scales} tokens=${numTokens} kvh=${numKvHeads} hs=${headSize} bs=${blockSize}${special ? ' specials' : ''}`,
+          tolerance: DEFAULT_TOLERANCES.reshapeAndCache,
+          run(b) {
+            const r = rng(s);
+            const numBlocks = Math.ceil((numTokens * 1.3) / blockSize) + 1;
+            const cache = makeKvCache({ dtype, numBlocks, blockSize, numKvHeads, headSize, scales, amax: 3 });
+            // Pre-existing content must survive where no token is written.
+            for (const pool of [cache.key, cache.value]) {
+              for (let i = 0; i < pool.length; i++) pool[i] = dtype === 'f32' ? i % 13 : (i * 37) & (dtype === 'bf16' || dtype === 'f16' ? 0x3fff : 0x7f);
+            }
+            const n = numTokens * numKvHeads * headSize;
+            const key = randomF32(n, r, 1.5);
+            const value = randomF32(n, r, 1.5);
+            if (special && n >= 6) {
+              key.set([NaN, Infinity, -Infinity, -0, 1e-30, 1e30]);
+              value.set([1e30, -1e30, NaN, 0, -1e-30, Infinity]);
+            }
+            const order = permutation(numBlocks * blockSize, r);
+            const slotMapping = new Int32Array(numTokens);
+            for (let t = 0; t < numTokens; t++) slotMapping[t] = r() < 0.1 ? -1 : order[t]!;
+            b.reshapeAndCache({ key, value, slotMapping, numTokens, cache });
+            return { key: cache.key, value: cache.value };
+          },
+        });
+      }
+    }
+  }
+  return cases;
+}
+
+type Scenario = 'decode' | 'prefill' | 'chunked' | 'mixed';
+
+function scenarioSeqs(s: Scenario, i: number): SeqSpec[] {
+  switch (s) {
+    case 'decode':
+      return [1, 7, 17, 33, 5, 16, 32].map((seqLen) => ({ queryLen: 1, seqLen: seqLen + (i % 2) }));
+    case 'prefill':
+      return [{ queryLen: cycle([7, 17, 33], i), seqLen: cycle([7, 17, 33], i) }];
+    case 'chunked':
+      return [
+        { queryLen: 7, seqLen: 17 },
+        { queryLen: 17, seqLen: 40 },
+      ];
+    case 'mixed':
+      return [
+        { queryLen: 1, seqLen: 33 },
+        { queryLen: 7, seqLen: 7 },
+        { queryLen: 5, seqLen: 21 },
+        { queryLen: 1, seqLen: 1 },
+      ];
+  }
+}
+
+interface AttnCfg {
+  dtype: KvDtype;
+  scales: 'tensor' | 'head';
+  headSize: number;
+  gqa: number;
+  numKvHeads: number;
+  blockSize: number;
+  seqs: SeqSpec[];
+  scenario: string;
+  fp8Query?: boolean;
+  slidingWindow?: number;
+  softmaxScale?: number;
+}
+
+function attentionCase(cfg: AttnCfg, seed: number): ParityCase {
+  const numHeads = cfg.numKvHeads * cfg.gqa;
+  const extras = [
+    cfg.fp8Query ? 'fp8-query' : '',
+    cfg.slidingWindow ? `window=${cfg.slidingWindow}` : '',
+    cfg.softmaxScale ? `scale=${cfg.softmaxScale}` : '',
+  ]
+    .filter(Boolean)
+    .join(' ');
+  const reference = createReferenceBackend();
+  return {
+    op: 'pagedAttention',
+    label: `pagedAttention ${cfg.dtype}/${cfg.scales} hs=${cfg.headSize} heads=${numHeads}/${cfg.numKvHeads} bs=${cfg.blockSize} ${cfg.scenario}${extras ? ` ${extras}` : ''}`,
+    tolerance: DEFAULT_TOLERANCES.pagedAttention,
+    run(b) {
+      const r = rng(seed);
+      const batch = buildAttentionBatch(
+        {
+          dtype: cfg.dtype,
+          scales: cfg.scales,
+          blockSize: cfg.blockSize,
+          numKvHeads: cfg.numKvHeads,
+          headSize: cfg.headSize,
+          numHeads,
+          seqs: cfg.seqs,
+        },
+        r,
+        reference,
+      );
+      if (cfg.fp8Query && isFp8(cfg.dtype)) {
+        // Fit q scales to the query (per head when asked), so quantized queries use the format's range.
+        const fmtMax = FP8_FORMATS[cfg.dtype as Fp8Format].maxFinite;
+        const q = batch.cache.qScale;
+        for (let h = 0; h < q.length; h++) q[h] = (4 * (q.length === 1 ? 1 : 0.6 + (h % 5) / 5)) / fmtMax;
+      }
+      const out = withSlack(batch.numTokens * numHeads * cfg.headSize);
+      b.pagedAttention({
+        query: batch.query,
+        out,
+        cache: batch.cache,
+        queryStartLoc: batch.queryStartLoc,
+        seqLens: batch.seqLens,
+        blockTables: batch.blockTables,
+        maxBlocksPerSeq: batch.maxBlocksPerSeq,
+        numSeqs: batch.numSeqs,
+        numHeads,
+        softmaxScale: cfg.softmaxScale,
+        slidingWindow: cfg.slidingWindow,
+        fp8Query: cfg.fp8Query ? {} : undefined,
+      });
+      return { out };
+    },
+  };
+}
+
+function attentionCases(full: boolean, seed: number): ParityCase[] {
+  const cases: ParityCase[] = [];
+  const scenarios: Scenario[] = ['decode', 'prefill', 'chunked', 'mixed'];
+  let i = 0;
+  for (const dtype of KV_DTYPES) {
+    for (const scales of isFp8(dtype) ? (['tensor', 'head'] as const) : (['tensor'] as const)) {
+      for (const scenario of scenarios) {
+        const idx = i++;
+        cases.push(
+          attentionCase(
+            {
+              dtype,
+              scales,
+              headSize: cycle(HEAD_SIZES, idx),
+              gqa: cycle(GQA_RATIOS, idx + Math.floor(idx / 4)),
+              numKvHeads: cycle([1, 2], idx + 1),
+              blockSize: cycle(BLOCK_SIZES, idx + Math.floor(idx / 3)),
+              seqs: scenarioSeqs(scenario, idx),
+              scenario,
+            },
+            seed + 800 + idx,
+          ),
+        );
+      }
+    }
+  }
+  // FP8-query mode: every format, per-tensor and per-head q scales.
+  FP8_FORMAT_LIST.forEach((dtype, j) => {
+    (['tensor', 'head'] as const).forEach((scales, k) => {
+      cases.push(
+        attentionCase(
+          {
+            dtype,
+            scales,
+            headSize: cycle(HEAD_SIZES, j + k),
+            gqa: cycle(GQA_RATIOS, j + 2 * k),
+            numKvHeads: 2,
+            blockSize: cycle(BLOCK_SIZES, j),
+            seqs: scenarioSeqs('mixed', j),
+            scenario: 'mixed',
+            fp8Query: true,
+          },
+          seed + 900 + j * 2 + k,
+        ),
+      );
+    });
+  });
+  // Sliding windows (1 = attend to self only), a custom softmax scale.
+  [1, 5, 16].forEach((slidingWindow, j) => {
+    cases.push(
+      attentionCase(
+        {
+          dtype: cycle(KV_DTYPES, j * 3),
+          scales: 'head',
+          headSize: cycle(HEAD_SIZES, j),
+          gqa: cycle(GQA_RATIOS, j + 1),
+          numKvHeads: 2,
+          blockSize: cycle(BLOCK_SIZES, j),
+          seqs: scenarioSeqs(j === 2 ? 'chunked' : 'mixed', j),
+          scenario: j === 2 ? 'chunked' : 'mixed',
+          slidingWindow,
+        },
+        seed + 950 + j,
+      ),
+    );
+  });
+  cases.push(
+    attentionCase(
+      {
+        dtype: 'e4m3fn',
+        scales: 'head',
+        headSize: 16,
+        gqa: 4,
+        numKvHeads: 1,
+        blockSize: 16,
+        seqs: scenarioSeqs('chunked', 0),
+        scenario: 'chunked',
+        softmaxScale: 0.3,
+      },
+      seed + 960,
+    ),
+  );
+  // Long contexts: a 1025-token prefill and a batch of 1025-token decodes.
+  cases.push(
+    attentionCase(
+      {
+        dtype: 'e4m3fn',
+        scales: 'head',
+        headSize: 8,
+        gqa: 2,
+        numKvHeads: 1,
+        blockSize: 16,
+        seqs: [{ queryLen: 1025, seqLen: 1025 }],
+        scenario: 'prefill-1025',
+      },
+      seed + 970,
+    ),
+    attentionCase(
+      {
+        dtype: 'bf16',
+        scales: 'tensor',
+        headSize: 64,
+        gqa: 4,
+        numKvHeads: 2,
+        blockSize: 32,
+        seqs: [1025, 1024, 33, 1025].map((seqLen) => ({ queryLen: 1, seqLen })),
+        scenario: 'decode-1025',
+      },
+      seed + 971,
+    ),
+  );
+  if (full) {
+    for (const dtype of KV_DTYPES) {
+      cases.push(
+        attentionCase(
+          {
+            dtype,
+            scales: 'head',
+            headSize: 128,
+            gqa: 8,
+            numKvHeads: 2,
+            blockSize: 32,
+            seqs: [
+              { queryLen: 257, seqLen: 1025 },
+              { queryLen: 1, seqLen: 1025 },
+            ],
+            scenario: 'full-long',
+          },
+          seed + 980 + cases.length,
+        ),
+      );
+    }
+  }
+  return cases;
+}
+
+function amaxCases(seed: number): ParityCase[] {
+  const cases: ParityCase[] = ELEMENTWISE_LENGTHS.flatMap((length, i) =>
+    ['plain', 'nan', 'inf'].map((kind, j): ParityCase => ({
+      op: 'amaxTensor',
+      label: `amaxTensor length=${length} ${kind}`,
+      tolerance: DEFAULT_TOLERANCES.amaxTensor,
+      run(b) {
+        const r = rng(seed + 1000 + i * 3 + j);
+        const x = withSlack(length);
+        x.set(randomF32(length, r, 3));
+        x.fill(1e9, length); // larger than any value: must not be read
+        if (length > 0 && kind === 'nan') x[length - 1] = NaN;
+        if (length > 0 && kind === 'inf') x[Math.floor(length / 2)] = -Infinity;
+        return { amax: b.amaxTensor({ x, length }) };
+      },
+    })),
+  );
+  AWKWARD_TOKENS.forEach((numTokens, i) => {
+    [false, true].forEach((accumulate, j) => {
+      const numHeads = cycle([1, 2, 4, 8], i + j);
+      const headSize = numTokens > 64 ? 8 : cycle(HEAD_SIZES, i);
+      cases.push({
+        op: 'amaxPerHead',
+        label: `amaxPerHead tokens=${numTokens} heads=${numHeads} hs=${headSize}${accumulate ? ' accumulate' : ''}`,
+        tolerance: DEFAULT_TOLERANCES.amaxPerHead,
+        run(b) {
+          const r = rng(seed + 1100 + i * 2 + j);
+          const x = randomF32(numTokens * numHeads * headSize, r, 2);
+          if (numHeads > 1) x[headSize] = NaN; // head 1 of token 0
+          const out = withSlack(numHeads);
+          for (let h = 0; h < numHeads; h++) out[h] = h % 2 === 0 ? 100 : 0.5;
+          b.amaxPerHead({ x, out, numTokens, numHeads, headSize, accumulate });
+          return { out };
+        },
+      });
+    });
+  });
+  return cases;
+}
+
+function layoutsFor(numHeads: number, headSize: number): { name: string; layout: ScaleLayout; count: (n: number) => number }[] {
+  return [
+    { name: 'tensor', layout: { granularity: 'tensor' }, count: () => 1 },
+    { name: 'head', layout: { granularity: 'head', numHeads, headSize }, count: () => numHeads },
+    { name: 'token', layout: { granularity: 'token', tokenSize: numHeads * headSize }, count: (n) => n / (numHeads * headSize) },
+    {
+      name: 'token_head',
+      layout: { granularity: 'token_head', numHeads, headSize },
+      count: (n) => n / headSize,
+    },
+  ];
+}
+
+function quantCases(seed: number): ParityCase[] {
+  const cases: ParityCase[] = [];
+  FP8_FORMAT_LIST.forEach((format, i) => {
+    const numHeads = 2;
+    const headSize = cycle([8, 16], i);
+    layoutsFor(numHeads, headSize).forEach((l, j) => {
+      const numTokens = cycle([1, 7, 17, 33], i + j);
+      const length = numTokens * numHeads * headSize;
+      (['satfinite', 'nosat'] as const).forEach((saturation, k) => {
+        cases.push({
+          op: 'quantizeFp8',
+          label: `quantizeFp8 ${format} ${l.name} ${saturation} tokens=${numTokens}`,
+          tolerance: DEFAULT_TOLERANCES.quantizeFp8,
+          run(b) {
+            const r = rng(seed + 1200 + i * 16 + j * 2 + k);
+            const scales = new Float32Array(l.count(length));
+            for (let s = 0; s < scales.length; s++) scales[s] = 0.001 + r() * 0.05;
+            const src = randomF32(length, r, FP8_FORMATS[format].maxFinite * 0.02);
+            if (length >= 5) src.set([NaN, Infinity, -Infinity, 1e30, -0]);
+            const out = new Uint8Array(length + SLACK).fill(0xa5);
+            b.quantizeFp8({ src, out, length, scales, layout: l.layout, format, saturation });
+            return { out };
+          },
+        });
+      });
+      cases.push({
+        op: 'dequantizeFp8',
+        label: `dequantizeFp8 ${format} ${l.name} tokens=${numTokens}`,
+        tolerance: DEFAULT_TOLERANCES.dequantizeFp8,
+        run(b) {
+          const r = rng(seed + 1300 + i * 4 + j);
+          const scales = new Float32Array(l.count(length));
+          for (let s = 0; s < scales.length; s++) scales[s] = 0.001 + r() * 3;
+          const src = new Uint8Array(length);
+          for (let c = 0; c < length; c++) src[c] = (c * 29 + Math.floor(r() * 256)) & 0xff; // every code, NaNs too
+          const out = withSlack(length);
+          b.dequantizeFp8({ src, out, length, scales, layout: l.layout, format });
+          return { out };
+        },
+      });
+    });
+  });
+  return cases;
+}
+
+/**
+ * Every parity case (or those of `options.ops`). Quick size: a few hundred cases that run on the reference
+ * backend in a few seconds; full size adds bigger shapes.
+ */
+export function parityCases(options: ParityCaseOptions = {}): ParityCase[] {
+  const full = options.size === 'full';
+  const seed = options.seed ?? 1;
+  const all = [
+    ...linearCases(full, seed),
+    ...rmsNormCases(seed),
+    ...addCases(seed),
+    ...siluCases(seed),
+    ...embeddingCases(seed),
+    ...ropeCases(seed),
+    ...softmaxCases(seed),
+    ...reshapeCases(full, seed),
+    ...attentionCases(full, seed),
+    ...amaxCases(seed),
+    ...quantCases(seed),
+  ];
+  return options.ops ? all.filter((c) => options.ops!.includes(c.op)) : all;
+}

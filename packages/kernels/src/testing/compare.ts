@@ -1,0 +1,189 @@
+/**
+ * Running parity cases: compare a candidate backend's outputs with the reference's, element by element.
+ * @module
+ */
+import type { KernelBackend, KernelOpName } from '../contract.js';
+import { createReferenceBackend } from '../reference/backend.js';
+import { parityCases, type ParityCase, type ParityCaseOptions, type ParityValue, type Tolerance } from './cases.js';
+
+/** One failed case. */
+export interface ParityFailure {
+  readonly op: KernelOpName;
+  readonly label: string;
+  /** Output name (`'out'`, `'key'`, ...), or `'(threw)'` when a backend threw. */
+  readonly output: string;
+  /** What went wrong, with the first mismatching index and both values. */
+  readonly message: string;
+  /** Number of mismatching elements. */
+  readonly mismatches: number;
+  /** Largest `|candidate - reference|` over the compared elements (NaN-aware; Infinity for a NaN/Inf mismatch). */
+  readonly maxAbsError: number;
+}
+
+/** Result of {@link runParitySuite}. */
+export interface ParityReport {
+  readonly candidate: string;
+  readonly reference: string;
+  /** Number of cases run. */
+  readonly cases: number;
+  readonly passed: number;
+  readonly failures: readonly ParityFailure[];
+  /** Cases and failures per op. */
+  readonly byOp: Readonly<Partial<Record<KernelOpName, { cases: number; failures: number }>>>;
+}
+
+/** Options of {@link runParitySuite}. */
+export interface ParitySuiteOptions extends ParityCaseOptions {
+  /** Run these cases instead of `parityCases(options)`. */
+  readonly cases?: readonly ParityCase[] | undefined;
+  /** Override a case's tolerance (e.g. loosen attention for a GPU backend). Integer outputs stay exact. */
+  readonly tolerance?: ((c: ParityCase) => Tolerance) | undefined;
+  /** Stop after this many failures. Default: run everything. */
+  readonly maxFailures?: number | undefined;
+}
+
+function closeEnough(got: number, want: number, tol: Tolerance): boolean {
+  if (got === want) return true;
+  if (Number.isNaN(got) && Number.isNaN(want)) return true;
+  if (!Number.isFinite(got) || !Number.isFinite(want)) return false;
+  return Math.abs(got - want) <= tol.atol + tol.rtol * Math.abs(want);
+}
+
+/**
+ * Compare one output. Float32 arrays and numbers use `tol`; integer arrays (FP8 codes, 16-bit patterns) must be
+ * identical. Returns `undefined` when they match.
+ */
+export function compareOutput(
+  name: string,
+  got: ParityValue,
+  want: ParityValue,
+  tol: Tolerance,
+): Omit<ParityFailure, 'op' | 'label'> | undefined {
+  if (typeof want === 'number' || typeof got === 'number') {
+    if (typeof want === 'number' && typeof got === 'number' && closeEnough(got, want, tol)) return undefined;
+    return {
+      output: name,
+      message: `${name}: candidate ${String(got)}, reference ${String(want)}`,
+      mismatches: 1,
+      maxAbsError: typeof got === 'number' && typeof want === 'number' ? Math.abs(got - want) : Infinity,
+    };
+  }
+  const kindOf = (a: ArrayBufferView): string => (a as unknown as { [Symbol.toStringTag]: string })[Symbol.toStringTag];
+  if (kindOf(got) !== kindOf(want) || got.length !== want.length) {
+    return {
+      output: name,
+      message: `${name}: candidate returned ${kindOf(got)}(${got.length}), reference ${kindOf(want)}(${want.length})`,
+      mismatches: Math.max(got.length, want.length),
+      maxAbsError: Infinity,
+    };
+  }
+  const exact = !(want instanceof Float32Array);
+  let mismatches = 0;
+  let first = -1;
+  let maxAbs = 0;
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i]!;
+    const w = want[i]!;
+    const ok = exact ? g === w : closeEnough(g, w, tol);
+    if (!Number.isNaN(g) || !Number.isNaN(w)) {
+      const d = Math.abs(g - w);
+      if (d > maxAbs || Number.isNaN(d)) maxAbs = Number.isNaN(d) ? Infinity : d;
+    }
+    if (!ok) {
+      mismatches++;
+      if (first < 0) first = i;
+    }
+  }
+  if (mismatches === 0) return undefined;
+  const hex = (v: number): string => (exact ? ` (0x${v.toString(16)})` : '');
+  return {
+    output: name,
+    message:
+      `${name}: ${mismatches} of ${want.length} elements differ; first at [${first}]: candidate ${got[first]}${hex(got[first]!)}, ` +
+      `reference ${want[first]}${hex(want[first]!)} (tolerance rtol=${tol.rtol} atol=${tol.atol}${exact ? ', exact' : ''})`,
+    mismatches,
+    maxAbsError: maxAbs,
+  };
+}
+
+function errorText(e: unknown): string {
+  if (e instanceof Error) {
+    const code = (e as { code?: unknown }).code;
+    return `${e.name}${code ? ` ${String(code)}` : ''}: ${e.message}`;
+  }
+  return String(e);
+}
+
+/**
+ * Run one case on both backends and compare every output. Returns the failures (empty when it passes).
+ * A backend that throws is a failure (the reference throwing means the case itself is broken).
+ */
+export function runParityCase(
+  c: ParityCase,
+  candidate: KernelBackend,
+  reference: KernelBackend = createReferenceBackend(),
+  tolerance: Tolerance = c.tolerance,
+): ParityFailure[] {
+  let want: Record<string, ParityValue>;
+  try {
+    want = c.run(reference);
+  } catch (e) {
+    return [{ op: c.op, label: c.label, output: '(threw)', message: `reference threw: ${errorText(e)}`, mismatches: 1, maxAbsError: Infinity }];
+  }
+  let got: Record<string, ParityValue>;
+  try {
+    got = c.run(candidate);
+  } catch (e) {
+    return [{ op: c.op, label: c.label, output: '(threw)', message: `candidate threw: ${errorText(e)}`, mismatches: 1, maxAbsError: Infinity }];
+  }
+  const failures: ParityFailure[] = [];
+  for (const name of Object.keys(want)) {
+    const f = compareOutput(name, got[name]!, want[name]!, tolerance);
+    if (f) failures.push({ op: c.op, label: c.label, ...f });
+  }
+  return failures;
+}
+
+/**
+ * Run the parity suite: every case of {@link parityCases} (or `options.cases`) on `candidate` and `reference`,
+ * comparing outputs. Never throws for a backend's failure; inspect `report.failures` (see {@link formatParityReport}).
+ *
+ * @example
+ * const report = runParitySuite(createCpuBackend());
+ * expect(report.failures, formatParityReport(report)).toEqual([]);
+ */
+export function runParitySuite(
+  candidate: KernelBackend,
+  reference: KernelBackend = createReferenceBackend(),
+  options: ParitySuiteOptions = {},
+): ParityReport {
+  const cases = options.cases ?? parityCases(options);
+  const failures: ParityFailure[] = [];
+  const byOp: Partial<Record<KernelOpName, { cases: number; failures: number }>> = {};
+  let passed = 0;
+  let run = 0;
+  for (const c of cases) {
+    if (options.maxFailures !== undefined && failures.length >= options.maxFailures) break;
+    run++;
+    const stats = (byOp[c.op] ??= { cases: 0, failures: 0 });
+    stats.cases++;
+    const f = runParityCase(c, candidate, reference, options.tolerance ? options.tolerance(c) : c.tolerance);
+    if (f.length === 0) passed++;
+    else {
+      stats.failures++;
+      failures.push(...f);
+    }
+  }
+  return { candidate: candidate.name, reference: reference.name, cases: run, passed, failures, byOp };
+}
+
+/** Human-readable summary of a report (per-op counts, then up to `maxLines` failures). */
+export function formatParityReport(report: ParityReport, maxLines = 20): string {
+  const lines = [
+    `parity ${report.candidate} vs ${report.reference}: ${report.passed}/${report.cases} cases passed`,
+    ...Object.entries(report.byOp).map(([op, s]) => `  ${op}: ${s!.cases - s!.failures}/${s!.cases}`),
+  ];
+  for (const f of report.failures.slice(0, maxLines)) lines.push(`  FAIL ${f.label}: ${f.message}`);
+  if (report.failures.length > maxLines) lines.push(`  ... and ${report.failures.length - maxLines} more failures`);
+  return lines.join('\n');
+}

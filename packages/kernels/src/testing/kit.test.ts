@@ -1,0 +1,200 @@
+import { describe, expect, it } from 'vitest';
+import type { KernelBackend, KernelOpName, PagedAttentionArgs, ReshapeAndCacheArgs } from '../contract.js';
+import { createReferenceBackend } from '../reference/backend.js';
+import {
+  badInputCases,
+  formatParityReport,
+  parityCases,
+  runBadInputSuite,
+  runParitySuite,
+  type BadInputCase,
+} from './index.js';
+
+const ref = createReferenceBackend();
+
+describe('parity kit', () => {
+  it('passes the reference against itself on every case, covering every op', () => {
+    const report = runParitySuite(createReferenceBackend(), ref);
+    expect(report.failures, formatParityReport(report)).toEqual([]);
+    expect(report.cases).toBe(parityCases().length);
+    const ops = Object.keys(report.byOp).sort();
+    expect(ops).toEqual(
+      [
+        'add',
+        'amaxPerHead',
+        'amaxTensor',
+        'dequantizeFp8',
+        'embedding',
+        'linear',
+        'pagedAttention',
+        'quantizeFp8',
+        'reshapeAndCache',
+        'rmsNorm',
+        'rope',
+        'siluAndMul',
+        'softmax',
+      ].sort(),
+    );
+  });
+
+  it('covers every awkward dimension in the attention and cache cases', () => {
+    const labels = parityCases({ ops: ['pagedAttention', 'reshapeAndCache'] }).map((c) => c.label);
+    const text = labels.join('\n');
+    for (const d of ['f32', 'bf16', 'f16', 'e4m3fn', 'e5m2', 'e4m3fnuz', 'e5m2fnuz']) {
+      expect(text).toContain(`pagedAttention ${d}/tensor`);
+      expect(text).toContain(`reshapeAndCache ${d}/tensor`);
+    }
+    for (const d of ['e4m3fn', 'e5m2', 'e4m3fnuz', 'e5m2fnuz']) {
+      expect(text).toContain(`pagedAttention ${d}/head`);
+      expect(text).toContain(`reshapeAndCache ${d}/head`);
+    }
+    for (const hs of [8, 16, 64, 128]) expect(text).toMatch(new RegExp(`pagedAttention .* hs=${hs} `));
+    for (const bs of [1, 16, 32]) expect(text).toMatch(new RegExp(`pagedAttention .* bs=${bs} `));
+    for (const [h, kv] of [[2, 2], [4, 2], [8, 2], [16, 2], [8, 1]]) expect(text).toContain(`heads=${h}/${kv}`);
+    expect(text).toContain('fp8-query');
+    expect(text).toContain('window=');
+    expect(text).toContain('prefill-1025');
+    for (const t of [1, 7, 17, 33, 1025]) {
+      expect(labels.some((l) => l.startsWith('reshapeAndCache') && l.includes(`tokens=${t} `))).toBe(true);
+    }
+  });
+
+  it('the full size is a superset of the quick size', () => {
+    expect(parityCases({ size: 'full' }).length).toBeGreaterThan(parityCases().length);
+  });
+
+  it('rejects nothing for the reference on bad input, and every case names its argument', () => {
+    expect(runBadInputSuite(ref)).toEqual([]);
+    expect(badInputCases().length).toBeGreaterThanOrEqual(45);
+  });
+});
+
+/** The reference with one op replaced. */
+function mutant(op: KernelOpName, impl: (args: never) => unknown): KernelBackend {
+  return { ...createReferenceBackend(), name: `mutant-${op}`, [op]: impl } as KernelBackend;
+}
+
+describe('parity kit detects broken backends', () => {
+  const mutants: [string, KernelOpName, (args: never) => unknown][] = [
+    ['linear ignores bias', 'linear', (a: Parameters<KernelBackend['linear']>[0]) => ref.linear({ ...a, bias: undefined })],
+    [
+      'linear writes one element past the output',
+      'linear',
+      (a: Parameters<KernelBackend['linear']>[0]) => {
+        ref.linear(a);
+        a.out[a.rows * a.weight.rows] = 0;
+      },
+    ],
+    ['rmsNorm ignores the weight', 'rmsNorm', (a: Parameters<KernelBackend['rmsNorm']>[0]) => ref.rmsNorm({ ...a, weight: new Float32Array(a.hidden).fill(1) })],
+    ['rope uses the other pairing', 'rope', (a: Parameters<KernelBackend['rope']>[0]) => ref.rope({ ...a, style: a.style === 'rotate_half' ? 'interleaved' : 'rotate_half' })],
+    ['rope skips the keys', 'rope', (a: Parameters<KernelBackend['rope']>[0]) => ref.rope({ ...a, key: new Float32Array(a.key.length) })],
+    ['embedding off by one row', 'embedding', (a: Parameters<KernelBackend['embedding']>[0]) => ref.embedding({ ...a, ids: a.ids.map((i) => (i + 1) % a.table.rows) })],
+    [
+      'siluAndMul uses sigmoid only',
+      'siluAndMul',
+      (a: Parameters<KernelBackend['siluAndMul']>[0]) => {
+        for (let i = 0; i < a.length; i++) a.out[i] = (1 / (1 + Math.exp(-a.gate[i]!))) * a.up[i]!;
+      },
+    ],
+    [
+      'softmax forgets NaN rows',
+      'softmax',
+      (a: Parameters<KernelBackend['softmax']>[0]) => {
+        const x = a.x.slice();
+        for (let i = 0; i < a.rows * a.cols; i++) if (Number.isNaN(x[i]!)) x[i] = 0;
+        ref.softmax({ ...a, x, out: a.out === a.x ? a.x : a.out });
+      },
+    ],
+    [
+      'reshapeAndCache uses only the first k scale',
+      'reshapeAndCache',
+      (a: ReshapeAndCacheArgs) => {
+        const kScale = a.cache.kScale.subarray(0, 1);
+        const vScale = a.cache.vScale.subarray(0, 1);
+        ref.reshapeAndCache({ ...a, cache: { ...a.cache, kScale, vScale } });
+      },
+    ],
+    [
+      'reshapeAndCache truncates instead of rounding',
+      'reshapeAndCache',
+      (a: ReshapeAndCacheArgs) => ref.reshapeAndCache({ ...a, key: a.key.map((v) => v * 0.97), value: a.value }),
+    ],
+    [
+      'reshapeAndCache writes padding tokens to slot 0',
+      'reshapeAndCache',
+      (a: ReshapeAndCacheArgs) => ref.reshapeAndCache({ ...a, slotMapping: a.slotMapping.map((s) => (s < 0 ? 0 : s)) }),
+    ],
+    [
+      'pagedAttention ignores the sliding window',
+      'pagedAttention',
+      (a: PagedAttentionArgs) => ref.pagedAttention({ ...a, slidingWindow: undefined }),
+    ],
+    [
+      'pagedAttention ignores FP8-query mode',
+      'pagedAttention',
+      (a: PagedAttentionArgs) => ref.pagedAttention({ ...a, fp8Query: undefined }),
+    ],
+    [
+      'pagedAttention uses per-tensor scales only',
+      'pagedAttention',
+      (a: PagedAttentionArgs) =>
+        ref.pagedAttention({ ...a, cache: { ...a.cache, kScale: a.cache.kScale.subarray(0, 1), vScale: a.cache.vScale.subarray(0, 1) } }),
+    ],
+    [
+      'pagedAttention uses softmaxScale 1/headSize',
+      'pagedAttention',
+      (a: PagedAttentionArgs) => ref.pagedAttention({ ...a, softmaxScale: a.softmaxScale ?? 1 / a.cache.headSize }),
+    ],
+    [
+      'pagedAttention places chunked queries one position early',
+      'pagedAttention',
+      (a: PagedAttentionArgs) => {
+        // Positions off by one for chunked prefill: query i sits at seqLen - 1 - queryLen + i.
+        const seqLens = a.seqLens.map((l, s) => (a.queryStartLoc[s + 1]! - a.queryStartLoc[s]! < l ? l - 1 : l));
+        ref.pagedAttention({ ...a, seqLens });
+      },
+    ],
+    ['amaxPerHead ignores accumulate', 'amaxPerHead', (a: Parameters<KernelBackend['amaxPerHead']>[0]) => ref.amaxPerHead({ ...a, accumulate: false })],
+    ['amaxTensor ignores NaN', 'amaxTensor', (a: Parameters<KernelBackend['amaxTensor']>[0]) => ref.amaxTensor({ ...a, x: a.x.map((v) => (Number.isNaN(v) ? 0 : v)) })],
+    ['quantizeFp8 always saturates', 'quantizeFp8', (a: Parameters<KernelBackend['quantizeFp8']>[0]) => ref.quantizeFp8({ ...a, saturation: 'satfinite' })],
+    [
+      'dequantizeFp8 decodes fnuz as OCP',
+      'dequantizeFp8',
+      (a: Parameters<KernelBackend['dequantizeFp8']>[0]) =>
+        ref.dequantizeFp8({ ...a, format: a.format === 'e4m3fnuz' ? 'e4m3fn' : a.format === 'e5m2fnuz' ? 'e5m2' : a.format }),
+    ],
+  ];
+
+  it.each(mutants)('%s', (_label, op, impl) => {
+    const report = runParitySuite(mutant(op, impl), ref, { ops: [op], maxFailures: 1 });
+    expect(report.failures.length, formatParityReport(report)).toBeGreaterThan(0);
+    // Only the mutated op's cases ran, and each failure names it.
+    expect(report.failures.every((f) => f.op === op)).toBe(true);
+  });
+
+  it('a candidate that throws is reported, not propagated', () => {
+    const report = runParitySuite(
+      mutant('add', () => {
+        throw new Error('boom');
+      }),
+      ref,
+      { ops: ['add'] },
+    );
+    expect(report.failures.length).toBe(report.cases);
+    expect(report.failures[0]!.message).toContain('candidate threw: Error: boom');
+  });
+
+  it('runBadInputSuite reports a backend that accepts bad input or names the wrong argument', () => {
+    const lax: KernelBackend = {
+      ...createReferenceBackend(),
+      amaxTensor: () => 0,
+      add: () => {
+        throw Object.assign(new Error('x'), { name: 'KernelError', code: 'SHAPE_MISMATCH', argument: 'a' });
+      },
+    };
+    const failures = runBadInputSuite(lax);
+    const cases: BadInputCase[] = badInputCases().filter((c) => c.op === 'amaxTensor' || c.op === 'add');
+    expect(failures.map((f) => f.label).sort()).toEqual(cases.map((c) => `${c.op}: ${c.label}`).sort());
+    expect(failures.length).toBe(cases.length);
+  });
+});

@@ -1,0 +1,687 @@
+/**
+ * Argument validation shared by every backend facade, so the same bad input raises the same
+ * {@link KernelError} (code, argument, message) whichever backend runs the op.
+ *
+ * Each `validate<Op>` checks types, dimensions, buffer lengths, index ranges and scales, and returns the
+ * derived sizes a kernel needs. Validators never write to any buffer.
+ * @module
+ */
+import type { KvLayerCache } from '@kvq/cache';
+import type { Fp8Format, ScaleLayout } from '@kvq/fp8';
+import type {
+  AddArgs,
+  AmaxPerHeadArgs,
+  AmaxTensorArgs,
+  DequantizeFp8Args,
+  EmbeddingArgs,
+  LinearArgs,
+  PagedAttentionArgs,
+  QuantizeFp8Args,
+  ReshapeAndCacheArgs,
+  RmsNormArgs,
+  RopeArgs,
+  RopeTable,
+  SiluAndMulArgs,
+  SoftmaxArgs,
+  WeightMatrix,
+} from './contract.js';
+import { KernelError } from './errors.js';
+
+/** The four FP8 formats, in `@kvq/fp8` order. */
+export const FP8_DTYPES: readonly Fp8Format[] = ['e4m3fn', 'e5m2', 'e4m3fnuz', 'e5m2fnuz'];
+
+/** True when `dtype` names an FP8 format. */
+export function isFp8(dtype: unknown): dtype is Fp8Format {
+  return typeof dtype === 'string' && (FP8_DTYPES as readonly string[]).includes(dtype);
+}
+
+/** Short printable form of a value for error messages. */
+export function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (v === undefined) return 'undefined';
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
+  if (ArrayBuffer.isView(v)) {
+    const tag = (v as unknown as { [Symbol.toStringTag]?: string })[Symbol.toStringTag] ?? 'DataView';
+    return `${tag}(${(v as unknown as { length?: number }).length ?? v.byteLength})`;
+  }
+  if (Array.isArray(v)) return `Array(${v.length})`;
+  return typeof v;
+}
+
+type ArrayKind = 'Float32Array' | 'Uint16Array' | 'Uint8Array' | 'Int32Array';
+
+/** True when `v` is a typed array of the given kind (works across realms). */
+function isKind(v: unknown, kind: ArrayKind): boolean {
+  return ArrayBuffer.isView(v) && (v as unknown as { [Symbol.toStringTag]?: string })[Symbol.toStringTag] === kind;
+}
+
+/**
+ * Require an integer `>= min` (and `<= max` when given). Throws `INVALID_ARGUMENT` naming `name`.
+ */
+export function checkCount(name: string, value: unknown, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer in [${min}, ${max}]`;
+    throw new KernelError('INVALID_ARGUMENT', `${name} must be ${range}, got ${describeValue(value)}`, {
+      argument: name,
+    });
+  }
+  return value;
+}
+
+function checkArray<T extends ArrayBufferView>(name: string, value: unknown, kind: ArrayKind, needed: number): T {
+  if (!isKind(value, kind)) {
+    throw new KernelError('WRONG_ARRAY_TYPE', `${name} must be a ${kind}, got ${describeValue(value)}`, {
+      argument: name,
+    });
+  }
+  const len = (value as unknown as { length: number }).length;
+  if (len < needed) {
+    throw new KernelError('SHAPE_MISMATCH', `${name} has ${len} elements but the stated shape needs ${needed}`, {
+      argument: name,
+    });
+  }
+  return value as T;
+}
+
+/** Require a `Float32Array` with at least `needed` elements (`WRONG_ARRAY_TYPE` / `SHAPE_MISMATCH`). */
+export function checkF32(name: string, value: unknown, needed: number): Float32Array {
+  return checkArray<Float32Array>(name, value, 'Float32Array', needed);
+}
+
+/** Require an `Int32Array` with at least `needed` elements. */
+export function checkI32(name: string, value: unknown, needed: number): Int32Array {
+  return checkArray<Int32Array>(name, value, 'Int32Array', needed);
+}
+
+/** Require a `Uint8Array` with at least `needed` elements. */
+export function checkU8(name: string, value: unknown, needed: number): Uint8Array {
+  return checkArray<Uint8Array>(name, value, 'Uint8Array', needed);
+}
+
+/** Require a `Uint16Array` with at least `needed` elements. */
+export function checkU16(name: string, value: unknown, needed: number): Uint16Array {
+  return checkArray<Uint16Array>(name, value, 'Uint16Array', needed);
+}
+
+/**
+ * Reject partial overlap of two typed-array ranges (first `aCount` / `bCount` elements). Exact aliasing (same
+ * buffer, same start) is allowed only when `allowExactAlias` is true. Throws `INVALID_ARGUMENT` naming `aName`.
+ */
+export function checkNoOverlap(
+  aName: string,
+  a: ArrayBufferView,
+  aCount: number,
+  bName: string,
+  b: ArrayBufferView,
+  bCount: number,
+  allowExactAlias = false,
+): void {
+  if (a.buffer !== b.buffer) return;
+  const aBytes = aCount * ((a as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT ?? 1);
+  const bBytes = bCount * ((b as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT ?? 1);
+  if (aBytes === 0 || bBytes === 0) return;
+  const a0 = a.byteOffset;
+  const b0 = b.byteOffset;
+  if (a0 + aBytes <= b0 || b0 + bBytes <= a0) return;
+  if (allowExactAlias && a0 === b0 && aBytes === bBytes) return;
+  throw new KernelError(
+    'INVALID_ARGUMENT',
+    allowExactAlias
+      ? `${aName} partially overlaps ${bName}; it may only be the very same range (in place) or disjoint`
+      : `${aName} overlaps ${bName}; the op needs disjoint buffers`,
+    { argument: aName },
+  );
+}
+
+/** Require a finite number (`> 0` when `positive`, else `>= 0`). Throws `INVALID_ARGUMENT`. */
+export function checkFinite(name: string, value: unknown, positive: boolean): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || (positive ? value <= 0 : value < 0)) {
+    throw new KernelError(
+      'INVALID_ARGUMENT',
+      `${name} must be a finite number ${positive ? '> 0' : '>= 0'}, got ${describeValue(value)}`,
+      { argument: name },
+    );
+  }
+  return value;
+}
+
+/**
+ * Require a scale array of one of the `allowed` lengths whose entries are all finite and `> 0`.
+ * Throws `WRONG_ARRAY_TYPE`, or `INVALID_SCALE` (bad length or value, naming `name[i]`).
+ */
+export function checkScales(name: string, value: unknown, allowed: readonly number[]): Float32Array {
+  if (!isKind(value, 'Float32Array')) {
+    throw new KernelError('WRONG_ARRAY_TYPE', `${name} must be a Float32Array, got ${describeValue(value)}`, {
+      argument: name,
+    });
+  }
+  const s = value as Float32Array;
+  if (!allowed.includes(s.length)) {
+    throw new KernelError(
+      'INVALID_SCALE',
+      `${name} must have length ${[...new Set(allowed)].join(' or ')}, got ${s.length}`,
+      { argument: name },
+    );
+  }
+  for (let i = 0; i < s.length; i++) {
+    const v = s[i]!;
+    if (!Number.isFinite(v) || v <= 0) {
+      throw new KernelError('INVALID_SCALE', `${name}[${i}] must be finite and > 0, got ${v}`, {
+        argument: `${name}[${i}]`,
+      });
+    }
+  }
+  return s;
+}
+
+/** Validate a {@link WeightMatrix}: dtype, dims, array kind per dtype, exact length. */
+export function validateWeight(name: string, w: unknown): WeightMatrix {
+  if (w === null || typeof w !== 'object') {
+    throw new KernelError('INVALID_ARGUMENT', `${name} must be a WeightMatrix object, got ${describeValue(w)}`, {
+      argument: name,
+    });
+  }
+  const m = w as WeightMatrix;
+  if (m.dtype !== 'f32' && m.dtype !== 'bf16' && m.dtype !== 'f16') {
+    throw new KernelError('INVALID_ARGUMENT', `${name}.dtype must be 'f32', 'bf16' or 'f16', got ${describeValue(m.dtype)}`, {
+      argument: `${name}.dtype`,
+    });
+  }
+  const rows = checkCount(`${name}.rows`, m.rows, 1);
+  const cols = checkCount(`${name}.cols`, m.cols, 1);
+  const kind: ArrayKind = m.dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
+  checkArray(`${name}.data`, m.data, kind, rows * cols);
+  if (m.data.length !== rows * cols) {
+    throw new KernelError(
+      'SHAPE_MISMATCH',
+      `${name}.data has ${m.data.length} elements but ${name} is [${rows}, ${cols}] = ${rows * cols}`,
+      { argument: `${name}.data` },
+    );
+  }
+  return m;
+}
+
+function requireObject(name: string, v: unknown): void {
+  if (v === null || typeof v !== 'object') {
+    throw new KernelError('INVALID_ARGUMENT', `${name} must be an object, got ${describeValue(v)}`, { argument: name });
+  }
+}
+
+/** Validate {@link LinearArgs}. */
+export function validateLinear(args: LinearArgs): { rows: number; inFeatures: number; outFeatures: number } {
+  requireObject('args', args);
+  const weight = validateWeight('weight', args.weight);
+  const rows = checkCount('rows', args.rows, 1);
+  const inFeatures = weight.cols;
+  const outFeatures = weight.rows;
+  const x = checkF32('x', args.x, rows * inFeatures);
+  const out = checkF32('out', args.out, rows * outFeatures);
+  if (args.bias !== undefined) checkF32('bias', args.bias, outFeatures);
+  checkNoOverlap('out', out, rows * outFeatures, 'x', x, rows * inFeatures);
+  return { rows, inFeatures, outFeatures };
+}
+
+/** Validate {@link RmsNormArgs}. */
+export function validateRmsNorm(args: RmsNormArgs): { rows: number; hidden: number } {
+  requireObject('args', args);
+  const rows = checkCount('rows', args.rows, 1);
+  const hidden = checkCount('hidden', args.hidden, 1);
+  const x = checkF32('x', args.x, rows * hidden);
+  checkF32('weight', args.weight, hidden);
+  const out = checkF32('out', args.out, rows * hidden);
+  checkFinite('eps', args.eps, false);
+  checkNoOverlap('out', out, rows * hidden, 'x', x, rows * hidden, true);
+  return { rows, hidden };
+}
+
+/** Validate {@link AddArgs}. */
+export function validateAdd(args: AddArgs): { length: number } {
+  requireObject('args', args);
+  const length = checkCount('length', args.length, 0);
+  const a = checkF32('a', args.a, length);
+  const b = checkF32('b', args.b, length);
+  const out = checkF32('out', args.out, length);
+  checkNoOverlap('out', out, length, 'a', a, length, true);
+  checkNoOverlap('out', out, length, 'b', b, length, true);
+  return { length };
+}
+
+/** Validate {@link SiluAndMulArgs}. */
+export function validateSiluAndMul(args: SiluAndMulArgs): { length: number } {
+  requireObject('args', args);
+  const length = checkCount('length', args.length, 0);
+  const gate = checkF32('gate', args.gate, length);
+  const up = checkF32('up', args.up, length);
+  const out = checkF32('out', args.out, length);
+  checkNoOverlap('out', out, length, 'gate', gate, length, true);
+  checkNoOverlap('out', out, length, 'up', up, length, true);
+  return { length };
+}
+
+/** Validate {@link EmbeddingArgs}, including every id against the table. */
+export function validateEmbedding(args: EmbeddingArgs): { numTokens: number; hidden: number; vocab: number } {
+  requireObject('args', args);
+  const table = validateWeight('table', args.table);
+  const numTokens = checkCount('numTokens', args.numTokens, 0);
+  const ids = checkI32('ids', args.ids, numTokens);
+  checkF32('out', args.out, numTokens * table.cols);
+  for (let t = 0; t < numTokens; t++) {
+    const id = ids[t]!;
+    if (id < 0 || id >= table.rows) {
+      throw new KernelError('OUT_OF_RANGE', `ids[${t}] = ${id} is outside the table's [0, ${table.rows})`, {
+        argument: `ids[${t}]`,
+      });
+    }
+  }
+  return { numTokens, hidden: table.cols, vocab: table.rows };
+}
+
+/** Validate a {@link RopeTable}'s internal consistency. */
+export function validateRopeTable(name: string, table: unknown): RopeTable {
+  requireObject(name, table);
+  const t = table as RopeTable;
+  const rotaryDim = checkCount(`${name}.rotaryDim`, t.rotaryDim, 2);
+  if (rotaryDim % 2 !== 0) {
+    throw new KernelError('INVALID_ARGUMENT', `${name}.rotaryDim must be even, got ${rotaryDim}`, {
+      argument: `${name}.rotaryDim`,
+    });
+  }
+  const maxPositions = checkCount(`${name}.maxPositions`, t.maxPositions, 1);
+  const half = rotaryDim / 2;
+  checkF32(`${name}.invFreq`, t.invFreq, half);
+  checkF32(`${name}.cos`, t.cos, maxPositions * half);
+  checkF32(`${name}.sin`, t.sin, maxPositions * half);
+  return t;
+}
+
+/** Validate {@link RopeArgs}, including every position against the table. */
+export function validateRope(args: RopeArgs): {
+  numTokens: number;
+  numHeads: number;
+  numKvHeads: number;
+  headSize: number;
+  rotaryDim: number;
+} {
+  requireObject('args', args);
+  const numTokens = checkCount('numTokens', args.numTokens, 0);
+  const numHeads = checkCount('numHeads', args.numHeads, 1);
+  const numKvHeads = checkCount('numKvHeads', args.numKvHeads, 1);
+  const headSize = checkCount('headSize', args.headSize, 2);
+  const table = validateRopeTable('table', args.table);
+  if (table.rotaryDim > headSize) {
+    throw new KernelError(
+      'SHAPE_MISMATCH',
+      `table.rotaryDim (${table.rotaryDim}) exceeds headSize (${headSize})`,
+      { argument: 'table.rotaryDim' },
+    );
+  }
+  if (args.style !== 'rotate_half' && args.style !== 'interleaved') {
+    throw new KernelError(
+      'INVALID_ARGUMENT',
+      `style must be 'rotate_half' or 'interleaved', got ${describeValue(args.style)}`,
+      { argument: 'style' },
+    );
+  }
+  const q = checkF32('query', args.query, numTokens * numHeads * headSize);
+  const k = checkF32('key', args.key, numTokens * numKvHeads * headSize);
+  checkNoOverlap('key', k, numTokens * numKvHeads * headSize, 'query', q, numTokens * numHeads * headSize);
+  const positions = checkI32('positions', args.positions, numTokens);
+  for (let t = 0; t < numTokens; t++) {
+    const p = positions[t]!;
+    if (p < 0 || p >= table.maxPositions) {
+      throw new KernelError(
+        'OUT_OF_RANGE',
+        `positions[${t}] = ${p} is outside the rope table's [0, ${table.maxPositions})`,
+        { argument: `positions[${t}]` },
+      );
+    }
+  }
+  return { numTokens, numHeads, numKvHeads, headSize, rotaryDim: table.rotaryDim };
+}
+
+/** Validate {@link SoftmaxArgs}. */
+export function validateSoftmax(args: SoftmaxArgs): { rows: number; cols: number } {
+  requireObject('args', args);
+  const rows = checkCount('rows', args.rows, 0);
+  const cols = checkCount('cols', args.cols, 1);
+  const x = checkF32('x', args.x, rows * cols);
+  const out = checkF32('out', args.out, rows * cols);
+  checkNoOverlap('out', out, rows * cols, 'x', x, rows * cols, true);
+  return { rows, cols };
+}
+
+/** Derived sizes of a validated {@link KvLayerCache}. */
+export interface KvCacheDims {
+  readonly numBlocks: number;
+  readonly blockSize: number;
+  readonly numKvHeads: number;
+  readonly headSize: number;
+  /** `numBlocks * blockSize` (number of slots). */
+  readonly numSlots: number;
+  /** Whether the cache stores FP8 codes. */
+  readonly fp8: boolean;
+}
+
+/**
+ * Validate a {@link KvLayerCache}: dims, dtype, pool array kinds and exact lengths, and (FP8 caches only) that
+ * `kScale` / `vScale` have length 1 or numKvHeads, equal lengths, and finite positive entries.
+ */
+export function validateKvCache(name: string, cache: unknown): KvCacheDims {
+  requireObject(name, cache);
+  const c = cache as KvLayerCache;
+  const numBlocks = checkCount(`${name}.numBlocks`, c.numBlocks, 1);
+  const blockSize = checkCount(`${name}.blockSize`, c.blockSize, 1);
+  const numKvHeads = checkCount(`${name}.numKvHeads`, c.numKvHeads, 1);
+  const headSize = checkCount(`${name}.headSize`, c.headSize, 1);
+  const elems = numBlocks * blockSize * numKvHeads * headSize;
+  let kind: ArrayKind;
+  if (c.dtype === 'f32') kind = 'Float32Array';
+  else if (c.dtype === 'bf16' || c.dtype === 'f16') kind = 'Uint16Array';
+  else if (isFp8(c.dtype)) kind = 'Uint8Array';
+  else {
+    throw new KernelError(
+      'INVALID_ARGUMENT',
+      `${name}.dtype must be f32, bf16, f16 or an FP8 format, got ${describeValue(c.dtype)}`,
+      { argument: `${name}.dtype` },
+    );
+  }
+  for (const field of ['key', 'value'] as const) {
+    const arr = checkArray<ArrayBufferView>(`${name}.${field}`, c[field], kind, elems);
+    const len = (arr as unknown as { length: number }).length;
+    if (len !== elems) {
+      throw new KernelError(
+        'SHAPE_MISMATCH',
+        `${name}.${field} has ${len} elements but [${numBlocks}, ${blockSize}, ${numKvHeads}, ${headSize}] = ${elems}`,
+        { argument: `${name}.${field}` },
+      );
+    }
+  }
+  const fp8 = isFp8(c.dtype);
+  if (fp8) {
+    const ks = checkScales(`${name}.kScale`, c.kScale, [1, numKvHeads]);
+    const vs = checkScales(`${name}.vScale`, c.vScale, [1, numKvHeads]);
+    if (ks.length !== vs.length) {
+      throw new KernelError(
+        'INVALID_SCALE',
+        `${name}.kScale (length ${ks.length}) and ${name}.vScale (length ${vs.length}) must have the same length`,
+        { argument: `${name}.vScale` },
+      );
+    }
+  }
+  return { numBlocks, blockSize, numKvHeads, headSize, numSlots: numBlocks * blockSize, fp8 };
+}
+
+/** Validate {@link ReshapeAndCacheArgs}, including every slot (`< 0` = skip, `>= numSlots` = `OUT_OF_RANGE`). */
+export function validateReshapeAndCache(args: ReshapeAndCacheArgs): KvCacheDims & { numTokens: number } {
+  requireObject('args', args);
+  const dims = validateKvCache('cache', args.cache);
+  const numTokens = checkCount('numTokens', args.numTokens, 0);
+  const n = numTokens * dims.numKvHeads * dims.headSize;
+  checkF32('key', args.key, n);
+  checkF32('value', args.value, n);
+  const slots = checkI32('slotMapping', args.slotMapping, numTokens);
+  for (let t = 0; t < numTokens; t++) {
+    const s = slots[t]!;
+    if (s >= dims.numSlots) {
+      throw new KernelError(
+        'OUT_OF_RANGE',
+        `slotMapping[${t}] = ${s} is outside the cache's ${dims.numSlots} slots (${dims.numBlocks} blocks x ${dims.blockSize})`,
+        { argument: `slotMapping[${t}]` },
+      );
+    }
+  }
+  return { ...dims, numTokens };
+}
+
+/** Derived sizes of validated {@link PagedAttentionArgs}. */
+export interface PagedAttentionPlan extends KvCacheDims {
+  readonly numSeqs: number;
+  readonly numTokens: number;
+  readonly numHeads: number;
+  /** Query heads per kv head (`numHeads / numKvHeads`). */
+  readonly groupSize: number;
+  /** Resolved softmax scale (default `1 / sqrt(headSize)`). */
+  readonly softmaxScale: number;
+  /** Resolved window, or 0 for none. */
+  readonly slidingWindow: number;
+  /** Whether FP8-query mode is on. */
+  readonly fp8Query: boolean;
+}
+
+/**
+ * Validate {@link PagedAttentionArgs}: varlen metadata (monotone `queryStartLoc`, `seqLens >= queryLen`), every
+ * block-table entry a sequence uses (in `[0, numBlocks)`), head counts, options and (FP8-query mode) `cache.qScale`.
+ */
+export function validatePagedAttention(args: PagedAttentionArgs): PagedAttentionPlan {
+  requireObject('args', args);
+  const dims = validateKvCache('cache', args.cache);
+  const numSeqs = checkCount('numSeqs', args.numSeqs, 1);
+  const numHeads = checkCount('numHeads', args.numHeads, 1);
+  if (numHeads % dims.numKvHeads !== 0) {
+    throw new KernelError(
+      'SHAPE_MISMATCH',
+      `numHeads (${numHeads}) must be a multiple of cache.numKvHeads (${dims.numKvHeads})`,
+      { argument: 'numHeads' },
+    );
+  }
+  const maxBlocksPerSeq = checkCount('maxBlocksPerSeq', args.maxBlocksPerSeq, 1);
+  const qsl = checkI32('queryStartLoc', args.queryStartLoc, numSeqs + 1);
+  const seqLens = checkI32('seqLens', args.seqLens, numSeqs);
+  const tables = checkI32('blockTables', args.blockTables, numSeqs * maxBlocksPerSeq);
+  if (qsl[0] !== 0) {
+    throw new KernelError('INVALID_ARGUMENT', `queryStartLoc[0] must be 0, got ${qsl[0]}`, {
+      argument: 'queryStartLoc[0]',
+    });
+  }
+  for (let s = 0; s < numSeqs; s++) {
+    const qLen = qsl[s + 1]! - qsl[s]!;
+    if (qLen < 0) {
+      throw new KernelError(
+        'INVALID_ARGUMENT',
+        `queryStartLoc must be non-decreasing, but queryStartLoc[${s + 1}] = ${qsl[s + 1]} < queryStartLoc[${s}] = ${qsl[s]}`,
+        { argument: `queryStartLoc[${s + 1}]` },
+      );
+    }
+    const seqLen = seqLens[s]!;
+    if (seqLen < qLen) {
+      throw new KernelError(
+        'INVALID_ARGUMENT',
+        `seqLens[${s}] = ${seqLen} is less than that sequence's query length ${qLen} (seqLens include the new tokens)`,
+        { argument: `seqLens[${s}]` },
+      );
+    }
+    const blocksUsed = Math.ceil(seqLen / dims.blockSize);
+    if (blocksUsed > maxBlocksPerSeq) {
+      throw new KernelError(
+        'OUT_OF_RANGE',
+        `seqLens[${s}] = ${seqLen} needs ${blocksUsed} blocks but maxBlocksPerSeq is ${maxBlocksPerSeq}`,
+        { argument: `seqLens[${s}]` },
+      );
+    }
+    // Only blocks holding attended positions matter; with a sliding window the first ones may be skipped.
+    for (let b = 0; b < blocksUsed; b++) {
+      const id = tables[s * maxBlocksPerSeq + b]!;
+      if (id < 0 || id >= dims.numBlocks) {
+        throw new KernelError(
+          'OUT_OF_RANGE',
+          `blockTables[${s * maxBlocksPerSeq + b}] (sequence ${s}, block ${b}) = ${id} is outside the cache's [0, ${dims.numBlocks})`,
+          { argument: `blockTables[${s * maxBlocksPerSeq + b}]` },
+        );
+      }
+    }
+  }
+  const numTokens = qsl[numSeqs]!;
+  const qElems = numTokens * numHeads * dims.headSize;
+  const query = checkF32('query', args.query, qElems);
+  const out = checkF32('out', args.out, qElems);
+  checkNoOverlap('out', out, qElems, 'query', query, qElems);
+  const softmaxScale =
+    args.softmaxScale === undefined ? 1 / Math.sqrt(dims.headSize) : checkFinite('softmaxScale', args.softmaxScale, true);
+  const slidingWindow = args.slidingWindow === undefined ? 0 : checkCount('slidingWindow', args.slidingWindow, 1);
+  let fp8Query = false;
+  if (args.fp8Query !== undefined) {
+    requireObject('fp8Query', args.fp8Query);
+    if (!dims.fp8) {
+      throw new KernelError(
+        'INVALID_ARGUMENT',
+        `fp8Query needs an FP8 cache, but cache.dtype is ${describeValue(args.cache.dtype)}`,
+        { argument: 'fp8Query' },
+      );
+    }
+    const sat = args.fp8Query.saturation;
+    if (sat !== undefined && sat !== 'satfinite' && sat !== 'nosat') {
+      throw new KernelError(
+        'INVALID_ARGUMENT',
+        `fp8Query.saturation must be 'satfinite' or 'nosat', got ${describeValue(sat)}`,
+        { argument: 'fp8Query.saturation' },
+      );
+    }
+    checkScales('cache.qScale', args.cache.qScale, [1, numHeads]);
+    fp8Query = true;
+  }
+  return {
+    ...dims,
+    numSeqs,
+    numTokens,
+    numHeads,
+    groupSize: numHeads / dims.numKvHeads,
+    softmaxScale,
+    slidingWindow,
+    fp8Query,
+  };
+}
+
+/**
+ * The query scale of each kv head's GQA group for FP8-query mode: `qScale` of length 1 is broadcast; of length
+ * numHeads is reduced by `max` over each group of `numHeads / numKvHeads` consecutive query heads (vLLM's FA3
+ * loader does the same). Writes and returns `out` (`[numKvHeads]`).
+ */
+export function qScalePerKvHead(
+  qScale: Float32Array,
+  numHeads: number,
+  numKvHeads: number,
+  out: Float32Array = new Float32Array(numKvHeads),
+): Float32Array {
+  const group = numHeads / numKvHeads;
+  for (let g = 0; g < numKvHeads; g++) {
+    if (qScale.length === 1) {
+      out[g] = qScale[0]!;
+      continue;
+    }
+    let m = -Infinity;
+    for (let i = 0; i < group; i++) m = Math.max(m, qScale[g * group + i]!);
+    out[g] = m;
+  }
+  return out;
+}
+
+/** Validate {@link AmaxTensorArgs}. */
+export function validateAmaxTensor(args: AmaxTensorArgs): { length: number } {
+  requireObject('args', args);
+  const length = checkCount('length', args.length, 0);
+  checkF32('x', args.x, length);
+  return { length };
+}
+
+/** Validate {@link AmaxPerHeadArgs}. */
+export function validateAmaxPerHead(args: AmaxPerHeadArgs): { numTokens: number; numHeads: number; headSize: number } {
+  requireObject('args', args);
+  const numTokens = checkCount('numTokens', args.numTokens, 0);
+  const numHeads = checkCount('numHeads', args.numHeads, 1);
+  const headSize = checkCount('headSize', args.headSize, 1);
+  checkF32('x', args.x, numTokens * numHeads * headSize);
+  checkF32('out', args.out, numHeads);
+  return { numTokens, numHeads, headSize };
+}
+
+/**
+ * Number of scales a {@link ScaleLayout} needs for `length` elements, checking the layout's own fields and that
+ * `length` divides into whole tokens. Throws `INVALID_ARGUMENT` / `SHAPE_MISMATCH` naming `layout.*` / `length`.
+ */
+export function scaleCountFor(layout: ScaleLayout, length: number): number {
+  requireObject('layout', layout);
+  const gran = (layout as { granularity?: unknown }).granularity;
+  switch (layout.granularity) {
+    case 'tensor':
+      return 1;
+    case 'head': {
+      const numHeads = checkCount('layout.numHeads', layout.numHeads, 1);
+      const headSize = checkCount('layout.headSize', layout.headSize, 1);
+      if (length % (numHeads * headSize) !== 0) {
+        throw new KernelError(
+          'SHAPE_MISMATCH',
+          `length ${length} is not a whole number of tokens of ${numHeads} heads x ${headSize}`,
+          { argument: 'length' },
+        );
+      }
+      return numHeads;
+    }
+    case 'token': {
+      const tokenSize = checkCount('layout.tokenSize', layout.tokenSize, 1);
+      if (length % tokenSize !== 0) {
+        throw new KernelError('SHAPE_MISMATCH', `length ${length} is not a multiple of layout.tokenSize ${tokenSize}`, {
+          argument: 'length',
+        });
+      }
+      return length / tokenSize;
+    }
+    case 'token_head': {
+      const numHeads = checkCount('layout.numHeads', layout.numHeads, 1);
+      const headSize = checkCount('layout.headSize', layout.headSize, 1);
+      if (length % (numHeads * headSize) !== 0) {
+        throw new KernelError(
+          'SHAPE_MISMATCH',
+          `length ${length} is not a whole number of tokens of ${numHeads} heads x ${headSize}`,
+          { argument: 'length' },
+        );
+      }
+      return (length / (numHeads * headSize)) * numHeads;
+    }
+    default:
+      throw new KernelError(
+        'INVALID_ARGUMENT',
+        `layout.granularity must be 'tensor', 'head', 'token' or 'token_head', got ${describeValue(gran)}`,
+        { argument: 'layout.granularity' },
+      );
+  }
+}
+
+function checkFormat(name: string, format: unknown): Fp8Format {
+  if (!isFp8(format)) {
+    throw new KernelError('INVALID_ARGUMENT', `${name} must be one of ${FP8_DTYPES.join(', ')}, got ${describeValue(format)}`, {
+      argument: name,
+    });
+  }
+  return format;
+}
+
+/** Validate {@link QuantizeFp8Args}. */
+export function validateQuantizeFp8(args: QuantizeFp8Args): { length: number; scaleCount: number } {
+  requireObject('args', args);
+  const length = checkCount('length', args.length, 0);
+  checkF32('src', args.src, length);
+  checkU8('out', args.out, length);
+  checkFormat('format', args.format);
+  const sat = args.saturation;
+  if (sat !== undefined && sat !== 'satfinite' && sat !== 'nosat') {
+    throw new KernelError('INVALID_ARGUMENT', `saturation must be 'satfinite' or 'nosat', got ${describeValue(sat)}`, {
+      argument: 'saturation',
+    });
+  }
+  const scaleCount = scaleCountFor(args.layout, length);
+  checkScales('scales', args.scales, [scaleCount]);
+  return { length, scaleCount };
+}
+
+/** Validate {@link DequantizeFp8Args}. */
+export function validateDequantizeFp8(args: DequantizeFp8Args): { length: number; scaleCount: number } {
+  requireObject('args', args);
+  const length = checkCount('length', args.length, 0);
+  checkU8('src', args.src, length);
+  checkF32('out', args.out, length);
+  checkFormat('format', args.format);
+  const scaleCount = scaleCountFor(args.layout, length);
+  checkScales('scales', args.scales, [scaleCount]);
+  return { length, scaleCount };
+}
