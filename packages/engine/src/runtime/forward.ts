@@ -19,6 +19,8 @@ export interface LlamaLayerWeights {
   readonly qBias?: Float32Array | undefined;
   readonly kBias?: Float32Array | undefined;
   readonly vBias?: Float32Array | undefined;
+  /** `o_proj` bias, when the architecture has one. */
+  readonly oBias?: Float32Array | undefined;
   /** `[intermediate, hidden]`. */
   readonly gateProj: WeightMatrix;
   /** `[intermediate, hidden]`. */
@@ -183,7 +185,7 @@ export class LlamaForward {
         slidingWindow: d.slidingWindow,
         fp8Query: this.fp8Query ? {} : undefined,
       });
-      b.linear({ x: attn, weight: lw.oProj, out: proj, rows: n });
+      b.linear({ x: attn, weight: lw.oProj, bias: lw.oBias, out: proj, rows: n });
       b.add({ a: hidden, b: proj, out: hidden, length: n * d.hiddenSize });
       b.rmsNorm({ x: hidden, weight: lw.postAttentionLayernorm, out: normed, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
       b.linear({ x: normed, weight: lw.gateProj, out: gate, rows: n });

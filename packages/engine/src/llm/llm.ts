@@ -1,0 +1,334 @@
+import { KvCacheManager, KvCacheStorage, planKvCache, resolveKvCacheDtype, type KvCacheDtypeOption, type KvStorageDtype } from '@kvq/cache';
+import { isFp8Dtype } from '@kvq/cache';
+import {
+  buildRopeTable,
+  createReferenceBackend,
+  loadBackend,
+  type KernelBackend,
+  type RopeScaling as KernelRopeScaling,
+  type RopeTable,
+} from '@kvq/kernels';
+import type { ChatMessage } from '../chat/chat-template.js';
+import type { ModelConfig } from '../config/model-config.js';
+import { EngineError } from '../errors.js';
+import { loadModel } from '../load/load-model.js';
+import type { LoadedModel, LoadProgress } from '../load/types.js';
+import { asWeightMatrix, tensorToFloat32 } from '../tensor.js';
+import { LLMEngine, type RequestOutput } from '../runtime/engine.js';
+import { LlamaForward, type LlamaDims, type LlamaWeights } from '../runtime/forward.js';
+import { calculateKvScalesObserver } from '../runtime/kv-scales.js';
+import type { SamplingParams } from '../sampling/params.js';
+
+/** `kv_cache_dtype` strings (vLLM) plus kvq's explicit storage names. */
+export type KvCacheDtype = KvCacheDtypeOption;
+
+/** Options of {@link LLM.create}, vLLM's `LLM(...)` arguments in camelCase. */
+export interface LLMOptions {
+  /** A model folder or file (HF folder, .gguf, llama2.c .bin), or an already loaded model. */
+  readonly model: string | LoadedModel;
+  /** `auto` (model dtype), `fp8` (= `fp8_e4m3`), `fp8_e4m3`, `fp8_e5m2`, `fp8_e4m3fnuz`, `fp8_e5m2fnuz`, ... Default `auto`. */
+  readonly kvCacheDtype?: KvCacheDtype;
+  /** vLLM `calculate_kv_scales`: scales from the first forward pass (amax/200, amax/200, amax/100). Default false. */
+  readonly calculateKvScales?: boolean;
+  /** FP8-query attention (Flash Attention 3 semantics), FP8 caches only. Default false. */
+  readonly fp8Query?: boolean;
+  /** Max prompt + output tokens. Default: the model's `max_position_embeddings`. */
+  readonly maxModelLen?: number;
+  /** Bytes for the KV cache. Default 256 MiB. */
+  readonly kvCacheMemory?: number;
+  /** Tokens per block, a power of two. Default 16. */
+  readonly blockSize?: number;
+  /** Default true. */
+  readonly enablePrefixCaching?: boolean;
+  /** Default 64. */
+  readonly maxNumSeqs?: number;
+  /** Default 512. */
+  readonly maxNumBatchedTokens?: number;
+  /** A backend object, or a name for the loader (`'cpu'`, `'reference'`, ...). Default: best available. */
+  readonly backend?: KernelBackend | string;
+  /** Progress of model loading. */
+  readonly onProgress?: (progress: LoadProgress) => void;
+}
+
+/** Per-token log-probabilities of a text (natural log). */
+export interface ScoreResult {
+  readonly tokenIds: readonly number[];
+  /** Logprob of token i given tokens before it (index 0, the first token, has none). */
+  readonly logprobs: readonly (number | undefined)[];
+  /** Sum of the negative logprobs of scored tokens. */
+  readonly nllSum: number;
+  /** Number of scored tokens. */
+  readonly count: number;
+}
+
+function toKernelRopeScaling(config: ModelConfig): { scaling?: KernelRopeScaling; factors?: Float32Array } {
+  const s = config.ropeScaling;
+  if (!s) return {};
+  if (s.type === 'linear') return { scaling: { type: 'linear', factor: s.factor } };
+  if (s.type === 'llama3') {
+    return {
+      scaling: {
+        type: 'llama3',
+        factor: s.factor,
+        lowFreqFactor: s.lowFreqFactor,
+        highFreqFactor: s.highFreqFactor,
+        originalMaxPositions: s.originalMaxPositionEmbeddings,
+      },
+    };
+  }
+  return { factors: s.factors };
+}
+
+function ropeTableFor(config: ModelConfig, maxPositions: number): RopeTable {
+  const { scaling, factors } = toKernelRopeScaling(config);
+  const table = buildRopeTable({ rotaryDim: config.headDim, theta: config.ropeTheta, maxPositions, ...(scaling ? { scaling } : {}) });
+  if (!factors) return table;
+  // GGUF rope_freqs: each inverse frequency divided by its factor (llama.cpp semantics), same angle rounding.
+  const half = config.headDim / 2;
+  const invFreq = Float32Array.from(table.invFreq, (f, i) => f / (factors[i] ?? 1));
+  const cos = new Float32Array(maxPositions * half);
+  const sin = new Float32Array(maxPositions * half);
+  for (let p = 0; p < maxPositions; p++) {
+    for (let i = 0; i < half; i++) {
+      const angle = Math.fround(p * invFreq[i]!);
+      cos[p * half + i] = Math.cos(angle);
+      sin[p * half + i] = Math.sin(angle);
+    }
+  }
+  return { rotaryDim: config.headDim, maxPositions, invFreq, cos, sin };
+}
+
+/** Kernel-contract views of a loaded model's weights (no copies of matrices; norms widened to float32 once). */
+export function llamaWeightsOf(model: LoadedModel): LlamaWeights {
+  const w = model.weights;
+  const f32 = (t: { dtype: string } | undefined) => (t ? tensorToFloat32(t as never) : undefined);
+  return {
+    embedTokens: asWeightMatrix(w.embedTokens, 'model.embed_tokens.weight'),
+    norm: tensorToFloat32(w.finalNorm),
+    lmHead: asWeightMatrix(w.lmHead, 'lm_head.weight'),
+    layers: w.layers.map((l, i) => ({
+      inputLayernorm: tensorToFloat32(l.inputNorm),
+      postAttentionLayernorm: tensorToFloat32(l.postAttentionNorm),
+      qProj: asWeightMatrix(l.q, `layers.${i}.q_proj`),
+      kProj: asWeightMatrix(l.k, `layers.${i}.k_proj`),
+      vProj: asWeightMatrix(l.v, `layers.${i}.v_proj`),
+      oProj: asWeightMatrix(l.o, `layers.${i}.o_proj`),
+      qBias: f32(l.qBias),
+      kBias: f32(l.kBias),
+      vBias: f32(l.vBias),
+      oBias: f32(l.oBias),
+      gateProj: asWeightMatrix(l.gate, `layers.${i}.gate_proj`),
+      upProj: asWeightMatrix(l.up, `layers.${i}.up_proj`),
+      downProj: asWeightMatrix(l.down, `layers.${i}.down_proj`),
+    })),
+  };
+}
+
+async function resolveBackend(choice: KernelBackend | string | undefined): Promise<KernelBackend> {
+  if (typeof choice === 'object') return choice;
+  if (choice === 'reference') return createReferenceBackend();
+  const loaded = await loadBackend({
+    ...(choice ? { prefer: choice } : {}),
+    candidates: [{ name: 'cpu', load: () => import('@kvq/kernels-cpu') as never }],
+  });
+  return loaded.backend;
+}
+
+/**
+ * Run a Llama-family model with a paged (optionally FP8) KV cache: vLLM's `LLM` in TypeScript.
+ * @example
+ * const llm = await LLM.create({ model: 'path/to/model', kvCacheDtype: 'fp8' });
+ * const [out] = await llm.generate('Once upon a time', { temperature: 0, maxTokens: 32 });
+ */
+export class LLM {
+  readonly model: LoadedModel;
+  readonly engine: LLMEngine;
+  readonly backend: KernelBackend;
+  /** Storage element type of the KV cache. */
+  readonly kvDtype: KvStorageDtype;
+  /** Blocks in the cache (block 0 reserved) and tokens they hold. */
+  readonly numBlocks: number;
+  readonly blockSize: number;
+  /** KV bytes per token over all layers. */
+  readonly kvBytesPerToken: number;
+  private nextId = 0;
+
+  private constructor(model: LoadedModel, engine: LLMEngine, backend: KernelBackend, kvDtype: KvStorageDtype, numBlocks: number, blockSize: number, bytesPerToken: number) {
+    this.model = model;
+    this.engine = engine;
+    this.backend = backend;
+    this.kvDtype = kvDtype;
+    this.numBlocks = numBlocks;
+    this.blockSize = blockSize;
+    this.kvBytesPerToken = bytesPerToken;
+  }
+
+  /** Loads the model, sizes the KV cache for `kvCacheMemory`, and builds the engine. */
+  static async create(options: LLMOptions): Promise<LLM> {
+    const model = typeof options.model === 'string'
+      ? await loadModel(options.model, { ...(options.onProgress ? { onProgress: options.onProgress } : {}) })
+      : options.model;
+    const c = model.config;
+    const modelDtype = c.torchDtype === 'float32' ? 'f32' : c.torchDtype === 'float16' ? 'f16' : 'bf16';
+    let kvDtype: KvStorageDtype;
+    try {
+      kvDtype = resolveKvCacheDtype(options.kvCacheDtype ?? 'auto', modelDtype);
+    } catch (cause) {
+      throw new EngineError('INVALID_ARGUMENT', `kvCacheDtype ${JSON.stringify(options.kvCacheDtype)} is not supported: ${(cause as Error).message}`, { field: 'kvCacheDtype', cause });
+    }
+    if (options.fp8Query && !isFp8Dtype(kvDtype)) {
+      throw new EngineError('INVALID_ARGUMENT', `fp8Query needs an FP8 KV cache, got kvCacheDtype ${JSON.stringify(options.kvCacheDtype ?? 'auto')}`, { field: 'fp8Query' });
+    }
+    const maxModelLen = options.maxModelLen ?? c.maxPositionEmbeddings;
+    if (!Number.isInteger(maxModelLen) || maxModelLen < 2) {
+      throw new EngineError('INVALID_ARGUMENT', `maxModelLen must be an integer >= 2, got ${maxModelLen}`, { field: 'maxModelLen' });
+    }
+    const blockSize = options.blockSize ?? 16;
+    const perHead = model.kvScales?.granularity === 'head';
+    const plan = planKvCache({
+      model: { numLayers: c.numLayers, numKvHeads: c.numKvHeads, headSize: c.headDim, numHeads: c.numHeads },
+      memoryBytes: options.kvCacheMemory ?? 256 * 1024 * 1024,
+      dtype: kvDtype,
+      blockSize,
+      ...(isFp8Dtype(kvDtype) ? { scales: perHead ? ('head' as const) : ('tensor' as const) } : {}),
+    });
+    if (plan.numBlocks < 2) {
+      throw new EngineError('INVALID_ARGUMENT', `kvCacheMemory ${options.kvCacheMemory} bytes holds ${plan.numBlocks} blocks of ${blockSize} tokens; at least 2 are needed`, { field: 'kvCacheMemory' });
+    }
+    const storage = new KvCacheStorage({
+      dtype: kvDtype,
+      numLayers: c.numLayers,
+      numBlocks: plan.numBlocks,
+      blockSize,
+      numKvHeads: c.numKvHeads,
+      headSize: c.headDim,
+      numHeads: c.numHeads,
+      scaleGranularity: perHead ? 'head' : 'tensor',
+      qScaleGranularity: perHead ? 'head' : 'tensor',
+    });
+    if (isFp8Dtype(kvDtype) && model.kvScales && !options.calculateKvScales) {
+      model.kvScales.layers.forEach((l, i) => storage.setScales(i, { kScale: l.k, vScale: l.v, qScale: perHead ? expandQ(l.q, c) : l.q }));
+    }
+    const dims: LlamaDims = {
+      hiddenSize: c.hiddenSize,
+      numLayers: c.numLayers,
+      numHeads: c.numHeads,
+      numKvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      intermediateSize: c.intermediateSize,
+      vocabSize: c.vocabSize,
+      rmsNormEps: c.rmsNormEps,
+      ropeStyle: 'rotate_half',
+      rope: ropeTableFor(c, maxModelLen),
+      slidingWindow: c.slidingWindow ?? undefined,
+    };
+    const backend = await resolveBackend(options.backend);
+    const forward = new LlamaForward(backend, llamaWeightsOf(model), dims, storage, { fp8Query: options.fp8Query ?? false });
+    const manager = new KvCacheManager({ numBlocks: plan.numBlocks, blockSize, enablePrefixCaching: options.enablePrefixCaching ?? true, format: storage });
+    const engine = new LLMEngine({
+      forward,
+      manager,
+      eosTokenIds: c.eosTokenIds,
+      scheduler: { maxModelLen, maxNumSeqs: options.maxNumSeqs ?? 64, maxNumBatchedTokens: options.maxNumBatchedTokens ?? 512 },
+      detokenizer: { decode: (ids, o) => model.tokenizer.decode(ids, { skipSpecialTokens: o.skipSpecialTokens }) },
+    });
+    if (options.calculateKvScales && isFp8Dtype(kvDtype)) {
+      const calc = calculateKvScalesObserver(backend, storage);
+      engine.setAttentionObserver((layer, t) => {
+        calc.observer(layer, t);
+        if (calc.done()) engine.setAttentionObserver(undefined);
+      });
+    }
+    return new LLM(model, engine, backend, kvDtype, plan.numBlocks, blockSize, plan.bytesPerToken);
+  }
+
+  /** Token ids of a prompt (BOS per the tokenizer's configuration). */
+  encode(text: string): number[] {
+    return this.model.tokenizer.encode(text);
+  }
+
+  /**
+   * Generates for every prompt, batched (continuous batching); outputs in prompt order.
+   * @param prompts text, or `{ promptTokenIds }`
+   */
+  async generate(prompts: string | { promptTokenIds: readonly number[] } | readonly (string | { promptTokenIds: readonly number[] })[], params: SamplingParams = {}): Promise<RequestOutput[]> {
+    const list = Array.isArray(prompts) ? prompts : [prompts];
+    const ids = list.map((p) => {
+      const id = `gen-${this.nextId++}`;
+      const tokens = typeof p === 'string' ? this.encode(p) : [...(p as { promptTokenIds: readonly number[] }).promptTokenIds];
+      this.engine.addRequest(id, tokens, params);
+      return id;
+    });
+    const done = new Map<string, RequestOutput>();
+    while (this.engine.hasUnfinishedRequests()) {
+      for (const out of this.engine.step()) if (out.finished) done.set(out.requestId, out);
+      await new Promise((r) => setImmediate(r));
+    }
+    return ids.map((id) => done.get(id)!);
+  }
+
+  /** Streams one prompt's first completion as text deltas (async iterator); aborts the request if the loop exits early. */
+  async *stream(prompt: string, params: SamplingParams = {}): AsyncGenerator<{ text: string; tokenIds: readonly number[]; finished: boolean; output: RequestOutput }> {
+    const id = `stream-${this.nextId++}`;
+    this.engine.addRequest(id, this.encode(prompt), params);
+    let sent = 0;
+    let finished = false;
+    try {
+      while (!finished) {
+        for (const out of this.engine.step()) {
+          if (out.requestId !== id) continue;
+          const o = out.outputs[0]!;
+          const delta = o.text.slice(sent);
+          sent = o.text.length;
+          finished = out.finished;
+          yield { text: delta, tokenIds: o.tokenIds, finished, output: out };
+        }
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      if (!finished) this.engine.abortRequest(id);
+    }
+  }
+
+  /** Chat with the model's template (`add_generation_prompt`), generating the assistant reply. */
+  async chat(messages: readonly ChatMessage[], params: SamplingParams = {}): Promise<RequestOutput> {
+    const template = this.model.chatTemplate;
+    if (!template) throw new EngineError('CHAT_TEMPLATE', `the model at ${this.model.path} has no chat template`, { file: this.model.path });
+    const text = template.render(messages, { addGenerationPrompt: true });
+    const tokens = this.model.tokenizer.encode(text, { addSpecialTokens: false });
+    const [out] = await this.generate([{ promptTokenIds: tokens }], params);
+    return out!;
+  }
+
+  /**
+   * Per-token log-probabilities of a text (for perplexity): the text is tokenized with BOS and every token after
+   * the first is scored. `onLogits` receives the raw logits rows (e.g. for KL divergence).
+   */
+  async score(textOrTokens: string | readonly number[], onLogits?: (firstPosition: number, logits: Float32Array, rows: number) => void): Promise<ScoreResult> {
+    const tokens = typeof textOrTokens === 'string' ? this.encode(textOrTokens) : [...textOrTokens];
+    const id = `score-${this.nextId++}`;
+    this.engine.addRequest(id, tokens, {}, { scoreOnly: true, ...(onLogits ? { onPromptLogits: onLogits } : {}) });
+    let result: RequestOutput | undefined;
+    while (this.engine.hasUnfinishedRequests()) {
+      for (const out of this.engine.step()) if (out.requestId === id && out.finished) result = out;
+      await new Promise((r) => setImmediate(r));
+    }
+    const logprobs = result!.promptLogprobs!;
+    let nllSum = 0;
+    let count = 0;
+    for (const lp of logprobs) if (lp !== undefined) (nllSum -= lp), count++;
+    return { tokenIds: tokens, logprobs, nllSum, count };
+  }
+
+  /** Releases the backend's native resources. */
+  dispose(): void {
+    this.backend.dispose?.();
+  }
+}
+
+/** Per-kv-head q scales expanded to one per query head (the storage keeps q per query head when per-head). */
+function expandQ(q: Float32Array, c: ModelConfig): Float32Array {
+  if (q.length === c.numHeads) return q;
+  const group = c.numHeads / c.numKvHeads;
+  return Float32Array.from({ length: c.numHeads }, (_, h) => q[Math.floor(h / group)]!);
+}
