@@ -1,0 +1,75 @@
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { toGenerationConfigJson } from '../config/generation-config.js';
+import { toHfConfigJson } from '../config/model-config.js';
+import { EngineError } from '../errors.js';
+import { writeSafetensors } from '../formats/safetensors.js';
+import { loadModel } from '../load/load-model.js';
+import type { LoadedModel, LoadModelOptions } from '../load/types.js';
+import { weightsByHfName } from '../weights/model-weights.js';
+
+/** Options of {@link convertToHf}. */
+export interface ConvertOptions extends LoadModelOptions {
+  /** Write into a folder that already has files (they are overwritten). Default false. */
+  overwrite?: boolean;
+}
+
+/** What {@link convertToHf} wrote. */
+export interface ConvertResult {
+  /** The output folder. */
+  readonly dir: string;
+  /** Names of the files written, relative to `dir`. */
+  readonly files: readonly string[];
+  /** Things the conversion could not carry over. */
+  readonly warnings: readonly string[];
+}
+
+async function writeJson(path: string, value: unknown): Promise<void> {
+  try {
+    await writeFile(path, JSON.stringify(value, null, 2) + '\n');
+  } catch (cause) {
+    throw new EngineError('IO_ERROR', `${path}: write failed (${(cause as Error).message})`, { file: path, cause });
+  }
+}
+
+/**
+ * Convert a model (a GGUF file or llama2.c checkpoint, or any path / {@link LoadedModel} `loadModel` accepts) to a
+ * Hugging Face folder: `config.json`, `generation_config.json`, `model.safetensors` (the loaded dtypes, Q/K in
+ * rotate-half order, no `lm_head.weight` when tied), `tokenizer.json` and `tokenizer_config.json` (with the chat
+ * template, if any). Loading the folder back gives tensors equal element for element and the same token ids.
+ * @throws EngineError `INVALID_ARGUMENT` (non-empty output folder without `overwrite`; RoPE frequency factors,
+ *   which config.json cannot express), `IO_ERROR`, and any `loadModel` error.
+ */
+export async function convertToHf(source: string | LoadedModel, outDir: string, options: ConvertOptions = {}): Promise<ConvertResult> {
+  let existing: string[] = [];
+  try {
+    existing = await readdir(outDir);
+  } catch {
+    existing = [];
+  }
+  if (existing.length > 0 && !options.overwrite) {
+    throw new EngineError('INVALID_ARGUMENT', `${outDir}: output folder is not empty (pass overwrite: true to replace its files)`, { file: outDir });
+  }
+  const model = typeof source === 'string' ? await loadModel(source, options) : source;
+  try {
+    await mkdir(outDir, { recursive: true });
+  } catch (cause) {
+    throw new EngineError('IO_ERROR', `${outDir}: cannot create folder (${(cause as Error).message})`, { file: outDir, cause });
+  }
+  const warnings: string[] = [];
+  if (model.kvScales) warnings.push('KV-cache scales are not written to the converted folder');
+  const configJson = toHfConfigJson(model.config);
+  await writeJson(join(outDir, 'config.json'), configJson);
+  await writeJson(join(outDir, 'generation_config.json'), toGenerationConfigJson(model.generationConfig));
+  await writeSafetensors(join(outDir, 'model.safetensors'), weightsByHfName(model.config, model.weights), { format: 'pt' });
+  await writeJson(join(outDir, 'tokenizer.json'), model.tokenizer.json);
+  const tokenizerConfig: Record<string, unknown> = { ...model.tokenizer.config, model_max_length: model.config.maxPositionEmbeddings };
+  if (model.chatTemplate) tokenizerConfig.chat_template = model.chatTemplate.source;
+  await writeJson(join(outDir, 'tokenizer_config.json'), tokenizerConfig);
+  return {
+    dir: outDir,
+    files: ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'],
+    warnings,
+  };
+}

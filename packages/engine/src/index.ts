@@ -1,0 +1,119 @@
+// @kvq/engine public API — model loading half (formats, config, tokenizer, chat template, KV scales, convert).
+
+export { EngineError, type EngineErrorCode, type EngineErrorDetails } from './errors.js';
+
+export {
+  asWeightMatrix,
+  bf16ToNumber,
+  dtypeBytes,
+  f16ToNumber,
+  permuteRotaryRows,
+  shapeSize,
+  tensorToFloat32,
+  type Tensor,
+  type TensorData,
+  type WeightDType,
+  type WeightMatrix,
+} from './tensor.js';
+
+export {
+  ropeInverseFrequencies,
+  parseHfConfig,
+  toHfConfigJson,
+  SUPPORTED_ARCHITECTURES,
+  type Architecture,
+  type ModelConfig,
+  type RopeScaling,
+} from './config/model-config.js';
+export { parseGenerationConfig, toGenerationConfigJson, type GenerationConfig } from './config/generation-config.js';
+
+export {
+  expectedHfTensors,
+  layerMatrices,
+  weightsByHfName,
+  type ExpectedTensor,
+  type LayerMatrices,
+  type LayerWeights,
+  type ModelWeights,
+} from './weights/model-weights.js';
+export {
+  classifyKvScaleName,
+  kvScaleMethodOf,
+  resolveKvScales,
+  type CheckpointKvScales,
+  type KvCacheFormat,
+  type KvCacheScheme,
+  type KvScaleMethod,
+  type KvScales,
+  type LayerKvScales,
+  type RawLayerKvScales,
+  type ResolveKvScalesOptions,
+} from './weights/kv-scales.js';
+
+export {
+  Tokenizer,
+  type AddedToken,
+  type DecodeOptions,
+  type EncodeOptions,
+  type TokenizerConfigJson,
+  type TokenizerJson,
+  type TokenizerOptions,
+} from './tokenizer/tokenizer.js';
+export { DecodeStream } from './tokenizer/decode-stream.js';
+export { sentencePieceTokenizerJson, TokenType, type SentencePieceVocab } from './tokenizer/sentencepiece.js';
+
+export { ChatTemplate, selectChatTemplate, type ChatMessage, type ChatRenderOptions } from './chat/chat-template.js';
+
+export {
+  encodeSafetensors,
+  parseSafetensorsHeader,
+  readSafetensorsHeader,
+  writeSafetensors,
+  type SafetensorsHeader,
+  type SafetensorsTensorInfo,
+} from './formats/safetensors.js';
+export { parseGguf, readGgufHeader, ggmlTypeName, type GgufFile, type GgufTensorInfo, type GgufValue } from './formats/gguf.js';
+export {
+  parseLlama2cHeader,
+  parseLlama2cTokenizer,
+  type Llama2cHeader,
+  type Llama2cTokenizerFile,
+} from './formats/llama2c.js';
+export { MemorySource, openFileSource, type ByteSource } from './io/source.js';
+
+export { detectModelFormat, loadModel, loadTokenizer } from './load/load-model.js';
+export {
+  type LoadedModel,
+  type LoadedTokenizer,
+  type LoadModelOptions,
+  type LoadProgress,
+  type ModelFormat,
+} from './load/types.js';
+export { convertToHf, type ConvertOptions, type ConvertResult } from './convert/convert.js';
+
+// Running models: the LLM API, the engine core, the forward pass and sampling.
+export { LLM, llamaWeightsOf, type KvCacheDtype, type LLMOptions, type ScoreResult } from './llm/llm.js';
+export {
+  LLMEngine,
+  type AddRequestOptions,
+  type CompletionOutput,
+  type Detokenizer,
+  type EngineStats,
+  type FinishReason,
+  type RequestMetrics,
+  type RequestOutput,
+  type SchedulerConfig,
+} from './runtime/engine.js';
+export {
+  LlamaForward,
+  type AttentionObserver,
+  type ForwardBatch,
+  type LlamaDims,
+  type LlamaForwardOptions,
+  type LlamaLayerWeights,
+  type LlamaWeights,
+} from './runtime/forward.js';
+export { calculateKvScalesObserver, KV_SCALE_CONSTANTS } from './runtime/kv-scales.js';
+export { resolveSamplingParams, type ResolvedSamplingParams, type SamplingParams } from './sampling/params.js';
+export { SeededRng } from './sampling/rng.js';
+export { applyPenalties, argmax, logSoftmax, sampleToken, tokenLogprobs, type TokenLogprobs } from './sampling/sampler.js';

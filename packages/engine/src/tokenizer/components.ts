@@ -1,0 +1,366 @@
+import { EngineError, describeValue } from '../errors.js';
+import { byteLevelToBytes, bytesToByteLevel } from './byte-level.js';
+import { compileTokenizerRegex, GPT2_PATTERN, matchSpans } from './regex.js';
+
+/**
+ * The pieces of a Hugging Face `tokenizers` pipeline this engine implements, built from the JSON objects of a
+ * `tokenizer.json`. Each builder throws `UNSUPPORTED_TOKENIZER` naming the JSON path and `type` it cannot run.
+ */
+
+type Json = Record<string, unknown>;
+
+function unsupported(field: string, what: unknown): EngineError {
+  return new EngineError('UNSUPPORTED_TOKENIZER', `tokenizer.json ${field}: unsupported ${describeValue(what)}`, { field });
+}
+
+function asObject(value: unknown, field: string): Json {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new EngineError('MALFORMED', `tokenizer.json ${field} must be an object, got ${describeValue(value)}`, { field });
+  }
+  return value as Json;
+}
+
+function str(obj: Json, key: string, field: string, fallback?: string): string {
+  const v = obj[key];
+  if (v === undefined || v === null) {
+    if (fallback !== undefined) return fallback;
+  } else if (typeof v === 'string') return v;
+  throw new EngineError('MALFORMED', `tokenizer.json ${field}.${key} must be a string, got ${describeValue(v)}`, { field: `${field}.${key}` });
+}
+
+function bool(obj: Json, key: string, fallback: boolean): boolean {
+  const v = obj[key];
+  return typeof v === 'boolean' ? v : fallback;
+}
+
+function int(obj: Json, key: string, field: string, fallback: number): number {
+  const v = obj[key];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v;
+  throw new EngineError('MALFORMED', `tokenizer.json ${field}.${key} must be a non-negative integer, got ${describeValue(v)}`, {
+    field: `${field}.${key}`,
+  });
+}
+
+/** `{String: s}` or `{Regex: r}` → a global RegExp. */
+function patternRegex(value: unknown, field: string): RegExp {
+  const p = asObject(value, field);
+  if (typeof p.String === 'string') return new RegExp(p.String.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gu');
+  if (typeof p.Regex === 'string') return compileTokenizerRegex(p.Regex, field);
+  throw new EngineError('MALFORMED', `tokenizer.json ${field} must be {"String": ...} or {"Regex": ...}, got ${describeValue(value)}`, {
+    field,
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Normalizers: string → string, applied to each text segment between added tokens.
+
+/** A normalizer: one segment of input text → normalized text. */
+export type Normalizer = (text: string) => string;
+
+/** Build a normalizer from `tokenizer.json`'s `normalizer` (null → identity). */
+export function buildNormalizer(value: unknown, field = 'normalizer'): Normalizer {
+  if (value === null || value === undefined) return (t) => t;
+  const n = asObject(value, field);
+  switch (n.type) {
+    case 'Sequence': {
+      const list = n.normalizers;
+      if (!Array.isArray(list)) throw unsupported(`${field}.normalizers`, list);
+      const parts = list.map((x, i) => buildNormalizer(x, `${field}.normalizers[${i}]`));
+      return (t) => parts.reduce((acc, f) => f(acc), t);
+    }
+    case 'Prepend': {
+      const prepend = str(n, 'prepend', field);
+      return (t) => (t.length === 0 ? t : prepend + t);
+    }
+    case 'Replace': {
+      const re = patternRegex(n.pattern, `${field}.pattern`);
+      const content = str(n, 'content', field);
+      return (t) => t.replace(re, () => content);
+    }
+    case 'NFC':
+    case 'NFD':
+    case 'NFKC':
+    case 'NFKD': {
+      const form = n.type;
+      return (t) => t.normalize(form);
+    }
+    case 'Lowercase':
+      return (t) => t.toLowerCase();
+    case 'Strip': {
+      const left = bool(n, 'strip_left', true);
+      const right = bool(n, 'strip_right', true);
+      return (t) => (left && right ? t.trim() : left ? t.trimStart() : right ? t.trimEnd() : t);
+    }
+    default:
+      throw unsupported(`${field}.type`, n.type);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Pre-tokenizers: a segment → words for the model.
+
+/** A pre-tokenizer: words in, finer words out. `first` tells whether the segment starts the input text. */
+export type PreTokenizer = (words: string[], first: boolean) => string[];
+
+type SplitBehavior = 'Removed' | 'Isolated' | 'MergedWithPrevious' | 'MergedWithNext' | 'Contiguous';
+
+/**
+ * Split a word on `re` with Hugging Face `SplitDelimiterBehavior` semantics (`invert` swaps match / gap): a match
+ * merges into the preceding (following) piece only when that piece is not itself a match.
+ */
+export function splitWith(word: string, re: RegExp, behavior: SplitBehavior, invert = false): string[] {
+  const spans = matchSpans(word, re).map(([s, e, m]) => [word.slice(s, e), invert ? !m : m] as const);
+  const out: string[] = [];
+  let previousMatch = false;
+  switch (behavior) {
+    case 'Removed':
+      for (const [piece, isMatch] of spans) if (!isMatch) out.push(piece);
+      break;
+    case 'Isolated':
+      for (const [piece] of spans) out.push(piece);
+      break;
+    case 'MergedWithPrevious':
+      for (const [piece, isMatch] of spans) {
+        if (isMatch && !previousMatch && out.length > 0) out[out.length - 1] += piece;
+        else out.push(piece);
+        previousMatch = isMatch;
+      }
+      break;
+    case 'MergedWithNext':
+      for (let i = spans.length - 1; i >= 0; i--) {
+        const [piece, isMatch] = spans[i]!;
+        if (isMatch && !previousMatch && out.length > 0) out[out.length - 1] = piece + out[out.length - 1]!;
+        else out.push(piece);
+        previousMatch = isMatch;
+      }
+      out.reverse();
+      break;
+    case 'Contiguous':
+      for (const [piece, isMatch] of spans) {
+        if (isMatch && previousMatch && out.length > 0) out[out.length - 1] += piece;
+        else out.push(piece);
+        previousMatch = isMatch;
+      }
+      break;
+  }
+  return out.filter((w) => w.length > 0);
+}
+
+const BEHAVIORS = new Set(['Removed', 'Isolated', 'MergedWithPrevious', 'MergedWithNext', 'Contiguous']);
+
+/** Build a pre-tokenizer from `tokenizer.json`'s `pre_tokenizer` (null → the whole segment is one word). */
+export function buildPreTokenizer(value: unknown, field = 'pre_tokenizer'): PreTokenizer {
+  if (value === null || value === undefined) return (w) => w;
+  const p = asObject(value, field);
+  switch (p.type) {
+    case 'Sequence': {
+      const list = p.pretokenizers;
+      if (!Array.isArray(list)) throw unsupported(`${field}.pretokenizers`, list);
+      const parts = list.map((x, i) => buildPreTokenizer(x, `${field}.pretokenizers[${i}]`));
+      return (w, first) => parts.reduce((acc, f) => f(acc, first), w);
+    }
+    case 'ByteLevel': {
+      const addPrefixSpace = bool(p, 'add_prefix_space', true);
+      const useRegex = bool(p, 'use_regex', true);
+      const re = useRegex ? compileTokenizerRegex(GPT2_PATTERN) : undefined;
+      return (words) =>
+        words.flatMap((w, i) => {
+          const text = addPrefixSpace && i === 0 && !w.startsWith(' ') ? ' ' + w : w;
+          const pieces = re ? splitWith(text, re, 'Isolated') : [text];
+          return pieces.map(bytesToByteLevel);
+        });
+    }
+    case 'Split': {
+      const re = patternRegex(p.pattern, `${field}.pattern`);
+      const behavior = str(p, 'behavior', field, 'Isolated');
+      if (!BEHAVIORS.has(behavior)) throw unsupported(`${field}.behavior`, behavior);
+      const invert = bool(p, 'invert', false);
+      return (words) => words.flatMap((w) => splitWith(w, re, behavior as SplitBehavior, invert));
+    }
+    case 'Metaspace': {
+      const replacement = str(p, 'replacement', field, '▁');
+      const scheme = metaspaceScheme(p, field);
+      const split = bool(p, 'split', true);
+      return (words, first) =>
+        words.flatMap((w, i) => {
+          let text = w.replaceAll(' ', replacement);
+          const prepend = scheme === 'always' || (scheme === 'first' && first && i === 0);
+          if (prepend && !text.startsWith(replacement)) text = replacement + text;
+          if (!split) return [text];
+          const out: string[] = [];
+          let cur = '';
+          for (const ch of text) {
+            if (ch === replacement && cur.length > 0) {
+              out.push(cur);
+              cur = '';
+            }
+            cur += ch;
+          }
+          if (cur) out.push(cur);
+          return out;
+        });
+    }
+    case 'Digits': {
+      const re = bool(p, 'individual_digits', false) ? /\p{N}/gu : /\p{N}+/gu;
+      return (words) => words.flatMap((w) => splitWith(w, re, 'Isolated'));
+    }
+    case 'Whitespace':
+      return (words) => words.flatMap((w) => splitWith(w, /\w+|[^\w\s]+/gu, 'Removed', true));
+    case 'WhitespaceSplit':
+      return (words) => words.flatMap((w) => w.split(/\s+/u).filter((x) => x.length > 0));
+    default:
+      throw unsupported(`${field}.type`, p.type);
+  }
+}
+
+function metaspaceScheme(p: Json, field: string): 'always' | 'first' | 'never' {
+  const scheme = p.prepend_scheme;
+  if (scheme === undefined || scheme === null) return bool(p, 'add_prefix_space', true) ? 'always' : 'never';
+  if (scheme === 'always' || scheme === 'first' || scheme === 'never') return scheme;
+  throw unsupported(`${field}.prepend_scheme`, scheme);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Decoders: token strings → text pieces (the final text is their concatenation).
+
+/** A decoder step: token strings → transformed strings. */
+export type Decoder = (tokens: string[]) => string[];
+
+const fatalUtf8 = new TextDecoder('utf-8', { fatal: true });
+const lossyUtf8 = new TextDecoder('utf-8');
+
+/** Build a decoder from `tokenizer.json`'s `decoder` (null → tokens joined with spaces, as in HF). */
+export function buildDecoder(value: unknown, field = 'decoder'): Decoder {
+  if (value === null || value === undefined) return (tokens) => [tokens.join(' ')];
+  const d = asObject(value, field);
+  switch (d.type) {
+    case 'Sequence': {
+      const list = d.decoders;
+      if (!Array.isArray(list)) throw unsupported(`${field}.decoders`, list);
+      const parts = list.map((x, i) => buildDecoder(x, `${field}.decoders[${i}]`));
+      return (tokens) => parts.reduce((acc, f) => f(acc), tokens);
+    }
+    case 'ByteLevel':
+      return (tokens) => {
+        const bytes: number[] = [];
+        for (const t of tokens) {
+          const b = byteLevelToBytes(t);
+          if (b) for (const x of b) bytes.push(x);
+          else for (const x of new TextEncoder().encode(t)) bytes.push(x);
+        }
+        return [lossyUtf8.decode(Uint8Array.from(bytes))];
+      };
+    case 'ByteFallback':
+      return (tokens) => {
+        const out: string[] = [];
+        let pending: number[] = [];
+        const flush = (): void => {
+          if (pending.length === 0) return;
+          try {
+            out.push(fatalUtf8.decode(Uint8Array.from(pending)));
+          } catch {
+            for (let i = 0; i < pending.length; i++) out.push('\uFFFD');
+          }
+          pending = [];
+        };
+        for (const t of tokens) {
+          const m = t.length === 6 ? /^<0x([0-9A-Fa-f]{2})>$/.exec(t) : null;
+          if (m) pending.push(parseInt(m[1]!, 16));
+          else {
+            flush();
+            out.push(t);
+          }
+        }
+        flush();
+        return out;
+      };
+    case 'Fuse':
+      return (tokens) => [tokens.join('')];
+    case 'Replace': {
+      const re = patternRegex(d.pattern, `${field}.pattern`);
+      const content = str(d, 'content', field);
+      return (tokens) => tokens.map((t) => t.replace(re, () => content));
+    }
+    case 'Strip': {
+      const content = str(d, 'content', field);
+      const start = int(d, 'start', field, 0);
+      const stop = int(d, 'stop', field, 0);
+      return (tokens) =>
+        tokens.map((t) => {
+          const chars = [...t];
+          let a = 0;
+          let b = chars.length;
+          while (a < start && a < b && chars[a] === content) a++;
+          while (chars.length - b < stop && b > a && chars[b - 1] === content) b--;
+          return chars.slice(a, b).join('');
+        });
+    }
+    case 'Metaspace': {
+      const replacement = str(d, 'replacement', field, '▁');
+      const scheme = metaspaceScheme(d, field);
+      return (tokens) =>
+        tokens.map((t, i) => {
+          const text = t.replaceAll(replacement, ' ');
+          return i === 0 && scheme !== 'never' && text.startsWith(' ') ? text.slice(1) : text;
+        });
+    }
+    default:
+      throw unsupported(`${field}.type`, d.type);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Post-processor: the special tokens added around an encoded sequence.
+
+/** Ids to add before and after a single encoded sequence. */
+export interface SpecialTokenTemplate {
+  readonly prefix: readonly number[];
+  readonly suffix: readonly number[];
+}
+
+/** Interpret `tokenizer.json`'s `post_processor` for single sequences (null → nothing added). */
+export function buildPostProcessor(value: unknown, field = 'post_processor'): SpecialTokenTemplate {
+  if (value === null || value === undefined) return { prefix: [], suffix: [] };
+  const p = asObject(value, field);
+  switch (p.type) {
+    case 'ByteLevel':
+      return { prefix: [], suffix: [] };
+    case 'Sequence': {
+      const list = p.processors;
+      if (!Array.isArray(list)) throw unsupported(`${field}.processors`, list);
+      const parts = list.map((x, i) => buildPostProcessor(x, `${field}.processors[${i}]`));
+      return { prefix: parts.flatMap((x) => x.prefix), suffix: parts.flatMap((x) => x.suffix) };
+    }
+    case 'TemplateProcessing': {
+      const single = p.single;
+      const specials = asObject(p.special_tokens ?? {}, `${field}.special_tokens`);
+      if (!Array.isArray(single)) throw unsupported(`${field}.single`, single);
+      const prefix: number[] = [];
+      const suffix: number[] = [];
+      let seenSequence = false;
+      single.forEach((piece, i) => {
+        const item = asObject(piece, `${field}.single[${i}]`);
+        if (item.Sequence !== undefined) {
+          if (seenSequence) throw unsupported(`${field}.single`, single);
+          seenSequence = true;
+          return;
+        }
+        const special = asObject(item.SpecialToken, `${field}.single[${i}].SpecialToken`);
+        const name = str(special, 'id', `${field}.single[${i}].SpecialToken`);
+        const entry = asObject(specials[name], `${field}.special_tokens.${name}`);
+        const ids = entry.ids;
+        if (!Array.isArray(ids) || !ids.every((x) => Number.isInteger(x) && (x as number) >= 0)) {
+          throw new EngineError('MALFORMED', `tokenizer.json ${field}.special_tokens.${name}.ids must be token ids`, {
+            field: `${field}.special_tokens.${name}.ids`,
+          });
+        }
+        (seenSequence ? suffix : prefix).push(...(ids as number[]));
+      });
+      if (!seenSequence) throw unsupported(`${field}.single`, single);
+      return { prefix, suffix };
+    }
+    default:
+      throw unsupported(`${field}.type`, p.type);
+  }
+}

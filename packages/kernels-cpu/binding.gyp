@@ -1,0 +1,51 @@
+# SPDX-License-Identifier: Apache-2.0
+# node-gyp build of @kvq/kernels-cpu. Each ISA's kernels are a separate static library compiled with its own
+# -m flags; the addon itself (glue, thread pool, scalar kernels) uses only the baseline flags of the target, so
+# the binary loads on any CPU of the architecture and picks kernels at run time (__builtin_cpu_supports).
+# No -march=native anywhere. Build with `pnpm build:native` (scripts/build-native.mjs), never at install time.
+{
+  "variables": {
+    "kvq_common_cflags": ["-std=c++17", "-O3", "-fPIC", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra",
+                          "-Wno-unused-parameter"],
+  },
+  "targets": [
+    {
+      "target_name": "kvq_cpu_avx2",
+      "type": "static_library",
+      "conditions": [
+        ["target_arch=='x64'", {
+          "sources": ["csrc/kernels_avx2.cc"],
+          "cflags_cc": ["<@(kvq_common_cflags)", "-mavx2", "-mfma", "-mf16c"],
+        }],
+      ],
+      "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"],
+    },
+    {
+      "target_name": "kvq_cpu_avx512",
+      "type": "static_library",
+      "conditions": [
+        ["target_arch=='x64'", {
+          "sources": ["csrc/kernels_avx512.cc"],
+          "cflags_cc": ["<@(kvq_common_cflags)", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vbmi", "-mavx2",
+                        "-mfma", "-mf16c", "-Wno-maybe-uninitialized", "-Wno-uninitialized"],
+        }],
+      ],
+      "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"],
+    },
+    {
+      "target_name": "kvq_cpu",
+      "sources": ["csrc/addon.cc", "csrc/threadpool.cc", "csrc/kernels_scalar.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags_cc": ["<@(kvq_common_cflags)", "-fexceptions"],
+      "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"],
+      "cflags!": ["-fno-exceptions"],
+      "ldflags": ["-pthread"],
+      "conditions": [
+        ["target_arch=='x64'", {
+          "dependencies": ["kvq_cpu_avx2", "kvq_cpu_avx512"],
+        }],
+      ],
+    },
+  ],
+}

@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Portable scalar "vector" layer: one float32 lane. Compiles without any -m flag on any C++17 compiler,
+// so the same kernel templates (kernels_impl.h) run everywhere; results agree with the SIMD layers up to
+// float32 summation order (and bit-exactly for every conversion and FP8 write).
+#ifndef KVQ_SIMD_SCALAR_H_
+#define KVQ_SIMD_SCALAR_H_
+
+#include <stdint.h>
+
+#include "fp8.h"
+
+namespace kvq {
+namespace KVQ_NS {
+
+#define KVQ_SI static inline __attribute__((always_inline))
+
+typedef float VF;
+static const int W = 1;
+static const char* const kIsaName = "scalar";
+
+KVQ_SI VF vzero() { return 0.0f; }
+KVQ_SI VF vset1(float x) { return x; }
+KVQ_SI VF vload(const float* p) { return *p; }
+KVQ_SI VF vloadn(const float* p, int n) { return n > 0 ? *p : 0.0f; }
+KVQ_SI void vstore(float* p, VF v) { *p = v; }
+KVQ_SI void vstoren(float* p, VF v, int n) {
+  if (n > 0) *p = v;
+}
+KVQ_SI VF vadd(VF a, VF b) { return a + b; }
+KVQ_SI VF vsub(VF a, VF b) { return a - b; }
+KVQ_SI VF vmul(VF a, VF b) { return a * b; }
+KVQ_SI VF vdiv(VF a, VF b) { return a / b; }
+/** a * b + c. Two roundings here (a library fmaf call would dominate scalar kernels); the SIMD layers fuse. */
+KVQ_SI VF vfma(VF a, VF b, VF c) { return a * b + c; }
+/** max(a, b) with the SIMD layers' NaN rule: when either is NaN, returns b. */
+KVQ_SI VF vmax(VF a, VF b) { return a > b ? a : b; }
+KVQ_SI VF vmin(VF a, VF b) { return a < b ? a : b; }
+KVQ_SI VF vabs(VF a) { return bits_as_f32(f32_as_bits(a) & 0x7FFFFFFFu); }
+KVQ_SI float vhsum(VF v) { return v; }
+KVQ_SI float vhmax(VF v) { return v; }
+KVQ_SI bool vhasnan(VF v) { return v != v; }
+KVQ_SI void vprefetch(const void* p) { __builtin_prefetch(p); }
+KVQ_SI void vhsum4(VF a, VF b, VF c, VF d, float* out) {
+  out[0] = a;
+  out[1] = b;
+  out[2] = c;
+  out[3] = d;
+}
+
+/** exp(x): same reduction and polynomial as the SIMD layers (NaN propagates, >88.376 -> inf, <-87.336 -> 0). */
+KVQ_SI VF vexp(VF x) {
+  if (x != x) return x;
+  if (x > 88.3762626647949f) return __builtin_inff();
+  if (x < -87.3365478515625f) return 0.0f;
+  const float n = __builtin_rintf(x * 1.44269504088896341f);
+  // Cody-Waite: n * 0.693359375 is exact (few mantissa bits), so x - n*C1 loses nothing.
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500E-4f;
+  p = p * r + 1.3981999507E-3f;
+  p = p * r + 8.3334519073E-3f;
+  p = p * r + 4.1665795894E-2f;
+  p = p * r + 1.6666665459E-1f;
+  p = p * r + 5.0000001201E-1f;
+  p = p * (r * r) + (r + 1.0f);
+  return p * bits_as_f32((uint32_t)((int32_t)n + 127) << 23);
+}
+
+KVQ_SI VF vload_bf16(const uint16_t* p) { return bf16_to_f32(*p); }
+KVQ_SI VF vloadn_bf16(const uint16_t* p, int n) { return n > 0 ? bf16_to_f32(*p) : 0.0f; }
+KVQ_SI VF vload_f16(const uint16_t* p) { return f16_to_f32(*p); }
+KVQ_SI VF vloadn_f16(const uint16_t* p, int n) { return n > 0 ? f16_to_f32(*p) : 0.0f; }
+
+template <int F>
+KVQ_SI float fp8_load_const() {
+  return F == kE4M3FN ? 0x1p120f : F == kE4M3FNUZ ? 0x1p119f : F == kE5M2FNUZ ? 0x1p111f : 1.0f;
+}
+
+/** Same lane arithmetic as the SIMD layers: raw pattern times `mul` (which includes fp8_load_const<F>()). */
+template <int F>
+KVQ_SI VF fp8_lane(uint8_t b, VF mul) {
+  if (F == kE5M2) return f16_to_f32((uint16_t)((uint32_t)b << 8)) * mul;
+  const int m = Fp8Traits<F>::kMant;
+  const uint32_t magmask = 0x7Fu << (23 - m);
+  const uint32_t y = ((uint32_t)(int32_t)(int8_t)b << (23 - m)) & (0x80000000u | magmask);
+  const bool nan = Fp8Traits<F>::kFnuz ? (y == 0x80000000u) : ((y & magmask) == magmask);
+  return nan ? bits_as_f32(0x7FFFFFFFu) : bits_as_f32(y) * mul;
+}
+template <int F>
+KVQ_SI VF vload_fp8(const uint8_t* p, VF mul) {
+  return fp8_lane<F>(*p, mul);
+}
+template <int F>
+KVQ_SI VF vloadn_fp8(const uint8_t* p, int n, VF mul) {
+  return n > 0 ? fp8_lane<F>(*p, mul) : 0.0f;
+}
+
+template <int F>
+KVQ_SI VF vload_fp8_fast(const uint8_t* p, VF mul) {
+  return fp8_lane<F>(*p, mul);
+}
+template <int F>
+KVQ_SI VF vloadn_fp8_fast(const uint8_t* p, int n, VF mul) {
+  return n > 0 ? fp8_lane<F>(*p, mul) : 0.0f;
+}
+/** The scalar lanes decode NaN codes exactly, so nothing needs a prescan. */
+template <int F>
+KVQ_SI bool fp8_any_nan(const uint8_t*, int64_t) {
+  return false;
+}
+
+// No byte-table FP8 decode on this ISA (stubs keep the shared kernel templates compiling; never called).
+static const bool kHasFp8Lut = false;
+KVQ_SI int lut_perm(int e) { return e; }
+struct Fp8Lut {};
+template <int F>
+KVQ_SI Fp8Lut fp8_lut() {
+  return Fp8Lut{};
+}
+KVQ_SI void fp8_lut_decode64(const uint8_t*, const Fp8Lut&, VF*) {}
+
+#undef KVQ_SI
+
+}  // namespace KVQ_NS
+}  // namespace kvq
+
+#endif  // KVQ_SIMD_SCALAR_H_

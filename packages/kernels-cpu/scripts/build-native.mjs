@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+// SPDX-License-Identifier: Apache-2.0
+//
+// Builds build/Release/kvq_cpu.node with node-gyp from csrc/ — an explicit step (README, CI, turbo's
+// `build:native` task), never an install script, and never a download: node-gyp is pointed at headers that
+// are already on this machine (`--nodedir`), and the build fails with instructions when there are none.
+//
+// Environment:
+//   KVQ_NODEDIR          directory whose include/node/ holds node_api.h (default: auto-detected)
+//   KVQ_NATIVE_FLAGS     extra C++ flags appended to every translation unit (e.g. "-g")
+//   KVQ_SKIP_NATIVE=1    skip the build (the package then reports itself unavailable)
+//   KVQ_NATIVE_JOBS      parallel compile jobs (default: number of CPUs)
+import { spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const pkgDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(join(pkgDir, 'package.json'));
+
+function log(msg) {
+  process.stdout.write(`[kvq build:native] ${msg}\n`);
+}
+
+function fail(msg) {
+  process.stderr.write(`[kvq build:native] ERROR: ${msg}\n`);
+  process.exit(1);
+}
+
+if (process.env.KVQ_SKIP_NATIVE === '1') {
+  log('KVQ_SKIP_NATIVE=1: skipping the native build; @kvq/kernels-cpu will report itself unavailable.');
+  process.exit(0);
+}
+
+/** A directory D such that D/include/node/node_api.h exists, without downloading anything. */
+function findNodeDir() {
+  const candidates = [];
+  if (process.env.KVQ_NODEDIR) candidates.push(process.env.KVQ_NODEDIR);
+  if (process.env.npm_config_nodedir) candidates.push(process.env.npm_config_nodedir);
+  // The running node's own prefix (official tarballs and distro packages ship the headers there).
+  candidates.push(resolve(dirname(process.execPath), '..'));
+  const prefix = process.config?.variables?.node_prefix;
+  if (typeof prefix === 'string' && prefix.length > 0) candidates.push(prefix);
+  candidates.push('/usr', '/usr/local');
+  for (const dir of candidates) {
+    if (existsSync(join(dir, 'include', 'node', 'node_api.h')) && existsSync(join(dir, 'include', 'node', 'common.gypi'))) {
+      return dir;
+    }
+  }
+  return undefined;
+}
+
+const nodedir = findNodeDir();
+if (!nodedir) {
+  fail(
+    'no Node.js headers found (looked for include/node/node_api.h under KVQ_NODEDIR, npm_config_nodedir, ' +
+      `${resolve(dirname(process.execPath), '..')}, /usr and /usr/local). Install your distribution's Node ` +
+      'development headers (e.g. the nodejs package of the official tarball ships them) or set KVQ_NODEDIR. ' +
+      'This build never downloads headers.',
+  );
+}
+
+let nodeGyp;
+try {
+  nodeGyp = require.resolve('node-gyp/bin/node-gyp.js');
+} catch (cause) {
+  fail(`node-gyp is not installed (a devDependency of @kvq/kernels-cpu): ${cause}`);
+}
+
+const jobs = process.env.KVQ_NATIVE_JOBS ?? String(availableParallelism());
+const env = { ...process.env };
+if (process.env.KVQ_NATIVE_FLAGS) env.CXXFLAGS = `${env.CXXFLAGS ?? ''} ${process.env.KVQ_NATIVE_FLAGS}`.trim();
+// Keep node-gyp's own cache inside the package so it never looks at (or fills) a shared download cache.
+env.npm_config_devdir = join(pkgDir, 'build', '.node-gyp');
+
+function gyp(args) {
+  log(`node-gyp ${args.join(' ')}`);
+  const r = spawnSync(process.execPath, [nodeGyp, ...args], { cwd: pkgDir, env, stdio: 'inherit' });
+  if (r.error) fail(`could not run node-gyp: ${r.error.message}`);
+  if (r.status !== 0) {
+    fail(
+      `node-gyp ${args[0]} failed (exit ${r.status}). It needs python3, make and a C++17 compiler (g++ >= 9 or ` +
+        'clang >= 10); see the output above.',
+    );
+  }
+}
+
+const makefile = join(pkgDir, 'build', 'Makefile');
+const gypFile = join(pkgDir, 'binding.gyp');
+const configured = existsSync(makefile) && statSync(makefile).mtimeMs >= statSync(gypFile).mtimeMs;
+if (!configured) gyp(['configure', `--nodedir=${nodedir}`, '--release']);
+gyp(['build', `--nodedir=${nodedir}`, '--release', `--jobs=${jobs}`]);
+
+// Load the result in a child process first: a broken binary must not take the caller down.
+const addon = join(pkgDir, 'build', 'Release', 'kvq_cpu.node');
+const probe = spawnSync(
+  process.execPath,
+  ['-e', `const a=require(${JSON.stringify(addon)});const i=a.cpuInfo();console.log(JSON.stringify({abi:a.abi,isas:i.isas,cpus:i.cpus}))`],
+  { encoding: 'utf8' },
+);
+if (probe.status !== 0) fail(`the built addon does not load: ${probe.stderr.trim()}`);
+log(`built ${addon}: ${probe.stdout.trim()}`);
