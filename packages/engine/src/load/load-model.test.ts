@@ -59,7 +59,7 @@ describe.skipIf(!shared.storiesBin || !shared.storiesGguf)('stories260K: llama2.
         expectSameWeights(bin, hf);
         const original = source === shared.storiesBin ? bin : gguf;
         expect(hf.config).toEqual(original.config);
-        const text = readFileSync(shared.evalText ?? shared.storiesTok!, 'utf8').slice(0, 5000);
+        const text = shared.evalText ? readFileSync(shared.evalText, 'utf8').slice(0, 5000) : 'Once upon a time, 日本 🦙 there was a dog.';
         expect(hf.tokenizer.encode(text)).toEqual(original.tokenizer.encode(text));
         expect(hf.tokenizer.decode(hf.tokenizer.encode(text), { skipSpecialTokens: true })).toBe(original.tokenizer.decode(original.tokenizer.encode(text), { skipSpecialTokens: true }));
         const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
@@ -133,6 +133,7 @@ describe.skipIf(!shared.kvqTiny)('kvq-tiny Hugging Face folder', () => {
     expect(m.kvScales).toBeUndefined();
     expect(m.warnings).toEqual([]);
     expect(await detectModelFormat(join(shared.kvqTiny!, 'config.json'))).toEqual({ format: 'hf', path: shared.kvqTiny });
+    expect(await detectModelFormat(join(shared.kvqTiny!, 'model.safetensors'))).toEqual({ format: 'hf', path: shared.kvqTiny });
   });
 
   it('reads a sharded checkpoint through model.safetensors.index.json', async () => {

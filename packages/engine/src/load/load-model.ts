@@ -23,7 +23,10 @@ export async function detectModelFormat(path: string): Promise<{ format: ModelFo
   if (!kind) throw new EngineError('FILE_NOT_FOUND', `${abs}: no such file or folder`, { file: abs });
   if (kind === 'directory') return { format: 'hf', path: abs };
   const name = basename(abs);
-  if (HF_FILE_NAMES.has(name) || /^model-\d+-of-\d+\.safetensors$/.test(name)) return { format: 'hf', path: dirname(abs) };
+  if (HF_FILE_NAMES.has(name) || extname(name) === '.safetensors') return { format: 'hf', path: dirname(abs) };
+  if (name === 'pytorch_model.bin' || extname(name) === '.pth' || extname(name) === '.pt') {
+    throw new EngineError('UNSUPPORTED_FORMAT', `${abs}: PyTorch pickle checkpoints are not read; convert the model to safetensors`, { file: abs });
+  }
   const source = await openFileSource(abs);
   let magic: number | undefined;
   try {

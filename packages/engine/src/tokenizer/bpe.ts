@@ -17,6 +17,7 @@ export interface BpeModelOptions {
 }
 
 const POS_SPAN = 2 ** 32;
+const utf8 = new TextEncoder();
 const CACHE_LIMIT = 20_000;
 const CACHE_WORD_CHARS = 64;
 
@@ -93,7 +94,7 @@ export class BpeModel {
         continue;
       }
       if (this.byteIds) {
-        const bytes = new TextEncoder().encode(ch);
+        const bytes = utf8.encode(ch);
         const byteTokens = Array.from(bytes, (b) => this.byteIds![b]);
         if (byteTokens.every((t) => t !== undefined)) {
           ids.push(...(byteTokens as number[]));

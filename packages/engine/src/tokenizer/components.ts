@@ -228,6 +228,7 @@ function metaspaceScheme(p: Json, field: string): 'always' | 'first' | 'never' {
 export type Decoder = (tokens: string[]) => string[];
 
 const fatalUtf8 = new TextDecoder('utf-8', { fatal: true });
+const utf8Encoder = new TextEncoder();
 const lossyUtf8 = new TextDecoder('utf-8');
 
 /** Build a decoder from `tokenizer.json`'s `decoder` (null → tokens joined with spaces, as in HF). */
@@ -247,7 +248,7 @@ export function buildDecoder(value: unknown, field = 'decoder'): Decoder {
         for (const t of tokens) {
           const b = byteLevelToBytes(t);
           if (b) for (const x of b) bytes.push(x);
-          else for (const x of new TextEncoder().encode(t)) bytes.push(x);
+          else for (const x of utf8Encoder.encode(t)) bytes.push(x);
         }
         return [lossyUtf8.decode(Uint8Array.from(bytes))];
       };
