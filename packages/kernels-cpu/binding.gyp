@@ -5,7 +5,8 @@
 # No -march=native anywhere. Build with `pnpm build:native` (scripts/build-native.mjs), never at install time.
 {
   "variables": {
-    "kvq_common_cflags": ["-std=c++17", "-O3", "-fPIC", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra",
+    "kvq_common_cflags": ["-std=c++17", "-O3", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
+                          "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra",
                           "-Wno-unused-parameter"],
   },
   "targets": [
@@ -36,7 +37,8 @@
       "target_name": "kvq_cpu",
       "sources": ["csrc/addon.cc", "csrc/threadpool.cc", "csrc/kernels_scalar.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL",
+                  "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc": ["<@(kvq_common_cflags)", "-fexceptions"],
       "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"],
       "cflags!": ["-fno-exceptions"],

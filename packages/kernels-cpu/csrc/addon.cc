@@ -210,13 +210,8 @@ void checkStatus(Napi::Env env, int status) {
 
 // ---- parsed arguments (shared by sync and async entry points) -----------------------------------
 
-struct KvCacheArgs {
-  KvCacheRef ref;
-};
-
-/** Parse the cache fields at info[i..i+7]: dtype, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale. */
-KvCacheRef cacheArgs(const Napi::CallbackInfo& info, size_t i, bool writable) {
-  (void)writable;
+/** Parse the cache fields at info[i..i+8]: dtype, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale. */
+KvCacheRef cacheArgs(const Napi::CallbackInfo& info, size_t i) {
   KvCacheRef c{};
   c.dtype = (int)intArg(info, i, "cache.dtype", kF32, kFp8E5M2FNUZ);
   c.numBlocks = intArg(info, i + 3, "cache.numBlocks", 1, INT32_MAX);
@@ -281,7 +276,7 @@ void attentionArgs(const Napi::CallbackInfo& info, AttentionArgs& a) {
   //  queryStartLoc, seqLens, blockTables, maxBlocksPerSeq, numSeqs, numHeads, softmaxScale, slidingWindow,
   //  fp8Query (0 off, 1 satfinite, 2 nosat), qScale)
   AttentionParams& p = a.p;
-  p.cache = cacheArgs(info, 2, false);
+  p.cache = cacheArgs(info, 2);
   const KvCacheRef& c = p.cache;
   p.maxBlocksPerSeq = (int)intArg(info, 14, "maxBlocksPerSeq", 1);
   p.numSeqs = (int)intArg(info, 15, "numSeqs", 1);
@@ -346,11 +341,15 @@ void attentionArgs(const Napi::CallbackInfo& info, AttentionArgs& a) {
 
 class Context;
 
-/** Runs one kernel call on a libuv worker thread; keeps the JS arguments (typed arrays) alive meanwhile. */
+/**
+ * Runs one kernel call on a libuv worker thread. Keeps the JS arguments (typed arrays) and the context object
+ * alive meanwhile, and shares ownership of the pool, so neither GC nor dispose() can free what it uses.
+ */
 class KernelWorker : public Napi::AsyncWorker {
  public:
-  KernelWorker(Napi::Env env, const Napi::CallbackInfo& info, ThreadPool* pool, std::function<int()> job)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), pool_(pool), job_(std::move(job)) {
+  KernelWorker(Napi::Env env, const Napi::CallbackInfo& info, std::shared_ptr<ThreadPool> pool, std::function<int()> job)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), pool_(std::move(pool)), job_(std::move(job)) {
+    refs_.emplace_back(Napi::Persistent(info.This().As<Napi::Object>()));
     for (size_t i = 0; i < info.Length(); i++)
       if (info[i].IsObject()) refs_.emplace_back(Napi::Persistent(info[i].As<Napi::Object>()));
   }
@@ -372,7 +371,7 @@ class KernelWorker : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
-  ThreadPool* pool_;
+  std::shared_ptr<ThreadPool> pool_;
   std::function<int()> job_;
   std::vector<Napi::ObjectReference> refs_;
   int status_ = kOk;
@@ -422,7 +421,7 @@ class Context : public Napi::ObjectWrap<Context> {
     }
     if (!isaSupported(f, isa)) fail(info.Env(), "UNSUPPORTED", "isa", "this CPU does not support the " + isa + " kernels");
     table_ = tableFor(isa);
-    pool_.reset(new ThreadPool((int)threads, (int)spin));
+    pool_ = std::make_shared<ThreadPool>((int)threads, (int)spin);
   }
 
  private:
@@ -438,8 +437,7 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value GetVectorWidth(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), table_->vectorWidth); }
   void SetSpinMicros(const Napi::CallbackInfo& info) { pool(info).setSpinMicros((int)intArg(info, 0, "spinMicros", 0, 1000000)); }
   void Dispose(const Napi::CallbackInfo&) {
-    if (!pool_) return;
-    { std::lock_guard<std::mutex> lock(pool_->opMutex()); }
+    // In-flight async ops hold their own reference; the threads stop when the last user lets go.
     pool_.reset();
   }
 
@@ -460,7 +458,7 @@ class Context : public Napi::ObjectWrap<Context> {
     const LinearParams p = linearArgs(info);
     ThreadPool* tp = &pool(info);
     const KernelTable* k = table_;
-    auto* w = new KernelWorker(info.Env(), info, tp, [p, tp, k]() { return k->linear(p, tp->runner()); });
+    auto* w = new KernelWorker(info.Env(), info, pool_, [p, tp, k]() { return k->linear(p, tp->runner()); });
     Napi::Promise promise = w->Promise();
     w->Queue();
     return promise;
@@ -563,7 +561,7 @@ class Context : public Napi::ObjectWrap<Context> {
   void ReshapeAndCache(const Napi::CallbackInfo& info) {
     // (key, value, slotMapping, numTokens, cache[dtype, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale] (4..12))
     CacheWriteParams p{};
-    p.cache = cacheArgs(info, 4, true);
+    p.cache = cacheArgs(info, 4);
     p.numTokens = intArg(info, 3, "numTokens", 0);
     const int64_t n = mul(info, "key", {p.numTokens, p.cache.numKvHeads, p.cache.headSize});
     p.key = arrayArg<float>(info, 0, "key", n);
@@ -591,7 +589,7 @@ class Context : public Napi::ObjectWrap<Context> {
     if (a->p.fp8Query) a->p.qScaleKv = a->qScaleKv.data();
     ThreadPool* tp = &pool(info);
     const KernelTable* k = table_;
-    auto* w = new KernelWorker(info.Env(), info, tp, [a, tp, k]() { return k->pagedAttention(a->p, tp->runner()); });
+    auto* w = new KernelWorker(info.Env(), info, pool_, [a, tp, k]() { return k->pagedAttention(a->p, tp->runner()); });
     Napi::Promise promise = w->Promise();
     w->Queue();
     return promise;
@@ -666,7 +664,8 @@ class Context : public Napi::ObjectWrap<Context> {
   }
 
   const KernelTable* table_ = nullptr;
-  std::unique_ptr<ThreadPool> pool_;
+  // Shared with in-flight async workers: dispose() drops this reference; the pool dies with the last user.
+  std::shared_ptr<ThreadPool> pool_;
 };
 
 // ---- module functions ---------------------------------------------------------------------------

@@ -251,10 +251,9 @@ static int linear_t(const LinearParams& p, const Runner& rn) {
     rn.parallel_for(tasks, body);
     return kOk;
   }
-  // Prefill GEMM: tasks are (m block, n block); bf16/f16 weight blocks are converted once per k block into
-  // a float32 scratch panel reused by all rows of the m block.
-  const bool convert = DT != kF32;
-  if (convert && !rn.reserve(rn.self, (size_t)(kGemmNB * kGemmKC) * sizeof(float) + 64)) return kOutOfMemory;
+  // Prefill GEMM: tasks are (m block, n block). Each k block of the task's weight rows is converted (bf16/f16)
+  // or copied (f32) once into a contiguous float32 panel (ld = KC, L2-resident) reused by all rows of the m block.
+  if (!rn.reserve(rn.self, (size_t)(kGemmNB * kGemmKC) * sizeof(float) + 64)) return kOutOfMemory;
   const int64_t mblocks = ceil_div(rows, kGemmMB), nblocks = ceil_div(N, kGemmNB);
   const int64_t tasks = (rows * K * N < kParallelMin) ? 1 : mblocks * nblocks;
   auto body = [&](int64_t t, int tid) {
@@ -266,24 +265,16 @@ static int linear_t(const LinearParams& p, const Runner& rn) {
       m0 = mb * kGemmMB, m1 = imin(rows, m0 + kGemmMB);
       n0 = nbk * kGemmNB, n1 = imin(N, n0 + kGemmNB);
     }
-    float* panel = convert ? static_cast<float*>(rn.scratch(rn.self, tid)) : nullptr;
+    float* panel = static_cast<float*>(rn.scratch(rn.self, tid));
     for (int64_t nn0 = n0; nn0 < n1; nn0 += kGemmNB) {
       const int64_t nn1 = imin(n1, nn0 + kGemmNB);
       for (int64_t k0 = 0; k0 < K; k0 += kGemmKC) {
         const int64_t kc = imin(kGemmKC, K - k0);
-        const bool first = k0 == 0;
-        if (convert) {
-          for (int64_t n = nn0; n < nn1; n++)
-            convert_row<DT>(w + n * K + k0, kc, panel + (n - nn0) * kGemmKC, DequantMul{1.0f, 0.0f});
-          for (int64_t m = m0; m < m1; m += 4) {
-            tile_rows_rt<kF32>((int)imin(4, m1 - m), p.x + m * K + k0, K, panel, kGemmKC, kc, nn0, nn1, p.y + m * N, N,
-                               first);
-          }
-        } else {
-          for (int64_t m = m0; m < m1; m += 4) {
-            tile_rows_rt<DT>((int)imin(4, m1 - m), p.x + m * K + k0, K, w + nn0 * K + k0, K, kc, nn0, nn1,
-                             p.y + m * N, N, first);
-          }
+        for (int64_t n = nn0; n < nn1; n++)
+          convert_row<DT>(w + n * K + k0, kc, panel + (n - nn0) * kGemmKC, DequantMul{1.0f, 0.0f});
+        for (int64_t m = m0; m < m1; m += 4) {
+          tile_rows_rt<kF32>((int)imin(4, m1 - m), p.x + m * K + k0, K, panel, kGemmKC, kc, nn0, nn1, p.y + m * N, N,
+                             k0 == 0);
         }
       }
       if (p.bias)
@@ -954,29 +945,31 @@ static void pv_fused(const typename Load<DT>::T* vc, const int64_t* idx, int nt,
 template <int HS, int R>
 static void scores_lut(const uint8_t* kc, const int64_t* idx, int nt, const float* Q, int64_t dp, float* S,
                        const Fp8Lut& lut) {
+  // KB keys per step (R x KB accumulators; decoded blocks may spill for R = 4, which measured faster than KB = 2).
   constexpr int KB = 4;
-  int j = 0;
-  for (; j < nt; j += KB) {
-    const int kb = (int)imin(KB, nt - j);
+  for (int j = 0; j < nt; j += KB) {
     VF acc[R][KB];
     for (int r = 0; r < R; r++)
       for (int b = 0; b < KB; b++) acc[r][b] = vzero();
     for (int blk = 0; blk < HS / 64; blk++) {
-      for (int b = 0; b < KB; b++) {
-        if (b >= kb) break;
-        VF kv[4];
-        fp8_lut_decode64(kc + idx[j + b] + blk * 64, lut, kv);
-        for (int r = 0; r < R; r++) {
-          const float* q = Q + r * dp + blk * 64;
-          acc[r][b] = vfma(vload(q), kv[0], acc[r][b]);
-          acc[r][b] = vfma(vload(q + W), kv[1], acc[r][b]);
-          acc[r][b] = vfma(vload(q + 2 * W), kv[2], acc[r][b]);
-          acc[r][b] = vfma(vload(q + 3 * W), kv[3], acc[r][b]);
+      VF kv[KB][4];
+      // Keys past nt read row j (always valid); their scores are masked later.
+      for (int b = 0; b < KB; b++) fp8_lut_decode64(kc + idx[j + b < nt ? j + b : j] + blk * 64, lut, kv[b]);
+      for (int r = 0; r < R; r++) {
+        for (int c = 0; c < 4; c++) {
+          const VF q = vload(Q + r * dp + blk * 64 + c * W);
+          for (int b = 0; b < KB; b++) acc[r][b] = vfma(q, kv[b][c], acc[r][b]);
         }
       }
     }
-    // j + 4 <= kTile always; entries past nt are masked by softmax_update.
-    for (int r = 0; r < R; r++) vhsum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3], S + r * kTile + j);
+    // j + KB <= kTile always; entries past nt are masked by softmax_update.
+    for (int r = 0; r < R; r++) {
+      if constexpr (KB == 4) {
+        vhsum4(acc[r][0], acc[r][1 % KB], acc[r][2 % KB], acc[r][3 % KB], S + r * kTile + j);
+      } else {
+        for (int b = 0; b < KB; b++) S[r * kTile + j + b] = vhsum(acc[r][b]);
+      }
+    }
   }
 }
 

@@ -109,8 +109,11 @@ KVQ_SI float fp8_load_const() {
 template <int F>
 KVQ_SI VF fp8_lanes(__m128i bytes, VF mul) {
   if (F == kE5M2) {
+    // NaN codes become CUDA's 0x7FFFFFFF pattern.
     const __m128i h = _mm_slli_epi16(_mm_cvtepu8_epi16(bytes), 8);
-    return _mm256_mul_ps(_mm256_cvtph_ps(h), mul);
+    const VF v = _mm256_cvtph_ps(h);
+    return _mm256_blendv_ps(_mm256_mul_ps(v, mul), _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)),
+                            _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
   } else {
     const int m = Fp8Traits<F>::kMant;
     const __m256i magmask = _mm256_set1_epi32(0x7F << (23 - m));
@@ -140,7 +143,7 @@ KVQ_SI VF vloadn_fp8(const uint8_t* p, int n, VF mul) {
 /** Fast FP8 lanes: like vload_fp8 but NaN codes decode to finite garbage (callers prescan with fp8_any_nan). */
 template <int F>
 KVQ_SI VF fp8_lanes_fast(__m128i bytes, VF mul) {
-  if (F == kE5M2) return fp8_lanes<F>(bytes, mul);
+  if (F == kE5M2) return _mm256_mul_ps(_mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(bytes), 8)), mul);
   const int m = Fp8Traits<F>::kMant;
   const __m256i y = _mm256_and_si256(_mm256_slli_epi32(_mm256_cvtepi8_epi32(bytes), 23 - m),
                                      _mm256_set1_epi32((int)(0x80000000u | (0x7Fu << (23 - m)))));

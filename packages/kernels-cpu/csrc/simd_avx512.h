@@ -106,9 +106,11 @@ KVQ_SI float fp8_load_const() {
 template <int F>
 KVQ_SI VF fp8_lanes(__m128i bytes, VF mul) {
   if (F == kE5M2) {
-    // e5m2 is the top byte of an IEEE half: exact, with inf and NaN.
+    // e5m2 is the top byte of an IEEE half: exact, with inf; NaN codes become CUDA's 0x7FFFFFFF pattern.
     const __m256i h = _mm256_slli_epi16(_mm256_cvtepu8_epi16(bytes), 8);
-    return _mm512_mul_ps(_mm512_cvtph_ps(h), mul);
+    const VF v = _mm512_cvtph_ps(h);
+    const __mmask16 ok = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
+    return _mm512_mask_mul_ps(_mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF)), ok, v, mul);
   } else {
     const int m = Fp8Traits<F>::kMant;
     const __m512i magmask = _mm512_set1_epi32(0x7F << (23 - m));
@@ -189,7 +191,7 @@ KVQ_SI void fp8_lut_decode64(const uint8_t* p, const Fp8Lut& t, VF* out) {
 /** Fast FP8 lanes: like vload_fp8 but NaN codes decode to finite garbage (callers prescan with fp8_any_nan). */
 template <int F>
 KVQ_SI VF fp8_lanes_fast(__m128i bytes, VF mul) {
-  if (F == kE5M2) return fp8_lanes<F>(bytes, mul);
+  if (F == kE5M2) return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_slli_epi16(_mm256_cvtepu8_epi16(bytes), 8)), mul);
   const int m = Fp8Traits<F>::kMant;
   const __m512i y = _mm512_and_si512(_mm512_slli_epi32(_mm512_cvtepi8_epi32(bytes), 23 - m),
                                      _mm512_set1_epi32((int)(0x80000000u | (0x7Fu << (23 - m)))));

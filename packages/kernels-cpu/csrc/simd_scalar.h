@@ -80,7 +80,10 @@ KVQ_SI float fp8_load_const() {
 /** Same lane arithmetic as the SIMD layers: raw pattern times `mul` (which includes fp8_load_const<F>()). */
 template <int F>
 KVQ_SI VF fp8_lane(uint8_t b, VF mul) {
-  if (F == kE5M2) return f16_to_f32((uint16_t)((uint32_t)b << 8)) * mul;
+  if (F == kE5M2) {
+    if ((b & 0x7Fu) > 0x7Cu) return bits_as_f32(0x7FFFFFFFu);  // NaN codes: CUDA's pattern
+    return f16_to_f32((uint16_t)((uint32_t)b << 8)) * mul;
+  }
   const int m = Fp8Traits<F>::kMant;
   const uint32_t magmask = 0x7Fu << (23 - m);
   const uint32_t y = ((uint32_t)(int32_t)(int8_t)b << (23 - m)) & (0x80000000u | magmask);

@@ -75,23 +75,40 @@ if (process.env.KVQ_NATIVE_FLAGS) env.CXXFLAGS = `${env.CXXFLAGS ?? ''} ${proces
 // Keep node-gyp's own cache inside the package so it never looks at (or fills) a shared download cache.
 env.npm_config_devdir = join(pkgDir, 'build', '.node-gyp');
 
-function gyp(args) {
+/** Run node-gyp; returns its exit status (non-zero = failed). */
+function gypStatus(args) {
   log(`node-gyp ${args.join(' ')}`);
   const r = spawnSync(process.execPath, [nodeGyp, ...args], { cwd: pkgDir, env, stdio: 'inherit' });
   if (r.error) fail(`could not run node-gyp: ${r.error.message}`);
-  if (r.status !== 0) {
-    fail(
-      `node-gyp ${args[0]} failed (exit ${r.status}). It needs python3, make and a C++17 compiler (g++ >= 9 or ` +
-        'clang >= 10); see the output above.',
-    );
-  }
+  return r.status ?? 1;
+}
+
+function gypFailed(args, status) {
+  fail(
+    `node-gyp ${args[0]} failed (exit ${status}). It needs python3, make and a C++17 compiler (g++ >= 9 or ` +
+      'clang >= 10); see the output above.',
+  );
+}
+
+function gyp(args) {
+  const status = gypStatus(args);
+  if (status !== 0) gypFailed(args, status);
 }
 
 const makefile = join(pkgDir, 'build', 'Makefile');
 const gypFile = join(pkgDir, 'binding.gyp');
 const configured = existsSync(makefile) && statSync(makefile).mtimeMs >= statSync(gypFile).mtimeMs;
 if (!configured) gyp(['configure', `--nodedir=${nodedir}`, '--release']);
-gyp(['build', `--nodedir=${nodedir}`, '--release', `--jobs=${jobs}`]);
+const buildArgs = ['build', `--nodedir=${nodedir}`, '--release', `--jobs=${jobs}`];
+const status = gypStatus(buildArgs);
+if (status !== 0) {
+  // A parallel make in a freshly configured tree once failed to open a dependency file; a real compile error
+  // fails again here, so one serial retry costs nothing but time.
+  log(`build failed (exit ${status}); retrying once with --jobs=1`);
+  const again = ['build', `--nodedir=${nodedir}`, '--release', '--jobs=1'];
+  const status2 = gypStatus(again);
+  if (status2 !== 0) gypFailed(again, status2);
+}
 
 // Load the result in a child process first: a broken binary must not take the caller down.
 const addon = join(pkgDir, 'build', 'Release', 'kvq_cpu.node');

@@ -30,39 +30,44 @@ export function addonCandidates(env: NodeJS.ProcessEnv = process.env): string[] 
 }
 
 /**
- * Load the addon once (the result, success or failure, is cached for the process).
- * Never throws: a missing file, a binary for another platform, a stale ABI or a throwing initializer all end
- * up in `reason`.
+ * Try `paths` in order (uncached): the first that exists, loads and has the right ABI wins. Never throws.
+ * `requireFn` defaults to this module's `require`.
  */
-export function loadAddon(): AddonLoad {
-  if (cached) return cached;
-  const require = createRequire(import.meta.url);
+export function tryLoadAddon(paths: readonly string[], requireFn: NodeJS.Require = createRequire(import.meta.url)): AddonLoad {
   const tried: { path: string; error: string }[] = [];
   let lastCause: unknown;
-  for (const path of addonCandidates()) {
+  for (const path of paths) {
     if (!existsSync(path)) {
       tried.push({ path, error: 'not found' });
       continue;
     }
     try {
-      const addon = require(path) as NativeAddon;
-      if (addon.abi !== ADDON_ABI) {
-        tried.push({ path, error: `stale build: ABI ${String(addon.abi)}, this package needs ${ADDON_ABI}` });
+      const addon = requireFn(path) as NativeAddon;
+      if (addon === null || typeof addon !== 'object' || addon.abi !== ADDON_ABI) {
+        tried.push({ path, error: `stale or foreign build: ABI ${String((addon as { abi?: unknown } | null)?.abi)}, this package needs ${ADDON_ABI}` });
         continue;
       }
-      cached = { ok: true, addon, path };
-      return cached;
+      return { ok: true, addon, path };
     } catch (e) {
       lastCause = e;
-      tried.push({ path, error: e instanceof Error ? e.message.split('\n')[0]! : String(e) });
+      tried.push({ path, error: e instanceof Error ? (e.message.split('\n')[0] ?? e.message) : String(e) });
     }
   }
   const list = tried.map((t) => `${t.path} (${t.error})`).join('; ');
-  cached = {
+  return {
     ok: false,
     reason: `no usable native addon [${list}]. Build it with \`pnpm --filter @kvq/kernels-cpu build:native\` (needs python3, make, a C++17 compiler and Node headers), or point KVQ_CPU_ADDON at a kvq_cpu.node`,
     tried,
     cause: lastCause,
   };
+}
+
+/**
+ * Load the addon once from {@link addonCandidates} (the result, success or failure, is cached for the process).
+ * Never throws: a missing file, a binary for another platform, a stale ABI or a throwing initializer all end
+ * up in `reason`.
+ */
+export function loadAddon(): AddonLoad {
+  cached ??= tryLoadAddon(addonCandidates());
   return cached;
 }
