@@ -195,6 +195,7 @@ export class LlamaForward {
       b.add({ a: hidden, b: proj, out: hidden, length: n * d.hiddenSize });
     }
     const rows = batch.logitsRows.length;
+    if (rows === 0) return new Float32Array(0); // a step of mid-prefill chunks only: nothing to sample
     const selected = new Float32Array(rows * d.hiddenSize);
     for (let r = 0; r < rows; r++) {
       const src = batch.logitsRows[r]!;
