@@ -41,3 +41,30 @@ for (const [name, modelFile] of [
     });
   });
 }
+
+const bin = sharedFile('models/stories260K/stories260K.bin');
+const gguf = sharedFile('models/stories260K/stories260K.gguf');
+describe.skipIf(!bin || !gguf)('one model, three files', () => {
+  it('stories260K from .bin, GGUF and the converted HF folder generates identical tokens (auto and FP8)', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { convertToHf } = await import('../convert/convert.js');
+    const dir = mkdtempSync(join(tmpdir(), 'kvq-hf-'));
+    try {
+      await convertToHf(bin!, join(dir, 'hf'));
+      for (const kvCacheDtype of ['auto', 'fp8'] as const) {
+        const outputs = [];
+        for (const model of [bin!, gguf!, join(dir, 'hf')]) {
+          const llm = await LLM.create({ model, kvCacheDtype, kvCacheMemory: 4 << 20 });
+          const [o] = await llm.generate('Once upon a time', { temperature: 0, maxTokens: 40 });
+          outputs.push(o!.outputs[0]!.tokenIds);
+        }
+        expect(outputs[1]).toEqual(outputs[0]);
+        expect(outputs[2]).toEqual(outputs[0]);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

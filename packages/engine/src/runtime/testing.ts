@@ -14,19 +14,27 @@ export interface RandomModelShape {
   maxPositions: number;
 }
 
-/** Deterministic pseudo-random weights (f32) for tests and benchmarks; never committed, made on the fly. */
-export function randomLlamaWeights(shape: RandomModelShape, seed = 1): { weights: LlamaWeights; dims: LlamaDims } {
+/**
+ * Deterministic pseudo-random weights for tests and benchmarks; never committed, made on the fly.
+ * @param dtype element type of the matrices (`bf16` stores rounded bits, as a bf16 checkpoint would)
+ */
+export function randomLlamaWeights(shape: RandomModelShape, seed = 1, dtype: 'f32' | 'bf16' = 'f32'): { weights: LlamaWeights; dims: LlamaDims } {
   let state = seed >>> 0;
   const rand = () => {
     state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
     return state / 4294967296 - 0.5;
   };
-  const mat = (rows: number, cols: number, scale: number): WeightMatrix => ({
-    dtype: 'f32',
-    rows,
-    cols,
-    data: Float32Array.from({ length: rows * cols }, () => rand() * scale),
-  });
+  const f32 = new Float32Array(1);
+  const u32 = new Uint32Array(f32.buffer);
+  const mat = (rows: number, cols: number, scale: number): WeightMatrix => {
+    if (dtype === 'f32') return { dtype, rows, cols, data: Float32Array.from({ length: rows * cols }, () => rand() * scale) };
+    const data = new Uint16Array(rows * cols);
+    for (let i = 0; i < data.length; i++) {
+      f32[0] = rand() * scale;
+      data[i] = (u32[0]! + 0x7fff + ((u32[0]! >>> 16) & 1)) >>> 16;
+    }
+    return { dtype, rows, cols, data };
+  };
   const ones = (n: number) => Float32Array.from({ length: n }, () => 1 + rand() * 0.2);
   const { hiddenSize: h, headDim: d, numHeads, numKvHeads, intermediateSize: f, vocabSize } = shape;
   const s = 2 / Math.sqrt(h);
