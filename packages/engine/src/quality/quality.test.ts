@@ -58,7 +58,8 @@ describe.skipIf(!evalPath || !refPath)('FP8 KV quality on kvq-tiny (eval text, f
       // e5m2 has one mantissa bit fewer: about 4x the KL of e4m3
       expect(results[k]!.klMean, k).toBeGreaterThan(results.e4m3_scale1!.klMean);
     }
-    expect(results.auto!.klMean).toBe(0);
+    // auto against itself: the same tokens in other physical blocks may sum in another order (native kernels)
+    expect(results.auto!.klMean).toBeLessThan(1e-9);
     expect(results.auto!.top1Agreement).toBe(1);
   }, 900_000);
 });
