@@ -3,7 +3,10 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { parseKvCacheDtype, parseNumber, parseSize } from './args.js';
+import { CliError } from './errors.js';
 import { main } from './main.js';
+import { COMMANDS } from './registry.js';
 
 function capture() {
   let out = '';
@@ -20,6 +23,15 @@ describe('kvq main', () => {
     const c = capture();
     expect(await main([], c.io)).toBe(0);
     expect(c.out()).toMatch(/Commands:[\s\S]*fp8/);
+  });
+  it('every command has --help (exit 0, a Usage line, its own name)', async () => {
+    expect(COMMANDS.map((c) => c.name)).toEqual(['generate', 'chat', 'serve', 'eval', 'calibrate', 'plan', 'convert', 'env', 'bench', 'fp8']);
+    for (const c of COMMANDS) {
+      const cap = capture();
+      expect(await main([c.name, '--help'], cap.io), c.name).toBe(0);
+      expect(cap.out()).toMatch(new RegExp(`^Usage: kvq ${c.name}`));
+      expect(cap.err()).toBe('');
+    }
   });
   it('unknown command is a usage error (exit 2)', async () => {
     const c = capture();
@@ -47,5 +59,29 @@ describe.skipIf(!existsSync(bin))('built kvq binary', () => {
   it('runs and exits with the documented codes', () => {
     expect(execFileSync(process.execPath, [bin, 'fp8', '1.5'], { encoding: 'utf8' })).toMatch(/e4m3fn\s+0x3c/);
     expect(spawnSync(process.execPath, [bin, 'nope']).status).toBe(2);
+  });
+});
+
+describe('argument parsing', () => {
+  it('parseSize accepts plain bytes, SI and binary units', () => {
+    expect(parseSize('1048576', '--x')).toBe(1048576);
+    expect(parseSize('512MiB', '--x')).toBe(512 * 2 ** 20);
+    expect(parseSize('4GB', '--x')).toBe(4e9);
+    expect(parseSize('1.5 GiB', '--x')).toBe(1.5 * 2 ** 30);
+    expect(parseSize('64k', '--x')).toBe(65536);
+    expect(parseSize('2kb', '--x')).toBe(2000);
+    for (const bad of ['', 'abc', '-5MiB', '0', '12XB', '1e9']) {
+      expect(() => parseSize(bad, '--kv-cache-memory'), bad).toThrow(CliError);
+    }
+    expect(() => parseSize('12XB', '--kv-cache-memory')).toThrow(/--kv-cache-memory "12XB" is not a size/);
+  });
+  it('parseNumber and parseKvCacheDtype name the flag and the rule', () => {
+    expect(parseNumber('0.5', '--top-p', { min: 0, max: 1, minExclusive: true })).toBe(0.5);
+    expect(parseNumber(undefined, '--top-p')).toBeUndefined();
+    expect(() => parseNumber('0', '--top-p', { min: 0, max: 1, minExclusive: true })).toThrow(/--top-p must be a number > 0 <= 1, got "0"/);
+    expect(() => parseNumber('1.5', '--max-tokens', { integer: true })).toThrow(/an integer/);
+    expect(parseKvCacheDtype('fp8')).toBe('fp8');
+    expect(parseKvCacheDtype(undefined)).toBe('auto');
+    expect(() => parseKvCacheDtype('int8')).toThrow(/--kv-cache-dtype "int8" is not one of auto, fp8/);
   });
 });

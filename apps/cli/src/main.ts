@@ -21,7 +21,7 @@ Run 'kvq <command> --help' for a command's options. Global: --verbose (full stac
  * Runs the CLI and returns the exit status (0 ok, 2 usage error, 1 runtime error). Never throws.
  * @param argv arguments after the program name
  */
-export async function main(argv: string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+export async function main(argv: string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin }): Promise<number> {
   const verbose = argv.includes('--verbose');
   const args = argv.filter((a) => a !== '--verbose');
   const [name, ...rest] = args;

@@ -1,7 +1,9 @@
 /** Output streams a command writes to (injectable for tests). */
 export interface CliIo {
   readonly stdout: { write(text: string): unknown; isTTY?: boolean };
-  readonly stderr: { write(text: string): unknown };
+  readonly stderr: { write(text: string): unknown; isTTY?: boolean };
+  /** Input for interactive commands (`kvq chat`, `kvq generate -`). Default `process.stdin`. */
+  readonly stdin?: NodeJS.ReadableStream & { isTTY?: boolean };
 }
 
 /** A command module: parses its own arguments and runs. */
@@ -18,9 +20,14 @@ export interface CommandEntry {
 
 /** Every command the CLI knows, in help order. */
 export const COMMANDS: readonly CommandEntry[] = [
-  {
-    name: 'fp8',
-    summary: 'Encode numbers to FP8 in every format and show the round trip',
-    load: () => import('./commands/fp8/index.js'),
-  },
+  { name: 'generate', summary: 'Continue a prompt (streams to a terminal; --json for machine output)', load: () => import('./commands/generate/index.js') },
+  { name: 'chat', summary: "Interactive chat with the model's chat template", load: () => import('./commands/chat/index.js') },
+  { name: 'serve', summary: 'OpenAI-compatible HTTP server with continuous batching (vllm serve flags)', load: () => import('./commands/serve/index.js') },
+  { name: 'eval', summary: 'Perplexity, KL divergence and top-1 agreement of a KV cache dtype on a text', load: () => import('./commands/eval/index.js') },
+  { name: 'calibrate', summary: 'Calibrate FP8 KV-cache scales and write a checkpoint vLLM and kvq load', load: () => import('./commands/calibrate/index.js') },
+  { name: 'plan', summary: 'KV-cache capacity of a memory budget for every dtype side by side', load: () => import('./commands/plan/index.js') },
+  { name: 'convert', summary: 'Convert a llama2.c or GGUF model to a Hugging Face folder', load: () => import('./commands/convert/index.js') },
+  { name: 'env', summary: 'Versions, CPU features and kernel backends (for bug reports)', load: () => import('./commands/env/index.js') },
+  { name: 'bench', summary: 'Serving throughput at 1, 4 and 16 concurrent streams', load: () => import('./commands/bench/index.js') },
+  { name: 'fp8', summary: 'Encode numbers to FP8 in every format and show the round trip', load: () => import('./commands/fp8/index.js') },
 ];

@@ -1,0 +1,163 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { CacheError, resolveKvCacheDtype, type KvCacheDtypeOption } from '@kvq/cache';
+import type { SamplingParams } from '@kvq/engine';
+import { CliError } from './errors.js';
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** Parses `argv` with node:util parseArgs; unknown flags and missing values are usage errors (exit 2). */
+export function parseCommand<O extends Options>(argv: string[], options: O, allowPositionals = true): ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: boolean; strict: true }>> {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals, strict: true });
+  } catch (error) {
+    throw new CliError('USAGE', (error as Error).message, { cause: error });
+  }
+}
+
+/** `--kv-cache-dtype` values the CLI accepts (vLLM's, then kvq's storage names). */
+export const KV_CACHE_DTYPES = ['auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2', 'fp8_e4m3fnuz', 'fp8_e5m2fnuz', 'bfloat16', 'float16', 'float32'] as const;
+
+/** Options every model-running command shares (vLLM's engine arguments). */
+export const MODEL_OPTIONS = {
+  model: { type: 'string', short: 'm' },
+  tokenizer: { type: 'string' },
+  'kv-cache-dtype': { type: 'string' },
+  'calculate-kv-scales': { type: 'boolean' },
+  'max-model-len': { type: 'string' },
+  'kv-cache-memory': { type: 'string' },
+  'block-size': { type: 'string' },
+  backend: { type: 'string' },
+} as const;
+
+/** Help lines for {@link MODEL_OPTIONS}. */
+export const MODEL_HELP = `Model options:
+  -m, --model M             local folder/file (HF folder, .gguf, llama2.c .bin) or Hub id org/name[@revision]
+                            (default: the embedded kvq-tiny)
+  --tokenizer PATH          tokenizer file for llama2.c checkpoints
+  --kv-cache-dtype D        ${KV_CACHE_DTYPES.join(' | ')} (default auto)
+  --calculate-kv-scales     FP8 scales from the first forward pass (vLLM calculate_kv_scales)
+  --max-model-len N         max prompt + output tokens (default: the model's)
+  --kv-cache-memory SIZE    KV cache budget, e.g. 64MiB, 1GB, 1048576 (default 256MiB)
+  --block-size N            tokens per KV block, a power of two (default 16)
+  --backend NAME            kernel backend: cpu | reference (default: best available; env KVQ_BACKEND)`;
+
+/** Sampling options shared by generate/chat. */
+export const SAMPLING_OPTIONS = {
+  temperature: { type: 'string' },
+  'top-p': { type: 'string' },
+  'top-k': { type: 'string' },
+  'min-p': { type: 'string' },
+  'repetition-penalty': { type: 'string' },
+  seed: { type: 'string' },
+  'max-tokens': { type: 'string' },
+  stop: { type: 'string', multiple: true },
+  'ignore-eos': { type: 'boolean' },
+} as const;
+
+/** Help lines for {@link SAMPLING_OPTIONS}. */
+export const SAMPLING_HELP = `Sampling options (defaults: the model's generation_config.json, then vLLM's):
+  --temperature T           0 = greedy
+  --top-p P                 nucleus mass in (0, 1]
+  --top-k K                 keep the K most likely tokens (0 = off)
+  --min-p P                 drop tokens below P x the top probability
+  --repetition-penalty R    > 1 discourages repeats
+  --seed S                  reproducible sampling
+  --max-tokens N            most tokens to generate
+  --stop TEXT               stop string (repeatable)
+  --ignore-eos              keep going past end-of-sequence`;
+
+/**
+ * Parses a byte size: plain bytes (`1048576`), or a number with a unit: B, KB/MB/GB/TB (powers of 1000),
+ * KiB/MiB/GiB/TiB (powers of 1024); `K`, `M`, `G` alone are binary (as memory flags usually are).
+ */
+export function parseSize(text: string, flag: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$/i.exec(text);
+  if (!m) throw new CliError('USAGE', `${flag} ${JSON.stringify(text)} is not a size (examples: 512MiB, 4GB, 1048576)`);
+  const value = Number(m[1]);
+  const unit = (m[2] ?? 'b').toLowerCase();
+  const powers: Record<string, number> = { k: 1, m: 2, g: 3, t: 4 };
+  let bytes: number;
+  if (unit === 'b') bytes = value;
+  else {
+    const p = powers[unit[0]!]!;
+    const decimal = unit.length === 2 && unit[1] === 'b';
+    bytes = value * (decimal ? 1000 : 1024) ** p;
+  }
+  bytes = Math.floor(bytes);
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new CliError('USAGE', `${flag} ${JSON.stringify(text)} must be a positive size`);
+  return bytes;
+}
+
+/** A finite number flag, optionally range-checked. */
+export function parseNumber(text: string | undefined, flag: string, check?: { min?: number; max?: number; integer?: boolean; minExclusive?: boolean }): number | undefined {
+  if (text === undefined) return undefined;
+  const v = Number(text);
+  const c = check ?? {};
+  const bad =
+    text.trim() === '' ||
+    !Number.isFinite(v) ||
+    (c.integer && !Number.isInteger(v)) ||
+    (c.min !== undefined && (c.minExclusive ? v <= c.min : v < c.min)) ||
+    (c.max !== undefined && v > c.max);
+  if (bad) {
+    const rules = [c.integer ? 'an integer' : 'a number', c.min !== undefined ? `${c.minExclusive ? '>' : '>='} ${c.min}` : '', c.max !== undefined ? `<= ${c.max}` : '']
+      .filter(Boolean)
+      .join(' ');
+    throw new CliError('USAGE', `${flag} must be ${rules}, got ${JSON.stringify(text)}`);
+  }
+  return v;
+}
+
+/** Validates `--kv-cache-dtype` (usage error listing the choices). */
+export function parseKvCacheDtype(text: string | undefined): KvCacheDtypeOption {
+  const v = (text ?? 'auto') as KvCacheDtypeOption;
+  try {
+    resolveKvCacheDtype(v, 'bf16');
+  } catch (error) {
+    if (error instanceof CacheError) throw new CliError('USAGE', `--kv-cache-dtype ${JSON.stringify(text)} is not one of ${KV_CACHE_DTYPES.join(', ')}`, { cause: error });
+    throw error;
+  }
+  return v;
+}
+
+/** Engine options from {@link MODEL_OPTIONS} values (model path resolution is separate). */
+export function engineOptions(values: Record<string, unknown>) {
+  const s = (k: string) => values[k] as string | undefined;
+  const blockSize = parseNumber(s('block-size'), '--block-size', { integer: true, min: 1 });
+  if (blockSize !== undefined && (blockSize & (blockSize - 1)) !== 0) throw new CliError('USAGE', `--block-size must be a power of two, got ${blockSize}`);
+  const out: {
+    kvCacheDtype: KvCacheDtypeOption;
+    calculateKvScales: boolean;
+    maxModelLen?: number;
+    kvCacheMemory?: number;
+    blockSize?: number;
+    backend?: string;
+  } = { kvCacheDtype: parseKvCacheDtype(s('kv-cache-dtype')), calculateKvScales: values['calculate-kv-scales'] === true };
+  const maxModelLen = parseNumber(s('max-model-len'), '--max-model-len', { integer: true, min: 2 });
+  if (maxModelLen !== undefined) out.maxModelLen = maxModelLen;
+  if (s('kv-cache-memory') !== undefined) out.kvCacheMemory = parseSize(s('kv-cache-memory')!, '--kv-cache-memory');
+  if (blockSize !== undefined) out.blockSize = blockSize;
+  if (s('backend') !== undefined) out.backend = s('backend')!;
+  return out;
+}
+
+/** Sampling parameters from {@link SAMPLING_OPTIONS} values over `defaults`. */
+export function samplingOptions(values: Record<string, unknown>, defaults: SamplingParams, maxTokensDefault: number): SamplingParams {
+  const s = (k: string) => values[k] as string | undefined;
+  const p: SamplingParams = { ...defaults, maxTokens: maxTokensDefault };
+  const set = <K extends keyof SamplingParams>(k: K, v: SamplingParams[K] | undefined) => {
+    if (v !== undefined) p[k] = v;
+  };
+  set('temperature', parseNumber(s('temperature'), '--temperature', { min: 0 }));
+  set('topP', parseNumber(s('top-p'), '--top-p', { min: 0, max: 1, minExclusive: true }));
+  set('topK', parseNumber(s('top-k'), '--top-k', { integer: true, min: -1 }));
+  set('minP', parseNumber(s('min-p'), '--min-p', { min: 0, max: 1 }));
+  set('repetitionPenalty', parseNumber(s('repetition-penalty'), '--repetition-penalty', { min: 0, minExclusive: true }));
+  set('seed', parseNumber(s('seed'), '--seed', { integer: true }));
+  set('maxTokens', parseNumber(s('max-tokens'), '--max-tokens', { integer: true, min: 1 }));
+  const stop = values.stop as string[] | undefined;
+  if (stop?.some((x) => x.length === 0)) throw new CliError('USAGE', '--stop needs a non-empty string');
+  if (stop?.length) p.stop = stop;
+  if (values['ignore-eos'] === true) p.ignoreEos = true;
+  return p;
+}

@@ -1,0 +1,32 @@
+/**
+ * @kvq/server: an OpenAI-compatible HTTP server over @kvq/engine (completions, chat, streaming, /metrics),
+ * with one continuous-batching loop shared by every client.
+ * @see ../README.md
+ */
+export { createServer, samplingDefaults, type KvqServer, type ServerOptions } from './server.js';
+export { EngineLoop, type RequestListener } from './engine-loop.js';
+export { Generation } from './generation.js';
+export { renderMetrics, type MetricsContext } from './metrics.js';
+export {
+  ServerError,
+  toHttpError,
+  SERVER_ERROR_HTTP,
+  ENGINE_ERROR_HTTP,
+  CACHE_ERROR_HTTP,
+  KERNEL_ERROR_HTTP,
+  type ServerErrorCode,
+  type OpenAIErrorBody,
+  type OpenAIErrorType,
+} from './errors.js';
+export {
+  chatRequestSchema,
+  completionRequestSchema,
+  type ChatMessageIn,
+  type ChatRequest,
+  type CommonRequest,
+  type CompletionRequest,
+  type OpenAIFinishReason,
+  type Usage,
+} from './openai/protocol.js';
+export { DeltaText, chatLogprobs, completionLogprobs, tokenText, type ChatLogprob, type CompletionLogprobs } from './openai/text.js';
+export { measureThroughput, type ThroughputOptions, type ThroughputResult } from './throughput.js';

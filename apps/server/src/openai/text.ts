@@ -1,0 +1,90 @@
+import type { TokenLogprobs, Tokenizer } from '@kvq/engine';
+
+/**
+ * Turns the growing text of one completion into safe streaming deltas: while unfinished, it holds back the last
+ * `holdBack` characters (a stop string may still be forming there and would be removed), a trailing U+FFFD (an
+ * incomplete UTF-8 character the next token completes) and a lone high surrogate.
+ */
+export class DeltaText {
+  private sent = 0;
+
+  /** @param holdBack characters to keep back while unfinished: (longest stop string length − 1), or 0 */
+  constructor(private readonly holdBack: number) {}
+
+  /** Characters emitted so far. */
+  get emitted(): number {
+    return this.sent;
+  }
+
+  /** The next delta for the completion's full current `text`. */
+  next(text: string, finished: boolean): string {
+    let end = text.length;
+    if (!finished) {
+      end = Math.max(this.sent, end - this.holdBack);
+      while (end > this.sent && text.charCodeAt(end - 1) === 0xfffd) end--;
+      if (end > this.sent) {
+        const c = text.charCodeAt(end - 1);
+        if (c >= 0xd800 && c <= 0xdbff) end--;
+      }
+    }
+    if (end < this.sent) return '';
+    const delta = text.slice(this.sent, end);
+    this.sent = end;
+    return delta;
+  }
+}
+
+/** The display text of one token (special tokens included), as OpenAI's `logprobs.tokens`. */
+export function tokenText(tokenizer: Tokenizer, id: number): string {
+  return tokenizer.decode([id], { skipSpecialTokens: false });
+}
+
+/** `/v1/completions` logprobs object for a run of generated tokens. */
+export interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Record<string, number>[];
+  text_offset: number[];
+}
+
+/** Completions-style logprobs for `entries`, text offsets starting at `offset`. */
+export function completionLogprobs(tokenizer: Tokenizer, entries: readonly TokenLogprobs[], offset: number): CompletionLogprobs {
+  const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+  let at = offset;
+  for (const e of entries) {
+    const t = tokenText(tokenizer, e.tokenId);
+    out.tokens.push(t);
+    out.token_logprobs.push(e.logprob);
+    const top: Record<string, number> = {};
+    for (const x of e.top) top[tokenText(tokenizer, x.tokenId)] ??= x.logprob;
+    out.top_logprobs.push(top);
+    out.text_offset.push(at);
+    at += t.length;
+  }
+  return out;
+}
+
+/** One entry of chat logprobs (`choices[].logprobs.content[]`). */
+export interface ChatLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs: { token: string; logprob: number; bytes: number[] }[];
+}
+
+/** Chat-style logprobs for `entries`; `topN` alternatives per token (0 = none). */
+export function chatLogprobs(tokenizer: Tokenizer, entries: readonly TokenLogprobs[], topN: number): ChatLogprob[] {
+  const bytes = (s: string) => [...Buffer.from(s, 'utf8')];
+  return entries.map((e) => {
+    const token = tokenText(tokenizer, e.tokenId);
+    return {
+      token,
+      logprob: e.logprob,
+      bytes: bytes(token),
+      top_logprobs: e.top.slice(0, topN).map((x) => {
+        const t = tokenText(tokenizer, x.tokenId);
+        return { token: t, logprob: x.logprob, bytes: bytes(t) };
+      }),
+    };
+  });
+}
