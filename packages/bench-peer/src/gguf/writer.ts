@@ -1,0 +1,290 @@
+import { open, rename, rm } from 'node:fs/promises';
+
+import { BenchPeerError, describeValue } from '../errors.js';
+
+/** GGUF metadata value type ids (GGUF v3 spec, `gguf_metadata_value_type`). */
+export const GgufType = {
+  UINT8: 0,
+  INT8: 1,
+  UINT16: 2,
+  INT16: 3,
+  UINT32: 4,
+  INT32: 5,
+  FLOAT32: 6,
+  BOOL: 7,
+  STRING: 8,
+  ARRAY: 9,
+  UINT64: 10,
+  INT64: 11,
+  FLOAT64: 12,
+} as const;
+/** A GGUF metadata value type id. */
+export type GgufType = (typeof GgufType)[keyof typeof GgufType];
+
+/** The tensor element types the writer stores (unquantized only), with their ggml type ids. */
+export const GGML_TENSOR_TYPES = { F32: 0, F16: 1, BF16: 30 } as const;
+/** `F32`, `F16` or `BF16`. */
+export type GgmlTensorType = keyof typeof GGML_TENSOR_TYPES;
+
+/** Bytes per element of each {@link GgmlTensorType}. */
+export const GGML_TYPE_BYTES: Record<GgmlTensorType, number> = { F32: 4, F16: 2, BF16: 2 };
+
+/** `GGUF` as a little-endian uint32. */
+const GGUF_MAGIC = 0x46554747;
+
+/** One metadata entry: a scalar or string, or an array of one item type. */
+export type GgufEntry =
+  | { readonly key: string; readonly type: Exclude<GgufType, typeof GgufType.ARRAY>; readonly value: number | bigint | boolean | string }
+  | { readonly key: string; readonly type: typeof GgufType.ARRAY; readonly itemType: Exclude<GgufType, typeof GgufType.ARRAY>; readonly value: readonly (number | bigint | boolean | string)[] };
+
+/**
+ * One tensor to write. `dims` are ggml dimensions, innermost (contiguous) first: a Hugging Face `[out, in]` matrix
+ * is `dims = [in, out]`. `data` is called once, when the tensor's turn comes (so large models are generated and
+ * written one tensor at a time); it must return `product(dims)` elements of `type` (Float32Array for F32,
+ * Uint16Array of IEEE half / bfloat16 bit patterns for F16 / BF16).
+ */
+export interface GgufTensorSpec {
+  readonly name: string;
+  readonly dims: readonly number[];
+  readonly type: GgmlTensorType;
+  readonly data: () => Float32Array | Uint16Array | Promise<Float32Array | Uint16Array>;
+}
+
+/** Growable little-endian byte buffer for the header. */
+class HeaderWriter {
+  private buf = new Uint8Array(1 << 16);
+  private view = new DataView(this.buf.buffer);
+  length = 0;
+  private readonly encoder = new TextEncoder();
+
+  private reserve(n: number): void {
+    if (this.length + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.length + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.length));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+  u8(v: number): void {
+    this.reserve(1);
+    this.view.setUint8(this.length, v);
+    this.length += 1;
+  }
+  u32(v: number): void {
+    this.reserve(4);
+    this.view.setUint32(this.length, v, true);
+    this.length += 4;
+  }
+  u64(v: number | bigint): void {
+    this.reserve(8);
+    this.view.setBigUint64(this.length, BigInt(v), true);
+    this.length += 8;
+  }
+  str(s: string): void {
+    const b = this.encoder.encode(s);
+    this.u64(b.length);
+    this.reserve(b.length);
+    this.buf.set(b, this.length);
+    this.length += b.length;
+  }
+  /** Writes one value of a scalar or string type; `where` names it in errors. */
+  scalar(type: GgufType, v: unknown, where: string): void {
+    const bad = (want: string): BenchPeerError =>
+      new BenchPeerError('GGUF_WRITE', `GGUF metadata ${where}: expected ${want}, got ${describeValue(v)}`, { field: where });
+    const int = (lo: number, hi: number): number => {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw bad(`an integer in [${lo}, ${hi}]`);
+      return v;
+    };
+    this.reserve(8);
+    const at = this.length;
+    switch (type) {
+      case GgufType.UINT8:
+        this.view.setUint8(at, int(0, 0xff));
+        this.length += 1;
+        return;
+      case GgufType.INT8:
+        this.view.setInt8(at, int(-0x80, 0x7f));
+        this.length += 1;
+        return;
+      case GgufType.UINT16:
+        this.view.setUint16(at, int(0, 0xffff), true);
+        this.length += 2;
+        return;
+      case GgufType.INT16:
+        this.view.setInt16(at, int(-0x8000, 0x7fff), true);
+        this.length += 2;
+        return;
+      case GgufType.UINT32:
+        this.view.setUint32(at, int(0, 0xffffffff), true);
+        this.length += 4;
+        return;
+      case GgufType.INT32:
+        this.view.setInt32(at, int(-0x80000000, 0x7fffffff), true);
+        this.length += 4;
+        return;
+      case GgufType.FLOAT32:
+        if (typeof v !== 'number') throw bad('a number');
+        this.view.setFloat32(at, v, true);
+        this.length += 4;
+        return;
+      case GgufType.FLOAT64:
+        if (typeof v !== 'number') throw bad('a number');
+        this.view.setFloat64(at, v, true);
+        this.length += 8;
+        return;
+      case GgufType.BOOL:
+        if (typeof v !== 'boolean') throw bad('a boolean');
+        this.view.setUint8(at, v ? 1 : 0);
+        this.length += 1;
+        return;
+      case GgufType.UINT64:
+        if (!((typeof v === 'bigint' && v >= 0n) || (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0))) throw bad('a non-negative integer');
+        this.view.setBigUint64(at, BigInt(v), true);
+        this.length += 8;
+        return;
+      case GgufType.INT64:
+        if (!(typeof v === 'bigint' || (typeof v === 'number' && Number.isSafeInteger(v)))) throw bad('an integer');
+        this.view.setBigInt64(at, BigInt(v), true);
+        this.length += 8;
+        return;
+      case GgufType.STRING:
+        if (typeof v !== 'string') throw bad('a string');
+        this.str(v);
+        return;
+      default:
+        throw bad(`a value of a known scalar type (type id ${describeValue(type)})`);
+    }
+  }
+  bytes(): Uint8Array {
+    return this.buf.subarray(0, this.length);
+  }
+}
+
+function checkDims(t: GgufTensorSpec): number {
+  if (t.dims.length < 1 || t.dims.length > 4) {
+    throw new BenchPeerError('GGUF_WRITE', `tensor ${t.name}: ${t.dims.length} dimensions (1 to 4 allowed)`, { field: t.name });
+  }
+  let count = 1;
+  for (const d of t.dims) {
+    if (!Number.isSafeInteger(d) || d < 1) throw new BenchPeerError('GGUF_WRITE', `tensor ${t.name}: dimension ${describeValue(d)} is not a positive integer`, { field: t.name });
+    count *= d;
+  }
+  if (!(t.type in GGML_TENSOR_TYPES)) {
+    throw new BenchPeerError('GGUF_WRITE', `tensor ${t.name}: type ${describeValue(t.type)} is not F32, F16 or BF16`, { field: t.name });
+  }
+  return count;
+}
+
+/**
+ * The header of a GGUF v3 file (magic, counts, metadata, tensor directory), padded to `alignment`, and the byte
+ * offset of each tensor inside the data section that follows it.
+ * @throws BenchPeerError `GGUF_WRITE` for duplicate keys/names, values that do not fit their type, bad dims.
+ */
+export function encodeGgufHeader(
+  metadata: readonly GgufEntry[],
+  tensors: readonly Pick<GgufTensorSpec, 'name' | 'dims' | 'type'>[],
+  alignment = 32,
+): { header: Uint8Array; offsets: number[]; byteLengths: number[] } {
+  if (!Number.isInteger(alignment) || alignment < 1 || (alignment & (alignment - 1)) !== 0) {
+    throw new BenchPeerError('GGUF_WRITE', `alignment must be a power of two, got ${describeValue(alignment)}`, { field: 'alignment' });
+  }
+  const keys = new Set<string>();
+  const w = new HeaderWriter();
+  const entries = alignment === 32 || metadata.some((m) => m.key === 'general.alignment')
+    ? metadata
+    : [...metadata, { key: 'general.alignment', type: GgufType.UINT32, value: alignment } as const];
+  w.u32(GGUF_MAGIC);
+  w.u32(3);
+  w.u64(tensors.length);
+  w.u64(entries.length);
+  for (const e of entries) {
+    if (keys.has(e.key)) throw new BenchPeerError('GGUF_WRITE', `duplicate GGUF metadata key ${e.key}`, { field: e.key });
+    keys.add(e.key);
+    w.str(e.key);
+    w.u32(e.type);
+    if (e.type === GgufType.ARRAY) {
+      if (!Array.isArray(e.value)) throw new BenchPeerError('GGUF_WRITE', `GGUF metadata ${e.key}: expected an array, got ${describeValue(e.value)}`, { field: e.key });
+      w.u32(e.itemType);
+      w.u64(e.value.length);
+      for (let i = 0; i < e.value.length; i++) w.scalar(e.itemType, e.value[i], `${e.key}[${i}]`);
+    } else {
+      w.scalar(e.type, e.value, e.key);
+    }
+  }
+  const names = new Set<string>();
+  const offsets: number[] = [];
+  const byteLengths: number[] = [];
+  let offset = 0;
+  for (const t of tensors) {
+    if (names.has(t.name)) throw new BenchPeerError('GGUF_WRITE', `duplicate tensor name ${t.name}`, { field: t.name });
+    names.add(t.name);
+    const count = checkDims(t as GgufTensorSpec);
+    w.str(t.name);
+    w.u32(t.dims.length);
+    for (const d of t.dims) w.u64(d);
+    w.u32(GGML_TENSOR_TYPES[t.type]);
+    offset = Math.ceil(offset / alignment) * alignment;
+    w.u64(offset);
+    offsets.push(offset);
+    const bytes = count * GGML_TYPE_BYTES[t.type];
+    byteLengths.push(bytes);
+    offset += bytes;
+  }
+  const padded = Math.ceil(w.length / alignment) * alignment;
+  const header = new Uint8Array(padded);
+  header.set(w.bytes());
+  return { header, offsets, byteLengths };
+}
+
+/**
+ * Write a GGUF v3 file, one tensor at a time (peak memory: the header plus the largest tensor). Written to
+ * `path + '.partial'` and renamed when complete, so a crash never leaves a truncated file under `path`.
+ * @returns the file size in bytes
+ * @throws BenchPeerError `GGUF_WRITE` (bad metadata/tensor, data of the wrong length or array type), `IO_ERROR`
+ */
+export async function writeGguf(path: string, metadata: readonly GgufEntry[], tensors: readonly GgufTensorSpec[], alignment = 32): Promise<number> {
+  const { header, offsets, byteLengths } = encodeGgufHeader(metadata, tensors, alignment);
+  const partial = `${path}.partial`;
+  let handle;
+  try {
+    handle = await open(partial, 'w');
+  } catch (cause) {
+    throw new BenchPeerError('IO_ERROR', `cannot create ${partial}: ${(cause as Error).message}`, { file: partial, cause });
+  }
+  let at = 0;
+  try {
+    await handle.write(header, 0, header.length, 0);
+    at = header.length;
+    const base = header.length;
+    for (let i = 0; i < tensors.length; i++) {
+      const t = tensors[i]!;
+      const data = await t.data();
+      const wantArray = t.type === 'F32' ? Float32Array : Uint16Array;
+      if (!(data instanceof wantArray)) {
+        throw new BenchPeerError('GGUF_WRITE', `tensor ${t.name}: ${t.type} data must be a ${wantArray.name}, got ${data?.constructor?.name ?? describeValue(data)}`, { field: t.name });
+      }
+      if (data.byteLength !== byteLengths[i]) {
+        throw new BenchPeerError('GGUF_WRITE', `tensor ${t.name}: ${data.length} elements given, dims [${t.dims.join(', ')}] need ${byteLengths[i]! / GGML_TYPE_BYTES[t.type]}`, { field: t.name });
+      }
+      const start = base + offsets[i]!;
+      if (start > at) await handle.write(new Uint8Array(start - at), 0, start - at, at);
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      // Big tensors in chunks: one write call is limited to 2 GiB.
+      for (let o = 0; o < bytes.length; o += 1 << 28) {
+        const chunk = bytes.subarray(o, Math.min(bytes.length, o + (1 << 28)));
+        await handle.write(chunk, 0, chunk.length, start + o);
+      }
+      at = start + bytes.length;
+    }
+    await handle.close();
+    handle = undefined;
+    await rename(partial, path);
+  } catch (cause) {
+    await handle?.close().catch(() => undefined);
+    await rm(partial, { force: true }).catch(() => undefined);
+    if (cause instanceof BenchPeerError) throw cause;
+    throw new BenchPeerError('IO_ERROR', `writing ${path} failed: ${(cause as Error).message}`, { file: path, cause });
+  }
+  return at;
+}

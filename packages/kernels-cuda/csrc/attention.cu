@@ -1,0 +1,845 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Paged attention over the KV cache, for decode and prefill alike, with FP8 K/V dequantized on the fly:
+//
+// - A task (one thread block) is: one sequence, one kv head, a group of that kv head's query heads (GQA rows
+//   share every K/V tile), a run of query tokens (prefill: up to 32 rows in all), and a range of key positions.
+//   Long contexts are split into several key ranges (flash-decoding / vLLM paged_attention v2 style) whenever the
+//   plain task count would not fill the device; a second kernel merges the splits' (max, sum, accumulator).
+// - The block walks its key range in tiles of TK keys: K and V rows of the tile are gathered from their cache
+//   blocks with 16-byte loads, dequantized once (fround(decode(code) * scale), the contract's value) into shared
+//   memory, then each warp updates its query rows: lane = key for the scores (q . k from shared memory), an
+//   online softmax in float32, and lane = head dimension for P . V.
+// - FP8-query mode: the query is quantized to the cache's format with its GQA group's scale (fp8.h, same rounding
+//   as the reference), K stays unscaled and the product qScale * kScale * softmaxScale multiplies the scores.
+//
+// Warp-width agnostic: KVQ_WARP is 32 on NVIDIA and 64 on CDNA (several lanes then share one key and combine
+// their partial dot products with a shuffle). Scalar FP8 path only: no tensor-core (MMA / WGMMA) FP8 path yet.
+#include "common.cuh"
+
+#if !KVQ_IS_HIP
+#include <cuda_fp8.h>
+#endif
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+namespace kvq {
+namespace gpu {
+
+static const int kRowsMax = 32;       // query rows (tokens x heads) per task
+static const int kWarpsPerBlock = 4;  // so each warp owns at most kRowsMax / 4 = 8 rows
+
+struct AttnTask {
+  int seq, kvh, g0, g1, t0, t1, k0, k1, split, nsplit;
+  long long partial;  // first partial row of split 0 (nsplit > 1), else -1
+};
+
+struct AttnParams {
+  const float* q;
+  float* out;
+  const void* kc;
+  const void* vc;
+  const float* kScale;
+  const float* vScale;
+  int scaleLen;
+  int dtype;
+  int blockSize, numKvHeads, headSize, numHeads, group;
+  const int32_t* blockTables;
+  int maxBlocksPerSeq;
+  const int32_t* qsl;
+  const int32_t* seqLens;
+  float softmaxScale;
+  int slidingWindow;
+  int fp8Query;
+  const float* qScaleKv;
+  const AttnTask* tasks;
+  const int* combine;
+  float* partials;
+  int tk;       // keys per tile (32, 16 or 8; divides the warp width)
+  int rowsCap;  // query rows the shared-memory layout is sized for
+};
+
+/** Four FP8 codes (one 32-bit word, lowest byte first) as their exact float32 values. */
+template <int DT>
+KVQ_DI void decode_fp8x4(uint32_t word, float* out) {
+#if !KVQ_IS_HIP && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  constexpr bool kHardware = DT == kFp8E4M3FN || DT == kFp8E5M2;
+#else
+  constexpr bool kHardware = false;
+#endif
+  if constexpr (kHardware) {
+#if !KVQ_IS_HIP && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    // The hardware conversion (cvt.rn.f16x2.e4m3x2 / e5m2x2) is exact and gives fp8.h's values for every code (the
+    // device check compares all 256); FP8 -> f16 -> f32 loses nothing.
+    const __nv_fp8_interpretation_t kind = DT == kFp8E4M3FN ? __NV_E4M3 : __NV_E5M2;
+#pragma unroll
+    for (int b = 0; b < 2; b++) {
+      const __half2_raw h2 = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)((word >> (16 * b)) & 0xFFFFu), kind);
+      const float2 f = __half22float2(__half2(h2));
+      out[2 * b] = f.x;
+      out[2 * b + 1] = f.y;
+    }
+#endif
+  } else {
+#pragma unroll
+    for (int b = 0; b < 4; b++) out[b] = fp8_decode<DT - kFp8E4M3FN>((word >> (8 * b)) & 0xFFu);
+  }
+}
+
+/** 16 bytes of cache elements as float32 (exact, unscaled). */
+template <int DT>
+struct Vec16 {
+  static constexpr int EB = DT == kF32 ? 4 : (DT <= kF16 ? 2 : 1);
+  static constexpr int N = 16 / EB;
+  KVQ_DI static void decode(const uint4 raw, float* out) {
+    const uint32_t u[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int w = 0; w < 4; w++) {
+      if constexpr (DT == kF32) {
+        out[w] = bits_as_f32(u[w]);
+      } else if constexpr (DT == kBF16) {
+        out[2 * w] = bf16_to_f32((uint16_t)(u[w] & 0xFFFFu));
+        out[2 * w + 1] = bf16_to_f32((uint16_t)(u[w] >> 16));
+      } else if constexpr (DT == kF16) {
+        out[2 * w] = f16_to_f32((uint16_t)(u[w] & 0xFFFFu));
+        out[2 * w + 1] = f16_to_f32((uint16_t)(u[w] >> 16));
+      } else {
+        decode_fp8x4<DT>(u[w], out + 4 * w);
+      }
+    }
+  }
+};
+
+/** Most 16-byte K (and V) vectors a thread prefetches per tile (4 warps: bf16 / FP8 tiles of head size <= 128). */
+static const int kPrefetch = 4;
+
+/**
+ * The raw bytes of one K/V tile held in registers while the previous tile is computed (software pipelining):
+ * thread t holds vectors t, t + blockDim, ... of the tile, 16 bytes each, dtype-agnostic.
+ */
+struct TileRegs {
+  uint4 k[kPrefetch];
+  uint4 v[kPrefetch];
+};
+
+/** Issue the loads of keys [j0, j0 + nt) into registers (rows past nt: zeros). rowBytes = D * element size. */
+KVQ_DI void fetch_tile(const AttnParams& p, const int32_t* bt, int j0, int nt, int h, int rowBytes, TileRegs& t) {
+  const int vpr = rowBytes / 16;
+  const int64_t headOff = (int64_t)h * rowBytes;
+  const int64_t slotBytes = (int64_t)p.numKvHeads * rowBytes;
+#pragma unroll
+  for (int n = 0; n < kPrefetch; n++) {
+    const int i = threadIdx.x + n * blockDim.x;
+    const int j = i / vpr;
+    t.k[n] = t.v[n] = make_uint4(0u, 0u, 0u, 0u);
+    if (j < nt) {
+      const int pos = j0 + j;
+      const int64_t slot = (int64_t)bt[pos / p.blockSize] * p.blockSize + pos % p.blockSize;
+      const int64_t off = slot * slotBytes + headOff + (int64_t)(i % vpr) * 16;
+      t.k[n] = *reinterpret_cast<const uint4*>(static_cast<const char*>(p.kc) + off);
+      t.v[n] = *reinterpret_cast<const uint4*>(static_cast<const char*>(p.vc) + off);
+    }
+  }
+}
+
+/** Decode a fetched tile into sK (row stride D + 1) / sV (row stride D), scaling FP8 values by kmul / vmul. */
+template <int DT>
+KVQ_DI void store_tile(const AttnParams& p, const TileRegs& t, float kmul, float vmul, float* sK, float* sV) {
+  constexpr int VE = Vec16<DT>::N;
+  const int D = p.headSize, KS = D + 1;
+  const int vpr = D / VE;
+#pragma unroll
+  for (int n = 0; n < kPrefetch; n++) {
+    const int i = threadIdx.x + n * blockDim.x;
+    const int j = i / vpr, c = (i % vpr) * VE;
+    if (j < p.tk) {
+      float kv[VE], vv[VE];
+      Vec16<DT>::decode(t.k[n], kv);
+      Vec16<DT>::decode(t.v[n], vv);
+#pragma unroll
+      for (int e = 0; e < VE; e++) {
+        sK[j * KS + c + e] = DT >= kFp8E4M3FN ? kv[e] * kmul : kv[e];
+        sV[j * D + c + e] = DT >= kFp8E4M3FN ? vv[e] * vmul : vv[e];
+      }
+    }
+  }
+}
+
+/**
+ * Gather and dequantize keys [j0, j0 + nt) of kv head h into sK (row stride D + 1) and sV (row stride D); rows
+ * nt..TK-1 are zeroed. kmul / vmul: the FP8 scales (1 for other dtypes, and for K in FP8-query mode).
+ */
+template <int DT>
+KVQ_DI void load_tile(const AttnParams& p, const int32_t* bt, int j0, int nt, int h, float kmul, float vmul, float* sK,
+                      float* sV) {
+  constexpr bool kFp8 = DT >= kFp8E4M3FN;
+  const int D = p.headSize, TK = p.tk, KS = D + 1;
+  const int64_t rowStride = (int64_t)p.numKvHeads * D;
+  constexpr int VE = Vec16<DT>::N;
+  if (D % VE == 0) {
+    const int vpr = D / VE;
+    for (int i = threadIdx.x; i < TK * vpr; i += blockDim.x) {
+      const int j = i / vpr, c = (i % vpr) * VE;
+      float kv[VE], vv[VE];
+      if (j < nt) {
+        const int pos = j0 + j;
+        const int64_t slot = (int64_t)bt[pos / p.blockSize] * p.blockSize + pos % p.blockSize;
+        const int64_t e = slot * rowStride + (int64_t)h * D + c;
+        const uint4 kr = *reinterpret_cast<const uint4*>(static_cast<const char*>(p.kc) + e * Vec16<DT>::EB);
+        const uint4 vr = *reinterpret_cast<const uint4*>(static_cast<const char*>(p.vc) + e * Vec16<DT>::EB);
+        Vec16<DT>::decode(kr, kv);
+        Vec16<DT>::decode(vr, vv);
+        if constexpr (kFp8) {
+#pragma unroll
+          for (int t = 0; t < VE; t++) {
+            kv[t] *= kmul;
+            vv[t] *= vmul;
+          }
+        }
+      } else {
+#pragma unroll
+        for (int t = 0; t < VE; t++) kv[t] = vv[t] = 0.0f;
+      }
+#pragma unroll
+      for (int t = 0; t < VE; t++) {
+        sK[j * KS + c + t] = kv[t];
+        sV[j * D + c + t] = vv[t];
+      }
+    }
+  } else {
+    for (int i = threadIdx.x; i < TK * D; i += blockDim.x) {
+      const int j = i / D, d = i % D;
+      float kv = 0.0f, vv = 0.0f;
+      if (j < nt) {
+        const int pos = j0 + j;
+        const int64_t slot = (int64_t)bt[pos / p.blockSize] * p.blockSize + pos % p.blockSize;
+        const int64_t e = slot * rowStride + (int64_t)h * D + d;
+        kv = load_elem<DT>(p.kc, e);
+        vv = load_elem<DT>(p.vc, e);
+        if constexpr (kFp8) {
+          kv *= kmul;
+          vv *= vmul;
+        }
+      }
+      sK[j * KS + d] = kv;
+      sV[j * D + d] = vv;
+    }
+  }
+}
+
+// 4 warps per block. On NVIDIA (128 threads), decode-sized variants ask for 4 resident blocks per SM (<= 128
+// registers, enough for the prefetched tile: memory-bound decode wants loads in flight); prefill variants keep
+// their registers.
+#if KVQ_IS_HIP
+#define KVQ_ATTN_BOUNDS(RPW) __launch_bounds__(256)
+#else
+#define KVQ_ATTN_BOUNDS(RPW) __launch_bounds__(128, (RPW) <= 2 ? 4 : 1)
+#endif
+
+/** Shared memory of one block, in bytes. */
+static size_t attn_smem_bytes(int rowsCap, int D, int tk) {
+  return sizeof(float) * ((size_t)rowsCap * D + (size_t)tk * (D + 1) + (size_t)tk * D) + 2 * sizeof(int) * (size_t)rowsCap;
+}
+
+/**
+ * DCH: head-dimension elements per lane (ceil(D / warp width), rounded up to 2, 4, 8); RPW: query rows per warp
+ * (2 for decode-sized tasks, 8 for prefill tiles) — both compile-time so the per-row state stays in registers.
+ */
+template <int DCH, int RPW>
+__global__ void KVQ_ATTN_BOUNDS(RPW) paged_attention_kernel(const AttnParams p) {
+  extern __shared__ float smem[];
+  const AttnTask tk = p.tasks[blockIdx.x];
+  const int D = p.headSize, TK = p.tk, KS = D + 1;
+  const int GG = tk.g1 - tk.g0;
+  const int R = (tk.t1 - tk.t0) * GG;
+  float* sQ = smem;
+  float* sK = sQ + (size_t)p.rowsCap * D;
+  float* sV = sK + (size_t)TK * KS;
+  int* sLo = reinterpret_cast<int*>(sV + (size_t)TK * D);
+  int* sHi = sLo + p.rowsCap;
+
+  const int lane = threadIdx.x % KVQ_WARP, warp = threadIdx.x / KVQ_WARP;
+  const int nw = blockDim.x / KVQ_WARP;
+  const int qStart = p.qsl[tk.seq];
+  const int qLen = p.qsl[tk.seq + 1] - qStart;
+  const int ctxLen = p.seqLens[tk.seq];
+  const int h = tk.kvh;
+  const bool fp8 = p.dtype >= kFp8E4M3FN;
+  const float ks = fp8 ? p.kScale[p.scaleLen == 1 ? 0 : h] : 1.0f;
+  const float vs = fp8 ? p.vScale[p.scaleLen == 1 ? 0 : h] : 1.0f;
+  const float qs = p.fp8Query ? p.qScaleKv[h] : 1.0f;
+  const int fmt = p.dtype - kFp8E4M3FN;
+
+  for (int i = threadIdx.x; i < R * D; i += blockDim.x) {
+    const int r = i / D, d = i % D;
+    const int ti = r / GG, g = tk.g0 + r % GG;
+    const int64_t token = qStart + tk.t0 + ti;
+    float v = p.q[(token * p.numHeads + (int64_t)h * p.group + g) * D + d];
+    if (p.fp8Query) v = fp8_decode_rt(fp8_encode_rt(v / qs, fmt, p.fp8Query == 1), fmt);
+    sQ[i] = v;
+  }
+  for (int r = threadIdx.x; r < R; r += blockDim.x) {
+    const int pos = ctxLen - qLen + tk.t0 + r / GG;
+    int lo = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
+    lo = lo > tk.k0 ? lo : tk.k0;
+    int hi = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
+    if (hi < lo) hi = lo;
+    sLo[r] = lo;
+    sHi[r] = hi;
+  }
+  // FP8-query mode: raw FP8 values multiply and the descales scale the score (product in float64, rounded once).
+  const float mul = p.fp8Query ? (float)((double)qs * (double)ks * (double)p.softmaxScale) : p.softmaxScale;
+  const float kmul = p.fp8Query ? 1.0f : ks;
+  __syncthreads();
+
+  int kb = tk.k1, ke = tk.k0;
+  for (int r = 0; r < R; r++) {
+    if (sLo[r] < sHi[r]) {
+      kb = sLo[r] < kb ? sLo[r] : kb;
+      ke = sHi[r] > ke ? sHi[r] : ke;
+    }
+  }
+
+  float m[RPW], l[RPW], acc[RPW][DCH];
+#pragma unroll
+  for (int i = 0; i < RPW; i++) {
+    m[i] = -INFINITY;
+    l[i] = 0.0f;
+#pragma unroll
+    for (int c = 0; c < DCH; c++) acc[i][c] = 0.0f;
+  }
+  const int32_t* bt = p.blockTables + (int64_t)tk.seq * p.maxBlocksPerSeq;
+  const int kparts = KVQ_WARP / TK;  // lanes per key
+  const int kl = lane % TK, part = lane / TK;
+  const float invParts = 1.0f / (float)kparts;
+
+  // Software pipelining: when a whole tile fits in kPrefetch 16-byte vectors per thread (bf16 / FP8 with head size
+  // <= 128), the next tile's loads are issued before the current tile is computed.
+  const int eb = p.dtype == kF32 ? 4 : (p.dtype <= kF16 ? 2 : 1);
+  const int rowBytes = D * eb;
+  const bool pipelined = p.dtype != kF32 && rowBytes % 16 == 0 && TK * (rowBytes / 16) <= kPrefetch * (int)blockDim.x;
+  TileRegs regs;
+  if (pipelined && kb < ke) fetch_tile(p, bt, kb, ke - kb < TK ? ke - kb : TK, h, rowBytes, regs);
+
+  for (int j0 = kb; j0 < ke; j0 += TK) {
+    const int nt = ke - j0 < TK ? ke - j0 : TK;
+    if (pipelined) {
+      switch (p.dtype) {
+        case kBF16: store_tile<kBF16>(p, regs, 1.0f, 1.0f, sK, sV); break;
+        case kF16: store_tile<kF16>(p, regs, 1.0f, 1.0f, sK, sV); break;
+        case kFp8E4M3FN: store_tile<kFp8E4M3FN>(p, regs, kmul, vs, sK, sV); break;
+        case kFp8E5M2: store_tile<kFp8E5M2>(p, regs, kmul, vs, sK, sV); break;
+        case kFp8E4M3FNUZ: store_tile<kFp8E4M3FNUZ>(p, regs, kmul, vs, sK, sV); break;
+        default: store_tile<kFp8E5M2FNUZ>(p, regs, kmul, vs, sK, sV); break;
+      }
+    } else {
+      switch (p.dtype) {
+        case kF32: load_tile<kF32>(p, bt, j0, nt, h, 1.0f, 1.0f, sK, sV); break;
+        case kBF16: load_tile<kBF16>(p, bt, j0, nt, h, 1.0f, 1.0f, sK, sV); break;
+        case kF16: load_tile<kF16>(p, bt, j0, nt, h, 1.0f, 1.0f, sK, sV); break;
+        case kFp8E4M3FN: load_tile<kFp8E4M3FN>(p, bt, j0, nt, h, kmul, vs, sK, sV); break;
+        case kFp8E5M2: load_tile<kFp8E5M2>(p, bt, j0, nt, h, kmul, vs, sK, sV); break;
+        case kFp8E4M3FNUZ: load_tile<kFp8E4M3FNUZ>(p, bt, j0, nt, h, kmul, vs, sK, sV); break;
+        default: load_tile<kFp8E5M2FNUZ>(p, bt, j0, nt, h, kmul, vs, sK, sV); break;
+      }
+    }
+    __syncthreads();
+    if (pipelined && j0 + TK < ke) fetch_tile(p, bt, j0 + TK, ke - j0 - TK < TK ? ke - j0 - TK : TK, h, rowBytes, regs);
+#pragma unroll
+    for (int i = 0; i < RPW; i++) {
+      const int r = warp + i * nw;
+      if (r < R) {
+        const float* qr = sQ + r * D;
+        const float* kr = sK + kl * KS;
+        float s = 0.0f;
+        for (int d = part; d < D; d += kparts) s = fmaf(qr[d], kr[d], s);
+        for (int o = TK; o < KVQ_WARP; o <<= 1) s += KVQ_SHFL_XOR(s, o);
+        const int pos = j0 + kl;
+        const bool valid = kl < nt && pos >= sLo[r] && pos < sHi[r];
+        s = valid ? s * mul : -INFINITY;
+        const float mNew = fmaxf(m[i], warp_max(s));
+        if (mNew != -INFINITY) {
+          const float corr = expf(m[i] - mNew);
+          const float pe = valid ? expf(s - mNew) : 0.0f;
+          l[i] = l[i] * corr + warp_sum(pe) * invParts;
+          m[i] = mNew;
+#pragma unroll
+          for (int c = 0; c < DCH; c++) acc[i][c] *= corr;
+          for (int j = 0; j < nt; j++) {
+            const float pj = KVQ_SHFL(pe, j);
+            const float* vr = sV + j * D;
+#pragma unroll
+            for (int c = 0; c < DCH; c++) {
+              const int d = lane + c * KVQ_WARP;
+              if (d < D) acc[i][c] = fmaf(pj, vr[d], acc[i][c]);
+            }
+          }
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int i = 0; i < RPW; i++) {
+    const int r = warp + i * nw;
+    if (r >= R) continue;
+    const int ti = r / GG, g = tk.g0 + r % GG;
+    const int64_t token = qStart + tk.t0 + ti;
+    if (tk.nsplit == 1) {
+      float* o = p.out + (token * p.numHeads + (int64_t)h * p.group + g) * D;
+      const float inv = 1.0f / l[i];
+#pragma unroll
+      for (int c = 0; c < DCH; c++) {
+        const int d = lane + c * KVQ_WARP;
+        if (d < D) o[d] = acc[i][c] * inv;
+      }
+    } else {
+      float* part = p.partials + (tk.partial + (long long)tk.split * R + r) * (D + 2);
+      if (lane == 0) {
+        part[0] = m[i];
+        part[1] = l[i];
+      }
+#pragma unroll
+      for (int c = 0; c < DCH; c++) {
+        const int d = lane + c * KVQ_WARP;
+        if (d < D) part[2 + d] = acc[i][c];
+      }
+    }
+  }
+}
+
+/** Merge the key splits of one task's rows: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M). */
+__global__ void attention_combine_kernel(const AttnParams p) {
+  const AttnTask tk = p.tasks[p.combine[blockIdx.x]];
+  const int D = p.headSize;
+  const int GG = tk.g1 - tk.g0;
+  const int R = (tk.t1 - tk.t0) * GG;
+  const int qStart = p.qsl[tk.seq];
+  for (int r = 0; r < R; r++) {
+    float M = -INFINITY;
+    for (int sp = 0; sp < tk.nsplit; sp++) M = fmaxf(M, p.partials[(tk.partial + (long long)sp * R + r) * (D + 2)]);
+    float L = 0.0f;
+    for (int sp = 0; sp < tk.nsplit; sp++) {
+      const float* part = p.partials + (tk.partial + (long long)sp * R + r) * (D + 2);
+      if (part[0] != -INFINITY) L += part[1] * expf(part[0] - M);
+    }
+    const float inv = 1.0f / L;
+    const int ti = r / GG, g = tk.g0 + r % GG;
+    float* o = p.out + ((int64_t)(qStart + tk.t0 + ti) * p.numHeads + (int64_t)tk.kvh * p.group + g) * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      float acc = 0.0f;
+      for (int sp = 0; sp < tk.nsplit; sp++) {
+        const float* part = p.partials + (tk.partial + (long long)sp * R + r) * (D + 2);
+        if (part[0] != -INFINITY) acc += part[2 + d] * expf(part[0] - M);
+      }
+      o[d] = acc * inv;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// planning and launching
+// ------------------------------------------------------------------------------------------------
+
+struct AttnPlan {
+  std::vector<AttnTask> tasks;
+  std::vector<int> combine;
+  long long partialRows = 0;
+  int tk = 32;
+  int rowsCap = kRowsMax;
+  int dch = 1;
+  size_t smem = 0;
+  int maxSplits = 1;
+  int64_t residentBlocks = 0;
+};
+
+typedef void (*AttnKernel)(const AttnParams);
+
+/** The kernel variant for a plan: head-dimension chunks per lane and decode-sized (<= 8 rows) or prefill tiles. */
+static AttnKernel attention_kernel(int dch, int rowsCap) {
+  const bool few = rowsCap <= 2 * kWarpsPerBlock;
+  switch (dch) {
+    case 2: return few ? paged_attention_kernel<2, 2> : paged_attention_kernel<2, 8>;
+    case 4: return few ? paged_attention_kernel<4, 2> : paged_attention_kernel<4, 8>;
+    default: return few ? paged_attention_kernel<8, 2> : paged_attention_kernel<8, 8>;
+  }
+}
+
+/** Blocks of `kernel` the whole device holds at once (occupancy x multiprocessors); 4 per SM if unknown. */
+static int64_t resident_blocks(Context* ctx, AttnKernel kernel, int threads, size_t smem) {
+  const int64_t sms = std::max(1, ctx->props.multiProcessors);
+#if !KVQ_IS_HIP
+  if (smem > 48 * 1024 &&
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return sms * 4;
+  }
+#endif
+  int perSm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, kernel, threads, smem) != cudaSuccess || perSm <= 0) {
+    (void)cudaGetLastError();
+    return sms * 4;
+  }
+  return sms * perSm;
+}
+
+static bool plan_attention(Context* ctx, const int32_t* qsl, const int32_t* seqLens, int numSeqs, int numHeads,
+                           int numKvHeads, int D, int slidingWindow, AttnPlan* plan, Status* st) {
+  const int warpSize = ctx->props.warpSize > 0 ? ctx->props.warpSize : 32;
+  const int G = numHeads / numKvHeads;
+  const int gsz = G < kRowsMax ? G : kRowsMax;
+  const int ngroups = (G + gsz - 1) / gsz;
+  const int qt = std::max(1, kRowsMax / gsz);
+  // Shared memory holds the largest task's query rows (decode: one token x the GQA group).
+  int maxQ = 1;
+  for (int s = 0; s < numSeqs; s++) maxQ = std::max(maxQ, std::min(qt, qsl[s + 1] - qsl[s]));
+  plan->rowsCap = std::min(kRowsMax, maxQ * gsz);
+  int dch = (D + warpSize - 1) / warpSize;
+  if (dch > 8) {
+    st->code = kUnsupported;
+    snprintf(st->message, sizeof(st->message), "pagedAttention: head size %d is larger than the GPU kernel's %d", D,
+             8 * warpSize);
+    return false;
+  }
+  plan->dch = dch <= 2 ? 2 : dch <= 4 ? 4 : 8;  // (a DCH-1 variant would only save registers for head sizes <= 32)
+  const int64_t limit = ctx->props.sharedPerBlockOptin > 0 ? ctx->props.sharedPerBlockOptin : 48 * 1024;
+  plan->tk = 0;
+  for (int tk : {32, 16, 8}) {
+    if (tk > warpSize || warpSize % tk != 0) continue;
+    if ((int64_t)attn_smem_bytes(plan->rowsCap, D, tk) <= limit) {
+      plan->tk = tk;
+      break;
+    }
+  }
+  if (plan->tk == 0) {
+    st->code = kUnsupported;
+    snprintf(st->message, sizeof(st->message),
+             "pagedAttention: head size %d needs more shared memory per block than this device's %lld bytes", D,
+             (long long)limit);
+    return false;
+  }
+  plan->smem = attn_smem_bytes(plan->rowsCap, D, plan->tk);
+
+  int64_t base = 0;
+  for (int s = 0; s < numSeqs; s++) base += ceil_div(qsl[s + 1] - qsl[s], qt) * numKvHeads * ngroups;
+  // Split keys only while the device would otherwise be under-filled, and so that every task fits in one wave of
+  // resident blocks (a second, nearly empty wave would double the time).
+  const int threads = kWarpsPerBlock * warpSize;
+  const int64_t slots = resident_blocks(ctx, attention_kernel(plan->dch, plan->rowsCap), threads, plan->smem);
+  plan->residentBlocks = slots;
+  const int64_t want = base >= slots ? 1 : std::max<int64_t>(1, slots / std::max<int64_t>(base, 1));
+  plan->tasks.clear();
+  plan->combine.clear();
+  plan->partialRows = 0;
+  plan->maxSplits = 1;
+  for (int s = 0; s < numSeqs; s++) {
+    const int qLen = qsl[s + 1] - qsl[s];
+    const int ctxLen = seqLens[s];
+    for (int t0 = 0; t0 < qLen; t0 += qt) {
+      const int t1 = std::min(qLen, t0 + qt);
+      const int pFirst = ctxLen - qLen + t0, pLast = ctxLen - qLen + t1 - 1;
+      const int klo = slidingWindow > 0 ? std::max(0, pFirst - slidingWindow + 1) : 0;
+      const int khi = pLast + 1;
+      const int64_t nk = khi - klo;
+      int64_t nsplit = std::min<int64_t>(want, ceil_div(nk, 256));
+      if (nsplit < 1) nsplit = 1;
+      const int64_t step = ceil_div(nk, nsplit);
+      nsplit = ceil_div(nk, step);
+      plan->maxSplits = std::max<int>(plan->maxSplits, (int)nsplit);
+      for (int h = 0; h < numKvHeads; h++) {
+        for (int g0 = 0; g0 < G; g0 += gsz) {
+          const int g1 = std::min(G, g0 + gsz);
+          const int rows = (t1 - t0) * (g1 - g0);
+          for (int64_t sp = 0; sp < nsplit; sp++) {
+            AttnTask t;
+            t.seq = s;
+            t.kvh = h;
+            t.g0 = g0;
+            t.g1 = g1;
+            t.t0 = t0;
+            t.t1 = t1;
+            t.k0 = (int)(klo + sp * step);
+            t.k1 = (int)std::min<int64_t>(khi, klo + (sp + 1) * step);
+            t.split = (int)sp;
+            t.nsplit = (int)nsplit;
+            t.partial = nsplit > 1 ? plan->partialRows : -1;
+            if (nsplit > 1 && sp == 0) plan->combine.push_back((int)plan->tasks.size());
+            plan->tasks.push_back(t);
+          }
+          if (nsplit > 1) plan->partialRows += nsplit * rows;
+        }
+      }
+    }
+  }
+  if (plan->tasks.size() > (size_t)INT32_MAX) return fail_status(st, kUnsupported, "pagedAttention: too many tasks");
+  return true;
+}
+
+/** Upload the plan's tasks into p (tasks / combine / partials, tile and row sizes). */
+static bool upload_plan(Context* ctx, const AttnPlan& plan, AttnParams* pp, Status* st) {
+  AttnParams& p = *pp;
+  void *dt, *dc = nullptr, *dp = nullptr;
+  if (!put(ctx, kS7, plan.tasks.data(), plan.tasks.size() * sizeof(AttnTask), &dt, st)) return false;
+  if (!plan.combine.empty()) {
+    if (!put(ctx, kS8, plan.combine.data(), plan.combine.size() * sizeof(int), &dc, st)) return false;
+    if (!scratch(ctx, kS10, (size_t)plan.partialRows * (size_t)(p.headSize + 2) * sizeof(float), &dp, st)) return false;
+  }
+  p.tasks = static_cast<const AttnTask*>(dt);
+  p.combine = static_cast<const int*>(dc);
+  p.partials = static_cast<float*>(dp);
+  p.tk = plan.tk;
+  p.rowsCap = plan.rowsCap;
+  return true;
+}
+
+/** Launch the attention kernel (and the split merge) for an uploaded plan. */
+static bool launch_attention(Context* ctx, const AttnPlan& plan, const AttnParams& p, Status* st) {
+  if (plan.tasks.empty()) return true;
+  const int threads = kWarpsPerBlock * (ctx->props.warpSize > 0 ? ctx->props.warpSize : 32);
+  const unsigned grid = (unsigned)plan.tasks.size();
+  auto go = [&](auto kernel) {
+#if !KVQ_IS_HIP
+    // NVIDIA: more than 48 KiB of dynamic shared memory needs an opt-in (AMD: up to the 64 KiB LDS without one).
+    if (plan.smem > 48 * 1024) {
+      KVQ_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)plan.smem),
+              "cudaFuncSetAttribute (attention shared memory)");
+    }
+#endif
+    kernel<<<grid, threads, plan.smem, ctx->stream>>>(p);
+    return true;
+  };
+  if (!go(attention_kernel(plan.dch, plan.rowsCap))) return false;
+  KVQ_LAUNCHED("pagedAttention kernel");
+  if (!plan.combine.empty()) {
+    attention_combine_kernel<<<(unsigned)plan.combine.size(), 128, 0, ctx->stream>>>(p);
+    KVQ_LAUNCHED("pagedAttention combine kernel");
+  }
+  return true;
+}
+
+bool paged_attention(Context* ctx, const AttentionArgs& a, Status* st) {
+  KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
+  const CacheRef& c = a.cache;
+  const int D = c.headSize;
+  const int64_t numTokens = a.qsl[a.numSeqs];
+  if (numTokens == 0) return true;
+  AttnPlan plan;
+  if (!plan_attention(ctx, a.qsl, a.seqLens, a.numSeqs, a.numHeads, c.numKvHeads, D, a.slidingWindow, &plan, st)) return false;
+
+  const size_t qb = (size_t)(numTokens * a.numHeads * D) * 4;
+  void *dq, *dout, *dqsl, *dlens, *dbt, *dk, *dv, *dks = nullptr, *dvs = nullptr, *dqs = nullptr;
+  if (!put(ctx, kS0, a.q, qb, &dq, st) || !scratch(ctx, kS1, qb, &dout, st) ||
+      !put(ctx, kS4, a.qsl, (size_t)(a.numSeqs + 1) * 4, &dqsl, st) || !put(ctx, kS5, a.seqLens, (size_t)a.numSeqs * 4, &dlens, st))
+    return false;
+  const size_t eb = dtype_bytes(c.dtype);
+  const size_t blockBytes = (size_t)c.blockSize * c.numKvHeads * D * eb;
+  const size_t tableLen = (size_t)a.numSeqs * a.maxBlocksPerSeq;
+  if (c.kDev) {
+    dk = c.kDev;
+    dv = c.vDev;
+    if (!put(ctx, kS6, a.blockTables, tableLen * 4, &dbt, st)) return false;
+  } else {
+    // Upload only the blocks the batch reads (compacted), unless that is most of the cache anyway.
+    std::vector<int32_t> remap((size_t)c.numBlocks, -1);
+    std::vector<int32_t> order;
+    for (int s = 0; s < a.numSeqs; s++) {
+      const int64_t used = ceil_div(a.seqLens[s], c.blockSize);
+      for (int64_t b = 0; b < used; b++) {
+        const int32_t id = a.blockTables[(size_t)s * a.maxBlocksPerSeq + b];
+        if (remap[(size_t)id] < 0) {
+          remap[(size_t)id] = (int32_t)order.size();
+          order.push_back(id);
+        }
+      }
+    }
+    if (order.size() * 2 >= (size_t)c.numBlocks) {
+      if (!put(ctx, kS2, c.k, (size_t)c.numBlocks * blockBytes, &dk, st) ||
+          !put(ctx, kS3, c.v, (size_t)c.numBlocks * blockBytes, &dv, st) ||
+          !put(ctx, kS6, a.blockTables, tableLen * 4, &dbt, st))
+        return false;
+    } else {
+      const size_t n = order.size();
+      void* stage;
+      if (!host_stage(ctx, n * blockBytes * 2 + tableLen * 4, &stage, st)) return false;
+      char* hk = static_cast<char*>(stage);
+      char* hv = hk + n * blockBytes;
+      int32_t* ht = reinterpret_cast<int32_t*>(hv + n * blockBytes);
+      for (size_t i = 0; i < n; i++) {
+        memcpy(hk + i * blockBytes, static_cast<const char*>(c.k) + (size_t)order[i] * blockBytes, blockBytes);
+        memcpy(hv + i * blockBytes, static_cast<const char*>(c.v) + (size_t)order[i] * blockBytes, blockBytes);
+      }
+      for (size_t e = 0; e < tableLen; e++) {
+        const int32_t id = a.blockTables[e];
+        ht[e] = (id >= 0 && id < c.numBlocks && remap[(size_t)id] >= 0) ? remap[(size_t)id] : 0;
+      }
+      if (!put(ctx, kS2, hk, n * blockBytes, &dk, st) || !put(ctx, kS3, hv, n * blockBytes, &dv, st) ||
+          !put(ctx, kS6, ht, tableLen * 4, &dbt, st))
+        return false;
+      // The staging buffer must outlive the asynchronous copies.
+      if (!sync(ctx, st)) return false;
+    }
+  }
+  if (c.dtype >= kFp8E4M3FN) {
+    if (!put(ctx, kS9, c.kScale, (size_t)c.scaleLen * 4, &dks, st) || !put(ctx, kS11, c.vScale, (size_t)c.scaleLen * 4, &dvs, st))
+      return false;
+  }
+  if (a.fp8Query && !put(ctx, kS12, a.qScaleKv, (size_t)c.numKvHeads * 4, &dqs, st)) return false;
+  AttnParams p{};
+  p.q = (const float*)dq;
+  p.out = (float*)dout;
+  p.kc = dk;
+  p.vc = dv;
+  p.kScale = (const float*)dks;
+  p.vScale = (const float*)dvs;
+  p.scaleLen = c.scaleLen;
+  p.dtype = c.dtype;
+  p.blockSize = c.blockSize;
+  p.numKvHeads = c.numKvHeads;
+  p.headSize = D;
+  p.numHeads = a.numHeads;
+  p.group = a.numHeads / c.numKvHeads;
+  p.blockTables = (const int32_t*)dbt;
+  p.maxBlocksPerSeq = a.maxBlocksPerSeq;
+  p.qsl = (const int32_t*)dqsl;
+  p.seqLens = (const int32_t*)dlens;
+  p.softmaxScale = a.softmaxScale;
+  p.slidingWindow = a.slidingWindow;
+  p.fp8Query = a.fp8Query;
+  p.qScaleKv = (const float*)dqs;
+  if (!upload_plan(ctx, plan, &p, st) || !launch_attention(ctx, plan, p, st)) return false;
+  return get(ctx, a.out, dout, qb, st) && sync(ctx, st);
+}
+
+// ------------------------------------------------------------------------------------------------
+// decode benchmark on device-resident random data
+// ------------------------------------------------------------------------------------------------
+
+template <int DT>
+__global__ void fill_cache_kernel(void* p, int64_t n, uint32_t seed) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    const float x = (float)(h & 0xFFFFu) / 32768.0f - 1.0f;
+    if constexpr (DT >= kFp8E4M3FN) {
+      store_elem<DT>(p, i, x, 1.0f / 64.0f);
+    } else {
+      store_elem<DT>(p, i, x, 1.0f);
+    }
+  }
+}
+
+__global__ void checksum_kernel(const float* x, int64_t n, unsigned long long* sum, unsigned* nonFinite) {
+  unsigned long long s = 0;
+  unsigned bad = 0;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const uint32_t b = f32_as_bits(x[i]);
+    s += b;
+    bad += ((b & 0x7F800000u) == 0x7F800000u) ? 1u : 0u;
+  }
+  atomicAdd(sum, s);
+  if (bad) atomicAdd(nonFinite, bad);
+}
+
+bool bench_attention(Context* ctx, AttentionBench* b, Status* st) {
+  KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
+  const int bs = b->blockSize, D = b->headSize;
+  const int64_t blocksPerSeq = ceil_div(b->contextLen, bs);
+  const int64_t numBlocks = blocksPerSeq * b->numSeqs;
+  const size_t eb = dtype_bytes(b->dtype);
+  const size_t poolElems = (size_t)numBlocks * bs * b->numKvHeads * D;
+  const int64_t qElems = (int64_t)b->numSeqs * b->numHeads * D;
+  void *dk, *dv, *dq, *dout, *dbt, *dqsl, *dlens, *dsc, *dcs;
+  if (!scratch(ctx, kS2, poolElems * eb, &dk, st) || !scratch(ctx, kS3, poolElems * eb, &dv, st) ||
+      !scratch(ctx, kS0, (size_t)qElems * 4, &dq, st) || !scratch(ctx, kS1, (size_t)qElems * 4, &dout, st))
+    return false;
+  with_dtype(b->dtype, [&](auto c) {
+    constexpr int DT = decltype(c)::value;
+    fill_cache_kernel<DT><<<grid_1d((int64_t)poolElems, 256), 256, 0, ctx->stream>>>(dk, (int64_t)poolElems, 11u);
+    fill_cache_kernel<DT><<<grid_1d((int64_t)poolElems, 256), 256, 0, ctx->stream>>>(dv, (int64_t)poolElems, 12u);
+    return true;
+  });
+  fill_cache_kernel<kF32><<<grid_1d(qElems, 256), 256, 0, ctx->stream>>>(dq, qElems, 13u);
+  KVQ_LAUNCHED("benchmark fill kernels");
+  // Blocks of every sequence scattered over the pool (a shuffled free list, as a long-running server has).
+  std::vector<int32_t> table((size_t)numBlocks);
+  for (int64_t i = 0; i < numBlocks; i++) table[(size_t)i] = (int32_t)i;
+  std::mt19937 rng(1234);
+  std::shuffle(table.begin(), table.end(), rng);
+  std::vector<int32_t> qsl((size_t)b->numSeqs + 1), lens((size_t)b->numSeqs, b->contextLen);
+  for (int s = 0; s <= b->numSeqs; s++) qsl[(size_t)s] = s;
+  const float scales[2] = {1.0f / 64.0f, 1.0f / 64.0f};
+  if (!put(ctx, kS4, qsl.data(), qsl.size() * 4, &dqsl, st) || !put(ctx, kS5, lens.data(), lens.size() * 4, &dlens, st) ||
+      !put(ctx, kS6, table.data(), table.size() * 4, &dbt, st) || !put(ctx, kS9, scales, sizeof(scales), &dsc, st) ||
+      !scratch(ctx, kS11, 64, &dcs, st))
+    return false;
+  AttnPlan plan;
+  if (!plan_attention(ctx, qsl.data(), lens.data(), b->numSeqs, b->numHeads, b->numKvHeads, D, 0, &plan, st)) return false;
+  AttnParams p{};
+  p.q = (const float*)dq;
+  p.out = (float*)dout;
+  p.kc = dk;
+  p.vc = dv;
+  p.kScale = (const float*)dsc;
+  p.vScale = (const float*)dsc + 1;
+  p.scaleLen = 1;
+  p.dtype = b->dtype;
+  p.blockSize = bs;
+  p.numKvHeads = b->numKvHeads;
+  p.headSize = D;
+  p.numHeads = b->numHeads;
+  p.group = b->numHeads / b->numKvHeads;
+  p.blockTables = (const int32_t*)dbt;
+  p.maxBlocksPerSeq = (int)blocksPerSeq;
+  p.qsl = (const int32_t*)dqsl;
+  p.seqLens = (const int32_t*)dlens;
+  p.softmaxScale = 1.0f / sqrtf((float)D);
+  p.slidingWindow = 0;
+  p.fp8Query = b->fp8Query;
+  void* dqs = nullptr;
+  std::vector<float> qsv((size_t)b->numKvHeads, 1.0f / 32.0f);
+  if (!put(ctx, kS12, qsv.data(), qsv.size() * 4, &dqs, st)) return false;
+  p.qScaleKv = (const float*)dqs;
+  if (!upload_plan(ctx, plan, &p, st) || !sync(ctx, st)) return false;
+  cudaEvent_t e0, e1;
+  KVQ_TRY(cudaEventCreate(&e0), "cudaEventCreate");
+  KVQ_TRY(cudaEventCreate(&e1), "cudaEventCreate");
+  std::vector<float> times;
+  bool good = true;
+  for (int i = 0; i < b->warmup + b->iters && good; i++) {
+    (void)cudaEventRecord(e0, ctx->stream);
+    good = launch_attention(ctx, plan, p, st);
+    (void)cudaEventRecord(e1, ctx->stream);
+    if (good) good = ok(cudaEventSynchronize(e1), "attention benchmark", st);
+    float ms = 0;
+    (void)cudaEventElapsedTime(&ms, e0, e1);
+    if (i >= b->warmup) times.push_back(ms);
+  }
+  (void)cudaEventDestroy(e0);
+  (void)cudaEventDestroy(e1);
+  if (!good) return false;
+  std::sort(times.begin(), times.end());
+  b->msMedian = times[times.size() / 2];
+  b->msMin = times.front();
+  b->splits = plan.maxSplits;
+  b->bytesMoved = 2.0 * (double)poolElems * (double)eb + 2.0 * (double)qElems * 4.0 + (double)numBlocks * 4.0;
+  b->gbps = b->bytesMoved / (b->msMedian * 1e-3) / 1e9;
+  KVQ_TRY(cudaMemsetAsync(dcs, 0, 16, ctx->stream), "cudaMemset");
+  checksum_kernel<<<64, 256, 0, ctx->stream>>>((const float*)dout, qElems, (unsigned long long*)dcs,
+                                               (unsigned*)((char*)dcs + 8));
+  KVQ_LAUNCHED("checksum kernel");
+  unsigned char host[16];
+  if (!get(ctx, host, dcs, 16, st) || !sync(ctx, st)) return false;
+  memcpy(&b->checksumBits, host, 8);
+  unsigned nonFinite = 0;
+  memcpy(&nonFinite, host + 8, 4);
+  b->finite = nonFinite == 0;
+  return true;
+}
+
+}  // namespace gpu
+}  // namespace kvq

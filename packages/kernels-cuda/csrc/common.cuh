@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Shared by the GPU translation units (runtime.cu, ops.cu, attention.cu): the Context, scratch buffers, error
+// helpers, and device-side helpers (typed loads, warp/block reductions) written once for CUDA and HIP.
+#ifndef KVQ_COMMON_CUH_
+#define KVQ_COMMON_CUH_
+
+#include "vendor.h"
+// The FP8 / bf16 / f16 conversions are shared with @kvq/kernels-cpu: the CPU tests that prove them bit-exact
+// against CUDA's conversions cover this device code too (one header, no copy).
+#include "../../kernels-cpu/csrc/fp8.h"
+#include "gpu.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <type_traits>
+
+namespace kvq {
+namespace gpu {
+
+/** Scratch slots of a context (device buffers that grow and are reused across calls). */
+enum Slot : int {
+  kS0 = 0, kS1, kS2, kS3, kS4, kS5, kS6, kS7, kS8, kS9, kS10, kS11, kS12, kS13,
+  kNumSlots
+};
+
+/** cuBLAS entry points, loaded with dlopen (no build-time dependency). */
+struct Cublas {
+  void* lib = nullptr;
+  void* handle = nullptr;
+  int (*create)(void**) = nullptr;
+  int (*destroy)(void*) = nullptr;
+  int (*setStream)(void*, cudaStream_t) = nullptr;
+  int (*setMathMode)(void*, int) = nullptr;
+  int (*sgemm)(void*, int, int, int, int, int, const float*, const float*, int, const float*, int, const float*,
+               float*, int) = nullptr;
+};
+
+struct Context {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  DeviceProps props{};
+  void* scratch[kNumSlots] = {};
+  size_t scratchBytes[kNumSlots] = {};
+  void* hostStage = nullptr;  // plain host staging for gathers
+  size_t hostStageBytes = 0;
+  Cublas cublas;
+  char gemmNote[256] = {0};
+};
+
+/** Fill st with a fixed message; returns false. */
+inline bool fail_status(Status* st, int code, const char* msg) {
+  st->code = code;
+  snprintf(st->message, sizeof(st->message), "%s", msg);
+  return false;
+}
+
+/** Check a runtime call; on error fill st ("what: name (message)") and return false. */
+inline bool ok(cudaError_t e, const char* what, Status* st) {
+  if (e == cudaSuccess) return true;
+  st->code = e == cudaErrorMemoryAllocation ? kOutOfMemory : kRuntimeError;
+  snprintf(st->message, sizeof(st->message), "%s failed: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e));
+  (void)cudaGetLastError();  // clear the sticky-free error state where possible
+  return false;
+}
+
+#define KVQ_TRY(expr, what)              \
+  do {                                   \
+    if (!ok((expr), (what), st)) return false; \
+  } while (0)
+
+/** After a launch: report configuration errors (the launch itself is asynchronous). */
+#define KVQ_LAUNCHED(what) KVQ_TRY(cudaGetLastError(), what)
+
+/** Device scratch `slot` with at least `bytes` (grown geometrically, contents not preserved). */
+bool scratch(Context* ctx, int slot, size_t bytes, void** out, Status* st);
+/** Host staging buffer with at least `bytes`. */
+bool host_stage(Context* ctx, size_t bytes, void** out, Status* st);
+/** Copy host -> device scratch slot; *dev = the device pointer. bytes may be 0. */
+bool put(Context* ctx, int slot, const void* host, size_t bytes, void** dev, Status* st);
+/** Copy device -> host (async on the context stream; call sync before reading). */
+bool get(Context* ctx, void* host, const void* dev, size_t bytes, Status* st);
+/** Wait for the context stream and report asynchronous errors. */
+bool sync(Context* ctx, Status* st);
+
+/** Call f(std::integral_constant<int, DT>) for a runtime dtype code. */
+template <class F>
+inline bool with_dtype(int dt, F&& f) {
+  switch (dt) {
+    case kF32: return f(std::integral_constant<int, kF32>{});
+    case kBF16: return f(std::integral_constant<int, kBF16>{});
+    case kF16: return f(std::integral_constant<int, kF16>{});
+    case kFp8E4M3FN: return f(std::integral_constant<int, kFp8E4M3FN>{});
+    case kFp8E5M2: return f(std::integral_constant<int, kFp8E5M2>{});
+    case kFp8E4M3FNUZ: return f(std::integral_constant<int, kFp8E4M3FNUZ>{});
+    default: return f(std::integral_constant<int, kFp8E5M2FNUZ>{});
+  }
+}
+
+/** Call f(std::integral_constant<int, F>) for a runtime kvq::Fp8Format. */
+template <class Fn>
+inline bool with_format(int format, Fn&& f) {
+  switch (format) {
+    case kE4M3FN: return f(std::integral_constant<int, kE4M3FN>{});
+    case kE5M2: return f(std::integral_constant<int, kE5M2>{});
+    case kE4M3FNUZ: return f(std::integral_constant<int, kE4M3FNUZ>{});
+    default: return f(std::integral_constant<int, kE5M2FNUZ>{});
+  }
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline unsigned grid_1d(int64_t n, int threads, int64_t cap = 65535LL * 16) {
+  int64_t g = ceil_div(n, threads);
+  if (g < 1) g = 1;
+  if (g > cap) g = cap;
+  return (unsigned)g;
+}
+
+// ------------------------------------------------------------------------------------------------
+// device helpers
+// ------------------------------------------------------------------------------------------------
+
+#define KVQ_DI __device__ __forceinline__
+
+/** Element of a cache/weight array as float32 (FP8: exact decoded value, unscaled). */
+template <int DT>
+KVQ_DI float load_elem(const void* p, int64_t i) {
+  if constexpr (DT == kF32) {
+    return static_cast<const float*>(p)[i];
+  } else if constexpr (DT == kBF16) {
+    return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
+  } else if constexpr (DT == kF16) {
+    return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
+  } else {
+    return fp8_decode<DT - kFp8E4M3FN>(static_cast<const uint8_t*>(p)[i]);
+  }
+}
+
+/** Store a float32 into a cache array (FP8: encode(fround(x / scale)) satfinite). */
+template <int DT>
+KVQ_DI void store_elem(void* p, int64_t i, float x, float scale) {
+  if constexpr (DT == kF32) {
+    static_cast<float*>(p)[i] = x;
+  } else if constexpr (DT == kBF16) {
+    static_cast<uint16_t*>(p)[i] = f32_to_bf16(x);
+  } else if constexpr (DT == kF16) {
+    static_cast<uint16_t*>(p)[i] = f32_to_f16(x);
+  } else {
+    static_cast<uint8_t*>(p)[i] = (uint8_t)fp8_encode_bits<DT - kFp8E4M3FN, true>(f32_as_bits(x / scale));
+  }
+}
+
+template <class T>
+KVQ_DI T warp_sum(T v) {
+#pragma unroll
+  for (int o = KVQ_WARP / 2; o > 0; o >>= 1) v += KVQ_SHFL_XOR(v, o);
+  return v;
+}
+
+/** Max ignoring NaN lanes unless all are NaN (fmaxf); callers handle NaN separately where it matters. */
+KVQ_DI float warp_max(float v) {
+#pragma unroll
+  for (int o = KVQ_WARP / 2; o > 0; o >>= 1) v = fmaxf(v, KVQ_SHFL_XOR(v, o));
+  return v;
+}
+
+KVQ_DI unsigned warp_max_u32(unsigned v) {
+#pragma unroll
+  for (int o = KVQ_WARP / 2; o > 0; o >>= 1) {
+    const unsigned w = KVQ_SHFL_XOR(v, o);
+    v = w > v ? w : v;
+  }
+  return v;
+}
+
+/** Sum over the block (any blockDim that is a multiple of the warp width, <= 1024). Result in every thread. */
+template <class T>
+KVQ_DI T block_sum(T v, T* shared /* >= 32 elements */) {
+  const int lane = threadIdx.x % KVQ_WARP, warp = threadIdx.x / KVQ_WARP;
+  const int nwarps = (blockDim.x + KVQ_WARP - 1) / KVQ_WARP;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  T r = 0;
+  for (int i = 0; i < nwarps; i++) r += shared[i];
+  return r;
+}
+
+/** Max over the block (fmaxf semantics). Result in every thread. */
+KVQ_DI float block_max(float v, float* shared) {
+  const int lane = threadIdx.x % KVQ_WARP, warp = threadIdx.x / KVQ_WARP;
+  const int nwarps = (blockDim.x + KVQ_WARP - 1) / KVQ_WARP;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  float r = shared[0];
+  for (int i = 1; i < nwarps; i++) r = fmaxf(r, shared[i]);
+  return r;
+}
+
+}  // namespace gpu
+}  // namespace kvq
+
+#endif  // KVQ_COMMON_CUH_

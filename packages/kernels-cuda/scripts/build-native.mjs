@@ -1,0 +1,22 @@
+#!/usr/bin/env node
+// SPDX-License-Identifier: Apache-2.0
+//
+// `pnpm --filter @kvq/kernels-cuda build:native`: compiles csrc/*.cu with nvcc for sm_80, sm_89 and sm_90 (+ PTX)
+// and links build/Release/kvq_cuda.node when the CUDA runtime library and Node headers are present. Skipped with a
+// message when there is no CUDA toolkit. An explicit step (README, CI, turbo's `build:native`), never an install
+// script; installs and downloads nothing. See scripts/gpu-build.mjs for the environment variables.
+//
+//   node scripts/build-native.mjs [--compile-only]
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildGpuAddon } from './gpu-build.mjs';
+
+const pkgDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+await buildGpuAddon({
+  vendor: 'cuda',
+  pkgDir,
+  csrcDir: join(pkgDir, 'csrc'),
+  outName: 'kvq_cuda.node',
+  label: '@kvq/kernels-cuda',
+  compileOnly: process.argv.includes('--compile-only'),
+});

@@ -1,0 +1,560 @@
+/**
+ * The typed facade over the native GPU addon: validates every op with `@kvq/kernels`' shared `validate*` helpers
+ * (so bad input raises the same {@link KernelError} as every other backend, before any native code runs), then
+ * calls the addon, which copies the inputs to the device, runs the kernels and copies the outputs back.
+ *
+ * Optional residency: with `residentWeights`, a weight matrix / embedding table is uploaded once (keyed by its
+ * `data` array) and reused; with `residentCaches`, a KV cache's pools live on the device (uploaded on first use),
+ * `reshapeAndCache` writes both the device pools and the host arrays, and `pagedAttention` reads the device pools
+ * without uploading. Residency assumes nothing else writes those arrays afterwards (see {@link GpuBackend.forget}).
+ * @module
+ */
+import { createRequire } from 'node:module';
+import type { Fp8Format, Saturation, ScaleLayout } from '@kvq/fp8';
+import {
+  KernelError,
+  validateAdd,
+  validateAmaxPerHead,
+  validateAmaxTensor,
+  validateDequantizeFp8,
+  validateEmbedding,
+  validateLinear,
+  validatePagedAttention,
+  validateQuantizeFp8,
+  validateReshapeAndCache,
+  validateRmsNorm,
+  validateRope,
+  validateSiluAndMul,
+  validateSoftmax,
+  type AddArgs,
+  type AmaxPerHeadArgs,
+  type AmaxTensorArgs,
+  type BackendCreateOptions,
+  type BackendInfo,
+  type DequantizeFp8Args,
+  type EmbeddingArgs,
+  type KernelBackend,
+  type KvLayerCache,
+  type LinearArgs,
+  type PagedAttentionArgs,
+  type QuantizeFp8Args,
+  type ReshapeAndCacheArgs,
+  type RmsNormArgs,
+  type RopeArgs,
+  type SiluAndMulArgs,
+  type SoftmaxArgs,
+} from '@kvq/kernels';
+import {
+  DTYPE_CODE,
+  FORMAT_CODE,
+  type Fp8VendorCheckResult,
+  type GpuDeviceInfo,
+  type GpuVendor,
+  type NativeAttentionBenchResult,
+  type NativeContext,
+  type NativeDeviceBuffer,
+  type NativeProbe,
+  type PagedAttentionNativeArgs,
+} from './addon-types.js';
+import { toKernelError, unavailable } from './errors.js';
+import { CUDA_SPEC, loadAddon, probeAddon, type GpuVendorSpec } from './load.js';
+
+/** The name the loader and `KVQ_BACKEND` use for this backend. */
+export const backendName = 'cuda';
+
+/** Options of {@link createBackend}. */
+export interface GpuBackendOptions extends BackendCreateOptions {
+  /** Device ordinal. Default: `KVQ_CUDA_DEVICE` (`KVQ_ROCM_DEVICE` for ROCm), else 0. */
+  readonly device?: number | undefined;
+  /**
+   * Keep weight matrices and embedding tables on the device after their first use, keyed by their `data` array.
+   * Default `false` (`KVQ_GPU_RESIDENT=weights` or `all` turns it on). Only for weights nobody modifies in place.
+   */
+  readonly residentWeights?: boolean | undefined;
+  /**
+   * Keep KV caches on the device after their first use (keyed by their pool arrays): `reshapeAndCache` updates the
+   * device pools AND the host arrays, `pagedAttention` uploads nothing. Default `false` (`KVQ_GPU_RESIDENT=all`).
+   * Only when this backend is the sole writer of those caches.
+   */
+  readonly residentCaches?: boolean | undefined;
+  /**
+   * Probe the addon in a child process before loading it in this one (a crashing driver or binary then cannot take
+   * this process down). Default `true`.
+   */
+  readonly probe?: boolean | undefined;
+  /** Child-probe time limit in milliseconds. Default 60000. */
+  readonly probeTimeoutMs?: number | undefined;
+}
+
+/** Options of {@link GpuBackend.benchAttention}. */
+export interface AttentionBenchOptions {
+  /** KV cache dtype. */
+  readonly kvDtype: KvLayerCache['dtype'];
+  readonly numSeqs: number;
+  /** Context length of every sequence (decode: one query token each). */
+  readonly contextLen: number;
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headSize: number;
+  /** Default 16. */
+  readonly blockSize?: number;
+  /** FP8-query mode (FP8 caches only). Default false. */
+  readonly fp8Query?: boolean;
+  /** Default 3. */
+  readonly warmup?: number;
+  /** Default 20. */
+  readonly iters?: number;
+}
+
+/**
+ * A GPU backend: the {@link KernelBackend} contract plus device information, residency control, the device-side
+ * FP8 checks and benchmarks that `pnpm test:gpu` / `tooling/gpu-check.sh` run.
+ */
+export interface GpuBackend extends KernelBackend {
+  /** `'cuda'` or `'hip'`. */
+  readonly vendor: GpuVendor;
+  /** The device in use. */
+  readonly device: GpuDeviceInfo;
+  /** `'cublas'` when cuBLAS SGEMM serves prefill GEMMs (rows > 8), else `'builtin'`; `gemmNote` says why. */
+  readonly gemm: 'cublas' | 'builtin';
+  readonly gemmNote: string;
+  /** Device code targets in the binary. */
+  readonly targets: string;
+  /** Free / total device memory, bytes. */
+  memInfo(): { free: number; total: number };
+  /** Device bytes held by resident weights and caches. */
+  readonly residentBytes: number;
+  /** Drop the device copy of a resident array (a weight's `data`, a cache's `key` / `value`); true if there was one. */
+  forget(array: ArrayBufferView): boolean;
+  /** Encode float32 bit patterns `firstBits .. firstBits + count - 1` to FP8 on the device (csrc/fp8.h). */
+  encodeFp8Bits(firstBits: number, count: number, format: Fp8Format, options?: { saturation?: Saturation; out?: Uint8Array }): Uint8Array;
+  /**
+   * Compare csrc/fp8.h with the vendor's own FP8 conversion on the device: all 2^32 float32 inputs (encode) and
+   * all 256 codes (decode). CUDA only, OCP formats only (`UNSUPPORTED` otherwise).
+   */
+  fp8VendorCheck(format: 'e4m3fn' | 'e5m2', saturation?: Saturation): Fp8VendorCheckResult;
+  /** Time decode attention on device-resident random data (kernel time only). */
+  benchAttention(options: AttentionBenchOptions): NativeAttentionBenchResult;
+  /** Device-to-device copy bandwidth in GB/s (bytes read + written), median of `iters`. */
+  benchCopy(bytes: number, iters?: number): number;
+  /** `linear` on device-resident random data, median milliseconds (`gemm: 'builtin'` forces the own kernels). */
+  benchLinear(options: { weightDtype: 'f32' | 'bf16'; rows: number; inFeatures: number; outFeatures: number; iters?: number; gemm?: 'auto' | 'builtin' }): number;
+  /** Free the device context (after in-flight resident buffers are collected). Later calls throw `BACKEND_UNAVAILABLE`. */
+  dispose(): void;
+}
+
+/** Whether the GPU backend can run here; when not, why. */
+export type GpuAvailability =
+  | { readonly available: true; readonly path: string; readonly probe: NativeProbe }
+  | { readonly available: false; readonly reason: string; readonly probe?: NativeProbe | undefined };
+
+/** Probe (in a child process, cached) without creating a backend. Never throws. */
+export function gpuAvailability(spec: GpuVendorSpec = CUDA_SPEC, timeoutMs?: number): GpuAvailability {
+  const r = probeAddon(spec, timeoutMs);
+  return r.ok ? { available: true, path: r.path, probe: r.probe } : { available: false, reason: r.reason, probe: r.probe };
+}
+
+/** {@link gpuAvailability} of the CUDA backend. */
+export function cudaAvailability(timeoutMs?: number): GpuAvailability {
+  return gpuAvailability(CUDA_SPEC, timeoutMs);
+}
+
+function envInt(name: string, min: number): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return undefined;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min) {
+    throw new KernelError('INVALID_ARGUMENT', `${name} must be an integer >= ${min}, got ${JSON.stringify(raw)}`, { argument: name });
+  }
+  return v;
+}
+
+function packageVersion(): string | undefined {
+  try {
+    return (createRequire(import.meta.url)('../package.json') as { version?: string }).version;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `(runLength, period)` of a validated {@link ScaleLayout} over `length` elements (see the native quantizer). */
+function runsOf(layout: ScaleLayout, length: number): [number, number] {
+  switch (layout.granularity) {
+    case 'tensor':
+      return [Math.max(length, 1), 1];
+    case 'head':
+      return [layout.headSize, layout.numHeads];
+    case 'token':
+      return [layout.tokenSize, 0];
+    case 'token_head':
+      return [layout.headSize, 0];
+  }
+}
+
+const NO_SCALES = new Float32Array(0);
+
+class NativeGpuBackend implements GpuBackend {
+  readonly name: string;
+  readonly info: BackendInfo;
+  readonly vendor: GpuVendor;
+  readonly device: GpuDeviceInfo;
+  readonly gemm: 'cublas' | 'builtin';
+  readonly gemmNote: string;
+  readonly targets: string;
+  readonly #ctx: NativeContext;
+  readonly #residentWeights: boolean;
+  readonly #residentCaches: boolean;
+  #resident = new WeakMap<object, NativeDeviceBuffer>();
+  #residentBytes = 0;
+
+  constructor(spec: GpuVendorSpec, ctx: NativeContext, targets: string, options: GpuBackendOptions) {
+    this.#ctx = ctx;
+    this.name = spec.name;
+    this.vendor = spec.vendor;
+    this.device = ctx.device;
+    this.gemm = ctx.gemm;
+    this.gemmNote = ctx.gemmNote;
+    this.targets = targets;
+    const resident = (process.env.KVQ_GPU_RESIDENT ?? '').toLowerCase();
+    this.#residentWeights = options.residentWeights ?? (resident === 'weights' || resident === 'all');
+    this.#residentCaches = options.residentCaches ?? resident === 'all';
+    const d = ctx.device;
+    this.info = Object.freeze({
+      description:
+        `${spec.label} on ${d.name} (${d.arch}, ${d.multiProcessors} ${spec.vendor === 'hip' ? 'CUs' : 'SMs'}; ` +
+        `${this.gemm === 'cublas' ? 'cuBLAS SGEMM' : 'built-in GEMM'}, FP8 dequantized in the attention kernel` +
+        `${this.#residentWeights || this.#residentCaches ? `, resident ${[this.#residentWeights ? 'weights' : '', this.#residentCaches ? 'caches' : ''].filter(Boolean).join(' + ')}` : ''})`,
+      simd: spec.vendor,
+      threads: 1,
+      device: d.name,
+      version: packageVersion(),
+    });
+  }
+
+  get residentBytes(): number {
+    return this.#residentBytes;
+  }
+
+  memInfo(): { free: number; total: number } {
+    try {
+      return this.#ctx.memInfo();
+    } catch (e) {
+      throw toKernelError(e, 'memInfo');
+    }
+  }
+
+  /** The resident copy of `array`, uploading it on first use. */
+  #residentOf(array: Float32Array | Uint16Array | Uint8Array): NativeDeviceBuffer {
+    let b = this.#resident.get(array);
+    if (!b) {
+      b = this.#ctx.upload(array);
+      this.#resident.set(array, b);
+      this.#residentBytes += b.byteLength;
+    }
+    return b;
+  }
+
+  forget(array: ArrayBufferView): boolean {
+    const b = this.#resident.get(array);
+    if (!b) return false;
+    this.#residentBytes -= b.byteLength;
+    b.free();
+    this.#resident.delete(array);
+    return true;
+  }
+
+  #cacheDev(cache: KvLayerCache): [NativeDeviceBuffer | null, NativeDeviceBuffer | null] {
+    if (!this.#residentCaches) return [null, null];
+    return [this.#residentOf(cache.key), this.#residentOf(cache.value)];
+  }
+
+  linear(args: LinearArgs): void {
+    const { rows, inFeatures, outFeatures } = validateLinear(args);
+    try {
+      const wDev = this.#residentWeights ? this.#residentOf(args.weight.data) : null;
+      this.#ctx.linear(args.x, args.weight.data, DTYPE_CODE[args.weight.dtype], rows, inFeatures, outFeatures, args.bias ?? null, args.out, wDev);
+    } catch (e) {
+      throw toKernelError(e, 'linear');
+    }
+  }
+
+  rmsNorm(args: RmsNormArgs): void {
+    const { rows, hidden } = validateRmsNorm(args);
+    try {
+      this.#ctx.rmsNorm(args.x, args.weight, args.out, rows, hidden, args.eps);
+    } catch (e) {
+      throw toKernelError(e, 'rmsNorm');
+    }
+  }
+
+  add(args: AddArgs): void {
+    const { length } = validateAdd(args);
+    try {
+      this.#ctx.add(args.a, args.b, args.out, length);
+    } catch (e) {
+      throw toKernelError(e, 'add');
+    }
+  }
+
+  siluAndMul(args: SiluAndMulArgs): void {
+    const { length } = validateSiluAndMul(args);
+    try {
+      this.#ctx.siluAndMul(args.gate, args.up, args.out, length);
+    } catch (e) {
+      throw toKernelError(e, 'siluAndMul');
+    }
+  }
+
+  embedding(args: EmbeddingArgs): void {
+    const { numTokens, hidden, vocab } = validateEmbedding(args);
+    try {
+      const tDev = this.#residentWeights ? this.#residentOf(args.table.data) : null;
+      this.#ctx.embedding(args.table.data, DTYPE_CODE[args.table.dtype], vocab, hidden, args.ids, args.out, numTokens, tDev);
+    } catch (e) {
+      throw toKernelError(e, 'embedding');
+    }
+  }
+
+  rope(args: RopeArgs): void {
+    const { numTokens, numHeads, numKvHeads, headSize, rotaryDim } = validateRope(args);
+    const t = args.table;
+    try {
+      this.#ctx.rope(args.query, args.key, args.positions, numTokens, numHeads, numKvHeads, headSize, rotaryDim, t.maxPositions, t.cos, t.sin, args.style === 'interleaved');
+    } catch (e) {
+      throw toKernelError(e, 'rope');
+    }
+  }
+
+  softmax(args: SoftmaxArgs): void {
+    const { rows, cols } = validateSoftmax(args);
+    try {
+      this.#ctx.softmax(args.x, args.out, rows, cols);
+    } catch (e) {
+      throw toKernelError(e, 'softmax');
+    }
+  }
+
+  reshapeAndCache(args: ReshapeAndCacheArgs): void {
+    const d = validateReshapeAndCache(args);
+    const c = args.cache;
+    try {
+      const [kDev, vDev] = this.#cacheDev(c);
+      this.#ctx.reshapeAndCache(
+        args.key,
+        args.value,
+        args.slotMapping,
+        d.numTokens,
+        DTYPE_CODE[c.dtype],
+        c.key,
+        c.value,
+        d.numBlocks,
+        d.blockSize,
+        d.numKvHeads,
+        d.headSize,
+        c.kScale,
+        c.vScale,
+        kDev,
+        vDev,
+      );
+    } catch (e) {
+      throw toKernelError(e, 'reshapeAndCache');
+    }
+  }
+
+  pagedAttention(args: PagedAttentionArgs): void {
+    const plan = validatePagedAttention(args);
+    const c = args.cache;
+    const fp8Query = plan.fp8Query ? (args.fp8Query?.saturation === 'nosat' ? 2 : 1) : 0;
+    try {
+      const [kDev, vDev] = this.#cacheDev(c);
+      const native: PagedAttentionNativeArgs = [
+        args.query,
+        args.out,
+        DTYPE_CODE[c.dtype],
+        c.key,
+        c.value,
+        plan.numBlocks,
+        plan.blockSize,
+        plan.numKvHeads,
+        plan.headSize,
+        c.kScale,
+        c.vScale,
+        args.queryStartLoc,
+        args.seqLens,
+        args.blockTables,
+        args.maxBlocksPerSeq,
+        plan.numSeqs,
+        plan.numHeads,
+        plan.softmaxScale,
+        plan.slidingWindow,
+        fp8Query,
+        fp8Query ? c.qScale : NO_SCALES,
+        kDev,
+        vDev,
+      ];
+      this.#ctx.pagedAttention(...native);
+    } catch (e) {
+      throw toKernelError(e, 'pagedAttention');
+    }
+  }
+
+  amaxTensor(args: AmaxTensorArgs): number {
+    const { length } = validateAmaxTensor(args);
+    try {
+      return this.#ctx.amaxTensor(args.x, length);
+    } catch (e) {
+      throw toKernelError(e, 'amaxTensor');
+    }
+  }
+
+  amaxPerHead(args: AmaxPerHeadArgs): void {
+    const { numTokens, numHeads, headSize } = validateAmaxPerHead(args);
+    try {
+      this.#ctx.amaxPerHead(args.x, args.out, numTokens, numHeads, headSize, args.accumulate === true);
+    } catch (e) {
+      throw toKernelError(e, 'amaxPerHead');
+    }
+  }
+
+  quantizeFp8(args: QuantizeFp8Args): void {
+    const { length } = validateQuantizeFp8(args);
+    const [runLength, period] = runsOf(args.layout, length);
+    try {
+      this.#ctx.quantizeFp8(args.src, args.out, length, args.scales, runLength, period, FORMAT_CODE[args.format], args.saturation !== 'nosat');
+    } catch (e) {
+      throw toKernelError(e, 'quantizeFp8');
+    }
+  }
+
+  dequantizeFp8(args: DequantizeFp8Args): void {
+    const { length } = validateDequantizeFp8(args);
+    const [runLength, period] = runsOf(args.layout, length);
+    try {
+      this.#ctx.dequantizeFp8(args.src, args.out, length, args.scales, runLength, period, FORMAT_CODE[args.format]);
+    } catch (e) {
+      throw toKernelError(e, 'dequantizeFp8');
+    }
+  }
+
+  encodeFp8Bits(firstBits: number, count: number, format: Fp8Format, options: { saturation?: Saturation; out?: Uint8Array } = {}): Uint8Array {
+    const code = (FORMAT_CODE as Record<string, number | undefined>)[format];
+    if (code === undefined) {
+      throw new KernelError('INVALID_ARGUMENT', `format must be one of ${Object.keys(FORMAT_CODE).join(', ')}, got ${JSON.stringify(format)}`, {
+        argument: 'format',
+      });
+    }
+    if (!Number.isInteger(count) || count < 0 || count > 2 ** 32) {
+      throw new KernelError('INVALID_ARGUMENT', `count must be an integer in [0, 2^32], got ${count}`, { argument: 'count' });
+    }
+    const out = options.out ?? new Uint8Array(count);
+    try {
+      this.#ctx.encodeFp8Bits(firstBits, count, out, code, options.saturation !== 'nosat');
+    } catch (e) {
+      throw toKernelError(e, 'encodeFp8Bits');
+    }
+    return out;
+  }
+
+  fp8VendorCheck(format: 'e4m3fn' | 'e5m2', saturation: Saturation = 'satfinite'): Fp8VendorCheckResult {
+    if (format !== 'e4m3fn' && format !== 'e5m2') {
+      throw new KernelError('INVALID_ARGUMENT', `format must be 'e4m3fn' or 'e5m2', got ${JSON.stringify(format)}`, { argument: 'format' });
+    }
+    try {
+      return this.#ctx.fp8VendorCheck(FORMAT_CODE[format], saturation !== 'nosat');
+    } catch (e) {
+      throw toKernelError(e, 'fp8VendorCheck');
+    }
+  }
+
+  benchAttention(o: AttentionBenchOptions): NativeAttentionBenchResult {
+    const dtype = (DTYPE_CODE as Record<string, number | undefined>)[o.kvDtype];
+    if (dtype === undefined) {
+      throw new KernelError('INVALID_ARGUMENT', `kvDtype must be one of ${Object.keys(DTYPE_CODE).join(', ')}, got ${JSON.stringify(o.kvDtype)}`, {
+        argument: 'kvDtype',
+      });
+    }
+    try {
+      return this.#ctx.benchAttention({
+        dtype,
+        numSeqs: o.numSeqs,
+        contextLen: o.contextLen,
+        numHeads: o.numHeads,
+        numKvHeads: o.numKvHeads,
+        headSize: o.headSize,
+        blockSize: o.blockSize ?? 16,
+        fp8Query: o.fp8Query ? 1 : 0,
+        warmup: o.warmup ?? 3,
+        iters: o.iters ?? 20,
+      });
+    } catch (e) {
+      throw toKernelError(e, 'benchAttention');
+    }
+  }
+
+  benchCopy(bytes: number, iters = 20): number {
+    try {
+      return this.#ctx.benchCopy(bytes, iters);
+    } catch (e) {
+      throw toKernelError(e, 'benchCopy');
+    }
+  }
+
+  benchLinear(o: { weightDtype: 'f32' | 'bf16'; rows: number; inFeatures: number; outFeatures: number; iters?: number; gemm?: 'auto' | 'builtin' }): number {
+    try {
+      return this.#ctx.benchLinear(DTYPE_CODE[o.weightDtype], o.rows, o.inFeatures, o.outFeatures, o.iters ?? 20, o.gemm !== 'builtin');
+    } catch (e) {
+      throw toKernelError(e, 'benchLinear');
+    }
+  }
+
+  dispose(): void {
+    this.#resident = new WeakMap();
+    this.#residentBytes = 0;
+    this.#ctx.dispose();
+  }
+}
+
+/**
+ * Create a GPU backend for `spec` (the CUDA package's {@link createBackend}; `@kvq/kernels-rocm` passes its own
+ * spec). Probes the addon in a child process first (unless `probe: false`), then loads it and opens the device.
+ * @throws KernelError `BACKEND_UNAVAILABLE` (not built, does not load, no driver, no device; the message says which
+ *   and how to fix it), `INVALID_ARGUMENT` for bad options.
+ */
+export function createGpuBackend(spec: GpuVendorSpec, options: GpuBackendOptions = {}): GpuBackend {
+  let device = options.device ?? envInt(spec.deviceEnv, 0) ?? 0;
+  if (!Number.isInteger(device) || device < 0 || device > 1024) {
+    throw new KernelError('INVALID_ARGUMENT', `device must be an integer in [0, 1024], got ${String(device)}`, { argument: 'device' });
+  }
+  device = Math.trunc(device);
+  if (options.probe !== false) {
+    const p = probeAddon(spec, options.probeTimeoutMs);
+    if (!p.ok) throw unavailable(spec.packageName, p.reason);
+    if (device >= p.probe.deviceCount) {
+      throw unavailable(spec.packageName, `device ${device} does not exist (${p.probe.deviceCount} ${spec.label} device${p.probe.deviceCount === 1 ? '' : 's'})`);
+    }
+  }
+  const load = loadAddon(spec);
+  if (!load.ok) throw unavailable(spec.packageName, load.reason, load.cause);
+  let ctx: NativeContext;
+  try {
+    ctx = new load.addon.Context(device);
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    if (code === 'BACKEND_UNAVAILABLE' || code === 'UNSUPPORTED') throw unavailable(spec.packageName, (e as Error).message, e);
+    throw toKernelError(e, 'createBackend');
+  }
+  return new NativeGpuBackend(spec, ctx, load.addon.targets, options);
+}
+
+/**
+ * Create the CUDA backend (the factory the `@kvq/kernels` loader imports).
+ * @throws KernelError `BACKEND_UNAVAILABLE` when the addon is not built, does not load, or no CUDA driver / device
+ *   is usable here (the message says which and how to fix it); `INVALID_ARGUMENT` for bad options.
+ * @example
+ * const gpu = createBackend();            // device 0, after a child-process probe
+ * gpu.pagedAttention({ query, out, cache, queryStartLoc, seqLens, blockTables, maxBlocksPerSeq, numSeqs, numHeads });
+ * gpu.dispose();
+ */
+export function createBackend(options: GpuBackendOptions = {}): GpuBackend {
+  return createGpuBackend(CUDA_SPEC, options);
+}

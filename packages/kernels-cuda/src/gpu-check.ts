@@ -1,0 +1,388 @@
+/**
+ * The GPU check: everything `pnpm test:gpu` and `tooling/gpu-check.sh` run on a machine with a GPU, as one function
+ * returning a JSON-able report (no test-runner dependency):
+ *
+ * 1. the parity suite of `@kvq/kernels/testing` against the reference backend, and its bad-input suite;
+ * 2. long-context attention (split-k path, 4k and 16k keys, FP8 and bf16 caches, FP8-query mode) vs the reference;
+ * 3. resident caches (device pools + host mirror) give bit-identical results to the copy-per-call path;
+ * 4. csrc/fp8.h on the device against the vendor's own FP8 conversion, all 2^32 float32 inputs (CUDA: hardware cvt
+ *    on sm_89+), and the device encoder against `@kvq/fp8` for the FNUZ formats CUDA lacks;
+ * 5. benchmarks: decode attention with FP8 vs bf16 KV at 4k / 16k / 64k context (achieved HBM bandwidth vs the
+ *    device's peak and vs a measured device-to-device copy), and linear (GEMV / GEMM).
+ * @module
+ */
+import { encodeFp8BitRange, type Fp8Format, type Saturation } from '@kvq/fp8';
+import { createReferenceBackend, type KernelBackend, type KvLayerCache } from '@kvq/kernels';
+import {
+  buildAttentionBatch,
+  compareOutput,
+  formatParityReport,
+  rng,
+  runBadInputSuite,
+  runParitySuite,
+  type ParityFailure,
+} from '@kvq/kernels/testing';
+import { createBackend, type GpuBackend, type GpuBackendOptions } from './backend.js';
+
+/** Options of {@link runGpuCheck}. */
+export interface GpuCheckOptions {
+  /** How to create the backend under test. Default: `createBackend(backendOptions)` of this package. */
+  readonly create?: ((options: GpuBackendOptions) => GpuBackend) | undefined;
+  /** Options for `create`. */
+  readonly backendOptions?: GpuBackendOptions | undefined;
+  /** Parity suite size. Default `'quick'`. */
+  readonly parity?: 'quick' | 'full' | 'off' | undefined;
+  /** Run the benchmarks. Default true. */
+  readonly benchmarks?: boolean | undefined;
+  /** Decode contexts to benchmark. Default [4096, 16384, 65536]. */
+  readonly contexts?: readonly number[] | undefined;
+  /** Tokens of KV cache per benchmark (batch = tokens / context). Default 262144. */
+  readonly benchTokens?: number | undefined;
+  /** Progress lines. Default: none. */
+  readonly log?: ((line: string) => void) | undefined;
+}
+
+/** One decode-attention benchmark row. */
+export interface AttentionBenchRow {
+  readonly kvDtype: string;
+  readonly fp8Query: boolean;
+  readonly contextLen: number;
+  readonly numSeqs: number;
+  readonly ms: number;
+  readonly msMin: number;
+  readonly gbps: number;
+  /** gbps / the device's theoretical peak. */
+  readonly fractionOfPeak: number | null;
+  /** gbps / the measured device-to-device copy bandwidth. */
+  readonly fractionOfCopy: number | null;
+  readonly splits: number;
+  readonly finite: boolean;
+  /** bf16 time / this time (FP8 rows). */
+  readonly speedupVsBf16?: number | undefined;
+}
+
+/** What {@link runGpuCheck} found. `ok` is true when every correctness check passed (benchmarks never fail it). */
+export interface GpuCheckReport {
+  ok: boolean;
+  startedAt: string;
+  durationMs: number;
+  host: { node: string; platform: string; arch: string };
+  unavailable?: string;
+  backend?: {
+    name: string;
+    description: string;
+    vendor: string;
+    device: GpuBackend['device'];
+    targets: string;
+    gemm: string;
+    gemmNote: string;
+  };
+  parity?: { size: string; cases: number; passed: number; failures: ParityFailure[]; byOp: unknown; summary: string; ms: number };
+  badInput?: { failures: unknown[]; ms: number };
+  longContext?: { label: string; ok: boolean; maxAbsError: number; message?: string | undefined; ms: number }[];
+  residency?: { ok: boolean; detail: string };
+  fp8Vendor?: { format: string; saturation: string; encodeMismatches: number; firstEncodeMismatch: number | null; decodeMismatches: number; ms: number }[];
+  fp8DeviceVsHost?: { format: string; saturation: string; chunks: number; mismatched: string[] }[];
+  benchmarks?: {
+    peakGBs: number;
+    copyGBs: number | null;
+    attention: AttentionBenchRow[];
+    linear: { label: string; ms: number; gbps?: number; tflops?: number }[];
+  };
+  errors: string[];
+}
+
+const errText = (e: unknown): string => (e instanceof Error ? `${(e as { code?: string }).code ?? e.name}: ${e.message}` : String(e));
+
+function timed<T>(f: () => T): [T, number] {
+  const t0 = performance.now();
+  const r = f();
+  return [r, performance.now() - t0];
+}
+
+/** Long-context attention vs the reference: split-k, FP8 / bf16, GQA, FP8-query mode. */
+function longContextChecks(gpu: KernelBackend, ref: KernelBackend): NonNullable<GpuCheckReport['longContext']> {
+  const cases: { label: string; dtype: KvLayerCache['dtype']; seqs: { queryLen: number; seqLen: number }[]; fp8Query?: boolean; scales?: 'tensor' | 'head' }[] = [
+    { label: 'decode 4x4096, e4m3fn per-head scales', dtype: 'e4m3fn', seqs: [4096, 4000, 3333, 4096].map((n) => ({ queryLen: 1, seqLen: n })), scales: 'head' },
+    { label: 'decode 1x16384, bf16', dtype: 'bf16', seqs: [{ queryLen: 1, seqLen: 16384 }] },
+    { label: 'decode 2x8192, e4m3fn, fp8 query', dtype: 'e4m3fn', seqs: [{ queryLen: 1, seqLen: 8192 }, { queryLen: 1, seqLen: 5000 }], fp8Query: true },
+    { label: 'chunked prefill 64 new of 3000, e5m2', dtype: 'e5m2', seqs: [{ queryLen: 64, seqLen: 3000 }, { queryLen: 1, seqLen: 2500 }] },
+  ];
+  const out: NonNullable<GpuCheckReport['longContext']> = [];
+  for (const c of cases) {
+    const t0 = performance.now();
+    try {
+      const r = rng(c.label.length * 7919);
+      const batch = buildAttentionBatch(
+        { dtype: c.dtype, blockSize: 16, numKvHeads: 4, headSize: 128, numHeads: 16, seqs: c.seqs, scales: c.scales ?? 'tensor' },
+        r,
+        ref,
+      );
+      const args = {
+        query: batch.query,
+        cache: batch.cache,
+        queryStartLoc: batch.queryStartLoc,
+        seqLens: batch.seqLens,
+        blockTables: batch.blockTables,
+        maxBlocksPerSeq: batch.maxBlocksPerSeq,
+        numSeqs: batch.numSeqs,
+        numHeads: batch.numHeads,
+        fp8Query: c.fp8Query ? {} : undefined,
+      };
+      const want = new Float32Array(batch.numTokens * batch.numHeads * 128);
+      const got = new Float32Array(want.length).fill(Number.NaN);
+      ref.pagedAttention({ ...args, out: want });
+      gpu.pagedAttention({ ...args, out: got });
+      const f = compareOutput('out', got, want, { rtol: 1e-3, atol: 1e-4 });
+      let maxAbs = 0;
+      for (let i = 0; i < want.length; i++) maxAbs = Math.max(maxAbs, Math.abs(got[i]! - want[i]!));
+      out.push({ label: c.label, ok: f === undefined, maxAbsError: maxAbs, message: f?.message, ms: performance.now() - t0 });
+    } catch (e) {
+      out.push({ label: c.label, ok: false, maxAbsError: Infinity, message: errText(e), ms: performance.now() - t0 });
+    }
+  }
+  return out;
+}
+
+/** Resident caches must give bit-identical attention and identical host pools. */
+function residencyCheck(make: (o: GpuBackendOptions) => GpuBackend, base: GpuBackendOptions, ref: KernelBackend): { ok: boolean; detail: string } {
+  const plain = make({ ...base, residentCaches: false, residentWeights: false });
+  const resident = make({ ...base, residentCaches: true, residentWeights: true });
+  try {
+    const r = rng(4242);
+    const seqs = [{ queryLen: 1, seqLen: 700 }, { queryLen: 9, seqLen: 300 }];
+    const batch = buildAttentionBatch({ dtype: 'e4m3fn', blockSize: 16, numKvHeads: 2, headSize: 64, numHeads: 8, seqs, scales: 'head' }, r, ref);
+    const cacheA = batch.cache;
+    const cacheB: KvLayerCache = { ...cacheA, key: cacheA.key.slice(), value: cacheA.value.slice() } as KvLayerCache;
+    // New tokens written by each backend into its own copy, then attention over both.
+    const n = 5;
+    const key = new Float32Array(n * 2 * 64).map((_, i) => Math.sin(i * 0.37) * 3);
+    const value = new Float32Array(n * 2 * 64).map((_, i) => Math.cos(i * 0.11) * 2);
+    // Slots 3..7 of the first block no sequence uses.
+    const used = new Set(Array.from(batch.blockTables).filter((b) => b >= 0));
+    let spare = 0;
+    while (used.has(spare)) spare++;
+    const free = Array.from({ length: n }, (_, i) => spare * 16 + 3 + i);
+    const slotMapping = Int32Array.from(free);
+    // First attention call uploads the resident pools; then a write must reach both the device pools and the host.
+    const args = (cache: KvLayerCache, out: Float32Array) => ({
+      query: batch.query,
+      out,
+      cache,
+      queryStartLoc: batch.queryStartLoc,
+      seqLens: batch.seqLens,
+      blockTables: batch.blockTables,
+      maxBlocksPerSeq: batch.maxBlocksPerSeq,
+      numSeqs: batch.numSeqs,
+      numHeads: batch.numHeads,
+    });
+    const o1 = new Float32Array(batch.numTokens * 8 * 64);
+    const o2 = new Float32Array(o1.length);
+    resident.pagedAttention(args(cacheB, o2));
+    plain.reshapeAndCache({ key, value, slotMapping, numTokens: n, cache: cacheA });
+    resident.reshapeAndCache({ key, value, slotMapping, numTokens: n, cache: cacheB });
+    if (Buffer.compare(Buffer.from(cacheA.key.buffer), Buffer.from(cacheB.key.buffer)) !== 0) return { ok: false, detail: 'host key pools differ after resident write' };
+    // Point one sequence's last block at a freshly written block so attention reads the new tokens.
+    const tables = batch.blockTables.slice();
+    tables[0] = free[0]! >> 4;
+    const a1 = { ...args(cacheA, o1), blockTables: tables };
+    const a2 = { ...args(cacheB, o2), blockTables: tables };
+    plain.pagedAttention(a1);
+    resident.pagedAttention(a2);
+    const same = Buffer.compare(Buffer.from(o1.buffer), Buffer.from(o2.buffer)) === 0;
+    return {
+      ok: same && resident.residentBytes > 0,
+      detail: same ? `identical outputs; ${resident.residentBytes} resident bytes` : 'resident and copied caches gave different attention outputs',
+    };
+  } finally {
+    plain.dispose();
+    resident.dispose();
+  }
+}
+
+/**
+ * Run the GPU check. Never throws for a backend failure: every stage records its error in `errors` and the report
+ * says `ok: false`. When the backend cannot be created, `unavailable` says why.
+ */
+export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuCheckReport> {
+  const log = options.log ?? (() => {});
+  const started = performance.now();
+  const report: GpuCheckReport = {
+    ok: false,
+    startedAt: new Date().toISOString(),
+    durationMs: 0,
+    host: { node: process.version, platform: process.platform, arch: process.arch },
+    errors: [],
+  };
+  const make = options.create ?? ((o: GpuBackendOptions) => createBackend(o));
+  const base = options.backendOptions ?? {};
+  let gpu: GpuBackend;
+  try {
+    gpu = make(base);
+  } catch (e) {
+    report.unavailable = errText(e);
+    report.durationMs = performance.now() - started;
+    return report;
+  }
+  const ref = createReferenceBackend();
+  const stage = <T>(name: string, f: () => T): T | undefined => {
+    log(`${name} ...`);
+    try {
+      return f();
+    } catch (e) {
+      report.errors.push(`${name}: ${errText(e)}`);
+      log(`${name} FAILED: ${errText(e)}`);
+      return undefined;
+    }
+  };
+  try {
+    report.backend = {
+      name: gpu.name,
+      description: gpu.info.description,
+      vendor: gpu.vendor,
+      device: gpu.device,
+      targets: gpu.targets,
+      gemm: gpu.gemm,
+      gemmNote: gpu.gemmNote,
+    };
+    log(`backend: ${gpu.info.description}`);
+
+    const size = options.parity ?? 'quick';
+    if (size !== 'off') {
+      stage(`parity (${size})`, () => {
+        const [r, ms] = timed(() => runParitySuite(gpu, ref, { size }));
+        report.parity = { size, cases: r.cases, passed: r.passed, failures: r.failures.slice(0, 50), byOp: r.byOp, summary: formatParityReport(r, 30), ms };
+        log(report.parity.summary.split('\n')[0]!);
+      });
+      stage('bad input', () => {
+        const [f, ms] = timed(() => runBadInputSuite(gpu));
+        report.badInput = { failures: f.slice(0, 50), ms };
+      });
+    }
+    stage('long-context attention', () => {
+      report.longContext = longContextChecks(gpu, ref);
+    });
+    stage('residency', () => {
+      report.residency = residencyCheck(make, base, ref);
+    });
+    if (gpu.vendor === 'cuda') {
+      stage('fp8.h vs CUDA conversions (all 2^32 inputs)', () => {
+        report.fp8Vendor = [];
+        for (const format of ['e4m3fn', 'e5m2'] as const) {
+          for (const saturation of ['satfinite', 'nosat'] as const) {
+            report.fp8Vendor.push({ format, saturation, ...gpu.fp8VendorCheck(format, saturation) });
+          }
+        }
+      });
+    }
+    stage('device encoder vs @kvq/fp8', () => {
+      report.fp8DeviceVsHost = [];
+      const CHUNK = 2 ** 22;
+      const chunks = [0, 240, 252, 255, 508, 512, 752, 764, 767, 1023];
+      const dev = new Uint8Array(CHUNK);
+      const host = new Uint8Array(CHUNK);
+      for (const format of ['e4m3fnuz', 'e5m2fnuz', 'e4m3fn', 'e5m2'] as Fp8Format[]) {
+        for (const saturation of ['satfinite', 'nosat'] as Saturation[]) {
+          const mismatched: string[] = [];
+          for (const c of chunks) {
+            gpu.encodeFp8Bits(c * CHUNK, CHUNK, format, { saturation, out: dev });
+            encodeFp8BitRange(c * CHUNK, CHUNK, format, { saturation, out: host });
+            if (Buffer.compare(dev, host) !== 0) mismatched.push(`#${c}`);
+          }
+          report.fp8DeviceVsHost.push({ format, saturation, chunks: chunks.length, mismatched });
+        }
+      }
+    });
+
+    if (options.benchmarks !== false) {
+      stage('benchmarks', () => {
+        const peak = gpu.device.peakBandwidthGBs;
+        let copy: number | null = null;
+        try {
+          copy = gpu.benchCopy(1 << 30, 20);
+        } catch (e) {
+          report.errors.push(`benchCopy: ${errText(e)}`);
+        }
+        const attention: AttentionBenchRow[] = [];
+        const tokens = options.benchTokens ?? 262_144;
+        for (const contextLen of options.contexts ?? [4096, 16384, 65536]) {
+          const numSeqs = Math.max(1, Math.floor(tokens / contextLen));
+          let bf16Ms: number | undefined;
+          for (const [kvDtype, fp8Query] of [['bf16', false], ['e4m3fn', false], ['e4m3fn', true]] as const) {
+            const r = gpu.benchAttention({ kvDtype, fp8Query, contextLen, numSeqs, numHeads: 32, numKvHeads: 8, headSize: 128, blockSize: 16, warmup: 3, iters: 20 });
+            if (kvDtype === 'bf16') bf16Ms = r.msMedian;
+            attention.push({
+              kvDtype,
+              fp8Query,
+              contextLen,
+              numSeqs,
+              ms: r.msMedian,
+              msMin: r.msMin,
+              gbps: r.gbps,
+              fractionOfPeak: peak > 0 ? r.gbps / peak : null,
+              fractionOfCopy: copy ? r.gbps / copy : null,
+              splits: r.splits,
+              finite: r.finite,
+              speedupVsBf16: kvDtype === 'bf16' || bf16Ms === undefined ? undefined : bf16Ms / r.msMedian,
+            });
+            log(`attention ${kvDtype}${fp8Query ? '+fp8q' : ''} ctx ${contextLen} x${numSeqs}: ${r.msMedian.toFixed(3)} ms, ${r.gbps.toFixed(0)} GB/s`);
+          }
+        }
+        const linear: { label: string; ms: number; gbps?: number; tflops?: number }[] = [];
+        const gemv = gpu.benchLinear({ weightDtype: 'bf16', rows: 1, inFeatures: 4096, outFeatures: 14336, iters: 50 });
+        linear.push({ label: 'GEMV bf16 1x4096 -> 14336', ms: gemv, gbps: (4096 * 14336 * 2) / (gemv * 1e-3) / 1e9 });
+        for (const gemm of ['builtin', 'auto'] as const) {
+          if (gemm === 'auto' && gpu.gemm !== 'cublas') continue;
+          const ms = gpu.benchLinear({ weightDtype: 'bf16', rows: 512, inFeatures: 4096, outFeatures: 4096, iters: 20, gemm });
+          linear.push({ label: `GEMM bf16 512x4096 -> 4096 (${gemm === 'auto' ? 'cuBLAS SGEMM' : 'built-in'})`, ms, tflops: (2 * 512 * 4096 * 4096) / (ms * 1e-3) / 1e12 });
+        }
+        report.benchmarks = { peakGBs: peak, copyGBs: copy, attention, linear };
+      });
+    }
+  } finally {
+    gpu.dispose();
+  }
+  const parityOk = report.parity === undefined || report.parity.failures.length === 0;
+  const badOk = report.badInput === undefined || report.badInput.failures.length === 0;
+  const longOk = (report.longContext ?? []).every((c) => c.ok);
+  const resOk = report.residency?.ok !== false;
+  const vendorOk = (report.fp8Vendor ?? []).every((v) => v.encodeMismatches === 0 && v.decodeMismatches === 0);
+  const hostOk = (report.fp8DeviceVsHost ?? []).every((v) => v.mismatched.length === 0);
+  const benchOk = (report.benchmarks?.attention ?? []).every((a) => a.finite);
+  report.ok = report.errors.length === 0 && parityOk && badOk && longOk && resOk && vendorOk && hostOk && benchOk;
+  report.durationMs = performance.now() - started;
+  return report;
+}
+
+/** A short human-readable summary of a report (the last lines a device run prints). */
+export function formatGpuCheck(r: GpuCheckReport): string {
+  const lines: string[] = [];
+  if (r.unavailable) return `GPU check: backend unavailable: ${r.unavailable}`;
+  lines.push(`GPU check ${r.ok ? 'PASSED' : 'FAILED'} in ${(r.durationMs / 1000).toFixed(1)} s on ${r.backend?.device.name ?? '?'} (${r.backend?.device.arch ?? '?'})`);
+  if (r.parity) lines.push(`  parity ${r.parity.size}: ${r.parity.passed}/${r.parity.cases} cases`);
+  for (const f of r.parity?.failures.slice(0, 10) ?? []) lines.push(`    FAIL ${f.label}: ${f.message}`);
+  if (r.badInput) lines.push(`  bad input: ${r.badInput.failures.length === 0 ? 'all rejected like the reference' : `${r.badInput.failures.length} mismatches`}`);
+  for (const c of r.longContext ?? []) lines.push(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.label} (max |err| ${c.maxAbsError.toExponential(2)})${c.message ? `: ${c.message}` : ''}`);
+  if (r.residency) lines.push(`  residency: ${r.residency.ok ? 'ok' : 'FAIL'} (${r.residency.detail})`);
+  for (const v of r.fp8Vendor ?? []) {
+    lines.push(`  fp8.h vs CUDA ${v.format}/${v.saturation}: ${v.encodeMismatches} encode / ${v.decodeMismatches} decode mismatches (${v.ms.toFixed(1)} ms)`);
+  }
+  for (const v of r.fp8DeviceVsHost ?? []) {
+    if (v.mismatched.length > 0) lines.push(`  device encoder vs @kvq/fp8 ${v.format}/${v.saturation}: mismatched chunks ${v.mismatched.join(' ')}`);
+  }
+  if (r.fp8DeviceVsHost) lines.push(`  device encoder vs @kvq/fp8: ${r.fp8DeviceVsHost.every((v) => v.mismatched.length === 0) ? 'identical' : 'DIFFERENT'} (${r.fp8DeviceVsHost.length} format/saturation pairs)`);
+  const b = r.benchmarks;
+  if (b) {
+    lines.push(`  bandwidth: peak ${b.peakGBs.toFixed(0)} GB/s, measured copy ${b.copyGBs?.toFixed(0) ?? '?'} GB/s`);
+    lines.push('  decode attention (32 q heads, 8 kv heads, d 128, block 16):');
+    lines.push('    kv        ctx     seqs   ms      GB/s   %peak  %copy  vs bf16  splits');
+    for (const a of b.attention) {
+      lines.push(
+        `    ${(a.kvDtype + (a.fp8Query ? '+q8' : '')).padEnd(9)} ${String(a.contextLen).padEnd(7)} ${String(a.numSeqs).padEnd(6)} ${a.ms.toFixed(3).padEnd(7)} ${a.gbps.toFixed(0).padEnd(6)} ${a.fractionOfPeak === null ? '-' : (a.fractionOfPeak * 100).toFixed(0).padEnd(6)} ${a.fractionOfCopy === null ? '-' : (a.fractionOfCopy * 100).toFixed(0).padEnd(6)} ${a.speedupVsBf16 === undefined ? '-      ' : `${a.speedupVsBf16.toFixed(2)}x`.padEnd(7)}  ${a.splits}`,
+      );
+    }
+    for (const l of b.linear) lines.push(`  ${l.label}: ${l.ms.toFixed(3)} ms${l.gbps ? `, ${l.gbps.toFixed(0)} GB/s` : ''}${l.tflops ? `, ${l.tflops.toFixed(1)} TFLOP/s` : ''}`);
+  }
+  for (const e of r.errors) lines.push(`  ERROR ${e}`);
+  return lines.join('\n');
+}

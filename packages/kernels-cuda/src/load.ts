@@ -1,0 +1,192 @@
+/**
+ * Finding, probing and loading the native GPU addon without ever taking the process down:
+ *
+ * 1. {@link probeAddon} first loads the addon in a CHILD Node process and asks the vendor runtime what it sees
+ *    (driver, devices). A binary that segfaults or aborts on load, a missing driver or no device all end up as a
+ *    reason string; the calling process never touched the binary.
+ * 2. Only then {@link loadAddon} `require`s it in-process (inside try/catch, ABI and vendor checked).
+ *
+ * The same code serves `@kvq/kernels-rocm` through a {@link GpuVendorSpec}.
+ * @module
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { ADDON_ABI, type GpuVendor, type NativeAddon, type NativeProbe } from './addon-types.js';
+
+/** What differs between the CUDA and the ROCm package. */
+export interface GpuVendorSpec {
+  /** Backend name (`KVQ_BACKEND` value): `'cuda'` or `'rocm'`. */
+  readonly name: string;
+  /** The vendor the addon must report. */
+  readonly vendor: GpuVendor;
+  /** Human name, e.g. `'CUDA'`. */
+  readonly label: string;
+  /** Package name, for messages. */
+  readonly packageName: string;
+  /** Environment variable holding an explicit addon path (tried first). */
+  readonly addonEnv: string;
+  /** Environment variable selecting the device ordinal. */
+  readonly deviceEnv: string;
+  /** Default addon paths, in order. */
+  readonly defaultPaths: () => string[];
+  /** How to build the addon (appended to "not built" reasons). */
+  readonly buildHint: string;
+}
+
+/** The CUDA package's spec. */
+export const CUDA_SPEC: GpuVendorSpec = Object.freeze({
+  name: 'cuda',
+  vendor: 'cuda',
+  label: 'CUDA',
+  packageName: '@kvq/kernels-cuda',
+  addonEnv: 'KVQ_CUDA_ADDON',
+  deviceEnv: 'KVQ_CUDA_DEVICE',
+  // src/ and dist/ are both one level below the package root.
+  defaultPaths: () => [fileURLToPath(new URL('../build/Release/kvq_cuda.node', import.meta.url))],
+  buildHint:
+    'Build it with `pnpm --filter @kvq/kernels-cuda build:native` (needs the CUDA toolkit: nvcc and libcudart_static.a), or point KVQ_CUDA_ADDON at a kvq_cuda.node',
+});
+
+/** Candidate addon paths of a spec: `env[spec.addonEnv]` first, then the defaults. */
+export function addonCandidates(spec: GpuVendorSpec = CUDA_SPEC, env: NodeJS.ProcessEnv = process.env): string[] {
+  const out: string[] = [];
+  const explicit = env[spec.addonEnv];
+  if (explicit) out.push(explicit);
+  out.push(...spec.defaultPaths());
+  return out;
+}
+
+/** Outcome of {@link loadAddon}. */
+export type AddonLoad =
+  | { readonly ok: true; readonly addon: NativeAddon; readonly path: string }
+  | { readonly ok: false; readonly reason: string; readonly tried: readonly { path: string; error: string }[]; readonly cause?: unknown };
+
+function firstLine(e: unknown): string {
+  return e instanceof Error ? (e.message.split('\n')[0] ?? e.message) : String(e);
+}
+
+/**
+ * Try `paths` in order (uncached): the first that exists, loads, has the right ABI and vendor wins. Never throws.
+ * `requireFn` defaults to this module's `require`.
+ */
+export function tryLoadAddon(
+  paths: readonly string[],
+  spec: GpuVendorSpec = CUDA_SPEC,
+  requireFn: NodeJS.Require = createRequire(import.meta.url),
+): AddonLoad {
+  const tried: { path: string; error: string }[] = [];
+  let lastCause: unknown;
+  for (const path of paths) {
+    if (!existsSync(path)) {
+      tried.push({ path, error: 'not found' });
+      continue;
+    }
+    try {
+      const addon = requireFn(path) as NativeAddon;
+      if (addon === null || typeof addon !== 'object' || addon.abi !== ADDON_ABI) {
+        tried.push({ path, error: `stale or foreign build: ABI ${String((addon as { abi?: unknown } | null)?.abi)}, this package needs ${ADDON_ABI}` });
+        continue;
+      }
+      if (addon.vendor !== spec.vendor) {
+        tried.push({ path, error: `built for ${String(addon.vendor)}, not ${spec.vendor}` });
+        continue;
+      }
+      return { ok: true, addon, path };
+    } catch (e) {
+      lastCause = e;
+      tried.push({ path, error: firstLine(e) });
+    }
+  }
+  return { ok: false, reason: notBuiltReason(spec, tried), tried, cause: lastCause };
+}
+
+function notBuiltReason(spec: GpuVendorSpec, tried: readonly { path: string; error: string }[]): string {
+  const list = tried.map((t) => `${t.path} (${t.error})`).join('; ');
+  return `no usable native addon [${list}]. ${spec.buildHint}`;
+}
+
+const loads = new Map<string, AddonLoad>();
+
+/** Load the addon of a spec once per process (success or failure is cached). Never throws. */
+export function loadAddon(spec: GpuVendorSpec = CUDA_SPEC): AddonLoad {
+  const key = `${spec.name}\0${addonCandidates(spec).join('\0')}`;
+  let r = loads.get(key);
+  if (!r) {
+    r = tryLoadAddon(addonCandidates(spec), spec);
+    loads.set(key, r);
+  }
+  return r;
+}
+
+/** Outcome of {@link probeAddon}. */
+export type AddonProbe =
+  | { readonly ok: true; readonly path: string; readonly probe: NativeProbe }
+  | { readonly ok: false; readonly reason: string; readonly path?: string; readonly probe?: NativeProbe };
+
+const PROBE_MARK = 'KVQ_GPU_PROBE ';
+
+/**
+ * Load the addon at `path` in a child Node process and return what its runtime sees (driver, devices). A crash,
+ * hang (`timeoutMs`), wrong ABI or vendor, or "no device" becomes `{ ok: false, reason }`. Never throws.
+ */
+export function probeInChild(path: string, spec: GpuVendorSpec = CUDA_SPEC, timeoutMs = 60_000): AddonProbe {
+  const script =
+    `let r;` +
+    `try { const a = require(${JSON.stringify(path)});` +
+    `r = { abi: a.abi, vendor: a.vendor, probe: typeof a.probe === 'function' ? a.probe() : null }; }` +
+    `catch (e) { r = { error: String(e && e.message || e).split('\\n')[0] }; }` +
+    `process.stdout.write(${JSON.stringify(PROBE_MARK)} + JSON.stringify(r) + '\\n');`;
+  const r = spawnSync(process.execPath, ['-e', script], {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    killSignal: 'SIGKILL',
+    env: { ...process.env, KVQ_BACKEND: '' },
+    maxBuffer: 1 << 20,
+  });
+  if (r.error && (r.error as NodeJS.ErrnoException).code === 'ETIMEDOUT') {
+    return { ok: false, path, reason: `the ${spec.label} probe of ${path} timed out after ${timeoutMs} ms` };
+  }
+  if (r.signal) return { ok: false, path, reason: `the ${spec.label} probe of ${path} crashed with ${r.signal}` };
+  const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith(PROBE_MARK));
+  if (r.status !== 0 || !line) {
+    const tail = `${r.stderr ?? ''}`.trim().split('\n').slice(-2).join(' | ');
+    return { ok: false, path, reason: `the ${spec.label} probe of ${path} exited with ${String(r.status)}${tail ? `: ${tail}` : ''}` };
+  }
+  let parsed: { abi?: unknown; vendor?: unknown; probe?: NativeProbe | null; error?: string };
+  try {
+    parsed = JSON.parse(line.slice(PROBE_MARK.length)) as typeof parsed;
+  } catch (e) {
+    return { ok: false, path, reason: `the ${spec.label} probe printed unreadable output: ${firstLine(e)}` };
+  }
+  if (parsed.error !== undefined) return { ok: false, path, reason: `${path} does not load: ${parsed.error}` };
+  if (parsed.abi !== ADDON_ABI) {
+    return { ok: false, path, reason: `${path} is a stale or foreign build (ABI ${String(parsed.abi)}, this package needs ${ADDON_ABI}). ${spec.buildHint}` };
+  }
+  if (parsed.vendor !== spec.vendor || !parsed.probe) {
+    return { ok: false, path, reason: `${path} was built for ${String(parsed.vendor)}, not ${spec.vendor}` };
+  }
+  const probe = parsed.probe;
+  if (!probe.ok) return { ok: false, path, probe, reason: probe.reason ?? `no usable ${spec.label} device` };
+  return { ok: true, path, probe };
+}
+
+const probes = new Map<string, AddonProbe>();
+
+/**
+ * Probe the first existing addon candidate of `spec` in a child process (cached per process). Never throws.
+ * `{ ok: false }` says why the backend cannot run here: not built, does not load, no driver, no device.
+ */
+export function probeAddon(spec: GpuVendorSpec = CUDA_SPEC, timeoutMs = 60_000): AddonProbe {
+  const candidates = addonCandidates(spec);
+  const key = `${spec.name}\0${candidates.join('\0')}`;
+  const cached = probes.get(key);
+  if (cached) return cached;
+  const path = candidates.find((p) => existsSync(p));
+  const result: AddonProbe = path
+    ? probeInChild(path, spec, timeoutMs)
+    : { ok: false, reason: notBuiltReason(spec, candidates.map((p) => ({ path: p, error: 'not found' }))) };
+  probes.set(key, result);
+  return result;
+}

@@ -1,0 +1,39 @@
+import { describeLoad, isKernelError, loadBackend } from '@kvq/kernels';
+import { describe, expect, it } from 'vitest';
+import { backendName, createBackend, rocmAvailability, ROCM_SPEC } from './backend.js';
+
+const avail = rocmAvailability();
+
+describe('the ROCm backend', () => {
+  it('is the CUDA facade with its own name, addon and variables', () => {
+    expect(backendName).toBe('rocm');
+    expect(ROCM_SPEC.vendor).toBe('hip');
+    expect(ROCM_SPEC.defaultPaths()[0]).toMatch(/kernels-rocm[/\\]build[/\\]Release[/\\]kvq_rocm\.node$/);
+    expect(ROCM_SPEC.addonEnv).toBe('KVQ_ROCM_ADDON');
+  });
+
+  it('says why when unavailable (not built, no HIP runtime, or no AMD GPU)', () => {
+    if (avail.available) return;
+    expect(avail.reason).toMatch(/no usable native addon|no usable HIP device|hipErrorNoDevice|does not load/);
+  });
+});
+
+describe.skipIf(avail.available)('without an AMD GPU (this machine)', () => {
+  it('createBackend throws BACKEND_UNAVAILABLE with the reason', () => {
+    let e: unknown;
+    try {
+      createBackend();
+    } catch (err) {
+      e = err;
+    }
+    expect(isKernelError(e, 'BACKEND_UNAVAILABLE')).toBe(true);
+    expect((e as Error).message).toContain('@kvq/kernels-rocm is unavailable');
+  });
+
+  it("the @kvq/kernels loader falls back past 'rocm'", async () => {
+    const loaded = await loadBackend({ env: '', candidates: [{ name: 'rocm', load: () => import('./index.js') }] });
+    expect(loaded.backend.name).toBe('reference');
+    expect(loaded.rejected.map((r) => r.name)).toEqual(['rocm']);
+    expect(describeLoad(loaded)).toContain('@kvq/kernels-rocm is unavailable');
+  });
+});

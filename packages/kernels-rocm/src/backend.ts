@@ -1,0 +1,42 @@
+/**
+ * The ROCm backend: `@kvq/kernels-cuda`'s typed facade over the HIP build of the same kernels
+ * (`build/Release/kvq_rocm.node`, from `build:native`).
+ * @module
+ */
+import { fileURLToPath } from 'node:url';
+import { createGpuBackend, gpuAvailability, type GpuAvailability, type GpuBackend, type GpuBackendOptions, type GpuVendorSpec } from '@kvq/kernels-cuda';
+
+/** The name the loader and `KVQ_BACKEND` use for this backend. */
+export const backendName = 'rocm';
+
+/** Where the ROCm addon is and how it is told apart from the CUDA one. */
+export const ROCM_SPEC: GpuVendorSpec = Object.freeze({
+  name: backendName,
+  vendor: 'hip',
+  label: 'ROCm',
+  packageName: '@kvq/kernels-rocm',
+  addonEnv: 'KVQ_ROCM_ADDON',
+  deviceEnv: 'KVQ_ROCM_DEVICE',
+  // src/ and dist/ are both one level below the package root.
+  defaultPaths: () => [fileURLToPath(new URL('../build/Release/kvq_rocm.node', import.meta.url))],
+  buildHint:
+    'Build it with `pnpm --filter @kvq/kernels-rocm build:native` (needs hipcc and libamdhip64, e.g. apt-get install hipcc libamdhip64-dev rocm-device-libs), or point KVQ_ROCM_ADDON at a kvq_rocm.node',
+});
+
+/** Probe the ROCm addon in a child process (cached) without creating a backend. Never throws. */
+export function rocmAvailability(timeoutMs?: number): GpuAvailability {
+  return gpuAvailability(ROCM_SPEC, timeoutMs);
+}
+
+/**
+ * Create the ROCm backend (the factory the `@kvq/kernels` loader imports for `'rocm'`). Options as
+ * `@kvq/kernels-cuda`'s (`device` defaults to `KVQ_ROCM_DEVICE`, else 0).
+ * @throws KernelError `BACKEND_UNAVAILABLE` when the addon is not built, does not load, or no AMD GPU is usable
+ *   here (the message says which and how to fix it); `INVALID_ARGUMENT` for bad options.
+ * @example
+ * const gpu = createBackend();
+ * const plan = rocmFp8Plan(gpu.device.arch);   // e4m3fnuz on MI300
+ */
+export function createBackend(options: GpuBackendOptions = {}): GpuBackend {
+  return createGpuBackend(ROCM_SPEC, options);
+}
