@@ -37,13 +37,17 @@ afterAll(() => {
 
 const factory = (name: string, make: () => unknown): BackendCandidate => ({ name, load: () => ({ createBackend: make }) });
 
+/** Why the CUDA backend cannot be used on a machine without a GPU: not installed, not built, or no device. */
+const CUDA_UNUSABLE = /not installed \(cannot resolve @kvq\/kernels-cuda|kernels-cuda\/dist\/index\.js failed|unavailable|no usable CUDA device|not built/;
+
 describe('loadBackend', () => {
   it('falls back to the reference, reporting why each default candidate was rejected', async () => {
     const r = await loadBackend({ env: '', candidates: ['cuda', '@fake/absent'], resolveFrom: [dir] });
     expect(r.backend.name).toBe('reference');
     expect(r.rejected.map((x) => x.name)).toEqual(['cuda', '@fake/absent']);
-    expect(r.rejected[0]!.reason).toMatch(/not installed \(cannot resolve @kvq\/kernels-cuda/);
-    expect(describeLoad(r)).toContain('reference (none, 1 thread); rejected: cuda: not installed');
+    // In a workspace @kvq/kernels-cuda may resolve (unbuilt, or built on a machine with no GPU): any of these.
+    expect(r.rejected[0]!.reason).toMatch(CUDA_UNUSABLE);
+    expect(describeLoad(r)).toMatch(/^reference \(none, 1 thread\); rejected: cuda: \S/);
   });
 
   it('loads a package by name from resolveFrom (the app directory) when it is not resolvable from here', async () => {
@@ -152,7 +156,7 @@ describe('loadBackend', () => {
       expect((err as Error).message).toContain('no prebuilt binary for this platform');
       expect((err as Error).message).toContain('KVQ_BACKEND=@fake/nobinary');
       const err2 = await loadBackend({ env: 'cuda', resolveFrom: [dir] }).catch((e: unknown) => e);
-      expect((err2 as Error).message).toMatch(/not installed/);
+      expect((err2 as Error).message).toMatch(CUDA_UNUSABLE);
     });
 
     it('reads process.env.KVQ_BACKEND when env is not given', async () => {
