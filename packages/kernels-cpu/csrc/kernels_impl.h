@@ -871,6 +871,34 @@ struct AttnCtx {
   int group;
 };
 
+/**
+ * Rows of the next tile to prefetch while this one is computed: the score loop touches the next tile's K rows
+ * and the P.V loop its V rows, a few lines per key, so the misses overlap the arithmetic instead of stalling on
+ * a burst of prefetches that overflows the miss buffers (the blocks are scattered; no hardware prefetcher
+ * predicts them).
+ */
+struct NextRows {
+  const char* base;     // K or V pool (bytes)
+  const int64_t* idx;   // element offsets of the next tile's rows
+  int n;                // rows in the next tile (0 = none)
+  int64_t elemBytes;    // bytes per element
+
+  /** Prefetch row j (RB = bytes per row, a compile-time constant in the kernels). */
+  template <int64_t RB>
+  inline __attribute__((always_inline)) void touch(int j) const {
+    if (j >= n) return;
+    const char* a = base + idx[j] * elemBytes;
+    for (int64_t b = 0; b < RB; b += 64) vprefetch(a + b);
+    // A row that does not start on a cache line ends in one more line.
+    if (((reinterpret_cast<uintptr_t>(a) & 63) != 0) || (RB % 64) != 0) vprefetch(a + RB - 1);
+  }
+  /** Touch the rows [from, n) not reached by a loop over the first `from` keys. */
+  template <int64_t RB>
+  inline __attribute__((always_inline)) void rest(int from) const {
+    for (int j = from; j < n; j++) touch<RB>(j);
+  }
+};
+
 // ---- fused decode path: K/V dequantized in registers, straight into the dot products -------------------
 // Used for tiles where every one of the R <= 4 query rows attends every key (decode), with a compile-time head
 // size HS (a multiple of W), so all loops over the head unroll.
@@ -878,11 +906,12 @@ struct AttnCtx {
 /** S[r, j] = dot(Q[r], dequant(K[j])) for r < R, j < nt. */
 template <int DT, int HS, int R, bool kFast>
 static void scores_fused(const typename Load<DT>::T* kc, const int64_t* idx, int nt, const float* Q, int64_t dp,
-                         float* S, VF mul) {
+                         float* S, VF mul, const NextRows& next) {
   constexpr int NC = HS / W;
   constexpr int KB = (W >= 16 || R <= 2) ? 4 : 2;  // keys per step (accumulators R x KB stay in registers)
   int j = 0;
   for (; j + KB <= nt; j += KB) {
+    for (int b = 0; b < KB; b++) next.touch<HS * sizeof(typename Load<DT>::T)>(j + b);
     VF acc[R][KB];
     for (int r = 0; r < R; r++)
       for (int b = 0; b < KB; b++) acc[r][b] = vzero();
@@ -902,6 +931,7 @@ static void scores_fused(const typename Load<DT>::T* kc, const int64_t* idx, int
       }
     }
   }
+  next.rest<HS * sizeof(typename Load<DT>::T)>(j);
   for (; j < nt; j++) {
     VF acc[R];
     for (int r = 0; r < R; r++) acc[r] = vzero();
@@ -916,7 +946,7 @@ static void scores_fused(const typename Load<DT>::T* kc, const int64_t* idx, int
 /** acc[r] += sum_{j < nt} P[r, j] * dequant(V[j]) for r < R. */
 template <int DT, int HS, int R, bool kFast>
 static void pv_fused(const typename Load<DT>::T* vc, const int64_t* idx, int nt, const float* P, float* acc, int64_t dp,
-                     VF mul) {
+                     VF mul, const NextRows& next) {
   constexpr int NC = HS / W;
   constexpr int kRegs = W >= 16 ? 16 : 8;
   constexpr int CG0 = kRegs / R < 1 ? 1 : kRegs / R;
@@ -927,6 +957,7 @@ static void pv_fused(const typename Load<DT>::T* vc, const int64_t* idx, int nt,
     for (int r = 0; r < R; r++)
       for (int c = 0; c < CG; c++) a[r][c] = vload(acc + r * dp + (cg + c) * W);
     for (int j = 0; j < nt; j++) {
+      if (cg == 0) next.touch<HS * sizeof(typename Load<DT>::T)>(j);
       VF pj[R];
       for (int r = 0; r < R; r++) pj[r] = vset1(P[r * kTile + j]);
       for (int c = 0; c < CG; c++) {
@@ -937,6 +968,7 @@ static void pv_fused(const typename Load<DT>::T* vc, const int64_t* idx, int nt,
     for (int r = 0; r < R; r++)
       for (int c = 0; c < CG; c++) vstore(acc + r * dp + (cg + c) * W, a[r][c]);
   }
+  next.rest<HS * sizeof(typename Load<DT>::T)>(nt);
 }
 
 // ---- byte-table (LUT) variants: rows in the table decode's order (see lut_perm), raw decoded values ------------
@@ -944,10 +976,11 @@ static void pv_fused(const typename Load<DT>::T* vc, const int64_t* idx, int nt,
 /** S[r, j] = dot(Q[r], decode(K[j])) for r < R, j < nt, K decoded 64 codes at a time through the table. */
 template <int HS, int R>
 static void scores_lut(const uint8_t* kc, const int64_t* idx, int nt, const float* Q, int64_t dp, float* S,
-                       const Fp8Lut& lut) {
+                       const Fp8Lut& lut, const NextRows& next) {
   // KB keys per step (R x KB accumulators; decoded blocks may spill for R = 4, which measured faster than KB = 2).
   constexpr int KB = 4;
   for (int j = 0; j < nt; j += KB) {
+    for (int b = 0; b < KB; b++) next.touch<HS>(j + b);
     VF acc[R][KB];
     for (int r = 0; r < R; r++)
       for (int b = 0; b < KB; b++) acc[r][b] = vzero();
@@ -971,17 +1004,19 @@ static void scores_lut(const uint8_t* kc, const int64_t* idx, int nt, const floa
       }
     }
   }
+  next.rest<HS>((int)round_up(nt, KB));
 }
 
 /** acc[r] += sum_{j < nt} P[r, j] * decode(V[j]) for r < R (one 64-element block per pass). */
 template <int HS, int R>
 static void pv_lut(const uint8_t* vc, const int64_t* idx, int nt, const float* P, float* acc, int64_t dp,
-                   const Fp8Lut& lut) {
+                   const Fp8Lut& lut, const NextRows& next) {
   for (int blk = 0; blk < HS / 64; blk++) {
     VF a[R][4];
     for (int r = 0; r < R; r++)
       for (int c = 0; c < 4; c++) a[r][c] = vload(acc + r * dp + blk * 64 + c * W);
     for (int j = 0; j < nt; j++) {
+      if (blk == 0) next.touch<HS>(j);
       VF v[4];
       fp8_lut_decode64(vc + idx[j] + blk * 64, lut, v);
       for (int r = 0; r < R; r++) {
@@ -992,6 +1027,7 @@ static void pv_lut(const uint8_t* vc, const int64_t* idx, int nt, const float* P
     for (int r = 0; r < R; r++)
       for (int c = 0; c < 4; c++) vstore(acc + r * dp + blk * 64 + c * W, a[r][c]);
   }
+  next.rest<HS>(nt);
 }
 
 /** Decode one row of HS codes into dst in table order: through the table, or exactly (NaN codes present). */
@@ -1054,20 +1090,20 @@ static void softmax_update(AttnScratch& s, int ra, int rb, int32_t j0, int nt, i
 /** Scores, softmax and P.V of one uniform tile through the fused kernels (R' = R rounded up to 1, 2 or 4). */
 template <int DT, int HS, int RR, bool kFast>
 static void tile_fused(AttnScratch& s, const typename Load<DT>::T* kc, const typename Load<DT>::T* vc, int R, int32_t j0,
-                       int nt, int64_t dp, float kmul, float vmul) {
-  scores_fused<DT, HS, RR, kFast>(kc, s.idx, nt, s.q, dp, s.s, vset1(kmul));
+                       int nt, int64_t dp, float kmul, float vmul, const NextRows& nk, const NextRows& nv) {
+  scores_fused<DT, HS, RR, kFast>(kc, s.idx, nt, s.q, dp, s.s, vset1(kmul), nk);
   softmax_update(s, 0, R, j0, nt, dp);
-  pv_fused<DT, HS, RR, kFast>(vc, s.idx, nt, s.s, s.acc, dp, vset1(vmul));
+  pv_fused<DT, HS, RR, kFast>(vc, s.idx, nt, s.s, s.acc, dp, vset1(vmul), nv);
 }
 
 template <int DT, int HS, bool kFast>
 static void tile_fused_rt(AttnScratch& s, const typename Load<DT>::T* kc, const typename Load<DT>::T* vc, int R, int32_t j0,
-                          int nt, int64_t dp, float kmul, float vmul) {
+                          int nt, int64_t dp, float kmul, float vmul, const NextRows& nk, const NextRows& nv) {
   if constexpr (HS > 0) {
     switch (R) {
-      case 1: tile_fused<DT, HS, 1, kFast>(s, kc, vc, R, j0, nt, dp, kmul, vmul); break;
-      case 2: tile_fused<DT, HS, 2, kFast>(s, kc, vc, R, j0, nt, dp, kmul, vmul); break;
-      default: tile_fused<DT, HS, 4, kFast>(s, kc, vc, R, j0, nt, dp, kmul, vmul); break;
+      case 1: tile_fused<DT, HS, 1, kFast>(s, kc, vc, R, j0, nt, dp, kmul, vmul, nk, nv); break;
+      case 2: tile_fused<DT, HS, 2, kFast>(s, kc, vc, R, j0, nt, dp, kmul, vmul, nk, nv); break;
+      default: tile_fused<DT, HS, 4, kFast>(s, kc, vc, R, j0, nt, dp, kmul, vmul, nk, nv); break;
     }
   }
 }
@@ -1194,11 +1230,11 @@ static void attn_task(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase)
   }
   for (int32_t j0 = kb; j0 < ke; j0 += kTile) {
     const int nt = (int)imin(kTile, ke - j0);
-    if (j0 + kTile < ke) {
-      const int nn = (int)imin(kTile, ke - j0 - kTile);
-      rowOffsets(j0 + kTile, nn, idxNext);
-      prefetchRows(idxNext, nn);
-    }
+    const int nn = j0 + kTile < ke ? (int)imin(kTile, ke - j0 - kTile) : 0;
+    if (nn > 0) rowOffsets(j0 + kTile, nn, idxNext);
+    // The fused paths prefetch the next tile while they compute (NextRows); the others in one burst here.
+    const NextRows nextK{reinterpret_cast<const char*>(kc), idxNext, nn, (int64_t)sizeof(T)};
+    const NextRows nextV{reinterpret_cast<const char*>(vc), idxNext, nn, (int64_t)sizeof(T)};
     // Active rows: key ranges are monotone in r, so they form one contiguous run.
     int ra = 0, rb = R;
     while (ra < R && !(s.lo[ra] < j0 + nt && s.hi[ra] > j0)) ra++;
@@ -1221,24 +1257,25 @@ static void attn_task(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase)
     if (kLut && fast && ra < rb && fusedOk && uniform && ra == 0 && rb == R) {
       if constexpr (kLut) {
         switch (R) {
-          case 1: scores_lut<HS, 1>(kc, s.idx, nt, s.q, dp, s.s, lut); break;
-          case 2: scores_lut<HS, 2>(kc, s.idx, nt, s.q, dp, s.s, lut); break;
-          default: scores_lut<HS, 4>(kc, s.idx, nt, s.q, dp, s.s, lut); break;
+          case 1: scores_lut<HS, 1>(kc, s.idx, nt, s.q, dp, s.s, lut, nextK); break;
+          case 2: scores_lut<HS, 2>(kc, s.idx, nt, s.q, dp, s.s, lut, nextK); break;
+          default: scores_lut<HS, 4>(kc, s.idx, nt, s.q, dp, s.s, lut, nextK); break;
         }
         softmax_update(s, 0, R, j0, nt, dp);
         switch (R) {
-          case 1: pv_lut<HS, 1>(vc, s.idx, nt, s.s, s.acc, dp, lut); break;
-          case 2: pv_lut<HS, 2>(vc, s.idx, nt, s.s, s.acc, dp, lut); break;
-          default: pv_lut<HS, 4>(vc, s.idx, nt, s.s, s.acc, dp, lut); break;
+          case 1: pv_lut<HS, 1>(vc, s.idx, nt, s.s, s.acc, dp, lut, nextV); break;
+          case 2: pv_lut<HS, 2>(vc, s.idx, nt, s.s, s.acc, dp, lut, nextV); break;
+          default: pv_lut<HS, 4>(vc, s.idx, nt, s.s, s.acc, dp, lut, nextV); break;
         }
       }
     } else if (!kLut && ra < rb && fusedOk && uniform && ra == 0 && rb == R) {
       if (fast) {
-        tile_fused_rt<DT, HS, true>(s, kc, vc, R, j0, nt, dp, kMul.mul1, vMul.mul1);
+        tile_fused_rt<DT, HS, true>(s, kc, vc, R, j0, nt, dp, kMul.mul1, vMul.mul1, nextK, nextV);
       } else {
-        tile_fused_rt<DT, HS, false>(s, kc, vc, R, j0, nt, dp, kMul.mul1, vMul.mul1);
+        tile_fused_rt<DT, HS, false>(s, kc, vc, R, j0, nt, dp, kMul.mul1, vMul.mul1, nextK, nextV);
       }
     } else if (ra < rb) {
+      prefetchRows(idxNext, nn);
       // Dequantize the K tile into L1 (zero rows up to a multiple of 4 keys), score, softmax.
       for (int j = 0; j < nt; j++) {
         if constexpr (kLut) {

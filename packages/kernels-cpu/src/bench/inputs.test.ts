@@ -2,7 +2,7 @@ import { createReferenceBackend } from '@kvq/kernels';
 import { DEFAULT_TOLERANCES, compareOutput } from '@kvq/kernels/testing';
 import { describe, expect, it } from 'vitest';
 import { cpuAvailability, createBackend } from '../backend.js';
-import { ATTN_DTYPES, ATTN_HEAD_SIZES, decodeAttentionArgs, linearInputs, LINEAR_DTYPES } from './inputs.js';
+import { ATTN_DTYPES, ATTN_HEAD_SIZES, attentionKvBytes, decodeAttentionArgs, decodeAttentionLayerArgs, linearInputs, LINEAR_DTYPES } from './inputs.js';
 
 const avail = cpuAvailability();
 const reference = createReferenceBackend();
@@ -19,6 +19,24 @@ describe.skipIf(!avail.available)('benchmark inputs give correct native results'
           b.pagedAttention(args);
           expect(compareOutput('out', args.out, want, DEFAULT_TOLERANCES.pagedAttention)?.message, `${dtype} hs=${hs}`).toBeUndefined();
         }
+      }
+    } finally {
+      b.dispose();
+    }
+  });
+
+  it('the streaming benchmark runs distinct copies of one layer: same results, separate memory', () => {
+    const b = createBackend();
+    try {
+      for (const dtype of ATTN_DTYPES) {
+        const layers = decodeAttentionLayerArgs(dtype, 512, 64, b, 3);
+        expect(layers).toHaveLength(3);
+        expect(layers[1]!.cache.key.buffer).not.toBe(layers[0]!.cache.key.buffer);
+        expect(layers[2]!.cache.value.buffer).not.toBe(layers[1]!.cache.value.buffer);
+        expect(layers[0]!.cache.key.byteLength).toBeGreaterThanOrEqual(attentionKvBytes(dtype, 512, 64) / 2);
+        for (const a of layers) b.pagedAttention(a);
+        expect(layers[2]!.out).toEqual(layers[0]!.out);
+        expect(layers[0]!.out.some((x) => x !== 0)).toBe(true);
       }
     } finally {
       b.dispose();

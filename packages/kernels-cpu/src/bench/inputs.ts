@@ -39,6 +39,36 @@ export function decodeAttentionArgs(dtype: KvDtype, ctx: number, headSize: numbe
   };
 }
 
+/** Layers of the streaming decode-attention benchmark (Llama-3-8B's 32). */
+export const ATTN_STREAM_LAYERS = 32;
+
+/**
+ * One decode step's attention over `layers` distinct layer caches (copies of {@link decodeAttentionArgs}' cache at
+ * different addresses), run in order as a forward pass does: each layer's K/V is read once per step, so beyond a
+ * few MiB in all it comes from DRAM rather than from a cache the previous call just warmed.
+ */
+export function decodeAttentionLayerArgs(
+  dtype: KvDtype,
+  ctx: number,
+  headSize: number,
+  writer: KernelBackend,
+  layers: number = ATTN_STREAM_LAYERS,
+): PagedAttentionArgs[] {
+  const first = decodeAttentionArgs(dtype, ctx, headSize, writer);
+  const out: PagedAttentionArgs[] = [first];
+  for (let l = 1; l < layers; l++) {
+    const c = first.cache;
+    out.push({ ...first, cache: { ...c, key: c.key.slice(), value: c.value.slice() }, out: new Float32Array(first.out.length) });
+  }
+  return out;
+}
+
+/** Bytes of K and V that one decode step reads for a sequence of `ctx` tokens (one layer). */
+export function attentionKvBytes(dtype: KvDtype, ctx: number, headSize: number): number {
+  const elem = dtype === 'f32' ? 4 : dtype === 'bf16' || dtype === 'f16' ? 2 : 1;
+  return 2 * ctx * ATTN_HEADS.numKvHeads * headSize * elem;
+}
+
 /** GEMV / GEMM benchmark shapes: a 4096 x 4096 projection (Llama-7B-like), decode (1 row) and prefill (128 rows). */
 export const LINEAR_SHAPE = { out: 4096, in: 4096 } as const;
 export const LINEAR_DTYPES: readonly WeightDtype[] = ['f32', 'bf16'];
