@@ -1,5 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -83,5 +84,23 @@ describe('argument parsing', () => {
     expect(parseKvCacheDtype('fp8')).toBe('fp8');
     expect(parseKvCacheDtype(undefined)).toBe('auto');
     expect(() => parseKvCacheDtype('int8')).toThrow(/--kv-cache-dtype "int8" is not one of auto, fp8/);
+  });
+});
+
+describe('kvq bench --peer', () => {
+  it('finds the checkout runner above the CLI, nothing above an unrelated folder', async () => {
+    const { findPeerRunner } = await import('./commands/bench/index.js');
+    const here = dirname(fileURLToPath(import.meta.url));
+    expect(findPeerRunner([here])).toBe(join(here, '..', '..', '..', 'packages', 'bench-peer', 'dist', 'run.js'));
+    expect(findPeerRunner([tmpdir()])).toBeUndefined();
+  });
+  const runner = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'packages', 'bench-peer', 'dist', 'run.js');
+  it.skipIf(!existsSync(runner))('hands its options to the peer benchmark (help: exit 0; a bad option: exit 2)', async () => {
+    const ok = capture();
+    expect(await main(['bench', '--peer', '--help'], ok.io)).toBe(0);
+    expect(ok.out()).toMatch(/Side-by-side speed and quality of kvq against llama\.cpp/);
+    const bad = capture();
+    expect(await main(['bench', '--peer', '--frobnicate'], bad.io)).toBe(2);
+    expect(bad.err()).toMatch(/unknown option "--frobnicate"/);
   });
 });

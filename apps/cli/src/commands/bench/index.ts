@@ -1,3 +1,7 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createServer, measureThroughput, type ThroughputResult } from '@kvq/server';
 import { MODEL_HELP, MODEL_OPTIONS, parseCommand, parseNumber } from '../../args.js';
 import { CliError } from '../../errors.js';
@@ -13,7 +17,12 @@ weight once per step for the whole batch; the target is >= 4x at 16 streams on t
 
 ${MODEL_HELP}
 
+With --peer: the side-by-side benchmark against llama.cpp (node-llama-cpp 3.21.1) on identical GGUF models,
+written to docs/benchmarks.md (a kvq source checkout only: the private @kvq/bench-peer package runs it; the options
+after --peer are its own, see \`kvq bench --peer --help\`).
+
 Bench options:
+  --peer [OPTIONS]          run the llama.cpp side-by-side benchmark instead
   --concurrency LIST        comma-separated levels (default 1,4,16)
   --max-tokens N            tokens per stream (default 128)
   --repeat N                runs per level; the best is kept (default 2)
@@ -21,8 +30,49 @@ Bench options:
   -h, --help                show this help
 `;
 
-/** `kvq bench`: the serving throughput benchmark. */
+/** The bench-peer runner of the kvq checkout this CLI runs from (or the current directory's), if any. */
+export function findPeerRunner(from: readonly string[] = [dirname(fileURLToPath(import.meta.url)), process.cwd()]): string | undefined {
+  for (const start of from) {
+    let dir = resolve(start);
+    for (;;) {
+      const pkg = join(dir, 'packages', 'bench-peer', 'package.json');
+      if (existsSync(pkg)) return join(dir, 'packages', 'bench-peer', 'dist', 'run.js');
+      const up = dirname(dir);
+      if (up === dir) break;
+      dir = up;
+    }
+  }
+  return undefined;
+}
+
+async function runPeer(argv: string[], io: CliIo): Promise<void> {
+  const runner = findPeerRunner();
+  if (!runner) {
+    throw new CliError(
+      'USAGE',
+      'kvq bench --peer runs from a kvq source checkout (packages/bench-peer was not found above this CLI or the current directory): ' +
+        'git clone the kvq repository, then `pnpm install && pnpm build:native && pnpm kvq bench --peer`',
+    );
+  }
+  if (!existsSync(runner)) throw new CliError('USAGE', `${runner} is not built: run \`pnpm --filter @kvq/bench-peer... build\` (or \`pnpm kvq bench --peer\`, which builds it)`);
+  const code = await new Promise<number>((done, fail) => {
+    const child = spawn(process.execPath, [runner, ...argv], { stdio: ['inherit', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d: Buffer) => io.stdout.write(d.toString()));
+    child.stderr.on('data', (d: Buffer) => io.stderr.write(d.toString()));
+    child.on('error', fail);
+    child.on('close', (c, signal) => done(c ?? (signal ? 1 : 0)));
+  });
+  if (code === 2) throw new CliError('USAGE', 'kvq bench --peer: invalid arguments (see above)');
+  if (code !== 0) throw new CliError('RUNTIME', `kvq bench --peer: the benchmark exited with status ${code}`);
+}
+
+/** `kvq bench`: the serving throughput benchmark, or with `--peer` the llama.cpp side-by-side benchmark. */
 export async function run(argv: string[], io: CliIo): Promise<void> {
+  const peerAt = argv.indexOf('--peer');
+  if (peerAt >= 0) {
+    await runPeer([...argv.slice(0, peerAt), ...argv.slice(peerAt + 1)], io);
+    return;
+  }
   const { values, positionals } = parseCommand(argv, {
     ...MODEL_OPTIONS,
     concurrency: { type: 'string' },
