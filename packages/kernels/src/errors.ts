@@ -50,3 +50,27 @@ export class KernelError extends Error {
 export function isKernelError(e: unknown, code?: KernelErrorCode): e is KernelError {
   return e instanceof KernelError && (code === undefined || e.code === code);
 }
+
+const CODES: readonly KernelErrorCode[] = [
+  'SHAPE_MISMATCH',
+  'WRONG_ARRAY_TYPE',
+  'INVALID_ARGUMENT',
+  'OUT_OF_RANGE',
+  'INVALID_SCALE',
+  'UNSUPPORTED',
+  'BACKEND_UNAVAILABLE',
+];
+
+/**
+ * Convert whatever a native addon threw into a {@link KernelError}: its `code` and `argument` are kept when
+ * they are known codes; anything else becomes `UNSUPPORTED` with the original as `cause`. `op` prefixes the
+ * message. Shared by the native backends (CPU, CUDA, ROCm).
+ */
+export function toKernelError(e: unknown, op: string): KernelError {
+  if (e instanceof KernelError) return e;
+  const err = e as { code?: unknown; argument?: unknown; message?: unknown } | null;
+  const code = typeof err?.code === 'string' && (CODES as readonly string[]).includes(err.code) ? (err.code as KernelErrorCode) : 'UNSUPPORTED';
+  const argument = typeof err?.argument === 'string' ? err.argument : undefined;
+  const message = typeof err?.message === 'string' ? err.message : String(e);
+  return new KernelError(code, `${op}: ${message}`, argument === undefined ? { cause: e } : { argument, cause: e });
+}

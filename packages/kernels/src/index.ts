@@ -30,7 +30,7 @@ export type {
   WeightMatrix,
 } from './contract.js';
 export { KERNEL_OPS } from './contract.js';
-export { KernelError, isKernelError } from './errors.js';
+export { KernelError, isKernelError, toKernelError } from './errors.js';
 export type { KernelErrorCode, KernelErrorOptions } from './errors.js';
 export {
   FP8_DTYPES,
