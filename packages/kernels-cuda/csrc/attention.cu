@@ -17,7 +17,7 @@
 // their partial dot products with a shuffle). Scalar FP8 path only: no tensor-core (MMA / WGMMA) FP8 path yet.
 #include "common.cuh"
 
-#if !KVQ_IS_HIP
+#if !KVQ_IS_HIP && !KVQ_IS_SIM
 #include <cuda_fp8.h>
 #endif
 
@@ -249,7 +249,7 @@ static size_t attn_smem_bytes(int rowsCap, int D, int tk) {
  */
 template <int DCH, int RPW>
 __global__ void KVQ_ATTN_BOUNDS(RPW) paged_attention_kernel(const AttnParams p) {
-  extern __shared__ float smem[];
+  KVQ_DYNAMIC_SHARED(float, smem);
   const AttnTask tk = p.tasks[blockIdx.x];
   const int D = p.headSize, TK = p.tk, KS = D + 1;
   const int GG = tk.g1 - tk.g0;
@@ -608,13 +608,13 @@ static bool launch_attention(Context* ctx, const AttnPlan& plan, const AttnParam
               "cudaFuncSetAttribute (attention shared memory)");
     }
 #endif
-    kernel<<<grid, threads, plan.smem, ctx->stream>>>(p);
+    KVQ_LAUNCH(grid, threads, plan.smem, ctx->stream, kernel)(p);
     return true;
   };
   if (!go(attention_kernel(plan.dch, plan.rowsCap))) return false;
   KVQ_LAUNCHED("pagedAttention kernel");
   if (!plan.combine.empty()) {
-    attention_combine_kernel<<<(unsigned)plan.combine.size(), 128, 0, ctx->stream>>>(p);
+    KVQ_LAUNCH((unsigned)plan.combine.size(), 128, 0, ctx->stream, attention_combine_kernel)(p);
     KVQ_LAUNCHED("pagedAttention combine kernel");
   }
   return true;
@@ -759,11 +759,11 @@ bool bench_attention(Context* ctx, AttentionBench* b, Status* st) {
     return false;
   with_dtype(b->dtype, [&](auto c) {
     constexpr int DT = decltype(c)::value;
-    fill_cache_kernel<DT><<<grid_1d((int64_t)poolElems, 256), 256, 0, ctx->stream>>>(dk, (int64_t)poolElems, 11u);
-    fill_cache_kernel<DT><<<grid_1d((int64_t)poolElems, 256), 256, 0, ctx->stream>>>(dv, (int64_t)poolElems, 12u);
+    KVQ_LAUNCH(grid_1d((int64_t)poolElems, 256), 256, 0, ctx->stream, fill_cache_kernel<DT>)(dk, (int64_t)poolElems, 11u);
+    KVQ_LAUNCH(grid_1d((int64_t)poolElems, 256), 256, 0, ctx->stream, fill_cache_kernel<DT>)(dv, (int64_t)poolElems, 12u);
     return true;
   });
-  fill_cache_kernel<kF32><<<grid_1d(qElems, 256), 256, 0, ctx->stream>>>(dq, qElems, 13u);
+  KVQ_LAUNCH(grid_1d(qElems, 256), 256, 0, ctx->stream, fill_cache_kernel<kF32>)(dq, qElems, 13u);
   KVQ_LAUNCHED("benchmark fill kernels");
   // Blocks of every sequence scattered over the pool (a shuffled free list, as a long-running server has).
   std::vector<int32_t> table((size_t)numBlocks);
@@ -829,7 +829,7 @@ bool bench_attention(Context* ctx, AttentionBench* b, Status* st) {
   b->bytesMoved = 2.0 * (double)poolElems * (double)eb + 2.0 * (double)qElems * 4.0 + (double)numBlocks * 4.0;
   b->gbps = b->bytesMoved / (b->msMedian * 1e-3) / 1e9;
   KVQ_TRY(cudaMemsetAsync(dcs, 0, 16, ctx->stream), "cudaMemset");
-  checksum_kernel<<<64, 256, 0, ctx->stream>>>((const float*)dout, qElems, (unsigned long long*)dcs,
+  KVQ_LAUNCH(64, 256, 0, ctx->stream, checksum_kernel)((const float*)dout, qElems, (unsigned long long*)dcs,
                                                (unsigned*)((char*)dcs + 8));
   KVQ_LAUNCHED("checksum kernel");
   unsigned char host[16];

@@ -44,9 +44,9 @@ static bool eltwise(Context* ctx, const EltwiseArgs& a, bool silu, Status* st) {
   if (!scratch(ctx, kS2, bytes, &dy, st)) return false;
   const unsigned grid = grid_1d(a.n, kThreads);
   if (silu) {
-    silu_mul_kernel<<<grid, kThreads, 0, ctx->stream>>>((const float*)da, (const float*)db, (float*)dy, a.n);
+    KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, silu_mul_kernel)((const float*)da, (const float*)db, (float*)dy, a.n);
   } else {
-    add_kernel<<<grid, kThreads, 0, ctx->stream>>>((const float*)da, (const float*)db, (float*)dy, a.n);
+    KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, add_kernel)((const float*)da, (const float*)db, (float*)dy, a.n);
   }
   KVQ_LAUNCHED(silu ? "siluAndMul kernel" : "add kernel");
   return get(ctx, a.y, dy, bytes, st) && sync(ctx, st);
@@ -76,7 +76,7 @@ bool rms_norm(Context* ctx, const RmsNormArgs& a, Status* st) {
   void *dx, *dw, *dy;
   if (!put(ctx, kS0, a.x, bytes, &dx, st) || !put(ctx, kS1, a.w, (size_t)a.hidden * 4, &dw, st)) return false;
   if (!scratch(ctx, kS2, bytes, &dy, st)) return false;
-  rms_norm_kernel<<<(unsigned)a.rows, kThreads, 0, ctx->stream>>>((const float*)dx, (const float*)dw, (float*)dy, a.hidden,
+  KVQ_LAUNCH((unsigned)a.rows, kThreads, 0, ctx->stream, rms_norm_kernel)((const float*)dx, (const float*)dw, (float*)dy, a.hidden,
                                                                    a.eps);
   KVQ_LAUNCHED("rmsNorm kernel");
   return get(ctx, a.y, dy, bytes, st) && sync(ctx, st);
@@ -107,7 +107,7 @@ bool softmax(Context* ctx, const SoftmaxArgs& a, Status* st) {
   const size_t bytes = (size_t)(a.rows * a.cols) * 4;
   void *dx, *dy;
   if (!put(ctx, kS0, a.x, bytes, &dx, st) || !scratch(ctx, kS1, bytes, &dy, st)) return false;
-  softmax_kernel<<<(unsigned)a.rows, kThreads, 0, ctx->stream>>>((const float*)dx, (float*)dy, a.cols);
+  KVQ_LAUNCH((unsigned)a.rows, kThreads, 0, ctx->stream, softmax_kernel)((const float*)dx, (float*)dy, a.cols);
   KVQ_LAUNCHED("softmax kernel");
   return get(ctx, a.y, dy, bytes, st) && sync(ctx, st);
 }
@@ -157,7 +157,7 @@ bool embedding(Context* ctx, const EmbeddingArgs& a, Status* st) {
   const unsigned grid = grid_1d(a.numTokens * a.hidden, kThreads);
   with_dtype(a.dtype, [&](auto c) {
     constexpr int DT = decltype(c)::value;
-    if constexpr (DT <= kF16) embedding_kernel<DT><<<grid, kThreads, 0, ctx->stream>>>(table, ids, (float*)dy, a.numTokens, a.hidden);
+    if constexpr (DT <= kF16) KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, embedding_kernel<DT>)(table, ids, (float*)dy, a.numTokens, a.hidden);
     return true;
   });
   KVQ_LAUNCHED("embedding kernel");
@@ -210,7 +210,7 @@ bool rope(Context* ctx, const RopeArgs& a, Status* st) {
   std::vector<int32_t> rel((size_t)a.numTokens);
   for (int64_t t = 0; t < a.numTokens; t++) rel[(size_t)t] = a.pos[t] - lo;
   if (!put(ctx, kS2, rel.data(), rel.size() * 4, &dp, st)) return false;
-  rope_kernel<<<(unsigned)a.numTokens, 128, 0, ctx->stream>>>((float*)dq, (float*)dk, (const int32_t*)dp, (const float*)dc,
+  KVQ_LAUNCH((unsigned)a.numTokens, 128, 0, ctx->stream, rope_kernel)((float*)dq, (float*)dk, (const int32_t*)dp, (const float*)dc,
                                                                (const float*)ds, a.numHeads, a.numKvHeads, a.headSize, half,
                                                                a.interleaved);
   KVQ_LAUNCHED("rope kernel");
@@ -256,7 +256,7 @@ bool amax_tensor(Context* ctx, const float* x, int64_t n, float* result, Status*
   void *dx, *dout;
   if (!put(ctx, kS0, x, (size_t)n * 4, &dx, st) || !scratch(ctx, kS1, 4, &dout, st)) return false;
   KVQ_TRY(cudaMemsetAsync(dout, 0, 4, ctx->stream), "cudaMemset");
-  amax_kernel<<<grid_1d(n, kThreads, (int64_t)ctx->props.multiProcessors * 8), kThreads, 0, ctx->stream>>>((const float*)dx, n,
+  KVQ_LAUNCH(grid_1d(n, kThreads, (int64_t)ctx->props.multiProcessors * 8), kThreads, 0, ctx->stream, amax_kernel)((const float*)dx, n,
                                                                                                           (unsigned*)dout);
   KVQ_LAUNCHED("amax kernel");
   unsigned b = 0;
@@ -275,7 +275,7 @@ bool amax_per_head(Context* ctx, const AmaxArgs& a, Status* st) {
       return false;
     KVQ_TRY(cudaMemsetAsync(dout, 0, (size_t)a.numHeads * 4, ctx->stream), "cudaMemset");
     const dim3 grid(grid_1d(per, kThreads, 64), (unsigned)a.numHeads);
-    amax_head_kernel<<<grid, kThreads, 0, ctx->stream>>>((const float*)dx, a.numTokens, a.numHeads, a.headSize,
+    KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, amax_head_kernel)((const float*)dx, a.numTokens, a.numHeads, a.headSize,
                                                           (unsigned*)dout);
     KVQ_LAUNCHED("amaxPerHead kernel");
     if (!get(ctx, bits.data(), dout, bits.size() * 4, st) || !sync(ctx, st)) return false;
@@ -328,10 +328,10 @@ bool quantize_fp8(Context* ctx, const QuantArgs& a, Status* st) {
   with_format(a.format, [&](auto c) {
     constexpr int F = decltype(c)::value;
     if (a.sat) {
-      quantize_kernel<F, true><<<grid, kThreads, 0, ctx->stream>>>((const float*)ds, (uint8_t*)dc, a.n, (const float*)dsc,
+      KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, quantize_kernel<F, true>)((const float*)ds, (uint8_t*)dc, a.n, (const float*)dsc,
                                                                     a.runLength, a.period);
     } else {
-      quantize_kernel<F, false><<<grid, kThreads, 0, ctx->stream>>>((const float*)ds, (uint8_t*)dc, a.n, (const float*)dsc,
+      KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, quantize_kernel<F, false>)((const float*)ds, (uint8_t*)dc, a.n, (const float*)dsc,
                                                                      a.runLength, a.period);
     }
     return true;
@@ -350,7 +350,7 @@ bool dequantize_fp8(Context* ctx, const QuantArgs& a, Status* st) {
   const unsigned grid = grid_1d(a.n, kThreads);
   with_format(a.format, [&](auto c) {
     constexpr int F = decltype(c)::value;
-    dequantize_kernel<F><<<grid, kThreads, 0, ctx->stream>>>((const uint8_t*)dc, (float*)dd, a.n, (const float*)dsc,
+    KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, dequantize_kernel<F>)((const uint8_t*)dc, (float*)dd, a.n, (const float*)dsc,
                                                               a.runLength, a.period);
     return true;
   });
@@ -373,8 +373,8 @@ bool encode_fp8_bits(Context* ctx, uint32_t first, int64_t count, uint8_t* out, 
   const unsigned grid = grid_1d(count, kThreads);
   with_format(format, [&](auto c) {
     constexpr int F = decltype(c)::value;
-    if (sat) encode_bits_kernel<F, true><<<grid, kThreads, 0, ctx->stream>>>(first, count, (uint8_t*)d);
-    else encode_bits_kernel<F, false><<<grid, kThreads, 0, ctx->stream>>>(first, count, (uint8_t*)d);
+    if (sat) KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, encode_bits_kernel<F, true>)(first, count, (uint8_t*)d);
+    else KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, encode_bits_kernel<F, false>)(first, count, (uint8_t*)d);
     return true;
   });
   KVQ_LAUNCHED("encodeFp8Bits kernel");
@@ -429,7 +429,7 @@ bool reshape_and_cache(Context* ctx, const CacheWriteArgs& a, Status* st) {
   const unsigned grid = grid_1d(a.numTokens * per, kThreads);
   with_dtype(c.dtype, [&](auto cc) {
     constexpr int DT = decltype(cc)::value;
-    cache_write_kernel<DT><<<grid, kThreads, 0, ctx->stream>>>((const float*)dk, (const float*)dv, (const int32_t*)ds,
+    KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, cache_write_kernel<DT>)((const float*)dk, (const float*)dv, (const int32_t*)ds,
                                                                 a.numTokens, c.numKvHeads, c.headSize, (const float*)dks,
                                                                 (const float*)dvs, c.scaleLen, ok_, ov, c.kDev, c.vDev);
     return true;
@@ -624,8 +624,8 @@ static bool linear_dev(Context* ctx, const float* x, const void* w, int wdtype, 
       if constexpr (DT <= kF16) {
         auto go = [&](auto r) {
           constexpr int R = decltype(r)::value;
-          if (vec) gemv_kernel<DT, R, true><<<grid, threads, 0, ctx->stream>>>(x, w, bias, y, (int)rows, K, N);
-          else gemv_kernel<DT, R, false><<<grid, threads, 0, ctx->stream>>>(x, w, bias, y, (int)rows, K, N);
+          if (vec) KVQ_LAUNCH(grid, threads, 0, ctx->stream, gemv_kernel<DT, R, true>)(x, w, bias, y, (int)rows, K, N);
+          else KVQ_LAUNCH(grid, threads, 0, ctx->stream, gemv_kernel<DT, R, false>)(x, w, bias, y, (int)rows, K, N);
         };
         switch (maxr) {
           case 1: go(std::integral_constant<int, 1>{}); break;
@@ -647,7 +647,7 @@ static bool linear_dev(Context* ctx, const float* x, const void* w, int wdtype, 
       if (!scratch(ctx, kS9, (size_t)(N * K) * 4, &tmp, st)) return false;
       with_dtype(wdtype, [&](auto c) {
         constexpr int DT = decltype(c)::value;
-        if constexpr (DT <= kF16) to_f32_kernel<DT><<<grid_1d(N * K, kThreads), kThreads, 0, ctx->stream>>>(w, (float*)tmp, N * K);
+        if constexpr (DT <= kF16) KVQ_LAUNCH(grid_1d(N * K, kThreads), kThreads, 0, ctx->stream, to_f32_kernel<DT>)(w, (float*)tmp, N * K);
         return true;
       });
       KVQ_LAUNCHED("weight conversion kernel");
@@ -664,7 +664,7 @@ static bool linear_dev(Context* ctx, const float* x, const void* w, int wdtype, 
       return false;
     }
     if (bias) {
-      add_bias_kernel<<<grid_1d(rows * N, kThreads), kThreads, 0, ctx->stream>>>(y, bias, rows, N);
+      KVQ_LAUNCH(grid_1d(rows * N, kThreads), kThreads, 0, ctx->stream, add_bias_kernel)(y, bias, rows, N);
       KVQ_LAUNCHED("bias kernel");
     }
     return true;
@@ -676,7 +676,7 @@ static bool linear_dev(Context* ctx, const float* x, const void* w, int wdtype, 
   if (grid.y > 65535) return fail_status(st, kUnsupported, "linear: more than 65535 * 64 rows in one call");
   with_dtype(wdtype, [&](auto c) {
     constexpr int DT = decltype(c)::value;
-    if constexpr (DT <= kF16) gemm_kernel<DT><<<grid, 256, 0, ctx->stream>>>(x, w, bias, y, rows, K, N);
+    if constexpr (DT <= kF16) KVQ_LAUNCH(grid, 256, 0, ctx->stream, gemm_kernel<DT>)(x, w, bias, y, rows, K, N);
     return true;
   });
   KVQ_LAUNCHED("linear GEMM kernel");
@@ -732,9 +732,9 @@ bool bench_linear(Context* ctx, int wdtype, int64_t rows, int64_t in, int64_t ou
   if (!scratch(ctx, kS0, (size_t)(rows * in) * 4, &dx, st) || !scratch(ctx, kS1, (size_t)(in * out) * eb, &dw, st) ||
       !scratch(ctx, kS2, (size_t)(rows * out) * 4, &dy, st))
     return false;
-  fill_random_f32<<<grid_1d(rows * in, kThreads), kThreads, 0, ctx->stream>>>((float*)dx, rows * in, 1u);
-  if (wdtype == kF32) fill_random_f32<<<grid_1d(in * out, kThreads), kThreads, 0, ctx->stream>>>((float*)dw, in * out, 2u);
-  else fill_random_u16_bf16<<<grid_1d(in * out, kThreads), kThreads, 0, ctx->stream>>>((uint16_t*)dw, in * out, 2u);
+  KVQ_LAUNCH(grid_1d(rows * in, kThreads), kThreads, 0, ctx->stream, fill_random_f32)((float*)dx, rows * in, 1u);
+  if (wdtype == kF32) KVQ_LAUNCH(grid_1d(in * out, kThreads), kThreads, 0, ctx->stream, fill_random_f32)((float*)dw, in * out, 2u);
+  else KVQ_LAUNCH(grid_1d(in * out, kThreads), kThreads, 0, ctx->stream, fill_random_u16_bf16)((uint16_t*)dw, in * out, 2u);
   KVQ_LAUNCHED("fill kernels");
   cudaEvent_t e0, e1;
   KVQ_TRY(cudaEventCreate(&e0), "cudaEventCreate");

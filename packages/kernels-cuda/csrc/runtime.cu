@@ -11,7 +11,7 @@
 #include <algorithm>
 #include <vector>
 
-#if !KVQ_IS_HIP
+#if !KVQ_IS_HIP && !KVQ_IS_SIM
 #include <cuda_fp8.h>
 #endif
 
@@ -39,6 +39,8 @@ static void fill_props(int dev, DeviceProps* p) {
   snprintf(p->name, sizeof(p->name), "%s", prop.name);
 #if KVQ_IS_HIP
   snprintf(p->arch, sizeof(p->arch), "%s", prop.gcnArchName);
+#elif KVQ_IS_SIM
+  snprintf(p->arch, sizeof(p->arch), "sim-w%d", KVQ_SIM_WARP);
 #else
   snprintf(p->arch, sizeof(p->arch), "sm_%d%d", prop.major, prop.minor);
 #endif
@@ -75,7 +77,7 @@ bool probe(RuntimeInfo* info, DeviceProps* props, int maxProps, int* nProps, Sta
   if (e != cudaSuccess) {
     st->code = kNoDevice;
     snprintf(st->message, sizeof(st->message), "no usable %s device: %s failed with %s (%s)%s",
-             KVQ_IS_HIP ? "HIP" : "CUDA", KVQ_IS_HIP ? "hipGetDeviceCount" : "cudaGetDeviceCount", cudaGetErrorName(e), cudaGetErrorString(e),
+             KVQ_IS_HIP ? "HIP" : KVQ_IS_SIM ? "simulated" : "CUDA", KVQ_IS_HIP ? "hipGetDeviceCount" : "cudaGetDeviceCount", cudaGetErrorName(e), cudaGetErrorString(e),
              (de == cudaSuccess && info->driverVersion == 0) ? "; no driver is installed" : "");
     (void)cudaGetLastError();
     return false;
@@ -93,7 +95,9 @@ bool probe(RuntimeInfo* info, DeviceProps* props, int maxProps, int* nProps, Sta
 // ---- cuBLAS (dlopen) ---------------------------------------------------------------------------------------
 
 static void load_cublas(Context* ctx) {
-#if KVQ_IS_HIP
+#if KVQ_IS_SIM
+  snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "CPU simulator: built-in GEMM kernels");
+#elif KVQ_IS_HIP
   snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "hipBLAS is not used; built-in GEMM kernels");
 #else
   const char* off = getenv("KVQ_CUBLAS");
@@ -285,7 +289,7 @@ bool buffer_download(Context* ctx, void* dst, const void* src, size_t bytes, Sta
 
 // ---- FP8 header vs the vendor's conversions --------------------------------------------------------------------
 
-#if !KVQ_IS_HIP
+#if !KVQ_IS_HIP && !KVQ_IS_SIM
 template <int F, bool kSat>
 __global__ void fp8_vendor_encode_check(unsigned long long* mismatches, unsigned* first) {
   unsigned long long local = 0;
@@ -318,10 +322,11 @@ __global__ void fp8_vendor_decode_check(unsigned* mismatches) {
 #endif
 
 bool fp8_vendor_check(Context* ctx, Fp8VendorCheck* c, Status* st) {
-#if KVQ_IS_HIP
+#if KVQ_IS_HIP || KVQ_IS_SIM
   (void)ctx;
   (void)c;
-  return fail_status(st, kUnsupported, "this HIP build has no vendor FP8 conversion to compare with");
+  return fail_status(st, kUnsupported, KVQ_IS_SIM ? "the CPU simulator has no vendor FP8 conversion to compare with"
+                                                  : "this HIP build has no vendor FP8 conversion to compare with");
 #else
   if (c->format != kE4M3FN && c->format != kE5M2) {
     return fail_status(st, kUnsupported, "CUDA has no conversion for FNUZ formats");
@@ -340,13 +345,13 @@ bool fp8_vendor_check(Context* ctx, Fp8VendorCheck* c, Status* st) {
   (void)cudaEventRecord(e0, ctx->stream);
   const unsigned grid = (unsigned)ctx->props.multiProcessors * 8;
   if (c->format == kE4M3FN) {
-    if (c->sat) fp8_vendor_encode_check<kE4M3FN, true><<<grid, 256, 0, ctx->stream>>>(mism, first);
-    else fp8_vendor_encode_check<kE4M3FN, false><<<grid, 256, 0, ctx->stream>>>(mism, first);
-    fp8_vendor_decode_check<kE4M3FN><<<1, 256, 0, ctx->stream>>>(dec);
+    if (c->sat) KVQ_LAUNCH(grid, 256, 0, ctx->stream, fp8_vendor_encode_check<kE4M3FN, true>)(mism, first);
+    else KVQ_LAUNCH(grid, 256, 0, ctx->stream, fp8_vendor_encode_check<kE4M3FN, false>)(mism, first);
+    KVQ_LAUNCH(1, 256, 0, ctx->stream, fp8_vendor_decode_check<kE4M3FN>)(dec);
   } else {
-    if (c->sat) fp8_vendor_encode_check<kE5M2, true><<<grid, 256, 0, ctx->stream>>>(mism, first);
-    else fp8_vendor_encode_check<kE5M2, false><<<grid, 256, 0, ctx->stream>>>(mism, first);
-    fp8_vendor_decode_check<kE5M2><<<1, 256, 0, ctx->stream>>>(dec);
+    if (c->sat) KVQ_LAUNCH(grid, 256, 0, ctx->stream, fp8_vendor_encode_check<kE5M2, true>)(mism, first);
+    else KVQ_LAUNCH(grid, 256, 0, ctx->stream, fp8_vendor_encode_check<kE5M2, false>)(mism, first);
+    KVQ_LAUNCH(1, 256, 0, ctx->stream, fp8_vendor_decode_check<kE5M2>)(dec);
   }
   KVQ_LAUNCHED("fp8 vendor check launch");
   (void)cudaEventRecord(e1, ctx->stream);

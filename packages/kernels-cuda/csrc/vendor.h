@@ -9,15 +9,36 @@
 //                        32 on RDNA, from the compiler's __AMDGCN_WAVEFRONT_SIZE)
 //   KVQ_SHFL_XOR(v, m)   butterfly shuffle over the whole warp
 //   KVQ_SHFL(v, lane)    broadcast from a lane
+//   KVQ_LAUNCH(grid, block, smem, stream, kernel)(args...)
+//                        a kernel launch (`kernel<<<grid, block, smem, stream>>>(args...)`); the kernel comes last
+//                        so template arguments with commas need no parentheses
+//   KVQ_DYNAMIC_SHARED(T, name)  the block's dynamic shared memory as `T* name` (`extern __shared__ T name[]`)
+//
+// A third target, KVQ_SIM (csrc/sim/), compiles the same kernels with the host C++ compiler and runs them on the
+// CPU: every CUDA thread a fiber, __syncthreads and warp shuffles as real barriers, warp width 32 or 64
+// (KVQ_SIM_WARP). It is how the kernels' logic is tested on machines without a GPU; it says nothing of speed.
 // Host code must not use KVQ_WARP for launch decisions (a HIP host pass cannot know the device's width):
 // it reads the device's warpSize at run time.
 #ifndef KVQ_VENDOR_H_
 #define KVQ_VENDOR_H_
 
-#if defined(__HIPCC__) || defined(__HIP_PLATFORM_AMD__) || defined(KVQ_HIP)
+#if defined(KVQ_SIM)
+#include "sim/cuda_sim.h"
+
+#define KVQ_IS_HIP 0
+#define KVQ_IS_SIM 1
+#define KVQ_VENDOR_NAME "sim"
+#define KVQ_WARP KVQ_SIM_WARP
+#define KVQ_SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
+#define KVQ_SHFL(v, lane) __shfl_sync(0xffffffffu, (v), (lane))
+#define KVQ_LAUNCH(g, b, s, st, ...) ::kvq_sim::Launch((g), (b), (s), (st), #__VA_ARGS__).bind(__VA_ARGS__)
+#define KVQ_DYNAMIC_SHARED(T, name) T* const name = static_cast<T*>(::kvq_sim::dynamic_shared())
+
+#elif defined(__HIPCC__) || defined(__HIP_PLATFORM_AMD__) || defined(KVQ_HIP)
 #include <hip/hip_runtime.h>
 
 #define KVQ_IS_HIP 1
+#define KVQ_IS_SIM 0
 #define KVQ_VENDOR_NAME "hip"
 
 #define cudaError_t hipError_t
@@ -77,10 +98,16 @@
 #include <cuda_runtime.h>
 
 #define KVQ_IS_HIP 0
+#define KVQ_IS_SIM 0
 #define KVQ_VENDOR_NAME "cuda"
 #define KVQ_WARP 32
 #define KVQ_SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
 #define KVQ_SHFL(v, lane) __shfl_sync(0xffffffffu, (v), (lane))
+#endif
+
+#if !KVQ_IS_SIM
+#define KVQ_LAUNCH(g, b, s, st, ...) __VA_ARGS__<<<(g), (b), (s), (st)>>>
+#define KVQ_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
 #endif
 
 #endif  // KVQ_VENDOR_H_

@@ -5,11 +5,14 @@
 // and links build/Release/kvq_cuda.node when the CUDA runtime library and Node headers are present. Skipped with a
 // message when there is no CUDA toolkit. An explicit step (README, CI, turbo's `build:native`), never an install
 // script; installs and downloads nothing. See scripts/gpu-build.mjs for the environment variables.
+// Then builds the CUDA simulator addons (scripts/sim-build.mjs: the same kernels on the CPU, warp 32 and 64), which
+// need only a C++ compiler and run in every test run.
 //
 //   node scripts/build-native.mjs [--compile-only]
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildGpuAddon } from './gpu-build.mjs';
+import { buildSimAddons } from './sim-build.mjs';
 
 const pkgDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 await buildGpuAddon({
@@ -20,3 +23,4 @@ await buildGpuAddon({
   label: '@kvq/kernels-cuda',
   compileOnly: process.argv.includes('--compile-only'),
 });
+await buildSimAddons({ pkgDir, csrcDir: join(pkgDir, 'csrc'), label: '@kvq/kernels-cuda' });

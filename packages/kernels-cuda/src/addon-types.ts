@@ -25,8 +25,8 @@ export const DTYPE_CODE = {
 /** Numeric codes of FP8 formats (csrc/fp8.h `Fp8Format`). */
 export const FORMAT_CODE = { e4m3fn: 0, e5m2: 1, e4m3fnuz: 2, e5m2fnuz: 3 } as const;
 
-/** The vendor runtime a binary was built for. */
-export type GpuVendor = 'cuda' | 'hip';
+/** The vendor runtime a binary was built for (`'sim'`: the CPU simulator of csrc/sim, for tests). */
+export type GpuVendor = 'cuda' | 'hip' | 'sim';
 
 /** Properties of one device, as the runtime reports them. */
 export interface GpuDeviceInfo {

@@ -28,5 +28,6 @@ export type {
 } from './addon-types.js';
 export { addonCandidates, CUDA_SPEC, probeAddon, probeInChild, tryLoadAddon, type AddonLoad, type AddonProbe, type GpuVendorSpec } from './load.js';
 export { toKernelError } from './errors.js';
+export { createSimBackend, SIM_WARPS, simAvailability, simSpec, type SimBackendOptions, type SimWarp } from './sim.js';
 export { runGpuCheck, formatGpuCheck, type GpuCheckOptions, type GpuCheckReport } from './gpu-check.js';
 export type { KernelBackend };

@@ -1,0 +1,49 @@
+/**
+ * The GPU kernels on the CPU simulator (csrc/sim), warp 32 (NVIDIA) and warp 64 (AMD CDNA): the parity suite of
+ * `@kvq/kernels/testing` against the reference, the bad-input suite, long-context attention (4k-16k keys, split-k),
+ * resident caches and the device FP8 encoder, through `runGpuCheck` (what `tooling/gpu-check.sh` runs on a real
+ * GPU). A missing simulator build skips with the reason, except in CI (`KVQ_REQUIRE_GPU_COMPILERS=1`), where it
+ * fails. About a minute for both widths.
+ */
+import { describe, expect, it } from 'vitest';
+import { formatGpuCheck, runGpuCheck } from './gpu-check.js';
+import { createSimBackend, SIM_WARPS, simAvailability } from './sim.js';
+
+const required = process.env.KVQ_REQUIRE_GPU_COMPILERS === '1';
+
+for (const warp of SIM_WARPS) {
+  const avail = simAvailability(warp);
+  if (!avail.available && !required) {
+    describe.skip(`CUDA simulator, warp ${warp}: not built (${avail.reason})`, () => {
+      it('skipped', () => {});
+    });
+    continue;
+  }
+
+  describe(`GPU kernels on the CUDA simulator, warp ${warp}`, () => {
+    it('the simulator addon is built and loads', () => {
+      expect(avail.available ? 'available' : avail.reason).toBe('available');
+    });
+
+    it('parity with the reference, bad input, residency, FP8 encoder', async () => {
+      const report = await runGpuCheck({
+        create: (o) => createSimBackend({ ...o, warp }),
+        parity: 'quick',
+        encoderChunk: 2 ** 16,
+        benchmarks: false,
+      });
+      expect(report.unavailable).toBeUndefined();
+      expect(report.backend?.device.warpSize).toBe(warp);
+      expect(report.errors, formatGpuCheck(report)).toEqual([]);
+      expect(report.parity?.failures, report.parity?.summary).toEqual([]);
+      expect(report.parity?.cases).toBeGreaterThan(100);
+      expect(report.badInput?.failures).toEqual([]);
+      expect(report.residency?.ok, report.residency?.detail).toBe(true);
+      expect(report.longContext?.length).toBe(4);
+      for (const c of report.longContext ?? []) expect(c.ok, `${c.label}: ${c.message ?? ''}`).toBe(true);
+      for (const v of report.fp8DeviceVsHost ?? []) expect(v.mismatched, `${v.format}/${v.saturation}`).toEqual([]);
+      expect(report.fp8DeviceVsHost?.length).toBe(8);
+      expect(report.ok, formatGpuCheck(report)).toBe(true);
+    }, 600_000);
+  });
+}
