@@ -15,11 +15,16 @@
 //
 // Warp-width agnostic: KVQ_WARP is 32 on NVIDIA and 64 on CDNA (several lanes then share one key and combine
 // their partial dot products with a shuffle). Scalar FP8 path only: no tensor-core (MMA / WGMMA) FP8 path yet.
+//
+// Decode batches (one query token per sequence) use paged_decode_kernel instead (below): no shared memory in its
+// main loop, each K/V byte loaded and decoded once per block for the whole GQA group.
 #include "common.cuh"
 
 #if !KVQ_IS_HIP && !KVQ_IS_SIM
 #include <cuda_fp8.h>
 #endif
+
+#include <stdlib.h>
 
 #include <algorithm>
 #include <random>
@@ -59,6 +64,7 @@ struct AttnParams {
   float* partials;
   int tk;       // keys per tile (32, 16 or 8; divides the warp width)
   int rowsCap;  // query rows the shared-memory layout is sized for
+  int tg;       // decode kernel: lanes per key (a power of two dividing the warp width)
 };
 
 /** Four FP8 codes (one 32-bit word, lowest byte first) as their exact float32 values. */
@@ -441,6 +447,268 @@ __global__ void attention_combine_kernel(const AttnParams p) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// decode kernel: one query token per sequence, everything in registers
+// ------------------------------------------------------------------------------------------------
+//
+// The tiled kernel above stages every K/V tile in shared memory as float32 and re-reads it once per query row; for
+// decode that shared-memory traffic (~20x the HBM bytes with FP8 at a GQA group of 4), not HBM, bounds it, and FP8
+// gained nothing over bf16 on an H200. This kernel never touches shared memory in its main loop:
+// - A task is one sequence, one kv head, up to 8 query heads of its GQA group (the rows), and a key range (split-k
+//   as above). Each group of TG lanes owns one key at a time: lane gl holds elements [8 gl, 8 gl + 8) of the key,
+//   of the value, of every row's query and of every row's output accumulator (TG = head size / 8 rounded up to a
+//   power of two; lanes past the head size hold zeros).
+// - A key's raw bytes are loaded once per block (8 bytes per lane for FP8, 16 for bf16 / f16, 32 for f32) and decoded
+//   once for all rows; the FP8 scales multiply the score and the final output instead of every element (exact in
+//   value up to float32 rounding: sum(q * k) * ks vs sum(q * fround(k * ks))).
+// - Scores are reduced across the TG lanes with xor shuffles; each key group keeps its own online-softmax state
+//   (max, sum, accumulator), U keys at a time (one rescale per U keys); the groups of a warp merge with shuffles
+//   and the warps of a block through shared memory once, at the end.
+
+/** Raw cache bytes of one lane's 8 elements. */
+template <int DT>
+struct Raw8 {
+  static constexpr int EB = DT == kF32 ? 4 : (DT <= kF16 ? 2 : 1);
+  static constexpr int WORDS = 2 * EB;  // 32-bit words
+  uint32_t w[WORDS];
+
+  KVQ_DI void load(const char* src) {
+    if constexpr (EB == 1) {
+      const uint2 v = *reinterpret_cast<const uint2*>(src);
+      w[0] = v.x;
+      w[1] = v.y;
+    } else {
+#pragma unroll
+      for (int i = 0; i < EB / 2; i++) {
+        const uint4 v = reinterpret_cast<const uint4*>(src)[i];
+        w[4 * i] = v.x;
+        w[4 * i + 1] = v.y;
+        w[4 * i + 2] = v.z;
+        w[4 * i + 3] = v.w;
+      }
+    }
+  }
+  KVQ_DI void zero() {
+#pragma unroll
+    for (int i = 0; i < WORDS; i++) w[i] = 0u;
+  }
+  /** The 8 elements as float32 (exact; FP8 unscaled). */
+  KVQ_DI void decode(float* out) const {
+    if constexpr (DT == kF32) {
+#pragma unroll
+      for (int i = 0; i < 8; i++) out[i] = bits_as_f32(w[i]);
+    } else if constexpr (DT == kBF16 || DT == kF16) {
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const uint16_t a = (uint16_t)(w[i] & 0xFFFFu), b = (uint16_t)(w[i] >> 16);
+        out[2 * i] = DT == kBF16 ? bf16_to_f32(a) : f16_to_f32(a);
+        out[2 * i + 1] = DT == kBF16 ? bf16_to_f32(b) : f16_to_f32(b);
+      }
+    } else {
+      decode_fp8x4<DT>(w[0], out);
+      decode_fp8x4<DT>(w[1], out + 4);
+    }
+  }
+};
+
+/** Keys each lane group has in flight per iteration: enough bytes per warp to keep HBM busy. */
+template <int DT, int RG>
+struct DecodeUnroll {
+  static constexpr int value = DT >= kFp8E4M3FN ? (RG >= 8 ? 2 : 4) : (DT == kF32 || RG >= 8 ? 1 : 2);
+};
+
+static const int kDecodeRowsMax = 8;  // query rows per decode task (registers: query + accumulator per row)
+
+/** Shared memory of the decode kernel: per warp and row, max, sum and the accumulator. */
+static size_t decode_smem_bytes(int warps, int D) { return sizeof(float) * (size_t)warps * kDecodeRowsMax * (size_t)(D + 2); }
+
+/** RG: rows compiled for (1, 2, 4 or 8; the task may use fewer). */
+template <int DT, int RG>
+__global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnParams p) {
+  KVQ_DYNAMIC_SHARED(float, smem);
+  constexpr int U = DecodeUnroll<DT, RG>::value;
+  constexpr int EB = Raw8<DT>::EB;
+  const AttnTask tk = p.tasks[blockIdx.x];
+  const int D = p.headSize, TG = p.tg;
+  const int lane = threadIdx.x % KVQ_WARP, warp = threadIdx.x / KVQ_WARP, nw = blockDim.x / KVQ_WARP;
+  const int gl = lane % TG, group = threadIdx.x / TG, NG = blockDim.x / TG;
+  const int R = tk.g1 - tk.g0;
+  const int h = tk.kvh;
+  const int qStart = p.qsl[tk.seq];
+  const int ctxLen = p.seqLens[tk.seq];
+  const bool fp8 = DT >= kFp8E4M3FN;
+  const float ks = fp8 ? p.kScale[p.scaleLen == 1 ? 0 : h] : 1.0f;
+  const float vs = fp8 ? p.vScale[p.scaleLen == 1 ? 0 : h] : 1.0f;
+  const float qs = p.fp8Query ? p.qScaleKv[h] : 1.0f;
+  const int fmt = p.dtype - kFp8E4M3FN;
+  // The score multiplier: softmax scale x the K scale (x the query scale in FP8-query mode), in float64, rounded once.
+  const float mul = (float)((double)p.softmaxScale * (double)ks * (double)qs);
+  const int d0 = gl * 8;
+  const bool mine = d0 < D;  // this lane holds 8 head-dimension elements
+
+  float q[RG][8];
+#pragma unroll
+  for (int r = 0; r < RG; r++) {
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+      float v = 0.0f;
+      if (r < R && mine) {
+        v = p.q[((int64_t)qStart * p.numHeads + (int64_t)h * p.group + tk.g0 + r) * D + d0 + e];
+        if (p.fp8Query) v = fp8_decode_rt(fp8_encode_rt(v / qs, fmt, p.fp8Query == 1), fmt);
+      }
+      q[r][e] = v;
+    }
+  }
+  const int pos = ctxLen - 1;
+  int lo = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
+  lo = lo > tk.k0 ? lo : tk.k0;
+  const int hi = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
+
+  float m[RG], l[RG], acc[RG][8];
+#pragma unroll
+  for (int r = 0; r < RG; r++) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; e++) acc[r][e] = 0.0f;
+  }
+  const int32_t* bt = p.blockTables + (int64_t)tk.seq * p.maxBlocksPerSeq;
+  const int64_t slotBytes = (int64_t)p.numKvHeads * D * EB;
+  const int64_t laneOff = ((int64_t)h * D + d0) * EB;
+  const char* kc = static_cast<const char*>(p.kc);
+  const char* vc = static_cast<const char*>(p.vc);
+
+  // The loop bounds are uniform over the block, so every lane reaches every shuffle.
+  for (int base = lo; base < hi; base += NG * U) {
+    Raw8<DT> kr[U], vr[U];
+    bool valid[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int j = base + u * NG + group;
+      valid[u] = j < hi;
+      if (valid[u] && mine) {
+        const int64_t off = ((int64_t)bt[j / p.blockSize] * p.blockSize + j % p.blockSize) * slotBytes + laneOff;
+        kr[u].load(kc + off);
+        vr[u].load(vc + off);
+      } else {
+        kr[u].zero();
+        vr[u].zero();
+      }
+    }
+    float s[U][RG];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      float kf[8];
+      kr[u].decode(kf);
+#pragma unroll
+      for (int r = 0; r < RG; r++) {
+        float t = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) t = fmaf(q[r][e], kf[e], t);
+        s[u][r] = t;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+#pragma unroll
+      for (int r = 0; r < RG; r++) {
+        for (int o = TG >> 1; o > 0; o >>= 1) s[u][r] += KVQ_SHFL_XOR(s[u][r], o);
+        s[u][r] = valid[u] ? s[u][r] * mul : -INFINITY;
+      }
+    }
+    float pr[U][RG];
+#pragma unroll
+    for (int r = 0; r < RG; r++) {
+      float mx = s[0][r];
+#pragma unroll
+      for (int u = 1; u < U; u++) mx = fmaxf(mx, s[u][r]);
+      const float mNew = fmaxf(m[r], mx);
+      const float corr = mNew == -INFINITY ? 1.0f : expf(m[r] - mNew);
+#pragma unroll
+      for (int u = 0; u < U; u++) pr[u][r] = valid[u] && mNew != -INFINITY ? expf(s[u][r] - mNew) : 0.0f;
+      m[r] = mNew;
+      l[r] *= corr;
+#pragma unroll
+      for (int e = 0; e < 8; e++) acc[r][e] *= corr;
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      float vf[8];
+      vr[u].decode(vf);
+#pragma unroll
+      for (int r = 0; r < RG; r++) {
+        l[r] += pr[u][r];
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[r][e] = fmaf(pr[u][r], vf[e], acc[r][e]);
+      }
+    }
+  }
+
+  // Merge the key groups of each warp (lanes gl and gl ^ o hold the same elements of different groups).
+  for (int o = TG; o < KVQ_WARP; o <<= 1) {
+#pragma unroll
+    for (int r = 0; r < RG; r++) {
+      const float mo = KVQ_SHFL_XOR(m[r], o);
+      const float lo2 = KVQ_SHFL_XOR(l[r], o);
+      const float M = fmaxf(m[r], mo);
+      const float ca = m[r] == -INFINITY ? 0.0f : expf(m[r] - M);
+      const float cb = mo == -INFINITY ? 0.0f : expf(mo - M);
+      l[r] = l[r] * ca + lo2 * cb;
+#pragma unroll
+      for (int e = 0; e < 8; e++) {
+        const float ao = KVQ_SHFL_XOR(acc[r][e], o);
+        acc[r][e] = acc[r][e] * ca + ao * cb;
+      }
+      m[r] = M;
+    }
+  }
+  // Then the warps, through shared memory: [warp][row] = (max, sum, accumulator[D]).
+  const int stride = D + 2;
+  if (lane < TG) {
+#pragma unroll
+    for (int r = 0; r < RG; r++) {
+      if (r >= R) continue;
+      float* w = smem + ((size_t)warp * kDecodeRowsMax + r) * stride;
+      if (lane == 0) {
+        w[0] = m[r];
+        w[1] = l[r];
+      }
+      if (mine) {
+#pragma unroll
+        for (int e = 0; e < 8; e++) w[2 + d0 + e] = acc[r][e];
+      }
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < R * D; i += blockDim.x) {
+    const int r = i / D, d = i % D;
+    float M = -INFINITY;
+    for (int w = 0; w < nw; w++) M = fmaxf(M, smem[((size_t)w * kDecodeRowsMax + r) * stride]);
+    float L = 0.0f, A = 0.0f;
+    if (M != -INFINITY) {
+      for (int w = 0; w < nw; w++) {
+        const float* ws = smem + ((size_t)w * kDecodeRowsMax + r) * stride;
+        if (ws[0] == -INFINITY) continue;
+        const float c = expf(ws[0] - M);
+        L = fmaf(ws[1], c, L);
+        A = fmaf(ws[2 + d], c, A);
+      }
+    }
+    // FP8: the value scale multiplies the accumulated sum once.
+    A *= vs;
+    if (tk.nsplit == 1) {
+      p.out[((int64_t)qStart * p.numHeads + (int64_t)h * p.group + tk.g0 + r) * D + d] = A / L;
+    } else {
+      float* part = p.partials + (tk.partial + (long long)tk.split * R + r) * (D + 2);
+      if (d == 0) {
+        part[0] = M;
+        part[1] = L;
+      }
+      part[2 + d] = A;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
 // planning and launching
 // ------------------------------------------------------------------------------------------------
 
@@ -451,6 +719,10 @@ struct AttnPlan {
   int tk = 32;
   int rowsCap = kRowsMax;
   int dch = 1;
+  bool decode = false;  // the register decode kernel (else the tiled kernel)
+  int tg = 0;           // decode: lanes per key
+  int rg = 0;           // decode: rows compiled for
+  int dtype = 0;
   size_t smem = 0;
   int maxSplits = 1;
   int64_t residentBlocks = 0;
@@ -466,6 +738,32 @@ static AttnKernel attention_kernel(int dch, int rowsCap) {
     case 4: return few ? paged_attention_kernel<4, 2> : paged_attention_kernel<4, 8>;
     default: return few ? paged_attention_kernel<8, 2> : paged_attention_kernel<8, 8>;
   }
+}
+
+/** The decode kernel variant for a cache dtype and a row count (1, 2, 4 or 8). */
+static AttnKernel decode_kernel(int dtype, int rg) {
+  AttnKernel k = nullptr;
+  with_dtype(dtype, [&](auto c) {
+    constexpr int DT = decltype(c)::value;
+    switch (rg) {
+      case 1: k = paged_decode_kernel<DT, 1>; break;
+      case 2: k = paged_decode_kernel<DT, 2>; break;
+      case 4: k = paged_decode_kernel<DT, 4>; break;
+      default: k = paged_decode_kernel<DT, 8>; break;
+    }
+    return true;
+  });
+  return k;
+}
+
+/**
+ * Which kernel decode batches use: `KVQ_ATTN_KERNEL=tiled` forces the tiled kernel (the one measured on an H200 in
+ * the package README), anything else (default) picks the register decode kernel when every sequence has one query
+ * token and the head size suits it.
+ */
+static bool decode_kernel_allowed() {
+  const char* v = getenv("KVQ_ATTN_KERNEL");
+  return !(v && strcmp(v, "tiled") == 0);
 }
 
 /** Blocks of `kernel` the whole device holds at once (occupancy x multiprocessors); 4 per SM if unknown. */
@@ -486,13 +784,22 @@ static int64_t resident_blocks(Context* ctx, AttnKernel kernel, int threads, siz
   return sms * perSm;
 }
 
-static bool plan_attention(Context* ctx, const int32_t* qsl, const int32_t* seqLens, int numSeqs, int numHeads,
+static bool plan_attention(Context* ctx, int dtype, const int32_t* qsl, const int32_t* seqLens, int numSeqs, int numHeads,
                            int numKvHeads, int D, int slidingWindow, AttnPlan* plan, Status* st) {
   const int warpSize = ctx->props.warpSize > 0 ? ctx->props.warpSize : 32;
   const int G = numHeads / numKvHeads;
-  const int gsz = G < kRowsMax ? G : kRowsMax;
+  plan->dtype = dtype;
+  // Decode batches (one query token per sequence) with a head size of 8k elements, k <= the warp width.
+  bool oneToken = true;
+  for (int s = 0; s < numSeqs && oneToken; s++) oneToken = qsl[s + 1] - qsl[s] <= 1;
+  int tg = 1;
+  while (tg * 8 < D) tg <<= 1;
+  const int64_t smemLimit = ctx->props.sharedPerBlockOptin > 0 ? ctx->props.sharedPerBlockOptin : 48 * 1024;
+  plan->decode = oneToken && D % 8 == 0 && tg <= warpSize && decode_kernel_allowed() &&
+                 (int64_t)decode_smem_bytes(kWarpsPerBlock, D) <= smemLimit;
+  const int gsz = plan->decode ? std::min(G, kDecodeRowsMax) : (G < kRowsMax ? G : kRowsMax);
   const int ngroups = (G + gsz - 1) / gsz;
-  const int qt = std::max(1, kRowsMax / gsz);
+  const int qt = plan->decode ? 1 : std::max(1, kRowsMax / gsz);
   // Shared memory holds the largest task's query rows (decode: one token x the GQA group).
   int maxQ = 1;
   for (int s = 0; s < numSeqs; s++) maxQ = std::max(maxQ, std::min(qt, qsl[s + 1] - qsl[s]));
@@ -514,7 +821,7 @@ static bool plan_attention(Context* ctx, const int32_t* qsl, const int32_t* seqL
       break;
     }
   }
-  if (plan->tk == 0) {
+  if (plan->tk == 0 && !plan->decode) {
     st->code = kUnsupported;
     snprintf(st->message, sizeof(st->message),
              "pagedAttention: head size %d needs more shared memory per block than this device's %lld bytes", D,
@@ -528,7 +835,14 @@ static bool plan_attention(Context* ctx, const int32_t* qsl, const int32_t* seqL
   // Split keys only while the device would otherwise be under-filled, and so that every task fits in one wave of
   // resident blocks (a second, nearly empty wave would double the time).
   const int threads = kWarpsPerBlock * warpSize;
-  const int64_t slots = resident_blocks(ctx, attention_kernel(plan->dch, plan->rowsCap), threads, plan->smem);
+  if (plan->decode) {
+    plan->tg = tg;
+    plan->rg = gsz <= 1 ? 1 : gsz <= 2 ? 2 : gsz <= 4 ? 4 : 8;
+    plan->rowsCap = gsz;
+    plan->smem = decode_smem_bytes(kWarpsPerBlock, D);
+  }
+  const int64_t slots = resident_blocks(
+      ctx, plan->decode ? decode_kernel(dtype, plan->rg) : attention_kernel(plan->dch, plan->rowsCap), threads, plan->smem);
   plan->residentBlocks = slots;
   const int64_t want = base >= slots ? 1 : std::max<int64_t>(1, slots / std::max<int64_t>(base, 1));
   plan->tasks.clear();
@@ -592,6 +906,7 @@ static bool upload_plan(Context* ctx, const AttnPlan& plan, AttnParams* pp, Stat
   p.partials = static_cast<float*>(dp);
   p.tk = plan.tk;
   p.rowsCap = plan.rowsCap;
+  p.tg = plan.tg;
   return true;
 }
 
@@ -611,7 +926,7 @@ static bool launch_attention(Context* ctx, const AttnPlan& plan, const AttnParam
     KVQ_LAUNCH(grid, threads, plan.smem, ctx->stream, kernel)(p);
     return true;
   };
-  if (!go(attention_kernel(plan.dch, plan.rowsCap))) return false;
+  if (!go(plan.decode ? decode_kernel(plan.dtype, plan.rg) : attention_kernel(plan.dch, plan.rowsCap))) return false;
   KVQ_LAUNCHED("pagedAttention kernel");
   if (!plan.combine.empty()) {
     KVQ_LAUNCH((unsigned)plan.combine.size(), 128, 0, ctx->stream, attention_combine_kernel)(p);
@@ -627,7 +942,7 @@ bool paged_attention(Context* ctx, const AttentionArgs& a, Status* st) {
   const int64_t numTokens = a.qsl[a.numSeqs];
   if (numTokens == 0) return true;
   AttnPlan plan;
-  if (!plan_attention(ctx, a.qsl, a.seqLens, a.numSeqs, a.numHeads, c.numKvHeads, D, a.slidingWindow, &plan, st)) return false;
+  if (!plan_attention(ctx, c.dtype, a.qsl, a.seqLens, a.numSeqs, a.numHeads, c.numKvHeads, D, a.slidingWindow, &plan, st)) return false;
 
   const size_t qb = (size_t)(numTokens * a.numHeads * D) * 4;
   void *dq, *dout, *dqsl, *dlens, *dbt, *dk, *dv, *dks = nullptr, *dvs = nullptr, *dqs = nullptr;
@@ -778,7 +1093,7 @@ bool bench_attention(Context* ctx, AttentionBench* b, Status* st) {
       !scratch(ctx, kS11, 64, &dcs, st))
     return false;
   AttnPlan plan;
-  if (!plan_attention(ctx, qsl.data(), lens.data(), b->numSeqs, b->numHeads, b->numKvHeads, D, 0, &plan, st)) return false;
+  if (!plan_attention(ctx, b->dtype, qsl.data(), lens.data(), b->numSeqs, b->numHeads, b->numKvHeads, D, 0, &plan, st)) return false;
   AttnParams p{};
   p.q = (const float*)dq;
   p.out = (float*)dout;

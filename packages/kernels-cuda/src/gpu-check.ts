@@ -48,6 +48,8 @@ export interface GpuCheckOptions {
 
 /** One decode-attention benchmark row. */
 export interface AttentionBenchRow {
+  /** `'decode'`: the register decode kernel (default for decode batches); `'tiled'`: KVQ_ATTN_KERNEL=tiled. */
+  readonly kernel: 'decode' | 'tiled';
   readonly kvDtype: string;
   readonly fp8Query: boolean;
   readonly contextLen: number;
@@ -61,8 +63,10 @@ export interface AttentionBenchRow {
   readonly fractionOfCopy: number | null;
   readonly splits: number;
   readonly finite: boolean;
-  /** bf16 time / this time (FP8 rows). */
+  /** bf16 time / this time, same kernel (FP8 rows). */
   readonly speedupVsBf16?: number | undefined;
+  /** The tiled kernel's time / this time, same configuration (decode-kernel rows). */
+  readonly speedupVsTiled?: number | undefined;
 }
 
 /** What {@link runGpuCheck} found. `ok` is true when every correctness check passed (benchmarks never fail it). */
@@ -312,28 +316,43 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
         }
         const attention: AttentionBenchRow[] = [];
         const tokens = options.benchTokens ?? 262_144;
-        for (const contextLen of options.contexts ?? [4096, 16384, 65536]) {
-          const numSeqs = Math.max(1, Math.floor(tokens / contextLen));
-          let bf16Ms: number | undefined;
-          for (const [kvDtype, fp8Query] of [['bf16', false], ['e4m3fn', false], ['e4m3fn', true]] as const) {
-            const r = gpu.benchAttention({ kvDtype, fp8Query, contextLen, numSeqs, numHeads: 32, numKvHeads: 8, headSize: 128, blockSize: 16, warmup: 3, iters: 20 });
-            if (kvDtype === 'bf16') bf16Ms = r.msMedian;
-            attention.push({
-              kvDtype,
-              fp8Query,
-              contextLen,
-              numSeqs,
-              ms: r.msMedian,
-              msMin: r.msMin,
-              gbps: r.gbps,
-              fractionOfPeak: peak > 0 ? r.gbps / peak : null,
-              fractionOfCopy: copy ? r.gbps / copy : null,
-              splits: r.splits,
-              finite: r.finite,
-              speedupVsBf16: kvDtype === 'bf16' || bf16Ms === undefined ? undefined : bf16Ms / r.msMedian,
-            });
-            log(`attention ${kvDtype}${fp8Query ? '+fp8q' : ''} ctx ${contextLen} x${numSeqs}: ${r.msMedian.toFixed(3)} ms, ${r.gbps.toFixed(0)} GB/s`);
+        const savedKernel = process.env.KVQ_ATTN_KERNEL;
+        const tiledMs = new Map<string, number>();
+        try {
+          for (const kernel of ['tiled', 'decode'] as const) {
+            process.env.KVQ_ATTN_KERNEL = kernel;
+            for (const contextLen of options.contexts ?? [4096, 16384, 65536]) {
+              const numSeqs = Math.max(1, Math.floor(tokens / contextLen));
+              let bf16Ms: number | undefined;
+              for (const [kvDtype, fp8Query] of [['bf16', false], ['e4m3fn', false], ['e4m3fn', true]] as const) {
+                const r = gpu.benchAttention({ kvDtype, fp8Query, contextLen, numSeqs, numHeads: 32, numKvHeads: 8, headSize: 128, blockSize: 16, warmup: 3, iters: 20 });
+                if (kvDtype === 'bf16') bf16Ms = r.msMedian;
+                const key = `${kvDtype}/${String(fp8Query)}/${contextLen}`;
+                if (kernel === 'tiled') tiledMs.set(key, r.msMedian);
+                const tiled = tiledMs.get(key);
+                attention.push({
+                  kernel,
+                  kvDtype,
+                  fp8Query,
+                  contextLen,
+                  numSeqs,
+                  ms: r.msMedian,
+                  msMin: r.msMin,
+                  gbps: r.gbps,
+                  fractionOfPeak: peak > 0 ? r.gbps / peak : null,
+                  fractionOfCopy: copy ? r.gbps / copy : null,
+                  splits: r.splits,
+                  finite: r.finite,
+                  speedupVsBf16: kvDtype === 'bf16' || bf16Ms === undefined ? undefined : bf16Ms / r.msMedian,
+                  speedupVsTiled: kernel === 'decode' && tiled !== undefined ? tiled / r.msMedian : undefined,
+                });
+                log(`attention ${kernel} ${kvDtype}${fp8Query ? '+fp8q' : ''} ctx ${contextLen} x${numSeqs}: ${r.msMedian.toFixed(3)} ms, ${r.gbps.toFixed(0)} GB/s`);
+              }
+            }
           }
+        } finally {
+          if (savedKernel === undefined) delete process.env.KVQ_ATTN_KERNEL;
+          else process.env.KVQ_ATTN_KERNEL = savedKernel;
         }
         const linear: { label: string; ms: number; gbps?: number; tflops?: number }[] = [];
         const gemv = gpu.benchLinear({ weightDtype: 'bf16', rows: 1, inFeatures: 4096, outFeatures: 14336, iters: 50 });
@@ -382,10 +401,10 @@ export function formatGpuCheck(r: GpuCheckReport): string {
   if (b) {
     lines.push(`  bandwidth: peak ${b.peakGBs.toFixed(0)} GB/s, measured copy ${b.copyGBs?.toFixed(0) ?? '?'} GB/s`);
     lines.push('  decode attention (32 q heads, 8 kv heads, d 128, block 16):');
-    lines.push('    kv        ctx     seqs   ms      GB/s   %peak  %copy  vs bf16  splits');
+    lines.push('    kernel  kv        ctx     seqs   ms      GB/s   %peak  %copy  vs bf16  splits  vs tiled');
     for (const a of b.attention) {
       lines.push(
-        `    ${(a.kvDtype + (a.fp8Query ? '+q8' : '')).padEnd(9)} ${String(a.contextLen).padEnd(7)} ${String(a.numSeqs).padEnd(6)} ${a.ms.toFixed(3).padEnd(7)} ${a.gbps.toFixed(0).padEnd(6)} ${a.fractionOfPeak === null ? '-' : (a.fractionOfPeak * 100).toFixed(0).padEnd(6)} ${a.fractionOfCopy === null ? '-' : (a.fractionOfCopy * 100).toFixed(0).padEnd(6)} ${a.speedupVsBf16 === undefined ? '-      ' : `${a.speedupVsBf16.toFixed(2)}x`.padEnd(7)}  ${a.splits}`,
+        `    ${a.kernel.padEnd(7)} ${(a.kvDtype + (a.fp8Query ? '+q8' : '')).padEnd(9)} ${String(a.contextLen).padEnd(7)} ${String(a.numSeqs).padEnd(6)} ${a.ms.toFixed(3).padEnd(7)} ${a.gbps.toFixed(0).padEnd(6)} ${a.fractionOfPeak === null ? '-' : (a.fractionOfPeak * 100).toFixed(0).padEnd(6)} ${a.fractionOfCopy === null ? '-' : (a.fractionOfCopy * 100).toFixed(0).padEnd(6)} ${a.speedupVsBf16 === undefined ? '-      ' : `${a.speedupVsBf16.toFixed(2)}x`.padEnd(7)}  ${String(a.splits).padEnd(6)}  ${a.speedupVsTiled === undefined ? '-' : `${a.speedupVsTiled.toFixed(2)}x`}`,
       );
     }
     for (const l of b.linear) lines.push(`  ${l.label}: ${l.ms.toFixed(3)} ms${l.gbps ? `, ${l.gbps.toFixed(0)} GB/s` : ''}${l.tflops ? `, ${l.tflops.toFixed(1)} TFLOP/s` : ''}`);

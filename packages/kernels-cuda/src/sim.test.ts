@@ -3,7 +3,8 @@
  * `@kvq/kernels/testing` against the reference, the bad-input suite, long-context attention (4k-16k keys, split-k),
  * resident caches and the device FP8 encoder, through `runGpuCheck` (what `tooling/gpu-check.sh` runs on a real
  * GPU). A missing simulator build skips with the reason, except in CI (`KVQ_REQUIRE_GPU_COMPILERS=1`), where it
- * fails. About a minute for both widths.
+ * fails. Decode batches run the register decode kernel by default, and the tiled kernel with KVQ_ATTN_KERNEL=tiled.
+ * About a minute for both widths.
  */
 import { describe, expect, it } from 'vitest';
 import { formatGpuCheck, runGpuCheck } from './gpu-check.js';
@@ -44,6 +45,45 @@ for (const warp of SIM_WARPS) {
       for (const v of report.fp8DeviceVsHost ?? []) expect(v.mismatched, `${v.format}/${v.saturation}`).toEqual([]);
       expect(report.fp8DeviceVsHost?.length).toBe(8);
       expect(report.ok, formatGpuCheck(report)).toBe(true);
+    }, 600_000);
+
+    it('the decode benchmark path runs both kernels with finite results', () => {
+      const gpu = createSimBackend({ warp });
+      const saved = process.env.KVQ_ATTN_KERNEL;
+      try {
+        for (const kernel of ['tiled', 'decode']) {
+          process.env.KVQ_ATTN_KERNEL = kernel;
+          for (const kvDtype of ['bf16', 'e4m3fn'] as const) {
+            const r = gpu.benchAttention({ kvDtype, contextLen: 600, numSeqs: 2, numHeads: 8, numKvHeads: 2, headSize: 64, warmup: 0, iters: 1 });
+            expect(r.finite, `${kernel} ${kvDtype}`).toBe(true);
+            expect(r.splits).toBeGreaterThan(1);  // 4 tasks on the simulated 8-block device: split-k
+          }
+        }
+      } finally {
+        if (saved === undefined) delete process.env.KVQ_ATTN_KERNEL;
+        else process.env.KVQ_ATTN_KERNEL = saved;
+        gpu.dispose();
+      }
+    });
+
+    it('the tiled attention kernel on decode batches too (KVQ_ATTN_KERNEL=tiled)', async () => {
+      const saved = process.env.KVQ_ATTN_KERNEL;
+      process.env.KVQ_ATTN_KERNEL = 'tiled';
+      try {
+        const report = await runGpuCheck({
+          create: (o) => createSimBackend({ ...o, warp }),
+          parity: 'quick',
+          longContext: false,
+          encoderChunk: 2 ** 8,
+          benchmarks: false,
+        });
+        expect(report.errors, formatGpuCheck(report)).toEqual([]);
+        expect(report.parity?.failures, report.parity?.summary).toEqual([]);
+        expect(report.ok, formatGpuCheck(report)).toBe(true);
+      } finally {
+        if (saved === undefined) delete process.env.KVQ_ATTN_KERNEL;
+        else process.env.KVQ_ATTN_KERNEL = saved;
+      }
     }, 600_000);
   });
 }

@@ -244,7 +244,7 @@ uint64_t warp_exchange(uint64_t bits, int src) {
       } else {
         w.out[l] = w.in[s];
       }
-      b->fibers[base + l].wait = Wait::None;
+      if (b->fibers[base + l].wait != Wait::Done) b->fibers[base + l].wait = Wait::None;
     }
     w.arrived = 0;
   } else {

@@ -51,6 +51,9 @@ struct dim3 {
 struct uint3 {
   unsigned x, y, z;
 };
+struct alignas(8) uint2 {
+  unsigned x, y;
+};
 struct alignas(16) uint4 {
   unsigned x, y, z, w;
 };
@@ -60,6 +63,7 @@ struct alignas(8) float2 {
 struct alignas(16) float4 {
   float x, y, z, w;
 };
+inline uint2 make_uint2(unsigned x, unsigned y) { return uint2{x, y}; }
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
@@ -139,8 +143,10 @@ using kvq_sim::float2;
 using kvq_sim::float4;
 using kvq_sim::make_float2;
 using kvq_sim::make_float4;
+using kvq_sim::make_uint2;
 using kvq_sim::make_uint4;
 using kvq_sim::uint3;
+using kvq_sim::uint2;
 using kvq_sim::uint4;
 
 #define threadIdx (::kvq_sim::t_thread->threadIdx)
@@ -160,7 +166,7 @@ template <class T>
 inline T __shfl_xor_sync(unsigned /*mask*/, T v, int laneMask, int width = KVQ_SIM_WARP) {
   const int lane = kvq_sim::lane_id();
   int src = lane ^ laneMask;
-  if (src / width != lane / width) src = lane;  // outside the lane's segment: its own value
+  if (src / width > lane / width) src = lane;  // a later segment: its own value (an earlier one may be read)
   return kvq_sim::shuffle_from(v, src);
 }
 template <class T>
