@@ -521,6 +521,43 @@ static const int kDecodeRowsMax = 8;  // query rows per decode task (registers: 
 /** Shared memory of the decode kernel: per warp and row, max, sum and the accumulator. */
 static size_t decode_smem_bytes(int warps, int D) { return sizeof(float) * (size_t)warps * kDecodeRowsMax * (size_t)(D + 2); }
 
+/**
+ * The end of a decode task: merge the warps' (max, sum, accumulator) rows that each warp wrote to smem
+ * ([warp][row][D + 2], after a barrier), multiply by the value scale `vs` and write the output (or the split's
+ * partial row).
+ */
+KVQ_DI void decode_finish(const AttnParams& p, const AttnTask& tk, const float* smem, int nw, float vs) {
+  const int D = p.headSize, R = tk.g1 - tk.g0, stride = D + 2;
+  const int64_t qStart = p.qsl[tk.seq];
+  for (int i = threadIdx.x; i < R * D; i += blockDim.x) {
+    const int r = i / D, d = i % D;
+    float M = -INFINITY;
+    for (int w = 0; w < nw; w++) M = fmaxf(M, smem[((size_t)w * kDecodeRowsMax + r) * stride]);
+    float L = 0.0f, A = 0.0f;
+    if (M != -INFINITY) {
+      for (int w = 0; w < nw; w++) {
+        const float* ws = smem + ((size_t)w * kDecodeRowsMax + r) * stride;
+        if (ws[0] == -INFINITY) continue;
+        const float c = expf(ws[0] - M);
+        L = fmaf(ws[1], c, L);
+        A = fmaf(ws[2 + d], c, A);
+      }
+    }
+    // FP8: the value scale multiplies the accumulated sum once.
+    A *= vs;
+    if (tk.nsplit == 1) {
+      p.out[(qStart * p.numHeads + (int64_t)tk.kvh * p.group + tk.g0 + r) * D + d] = A / L;
+    } else {
+      float* part = p.partials + (tk.partial + (long long)tk.split * R + r) * (D + 2);
+      if (d == 0) {
+        part[0] = M;
+        part[1] = L;
+      }
+      part[2 + d] = A;
+    }
+  }
+}
+
 /** RG: rows compiled for (1, 2, 4 or 8; the task may use fewer). */
 template <int DT, int RG>
 __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnParams p) {
@@ -679,33 +716,221 @@ __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnP
     }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < R * D; i += blockDim.x) {
-    const int r = i / D, d = i % D;
-    float M = -INFINITY;
-    for (int w = 0; w < nw; w++) M = fmaxf(M, smem[((size_t)w * kDecodeRowsMax + r) * stride]);
-    float L = 0.0f, A = 0.0f;
-    if (M != -INFINITY) {
-      for (int w = 0; w < nw; w++) {
-        const float* ws = smem + ((size_t)w * kDecodeRowsMax + r) * stride;
-        if (ws[0] == -INFINITY) continue;
-        const float c = expf(ws[0] - M);
-        L = fmaf(ws[1], c, L);
-        A = fmaf(ws[2 + d], c, A);
-      }
-    }
-    // FP8: the value scale multiplies the accumulated sum once.
-    A *= vs;
-    if (tk.nsplit == 1) {
-      p.out[((int64_t)qStart * p.numHeads + (int64_t)h * p.group + tk.g0 + r) * D + d] = A / L;
-    } else {
-      float* part = p.partials + (tk.partial + (long long)tk.split * R + r) * (D + 2);
-      if (d == 0) {
-        part[0] = M;
-        part[1] = L;
-      }
-      part[2 + d] = A;
+  decode_finish(p, tk, smem, nw, vs);
+}
+
+// ------------------------------------------------------------------------------------------------
+// FP8-query decode on FP8 tensor cores (sm_89+: mma.sync m16n8k32 e4m3 / e5m2)
+// ------------------------------------------------------------------------------------------------
+//
+// In FP8-query mode the scores are products of raw FP8 values (query codes x key codes), which FP8 tensor cores
+// multiply exactly. A warp computes S = Q K^T for 8 keys at a time with mma.m16n8k32 (M = 16 rows: the task's <= 8
+// query heads and 8 zero rows; N = 8 keys; K = 32 head dimensions per instruction, head size / 32 instructions).
+// The head dimensions may be permuted consistently in both operands (the sum does not care), so lane (g, t) loads
+// bytes [t D/4, (t + 1) D/4) of key g of the tile in one go and the query row g bytes of the same range; step s uses
+// bytes [t D/4 + 8 s, + 8). Accumulator c0, c1 of lane (g, t) are then the scores of query row g with keys 2t and
+// 2t + 1. The online softmax runs per row over the 4 lanes of its quad; P.V stays in float32 (the contract keeps the
+// softmax weights exact): lane (g, t) accumulates row g's output dimensions [t D/4, (t + 1) D/4), reading the value
+// bytes of those dimensions (the 8 quads read the same bytes: one broadcast load).
+//
+// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k32", 8-bit types): groupID g = lane >> 2, t = lane & 3;
+// A (row-major 16 x 32): a0..a3 row g cols 4t..4t+3, a4..a7 row g+8 cols 4t.., a8..a11 row g cols 4t+16..,
+// a12..a15 row g+8 cols 4t+16..; B (32 x 8, column-major): b0..b3 rows 4t..4t+3 col g, b4..b7 rows 4t+16.. col g;
+// C (16 x 8, f32): c0, c1 row g cols 2t, 2t+1; c2, c3 row g+8.
+// Warp width 32 only (NVIDIA); the simulator and compilers without FP8 MMA run the same fragments through
+// mma_fp8_emulated (shuffles; exact products, float32 sums in k order).
+
+/** D (16x8 f32) += A (16x32 FP8) x B (32x8 FP8) on fragments, with warp shuffles: the semantics of the MMA. */
+template <int DT>
+KVQ_DI void mma_fp8_emulated(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+  const int lane = threadIdx.x % KVQ_WARP;
+  const int g = lane >> 2, t = lane & 3;
+  // Row g and row g + 8 of A: 32 codes each, from the 4 lanes of quad g.
+  uint32_t arow[2][8], bcol[2][8];
+#pragma unroll
+  for (int q = 0; q < 4; q++) {
+    const int src = g * 4 + q;
+    // Lane q of the quad holds cols 4q..4q+3 (reg 0 / 1) and 4q+16.. (reg 2 / 3).
+    arow[0][q] = KVQ_SHFL(a[0], src);
+    arow[1][q] = KVQ_SHFL(a[1], src);
+    arow[0][4 + q] = KVQ_SHFL(a[2], src);
+    arow[1][4 + q] = KVQ_SHFL(a[3], src);
+  }
+  // Columns 2t and 2t + 1 of B: held by the lanes of quads 2t and 2t + 1.
+#pragma unroll
+  for (int n = 0; n < 2; n++) {
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+      const int src = (2 * t + n) * 4 + q;
+      bcol[n][q] = KVQ_SHFL(b[0], src);
+      bcol[n][4 + q] = KVQ_SHFL(b[1], src);
     }
   }
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+#pragma unroll
+    for (int n = 0; n < 2; n++) {
+      float acc = c[2 * r + n];
+#pragma unroll
+      for (int w = 0; w < 8; w++) {
+        float av[4], bv[4];
+        decode_fp8x4<DT>(arow[r][w], av);
+        decode_fp8x4<DT>(bcol[n][w], bv);
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc = fmaf(av[e], bv[e], acc);
+      }
+      c[2 * r + n] = acc;
+    }
+  }
+}
+
+template <int DT>
+KVQ_DI void mma_fp8(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if !KVQ_IS_HIP && !KVQ_IS_SIM && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  if constexpr (DT == kFp8E4M3FN) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.f32.e5m2.e5m2.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+#else
+  mma_fp8_emulated<DT>(c, a, b);
+#endif
+}
+
+/** DT: e4m3fn or e5m2 (the MMA's operand types); NS: head size / 32 (2, 4 or 8). */
+template <int DT, int NS>
+__global__ void KVQ_ATTN_BOUNDS(NS <= 4 ? 2 : 8) paged_decode_mma_kernel(const AttnParams p) {
+  KVQ_DYNAMIC_SHARED(float, smem);
+  constexpr int D = NS * 32, DQ = D / 4;  // head size; bytes (= dims) per lane
+  const AttnTask tk = p.tasks[blockIdx.x];
+  const int lane = threadIdx.x % KVQ_WARP, warp = threadIdx.x / KVQ_WARP, nw = blockDim.x / KVQ_WARP;
+  const int g = lane >> 2, t = lane & 3;
+  const int R = tk.g1 - tk.g0;
+  const int h = tk.kvh;
+  const int qStart = p.qsl[tk.seq];
+  const int ctxLen = p.seqLens[tk.seq];
+  const float ks = p.kScale[p.scaleLen == 1 ? 0 : h];
+  const float vs = p.vScale[p.scaleLen == 1 ? 0 : h];
+  const float qs = p.qScaleKv[h];
+  const int fmt = DT - kFp8E4M3FN;
+  const float mul = (float)((double)p.softmaxScale * (double)ks * (double)qs);
+  const bool rowOk = g < R;
+
+  // This lane's query bytes: row g, dims [t DQ, (t + 1) DQ), as FP8 codes of q / qScale.
+  uint32_t qa[NS][2];
+#pragma unroll
+  for (int s2 = 0; s2 < NS; s2++) {
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      uint32_t w = 0;
+      if (rowOk) {
+        const float* qrow = p.q + ((int64_t)qStart * p.numHeads + (int64_t)h * p.group + tk.g0 + g) * D + t * DQ + 8 * s2 + 4 * half;
+#pragma unroll
+        for (int e = 0; e < 4; e++) w |= (fp8_encode_rt(qrow[e] / qs, fmt, p.fp8Query == 1) & 0xFFu) << (8 * e);
+      }
+      qa[s2][half] = w;
+    }
+  }
+  const int pos = ctxLen - 1;
+  int lo = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
+  lo = lo > tk.k0 ? lo : tk.k0;
+  const int hi = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
+
+  float m = -INFINITY, l = 0.0f, acc[DQ];
+#pragma unroll
+  for (int e = 0; e < DQ; e++) acc[e] = 0.0f;
+  const int32_t* bt = p.blockTables + (int64_t)tk.seq * p.maxBlocksPerSeq;
+  const int64_t slotBytes = (int64_t)p.numKvHeads * D;
+  const char* kc = static_cast<const char*>(p.kc) + (int64_t)h * D + t * DQ;
+  const char* vc = static_cast<const char*>(p.vc) + (int64_t)h * D + t * DQ;
+  auto slotOf = [&](int j) { return (int64_t)bt[j / p.blockSize] * p.blockSize + j % p.blockSize; };
+
+  // Warp w takes the tiles of 8 keys w, w + nw, ...; the bounds are uniform over the warp.
+  for (int base = lo + warp * 8; base < hi; base += nw * 8) {
+    const int jk = base + g;  // the key this lane loads for B
+    uint32_t kb[NS][2];
+    if (jk < hi) {
+      const uint4* src = reinterpret_cast<const uint4*>(kc + slotOf(jk) * slotBytes);
+#pragma unroll
+      for (int i = 0; i < NS / 2; i++) {
+        const uint4 v = src[i];
+        kb[2 * i][0] = v.x;
+        kb[2 * i][1] = v.y;
+        kb[2 * i + 1][0] = v.z;
+        kb[2 * i + 1][1] = v.w;
+      }
+    } else {
+#pragma unroll
+      for (int s2 = 0; s2 < NS; s2++) kb[s2][0] = kb[s2][1] = 0u;
+    }
+    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int s2 = 0; s2 < NS; s2++) {
+      const uint32_t a[4] = {qa[s2][0], 0u, qa[s2][1], 0u};
+      mma_fp8<DT>(c, a, kb[s2]);
+    }
+    // Row g, keys base + 2t and base + 2t + 1.
+    const bool v0 = rowOk && base + 2 * t < hi, v1 = rowOk && base + 2 * t + 1 < hi;
+    const float s0 = v0 ? c[0] * mul : -INFINITY, s1 = v1 ? c[1] * mul : -INFINITY;
+    float mx = fmaxf(s0, s1);
+    mx = fmaxf(mx, KVQ_SHFL_XOR(mx, 1));
+    mx = fmaxf(mx, KVQ_SHFL_XOR(mx, 2));
+    const float mNew = fmaxf(m, mx);
+    const float corr = mNew == -INFINITY ? 1.0f : expf(m - mNew);
+    const float p0 = v0 ? expf(s0 - mNew) : 0.0f, p1 = v1 ? expf(s1 - mNew) : 0.0f;
+    float ps = p0 + p1;
+    ps += KVQ_SHFL_XOR(ps, 1);
+    ps += KVQ_SHFL_XOR(ps, 2);
+    l = l * corr + ps;
+    m = mNew;
+#pragma unroll
+    for (int e = 0; e < DQ; e++) acc[e] *= corr;
+    // P.V: key base + 2q + n's weight for row g sits in lane 4g + q (p0 for n = 0, p1 for n = 1).
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+      const float pa = KVQ_SHFL(p0, g * 4 + q), pb = KVQ_SHFL(p1, g * 4 + q);
+#pragma unroll
+      for (int n = 0; n < 2; n++) {
+        const int j = base + 2 * q + n;
+        if (j >= hi) continue;  // uniform over the warp
+        const float pw = n == 0 ? pa : pb;
+        const uint4* src = reinterpret_cast<const uint4*>(vc + slotOf(j) * slotBytes);
+#pragma unroll
+        for (int i = 0; i < DQ / 16; i++) {
+          const uint4 v = src[i];
+          const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+          for (int w = 0; w < 4; w++) {
+            float f[4];
+            decode_fp8x4<DT>(words[w], f);
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[16 * i + 4 * w + e] = fmaf(pw, f[e], acc[16 * i + 4 * w + e]);
+          }
+        }
+      }
+    }
+  }
+  // Per warp and row: lane t == 0 of quad g writes (max, sum); every lane of the quad its dimensions.
+  const int stride = D + 2;
+  if (rowOk) {
+    float* w = smem + ((size_t)warp * kDecodeRowsMax + g) * stride;
+    if (t == 0) {
+      w[0] = m;
+      w[1] = l;
+    }
+#pragma unroll
+    for (int e = 0; e < DQ; e++) w[2 + t * DQ + e] = acc[e];
+  }
+  __syncthreads();
+  decode_finish(p, tk, smem, nw, vs);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -720,6 +945,7 @@ struct AttnPlan {
   int rowsCap = kRowsMax;
   int dch = 1;
   bool decode = false;  // the register decode kernel (else the tiled kernel)
+  bool mma = false;     // decode in FP8-query mode on FP8 tensor cores
   int tg = 0;           // decode: lanes per key
   int rg = 0;           // decode: rows compiled for
   int dtype = 0;
@@ -756,6 +982,32 @@ static AttnKernel decode_kernel(int dtype, int rg) {
   return k;
 }
 
+/** The FP8-MMA decode kernel for a cache dtype (e4m3fn / e5m2) and head size (64, 128 or 256). */
+static AttnKernel decode_mma_kernel(int dtype, int D) {
+  const bool e4 = dtype == kFp8E4M3FN;
+  switch (D) {
+    case 64: return e4 ? paged_decode_mma_kernel<kFp8E4M3FN, 2> : paged_decode_mma_kernel<kFp8E5M2, 2>;
+    case 128: return e4 ? paged_decode_mma_kernel<kFp8E4M3FN, 4> : paged_decode_mma_kernel<kFp8E5M2, 4>;
+    default: return e4 ? paged_decode_mma_kernel<kFp8E4M3FN, 8> : paged_decode_mma_kernel<kFp8E5M2, 8>;
+  }
+}
+
+/**
+ * Whether FP8-query decode may use FP8 tensor cores: only with `KVQ_FP8_MMA=1` for now (the kernel is verified on the
+ * simulator, not yet on a GPU), on NVIDIA sm_89+ (or the simulator at warp 32).
+ */
+static bool fp8_mma_allowed(const Context* ctx) {
+  const char* v = getenv("KVQ_FP8_MMA");
+  if (!(v && strcmp(v, "1") == 0) || ctx->props.warpSize != 32) return false;
+#if KVQ_IS_SIM
+  return true;
+#elif KVQ_IS_HIP
+  return false;
+#else
+  return ctx->props.major * 10 + ctx->props.minor >= 89;
+#endif
+}
+
 /**
  * Which kernel decode batches use: `KVQ_ATTN_KERNEL=tiled` forces the tiled kernel (the one measured on an H200 in
  * the package README), anything else (default) picks the register decode kernel when every sequence has one query
@@ -784,7 +1036,7 @@ static int64_t resident_blocks(Context* ctx, AttnKernel kernel, int threads, siz
   return sms * perSm;
 }
 
-static bool plan_attention(Context* ctx, int dtype, const int32_t* qsl, const int32_t* seqLens, int numSeqs, int numHeads,
+static bool plan_attention(Context* ctx, int dtype, int fp8Query, const int32_t* qsl, const int32_t* seqLens, int numSeqs, int numHeads,
                            int numKvHeads, int D, int slidingWindow, AttnPlan* plan, Status* st) {
   const int warpSize = ctx->props.warpSize > 0 ? ctx->props.warpSize : 32;
   const int G = numHeads / numKvHeads;
@@ -836,13 +1088,17 @@ static bool plan_attention(Context* ctx, int dtype, const int32_t* qsl, const in
   // resident blocks (a second, nearly empty wave would double the time).
   const int threads = kWarpsPerBlock * warpSize;
   if (plan->decode) {
+    plan->mma = fp8Query && (dtype == kFp8E4M3FN || dtype == kFp8E5M2) && (D == 64 || D == 128 || D == 256) &&
+                fp8_mma_allowed(ctx);
     plan->tg = tg;
     plan->rg = gsz <= 1 ? 1 : gsz <= 2 ? 2 : gsz <= 4 ? 4 : 8;
     plan->rowsCap = gsz;
     plan->smem = decode_smem_bytes(kWarpsPerBlock, D);
   }
   const int64_t slots = resident_blocks(
-      ctx, plan->decode ? decode_kernel(dtype, plan->rg) : attention_kernel(plan->dch, plan->rowsCap), threads, plan->smem);
+      ctx,
+      plan->mma ? decode_mma_kernel(dtype, D) : plan->decode ? decode_kernel(dtype, plan->rg) : attention_kernel(plan->dch, plan->rowsCap),
+      threads, plan->smem);
   plan->residentBlocks = slots;
   const int64_t want = base >= slots ? 1 : std::max<int64_t>(1, slots / std::max<int64_t>(base, 1));
   plan->tasks.clear();
@@ -926,7 +1182,10 @@ static bool launch_attention(Context* ctx, const AttnPlan& plan, const AttnParam
     KVQ_LAUNCH(grid, threads, plan.smem, ctx->stream, kernel)(p);
     return true;
   };
-  if (!go(plan.decode ? decode_kernel(plan.dtype, plan.rg) : attention_kernel(plan.dch, plan.rowsCap))) return false;
+  AttnKernel kernel = plan.mma      ? decode_mma_kernel(plan.dtype, p.headSize)
+                      : plan.decode ? decode_kernel(plan.dtype, plan.rg)
+                                    : attention_kernel(plan.dch, plan.rowsCap);
+  if (!go(kernel)) return false;
   KVQ_LAUNCHED("pagedAttention kernel");
   if (!plan.combine.empty()) {
     KVQ_LAUNCH((unsigned)plan.combine.size(), 128, 0, ctx->stream, attention_combine_kernel)(p);
@@ -942,7 +1201,7 @@ bool paged_attention(Context* ctx, const AttentionArgs& a, Status* st) {
   const int64_t numTokens = a.qsl[a.numSeqs];
   if (numTokens == 0) return true;
   AttnPlan plan;
-  if (!plan_attention(ctx, c.dtype, a.qsl, a.seqLens, a.numSeqs, a.numHeads, c.numKvHeads, D, a.slidingWindow, &plan, st)) return false;
+  if (!plan_attention(ctx, c.dtype, a.fp8Query, a.qsl, a.seqLens, a.numSeqs, a.numHeads, c.numKvHeads, D, a.slidingWindow, &plan, st)) return false;
 
   const size_t qb = (size_t)(numTokens * a.numHeads * D) * 4;
   void *dq, *dout, *dqsl, *dlens, *dbt, *dk, *dv, *dks = nullptr, *dvs = nullptr, *dqs = nullptr;
@@ -1093,7 +1352,7 @@ bool bench_attention(Context* ctx, AttentionBench* b, Status* st) {
       !scratch(ctx, kS11, 64, &dcs, st))
     return false;
   AttnPlan plan;
-  if (!plan_attention(ctx, b->dtype, qsl.data(), lens.data(), b->numSeqs, b->numHeads, b->numKvHeads, D, 0, &plan, st)) return false;
+  if (!plan_attention(ctx, b->dtype, b->fp8Query, qsl.data(), lens.data(), b->numSeqs, b->numHeads, b->numKvHeads, D, 0, &plan, st)) return false;
   AttnParams p{};
   p.q = (const float*)dq;
   p.out = (float*)dout;

@@ -48,8 +48,11 @@ export interface GpuCheckOptions {
 
 /** One decode-attention benchmark row. */
 export interface AttentionBenchRow {
-  /** `'decode'`: the register decode kernel (default for decode batches); `'tiled'`: KVQ_ATTN_KERNEL=tiled. */
-  readonly kernel: 'decode' | 'tiled';
+  /**
+   * `'decode'`: the register decode kernel (default for decode batches); `'tiled'`: KVQ_ATTN_KERNEL=tiled;
+   * `'decode-mma'`: FP8-query rows with KVQ_FP8_MMA=1 (FP8 tensor cores on sm_89+).
+   */
+  readonly kernel: 'decode' | 'tiled' | 'decode-mma';
   readonly kvDtype: string;
   readonly fp8Query: boolean;
   readonly contextLen: number;
@@ -91,6 +94,11 @@ export interface GpuCheckReport {
   residency?: { ok: boolean; detail: string };
   fp8Vendor?: { format: string; saturation: string; encodeMismatches: number; firstEncodeMismatch: number | null; decodeMismatches: number; ms: number }[];
   fp8DeviceVsHost?: { format: string; saturation: string; chunks: number; mismatched: string[] }[];
+  /**
+   * FP8-query decode with KVQ_FP8_MMA=1 vs the reference. `tensorCores`: whether the device runs it on FP8 MMA
+   * (NVIDIA sm_89+, or the simulator's emulation at warp 32); otherwise the scalar decode kernel served the cases.
+   */
+  fp8Mma?: { tensorCores: boolean; cases: { label: string; ok: boolean; maxAbsError: number; message?: string | undefined }[] };
   benchmarks?: {
     peakGBs: number;
     copyGBs: number | null;
@@ -148,6 +156,73 @@ function longContextChecks(gpu: KernelBackend, ref: KernelBackend): NonNullable<
     } catch (e) {
       out.push({ label: c.label, ok: false, maxAbsError: Infinity, message: errText(e), ms: performance.now() - t0 });
     }
+  }
+  return out;
+}
+
+/** Whether FP8-query decode runs on FP8 tensor cores with KVQ_FP8_MMA=1 on this backend (see attention.cu). */
+export function fp8MmaCapable(gpu: GpuBackend): boolean {
+  if (gpu.device.warpSize !== 32) return false;
+  if (gpu.vendor === 'sim') return true;
+  if (gpu.vendor !== 'cuda') return false;
+  const [major = 0, minor = 0] = gpu.device.computeCapability.split('.').map(Number);
+  return major * 10 + minor >= 89;
+}
+
+/**
+ * FP8-query decode batches vs the reference with `KVQ_FP8_MMA=1` (the FP8 tensor-core kernel where the device has
+ * one): head sizes 64 / 128 / 256, e4m3fn and e5m2, GQA groups 1-16, keys from 1 to 1100 (partial 8-key tiles,
+ * split-k), a sliding window, per-tensor and per-head scales, both saturation modes.
+ */
+export function fp8MmaChecks(gpu: KernelBackend, ref: KernelBackend): { label: string; ok: boolean; maxAbsError: number; message?: string | undefined }[] {
+  const cases = [
+    { dtype: 'e4m3fn', headSize: 128, numHeads: 16, numKvHeads: 4, seqs: [1, 7, 8, 9, 300], scales: 'head', window: undefined },
+    { dtype: 'e5m2', headSize: 64, numHeads: 8, numKvHeads: 1, seqs: [33, 700], scales: 'tensor', window: undefined },
+    { dtype: 'e4m3fn', headSize: 256, numHeads: 6, numKvHeads: 2, seqs: [40, 129], scales: 'tensor', window: 50 },
+    { dtype: 'e4m3fn', headSize: 64, numHeads: 4, numKvHeads: 4, seqs: [1100], scales: 'head', window: undefined },
+    { dtype: 'e5m2', headSize: 128, numHeads: 32, numKvHeads: 2, seqs: [17, 64], scales: 'head', window: undefined },
+  ] as const;
+  const saved = process.env.KVQ_FP8_MMA;
+  process.env.KVQ_FP8_MMA = '1';
+  const out: { label: string; ok: boolean; maxAbsError: number; message?: string | undefined }[] = [];
+  try {
+    for (const [i, c] of cases.entries()) {
+      for (const saturation of ['satfinite', 'nosat'] as const) {
+        const label = `${c.dtype} d${c.headSize} ${c.numHeads}/${c.numKvHeads} heads, keys ${c.seqs.join(' ')}${c.window ? `, window ${c.window}` : ''}, ${c.scales} scales, ${saturation}`;
+        try {
+          const batch = buildAttentionBatch(
+            { dtype: c.dtype, blockSize: 16, numKvHeads: c.numKvHeads, headSize: c.headSize, numHeads: c.numHeads, seqs: c.seqs.map((n) => ({ queryLen: 1, seqLen: n })), scales: c.scales },
+            rng(100 + i),
+            ref,
+          );
+          const args = {
+            query: batch.query,
+            cache: batch.cache,
+            queryStartLoc: batch.queryStartLoc,
+            seqLens: batch.seqLens,
+            blockTables: batch.blockTables,
+            maxBlocksPerSeq: batch.maxBlocksPerSeq,
+            numSeqs: batch.numSeqs,
+            numHeads: c.numHeads,
+            slidingWindow: c.window,
+            fp8Query: { saturation },
+          };
+          const want = new Float32Array(batch.numTokens * c.numHeads * c.headSize);
+          const got = new Float32Array(want.length).fill(Number.NaN);
+          ref.pagedAttention({ ...args, out: want });
+          gpu.pagedAttention({ ...args, out: got });
+          const f = compareOutput('out', got, want, { rtol: 1e-3, atol: 1e-4 });
+          let maxAbs = 0;
+          for (let k = 0; k < want.length; k++) maxAbs = Math.max(maxAbs, Math.abs(got[k]! - want[k]!));
+          out.push({ label, ok: f === undefined, maxAbsError: maxAbs, message: f?.message });
+        } catch (e) {
+          out.push({ label, ok: false, maxAbsError: Infinity, message: errText(e) });
+        }
+      }
+    }
+  } finally {
+    if (saved === undefined) delete process.env.KVQ_FP8_MMA;
+    else process.env.KVQ_FP8_MMA = saved;
   }
   return out;
 }
@@ -272,6 +347,9 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
         report.longContext = longContextChecks(gpu, ref);
       });
     }
+    stage('FP8-query decode on FP8 tensor cores (KVQ_FP8_MMA=1)', () => {
+      report.fp8Mma = { tensorCores: fp8MmaCapable(gpu), cases: fp8MmaChecks(gpu, ref) };
+    });
     stage('residency', () => {
       report.residency = residencyCheck(make, base, ref);
     });
@@ -317,14 +395,20 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
         const attention: AttentionBenchRow[] = [];
         const tokens = options.benchTokens ?? 262_144;
         const savedKernel = process.env.KVQ_ATTN_KERNEL;
+        const savedMma = process.env.KVQ_FP8_MMA;
         const tiledMs = new Map<string, number>();
+        const mmaRows = fp8MmaCapable(gpu);
         try {
-          for (const kernel of ['tiled', 'decode'] as const) {
-            process.env.KVQ_ATTN_KERNEL = kernel;
+          for (const kernel of ['tiled', 'decode', 'decode-mma'] as const) {
+            if (kernel === 'decode-mma' && !mmaRows) continue;
+            process.env.KVQ_ATTN_KERNEL = kernel === 'tiled' ? 'tiled' : 'decode';
+            if (kernel === 'decode-mma') process.env.KVQ_FP8_MMA = '1';
+            else delete process.env.KVQ_FP8_MMA;
             for (const contextLen of options.contexts ?? [4096, 16384, 65536]) {
               const numSeqs = Math.max(1, Math.floor(tokens / contextLen));
               let bf16Ms: number | undefined;
-              for (const [kvDtype, fp8Query] of [['bf16', false], ['e4m3fn', false], ['e4m3fn', true]] as const) {
+              const configs = kernel === 'decode-mma' ? ([['e4m3fn', true]] as const) : ([['bf16', false], ['e4m3fn', false], ['e4m3fn', true]] as const);
+              for (const [kvDtype, fp8Query] of configs) {
                 const r = gpu.benchAttention({ kvDtype, fp8Query, contextLen, numSeqs, numHeads: 32, numKvHeads: 8, headSize: 128, blockSize: 16, warmup: 3, iters: 20 });
                 if (kvDtype === 'bf16') bf16Ms = r.msMedian;
                 const key = `${kvDtype}/${String(fp8Query)}/${contextLen}`;
@@ -344,7 +428,7 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
                   splits: r.splits,
                   finite: r.finite,
                   speedupVsBf16: kvDtype === 'bf16' || bf16Ms === undefined ? undefined : bf16Ms / r.msMedian,
-                  speedupVsTiled: kernel === 'decode' && tiled !== undefined ? tiled / r.msMedian : undefined,
+                  speedupVsTiled: kernel !== 'tiled' && tiled !== undefined ? tiled / r.msMedian : undefined,
                 });
                 log(`attention ${kernel} ${kvDtype}${fp8Query ? '+fp8q' : ''} ctx ${contextLen} x${numSeqs}: ${r.msMedian.toFixed(3)} ms, ${r.gbps.toFixed(0)} GB/s`);
               }
@@ -353,6 +437,8 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
         } finally {
           if (savedKernel === undefined) delete process.env.KVQ_ATTN_KERNEL;
           else process.env.KVQ_ATTN_KERNEL = savedKernel;
+          if (savedMma === undefined) delete process.env.KVQ_FP8_MMA;
+          else process.env.KVQ_FP8_MMA = savedMma;
         }
         const linear: { label: string; ms: number; gbps?: number; tflops?: number }[] = [];
         const gemv = gpu.benchLinear({ weightDtype: 'bf16', rows: 1, inFeatures: 4096, outFeatures: 14336, iters: 50 });
@@ -375,7 +461,8 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
   const vendorOk = (report.fp8Vendor ?? []).every((v) => v.encodeMismatches === 0 && v.decodeMismatches === 0);
   const hostOk = (report.fp8DeviceVsHost ?? []).every((v) => v.mismatched.length === 0);
   const benchOk = (report.benchmarks?.attention ?? []).every((a) => a.finite);
-  report.ok = report.errors.length === 0 && parityOk && badOk && longOk && resOk && vendorOk && hostOk && benchOk;
+  const mmaOk = (report.fp8Mma?.cases ?? []).every((c) => c.ok);
+  report.ok = report.errors.length === 0 && parityOk && badOk && longOk && resOk && vendorOk && hostOk && benchOk && mmaOk;
   report.durationMs = performance.now() - started;
   return report;
 }
@@ -389,6 +476,12 @@ export function formatGpuCheck(r: GpuCheckReport): string {
   for (const f of r.parity?.failures.slice(0, 10) ?? []) lines.push(`    FAIL ${f.label}: ${f.message}`);
   if (r.badInput) lines.push(`  bad input: ${r.badInput.failures.length === 0 ? 'all rejected like the reference' : `${r.badInput.failures.length} mismatches`}`);
   for (const c of r.longContext ?? []) lines.push(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.label} (max |err| ${c.maxAbsError.toExponential(2)})${c.message ? `: ${c.message}` : ''}`);
+  if (r.fp8Mma) {
+    const bad = r.fp8Mma.cases.filter((c) => !c.ok);
+    const maxErr = Math.max(0, ...r.fp8Mma.cases.map((c) => c.maxAbsError));
+    lines.push(`  FP8-query decode, KVQ_FP8_MMA=1 (${r.fp8Mma.tensorCores ? 'FP8 tensor cores' : 'no FP8 MMA here: scalar kernel'}): ${r.fp8Mma.cases.length - bad.length}/${r.fp8Mma.cases.length} cases (max |err| ${maxErr.toExponential(2)})`);
+    for (const c of bad) lines.push(`    FAIL ${c.label}: ${c.message ?? ''}`);
+  }
   if (r.residency) lines.push(`  residency: ${r.residency.ok ? 'ok' : 'FAIL'} (${r.residency.detail})`);
   for (const v of r.fp8Vendor ?? []) {
     lines.push(`  fp8.h vs CUDA ${v.format}/${v.saturation}: ${v.encodeMismatches} encode / ${v.decodeMismatches} decode mismatches (${v.ms.toFixed(1)} ms)`);
@@ -401,10 +494,10 @@ export function formatGpuCheck(r: GpuCheckReport): string {
   if (b) {
     lines.push(`  bandwidth: peak ${b.peakGBs.toFixed(0)} GB/s, measured copy ${b.copyGBs?.toFixed(0) ?? '?'} GB/s`);
     lines.push('  decode attention (32 q heads, 8 kv heads, d 128, block 16):');
-    lines.push('    kernel  kv        ctx     seqs   ms      GB/s   %peak  %copy  vs bf16  splits  vs tiled');
+    lines.push('    kernel     kv        ctx     seqs   ms      GB/s   %peak  %copy  vs bf16  splits  vs tiled');
     for (const a of b.attention) {
       lines.push(
-        `    ${a.kernel.padEnd(7)} ${(a.kvDtype + (a.fp8Query ? '+q8' : '')).padEnd(9)} ${String(a.contextLen).padEnd(7)} ${String(a.numSeqs).padEnd(6)} ${a.ms.toFixed(3).padEnd(7)} ${a.gbps.toFixed(0).padEnd(6)} ${a.fractionOfPeak === null ? '-' : (a.fractionOfPeak * 100).toFixed(0).padEnd(6)} ${a.fractionOfCopy === null ? '-' : (a.fractionOfCopy * 100).toFixed(0).padEnd(6)} ${a.speedupVsBf16 === undefined ? '-      ' : `${a.speedupVsBf16.toFixed(2)}x`.padEnd(7)}  ${String(a.splits).padEnd(6)}  ${a.speedupVsTiled === undefined ? '-' : `${a.speedupVsTiled.toFixed(2)}x`}`,
+        `    ${a.kernel.padEnd(10)} ${(a.kvDtype + (a.fp8Query ? '+q8' : '')).padEnd(9)} ${String(a.contextLen).padEnd(7)} ${String(a.numSeqs).padEnd(6)} ${a.ms.toFixed(3).padEnd(7)} ${a.gbps.toFixed(0).padEnd(6)} ${a.fractionOfPeak === null ? '-' : (a.fractionOfPeak * 100).toFixed(0).padEnd(6)} ${a.fractionOfCopy === null ? '-' : (a.fractionOfCopy * 100).toFixed(0).padEnd(6)} ${a.speedupVsBf16 === undefined ? '-      ' : `${a.speedupVsBf16.toFixed(2)}x`.padEnd(7)}  ${String(a.splits).padEnd(6)}  ${a.speedupVsTiled === undefined ? '-' : `${a.speedupVsTiled.toFixed(2)}x`}`,
       );
     }
     for (const l of b.linear) lines.push(`  ${l.label}: ${l.ms.toFixed(3)} ms${l.gbps ? `, ${l.gbps.toFixed(0)} GB/s` : ''}${l.tflops ? `, ${l.tflops.toFixed(1)} TFLOP/s` : ''}`);

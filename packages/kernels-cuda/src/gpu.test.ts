@@ -21,6 +21,7 @@ describe.skipIf(!process.env.KVQ_TEST_GPU)('GPU check on a real device', () => {
     expect(report.badInput?.failures).toEqual([]);
     expect(report.longContext?.filter((c) => !c.ok)).toEqual([]);
     expect(report.residency?.ok).toBe(true);
+    for (const c of report.fp8Mma?.cases ?? []) expect(c.ok, `FP8 MMA ${c.label}: ${c.message ?? ''}`).toBe(true);
     for (const v of report.fp8Vendor ?? []) expect([v.format, v.saturation, v.encodeMismatches, v.decodeMismatches]).toEqual([v.format, v.saturation, 0, 0]);
     for (const v of report.fp8DeviceVsHost ?? []) expect(v.mismatched, `${v.format}/${v.saturation}`).toEqual([]);
     expect(report.ok, formatGpuCheck(report)).toBe(true);

@@ -6,8 +6,9 @@
  * fails. Decode batches run the register decode kernel by default, and the tiled kernel with KVQ_ATTN_KERNEL=tiled.
  * About a minute for both widths.
  */
+import { createReferenceBackend } from '@kvq/kernels';
 import { describe, expect, it } from 'vitest';
-import { formatGpuCheck, runGpuCheck } from './gpu-check.js';
+import { fp8MmaCapable, fp8MmaChecks, formatGpuCheck, runGpuCheck } from './gpu-check.js';
 import { createSimBackend, SIM_WARPS, simAvailability } from './sim.js';
 
 const required = process.env.KVQ_REQUIRE_GPU_COMPILERS === '1';
@@ -40,6 +41,8 @@ for (const warp of SIM_WARPS) {
       expect(report.parity?.cases).toBeGreaterThan(100);
       expect(report.badInput?.failures).toEqual([]);
       expect(report.residency?.ok, report.residency?.detail).toBe(true);
+      expect(report.fp8Mma?.tensorCores).toBe(warp === 32);
+      for (const c of report.fp8Mma?.cases ?? []) expect(c.ok, `${c.label}: ${c.message ?? ''}`).toBe(true);
       expect(report.longContext?.length).toBe(4);
       for (const c of report.longContext ?? []) expect(c.ok, `${c.label}: ${c.message ?? ''}`).toBe(true);
       for (const v of report.fp8DeviceVsHost ?? []) expect(v.mismatched, `${v.format}/${v.saturation}`).toEqual([]);
@@ -62,6 +65,18 @@ for (const warp of SIM_WARPS) {
       } finally {
         if (saved === undefined) delete process.env.KVQ_ATTN_KERNEL;
         else process.env.KVQ_ATTN_KERNEL = saved;
+        gpu.dispose();
+      }
+    });
+
+    it.skipIf(warp !== 32)('FP8-query decode on FP8 tensor cores (KVQ_FP8_MMA=1: the mma.m16n8k32 fragments, emulated)', () => {
+      const gpu = createSimBackend({ warp });
+      try {
+        expect(fp8MmaCapable(gpu)).toBe(true);
+        const cases = fp8MmaChecks(gpu, createReferenceBackend());
+        expect(cases.length).toBe(10);
+        for (const c of cases) expect(c.ok, `${c.label}: ${c.message ?? ''}`).toBe(true);
+      } finally {
         gpu.dispose();
       }
     });
