@@ -228,6 +228,7 @@ class NativeGpuBackend implements GpuBackend {
       threads: 1,
       device: d.name,
       version: packageVersion(),
+      ...(spec.fp8Fnuz?.(d.arch) === true ? { fp8Fnuz: true } : {}),
     });
   }
 

@@ -33,6 +33,8 @@ export interface GpuVendorSpec {
   readonly defaultPaths: () => string[];
   /** How to build the addon (appended to "not built" reasons). */
   readonly buildHint: string;
+  /** Whether a device architecture (`GpuDeviceInfo.arch`) uses FNUZ FP8 (sets `BackendInfo.fp8Fnuz`). Default: never. */
+  readonly fp8Fnuz?: ((arch: string) => boolean) | undefined;
 }
 
 /** The CUDA package's spec. */

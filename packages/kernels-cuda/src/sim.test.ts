@@ -8,8 +8,9 @@
  */
 import { createReferenceBackend } from '@kvq/kernels';
 import { describe, expect, it } from 'vitest';
+import { createGpuBackend } from './backend.js';
 import { fp8MmaCapable, fp8MmaChecks, formatGpuCheck, runGpuCheck } from './gpu-check.js';
-import { createSimBackend, SIM_WARPS, simAvailability } from './sim.js';
+import { createSimBackend, SIM_WARPS, simAvailability, simSpec } from './sim.js';
 
 const required = process.env.KVQ_REQUIRE_GPU_COMPILERS === '1';
 
@@ -49,6 +50,18 @@ for (const warp of SIM_WARPS) {
       expect(report.fp8DeviceVsHost?.length).toBe(8);
       expect(report.ok, formatGpuCheck(report)).toBe(true);
     }, 600_000);
+
+    it('BackendInfo.fp8Fnuz follows the spec\'s architecture rule (the ROCm package sets it on gfx94x)', () => {
+      const plain = createSimBackend({ warp });
+      const fnuz = createGpuBackend({ ...simSpec(warp), fp8Fnuz: (arch: string) => arch === `sim-w${warp}` });
+      try {
+        expect(plain.info.fp8Fnuz).toBeUndefined();
+        expect(fnuz.info.fp8Fnuz).toBe(true);
+      } finally {
+        plain.dispose();
+        fnuz.dispose();
+      }
+    });
 
     it('the decode benchmark path runs both kernels with finite results', () => {
       const gpu = createSimBackend({ warp });

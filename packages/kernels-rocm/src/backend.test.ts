@@ -1,6 +1,6 @@
 import { describeLoad, isKernelError, loadBackend } from '@kvq/kernels';
 import { describe, expect, it } from 'vitest';
-import { backendName, createBackend, rocmAvailability, ROCM_SPEC } from './backend.js';
+import { archUsesFnuz, backendName, createBackend, rocmAvailability, ROCM_SPEC } from './backend.js';
 
 const avail = rocmAvailability();
 
@@ -35,5 +35,17 @@ describe.skipIf(avail.available)('without an AMD GPU (this machine)', () => {
     expect(loaded.backend.name).toBe('reference');
     expect(loaded.rejected.map((r) => r.name)).toEqual(['rocm']);
     expect(describeLoad(loaded)).toContain('@kvq/kernels-rocm is unavailable');
+  });
+});
+
+describe('FNUZ FP8 per architecture (BackendInfo.fp8Fnuz)', () => {
+  it('gfx94x uses FNUZ; gfx950, gfx12, gfx90a and names that are not gfx architectures do not', () => {
+    expect(archUsesFnuz('gfx942:sramecc+:xnack-')).toBe(true);
+    expect(archUsesFnuz('gfx940')).toBe(true);
+    expect(archUsesFnuz('gfx950')).toBe(false);
+    expect(archUsesFnuz('gfx1201')).toBe(false);
+    expect(archUsesFnuz('gfx90a:sramecc+:xnack-')).toBe(false);
+    expect(archUsesFnuz('sim-w64')).toBe(false);
+    expect(ROCM_SPEC.fp8Fnuz).toBe(archUsesFnuz);
   });
 });

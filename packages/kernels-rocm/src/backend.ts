@@ -5,6 +5,16 @@
  */
 import { fileURLToPath } from 'node:url';
 import { createGpuBackend, gpuAvailability, type GpuAvailability, type GpuBackend, type GpuBackendOptions, type GpuVendorSpec } from '@kvq/kernels-cuda';
+import { rocmFp8Plan } from './fp8-plan.js';
+
+/** Whether a HIP `gcnArchName` uses the FNUZ FP8 formats (gfx94x); false for names that are not gfx architectures. */
+export function archUsesFnuz(gcnArchName: string): boolean {
+  try {
+    return rocmFp8Plan(gcnArchName).fnuz;
+  } catch {
+    return false;
+  }
+}
 
 /** The name the loader and `KVQ_BACKEND` use for this backend. */
 export const backendName = 'rocm';
@@ -21,6 +31,8 @@ export const ROCM_SPEC: GpuVendorSpec = Object.freeze({
   defaultPaths: () => [fileURLToPath(new URL('../build/Release/kvq_rocm.node', import.meta.url))],
   buildHint:
     'Build it with `pnpm --filter @kvq/kernels-rocm build:native` (needs hipcc and libamdhip64, e.g. apt-get install hipcc libamdhip64-dev rocm-device-libs), or point KVQ_ROCM_ADDON at a kvq_rocm.node',
+  // MI300-class GPUs: BackendInfo.fp8Fnuz, so engines pick e4m3fnuz for `fp8` as vLLM does there.
+  fp8Fnuz: archUsesFnuz,
 });
 
 /** Probe the ROCm addon in a child process (cached) without creating a backend. Never throws. */

@@ -5,6 +5,6 @@
  * @see ../README.md
  * @module
  */
-export { backendName, createBackend, rocmAvailability, ROCM_SPEC } from './backend.js';
+export { archUsesFnuz, backendName, createBackend, rocmAvailability, ROCM_SPEC } from './backend.js';
 export { adjustCheckpointScales, kvScaleFromAmax, rocmFp8Plan, type RocmFp8Plan } from './fp8-plan.js';
 export type { GpuAvailability, GpuBackend, GpuBackendOptions } from '@kvq/kernels-cuda';

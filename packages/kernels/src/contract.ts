@@ -337,6 +337,12 @@ export interface BackendInfo {
   readonly device?: string | undefined;
   /** Version of the backend's native build, if any. */
   readonly version?: string | undefined;
+  /**
+   * True when the device's native FP8 formats are FNUZ (AMD gfx94x, MI300-class: vLLM's `is_fp8_fnuz()`). Engines
+   * then resolve `fp8` / `fp8_e4m3` / `fp8_e5m2` to `e4m3fnuz` / `e5m2fnuz` and double checkpoint scales, as vLLM
+   * does on those GPUs. Absent or false: the OCP formats.
+   */
+  readonly fp8Fnuz?: boolean | undefined;
 }
 
 /**

@@ -26,7 +26,10 @@ export type KvCacheDtype = KvCacheDtypeOption;
 export interface LLMOptions {
   /** A model folder or file (HF folder, .gguf, llama2.c .bin), or an already loaded model. */
   readonly model: string | LoadedModel;
-  /** `auto` (model dtype), `fp8` (= `fp8_e4m3`), `fp8_e4m3`, `fp8_e5m2`, `fp8_e4m3fnuz`, `fp8_e5m2fnuz`, ... Default `auto`. */
+  /**
+   * `auto` (model dtype), `fp8` (= `fp8_e4m3`), `fp8_e4m3`, `fp8_e5m2` (FNUZ formats when the backend reports
+   * `info.fp8Fnuz`, AMD MI300-class, as vLLM does), or a storage dtype (`e4m3fnuz`, `e5m2fnuz`, `bf16`, ...). Default `auto`.
+   */
   readonly kvCacheDtype?: KvCacheDtype;
   /** vLLM `calculate_kv_scales`: scales from the first forward pass (amax/200, amax/200, amax/100). Default false. */
   readonly calculateKvScales?: boolean;
@@ -165,17 +168,28 @@ export class LLM {
 
   /** Loads the model, sizes the KV cache for `kvCacheMemory`, and builds the engine. */
   static async create(options: LLMOptions): Promise<LLM> {
+    // The backend first: on FNUZ hardware (AMD MI300-class, `info.fp8Fnuz`) `fp8` means e4m3fnuz, as in vLLM, and
+    // checkpoint scales must be loaded for that format (x2).
+    const backend = await resolveBackend(options.backend);
+    const fnuz = backend.info.fp8Fnuz === true;
+    const resolveDtype = (modelDtype: 'f32' | 'f16' | 'bf16'): KvStorageDtype => {
+      try {
+        return resolveKvCacheDtype(options.kvCacheDtype ?? 'auto', modelDtype, { fnuz });
+      } catch (cause) {
+        throw new EngineError('INVALID_ARGUMENT', `kvCacheDtype ${JSON.stringify(options.kvCacheDtype)} is not supported: ${(cause as Error).message}`, { field: 'kvCacheDtype', cause });
+      }
+    };
+    // An FP8 option names its format whatever the model dtype is.
+    const fp8Format = resolveDtype('bf16');
     const model = typeof options.model === 'string'
-      ? await loadModel(options.model, { ...(options.onProgress ? { onProgress: options.onProgress } : {}) })
+      ? await loadModel(options.model, {
+          ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+          ...(isFp8Dtype(fp8Format) ? { kvCacheFormat: fp8Format } : {}),
+        })
       : options.model;
     const c = model.config;
     const modelDtype = c.torchDtype === 'float32' ? 'f32' : c.torchDtype === 'float16' ? 'f16' : 'bf16';
-    let kvDtype: KvStorageDtype;
-    try {
-      kvDtype = resolveKvCacheDtype(options.kvCacheDtype ?? 'auto', modelDtype);
-    } catch (cause) {
-      throw new EngineError('INVALID_ARGUMENT', `kvCacheDtype ${JSON.stringify(options.kvCacheDtype)} is not supported: ${(cause as Error).message}`, { field: 'kvCacheDtype', cause });
-    }
+    const kvDtype = resolveDtype(modelDtype);
     if (options.fp8Query && !isFp8Dtype(kvDtype)) {
       throw new EngineError('INVALID_ARGUMENT', `fp8Query needs an FP8 KV cache, got kvCacheDtype ${JSON.stringify(options.kvCacheDtype ?? 'auto')}`, { field: 'fp8Query' });
     }
@@ -222,7 +236,6 @@ export class LLM {
       rope: ropeTableFor(c, maxModelLen),
       slidingWindow: c.slidingWindow ?? undefined,
     };
-    const backend = await resolveBackend(options.backend);
     const forward = new LlamaForward(backend, llamaWeightsOf(model), dims, storage, { fp8Query: options.fp8Query ?? false });
     const manager = new KvCacheManager({ numBlocks: plan.numBlocks, blockSize, enablePrefixCaching: options.enablePrefixCaching ?? true, format: storage });
     const engine = new LLMEngine({
