@@ -808,6 +808,10 @@ KVQ_DI void mma_fp8(float c[4], const uint32_t a[4], const uint32_t b[2]) {
 /** DT: e4m3fn or e5m2 (the MMA's operand types); NS: head size / 32 (2, 4 or 8). */
 template <int DT, int NS>
 __global__ void KVQ_ATTN_BOUNDS(NS <= 4 ? 2 : 8) paged_decode_mma_kernel(const AttnParams p) {
+#if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890) || (KVQ_IS_HIP && defined(__HIP_DEVICE_COMPILE__))
+  // Device code for targets without FP8 MMA: never launched there (fp8_mma_allowed), so not compiled.
+  (void)p;
+#else
   KVQ_DYNAMIC_SHARED(float, smem);
   constexpr int D = NS * 32, DQ = D / 4;  // head size; bytes (= dims) per lane
   const AttnTask tk = p.tasks[blockIdx.x];
@@ -931,6 +935,7 @@ __global__ void KVQ_ATTN_BOUNDS(NS <= 4 ? 2 : 8) paged_decode_mma_kernel(const A
   }
   __syncthreads();
   decode_finish(p, tk, smem, nw, vs);
+#endif
 }
 
 // ------------------------------------------------------------------------------------------------

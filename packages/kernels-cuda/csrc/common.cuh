@@ -25,16 +25,20 @@ enum Slot : int {
   kNumSlots
 };
 
-/** cuBLAS entry points, loaded with dlopen (no build-time dependency). */
+/**
+ * The vendor BLAS's SGEMM, loaded with dlopen (no build-time dependency): cuBLAS v2 on NVIDIA, hipBLAS on AMD (the
+ * same C signatures; the operation enums differ: cuBLAS N = 0 / T = 1, hipBLAS N = 111 / T = 112).
+ */
 struct Cublas {
   void* lib = nullptr;
   void* handle = nullptr;
   int (*create)(void**) = nullptr;
   int (*destroy)(void*) = nullptr;
   int (*setStream)(void*, cudaStream_t) = nullptr;
-  int (*setMathMode)(void*, int) = nullptr;
+  int (*setMathMode)(void*, int) = nullptr;  // cuBLAS only
   int (*sgemm)(void*, int, int, int, int, int, const float*, const float*, int, const float*, int, const float*,
                float*, int) = nullptr;
+  int opN = 0, opT = 1;
 };
 
 struct Context {

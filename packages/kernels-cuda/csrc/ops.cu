@@ -639,7 +639,7 @@ static bool linear_dev(Context* ctx, const float* x, const void* w, int wdtype, 
     KVQ_LAUNCHED("linear GEMV kernel");
     return true;
   }
-#if !KVQ_IS_HIP
+#if !KVQ_IS_SIM
   if (allowCublas && ctx->cublas.lib && K <= INT32_MAX && N <= INT32_MAX && rows <= INT32_MAX) {
     const float* wf = static_cast<const float*>(w);
     if (wdtype != kF32) {
@@ -656,11 +656,11 @@ static bool linear_dev(Context* ctx, const float* x, const void* w, int wdtype, 
     const float one = 1.0f, zero = 0.0f;
     // Row-major Y[rows, N] is column-major Y^T[N, rows] = W[N, K] . X^T: A = W (row-major [N, K] read transposed),
     // B = X^T (column-major [K, rows]).
-    const int s = ctx->cublas.sgemm(ctx->cublas.handle, /*CUBLAS_OP_T*/ 1, /*CUBLAS_OP_N*/ 0, (int)N, (int)rows, (int)K, &one,
+    const int s = ctx->cublas.sgemm(ctx->cublas.handle, ctx->cublas.opT, ctx->cublas.opN, (int)N, (int)rows, (int)K, &one,
                                     wf, (int)K, x, (int)K, &zero, y, (int)N);
     if (s != 0) {
       st->code = kRuntimeError;
-      snprintf(st->message, sizeof(st->message), "cublasSgemm failed with status %d", s);
+      snprintf(st->message, sizeof(st->message), "%s failed with status %d", KVQ_IS_HIP ? "hipblasSgemm" : "cublasSgemm", s);
       return false;
     }
     if (bias) {

@@ -97,15 +97,22 @@ bool probe(RuntimeInfo* info, DeviceProps* props, int maxProps, int* nProps, Sta
 static void load_cublas(Context* ctx) {
 #if KVQ_IS_SIM
   snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "CPU simulator: built-in GEMM kernels");
-#elif KVQ_IS_HIP
-  snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "hipBLAS is not used; built-in GEMM kernels");
 #else
-  const char* off = getenv("KVQ_CUBLAS");
+  // KVQ_CUBLAS (CUDA) / KVQ_HIPBLAS (HIP): a library path, or 0 for the built-in GEMM kernels.
+  const char* envName = KVQ_IS_HIP ? "KVQ_HIPBLAS" : "KVQ_CUBLAS";
+  const char* libLabel = KVQ_IS_HIP ? "hipBLAS" : "cuBLAS";
+  const char* off = getenv(envName);
   if (off && strcmp(off, "0") == 0) {
-    snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "KVQ_CUBLAS=0: built-in GEMM kernels");
+    snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "%s=0: built-in GEMM kernels", envName);
     return;
   }
+#if KVQ_IS_HIP
+  const char* names[] = {off && *off ? off : nullptr, "libhipblas.so.2", "libhipblas.so.1", "libhipblas.so.0", "libhipblas.so"};
+  const char* syms[] = {"hipblasCreate", "hipblasDestroy", "hipblasSetStream", "hipblasSgemm"};
+#else
   const char* names[] = {off && *off ? off : nullptr, "libcublas.so.13", "libcublas.so.12", "libcublas.so"};
+  const char* syms[] = {"cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2", "cublasSgemm_v2"};
+#endif
   void* lib = nullptr;
   const char* err = "";
   for (const char* name : names) {
@@ -115,17 +122,26 @@ static void load_cublas(Context* ctx) {
     err = dlerror();
   }
   if (!lib) {
-    snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "cuBLAS not found (%s); built-in GEMM kernels", err ? err : "");
+    snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "%s not found (%s); built-in GEMM kernels", libLabel, err ? err : "");
     return;
   }
   Cublas& c = ctx->cublas;
-  c.create = reinterpret_cast<int (*)(void**)>(dlsym(lib, "cublasCreate_v2"));
-  c.destroy = reinterpret_cast<int (*)(void*)>(dlsym(lib, "cublasDestroy_v2"));
-  c.setStream = reinterpret_cast<int (*)(void*, cudaStream_t)>(dlsym(lib, "cublasSetStream_v2"));
+  c.create = reinterpret_cast<int (*)(void**)>(dlsym(lib, syms[0]));
+  c.destroy = reinterpret_cast<int (*)(void*)>(dlsym(lib, syms[1]));
+  c.setStream = reinterpret_cast<int (*)(void*, cudaStream_t)>(dlsym(lib, syms[2]));
+  c.sgemm = reinterpret_cast<decltype(c.sgemm)>(dlsym(lib, syms[3]));
+#if KVQ_IS_HIP
+  c.opN = 111;  // HIPBLAS_OP_N
+  c.opT = 112;  // HIPBLAS_OP_T
+  const bool haveMathMode = true;  // hipBLAS's default math is IEEE float32 (no XF32 unless asked for)
+#else
   c.setMathMode = reinterpret_cast<int (*)(void*, int)>(dlsym(lib, "cublasSetMathMode"));
-  c.sgemm = reinterpret_cast<decltype(c.sgemm)>(dlsym(lib, "cublasSgemm_v2"));
-  if (!c.create || !c.destroy || !c.setStream || !c.setMathMode || !c.sgemm) {
-    snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "cuBLAS lacks the v2 entry points; built-in GEMM kernels");
+  c.opN = 0;  // CUBLAS_OP_N
+  c.opT = 1;  // CUBLAS_OP_T
+  const bool haveMathMode = c.setMathMode != nullptr;
+#endif
+  if (!c.create || !c.destroy || !c.setStream || !c.sgemm || !haveMathMode) {
+    snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "%s lacks the entry points kvq uses; built-in GEMM kernels", libLabel);
     dlclose(lib);
     c = Cublas{};
     return;
@@ -133,9 +149,9 @@ static void load_cublas(Context* ctx) {
   int s = c.create(&c.handle);
   if (s == 0) s = c.setStream(c.handle, ctx->stream);
   // CUBLAS_DEFAULT_MATH (0): float32 SGEMM without TF32 (the contract accumulates in float32 or better).
-  if (s == 0) s = c.setMathMode(c.handle, 0);
+  if (s == 0 && c.setMathMode) s = c.setMathMode(c.handle, 0);
   if (s != 0) {
-    snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "cuBLAS initialisation failed (status %d); built-in GEMM kernels", s);
+    snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "%s initialisation failed (status %d); built-in GEMM kernels", libLabel, s);
     if (c.handle) c.destroy(c.handle);
     dlclose(lib);
     c = Cublas{};
@@ -144,7 +160,7 @@ static void load_cublas(Context* ctx) {
   c.lib = lib;
   Dl_info dl{};
   if (dladdr(reinterpret_cast<void*>(c.sgemm), &dl) && dl.dli_fname) {
-    snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "cuBLAS SGEMM from %s", dl.dli_fname);
+    snprintf(ctx->gemmNote, sizeof(ctx->gemmNote), "%s SGEMM from %s", libLabel, dl.dli_fname);
   }
 #endif
 }
@@ -178,10 +194,8 @@ void context_destroy(Context* ctx) {
   if (!ctx) return;
   (void)cudaSetDevice(ctx->device);
   (void)cudaStreamSynchronize(ctx->stream);
-#if !KVQ_IS_HIP
   if (ctx->cublas.handle) ctx->cublas.destroy(ctx->cublas.handle);
   if (ctx->cublas.lib) dlclose(ctx->cublas.lib);
-#endif
   for (int i = 0; i < kNumSlots; i++)
     if (ctx->scratch[i]) (void)cudaFree(ctx->scratch[i]);
   free(ctx->hostStage);
@@ -191,7 +205,7 @@ void context_destroy(Context* ctx) {
 }
 
 const DeviceProps& context_props(const Context* ctx) { return ctx->props; }
-const char* context_gemm(const Context* ctx) { return ctx->cublas.lib ? "cublas" : "builtin"; }
+const char* context_gemm(const Context* ctx) { return ctx->cublas.lib ? (KVQ_IS_HIP ? "hipblas" : "cublas") : "builtin"; }
 const char* context_gemm_note(const Context* ctx) { return ctx->gemmNote; }
 
 bool context_mem_info(Context* ctx, int64_t* freeBytes, int64_t* totalBytes, Status* st) {

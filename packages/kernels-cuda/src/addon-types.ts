@@ -131,8 +131,8 @@ export interface NativeAttentionBenchResult {
  */
 export interface NativeContext {
   readonly device: GpuDeviceInfo;
-  /** `'cublas'` when cuBLAS SGEMM serves prefill GEMMs, else `'builtin'`. */
-  readonly gemm: 'cublas' | 'builtin';
+  /** `'cublas'` / `'hipblas'` when the vendor BLAS's SGEMM serves prefill GEMMs, else `'builtin'`. */
+  readonly gemm: 'cublas' | 'hipblas' | 'builtin';
   /** Why (cuBLAS path, or why not). */
   readonly gemmNote: string;
   readonly disposed: boolean;

@@ -115,8 +115,8 @@ export interface GpuBackend extends KernelBackend {
   readonly vendor: GpuVendor;
   /** The device in use. */
   readonly device: GpuDeviceInfo;
-  /** `'cublas'` when cuBLAS SGEMM serves prefill GEMMs (rows > 8), else `'builtin'`; `gemmNote` says why. */
-  readonly gemm: 'cublas' | 'builtin';
+  /** `'cublas'` / `'hipblas'` when the vendor BLAS's SGEMM serves prefill GEMMs (rows > 8), else `'builtin'`; `gemmNote` says why. */
+  readonly gemm: 'cublas' | 'hipblas' | 'builtin';
   readonly gemmNote: string;
   /** Device code targets in the binary. */
   readonly targets: string;
@@ -198,7 +198,7 @@ class NativeGpuBackend implements GpuBackend {
   readonly info: BackendInfo;
   readonly vendor: GpuVendor;
   readonly device: GpuDeviceInfo;
-  readonly gemm: 'cublas' | 'builtin';
+  readonly gemm: 'cublas' | 'hipblas' | 'builtin';
   readonly gemmNote: string;
   readonly targets: string;
   readonly #ctx: NativeContext;
@@ -222,7 +222,7 @@ class NativeGpuBackend implements GpuBackend {
     this.info = Object.freeze({
       description:
         `${spec.label} on ${d.name} (${d.arch}, ${d.multiProcessors} ${spec.vendor === 'hip' ? 'CUs' : 'SMs'}; ` +
-        `${this.gemm === 'cublas' ? 'cuBLAS SGEMM' : 'built-in GEMM'}, FP8 dequantized in the attention kernel` +
+        `${this.gemm === 'cublas' ? 'cuBLAS SGEMM' : this.gemm === 'hipblas' ? 'hipBLAS SGEMM' : 'built-in GEMM'}, FP8 dequantized in the attention kernel` +
         `${this.#residentWeights || this.#residentCaches ? `, resident ${[this.#residentWeights ? 'weights' : '', this.#residentCaches ? 'caches' : ''].filter(Boolean).join(' + ')}` : ''})`,
       simd: spec.vendor,
       threads: 1,

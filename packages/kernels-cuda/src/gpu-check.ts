@@ -444,9 +444,9 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
         const gemv = gpu.benchLinear({ weightDtype: 'bf16', rows: 1, inFeatures: 4096, outFeatures: 14336, iters: 50 });
         linear.push({ label: 'GEMV bf16 1x4096 -> 14336', ms: gemv, gbps: (4096 * 14336 * 2) / (gemv * 1e-3) / 1e9 });
         for (const gemm of ['builtin', 'auto'] as const) {
-          if (gemm === 'auto' && gpu.gemm !== 'cublas') continue;
+          if (gemm === 'auto' && gpu.gemm === 'builtin') continue;
           const ms = gpu.benchLinear({ weightDtype: 'bf16', rows: 512, inFeatures: 4096, outFeatures: 4096, iters: 20, gemm });
-          linear.push({ label: `GEMM bf16 512x4096 -> 4096 (${gemm === 'auto' ? 'cuBLAS SGEMM' : 'built-in'})`, ms, tflops: (2 * 512 * 4096 * 4096) / (ms * 1e-3) / 1e12 });
+          linear.push({ label: `GEMM bf16 512x4096 -> 4096 (${gemm === 'auto' ? (gpu.gemm === 'hipblas' ? 'hipBLAS SGEMM' : 'cuBLAS SGEMM') : 'built-in'})`, ms, tflops: (2 * 512 * 4096 * 4096) / (ms * 1e-3) / 1e12 });
         }
         report.benchmarks = { peakGBs: peak, copyGBs: copy, attention, linear };
       });
