@@ -72,7 +72,18 @@ export {
   type SafetensorsHeader,
   type SafetensorsTensorInfo,
 } from './formats/safetensors.js';
-export { parseGguf, readGgufHeader, ggmlTypeName, type GgufFile, type GgufTensorInfo, type GgufValue } from './formats/gguf.js';
+export {
+  GGML_TYPE_OF,
+  GGUF_DEFAULT_ALIGNMENT,
+  GGUF_MAGIC,
+  GgufValueType,
+  parseGguf,
+  readGgufHeader,
+  ggmlTypeName,
+  type GgufFile,
+  type GgufTensorInfo,
+  type GgufValue,
+} from './formats/gguf.js';
 export {
   parseLlama2cHeader,
   parseLlama2cTokenizer,

@@ -1,36 +1,21 @@
 import { open, rename, rm } from 'node:fs/promises';
 
+import { GGML_TYPE_OF, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufValueType } from '@kvq/engine';
+
 import { BenchPeerError, describeValue } from '../errors.js';
 
-/** GGUF metadata value type ids (GGUF v3 spec, `gguf_metadata_value_type`). */
-export const GgufType = {
-  UINT8: 0,
-  INT8: 1,
-  UINT16: 2,
-  INT16: 3,
-  UINT32: 4,
-  INT32: 5,
-  FLOAT32: 6,
-  BOOL: 7,
-  STRING: 8,
-  ARRAY: 9,
-  UINT64: 10,
-  INT64: 11,
-  FLOAT64: 12,
-} as const;
+/** GGUF metadata value type ids (GGUF v3 spec, `gguf_metadata_value_type`): the reader's table in `@kvq/engine`. */
+export const GgufType = GgufValueType;
 /** A GGUF metadata value type id. */
-export type GgufType = (typeof GgufType)[keyof typeof GgufType];
+export type GgufType = GgufValueType;
 
-/** The tensor element types the writer stores (unquantized only), with their ggml type ids. */
-export const GGML_TENSOR_TYPES = { F32: 0, F16: 1, BF16: 30 } as const;
+/** The tensor element types the writer stores (unquantized only), with their ggml type ids (the reader's). */
+export const GGML_TENSOR_TYPES = { F32: GGML_TYPE_OF.f32, F16: GGML_TYPE_OF.f16, BF16: GGML_TYPE_OF.bf16 } as const;
 /** `F32`, `F16` or `BF16`. */
 export type GgmlTensorType = keyof typeof GGML_TENSOR_TYPES;
 
 /** Bytes per element of each {@link GgmlTensorType}. */
 export const GGML_TYPE_BYTES: Record<GgmlTensorType, number> = { F32: 4, F16: 2, BF16: 2 };
-
-/** `GGUF` as a little-endian uint32. */
-const GGUF_MAGIC = 0x46554747;
 
 /** One metadata entry: a scalar or string, or an array of one item type. */
 export type GgufEntry =
@@ -184,14 +169,14 @@ function checkDims(t: GgufTensorSpec): number {
 export function encodeGgufHeader(
   metadata: readonly GgufEntry[],
   tensors: readonly Pick<GgufTensorSpec, 'name' | 'dims' | 'type'>[],
-  alignment = 32,
+  alignment = GGUF_DEFAULT_ALIGNMENT,
 ): { header: Uint8Array; offsets: number[]; byteLengths: number[] } {
   if (!Number.isInteger(alignment) || alignment < 1 || (alignment & (alignment - 1)) !== 0) {
     throw new BenchPeerError('GGUF_WRITE', `alignment must be a power of two, got ${describeValue(alignment)}`, { field: 'alignment' });
   }
   const keys = new Set<string>();
   const w = new HeaderWriter();
-  const entries = alignment === 32 || metadata.some((m) => m.key === 'general.alignment')
+  const entries = alignment === GGUF_DEFAULT_ALIGNMENT || metadata.some((m) => m.key === 'general.alignment')
     ? metadata
     : [...metadata, { key: 'general.alignment', type: GgufType.UINT32, value: alignment } as const];
   w.u32(GGUF_MAGIC);
