@@ -71,7 +71,7 @@ export function attentionKvBytes(dtype: KvDtype, ctx: number, headSize: number):
 
 /** GEMV / GEMM benchmark shapes: a 4096 x 4096 projection (Llama-7B-like), decode (1 row) and prefill (128 rows). */
 export const LINEAR_SHAPE = { out: 4096, in: 4096 } as const;
-export const LINEAR_DTYPES: readonly WeightDtype[] = ['f32', 'bf16'];
+export const LINEAR_DTYPES: readonly WeightDtype[] = ['f32', 'bf16', 'f16'];
 
 export interface LinearInputs {
   readonly x: Float32Array;

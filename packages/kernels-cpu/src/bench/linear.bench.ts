@@ -1,5 +1,5 @@
 /**
- * GEMV (decode, 1 row) and GEMM (prefill, 128 rows) on a 4096 x 4096 weight, f32 and bf16, against a memcpy of the
+ * GEMV (decode, 1 row) and GEMM (prefill, 128 rows) on a 4096 x 4096 weight, f32, bf16 and f16, against a memcpy of the
  * weight bytes (the memory-bandwidth limit of a decode GEMV). Derive GB/s as weight bytes x hz and GFLOP/s as
  * 2 x rows x 4096 x 4096 x hz. Correctness of these inputs: ./inputs.test.ts.
  */
