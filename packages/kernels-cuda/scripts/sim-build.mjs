@@ -6,7 +6,8 @@
 // They run every kernel on the CPU, so the kernels' logic is tested on machines without a GPU. Needs only a C++17
 // compiler, the Node headers and node-addon-api (what @kvq/kernels-cpu needs); downloads nothing.
 //
-// Environment: KVQ_SKIP_SIM=1 skips it; CXX, KVQ_NODEDIR, KVQ_NODE_ADDON_API_DIR as for the GPU build.
+// Linux only (elsewhere it says so and skips). Environment: KVQ_SKIP_SIM=1 skips it; CXX, KVQ_NODEDIR,
+// KVQ_NODE_ADDON_API_DIR as for the GPU build.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -59,6 +60,11 @@ export async function buildSimAddons(o) {
   if (process.env.KVQ_SKIP_NATIVE === '1' || process.env.KVQ_SKIP_SIM === '1') {
     log('simulator addons skipped (KVQ_SKIP_NATIVE / KVQ_SKIP_SIM).');
     return { status: 'skipped', reason: 'skipped by environment', addons: [] };
+  }
+  if (process.platform !== 'linux') {
+    // The fiber switch is written for Linux (x86-64 assembly, else glibc's ucontext).
+    log(`simulator addons not built: Linux only (this is ${process.platform}).`);
+    return { status: 'skipped', reason: `platform ${process.platform}`, addons: [] };
   }
   const started = Date.now();
   const nodeDir = findNodeDir();
