@@ -558,6 +558,37 @@ KVQ_DI void decode_finish(const AttnParams& p, const AttnTask& tk, const float* 
   }
 }
 
+/**
+ * What both decode kernels derive from their task: the query rows, the FP8 scales of the kv head, the score
+ * multiplier (softmax scale x K scale x, in FP8-query mode, the query scale: a float64 product rounded once), and
+ * the key range [lo, hi) of the task's one query token (causal, sliding window, the task's split).
+ */
+struct DecodeSetup {
+  int R, h;
+  const float* q;  // the task's first query row; row r is q + r * headSize
+  float ks, vs, qs, mul;
+  int lo, hi;
+};
+
+template <int DT>
+KVQ_DI DecodeSetup decode_setup(const AttnParams& p, const AttnTask& tk) {
+  DecodeSetup d;
+  d.R = tk.g1 - tk.g0;
+  d.h = tk.kvh;
+  const int64_t qStart = p.qsl[tk.seq];
+  d.q = p.q + (qStart * p.numHeads + (int64_t)d.h * p.group + tk.g0) * p.headSize;
+  constexpr bool kFp8 = DT >= kFp8E4M3FN;
+  d.ks = kFp8 ? p.kScale[p.scaleLen == 1 ? 0 : d.h] : 1.0f;
+  d.vs = kFp8 ? p.vScale[p.scaleLen == 1 ? 0 : d.h] : 1.0f;
+  d.qs = p.fp8Query ? p.qScaleKv[d.h] : 1.0f;
+  d.mul = (float)((double)p.softmaxScale * (double)d.ks * (double)d.qs);
+  const int pos = p.seqLens[tk.seq] - 1;
+  const int lo = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
+  d.lo = lo > tk.k0 ? lo : tk.k0;
+  d.hi = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
+  return d;
+}
+
 /** RG: rows compiled for (1, 2, 4 or 8; the task may use fewer). */
 template <int DT, int RG>
 __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnParams p) {
@@ -568,17 +599,10 @@ __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnP
   const int D = p.headSize, TG = p.tg;
   const int lane = threadIdx.x % KVQ_WARP, warp = threadIdx.x / KVQ_WARP, nw = blockDim.x / KVQ_WARP;
   const int gl = lane % TG, group = threadIdx.x / TG, NG = blockDim.x / TG;
-  const int R = tk.g1 - tk.g0;
-  const int h = tk.kvh;
-  const int qStart = p.qsl[tk.seq];
-  const int ctxLen = p.seqLens[tk.seq];
-  const bool fp8 = DT >= kFp8E4M3FN;
-  const float ks = fp8 ? p.kScale[p.scaleLen == 1 ? 0 : h] : 1.0f;
-  const float vs = fp8 ? p.vScale[p.scaleLen == 1 ? 0 : h] : 1.0f;
-  const float qs = p.fp8Query ? p.qScaleKv[h] : 1.0f;
+  const DecodeSetup ds = decode_setup<DT>(p, tk);
+  const int R = ds.R, h = ds.h, lo = ds.lo, hi = ds.hi;
+  const float vs = ds.vs, qs = ds.qs, mul = ds.mul;
   const int fmt = p.dtype - kFp8E4M3FN;
-  // The score multiplier: softmax scale x the K scale (x the query scale in FP8-query mode), in float64, rounded once.
-  const float mul = (float)((double)p.softmaxScale * (double)ks * (double)qs);
   const int d0 = gl * 8;
   const bool mine = d0 < D;  // this lane holds 8 head-dimension elements
 
@@ -589,16 +613,12 @@ __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnP
     for (int e = 0; e < 8; e++) {
       float v = 0.0f;
       if (r < R && mine) {
-        v = p.q[((int64_t)qStart * p.numHeads + (int64_t)h * p.group + tk.g0 + r) * D + d0 + e];
+        v = ds.q[(int64_t)r * D + d0 + e];
         if (p.fp8Query) v = fp8_decode_rt(fp8_encode_rt(v / qs, fmt, p.fp8Query == 1), fmt);
       }
       q[r][e] = v;
     }
   }
-  const int pos = ctxLen - 1;
-  int lo = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
-  lo = lo > tk.k0 ? lo : tk.k0;
-  const int hi = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
 
   float m[RG], l[RG], acc[RG][8];
 #pragma unroll
@@ -817,16 +837,11 @@ __global__ void KVQ_ATTN_BOUNDS(NS <= 4 ? 2 : 8) paged_decode_mma_kernel(const A
   const AttnTask tk = p.tasks[blockIdx.x];
   const int lane = threadIdx.x % KVQ_WARP, warp = threadIdx.x / KVQ_WARP, nw = blockDim.x / KVQ_WARP;
   const int g = lane >> 2, t = lane & 3;
-  const int R = tk.g1 - tk.g0;
-  const int h = tk.kvh;
-  const int qStart = p.qsl[tk.seq];
-  const int ctxLen = p.seqLens[tk.seq];
-  const float ks = p.kScale[p.scaleLen == 1 ? 0 : h];
-  const float vs = p.vScale[p.scaleLen == 1 ? 0 : h];
-  const float qs = p.qScaleKv[h];
+  const DecodeSetup ds = decode_setup<DT>(p, tk);
+  const int h = ds.h, lo = ds.lo, hi = ds.hi;
+  const float vs = ds.vs, qs = ds.qs, mul = ds.mul;
   const int fmt = DT - kFp8E4M3FN;
-  const float mul = (float)((double)p.softmaxScale * (double)ks * (double)qs);
-  const bool rowOk = g < R;
+  const bool rowOk = g < ds.R;
 
   // This lane's query bytes: row g, dims [t DQ, (t + 1) DQ), as FP8 codes of q / qScale.
   uint32_t qa[NS][2];
@@ -836,17 +851,13 @@ __global__ void KVQ_ATTN_BOUNDS(NS <= 4 ? 2 : 8) paged_decode_mma_kernel(const A
     for (int half = 0; half < 2; half++) {
       uint32_t w = 0;
       if (rowOk) {
-        const float* qrow = p.q + ((int64_t)qStart * p.numHeads + (int64_t)h * p.group + tk.g0 + g) * D + t * DQ + 8 * s2 + 4 * half;
+        const float* qrow = ds.q + (int64_t)g * D + t * DQ + 8 * s2 + 4 * half;
 #pragma unroll
         for (int e = 0; e < 4; e++) w |= (fp8_encode_rt(qrow[e] / qs, fmt, p.fp8Query == 1) & 0xFFu) << (8 * e);
       }
       qa[s2][half] = w;
     }
   }
-  const int pos = ctxLen - 1;
-  int lo = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
-  lo = lo > tk.k0 ? lo : tk.k0;
-  const int hi = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
 
   float m = -INFINITY, l = 0.0f, acc[DQ];
 #pragma unroll
