@@ -12,7 +12,7 @@
  * @module
  */
 import { encodeFp8BitRange, type Fp8Format, type Saturation } from '@kvq/fp8';
-import { createReferenceBackend, type KernelBackend, type KvLayerCache } from '@kvq/kernels';
+import { createReferenceBackend, type KernelBackend, type KvLayerCache, type PagedAttentionArgs } from '@kvq/kernels';
 import {
   buildAttentionBatch,
   compareOutput,
@@ -116,6 +116,48 @@ function timed<T>(f: () => T): [T, number] {
   return [r, performance.now() - t0];
 }
 
+/**
+ * Run `f` with environment variables set (`undefined`: unset) and restore their previous values afterwards (after the
+ * promise settles when `f` returns one). The native attention planner reads KVQ_ATTN_KERNEL / KVQ_FP8_MMA per call.
+ */
+export function withEnv<T>(vars: Readonly<Record<string, string | undefined>>, f: () => T): T {
+  const saved = Object.keys(vars).map((k) => [k, process.env[k]] as const);
+  const set = (entries: readonly (readonly [string, string | undefined])[]) => {
+    for (const [k, v] of entries) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  };
+  set(Object.entries(vars));
+  let result: T;
+  try {
+    result = f();
+  } catch (e) {
+    set(saved);
+    throw e;
+  }
+  if (result instanceof Promise) return result.finally(() => set(saved)) as T;
+  set(saved);
+  return result;
+}
+
+/** One attention batch on the backend under test and on the reference (rtol 1e-3, atol 1e-4), and the max error. */
+function attentionVsReference(
+  gpu: KernelBackend,
+  ref: KernelBackend,
+  args: Omit<PagedAttentionArgs, 'out'>,
+  outLength: number,
+): { ok: boolean; maxAbsError: number; message?: string | undefined } {
+  const want = new Float32Array(outLength);
+  const got = new Float32Array(outLength).fill(Number.NaN);
+  ref.pagedAttention({ ...args, out: want });
+  gpu.pagedAttention({ ...args, out: got });
+  const f = compareOutput('out', got, want, { rtol: 1e-3, atol: 1e-4 });
+  let maxAbs = 0;
+  for (let i = 0; i < outLength; i++) maxAbs = Math.max(maxAbs, Math.abs(got[i]! - want[i]!));
+  return { ok: f === undefined, maxAbsError: maxAbs, message: f?.message };
+}
+
 /** Long-context attention vs the reference: split-k, FP8 / bf16, GQA, FP8-query mode. */
 function longContextChecks(gpu: KernelBackend, ref: KernelBackend): NonNullable<GpuCheckReport['longContext']> {
   const cases: { label: string; dtype: KvLayerCache['dtype']; seqs: { queryLen: number; seqLen: number }[]; fp8Query?: boolean; scales?: 'tensor' | 'head' }[] = [
@@ -145,14 +187,7 @@ function longContextChecks(gpu: KernelBackend, ref: KernelBackend): NonNullable<
         numHeads: batch.numHeads,
         fp8Query: c.fp8Query ? {} : undefined,
       };
-      const want = new Float32Array(batch.numTokens * batch.numHeads * 128);
-      const got = new Float32Array(want.length).fill(Number.NaN);
-      ref.pagedAttention({ ...args, out: want });
-      gpu.pagedAttention({ ...args, out: got });
-      const f = compareOutput('out', got, want, { rtol: 1e-3, atol: 1e-4 });
-      let maxAbs = 0;
-      for (let i = 0; i < want.length; i++) maxAbs = Math.max(maxAbs, Math.abs(got[i]! - want[i]!));
-      out.push({ label: c.label, ok: f === undefined, maxAbsError: maxAbs, message: f?.message, ms: performance.now() - t0 });
+      out.push({ label: c.label, ...attentionVsReference(gpu, ref, args, batch.numTokens * batch.numHeads * 128), ms: performance.now() - t0 });
     } catch (e) {
       out.push({ label: c.label, ok: false, maxAbsError: Infinity, message: errText(e), ms: performance.now() - t0 });
     }
@@ -182,10 +217,8 @@ export function fp8MmaChecks(gpu: KernelBackend, ref: KernelBackend): { label: s
     { dtype: 'e4m3fn', headSize: 64, numHeads: 4, numKvHeads: 4, seqs: [1100], scales: 'head', window: undefined },
     { dtype: 'e5m2', headSize: 128, numHeads: 32, numKvHeads: 2, seqs: [17, 64], scales: 'head', window: undefined },
   ] as const;
-  const saved = process.env.KVQ_FP8_MMA;
-  process.env.KVQ_FP8_MMA = '1';
   const out: { label: string; ok: boolean; maxAbsError: number; message?: string | undefined }[] = [];
-  try {
+  withEnv({ KVQ_FP8_MMA: '1' }, () => {
     for (const [i, c] of cases.entries()) {
       for (const saturation of ['satfinite', 'nosat'] as const) {
         const label = `${c.dtype} d${c.headSize} ${c.numHeads}/${c.numKvHeads} heads, keys ${c.seqs.join(' ')}${c.window ? `, window ${c.window}` : ''}, ${c.scales} scales, ${saturation}`;
@@ -207,23 +240,13 @@ export function fp8MmaChecks(gpu: KernelBackend, ref: KernelBackend): { label: s
             slidingWindow: c.window,
             fp8Query: { saturation },
           };
-          const want = new Float32Array(batch.numTokens * c.numHeads * c.headSize);
-          const got = new Float32Array(want.length).fill(Number.NaN);
-          ref.pagedAttention({ ...args, out: want });
-          gpu.pagedAttention({ ...args, out: got });
-          const f = compareOutput('out', got, want, { rtol: 1e-3, atol: 1e-4 });
-          let maxAbs = 0;
-          for (let k = 0; k < want.length; k++) maxAbs = Math.max(maxAbs, Math.abs(got[k]! - want[k]!));
-          out.push({ label, ok: f === undefined, maxAbsError: maxAbs, message: f?.message });
+          out.push({ label, ...attentionVsReference(gpu, ref, args, batch.numTokens * c.numHeads * c.headSize) });
         } catch (e) {
           out.push({ label, ok: false, maxAbsError: Infinity, message: errText(e) });
         }
       }
     }
-  } finally {
-    if (saved === undefined) delete process.env.KVQ_FP8_MMA;
-    else process.env.KVQ_FP8_MMA = saved;
-  }
+  });
   return out;
 }
 
@@ -394,16 +417,11 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
         }
         const attention: AttentionBenchRow[] = [];
         const tokens = options.benchTokens ?? 262_144;
-        const savedKernel = process.env.KVQ_ATTN_KERNEL;
-        const savedMma = process.env.KVQ_FP8_MMA;
         const tiledMs = new Map<string, number>();
         const mmaRows = fp8MmaCapable(gpu);
-        try {
-          for (const kernel of ['tiled', 'decode', 'decode-mma'] as const) {
-            if (kernel === 'decode-mma' && !mmaRows) continue;
-            process.env.KVQ_ATTN_KERNEL = kernel === 'tiled' ? 'tiled' : 'decode';
-            if (kernel === 'decode-mma') process.env.KVQ_FP8_MMA = '1';
-            else delete process.env.KVQ_FP8_MMA;
+        for (const kernel of ['tiled', 'decode', 'decode-mma'] as const) {
+          if (kernel === 'decode-mma' && !mmaRows) continue;
+          withEnv({ KVQ_ATTN_KERNEL: kernel === 'tiled' ? 'tiled' : 'decode', KVQ_FP8_MMA: kernel === 'decode-mma' ? '1' : undefined }, () => {
             for (const contextLen of options.contexts ?? [4096, 16384, 65536]) {
               const numSeqs = Math.max(1, Math.floor(tokens / contextLen));
               let bf16Ms: number | undefined;
@@ -433,12 +451,7 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
                 log(`attention ${kernel} ${kvDtype}${fp8Query ? '+fp8q' : ''} ctx ${contextLen} x${numSeqs}: ${r.msMedian.toFixed(3)} ms, ${r.gbps.toFixed(0)} GB/s`);
               }
             }
-          }
-        } finally {
-          if (savedKernel === undefined) delete process.env.KVQ_ATTN_KERNEL;
-          else process.env.KVQ_ATTN_KERNEL = savedKernel;
-          if (savedMma === undefined) delete process.env.KVQ_FP8_MMA;
-          else process.env.KVQ_FP8_MMA = savedMma;
+          });
         }
         const linear: { label: string; ms: number; gbps?: number; tflops?: number }[] = [];
         const gemv = gpu.benchLinear({ weightDtype: 'bf16', rows: 1, inFeatures: 4096, outFeatures: 14336, iters: 50 });

@@ -67,57 +67,54 @@ function parseLines(stdout: string): { cases: SelftestCase[]; garbage: string[] 
 
 const cxx = findCompiler();
 
-if (process.platform !== 'linux') {
-  describe.skip(`CUDA simulator self-test: the simulator is Linux only (this is ${process.platform})`, () => {
-    it('skipped', () => {});
-  });
-} else if (!cxx && !required) {
-  describe.skip('CUDA simulator self-test: no C++ compiler (g++ / c++; set CXX)', () => {
-    it('skipped', () => {});
-  });
-} else {
-  describe('CUDA simulator self-test', () => {
-    const workDir = mkdtempSync(join(tmpdir(), 'kvq-sim-selftest-'));
-    afterAll(() => rmSync(workDir, { recursive: true, force: true }));
+const skipReason =
+  process.platform !== 'linux'
+    ? `the simulator is Linux only (this is ${process.platform})`
+    : !cxx && !required
+      ? 'no C++ compiler (g++ / c++; set CXX)'
+      : undefined;
 
-    it('a C++ compiler is available', () => {
-      expect(cxx, 'no C++ compiler (g++ / c++ on PATH, or CXX), and KVQ_REQUIRE_GPU_COMPILERS=1').toBeDefined();
-    });
+describe.skipIf(skipReason !== undefined)(`CUDA simulator self-test${skipReason ? `: ${skipReason}` : ''}`, () => {
+  const workDir = mkdtempSync(join(tmpdir(), 'kvq-sim-selftest-'));
+  afterAll(() => rmSync(workDir, { recursive: true, force: true }));
 
-    for (const warp of WARPS) {
-      it(`warp ${warp}: every case of csrc/sim/selftest.cc passes`, () => {
-        if (!cxx) throw new Error('no C++ compiler (g++ / c++ on PATH, or CXX), and KVQ_REQUIRE_GPU_COMPILERS=1');
-        const exe = join(workDir, `selftest-w${warp}`);
-        const build = spawnSync(
-          cxx,
-          [
-            '-std=c++17', '-O1', '-DKVQ_SIM=1', `-DKVQ_SIM_WARP=${warp}`, '-Wno-unknown-pragmas',
-            join(simDir, 'selftest.cc'), join(simDir, 'cuda_sim.cc'), '-o', exe,
-          ],
-          { encoding: 'utf8', timeout: 180_000 },
-        );
-        expect(
-          build.error === undefined && build.status === 0,
-          `compiling the self-test (warp ${warp}) with ${cxx} failed: ${build.error?.message ?? `exit ${String(build.status)}`}\n${build.stderr}`,
-        ).toBe(true);
-
-        const run = spawnSync(exe, [], { encoding: 'utf8', timeout: 120_000 });
-        const { cases, garbage } = parseLines(run.stdout ?? '');
-        const failed = cases.filter((c) => !c.ok);
-        const how = run.error
-          ? run.error.message
-          : run.signal
-            ? `killed by ${run.signal}`
-            : `exit ${String(run.status)}`;
-        const last = cases.at(-1)?.case;
-        const context = `self-test (warp ${warp}) ${how}, ${last ? `after case ${last}` : 'before any case'}; stderr: ${run.stderr ?? ''}`;
-        expect(garbage, `lines that are not case JSON; ${context}`).toEqual([]);
-        for (const c of cases) expect(c.ok, `${c.case} (warp ${warp}): ${c.detail}`).toBe(true);
-        expect(failed.map((c) => `${c.case}: ${c.detail}`), context).toEqual([]);
-        expect(cases.length, `too few cases; ${context}`).toBeGreaterThanOrEqual(10);
-        expect(new Set(cases.map((c) => c.case)).size, 'duplicate case names').toBe(cases.length);
-        expect(run.status, context).toBe(0);
-      }, 300_000);
-    }
+  it('a C++ compiler is available', () => {
+    expect(cxx, 'no C++ compiler (g++ / c++ on PATH, or CXX), and KVQ_REQUIRE_GPU_COMPILERS=1').toBeDefined();
   });
-}
+
+  for (const warp of WARPS) {
+    it(`warp ${warp}: every case of csrc/sim/selftest.cc passes`, () => {
+      if (!cxx) throw new Error('no C++ compiler (g++ / c++ on PATH, or CXX), and KVQ_REQUIRE_GPU_COMPILERS=1');
+      const exe = join(workDir, `selftest-w${warp}`);
+      const build = spawnSync(
+        cxx,
+        [
+          '-std=c++17', '-O1', '-DKVQ_SIM=1', `-DKVQ_SIM_WARP=${warp}`, '-Wno-unknown-pragmas',
+          join(simDir, 'selftest.cc'), join(simDir, 'cuda_sim.cc'), '-o', exe,
+        ],
+        { encoding: 'utf8', timeout: 180_000 },
+      );
+      expect(
+        build.error === undefined && build.status === 0,
+        `compiling the self-test (warp ${warp}) with ${cxx} failed: ${build.error?.message ?? `exit ${String(build.status)}`}\n${build.stderr}`,
+      ).toBe(true);
+
+      const run = spawnSync(exe, [], { encoding: 'utf8', timeout: 120_000 });
+      const { cases, garbage } = parseLines(run.stdout ?? '');
+      const failed = cases.filter((c) => !c.ok);
+      const how = run.error
+        ? run.error.message
+        : run.signal
+          ? `killed by ${run.signal}`
+          : `exit ${String(run.status)}`;
+      const last = cases.at(-1)?.case;
+      const context = `self-test (warp ${warp}) ${how}, ${last ? `after case ${last}` : 'before any case'}; stderr: ${run.stderr ?? ''}`;
+      expect(garbage, `lines that are not case JSON; ${context}`).toEqual([]);
+      for (const c of cases) expect(c.ok, `${c.case} (warp ${warp}): ${c.detail}`).toBe(true);
+      expect(failed.map((c) => `${c.case}: ${c.detail}`), context).toEqual([]);
+      expect(cases.length, `too few cases; ${context}`).toBeGreaterThanOrEqual(10);
+      expect(new Set(cases.map((c) => c.case)).size, 'duplicate case names').toBe(cases.length);
+      expect(run.status, context).toBe(0);
+    }, 300_000);
+  }
+});
