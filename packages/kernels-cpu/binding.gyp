@@ -5,6 +5,9 @@
 # No -march=native anywhere. Build with `pnpm build:native` (scripts/build-native.mjs), never at install time.
 {
   "variables": {
+    # The FP8 conversion header shared with the GPU backends (fp8.h), published in @kvq/kernels's csrc/ and found
+    # by package resolution, so this package builds from its own tarball as well as in the monorepo.
+    "kvq_shared_include": "<!(node -p \"require('path').join(require('path').dirname(require.resolve('@kvq/kernels/package.json')), 'csrc')\")",
     "kvq_common_cflags": ["-std=c++17", "-O3", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
                           "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra",
                           "-Wno-unused-parameter"],
@@ -13,6 +16,7 @@
     {
       "target_name": "kvq_cpu_avx2",
       "type": "static_library",
+      "include_dirs": ["<(kvq_shared_include)"],
       "conditions": [
         ["target_arch=='x64'", {
           "sources": ["csrc/kernels_avx2.cc"],
@@ -24,6 +28,7 @@
     {
       "target_name": "kvq_cpu_avx512",
       "type": "static_library",
+      "include_dirs": ["<(kvq_shared_include)"],
       "conditions": [
         ["target_arch=='x64'", {
           "sources": ["csrc/kernels_avx512.cc"],
@@ -36,7 +41,8 @@
     {
       "target_name": "kvq_cpu",
       "sources": ["csrc/addon.cc", "csrc/threadpool.cc", "csrc/kernels_scalar.cc"],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")",
+                       "<(kvq_shared_include)"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL",
                   "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc": ["<@(kvq_common_cflags)", "-fexceptions"],

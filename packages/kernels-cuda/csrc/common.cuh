@@ -7,8 +7,9 @@
 
 #include "vendor.h"
 // The FP8 / bf16 / f16 conversions are shared with @kvq/kernels-cpu: the CPU tests that prove them bit-exact
-// against CUDA's conversions cover this device code too (one header, no copy).
-#include "../../kernels-cpu/csrc/fp8.h"
+// against CUDA's conversions cover this device code too (one header, no copy). It is @kvq/kernels's csrc/fp8.h,
+// found through package resolution (scripts/gpu-build.mjs kernelsIncludeDir passes -I<@kvq/kernels>/csrc).
+#include "fp8.h"
 #include "gpu.h"
 
 #include <stdio.h>

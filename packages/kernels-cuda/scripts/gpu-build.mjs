@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // Builds the GPU addon of @kvq/kernels-cuda (nvcc) or @kvq/kernels-rocm (hipcc, HIP_PLATFORM=amd) from the one
-// kernel source in packages/kernels-cuda/csrc. Used by both packages' `build:native` scripts. Never installs or
+// kernel source in packages/kernels-cuda/csrc. Used by both packages' `build:gpu` scripts. Never installs or
 // downloads anything:
 //
 // 1. no compiler (nvcc / hipcc) -> a message saying so, exit 0 (the package then reports itself unavailable);
@@ -52,6 +52,33 @@ export function findNodeDir() {
   if (typeof prefix === 'string' && prefix.length > 0) candidates.push(prefix);
   candidates.push('/usr', '/usr/local');
   return candidates.find((dir) => existsSync(join(dir, 'include', 'node', 'node_api.h')));
+}
+
+/**
+ * The folder holding the FP8 conversion header shared by every native backend (`fp8.h`, published in @kvq/kernels's
+ * `csrc/`), found by package resolution from `pkgDir` (the package being built), then from this script's package,
+ * then the monorepo sibling `packages/kernels/csrc` (a checkout without node_modules). Works in the monorepo and in an
+ * installed tarball alike. Exits with a message when @kvq/kernels is not installed.
+ * @param {string} pkgDir
+ * @returns {string}
+ */
+export function kernelsIncludeDir(pkgDir) {
+  const tried = [];
+  for (const from of [join(pkgDir, 'package.json'), fileURLToPath(import.meta.url)]) {
+    try {
+      const dir = join(dirname(createRequire(from).resolve('@kvq/kernels/package.json')), 'csrc');
+      if (existsSync(join(dir, 'fp8.h'))) return dir;
+      tried.push(`${dir} has no fp8.h`);
+    } catch (e) {
+      tried.push(`cannot resolve @kvq/kernels from ${from}: ${String(e?.message ?? e).split('\n')[0]}`);
+    }
+  }
+  // A bare copy of the monorepo without node_modules (tooling/gpu-check.sh on a GPU machine): the sibling package.
+  const sibling = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'kernels', 'csrc');
+  if (existsSync(join(sibling, 'fp8.h'))) return sibling;
+  tried.push(`${sibling} has no fp8.h`);
+  process.stderr.write(`[kvq build] ERROR: the shared FP8 header (@kvq/kernels csrc/fp8.h) was not found (${tried.join('; ')}). Install @kvq/kernels (a dependency of this package).\n`);
+  process.exit(1);
 }
 
 function findCuda() {
@@ -118,9 +145,9 @@ async function pool(jobs, n) {
  * @returns {Promise<{ status: 'skipped' | 'compiled' | 'linked', reason?: string, addon?: string, targets: string[] }>}
  */
 export async function buildGpuAddon(o) {
-  const log = (msg) => process.stdout.write(`[${o.label} build:native] ${msg}\n`);
+  const log = (msg) => process.stdout.write(`[${o.label} build:gpu] ${msg}\n`);
   const fail = (msg) => {
-    process.stderr.write(`[${o.label} build:native] ERROR: ${msg}\n`);
+    process.stderr.write(`[${o.label} build:gpu] ERROR: ${msg}\n`);
     process.exit(1);
   };
   if (process.env.KVQ_SKIP_NATIVE === '1') {
@@ -131,7 +158,8 @@ export async function buildGpuAddon(o) {
   const outDir = join(o.pkgDir, 'build', 'Release');
   const objDir = join(outDir, 'obj');
   mkdirSync(objDir, { recursive: true });
-  const extra = (process.env.KVQ_NATIVE_FLAGS ?? '').split(/\s+/).filter(Boolean);
+  const sharedInclude = kernelsIncludeDir(o.pkgDir);
+  const extra = [`-I${sharedInclude}`, ...(process.env.KVQ_NATIVE_FLAGS ?? '').split(/\s+/).filter(Boolean)];
   const jobs = Math.max(1, Math.min(4, Number(process.env.KVQ_NATIVE_JOBS) || availableParallelism()));
   let compileJobs;
   let targets;
@@ -230,7 +258,7 @@ export async function buildGpuAddon(o) {
   const stamp = JSON.stringify({ targets, extra, compiler: o.vendor });
   const inputs = [
     ...readdirSync(o.csrcDir).map((f) => join(o.csrcDir, f)),
-    resolve(o.csrcDir, '..', '..', 'kernels-cpu', 'csrc', 'fp8.h'),
+    join(sharedInclude, 'fp8.h'),
     fileURLToPath(import.meta.url),
   ].filter(existsSync);
   const newestInput = Math.max(...inputs.map((f) => statSync(f).mtimeMs));

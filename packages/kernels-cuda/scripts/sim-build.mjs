@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
-import { findNodeDir } from './gpu-build.mjs';
+import { findNodeDir, kernelsIncludeDir } from './gpu-build.mjs';
 
 const KERNEL_SOURCES = ['runtime.cu', 'ops.cu', 'attention.cu'];
 export const SIM_WARPS = [32, 64];
@@ -56,7 +56,7 @@ async function pool(jobs, n) {
  * @returns {Promise<{ status: 'skipped' | 'linked', reason?: string, addons: string[] }>}
  */
 export async function buildSimAddons(o) {
-  const log = (msg) => process.stdout.write(`[${o.label} build:native] ${msg}\n`);
+  const log = (msg) => process.stdout.write(`[${o.label} build:gpu] ${msg}\n`);
   if (process.env.KVQ_SKIP_NATIVE === '1' || process.env.KVQ_SKIP_SIM === '1') {
     log('simulator addons skipped (KVQ_SKIP_NATIVE / KVQ_SKIP_SIM).');
     return { status: 'skipped', reason: 'skipped by environment', addons: [] };
@@ -89,7 +89,7 @@ export async function buildSimAddons(o) {
   const outDir = join(o.pkgDir, 'build', 'Release');
   const objDir = join(outDir, 'obj');
   mkdirSync(objDir, { recursive: true });
-  const common = ['-std=c++17', '-O2', '-fPIC', '-fvisibility=hidden', '-Wall', '-Wno-unknown-pragmas', '-Wno-unused-function'];
+  const common = [`-I${kernelsIncludeDir(o.pkgDir)}`, '-std=c++17', '-O2', '-fPIC', '-fvisibility=hidden', '-Wall', '-Wno-unknown-pragmas', '-Wno-unused-function'];
   const jobs = [];
   const addonObj = join(objDir, 'addon.sim.o');
   jobs.push(() =>
@@ -117,7 +117,7 @@ export async function buildSimAddons(o) {
   const results = await pool(jobs, n);
   const failed = results.filter((r) => r.status !== 0);
   if (failed.length > 0) {
-    process.stderr.write(`[${o.label} build:native] ERROR: the simulator build failed:\n${failed.map((r) => `${r.what}:\n${r.output.trim()}`).join('\n')}\n`);
+    process.stderr.write(`[${o.label} build:gpu] ERROR: the simulator build failed:\n${failed.map((r) => `${r.what}:\n${r.output.trim()}`).join('\n')}\n`);
     process.exit(1);
   }
   const addons = [];
@@ -126,7 +126,7 @@ export async function buildSimAddons(o) {
     const tmp = `${addon}.tmp-${process.pid}`;
     const ld = await run(cxx, ['-shared', '-o', tmp, addonObj, ...objects.get(warp), '-static-libgcc']);
     if (ld.status !== 0) {
-      process.stderr.write(`[${o.label} build:native] ERROR: linking ${addon} failed:\n${ld.output.trim()}\n`);
+      process.stderr.write(`[${o.label} build:gpu] ERROR: linking ${addon} failed:\n${ld.output.trim()}\n`);
       process.exit(1);
     }
     rmSync(addon, { force: true });

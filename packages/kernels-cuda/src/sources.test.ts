@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -65,13 +67,19 @@ describe('one kernel source for CUDA and HIP', () => {
     }
   });
 
-  it('the FP8 conversions come from @kvq/kernels-cpu csrc/fp8.h (included, not copied)', () => {
-    expect(csrc('common.cuh')).toContain('#include "../../kernels-cpu/csrc/fp8.h"');
+  it('the FP8 conversions come from @kvq/kernels csrc/fp8.h, found by package resolution (included, not copied)', () => {
+    expect(csrc('common.cuh')).toContain('#include "fp8.h"');
+    expect(existsSync(fileURLToPath(new URL('../csrc/fp8.h', import.meta.url))), 'no copy in kernels-cuda/csrc').toBe(false);
     for (const f of ['vendor.h', 'gpu.h', 'addon.cc', ...GPU_SOURCES]) {
       expect(csrc(f), f).not.toMatch(/\b(fp8_encode_bits|fp8_decode_bits|f32_to_bf16|f32_to_f16)\s*\([^)]*\)\s*\{/);
+      // No path into another package's folder: the header comes through -I<@kvq/kernels>/csrc.
+      expect(csrc(f), f).not.toMatch(/#include\s*"\.\.\//);
     }
-    const header = readFileSync(fileURLToPath(new URL('../../kernels-cpu/csrc/fp8.h', import.meta.url)), 'utf8');
+    const kernelsDir = dirname(createRequire(import.meta.url).resolve('@kvq/kernels/package.json'));
+    const header = readFileSync(join(kernelsDir, 'csrc', 'fp8.h'), 'utf8');
     expect(header).toMatch(/#define KVQ_HOST_DEVICE __host__ __device__/);
+    const published = JSON.parse(readFileSync(join(kernelsDir, 'package.json'), 'utf8')) as { files: string[] };
+    expect(published.files).toContain('csrc');
   });
 
   it('addon.cc is vendor neutral (no CUDA or HIP header)', () => {
