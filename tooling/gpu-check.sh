@@ -18,7 +18,7 @@
 # On the GPU machine it works with whatever is there, in this order, and says which it used:
 #   node:   `node` on PATH (>= 18), else the carried gpu-carry/node.xz (unpacked with xz or python3's lzma);
 #   addon:  the carried/prebuilt kvq_cuda.node if it loads there, else a build with that machine's nvcc (sm_<its
-#           arch>) using the carried Node / node-addon-api headers, else `pnpm build:native` if node_modules exist;
+#           arch>) using the carried Node / node-addon-api headers, else `pnpm build:gpu` if node_modules exist;
 #   bundle: the carried gpu-carry/gpu-check.mjs, else `pnpm bundle:gpu-check` (needs node_modules; an offline
 #           `npx -y pnpm@12.4.2 install --offline` is tried when they are missing).
 # Exit code: that of the check (0 passed, 1 a check failed, 2 no usable GPU), 3 when it could not even start.
@@ -47,7 +47,7 @@ if [[ "${1:-}" == "--prepare" ]]; then
   mkdir -p "$CARRY/include/node" "$CARRY/include/node-addon-api"
   if command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]]; then
     say "building the addon (sm_80, sm_89, sm_90 + PTX)"
-    pnpm --filter @kvq/kernels-cuda build:native || die "build:native failed"
+    pnpm --filter @kvq/kernels-cuda build:gpu || die "build:gpu failed"
   else
     say "no nvcc here: the GPU machine will have to build the addon itself"
   fi

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // SPDX-License-Identifier: Apache-2.0
 //
-// `pnpm --filter @kvq/kernels-cuda build:native`: compiles csrc/*.cu with nvcc for sm_80, sm_89 and sm_90 (+ PTX)
+// `pnpm --filter @kvq/kernels-cuda build:gpu`: compiles csrc/*.cu with nvcc for sm_80, sm_89 and sm_90 (+ PTX)
 // and links build/Release/kvq_cuda.node when the CUDA runtime library and Node headers are present. Skipped with a
-// message when there is no CUDA toolkit. An explicit step (README, CI, turbo's `build:native`), never an install
+// message when there is no CUDA toolkit. An explicit step (README, CI, turbo's `build:gpu`), never an install
 // script; installs and downloads nothing. See scripts/gpu-build.mjs for the environment variables.
 // Then builds the CUDA simulator addons (scripts/sim-build.mjs: the same kernels on the CPU, warp 32 and 64), which
 // need only a C++ compiler and run in every test run.

@@ -27,7 +27,7 @@ describe('loading the addon in-process never throws', () => {
     expect(r.tried[0]!.error).toBe('not found');
     expect(r.tried[1]!.path).toBe(corrupt);
     expect(r.tried[1]!.error.length).toBeGreaterThan(0);
-    expect(r.reason).toContain('build:native');
+    expect(r.reason).toContain('build:gpu');
   });
 
   it('rejects a stale ABI and a binary of another vendor', () => {
@@ -104,6 +104,6 @@ describe('probing in a child process', () => {
     const spec: GpuVendorSpec = { ...CUDA_SPEC, name: 'cuda-missing', addonEnv: 'KVQ_TEST_NO_SUCH_VAR', defaultPaths: () => [join(dir, 'absent.node')] };
     const r = probeAddon(spec);
     expect(r.ok).toBe(false);
-    if (!r.ok) expect(r.reason).toMatch(/not found.*build:native/);
+    if (!r.ok) expect(r.reason).toMatch(/not found.*build:gpu/);
   });
 });

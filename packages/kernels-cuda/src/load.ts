@@ -48,7 +48,7 @@ export const CUDA_SPEC: GpuVendorSpec = Object.freeze({
   // src/ and dist/ are both one level below the package root.
   defaultPaths: () => [fileURLToPath(new URL('../build/Release/kvq_cuda.node', import.meta.url))],
   buildHint:
-    'Build it with `pnpm --filter @kvq/kernels-cuda build:native` (needs the CUDA toolkit: nvcc and libcudart_static.a), or point KVQ_CUDA_ADDON at a kvq_cuda.node',
+    'Build it with `pnpm --filter @kvq/kernels-cuda build:gpu` (needs the CUDA toolkit: nvcc and libcudart_static.a), or point KVQ_CUDA_ADDON at a kvq_cuda.node',
 });
 
 /** Candidate addon paths of a spec: `env[spec.addonEnv]` first, then the defaults. */

@@ -32,7 +32,7 @@ export function simSpec(warp: SimWarp): GpuVendorSpec {
       addonEnv: `KVQ_SIM_W${warp}_ADDON`,
       deviceEnv: 'KVQ_SIM_DEVICE',
       defaultPaths: () => [fileURLToPath(new URL(`../build/Release/kvq_sim_w${warp}.node`, import.meta.url))],
-      buildHint: 'Build it with `pnpm --filter @kvq/kernels-cuda build:native` (needs only a C++17 compiler and the Node headers)',
+      buildHint: 'Build it with `pnpm --filter @kvq/kernels-cuda build:gpu` (needs only a C++17 compiler and the Node headers)',
     } satisfies GpuVendorSpec);
     specs.set(warp, spec);
   }

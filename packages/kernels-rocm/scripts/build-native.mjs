@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // SPDX-License-Identifier: Apache-2.0
 //
-// `pnpm --filter @kvq/kernels-rocm build:native`: compiles @kvq/kernels-cuda's csrc/*.cu (the one kernel source)
+// `pnpm --filter @kvq/kernels-rocm build:gpu`: compiles @kvq/kernels-cuda's csrc/*.cu (the one kernel source)
 // with hipcc (HIP_PLATFORM=amd) for gfx90a and gfx940 (+ gfx942 / gfx950 when the compiler knows them) and links
 // build/Release/kvq_rocm.node against libamdhip64 when it is present. Skipped with a message when hipcc is absent.
 // Installs and downloads nothing. See @kvq/kernels-cuda's scripts/gpu-build.mjs for the environment variables.

@@ -1,6 +1,6 @@
 /**
  * The ROCm backend: `@kvq/kernels-cuda`'s typed facade over the HIP build of the same kernels
- * (`build/Release/kvq_rocm.node`, from `build:native`).
+ * (`build/Release/kvq_rocm.node`, from `build:gpu`).
  * @module
  */
 import { fileURLToPath } from 'node:url';
@@ -30,7 +30,7 @@ export const ROCM_SPEC: GpuVendorSpec = Object.freeze({
   // src/ and dist/ are both one level below the package root.
   defaultPaths: () => [fileURLToPath(new URL('../build/Release/kvq_rocm.node', import.meta.url))],
   buildHint:
-    'Build it with `pnpm --filter @kvq/kernels-rocm build:native` (needs hipcc and libamdhip64, e.g. apt-get install hipcc libamdhip64-dev rocm-device-libs), or point KVQ_ROCM_ADDON at a kvq_rocm.node',
+    'Build it with `pnpm --filter @kvq/kernels-rocm build:gpu` (needs hipcc and libamdhip64, e.g. apt-get install hipcc libamdhip64-dev rocm-device-libs), or point KVQ_ROCM_ADDON at a kvq_rocm.node',
   // MI300-class GPUs: BackendInfo.fp8Fnuz, so engines pick e4m3fnuz for `fp8` as vLLM does there.
   fp8Fnuz: archUsesFnuz,
 });
