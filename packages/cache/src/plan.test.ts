@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { sharedFile } from '@kvq/test-utils';
+import { join } from 'node:path';
+import { fixtures } from '@kvq/fixtures';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { KV_STORAGE_DTYPES } from './dtype.js';
@@ -30,9 +31,8 @@ describe('capacity planning', () => {
     expect(planKvCache({ model: qwen3_4b, dtype: 'e4m3fn', memoryBytes, scales: 'none' }).numTokens).toBe(166_992);
   });
 
-  const tinyConfig = sharedFile('models/kvq-tiny/config.json');
-  it.skipIf(!tinyConfig)('plans the kvq-tiny model from its config.json', () => {
-    const cfg = JSON.parse(readFileSync(tinyConfig!, 'utf8')) as Record<string, number>;
+  it('plans the kvq-tiny model from its config.json', () => {
+    const cfg = JSON.parse(readFileSync(join(fixtures.kvqTinyDir, 'config.json'), 'utf8')) as Record<string, number>;
     const model = {
       numLayers: cfg.num_hidden_layers!,
       numKvHeads: cfg.num_key_value_heads!,

@@ -1,9 +1,9 @@
-import { sharedFile } from '@kvq/test-utils';
+import { fixturePath } from '@kvq/fixtures';
 import { describe, expect, it } from 'vitest';
 import { fp8DecodeTable } from './codec.js';
 import { CHUNK_INPUTS, chunkHash, ORACLE_MODES, readOracle } from './oracle.js';
 
-const oraclePath = sharedFile('oracles/fp8_cuda_oracle.json');
+const oracle = readOracle(fixturePath('oracles/fp8_cuda_oracle.json'));
 
 /**
  * A spread of 2^24-input chunks covering every regime: +-0 and float32 subnormals (0, 128), the FP8 subnormal
@@ -12,10 +12,7 @@ const oraclePath = sharedFile('oracles/fp8_cuda_oracle.json');
  */
 const SPREAD = [0, 55, 59, 60, 63, 64, 67, 71, 72, 100, 127, 128, 183, 187, 191, 195, 199, 200, 255];
 
-describe.skipIf(!oraclePath)('bit-exact against CUDA (fp8_cuda_oracle.json)', () => {
-  // NOTE: describe bodies run even when skipped; read lazily.
-  const oracle = oraclePath ? readOracle(oraclePath) : (undefined as never);
-
+describe('bit-exact against CUDA (fp8_cuda_oracle.json)', () => {
   it('decode tables equal CUDA fp8->float for all 256 codes', () => {
     const e4m3 = Array.from(new Uint32Array(fp8DecodeTable('e4m3fn').buffer));
     const e5m2 = Array.from(new Uint32Array(fp8DecodeTable('e5m2').buffer));

@@ -11,7 +11,7 @@ export const ORACLE_MODES = [
   { key: 'e5m2_nosat', format: 'e5m2', saturation: 'nosat' },
 ] as const satisfies readonly { key: string; format: Fp8Format; saturation: Saturation }[];
 
-/** Shape of ../shared/oracles/fp8_cuda_oracle.json. */
+/** Shape of the CUDA oracle (`oracles/fp8_cuda_oracle.json` of @kvq/fixtures; layout in docs/spec/fp8-formats.md). */
 export interface CudaOracle {
   decode_e4m3: number[];
   decode_e5m2: number[];
