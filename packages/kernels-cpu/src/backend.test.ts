@@ -33,8 +33,8 @@ describe('loading the addon never throws', () => {
   });
 
   it('honours KVQ_CPU_ADDON first', () => {
-    expect(addonCandidates({ KVQ_CPU_ADDON: '/x/y.node' })[0]).toBe('/x/y.node');
-    expect(addonCandidates({})[0]).toMatch(/build[/\\]Release[/\\]kvq_cpu\.node$/);
+    expect(addonCandidates({ env: { KVQ_CPU_ADDON: '/x/y.node' } })[0]).toEqual({ path: '/x/y.node', origin: 'KVQ_CPU_ADDON' });
+    expect(addonCandidates({ env: {} })[0]!.path).toMatch(/build[/\\]Release[/\\]kvq_cpu\.node$/);
   });
 });
 

@@ -152,7 +152,7 @@ class NativeCpuBackend implements CpuBackend {
   readonly isa: CpuIsa;
   readonly #ctx: NativeContext;
 
-  constructor(ctx: NativeContext) {
+  constructor(ctx: NativeContext, binary: string) {
     this.#ctx = ctx;
     this.isa = ctx.isa;
     this.info = Object.freeze({
@@ -160,6 +160,7 @@ class NativeCpuBackend implements CpuBackend {
       simd: ctx.isa === 'scalar' ? 'none' : ctx.isa,
       threads: ctx.threads,
       version: packageVersion(),
+      binary,
     });
   }
 
@@ -442,5 +443,5 @@ export function createBackend(options: CpuBackendOptions = {}): CpuBackend {
     if (code === 'UNSUPPORTED') throw unavailable((e as Error).message, e);
     throw toKernelError(e, 'createBackend');
   }
-  return new NativeCpuBackend(ctx);
+  return new NativeCpuBackend(ctx, load.path);
 }

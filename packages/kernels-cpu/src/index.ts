@@ -18,5 +18,14 @@ export {
   type CpuBackendOptions,
 } from './backend.js';
 export type { CpuFeatures, CpuIsa, NativeCpuInfo } from './addon-types.js';
+export {
+  currentTarget,
+  platformPackage,
+  PREBUILT_TRIPLES,
+  type Libc,
+  type PlatformPackage,
+  type PrebuiltTriple,
+  type ProcessTarget,
+} from './platform.js';
 export { toKernelError } from './errors.js';
 export type { KernelBackend };

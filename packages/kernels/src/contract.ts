@@ -338,6 +338,11 @@ export interface BackendInfo {
   /** Version of the backend's native build, if any. */
   readonly version?: string | undefined;
   /**
+   * Absolute path of the native binary the backend loaded (e.g. `.../@kvq/kernels-cpu-linux-x64-gnu/kvq_cpu.node`
+   * or a local `build/Release/kvq_cpu.node`), so `kvq env` can say which build runs; `undefined` for pure-TS backends.
+   */
+  readonly binary?: string | undefined;
+  /**
    * True when the device's native FP8 formats are FNUZ (AMD gfx94x, MI300-class: vLLM's `is_fp8_fnuz()`). Engines
    * then resolve `fp8` / `fp8_e4m3` / `fp8_e5m2` to `e4m3fnuz` / `e5m2fnuz` and double checkpoint scales, as vLLM
    * does on those GPUs. Absent or false: the OCP formats.
