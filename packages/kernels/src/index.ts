@@ -68,5 +68,5 @@ export { buildRopeTable, ropeInvFreq, ropeScalingFromHf, scaleFrequency } from '
 export type { RopeConfig, RopeScaling } from './rope.js';
 export { createReferenceBackend, REFERENCE_INFO } from './reference/backend.js';
 export { selfTest } from './self-test.js';
-export { DEFAULT_CANDIDATES, KNOWN_BACKENDS, describeLoad, loadBackend } from './loader.js';
+export { DEFAULT_CANDIDATES, KNOWN_BACKENDS, describeLoad, fallbackMessage, loadBackend } from './loader.js';
 export type { BackendCandidate, LoadBackendOptions, LoadedBackend, RejectedBackend } from './loader.js';

@@ -131,6 +131,52 @@ describe('loadBackend', () => {
     expect(r.rejected).toEqual([]);
   });
 
+  describe('fallback warning and required backends', () => {
+    const failing = factory('cpu', () => {
+      throw new Error('no usable native addon [/x/kvq_cpu.node (not found)]');
+    });
+
+    it('says why when only the reference backend is left, naming the rejected candidate and its reason', async () => {
+      const r = await loadBackend({ env: '', candidates: [failing] });
+      expect(r.backend.name).toBe('reference');
+      expect(r.fallback).toMatch(/^kvq: using the pure-TypeScript reference backend .* because cpu: createBackend\(\) failed: no usable native addon \[\/x\/kvq_cpu\.node \(not found\)\]/);
+      expect(r.fallback).toMatch(/Fix: .*build:native/);
+      expect(r.fallback).not.toMatch(/\n/);
+    });
+
+    it('has no warning when a native candidate loads, when the reference comes first, or when no candidate was given', async () => {
+      expect((await loadBackend({ env: '', candidates: [factory('good', () => g.__kvqTestBackend)] })).fallback).toBeUndefined();
+      expect((await loadBackend({ env: '', candidates: ['reference', failing] })).fallback).toBeUndefined();
+      expect((await loadBackend({ env: '', candidates: [] })).fallback).toBeUndefined();
+    });
+
+    it('warns when a preferred candidate is rejected and another one runs', async () => {
+      const r = await loadBackend({ env: '', prefer: failing, candidates: [factory('good', () => g.__kvqTestBackend)] });
+      expect(r.backend.name).toBe('fake-good');
+      expect(r.fallback).toMatch(/^kvq: using the good backend instead of the requested cpu because cpu: createBackend\(\) failed: no usable native addon/);
+    });
+
+    it('require: an unsatisfiable backend is a BACKEND_UNAVAILABLE error with the reason, never a fallback', async () => {
+      const err = await loadBackend({ env: '', require: 'cpu', candidates: [failing] }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(KernelError);
+      expect(err).toMatchObject({ code: 'BACKEND_UNAVAILABLE', argument: 'backend' });
+      expect((err as Error).message).toMatch(/^backend "cpu" was requested but cannot be used: createBackend\(\) failed: no usable native addon/);
+      // An explicit requirement beats KVQ_BACKEND (the caller asked for it in code or on the command line).
+      await expect(loadBackend({ env: 'reference', require: 'cpu', candidates: [failing] })).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+    });
+
+    it("require and KVQ_BACKEND use the caller's candidate of that name; 'auto' and '' mean no requirement", async () => {
+      const good = factory('cpu', () => g.__kvqTestBackend);
+      expect((await loadBackend({ env: '', require: 'cpu', candidates: [good] })).backend.name).toBe('fake-good');
+      expect((await loadBackend({ env: 'cpu', candidates: [good] })).backend.name).toBe('fake-good');
+      await expect(loadBackend({ env: 'cpu', candidates: [failing] })).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE', argument: 'KVQ_BACKEND' });
+      expect((await loadBackend({ env: '', require: 'reference', candidates: [good] })).backend.name).toBe('reference');
+      const auto = await loadBackend({ env: '', require: 'auto', candidates: [failing] });
+      expect(auto.backend.name).toBe('reference');
+      expect(auto.fallback).toBeDefined();
+    });
+  });
+
   describe('KVQ_BACKEND override', () => {
     it('selects the named backend alone', async () => {
       const r = await loadBackend({ env: 'reference', candidates: ['@fake/good'], resolveFrom: [dir] });

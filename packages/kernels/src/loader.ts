@@ -52,7 +52,17 @@ export interface LoadBackendOptions {
    * tried, and failure throws `BACKEND_UNAVAILABLE` listing the reasons. A name, module specifier or path.
    */
   readonly env?: string | undefined;
-  /** Soft preference: this candidate is tried first; if it fails, the others follow. */
+  /**
+   * Hard requirement (a library's `backend: 'cpu'`, a CLI's `--backend cpu`): ONLY this candidate is tried, and
+   * failure throws `BACKEND_UNAVAILABLE` listing the reason; never a fallback. Takes precedence over `env`. A name
+   * that matches a `candidates` entry (e.g. `'cpu'` and the factory `{ name: 'cpu', load }`) uses that entry.
+   * `undefined`, `''` and `'auto'` mean no requirement.
+   */
+  readonly require?: BackendCandidate | undefined;
+  /**
+   * Soft preference: this candidate is tried first; if it fails, the others follow and the result carries a
+   * {@link LoadedBackend.fallback} warning.
+   */
   readonly prefer?: BackendCandidate | undefined;
   /** Native candidates, best first. Default {@link DEFAULT_CANDIDATES}. The reference backend is always appended. */
   readonly candidates?: readonly BackendCandidate[] | undefined;
@@ -90,6 +100,37 @@ export interface LoadedBackend {
   readonly backend: KernelBackend;
   /** Candidates tried before it, in order, with reasons. */
   readonly rejected: readonly RejectedBackend[];
+  /**
+   * Set when the result is a fallback the caller should tell the user about: the pure-TypeScript reference backend
+   * was chosen because every native candidate was rejected, or a `prefer`red candidate was rejected. One line naming
+   * the reasons and the fix (see {@link fallbackMessage}); `undefined` when nothing fell back.
+   */
+  readonly fallback?: string | undefined;
+}
+
+/** How to get the native CPU backend, for fallback messages. */
+const CPU_FIX =
+  'install the prebuilt @kvq/kernels-cpu platform package for this machine (an optional dependency of @kvq/kernels-cpu), ' +
+  'or build from source with `pnpm --filter @kvq/kernels-cpu build:native`';
+
+/**
+ * The one-line warning for a fallback: what runs instead, why (every rejected candidate and its reason) and how to
+ * fix it. `chosen` is the backend that runs; `wanted` names the preferred candidate when there was one.
+ * @example
+ * fallbackMessage('reference', [{ name: 'cpu', reason: 'no usable native addon [...]' }])
+ * // "kvq: using the pure-TypeScript reference backend (much slower than the native kernels) because cpu: no usable
+ * //  native addon [...]. Fix: ... Choose backend 'reference' (KVQ_BACKEND=reference) on purpose to silence this."
+ */
+export function fallbackMessage(chosen: string, rejected: readonly RejectedBackend[], wanted?: string): string {
+  const why = rejected.length > 0 ? rejected.map((r) => `${r.name}: ${r.reason}`).join('; ') : 'no native candidate was given';
+  if (chosen === 'reference') {
+    const fixed = rejected.some((r) => /\bfix\b|build:native|npm install|install it/i.test(r.reason));
+    return (
+      `kvq: using the pure-TypeScript reference backend (much slower than the native kernels) because ${why}.` +
+      `${fixed ? '' : ` Fix: ${CPU_FIX}.`} Choose backend 'reference' (KVQ_BACKEND=reference) on purpose to silence this.`
+    );
+  }
+  return `kvq: using the ${chosen} backend instead of the requested ${wanted ?? 'one'} because ${why}. Require it (backend '${wanted ?? '<name>'}' / KVQ_BACKEND) to make this an error instead.`;
 }
 
 class Rejection extends Error {
@@ -314,48 +355,80 @@ async function attempt(c: BackendCandidate, opts: LoadBackendOptions): Promise<K
   return backend;
 }
 
+function isUnset(v: BackendCandidate | undefined): boolean {
+  return v === undefined || (typeof v === 'string' && (v.trim() === '' || v.trim() === 'auto'));
+}
+
+/** A named candidate from `candidates` when `c` is a plain name of one of them (`'cpu'` → the caller's factory). */
+function byName(c: BackendCandidate, candidates: readonly BackendCandidate[] | undefined): BackendCandidate {
+  if (typeof c !== 'string') return c;
+  const name = c.trim();
+  return candidates?.find((x) => typeof x !== 'string' && x.name === name) ?? name;
+}
+
+async function required(c: BackendCandidate, what: string, argument: string, undo: string, options: LoadBackendOptions): Promise<LoadedBackend> {
+  try {
+    return { backend: await attempt(byName(c, options.candidates), options), rejected: [] };
+  } catch (e) {
+    const r = e as Rejection;
+    throw new KernelError('BACKEND_UNAVAILABLE', `${what} was requested but cannot be used: ${r.message}. ${undo}`, {
+      argument,
+      cause: r.detail ?? r,
+    });
+  }
+}
+
 /**
  * Load the best available backend.
  *
- * Order: the `env` override (default `process.env.KVQ_BACKEND`) if set — alone, and failing loudly; otherwise
- * `prefer`, then `candidates` (default {@link DEFAULT_CANDIDATES}), then `'reference'`, which always loads.
- * Every rejected candidate is reported with its reason; a bad candidate never throws out of this function.
+ * Order: `require` if set, alone and failing loudly; else the `env` override (default `process.env.KVQ_BACKEND`)
+ * if set, alone and failing loudly; otherwise `prefer`, then `candidates` (default {@link DEFAULT_CANDIDATES}),
+ * then `'reference'`, which always loads. Every rejected candidate is reported with its reason, and a fallback
+ * (to the reference backend, or away from `prefer`) comes with a {@link LoadedBackend.fallback} message; a bad
+ * candidate never throws out of this function.
  *
- * @throws KernelError `BACKEND_UNAVAILABLE` only when the env override names a backend that cannot load
- *   (the message lists the reason; `cause` holds the underlying error).
+ * @throws KernelError `BACKEND_UNAVAILABLE` when `require` or the env override names a backend that cannot load
+ *   (the message lists the reason; `cause` holds the underlying error; `argument` is `'backend'` or `'KVQ_BACKEND'`).
  */
 export async function loadBackend(options: LoadBackendOptions = {}): Promise<LoadedBackend> {
+  if (!isUnset(options.require)) {
+    const c = options.require!;
+    return required(c, `backend ${JSON.stringify(candidateName(c))}`, 'backend', "Choose another backend, or 'auto' to use the best available one.", options);
+  }
   const env = 'env' in options ? options.env : process.env.KVQ_BACKEND;
   const override = env?.trim();
   if (override && override !== 'auto') {
-    try {
-      return { backend: await attempt(override, options), rejected: [] };
-    } catch (e) {
-      const r = e as Rejection;
-      throw new KernelError(
-        'BACKEND_UNAVAILABLE',
-        `KVQ_BACKEND=${override} was requested but cannot be used: ${r.message}. ` +
-          `Unset KVQ_BACKEND (or set it to 'auto' or 'reference') to fall back automatically.`,
-        { argument: 'KVQ_BACKEND', cause: r.detail ?? r },
-      );
-    }
+    return required(
+      override,
+      `KVQ_BACKEND=${override}`,
+      'KVQ_BACKEND',
+      "Unset KVQ_BACKEND (or set it to 'auto' or 'reference') to fall back automatically.",
+      options,
+    );
   }
   const list: BackendCandidate[] = [];
-  if (options.prefer !== undefined) list.push(options.prefer);
+  if (options.prefer !== undefined && !isUnset(options.prefer)) list.push(byName(options.prefer, options.candidates));
   for (const c of options.candidates ?? DEFAULT_CANDIDATES) {
     if (!list.some((x) => candidateName(x) === candidateName(c))) list.push(c);
   }
+  const wanted = list.length > 0 && options.prefer !== undefined && !isUnset(options.prefer) ? candidateName(list[0]!) : undefined;
   const rejected: RejectedBackend[] = [];
   for (const c of list) {
     if (c === 'reference') break;
     try {
-      return { backend: await attempt(c, options), rejected };
+      const backend = await attempt(c, options);
+      const fellBack = wanted !== undefined && candidateName(c) !== wanted;
+      return fellBack ? { backend, rejected, fallback: fallbackMessage(candidateName(c), rejected, wanted) } : { backend, rejected };
     } catch (e) {
       const r = e as Rejection;
       rejected.push(r.detail === undefined ? { name: candidateName(c), reason: r.message } : { name: candidateName(c), reason: r.message, cause: r.detail });
     }
   }
-  return { backend: createReferenceBackend(), rejected };
+  // The reference backend by choice (first in the list), or with no native candidate at all, is no fallback.
+  const chosenOnPurpose = list[0] === 'reference' || rejected.length === 0;
+  return chosenOnPurpose
+    ? { backend: createReferenceBackend(), rejected }
+    : { backend: createReferenceBackend(), rejected, fallback: fallbackMessage('reference', rejected, wanted) };
 }
 
 /** One-line summary of a load result for logs, e.g. `"cpu (avx2, 8 threads); rejected: cuda: not installed"`. */
