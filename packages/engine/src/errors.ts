@@ -32,7 +32,17 @@ export type EngineErrorCode =
   /** A chat template failed to parse or to render. */
   | 'CHAT_TEMPLATE'
   /** A caller passed an invalid argument (token id out of range, unknown option value, ...). */
-  | 'INVALID_ARGUMENT';
+  | 'INVALID_ARGUMENT'
+  /** Hugging Face Hub: the repository, revision or file does not exist (HTTP 404). */
+  | 'HUB_NOT_FOUND'
+  /** Hugging Face Hub: access denied (HTTP 401/403): a private or gated repository, or a token without access. */
+  | 'HUB_ACCESS_DENIED'
+  /** Hugging Face Hub: `HF_HUB_OFFLINE` is set and the repository is not in the local cache. */
+  | 'HUB_NOT_CACHED'
+  /** Hugging Face Hub: the endpoint cannot be reached or answered an unexpected status, and nothing is cached. */
+  | 'HUB_UNREACHABLE'
+  /** Hugging Face Hub: a transfer failed after its retries, or the file's SHA-256 differs from the Hub's. */
+  | 'HUB_DOWNLOAD_FAILED';
 
 /** Where an {@link EngineError} happened, when known. */
 export interface EngineErrorDetails {

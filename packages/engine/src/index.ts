@@ -128,3 +128,17 @@ export { calculateKvScalesObserver, KV_SCALE_CONSTANTS } from './runtime/kv-scal
 export { resolveSamplingParams, type ResolvedSamplingParams, type SamplingParams } from './sampling/params.js';
 export { SeededRng } from './sampling/rng.js';
 export { applyPenalties, argmax, logSoftmax, sampleToken, tokenLogprobs, type TokenLogprobs } from './sampling/sampler.js';
+
+// Hugging Face Hub: model and dataset repos into the standard Hub cache (huggingface_hub's layout and variables).
+export {
+  DATASET_FILE_EXTENSIONS,
+  downloadDataset,
+  downloadModel,
+  selectDatasetFiles,
+  selectModelFiles,
+  type DownloadDatasetOptions,
+  type DownloadModelOptions,
+  type HubDataset,
+} from './hub/hub.js';
+export { type HubDownloadProgress, type HubFetchOptions } from './hub/download.js';
+export { hubSettings, isHubId, parseHubId, repoCacheFolder, type HubId, type HubRepoType, type HubSettings } from './hub/settings.js';
