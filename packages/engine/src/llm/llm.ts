@@ -11,6 +11,8 @@ import {
 import type { ChatMessage } from '../chat/chat-template.js';
 import type { ModelConfig } from '../config/model-config.js';
 import { EngineError } from '../errors.js';
+import { downloadModel } from '../hub/hub.js';
+import { isHubId, type HubSettings } from '../hub/settings.js';
 import { loadModel } from '../load/load-model.js';
 import type { LoadedModel, LoadProgress } from '../load/types.js';
 import { asWeightMatrix, tensorToFloat32 } from '../tensor.js';
@@ -24,8 +26,16 @@ export type KvCacheDtype = KvCacheDtypeOption;
 
 /** Options of {@link LLM.create}, vLLM's `LLM(...)` arguments in camelCase. */
 export interface LLMOptions {
-  /** A model folder or file (HF folder, .gguf, llama2.c .bin), or an already loaded model. */
+  /**
+   * A model folder or file (HF folder, .gguf, llama2.c .bin), a Hugging Face Hub id `org/name[@revision]`
+   * (downloaded into the Hub cache, see {@link downloadModel}; an existing local path of the same name wins), or an
+   * already loaded model.
+   */
   readonly model: string | LoadedModel;
+  /** Hub settings for a Hub id. Default: {@link hubSettings} of `process.env` (`HF_ENDPOINT`, `HF_TOKEN`, ...). */
+  readonly hub?: HubSettings;
+  /** One-line notices of a Hub download (a resumed transfer, a cached snapshot used while the Hub is unreachable). */
+  readonly onNotice?: (message: string) => void;
   /**
    * `auto` (model dtype), `fp8` (= `fp8_e4m3`), `fp8_e4m3`, `fp8_e5m2` (FNUZ formats when the backend reports
    * `info.fp8Fnuz`, AMD MI300-class, as vLLM does), or a storage dtype (`e4m3fnuz`, `e5m2fnuz`, `bf16`, ...). Default `auto`.
@@ -49,7 +59,7 @@ export interface LLMOptions {
   readonly maxNumBatchedTokens?: number;
   /** A backend object, or a name for the loader (`'cpu'`, `'reference'`, ...). Default: best available. */
   readonly backend?: KernelBackend | string;
-  /** Progress of model loading. */
+  /** Progress of model loading (and of a Hub id's download first, with `phase: 'download'`). */
   readonly onProgress?: (progress: LoadProgress) => void;
 }
 
@@ -137,6 +147,17 @@ async function resolveBackend(choice: KernelBackend | string | undefined): Promi
   return loaded.backend;
 }
 
+/** A model option's local path: itself when it exists or is not a Hub id, else the Hub snapshot (downloaded). */
+async function resolveModelPath(model: string, options: LLMOptions): Promise<string> {
+  if (!isHubId(model)) return model;
+  const onProgress = options.onProgress;
+  return downloadModel(model, {
+    ...(options.hub ? { settings: options.hub } : {}),
+    ...(options.onNotice ? { onNotice: options.onNotice } : {}),
+    ...(onProgress ? { onProgress: (p) => onProgress({ phase: 'download', file: p.file, loadedBytes: p.bytes, totalBytes: p.total, tensor: '' }) } : {}),
+  });
+}
+
 /**
  * Run a Llama-family model with a paged (optionally FP8) KV cache: vLLM's `LLM` in TypeScript.
  * @example
@@ -182,7 +203,7 @@ export class LLM {
     // An FP8 option names its format whatever the model dtype is.
     const fp8Format = resolveDtype('bf16');
     const model = typeof options.model === 'string'
-      ? await loadModel(options.model, {
+      ? await loadModel(await resolveModelPath(options.model, options), {
           ...(options.onProgress ? { onProgress: options.onProgress } : {}),
           ...(isFp8Dtype(fp8Format) ? { kvCacheFormat: fp8Format } : {}),
         })

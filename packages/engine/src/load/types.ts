@@ -19,8 +19,13 @@ export interface LoadProgress {
   readonly totalBytes: number;
   /** File the last tensor came from. */
   readonly file: string;
-  /** Name of the last tensor read (as stored in the file). */
+  /** Name of the last tensor read (as stored in the file); `''` while downloading. */
   readonly tensor: string;
+  /**
+   * `'download'` while `LLM.create` fetches a Hub id's files (`loadedBytes`/`totalBytes` then count the bytes of
+   * `file`, a path in the repo); absent while weights are read.
+   */
+  readonly phase?: 'download';
 }
 
 /** Options of `loadModel`. */
