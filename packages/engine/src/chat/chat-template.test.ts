@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 
 import { loadTokenizer } from '../load/load-model.js';
-import { engineErrorOf, shared } from '../testing/fixtures.js';
+import { engineErrorOf, testData } from '../testing/fixtures.js';
 import { ChatTemplate, selectChatTemplate } from './chat-template.js';
 
-describe.skipIf(!shared.kvqTiny)('kvq-tiny ChatML template', () => {
+describe('kvq-tiny ChatML template', () => {
   it('renders a conversation and encodes it to the ChatML token ids', async () => {
-    const { tokenizer, chatTemplate } = await loadTokenizer(shared.kvqTiny!);
+    const { tokenizer, chatTemplate } = await loadTokenizer(testData.kvqTiny);
     const messages = [
       { role: 'system', content: 'Be brief.' },
       { role: 'user', content: 'Continue: In the beginning' },

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 
 import { MemorySource } from '../io/source.js';
 import { encodeGguf } from '../testing/gguf-writer.js';
-import { engineErrorOf, engineErrorOfAsync, shared, tempDir } from '../testing/fixtures.js';
+import { engineErrorOf, engineErrorOfAsync, testData, tempDir } from '../testing/fixtures.js';
 import type { Tensor } from '../tensor.js';
 import { GgufValueType, parseGguf, readGgufHeader } from './gguf.js';
 import { llama2cLayout, parseLlama2cHeader, parseLlama2cTokenizer, readLlama2cHeader } from './llama2c.js';
@@ -80,8 +80,8 @@ describe('safetensors', () => {
 });
 
 describe('GGUF', () => {
-  it.skipIf(!shared.storiesGguf)('reads the header of stories260K.gguf', async () => {
-    const bytes = readFileSync(shared.storiesGguf!);
+  it('reads the header of stories260K.gguf', async () => {
+    const bytes = readFileSync(testData.storiesGguf);
     const gguf = await readGgufHeader(new MemorySource(bytes, 'stories260K.gguf'));
     expect(gguf.version).toBe(3);
     expect(gguf.metadata.get('general.architecture')).toBe('llama');
@@ -111,8 +111,8 @@ describe('GGUF', () => {
     expect(gguf.tensors.get('t')).toMatchObject({ dims: [3, 2], type: 30, byteLength: 12 });
   });
 
-  it.skipIf(!shared.storiesGguf)('rejects bad magic, version 1, and truncation with typed errors', async () => {
-    const bytes = new Uint8Array(readFileSync(shared.storiesGguf!));
+  it('rejects bad magic, version 1, and truncation with typed errors', async () => {
+    const bytes = new Uint8Array(readFileSync(testData.storiesGguf));
     const magic = bytes.slice();
     magic[0] = 0x58;
     expect(engineErrorOf(() => parseGguf(magic, magic.length, 'm.gguf')).code).toBe('MALFORMED');
@@ -138,8 +138,8 @@ describe('GGUF', () => {
 });
 
 describe('llama2.c', () => {
-  it.skipIf(!shared.storiesBin)('parses the legacy header and checks the exact file size', async () => {
-    const bytes = readFileSync(shared.storiesBin!);
+  it('parses the legacy header and checks the exact file size', async () => {
+    const bytes = readFileSync(testData.storiesBin);
     const { header, slots } = await readLlama2cHeader(new MemorySource(bytes, 'stories260K.bin'));
     expect(header).toMatchObject({ version: 0, dim: 64, hiddenDim: 172, numLayers: 5, numHeads: 8, numKvHeads: 4, vocabSize: 512, seqLen: 512, sharedClassifier: true });
     expect(llama2cLayout(header).fileSize).toBe(bytes.length);
@@ -163,8 +163,8 @@ describe('llama2.c', () => {
     expect(e.field).toBe('dim');
   });
 
-  it.skipIf(!shared.storiesTok)('parses tok512.bin and rejects truncated tokenizer files', () => {
-    const bytes = readFileSync(shared.storiesTok!);
+  it('parses tok512.bin and rejects truncated tokenizer files', () => {
+    const bytes = readFileSync(testData.storiesTok);
     const tok = parseLlama2cTokenizer(bytes, 'tok512.bin', 512);
     expect(tok.pieces).toHaveLength(512);
     expect(tok.pieces[1]).toBe('\n<s>\n');

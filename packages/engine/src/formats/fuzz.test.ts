@@ -8,7 +8,7 @@ import { MemorySource } from '../io/source.js';
 import { loadGgufFromSource } from '../load/gguf.js';
 import { readHfWeights } from '../load/hf.js';
 import { llama2cTokenizer, loadLlama2cFromSource } from '../load/llama2c.js';
-import { randomHfTensors, shared, tinyConfig } from '../testing/fixtures.js';
+import { randomHfTensors, testData, tinyConfig } from '../testing/fixtures.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { encodeSafetensors, readSafetensorsHeader } from './safetensors.js';
 
@@ -47,8 +47,8 @@ function tally(outcomes: Outcome[]): Record<string, number> {
 }
 
 describe('fuzzing the file parsers', () => {
-  it.skipIf(!shared.storiesGguf)('GGUF (stories260K.gguf): typed error or valid model', async () => {
-    const bytes = new Uint8Array(readFileSync(shared.storiesGguf!));
+  it('GGUF (stories260K.gguf): typed error or valid model', async () => {
+    const bytes = new Uint8Array(readFileSync(testData.storiesGguf));
     const rand = seededRandom(1234);
     const outcomes: Outcome[] = [];
     for (let i = 0; i < 160; i++) {
@@ -65,9 +65,9 @@ describe('fuzzing the file parsers', () => {
     expect(Object.keys(counts).length).toBeGreaterThan(2);
   });
 
-  it.skipIf(!shared.storiesBin || !shared.storiesTok)('llama2.c checkpoint and tokenizer.bin: typed error or valid model', async () => {
-    const model = new Uint8Array(readFileSync(shared.storiesBin!));
-    const tok = new Uint8Array(readFileSync(shared.storiesTok!));
+  it('llama2.c checkpoint and tokenizer.bin: typed error or valid model', async () => {
+    const model = new Uint8Array(readFileSync(testData.storiesBin));
+    const tok = new Uint8Array(readFileSync(testData.storiesTok));
     const rand = seededRandom(99);
     const outcomes: Outcome[] = [];
     for (let i = 0; i < 120; i++) {
@@ -106,8 +106,8 @@ describe('fuzzing the file parsers', () => {
     expect(counts.MALFORMED).toBeGreaterThan(0);
   });
 
-  it.skipIf(!shared.kvqTiny)('tokenizer.json: structural mutations give a typed error or a working tokenizer', async () => {
-    const original = JSON.parse(readFileSync(`${shared.kvqTiny!}/tokenizer.json`, 'utf8')) as Record<string, unknown>;
+  it('tokenizer.json: structural mutations give a typed error or a working tokenizer', async () => {
+    const original = JSON.parse(readFileSync(`${testData.kvqTiny}/tokenizer.json`, 'utf8')) as Record<string, unknown>;
     const rand = seededRandom(5);
     const randomValue = (): unknown =>
       [null, 0, -1, 1.5, 'x', '', true, [], [1, 'a'], {}, { type: 'Sequence' }, { type: 'BPE' }][Math.floor(rand() * 12)];

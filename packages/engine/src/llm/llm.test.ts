@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { sharedFile } from '@kvq/test-utils';
+import { fixturePath } from '@kvq/fixtures';
 import { describe, expect, it } from 'vitest';
 import { LLM } from './llm.js';
 
@@ -12,12 +12,11 @@ for (const [name, modelFile] of [
   ['stories260K', 'models/stories260K/stories260K.bin'],
   ['babyllama-tok105', 'models/babyllama-tok105/model.bin'],
 ] as const) {
-  const refPath = sharedFile(`reference/${name}.json`);
-  const modelPath = sharedFile(modelFile);
-  describe.skipIf(!refPath || !modelPath)(`${name} against the independent reference`, () => {
-    const ref = refPath ? (JSON.parse(readFileSync(refPath, 'utf8')) as Reference) : (undefined as never);
+  const modelPath = fixturePath(modelFile);
+  const ref = JSON.parse(readFileSync(fixturePath(`reference/${name}.json`), 'utf8')) as Reference;
+  describe(`${name} against the independent reference`, () => {
     const make = (kvCacheDtype: 'auto' | 'fp8_e4m3' | 'fp8_e5m2') =>
-      LLM.create({ model: modelPath!, kvCacheDtype, backend: 'reference', kvCacheMemory: 8 << 20, blockSize: 16 });
+      LLM.create({ model: modelPath, kvCacheDtype, backend: 'reference', kvCacheMemory: 8 << 20, blockSize: 16 });
 
     it('greedy token ids from BOS and from a prompt match (KV auto)', async () => {
       const llm = await make('auto');
@@ -42,9 +41,9 @@ for (const [name, modelFile] of [
   });
 }
 
-const bin = sharedFile('models/stories260K/stories260K.bin');
-const gguf = sharedFile('models/stories260K/stories260K.gguf');
-describe.skipIf(!bin || !gguf)('one model, three files', () => {
+const bin = fixturePath('models/stories260K/stories260K.bin');
+const gguf = fixturePath('models/stories260K/stories260K.gguf');
+describe('one model, three files', () => {
   it('stories260K from .bin, GGUF and the converted HF folder generates identical tokens (auto and FP8)', async () => {
     const { mkdtempSync, rmSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
@@ -52,10 +51,10 @@ describe.skipIf(!bin || !gguf)('one model, three files', () => {
     const { convertToHf } = await import('../convert/convert.js');
     const dir = mkdtempSync(join(tmpdir(), 'kvq-hf-'));
     try {
-      await convertToHf(bin!, join(dir, 'hf'));
+      await convertToHf(bin, join(dir, 'hf'));
       for (const kvCacheDtype of ['auto', 'fp8'] as const) {
         const outputs = [];
-        for (const model of [bin!, gguf!, join(dir, 'hf')]) {
+        for (const model of [bin, gguf, join(dir, 'hf')]) {
           const llm = await LLM.create({ model, kvCacheDtype, kvCacheMemory: 4 << 20 });
           const [o] = await llm.generate('Once upon a time', { temperature: 0, maxTokens: 40 });
           outputs.push(o!.outputs[0]!.tokenIds);

@@ -13,7 +13,7 @@ import {
   engineErrorOfAsync,
   randomHfTensors,
   sameTensor,
-  shared,
+  testData,
   tempDir,
   tinyConfig,
   tinyConfigJson,
@@ -84,9 +84,9 @@ describe('GGUF tensor names', () => {
   });
 });
 
-describe.skipIf(!shared.kvqTiny || !shared.evalText)('kvq-tiny written as GGUF (byte-level BPE tokenizer, BF16 / F16, permuted Q/K)', () => {
+describe('kvq-tiny written as GGUF (byte-level BPE tokenizer, BF16 / F16, permuted Q/K)', () => {
   it('loads back to the HF folder: same weights bit for bit, config, tokenizer and chat template', async () => {
-    const hf = await loadModel(shared.kvqTiny!);
+    const hf = await loadModel(testData.kvqTiny);
     const c = hf.config;
     const bytes = encodeGguf(
       [...modelKvs('llama', c), ...gpt2TokenizerKvs(hf.tokenizer, 'gpt-2', hf.chatTemplate!.source)],
@@ -97,7 +97,7 @@ describe.skipIf(!shared.kvqTiny || !shared.evalText)('kvq-tiny written as GGUF (
     for (const [name, t] of weightsByHfName(c, hf.weights)) {
       expect(sameTensor(weightsByHfName(c, gguf.weights).get(name)!, t), name).toBe(true);
     }
-    const text = readFileSync(shared.evalText!, 'utf8');
+    const text = readFileSync(testData.evalText, 'utf8');
     expect(gguf.tokenizer.encode(text)).toEqual(hf.tokenizer.encode(text));
     const chat = [{ role: 'user', content: 'Hi' }];
     expect(gguf.chatTemplate!.render(chat, { addGenerationPrompt: true })).toBe(hf.chatTemplate!.render(chat, { addGenerationPrompt: true }));

@@ -11,7 +11,7 @@ import {
   engineErrorOfAsync,
   randomHfTensors,
   sameTensor,
-  shared,
+  testData,
   tempDir,
   tinyConfig,
   tinyConfigJson,
@@ -33,10 +33,10 @@ function expectSameWeights(a: LoadedModel, b: LoadedModel): void {
   expect(sameTensor(a.weights.lmHead, b.weights.lmHead), 'lm head').toBe(true);
 }
 
-describe.skipIf(!shared.storiesBin || !shared.storiesGguf)('stories260K: llama2.c .bin, GGUF and converted HF folders', () => {
+describe('stories260K: llama2.c .bin, GGUF and converted HF folders', () => {
   it('load to element-wise identical weights and equal configs', async () => {
-    const bin = await loadModel(shared.storiesBin!);
-    const gguf = await loadModel(shared.storiesGguf!);
+    const bin = await loadModel(testData.storiesBin);
+    const gguf = await loadModel(testData.storiesGguf);
     expect(bin.format).toBe('llama2c');
     expect(gguf.format).toBe('gguf');
     expectSameWeights(bin, gguf);
@@ -50,16 +50,16 @@ describe.skipIf(!shared.storiesBin || !shared.storiesGguf)('stories260K: llama2.
 
     const { dir, cleanup } = await tempDir();
     try {
-      for (const [source, sub] of [[shared.storiesBin!, 'from-bin'], [shared.storiesGguf!, 'from-gguf']] as const) {
+      for (const [source, sub] of [[testData.storiesBin, 'from-bin'], [testData.storiesGguf, 'from-gguf']] as const) {
         const out = join(dir, sub);
         const result = await convertToHf(source, out);
         expect(result.files).toContain('model.safetensors');
         const hf = await loadModel(out);
         expect(hf.format).toBe('hf');
         expectSameWeights(bin, hf);
-        const original = source === shared.storiesBin ? bin : gguf;
+        const original = source === testData.storiesBin ? bin : gguf;
         expect(hf.config).toEqual(original.config);
-        const text = shared.evalText ? readFileSync(shared.evalText, 'utf8').slice(0, 5000) : 'Once upon a time, 日本 🦙 there was a dog.';
+        const text = readFileSync(testData.evalText, 'utf8').slice(0, 5000);
         expect(hf.tokenizer.encode(text)).toEqual(original.tokenizer.encode(text));
         expect(hf.tokenizer.decode(hf.tokenizer.encode(text), { skipSpecialTokens: true })).toBe(original.tokenizer.decode(original.tokenizer.encode(text), { skipSpecialTokens: true }));
         const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
@@ -67,9 +67,9 @@ describe.skipIf(!shared.storiesBin || !shared.storiesGguf)('stories260K: llama2.
         const tokConfig = JSON.parse(await readFile(join(out, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
         expect(tokConfig).toMatchObject({ bos_token: '<s>', eos_token: '</s>', add_bos_token: true });
         const header = await readSafetensorsHeader(new MemorySource(await readFile(join(out, 'model.safetensors'))));
-        expect(header.tensors.has('lm_head.weight')).toBe(source === shared.storiesGguf);
+        expect(header.tensors.has('lm_head.weight')).toBe(source === testData.storiesGguf);
       }
-      const again = await engineErrorOfAsync(convertToHf(shared.storiesBin!, join(dir, 'from-bin')));
+      const again = await engineErrorOfAsync(convertToHf(testData.storiesBin, join(dir, 'from-bin')));
       expect(again.code).toBe('INVALID_ARGUMENT');
       await convertToHf(bin, join(dir, 'from-bin'), { overwrite: true });
     } finally {
@@ -79,7 +79,7 @@ describe.skipIf(!shared.storiesBin || !shared.storiesGguf)('stories260K: llama2.
 
   it('reports monotonic progress ending at the total weight bytes', async () => {
     const events: LoadProgress[] = [];
-    await loadModel(shared.storiesGguf!, { onProgress: (p) => events.push(p) });
+    await loadModel(testData.storiesGguf, { onProgress: (p) => events.push(p) });
     expect(events.length).toBe(48);
     expect(events.every((e, i) => i === 0 || e.loadedBytes > events[i - 1]!.loadedBytes)).toBe(true);
     expect(events.at(-1)!.loadedBytes).toBe(events.at(-1)!.totalBytes);
@@ -88,11 +88,11 @@ describe.skipIf(!shared.storiesBin || !shared.storiesGguf)('stories260K: llama2.
   it('finds tok512.bin beside the checkpoint and reports a missing tokenizer by the paths tried', async () => {
     const { dir, cleanup } = await tempDir();
     try {
-      await copyFile(shared.storiesBin!, join(dir, 'model.bin'));
+      await copyFile(testData.storiesBin, join(dir, 'model.bin'));
       const e = await engineErrorOfAsync(loadModel(join(dir, 'model.bin')));
       expect(e.code).toBe('FILE_NOT_FOUND');
       expect(e.message).toContain('tok512.bin');
-      const withPath = await loadModel(join(dir, 'model.bin'), { tokenizerPath: shared.storiesTok! });
+      const withPath = await loadModel(join(dir, 'model.bin'), { tokenizerPath: testData.storiesTok });
       expect(withPath.tokenizer.vocabSize).toBe(512);
     } finally {
       await cleanup();
@@ -100,9 +100,9 @@ describe.skipIf(!shared.storiesBin || !shared.storiesGguf)('stories260K: llama2.
   });
 });
 
-describe.skipIf(!shared.babyBin)('babyllama (char-level tokenizer, GQA) through the converter', () => {
+describe('babyllama (char-level tokenizer, GQA) through the converter', () => {
   it('converts and reloads identically', async () => {
-    const bin = await loadModel(shared.babyBin!);
+    const bin = await loadModel(testData.babyBin);
     expect(bin.config).toMatchObject({ hiddenSize: 128, headDim: 16, numHeads: 8, numKvHeads: 4, intermediateSize: 352, maxPositionEmbeddings: 256 });
     const { dir, cleanup } = await tempDir();
     try {
@@ -117,9 +117,9 @@ describe.skipIf(!shared.babyBin)('babyllama (char-level tokenizer, GQA) through 
   });
 });
 
-describe.skipIf(!shared.kvqTiny)('kvq-tiny Hugging Face folder', () => {
+describe('kvq-tiny Hugging Face folder', () => {
   it('loads bf16 weights as raw bits, with the ChatML template and generation defaults', async () => {
-    const m = await loadModel(shared.kvqTiny!);
+    const m = await loadModel(testData.kvqTiny);
     expect(m.config).toMatchObject({ architecture: 'LlamaForCausalLM', headDim: 64, numHeads: 4, numKvHeads: 2, vocabSize: 2048, torchDtype: 'bfloat16' });
     const q = m.weights.layers[0]!.q;
     expect(q.dtype).toBe('bf16');
@@ -132,12 +132,12 @@ describe.skipIf(!shared.kvqTiny)('kvq-tiny Hugging Face folder', () => {
     );
     expect(m.kvScales).toBeUndefined();
     expect(m.warnings).toEqual([]);
-    expect(await detectModelFormat(join(shared.kvqTiny!, 'config.json'))).toEqual({ format: 'hf', path: shared.kvqTiny });
-    expect(await detectModelFormat(join(shared.kvqTiny!, 'model.safetensors'))).toEqual({ format: 'hf', path: shared.kvqTiny });
+    expect(await detectModelFormat(join(testData.kvqTiny, 'config.json'))).toEqual({ format: 'hf', path: testData.kvqTiny });
+    expect(await detectModelFormat(join(testData.kvqTiny, 'model.safetensors'))).toEqual({ format: 'hf', path: testData.kvqTiny });
   });
 
   it('reads a sharded checkpoint through model.safetensors.index.json', async () => {
-    const m = await loadModel(shared.kvqTiny!);
+    const m = await loadModel(testData.kvqTiny);
     const { dir, cleanup } = await tempDir();
     try {
       const all = [...weightsByHfName(m.config, m.weights)];
@@ -146,7 +146,7 @@ describe.skipIf(!shared.kvqTiny)('kvq-tiny Hugging Face folder', () => {
       await writeSafetensors(join(dir, 'model-00002-of-00002.safetensors'), all.slice(half));
       const weightMap = Object.fromEntries(all.map(([n], i) => [n, i < half ? 'model-00001-of-00002.safetensors' : 'model-00002-of-00002.safetensors']));
       await writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
-      for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json']) await copyFile(join(shared.kvqTiny!, f), join(dir, f));
+      for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json']) await copyFile(join(testData.kvqTiny, f), join(dir, f));
       const sharded = await loadModel(dir);
       expectSameWeights(m, sharded);
       await writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { x: '../escape.safetensors' } }));
@@ -157,7 +157,7 @@ describe.skipIf(!shared.kvqTiny)('kvq-tiny Hugging Face folder', () => {
   });
 
   it('loads only the tokenizer with loadTokenizer', async () => {
-    const { tokenizer, chatTemplate } = await loadTokenizer(shared.kvqTiny!);
+    const { tokenizer, chatTemplate } = await loadTokenizer(testData.kvqTiny);
     expect(tokenizer.vocabSize).toBe(2048);
     expect(chatTemplate).toBeDefined();
   });

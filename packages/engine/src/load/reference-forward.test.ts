@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
 import { ReferenceLlama } from '../testing/reference-llama.js';
-import { shared, toInterleaved } from '../testing/fixtures.js';
+import { testData, toInterleaved } from '../testing/fixtures.js';
 import type { ModelWeights } from '../weights/model-weights.js';
 import { loadModel } from './load-model.js';
 
@@ -19,16 +19,16 @@ interface Reference {
 }
 
 const cases = [
-  { name: 'stories260K.bin', model: shared.storiesBin, ref: shared.refStories, greedyIncludesPrompt: true },
-  { name: 'stories260K.gguf', model: shared.storiesGguf, ref: shared.refStories, greedyIncludesPrompt: true },
-  { name: 'babyllama model.bin', model: shared.babyBin, ref: shared.refBaby, greedyIncludesPrompt: true },
-  { name: 'kvq-tiny (bf16 HF)', model: shared.kvqTiny, ref: shared.refKvqTiny, greedyIncludesPrompt: false },
+  { name: 'stories260K.bin', model: testData.storiesBin, ref: testData.refStories, greedyIncludesPrompt: true },
+  { name: 'stories260K.gguf', model: testData.storiesGguf, ref: testData.refStories, greedyIncludesPrompt: true },
+  { name: 'babyllama model.bin', model: testData.babyBin, ref: testData.refBaby, greedyIncludesPrompt: true },
+  { name: 'kvq-tiny (bf16 HF)', model: testData.kvqTiny, ref: testData.refKvqTiny, greedyIncludesPrompt: false },
 ];
 
 describe.each(cases)('$name through a reference forward pass', ({ model, ref, greedyIncludesPrompt }) => {
-  it.skipIf(!model || !ref)('reproduces the reference greedy tokens and NLLs', async () => {
-    const m = await loadModel(model!);
-    const reference = JSON.parse(readFileSync(ref!, 'utf8')) as Reference;
+  it('reproduces the reference greedy tokens and NLLs', async () => {
+    const m = await loadModel(model);
+    const reference = JSON.parse(readFileSync(ref, 'utf8')) as Reference;
     const llm = new ReferenceLlama(m.config, m.weights);
     for (const g of reference.greedy) {
       const expected = greedyIncludesPrompt ? g.token_ids.slice(g.prompt_token_ids.length) : g.token_ids;
@@ -40,10 +40,10 @@ describe.each(cases)('$name through a reference forward pass', ({ model, ref, gr
   });
 });
 
-describe.skipIf(!shared.storiesBin || !shared.refStories)('negative control', () => {
+describe('negative control', () => {
   it('the same weights with Q/K left in interleaved order do not reproduce the reference', async () => {
-    const m = await loadModel(shared.storiesBin!);
-    const reference = JSON.parse(readFileSync(shared.refStories!, 'utf8')) as Reference;
+    const m = await loadModel(testData.storiesBin);
+    const reference = JSON.parse(readFileSync(testData.refStories, 'utf8')) as Reference;
     const weights: ModelWeights = {
       ...m.weights,
       layers: m.weights.layers.map((l) => ({ ...l, q: toInterleaved(l.q, m.config.numHeads), k: toInterleaved(l.k, m.config.numKvHeads) })),

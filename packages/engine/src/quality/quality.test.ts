@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { modelTinyPath } from '@kvq/model-tiny';
-import { sharedFile } from '@kvq/test-utils';
+import { fixturePath } from '@kvq/fixtures';
 import { describe, expect, it } from 'vitest';
 import { LLM, type LLMOptions } from '../llm/llm.js';
 import { evaluateKvQuality, splitDocuments, type KvQualityResult } from './quality.js';
 
-const evalPath = sharedFile('eval/kjv-fortunes-public.txt');
-const refPath = sharedFile('reference/kvq-tiny.json');
+const evalPath = fixturePath('eval/kjv-fortunes-public.txt');
+const refPath = fixturePath('reference/kvq-tiny.json');
 
 async function report(model: string, docs: (llm: LLM) => number[][], configs: Record<string, Partial<LLMOptions>>) {
   const base = { model, kvCacheMemory: 32 << 20 } as const;
@@ -36,10 +36,10 @@ function table(results: Record<string, KvQualityResult>): string {
   return ['| KV cache | NLL/token | perplexity | KL vs auto | top-1 agreement |', '|---|---|---|---|---|', ...rows].join('\n');
 }
 
-describe.skipIf(!evalPath || !refPath)('FP8 KV quality on kvq-tiny (eval text, first 30 documents)', () => {
+describe('FP8 KV quality on kvq-tiny (eval text, first 30 documents)', () => {
   it('auto matches the independent reference; e4m3 stays within 0.5% perplexity, e5m2 within 1%', async () => {
-    const ref = JSON.parse(readFileSync(refPath!, 'utf8')) as { nll_eval_public_first30: { tokens: number; results: Record<string, { nll_mean: number; kl_mean: number }> } };
-    const texts = splitDocuments(readFileSync(evalPath!, 'utf8')).slice(0, 30);
+    const ref = JSON.parse(readFileSync(refPath, 'utf8')) as { nll_eval_public_first30: { tokens: number; results: Record<string, { nll_mean: number; kl_mean: number }> } };
+    const texts = splitDocuments(readFileSync(evalPath, 'utf8')).slice(0, 30);
     const results = await report(modelTinyPath, (llm) => texts.map((t) => llm.encode(t)), CONFIGS);
     console.log(`kvq-tiny, ${results.auto!.tokens} tokens\n${table(results)}`);
     const want = ref.nll_eval_public_first30;
@@ -64,13 +64,13 @@ describe.skipIf(!evalPath || !refPath)('FP8 KV quality on kvq-tiny (eval text, f
   }, 900_000);
 });
 
-const storiesRef = sharedFile('reference/stories260K.json');
-const storiesModel = sharedFile('models/stories260K/stories260K.bin');
-describe.skipIf(!storiesRef || !storiesModel)('FP8 KV quality on stories260K (head_dim 8)', () => {
+const storiesRef = fixturePath('reference/stories260K.json');
+const storiesModel = fixturePath('models/stories260K/stories260K.bin');
+describe('FP8 KV quality on stories260K (head_dim 8)', () => {
   it('e4m3 costs about 2% perplexity and e5m2 about 5%, the formats\' own rounding', async () => {
-    const ref = JSON.parse(readFileSync(storiesRef!, 'utf8')) as { nll: { token_ids: number[] }[]; greedy: { token_ids: number[] }[] };
+    const ref = JSON.parse(readFileSync(storiesRef, 'utf8')) as { nll: { token_ids: number[] }[]; greedy: { token_ids: number[] }[] };
     const docs = [...ref.nll.map((n) => n.token_ids), ...ref.greedy.map((g) => g.token_ids)];
-    const results = await report(storiesModel!, () => docs, CONFIGS);
+    const results = await report(storiesModel, () => docs, CONFIGS);
     console.log(`stories260K, ${results.auto!.tokens} tokens\n${table(results)}`);
     const cost = (k: string) => results[k]!.perplexity / results.auto!.perplexity - 1;
     expect(cost('e4m3_scale1')).toBeGreaterThan(0.005);

@@ -1,28 +1,29 @@
-// Test support only (not exported from the package): shared-model paths, temporary folders and small synthetic
+// Test support only (not exported from the package): test-data paths, temporary folders and small synthetic
 // models for the loader tests.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { seededNormal, sharedFile } from '@kvq/test-utils';
+import { fixturePath, fixtures } from '@kvq/fixtures';
+import { seededNormal } from '@kvq/test-utils';
 
 import type { ModelConfig } from '../config/model-config.js';
 import { EngineError } from '../errors.js';
 import { permuteRotaryRows, shapeSize, type Tensor, type WeightDType } from '../tensor.js';
 import { expectedHfTensors } from '../weights/model-weights.js';
 
-/** Paths of the shared test models (undefined when ../shared is absent; tests then skip). */
-export const shared = {
-  storiesBin: sharedFile('models/stories260K/stories260K.bin'),
-  storiesGguf: sharedFile('models/stories260K/stories260K.gguf'),
-  storiesTok: sharedFile('models/stories260K/tok512.bin'),
-  babyBin: sharedFile('models/babyllama-tok105/model.bin'),
-  babyTok: sharedFile('models/babyllama-tok105/tok105.bin'),
-  kvqTiny: sharedFile('models/kvq-tiny/config.json')?.replace(/[/\\]config\.json$/, ''),
-  evalText: sharedFile('eval/kjv-fortunes-public.txt'),
-  refStories: sharedFile('reference/stories260K.json'),
-  refBaby: sharedFile('reference/babyllama-tok105.json'),
-  refKvqTiny: sharedFile('reference/kvq-tiny.json'),
+/** Absolute paths of the test models, reference outputs and evaluation text (@kvq/fixtures; throws when one is missing). */
+export const testData = {
+  storiesBin: fixturePath('models/stories260K/stories260K.bin'),
+  storiesGguf: fixturePath('models/stories260K/stories260K.gguf'),
+  storiesTok: fixturePath('models/stories260K/tok512.bin'),
+  babyBin: fixturePath('models/babyllama-tok105/model.bin'),
+  babyTok: fixturePath('models/babyllama-tok105/tok105.bin'),
+  kvqTiny: fixtures.kvqTinyDir,
+  evalText: fixturePath('eval/kjv-fortunes-public.txt'),
+  refStories: fixturePath('reference/stories260K.json'),
+  refBaby: fixturePath('reference/babyllama-tok105.json'),
+  refKvqTiny: fixturePath('reference/kvq-tiny.json'),
 };
 
 /** A fresh temporary folder and a function removing it. */

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 
 import { parseLlama2cTokenizer, type Llama2cTokenizerFile } from '../formats/llama2c.js';
 import { llama2cTokenizer } from '../load/llama2c.js';
-import { engineErrorOf, shared } from '../testing/fixtures.js';
+import { engineErrorOf, testData } from '../testing/fixtures.js';
 import { sentencePieceTokenizerJson, TokenType } from './sentencepiece.js';
 import { Tokenizer } from './tokenizer.js';
 
@@ -44,19 +44,19 @@ function llama2cEncode(tok: Llama2cTokenizerFile, text: string): number[] {
   return ids;
 }
 
-describe.skipIf(!shared.storiesTok || !shared.evalText)('SentencePiece BPE vs llama2.c encode (stories260K tok512.bin)', () => {
-  const bytes = shared.storiesTok ? readFileSync(shared.storiesTok) : new Uint8Array();
-  const raw = shared.storiesTok ? parseLlama2cTokenizer(bytes, 'tok512.bin', 512) : undefined;
-  const tokenizer = shared.storiesTok ? llama2cTokenizer(bytes, 'tok512.bin', 512) : undefined;
+describe('SentencePiece BPE vs llama2.c encode (stories260K tok512.bin)', () => {
+  const bytes = readFileSync(testData.storiesTok);
+  const raw = parseLlama2cTokenizer(bytes, 'tok512.bin', 512);
+  const tokenizer = llama2cTokenizer(bytes, 'tok512.bin', 512);
 
   it('agrees with the literal llama2.c algorithm on every line of the evaluation text', () => {
-    const lines = readFileSync(shared.evalText!, 'utf8').split('\n').filter((l) => l.length > 0).slice(0, 120);
-    for (const line of lines) expect(tokenizer!.encode(line)).toEqual(llama2cEncode(raw!, line));
+    const lines = readFileSync(testData.evalText, 'utf8').split('\n').filter((l) => l.length > 0).slice(0, 120);
+    for (const line of lines) expect(tokenizer.encode(line)).toEqual(llama2cEncode(raw, line));
   });
 
   it('agrees on seeded random strings mixing vocabulary pieces, spaces, digits and non-ASCII characters', () => {
     const rand = seededRandom(7);
-    const pieces = raw!.pieces.filter((p) => !p.includes('<') && !p.includes('\n'));
+    const pieces = raw.pieces.filter((p) => !p.includes('<') && !p.includes('\n'));
     const extra = [' ', '  ', '\n', '7', 'é', '日', '🦙', '!', 'The', 'the'];
     for (let n = 0; n < 300; n++) {
       let text = '';
@@ -64,17 +64,17 @@ describe.skipIf(!shared.storiesTok || !shared.evalText)('SentencePiece BPE vs ll
       for (let i = 0; i < len; i++) {
         text += rand() < 0.7 ? pieces[Math.floor(rand() * pieces.length)] : extra[Math.floor(rand() * extra.length)];
       }
-      expect(tokenizer!.encode(text)).toEqual(llama2cEncode(raw!, text));
+      expect(tokenizer.encode(text)).toEqual(llama2cEncode(raw, text));
     }
   });
 
   it('writes merges ranked by the merged piece score and a Llama-2-style pipeline', () => {
-    const json = tokenizer!.json as { model: { merges: string[][]; byte_fallback: boolean }; normalizer: unknown };
+    const json = tokenizer.json as { model: { merges: string[][]; byte_fallback: boolean }; normalizer: unknown };
     expect(json.model.byte_fallback).toBe(true);
     expect(json.model.merges[0]).toEqual(['▁', 't']); // ' t' has the best score (-0) of all merged pieces
     expect(json.model.merges[1]).toEqual(['h', 'e']);
-    expect(tokenizer!.idToToken(1)).toBe('<s>');
-    expect(tokenizer!.idToToken(261)).toBe('▁a');
+    expect(tokenizer.idToToken(1)).toBe('<s>');
+    expect(tokenizer.idToToken(261)).toBe('▁a');
   });
 });
 

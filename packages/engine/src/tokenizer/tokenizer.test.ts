@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
 import { loadTokenizer } from '../load/load-model.js';
-import { engineErrorOf, shared } from '../testing/fixtures.js';
+import { engineErrorOf, testData } from '../testing/fixtures.js';
 import { LLAMA3_PATTERN } from './regex.js';
 import { Tokenizer } from './tokenizer.js';
 
@@ -14,34 +14,34 @@ interface Reference {
 
 const readJson = (path: string): Reference => JSON.parse(readFileSync(path, 'utf8')) as Reference;
 
-/** Every way the shared models' tokenizers can be loaded, with the reference file they must reproduce. */
+/** Every way the test models' tokenizers can be loaded, with the reference file they must reproduce. */
 const cases = [
-  { name: 'stories260K llama2.c tok512.bin', model: shared.storiesBin, ref: shared.refStories, greedyIncludesPrompt: true },
-  { name: 'stories260K GGUF metadata', model: shared.storiesGguf, ref: shared.refStories, greedyIncludesPrompt: true },
-  { name: 'babyllama llama2.c tok105.bin', model: shared.babyBin, ref: shared.refBaby, greedyIncludesPrompt: true },
-  { name: 'kvq-tiny tokenizer.json', model: shared.kvqTiny, ref: shared.refKvqTiny, greedyIncludesPrompt: false },
+  { name: 'stories260K llama2.c tok512.bin', model: testData.storiesBin, ref: testData.refStories, greedyIncludesPrompt: true },
+  { name: 'stories260K GGUF metadata', model: testData.storiesGguf, ref: testData.refStories, greedyIncludesPrompt: true },
+  { name: 'babyllama llama2.c tok105.bin', model: testData.babyBin, ref: testData.refBaby, greedyIncludesPrompt: true },
+  { name: 'kvq-tiny tokenizer.json', model: testData.kvqTiny, ref: testData.refKvqTiny, greedyIncludesPrompt: false },
 ];
 
 describe.each(cases)('$name reproduces the reference token ids', ({ model, ref }) => {
-  it.skipIf(!model || !ref)('encodes every reference prompt and NLL text (BOS added)', async () => {
-    const { tokenizer } = await loadTokenizer(model!);
-    const reference = readJson(ref!);
+  it('encodes every reference prompt and NLL text (BOS added)', async () => {
+    const { tokenizer } = await loadTokenizer(model);
+    const reference = readJson(ref);
     for (const g of reference.greedy) expect(tokenizer.encode(g.prompt)).toEqual(g.prompt_token_ids);
     for (const n of reference.nll ?? []) expect(tokenizer.encode(n.text)).toEqual(n.token_ids);
   });
 
-  it.skipIf(!model || !ref)('decodes the reference greedy outputs to the reference text', async () => {
-    const { tokenizer } = await loadTokenizer(model!);
-    for (const g of readJson(ref!).greedy) {
+  it('decodes the reference greedy outputs to the reference text', async () => {
+    const { tokenizer } = await loadTokenizer(model);
+    for (const g of readJson(ref).greedy) {
       expect(tokenizer.decode(g.token_ids, { skipSpecialTokens: true })).toBe(g.text);
     }
   });
 });
 
-describe.skipIf(!shared.storiesBin || !shared.refStories)('stories260K decoding', () => {
+describe('stories260K decoding', () => {
   it('greedy output from BOS starts with the documented story', async () => {
-    const { tokenizer } = await loadTokenizer(shared.storiesBin!);
-    const ids = readJson(shared.refStories!).greedy[0]!.token_ids;
+    const { tokenizer } = await loadTokenizer(testData.storiesBin);
+    const ids = readJson(testData.refStories).greedy[0]!.token_ids;
     expect(tokenizer.decode(ids, { skipSpecialTokens: true })).toMatch(
       /^Once upon a time, there was a little girl named Lily\. She loved to play outside in the park\./,
     );
@@ -69,18 +69,18 @@ function streamed(tokenizer: Tokenizer, ids: readonly number[], skipSpecialToken
 
 const MULTIBYTE = 'naïve café — “quotes” 日本語 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 emoji 🦙🔥 and tabs\tand\nnewlines  double  spaces ';
 
-describe.skipIf(!shared.kvqTiny || !shared.evalText)('kvq-tiny byte-level BPE', () => {
+describe('kvq-tiny byte-level BPE', () => {
   it('round-trips the evaluation text and multi-byte text exactly', async () => {
-    const { tokenizer } = await loadTokenizer(shared.kvqTiny!);
-    const text = readFileSync(shared.evalText!, 'utf8');
+    const { tokenizer } = await loadTokenizer(testData.kvqTiny);
+    const text = readFileSync(testData.evalText, 'utf8');
     roundTrip(tokenizer, text);
     roundTrip(tokenizer, MULTIBYTE);
     roundTrip(tokenizer, ' leading space and trailing  ');
   });
 
   it('counts the 2296 predicted tokens of the first 30 evaluation documents, as the reference NLL run did', async () => {
-    const { tokenizer } = await loadTokenizer(shared.kvqTiny!);
-    const docs = readFileSync(shared.evalText!, 'utf8')
+    const { tokenizer } = await loadTokenizer(testData.kvqTiny);
+    const docs = readFileSync(testData.evalText, 'utf8')
       .split(/\n\s*\n/)
       .filter((d) => d.trim().length > 0)
       .slice(0, 30);
@@ -89,8 +89,8 @@ describe.skipIf(!shared.kvqTiny || !shared.evalText)('kvq-tiny byte-level BPE', 
   });
 
   it('streams text whose concatenation equals decode(), never emitting half a character', async () => {
-    const { tokenizer } = await loadTokenizer(shared.kvqTiny!);
-    const text = readFileSync(shared.evalText!, 'utf8').slice(0, 4000) + MULTIBYTE;
+    const { tokenizer } = await loadTokenizer(testData.kvqTiny);
+    const text = readFileSync(testData.evalText, 'utf8').slice(0, 4000) + MULTIBYTE;
     const ids = tokenizer.encode(text);
     expect(streamed(tokenizer, ids)).toBe(tokenizer.decode(ids));
     expect(streamed(tokenizer, ids, true)).toBe(text);
@@ -104,7 +104,7 @@ describe.skipIf(!shared.kvqTiny || !shared.evalText)('kvq-tiny byte-level BPE', 
   });
 
   it('recognises the ChatML special tokens written in text and exposes BOS/EOS ids', async () => {
-    const { tokenizer } = await loadTokenizer(shared.kvqTiny!);
+    const { tokenizer } = await loadTokenizer(testData.kvqTiny);
     expect(tokenizer.bosTokenId).toBe(0);
     expect(tokenizer.eosTokenIds).toEqual([1, 3]); // generation_config.json's list wins over tokenizer_config's eos
     expect(tokenizer.addsBos).toBe(true);
@@ -119,7 +119,7 @@ describe.skipIf(!shared.kvqTiny || !shared.evalText)('kvq-tiny byte-level BPE', 
   });
 
   it('rejects ids outside the vocabulary with a typed error', async () => {
-    const { tokenizer } = await loadTokenizer(shared.kvqTiny!);
+    const { tokenizer } = await loadTokenizer(testData.kvqTiny);
     const e = engineErrorOf(() => tokenizer.decode([5, tokenizer.vocabSize]));
     expect(e.code).toBe('INVALID_ARGUMENT');
     expect(e.message).toContain(String(tokenizer.vocabSize));
@@ -127,10 +127,10 @@ describe.skipIf(!shared.kvqTiny || !shared.evalText)('kvq-tiny byte-level BPE', 
   });
 });
 
-describe.skipIf(!shared.storiesBin || !shared.evalText)('SentencePiece-style BPE with byte fallback (stories260K)', () => {
+describe('SentencePiece-style BPE with byte fallback (stories260K)', () => {
   it('round-trips text with characters outside the vocabulary through byte tokens', async () => {
-    const { tokenizer } = await loadTokenizer(shared.storiesBin!);
-    const text = readFileSync(shared.evalText!, 'utf8').slice(0, 6000);
+    const { tokenizer } = await loadTokenizer(testData.storiesBin);
+    const text = readFileSync(testData.evalText, 'utf8').slice(0, 6000);
     const ids = tokenizer.encode(text);
     expect(tokenizer.decode(ids, { skipSpecialTokens: true })).toBe(text);
     const unusual = tokenizer.encode('日本 🦙', { addSpecialTokens: false });
@@ -140,7 +140,7 @@ describe.skipIf(!shared.storiesBin || !shared.evalText)('SentencePiece-style BPE
   });
 
   it('streams SentencePiece text without losing the spaces the decoder strips from a first token', async () => {
-    const { tokenizer } = await loadTokenizer(shared.storiesBin!);
+    const { tokenizer } = await loadTokenizer(testData.storiesBin);
     const text = 'Once upon a time, 日本 🦙 there was\na dog.';
     const ids = tokenizer.encode(text);
     expect(streamed(tokenizer, ids, true)).toBe(text);
@@ -148,9 +148,9 @@ describe.skipIf(!shared.storiesBin || !shared.evalText)('SentencePiece-style BPE
   });
 });
 
-describe.skipIf(!shared.babyBin)('character-level vocabulary without byte fallback (babyllama tok105)', () => {
+describe('character-level vocabulary without byte fallback (babyllama tok105)', () => {
   it('maps characters outside the vocabulary to <unk> (consecutive ones fused), as Hugging Face BPE does', async () => {
-    const { tokenizer } = await loadTokenizer(shared.babyBin!);
+    const { tokenizer } = await loadTokenizer(testData.babyBin);
     expect(tokenizer.vocabSize).toBe(105);
     const ids = tokenizer.encode('a日本b', { addSpecialTokens: false });
     expect(ids.filter((id) => id === 0)).toHaveLength(1);
@@ -158,9 +158,9 @@ describe.skipIf(!shared.babyBin)('character-level vocabulary without byte fallba
   });
 });
 
-describe.skipIf(!shared.kvqTiny)('Llama-3-shaped tokenizer.json (Split regex + ByteLevel without regex, ignore_merges)', () => {
+describe('Llama-3-shaped tokenizer.json (Split regex + ByteLevel without regex, ignore_merges)', () => {
   it('splits digits in groups of three and contractions case-insensitively, and round-trips', async () => {
-    const { tokenizer: base } = await loadTokenizer(shared.kvqTiny!);
+    const { tokenizer: base } = await loadTokenizer(testData.kvqTiny);
     const json = structuredClone(base.json) as Record<string, unknown> & { model: Record<string, unknown> };
     json.pre_tokenizer = {
       type: 'Sequence',
