@@ -105,6 +105,14 @@ export { convertToHf, type ConvertOptions, type ConvertResult } from './convert/
 // Running models: the LLM API, the engine core, the forward pass and sampling.
 export { LLM, llamaWeightsOf, type KvCacheDtype, type LLMOptions, type ScoreResult } from './llm/llm.js';
 export {
+  BACKEND_FALLBACK_WARNING,
+  ENGINE_BACKEND_CANDIDATES,
+  selectBackend,
+  type BackendWarning,
+  type SelectBackendOptions,
+  type WarningHandler,
+} from './llm/backend.js';
+export {
   LLMEngine,
   type AddRequestOptions,
   type CompletionOutput,

@@ -2,8 +2,6 @@ import { KvCacheManager, KvCacheStorage, planKvCache, resolveKvCacheDtype, type 
 import { isFp8Dtype } from '@kvq/cache';
 import {
   buildRopeTable,
-  createReferenceBackend,
-  loadBackend,
   type KernelBackend,
   type RopeScaling as KernelRopeScaling,
   type RopeTable,
@@ -11,6 +9,7 @@ import {
 import type { ChatMessage } from '../chat/chat-template.js';
 import type { ModelConfig } from '../config/model-config.js';
 import { EngineError } from '../errors.js';
+import { selectBackend, type WarningHandler } from './backend.js';
 import { downloadModel } from '../hub/hub.js';
 import { isHubId, type HubSettings } from '../hub/settings.js';
 import { loadModel } from '../load/load-model.js';
@@ -57,8 +56,17 @@ export interface LLMOptions {
   readonly maxNumSeqs?: number;
   /** Default 512. */
   readonly maxNumBatchedTokens?: number;
-  /** A backend object, or a name for the loader (`'cpu'`, `'reference'`, ...). Default: best available. */
+  /**
+   * A backend object, a name that must load (`'cpu'`, `'reference'`, a module specifier: failure throws
+   * `BACKEND_UNAVAILABLE`, never a fallback), or `'auto'` for the best available (`KVQ_BACKEND` honoured).
+   * Default `'auto'`.
+   */
   readonly backend?: KernelBackend | string;
+  /**
+   * Receives the warning given when `'auto'` ends up on the pure-TypeScript reference backend (why, and the fix).
+   * Default: `process.emitWarning` with code `KVQ_BACKEND_FALLBACK`, once per process; pass `() => {}` to silence.
+   */
+  readonly onWarning?: WarningHandler;
   /** Progress of model loading (and of a Hub id's download first, with `phase: 'download'`). */
   readonly onProgress?: (progress: LoadProgress) => void;
 }
@@ -137,16 +145,6 @@ export function llamaWeightsOf(model: LoadedModel): LlamaWeights {
   };
 }
 
-async function resolveBackend(choice: KernelBackend | string | undefined): Promise<KernelBackend> {
-  if (typeof choice === 'object') return choice;
-  if (choice === 'reference') return createReferenceBackend();
-  const loaded = await loadBackend({
-    ...(choice ? { prefer: choice } : {}),
-    candidates: [{ name: 'cpu', load: () => import('@kvq/kernels-cpu') as never }],
-  });
-  return loaded.backend;
-}
-
 /** A model option's local path: itself when it exists or is not a Hub id, else the Hub snapshot (downloaded). */
 async function resolveModelPath(model: string, options: LLMOptions): Promise<string> {
   if (!isHubId(model)) return model;
@@ -191,7 +189,7 @@ export class LLM {
   static async create(options: LLMOptions): Promise<LLM> {
     // The backend first: on FNUZ hardware (AMD MI300-class, `info.fp8Fnuz`) `fp8` means e4m3fnuz, as in vLLM, and
     // checkpoint scales must be loaded for that format (x2).
-    const backend = await resolveBackend(options.backend);
+    const { backend } = await selectBackend({ backend: options.backend, ...(options.onWarning ? { onWarning: options.onWarning } : {}) });
     const fnuz = backend.info.fp8Fnuz === true;
     const resolveDtype = (modelDtype: 'f32' | 'f16' | 'bf16'): KvStorageDtype => {
       try {

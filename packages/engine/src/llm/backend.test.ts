@@ -1,0 +1,105 @@
+import { isKernelError, type BackendCandidate } from '@kvq/kernels';
+import { modelTinyPath } from '@kvq/model-tiny';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { BACKEND_FALLBACK_WARNING, selectBackend, type BackendWarning } from './backend.js';
+import { LLM } from './llm.js';
+
+// The CPU addon package as it behaves on a machine without a usable binary: createBackend throws with the reason.
+vi.mock('@kvq/kernels-cpu', () => ({
+  createBackend: () => {
+    throw new Error('no usable native addon [/nowhere/kvq_cpu.node (not found)]. Fix: npm install @kvq/kernels-cpu-test-triple');
+  },
+}));
+
+const failing: BackendCandidate = {
+  name: 'cpu',
+  load: () => ({
+    createBackend: () => {
+      throw new Error('no usable native addon [/x/kvq_cpu.node (wrong ELF class)]');
+    },
+  }),
+};
+
+/** Warnings Node receives through process.emitWarning while `fn` runs (they are dispatched on a later tick). */
+async function nodeWarnings(fn: () => Promise<unknown>): Promise<Error[]> {
+  const seen: Error[] = [];
+  const listener = (w: Error) => seen.push(w);
+  process.on('warning', listener);
+  try {
+    await fn();
+    await new Promise((r) => setImmediate(r));
+  } finally {
+    process.off('warning', listener);
+  }
+  return seen.filter((w) => (w as Error & { code?: string }).code === BACKEND_FALLBACK_WARNING);
+}
+
+afterEach(() => {
+  vi.unstubAllEnvs();
+});
+
+describe('selectBackend', () => {
+  it('warns exactly once through onWarning, with the reason, when only the reference backend is available', async () => {
+    const got: BackendWarning[] = [];
+    const r = await selectBackend({ env: '', candidates: [failing], onWarning: (w) => got.push(w) });
+    expect(r.backend.name).toBe('reference');
+    expect(got).toHaveLength(1);
+    expect(got[0]!.code).toBe('KVQ_BACKEND_FALLBACK');
+    expect(got[0]!.backend).toBe('reference');
+    expect(got[0]!.message).toMatch(/reference backend .*because cpu: createBackend\(\) failed: no usable native addon \[\/x\/kvq_cpu\.node \(wrong ELF class\)\]/);
+    expect(got[0]!.rejected.map((x) => x.name)).toEqual(['cpu']);
+  });
+
+  it('by default emits one Node warning (code KVQ_BACKEND_FALLBACK) per process for the same fallback', async () => {
+    const reason = `unique reason ${Math.random()}`;
+    const once = { name: 'cpu', load: () => ({ createBackend: () => { throw new Error(reason); } }) };
+    const first = await nodeWarnings(() => selectBackend({ env: '', candidates: [once] }));
+    expect(first).toHaveLength(1);
+    expect(first[0]!.name).toBe('KvqWarning');
+    expect(first[0]!.message).toMatch(/^kvq: using the pure-TypeScript reference backend .*unique reason/);
+    // The same fallback again (another LLM in the same process): no second warning.
+    const again = await nodeWarnings(() => selectBackend({ env: '', candidates: [once] }));
+    expect(again).toHaveLength(0);
+  });
+
+  it('gives no warning when the reference backend is chosen on purpose, or a backend object is passed', async () => {
+    const got: BackendWarning[] = [];
+    expect((await selectBackend({ backend: 'reference', candidates: [failing], onWarning: (w) => got.push(w) })).backend.name).toBe('reference');
+    expect((await selectBackend({ env: 'reference', candidates: [failing], onWarning: (w) => got.push(w) })).backend.name).toBe('reference');
+    const ref = (await selectBackend({ backend: 'reference' })).backend;
+    expect((await selectBackend({ backend: ref, onWarning: (w) => got.push(w) })).backend).toBe(ref);
+    expect(got).toEqual([]);
+  });
+
+  it("an explicit backend ('cpu') or KVQ_BACKEND=cpu that cannot load is BACKEND_UNAVAILABLE with the reason, never a fallback", async () => {
+    const got: BackendWarning[] = [];
+    const err = await selectBackend({ backend: 'cpu', env: '', candidates: [failing], onWarning: (w) => got.push(w) }).catch((e: unknown) => e);
+    expect(isKernelError(err, 'BACKEND_UNAVAILABLE')).toBe(true);
+    expect((err as Error).message).toMatch(/^backend "cpu" was requested but cannot be used: .*wrong ELF class/);
+    const envErr = await selectBackend({ env: 'cpu', candidates: [failing] }).catch((e: unknown) => e);
+    expect(envErr).toMatchObject({ code: 'BACKEND_UNAVAILABLE', argument: 'KVQ_BACKEND' });
+    expect(got).toEqual([]);
+  });
+});
+
+describe('LLM.create backend choice (the CPU addon package mocked as unavailable)', () => {
+  it("'auto' falls back to the reference backend and says so once, with the package's reason", async () => {
+    vi.stubEnv('KVQ_BACKEND', '');
+    const got: BackendWarning[] = [];
+    const llm = await LLM.create({ model: modelTinyPath, kvCacheMemory: 1 << 20, onWarning: (w) => got.push(w) });
+    try {
+      expect(llm.backend.name).toBe('reference');
+      expect(got).toHaveLength(1);
+      expect(got[0]!.message).toContain('no usable native addon [/nowhere/kvq_cpu.node (not found)]. Fix: npm install @kvq/kernels-cpu-test-triple');
+    } finally {
+      llm.dispose();
+    }
+  });
+
+  it("backend: 'cpu' throws BACKEND_UNAVAILABLE instead of falling back", async () => {
+    await expect(LLM.create({ model: modelTinyPath, kvCacheMemory: 1 << 20, backend: 'cpu' })).rejects.toMatchObject({
+      code: 'BACKEND_UNAVAILABLE',
+      message: expect.stringMatching(/^backend "cpu" was requested but cannot be used: createBackend\(\) failed: no usable native addon/),
+    });
+  });
+});
