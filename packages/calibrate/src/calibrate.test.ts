@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { calibrate, randomCalibrationTokens, type CalibrateOptions } from './calibrate.js';
 import { selectSamples } from './dataset.js';
 import { CalibrateError } from './errors.js';
-import { CALIBRATION_TEXTS, stories260KBin, stories260KHf, tempDir } from './test-helpers.js';
+import { CALIBRATION_TEXTS, stories260KHf, tempDir } from './test-helpers.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.remove());
@@ -44,7 +44,7 @@ async function observeAmax(model: LoadedModel, texts: readonly string[]) {
   return perSample;
 }
 
-describe.skipIf(!stories260KBin)('calibrate on stories260K', () => {
+describe('calibrate on stories260K', () => {
   let hf: string;
   let model: LoadedModel;
   const base = (): CalibrateOptions => ({ model, dataset: CALIBRATION_TEXTS, reportSamples: 4 });

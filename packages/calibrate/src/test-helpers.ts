@@ -5,10 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { convertToHf, logSoftmax, type LLM, type LoadedModel, type Tensor } from '@kvq/engine';
-import { sharedFile } from '@kvq/test-utils';
+import { fixturePath } from '@kvq/fixtures';
 
-/** stories260K.bin from ../shared, or undefined (tests then skip). */
-export const stories260KBin = sharedFile('models/stories260K/stories260K.bin');
+/** Absolute path of stories260K.bin (llama2.c checkpoint, @kvq/fixtures). */
+export const stories260KBin = fixturePath('models/stories260K/stories260K.bin');
 
 /** A fresh temporary folder and its remover. */
 export function tempDir(prefix = 'kvq-calibrate-'): { dir: string; remove: () => Promise<void> } {
@@ -19,7 +19,7 @@ export function tempDir(prefix = 'kvq-calibrate-'): { dir: string; remove: () =>
 /** Convert stories260K to a Hugging Face folder (f32, rotate-half Q/K) under `dir`. */
 export async function stories260KHf(dir: string): Promise<string> {
   const out = join(dir, 'stories260K-hf');
-  await convertToHf(stories260KBin!, out);
+  await convertToHf(stories260KBin, out);
   return out;
 }
 
