@@ -11,6 +11,14 @@
     "kvq_common_cflags": ["-std=c++17", "-O3", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
                           "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra",
                           "-Wno-unused-parameter"],
+    # macOS (clang via xcode_settings; gyp ignores cflags_cc there) and Windows (MSVC via msvs_settings).
+    "kvq_mac_cflags": ["-std=c++17", "-O3", "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-ffp-contract=off",
+                       "-fno-math-errno", "-fexceptions"],
+    "kvq_msvc_cflags": ["/std:c++17", "/EHsc", "/O2", "/fp:precise"],
+  },
+  "target_defaults": {
+    "xcode_settings": {"MACOSX_DEPLOYMENT_TARGET": "11.0", "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+                       "GCC_OPTIMIZATION_LEVEL": "3"},
   },
   "targets": [
     {
@@ -21,6 +29,8 @@
         ["target_arch=='x64'", {
           "sources": ["csrc/kernels_avx2.cc"],
           "cflags_cc": ["<@(kvq_common_cflags)", "-mavx2", "-mfma", "-mf16c"],
+          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<@(kvq_mac_cflags)", "-mavx2", "-mfma", "-mf16c"]},
+          "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["<@(kvq_msvc_cflags)", "/arch:AVX2"]}},
         }],
       ],
       "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"],
@@ -34,6 +44,9 @@
           "sources": ["csrc/kernels_avx512.cc"],
           "cflags_cc": ["<@(kvq_common_cflags)", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vbmi", "-mavx2",
                         "-mfma", "-mf16c", "-Wno-maybe-uninitialized", "-Wno-uninitialized"],
+          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<@(kvq_mac_cflags)", "-mavx512f", "-mavx512bw", "-mavx512vl",
+                                                     "-mavx512dq", "-mavx512vbmi", "-mavx2", "-mfma", "-mf16c"]},
+          "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["<@(kvq_msvc_cflags)", "/arch:AVX512"]}},
         }],
       ],
       "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"],
@@ -49,6 +62,8 @@
       "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"],
       "cflags!": ["-fno-exceptions"],
       "ldflags": ["-pthread"],
+      "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<@(kvq_mac_cflags)"], "GCC_ENABLE_CPP_EXCEPTIONS": "YES"},
+      "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["<@(kvq_msvc_cflags)"], "ExceptionHandling": 1}},
       "conditions": [
         ["target_arch=='x64'", {
           "dependencies": ["kvq_cpu_avx2", "kvq_cpu_avx512"],

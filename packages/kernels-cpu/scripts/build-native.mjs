@@ -12,13 +12,9 @@
 //   KVQ_NATIVE_JOBS      parallel compile jobs (default: number of CPUs)
 import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const pkgDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const require = createRequire(join(pkgDir, 'package.json'));
+import { join } from 'node:path';
+import { findNodeDir, noNodeDirMessage, pkgDir, resolveNodeGyp } from './native-env.mjs';
 
 function log(msg) {
   process.stdout.write(`[kvq build:native] ${msg}\n`);
@@ -34,37 +30,12 @@ if (process.env.KVQ_SKIP_NATIVE === '1') {
   process.exit(0);
 }
 
-/** A directory D such that D/include/node/node_api.h exists, without downloading anything. */
-function findNodeDir() {
-  const candidates = [];
-  if (process.env.KVQ_NODEDIR) candidates.push(process.env.KVQ_NODEDIR);
-  if (process.env.npm_config_nodedir) candidates.push(process.env.npm_config_nodedir);
-  // The running node's own prefix (official tarballs and distro packages ship the headers there).
-  candidates.push(resolve(dirname(process.execPath), '..'));
-  const prefix = process.config?.variables?.node_prefix;
-  if (typeof prefix === 'string' && prefix.length > 0) candidates.push(prefix);
-  candidates.push('/usr', '/usr/local');
-  for (const dir of candidates) {
-    if (existsSync(join(dir, 'include', 'node', 'node_api.h')) && existsSync(join(dir, 'include', 'node', 'common.gypi'))) {
-      return dir;
-    }
-  }
-  return undefined;
-}
-
 const nodedir = findNodeDir();
-if (!nodedir) {
-  fail(
-    'no Node.js headers found (looked for include/node/node_api.h under KVQ_NODEDIR, npm_config_nodedir, ' +
-      `${resolve(dirname(process.execPath), '..')}, /usr and /usr/local). Install your distribution's Node ` +
-      'development headers (e.g. the nodejs package of the official tarball ships them) or set KVQ_NODEDIR. ' +
-      'This build never downloads headers.',
-  );
-}
+if (!nodedir) fail(noNodeDirMessage());
 
 let nodeGyp;
 try {
-  nodeGyp = require.resolve('node-gyp/bin/node-gyp.js');
+  nodeGyp = resolveNodeGyp();
 } catch (cause) {
   fail(`node-gyp is not installed (a devDependency of @kvq/kernels-cpu): ${cause}`);
 }

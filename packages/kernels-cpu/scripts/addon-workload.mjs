@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// A fixed, deterministic workload on one kvq_cpu.node, printed as JSON: FP8 encode/decode (e4m3fn, e5m2,
+// scaled, satfinite and not), the raw FP8 encoder over 65536 float32 bit patterns, an f32 GEMM with bias and a
+// bf16 GEMV, all on the portable scalar kernels with one thread so that two builds of the same source (x64 and
+// arm64) must agree bit for bit. qemu-arm64-check.mjs runs it on both and compares.
+//
+// Usage: node addon-workload.mjs <path/to/kvq_cpu.node>
+import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
+
+const path = process.argv[2];
+if (!path) {
+  process.stderr.write('usage: node addon-workload.mjs <path/to/kvq_cpu.node>\n');
+  process.exit(2);
+}
+const addon = createRequire(import.meta.url)(path);
+const ctx = new addon.Context(1, 'scalar', 0);
+
+// xorshift32: the same inputs on every machine.
+let s = 0x9e3779b9;
+const rand = () => {
+  s ^= s << 13;
+  s ^= s >>> 17;
+  s ^= s << 5;
+  return (s >>> 0) / 4294967296;
+};
+const floats = (n, mag) => Float32Array.from({ length: n }, () => (rand() * 2 - 1) * mag);
+
+const results = {};
+const bytes = (a) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+const record = (name, a) => {
+  results[name] = { sha256: createHash('sha256').update(bytes(a)).digest('hex'), first: Array.from(a.subarray(0, 4)), data: Buffer.from(bytes(a)).toString('base64') };
+};
+
+// FP8 quantize / dequantize, 4099 values (not a multiple of any vector width), values beyond the format's range
+// included (satfinite clamps them), per-tensor scale.
+const n = 4099;
+const x = floats(n, 600);
+x[0] = 1e9; x[1] = -1e9; x[2] = 0; x[3] = -0; x[4] = 1e-12;
+for (const [fmtName, fmt] of [['e4m3fn', 0], ['e5m2', 1]]) {
+  for (const sat of [true, false]) {
+    const q = new Uint8Array(n);
+    ctx.quantizeFp8(x, q, n, new Float32Array([0.75]), n, 0, fmt, sat);
+    record(`quantize_${fmtName}_${sat ? 'satfinite' : 'nosat'}`, q);
+    const d = new Float32Array(n);
+    ctx.dequantizeFp8(q, d, n, new Float32Array([0.75]), n, 0, fmt);
+    record(`dequantize_${fmtName}_${sat ? 'satfinite' : 'nosat'}`, d);
+  }
+  const codes = new Uint8Array(65536);
+  ctx.encodeFp8Bits(0x3c000000, 65536, codes, fmt, true);
+  record(`encode_bits_${fmtName}`, codes);
+}
+
+// GEMM y = x W^T + b, f32, awkward shapes; and a bf16 GEMV (one row, the decode shape).
+{
+  const rows = 3, inF = 67, outF = 33;
+  const out = new Float32Array(rows * outF);
+  ctx.linear(floats(rows * inF, 1), floats(outF * inF, 0.5), 0, rows, inF, outF, floats(outF, 0.1), out);
+  record('linear_f32_3x67x33', out);
+}
+{
+  const inF = 256, outF = 17;
+  const w = new Uint16Array(outF * inF);
+  const wf = floats(outF * inF, 0.5);
+  const wb = new Uint32Array(wf.buffer);
+  for (let i = 0; i < w.length; i++) w[i] = wb[i] >>> 16; // bf16 = the top half of the float32 bits
+  const out = new Float32Array(outF);
+  ctx.linear(floats(inF, 1), w, 1, 1, inF, outF, null, out);
+  record('gemv_bf16_1x256x17', out);
+}
+ctx.dispose();
+process.stdout.write(`${JSON.stringify({ arch: process.arch, abi: addon.abi, results })}\n`);

@@ -1,0 +1,137 @@
+#!/usr/bin/env node
+// SPDX-License-Identifier: Apache-2.0
+//
+// Builds the prebuilt binary of one platform package: node-gyp compiles csrc/ for --platform into its own build
+// directory (prebuild/<triple>/build, so the local build/Release stays untouched), the binary is checked (file
+// format and architecture from its header; loaded in a child process when this machine can run it), stripped,
+// and copied to packages/kernels-cpu-<triple>/kvq_cpu.node (or --out). Never downloads anything: Node's headers
+// come from this machine (native-env.mjs), exactly as for build:native.
+//
+// Usage: node scripts/prebuild.mjs --platform <triple> [--out <file>] [--jobs <n>]
+//   triples: linux-x64-gnu, linux-arm64-gnu, linux-x64-musl, darwin-arm64, darwin-x64, win32-x64-msvc.
+//   Each is built on its own OS; linux-arm64-gnu can also be cross-compiled on linux-x64 with Debian's
+//   g++-aarch64-linux-gnu (CC/CXX/AR/LINK default to the aarch64-linux-gnu- tools; set them to override).
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { binaryTarget, findNodeDir, noNodeDirMessage, pkgDir, resolveNodeGyp } from './native-env.mjs';
+
+const TRIPLES = {
+  'linux-x64-gnu': { platform: 'linux', arch: 'x64', libc: 'glibc', format: 'elf' },
+  'linux-arm64-gnu': { platform: 'linux', arch: 'arm64', libc: 'glibc', format: 'elf' },
+  'linux-x64-musl': { platform: 'linux', arch: 'x64', libc: 'musl', format: 'elf' },
+  'darwin-arm64': { platform: 'darwin', arch: 'arm64', format: 'mach-o' },
+  'darwin-x64': { platform: 'darwin', arch: 'x64', format: 'mach-o' },
+  'win32-x64-msvc': { platform: 'win32', arch: 'x64', format: 'pe' },
+};
+
+const log = (msg) => process.stdout.write(`[kvq prebuild] ${msg}\n`);
+function fail(msg) {
+  process.stderr.write(`[kvq prebuild] ERROR: ${msg}\n`);
+  process.exit(1);
+}
+
+let args;
+try {
+  args = parseArgs({ options: { platform: { type: 'string' }, out: { type: 'string' }, jobs: { type: 'string' } }, strict: true }).values;
+} catch (e) {
+  fail(`${e.message}. Usage: node scripts/prebuild.mjs --platform <${Object.keys(TRIPLES).join('|')}> [--out <file>] [--jobs <n>]`);
+}
+const triple = args.platform;
+const spec = TRIPLES[triple];
+if (!spec) fail(`--platform must be one of ${Object.keys(TRIPLES).join(', ')}; got ${JSON.stringify(triple)}`);
+
+const hostLibc = () => {
+  if (process.platform !== 'linux') return undefined;
+  process.report.excludeNetwork = true;
+  return typeof process.report.getReport().header?.glibcVersionRuntime === 'string' ? 'glibc' : 'musl';
+};
+const host = { platform: process.platform, arch: process.arch, libc: hostLibc() };
+const isNative = host.platform === spec.platform && host.arch === spec.arch && (spec.libc === undefined || host.libc === spec.libc);
+const isCross = !isNative && triple === 'linux-arm64-gnu' && host.platform === 'linux' && host.arch === 'x64' && host.libc === 'glibc';
+if (!isNative && !isCross) {
+  fail(
+    `${triple} is built on its own platform (this is ${host.platform}-${host.arch}${host.libc ? ` ${host.libc}` : ''}); ` +
+      'only linux-arm64-gnu can be cross-compiled here (from linux-x64 glibc). The release workflow builds each on a native runner.',
+  );
+}
+
+const nodedir = findNodeDir();
+if (!nodedir) fail(noNodeDirMessage());
+let nodeGyp;
+try {
+  nodeGyp = resolveNodeGyp();
+} catch (cause) {
+  fail(`node-gyp is not installed (a devDependency of @kvq/kernels-cpu): ${cause}`);
+}
+
+const env = { ...process.env, npm_config_devdir: join(pkgDir, 'build', '.node-gyp') };
+let strip = process.platform === 'linux' ? ['strip', '--strip-unneeded'] : process.platform === 'darwin' ? ['strip', '-x'] : undefined;
+if (isCross) {
+  const tool = (name, def) => env[name] || def;
+  env.CC = tool('CC', 'aarch64-linux-gnu-gcc');
+  env.CXX = tool('CXX', 'aarch64-linux-gnu-g++');
+  env.AR = tool('AR', 'aarch64-linux-gnu-ar');
+  env.LINK = tool('LINK', env.CXX);
+  // node-gyp compiles its host tools (none in this binding.gyp) with the *_host variables.
+  env.CC_host ??= 'gcc';
+  env.CXX_host ??= 'g++';
+  strip = [tool('STRIP', 'aarch64-linux-gnu-strip'), '--strip-unneeded'];
+  const probe = spawnSync(env.CXX, ['--version'], { encoding: 'utf8' });
+  if (probe.error || probe.status !== 0) {
+    fail(`cross compiler ${env.CXX} not found: apt-get install -y --no-install-recommends g++-aarch64-linux-gnu (or set CXX)`);
+  }
+  log(`cross-compiling for arm64 with ${probe.stdout.split('\n')[0]}`);
+}
+
+// Own build directory: node-gyp always builds into <dir>/build next to <dir>/binding.gyp, so <dir> is a staging
+// folder holding links to binding.gyp and csrc/ (gyp resolves sources relative to the staging folder; other
+// packages' headers are found by Node module resolution from there, which walks up into this package).
+const stage = join(pkgDir, 'prebuild', triple);
+rmSync(stage, { recursive: true, force: true });
+mkdirSync(stage, { recursive: true });
+symlinkSync(join(pkgDir, 'binding.gyp'), join(stage, 'binding.gyp'), 'file');
+symlinkSync(join(pkgDir, 'csrc'), join(stage, 'csrc'), process.platform === 'win32' ? 'junction' : 'dir');
+
+function gyp(argv) {
+  const full = [`--directory=${stage}`, ...argv];
+  log(`node-gyp ${full.join(' ')}`);
+  const r = spawnSync(process.execPath, [nodeGyp, ...full], { cwd: stage, env, stdio: 'inherit' });
+  if (r.error) fail(`could not run node-gyp: ${r.error.message}`);
+  if (r.status !== 0) fail(`node-gyp ${argv[0]} failed (exit ${r.status}); see the output above`);
+}
+const jobs = args.jobs ?? process.env.KVQ_NATIVE_JOBS ?? String(availableParallelism());
+gyp(['configure', `--nodedir=${nodedir}`, '--release', `--arch=${spec.arch}`]);
+gyp(['build', `--nodedir=${nodedir}`, '--release', `--jobs=${jobs}`]);
+
+const built = join(stage, 'build', 'Release', 'kvq_cpu.node');
+if (!existsSync(built)) fail(`node-gyp reported success but ${built} does not exist`);
+const got = binaryTarget(readFileSync(built));
+if (!got || got.format !== spec.format || got.arch !== spec.arch) {
+  fail(`${built} is ${got ? `${got.format} ${got.arch}` : 'not a binary this script knows'}, expected ${spec.format} ${spec.arch}`);
+}
+if (strip) {
+  const r = spawnSync(strip[0], [...strip.slice(1), built], { stdio: 'inherit' });
+  if (r.error || r.status !== 0) fail(`${strip.join(' ')} ${built} failed: ${r.error?.message ?? `exit ${r.status}`}`);
+}
+
+if (isNative) {
+  // Load it in a child process first: a broken binary must not take the caller down.
+  const probe = spawnSync(
+    process.execPath,
+    ['-e', `const a=require(${JSON.stringify(built)});const i=a.cpuInfo();console.log(JSON.stringify({abi:a.abi,isas:i.isas,cpus:i.cpus}))`],
+    { encoding: 'utf8' },
+  );
+  if (probe.status !== 0) fail(`the built binary does not load: ${probe.stderr.trim()}`);
+  log(`loads: ${probe.stdout.trim()}`);
+} else {
+  log('cross build: not loaded here (scripts/qemu-arm64-check.mjs loads and runs it under qemu-aarch64)');
+}
+
+const out = resolve(args.out ?? join(pkgDir, '..', `kernels-cpu-${triple}`, 'kvq_cpu.node'));
+if (!args.out && !existsSync(dirname(out))) fail(`platform package folder ${dirname(out)} does not exist`);
+mkdirSync(dirname(out), { recursive: true });
+copyFileSync(built, out);
+log(`${triple}: ${out} (${readFileSync(out).length} bytes, ${got.format} ${got.arch})`);
