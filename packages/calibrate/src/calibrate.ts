@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
-import { KV_SCALE_CONSTANTS, LLM, loadModel, SeededRng, type KvScales, type LoadedModel } from '@kvq/engine';
+import { KV_SCALE_CONSTANTS, LLM, loadModel, SeededRng, type HubDownloadProgress, type HubSettings, type KvScales, type LoadedModel } from '@kvq/engine';
 import { formatInfo, scalesFromAmax, type Fp8Format } from '@kvq/fp8';
 import type { KernelBackend } from '@kvq/kernels';
 
@@ -43,12 +43,21 @@ export interface CalibrateOptions {
   readonly method?: CalibrationMethod;
   /**
    * Calibration data: a JSONL file of `{ "messages": [...] }` conversations (rendered with the model's chat
-   * template) or `{ "text": ... }` records, a text file (one sample per line), or an inline array.
+   * template) or `{ "text": ... }` records, a text file (one sample per line), a Parquet file, a Hugging Face Hub
+   * dataset `org/name[@revision]` (see `datasetSplit`, `datasetColumn`), or an inline array.
    * Required for `dataset`; for `none` / `random` it is only used for the report's statistics.
    */
   readonly dataset?: string | InlineDataset;
   /** How to read the dataset file. Default `'auto'` (by extension, then content). */
   readonly datasetFormat?: DatasetFormat;
+  /** The record field / Parquet column holding each sample. Default `messages` when present, else `text`. */
+  readonly datasetColumn?: string;
+  /** Hub datasets (`dataset: 'org/name[@revision]'`): the split. Default `train`. */
+  readonly datasetSplit?: string;
+  /** Hub datasets: settings, default from `process.env` (see `hubSettings` in @kvq/engine). */
+  readonly hub?: HubSettings;
+  /** Hub datasets: download progress per file, in bytes. */
+  readonly onDownloadProgress?: (p: HubDownloadProgress) => void;
   /** Default `'tensor'`. */
   readonly strategy?: ScaleStrategy;
   /** Dataset observer. Default `'static_minmax'` (max over all samples). */
@@ -210,7 +219,13 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrationR
   throwIfAborted(signal, 'calibration');
   const warnings: string[] = [];
 
-  const dataset: Dataset | undefined = options.dataset !== undefined ? await readDataset(options.dataset, options.datasetFormat ?? 'auto') : undefined;
+  const dataset: Dataset | undefined = options.dataset !== undefined ? await readDataset(options.dataset, {
+        format: options.datasetFormat ?? 'auto',
+        ...(options.datasetColumn !== undefined ? { column: options.datasetColumn } : {}),
+        ...(options.datasetSplit !== undefined ? { split: options.datasetSplit } : {}),
+        ...(options.hub ? { hub: options.hub } : {}),
+        ...(options.onDownloadProgress ? { onDownloadProgress: options.onDownloadProgress } : {}),
+      }) : undefined;
   await checkHasAttention(options.model);
   const model = typeof options.model === 'string' ? await loadModel(options.model) : options.model;
   await checkHasAttention(model);

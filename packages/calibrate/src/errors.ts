@@ -5,8 +5,10 @@
 export type CalibrateErrorCode =
   /** An option has an unknown value or is out of range (strategy, observer, method, format, numSamples, ...). */
   | 'INVALID_ARGUMENT'
-  /** The dataset file does not exist. */
+  /** The dataset file does not exist (or the Hub dataset, revision or split does not). */
   | 'DATASET_NOT_FOUND'
+  /** A Hub dataset cannot be fetched (access denied, Hub unreachable, offline and not cached, failed transfer); `cause` is the engine's `HUB_*` error. */
+  | 'DATASET_UNAVAILABLE'
   /** A dataset line is not valid JSON, or not a `{ "messages": [...] }` / `{ "text": "..." }` record. */
   | 'DATASET_MALFORMED'
   /** The dataset has no usable sample (no non-empty line, or every sample tokenizes to nothing). */

@@ -16,6 +16,7 @@ export {
 } from './calibrate.js';
 export {
   parseDataset,
+  parseParquet,
   readDataset,
   selectSamples,
   tokenizeSample,
@@ -23,6 +24,7 @@ export {
   type DatasetFormat,
   type DatasetSample,
   type InlineDataset,
+  type ReadDatasetOptions,
   type SampleTokenizer,
 } from './dataset.js';
 export { headMinMax, MINMAX_AVERAGING_CONSTANT, MinMaxObserver, OBSERVER_KINDS, tensorMinMax, type ObserverKind } from './observers.js';
