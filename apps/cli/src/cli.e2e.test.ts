@@ -3,12 +3,12 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sharedFile } from '@kvq/test-utils';
+import { fixturePath } from '@kvq/fixtures';
 import { afterAll, describe, expect, it } from 'vitest';
 
 /**
  * The real `kvq` binary (dist/bin.js, built by turbo's `@kvq/cli#test` → `build` dependency) on the embedded
- * kvq-tiny and on ../shared/models, checked against the independent reference outputs and for exit codes.
+ * kvq-tiny and on the test models of @kvq/fixtures, checked against the independent reference outputs and for exit codes.
  */
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'bin.js');
 const built = existsSync(bin);
@@ -42,11 +42,11 @@ interface GenerateJson {
   kv_cache_bytes_per_token: number;
 }
 
-const refTiny = sharedFile('reference/kvq-tiny.json');
-const refStories = sharedFile('reference/stories260K.json');
-const evalText = sharedFile('eval/kjv-fortunes-public.txt');
-const storiesBin = sharedFile('models/stories260K/stories260K.bin');
-const storiesGguf = sharedFile('models/stories260K/stories260K.gguf');
+const refTiny = fixturePath('reference/kvq-tiny.json');
+const refStories = fixturePath('reference/stories260K.json');
+const evalText = fixturePath('eval/kjv-fortunes-public.txt');
+const storiesBin = fixturePath('models/stories260K/stories260K.bin');
+const storiesGguf = fixturePath('models/stories260K/stories260K.gguf');
 
 describe.skipIf(!built)('kvq binary', { timeout: 240_000 }, () => {
   it('exit codes: 0 ok, 2 usage errors, 1 runtime errors with one line (stack only with --verbose)', () => {
@@ -64,8 +64,8 @@ describe.skipIf(!built)('kvq binary', { timeout: 240_000 }, () => {
     expect(verbose.stderr).toMatch(/\n\s+at /);
   });
 
-  it.skipIf(!refTiny)('generate --json (embedded kvq-tiny, greedy) reproduces the reference tokens; fp8 halves bytes per token', () => {
-    const ref = JSON.parse(readFileSync(refTiny!, 'utf8')) as { greedy: { prompt: string; prompt_token_ids: number[]; token_ids: number[] }[] };
+  it('generate --json (embedded kvq-tiny, greedy) reproduces the reference tokens; fp8 halves bytes per token', () => {
+    const ref = JSON.parse(readFileSync(refTiny, 'utf8')) as { greedy: { prompt: string; prompt_token_ids: number[]; token_ids: number[] }[] };
     const texts: string[] = [];
     for (const g of ref.greedy.slice(0, 2)) {
       const out = json<GenerateJson>(kvq(['generate', '--json', '--temperature', '0', '--max-tokens', '24', g.prompt]));
@@ -91,26 +91,26 @@ describe.skipIf(!built)('kvq binary', { timeout: 240_000 }, () => {
     expect(b.token_ids).toEqual(a.token_ids);
   });
 
-  it.skipIf(!refStories || !storiesBin || !storiesGguf)('generate on ../shared stories260K (.bin and .gguf) and its kvq convert output match the reference', () => {
-    const ref = JSON.parse(readFileSync(refStories!, 'utf8')) as { greedy: { prompt: string; prompt_token_ids: number[]; token_ids: number[] }[] };
+  it('generate on stories260K (.bin and .gguf) and its kvq convert output match the reference', () => {
+    const ref = JSON.parse(readFileSync(refStories, 'utf8')) as { greedy: { prompt: string; prompt_token_ids: number[]; token_ids: number[] }[] };
     const g = ref.greedy.find((x) => x.prompt === 'Once upon a time')!;
     const expected = g.token_ids.slice(g.prompt_token_ids.length, g.prompt_token_ids.length + 40);
     const converted = join(tmp, 'stories-hf');
-    const conv = kvq(['convert', '--from', 'llama2c', storiesBin!, '--out', converted]);
+    const conv = kvq(['convert', '--from', 'llama2c', storiesBin, '--out', converted]);
     expect(conv.status, conv.stderr).toBe(0);
-    expect(kvq(['convert', '--from', 'gguf', storiesBin!, '--out', join(tmp, 'x')]).status).toBe(2); // wrong --from
-    for (const model of [storiesBin!, storiesGguf!, converted]) {
+    expect(kvq(['convert', '--from', 'gguf', storiesBin, '--out', join(tmp, 'x')]).status).toBe(2); // wrong --from
+    for (const model of [storiesBin, storiesGguf, converted]) {
       const out = json<GenerateJson>(kvq(['generate', '--json', '--model', model, '--temperature', '0', '--max-tokens', '40', 'Once upon a time']));
       expect(out.prompt_token_ids, model).toEqual(g.prompt_token_ids);
       expect(out.token_ids, model).toEqual(expected);
     }
   });
 
-  it.skipIf(!evalText || !refTiny)('eval reproduces the reference NLL (auto) and FP8 KL divergence on the first 30 documents', () => {
-    const ref = JSON.parse(readFileSync(refTiny!, 'utf8')) as { nll_eval_public_first30: { tokens: number; results: Record<string, { nll_mean: number; kl_mean: number }> } };
+  it('eval reproduces the reference NLL (auto) and FP8 KL divergence on the first 30 documents', () => {
+    const ref = JSON.parse(readFileSync(refTiny, 'utf8')) as { nll_eval_public_first30: { tokens: number; results: Record<string, { nll_mean: number; kl_mean: number }> } };
     const r30 = ref.nll_eval_public_first30;
     const auto = json<{ tokens: number; nll_sum: number; nll_mean: number; perplexity: number; kl_mean: number; top1_agreement: number }>(
-      kvq(['eval', '--text', evalText!, '--max-docs', '30', '--json']),
+      kvq(['eval', '--text', evalText, '--max-docs', '30', '--json']),
     );
     expect(auto.tokens).toBe(r30.tokens);
     expect(Math.abs(auto.nll_mean - r30.results.auto!.nll_mean)).toBeLessThan(1e-3);
@@ -118,7 +118,7 @@ describe.skipIf(!built)('kvq binary', { timeout: 240_000 }, () => {
     expect(auto.kl_mean).toBe(0);
     const svg = join(tmp, 'layers.svg');
     const fp8 = json<{ tokens: number; nll_mean: number; kl_mean: number; top1_agreement: number; reference: { nll_mean: number }; layer_error: { k_rel_rms: number; v_rel_rms: number }[] }>(
-      kvq(['eval', '--text', evalText!, '--max-docs', '30', '--kv-cache-dtype', 'fp8', '--kv-scales', 'none', '--plot', svg, '--json']),
+      kvq(['eval', '--text', evalText, '--max-docs', '30', '--kv-cache-dtype', 'fp8', '--kv-scales', 'none', '--plot', svg, '--json']),
     );
     expect(fp8.tokens).toBe(r30.tokens);
     expect(Math.abs(fp8.nll_mean - r30.results.e4m3_scale1!.nll_mean)).toBeLessThan(1e-3);
@@ -139,8 +139,8 @@ describe.skipIf(!built)('kvq binary', { timeout: 240_000 }, () => {
     expect(plot.startsWith('<svg')).toBe(true);
     expect(plot.match(/<rect [^>]*><title>layer \d K/g)).toHaveLength(6);
     // e5m2 (2 mantissa bits) moves predictions more than e4m3.
-    const e5 = json<{ kl_mean: number }>(kvq(['eval', '--text', evalText!, '--max-docs', '10', '--kv-cache-dtype', 'fp8_e5m2', '--json']));
-    const e4 = json<{ kl_mean: number }>(kvq(['eval', '--text', evalText!, '--max-docs', '10', '--kv-cache-dtype', 'fp8_e4m3', '--json']));
+    const e5 = json<{ kl_mean: number }>(kvq(['eval', '--text', evalText, '--max-docs', '10', '--kv-cache-dtype', 'fp8_e5m2', '--json']));
+    const e4 = json<{ kl_mean: number }>(kvq(['eval', '--text', evalText, '--max-docs', '10', '--kv-cache-dtype', 'fp8_e4m3', '--json']));
     expect(e5.kl_mean).toBeGreaterThan(e4.kl_mean);
   });
 
