@@ -39,7 +39,8 @@ export const MODEL_HELP = `Model options:
   --max-model-len N         max prompt + output tokens (default: the model's)
   --kv-cache-memory SIZE    KV cache budget, e.g. 64MiB, 1GB, 1048576 (default 256MiB)
   --block-size N            tokens per KV block, a power of two (default 16)
-  --backend NAME            kernel backend: cpu | reference (default: best available; env KVQ_BACKEND)`;
+  --backend NAME            kernel backend: auto | cpu | reference (default auto: the best available, env
+                            KVQ_BACKEND; a named backend that cannot load is an error, never a fallback)`;
 
 /** Sampling options shared by generate/chat. */
 export const SAMPLING_OPTIONS = {

@@ -73,6 +73,8 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
           info: load.backend.info,
           summary: describeLoad(load),
           rejected: load.rejected.map((r) => ({ name: r.name, reason: r.reason })),
+          // The warning a model-running command prints for this choice (null when a native backend runs).
+          fallback: load.fallback ?? null,
         }
       : { error: loadError },
     environment: Object.fromEntries(ENV.map((k) => [k, process.env[k] === undefined ? null : k === 'HF_TOKEN' ? '(set)' : process.env[k]!])),
@@ -93,6 +95,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
   if (load) {
     lines.push(`  chosen: ${load.backend.name}: ${load.backend.info.description} (${load.backend.info.simd}, ${load.backend.info.threads} thread${load.backend.info.threads === 1 ? '' : 's'}${load.backend.info.version ? `, v${load.backend.info.version}` : ''})`);
     for (const r of load.rejected) lines.push(`  rejected ${r.name}: ${r.reason}`);
+    if (load.fallback) lines.push(`  warning: ${load.fallback.replace(/^kvq: /, '')}`);
   } else {
     lines.push(`  error: ${loadError}`);
   }

@@ -4,7 +4,7 @@ import { calculateKvScalesObserver, LLM, logSoftmax, type AttentionObserver, typ
 import { dequantizeScaled, quantizeScaled, type Fp8Format } from '@kvq/fp8';
 import { engineOptions, MODEL_HELP, MODEL_OPTIONS, parseCommand, parseNumber } from '../../args.js';
 import { CliError } from '../../errors.js';
-import { asCliError, loadWithProgress, resolveModel } from '../../model.js';
+import { asCliError, loadWithProgress, resolveModel, warnTo } from '../../model.js';
 import { ProgressBar } from '../../progress.js';
 import type { CliIo } from '../../registry.js';
 import { layerErrorSvg } from './plot.js';
@@ -88,6 +88,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     ...(options.backend !== undefined ? { backend: options.backend } : {}),
     enablePrefixCaching: false,
     maxNumSeqs: 16,
+    onWarning: warnTo(io),
   };
   let q: LLM;
   let a: LLM | undefined;
