@@ -5,6 +5,7 @@ import { cpus, loadavg, totalmem, tmpdir, type as osType, release as osRelease }
 import { join } from 'node:path';
 
 import { loadModel } from '@kvq/engine';
+import { fixturePath } from '@kvq/fixtures';
 import { modelTinyPath } from '@kvq/model-tiny';
 
 import { BenchPeerError, checkChoice, checkInt } from './errors.js';
@@ -13,7 +14,7 @@ import { defaultPeerDir, installPeer, isPeerInstalled, PEER_VERSION } from './pe
 import { peerKvUnsupported } from './peer/runner.js';
 import { median, QualityAccumulator } from './metrics.js';
 import { configLabel, type Configuration, type GreedyResult, type Job, type JobResult, type PeerKv, type QualityResult, type SpeedResult } from './protocol.js';
-import { sharedFile, findRepoRoot } from './shared.js';
+import { findRepoRoot } from './repo.js';
 import { resolveRealtime, runChild, type Realtime } from './spawn.js';
 
 /** Options of {@link runPeerBenchmark}; every field is optional. */
@@ -415,8 +416,7 @@ async function runQualityComparison(ctx: RunContext): Promise<{ quality: NonNull
   const out: TargetResult[] = [];
   log('quality: preparing kvq-tiny as GGUF BF16');
   const model = await prepareQualityModel(workDir);
-  const evalPath = sharedFile('eval/kjv-fortunes-public.txt');
-  if (!evalPath) throw new BenchPeerError('INVALID_ARGUMENT', 'the quality comparison needs ../shared/eval/kjv-fortunes-public.txt (set KVQ_SHARED_DIR)', { field: 'quality' });
+  const evalPath = fixturePath('eval/kjv-fortunes-public.txt');
   const tok = (await loadModel(modelTinyPath)).tokenizer;
   const docs = splitDocuments(readFileSync(evalPath, 'utf8'));
   // Every fourth document calibrates the per-head scales; the others are scored (capped at maxEvalTokens).

@@ -3,6 +3,7 @@ import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { loadModel, openFileSource, readGgufHeader } from '@kvq/engine';
+import { fixturePath } from '@kvq/fixtures';
 import { modelTinyPath } from '@kvq/model-tiny';
 
 import { BenchPeerError } from './errors.js';
@@ -11,7 +12,6 @@ import { SYNTHETIC_VOCAB, type LlamaShape } from './gguf/llama.js';
 import { writeRandomLlamaGguf } from './gguf/random-model.js';
 import type { GgmlTensorType } from './gguf/writer.js';
 import type { ModelDims } from './protocol.js';
-import { sharedFile } from './shared.js';
 
 /** Bump when the writer's output for the same spec changes, so cached files are rewritten. */
 const WRITER_VERSION = 1;
@@ -73,17 +73,16 @@ async function dimsOf(path: string, name: string, origin: string, weightType: st
 }
 
 /**
- * Write (or reuse from `workDir`) one speed model: stories260K is llama.cpp's own GGUF from ../shared, used as is;
+ * Write (or reuse from `workDir`) one speed model: stories260K is llama.cpp's own GGUF from @kvq/fixtures, used as is;
  * the random shapes are written by this package's GGUF writer with seed 7.
- * @throws BenchPeerError `INVALID_ARGUMENT` for an unknown name or a missing stories260K file
+ * @throws BenchPeerError `INVALID_ARGUMENT` for an unknown name; FixturesError when stories260K.gguf is missing from the checkout
  */
 export async function prepareSpeedModel(name: SpeedModelName, workDir: string): Promise<PreparedModel> {
   await mkdir(workDir, { recursive: true });
   if (name === 'stories260K') {
-    const path = sharedFile('models/stories260K/stories260K.gguf');
-    if (!path) throw new BenchPeerError('INVALID_ARGUMENT', 'stories260K needs ../shared/models/stories260K/stories260K.gguf (set KVQ_SHARED_DIR)', { field: 'models' });
+    const path = fixturePath('models/stories260K/stories260K.gguf');
     // tok512: 0 <unk>, 1 <s>, 2 </s>, then bytes and merges.
-    return dimsOf(path, name, "llama.cpp's conversion of karpathy's stories260K (F32), from ../shared", 'F32', [3, 512]);
+    return dimsOf(path, name, "llama.cpp's conversion of karpathy's stories260K (F32), from @kvq/fixtures", 'F32', [3, 512]);
   }
   const m = /^(llama-768x12|tinyllama-1\.1b)-(f32|f16)$/.exec(name);
   if (!m) throw new BenchPeerError('INVALID_ARGUMENT', `unknown model ${JSON.stringify(name)} (${SPEED_MODELS.join(', ')})`, { field: 'models' });

@@ -11,7 +11,7 @@ import { BenchPeerError } from './errors.js';
 import { installPeer } from './peer/install.js';
 import type { Job } from './protocol.js';
 import { mergeReports, writeReport } from './report/write.js';
-import { findRepoRoot } from './shared.js';
+import { findRepoRoot } from './repo.js';
 
 async function childMain(jobFile: string, outFile: string): Promise<void> {
   const job = JSON.parse(await readFile(jobFile, 'utf8')) as Job;

@@ -1,4 +1,4 @@
-import { sharedFile } from '@kvq/test-utils';
+import { fixturePath } from '@kvq/fixtures';
 import { describe, expect, it } from 'vitest';
 
 import { KvqRunner } from '../kvq/runner.js';
@@ -8,15 +8,15 @@ import { PeerRunner } from './runner.js';
 
 // Only where node-llama-cpp has been installed by the benchmark's own command (never by the default install).
 const installed = isPeerInstalled();
-const stories = sharedFile('models/stories260K/stories260K.gguf');
+const stories = fixturePath('models/stories260K/stories260K.gguf');
 if (!installed) {
   console.warn(`[bench-peer] skipping the llama.cpp smoke test: node-llama-cpp is not installed in ${defaultPeerDir()} (run \`pnpm --filter @kvq/bench-peer peer:install\`)`);
 }
 
-describe.skipIf(!installed || !stories)('llama.cpp through node-llama-cpp vs kvq on stories260K (smoke)', () => {
+describe.skipIf(!installed)('llama.cpp through node-llama-cpp vs kvq on stories260K (smoke)', () => {
   it('same greedy tokens from BOS, and next-token distributions that agree', async () => {
-    const peer = await PeerRunner.open(defaultPeerDir(), stories!, 'f32', false, 256, 2);
-    const kvq = await KvqRunner.open(stories!, 'auto', 256);
+    const peer = await PeerRunner.open(defaultPeerDir(), stories, 'f32', false, 256, 2);
+    const kvq = await KvqRunner.open(stories, 'auto', 256);
     try {
       expect(peer.info()).toMatchObject({ engine: 'llama.cpp', nodeLlamaCpp: '3.21.1', buildType: 'prebuilt', flashAttention: false });
       const theirs = await peer.generate([1], 48);
