@@ -52,7 +52,7 @@ export interface BlockPoolOptions {
  *
  * Block 0 is the null block: a placeholder that is never handed out, never freed, and has no ref count.
  * Free blocks keep their hash, so they can still be hit, until they are reallocated (lazy eviction).
- * @see ../../../shared/spec/vllm-fp8-kv-cache.md §6.2
+ * @see docs/spec/vllm-fp8-kv-cache.md §6.2
  */
 export class BlockPool {
   /** Total blocks including the null block. */

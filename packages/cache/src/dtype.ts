@@ -76,7 +76,7 @@ export type KvCacheDtypeOption =
  * Resolve a `kv_cache_dtype` option to a storage dtype.
  * `'auto'` → `modelDtype`; `'fp8'` ≡ `'fp8_e4m3'` → `'e4m3fn'`, or `'e4m3fnuz'` when `fnuz` is set
  * (ROCm gfx94x, where vLLM's FP8 is `float8_e4m3fnuz`); `'fp8_e5m2'` → `'e5m2'` (`'e5m2fnuz'` with `fnuz`).
- * @see ../../../shared/spec/vllm-fp8-kv-cache.md §1.1–1.4
+ * @see docs/spec/vllm-fp8-kv-cache.md §1.1–1.4
  * @throws CacheError `UNSUPPORTED_DTYPE` for any other string.
  */
 export function resolveKvCacheDtype(

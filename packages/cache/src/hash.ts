@@ -121,7 +121,7 @@ export function checkExtraKey(name: string, key: unknown): ExtraKey {
  *
  * NOTE: vLLM does not hash the KV dtype (its cache is per engine); we do, and the scale version, so a block
  * is never reused under a different format or different scales.
- * @see ../../../shared/spec/vllm-fp8-kv-cache.md §6.3
+ * @see docs/spec/vllm-fp8-kv-cache.md §6.3
  */
 export class BlockHasher {
   /** The root ("none") hash that block 0 chains from. */

@@ -152,7 +152,7 @@ export interface KvCacheMetrics {
  * - `'fcfs'`: the most recently admitted running sequence (`running.pop()`);
  * - `'priority'`: the running sequence with the largest `(priority, arrivalTime)`;
  * - a function choosing among the given candidates.
- * @see ../../../shared/spec/vllm-fp8-kv-cache.md §6.4
+ * @see docs/spec/vllm-fp8-kv-cache.md §6.4
  */
 export type PreemptionPolicy = 'fcfs' | 'priority' | ((candidates: readonly SequenceInfo[]) => SequenceId);
 
@@ -222,7 +222,7 @@ function copyTokenIds(tokenIds: ArrayLike<number>): number[] {
  *
  * Typical step: `addSequence` → `allocate` (prefill, with prefix hit) → write KV at `slotMapping` →
  * `appendTokens([sampled])` → `allocate` (decode, 1 token) → … → `free`.
- * @see ../../../shared/spec/vllm-fp8-kv-cache.md §6
+ * @see docs/spec/vllm-fp8-kv-cache.md §6
  */
 export class KvCacheManager {
   /** Tokens per block. */

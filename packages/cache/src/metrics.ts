@@ -1,7 +1,7 @@
 /**
  * Prefix-cache hit statistics over the most recent requests (vLLM `CachingMetrics`, window 1000 by default).
  * Counts are in tokens; one `record` per request admission.
- * @see ../../../shared/spec/vllm-fp8-kv-cache.md §6.5
+ * @see docs/spec/vllm-fp8-kv-cache.md §6.5
  */
 export class RecentHitRate {
   private readonly queries: Float64Array;

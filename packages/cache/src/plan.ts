@@ -70,7 +70,7 @@ function check(model: KvModelConfig, opts: KvCapacityOptions): Checked {
 /**
  * Bytes of one layer's K+V page (one block): `2 × blockSize × numKvHeads × headSize × bytesPerElement`,
  * plus `2 × blockSize × numKvHeads × 4` for `'token_head'` scales (vLLM `AttentionSpec.page_size_bytes`).
- * @see ../../../shared/spec/vllm-fp8-kv-cache.md §6.1
+ * @see docs/spec/vllm-fp8-kv-cache.md §6.1
  */
 export function kvPageBytes(model: KvModelConfig, opts: KvCapacityOptions): number {
   const c = check(model, opts);
@@ -143,7 +143,7 @@ export interface PlanKvCacheOptions extends KvCapacityOptions {
  * Size a KV cache for a memory budget. FP8 (1 byte/element) fits exactly twice the tokens of bf16
  * (2 bytes/element) for the same budget, up to block rounding (one block) and the fixed scale bytes.
  * @throws CacheError `INVALID_ARGUMENT`, `NOT_POWER_OF_TWO`, `UNSUPPORTED_DTYPE`.
- * @see ../../../shared/spec/vllm-fp8-kv-cache.md §6.1
+ * @see docs/spec/vllm-fp8-kv-cache.md §6.1
  */
 export function planKvCache(opts: PlanKvCacheOptions): KvCachePlan {
   if (typeof opts !== 'object' || opts === null) {

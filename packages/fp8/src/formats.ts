@@ -5,7 +5,7 @@ import { Fp8Error } from './errors.js';
  * - `e4m3fn`: OCP E4M3 (CUDA `__NV_E4M3`, torch `float8_e4m3fn`), what `fp8`/`fp8_e4m3` mean.
  * - `e5m2`: OCP E5M2 (CUDA `__NV_E5M2`), `fp8_e5m2`.
  * - `e4m3fnuz` / `e5m2fnuz`: the AMD MI300 (gfx94x) variants: bias one higher, no -0, no inf, NaN = 0x80.
- * @see ../../../shared/spec/fp8-formats.md
+ * @see docs/spec/fp8-formats.md
  */
 export type Fp8Format = 'e4m3fn' | 'e5m2' | 'e4m3fnuz' | 'e5m2fnuz';
 

@@ -10,7 +10,7 @@
  *
  * Sources: vLLM `vllm/platforms/rocm.py` (`is_fp8_fnuz()` = "gfx94" in gcnArchName, `fp8_dtype()`,
  * `supports_fp8()`), `BaseKVCacheMethod` (x2 on FNUZ), `get_fp8_min_max` (224) — see
- * shared/spec/vllm-fp8-kv-cache.md sections 1.3 and 3.
+ * docs/spec/vllm-fp8-kv-cache.md sections 1.3 and 3.
  * @module
  */
 import { FP8_FORMATS, scaleFromAmax } from '@kvq/fp8';

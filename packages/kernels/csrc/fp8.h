@@ -12,7 +12,7 @@
 // - NaN input -> 0x7F (OCP formats) / 0x80 (FNUZ), sign dropped;
 // - results that round to zero keep the sign (OCP) / are 0x00 (FNUZ has no -0).
 // Decoding is exact; NaN codes decode to the float32 bit pattern 0x7FFFFFFF (what CUDA's fp8->half->float gives).
-// See shared/spec/fp8-formats.md.
+// See docs/spec/fp8-formats.md.
 #ifndef KVQ_FP8_H_
 #define KVQ_FP8_H_
 

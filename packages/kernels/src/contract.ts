@@ -23,7 +23,7 @@
  *   `siluAndMul`, `rope`, `softmax`, `pagedAttention`, whose sums and transcendental functions may be evaluated in
  *   float32 (the reference uses float64 and rounds once on store). NaN must stay NaN.
  *
- * @see ../../../../shared/spec/vllm-fp8-kv-cache.md section 5 (kernels)
+ * @see docs/spec/vllm-fp8-kv-cache.md section 5 (kernels)
  * @module
  */
 import type { KvLayerCache } from '@kvq/cache';

@@ -78,7 +78,7 @@ function storeRun(
  * FP8 pools store `encode(fround(x / scale))` with the layer's per-tensor or per-head scale, saturating
  * (exactly `@kvq/fp8` `quantizeScaled`); bf16/f16 round to nearest even; f32 is a plain copy.
  * @throws CacheError `SHAPE_MISMATCH`, `SLOT_OUT_OF_RANGE`, `INVALID_SCALE`, `SCALE_SHAPE`.
- * @see ../../../shared/spec/vllm-fp8-kv-cache.md §5.1–5.2
+ * @see docs/spec/vllm-fp8-kv-cache.md §5.1–5.2
  */
 export function writeKv(layer: KvLayerCache, key: Float32Array, value: Float32Array, slotMapping: Int32Array): void {
   checkLayer(layer);

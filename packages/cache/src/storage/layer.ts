@@ -10,7 +10,7 @@ import type { KvPoolArray, KvStorageDtype } from '../dtype.js';
  *
  * NOTE: scale arrays are mutable in place (calibration writes them); whoever changes them must tell the
  * owning storage object (see `KvCacheStorage.markScalesChanged`) so the prefix-cache hash changes.
- * @see ../../../shared/spec/vllm-fp8-kv-cache.md §5.1–5.2
+ * @see docs/spec/vllm-fp8-kv-cache.md §5.1–5.2
  */
 export interface KvLayerCache {
   /** Element type of `key` and `value`. */

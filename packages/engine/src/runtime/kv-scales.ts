@@ -11,7 +11,7 @@ export const KV_SCALE_CONSTANTS = Object.freeze({ q: 200, k: 200, v: 100 });
  * `q_scale = max|q| / 200`, `k_scale = max|k| / 200`, `v_scale = max|v| / 100` (one scalar per tensor per
  * layer, over all tokens and heads of that call), before that pass writes its K/V; then never again.
  * vLLM removed the feature in 2026-07 (PR #49389); kvq keeps it.
- * @see ../../../../shared/spec/vllm-fp8-kv-cache.md section 2
+ * @see docs/spec/vllm-fp8-kv-cache.md section 2
  * @returns the observer, and `done()` telling whether every layer has been calibrated
  */
 export function calculateKvScalesObserver(
