@@ -1,13 +1,12 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { encodeFp8, encodeFp8BitRange, fp8DecodeTable, type Fp8Format, type Saturation } from '@kvq/fp8';
-import { sharedFile } from '@kvq/test-utils';
+import { fixturePath } from '@kvq/fixtures';
 import { describe, expect, it } from 'vitest';
 import { FORMAT_CODE } from './addon-types.js';
 import { cpuAvailability, createBackend } from './backend.js';
 import { loadAddon } from './load.js';
 
-const oraclePath = sharedFile('oracles/fp8_cuda_oracle.json');
 const avail = cpuAvailability();
 const isas = avail.available ? avail.cpu.isas : [];
 const CHUNK = 2 ** 24;
@@ -33,8 +32,9 @@ interface Oracle {
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-describe.skipIf(!oraclePath || !avail.available)('native FP8 codec vs CUDA (shared/oracles/fp8_cuda_oracle.json)', () => {
-  const oracle = JSON.parse(readFileSync(oraclePath!, 'utf8')) as Oracle;
+const oracle = JSON.parse(readFileSync(fixturePath('oracles/fp8_cuda_oracle.json'), 'utf8')) as Oracle;
+
+describe.skipIf(!avail.available)('native FP8 codec vs CUDA (oracles/fp8_cuda_oracle.json of @kvq/fixtures)', () => {
   const scratch = new Uint8Array(CHUNK);
 
   for (const isa of isas) {
