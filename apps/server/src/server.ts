@@ -1,6 +1,6 @@
 import { randomUUID, timingSafeEqual, createHash } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import { LLM, type GenerationConfig, type LLMOptions, type LoadedModel, type RequestOutput, type SamplingParams } from '@kvq/engine';
+import { isHubId, LLM, parseHubId, type GenerationConfig, type LLMOptions, type LoadedModel, type RequestOutput, type SamplingParams } from '@kvq/engine';
 import { modelTinyName, modelTinyPath } from '@kvq/model-tiny';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { EngineLoop } from './engine-loop.js';
@@ -20,7 +20,11 @@ import { DeltaText, chatLogprobs, completionLogprobs } from './openai/text.js';
 
 /** Options of {@link createServer}: vLLM `serve` flags in camelCase, plus the engine's {@link LLMOptions}. */
 export interface ServerOptions extends Omit<LLMOptions, 'model'> {
-  /** A model folder/file or a loaded model. Default: the embedded kvq-tiny (`@kvq/model-tiny`). Ignored with `llm`. */
+  /**
+   * A model folder/file, a Hugging Face Hub id `org/name[@revision]` (fetched into the Hub cache by `LLM.create`;
+   * settings from `hub` or the `HF_*` variables; an existing local path wins), or a loaded model. Default: the
+   * embedded kvq-tiny (`@kvq/model-tiny`). Ignored with `llm`.
+   */
   readonly model?: string | LoadedModel;
   /** An already created engine to serve (the caller keeps ownership: `close()` does not dispose it). */
   readonly llm?: LLM;
@@ -30,7 +34,7 @@ export interface ServerOptions extends Omit<LLMOptions, 'model'> {
   readonly port?: number;
   /** `--api-key`: when set, every `/v1` route needs `Authorization: Bearer <key>`. */
   readonly apiKey?: string;
-  /** `--served-model-name`: the names clients use (the first is reported). Default: the model folder's name. */
+  /** `--served-model-name`: the names clients use (the first is reported). Default: the model folder's name, or a Hub id's `org/name`. */
   readonly servedModelName?: string | readonly string[];
   /** Largest request body in bytes (413 beyond). Default 1 MiB. */
   readonly maxBodyBytes?: number;
@@ -62,6 +66,8 @@ export interface KvqServer {
 }
 
 function defaultName(model: string | LoadedModel | undefined, llm: LLM): string {
+  // A Hub id is served under its repo name, as vLLM does (`org/name`, without the revision).
+  if (typeof model === 'string' && isHubId(model)) return parseHubId(model).repo;
   if (model === undefined && llm.model.path.replace(/\/$/, '') === modelTinyPath.replace(/\/$/, '')) return modelTinyName;
   const path = llm.model.path.replace(/[\\/]+$/, '');
   const base = path.split(/[\\/]/).pop() ?? path;
