@@ -1,11 +1,10 @@
 import { existsSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { isFp8Dtype, resolveKvCacheDtype, type KvCacheDtypeOption } from '@kvq/cache';
-import { EngineError, LLM, loadModel, type KvCacheFormat, type LoadedModel, type WarningHandler } from '@kvq/engine';
+import { downloadModel, EngineError, isHubId, LLM, loadModel, type KvCacheFormat, type LoadedModel } from '@kvq/engine';
 import { modelTinyName, modelTinyPath } from '@kvq/model-tiny';
 import { engineOptions } from './args.js';
 import { CliError } from './errors.js';
-import { downloadModel, isHubId } from './hub/hub.js';
 import { formatBytes, ProgressBar } from './progress.js';
 import type { CliIo } from './registry.js';
 
@@ -43,9 +42,10 @@ export async function resolveModel(spec: string | undefined, io: CliIo, options:
     });
     return { path, name: spec };
   } catch (error) {
-    if (error instanceof CliError && error.code === 'RUNTIME') {
+    if (error instanceof EngineError && (error.code.startsWith('HUB_') || error.code === 'UNSUPPORTED_FORMAT')) {
       throw new CliError('RUNTIME', `--model ${spec}: not a local path, and the Hub download failed: ${error.message}`, { cause: error });
     }
+    if (error instanceof EngineError && error.field === 'HF_TOKEN') throw new CliError('USAGE', error.message, { cause: error });
     throw error;
   } finally {
     bar.done();
@@ -72,14 +72,6 @@ export async function loadWithProgress(choice: ModelChoice, io: CliIo, options: 
   }
 }
 
-/**
- * The CLI's backend warnings: one `kvq: warning: ...` line on stderr (instead of Node's `(node:PID) KvqWarning`
- * format), e.g. when no native backend loads and the reference backend runs.
- */
-export function warnTo(io: CliIo): WarningHandler {
-  return (w) => io.stderr.write(`kvq: warning: ${w.message.replace(/^kvq: /, '')}\n`);
-}
-
 /** What model-running commands get: the engine, the loaded model and the choices made. */
 export interface RunContext {
   readonly llm: LLM;
@@ -103,7 +95,6 @@ export async function openModel(values: Record<string, unknown>, io: CliIo, extr
   const llm = await LLM.create({
     model,
     ...options,
-    onWarning: warnTo(io),
     ...(extra.maxNumSeqs !== undefined ? { maxNumSeqs: extra.maxNumSeqs } : {}),
     ...(extra.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: extra.maxNumBatchedTokens } : {}),
     ...(extra.enablePrefixCaching !== undefined ? { enablePrefixCaching: extra.enablePrefixCaching } : {}),

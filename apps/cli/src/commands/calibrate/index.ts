@@ -17,7 +17,7 @@ import { isFp8Dtype, resolveKvCacheDtype } from '@kvq/cache';
 import { parseCommand, parseKvCacheDtype, parseNumber } from '../../args.js';
 import { CliError } from '../../errors.js';
 import { loadWithProgress, resolveModel } from '../../model.js';
-import { ProgressBar } from '../../progress.js';
+import { formatBytes, ProgressBar } from '../../progress.js';
 import type { CliIo } from '../../registry.js';
 
 const HELP = `Usage: kvq calibrate [options] --out DIR
@@ -31,7 +31,11 @@ Options:
   --tokenizer PATH          tokenizer file for llama2.c checkpoints
   --out DIR                 the checkpoint folder to create (required unless --dry-run)
   --method M                ${CALIBRATION_METHODS.join(' | ')} (default: dataset with --dataset, else random)
-  --dataset FILE            JSONL ({"messages": [...]} or {"text": ...}) or a text file (one sample per line)
+  --dataset D               JSONL ({"messages": [...]} or {"text": ...}), a text file (one sample per line), a
+                            Parquet file, or a Hugging Face Hub dataset org/name[@revision] (HF_ENDPOINT, HF_TOKEN,
+                            HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE as in huggingface_hub; a local path wins)
+  --dataset-split S         the Hub dataset's split (default train)
+  --dataset-column C        the field / Parquet column of each sample (default messages if present, else text)
   --strategy S              ${SCALE_STRATEGIES.join(' | ')} (default tensor)
   --observer O              ${OBSERVER_KINDS.join(' | ')} (default static_minmax)
   --num-samples N           dataset samples (default 512)
@@ -55,6 +59,8 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     out: { type: 'string', short: 'o' },
     method: { type: 'string' },
     dataset: { type: 'string' },
+    'dataset-split': { type: 'string' },
+    'dataset-column': { type: 'string' },
     strategy: { type: 'string' },
     observer: { type: 'string' },
     'num-samples': { type: 'string' },
@@ -84,6 +90,10 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
   const observer = choice<ObserverKind>('observer', values.observer, OBSERVER_KINDS);
   const flavor = choice<CheckpointFlavor>('flavor', values.flavor, CHECKPOINT_FLAVORS);
   if (method === 'dataset' && !values.dataset) throw new CliError('USAGE', '--method dataset needs --dataset FILE');
+  for (const flag of ['dataset-split', 'dataset-column'] as const) {
+    if (values[flag] !== undefined && !values.dataset) throw new CliError('USAGE', `--${flag} needs --dataset`);
+    if (values[flag] === '') throw new CliError('USAGE', `--${flag} must not be empty`);
+  }
   const dtype = parseKvCacheDtype(values['kv-cache-dtype'] ?? 'fp8');
   const format = resolveKvCacheDtype(dtype, 'bf16');
   if (!isFp8Dtype(format)) throw new CliError('USAGE', `--kv-cache-dtype must be an FP8 dtype for calibration, got ${JSON.stringify(dtype)}`);
@@ -94,19 +104,26 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
   const model = await resolveModel(values.model, io);
   const loaded = await loadWithProgress(model, io, { kvCacheDtype: dtype, ...(values.tokenizer ? { tokenizerPath: values.tokenizer } : {}) });
   const bar = new ProgressBar(io.stderr, 'calibrate', (d, t) => `${d}/${t} samples`);
+  const download = new ProgressBar(io.stderr, 'download', (d, t) => `${formatBytes(d)} / ${formatBytes(t)}`);
   try {
     const result = await calibrate({
       model: loaded,
       format,
       ...(method ? { method } : {}),
       ...(values.dataset ? { dataset: values.dataset } : {}),
+      ...(values['dataset-split'] ? { datasetSplit: values['dataset-split'] } : {}),
+      ...(values['dataset-column'] ? { datasetColumn: values['dataset-column'] } : {}),
+      onDownloadProgress: (p) => download.update(p.bytes, p.total),
       ...(strategy ? { strategy } : {}),
       ...(observer ? { observer } : {}),
       ...(numSamples !== undefined ? { numSamples } : {}),
       ...(maxSeqLen !== undefined ? { maxSeqLen } : {}),
       ...(seed !== undefined ? { seed } : {}),
       quantizeQuery: values['quantize-query'] === true,
-      onProgress: (p) => bar.update(p.samplesDone, p.samplesTotal),
+      onProgress: (p) => {
+        download.done();
+        bar.update(p.samplesDone, p.samplesTotal);
+      },
     });
     bar.done();
     for (const w of result.warnings) io.stderr.write(`kvq: warning: ${w}\n`);
@@ -129,6 +146,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     io.stdout.write(`${formatReportTable(result.report)}\n`);
     if (written) io.stdout.write(`wrote ${written.dir} (${written.scaleTensors.length} scale tensors); serve it with: kvq serve ${written.dir} --kv-cache-dtype ${dtype}\n`);
   } catch (error) {
+    download.done();
     bar.done();
     if (error instanceof CalibrateError && error.code === 'INVALID_ARGUMENT') throw new CliError('USAGE', error.message, { cause: error });
     throw error;
