@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { isFp8Dtype, resolveKvCacheDtype, type KvCacheDtypeOption } from '@kvq/cache';
-import { downloadModel, EngineError, isHubId, LLM, loadModel, type KvCacheFormat, type LoadedModel } from '@kvq/engine';
+import { downloadModel, EngineError, isHubId, LLM, loadModel, type KvCacheFormat, type LoadedModel, type WarningHandler } from '@kvq/engine';
 import { modelTinyName, modelTinyPath } from '@kvq/model-tiny';
 import { engineOptions } from './args.js';
 import { CliError } from './errors.js';
@@ -72,6 +72,14 @@ export async function loadWithProgress(choice: ModelChoice, io: CliIo, options: 
   }
 }
 
+/**
+ * The CLI's backend warnings: one `kvq: warning: ...` line on stderr (instead of Node's `(node:PID) KvqWarning`
+ * format), e.g. when no native backend loads and the reference backend runs.
+ */
+export function warnTo(io: CliIo): WarningHandler {
+  return (w) => io.stderr.write(`kvq: warning: ${w.message.replace(/^kvq: /, '')}\n`);
+}
+
 /** What model-running commands get: the engine, the loaded model and the choices made. */
 export interface RunContext {
   readonly llm: LLM;
@@ -95,6 +103,7 @@ export async function openModel(values: Record<string, unknown>, io: CliIo, extr
   const llm = await LLM.create({
     model,
     ...options,
+    onWarning: warnTo(io),
     ...(extra.maxNumSeqs !== undefined ? { maxNumSeqs: extra.maxNumSeqs } : {}),
     ...(extra.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: extra.maxNumBatchedTokens } : {}),
     ...(extra.enablePrefixCaching !== undefined ? { enablePrefixCaching: extra.enablePrefixCaching } : {}),
