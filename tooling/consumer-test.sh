@@ -41,7 +41,7 @@ for p in packages/*/ apps/*/; do
   esac
   (cd "$p" && npx -y pnpm@12.4.2 pack --pack-destination "$T/packs" >/dev/null) || die "pnpm pack $p failed"
 done
-tar -tzf "$T"/packs/kvq-kernels-cpu-linux-x64-gnu-*.tgz | grep -qx 'package/kvq_cpu.node' || die "the platform tarball has no kvq_cpu.node"
+tar -tzf "$T"/packs/kvq-kernels-cpu-linux-x64-gnu-*.tgz | grep -x 'package/kvq_cpu.node' >/dev/null || die "the platform tarball has no kvq_cpu.node"
 
 mkdir -p "$T/app" "$T/bin"
 for t in node npm npx sh bash env; do ln -s "$(command -v $t)" "$T/bin/$t"; done
