@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CacheError } from './errors.js';
-import { KvCacheManager, type KvAllocation, type PreemptionPolicy, type SequenceId } from './manager.js';
+import { KvCacheManager, type KvAllocation, type SequenceId } from './manager.js';
 
 /**
  * Random interleavings of every manager operation, with the invariants checked independently after every
@@ -12,7 +12,6 @@ import { KvCacheManager, type KvAllocation, type PreemptionPolicy, type Sequence
 type Op =
   | { kind: 'add'; template: number; suffix: number[]; salt: boolean }
   | { kind: 'allocate'; pick: number; chunk: number; lookahead: number }
-  | { kind: 'allocateOrPreempt'; pick: number; policy: 'fcfs' | 'priority' }
   | { kind: 'append'; pick: number; tokens: number[] }
   | { kind: 'fork'; pick: number }
   | { kind: 'free'; pick: number }
@@ -26,12 +25,12 @@ const token = fc.integer({ min: 0, max: 3 });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ kind: fc.constant('add' as const), template: fc.nat(3), suffix: fc.array(token, { maxLength: 12 }), salt: fc.boolean() }) },
   { weight: 6, arbitrary: fc.record({ kind: fc.constant('allocate' as const), pick: fc.nat(), chunk: fc.nat(12), lookahead: fc.nat(5) }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('allocateOrPreempt' as const), pick: fc.nat(), policy: fc.constantFrom('fcfs' as const, 'priority' as const) }) },
   { weight: 6, arbitrary: fc.record({ kind: fc.constant('append' as const), pick: fc.nat(), tokens: fc.array(token, { minLength: 1, maxLength: 3 }) }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('fork' as const), pick: fc.nat() }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('free' as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('abort' as const), pick: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('preempt' as const), pick: fc.nat() }) },
+  // weight 3: preempting is how a scheduler makes room (the victim policy lives in @kvq/engine's scheduler)
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('preempt' as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('bumpScales' as const) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('evict' as const), blockId: fc.nat(63) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('reset' as const) }) },
@@ -133,7 +132,7 @@ class Harness {
         const id = `s${this.nextId++}`;
         const tokens = [...TEMPLATES[op.template]!, ...op.suffix];
         if (tokens.length === 0) tokens.push(0);
-        m.addSequence(id, tokens, { ...(op.salt ? { cacheSalt: 'x' } : {}), priority: this.nextId % 3 });
+        m.addSequence(id, tokens, op.salt ? { cacheSalt: 'x' } : {});
         this.live.push(id);
         break;
       }
@@ -153,14 +152,6 @@ class Harness {
           if (!('numNewTokens' in opts)) expect(canAlloc).toBe(true);
           this.applyAllocation(id, a);
         }
-        break;
-      }
-      case 'allocateOrPreempt': {
-        const id = this.pick(op.pick);
-        if (id === undefined) return;
-        const r = m.allocateOrPreempt(id, {}, op.policy as PreemptionPolicy);
-        for (const v of r.preempted) expect(m.getSequence(v).status).toBe('preempted');
-        if (r.allocation !== null) this.applyAllocation(id, r.allocation);
         break;
       }
       case 'append': {

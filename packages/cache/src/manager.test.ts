@@ -368,57 +368,38 @@ describe('KvCacheManager: copy-on-write forks', () => {
   });
 });
 
-describe('KvCacheManager: preemption', () => {
+describe('KvCacheManager: preemption (mechanism; the policy is the engine scheduler\'s)', () => {
   function full(): KvCacheManager {
     const m = mgr({ numBlocks: 5 }); // 4 usable
-    m.addSequence('a', range(0, 4), { priority: 1 });
-    m.addSequence('b', range(10, 4), { priority: 0 });
-    m.addSequence('c', range(20, 4), { priority: 2 });
-    m.addSequence('d', range(30, 4), { priority: 1 });
+    for (const [id, from] of [['a', 0], ['b', 10], ['c', 20], ['d', 30]] as const) m.addSequence(id, range(from, 4));
     for (const id of ['a', 'b', 'c', 'd']) m.allocate(id);
     return m;
   }
 
-  it('reports failure, then preempts the most recently admitted (fcfs)', () => {
+  it('reports failure without changing anything; preempting the sequence it is told to frees room', () => {
     const m = full();
     m.appendTokens('a', [1]);
+    const before = m.getSequence('a');
+    expect(m.canAllocate('a')).toBe(false);
     expect(m.allocate('a')).toBeNull();
-    expect(m.selectVictim('fcfs')).toBe('d');
-    const r = m.allocateOrPreempt('a');
-    expect(r.preempted).toEqual(['d']);
-    expect(r.allocation!.newBlockIds).toEqual([4]); // d's block
+    expect(m.getSequence('a')).toEqual(before);
+    expect(m.metrics().numFreeBlocks).toBe(0);
+    m.preempt('d');
     expect(m.getSequence('d')).toMatchObject({ status: 'preempted', numBlocks: 0, numComputedTokens: 0, numPreemptions: 1 });
     expect(m.metrics().numPreemptions).toBe(1);
+    expect(m.canAllocate('a')).toBe(true);
+    expect(m.allocate('a')!.newBlockIds).toEqual([4]); // d's block
     m.checkInvariants();
   });
 
-  it('preempts by (priority, arrival) under the priority policy', () => {
-    const m = full();
-    expect(m.selectVictim('priority')).toBe('c');
-    expect(m.selectVictim('priority', ['a', 'b', 'd'])).toBe('d'); // same priority as a, later arrival
-    m.appendTokens('b', [1]);
-    const r = m.allocateOrPreempt('b', {}, 'priority');
-    expect(r.preempted).toEqual(['c']);
-    expect(r.allocation).not.toBeNull();
-    m.checkInvariants();
-  });
-
-  it('preempts the requester itself when the policy picks it', () => {
+  it('a sequence preempted for itself keeps its tokens and waits for re-admission', () => {
     const m = full();
     m.appendTokens('d', [1]);
-    const r = m.allocateOrPreempt('d');
-    expect(r).toEqual({ allocation: null, preempted: ['d'] });
-    expect(m.getSequence('d').status).toBe('preempted');
+    expect(m.allocate('d')).toBeNull();
+    m.preempt('d');
+    expect(m.getSequence('d')).toMatchObject({ status: 'preempted', numTokens: 5, numComputedTokens: 0 });
+    expect(m.metrics().numRunning).toBe(3);
     m.checkInvariants();
-  });
-
-  it('supports custom policies and validates their answer', () => {
-    const m = full();
-    m.appendTokens('a', [1]);
-    const r = m.allocateOrPreempt('a', {}, (cands) => cands.find((c) => c.id === 'b')!.id);
-    expect(r.preempted).toEqual(['b']);
-    expect(errorCode(() => m.selectVictim(() => 'zzz'))).toBe('INVALID_STATE');
-    expect(errorCode(() => m.selectVictim('lifo' as never))).toBe('INVALID_ARGUMENT');
   });
 
   it('re-admits a preempted sequence by recompute, with prefix hits on what is still cached', () => {
@@ -434,23 +415,6 @@ describe('KvCacheManager: preemption', () => {
     expect(again.firstPosition).toBe(8);
     expect(again.numNewTokens).toBe(4);
     expect(m.getSequence('a').status).toBe('running');
-    m.checkInvariants();
-  });
-
-  it('does not preempt for a sequence that is not running', () => {
-    const m = full();
-    m.addSequence('e', range(40, 4));
-    expect(m.allocateOrPreempt('e')).toEqual({ allocation: null, preempted: [] });
-    expect(m.metrics().numRunning).toBe(4);
-  });
-
-  it('gives up when nothing is left to preempt', () => {
-    const m = mgr({ numBlocks: 2 }); // 1 usable
-    m.addSequence('a', range(0, 4));
-    m.allocate('a');
-    m.appendTokens('a', [1]);
-    expect(m.allocateOrPreempt('a')).toEqual({ allocation: null, preempted: ['a'] });
-    expect(m.selectVictim()).toBeUndefined();
     m.checkInvariants();
   });
 });
@@ -495,7 +459,6 @@ describe('KvCacheManager: bad input', () => {
     expect(errorCode(() => m.addSequence(Number.NaN, [1]))).toBe('INVALID_ARGUMENT');
     expect(errorCode(() => m.addSequence('a', [1], { extraKeys: [Number.NaN] }))).toBe('INVALID_ARGUMENT');
     expect(errorCode(() => m.addSequence('a', [1], { cacheSalt: 5 as never }))).toBe('INVALID_ARGUMENT');
-    expect(errorCode(() => m.addSequence('a', [1], { priority: Number.POSITIVE_INFINITY }))).toBe('INVALID_ARGUMENT');
     expect(errorCode(() => m.addSequence('a', [1], { blockExtraKeys: 3 as never }))).toBe('INVALID_ARGUMENT');
     expect(m.hasSequence('a')).toBe(false);
     m.addSequence('a', range(0, 5));
@@ -523,7 +486,7 @@ describe('KvCacheManager: bad input', () => {
 
   it('lists and describes sequences', () => {
     const m = mgr();
-    m.addSequence(1, [1, 2], { priority: 3, arrivalTime: 17 });
+    m.addSequence(1, [1, 2]);
     m.addSequence('x', [1]);
     expect(m.sequenceIds()).toEqual([1, 'x']);
     expect(m.getSequence(1)).toEqual({
@@ -533,8 +496,6 @@ describe('KvCacheManager: bad input', () => {
       numComputedTokens: 0,
       numBlocks: 0,
       numCachedTokens: 0,
-      priority: 3,
-      arrivalTime: 17,
       numPreemptions: 0,
     });
   });

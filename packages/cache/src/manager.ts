@@ -58,10 +58,6 @@ export interface AddSequenceOptions {
   blockExtraKeys?: (blockIndex: number) => readonly ExtraKey[] | undefined;
   /** Look up the prefix cache on admission. Default `true` (ignored when prefix caching is off). */
   usePrefixCache?: boolean;
-  /** Scheduling priority for the `'priority'` preemption policy: lower is served first (vLLM). Default 0. */
-  priority?: number;
-  /** Arrival time (any monotonic unit) for tie-breaks. Default: an increasing counter. */
-  arrivalTime?: number;
 }
 
 /** Options of {@link KvCacheManager.allocate}. */
@@ -111,8 +107,6 @@ export interface SequenceInfo {
   readonly numBlocks: number;
   /** Prefix-cache hit of the latest admission, in tokens. */
   readonly numCachedTokens: number;
-  readonly priority: number;
-  readonly arrivalTime: number;
   /** Times this sequence was preempted. */
   readonly numPreemptions: number;
 }
@@ -147,23 +141,6 @@ export interface KvCacheMetrics {
   readonly numAborted: number;
 }
 
-/**
- * Victim choice for recompute preemption (vLLM V1 `Scheduler._preempt_request`):
- * - `'fcfs'`: the most recently admitted running sequence (`running.pop()`);
- * - `'priority'`: the running sequence with the largest `(priority, arrivalTime)`;
- * - a function choosing among the given candidates.
- * @see docs/spec/vllm-fp8-kv-cache.md §6.4
- */
-export type PreemptionPolicy = 'fcfs' | 'priority' | ((candidates: readonly SequenceInfo[]) => SequenceId);
-
-/** Result of {@link KvCacheManager.allocateOrPreempt}. */
-export interface AllocateOrPreemptResult {
-  /** The allocation, or `null` when the sequence itself was preempted or nothing more could be freed. */
-  readonly allocation: KvAllocation | null;
-  /** Sequences preempted (freed, status `'preempted'`), in order: requeue them at the front of the waiting queue. */
-  readonly preempted: readonly SequenceId[];
-}
-
 interface SeqState {
   readonly id: SequenceId;
   status: SequenceStatus;
@@ -182,9 +159,6 @@ interface SeqState {
   readonly extraKeys: readonly ExtraKey[];
   readonly blockExtraKeys: ((blockIndex: number) => readonly ExtraKey[] | undefined) | undefined;
   readonly usePrefixCache: boolean;
-  readonly priority: number;
-  readonly arrivalTime: number;
-  admitOrder: number;
   numPreemptions: number;
 }
 
@@ -218,7 +192,10 @@ function copyTokenIds(tokenIds: ArrayLike<number>): number[] {
  * Paged KV-cache bookkeeping for many sequences (vLLM V1 `KVCacheManager` over a {@link BlockPool}):
  * block tables, slot mapping, prefill/decode/lookahead allocation, prefix caching, copy-on-write forks,
  * recompute preemption, metrics and events. It never touches KV data; the engine does the writes and the
- * {@link BlockCopy}s it reports.
+ * {@link BlockCopy}s it reports. It is the mechanism only: it answers whether a sequence can be given slots
+ * ({@link KvCacheManager.canAllocate}, {@link KvCacheManager.allocate} returning `null`) and preempts the
+ * sequence it is told to; which sequence to preempt (the policy) is the caller's scheduler's decision, as in
+ * vLLM V1 (`Scheduler.schedule` picks the victim, `KVCacheManager` frees its blocks).
  *
  * Typical step: `addSequence` → `allocate` (prefill, with prefix hit) → write KV at `slotMapping` →
  * `appendTokens([sampled])` → `allocate` (decode, 1 token) → … → `free`.
@@ -238,8 +215,6 @@ export class KvCacheManager {
   private readonly seqs = new Map<SequenceId, SeqState>();
   private readonly finishedIds = new Set<SequenceId>();
   private readonly recent: RecentHitRate;
-  private admitCounter = 0;
-  private arrivalCounter = 0;
   private queries = 0;
   private hits = 0;
   private preemptions = 0;
@@ -298,14 +273,6 @@ export class KvCacheManager {
     if (opts.blockExtraKeys !== undefined && typeof opts.blockExtraKeys !== 'function') {
       throw new CacheError('INVALID_ARGUMENT', `blockExtraKeys must be a function, got ${describe(opts.blockExtraKeys)}`);
     }
-    const priority = opts.priority ?? 0;
-    if (typeof priority !== 'number' || !Number.isFinite(priority)) {
-      throw new CacheError('INVALID_ARGUMENT', `priority must be a finite number, got ${describe(priority)}`);
-    }
-    const arrivalTime = opts.arrivalTime ?? this.arrivalCounter++;
-    if (typeof arrivalTime !== 'number' || !Number.isFinite(arrivalTime)) {
-      throw new CacheError('INVALID_ARGUMENT', `arrivalTime must be a finite number, got ${describe(arrivalTime)}`);
-    }
     this.seqs.set(id, {
       id,
       status: 'waiting',
@@ -321,9 +288,6 @@ export class KvCacheManager {
       extraKeys,
       blockExtraKeys: opts.blockExtraKeys,
       usePrefixCache: opts.usePrefixCache ?? true,
-      priority,
-      arrivalTime,
-      admitOrder: 0,
       numPreemptions: 0,
     });
   }
@@ -455,7 +419,7 @@ export class KvCacheManager {
    * (copy-on-write; see `copies`). Newly full blocks are registered in the prefix cache.
    *
    * @returns the allocation, or `null` when there are not enough free blocks; nothing changes then
-   *   (the scheduler may preempt, see {@link allocateOrPreempt}).
+   *   (the caller's scheduler then decides whom to {@link preempt}; the policy is not the manager's).
    * @throws CacheError `UNKNOWN_SEQUENCE`; `INVALID_ARGUMENT` when `numNewTokens` exceeds the uncomputed tokens.
    */
   allocate(id: SequenceId, opts: AllocateOptions = {}): KvAllocation | null {
@@ -477,7 +441,6 @@ export class KvCacheManager {
         this.recent.record(s.tokens.length, numCachedTokens);
       }
       s.status = 'running';
-      s.admitOrder = ++this.admitCounter;
       s.kvFormat = this.formatKey();
     }
 
@@ -510,67 +473,6 @@ export class KvCacheManager {
       copies,
       slotMapping,
     };
-  }
-
-  /**
-   * {@link allocate}, preempting running sequences (recompute: blocks freed, status `'preempted'`) chosen by
-   * `policy` until it succeeds. If the policy picks `id` itself, it is preempted and `allocation` is `null`.
-   * Only a running sequence preempts others (as vLLM); for any other status this is plain {@link allocate}.
-   * @throws CacheError like {@link allocate}.
-   */
-  allocateOrPreempt(id: SequenceId, opts: AllocateOptions = {}, policy: PreemptionPolicy = 'fcfs'): AllocateOrPreemptResult {
-    const s = this.seq(id);
-    const preempted: SequenceId[] = [];
-    for (;;) {
-      const allocation = this.allocate(id, opts);
-      if (allocation !== null || s.status !== 'running') return { allocation, preempted };
-      const victim = this.selectVictim(policy);
-      if (victim === undefined) return { allocation: null, preempted };
-      this.preempt(victim);
-      preempted.push(victim);
-      if (victim === id) return { allocation: null, preempted };
-    }
-  }
-
-  /**
-   * The running sequence `policy` would preempt next, among `candidates` (default: all running), or
-   * `undefined` when there is none.
-   * @throws CacheError `UNKNOWN_SEQUENCE` / `INVALID_STATE` when a custom policy returns a non-candidate.
-   */
-  selectVictim(policy: PreemptionPolicy = 'fcfs', candidates?: Iterable<SequenceId>): SequenceId | undefined {
-    const pool: SeqState[] = [];
-    if (candidates === undefined) {
-      for (const s of this.seqs.values()) if (s.status === 'running') pool.push(s);
-    } else {
-      for (const id of candidates) {
-        const s = this.seq(id);
-        if (s.status === 'running') pool.push(s);
-      }
-    }
-    if (pool.length === 0) return undefined;
-    if (typeof policy === 'function') {
-      const chosen = policy(pool.map((s) => this.info(s)));
-      if (!pool.some((s) => s.id === chosen)) {
-        throw new CacheError('INVALID_STATE', `preemption policy returned ${describe(chosen)}, which is not a running candidate`);
-      }
-      return chosen;
-    }
-    if (policy !== 'fcfs' && policy !== 'priority') {
-      throw new CacheError('INVALID_ARGUMENT', `policy must be 'fcfs', 'priority' or a function, got ${describe(policy)}`);
-    }
-    let best = pool[0]!;
-    for (const s of pool) {
-      if (policy === 'fcfs') {
-        if (s.admitOrder > best.admitOrder) best = s;
-      } else if (
-        s.priority > best.priority ||
-        (s.priority === best.priority &&
-          (s.arrivalTime > best.arrivalTime || (s.arrivalTime === best.arrivalTime && s.admitOrder > best.admitOrder)))
-      ) {
-        best = s;
-      }
-    }
-    return best.id;
   }
 
   /**
@@ -620,9 +522,6 @@ export class KvCacheManager {
       extraKeys: p.extraKeys,
       blockExtraKeys: p.blockExtraKeys,
       usePrefixCache: p.usePrefixCache,
-      priority: p.priority,
-      arrivalTime: p.arrivalTime,
-      admitOrder: ++this.admitCounter,
       numPreemptions: 0,
     });
   }
@@ -742,8 +641,6 @@ export class KvCacheManager {
       numComputedTokens: s.numComputed,
       numBlocks: s.blocks.length,
       numCachedTokens: s.numCachedTokens,
-      priority: s.priority,
-      arrivalTime: s.arrivalTime,
       numPreemptions: s.numPreemptions,
     };
   }

@@ -121,8 +121,17 @@ export {
   type FinishReason,
   type RequestMetrics,
   type RequestOutput,
-  type SchedulerConfig,
 } from './runtime/engine.js';
+export {
+  Scheduler,
+  type ScheduledSequence,
+  type SchedulerConfig,
+  type SchedulerOutput,
+  type SchedulerSequence,
+  type SchedulingPolicy,
+} from './runtime/scheduler.js';
+export { ModelRunner, type LogitsRows, type ModelRunnerInput, type ModelRunnerOutput } from './runtime/model-runner.js';
+export { Sampler, type SampleRequest, type SampleResult } from './runtime/sampler.js';
 export {
   LlamaForward,
   type AttentionObserver,

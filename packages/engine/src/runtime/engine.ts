@@ -1,9 +1,12 @@
-import type { KvAllocation, KvCacheManager, KvCacheStorage, SequenceId } from '@kvq/cache';
+import type { KvCacheManager, KvCacheStorage, SequenceId } from '@kvq/cache';
 import { EngineError } from '../errors.js';
 import { resolveSamplingParams, type ResolvedSamplingParams, type SamplingParams } from '../sampling/params.js';
 import { SeededRng } from '../sampling/rng.js';
-import { applyPenalties, logSoftmax, sampleToken, tokenLogprobs, type TokenLogprobs } from '../sampling/sampler.js';
-import type { AttentionObserver, ForwardBatch, LlamaForward } from './forward.js';
+import type { TokenLogprobs } from '../sampling/sampler.js';
+import type { AttentionObserver, LlamaForward } from './forward.js';
+import { ModelRunner, type ModelRunnerInput } from './model-runner.js';
+import { Sampler, type SampleRequest } from './sampler.js';
+import { Scheduler, type SchedulerConfig, type SchedulerOutput, type SchedulerSequence } from './scheduler.js';
 
 /** Why a sequence stopped: vLLM's finish reasons. */
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -51,30 +54,19 @@ export interface Detokenizer {
   decode(ids: readonly number[], options: { skipSpecialTokens: boolean }): string;
 }
 
-/** Scheduler limits (vLLM names in brackets). */
-export interface SchedulerConfig {
-  /** Max sequences running at once [`max_num_seqs`]. Default 64. */
-  readonly maxNumSeqs?: number;
-  /** Token budget of one step [`max_num_batched_tokens`]; prefills beyond it are chunked. Default 512. */
-  readonly maxNumBatchedTokens?: number;
-  /** Max prompt + output length [`max_model_len`]. */
-  readonly maxModelLen: number;
-}
-
 /** Options of {@link LLMEngine.addRequest}. */
 export interface AddRequestOptions {
   /** Score the prompt instead of generating: returns `promptLogprobs`, generates nothing. */
   readonly scoreOnly?: boolean;
   /** Receives the raw logits rows `[rows, vocab]` of scored prompt positions (for KL divergence). */
   readonly onPromptLogits?: (firstPosition: number, logits: Float32Array, rows: number) => void;
-  /** Preemption priority (lower first). Default 0. */
+  /** Scheduling priority under the `'priority'` {@link SchedulerConfig.policy}: lower is served first and preempted last. Default 0. */
   readonly priority?: number;
   /** Prefix-cache salt (isolates this request's cache entries). */
   readonly cacheSalt?: string;
 }
 
-interface Seq {
-  readonly id: string;
+interface Seq extends SchedulerSequence {
   readonly request: Request;
   readonly index: number;
   readonly output: number[];
@@ -93,6 +85,8 @@ interface Request {
   readonly options: AddRequestOptions;
   readonly seqs: Seq[];
   readonly arrivalTime: number;
+  /** Arrival order among this engine's requests (the scheduler's tie-break). */
+  readonly arrivalOrder: number;
   firstScheduledTime: number | undefined;
   firstTokenTime: number | undefined;
   finishedTime: number | undefined;
@@ -119,30 +113,34 @@ export interface EngineStats {
 const now = () => performance.timeOrigin / 1000 + performance.now() / 1000;
 
 /**
- * The engine core: continuous batching over a paged KV cache (vLLM V1's scheduler, simplified).
- * Every `step()` schedules running sequences first (decode, or the next chunk of a chunked prefill), preempting
- * by recompute when blocks run out, then admits waiting requests (prefix-cache hits skip computation) under
- * the token budget, runs one batched forward pass, samples, and checks stop conditions.
+ * The engine core (vLLM V1 `EngineCore` + output processing). Every `step()` is the composition of three parts:
+ * the {@link Scheduler} decides which sequences run and how many tokens each (running first, chunked prefill,
+ * preemption by recompute when blocks run out, then admission of waiting requests under the token budget; prefix-cache
+ * hits skip computation), the {@link ModelRunner} builds the varlen batch and runs one forward pass, and the
+ * {@link Sampler} turns the logits into tokens (or prompt logprobs); the engine then appends the tokens and checks
+ * stop conditions.
  */
 export class LLMEngine {
   readonly forwardPass: LlamaForward;
   readonly manager: KvCacheManager;
   readonly storage: KvCacheStorage;
   readonly eosTokenIds: readonly number[];
-  readonly maxNumSeqs: number;
-  readonly maxNumBatchedTokens: number;
-  readonly maxModelLen: number;
+  /** Which sequences run in each step (queues, budget, admission, preemption policy). */
+  readonly scheduler: Scheduler<Seq>;
+  /** Batches the scheduled sequences and runs the forward pass. */
+  readonly runner: ModelRunner;
+  /** Tokens and logprobs from the runner's logits. */
+  readonly sampler: Sampler;
   private readonly detokenizer: Detokenizer | undefined;
   private readonly requests = new Map<string, Request>();
-  private readonly waiting: Seq[] = [];
-  private running: Seq[] = [];
-  private readonly seqById = new Map<string, Seq>();
   private observer: AttentionObserver | undefined;
   private promptTokens = 0;
   private generationTokens = 0;
   private steps = 0;
+  private arrivals = 0;
   private seedCounter = (Math.random() * 2 ** 32) >>> 0;
 
+  /** @throws EngineError `INVALID_ARGUMENT` for scheduler limits that are not integers >= 1 or an unknown policy. */
   constructor(options: {
     forward: LlamaForward;
     manager: KvCacheManager;
@@ -155,9 +153,24 @@ export class LLMEngine {
     this.storage = options.forward.storage;
     this.eosTokenIds = options.eosTokenIds;
     this.detokenizer = options.detokenizer;
-    this.maxNumSeqs = options.scheduler.maxNumSeqs ?? 64;
-    this.maxNumBatchedTokens = options.scheduler.maxNumBatchedTokens ?? 512;
-    this.maxModelLen = options.scheduler.maxModelLen;
+    this.scheduler = new Scheduler<Seq>(options.manager, options.scheduler);
+    this.runner = new ModelRunner(options.forward, options.manager);
+    this.sampler = new Sampler();
+  }
+
+  /** Max sequences running at once (the scheduler's). */
+  get maxNumSeqs(): number {
+    return this.scheduler.maxNumSeqs;
+  }
+
+  /** Token budget of one step (the scheduler's). */
+  get maxNumBatchedTokens(): number {
+    return this.scheduler.maxNumBatchedTokens;
+  }
+
+  /** Max prompt + output tokens. */
+  get maxModelLen(): number {
+    return this.scheduler.maxModelLen;
   }
 
   /** Installs (or clears) an observer of every layer's post-RoPE q/k/v for the next forward passes. */
@@ -183,6 +196,10 @@ export class LLMEngine {
         throw new EngineError('INVALID_ARGUMENT', `prompt token ${i} = ${t} is outside the vocabulary [0, ${vocab})`, { field: 'prompt' });
       }
     }
+    const priority = options.priority ?? 0;
+    if (typeof priority !== 'number' || !Number.isFinite(priority)) {
+      throw new EngineError('INVALID_ARGUMENT', `priority must be a finite number, got ${String(priority)}`, { field: 'priority' });
+    }
     const limit = options.scoreOnly ? this.maxModelLen : this.maxModelLen - 1;
     if (promptTokenIds.length > limit) {
       throw new EngineError(
@@ -198,6 +215,7 @@ export class LLMEngine {
       options,
       seqs: [],
       arrivalTime: now(),
+      arrivalOrder: this.arrivals++,
       firstScheduledTime: undefined,
       firstTokenTime: undefined,
       finishedTime: undefined,
@@ -211,16 +229,19 @@ export class LLMEngine {
     const seq = this.newSeq(request, 0, seed);
     this.requests.set(requestId, request);
     this.manager.addSequence(seq.id, request.prompt, {
-      priority: options.priority ?? 0,
       ...(options.cacheSalt === undefined ? {} : { cacheSalt: options.cacheSalt }),
       usePrefixCache: !options.scoreOnly || options.onPromptLogits === undefined,
     });
-    this.waiting.push(seq);
+    this.scheduler.add(seq);
   }
 
   private newSeq(request: Request, index: number, seed: number): Seq {
     const seq: Seq = {
       id: index === 0 ? request.id : `${request.id}#${index}`,
+      requestId: request.id,
+      priority: request.options.priority ?? 0,
+      arrivalTime: request.arrivalOrder,
+      cacheSalt: request.options.cacheSalt,
       request,
       index,
       output: [],
@@ -232,7 +253,6 @@ export class LLMEngine {
       text: '',
     };
     request.seqs.push(seq);
-    this.seqById.set(seq.id, seq);
     return seq;
   }
 
@@ -253,7 +273,7 @@ export class LLMEngine {
 
   /** True while any request is waiting or running. */
   hasUnfinishedRequests(): boolean {
-    return this.waiting.length > 0 || this.running.length > 0;
+    return this.scheduler.hasUnfinished();
   }
 
   /** Number of requests not yet finished. */
@@ -267,8 +287,8 @@ export class LLMEngine {
   stats(): EngineStats {
     const m = this.manager.metrics();
     return {
-      numRunning: this.running.length,
-      numWaiting: this.waiting.length,
+      numRunning: this.scheduler.running.length,
+      numWaiting: this.scheduler.waiting.length,
       kvCacheUsage: m.usage,
       prefixCacheQueries: m.prefixCacheQueries,
       prefixCacheHits: m.prefixCacheHits,
@@ -280,177 +300,82 @@ export class LLMEngine {
   }
 
   /**
-   * One scheduling + forward + sampling step.
-   * @returns the outputs of every request that progressed (or finished, or was aborted) in this step
+   * One step: schedule, run the model, sample (or score), then append tokens and check stop conditions.
+   * @returns the outputs of every request that progressed (or finished) in this step
+   * @throws EngineError `INVALID_ARGUMENT` when a waiting request can never fit the KV cache (see {@link Scheduler.schedule})
    */
   step(): RequestOutput[] {
-    const touched = new Set<Request>();
-    const scheduled: { seq: Seq; alloc: KvAllocation }[] = [];
-    let budget = this.maxNumBatchedTokens;
-    let preemptedThisStep = false;
-
-    // 1. Running sequences: decode (1 token) or the next chunk of a chunked prefill.
-    for (const seq of [...this.running]) {
-      if (budget === 0) break;
-      if (!this.running.includes(seq)) continue; // preempted as a victim earlier in this loop
-      const info = this.manager.getSequence(seq.id);
-      const numNew = Math.min(info.numTokens - info.numComputedTokens, budget);
-      if (numNew <= 0) continue;
-      const { allocation, preempted } = this.manager.allocateOrPreempt(seq.id, { numNewTokens: numNew }, (candidates) => {
-        // vLLM FCFS: the last running sequence that is not already scheduled in this step.
-        const busy = new Set(scheduled.map((s) => s.seq.id));
-        for (let i = this.running.length - 1; i >= 0; i--) {
-          const id = this.running[i]!.id;
-          if (!busy.has(id) && candidates.some((c) => c.id === id)) return id;
-        }
-        return seq.id;
-      });
-      for (const victimId of preempted) {
-        const victim = this.seqById.get(String(victimId))!;
-        this.running = this.running.filter((s) => s !== victim);
-        this.waiting.unshift(victim);
-        victim.request.numPreemptions++;
-        preemptedThisStep = true;
-      }
-      if (!allocation) continue;
-      scheduled.push({ seq, alloc: allocation });
-      budget -= allocation.numNewTokens;
-    }
-
-    // 2. Waiting sequences (FCFS), unless this step had to preempt.
-    while (!preemptedThisStep && this.waiting.length > 0 && budget > 0 && this.running.length < this.maxNumSeqs) {
-      const seq = this.waiting[0]!;
-      const tokens = this.manager.tokenIds(seq.id);
-      const hit = this.manager.findCachedPrefix(tokens, seq.request.options.cacheSalt === undefined ? {} : { cacheSalt: seq.request.options.cacheSalt });
-      const numNew = Math.min(tokens.length - hit.numCachedTokens, budget);
-      const allocation = this.manager.allocate(seq.id, { numNewTokens: numNew });
-      if (!allocation) break;
-      this.waiting.shift();
-      this.running.push(seq);
-      seq.request.numCachedTokens = allocation.numCachedTokens;
-      seq.request.firstScheduledTime ??= now();
-      scheduled.push({ seq, alloc: allocation });
-      budget -= allocation.numNewTokens;
-    }
-    if (scheduled.length === 0) {
-      if (this.waiting.length > 0 && this.running.length === 0) {
-        // Nothing runs and the head of the queue cannot be admitted: it can never fit.
-        const seq = this.waiting[0]!;
-        throw new EngineError(
-          'INVALID_ARGUMENT',
-          `request ${JSON.stringify(seq.request.id)} needs more KV cache blocks than exist (${this.manager.metrics().numUsableBlocks} usable blocks); raise kvCacheMemory or lower maxModelLen`,
-          { field: 'kvCacheMemory' },
-        );
-      }
-      return this.collect(touched);
-    }
-
-    // 3. Build the varlen batch.
-    const numSeqs = scheduled.length;
-    let numTokens = 0;
-    let maxBlocks = 1;
-    for (const { seq } of scheduled) maxBlocks = Math.max(maxBlocks, this.manager.getSequence(seq.id).numBlocks);
-    for (const { alloc } of scheduled) numTokens += alloc.numNewTokens;
-    const tokenIds = new Int32Array(numTokens);
-    const positions = new Int32Array(numTokens);
-    const slotMapping = new Int32Array(numTokens);
-    const queryStartLoc = new Int32Array(numSeqs + 1);
-    const seqLens = new Int32Array(numSeqs);
-    const blockTables = new Int32Array(numSeqs * maxBlocks);
-    const logitsRowsList: number[] = [];
-    const rowOwners: { seq: Seq; kind: 'sample' | 'score'; first: number; count: number }[] = [];
-    let row = 0;
-    for (let s = 0; s < numSeqs; s++) {
-      const { seq, alloc } = scheduled[s]!;
-      if (alloc.copies.length > 0) this.storage.copyBlocks(alloc.copies);
-      const all = this.manager.tokenIds(seq.id);
-      queryStartLoc[s] = row;
-      for (let i = 0; i < alloc.numNewTokens; i++) {
-        tokenIds[row + i] = all[alloc.firstPosition + i]!;
-        positions[row + i] = alloc.firstPosition + i;
-        slotMapping[row + i] = alloc.slotMapping[i]!;
-      }
-      const end = alloc.firstPosition + alloc.numNewTokens;
-      seqLens[s] = end;
-      blockTables.set(this.manager.blockTable(seq.id), s * maxBlocks);
-      if (seq.request.options.scoreOnly) {
-        rowOwners.push({ seq, kind: 'score', first: logitsRowsList.length, count: alloc.numNewTokens });
-        for (let i = 0; i < alloc.numNewTokens; i++) logitsRowsList.push(row + i);
-      } else if (end === all.length) {
-        rowOwners.push({ seq, kind: 'sample', first: logitsRowsList.length, count: 1 });
-        logitsRowsList.push(row + alloc.numNewTokens - 1);
-      }
-      if (alloc.firstPosition < seq.request.prompt.length) {
-        this.promptTokens += Math.min(end, seq.request.prompt.length) - alloc.firstPosition;
-      }
-      row += alloc.numNewTokens;
-    }
-    queryStartLoc[numSeqs] = row;
-    const batch: ForwardBatch = {
-      tokenIds,
-      positions,
-      slotMapping,
-      numTokens,
-      queryStartLoc,
-      seqLens,
-      blockTables,
-      maxBlocksPerSeq: maxBlocks,
-      numSeqs,
-      logitsRows: Int32Array.from(logitsRowsList),
-    };
-    const logits = this.forwardPass.forward(batch, this.observer);
+    const plan = this.scheduler.schedule();
+    this.recordScheduled(plan);
+    if (plan.scheduled.length === 0) return [];
+    const inputs: ModelRunnerInput[] = plan.scheduled.map(({ seq, allocation }) => ({
+      seqId: seq.id,
+      allocation,
+      logits: seq.request.options.scoreOnly ? 'all' : 'last',
+    }));
+    const { logits, rows } = this.runner.execute(inputs, this.observer);
     this.steps++;
 
-    // 4. Sample / score.
-    const vocab = this.forwardPass.dims.vocabSize;
-    for (const owner of rowOwners) {
-      const { seq } = owner;
+    const vocab = this.runner.vocabSize;
+    const touched = new Set<Request>();
+    for (const r of rows) {
+      const seq = plan.scheduled[r.index]!.seq;
       const request = seq.request;
       touched.add(request);
-      if (owner.kind === 'score') {
-        const alloc = scheduled.find((s) => s.seq === seq)!.alloc;
-        const all = this.manager.tokenIds(seq.id);
-        const rows = logits.subarray(owner.first * vocab, (owner.first + owner.count) * vocab);
-        request.options.onPromptLogits?.(alloc.firstPosition, rows, owner.count);
-        for (let i = 0; i < owner.count; i++) {
-          const next = all[alloc.firstPosition + i + 1];
-          if (next === undefined) continue;
-          const lp = logSoftmax(rows.subarray(i * vocab, (i + 1) * vocab));
-          request.promptLogprobs!.push(lp[next]!);
-        }
-        if (alloc.firstPosition + owner.count === all.length) this.finishSeq(seq, 'length', undefined);
+      const rowLogits = logits.subarray(r.firstRow * vocab, (r.firstRow + r.numRows) * vocab);
+      if (request.options.scoreOnly) {
+        request.options.onPromptLogits?.(r.firstPosition, rowLogits, r.numRows);
+        request.promptLogprobs!.push(...this.sampler.scoreNextTokens(rowLogits, r.numRows, vocab, this.manager.tokenIds(seq.id), r.firstPosition));
+        if (r.reachesEnd) this.finishSeq(seq, 'length', undefined);
         continue;
       }
-      const rowLogits = logits.subarray(owner.first * vocab, (owner.first + 1) * vocab);
-      // n > 1: when the prompt is done, fork the children (copy-on-write blocks) and sample each.
+      // n > 1: when the prompt is done, fork the children (copy-on-write blocks); each samples from the same row.
+      const group: Seq[] = [];
       if (!request.forked) {
         request.forked = true;
         request.firstTokenTime = now();
-        const seed = seq.rng;
         for (let i = 1; i < request.params.n; i++) {
           const child = this.newSeq(request, i, 0);
-          child.rng = cloneSeededRng(seed, i);
-          this.manager.fork(seq.id, child.id);
-          this.running.push(child);
-          this.sampleInto(child, rowLogits);
+          child.rng = cloneSeededRng(seq.rng, i);
+          this.scheduler.fork(seq, child);
+          group.push(child);
         }
       }
-      this.sampleInto(seq, rowLogits);
+      group.push(seq);
+      const requests: SampleRequest[] = group.map((g) => ({
+        logits: rowLogits,
+        params: request.params,
+        promptTokenIds: request.prompt,
+        outputTokenIds: g.output,
+        rng: g.rng,
+      }));
+      this.sampler.sample(requests).forEach((result, i) => this.appendToken(group[i]!, result.token, result.logprobs));
     }
     return this.collect(touched);
   }
 
-  private sampleInto(seq: Seq, rowLogits: Float32Array): void {
-    const p = seq.request.params;
-    const work = Float32Array.from(rowLogits);
-    applyPenalties(work, p, seq.request.prompt, seq.output);
-    const token = sampleToken(work, p, seq.rng);
+  /** Bookkeeping of a scheduling decision: preemption counts, admission times and cache hits, prompt tokens computed. */
+  private recordScheduled(plan: SchedulerOutput<Seq>): void {
+    for (const seq of plan.preempted) seq.request.numPreemptions++;
+    const admitted = new Set(plan.admitted);
+    for (const { seq, allocation } of plan.scheduled) {
+      if (admitted.has(seq)) {
+        seq.request.numCachedTokens = allocation.numCachedTokens;
+        seq.request.firstScheduledTime ??= now();
+      }
+      const promptLength = seq.request.prompt.length;
+      if (allocation.firstPosition < promptLength) {
+        this.promptTokens += Math.min(allocation.firstPosition + allocation.numNewTokens, promptLength) - allocation.firstPosition;
+      }
+    }
+  }
+
+  private appendToken(seq: Seq, token: number, logprobs: TokenLogprobs | undefined): void {
     seq.output.push(token);
     this.generationTokens++;
-    if (seq.logprobs) {
-      const lp = tokenLogprobs(rowLogits, token, p.logprobs ?? 0);
-      seq.logprobs.push(lp);
-      seq.cumulativeLogprob += lp.logprob;
+    if (seq.logprobs && logprobs) {
+      seq.logprobs.push(logprobs);
+      seq.cumulativeLogprob += logprobs.logprob;
     }
     this.manager.appendTokens(seq.id, [token]);
     this.checkStop(seq, token);
@@ -480,13 +405,7 @@ export class LLMEngine {
   private finishSeq(seq: Seq, reason: FinishReason, stopReason: string | number | undefined): void {
     seq.finishReason = reason;
     seq.stopReason = stopReason;
-    this.running = this.running.filter((s) => s !== seq);
-    const w = this.waiting.indexOf(seq);
-    if (w >= 0) this.waiting.splice(w, 1);
-    if (this.manager.hasSequence(seq.id)) {
-      if (reason === 'abort') this.manager.abort(seq.id);
-      else this.manager.free(seq.id);
-    }
+    this.scheduler.finish(seq, reason === 'abort' ? 'abort' : 'free');
     const request = seq.request;
     const allDone = request.seqs.every((s) => s.finishReason !== undefined) && (request.forked || request.params.n === 1 || reason === 'abort' || !!request.options.scoreOnly);
     if (allDone && !request.finished) {
@@ -506,7 +425,6 @@ export class LLMEngine {
 
   private forget(request: Request): void {
     this.requests.delete(request.id);
-    for (const s of request.seqs) this.seqById.delete(s.id);
   }
 
   /** Snapshot of a request (also used after an abort). Undefined for unknown ids. */
@@ -550,4 +468,4 @@ function cloneSeededRng(parent: SeededRng, index: number): SeededRng {
   return new SeededRng(Math.floor(parent.next() * 2 ** 32) ^ Math.imul(index, 0x9e3779b9));
 }
 
-export type { SequenceId };
+export type { SchedulerConfig, SequenceId };

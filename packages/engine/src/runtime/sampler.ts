@@ -1,0 +1,62 @@
+/**
+ * The sampler: from the model runner's logits rows to tokens (penalties, temperature / top-k / top-p / min-p
+ * sampling, greedy at temperature 0) and log-probabilities (vLLM V1 `Sampler`). The math is in `../sampling/`;
+ * this module applies it to a step's rows, one independent generator per sequence.
+ * @module
+ */
+import type { ResolvedSamplingParams } from '../sampling/params.js';
+import type { SeededRng } from '../sampling/rng.js';
+import { applyPenalties, logSoftmax, sampleToken, tokenLogprobs, type TokenLogprobs } from '../sampling/sampler.js';
+
+/** One sequence to sample a token for. */
+export interface SampleRequest {
+  /** Raw logits of the next position, `vocabSize` floats (not modified). */
+  readonly logits: Float32Array;
+  readonly params: ResolvedSamplingParams;
+  /** Prompt tokens (repetition penalty). */
+  readonly promptTokenIds: readonly number[];
+  /** Tokens generated so far (all penalties). */
+  readonly outputTokenIds: readonly number[];
+  /** The sequence's own generator (advanced by sampling). */
+  readonly rng: SeededRng;
+}
+
+/** The sampled token and, when `params.logprobs` is set, its logprob and the top alternatives (from the raw logits). */
+export interface SampleResult {
+  readonly token: number;
+  readonly logprobs: TokenLogprobs | undefined;
+}
+
+/** Sampling and scoring over logits rows. Stateless: every input is in the request. */
+export class Sampler {
+  /**
+   * One token per request, in order: penalties are applied to a copy of the logits, then the token is drawn with the
+   * request's generator (argmax at temperature 0). Logprobs, when asked for, come from the raw logits (vLLM's default
+   * `logprobs_mode`).
+   */
+  sample(requests: readonly SampleRequest[]): SampleResult[] {
+    return requests.map((r) => {
+      const p = r.params;
+      const work = Float32Array.from(r.logits);
+      applyPenalties(work, p, r.promptTokenIds, r.outputTokenIds);
+      const token = sampleToken(work, p, r.rng);
+      return { token, logprobs: p.logprobs === undefined ? undefined : tokenLogprobs(r.logits, token, p.logprobs) };
+    });
+  }
+
+  /**
+   * Prompt scoring: the natural-log probability of each next token under the rows' logits. Row `i` holds the logits
+   * at position `firstPosition + i`; it scores `tokenIds[firstPosition + i + 1]` (no entry when that token does not
+   * exist, i.e. for the last known token).
+   * @param logits float32 `[numRows, vocabSize]`
+   */
+  scoreNextTokens(logits: Float32Array, numRows: number, vocabSize: number, tokenIds: readonly number[], firstPosition: number): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < numRows; i++) {
+      const next = tokenIds[firstPosition + i + 1];
+      if (next === undefined) continue;
+      out.push(logSoftmax(logits.subarray(i * vocabSize, (i + 1) * vocabSize))[next]!);
+    }
+    return out;
+  }
+}
