@@ -5,9 +5,9 @@
 //
 // 1. the TypeScript packages of the CLI (turbo `build --filter=@kvq/cli...`; with `bench --peer` also
 //    @kvq/bench-peer), without declaration files (KVQ_BUILD_DTS=0 unless set: running needs only JavaScript);
-// 2. the native CPU addon (turbo `build:native` of @kvq/kernels-cpu, cached by turbo), unless the addon that loads
-//    comes from an installed prebuilt platform package (@kvq/kernels-cpu-<platform>), which needs no build. GPU
-//    kernels and the CUDA simulator are never built here: that is `pnpm build:gpu` (and `pnpm test`);
+// 2. in the same turbo run, the native CPU addon (`build:native` of @kvq/kernels-cpu, cached by turbo), unless the
+//    addon that loads comes from an installed prebuilt platform package (@kvq/kernels-cpu-<platform>), which needs
+//    no build. GPU kernels and the CUDA simulator are never built here: that is `pnpm build:gpu` (and `pnpm test`);
 // 3. `node apps/cli/dist/bin.js <command> [options]`, whose exit status this script returns.
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -28,12 +28,12 @@ function step(what, cmd, cmdArgs, options = {}) {
 }
 
 const peer = args[0] === 'bench' && args.includes('--peer');
-step('building the CLI', process.execPath, [
-  turbo, 'run', 'build', '--filter=@kvq/cli...', ...(peer ? ['--filter=@kvq/bench-peer...'] : []), '--output-logs=errors-only',
-]);
+const filters = ['--filter=@kvq/cli...', ...(peer ? ['--filter=@kvq/bench-peer...'] : [])];
+// First only the CPU package and what it imports (a few seconds), to ask it which addon would load.
+step('building @kvq/kernels-cpu', process.execPath, [turbo, 'run', 'build', '--filter=@kvq/kernels-cpu...', '--output-logs=errors-only']);
 
-// Which addon would load now? A prebuilt platform package needs no build; a local build (or none) is left to
-// turbo's build:native, which rebuilds only when csrc/, binding.gyp or the scripts changed.
+// A prebuilt platform package needs no build; a local build (or none) is left to turbo's build:native, which
+// rebuilds only when csrc/, binding.gyp or the scripts changed.
 const probe = spawnSync(
   process.execPath,
   [
@@ -44,12 +44,12 @@ const probe = spawnSync(
   { cwd: join(root, 'apps', 'cli'), encoding: 'utf8', env },
 );
 const binary = probe.status === 0 ? probe.stdout.trim() : '';
-const localBuild = join(root, 'packages', 'kernels-cpu', 'build') + sep;
-if (binary !== '' && !binary.startsWith(localBuild)) {
-  process.stderr.write(`kvq: native CPU kernels from ${binary} (prebuilt; no native build needed)\n`);
-} else {
-  step('building the native CPU kernels', process.execPath, [turbo, 'run', 'build:native', '--filter=@kvq/kernels-cpu', '--output-logs=errors-only']);
-}
+const prebuilt = binary !== '' && !binary.startsWith(join(root, 'packages', 'kernels-cpu', 'build') + sep);
+if (prebuilt) process.stderr.write(`kvq: native CPU kernels from ${binary} (prebuilt; no native build needed)\n`);
+
+// The rest of the CLI's packages, and the addon when needed: one turbo run, so the C++ compile overlaps the
+// TypeScript builds.
+step('building the CLI', process.execPath, [turbo, 'run', 'build', ...(prebuilt ? [] : ['build:native']), ...filters, '--output-logs=errors-only']);
 
 const cli = spawnSync(process.execPath, [join(root, 'apps', 'cli', 'dist', 'bin.js'), ...args], { stdio: 'inherit' });
 process.exit(cli.status ?? 1);
