@@ -5,8 +5,6 @@
 export type BenchPeerErrorCode =
   /** An option is out of range or has an unknown value (`repeats`, `contexts`, a KV type, a model name, ...). */
   | 'INVALID_ARGUMENT'
-  /** A tensor or metadata value handed to the GGUF writer does not fit its declared type or shape. */
-  | 'GGUF_WRITE'
   /** node-llama-cpp is not installed in the peer folder (run the benchmark's own install step). */
   | 'PEER_NOT_INSTALLED'
   /** `npm install` of the pinned node-llama-cpp failed (network, registry, disk); `cause` holds the output. */

@@ -1,7 +1,7 @@
 /**
  * @kvq/bench-peer (private): kvq measured against llama.cpp (node-llama-cpp 3.21.1) on identical GGUF models —
  * speed (prompt processing, decode at several contexts, TTFT, peak RSS, KV bytes), KV-cache quality (NLL, KL,
- * top-1 agreement) and greedy parity — and the GGUF writer that makes the models.
+ * top-1 agreement) and greedy parity — and the GGUF models it compares (written with `@kvq/engine`'s GGUF writer).
  * @see ../README.md
  */
 export { BenchPeerError, type BenchPeerErrorCode, type BenchPeerErrorDetails } from './errors.js';
@@ -53,7 +53,6 @@ export { benchmarkMarkdown, extractNotes, NOTES_END, NOTES_START } from './repor
 export { decodeChartSvg, niceAxis, type ChartPanel, type ChartSeries } from './report/svg.js';
 export { chartPanels, mergeReports, writeReport } from './report/write.js';
 
-export { encodeGgufHeader, GGML_TENSOR_TYPES, GGML_TYPE_BYTES, GgufType, writeGguf, type GgmlTensorType, type GgufEntry, type GgufTensorSpec } from './gguf/writer.js';
 export {
   checkLlamaShape,
   llamaModelMetadata,

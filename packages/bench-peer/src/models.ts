@@ -10,7 +10,7 @@ import { BenchPeerError } from './errors.js';
 import { writeHfModelAsGguf } from './gguf/from-hf.js';
 import { SYNTHETIC_VOCAB, type LlamaShape } from './gguf/llama.js';
 import { writeRandomLlamaGguf } from './gguf/random-model.js';
-import type { GgmlTensorType } from './gguf/writer.js';
+import type { GgmlTensorType } from '@kvq/engine';
 import type { ModelDims } from './protocol.js';
 
 /** Bump when the writer's output for the same spec changes, so cached files are rewritten. */

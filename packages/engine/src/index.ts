@@ -85,6 +85,21 @@ export {
   type GgufValue,
 } from './formats/gguf.js';
 export {
+  encodeGguf,
+  encodeGgufHeader,
+  writeGguf,
+  GGML_TENSOR_TYPES,
+  GGML_TYPE_BYTES,
+  GgufType,
+  type GgmlTensorType,
+  type GgufEntry,
+  type GgufTensor,
+  type GgufTensorData,
+  type GgufTensorHeader,
+  type GgufTensorSpec,
+} from './formats/gguf-writer.js';
+export { ggufNameOfHf, hfNameOfGguf } from './load/gguf.js';
+export {
   parseLlama2cHeader,
   parseLlama2cTokenizer,
   type Llama2cHeader,

@@ -1,34 +1,30 @@
-import { bf16ToNumber, f16ToNumber, permuteRotaryRows, weightsByHfName, type LoadedModel, type Tensor } from '@kvq/engine';
+import {
+  bf16ToNumber,
+  f16ToNumber,
+  ggufNameOfHf,
+  GgufType,
+  permuteRotaryRows,
+  weightsByHfName,
+  writeGguf,
+  type GgmlTensorType,
+  type GgufEntry,
+  type GgufTensorSpec,
+  type LoadedModel,
+  type Tensor,
+} from '@kvq/engine';
 import { f32ToBf16Bits, f32ToF16Bits } from '@kvq/fp8';
 
 import { BenchPeerError } from '../errors.js';
 import { llamaModelMetadata } from './llama.js';
-import { GgufType, writeGguf, type GgmlTensorType, type GgufEntry, type GgufTensorSpec } from './writer.js';
 
-/** GGUF (llama.cpp) name of a Hugging Face Llama tensor name. */
+/**
+ * GGUF (llama.cpp) name of a Hugging Face Llama tensor name: `@kvq/engine`'s table (the one its GGUF loader reads).
+ * @throws BenchPeerError `INVALID_ARGUMENT` for a name without a GGUF counterpart
+ */
 export function ggufTensorName(hfName: string): string {
-  const fixed: Record<string, string> = {
-    'model.embed_tokens.weight': 'token_embd.weight',
-    'model.norm.weight': 'output_norm.weight',
-    'lm_head.weight': 'output.weight',
-  };
-  const f = fixed[hfName];
-  if (f) return f;
-  const m = /^model\.layers\.(\d+)\.(.+)\.weight$/.exec(hfName);
-  const part: Record<string, string> = {
-    input_layernorm: 'attn_norm',
-    'self_attn.q_proj': 'attn_q',
-    'self_attn.k_proj': 'attn_k',
-    'self_attn.v_proj': 'attn_v',
-    'self_attn.o_proj': 'attn_output',
-    post_attention_layernorm: 'ffn_norm',
-    'mlp.gate_proj': 'ffn_gate',
-    'mlp.up_proj': 'ffn_up',
-    'mlp.down_proj': 'ffn_down',
-  };
-  const p = m ? part[m[2]!] : undefined;
-  if (!m || !p) throw new BenchPeerError('INVALID_ARGUMENT', `tensor ${hfName} has no GGUF name (Llama without biases only)`, { field: hfName });
-  return `blk.${m[1]}.${p}.weight`;
+  const name = ggufNameOfHf(hfName);
+  if (name === undefined) throw new BenchPeerError('INVALID_ARGUMENT', `tensor ${hfName} has no GGUF name`, { field: hfName });
+  return name;
 }
 
 /** A tensor converted to a GGUF type: bit-exact when the type is the tensor's own or wider. */
@@ -81,7 +77,7 @@ export function gpt2TokenizerMetadata(model: LoadedModel): GgufEntry[] {
  * byte-level BPE tokenizer as `gpt2` metadata. kvq's GGUF loader undoes the permutation, so loading the result
  * gives back the same weights (bit for bit when `type` is the model's dtype or F32).
  * @returns the file size in bytes
- * @throws BenchPeerError `INVALID_ARGUMENT` (biases, unsupported tokenizer), `GGUF_WRITE` / `IO_ERROR`
+ * @throws BenchPeerError `INVALID_ARGUMENT` (biases, unsupported tokenizer); EngineError `INVALID_ARGUMENT` / `IO_ERROR` from the writer
  */
 export async function writeHfModelAsGguf(path: string, model: LoadedModel, type: GgmlTensorType): Promise<number> {
   const c = model.config;

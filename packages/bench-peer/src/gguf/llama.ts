@@ -1,5 +1,5 @@
 import { BenchPeerError } from '../errors.js';
-import { GgufType, type GgmlTensorType, type GgufEntry, type GgufTensorSpec } from './writer.js';
+import { GgufType, type GgmlTensorType, type GgufEntry, type GgufTensorSpec } from '@kvq/engine';
 
 /** A Llama architecture shape (GGUF `llama`): every size the tensors and metadata need. */
 export interface LlamaShape {

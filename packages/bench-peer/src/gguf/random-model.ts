@@ -1,7 +1,7 @@
 import { f32ToBf16Bits, f32ToF16Bits } from '@kvq/fp8';
 
 import { checkLlamaShape, llamaModelMetadata, llamaTensorSlots, syntheticTokenizerMetadata, type LlamaShape, type LlamaTensorSlot } from './llama.js';
-import { writeGguf, type GgmlTensorType, type GgufTensorSpec } from './writer.js';
+import { writeGguf, type GgmlTensorType, type GgufTensorSpec } from '@kvq/engine';
 
 /** 32-bit FNV-1a hash of a string (per-tensor seeds). */
 function fnv1a(s: string): number {
@@ -57,7 +57,7 @@ export function randomLlamaTensors(shape: LlamaShape, type: GgmlTensorType, seed
  * Write a random-weight Llama model as GGUF: llama.cpp metadata for `shape`, the synthetic SentencePiece
  * vocabulary of `shape.vocabSize` tokens, and seeded weights of `type` (see {@link randomTensorValues}).
  * @returns the file size in bytes
- * @throws BenchPeerError `INVALID_ARGUMENT` for a bad shape, `GGUF_WRITE` / `IO_ERROR` from the writer
+ * @throws BenchPeerError `INVALID_ARGUMENT` for a bad shape; EngineError `INVALID_ARGUMENT` / `IO_ERROR` from the writer
  */
 export async function writeRandomLlamaGguf(path: string, shape: LlamaShape, options: { type: GgmlTensorType; seed: number; name: string }): Promise<number> {
   checkLlamaShape(shape, options.name);

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { MemorySource } from '../io/source.js';
-import { encodeGguf } from '../testing/gguf-writer.js';
+import { ggufTensorOf } from '../testing/fixtures.js';
+import { encodeGguf } from './gguf-writer.js';
 import { engineErrorOf, engineErrorOfAsync, testData, tempDir } from '../testing/fixtures.js';
 import type { Tensor } from '../tensor.js';
 import { GgufValueType, parseGguf, readGgufHeader } from './gguf.js';
@@ -101,7 +102,7 @@ describe('GGUF', () => {
         { key: 'a.flag', type: GgufValueType.BOOL, value: true },
         { key: 'a.list', type: GgufValueType.ARRAY, itemType: GgufValueType.STRING, value: ['x', 'ÿ'] },
       ],
-      [{ name: 't', tensor: bf16([1, 2, 3, 4, 5, 6], [2, 3]) }],
+      [ggufTensorOf('t', bf16([1, 2, 3, 4, 5, 6], [2, 3]))],
     );
     const gguf = parseGguf(bytes, bytes.length, 'w.gguf')!;
     expect(gguf.metadata.get('a.u32')).toBe(7);

@@ -8,8 +8,9 @@ import type { ModelConfig } from '../config/model-config.js';
 import { GgufValueType } from '../formats/gguf.js';
 import { writeSafetensors } from '../formats/safetensors.js';
 import { MemorySource } from '../io/source.js';
-import { encodeGguf, type GgufKv, type GgufTensorIn } from '../testing/gguf-writer.js';
+import { encodeGguf, type GgufEntry as GgufKv, type GgufTensor } from '../formats/gguf-writer.js';
 import {
+  ggufTensorOf,
   engineErrorOfAsync,
   randomHfTensors,
   sameTensor,
@@ -67,12 +68,12 @@ function gpt2TokenizerKvs(tokenizer: Tokenizer, pre: string, chatTemplate?: stri
 }
 
 /** GGUF tensors of HF-layout tensors, Q/K (and their biases) permuted to llama.cpp's interleaved order when asked. */
-function ggufTensors(c: ModelConfig, tensors: ReadonlyMap<string, Tensor>, permute: boolean, convert?: (t: Tensor) => Tensor): GgufTensorIn[] {
+function ggufTensors(c: ModelConfig, tensors: ReadonlyMap<string, Tensor>, permute: boolean, convert?: (t: Tensor) => Tensor): GgufTensor[] {
   return [...tensors].map(([name, t0]) => {
     let t = convert ? convert(t0) : t0;
     if (permute && /q_proj\.(weight|bias)$/.test(name)) t = toInterleaved(t, c.numHeads);
     if (permute && /k_proj\.(weight|bias)$/.test(name)) t = toInterleaved(t, c.numKvHeads);
-    return { name: ggufNameOfHf(name)!, tensor: t };
+    return ggufTensorOf(ggufNameOfHf(name)!, t);
   });
 }
 
@@ -155,14 +156,14 @@ describe('synthetic GGUF models', () => {
     const config = tinyConfig();
     const tensors = ggufTensors(config, randomHfTensors(config), true);
     const q4ok = tensors.map((t) =>
-      t.name === 'blk.1.ffn_up.weight' ? { ...t, ggmlType: 2, tensor: { dtype: 'f16' as const, shape: [24, 16], data: new Uint16Array((24 * 16 * 18) / 64) } } : t,
+      t.name === 'blk.1.ffn_up.weight' ? { ...t, type: 2, dims: [16, 24], data: new Uint16Array((24 * 16 * 18) / 64) } : t,
     );
     const bad = encodeGguf([...modelKvs('llama', config), ...vocabKvs(32, 'gpt-2')], q4ok);
     let e = await engineErrorOfAsync(loadGgufFromSource(new MemorySource(bad, 'q.gguf')));
     expect(e.code).toBe('MALFORMED'); // a 16-element row is not a whole number of Q4_0 blocks
     const q4row = tinyConfig({ hiddenSize: 32, headDim: 8 });
     const q4tensors = ggufTensors(q4row, randomHfTensors(q4row), true).map((t) =>
-      t.name === 'blk.1.ffn_up.weight' ? { ...t, ggmlType: 2, tensor: { dtype: 'f16' as const, shape: [24, 32], data: new Uint16Array((24 * 18) / 2) } } : t,
+      t.name === 'blk.1.ffn_up.weight' ? { ...t, type: 2, dims: [32, 24], data: new Uint16Array((24 * 18) / 2) } : t,
     );
     e = await engineErrorOfAsync(loadGgufFromSource(new MemorySource(encodeGguf([...modelKvs('llama', q4row), ...vocabKvs(32, 'gpt-2')], q4tensors), 'q4.gguf')));
     expect(e.code).toBe('UNSUPPORTED_DTYPE');

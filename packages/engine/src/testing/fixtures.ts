@@ -8,6 +8,7 @@ import { fixturePath, fixtures } from '@kvq/fixtures';
 import { seededNormal } from '@kvq/test-utils';
 
 import type { ModelConfig } from '../config/model-config.js';
+import type { GgufTensor } from '../formats/gguf-writer.js';
 import { EngineError } from '../errors.js';
 import { permuteRotaryRows, shapeSize, type Tensor, type WeightDType } from '../tensor.js';
 import { expectedHfTensors } from '../weights/model-weights.js';
@@ -162,4 +163,10 @@ export async function engineErrorOfAsync(promise: Promise<unknown>): Promise<Eng
     throw new Error(`expected an EngineError, got ${String(e)}`, { cause: e });
   }
   throw new Error('expected an EngineError, the promise resolved');
+}
+
+/** A tensor in HF order (`[out, in]`) as a GGUF tensor of its own dtype (ggml dims reversed). */
+export function ggufTensorOf(name: string, t: Tensor): GgufTensor {
+  const type = t.dtype === 'f32' ? 'F32' : t.dtype === 'f16' ? 'F16' : 'BF16';
+  return { name, dims: [...t.shape].reverse(), type, data: t.data };
 }

@@ -1,10 +1,15 @@
+/**
+ * GGUF v3 writer (unquantized tensors), the inverse of {@link parseGguf}: a streaming file writer for large models
+ * ({@link writeGguf}), an in-memory encoder for tests and tools ({@link encodeGguf}), and the header encoder both use.
+ * @see docs/spec (ggml's GGUF specification: header, metadata value types, tensor directory, alignment)
+ * @module
+ */
 import { open, rename, rm } from 'node:fs/promises';
 
-import { GGML_TYPE_OF, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufValueType } from '@kvq/engine';
+import { EngineError, describeValue } from '../errors.js';
+import { GGML_TYPE_OF, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufValueType } from './gguf.js';
 
-import { BenchPeerError, describeValue } from '../errors.js';
-
-/** GGUF metadata value type ids (GGUF v3 spec, `gguf_metadata_value_type`): the reader's table in `@kvq/engine`. */
+/** GGUF metadata value type ids (GGUF v3 spec, `gguf_metadata_value_type`): the reader's table. */
 export const GgufType = GgufValueType;
 /** A GGUF metadata value type id. */
 export type GgufType = GgufValueType;
@@ -22,18 +27,37 @@ export type GgufEntry =
   | { readonly key: string; readonly type: Exclude<GgufType, typeof GgufType.ARRAY>; readonly value: number | bigint | boolean | string }
   | { readonly key: string; readonly type: typeof GgufType.ARRAY; readonly itemType: Exclude<GgufType, typeof GgufType.ARRAY>; readonly value: readonly (number | bigint | boolean | string)[] };
 
+/** Tensor data: Float32Array for F32, Uint16Array of IEEE half / bfloat16 bit patterns for F16 / BF16. */
+export type GgufTensorData = Float32Array | Uint16Array;
+
 /**
  * One tensor to write. `dims` are ggml dimensions, innermost (contiguous) first: a Hugging Face `[out, in]` matrix
  * is `dims = [in, out]`. `data` is called once, when the tensor's turn comes (so large models are generated and
- * written one tensor at a time); it must return `product(dims)` elements of `type` (Float32Array for F32,
- * Uint16Array of IEEE half / bfloat16 bit patterns for F16 / BF16).
+ * written one tensor at a time); it must return `product(dims)` elements of `type`.
  */
 export interface GgufTensorSpec {
   readonly name: string;
   readonly dims: readonly number[];
   readonly type: GgmlTensorType;
-  readonly data: () => Float32Array | Uint16Array | Promise<Float32Array | Uint16Array>;
+  readonly data: () => GgufTensorData | Promise<GgufTensorData>;
 }
+
+/**
+ * One tensor of an in-memory file ({@link encodeGguf}). `type` may also be any raw ggml type id (a quantized type,
+ * say, to test a reader's refusal): then `data` is written as raw bytes, unchecked.
+ */
+export interface GgufTensor {
+  readonly name: string;
+  /** ggml dimensions, innermost first (see {@link GgufTensorSpec}). */
+  readonly dims: readonly number[];
+  readonly type: GgmlTensorType | number;
+  readonly data: GgufTensorData | Uint8Array;
+}
+
+/** What the header encoder needs of a tensor: a raw ggml type id needs its `byteLength`. */
+export type GgufTensorHeader = Pick<GgufTensorSpec, 'name' | 'dims'> & ({ readonly type: GgmlTensorType } | { readonly type: number; readonly byteLength: number });
+
+const writeError = (message: string, field: string): EngineError => new EngineError('INVALID_ARGUMENT', `GGUF writer: ${message}`, { field });
 
 /** Growable little-endian byte buffer for the header. */
 class HeaderWriter {
@@ -75,8 +99,7 @@ class HeaderWriter {
   }
   /** Writes one value of a scalar or string type; `where` names it in errors. */
   scalar(type: GgufType, v: unknown, where: string): void {
-    const bad = (want: string): BenchPeerError =>
-      new BenchPeerError('GGUF_WRITE', `GGUF metadata ${where}: expected ${want}, got ${describeValue(v)}`, { field: where });
+    const bad = (want: string): EngineError => writeError(`metadata ${where}: expected ${want}, got ${describeValue(v)}`, where);
     const int = (lo: number, hi: number): number => {
       if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw bad(`an integer in [${lo}, ${hi}]`);
       return v;
@@ -146,33 +169,39 @@ class HeaderWriter {
   }
 }
 
-function checkDims(t: GgufTensorSpec): number {
-  if (t.dims.length < 1 || t.dims.length > 4) {
-    throw new BenchPeerError('GGUF_WRITE', `tensor ${t.name}: ${t.dims.length} dimensions (1 to 4 allowed)`, { field: t.name });
+/** Element count of `t` (checked dims) and its byte length. */
+function tensorBytes(t: GgufTensorHeader): number {
+  if (!Array.isArray(t.dims) || t.dims.length < 1 || t.dims.length > 4) {
+    throw writeError(`tensor ${t.name}: ${describeValue(t.dims)} dimensions (1 to 4 allowed)`, t.name);
   }
   let count = 1;
   for (const d of t.dims) {
-    if (!Number.isSafeInteger(d) || d < 1) throw new BenchPeerError('GGUF_WRITE', `tensor ${t.name}: dimension ${describeValue(d)} is not a positive integer`, { field: t.name });
+    if (!Number.isSafeInteger(d) || d < 1) throw writeError(`tensor ${t.name}: dimension ${describeValue(d)} is not a positive integer`, t.name);
     count *= d;
   }
-  if (!(t.type in GGML_TENSOR_TYPES)) {
-    throw new BenchPeerError('GGUF_WRITE', `tensor ${t.name}: type ${describeValue(t.type)} is not F32, F16 or BF16`, { field: t.name });
+  if (typeof t.type === 'number') {
+    if (!Number.isInteger(t.type) || t.type < 0 || !('byteLength' in t) || !Number.isSafeInteger(t.byteLength) || t.byteLength < 0) {
+      throw writeError(`tensor ${t.name}: raw ggml type ${describeValue(t.type)} needs an integer type id and a byte length`, t.name);
+    }
+    return t.byteLength;
   }
-  return count;
+  if (!(t.type in GGML_TENSOR_TYPES)) throw writeError(`tensor ${t.name}: type ${describeValue(t.type)} is not F32, F16 or BF16`, t.name);
+  return count * GGML_TYPE_BYTES[t.type];
 }
 
 /**
  * The header of a GGUF v3 file (magic, counts, metadata, tensor directory), padded to `alignment`, and the byte
  * offset of each tensor inside the data section that follows it.
- * @throws BenchPeerError `GGUF_WRITE` for duplicate keys/names, values that do not fit their type, bad dims.
+ * @throws EngineError `INVALID_ARGUMENT` (field: the key or tensor name) for duplicate keys/names, values that do
+ *   not fit their type, bad dims or alignment.
  */
 export function encodeGgufHeader(
   metadata: readonly GgufEntry[],
-  tensors: readonly Pick<GgufTensorSpec, 'name' | 'dims' | 'type'>[],
+  tensors: readonly GgufTensorHeader[],
   alignment = GGUF_DEFAULT_ALIGNMENT,
 ): { header: Uint8Array; offsets: number[]; byteLengths: number[] } {
   if (!Number.isInteger(alignment) || alignment < 1 || (alignment & (alignment - 1)) !== 0) {
-    throw new BenchPeerError('GGUF_WRITE', `alignment must be a power of two, got ${describeValue(alignment)}`, { field: 'alignment' });
+    throw writeError(`alignment must be a power of two, got ${describeValue(alignment)}`, 'alignment');
   }
   const keys = new Set<string>();
   const w = new HeaderWriter();
@@ -184,12 +213,12 @@ export function encodeGgufHeader(
   w.u64(tensors.length);
   w.u64(entries.length);
   for (const e of entries) {
-    if (keys.has(e.key)) throw new BenchPeerError('GGUF_WRITE', `duplicate GGUF metadata key ${e.key}`, { field: e.key });
+    if (keys.has(e.key)) throw writeError(`duplicate metadata key ${e.key}`, e.key);
     keys.add(e.key);
     w.str(e.key);
     w.u32(e.type);
     if (e.type === GgufType.ARRAY) {
-      if (!Array.isArray(e.value)) throw new BenchPeerError('GGUF_WRITE', `GGUF metadata ${e.key}: expected an array, got ${describeValue(e.value)}`, { field: e.key });
+      if (!Array.isArray(e.value)) throw writeError(`metadata ${e.key}: expected an array, got ${describeValue(e.value)}`, e.key);
       w.u32(e.itemType);
       w.u64(e.value.length);
       for (let i = 0; i < e.value.length; i++) w.scalar(e.itemType, e.value[i], `${e.key}[${i}]`);
@@ -202,17 +231,16 @@ export function encodeGgufHeader(
   const byteLengths: number[] = [];
   let offset = 0;
   for (const t of tensors) {
-    if (names.has(t.name)) throw new BenchPeerError('GGUF_WRITE', `duplicate tensor name ${t.name}`, { field: t.name });
+    if (names.has(t.name)) throw writeError(`duplicate tensor name ${t.name}`, t.name);
     names.add(t.name);
-    const count = checkDims(t as GgufTensorSpec);
     w.str(t.name);
     w.u32(t.dims.length);
     for (const d of t.dims) w.u64(d);
-    w.u32(GGML_TENSOR_TYPES[t.type]);
+    const bytes = tensorBytes(t);
+    w.u32(typeof t.type === 'number' ? t.type : GGML_TENSOR_TYPES[t.type]);
     offset = Math.ceil(offset / alignment) * alignment;
     w.u64(offset);
     offsets.push(offset);
-    const bytes = count * GGML_TYPE_BYTES[t.type];
     byteLengths.push(bytes);
     offset += bytes;
   }
@@ -226,16 +254,16 @@ export function encodeGgufHeader(
  * Write a GGUF v3 file, one tensor at a time (peak memory: the header plus the largest tensor). Written to
  * `path + '.partial'` and renamed when complete, so a crash never leaves a truncated file under `path`.
  * @returns the file size in bytes
- * @throws BenchPeerError `GGUF_WRITE` (bad metadata/tensor, data of the wrong length or array type), `IO_ERROR`
+ * @throws EngineError `INVALID_ARGUMENT` (bad metadata/tensor, data of the wrong length or array type), `IO_ERROR`
  */
-export async function writeGguf(path: string, metadata: readonly GgufEntry[], tensors: readonly GgufTensorSpec[], alignment = 32): Promise<number> {
+export async function writeGguf(path: string, metadata: readonly GgufEntry[], tensors: readonly GgufTensorSpec[], alignment = GGUF_DEFAULT_ALIGNMENT): Promise<number> {
   const { header, offsets, byteLengths } = encodeGgufHeader(metadata, tensors, alignment);
   const partial = `${path}.partial`;
   let handle;
   try {
     handle = await open(partial, 'w');
   } catch (cause) {
-    throw new BenchPeerError('IO_ERROR', `cannot create ${partial}: ${(cause as Error).message}`, { file: partial, cause });
+    throw new EngineError('IO_ERROR', `cannot create ${partial}: ${(cause as Error).message}`, { file: partial, cause });
   }
   let at = 0;
   try {
@@ -245,13 +273,7 @@ export async function writeGguf(path: string, metadata: readonly GgufEntry[], te
     for (let i = 0; i < tensors.length; i++) {
       const t = tensors[i]!;
       const data = await t.data();
-      const wantArray = t.type === 'F32' ? Float32Array : Uint16Array;
-      if (!(data instanceof wantArray)) {
-        throw new BenchPeerError('GGUF_WRITE', `tensor ${t.name}: ${t.type} data must be a ${wantArray.name}, got ${data?.constructor?.name ?? describeValue(data)}`, { field: t.name });
-      }
-      if (data.byteLength !== byteLengths[i]) {
-        throw new BenchPeerError('GGUF_WRITE', `tensor ${t.name}: ${data.length} elements given, dims [${t.dims.join(', ')}] need ${byteLengths[i]! / GGML_TYPE_BYTES[t.type]}`, { field: t.name });
-      }
+      checkData(t, data, byteLengths[i]!);
       const start = base + offsets[i]!;
       if (start > at) await handle.write(new Uint8Array(start - at), 0, start - at, at);
       const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -268,8 +290,38 @@ export async function writeGguf(path: string, metadata: readonly GgufEntry[], te
   } catch (cause) {
     await handle?.close().catch(() => undefined);
     await rm(partial, { force: true }).catch(() => undefined);
-    if (cause instanceof BenchPeerError) throw cause;
-    throw new BenchPeerError('IO_ERROR', `writing ${path} failed: ${(cause as Error).message}`, { file: path, cause });
+    if (cause instanceof EngineError) throw cause;
+    throw new EngineError('IO_ERROR', `writing ${path} failed: ${(cause as Error).message}`, { file: path, cause });
   }
   return at;
+}
+
+/** Checks a named-type tensor's data: array type and element count. */
+function checkData(t: { readonly name: string; readonly dims: readonly number[]; readonly type: GgmlTensorType }, data: unknown, byteLength: number): void {
+  const wantArray = t.type === 'F32' ? Float32Array : Uint16Array;
+  if (!(data instanceof wantArray)) {
+    throw writeError(`tensor ${t.name}: ${t.type} data must be a ${wantArray.name}, got ${(data as object | null)?.constructor?.name ?? describeValue(data)}`, t.name);
+  }
+  if (data.byteLength !== byteLength) {
+    throw writeError(`tensor ${t.name}: ${data.length} elements given, dims [${t.dims.join(', ')}] need ${byteLength / GGML_TYPE_BYTES[t.type]}`, t.name);
+  }
+}
+
+/**
+ * A whole GGUF v3 file in memory (for tests and small tools; use {@link writeGguf} for models). Tensors of a named
+ * type are checked like {@link writeGguf}'s; a raw ggml type id writes `data`'s bytes as they are.
+ * @throws EngineError `INVALID_ARGUMENT` as {@link encodeGgufHeader} and {@link writeGguf}
+ */
+export function encodeGguf(metadata: readonly GgufEntry[], tensors: readonly GgufTensor[], alignment = GGUF_DEFAULT_ALIGNMENT): Uint8Array {
+  const headers: GgufTensorHeader[] = tensors.map((t) => (typeof t.type === 'number' ? { name: t.name, dims: t.dims, type: t.type, byteLength: t.data.byteLength } : { name: t.name, dims: t.dims, type: t.type }));
+  const { header, offsets, byteLengths } = encodeGgufHeader(metadata, headers, alignment);
+  let size = header.length;
+  tensors.forEach((t, i) => {
+    if (typeof t.type !== 'number') checkData({ name: t.name, dims: t.dims, type: t.type }, t.data, byteLengths[i]!);
+    size = Math.max(size, header.length + offsets[i]! + byteLengths[i]!);
+  });
+  const out = new Uint8Array(size);
+  out.set(header);
+  tensors.forEach((t, i) => out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), header.length + offsets[i]!));
+  return out;
 }

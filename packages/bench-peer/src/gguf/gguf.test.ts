@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { loadModel, parseGguf, permuteRotaryRows, weightsByHfName, type Tensor } from '@kvq/engine';
+import { hfNameOfGguf, loadModel, permuteRotaryRows, weightsByHfName, type Tensor } from '@kvq/engine';
 import { modelTinyPath } from '@kvq/model-tiny';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -10,7 +10,6 @@ import { BenchPeerError } from '../errors.js';
 import { writeHfModelAsGguf } from './from-hf.js';
 import { llamaTensorSlots, SYNTHETIC_VOCAB, syntheticVocab, type LlamaShape } from './llama.js';
 import { randomTensorValues, toGgmlData, writeRandomLlamaGguf } from './random-model.js';
-import { encodeGgufHeader, GgufType, writeGguf } from './writer.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -21,24 +20,6 @@ afterAll(async () => {
 });
 
 const SHAPE: LlamaShape = { hiddenSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16, intermediateSize: 96, vocabSize: 400, contextLength: 256 };
-
-function hfNameOf(gguf: string): string {
-  const fixed: Record<string, string> = { 'token_embd.weight': 'model.embed_tokens.weight', 'output_norm.weight': 'model.norm.weight', 'output.weight': 'lm_head.weight' };
-  if (fixed[gguf]) return fixed[gguf];
-  const m = /^blk\.(\d+)\.(\w+)\.weight$/.exec(gguf)!;
-  const part: Record<string, string> = {
-    attn_norm: 'input_layernorm',
-    attn_q: 'self_attn.q_proj',
-    attn_k: 'self_attn.k_proj',
-    attn_v: 'self_attn.v_proj',
-    attn_output: 'self_attn.o_proj',
-    ffn_norm: 'post_attention_layernorm',
-    ffn_gate: 'mlp.gate_proj',
-    ffn_up: 'mlp.up_proj',
-    ffn_down: 'mlp.down_proj',
-  };
-  return `model.layers.${m[1]}.${part[m[2]!]}.weight`;
-}
 
 function bits(t: Tensor): Uint8Array {
   return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
@@ -62,7 +43,7 @@ describe('random-weight Llama GGUF', () => {
         const cols = slot.dims.length === 2 ? slot.dims[0]! : 1;
         const heads = slot.name.includes('attn_q') ? 4 : slot.name.includes('attn_k') ? 2 : 0;
         const hfOrder = heads ? permuteRotaryRows(want, rows, cols, heads, 'toRotateHalf') : want;
-        const got = loaded.get(hfNameOf(slot.name))!;
+        const got = loaded.get(hfNameOfGguf(slot.name)!)!;
         expect(got.shape, slot.name).toEqual([...slot.dims].reverse());
         expect(Buffer.from(bits(got)).equals(Buffer.from(hfOrder.buffer, hfOrder.byteOffset, hfOrder.byteLength)), slot.name).toBe(true);
         compared++;
@@ -122,62 +103,7 @@ describe('kvq-tiny (HF bf16) written as GGUF', () => {
   }
 });
 
-describe('GGUF writer', () => {
-  it('writes a header parseGguf reads: metadata of every type, tensor offsets aligned', () => {
-    const { header } = encodeGgufHeader(
-      [
-        { key: 'a.u8', type: GgufType.UINT8, value: 255 },
-        { key: 'a.i16', type: GgufType.INT16, value: -5 },
-        { key: 'a.f64', type: GgufType.FLOAT64, value: 0.1 },
-        { key: 'a.u64', type: GgufType.UINT64, value: 2n ** 40n },
-        { key: 'a.i64', type: GgufType.INT64, value: -3 },
-        { key: 'a.bool', type: GgufType.BOOL, value: true },
-        { key: 'a.arr', type: GgufType.ARRAY, itemType: GgufType.STRING, value: ['x', 'yz'] },
-      ],
-      [
-        { name: 't0', dims: [3], type: 'F16' },
-        { name: 't1', dims: [4, 2], type: 'F32' },
-      ],
-      64,
-    );
-    const bytes = new Uint8Array(header.length + 64 + 32);
-    bytes.set(header);
-    const g = parseGguf(bytes, bytes.length, 'mem.gguf')!;
-    expect(g.metadata.get('a.u8')).toBe(255);
-    expect(g.metadata.get('a.i16')).toBe(-5);
-    expect(g.metadata.get('a.f64')).toBe(0.1);
-    expect(g.metadata.get('a.u64')).toBe(2n ** 40n);
-    expect(g.metadata.get('a.i64')).toBe(-3n);
-    expect(g.metadata.get('a.bool')).toBe(true);
-    expect(g.metadata.get('a.arr')).toEqual(['x', 'yz']);
-    expect(g.metadata.get('general.alignment')).toBe(64);
-    expect(g.dataOffset).toBe(header.length);
-    expect(g.tensors.get('t0')!.offset - g.dataOffset).toBe(0);
-    expect(g.tensors.get('t1')!.offset - g.dataOffset).toBe(64);
-    expect(g.tensors.get('t1')!.dims).toEqual([4, 2]);
-  });
-
-  it('rejects bad input with GGUF_WRITE naming the key or tensor, and leaves no file behind', async () => {
-    const err = (f: () => unknown): BenchPeerError => {
-      try {
-        f();
-      } catch (e) {
-        return e as BenchPeerError;
-      }
-      throw new Error('no error');
-    };
-    expect(err(() => encodeGgufHeader([{ key: 'k', type: GgufType.UINT8, value: 256 }], [])).message).toMatch(/k: expected an integer in \[0, 255\]/);
-    expect(err(() => encodeGgufHeader([{ key: 'k', type: GgufType.STRING, value: 'a' }, { key: 'k', type: GgufType.STRING, value: 'b' }], [])).code).toBe('GGUF_WRITE');
-    expect(err(() => encodeGgufHeader([], [{ name: 't', dims: [0], type: 'F32' }])).message).toMatch(/tensor t: dimension 0/);
-    expect(err(() => encodeGgufHeader([], [{ name: 't', dims: [1], type: 'Q8_0' as never }])).message).toMatch(/not F32, F16 or BF16/);
-    expect(err(() => encodeGgufHeader([], [], 3)).field).toBe('alignment');
-    const path = join(dir, 'bad.gguf');
-    await expect(writeGguf(path, [], [{ name: 'w', dims: [4], type: 'F32', data: () => new Float32Array(3) }])).rejects.toMatchObject({ code: 'GGUF_WRITE', field: 'w' });
-    await expect(writeGguf(path, [], [{ name: 'w', dims: [4], type: 'F16', data: () => new Float32Array(4) }])).rejects.toThrow(/F16 data must be a Uint16Array/);
-    await expect(stat(path)).rejects.toThrow();
-    await expect(stat(`${path}.partial`)).rejects.toThrow();
-  });
-
+describe('synthetic vocabulary', () => {
   it('syntheticVocab: unique pieces, byte tokens, requested size', () => {
     const v = syntheticVocab(32000);
     expect(v.tokens.length).toBe(32000);
