@@ -1,29 +1,17 @@
 /**
- * The shape of the native module `build/Release/kvq_cpu.node` (csrc/addon.cc), declared once. Only
- * `./backend.ts` calls it. Arguments are positional (cheaper than reading object properties in C++), typed
- * arrays are passed zero-copy, and every length, index and kind is re-checked natively, so a direct call with
- * bad input throws an `Error` with `code` / `argument` instead of crashing.
+ * The shape of the native module `build/Release/kvq_cpu.node` (csrc/addon.cc): the kernel ops every native addon
+ * exports (`NativeKernelOps` of `@kvq/kernels/native`, read by the shared csrc/napi_args.h) plus what only the CPU
+ * addon has (ISA, thread pool, async ops, CPU features). Only `./backend.ts` calls it.
  *
- * NOTE: keep in sync with csrc/addon.cc; bump {@link ADDON_ABI} and `kAbi` there together.
+ * NOTE: keep in sync with csrc/addon.cc; the ABI is the shared one (`NATIVE_ABI` / napi_args.h `kAbi`).
  * @module
  */
+import { NATIVE_ABI, type LinearNativeArgs, type NativeKernelOps, type PagedAttentionNativeArgs } from '@kvq/kernels/native';
+
+export { DTYPE_CODE, FORMAT_CODE } from '@kvq/kernels/native';
 
 /** ABI version this facade speaks; a binary reporting another one is stale and is not loaded. */
-export const ADDON_ABI = 1;
-
-/** Numeric codes of storage dtypes (csrc/kernels.h `DtypeCode`). */
-export const DTYPE_CODE = {
-  f32: 0,
-  bf16: 1,
-  f16: 2,
-  e4m3fn: 3,
-  e5m2: 4,
-  e4m3fnuz: 5,
-  e5m2fnuz: 6,
-} as const;
-
-/** Numeric codes of FP8 formats (csrc/fp8.h `Fp8Format`). */
-export const FORMAT_CODE = { e4m3fn: 0, e5m2: 1, e4m3fnuz: 2, e5m2fnuz: 3 } as const;
+export const ADDON_ABI = NATIVE_ABI;
 
 /** Kernel instruction sets the addon is built with. */
 export type CpuIsa = 'scalar' | 'avx2' | 'avx512';
@@ -53,96 +41,19 @@ export interface NativeCpuInfo {
   readonly cpus: number;
 }
 
-type F32 = Float32Array;
-type I32 = Int32Array;
-type U8 = Uint8Array;
-type U16 = Uint16Array;
-/** Pool array of any KV dtype. */
-type Pool = Float32Array | Uint16Array | Uint8Array;
-
-/**
- * One native context: a thread pool and the kernels of one ISA.
- * Cache arguments are spread as `(dtypeCode, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale)`.
- */
-export interface NativeContext {
+/** One native context: a thread pool and the kernels of one ISA. */
+export interface NativeContext extends NativeKernelOps {
   readonly isa: CpuIsa;
   /** Threads used per op (0 once disposed). */
   readonly threads: number;
   /** float32 lanes per vector (16, 8 or 1). */
   readonly vectorWidth: number;
   setSpinMicros(us: number): void;
-  dispose(): void;
-  linear(x: F32, w: F32 | U16, wDtype: number, rows: number, inF: number, outF: number, bias: F32 | null, out: F32): void;
-  linearAsync(x: F32, w: F32 | U16, wDtype: number, rows: number, inF: number, outF: number, bias: F32 | null, out: F32): Promise<void>;
-  rmsNorm(x: F32, weight: F32, out: F32, rows: number, hidden: number, eps: number): void;
-  add(a: F32, b: F32, out: F32, length: number): void;
-  siluAndMul(gate: F32, up: F32, out: F32, length: number): void;
-  embedding(table: F32 | U16, dtype: number, vocab: number, hidden: number, ids: I32, out: F32, numTokens: number): void;
-  rope(
-    query: F32,
-    key: F32,
-    positions: I32,
-    numTokens: number,
-    numHeads: number,
-    numKvHeads: number,
-    headSize: number,
-    rotaryDim: number,
-    maxPositions: number,
-    cos: F32,
-    sin: F32,
-    interleaved: boolean,
-  ): void;
-  softmax(x: F32, out: F32, rows: number, cols: number): void;
-  reshapeAndCache(
-    key: F32,
-    value: F32,
-    slotMapping: I32,
-    numTokens: number,
-    dtype: number,
-    kPool: Pool,
-    vPool: Pool,
-    numBlocks: number,
-    blockSize: number,
-    numKvHeads: number,
-    headSize: number,
-    kScale: F32,
-    vScale: F32,
-  ): void;
-  pagedAttention(...args: PagedAttentionNativeArgs): void;
+  /** `linear` on a libuv worker thread. */
+  linearAsync(...args: LinearNativeArgs): Promise<void>;
+  /** `pagedAttention` on a libuv worker thread. */
   pagedAttentionAsync(...args: PagedAttentionNativeArgs): Promise<void>;
-  amaxTensor(x: F32, length: number): number;
-  amaxPerHead(x: F32, out: F32, numTokens: number, numHeads: number, headSize: number, accumulate: boolean): void;
-  /** Run r (elements `[r * runLength, (r + 1) * runLength)`) uses `scales[period ? r % period : r]`. */
-  quantizeFp8(src: F32, out: U8, length: number, scales: F32, runLength: number, period: number, format: number, satfinite: boolean): void;
-  dequantizeFp8(src: U8, out: F32, length: number, scales: F32, runLength: number, period: number, format: number): void;
-  /** Encode the float32 bit patterns `firstBits .. firstBits + count - 1` (unscaled) into `out`. */
-  encodeFp8Bits(firstBits: number, count: number, out: U8, format: number, satfinite: boolean): void;
 }
-
-/** Positional arguments of `pagedAttention`. `fp8Query`: 0 off, 1 satfinite, 2 nosat. */
-export type PagedAttentionNativeArgs = [
-  query: F32,
-  out: F32,
-  dtype: number,
-  kPool: Pool,
-  vPool: Pool,
-  numBlocks: number,
-  blockSize: number,
-  numKvHeads: number,
-  headSize: number,
-  kScale: F32,
-  vScale: F32,
-  queryStartLoc: I32,
-  seqLens: I32,
-  blockTables: I32,
-  maxBlocksPerSeq: number,
-  numSeqs: number,
-  numHeads: number,
-  softmaxScale: number,
-  slidingWindow: number,
-  fp8Query: number,
-  qScale: F32,
-];
 
 /** The module object `require('kvq_cpu.node')` returns. */
 export interface NativeAddon {

@@ -11,10 +11,10 @@
  *    (see `platform.ts`; an optional dependency, so only the matching one is installed).
  * @module
  */
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { tryLoadNative } from '@kvq/kernels/native';
 import { ADDON_ABI, type NativeAddon } from './addon-types.js';
 import { currentTarget, platformPackage, targetTriple, type PlatformPackage, type ProcessTarget } from './platform.js';
 
@@ -112,32 +112,8 @@ export function tryLoadAddon(
   requireFn: NodeJS.Require = req,
   target?: ProcessTarget,
 ): AddonLoad {
-  const tried: TriedCandidate[] = [];
-  let lastCause: unknown;
-  for (const c of candidates) {
-    const { path, origin, unavailable } = typeof c === 'string' ? { path: c, origin: 'path' as const, unavailable: undefined } : c;
-    if (unavailable !== undefined) {
-      tried.push({ path, origin, error: unavailable });
-      continue;
-    }
-    if (!existsSync(path)) {
-      tried.push({ path, origin, error: 'not found' });
-      continue;
-    }
-    try {
-      const addon = requireFn(path) as NativeAddon;
-      if (addon === null || typeof addon !== 'object' || addon.abi !== ADDON_ABI) {
-        tried.push({ path, origin, error: `stale or foreign build: ABI ${String((addon as { abi?: unknown } | null)?.abi)}, this package needs ${ADDON_ABI}` });
-        continue;
-      }
-      return { ok: true, addon, path, origin };
-    } catch (e) {
-      lastCause = e;
-      tried.push({ path, origin, error: e instanceof Error ? (e.message.split('\n')[0] ?? e.message) : String(e) });
-    }
-  }
-  const list = tried.map((t) => `${t.origin} ${t.path} (${t.error})`).join('; ');
-  return { ok: false, reason: `no usable native addon [${list}]. ${fixHint(target)}`, tried, cause: lastCause };
+  const list = candidates.map((c): AddonCandidate => (typeof c === 'string' ? { path: c, origin: 'path' } : c));
+  return tryLoadNative<NativeAddon, AddonOrigin>(list, { abi: ADDON_ABI, hint: fixHint(target), requireFn }) as AddonLoad;
 }
 
 /**

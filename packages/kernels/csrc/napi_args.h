@@ -1,0 +1,446 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The N-API argument readers of every native kvq addon (@kvq/kernels-cpu's and the GPU addon of
+// @kvq/kernels-cuda / -rocm, simulator included): each op's positional arguments (typed arrays zero-copy, sizes,
+// dtype and format codes) checked and unpacked into the op's parameter struct (ops.h). They are the second line
+// of defence behind the TypeScript facade (@kvq/kernels/native), so a direct call with bad input throws a JS
+// `Error` with `code` (a KernelErrorCode string) and `argument` instead of crashing.
+//
+// Host only: include it from the addon glue (addon.cc), never from kernels or .cu files. Needs node-addon-api
+// with C++ exceptions (NODE_ADDON_API_CPP_EXCEPTIONS).
+//
+// Positional signatures (indices into info[]) are those of `NativeKernelOps` in src/native/ops.ts; resident
+// device buffers of the GPU addon come after them and are read by that addon.
+#ifndef KVQ_NAPI_ARGS_H_
+#define KVQ_NAPI_ARGS_H_
+
+#include <napi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "fp8.h"
+#include "ops.h"
+
+namespace kvq {
+namespace napi_args {
+
+/**
+ * ABI of the shared op signatures (and of each addon's own methods): bumped whenever a reader's argument order or a
+ * method signature changes, together with NATIVE_ABI in src/native/ops.ts. The facades refuse a mismatching binary.
+ */
+constexpr int kAbi = 1;
+
+/** Throw a JS Error with `code` and (when not empty) `argument`. */
+[[noreturn]] inline void fail(Napi::Env env, const char* code, const std::string& argument, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  if (!argument.empty()) e.Set("argument", Napi::String::New(env, argument));
+  throw e;
+}
+
+inline const char* typedArrayName(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array: return "Int8Array";
+    case napi_uint8_array: return "Uint8Array";
+    case napi_uint8_clamped_array: return "Uint8ClampedArray";
+    case napi_int16_array: return "Int16Array";
+    case napi_uint16_array: return "Uint16Array";
+    case napi_int32_array: return "Int32Array";
+    case napi_uint32_array: return "Uint32Array";
+    case napi_float32_array: return "Float32Array";
+    case napi_float64_array: return "Float64Array";
+    case napi_bigint64_array: return "BigInt64Array";
+    case napi_biguint64_array: return "BigUint64Array";
+    default: return "typed array";
+  }
+}
+
+template <class T>
+struct ArrayOf;
+template <>
+struct ArrayOf<float> {
+  static constexpr napi_typedarray_type kind = napi_float32_array;
+};
+template <>
+struct ArrayOf<uint16_t> {
+  static constexpr napi_typedarray_type kind = napi_uint16_array;
+};
+template <>
+struct ArrayOf<uint8_t> {
+  static constexpr napi_typedarray_type kind = napi_uint8_array;
+};
+template <>
+struct ArrayOf<int32_t> {
+  static constexpr napi_typedarray_type kind = napi_int32_array;
+};
+
+/** Typed array argument `i` of element type T with at least `need` elements (or, when exact, exactly). */
+template <class T>
+T* arrayArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t need, bool exact = false,
+            int64_t* lengthOut = nullptr) {
+  napi_env env = info.Env();
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (i >= info.Length() || napi_get_typedarray_info(env, info[i], &type, &length, &data, nullptr, nullptr) != napi_ok) {
+    fail(info.Env(), "WRONG_ARRAY_TYPE", name, std::string(name) + " must be a " + typedArrayName(ArrayOf<T>::kind));
+  }
+  if (type != ArrayOf<T>::kind) {
+    fail(info.Env(), "WRONG_ARRAY_TYPE", name,
+         std::string(name) + " must be a " + typedArrayName(ArrayOf<T>::kind) + ", got " + typedArrayName(type));
+  }
+  if ((int64_t)length < need || (exact && (int64_t)length != need)) {
+    fail(info.Env(), "SHAPE_MISMATCH", name,
+         std::string(name) + " has " + std::to_string(length) + " elements but the stated shape needs " +
+             (exact ? "exactly " : "") + std::to_string(need));
+  }
+  if (lengthOut) *lengthOut = (int64_t)length;
+  if (length == 0) {
+    static T empty[1];
+    return empty;
+  }
+  return static_cast<T*>(data);
+}
+
+/** Like arrayArg but `null` / `undefined` give nullptr. */
+template <class T>
+T* optionalArrayArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t need) {
+  if (i >= info.Length() || info[i].IsNull() || info[i].IsUndefined()) return nullptr;
+  return arrayArg<T>(info, i, name, need);
+}
+
+/** Integer argument in [lo, hi]. */
+inline int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t lo, int64_t hi = INT32_MAX) {
+  if (i >= info.Length() || !info[i].IsNumber()) fail(info.Env(), "INVALID_ARGUMENT", name, std::string(name) + " must be a number");
+  const double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v >= (double)lo && v <= (double)hi) || v != std::floor(v)) {
+    fail(info.Env(), "INVALID_ARGUMENT", name,
+         std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  }
+  return (int64_t)v;
+}
+
+inline double numberArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length() || !info[i].IsNumber()) fail(info.Env(), "INVALID_ARGUMENT", name, std::string(name) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+inline bool boolArg(const Napi::CallbackInfo& info, size_t i) { return i < info.Length() && info[i].ToBoolean().Value(); }
+
+/** Checked product of non-negative sizes (rejects anything past 2^53). */
+inline int64_t mul(const Napi::CallbackInfo& info, const char* what, std::initializer_list<int64_t> xs) {
+  double p = 1;
+  int64_t r = 1;
+  for (int64_t x : xs) {
+    p *= (double)x;
+    r *= x;
+  }
+  if (p > 9007199254740991.0) fail(info.Env(), "INVALID_ARGUMENT", what, std::string(what) + " is too large");
+  return r;
+}
+
+inline void checkScales(const Napi::CallbackInfo& info, const float* s, int64_t n, const char* name) {
+  for (int64_t i = 0; i < n; i++) {
+    if (!(s[i] > 0.0f) || !std::isfinite(s[i])) {
+      fail(info.Env(), "INVALID_SCALE", std::string(name) + "[" + std::to_string(i) + "]",
+           std::string(name) + "[" + std::to_string(i) + "] must be finite and > 0, got " + std::to_string(s[i]));
+    }
+  }
+}
+
+// ---- op readers ---------------------------------------------------------------------------------------------
+
+/** The cache fields at info[i..i+8]: dtype, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale. */
+inline KvCacheRef readCache(const Napi::CallbackInfo& info, size_t i) {
+  KvCacheRef c{};
+  c.dtype = (int)intArg(info, i, "cache.dtype", kF32, kFp8E5M2FNUZ);
+  c.numBlocks = intArg(info, i + 3, "cache.numBlocks", 1, INT32_MAX);
+  c.blockSize = (int)intArg(info, i + 4, "cache.blockSize", 1, INT32_MAX);
+  c.numKvHeads = (int)intArg(info, i + 5, "cache.numKvHeads", 1, INT32_MAX);
+  c.headSize = (int)intArg(info, i + 6, "cache.headSize", 1, INT32_MAX);
+  const int64_t n = mul(info, "cache", {c.numBlocks, c.blockSize, c.numKvHeads, c.headSize});
+  if (c.dtype == kF32) {
+    c.k = arrayArg<float>(info, i + 1, "cache.key", n, true);
+    c.v = arrayArg<float>(info, i + 2, "cache.value", n, true);
+  } else if (c.dtype == kBF16 || c.dtype == kF16) {
+    c.k = arrayArg<uint16_t>(info, i + 1, "cache.key", n, true);
+    c.v = arrayArg<uint16_t>(info, i + 2, "cache.value", n, true);
+  } else {
+    c.k = arrayArg<uint8_t>(info, i + 1, "cache.key", n, true);
+    c.v = arrayArg<uint8_t>(info, i + 2, "cache.value", n, true);
+  }
+  if (c.dtype >= kFp8E4M3FN) {
+    int64_t kl = 0, vl = 0;
+    c.kScale = arrayArg<float>(info, i + 7, "cache.kScale", 1, false, &kl);
+    c.vScale = arrayArg<float>(info, i + 8, "cache.vScale", 1, false, &vl);
+    if ((kl != 1 && kl != c.numKvHeads) || vl != kl) {
+      fail(info.Env(), "INVALID_SCALE", "cache.kScale", "cache.kScale and cache.vScale must both have length 1 or numKvHeads");
+    }
+    checkScales(info, c.kScale, kl, "cache.kScale");
+    checkScales(info, c.vScale, vl, "cache.vScale");
+    c.scaleLen = (int)kl;
+  }
+  return c;
+}
+
+/** linear(x, wData, wDtype, rows, in, out, bias|null, y). */
+inline LinearParams readLinear(const Napi::CallbackInfo& info) {
+  LinearParams p{};
+  p.wdtype = (int)intArg(info, 2, "weight.dtype", kF32, kF16);
+  p.rows = intArg(info, 3, "rows", 1);
+  p.in = intArg(info, 4, "weight.cols", 1);
+  p.out = intArg(info, 5, "weight.rows", 1);
+  p.x = arrayArg<float>(info, 0, "x", mul(info, "x", {p.rows, p.in}));
+  const int64_t wn = mul(info, "weight", {p.out, p.in});
+  if (p.wdtype == kF32) p.w = arrayArg<float>(info, 1, "weight.data", wn, true);
+  else p.w = arrayArg<uint16_t>(info, 1, "weight.data", wn, true);
+  p.bias = optionalArrayArg<float>(info, 6, "bias", p.out);
+  p.y = arrayArg<float>(info, 7, "out", mul(info, "out", {p.rows, p.out}));
+  return p;
+}
+
+/** rmsNorm(x, weight, out, rows, hidden, eps). */
+inline RmsNormParams readRmsNorm(const Napi::CallbackInfo& info) {
+  RmsNormParams p{};
+  p.rows = intArg(info, 3, "rows", 1);
+  p.hidden = intArg(info, 4, "hidden", 1);
+  const int64_t n = mul(info, "x", {p.rows, p.hidden});
+  p.x = arrayArg<float>(info, 0, "x", n);
+  p.w = arrayArg<float>(info, 1, "weight", p.hidden);
+  p.y = arrayArg<float>(info, 2, "out", n);
+  const double eps = numberArg(info, 5, "eps");
+  if (!(eps >= 0) || !std::isfinite(eps)) fail(info.Env(), "INVALID_ARGUMENT", "eps", "eps must be finite and >= 0");
+  p.eps = (float)eps;
+  return p;
+}
+
+/** add(a, b, out, length) / siluAndMul(gate, up, out, length): `a` and `b` name the inputs in messages. */
+inline EltwiseParams readEltwise(const Napi::CallbackInfo& info, const char* a, const char* b) {
+  EltwiseParams p{};
+  p.n = intArg(info, 3, "length", 0, INT64_C(1) << 50);
+  p.a = arrayArg<float>(info, 0, a, p.n);
+  p.b = arrayArg<float>(info, 1, b, p.n);
+  p.y = arrayArg<float>(info, 2, "out", p.n);
+  return p;
+}
+
+/** embedding(tableData, dtype, vocab, hidden, ids, out, numTokens). */
+inline EmbeddingParams readEmbedding(const Napi::CallbackInfo& info) {
+  EmbeddingParams p{};
+  p.dtype = (int)intArg(info, 1, "table.dtype", kF32, kF16);
+  p.vocab = intArg(info, 2, "table.rows", 1);
+  p.hidden = intArg(info, 3, "table.cols", 1);
+  const int64_t tn = mul(info, "table", {p.vocab, p.hidden});
+  if (p.dtype == kF32) p.table = arrayArg<float>(info, 0, "table.data", tn, true);
+  else p.table = arrayArg<uint16_t>(info, 0, "table.data", tn, true);
+  p.numTokens = intArg(info, 6, "numTokens", 0);
+  p.ids = arrayArg<int32_t>(info, 4, "ids", p.numTokens);
+  p.y = arrayArg<float>(info, 5, "out", mul(info, "out", {p.numTokens, p.hidden}));
+  for (int64_t t = 0; t < p.numTokens; t++) {
+    if (p.ids[t] < 0 || p.ids[t] >= p.vocab) {
+      const std::string a = "ids[" + std::to_string(t) + "]";
+      fail(info.Env(), "OUT_OF_RANGE", a, a + " = " + std::to_string(p.ids[t]) + " is outside the table");
+    }
+  }
+  return p;
+}
+
+/** rope(query, key, positions, numTokens, numHeads, numKvHeads, headSize, rotaryDim, maxPositions, cos, sin, interleaved). */
+inline RopeParams readRope(const Napi::CallbackInfo& info) {
+  RopeParams p{};
+  p.numTokens = intArg(info, 3, "numTokens", 0);
+  p.numHeads = (int)intArg(info, 4, "numHeads", 1);
+  p.numKvHeads = (int)intArg(info, 5, "numKvHeads", 1);
+  p.headSize = (int)intArg(info, 6, "headSize", 2);
+  p.rotaryDim = (int)intArg(info, 7, "table.rotaryDim", 2, p.headSize);
+  if (p.rotaryDim % 2 != 0) fail(info.Env(), "INVALID_ARGUMENT", "table.rotaryDim", "table.rotaryDim must be even");
+  p.maxPositions = intArg(info, 8, "table.maxPositions", 1);
+  p.q = arrayArg<float>(info, 0, "query", mul(info, "query", {p.numTokens, p.numHeads, p.headSize}));
+  p.k = arrayArg<float>(info, 1, "key", mul(info, "key", {p.numTokens, p.numKvHeads, p.headSize}));
+  p.pos = arrayArg<int32_t>(info, 2, "positions", p.numTokens);
+  const int64_t tn = mul(info, "table", {p.maxPositions, p.rotaryDim / 2});
+  p.cos = arrayArg<float>(info, 9, "table.cos", tn);
+  p.sin = arrayArg<float>(info, 10, "table.sin", tn);
+  p.interleaved = boolArg(info, 11);
+  for (int64_t t = 0; t < p.numTokens; t++) {
+    if (p.pos[t] < 0 || p.pos[t] >= p.maxPositions) {
+      const std::string a = "positions[" + std::to_string(t) + "]";
+      fail(info.Env(), "OUT_OF_RANGE", a, a + " = " + std::to_string(p.pos[t]) + " is outside the rope table");
+    }
+  }
+  return p;
+}
+
+/** softmax(x, out, rows, cols). */
+inline SoftmaxParams readSoftmax(const Napi::CallbackInfo& info) {
+  SoftmaxParams p{};
+  p.rows = intArg(info, 2, "rows", 0);
+  p.cols = intArg(info, 3, "cols", 1);
+  const int64_t n = mul(info, "x", {p.rows, p.cols});
+  p.x = arrayArg<float>(info, 0, "x", n);
+  p.y = arrayArg<float>(info, 1, "out", n);
+  return p;
+}
+
+/** reshapeAndCache(key, value, slotMapping, numTokens, cache (4..12)). */
+inline CacheWriteParams readCacheWrite(const Napi::CallbackInfo& info) {
+  CacheWriteParams p{};
+  p.cache = readCache(info, 4);
+  p.numTokens = intArg(info, 3, "numTokens", 0);
+  const int64_t n = mul(info, "key", {p.numTokens, p.cache.numKvHeads, p.cache.headSize});
+  p.key = arrayArg<float>(info, 0, "key", n);
+  p.value = arrayArg<float>(info, 1, "value", n);
+  p.slots = arrayArg<int32_t>(info, 2, "slotMapping", p.numTokens);
+  const int64_t slots = p.cache.numBlocks * p.cache.blockSize;
+  for (int64_t t = 0; t < p.numTokens; t++) {
+    if (p.slots[t] >= slots) {
+      const std::string a = "slotMapping[" + std::to_string(t) + "]";
+      fail(info.Env(), "OUT_OF_RANGE", a, a + " = " + std::to_string(p.slots[t]) + " is outside the cache's slots");
+    }
+  }
+  return p;
+}
+
+/** pagedAttention's parameters plus the storage its `qScaleKv` points into (keep them together). */
+struct AttentionInput {
+  AttentionParams p{};
+  std::vector<float> qScaleKv;
+};
+
+/**
+ * pagedAttention(query, out, cache (2..10), queryStartLoc, seqLens, blockTables, maxBlocksPerSeq, numSeqs, numHeads,
+ * softmaxScale, slidingWindow, fp8Query (0 off, 1 satfinite, 2 nosat), qScale). Fills `a` in place (so `p.qScaleKv`
+ * points into `a.qScaleKv`; re-point it after copying `a`).
+ */
+inline void readAttention(const Napi::CallbackInfo& info, AttentionInput& a) {
+  AttentionParams& p = a.p;
+  p.cache = readCache(info, 2);
+  const KvCacheRef& c = p.cache;
+  p.maxBlocksPerSeq = (int)intArg(info, 14, "maxBlocksPerSeq", 1);
+  p.numSeqs = (int)intArg(info, 15, "numSeqs", 1);
+  p.numHeads = (int)intArg(info, 16, "numHeads", 1);
+  if (p.numHeads % c.numKvHeads != 0) {
+    fail(info.Env(), "SHAPE_MISMATCH", "numHeads", "numHeads must be a multiple of cache.numKvHeads");
+  }
+  const double scale = numberArg(info, 17, "softmaxScale");
+  if (!(scale > 0) || !std::isfinite(scale) || !std::isfinite((float)scale)) {
+    fail(info.Env(), "INVALID_ARGUMENT", "softmaxScale", "softmaxScale must be finite and > 0");
+  }
+  p.softmaxScale = (float)scale;
+  p.slidingWindow = (int)intArg(info, 18, "slidingWindow", 0);
+  p.fp8Query = (int)intArg(info, 19, "fp8Query", 0, 2);
+  p.qsl = arrayArg<int32_t>(info, 11, "queryStartLoc", (int64_t)p.numSeqs + 1);
+  p.seqLens = arrayArg<int32_t>(info, 12, "seqLens", p.numSeqs);
+  p.blockTables = arrayArg<int32_t>(info, 13, "blockTables", mul(info, "blockTables", {p.numSeqs, p.maxBlocksPerSeq}));
+  if (p.qsl[0] != 0) fail(info.Env(), "INVALID_ARGUMENT", "queryStartLoc[0]", "queryStartLoc[0] must be 0");
+  for (int s = 0; s < p.numSeqs; s++) {
+    const int64_t qLen = (int64_t)p.qsl[s + 1] - p.qsl[s];
+    const std::string idx = std::to_string(s);
+    if (qLen < 0) fail(info.Env(), "INVALID_ARGUMENT", "queryStartLoc[" + std::to_string(s + 1) + "]", "queryStartLoc must be non-decreasing");
+    if (p.seqLens[s] < qLen) fail(info.Env(), "INVALID_ARGUMENT", "seqLens[" + idx + "]", "seqLens[" + idx + "] is less than the query length");
+    const int64_t blocks = ((int64_t)p.seqLens[s] + c.blockSize - 1) / c.blockSize;
+    if (blocks > p.maxBlocksPerSeq) fail(info.Env(), "OUT_OF_RANGE", "seqLens[" + idx + "]", "seqLens[" + idx + "] needs more than maxBlocksPerSeq blocks");
+    for (int64_t b = 0; b < blocks; b++) {
+      const int64_t e = (int64_t)s * p.maxBlocksPerSeq + b;
+      const int32_t id = p.blockTables[e];
+      if (id < 0 || id >= c.numBlocks) {
+        fail(info.Env(), "OUT_OF_RANGE", "blockTables[" + std::to_string(e) + "]",
+             "blockTables[" + std::to_string(e) + "] = " + std::to_string(id) + " is outside the cache's blocks");
+      }
+    }
+  }
+  const int64_t numTokens = p.qsl[p.numSeqs];
+  const int64_t qn = mul(info, "query", {numTokens, p.numHeads, c.headSize});
+  p.q = arrayArg<float>(info, 0, "query", qn);
+  p.out = arrayArg<float>(info, 1, "out", qn);
+  if (p.fp8Query != 0) {
+    if (c.dtype < kFp8E4M3FN) fail(info.Env(), "INVALID_ARGUMENT", "fp8Query", "fp8Query needs an FP8 cache");
+    int64_t ql = 0;
+    const float* qs = arrayArg<float>(info, 20, "cache.qScale", 1, false, &ql);
+    if (ql != 1 && ql != p.numHeads) fail(info.Env(), "INVALID_SCALE", "cache.qScale", "cache.qScale must have length 1 or numHeads");
+    checkScales(info, qs, ql, "cache.qScale");
+    const int g = p.numHeads / c.numKvHeads;
+    a.qScaleKv.assign((size_t)c.numKvHeads, 0.0f);
+    for (int h = 0; h < c.numKvHeads; h++) {
+      float m = qs[0];
+      if (ql != 1) {
+        m = qs[h * g];
+        for (int i = 1; i < g; i++) m = qs[h * g + i] > m ? qs[h * g + i] : m;
+      }
+      a.qScaleKv[(size_t)h] = m;
+    }
+    p.qScaleKv = a.qScaleKv.data();
+  }
+}
+
+/** amaxTensor(x, length): returns x; `*n` = length. */
+inline const float* readAmaxTensor(const Napi::CallbackInfo& info, int64_t* n) {
+  *n = intArg(info, 1, "length", 0, INT64_C(1) << 50);
+  return arrayArg<float>(info, 0, "x", *n);
+}
+
+/** amaxPerHead(x, out, numTokens, numHeads, headSize, accumulate); `maxHeads` is the backend's limit. */
+inline AmaxParams readAmaxPerHead(const Napi::CallbackInfo& info, int64_t maxHeads = INT32_MAX) {
+  AmaxParams p{};
+  p.numTokens = intArg(info, 2, "numTokens", 0);
+  p.numHeads = (int)intArg(info, 3, "numHeads", 1, maxHeads);
+  p.headSize = (int)intArg(info, 4, "headSize", 1);
+  p.x = arrayArg<float>(info, 0, "x", mul(info, "x", {p.numTokens, p.numHeads, p.headSize}));
+  p.out = arrayArg<float>(info, 1, "out", p.numHeads);
+  p.accumulate = boolArg(info, 5);
+  return p;
+}
+
+/**
+ * quantizeFp8(src f32, out u8, length, scales, runLength, period, format, saturate) or
+ * dequantizeFp8(src u8, out f32, length, scales, runLength, period, format).
+ */
+inline QuantParams readQuant(const Napi::CallbackInfo& info, bool quantize) {
+  QuantParams p{};
+  p.n = intArg(info, 2, "length", 0, INT64_C(1) << 50);
+  p.runLength = intArg(info, 4, "runLength", 1, INT64_C(1) << 50);
+  p.period = intArg(info, 5, "period", 0, INT64_C(1) << 50);
+  p.format = (int)intArg(info, 6, "format", kE4M3FN, kE5M2FNUZ);
+  p.sat = quantize ? boolArg(info, 7) : true;
+  if (quantize) {
+    p.src = arrayArg<float>(info, 0, "src", p.n);
+    p.codes = arrayArg<uint8_t>(info, 1, "out", p.n);
+  } else {
+    p.codes = arrayArg<uint8_t>(info, 0, "src", p.n);
+    p.dst = arrayArg<float>(info, 1, "out", p.n);
+  }
+  const int64_t runs = p.n == 0 ? 0 : (p.n + p.runLength - 1) / p.runLength;
+  const int64_t needScales = p.period ? (runs < p.period ? (runs == 0 ? 1 : runs) : p.period) : (runs == 0 ? 1 : runs);
+  p.scales = arrayArg<float>(info, 3, "scales", needScales);
+  checkScales(info, p.scales, needScales, "scales");
+  p.numScales = needScales;
+  return p;
+}
+
+/** encodeFp8Bits(firstBits, count, out, format, saturate). */
+struct EncodeBitsParams {
+  uint32_t first;
+  int64_t count;
+  uint8_t* out;
+  int format;
+  bool sat;
+};
+inline EncodeBitsParams readEncodeBits(const Napi::CallbackInfo& info) {
+  EncodeBitsParams p{};
+  const int64_t first = intArg(info, 0, "firstBits", 0, INT64_C(0xFFFFFFFF));
+  p.first = (uint32_t)first;
+  p.count = intArg(info, 1, "count", 0, INT64_C(0x100000000) - first);
+  p.out = arrayArg<uint8_t>(info, 2, "out", p.count);
+  p.format = (int)intArg(info, 3, "format", kE4M3FN, kE5M2FNUZ);
+  p.sat = boolArg(info, 4);
+  return p;
+}
+
+}  // namespace napi_args
+}  // namespace kvq
+
+#endif  // KVQ_NAPI_ARGS_H_

@@ -1,0 +1,397 @@
+/**
+ * The native kernel ops, declared once for every native backend (`@kvq/kernels-cpu`'s addon and the GPU addon of
+ * `@kvq/kernels-cuda` / `-rocm`, both built on `csrc/napi_args.h` of this package), and the adapter that turns such
+ * an addon context into a {@link KernelBackend}: every op validated with the shared `validate*` helpers (so bad
+ * input raises the same {@link KernelError} as every other backend, before any native code runs), dtype and
+ * format codes, scale runs, then one positional call with zero-copy typed arrays.
+ *
+ * NOTE: keep in sync with csrc/napi_args.h (argument order) and csrc/ops.h (structs); bump {@link NATIVE_ABI} and
+ * `kAbi` there together.
+ * @module
+ */
+import type { Fp8Format, Saturation, ScaleLayout } from '@kvq/fp8';
+import type {
+  AddArgs,
+  AmaxPerHeadArgs,
+  AmaxTensorArgs,
+  BackendInfo,
+  DequantizeFp8Args,
+  EmbeddingArgs,
+  KernelBackend,
+  KvLayerCache,
+  LinearArgs,
+  PagedAttentionArgs,
+  QuantizeFp8Args,
+  ReshapeAndCacheArgs,
+  RmsNormArgs,
+  RopeArgs,
+  SiluAndMulArgs,
+  SoftmaxArgs,
+} from '../contract.js';
+import { KernelError, toKernelError } from '../errors.js';
+import {
+  validateAdd,
+  validateAmaxPerHead,
+  validateAmaxTensor,
+  validateDequantizeFp8,
+  validateEmbedding,
+  validateLinear,
+  validatePagedAttention,
+  validateQuantizeFp8,
+  validateReshapeAndCache,
+  validateRmsNorm,
+  validateRope,
+  validateSiluAndMul,
+  validateSoftmax,
+} from '../validate.js';
+
+/** ABI of the shared op signatures (csrc/napi_args.h `kAbi`); a binary reporting another one is stale and is not loaded. */
+export const NATIVE_ABI = 1;
+
+/** Numeric codes of storage dtypes (csrc/ops.h `DtypeCode`). */
+export const DTYPE_CODE = {
+  f32: 0,
+  bf16: 1,
+  f16: 2,
+  e4m3fn: 3,
+  e5m2: 4,
+  e4m3fnuz: 5,
+  e5m2fnuz: 6,
+} as const;
+
+/** Numeric codes of FP8 formats (csrc/fp8.h `Fp8Format`). */
+export const FORMAT_CODE = { e4m3fn: 0, e5m2: 1, e4m3fnuz: 2, e5m2fnuz: 3 } as const;
+
+type F32 = Float32Array;
+type I32 = Int32Array;
+type U8 = Uint8Array;
+type U16 = Uint16Array;
+/** Pool array of any KV dtype. */
+export type NativePool = Float32Array | Uint16Array | Uint8Array;
+
+/** Positional arguments of `linear` (csrc/napi_args.h `readLinear`); `bias` null when absent. */
+export type LinearNativeArgs = [x: F32, w: F32 | U16, wDtype: number, rows: number, inF: number, outF: number, bias: F32 | null, out: F32];
+
+/**
+ * Positional arguments of `pagedAttention` (csrc/napi_args.h `readAttention`). `fp8Query`: 0 off, 1 satfinite,
+ * 2 nosat; `qScale` is read only in FP8-query mode.
+ */
+export type PagedAttentionNativeArgs = [
+  query: F32,
+  out: F32,
+  dtype: number,
+  kPool: NativePool,
+  vPool: NativePool,
+  numBlocks: number,
+  blockSize: number,
+  numKvHeads: number,
+  headSize: number,
+  kScale: F32,
+  vScale: F32,
+  queryStartLoc: I32,
+  seqLens: I32,
+  blockTables: I32,
+  maxBlocksPerSeq: number,
+  numSeqs: number,
+  numHeads: number,
+  softmaxScale: number,
+  slidingWindow: number,
+  fp8Query: number,
+  qScale: F32,
+];
+
+/**
+ * The ops every native addon context exports, with the positional signatures of csrc/napi_args.h. Arguments past
+ * these (here typed `D`, resident device buffers of the GPU addon) are read by the addon that has them and ignored
+ * by the others; `D = never` for addons without resident memory. Cache arguments are spread as
+ * `(dtypeCode, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale)`.
+ * Every length, index and code is re-checked natively: a direct call with bad input throws an `Error` with `code`
+ * and `argument`.
+ */
+export interface NativeKernelOps<D = never> {
+  linear(...args: [...LinearNativeArgs, wDev?: D | null]): void;
+  rmsNorm(x: F32, weight: F32, out: F32, rows: number, hidden: number, eps: number): void;
+  add(a: F32, b: F32, out: F32, length: number): void;
+  siluAndMul(gate: F32, up: F32, out: F32, length: number): void;
+  embedding(table: F32 | U16, dtype: number, vocab: number, hidden: number, ids: I32, out: F32, numTokens: number, tableDev?: D | null): void;
+  rope(
+    query: F32,
+    key: F32,
+    positions: I32,
+    numTokens: number,
+    numHeads: number,
+    numKvHeads: number,
+    headSize: number,
+    rotaryDim: number,
+    maxPositions: number,
+    cos: F32,
+    sin: F32,
+    interleaved: boolean,
+  ): void;
+  softmax(x: F32, out: F32, rows: number, cols: number): void;
+  reshapeAndCache(
+    key: F32,
+    value: F32,
+    slotMapping: I32,
+    numTokens: number,
+    dtype: number,
+    kPool: NativePool,
+    vPool: NativePool,
+    numBlocks: number,
+    blockSize: number,
+    numKvHeads: number,
+    headSize: number,
+    kScale: F32,
+    vScale: F32,
+    kDev?: D | null,
+    vDev?: D | null,
+  ): void;
+  pagedAttention(...args: [...PagedAttentionNativeArgs, kDev?: D | null, vDev?: D | null]): void;
+  amaxTensor(x: F32, length: number): number;
+  amaxPerHead(x: F32, out: F32, numTokens: number, numHeads: number, headSize: number, accumulate: boolean): void;
+  /** Run r (elements `[r * runLength, (r + 1) * runLength)`) uses `scales[period ? r % period : r]`. */
+  quantizeFp8(src: F32, out: U8, length: number, scales: F32, runLength: number, period: number, format: number, satfinite: boolean): void;
+  dequantizeFp8(src: U8, out: F32, length: number, scales: F32, runLength: number, period: number, format: number): void;
+  /** Encode the float32 bit patterns `firstBits .. firstBits + count - 1` (unscaled) into `out`. */
+  encodeFp8Bits(firstBits: number, count: number, out: U8, format: number, satfinite: boolean): void;
+  /** Release the context (thread pool, device). Later calls throw `BACKEND_UNAVAILABLE`. */
+  dispose(): void;
+}
+
+/** `(runLength, period)` of a validated {@link ScaleLayout} over `length` elements (the native quantizer's runs). */
+export function scaleRuns(layout: ScaleLayout, length: number): [runLength: number, period: number] {
+  switch (layout.granularity) {
+    case 'tensor':
+      return [Math.max(length, 1), 1];
+    case 'head':
+      return [layout.headSize, layout.numHeads];
+    case 'token':
+      return [layout.tokenSize, 0];
+    case 'token_head':
+      return [layout.headSize, 0];
+  }
+}
+
+/**
+ * An integer environment variable `>= min`, or `undefined` when unset or empty.
+ * @throws KernelError `INVALID_ARGUMENT` naming the variable when it is set to anything else.
+ */
+export function envInt(name: string, min: number, env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return undefined;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min) {
+    throw new KernelError('INVALID_ARGUMENT', `${name} must be an integer >= ${min}, got ${JSON.stringify(raw)}`, { argument: name });
+  }
+  return v;
+}
+
+const NO_SCALES = new Float32Array(0);
+
+/** Options of {@link NativeKernelBackend.encodeFp8Bits}. */
+export interface EncodeFp8BitsOptions {
+  /** Default `'satfinite'`. */
+  readonly saturation?: Saturation;
+  /** Output of at least `count` codes. Default: a new array. */
+  readonly out?: Uint8Array;
+}
+
+/**
+ * A {@link KernelBackend} over a native addon context: every contract op validated, then called positionally.
+ * Backends extend it with their specifics (the CPU backend its async ops and pool, the GPU backend residency and
+ * device checks). Resident device buffers come from {@link NativeKernelBackend.weightDevice} and
+ * {@link NativeKernelBackend.cacheDevice} (none by default).
+ * @typeParam C - the addon's context type.
+ * @typeParam D - its resident device-buffer type (`never` when it has none).
+ */
+export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = never> implements KernelBackend {
+  /** Short unique name (what `KVQ_BACKEND` selects). */
+  readonly name: string;
+  readonly info: BackendInfo;
+  /** The addon context. */
+  protected readonly ctx: C;
+
+  /**
+   * @param name - backend name, e.g. `'cpu'`.
+   * @param info - what the backend reports (`BackendInfo`).
+   * @param ctx - the native context the ops call.
+   */
+  constructor(name: string, info: BackendInfo, ctx: C) {
+    this.name = name;
+    this.info = info;
+    this.ctx = ctx;
+  }
+
+  /** The resident device copy of a weight matrix's / embedding table's data, or null to upload it per call. */
+  protected weightDevice(_data: Float32Array | Uint16Array): D | null {
+    return null;
+  }
+
+  /** The resident device pools of a cache (`[key, value]`, both or neither), or nulls. */
+  protected cacheDevice(_cache: KvLayerCache): [D | null, D | null] {
+    return [null, null];
+  }
+
+  /** Run one native call; addon errors become {@link KernelError}s prefixed with `op`. */
+  protected call<T>(op: string, f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      throw toKernelError(e, op);
+    }
+  }
+
+  /** `linear`'s validated positional arguments (without resident buffers). */
+  protected linearArgs(args: LinearArgs): LinearNativeArgs {
+    const { rows, inFeatures, outFeatures } = validateLinear(args);
+    return [args.x, args.weight.data, DTYPE_CODE[args.weight.dtype], rows, inFeatures, outFeatures, args.bias ?? null, args.out];
+  }
+
+  /** `pagedAttention`'s validated positional arguments (without resident buffers). */
+  protected attentionArgs(args: PagedAttentionArgs): PagedAttentionNativeArgs {
+    const plan = validatePagedAttention(args);
+    const c = args.cache;
+    const fp8Query = plan.fp8Query ? (args.fp8Query?.saturation === 'nosat' ? 2 : 1) : 0;
+    return [
+      args.query,
+      args.out,
+      DTYPE_CODE[c.dtype],
+      c.key,
+      c.value,
+      plan.numBlocks,
+      plan.blockSize,
+      plan.numKvHeads,
+      plan.headSize,
+      c.kScale,
+      c.vScale,
+      args.queryStartLoc,
+      args.seqLens,
+      args.blockTables,
+      args.maxBlocksPerSeq,
+      plan.numSeqs,
+      plan.numHeads,
+      plan.softmaxScale,
+      plan.slidingWindow,
+      fp8Query,
+      fp8Query ? c.qScale : NO_SCALES,
+    ];
+  }
+
+  linear(args: LinearArgs): void {
+    const native = this.linearArgs(args);
+    this.call('linear', () => this.ctx.linear(...native, this.weightDevice(args.weight.data)));
+  }
+
+  rmsNorm(args: RmsNormArgs): void {
+    const { rows, hidden } = validateRmsNorm(args);
+    this.call('rmsNorm', () => this.ctx.rmsNorm(args.x, args.weight, args.out, rows, hidden, args.eps));
+  }
+
+  add(args: AddArgs): void {
+    const { length } = validateAdd(args);
+    this.call('add', () => this.ctx.add(args.a, args.b, args.out, length));
+  }
+
+  siluAndMul(args: SiluAndMulArgs): void {
+    const { length } = validateSiluAndMul(args);
+    this.call('siluAndMul', () => this.ctx.siluAndMul(args.gate, args.up, args.out, length));
+  }
+
+  embedding(args: EmbeddingArgs): void {
+    const { numTokens, hidden, vocab } = validateEmbedding(args);
+    const t = args.table;
+    this.call('embedding', () => this.ctx.embedding(t.data, DTYPE_CODE[t.dtype], vocab, hidden, args.ids, args.out, numTokens, this.weightDevice(t.data)));
+  }
+
+  rope(args: RopeArgs): void {
+    const { numTokens, numHeads, numKvHeads, headSize, rotaryDim } = validateRope(args);
+    const t = args.table;
+    this.call('rope', () =>
+      this.ctx.rope(args.query, args.key, args.positions, numTokens, numHeads, numKvHeads, headSize, rotaryDim, t.maxPositions, t.cos, t.sin, args.style === 'interleaved'),
+    );
+  }
+
+  softmax(args: SoftmaxArgs): void {
+    const { rows, cols } = validateSoftmax(args);
+    this.call('softmax', () => this.ctx.softmax(args.x, args.out, rows, cols));
+  }
+
+  reshapeAndCache(args: ReshapeAndCacheArgs): void {
+    const d = validateReshapeAndCache(args);
+    const c = args.cache;
+    this.call('reshapeAndCache', () => {
+      const [kDev, vDev] = this.cacheDevice(c);
+      this.ctx.reshapeAndCache(
+        args.key,
+        args.value,
+        args.slotMapping,
+        d.numTokens,
+        DTYPE_CODE[c.dtype],
+        c.key,
+        c.value,
+        d.numBlocks,
+        d.blockSize,
+        d.numKvHeads,
+        d.headSize,
+        c.kScale,
+        c.vScale,
+        kDev,
+        vDev,
+      );
+    });
+  }
+
+  pagedAttention(args: PagedAttentionArgs): void {
+    const native = this.attentionArgs(args);
+    this.call('pagedAttention', () => this.ctx.pagedAttention(...native, ...this.cacheDevice(args.cache)));
+  }
+
+  amaxTensor(args: AmaxTensorArgs): number {
+    const { length } = validateAmaxTensor(args);
+    return this.call('amaxTensor', () => this.ctx.amaxTensor(args.x, length));
+  }
+
+  amaxPerHead(args: AmaxPerHeadArgs): void {
+    const { numTokens, numHeads, headSize } = validateAmaxPerHead(args);
+    this.call('amaxPerHead', () => this.ctx.amaxPerHead(args.x, args.out, numTokens, numHeads, headSize, args.accumulate === true));
+  }
+
+  quantizeFp8(args: QuantizeFp8Args): void {
+    const { length } = validateQuantizeFp8(args);
+    const [runLength, period] = scaleRuns(args.layout, length);
+    this.call('quantizeFp8', () =>
+      this.ctx.quantizeFp8(args.src, args.out, length, args.scales, runLength, period, FORMAT_CODE[args.format], args.saturation !== 'nosat'),
+    );
+  }
+
+  dequantizeFp8(args: DequantizeFp8Args): void {
+    const { length } = validateDequantizeFp8(args);
+    const [runLength, period] = scaleRuns(args.layout, length);
+    this.call('dequantizeFp8', () => this.ctx.dequantizeFp8(args.src, args.out, length, args.scales, runLength, period, FORMAT_CODE[args.format]));
+  }
+
+  /**
+   * Encode the float32 bit patterns `firstBits .. firstBits + count - 1` to FP8 (no scale) with the native encoder
+   * (csrc/fp8.h): what the CUDA-oracle tests hash. Returns `options.out` (or a new array).
+   * @throws KernelError `INVALID_ARGUMENT` for an unknown format or a count outside `[0, 2^32]`.
+   */
+  encodeFp8Bits(firstBits: number, count: number, format: Fp8Format, options: EncodeFp8BitsOptions = {}): Uint8Array {
+    const code = (FORMAT_CODE as Record<string, number | undefined>)[format];
+    if (code === undefined) {
+      throw new KernelError('INVALID_ARGUMENT', `format must be one of ${Object.keys(FORMAT_CODE).join(', ')}, got ${JSON.stringify(format)}`, {
+        argument: 'format',
+      });
+    }
+    if (!Number.isInteger(count) || count < 0 || count > 2 ** 32) {
+      throw new KernelError('INVALID_ARGUMENT', `count must be an integer in [0, 2^32], got ${count}`, { argument: 'count' });
+    }
+    const out = options.out ?? new Uint8Array(count);
+    this.call('encodeFp8Bits', () => this.ctx.encodeFp8Bits(firstBits, count, out, code, options.saturation !== 'nosat'));
+    return out;
+  }
+
+  /** Release the native context. Later calls throw `BACKEND_UNAVAILABLE`. Idempotent. */
+  dispose(): void {
+    this.ctx.dispose();
+  }
+}
