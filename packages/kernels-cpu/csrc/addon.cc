@@ -125,12 +125,7 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceMethod<&Context::Dispose>("dispose"),
                            InstanceMethod<&Context::Linear>("linear"),
                            InstanceMethod<&Context::LinearAsync>("linearAsync"),
-                           InstanceMethod<&Context::RmsNorm>("rmsNorm"),
-                           InstanceMethod<&Context::Add>("add"),
-                           InstanceMethod<&Context::SiluAndMul>("siluAndMul"),
                            InstanceMethod<&Context::Embedding>("embedding"),
-                           InstanceMethod<&Context::Rope>("rope"),
-                           InstanceMethod<&Context::Softmax>("softmax"),
                            InstanceMethod<&Context::ReshapeAndCache>("reshapeAndCache"),
                            InstanceMethod<&Context::PagedAttention>("pagedAttention"),
                            InstanceMethod<&Context::PagedAttentionAsync>("pagedAttentionAsync"),
@@ -139,6 +134,9 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceMethod<&Context::QuantizeFp8>("quantizeFp8"),
                            InstanceMethod<&Context::DequantizeFp8>("dequantizeFp8"),
                            InstanceMethod<&Context::EncodeFp8Bits>("encodeFp8Bits"),
+#define KVQ_REGISTER(js, cpuFn, gpuFn, P, read) InstanceMethod<&Context::Op_##cpuFn>(js),
+                           KVQ_STANDARD_OPS(KVQ_REGISTER)
+#undef KVQ_REGISTER
                        });
   }
 
@@ -200,33 +198,18 @@ class Context : public Napi::ObjectWrap<Context> {
     return promise;
   }
 
-  void RmsNorm(const Napi::CallbackInfo& info) {
-    const RmsNormParams p = readRmsNorm(info);
-    checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return table_->rmsNorm(p, r); }));
+  // The standard ops (ops.h KVQ_STANDARD_OPS): read the arguments, run the kernel of the chosen ISA on the pool.
+#define KVQ_METHOD(js, cpuFn, gpuFn, P, read)                                                           \
+  void Op_##cpuFn(const Napi::CallbackInfo& info) {                                                      \
+    const P p = read(info);                                                                              \
+    checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return table_->cpuFn(p, r); }));      \
   }
-
-  void Add(const Napi::CallbackInfo& info) {
-    const EltwiseParams p = readEltwise(info, "a", "b");
-    checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return table_->add(p, r); }));
-  }
-  void SiluAndMul(const Napi::CallbackInfo& info) {
-    const EltwiseParams p = readEltwise(info, "gate", "up");
-    checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return table_->siluAndMul(p, r); }));
-  }
+  KVQ_STANDARD_OPS(KVQ_METHOD)
+#undef KVQ_METHOD
 
   void Embedding(const Napi::CallbackInfo& info) {
     const EmbeddingParams p = readEmbedding(info);
     checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return table_->embedding(p, r); }));
-  }
-
-  void Rope(const Napi::CallbackInfo& info) {
-    const RopeParams p = readRope(info);
-    checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return table_->rope(p, r); }));
-  }
-
-  void Softmax(const Napi::CallbackInfo& info) {
-    const SoftmaxParams p = readSoftmax(info);
-    checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return table_->softmax(p, r); }));
   }
 
   void ReshapeAndCache(const Napi::CallbackInfo& info) {

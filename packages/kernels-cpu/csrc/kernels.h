@@ -45,12 +45,7 @@ struct KernelTable {
   const char* isa;
   int vectorWidth;
   int (*linear)(const LinearParams&, const Runner&);
-  int (*rmsNorm)(const RmsNormParams&, const Runner&);
-  int (*add)(const EltwiseParams&, const Runner&);
-  int (*siluAndMul)(const EltwiseParams&, const Runner&);
   int (*embedding)(const EmbeddingParams&, const Runner&);
-  int (*rope)(const RopeParams&, const Runner&);
-  int (*softmax)(const SoftmaxParams&, const Runner&);
   int (*reshapeAndCache)(const CacheWriteParams&, const Runner&);
   int (*pagedAttention)(const AttentionParams&, const Runner&);
   float (*amaxTensor)(const float* x, int64_t n, const Runner&);
@@ -59,6 +54,10 @@ struct KernelTable {
   int (*dequantizeFp8)(const QuantParams&, const Runner&);
   /** Encode float32 bit patterns first..first+count-1 (no scale) — the CUDA-oracle check. */
   int (*encodeFp8Bits)(uint32_t first, int64_t count, uint8_t* out, int format, bool sat, const Runner&);
+  // The standard ops of ops.h (KVQ_STANDARD_OPS), in that list's order: `int fn(const P&, const Runner&)`.
+#define KVQ_TABLE_MEMBER(js, cpuFn, gpuFn, P, read) int (*cpuFn)(const P&, const Runner&);
+  KVQ_STANDARD_OPS(KVQ_TABLE_MEMBER)
+#undef KVQ_TABLE_MEMBER
 };
 
 const KernelTable* kernels_scalar();

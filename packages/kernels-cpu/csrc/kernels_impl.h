@@ -1482,8 +1482,11 @@ static int pagedAttention(const AttentionParams& p, const Runner& rn) {
 #undef KVQ_I
 
 static const KernelTable kTable = {
-    kIsaName,     W,           linear,      rmsNorm,      add,         siluAndMul,    embedding,     rope,
-    softmax,      reshapeAndCache, pagedAttention, amaxTensor, amaxPerHead, quantizeFp8, dequantizeFp8, encodeFp8Bits,
+    kIsaName,    W,           linear,        embedding,     reshapeAndCache, pagedAttention,
+    amaxTensor,  amaxPerHead, quantizeFp8,   dequantizeFp8, encodeFp8Bits,
+#define KVQ_TABLE_INIT(js, cpuFn, gpuFn, P, read) cpuFn,
+    KVQ_STANDARD_OPS(KVQ_TABLE_INIT)
+#undef KVQ_TABLE_INIT
 };
 
 }  // namespace KVQ_NS

@@ -22,135 +22,22 @@
 #include <vector>
 
 #include "gpu.h"
+#include "napi_args.h"
 
 namespace kvq {
 namespace {
 
 using gpu::Status;
 
-/** Bumped whenever the method signatures below change; the facade refuses a mismatching binary. */
-constexpr int kAbi = 1;
 
-// ---- argument helpers ---------------------------------------------------------------------------------------
+// ---- argument helpers: @kvq/kernels' csrc/napi_args.h (shared with @kvq/kernels-cpu's addon) ---------------
 
-[[noreturn]] void fail(Napi::Env env, const char* code, const std::string& argument, const std::string& message) {
-  Napi::Error e = Napi::Error::New(env, message);
-  e.Set("code", Napi::String::New(env, code));
-  if (!argument.empty()) e.Set("argument", Napi::String::New(env, argument));
-  throw e;
-}
+using namespace napi_args;
 
 [[noreturn]] void failStatus(Napi::Env env, const Status& st, const char* op) {
   const char* code = "BACKEND_UNAVAILABLE";
   if (st.code == gpu::kOutOfMemory || st.code == gpu::kUnsupported) code = "UNSUPPORTED";
   fail(env, code, "", std::string(op) + ": " + st.message);
-}
-
-const char* typedArrayName(napi_typedarray_type t) {
-  switch (t) {
-    case napi_int8_array: return "Int8Array";
-    case napi_uint8_array: return "Uint8Array";
-    case napi_uint8_clamped_array: return "Uint8ClampedArray";
-    case napi_int16_array: return "Int16Array";
-    case napi_uint16_array: return "Uint16Array";
-    case napi_int32_array: return "Int32Array";
-    case napi_uint32_array: return "Uint32Array";
-    case napi_float32_array: return "Float32Array";
-    case napi_float64_array: return "Float64Array";
-    case napi_bigint64_array: return "BigInt64Array";
-    case napi_biguint64_array: return "BigUint64Array";
-    default: return "typed array";
-  }
-}
-
-template <class T>
-struct ArrayOf;
-template <>
-struct ArrayOf<float> {
-  static constexpr napi_typedarray_type kind = napi_float32_array;
-};
-template <>
-struct ArrayOf<uint16_t> {
-  static constexpr napi_typedarray_type kind = napi_uint16_array;
-};
-template <>
-struct ArrayOf<uint8_t> {
-  static constexpr napi_typedarray_type kind = napi_uint8_array;
-};
-template <>
-struct ArrayOf<int32_t> {
-  static constexpr napi_typedarray_type kind = napi_int32_array;
-};
-
-/** Typed array argument `i` of element type T with at least `need` elements (or, when exact, exactly). */
-template <class T>
-T* arrayArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t need, bool exact = false,
-            int64_t* lengthOut = nullptr) {
-  napi_env env = info.Env();
-  napi_typedarray_type type;
-  size_t length = 0;
-  void* data = nullptr;
-  if (i >= info.Length() || napi_get_typedarray_info(env, info[i], &type, &length, &data, nullptr, nullptr) != napi_ok) {
-    fail(info.Env(), "WRONG_ARRAY_TYPE", name, std::string(name) + " must be a " + typedArrayName(ArrayOf<T>::kind));
-  }
-  if (type != ArrayOf<T>::kind) {
-    fail(info.Env(), "WRONG_ARRAY_TYPE", name,
-         std::string(name) + " must be a " + typedArrayName(ArrayOf<T>::kind) + ", got " + typedArrayName(type));
-  }
-  if ((int64_t)length < need || (exact && (int64_t)length != need)) {
-    fail(info.Env(), "SHAPE_MISMATCH", name,
-         std::string(name) + " has " + std::to_string(length) + " elements but the stated shape needs " +
-             (exact ? "exactly " : "") + std::to_string(need));
-  }
-  if (lengthOut) *lengthOut = (int64_t)length;
-  if (length == 0) {
-    static T empty[1];
-    return empty;
-  }
-  return static_cast<T*>(data);
-}
-
-template <class T>
-T* optionalArrayArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t need) {
-  if (i >= info.Length() || info[i].IsNull() || info[i].IsUndefined()) return nullptr;
-  return arrayArg<T>(info, i, name, need);
-}
-
-int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t lo, int64_t hi = INT32_MAX) {
-  if (i >= info.Length() || !info[i].IsNumber()) fail(info.Env(), "INVALID_ARGUMENT", name, std::string(name) + " must be a number");
-  const double v = info[i].As<Napi::Number>().DoubleValue();
-  if (!(v >= (double)lo && v <= (double)hi) || v != std::floor(v)) {
-    fail(info.Env(), "INVALID_ARGUMENT", name,
-         std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  }
-  return (int64_t)v;
-}
-
-double numberArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  if (i >= info.Length() || !info[i].IsNumber()) fail(info.Env(), "INVALID_ARGUMENT", name, std::string(name) + " must be a number");
-  return info[i].As<Napi::Number>().DoubleValue();
-}
-
-bool boolArg(const Napi::CallbackInfo& info, size_t i) { return i < info.Length() && info[i].ToBoolean().Value(); }
-
-int64_t mul(const Napi::CallbackInfo& info, const char* what, std::initializer_list<int64_t> xs) {
-  double p = 1;
-  int64_t r = 1;
-  for (int64_t x : xs) {
-    p *= (double)x;
-    r *= x;
-  }
-  if (p > 9007199254740991.0) fail(info.Env(), "INVALID_ARGUMENT", what, std::string(what) + " is too large");
-  return r;
-}
-
-void checkScales(const Napi::CallbackInfo& info, const float* s, int64_t n, const char* name) {
-  for (int64_t i = 0; i < n; i++) {
-    if (!(s[i] > 0.0f) || !std::isfinite(s[i])) {
-      fail(info.Env(), "INVALID_SCALE", std::string(name) + "[" + std::to_string(i) + "]",
-           std::string(name) + "[" + std::to_string(i) + "] must be finite and > 0, got " + std::to_string(s[i]));
-    }
-  }
 }
 
 // ---- context lifetime -----------------------------------------------------------------------------------------
@@ -231,12 +118,7 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceMethod<&Context::Upload>("upload"),
                            InstanceMethod<&Context::Download>("download"),
                            InstanceMethod<&Context::Linear>("linear"),
-                           InstanceMethod<&Context::RmsNorm>("rmsNorm"),
-                           InstanceMethod<&Context::Add>("add"),
-                           InstanceMethod<&Context::SiluAndMul>("siluAndMul"),
                            InstanceMethod<&Context::Embedding>("embedding"),
-                           InstanceMethod<&Context::Rope>("rope"),
-                           InstanceMethod<&Context::Softmax>("softmax"),
                            InstanceMethod<&Context::ReshapeAndCache>("reshapeAndCache"),
                            InstanceMethod<&Context::PagedAttention>("pagedAttention"),
                            InstanceMethod<&Context::AmaxTensor>("amaxTensor"),
@@ -248,6 +130,9 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceMethod<&Context::BenchAttention>("benchAttention"),
                            InstanceMethod<&Context::BenchCopy>("benchCopy"),
                            InstanceMethod<&Context::BenchLinear>("benchLinear"),
+#define KVQ_REGISTER(js, cpuFn, gpuFn, P, read) InstanceMethod<&Context::Op_##cpuFn>(js),
+                           KVQ_STANDARD_OPS(KVQ_REGISTER)
+#undef KVQ_REGISTER
                        });
   }
 
@@ -335,42 +220,9 @@ class Context : public Napi::ObjectWrap<Context> {
     return b;
   }
 
-  /** The cache fields at info[i..i+8]: dtype, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale. */
-  gpu::CacheRef cacheArgs(const Napi::CallbackInfo& info, size_t i) {
-    gpu::CacheRef c{};
-    c.dtype = (int)intArg(info, i, "cache.dtype", gpu::kF32, gpu::kFp8E5M2FNUZ);
-    c.numBlocks = intArg(info, i + 3, "cache.numBlocks", 1, INT32_MAX);
-    c.blockSize = (int)intArg(info, i + 4, "cache.blockSize", 1, INT32_MAX);
-    c.numKvHeads = (int)intArg(info, i + 5, "cache.numKvHeads", 1, INT32_MAX);
-    c.headSize = (int)intArg(info, i + 6, "cache.headSize", 1, INT32_MAX);
-    const int64_t n = mul(info, "cache", {c.numBlocks, c.blockSize, c.numKvHeads, c.headSize});
-    if (c.dtype == gpu::kF32) {
-      c.k = arrayArg<float>(info, i + 1, "cache.key", n, true);
-      c.v = arrayArg<float>(info, i + 2, "cache.value", n, true);
-    } else if (c.dtype == gpu::kBF16 || c.dtype == gpu::kF16) {
-      c.k = arrayArg<uint16_t>(info, i + 1, "cache.key", n, true);
-      c.v = arrayArg<uint16_t>(info, i + 2, "cache.value", n, true);
-    } else {
-      c.k = arrayArg<uint8_t>(info, i + 1, "cache.key", n, true);
-      c.v = arrayArg<uint8_t>(info, i + 2, "cache.value", n, true);
-    }
-    if (c.dtype >= gpu::kFp8E4M3FN) {
-      int64_t kl = 0, vl = 0;
-      c.kScale = arrayArg<float>(info, i + 7, "cache.kScale", 1, false, &kl);
-      c.vScale = arrayArg<float>(info, i + 8, "cache.vScale", 1, false, &vl);
-      if ((kl != 1 && kl != c.numKvHeads) || vl != kl) {
-        fail(info.Env(), "INVALID_SCALE", "cache.kScale", "cache.kScale and cache.vScale must both have length 1 or numKvHeads");
-      }
-      checkScales(info, c.kScale, kl, "cache.kScale");
-      checkScales(info, c.vScale, vl, "cache.vScale");
-      c.scaleLen = (int)kl;
-    }
-    return c;
-  }
-
   /** Resident pools at info[i], info[i+1] (both or neither). */
-  void residentCache(const Napi::CallbackInfo& info, size_t i, gpu::CacheRef& c) {
-    const size_t bytes = (size_t)c.numBlocks * c.blockSize * c.numKvHeads * c.headSize * gpu::dtype_bytes(c.dtype);
+  void residentCache(const Napi::CallbackInfo& info, size_t i, KvCacheRef& c) {
+    const size_t bytes = (size_t)c.numBlocks * c.blockSize * c.numKvHeads * c.headSize * dtype_bytes(c.dtype);
     DeviceBuffer* k = bufferArg(info, i, "cache.key (device)", bytes);
     DeviceBuffer* v = bufferArg(info, i + 1, "cache.value (device)", bytes);
     if ((k == nullptr) != (v == nullptr)) {
@@ -380,218 +232,54 @@ class Context : public Napi::ObjectWrap<Context> {
     c.vDev = v ? v->ptr() : nullptr;
   }
 
+  // Each op: the shared reader (napi_args.h), then this addon's resident buffers (after the shared arguments).
+
   void Linear(const Napi::CallbackInfo& info) {
-    // (x, wData, wDtype, rows, in, out, bias|null, y, wDev?)
-    gpu::LinearArgs p{};
-    p.wdtype = (int)intArg(info, 2, "weight.dtype", gpu::kF32, gpu::kF16);
-    p.rows = intArg(info, 3, "rows", 1);
-    p.in = intArg(info, 4, "weight.cols", 1);
-    p.out = intArg(info, 5, "weight.rows", 1);
-    p.x = arrayArg<float>(info, 0, "x", mul(info, "x", {p.rows, p.in}));
-    const int64_t wn = mul(info, "weight", {p.out, p.in});
-    if (p.wdtype == gpu::kF32) p.w = arrayArg<float>(info, 1, "weight.data", wn, true);
-    else p.w = arrayArg<uint16_t>(info, 1, "weight.data", wn, true);
-    p.bias = optionalArrayArg<float>(info, 6, "bias", p.out);
-    p.y = arrayArg<float>(info, 7, "out", mul(info, "out", {p.rows, p.out}));
-    DeviceBuffer* wd = bufferArg(info, 8, "weight (device)", (size_t)wn * gpu::dtype_bytes(p.wdtype));
+    LinearParams p = readLinear(info);
+    DeviceBuffer* wd = bufferArg(info, 8, "weight (device)", (size_t)(p.out * p.in) * dtype_bytes(p.wdtype));
     p.wDev = wd ? wd->ptr() : nullptr;
     Status st;
     if (!gpu::linear(ctx(info), p, &st)) failStatus(info.Env(), st, "linear");
   }
 
-  void RmsNorm(const Napi::CallbackInfo& info) {
-    // (x, weight, out, rows, hidden, eps)
-    gpu::RmsNormArgs p{};
-    p.rows = intArg(info, 3, "rows", 1);
-    p.hidden = intArg(info, 4, "hidden", 1);
-    const int64_t n = mul(info, "x", {p.rows, p.hidden});
-    p.x = arrayArg<float>(info, 0, "x", n);
-    p.w = arrayArg<float>(info, 1, "weight", p.hidden);
-    p.y = arrayArg<float>(info, 2, "out", n);
-    const double eps = numberArg(info, 5, "eps");
-    if (!(eps >= 0) || !std::isfinite(eps)) fail(info.Env(), "INVALID_ARGUMENT", "eps", "eps must be finite and >= 0");
-    p.eps = (float)eps;
-    Status st;
-    if (!gpu::rms_norm(ctx(info), p, &st)) failStatus(info.Env(), st, "rmsNorm");
+  // The standard ops (ops.h KVQ_STANDARD_OPS): read the arguments, run the GPU entry point.
+#define KVQ_METHOD(js, cpuFn, gpuFn, P, read)                                \
+  void Op_##cpuFn(const Napi::CallbackInfo& info) {                           \
+    const P p = read(info);                                                   \
+    Status st;                                                                \
+    if (!gpu::gpuFn(ctx(info), p, &st)) failStatus(info.Env(), st, js);       \
   }
-
-  gpu::EltwiseArgs eltwise(const Napi::CallbackInfo& info, const char* a, const char* b) {
-    // (a, b, out, n)
-    gpu::EltwiseArgs p{};
-    p.n = intArg(info, 3, "length", 0, INT64_C(1) << 50);
-    p.a = arrayArg<float>(info, 0, a, p.n);
-    p.b = arrayArg<float>(info, 1, b, p.n);
-    p.y = arrayArg<float>(info, 2, "out", p.n);
-    return p;
-  }
-  void Add(const Napi::CallbackInfo& info) {
-    const gpu::EltwiseArgs p = eltwise(info, "a", "b");
-    Status st;
-    if (!gpu::add(ctx(info), p, &st)) failStatus(info.Env(), st, "add");
-  }
-  void SiluAndMul(const Napi::CallbackInfo& info) {
-    const gpu::EltwiseArgs p = eltwise(info, "gate", "up");
-    Status st;
-    if (!gpu::silu_and_mul(ctx(info), p, &st)) failStatus(info.Env(), st, "siluAndMul");
-  }
+  KVQ_STANDARD_OPS(KVQ_METHOD)
+#undef KVQ_METHOD
 
   void Embedding(const Napi::CallbackInfo& info) {
-    // (tableData, dtype, vocab, hidden, ids, out, numTokens, tableDev?)
-    gpu::EmbeddingArgs p{};
-    p.dtype = (int)intArg(info, 1, "table.dtype", gpu::kF32, gpu::kF16);
-    p.vocab = intArg(info, 2, "table.rows", 1);
-    p.hidden = intArg(info, 3, "table.cols", 1);
-    const int64_t tn = mul(info, "table", {p.vocab, p.hidden});
-    if (p.dtype == gpu::kF32) p.table = arrayArg<float>(info, 0, "table.data", tn, true);
-    else p.table = arrayArg<uint16_t>(info, 0, "table.data", tn, true);
-    p.numTokens = intArg(info, 6, "numTokens", 0);
-    p.ids = arrayArg<int32_t>(info, 4, "ids", p.numTokens);
-    p.y = arrayArg<float>(info, 5, "out", mul(info, "out", {p.numTokens, p.hidden}));
-    for (int64_t t = 0; t < p.numTokens; t++) {
-      if (p.ids[t] < 0 || p.ids[t] >= p.vocab) {
-        const std::string a = "ids[" + std::to_string(t) + "]";
-        fail(info.Env(), "OUT_OF_RANGE", a, a + " = " + std::to_string(p.ids[t]) + " is outside the table");
-      }
-    }
-    DeviceBuffer* td = bufferArg(info, 7, "table (device)", (size_t)tn * gpu::dtype_bytes(p.dtype));
+    EmbeddingParams p = readEmbedding(info);
+    DeviceBuffer* td = bufferArg(info, 7, "table (device)", (size_t)(p.vocab * p.hidden) * dtype_bytes(p.dtype));
     p.tableDev = td ? td->ptr() : nullptr;
     Status st;
     if (!gpu::embedding(ctx(info), p, &st)) failStatus(info.Env(), st, "embedding");
   }
 
-  void Rope(const Napi::CallbackInfo& info) {
-    // (query, key, positions, numTokens, numHeads, numKvHeads, headSize, rotaryDim, maxPositions, cos, sin, interleaved)
-    gpu::RopeArgs p{};
-    p.numTokens = intArg(info, 3, "numTokens", 0);
-    p.numHeads = (int)intArg(info, 4, "numHeads", 1);
-    p.numKvHeads = (int)intArg(info, 5, "numKvHeads", 1);
-    p.headSize = (int)intArg(info, 6, "headSize", 2);
-    p.rotaryDim = (int)intArg(info, 7, "table.rotaryDim", 2, p.headSize);
-    if (p.rotaryDim % 2 != 0) fail(info.Env(), "INVALID_ARGUMENT", "table.rotaryDim", "table.rotaryDim must be even");
-    p.maxPositions = intArg(info, 8, "table.maxPositions", 1);
-    p.q = arrayArg<float>(info, 0, "query", mul(info, "query", {p.numTokens, p.numHeads, p.headSize}));
-    p.k = arrayArg<float>(info, 1, "key", mul(info, "key", {p.numTokens, p.numKvHeads, p.headSize}));
-    p.pos = arrayArg<int32_t>(info, 2, "positions", p.numTokens);
-    const int64_t tn = mul(info, "table", {p.maxPositions, p.rotaryDim / 2});
-    p.cos = arrayArg<float>(info, 9, "table.cos", tn);
-    p.sin = arrayArg<float>(info, 10, "table.sin", tn);
-    p.interleaved = boolArg(info, 11);
-    for (int64_t t = 0; t < p.numTokens; t++) {
-      if (p.pos[t] < 0 || p.pos[t] >= p.maxPositions) {
-        const std::string a = "positions[" + std::to_string(t) + "]";
-        fail(info.Env(), "OUT_OF_RANGE", a, a + " = " + std::to_string(p.pos[t]) + " is outside the rope table");
-      }
-    }
-    Status st;
-    if (!gpu::rope(ctx(info), p, &st)) failStatus(info.Env(), st, "rope");
-  }
-
-  void Softmax(const Napi::CallbackInfo& info) {
-    // (x, out, rows, cols)
-    gpu::SoftmaxArgs p{};
-    p.rows = intArg(info, 2, "rows", 0);
-    p.cols = intArg(info, 3, "cols", 1);
-    const int64_t n = mul(info, "x", {p.rows, p.cols});
-    p.x = arrayArg<float>(info, 0, "x", n);
-    p.y = arrayArg<float>(info, 1, "out", n);
-    Status st;
-    if (!gpu::softmax(ctx(info), p, &st)) failStatus(info.Env(), st, "softmax");
-  }
-
   void ReshapeAndCache(const Napi::CallbackInfo& info) {
-    // (key, value, slotMapping, numTokens, cache[dtype, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale,
-    //  vScale] (4..12), kDev?, vDev? (13, 14))
-    gpu::CacheWriteArgs p{};
-    p.cache = cacheArgs(info, 4);
+    // shared arguments (0..12), then kDev?, vDev? (13, 14)
+    CacheWriteParams p = readCacheWrite(info);
     residentCache(info, 13, p.cache);
-    p.numTokens = intArg(info, 3, "numTokens", 0);
-    const int64_t n = mul(info, "key", {p.numTokens, p.cache.numKvHeads, p.cache.headSize});
-    p.key = arrayArg<float>(info, 0, "key", n);
-    p.value = arrayArg<float>(info, 1, "value", n);
-    p.slots = arrayArg<int32_t>(info, 2, "slotMapping", p.numTokens);
-    const int64_t slots = p.cache.numBlocks * p.cache.blockSize;
-    for (int64_t t = 0; t < p.numTokens; t++) {
-      if (p.slots[t] >= slots) {
-        const std::string a = "slotMapping[" + std::to_string(t) + "]";
-        fail(info.Env(), "OUT_OF_RANGE", a, a + " = " + std::to_string(p.slots[t]) + " is outside the cache's slots");
-      }
-    }
     Status st;
     if (!gpu::reshape_and_cache(ctx(info), p, &st)) failStatus(info.Env(), st, "reshapeAndCache");
   }
 
   void PagedAttention(const Napi::CallbackInfo& info) {
-    // (query, out, cache[dtype, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale] (2..10),
-    //  queryStartLoc, seqLens, blockTables, maxBlocksPerSeq, numSeqs, numHeads, softmaxScale, slidingWindow,
-    //  fp8Query (0 off, 1 satfinite, 2 nosat), qScale, kDev?, vDev? (21, 22))
-    gpu::AttentionArgs p{};
-    p.cache = cacheArgs(info, 2);
-    residentCache(info, 21, p.cache);
-    const gpu::CacheRef& c = p.cache;
-    p.maxBlocksPerSeq = (int)intArg(info, 14, "maxBlocksPerSeq", 1);
-    p.numSeqs = (int)intArg(info, 15, "numSeqs", 1);
-    p.numHeads = (int)intArg(info, 16, "numHeads", 1);
-    if (p.numHeads % c.numKvHeads != 0) {
-      fail(info.Env(), "SHAPE_MISMATCH", "numHeads", "numHeads must be a multiple of cache.numKvHeads");
-    }
-    const double scale = numberArg(info, 17, "softmaxScale");
-    if (!(scale > 0) || !std::isfinite(scale) || !std::isfinite((float)scale)) {
-      fail(info.Env(), "INVALID_ARGUMENT", "softmaxScale", "softmaxScale must be finite and > 0");
-    }
-    p.softmaxScale = (float)scale;
-    p.slidingWindow = (int)intArg(info, 18, "slidingWindow", 0);
-    p.fp8Query = (int)intArg(info, 19, "fp8Query", 0, 2);
-    p.qsl = arrayArg<int32_t>(info, 11, "queryStartLoc", (int64_t)p.numSeqs + 1);
-    p.seqLens = arrayArg<int32_t>(info, 12, "seqLens", p.numSeqs);
-    p.blockTables = arrayArg<int32_t>(info, 13, "blockTables", mul(info, "blockTables", {p.numSeqs, p.maxBlocksPerSeq}));
-    if (p.qsl[0] != 0) fail(info.Env(), "INVALID_ARGUMENT", "queryStartLoc[0]", "queryStartLoc[0] must be 0");
-    for (int s = 0; s < p.numSeqs; s++) {
-      const int64_t qLen = (int64_t)p.qsl[s + 1] - p.qsl[s];
-      const std::string idx = std::to_string(s);
-      if (qLen < 0) fail(info.Env(), "INVALID_ARGUMENT", "queryStartLoc[" + std::to_string(s + 1) + "]", "queryStartLoc must be non-decreasing");
-      if (p.seqLens[s] < qLen) fail(info.Env(), "INVALID_ARGUMENT", "seqLens[" + idx + "]", "seqLens[" + idx + "] is less than the query length");
-      const int64_t blocks = ((int64_t)p.seqLens[s] + c.blockSize - 1) / c.blockSize;
-      if (blocks > p.maxBlocksPerSeq) fail(info.Env(), "OUT_OF_RANGE", "seqLens[" + idx + "]", "seqLens[" + idx + "] needs more than maxBlocksPerSeq blocks");
-      for (int64_t b = 0; b < blocks; b++) {
-        const int64_t e = (int64_t)s * p.maxBlocksPerSeq + b;
-        const int32_t id = p.blockTables[e];
-        if (id < 0 || id >= c.numBlocks) {
-          fail(info.Env(), "OUT_OF_RANGE", "blockTables[" + std::to_string(e) + "]",
-               "blockTables[" + std::to_string(e) + "] = " + std::to_string(id) + " is outside the cache's blocks");
-        }
-      }
-    }
-    const int64_t numTokens = p.qsl[p.numSeqs];
-    const int64_t qn = mul(info, "query", {numTokens, p.numHeads, c.headSize});
-    p.q = arrayArg<float>(info, 0, "query", qn);
-    p.out = arrayArg<float>(info, 1, "out", qn);
-    std::vector<float> qScaleKv;
-    if (p.fp8Query != 0) {
-      if (c.dtype < gpu::kFp8E4M3FN) fail(info.Env(), "INVALID_ARGUMENT", "fp8Query", "fp8Query needs an FP8 cache");
-      int64_t ql = 0;
-      const float* qs = arrayArg<float>(info, 20, "cache.qScale", 1, false, &ql);
-      if (ql != 1 && ql != p.numHeads) fail(info.Env(), "INVALID_SCALE", "cache.qScale", "cache.qScale must have length 1 or numHeads");
-      checkScales(info, qs, ql, "cache.qScale");
-      const int g = p.numHeads / c.numKvHeads;
-      qScaleKv.assign((size_t)c.numKvHeads, 0.0f);
-      for (int h = 0; h < c.numKvHeads; h++) {
-        float m = qs[0];
-        if (ql != 1) {
-          m = qs[h * g];
-          for (int i = 1; i < g; i++) m = qs[h * g + i] > m ? qs[h * g + i] : m;
-        }
-        qScaleKv[(size_t)h] = m;
-      }
-      p.qScaleKv = qScaleKv.data();
-    }
+    // shared arguments (0..20), then kDev?, vDev? (21, 22)
+    AttentionInput a;
+    readAttention(info, a);
+    residentCache(info, 21, a.p.cache);
     Status st;
-    if (!gpu::paged_attention(ctx(info), p, &st)) failStatus(info.Env(), st, "pagedAttention");
+    if (!gpu::paged_attention(ctx(info), a.p, &st)) failStatus(info.Env(), st, "pagedAttention");
   }
 
   Napi::Value AmaxTensor(const Napi::CallbackInfo& info) {
-    // (x, length)
-    const int64_t n = intArg(info, 1, "length", 0, INT64_C(1) << 50);
-    const float* x = arrayArg<float>(info, 0, "x", n);
+    int64_t n = 0;
+    const float* x = readAmaxTensor(info, &n);
     float result = 0;
     Status st;
     if (!gpu::amax_tensor(ctx(info), x, n, &result, &st)) failStatus(info.Env(), st, "amaxTensor");
@@ -599,63 +287,26 @@ class Context : public Napi::ObjectWrap<Context> {
   }
 
   void AmaxPerHead(const Napi::CallbackInfo& info) {
-    // (x, out, numTokens, numHeads, headSize, accumulate)
-    gpu::AmaxArgs p{};
-    p.numTokens = intArg(info, 2, "numTokens", 0);
-    p.numHeads = (int)intArg(info, 3, "numHeads", 1, 65535);
-    p.headSize = (int)intArg(info, 4, "headSize", 1);
-    p.x = arrayArg<float>(info, 0, "x", mul(info, "x", {p.numTokens, p.numHeads, p.headSize}));
-    p.out = arrayArg<float>(info, 1, "out", p.numHeads);
-    p.accumulate = boolArg(info, 5);
+    const AmaxParams p = readAmaxPerHead(info, 65535);  // one block row per head (grid.y)
     Status st;
     if (!gpu::amax_per_head(ctx(info), p, &st)) failStatus(info.Env(), st, "amaxPerHead");
   }
 
-  gpu::QuantArgs quantArgs(const Napi::CallbackInfo& info, bool quantize) {
-    // quantize: (src f32, out u8, length, scales, runLength, period, format, saturate)
-    // dequantize: (src u8, out f32, length, scales, runLength, period, format)
-    gpu::QuantArgs p{};
-    p.n = intArg(info, 2, "length", 0, INT64_C(1) << 50);
-    p.runLength = intArg(info, 4, "runLength", 1, INT64_C(1) << 50);
-    p.period = intArg(info, 5, "period", 0, INT64_C(1) << 50);
-    p.format = (int)intArg(info, 6, "format", 0, 3);
-    p.sat = quantize ? boolArg(info, 7) : true;
-    if (quantize) {
-      p.src = arrayArg<float>(info, 0, "src", p.n);
-      p.codes = arrayArg<uint8_t>(info, 1, "out", p.n);
-    } else {
-      p.codes = arrayArg<uint8_t>(info, 0, "src", p.n);
-      p.dst = arrayArg<float>(info, 1, "out", p.n);
-    }
-    const int64_t runs = p.n == 0 ? 0 : (p.n + p.runLength - 1) / p.runLength;
-    const int64_t needScales = p.period ? (runs < p.period ? (runs == 0 ? 1 : runs) : p.period) : (runs == 0 ? 1 : runs);
-    int64_t sl = 0;
-    p.scales = arrayArg<float>(info, 3, "scales", needScales, false, &sl);
-    checkScales(info, p.scales, needScales, "scales");
-    p.numScales = needScales;
-    return p;
-  }
   void QuantizeFp8(const Napi::CallbackInfo& info) {
-    const gpu::QuantArgs p = quantArgs(info, true);
+    const QuantParams p = readQuant(info, true);
     Status st;
     if (!gpu::quantize_fp8(ctx(info), p, &st)) failStatus(info.Env(), st, "quantizeFp8");
   }
   void DequantizeFp8(const Napi::CallbackInfo& info) {
-    const gpu::QuantArgs p = quantArgs(info, false);
+    const QuantParams p = readQuant(info, false);
     Status st;
     if (!gpu::dequantize_fp8(ctx(info), p, &st)) failStatus(info.Env(), st, "dequantizeFp8");
   }
 
   void EncodeFp8Bits(const Napi::CallbackInfo& info) {
-    // (firstBits, count, out, format, saturate)
-    const int64_t first = intArg(info, 0, "firstBits", 0, INT64_C(0xFFFFFFFF));
-    const int64_t count = intArg(info, 1, "count", 0, INT64_C(0x100000000) - first);
-    uint8_t* out = arrayArg<uint8_t>(info, 2, "out", count);
-    const int format = (int)intArg(info, 3, "format", 0, 3);
+    const EncodeBitsParams p = readEncodeBits(info);
     Status st;
-    if (!gpu::encode_fp8_bits(ctx(info), (uint32_t)first, count, out, format, boolArg(info, 4), &st)) {
-      failStatus(info.Env(), st, "encodeFp8Bits");
-    }
+    if (!gpu::encode_fp8_bits(ctx(info), p.first, p.count, p.out, p.format, p.sat, &st)) failStatus(info.Env(), st, "encodeFp8Bits");
   }
 
   Napi::Value Fp8VendorCheck(const Napi::CallbackInfo& info) {
@@ -697,7 +348,7 @@ class Context : public Napi::ObjectWrap<Context> {
     b.warmup = num("warmup", 0, 1000);
     b.iters = num("iters", 1, 10000);
     if (b.numHeads % b.numKvHeads != 0) fail(info.Env(), "SHAPE_MISMATCH", "numHeads", "numHeads must be a multiple of numKvHeads");
-    if (b.fp8Query && b.dtype < gpu::kFp8E4M3FN) fail(info.Env(), "INVALID_ARGUMENT", "fp8Query", "fp8Query needs an FP8 cache");
+    if (b.fp8Query && b.dtype < kFp8E4M3FN) fail(info.Env(), "INVALID_ARGUMENT", "fp8Query", "fp8Query needs an FP8 cache");
     Status st;
     if (!gpu::bench_attention(ctx(info), &b, &st)) failStatus(info.Env(), st, "benchAttention");
     Napi::Object r = Napi::Object::New(info.Env());

@@ -15,21 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Dtype codes (kF32 ... kFp8E5M2FNUZ), dtype_bytes() and the op parameter structs, shared with @kvq/kernels-cpu.
+#include "ops.h"
+
 namespace kvq {
 namespace gpu {
-
-/** Storage dtype codes (same numbers as @kvq/kernels-cpu's csrc/kernels.h; FP8 = kvq::Fp8Format + 3). */
-enum DtypeCode : int {
-  kF32 = 0,
-  kBF16 = 1,
-  kF16 = 2,
-  kFp8E4M3FN = 3,
-  kFp8E5M2 = 4,
-  kFp8E4M3FNUZ = 5,
-  kFp8E5M2FNUZ = 6,
-};
-
-inline size_t dtype_bytes(int dt) { return dt == kF32 ? 4 : (dt <= kF16 ? 2 : 1); }
 
 /** Outcome of a GPU call. */
 enum StatusCode : int { kOk = 0, kRuntimeError = 1, kOutOfMemory = 2, kUnsupported = 3, kNoDevice = 4 };
@@ -86,122 +76,26 @@ bool buffer_upload(Context* ctx, void* dst, const void* src, size_t bytes, Statu
 bool buffer_download(Context* ctx, void* dst, const void* src, size_t bytes, Status* st);
 
 // ---- ops ----------------------------------------------------------------------------------------------------
-struct LinearArgs {
-  const float* x;  // [rows, in]
-  const void* w;   // [out, in] f32 / bf16 / f16 bits (host)
-  const void* wDev;
-  int wdtype;
-  const float* bias;  // [out] or null
-  float* y;           // [rows, out]
-  int64_t rows, in, out;
-};
-
-struct RmsNormArgs {
-  const float* x;
-  const float* w;
-  float* y;
-  int64_t rows, hidden;
-  float eps;
-};
-
-struct EltwiseArgs {
-  const float* a;
-  const float* b;
-  float* y;
-  int64_t n;
-};
-
-struct EmbeddingArgs {
-  const void* table;  // [vocab, hidden] (host)
-  const void* tableDev;
-  int dtype;
-  const int32_t* ids;
-  float* y;
-  int64_t numTokens, hidden, vocab;
-};
-
-struct RopeArgs {
-  float* q;
-  float* k;
-  const int32_t* pos;
-  const float* cos;  // [maxPositions, rotaryDim / 2]
-  const float* sin;
-  int64_t numTokens, maxPositions;
-  int numHeads, numKvHeads, headSize, rotaryDim;
-  bool interleaved;
-};
-
-struct SoftmaxArgs {
-  const float* x;
-  float* y;
-  int64_t rows, cols;
-};
-
-/** A paged KV layer cache, [numBlocks, blockSize, numKvHeads, headSize] per pool. */
-struct CacheRef {
-  int dtype;
-  void* k;  // host pools (always valid)
-  void* v;
-  void* kDev;  // resident device pools, or null
-  void* vDev;
-  int64_t numBlocks;
-  int blockSize, numKvHeads, headSize;
-  const float* kScale;  // FP8 only; length scaleLen (1 or numKvHeads)
-  const float* vScale;
-  int scaleLen;
-};
-
-struct CacheWriteArgs {
-  const float* key;  // [numTokens, numKvHeads, headSize]
-  const float* value;
-  const int32_t* slots;  // [numTokens], < numBlocks * blockSize (negative = skip)
-  int64_t numTokens;
-  CacheRef cache;
-};
-
-struct AttentionArgs {
-  const float* q;  // [numTokens, numHeads, headSize]
-  float* out;
-  CacheRef cache;
-  const int32_t* qsl;      // [numSeqs + 1]
-  const int32_t* seqLens;  // [numSeqs]
-  const int32_t* blockTables;
-  int maxBlocksPerSeq;
-  int numSeqs, numHeads;
-  float softmaxScale;
-  int slidingWindow;       // 0 = none
-  int fp8Query;            // 0 = off, 1 = satfinite, 2 = nosat
-  const float* qScaleKv;   // [numKvHeads] (reduced over GQA groups); fp8Query only
-};
-
-struct AmaxArgs {
-  const float* x;
-  float* out;  // [numHeads]
-  int64_t numTokens;
-  int numHeads, headSize;
-  bool accumulate;
-};
-
-/** Runs of `runLength` elements; run r uses scales[period ? r % period : r]. */
-struct QuantArgs {
-  const float* src;
-  uint8_t* codes;
-  float* dst;
-  int64_t n;
-  const float* scales;
-  int64_t numScales;
-  int64_t runLength, period;
-  int format;  // kvq::Fp8Format
-  bool sat;
-};
+// The op parameter structs are @kvq/kernels' csrc/ops.h (one definition for the CPU and the GPU kernels); the
+// GPU code knows them by these names.
+using LinearArgs = kvq::LinearParams;
+using RmsNormArgs = kvq::RmsNormParams;
+using EltwiseArgs = kvq::EltwiseParams;
+using EmbeddingArgs = kvq::EmbeddingParams;
+using RopeArgs = kvq::RopeParams;
+using SoftmaxArgs = kvq::SoftmaxParams;
+using CacheRef = kvq::KvCacheRef;
+using CacheWriteArgs = kvq::CacheWriteParams;
+using AttentionArgs = kvq::AttentionParams;
+using AmaxArgs = kvq::AmaxParams;
+using QuantArgs = kvq::QuantParams;
 
 bool linear(Context* ctx, const LinearArgs& a, Status* st);
-bool rms_norm(Context* ctx, const RmsNormArgs& a, Status* st);
-bool add(Context* ctx, const EltwiseArgs& a, Status* st);
-bool silu_and_mul(Context* ctx, const EltwiseArgs& a, Status* st);
+// The standard ops of ops.h (KVQ_STANDARD_OPS), with their gpuFn names (rms_norm, add, silu_and_mul, ...).
+#define KVQ_GPU_DECLARE(js, cpuFn, gpuFn, P, read) bool gpuFn(Context* ctx, const P& a, Status* st);
+KVQ_STANDARD_OPS(KVQ_GPU_DECLARE)
+#undef KVQ_GPU_DECLARE
 bool embedding(Context* ctx, const EmbeddingArgs& a, Status* st);
-bool rope(Context* ctx, const RopeArgs& a, Status* st);
-bool softmax(Context* ctx, const SoftmaxArgs& a, Status* st);
 bool reshape_and_cache(Context* ctx, const CacheWriteArgs& a, Status* st);
 bool paged_attention(Context* ctx, const AttentionArgs& a, Status* st);
 bool amax_tensor(Context* ctx, const float* x, int64_t n, float* result, Status* st);

@@ -258,7 +258,8 @@ export async function buildGpuAddon(o) {
   const stamp = JSON.stringify({ targets, extra, compiler: o.vendor });
   const inputs = [
     ...readdirSync(o.csrcDir).map((f) => join(o.csrcDir, f)),
-    join(sharedInclude, 'fp8.h'),
+    // The shared headers of @kvq/kernels (fp8.h, ops.h, napi_args.h).
+    ...readdirSync(sharedInclude).map((f) => join(sharedInclude, f)),
     fileURLToPath(import.meta.url),
   ].filter(existsSync);
   const newestInput = Math.max(...inputs.map((f) => statSync(f).mtimeMs));

@@ -1,29 +1,18 @@
 /**
  * The shape of the native GPU module (`build/Release/kvq_cuda.node`, and `kvq_rocm.node` of `@kvq/kernels-rocm`,
- * both from csrc/addon.cc), declared once. Only the facade (`./backend.ts`) calls it. Arguments are positional,
- * typed arrays are read in place (the addon copies them to the device), and every length, index and kind is
- * re-checked natively, so a direct call with bad input throws an `Error` with `code` / `argument`.
+ * both from csrc/addon.cc): the kernel ops every native addon exports (`NativeKernelOps` of `@kvq/kernels/native`,
+ * read by the shared csrc/napi_args.h, here with resident {@link NativeDeviceBuffer}s after the shared arguments)
+ * plus what only the GPU addon has (probe, device, residency, device checks and benchmarks).
  *
- * NOTE: keep in sync with csrc/addon.cc; bump {@link ADDON_ABI} and `kAbi` there together.
+ * NOTE: keep in sync with csrc/addon.cc; the ABI is the shared one (`NATIVE_ABI` / napi_args.h `kAbi`).
  * @module
  */
+import { NATIVE_ABI, type NativeKernelOps } from '@kvq/kernels/native';
+
+export { DTYPE_CODE, FORMAT_CODE, type PagedAttentionNativeArgs } from '@kvq/kernels/native';
 
 /** ABI version this facade speaks; a binary reporting another one is stale and is not loaded. */
-export const ADDON_ABI = 1;
-
-/** Numeric codes of storage dtypes (csrc/gpu.h `DtypeCode`, the same as `@kvq/kernels-cpu`). */
-export const DTYPE_CODE = {
-  f32: 0,
-  bf16: 1,
-  f16: 2,
-  e4m3fn: 3,
-  e5m2: 4,
-  e4m3fnuz: 5,
-  e5m2fnuz: 6,
-} as const;
-
-/** Numeric codes of FP8 formats (csrc/fp8.h `Fp8Format`). */
-export const FORMAT_CODE = { e4m3fn: 0, e5m2: 1, e4m3fnuz: 2, e5m2fnuz: 3 } as const;
+export const ADDON_ABI = NATIVE_ABI;
 
 /** The vendor runtime a binary was built for (`'sim'`: the CPU simulator of csrc/sim, for tests). */
 export type GpuVendor = 'cuda' | 'hip' | 'sim';
@@ -78,9 +67,6 @@ type F32 = Float32Array;
 type I32 = Int32Array;
 type U8 = Uint8Array;
 type U16 = Uint16Array;
-/** Pool array of any KV dtype. */
-type Pool = Float32Array | Uint16Array | Uint8Array;
-type Dev = NativeDeviceBuffer | null;
 
 /** `fp8VendorCheck` result: csrc/fp8.h against the vendor's own conversion, on the device. */
 export interface Fp8VendorCheckResult {
@@ -125,66 +111,17 @@ export interface NativeAttentionBenchResult {
   readonly finite: boolean;
 }
 
-/**
- * One native context: a device, a stream and scratch buffers. Cache arguments are spread as
- * `(dtypeCode, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale)`.
- */
-export interface NativeContext {
+/** One native context: a device, a stream and scratch buffers; the shared ops take resident buffers last. */
+export interface NativeContext extends NativeKernelOps<NativeDeviceBuffer> {
   readonly device: GpuDeviceInfo;
   /** `'cublas'` / `'hipblas'` when the vendor BLAS's SGEMM serves prefill GEMMs, else `'builtin'`. */
   readonly gemm: 'cublas' | 'hipblas' | 'builtin';
   /** Why (cuBLAS path, or why not). */
   readonly gemmNote: string;
   readonly disposed: boolean;
-  dispose(): void;
   memInfo(): { free: number; total: number };
   upload(array: F32 | U16 | U8 | I32): NativeDeviceBuffer;
   download(buffer: NativeDeviceBuffer, into: F32 | U16 | U8 | I32): void;
-  linear(x: F32, w: F32 | U16, wDtype: number, rows: number, inF: number, outF: number, bias: F32 | null, out: F32, wDev?: Dev): void;
-  rmsNorm(x: F32, weight: F32, out: F32, rows: number, hidden: number, eps: number): void;
-  add(a: F32, b: F32, out: F32, length: number): void;
-  siluAndMul(gate: F32, up: F32, out: F32, length: number): void;
-  embedding(table: F32 | U16, dtype: number, vocab: number, hidden: number, ids: I32, out: F32, numTokens: number, tableDev?: Dev): void;
-  rope(
-    query: F32,
-    key: F32,
-    positions: I32,
-    numTokens: number,
-    numHeads: number,
-    numKvHeads: number,
-    headSize: number,
-    rotaryDim: number,
-    maxPositions: number,
-    cos: F32,
-    sin: F32,
-    interleaved: boolean,
-  ): void;
-  softmax(x: F32, out: F32, rows: number, cols: number): void;
-  reshapeAndCache(
-    key: F32,
-    value: F32,
-    slotMapping: I32,
-    numTokens: number,
-    dtype: number,
-    kPool: Pool,
-    vPool: Pool,
-    numBlocks: number,
-    blockSize: number,
-    numKvHeads: number,
-    headSize: number,
-    kScale: F32,
-    vScale: F32,
-    kDev?: Dev,
-    vDev?: Dev,
-  ): void;
-  pagedAttention(...args: PagedAttentionNativeArgs): void;
-  amaxTensor(x: F32, length: number): number;
-  amaxPerHead(x: F32, out: F32, numTokens: number, numHeads: number, headSize: number, accumulate: boolean): void;
-  /** Run r (elements `[r * runLength, (r + 1) * runLength)`) uses `scales[period ? r % period : r]`. */
-  quantizeFp8(src: F32, out: U8, length: number, scales: F32, runLength: number, period: number, format: number, satfinite: boolean): void;
-  dequantizeFp8(src: U8, out: F32, length: number, scales: F32, runLength: number, period: number, format: number): void;
-  /** Encode the float32 bit patterns `firstBits .. firstBits + count - 1` (unscaled) on the device. */
-  encodeFp8Bits(firstBits: number, count: number, out: U8, format: number, satfinite: boolean): void;
   fp8VendorCheck(format: number, satfinite: boolean): Fp8VendorCheckResult;
   benchAttention(options: NativeAttentionBenchOptions): NativeAttentionBenchResult;
   /** Device-to-device copy, GB/s counting bytes read and written. */
@@ -192,33 +129,6 @@ export interface NativeContext {
   /** `linear` on resident random data, median milliseconds. */
   benchLinear(wDtype: number, rows: number, inF: number, outF: number, iters: number, useCublas: boolean): number;
 }
-
-/** Positional arguments of `pagedAttention`. `fp8Query`: 0 off, 1 satfinite, 2 nosat. */
-export type PagedAttentionNativeArgs = [
-  query: F32,
-  out: F32,
-  dtype: number,
-  kPool: Pool,
-  vPool: Pool,
-  numBlocks: number,
-  blockSize: number,
-  numKvHeads: number,
-  headSize: number,
-  kScale: F32,
-  vScale: F32,
-  queryStartLoc: I32,
-  seqLens: I32,
-  blockTables: I32,
-  maxBlocksPerSeq: number,
-  numSeqs: number,
-  numHeads: number,
-  softmaxScale: number,
-  slidingWindow: number,
-  fp8Query: number,
-  qScale: F32,
-  kDev: Dev,
-  vDev: Dev,
-];
 
 /** The module object `require('kvq_cuda.node')` returns. */
 export interface NativeAddon {

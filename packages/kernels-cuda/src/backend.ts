@@ -10,53 +10,19 @@
  * @module
  */
 import { createRequire } from 'node:module';
-import type { Fp8Format, Saturation, ScaleLayout } from '@kvq/fp8';
-import {
-  KernelError,
-  validateAdd,
-  validateAmaxPerHead,
-  validateAmaxTensor,
-  validateDequantizeFp8,
-  validateEmbedding,
-  validateLinear,
-  validatePagedAttention,
-  validateQuantizeFp8,
-  validateReshapeAndCache,
-  validateRmsNorm,
-  validateRope,
-  validateSiluAndMul,
-  validateSoftmax,
-  type AddArgs,
-  type AmaxPerHeadArgs,
-  type AmaxTensorArgs,
-  type BackendCreateOptions,
-  type BackendInfo,
-  type DequantizeFp8Args,
-  type EmbeddingArgs,
-  type KernelBackend,
-  type KvLayerCache,
-  type LinearArgs,
-  type PagedAttentionArgs,
-  type QuantizeFp8Args,
-  type ReshapeAndCacheArgs,
-  type RmsNormArgs,
-  type RopeArgs,
-  type SiluAndMulArgs,
-  type SoftmaxArgs,
-} from '@kvq/kernels';
-import {
-  DTYPE_CODE,
-  FORMAT_CODE,
-  type Fp8VendorCheckResult,
-  type GpuDeviceInfo,
-  type GpuVendor,
-  type NativeAttentionBenchResult,
-  type NativeContext,
-  type NativeDeviceBuffer,
-  type NativeProbe,
-  type PagedAttentionNativeArgs,
+import type { Fp8Format, Saturation } from '@kvq/fp8';
+import { KernelError, toKernelError, type BackendCreateOptions, type KernelBackend, type KvLayerCache } from '@kvq/kernels';
+import { DTYPE_CODE, envInt, FORMAT_CODE, NativeKernelBackend } from '@kvq/kernels/native';
+import type {
+  Fp8VendorCheckResult,
+  GpuDeviceInfo,
+  GpuVendor,
+  NativeAttentionBenchResult,
+  NativeContext,
+  NativeDeviceBuffer,
+  NativeProbe,
 } from './addon-types.js';
-import { toKernelError, unavailable } from './errors.js';
+import { unavailable } from './errors.js';
 import { CUDA_SPEC, loadAddon, probeAddon, type GpuVendorSpec } from './load.js';
 
 /** The name the loader and `KVQ_BACKEND` use for this backend. */
@@ -159,16 +125,6 @@ export function cudaAvailability(timeoutMs?: number): GpuAvailability {
   return gpuAvailability(CUDA_SPEC, timeoutMs);
 }
 
-function envInt(name: string, min: number): number | undefined {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return undefined;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < min) {
-    throw new KernelError('INVALID_ARGUMENT', `${name} must be an integer >= ${min}, got ${JSON.stringify(raw)}`, { argument: name });
-  }
-  return v;
-}
-
 function packageVersion(): string | undefined {
   try {
     return (createRequire(import.meta.url)('../package.json') as { version?: string }).version;
@@ -177,59 +133,46 @@ function packageVersion(): string | undefined {
   }
 }
 
-/** `(runLength, period)` of a validated {@link ScaleLayout} over `length` elements (see the native quantizer). */
-function runsOf(layout: ScaleLayout, length: number): [number, number] {
-  switch (layout.granularity) {
-    case 'tensor':
-      return [Math.max(length, 1), 1];
-    case 'head':
-      return [layout.headSize, layout.numHeads];
-    case 'token':
-      return [layout.tokenSize, 0];
-    case 'token_head':
-      return [layout.headSize, 0];
-  }
-}
-
-const NO_SCALES = new Float32Array(0);
-
-class NativeGpuBackend implements GpuBackend {
-  readonly name: string;
-  readonly info: BackendInfo;
+/** The GPU specifics over the shared native adapter: device, residency, device checks and benchmarks. */
+class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBuffer> implements GpuBackend {
   readonly vendor: GpuVendor;
   readonly device: GpuDeviceInfo;
   readonly gemm: 'cublas' | 'hipblas' | 'builtin';
   readonly gemmNote: string;
   readonly targets: string;
-  readonly #ctx: NativeContext;
   readonly #residentWeights: boolean;
   readonly #residentCaches: boolean;
   #resident = new WeakMap<object, NativeDeviceBuffer>();
   #residentBytes = 0;
 
   constructor(spec: GpuVendorSpec, ctx: NativeContext, targets: string, options: GpuBackendOptions) {
-    this.#ctx = ctx;
-    this.name = spec.name;
+    const resident = (process.env.KVQ_GPU_RESIDENT ?? '').toLowerCase();
+    const residentWeights = options.residentWeights ?? (resident === 'weights' || resident === 'all');
+    const residentCaches = options.residentCaches ?? resident === 'all';
+    const d = ctx.device;
+    const gemm = ctx.gemm;
+    super(
+      spec.name,
+      Object.freeze({
+        description:
+          `${spec.label} on ${d.name} (${d.arch}, ${d.multiProcessors} ${spec.vendor === 'hip' ? 'CUs' : 'SMs'}; ` +
+          `${gemm === 'cublas' ? 'cuBLAS SGEMM' : gemm === 'hipblas' ? 'hipBLAS SGEMM' : 'built-in GEMM'}, FP8 dequantized in the attention kernel` +
+          `${residentWeights || residentCaches ? `, resident ${[residentWeights ? 'weights' : '', residentCaches ? 'caches' : ''].filter(Boolean).join(' + ')}` : ''})`,
+        simd: spec.vendor,
+        threads: 1,
+        device: d.name,
+        version: packageVersion(),
+        ...(spec.fp8Fnuz?.(d.arch) === true ? { fp8Fnuz: true } : {}),
+      }),
+      ctx,
+    );
     this.vendor = spec.vendor;
-    this.device = ctx.device;
-    this.gemm = ctx.gemm;
+    this.device = d;
+    this.gemm = gemm;
     this.gemmNote = ctx.gemmNote;
     this.targets = targets;
-    const resident = (process.env.KVQ_GPU_RESIDENT ?? '').toLowerCase();
-    this.#residentWeights = options.residentWeights ?? (resident === 'weights' || resident === 'all');
-    this.#residentCaches = options.residentCaches ?? resident === 'all';
-    const d = ctx.device;
-    this.info = Object.freeze({
-      description:
-        `${spec.label} on ${d.name} (${d.arch}, ${d.multiProcessors} ${spec.vendor === 'hip' ? 'CUs' : 'SMs'}; ` +
-        `${this.gemm === 'cublas' ? 'cuBLAS SGEMM' : this.gemm === 'hipblas' ? 'hipBLAS SGEMM' : 'built-in GEMM'}, FP8 dequantized in the attention kernel` +
-        `${this.#residentWeights || this.#residentCaches ? `, resident ${[this.#residentWeights ? 'weights' : '', this.#residentCaches ? 'caches' : ''].filter(Boolean).join(' + ')}` : ''})`,
-      simd: spec.vendor,
-      threads: 1,
-      device: d.name,
-      version: packageVersion(),
-      ...(spec.fp8Fnuz?.(d.arch) === true ? { fp8Fnuz: true } : {}),
-    });
+    this.#residentWeights = residentWeights;
+    this.#residentCaches = residentCaches;
   }
 
   get residentBytes(): number {
@@ -237,18 +180,14 @@ class NativeGpuBackend implements GpuBackend {
   }
 
   memInfo(): { free: number; total: number } {
-    try {
-      return this.#ctx.memInfo();
-    } catch (e) {
-      throw toKernelError(e, 'memInfo');
-    }
+    return this.call('memInfo', () => this.ctx.memInfo());
   }
 
   /** The resident copy of `array`, uploading it on first use. */
   #residentOf(array: Float32Array | Uint16Array | Uint8Array): NativeDeviceBuffer {
     let b = this.#resident.get(array);
     if (!b) {
-      b = this.#ctx.upload(array);
+      b = this.ctx.upload(array);
       this.#resident.set(array, b);
       this.#residentBytes += b.byteLength;
     }
@@ -264,207 +203,20 @@ class NativeGpuBackend implements GpuBackend {
     return true;
   }
 
-  #cacheDev(cache: KvLayerCache): [NativeDeviceBuffer | null, NativeDeviceBuffer | null] {
+  protected override weightDevice(data: Float32Array | Uint16Array): NativeDeviceBuffer | null {
+    return this.#residentWeights ? this.#residentOf(data) : null;
+  }
+
+  protected override cacheDevice(cache: KvLayerCache): [NativeDeviceBuffer | null, NativeDeviceBuffer | null] {
     if (!this.#residentCaches) return [null, null];
     return [this.#residentOf(cache.key), this.#residentOf(cache.value)];
-  }
-
-  linear(args: LinearArgs): void {
-    const { rows, inFeatures, outFeatures } = validateLinear(args);
-    try {
-      const wDev = this.#residentWeights ? this.#residentOf(args.weight.data) : null;
-      this.#ctx.linear(args.x, args.weight.data, DTYPE_CODE[args.weight.dtype], rows, inFeatures, outFeatures, args.bias ?? null, args.out, wDev);
-    } catch (e) {
-      throw toKernelError(e, 'linear');
-    }
-  }
-
-  rmsNorm(args: RmsNormArgs): void {
-    const { rows, hidden } = validateRmsNorm(args);
-    try {
-      this.#ctx.rmsNorm(args.x, args.weight, args.out, rows, hidden, args.eps);
-    } catch (e) {
-      throw toKernelError(e, 'rmsNorm');
-    }
-  }
-
-  add(args: AddArgs): void {
-    const { length } = validateAdd(args);
-    try {
-      this.#ctx.add(args.a, args.b, args.out, length);
-    } catch (e) {
-      throw toKernelError(e, 'add');
-    }
-  }
-
-  siluAndMul(args: SiluAndMulArgs): void {
-    const { length } = validateSiluAndMul(args);
-    try {
-      this.#ctx.siluAndMul(args.gate, args.up, args.out, length);
-    } catch (e) {
-      throw toKernelError(e, 'siluAndMul');
-    }
-  }
-
-  embedding(args: EmbeddingArgs): void {
-    const { numTokens, hidden, vocab } = validateEmbedding(args);
-    try {
-      const tDev = this.#residentWeights ? this.#residentOf(args.table.data) : null;
-      this.#ctx.embedding(args.table.data, DTYPE_CODE[args.table.dtype], vocab, hidden, args.ids, args.out, numTokens, tDev);
-    } catch (e) {
-      throw toKernelError(e, 'embedding');
-    }
-  }
-
-  rope(args: RopeArgs): void {
-    const { numTokens, numHeads, numKvHeads, headSize, rotaryDim } = validateRope(args);
-    const t = args.table;
-    try {
-      this.#ctx.rope(args.query, args.key, args.positions, numTokens, numHeads, numKvHeads, headSize, rotaryDim, t.maxPositions, t.cos, t.sin, args.style === 'interleaved');
-    } catch (e) {
-      throw toKernelError(e, 'rope');
-    }
-  }
-
-  softmax(args: SoftmaxArgs): void {
-    const { rows, cols } = validateSoftmax(args);
-    try {
-      this.#ctx.softmax(args.x, args.out, rows, cols);
-    } catch (e) {
-      throw toKernelError(e, 'softmax');
-    }
-  }
-
-  reshapeAndCache(args: ReshapeAndCacheArgs): void {
-    const d = validateReshapeAndCache(args);
-    const c = args.cache;
-    try {
-      const [kDev, vDev] = this.#cacheDev(c);
-      this.#ctx.reshapeAndCache(
-        args.key,
-        args.value,
-        args.slotMapping,
-        d.numTokens,
-        DTYPE_CODE[c.dtype],
-        c.key,
-        c.value,
-        d.numBlocks,
-        d.blockSize,
-        d.numKvHeads,
-        d.headSize,
-        c.kScale,
-        c.vScale,
-        kDev,
-        vDev,
-      );
-    } catch (e) {
-      throw toKernelError(e, 'reshapeAndCache');
-    }
-  }
-
-  pagedAttention(args: PagedAttentionArgs): void {
-    const plan = validatePagedAttention(args);
-    const c = args.cache;
-    const fp8Query = plan.fp8Query ? (args.fp8Query?.saturation === 'nosat' ? 2 : 1) : 0;
-    try {
-      const [kDev, vDev] = this.#cacheDev(c);
-      const native: PagedAttentionNativeArgs = [
-        args.query,
-        args.out,
-        DTYPE_CODE[c.dtype],
-        c.key,
-        c.value,
-        plan.numBlocks,
-        plan.blockSize,
-        plan.numKvHeads,
-        plan.headSize,
-        c.kScale,
-        c.vScale,
-        args.queryStartLoc,
-        args.seqLens,
-        args.blockTables,
-        args.maxBlocksPerSeq,
-        plan.numSeqs,
-        plan.numHeads,
-        plan.softmaxScale,
-        plan.slidingWindow,
-        fp8Query,
-        fp8Query ? c.qScale : NO_SCALES,
-        kDev,
-        vDev,
-      ];
-      this.#ctx.pagedAttention(...native);
-    } catch (e) {
-      throw toKernelError(e, 'pagedAttention');
-    }
-  }
-
-  amaxTensor(args: AmaxTensorArgs): number {
-    const { length } = validateAmaxTensor(args);
-    try {
-      return this.#ctx.amaxTensor(args.x, length);
-    } catch (e) {
-      throw toKernelError(e, 'amaxTensor');
-    }
-  }
-
-  amaxPerHead(args: AmaxPerHeadArgs): void {
-    const { numTokens, numHeads, headSize } = validateAmaxPerHead(args);
-    try {
-      this.#ctx.amaxPerHead(args.x, args.out, numTokens, numHeads, headSize, args.accumulate === true);
-    } catch (e) {
-      throw toKernelError(e, 'amaxPerHead');
-    }
-  }
-
-  quantizeFp8(args: QuantizeFp8Args): void {
-    const { length } = validateQuantizeFp8(args);
-    const [runLength, period] = runsOf(args.layout, length);
-    try {
-      this.#ctx.quantizeFp8(args.src, args.out, length, args.scales, runLength, period, FORMAT_CODE[args.format], args.saturation !== 'nosat');
-    } catch (e) {
-      throw toKernelError(e, 'quantizeFp8');
-    }
-  }
-
-  dequantizeFp8(args: DequantizeFp8Args): void {
-    const { length } = validateDequantizeFp8(args);
-    const [runLength, period] = runsOf(args.layout, length);
-    try {
-      this.#ctx.dequantizeFp8(args.src, args.out, length, args.scales, runLength, period, FORMAT_CODE[args.format]);
-    } catch (e) {
-      throw toKernelError(e, 'dequantizeFp8');
-    }
-  }
-
-  encodeFp8Bits(firstBits: number, count: number, format: Fp8Format, options: { saturation?: Saturation; out?: Uint8Array } = {}): Uint8Array {
-    const code = (FORMAT_CODE as Record<string, number | undefined>)[format];
-    if (code === undefined) {
-      throw new KernelError('INVALID_ARGUMENT', `format must be one of ${Object.keys(FORMAT_CODE).join(', ')}, got ${JSON.stringify(format)}`, {
-        argument: 'format',
-      });
-    }
-    if (!Number.isInteger(count) || count < 0 || count > 2 ** 32) {
-      throw new KernelError('INVALID_ARGUMENT', `count must be an integer in [0, 2^32], got ${count}`, { argument: 'count' });
-    }
-    const out = options.out ?? new Uint8Array(count);
-    try {
-      this.#ctx.encodeFp8Bits(firstBits, count, out, code, options.saturation !== 'nosat');
-    } catch (e) {
-      throw toKernelError(e, 'encodeFp8Bits');
-    }
-    return out;
   }
 
   fp8VendorCheck(format: 'e4m3fn' | 'e5m2', saturation: Saturation = 'satfinite'): Fp8VendorCheckResult {
     if (format !== 'e4m3fn' && format !== 'e5m2') {
       throw new KernelError('INVALID_ARGUMENT', `format must be 'e4m3fn' or 'e5m2', got ${JSON.stringify(format)}`, { argument: 'format' });
     }
-    try {
-      return this.#ctx.fp8VendorCheck(FORMAT_CODE[format], saturation !== 'nosat');
-    } catch (e) {
-      throw toKernelError(e, 'fp8VendorCheck');
-    }
+    return this.call('fp8VendorCheck', () => this.ctx.fp8VendorCheck(FORMAT_CODE[format], saturation !== 'nosat'));
   }
 
   benchAttention(o: AttentionBenchOptions): NativeAttentionBenchResult {
@@ -474,8 +226,8 @@ class NativeGpuBackend implements GpuBackend {
         argument: 'kvDtype',
       });
     }
-    try {
-      return this.#ctx.benchAttention({
+    return this.call('benchAttention', () =>
+      this.ctx.benchAttention({
         dtype,
         numSeqs: o.numSeqs,
         contextLen: o.contextLen,
@@ -486,32 +238,24 @@ class NativeGpuBackend implements GpuBackend {
         fp8Query: o.fp8Query ? 1 : 0,
         warmup: o.warmup ?? 3,
         iters: o.iters ?? 20,
-      });
-    } catch (e) {
-      throw toKernelError(e, 'benchAttention');
-    }
+      }),
+    );
   }
 
   benchCopy(bytes: number, iters = 20): number {
-    try {
-      return this.#ctx.benchCopy(bytes, iters);
-    } catch (e) {
-      throw toKernelError(e, 'benchCopy');
-    }
+    return this.call('benchCopy', () => this.ctx.benchCopy(bytes, iters));
   }
 
   benchLinear(o: { weightDtype: 'f32' | 'bf16'; rows: number; inFeatures: number; outFeatures: number; iters?: number; gemm?: 'auto' | 'builtin' }): number {
-    try {
-      return this.#ctx.benchLinear(DTYPE_CODE[o.weightDtype], o.rows, o.inFeatures, o.outFeatures, o.iters ?? 20, o.gemm !== 'builtin');
-    } catch (e) {
-      throw toKernelError(e, 'benchLinear');
-    }
+    return this.call('benchLinear', () =>
+      this.ctx.benchLinear(DTYPE_CODE[o.weightDtype], o.rows, o.inFeatures, o.outFeatures, o.iters ?? 20, o.gemm !== 'builtin'),
+    );
   }
 
-  dispose(): void {
+  override dispose(): void {
     this.#resident = new WeakMap();
     this.#residentBytes = 0;
-    this.#ctx.dispose();
+    this.ctx.dispose();
   }
 }
 

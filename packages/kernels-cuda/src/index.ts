@@ -3,6 +3,8 @@
  * from one source that `@kvq/kernels-rocm` also builds with hipcc (csrc/vendor.h maps the CUDA names to HIP),
  * with the FP8 conversions shared with `@kvq/kernels-cpu` (csrc/fp8.h, proven bit-exact against CUDA's own).
  * Implements the {@link KernelBackend} contract; `@kvq/kernels`' loader imports {@link createBackend} from here.
+ * The vendor-neutral GPU facade (`createGpuBackend(spec)`, probing, loading) is `@kvq/kernels-cuda/gpu`, what
+ * `@kvq/kernels-rocm` builds on; the CUDA simulator and the GPU check are `@kvq/kernels-cuda/testing`.
  * @see ../README.md
  * @module
  */
@@ -11,9 +13,7 @@ import type { KernelBackend } from '@kvq/kernels';
 export {
   backendName,
   createBackend,
-  createGpuBackend,
   cudaAvailability,
-  gpuAvailability,
   type AttentionBenchOptions,
   type GpuAvailability,
   type GpuBackend,
@@ -26,8 +26,6 @@ export type {
   NativeAttentionBenchResult,
   NativeProbe,
 } from './addon-types.js';
-export { addonCandidates, CUDA_SPEC, probeAddon, probeInChild, tryLoadAddon, type AddonLoad, type AddonProbe, type GpuVendorSpec } from './load.js';
+export { CUDA_SPEC, type GpuVendorSpec } from './load.js';
 export { toKernelError } from './errors.js';
-export { createSimBackend, SIM_WARPS, simAvailability, simSpec, type SimBackendOptions, type SimWarp } from './sim.js';
-export { runGpuCheck, formatGpuCheck, type GpuCheckOptions, type GpuCheckReport } from './gpu-check.js';
 export type { KernelBackend };

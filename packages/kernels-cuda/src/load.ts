@@ -13,6 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { firstLine, notLoadedReason, tryLoadNative, type NativeLoad } from '@kvq/kernels/native';
 import { ADDON_ABI, type GpuVendor, type NativeAddon, type NativeProbe } from './addon-types.js';
 
 /** What differs between the CUDA and the ROCm package. */
@@ -61,13 +62,7 @@ export function addonCandidates(spec: GpuVendorSpec = CUDA_SPEC, env: NodeJS.Pro
 }
 
 /** Outcome of {@link loadAddon}. */
-export type AddonLoad =
-  | { readonly ok: true; readonly addon: NativeAddon; readonly path: string }
-  | { readonly ok: false; readonly reason: string; readonly tried: readonly { path: string; error: string }[]; readonly cause?: unknown };
-
-function firstLine(e: unknown): string {
-  return e instanceof Error ? (e.message.split('\n')[0] ?? e.message) : String(e);
-}
+export type AddonLoad = NativeLoad<NativeAddon>;
 
 /**
  * Try `paths` in order (uncached): the first that exists, loads, has the right ABI and vendor wins. Never throws.
@@ -78,35 +73,12 @@ export function tryLoadAddon(
   spec: GpuVendorSpec = CUDA_SPEC,
   requireFn: NodeJS.Require = createRequire(import.meta.url),
 ): AddonLoad {
-  const tried: { path: string; error: string }[] = [];
-  let lastCause: unknown;
-  for (const path of paths) {
-    if (!existsSync(path)) {
-      tried.push({ path, error: 'not found' });
-      continue;
-    }
-    try {
-      const addon = requireFn(path) as NativeAddon;
-      if (addon === null || typeof addon !== 'object' || addon.abi !== ADDON_ABI) {
-        tried.push({ path, error: `stale or foreign build: ABI ${String((addon as { abi?: unknown } | null)?.abi)}, this package needs ${ADDON_ABI}` });
-        continue;
-      }
-      if (addon.vendor !== spec.vendor) {
-        tried.push({ path, error: `built for ${String(addon.vendor)}, not ${spec.vendor}` });
-        continue;
-      }
-      return { ok: true, addon, path };
-    } catch (e) {
-      lastCause = e;
-      tried.push({ path, error: firstLine(e) });
-    }
-  }
-  return { ok: false, reason: notBuiltReason(spec, tried), tried, cause: lastCause };
-}
-
-function notBuiltReason(spec: GpuVendorSpec, tried: readonly { path: string; error: string }[]): string {
-  const list = tried.map((t) => `${t.path} (${t.error})`).join('; ');
-  return `no usable native addon [${list}]. ${spec.buildHint}`;
+  return tryLoadNative<NativeAddon>(paths, {
+    abi: ADDON_ABI,
+    accept: (addon) => (addon.vendor === spec.vendor ? undefined : `built for ${String(addon.vendor)}, not ${spec.vendor}`),
+    hint: spec.buildHint,
+    requireFn,
+  });
 }
 
 const loads = new Map<string, AddonLoad>();
@@ -188,7 +160,7 @@ export function probeAddon(spec: GpuVendorSpec = CUDA_SPEC, timeoutMs = 60_000):
   const path = candidates.find((p) => existsSync(p));
   const result: AddonProbe = path
     ? probeInChild(path, spec, timeoutMs)
-    : { ok: false, reason: notBuiltReason(spec, candidates.map((p) => ({ path: p, error: 'not found' }))) };
+    : { ok: false, reason: notLoadedReason(candidates.map((p) => ({ path: p, error: 'not found' })), spec.buildHint) };
   probes.set(key, result);
   return result;
 }

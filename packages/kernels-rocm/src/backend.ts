@@ -1,10 +1,11 @@
 /**
- * The ROCm backend: `@kvq/kernels-cuda`'s typed facade over the HIP build of the same kernels
- * (`build/Release/kvq_rocm.node`, from `build:gpu`).
+ * The ROCm backend: the HIP build of `@kvq/kernels-cuda`'s kernel source (`build/Release/kvq_rocm.node`, from
+ * `build:gpu`) behind the vendor-neutral GPU facade of `@kvq/kernels-cuda/gpu` (the shared native adapter of
+ * `@kvq/kernels/native` plus device, probe and residency), told apart from CUDA by {@link ROCM_SPEC}.
  * @module
  */
 import { fileURLToPath } from 'node:url';
-import { createGpuBackend, gpuAvailability, type GpuAvailability, type GpuBackend, type GpuBackendOptions, type GpuVendorSpec } from '@kvq/kernels-cuda';
+import { createGpuBackend, gpuAvailability, type GpuAvailability, type GpuBackend, type GpuBackendOptions, type GpuVendorSpec } from '@kvq/kernels-cuda/gpu';
 import { rocmFp8Plan } from './fp8-plan.js';
 
 /** Whether a HIP `gcnArchName` uses the FNUZ FP8 formats (gfx94x); false for names that are not gfx architectures. */

@@ -1,5 +1,5 @@
 /**
- * Errors of `@kvq/kernels-rocm`. The backend is `@kvq/kernels-cuda`'s facade with the ROCm spec, so ops throw
+ * Errors of `@kvq/kernels-rocm`. The backend is `@kvq/kernels-cuda/gpu`'s facade with the ROCm spec, so ops throw
  * `@kvq/kernels`' {@link KernelError} exactly like every other backend (`BACKEND_UNAVAILABLE` when there is no HIP
  * addon / runtime / AMD GPU, the shared validation codes for bad input). The FP8 helpers of this package throw
  * `INVALID_ARGUMENT` for an unreadable architecture name or a bad scale.

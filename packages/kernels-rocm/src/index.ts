@@ -7,4 +7,4 @@
  */
 export { archUsesFnuz, backendName, createBackend, rocmAvailability, ROCM_SPEC } from './backend.js';
 export { adjustCheckpointScales, kvScaleFromAmax, rocmFp8Plan, type RocmFp8Plan } from './fp8-plan.js';
-export type { GpuAvailability, GpuBackend, GpuBackendOptions } from '@kvq/kernels-cuda';
+export type { GpuAvailability, GpuBackend, GpuBackendOptions } from '@kvq/kernels-cuda/gpu';

@@ -228,6 +228,12 @@ inline EltwiseParams readEltwise(const Napi::CallbackInfo& info, const char* a, 
   return p;
 }
 
+/** add(a, b, out, length). */
+inline EltwiseParams readAdd(const Napi::CallbackInfo& info) { return readEltwise(info, "a", "b"); }
+
+/** siluAndMul(gate, up, out, length). */
+inline EltwiseParams readSiluAndMul(const Napi::CallbackInfo& info) { return readEltwise(info, "gate", "up"); }
+
 /** embedding(tableData, dtype, vocab, hidden, ids, out, numTokens). */
 inline EmbeddingParams readEmbedding(const Napi::CallbackInfo& info) {
   EmbeddingParams p{};

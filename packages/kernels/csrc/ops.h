@@ -155,4 +155,19 @@ struct QuantParams {
 
 }  // namespace kvq
 
+/**
+ * The ops with the standard native shape, registered from this one list by every addon and kernel table: the JS
+ * method name, the CPU kernel (a `KernelTable` member of @kvq/kernels-cpu, `int fn(const P&, const Runner&)`), the
+ * GPU entry point (`bool fn(gpu::Context*, const P&, gpu::Status*)` of csrc/gpu.h), the parameter struct, and its
+ * N-API reader (csrc/napi_args.h). Adding such an op: its struct and a line here, its reader, its CPU and GPU
+ * kernels, and the TypeScript side (contract, validation, reference, @kvq/kernels/native).
+ * Ops with extra arguments (resident buffers, async twins, backend limits) are registered by hand in each addon.
+ */
+#define KVQ_STANDARD_OPS(X)                                                   \
+  X("rmsNorm", rmsNorm, rms_norm, RmsNormParams, readRmsNorm)                 \
+  X("add", add, add, EltwiseParams, readAdd)                                  \
+  X("siluAndMul", siluAndMul, silu_and_mul, EltwiseParams, readSiluAndMul)    \
+  X("rope", rope, rope, RopeParams, readRope)                                 \
+  X("softmax", softmax, softmax, SoftmaxParams, readSoftmax)
+
 #endif  // KVQ_OPS_H_

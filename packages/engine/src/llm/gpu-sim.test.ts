@@ -6,7 +6,7 @@
  * prefill attention, SiLU-mul, all on the kernels a GPU runs. A missing simulator build skips with the reason, except
  * in CI (`KVQ_REQUIRE_GPU_COMPILERS=1`), where it fails.
  */
-import { createSimBackend, SIM_WARPS, simAvailability } from '@kvq/kernels-cuda';
+import { createSimBackend, SIM_WARPS, simAvailability } from '@kvq/kernels-cuda/testing';
 import { modelTinyPath } from '@kvq/model-tiny';
 import { describe, expect, it } from 'vitest';
 import { LLM } from './llm.js';
