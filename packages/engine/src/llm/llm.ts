@@ -18,6 +18,7 @@ import { asWeightMatrix, tensorToFloat32 } from '../tensor.js';
 import { LLMEngine, type RequestOutput } from '../runtime/engine.js';
 import { LlamaForward, type LlamaDims, type LlamaWeights } from '../runtime/forward.js';
 import { calculateKvScalesObserver } from '../runtime/kv-scales.js';
+import type { SchedulingPolicy } from '../runtime/scheduler.js';
 import type { SamplingParams } from '../sampling/params.js';
 
 /** `kv_cache_dtype` strings (vLLM) plus kvq's explicit storage names. */
@@ -56,6 +57,11 @@ export interface LLMOptions {
   readonly maxNumSeqs?: number;
   /** Default 512. */
   readonly maxNumBatchedTokens?: number;
+  /**
+   * Whom the scheduler preempts when KV blocks run out (vLLM `scheduling_policy`): `'fcfs'` (the latest admitted) or
+   * `'priority'` (the largest `priority` of `addRequest`, then the latest arrival). Default `'fcfs'`.
+   */
+  readonly schedulingPolicy?: SchedulingPolicy;
   /**
    * A backend object, a name that must load (`'cpu'`, `'reference'`, a module specifier: failure throws
    * `BACKEND_UNAVAILABLE`, never a fallback), or `'auto'` for the best available (`KVQ_BACKEND` honoured).
@@ -261,7 +267,7 @@ export class LLM {
       forward,
       manager,
       eosTokenIds: c.eosTokenIds,
-      scheduler: { maxModelLen, maxNumSeqs: options.maxNumSeqs ?? 64, maxNumBatchedTokens: options.maxNumBatchedTokens ?? 512 },
+      scheduler: { maxModelLen, maxNumSeqs: options.maxNumSeqs ?? 64, maxNumBatchedTokens: options.maxNumBatchedTokens ?? 512, policy: options.schedulingPolicy ?? 'fcfs' },
       detokenizer: { decode: (ids, o) => model.tokenizer.decode(ids, { skipSpecialTokens: o.skipSpecialTokens }) },
     });
     if (options.calculateKvScales && isFp8Dtype(kvDtype)) {
