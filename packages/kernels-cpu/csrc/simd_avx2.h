@@ -9,11 +9,12 @@
 #include <stdint.h>
 
 #include "fp8.h"
+#include "portable.h"
 
 namespace kvq {
 namespace KVQ_NS {
 
-#define KVQ_SI static inline __attribute__((always_inline))
+#define KVQ_SI static KVQ_ALWAYS_INLINE
 
 typedef __m256 VF;
 static const int W = 8;
@@ -80,7 +81,7 @@ KVQ_SI VF vexp(VF x) {
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
   const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   VF y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-  y = _mm256_blendv_ps(y, _mm256_set1_ps(__builtin_inff()), over);
+  y = _mm256_blendv_ps(y, _mm256_set1_ps(kvq_inff()), over);
   y = _mm256_blendv_ps(y, _mm256_setzero_ps(), under);
   return y;
 }

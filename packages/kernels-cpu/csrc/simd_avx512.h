@@ -10,11 +10,12 @@
 #include <stdint.h>
 
 #include "fp8.h"
+#include "portable.h"
 
 namespace kvq {
 namespace KVQ_NS {
 
-#define KVQ_SI static inline __attribute__((always_inline))
+#define KVQ_SI static KVQ_ALWAYS_INLINE
 
 typedef __m512 VF;
 static const int W = 16;
@@ -78,7 +79,7 @@ KVQ_SI VF vexp(VF x) {
   p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
   const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
   VF y = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-  y = _mm512_mask_mov_ps(y, over, _mm512_set1_ps(__builtin_inff()));
+  y = _mm512_mask_mov_ps(y, over, _mm512_set1_ps(kvq_inff()));
   y = _mm512_mask_mov_ps(y, under, _mm512_setzero_ps());
   return y;
 }

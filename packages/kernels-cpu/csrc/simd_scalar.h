@@ -9,11 +9,12 @@
 #include <stdint.h>
 
 #include "fp8.h"
+#include "portable.h"
 
 namespace kvq {
 namespace KVQ_NS {
 
-#define KVQ_SI static inline __attribute__((always_inline))
+#define KVQ_SI static KVQ_ALWAYS_INLINE
 
 typedef float VF;
 static const int W = 1;
@@ -40,7 +41,7 @@ KVQ_SI VF vabs(VF a) { return bits_as_f32(f32_as_bits(a) & 0x7FFFFFFFu); }
 KVQ_SI float vhsum(VF v) { return v; }
 KVQ_SI float vhmax(VF v) { return v; }
 KVQ_SI bool vhasnan(VF v) { return v != v; }
-KVQ_SI void vprefetch(const void* p) { __builtin_prefetch(p); }
+KVQ_SI void vprefetch(const void* p) { KVQ_PREFETCH(p); }
 KVQ_SI void vhsum4(VF a, VF b, VF c, VF d, float* out) {
   out[0] = a;
   out[1] = b;
@@ -51,9 +52,9 @@ KVQ_SI void vhsum4(VF a, VF b, VF c, VF d, float* out) {
 /** exp(x): same reduction and polynomial as the SIMD layers (NaN propagates, >88.376 -> inf, <-87.336 -> 0). */
 KVQ_SI VF vexp(VF x) {
   if (x != x) return x;
-  if (x > 88.3762626647949f) return __builtin_inff();
+  if (x > 88.3762626647949f) return kvq_inff();
   if (x < -87.3365478515625f) return 0.0f;
-  const float n = __builtin_rintf(x * 1.44269504088896341f);
+  const float n = kvq_rintf(x * 1.44269504088896341f);
   // Cody-Waite: n * 0.693359375 is exact (few mantissa bits), so x - n*C1 loses nothing.
   float r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;

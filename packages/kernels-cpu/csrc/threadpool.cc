@@ -5,8 +5,18 @@
 #include <cstdlib>
 #include <new>
 
+#include "portable.h"
+
 #if defined(__linux__)
 #include <sched.h>
+#elif defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
 #endif
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -23,6 +33,15 @@ int availableCpus() {
   if (sched_getaffinity(0, sizeof(set), &set) == 0) {
     const int n = CPU_COUNT(&set);
     if (n > 0) return n;
+  }
+#elif defined(_WIN32)
+  // The processors this process may run on in its processor group (what `start /affinity` or a job object
+  // leave it); std::thread::hardware_concurrency counts the whole machine.
+  DWORD_PTR process = 0, system = 0;
+  if (GetProcessAffinityMask(GetCurrentProcess(), &process, &system) && process != 0) {
+    int n = 0;
+    for (; process != 0; process &= process - 1) n++;
+    return n;
   }
 #endif
   const unsigned n = std::thread::hardware_concurrency();
@@ -43,16 +62,16 @@ ThreadPool::~ThreadPool() {
   }
   wake_.notify_all();
   for (auto& w : workers_) w.join();
-  for (auto& s : scratch_) std::free(s.ptr);
+  for (auto& s : scratch_) alignedFree(s.ptr);
 }
 
 bool ThreadPool::reserve(size_t bytes) {
   bytes = (bytes + 63) & ~(size_t)63;
   for (auto& s : scratch_) {
     if (s.size >= bytes) continue;
-    void* p = std::aligned_alloc(64, bytes);
+    void* p = alignedAlloc(64, bytes);
     if (!p) return false;
-    std::free(s.ptr);
+    alignedFree(s.ptr);
     s.ptr = p;
     s.size = bytes;
   }

@@ -20,8 +20,17 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define KVQ_HOST_DEVICE __host__ __device__ __forceinline__
+#elif defined(_MSC_VER)
+#define KVQ_HOST_DEVICE static __forceinline
 #else
 #define KVQ_HOST_DEVICE static inline __attribute__((always_inline))
+#endif
+// memcpy for bit casts: the builtin under GCC/Clang (no <string.h> needed), the CRT's (an intrinsic) under MSVC.
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <string.h>
+#define KVQ_MEMCPY memcpy
+#else
+#define KVQ_MEMCPY __builtin_memcpy
 #endif
 
 namespace kvq {
@@ -34,7 +43,7 @@ KVQ_HOST_DEVICE uint32_t f32_as_bits(float x) {
   return __float_as_uint(x);
 #else
   uint32_t u;
-  __builtin_memcpy(&u, &x, 4);
+  KVQ_MEMCPY(&u, &x, 4);
   return u;
 #endif
 }
@@ -44,7 +53,7 @@ KVQ_HOST_DEVICE float bits_as_f32(uint32_t u) {
   return __uint_as_float(u);
 #else
   float x;
-  __builtin_memcpy(&x, &u, 4);
+  KVQ_MEMCPY(&x, &u, 4);
   return x;
 #endif
 }
