@@ -50,7 +50,7 @@ cd "$T/app"
 PATH="$T/bin" npm init -y >/dev/null
 say "npm install $(ls "$T"/packs | wc -l) tarballs (PATH: node npm npx sh bash env)"
 PATH="$T/bin" npm install --no-audit --no-fund --loglevel=warn "$T"/packs/*.tgz >"$T/npm.log" 2>&1 || { cat "$T/npm.log"; die "npm install failed"; }
-for other in darwin-arm64 darwin-x64 linux-arm64-gnu linux-x64-musl win32-x64-msvc; do
+for other in darwin-arm64 darwin-x64 linux-arm64-gnu linux-x64-musl win32-x64-gnu; do
   [ ! -e "node_modules/@kvq/kernels-cpu-$other" ] || die "npm installed @kvq/kernels-cpu-$other on linux-x64"
 done
 [ -f node_modules/@kvq/kernels-cpu-linux-x64-gnu/kvq_cpu.node ] || die "the platform package is not installed"

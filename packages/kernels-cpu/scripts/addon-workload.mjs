@@ -3,19 +3,23 @@
 // A fixed, deterministic workload on one kvq_cpu.node, printed as JSON: FP8 encode/decode (e4m3fn, e5m2,
 // scaled, satfinite and not), the raw FP8 encoder over 65536 float32 bit patterns, an f32 GEMM with bias and a
 // bf16 GEMV, all on the portable scalar kernels with one thread so that two builds of the same source (x64 and
-// arm64) must agree bit for bit. qemu-arm64-check.mjs runs it on both and compares.
+// arm64) must agree bit for bit. qemu-arm64-check.mjs runs it on both and compares; wine-win64-check.mjs runs it
+// on the win32 binary (in node.exe under wine) and the Linux one, also with the SIMD kernels and several threads
+// (two builds for the same ISA must agree bit for bit too: same source, same thread partitioning).
 //
-// Usage: node addon-workload.mjs <path/to/kvq_cpu.node>
+// Usage: node addon-workload.mjs <path/to/kvq_cpu.node> [isa (default scalar)] [threads (default 1)]
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 
 const path = process.argv[2];
 if (!path) {
-  process.stderr.write('usage: node addon-workload.mjs <path/to/kvq_cpu.node>\n');
+  process.stderr.write('usage: node addon-workload.mjs <path/to/kvq_cpu.node> [isa] [threads]\n');
   process.exit(2);
 }
 const addon = createRequire(import.meta.url)(path);
-const ctx = new addon.Context(1, 'scalar', 0);
+const isa = process.argv[3] ?? 'scalar';
+const threads = Number(process.argv[4] ?? 1);
+const ctx = new addon.Context(threads, isa, 0);
 
 // xorshift32: the same inputs on every machine.
 let s = 0x9e3779b9;
@@ -69,5 +73,12 @@ for (const [fmtName, fmt] of [['e4m3fn', 0], ['e5m2', 1]]) {
   ctx.linear(floats(inF, 1), w, 1, 1, inF, outF, null, out);
   record('gemv_bf16_1x256x17', out);
 }
+if (threads > 1) {
+  // Large enough to be split across the thread pool (the shapes above run on the calling thread).
+  const rows = 8, inF = 512, outF = 1024;
+  const out = new Float32Array(rows * outF);
+  ctx.linear(floats(rows * inF, 1), floats(outF * inF, 0.5), 0, rows, inF, outF, null, out);
+  record(`linear_f32_${rows}x${inF}x${outF}_threads`, out);
+}
 ctx.dispose();
-process.stdout.write(`${JSON.stringify({ arch: process.arch, abi: addon.abi, results })}\n`);
+process.stdout.write(`${JSON.stringify({ arch: process.arch, platform: process.platform, abi: addon.abi, isa, threads, cpuInfo: addon.cpuInfo(), results })}\n`);

@@ -8,9 +8,12 @@
 // come from this machine (native-env.mjs), exactly as for build:native.
 //
 // Usage: node scripts/prebuild.mjs --platform <triple> [--out <file>] [--jobs <n>]
-//   triples: linux-x64-gnu, linux-arm64-gnu, linux-x64-musl, darwin-arm64, darwin-x64, win32-x64-msvc.
-//   Each is built on its own OS; linux-arm64-gnu can also be cross-compiled on linux-x64 with Debian's
-//   g++-aarch64-linux-gnu (CC/CXX/AR/LINK default to the aarch64-linux-gnu- tools; set them to override).
+//   triples: linux-x64-gnu, linux-arm64-gnu, linux-x64-musl, darwin-arm64, darwin-x64, win32-x64-gnu.
+//   Each is built on its own OS, except: linux-arm64-gnu can also be cross-compiled on linux-x64 with Debian's
+//   g++-aarch64-linux-gnu (CC/CXX/AR/LINK default to the aarch64-linux-gnu- tools; set them to override), and
+//   win32-x64-gnu is only cross-compiled, on linux-x64 with MinGW-w64 (mingw-build.mjs; Debian's
+//   g++-mingw-w64-x86-64-posix), never with MSVC: scripts/wine-win64-check.mjs runs that exact binary in the
+//   official Windows node.exe under wine.
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -24,7 +27,7 @@ const TRIPLES = {
   'linux-x64-musl': { platform: 'linux', arch: 'x64', libc: 'musl', format: 'elf' },
   'darwin-arm64': { platform: 'darwin', arch: 'arm64', format: 'mach-o' },
   'darwin-x64': { platform: 'darwin', arch: 'x64', format: 'mach-o' },
-  'win32-x64-msvc': { platform: 'win32', arch: 'x64', format: 'pe' },
+  'win32-x64-gnu': { platform: 'win32', arch: 'x64', format: 'pe', mingw: true },
 };
 
 const log = (msg) => process.stdout.write(`[kvq prebuild] ${msg}\n`);
@@ -49,13 +52,32 @@ const hostLibc = () => {
   return typeof process.report.getReport().header?.glibcVersionRuntime === 'string' ? 'glibc' : 'musl';
 };
 const host = { platform: process.platform, arch: process.arch, libc: hostLibc() };
-const isNative = host.platform === spec.platform && host.arch === spec.arch && (spec.libc === undefined || host.libc === spec.libc);
-const isCross = !isNative && triple === 'linux-arm64-gnu' && host.platform === 'linux' && host.arch === 'x64' && host.libc === 'glibc';
-if (!isNative && !isCross) {
+const isNative = !spec.mingw && host.platform === spec.platform && host.arch === spec.arch && (spec.libc === undefined || host.libc === spec.libc);
+const linuxX64 = host.platform === 'linux' && host.arch === 'x64' && host.libc === 'glibc';
+const isCross = !isNative && triple === 'linux-arm64-gnu' && linuxX64;
+const isMingw = spec.mingw === true && linuxX64;
+if (!isNative && !isCross && !isMingw) {
   fail(
-    `${triple} is built on its own platform (this is ${host.platform}-${host.arch}${host.libc ? ` ${host.libc}` : ''}); ` +
-      'only linux-arm64-gnu can be cross-compiled here (from linux-x64 glibc). The release workflow builds each on a native runner.',
+    `${triple} is built ${spec.mingw ? 'with MinGW-w64 on linux-x64 glibc' : 'on its own platform'} (this is ` +
+      `${host.platform}-${host.arch}${host.libc ? ` ${host.libc}` : ''}); linux-arm64-gnu can also be cross-compiled ` +
+      'on linux-x64 glibc. The release workflow builds each on a suitable runner.',
   );
+}
+if (isMingw) await prebuildMingw();
+
+/** win32-x64-gnu: MinGW-w64 cross build (no node-gyp, no Node headers: node-api-headers), then the shared tail. */
+async function prebuildMingw() {
+  const { mingwBuild, mingwTools } = await import('./mingw-build.mjs');
+  const dir = join(pkgDir, 'prebuild', triple);
+  rmSync(dir, { recursive: true, force: true });
+  let built;
+  try {
+    built = await mingwBuild({ outDir: dir, jobs: Number(args.jobs ?? process.env.KVQ_NATIVE_JOBS ?? availableParallelism()), log });
+  } catch (e) {
+    fail(e.message);
+  }
+  finish(built, [mingwTools().strip, '--strip-unneeded'], 'cross build: not loaded here (scripts/wine-win64-check.mjs loads and runs it in node.exe under wine)');
+  process.exit(0);
 }
 
 const nodedir = findNodeDir();
@@ -108,30 +130,35 @@ gyp(['build', `--nodedir=${nodedir}`, '--release', `--jobs=${jobs}`]);
 
 const built = join(stage, 'build', 'Release', 'kvq_cpu.node');
 if (!existsSync(built)) fail(`node-gyp reported success but ${built} does not exist`);
-const got = binaryTarget(readFileSync(built));
-if (!got || got.format !== spec.format || got.arch !== spec.arch) {
-  fail(`${built} is ${got ? `${got.format} ${got.arch}` : 'not a binary this script knows'}, expected ${spec.format} ${spec.arch}`);
-}
-if (strip) {
-  const r = spawnSync(strip[0], [...strip.slice(1), built], { stdio: 'inherit' });
-  if (r.error || r.status !== 0) fail(`${strip.join(' ')} ${built} failed: ${r.error?.message ?? `exit ${r.status}`}`);
-}
+finish(built, strip, 'cross build: not loaded here (scripts/qemu-arm64-check.mjs loads and runs it under qemu-aarch64)');
 
-if (isNative) {
-  // Load it in a child process first: a broken binary must not take the caller down.
-  const probe = spawnSync(
-    process.execPath,
-    ['-e', `const a=require(${JSON.stringify(built)});const i=a.cpuInfo();console.log(JSON.stringify({abi:a.abi,isas:i.isas,cpus:i.cpus}))`],
-    { encoding: 'utf8' },
-  );
-  if (probe.status !== 0) fail(`the built binary does not load: ${probe.stderr.trim()}`);
-  log(`loads: ${probe.stdout.trim()}`);
-} else {
-  log('cross build: not loaded here (scripts/qemu-arm64-check.mjs loads and runs it under qemu-aarch64)');
-}
+/** Checks the binary's header, strips it, loads it when this machine can, copies it into the platform package. */
+function finish(built, strip, notLoaded) {
+  const got = binaryTarget(readFileSync(built));
+  if (!got || got.format !== spec.format || got.arch !== spec.arch) {
+    fail(`${built} is ${got ? `${got.format} ${got.arch}` : 'not a binary this script knows'}, expected ${spec.format} ${spec.arch}`);
+  }
+  if (strip) {
+    const r = spawnSync(strip[0], [...strip.slice(1), built], { stdio: 'inherit' });
+    if (r.error || r.status !== 0) fail(`${strip.join(' ')} ${built} failed: ${r.error?.message ?? `exit ${r.status}`}`);
+  }
 
-const out = resolve(args.out ?? join(pkgDir, '..', `kernels-cpu-${triple}`, 'kvq_cpu.node'));
-if (!args.out && !existsSync(dirname(out))) fail(`platform package folder ${dirname(out)} does not exist`);
-mkdirSync(dirname(out), { recursive: true });
-copyFileSync(built, out);
-log(`${triple}: ${out} (${readFileSync(out).length} bytes, ${got.format} ${got.arch})`);
+  if (isNative) {
+    // Load it in a child process first: a broken binary must not take the caller down.
+    const probe = spawnSync(
+      process.execPath,
+      ['-e', `const a=require(${JSON.stringify(built)});const i=a.cpuInfo();console.log(JSON.stringify({abi:a.abi,isas:i.isas,cpus:i.cpus}))`],
+      { encoding: 'utf8' },
+    );
+    if (probe.status !== 0) fail(`the built binary does not load: ${probe.stderr.trim()}`);
+    log(`loads: ${probe.stdout.trim()}`);
+  } else {
+    log(notLoaded);
+  }
+
+  const out = resolve(args.out ?? join(pkgDir, '..', `kernels-cpu-${triple}`, 'kvq_cpu.node'));
+  if (!args.out && !existsSync(dirname(out))) fail(`platform package folder ${dirname(out)} does not exist`);
+  mkdirSync(dirname(out), { recursive: true });
+  copyFileSync(built, out);
+  log(`${triple}: ${out} (${readFileSync(out).length} bytes, ${got.format} ${got.arch})`);
+}

@@ -16,7 +16,7 @@ describe('platform detection', () => {
     [{ platform: 'linux', arch: 'x64', libc: 'musl' }, '@kvq/kernels-cpu-linux-x64-musl'],
     [{ platform: 'darwin', arch: 'arm64' }, '@kvq/kernels-cpu-darwin-arm64'],
     [{ platform: 'darwin', arch: 'x64' }, '@kvq/kernels-cpu-darwin-x64'],
-    [{ platform: 'win32', arch: 'x64' }, '@kvq/kernels-cpu-win32-x64-msvc'],
+    [{ platform: 'win32', arch: 'x64' }, '@kvq/kernels-cpu-win32-x64-gnu'],
   ] as [ProcessTarget, string][])('%o -> %s', (target, name) => {
     const pkg = platformPackage(target);
     expect(pkg).toEqual({ supported: true, triple: targetTriple(target), name });
@@ -30,7 +30,7 @@ describe('platform detection', () => {
     [{ platform: 'freebsd', arch: 'x64' }, 'freebsd-x64'],
     [{ platform: 'linux', arch: 'arm64', libc: 'musl' }, 'linux-arm64-musl'],
     [{ platform: 'linux', arch: 'ia32', libc: 'glibc' }, 'linux-ia32-gnu'],
-    [{ platform: 'win32', arch: 'arm64' }, 'win32-arm64-msvc'],
+    [{ platform: 'win32', arch: 'arm64' }, 'win32-arm64-gnu'],
   ] as [ProcessTarget, string][])('%o is unsupported, and says so', (target, triple) => {
     const pkg = platformPackage(target);
     expect(pkg.supported).toBe(false);

@@ -1,7 +1,8 @@
 /**
  * Which prebuilt platform package holds the native addon for a process: `@kvq/kernels-cpu-<triple>`, where the
  * triple is `<platform>-<arch>` plus the C library on Linux (`gnu` = glibc, `musl`) and the toolchain on Windows
- * (`msvc`), the napi-rs naming. Pure functions of an injectable {@link ProcessTarget}, so every platform can be
+ * (`gnu` = MinGW-w64: the Windows binary is cross-built with it, and loads in the official MSVC-built node.exe
+ * because N-API is a C ABI), the napi-rs naming. Pure functions of an injectable {@link ProcessTarget}, so every platform can be
  * tested on any machine.
  * @module
  */
@@ -13,7 +14,7 @@ export const PREBUILT_TRIPLES = [
   'linux-x64-musl',
   'darwin-arm64',
   'darwin-x64',
-  'win32-x64-msvc',
+  'win32-x64-gnu',
 ] as const;
 
 /** One of {@link PREBUILT_TRIPLES}. */
@@ -71,7 +72,7 @@ let cachedTarget: ProcessTarget | undefined;
 export function targetTriple(target: ProcessTarget): string {
   const base = `${target.platform}-${target.arch}`;
   if (target.platform === 'linux') return `${base}-${target.libc === 'musl' ? 'musl' : 'gnu'}`;
-  if (target.platform === 'win32') return `${base}-msvc`;
+  if (target.platform === 'win32') return `${base}-gnu`;
   return base;
 }
 
