@@ -22,8 +22,8 @@ die() { printf '[consumer-test] FAIL: %s\n' "$*" >&2; exit 1; }
 [ "$(node -p 'process.platform + "-" + process.arch')" = linux-x64 ] || die "runs on linux-x64 (the platform package it builds)"
 PLAT=packages/kernels-cpu-linux-x64-gnu
 BIN=$PLAT/kvq_cpu.node
-if [ -f "$BIN" ] && [ -z "$(find packages/kernels-cpu/csrc packages/kernels-cpu/binding.gyp -newer "$BIN" | head -1)" ]; then
-  say "reusing $BIN (newer than csrc/ and binding.gyp)"
+if [ -f "$BIN" ] && [ -z "$(find packages/kernels-cpu/csrc packages/kernels/csrc packages/kernels-cpu/binding.gyp -newer "$BIN" | head -1)" ]; then
+  say "reusing $BIN (newer than its csrc/, @kvq/kernels csrc/ and binding.gyp)"
 else
   say "building $BIN"
   node packages/kernels-cpu/scripts/prebuild.mjs --platform linux-x64-gnu >/tmp/kvq-prebuild.$$.log 2>&1 || { tail -30 /tmp/kvq-prebuild.$$.log; die "prebuild failed"; }
