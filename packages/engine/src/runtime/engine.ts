@@ -125,13 +125,12 @@ export class LLMEngine {
   readonly manager: KvCacheManager;
   readonly storage: KvCacheStorage;
   readonly eosTokenIds: readonly number[];
-  /** Which sequences run in each step (queues, budget, admission, preemption policy). */
-  readonly scheduler: Scheduler<Seq>;
   /** Batches the scheduled sequences and runs the forward pass. */
   readonly runner: ModelRunner;
   /** Tokens and logprobs from the runner's logits. */
   readonly sampler: Sampler;
   private readonly detokenizer: Detokenizer | undefined;
+  private readonly sched: Scheduler<Seq>;
   private readonly requests = new Map<string, Request>();
   private observer: AttentionObserver | undefined;
   private promptTokens = 0;
@@ -153,24 +152,29 @@ export class LLMEngine {
     this.storage = options.forward.storage;
     this.eosTokenIds = options.eosTokenIds;
     this.detokenizer = options.detokenizer;
-    this.scheduler = new Scheduler<Seq>(options.manager, options.scheduler);
+    this.sched = new Scheduler<Seq>(options.manager, options.scheduler);
     this.runner = new ModelRunner(options.forward, options.manager);
     this.sampler = new Sampler();
   }
 
+  /** Which sequences run in each step (queues, budget, admission, preemption policy). For inspection (`waiting`, `running`, limits): calling `schedule`, `add`, `fork` or `finish` directly bypasses the engine. */
+  get scheduler(): Scheduler<SchedulerSequence> {
+    return this.sched;
+  }
+
   /** Max sequences running at once (the scheduler's). */
   get maxNumSeqs(): number {
-    return this.scheduler.maxNumSeqs;
+    return this.sched.maxNumSeqs;
   }
 
   /** Token budget of one step (the scheduler's). */
   get maxNumBatchedTokens(): number {
-    return this.scheduler.maxNumBatchedTokens;
+    return this.sched.maxNumBatchedTokens;
   }
 
   /** Max prompt + output tokens. */
   get maxModelLen(): number {
-    return this.scheduler.maxModelLen;
+    return this.sched.maxModelLen;
   }
 
   /** Installs (or clears) an observer of every layer's post-RoPE q/k/v for the next forward passes. */
@@ -232,7 +236,7 @@ export class LLMEngine {
       ...(options.cacheSalt === undefined ? {} : { cacheSalt: options.cacheSalt }),
       usePrefixCache: !options.scoreOnly || options.onPromptLogits === undefined,
     });
-    this.scheduler.add(seq);
+    this.sched.add(seq);
   }
 
   private newSeq(request: Request, index: number, seed: number): Seq {
@@ -273,7 +277,7 @@ export class LLMEngine {
 
   /** True while any request is waiting or running. */
   hasUnfinishedRequests(): boolean {
-    return this.scheduler.hasUnfinished();
+    return this.sched.hasUnfinished();
   }
 
   /** Number of requests not yet finished. */
@@ -287,8 +291,8 @@ export class LLMEngine {
   stats(): EngineStats {
     const m = this.manager.metrics();
     return {
-      numRunning: this.scheduler.running.length,
-      numWaiting: this.scheduler.waiting.length,
+      numRunning: this.sched.running.length,
+      numWaiting: this.sched.waiting.length,
       kvCacheUsage: m.usage,
       prefixCacheQueries: m.prefixCacheQueries,
       prefixCacheHits: m.prefixCacheHits,
@@ -305,7 +309,7 @@ export class LLMEngine {
    * @throws EngineError `INVALID_ARGUMENT` when a waiting request can never fit the KV cache (see {@link Scheduler.schedule})
    */
   step(): RequestOutput[] {
-    const plan = this.scheduler.schedule();
+    const plan = this.sched.schedule();
     this.recordScheduled(plan);
     if (plan.scheduled.length === 0) return [];
     const inputs: ModelRunnerInput[] = plan.scheduled.map(({ seq, allocation }) => ({
@@ -337,7 +341,7 @@ export class LLMEngine {
         for (let i = 1; i < request.params.n; i++) {
           const child = this.newSeq(request, i, 0);
           child.rng = cloneSeededRng(seq.rng, i);
-          this.scheduler.fork(seq, child);
+          this.sched.fork(seq, child);
           group.push(child);
         }
       }
@@ -405,7 +409,7 @@ export class LLMEngine {
   private finishSeq(seq: Seq, reason: FinishReason, stopReason: string | number | undefined): void {
     seq.finishReason = reason;
     seq.stopReason = stopReason;
-    this.scheduler.finish(seq, reason === 'abort' ? 'abort' : 'free');
+    this.sched.finish(seq, reason === 'abort' ? 'abort' : 'free');
     const request = seq.request;
     const allDone = request.seqs.every((s) => s.finishReason !== undefined) && (request.forked || request.params.n === 1 || reason === 'abort' || !!request.options.scoreOnly);
     if (allDone && !request.finished) {
