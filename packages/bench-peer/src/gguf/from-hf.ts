@@ -15,7 +15,7 @@ import {
 import { f32ToBf16Bits, f32ToF16Bits } from '@kvq/fp8';
 
 import { BenchPeerError } from '../errors.js';
-import { llamaModelMetadata } from './llama.js';
+import { llamaModelMetadata, type LlamaShape } from './llama.js';
 
 /**
  * GGUF (llama.cpp) name of a Hugging Face Llama tensor name: `@kvq/engine`'s table (the one its GGUF loader reads).
@@ -84,18 +84,8 @@ export async function writeHfModelAsGguf(path: string, model: LoadedModel, type:
   if (c.architecture !== 'LlamaForCausalLM' || c.attentionBias || c.attentionOutputBias || c.ropeScaling) {
     throw new BenchPeerError('INVALID_ARGUMENT', `${model.path}: only Llama models without biases or RoPE scaling can be written as GGUF here`, { file: model.path });
   }
-  const shape = {
-    hiddenSize: c.hiddenSize,
-    numLayers: c.numLayers,
-    numHeads: c.numHeads,
-    numKvHeads: c.numKvHeads,
-    headDim: c.headDim,
-    intermediateSize: c.intermediateSize,
-    vocabSize: c.vocabSize,
-    contextLength: c.maxPositionEmbeddings,
-    rmsNormEps: c.rmsNormEps,
-    ropeTheta: c.ropeTheta,
-  };
+  // ModelConfig already names every LlamaShape size (hiddenSize ... ropeTheta); only the context length differs.
+  const shape: LlamaShape = { ...c, contextLength: c.maxPositionEmbeddings };
   const name = model.path.split(/[\\/]/).filter(Boolean).pop() ?? 'model';
   const tensors: GgufTensorSpec[] = [];
   for (const [hfName, t] of weightsByHfName(c, model.weights)) {
