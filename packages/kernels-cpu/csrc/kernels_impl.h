@@ -16,19 +16,18 @@
 
 #include "fp8.h"
 #include "kernels.h"
-#include "portable.h"
 
 namespace kvq {
 namespace KVQ_NS {
 
-#define KVQ_I static KVQ_ALWAYS_INLINE
+#define KVQ_I static inline __attribute__((always_inline))
 
 KVQ_I int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 KVQ_I int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 KVQ_I int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 KVQ_I int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-static const float kNegInf = -kvq_inff();
+static const float kNegInf = -__builtin_inff();
 
 /** Scalar exp with the vector layer's algorithm (so every path rounds the same way). */
 KVQ_I float sexp(float x) {
@@ -361,7 +360,7 @@ static int rmsNorm(const RmsNormParams& p, const Runner& rn) {
       a1 = vfma(v, v, a1);
     }
     const double ms = (double)vhsum(vadd(a0, a1)) / (double)h;
-    const VF inv = vset1((float)(1.0 / kvq_sqrt(ms + (double)p.eps)));
+    const VF inv = vset1((float)(1.0 / __builtin_sqrt(ms + (double)p.eps)));
     c = 0;
     for (; c + W <= h; c += W) vstore(y + c, vmul(vmul(vload(x + c), inv), vload(p.w + c)));
     if (c < h) {
@@ -886,7 +885,7 @@ struct NextRows {
 
   /** Prefetch row j (RB = bytes per row, a compile-time constant in the kernels). */
   template <int64_t RB>
-  KVQ_ALWAYS_INLINE void touch(int j) const {
+  inline __attribute__((always_inline)) void touch(int j) const {
     if (j >= n) return;
     const char* a = base + idx[j] * elemBytes;
     for (int64_t b = 0; b < RB; b += 64) vprefetch(a + b);
@@ -895,7 +894,7 @@ struct NextRows {
   }
   /** Touch the rows [from, n) not reached by a loop over the first `from` keys. */
   template <int64_t RB>
-  KVQ_ALWAYS_INLINE void rest(int from) const {
+  inline __attribute__((always_inline)) void rest(int from) const {
     for (int j = from; j < n; j++) touch<RB>(j);
   }
 };
@@ -1478,6 +1477,38 @@ static int pagedAttention(const AttentionParams& p, const Runner& rn) {
     case kFp8E5M2FNUZ: return paged_attention_t<kFp8E5M2FNUZ>(p, rn);
     default: return paged_attention_t<kF32>(p, rn);
   }
+}
+
+// ------------------------------------------------------------------------------------------------
+// argmax: the first index of each row's maximum; NaN counts as the maximum (its first occurrence wins).
+// ------------------------------------------------------------------------------------------------
+
+static int argmax(const ArgmaxParams& p, const Runner& rn) {
+  auto row = [&](int64_t r, int) {
+    const float* x = p.x + r * p.cols;
+    int64_t best = 0;
+    float m = x[0];
+    if (m == m) {
+      for (int64_t j = 1; j < p.cols; j++) {
+        const float v = x[j];
+        if (v != v) {
+          best = j;
+          break;
+        }
+        if (v > m) {
+          m = v;
+          best = j;
+        }
+      }
+    }
+    p.out[r] = (int32_t)best;
+  };
+  if (p.rows * p.cols < kParallelMin || rn.threads == 1) {
+    for (int64_t r = 0; r < p.rows; r++) row(r, 0);
+  } else {
+    rn.parallel_for(p.rows, row);
+  }
+  return kOk;
 }
 
 #undef KVQ_I

@@ -120,6 +120,12 @@ function randomCall(op: KernelOpName, seed: number): (b: KernelBackend) => Recor
         b.softmax({ x: f32(r, rows * cols), out, rows, cols: count(r, cols) });
         return { out };
       }
+      case 'argmax': {
+        const rows = d(), cols = d() * 7;
+        const out = new Int32Array(rows);
+        b.argmax({ x: f32(r, rows * cols), out, rows, cols: count(r, cols) });
+        return { out };
+      }
       case 'reshapeAndCache': {
         const numBlocks = d(), blockSize = pick(r, [1, 4, 16]), numKvHeads = d(), headSize = d() * 2, numTokens = d();
         const c = cache(r, numBlocks, blockSize, numKvHeads, headSize, numKvHeads) as { key: ParityValue; value: ParityValue };
@@ -212,6 +218,7 @@ const OPS: KernelOpName[] = [
   'embedding',
   'rope',
   'softmax',
+  'argmax',
   'reshapeAndCache',
   'pagedAttention',
   'amaxTensor',
@@ -279,6 +286,7 @@ describe.skipIf(!avail.available)('fuzz: junk straight into the native addon nev
     'embedding',
     'rope',
     'softmax',
+    'argmax',
     'reshapeAndCache',
     'pagedAttention',
     'amaxTensor',

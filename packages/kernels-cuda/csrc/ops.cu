@@ -113,6 +113,54 @@ bool softmax(Context* ctx, const SoftmaxArgs& a, Status* st) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// argmax (one block per row)
+// ------------------------------------------------------------------------------------------------
+
+/** Whether (v, j) beats (bv, bj): NaN beats every number, then the larger value, then (ties, two NaNs) the smaller index. */
+__device__ __forceinline__ bool argmax_better(float v, int64_t j, float bv, int64_t bj) {
+  const bool n = v != v, bn = bv != bv;
+  if (n != bn) return n;
+  if (!n && v != bv) return v > bv;
+  return j < bj;
+}
+
+__global__ void argmax_kernel(const float* x, int32_t* out, int64_t cols) {
+  __shared__ float sv[kThreads];
+  __shared__ int64_t si[kThreads];
+  const float* xr = x + (int64_t)blockIdx.x * cols;
+  float bv = -INFINITY;
+  int64_t bj = cols;  // past the row: any element beats it
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    if (argmax_better(xr[c], c, bv, bj)) {
+      bv = xr[c];
+      bj = c;
+    }
+  }
+  sv[threadIdx.x] = bv;
+  si[threadIdx.x] = bj;
+  __syncthreads();
+  for (int s = (int)blockDim.x / 2; s > 0; s >>= 1) {
+    if ((int)threadIdx.x < s && argmax_better(sv[threadIdx.x + s], si[threadIdx.x + s], sv[threadIdx.x], si[threadIdx.x])) {
+      sv[threadIdx.x] = sv[threadIdx.x + s];
+      si[threadIdx.x] = si[threadIdx.x + s];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = (int32_t)si[0];
+}
+
+bool argmax(Context* ctx, const ArgmaxParams& a, Status* st) {
+  if (a.rows == 0) return true;
+  KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
+  const size_t bytes = (size_t)(a.rows * a.cols) * 4, outBytes = (size_t)a.rows * 4;
+  void *dx, *dy;
+  if (!put(ctx, kS0, a.x, bytes, &dx, st) || !scratch(ctx, kS1, outBytes, &dy, st)) return false;
+  KVQ_LAUNCH((unsigned)a.rows, kThreads, 0, ctx->stream, argmax_kernel)((const float*)dx, (int32_t*)dy, a.cols);
+  KVQ_LAUNCHED("argmax kernel");
+  return get(ctx, a.out, dy, outBytes, st) && sync(ctx, st);
+}
+
+// ------------------------------------------------------------------------------------------------
 // embedding
 // ------------------------------------------------------------------------------------------------
 

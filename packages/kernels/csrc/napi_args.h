@@ -32,7 +32,7 @@ namespace napi_args {
  * ABI of the shared op signatures (and of each addon's own methods): bumped whenever a reader's argument order or a
  * method signature changes, together with NATIVE_ABI in src/native/ops.ts. The facades refuse a mismatching binary.
  */
-constexpr int kAbi = 1;
+constexpr int kAbi = 2;
 
 /** Throw a JS Error with `code` and (when not empty) `argument`. */
 [[noreturn]] inline void fail(Napi::Env env, const char* code, const std::string& argument, const std::string& message) {
@@ -289,6 +289,16 @@ inline SoftmaxParams readSoftmax(const Napi::CallbackInfo& info) {
   const int64_t n = mul(info, "x", {p.rows, p.cols});
   p.x = arrayArg<float>(info, 0, "x", n);
   p.y = arrayArg<float>(info, 1, "out", n);
+  return p;
+}
+
+/** argmax(x, out, rows, cols). */
+inline ArgmaxParams readArgmax(const Napi::CallbackInfo& info) {
+  ArgmaxParams p{};
+  p.rows = intArg(info, 2, "rows", 0);
+  p.cols = intArg(info, 3, "cols", 1);
+  p.x = arrayArg<float>(info, 0, "x", mul(info, "x", {p.rows, p.cols}));
+  p.out = arrayArg<int32_t>(info, 1, "out", p.rows);
   return p;
 }
 

@@ -92,6 +92,13 @@ struct SoftmaxParams {
   int64_t rows, cols;
 };
 
+/** `argmax`, row-wise: out[r] = the first index of the row's maximum (NaN counts as the maximum). */
+struct ArgmaxParams {
+  const float* x;  // [rows, cols]
+  int32_t* out;    // [rows]
+  int64_t rows, cols;
+};
+
 /** A paged KV layer cache, [numBlocks, blockSize, numKvHeads, headSize] per pool. */
 struct KvCacheRef {
   int dtype;
@@ -168,6 +175,7 @@ struct QuantParams {
   X("add", add, add, EltwiseParams, readAdd)                                  \
   X("siluAndMul", siluAndMul, silu_and_mul, EltwiseParams, readSiluAndMul)    \
   X("rope", rope, rope, RopeParams, readRope)                                 \
-  X("softmax", softmax, softmax, SoftmaxParams, readSoftmax)
+  X("softmax", softmax, softmax, SoftmaxParams, readSoftmax)                  \
+  X("argmax", argmax, argmax, ArgmaxParams, readArgmax)
 
 #endif  // KVQ_OPS_H_

@@ -17,7 +17,7 @@
  * - Scales follow vLLM: `q = encodeFp8(fround(x / scale))` (satfinite), `x ≈ fround(decodeFp8(q) * scale)`.
  *
  * Exactness (what the parity kit in `@kvq/kernels/testing` enforces):
- * - bit-exact across backends: `add`, `embedding`, `reshapeAndCache` (FP8 codes and bf16/f16 bits),
+ * - bit-exact across backends: `add`, `embedding`, `argmax`, `reshapeAndCache` (FP8 codes and bf16/f16 bits),
  *   `amaxTensor`, `amaxPerHead`, `quantizeFp8`, `dequantizeFp8`, and the FP8 rounding of the query in FP8-query mode;
  * - within a tolerance (`|got - ref| <= atol + rtol * |ref|`, see `DEFAULT_TOLERANCES`): `linear`, `rmsNorm`,
  *   `siluAndMul`, `rope`, `softmax`, `pagedAttention`, whose sums and transcendental functions may be evaluated in
@@ -198,6 +198,23 @@ export interface SoftmaxArgs {
 }
 
 /**
+ * `argmax`: row-wise `out[r] = ` the smallest `j` with `x[r, j] = max_k x[r, k]` (greedy sampling over logits, one row
+ * per sequence, without copying or scanning the logits in JavaScript). NaN counts as larger than every number, as in
+ * `torch.argmax`: a row with a NaN gives its first NaN's index. `-0` equals `+0`; an all `-Infinity` row gives 0.
+ * Bit-exact across backends.
+ */
+export interface ArgmaxArgs {
+  /** Logits `[rows, cols]`. */
+  readonly x: Float32Array;
+  /** Index of each row's maximum `[rows]`, in `[0, cols)`. */
+  readonly out: Int32Array;
+  /** Number of rows, `>= 0`. */
+  readonly rows: number;
+  /** Row width (vocabulary size), `>= 1` and `<= 2^31 - 1`. */
+  readonly cols: number;
+}
+
+/**
  * `reshapeAndCache`: write the new tokens' K and V into the paged cache (vLLM `reshape_and_cache_flash`).
  * Token `t` goes to slot `s = slotMapping[t]`: block `floor(s / blockSize)`, offset `s % blockSize`;
  * `s < 0` marks a padding token that is skipped; `s >= numBlocks * blockSize` is `OUT_OF_RANGE`.
@@ -372,6 +389,8 @@ export interface KernelBackend {
   rope(args: RopeArgs): void;
   /** Row softmax; see {@link SoftmaxArgs}. */
   softmax(args: SoftmaxArgs): void;
+  /** Row-wise index of the maximum (greedy sampling); see {@link ArgmaxArgs}. */
+  argmax(args: ArgmaxArgs): void;
   /** Write K/V into the paged cache (quantizing for FP8); see {@link ReshapeAndCacheArgs}. */
   reshapeAndCache(args: ReshapeAndCacheArgs): void;
   /** Paged causal attention (decode and prefill); see {@link PagedAttentionArgs}. */
@@ -400,6 +419,7 @@ export const KERNEL_OPS: readonly KernelOpName[] = [
   'embedding',
   'rope',
   'softmax',
+  'argmax',
   'reshapeAndCache',
   'pagedAttention',
   'amaxTensor',

@@ -12,6 +12,7 @@ import type {
   AddArgs,
   AmaxPerHeadArgs,
   AmaxTensorArgs,
+  ArgmaxArgs,
   DequantizeFp8Args,
   EmbeddingArgs,
   LinearArgs,
@@ -348,6 +349,16 @@ export function validateSoftmax(args: SoftmaxArgs): { rows: number; cols: number
   const x = checkF32('x', args.x, rows * cols);
   const out = checkF32('out', args.out, rows * cols);
   checkNoOverlap('out', out, rows * cols, 'x', x, rows * cols, true);
+  return { rows, cols };
+}
+
+/** Validate {@link ArgmaxArgs}. */
+export function validateArgmax(args: ArgmaxArgs): { rows: number; cols: number } {
+  requireObject('args', args);
+  const rows = checkCount('rows', args.rows, 0);
+  const cols = checkCount('cols', args.cols, 1, 2 ** 31 - 1);
+  checkF32('x', args.x, rows * cols);
+  checkI32('out', args.out, rows);
   return { rows, cols };
 }
 

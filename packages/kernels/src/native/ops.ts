@@ -14,6 +14,7 @@ import type {
   AddArgs,
   AmaxPerHeadArgs,
   AmaxTensorArgs,
+  ArgmaxArgs,
   BackendInfo,
   DequantizeFp8Args,
   EmbeddingArgs,
@@ -33,6 +34,7 @@ import {
   validateAdd,
   validateAmaxPerHead,
   validateAmaxTensor,
+  validateArgmax,
   validateDequantizeFp8,
   validateEmbedding,
   validateLinear,
@@ -46,7 +48,7 @@ import {
 } from '../validate.js';
 
 /** ABI of the shared op signatures (csrc/napi_args.h `kAbi`); a binary reporting another one is stale and is not loaded. */
-export const NATIVE_ABI = 1;
+export const NATIVE_ABI = 2;
 
 /** Numeric codes of storage dtypes (csrc/ops.h `DtypeCode`). */
 export const DTYPE_CODE = {
@@ -129,6 +131,7 @@ export interface NativeKernelOps<D = never> {
     interleaved: boolean,
   ): void;
   softmax(x: F32, out: F32, rows: number, cols: number): void;
+  argmax(x: F32, out: I32, rows: number, cols: number): void;
   reshapeAndCache(
     key: F32,
     value: F32,
@@ -314,6 +317,11 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
   softmax(args: SoftmaxArgs): void {
     const { rows, cols } = validateSoftmax(args);
     this.call('softmax', () => this.ctx.softmax(args.x, args.out, rows, cols));
+  }
+
+  argmax(args: ArgmaxArgs): void {
+    const { rows, cols } = validateArgmax(args);
+    this.call('argmax', () => this.ctx.argmax(args.x, args.out, rows, cols));
   }
 
   reshapeAndCache(args: ReshapeAndCacheArgs): void {

@@ -147,6 +147,32 @@ describe('rmsNorm, add, siluAndMul, softmax', () => {
   });
 });
 
+describe('argmax', () => {
+  it('gives the first index of each row maximum; NaN beats numbers; -0 equals +0; rows past `rows` untouched', () => {
+    const x = new Float32Array([
+      1, 5, 5, 2, // tie: the first 5
+      -Infinity, -Infinity, -Infinity, -Infinity, // all masked: 0
+      3, NaN, 9, NaN, // the first NaN, though 9 is larger
+      -0, 0, -1, 0, // -0 and +0 tie: index 0
+      -3, -2, -7, 1e30, // maximum in the last column
+    ]);
+    const out = new Int32Array(6).fill(-7);
+    ref.argmax({ x, out, rows: 5, cols: 4 });
+    expect(Array.from(out)).toEqual([1, 0, 1, 0, 3, -7]);
+    ref.argmax({ x, out, rows: 0, cols: 4 });
+    expect(out[0]).toBe(1);
+  });
+
+  it('rejects a bad width and a non-Int32Array out, naming the argument', () => {
+    expect(() => ref.argmax({ x: new Float32Array(4), out: new Int32Array(1), rows: 1, cols: 0 })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', argument: 'cols' }),
+    );
+    expect(() => ref.argmax({ x: new Float32Array(4), out: new Float32Array(1) as unknown as Int32Array, rows: 1, cols: 4 })).toThrow(
+      expect.objectContaining({ code: 'WRONG_ARRAY_TYPE', argument: 'out' }),
+    );
+  });
+});
+
 describe('embedding', () => {
   it.each(['f32', 'bf16', 'f16'] as WeightDtype[])('gathers %s rows and converts to float32', (dtype) => {
     const vals = randomF32(11 * 6, seededRandom(6));

@@ -17,6 +17,7 @@ import type {
   AddArgs,
   AmaxPerHeadArgs,
   AmaxTensorArgs,
+  ArgmaxArgs,
   BackendInfo,
   DequantizeFp8Args,
   EmbeddingArgs,
@@ -38,6 +39,7 @@ import {
   validateAdd,
   validateAmaxPerHead,
   validateAmaxTensor,
+  validateArgmax,
   validateDequantizeFp8,
   validateEmbedding,
   validateLinear,
@@ -177,6 +179,30 @@ function softmax(args: SoftmaxArgs): void {
     for (let j = 0; j < cols; j++) sum += Math.exp(x[base + j]! - m);
     // Each element is read before it is written, so `out` may alias `x`.
     for (let j = 0; j < cols; j++) out[base + j] = Math.exp(x[base + j]! - m) / sum;
+  }
+}
+
+function argmax(args: ArgmaxArgs): void {
+  const { rows, cols } = validateArgmax(args);
+  const { x, out } = args;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    let best = 0;
+    let m = x[base]!;
+    if (!Number.isNaN(m)) {
+      for (let j = 1; j < cols; j++) {
+        const v = x[base + j]!;
+        if (Number.isNaN(v)) {
+          best = j;
+          break;
+        }
+        if (v > m) {
+          m = v;
+          best = j;
+        }
+      }
+    }
+    out[r] = best;
   }
 }
 
@@ -341,6 +367,7 @@ export function createReferenceBackend(): KernelBackend {
     info: REFERENCE_INFO,
     linear,
     rmsNorm,
+    argmax,
     add,
     siluAndMul,
     embedding,

@@ -115,6 +115,11 @@ export function badInputCases(): BadInputCase[] {
       b.rope({ query: f32(6), key: f32(6), positions: Int32Array.of(0), numTokens: 1, numHeads: 1, numKvHeads: 1, headSize: 6, table, style: 'rotate_half' }),
     ),
     c('softmax', 'cols 0', 'INVALID_ARGUMENT', 'cols', (b) => b.softmax({ x: f32(4), out: f32(4), rows: 1, cols: 0 })),
+    c('argmax', 'cols 0', 'INVALID_ARGUMENT', 'cols', (b) => b.argmax({ x: f32(4), out: new Int32Array(1), rows: 1, cols: 0 })),
+    c('argmax', 'out is a Float32Array', 'WRONG_ARRAY_TYPE', 'out', (b) =>
+      b.argmax({ x: f32(8), out: f32(2) as unknown as Int32Array, rows: 2, cols: 4 }),
+    ),
+    c('argmax', 'out too short', 'SHAPE_MISMATCH', 'out', (b) => b.argmax({ x: f32(8), out: new Int32Array(1), rows: 2, cols: 4 })),
     c('reshapeAndCache', 'slot past the cache', 'OUT_OF_RANGE', 'slotMapping[2]', (b) =>
       b.reshapeAndCache(reshapeArgs({ slotMapping: Int32Array.of(0, 1, 8) })),
     ),

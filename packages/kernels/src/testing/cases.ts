@@ -46,7 +46,7 @@ export interface Tolerance {
 export const EXACT: Tolerance = Object.freeze({ rtol: 0, atol: 0 });
 
 /** An output of a case: a float32 array (compared with tolerance), an integer array (exact), or a number. */
-export type ParityValue = Float32Array | Uint8Array | Uint16Array | number;
+export type ParityValue = Float32Array | Int32Array | Uint8Array | Uint16Array | number;
 
 /** One parity case. */
 export interface ParityCase {
@@ -98,6 +98,7 @@ export const DEFAULT_TOLERANCES: Readonly<Record<KernelOpName, Tolerance>> = Obj
   embedding: EXACT,
   rope: { rtol: 1e-5, atol: 1e-6 },
   softmax: { rtol: 1e-5, atol: 1e-8 },
+  argmax: EXACT,
   reshapeAndCache: EXACT,
   pagedAttention: { rtol: 1e-3, atol: 1e-4 },
   amaxTensor: EXACT,
@@ -304,6 +305,44 @@ function softmaxCases(seed: number): ParityCase[] {
           }
           const out = inPlace ? x : withSlack(rows * cols);
           b.softmax({ x, out, rows, cols });
+          return { out };
+        },
+      });
+    });
+  });
+  return cases;
+}
+
+function argmaxCases(seed: number): ParityCase[] {
+  const cases: ParityCase[] = [];
+  [0, 1, 7, 17].forEach((rows, i) => {
+    [1, 2, 33, 1025, 4099].forEach((cols, j) => {
+      cases.push({
+        op: 'argmax',
+        label: `argmax rows=${rows} cols=${cols}`,
+        tolerance: EXACT,
+        run(b) {
+          const r = rng(seed + 650 + i * 5 + j);
+          const x = withSlack(rows * cols);
+          x.set(randomF32(rows * cols, r, 5));
+          if (rows > 1 && cols > 1) {
+            for (let c = 0; c < cols; c++) x[cols + c] = c % 2 ? 7 : x[cols + c]!;
+            x[cols + cols - 1] = 1e30; // the maximum in the last column
+          }
+          if (rows > 2 && cols > 2) {
+            for (let c = 0; c < cols; c++) x[2 * cols + c] = -Infinity; // all masked -> 0
+          }
+          if (rows > 3 && cols > 3) {
+            x[3 * cols + 1] = 9;
+            x[3 * cols + 2] = NaN; // NaN beats the maximum: its first index
+            x[3 * cols + 3] = NaN;
+          }
+          if (rows > 4 && cols > 3) {
+            for (let c = 0; c < cols; c++) x[4 * cols + c] = c % 2 ? 0 : -0; // ties (and -0 == +0): the first index
+          }
+          if (rows > 5 && cols > 1) x.fill(3, 5 * cols, 6 * cols); // a constant row: 0
+          const out = new Int32Array(rows + SLACK).fill(-7);
+          b.argmax({ x, out, rows, cols });
           return { out };
         },
       });
@@ -699,6 +738,7 @@ export function parityCases(options: ParityCaseOptions = {}): ParityCase[] {
     ...embeddingCases(seed),
     ...ropeCases(seed),
     ...softmaxCases(seed),
+    ...argmaxCases(seed),
     ...reshapeCases(full, seed),
     ...attentionCases(full, seed),
     ...amaxCases(seed),

@@ -22,6 +22,7 @@ describe('parity kit', () => {
       [
         'add',
         'amaxPerHead',
+        'argmax',
         'amaxTensor',
         'dequantizeFp8',
         'embedding',
