@@ -16,18 +16,19 @@
 
 #include "fp8.h"
 #include "kernels.h"
+#include "portable.h"
 
 namespace kvq {
 namespace KVQ_NS {
 
-#define KVQ_I static inline __attribute__((always_inline))
+#define KVQ_I static KVQ_ALWAYS_INLINE
 
 KVQ_I int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 KVQ_I int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 KVQ_I int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 KVQ_I int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-static const float kNegInf = -__builtin_inff();
+static const float kNegInf = -kvq_inff();
 
 /** Scalar exp with the vector layer's algorithm (so every path rounds the same way). */
 KVQ_I float sexp(float x) {
@@ -360,7 +361,7 @@ static int rmsNorm(const RmsNormParams& p, const Runner& rn) {
       a1 = vfma(v, v, a1);
     }
     const double ms = (double)vhsum(vadd(a0, a1)) / (double)h;
-    const VF inv = vset1((float)(1.0 / __builtin_sqrt(ms + (double)p.eps)));
+    const VF inv = vset1((float)(1.0 / kvq_sqrt(ms + (double)p.eps)));
     c = 0;
     for (; c + W <= h; c += W) vstore(y + c, vmul(vmul(vload(x + c), inv), vload(p.w + c)));
     if (c < h) {
@@ -885,7 +886,7 @@ struct NextRows {
 
   /** Prefetch row j (RB = bytes per row, a compile-time constant in the kernels). */
   template <int64_t RB>
-  inline __attribute__((always_inline)) void touch(int j) const {
+  KVQ_ALWAYS_INLINE void touch(int j) const {
     if (j >= n) return;
     const char* a = base + idx[j] * elemBytes;
     for (int64_t b = 0; b < RB; b += 64) vprefetch(a + b);
@@ -894,7 +895,7 @@ struct NextRows {
   }
   /** Touch the rows [from, n) not reached by a loop over the first `from` keys. */
   template <int64_t RB>
-  inline __attribute__((always_inline)) void rest(int from) const {
+  KVQ_ALWAYS_INLINE void rest(int from) const {
     for (int j = from; j < n; j++) touch<RB>(j);
   }
 };
