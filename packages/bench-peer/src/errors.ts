@@ -52,7 +52,7 @@ export class BenchPeerError extends Error {
 }
 
 /** A short, safe description of any value for error messages. */
-export function describeValue(value: unknown): string {
+function describeValue(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}...` : value);
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint' || value == null) return String(value);
   if (Array.isArray(value)) return `an array of ${value.length}`;

@@ -1,5 +1,5 @@
 import { BenchPeerError } from '../errors.js';
-import { GgufType, type GgmlTensorType, type GgufEntry, type GgufTensorSpec } from '@kvq/engine';
+import { GgufType, type GgmlTensorType, type GgufEntry } from '@kvq/engine';
 
 /** A Llama architecture shape (GGUF `llama`): every size the tensors and metadata need. */
 export interface LlamaShape {
@@ -159,6 +159,3 @@ export function syntheticTokenizerMetadata(size: number): GgufEntry[] {
     { key: 'tokenizer.ggml.add_eos_token', type: GgufType.BOOL, value: false },
   ];
 }
-
-/** Re-export for callers building their own tensor lists. */
-export type { GgufTensorSpec };
