@@ -1,4 +1,4 @@
-import type { KvCacheManager, KvCacheStorage, SequenceId } from '@kvq/cache';
+import type { KvCacheManager, KvCacheStorage } from '@kvq/cache';
 import { EngineError } from '../errors.js';
 import { resolveSamplingParams, type ResolvedSamplingParams, type SamplingParams } from '../sampling/params.js';
 import { SeededRng } from '../sampling/rng.js';
@@ -472,4 +472,3 @@ function cloneSeededRng(parent: SeededRng, index: number): SeededRng {
   return new SeededRng(Math.floor(parent.next() * 2 ** 32) ^ Math.imul(index, 0x9e3779b9));
 }
 
-export type { SchedulerConfig, SequenceId };
