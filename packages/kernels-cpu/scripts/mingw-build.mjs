@@ -129,34 +129,8 @@ export async function mingwBuild({ outDir, jobs = 2, log = () => {}, env = proce
     if (probe.error || probe.status !== 0) throw new Error(`MinGW-w64 ${name} ${tool} not found: ${MINGW_APT} (or set KVQ_MINGW_${name.toUpperCase()})`);
     if (name === 'cxx') log(`cross-compiling for win32-x64 with ${probe.stdout.split('\n')[0]}`);
   }
-  const req = createRequire(join(pkgDir, 'package.json'));
-  let headers;
-  try {
-    headers = dirname(req.resolve('node-api-headers/package.json'));
-  } catch (cause) {
-    throw new Error(`node-api-headers is not installed (a devDependency of @kvq/kernels-cpu): ${cause}`, { cause });
-  }
-  const def = join(headers, 'def', 'node_api.def');
-  if (!existsSync(def)) throw new Error(`${def} not found (node-api-headers without its .def files)`);
-
-  const gyp = readBindingGyp();
-  const vars = gyp.variables ?? {};
-  const targets = gyp.targets.map((t) => targetFor(t, vars));
-  const main = targets.find((t) => t.type === 'loadable_module');
-  if (!main) throw new Error('binding.gyp has no loadable_module target');
-
-  const objDir = join(outDir, 'obj');
-  mkdirSync(objDir, { recursive: true });
-  const common = ['-c', '-Wa,-muse-unaligned-vector-move', `-I${join(headers, 'include')}`];
-  const units = [];
-  for (const t of [...targets.filter((t) => main.dependencies.includes(t.name)), main]) {
-    const defines = t === main ? [...t.defines, 'BUILDING_NODE_EXTENSION', `NODE_GYP_MODULE_NAME=${t.name}`] : t.defines;
-    for (const src of t.sources) {
-      const obj = join(objDir, `${t.name}-${basename(src).replace(/\.\w+$/, '.o')}`);
-      const argv = [...t.cflags, ...common, ...t.includes.map((d) => `-I${d}`), ...defines.map((d) => `-D${d}`), join(pkgDir, src), '-o', obj];
-      units.push({ src, obj, argv });
-    }
-  }
+  const { units, def } = mingwPlan(join(outDir, 'obj'));
+  mkdirSync(join(outDir, 'obj'), { recursive: true });
   // A small job pool: the ISA translation units take most of the time.
   const queue = [...units];
   const worker = async () => {
@@ -179,4 +153,39 @@ export async function mingwBuild({ outDir, jobs = 2, log = () => {}, env = proce
   if (foreign.length > 0) throw new Error(`${out} imports ${foreign.join(', ')}: only Windows DLLs and node.exe may be imported (link statically)`);
   log(`imports: ${imports.join(', ')}`);
   return out;
+}
+
+/**
+ * What mingwBuild compiles, without compiling: one unit per source of the addon target and the static libraries
+ * it depends on (`{ target, src, obj, argv }`, argv = the compiler arguments), and the N-API .def file.
+ * @param {string} objDir where the object files go
+ */
+export function mingwPlan(objDir) {
+  const req = createRequire(join(pkgDir, 'package.json'));
+  let headers;
+  try {
+    headers = dirname(req.resolve('node-api-headers/package.json'));
+  } catch (cause) {
+    throw new Error(`node-api-headers is not installed (a devDependency of @kvq/kernels-cpu): ${cause}`, { cause });
+  }
+  const def = join(headers, 'def', 'node_api.def');
+  if (!existsSync(def)) throw new Error(`${def} not found (node-api-headers without its .def files)`);
+
+  const gyp = readBindingGyp();
+  const vars = gyp.variables ?? {};
+  const targets = gyp.targets.map((t) => targetFor(t, vars));
+  const main = targets.find((t) => t.type === 'loadable_module');
+  if (!main) throw new Error('binding.gyp has no loadable_module target');
+
+  const common = ['-c', '-Wa,-muse-unaligned-vector-move', `-I${join(headers, 'include')}`];
+  const units = [];
+  for (const t of [...targets.filter((t) => main.dependencies.includes(t.name)), main]) {
+    const defines = t === main ? [...t.defines, 'BUILDING_NODE_EXTENSION', `NODE_GYP_MODULE_NAME=${t.name}`] : t.defines;
+    for (const src of t.sources) {
+      const obj = join(objDir, `${t.name}-${basename(src).replace(/\.\w+$/, '.o')}`);
+      const argv = [...t.cflags, ...common, ...t.includes.map((d) => `-I${d}`), ...defines.map((d) => `-D${d}`), join(pkgDir, src), '-o', obj];
+      units.push({ target: t.name, src, obj, argv });
+    }
+  }
+  return { units, def };
 }
