@@ -10,7 +10,9 @@
 //   kvq::detectX86()       x86-64 CPU features the OS has enabled (AVX/AVX-512 register state included)
 //   kvq::alignedAlloc/Free 64-byte (or any power of two) aligned heap blocks
 // On GCC and Clang outside Windows every macro expands to exactly the builtin used before, so code generation
-// on Linux and macOS is unchanged. Windows (MSVC or MinGW-w64) detects CPU features with CPUID + XGETBV.
+// on Linux and macOS is unchanged. Windows (MSVC or MinGW-w64) detects CPU features with CPUID + XGETBV
+// (-DKVQ_CPUID_DETECT selects that path on other x86-64 systems too). MinGW-w64 builds are checked under wine
+// (scripts/wine-win64-check.mjs); the MSVC branches are written for MSVC but not compiled by any check here.
 //
 // Everything here is a macro or a `static inline` function: this header is included by translation units
 // compiled with different -m flags (kernels_<isa>.cc), and a non-static inline function emitted by one of them
