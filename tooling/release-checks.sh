@@ -9,18 +9,24 @@
 #  4. consumer-test       npm install of the packed tarballs with no C++ compiler on PATH: the native CPU backend
 #                         from @kvq/kernels-cpu-linux-x64-gnu, tokens equal the workspace's
 #  5. linux-arm64-gnu     cross-built with Debian's aarch64 g++, loaded and run under qemu-user, bit-identical to x64
-# Needs (Debian): g++-aarch64-linux-gnu, qemu-user-static (.ci/run installs them). Linux x64 only.
+#  6. win32-x64-gnu       cross-built with Debian's MinGW-w64 g++, loaded by the official node.exe under wine,
+#                         bit-identical to x64 (CPU-feature detection too)
+# Needs (Debian): g++-aarch64-linux-gnu, qemu-user-static, g++-mingw-w64-x86-64-posix, wine64 (.ci/run installs
+# them). Linux x64 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PNPM=(npx -y pnpm@12.4.2)
 START=$(date +%s)
 step() { printf '\n== check:release [%ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 
-step "1/5 lint:packages";     "${PNPM[@]}" lint:packages
-step "2/5 lint-workflows";    "${PNPM[@]}" --filter @kvq/lint-workflows lint
-step "3/5 check:cuda-tarball"; "${PNPM[@]}" check:cuda-tarball
-step "4/5 consumer-test";     bash tooling/consumer-test.sh
-step "5/5 linux-arm64-gnu under qemu-user"
+step "1/6 lint:packages";     "${PNPM[@]}" lint:packages
+step "2/6 lint-workflows";    "${PNPM[@]}" --filter @kvq/lint-workflows lint
+step "3/6 check:cuda-tarball"; "${PNPM[@]}" check:cuda-tarball
+step "4/6 consumer-test";     bash tooling/consumer-test.sh
+step "5/6 linux-arm64-gnu under qemu-user"
 node packages/kernels-cpu/scripts/prebuild.mjs --platform linux-arm64-gnu
 node packages/kernels-cpu/scripts/qemu-arm64-check.mjs
+step "6/6 win32-x64-gnu under wine"
+node packages/kernels-cpu/scripts/prebuild.mjs --platform win32-x64-gnu
+node packages/kernels-cpu/scripts/wine-win64-check.mjs
 step "all release checks passed"
