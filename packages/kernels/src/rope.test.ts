@@ -87,6 +87,23 @@ describe('ropeInvFreq', () => {
   });
 });
 
+describe('frequencyFactors (GGUF rope_freqs)', () => {
+  it('divide each (scaled) inverse frequency by its factor, in the table too', () => {
+    const base = ropeInvFreq({ rotaryDim: 8, theta: 10000, scaling: { type: 'linear', factor: 2 } });
+    const factors = Float32Array.of(1, 1.5, 4, 32);
+    const t = buildRopeTable({ rotaryDim: 8, theta: 10000, scaling: { type: 'linear', factor: 2 }, frequencyFactors: factors, maxPositions: 5 });
+    expect(Array.from(t.invFreq)).toEqual(Array.from(base, (f, i) => Math.fround(f / factors[i]!)));
+    expect(t.cos[4 * 4 + 3]).toBe(Math.fround(Math.cos(Math.fround(4 * t.invFreq[3]!))));
+    expect(t.invFreq[0]).toBe(base[0]);
+  });
+
+  it('rejects a wrong length or a factor that is not finite and > 0, naming it', () => {
+    expect(() => ropeInvFreq({ rotaryDim: 8, theta: 10000, frequencyFactors: new Float32Array(3) })).toThrow(/frequencyFactors has 3 values, rotaryDim \/ 2 is 4/);
+    expect(() => ropeInvFreq({ rotaryDim: 4, theta: 10000, frequencyFactors: Float32Array.of(1, 0) })).toThrow(/frequencyFactors\[1\]/);
+    expect(() => ropeInvFreq({ rotaryDim: 4, theta: 10000, frequencyFactors: Float32Array.of(Number.NaN, 1) })).toThrow(KernelError);
+  });
+});
+
 describe('buildRopeTable', () => {
   it('holds cos/sin of fround(p * invFreq) for every position and pair', () => {
     const t = buildRopeTable({ rotaryDim: 16, theta: 500000, scaling: LLAMA31, maxPositions: 100 });

@@ -40,6 +40,20 @@ export interface RopeConfig {
   readonly theta: number;
   /** Optional frequency scaling; `undefined` = none (HF `rope_type: "default"`). */
   readonly scaling?: RopeScaling | undefined;
+  /**
+   * Optional per-pair frequency factors (GGUF `rope_freqs.weight`, llama.cpp semantics; length `rotaryDim / 2`,
+   * finite and `> 0`): each inverse frequency, after `scaling`, is divided by its factor.
+   */
+  readonly frequencyFactors?: Float32Array | undefined;
+}
+
+function validateFactors(factors: Float32Array, half: number): void {
+  if (factors.length !== half) {
+    throw new KernelError('INVALID_ARGUMENT', `frequencyFactors has ${factors.length} values, rotaryDim / 2 is ${half}`, {
+      argument: 'frequencyFactors',
+    });
+  }
+  factors.forEach((v, i) => checkFinite(`frequencyFactors[${i}]`, v, true));
 }
 
 function validateScaling(s: RopeScaling): void {
@@ -66,7 +80,8 @@ function validateScaling(s: RopeScaling): void {
 
 /**
  * Inverse frequencies `f_i = theta^(-2i / rotaryDim)`, `i = 0 .. rotaryDim/2 - 1`, then scaled (see
- * {@link RopeScaling}); computed in float64 and rounded to float32 (as HF and vLLM keep them in float32).
+ * {@link RopeScaling}); computed in float64 and rounded to float32 (as HF and vLLM keep them in float32); then, with
+ * `frequencyFactors`, divided by each factor in float32 (as llama.cpp applies `rope_freqs`).
  */
 export function ropeInvFreq(config: RopeConfig): Float32Array {
   const rotaryDim = checkCount('rotaryDim', config.rotaryDim, 2);
@@ -77,10 +92,13 @@ export function ropeInvFreq(config: RopeConfig): Float32Array {
   const s = config.scaling;
   if (s !== undefined) validateScaling(s);
   const half = rotaryDim / 2;
+  const factors = config.frequencyFactors;
+  if (factors !== undefined) validateFactors(factors, half);
   const out = new Float32Array(half);
   for (let i = 0; i < half; i++) {
     const f = 1 / Math.pow(theta, (2 * i) / rotaryDim);
     out[i] = s === undefined ? f : scaleFrequency(f, s);
+    if (factors !== undefined) out[i] = out[i]! / factors[i]!;
   }
   return out;
 }

@@ -108,21 +108,13 @@ function toKernelRopeScaling(config: ModelConfig): { scaling?: KernelRopeScaling
 
 function ropeTableFor(config: ModelConfig, maxPositions: number): RopeTable {
   const { scaling, factors } = toKernelRopeScaling(config);
-  const table = buildRopeTable({ rotaryDim: config.headDim, theta: config.ropeTheta, maxPositions, ...(scaling ? { scaling } : {}) });
-  if (!factors) return table;
-  // GGUF rope_freqs: each inverse frequency divided by its factor (llama.cpp semantics), same angle rounding.
-  const half = config.headDim / 2;
-  const invFreq = Float32Array.from(table.invFreq, (f, i) => f / (factors[i] ?? 1));
-  const cos = new Float32Array(maxPositions * half);
-  const sin = new Float32Array(maxPositions * half);
-  for (let p = 0; p < maxPositions; p++) {
-    for (let i = 0; i < half; i++) {
-      const angle = Math.fround(p * invFreq[i]!);
-      cos[p * half + i] = Math.cos(angle);
-      sin[p * half + i] = Math.sin(angle);
-    }
-  }
-  return { rotaryDim: config.headDim, maxPositions, invFreq, cos, sin };
+  return buildRopeTable({
+    rotaryDim: config.headDim,
+    theta: config.ropeTheta,
+    maxPositions,
+    ...(scaling ? { scaling } : {}),
+    ...(factors ? { frequencyFactors: factors } : {}),
+  });
 }
 
 /** Kernel-contract views of a loaded model's weights (no copies of matrices; norms widened to float32 once). */
