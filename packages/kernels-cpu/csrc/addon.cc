@@ -123,20 +123,10 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceAccessor<&Context::GetVectorWidth>("vectorWidth"),
                            InstanceMethod<&Context::SetSpinMicros>("setSpinMicros"),
                            InstanceMethod<&Context::Dispose>("dispose"),
-                           InstanceMethod<&Context::Linear>("linear"),
                            InstanceMethod<&Context::LinearAsync>("linearAsync"),
-                           InstanceMethod<&Context::Embedding>("embedding"),
-                           InstanceMethod<&Context::ReshapeAndCache>("reshapeAndCache"),
-                           InstanceMethod<&Context::PagedAttention>("pagedAttention"),
                            InstanceMethod<&Context::PagedAttentionAsync>("pagedAttentionAsync"),
-                           InstanceMethod<&Context::AmaxTensor>("amaxTensor"),
-                           InstanceMethod<&Context::AmaxPerHead>("amaxPerHead"),
-                           InstanceMethod<&Context::QuantizeFp8>("quantizeFp8"),
-                           InstanceMethod<&Context::DequantizeFp8>("dequantizeFp8"),
-                           InstanceMethod<&Context::EncodeFp8Bits>("encodeFp8Bits"),
-#define KVQ_REGISTER(js, cpuFn, gpuFn, P, read) InstanceMethod<&Context::Op_##cpuFn>(js),
-                           KVQ_STANDARD_OPS(KVQ_REGISTER)
-#undef KVQ_REGISTER
+                           // The kernel ops (napi_args.h): Linear, ..., EncodeFp8Bits and the standard ops' Op_* methods.
+                           KVQ_NAPI_KERNEL_METHODS
                        });
   }
 

@@ -6,12 +6,7 @@
  * NOTE: keep in sync with csrc/addon.cc; the ABI is the shared one (`NATIVE_ABI` / napi_args.h `kAbi`).
  * @module
  */
-import { NATIVE_ABI, type LinearNativeArgs, type NativeKernelOps, type PagedAttentionNativeArgs } from '@kvq/kernels/native';
-
-export { DTYPE_CODE, FORMAT_CODE } from '@kvq/kernels/native';
-
-/** ABI version this facade speaks; a binary reporting another one is stale and is not loaded. */
-export const ADDON_ABI = NATIVE_ABI;
+import type { LinearNativeArgs, NativeKernelOps, PagedAttentionNativeArgs } from '@kvq/kernels/native';
 
 /** Kernel instruction sets the addon is built with. */
 export type CpuIsa = 'scalar' | 'avx2' | 'avx512';

@@ -5,6 +5,7 @@ import {
   GQA_RATIOS,
   HEAD_SIZES,
   KV_DTYPES,
+  attentionArgs,
   buildAttentionBatch,
   compareOutput,
   rng,
@@ -45,17 +46,7 @@ function makeCase(
   const numHeads = spec.numKvHeads * spec.gqa;
   const batch = buildAttentionBatch({ ...spec, numHeads }, rng(seed), reference);
   mutate?.(batch);
-  const args = {
-    query: batch.query,
-    cache: batch.cache,
-    queryStartLoc: batch.queryStartLoc,
-    seqLens: batch.seqLens,
-    blockTables: batch.blockTables,
-    maxBlocksPerSeq: batch.maxBlocksPerSeq,
-    numSeqs: batch.numSeqs,
-    numHeads,
-    ...extra,
-  };
+  const args = { ...attentionArgs(batch), ...extra };
   const want = new Float32Array(batch.numTokens * numHeads * spec.headSize);
   reference.pagedAttention({ ...args, out: want });
   return { label, batch, args, want };

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describeLoad, isKernelError, KERNEL_OPS, loadBackend, selfTest } from '@kvq/kernels';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ADDON_ABI } from './addon-types.js';
+import { NATIVE_ABI as ADDON_ABI } from '@kvq/kernels/native';
 import { backendName, cpuAvailability, createBackend } from './backend.js';
 import { addonCandidates, tryLoadAddon } from './load.js';
 

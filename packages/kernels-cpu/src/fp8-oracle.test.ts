@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { encodeFp8, encodeFp8BitRange, fp8DecodeTable, type Fp8Format, type Saturation } from '@kvq/fp8';
 import { fixturePath } from '@kvq/fixtures';
 import { describe, expect, it } from 'vitest';
-import { FORMAT_CODE } from './addon-types.js';
+import { FORMAT_CODE } from '@kvq/kernels/native';
 import { cpuAvailability, createBackend } from './backend.js';
 import { loadAddon } from './load.js';
 

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ADDON_ABI } from './addon-types.js';
+import { NATIVE_ABI as ADDON_ABI } from '@kvq/kernels/native';
 import { addonCandidates, fixHint, tryLoadAddon } from './load.js';
 import { currentTarget, platformPackage, PREBUILT_TRIPLES, targetTriple, type ProcessTarget } from './platform.js';
 

@@ -14,8 +14,8 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tryLoadNative } from '@kvq/kernels/native';
-import { ADDON_ABI, type NativeAddon } from './addon-types.js';
+import { NATIVE_ABI, tryLoadNative } from '@kvq/kernels/native';
+import type { NativeAddon } from './addon-types.js';
 import { currentTarget, platformPackage, targetTriple, type PlatformPackage, type ProcessTarget } from './platform.js';
 
 /** Where a candidate comes from (reported in `tried`). */
@@ -113,7 +113,7 @@ export function tryLoadAddon(
   target?: ProcessTarget,
 ): AddonLoad {
   const list = candidates.map((c): AddonCandidate => (typeof c === 'string' ? { path: c, origin: 'path' } : c));
-  return tryLoadNative<NativeAddon, AddonOrigin>(list, { abi: ADDON_ABI, hint: fixHint(target), requireFn }) as AddonLoad;
+  return tryLoadNative<NativeAddon, AddonOrigin>(list, { abi: NATIVE_ABI, hint: fixHint(target), requireFn }) as AddonLoad;
 }
 
 /**

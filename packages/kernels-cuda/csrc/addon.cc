@@ -117,22 +117,12 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceMethod<&Context::MemInfo>("memInfo"),
                            InstanceMethod<&Context::Upload>("upload"),
                            InstanceMethod<&Context::Download>("download"),
-                           InstanceMethod<&Context::Linear>("linear"),
-                           InstanceMethod<&Context::Embedding>("embedding"),
-                           InstanceMethod<&Context::ReshapeAndCache>("reshapeAndCache"),
-                           InstanceMethod<&Context::PagedAttention>("pagedAttention"),
-                           InstanceMethod<&Context::AmaxTensor>("amaxTensor"),
-                           InstanceMethod<&Context::AmaxPerHead>("amaxPerHead"),
-                           InstanceMethod<&Context::QuantizeFp8>("quantizeFp8"),
-                           InstanceMethod<&Context::DequantizeFp8>("dequantizeFp8"),
-                           InstanceMethod<&Context::EncodeFp8Bits>("encodeFp8Bits"),
                            InstanceMethod<&Context::Fp8VendorCheck>("fp8VendorCheck"),
                            InstanceMethod<&Context::BenchAttention>("benchAttention"),
                            InstanceMethod<&Context::BenchCopy>("benchCopy"),
                            InstanceMethod<&Context::BenchLinear>("benchLinear"),
-#define KVQ_REGISTER(js, cpuFn, gpuFn, P, read) InstanceMethod<&Context::Op_##cpuFn>(js),
-                           KVQ_STANDARD_OPS(KVQ_REGISTER)
-#undef KVQ_REGISTER
+                           // The kernel ops (napi_args.h): Linear, ..., EncodeFp8Bits and the standard ops' Op_* methods.
+                           KVQ_NAPI_KERNEL_METHODS
                        });
   }
 

@@ -7,12 +7,7 @@
  * NOTE: keep in sync with csrc/addon.cc; the ABI is the shared one (`NATIVE_ABI` / napi_args.h `kAbi`).
  * @module
  */
-import { NATIVE_ABI, type NativeKernelOps } from '@kvq/kernels/native';
-
-export { DTYPE_CODE, FORMAT_CODE, type PagedAttentionNativeArgs } from '@kvq/kernels/native';
-
-/** ABI version this facade speaks; a binary reporting another one is stale and is not loaded. */
-export const ADDON_ABI = NATIVE_ABI;
+import type { NativeKernelOps } from '@kvq/kernels/native';
 
 /** The vendor runtime a binary was built for (`'sim'`: the CPU simulator of csrc/sim, for tests). */
 export type GpuVendor = 'cuda' | 'hip' | 'sim';

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describeLoad, isKernelError, loadBackend } from '@kvq/kernels';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ADDON_ABI } from './addon-types.js';
+import { NATIVE_ABI as ADDON_ABI } from '@kvq/kernels/native';
 import { createBackend, createGpuBackend, cudaAvailability } from './backend.js';
 import { CUDA_SPEC, type GpuVendorSpec } from './load.js';
 

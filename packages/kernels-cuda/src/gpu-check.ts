@@ -14,6 +14,7 @@
 import { encodeFp8BitRange, type Fp8Format, type Saturation } from '@kvq/fp8';
 import { createReferenceBackend, type KernelBackend, type KvLayerCache, type PagedAttentionArgs } from '@kvq/kernels';
 import {
+  attentionArgs,
   buildAttentionBatch,
   compareOutput,
   formatParityReport,
@@ -176,17 +177,7 @@ function longContextChecks(gpu: KernelBackend, ref: KernelBackend): NonNullable<
         r,
         ref,
       );
-      const args = {
-        query: batch.query,
-        cache: batch.cache,
-        queryStartLoc: batch.queryStartLoc,
-        seqLens: batch.seqLens,
-        blockTables: batch.blockTables,
-        maxBlocksPerSeq: batch.maxBlocksPerSeq,
-        numSeqs: batch.numSeqs,
-        numHeads: batch.numHeads,
-        fp8Query: c.fp8Query ? {} : undefined,
-      };
+      const args = { ...attentionArgs(batch), fp8Query: c.fp8Query ? {} : undefined };
       out.push({ label: c.label, ...attentionVsReference(gpu, ref, args, batch.numTokens * batch.numHeads * 128), ms: performance.now() - t0 });
     } catch (e) {
       out.push({ label: c.label, ok: false, maxAbsError: Infinity, message: errText(e), ms: performance.now() - t0 });
@@ -228,18 +219,7 @@ export function fp8MmaChecks(gpu: KernelBackend, ref: KernelBackend): { label: s
             rng(100 + i),
             ref,
           );
-          const args = {
-            query: batch.query,
-            cache: batch.cache,
-            queryStartLoc: batch.queryStartLoc,
-            seqLens: batch.seqLens,
-            blockTables: batch.blockTables,
-            maxBlocksPerSeq: batch.maxBlocksPerSeq,
-            numSeqs: batch.numSeqs,
-            numHeads: c.numHeads,
-            slidingWindow: c.window,
-            fp8Query: { saturation },
-          };
+          const args = { ...attentionArgs(batch), slidingWindow: c.window, fp8Query: { saturation } };
           out.push({ label, ...attentionVsReference(gpu, ref, args, batch.numTokens * c.numHeads * c.headSize) });
         } catch (e) {
           out.push({ label, ok: false, maxAbsError: Infinity, message: errText(e) });
@@ -271,17 +251,7 @@ function residencyCheck(make: (o: GpuBackendOptions) => GpuBackend, base: GpuBac
     const free = Array.from({ length: n }, (_, i) => spare * 16 + 3 + i);
     const slotMapping = Int32Array.from(free);
     // First attention call uploads the resident pools; then a write must reach both the device pools and the host.
-    const args = (cache: KvLayerCache, out: Float32Array) => ({
-      query: batch.query,
-      out,
-      cache,
-      queryStartLoc: batch.queryStartLoc,
-      seqLens: batch.seqLens,
-      blockTables: batch.blockTables,
-      maxBlocksPerSeq: batch.maxBlocksPerSeq,
-      numSeqs: batch.numSeqs,
-      numHeads: batch.numHeads,
-    });
+    const args = (cache: KvLayerCache, out: Float32Array) => ({ ...attentionArgs(batch), out, cache });
     const o1 = new Float32Array(batch.numTokens * 8 * 64);
     const o2 = new Float32Array(o1.length);
     resident.pagedAttention(args(cacheB, o2));

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ADDON_ABI } from './addon-types.js';
+import { NATIVE_ABI as ADDON_ABI } from '@kvq/kernels/native';
 import { addonCandidates, CUDA_SPEC, probeAddon, probeInChild, tryLoadAddon, type GpuVendorSpec } from './load.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvq-cuda-load-'));

@@ -13,8 +13,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { firstLine, notLoadedReason, tryLoadNative, type NativeLoad } from '@kvq/kernels/native';
-import { ADDON_ABI, type GpuVendor, type NativeAddon, type NativeProbe } from './addon-types.js';
+import { firstLine, NATIVE_ABI, notLoadedReason, tryLoadNative, type NativeLoad } from '@kvq/kernels/native';
+import type { GpuVendor, NativeAddon, NativeProbe } from './addon-types.js';
 
 /** What differs between the CUDA and the ROCm package. */
 export interface GpuVendorSpec {
@@ -74,7 +74,7 @@ export function tryLoadAddon(
   requireFn: NodeJS.Require = createRequire(import.meta.url),
 ): AddonLoad {
   return tryLoadNative<NativeAddon>(paths, {
-    abi: ADDON_ABI,
+    abi: NATIVE_ABI,
     accept: (addon) => (addon.vendor === spec.vendor ? undefined : `built for ${String(addon.vendor)}, not ${spec.vendor}`),
     hint: spec.buildHint,
     requireFn,
@@ -135,8 +135,8 @@ export function probeInChild(path: string, spec: GpuVendorSpec = CUDA_SPEC, time
     return { ok: false, path, reason: `the ${spec.label} probe printed unreadable output: ${firstLine(e)}` };
   }
   if (parsed.error !== undefined) return { ok: false, path, reason: `${path} does not load: ${parsed.error}` };
-  if (parsed.abi !== ADDON_ABI) {
-    return { ok: false, path, reason: `${path} is a stale or foreign build (ABI ${String(parsed.abi)}, this package needs ${ADDON_ABI}). ${spec.buildHint}` };
+  if (parsed.abi !== NATIVE_ABI) {
+    return { ok: false, path, reason: `${path} is a stale or foreign build (ABI ${String(parsed.abi)}, this package needs ${NATIVE_ABI}). ${spec.buildHint}` };
   }
   if (parsed.vendor !== spec.vendor || !parsed.probe) {
     return { ok: false, path, reason: `${path} was built for ${String(parsed.vendor)}, not ${spec.vendor}` };

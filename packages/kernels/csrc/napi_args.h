@@ -459,4 +459,20 @@ inline EncodeBitsParams readEncodeBits(const Napi::CallbackInfo& info) {
 }  // namespace napi_args
 }  // namespace kvq
 
+/**
+ * The `InstanceMethod` entries of the kernel ops every addon's `Context` class has (the class must be called
+ * `Context`): the standard ops of ops.h as its `Op_<cpuFn>` methods (KVQ_NAPI_STANDARD_METHODS defines them), and
+ * the ops each addon implements by hand under these names (their extra arguments differ). Use inside
+ * `DefineClass(env, "Context", { ..., KVQ_NAPI_KERNEL_METHODS })`.
+ */
+#define KVQ_NAPI_REGISTER_STANDARD(js, cpuFn, gpuFn, P, read) InstanceMethod<&Context::Op_##cpuFn>(js),
+#define KVQ_NAPI_KERNEL_METHODS                                                                              \
+  InstanceMethod<&Context::Linear>("linear"), InstanceMethod<&Context::Embedding>("embedding"),              \
+      InstanceMethod<&Context::ReshapeAndCache>("reshapeAndCache"),                                          \
+      InstanceMethod<&Context::PagedAttention>("pagedAttention"),                                            \
+      InstanceMethod<&Context::AmaxTensor>("amaxTensor"), InstanceMethod<&Context::AmaxPerHead>("amaxPerHead"), \
+      InstanceMethod<&Context::QuantizeFp8>("quantizeFp8"),                                                  \
+      InstanceMethod<&Context::DequantizeFp8>("dequantizeFp8"),                                              \
+      InstanceMethod<&Context::EncodeFp8Bits>("encodeFp8Bits"), KVQ_STANDARD_OPS(KVQ_NAPI_REGISTER_STANDARD)
+
 #endif  // KVQ_NAPI_ARGS_H_

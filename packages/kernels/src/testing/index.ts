@@ -35,6 +35,7 @@ export type { ParityFailure, ParityReport, ParitySuiteOptions } from './compare.
 export { badInputCases, runBadInputSuite } from './bad-input.js';
 export type { BadInputCase, BadInputFailure } from './bad-input.js';
 export {
+  attentionArgs,
   buildAttentionBatch,
   cloneKvCache,
   makeKvCache,

@@ -5,7 +5,7 @@
  */
 import type { KvLayerCache } from '@kvq/cache';
 import { FP8_FORMATS, f32ToBf16Bits, f32ToF16Bits, type Fp8Format } from '@kvq/fp8';
-import type { KernelBackend, KvDtype, WeightDtype, WeightMatrix } from '../contract.js';
+import type { KernelBackend, KvDtype, PagedAttentionArgs, WeightDtype, WeightMatrix } from '../contract.js';
 import { isFp8 } from '../validate.js';
 
 /** A seeded PRNG (mulberry32) returning floats in `[0, 1)`. */
@@ -146,6 +146,23 @@ export interface AttentionBatch {
   readonly keys: readonly Float32Array[];
   /** Unpaged float32 values, like {@link keys}. */
   readonly values: readonly Float32Array[];
+}
+
+/**
+ * The {@link PagedAttentionArgs} of a batch, without `out` (and without the options a test adds: `softmaxScale`,
+ * `slidingWindow`, `fp8Query`).
+ */
+export function attentionArgs(batch: AttentionBatch): Omit<PagedAttentionArgs, 'out'> {
+  return {
+    query: batch.query,
+    cache: batch.cache,
+    queryStartLoc: batch.queryStartLoc,
+    seqLens: batch.seqLens,
+    blockTables: batch.blockTables,
+    maxBlocksPerSeq: batch.maxBlocksPerSeq,
+    numSeqs: batch.numSeqs,
+    numHeads: batch.numHeads,
+  };
 }
 
 /** Options of {@link buildAttentionBatch}. */
