@@ -14,7 +14,7 @@ import type { KernelBackend, KernelOpName, KvDtype, RopeStyle, RopeTable, Weight
 import { createReferenceBackend } from '../reference/backend.js';
 import { buildRopeTable, type RopeScaling } from '../rope.js';
 import { isFp8 } from '../validate.js';
-import { buildAttentionBatch, makeKvCache, permutation, randomF32, randomInts, randomWeight, rng, type SeqSpec } from './random.js';
+import { attentionArgs, buildAttentionBatch, makeKvCache, permutation, randomF32, randomInts, randomWeight, rng, type SeqSpec } from './random.js';
 
 /** Token counts every token-dimensioned op is tried with. */
 export const AWKWARD_TOKENS: readonly number[] = [1, 7, 17, 33, 1025];
@@ -471,15 +471,8 @@ function attentionCase(cfg: AttnCfg, seed: number): ParityCase {
       }
       const out = withSlack(batch.numTokens * numHeads * cfg.headSize);
       b.pagedAttention({
-        query: batch.query,
+        ...attentionArgs(batch),
         out,
-        cache: batch.cache,
-        queryStartLoc: batch.queryStartLoc,
-        seqLens: batch.seqLens,
-        blockTables: batch.blockTables,
-        maxBlocksPerSeq: batch.maxBlocksPerSeq,
-        numSeqs: batch.numSeqs,
-        numHeads,
         softmaxScale: cfg.softmaxScale,
         slidingWindow: cfg.slidingWindow,
         fp8Query: cfg.fp8Query ? {} : undefined,
