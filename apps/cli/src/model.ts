@@ -53,7 +53,7 @@ export async function resolveModel(spec: string | undefined, io: CliIo, options:
 }
 
 /** The FP8 format whose checkpoint scales apply to a `--kv-cache-dtype` (e4m3fn for non-FP8 caches). */
-export function kvFormatOf(dtype: KvCacheDtypeOption): KvCacheFormat {
+function kvFormatOf(dtype: KvCacheDtypeOption): KvCacheFormat {
   const storage = resolveKvCacheDtype(dtype, 'bf16');
   return isFp8Dtype(storage) ? storage : 'e4m3fn';
 }

@@ -5,7 +5,7 @@ let counter = 0;
 const loops = new WeakMap<LLM, EngineLoop>();
 
 /** The engine loop of an LLM (one per engine, as the server has). */
-export function loopOf(llm: LLM): EngineLoop {
+function loopOf(llm: LLM): EngineLoop {
   let loop = loops.get(llm);
   if (!loop) {
     loop = new EngineLoop(llm.engine);

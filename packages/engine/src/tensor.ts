@@ -40,11 +40,6 @@ export function shapeSize(shape: readonly number[]): number {
   return n;
 }
 
-/** A fresh zero tensor of the given dtype and shape. */
-export function zerosTensor(dtype: WeightDType, shape: readonly number[]): Tensor {
-  const n = shapeSize(shape);
-  return { dtype, shape: [...shape], data: dtype === 'f32' ? new Float32Array(n) : new Uint16Array(n) };
-}
 
 /**
  * The {@link WeightMatrix} view of a 2-D tensor (no copy).

@@ -19,7 +19,7 @@ import type { NativeAddon } from './addon-types.js';
 import { currentTarget, platformPackage, targetTriple, type PlatformPackage, type ProcessTarget } from './platform.js';
 
 /** Where a candidate comes from (reported in `tried`). */
-export type AddonOrigin = 'KVQ_CPU_ADDON' | 'local build' | 'platform package' | 'path';
+type AddonOrigin = 'KVQ_CPU_ADDON' | 'local build' | 'platform package' | 'path';
 
 /** One place the addon may be. */
 export interface AddonCandidate {
@@ -32,7 +32,7 @@ export interface AddonCandidate {
 }
 
 /** One failed candidate: its path, where it came from, and why it failed. */
-export interface TriedCandidate {
+interface TriedCandidate {
   readonly path: string;
   readonly origin: AddonOrigin;
   readonly error: string;
@@ -44,7 +44,7 @@ export type AddonLoad =
   | { readonly ok: false; readonly reason: string; readonly tried: readonly TriedCandidate[]; readonly cause?: unknown };
 
 /** Finds an installed package's `package.json` (absolute path), or `undefined` when the package is not installed. */
-export type PackageResolver = (name: string) => string | undefined;
+type PackageResolver = (name: string) => string | undefined;
 
 const req = createRequire(import.meta.url);
 

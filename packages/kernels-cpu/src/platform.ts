@@ -39,7 +39,7 @@ export type PlatformPackage =
   | { readonly supported: false; readonly triple: string; readonly reason: string };
 
 /** npm name of the platform package for `triple`. */
-export function platformPackageName(triple: PrebuiltTriple): string {
+function platformPackageName(triple: PrebuiltTriple): string {
   return `@kvq/kernels-cpu-${triple}`;
 }
 
@@ -48,7 +48,7 @@ export function platformPackageName(triple: PrebuiltTriple): string {
  * `header.glibcVersionRuntime` in its diagnostic report, a musl process does not. `undefined` off Linux.
  * NOTE: `process.report.excludeNetwork` is set first so the report never does DNS lookups.
  */
-export function detectLibc(): Libc | undefined {
+function detectLibc(): Libc | undefined {
   if (process.platform !== 'linux') return undefined;
   try {
     (process.report as { excludeNetwork?: boolean }).excludeNetwork = true; // Node >= 20.13; older ones ignore it

@@ -76,7 +76,7 @@ export interface Fp8VendorCheckResult {
 }
 
 /** Options of `benchAttention` (decode: one query token per sequence). */
-export interface NativeAttentionBenchOptions {
+interface NativeAttentionBenchOptions {
   readonly dtype: number;
   readonly numSeqs: number;
   readonly contextLen: number;

@@ -48,7 +48,7 @@ export interface GpuCheckOptions {
 }
 
 /** One decode-attention benchmark row. */
-export interface AttentionBenchRow {
+interface AttentionBenchRow {
   /**
    * `'decode'`: the register decode kernel (default for decode batches); `'tiled'`: KVQ_ATTN_KERNEL=tiled;
    * `'decode-mma'`: FP8-query rows with KVQ_FP8_MMA=1 (FP8 tensor cores on sm_89+).

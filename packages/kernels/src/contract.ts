@@ -30,7 +30,7 @@ import type { KvLayerCache } from '@kvq/cache';
 import type { Fp8Format, Saturation, ScaleLayout } from '@kvq/fp8';
 
 export type { KvLayerCache };
-export type { KernelError, KernelErrorCode } from './errors.js';
+export type { KernelErrorCode } from './errors.js';
 
 /** Element type of a weight matrix. `bf16` and `f16` data are raw 16-bit patterns in a `Uint16Array`. */
 export type WeightDtype = 'f32' | 'bf16' | 'f16';

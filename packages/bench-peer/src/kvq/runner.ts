@@ -8,7 +8,7 @@ import type { KvqKv } from '../protocol.js';
 /** Tokens per KV block (kvq's default). */
 const BLOCK = 16;
 /** Prefill chunk, the same as llama.cpp's default batch (512). */
-export const PREFILL_CHUNK = 512;
+const PREFILL_CHUNK = 512;
 
 /** Timing of one generation: ms from submitting the prompt to the first and to the last generated token. */
 export interface GenerationTiming {

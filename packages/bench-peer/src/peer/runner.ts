@@ -9,7 +9,7 @@ import type { PeerContext, PeerKvType, PeerLlama, PeerModel, PeerSequence } from
 const GGML_KV: Record<PeerKv, PeerKvType> = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0', q4_0: 'Q4_0' };
 
 /** Batch size of prompt processing (llama.cpp's default n_batch and kvq's prefill chunk). */
-export const PEER_BATCH = 512;
+const PEER_BATCH = 512;
 
 /**
  * Whether llama.cpp can run a KV type with these settings: a quantized V cache needs flash attention, and the

@@ -3,10 +3,10 @@
 // dist/index.d.ts; only what is used here.
 
 /** `LlamaLogLevel` values of node-llama-cpp. */
-export type PeerLogLevel = 'disabled' | 'fatal' | 'error' | 'warn' | 'info' | 'log' | 'debug';
+type PeerLogLevel = 'disabled' | 'fatal' | 'error' | 'warn' | 'info' | 'log' | 'debug';
 
 /** node-llama-cpp's `getLlama` options used here. */
-export interface PeerGetLlamaOptions {
+interface PeerGetLlamaOptions {
   gpu: false;
   build: 'never';
   usePrebuiltBinaries: true;
@@ -41,7 +41,7 @@ export interface PeerModel {
 export type PeerKvType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
 
 /** `LlamaContextOptions` used here. */
-export interface PeerContextOptions {
+interface PeerContextOptions {
   contextSize: number;
   batchSize: number;
   sequences: 1;
@@ -62,7 +62,7 @@ export interface PeerContext {
 }
 
 /** Sampling options of `controlledEvaluate`'s `generateNext`. */
-export interface PeerSampleOptions {
+interface PeerSampleOptions {
   temperature: number;
   topK: number;
   topP: number;

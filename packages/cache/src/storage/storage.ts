@@ -281,7 +281,3 @@ export function copyBlocks(layer: KvLayerCache, copies: readonly BlockCopy[]): v
   }
 }
 
-/** True when the layer stores FP8 codes. */
-export function isFp8Layer(layer: KvLayerCache): boolean {
-  return isFp8Dtype(layer.dtype);
-}

@@ -340,7 +340,7 @@ export async function readGgufHeader(source: ByteSource): Promise<GgufFile> {
  * The shortest decimal that rounds to the same float32 as `x` when `x` is a float32 value (GGUF stores
  * `1e-5` as 9.99999974738e-6; this returns 1e-5), else `x` unchanged.
  */
-export function shortestFloat32(x: number): number {
+function shortestFloat32(x: number): number {
   if (Math.fround(x) !== x) return x;
   for (let digits = 1; digits <= 9; digits++) {
     const v = Number(x.toPrecision(digits));

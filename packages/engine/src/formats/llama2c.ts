@@ -157,7 +157,7 @@ export function llama2cLayout(h: Llama2cHeader): { slots: Llama2cTensorSlot[]; f
 }
 
 /** The exact size in bytes of a llama2.c checkpoint with this header (computed without building the layout). */
-export function llama2cFileSize(h: Llama2cHeader): number {
+function llama2cFileSize(h: Llama2cHeader): number {
   const headSize = h.dim / h.numHeads;
   const kvDim = h.numKvHeads * headSize;
   const perLayer = 2 * h.dim + h.dim * h.dim * 2 + 2 * kvDim * h.dim + 3 * h.hiddenDim * h.dim;

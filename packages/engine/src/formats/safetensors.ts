@@ -5,7 +5,7 @@ import type { ByteSource } from '../io/source.js';
 import { dtypeBytes, shapeSize, type Tensor, type WeightDType } from '../tensor.js';
 
 /** Largest JSON header accepted (the safetensors reference implementation uses the same 100 MB cap). */
-export const SAFETENSORS_MAX_HEADER_BYTES = 100_000_000;
+const SAFETENSORS_MAX_HEADER_BYTES = 100_000_000;
 
 /** Bytes per element of the safetensors dtype names (https://github.com/huggingface/safetensors, `Dtype`). */
 const SAFETENSORS_DTYPE_BYTES: Record<string, number> = {
@@ -50,7 +50,7 @@ export interface SafetensorsHeader {
 }
 
 /** The engine dtype of a safetensors dtype string, or `undefined` when it is not F32/F16/BF16. */
-export function weightDTypeOfSafetensors(dtype: string): WeightDType | undefined {
+function weightDTypeOfSafetensors(dtype: string): WeightDType | undefined {
   return WEIGHT_DTYPES[dtype];
 }
 

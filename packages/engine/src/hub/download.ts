@@ -84,7 +84,7 @@ export async function resolveRevision(id: HubId, type: HubRepoType, settings: Hu
 }
 
 /** Files of a cached snapshot folder, recursively, relative, `/`-separated. */
-export async function listSnapshot(dir: string, prefix = ''): Promise<string[]> {
+async function listSnapshot(dir: string, prefix = ''): Promise<string[]> {
   const out: string[] = [];
   for (const e of await readdir(dir, { withFileTypes: true })) {
     const rel = prefix ? `${prefix}/${e.name}` : e.name;

@@ -69,7 +69,7 @@ const DTYPE_NAMES: Record<WeightDType, ModelConfig['torchDtype']> = { f32: 'floa
  * Normalize GGUF metadata into a {@link ModelConfig} (architecture `llama` or `qwen2`).
  * @throws EngineError `UNSUPPORTED_ARCHITECTURE` / `INVALID_CONFIG` naming the metadata key.
  */
-export function ggufModelConfig(gguf: GgufFile, eosTokenIds: readonly number[], bosTokenId: number | undefined): ModelConfig {
+function ggufModelConfig(gguf: GgufFile, eosTokenIds: readonly number[], bosTokenId: number | undefined): ModelConfig {
   const meta = new GgufMetadata(gguf.file, gguf.metadata);
   const file = gguf.file;
   const archName = meta.string('general.architecture');

@@ -35,7 +35,7 @@ export interface SafetensorsShard {
  * `model.safetensors.index.json`'s `weight_map`.
  * @throws EngineError `FILE_NOT_FOUND` / `MALFORMED` / `TRUNCATED`.
  */
-export async function openSafetensorsShards(dir: string): Promise<SafetensorsShard[]> {
+async function openSafetensorsShards(dir: string): Promise<SafetensorsShard[]> {
   const indexPath = join(dir, 'model.safetensors.index.json');
   const index = await readJsonFile(indexPath, false);
   let files: string[];

@@ -16,7 +16,7 @@ const LLAMA2C_RMS_EPS = 1e-5;
 const LLAMA2C_ROPE_THETA = 10000;
 
 /** The {@link ModelConfig} of a llama2.c header. */
-export function llama2cModelConfig(h: Llama2cHeader): ModelConfig {
+function llama2cModelConfig(h: Llama2cHeader): ModelConfig {
   return {
     architecture: 'LlamaForCausalLM',
     modelType: 'llama',

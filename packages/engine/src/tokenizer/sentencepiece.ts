@@ -3,7 +3,7 @@ import type { Llama2cTokenizerFile } from '../formats/llama2c.js';
 import type { TokenizerConfigJson, TokenizerJson } from './tokenizer.js';
 
 /** SentencePiece's word-boundary marker. */
-export const SPIECE_UNDERLINE = '▁';
+const SPIECE_UNDERLINE = '▁';
 
 /** Longest piece (UTF-16 code units) for which merges are derived from the scores. */
 const MAX_MERGEABLE_PIECE_LENGTH = 256;

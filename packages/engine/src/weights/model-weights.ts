@@ -61,7 +61,7 @@ export function layerMatrices(layer: LayerWeights): LayerMatrices {
 }
 
 /** Which {@link LayerWeights} field a per-layer HF tensor fills. */
-export type LayerSlot = keyof LayerWeights;
+type LayerSlot = keyof LayerWeights;
 
 /** One tensor a model of a given config needs, by Hugging Face name. */
 export interface ExpectedTensor {

@@ -7,7 +7,7 @@ import type { KernelBackend, KvDtype, PagedAttentionArgs, WeightDtype, WeightMat
 import { buildAttentionBatch, randomF32, randomWeight, rng } from '@kvq/kernels/testing';
 
 /** Decode-attention benchmark shape: 8 query heads over 2 kv heads (GQA 4), block size 16. */
-export const ATTN_HEADS = { numHeads: 8, numKvHeads: 2, blockSize: 16 } as const;
+const ATTN_HEADS = { numHeads: 8, numKvHeads: 2, blockSize: 16 } as const;
 
 /** Context lengths and head sizes of the decode-attention benchmark. */
 export const ATTN_CONTEXTS = [512, 4096, 16384] as const;
