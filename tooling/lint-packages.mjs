@@ -47,10 +47,15 @@ function run(cmd, args, options = {}) {
   return { status: r.status ?? 1, output: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` };
 }
 
-/** The pnpm running this script (npm_execpath), else the root's `packageManager` pnpm through npx. */
+/**
+ * The pnpm running this script (npm_execpath: a JavaScript entry, or pnpm 11+'s single executable, which is run
+ * directly), else the root's `packageManager` pnpm through npx.
+ */
 function pnpm(args, cwd) {
   const exec = process.env.npm_execpath;
-  if (exec && /pnpm/.test(exec)) return run(process.execPath, [exec, ...args], { cwd });
+  if (exec && /pnpm/.test(exec)) {
+    return /\.[cm]?js$/.test(exec) ? run(process.execPath, [exec, ...args], { cwd }) : run(exec, args, { cwd });
+  }
   const pm = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).packageManager ?? 'pnpm';
   return run('npx', ['-y', pm, ...args], { cwd });
 }
