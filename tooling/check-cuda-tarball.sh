@@ -45,7 +45,7 @@ done
 
 say "running a kernel of the installed package on its simulator (warp 32): linear, checked against the exact result"
 node --input-type=module -e "
-const { createSimBackend } = await import('@kvq/kernels-cuda');
+const { createSimBackend } = await import('@kvq/kernels-cuda/testing');
 const b = createSimBackend({ warp: 32 });
 const out = new Float32Array(1);
 b.linear({ x: new Float32Array([1, 2]), weight: { dtype: 'f32', data: new Float32Array([3, 4]), rows: 1, cols: 2 }, out, rows: 1 });
