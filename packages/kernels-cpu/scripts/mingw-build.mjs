@@ -16,7 +16,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { pkgDir } from './native-env.mjs';
 
 /** Default MinGW-w64 tools (the posix-threads variant: std::thread needs it); override with KVQ_MINGW_CXX etc. */
@@ -88,7 +88,8 @@ function targetFor(t, vars) {
     name: t.target_name,
     type: t.type ?? 'loadable_module',
     sources: all('sources'),
-    includes: all('include_dirs'),
+    // gyp resolves include dirs against the .gyp file's folder (node-addon-api's include_dir is relative to it).
+    includes: all('include_dirs').map((d) => resolve(pkgDir, d)),
     defines: all('defines'),
     // -fPIC means nothing for PE; the visibility flags do (nothing is exported without dllexport).
     cflags: all('cflags_cc').filter((f) => !removed.has(f) && f !== '-fPIC'),
