@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { findNodeDir, noNodeDirMessage, pkgDir, resolveNodeGyp } from './native-env.mjs';
+import { nodeGypToolchain, pkgDir } from './native-env.mjs';
 
 function log(msg) {
   process.stdout.write(`[kvq build:native] ${msg}\n`);
@@ -30,15 +30,7 @@ if (process.env.KVQ_SKIP_NATIVE === '1') {
   process.exit(0);
 }
 
-const nodedir = findNodeDir();
-if (!nodedir) fail(noNodeDirMessage());
-
-let nodeGyp;
-try {
-  nodeGyp = resolveNodeGyp();
-} catch (cause) {
-  fail(`node-gyp is not installed (a devDependency of @kvq/kernels-cpu): ${cause}`);
-}
+const { nodedir, nodeGyp } = nodeGypToolchain(fail);
 
 const jobs = process.env.KVQ_NATIVE_JOBS ?? String(availableParallelism());
 const env = { ...process.env };

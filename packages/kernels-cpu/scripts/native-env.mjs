@@ -25,7 +25,7 @@ export function nodeDirCandidates(env = process.env) {
 }
 
 /** A directory D such that D/include/node/node_api.h exists, without downloading anything; undefined if none. */
-export function findNodeDir(env = process.env) {
+function findNodeDir(env = process.env) {
   for (const dir of nodeDirCandidates(env)) {
     if (existsSync(join(dir, 'include', 'node', 'node_api.h')) && existsSync(join(dir, 'include', 'node', 'common.gypi'))) {
       return dir;
@@ -35,7 +35,7 @@ export function findNodeDir(env = process.env) {
 }
 
 /** The message for a machine without Node headers. */
-export function noNodeDirMessage() {
+function noNodeDirMessage() {
   return (
     'no Node.js headers found (looked for include/node/node_api.h under KVQ_NODEDIR, npm_config_nodedir, ' +
     `${resolve(dirname(process.execPath), '..')}, /usr and /usr/local). Install your distribution's Node ` +
@@ -45,8 +45,24 @@ export function noNodeDirMessage() {
 }
 
 /** Absolute path of node-gyp's CLI (a devDependency of this package); throws when it is not installed. */
-export function resolveNodeGyp() {
+function resolveNodeGyp() {
   return createRequire(join(pkgDir, 'package.json')).resolve('node-gyp/bin/node-gyp.js');
+}
+
+/**
+ * What a node-gyp build needs, found locally: `{ nodedir, nodeGyp }` (the Node headers' folder and node-gyp's CLI).
+ * Calls `fail(message)` (which must not return) when either is missing.
+ */
+export function nodeGypToolchain(fail) {
+  const nodedir = findNodeDir();
+  if (!nodedir) fail(noNodeDirMessage());
+  let nodeGyp;
+  try {
+    nodeGyp = resolveNodeGyp();
+  } catch (cause) {
+    fail(`node-gyp is not installed (a devDependency of @kvq/kernels-cpu): ${cause}`);
+  }
+  return { nodedir, nodeGyp };
 }
 
 /**

@@ -19,7 +19,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync 
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { binaryTarget, findNodeDir, noNodeDirMessage, pkgDir, resolveNodeGyp } from './native-env.mjs';
+import { binaryTarget, nodeGypToolchain, pkgDir } from './native-env.mjs';
 
 const TRIPLES = {
   'linux-x64-gnu': { platform: 'linux', arch: 'x64', libc: 'glibc', format: 'elf' },
@@ -80,14 +80,7 @@ async function prebuildMingw() {
   process.exit(0);
 }
 
-const nodedir = findNodeDir();
-if (!nodedir) fail(noNodeDirMessage());
-let nodeGyp;
-try {
-  nodeGyp = resolveNodeGyp();
-} catch (cause) {
-  fail(`node-gyp is not installed (a devDependency of @kvq/kernels-cpu): ${cause}`);
-}
+const { nodedir, nodeGyp } = nodeGypToolchain(fail);
 
 const env = { ...process.env, npm_config_devdir: join(pkgDir, 'build', '.node-gyp') };
 let strip = process.platform === 'linux' ? ['strip', '--strip-unneeded'] : process.platform === 'darwin' ? ['strip', '-x'] : undefined;
