@@ -20,7 +20,7 @@ say() { printf '[consumer-test %ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 die() { printf '[consumer-test] FAIL: %s\n' "$*" >&2; exit 1; }
 
 [ "$(node -p 'process.platform + "-" + process.arch')" = linux-x64 ] || die "runs on linux-x64 (the platform package it builds)"
-PLAT=packages/kernels-cpu-linux-x64-gnu
+PLAT=packages/kernels-cpu/npm/linux-x64-gnu
 BIN=$PLAT/kvq_cpu.node
 if [ -f "$BIN" ] && [ -z "$(find packages/kernels-cpu/csrc packages/kernels/csrc packages/kernels-cpu/binding.gyp -newer "$BIN" | head -1)" ]; then
   say "reusing $BIN (newer than its csrc/, @kvq/kernels csrc/ and binding.gyp)"
@@ -33,12 +33,10 @@ npx -y pnpm@12.4.2 build >/tmp/kvq-build.$$.log 2>&1 || { tail -40 /tmp/kvq-buil
 
 T=$(mktemp -d); trap 'rm -rf "$T" /tmp/kvq-prebuild.$$.log /tmp/kvq-build.$$.log' EXIT
 say "pnpm pack into $T/packs"
-for p in packages/*/ apps/*/; do
-  case "$p" in
-    *bench-peer*) continue ;;                                   # private, needs llama.cpp
-    packages/kernels-cpu-linux-x64-gnu/) ;;                       # the platform package of this machine
-    packages/kernels-cpu-*/) continue ;;                          # other platforms: deliberately absent
-  esac
+# packages/*/ holds no platform package (they live in packages/kernels-cpu/npm/<triple>/, the napi-rs layout):
+# this machine's is packed on purpose; the other five are deliberately absent.
+for p in packages/*/ apps/*/ "$PLAT/"; do
+  case "$p" in *bench-peer*) continue ;; esac                   # private, needs llama.cpp
   (cd "$p" && npx -y pnpm@12.4.2 pack --pack-destination "$T/packs" >/dev/null) || die "pnpm pack $p failed"
 done
 tar -tzf "$T"/packs/kvq-kernels-cpu-linux-x64-gnu-*.tgz | grep -x 'package/kvq_cpu.node' >/dev/null || die "the platform tarball has no kvq_cpu.node"

@@ -27,7 +27,7 @@ const only = argv.filter((a) => !a.startsWith('--'));
 /** Every workspace package that is published. */
 function publicPackages() {
   const out = [];
-  for (const group of ['packages', 'apps', 'tooling']) {
+  for (const group of ['packages', 'packages/kernels-cpu/npm', 'apps', 'tooling']) {
     const base = join(root, group);
     if (!existsSync(base)) continue;
     for (const d of readdirSync(base, { withFileTypes: true })) {

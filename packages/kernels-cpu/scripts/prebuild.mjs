@@ -4,7 +4,7 @@
 // Builds the prebuilt binary of one platform package: node-gyp compiles csrc/ for --platform into its own build
 // directory (prebuild/<triple>/build, so the local build/Release stays untouched), the binary is checked (file
 // format and architecture from its header; loaded in a child process when this machine can run it), stripped,
-// and copied to packages/kernels-cpu-<triple>/kvq_cpu.node (or --out). Never downloads anything: Node's headers
+// and copied to packages/kernels-cpu/npm/<triple>/kvq_cpu.node (or --out). Never downloads anything: Node's headers
 // come from this machine (native-env.mjs), exactly as for build:native.
 //
 // Usage: node scripts/prebuild.mjs --platform <triple> [--out <file>] [--jobs <n>]
@@ -149,7 +149,7 @@ function finish(built, strip, notLoaded) {
     log(notLoaded);
   }
 
-  const out = resolve(args.out ?? join(pkgDir, '..', `kernels-cpu-${triple}`, 'kvq_cpu.node'));
+  const out = resolve(args.out ?? join(pkgDir, 'npm', triple, 'kvq_cpu.node'));
   if (!args.out && !existsSync(dirname(out))) fail(`platform package folder ${dirname(out)} does not exist`);
   mkdirSync(dirname(out), { recursive: true });
   copyFileSync(built, out);

@@ -28,10 +28,10 @@ function fail(msg) {
 }
 
 const { values: args } = parseArgs({ options: { binary: { type: 'string' }, reference: { type: 'string' } } });
-const binary = resolve(args.binary ?? join(pkgDir, '..', 'kernels-cpu-linux-arm64-gnu', 'kvq_cpu.node'));
+const binary = resolve(args.binary ?? join(pkgDir, 'npm', 'linux-arm64-gnu', 'kvq_cpu.node'));
 const reference =
   args.reference ??
-  [join(pkgDir, '..', 'kernels-cpu-linux-x64-gnu', 'kvq_cpu.node'), join(pkgDir, 'build', 'Release', 'kvq_cpu.node')].find(existsSync);
+  [join(pkgDir, 'npm', 'linux-x64-gnu', 'kvq_cpu.node'), join(pkgDir, 'build', 'Release', 'kvq_cpu.node')].find(existsSync);
 
 if (!existsSync(binary)) fail(`${binary} not found: node scripts/prebuild.mjs --platform linux-arm64-gnu`);
 const kind = binaryTarget(readFileSync(binary));

@@ -30,10 +30,10 @@ function fail(msg) {
 }
 
 const { values: args } = parseArgs({ options: { binary: { type: 'string' }, reference: { type: 'string' } } });
-const binary = resolve(args.binary ?? join(pkgDir, '..', 'kernels-cpu-win32-x64-gnu', 'kvq_cpu.node'));
+const binary = resolve(args.binary ?? join(pkgDir, 'npm', 'win32-x64-gnu', 'kvq_cpu.node'));
 const reference = resolve(
   args.reference ??
-    [join(pkgDir, 'build', 'Release', 'kvq_cpu.node'), join(pkgDir, '..', 'kernels-cpu-linux-x64-gnu', 'kvq_cpu.node')].find(existsSync) ??
+    [join(pkgDir, 'build', 'Release', 'kvq_cpu.node'), join(pkgDir, 'npm', 'linux-x64-gnu', 'kvq_cpu.node')].find(existsSync) ??
     'build/Release/kvq_cpu.node',
 );
 

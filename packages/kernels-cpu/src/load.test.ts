@@ -94,7 +94,7 @@ describe('candidate list (cascade order)', () => {
     const last = addonCandidates({ env: {} }).at(-1)!;
     expect(last.origin).toBe('platform package');
     expect(last.unavailable).toBeUndefined();
-    expect(last.path).toMatch(new RegExp(`kernels-cpu-${pkg.triple}[/\\\\]kvq_cpu\\.node$`));
+    expect(last.path).toMatch(new RegExp(`npm[/\\\\]${pkg.triple}[/\\\\]kvq_cpu\\.node$`));
   });
 });
 
