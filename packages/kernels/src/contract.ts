@@ -32,8 +32,34 @@ import type { Fp8Format, Saturation, ScaleLayout } from '@kvq/fp8';
 export type { KvLayerCache };
 export type { KernelErrorCode } from './errors.js';
 
-/** Element type of a weight matrix. `bf16` and `f16` data are raw 16-bit patterns in a `Uint16Array`. */
-export type WeightDtype = 'f32' | 'bf16' | 'f16';
+/** Dense element types of a weight matrix. `bf16` and `f16` data are raw 16-bit patterns in a `Uint16Array`. */
+export type DenseWeightDtype = 'f32' | 'bf16' | 'f16';
+
+/**
+ * GGML block-quantized weight types (GGUF files; block layouts in docs/spec/quantized-weights.md). `data` is a
+ * `Uint8Array` of the raw blocks exactly as stored in the file: each row holds `cols / blockElems` consecutive
+ * blocks (`cols` must be a multiple of the block size: 32 for `q8_0`..`q5_1`, 256 for the K-quants), rows are
+ * contiguous. Blocks carry their own scales; `scale`/`zeroPoint`/`groupSize` are not used.
+ */
+export type GgmlWeightDtype = 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q4_k' | 'q5_k' | 'q6_k';
+
+/**
+ * compressed-tensors quantized weight types (checkpoints written by llm-compressor), kept in their stored form:
+ * - `fp8_e4m3` (`float-quantized`): `data` = `Uint8Array [rows * cols]` of OCP e4m3fn codes; `scale` = f32 `[1]`
+ *   (per tensor) or `[rows]` (per output channel); `w = decode(q) * scale`.
+ * - `int8` (`int-quantized`, symmetric): `data` = `Int8Array [rows * cols]`; `scale` f32 `[rows]` or `[1]`;
+ *   `w = q * scale`.
+ * - `int4` (`pack-quantized`): `data` = `Uint8Array [rows * cols / 2]`, two values per byte, element `2j` in the
+ *   low nibble and `2j + 1` in the high nibble (the little-endian bytes of compressed-tensors' int32 packing), each
+ *   nibble the unsigned value `q + 8` (`q` in [-8, 7]); `groupSize` divides `cols` (a per-channel checkpoint uses
+ *   `groupSize = cols`); `scale` f32 `[rows, cols / groupSize]`; optional `zeroPoint` (asymmetric) `Int8Array
+ *   [rows, cols / groupSize]` in [-8, 7]; `w = (q - zeroPoint) * scale` (zero point 0 when absent).
+ * Activations stay float32 on every backend (W8A16 / W4A16 math, f32 accumulation).
+ */
+export type CompressedWeightDtype = 'fp8_e4m3' | 'int8' | 'int4';
+
+/** Element type of a weight matrix: dense, GGML block-quantized or compressed-tensors quantized. */
+export type WeightDtype = DenseWeightDtype | GgmlWeightDtype | CompressedWeightDtype;
 
 /** Element type of a KV cache: 16/32-bit float (`auto` caches) or one of the FP8 formats. */
 export type KvDtype = KvLayerCache['dtype'];
@@ -42,18 +68,25 @@ export type KvDtype = KvLayerCache['dtype'];
  * A row-major 2-D weight matrix `[rows, cols]`, as stored in Hugging Face checkpoints.
  * For a linear layer `rows = outFeatures`, `cols = inFeatures`; for an embedding table `rows = vocabSize`,
  * `cols = hiddenSize`.
- * NOTE: `data.length` must equal `rows * cols` exactly; `data` is a `Float32Array` for `f32` and a
- * `Uint16Array` of bit patterns for `bf16` / `f16`.
+ * NOTE: `data` is exact (no slack): `rows * cols` elements for the dense dtypes (a `Float32Array` for `f32`, a
+ * `Uint16Array` of bit patterns for `bf16` / `f16`); for the quantized dtypes see {@link GgmlWeightDtype} and
+ * {@link CompressedWeightDtype} (their byte counts are given by `weightDataLength` in `./quant`).
  */
 export interface WeightMatrix {
   /** Element type of `data`. */
   readonly dtype: WeightDtype;
-  /** The elements, row-major. */
-  readonly data: Float32Array | Uint16Array;
+  /** The stored elements or blocks, row-major. */
+  readonly data: Float32Array | Uint16Array | Uint8Array | Int8Array;
   /** Number of rows (output features of a linear layer). */
   readonly rows: number;
   /** Number of columns (input features of a linear layer). */
   readonly cols: number;
+  /** compressed-tensors dtypes only: dequantization scales (float32; shapes in {@link CompressedWeightDtype}). */
+  readonly scale?: Float32Array | undefined;
+  /** `int4` only, asymmetric checkpoints: zero points `[rows, cols / groupSize]` in [-8, 7]. */
+  readonly zeroPoint?: Int8Array | undefined;
+  /** `int4` only: columns per scale group (divides `cols`; `cols` for per-channel). */
+  readonly groupSize?: number | undefined;
 }
 
 /**
@@ -93,7 +126,7 @@ export type RopeStyle = 'rotate_half' | 'interleaved';
 export interface LinearArgs {
   /** Input activations `[rows, weight.cols]`. */
   readonly x: Float32Array;
-  /** Weight `[outFeatures, inFeatures]` in f32, bf16 or f16. */
+  /** Weight `[outFeatures, inFeatures]`, any {@link WeightDtype}. */
   readonly weight: WeightMatrix;
   /** Optional bias `[weight.rows]` (float32). */
   readonly bias?: Float32Array | undefined;
@@ -149,7 +182,7 @@ export interface SiluAndMulArgs {
 
 /** `embedding`: `out[t, :] = table[ids[t], :]` converted to float32. Ids outside `[0, table.rows)` are `OUT_OF_RANGE`. */
 export interface EmbeddingArgs {
-  /** Embedding table `[vocabSize, hiddenSize]` in f32, bf16 or f16. */
+  /** Embedding table `[vocabSize, hiddenSize]`, any {@link WeightDtype} (a quantized table dequantizes the looked-up rows). */
   readonly table: WeightMatrix;
   /** Token ids `[numTokens]`. */
   readonly ids: Int32Array;
