@@ -194,6 +194,11 @@ export class LLMEngine {
     const resolved = resolveSamplingParams(params);
     if (promptTokenIds.length === 0) throw new EngineError('INVALID_ARGUMENT', 'the prompt has no tokens', { field: 'prompt' });
     const vocab = this.forwardPass.dims.vocabSize;
+    for (const t of [...resolved.logitBias.keys(), ...(resolved.allowedTokenIds ?? [])]) {
+      if (t >= vocab) {
+        throw new EngineError('INVALID_ARGUMENT', `token id ${t} in logitBias / allowedTokenIds is outside the vocabulary [0, ${vocab})`, { field: resolved.logitBias.has(t) ? 'logitBias' : 'allowedTokenIds' });
+      }
+    }
     for (let i = 0; i < promptTokenIds.length; i++) {
       const t = promptTokenIds[i]!;
       if (!Number.isInteger(t) || t < 0 || t >= vocab) {
@@ -352,6 +357,7 @@ export class LLMEngine {
         promptTokenIds: request.prompt,
         outputTokenIds: g.output,
         rng: g.rng,
+        eosTokenIds: this.eosTokenIds,
       }));
       this.sampler.sample(requests).forEach((result, i) => this.appendToken(group[i]!, result.token, result.logprobs));
     }

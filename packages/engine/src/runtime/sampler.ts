@@ -6,7 +6,7 @@
  */
 import type { ResolvedSamplingParams } from '../sampling/params.js';
 import type { SeededRng } from '../sampling/rng.js';
-import { applyPenalties, logSoftmax, sampleToken, tokenLogprobs, type TokenLogprobs } from '../sampling/sampler.js';
+import { applyLogitsProcessors, applyPenalties, logSoftmax, sampleToken, tokenLogprobs, type TokenLogprobs } from '../sampling/sampler.js';
 
 /** One sequence to sample a token for. */
 export interface SampleRequest {
@@ -19,6 +19,8 @@ export interface SampleRequest {
   readonly outputTokenIds: readonly number[];
   /** The sequence's own generator (advanced by sampling). */
   readonly rng: SeededRng;
+  /** The model's end-of-sequence ids (masked while fewer than `minTokens` were generated). Default none. */
+  readonly eosTokenIds?: readonly number[];
 }
 
 /** The sampled token and, when `params.logprobs` is set, its logprob and the top alternatives (from the raw logits). */
@@ -30,14 +32,16 @@ export interface SampleResult {
 /** Sampling and scoring over logits rows. Stateless: every input is in the request. */
 export class Sampler {
   /**
-   * One token per request, in order: penalties are applied to a copy of the logits, then the token is drawn with the
-   * request's generator (argmax at temperature 0). Logprobs, when asked for, come from the raw logits (vLLM's default
+   * One token per request, in order, as vLLM V1's sampler: on a copy of the logits, the logits processors
+   * (allowed token ids, logit bias, min_tokens) then the penalties, then the token is drawn with the request's
+   * generator (argmax at temperature 0; temperature, min-p, top-k, top-p otherwise). Logprobs, when asked for, come from the raw logits (vLLM's default
    * `logprobs_mode`).
    */
   sample(requests: readonly SampleRequest[]): SampleResult[] {
     return requests.map((r) => {
       const p = r.params;
       const work = Float32Array.from(r.logits);
+      applyLogitsProcessors(work, p, r.outputTokenIds.length, r.eosTokenIds);
       applyPenalties(work, p, r.promptTokenIds, r.outputTokenIds);
       const token = sampleToken(work, p, r.rng);
       return { token, logprobs: p.logprobs === undefined ? undefined : tokenLogprobs(r.logits, token, p.logprobs) };

@@ -36,6 +36,13 @@ export interface SamplingParams {
   logprobs?: number;
   /** Drop special tokens from the text. Default true. */
   skipSpecialTokens?: boolean;
+  /**
+   * Added to the logit of each listed token id before penalties and sampling (OpenAI / vLLM `logit_bias`); values in
+   * [-100, 100]. A record keyed by token id (as JSON sends it) or a map. Default none.
+   */
+  logitBias?: Readonly<Record<string, number>> | ReadonlyMap<number, number>;
+  /** Only these token ids may be generated (vLLM `allowed_token_ids`); every other logit is set to -inf. Default all. */
+  allowedTokenIds?: readonly number[];
 }
 
 /** {@link SamplingParams} with defaults applied and values checked. */
@@ -56,6 +63,10 @@ export interface ResolvedSamplingParams {
   readonly minTokens: number;
   readonly logprobs: number | undefined;
   readonly skipSpecialTokens: boolean;
+  /** Token id → bias (empty when none). */
+  readonly logitBias: ReadonlyMap<number, number>;
+  /** Allowed token ids, or undefined for the whole vocabulary. */
+  readonly allowedTokenIds: readonly number[] | undefined;
 }
 
 function bad(field: string, value: unknown, rule: string): never {
@@ -96,5 +107,32 @@ export function resolveSamplingParams(params: SamplingParams = {}): ResolvedSamp
     minTokens: num('minTokens', params.minTokens, 0, (v) => int(v) && v >= 0, 'an integer >= 0'),
     logprobs: params.logprobs === undefined ? undefined : num('logprobs', params.logprobs, 0, (v) => int(v) && v >= 0 && v <= 20, 'an integer in 0..20'),
     skipSpecialTokens: params.skipSpecialTokens ?? true,
+    logitBias: resolveLogitBias(params.logitBias),
+    allowedTokenIds: resolveAllowedTokenIds(params.allowedTokenIds),
   };
+}
+
+function tokenId(field: string, v: unknown): number {
+  const t = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
+  if (typeof t !== 'number' || !Number.isInteger(t) || t < 0) bad(field, v, 'token ids are integers >= 0');
+  return t;
+}
+
+function resolveLogitBias(bias: SamplingParams['logitBias']): ReadonlyMap<number, number> {
+  const out = new Map<number, number>();
+  if (bias === undefined) return out;
+  if (bias === null || typeof bias !== 'object') bad('logitBias', bias, 'an object mapping token ids to biases');
+  const entries: Iterable<readonly [unknown, unknown]> = bias instanceof Map ? bias.entries() : Object.entries(bias);
+  for (const [k, v] of entries) {
+    const t = tokenId('logitBias', k);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < -100 || v > 100) bad(`logitBias[${t}]`, v, 'a number in [-100, 100]');
+    out.set(t, v);
+  }
+  return out;
+}
+
+function resolveAllowedTokenIds(ids: readonly number[] | undefined): readonly number[] | undefined {
+  if (ids === undefined) return undefined;
+  if (!Array.isArray(ids) || ids.length === 0) bad('allowedTokenIds', ids, 'a non-empty array of token ids');
+  return ids.map((t) => tokenId('allowedTokenIds', t));
 }

@@ -29,6 +29,30 @@ export function argmax(x: ArrayLike<number>): number {
 }
 
 /**
+ * The logits processors vLLM applies before penalties (V1 `Sampler.apply_logits_processors`), in place:
+ * `allowedTokenIds` (every other token to -inf), `logitBias` (added to the logit), and `min_tokens` (while fewer
+ * than `minTokens` tokens were generated, the stop token ids and, unless `ignoreEos`, the EOS ids are set to -inf
+ * so they cannot be sampled).
+ * @param eosTokenIds the model's end-of-sequence ids.
+ */
+export function applyLogitsProcessors(
+  logits: Float32Array,
+  params: ResolvedSamplingParams,
+  outputLength: number,
+  eosTokenIds: readonly number[] = [],
+): void {
+  if (params.allowedTokenIds !== undefined) {
+    const allowed = new Set(params.allowedTokenIds);
+    for (let i = 0; i < logits.length; i++) if (!allowed.has(i)) logits[i] = -Infinity;
+  }
+  for (const [t, bias] of params.logitBias) if (t < logits.length) logits[t] = logits[t]! + bias;
+  if (outputLength < params.minTokens) {
+    const stops = params.ignoreEos ? params.stopTokenIds : [...params.stopTokenIds, ...eosTokenIds];
+    for (const t of stops) if (t >= 0 && t < logits.length) logits[t] = -Infinity;
+  }
+}
+
+/**
  * Applies repetition, presence and frequency penalties in place (vLLM order: repetition on prompt + output,
  * then frequency and presence on output only).
  */
@@ -59,47 +83,62 @@ export function applyPenalties(
 }
 
 /**
- * Picks the next token from (penalized) logits: greedy at temperature 0, otherwise temperature, top-k, top-p and
- * min-p filtering, then one draw from the request's generator.
+ * The distribution a token is drawn from at temperature > 0, after vLLM V1's filters in vLLM's order:
+ * temperature, then min-p (drop tokens whose probability is below `minP` times the largest), then top-k (keep the
+ * tokens whose logit is at least the k-th largest, so ties with the k-th are kept), then top-p over the
+ * probabilities RENORMALIZED over what top-k and min-p kept (sorted ascending, a token is dropped when the
+ * cumulative mass up to and including it is `<= 1 - topP`; the most likely token always stays).
+ * @returns token ids (most likely first) and their probabilities, normalized to sum 1 (float64).
  */
-export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams, rng: SeededRng): number {
-  if (params.temperature === 0) return argmax(logits);
+export function samplingDistribution(logits: Float32Array, params: ResolvedSamplingParams): { ids: number[]; probs: Float64Array } {
   const n = logits.length;
   let max = -Infinity;
   for (let i = 0; i < n; i++) if (logits[i]! > max) max = logits[i]!;
-  // Candidates sorted by probability (descending); probabilities from the tempered softmax.
-  const probs = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < n; i++) {
-    const p = Math.exp((logits[i]! - max) / params.temperature);
-    probs[i] = p;
-    sum += p;
+  const weight = new Float64Array(n);
+  for (let i = 0; i < n; i++) weight[i] = Math.exp((logits[i]! - max) / params.temperature);
+  let ids = Array.from({ length: n }, (_, i) => i).filter((i) => weight[i]! > 0);
+  ids.sort((a, b) => weight[b]! - weight[a]! || a - b);
+  if (params.minP > 0 && ids.length > 0) {
+    const threshold = params.minP * weight[ids[0]!]!; // p_i < minP * p_max, with the common 1/sum cancelled
+    ids = ids.filter((i) => weight[i]! >= threshold);
   }
-  let order = Array.from({ length: n }, (_, i) => i).filter((i) => probs[i]! > 0);
-  order.sort((a, b) => probs[b]! - probs[a]! || a - b);
-  if (params.topK > 0 && order.length > params.topK) order = order.slice(0, params.topK);
-  if (params.topP < 1) {
-    let mass = 0;
-    let keep = 0;
-    while (keep < order.length) {
-      mass += probs[order[keep]!]! / sum;
-      keep++;
-      if (mass >= params.topP) break;
+  if (params.topK > 0 && ids.length > params.topK) {
+    const kth = weight[ids[params.topK - 1]!]!;
+    ids = ids.filter((i) => weight[i]! >= kth);
+  }
+  if (params.topP < 1 && ids.length > 1) {
+    let total = 0;
+    for (const i of ids) total += weight[i]!;
+    let cumulative = 0;
+    let drop = 0; // tokens dropped from the least likely end
+    for (let j = ids.length - 1; j > 0; j--) {
+      cumulative += weight[ids[j]!]! / total;
+      if (cumulative > 1 - params.topP) break;
+      drop++;
     }
-    order = order.slice(0, Math.max(keep, 1));
-  }
-  if (params.minP > 0 && order.length > 0) {
-    const threshold = params.minP * probs[order[0]!]!;
-    order = order.filter((i) => probs[i]! >= threshold);
+    ids = ids.slice(0, ids.length - drop);
   }
   let total = 0;
-  for (const i of order) total += probs[i]!;
-  let r = rng.next() * total;
-  for (const i of order) {
-    r -= probs[i]!;
-    if (r < 0) return i;
+  for (const i of ids) total += weight[i]!;
+  const probs = new Float64Array(ids.length);
+  for (let j = 0; j < ids.length; j++) probs[j] = weight[ids[j]!]! / total;
+  return { ids, probs };
+}
+
+/**
+ * Picks the next token from processed (biased, penalized) logits: greedy (the first index of the maximum) at
+ * temperature 0, otherwise one draw from {@link samplingDistribution} with the request's generator.
+ */
+export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams, rng: SeededRng): number {
+  if (params.temperature === 0) return argmax(logits);
+  const { ids, probs } = samplingDistribution(logits, params);
+  if (ids.length === 0) return argmax(logits); // every logit -inf or NaN: nothing to draw from
+  let r = rng.next();
+  for (let j = 0; j < ids.length; j++) {
+    r -= probs[j]!;
+    if (r < 0) return ids[j]!;
   }
-  return order[order.length - 1]!;
+  return ids[ids.length - 1]!;
 }
 
 /** The sampled token's logprob and the top `k` alternatives, from the raw logits. */
