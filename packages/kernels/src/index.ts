@@ -27,6 +27,9 @@ export type {
   RopeTable,
   SiluAndMulArgs,
   SoftmaxArgs,
+  CompressedWeightDtype,
+  DenseWeightDtype,
+  GgmlWeightDtype,
   WeightDtype,
   WeightMatrix,
 } from './contract.js';
@@ -66,8 +69,9 @@ export {
   validateWeight,
 } from './validate.js';
 export type { KvCacheDims, PagedAttentionPlan } from './validate.js';
-export { buildRopeTable, ropeInvFreq, ropeScalingFromHf, scaleFrequency } from './rope.js';
-export type { RopeConfig, RopeScaling } from './rope.js';
+export { buildRopeTable, ropeAttentionFactor, ropeInvFreq, ropeScalingFromHf, scaleFrequency } from './rope.js';
+export type { HfRopeContext, RopeConfig, RopeScaling } from './rope.js';
+export * from './quant/index.js';
 export { createReferenceBackend, REFERENCE_INFO } from './reference/backend.js';
 export { selfTest } from './self-test.js';
 export { DEFAULT_CANDIDATES, KNOWN_BACKENDS, describeLoad, fallbackMessage, loadBackend } from './loader.js';
