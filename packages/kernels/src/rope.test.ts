@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { KernelError } from './errors.js';
-import { buildRopeTable, ropeInvFreq, ropeScalingFromHf, type RopeScaling } from './rope.js';
+import { buildRopeTable, ropeAttentionFactor, ropeInvFreq, ropeScalingFromHf, type RopeScaling } from './rope.js';
 
 const LLAMA31: RopeScaling = { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 };
 
@@ -73,7 +73,8 @@ describe('ropeInvFreq', () => {
       [{ rotaryDim: 8, theta: 0 }, 'theta'],
       [{ rotaryDim: 8, theta: 10000, scaling: { type: 'linear', factor: -1 } }, 'scaling.factor'],
       [{ rotaryDim: 8, theta: 10000, scaling: { ...LLAMA31, highFreqFactor: 1 } }, 'scaling.highFreqFactor'],
-      [{ rotaryDim: 8, theta: 10000, scaling: { type: 'yarn', factor: 2 } }, 'scaling.type'],
+      [{ rotaryDim: 8, theta: 10000, scaling: { type: 'yarn', factor: 2 } }, 'scaling.originalMaxPositions'],
+      [{ rotaryDim: 8, theta: 10000, scaling: { type: 'ntk', factor: 2 } }, 'scaling.type'],
     ];
     for (const [cfg, arg] of bad) {
       try {
@@ -131,10 +132,80 @@ describe('ropeScalingFromHf', () => {
   });
 
   it('rejects unsupported types and missing fields', () => {
-    expect(() => ropeScalingFromHf({ rope_type: 'yarn', factor: 4 })).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
+    expect(() => ropeScalingFromHf({ rope_type: 'mrope', factor: 4 })).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
+    expect(() => ropeScalingFromHf({ rope_type: 'yarn', factor: 4 })).toThrow(expect.objectContaining({ argument: 'rope_scaling.original_max_position_embeddings' }));
     expect(() => ropeScalingFromHf({ rope_type: 'llama3', factor: 8 })).toThrow(
       expect.objectContaining({ code: 'INVALID_ARGUMENT', argument: 'rope_scaling.low_freq_factor' }),
     );
     expect(() => ropeScalingFromHf(3)).toThrow(expect.objectContaining({ argument: 'rope_scaling' }));
+  });
+});
+
+describe('yarn, dynamic and longrope scaling', () => {
+  const base64 = (d: number, theta: number): number[] => [...Array(d / 2).keys()].map((i) => 1 / Math.pow(theta, (2 * i) / d));
+
+  it('yarn keeps high frequencies, divides low ones by the factor, ramps between (Qwen3 4x over 32768)', () => {
+    const d = 128;
+    const theta = 1000000;
+    const s: RopeScaling = { type: 'yarn', factor: 4, originalMaxPositions: 32768 };
+    const got = ropeInvFreq({ rotaryDim: d, theta, scaling: s });
+    const b = base64(d, theta);
+    // Correction dims: d·ln(32768 / (β·2π)) / (2·ln θ) for β = 32 → 23.6 (floor 23), β = 1 → 39.6 (ceil 40).
+    for (let i = 0; i <= 23; i++) expect(got[i]).toBe(Math.fround(b[i]!));
+    for (let i = 40; i < 64; i++) expect(got[i]).toBe(Math.fround(b[i]! / 4));
+    for (let i = 24; i < 40; i++) {
+      const ramp = (i - 23) / (40 - 23);
+      expect(got[i]).toBe(Math.fround((b[i]! / 4) * ramp + b[i]! * (1 - ramp)));
+    }
+  });
+
+  it('yarn scales cos and sin by 0.1·ln(factor) + 1 unless attention_factor is given', () => {
+    const s: RopeScaling = { type: 'yarn', factor: 4, originalMaxPositions: 64 };
+    const t = buildRopeTable({ rotaryDim: 8, theta: 10000, scaling: s, maxPositions: 5 });
+    const af = 0.1 * Math.log(4) + 1;
+    expect(ropeAttentionFactor(s)).toBeCloseTo(af, 15);
+    expect(t.cos[0]).toBe(Math.fround(af));
+    const p = 3;
+    const angle = Math.fround(p * t.invFreq[1]!);
+    expect(t.sin[p * 4 + 1]).toBe(Math.fround(Math.fround(Math.sin(angle)) * Math.fround(af)));
+    expect(ropeAttentionFactor({ ...s, attentionFactor: 0.5 })).toBe(0.5);
+    expect(ropeAttentionFactor({ ...s, mscale: 0.707, mscaleAllDim: 0.707 })).toBe(1);
+  });
+
+  it('dynamic NTK leaves frequencies alone up to max_position_embeddings, then raises the base', () => {
+    const s: RopeScaling = { type: 'dynamic', factor: 2, maxPositions: 100 };
+    const plain = ropeInvFreq({ rotaryDim: 16, theta: 10000 });
+    expect([...buildRopeTable({ rotaryDim: 16, theta: 10000, scaling: s, maxPositions: 100 }).invFreq]).toEqual([...plain]);
+    const t = buildRopeTable({ rotaryDim: 16, theta: 10000, scaling: s, maxPositions: 300 });
+    const theta2 = 10000 * ((2 * 300) / 100 - 1) ** (16 / 14);
+    expect([...t.invFreq]).toEqual(base64(16, theta2).map(Math.fround));
+  });
+
+  it('longrope divides by short factors before original_max_position_embeddings and long factors from there', () => {
+    const short = [1, 1.5, 2, 3];
+    const long = [2, 4, 8, 16];
+    const s: RopeScaling = { type: 'longrope', shortFactor: short, longFactor: long, originalMaxPositions: 4, factor: 32 };
+    const t = buildRopeTable({ rotaryDim: 8, theta: 10000, scaling: s, maxPositions: 6 });
+    const b = base64(8, 10000);
+    const af = Math.fround(Math.sqrt(1 + Math.log(32) / Math.log(4)));
+    for (const p of [3, 4, 5]) {
+      const f = p < 4 ? short : long;
+      for (let i = 0; i < 4; i++) {
+        const angle = Math.fround(p * Math.fround(b[i]! / f[i]!));
+        expect(t.cos[p * 4 + i]).toBe(Math.fround(Math.fround(Math.cos(angle)) * af));
+      }
+    }
+    expect(() => buildRopeTable({ rotaryDim: 8, theta: 1e4, scaling: { ...s, longFactor: [1, 2] }, maxPositions: 6 })).toThrow(/longFactor/);
+  });
+
+  it('reads yarn, dynamic, longrope and legacy su from config.json objects', () => {
+    expect(ropeScalingFromHf({ rope_type: 'yarn', factor: 4, original_max_position_embeddings: 32768 })).toMatchObject({ type: 'yarn', factor: 4, originalMaxPositions: 32768 });
+    expect(ropeScalingFromHf({ type: 'dynamic', factor: 2 }, { maxPositionEmbeddings: 2048 })).toEqual({ type: 'dynamic', factor: 2, maxPositions: 2048 });
+    expect(() => ropeScalingFromHf({ type: 'dynamic', factor: 2 })).toThrow(/max_position_embeddings/);
+    const phi = ropeScalingFromHf({ type: 'su', short_factor: [1, 1], long_factor: [2, 2] }, { maxPositionEmbeddings: 131072, originalMaxPositionEmbeddings: 4096 });
+    expect(phi).toMatchObject({ type: 'longrope', factor: 32, originalMaxPositions: 4096 });
+    expect(ropeAttentionFactor(phi)).toBeCloseTo(Math.sqrt(1 + Math.log(32) / Math.log(4096)), 15);
+    expect(() => ropeScalingFromHf({ rope_type: 'longrope', short_factor: [1], long_factor: [1] }, { rotaryDim: 4, originalMaxPositionEmbeddings: 8 })).toThrow(KernelError);
+    expect(() => ropeScalingFromHf({ rope_type: 'mrope' })).toThrow(/mrope/);
   });
 });
