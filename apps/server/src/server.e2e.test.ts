@@ -160,6 +160,15 @@ describe('OpenAI-compatible server (kvq-tiny, openai client)', () => {
       // Greedy: the chosen token is the most likely one.
       expect(Math.max(...Object.values(top))).toBeCloseTo(l.token_logprobs![i]!, 6);
     }
+    // logit_bias (OpenAI) and allowed_token_ids (vLLM) change what greedy decoding picks.
+    const [forced] = server.llm.encode(' LORD').slice(-1);
+    const biased = await client.completions.create({ model: 'kvq-tiny', prompt: 'In the beginning God', max_tokens: 4, temperature: 0, logit_bias: { [String(forced)]: 100 } });
+    expect(biased.choices[0]!.text).toBe(server.llm.model.tokenizer.decode([forced!, forced!, forced!, forced!]));
+    expect(biased.choices[0]!.text).not.toBe(full.slice(0, biased.choices[0]!.text.length));
+    const allowed = server.llm.encode(' and the').slice(-2);
+    const restricted = await client.completions.create({ model: 'kvq-tiny', prompt: 'In the beginning God', max_tokens: 6, temperature: 0, allowed_token_ids: allowed } as never);
+    const restrictedIds = server.llm.encode(`In the beginning God${restricted.choices[0]!.text}`).slice(server.llm.encode('In the beginning God').length);
+    for (const t of restrictedIds) expect(allowed).toContain(t);
     const chat = await client.chat.completions.create({ model: 'kvq-tiny', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 5, temperature: 0, logprobs: true, top_logprobs: 2 });
     const content = chat.choices[0]!.logprobs!.content!;
     expect(content.length).toBe(chat.usage!.completion_tokens);
@@ -180,7 +189,8 @@ describe('OpenAI-compatible server (kvq-tiny, openai client)', () => {
     await expectError(client.completions.create({ model: 'kvq-tiny', prompt: [5000] }), 400, /outside the vocabulary/);
     await expectError(client.completions.create({ model: 'kvq-tiny', prompt: 'word '.repeat(600) }), 400, /maximum context length/);
     await expectError(client.chat.completions.create({ model: 'kvq-tiny', messages: [] }), 400, /messages/);
-    await expectError(client.completions.create({ model: 'kvq-tiny', prompt: 'x', logit_bias: { '5': 1 } }), 400, /logit_bias/);
+    await expectError(client.completions.create({ model: 'kvq-tiny', prompt: 'x', logit_bias: { '5': 101 } }), 400, /logit_bias/);
+    await expectError(client.completions.create({ model: 'kvq-tiny', prompt: 'x', logit_bias: { '5000': 1 } }), 400, /logitBias.*outside the vocabulary/);
 
     const post = (body: string, headers: Record<string, string> = { 'content-type': 'application/json' }) => fetch(`${url}/v1/completions`, { method: 'POST', headers, body });
     const bad = await post('{"prompt": "x",');

@@ -180,9 +180,6 @@ export async function createServer(options: ServerOptions = {}): Promise<KvqServ
     if (llm.engine.numUnfinishedRequests >= maxQueued) {
       throw new ServerError('TOO_MANY_REQUESTS', `too many requests in flight (${maxQueued}); retry later`);
     }
-    if (body.logit_bias && Object.keys(body.logit_bias).length > 0) {
-      throw new ServerError('INVALID_REQUEST', 'logit_bias is not supported', { param: 'logit_bias' });
-    }
   }
 
   function samplingParams(body: CommonRequest, maxTokens: number, logprobs: number | undefined): SamplingParams {
@@ -203,6 +200,8 @@ export async function createServer(options: ServerOptions = {}): Promise<KvqServ
     set('minTokens', body.min_tokens);
     set('stopTokenIds', body.stop_token_ids);
     set('skipSpecialTokens', body.skip_special_tokens);
+    set('logitBias', body.logit_bias);
+    set('allowedTokenIds', body.allowed_token_ids);
     if (body.stop !== undefined && body.stop !== null) p.stop = typeof body.stop === 'string' ? [body.stop] : body.stop;
     if (logprobs !== undefined) p.logprobs = logprobs;
     return p;

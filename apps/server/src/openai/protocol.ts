@@ -36,6 +36,7 @@ export interface CommonRequest {
   min_tokens?: number;
   stop_token_ids?: number[] | null;
   skip_special_tokens?: boolean;
+  allowed_token_ids?: number[] | null;
 }
 
 /** POST /v1/completions body. */
@@ -80,7 +81,9 @@ const commonProperties = {
   },
   presence_penalty: { anyOf: [{ type: 'number', minimum: -2, maximum: 2 }, { type: 'null' }] },
   frequency_penalty: { anyOf: [{ type: 'number', minimum: -2, maximum: 2 }, { type: 'null' }] },
-  logit_bias: { anyOf: [{ type: 'object', additionalProperties: number }, { type: 'null' }] },
+  logit_bias: {
+    anyOf: [{ type: 'object', propertyNames: { pattern: '^[0-9]+$' }, additionalProperties: { type: 'number', minimum: -100, maximum: 100 } }, { type: 'null' }],
+  },
   user: { type: 'string' },
   top_k: { anyOf: [{ type: 'integer', minimum: -1 }, { type: 'null' }] },
   min_p: { anyOf: [{ type: 'number', minimum: 0, maximum: 1 }, { type: 'null' }] },
@@ -89,6 +92,7 @@ const commonProperties = {
   min_tokens: { type: 'integer', minimum: 0 },
   stop_token_ids: { anyOf: [{ type: 'array', items: { type: 'integer', minimum: 0 } }, { type: 'null' }] },
   skip_special_tokens: { type: 'boolean' },
+  allowed_token_ids: { anyOf: [{ type: 'array', minItems: 1, items: { type: 'integer', minimum: 0 } }, { type: 'null' }] },
 } as const;
 
 /** JSON schema of {@link CompletionRequest}. */
