@@ -1,34 +1,98 @@
+import type { WeightDtype, WeightMatrix } from '@kvq/kernels';
+
 import { EngineError } from './errors.js';
 
-/** Element type of a weight tensor held in memory. 16-bit types keep their raw bits in a `Uint16Array`. */
+export type { WeightMatrix };
+
+/** compressed-tensors quantized weight types (the kernel contract's `CompressedWeightDtype`). */
+export type CompressedWeightDtype = Extract<WeightDtype, 'fp8_e4m3' | 'int8' | 'int4'>;
+/** GGML block types (the kernel contract's `GgmlWeightDtype`). */
+export type GgmlWeightDtype = Exclude<WeightDtype, 'f32' | 'f16' | 'bf16' | CompressedWeightDtype>;
+
+/** Dense element type of a tensor held in memory. 16-bit types keep their raw bits in a `Uint16Array`. */
 export type WeightDType = 'f32' | 'f16' | 'bf16';
 
-/** Backing array of a {@link Tensor}: `Float32Array` for `f32`, raw IEEE binary16 / bfloat16 bits for `f16` / `bf16`. */
+/**
+ * Element type of any tensor the loaders produce: a dense {@link WeightDType}, a GGML block type (GGUF files) or a
+ * compressed-tensors quantized type (the kernel contract's `WeightDtype`).
+ */
+export type TensorDType = WeightDtype;
+
+/** Backing array of a dense {@link Tensor}: `Float32Array` for `f32`, raw IEEE binary16 / bfloat16 bits for `f16` / `bf16`. */
 export type TensorData = Float32Array | Uint16Array;
 
 /**
- * A dense, row-major, little-endian tensor.
- * NOTE: `data.length === shape.reduce(*)`; `data` is `Float32Array` iff `dtype === 'f32'`.
+ * Backing array of any {@link Tensor}: {@link TensorData} for dense dtypes, `Uint8Array` of raw blocks (GGML types),
+ * of e4m3fn codes (`fp8_e4m3`) or of packed nibbles (`int4`), `Int8Array` for `int8`.
+ */
+export type AnyTensorData = TensorData | Uint8Array | Int8Array;
+
+/**
+ * A row-major, little-endian tensor.
+ * NOTE: dense dtypes: `data.length === shape.reduce(*)`, `data` is `Float32Array` iff `dtype === 'f32'`. Quantized
+ * dtypes are 2-D only and their `data` holds exactly {@link quantizedByteLength} bytes (see the kernel contract's
+ * `GgmlWeightDtype` / `CompressedWeightDtype` for the layouts); `shape` is the logical `[rows, cols]`.
  * 2-D weights are in Hugging Face orientation `[outFeatures, inFeatures]`.
  */
 export interface Tensor {
-  readonly dtype: WeightDType;
+  readonly dtype: TensorDType;
   readonly shape: readonly number[];
-  readonly data: TensorData;
+  readonly data: AnyTensorData;
+  /** compressed-tensors dtypes: dequantization scales (float32; `[1]`, `[rows]` or `[rows, cols / groupSize]`). */
+  readonly scale?: Float32Array | undefined;
+  /** `int4` asymmetric: zero points `[rows, cols / groupSize]` in [-8, 7]. */
+  readonly zeroPoint?: Int8Array | undefined;
+  /** `int4`: columns per scale group. */
+  readonly groupSize?: number | undefined;
+  /**
+   * compressed-tensors static activation scale (`input_scale`, `[1]` or `[rows]`), kept for inspection. kvq runs
+   * activations in float32 on every backend (W8A16 / W4A16), so it is not applied.
+   */
+  readonly inputScale?: Float32Array | undefined;
+}
+
+/** GGML block geometry: elements per block and bytes per block (ggml `type_traits`, gguf-py `GGML_QUANT_SIZES`). */
+export const GGML_BLOCKS: Readonly<Record<GgmlWeightDtype, { readonly elements: number; readonly bytes: number }>> = {
+  q8_0: { elements: 32, bytes: 34 },
+  q4_0: { elements: 32, bytes: 18 },
+  q4_1: { elements: 32, bytes: 20 },
+  q5_0: { elements: 32, bytes: 22 },
+  q5_1: { elements: 32, bytes: 24 },
+  q4_k: { elements: 256, bytes: 144 },
+  q5_k: { elements: 256, bytes: 176 },
+  q6_k: { elements: 256, bytes: 210 },
+};
+
+/** Whether a dtype is one of the GGML block types. */
+export function isGgmlDType(dtype: TensorDType): dtype is GgmlWeightDtype {
+  return dtype in GGML_BLOCKS;
+}
+
+/** Whether a dtype is one of the compressed-tensors quantized types. */
+export function isCompressedDType(dtype: TensorDType): dtype is CompressedWeightDtype {
+  return dtype === 'fp8_e4m3' || dtype === 'int8' || dtype === 'int4';
+}
+
+/** Whether a dtype is dense (`f32`, `f16`, `bf16`). */
+export function isDenseDType(dtype: TensorDType): dtype is WeightDType {
+  return dtype === 'f32' || dtype === 'f16' || dtype === 'bf16';
 }
 
 /**
- * The view of a 2-D weight the kernel contract consumes: `rows` = output features, `cols` = input features,
- * element (r, c) at `data[r * cols + c]`. Shares `data` with the tensor it came from (no copy).
+ * Bytes of one stored row of a `[rows, cols]` quantized matrix (`cols` must be a whole number of blocks / even for
+ * `int4`; the caller checks).
  */
-export interface WeightMatrix {
-  readonly dtype: WeightDType;
-  readonly data: TensorData;
-  readonly rows: number;
-  readonly cols: number;
+export function quantizedRowBytes(dtype: GgmlWeightDtype | CompressedWeightDtype, cols: number): number {
+  if (isGgmlDType(dtype)) return (cols / GGML_BLOCKS[dtype].elements) * GGML_BLOCKS[dtype].bytes;
+  return dtype === 'int4' ? cols / 2 : cols;
 }
 
-/** Bytes per element of a {@link WeightDType}. */
+/** Bytes of a whole `[rows, cols]` quantized matrix (`rows * quantizedRowBytes`). */
+export function quantizedByteLength(dtype: GgmlWeightDtype | CompressedWeightDtype, rows: number, cols: number): number {
+  return rows * quantizedRowBytes(dtype, cols);
+}
+
+/** Bytes per element of a dense {@link WeightDType}. */
 export function dtypeBytes(dtype: WeightDType): 2 | 4 {
   return dtype === 'f32' ? 4 : 2;
 }
@@ -42,7 +106,8 @@ export function shapeSize(shape: readonly number[]): number {
 
 
 /**
- * The {@link WeightMatrix} view of a 2-D tensor (no copy).
+ * The kernel contract's {@link WeightMatrix} view of a 2-D tensor (no copy: shares `data`, `scale`, `zeroPoint`):
+ * `rows` = output features, `cols` = input features.
  * @throws EngineError `INVALID_ARGUMENT` when the tensor is not 2-D.
  */
 export function asWeightMatrix(tensor: Tensor, name = 'tensor'): WeightMatrix {
@@ -52,7 +117,15 @@ export function asWeightMatrix(tensor: Tensor, name = 'tensor'): WeightMatrix {
     });
   }
   const [rows, cols] = tensor.shape as [number, number];
-  return { dtype: tensor.dtype, data: tensor.data, rows, cols };
+  return {
+    dtype: tensor.dtype,
+    data: tensor.data,
+    rows,
+    cols,
+    ...(tensor.scale ? { scale: tensor.scale } : {}),
+    ...(tensor.zeroPoint ? { zeroPoint: tensor.zeroPoint } : {}),
+    ...(tensor.groupSize !== undefined ? { groupSize: tensor.groupSize } : {}),
+  };
 }
 
 const f32Scratch = new Float32Array(1);
@@ -77,9 +150,16 @@ export function f16ToNumber(bits: number): number {
 /**
  * The tensor's values as float32. For `f32` tensors this returns `tensor.data` itself (no copy — do not mutate
  * it unless you own the tensor); 16-bit tensors are decoded into a new array.
+ * @throws EngineError `UNSUPPORTED_DTYPE` for quantized tensors (kernels compute on them in their stored form;
+ *   there is deliberately no full float copy of a quantized matrix in the engine).
  */
 export function tensorToFloat32(tensor: Tensor): Float32Array {
   if (tensor.dtype === 'f32') return tensor.data as Float32Array;
+  if (!isDenseDType(tensor.dtype)) {
+    throw new EngineError('UNSUPPORTED_DTYPE', `a ${tensor.dtype} tensor of shape [${tensor.shape.join(', ')}] has no float32 view (quantized weights stay in their stored form)`, {
+      field: tensor.dtype,
+    });
+  }
   const src = tensor.data as Uint16Array;
   const out = new Float32Array(src.length);
   if (tensor.dtype === 'bf16') {
@@ -99,10 +179,11 @@ export function tensorToFloat32(tensor: Tensor): Float32Array {
  * `direction: 'toRotateHalf'` maps interleaved row `2j + i` to rotate-half row `i * headDim/2 + j` (i ∈ {0,1});
  * `'toInterleaved'` is its inverse (what llama.cpp's converter applies to HF weights).
  *
- * Returns a new array of the same type; `data.length` must be `rows * cols`.
+ * Returns a new array of the same type; `data.length` must be `rows * cols`. Quantized (block) data moves as whole
+ * rows: pass the stored row length (`quantizedRowBytes`) as `cols` and the `Uint8Array` / `Int8Array` as `data`.
  * @throws EngineError `SHAPE_MISMATCH` when rows is not divisible by numHeads or the head dimension is odd.
  */
-export function permuteRotaryRows<T extends TensorData>(
+export function permuteRotaryRows<T extends AnyTensorData>(
   data: T,
   rows: number,
   cols: number,

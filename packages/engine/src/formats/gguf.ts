@@ -1,6 +1,6 @@
 import { EngineError, describeValue } from '../errors.js';
 import type { ByteSource } from '../io/source.js';
-import type { WeightDType } from '../tensor.js';
+import type { GgmlWeightDtype, TensorDType, WeightDType } from '../tensor.js';
 
 /** `GGUF` read as a little-endian uint32. */
 export const GGUF_MAGIC = 0x46554747;
@@ -29,7 +29,11 @@ export type GgufValueType = (typeof GgufValueType)[keyof typeof GgufValueType];
 /** A metadata value: 64-bit integers are `bigint`, other numbers `number`, arrays plain JS arrays. */
 export type GgufValue = number | bigint | boolean | string | GgufValue[];
 
-/** ggml tensor type ids and their (block elements, block bytes); only F32/F16/BF16 can be loaded as weights. */
+/**
+ * ggml tensor type ids and their (block elements, block bytes) (ggml.h `enum ggml_type`, gguf-py
+ * `GGML_QUANT_SIZES`; docs/spec/quantized-weights.md). F32/F16/BF16 and the eight types of {@link GGML_TYPE_OF_QUANT}
+ * load as weights.
+ */
 const GGML_TYPES: Record<number, { name: string; blockElements: number; blockBytes: number }> = {
   0: { name: 'F32', blockElements: 1, blockBytes: 4 },
   1: { name: 'F16', blockElements: 1, blockBytes: 2 },
@@ -55,6 +59,28 @@ const GGML_TYPES: Record<number, { name: string; blockElements: number; blockByt
 
 /** ggml type id of each loadable weight dtype. */
 export const GGML_TYPE_OF: Record<WeightDType, number> = { f32: 0, f16: 1, bf16: 30 };
+
+/** ggml type id of each GGML block-quantized weight dtype (ggml.h `GGML_TYPE_Q8_0 = 8`, ...). */
+export const GGML_TYPE_OF_QUANT: Readonly<Record<GgmlWeightDtype, number>> = {
+  q4_0: 2,
+  q4_1: 3,
+  q5_0: 6,
+  q5_1: 7,
+  q8_0: 8,
+  q4_k: 12,
+  q5_k: 13,
+  q6_k: 14,
+};
+
+const GGML_QUANT_OF_TYPE = new Map<number, GgmlWeightDtype>(Object.entries(GGML_TYPE_OF_QUANT).map(([k, v]) => [v, k as GgmlWeightDtype]));
+
+/**
+ * The engine tensor dtype of a ggml type id: `f32`/`f16`/`bf16` or a GGML block dtype (`q8_0`, `q4_k`, ...), or
+ * `undefined` for ggml types the engine does not load (Q2_K, Q3_K, IQ*, I8..I64, F64, ...).
+ */
+export function tensorDTypeOfGgml(type: number): TensorDType | undefined {
+  return weightDTypeOfGgml(type) ?? GGML_QUANT_OF_TYPE.get(type);
+}
 
 /** Human-readable ggml type name (`Q4_K`, `type 99` for unknown ids). */
 export function ggmlTypeName(type: number): string {

@@ -2,7 +2,7 @@ import { open } from 'node:fs/promises';
 
 import { EngineError, describeValue } from '../errors.js';
 import type { ByteSource } from '../io/source.js';
-import { dtypeBytes, shapeSize, type Tensor, type WeightDType } from '../tensor.js';
+import { dtypeBytes, isDenseDType, shapeSize, type Tensor, type WeightDType } from '../tensor.js';
 
 /** Largest JSON header accepted (the safetensors reference implementation uses the same 100 MB cap). */
 const SAFETENSORS_MAX_HEADER_BYTES = 100_000_000;
@@ -197,25 +197,57 @@ export function requireWeightDType(header: SafetensorsHeader, info: SafetensorsT
 
 const SAFETENSORS_NAME: Record<WeightDType, string> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 
+/**
+ * A tensor to write with an explicit safetensors dtype name (`F8_E4M3`, `I32`, `I8`, `I64`, `BF16`, ...): the
+ * quantized checkpoints `kvq quantize` writes. `data` holds exactly `product(shape) * bytes(dtype)` bytes, little-endian.
+ */
+export interface SafetensorsRawTensor {
+  /** A safetensors dtype name (see the safetensors `Dtype` enum). */
+  readonly safetensorsDtype: string;
+  readonly shape: readonly number[];
+  readonly data: ArrayBufferView;
+}
+
+/** What the writers accept: an engine {@link Tensor} of a dense dtype, or a {@link SafetensorsRawTensor}. */
+export type SafetensorsWritable = Tensor | SafetensorsRawTensor;
+
+function rawOf(name: string, t: SafetensorsWritable): SafetensorsRawTensor {
+  if ('safetensorsDtype' in t) {
+    if (SAFETENSORS_DTYPE_BYTES[t.safetensorsDtype] === undefined) {
+      throw new EngineError('INVALID_ARGUMENT', `tensor ${name}: unknown safetensors dtype ${describeValue(t.safetensorsDtype)}`, { field: name });
+    }
+    return t;
+  }
+  if (!isDenseDType(t.dtype)) {
+    throw new EngineError(
+      'UNSUPPORTED_DTYPE',
+      `tensor ${name}: a ${t.dtype} tensor has no single safetensors form (write its compressed-tensors parts as raw tensors)`,
+      { field: name },
+    );
+  }
+  return { safetensorsDtype: SAFETENSORS_NAME[t.dtype], shape: t.shape, data: t.data };
+}
+
 /** Header bytes (length prefix + padded JSON) and data order for a set of tensors. */
 function layoutSafetensors(
-  tensors: Iterable<readonly [string, Tensor]>,
+  tensors: Iterable<readonly [string, SafetensorsWritable]>,
   metadata: Readonly<Record<string, string>> | undefined,
-): { prefix: Uint8Array; ordered: Tensor[]; dataBytes: number } {
+): { prefix: Uint8Array; ordered: SafetensorsRawTensor[]; dataBytes: number } {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = { ...metadata };
-  // Contiguous data (the format allows no gaps); 4-byte tensors first so that every tensor stays aligned.
-  const entries = [...tensors].sort((a, b) => dtypeBytes(b[1].dtype) - dtypeBytes(a[1].dtype));
+  // Contiguous data (the format allows no gaps); wider elements first so that every tensor stays aligned.
+  const width = (t: SafetensorsRawTensor): number => SAFETENSORS_DTYPE_BYTES[t.safetensorsDtype]!;
+  const entries = [...tensors].map(([name, t]) => [name, rawOf(name, t)] as const).sort((a, b) => width(b[1]) - width(a[1]));
   let offset = 0;
-  const ordered: Tensor[] = [];
+  const ordered: SafetensorsRawTensor[] = [];
   for (const [name, tensor] of entries) {
-    const bytes = shapeSize(tensor.shape) * dtypeBytes(tensor.dtype);
+    const bytes = shapeSize(tensor.shape) * width(tensor);
     if (bytes !== tensor.data.byteLength) {
-      throw new EngineError('INVALID_ARGUMENT', `tensor ${name}: shape [${tensor.shape.join(', ')}] does not match its ${tensor.data.length} elements`, {
+      throw new EngineError('INVALID_ARGUMENT', `tensor ${name}: shape [${tensor.shape.join(', ')}] of ${tensor.safetensorsDtype} needs ${bytes} bytes, got ${tensor.data.byteLength}`, {
         field: name,
       });
     }
-    header[name] = { dtype: SAFETENSORS_NAME[tensor.dtype], shape: [...tensor.shape], data_offsets: [offset, offset + bytes] };
+    header[name] = { dtype: tensor.safetensorsDtype, shape: [...tensor.shape], data_offsets: [offset, offset + bytes] };
     ordered.push(tensor);
     offset += bytes;
   }
@@ -227,7 +259,7 @@ function layoutSafetensors(
   return { prefix, ordered, dataBytes: offset };
 }
 
-function tensorBytes(t: Tensor): Uint8Array {
+function tensorBytes(t: SafetensorsRawTensor): Uint8Array {
   return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
 }
 
@@ -235,7 +267,7 @@ function tensorBytes(t: Tensor): Uint8Array {
  * Serialize tensors to safetensors bytes in memory (same layout as {@link writeSafetensors}). For small models
  * and tests; large models should be written with {@link writeSafetensors}, which streams.
  */
-export function encodeSafetensors(tensors: Iterable<readonly [string, Tensor]>, metadata?: Readonly<Record<string, string>>): Uint8Array {
+export function encodeSafetensors(tensors: Iterable<readonly [string, SafetensorsWritable]>, metadata?: Readonly<Record<string, string>>): Uint8Array {
   const { prefix, ordered, dataBytes } = layoutSafetensors(tensors, metadata);
   const out = new Uint8Array(prefix.length + dataBytes);
   out.set(prefix);
@@ -249,7 +281,7 @@ export function encodeSafetensors(tensors: Iterable<readonly [string, Tensor]>, 
 
 /**
  * Write tensors as one safetensors file: header JSON padded with spaces to a multiple of 8 bytes, then the data
- * ranges back to back (4-byte dtypes first, then 2-byte ones, so every tensor is aligned to its element size).
+ * ranges back to back (wider dtypes first: 8-, 4-, 2-, then 1-byte ones, so every tensor is aligned to its element size).
  * Tensor bytes are written straight from their arrays (no whole-file buffer).
  * @param tensors name → tensor (stable order within each element size).
  * @param metadata optional `__metadata__` strings.
@@ -257,7 +289,7 @@ export function encodeSafetensors(tensors: Iterable<readonly [string, Tensor]>, 
  */
 export async function writeSafetensors(
   path: string,
-  tensors: Iterable<readonly [string, Tensor]>,
+  tensors: Iterable<readonly [string, SafetensorsWritable]>,
   metadata?: Readonly<Record<string, string>>,
 ): Promise<void> {
   const { prefix, ordered } = layoutSafetensors(tensors, metadata);

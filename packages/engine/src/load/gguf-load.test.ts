@@ -161,13 +161,14 @@ describe('synthetic GGUF models', () => {
     const bad = encodeGguf([...modelKvs('llama', config), ...vocabKvs(32, 'gpt-2')], q4ok);
     let e = await engineErrorOfAsync(loadGgufFromSource(new MemorySource(bad, 'q.gguf')));
     expect(e.code).toBe('MALFORMED'); // a 16-element row is not a whole number of Q4_0 blocks
-    const q4row = tinyConfig({ hiddenSize: 32, headDim: 8 });
-    const q4tensors = ggufTensors(q4row, randomHfTensors(q4row), true).map((t) =>
-      t.name === 'blk.1.ffn_up.weight' ? { ...t, type: 2, dims: [32, 24], data: new Uint16Array((24 * 18) / 2) } : t,
+    // Q2_K (type 10) is a ggml type kvq does not load.
+    const q2row = tinyConfig({ hiddenSize: 256, headDim: 64 });
+    const q2tensors = ggufTensors(q2row, randomHfTensors(q2row), true).map((t) =>
+      t.name === 'blk.1.ffn_up.weight' ? { ...t, type: 10, dims: [256, 24], data: new Uint8Array(24 * 84) } : t,
     );
-    e = await engineErrorOfAsync(loadGgufFromSource(new MemorySource(encodeGguf([...modelKvs('llama', q4row), ...vocabKvs(32, 'gpt-2')], q4tensors), 'q4.gguf')));
+    e = await engineErrorOfAsync(loadGgufFromSource(new MemorySource(encodeGguf([...modelKvs('llama', q2row), ...vocabKvs(32, 'gpt-2')], q2tensors), 'q2.gguf')));
     expect(e.code).toBe('UNSUPPORTED_DTYPE');
-    expect(e.message).toContain('Q4_0');
+    expect(e.message).toContain('Q2_K');
     expect(e.message).toContain('blk.1.ffn_up.weight');
 
     e = await engineErrorOfAsync(loadGgufFromSource(new MemorySource(encodeGguf([...modelKvs('phi3', config), ...vocabKvs(32, 'gpt-2')], tensors), 'p.gguf')));

@@ -2,9 +2,9 @@ import { ChatTemplate } from '../chat/chat-template.js';
 import type { GenerationConfig } from '../config/generation-config.js';
 import type { Architecture, ModelConfig, RopeScaling } from '../config/model-config.js';
 import { EngineError, describeValue } from '../errors.js';
-import { ggmlTypeName, GgufMetadata, readGgufHeader, weightDTypeOfGgml, type GgufFile, type GgufTensorInfo } from '../formats/gguf.js';
+import { ggmlTypeName, GgufMetadata, readGgufHeader, tensorDTypeOfGgml, weightDTypeOfGgml, type GgufFile, type GgufTensorInfo } from '../formats/gguf.js';
 import { readTensorData, type ByteSource } from '../io/source.js';
-import { permuteRotaryRows, tensorToFloat32, type Tensor, type WeightDType } from '../tensor.js';
+import { isDenseDType, permuteRotaryRows, quantizedByteLength, tensorToFloat32, type Tensor, type WeightDType } from '../tensor.js';
 import { ggufTokenizerJson } from '../tokenizer/gguf.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { assembleWeights, checkShape, expectedHfTensors, type ExpectedTensor } from '../weights/model-weights.js';
@@ -174,23 +174,48 @@ export function ggufTokenizer(gguf: GgufFile): LoadedTokenizer {
   return { tokenizer, chatTemplate: source === undefined ? undefined : new ChatTemplate(source, tokenizer.specialTokens, `${gguf.file} tokenizer.chat_template`) };
 }
 
+/**
+ * Read one GGUF tensor. Dense types become a dense {@link Tensor}; GGML block types keep their raw blocks (a view of
+ * an in-memory source, one read of exactly the tensor's bytes from a file: never a float copy).
+ * @throws EngineError `UNSUPPORTED_DTYPE` (a ggml type kvq does not load, or a quantized 1-D tensor such as a norm),
+ *   `TRUNCATED` (the tensor's data runs past the end of the file), `SHAPE_MISMATCH`.
+ */
 async function readGgufTensor(source: ByteSource, info: GgufTensorInfo, expected: ExpectedTensor): Promise<Tensor> {
-  const dtype = weightDTypeOfGgml(info.type);
+  const dtype = tensorDTypeOfGgml(info.type);
   if (!dtype) {
     throw new EngineError(
       'UNSUPPORTED_DTYPE',
-      `${source.name}: tensor ${info.name} has ggml type ${ggmlTypeName(info.type)}; only F32, F16 and BF16 are supported (no quantized GGUF)`,
+      `${source.name}: tensor ${info.name} has ggml type ${ggmlTypeName(info.type)}; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K`,
       { file: source.name, field: info.name },
     );
   }
   const shape = [...info.dims].reverse();
   checkShape(expected, shape, source.name, info.name);
   const count = shape.reduce((x, y) => x * y, 1);
-  return { dtype, shape, data: await readTensorData(source, info.offset, count, dtype) };
+  if (isDenseDType(dtype)) return { dtype, shape, data: await readTensorData(source, info.offset, count, dtype) };
+  if (shape.length !== 2) {
+    throw new EngineError(
+      'UNSUPPORTED_DTYPE',
+      `${source.name}: tensor ${info.name} of shape [${shape.join(', ')}] is ${ggmlTypeName(info.type)}; only 2-D weights may be quantized (norms and biases must be F32/F16/BF16)`,
+      { file: source.name, field: info.name },
+    );
+  }
+  const byteLength = quantizedByteLength(dtype, shape[0]!, shape[1]!);
+  if (info.offset + byteLength > source.size) {
+    throw new EngineError('TRUNCATED', `${source.name}: tensor ${info.name} data ends at byte ${info.offset + byteLength} but the file has ${source.size} bytes`, {
+      file: source.name,
+      field: info.name,
+    });
+  }
+  const view = source.view(info.offset, byteLength);
+  const data = view ?? new Uint8Array(byteLength);
+  if (!view) await source.readInto(info.offset, data);
+  return { dtype, shape, data };
 }
 
 /**
- * Load a GGUF model (F32/F16/BF16 tensors) from a byte source. llama.cpp stores `llama` Q/K rows interleaved for
+ * Load a GGUF model from a byte source: F32/F16/BF16 tensors, and 2-D weights of the GGML block types Q8_0, Q4_0,
+ * Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K kept as their raw blocks (mixed-type files such as Q4_K_M load tensor by tensor). llama.cpp stores `llama` Q/K rows interleaved for
  * its RoPE; they are un-permuted to Hugging Face rotate-half order here (`qwen2` uses NeoX RoPE and is stored
  * unpermuted).
  */
@@ -226,9 +251,10 @@ export async function loadGgufFromSource(source: ByteSource, options: LoadModelO
     let t = await readGgufTensor(source, info, e);
     const heads = e.slot === 'q' || e.slot === 'qBias' ? config.numHeads : e.slot === 'k' || e.slot === 'kBias' ? config.numKvHeads : 0;
     if (interleaved && heads > 0) {
+      // Rows move whole: for block data a "column" of the permutation is one byte of the stored row.
       const rows = t.shape[0]!;
-      const cols = t.shape.length === 2 ? t.shape[1]! : 1;
-      t = { ...t, data: permuteRotaryRows(t.data, rows, cols, heads, 'toRotateHalf', info.name) };
+      const rowLength = t.data.length / rows;
+      t = { ...t, data: permuteRotaryRows(t.data, rows, rowLength, heads, 'toRotateHalf', info.name) };
     }
     tensors.set(e.name, t);
     progress.add(info.byteLength ?? 0, gguf.file, info.name);

@@ -168,5 +168,5 @@ export async function engineErrorOfAsync(promise: Promise<unknown>): Promise<Eng
 /** A tensor in HF order (`[out, in]`) as a GGUF tensor of its own dtype (ggml dims reversed). */
 export function ggufTensorOf(name: string, t: Tensor): GgufTensor {
   const type = t.dtype === 'f32' ? 'F32' : t.dtype === 'f16' ? 'F16' : 'BF16';
-  return { name, dims: [...t.shape].reverse(), type, data: t.data };
+  return { name, dims: [...t.shape].reverse(), type, data: t.data as Float32Array | Uint16Array };
 }
