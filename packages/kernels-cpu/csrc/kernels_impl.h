@@ -233,7 +233,7 @@ static const int64_t kGemmKC = 256;  // k block (w block of NB x KC floats stays
 template <int DT>
 static int linear_t(const LinearParams& p, const Runner& rn) {
   typedef typename Load<DT>::T T;
-  const T* w = static_cast<const T*>(p.w);
+  const T* w = static_cast<const T*>(p.w.data);
   const int64_t rows = p.rows, K = p.in, N = p.out;
   const int threads = rn.threads;
   if (rows <= 4) {
@@ -288,7 +288,7 @@ static int linear_t(const LinearParams& p, const Runner& rn) {
 }
 
 static int linear(const LinearParams& p, const Runner& rn) {
-  switch (p.wdtype) {
+  switch (p.w.dtype) {
     case kBF16: return linear_t<kBF16>(p, rn);
     case kF16: return linear_t<kF16>(p, rn);
     default: return linear_t<kF32>(p, rn);
@@ -430,10 +430,10 @@ static int embedding(const EmbeddingParams& p, const Runner& rn) {
   auto row = [&](int64_t t, int) {
     const int64_t id = p.ids[t];
     float* y = p.y + t * h;
-    switch (p.dtype) {
-      case kBF16: convert_row_exact<kBF16>(static_cast<const uint16_t*>(p.table) + id * h, h, y); break;
-      case kF16: convert_row_exact<kF16>(static_cast<const uint16_t*>(p.table) + id * h, h, y); break;
-      default: memcpy(y, static_cast<const float*>(p.table) + id * h, (size_t)h * sizeof(float)); break;
+    switch (p.table.dtype) {
+      case kBF16: convert_row_exact<kBF16>(static_cast<const uint16_t*>(p.table.data) + id * h, h, y); break;
+      case kF16: convert_row_exact<kF16>(static_cast<const uint16_t*>(p.table.data) + id * h, h, y); break;
+      default: memcpy(y, static_cast<const float*>(p.table.data) + id * h, (size_t)h * sizeof(float)); break;
     }
   };
   if (p.numTokens * h < kParallelMin || rn.threads == 1) {

@@ -226,7 +226,7 @@ class Context : public Napi::ObjectWrap<Context> {
 
   void Linear(const Napi::CallbackInfo& info) {
     LinearParams p = readLinear(info);
-    DeviceBuffer* wd = bufferArg(info, 8, "weight (device)", (size_t)(p.out * p.in) * dtype_bytes(p.wdtype));
+    DeviceBuffer* wd = bufferArg(info, kLinearArgc, "weight (device)", (size_t)weight_data_bytes(p.w));
     p.wDev = wd ? wd->ptr() : nullptr;
     Status st;
     if (!gpu::linear(ctx(info), p, &st)) failStatus(info.Env(), st, "linear");
@@ -244,7 +244,7 @@ class Context : public Napi::ObjectWrap<Context> {
 
   void Embedding(const Napi::CallbackInfo& info) {
     EmbeddingParams p = readEmbedding(info);
-    DeviceBuffer* td = bufferArg(info, 7, "table (device)", (size_t)(p.vocab * p.hidden) * dtype_bytes(p.dtype));
+    DeviceBuffer* td = bufferArg(info, kEmbeddingArgc, "table (device)", (size_t)weight_data_bytes(p.table));
     p.tableDev = td ? td->ptr() : nullptr;
     Status st;
     if (!gpu::embedding(ctx(info), p, &st)) failStatus(info.Env(), st, "embedding");

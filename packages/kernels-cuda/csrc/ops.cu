@@ -177,8 +177,9 @@ __global__ void embedding_kernel(const void* table, const int32_t* ids, float* y
 
 bool embedding(Context* ctx, const EmbeddingArgs& a, Status* st) {
   if (a.numTokens == 0) return true;
+  if (a.table.dtype > kF16) return fail_status(st, kUnsupported, "embedding: quantized tables are not implemented on this backend yet");
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
-  const size_t eb = dtype_bytes(a.dtype);
+  const size_t eb = dtype_bytes(a.table.dtype);
   const size_t rowBytes = (size_t)a.hidden * eb;
   const size_t outBytes = (size_t)(a.numTokens * a.hidden) * 4;
   const void* table;
@@ -194,7 +195,7 @@ bool embedding(Context* ctx, const EmbeddingArgs& a, Status* st) {
     void* stage;
     if (!host_stage(ctx, rowBytes * (size_t)a.numTokens, &stage, st)) return false;
     for (int64_t t = 0; t < a.numTokens; t++) {
-      memcpy(static_cast<char*>(stage) + (size_t)t * rowBytes, static_cast<const char*>(a.table) + (size_t)a.ids[t] * rowBytes,
+      memcpy(static_cast<char*>(stage) + (size_t)t * rowBytes, static_cast<const char*>(a.table.data) + (size_t)a.ids[t] * rowBytes,
              rowBytes);
     }
     void* dt;
@@ -203,7 +204,7 @@ bool embedding(Context* ctx, const EmbeddingArgs& a, Status* st) {
   }
   if (!scratch(ctx, kS2, outBytes, &dy, st)) return false;
   const unsigned grid = grid_1d(a.numTokens * a.hidden, kThreads);
-  with_dtype(a.dtype, [&](auto c) {
+  with_dtype(a.table.dtype, [&](auto c) {
     constexpr int DT = decltype(c)::value;
     if constexpr (DT <= kF16) KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, embedding_kernel<DT>)(table, ids, (float*)dy, a.numTokens, a.hidden);
     return true;
@@ -732,18 +733,19 @@ static bool linear_dev(Context* ctx, const float* x, const void* w, int wdtype, 
 }
 
 bool linear(Context* ctx, const LinearArgs& a, Status* st) {
+  if (a.w.dtype > kF16) return fail_status(st, kUnsupported, "linear: quantized weight dtypes are not implemented on this backend yet");
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
-  const size_t eb = dtype_bytes(a.wdtype);
+  const size_t eb = dtype_bytes(a.w.dtype);
   const size_t xb = (size_t)(a.rows * a.in) * 4, yb = (size_t)(a.rows * a.out) * 4;
   void *dx, *dy, *dw, *db = nullptr;
   if (!put(ctx, kS0, a.x, xb, &dx, st) || !scratch(ctx, kS2, yb, &dy, st)) return false;
   if (a.wDev) {
     dw = const_cast<void*>(a.wDev);
-  } else if (!put(ctx, kS1, a.w, (size_t)(a.out * a.in) * eb, &dw, st)) {
+  } else if (!put(ctx, kS1, a.w.data, (size_t)(a.out * a.in) * eb, &dw, st)) {
     return false;
   }
   if (a.bias && !put(ctx, kS3, a.bias, (size_t)a.out * 4, &db, st)) return false;
-  if (!linear_dev(ctx, (const float*)dx, dw, a.wdtype, (const float*)db, (float*)dy, a.rows, a.in, a.out, true, st)) return false;
+  if (!linear_dev(ctx, (const float*)dx, dw, a.w.dtype, (const float*)db, (float*)dy, a.rows, a.in, a.out, true, st)) return false;
   return get(ctx, a.y, dy, yb, st) && sync(ctx, st);
 }
 

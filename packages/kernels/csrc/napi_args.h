@@ -32,7 +32,7 @@ namespace napi_args {
  * ABI of the shared op signatures (and of each addon's own methods): bumped whenever a reader's argument order or a
  * method signature changes, together with NATIVE_ABI in src/native/ops.ts. The facades refuse a mismatching binary.
  */
-constexpr int kAbi = 2;
+constexpr int kAbi = 3;
 
 /** Throw a JS Error with `code` and (when not empty) `argument`. */
 [[noreturn]] inline void fail(Napi::Env env, const char* code, const std::string& argument, const std::string& message) {
@@ -72,6 +72,10 @@ struct ArrayOf<uint16_t> {
 template <>
 struct ArrayOf<uint8_t> {
   static constexpr napi_typedarray_type kind = napi_uint8_array;
+};
+template <>
+struct ArrayOf<int8_t> {
+  static constexpr napi_typedarray_type kind = napi_int8_array;
 };
 template <>
 struct ArrayOf<int32_t> {
@@ -187,19 +191,79 @@ inline KvCacheRef readCache(const Napi::CallbackInfo& info, size_t i) {
   return c;
 }
 
-/** linear(x, wData, wDtype, rows, in, out, bias|null, y). */
+/**
+ * Positional arguments of a weight: info[i..i+6] = (data, dtype, rows, cols, scale|null, zeroPoint|null, groupSize).
+ * The data array kind follows the dtype (Float32Array for f32; Uint16Array for bf16 / f16; Int8Array for int8;
+ * Uint8Array for the GGML blocks, fp8 codes and packed int4) and its length must be exactly the stored bytes
+ * (elements); `scale` (compressed-tensors dtypes only) has length 1 or rows (fp8_e4m3, int8) or rows * cols /
+ * groupSize (int4), `zeroPoint` (int4 only, optional) rows * cols / groupSize. Every other combination is refused,
+ * so kernels never read out of bounds.
+ */
+constexpr size_t kWeightArgc = 7;
+inline WeightRef readWeight(const Napi::CallbackInfo& info, size_t i, const std::string& name) {
+  const Napi::Env env = info.Env();
+  const std::string dn = name + ".dtype", rn = name + ".rows", cn = name + ".cols", an = name + ".data";
+  const std::string sn = name + ".scale", zn = name + ".zeroPoint", gn = name + ".groupSize";
+  WeightRef w{};
+  w.dtype = (int)intArg(info, i + 1, dn.c_str(), kF32, kWInt4);
+  if (!is_weight_dtype(w.dtype)) fail(env, "INVALID_ARGUMENT", dn, dn + " = " + std::to_string(w.dtype) + " is not a weight dtype code");
+  w.rows = intArg(info, i + 2, rn.c_str(), 1);
+  w.cols = intArg(info, i + 3, cn.c_str(), 1);
+  const int64_t rowBytes = weight_row_bytes(w.dtype, w.cols);
+  if (rowBytes < 0) {
+    fail(env, "SHAPE_MISMATCH", cn,
+         cn + " = " + std::to_string(w.cols) + " must be a multiple of " +
+             std::to_string(w.dtype == kWInt4 ? 2 : weight_block_elems(w.dtype)) + " for dtype code " + std::to_string(w.dtype));
+  }
+  const int64_t rb = mul(info, name.c_str(), {w.rows, rowBytes});
+  const int64_t elems = mul(info, name.c_str(), {w.rows, w.cols});
+  switch (w.dtype) {
+    case kF32: w.data = arrayArg<float>(info, i, an.c_str(), elems, true); break;
+    case kBF16:
+    case kF16: w.data = arrayArg<uint16_t>(info, i, an.c_str(), elems, true); break;
+    case kWInt8: w.data = arrayArg<int8_t>(info, i, an.c_str(), rb, true); break;
+    default: w.data = arrayArg<uint8_t>(info, i, an.c_str(), rb, true); break;
+  }
+  const bool hasScale = w.dtype >= kWFp8E4M3;
+  const bool argScale = i + 4 < info.Length() && !info[i + 4].IsNull() && !info[i + 4].IsUndefined();
+  const bool argZero = i + 5 < info.Length() && !info[i + 5].IsNull() && !info[i + 5].IsUndefined();
+  if (!hasScale) {
+    if (argScale) fail(env, "INVALID_ARGUMENT", sn, sn + " is only used by the compressed-tensors dtypes (fp8_e4m3, int8, int4)");
+    if (argZero) fail(env, "INVALID_ARGUMENT", zn, zn + " is only used by int4");
+    return w;
+  }
+  if (!argScale) fail(env, "INVALID_SCALE", sn, sn + " is required for dtype code " + std::to_string(w.dtype));
+  w.scale = arrayArg<float>(info, i + 4, sn.c_str(), 1, false, &w.scale_len);
+  if (w.dtype == kWInt4) {
+    w.group_size = intArg(info, i + 6, gn.c_str(), 1);
+    if (w.cols % w.group_size != 0) {
+      fail(env, "SHAPE_MISMATCH", gn, gn + " = " + std::to_string(w.group_size) + " does not divide " + cn + " = " + std::to_string(w.cols));
+    }
+    const int64_t groups = mul(info, sn.c_str(), {w.rows, w.cols / w.group_size});
+    if (w.scale_len != groups) {
+      fail(env, "SHAPE_MISMATCH", sn, sn + " has " + std::to_string(w.scale_len) + " elements but rows * cols / groupSize = " + std::to_string(groups));
+    }
+    if (argZero) w.zero_point = arrayArg<int8_t>(info, i + 5, zn.c_str(), groups, true);
+  } else {
+    if (w.scale_len != 1 && w.scale_len != w.rows) {
+      fail(env, "SHAPE_MISMATCH", sn, sn + " has " + std::to_string(w.scale_len) + " elements but must have 1 or rows = " + std::to_string(w.rows));
+    }
+    if (argZero) fail(env, "INVALID_ARGUMENT", zn, zn + " is only used by int4");
+  }
+  return w;
+}
+
+/** linear(x, rows, weight (2..8: see readWeight), bias|null, out); arguments past kLinearArgc are the addon's own. */
+constexpr size_t kLinearArgc = 2 + kWeightArgc + 2;
 inline LinearParams readLinear(const Napi::CallbackInfo& info) {
   LinearParams p{};
-  p.wdtype = (int)intArg(info, 2, "weight.dtype", kF32, kF16);
-  p.rows = intArg(info, 3, "rows", 1);
-  p.in = intArg(info, 4, "weight.cols", 1);
-  p.out = intArg(info, 5, "weight.rows", 1);
+  p.rows = intArg(info, 1, "rows", 1);
+  p.w = readWeight(info, 2, "weight");
+  p.in = p.w.cols;
+  p.out = p.w.rows;
   p.x = arrayArg<float>(info, 0, "x", mul(info, "x", {p.rows, p.in}));
-  const int64_t wn = mul(info, "weight", {p.out, p.in});
-  if (p.wdtype == kF32) p.w = arrayArg<float>(info, 1, "weight.data", wn, true);
-  else p.w = arrayArg<uint16_t>(info, 1, "weight.data", wn, true);
-  p.bias = optionalArrayArg<float>(info, 6, "bias", p.out);
-  p.y = arrayArg<float>(info, 7, "out", mul(info, "out", {p.rows, p.out}));
+  p.bias = optionalArrayArg<float>(info, 2 + kWeightArgc, "bias", p.out);
+  p.y = arrayArg<float>(info, 3 + kWeightArgc, "out", mul(info, "out", {p.rows, p.out}));
   return p;
 }
 
@@ -234,18 +298,16 @@ inline EltwiseParams readAdd(const Napi::CallbackInfo& info) { return readEltwis
 /** siluAndMul(gate, up, out, length). */
 inline EltwiseParams readSiluAndMul(const Napi::CallbackInfo& info) { return readEltwise(info, "gate", "up"); }
 
-/** embedding(tableData, dtype, vocab, hidden, ids, out, numTokens). */
+/** embedding(table (0..6: see readWeight), ids, out, numTokens); arguments past kEmbeddingArgc are the addon's own. */
+constexpr size_t kEmbeddingArgc = kWeightArgc + 3;
 inline EmbeddingParams readEmbedding(const Napi::CallbackInfo& info) {
   EmbeddingParams p{};
-  p.dtype = (int)intArg(info, 1, "table.dtype", kF32, kF16);
-  p.vocab = intArg(info, 2, "table.rows", 1);
-  p.hidden = intArg(info, 3, "table.cols", 1);
-  const int64_t tn = mul(info, "table", {p.vocab, p.hidden});
-  if (p.dtype == kF32) p.table = arrayArg<float>(info, 0, "table.data", tn, true);
-  else p.table = arrayArg<uint16_t>(info, 0, "table.data", tn, true);
-  p.numTokens = intArg(info, 6, "numTokens", 0);
-  p.ids = arrayArg<int32_t>(info, 4, "ids", p.numTokens);
-  p.y = arrayArg<float>(info, 5, "out", mul(info, "out", {p.numTokens, p.hidden}));
+  p.table = readWeight(info, 0, "table");
+  p.vocab = p.table.rows;
+  p.hidden = p.table.cols;
+  p.numTokens = intArg(info, kWeightArgc + 2, "numTokens", 0);
+  p.ids = arrayArg<int32_t>(info, kWeightArgc, "ids", p.numTokens);
+  p.y = arrayArg<float>(info, kWeightArgc + 1, "out", mul(info, "out", {p.numTokens, p.hidden}));
   for (int64_t t = 0; t < p.numTokens; t++) {
     if (p.ids[t] < 0 || p.ids[t] >= p.vocab) {
       const std::string a = "ids[" + std::to_string(t) + "]";

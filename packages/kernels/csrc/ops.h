@@ -21,7 +21,11 @@
 
 namespace kvq {
 
-/** Storage dtype codes shared by weights and KV caches (FP8 formats are kvq::Fp8Format + 3; DTYPE_CODE in TS). */
+/**
+ * Storage dtype codes shared by weights and KV caches (FP8 KV formats are kvq::Fp8Format + 3; DTYPE_CODE in TS).
+ * Codes 16..26 are weight-only: GGML blocks (raw, as stored in GGUF files) and the compressed-tensors types
+ * (block layouts and semantics: docs/spec/quantized-weights.md; the TS side: WeightDtype in src/contract.ts).
+ */
 enum DtypeCode : int {
   kF32 = 0,
   kBF16 = 1,
@@ -30,17 +34,86 @@ enum DtypeCode : int {
   kFp8E5M2 = 4,
   kFp8E4M3FNUZ = 5,
   kFp8E5M2FNUZ = 6,
+  // GGML block types: `data` = rows x (cols / blockElems) blocks, rows contiguous, little-endian.
+  kQ8_0 = 16,  // 32 elems, 34 bytes: f16 d, int8 qs[32]
+  kQ4_0 = 17,  // 32 elems, 18 bytes: f16 d, qs[16] (nibbles, minus 8)
+  kQ4_1 = 18,  // 32 elems, 20 bytes: f16 d, f16 m, qs[16]
+  kQ5_0 = 19,  // 32 elems, 22 bytes: f16 d, qh[4], qs[16] (5-bit, minus 16)
+  kQ5_1 = 20,  // 32 elems, 24 bytes: f16 d, f16 m, qh[4], qs[16]
+  kQ4_K = 21,  // 256 elems, 144 bytes: f16 d, f16 dmin, scales[12], qs[128]
+  kQ5_K = 22,  // 256 elems, 176 bytes: f16 d, f16 dmin, scales[12], qh[32], qs[128]
+  kQ6_K = 23,  // 256 elems, 210 bytes: ql[128], qh[64], int8 scales[16], f16 d
+  // compressed-tensors types (scale / zero_point / group_size in WeightRef).
+  kWFp8E4M3 = 24,  // e4m3fn codes [rows, cols]; scale [1] or [rows]
+  kWInt8 = 25,     // int8 [rows, cols]; scale [1] or [rows]
+  kWInt4 = 26,     // packed nibbles [rows, cols / 2] (element 2j low, unsigned q + 8); scale [rows, cols / group]
 };
 
-/** Bytes of one element of a storage dtype. */
+/** Bytes of one element of a dense or FP8 KV dtype (codes 0..6). */
 inline size_t dtype_bytes(int dt) { return dt == kF32 ? 4 : (dt <= kF16 ? 2 : 1); }
+
+/** Whether `dt` is a GGML block type (kQ8_0..kQ6_K). */
+inline bool is_ggml_dtype(int dt) { return dt >= kQ8_0 && dt <= kQ6_K; }
+
+/** Whether `dt` is a weight dtype: dense (kF32..kF16), GGML or compressed-tensors. */
+inline bool is_weight_dtype(int dt) { return (dt >= kF32 && dt <= kF16) || (dt >= kQ8_0 && dt <= kWInt4); }
+
+/** Elements per block of a GGML dtype (32, or 256 for the K-quants); 1 for every other dtype. */
+inline int64_t weight_block_elems(int dt) { return dt >= kQ4_K && dt <= kQ6_K ? 256 : (is_ggml_dtype(dt) ? 32 : 1); }
+
+/** Bytes per block of a GGML dtype, else bytes per element (int4: see weight_row_bytes). */
+inline int64_t weight_block_bytes(int dt) {
+  switch (dt) {
+    case kQ8_0: return 34;
+    case kQ4_0: return 18;
+    case kQ4_1: return 20;
+    case kQ5_0: return 22;
+    case kQ5_1: return 24;
+    case kQ4_K: return 144;
+    case kQ5_K: return 176;
+    case kQ6_K: return 210;
+    case kF32: return 4;
+    case kBF16:
+    case kF16: return 2;
+    default: return 1;
+  }
+}
+
+/**
+ * Bytes of one stored row of `cols` columns of weight dtype `dt`, or -1 when `cols` does not fit the dtype (not a
+ * multiple of the GGML block size, or odd for int4).
+ */
+inline int64_t weight_row_bytes(int dt, int64_t cols) {
+  if (dt == kWInt4) return cols % 2 == 0 ? cols / 2 : -1;
+  const int64_t be = weight_block_elems(dt);
+  if (cols % be != 0) return -1;
+  return cols / be * weight_block_bytes(dt);
+}
+
+/**
+ * A weight matrix `[rows, cols]` (linear: [out, in]; embedding: [vocab, hidden]) in its stored form: kernels compute
+ * on it directly (never a dequantized copy of the whole matrix).
+ * NOTE: filled by napi_args.h's readWeight, which checks every length below; kernels trust it.
+ */
+struct WeightRef {
+  const void* data;          // dense elements, GGML blocks, fp8 codes, int8 values or packed int4 nibbles
+  int dtype;                 // DtypeCode: kF32/kBF16/kF16, or kQ8_0=16,kQ4_0=17,kQ4_1=18,kQ5_0=19,kQ5_1=20,
+                             //   kQ4_K=21,kQ5_K=22,kQ6_K=23,kWFp8E4M3=24,kWInt8=25,kWInt4=26
+  int64_t rows, cols;        // [out, in]
+  const float* scale;        // compressed-tensors dtypes ([1] / [rows] / [rows, cols/group]); else nullptr
+  int64_t scale_len;
+  const int8_t* zero_point;  // int4 asymmetric [rows, cols/group], or nullptr
+  int64_t group_size;        // int4: columns per group; else 0
+};
+
+/** Bytes of a weight's `data`: rows * weight_row_bytes(dtype, cols). */
+inline int64_t weight_data_bytes(const WeightRef& w) { return w.rows * weight_row_bytes(w.dtype, w.cols); }
 
 /** `linear`: y = x W^T (+ bias). */
 struct LinearParams {
   const float* x;     // [rows, in]
-  const void* w;      // [out, in], f32 / bf16 / f16 bits (host)
-  const void* wDev;   // resident device copy of w, or null (GPU only)
-  int wdtype;         // kF32 / kBF16 / kF16
+  WeightRef w;        // [out, in], any weight dtype (host); w.rows == out, w.cols == in
+  const void* wDev;   // resident device copy of w.data, or null (GPU only)
   const float* bias;  // [out] or null
   float* y;           // [rows, out]
   int64_t rows, in, out;
@@ -63,11 +136,10 @@ struct EltwiseParams {
   int64_t n;
 };
 
-/** `embedding`: y[t, :] = table[ids[t], :]. */
+/** `embedding`: y[t, :] = table[ids[t], :], dequantized to float32. */
 struct EmbeddingParams {
-  const void* table;     // [vocab, hidden] (host)
-  const void* tableDev;  // resident device copy, or null (GPU only)
-  int dtype;
+  WeightRef table;       // [vocab, hidden], any weight dtype (host); table.rows == vocab, table.cols == hidden
+  const void* tableDev;  // resident device copy of table.data, or null (GPU only)
   const int32_t* ids;    // [numTokens], validated in [0, vocab)
   float* y;              // [numTokens, hidden]
   int64_t numTokens, hidden, vocab;

@@ -14,11 +14,15 @@ export {
   NATIVE_ABI,
   NativeKernelBackend,
   scaleRuns,
+  weightArgs,
+  type EmbeddingNativeArgs,
   type EncodeFp8BitsOptions,
   type LinearNativeArgs,
   type NativeKernelOps,
   type NativePool,
+  type NativeWeightData,
   type PagedAttentionNativeArgs,
+  type WeightNativeArgs,
 } from './ops.js';
 export { firstLine, notLoadedReason, tryLoadNative, type NativeCandidate, type NativeLoad, type NativeTried, type TryLoadNativeOptions } from './load.js';
 export type { KernelBackend };

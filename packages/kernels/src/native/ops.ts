@@ -28,6 +28,8 @@ import type {
   RopeArgs,
   SiluAndMulArgs,
   SoftmaxArgs,
+  WeightDtype,
+  WeightMatrix,
 } from '../contract.js';
 import { KernelError, toKernelError } from '../errors.js';
 import {
@@ -48,9 +50,12 @@ import {
 } from '../validate.js';
 
 /** ABI of the shared op signatures (csrc/napi_args.h `kAbi`); a binary reporting another one is stale and is not loaded. */
-export const NATIVE_ABI = 2;
+export const NATIVE_ABI = 3;
 
-/** Numeric codes of storage dtypes (csrc/ops.h `DtypeCode`). */
+/**
+ * Numeric codes of storage dtypes (csrc/ops.h `DtypeCode`): the weight dtypes (`f32`..`f16`, the GGML block types
+ * 16..23 and the compressed-tensors types 24..26) and the KV-cache dtypes (`f32`..`f16` and the FP8 formats 3..6).
+ */
 export const DTYPE_CODE = {
   f32: 0,
   bf16: 1,
@@ -59,7 +64,18 @@ export const DTYPE_CODE = {
   e5m2: 4,
   e4m3fnuz: 5,
   e5m2fnuz: 6,
-} as const;
+  q8_0: 16,
+  q4_0: 17,
+  q4_1: 18,
+  q5_0: 19,
+  q5_1: 20,
+  q4_k: 21,
+  q5_k: 22,
+  q6_k: 23,
+  fp8_e4m3: 24,
+  int8: 25,
+  int4: 26,
+} as const satisfies Record<WeightDtype | KvLayerCache['dtype'], number>;
 
 /** Numeric codes of FP8 formats (csrc/fp8.h `Fp8Format`). */
 export const FORMAT_CODE = { e4m3fn: 0, e5m2: 1, e4m3fnuz: 2, e5m2fnuz: 3 } as const;
@@ -68,11 +84,42 @@ type F32 = Float32Array;
 type I32 = Int32Array;
 type U8 = Uint8Array;
 type U16 = Uint16Array;
+type I8 = Int8Array;
 /** Pool array of any KV dtype. */
 export type NativePool = Float32Array | Uint16Array | Uint8Array;
 
+/** The data array of a weight of any dtype (Float32Array, Uint16Array, Uint8Array or Int8Array; see `WeightMatrix`). */
+export type NativeWeightData = WeightMatrix['data'];
+
+/**
+ * Positional arguments of a weight matrix (csrc/napi_args.h `readWeight`): `scale` only for the compressed-tensors
+ * dtypes, `zeroPoint` only for asymmetric int4 (else null), `groupSize` int4's columns per group (else 0).
+ */
+export type WeightNativeArgs = [
+  data: NativeWeightData,
+  dtype: number,
+  rows: number,
+  cols: number,
+  scale: F32 | null,
+  zeroPoint: I8 | null,
+  groupSize: number,
+];
+
 /** Positional arguments of `linear` (csrc/napi_args.h `readLinear`); `bias` null when absent. */
-export type LinearNativeArgs = [x: F32, w: F32 | U16, wDtype: number, rows: number, inF: number, outF: number, bias: F32 | null, out: F32];
+export type LinearNativeArgs = [x: F32, rows: number, ...weight: WeightNativeArgs, bias: F32 | null, out: F32];
+
+/** Positional arguments of `embedding` (csrc/napi_args.h `readEmbedding`). */
+export type EmbeddingNativeArgs = [...table: WeightNativeArgs, ids: I32, out: F32, numTokens: number];
+
+/**
+ * The positional arguments of a (validated) weight matrix: its data, dtype code, shape, and for the compressed-tensors
+ * dtypes its scale, zero point and group size.
+ */
+export function weightArgs(w: WeightMatrix): WeightNativeArgs {
+  const ct = w.dtype === 'fp8_e4m3' || w.dtype === 'int8' || w.dtype === 'int4';
+  const int4 = w.dtype === 'int4';
+  return [w.data, DTYPE_CODE[w.dtype], w.rows, w.cols, ct ? (w.scale ?? null) : null, int4 ? (w.zeroPoint ?? null) : null, int4 ? (w.groupSize ?? 0) : 0];
+}
 
 /**
  * Positional arguments of `pagedAttention` (csrc/napi_args.h `readAttention`). `fp8Query`: 0 off, 1 satfinite,
@@ -115,7 +162,7 @@ export interface NativeKernelOps<D = never> {
   rmsNorm(x: F32, weight: F32, out: F32, rows: number, hidden: number, eps: number): void;
   add(a: F32, b: F32, out: F32, length: number): void;
   siluAndMul(gate: F32, up: F32, out: F32, length: number): void;
-  embedding(table: F32 | U16, dtype: number, vocab: number, hidden: number, ids: I32, out: F32, numTokens: number, tableDev?: D | null): void;
+  embedding(...args: [...EmbeddingNativeArgs, tableDev?: D | null]): void;
   rope(
     query: F32,
     key: F32,
@@ -226,7 +273,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
   }
 
   /** The resident device copy of a weight matrix's / embedding table's data, or null to upload it per call. */
-  protected weightDevice(_data: Float32Array | Uint16Array): D | null {
+  protected weightDevice(_data: NativeWeightData): D | null {
     return null;
   }
 
@@ -246,8 +293,8 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
 
   /** `linear`'s validated positional arguments (without resident buffers). */
   protected linearArgs(args: LinearArgs): LinearNativeArgs {
-    const { rows, inFeatures, outFeatures } = validateLinear(args);
-    return [args.x, args.weight.data, DTYPE_CODE[args.weight.dtype], rows, inFeatures, outFeatures, args.bias ?? null, args.out];
+    const { rows } = validateLinear(args);
+    return [args.x, rows, ...weightArgs(args.weight), args.bias ?? null, args.out];
   }
 
   /** `pagedAttention`'s validated positional arguments (without resident buffers). */
@@ -301,9 +348,9 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
   }
 
   embedding(args: EmbeddingArgs): void {
-    const { numTokens, hidden, vocab } = validateEmbedding(args);
+    const { numTokens } = validateEmbedding(args);
     const t = args.table;
-    this.call('embedding', () => this.ctx.embedding(t.data, DTYPE_CODE[t.dtype], vocab, hidden, args.ids, args.out, numTokens, this.weightDevice(t.data)));
+    this.call('embedding', () => this.ctx.embedding(...weightArgs(t), args.ids, args.out, numTokens, this.weightDevice(t.data)));
   }
 
   rope(args: RopeArgs): void {
