@@ -1,10 +1,31 @@
-import { EngineError, describeValue } from '../errors.js';
+import { KernelError, ropeInvFreq, ropeScalingFromHf, type RopeScaling as KernelRopeScaling } from '@kvq/kernels';
 
-/** Hugging Face architectures this engine runs. */
-export type Architecture = 'LlamaForCausalLM' | 'MistralForCausalLM' | 'Qwen2ForCausalLM';
+import { EngineError, describeValue } from '../errors.js';
+import { parseFamilyFields, parseSlidingWindows, type FamilyFields } from './families.js';
+
+/** Hugging Face architectures this engine runs (`Gemma3ForConditionalGeneration` loads as its text part). */
+export type Architecture =
+  | 'LlamaForCausalLM'
+  | 'MistralForCausalLM'
+  | 'Qwen2ForCausalLM'
+  | 'Qwen3ForCausalLM'
+  | 'Gemma2ForCausalLM'
+  | 'Gemma3ForCausalLM'
+  | 'Phi3ForCausalLM';
 
 /** The supported architectures, in the order error messages list them. */
-export const SUPPORTED_ARCHITECTURES: readonly Architecture[] = ['LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM'];
+export const SUPPORTED_ARCHITECTURES: readonly Architecture[] = [
+  'LlamaForCausalLM',
+  'MistralForCausalLM',
+  'Qwen2ForCausalLM',
+  'Qwen3ForCausalLM',
+  'Gemma2ForCausalLM',
+  'Gemma3ForCausalLM',
+  'Phi3ForCausalLM',
+];
+
+/** Multimodal wrappers whose `text_config` is loaded (vision tensors are left unused, with the loader's warning). */
+const TEXT_WRAPPERS: Readonly<Record<string, Architecture>> = { Gemma3ForConditionalGeneration: 'Gemma3ForCausalLM' };
 
 /**
  * RoPE frequency scaling.
@@ -23,17 +44,22 @@ export type RopeScaling =
       readonly originalMaxPositionEmbeddings: number;
     }
   | { readonly type: 'linear'; readonly factor: number }
-  | { readonly type: 'freq_factors'; readonly factors: Float32Array };
+  | { readonly type: 'freq_factors'; readonly factors: Float32Array }
+  /** `yarn`, `dynamic` (NTK) and `longrope` (`su`): the kernels' scaling object as is (`@kvq/kernels` `RopeScaling`). */
+  | Extract<KernelRopeScaling, { type: 'yarn' | 'dynamic' | 'longrope' }>;
+
+/** Attention span of a layer (transformers' `layer_types`). */
+export type LayerType = 'full_attention' | 'sliding_attention';
 
 /**
  * Normalized model hyper-parameters, identical whatever file format the model came from.
  * NOTE: `ropeLayout` is always `'rotate_half'`: loaders un-permute interleaved Q/K rows (llama2.c, GGUF `llama`)
  * into Hugging Face order, so RoPE rotates dimension pairs `(j, j + headDim/2)` of each head.
  */
-export interface ModelConfig {
+export interface ModelConfig extends FamilyFields {
   readonly architecture: Architecture;
-  /** HF `model_type`. */
-  readonly modelType: 'llama' | 'mistral' | 'qwen2';
+  /** HF `model_type` (`gemma3_text` for Gemma 3, also when read from a multimodal config's `text_config`). */
+  readonly modelType: 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'gemma3_text' | 'phi3';
   readonly hiddenSize: number;
   readonly numLayers: number;
   /** Query heads. */
@@ -59,9 +85,13 @@ export interface ModelConfig {
   readonly attentionBias: boolean;
   /** The output projection has a bias (Llama with `attention_bias`; not Qwen2). */
   readonly attentionOutputBias: boolean;
-  /** Sliding-window attention span in tokens (Mistral v0.1), or null for full attention. */
+  /**
+   * Sliding-window attention span in tokens (a token attends to itself and the `slidingWindow - 1` before it), or
+   * null for full attention. Applies to every layer unless `layerTypes` says which layers slide.
+   */
   readonly slidingWindow: number | null;
-  readonly hiddenAct: 'silu';
+  /** MLP activation: SwiGLU (`silu`) or GeGLU with the tanh approximation (`gelu_pytorch_tanh`, Gemma). */
+  readonly hiddenAct: 'silu' | 'gelu_pytorch_tanh';
   readonly bosTokenId: number | undefined;
   /** Generation stops on any of these (from generation_config.json when present, else config.json). */
   readonly eosTokenIds: readonly number[];
@@ -71,7 +101,8 @@ export interface ModelConfig {
 
 type Json = Record<string, unknown>;
 
-class ConfigReader {
+/** @internal Typed reads of a config.json object (shared with the family parsers). */
+export class ConfigReader {
   constructor(
     readonly json: Json,
     readonly file: string,
@@ -116,6 +147,10 @@ const MODEL_TYPES: Record<Architecture, ModelConfig['modelType']> = {
   LlamaForCausalLM: 'llama',
   MistralForCausalLM: 'mistral',
   Qwen2ForCausalLM: 'qwen2',
+  Qwen3ForCausalLM: 'qwen3',
+  Gemma2ForCausalLM: 'gemma2',
+  Gemma3ForCausalLM: 'gemma3_text',
+  Phi3ForCausalLM: 'phi3',
 };
 
 /** HF defaults that differ by architecture (transformers' LlamaConfig / MistralConfig / Qwen2Config). */
@@ -123,9 +158,21 @@ const DEFAULTS: Record<Architecture, { maxPositionEmbeddings: number; rmsNormEps
   LlamaForCausalLM: { maxPositionEmbeddings: 2048, rmsNormEps: 1e-6 },
   MistralForCausalLM: { maxPositionEmbeddings: 4096 * 32, rmsNormEps: 1e-6 },
   Qwen2ForCausalLM: { maxPositionEmbeddings: 32768, rmsNormEps: 1e-6 },
+  Qwen3ForCausalLM: { maxPositionEmbeddings: 32768, rmsNormEps: 1e-6 },
+  Gemma2ForCausalLM: { maxPositionEmbeddings: 8192, rmsNormEps: 1e-6 },
+  Gemma3ForCausalLM: { maxPositionEmbeddings: 131072, rmsNormEps: 1e-6 },
+  Phi3ForCausalLM: { maxPositionEmbeddings: 4096, rmsNormEps: 1e-5 },
 };
 
-function parseRopeScaling(value: unknown, reader: ConfigReader, field: string): RopeScaling | null {
+/** Model-level fields the newer RoPE types read. */
+interface RopeContext {
+  readonly maxPositionEmbeddings: number;
+  readonly originalMaxPositionEmbeddings: number | undefined;
+  readonly headDim: number;
+}
+
+/** @internal exported for the family parsers. */
+export function parseRopeScaling(value: unknown, reader: ConfigReader, field: string, ctx?: RopeContext): RopeScaling | null {
   if (value === undefined || value === null) return null;
   if (typeof value !== 'object' || Array.isArray(value)) {
     throw new EngineError('INVALID_CONFIG', `${reader.file}: ${field} should be an object or null, got ${describeValue(value)}`, {
@@ -160,7 +207,24 @@ function parseRopeScaling(value: unknown, reader: ConfigReader, field: string): 
     return scaling;
   }
   if (type === 'linear') return { type: 'linear', factor: reader.positiveNumber('factor', 1, obj, `${field}.`) };
-  throw new EngineError('UNSUPPORTED_ARCHITECTURE', `${reader.file}: ${field} type ${describeValue(type)} is not supported (llama3, linear, default)`, {
+  if (ctx && (type === 'yarn' || type === 'dynamic' || type === 'longrope' || type === 'su')) {
+    try {
+      const s = ropeScalingFromHf(obj, {
+        maxPositionEmbeddings: ctx.maxPositionEmbeddings,
+        originalMaxPositionEmbeddings: ctx.originalMaxPositionEmbeddings,
+        rotaryDim: ctx.headDim,
+      });
+      if (s?.type === 'yarn' || s?.type === 'dynamic' || s?.type === 'longrope') {
+        ropeInvFreq({ rotaryDim: ctx.headDim, theta: 10000, scaling: s }); // validates every field now, not at the first forward
+        return s;
+      }
+    } catch (cause) {
+      if (!(cause instanceof KernelError)) throw cause;
+      const sub = (cause.argument ?? '').replace(/^rope_scaling\.?/, '').replace(/^scaling\.?/, '');
+      throw new EngineError('INVALID_CONFIG', `${reader.file}: ${field}: ${cause.message}`, { file: reader.file, field: sub ? `${field}.${sub}` : field, cause });
+    }
+  }
+  throw new EngineError('UNSUPPORTED_ARCHITECTURE', `${reader.file}: ${field} type ${describeValue(type)} is not supported (llama3, linear, yarn, dynamic, longrope, su, default)`, {
     file: reader.file,
     field: `${field}.rope_type`,
   });
@@ -176,20 +240,36 @@ export function parseHfConfig(json: unknown, file = 'config.json', generationEos
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new EngineError('INVALID_CONFIG', `${file}: must be a JSON object`, { file });
   }
-  const r = new ConfigReader(json as Json, file);
-  const j = r.json;
-  const archs = j.architectures;
-  const arch = Array.isArray(archs) ? archs.find((a): a is Architecture => SUPPORTED_ARCHITECTURES.includes(a as Architecture)) : undefined;
+  const outer = json as Json;
+  const archs = outer.architectures;
+  let arch = Array.isArray(archs) ? archs.find((a): a is Architecture => SUPPORTED_ARCHITECTURES.includes(a as Architecture)) : undefined;
+  let j = outer;
+  let tensorPrefix: string | undefined;
+  const wrapper = !arch && Array.isArray(archs) ? archs.find((a) => typeof a === 'string' && a in TEXT_WRAPPERS) : undefined;
+  if (wrapper !== undefined) {
+    const text = outer.text_config;
+    if (typeof text !== 'object' || text === null || Array.isArray(text)) {
+      throw new EngineError('INVALID_CONFIG', `${file}: ${wrapper} needs a text_config object, got ${describeValue(text)}`, { file, field: 'text_config' });
+    }
+    arch = TEXT_WRAPPERS[wrapper as string]!;
+    // The text part inherits the wrapper's token ids and dtype when it does not set them.
+    j = { torch_dtype: outer.torch_dtype, eos_token_id: outer.eos_token_id, bos_token_id: outer.bos_token_id, ...(text as Json) };
+    tensorPrefix = 'language_model.';
+  }
+  const r = new ConfigReader(j, wrapper !== undefined ? `${file} text_config` : file);
   if (!arch) {
     throw new EngineError(
       'UNSUPPORTED_ARCHITECTURE',
-      `${file}: architectures ${describeValue(archs)} is not supported (supported: ${SUPPORTED_ARCHITECTURES.join(', ')})`,
+      `${file}: architectures ${describeValue(archs)} is not supported (supported: ${[...SUPPORTED_ARCHITECTURES, ...Object.keys(TEXT_WRAPPERS)].join(', ')})`,
       { file, field: 'architectures' },
     );
   }
-  const act = j.hidden_act ?? 'silu';
-  if (act !== 'silu') {
-    throw new EngineError('UNSUPPORTED_ARCHITECTURE', `${file}: hidden_act ${describeValue(act)} is not supported (silu)`, { file, field: 'hidden_act' });
+  const gemma = arch === 'Gemma2ForCausalLM' || arch === 'Gemma3ForCausalLM';
+  const actField = gemma && j.hidden_activation !== undefined && j.hidden_activation !== null ? 'hidden_activation' : 'hidden_act';
+  const act = j[actField] ?? (gemma ? 'gelu_pytorch_tanh' : 'silu');
+  const wantAct = gemma ? 'gelu_pytorch_tanh' : 'silu';
+  if (act !== wantAct) {
+    throw new EngineError('UNSUPPORTED_ARCHITECTURE', `${file}: ${actField} ${describeValue(act)} is not supported for ${arch} (${wantAct})`, { file, field: actField });
   }
   if (j.mlp_bias === true) {
     throw new EngineError('UNSUPPORTED_ARCHITECTURE', `${file}: mlp_bias true is not supported`, { file, field: 'mlp_bias' });
@@ -203,42 +283,47 @@ export function parseHfConfig(json: unknown, file = 'config.json', generationEos
       field: 'num_key_value_heads',
     });
   }
-  const defaultHeadDim = hiddenSize / numHeads;
+  const defaultHeadDim = arch === 'Qwen3ForCausalLM' ? 128 : gemma ? 256 : hiddenSize / numHeads;
   const headDim = r.positiveInt('head_dim', Number.isInteger(defaultHeadDim) ? defaultHeadDim : undefined);
   if (headDim % 2 !== 0) {
     throw new EngineError('INVALID_CONFIG', `${file}: head_dim ${headDim} must be even for RoPE`, { file, field: 'head_dim' });
   }
-  const ropeParameters = typeof j.rope_parameters === 'object' && j.rope_parameters !== null ? (j.rope_parameters as Json) : undefined;
-  const ropeTheta = r.positiveNumber('rope_theta', ropeParameters ? r.positiveNumber('rope_theta', 10000, ropeParameters, 'rope_parameters.') : 10000);
-  if (typeof j.partial_rotary_factor === 'number' && j.partial_rotary_factor !== 1) {
-    throw new EngineError('UNSUPPORTED_ARCHITECTURE', `${file}: partial_rotary_factor ${j.partial_rotary_factor} is not supported`, {
+  const numLayers = r.positiveInt('num_hidden_layers');
+  const maxPositionEmbeddings = r.positiveInt('max_position_embeddings', DEFAULTS[arch].maxPositionEmbeddings);
+  const rawParams = typeof j.rope_parameters === 'object' && j.rope_parameters !== null ? (j.rope_parameters as Json) : undefined;
+  // Newer Gemma 3 configs key rope_parameters by layer type; the global RoPE is full_attention's.
+  const nested = rawParams && typeof rawParams.full_attention === 'object' && rawParams.full_attention !== null;
+  const ropeParameters = nested ? (rawParams.full_attention as Json) : rawParams;
+  const ropeField = nested ? 'rope_parameters.full_attention' : 'rope_parameters';
+  const ropeTheta = r.positiveNumber('rope_theta', ropeParameters ? r.positiveNumber('rope_theta', gemma && arch === 'Gemma3ForCausalLM' ? 1e6 : 10000, ropeParameters, `${ropeField}.`) : arch === 'Gemma3ForCausalLM' ? 1e6 : 10000);
+  const partial = j.partial_rotary_factor ?? ropeParameters?.partial_rotary_factor;
+  if (partial !== undefined && partial !== null && partial !== 1) {
+    throw new EngineError('UNSUPPORTED_ARCHITECTURE', `${file}: partial_rotary_factor ${describeValue(partial)} is not supported (1)`, {
       file,
       field: 'partial_rotary_factor',
     });
   }
+  const origMax = j.original_max_position_embeddings;
+  const ropeCtx: RopeContext = {
+    maxPositionEmbeddings,
+    originalMaxPositionEmbeddings: typeof origMax === 'number' && Number.isSafeInteger(origMax) && origMax > 0 ? origMax : undefined,
+    headDim,
+  };
+  const parseRope = (value: unknown, field: string): RopeScaling | null => parseRopeScaling(value, r, field, ropeCtx);
   const ropeScaling =
-    j.rope_scaling !== undefined && j.rope_scaling !== null
-      ? parseRopeScaling(j.rope_scaling, r, 'rope_scaling')
-      : parseRopeScaling(ropeParameters, r, 'rope_parameters');
-  let slidingWindow: number | null = null;
-  if (arch === 'MistralForCausalLM' && j.sliding_window !== undefined && j.sliding_window !== null) {
-    slidingWindow = r.positiveInt('sliding_window');
-  }
-  if (arch === 'Qwen2ForCausalLM' && j.use_sliding_window === true) {
-    throw new EngineError('UNSUPPORTED_ARCHITECTURE', `${file}: use_sliding_window true (Qwen2 per-layer sliding windows) is not supported`, {
-      file,
-      field: 'use_sliding_window',
-    });
-  }
-  const attentionBias = arch === 'Qwen2ForCausalLM' ? true : r.bool('attention_bias', false);
+    j.rope_scaling !== undefined && j.rope_scaling !== null ? parseRope(j.rope_scaling, 'rope_scaling') : parseRope(ropeParameters, ropeField);
+  const { slidingWindow, layerTypes } = parseSlidingWindows(r, arch, numLayers);
+  const qwen = arch === 'Qwen2ForCausalLM';
+  const attentionBias = qwen ? true : r.bool('attention_bias', false);
   const dtype = j.torch_dtype ?? j.dtype;
   const torchDtype = dtype === 'float32' || dtype === 'float16' || dtype === 'bfloat16' ? dtype : undefined;
+  const family = parseFamilyFields(r, { arch, numLayers, hiddenSize, headDim, torchDtype, parseRope });
   const eos = generationEos && generationEos.length > 0 ? [...generationEos] : (r.tokenIds('eos_token_id') ?? []);
   return {
     architecture: arch,
     modelType: MODEL_TYPES[arch],
     hiddenSize,
-    numLayers: r.positiveInt('num_hidden_layers'),
+    numLayers,
     numHeads,
     numKvHeads,
     headDim,
@@ -248,24 +333,36 @@ export function parseHfConfig(json: unknown, file = 'config.json', generationEos
     ropeTheta,
     ropeScaling,
     ropeLayout: 'rotate_half',
-    maxPositionEmbeddings: r.positiveInt('max_position_embeddings', DEFAULTS[arch].maxPositionEmbeddings),
-    tieWordEmbeddings: r.bool('tie_word_embeddings', false),
+    maxPositionEmbeddings,
+    tieWordEmbeddings: r.bool('tie_word_embeddings', gemma),
     attentionBias,
-    attentionOutputBias: arch === 'Qwen2ForCausalLM' ? false : attentionBias,
+    attentionOutputBias: qwen ? false : attentionBias,
     slidingWindow,
-    hiddenAct: 'silu',
+    hiddenAct: wantAct,
     bosTokenId: r.tokenIds('bos_token_id')?.[0],
     eosTokenIds: eos,
     torchDtype,
+    ...family,
+    ...(layerTypes ? { layerTypes } : {}),
+    ...(tensorPrefix ? { tensorPrefix } : {}),
   };
 }
 
 /**
  * Write a {@link ModelConfig} as a Hugging Face `config.json` object that {@link parseHfConfig} reads back to an
  * equal config.
- * @throws EngineError `INVALID_ARGUMENT` for `freq_factors` RoPE scaling, which config.json cannot express.
+ * @throws EngineError `INVALID_ARGUMENT` for `freq_factors` RoPE scaling, which config.json cannot express, and for the
+ *   families other than Llama / Mistral / Qwen2 and the yarn / dynamic / longrope scalings (not written yet).
  */
 export function toHfConfigJson(config: ModelConfig): Record<string, unknown> {
+  if (config.modelType !== 'llama' && config.modelType !== 'mistral' && config.modelType !== 'qwen2') {
+    throw new EngineError('INVALID_ARGUMENT', `writing config.json for ${config.architecture} is not supported (Llama, Mistral, Qwen2 only)`, {
+      field: 'architecture',
+    });
+  }
+  if (config.layerTypes) {
+    throw new EngineError('INVALID_ARGUMENT', 'per-layer sliding windows have no config.json form kvq writes', { field: 'layerTypes' });
+  }
   let ropeScaling: Record<string, unknown> | null = null;
   const s = config.ropeScaling;
   if (s?.type === 'llama3') {
@@ -282,6 +379,8 @@ export function toHfConfigJson(config: ModelConfig): Record<string, unknown> {
     throw new EngineError('INVALID_ARGUMENT', 'RoPE frequency factors (GGUF rope_freqs) have no config.json equivalent', {
       field: 'ropeScaling',
     });
+  } else if (s) {
+    throw new EngineError('INVALID_ARGUMENT', `writing ${s.type} RoPE scaling to config.json is not supported`, { field: 'ropeScaling' });
   }
   const json: Record<string, unknown> = {
     architectures: [config.architecture],
@@ -325,6 +424,10 @@ export function ropeInverseFrequencies(config: Pick<ModelConfig, 'headDim' | 'ro
   const s = config.ropeScaling;
   if (!s) return inv;
   if (s.type === 'linear') return inv.map((f) => f / s.factor);
+  if (s.type === 'yarn' || s.type === 'dynamic' || s.type === 'longrope') {
+    // The kernels' float32 frequencies (longrope: the short-context set; dynamic: unscaled up to maxPositions).
+    return Float64Array.from(ropeInvFreq({ rotaryDim: config.headDim, theta: config.ropeTheta, scaling: s }));
+  }
   if (s.type === 'freq_factors') {
     if (s.factors.length !== half) {
       throw new EngineError('SHAPE_MISMATCH', `rope frequency factors have ${s.factors.length} entries, expected headDim/2 = ${half}`, {

@@ -21,7 +21,7 @@ import {
   type CheckpointKvScales,
   type RawLayerKvScales,
 } from '../weights/kv-scales.js';
-import { assembleWeights, checkShape, expectedHfTensors } from '../weights/model-weights.js';
+import { assembleWeights, checkShape, expectedHfTensors, lastLayerProbeName } from '../weights/model-weights.js';
 import { ProgressTracker, readJsonFile, type LoadedModel, type LoadedTokenizer, type LoadModelOptions } from './types.js';
 
 /** One opened safetensors file. */
@@ -113,7 +113,7 @@ export async function readHfWeights(
   }
   const warnings: string[] = [];
   // Cheap check before listing 9+ tensors per layer: a corrupt num_hidden_layers must not allocate millions of entries.
-  const lastLayer = `model.layers.${config.numLayers - 1}.self_attn.q_proj.weight`;
+  const lastLayer = lastLayerProbeName(config);
   if (!where.has(lastLayer)) {
     throw new EngineError('MISSING_TENSOR', `tensor ${lastLayer} is missing from ${shards.map((s) => s.source.name).join(', ')} (num_hidden_layers ${config.numLayers})`, {
       file: shards[0]?.source.name,
