@@ -15,6 +15,7 @@ import { isHubId, type HubSettings } from '../hub/settings.js';
 import { loadModel } from '../load/load-model.js';
 import type { LoadedModel, LoadProgress } from '../load/types.js';
 import { asWeightMatrix, tensorToFloat32 } from '../tensor.js';
+import { resolveKvScales, type KvCacheFormat, type KvScales } from '../weights/kv-scales.js';
 import { LLMEngine, type RequestOutput } from '../runtime/engine.js';
 import { LlamaForward, type LlamaDims, type LlamaWeights } from '../runtime/forward.js';
 import { calculateKvScalesObserver } from '../runtime/kv-scales.js';
@@ -39,9 +40,15 @@ export interface LLMOptions {
   /**
    * `auto` (model dtype), `fp8` (= `fp8_e4m3`), `fp8_e4m3`, `fp8_e5m2` (FNUZ formats when the backend reports
    * `info.fp8Fnuz`, AMD MI300-class, as vLLM does), or a storage dtype (`e4m3fnuz`, `e5m2fnuz`, `bf16`, ...). Default `auto`.
+   * `auto` on a compressed-tensors checkpoint with a `kv_cache_scheme` gives the FP8 cache the checkpoint was
+   * calibrated for (`fp8`, its scales, no `calculateKvScales`), as vLLM does; an explicit dtype always wins.
    */
   readonly kvCacheDtype?: KvCacheDtype;
-  /** vLLM `calculate_kv_scales`: scales from the first forward pass (amax/200, amax/200, amax/100). Default false. */
+  /**
+   * vLLM `calculate_kv_scales`: scales from the first forward pass (amax/200, amax/200, amax/100). Default false.
+   * Ignored, with a process warning (code `KVQ_CHECKPOINT_KV_SCALES`), when the checkpoint has KV scales: checkpoint
+   * scales win (vLLM).
+   */
   readonly calculateKvScales?: boolean;
   /** FP8-query attention (Flash Attention 3 semantics), FP8 caches only. Default false. */
   readonly fp8Query?: boolean;
@@ -187,6 +194,17 @@ export class LLM {
   static async create(options: LLMOptions): Promise<LLM> {
     // The backend first: on FNUZ hardware (AMD MI300-class, `info.fp8Fnuz`) `fp8` means e4m3fnuz, as in vLLM, and
     // checkpoint scales must be loaded for that format (x2).
+    if (options === null || typeof options !== 'object') {
+      throw new EngineError('INVALID_ARGUMENT', `LLM.create needs an options object ({ model: ... }), got ${String(options)}`, { field: 'options' });
+    }
+    const m: unknown = options.model;
+    if (!(typeof m === 'string' && m.length > 0) && !(m !== null && typeof m === 'object' && 'weights' in m && 'config' in m)) {
+      throw new EngineError(
+        'INVALID_ARGUMENT',
+        `LLM.create: model must be a model folder or file path, a Hub id 'org/name[@revision]' or a LoadedModel, got ${m === '' ? "''" : String(m)}`,
+        { field: 'model' },
+      );
+    }
     const { backend } = await selectBackend({ backend: options.backend, ...(options.onWarning ? { onWarning: options.onWarning } : {}) });
     const fnuz = backend.info.fp8Fnuz === true;
     const resolveDtype = (modelDtype: 'f32' | 'f16' | 'bf16'): KvStorageDtype => {
@@ -206,7 +224,19 @@ export class LLM {
       : options.model;
     const c = model.config;
     const modelDtype = c.torchDtype === 'float32' ? 'f32' : c.torchDtype === 'float16' ? 'f16' : 'bf16';
-    const kvDtype = resolveDtype(modelDtype);
+    const ckpt = model.checkpointKvScales;
+    // vLLM (config/cache.py, late 2026): a compressed-tensors kv_cache_scheme turns `auto` into fp8 and turns
+    // calculate_kv_scales off; an explicit choice wins.
+    const schemeFp8 = (options.kvCacheDtype ?? 'auto') === 'auto' && ckpt?.method === 'compressed-tensors' && ckpt.scheme !== undefined;
+    const kvDtype = schemeFp8 ? resolveKvCacheDtype('fp8', modelDtype, { fnuz }) : resolveDtype(modelDtype);
+    let kvScales: KvScales | undefined = model.kvScales;
+    if (schemeFp8 && ckpt) kvScales = resolveKvScales(ckpt, { numHeads: c.numHeads, numKvHeads: c.numKvHeads, format: kvDtype as KvCacheFormat });
+    let calculateKvScales = options.calculateKvScales ?? false;
+    if (calculateKvScales && isFp8Dtype(kvDtype) && kvScales && kvScales.layersFromCheckpoint > 0) {
+      process.emitWarning(`kvq: calculateKvScales ignored: the checkpoint has KV-cache scales (${kvScales.layersFromCheckpoint} layers from ${ckpt?.origin ?? 'the checkpoint'}), and checkpoint scales win as in vLLM`, { code: 'KVQ_CHECKPOINT_KV_SCALES' });
+      calculateKvScales = false;
+    }
+    if (schemeFp8) calculateKvScales = false;
     if (options.fp8Query && !isFp8Dtype(kvDtype)) {
       throw new EngineError('INVALID_ARGUMENT', `fp8Query needs an FP8 KV cache, got kvCacheDtype ${JSON.stringify(options.kvCacheDtype ?? 'auto')}`, { field: 'fp8Query' });
     }
@@ -215,7 +245,7 @@ export class LLM {
       throw new EngineError('INVALID_ARGUMENT', `maxModelLen must be an integer >= 2, got ${maxModelLen}`, { field: 'maxModelLen' });
     }
     const blockSize = options.blockSize ?? 16;
-    const perHead = model.kvScales?.granularity === 'head';
+    const perHead = kvScales?.granularity === 'head';
     const plan = planKvCache({
       model: { numLayers: c.numLayers, numKvHeads: c.numKvHeads, headSize: c.headDim, numHeads: c.numHeads },
       memoryBytes: options.kvCacheMemory ?? 256 * 1024 * 1024,
@@ -237,8 +267,8 @@ export class LLM {
       scaleGranularity: perHead ? 'head' : 'tensor',
       qScaleGranularity: perHead ? 'head' : 'tensor',
     });
-    if (isFp8Dtype(kvDtype) && model.kvScales && !options.calculateKvScales) {
-      model.kvScales.layers.forEach((l, i) => storage.setScales(i, { kScale: l.k, vScale: l.v, qScale: perHead ? expandQ(l.q, c) : l.q }));
+    if (isFp8Dtype(kvDtype) && kvScales && !calculateKvScales) {
+      kvScales.layers.forEach((l, i) => storage.setScales(i, { kScale: l.k, vScale: l.v, qScale: perHead ? expandQ(l.q, c) : l.q }));
     }
     const dims: LlamaDims = {
       hiddenSize: c.hiddenSize,
@@ -262,7 +292,7 @@ export class LLM {
       scheduler: { maxModelLen, maxNumSeqs: options.maxNumSeqs ?? 64, maxNumBatchedTokens: options.maxNumBatchedTokens ?? 512, policy: options.schedulingPolicy ?? 'fcfs' },
       detokenizer: { decode: (ids, o) => model.tokenizer.decode(ids, { skipSpecialTokens: o.skipSpecialTokens }) },
     });
-    if (options.calculateKvScales && isFp8Dtype(kvDtype)) {
+    if (calculateKvScales && isFp8Dtype(kvDtype)) {
       const calc = calculateKvScalesObserver(backend, storage);
       engine.setAttentionObserver((layer, t) => {
         calc.observer(layer, t);
