@@ -14,8 +14,11 @@ export function parseCommand<O extends Options>(argv: string[], options: O, allo
   }
 }
 
-/** `--kv-cache-dtype` values the CLI accepts (vLLM's, then kvq's storage names). */
-export const KV_CACHE_DTYPES = ['auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2', 'fp8_e4m3fnuz', 'fp8_e5m2fnuz', 'bfloat16', 'float16', 'float32'] as const;
+/**
+ * `--kv-cache-dtype` values the CLI accepts: vLLM's (`fp8*` become the FNUZ formats on FNUZ hardware, as in vLLM),
+ * then kvq's explicit FNUZ storage names (each is what `resolveKvCacheDtype` accepts; a test keeps them in step).
+ */
+export const KV_CACHE_DTYPES = ['auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2', 'bfloat16', 'float16', 'float32', 'e4m3fnuz', 'e5m2fnuz'] as const;
 
 /** Options every model-running command shares (vLLM's engine arguments). */
 export const MODEL_OPTIONS = {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { parseKvCacheDtype, parseNumber, parseSize } from './args.js';
+import { KV_CACHE_DTYPES, parseKvCacheDtype, parseNumber, parseSize } from './args.js';
 import { CliError } from './errors.js';
 import { main } from './main.js';
 import { COMMANDS } from './registry.js';
@@ -84,6 +84,8 @@ describe('argument parsing', () => {
     expect(parseKvCacheDtype('fp8')).toBe('fp8');
     expect(parseKvCacheDtype(undefined)).toBe('auto');
     expect(() => parseKvCacheDtype('int8')).toThrow(/--kv-cache-dtype "int8" is not one of auto, fp8/);
+    // every value --help lists is one the engine accepts (the help once listed fp8_e4m3fnuz, which it rejected)
+    for (const d of KV_CACHE_DTYPES) expect(parseKvCacheDtype(d)).toBe(d);
   });
 });
 

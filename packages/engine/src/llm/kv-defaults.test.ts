@@ -61,6 +61,24 @@ describe('kvCacheDtype auto with a checkpoint kv_cache_scheme (vLLM)', () => {
     expect(llm.engine.forwardPass.storage.layer(0).kScale[0]).toBeCloseTo(0.02, 7);
   });
 
+  it('base-method scales of a model loaded for e4m3fn are doubled when the backend runs e4m3fnuz (the CLI loads first)', async () => {
+    const base = await loadModel(modelTinyPath);
+    const c = base.config;
+    const ckpt: CheckpointKvScales = {
+      method: 'base',
+      scheme: undefined,
+      layers: Array.from({ length: c.numLayers }, () => ({ k: Float32Array.of(0.05), v: Float32Array.of(0.03), names: { k: 'k_scale', v: 'v_scale' } })),
+      origin: 'test',
+    };
+    const model = { ...base, checkpointKvScales: ckpt, kvScales: resolveKvScales(ckpt, { numHeads: c.numHeads, numKvHeads: c.numKvHeads, format: 'e4m3fn' }) };
+    const fnuz = await LLM.create({ model, backend: fnuzBackend(), kvCacheDtype: 'fp8', kvCacheMemory: 2 << 20 });
+    expect(fnuz.kvDtype).toBe('e4m3fnuz');
+    expect(fnuz.engine.forwardPass.storage.layer(0).kScale[0]).toBeCloseTo(0.1, 7);
+    expect(fnuz.engine.forwardPass.storage.layer(0).vScale[0]).toBeCloseTo(0.06, 7);
+    const ocp = await LLM.create({ model, backend: 'reference', kvCacheDtype: 'fp8', kvCacheMemory: 2 << 20 });
+    expect(ocp.engine.forwardPass.storage.layer(0).kScale[0]).toBeCloseTo(0.05, 7);
+  });
+
   it('calculateKvScales is ignored with a warning when the checkpoint has scales (checkpoint scales win)', async () => {
     const warnings: string[] = [];
     const spy = vi.spyOn(process, 'emitWarning').mockImplementation((w: string | Error) => void warnings.push(String(w)));

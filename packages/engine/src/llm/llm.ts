@@ -230,7 +230,11 @@ export class LLM {
     const schemeFp8 = (options.kvCacheDtype ?? 'auto') === 'auto' && ckpt?.method === 'compressed-tensors' && ckpt.scheme !== undefined;
     const kvDtype = schemeFp8 ? resolveKvCacheDtype('fp8', modelDtype, { fnuz }) : resolveDtype(modelDtype);
     let kvScales: KvScales | undefined = model.kvScales;
-    if (schemeFp8 && ckpt) kvScales = resolveKvScales(ckpt, { numHeads: c.numHeads, numKvHeads: c.numKvHeads, format: kvDtype as KvCacheFormat });
+    // The model may have been loaded before the backend was known (the CLI does): scales resolved for another FP8
+    // format (e.g. e4m3fn while the backend runs e4m3fnuz, where base-method scales double) are resolved again.
+    if (isFp8Dtype(kvDtype) && ckpt && kvScales?.format !== kvDtype) {
+      kvScales = resolveKvScales(ckpt, { numHeads: c.numHeads, numKvHeads: c.numKvHeads, format: kvDtype as KvCacheFormat });
+    }
     let calculateKvScales = options.calculateKvScales ?? false;
     if (calculateKvScales && isFp8Dtype(kvDtype) && kvScales && kvScales.layersFromCheckpoint > 0) {
       process.emitWarning(`kvq: calculateKvScales ignored: the checkpoint has KV-cache scales (${kvScales.layersFromCheckpoint} layers from ${ckpt?.origin ?? 'the checkpoint'}), and checkpoint scales win as in vLLM`, { code: 'KVQ_CHECKPOINT_KV_SCALES' });

@@ -41,7 +41,7 @@ Options:
   --num-samples N           dataset samples (default 512)
   --max-seq-len N           tokens per sample (default 2048, at most the context - 1)
   --seed S                  shuffle / random-token seed (default 42)
-  --kv-cache-dtype D        the FP8 cache the scales are for: fp8 | fp8_e4m3 | fp8_e5m2 | fp8_e4m3fnuz | fp8_e5m2fnuz
+  --kv-cache-dtype D        the FP8 cache the scales are for: fp8 | fp8_e4m3 | fp8_e5m2 | e4m3fnuz | e5m2fnuz
                             (default fp8)
   --quantize-query          also calibrate q scales (FP8 attention)
   --flavor F                ${CHECKPOINT_FLAVORS.join(' | ')} (default compressed-tensors)
