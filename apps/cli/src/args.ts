@@ -26,6 +26,7 @@ export const MODEL_OPTIONS = {
   tokenizer: { type: 'string' },
   'kv-cache-dtype': { type: 'string' },
   'calculate-kv-scales': { type: 'boolean' },
+  'fp8-query': { type: 'boolean' },
   'max-model-len': { type: 'string' },
   'kv-cache-memory': { type: 'string' },
   'block-size': { type: 'string' },
@@ -39,6 +40,8 @@ export const MODEL_HELP = `Model options:
   --tokenizer PATH          tokenizer file for llama2.c checkpoints
   --kv-cache-dtype D        ${KV_CACHE_DTYPES.join(' | ')} (default auto)
   --calculate-kv-scales     FP8 scales from the first forward pass (vLLM calculate_kv_scales)
+  --fp8-query               FP8-query attention (Flash Attention 3 semantics; needs an FP8 KV cache and, to be
+                            accurate, calibrated q scales: checkpoint q_scale or --calculate-kv-scales)
   --max-model-len N         max prompt + output tokens (default: the model's)
   --kv-cache-memory SIZE    KV cache budget, e.g. 64MiB, 1GB, 1048576 (default 256MiB)
   --block-size N            tokens per KV block, a power of two (default 16)
@@ -132,11 +135,13 @@ export function engineOptions(values: Record<string, unknown>) {
   const out: {
     kvCacheDtype: KvCacheDtypeOption;
     calculateKvScales: boolean;
+    fp8Query?: boolean;
     maxModelLen?: number;
     kvCacheMemory?: number;
     blockSize?: number;
     backend?: string;
   } = { kvCacheDtype: parseKvCacheDtype(s('kv-cache-dtype')), calculateKvScales: values['calculate-kv-scales'] === true };
+  if (values['fp8-query'] === true) out.fp8Query = true;
   const maxModelLen = parseNumber(s('max-model-len'), '--max-model-len', { integer: true, min: 2 });
   if (maxModelLen !== undefined) out.maxModelLen = maxModelLen;
   if (s('kv-cache-memory') !== undefined) out.kvCacheMemory = parseSize(s('kv-cache-memory')!, '--kv-cache-memory');

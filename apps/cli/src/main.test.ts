@@ -46,6 +46,14 @@ describe('kvq main', () => {
     expect(r.results.map((x) => x.code)).toEqual([0x7e, 0x7e, 0x7f]);
     expect(r.results[0]!.decoded).toBe(896);
   });
+  it('--fp8-query reaches the engine: with an FP8 cache it generates, with auto it is a usage error', async () => {
+    const ok = capture();
+    const argv = ['generate', '--backend', 'reference', '--kv-cache-memory', '2MiB', '--max-tokens', '2', '--temperature', '0', '--fp8-query'];
+    expect(await main([...argv, '--kv-cache-dtype', 'fp8', '--calculate-kv-scales', 'Once upon a time'], ok.io)).toBe(0);
+    const bad = capture();
+    expect(await main([...argv, 'Once upon a time'], bad.io)).toBe(2);
+    expect(bad.err()).toMatch(/fp8Query needs an FP8 KV cache/);
+  });
   it('fp8 rejects bad input with exit 2', async () => {
     for (const argv of [['fp8'], ['fp8', 'abc'], ['fp8', '--scale', '0', '1'], ['fp8', '--format', 'e3m4', '1'], ['fp8', '--bogus']]) {
       const c = capture();

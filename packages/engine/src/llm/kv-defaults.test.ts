@@ -93,6 +93,22 @@ describe('kvCacheDtype auto with a checkpoint kv_cache_scheme (vLLM)', () => {
   });
 });
 
+describe('fp8Query', () => {
+  it('warns when q scales are not calibrated, and not when calculateKvScales provides them', async () => {
+    const warnings: string[] = [];
+    const spy = vi.spyOn(process, 'emitWarning').mockImplementation((w: string | Error) => void warnings.push(String(w)));
+    try {
+      await LLM.create({ model: modelTinyPath, backend: 'reference', kvCacheDtype: 'fp8', fp8Query: true, kvCacheMemory: 2 << 20 });
+      expect(warnings.filter((w) => /fp8Query with uncalibrated q scales/.test(w))).toHaveLength(1);
+      warnings.length = 0;
+      await LLM.create({ model: modelTinyPath, backend: 'reference', kvCacheDtype: 'fp8', fp8Query: true, calculateKvScales: true, kvCacheMemory: 2 << 20 });
+      expect(warnings.filter((w) => /uncalibrated/.test(w))).toHaveLength(0);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+});
+
 describe('LLM.create input checks', () => {
   it('a missing, empty or wrong-typed model is a typed INVALID_ARGUMENT naming the field', async () => {
     for (const model of [undefined, '', 42, null, {}]) {

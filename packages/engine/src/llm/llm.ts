@@ -17,7 +17,8 @@ import type { LoadedModel, LoadProgress } from '../load/types.js';
 import { asWeightMatrix, tensorToFloat32 } from '../tensor.js';
 import { resolveKvScales, type KvCacheFormat, type KvScales } from '../weights/kv-scales.js';
 import { LLMEngine, type RequestOutput } from '../runtime/engine.js';
-import { LlamaForward, type LlamaDims, type LlamaWeights } from '../runtime/forward.js';
+import { llamaDimsOf, llamaWeightsOf } from '../runtime/architecture.js';
+import { LlamaForward } from '../runtime/forward.js';
 import { calculateKvScalesObserver } from '../runtime/kv-scales.js';
 import type { SchedulingPolicy } from '../runtime/scheduler.js';
 import type { SamplingParams } from '../sampling/params.js';
@@ -50,7 +51,10 @@ export interface LLMOptions {
    * scales win (vLLM).
    */
   readonly calculateKvScales?: boolean;
-  /** FP8-query attention (Flash Attention 3 semantics), FP8 caches only. Default false. */
+  /**
+   * FP8-query attention (Flash Attention 3 semantics), FP8 caches only. Default false. Without calibrated q scales
+   * (a checkpoint `q_scale` in every layer, or `calculateKvScales`) a `KVQ_FP8_QUERY_UNCALIBRATED` warning is given.
+   */
   readonly fp8Query?: boolean;
   /** Max prompt + output tokens. Default: the model's `max_position_embeddings`. */
   readonly maxModelLen?: number;
@@ -95,60 +99,7 @@ export interface ScoreResult {
   readonly count: number;
 }
 
-function toKernelRopeScaling(config: ModelConfig): { scaling?: KernelRopeScaling; factors?: Float32Array } {
-  const s = config.ropeScaling;
-  if (!s) return {};
-  if (s.type === 'linear') return { scaling: { type: 'linear', factor: s.factor } };
-  if (s.type === 'llama3') {
-    return {
-      scaling: {
-        type: 'llama3',
-        factor: s.factor,
-        lowFreqFactor: s.lowFreqFactor,
-        highFreqFactor: s.highFreqFactor,
-        originalMaxPositions: s.originalMaxPositionEmbeddings,
-      },
-    };
-  }
-  return { factors: s.factors };
-}
-
-function ropeTableFor(config: ModelConfig, maxPositions: number): RopeTable {
-  const { scaling, factors } = toKernelRopeScaling(config);
-  return buildRopeTable({
-    rotaryDim: config.headDim,
-    theta: config.ropeTheta,
-    maxPositions,
-    ...(scaling ? { scaling } : {}),
-    ...(factors ? { frequencyFactors: factors } : {}),
-  });
-}
-
-/** Kernel-contract views of a loaded model's weights (no copies of matrices; norms widened to float32 once). */
-export function llamaWeightsOf(model: LoadedModel): LlamaWeights {
-  const w = model.weights;
-  const f32 = (t: { dtype: string } | undefined) => (t ? tensorToFloat32(t as never) : undefined);
-  return {
-    embedTokens: asWeightMatrix(w.embedTokens, 'model.embed_tokens.weight'),
-    norm: tensorToFloat32(w.finalNorm),
-    lmHead: asWeightMatrix(w.lmHead, 'lm_head.weight'),
-    layers: w.layers.map((l, i) => ({
-      inputLayernorm: tensorToFloat32(l.inputNorm),
-      postAttentionLayernorm: tensorToFloat32(l.postAttentionNorm),
-      qProj: asWeightMatrix(l.q, `layers.${i}.q_proj`),
-      kProj: asWeightMatrix(l.k, `layers.${i}.k_proj`),
-      vProj: asWeightMatrix(l.v, `layers.${i}.v_proj`),
-      oProj: asWeightMatrix(l.o, `layers.${i}.o_proj`),
-      qBias: f32(l.qBias),
-      kBias: f32(l.kBias),
-      vBias: f32(l.vBias),
-      oBias: f32(l.oBias),
-      gateProj: asWeightMatrix(l.gate, `layers.${i}.gate_proj`),
-      upProj: asWeightMatrix(l.up, `layers.${i}.up_proj`),
-      downProj: asWeightMatrix(l.down, `layers.${i}.down_proj`),
-    })),
-  };
-}
+export { llamaWeightsOf } from '../runtime/architecture.js';
 
 /** A model option's local path: itself when it exists or is not a Hub id, else the Hub snapshot (downloaded). */
 async function resolveModelPath(model: string, options: LLMOptions): Promise<string> {
@@ -241,6 +192,12 @@ export class LLM {
       calculateKvScales = false;
     }
     if (schemeFp8) calculateKvScales = false;
+    if (options.fp8Query && isFp8Dtype(kvDtype) && !calculateKvScales && !(ckpt && ckpt.layers.every((l) => l.q !== undefined))) {
+      process.emitWarning(
+        'kvq: fp8Query with uncalibrated q scales (the checkpoint has no q_scale for every layer, so q uses 1.0 or k_scale): attention may lose accuracy; calibrate with `kvq calibrate --quantize-query` or pass calculateKvScales',
+        { code: 'KVQ_FP8_QUERY_UNCALIBRATED' },
+      );
+    }
     if (options.fp8Query && !isFp8Dtype(kvDtype)) {
       throw new EngineError('INVALID_ARGUMENT', `fp8Query needs an FP8 KV cache, got kvCacheDtype ${JSON.stringify(options.kvCacheDtype ?? 'auto')}`, { field: 'fp8Query' });
     }
@@ -274,19 +231,7 @@ export class LLM {
     if (isFp8Dtype(kvDtype) && kvScales && !calculateKvScales) {
       kvScales.layers.forEach((l, i) => storage.setScales(i, { kScale: l.k, vScale: l.v, qScale: perHead ? expandQ(l.q, c) : l.q }));
     }
-    const dims: LlamaDims = {
-      hiddenSize: c.hiddenSize,
-      numLayers: c.numLayers,
-      numHeads: c.numHeads,
-      numKvHeads: c.numKvHeads,
-      headDim: c.headDim,
-      intermediateSize: c.intermediateSize,
-      vocabSize: c.vocabSize,
-      rmsNormEps: c.rmsNormEps,
-      ropeStyle: 'rotate_half',
-      rope: ropeTableFor(c, maxModelLen),
-      slidingWindow: c.slidingWindow ?? undefined,
-    };
+    const dims = llamaDimsOf(c, maxModelLen);
     const forward = new LlamaForward(backend, llamaWeightsOf(model), dims, storage, { fp8Query: options.fp8Query ?? false });
     const manager = new KvCacheManager({ numBlocks: plan.numBlocks, blockSize, enablePrefixCaching: options.enablePrefixCaching ?? true, format: storage });
     const engine = new LLMEngine({
