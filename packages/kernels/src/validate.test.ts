@@ -4,7 +4,9 @@ import { createReferenceBackend } from './reference/backend.js';
 import { buildRopeTable } from './rope.js';
 import { badInputCases } from './testing/bad-input.js';
 import { makeKvCache } from './testing/random.js';
-import { checkNoOverlap, qScalePerKvHead, scaleCountFor, validateKvCache, validatePagedAttention } from './validate.js';
+import { QUANTIZED_WEIGHT_DTYPES, weightDataLength } from './quant/layout.js';
+import { quantizeMatrix } from './quant/quantize.js';
+import { checkNoOverlap, qScalePerKvHead, scaleCountFor, validateKvCache, validatePagedAttention, validateWeight } from './validate.js';
 
 const ref = createReferenceBackend();
 
@@ -116,5 +118,38 @@ describe('helpers', () => {
       numHeads: 8,
     });
     expect(plan).toMatchObject({ numTokens: 3, groupSize: 4, softmaxScale: 0.25, slidingWindow: 0, fp8Query: false });
+  });
+});
+
+describe('validateWeight of the quantized dtypes', () => {
+  const rows = 3;
+  it('accepts a valid matrix of every weight dtype (quantizeMatrix output and dense)', () => {
+    const x = Float32Array.from({ length: rows * 512 }, (_, i) => Math.sin(i));
+    for (const dtype of QUANTIZED_WEIGHT_DTYPES) {
+      const w = quantizeMatrix(x, rows, 512, dtype, dtype === 'int4' ? { symmetric: false, groupSize: 64 } : {});
+      expect(validateWeight('weight', w), dtype).toBe(w);
+      expect(w.data.length, dtype).toBe(weightDataLength(dtype, rows, 512));
+    }
+    expect(validateWeight('w', { dtype: 'bf16', rows: 1, cols: 2, data: new Uint16Array(2) }).dtype).toBe('bf16');
+  });
+
+  it('names the expected length of truncated blocks in bytes', () => {
+    const e = caught(() => validateWeight('weight', { dtype: 'q4_k', rows: 2, cols: 512, data: new Uint8Array(575) }));
+    expect(e.code).toBe('SHAPE_MISMATCH');
+    expect(e.message).toBe("weight.data has 575 bytes but a [2, 512] 'q4_k' matrix needs exactly 576");
+  });
+
+  it('scans scale values once per weight object, again when a field is replaced', () => {
+    const w = quantizeMatrix(new Float32Array(64).fill(1), 2, 32, 'int4', { groupSize: 16 });
+    validateWeight('weight', w);
+    // Contract: weights are immutable. An in-place corruption after the first validation is not rescanned ...
+    w.scale![0] = NaN;
+    expect(() => validateWeight('weight', w)).not.toThrow();
+    // ... but a new object (or a replaced scale array) is.
+    const e = caught(() => validateWeight('weight', { ...w }));
+    expect([e.code, e.argument]).toEqual(['INVALID_SCALE', 'weight.scale[0]']);
+    // Structural checks run on every call.
+    const e2 = caught(() => validateWeight('weight', Object.assign(w, { groupSize: 5 })));
+    expect([e2.code, e2.argument]).toEqual(['INVALID_ARGUMENT', 'weight.groupSize']);
   });
 });

@@ -27,6 +27,15 @@ import type {
   WeightMatrix,
 } from './contract.js';
 import { KernelError } from './errors.js';
+import {
+  colsMultiple,
+  isCompressedDtype,
+  isDenseDtype,
+  isWeightDtype,
+  WEIGHT_DTYPES,
+  weightArrayKind,
+  weightDataLength,
+} from './quant/layout.js';
 
 /** The four FP8 formats, in `@kvq/fp8` order. */
 export const FP8_DTYPES: readonly Fp8Format[] = ['e4m3fn', 'e5m2', 'e4m3fnuz', 'e5m2fnuz'];
@@ -50,7 +59,7 @@ export function describeValue(v: unknown): string {
   return typeof v;
 }
 
-type ArrayKind = 'Float32Array' | 'Uint16Array' | 'Uint8Array' | 'Int32Array';
+type ArrayKind = 'Float32Array' | 'Uint16Array' | 'Uint8Array' | 'Int8Array' | 'Int32Array';
 
 /** True when `v` is a typed array of the given kind (works across realms). */
 function isKind(v: unknown, kind: ArrayKind): boolean {
@@ -176,7 +185,58 @@ export function checkScales(name: string, value: unknown, allowed: readonly numb
   return s;
 }
 
-/** Validate a {@link WeightMatrix}: dtype, dims, array kind per dtype, exact length. */
+/** Field identities of a weight whose value scans (scales, zero points) already passed; see {@link validateWeight}. */
+interface CheckedWeight {
+  readonly dtype: unknown;
+  readonly rows: unknown;
+  readonly cols: unknown;
+  readonly data: unknown;
+  readonly scale: unknown;
+  readonly zeroPoint: unknown;
+  readonly groupSize: unknown;
+}
+const checkedWeights = new WeakMap<object, CheckedWeight>();
+
+function sameAsChecked(m: WeightMatrix, c: CheckedWeight | undefined): boolean {
+  return (
+    c !== undefined &&
+    c.dtype === m.dtype &&
+    c.rows === m.rows &&
+    c.cols === m.cols &&
+    c.data === m.data &&
+    c.scale === m.scale &&
+    c.zeroPoint === m.zeroPoint &&
+    c.groupSize === m.groupSize
+  );
+}
+
+function forbidField(name: string, m: WeightMatrix, field: 'scale' | 'zeroPoint' | 'groupSize', why: string): void {
+  if (m[field] !== undefined) {
+    throw new KernelError(
+      'INVALID_ARGUMENT',
+      `${name}.${field} must be absent for dtype '${m.dtype}' (${why}), got ${describeValue(m[field])}`,
+      { argument: `${name}.${field}` },
+    );
+  }
+}
+
+/**
+ * Validate a {@link WeightMatrix} of any {@link WeightDtype}:
+ * - `dtype` one of the weight dtypes; `rows`, `cols` integers `>= 1`; `cols` a multiple of the block size (32 for
+ *   `q8_0`..`q5_1`, 256 for the K-quants, 2 for `int4`) -> `SHAPE_MISMATCH` naming `.cols`;
+ * - `data` of the dtype's array kind (`Float32Array` f32, `Uint16Array` bf16/f16, `Int8Array` int8, `Uint8Array` GGML
+ *   blocks / fp8 codes / packed int4) -> `WRONG_ARRAY_TYPE`; exactly `weightDataLength(dtype, rows, cols)` elements ->
+ *   `SHAPE_MISMATCH`;
+ * - `fp8_e4m3` / `int8`: `scale` a `Float32Array` of length 1 or `rows`, every entry finite and `> 0`
+ *   (`INVALID_SCALE`); no `zeroPoint` / `groupSize`;
+ * - `int4`: `groupSize` an integer `>= 1` dividing `cols` (`INVALID_ARGUMENT`); `scale` of length
+ *   `rows * cols / groupSize`, finite and `> 0`; optional `zeroPoint` an `Int8Array` of the same length with values in
+ *   [-8, 7] (`WRONG_ARRAY_TYPE` / `SHAPE_MISMATCH` / `INVALID_ARGUMENT`);
+ * - dense and GGML dtypes: no `scale`, `zeroPoint` or `groupSize` (`INVALID_ARGUMENT`).
+ * NOTE: weights are immutable by contract, so the O(n) scans of scale and zero-point values run once per
+ * WeightMatrix object (while its fields keep their identities); the structural checks run on every call. GGML block
+ * contents (their f16 scales) are not scanned.
+ */
 export function validateWeight(name: string, w: unknown): WeightMatrix {
   if (w === null || typeof w !== 'object') {
     throw new KernelError('INVALID_ARGUMENT', `${name} must be a WeightMatrix object, got ${describeValue(w)}`, {
@@ -184,23 +244,111 @@ export function validateWeight(name: string, w: unknown): WeightMatrix {
     });
   }
   const m = w as WeightMatrix;
-  if (m.dtype !== 'f32' && m.dtype !== 'bf16' && m.dtype !== 'f16') {
-    throw new KernelError('INVALID_ARGUMENT', `${name}.dtype must be 'f32', 'bf16' or 'f16', got ${describeValue(m.dtype)}`, {
-      argument: `${name}.dtype`,
-    });
+  if (!isWeightDtype(m.dtype)) {
+    throw new KernelError(
+      'INVALID_ARGUMENT',
+      `${name}.dtype must be one of ${WEIGHT_DTYPES.map((d) => `'${d}'`).join(', ')}, got ${describeValue(m.dtype)}`,
+      { argument: `${name}.dtype` },
+    );
   }
+  const dtype = m.dtype;
   const rows = checkCount(`${name}.rows`, m.rows, 1);
   const cols = checkCount(`${name}.cols`, m.cols, 1);
-  const kind: ArrayKind = m.dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
-  checkArray(`${name}.data`, m.data, kind, rows * cols);
-  if (m.data.length !== rows * cols) {
+  const mult = colsMultiple(dtype);
+  if (cols % mult !== 0) {
     throw new KernelError(
       'SHAPE_MISMATCH',
-      `${name}.data has ${m.data.length} elements but ${name} is [${rows}, ${cols}] = ${rows * cols}`,
+      `${name}.cols (${cols}) must be a multiple of ${mult} for dtype '${dtype}'`,
+      { argument: `${name}.cols` },
+    );
+  }
+  const expected = weightDataLength(dtype, rows, cols);
+  checkArray(`${name}.data`, m.data, weightArrayKind(dtype), 0);
+  if (m.data.length !== expected) {
+    const unit = weightArrayKind(dtype) === 'Uint8Array' ? ' bytes' : ' elements';
+    throw new KernelError(
+      'SHAPE_MISMATCH',
+      `${name}.data has ${m.data.length}${unit} but a [${rows}, ${cols}] '${dtype}' matrix needs exactly ${expected}`,
       { argument: `${name}.data` },
     );
   }
+  if (!isCompressedDtype(dtype)) {
+    const why = isDenseDtype(dtype) ? 'dense weights carry no scales' : 'GGML blocks carry their own scales';
+    forbidField(name, m, 'scale', why);
+    forbidField(name, m, 'zeroPoint', why);
+    forbidField(name, m, 'groupSize', why);
+    return m;
+  }
+  const scanned = sameAsChecked(m, checkedWeights.get(m));
+  if (dtype === 'fp8_e4m3' || dtype === 'int8') {
+    forbidField(name, m, 'zeroPoint', 'only int4 has zero points');
+    forbidField(name, m, 'groupSize', 'only int4 has groups');
+    if (!scanned) checkScales(`${name}.scale`, m.scale, [1, rows]);
+    else checkScaleShape(`${name}.scale`, m.scale, [1, rows]);
+  } else {
+    const g = m.groupSize;
+    if (typeof g !== 'number' || !Number.isInteger(g) || g < 1 || cols % g !== 0) {
+      throw new KernelError(
+        'INVALID_ARGUMENT',
+        `${name}.groupSize must be a positive integer dividing cols (${cols}), got ${describeValue(g)}`,
+        { argument: `${name}.groupSize` },
+      );
+    }
+    const groups = rows * (cols / g);
+    if (!scanned) checkScales(`${name}.scale`, m.scale, [groups]);
+    else checkScaleShape(`${name}.scale`, m.scale, [groups]);
+    if (m.zeroPoint !== undefined) {
+      if (!isKind(m.zeroPoint, 'Int8Array')) {
+        throw new KernelError('WRONG_ARRAY_TYPE', `${name}.zeroPoint must be an Int8Array, got ${describeValue(m.zeroPoint)}`, {
+          argument: `${name}.zeroPoint`,
+        });
+      }
+      if (m.zeroPoint.length !== groups) {
+        throw new KernelError(
+          'SHAPE_MISMATCH',
+          `${name}.zeroPoint has ${m.zeroPoint.length} elements but [${rows}, ${cols} / ${g}] = ${groups}`,
+          { argument: `${name}.zeroPoint` },
+        );
+      }
+      if (!scanned) {
+        for (let i = 0; i < groups; i++) {
+          const z = m.zeroPoint[i]!;
+          if (z < -8 || z > 7) {
+            throw new KernelError('INVALID_ARGUMENT', `${name}.zeroPoint[${i}] must be in [-8, 7], got ${z}`, {
+              argument: `${name}.zeroPoint[${i}]`,
+            });
+          }
+        }
+      }
+    }
+  }
+  if (!scanned) {
+    checkedWeights.set(m, {
+      dtype: m.dtype,
+      rows: m.rows,
+      cols: m.cols,
+      data: m.data,
+      scale: m.scale,
+      zeroPoint: m.zeroPoint,
+      groupSize: m.groupSize,
+    });
+  }
   return m;
+}
+
+/** Kind and length half of {@link checkScales} (no value scan). */
+function checkScaleShape(name: string, value: unknown, allowed: readonly number[]): void {
+  if (!isKind(value, 'Float32Array')) {
+    throw new KernelError('WRONG_ARRAY_TYPE', `${name} must be a Float32Array, got ${describeValue(value)}`, {
+      argument: name,
+    });
+  }
+  const len = (value as Float32Array).length;
+  if (!allowed.includes(len)) {
+    throw new KernelError('INVALID_SCALE', `${name} must have length ${[...new Set(allowed)].join(' or ')}, got ${len}`, {
+      argument: name,
+    });
+  }
 }
 
 function requireObject(name: string, v: unknown): void {

@@ -29,6 +29,22 @@ export interface BadInputFailure {
 const f32 = (n: number): Float32Array => new Float32Array(n).fill(0.5);
 const w = (rows: number, cols: number): WeightMatrix => ({ dtype: 'f32', data: f32(rows * cols), rows, cols });
 const table = buildRopeTable({ rotaryDim: 8, theta: 10000, maxPositions: 8 });
+const u8 = (n: number): Uint8Array => new Uint8Array(n);
+/** A quantized weight `[rows, cols]` with `over` replacing fields (the base is valid for its dtype). */
+function qw(dtype: WeightMatrix['dtype'], rows: number, cols: number, over: Record<string, unknown> = {}): WeightMatrix {
+  const base: Record<string, unknown> = { dtype, rows, cols };
+  const blocks: Record<string, [number, number]> = {
+    q8_0: [32, 34], q4_0: [32, 18], q4_1: [32, 20], q5_0: [32, 22], q5_1: [32, 24], q4_k: [256, 144], q5_k: [256, 176], q6_k: [256, 210],
+  };
+  const b = blocks[dtype];
+  if (b) base['data'] = u8(rows * Math.ceil(cols / b[0]) * b[1]);
+  else if (dtype === 'fp8_e4m3') Object.assign(base, { data: u8(rows * cols), scale: f32(rows) });
+  else if (dtype === 'int8') Object.assign(base, { data: new Int8Array(rows * cols), scale: f32(rows) });
+  else if (dtype === 'int4') Object.assign(base, { data: u8((rows * cols) >> 1), scale: f32((rows * cols) / 16), groupSize: 16 });
+  return { ...base, ...over } as unknown as WeightMatrix;
+}
+/** `linear` of one row through a weight (the weight is the bad part). */
+const lin = (weight: WeightMatrix) => (b: KernelBackend) => b.linear({ x: f32(weight.cols), weight, out: f32(weight.rows), rows: 1 });
 
 function attnArgs(over: Record<string, unknown> = {}, cacheOver: Record<string, unknown> = {}): never {
   const cache = {
@@ -54,7 +70,10 @@ function reshapeArgs(over: Record<string, unknown> = {}, cacheOver: Record<strin
   return { key: f32(3 * 16), value: f32(3 * 16), slotMapping: Int32Array.of(0, -1, 7), numTokens: 3, cache, ...over } as never;
 }
 
-/** Every bad-input case (about 40), covering shapes, typed-array kinds, ranges, scales and options of every op. */
+/**
+ * Every bad-input case (about 70), covering shapes, typed-array kinds, ranges, scales and options of every op, and
+ * the quantized weight dtypes (block multiples, truncated blocks, scale / zero-point / group fields).
+ */
 export function badInputCases(): BadInputCase[] {
   const c = (
     op: KernelOpName,
@@ -79,6 +98,37 @@ export function badInputCases(): BadInputCase[] {
     ),
     c('linear', 'unknown weight dtype', 'INVALID_ARGUMENT', 'weight.dtype', (b) =>
       b.linear({ x: f32(4), weight: { dtype: 'f64' as never, data: f32(12), rows: 3, cols: 4 }, out: f32(3), rows: 1 }),
+    ),
+    c('linear', 'q4_0 cols not a multiple of 32', 'SHAPE_MISMATCH', 'weight.cols', lin(qw('q4_0', 2, 48))),
+    c('linear', 'q4_k cols not a multiple of 256', 'SHAPE_MISMATCH', 'weight.cols', lin(qw('q4_k', 2, 128))),
+    c('linear', 'q8_0 blocks truncated by one byte', 'SHAPE_MISMATCH', 'weight.data', lin(qw('q8_0', 2, 64, { data: u8(2 * 2 * 34 - 1) }))),
+    c('linear', 'q5_k blocks one block long', 'SHAPE_MISMATCH', 'weight.data', lin(qw('q5_k', 2, 256, { data: u8(2 * 176 + 176) }))),
+    c('linear', 'q6_k blocks as Int8Array', 'WRONG_ARRAY_TYPE', 'weight.data', lin(qw('q6_k', 1, 256, { data: new Int8Array(210) }))),
+    c('linear', 'q8_0 with a scale array', 'INVALID_ARGUMENT', 'weight.scale', lin(qw('q8_0', 1, 32, { scale: f32(1) }))),
+    c('linear', 'f16 with a groupSize', 'INVALID_ARGUMENT', 'weight.groupSize', (b) =>
+      b.linear({ x: f32(4), weight: { dtype: 'f16', data: new Uint16Array(12), rows: 3, cols: 4, groupSize: 4 }, out: f32(3), rows: 1 }),
+    ),
+    c('linear', 'fp8_e4m3 without a scale', 'WRONG_ARRAY_TYPE', 'weight.scale', lin(qw('fp8_e4m3', 2, 8, { scale: undefined }))),
+    c('linear', 'fp8_e4m3 scale neither [1] nor [rows]', 'INVALID_SCALE', 'weight.scale', lin(qw('fp8_e4m3', 2, 8, { scale: f32(3) }))),
+    c('linear', 'fp8_e4m3 zero row scale', 'INVALID_SCALE', 'weight.scale[1]', lin(qw('fp8_e4m3', 2, 8, { scale: Float32Array.of(1, 0) }))),
+    c('linear', 'fp8_e4m3 codes as Int8Array', 'WRONG_ARRAY_TYPE', 'weight.data', lin(qw('fp8_e4m3', 2, 8, { data: new Int8Array(16) }))),
+    c('linear', 'int8 values as Uint8Array', 'WRONG_ARRAY_TYPE', 'weight.data', lin(qw('int8', 2, 8, { data: u8(16) }))),
+    c('linear', 'int8 NaN scale', 'INVALID_SCALE', 'weight.scale[0]', lin(qw('int8', 2, 8, { scale: Float32Array.of(NaN, 1) }))),
+    c('linear', 'int8 with zero points', 'INVALID_ARGUMENT', 'weight.zeroPoint', lin(qw('int8', 2, 8, { zeroPoint: new Int8Array(2) }))),
+    c('linear', 'int4 without groupSize', 'INVALID_ARGUMENT', 'weight.groupSize', lin(qw('int4', 2, 32, { groupSize: undefined }))),
+    c('linear', 'int4 groupSize not dividing cols', 'INVALID_ARGUMENT', 'weight.groupSize', lin(qw('int4', 2, 32, { groupSize: 12 }))),
+    c('linear', 'int4 odd cols', 'SHAPE_MISMATCH', 'weight.cols', lin(qw('int4', 2, 31, { data: u8(31) }))),
+    c('linear', 'int4 nibbles one byte short', 'SHAPE_MISMATCH', 'weight.data', lin(qw('int4', 2, 32, { data: u8(31) }))),
+    c('linear', 'int4 scale of the wrong length', 'INVALID_SCALE', 'weight.scale', lin(qw('int4', 2, 32, { scale: f32(2) }))),
+    c('linear', 'int4 negative group scale', 'INVALID_SCALE', 'weight.scale[3]', lin(qw('int4', 2, 32, { scale: Float32Array.of(1, 1, 1, -1) }))),
+    c('linear', 'int4 zero points as Uint8Array', 'WRONG_ARRAY_TYPE', 'weight.zeroPoint', lin(qw('int4', 2, 32, { zeroPoint: u8(4) }))),
+    c('linear', 'int4 zero points missing a group', 'SHAPE_MISMATCH', 'weight.zeroPoint', lin(qw('int4', 2, 32, { zeroPoint: new Int8Array(3) }))),
+    c('linear', 'int4 zero point 8 (outside [-8, 7])', 'INVALID_ARGUMENT', 'weight.zeroPoint[1]', lin(qw('int4', 2, 32, { zeroPoint: Int8Array.of(0, 8, 0, 0) }))),
+    c('embedding', 'q4_k table truncated', 'SHAPE_MISMATCH', 'table.data', (b) =>
+      b.embedding({ table: qw('q4_k', 3, 256, { data: u8(3 * 144 - 10) }), ids: Int32Array.of(0), out: f32(256), numTokens: 1 }),
+    ),
+    c('embedding', 'int4 table without scales', 'WRONG_ARRAY_TYPE', 'table.scale', (b) =>
+      b.embedding({ table: qw('int4', 3, 32, { scale: undefined }), ids: Int32Array.of(0), out: f32(32), numTokens: 1 }),
     ),
     c('linear', 'bias too short', 'SHAPE_MISMATCH', 'bias', (b) => b.linear({ x: f32(4), weight: w(3, 4), out: f32(3), rows: 1, bias: f32(2) })),
     c('linear', 'out aliases x', 'INVALID_ARGUMENT', 'out', (b) => {
