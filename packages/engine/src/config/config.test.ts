@@ -68,7 +68,8 @@ describe('parseHfConfig', () => {
   it.each([
     [{ architectures: ['GPTNeoXForCausalLM'] }, 'UNSUPPORTED_ARCHITECTURE', 'architectures', 'GPTNeoXForCausalLM'],
     [{ hidden_act: 'gelu' }, 'UNSUPPORTED_ARCHITECTURE', 'hidden_act', 'gelu'],
-    [{ rope_scaling: { rope_type: 'yarn', factor: 4 } }, 'UNSUPPORTED_ARCHITECTURE', 'rope_scaling.rope_type', 'yarn'],
+    [{ rope_scaling: { rope_type: 'mrope', factor: 4 } }, 'UNSUPPORTED_ARCHITECTURE', 'rope_scaling.rope_type', 'mrope'],
+    [{ rope_scaling: { rope_type: 'yarn', factor: -4 } }, 'INVALID_CONFIG', 'rope_scaling.factor', '-4'],
     [{ hidden_size: -16 }, 'INVALID_CONFIG', 'hidden_size', '-16'],
     [{ num_key_value_heads: 3 }, 'INVALID_CONFIG', 'num_key_value_heads', '3'],
     [{ vocab_size: undefined }, 'INVALID_CONFIG', 'vocab_size', 'missing'],

@@ -1,11 +1,6 @@
 import { KvCacheManager, KvCacheStorage, planKvCache, resolveKvCacheDtype, type KvCacheDtypeOption, type KvStorageDtype } from '@kvq/cache';
 import { isFp8Dtype } from '@kvq/cache';
-import {
-  buildRopeTable,
-  type KernelBackend,
-  type RopeScaling as KernelRopeScaling,
-  type RopeTable,
-} from '@kvq/kernels';
+import type { KernelBackend } from '@kvq/kernels';
 import type { ChatMessage } from '../chat/chat-template.js';
 import type { ModelConfig } from '../config/model-config.js';
 import { EngineError } from '../errors.js';
@@ -14,7 +9,6 @@ import { downloadModel } from '../hub/hub.js';
 import { isHubId, type HubSettings } from '../hub/settings.js';
 import { loadModel } from '../load/load-model.js';
 import type { LoadedModel, LoadProgress } from '../load/types.js';
-import { asWeightMatrix, tensorToFloat32 } from '../tensor.js';
 import { resolveKvScales, type KvCacheFormat, type KvScales } from '../weights/kv-scales.js';
 import { LLMEngine, type RequestOutput } from '../runtime/engine.js';
 import { llamaDimsOf, llamaWeightsOf } from '../runtime/architecture.js';

@@ -1,6 +1,8 @@
 import type { KvCacheStorage } from '@kvq/cache';
 import type { KernelBackend, RopeStyle, RopeTable, WeightMatrix } from '@kvq/kernels';
 
+import { geluTanhAndMul, scaleInPlace, softcapInPlace, softcappedPagedAttention } from './variant-ops.js';
+
 /** One decoder layer's weights, Hugging Face orientation (`[out, in]` row-major). */
 export interface LlamaLayerWeights {
   /** `input_layernorm.weight` `[hidden]`. */
@@ -27,6 +29,15 @@ export interface LlamaLayerWeights {
   readonly upProj: WeightMatrix;
   /** `[hidden, intermediate]`. */
   readonly downProj: WeightMatrix;
+  /** Per-head RMSNorm weights `[headDim]` of queries / keys, applied before RoPE (Qwen3, Gemma 3). */
+  readonly qNorm?: Float32Array | undefined;
+  readonly kNorm?: Float32Array | undefined;
+  /**
+   * Gemma sandwich norms `[hidden]`. When present, `postAttentionLayernorm` normalizes the attention output before the
+   * residual add and these wrap the MLP (`pre_feedforward_layernorm`, `post_feedforward_layernorm`).
+   */
+  readonly preFeedforwardLayernorm?: Float32Array | undefined;
+  readonly postFeedforwardLayernorm?: Float32Array | undefined;
 }
 
 /** All weights of a Llama-family decoder. */
@@ -54,8 +65,33 @@ export interface LlamaDims {
   readonly ropeStyle: RopeStyle;
   /** Precomputed RoPE cos/sin table (theta and scaling baked in). */
   readonly rope: RopeTable;
-  /** Mistral-style sliding window, in tokens. */
+  /** Mistral-style sliding window, in tokens, for every layer (overridden per layer by `layers`). */
   readonly slidingWindow?: number | undefined;
+  /** Per-layer RoPE table and sliding window (Gemma 2/3, Qwen2/3 `max_window_layers`), `numLayers` entries. */
+  readonly layers?: readonly LayerAttentionDims[] | undefined;
+  /** Architecture switches beyond Llama (absent: Llama). */
+  readonly variant?: ForwardVariant | undefined;
+}
+
+/** One layer's attention geometry when it differs between layers. */
+export interface LayerAttentionDims {
+  readonly rope: RopeTable;
+  /** Sliding window in tokens, or undefined for full causal attention. */
+  readonly slidingWindow?: number | undefined;
+}
+
+/** Numerics that differ between model families (every field optional; absent = Llama). */
+export interface ForwardVariant {
+  /** MLP activation: SwiGLU `silu` (default) or Gemma's GeGLU `gelu_tanh`. */
+  readonly activation?: 'silu' | 'gelu_tanh' | undefined;
+  /** Multiplier of the embedding output (Gemma: sqrt(hidden) in the model dtype). */
+  readonly embeddingScale?: number | undefined;
+  /** Multiplier of `q . k`; default `1 / sqrt(headDim)`. */
+  readonly softmaxScale?: number | undefined;
+  /** `cap * tanh(score / cap)` on attention scores (Gemma 2). */
+  readonly attnLogitSoftcapping?: number | undefined;
+  /** `cap * tanh(logit / cap)` on the output logits (Gemma 2). */
+  readonly finalLogitSoftcapping?: number | undefined;
 }
 
 /**
@@ -150,50 +186,85 @@ export class LlamaForward {
     const { backend: b, weights: w, dims: d } = this;
     const n = batch.numTokens;
     this.ensureCapacity(n);
-    const { hidden, normed, q, k, v, attn, proj, gate, up } = this;
-    b.embedding({ table: w.embedTokens, ids: batch.tokenIds, out: hidden, numTokens: n });
+    b.embedding({ table: w.embedTokens, ids: batch.tokenIds, out: this.hidden, numTokens: n });
+    const embeddingScale = d.variant?.embeddingScale;
+    if (embeddingScale !== undefined) scaleInPlace(this.hidden, n * d.hiddenSize, embeddingScale);
     for (let l = 0; l < d.numLayers; l++) {
-      const lw = w.layers[l]!;
-      const cache = this.storage.layer(l);
-      b.rmsNorm({ x: hidden, weight: lw.inputLayernorm, out: normed, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
-      b.linear({ x: normed, weight: lw.qProj, bias: lw.qBias, out: q, rows: n });
-      b.linear({ x: normed, weight: lw.kProj, bias: lw.kBias, out: k, rows: n });
-      b.linear({ x: normed, weight: lw.vProj, bias: lw.vBias, out: v, rows: n });
-      b.rope({
-        query: q,
-        key: k,
-        positions: batch.positions,
-        numTokens: n,
-        numHeads: d.numHeads,
-        numKvHeads: d.numKvHeads,
-        headSize: d.headDim,
-        table: d.rope,
-        style: d.ropeStyle,
-      });
-      observer?.(l, { query: q, key: k, value: v, numTokens: n });
-      b.reshapeAndCache({ key: k, value: v, slotMapping: batch.slotMapping, numTokens: n, cache });
-      b.pagedAttention({
-        query: q,
-        out: attn,
-        cache,
-        queryStartLoc: batch.queryStartLoc,
-        seqLens: batch.seqLens,
-        blockTables: batch.blockTables,
-        maxBlocksPerSeq: batch.maxBlocksPerSeq,
-        numSeqs: batch.numSeqs,
-        numHeads: d.numHeads,
-        slidingWindow: d.slidingWindow,
-        fp8Query: this.fp8Query ? {} : undefined,
-      });
-      b.linear({ x: attn, weight: lw.oProj, bias: lw.oBias, out: proj, rows: n });
-      b.add({ a: hidden, b: proj, out: hidden, length: n * d.hiddenSize });
-      b.rmsNorm({ x: hidden, weight: lw.postAttentionLayernorm, out: normed, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
-      b.linear({ x: normed, weight: lw.gateProj, out: gate, rows: n });
-      b.linear({ x: normed, weight: lw.upProj, out: up, rows: n });
-      b.siluAndMul({ gate, up, out: gate, length: n * d.intermediateSize });
-      b.linear({ x: gate, weight: lw.downProj, out: proj, rows: n });
-      b.add({ a: hidden, b: proj, out: hidden, length: n * d.hiddenSize });
+      this.attentionBlock(l, batch, observer);
+      this.mlpBlock(l, n);
     }
+    return this.logits(batch);
+  }
+
+  /** `hidden += o_proj(attention(norm(hidden)))` (Gemma: the attention output is normalized before the add). */
+  private attentionBlock(l: number, batch: ForwardBatch, observer: AttentionObserver | undefined): void {
+    const { backend: b, dims: d } = this;
+    const { hidden, normed, q, k, v, attn, proj } = this;
+    const lw = this.weights.layers[l]!;
+    const n = batch.numTokens;
+    const cache = this.storage.layer(l);
+    const layer = d.layers?.[l];
+    b.rmsNorm({ x: hidden, weight: lw.inputLayernorm, out: normed, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
+    b.linear({ x: normed, weight: lw.qProj, bias: lw.qBias, out: q, rows: n });
+    b.linear({ x: normed, weight: lw.kProj, bias: lw.kBias, out: k, rows: n });
+    b.linear({ x: normed, weight: lw.vProj, bias: lw.vBias, out: v, rows: n });
+    // Per-head q/k RMSNorm: rows = tokens x heads, hidden = headDim.
+    if (lw.qNorm) b.rmsNorm({ x: q, weight: lw.qNorm, out: q, rows: n * d.numHeads, hidden: d.headDim, eps: d.rmsNormEps });
+    if (lw.kNorm) b.rmsNorm({ x: k, weight: lw.kNorm, out: k, rows: n * d.numKvHeads, hidden: d.headDim, eps: d.rmsNormEps });
+    b.rope({
+      query: q,
+      key: k,
+      positions: batch.positions,
+      numTokens: n,
+      numHeads: d.numHeads,
+      numKvHeads: d.numKvHeads,
+      headSize: d.headDim,
+      table: layer?.rope ?? d.rope,
+      style: d.ropeStyle,
+    });
+    observer?.(l, { query: q, key: k, value: v, numTokens: n });
+    b.reshapeAndCache({ key: k, value: v, slotMapping: batch.slotMapping, numTokens: n, cache });
+    const args = {
+      query: q,
+      out: attn,
+      cache,
+      queryStartLoc: batch.queryStartLoc,
+      seqLens: batch.seqLens,
+      blockTables: batch.blockTables,
+      maxBlocksPerSeq: batch.maxBlocksPerSeq,
+      numSeqs: batch.numSeqs,
+      numHeads: d.numHeads,
+      softmaxScale: d.variant?.softmaxScale,
+      slidingWindow: layer ? layer.slidingWindow : d.slidingWindow,
+      fp8Query: this.fp8Query ? {} : undefined,
+    };
+    const cap = d.variant?.attnLogitSoftcapping;
+    if (cap !== undefined) softcappedPagedAttention(args, cap);
+    else b.pagedAttention(args);
+    b.linear({ x: attn, weight: lw.oProj, bias: lw.oBias, out: proj, rows: n });
+    if (lw.preFeedforwardLayernorm) b.rmsNorm({ x: proj, weight: lw.postAttentionLayernorm, out: proj, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
+    b.add({ a: hidden, b: proj, out: hidden, length: n * d.hiddenSize });
+  }
+
+  /** `hidden += down(act(gate(x)) * up(x))` with `x` the normalized hidden state (Gemma: the output normalized too). */
+  private mlpBlock(l: number, n: number): void {
+    const { backend: b, dims: d } = this;
+    const { hidden, normed, gate, up, proj } = this;
+    const lw = this.weights.layers[l]!;
+    const sandwich = lw.preFeedforwardLayernorm;
+    b.rmsNorm({ x: hidden, weight: sandwich ?? lw.postAttentionLayernorm, out: normed, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
+    b.linear({ x: normed, weight: lw.gateProj, out: gate, rows: n });
+    b.linear({ x: normed, weight: lw.upProj, out: up, rows: n });
+    if (d.variant?.activation === 'gelu_tanh') geluTanhAndMul(gate, up, gate, n * d.intermediateSize);
+    else b.siluAndMul({ gate, up, out: gate, length: n * d.intermediateSize });
+    b.linear({ x: gate, weight: lw.downProj, out: proj, rows: n });
+    if (lw.postFeedforwardLayernorm) b.rmsNorm({ x: proj, weight: lw.postFeedforwardLayernorm, out: proj, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
+    b.add({ a: hidden, b: proj, out: hidden, length: n * d.hiddenSize });
+  }
+
+  /** Final norm and LM head on the rows `batch.logitsRows` asks for (soft-capped when the model says so). */
+  private logits(batch: ForwardBatch): Float32Array {
+    const { backend: b, weights: w, dims: d, hidden } = this;
     const rows = batch.logitsRows.length;
     if (rows === 0) return new Float32Array(0); // a step of mid-prefill chunks only: nothing to sample
     const selected = new Float32Array(rows * d.hiddenSize);
@@ -204,6 +275,8 @@ export class LlamaForward {
     b.rmsNorm({ x: selected, weight: w.norm, out: selected, rows, hidden: d.hiddenSize, eps: d.rmsNormEps });
     const logits = new Float32Array(rows * d.vocabSize);
     b.linear({ x: selected, weight: w.lmHead, out: logits, rows });
+    const cap = d.variant?.finalLogitSoftcapping;
+    if (cap !== undefined) softcapInPlace(logits, logits.length, cap);
     return logits;
   }
 }
