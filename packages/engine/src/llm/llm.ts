@@ -270,21 +270,35 @@ export class LLM {
     return ids.map((id) => done.get(id)!);
   }
 
-  /** Streams one prompt's first completion as text deltas (async iterator); aborts the request if the loop exits early. */
-  async *stream(prompt: string, params: SamplingParams = {}): AsyncGenerator<{ text: string; tokenIds: readonly number[]; finished: boolean; output: RequestOutput }> {
+  /**
+   * Streams a prompt's completions as text deltas (async iterator): one item per completion `index` (0..n-1) whenever
+   * it progressed, `finished` when that completion ended (its last item), `output` the request's whole state.
+   * Aborts the request if the loop exits early.
+   */
+  async *stream(
+    prompt: string | { promptTokenIds: readonly number[] },
+    params: SamplingParams = {},
+  ): AsyncGenerator<{ index: number; text: string; tokenIds: readonly number[]; finished: boolean; output: RequestOutput }> {
     const id = `stream-${this.nextId++}`;
-    this.engine.addRequest(id, this.encode(prompt), params);
-    let sent = 0;
+    this.engine.addRequest(id, typeof prompt === 'string' ? this.encode(prompt) : [...prompt.promptTokenIds], params);
+    const sent = new Map<number, { chars: number; tokens: number; done: boolean }>();
     let finished = false;
     try {
       while (!finished) {
         for (const out of this.engine.step()) {
           if (out.requestId !== id) continue;
-          const o = out.outputs[0]!;
-          const delta = o.text.slice(sent);
-          sent = o.text.length;
           finished = out.finished;
-          yield { text: delta, tokenIds: o.tokenIds, finished, output: out };
+          for (const o of out.outputs) {
+            const st = sent.get(o.index) ?? { chars: 0, tokens: 0, done: false };
+            sent.set(o.index, st);
+            const done = o.finishReason !== undefined;
+            if (st.done || (o.tokenIds.length === st.tokens && o.text.length === st.chars && !done)) continue;
+            const delta = o.text.slice(st.chars);
+            st.chars = o.text.length;
+            st.tokens = o.tokenIds.length;
+            st.done = done;
+            yield { index: o.index, text: delta, tokenIds: o.tokenIds, finished: done, output: out };
+          }
         }
         await new Promise((r) => setImmediate(r));
       }
@@ -293,14 +307,18 @@ export class LLM {
     }
   }
 
-  /** Chat with the model's template (`add_generation_prompt`), generating the assistant reply. */
-  async chat(messages: readonly ChatMessage[], params: SamplingParams = {}): Promise<RequestOutput> {
+  /**
+   * Chat with the model's template (`add_generation_prompt`), generating the assistant replies: one conversation or a
+   * batch of them (vLLM `LLM.chat`), one {@link RequestOutput} per conversation, in order.
+   */
+  async chat(conversations: readonly ChatMessage[] | readonly (readonly ChatMessage[])[], params: SamplingParams = {}): Promise<RequestOutput[]> {
     const template = this.model.chatTemplate;
     if (!template) throw new EngineError('CHAT_TEMPLATE', `the model at ${this.model.path} has no chat template`, { file: this.model.path });
-    const text = template.render(messages, { addGenerationPrompt: true });
-    const tokens = this.model.tokenizer.encode(text, { addSpecialTokens: false });
-    const [out] = await this.generate([{ promptTokenIds: tokens }], params);
-    return out!;
+    const batch = (conversations.length > 0 && Array.isArray(conversations[0]) ? conversations : [conversations]) as readonly (readonly ChatMessage[])[];
+    const prompts = batch.map((messages) => ({
+      promptTokenIds: this.model.tokenizer.encode(template.render(messages, { addGenerationPrompt: true }), { addSpecialTokens: false }),
+    }));
+    return this.generate(prompts, params);
   }
 
   /**

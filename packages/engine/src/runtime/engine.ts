@@ -2,7 +2,7 @@ import type { KvCacheManager, KvCacheStorage } from '@kvq/cache';
 import { EngineError } from '../errors.js';
 import { resolveSamplingParams, type ResolvedSamplingParams, type SamplingParams } from '../sampling/params.js';
 import { SeededRng } from '../sampling/rng.js';
-import type { TokenLogprobs } from '../sampling/sampler.js';
+import { tokenLogprobs, type TokenLogprobs } from '../sampling/sampler.js';
 import type { AttentionObserver, LlamaForward } from './forward.js';
 import { ModelRunner, type ModelRunnerInput } from './model-runner.js';
 import { Sampler, type SampleRequest } from './sampler.js';
@@ -46,6 +46,11 @@ export interface RequestOutput {
   readonly metrics: RequestMetrics;
   /** For scoring requests: logprob of each prompt token given the ones before (first token: undefined). */
   readonly promptLogprobs?: readonly (number | undefined)[] | undefined;
+  /**
+   * With `params.promptLogprobs` (vLLM `prompt_logprobs`): per prompt position, the token's logprob, rank, decoded
+   * text and the top alternatives (position 0: undefined). Filled as the prefill progresses.
+   */
+  readonly promptTokenLogprobs?: readonly (TokenLogprobs | undefined)[] | undefined;
 }
 
 /** Text side of the engine (the tokenizer), injected so the core stays testable without one. */
@@ -94,6 +99,7 @@ interface Request {
   numPreemptions: number;
   forked: boolean;
   promptLogprobs: (number | undefined)[] | undefined;
+  promptTokenLogprobs: (TokenLogprobs | undefined)[] | undefined;
   finished: boolean;
 }
 
@@ -232,6 +238,7 @@ export class LLMEngine {
       numPreemptions: 0,
       forked: false,
       promptLogprobs: options.scoreOnly ? [undefined] : undefined,
+      promptTokenLogprobs: resolved.promptLogprobs === undefined || options.scoreOnly ? undefined : new Array<TokenLogprobs | undefined>(promptTokenIds.length).fill(undefined),
       finished: false,
     };
     const seed = resolved.seed ?? this.seedCounter++;
@@ -239,7 +246,8 @@ export class LLMEngine {
     this.requests.set(requestId, request);
     this.manager.addSequence(seq.id, request.prompt, {
       ...(options.cacheSalt === undefined ? {} : { cacheSalt: options.cacheSalt }),
-      usePrefixCache: !options.scoreOnly || options.onPromptLogits === undefined,
+      // Scoring with raw logits and prompt_logprobs need every prompt row computed, so they skip the prefix cache.
+      usePrefixCache: (!options.scoreOnly || options.onPromptLogits === undefined) && resolved.promptLogprobs === undefined,
     });
     this.sched.add(seq);
   }
@@ -320,7 +328,7 @@ export class LLMEngine {
     const inputs: ModelRunnerInput[] = plan.scheduled.map(({ seq, allocation }) => ({
       seqId: seq.id,
       allocation,
-      logits: seq.request.options.scoreOnly ? 'all' : 'last',
+      logits: seq.request.options.scoreOnly || (seq.request.promptTokenLogprobs && !seq.request.forked) ? 'all' : 'last',
     }));
     const { logits, rows } = this.runner.execute(inputs, this.observer);
     this.steps++;
@@ -338,6 +346,9 @@ export class LLMEngine {
         if (r.reachesEnd) this.finishSeq(seq, 'length', undefined);
         continue;
       }
+      if (request.promptTokenLogprobs && !request.forked) this.recordPromptLogprobs(request, rowLogits, r.numRows, r.firstPosition);
+      if (!r.reachesEnd) continue; // a prefill chunk computed for its prompt logprobs only
+      const sampleRow = rowLogits.subarray((r.numRows - 1) * vocab);
       // n > 1: when the prompt is done, fork the children (copy-on-write blocks); each samples from the same row.
       const group: Seq[] = [];
       if (!request.forked) {
@@ -352,7 +363,7 @@ export class LLMEngine {
       }
       group.push(seq);
       const requests: SampleRequest[] = group.map((g) => ({
-        logits: rowLogits,
+        logits: sampleRow,
         params: request.params,
         promptTokenIds: request.prompt,
         outputTokenIds: g.output,
@@ -380,10 +391,31 @@ export class LLMEngine {
     }
   }
 
+  /** vLLM `prompt_logprobs` of the prompt positions these rows predict (each position once, also after a recompute). */
+  private recordPromptLogprobs(request: Request, rowLogits: Float32Array, numRows: number, firstPosition: number): void {
+    const vocab = this.runner.vocabSize;
+    const k = request.params.promptLogprobs ?? 0;
+    for (let i = 0; i < numRows; i++) {
+      const position = firstPosition + i + 1;
+      if (position >= request.prompt.length) break;
+      if (request.promptTokenLogprobs![position] !== undefined) continue;
+      request.promptTokenLogprobs![position] = this.withText(tokenLogprobs(rowLogits.subarray(i * vocab, (i + 1) * vocab), request.prompt[position]!, k));
+    }
+  }
+
+  /** Adds vLLM's `decoded_token` (each token's text alone, special tokens kept) when the engine has a detokenizer. */
+  private withText(lp: TokenLogprobs): TokenLogprobs {
+    const d = this.detokenizer;
+    if (!d) return lp;
+    const text = (t: number) => d.decode([t], { skipSpecialTokens: false });
+    return { ...lp, decodedToken: text(lp.tokenId), top: lp.top.map((x) => ({ ...x, decodedToken: text(x.tokenId) })) };
+  }
+
   private appendToken(seq: Seq, token: number, logprobs: TokenLogprobs | undefined): void {
     seq.output.push(token);
     this.generationTokens++;
     if (seq.logprobs && logprobs) {
+      logprobs = this.withText(logprobs);
       seq.logprobs.push(logprobs);
       seq.cumulativeLogprob += logprobs.logprob;
     }
@@ -403,7 +435,7 @@ export class LLMEngine {
         for (const stop of p.stop) {
           const at = seq.text.indexOf(stop);
           if (at >= 0) {
-            seq.text = seq.text.slice(0, at);
+            seq.text = seq.text.slice(0, p.includeStopStrInOutput ? at + stop.length : at);
             return this.finishSeq(seq, 'stop', stop);
           }
         }
@@ -452,6 +484,7 @@ export class LLMEngine {
       promptTokenIds: request.prompt,
       finished: request.finished,
       promptLogprobs: request.promptLogprobs,
+      promptTokenLogprobs: request.promptTokenLogprobs ? [...request.promptTokenLogprobs] : undefined,
       metrics: {
         arrivalTime: request.arrivalTime,
         firstScheduledTime: request.firstScheduledTime,

@@ -34,6 +34,13 @@ export interface SamplingParams {
   minTokens?: number;
   /** Number of top logprobs to return per generated token (the sampled one is always included). */
   logprobs?: number;
+  /**
+   * vLLM `prompt_logprobs`: the logprob (and rank) of every prompt token after the first, plus this many top
+   * alternatives per position (0..20). Such a request skips the prefix cache (every prompt row must be computed).
+   */
+  promptLogprobs?: number;
+  /** vLLM `include_stop_str_in_output`: keep the matched stop string at the end of the text. Default false. */
+  includeStopStrInOutput?: boolean;
   /** Drop special tokens from the text. Default true. */
   skipSpecialTokens?: boolean;
   /**
@@ -62,6 +69,8 @@ export interface ResolvedSamplingParams {
   readonly maxTokens: number;
   readonly minTokens: number;
   readonly logprobs: number | undefined;
+  readonly promptLogprobs: number | undefined;
+  readonly includeStopStrInOutput: boolean;
   readonly skipSpecialTokens: boolean;
   /** Token id → bias (empty when none). */
   readonly logitBias: ReadonlyMap<number, number>;
@@ -106,6 +115,8 @@ export function resolveSamplingParams(params: SamplingParams = {}): ResolvedSamp
     maxTokens: num('maxTokens', params.maxTokens, 16, (v) => int(v) && v >= 1, 'an integer >= 1'),
     minTokens: num('minTokens', params.minTokens, 0, (v) => int(v) && v >= 0, 'an integer >= 0'),
     logprobs: params.logprobs === undefined ? undefined : num('logprobs', params.logprobs, 0, (v) => int(v) && v >= 0 && v <= 20, 'an integer in 0..20'),
+    promptLogprobs: params.promptLogprobs === undefined ? undefined : num('promptLogprobs', params.promptLogprobs, 0, (v) => int(v) && v >= 0 && v <= 20, 'an integer in 0..20'),
+    includeStopStrInOutput: params.includeStopStrInOutput ?? false,
     skipSpecialTokens: params.skipSpecialTokens ?? true,
     logitBias: resolveLogitBias(params.logitBias),
     allowedTokenIds: resolveAllowedTokenIds(params.allowedTokenIds),

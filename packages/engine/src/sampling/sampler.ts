@@ -1,12 +1,21 @@
 import type { ResolvedSamplingParams } from './params.js';
 import type { SeededRng } from './rng.js';
 
-/** One generated token with its log-probability and the top alternatives (natural log, raw model distribution). */
-export interface TokenLogprobs {
+/** A token's log-probability under a distribution (vLLM `Logprob`). */
+export interface TokenLogprob {
   readonly tokenId: number;
+  /** Natural log of the probability under the raw model distribution. */
   readonly logprob: number;
+  /** 1-based rank in that distribution (1 = most likely; ties share the better rank, as vLLM counts `>`). */
+  readonly rank: number;
+  /** The token's text on its own (vLLM `decoded_token`), filled by the engine when it has a detokenizer. */
+  readonly decodedToken?: string;
+}
+
+/** One generated (or prompt) token with its log-probability and the top alternatives (natural log, raw model distribution). */
+export interface TokenLogprobs extends TokenLogprob {
   /** The `logprobs` most likely tokens, most likely first. */
-  readonly top: readonly { readonly tokenId: number; readonly logprob: number }[];
+  readonly top: readonly TokenLogprob[];
 }
 
 /** log-softmax of a logits row, in float64. */
@@ -141,14 +150,19 @@ export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams
   return ids[ids.length - 1]!;
 }
 
-/** The sampled token's logprob and the top `k` alternatives, from the raw logits. */
+/** The chosen token's logprob and rank and the top `k` alternatives (with their ranks), from the raw logits. */
 export function tokenLogprobs(rawLogits: ArrayLike<number>, tokenId: number, k: number): TokenLogprobs {
   const lp = logSoftmax(rawLogits);
-  const top: { tokenId: number; logprob: number }[] = [];
+  const rankOf = (t: number) => {
+    let above = 0;
+    for (let i = 0; i < lp.length; i++) if (lp[i]! > lp[t]!) above++;
+    return above + 1;
+  };
+  const top: TokenLogprob[] = [];
   if (k > 0) {
     const order = Array.from({ length: lp.length }, (_, i) => i);
     order.sort((a, b) => lp[b]! - lp[a]! || a - b);
-    for (let i = 0; i < Math.min(k, order.length); i++) top.push({ tokenId: order[i]!, logprob: lp[order[i]!]! });
+    for (let i = 0; i < Math.min(k, order.length); i++) top.push({ tokenId: order[i]!, logprob: lp[order[i]!]!, rank: rankOf(order[i]!) });
   }
-  return { tokenId, logprob: lp[tokenId]!, top };
+  return { tokenId, logprob: lp[tokenId]!, rank: rankOf(tokenId), top };
 }
