@@ -5,6 +5,8 @@
  */
 export { createServer, samplingDefaults, type KvqServer, type ServerOptions } from './server.js';
 export { EngineLoop, type RequestListener } from './engine-loop.js';
+export { ServerContext, finishReason, type ServerContextOptions } from './context.js';
+export { sse, sseDone, sseError, sseStart } from './sse.js';
 export { Generation } from './generation.js';
 export { renderMetrics, type MetricsContext } from './metrics.js';
 export {
