@@ -31,7 +31,6 @@ import type {
   RopeArgs,
   SiluAndMulArgs,
   SoftmaxArgs,
-  WeightDtype,
 } from '../contract.js';
 import {
   isFp8,
@@ -51,6 +50,7 @@ import {
   validateSiluAndMul,
   validateSoftmax,
 } from '../validate.js';
+import { dequantizeRow } from '../quant/dequantize.js';
 
 let bf16Table: Float32Array | undefined;
 
@@ -68,7 +68,7 @@ function bf16ToF32Table(): Float32Array {
  * Element decoder for a stored dtype: returns a function mapping an element of `data` at index `i` to its
  * float32 value (no scale applied).
  */
-function elementReader(dtype: WeightDtype | Fp8Format, data: Float32Array | Uint16Array | Uint8Array): (i: number) => number {
+function elementReader(dtype: KvLayerCache['dtype'], data: Float32Array | Uint16Array | Uint8Array): (i: number) => number {
   if (dtype === 'f32') return (i) => data[i]!;
   const table = dtype === 'bf16' ? bf16ToF32Table() : dtype === 'f16' ? f16ToF32Table() : fp8DecodeTable(dtype);
   return (i) => table[data[i]!]!;
@@ -79,18 +79,16 @@ function scaleOf(scales: Float32Array, head: number): number {
   return scales.length === 1 ? scales[0]! : scales[head]!;
 }
 
+/**
+ * `linear` for every weight dtype: each weight row is dequantized to float32 once (`dequantizeRow`, the executable
+ * definition of every stored format), then dotted with every input row in float64 and rounded once on store.
+ */
 function linear(args: LinearArgs): void {
   const { rows, inFeatures, outFeatures } = validateLinear(args);
   const { x, out, bias, weight } = args;
-  // One weight row at a time, decoded to float32 once and reused for every input row.
   const row = new Float32Array(inFeatures);
-  const rowBits = new Uint32Array(row.buffer);
-  const f16 = f16ToF32Table();
   for (let o = 0; o < outFeatures; o++) {
-    const src = weight.data.subarray(o * inFeatures, (o + 1) * inFeatures);
-    if (weight.dtype === 'f32') row.set(src);
-    else if (weight.dtype === 'bf16') for (let i = 0; i < inFeatures; i++) rowBits[i] = src[i]! << 16;
-    else for (let i = 0; i < inFeatures; i++) row[i] = f16[src[i]!]!;
+    dequantizeRow(weight, o, row);
     for (let r = 0; r < rows; r++) {
       let acc = 0;
       for (let i = 0; i < inFeatures; i++) acc += x[r * inFeatures + i]! * row[i]!;
@@ -126,14 +124,11 @@ function siluAndMul(args: SiluAndMulArgs): void {
   }
 }
 
+/** `embedding` for every table dtype: the looked-up rows are dequantized (`dequantizeRow`) straight into `out`. */
 function embedding(args: EmbeddingArgs): void {
   const { numTokens, hidden } = validateEmbedding(args);
   const { table, ids, out } = args;
-  const w = elementReader(table.dtype, table.data);
-  for (let t = 0; t < numTokens; t++) {
-    const row = ids[t]! * hidden;
-    for (let i = 0; i < hidden; i++) out[t * hidden + i] = w(row + i);
-  }
+  for (let t = 0; t < numTokens; t++) dequantizeRow(table, ids[t]!, out, t * hidden);
 }
 
 function rope(args: RopeArgs): void {

@@ -1,7 +1,8 @@
 /**
  * Parity cases for every op of the contract, on awkward shapes: token counts 1, 7, 17, 33, 1025; head sizes
  * 8, 16, 64, 128; GQA ratios 1, 2, 4, 8; block sizes 1, 16, 32; every KV dtype; per-tensor and per-head scales;
- * FP8-query mode; sliding windows; padding slots; in-place aliasing; NaN / ±Inf / overflow inputs.
+ * FP8-query mode; sliding windows; padding slots; in-place aliasing; NaN / ±Inf / overflow inputs; `linear` (GEMV and
+ * GEMM) and `embedding` on every quantized weight dtype (GGML blocks, FP8 / INT8 / INT4 with their scale variants).
  *
  * A case builds its inputs from its own seed on every `run`, so two backends see identical inputs and write
  * into separate buffers. Output buffers carry a few sentinel elements past the stated shape: a backend that
@@ -11,6 +12,8 @@
 import type { Fp8Format, ScaleLayout } from '@kvq/fp8';
 import { FP8_FORMATS } from '@kvq/fp8';
 import type { KernelBackend, KernelOpName, KvDtype, RopeStyle, RopeTable, WeightDtype } from '../contract.js';
+import { GGML_BLOCK, isGgmlDtype, QUANTIZED_WEIGHT_DTYPES, WEIGHT_DTYPES as ALL_WEIGHT_DTYPES } from '../quant/layout.js';
+import type { QuantizeOptions } from '../quant/quantize.js';
 import { createReferenceBackend } from '../reference/backend.js';
 import { buildRopeTable, type RopeScaling } from '../rope.js';
 import { isFp8 } from '../validate.js';
@@ -28,8 +31,10 @@ export const BLOCK_SIZES: readonly number[] = [1, 16, 32];
 export const KV_DTYPES: readonly KvDtype[] = ['f32', 'bf16', 'f16', 'e4m3fn', 'e5m2', 'e4m3fnuz', 'e5m2fnuz'];
 /** Every FP8 format. */
 export const FP8_FORMAT_LIST: readonly Fp8Format[] = ['e4m3fn', 'e5m2', 'e4m3fnuz', 'e5m2fnuz'];
-/** Every weight dtype. */
-export const WEIGHT_DTYPES: readonly WeightDtype[] = ['f32', 'bf16', 'f16'];
+/** Every weight dtype: dense, GGML block types, compressed-tensors types. */
+export const WEIGHT_DTYPES: readonly WeightDtype[] = ALL_WEIGHT_DTYPES;
+/** The dense weight dtypes (the awkward-shape linear and embedding cases; quantized ones need block multiples). */
+const DENSE_WEIGHT_DTYPE_LIST: readonly WeightDtype[] = ['f32', 'bf16', 'f16'];
 
 /** Elements of slack after every output; they hold {@link SENTINEL} and must come back unchanged. */
 export const SLACK = 3;
@@ -113,7 +118,7 @@ function linearCases(full: boolean, seed: number): ParityCase[] {
     : [[33, 64], [8, 17], [16, 128], [129, 8]];
   const cases: ParityCase[] = [];
   AWKWARD_TOKENS.forEach((rows, i) => {
-    WEIGHT_DTYPES.forEach((dtype, j) => {
+    DENSE_WEIGHT_DTYPE_LIST.forEach((dtype, j) => {
       const [outF, inF] = rows > 64 && !full ? [33, 64] : cycle(shapes, i + j);
       const bias = (i + j) % 2 === 0;
       const s = seed + i * 10 + j;
@@ -210,7 +215,7 @@ function siluCases(seed: number): ParityCase[] {
 function embeddingCases(seed: number): ParityCase[] {
   const vocab = 97;
   return AWKWARD_TOKENS.flatMap((numTokens, i) =>
-    WEIGHT_DTYPES.map((dtype, j): ParityCase => {
+    DENSE_WEIGHT_DTYPE_LIST.map((dtype, j): ParityCase => {
       const hidden = cycle(HEAD_SIZES, i + j);
       return {
         op: 'embedding',
@@ -229,6 +234,115 @@ function embeddingCases(seed: number): ParityCase[] {
       };
     }),
   );
+}
+
+/** One quantized-weight variant of the parity cases: a dtype, its quantizer options and a label suffix. */
+interface QuantVariant {
+  readonly options: QuantizeOptions;
+  readonly tag: string;
+}
+
+/** Quantizer variants per quantized dtype (scale granularity, int4 group size and symmetry); GGML types have one. */
+function quantVariants(dtype: WeightDtype): QuantVariant[] {
+  if (dtype === 'fp8_e4m3' || dtype === 'int8') {
+    return [
+      { options: { granularity: 'channel' }, tag: '/channel' },
+      { options: { granularity: 'tensor' }, tag: '/tensor' },
+    ];
+  }
+  if (dtype === 'int4') {
+    return [
+      { options: { groupSize: 32, symmetric: true }, tag: '/g32-sym' },
+      { options: { groupSize: 16, symmetric: false }, tag: '/g16-asym' },
+      { options: { groupSize: 0, symmetric: false }, tag: '/channel-asym' },
+      { options: { groupSize: 0, symmetric: true }, tag: '/channel-sym' },
+    ];
+  }
+  return [{ options: {}, tag: '' }];
+}
+
+/** Input widths with several blocks (or groups) per row: GGML 32-blocks 3 and 5, K-quants 2 and 3, others 96/160. */
+function quantWidths(dtype: WeightDtype, full: boolean): readonly number[] {
+  if (isGgmlDtype(dtype)) {
+    const b = GGML_BLOCK[dtype].blockElems;
+    return full ? [3 * b, 5 * b, 16 * b] : [3 * b, 5 * b];
+  }
+  return full ? [96, 160, 2048] : [96, 160];
+}
+
+/** Resolve a variant's options for a width (`groupSize: 0` = one group per row). */
+function variantOptions(v: QuantVariant, cols: number): QuantizeOptions {
+  return v.options.groupSize === 0 ? { ...v.options, groupSize: cols } : v.options;
+}
+
+/**
+ * `linear` on every quantized weight dtype, straight from the stored form: GEMV (rows 1) and GEMM (rows 3..7, odd
+ * counts included), with and without bias, several blocks per row, odd output counts; every quantizer variant.
+ * Tolerance: the normal linear one (candidates dequantize to float32 and accumulate in float32).
+ */
+function quantizedLinearCases(full: boolean, seed: number): ParityCase[] {
+  const cases: ParityCase[] = [];
+  const gemmRows = full ? [3, 4, 5, 6, 7, 33] : [3, 5, 7];
+  QUANTIZED_WEIGHT_DTYPES.forEach((dtype, j) => {
+    const widths = quantWidths(dtype, full);
+    const variants = quantVariants(dtype);
+    const n = Math.max(4, 2 * variants.length, full ? 8 : 0);
+    for (let k = 0; k < n; k++) {
+      const rows = k % 2 === 0 ? 1 : cycle(gemmRows, k >> 1);
+      const inF = cycle(widths, k >> 1);
+      const outF = cycle([7, 13, 33], k + j);
+      const v = cycle(variants, k >> 1);
+      const bias = (k + (k >> 1)) % 2 === 0;
+      const s = seed + 2000 + j * 50 + k;
+      cases.push({
+        op: 'linear',
+        label: `linear ${dtype}${v.tag} ${rows === 1 ? 'gemv' : 'gemm'} rows=${rows} in=${inF} out=${outF}${bias ? ' +bias' : ''}`,
+        tolerance: DEFAULT_TOLERANCES.linear,
+        run(b) {
+          const r = rng(s);
+          const x = randomF32(rows * inF, r);
+          const weight = randomWeight(dtype, outF, inF, r, variantOptions(v, inF));
+          const out = withSlack(rows * outF);
+          b.linear({ x, weight, out, rows, bias: bias ? randomF32(outF, r) : undefined });
+          return { out };
+        },
+      });
+    }
+  });
+  return cases;
+}
+
+/** `embedding` on every quantized table dtype (bit-exact: the looked-up rows are dequantized, nothing summed). */
+function quantizedEmbeddingCases(seed: number): ParityCase[] {
+  const vocab = 37;
+  const cases: ParityCase[] = [];
+  QUANTIZED_WEIGHT_DTYPES.forEach((dtype, j) => {
+    const variants = quantVariants(dtype);
+    const widths = quantWidths(dtype, false);
+    variants.forEach((v, k) => {
+      for (const numTokens of k === 0 ? [1, 7, 17] : [7]) {
+        const hidden = cycle(widths, numTokens + k);
+        const s = seed + 3000 + j * 50 + k * 5 + numTokens;
+        cases.push({
+          op: 'embedding',
+          label: `embedding ${dtype}${v.tag} tokens=${numTokens} hidden=${hidden}`,
+          tolerance: DEFAULT_TOLERANCES.embedding,
+          run(b) {
+            const r = rng(s);
+            const table = randomWeight(dtype, vocab, hidden, r, variantOptions(v, hidden));
+            const ids = randomInts(numTokens, vocab, r);
+            ids[0] = vocab - 1;
+            if (numTokens > 1) ids[1] = 0;
+            if (numTokens > 2) ids[2] = vocab - 1;
+            const out = withSlack(numTokens * hidden);
+            b.embedding({ table, ids, out, numTokens });
+            return { out };
+          },
+        });
+      }
+    });
+  });
+  return cases;
 }
 
 interface RopeCfg {
@@ -725,10 +839,12 @@ export function parityCases(options: ParityCaseOptions = {}): ParityCase[] {
   const seed = options.seed ?? 1;
   const all = [
     ...linearCases(full, seed),
+    ...quantizedLinearCases(full, seed),
     ...rmsNormCases(seed),
     ...addCases(seed),
     ...siluCases(seed),
     ...embeddingCases(seed),
+    ...quantizedEmbeddingCases(seed),
     ...ropeCases(seed),
     ...softmaxCases(seed),
     ...argmaxCases(seed),

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { KernelBackend, KernelOpName, PagedAttentionArgs, ReshapeAndCacheArgs } from '../contract.js';
+import { dequantizeRow } from '../quant/dequantize.js';
 import { createReferenceBackend } from '../reference/backend.js';
 import {
   badInputCases,
@@ -197,5 +198,78 @@ describe('parity kit detects broken backends', () => {
     const cases: BadInputCase[] = badInputCases().filter((c) => c.op === 'amaxTensor' || c.op === 'add');
     expect(failures.map((f) => f.label).sort()).toEqual(cases.map((c) => `${c.op}: ${c.label}`).sort());
     expect(failures.length).toBe(cases.length);
+  });
+});
+
+describe('parity kit: quantized weights', () => {
+  const quantized = ['q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_k', 'q5_k', 'q6_k', 'fp8_e4m3', 'int8', 'int4'];
+
+  it('every quantized dtype has GEMV and GEMM linear cases with and without bias, and embedding cases', () => {
+    const labels = parityCases({ ops: ['linear', 'embedding'] }).map((c) => c.label);
+    for (const d of quantized) {
+      const lin = labels.filter((l) => l.startsWith(`linear ${d}`) && /^linear \S+ /.test(l));
+      expect(lin.some((l) => l.includes(' gemv rows=1 ')), d).toBe(true);
+      expect(lin.filter((l) => / gemm rows=[3-7] /.test(l)).length, d).toBeGreaterThan(0);
+      expect(lin.some((l) => l.endsWith('+bias')), d).toBe(true);
+      expect(lin.some((l) => !l.endsWith('+bias')), d).toBe(true);
+      expect(labels.filter((l) => l.startsWith(`embedding ${d}`)).length, d).toBeGreaterThan(0);
+    }
+    for (const v of ['fp8_e4m3/channel', 'fp8_e4m3/tensor', 'int8/channel', 'int8/tensor', 'int4/g32-sym', 'int4/g16-asym', 'int4/channel-asym', 'int4/channel-sym']) {
+      expect(labels.some((l) => l.startsWith(`linear ${v} `)), v).toBe(true);
+    }
+  });
+
+  it('a backend that does not support a quantized dtype FAILS the kit (never skipped)', () => {
+    const dense = new Set(['f32', 'bf16', 'f16']);
+    const partial: KernelBackend = {
+      ...createReferenceBackend(),
+      name: 'dense-only',
+      linear(a) {
+        if (!dense.has(a.weight.dtype)) throw Object.assign(new Error(`dtype ${a.weight.dtype}`), { name: 'KernelError', code: 'UNSUPPORTED' });
+        ref.linear(a);
+      },
+    };
+    const report = runParitySuite(partial, ref, { ops: ['linear'] });
+    const failed = new Set(report.failures.map((f) => f.label.split(' ')[1]!.split('/')[0]));
+    expect([...failed].sort()).toEqual([...quantized].sort());
+    expect(report.failures[0]!.message).toContain('candidate threw: KernelError UNSUPPORTED');
+  });
+
+  it('a q4_0 decoder with the nibble halves swapped fails', () => {
+    const swapped: KernelBackend = {
+      ...createReferenceBackend(),
+      embedding(a) {
+        if (a.table.dtype !== 'q4_0') return ref.embedding(a);
+        const data = (a.table.data as Uint8Array).map((b, i) => (i % 18 < 2 ? b : ((b & 0x0f) << 4) | (b >> 4)));
+        ref.embedding({ ...a, table: { ...a.table, data } });
+      },
+    };
+    const report = runParitySuite(swapped, ref, { ops: ['embedding'] });
+    expect(report.failures.length).toBeGreaterThan(0);
+    expect(report.failures.every((f) => f.label.startsWith('embedding q4_0'))).toBe(true);
+  });
+});
+
+describe('parity kit: the linear tolerance fits float32 accumulation on quantized weights', () => {
+  it('a candidate that dequantizes to float32 and accumulates in float32 (sequentially) passes every quantized linear case', () => {
+    const f32acc: KernelBackend = {
+      ...createReferenceBackend(),
+      name: 'f32-accumulation',
+      linear(a) {
+        const { weight, x, out, rows, bias } = a;
+        const row = new Float32Array(weight.cols);
+        for (let o = 0; o < weight.rows; o++) {
+          dequantizeRow(weight, o, row);
+          for (let r = 0; r < rows; r++) {
+            let acc = 0;
+            for (let i = 0; i < weight.cols; i++) acc = Math.fround(acc + Math.fround(x[r * weight.cols + i]! * row[i]!));
+            out[r * weight.rows + o] = bias ? Math.fround(acc + bias[o]!) : acc;
+          }
+        }
+      },
+    };
+    const cases = parityCases({ size: 'full', ops: ['linear'] }).filter((c) => !/^linear (f32|bf16|f16) /.test(c.label));
+    const report = runParitySuite(f32acc, ref, { cases });
+    expect(report.failures, formatParityReport(report)).toEqual([]);
   });
 });

@@ -6,6 +6,7 @@
 import type { KvLayerCache } from '@kvq/cache';
 import { FP8_FORMATS, f32ToBf16Bits, f32ToF16Bits, type Fp8Format } from '@kvq/fp8';
 import type { KernelBackend, KvDtype, PagedAttentionArgs, WeightDtype, WeightMatrix } from '../contract.js';
+import { quantizeMatrix, type QuantizeOptions } from '../quant/quantize.js';
 import { isFp8 } from '../validate.js';
 
 /** A seeded PRNG (mulberry32) returning floats in `[0, 1)`. */
@@ -53,18 +54,37 @@ export function permutation(n: number, rnd: () => number): Int32Array {
   return p;
 }
 
-/** Encode float32 values as a {@link WeightMatrix} of `dtype` (bf16/f16 rounded to nearest even). */
-export function weightFrom(dtype: WeightDtype, values: Float32Array, rows: number, cols: number): WeightMatrix {
+/**
+ * Encode float32 values `[rows, cols]` as a {@link WeightMatrix} of `dtype`: bf16/f16 rounded to nearest even; the
+ * quantized dtypes through `quantizeMatrix` with `options` (`cols` must then be a multiple of the block size).
+ */
+export function weightFrom(
+  dtype: WeightDtype,
+  values: Float32Array,
+  rows: number,
+  cols: number,
+  options?: QuantizeOptions,
+): WeightMatrix {
   if (dtype === 'f32') return { dtype, data: values, rows, cols };
+  if (dtype !== 'bf16' && dtype !== 'f16') return quantizeMatrix(values, rows, cols, dtype, options);
   const data = new Uint16Array(values.length);
   const enc = dtype === 'bf16' ? f32ToBf16Bits : f32ToF16Bits;
   for (let i = 0; i < values.length; i++) data[i] = enc(values[i]!);
   return { dtype, data, rows, cols };
 }
 
-/** A random `[rows, cols]` weight with entries `N(0, 1/cols)` (so `x W^T` stays O(1) for unit inputs). */
-export function randomWeight(dtype: WeightDtype, rows: number, cols: number, rnd: () => number): WeightMatrix {
-  return weightFrom(dtype, randomF32(rows * cols, rnd, 1 / Math.sqrt(cols)), rows, cols);
+/**
+ * A random `[rows, cols]` weight with entries `N(0, 1/cols)` (so `x W^T` stays O(1) for unit inputs), stored as
+ * `dtype` (quantized dtypes: see {@link weightFrom}).
+ */
+export function randomWeight(
+  dtype: WeightDtype,
+  rows: number,
+  cols: number,
+  rnd: () => number,
+  options?: QuantizeOptions,
+): WeightMatrix {
+  return weightFrom(dtype, randomF32(rows * cols, rnd, 1 / Math.sqrt(cols)), rows, cols, options);
 }
 
 /** Options of {@link makeKvCache}. */
