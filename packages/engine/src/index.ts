@@ -173,7 +173,7 @@ export {
 export { calculateKvScalesObserver, KV_SCALE_CONSTANTS } from './runtime/kv-scales.js';
 export { resolveSamplingParams, type ResolvedSamplingParams, type SamplingParams } from './sampling/params.js';
 export { SeededRng } from './sampling/rng.js';
-export { applyLogitsProcessors, applyPenalties, argmax, logSoftmax, sampleToken, samplingDistribution, tokenLogprobs, type TokenLogprobs } from './sampling/sampler.js';
+export { applyLogitsProcessors, applyPenalties, argmax, badWordsTokenIds, logSoftmax, sampleToken, samplingDistribution, tokenLogprobs, type TokenLogprobs } from './sampling/sampler.js';
 
 // Hugging Face Hub: model and dataset repos into the standard Hub cache (huggingface_hub's layout and variables).
 export {

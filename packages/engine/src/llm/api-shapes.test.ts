@@ -94,6 +94,20 @@ describe('logprobs', () => {
   });
 });
 
+describe('bad_words', () => {
+  it('a banned word never appears in greedy output, which otherwise contains it', async () => {
+    const [free] = await llm.generate('In the beginning God', { temperature: 0, maxTokens: 24 });
+    const text = free!.outputs[0]!.text;
+    // vLLM bans a word's own token ids and its leading-space variant when that has the same length with another first
+    // token; pick a word of this output for which both variants exist, so the ban covers every place it occurs.
+    const enc = (t: string) => llm.model.tokenizer.encode(t, { addSpecialTokens: false });
+    const word = [...new Set(text.match(/[A-Za-z]+/g) ?? [])].find((w) => enc(` ${w}`).length === enc(w).length && enc(` ${w}`)[0] !== enc(w)[0]);
+    expect(word, `a word of ${JSON.stringify(text)} with a same-length spaced variant`).toBeDefined();
+    const [banned] = await llm.generate('In the beginning God', { temperature: 0, maxTokens: 24, ignoreEos: true, badWords: [word!] });
+    expect(banned!.outputs[0]!.text).not.toMatch(new RegExp(`\\b${word}\\b`));
+  });
+});
+
 describe('include_stop_str_in_output', () => {
   it('keeps the matched stop string at the end of the text', async () => {
     const [full] = await llm.generate('In the beginning', { temperature: 0, maxTokens: 24 });

@@ -233,7 +233,10 @@ export class LLM {
       manager,
       eosTokenIds: c.eosTokenIds,
       scheduler: { maxModelLen, maxNumSeqs: options.maxNumSeqs ?? 64, maxNumBatchedTokens: options.maxNumBatchedTokens ?? 512, policy: options.schedulingPolicy ?? 'fcfs' },
-      detokenizer: { decode: (ids, o) => model.tokenizer.decode(ids, { skipSpecialTokens: o.skipSpecialTokens }) },
+      detokenizer: {
+        decode: (ids, o) => model.tokenizer.decode(ids, { skipSpecialTokens: o.skipSpecialTokens }),
+        encode: (text) => model.tokenizer.encode(text, { addSpecialTokens: false }),
+      },
     });
     if (calculateKvScales && isFp8Dtype(kvDtype)) {
       const calc = calculateKvScalesObserver(backend, storage);

@@ -2,7 +2,7 @@ import type { KvCacheManager, KvCacheStorage } from '@kvq/cache';
 import { EngineError } from '../errors.js';
 import { resolveSamplingParams, type ResolvedSamplingParams, type SamplingParams } from '../sampling/params.js';
 import { SeededRng } from '../sampling/rng.js';
-import { tokenLogprobs, type TokenLogprobs } from '../sampling/sampler.js';
+import { badWordsTokenIds, tokenLogprobs, type TokenLogprobs } from '../sampling/sampler.js';
 import type { AttentionObserver, LlamaForward } from './forward.js';
 import { ModelRunner, type ModelRunnerInput } from './model-runner.js';
 import { Sampler, type SampleRequest } from './sampler.js';
@@ -57,6 +57,8 @@ export interface RequestOutput {
 export interface Detokenizer {
   /** Text of generated ids, skipping special tokens when asked. */
   decode(ids: readonly number[], options: { skipSpecialTokens: boolean }): string;
+  /** Token ids of a text without special tokens (for `badWords`); requests with bad words need it. */
+  encode?(text: string): number[];
 }
 
 /** Options of {@link LLMEngine.addRequest}. */
@@ -100,6 +102,7 @@ interface Request {
   forked: boolean;
   promptLogprobs: (number | undefined)[] | undefined;
   promptTokenLogprobs: (TokenLogprobs | undefined)[] | undefined;
+  readonly badWordsTokenIds: readonly (readonly number[])[];
   finished: boolean;
 }
 
@@ -200,6 +203,12 @@ export class LLMEngine {
     const resolved = resolveSamplingParams(params);
     if (promptTokenIds.length === 0) throw new EngineError('INVALID_ARGUMENT', 'the prompt has no tokens', { field: 'prompt' });
     const vocab = this.forwardPass.dims.vocabSize;
+    let badWords: number[][] = [];
+    if (resolved.badWords.length > 0) {
+      const encode = this.detokenizer?.encode;
+      if (!encode) throw new EngineError('INVALID_ARGUMENT', 'badWords needs an engine with a tokenizer (detokenizer.encode)', { field: 'badWords' });
+      badWords = badWordsTokenIds(resolved.badWords, (t) => encode.call(this.detokenizer, t));
+    }
     for (const t of [...resolved.logitBias.keys(), ...(resolved.allowedTokenIds ?? [])]) {
       if (t >= vocab) {
         throw new EngineError('INVALID_ARGUMENT', `token id ${t} in logitBias / allowedTokenIds is outside the vocabulary [0, ${vocab})`, { field: resolved.logitBias.has(t) ? 'logitBias' : 'allowedTokenIds' });
@@ -238,6 +247,7 @@ export class LLMEngine {
       numPreemptions: 0,
       forked: false,
       promptLogprobs: options.scoreOnly ? [undefined] : undefined,
+      badWordsTokenIds: badWords,
       promptTokenLogprobs: resolved.promptLogprobs === undefined || options.scoreOnly ? undefined : new Array<TokenLogprobs | undefined>(promptTokenIds.length).fill(undefined),
       finished: false,
     };
@@ -369,6 +379,7 @@ export class LLMEngine {
         outputTokenIds: g.output,
         rng: g.rng,
         eosTokenIds: this.eosTokenIds,
+        badWordsTokenIds: request.badWordsTokenIds,
       }));
       this.sampler.sample(requests).forEach((result, i) => this.appendToken(group[i]!, result.token, result.logprobs));
     }

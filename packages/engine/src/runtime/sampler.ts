@@ -21,6 +21,8 @@ export interface SampleRequest {
   readonly rng: SeededRng;
   /** The model's end-of-sequence ids (masked while fewer than `minTokens` were generated). Default none. */
   readonly eosTokenIds?: readonly number[];
+  /** Token-id sequences of the request's bad words. Default none. */
+  readonly badWordsTokenIds?: readonly (readonly number[])[];
 }
 
 /** The sampled token and, when `params.logprobs` is set, its logprob and the top alternatives (from the raw logits). */
@@ -41,7 +43,7 @@ export class Sampler {
     return requests.map((r) => {
       const p = r.params;
       const work = Float32Array.from(r.logits);
-      applyLogitsProcessors(work, p, r.outputTokenIds.length, r.eosTokenIds);
+      applyLogitsProcessors(work, p, r.outputTokenIds, r.eosTokenIds, r.badWordsTokenIds);
       applyPenalties(work, p, r.promptTokenIds, r.outputTokenIds);
       const token = sampleToken(work, p, r.rng);
       return { token, logprobs: p.logprobs === undefined ? undefined : tokenLogprobs(r.logits, token, p.logprobs) };

@@ -50,6 +50,8 @@ export interface SamplingParams {
   logitBias?: Readonly<Record<string, number>> | ReadonlyMap<number, number>;
   /** Only these token ids may be generated (vLLM `allowed_token_ids`); every other logit is set to -inf. Default all. */
   allowedTokenIds?: readonly number[];
+  /** vLLM `bad_words`: words that must not be generated (with or without a leading space). Default none. */
+  badWords?: readonly string[];
 }
 
 /** {@link SamplingParams} with defaults applied and values checked. */
@@ -76,6 +78,7 @@ export interface ResolvedSamplingParams {
   readonly logitBias: ReadonlyMap<number, number>;
   /** Allowed token ids, or undefined for the whole vocabulary. */
   readonly allowedTokenIds: readonly number[] | undefined;
+  readonly badWords: readonly string[];
 }
 
 function bad(field: string, value: unknown, rule: string): never {
@@ -120,6 +123,7 @@ export function resolveSamplingParams(params: SamplingParams = {}): ResolvedSamp
     skipSpecialTokens: params.skipSpecialTokens ?? true,
     logitBias: resolveLogitBias(params.logitBias),
     allowedTokenIds: resolveAllowedTokenIds(params.allowedTokenIds),
+    badWords: resolveBadWords(params.badWords),
   };
 }
 
@@ -140,6 +144,13 @@ function resolveLogitBias(bias: SamplingParams['logitBias']): ReadonlyMap<number
     out.set(t, v);
   }
   return out;
+}
+
+function resolveBadWords(words: readonly string[] | undefined): readonly string[] {
+  if (words === undefined) return [];
+  if (!Array.isArray(words)) bad('badWords', words, 'an array of non-empty strings');
+  for (const w of words) if (typeof w !== 'string' || w.trim().length === 0) bad('badWords', w, 'non-empty strings');
+  return [...words];
 }
 
 function resolveAllowedTokenIds(ids: readonly number[] | undefined): readonly number[] | undefined {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import { resolveSamplingParams, type SamplingParams } from './params.js';
 import { SeededRng } from './rng.js';
-import { applyLogitsProcessors, applyPenalties, sampleToken, samplingDistribution } from './sampler.js';
+import { applyLogitsProcessors, applyPenalties, badWordsTokenIds, sampleToken, samplingDistribution } from './sampler.js';
 
 /** Logits whose softmax at temperature 1 is exactly `probs`. */
 const logitsOf = (probs: number[]) => Float32Array.from(probs, Math.log);
@@ -113,27 +113,43 @@ describe('penalties (vLLM apply_penalties)', () => {
 describe('logits processors (before penalties)', () => {
   it('logit_bias is added to the listed logits (string keys as JSON sends them)', () => {
     const logits = Float32Array.from([1, 2, 3]);
-    applyLogitsProcessors(logits, resolveSamplingParams({ logitBias: { '0': 5, '2': -100 } }), 0);
+    applyLogitsProcessors(logits, resolveSamplingParams({ logitBias: { '0': 5, '2': -100 } }), []);
     expect([...logits]).toEqual([6, 2, -97]);
   });
 
   it('allowed_token_ids sets every other logit to -inf', () => {
     const logits = Float32Array.from([9, 2, 3, 1]);
-    applyLogitsProcessors(logits, resolveSamplingParams({ allowedTokenIds: [1, 3] }), 0);
+    applyLogitsProcessors(logits, resolveSamplingParams({ allowedTokenIds: [1, 3] }), []);
     expect([...logits]).toEqual([-Infinity, 2, -Infinity, 1]);
   });
 
   it('min_tokens masks EOS and stop token ids until enough tokens were generated; ignore_eos keeps EOS', () => {
     const params = resolveSamplingParams({ minTokens: 2, stopTokenIds: [1] });
     const a = Float32Array.from([5, 5, 5]);
-    applyLogitsProcessors(a, params, 1, [0]);
+    applyLogitsProcessors(a, params, [7], [0]);
     expect([...a]).toEqual([-Infinity, -Infinity, 5]);
     const b = Float32Array.from([5, 5, 5]);
-    applyLogitsProcessors(b, params, 2, [0]);
+    applyLogitsProcessors(b, params, [7, 7], [0]);
     expect([...b]).toEqual([5, 5, 5]);
     const c = Float32Array.from([5, 5, 5]);
-    applyLogitsProcessors(c, resolveSamplingParams({ minTokens: 2, ignoreEos: true }), 0, [0]);
+    applyLogitsProcessors(c, resolveSamplingParams({ minTokens: 2, ignoreEos: true }), [], [0]);
     expect([...c]).toEqual([5, 5, 5]);
+  });
+
+  it('bad words: a single-token word is always banned; a longer one bans its last token after its prefix', () => {
+    const params = resolveSamplingParams({});
+    const words = [[4], [1, 2, 3]];
+    const a = Float32Array.from([0, 0, 0, 0, 0]);
+    applyLogitsProcessors(a, params, [9, 1, 2], [], words);
+    expect([...a]).toEqual([0, 0, 0, -Infinity, -Infinity]);
+    const b = Float32Array.from([0, 0, 0, 0, 0]);
+    applyLogitsProcessors(b, params, [1, 9], [], words);
+    expect([...b]).toEqual([0, 0, 0, 0, -Infinity]);
+  });
+
+  it('bad words are tokenized as written and with a leading space (kept when its first token differs, same length)', () => {
+    const vocab: Record<string, number[]> = { hello: [5], ' hello': [6], 'big cat': [7, 8], ' big cat': [9, 10, 11] };
+    expect(badWordsTokenIds(['hello', '  big cat'], (t) => vocab[t] ?? [])).toEqual([[5], [6], [7, 8]]);
   });
 
   it('bad values are typed errors naming the field', () => {
@@ -141,5 +157,6 @@ describe('logits processors (before penalties)', () => {
     expect(() => resolveSamplingParams({ logitBias: { x: 1 } })).toThrow(/logitBias/);
     expect(() => resolveSamplingParams({ allowedTokenIds: [] })).toThrow(/allowedTokenIds/);
     expect(() => resolveSamplingParams({ allowedTokenIds: [-1] })).toThrow(/allowedTokenIds/);
+    expect(() => resolveSamplingParams({ badWords: [' '] })).toThrow(/badWords/);
   });
 });

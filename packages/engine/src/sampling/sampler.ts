@@ -39,26 +39,56 @@ export function argmax(x: ArrayLike<number>): number {
 
 /**
  * The logits processors vLLM applies before penalties (V1 `Sampler.apply_logits_processors`), in place:
- * `allowedTokenIds` (every other token to -inf), `logitBias` (added to the logit), and `min_tokens` (while fewer
- * than `minTokens` tokens were generated, the stop token ids and, unless `ignoreEos`, the EOS ids are set to -inf
- * so they cannot be sampled).
+ * `allowedTokenIds` (every other token to -inf), bad words (the last token of a bad word's ids is set to -inf when
+ * the output ends with the ids before it), `logitBias` (added to the logit), and `min_tokens` (while fewer than
+ * `minTokens` tokens were generated, the stop token ids and, unless `ignoreEos`, the EOS ids are set to -inf so
+ * they cannot be sampled).
+ * @param outputTokenIds tokens generated so far.
  * @param eosTokenIds the model's end-of-sequence ids.
+ * @param badWordsTokenIds token-id sequences of the bad words (see `badWordsTokenIds`).
  */
 export function applyLogitsProcessors(
   logits: Float32Array,
   params: ResolvedSamplingParams,
-  outputLength: number,
+  outputTokenIds: ArrayLike<number>,
   eosTokenIds: readonly number[] = [],
+  badWordsTokenIds: readonly (readonly number[])[] = [],
 ): void {
+  const outputLength = outputTokenIds.length;
   if (params.allowedTokenIds !== undefined) {
     const allowed = new Set(params.allowedTokenIds);
     for (let i = 0; i < logits.length; i++) if (!allowed.has(i)) logits[i] = -Infinity;
+  }
+  for (const ids of badWordsTokenIds) {
+    const prefix = ids.length - 1;
+    if (prefix > outputLength) continue;
+    let match = true;
+    for (let j = 0; j < prefix && match; j++) match = outputTokenIds[outputLength - prefix + j] === ids[j];
+    const last = ids[prefix]!;
+    if (match && last < logits.length) logits[last] = -Infinity;
   }
   for (const [t, bias] of params.logitBias) if (t < logits.length) logits[t] = logits[t]! + bias;
   if (outputLength < params.minTokens) {
     const stops = params.ignoreEos ? params.stopTokenIds : [...params.stopTokenIds, ...eosTokenIds];
     for (const t of stops) if (t >= 0 && t < logits.length) logits[t] = -Infinity;
   }
+}
+
+/**
+ * Token-id sequences of vLLM's `bad_words` (SamplingParams.update_from_tokenizer): each word is encoded without
+ * special tokens as written (leading whitespace stripped) and again with one leading space; the spaced variant is
+ * kept only when it differs in its first token and has the same length.
+ */
+export function badWordsTokenIds(words: readonly string[], encode: (text: string) => number[]): number[][] {
+  const out: number[][] = [];
+  for (const word of words) {
+    const plain = encode(word.trimStart());
+    if (plain.length > 0) out.push(plain);
+    const spaced = encode(` ${word.trimStart()}`);
+    const prev = out[out.length - 1];
+    if (spaced.length > 0 && (!prev || (spaced[0] !== prev[0] && spaced.length === prev.length))) out.push(spaced);
+  }
+  return out;
 }
 
 /**
