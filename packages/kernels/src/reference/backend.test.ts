@@ -13,6 +13,9 @@ import {
 import { seededRandom } from '@kvq/test-utils';
 import { describe, expect, it } from 'vitest';
 import type { KvDtype, KvLayerCache, WeightDtype } from '../contract.js';
+import { dequantizeRow } from '../quant/dequantize.js';
+import { QUANTIZED_WEIGHT_DTYPES } from '../quant/layout.js';
+import { quantizeMatrix } from '../quant/quantize.js';
 import { buildRopeTable } from '../rope.js';
 import { buildAttentionBatch, makeKvCache, randomF32, weightFrom, type SeqSpec } from '../testing/random.js';
 import { createReferenceBackend } from './backend.js';
@@ -521,4 +524,33 @@ describe('quantizeFp8 / dequantizeFp8', () => {
     expect([...back.subarray(0, 32)]).toEqual([...dequantizeScaled(out.subarray(0, 32), scales, layout, format)]);
     expect(back[32]).toBe(-1);
   });
+});
+
+describe('reference linear and embedding on quantized weights', () => {
+  const r = seededRandom(99);
+  for (const dtype of QUANTIZED_WEIGHT_DTYPES) {
+    it(`${dtype}: linear equals the float64 dot with the dequantized rows; embedding returns them`, () => {
+      const rows = 3;
+      const outF = 5;
+      const inF = 512;
+      const w = quantizeMatrix(randomF32(outF * inF, r, 0.05), outF, inF, dtype, dtype === 'int4' ? { groupSize: 32, symmetric: false } : {});
+      const deq = new Float32Array(outF * inF);
+      for (let o = 0; o < outF; o++) dequantizeRow(w, o, deq, o * inF);
+      const x = randomF32(rows * inF, r);
+      const bias = randomF32(outF, r);
+      const out = new Float32Array(rows * outF);
+      ref.linear({ x, weight: w, out, rows, bias });
+      for (let t = 0; t < rows; t++) {
+        for (let o = 0; o < outF; o++) {
+          let acc = 0;
+          for (let i = 0; i < inF; i++) acc += x[t * inF + i]! * deq[o * inF + i]!;
+          expect(out[t * outF + o]).toBe(Math.fround(acc + bias[o]!));
+        }
+      }
+      const emb = new Float32Array(2 * inF);
+      ref.embedding({ table: w, ids: Int32Array.of(4, 1), out: emb, numTokens: 2 });
+      expect([...emb.subarray(0, inF)]).toEqual([...deq.subarray(4 * inF, 5 * inF)]);
+      expect([...emb.subarray(inF)]).toEqual([...deq.subarray(inF, 2 * inF)]);
+    });
+  }
 });
