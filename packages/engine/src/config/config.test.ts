@@ -99,3 +99,47 @@ describe('parseGenerationConfig', () => {
     expect(engineErrorOf(() => parseGenerationConfig([])).code).toBe('INVALID_CONFIG');
   });
 });
+
+describe('parseHfConfig: Qwen3, Gemma 2/3, Phi-3 and sliding windows', () => {
+  const base = { ...tinyConfigJson(), num_hidden_layers: 4 };
+  it('reads each family with its defaults', () => {
+    expect(parseHfConfig({ ...base, architectures: ['Qwen3ForCausalLM'], head_dim: undefined })).toMatchObject({ modelType: 'qwen3', headDim: 128, qkNorm: true, attentionBias: false });
+    const g2 = parseHfConfig({ ...base, architectures: ['Gemma2ForCausalLM'], head_dim: 8, hidden_act: undefined, torch_dtype: 'bfloat16', tie_word_embeddings: undefined });
+    expect(g2).toMatchObject({ hiddenAct: 'gelu_pytorch_tanh', tieWordEmbeddings: true, attnLogitSoftcapping: 50, finalLogitSoftcapping: 30, slidingWindow: 4096, embeddingScale: 4, attentionScale: 1 / 16 });
+    expect(g2.layerTypes).toEqual(['sliding_attention', 'full_attention', 'sliding_attention', 'full_attention']);
+    const g3 = parseHfConfig({ ...base, architectures: ['Gemma3ForCausalLM'], head_dim: 8, num_hidden_layers: 7, rope_parameters: { full_attention: { rope_type: 'linear', factor: 8, rope_theta: 1e6 }, sliding_attention: { rope_type: 'default', rope_theta: 1e4 } } });
+    expect(g3).toMatchObject({ ropeTheta: 1e6, ropeScaling: { type: 'linear', factor: 8 }, localRope: { theta: 1e4, scaling: null }, attnLogitSoftcapping: undefined });
+    expect(g3.layerTypes!.map((t) => t[0])).toEqual(['s', 's', 's', 's', 's', 'f', 's']);
+    expect(parseHfConfig({ ...base, architectures: ['Phi3ForCausalLM'], sliding_window: 2047 })).toMatchObject({ fusedProjections: true, slidingWindow: 2047 });
+    const q2 = parseHfConfig({ ...base, architectures: ['Qwen2ForCausalLM'], use_sliding_window: true, sliding_window: 32, max_window_layers: 2 });
+    expect(q2.layerTypes).toEqual(['full_attention', 'full_attention', 'sliding_attention', 'sliding_attention']);
+    expect(parseHfConfig({ ...base, architectures: ['Qwen2ForCausalLM'], use_sliding_window: false, sliding_window: 32 }).slidingWindow).toBeNull();
+  });
+
+  it('reads yarn and dynamic scaling with the model-level fallbacks', () => {
+    const y = parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 32 } });
+    expect(y.ropeScaling).toMatchObject({ type: 'yarn', factor: 4, originalMaxPositions: 32 });
+    expect(parseHfConfig({ ...base, rope_scaling: { type: 'dynamic', factor: 2 } }).ropeScaling).toEqual({ type: 'dynamic', factor: 2, maxPositions: 64 });
+  });
+
+  it.each([
+    [{ architectures: ['Gemma2ForCausalLM'], hidden_activation: 'gelu' }, 'UNSUPPORTED_ARCHITECTURE', 'hidden_activation'],
+    [{ architectures: ['Gemma2ForCausalLM'], layer_types: ['full_attention'] }, 'INVALID_CONFIG', 'layer_types'],
+    [{ architectures: ['Gemma3ForCausalLM'], sliding_window_pattern: 0 }, 'INVALID_CONFIG', 'sliding_window_pattern'],
+    [{ architectures: ['Gemma3ForCausalLM'], use_bidirectional_attention: true }, 'UNSUPPORTED_ARCHITECTURE', 'use_bidirectional_attention'],
+    [{ architectures: ['Gemma2ForCausalLM'], query_pre_attn_scalar: -1 }, 'INVALID_CONFIG', 'query_pre_attn_scalar'],
+    [{ architectures: ['Gemma3ForConditionalGeneration'] }, 'INVALID_CONFIG', 'text_config'],
+    [{ architectures: ['Phi3ForCausalLM'], partial_rotary_factor: 0.75 }, 'UNSUPPORTED_ARCHITECTURE', 'partial_rotary_factor'],
+    [{ architectures: ['Phi3ForCausalLM'], rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [1, 1] }, original_max_position_embeddings: 8 }, 'INVALID_CONFIG', 'rope_scaling.short_factor'],
+    [{ architectures: ['Qwen2ForCausalLM'], use_sliding_window: true, sliding_window: 8, max_window_layers: -1 }, 'INVALID_CONFIG', 'max_window_layers'],
+  ])('rejects %j with %s on %s', (patch, code, field) => {
+    const e = engineErrorOf(() => parseHfConfig({ ...base, ...patch }, 'model/config.json'));
+    expect(e.code).toBe(code);
+    expect(e.field).toBe(field);
+  });
+
+  it('loads the text part of a Gemma 3 multimodal config with the language_model. tensor prefix', () => {
+    const c = parseHfConfig({ architectures: ['Gemma3ForConditionalGeneration'], torch_dtype: 'bfloat16', eos_token_id: [1, 106], text_config: { ...base, head_dim: 8, architectures: undefined, eos_token_id: undefined, torch_dtype: undefined } });
+    expect(c).toMatchObject({ architecture: 'Gemma3ForCausalLM', modelType: 'gemma3_text', tensorPrefix: 'language_model.', eosTokenIds: [1, 106], torchDtype: 'bfloat16' });
+  });
+});

@@ -47,7 +47,7 @@ export interface FamilyFields {
 type Json = Record<string, unknown>;
 
 /** Round `x` to the checkpoint dtype as torch does when it builds a scalar tensor of that dtype (nearest even). */
-export function roundToDtype(x: number, dtype: 'float32' | 'float16' | 'bfloat16' | undefined): number {
+function roundToDtype(x: number, dtype: 'float32' | 'float16' | 'bfloat16' | undefined): number {
   if (dtype === 'bfloat16') return bf16BitsToF32(f32ToBf16Bits(x));
   if (dtype === 'float16') return f16BitsToF32(f32ToF16Bits(x));
   return Math.fround(x);

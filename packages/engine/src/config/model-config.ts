@@ -171,8 +171,7 @@ interface RopeContext {
   readonly headDim: number;
 }
 
-/** @internal exported for the family parsers. */
-export function parseRopeScaling(value: unknown, reader: ConfigReader, field: string, ctx?: RopeContext): RopeScaling | null {
+function parseRopeScaling(value: unknown, reader: ConfigReader, field: string, ctx?: RopeContext): RopeScaling | null {
   if (value === undefined || value === null) return null;
   if (typeof value !== 'object' || Array.isArray(value)) {
     throw new EngineError('INVALID_CONFIG', `${reader.file}: ${field} should be an object or null, got ${describeValue(value)}`, {
@@ -253,7 +252,8 @@ export function parseHfConfig(json: unknown, file = 'config.json', generationEos
     }
     arch = TEXT_WRAPPERS[wrapper as string]!;
     // The text part inherits the wrapper's token ids and dtype when it does not set them.
-    j = { torch_dtype: outer.torch_dtype, eos_token_id: outer.eos_token_id, bos_token_id: outer.bos_token_id, ...(text as Json) };
+    j = { torch_dtype: outer.torch_dtype, eos_token_id: outer.eos_token_id, bos_token_id: outer.bos_token_id };
+    for (const [key, value] of Object.entries(text as Json)) if ((value !== undefined && value !== null) || !(key in j)) j[key] = value;
     tensorPrefix = 'language_model.';
   }
   const r = new ConfigReader(j, wrapper !== undefined ? `${file} text_config` : file);

@@ -32,7 +32,7 @@ function toKernelRopeScaling(s: RopeScaling | null): { scaling?: KernelRopeScali
  * The RoPE cos/sin table of a config for positions `[0, maxPositions)` (`local`: Gemma 3's sliding-layer RoPE).
  * @see `@kvq/kernels` `buildRopeTable` for the rounding and each scaling type.
  */
-export function ropeTableFor(config: ModelConfig, maxPositions: number, local = false): RopeTable {
+function ropeTableFor(config: ModelConfig, maxPositions: number, local = false): RopeTable {
   const theta = local && config.localRope ? config.localRope.theta : config.ropeTheta;
   const { scaling, factors } = toKernelRopeScaling(local && config.localRope ? config.localRope.scaling : config.ropeScaling);
   return buildRopeTable({
@@ -86,7 +86,7 @@ export function llamaWeightsOf(model: LoadedModel): LlamaWeights {
 }
 
 /** The family switches of a config for the forward pass (undefined for plain Llama-family configs). */
-export function forwardVariantOf(c: ModelConfig): ForwardVariant | undefined {
+function forwardVariantOf(c: ModelConfig): ForwardVariant | undefined {
   const v: ForwardVariant = {
     ...(c.hiddenAct === 'gelu_pytorch_tanh' ? { activation: 'gelu_tanh' as const } : {}),
     ...(c.embeddingScale !== undefined ? { embeddingScale: c.embeddingScale } : {}),

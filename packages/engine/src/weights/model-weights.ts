@@ -148,7 +148,7 @@ export function lastLayerProbeName(config: ModelConfig): string {
  * per-tensor `[1]` scale is shared).
  * @throws EngineError `SHAPE_MISMATCH` when the range is outside the tensor.
  */
-export function sliceRows(t: Tensor, start: number, end: number, name = 'tensor'): Tensor {
+function sliceRows(t: Tensor, start: number, end: number, name = 'tensor'): Tensor {
   const [rows, cols] = t.shape as [number, number];
   if (t.shape.length !== 2 || !(start >= 0 && start < end && end <= rows)) {
     throw new EngineError('SHAPE_MISMATCH', `${name}: rows [${start}, ${end}) are outside shape [${t.shape.join(', ')}]`, { field: name });
