@@ -8,6 +8,12 @@ export interface RequestListener {
   onError(error: unknown): void;
 }
 
+/** Sees every {@link RequestOutput} the loop hands out or produces by aborting (for latency metrics). */
+export interface OutputObserver {
+  /** Called before the request's listener; a throwing observer is ignored. */
+  observe(output: RequestOutput): void;
+}
+
 /**
  * The one loop that drives an {@link LLMEngine} for many concurrent clients (continuous batching): while any
  * request is pending it calls `engine.step()` and hands each `RequestOutput` to its request's listener, yielding
@@ -20,6 +26,8 @@ export class EngineLoop {
   private idleWaiters: (() => void)[] = [];
   /** Lifetime counters for /metrics. */
   readonly counters = { finished: { stop: 0, length: 0, abort: 0 } as Record<string, number>, errors: 0 };
+  /** Optional observer of every output (the server's histograms); set once after construction. */
+  observer: OutputObserver | undefined;
 
   constructor(engine: LLMEngine) {
     this.engine = engine;
@@ -47,7 +55,10 @@ export class EngineLoop {
   abort(requestId: string): boolean {
     const had = this.listeners.delete(requestId);
     const out = this.engine.abortRequest(requestId);
-    if (out) this.counters.finished.abort = (this.counters.finished.abort ?? 0) + 1;
+    if (out) {
+      this.counters.finished.abort = (this.counters.finished.abort ?? 0) + 1;
+      this.notify(out);
+    }
     this.settleIdle();
     return had || out !== undefined;
   }
@@ -59,6 +70,7 @@ export class EngineLoop {
       const out = this.engine.abortRequest(id);
       if (out) {
         this.counters.finished.abort = (this.counters.finished.abort ?? 0) + 1;
+        this.notify(out);
         safe(() => listener.onOutput(out));
       }
     }
@@ -98,6 +110,7 @@ export class EngineLoop {
         this.listeners.delete(out.requestId);
         for (const o of out.outputs) if (o.finishReason) this.counters.finished[o.finishReason] = (this.counters.finished[o.finishReason] ?? 0) + 1;
       }
+      this.notify(out);
       if (listener) safe(() => listener.onOutput(out));
     }
     setImmediate(() => this.loop());
@@ -108,9 +121,15 @@ export class EngineLoop {
     this.counters.errors++;
     for (const [id, listener] of [...this.listeners]) {
       this.listeners.delete(id);
-      this.engine.abortRequest(id);
+      const out = this.engine.abortRequest(id);
+      if (out) this.notify(out);
       safe(() => listener.onError(error));
     }
+  }
+
+  private notify(out: RequestOutput): void {
+    const observer = this.observer;
+    if (observer) safe(() => observer.observe(out));
   }
 
   private settleIdle(): void {

@@ -4,11 +4,11 @@
  * @see ../README.md
  */
 export { createServer, samplingDefaults, type KvqServer, type ServerOptions } from './server.js';
-export { EngineLoop, type RequestListener } from './engine-loop.js';
+export { EngineLoop, type OutputObserver, type RequestListener } from './engine-loop.js';
 export { ServerContext, finishReason, type ServerContextOptions } from './context.js';
 export { sse, sseDone, sseError, sseStart } from './sse.js';
 export { Generation } from './generation.js';
-export { renderMetrics, type MetricsContext } from './metrics.js';
+export { ServerMetrics, buckets125, TTFT_BUCKETS, ITL_BUCKETS, REQUEST_LATENCY_BUCKETS, type MetricsContext } from './metrics.js';
 export {
   ServerError,
   toHttpError,

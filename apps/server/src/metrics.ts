@@ -1,8 +1,44 @@
-import type { LLM } from '@kvq/engine';
 import { isFp8Dtype } from '@kvq/cache';
-import type { EngineLoop } from './engine-loop.js';
+import type { LLM, RequestOutput } from '@kvq/engine';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { EngineLoop, OutputObserver } from './engine-loop.js';
 
-/** Facts /metrics reports besides the engine's counters. */
+/**
+ * /metrics through `prom-client`, one {@link Registry} per server (never the global default registry, so two
+ * servers in one process do not collide).
+ *
+ * Names, help strings and histogram bucket edges follow vLLM's Prometheus logger (vllm-project/vllm,
+ * `vllm/v1/metrics/loggers.py`, `PrometheusStatLogger.__init__`, read for facts, v0.11/0.12 era):
+ * - `vllm:time_to_first_token_seconds`: 0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5,
+ *   5, 7.5, 10, 20, 40, 80, 160, 640, 2560
+ * - `vllm:inter_token_latency_seconds`: 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5,
+ *   7.5, 10, 20, 40, 80
+ * - `vllm:e2e_request_latency_seconds` and `vllm:request_queue_time_seconds` (vLLM's `request_latency_buckets`):
+ *   0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680
+ * - `vllm:request_prompt_tokens`, `vllm:request_generation_tokens`: 1-2-5 edges up to max_model_len
+ *   (vLLM's `build_1_2_5_buckets(max_model_len)`).
+ * vLLM also labels an `engine` index; kvq has one engine and labels `model_name` only.
+ */
+
+/** TTFT bucket edges, seconds (vLLM). */
+export const TTFT_BUCKETS: readonly number[] = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640, 2560];
+/** Inter-token latency bucket edges, seconds (vLLM). */
+export const ITL_BUCKETS: readonly number[] = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
+/** End-to-end and queue-time bucket edges, seconds (vLLM's `request_latency_buckets`). */
+export const REQUEST_LATENCY_BUCKETS: readonly number[] = [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680];
+
+/** 1, 2, 5, 10, 20, 50, ... up to and including `max` (vLLM's 1-2-5 token-count buckets). */
+export function buckets125(max: number): number[] {
+  const out: number[] = [];
+  for (let scale = 1; ; scale *= 10) {
+    for (const m of [1, 2, 5]) {
+      if (m * scale > max) return out;
+      out.push(m * scale);
+    }
+  }
+}
+
+/** Facts /metrics reports besides the engine's own counters. */
 export interface MetricsContext {
   readonly llm: LLM;
   readonly loop: EngineLoop;
@@ -17,82 +53,168 @@ export interface MetricsContext {
   readonly httpErrors: () => ReadonlyMap<number, number>;
 }
 
-function esc(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
-}
+/** Seconds on the engine's clock (`performance.timeOrigin`-based, as `RequestMetrics`). */
+const nowSeconds = () => performance.timeOrigin / 1000 + performance.now() / 1000;
 
-function labels(l: Record<string, string | number | boolean>): string {
-  const parts = Object.entries(l).map(([k, v]) => `${k}="${esc(String(v))}"`);
-  return parts.length ? `{${parts.join(',')}}` : '';
+/** Per-request latency bookkeeping between outputs. */
+interface Tracked {
+  ttftSeen: boolean;
+  /** Per sequence: tokens seen and when the last of them arrived (seconds). */
+  readonly seqs: Map<number, { tokens: number; at: number }>;
 }
 
 /**
- * Renders the Prometheus text exposition (format 0.0.4). vLLM's metric names where vLLM has the metric (counters
- * carry the `_total` suffix as its Python client writes them), `kvq:` names for the FP8 cache facts.
+ * The server's metrics: gauges and counters read from the engine when scraped, histograms observed from every
+ * {@link RequestOutput} the {@link EngineLoop} hands out (attach with `loop.observer = metrics`).
+ * - TTFT: `firstTokenTime - arrivalTime`, once per engine request (its first token of any sequence).
+ * - Inter-token latency: per sequence, the time between the outputs that brought its successive tokens (one
+ *   observation per sequence per step that added tokens, as vLLM's per-iteration ITL).
+ * - E2E: `finishedTime - arrivalTime`; queue: `firstScheduledTime - arrivalTime` (when it was scheduled);
+ *   prompt / generation tokens: per finished engine request (generation summed over its `n` sequences).
  */
-export function renderMetrics(ctx: MetricsContext): string {
-  const { llm, loop } = ctx;
-  const s = llm.engine.stats();
-  const m = llm.engine.manager.metrics();
-  const model = { model_name: ctx.modelName };
-  const lines: string[] = [];
-  const metric = (name: string, type: 'gauge' | 'counter', help: string, samples: [Record<string, string | number | boolean>, number][]) => {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const [l, v] of samples) lines.push(`${name}${labels(l)} ${Number.isFinite(v) ? v : 0}`);
-  };
-  metric('vllm:num_requests_running', 'gauge', 'Number of requests in model execution batches.', [[model, s.numRunning]]);
-  metric('vllm:num_requests_waiting', 'gauge', 'Number of requests waiting to be processed.', [[model, s.numWaiting]]);
-  metric('vllm:kv_cache_usage_perc', 'gauge', 'KV-cache usage. 1 means 100 percent usage.', [[model, s.kvCacheUsage]]);
-  metric('vllm:prefix_cache_queries_total', 'counter', 'Prefix cache queries, in terms of number of queried tokens.', [[model, s.prefixCacheQueries]]);
-  metric('vllm:prefix_cache_hits_total', 'counter', 'Prefix cache hits, in terms of number of cached tokens.', [[model, s.prefixCacheHits]]);
-  metric('vllm:num_preemptions_total', 'counter', 'Cumulative number of preemptions from the engine.', [[model, s.numPreemptions]]);
-  metric('vllm:prompt_tokens_total', 'counter', 'Number of prefill tokens processed.', [[model, s.promptTokens]]);
-  metric('vllm:generation_tokens_total', 'counter', 'Number of generation tokens processed.', [[model, s.generationTokens]]);
-  metric(
-    'vllm:request_success_total',
-    'counter',
-    'Count of finished requests (completions), by finish reason.',
-    (['stop', 'length', 'abort'] as const).map((r) => [{ ...model, finished_reason: r }, loop.counters.finished[r] ?? 0]),
-  );
-  metric('vllm:cache_config_info', 'gauge', 'Information of the LLMEngine CacheConfig.', [
-    [
-      {
-        block_size: llm.blockSize,
-        cache_dtype: ctx.kvCacheDtype,
-        calculate_kv_scales: ctx.calculateKvScales,
-        enable_prefix_caching: ctx.enablePrefixCaching,
-        num_gpu_blocks: llm.numBlocks,
+export class ServerMetrics implements OutputObserver {
+  /** This server's registry (no other server shares it). */
+  readonly registry = new Registry();
+  private readonly ttft: Histogram<'model_name'>;
+  private readonly itl: Histogram<'model_name'>;
+  private readonly e2e: Histogram<'model_name'>;
+  private readonly queue: Histogram<'model_name'>;
+  private readonly promptTokens: Histogram<'model_name'>;
+  private readonly generationTokens: Histogram<'model_name'>;
+  private readonly tracked = new Map<string, Tracked>();
+  private readonly labels: { model_name: string };
+
+  constructor(private readonly ctx: MetricsContext) {
+    const { llm, loop } = ctx;
+    const registers = [this.registry];
+    const model = (this.labels = { model_name: ctx.modelName });
+    const labelNames = ['model_name'] as const;
+    const stats = () => llm.engine.stats();
+    const blocks = () => llm.engine.manager.metrics();
+    const gauge = (name: string, help: string, value: () => number) =>
+      new Gauge({ name, help, labelNames, registers, collect() { this.set(model, finite(value())); } });
+    const counter = (name: string, help: string, value: () => number) =>
+      new Counter({ name, help, labelNames, registers, collect() { this.reset(); this.inc(model, finite(value())); } });
+    const info = (name: string, help: string, labels: Record<string, string | number | boolean>) => {
+      const strings = Object.fromEntries(Object.entries(labels).map(([k, v]) => [k, String(v)]));
+      new Gauge({ name, help, labelNames: Object.keys(strings), registers }).set(strings, 1);
+    };
+
+    gauge('vllm:num_requests_running', 'Number of requests in model execution batches.', () => stats().numRunning);
+    gauge('vllm:num_requests_waiting', 'Number of requests waiting to be processed.', () => stats().numWaiting);
+    gauge('vllm:kv_cache_usage_perc', 'KV-cache usage. 1 means 100 percent usage.', () => stats().kvCacheUsage);
+    counter('vllm:prefix_cache_queries_total', 'Prefix cache queries, in terms of number of queried tokens.', () => stats().prefixCacheQueries);
+    counter('vllm:prefix_cache_hits_total', 'Prefix cache hits, in terms of number of cached tokens.', () => stats().prefixCacheHits);
+    counter('vllm:num_preemptions_total', 'Cumulative number of preemptions from the engine.', () => stats().numPreemptions);
+    counter('vllm:prompt_tokens_total', 'Number of prefill tokens processed.', () => stats().promptTokens);
+    counter('vllm:generation_tokens_total', 'Number of generation tokens processed.', () => stats().generationTokens);
+    new Counter({
+      name: 'vllm:request_success_total',
+      help: 'Count of finished requests (completions), by finish reason.',
+      labelNames: ['model_name', 'finished_reason'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const r of ['stop', 'length', 'abort']) this.inc({ ...model, finished_reason: r }, loop.counters.finished[r] ?? 0);
       },
-      1,
-    ],
-  ]);
-  const storage = llm.engine.storage;
-  metric('kvq:kv_cache_info', 'gauge', 'The KV cache storage: dtype as requested and as stored, FP8 or not, scale granularity.', [
-    [
-      {
-        ...model,
-        kv_cache_dtype: ctx.kvCacheDtype,
-        storage_dtype: llm.kvDtype,
-        fp8: isFp8Dtype(llm.kvDtype),
-        scale_granularity: isFp8Dtype(llm.kvDtype) ? storage.scaleGranularity : 'none',
+    });
+    info('vllm:cache_config_info', 'Information of the LLMEngine CacheConfig.', {
+      block_size: llm.blockSize,
+      cache_dtype: ctx.kvCacheDtype,
+      calculate_kv_scales: ctx.calculateKvScales,
+      enable_prefix_caching: ctx.enablePrefixCaching,
+      num_gpu_blocks: llm.numBlocks,
+    });
+    const fp8 = isFp8Dtype(llm.kvDtype);
+    info('kvq:kv_cache_info', 'The KV cache storage: dtype as requested and as stored, FP8 or not, scale granularity.', {
+      ...model,
+      kv_cache_dtype: ctx.kvCacheDtype,
+      storage_dtype: llm.kvDtype,
+      fp8,
+      scale_granularity: fp8 ? llm.engine.storage.scaleGranularity : 'none',
+    });
+    gauge('kvq:kv_cache_bytes_per_token', 'KV-cache bytes per token over all layers (K and V).', () => llm.kvBytesPerToken);
+    gauge('kvq:kv_cache_blocks', 'Usable KV-cache blocks (the null block excluded).', () => blocks().numUsableBlocks);
+    gauge('kvq:kv_cache_blocks_used', 'KV-cache blocks held by sequences.', () => blocks().numUsableBlocks - blocks().numFreeBlocks);
+    gauge('kvq:kv_cache_blocks_cached', 'Blocks holding a prefix-cache hash (in use or free).', () => blocks().numCachedBlocks);
+    gauge('kvq:kv_cache_block_size', 'Tokens per KV-cache block.', () => llm.blockSize);
+    gauge('kvq:kv_cache_capacity_tokens', 'Tokens the KV cache holds when full.', () => blocks().numUsableBlocks * llm.blockSize);
+    counter('kvq:engine_steps_total', 'Engine steps (batched forward passes).', () => stats().steps);
+    counter('kvq:client_disconnects_total', 'Requests aborted because their client went away.', () => ctx.clientAborts());
+    counter('kvq:engine_errors_total', 'Engine steps that failed (every request in flight was aborted).', () => loop.counters.errors);
+    new Counter({
+      name: 'kvq:http_errors_total',
+      help: 'HTTP responses with an error status.',
+      labelNames: ['model_name', 'status'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const [status, n] of ctx.httpErrors()) this.inc({ ...model, status }, n);
       },
-      1,
-    ],
-  ]);
-  metric('kvq:kv_cache_bytes_per_token', 'gauge', 'KV-cache bytes per token over all layers (K and V).', [[model, llm.kvBytesPerToken]]);
-  metric('kvq:kv_cache_blocks', 'gauge', 'Usable KV-cache blocks (the null block excluded).', [[model, m.numUsableBlocks]]);
-  metric('kvq:kv_cache_blocks_used', 'gauge', 'KV-cache blocks held by sequences.', [[model, m.numUsableBlocks - m.numFreeBlocks]]);
-  metric('kvq:kv_cache_blocks_cached', 'gauge', 'Blocks holding a prefix-cache hash (in use or free).', [[model, m.numCachedBlocks]]);
-  metric('kvq:kv_cache_block_size', 'gauge', 'Tokens per KV-cache block.', [[model, llm.blockSize]]);
-  metric('kvq:kv_cache_capacity_tokens', 'gauge', 'Tokens the KV cache holds when full.', [[model, m.numUsableBlocks * llm.blockSize]]);
-  metric('kvq:engine_steps_total', 'counter', 'Engine steps (batched forward passes).', [[model, s.steps]]);
-  metric('kvq:client_disconnects_total', 'counter', 'Requests aborted because their client went away.', [[model, ctx.clientAborts()]]);
-  metric('kvq:engine_errors_total', 'counter', 'Engine steps that failed (every request in flight was aborted).', [[model, loop.counters.errors]]);
-  metric(
-    'kvq:http_errors_total',
-    'counter',
-    'HTTP responses with an error status.',
-    [...ctx.httpErrors()].map(([status, n]) => [{ ...model, status }, n]),
-  );
-  return `${lines.join('\n')}\n`;
+    });
+
+    const histogram = (name: string, help: string, buckets: readonly number[]) => new Histogram({ name, help, labelNames, registers, buckets: [...buckets] });
+    this.ttft = histogram('vllm:time_to_first_token_seconds', 'Histogram of time to first token in seconds.', TTFT_BUCKETS);
+    this.itl = histogram('vllm:inter_token_latency_seconds', 'Histogram of inter-token latency in seconds.', ITL_BUCKETS);
+    this.e2e = histogram('vllm:e2e_request_latency_seconds', 'Histogram of e2e request latency in seconds.', REQUEST_LATENCY_BUCKETS);
+    this.queue = histogram('vllm:request_queue_time_seconds', 'Histogram of time spent in WAITING phase for request.', REQUEST_LATENCY_BUCKETS);
+    const tokenBuckets = buckets125(llm.engine.maxModelLen);
+    this.promptTokens = histogram('vllm:request_prompt_tokens', 'Number of prefill tokens processed.', tokenBuckets);
+    this.generationTokens = histogram('vllm:request_generation_tokens', 'Number of generation tokens processed.', tokenBuckets);
+  }
+
+  /** The Prometheus text exposition (format 0.0.4) of every metric. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** The content type of {@link render}'s text. */
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** Requests whose latency bookkeeping is held (unfinished ones); 0 when idle (no leak). */
+  get trackedRequests(): number {
+    return this.tracked.size;
+  }
+
+  /** Observes one output of the engine (every step's outputs, aborts included); see the class comment. */
+  observe(out: RequestOutput): void {
+    const now = nowSeconds();
+    let t = this.tracked.get(out.requestId);
+    if (!t) {
+      t = { ttftSeen: false, seqs: new Map() };
+      this.tracked.set(out.requestId, t);
+    }
+    const m = out.metrics;
+    if (!t.ttftSeen && m.firstTokenTime !== undefined) {
+      t.ttftSeen = true;
+      this.ttft.observe(this.labels, Math.max(0, m.firstTokenTime - m.arrivalTime));
+    }
+    for (const o of out.outputs) {
+      const n = o.tokenIds.length;
+      const prev = t.seqs.get(o.index);
+      if (!prev) {
+        if (n > 0) t.seqs.set(o.index, { tokens: n, at: now });
+      } else if (n > prev.tokens) {
+        this.itl.observe(this.labels, Math.max(0, now - prev.at));
+        prev.tokens = n;
+        prev.at = now;
+      } else if (n < prev.tokens) {
+        prev.tokens = n; // cannot happen with recompute preemption (outputs are kept); stay consistent anyway
+      }
+    }
+    if (out.finished) {
+      this.tracked.delete(out.requestId);
+      const end = m.finishedTime ?? now;
+      this.e2e.observe(this.labels, Math.max(0, end - m.arrivalTime));
+      if (m.firstScheduledTime !== undefined) this.queue.observe(this.labels, Math.max(0, m.firstScheduledTime - m.arrivalTime));
+      this.promptTokens.observe(this.labels, out.promptTokenIds.length);
+      this.generationTokens.observe(this.labels, out.outputs.reduce((a, o) => a + o.tokenIds.length, 0));
+    }
+  }
+}
+
+function finite(v: number): number {
+  return Number.isFinite(v) ? v : 0;
 }

@@ -275,6 +275,71 @@ describe('OpenAI-compatible server (kvq-tiny, openai client)', () => {
     expect(metricValue(m, 'kvq:kv_cache_blocks_used')).toBe(0);
   });
 
+  it('latency histograms have vLLM names and buckets, and move by one observation per request (ITL: per token after the first)', async () => {
+    const histograms = [
+      'vllm:time_to_first_token_seconds',
+      'vllm:inter_token_latency_seconds',
+      'vllm:e2e_request_latency_seconds',
+      'vllm:request_queue_time_seconds',
+      'vllm:request_prompt_tokens',
+      'vllm:request_generation_tokens',
+    ];
+    const before = await metrics(url);
+    for (const name of histograms) {
+      expect(before).toMatch(new RegExp(`^# TYPE ${name} histogram$`, 'm'));
+      expect(before).toMatch(new RegExp(`^${name}_bucket\\{le="\\+Inf",model_name="kvq-tiny"\\} `, 'm'));
+    }
+    // vLLM's first and last finite edges.
+    expect(before).toMatch(/^vllm:time_to_first_token_seconds_bucket\{le="0.001",model_name="kvq-tiny"\}/m);
+    expect(before).toMatch(/^vllm:time_to_first_token_seconds_bucket\{le="2560",model_name="kvq-tiny"\}/m);
+    expect(before).toMatch(/^vllm:inter_token_latency_seconds_bucket\{le="80",model_name="kvq-tiny"\}/m);
+    expect(before).toMatch(/^vllm:e2e_request_latency_seconds_bucket\{le="7680",model_name="kvq-tiny"\}/m);
+    expect(before).toMatch(/^vllm:request_prompt_tokens_bucket\{le="500",model_name="kvq-tiny"\}/m); // 1-2-5 up to max_model_len 512
+    const count = (m: string, name: string) => metricValue(m, `${name}_count`);
+    const T = 7;
+    // 4 single-sequence requests (2 streamed) and one with n = 3: 5 engine requests, 7 sequences of T tokens.
+    await Promise.all([
+      ...PROMPTS.slice(0, 2).map((prompt) => client.completions.create({ model: 'kvq-tiny', prompt, max_tokens: T, temperature: 0, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming)),
+      ...PROMPTS.slice(2, 4).map(async (prompt) => {
+        const s = await client.completions.create({ model: 'kvq-tiny', prompt, max_tokens: T, temperature: 0, ignore_eos: true, stream: true } as OpenAI.CompletionCreateParamsStreaming);
+        for await (const _ of s);
+      }),
+      client.completions.create({ model: 'kvq-tiny', prompt: PROMPTS[4]!, max_tokens: T, n: 3, temperature: 1, seed: 1, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming),
+    ]);
+    const after = await metrics(url);
+    for (const name of ['vllm:time_to_first_token_seconds', 'vllm:e2e_request_latency_seconds', 'vllm:request_queue_time_seconds', 'vllm:request_prompt_tokens', 'vllm:request_generation_tokens']) {
+      expect(count(after, name) - count(before, name), name).toBe(5);
+    }
+    expect(count(after, 'vllm:inter_token_latency_seconds') - count(before, 'vllm:inter_token_latency_seconds')).toBe(7 * (T - 1));
+    expect(metricValue(after, 'vllm:request_generation_tokens_sum') - metricValue(before, 'vllm:request_generation_tokens_sum')).toBe(7 * T);
+    const promptSum = [0, 1, 2, 3, 4].reduce((a, i) => a + server.llm.encode(PROMPTS[i]!).length, 0);
+    expect(metricValue(after, 'vllm:request_prompt_tokens_sum') - metricValue(before, 'vllm:request_prompt_tokens_sum')).toBe(promptSum);
+    // Cumulative buckets: +Inf equals _count; no observation is negative.
+    expect(metricValue(after, 'vllm:time_to_first_token_seconds_bucket', 'le="+Inf"')).toBe(count(after, 'vllm:time_to_first_token_seconds'));
+    expect(metricValue(after, 'vllm:inter_token_latency_seconds_sum')).toBeGreaterThanOrEqual(0);
+    expect(server.metrics.trackedRequests).toBe(0);
+  });
+
+  it('two servers in one process keep separate registries', async () => {
+    const other = await createServer({ port: 0, kvCacheMemory: 4 << 20, servedModelName: 'other' });
+    try {
+      const otherUrl = await other.listen();
+      const mine = count2(await metrics(url));
+      const r = await new OpenAI({ baseURL: `${otherUrl}/v1`, apiKey: 'x', maxRetries: 0 }).completions.create({ model: 'other', prompt: 'Hi', max_tokens: 3 });
+      expect(r.choices).toHaveLength(1);
+      const theirs = await metrics(otherUrl);
+      expect(metricValue(theirs, 'vllm:e2e_request_latency_seconds_count')).toBe(1);
+      expect(theirs).toMatch(/model_name="other"/);
+      expect(theirs).not.toMatch(/model_name="kvq-tiny"/);
+      expect(count2(await metrics(url))).toBe(mine);
+    } finally {
+      await other.close({ graceMs: 0 });
+    }
+    function count2(m: string): number {
+      return metricValue(m, 'vllm:e2e_request_latency_seconds_count');
+    }
+  });
+
   it('/metrics uses vLLM names and reports the KV cache dtype and bytes per token', async () => {
     const m = await metrics(url);
     for (const name of [

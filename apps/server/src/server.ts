@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { ServerContext } from './context.js';
 import { EngineLoop } from './engine-loop.js';
 import { ServerError, toHttpError } from './errors.js';
+import { ServerMetrics } from './metrics.js';
 import { registerChat } from './routes/chat.js';
 import { registerCompletions } from './routes/completions.js';
 import { registerHealthMetrics } from './routes/health-metrics.js';
@@ -49,6 +50,8 @@ export interface KvqServer {
   readonly loop: EngineLoop;
   /** Names clients may use in `model`; the first is reported by /v1/models. */
   readonly modelNames: readonly string[];
+  /** What /metrics serves (this server's own prom-client registry). */
+  readonly metrics: ServerMetrics;
   /** Starts listening on `host:port`; resolves to the base URL (`http://127.0.0.1:PORT`). */
   listen(): Promise<string>;
   /**
@@ -122,11 +125,18 @@ export async function createServer(options: ServerOptions = {}): Promise<KvqServ
     }
   });
 
-  registerHealthMetrics(app, ctx, {
+  const metrics = new ServerMetrics({
+    llm,
+    loop,
+    modelName: names[0]!,
     kvCacheDtype: options.kvCacheDtype ?? 'auto',
     calculateKvScales: options.calculateKvScales ?? false,
     enablePrefixCaching: options.enablePrefixCaching ?? true,
+    clientAborts: () => ctx.clientAborts,
+    httpErrors: () => ctx.httpErrors,
   });
+  loop.observer = metrics;
+  registerHealthMetrics(app, ctx, metrics);
   registerModels(app, ctx);
   registerCompletions(app, ctx);
   registerChat(app, ctx);
@@ -137,6 +147,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvqServ
     llm,
     loop,
     modelNames: names,
+    metrics,
     async listen() {
       return app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 8000 });
     },

@@ -1,30 +1,15 @@
 import type { FastifyInstance } from 'fastify';
 import type { ServerContext } from '../context.js';
-import { renderMetrics } from '../metrics.js';
-
-/** Facts of the server's configuration that /metrics reports. */
-export interface MetricsConfig {
-  /** The `--kv-cache-dtype` as given (`auto`, `fp8`, ...). */
-  readonly kvCacheDtype: string;
-  readonly calculateKvScales: boolean;
-  readonly enablePrefixCaching: boolean;
-}
+import type { ServerMetrics } from '../metrics.js';
 
 /**
- * `GET /health` (200, or 503 while shutting down) and `GET /metrics` (Prometheus text format 0.0.4). Neither
- * needs the API key.
+ * `GET /health` (200, or 503 while shutting down) and `GET /metrics` (Prometheus text format 0.0.4 from the
+ * server's own prom-client registry). Neither needs the API key.
  */
-export function registerHealthMetrics(app: FastifyInstance, ctx: ServerContext, config: MetricsConfig): void {
+export function registerHealthMetrics(app: FastifyInstance, ctx: ServerContext, metrics: ServerMetrics): void {
   app.get('/health', async (_request, reply) => reply.code(ctx.shuttingDown ? 503 : 200).send());
   app.get('/metrics', async (_request, reply) => {
-    reply.header('content-type', 'text/plain; version=0.0.4; charset=utf-8');
-    return renderMetrics({
-      llm: ctx.llm,
-      loop: ctx.loop,
-      modelName: ctx.names[0]!,
-      ...config,
-      clientAborts: () => ctx.clientAborts,
-      httpErrors: () => ctx.httpErrors,
-    });
+    reply.header('content-type', metrics.contentType);
+    return metrics.render();
   });
 }
