@@ -33,6 +33,8 @@ export type EngineErrorCode =
   | 'CHAT_TEMPLATE'
   /** A caller passed an invalid argument (token id out of range, unknown option value, ...). */
   | 'INVALID_ARGUMENT'
+  /** Structured outputs: an invalid JSON schema / regex / grammar, or the grammar engine cannot load. */
+  | 'STRUCTURED_OUTPUT'
   /** Hugging Face Hub: the repository, revision or file does not exist (HTTP 404). */
   | 'HUB_NOT_FOUND'
   /** Hugging Face Hub: access denied (HTTP 401/403): a private or gated repository, or a token without access. */
