@@ -86,6 +86,9 @@ export const SERVER_ERROR_HTTP: Readonly<Record<ServerErrorCode, Mapping>> = {
  */
 export const ENGINE_ERROR_HTTP: Readonly<Record<EngineErrorCode, Mapping>> = {
   INVALID_ARGUMENT: BAD,
+  // An invalid JSON schema / regex / grammar in the request (the engine's code also covers a grammar engine that
+  // cannot load; that case is the lead's to split if it needs a 500).
+  STRUCTURED_OUTPUT: BAD,
   CHAT_TEMPLATE: BAD,
   FILE_NOT_FOUND: INTERNAL,
   IO_ERROR: INTERNAL,
