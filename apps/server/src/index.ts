@@ -31,4 +31,12 @@ export {
   type Usage,
 } from './openai/protocol.js';
 export { DeltaText, chatLogprobs, completionLogprobs, tokenText, type ChatLogprob, type CompletionLogprobs } from './openai/text.js';
+export {
+  detokenizeRequestSchema,
+  tokenizeRequestSchema,
+  type DetokenizeRequest,
+  type DetokenizeResponse,
+  type TokenizeRequest,
+  type TokenizeResponse,
+} from './routes/tokenize.js';
 export { measureThroughput, type ThroughputOptions, type ThroughputResult } from './throughput.js';

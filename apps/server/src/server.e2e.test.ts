@@ -340,6 +340,50 @@ describe('OpenAI-compatible server (kvq-tiny, openai client)', () => {
     }
   });
 
+  it("vLLM's /tokenize and /detokenize: prompt or chat messages, special tokens, token strings, typed 400s", async () => {
+    const post = async (path: string, body: unknown) => {
+      const r = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: r.status, json: (await r.json()) as Record<string, unknown> & { error?: { type: string; message: string; param: string | null } } };
+    };
+    const tok = server.llm.model.tokenizer;
+    const text = 'In the beginning God';
+    const a = await post('/tokenize', { model: 'kvq-tiny', prompt: text });
+    expect(a.status).toBe(200);
+    expect(a.json).toEqual({ count: tok.encode(text).length, max_model_len: 512, tokens: tok.encode(text) });
+    const noSpecial = await post('/tokenize', { prompt: text, add_special_tokens: false, return_token_strs: true });
+    expect(noSpecial.json.tokens).toEqual(tok.encode(text, { addSpecialTokens: false }));
+    expect(noSpecial.json.token_strs).toEqual((noSpecial.json.tokens as number[]).map((t) => tok.idToToken(t)));
+    // Chat: the same ids the chat endpoint feeds the engine (usage.prompt_tokens), with or without the generation prompt.
+    const messages = [{ role: 'user', content: 'Tell me my fortune.' }];
+    const chat = await post('/tokenize', { messages });
+    const rendered = server.llm.model.chatTemplate!.render(messages, { addGenerationPrompt: true });
+    expect(chat.json.tokens).toEqual(tok.encode(rendered, { addSpecialTokens: false }));
+    const completion = await client.chat.completions.create({ model: 'kvq-tiny', messages: messages as OpenAI.ChatCompletionMessageParam[], max_tokens: 1 });
+    expect(chat.json.count).toBe(completion.usage!.prompt_tokens);
+    const noGen = await post('/tokenize', { messages, add_generation_prompt: false });
+    expect(noGen.json.count as number).toBeLessThan(chat.json.count as number);
+    // Round trip.
+    const back = await post('/detokenize', { model: 'kvq-tiny', tokens: noSpecial.json.tokens });
+    expect(back).toEqual({ status: 200, json: { prompt: text } });
+    // Typed 400s (and 404 for an unknown model).
+    const bad = async (path: string, body: unknown, status: number, param: RegExp | null, message: RegExp) => {
+      const r = await post(path, body);
+      expect(r.status, JSON.stringify(body)).toBe(status);
+      expect(r.json.error!.message).toMatch(message);
+      if (param) expect(r.json.error!.param).toMatch(param);
+    };
+    await bad('/detokenize', { tokens: [1, 5000] }, 400, /^tokens\[1\]$/, /5000 is outside the vocabulary/);
+    await bad('/detokenize', { tokens: [-1] }, 400, /^tokens\[0\]$/, /outside the vocabulary/);
+    await bad('/detokenize', { tokens: 'abc' }, 400, null, /tokens/);
+    await bad('/detokenize', {}, 400, null, /tokens/);
+    await bad('/tokenize', {}, 400, /^prompt$/, /prompt .* or messages/);
+    await bad('/tokenize', { prompt: 'x', messages }, 400, /^messages$/, /not both/);
+    await bad('/tokenize', { messages: [] }, 400, null, /messages/);
+    await bad('/tokenize', { prompt: 5 }, 400, null, /prompt/);
+    await bad('/tokenize', { model: 'gpt-4', prompt: 'x' }, 404, /^model$/, /gpt-4/);
+    await bad('/detokenize', { model: 'gpt-4', tokens: [1] }, 404, /^model$/, /gpt-4/);
+  });
+
   it('/metrics uses vLLM names and reports the KV cache dtype and bytes per token', async () => {
     const m = await metrics(url);
     for (const name of [

@@ -10,6 +10,7 @@ import { registerChat } from './routes/chat.js';
 import { registerCompletions } from './routes/completions.js';
 import { registerHealthMetrics } from './routes/health-metrics.js';
 import { registerModels } from './routes/models.js';
+import { registerTokenize } from './routes/tokenize.js';
 
 export { samplingDefaults } from './context.js';
 
@@ -75,7 +76,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref()
 
 /**
  * Creates the OpenAI-compatible server: `GET /v1/models`, `POST /v1/completions`, `POST /v1/chat/completions`
- * (streaming as server-sent events), `GET /health`, `GET /metrics`. Loads the model unless `llm` is given.
+ * (streaming as server-sent events), vLLM's `POST /tokenize` and `POST /detokenize`, `GET /health`, `GET /metrics`. Loads the model unless `llm` is given.
  * The routes live in `routes/*.ts` and share a {@link ServerContext}; this function sets up fastify (body limit,
  * validation, error mapping, API key, shutdown refusal) and the lifecycle.
  * @example
@@ -140,6 +141,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvqServ
   registerModels(app, ctx);
   registerCompletions(app, ctx);
   registerChat(app, ctx);
+  registerTokenize(app, ctx);
 
   let closing: Promise<void> | undefined;
   return {

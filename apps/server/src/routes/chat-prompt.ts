@@ -4,10 +4,11 @@ import type { ChatMessageIn } from '../openai/protocol.js';
 
 /**
  * The prompt token ids of a chat: text content (or text parts, joined) rendered with the model's chat template,
- * tokenized without adding special tokens (the template writes them). Shared by chat completions and /tokenize.
+ * tokenized without adding special tokens (the template writes them) unless `addSpecialTokens`. Shared by chat
+ * completions and /tokenize.
  * @throws ServerError `INVALID_REQUEST` when the model has no chat template or a part is not text
  */
-export function renderChatPrompt(ctx: ServerContext, messagesIn: readonly ChatMessageIn[], addGenerationPrompt: boolean): number[] {
+export function renderChatPrompt(ctx: ServerContext, messagesIn: readonly ChatMessageIn[], addGenerationPrompt: boolean, addSpecialTokens = false): number[] {
   const template = ctx.llm.model.chatTemplate;
   if (!template) throw new ServerError('INVALID_REQUEST', `the model ${ctx.names[0]} has no chat template; use /v1/completions`, { param: 'messages' });
   const messages = messagesIn.map((m, i) => {
@@ -27,5 +28,5 @@ export function renderChatPrompt(ctx: ServerContext, messagesIn: readonly ChatMe
     return { role: m.role, content, ...(m.name ? { name: m.name } : {}) };
   });
   const text = template.render(messages, { addGenerationPrompt });
-  return ctx.tokenizer.encode(text, { addSpecialTokens: false });
+  return ctx.tokenizer.encode(text, { addSpecialTokens });
 }
