@@ -6,6 +6,7 @@ import { createReferenceBackend, type KernelBackend } from '@kvq/kernels';
 import { createBackend } from '@kvq/kernels-cpu';
 import { describe, expect, it } from 'vitest';
 
+import { LLM } from '../llm/llm.js';
 import { loadModel } from '../load/load-model.js';
 import { llamaDimsOf, llamaWeightsOf } from './architecture.js';
 import { ModelRunner } from './model-runner.js';
@@ -84,6 +85,20 @@ describe.each(backends)('architecture variants vs numpy float64 (%s backend)', (
     expect(rows).toBe(expected.logits.length);
     expect(maxErr).toBeLessThan(LOGIT_BOUND);
     expect(greedy).toEqual(expected.greedy);
+  });
+});
+
+describe('LLM.create runs every family end to end', () => {
+  it.each(MODELS)('%s: LLM.generate (f32 cache) gives the numpy greedy tokens; an FP8 cache generates too', async (name) => {
+    const expected = JSON.parse(readFileSync(`${REF_DIR}expected/${name}.json`, 'utf8')) as Expected;
+    const model = `${REF_DIR}models/${name}`;
+    const opts = { model, backend: 'reference' as const, kvCacheMemory: 1 << 20, maxModelLen: expected.max_model_len, blockSize: 8 };
+    const exact = await LLM.create({ ...opts, kvCacheDtype: 'f32' });
+    const [out] = await exact.generate({ promptTokenIds: expected.prompt }, { temperature: 0, maxTokens: expected.greedy.length, ignoreEos: true });
+    expect(out!.outputs[0]!.tokenIds).toEqual(expected.greedy);
+    const fp8 = await LLM.create({ ...opts, kvCacheDtype: 'fp8' });
+    const [q] = await fp8.generate({ promptTokenIds: expected.prompt }, { temperature: 0, maxTokens: 4, ignoreEos: true });
+    expect(q!.outputs[0]!.tokenIds).toHaveLength(4);
   });
 });
 
