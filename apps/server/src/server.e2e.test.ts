@@ -175,6 +175,85 @@ describe('OpenAI-compatible server (kvq-tiny, openai client)', () => {
     for (const c of content) expect(c.top_logprobs.length).toBe(2);
   });
 
+  it('completions logprobs: the sampled token is always in top_logprobs (up to logprobs + 1 entries), streamed equal to non-streamed', async () => {
+    const params = { model: 'kvq-tiny', prompt: 'A fortune:', max_tokens: 24, temperature: 1.5, seed: 3, logprobs: 1 } as const;
+    const r = await client.completions.create(params);
+    const l = r.choices[0]!.logprobs!;
+    let extra = 0;
+    for (let i = 0; i < l.tokens!.length; i++) {
+      const top = l.top_logprobs![i]!;
+      expect(top[l.tokens![i]!]).toBe(l.token_logprobs![i]);
+      expect(Object.keys(top).length).toBeLessThanOrEqual(2);
+      if (Object.keys(top).length === 2) extra++;
+    }
+    expect(extra, 'at temperature 1.5 some sampled tokens are not the most likely').toBeGreaterThan(0);
+    const s = await client.completions.create({ ...params, stream: true });
+    const tokens: string[] = [];
+    const lps: number[] = [];
+    const offsets: number[] = [];
+    for await (const c of s) {
+      const cl = c.choices[0]?.logprobs;
+      if (!cl) continue;
+      tokens.push(...cl.tokens!);
+      lps.push(...cl.token_logprobs!);
+      offsets.push(...cl.text_offset!);
+    }
+    expect(tokens).toEqual(l.tokens);
+    expect(lps).toEqual(l.token_logprobs);
+    expect(offsets).toEqual(l.text_offset);
+  });
+
+  it('streams n > 1 for completions (2 prompts x n=3) and chat (n=3): every index streamed, one finish per index, equal to non-streamed', async () => {
+    const cparams = { model: 'kvq-tiny', prompt: ['A fortune:', 'You will meet'], max_tokens: 12, n: 3, temperature: 1, seed: 11 } as const;
+    const whole = await client.completions.create(cparams);
+    expect(whole.choices.map((c) => c.index).sort()).toEqual([0, 1, 2, 3, 4, 5]);
+    const text = new Map<number, string>();
+    const finishes = new Map<number, string[]>();
+    for await (const c of await client.completions.create({ ...cparams, stream: true })) {
+      for (const ch of c.choices) {
+        text.set(ch.index, (text.get(ch.index) ?? '') + ch.text);
+        if (ch.finish_reason) finishes.set(ch.index, [...(finishes.get(ch.index) ?? []), ch.finish_reason]);
+      }
+    }
+    for (const ch of whole.choices) {
+      expect(text.get(ch.index), `completion index ${ch.index}`).toBe(ch.text);
+      expect(finishes.get(ch.index)).toEqual([ch.finish_reason]);
+    }
+    expect(new Set(whole.choices.map((c) => c.text)).size).toBeGreaterThan(1);
+
+    const messages = [{ role: 'user' as const, content: 'Tell me my fortune.' }];
+    const chatParams = { model: 'kvq-tiny', messages, max_tokens: 12, n: 3, temperature: 1, seed: 5, logprobs: true, top_logprobs: 2 } as const;
+    const chatWhole = await client.chat.completions.create(chatParams);
+    expect(chatWhole.choices.map((c) => c.index)).toEqual([0, 1, 2]);
+    const content = new Map<number, string>();
+    const roles = new Map<number, number>();
+    const chatFinishes = new Map<number, string[]>();
+    const lpTokens = new Map<number, string[]>();
+    for await (const c of await client.chat.completions.create({ ...chatParams, stream: true })) {
+      for (const ch of c.choices) {
+        if (ch.delta.role) roles.set(ch.index, (roles.get(ch.index) ?? 0) + 1);
+        content.set(ch.index, (content.get(ch.index) ?? '') + (ch.delta.content ?? ''));
+        if (ch.finish_reason) chatFinishes.set(ch.index, [...(chatFinishes.get(ch.index) ?? []), ch.finish_reason]);
+        for (const lp of ch.logprobs?.content ?? []) lpTokens.set(ch.index, [...(lpTokens.get(ch.index) ?? []), lp.token]);
+      }
+    }
+    for (const ch of chatWhole.choices) {
+      expect(roles.get(ch.index), `role delta once for index ${ch.index}`).toBe(1);
+      expect(content.get(ch.index)).toBe(ch.message.content);
+      expect(chatFinishes.get(ch.index)).toEqual([ch.finish_reason]);
+      const entries = ch.logprobs!.content!;
+      expect(lpTokens.get(ch.index)).toEqual(entries.map((e) => e.token));
+      for (const e of entries) {
+        // OpenAI's entry shape: token, logprob, bytes (UTF-8 of the token text), top_logprobs with the same fields.
+        expect(e.bytes).toEqual([...Buffer.from(e.token, 'utf8')]);
+        expect(e.logprob).toBeLessThanOrEqual(0);
+        expect(e.top_logprobs).toHaveLength(2);
+        for (const t of e.top_logprobs) expect(t.bytes).toEqual([...Buffer.from(t.token, 'utf8')]);
+        expect(e.top_logprobs[0]!.logprob).toBeGreaterThanOrEqual(e.top_logprobs[1]!.logprob);
+      }
+    }
+  });
+
   it('rejects bad requests with OpenAI-shaped errors and the right status codes', async () => {
     const expectError = async (p: Promise<unknown>, status: number, pattern: RegExp) => {
       const e = (await p.then(() => undefined, (x: unknown) => x)) as InstanceType<typeof OpenAI.APIError> | undefined;

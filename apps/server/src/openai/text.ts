@@ -47,7 +47,11 @@ export interface CompletionLogprobs {
   text_offset: number[];
 }
 
-/** Completions-style logprobs for `entries`, text offsets starting at `offset`. */
+/**
+ * Completions-style logprobs for `entries`, text offsets starting at `offset`. `top_logprobs[i]` maps the token
+ * text of the `logprobs` most likely tokens, plus the sampled one, to their logprobs (first id wins when two ids
+ * share a text).
+ */
 export function completionLogprobs(tokenizer: Tokenizer, entries: readonly TokenLogprobs[], offset: number): CompletionLogprobs {
   const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
   let at = offset;
@@ -57,6 +61,8 @@ export function completionLogprobs(tokenizer: Tokenizer, entries: readonly Token
     out.token_logprobs.push(e.logprob);
     const top: Record<string, number> = {};
     for (const x of e.top) top[tokenText(tokenizer, x.tokenId)] ??= x.logprob;
+    // OpenAI and vLLM always include the sampled token, so a position has up to `logprobs` + 1 entries.
+    top[t] ??= e.logprob;
     out.top_logprobs.push(top);
     out.text_offset.push(at);
     at += t.length;
