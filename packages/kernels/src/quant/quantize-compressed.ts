@@ -9,7 +9,7 @@
  *   satfinite encoder, round to nearest even). All arithmetic in float32.
  * @module
  */
-import { encodeFp8 } from '@kvq/fp8';
+import { encodeFp8Array } from '@kvq/fp8';
 
 const fr = Math.fround;
 /** float32 epsilon, compressed-tensors' lower clamp of scales. */
@@ -43,9 +43,11 @@ export function quantizeFp8Weight(
     scale[s] = Math.max(fr(a / 448), F32_EPS);
   }
   const data = new Uint8Array(rows * cols);
+  const scaled = new Float32Array(cols);
   for (let r = 0; r < rows; r++) {
     const s = scale[granularity === 'tensor' ? 0 : r]!;
-    for (let i = 0; i < cols; i++) data[r * cols + i] = encodeFp8(fr(x[r * cols + i]! / s), 'e4m3fn', 'satfinite');
+    for (let i = 0; i < cols; i++) scaled[i] = x[r * cols + i]! / s; // rounded to float32 on store
+    encodeFp8Array(scaled, 'e4m3fn', { saturation: 'satfinite', out: data.subarray(r * cols, (r + 1) * cols) });
   }
   return { data, scale };
 }

@@ -44,6 +44,15 @@ function halfBitsUp(v: number, what: string, row: number, block: number): number
   return h;
 }
 
+// Scratch buffers reused by every block (the quantizers are synchronous and not re-entrant).
+const qScratch = new Uint8Array(256);
+const loS = new Float64Array(16);
+const hiS = new Float64Array(16);
+const needS = new Float64Array(16);
+const mlS = new Float64Array(8);
+const scS = new Uint8Array(8);
+const miS = new Uint8Array(8);
+
 /** Round half away from zero (gguf-py `np_roundf`, C `roundf`). */
 function roundAway(v: number): number {
   return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
@@ -83,7 +92,7 @@ function quantSym(
   const id = d === 0 ? 0 : fr(1 / d);
   putHalf(out, o, halfBits(d, 'scale d', row, block));
   // gguf-py: trunc(float32(float64(x) * float64(id) + (levels + 0.5))), then clip.
-  const q = new Uint8Array(32);
+  const q = qScratch;
   for (let j = 0; j < 32; j++) q[j] = Math.min(top, Math.trunc(fr(x[xo + j]! * id + (levels + 0.5))));
   packLegacy(q, out, o + 2, bits);
 }
@@ -110,7 +119,7 @@ function quantAsym(
   const id = d === 0 ? 0 : fr(1 / d);
   putHalf(out, o, halfBits(d, 'scale d', row, block));
   putHalf(out, o + 2, halfBits(min, 'minimum m', row, block));
-  const q = new Uint8Array(32);
+  const q = qScratch;
   for (let j = 0; j < 32; j++) q[j] = Math.min(top, Math.trunc(fr(fr(fr(x[xo + j]! - min) * id) + 0.5)));
   packLegacy(q, out, o + 4, bits);
 }
@@ -145,8 +154,8 @@ function coverIndex(need: number, scale: number, mult: number, kMax: number): nu
 function quantK45(x: Float32Array, xo: number, out: Uint8Array, o: number, five: boolean, row: number, block: number): void {
   const f16 = f16ToF32Table();
   const top = five ? 31 : 15;
-  const lo = new Float64Array(8);
-  const hi = new Float64Array(8);
+  const lo = loS;
+  const hi = hiS;
   let maxMin = 0;
   for (let s = 0; s < 8; s++) {
     let mn = 0;
@@ -162,11 +171,11 @@ function quantK45(x: Float32Array, xo: number, out: Uint8Array, o: number, five:
   }
   const dminBits = halfBitsUp(maxMin / 63, 'super-block min scale dmin', row, block);
   const dmin = f16[dminBits]!;
-  const sc = new Uint8Array(8);
-  const mi = new Uint8Array(8);
-  const ml = new Float64Array(8);
+  const sc = scS;
+  const mi = miS;
+  const ml = mlS;
   let maxNeed = 0;
-  const need = new Float64Array(8);
+  const need = needS;
   for (let s = 0; s < 8; s++) {
     mi[s] = dmin === 0 ? 0 : coverIndex(-lo[s]!, dmin, 1, 63);
     ml[s] = fr(dmin * mi[s]!);
@@ -175,7 +184,7 @@ function quantK45(x: Float32Array, xo: number, out: Uint8Array, o: number, five:
   }
   const dBits = halfBitsUp(maxNeed / 63, 'super-block scale d', row, block);
   const d = f16[dBits]!;
-  const q = new Uint8Array(256);
+  const q = qScratch;
   for (let s = 0; s < 8; s++) {
     sc[s] = d === 0 ? 0 : coverIndex(need[s]!, d, top, 63);
     const dl = fr(d * sc[s]!);
@@ -210,7 +219,7 @@ function quantK45(x: Float32Array, xo: number, out: Uint8Array, o: number, five:
 /** q6_k: 16 sub-blocks of 16, `x ~ dl * q` with `q` in [-32, 31], int8 sub-block scales, f16 `d`. */
 function quantQ6K(x: Float32Array, xo: number, out: Uint8Array, o: number, row: number, block: number): void {
   const f16 = f16ToF32Table();
-  const need = new Float64Array(16);
+  const need = needS;
   let maxNeed = 0;
   for (let s = 0; s < 16; s++) {
     let n = 0;
@@ -223,7 +232,7 @@ function quantQ6K(x: Float32Array, xo: number, out: Uint8Array, o: number, row: 
   }
   const dBits = halfBitsUp(maxNeed / 127, 'super-block scale d', row, block);
   const d = f16[dBits]!;
-  const q = new Uint8Array(256); // q + 32, in [0, 63]
+  const q = qScratch; // q + 32, in [0, 63]
   for (let s = 0; s < 16; s++) {
     // The step must satisfy step * 31 >= max and step * 32 >= -min: cover `need` first, then re-check in float32.
     let k = d === 0 ? 0 : coverIndex(need[s]!, d, 1, 127);
