@@ -32,9 +32,11 @@ export {
   toHfConfigJson,
   SUPPORTED_ARCHITECTURES,
   type Architecture,
+  type LayerType,
   type ModelConfig,
   type RopeScaling,
 } from './config/model-config.js';
+export type { FamilyFields } from './config/families.js';
 export { parseGenerationConfig, toGenerationConfigJson, type GenerationConfig } from './config/generation-config.js';
 
 export {
@@ -165,11 +167,14 @@ export {
   LlamaForward,
   type AttentionObserver,
   type ForwardBatch,
+  type ForwardVariant,
+  type LayerAttentionDims,
   type LlamaDims,
   type LlamaForwardOptions,
   type LlamaLayerWeights,
   type LlamaWeights,
 } from './runtime/forward.js';
+export { llamaDimsOf } from './runtime/architecture.js';
 export { calculateKvScalesObserver, KV_SCALE_CONSTANTS } from './runtime/kv-scales.js';
 export { resolveSamplingParams, type ResolvedSamplingParams, type SamplingParams } from './sampling/params.js';
 export { SeededRng } from './sampling/rng.js';
