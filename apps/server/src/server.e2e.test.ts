@@ -204,7 +204,7 @@ describe('OpenAI-compatible server (kvq-tiny, openai client)', () => {
   });
 
   it('streams n > 1 for completions (2 prompts x n=3) and chat (n=3): every index streamed, one finish per index, equal to non-streamed', async () => {
-    const cparams = { model: 'kvq-tiny', prompt: ['A fortune:', 'You will meet'], max_tokens: 12, n: 3, temperature: 1, seed: 11 } as const;
+    const cparams = { model: 'kvq-tiny', prompt: ['A fortune:', 'You will meet'], max_tokens: 12, n: 3, temperature: 1, seed: 11 };
     const whole = await client.completions.create(cparams);
     expect(whole.choices.map((c) => c.index).sort()).toEqual([0, 1, 2, 3, 4, 5]);
     const text = new Map<number, string>();
