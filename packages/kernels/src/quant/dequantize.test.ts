@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { WeightMatrix } from '../contract.js';
+import { KernelError } from '../errors.js';
 import { dequantizeRow } from './dequantize.js';
 import { GGML_BLOCK, GGML_WEIGHT_DTYPES } from './layout.js';
 import { loadVectors, slice } from './vectors.test-helpers.js';
@@ -77,5 +78,25 @@ describe('dequantizeRow of the dense and compressed-tensors dtypes', () => {
     expect([...out]).toEqual([0, 15, -2, 0]);
     dequantizeRow(asym, 1, out);
     expect([...out]).toEqual([0.5, -2.5, 0, 12]);
+  });
+});
+
+describe('dequantizeRow bad input', () => {
+  const w: WeightMatrix = { dtype: 'q8_0', rows: 2, cols: 32, data: new Uint8Array(68) };
+  it.each([
+    ['row past the matrix', () => dequantizeRow(w, 2, new Float32Array(32)), 'OUT_OF_RANGE', 'row'],
+    ['fractional row', () => dequantizeRow(w, 0.5, new Float32Array(32)), 'OUT_OF_RANGE', 'row'],
+    ['out too short for the offset', () => dequantizeRow(w, 0, new Float32Array(40), 9), 'SHAPE_MISMATCH', 'out'],
+    ['negative offset', () => dequantizeRow(w, 0, new Float32Array(40), -1), 'INVALID_ARGUMENT', 'outOffset'],
+    ['truncated blocks', () => dequantizeRow({ ...w, data: new Uint8Array(67) }, 0, new Float32Array(32)), 'SHAPE_MISMATCH', 'weight.data'],
+  ])('%s', (_, fn, code, argument) => {
+    try {
+      fn();
+    } catch (e) {
+      expect(e).toBeInstanceOf(KernelError);
+      expect([(e as KernelError).code, (e as KernelError).argument]).toEqual([code, argument]);
+      return;
+    }
+    expect.fail('nothing thrown');
   });
 });

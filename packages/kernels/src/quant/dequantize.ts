@@ -9,6 +9,8 @@
  */
 import { f16ToF32Table, fp8DecodeTable } from '@kvq/fp8';
 import type { WeightMatrix } from '../contract.js';
+import { KernelError } from '../errors.js';
+import { checkCount, checkF32, describeValue, validateWeight } from '../validate.js';
 import { GGML_BLOCK, isGgmlDtype, rowDataLength } from './layout.js';
 
 const fr = Math.fround;
@@ -130,13 +132,29 @@ function dequantQ6K(f16: Float32Array, b: Uint8Array, o: number, y: Float32Array
 
 /**
  * Dequantize row `row` of `w` into `out[outOffset .. outOffset + w.cols)` as float32 (for any dtype, dense
- * included). `w` must be valid (`validateWeight`); `row` in `[0, w.rows)`. Returns `out`.
+ * included). Returns `out`.
  * - GGML types: ggml's formulas, bit-exact (see the module comment).
  * - `fp8_e4m3`: `fround(decode(q) * scale)`, `int8`: `fround(q * scale)`, `int4`: `fround((q - zp) * scale)`, with
  *   the row's (or the tensor's) scale and, for `int4`, the column's group scale and zero point.
+ * Throws `KernelError`: anything `validateWeight` rejects (argument `weight...`), `OUT_OF_RANGE` for a `row` outside
+ * `[0, w.rows)`, `INVALID_ARGUMENT` / `SHAPE_MISMATCH` for a bad `outOffset` or an `out` too short.
  * @see docs/spec/quantized-weights.md
  */
 export function dequantizeRow(w: WeightMatrix, row: number, out: Float32Array, outOffset = 0): Float32Array {
+  validateWeight('weight', w);
+  if (!Number.isInteger(row) || row < 0 || row >= w.rows) {
+    throw new KernelError('OUT_OF_RANGE', `row ${describeValue(row)} is outside the weight's [0, ${w.rows})`, { argument: 'row' });
+  }
+  checkCount('outOffset', outOffset, 0);
+  checkF32('out', out, outOffset + w.cols);
+  return dequantizeRowUnchecked(w, row, out, outOffset);
+}
+
+/**
+ * {@link dequantizeRow} without argument checks, for callers that validated `w` (the reference backend's ops).
+ * @internal
+ */
+export function dequantizeRowUnchecked(w: WeightMatrix, row: number, out: Float32Array, outOffset = 0): Float32Array {
   const { dtype, cols } = w;
   const rowLen = rowDataLength(dtype, cols);
   const start = row * rowLen;

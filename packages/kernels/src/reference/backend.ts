@@ -50,7 +50,7 @@ import {
   validateSiluAndMul,
   validateSoftmax,
 } from '../validate.js';
-import { dequantizeRow } from '../quant/dequantize.js';
+import { dequantizeRowUnchecked as dequantizeRow } from '../quant/dequantize.js';
 
 let bf16Table: Float32Array | undefined;
 
