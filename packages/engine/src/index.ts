@@ -178,6 +178,8 @@ export { llamaDimsOf } from './runtime/architecture.js';
 export { calculateKvScalesObserver, KV_SCALE_CONSTANTS } from './runtime/kv-scales.js';
 export { resolveSamplingParams, type ResolvedSamplingParams, type SamplingParams } from './sampling/params.js';
 export { SeededRng } from './sampling/rng.js';
+export { checkStructuredOutputs, GrammarConstraint, StructuredOutputCompiler, vocabTypeOf, type StructuredOutputsParams } from './structured/structured.js';
+export type { TokenConstraint } from './runtime/constraint.js';
 export { applyLogitsProcessors, applyPenalties, argmax, badWordsTokenIds, logSoftmax, sampleToken, samplingDistribution, tokenLogprobs, type TokenLogprobs } from './sampling/sampler.js';
 
 // Hugging Face Hub: model and dataset repos into the standard Hub cache (huggingface_hub's layout and variables).

@@ -10,7 +10,8 @@ import { isHubId, type HubSettings } from '../hub/settings.js';
 import { loadModel } from '../load/load-model.js';
 import type { LoadedModel, LoadProgress } from '../load/types.js';
 import { resolveKvScales, type KvCacheFormat, type KvScales } from '../weights/kv-scales.js';
-import { LLMEngine, type RequestOutput } from '../runtime/engine.js';
+import { LLMEngine, type AddRequestOptions, type RequestOutput } from '../runtime/engine.js';
+import { checkStructuredOutputs, StructuredOutputCompiler } from '../structured/structured.js';
 import { llamaDimsOf, llamaWeightsOf } from '../runtime/architecture.js';
 import { LlamaForward } from '../runtime/forward.js';
 import { calculateKvScalesObserver } from '../runtime/kv-scales.js';
@@ -124,6 +125,7 @@ export class LLM {
   /** KV bytes per token over all layers. */
   readonly kvBytesPerToken: number;
   private nextId = 0;
+  private structured: Promise<StructuredOutputCompiler> | undefined;
 
   private constructor(model: LoadedModel, engine: LLMEngine, backend: KernelBackend, kvDtype: KvStorageDtype, numBlocks: number, blockSize: number, bytesPerToken: number) {
     this.model = model;
@@ -259,14 +261,16 @@ export class LLM {
    */
   async generate(prompts: string | { promptTokenIds: readonly number[] } | readonly (string | { promptTokenIds: readonly number[] })[], params: SamplingParams = {}): Promise<RequestOutput[]> {
     const list = Array.isArray(prompts) ? prompts : [prompts];
-    const ids = list.map((p) => {
+    const ids: string[] = [];
+    for (const p of list) {
       const id = `gen-${this.nextId++}`;
       const tokens = typeof p === 'string' ? this.encode(p) : [...(p as { promptTokenIds: readonly number[] }).promptTokenIds];
-      this.engine.addRequest(id, tokens, params);
-      return id;
-    });
+      this.engine.addRequest(id, tokens, params, await this.requestOptions(params));
+      ids.push(id);
+    }
     const done = new Map<string, RequestOutput>();
     while (this.engine.hasUnfinishedRequests()) {
+      await this.engine.prepare();
       for (const out of this.engine.step()) if (out.finished) done.set(out.requestId, out);
       await new Promise((r) => setImmediate(r));
     }
@@ -283,11 +287,12 @@ export class LLM {
     params: SamplingParams = {},
   ): AsyncGenerator<{ index: number; text: string; tokenIds: readonly number[]; finished: boolean; output: RequestOutput }> {
     const id = `stream-${this.nextId++}`;
-    this.engine.addRequest(id, typeof prompt === 'string' ? this.encode(prompt) : [...prompt.promptTokenIds], params);
+    this.engine.addRequest(id, typeof prompt === 'string' ? this.encode(prompt) : [...prompt.promptTokenIds], params, await this.requestOptions(params));
     const sent = new Map<number, { chars: number; tokens: number; done: boolean }>();
     let finished = false;
     try {
       while (!finished) {
+        await this.engine.prepare();
         for (const out of this.engine.step()) {
           if (out.requestId !== id) continue;
           finished = out.finished;
@@ -342,6 +347,22 @@ export class LLM {
     let count = 0;
     for (const lp of logprobs) if (lp !== undefined) (nllSum -= lp), count++;
     return { tokenIds: tokens, logprobs, nllSum, count };
+  }
+
+  /**
+   * The structured-output compiler of this model (xgrammar over its tokenizer; created on first use, grammars cached).
+   * The server uses it to compile `response_format` / `structured_outputs` before `engine.addRequest`.
+   */
+  structuredOutputs(): Promise<StructuredOutputCompiler> {
+    this.structured ??= StructuredOutputCompiler.create(this.model.tokenizer, this.model.config.vocabSize, this.model.config.eosTokenIds);
+    return this.structured;
+  }
+
+  /** Engine options of a request: compiled constraints when it asks for structured outputs. */
+  private async requestOptions(params: SamplingParams): Promise<AddRequestOptions> {
+    if (params.structuredOutputs === undefined) return {};
+    const compiler = await this.structuredOutputs();
+    return { constraints: await compiler.constraints(checkStructuredOutputs(params.structuredOutputs), params.n ?? 1) };
   }
 
   /** Releases the backend's native resources. */

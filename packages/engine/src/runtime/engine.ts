@@ -4,6 +4,7 @@ import { resolveSamplingParams, type ResolvedSamplingParams, type SamplingParams
 import { SeededRng } from '../sampling/rng.js';
 import { badWordsTokenIds, tokenLogprobs, type TokenLogprobs } from '../sampling/sampler.js';
 import type { AttentionObserver, LlamaForward } from './forward.js';
+import type { TokenConstraint } from './constraint.js';
 import { ModelRunner, type ModelRunnerInput } from './model-runner.js';
 import { Sampler, type SampleRequest } from './sampler.js';
 import { Scheduler, type SchedulerConfig, type SchedulerOutput, type SchedulerSequence } from './scheduler.js';
@@ -71,6 +72,11 @@ export interface AddRequestOptions {
   readonly priority?: number;
   /** Prefix-cache salt (isolates this request's cache entries). */
   readonly cacheSalt?: string;
+  /**
+   * Structured outputs: one {@link TokenConstraint} per completion (`n` of them), compiled from
+   * `params.structuredOutputs` (e.g. by `StructuredOutputCompiler.constraints`). Required when that is set.
+   */
+  readonly constraints?: readonly TokenConstraint[];
 }
 
 interface Seq extends SchedulerSequence {
@@ -203,6 +209,13 @@ export class LLMEngine {
     const resolved = resolveSamplingParams(params);
     if (promptTokenIds.length === 0) throw new EngineError('INVALID_ARGUMENT', 'the prompt has no tokens', { field: 'prompt' });
     const vocab = this.forwardPass.dims.vocabSize;
+    if (resolved.structuredOutputs !== undefined && options.constraints?.length !== resolved.n) {
+      throw new EngineError(
+        'INVALID_ARGUMENT',
+        `structuredOutputs needs ${resolved.n} compiled constraints in options.constraints (got ${options.constraints?.length ?? 0}); LLM compiles them, see StructuredOutputCompiler`,
+        { field: 'structuredOutputs' },
+      );
+    }
     let badWords: number[][] = [];
     if (resolved.badWords.length > 0) {
       const encode = this.detokenizer?.encode;
@@ -380,6 +393,7 @@ export class LLMEngine {
         rng: g.rng,
         eosTokenIds: this.eosTokenIds,
         badWordsTokenIds: request.badWordsTokenIds,
+        constraint: request.options.constraints?.[g.index],
       }));
       this.sampler.sample(requests).forEach((result, i) => this.appendToken(group[i]!, result.token, result.logprobs));
     }
@@ -422,7 +436,34 @@ export class LLMEngine {
     return { ...lp, decodedToken: text(lp.tokenId), top: lp.top.map((x) => ({ ...x, decodedToken: text(x.tokenId) })) };
   }
 
+  /**
+   * Computes what structured-output constraints need before the next {@link step} (their next-token masks). Drivers
+   * call it before every step; it resolves at once when no request has a constraint waiting.
+   */
+  async prepare(): Promise<void> {
+    const waiting = this.unpreparedConstraints().map((c) => c.prepare());
+    if (waiting.length > 0) await Promise.all(waiting);
+  }
+
+  /** True when some request's constraint must be prepared (`await prepare()`) before the next step. */
+  get needsPrepare(): boolean {
+    return this.unpreparedConstraints().length > 0;
+  }
+
+  /** Constraints of live sequences (and of children not forked yet, which sample from the prompt's row) without a mask. */
+  private unpreparedConstraints(): TokenConstraint[] {
+    const out: TokenConstraint[] = [];
+    for (const request of this.requests.values()) {
+      const cs = request.options.constraints;
+      if (!cs || request.finished) continue;
+      if (!request.forked) out.push(...cs.filter((c) => !c.ready));
+      else for (const seq of request.seqs) if (seq.finishReason === undefined && cs[seq.index] && !cs[seq.index]!.ready) out.push(cs[seq.index]!);
+    }
+    return out;
+  }
+
   private appendToken(seq: Seq, token: number, logprobs: TokenLogprobs | undefined): void {
+    seq.request.options.constraints?.[seq.index]?.accept(token);
     seq.output.push(token);
     this.generationTokens++;
     if (seq.logprobs && logprobs) {
@@ -464,6 +505,7 @@ export class LLMEngine {
     if (allDone && !request.finished) {
       request.finished = true;
       request.finishedTime = now();
+      for (const c of request.options.constraints ?? []) c.dispose();
     }
   }
 

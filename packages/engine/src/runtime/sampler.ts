@@ -6,6 +6,7 @@
  */
 import type { ResolvedSamplingParams } from '../sampling/params.js';
 import type { SeededRng } from '../sampling/rng.js';
+import type { TokenConstraint } from './constraint.js';
 import { applyLogitsProcessors, applyPenalties, logSoftmax, sampleToken, tokenLogprobs, type TokenLogprobs } from '../sampling/sampler.js';
 
 /** One sequence to sample a token for. */
@@ -23,6 +24,8 @@ export interface SampleRequest {
   readonly eosTokenIds?: readonly number[];
   /** Token-id sequences of the request's bad words. Default none. */
   readonly badWordsTokenIds?: readonly (readonly number[])[];
+  /** Structured outputs: masks the tokens the grammar does not allow next (first, before every other processor). */
+  readonly constraint?: TokenConstraint | undefined;
 }
 
 /** The sampled token and, when `params.logprobs` is set, its logprob and the top alternatives (from the raw logits). */
@@ -43,6 +46,7 @@ export class Sampler {
     return requests.map((r) => {
       const p = r.params;
       const work = Float32Array.from(r.logits);
+      r.constraint?.applyTo(work);
       applyLogitsProcessors(work, p, r.outputTokenIds, r.eosTokenIds, r.badWordsTokenIds);
       applyPenalties(work, p, r.promptTokenIds, r.outputTokenIds);
       const token = sampleToken(work, p, r.rng);

@@ -1,4 +1,5 @@
 import { EngineError } from '../errors.js';
+import { checkStructuredOutputs, type StructuredOutputsParams } from '../structured/structured.js';
 
 /**
  * Sampling parameters, vLLM's `SamplingParams` in camelCase. Defaults follow vLLM.
@@ -52,6 +53,12 @@ export interface SamplingParams {
   allowedTokenIds?: readonly number[];
   /** vLLM `bad_words`: words that must not be generated (with or without a leading space). Default none. */
   badWords?: readonly string[];
+  /**
+   * vLLM `structured_outputs`: the output must match a JSON schema, any JSON object, a regex, one of some strings or
+   * an EBNF grammar (see `StructuredOutputsParams`). `LLM` compiles it; a bare `LLMEngine` needs the compiled
+   * constraints in `AddRequestOptions.constraints`. Default none.
+   */
+  structuredOutputs?: StructuredOutputsParams;
 }
 
 /** {@link SamplingParams} with defaults applied and values checked. */
@@ -79,6 +86,7 @@ export interface ResolvedSamplingParams {
   /** Allowed token ids, or undefined for the whole vocabulary. */
   readonly allowedTokenIds: readonly number[] | undefined;
   readonly badWords: readonly string[];
+  readonly structuredOutputs: StructuredOutputsParams | undefined;
 }
 
 function bad(field: string, value: unknown, rule: string): never {
@@ -124,6 +132,7 @@ export function resolveSamplingParams(params: SamplingParams = {}): ResolvedSamp
     logitBias: resolveLogitBias(params.logitBias),
     allowedTokenIds: resolveAllowedTokenIds(params.allowedTokenIds),
     badWords: resolveBadWords(params.badWords),
+    structuredOutputs: params.structuredOutputs === undefined ? undefined : checkStructuredOutputs(params.structuredOutputs),
   };
 }
 
