@@ -1,6 +1,7 @@
 import type { KvCacheStorage } from '@kvq/cache';
 import type { KernelBackend, RopeStyle, RopeTable, WeightMatrix } from '@kvq/kernels';
 
+import { EngineError } from '../errors.js';
 import { geluTanhAndMul, scaleInPlace, softcapInPlace, softcappedPagedAttention } from './variant-ops.js';
 
 /** One decoder layer's weights, Hugging Face orientation (`[out, in]` row-major). */
@@ -154,12 +155,16 @@ export class LlamaForward {
   private gate = new Float32Array(0);
   private up = new Float32Array(0);
 
+  /** @throws EngineError `INVALID_ARGUMENT` for `fp8Query` on a model with attention soft-capping. */
   constructor(backend: KernelBackend, weights: LlamaWeights, dims: LlamaDims, storage: KvCacheStorage, options: LlamaForwardOptions = {}) {
     this.backend = backend;
     this.weights = weights;
     this.dims = dims;
     this.storage = storage;
     this.fp8Query = options.fp8Query ?? false;
+    if (this.fp8Query && dims.variant?.attnLogitSoftcapping !== undefined) {
+      throw new EngineError('INVALID_ARGUMENT', 'fp8Query is not supported for models with attention logit soft-capping (Gemma 2)', { field: 'fp8Query' });
+    }
   }
 
   private ensureCapacity(numTokens: number): void {
