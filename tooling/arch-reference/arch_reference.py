@@ -60,7 +60,7 @@ SPECS = {
                 "intermediate_size": 128, "vocab_size": 256, "rms_norm_eps": 1e-6,
                 "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
                 "rope_scaling": {"rope_type": "linear", "factor": 2.0}, "sliding_window_pattern": 3,
-                "max_position_embeddings": 64, "sliding_window": 5, "query_pre_attn_scalar": 16,
+                "max_position_embeddings": 64, "sliding_window": 5, "query_pre_attn_scalar": 20,
                 "final_logit_softcapping": None, "attn_logit_softcapping": None,
                 "hidden_activation": "gelu_pytorch_tanh",
             },
