@@ -107,6 +107,8 @@ export {
   GGML_TENSOR_TYPES,
   GGML_TYPE_BYTES,
   GgufType,
+  ggmlBlockDtypeOf,
+  type GgmlDenseTensorType,
   type GgmlTensorType,
   type GgufEntry,
   type GgufTensor,
@@ -132,6 +134,19 @@ export {
   type ModelFormat,
 } from './load/types.js';
 export { convertToHf, type ConvertOptions, type ConvertResult } from './convert/convert.js';
+export { fileTypeOf, GGUF_OUT_TYPES, writeModelAsGguf, type GgufOutType, type WriteGgufOptions, type WriteGgufResult } from './convert/to-gguf.js';
+export { quantizeModel, type QuantizeModelOptions, type QuantizeResult } from './quantize/quantize.js';
+export {
+  ggufTensorType,
+  isCompressedTensorsScheme,
+  LLAMA_FTYPE,
+  parseQuantizeScheme,
+  QUANTIZE_SCHEMES,
+  type CompressedTensorsScheme as CompressedTensorsQuantizeScheme,
+  type GgufScheme,
+  type QuantizeScheme,
+} from './quantize/schemes.js';
+export { parseCompressedTensorsConfig, type CompressedTensorsConfig } from './load/compressed-tensors.js';
 
 // Running models: the LLM API, the engine core, the forward pass and sampling.
 export { LLM, llamaWeightsOf, type KvCacheDtype, type LLMOptions, type ScoreResult } from './llm/llm.js';

@@ -30,7 +30,7 @@ export function ggufTensorName(hfName: string): string {
 /** A tensor converted to a GGUF type: bit-exact when the type is the tensor's own or wider. */
 function convertTensor(t: Tensor, type: GgmlTensorType): Float32Array | Uint16Array {
   const same = (t.dtype === 'f32' && type === 'F32') || (t.dtype === 'f16' && type === 'F16') || (t.dtype === 'bf16' && type === 'BF16');
-  if (same) return t.data.slice();
+  if (same) return (t.data as Float32Array | Uint16Array).slice();
   const n = t.data.length;
   const value = (i: number): number =>
     t.dtype === 'f32' ? (t.data as Float32Array)[i]! : t.dtype === 'f16' ? f16ToNumber((t.data as Uint16Array)[i]!) : bf16ToNumber((t.data as Uint16Array)[i]!);

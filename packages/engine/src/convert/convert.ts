@@ -42,34 +42,54 @@ async function writeJson(path: string, value: unknown): Promise<void> {
  *   which config.json cannot express), `IO_ERROR`, and any `loadModel` error.
  */
 export async function convertToHf(source: string | LoadedModel, outDir: string, options: ConvertOptions = {}): Promise<ConvertResult> {
+  await prepareOutputFolder(outDir, options.overwrite === true);
+  const model = typeof source === 'string' ? await loadModel(source, options) : source;
+  await makeFolder(outDir);
+  const warnings: string[] = [];
+  if (model.kvScales) warnings.push('KV-cache scales are not written to the converted folder');
+  const files = await writeHfSideFiles(model, outDir);
+  await writeSafetensors(join(outDir, 'model.safetensors'), weightsByHfName(model.config, model.weights), { format: 'pt' });
+  return { dir: outDir, files: [...files.slice(0, 2), 'model.safetensors', ...files.slice(2)], warnings };
+}
+
+/**
+ * Refuse a non-empty output folder unless `overwrite`.
+ * @throws EngineError `INVALID_ARGUMENT`.
+ */
+export async function prepareOutputFolder(outDir: string, overwrite: boolean): Promise<void> {
   let existing: string[] = [];
   try {
     existing = await readdir(outDir);
   } catch {
     existing = [];
   }
-  if (existing.length > 0 && !options.overwrite) {
+  if (existing.length > 0 && !overwrite) {
     throw new EngineError('INVALID_ARGUMENT', `${outDir}: output folder is not empty (pass overwrite: true to replace its files)`, { file: outDir });
   }
-  const model = typeof source === 'string' ? await loadModel(source, options) : source;
+}
+
+async function makeFolder(outDir: string): Promise<void> {
   try {
     await mkdir(outDir, { recursive: true });
   } catch (cause) {
     throw new EngineError('IO_ERROR', `${outDir}: cannot create folder (${(cause as Error).message})`, { file: outDir, cause });
   }
-  const warnings: string[] = [];
-  if (model.kvScales) warnings.push('KV-cache scales are not written to the converted folder');
-  const configJson = toHfConfigJson(model.config);
-  await writeJson(join(outDir, 'config.json'), configJson);
+}
+
+/**
+ * Write the non-weight files of a Hugging Face folder for a loaded model: `config.json` (with `extraConfig` keys
+ * merged in, e.g. a `quantization_config`), `generation_config.json`, `tokenizer.json`, `tokenizer_config.json` (with
+ * the chat template, if any). Creates the folder.
+ * @returns the file names written, in that order.
+ * @throws EngineError `IO_ERROR`, `INVALID_ARGUMENT` (a config `toHfConfigJson` cannot express).
+ */
+export async function writeHfSideFiles(model: LoadedModel, outDir: string, extraConfig: Record<string, unknown> = {}): Promise<string[]> {
+  await makeFolder(outDir);
+  await writeJson(join(outDir, 'config.json'), { ...toHfConfigJson(model.config), ...extraConfig });
   await writeJson(join(outDir, 'generation_config.json'), toGenerationConfigJson(model.generationConfig));
-  await writeSafetensors(join(outDir, 'model.safetensors'), weightsByHfName(model.config, model.weights), { format: 'pt' });
   await writeJson(join(outDir, 'tokenizer.json'), model.tokenizer.json);
   const tokenizerConfig: Record<string, unknown> = { ...model.tokenizer.config, model_max_length: model.config.maxPositionEmbeddings };
   if (model.chatTemplate) tokenizerConfig.chat_template = model.chatTemplate.source;
   await writeJson(join(outDir, 'tokenizer_config.json'), tokenizerConfig);
-  return {
-    dir: outDir,
-    files: ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'],
-    warnings,
-  };
+  return ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json'];
 }

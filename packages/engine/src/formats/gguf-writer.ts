@@ -1,5 +1,5 @@
 /**
- * GGUF v3 writer (unquantized tensors), the inverse of {@link parseGguf}: a streaming file writer for large models
+ * GGUF v3 writer (dense and GGML block-quantized tensors), the inverse of {@link parseGguf}: a streaming file writer for large models
  * ({@link writeGguf}), an in-memory encoder for tests and tools ({@link encodeGguf}), and the header encoder both use.
  * @see docs/spec (ggml's GGUF specification: header, metadata value types, tensor directory, alignment)
  * @module
@@ -7,28 +7,54 @@
 import { open, rename, rm } from 'node:fs/promises';
 
 import { EngineError, describeValue } from '../errors.js';
-import { GGML_TYPE_OF, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufValueType } from './gguf.js';
+import { GGML_BLOCKS, type GgmlWeightDtype } from '../tensor.js';
+import { GGML_TYPE_OF, GGML_TYPE_OF_QUANT, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufValueType } from './gguf.js';
 
 /** GGUF metadata value type ids (GGUF v3 spec, `gguf_metadata_value_type`): the reader's table. */
 export const GgufType = GgufValueType;
 /** A GGUF metadata value type id. */
 export type GgufType = GgufValueType;
 
-/** The tensor element types the writer stores (unquantized only), with their ggml type ids (the reader's). */
-export const GGML_TENSOR_TYPES = { F32: GGML_TYPE_OF.f32, F16: GGML_TYPE_OF.f16, BF16: GGML_TYPE_OF.bf16 } as const;
-/** `F32`, `F16` or `BF16`. */
+/**
+ * The tensor types the writer stores by name, with their ggml type ids (the reader's): the dense F32/F16/BF16 and
+ * the GGML block types kvq loads (data = the raw blocks, e.g. from `quantizeMatrix`).
+ */
+export const GGML_TENSOR_TYPES = {
+  F32: GGML_TYPE_OF.f32,
+  F16: GGML_TYPE_OF.f16,
+  BF16: GGML_TYPE_OF.bf16,
+  Q8_0: GGML_TYPE_OF_QUANT.q8_0,
+  Q4_0: GGML_TYPE_OF_QUANT.q4_0,
+  Q4_1: GGML_TYPE_OF_QUANT.q4_1,
+  Q5_0: GGML_TYPE_OF_QUANT.q5_0,
+  Q5_1: GGML_TYPE_OF_QUANT.q5_1,
+  Q4_K: GGML_TYPE_OF_QUANT.q4_k,
+  Q5_K: GGML_TYPE_OF_QUANT.q5_k,
+  Q6_K: GGML_TYPE_OF_QUANT.q6_k,
+} as const;
+/** `F32`, `F16`, `BF16` or a GGML block type name (`Q8_0`, `Q4_K`, ...). */
 export type GgmlTensorType = keyof typeof GGML_TENSOR_TYPES;
+/** The dense {@link GgmlTensorType}s. */
+export type GgmlDenseTensorType = 'F32' | 'F16' | 'BF16';
 
-/** Bytes per element of each {@link GgmlTensorType}. */
-export const GGML_TYPE_BYTES: Record<GgmlTensorType, number> = { F32: 4, F16: 2, BF16: 2 };
+/** Bytes per element of each dense {@link GgmlTensorType}. */
+export const GGML_TYPE_BYTES: Record<GgmlDenseTensorType, number> = { F32: 4, F16: 2, BF16: 2 };
+
+/** The engine dtype of a block {@link GgmlTensorType} (`Q4_K` → `q4_k`), or undefined for a dense one. */
+export function ggmlBlockDtypeOf(type: GgmlTensorType): GgmlWeightDtype | undefined {
+  return type in GGML_TYPE_BYTES ? undefined : (type.toLowerCase() as GgmlWeightDtype);
+}
 
 /** One metadata entry: a scalar or string, or an array of one item type. */
 export type GgufEntry =
   | { readonly key: string; readonly type: Exclude<GgufType, typeof GgufType.ARRAY>; readonly value: number | bigint | boolean | string }
   | { readonly key: string; readonly type: typeof GgufType.ARRAY; readonly itemType: Exclude<GgufType, typeof GgufType.ARRAY>; readonly value: readonly (number | bigint | boolean | string)[] };
 
-/** Tensor data: Float32Array for F32, Uint16Array of IEEE half / bfloat16 bit patterns for F16 / BF16. */
-export type GgufTensorData = Float32Array | Uint16Array;
+/**
+ * Tensor data: Float32Array for F32, Uint16Array of IEEE half / bfloat16 bit patterns for F16 / BF16, Uint8Array of
+ * raw blocks for the block types.
+ */
+export type GgufTensorData = Float32Array | Uint16Array | Uint8Array;
 
 /**
  * One tensor to write. `dims` are ggml dimensions, innermost (contiguous) first: a Hugging Face `[out, in]` matrix
@@ -185,8 +211,12 @@ function tensorBytes(t: GgufTensorHeader): number {
     }
     return t.byteLength;
   }
-  if (!(t.type in GGML_TENSOR_TYPES)) throw writeError(`tensor ${t.name}: type ${describeValue(t.type)} is not F32, F16 or BF16`, t.name);
-  return count * GGML_TYPE_BYTES[t.type];
+  if (!(t.type in GGML_TENSOR_TYPES)) throw writeError(`tensor ${t.name}: type ${describeValue(t.type)} is not one of ${Object.keys(GGML_TENSOR_TYPES).join(', ')}`, t.name);
+  const block = ggmlBlockDtypeOf(t.type);
+  if (block === undefined) return count * GGML_TYPE_BYTES[t.type as GgmlDenseTensorType];
+  const { elements, bytes } = GGML_BLOCKS[block];
+  if (t.dims[0]! % elements !== 0) throw writeError(`tensor ${t.name}: rows of ${t.dims[0]} elements are not a whole number of ${t.type} blocks (${elements})`, t.name);
+  return (count / elements) * bytes;
 }
 
 /**
@@ -298,12 +328,14 @@ export async function writeGguf(path: string, metadata: readonly GgufEntry[], te
 
 /** Checks a named-type tensor's data: array type and element count. */
 function checkData(t: { readonly name: string; readonly dims: readonly number[]; readonly type: GgmlTensorType }, data: unknown, byteLength: number): void {
-  const wantArray = t.type === 'F32' ? Float32Array : Uint16Array;
+  const block = ggmlBlockDtypeOf(t.type);
+  const wantArray = t.type === 'F32' ? Float32Array : block === undefined ? Uint16Array : Uint8Array;
   if (!(data instanceof wantArray)) {
     throw writeError(`tensor ${t.name}: ${t.type} data must be a ${wantArray.name}, got ${(data as object | null)?.constructor?.name ?? describeValue(data)}`, t.name);
   }
   if (data.byteLength !== byteLength) {
-    throw writeError(`tensor ${t.name}: ${data.length} elements given, dims [${t.dims.join(', ')}] need ${byteLength / GGML_TYPE_BYTES[t.type]}`, t.name);
+    const unit = block === undefined ? GGML_TYPE_BYTES[t.type as GgmlDenseTensorType] : 1;
+    throw writeError(`tensor ${t.name}: ${data.byteLength / unit} ${unit === 1 ? 'bytes' : 'elements'} given, dims [${t.dims.join(', ')}] need ${byteLength / unit}`, t.name);
   }
 }
 

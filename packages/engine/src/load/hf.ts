@@ -21,7 +21,8 @@ import {
   type CheckpointKvScales,
   type RawLayerKvScales,
 } from '../weights/kv-scales.js';
-import { assembleWeights, checkShape, expectedHfTensors, lastLayerProbeName } from '../weights/model-weights.js';
+import { assembleWeights, checkShape, expectedHfTensors, lastLayerProbeName, type ExpectedTensor } from '../weights/model-weights.js';
+import { compressedTensorNames, parseCompressedTensorsConfig, readCompressedWeight, schemeForModule, type CompressedTensorsScheme } from './compressed-tensors.js';
 import { ProgressTracker, readJsonFile, type LoadedModel, type LoadedTokenizer, type LoadModelOptions } from './types.js';
 
 /** One opened safetensors file. */
@@ -114,7 +115,8 @@ export async function readHfWeights(
   const warnings: string[] = [];
   // Cheap check before listing 9+ tensors per layer: a corrupt num_hidden_layers must not allocate millions of entries.
   const lastLayer = lastLayerProbeName(config);
-  if (!where.has(lastLayer)) {
+  // pack-quantized (compressed-tensors int4) checkpoints store `weight_packed` instead of `weight`.
+  if (!where.has(lastLayer) && !where.has(lastLayer.replace(/\.weight$/, '.weight_packed'))) {
     throw new EngineError('MISSING_TENSOR', `tensor ${lastLayer} is missing from ${shards.map((s) => s.source.name).join(', ')} (num_hidden_layers ${config.numLayers})`, {
       file: shards[0]?.source.name,
       field: lastLayer,
@@ -122,8 +124,27 @@ export async function readHfWeights(
   }
   const expected = expectedHfTensors(config);
   const used = new Set<string>();
+  const compressed = parseCompressedTensorsConfig(quantizationConfig, configFile);
+  const lookup = (name: string): { source: ByteSource; info: SafetensorsTensorInfo } | undefined => {
+    const f = where.get(name);
+    return f ? { source: f.shard.source, info: f.info } : undefined;
+  };
+  const quantized = new Map<string, { module: string; scheme: CompressedTensorsScheme }>();
   let totalBytes = 0;
   for (const e of expected) {
+    const scheme = compressed ? schemeOf(compressed, e) : undefined;
+    if (scheme && scheme.format !== 'dense') {
+      const module = e.name.slice(0, -'.weight'.length);
+      quantized.set(e.name, { module, scheme });
+      const names = compressedTensorNames(module, scheme);
+      for (const n of [...names.required, ...names.optional]) {
+        const f = where.get(n);
+        if (!f) continue;
+        used.add(n);
+        totalBytes += f.info.end - f.info.begin;
+      }
+      continue;
+    }
     const found = where.get(e.name);
     if (!found) {
       throw new EngineError('MISSING_TENSOR', `tensor ${e.name} is missing from ${shards.map((s) => s.source.name).join(', ')}`, {
@@ -139,6 +160,14 @@ export async function readHfWeights(
   const progress = new ProgressTracker(totalBytes, options.onProgress);
   const tensors = new Map<string, Tensor>();
   for (const e of expected) {
+    const q = quantized.get(e.name);
+    if (q) {
+      const [rows, cols] = e.shape as [number, number];
+      const t = await readCompressedWeight(q.module, rows, cols, q.scheme, lookup);
+      tensors.set(e.name, t);
+      progress.add(t.data.byteLength, lookup(`${q.module}.weight_scale`)!.source.name, e.name);
+      continue;
+    }
     const { shard, info } = where.get(e.name)!;
     tensors.set(e.name, await readWeight(shard, info));
     progress.add(info.end - info.begin, shard.source.name, e.name);
@@ -190,6 +219,15 @@ export async function readHfWeights(
     warnings.push(`${unused.length} checkpoint tensors are not used: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', ...' : ''}`);
   }
   return { weights, kvScales, checkpointKvScales, warnings };
+}
+
+/**
+ * The compressed-tensors scheme of an expected tensor: only Linear weights (`*_proj.weight`, `lm_head.weight`) can be
+ * quantized; embeddings, norms and biases stay dense.
+ */
+function schemeOf(config: NonNullable<ReturnType<typeof parseCompressedTensorsConfig>>, e: ExpectedTensor): CompressedTensorsScheme | undefined {
+  if (e.shape.length !== 2 || e.slot === 'embedTokens' || !e.name.endsWith('.weight')) return undefined;
+  return schemeForModule(config, e.name.slice(0, -'.weight'.length));
 }
 
 /** Parse config.json and generation_config.json of an HF folder. */
