@@ -18,9 +18,11 @@ const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
  * `gelu_pytorch_tanh`), computed in float64 and stored as float32. `out` may alias `gate` or `up`.
  */
 export function geluTanhAndMul(gate: Float32Array, up: Float32Array, out: Float32Array, length: number): void {
+  // 0.5·(1 + tanh(t)) = 1 / (1 + exp(-2t)): the same value, and V8's exp is faster than its tanh.
   for (let i = 0; i < length; i++) {
     const x = gate[i]!;
-    out[i] = 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))) * up[i]!;
+    const t = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+    out[i] = (x * up[i]!) / (1 + Math.exp(-2 * t));
   }
 }
 
