@@ -39,4 +39,5 @@ export {
   type TokenizeRequest,
   type TokenizeResponse,
 } from './routes/tokenize.js';
+export { runSoak, quantile, type SoakOptions, type SoakResult } from './soak.js';
 export { measureThroughput, type ThroughputOptions, type ThroughputResult } from './throughput.js';
