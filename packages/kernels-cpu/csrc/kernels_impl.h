@@ -230,30 +230,29 @@ static const int64_t kGemmMB = 64;   // rows of x per task
 static const int64_t kGemmNB = 64;   // rows of w per task
 static const int64_t kGemmKC = 256;  // k block (w block of NB x KC floats stays in L2)
 
-template <int DT>
-static int linear_t(const LinearParams& p, const Runner& rn) {
-  typedef typename Load<DT>::T T;
-  const T* w = static_cast<const T*>(p.w.data);
+/**
+ * Decode GEMV work split: output rows [n0, n1) per task (at least 16, about 8 tasks per thread), body(n0, n1) on the
+ * pool; one task on the calling thread for small problems.
+ */
+template <class F>
+static void gemv_split(const LinearParams& p, const Runner& rn, F& body) {
+  const int64_t N = p.out;
+  int64_t nb = round_up(ceil_div(N, (int64_t)rn.threads * 8), 4);
+  if (nb < 16) nb = 16;
+  const int64_t tasks = (p.rows * p.in * N < kParallelMin || rn.threads == 1) ? 1 : ceil_div(N, nb);
+  if (tasks == 1) nb = N;
+  auto task = [&](int64_t t, int) { body(t * nb, imin(N, t * nb + nb)); };
+  rn.parallel_for(tasks, task);
+}
+
+/**
+ * Prefill GEMM: tasks are (m block, n block). Each k block of the task's weight rows is turned into a contiguous
+ * float32 panel (ld = KC, L2-resident) once by fill(n, k0, kc, dst) (convert, copy or dequantize; it may write up
+ * to round_up(kc, W) floats) and reused by all rows of the m block through the f32 micro-kernel.
+ */
+template <class Fill>
+static int linear_gemm(const LinearParams& p, const Runner& rn, Fill& fill) {
   const int64_t rows = p.rows, K = p.in, N = p.out;
-  const int threads = rn.threads;
-  if (rows <= 4) {
-    // Decode GEMV: stream the weights once, every x row reused from registers/L1.
-    int64_t nb = round_up(ceil_div(N, (int64_t)threads * 8), 4);
-    if (nb < 16) nb = 16;
-    const int64_t tasks = (rows * K * N < kParallelMin || threads == 1) ? 1 : ceil_div(N, nb);
-    if (tasks == 1) nb = N;
-    auto body = [&](int64_t t, int) {
-      const int64_t n0 = t * nb, n1 = imin(N, n0 + nb);
-      tile_rows_rt<DT>((int)rows, p.x, K, w + n0 * K, K, K, n0, n1, p.y, N, true);
-      if (p.bias)
-        for (int64_t r = 0; r < rows; r++)
-          for (int64_t n = n0; n < n1; n++) p.y[r * N + n] += p.bias[n];
-    };
-    rn.parallel_for(tasks, body);
-    return kOk;
-  }
-  // Prefill GEMM: tasks are (m block, n block). Each k block of the task's weight rows is converted (bf16/f16)
-  // or copied (f32) once into a contiguous float32 panel (ld = KC, L2-resident) reused by all rows of the m block.
   if (!rn.reserve(rn.self, (size_t)(kGemmNB * kGemmKC) * sizeof(float) + 64)) return kOutOfMemory;
   const int64_t mblocks = ceil_div(rows, kGemmMB), nblocks = ceil_div(N, kGemmNB);
   const int64_t tasks = (rows * K * N < kParallelMin) ? 1 : mblocks * nblocks;
@@ -271,8 +270,7 @@ static int linear_t(const LinearParams& p, const Runner& rn) {
       const int64_t nn1 = imin(n1, nn0 + kGemmNB);
       for (int64_t k0 = 0; k0 < K; k0 += kGemmKC) {
         const int64_t kc = imin(kGemmKC, K - k0);
-        for (int64_t n = nn0; n < nn1; n++)
-          convert_row<DT>(w + n * K + k0, kc, panel + (n - nn0) * kGemmKC, DequantMul{1.0f, 0.0f});
+        for (int64_t n = nn0; n < nn1; n++) fill(n, k0, kc, panel + (n - nn0) * kGemmKC);
         for (int64_t m = m0; m < m1; m += 4) {
           tile_rows_rt<kF32>((int)imin(4, m1 - m), p.x + m * K + k0, K, panel, kGemmKC, kc, nn0, nn1, p.y + m * N, N,
                              k0 == 0);
@@ -287,11 +285,38 @@ static int linear_t(const LinearParams& p, const Runner& rn) {
   return kOk;
 }
 
+template <int DT>
+static int linear_t(const LinearParams& p, const Runner& rn) {
+  typedef typename Load<DT>::T T;
+  const T* w = static_cast<const T*>(p.w.data);
+  const int64_t rows = p.rows, K = p.in, N = p.out;
+  if (rows <= 4) {
+    // Decode GEMV: stream the weights once, every x row reused from registers/L1.
+    auto body = [&](int64_t n0, int64_t n1) {
+      tile_rows_rt<DT>((int)rows, p.x, K, w + n0 * K, K, K, n0, n1, p.y, N, true);
+      if (p.bias)
+        for (int64_t r = 0; r < rows; r++)
+          for (int64_t n = n0; n < n1; n++) p.y[r * N + n] += p.bias[n];
+    };
+    gemv_split(p, rn, body);
+    return kOk;
+  }
+  // bf16/f16 rows converted, f32 rows copied into the panel.
+  auto fill = [&](int64_t n, int64_t k0, int64_t kc, float* dst) {
+    convert_row<DT>(w + n * K + k0, kc, dst, DequantMul{1.0f, 0.0f});
+  };
+  return linear_gemm(p, rn, fill);
+}
+
+// Quantized weights (GGML blocks, compressed-tensors): GEMV, dequantized panels, embedding rows.
+#include "wquant_impl.h"
+
 static int linear(const LinearParams& p, const Runner& rn) {
   switch (p.w.dtype) {
+    case kF32: return linear_t<kF32>(p, rn);
     case kBF16: return linear_t<kBF16>(p, rn);
     case kF16: return linear_t<kF16>(p, rn);
-    default: return linear_t<kF32>(p, rn);
+    default: return linear_quant(p, rn);
   }
 }
 
@@ -433,7 +458,8 @@ static int embedding(const EmbeddingParams& p, const Runner& rn) {
     switch (p.table.dtype) {
       case kBF16: convert_row_exact<kBF16>(static_cast<const uint16_t*>(p.table.data) + id * h, h, y); break;
       case kF16: convert_row_exact<kF16>(static_cast<const uint16_t*>(p.table.data) + id * h, h, y); break;
-      default: memcpy(y, static_cast<const float*>(p.table.data) + id * h, (size_t)h * sizeof(float)); break;
+      case kF32: memcpy(y, static_cast<const float*>(p.table.data) + id * h, (size_t)h * sizeof(float)); break;
+      default: dequant_segment(p.table, id, 0, h, y); break;
     }
   };
   if (p.numTokens * h < kParallelMin || rn.threads == 1) {

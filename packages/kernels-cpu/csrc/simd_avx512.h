@@ -94,6 +94,14 @@ KVQ_SI VF vloadn_bf16(const uint16_t* p, int n) {
 KVQ_SI VF vload_f16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)); }
 KVQ_SI VF vloadn_f16(const uint16_t* p, int n) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tail_mask(n), p)); }
 
+// ---- int8 loads (quantized weights) ---------------------------------------------------------------
+/** W int8 values converted to float32 (exact). */
+KVQ_SI VF vcvt_i8(const int8_t* p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)p))); }
+/** The first n (< W) int8 values converted, the other lanes 0. */
+KVQ_SI VF vcvtn_i8(const int8_t* p, int n) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8((__mmask16)((1u << n) - 1u), p)));
+}
+
 // ---- FP8 loads: decoded value times `mul` (mul must include fp8_load_const<F>()) -------------------
 /**
  * Power of two the raw lanes of vload_fp8 must be multiplied by to give the exact decoded value.

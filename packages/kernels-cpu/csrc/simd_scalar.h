@@ -73,6 +73,12 @@ KVQ_SI VF vloadn_bf16(const uint16_t* p, int n) { return n > 0 ? bf16_to_f32(*p)
 KVQ_SI VF vload_f16(const uint16_t* p) { return f16_to_f32(*p); }
 KVQ_SI VF vloadn_f16(const uint16_t* p, int n) { return n > 0 ? f16_to_f32(*p) : 0.0f; }
 
+// ---- int8 loads (quantized weights) ---------------------------------------------------------------
+/** W int8 values converted to float32 (exact). */
+KVQ_SI VF vcvt_i8(const int8_t* p) { return (float)*p; }
+/** The first n (< W) int8 values converted, the other lanes 0. */
+KVQ_SI VF vcvtn_i8(const int8_t* p, int n) { return n > 0 ? (float)*p : 0.0f; }
+
 template <int F>
 KVQ_SI float fp8_load_const() {
   return F == kE4M3FN ? 0x1p120f : F == kE4M3FNUZ ? 0x1p119f : F == kE5M2FNUZ ? 0x1p111f : 1.0f;

@@ -1,0 +1,447 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// `linear` and `embedding` on quantized weights in their stored form (ops.h WeightRef): GGML blocks (q8_0, q4_0,
+// q4_1, q5_0, q5_1, q4_k, q5_k, q6_k) and compressed-tensors fp8_e4m3 / int8 / int4. Part of kernels_impl.h (same
+// rules: namespace kvq::KVQ_NS, static, no STL), written once against the vector layer and compiled per ISA.
+//
+// Every quantized format is seen through one shape: a block of int8 values q split into groups of G elements, each
+// group with a float scale s and (for the formats with a minimum) an offset o, w = s * q + o.
+// - Decode GEMV (rows <= 4): each weight row's blocks are streamed once, unpacked to int8 in L1, and
+//   `s * sum(x * q) + o * sum(x)` is accumulated per group: one convert + one FMA per weight element and x row, the
+//   group scale applied once per group (one extra FMA), the offset through the group sums of x computed once per call.
+// - Prefill GEMM: a tile of weight rows is dequantized to a float32 panel once and run through the f32 micro-kernel
+//   (linear_gemm in kernels_impl.h), so each block is decoded once per 64 tokens, not once per token.
+// - Embedding: the looked-up rows dequantized exactly as the reference does (bit-exact, see dequant_segment).
+//
+// Dequantization rounding follows GGML's dequantize_row_* (and gguf-py's quants.py) operation by operation:
+// q4_1/q5_1 `d * q + m`; q4_k/q5_k `(d * sc) * q - dmin * m`; q6_k `(d * sc) * q`; the others `d * q`; and
+// compressed-tensors `decode(q) * scale`, `q * scale`, `(q - zeroPoint) * scale`. (-ffp-contract=off keeps them.)
+// Block layouts and their sources: docs/spec/quantized-weights.md.
+//
+// NOTE: no int8 dot-product (VNNI / maddubs) variant: those need x quantized to int8, which breaks the f32 parity
+// tolerance of the contract; activations stay float32 (W4A16 / W8A16 math).
+
+// ------------------------------------------------------------------------------------------------
+// Block decoders: QB<DT>::decode(block, q[kElems], s[kGroups], o[kGroups]).
+// ------------------------------------------------------------------------------------------------
+
+/** The little-endian f16 at p as float. */
+KVQ_I float ld_f16(const uint8_t* p) { return f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
+
+template <int DT>
+struct QB;
+
+template <>
+struct QB<kQ8_0> {
+  static constexpr int kElems = 32, kBytes = 34, kGroup = 32;
+  static constexpr bool kOffset = false;
+  KVQ_I void decode(const uint8_t* b, int8_t* q, float* s, float*) {
+    s[0] = ld_f16(b);
+    memcpy(q, b + 2, 32);
+  }
+};
+template <>
+struct QB<kQ4_0> {
+  static constexpr int kElems = 32, kBytes = 18, kGroup = 32;
+  static constexpr bool kOffset = false;
+  KVQ_I void decode(const uint8_t* b, int8_t* q, float* s, float*) {
+    s[0] = ld_f16(b);
+    const uint8_t* qs = b + 2;
+    for (int j = 0; j < 16; j++) {
+      q[j] = (int8_t)((qs[j] & 15) - 8);
+      q[j + 16] = (int8_t)((qs[j] >> 4) - 8);
+    }
+  }
+};
+template <>
+struct QB<kQ4_1> {
+  static constexpr int kElems = 32, kBytes = 20, kGroup = 32;
+  static constexpr bool kOffset = true;
+  KVQ_I void decode(const uint8_t* b, int8_t* q, float* s, float* o) {
+    s[0] = ld_f16(b);
+    o[0] = ld_f16(b + 2);
+    const uint8_t* qs = b + 4;
+    for (int j = 0; j < 16; j++) {
+      q[j] = (int8_t)(qs[j] & 15);
+      q[j + 16] = (int8_t)(qs[j] >> 4);
+    }
+  }
+};
+/** The 5-bit values of q5_0 / q5_1: low nibbles in qs[16], fifth bits in the little-endian uint32 qh. */
+KVQ_I void unpack_q5(const uint8_t* qh4, const uint8_t* qs, int bias, int8_t* q) {
+  const uint32_t qh = (uint32_t)qh4[0] | ((uint32_t)qh4[1] << 8) | ((uint32_t)qh4[2] << 16) | ((uint32_t)qh4[3] << 24);
+  for (int j = 0; j < 16; j++) {
+    q[j] = (int8_t)(((qs[j] & 15) | (((qh >> j) & 1) << 4)) - bias);
+    q[j + 16] = (int8_t)(((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - bias);
+  }
+}
+template <>
+struct QB<kQ5_0> {
+  static constexpr int kElems = 32, kBytes = 22, kGroup = 32;
+  static constexpr bool kOffset = false;
+  KVQ_I void decode(const uint8_t* b, int8_t* q, float* s, float*) {
+    s[0] = ld_f16(b);
+    unpack_q5(b + 2, b + 6, 16, q);
+  }
+};
+template <>
+struct QB<kQ5_1> {
+  static constexpr int kElems = 32, kBytes = 24, kGroup = 32;
+  static constexpr bool kOffset = true;
+  KVQ_I void decode(const uint8_t* b, int8_t* q, float* s, float* o) {
+    s[0] = ld_f16(b);
+    o[0] = ld_f16(b + 2);
+    unpack_q5(b + 4, b + 8, 0, q);
+  }
+};
+/** The 6-bit scale and min of sub-block j (0..7) of a q4_k / q5_k block's 12 packed scale bytes. */
+KVQ_I void k_scale_min(int j, const uint8_t* sc, int* d, int* m) {
+  if (j < 4) {
+    *d = sc[j] & 63;
+    *m = sc[j + 4] & 63;
+  } else {
+    *d = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+    *m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+  }
+}
+/** Group scales and offsets of a q4_k / q5_k block: s = d * sc, o = -(dmin * m) (GGML's `d1 * q - m1`). */
+KVQ_I void k_groups(const uint8_t* b, float* s, float* o) {
+  const float d = ld_f16(b), dmin = ld_f16(b + 2);
+  for (int j = 0; j < 8; j++) {
+    int sc, m;
+    k_scale_min(j, b + 4, &sc, &m);
+    s[j] = d * (float)sc;
+    o[j] = -(dmin * (float)m);
+  }
+}
+template <>
+struct QB<kQ4_K> {
+  static constexpr int kElems = 256, kBytes = 144, kGroup = 32;
+  static constexpr bool kOffset = true;
+  KVQ_I void decode(const uint8_t* b, int8_t* q, float* s, float* o) {
+    k_groups(b, s, o);
+    const uint8_t* qs = b + 16;
+    for (int j = 0; j < 4; j++)
+      for (int l = 0; l < 32; l++) {
+        q[64 * j + l] = (int8_t)(qs[32 * j + l] & 15);
+        q[64 * j + 32 + l] = (int8_t)(qs[32 * j + l] >> 4);
+      }
+  }
+};
+template <>
+struct QB<kQ5_K> {
+  static constexpr int kElems = 256, kBytes = 176, kGroup = 32;
+  static constexpr bool kOffset = true;
+  KVQ_I void decode(const uint8_t* b, int8_t* q, float* s, float* o) {
+    k_groups(b, s, o);
+    const uint8_t* qh = b + 16;
+    const uint8_t* qs = b + 48;
+    for (int j = 0; j < 4; j++)
+      for (int l = 0; l < 32; l++) {
+        q[64 * j + l] = (int8_t)((qs[32 * j + l] & 15) | (((qh[l] >> (2 * j)) & 1) << 4));
+        q[64 * j + 32 + l] = (int8_t)((qs[32 * j + l] >> 4) | (((qh[l] >> (2 * j + 1)) & 1) << 4));
+      }
+  }
+};
+template <>
+struct QB<kQ6_K> {
+  static constexpr int kElems = 256, kBytes = 210, kGroup = 16;
+  static constexpr bool kOffset = false;
+  KVQ_I void decode(const uint8_t* b, int8_t* q, float* s, float*) {
+    const uint8_t* ql = b;
+    const uint8_t* qh = b + 128;
+    const int8_t* sc = (const int8_t*)(b + 192);
+    const float d = ld_f16(b + 208);
+    for (int g = 0; g < 16; g++) s[g] = d * (float)sc[g];
+    for (int n = 0; n < 2; n++) {
+      const uint8_t* l0 = ql + 64 * n;
+      const uint8_t* h0 = qh + 32 * n;
+      int8_t* y = q + 128 * n;
+      for (int l = 0; l < 32; l++) {
+        y[l] = (int8_t)(((l0[l] & 15) | ((h0[l] & 3) << 4)) - 32);
+        y[l + 32] = (int8_t)(((l0[l + 32] & 15) | (((h0[l] >> 2) & 3) << 4)) - 32);
+        y[l + 64] = (int8_t)(((l0[l] >> 4) | (((h0[l] >> 4) & 3) << 4)) - 32);
+        y[l + 96] = (int8_t)(((l0[l + 32] >> 4) | (((h0[l] >> 6) & 3) << 4)) - 32);
+      }
+    }
+  }
+};
+
+/** Unpack packed int4 elements [c0, c0 + n) of a row minus zero point z: q = nibble - 8 - z (element 2j low nibble). */
+KVQ_I void unpack_int4(const uint8_t* row, int64_t c0, int64_t n, int z, int8_t* q) {
+  int64_t i = 0;
+  if (n > 0 && (c0 & 1)) {
+    q[0] = (int8_t)((row[c0 >> 1] >> 4) - 8 - z);
+    i = 1;
+  }
+  const uint8_t* p = row + ((c0 + i) >> 1);
+  for (; i + 1 < n; i += 2) {
+    const uint8_t v = *p++;
+    q[i] = (int8_t)((v & 15) - 8 - z);
+    q[i + 1] = (int8_t)((v >> 4) - 8 - z);
+  }
+  if (i < n) q[i] = (int8_t)((*p & 15) - 8 - z);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Exact dequantization of a row segment (GEMM panels and embedding rows)
+// ------------------------------------------------------------------------------------------------
+
+/** dst[0, n) = float(s * q[0, n)) (+ o), rounded as the reference does; writes exactly n floats. */
+template <bool kOffset>
+KVQ_I void dequant_group(const int8_t* q, int n, float s, float o, float* dst) {
+  const VF sv = vset1(s), ov = vset1(o);
+  int e = 0;
+  for (; e + W <= n; e += W) {
+    VF v = vmul(sv, vcvt_i8(q + e));
+    if (kOffset) v = vadd(v, ov);
+    vstore(dst + e, v);
+  }
+  if (e < n) {
+    VF v = vmul(sv, vcvtn_i8(q + e, n - e));
+    if (kOffset) v = vadd(v, ov);
+    vstoren(dst + e, v, n - e);
+  }
+}
+
+/** Columns [k0, k0 + kc) of GGML row `row` (k0 and kc multiples of the block size) as float32 into dst. */
+template <int DT>
+static void dequant_ggml(const uint8_t* row, int64_t k0, int64_t kc, float* dst) {
+  typedef QB<DT> B;
+  alignas(64) int8_t q[256];
+  float s[16], o[16];
+  for (int64_t c = k0; c < k0 + kc; c += B::kElems) {
+    B::decode(row + (c / B::kElems) * B::kBytes, q, s, o);
+    for (int g = 0; g < B::kElems / B::kGroup; g++)
+      dequant_group<B::kOffset>(q + g * B::kGroup, B::kGroup, s[g], B::kOffset ? o[g] : 0.0f, dst + (c - k0) + g * B::kGroup);
+  }
+}
+
+/**
+ * Columns [k0, k0 + kc) of weight row n as float32 into dst (exactly kc floats), dequantized bit-exactly as the
+ * reference does. Any quantized dtype; for GGML dtypes k0 and kc are multiples of the block size.
+ */
+static void dequant_segment(const WeightRef& w, int64_t n, int64_t k0, int64_t kc, float* dst) {
+  const uint8_t* row = static_cast<const uint8_t*>(w.data) + n * weight_row_bytes(w.dtype, w.cols);
+  switch (w.dtype) {
+    case kQ8_0: dequant_ggml<kQ8_0>(row, k0, kc, dst); return;
+    case kQ4_0: dequant_ggml<kQ4_0>(row, k0, kc, dst); return;
+    case kQ4_1: dequant_ggml<kQ4_1>(row, k0, kc, dst); return;
+    case kQ5_0: dequant_ggml<kQ5_0>(row, k0, kc, dst); return;
+    case kQ5_1: dequant_ggml<kQ5_1>(row, k0, kc, dst); return;
+    case kQ4_K: dequant_ggml<kQ4_K>(row, k0, kc, dst); return;
+    case kQ5_K: dequant_ggml<kQ5_K>(row, k0, kc, dst); return;
+    case kQ6_K: dequant_ggml<kQ6_K>(row, k0, kc, dst); return;
+    case kWFp8E4M3: {
+      const float s = w.scale[w.scale_len == 1 ? 0 : n];
+      const DequantMul m = dequant_mul<kFp8E4M3FN>(s);
+      const VF m1 = vset1(m.mul1), m2 = vset1(m.mul2);
+      int64_t c = 0;
+      for (; c + W <= kc; c += W) {
+        VF v = Load<kFp8E4M3FN>::load(row + k0 + c, m1);
+        vstore(dst + c, m.mul2 == 0.0f ? v : vmul(v, m2));
+      }
+      if (c < kc) {
+        VF v = Load<kFp8E4M3FN>::loadn(row + k0 + c, (int)(kc - c), m1);
+        vstoren(dst + c, m.mul2 == 0.0f ? v : vmul(v, m2), (int)(kc - c));
+      }
+      return;
+    }
+    case kWInt8: {
+      const float s = w.scale[w.scale_len == 1 ? 0 : n];
+      const int8_t* q = reinterpret_cast<const int8_t*>(row) + k0;
+      for (int64_t c = 0; c < kc; c += 256) dequant_group<false>(q + c, (int)imin(256, kc - c), s, 0.0f, dst + c);
+      return;
+    }
+    default: {  // kWInt4: chunks of at most 256 elements inside one group
+      alignas(64) int8_t q[256];
+      const int64_t gs = w.group_size, ng = w.cols / gs;
+      for (int64_t c = k0; c < k0 + kc;) {
+        const int64_t g = c / gs;
+        const int64_t end = imin(imin(k0 + kc, (g + 1) * gs), c + 256);
+        unpack_int4(row, c, end - c, w.zero_point ? w.zero_point[n * ng + g] : 0, q);
+        dequant_group<false>(q, (int)(end - c), w.scale[n * ng + g], 0.0f, dst + (c - k0));
+        c = end;
+      }
+      return;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Decode GEMV: rows <= 4, weights streamed once
+// ------------------------------------------------------------------------------------------------
+
+/** sum over one group of G int8 values of x[e] * q[e] for R rows of x (stride K), added as acc[r] += s * that. */
+template <int R, int G>
+KVQ_I void group_dot(const float* x, int64_t K, const int8_t* q, float s, VF* acc) {
+  VF a[R];
+  for (int r = 0; r < R; r++) a[r] = vzero();
+  for (int e = 0; e < G; e += W) {
+    const VF qv = vcvt_i8(q + e);
+    for (int r = 0; r < R; r++) a[r] = vfma(vload(x + r * K + e), qv, a[r]);
+  }
+  const VF sv = vset1(s);
+  for (int r = 0; r < R; r++) acc[r] = vfma(sv, a[r], acc[r]);
+}
+
+/** y[r, n] for n in [n0, n1): GGML rows, R rows of x; xs = group sums of x ([R, K / kGroup], offset formats only). */
+template <int DT, int R>
+static void gemv_ggml(const LinearParams& p, const float* xs, int64_t n0, int64_t n1) {
+  typedef QB<DT> B;
+  const int64_t K = p.in, N = p.out, nb = K / B::kElems, ngr = K / B::kGroup;
+  const int64_t rowBytes = nb * B::kBytes;
+  const uint8_t* base = static_cast<const uint8_t*>(p.w.data);
+  alignas(64) int8_t q[256];
+  float s[16], o[16];
+  for (int64_t n = n0; n < n1; n++) {
+    const uint8_t* wr = base + n * rowBytes;
+    VF acc[R];
+    float off[R];
+    for (int r = 0; r < R; r++) acc[r] = vzero(), off[r] = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+      if (b + 4 < nb) vprefetch(wr + (b + 4) * B::kBytes);
+      B::decode(wr + b * B::kBytes, q, s, o);
+      for (int g = 0; g < B::kElems / B::kGroup; g++) {
+        const int64_t c0 = b * B::kElems + g * B::kGroup;
+        group_dot<R, B::kGroup>(p.x + c0, K, q + g * B::kGroup, s[g], acc);
+        if (B::kOffset)
+          for (int r = 0; r < R; r++) off[r] += o[g] * xs[r * ngr + c0 / B::kGroup];
+      }
+    }
+    for (int r = 0; r < R; r++) p.y[r * N + n] = vhsum(acc[r]) + off[r] + (p.bias ? p.bias[n] : 0.0f);
+  }
+}
+
+/** sum_e x[r, e] * q[e] over n int8 values (any n), into a[r]. */
+template <int R>
+KVQ_I void dot_i8(const float* x, int64_t K, const int8_t* q, int64_t n, VF* a) {
+  int64_t e = 0;
+  for (; e + W <= n; e += W) {
+    const VF qv = vcvt_i8(q + e);
+    for (int r = 0; r < R; r++) a[r] = vfma(vload(x + r * K + e), qv, a[r]);
+  }
+  if (e < n) {
+    const int t = (int)(n - e);
+    const VF qv = vcvtn_i8(q + e, t);
+    for (int r = 0; r < R; r++) a[r] = vfma(vloadn(x + r * K + e, t), qv, a[r]);
+  }
+}
+
+/** y[r, n] for n in [n0, n1): compressed-tensors fp8_e4m3 / int8 / int4 rows, R rows of x. */
+template <int R>
+static void gemv_ct(const LinearParams& p, int64_t n0, int64_t n1) {
+  const WeightRef& w = p.w;
+  const int64_t K = p.in, N = p.out;
+  const int64_t rowBytes = weight_row_bytes(w.dtype, K);
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  alignas(64) int8_t q[256];
+  for (int64_t n = n0; n < n1; n++) {
+    const uint8_t* wr = base + n * rowBytes;
+    VF acc[R];
+    for (int r = 0; r < R; r++) acc[r] = vzero();
+    float rowScale = 1.0f;
+    if (w.dtype == kWFp8E4M3) {
+      // Exact decode (NaN codes stay NaN), the power-of-two decode constant folded into the load.
+      const VF kc = vset1(Load<kFp8E4M3FN>::konst());
+      int64_t c = 0;
+      for (; c + W <= K; c += W) {
+        const VF wv = Load<kFp8E4M3FN>::load(wr + c, kc);
+        for (int r = 0; r < R; r++) acc[r] = vfma(vload(p.x + r * K + c), wv, acc[r]);
+      }
+      if (c < K) {
+        const int t = (int)(K - c);
+        const VF wv = Load<kFp8E4M3FN>::loadn(wr + c, t, kc);
+        for (int r = 0; r < R; r++) acc[r] = vfma(vloadn(p.x + r * K + c, t), wv, acc[r]);
+      }
+      rowScale = w.scale[w.scale_len == 1 ? 0 : n];
+    } else if (w.dtype == kWInt8) {
+      dot_i8<R>(p.x, K, reinterpret_cast<const int8_t*>(wr), K, acc);
+      rowScale = w.scale[w.scale_len == 1 ? 0 : n];
+    } else {
+      const int64_t gs = w.group_size, ng = K / gs;
+      for (int64_t g = 0; g < ng; g++) {
+        const int z = w.zero_point ? w.zero_point[n * ng + g] : 0;
+        VF a[R];
+        for (int r = 0; r < R; r++) a[r] = vzero();
+        int64_t c = g * gs;
+        const int64_t end = c + gs;
+        while (c < end) {
+          const int64_t len = imin(256, end - c);
+          unpack_int4(wr, c, len, z, q);
+          dot_i8<R>(p.x + c, K, q, len, a);
+          c += len;
+        }
+        const VF sv = vset1(w.scale[n * ng + g]);
+        for (int r = 0; r < R; r++) acc[r] = vfma(sv, a[r], acc[r]);
+      }
+    }
+    for (int r = 0; r < R; r++) p.y[r * N + n] = vhsum(acc[r]) * rowScale + (p.bias ? p.bias[n] : 0.0f);
+  }
+}
+
+template <int DT>
+static void gemv_ggml_rt(int rows, const LinearParams& p, const float* xs, int64_t n0, int64_t n1) {
+  switch (rows) {
+    case 1: gemv_ggml<DT, 1>(p, xs, n0, n1); break;
+    case 2: gemv_ggml<DT, 2>(p, xs, n0, n1); break;
+    case 3: gemv_ggml<DT, 3>(p, xs, n0, n1); break;
+    default: gemv_ggml<DT, 4>(p, xs, n0, n1); break;
+  }
+}
+static void gemv_ct_rt(int rows, const LinearParams& p, int64_t n0, int64_t n1) {
+  switch (rows) {
+    case 1: gemv_ct<1>(p, n0, n1); break;
+    case 2: gemv_ct<2>(p, n0, n1); break;
+    case 3: gemv_ct<3>(p, n0, n1); break;
+    default: gemv_ct<4>(p, n0, n1); break;
+  }
+}
+
+/** The GEMV of a GGML dtype: group sums of x (offset formats), then output rows split over the threads. */
+template <int DT>
+static int qgemv_ggml(const LinearParams& p, const Runner& rn) {
+  typedef QB<DT> B;
+  const int64_t K = p.in, ngr = K / B::kGroup;
+  float* xs = nullptr;
+  if (B::kOffset) {
+    xs = static_cast<float*>(malloc((size_t)(p.rows * ngr) * sizeof(float)));
+    if (!xs) return kOutOfMemory;
+    for (int64_t r = 0; r < p.rows; r++)
+      for (int64_t g = 0; g < ngr; g++) {
+        VF a = vzero();
+        for (int e = 0; e < B::kGroup; e += W) a = vadd(a, vload(p.x + r * K + g * B::kGroup + e));
+        xs[r * ngr + g] = vhsum(a);
+      }
+  }
+  auto body = [&](int64_t n0, int64_t n1) { gemv_ggml_rt<DT>((int)p.rows, p, xs, n0, n1); };
+  gemv_split(p, rn, body);
+  free(xs);
+  return kOk;
+}
+
+/** The GEMV of a compressed-tensors dtype. */
+static int qgemv_ct(const LinearParams& p, const Runner& rn) {
+  auto body = [&](int64_t n0, int64_t n1) { gemv_ct_rt((int)p.rows, p, n0, n1); };
+  gemv_split(p, rn, body);
+  return kOk;
+}
+
+/** linear on any quantized weight: GEMV for up to 4 rows, else the dequantized-panel GEMM. */
+static int linear_quant(const LinearParams& p, const Runner& rn) {
+  if (p.rows > 4) {
+    auto fill = [&](int64_t n, int64_t k0, int64_t kc, float* dst) { dequant_segment(p.w, n, k0, kc, dst); };
+    return linear_gemm(p, rn, fill);
+  }
+  switch (p.w.dtype) {
+    case kQ8_0: return qgemv_ggml<kQ8_0>(p, rn);
+    case kQ4_0: return qgemv_ggml<kQ4_0>(p, rn);
+    case kQ4_1: return qgemv_ggml<kQ4_1>(p, rn);
+    case kQ5_0: return qgemv_ggml<kQ5_0>(p, rn);
+    case kQ5_1: return qgemv_ggml<kQ5_1>(p, rn);
+    case kQ4_K: return qgemv_ggml<kQ4_K>(p, rn);
+    case kQ5_K: return qgemv_ggml<kQ5_K>(p, rn);
+    case kQ6_K: return qgemv_ggml<kQ6_K>(p, rn);
+    default: return qgemv_ct(p, rn);
+  }
+}
