@@ -143,3 +143,36 @@ describe('parseHfConfig: Qwen3, Gemma 2/3, Phi-3 and sliding windows', () => {
     expect(c).toMatchObject({ architecture: 'Gemma3ForCausalLM', modelType: 'gemma3_text', tensorPrefix: 'language_model.', eosTokenIds: [1, 106], torchDtype: 'bfloat16' });
   });
 });
+
+describe('parseHfConfig: a Gemma 3 multimodal config that lists only non-default text fields', () => {
+  it('fills Gemma3TextConfig defaults (the shape of google/gemma-3-4b-it config.json)', () => {
+    const c = parseHfConfig({
+      architectures: ['Gemma3ForConditionalGeneration'],
+      boi_token_index: 255999,
+      eos_token_id: [1, 106],
+      model_type: 'gemma3',
+      text_config: { hidden_size: 2560, intermediate_size: 10240, model_type: 'gemma3_text', num_hidden_layers: 34, rope_scaling: { factor: 8.0, rope_type: 'linear' }, sliding_window: 1024 },
+      torch_dtype: 'bfloat16',
+      vision_config: { model_type: 'siglip_vision_model' },
+    });
+    expect(c).toMatchObject({
+      architecture: 'Gemma3ForCausalLM',
+      hiddenSize: 2560,
+      numLayers: 34,
+      numHeads: 8,
+      numKvHeads: 4,
+      headDim: 256,
+      vocabSize: 262208,
+      ropeTheta: 1e6,
+      ropeScaling: { type: 'linear', factor: 8 },
+      localRope: { theta: 10000, scaling: null },
+      slidingWindow: 1024,
+      attentionScale: 1 / 16,
+      embeddingScale: 50.5, // sqrt(2560) = 50.596 in bfloat16
+      eosTokenIds: [1, 106],
+      bosTokenId: 2,
+      tieWordEmbeddings: true,
+    });
+    expect(c.layerTypes!.filter((t) => t === 'full_attention')).toHaveLength(5);
+  });
+});

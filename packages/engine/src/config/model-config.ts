@@ -24,6 +24,27 @@ export const SUPPORTED_ARCHITECTURES: readonly Architecture[] = [
   'Phi3ForCausalLM',
 ];
 
+/**
+ * transformers' `Gemma3TextConfig` defaults for the fields kvq reads (configuration_gemma3.py): applied to absent
+ * fields, since Hub multimodal configs (`google/gemma-3-4b-it` ...) serialise only what differs from them.
+ */
+const GEMMA3_TEXT_DEFAULTS: Readonly<Json> = {
+  vocab_size: 262208,
+  hidden_size: 2304,
+  intermediate_size: 9216,
+  num_hidden_layers: 26,
+  num_attention_heads: 8,
+  num_key_value_heads: 4,
+  head_dim: 256,
+  max_position_embeddings: 131072,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000,
+  query_pre_attn_scalar: 256,
+  sliding_window: 4096,
+  bos_token_id: 2,
+  eos_token_id: 1,
+};
+
 /** Multimodal wrappers whose `text_config` is loaded (vision tensors are left unused, with the loader's warning). */
 const TEXT_WRAPPERS: Readonly<Record<string, Architecture>> = { Gemma3ForConditionalGeneration: 'Gemma3ForCausalLM' };
 
@@ -255,6 +276,10 @@ export function parseHfConfig(json: unknown, file = 'config.json', generationEos
     j = { torch_dtype: outer.torch_dtype, eos_token_id: outer.eos_token_id, bos_token_id: outer.bos_token_id };
     for (const [key, value] of Object.entries(text as Json)) if ((value !== undefined && value !== null) || !(key in j)) j[key] = value;
     tensorPrefix = 'language_model.';
+  }
+  if (arch === 'Gemma3ForCausalLM') {
+    // Multimodal Gemma 3 configs store only the text fields that differ from Gemma3TextConfig's defaults.
+    for (const [key, value] of Object.entries(GEMMA3_TEXT_DEFAULTS)) if (j[key] === undefined) j = { ...j, [key]: value };
   }
   const r = new ConfigReader(j, wrapper !== undefined ? `${file} text_config` : file);
   if (!arch) {
