@@ -26,7 +26,7 @@ describe('kvq main', () => {
     expect(c.out()).toMatch(/Commands:[\s\S]*fp8/);
   });
   it('every command has --help (exit 0, a Usage line, its own name)', async () => {
-    expect(COMMANDS.map((c) => c.name)).toEqual(['generate', 'chat', 'serve', 'eval', 'calibrate', 'plan', 'convert', 'env', 'bench', 'fp8']);
+    expect(COMMANDS.map((c) => c.name)).toEqual(['generate', 'chat', 'serve', 'eval', 'calibrate', 'plan', 'convert', 'quantize', 'env', 'bench', 'fp8']);
     for (const c of COMMANDS) {
       const cap = capture();
       expect(await main([c.name, '--help'], cap.io), c.name).toBe(0);
