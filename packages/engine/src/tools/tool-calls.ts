@@ -230,7 +230,7 @@ export class ToolCallStreamParser {
   }
 
   /** Calls whose text is complete so far (the last one may still be growing). */
-  private completeCalls(start: number): ParsedToolCall[] {
+  private completeCalls(start: number): readonly ParsedToolCall[] {
     const body = this.text.slice(start);
     if (this.format === 'hermes') {
       const closed = body.lastIndexOf('</tool_call>');
