@@ -14,7 +14,7 @@ import { dirname } from 'node:path';
 import { EngineError } from '../errors.js';
 
 /** The part of xgrammar's API kvq uses (see `@mlc-ai/web-xgrammar/lib/xgrammar.d.ts`). */
-export interface XgTokenizerInfo {
+interface XgTokenizerInfo {
   getVocabSize(): number;
   dispose(): void;
 }
