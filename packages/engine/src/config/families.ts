@@ -87,7 +87,8 @@ export interface FamilyContext {
 /**
  * Sliding window and per-layer attention types of a config:
  * - Mistral, Phi-3: `sliding_window` on every layer (null = none).
- * - Qwen2, Qwen3: only with `use_sliding_window: true`, on layers `i >= max_window_layers` (or `layer_types`).
+ * - Qwen2, Qwen3: only with `use_sliding_window: true`, on layers `i >= max_window_layers` (default 28) (or
+ *   `layer_types`).
  * - Gemma 2: `layer_types`, default sliding on even layers (`(i + 1) % 2 != 0`); Gemma 3: default sliding unless
  *   `(i + 1) % sliding_window_pattern == 0` (pattern 6).
  * @throws EngineError `INVALID_CONFIG` naming the field.
@@ -107,7 +108,8 @@ export function parseSlidingWindows(r: ConfigReader, arch: Architecture, numLaye
       if (w === null) return { slidingWindow: null };
       const explicit = explicitLayerTypes(j, numLayers, file);
       if (explicit) return { slidingWindow: w, layerTypes: explicit };
-      const from = j.max_window_layers === undefined || j.max_window_layers === null ? numLayers : j.max_window_layers;
+      // transformers' Qwen2Config / Qwen3Config default max_window_layers is 28.
+      const from = j.max_window_layers === undefined || j.max_window_layers === null ? 28 : j.max_window_layers;
       if (typeof from !== 'number' || !Number.isSafeInteger(from) || from < 0) throw fail(file, 'max_window_layers', `should be an integer >= 0, got ${describeValue(from)}`);
       return { slidingWindow: w, layerTypes: Array.from({ length: numLayers }, (_, i) => (i >= from ? 'sliding_attention' : 'full_attention')) };
     }
