@@ -205,6 +205,41 @@ describe('compressed-tensors checkpoints', () => {
     }
   });
 
+  it('naive-quantized int4 (I8 values, unpacked I8 zero points) is packed into the contract nibbles at load', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const tensors = new Map<string, SafetensorsWritable>();
+      for (const [name, t] of randomHfTensors(config, 6)) {
+        if (!/_proj\.weight$/.test(name)) {
+          tensors.set(name, t);
+          continue;
+        }
+        const m = name.slice(0, -'.weight'.length);
+        const [rows, cols] = t.shape as [number, number];
+        tensors.set(`${m}.weight`, { safetensorsDtype: 'I8', shape: [rows, cols], data: Int8Array.from({ length: rows * cols }, (_, i) => q4(9, Math.floor(i / cols), i % cols)) });
+        tensors.set(`${m}.weight_scale`, { safetensorsDtype: 'F16', shape: [rows, 1], data: new Uint16Array(rows).fill(0x3800) }); // 0.5
+        tensors.set(`${m}.weight_zero_point`, { safetensorsDtype: 'I8', shape: [rows, 1], data: Int8Array.from({ length: rows }, (_, r) => (r % 16) - 8) });
+      }
+      await folder(dir, tensors, {
+        quant_method: 'compressed-tensors',
+        format: 'naive-quantized',
+        ignore: ['lm_head'],
+        config_groups: { g: { targets: ['Linear'], weights: { num_bits: 4, type: 'int', symmetric: false, strategy: 'channel' } } },
+      });
+      const m = await loadModel(dir);
+      const up = m.weights.layers[0]!.up;
+      const [rows, cols] = up.shape as [number, number];
+      expect(up.dtype).toBe('int4');
+      expect(up.groupSize).toBe(cols);
+      expect([...up.scale!]).toEqual(new Array<number>(rows).fill(0.5));
+      expect([...up.zeroPoint!]).toEqual(Array.from({ length: rows }, (_, r) => (r % 16) - 8));
+      const bytes = up.data as Uint8Array;
+      for (let i = 0; i < rows * cols; i++) expect(((bytes[i >> 1]! >> (4 * (i & 1))) & 0xf) - 8).toBe(q4(9, Math.floor(i / cols), i % cols));
+    } finally {
+      await cleanup();
+    }
+  });
+
   it('rejects bad checkpoints with typed errors naming file, tensor and field', async () => {
     const { dir, cleanup } = await tempDir();
     const down = 'model.layers.0.mlp.down_proj';
