@@ -224,12 +224,31 @@ class Context : public Napi::ObjectWrap<Context> {
 
   // Each op: the shared reader (napi_args.h), then this addon's resident buffers (after the shared arguments).
 
+  /**
+   * Resident scale / zero-point buffers of a weight at info[i], info[i+1] (after its data buffer): only for the
+   * compressed-tensors dtypes that have them, each at least the host array's size.
+   */
+  gpu::WeightAuxDev residentWeightAux(const Napi::CallbackInfo& info, size_t i, const WeightRef& w, const std::string& name) {
+    gpu::WeightAuxDev aux;
+    const std::string sn = name + ".scale (device)", zn = name + ".zeroPoint (device)";
+    const bool hasScale = w.dtype >= kWFp8E4M3, hasZero = w.dtype == kWInt4 && w.zero_point;
+    DeviceBuffer* s = bufferArg(info, i, sn.c_str(), hasScale ? (size_t)w.scale_len * 4 : 0);
+    DeviceBuffer* z = bufferArg(info, i + 1, zn.c_str(), hasZero ? (size_t)w.scale_len : 0);
+    if (s && !hasScale) fail(info.Env(), "INVALID_ARGUMENT", sn, sn + " is only used by the compressed-tensors dtypes");
+    if (z && !hasZero) fail(info.Env(), "INVALID_ARGUMENT", zn, zn + " is only used by int4 with a zero point");
+    aux.scale = s ? s->ptr() : nullptr;
+    aux.zeroPoint = z ? z->ptr() : nullptr;
+    return aux;
+  }
+
   void Linear(const Napi::CallbackInfo& info) {
+    // shared arguments (0..kLinearArgc-1), then weight data, scale, zero point (device)?
     LinearParams p = readLinear(info);
     DeviceBuffer* wd = bufferArg(info, kLinearArgc, "weight (device)", (size_t)weight_data_bytes(p.w));
     p.wDev = wd ? wd->ptr() : nullptr;
+    const gpu::WeightAuxDev aux = residentWeightAux(info, kLinearArgc + 1, p.w, "weight");
     Status st;
-    if (!gpu::linear(ctx(info), p, &st)) failStatus(info.Env(), st, "linear");
+    if (!gpu::linear(ctx(info), p, &st, aux)) failStatus(info.Env(), st, "linear");
   }
 
   // The standard ops (ops.h KVQ_STANDARD_OPS): read the arguments, run the GPU entry point.
@@ -246,8 +265,9 @@ class Context : public Napi::ObjectWrap<Context> {
     EmbeddingParams p = readEmbedding(info);
     DeviceBuffer* td = bufferArg(info, kEmbeddingArgc, "table (device)", (size_t)weight_data_bytes(p.table));
     p.tableDev = td ? td->ptr() : nullptr;
+    const gpu::WeightAuxDev aux = residentWeightAux(info, kEmbeddingArgc + 1, p.table, "table");
     Status st;
-    if (!gpu::embedding(ctx(info), p, &st)) failStatus(info.Env(), st, "embedding");
+    if (!gpu::embedding(ctx(info), p, &st, aux)) failStatus(info.Env(), st, "embedding");
   }
 
   void ReshapeAndCache(const Napi::CallbackInfo& info) {

@@ -89,6 +89,10 @@ bool get(Context* ctx, void* host, const void* dev, size_t bytes, Status* st);
 /** Wait for the context stream and report asynchronous errors. */
 bool sync(Context* ctx, Status* st);
 
+/** `linear` / `embedding` on a quantized weight dtype (kQ8_0..kWInt4; wquant.cu): what linear() / embedding() call. */
+bool linear_quant(Context* ctx, const LinearArgs& a, const WeightAuxDev& aux, Status* st);
+bool embedding_quant(Context* ctx, const EmbeddingArgs& a, const WeightAuxDev& aux, Status* st);
+
 /** Call f(std::integral_constant<int, DT>) for a runtime dtype code. */
 template <class F>
 inline bool with_dtype(int dt, F&& f) {

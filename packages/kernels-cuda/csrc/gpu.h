@@ -90,12 +90,23 @@ using AttentionArgs = kvq::AttentionParams;
 using AmaxArgs = kvq::AmaxParams;
 using QuantArgs = kvq::QuantParams;
 
-bool linear(Context* ctx, const LinearArgs& a, Status* st);
+/**
+ * Resident device copies of a compressed-tensors weight's `scale` (float32) and int4 `zero_point` (int8) arrays,
+ * next to LinearArgs::wDev / EmbeddingArgs::tableDev (the block bytes); null = upload the host array per call.
+ */
+struct WeightAuxDev {
+  const void* scale = nullptr;
+  const void* zeroPoint = nullptr;
+};
+
+/** y = x W^T (+ bias) for every weight dtype (dense, GGML blocks, compressed-tensors; quantized: wquant.cu). */
+bool linear(Context* ctx, const LinearArgs& a, Status* st, const WeightAuxDev& aux = WeightAuxDev{});
 // The standard ops of ops.h (KVQ_STANDARD_OPS), with their gpuFn names (rms_norm, add, silu_and_mul, ...).
 #define KVQ_GPU_DECLARE(js, cpuFn, gpuFn, P, read) bool gpuFn(Context* ctx, const P& a, Status* st);
 KVQ_STANDARD_OPS(KVQ_GPU_DECLARE)
 #undef KVQ_GPU_DECLARE
-bool embedding(Context* ctx, const EmbeddingArgs& a, Status* st);
+/** y[t] = table[ids[t]] as float32 for every weight dtype (quantized: bit-exact with the reference, wquant.cu). */
+bool embedding(Context* ctx, const EmbeddingArgs& a, Status* st, const WeightAuxDev& aux = WeightAuxDev{});
 bool reshape_and_cache(Context* ctx, const CacheWriteArgs& a, Status* st);
 bool paged_attention(Context* ctx, const AttentionArgs& a, Status* st);
 bool amax_tensor(Context* ctx, const float* x, int64_t n, float* result, Status* st);

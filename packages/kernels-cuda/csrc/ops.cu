@@ -175,9 +175,9 @@ __global__ void embedding_kernel(const void* table, const int32_t* ids, float* y
   }
 }
 
-bool embedding(Context* ctx, const EmbeddingArgs& a, Status* st) {
+bool embedding(Context* ctx, const EmbeddingArgs& a, Status* st, const WeightAuxDev& aux) {
   if (a.numTokens == 0) return true;
-  if (a.table.dtype > kF16) return fail_status(st, kUnsupported, "embedding: quantized tables are not implemented on this backend yet");
+  if (a.table.dtype > kF16) return embedding_quant(ctx, a, aux, st);
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
   const size_t eb = dtype_bytes(a.table.dtype);
   const size_t rowBytes = (size_t)a.hidden * eb;
@@ -732,8 +732,8 @@ static bool linear_dev(Context* ctx, const float* x, const void* w, int wdtype, 
   return true;
 }
 
-bool linear(Context* ctx, const LinearArgs& a, Status* st) {
-  if (a.w.dtype > kF16) return fail_status(st, kUnsupported, "linear: quantized weight dtypes are not implemented on this backend yet");
+bool linear(Context* ctx, const LinearArgs& a, Status* st, const WeightAuxDev& aux) {
+  if (a.w.dtype > kF16) return linear_quant(ctx, a, aux, st);
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
   const size_t eb = dtype_bytes(a.w.dtype);
   const size_t xb = (size_t)(a.rows * a.in) * 4, yb = (size_t)(a.rows * a.out) * 4;

@@ -7,7 +7,7 @@
  * NOTE: keep in sync with csrc/addon.cc; the ABI is the shared one (`NATIVE_ABI` / napi_args.h `kAbi`).
  * @module
  */
-import type { NativeKernelOps } from '@kvq/kernels/native';
+import type { EmbeddingNativeArgs, LinearNativeArgs, NativeKernelOps } from '@kvq/kernels/native';
 
 /** The vendor runtime a binary was built for (`'sim'`: the CPU simulator of csrc/sim, for tests). */
 export type GpuVendor = 'cuda' | 'hip' | 'sim';
@@ -62,6 +62,7 @@ type F32 = Float32Array;
 type I32 = Int32Array;
 type U8 = Uint8Array;
 type U16 = Uint16Array;
+type I8 = Int8Array;
 
 /** `fp8VendorCheck` result: csrc/fp8.h against the vendor's own conversion, on the device. */
 export interface Fp8VendorCheckResult {
@@ -108,6 +109,15 @@ export interface NativeAttentionBenchResult {
 
 /** One native context: a device, a stream and scratch buffers; the shared ops take resident buffers last. */
 export interface NativeContext extends NativeKernelOps<NativeDeviceBuffer> {
+  /**
+   * `linear` with the weight's resident device buffers after the shared arguments: its data (block bytes), and for
+   * the compressed-tensors dtypes its `scale` and int4 `zeroPoint` (each null = uploaded per call).
+   */
+  linear(...args: [...LinearNativeArgs, wDev?: NativeDeviceBuffer | null, scaleDev?: NativeDeviceBuffer | null, zeroPointDev?: NativeDeviceBuffer | null]): void;
+  /** `embedding` with the table's resident buffers after the shared arguments (as {@link NativeContext.linear}). */
+  embedding(
+    ...args: [...EmbeddingNativeArgs, tableDev?: NativeDeviceBuffer | null, scaleDev?: NativeDeviceBuffer | null, zeroPointDev?: NativeDeviceBuffer | null]
+  ): void;
   readonly device: GpuDeviceInfo;
   /** `'cublas'` / `'hipblas'` when the vendor BLAS's SGEMM serves prefill GEMMs, else `'builtin'`. */
   readonly gemm: 'cublas' | 'hipblas' | 'builtin';
@@ -115,7 +125,7 @@ export interface NativeContext extends NativeKernelOps<NativeDeviceBuffer> {
   readonly gemmNote: string;
   readonly disposed: boolean;
   memInfo(): { free: number; total: number };
-  upload(array: F32 | U16 | U8 | I32): NativeDeviceBuffer;
+  upload(array: F32 | U16 | U8 | I8 | I32): NativeDeviceBuffer;
   download(buffer: NativeDeviceBuffer, into: F32 | U16 | U8 | I32): void;
   fp8VendorCheck(format: number, satfinite: boolean): Fp8VendorCheckResult;
   benchAttention(options: NativeAttentionBenchOptions): NativeAttentionBenchResult;

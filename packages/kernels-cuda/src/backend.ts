@@ -11,8 +11,18 @@
  */
 import { createRequire } from 'node:module';
 import type { Fp8Format, Saturation } from '@kvq/fp8';
-import { KernelError, toKernelError, type BackendCreateOptions, type KernelBackend, type KvLayerCache } from '@kvq/kernels';
-import { DTYPE_CODE, envInt, FORMAT_CODE, NativeKernelBackend } from '@kvq/kernels/native';
+import {
+  KernelError,
+  toKernelError,
+  validateEmbedding,
+  type BackendCreateOptions,
+  type EmbeddingArgs,
+  type KernelBackend,
+  type KvLayerCache,
+  type LinearArgs,
+  type WeightMatrix,
+} from '@kvq/kernels';
+import { DTYPE_CODE, envInt, FORMAT_CODE, NativeKernelBackend, weightArgs, type NativeWeightData } from '@kvq/kernels/native';
 import type {
   Fp8VendorCheckResult,
   GpuDeviceInfo,
@@ -184,7 +194,7 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
   }
 
   /** The resident copy of `array`, uploading it on first use. */
-  #residentOf(array: Float32Array | Uint16Array | Uint8Array): NativeDeviceBuffer {
+  #residentOf(array: Float32Array | Uint16Array | Uint8Array | Int8Array): NativeDeviceBuffer {
     let b = this.#resident.get(array);
     if (!b) {
       b = this.ctx.upload(array);
@@ -203,8 +213,32 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
     return true;
   }
 
-  protected override weightDevice(data: Float32Array | Uint16Array): NativeDeviceBuffer | null {
+  protected override weightDevice(data: NativeWeightData): NativeDeviceBuffer | null {
     return this.#residentWeights ? this.#residentOf(data) : null;
+  }
+
+  /**
+   * The resident buffers of a weight: its data (block bytes, fp8 codes, int8 values or packed int4) and, for the
+   * compressed-tensors dtypes, its `scale` and int4 `zeroPoint` arrays (each keyed by its own array, so shared
+   * scale arrays are uploaded once); nulls when weights are not resident.
+   */
+  #weightBuffers(w: WeightMatrix): [NativeDeviceBuffer | null, NativeDeviceBuffer | null, NativeDeviceBuffer | null] {
+    if (!this.#residentWeights) return [null, null, null];
+    const ct = w.dtype === 'fp8_e4m3' || w.dtype === 'int8' || w.dtype === 'int4';
+    const scale = ct && w.scale ? this.#residentOf(w.scale) : null;
+    const zeroPoint = w.dtype === 'int4' && w.zeroPoint ? this.#residentOf(w.zeroPoint) : null;
+    return [this.#residentOf(w.data), scale, zeroPoint];
+  }
+
+  override linear(args: LinearArgs): void {
+    const native = this.linearArgs(args);
+    this.call('linear', () => this.ctx.linear(...native, ...this.#weightBuffers(args.weight)));
+  }
+
+  override embedding(args: EmbeddingArgs): void {
+    const { numTokens } = validateEmbedding(args);
+    const t = args.table;
+    this.call('embedding', () => this.ctx.embedding(...weightArgs(t), args.ids, args.out, numTokens, ...this.#weightBuffers(t)));
   }
 
   protected override cacheDevice(cache: KvLayerCache): [NativeDeviceBuffer | null, NativeDeviceBuffer | null] {

@@ -4,7 +4,8 @@
  *
  * 1. the parity suite of `@kvq/kernels/testing` against the reference backend, and its bad-input suite;
  * 2. long-context attention (split-k path, 4k and 16k keys, FP8 and bf16 caches, FP8-query mode) vs the reference;
- * 3. resident caches (device pools + host mirror) give bit-identical results to the copy-per-call path;
+ * 3. resident caches (device pools + host mirror) and resident weights (quantized block bytes with their scale and
+ *    zero-point arrays) give bit-identical results to the copy-per-call path;
  * 4. csrc/fp8.h on the device against the vendor's own FP8 conversion, all 2^32 float32 inputs (CUDA: hardware cvt
  *    on sm_89+), and the device encoder against `@kvq/fp8` for the FNUZ formats CUDA lacks;
  * 5. benchmarks: decode attention with FP8 vs bf16 KV at 4k / 16k / 64k context (achieved HBM bandwidth vs the
@@ -12,12 +13,15 @@
  * @module
  */
 import { encodeFp8BitRange, type Fp8Format, type Saturation } from '@kvq/fp8';
-import { createReferenceBackend, type KernelBackend, type KvLayerCache, type PagedAttentionArgs } from '@kvq/kernels';
+import { createReferenceBackend, type KernelBackend, type KvLayerCache, type PagedAttentionArgs, type WeightMatrix } from '@kvq/kernels';
 import {
   attentionArgs,
   buildAttentionBatch,
   compareOutput,
   formatParityReport,
+  randomF32,
+  randomInts,
+  randomWeight,
   rng,
   runBadInputSuite,
   runParitySuite,
@@ -277,6 +281,55 @@ function residencyCheck(make: (o: GpuBackendOptions) => GpuBackend, base: GpuBac
 }
 
 /**
+ * Resident weights must give bit-identical `linear` (GEMV and GEMM) and `embedding` results to the copy-per-call
+ * path for every quantized dtype, with the scale and zero-point arrays resident too (the resident byte count must
+ * cover them).
+ */
+export function weightResidencyCheck(make: (o: GpuBackendOptions) => GpuBackend, base: GpuBackendOptions): { ok: boolean; detail: string } {
+  const plain = make({ ...base, residentCaches: false, residentWeights: false });
+  const resident = make({ ...base, residentCaches: false, residentWeights: true });
+  try {
+    const r = rng(777);
+    const variants: [WeightMatrix['dtype'], Parameters<typeof randomWeight>[4]][] = [
+      ['q8_0', undefined], ['q4_1', undefined], ['q5_0', undefined], ['q4_k', undefined], ['q6_k', undefined],
+      ['fp8_e4m3', { granularity: 'channel' }], ['int8', { granularity: 'tensor' }],
+      ['int4', { groupSize: 32, symmetric: false }], ['int4', { groupSize: 64, symmetric: true }],
+    ];
+    for (const [dtype, options] of variants) {
+      const cols = 512, outF = 9;
+      const weight = randomWeight(dtype, outF, cols, r, options);
+      const expectBytes = weight.data.byteLength + (weight.scale?.byteLength ?? 0) + (weight.zeroPoint?.byteLength ?? 0);
+      const before = resident.residentBytes;
+      for (const rows of [1, 11]) {
+        const x = randomF32(rows * cols, r);
+        const a = new Float32Array(rows * outF);
+        const b = new Float32Array(rows * outF);
+        plain.linear({ x, weight, out: a, rows });
+        resident.linear({ x, weight, out: b, rows });
+        if (Buffer.compare(Buffer.from(a.buffer), Buffer.from(b.buffer)) !== 0) {
+          return { ok: false, detail: `linear ${dtype} rows=${rows}: resident and copied weights gave different outputs` };
+        }
+      }
+      const ids = randomInts(5, outF, r);
+      const e1 = new Float32Array(5 * cols);
+      const e2 = new Float32Array(5 * cols);
+      plain.embedding({ table: weight, ids, out: e1, numTokens: 5 });
+      resident.embedding({ table: weight, ids, out: e2, numTokens: 5 });
+      if (Buffer.compare(Buffer.from(e1.buffer), Buffer.from(e2.buffer)) !== 0) {
+        return { ok: false, detail: `embedding ${dtype}: resident and copied tables gave different outputs` };
+      }
+      if (resident.residentBytes - before !== expectBytes) {
+        return { ok: false, detail: `${dtype}: ${resident.residentBytes - before} resident bytes, expected ${expectBytes} (data + scale + zero point)` };
+      }
+    }
+    return { ok: true, detail: `identical linear / embedding outputs on ${variants.length} quantized weights; ${resident.residentBytes} resident bytes` };
+  } finally {
+    plain.dispose();
+    resident.dispose();
+  }
+}
+
+/**
  * Run the GPU check. Never throws for a backend failure: every stage records its error in `errors` and the report
  * says `ok: false`. When the backend cannot be created, `unavailable` says why.
  */
@@ -344,7 +397,9 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
       report.fp8Mma = { tensorCores: fp8MmaCapable(gpu), cases: fp8MmaChecks(gpu, ref) };
     });
     stage('residency', () => {
-      report.residency = residencyCheck(make, base, ref);
+      const caches = residencyCheck(make, base, ref);
+      const weights = weightResidencyCheck(make, base);
+      report.residency = { ok: caches.ok && weights.ok, detail: `caches: ${caches.detail}; weights: ${weights.detail}` };
     });
     if (gpu.vendor === 'cuda') {
       stage('fp8.h vs CUDA conversions (all 2^32 inputs)', () => {
