@@ -8,7 +8,7 @@ import { quantile, runSoak } from './soak.js';
 /**
  * Soak (slow suite, `KVQ_TEST_SLOW=1`; CI does not run slow suites): 64 concurrent streaming clients on loopback
  * against kvq-tiny for `KVQ_SOAK_SECONDS` (default 120), with ~10% of streams dropped mid-way and ~10% bad
- * requests. Afterwards: zero 5xx and zero broken streams, every KV block back in the pool, no latency bookkeeping
+ * requests, on a KV cache small enough that the scheduler preempts. Afterwards: zero 5xx and zero broken streams, every KV block back in the pool, no latency bookkeeping
  * left, and the heap (after a full GC) within HEAP_GROWTH_BOUND of what it was after the warm-up (RSS within
  * RSS_GROWTH_BOUND when no GC can be forced). Prints client-side p50/p99 TTFT and inter-token latency.
  *
@@ -40,7 +40,9 @@ describe.skipIf(!process.env.KVQ_TEST_SLOW)(`soak: 64 streaming clients for ${SE
       gc?.();
       return process.memoryUsage();
     };
-    const server = await createServer({ port: 0, kvCacheMemory: 16 << 20, maxNumSeqs: 64 });
+    // 6 MiB = 2048 tokens of kvq-tiny's bf16 cache (128 blocks): 64 streams of up to ~90 tokens overflow it, so the
+    // scheduler preempts (recompute) during the run and the block accounting is exercised under pressure.
+    const server = await createServer({ port: 0, kvCacheMemory: 6 << 20, maxNumSeqs: 64 });
     try {
       const url = await server.listen();
       const manager = server.llm.engine.manager;
@@ -49,10 +51,15 @@ describe.skipIf(!process.env.KVQ_TEST_SLOW)(`soak: 64 streaming clients for ${SE
       expect(warm.failures).toEqual([]);
       await server.loop.idle();
       const before = heap();
+      const metricsBefore = await server.metrics.render();
       const samples: number[] = [];
       const r = await runSoak(url, { clients: 64, durationMs: SECONDS * 1000, seed: 1, onSample: () => samples.push(process.memoryUsage().heapUsed), sampleEveryMs: 5000 });
       await server.loop.idle();
       const after = heap();
+      const metricsAfter = await server.metrics.render();
+      const value = (text: string, name: string) => Number(/ (\S+)$/.exec(text.split('\n').find((l) => l.startsWith(`${name}{`)) ?? ' 0')![1]);
+      const mean = (name: string) =>
+        (1000 * (value(metricsAfter, `${name}_sum`) - value(metricsBefore, `${name}_sum`))) / (value(metricsAfter, `${name}_count`) - value(metricsBefore, `${name}_count`));
 
       const steps = server.llm.engine.stats();
       const m = manager.metrics();
@@ -62,7 +69,8 @@ describe.skipIf(!process.env.KVQ_TEST_SLOW)(`soak: 64 streaming clients for ${SE
           `${cpus()[0]?.model ?? 'unknown CPU'} x${cpus().length}, ${server.llm.backend.info.description}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`,
           `soak ${SECONDS} s, 64 clients: ${r.completed} streams completed, ${r.disconnected} dropped by the client, ${r.badRequests} bad requests`,
           `statuses ${JSON.stringify(Object.fromEntries(r.statuses))}, ${r.chunks} text chunks, ${steps.generationTokens} tokens generated in total, ${steps.numPreemptions} preemptions`,
-          `TTFT p50 ${ms(quantile(r.ttftMs, 0.5))} p99 ${ms(quantile(r.ttftMs, 0.99))}; ITL p50 ${ms(quantile(r.itlMs, 0.5))} p99 ${ms(quantile(r.itlMs, 0.99))} (client side)`,
+          `TTFT p50 ${ms(quantile(r.ttftMs, 0.5))} p99 ${ms(quantile(r.ttftMs, 0.99))}; ITL p50 ${ms(quantile(r.itlMs, 0.5))} p99 ${ms(quantile(r.itlMs, 0.99))} (client side, in the server's process)`,
+          `server side means: TTFT ${mean('vllm:time_to_first_token_seconds').toFixed(1)} ms, queue ${mean('vllm:request_queue_time_seconds').toFixed(1)} ms, ITL ${mean('vllm:inter_token_latency_seconds').toFixed(1)} ms, e2e ${mean('vllm:e2e_request_latency_seconds').toFixed(1)} ms`,
           `heapUsed after GC ${(before.heapUsed / 2 ** 20).toFixed(1)} -> ${(after.heapUsed / 2 ** 20).toFixed(1)} MiB (gc ${gc ? 'forced' : 'unavailable'}); RSS ${(before.rss / 2 ** 20).toFixed(1)} -> ${(after.rss / 2 ** 20).toFixed(1)} MiB; heap during run ${samples.map((s) => (s / 2 ** 20).toFixed(0)).join(' ')} MiB`,
         ].join('\n'),
       );
@@ -72,6 +80,7 @@ describe.skipIf(!process.env.KVQ_TEST_SLOW)(`soak: 64 streaming clients for ${SE
       expect(r.completed).toBeGreaterThan(64);
       expect(r.disconnected).toBeGreaterThan(0);
       expect(r.badRequests).toBeGreaterThan(0);
+      expect(steps.numPreemptions, 'the cache ran full').toBeGreaterThan(0);
       // No leaked blocks: every usable block is free again (prefix-cached blocks stay cached but free).
       expect(m.numFreeBlocks).toBe(m.numUsableBlocks);
       expect(server.llm.engine.hasUnfinishedRequests()).toBe(false);
