@@ -125,6 +125,7 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceMethod<&Context::Dispose>("dispose"),
                            InstanceMethod<&Context::LinearAsync>("linearAsync"),
                            InstanceMethod<&Context::PagedAttentionAsync>("pagedAttentionAsync"),
+                           InstanceMethod<&Context::ReadBytes>("readBytes"),
                            // The kernel ops (napi_args.h): Linear, ..., EncodeFp8Bits and the standard ops' Op_* methods.
                            KVQ_NAPI_KERNEL_METHODS
                        });
@@ -254,6 +255,36 @@ class Context : public Napi::ObjectWrap<Context> {
     checkStatus(info.Env(), runLocked(info, [&](const Runner& r) {
                   return table_->encodeFp8Bits(p.first, p.count, p.out, p.format, p.sat, r);
                 }));
+  }
+
+  /**
+   * readBytes(data: Uint8Array, length): stream `length` bytes once on the pool's threads (64-bit word sums, 1 MiB
+   * chunks) and return a checksum: the memory-read baseline of the weight-GEMV bandwidth benchmark.
+   */
+  Napi::Value ReadBytes(const Napi::CallbackInfo& info) {
+    const int64_t n = intArg(info, 1, "length", 0, INT64_C(1) << 50);
+    const uint8_t* d = arrayArg<uint8_t>(info, 0, "data", n);
+    const int64_t chunk = INT64_C(1) << 20, tasks = (n + chunk - 1) / chunk;
+    std::vector<uint64_t> parts((size_t)(tasks > 0 ? tasks : 1), 0);
+    runLocked(info, [&](const Runner& r) {
+      auto body = [&](int64_t t, int) {
+        const int64_t i0 = t * chunk, i1 = i0 + chunk < n ? i0 + chunk : n;
+        uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        int64_t i = i0;
+        for (; i + 32 <= i1; i += 32) {
+          uint64_t w[4];
+          std::memcpy(w, d + i, 32);
+          a0 += w[0], a1 += w[1], a2 += w[2], a3 += w[3];
+        }
+        for (; i < i1; i++) a0 += d[i];
+        parts[(size_t)t] = a0 ^ a1 ^ a2 ^ a3;
+      };
+      r.parallel_for(tasks, body);
+      return kOk;
+    });
+    uint64_t x = 0;
+    for (uint64_t v : parts) x ^= v;
+    return Napi::Number::New(info.Env(), (double)(x & 0xFFFFFFFFu));
   }
 
   const KernelTable* table_ = nullptr;

@@ -101,6 +101,8 @@ KVQ_SI VF vloadn_bf16(const uint16_t* p, int n) {
 KVQ_SI VF vload_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
 KVQ_SI VF vloadn_f16(const uint16_t* p, int n) { return _mm256_cvtph_ps(load16n(p, n)); }
 
+#include "simd_unpack_sse.h"
+
 // ---- int8 loads (quantized weights) ---------------------------------------------------------------
 /** W int8 values converted to float32 (exact). */
 KVQ_SI VF vcvt_i8(const int8_t* p) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p))); }

@@ -7,6 +7,7 @@
 #define KVQ_SIMD_SCALAR_H_
 
 #include <stdint.h>
+#include <string.h>
 
 #include "fp8.h"
 #include "portable.h"
@@ -72,6 +73,31 @@ KVQ_SI VF vload_bf16(const uint16_t* p) { return bf16_to_f32(*p); }
 KVQ_SI VF vloadn_bf16(const uint16_t* p, int n) { return n > 0 ? bf16_to_f32(*p) : 0.0f; }
 KVQ_SI VF vload_f16(const uint16_t* p) { return f16_to_f32(*p); }
 KVQ_SI VF vloadn_f16(const uint16_t* p, int n) { return n > 0 ? f16_to_f32(*p) : 0.0f; }
+
+// ---- block unpacking (the SSE versions: simd_unpack_sse.h) ----------------------------------------
+/** 16 packed bytes -> 32 int8: out[j] = (b[j] & 15) - bias, out[j + 16] = (b[j] >> 4) - bias (GGML q4_0 / q4_1). */
+KVQ_SI void unpack_nib_halves(const uint8_t* b, int bias, int8_t* out) {
+  uint8_t v[16];
+  memcpy(v, b, 16);
+  for (int j = 0; j < 16; j++) out[j] = (int8_t)((v[j] & 15) - bias);
+  for (int j = 0; j < 16; j++) out[j + 16] = (int8_t)((v[j] >> 4) - bias);
+}
+/** 16 packed bytes -> 32 int8 interleaved: out[2j] = (b[j] & 15) - bias, out[2j + 1] = (b[j] >> 4) - bias (int4). */
+KVQ_SI void unpack_nib_pairs(const uint8_t* b, int bias, int8_t* out) {
+  uint8_t v[16];
+  memcpy(v, b, 16);
+  for (int j = 0; j < 16; j++) {
+    out[2 * j] = (int8_t)((v[j] & 15) - bias);
+    out[2 * j + 1] = (int8_t)((v[j] >> 4) - bias);
+  }
+}
+/** GGML q5_0 / q5_1: out[j] = ((qs[j] & 15) | bit_j(qh) << 4) - bias, out[j + 16] likewise with the high nibble. */
+KVQ_SI void unpack_q5_32(const uint8_t* qs, uint32_t qh, int bias, int8_t* out) {
+  uint8_t v[16];
+  memcpy(v, qs, 16);
+  for (int j = 0; j < 16; j++) out[j] = (int8_t)(((v[j] & 15) | (((qh >> j) & 1) << 4)) - bias);
+  for (int j = 0; j < 16; j++) out[j + 16] = (int8_t)(((v[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - bias);
+}
 
 // ---- int8 loads (quantized weights) ---------------------------------------------------------------
 /** W int8 values converted to float32 (exact). */

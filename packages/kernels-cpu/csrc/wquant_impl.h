@@ -46,11 +46,7 @@ struct QB<kQ4_0> {
   static constexpr bool kOffset = false;
   KVQ_I void decode(const uint8_t* b, int8_t* q, float* s, float*) {
     s[0] = ld_f16(b);
-    const uint8_t* qs = b + 2;
-    for (int j = 0; j < 16; j++) {
-      q[j] = (int8_t)((qs[j] & 15) - 8);
-      q[j + 16] = (int8_t)((qs[j] >> 4) - 8);
-    }
+    unpack_nib_halves(b + 2, 8, q);
   }
 };
 template <>
@@ -60,20 +56,13 @@ struct QB<kQ4_1> {
   KVQ_I void decode(const uint8_t* b, int8_t* q, float* s, float* o) {
     s[0] = ld_f16(b);
     o[0] = ld_f16(b + 2);
-    const uint8_t* qs = b + 4;
-    for (int j = 0; j < 16; j++) {
-      q[j] = (int8_t)(qs[j] & 15);
-      q[j + 16] = (int8_t)(qs[j] >> 4);
-    }
+    unpack_nib_halves(b + 4, 0, q);
   }
 };
-/** The 5-bit values of q5_0 / q5_1: low nibbles in qs[16], fifth bits in the little-endian uint32 qh. */
+/** The 5-bit values of q5_0 / q5_1: low nibbles in qs[16], fifth bits in the little-endian uint32 at qh4. */
 KVQ_I void unpack_q5(const uint8_t* qh4, const uint8_t* qs, int bias, int8_t* q) {
   const uint32_t qh = (uint32_t)qh4[0] | ((uint32_t)qh4[1] << 8) | ((uint32_t)qh4[2] << 16) | ((uint32_t)qh4[3] << 24);
-  for (int j = 0; j < 16; j++) {
-    q[j] = (int8_t)(((qs[j] & 15) | (((qh >> j) & 1) << 4)) - bias);
-    q[j + 16] = (int8_t)(((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - bias);
-  }
+  unpack_q5_32(qs, qh, bias, q);
 }
 template <>
 struct QB<kQ5_0> {
@@ -175,6 +164,7 @@ KVQ_I void unpack_int4(const uint8_t* row, int64_t c0, int64_t n, int z, int8_t*
     i = 1;
   }
   const uint8_t* p = row + ((c0 + i) >> 1);
+  for (; i + 32 <= n; i += 32, p += 16) unpack_nib_pairs(p, 8 + z, q + i);
   for (; i + 1 < n; i += 2) {
     const uint8_t v = *p++;
     q[i] = (int8_t)((v & 15) - 8 - z);
@@ -328,6 +318,22 @@ KVQ_I void dot_i8(const float* x, int64_t K, const int8_t* q, int64_t n, VF* a) 
   }
 }
 
+/** acc[r] += x[r, :] * decode(fp8 row) over K columns (decoded exactly by the power-of-two constant; no scale). */
+template <int R, bool kFast>
+KVQ_I void fp8_row_dot(const float* x, int64_t K, const uint8_t* wr, VF* acc) {
+  const VF kc = vset1(Load<kFp8E4M3FN>::konst());
+  int64_t c = 0;
+  for (; c + W <= K; c += W) {
+    const VF wv = kv_load<kFp8E4M3FN, kFast>(wr + c, kc);
+    for (int r = 0; r < R; r++) acc[r] = vfma(vload(x + r * K + c), wv, acc[r]);
+  }
+  if (c < K) {
+    const int t = (int)(K - c);
+    const VF wv = kv_loadn<kFp8E4M3FN, kFast>(wr + c, t, kc);
+    for (int r = 0; r < R; r++) acc[r] = vfma(vloadn(x + r * K + c, t), wv, acc[r]);
+  }
+}
+
 /** y[r, n] for n in [n0, n1): compressed-tensors fp8_e4m3 / int8 / int4 rows, R rows of x. */
 template <int R>
 static void gemv_ct(const LinearParams& p, int64_t n0, int64_t n1) {
@@ -342,18 +348,9 @@ static void gemv_ct(const LinearParams& p, int64_t n0, int64_t n1) {
     for (int r = 0; r < R; r++) acc[r] = vzero();
     float rowScale = 1.0f;
     if (w.dtype == kWFp8E4M3) {
-      // Exact decode (NaN codes stay NaN), the power-of-two decode constant folded into the load.
-      const VF kc = vset1(Load<kFp8E4M3FN>::konst());
-      int64_t c = 0;
-      for (; c + W <= K; c += W) {
-        const VF wv = Load<kFp8E4M3FN>::load(wr + c, kc);
-        for (int r = 0; r < R; r++) acc[r] = vfma(vload(p.x + r * K + c), wv, acc[r]);
-      }
-      if (c < K) {
-        const int t = (int)(K - c);
-        const VF wv = Load<kFp8E4M3FN>::loadn(wr + c, t, kc);
-        for (int r = 0; r < R; r++) acc[r] = vfma(vloadn(p.x + r * K + c, t), wv, acc[r]);
-      }
+      // The fast decode unless the row holds a NaN code (then the exact one, so NaN stays NaN).
+      if (Load<kFp8E4M3FN>::any_nan(wr, K)) fp8_row_dot<R, false>(p.x, K, wr, acc);
+      else fp8_row_dot<R, true>(p.x, K, wr, acc);
       rowScale = w.scale[w.scale_len == 1 ? 0 : n];
     } else if (w.dtype == kWInt8) {
       dot_i8<R>(p.x, K, reinterpret_cast<const int8_t*>(wr), K, acc);

@@ -4,9 +4,10 @@
 // Dependency-free ratio report for the native CPU kernels (needs only node and build/Release/kvq_cpu.node).
 // Times each op as the MINIMUM over many calls, which is robust on a shared, noisy machine (the vitest benches
 // in src/bench/ report means). Prints the decode-attention ratios (fp8 vs bf16 vs f32 KV) and decode-GEMV /
-// prefill-GEMM throughput against a memcpy of the weight bytes.
+// prefill-GEMM throughput against a memcpy of the weight bytes, and the weight-GEMV bandwidth table of every weight
+// dtype (dense, GGML blocks, compressed-tensors) against a plain threaded memory read measured in the same run.
 //
-// Usage: node scripts/bench-ratios.mjs [--threads N] [--isa avx512|avx2|scalar|auto] [--quick]
+// Usage: node scripts/bench-ratios.mjs [--threads N] [--isa avx512|avx2|scalar|auto] [--quick] [--only weights]
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +24,7 @@ const info = addon.cpuInfo();
 const threads = Number(opt('threads', info.cpus));
 const ctx = new addon.Context(threads, opt('isa', 'auto'), 50);
 const CODE = { f32: 0, bf16: 1, f16: 2, e4m3fn: 3, e5m2: 4 };
+const only = opt('only', 'all');
 
 /** Minimum wall time of one call, in seconds. */
 function best(fn, seconds) {
@@ -61,6 +63,7 @@ function decodeCall(dtype, context, hs) {
 
 console.log(`kvq native CPU ratios: ${ctx.isa} kernels, ${ctx.threads} threads, ${info.cpus} CPUs available`);
 const t = quick ? 0.3 : 1.0;
+if (only === 'all') {
 console.log('\ndecode attention (8 q / 2 kv heads, block 16), min time per call:');
 for (const hs of [64, 128]) {
   for (const context of [512, 4096, 16384]) {
@@ -82,13 +85,85 @@ for (const dtype of ['f32', 'bf16']) {
   const srcB = new Uint8Array(w.buffer), dstB = new Uint8Array(bytes);
   const tm = best(() => dstB.set(srcB), t);
   const x1 = new Float32Array(K).map(normal), y1 = new Float32Array(N);
-  const tv = best(() => ctx.linear(x1, w, CODE[dtype], 1, K, N, null, y1), t);
+  const tv = best(() => ctx.linear(x1, 1, w, CODE[dtype], N, K, null, null, 0, null, y1), t);
   const M = 128, xm = new Float32Array(M * K).map(normal), ym = new Float32Array(M * N);
-  const tg = best(() => ctx.linear(xm, w, CODE[dtype], M, K, N, null, ym), t * 2);
+  const tg = best(() => ctx.linear(xm, M, w, CODE[dtype], N, K, null, null, 0, null, ym), t * 2);
   console.log(
     `  ${dtype}: memcpy ${(bytes / tm / 1e9).toFixed(1)} GB/s; decode GEMV ${(bytes / tv / 1e9).toFixed(1)} GB/s ` +
       `(${((tm / tv) * 100).toFixed(0)}% of memcpy), ${((2 * N * K) / tv / 1e9).toFixed(1)} GFLOP/s; ` +
       `prefill GEMM (128 rows) ${((2 * M * N * K) / tg / 1e9).toFixed(1)} GFLOP/s`,
   );
 }
+}
+
+
+// ---- weight GEMV bandwidth: every weight dtype ----------------------------------------------------
+
+/** Weight dtypes (csrc/ops.h DtypeCode) with their block size and bytes, or bytes per element. */
+const WEIGHTS = [
+  { name: 'f32', code: 0, elems: 1, bytes: 4 },
+  { name: 'bf16', code: 1, elems: 1, bytes: 2 },
+  { name: 'f16', code: 2, elems: 1, bytes: 2 },
+  { name: 'q8_0', code: 16, elems: 32, bytes: 34, f16: [0] },
+  { name: 'q6_k', code: 23, elems: 256, bytes: 210, f16: [208] },
+  { name: 'q5_k', code: 22, elems: 256, bytes: 176, f16: [0, 2] },
+  { name: 'q5_1', code: 20, elems: 32, bytes: 24, f16: [0, 2] },
+  { name: 'q5_0', code: 19, elems: 32, bytes: 22, f16: [0] },
+  { name: 'q4_k', code: 21, elems: 256, bytes: 144, f16: [0, 2] },
+  { name: 'q4_1', code: 18, elems: 32, bytes: 20, f16: [0, 2] },
+  { name: 'q4_0', code: 17, elems: 32, bytes: 18, f16: [0] },
+  { name: 'fp8_e4m3', code: 24, elems: 1, bytes: 1, ct: true },
+  { name: 'int8', code: 25, elems: 1, bytes: 1, ct: true },
+  { name: 'int4 g128', code: 26, elems: 2, bytes: 1, ct: true, group: 128 },
+];
+
+/** A random weight matrix [rows, cols] of a WEIGHTS entry: positional args (data, code, rows, cols, scale, zp, group). */
+function randomWeight(d, rows, cols) {
+  const n = (rows * cols) / d.elems;
+  if (d.code === 0) return [new Float32Array(rows * cols).map(() => normal() * 0.02), 0, rows, cols, null, null, 0];
+  if (d.code <= 2) return [new Uint16Array(rows * cols).map(() => 0x2000 + Math.floor(rand() * 0x1000)), d.code, rows, cols, null, null, 0];
+  const data = d.code === 25 ? new Int8Array(n * d.bytes) : new Uint8Array(n * d.bytes);
+  const u32 = new Uint32Array(data.buffer, 0, Math.floor(data.byteLength / 4));
+  for (let i = 0; i < u32.length; i++) u32[i] = (rand() * 4294967296) >>> 0;
+  if (d.code === 24) for (let i = 0; i < data.length; i++) if ((data[i] & 0x7f) === 0x7f) data[i] = 0x38;
+  if (d.f16) {
+    const view = new DataView(data.buffer);
+    for (let b = 0; b < n; b++) for (const off of d.f16) view.setUint16(b * d.bytes + off, 0x1800 + Math.floor(rand() * 0x400), true);
+  }
+  if (!d.ct) return [data, d.code, rows, cols, null, null, 0];
+  const scale = new Float32Array(d.group ? (rows * cols) / d.group : rows).map(() => 0.001 + rand() * 0.01);
+  return [data, d.code, rows, cols, scale, null, d.group ?? 0];
+}
+
+function weightTable() {
+  const t = quick ? 0.3 : 1.0;
+  // The memory-read baseline: the addon streaming 256 MiB once on the same pool (64-bit word sums, no writes).
+  const big = new Uint8Array(256 * 1024 * 1024).fill(3);
+  const tr = best(() => ctx.readBytes(big, big.length), t * 2);
+  const readBw = big.byteLength / tr;
+  console.log(`\nweight GEMV (1 row), min time per call; memory read baseline (readBytes over 256 MiB, same threads): ${(readBw / 1e9).toFixed(1)} GB/s`);
+  console.log('  dtype      shape        bytes/w   MB      time      GB/s   %read   time vs f16');
+  for (const [N, K] of [[4096, 4096], [11008, 4096]]) {
+    const x = new Float32Array(K).map(normal);
+    const y = new Float32Array(N);
+    let f16Time = 0;
+    const rows = [];
+    for (const d of WEIGHTS) {
+      const w = randomWeight(d, N, K);
+      const bytes = w[0].byteLength + (w[4] ? w[4].byteLength : 0);
+      const tv = best(() => ctx.linear(x, 1, ...w, null, y), t);
+      if (d.name === 'f16') f16Time = tv;
+      rows.push([d.name, bytes, tv]);
+    }
+    for (const [name, bytes, tv] of rows) {
+      console.log(
+        `  ${name.padEnd(10)} ${`${N}x${K}`.padEnd(11)} ${(bytes / (N * K)).toFixed(3).padStart(6)} ${(bytes / 1e6).toFixed(1).padStart(6)} ` +
+          `${(tv * 1e3).toFixed(3).padStart(7)} ms ${(bytes / tv / 1e9).toFixed(1).padStart(6)} ${((bytes / tv / readBw) * 100).toFixed(0).padStart(6)}% ` +
+          `${(tv / f16Time).toFixed(2).padStart(8)}x`,
+      );
+    }
+  }
+}
+
+weightTable();
 ctx.dispose();

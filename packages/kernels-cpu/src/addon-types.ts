@@ -48,6 +48,11 @@ export interface NativeContext extends NativeKernelOps {
   linearAsync(...args: LinearNativeArgs): Promise<void>;
   /** `pagedAttention` on a libuv worker thread. */
   pagedAttentionAsync(...args: PagedAttentionNativeArgs): Promise<void>;
+  /**
+   * Stream the first `length` bytes of `data` once on the pool's threads and return a checksum (the memory-read
+   * baseline of scripts/bench-ratios.mjs's weight-GEMV table).
+   */
+  readBytes(data: Uint8Array, length: number): number;
 }
 
 /** The module object `require('kvq_cpu.node')` returns. */
