@@ -15,7 +15,10 @@ export type EngineErrorCode =
   | 'UNSUPPORTED_FORMAT'
   /** A model architecture other than Llama / Mistral / Qwen2, or a variant of them this engine does not run. */
   | 'UNSUPPORTED_ARCHITECTURE'
-  /** A tensor dtype other than F32 / F16 / BF16 where a weight is expected (quantized GGUF types, FP8 weights, ...). */
+  /**
+   * A tensor type the engine does not load where a weight is expected (GGUF Q2_K / Q3_K / IQ* types, a quantized 1-D
+   * tensor, a compressed-tensors part of the wrong dtype), or a quantized tensor where a dense one is needed.
+   */
   | 'UNSUPPORTED_DTYPE'
   /** A tokenizer model / normalizer / pre-tokenizer / decoder type this engine does not implement. */
   | 'UNSUPPORTED_TOKENIZER'

@@ -6,6 +6,7 @@ import { toHfConfigJson } from '../config/model-config.js';
 import { EngineError } from '../errors.js';
 import { writeSafetensors } from '../formats/safetensors.js';
 import { loadModel } from '../load/load-model.js';
+import { isDenseDType } from '../tensor.js';
 import type { LoadedModel, LoadModelOptions } from '../load/types.js';
 import { weightsByHfName } from '../weights/model-weights.js';
 
@@ -38,17 +39,27 @@ async function writeJson(path: string, value: unknown): Promise<void> {
  * Hugging Face folder: `config.json`, `generation_config.json`, `model.safetensors` (the loaded dtypes, Q/K in
  * rotate-half order, no `lm_head.weight` when tied), `tokenizer.json` and `tokenizer_config.json` (with the chat
  * template, if any). Loading the folder back gives tensors equal element for element and the same token ids.
- * @throws EngineError `INVALID_ARGUMENT` (non-empty output folder without `overwrite`; RoPE frequency factors,
+ * @throws EngineError `UNSUPPORTED_DTYPE` (quantized weights), `INVALID_ARGUMENT` (non-empty output folder without `overwrite`; RoPE frequency factors,
  *   which config.json cannot express), `IO_ERROR`, and any `loadModel` error.
  */
 export async function convertToHf(source: string | LoadedModel, outDir: string, options: ConvertOptions = {}): Promise<ConvertResult> {
   await prepareOutputFolder(outDir, options.overwrite === true);
   const model = typeof source === 'string' ? await loadModel(source, options) : source;
+  const tensors = weightsByHfName(model.config, model.weights);
+  for (const [name, t] of tensors) {
+    if (!isDenseDType(t.dtype)) {
+      throw new EngineError(
+        'UNSUPPORTED_DTYPE',
+        `${model.path}: tensor ${name} is ${t.dtype}; a Hugging Face folder is written with dense weights only (use kvq quantize to make a compressed-tensors folder from a dense model)`,
+        { file: model.path, field: name },
+      );
+    }
+  }
   await makeFolder(outDir);
   const warnings: string[] = [];
   if (model.kvScales) warnings.push('KV-cache scales are not written to the converted folder');
   const files = await writeHfSideFiles(model, outDir);
-  await writeSafetensors(join(outDir, 'model.safetensors'), weightsByHfName(model.config, model.weights), { format: 'pt' });
+  await writeSafetensors(join(outDir, 'model.safetensors'), tensors, { format: 'pt' });
   return { dir: outDir, files: [...files.slice(0, 2), 'model.safetensors', ...files.slice(2)], warnings };
 }
 

@@ -151,6 +151,21 @@ describe('GGUF block-quantized weights', () => {
     }
   });
 
+  it('converting a quantized GGUF to a dense Hugging Face folder is a typed error naming the tensor', async () => {
+    const { convertToHf } = await import('../convert/convert.js');
+    const { tempDir } = await import('../testing/fixtures.js');
+    const model = await loadGgufFromSource(new MemorySource(quantizedFile(q4kmType).bytes, 'q.gguf'));
+    const { dir, cleanup } = await tempDir();
+    try {
+      const e = await engineErrorOfAsync(convertToHf(model, dir, { overwrite: true }));
+      expect(e.code).toBe('UNSUPPORTED_DTYPE');
+      expect(e.field).toBe('model.embed_tokens.weight');
+      expect(e.message).toContain('q4_k');
+    } finally {
+      await cleanup();
+    }
+  });
+
   it('rejects quantized norms and truncated block data with typed errors naming the tensor', async () => {
     const { tensors } = quantizedFile(() => 'q8_0');
     const normQ = tensors.map((t) => (t.name === 'blk.0.attn_norm.weight' ? { ...t, type: GGML_TYPE_OF_QUANT.q8_0, data: new Uint8Array((256 / 32) * 34) } : t));
