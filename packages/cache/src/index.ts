@@ -17,11 +17,25 @@ export {
   assertKvStorageDtype,
   resolveKvCacheDtype,
 } from './dtype.js';
+export {
+  KV_QUANT_DTYPES,
+  E2M1_VALUES,
+  isKvQuantDtype,
+  kvBlockLayout,
+  quantizeKvHead,
+  dequantizeKvHead,
+  kvHeadScale,
+  encodeE2m1,
+  decodeE2m1,
+  type KvQuantDtype,
+  type KvBlockLayout,
+} from './kv-quant.js';
 export type { KvLayerCache } from './storage/layer.js';
 export {
   KvCacheStorage,
   createKvLayerCache,
   copyBlocks,
+  kvPoolBlockLength,
   checkLayerScales,
   checkScales,
   type KvCacheStorageOptions,

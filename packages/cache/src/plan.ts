@@ -1,5 +1,6 @@
 import { assertKvStorageDtype, bytesPerElement, isFp8Dtype, type KvStorageDtype } from './dtype.js';
 import { CacheError, checkInt, checkPowerOfTwo, describe } from './errors.js';
+import { isKvQuantDtype, kvBlockLayout } from './kv-quant.js';
 
 /** The attention shape that sizes a KV cache. */
 export interface KvModelConfig {
@@ -19,9 +20,12 @@ export interface KvModelConfig {
  * - `'tensor'`: K, V and Q scales of shape [1] per layer (fixed 12 B/layer);
  * - `'head'`: K and V of shape [numKvHeads], Q of shape [numHeads] per layer (fixed);
  * - `'token_head'`: one float32 per (token, kv-head) for K and V, stored in the pages
- *   (vLLM `*_per_token_head` modes add `2 × blockSize × numKvHeads × 4` bytes per page).
+ *   (vLLM `*_per_token_head` modes add `2 × blockSize × numKvHeads × 4` bytes per page);
+ * - `'inline'`: the write-time-scaled dtypes (`int8_per_token_head`, `int4_g32`, `nvfp4`, ...): the scales live in
+ *   each block beside the codes (`kvBlockLayout`), plus nvfp4's two float32 tensor scales (K, V) per layer.
+ *   The only (and default) choice for those dtypes, invalid for the others.
  */
-export type KvScaleSidecar = 'none' | 'tensor' | 'head' | 'token_head';
+export type KvScaleSidecar = 'none' | 'tensor' | 'head' | 'token_head' | 'inline';
 
 /** Storage options for capacity computations. */
 export interface KvCapacityOptions {
@@ -29,7 +33,7 @@ export interface KvCapacityOptions {
   dtype: KvStorageDtype;
   /** Tokens per block, a power of two. Default 16. */
   blockSize?: number;
-  /** Scale sidecars. Default `'tensor'` for FP8 dtypes, `'none'` otherwise. */
+  /** Scale sidecars. Default `'inline'` for the write-time-scaled dtypes, `'tensor'` for FP8 dtypes, `'none'` otherwise. */
   scales?: KvScaleSidecar;
 }
 
@@ -52,24 +56,38 @@ function check(model: KvModelConfig, opts: KvCapacityOptions): Checked {
   }
   assertKvStorageDtype(opts.dtype);
   const numKvHeads = checkInt('numKvHeads', model.numKvHeads, 1);
-  const scales = opts.scales ?? (isFp8Dtype(opts.dtype) ? 'tensor' : 'none');
-  if (scales !== 'none' && scales !== 'tensor' && scales !== 'head' && scales !== 'token_head') {
-    throw new CacheError('INVALID_ARGUMENT', `scales must be 'none', 'tensor', 'head' or 'token_head', got ${describe(scales)}`);
+  const quant = isKvQuantDtype(opts.dtype);
+  const scales = opts.scales ?? (quant ? 'inline' : isFp8Dtype(opts.dtype) ? 'tensor' : 'none');
+  if (scales !== 'none' && scales !== 'tensor' && scales !== 'head' && scales !== 'token_head' && scales !== 'inline') {
+    throw new CacheError('INVALID_ARGUMENT', `scales must be 'none', 'tensor', 'head', 'token_head' or 'inline', got ${describe(scales)}`);
   }
-  return {
+  if (quant !== (scales === 'inline')) {
+    throw new CacheError(
+      'INVALID_ARGUMENT',
+      quant
+        ? `scales must be 'inline' for KV dtype '${opts.dtype}' (its scales are stored in each block), got ${describe(scales)}`
+        : `scales 'inline' is only for the write-time-scaled KV dtypes, not '${opts.dtype}'`,
+    );
+  }
+  const headSize = checkInt('headSize', model.headSize, 1);
+  const blockSize = checkPowerOfTwo('blockSize', opts.blockSize ?? 16);
+  const c = {
     numLayers: checkInt('numLayers', model.numLayers, 1),
     numKvHeads,
-    headSize: checkInt('headSize', model.headSize, 1),
+    headSize,
     numHeads: checkInt('numHeads', model.numHeads ?? numKvHeads, 1),
     dtype: opts.dtype,
-    blockSize: checkPowerOfTwo('blockSize', opts.blockSize ?? 16),
+    blockSize,
     scales,
   };
+  if (isKvQuantDtype(c.dtype)) kvBlockLayout(c.dtype, blockSize, numKvHeads, headSize); // INVALID_ARGUMENT for a bad head size
+  return c;
 }
 
 /**
  * Bytes of one layer's K+V page (one block): `2 × blockSize × numKvHeads × headSize × bytesPerElement`,
- * plus `2 × blockSize × numKvHeads × 4` for `'token_head'` scales (vLLM `AttentionSpec.page_size_bytes`).
+ * plus `2 × blockSize × numKvHeads × 4` for `'token_head'` scales (vLLM `AttentionSpec.page_size_bytes`);
+ * for the write-time-scaled dtypes `2 × kvBlockLayout(...).blockBytes` (codes and their scales, docs/spec/kv-dtypes.md §3).
  * @see docs/spec/vllm-fp8-kv-cache.md §6.1
  */
 export function kvPageBytes(model: KvModelConfig, opts: KvCapacityOptions): number {
@@ -78,6 +96,7 @@ export function kvPageBytes(model: KvModelConfig, opts: KvCapacityOptions): numb
 }
 
 function pageBytes(c: Checked): number {
+  if (isKvQuantDtype(c.dtype)) return 2 * kvBlockLayout(c.dtype, c.blockSize, c.numKvHeads, c.headSize).blockBytes;
   const data = 2 * c.blockSize * c.numKvHeads * c.headSize * bytesPerElement(c.dtype);
   return data + (c.scales === 'token_head' ? 2 * c.blockSize * c.numKvHeads * 4 : 0);
 }
@@ -94,7 +113,10 @@ export function kvBytesPerBlock(model: KvModelConfig, opts: KvCapacityOptions): 
   return pageBytes(c) * c.numLayers;
 }
 
-/** Fixed scale bytes over all layers (per-tensor or per-head K/V/Q scales, float32); 0 for `'none'`/`'token_head'`. */
+/**
+ * Fixed scale bytes over all layers (per-tensor or per-head K/V/Q scales, float32); 0 for `'none'`/`'token_head'`;
+ * for `'inline'` 8 per layer for nvfp4 (K and V tensor scales), else 0.
+ */
 export function kvScaleBytes(model: KvModelConfig, opts: KvCapacityOptions): number {
   const c = check(model, opts);
   return fixedScaleBytes(c);
@@ -103,6 +125,7 @@ export function kvScaleBytes(model: KvModelConfig, opts: KvCapacityOptions): num
 function fixedScaleBytes(c: Checked): number {
   if (c.scales === 'tensor') return c.numLayers * 3 * 4;
   if (c.scales === 'head') return c.numLayers * (2 * c.numKvHeads + c.numHeads) * 4;
+  if (c.scales === 'inline' && c.dtype === 'nvfp4') return c.numLayers * 2 * 4;
   return 0;
 }
 

@@ -9,6 +9,7 @@ import {
   type ScaleLayout,
 } from '@kvq/fp8';
 import { isFp8Dtype } from '../dtype.js';
+import { dequantizeKvHead, isKvQuantDtype, kvBlockLayout, quantizeKvHead } from '../kv-quant.js';
 import { CacheError, checkInt, describe } from '../errors.js';
 import type { KvLayerCache } from './layer.js';
 import { checkLayerScales } from './storage.js';
@@ -29,14 +30,23 @@ function checkLayer(layer: KvLayerCache): void {
   if (typeof layer !== 'object' || layer === null) {
     throw new CacheError('INVALID_ARGUMENT', `layer must be a KvLayerCache, got ${describe(layer)}`);
   }
-  const expected = layer.numBlocks * layer.blockSize * layer.numKvHeads * layer.headSize;
+  const quant = isKvQuantDtype(layer.dtype);
+  const expected = quant
+    ? layer.numBlocks * kvBlockLayout(layer.dtype, layer.blockSize, layer.numKvHeads, layer.headSize).blockBytes
+    : layer.numBlocks * layer.blockSize * layer.numKvHeads * layer.headSize;
   if (layer.key.length !== expected || layer.value.length !== expected) {
     throw new CacheError(
       'SHAPE_MISMATCH',
-      `layer pools must hold numBlocks*blockSize*numKvHeads*headSize = ${expected} elements, got key ${layer.key.length}, value ${layer.value.length}`,
+      `layer pools must hold ${quant ? 'numBlocks*blockBytes' : 'numBlocks*blockSize*numKvHeads*headSize'} = ${expected} elements, got key ${layer.key.length}, value ${layer.value.length}`,
     );
   }
-  if (isFp8Dtype(layer.dtype)) checkLayerScales(layer);
+  if (quant && !(layer.key instanceof Uint8Array && layer.value instanceof Uint8Array)) {
+    throw new CacheError('INVALID_ARGUMENT', `layer pools of dtype '${layer.dtype}' must be Uint8Arrays`);
+  }
+  if (isFp8Dtype(layer.dtype) || layer.dtype === 'nvfp4') checkLayerScales(layer);
+  if (layer.dtype === 'nvfp4' && layer.kScale.length !== 1) {
+    throw new CacheError('SCALE_SHAPE', `nvfp4 layers need one tensor scale (kScale/vScale of length 1), got ${layer.kScale.length}`);
+  }
 }
 
 // Local bindings: hot loops call these directly (no namespace lookup per element under module transforms).
@@ -57,7 +67,14 @@ function storeRun(
   const from = src.subarray(t0 * row, (t0 + n) * row);
   const at = slot * row;
   const dtype = layer.dtype;
-  if (dtype === 'f32') {
+  if (isKvQuantDtype(dtype)) {
+    const l = kvBlockLayout(dtype, layer.blockSize, layer.numKvHeads, layer.headSize);
+    for (let r = 0; r < n; r++) {
+      for (let h = 0; h < layer.numKvHeads; h++) {
+        quantizeKvHead(l, pool as Uint8Array, slot + r, h, src, (t0 + r) * row + h * layer.headSize, scales[0]!);
+      }
+    }
+  } else if (dtype === 'f32') {
     (pool as Float32Array).set(from, at);
   } else if (dtype === 'bf16') {
     const out = pool as Uint16Array;
@@ -76,7 +93,8 @@ function storeRun(
  * (`[numTokens, numKvHeads, headSize]` float32) goes to slot `slotMapping[t]` = `blockId * blockSize + offset`.
  * Slots < 0 are padding and skipped; `key` may hold more rows than `slotMapping` (CUDA-graph padding).
  * FP8 pools store `encode(fround(x / scale))` with the layer's per-tensor or per-head scale, saturating
- * (exactly `@kvq/fp8` `quantizeScaled`); bf16/f16 round to nearest even; f32 is a plain copy.
+ * (exactly `@kvq/fp8` `quantizeScaled`); bf16/f16 round to nearest even; f32 is a plain copy; the write-time-scaled
+ * dtypes compute each token's scales (`quantizeKvHead`, docs/spec/kv-dtypes.md).
  * @throws CacheError `SHAPE_MISMATCH`, `SLOT_OUT_OF_RANGE`, `INVALID_SCALE`, `SCALE_SHAPE`.
  * @see docs/spec/vllm-fp8-kv-cache.md §5.1–5.2
  */
@@ -144,7 +162,15 @@ function loadRun(
   const len = n * row;
   const o = pos * row;
   const dtype = layer.dtype;
-  if (dtype === 'f32') {
+  if (isKvQuantDtype(dtype)) {
+    const l = kvBlockLayout(dtype, layer.blockSize, layer.numKvHeads, layer.headSize);
+    const ts = (pool === layer.key ? layer.kScale : layer.vScale)[0]!;
+    for (let r = 0; r < n; r++) {
+      for (let h = 0; h < layer.numKvHeads; h++) {
+        dequantizeKvHead(l, pool as Uint8Array, slot + r, h, out, o + r * row + h * layer.headSize, ts);
+      }
+    }
+  } else if (dtype === 'f32') {
     out.set((pool as Float32Array).subarray(at, at + len), o);
   } else if (dtype === 'bf16') {
     // bf16 → f32 is exact: the 16 bits become the top half of the float32 pattern (= bf16BitsToF32).
@@ -178,7 +204,8 @@ function loadRun(
 /**
  * Reference KV read: gather the first `numTokens` positions of a sequence (position `p` at block
  * `blockTable[floor(p / blockSize)]`, offset `p % blockSize`) into float32 `[numTokens, numKvHeads, headSize]`,
- * dequantized as `fround(decode(q) * scale)` (exactly `@kvq/fp8` `dequantizeScaled`); bf16/f16 widened exactly.
+ * dequantized as `fround(decode(q) * scale)` (exactly `@kvq/fp8` `dequantizeScaled`; the write-time-scaled dtypes with
+ * their stored scales, `dequantizeKvHead`); bf16/f16 widened exactly.
  * @param out optional destination arrays (at least `numTokens * numKvHeads * headSize` each).
  * @throws CacheError `INVALID_ARGUMENT`, `SLOT_OUT_OF_RANGE`, `SHAPE_MISMATCH`, `INVALID_SCALE`, `SCALE_SHAPE`.
  */

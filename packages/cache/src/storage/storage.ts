@@ -1,5 +1,6 @@
 import { bytesPerElement, assertKvStorageDtype, isFp8Dtype, kvArrayFor, type KvStorageDtype } from '../dtype.js';
 import { CacheError, checkInt, checkPowerOfTwo, describe } from '../errors.js';
+import { isKvQuantDtype, kvBlockLayout } from '../kv-quant.js';
 import type { KvFormatSource } from '../hash.js';
 import type { BlockCopy } from '../manager.js';
 import type { KvLayerCache } from './layer.js';
@@ -58,6 +59,16 @@ function checkShape(opts: KvLayerCacheOptions): CheckedShape {
   if (numHeads % numKvHeads !== 0) {
     throw new CacheError('INVALID_ARGUMENT', `numHeads (${numHeads}) must be a multiple of numKvHeads (${numKvHeads})`);
   }
+  const scaleGranularity = checkGranularity('scaleGranularity', opts.scaleGranularity ?? 'tensor');
+  if (isKvQuantDtype(opts.dtype)) {
+    kvBlockLayout(opts.dtype, blockSize, numKvHeads, headSize); // throws INVALID_ARGUMENT for a bad head size
+    if (scaleGranularity !== 'tensor') {
+      throw new CacheError(
+        'INVALID_ARGUMENT',
+        `scaleGranularity must be 'tensor' for KV dtype '${opts.dtype}' (its scales are computed per token when written; only nvfp4 uses kScale[0]/vScale[0]), got ${describe(scaleGranularity)}`,
+      );
+    }
+  }
   return {
     dtype: opts.dtype,
     numBlocks,
@@ -65,13 +76,13 @@ function checkShape(opts: KvLayerCacheOptions): CheckedShape {
     numKvHeads,
     headSize,
     numHeads,
-    scaleGranularity: checkGranularity('scaleGranularity', opts.scaleGranularity ?? 'tensor'),
+    scaleGranularity,
     qScaleGranularity: checkGranularity('qScaleGranularity', opts.qScaleGranularity ?? 'tensor'),
   };
 }
 
 function allocatePool(shape: CheckedShape, name: string) {
-  const length = shape.numBlocks * shape.blockSize * shape.numKvHeads * shape.headSize;
+  const length = shape.numBlocks * poolBlockLength(shape);
   try {
     return kvArrayFor(shape.dtype, length);
   } catch (cause) {
@@ -84,8 +95,26 @@ function allocatePool(shape: CheckedShape, name: string) {
   }
 }
 
+type PoolShape = Pick<KvLayerCache, 'dtype' | 'blockSize' | 'numKvHeads' | 'headSize'>;
+
+function poolBlockLength(s: PoolShape): number {
+  if (isKvQuantDtype(s.dtype)) return kvBlockLayout(s.dtype, s.blockSize, s.numKvHeads, s.headSize).blockBytes;
+  return s.blockSize * s.numKvHeads * s.headSize;
+}
+
 /**
- * Allocate one layer's zeroed K and V pools, layout `[numBlocks, blockSize, numKvHeads, headSize]`, with all
+ * Pool array elements per block of a layer: `blockSize × numKvHeads × headSize`, or for the write-time-scaled
+ * dtypes the block's bytes (`kvBlockLayout(...).blockBytes`: codes and their scales). A pool holds
+ * `numBlocks ×` this many elements.
+ * @throws CacheError `INVALID_ARGUMENT` for a head size the dtype cannot hold.
+ */
+export function kvPoolBlockLength(layer: PoolShape): number {
+  return poolBlockLength(layer);
+}
+
+/**
+ * Allocate one layer's zeroed K and V pools, layout `[numBlocks, blockSize, numKvHeads, headSize]` (the quantized
+ * dtypes: `numBlocks` blocks of `kvBlockLayout(...).blockBytes` bytes, see docs/spec/kv-dtypes.md §3), with all
  * scales 1.0 (vLLM's default when a checkpoint has none).
  * @throws CacheError `INVALID_ARGUMENT`, `NOT_POWER_OF_TWO`, `UNSUPPORTED_DTYPE`.
  */
@@ -262,11 +291,11 @@ export function checkLayerScales(layer: KvLayerCache, name = 'layer'): void {
 
 /**
  * Copy whole blocks inside one layer (both pools): `dst ← src` for each pair, in order
- * (the copy-on-write copies reported by the manager).
+ * (the copy-on-write copies reported by the manager). For the quantized dtypes a block carries its scales.
  * @throws CacheError `SLOT_OUT_OF_RANGE` for a block id outside the pool.
  */
 export function copyBlocks(layer: KvLayerCache, copies: readonly BlockCopy[]): void {
-  const blockElems = layer.blockSize * layer.numKvHeads * layer.headSize;
+  const blockElems = poolBlockLength(layer);
   for (const { src, dst } of copies) {
     for (const [name, id] of [['src', src], ['dst', dst]] as const) {
       if (!Number.isInteger(id) || id < 0 || id >= layer.numBlocks) {

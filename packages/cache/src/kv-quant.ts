@@ -1,0 +1,326 @@
+import { encodeFp8Array, fp8DecodeTable } from '@kvq/fp8';
+import { CacheError, checkInt, describe } from './errors.js';
+
+/**
+ * KV dtypes whose scales are computed when the cache is written (issue 17), stored beside the codes in each block:
+ * - `'fp8_per_token_head'`: e4m3fn codes, one float32 scale per token per kv head;
+ * - `'int8_per_token_head'`: int8 codes (−127..127), one float32 scale per token per kv head;
+ * - `'int4_per_token_head'`: packed symmetric int4 (−7..7), one float32 scale per token per kv head;
+ * - `'int4_g16'` / `'int4_g32'` / `'int4_g64'`: packed symmetric int4, one float32 scale per 16/32/64 values;
+ * - `'nvfp4'`: packed E2M1, one E4M3FN scale per 16 values and one float32 scale per tensor (`kScale[0]`/`vScale[0]`).
+ * @see docs/spec/kv-dtypes.md
+ */
+export type KvQuantDtype =
+  | 'fp8_per_token_head'
+  | 'int8_per_token_head'
+  | 'int4_per_token_head'
+  | 'int4_g16'
+  | 'int4_g32'
+  | 'int4_g64'
+  | 'nvfp4';
+
+/** Every {@link KvQuantDtype}, in a stable order. */
+export const KV_QUANT_DTYPES: readonly KvQuantDtype[] = [
+  'fp8_per_token_head',
+  'int8_per_token_head',
+  'int4_per_token_head',
+  'int4_g16',
+  'int4_g32',
+  'int4_g64',
+  'nvfp4',
+];
+
+/** True when `dtype` is one of the write-time-scaled {@link KvQuantDtype}s. */
+export function isKvQuantDtype(dtype: unknown): dtype is KvQuantDtype {
+  return typeof dtype === 'string' && (KV_QUANT_DTYPES as readonly string[]).includes(dtype);
+}
+
+/** Byte layout of one block of one pool (K or V) of a {@link KvQuantDtype} cache (see docs/spec/kv-dtypes.md §3). */
+export interface KvBlockLayout {
+  readonly dtype: KvQuantDtype;
+  readonly blockSize: number;
+  readonly numKvHeads: number;
+  readonly headSize: number;
+  /** Values per scale (`headSize` for the `*_per_token_head` dtypes). */
+  readonly groupSize: number;
+  /** Scales per token per kv head: `headSize / groupSize`. */
+  readonly groupsPerHead: number;
+  /** Bits per code: 8 or 4 (two codes per byte, element 2i in the low nibble). */
+  readonly bitsPerCode: 8 | 4;
+  /** Code bytes per token per kv head: `headSize` (8-bit) or `headSize / 2` (4-bit). */
+  readonly codeBytesPerHead: number;
+  /** Bytes per stored scale: 4 (float32 little-endian) or 1 (E4M3FN, nvfp4). */
+  readonly scaleBytes: 4 | 1;
+  /** Byte offset of the scale region inside a block: the code bytes padded to a multiple of 4. */
+  readonly scalesOffset: number;
+  /** Bytes per block (codes, padding, scales, padding to a multiple of 4). */
+  readonly blockBytes: number;
+  /** Float32 per-tensor scales used per pool: 1 for nvfp4 (`kScale[0]` / `vScale[0]`), else 0 (ignored). */
+  readonly tensorScales: 0 | 1;
+}
+
+const pad4 = (n: number): number => Math.ceil(n / 4) * 4;
+
+function groupOf(dtype: KvQuantDtype, headSize: number): number {
+  switch (dtype) {
+    case 'int4_g16':
+    case 'nvfp4':
+      return 16;
+    case 'int4_g32':
+      return 32;
+    case 'int4_g64':
+      return 64;
+    default:
+      return headSize;
+  }
+}
+
+/**
+ * The block layout of a {@link KvQuantDtype} pool.
+ * Requirements: `headSize` a multiple of the group size (16/32/64 for `int4_g*`, 16 for nvfp4) and even for
+ * `int4_per_token_head`.
+ * @throws CacheError `UNSUPPORTED_DTYPE` for another dtype, `INVALID_ARGUMENT` for a bad size (naming dtype and headSize).
+ */
+export function kvBlockLayout(dtype: KvQuantDtype, blockSize: number, numKvHeads: number, headSize: number): KvBlockLayout {
+  if (!isKvQuantDtype(dtype)) {
+    throw new CacheError('UNSUPPORTED_DTYPE', `dtype must be one of ${KV_QUANT_DTYPES.join(', ')}, got ${describe(dtype)}`);
+  }
+  checkInt('blockSize', blockSize, 1);
+  checkInt('numKvHeads', numKvHeads, 1);
+  checkInt('headSize', headSize, 1);
+  const bitsPerCode: 8 | 4 = dtype === 'fp8_per_token_head' || dtype === 'int8_per_token_head' ? 8 : 4;
+  const groupSize = groupOf(dtype, headSize);
+  if (headSize % groupSize !== 0) {
+    throw new CacheError('INVALID_ARGUMENT', `headSize (${headSize}) must be a multiple of ${groupSize} for KV dtype '${dtype}'`);
+  }
+  if (bitsPerCode === 4 && headSize % 2 !== 0) {
+    throw new CacheError('INVALID_ARGUMENT', `headSize (${headSize}) must be even for the 4-bit KV dtype '${dtype}'`);
+  }
+  const groupsPerHead = headSize / groupSize;
+  const codeBytesPerHead = bitsPerCode === 8 ? headSize : headSize / 2;
+  const scaleBytes: 4 | 1 = dtype === 'nvfp4' ? 1 : 4;
+  const scalesOffset = pad4(blockSize * numKvHeads * codeBytesPerHead);
+  const blockBytes = pad4(scalesOffset + blockSize * numKvHeads * groupsPerHead * scaleBytes);
+  return {
+    dtype,
+    blockSize,
+    numKvHeads,
+    headSize,
+    groupSize,
+    groupsPerHead,
+    bitsPerCode,
+    codeBytesPerHead,
+    scaleBytes,
+    scalesOffset,
+    blockBytes,
+    tensorScales: dtype === 'nvfp4' ? 1 : 0,
+  };
+}
+
+// ---- float32 <-> 4 little-endian bytes (explicitly little-endian on any host) ----
+const f32Scratch = new Float32Array(1);
+const u8Scratch = new Uint8Array(f32Scratch.buffer);
+const HOST_LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+function writeF32(pool: Uint8Array, at: number, v: number): void {
+  f32Scratch[0] = v;
+  if (HOST_LE) for (let i = 0; i < 4; i++) pool[at + i] = u8Scratch[i]!;
+  else for (let i = 0; i < 4; i++) pool[at + i] = u8Scratch[3 - i]!;
+}
+
+function readF32(pool: Uint8Array, at: number): number {
+  if (HOST_LE) for (let i = 0; i < 4; i++) u8Scratch[i] = pool[at + i]!;
+  else for (let i = 0; i < 4; i++) u8Scratch[3 - i] = pool[at + i]!;
+  return f32Scratch[0]!;
+}
+
+/** Round half to even of a finite number. */
+function roundHalfEven(v: number): number {
+  const f = Math.floor(v);
+  const d = v - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/** Integer code of `v` (= fround(x / scale)): nearest integer, ties to even, saturated to ±qmax (also ±Inf). */
+function intCode(v: number, qmax: number): number {
+  if (v >= qmax) return qmax;
+  if (v <= -qmax) return -qmax;
+  return roundHalfEven(v);
+}
+
+/** E2M1 magnitudes by code 0..7. */
+export const E2M1_VALUES: readonly number[] = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
+
+/**
+ * E2M1 code (0..15, sign in bit 3) of `v`: nearest of ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}, ties to the even code,
+ * saturating at ±6 (also ±Inf); zero (and values that round to zero) is always code 0. `v` must not be NaN.
+ */
+export function encodeE2m1(v: number): number {
+  const m = Math.abs(v);
+  let c: number;
+  if (m <= 0.25) c = 0;
+  else if (m < 0.75) c = 1;
+  else if (m <= 1.25) c = 2;
+  else if (m < 1.75) c = 3;
+  else if (m <= 2.5) c = 4;
+  else if (m < 3.5) c = 5;
+  else if (m <= 5) c = 6;
+  else c = 7;
+  return c !== 0 && v < 0 ? c | 8 : c;
+}
+
+/** Value of an E2M1 code (0..15). */
+export function decodeE2m1(code: number): number {
+  const v = E2M1_VALUES[code & 7]!;
+  return code & 8 ? -v : v;
+}
+
+const E4M3 = fp8DecodeTable('e4m3fn');
+const E4M3_NAN = 0x7f;
+const scratchIn = new Float32Array(1);
+const scratchOut = new Uint8Array(1);
+
+function encodeE4m3(v: number): number {
+  scratchIn[0] = v;
+  encodeFp8Array(scratchIn, 'e4m3fn', { out: scratchOut, saturation: 'satfinite' });
+  return scratchOut[0]!;
+}
+
+let fp8Tmp = new Float32Array(0);
+
+/** Byte offset of the codes of (slot, head) and of its first scale in a pool. */
+function offsets(l: KvBlockLayout, slot: number, head: number): [number, number] {
+  const b = Math.floor(slot / l.blockSize);
+  const row = (slot % l.blockSize) * l.numKvHeads + head;
+  const base = b * l.blockBytes;
+  return [base + row * l.codeBytesPerHead, base + l.scalesOffset + row * l.groupsPerHead * l.scaleBytes];
+}
+
+/** amax over the finite values of `src[from, to)`, or NaN when one of them is NaN. */
+function groupAmax(src: Float32Array, from: number, to: number): number {
+  let amax = 0;
+  for (let i = from; i < to; i++) {
+    const v = src[i]!;
+    if (v !== v) return NaN;
+    const a = Math.abs(v);
+    if (a > amax && a !== Infinity) amax = a;
+  }
+  return amax;
+}
+
+function setNibble(pool: Uint8Array, codesAt: number, i: number, code: number): void {
+  const at = codesAt + (i >> 1);
+  pool[at] = i & 1 ? (pool[at]! & 0x0f) | ((code & 0xf) << 4) : (pool[at]! & 0xf0) | (code & 0xf);
+}
+
+function getNibble(pool: Uint8Array, codesAt: number, i: number): number {
+  const byte = pool[codesAt + (i >> 1)]!;
+  return i & 1 ? byte >> 4 : byte & 0xf;
+}
+
+/**
+ * Quantize one token's head vector `src[srcOff, srcOff + headSize)` into `pool` at `slot`, kv head `head`, computing
+ * its scales (docs/spec/kv-dtypes.md §2). `tensorScale` is the nvfp4 per-tensor scale (ignored otherwise).
+ * No argument checks: callers validate shapes, slots and scales first.
+ */
+export function quantizeKvHead(
+  l: KvBlockLayout,
+  pool: Uint8Array,
+  slot: number,
+  head: number,
+  src: Float32Array,
+  srcOff: number,
+  tensorScale: number,
+): void {
+  const [codesAt, scalesAt] = offsets(l, slot, head);
+  const G = l.groupSize;
+  if (l.dtype === 'fp8_per_token_head') {
+    const amax = groupAmax(src, srcOff, srcOff + G);
+    const scale = amax !== amax ? NaN : Math.fround(amax / 448);
+    writeF32(pool, scalesAt, scale);
+    if (!(scale > 0)) {
+      pool.fill(0, codesAt, codesAt + G);
+      return;
+    }
+    if (fp8Tmp.length < G) fp8Tmp = new Float32Array(G);
+    for (let i = 0; i < G; i++) fp8Tmp[i] = src[srcOff + i]! / scale;
+    encodeFp8Array(fp8Tmp.subarray(0, G), 'e4m3fn', { out: pool.subarray(codesAt, codesAt + G), saturation: 'satfinite' });
+    return;
+  }
+  if (l.dtype === 'int8_per_token_head') {
+    const amax = groupAmax(src, srcOff, srcOff + G);
+    const scale = amax !== amax ? NaN : Math.fround(amax / 127);
+    writeF32(pool, scalesAt, scale);
+    for (let i = 0; i < G; i++) {
+      pool[codesAt + i] = scale > 0 ? intCode(Math.fround(src[srcOff + i]! / scale), 127) & 0xff : 0;
+    }
+    return;
+  }
+  for (let g = 0; g < l.groupsPerHead; g++) {
+    const from = srcOff + g * G;
+    const amax = groupAmax(src, from, from + G);
+    let scale: number;
+    if (l.dtype === 'nvfp4') {
+      let s8: number;
+      if (amax !== amax) {
+        s8 = E4M3_NAN;
+        scale = NaN;
+      } else {
+        s8 = encodeE4m3(Math.fround(Math.fround(amax / 6) / tensorScale));
+        scale = Math.fround(E4M3[s8]! * tensorScale);
+      }
+      pool[scalesAt + g] = s8;
+      for (let i = 0; i < G; i++) {
+        setNibble(pool, codesAt, g * G + i, scale > 0 ? encodeE2m1(Math.fround(src[from + i]! / scale)) : 0);
+      }
+    } else {
+      scale = amax !== amax ? NaN : Math.fround(amax / 7);
+      writeF32(pool, scalesAt + 4 * g, scale);
+      for (let i = 0; i < G; i++) {
+        setNibble(pool, codesAt, g * G + i, scale > 0 ? intCode(Math.fround(src[from + i]! / scale), 7) : 0);
+      }
+    }
+  }
+}
+
+/**
+ * Decode the head vector at (`slot`, `head`) of `pool` into `out[outOff, outOff + headSize)`:
+ * `fround(value(code) × scale)` with the group's scale (nvfp4: `fround(e4m3 × tensorScale)`).
+ */
+export function dequantizeKvHead(
+  l: KvBlockLayout,
+  pool: Uint8Array,
+  slot: number,
+  head: number,
+  out: Float32Array,
+  outOff: number,
+  tensorScale: number,
+): void {
+  const [codesAt, scalesAt] = offsets(l, slot, head);
+  const G = l.groupSize;
+  if (l.dtype === 'fp8_per_token_head' || l.dtype === 'int8_per_token_head') {
+    const scale = readF32(pool, scalesAt);
+    const fp8 = l.dtype === 'fp8_per_token_head';
+    for (let i = 0; i < G; i++) {
+      const c = pool[codesAt + i]!;
+      out[outOff + i] = Math.fround((fp8 ? E4M3[c]! : (c << 24) >> 24) * scale);
+    }
+    return;
+  }
+  const nv = l.dtype === 'nvfp4';
+  for (let g = 0; g < l.groupsPerHead; g++) {
+    const scale = nv ? Math.fround(E4M3[pool[scalesAt + g]!]! * tensorScale) : readF32(pool, scalesAt + 4 * g);
+    for (let i = 0; i < G; i++) {
+      const c = getNibble(pool, codesAt, g * G + i);
+      out[outOff + g * G + i] = Math.fround((nv ? decodeE2m1(c) : (c << 28) >> 28) * scale);
+    }
+  }
+}
+
+/** The stored scale of group `group` of (slot, head), as a number (nvfp4: the decoded E4M3 block scale, unscaled). */
+export function kvHeadScale(l: KvBlockLayout, pool: Uint8Array, slot: number, head: number, group = 0): number {
+  const [, scalesAt] = offsets(l, slot, head);
+  return l.scaleBytes === 1 ? E4M3[pool[scalesAt + group]!]! : readF32(pool, scalesAt + 4 * group);
+}
