@@ -28,7 +28,7 @@ interface Recorded {
   readonly results: Record<'bf16' | 'fp8' | 'w4a16', { readonly sha256: string | null; readonly tokens: number; readonly nll_sum: number; readonly nll_mean: number }>;
 }
 
-const FIXTURE = 'reference/kvq-tiny-compressed-tensors.json';
+const FIXTURE = 'reference/kvq-tiny-compressed-tensors.json' as const;
 const DOCS = 2;
 const TOKENS = 64;
 
@@ -40,7 +40,7 @@ describe('compressed-tensors checkpoints of kvq-tiny against the float64 numpy r
   const outDir = process.env.KVQ_CT_REFERENCE_OUT;
   const recordedPath = (() => {
     try {
-      return fixturePath(FIXTURE as never);
+      return fixturePath(FIXTURE);
     } catch {
       return undefined;
     }
@@ -101,4 +101,40 @@ describe('compressed-tensors checkpoints of kvq-tiny against the float64 numpy r
     // And the quantization moved the NLL measurably (the check would not pass on the bf16 weights by accident).
     expect(Math.abs(ref.nll_sum / recorded!.results.bf16.nll_sum - 1)).toBeGreaterThan(1e-5);
   }, 180_000);
+});
+
+/**
+ * Checkpoints written WITHOUT kvq (tooling/ct-reference/make_checkpoint.py: numpy quantizers, hand-written safetensors,
+ * BF16 scales, asymmetric int4 with zero points packed along the output dim): kvq loads them and its NLL equals the
+ * float64 numpy forward pass over the same dequantized weights within 1e-4 relative.
+ */
+describe('independent compressed-tensors checkpoints (numpy-written random Llama)', () => {
+  const expected = JSON.parse(readFileSync(fixturePath('reference/ct-random.json'), 'utf8')) as {
+    documents: number[][];
+    results: Record<'fp8' | 'w4a16-asym', { tokens: number; nll_sum: number }>;
+  };
+  it.each(['fp8', 'w4a16-asym'] as const)('%s', async (name) => {
+    const dir = join(fixturePath(`models/ct-random/${name}/config.json`), '..');
+    const model = await loadModel(dir);
+    const q = model.weights.layers[1]!.q;
+    expect(q.dtype).toBe(name === 'fp8' ? 'fp8_e4m3' : 'int4');
+    if (name === 'w4a16-asym') {
+      expect(q.groupSize).toBe(32);
+      expect(q.zeroPoint).toBeDefined();
+    } else {
+      expect([...q.inputScale!]).toEqual([0.0625]);
+    }
+    expect(model.weights.lmHead.dtype).toBe('f32'); // ignored
+    expect(model.warnings.filter((w) => w.includes('not used'))).toEqual([]);
+    const llm = await LLM.create({ model, backend: 'reference', kvCacheMemory: 4 << 20 }); // f32 model: an f32 KV cache
+    let sum = 0;
+    let tokens = 0;
+    for (const doc of expected.documents) {
+      const r = await llm.score(doc);
+      sum += r.nllSum;
+      tokens += r.count;
+    }
+    expect(tokens).toBe(expected.results[name].tokens);
+    expect(Math.abs(sum / expected.results[name].nll_sum - 1)).toBeLessThan(1e-4);
+  }, 60_000);
 });
