@@ -60,7 +60,7 @@ for (const [fmtName, fmt] of [['e4m3fn', 0], ['e5m2', 1]]) {
 {
   const rows = 3, inF = 67, outF = 33;
   const out = new Float32Array(rows * outF);
-  ctx.linear(floats(rows * inF, 1), floats(outF * inF, 0.5), 0, rows, inF, outF, floats(outF, 0.1), out);
+  ctx.linear(floats(rows * inF, 1), rows, floats(outF * inF, 0.5), 0, outF, inF, null, null, 0, floats(outF, 0.1), out);
   record('linear_f32_3x67x33', out);
 }
 {
@@ -70,15 +70,53 @@ for (const [fmtName, fmt] of [['e4m3fn', 0], ['e5m2', 1]]) {
   const wb = new Uint32Array(wf.buffer);
   for (let i = 0; i < w.length; i++) w[i] = wb[i] >>> 16; // bf16 = the top half of the float32 bits
   const out = new Float32Array(outF);
-  ctx.linear(floats(inF, 1), w, 1, 1, inF, outF, null, out);
+  ctx.linear(floats(inF, 1), 1, w, 1, outF, inF, null, null, 0, null, out);
   record('gemv_bf16_1x256x17', out);
 }
 if (threads > 1) {
   // Large enough to be split across the thread pool (the shapes above run on the calling thread).
   const rows = 8, inF = 512, outF = 1024;
   const out = new Float32Array(rows * outF);
-  ctx.linear(floats(rows * inF, 1), floats(outF * inF, 0.5), 0, rows, inF, outF, null, out);
+  ctx.linear(floats(rows * inF, 1), rows, floats(outF * inF, 0.5), 0, outF, inF, null, null, 0, null, out);
   record(`linear_f32_${rows}x${inF}x${outF}_threads`, out);
+}
+// Quantized weights in their stored form (GGML blocks with finite f16 scales, compressed-tensors int4 with zero
+// points and fp8 with per-row scales): GEMV (1 row), GEMM (6 rows, the dequantized panel) and embedding rows.
+{
+  const randomBytes = (len) => Uint8Array.from({ length: len }, () => Math.floor(rand() * 256));
+  const ggml = [
+    ['q4_0', 17, 32, 18, [0]],
+    ['q5_1', 20, 32, 24, [0, 2]],
+    ['q4_k', 21, 256, 144, [0, 2]],
+    ['q6_k', 23, 256, 210, [208]],
+  ];
+  const weights = [];
+  for (const [name, code, elems, blockBytes, f16At] of ggml) {
+    const outF = 5, inF = 2 * elems;
+    const data = randomBytes(outF * (inF / elems) * blockBytes);
+    const view = new DataView(data.buffer);
+    for (let b = 0; b < data.length / blockBytes; b++) for (const o of f16At) view.setUint16(b * blockBytes + o, 0x2000 + Math.floor(rand() * 0x800), true);
+    weights.push([name, [data, code, outF, inF, null, null, 0]]);
+  }
+  {
+    const outF = 5, inF = 40, gs = 20;
+    const zp = Int8Array.from({ length: outF * 2 }, () => Math.floor(rand() * 16) - 8);
+    weights.push(['int4_g20_zp', [randomBytes((outF * inF) / 2), 26, outF, inF, floats(outF * 2, 0.1).map(Math.abs), zp, gs]]);
+    const codes = randomBytes(outF * inF).map((c) => ((c & 0x7f) === 0x7f ? 0x38 : c));
+    weights.push(['fp8_e4m3', [codes, 24, outF, inF, floats(outF, 0.1).map(Math.abs), null, 0]]);
+  }
+  for (const [name, w] of weights) {
+    const [, , outF, inF] = w;
+    for (const rows of [1, 6]) {
+      const out = new Float32Array(rows * outF);
+      ctx.linear(floats(rows * inF, 1), rows, ...w, null, out);
+      record(`linear_${name}_${rows}x${inF}x${outF}`, out);
+    }
+    const ids = Int32Array.of(4, 0, 2);
+    const emb = new Float32Array(3 * inF);
+    ctx.embedding(...w, ids, emb, 3);
+    record(`embedding_${name}`, emb);
+  }
 }
 ctx.dispose();
 process.stdout.write(`${JSON.stringify({ arch: process.arch, platform: process.platform, abi: addon.abi, isa, threads, cpuInfo: addon.cpuInfo(), results })}\n`);
