@@ -61,7 +61,12 @@ export type CompressedWeightDtype = 'fp8_e4m3' | 'int8' | 'int4';
 /** Element type of a weight matrix: dense, GGML block-quantized or compressed-tensors quantized. */
 export type WeightDtype = DenseWeightDtype | GgmlWeightDtype | CompressedWeightDtype;
 
-/** Element type of a KV cache: 16/32-bit float (`auto` caches) or one of the FP8 formats. */
+/**
+ * Element type of a KV cache: 16/32-bit float (`auto` caches), one of the FP8 formats (per-tensor / per-head
+ * scales), or a write-time-scaled dtype (`fp8_per_token_head`, `int8_per_token_head`, `int4_per_token_head`,
+ * `int4_g16`/`int4_g32`/`int4_g64`, `nvfp4`: scales computed by `reshapeAndCache` and stored in each block,
+ * docs/spec/kv-dtypes.md). A backend that has no kernels for a dtype refuses it with `UNSUPPORTED`.
+ */
 export type KvDtype = KvLayerCache['dtype'];
 
 /**
@@ -254,6 +259,10 @@ export interface ArgmaxArgs {
  * FP8 caches store `encodeFp8(fround(x / scale), format, 'satfinite')` with scale `cache.kScale` / `cache.vScale`
  * (length 1 = per tensor, length numKvHeads = per kv head); this is bit-identical to `@kvq/fp8` `quantizeScaled`.
  * `bf16` / `f16` caches store round-to-nearest-even bits; `f32` caches copy. Scales are ignored for non-FP8 caches.
+ * Write-time-scaled dtypes (`int8_per_token_head`, `int4_g32`, `nvfp4`, ...) compute each token's scales per kv head
+ * (per group of 16/32/64 values for `int4_g*` / nvfp4) from the token's own values and store codes and scales in
+ * the block (`@kvq/cache` `quantizeKvHead`, byte-exact; nvfp4 also uses the tensor scale `kScale[0]` / `vScale[0]`).
+ * Rewriting a slot recomputes its scales. Backends without kernels for such a dtype throw `UNSUPPORTED`.
  */
 export interface ReshapeAndCacheArgs {
   /** New keys `[numTokens, numKvHeads, headSize]` (after RoPE). */
@@ -291,8 +300,9 @@ export interface Fp8QueryOptions {
  * Query head `h` reads kv head `floor(h / (numHeads / numKvHeads))` (GQA / MQA).
  *
  * K and V are ALWAYS read from the cache, dequantized per kv head as `fround(decode(q) * scale)` (vLLM
- * semantics: the current chunk is read back quantized too). The softmax is computed in float32 or better with
- * max subtraction. Output `out[t, h, :] = sum_j p_j * v_j`.
+ * semantics: the current chunk is read back quantized too); for the write-time-scaled dtypes with the scale stored
+ * for that token, kv head and group (`@kvq/cache` `dequantizeKvHead`). The softmax is computed in float32 or better
+ * with max subtraction. Output `out[t, h, :] = sum_j p_j * v_j`. `fp8Query` needs a per-tensor / per-head FP8 cache.
  */
 export interface PagedAttentionArgs {
   /** Queries `[numTokens, numHeads, headSize]` (after RoPE), `numTokens = queryStartLoc[numSeqs]`. */

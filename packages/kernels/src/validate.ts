@@ -6,7 +6,7 @@
  * derived sizes a kernel needs. Validators never write to any buffer.
  * @module
  */
-import type { KvLayerCache } from '@kvq/cache';
+import { CacheError, isKvQuantDtype, kvBlockLayout, type KvBlockLayout, type KvLayerCache } from '@kvq/cache';
 import type { Fp8Format, ScaleLayout } from '@kvq/fp8';
 import type {
   AddArgs,
@@ -518,13 +518,20 @@ export interface KvCacheDims {
   readonly headSize: number;
   /** `numBlocks * blockSize` (number of slots). */
   readonly numSlots: number;
-  /** Whether the cache stores FP8 codes. */
+  /** Whether the cache stores FP8 codes with per-tensor / per-head scales (`e4m3fn`, ...; not `fp8_per_token_head`). */
   readonly fp8: boolean;
+  /**
+   * The block layout when the cache has a write-time-scaled dtype (`int8_per_token_head`, `nvfp4`, ...; see
+   * docs/spec/kv-dtypes.md), else `undefined`.
+   */
+  readonly quant?: KvBlockLayout | undefined;
 }
 
 /**
  * Validate a {@link KvLayerCache}: dims, dtype, pool array kinds and exact lengths, and (FP8 caches only) that
- * `kScale` / `vScale` have length 1 or numKvHeads, equal lengths, and finite positive entries.
+ * `kScale` / `vScale` have length 1 or numKvHeads, equal lengths, and finite positive entries. Write-time-scaled
+ * dtypes: byte pools of `numBlocks × kvBlockLayout(...).blockBytes`, a head size the dtype can hold
+ * (`INVALID_ARGUMENT`), and for nvfp4 one finite positive tensor scale each in `kScale` / `vScale`.
  */
 export function validateKvCache(name: string, cache: unknown): KvCacheDims {
   requireObject(name, cache);
@@ -533,15 +540,24 @@ export function validateKvCache(name: string, cache: unknown): KvCacheDims {
   const blockSize = checkCount(`${name}.blockSize`, c.blockSize, 1);
   const numKvHeads = checkCount(`${name}.numKvHeads`, c.numKvHeads, 1);
   const headSize = checkCount(`${name}.headSize`, c.headSize, 1);
-  const elems = numBlocks * blockSize * numKvHeads * headSize;
+  let quant: KvBlockLayout | undefined;
+  if (isKvQuantDtype(c.dtype)) {
+    try {
+      quant = kvBlockLayout(c.dtype, blockSize, numKvHeads, headSize);
+    } catch (e) {
+      if (!(e instanceof CacheError)) throw e;
+      throw new KernelError('INVALID_ARGUMENT', `${name}: ${e.message}`, { argument: `${name}.headSize`, cause: e });
+    }
+  }
+  const elems = quant ? numBlocks * quant.blockBytes : numBlocks * blockSize * numKvHeads * headSize;
   let kind: ArrayKind;
   if (c.dtype === 'f32') kind = 'Float32Array';
   else if (c.dtype === 'bf16' || c.dtype === 'f16') kind = 'Uint16Array';
-  else if (isFp8(c.dtype)) kind = 'Uint8Array';
+  else if (isFp8(c.dtype) || quant) kind = 'Uint8Array';
   else {
     throw new KernelError(
       'INVALID_ARGUMENT',
-      `${name}.dtype must be f32, bf16, f16 or an FP8 format, got ${describeValue(c.dtype)}`,
+      `${name}.dtype must be f32, bf16, f16, an FP8 format or a write-time-scaled KV dtype, got ${describeValue(c.dtype)}`,
       { argument: `${name}.dtype` },
     );
   }
@@ -551,10 +567,16 @@ export function validateKvCache(name: string, cache: unknown): KvCacheDims {
     if (len !== elems) {
       throw new KernelError(
         'SHAPE_MISMATCH',
-        `${name}.${field} has ${len} elements but [${numBlocks}, ${blockSize}, ${numKvHeads}, ${headSize}] = ${elems}`,
+        quant
+          ? `${name}.${field} has ${len} bytes but ${numBlocks} '${c.dtype}' blocks of ${quant.blockBytes} bytes = ${elems}`
+          : `${name}.${field} has ${len} elements but [${numBlocks}, ${blockSize}, ${numKvHeads}, ${headSize}] = ${elems}`,
         { argument: `${name}.${field}` },
       );
     }
+  }
+  if (quant?.tensorScales === 1) {
+    checkScales(`${name}.kScale`, c.kScale, [1]);
+    checkScales(`${name}.vScale`, c.vScale, [1]);
   }
   const fp8 = isFp8(c.dtype);
   if (fp8) {
@@ -568,7 +590,7 @@ export function validateKvCache(name: string, cache: unknown): KvCacheDims {
       );
     }
   }
-  return { numBlocks, blockSize, numKvHeads, headSize, numSlots: numBlocks * blockSize, fp8 };
+  return { numBlocks, blockSize, numKvHeads, headSize, numSlots: numBlocks * blockSize, fp8, quant };
 }
 
 /** Validate {@link ReshapeAndCacheArgs}, including every slot (`< 0` = skip, `>= numSlots` = `OUT_OF_RANGE`). */

@@ -9,6 +9,7 @@
  * `kAbi` there together.
  * @module
  */
+import { isKvQuantDtype, type KvQuantDtype } from '@kvq/cache';
 import type { Fp8Format, Saturation, ScaleLayout } from '@kvq/fp8';
 import type {
   AddArgs,
@@ -75,7 +76,23 @@ export const DTYPE_CODE = {
   fp8_e4m3: 24,
   int8: 25,
   int4: 26,
-} as const satisfies Record<WeightDtype | KvLayerCache['dtype'], number>;
+} as const satisfies Record<WeightDtype | NativeKvDtype, number>;
+
+/**
+ * KV dtypes with native kernels: every KV dtype except the write-time-scaled ones (`int8_per_token_head`, `nvfp4`, ...,
+ * docs/spec/kv-dtypes.md), which no native backend implements yet.
+ */
+export type NativeKvDtype = Exclude<KvLayerCache['dtype'], KvQuantDtype>;
+
+/** The native code of a cache's dtype; `UNSUPPORTED` for a write-time-scaled dtype (no native kernels yet). */
+export function nativeKvDtypeCode(dtype: KvLayerCache['dtype'], op: string): number {
+  if (isKvQuantDtype(dtype)) {
+    throw new KernelError('UNSUPPORTED', `${op}: KV-cache dtype '${dtype}' has no native kernels in this backend yet (use the reference backend)`, {
+      argument: 'cache.dtype',
+    });
+  }
+  return DTYPE_CODE[dtype];
+}
 
 /** Numeric codes of FP8 formats (csrc/fp8.h `Fp8Format`). */
 export const FORMAT_CODE = { e4m3fn: 0, e5m2: 1, e4m3fnuz: 2, e5m2fnuz: 3 } as const;
@@ -305,7 +322,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
     return [
       args.query,
       args.out,
-      DTYPE_CODE[c.dtype],
+      nativeKvDtypeCode(c.dtype, 'pagedAttention'),
       c.key,
       c.value,
       plan.numBlocks,
@@ -374,6 +391,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
   reshapeAndCache(args: ReshapeAndCacheArgs): void {
     const d = validateReshapeAndCache(args);
     const c = args.cache;
+    const dtypeCode = nativeKvDtypeCode(c.dtype, 'reshapeAndCache');
     this.call('reshapeAndCache', () => {
       const [kDev, vDev] = this.cacheDevice(c);
       this.ctx.reshapeAndCache(
@@ -381,7 +399,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
         args.value,
         args.slotMapping,
         d.numTokens,
-        DTYPE_CODE[c.dtype],
+        dtypeCode,
         c.key,
         c.value,
         d.numBlocks,

@@ -316,7 +316,7 @@ describe('reshapeAndCache', () => {
       }
       if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'f16') {
         // 1e6 / scale saturates to the largest finite code.
-        expect(cache.key[11 * tokenSize]).toBe(FP8_FORMATS[dtype].maxFiniteCode);
+        expect(cache.key[11 * tokenSize]).toBe(FP8_FORMATS[dtype as Fp8Format].maxFiniteCode);
       }
     },
   );

@@ -51,6 +51,7 @@ import {
   validateSoftmax,
 } from '../validate.js';
 import { dequantizeRowUnchecked as dequantizeRow } from '../quant/dequantize.js';
+import { pagedAttentionQuant, reshapeAndCacheQuant } from './kv-quant.js';
 
 let bf16Table: Float32Array | undefined;
 
@@ -70,7 +71,7 @@ function bf16ToF32Table(): Float32Array {
  */
 function elementReader(dtype: KvLayerCache['dtype'], data: Float32Array | Uint16Array | Uint8Array): (i: number) => number {
   if (dtype === 'f32') return (i) => data[i]!;
-  const table = dtype === 'bf16' ? bf16ToF32Table() : dtype === 'f16' ? f16ToF32Table() : fp8DecodeTable(dtype);
+  const table = dtype === 'bf16' ? bf16ToF32Table() : dtype === 'f16' ? f16ToF32Table() : fp8DecodeTable(dtype as Fp8Format);
   return (i) => table[data[i]!]!;
 }
 
@@ -210,12 +211,16 @@ function storeToken(cache: KvLayerCache, src: Float32Array, dst: Float32Array | 
     // Exactly @kvq/fp8's scaled quantization: encode(fround(x / scale)), satfinite.
     const layout: ScaleLayout =
       scales.length === 1 ? PER_TENSOR : { granularity: 'head', numHeads: cache.numKvHeads, headSize: cache.headSize };
-    quantizeScaled(src, scales, layout, cache.dtype, { out: dst as Uint8Array, saturation: 'satfinite' });
+    quantizeScaled(src, scales, layout, cache.dtype as Fp8Format, { out: dst as Uint8Array, saturation: 'satfinite' });
   }
 }
 
 function reshapeAndCache(args: ReshapeAndCacheArgs): void {
-  const { numTokens, numKvHeads, headSize } = validateReshapeAndCache(args);
+  const { numTokens, numKvHeads, headSize, quant } = validateReshapeAndCache(args);
+  if (quant) {
+    reshapeAndCacheQuant(args, quant, numTokens);
+    return;
+  }
   const { key, value, slotMapping, cache } = args;
   const tokenSize = numKvHeads * headSize;
   for (let t = 0; t < numTokens; t++) {
@@ -230,6 +235,10 @@ function reshapeAndCache(args: ReshapeAndCacheArgs): void {
 
 function pagedAttention(args: PagedAttentionArgs): void {
   const plan = validatePagedAttention(args);
+  if (plan.quant) {
+    pagedAttentionQuant(args, plan, plan.quant);
+    return;
+  }
   const { numSeqs, numHeads, numKvHeads, headSize, blockSize, groupSize, softmaxScale, slidingWindow, fp8Query } = plan;
   const { query, out, cache, queryStartLoc, seqLens, blockTables, maxBlocksPerSeq } = args;
   const readK = elementReader(cache.dtype, cache.key);

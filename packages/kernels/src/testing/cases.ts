@@ -9,6 +9,7 @@
  * writes out of bounds changes them and fails the comparison.
  * @module
  */
+import { KV_QUANT_DTYPES, type KvQuantDtype } from '@kvq/cache';
 import type { Fp8Format, ScaleLayout } from '@kvq/fp8';
 import { FP8_FORMATS } from '@kvq/fp8';
 import type { KernelBackend, KernelOpName, KvDtype, RopeStyle, RopeTable, WeightDtype } from '../contract.js';
@@ -27,8 +28,13 @@ export const HEAD_SIZES: readonly number[] = [8, 16, 64, 128];
 export const GQA_RATIOS: readonly number[] = [1, 2, 4, 8];
 /** Cache block sizes. */
 export const BLOCK_SIZES: readonly number[] = [1, 16, 32];
-/** Every KV cache dtype. */
+/** Every KV cache dtype with per-tensor / per-head (or no) scales. */
 export const KV_DTYPES: readonly KvDtype[] = ['f32', 'bf16', 'f16', 'e4m3fn', 'e5m2', 'e4m3fnuz', 'e5m2fnuz'];
+/**
+ * The write-time-scaled KV dtypes (docs/spec/kv-dtypes.md). Their cases carry `kvDtype`; a backend that does not
+ * implement one must refuse it with `UNSUPPORTED` (see `ParitySuiteOptions.supportedKvQuantDtypes`).
+ */
+export const KV_QUANT_DTYPE_LIST: readonly KvQuantDtype[] = KV_QUANT_DTYPES;
 /** Every FP8 format. */
 export const FP8_FORMAT_LIST: readonly Fp8Format[] = ['e4m3fn', 'e5m2', 'e4m3fnuz', 'e5m2fnuz'];
 /** Every weight dtype: dense, GGML block types, compressed-tensors types. */
@@ -62,6 +68,8 @@ export interface ParityCase {
   readonly tolerance: Tolerance;
   /** Build fresh inputs from the case's seed, run the op on `backend`, and return its outputs by name. */
   run(backend: KernelBackend): Record<string, ParityValue>;
+  /** Set when the case needs a write-time-scaled KV dtype (a backend may declare it unsupported). */
+  readonly kvDtype?: KvQuantDtype | undefined;
 }
 
 /** Options of {@link parityCases}. */
@@ -830,6 +838,86 @@ function quantCases(seed: number): ParityCase[] {
   return cases;
 }
 
+/** Head sizes every write-time-scaled dtype can hold (multiples of 64, so int4_g64 too). */
+const QUANT_HEAD_SIZES: readonly number[] = [64, 128];
+
+/**
+ * `reshapeAndCache` on the write-time-scaled dtypes: byte-exact pools (codes and scales), pre-existing content kept,
+ * padding slots, NaN / ±Inf / -0 / all-zero heads / huge and tiny values.
+ */
+function quantReshapeCases(full: boolean, seed: number): ParityCase[] {
+  const cases: ParityCase[] = [];
+  KV_QUANT_DTYPE_LIST.forEach((dtype, di) => {
+    for (let v = 0; v < (full ? 4 : 2); v++) {
+      const idx = di * 4 + v;
+      const numTokens = cycle([7, 17, 33, 1], idx);
+      const headSize = cycle(QUANT_HEAD_SIZES, idx);
+      const numKvHeads = cycle([1, 2, 4], idx);
+      const blockSize = cycle(BLOCK_SIZES, idx + v);
+      const special = v === 0;
+      const s = seed + 1100 + idx;
+      cases.push({
+        op: 'reshapeAndCache',
+        kvDtype: dtype,
+        label: `reshapeAndCache ${dtype} tokens=${numTokens} kvh=${numKvHeads} hs=${headSize} bs=${blockSize}${special ? ' specials' : ''}`,
+        tolerance: EXACT,
+        run(b) {
+          const r = rng(s);
+          const numBlocks = Math.ceil((numTokens * 1.3) / blockSize) + 1;
+          const cache = makeKvCache({ dtype, numBlocks, blockSize, numKvHeads, headSize, scales: 'tensor', amax: 3 });
+          for (const pool of [cache.key, cache.value]) for (let i = 0; i < pool.length; i++) pool[i] = (i * 37) & 0xff;
+          const n = numTokens * numKvHeads * headSize;
+          const key = randomF32(n, r, 1.5);
+          const value = randomF32(n, r, 1.5);
+          if (special) {
+            key.set([NaN, Infinity, -Infinity, -0, 1e-30, 1e30]);
+            value.set([1e30, -1e30, 3e-39, 0, -1e-30, Infinity]);
+            // the last token's heads are all zero (and -0)
+            for (let i = (numTokens - 1) * numKvHeads * headSize; i < n; i++) {
+              key[i] = i % 2 ? -0 : 0;
+              value[i] = 0;
+            }
+          }
+          const order = permutation(numBlocks * blockSize, r);
+          const slotMapping = new Int32Array(numTokens);
+          for (let t = 0; t < numTokens; t++) slotMapping[t] = r() < 0.1 ? -1 : order[t]!;
+          b.reshapeAndCache({ key, value, slotMapping, numTokens, cache });
+          return { key: cache.key, value: cache.value };
+        },
+      });
+    }
+  });
+  return cases;
+}
+
+/** `pagedAttention` over caches of the write-time-scaled dtypes (written by the reference), every scenario. */
+function quantAttentionCases(full: boolean, seed: number): ParityCase[] {
+  const cases: ParityCase[] = [];
+  const scenarios: Scenario[] = full ? ['decode', 'prefill', 'chunked', 'mixed'] : ['decode', 'mixed'];
+  let i = 0;
+  for (const dtype of KV_QUANT_DTYPE_LIST) {
+    for (const scenario of scenarios) {
+      const idx = i++;
+      const c = attentionCase(
+        {
+          dtype,
+          scales: 'tensor',
+          headSize: cycle(QUANT_HEAD_SIZES, idx),
+          gqa: cycle(GQA_RATIOS, idx),
+          numKvHeads: cycle([1, 2], idx + 1),
+          blockSize: cycle(BLOCK_SIZES, idx + 1),
+          seqs: scenarioSeqs(scenario, idx),
+          scenario,
+          ...(idx % 5 === 2 ? { slidingWindow: 5 } : {}),
+        },
+        seed + 1200 + idx,
+      );
+      cases.push({ ...c, kvDtype: dtype });
+    }
+  }
+  return cases;
+}
+
 /**
  * Every parity case (or those of `options.ops`). Quick size: a few hundred cases that run on the reference
  * backend in a few seconds; full size adds bigger shapes.
@@ -849,7 +937,9 @@ export function parityCases(options: ParityCaseOptions = {}): ParityCase[] {
     ...softmaxCases(seed),
     ...argmaxCases(seed),
     ...reshapeCases(full, seed),
+    ...quantReshapeCases(full, seed),
     ...attentionCases(full, seed),
+    ...quantAttentionCases(full, seed),
     ...amaxCases(seed),
     ...quantCases(seed),
   ];

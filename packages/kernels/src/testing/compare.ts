@@ -2,7 +2,9 @@
  * Running parity cases: compare a candidate backend's outputs with the reference's, element by element.
  * @module
  */
+import { isKvQuantDtype, type KvQuantDtype } from '@kvq/cache';
 import type { KernelBackend, KernelOpName } from '../contract.js';
+import { isKernelError, KernelError } from '../errors.js';
 import { createReferenceBackend } from '../reference/backend.js';
 import { parityCases, type ParityCase, type ParityCaseOptions, type ParityValue, type Tolerance } from './cases.js';
 
@@ -27,6 +29,8 @@ export interface ParityReport {
   /** Number of cases run. */
   readonly cases: number;
   readonly passed: number;
+  /** Of `passed`: cases of write-time-scaled KV dtypes the candidate declared unsupported and refused as `UNSUPPORTED`. */
+  readonly unsupported: number;
   readonly failures: readonly ParityFailure[];
   /** Cases and failures per op. */
   readonly byOp: Readonly<Partial<Record<KernelOpName, { cases: number; failures: number }>>>;
@@ -40,6 +44,13 @@ export interface ParitySuiteOptions extends ParityCaseOptions {
   readonly tolerance?: ((c: ParityCase) => Tolerance) | undefined;
   /** Stop after this many failures. Default: run everything. */
   readonly maxFailures?: number | undefined;
+  /**
+   * The write-time-scaled KV dtypes (`int8_per_token_head`, `nvfp4`, ...) the candidate implements. Their cases are
+   * compared with the reference; for every OTHER such dtype the candidate must refuse the case with a
+   * `KernelError` `UNSUPPORTED` (a crash, another error, or a silent success fails, so a backend that gains
+   * kernels must list the dtype here). Default `[]`: today's native backends refuse them all.
+   */
+  readonly supportedKvQuantDtypes?: readonly KvQuantDtype[] | undefined;
 }
 
 function closeEnough(got: number, want: number, tol: Tolerance): boolean {
@@ -144,6 +155,20 @@ export function runParityCase(
   return failures;
 }
 
+/** A case whose KV dtype the candidate does not implement: it must throw a `KernelError` `UNSUPPORTED`. */
+function expectUnsupported(c: ParityCase, candidate: KernelBackend): ParityFailure[] {
+  const fail = (message: string): ParityFailure[] => [
+    { op: c.op, label: c.label, output: '(unsupported)', message, mismatches: 1, maxAbsError: Infinity },
+  ];
+  try {
+    c.run(candidate);
+  } catch (e) {
+    if (isKernelError(e, 'UNSUPPORTED')) return [];
+    return fail(`KV dtype ${c.kvDtype} is declared unsupported; expected KernelError UNSUPPORTED, got ${errorText(e)}`);
+  }
+  return fail(`KV dtype ${c.kvDtype} is declared unsupported but the candidate ran it: list it in supportedKvQuantDtypes`);
+}
+
 /**
  * Run the parity suite: every case of {@link parityCases} (or `options.cases`) on `candidate` and `reference`,
  * comparing outputs. Never throws for a backend's failure; inspect `report.failures` (see {@link formatParityReport}).
@@ -158,6 +183,15 @@ export function runParitySuite(
   options: ParitySuiteOptions = {},
 ): ParityReport {
   const cases = options.cases ?? parityCases(options);
+  const supported = options.supportedKvQuantDtypes ?? [];
+  for (const d of supported) {
+    if (!isKvQuantDtype(d)) {
+      throw new KernelError('INVALID_ARGUMENT', `supportedKvQuantDtypes: ${JSON.stringify(d)} is not a write-time-scaled KV dtype`, {
+        argument: 'supportedKvQuantDtypes',
+      });
+    }
+  }
+  let unsupported = 0;
   const failures: ParityFailure[] = [];
   const byOp: Partial<Record<KernelOpName, { cases: number; failures: number }>> = {};
   let passed = 0;
@@ -167,20 +201,25 @@ export function runParitySuite(
     run++;
     const stats = (byOp[c.op] ??= { cases: 0, failures: 0 });
     stats.cases++;
-    const f = runParityCase(c, candidate, reference, options.tolerance ? options.tolerance(c) : c.tolerance);
+    const refuses = c.kvDtype !== undefined && !supported.includes(c.kvDtype);
+    const f = refuses
+      ? expectUnsupported(c, candidate)
+      : runParityCase(c, candidate, reference, options.tolerance ? options.tolerance(c) : c.tolerance);
+    if (refuses && f.length === 0) unsupported++;
     if (f.length === 0) passed++;
     else {
       stats.failures++;
       failures.push(...f);
     }
   }
-  return { candidate: candidate.name, reference: reference.name, cases: run, passed, failures, byOp };
+  return { candidate: candidate.name, reference: reference.name, cases: run, passed, unsupported, failures, byOp };
 }
 
 /** Human-readable summary of a report (per-op counts, then up to `maxLines` failures). */
 export function formatParityReport(report: ParityReport, maxLines = 20): string {
   const lines = [
-    `parity ${report.candidate} vs ${report.reference}: ${report.passed}/${report.cases} cases passed`,
+    `parity ${report.candidate} vs ${report.reference}: ${report.passed}/${report.cases} cases passed` +
+      (report.unsupported > 0 ? ` (${report.unsupported} refused as UNSUPPORTED: KV dtypes not implemented)` : ''),
     ...Object.entries(report.byOp).map(([op, s]) => `  ${op}: ${s!.cases - s!.failures}/${s!.cases}`),
   ];
   for (const f of report.failures.slice(0, maxLines)) lines.push(`  FAIL ${f.label}: ${f.message}`);

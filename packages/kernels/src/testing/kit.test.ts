@@ -2,9 +2,11 @@ import { describe, expect, it } from 'vitest';
 import type { KernelBackend, KernelOpName, PagedAttentionArgs, ReshapeAndCacheArgs } from '../contract.js';
 import { dequantizeRow } from '../quant/dequantize.js';
 import { createReferenceBackend } from '../reference/backend.js';
+import { KernelError } from '../errors.js';
 import {
   badInputCases,
   formatParityReport,
+  KV_QUANT_DTYPE_LIST,
   parityCases,
   runBadInputSuite,
   runParitySuite,
@@ -15,7 +17,8 @@ const ref = createReferenceBackend();
 
 describe('parity kit', () => {
   it('passes the reference against itself on every case, covering every op', () => {
-    const report = runParitySuite(createReferenceBackend(), ref);
+    const report = runParitySuite(createReferenceBackend(), ref, { supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST });
+    expect(report.unsupported).toBe(0);
     expect(report.failures, formatParityReport(report)).toEqual([]);
     expect(report.cases).toBe(parityCases().length);
     const ops = Object.keys(report.byOp).sort();
@@ -37,6 +40,61 @@ describe('parity kit', () => {
         'softmax',
       ].sort(),
     );
+  });
+
+  describe('write-time-scaled KV dtypes a backend has not implemented', () => {
+    const quantCases = parityCases({ ops: ['reshapeAndCache', 'pagedAttention'] }).filter((c) => c.kvDtype !== undefined);
+    const isQuant = (d: string) => (KV_QUANT_DTYPE_LIST as readonly string[]).includes(d);
+    /** The reference, but `reshapeAndCache` / `pagedAttention` on a write-time-scaled cache behave as `mode` says. */
+    const refusing = (mode: 'unsupported' | 'other-error' | 'runs' | 'corrupts'): KernelBackend => {
+      const r = createReferenceBackend();
+      const guard = (dtype: string) => {
+        if (!isQuant(dtype)) return;
+        if (mode === 'unsupported') throw new KernelError('UNSUPPORTED', `KV dtype ${dtype} not implemented`);
+        if (mode === 'other-error') throw new Error('crash');
+      };
+      return {
+        ...r,
+        name: `refusing-${mode}`,
+        reshapeAndCache(a: ReshapeAndCacheArgs) {
+          guard(a.cache.dtype);
+          r.reshapeAndCache(a);
+          if (mode === 'corrupts' && isQuant(a.cache.dtype)) { const k = a.cache.key as Uint8Array; k[k.length - 1] = k[k.length - 1]! ^ 1; }
+        },
+        pagedAttention(a: PagedAttentionArgs) {
+          guard(a.cache.dtype);
+          r.pagedAttention(a);
+          if (mode === 'corrupts' && isQuant(a.cache.dtype)) a.out[0] = a.out[0]! + 1;
+        },
+      };
+    };
+
+    it('has reshape and attention cases for every such dtype', () => {
+      for (const d of KV_QUANT_DTYPE_LIST) {
+        expect(quantCases.some((c) => c.op === 'reshapeAndCache' && c.kvDtype === d)).toBe(true);
+        expect(quantCases.some((c) => c.op === 'pagedAttention' && c.kvDtype === d)).toBe(true);
+      }
+    });
+
+    it('accepts a typed UNSUPPORTED refusal by default and counts it', () => {
+      const report = runParitySuite(refusing('unsupported'), ref, { cases: quantCases });
+      expect(report.failures, formatParityReport(report)).toEqual([]);
+      expect(report.unsupported).toBe(quantCases.length);
+      expect(formatParityReport(report)).toContain('refused as UNSUPPORTED');
+    });
+
+    it('fails a crash, a silent run, or a declared dtype that differs from the reference', () => {
+      expect(runParitySuite(refusing('other-error'), ref, { cases: quantCases }).failures).toHaveLength(quantCases.length);
+      const ran = runParitySuite(refusing('runs'), ref, { cases: quantCases });
+      expect(ran.failures).toHaveLength(quantCases.length);
+      expect(ran.failures[0]!.message).toContain('supportedKvQuantDtypes');
+      expect(runParitySuite(refusing('unsupported'), ref, { cases: quantCases, supportedKvQuantDtypes: ['nvfp4'] }).failures.length).toBe(
+        quantCases.filter((c) => c.kvDtype === 'nvfp4').length,
+      );
+      const corrupt = runParitySuite(refusing('corrupts'), ref, { cases: quantCases, supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST });
+      expect(corrupt.failures.length).toBe(quantCases.length);
+      expect(() => runParitySuite(ref, ref, { cases: quantCases, supportedKvQuantDtypes: ['e4m3fn' as 'nvfp4'] })).toThrow(KernelError);
+    });
   });
 
   it('covers every awkward dimension in the attention and cache cases', () => {

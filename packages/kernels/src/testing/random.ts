@@ -3,7 +3,7 @@
  * with per-tensor or per-head scales, and varlen attention batches over a shuffled block table.
  * @module
  */
-import type { KvLayerCache } from '@kvq/cache';
+import { isKvQuantDtype, kvPoolBlockLength, type KvLayerCache } from '@kvq/cache';
 import { FP8_FORMATS, f32ToBf16Bits, f32ToF16Bits, type Fp8Format } from '@kvq/fp8';
 import type { KernelBackend, KvDtype, PagedAttentionArgs, WeightDtype, WeightMatrix } from '../contract.js';
 import { quantizeMatrix, type QuantizeOptions } from '../quant/quantize.js';
@@ -109,10 +109,12 @@ export interface KvCacheSpec {
 export function makeKvCache(spec: KvCacheSpec): KvLayerCache {
   const { dtype, numBlocks, blockSize, numKvHeads, headSize } = spec;
   const numHeads = spec.numHeads ?? numKvHeads;
-  const n = numBlocks * blockSize * numKvHeads * headSize;
+  // write-time-scaled dtypes: byte pools of whole blocks (codes and scales, `kvPoolBlockLength`)
+  const n = numBlocks * kvPoolBlockLength({ dtype, blockSize, numKvHeads, headSize });
   const make = (): Float32Array | Uint16Array | Uint8Array =>
     dtype === 'f32' ? new Float32Array(n) : dtype === 'bf16' || dtype === 'f16' ? new Uint16Array(n) : new Uint8Array(n);
-  const max = isFp8(dtype) ? FP8_FORMATS[dtype as Fp8Format].maxFinite : 448;
+  // nvfp4's tensor scale maps the amax to E4M3's 448 times E2M1's 6; the other write-time-scaled dtypes ignore it
+  const max = isFp8(dtype) ? FP8_FORMATS[dtype as Fp8Format].maxFinite : isKvQuantDtype(dtype) ? 448 * 6 : 448;
   const amax = spec.amax ?? 4;
   const scales = (count: number, salt: number): Float32Array => {
     const s = new Float32Array(spec.scales === 'head' ? count : 1);
