@@ -136,6 +136,8 @@ export {
 export { convertToHf, type ConvertOptions, type ConvertResult } from './convert/convert.js';
 export { fileTypeOf, GGUF_OUT_TYPES, writeModelAsGguf, type GgufOutType, type WriteGgufOptions, type WriteGgufResult } from './convert/to-gguf.js';
 export { quantizeModel, type QuantizeModelOptions, type QuantizeResult } from './quantize/quantize.js';
+/** `@kvq/kernels`' GGML / compressed-tensors weight quantizer (what the GGUF writer uses), for tools that write their own tensors. */
+export { quantizeMatrix } from '@kvq/kernels';
 export {
   ggufTensorType,
   isCompressedTensorsScheme,
