@@ -16,6 +16,24 @@ describe('command line', () => {
       parsePeerBenchmarkArgs(['--repeats', '5', '--contexts', '256,1024', '--decode-tokens', '16', '--threads', '2', '--models', 'stories260K,llama-768x12-f16', '--tinyllama', '--realtime', 'off', '--no-quality', '--max-eval-tokens', '512', '--out', 'x', '--peer-dir', 'p']),
     ).toEqual({ repeats: 5, contexts: [256, 1024], decodeTokens: 16, threads: 2, models: ['stories260K', 'llama-768x12-f16'], tinyllama: true, realtime: 'off', quality: false, maxEvalTokens: 512, outDir: 'x', peerDir: 'p' });
     expect(parsePeerBenchmarkArgs(['--no-write', '--no-speed'])).toEqual({ outDir: null, speed: false });
+    expect(parsePeerBenchmarkArgs(['--kvq-kv', 'fp8_e4m3', '--peer-kv', 'f16,q8_0', '--cross-engine', 'q8_0,q4_k_m', '--cross-engine-positions', '4096'])).toEqual({
+      kvqKv: ['fp8_e4m3'],
+      peerKv: ['f16', 'q8_0'],
+      crossEngine: ['q8_0', 'q4_k_m'],
+      crossEnginePositions: 4096,
+    });
+    expect(parsePeerBenchmarkArgs(['--cross-engine', 'all'])).toEqual({ crossEngine: ['q8_0', 'q4_0', 'q4_k_m', 'q5_k_m', 'q6_k'] });
+  });
+
+  it('bad KV types and schemes are INVALID_ARGUMENT errors naming the field', async () => {
+    for (const [options, field] of [
+      [{ kvqKv: ['fp9'] }, 'kvqKv[0]'],
+      [{ peerKv: ['f16', 'q3'] }, 'peerKv[1]'],
+      [{ crossEngine: ['q2_k'] }, 'crossEngine[0]'],
+      [{ crossEngine: ['q8_0'], crossEnginePositions: 3 }, 'crossEnginePositions'],
+    ] as const) {
+      await expect(runPeerBenchmark({ ...(options as object), installPeer: false, peerDir: '/nonexistent', outDir: null })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', field });
+    }
   });
 
   it('--quick sets short defaults but keeps explicit options', () => {

@@ -1,6 +1,6 @@
 import { BenchPeerError } from './errors.js';
 import type { PeerBenchmarkOptions } from './benchmark.js';
-import type { SpeedModelName } from './models.js';
+import { QUANT_SCHEMES, type SpeedModelName } from './models.js';
 import { defaultPeerDir } from './peer/install.js';
 import type { Realtime } from './spawn.js';
 
@@ -14,12 +14,18 @@ Options:
   --contexts A,B,C     context lengths (default 512,2048,8192)
   --decode-tokens N    tokens decoded after each prompt (default 64)
   --threads N          threads of each engine (default 2)
-  --models a,b         stories260K, llama-768x12-f32, llama-768x12-f16, tinyllama-1.1b-f16
+  --models a,b         stories260K, llama-768x12-f32, llama-768x12-f16, tinyllama-1.1b-f16, and the quantized files
+                       llama-768x12-q8_0, -q4_0, -q4_k_m, -q5_k_m, -q6_k (tinyllama-1.1b-... likewise)
   --tinyllama          add the TinyLlama-1.1B shape (slow)
   --realtime MODE      auto | chrt | off (default auto: chrt -r 1 when running as root)
   --no-speed           skip the speed comparison
   --no-quality         skip quality and greedy parity
   --max-eval-tokens N  scored positions of the quality comparison (default 8192)
+  --kvq-kv A,B         kvq KV types of the speed runs (default auto,fp8_e4m3,fp8_e5m2)
+  --peer-kv A,B        llama.cpp KV types of the speed runs, each with flash attention off and on (default f16,bf16,q8_0,q4_0)
+  --cross-engine A,B   quantized weights, same file in both engines: KL(llama.cpp || kvq) and top-1 for these schemes
+                       (q8_0, q4_0, q4_k_m, q5_k_m, q6_k, or all) on kvq-tiny and the random 768x12 shape
+  --cross-engine-positions N   scored positions per file (default 2048)
   --quick              harness check: contexts 128,256, 8 tokens, 1 round, 2048 eval positions
   --out DIR            report folder (default <repo>/docs); --no-write to write nothing
   --peer-dir DIR       node-llama-cpp install folder (default ${defaultPeerDir()})
@@ -83,6 +89,20 @@ export function parsePeerBenchmarkArgs(argv: readonly string[]): PeerBenchmarkAr
         break;
       case '--no-quality':
         o.quality = false;
+        break;
+      case '--kvq-kv':
+        o.kvqKv = value().split(',');
+        break;
+      case '--peer-kv':
+        o.peerKv = value().split(',');
+        break;
+      case '--cross-engine': {
+        const v = value();
+        o.crossEngine = v === 'all' ? [...QUANT_SCHEMES] : v.split(',');
+        break;
+      }
+      case '--cross-engine-positions':
+        o.crossEnginePositions = int();
         break;
       case '--max-eval-tokens':
         o.maxEvalTokens = int();

@@ -9,11 +9,12 @@ import { fixturePath } from '@kvq/fixtures';
 import { modelTinyPath } from '@kvq/model-tiny';
 
 import { BenchPeerError, checkChoice, checkInt } from './errors.js';
-import { prepareQualityModel, prepareSpeedModel, SPEED_MODELS, type PreparedModel, type SpeedModelName } from './models.js';
+import { prepareQualityModel, prepareSpeedModel, QUANT_SCHEMES, SPEED_MODELS, type PreparedModel, type QuantScheme, type SpeedModelName } from './models.js';
+import { crossEngineTargets, runCrossEngineQuantized, type CrossEngineModelResult } from './quantized.js';
 import { defaultPeerDir, installPeer, isPeerInstalled, PEER_VERSION } from './peer/install.js';
 import { peerKvUnsupported } from './peer/runner.js';
 import { median, QualityAccumulator } from './metrics.js';
-import { configLabel, type Configuration, type GreedyResult, type Job, type JobResult, type PeerKv, type QualityResult, type SpeedResult } from './protocol.js';
+import { configLabel, type Configuration, type GreedyResult, type Job, type JobResult, type KvqKv, type PeerKv, type QualityResult, type SpeedResult } from './protocol.js';
 import { findRepoRoot } from './repo.js';
 import { resolveRealtime, runChild, type Realtime } from './spawn.js';
 
@@ -53,6 +54,17 @@ export interface PeerBenchmarkOptions {
   readonly childTimeoutMs?: number;
   /** Progress lines. Default: none. */
   readonly log?: (line: string) => void;
+  /** kvq KV types of the speed comparison. Default `auto`, `fp8_e4m3`, `fp8_e5m2`. */
+  readonly kvqKv?: readonly KvqKv[];
+  /** llama.cpp KV types of the speed comparison (each with flash attention off and on where llama.cpp allows). Default `f16`, `bf16`, `q8_0`, `q4_0`. */
+  readonly peerKv?: readonly PeerKv[];
+  /**
+   * Run the cross-engine comparison of quantized weights: the same GGUF file of each of these schemes (kvq-tiny and
+   * the random 768x12 shape) scored by llama.cpp and by kvq. Default none.
+   */
+  readonly crossEngine?: readonly QuantScheme[];
+  /** Scored positions per file of the cross-engine comparison. Default 2048. */
+  readonly crossEnginePositions?: number;
 }
 
 /** Medians of one configuration over the repeats. */
@@ -99,18 +111,14 @@ export interface PeerBenchmarkReport {
   readonly quality: { readonly model: Omit<PreparedModel, 'path'>; readonly kvq: QualityResult; readonly llamaCpp: QualityResult; readonly crossEngine: { klMean: number; top1Agreement: number; positions: number }; readonly documents: number; readonly calibrationDocuments: number } | undefined;
   readonly greedy: { readonly kvq: GreedyResult; readonly llamaCpp: GreedyResult; readonly identicalPrefix: number; readonly compared: number } | undefined;
   readonly targets: readonly TargetResult[];
+  /** The cross-engine comparison of quantized GGUF files (absent when not run). */
+  readonly crossEngine?: readonly CrossEngineModelResult[];
   /** Why the quality or greedy comparison is missing, when a child failed. */
   readonly failures?: readonly string[];
   /** Where the report files went (absent when `outDir` is null). */
   readonly files: readonly string[];
 }
 
-const OUR_SPEED: readonly Configuration[] = [
-  { side: 'kvq', kv: 'auto' },
-  { side: 'kvq', kv: 'fp8_e4m3' },
-  { side: 'kvq', kv: 'fp8_e5m2' },
-];
-const THEIR_SPEED: readonly Configuration[] = (['f16', 'bf16', 'q8_0', 'q4_0'] as PeerKv[]).flatMap((kv) => [false, true].map((fa) => ({ side: 'llama.cpp' as const, kv, flashAttention: fa })));
 
 /** Interleave ours and theirs (ours[0], theirs[0], ours[1], ...), so neither engine runs in a block. */
 export function alternate<T>(a: readonly T[], b: readonly T[]): T[] {
@@ -266,6 +274,15 @@ export async function runPeerBenchmark(options: PeerBenchmarkOptions = {}): Prom
   const models = [...(options.models ?? ['stories260K', 'llama-768x12-f32', 'llama-768x12-f16'])];
   if (options.tinyllama && !models.includes('tinyllama-1.1b-f16')) models.push('tinyllama-1.1b-f16');
   models.forEach((m, i) => checkChoice(`models[${i}]`, m, SPEED_MODELS));
+  const kvqKv = [...(options.kvqKv ?? ['auto', 'fp8_e4m3', 'fp8_e5m2'])];
+  kvqKv.forEach((k, i) => checkChoice(`kvqKv[${i}]`, k, ['auto', 'float32', 'fp8_e4m3', 'fp8_e5m2'] as const));
+  const peerKv = [...(options.peerKv ?? ['f16', 'bf16', 'q8_0', 'q4_0'])];
+  peerKv.forEach((k, i) => checkChoice(`peerKv[${i}]`, k, ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const));
+  const crossSchemes = [...(options.crossEngine ?? [])];
+  crossSchemes.forEach((q, i) => checkChoice(`crossEngine[${i}]`, q, QUANT_SCHEMES));
+  const crossPositions = checkInt('crossEnginePositions', options.crossEnginePositions ?? 2048, 16);
+  const ourSpeed: Configuration[] = kvqKv.map((kv) => ({ side: 'kvq', kv }));
+  const theirSpeed: Configuration[] = peerKv.flatMap((kv) => [false, true].map((fa) => ({ side: 'llama.cpp' as const, kv, flashAttention: fa })));
   const doSpeed = options.speed ?? true;
   const doQuality = options.quality ?? true;
 
@@ -291,7 +308,7 @@ export async function runPeerBenchmark(options: PeerBenchmarkOptions = {}): Prom
     '@kvq/engine': packageVersion(join(findRepoRoot() ?? '.', 'packages', 'engine', 'package.json')),
     'kvq commit': gitCommit(),
   };
-  const settings = { threads, repeats, contexts, decodeTokens, scheduling, maxEvalTokens, greedyTokens, prefillChunk: 512 };
+  const settings = { threads, repeats, contexts, decodeTokens, scheduling, maxEvalTokens, greedyTokens, prefillChunk: 512, ...(crossSchemes.length ? { crossEnginePositions: crossPositions } : {}) };
   const speed: ModelSpeedReport[] = [];
   const targets: TargetResult[] = [];
   const child = <R extends JobResult>(job: Job, name: string) =>
@@ -302,9 +319,9 @@ export async function runPeerBenchmark(options: PeerBenchmarkOptions = {}): Prom
       for (const name of models) {
         log(`preparing ${name}`);
         const model = await prepareSpeedModel(name, workDir);
-        const theirs = THEIR_SPEED.filter((c) => !peerKvUnsupported(c.kv as PeerKv, c.flashAttention ?? false, model.dims.headDim));
-        const skipped = THEIR_SPEED.filter((c) => !theirs.includes(c)).map((c) => ({ label: configLabel(c), reason: peerKvUnsupported(c.kv as PeerKv, c.flashAttention ?? false, model.dims.headDim)! }));
-        const order = alternate(OUR_SPEED, theirs);
+        const theirs = theirSpeed.filter((c) => !peerKvUnsupported(c.kv as PeerKv, c.flashAttention ?? false, model.dims.headDim));
+        const skipped = theirSpeed.filter((c) => !theirs.includes(c)).map((c) => ({ label: configLabel(c), reason: peerKvUnsupported(c.kv as PeerKv, c.flashAttention ?? false, model.dims.headDim)! }));
+        const order = alternate(ourSpeed, theirs);
         const runs: SpeedResult[] = [];
         const failed = new Map<string, string>();
         for (let r = 0; r < repeats; r++) {
@@ -368,6 +385,19 @@ export async function runPeerBenchmark(options: PeerBenchmarkOptions = {}): Prom
         log(`greedy FAILED: ${e.message}`);
       }
     }
+    let crossEngine: CrossEngineModelResult[] | undefined;
+    if (crossSchemes.length > 0) {
+      try {
+        const tok = (await loadModel(modelTinyPath)).tokenizer;
+        const tinyDocs = qualityDocuments((t) => tok.encode(t), 512, crossPositions).documents;
+        crossEngine = await runCrossEngineQuantized({ workDir, runDir, threads, peerDir, positions: crossPositions, log, child }, crossSchemes, tinyDocs);
+        targets.push(...crossEngineTargets(crossEngine));
+      } catch (e) {
+        if (!(e instanceof BenchPeerError) || e.code !== 'CHILD_FAILED') throw e;
+        failures.push(`cross-engine: ${shortReason(e.message)}`);
+        log(`cross-engine FAILED: ${e.message}`);
+      }
+    }
 
     machine.loadAverageAtEnd = loadavg().map((x) => x.toFixed(2)).join(' ');
     const report: PeerBenchmarkReport = {
@@ -379,6 +409,7 @@ export async function runPeerBenchmark(options: PeerBenchmarkOptions = {}): Prom
       quality,
       greedy,
       targets,
+      ...(crossEngine ? { crossEngine } : {}),
       ...(failures.length ? { failures } : {}),
       files: [],
     };
@@ -391,6 +422,26 @@ export async function runPeerBenchmark(options: PeerBenchmarkOptions = {}): Prom
   } finally {
     await rm(runDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * kvq-tiny's evaluation documents (`@kvq/fixtures` eval/kjv-fortunes-public.txt split at blank lines): every fourth
+ * is kept for calibration, the others are encoded (at most `limit` tokens each) until `maxPositions` positions are
+ * scored.
+ */
+export function qualityDocuments(encode: (text: string) => number[], limit: number, maxPositions: number): { documents: number[][]; calibrationTexts: string[] } {
+  const docs = splitDocuments(readFileSync(fixturePath('eval/kjv-fortunes-public.txt'), 'utf8'));
+  const calibrationTexts = docs.filter((_, i) => i % 4 === 0);
+  const documents: number[][] = [];
+  let budget = maxPositions;
+  for (const [i, d] of docs.entries()) {
+    if (i % 4 === 0 || budget <= 0) continue;
+    const ids = encode(d).slice(0, Math.min(limit, budget + 1));
+    if (ids.length < 2) continue;
+    documents.push(ids);
+    budget -= ids.length - 1;
+  }
+  return { documents, calibrationTexts };
 }
 
 /** What the quality and greedy steps need from the run. */
@@ -416,21 +467,8 @@ async function runQualityComparison(ctx: RunContext): Promise<{ quality: NonNull
   const out: TargetResult[] = [];
   log('quality: preparing kvq-tiny as GGUF BF16');
   const model = await prepareQualityModel(workDir);
-  const evalPath = fixturePath('eval/kjv-fortunes-public.txt');
   const tok = (await loadModel(modelTinyPath)).tokenizer;
-  const docs = splitDocuments(readFileSync(evalPath, 'utf8'));
-  // Every fourth document calibrates the per-head scales; the others are scored (capped at maxEvalTokens).
-  const calibrationTexts = docs.filter((_, i) => i % 4 === 0);
-  const limit = model.dims.contextLength;
-  const documents: number[][] = [];
-  let budget = maxEvalTokens;
-  for (const [i, d] of docs.entries()) {
-    if (i % 4 === 0 || budget <= 0) continue;
-    const ids = tok.encode(d).slice(0, Math.min(limit, budget + 1));
-    if (ids.length < 2) continue;
-    documents.push(ids);
-    budget -= ids.length - 1;
-  }
+  const { documents, calibrationTexts } = qualityDocuments((t) => tok.encode(t), model.dims.contextLength, maxEvalTokens);
   const base = { kind: 'quality' as const, modelPath: model.path, dims: model.dims, threads, documents, calibrationTexts, peerDir };
   log(`quality: kvq on ${documents.length} documents`);
   const kvq = await child<QualityResult>(

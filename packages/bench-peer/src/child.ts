@@ -1,7 +1,7 @@
 // What a measured child process runs: one job, one configuration per process for speed (so peak RSS is the
 // configuration's own), its result as JSON.
 import { readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 
 import { loadModel } from '@kvq/engine';
 
@@ -113,7 +113,8 @@ export async function runQualityJob(job: QualityJob): Promise<QualityResult> {
   const vocab = job.dims.vocabSize;
   const maxLen = Math.max(...job.documents.map((d) => d.length));
   const positions = job.documents.reduce((s, d) => s + d.length - 1, 0);
-  const reference = new Float64Array(positions * vocab);
+  const external = job.externalReference ? await readFloat32(job.externalReference, positions * vocab) : undefined;
+  const reference = external ?? new Float64Array(positions * vocab);
   const offsets: number[] = [];
   job.documents.reduce((at, d) => (offsets.push(at), at + (d.length - 1) * vocab), 0);
   const rows: QualityRow[] = [];
@@ -124,10 +125,11 @@ export async function runQualityJob(job: QualityJob): Promise<QualityResult> {
     const acc = new QualityAccumulator();
     const visit = (d: number) => (pos: number, row: Float64Array) => {
       const at = offsets[d]! + pos * vocab;
-      if (ci === 0) reference.set(row, at);
+      if (ci === 0 && !external) reference.set(row, at);
       acc.add(reference.subarray(at, at + vocab), row, job.documents[d]![pos + 1]!, vocab);
     };
     let kvBytes: number;
+    let kvDtype: string | undefined;
     if (job.side === 'kvq') {
       let scales;
       if (config.calibrated) {
@@ -138,6 +140,7 @@ export async function runQualityJob(job: QualityJob): Promise<QualityResult> {
       try {
         for (let d = 0; d < job.documents.length; d++) await r.logProbRows(job.documents[d]!, visit(d));
         kvBytes = r.llm.kvBytesPerToken;
+        kvDtype = String(r.llm.kvDtype);
       } finally {
         r.dispose();
       }
@@ -150,10 +153,18 @@ export async function runQualityJob(job: QualityJob): Promise<QualityResult> {
         await r.dispose();
       }
     }
-    rows.push({ label: configLabel(config), config, kvBytesPerToken: kvBytes, ...acc.result() });
+    rows.push({ label: configLabel(config), config, kvBytesPerToken: kvBytes, ...(kvDtype ? { kvDtype } : {}), ...acc.result(), ...(external ? { maxDisagreementGap: acc.maxDisagreementGap() } : {}) });
   }
-  await writeFile(job.referenceDump, Float32Array.from(reference));
-  return { kind: 'quality', side: job.side, reference: configLabel(job.configs[0]!), rows, calibration, positions };
+  if (!external) await writeFile(job.referenceDump, Float32Array.from(reference));
+  const otherSide = job.side === 'kvq' ? 'llama.cpp' : 'kvq';
+  return { kind: 'quality', side: job.side, reference: external ? `${otherSide} (${job.externalReference})` : configLabel(job.configs[0]!), rows, calibration, positions };
+}
+
+/** A float32 dump of `count` values (the other engine's reference log-probabilities). */
+async function readFloat32(path: string, count: number): Promise<Float32Array> {
+  const buf = await readFile(path);
+  if (buf.byteLength !== count * 4) throw new BenchPeerError('INVALID_ARGUMENT', `${path}: expected ${count} float32 values (${count * 4} bytes), got ${buf.byteLength} bytes`, { file: path });
+  return new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
 }
 
 function scaleRange(list: readonly Float32Array[]): string {

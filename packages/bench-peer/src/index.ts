@@ -12,6 +12,7 @@ export {
   runPeerBenchmark,
   shortReason,
   speedTargets,
+  qualityDocuments,
   splitDocuments,
   summarize,
   type ModelSpeedReport,
@@ -21,7 +22,8 @@ export {
   type TargetResult,
 } from './benchmark.js';
 export { PEER_BENCHMARK_USAGE, parsePeerBenchmarkArgs, type PeerBenchmarkArgs } from './args.js';
-export { prepareQualityModel, prepareSpeedModel, RANDOM_SHAPES, SPEED_MODELS, type PreparedModel, type SpeedModelName } from './models.js';
+export { prepareQualityModel, prepareQuantizedTinyModel, prepareRandomModel, prepareSpeedModel, QUANT_SCHEMES, RANDOM_SHAPES, SPEED_MODELS, type PreparedModel, type QuantScheme, type SpeedModelName } from './models.js';
+export { CROSS_ENGINE_KVQ, CROSS_ENGINE_TARGETS, crossEngineTargets, randomDocuments, runCrossEngineQuantized, type CrossEngineContext, type CrossEngineModelResult } from './quantized.js';
 export { defaultPeerDir, importPeer, installedPeerVersion, installPeer, isPeerInstalled, PEER_PACKAGE, PEER_VERSION, peerInstallArgs, prebuiltPackage } from './peer/install.js';
 export { peerKvUnsupported, PeerRunner } from './peer/runner.js';
 export { KvqRunner, calibratedHeadScales, type GenerationTiming } from './kvq/runner.js';
@@ -64,5 +66,5 @@ export {
   type LlamaShape,
   type LlamaTensorSlot,
 } from './gguf/llama.js';
-export { randomLlamaTensors, randomTensorValues, toGgmlData, writeRandomLlamaGguf } from './gguf/random-model.js';
+export { randomLlamaQuantizedTensors, randomLlamaTensors, randomTensorValues, toGgmlData, writeRandomLlamaGguf } from './gguf/random-model.js';
 export { ggufTensorName, gpt2TokenizerMetadata, writeHfModelAsGguf } from './gguf/from-hf.js';

@@ -35,6 +35,18 @@ function argmax(row: ArrayLike<number>, n: number): number {
   return best;
 }
 
+/** Gap between the largest and the second largest value of a row (log-probabilities: nats). */
+export function top2Gap(row: ArrayLike<number>, n: number): number {
+  let a = -Infinity;
+  let b = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const x = row[i]!;
+    if (x > a) (b = a), (a = x);
+    else if (x > b) b = x;
+  }
+  return a - b;
+}
+
 /**
  * Accumulates per-position quality of a candidate distribution against a reference one: the candidate's negative
  * log-likelihood of the actual next token, KL(reference || candidate), and whether both argmaxes agree.
@@ -45,6 +57,7 @@ export class QualityAccumulator {
   private kl = 0;
   private agree = 0;
   private count = 0;
+  private maxDisagreeGap = 0;
 
   /**
    * @param reference log-probabilities (natural log) over the vocabulary
@@ -61,6 +74,7 @@ export class QualityAccumulator {
     this.kl += kl;
     this.nll -= candidate[nextToken]!;
     if (argmax(reference, vocab) === argmax(candidate, vocab)) this.agree++;
+    else this.maxDisagreeGap = Math.max(this.maxDisagreeGap, top2Gap(reference, vocab));
     this.count++;
   }
 
@@ -69,5 +83,13 @@ export class QualityAccumulator {
     const n = this.count;
     const nllMean = n ? this.nll / n : 0;
     return { tokens: n, nllMean, perplexity: Math.exp(nllMean), klMean: n ? this.kl / n : 0, top1Agreement: n ? this.agree / n : 1 };
+  }
+
+  /**
+   * The largest reference top-1/top-2 log-probability gap (nats) among the positions whose argmaxes disagree (0 when
+   * all agree): how close to a tie the disagreements were.
+   */
+  maxDisagreementGap(): number {
+    return this.maxDisagreeGap;
   }
 }

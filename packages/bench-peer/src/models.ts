@@ -10,7 +10,7 @@ import { BenchPeerError } from './errors.js';
 import { writeHfModelAsGguf } from './gguf/from-hf.js';
 import { SYNTHETIC_VOCAB, type LlamaShape } from './gguf/llama.js';
 import { writeRandomLlamaGguf } from './gguf/random-model.js';
-import type { GgmlTensorType } from '@kvq/engine';
+import { GGML_TENSOR_TYPES, quantizeModel, type GgmlTensorType, type GgufScheme } from '@kvq/engine';
 import type { ModelDims } from './protocol.js';
 
 /** Bump when the writer's output for the same spec changes, so cached files are rewritten. */
@@ -22,8 +22,20 @@ export const RANDOM_SHAPES = {
   'tinyllama-1.1b': { hiddenSize: 2048, numLayers: 22, numHeads: 32, numKvHeads: 4, headDim: 64, intermediateSize: 5632, vocabSize: 32000, contextLength: 16384 },
 } as const satisfies Record<string, LlamaShape>;
 
-/** Models the speed benchmark can run. */
-export const SPEED_MODELS = ['stories260K', 'llama-768x12-f32', 'llama-768x12-f16', 'tinyllama-1.1b-f16'] as const;
+/** llama.cpp file types (kvq `quantize` schemes) the quantized-weight comparisons use. */
+export const QUANT_SCHEMES = ['q8_0', 'q4_0', 'q4_k_m', 'q5_k_m', 'q6_k'] as const satisfies readonly GgufScheme[];
+/** A scheme of {@link QUANT_SCHEMES}. */
+export type QuantScheme = (typeof QUANT_SCHEMES)[number];
+
+/** Models the speed benchmark can run (the random shapes dense or quantized with one of {@link QUANT_SCHEMES}). */
+export const SPEED_MODELS = [
+  'stories260K',
+  'llama-768x12-f32',
+  'llama-768x12-f16',
+  'tinyllama-1.1b-f16',
+  ...QUANT_SCHEMES.map((q) => `llama-768x12-${q}` as const),
+  ...QUANT_SCHEMES.map((q) => `tinyllama-1.1b-${q}` as const),
+] as const;
 /** A model name of {@link SPEED_MODELS}. */
 export type SpeedModelName = (typeof SPEED_MODELS)[number];
 
@@ -38,6 +50,8 @@ export interface PreparedModel {
   /** Prompt token ids are drawn from [lo, hi): normal tokens (no BOS/EOS/control ids). */
   readonly tokenRange: readonly [number, number];
   readonly fileBytes: number;
+  /** How many tensors of each GGUF type the file holds (`{ Q4_K: 73, Q6_K: 13, F32: 25 }`). */
+  readonly tensorTypes?: Readonly<Record<string, number>>;
 }
 
 async function cached(path: string, spec: unknown, make: () => Promise<unknown>): Promise<void> {
@@ -66,7 +80,13 @@ async function dimsOf(path: string, name: string, origin: string, weightType: st
       vocabSize: tokens.length,
       contextLength: u('context_length'),
     };
-    return { name, path, origin, weightType, dims, tokenRange, fileBytes: (await stat(path)).size };
+    const typeName = new Map<number, string>(Object.entries(GGML_TENSOR_TYPES).map(([k, v]) => [v, k]));
+    const tensorTypes: Record<string, number> = {};
+    for (const t of g.tensors.values()) {
+      const k = typeName.get(t.type) ?? `type ${t.type}`;
+      tensorTypes[k] = (tensorTypes[k] ?? 0) + 1;
+    }
+    return { name, path, origin, weightType, dims, tokenRange, fileBytes: (await stat(path)).size, tensorTypes };
   } finally {
     await source.close();
   }
@@ -84,21 +104,47 @@ export async function prepareSpeedModel(name: SpeedModelName, workDir: string): 
     // tok512: 0 <unk>, 1 <s>, 2 </s>, then bytes and merges.
     return dimsOf(path, name, "llama.cpp's conversion of karpathy's stories260K (F32), from @kvq/fixtures", 'F32', [3, 512]);
   }
-  const m = /^(llama-768x12|tinyllama-1\.1b)-(f32|f16)$/.exec(name);
+  const m = /^(llama-768x12|tinyllama-1\.1b)-(f32|f16|q8_0|q4_0|q4_k_m|q5_k_m|q6_k)$/.exec(name);
   if (!m) throw new BenchPeerError('INVALID_ARGUMENT', `unknown model ${JSON.stringify(name)} (${SPEED_MODELS.join(', ')})`, { field: 'models' });
-  const shape = RANDOM_SHAPES[m[1] as keyof typeof RANDOM_SHAPES];
-  const type = m[2]!.toUpperCase() as GgmlTensorType;
+  return prepareRandomModel(m[1] as keyof typeof RANDOM_SHAPES, m[2] as 'f32' | 'f16' | QuantScheme, workDir);
+}
+
+/**
+ * Write (or reuse from `workDir`) a random-weight model of one of {@link RANDOM_SHAPES} (seed 7), dense (`f32`,
+ * `f16`) or quantized as llama.cpp's file type `q8_0` / `q4_0` / `q4_k_m` / `q5_k_m` / `q6_k` (llama.cpp's type mix).
+ */
+export async function prepareRandomModel(shapeName: keyof typeof RANDOM_SHAPES, weights: 'f32' | 'f16' | QuantScheme, workDir: string): Promise<PreparedModel> {
+  await mkdir(workDir, { recursive: true });
+  const shape = RANDOM_SHAPES[shapeName];
+  const name = `${shapeName}-${weights}`;
+  const dense = weights === 'f32' || weights === 'f16';
+  const type = (dense ? weights.toUpperCase() : 'F32') as GgmlTensorType;
+  const scheme = dense ? undefined : weights;
   const path = join(workDir, `${name}.gguf`);
   const seed = 7;
-  await cached(path, { shape, type, seed }, () => writeRandomLlamaGguf(path, shape, { type, seed, name }));
+  await cached(path, { shape, type, seed, ...(scheme ? { scheme } : {}) }, () => writeRandomLlamaGguf(path, shape, { type, seed, name, ...(scheme ? { scheme } : {}) }));
   const s = shape;
   return dimsOf(
     path,
     name,
-    `random weights (seed ${seed}) written by @kvq/bench-peer's GGUF writer: ${s.hiddenSize} wide, ${s.numLayers} layers, ${s.numHeads}/${s.numKvHeads} heads, ffn ${s.intermediateSize}, vocab ${s.vocabSize} (synthetic SentencePiece vocabulary)`,
-    type,
+    `random weights (seed ${seed}) written by @kvq/bench-peer's GGUF writer${scheme ? ` and quantized by @kvq/kernels' quantizeMatrix with llama.cpp's ${scheme.toUpperCase()} type mix` : ''}: ${s.hiddenSize} wide, ${s.numLayers} layers, ${s.numHeads}/${s.numKvHeads} heads, ffn ${s.intermediateSize}, vocab ${s.vocabSize} (synthetic SentencePiece vocabulary)`,
+    scheme ? scheme.toUpperCase() : type,
     [SYNTHETIC_VOCAB.firstNormal, s.vocabSize],
   );
+}
+
+/**
+ * kvq-tiny quantized as llama.cpp's file type `scheme` by `@kvq/engine`'s `quantizeModel` (what `kvq quantize
+ * --scheme` runs; the same bf16 weights as {@link prepareQualityModel}'s BF16 file, written through the engine's
+ * GGUF writer with llama.cpp's type mix). kvq-tiny is 256 wide with ffn 704: K-quant rows of 704 fall back as
+ * llama.cpp's do (Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0).
+ */
+export async function prepareQuantizedTinyModel(scheme: QuantScheme, workDir: string): Promise<PreparedModel> {
+  await mkdir(workDir, { recursive: true });
+  const name = `kvq-tiny-${scheme}`;
+  const path = join(workDir, `${name}.gguf`);
+  await cached(path, { source: 'kvq-tiny', scheme }, async () => quantizeModel(await loadModel(modelTinyPath), path, scheme, { overwrite: true }));
+  return dimsOf(path, name, `kvq-tiny (@kvq/model-tiny, HF bfloat16) quantized by @kvq/engine's quantizeModel (kvq quantize --scheme ${scheme})`, scheme.toUpperCase(), [4, 2048]);
 }
 
 /** kvq-tiny (HF, bf16) written as GGUF BF16 (bit-exact weights) for the quality comparison. */

@@ -93,6 +93,11 @@ export interface QualityJob {
   readonly calibrationTexts: readonly string[];
   /** Write the reference's log-probabilities here (float32, positions x vocab) for the cross-engine check. */
   readonly referenceDump: string;
+  /**
+   * Cross-engine mode: the reference is this file (the other engine's dump: float32 log-probabilities, positions x
+   * vocab, in document order) instead of the first configuration, so every row is KL(that engine || this one).
+   */
+  readonly externalReference?: string;
   readonly peerDir: string;
 }
 
@@ -109,6 +114,10 @@ export interface QualityRow {
   /** Fraction of positions whose argmax equals the reference's. */
   readonly top1Agreement: number;
   readonly kvBytesPerToken: number;
+  /** The KV storage dtype the engine actually used (kvq: `auto` resolved), when known. */
+  readonly kvDtype?: string;
+  /** Largest reference top-1/top-2 gap (nats) among the positions where the top-1 tokens disagree (cross-engine rows). */
+  readonly maxDisagreementGap?: number;
 }
 
 /** Result of a {@link QualityJob}. */

@@ -32,15 +32,20 @@ export function checkLlamaShape(shape: LlamaShape, where: string): void {
 }
 
 /** GGUF `llama.*` hyper-parameter metadata (llama.cpp key names) of a shape. */
-export function llamaModelMetadata(shape: LlamaShape, name: string, fileType: GgmlTensorType): GgufEntry[] {
+/**
+ * @param fileType a dense tensor type (F32, F16, BF16), or a llama.cpp `llama_ftype` number (quantized files, e.g.
+ *   15 for Q4_K_M; `general.quantization_version` 2 is then written too)
+ */
+export function llamaModelMetadata(shape: LlamaShape, name: string, fileType: GgmlTensorType | number): GgufEntry[] {
   const u32 = (key: string, value: number): GgufEntry => ({ key, type: GgufType.UINT32, value });
   const f32 = (key: string, value: number): GgufEntry => ({ key, type: GgufType.FLOAT32, value });
-  // general.file_type: llama_ftype (0 ALL_F32, 1 MOSTLY_F16, 32 MOSTLY_BF16).
-  const ftype = fileType === 'F32' ? 0 : fileType === 'F16' ? 1 : 32;
+  // general.file_type: llama_ftype (0 ALL_F32, 1 MOSTLY_F16, 32 MOSTLY_BF16, or the quantized file's own).
+  const ftype = typeof fileType === 'number' ? fileType : fileType === 'F32' ? 0 : fileType === 'F16' ? 1 : 32;
   return [
     { key: 'general.architecture', type: GgufType.STRING, value: 'llama' },
     { key: 'general.name', type: GgufType.STRING, value: name },
     u32('general.file_type', ftype),
+    ...(typeof fileType === 'number' ? [u32('general.quantization_version', 2)] : []),
     u32('llama.context_length', shape.contextLength),
     u32('llama.embedding_length', shape.hiddenSize),
     u32('llama.block_count', shape.numLayers),

@@ -1,7 +1,7 @@
 import { f32ToBf16Bits, f32ToF16Bits } from '@kvq/fp8';
 
 import { checkLlamaShape, llamaModelMetadata, llamaTensorSlots, syntheticTokenizerMetadata, type LlamaShape, type LlamaTensorSlot } from './llama.js';
-import { writeGguf, type GgmlTensorType, type GgufTensorSpec } from '@kvq/engine';
+import { ggufTensorType, LLAMA_FTYPE, quantizeMatrix, writeGguf, type GgmlTensorType, type GgufScheme, type GgufTensorSpec } from '@kvq/engine';
 
 /** 32-bit FNV-1a hash of a string (per-tensor seeds). */
 function fnv1a(s: string): number {
@@ -54,12 +54,41 @@ export function randomLlamaTensors(shape: LlamaShape, type: GgmlTensorType, seed
 }
 
 /**
+ * The tensors of a random-weight Llama model quantized as llama.cpp's file type `scheme` writes them: each matrix's
+ * GGML type from `@kvq/engine`'s `ggufTensorType` (llama.cpp's type mix: Q6_K output, Q6_K `attn_v`/`ffn_down` in
+ * the `use_more_bits` layers of Q4_K_M/Q5_K_M, fallbacks for rows that are not whole K-quant blocks), quantized by
+ * `quantizeMatrix` from the same float32 values {@link randomLlamaTensors} rounds; norms F32.
+ */
+export function randomLlamaQuantizedTensors(shape: LlamaShape, scheme: GgufScheme, seed: number): { tensors: GgufTensorSpec[]; types: Map<string, string> } {
+  const types = new Map<string, string>();
+  const tensors = llamaTensorSlots(shape).map((slot): GgufTensorSpec => {
+    if (slot.kind === 'norm') {
+      types.set(slot.name, 'f32');
+      return { name: slot.name, dims: slot.dims, type: 'F32', data: () => randomTensorValues(slot, seed) };
+    }
+    const [cols, rows] = slot.dims as [number, number];
+    const t = ggufTensorType(scheme, slot.name, cols, shape.numLayers, false);
+    types.set(slot.name, t);
+    if (t === 'f16') return { name: slot.name, dims: slot.dims, type: 'F16', data: () => toGgmlData(randomTensorValues(slot, seed), 'F16') };
+    return { name: slot.name, dims: slot.dims, type: t.toUpperCase() as GgmlTensorType, data: () => quantizeMatrix(randomTensorValues(slot, seed), rows, cols, t).data as Uint8Array };
+  });
+  return { tensors, types };
+}
+
+/**
  * Write a random-weight Llama model as GGUF: llama.cpp metadata for `shape`, the synthetic SentencePiece
- * vocabulary of `shape.vocabSize` tokens, and seeded weights of `type` (see {@link randomTensorValues}).
+ * vocabulary of `shape.vocabSize` tokens, and seeded weights (see {@link randomTensorValues}) of `type`, or, with
+ * `scheme` (`q8_0`, `q4_0`, `q4_k_m`, `q5_k_m`, `q6_k`, ...), quantized with llama.cpp's type mix for that file type
+ * (see {@link randomLlamaQuantizedTensors}; `type` is then ignored).
  * @returns the file size in bytes
  * @throws BenchPeerError `INVALID_ARGUMENT` for a bad shape; EngineError `INVALID_ARGUMENT` / `IO_ERROR` from the writer
  */
-export async function writeRandomLlamaGguf(path: string, shape: LlamaShape, options: { type: GgmlTensorType; seed: number; name: string }): Promise<number> {
+export async function writeRandomLlamaGguf(path: string, shape: LlamaShape, options: { type: GgmlTensorType; seed: number; name: string; scheme?: GgufScheme }): Promise<number> {
   checkLlamaShape(shape, options.name);
-  return writeGguf(path, [...llamaModelMetadata(shape, options.name, options.type), ...syntheticTokenizerMetadata(shape.vocabSize)], randomLlamaTensors(shape, options.type, options.seed));
+  const tokenizer = syntheticTokenizerMetadata(shape.vocabSize);
+  if (options.scheme) {
+    const { tensors } = randomLlamaQuantizedTensors(shape, options.scheme, options.seed);
+    return writeGguf(path, [...llamaModelMetadata(shape, options.name, LLAMA_FTYPE[options.scheme]), ...tokenizer], tensors);
+  }
+  return writeGguf(path, [...llamaModelMetadata(shape, options.name, options.type), ...tokenizer], randomLlamaTensors(shape, options.type, options.seed));
 }

@@ -2,6 +2,7 @@ import type { ModelSpeedReport, PeerBenchmarkReport, SpeedSummary } from '../ben
 import { bestPeer } from '../benchmark.js';
 import { PEER_VERSION } from '../peer/install.js';
 import type { QualityResult } from '../protocol.js';
+import { CROSS_ENGINE_TARGETS, type CrossEngineModelResult } from '../quantized.js';
 
 /** Markers of the hand-written section that survives regeneration. */
 export const NOTES_START = '<!-- notes:start (kept when the report is regenerated) -->';
@@ -74,6 +75,46 @@ function qualityTable(q: QualityResult): string {
   );
 }
 
+function crossEngineSection(results: readonly CrossEngineModelResult[]): string {
+  const { klMax, top1Min } = CROSS_ENGINE_TARGETS;
+  const types = (t: Readonly<Record<string, number>> | undefined) =>
+    t
+      ? Object.entries(t)
+          .map(([k, n]) => `${n} ${k}`)
+          .join(', ')
+      : 'n/a';
+  const rows: string[][] = [];
+  for (const r of results) {
+    for (const row of r.kvq) {
+      const met = row.klMean <= klMax && row.top1Agreement >= top1Min;
+      rows.push([
+        r.scheme.toUpperCase(),
+        r.model.name,
+        `${row.label}${row.kvDtype && row.kvDtype !== row.config.kv ? ` (${row.kvDtype})` : ''}`,
+        String(r.positions),
+        row.klMean.toExponential(2),
+        `${(row.top1Agreement * 100).toFixed(2)}%`,
+        row.maxDisagreementGap !== undefined ? row.maxDisagreementGap.toFixed(4) : 'n/a',
+        row.nllMean.toFixed(4),
+        r.llamaCpp.nllMean.toFixed(4),
+        met ? 'yes' : '**no**',
+      ]);
+    }
+  }
+  const files = results.map((r) => [r.model.name, `${(r.model.fileBytes / 2 ** 20).toFixed(1)} MiB`, types(r.model.tensorTypes), r.model.origin]);
+  return [
+    `The same quantized GGUF file is scored by llama.cpp (f32 KV, flash attention off) and by kvq, position by position: KL(llama.cpp || kvq) in nats, top-1 agreement with llama.cpp, and each engine's NLL of the actual next token. Targets: KL <= ${klMax}, top-1 >= ${top1Min * 100}%. kvq-tiny is scored on its evaluation text (at most 512 tokens per document); the random 768x12 model on seeded random token documents of 256 positions.`,
+    '',
+    table(['type (file)', 'model', 'kvq KV cache', 'positions', 'KL(llama.cpp ‖ kvq)', 'top-1', 'largest llama.cpp top-1/top-2 gap where top-1 differs (nats)', 'NLL kvq', 'NLL llama.cpp', 'met'], rows),
+    '',
+    'Files (the type mix is llama.cpp\'s for that file type, as `kvq quantize` writes it):',
+    '',
+    table(['file', 'size', 'tensors by type', 'made by'], files),
+    '',
+    "**The engines do not do the same arithmetic on the same weights.** llama.cpp's CPU backend quantizes the activations of every Q8_0/Q4_0/K-quant matrix product to 8 bits (ggml's `vec_dot_type`: Q8_0 blocks of 32 for Q8_0/Q4_0/Q5_x, Q8_K blocks of 256 for the K-quants) and multiplies integer blocks; kvq keeps float32 activations and multiplies them by the stored blocks unpacked to their exact values (float32 accumulation). Part of the KL above is therefore llama.cpp's activation rounding, not a kvq error; with a `float32` KV cache on both sides the KV cache plays no part (kvq `auto` on a quantized file stores bf16 K/V, which adds its own small rounding; `fp8_e4m3` is kvq's FP8 cache with scale 1.0).",
+  ].join('\n');
+}
+
 function observedScheduling(report: PeerBenchmarkReport): string {
   const seen = new Set(report.speed.flatMap((r) => r.summaries.map((s) => s.scheduling)));
   return seen.size ? [...seen].join(', ') : 'n/a';
@@ -127,6 +168,10 @@ export function benchmarkMarkdown(report: PeerBenchmarkReport, files: { json: st
       'pnpm kvq bench --peer                 # or: pnpm --filter @kvq/bench-peer bench:peer',
       'pnpm --filter @kvq/bench-peer bench:peer -- --repeats 3 --tinyllama   # add the TinyLlama-1.1B shape (slow)',
       'pnpm --filter @kvq/bench-peer bench:peer -- --quick                   # harness check: short contexts, 1 round',
+      '# quantized weights: cross-engine KL/top-1 per type, then decode speed on the Q8_0 and Q4_K_M files',
+      'pnpm --filter @kvq/bench-peer bench:peer -- --no-speed --no-quality --cross-engine all --out /tmp/q1',
+      'pnpm --filter @kvq/bench-peer bench:peer -- --no-quality --models llama-768x12-q8_0,llama-768x12-q4_k_m --kvq-kv fp8_e4m3 --peer-kv f16,q8_0 --repeats 2 --out /tmp/q2',
+      'node packages/bench-peer/dist/run.js --render docs/benchmarks/peer-results.json,/tmp/q1/benchmarks/peer-results.json,/tmp/q2/benchmarks/peer-results.json',
       '```',
       '',
       `The first run installs node-llama-cpp@${PEER_VERSION} with npm into \`~/.cache/kvq/peer/\` (\`KVQ_PEER_DIR\` overrides; never into the workspace, the lockfile or the default install/test path; no install scripts run). Run as root (or with CAP_SYS_NICE) so the measured processes get \`chrt -r 1\`, or on an otherwise idle machine with \`--realtime off\`. Generated models are cached in \`$TMPDIR/kvq-bench-peer\`.`,
@@ -157,6 +202,10 @@ export function benchmarkMarkdown(report: PeerBenchmarkReport, files: { json: st
       `Cross-engine check (same model?): KL(kvq f32 || llama.cpp f32) = ${q.crossEngine.klMean.toExponential(2)} nats, top-1 agreement ${(q.crossEngine.top1Agreement * 100).toFixed(2)}% over ${q.crossEngine.positions} positions. The engines differ in arithmetic (llama.cpp's BF16 matrix products round activations to bf16; kvq multiplies float32 activations by the bf16 weights), which is why each KV type is judged against its own engine's f32 run.`,
       '',
     );
+  }
+  if (report.crossEngine?.length) {
+    md.push('## Quantized weights: same file, both engines', '');
+    md.push(crossEngineSection(report.crossEngine), '');
   }
   if (report.greedy) {
     const g = report.greedy;

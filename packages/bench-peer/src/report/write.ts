@@ -22,6 +22,7 @@ export function mergeReports(reports: readonly PeerBenchmarkReport[]): PeerBench
     targets: reports.flatMap((r) => r.targets),
     quality: reports.find((r) => r.quality)?.quality,
     greedy: reports.find((r) => r.greedy)?.greedy,
+    ...(reports.some((r) => r.crossEngine) ? { crossEngine: reports.flatMap((r) => r.crossEngine ?? []) } : {}),
     ...(failures.length ? { failures } : {}),
     files: [],
   };
