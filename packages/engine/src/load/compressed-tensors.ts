@@ -12,12 +12,12 @@ import type { ByteSource } from '../io/source.js';
 import { bf16ToNumber, f16ToNumber, type Tensor } from '../tensor.js';
 
 /** `quantization_config.format` values kvq reads (compressed-tensors `CompressionFormat`). */
-export type CompressedTensorsFormat = 'dense' | 'float-quantized' | 'int-quantized' | 'naive-quantized' | 'pack-quantized';
+type CompressedTensorsFormat = 'dense' | 'float-quantized' | 'int-quantized' | 'naive-quantized' | 'pack-quantized';
 
 const KNOWN_FORMATS: readonly string[] = ['dense', 'float-quantized', 'int-quantized', 'naive-quantized', 'pack-quantized'];
 
 /** The weight half of a compressed-tensors `QuantizationArgs`, validated. */
-export interface WeightQuantArgs {
+interface WeightQuantArgs {
   readonly numBits: number;
   readonly type: 'int' | 'float';
   readonly symmetric: boolean;

@@ -10,7 +10,7 @@
 import { quantizeMatrix } from '@kvq/kernels';
 
 import { EngineError } from '../errors.js';
-import { writeSafetensors, type SafetensorsWritable } from '../formats/safetensors.js';
+import type { SafetensorsWritable } from '../formats/safetensors.js';
 import type { LoadedModel } from '../load/types.js';
 import { isDenseDType, tensorToFloat32 } from '../tensor.js';
 import { weightsByHfName } from '../weights/model-weights.js';
@@ -121,9 +121,4 @@ export function compressedTensorsCheckpoint(model: LoadedModel, scheme: Compress
     quantization_status: 'compressed',
   };
   return { tensors, quantizationConfig, groupSize };
-}
-
-/** Write {@link CompressedTensorsCheckpoint} tensors as `dir/model.safetensors`. */
-export async function writeCompressedTensorsWeights(dir: string, checkpoint: CompressedTensorsCheckpoint): Promise<void> {
-  await writeSafetensors(`${dir}/model.safetensors`, checkpoint.tensors, { format: 'pt' });
 }
