@@ -24,7 +24,8 @@ Options:
   --kvq-kv A,B         kvq KV types of the speed runs (default auto,fp8_e4m3,fp8_e5m2)
   --peer-kv A,B        llama.cpp KV types of the speed runs, each with flash attention off and on (default f16,bf16,q8_0,q4_0)
   --cross-engine A,B   quantized weights, same file in both engines: KL(llama.cpp || kvq) and top-1 for these schemes
-                       (q8_0, q4_0, q4_k_m, q5_k_m, q6_k, or all) on kvq-tiny and the random 768x12 shape
+                       (q8_0, q4_0, q4_k_m, q5_k_m, q6_k, or all; f32 = the dense control) on kvq-tiny and the
+                       random 768x12 shape
   --cross-engine-positions N   scored positions per file (default 2048)
   --quick              harness check: contexts 128,256, 8 tokens, 1 round, 2048 eval positions
   --out DIR            report folder (default <repo>/docs); --no-write to write nothing

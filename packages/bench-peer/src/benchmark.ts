@@ -9,8 +9,8 @@ import { fixturePath } from '@kvq/fixtures';
 import { modelTinyPath } from '@kvq/model-tiny';
 
 import { BenchPeerError, checkChoice, checkInt } from './errors.js';
-import { prepareQualityModel, prepareSpeedModel, QUANT_SCHEMES, SPEED_MODELS, type PreparedModel, type QuantScheme, type SpeedModelName } from './models.js';
-import { crossEngineTargets, runCrossEngineQuantized, type CrossEngineModelResult } from './quantized.js';
+import { prepareQualityModel, prepareSpeedModel, SPEED_MODELS, type PreparedModel, type SpeedModelName } from './models.js';
+import { CROSS_ENGINE_SCHEMES, crossEngineTargets, runCrossEngineQuantized, type CrossEngineModelResult, type CrossEngineScheme } from './quantized.js';
 import { defaultPeerDir, installPeer, isPeerInstalled, PEER_VERSION } from './peer/install.js';
 import { peerKvUnsupported } from './peer/runner.js';
 import { median, QualityAccumulator } from './metrics.js';
@@ -60,9 +60,9 @@ export interface PeerBenchmarkOptions {
   readonly peerKv?: readonly PeerKv[];
   /**
    * Run the cross-engine comparison of quantized weights: the same GGUF file of each of these schemes (kvq-tiny and
-   * the random 768x12 shape) scored by llama.cpp and by kvq. Default none.
+   * the random 768x12 shape) scored by llama.cpp and by kvq; `f32` adds the dense control. Default none.
    */
-  readonly crossEngine?: readonly QuantScheme[];
+  readonly crossEngine?: readonly CrossEngineScheme[];
   /** Scored positions per file of the cross-engine comparison. Default 2048. */
   readonly crossEnginePositions?: number;
 }
@@ -279,7 +279,7 @@ export async function runPeerBenchmark(options: PeerBenchmarkOptions = {}): Prom
   const peerKv = [...(options.peerKv ?? ['f16', 'bf16', 'q8_0', 'q4_0'])];
   peerKv.forEach((k, i) => checkChoice(`peerKv[${i}]`, k, ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const));
   const crossSchemes = [...(options.crossEngine ?? [])];
-  crossSchemes.forEach((q, i) => checkChoice(`crossEngine[${i}]`, q, QUANT_SCHEMES));
+  crossSchemes.forEach((q, i) => checkChoice(`crossEngine[${i}]`, q, CROSS_ENGINE_SCHEMES));
   const crossPositions = checkInt('crossEnginePositions', options.crossEnginePositions ?? 2048, 16);
   const ourSpeed: Configuration[] = kvqKv.map((kv) => ({ side: 'kvq', kv }));
   const theirSpeed: Configuration[] = peerKv.flatMap((kv) => [false, true].map((fa) => ({ side: 'llama.cpp' as const, kv, flashAttention: fa })));

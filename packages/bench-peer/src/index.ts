@@ -22,8 +22,8 @@ export {
   type TargetResult,
 } from './benchmark.js';
 export { PEER_BENCHMARK_USAGE, parsePeerBenchmarkArgs, type PeerBenchmarkArgs } from './args.js';
-export { prepareQualityModel, prepareQuantizedTinyModel, prepareRandomModel, prepareSpeedModel, QUANT_SCHEMES, RANDOM_SHAPES, SPEED_MODELS, type PreparedModel, type QuantScheme, type SpeedModelName } from './models.js';
-export { CROSS_ENGINE_KVQ, CROSS_ENGINE_TARGETS, crossEngineTargets, randomDocuments, runCrossEngineQuantized, type CrossEngineContext, type CrossEngineModelResult } from './quantized.js';
+export { prepareQualityModel, prepareQuantizedTinyModel, prepareTinyF32Model, prepareRandomModel, prepareSpeedModel, QUANT_SCHEMES, RANDOM_SHAPES, SPEED_MODELS, type PreparedModel, type QuantScheme, type SpeedModelName } from './models.js';
+export { CROSS_ENGINE_KVQ, CROSS_ENGINE_SCHEMES, CROSS_ENGINE_TARGETS, crossEngineTargets, randomDocuments, runCrossEngineQuantized, type CrossEngineContext, type CrossEngineModelResult, type CrossEngineScheme } from './quantized.js';
 export { defaultPeerDir, importPeer, installedPeerVersion, installPeer, isPeerInstalled, PEER_PACKAGE, PEER_VERSION, peerInstallArgs, prebuiltPackage } from './peer/install.js';
 export { peerKvUnsupported, PeerRunner } from './peer/runner.js';
 export { KvqRunner, calibratedHeadScales, type GenerationTiming } from './kvq/runner.js';

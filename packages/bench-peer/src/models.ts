@@ -147,6 +147,14 @@ export async function prepareQuantizedTinyModel(scheme: QuantScheme, workDir: st
   return dimsOf(path, name, `kvq-tiny (@kvq/model-tiny, HF bfloat16) quantized by @kvq/engine's quantizeModel (kvq quantize --scheme ${scheme})`, scheme.toUpperCase(), [4, 2048]);
 }
 
+/** kvq-tiny (HF, bf16) written as GGUF F32 (every bf16 value exact): the dense control of the cross-engine comparison. */
+export async function prepareTinyF32Model(workDir: string): Promise<PreparedModel> {
+  await mkdir(workDir, { recursive: true });
+  const path = join(workDir, 'kvq-tiny-f32.gguf');
+  await cached(path, { source: 'kvq-tiny', type: 'F32' }, async () => writeHfModelAsGguf(path, await loadModel(modelTinyPath), 'F32'));
+  return dimsOf(path, 'kvq-tiny-f32', 'kvq-tiny (@kvq/model-tiny, HF bfloat16) converted to GGUF F32 by @kvq/bench-peer (weights exact)', 'F32', [4, 2048]);
+}
+
 /** kvq-tiny (HF, bf16) written as GGUF BF16 (bit-exact weights) for the quality comparison. */
 export async function prepareQualityModel(workDir: string): Promise<PreparedModel> {
   await mkdir(workDir, { recursive: true });

@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 
 import type { PreparedModel, QuantScheme } from './models.js';
-import { prepareQuantizedTinyModel, prepareRandomModel } from './models.js';
+import { prepareQuantizedTinyModel, prepareRandomModel, prepareTinyF32Model } from './models.js';
 import { promptTokens, type Configuration, type Job, type JobResult, type QualityResult, type QualityRow } from './protocol.js';
 import { SYNTHETIC_VOCAB } from './gguf/llama.js';
 
@@ -16,9 +16,18 @@ export const CROSS_ENGINE_KVQ: readonly Configuration[] = [
 /** Targets of issue 14 for the cross-engine comparison of quantized weights. */
 export const CROSS_ENGINE_TARGETS = { klMax: 2e-3, top1Min: 0.98 } as const;
 
+/**
+ * What a cross-engine file holds: a quantized file type, or `f32`, the dense control (no weight quantization, and
+ * llama.cpp's F32 matrix products do not quantize activations), which shows how far the engines agree otherwise.
+ */
+export type CrossEngineScheme = QuantScheme | 'f32';
+
+/** Every {@link CrossEngineScheme}. */
+export const CROSS_ENGINE_SCHEMES: readonly CrossEngineScheme[] = ['q8_0', 'q4_0', 'q4_k_m', 'q5_k_m', 'q6_k', 'f32'];
+
 /** One quantized file, both engines. */
 export interface CrossEngineModelResult {
-  readonly scheme: QuantScheme;
+  readonly scheme: CrossEngineScheme;
   readonly model: Omit<PreparedModel, 'path'>;
   /** llama.cpp's own row (f32 KV, flash attention off): its NLL; KL 0 by definition. */
   readonly llamaCpp: QualityRow;
@@ -60,12 +69,17 @@ export function randomDocuments(model: PreparedModel, positions: number, seed = 
  * cache (flash attention off) and dumps its log-probabilities; kvq then scores the same file and positions with
  * each of {@link CROSS_ENGINE_KVQ} against that dump.
  */
-export async function runCrossEngineQuantized(ctx: CrossEngineContext, schemes: readonly QuantScheme[], tinyDocuments: readonly (readonly number[])[]): Promise<CrossEngineModelResult[]> {
+export async function runCrossEngineQuantized(ctx: CrossEngineContext, schemes: readonly CrossEngineScheme[], tinyDocuments: readonly (readonly number[])[]): Promise<CrossEngineModelResult[]> {
   const out: CrossEngineModelResult[] = [];
   for (const scheme of schemes) {
     for (const which of ['kvq-tiny', 'llama-768x12'] as const) {
       ctx.log(`cross-engine ${scheme}: preparing ${which}`);
-      const model = which === 'kvq-tiny' ? await prepareQuantizedTinyModel(scheme, ctx.workDir) : await prepareRandomModel('llama-768x12', scheme, ctx.workDir);
+      const model =
+        which === 'kvq-tiny'
+          ? scheme === 'f32'
+            ? await prepareTinyF32Model(ctx.workDir)
+            : await prepareQuantizedTinyModel(scheme, ctx.workDir)
+          : await prepareRandomModel('llama-768x12', scheme, ctx.workDir);
       const documents = which === 'kvq-tiny' ? tinyDocuments : randomDocuments(model, ctx.positions);
       const base = { kind: 'quality' as const, modelPath: model.path, dims: model.dims, threads: ctx.threads, documents, calibrationTexts: [], peerDir: ctx.peerDir };
       const dump = join(ctx.runDir, `${model.name}-llama.f32`);
