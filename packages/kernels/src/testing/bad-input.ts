@@ -195,6 +195,25 @@ export function badInputCases(): BadInputCase[] {
       b.reshapeAndCache(reshapeArgs({}, { dtype: 'fp8' })),
     ),
     c('reshapeAndCache', 'key too short', 'SHAPE_MISMATCH', 'key', (b) => b.reshapeAndCache(reshapeArgs({ key: f32(47) }))),
+    // write-time-scaled KV dtypes (docs/spec/kv-dtypes.md): rejected by the shared validation before any kernel
+    c('reshapeAndCache', 'nvfp4 head size not a multiple of 16', 'INVALID_ARGUMENT', 'cache.headSize', (b) =>
+      b.reshapeAndCache(reshapeArgs({}, { ...makeKvCache({ dtype: 'nvfp4', numBlocks: 2, blockSize: 4, numKvHeads: 2, headSize: 16 }), headSize: 8 })),
+    ),
+    c('reshapeAndCache', 'int8_per_token_head pool one block short', 'SHAPE_MISMATCH', 'cache.value', (b) => {
+      const q = makeKvCache({ dtype: 'int8_per_token_head', numBlocks: 2, blockSize: 4, numKvHeads: 2, headSize: 8 });
+      return b.reshapeAndCache(reshapeArgs({}, { ...q, value: q.value.subarray(0, q.value.length / 2) }));
+    }),
+    c('reshapeAndCache', 'nvfp4 with per-head tensor scales', 'INVALID_SCALE', 'cache.kScale', (b) =>
+      b.reshapeAndCache(
+        reshapeArgs({}, { ...makeKvCache({ dtype: 'nvfp4', numBlocks: 2, blockSize: 4, numKvHeads: 2, headSize: 16 }), kScale: Float32Array.of(1, 1) }),
+      ),
+    ),
+    c('pagedAttention', 'fp8Query on an int8_per_token_head cache', 'INVALID_ARGUMENT', 'fp8Query', (b) =>
+      b.pagedAttention(
+        attnArgs({ fp8Query: {} }, makeKvCache({ dtype: 'int8_per_token_head', numBlocks: 4, blockSize: 4, numKvHeads: 2, headSize: 8, numHeads: 4 })),
+      ),
+    ),
+
     c('pagedAttention', 'numHeads not a multiple of numKvHeads', 'SHAPE_MISMATCH', 'numHeads', (b) =>
       b.pagedAttention(attnArgs({ numHeads: 3 })),
     ),
