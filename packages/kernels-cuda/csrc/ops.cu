@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Every op of the contract except attention (attention.cu): linear (GEMV for decode, tiled GEMM or cuBLAS SGEMM
+// Every op of the contract except attention (attention.cu) and linear / embedding on quantized weights (wquant.cu,
+// which linear() and embedding() hand those dtypes to): linear (GEMV for decode, tiled GEMM or cuBLAS SGEMM
 // for prefill), RMSNorm, add, SiLU-mul, embedding, RoPE, softmax, KV-cache writes with FP8 quantization, amax
 // reductions, bulk FP8 quantize / dequantize. Each host entry copies its inputs to scratch device buffers, runs on
 // the context stream, copies the outputs back and synchronizes.
