@@ -210,7 +210,7 @@ export function badInputCases(): BadInputCase[] {
     ),
     c('pagedAttention', 'fp8Query on an int8_per_token_head cache', 'INVALID_ARGUMENT', 'fp8Query', (b) =>
       b.pagedAttention(
-        attnArgs({ fp8Query: {} }, makeKvCache({ dtype: 'int8_per_token_head', numBlocks: 4, blockSize: 4, numKvHeads: 2, headSize: 8, numHeads: 4 })),
+        attnArgs({ fp8Query: {} }, { ...makeKvCache({ dtype: 'int8_per_token_head', numBlocks: 4, blockSize: 4, numKvHeads: 2, headSize: 8, numHeads: 4 }) }),
       ),
     ),
 
