@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import type { GenerationConfig, LLM, RequestOutput, SamplingParams, Tokenizer } from '@kvq/engine';
+import { EngineError, type AddRequestOptions, type GenerationConfig, type LLM, type RequestOutput, type SamplingParams, type StructuredOutputsParams, type Tokenizer } from '@kvq/engine';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { EngineLoop } from './engine-loop.js';
 import { ServerError } from './errors.js';
@@ -113,6 +113,11 @@ export class ServerContext {
     set('skipSpecialTokens', body.skip_special_tokens);
     set('logitBias', body.logit_bias);
     set('allowedTokenIds', body.allowed_token_ids);
+    set('badWords', body.bad_words);
+    set('includeStopStrInOutput', body.include_stop_str_in_output);
+    set('promptLogprobs', body.prompt_logprobs);
+    const structured = structuredOutputsOf(body);
+    if (structured) p.structuredOutputs = structured;
     if (body.stop !== undefined && body.stop !== null) p.stop = typeof body.stop === 'string' ? [body.stop] : body.stop;
     if (logprobs !== undefined) p.logprobs = logprobs;
     return p;
@@ -173,6 +178,22 @@ export class ServerContext {
     void gen.done.finally(() => this.active.delete(gen)).catch(() => undefined);
   }
 
+  /**
+   * Engine options for one prompt of a request: the compiled structured-output constraints (one per completion)
+   * when `params.structuredOutputs` is set. Each prompt needs its own (a matcher follows one sequence).
+   * @throws ServerError `INVALID_REQUEST` for a schema / regex / grammar the grammar engine rejects
+   */
+  async requestOptions(params: SamplingParams): Promise<AddRequestOptions> {
+    if (params.structuredOutputs === undefined) return {};
+    try {
+      const compiler = await this.llm.structuredOutputs();
+      return { constraints: await compiler.constraints(params.structuredOutputs, params.n ?? 1) };
+    } catch (error) {
+      if (error instanceof EngineError) throw new ServerError('INVALID_REQUEST', error.message, { param: 'structured_outputs', cause: error });
+      throw error;
+    }
+  }
+
   /** The longest stop string minus one: characters a stream holds back while a sequence is unfinished. */
   static holdBack(params: SamplingParams): number {
     return Math.max(0, ...((params.stop as readonly string[] | undefined) ?? []).map((s) => s.length - 1));
@@ -182,4 +203,32 @@ export class ServerContext {
 /** The engine's finish reason as OpenAI's `finish_reason` (null while unfinished). */
 export function finishReason(r: RequestOutput['outputs'][number]['finishReason']): OpenAIFinishReason {
   return r ?? null;
+}
+
+/**
+ * The structured-output spec of a request: vLLM's `structured_outputs` (`json`, `regex`, `choice`, `grammar`,
+ * `json_object`) or OpenAI's `response_format` (`json_object`, `json_schema` with `json_schema.schema`; `text` means
+ * none). Both at once is an error.
+ * @throws ServerError `INVALID_REQUEST` naming the field
+ */
+export function structuredOutputsOf(body: CommonRequest): StructuredOutputsParams | undefined {
+  const rf = body.response_format;
+  const so = body.structured_outputs;
+  let fromFormat: StructuredOutputsParams | undefined;
+  if (rf && rf.type !== 'text') {
+    if (rf.type === 'json_object') fromFormat = { jsonObject: true };
+    else if (rf.type === 'json_schema') {
+      const schema = rf.json_schema?.schema;
+      if (schema === undefined || schema === null || typeof schema !== 'object') {
+        throw new ServerError('INVALID_REQUEST', 'response_format json_schema needs json_schema.schema (a JSON schema object)', { param: 'response_format' });
+      }
+      fromFormat = { json: schema };
+    } else {
+      throw new ServerError('INVALID_REQUEST', `response_format.type must be text, json_object or json_schema, got ${JSON.stringify(rf.type)}`, { param: 'response_format' });
+    }
+  }
+  if (!so) return fromFormat;
+  if (fromFormat) throw new ServerError('INVALID_REQUEST', 'give either response_format or structured_outputs, not both', { param: 'structured_outputs' });
+  const { json_object: jsonObject, ...rest } = so;
+  return { ...rest, ...(jsonObject ? { jsonObject: true } : {}) } as StructuredOutputsParams;
 }

@@ -95,6 +95,25 @@ export class EngineLoop {
       this.settleIdle();
       return;
     }
+    // Structured outputs: the grammar masks for the next step are computed asynchronously first.
+    if (this.engine.needsPrepare) {
+      this.engine.prepare().then(
+        () => this.step(),
+        (error: unknown) => {
+          this.fail(error);
+          this.running = false;
+          this.settleIdle();
+        },
+      );
+      return;
+    }
+    this.step();
+  }
+
+  /** One engine step and the delivery of its outputs; schedules the next iteration. */
+  private step(): void {
+    // A request with constraints may have been submitted while the masks were being computed.
+    if (this.engine.needsPrepare) return this.loop();
     let outputs: RequestOutput[];
     try {
       outputs = this.engine.step();

@@ -1,4 +1,4 @@
-import type { RequestOutput, SamplingParams } from '@kvq/engine';
+import type { AddRequestOptions, RequestOutput, SamplingParams } from '@kvq/engine';
 import type { EngineLoop } from './engine-loop.js';
 
 /**
@@ -24,6 +24,8 @@ export class Generation {
     prompts: readonly (readonly number[])[],
     params: SamplingParams,
     onOutput: (promptIndex: number, output: RequestOutput) => void,
+    /** Engine options per prompt (e.g. its structured-output constraints). */
+    options: readonly AddRequestOptions[] = [],
   ) {
     this.ids = prompts.map((_, i) => (prompts.length === 1 ? baseId : `${baseId}-${i}`));
     this.finals = prompts.map(() => undefined);
@@ -50,7 +52,7 @@ export class Generation {
             }
           },
           onError: (error) => this.fail(error),
-        });
+        }, options[i] ?? {});
         submitted.push(id);
       });
     } catch (error) {

@@ -37,6 +37,14 @@ export interface CommonRequest {
   stop_token_ids?: number[] | null;
   skip_special_tokens?: boolean;
   allowed_token_ids?: number[] | null;
+  bad_words?: string[] | null;
+  include_stop_str_in_output?: boolean | null;
+  /** vLLM: logprobs of the prompt tokens (top-k alternatives per position). */
+  prompt_logprobs?: number | null;
+  /** vLLM structured outputs: exactly one of json, regex, choice, grammar, json_object. */
+  structured_outputs?: { json?: unknown; regex?: string; choice?: string[]; grammar?: string; json_object?: boolean } | null;
+  /** OpenAI structured outputs (chat; vLLM accepts it on completions too). */
+  response_format?: { type: string; json_schema?: { name?: string; schema?: unknown; strict?: boolean } } | null;
 }
 
 /** POST /v1/completions body. */
@@ -49,11 +57,13 @@ export interface CompletionRequest extends CommonRequest {
   suffix?: string | null;
 }
 
-/** One chat message (text content, or text parts). */
+/** One chat message (text content, or text parts; assistant tool calls and tool results as OpenAI sends them). */
 export interface ChatMessageIn {
   role: string;
   content?: string | { type: string; text?: string }[] | null;
   name?: string;
+  tool_calls?: { id?: string; type?: string; function: { name: string; arguments: string } }[] | null;
+  tool_call_id?: string;
 }
 
 /** POST /v1/chat/completions body. */
@@ -63,7 +73,7 @@ export interface ChatRequest extends CommonRequest {
   logprobs?: boolean | null;
   top_logprobs?: number | null;
   tools?: unknown[] | null;
-  response_format?: { type: string } | null;
+  tool_choice?: unknown;
   add_generation_prompt?: boolean;
 }
 
@@ -93,6 +103,11 @@ const commonProperties = {
   stop_token_ids: { anyOf: [{ type: 'array', items: { type: 'integer', minimum: 0 } }, { type: 'null' }] },
   skip_special_tokens: { type: 'boolean' },
   allowed_token_ids: { anyOf: [{ type: 'array', minItems: 1, items: { type: 'integer', minimum: 0 } }, { type: 'null' }] },
+  bad_words: { anyOf: [{ type: 'array', items: { type: 'string', minLength: 1 } }, { type: 'null' }] },
+  include_stop_str_in_output: { anyOf: [{ type: 'boolean' }, { type: 'null' }] },
+  prompt_logprobs: { anyOf: [{ type: 'integer', minimum: 0, maximum: 20 }, { type: 'null' }] },
+  structured_outputs: { anyOf: [{ type: 'object' }, { type: 'null' }] },
+  response_format: { anyOf: [{ type: 'object', required: ['type'], properties: { type: { type: 'string' }, json_schema: { type: 'object' } } }, { type: 'null' }] },
 } as const;
 
 /** JSON schema of {@link CompletionRequest}. */
@@ -141,6 +156,8 @@ export const chatRequestSchema = {
             ],
           },
           name: { type: 'string' },
+          tool_calls: { anyOf: [{ type: 'array' }, { type: 'null' }] },
+          tool_call_id: { type: 'string' },
         },
       },
     },
@@ -148,7 +165,7 @@ export const chatRequestSchema = {
     logprobs: { anyOf: [{ type: 'boolean' }, { type: 'null' }] },
     top_logprobs: { anyOf: [{ type: 'integer', minimum: 0, maximum: 20 }, { type: 'null' }] },
     tools: { anyOf: [{ type: 'array' }, { type: 'null' }] },
-    response_format: { anyOf: [{ type: 'object', properties: { type: { type: 'string' } } }, { type: 'null' }] },
+    tool_choice: { anyOf: [{ type: 'string' }, { type: 'object' }, { type: 'null' }] },
     add_generation_prompt: { type: 'boolean' },
   },
 } as const;

@@ -8,7 +8,13 @@ import type { ChatMessageIn } from '../openai/protocol.js';
  * completions and /tokenize.
  * @throws ServerError `INVALID_REQUEST` when the model has no chat template or a part is not text
  */
-export function renderChatPrompt(ctx: ServerContext, messagesIn: readonly ChatMessageIn[], addGenerationPrompt: boolean, addSpecialTokens = false): number[] {
+export function renderChatPrompt(
+  ctx: ServerContext,
+  messagesIn: readonly ChatMessageIn[],
+  addGenerationPrompt: boolean,
+  addSpecialTokens = false,
+  tools?: readonly unknown[],
+): number[] {
   const template = ctx.llm.model.chatTemplate;
   if (!template) throw new ServerError('INVALID_REQUEST', `the model ${ctx.names[0]} has no chat template; use /v1/completions`, { param: 'messages' });
   const messages = messagesIn.map((m, i) => {
@@ -25,8 +31,28 @@ export function renderChatPrompt(ctx: ServerContext, messagesIn: readonly ChatMe
         })
         .join('');
     }
-    return { role: m.role, content, ...(m.name ? { name: m.name } : {}) };
+    return {
+      role: m.role,
+      content,
+      ...(m.name ? { name: m.name } : {}),
+      ...(m.tool_call_id ? { tool_call_id: m.tool_call_id } : {}),
+      ...(m.tool_calls ? { tool_calls: m.tool_calls.map((c, j) => ({ ...c, function: { name: c.function?.name, arguments: toolArguments(c.function?.arguments, i, j) } })) } : {}),
+    };
   });
-  const text = template.render(messages, { addGenerationPrompt });
+  const text = template.render(messages, { addGenerationPrompt, ...(tools && tools.length > 0 ? { tools } : {}) });
   return ctx.tokenizer.encode(text, { addSpecialTokens });
+}
+
+/**
+ * An assistant message's tool-call arguments as the chat template expects them: an object (OpenAI sends a JSON
+ * string; Hugging Face templates write `arguments | tojson`), as vLLM does before rendering.
+ * @throws ServerError `INVALID_REQUEST` when the string is not JSON
+ */
+function toolArguments(args: unknown, message: number, call: number): unknown {
+  if (typeof args !== 'string') return args ?? {};
+  try {
+    return JSON.parse(args) as unknown;
+  } catch {
+    throw new ServerError('INVALID_REQUEST', `messages[${message}].tool_calls[${call}].function.arguments is not valid JSON`, { param: `messages[${message}].tool_calls` });
+  }
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
+import type { RequestOutput } from '@kvq/engine';
 import type { FastifyInstance } from 'fastify';
 import { finishReason, ServerContext } from '../context.js';
 import { ServerError } from '../errors.js';
@@ -59,9 +60,10 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
     const createdAt = ctx.created();
     const holdBack = ServerContext.holdBack(params);
     const promptTokens = prompts.reduce((a, p) => a + p.length, 0);
+    const options = await Promise.all(prompts.map(() => ctx.requestOptions(params)));
 
     if (!body.stream) {
-      const gen = new Generation(ctx.loop, id, prompts, params, () => undefined);
+      const gen = new Generation(ctx.loop, id, prompts, params, () => undefined, options);
       ctx.track(request, reply, gen);
       const outs = await gen.done;
       let completionTokens = 0;
@@ -75,6 +77,7 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
             logprobs: logprobs === undefined ? null : completionLogprobs(tokenizer, o.logprobs ?? [], echo.length),
             finish_reason: finishReason(o.finishReason),
             stop_reason: o.stopReason ?? null,
+            ...(params.promptLogprobs === undefined ? {} : { prompt_logprobs: promptLogprobsJson(out.promptTokenLogprobs) }),
           };
         }),
       );
@@ -111,7 +114,7 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
         st.finished = done;
         sse(res!, chunk([{ index, text, logprobs: newLps, finish_reason: done ? finishReason(o.finishReason) : null, stop_reason: done ? (o.stopReason ?? null) : null }]));
       }
-    });
+    }, options);
     res = sseStart(reply);
     ctx.track(request, reply, gen);
     try {
@@ -125,5 +128,18 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
       sseError(res, error);
     }
     return reply;
+  });
+}
+
+/**
+ * vLLM's `prompt_logprobs`: per prompt position `null` (the first) or `{ "<token id>": { logprob, rank,
+ * decoded_token } }` for the prompt token and its top alternatives.
+ */
+export function promptLogprobsJson(entries: RequestOutput['promptTokenLogprobs']): (Record<string, { logprob: number; rank: number; decoded_token: string | null }> | null)[] {
+  return (entries ?? []).map((e) => {
+    if (!e) return null;
+    const out: Record<string, { logprob: number; rank: number; decoded_token: string | null }> = {};
+    for (const x of [e, ...e.top]) out[String(x.tokenId)] ??= { logprob: x.logprob, rank: x.rank, decoded_token: x.decodedToken ?? null };
+    return out;
   });
 }

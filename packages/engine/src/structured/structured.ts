@@ -71,12 +71,31 @@ function ebnfString(s: string): string {
  */
 export class StructuredOutputCompiler {
   private readonly cache = new Map<string, Promise<XgCompiledGrammar>>();
+  private controlTokenIds: Int32Array | undefined;
 
   private constructor(
     private readonly compiler: XgGrammarCompiler,
     /** Logits width (the model's vocab size, which may exceed the tokenizer's). */
     readonly vocabSize: number,
+    private readonly tokenizer: Tokenizer,
   ) {}
+
+  /**
+   * Ids of the tokens whose text contains a control character (U+0000-U+001F). JSON forbids them unescaped inside
+   * strings, and kvq's JSON has no free whitespace, so no JSON output may contain them; xgrammar's JSON grammar
+   * accepts some inside strings (measured: a tab), so JSON specs mask these tokens as well. Computed once.
+   */
+  private controlTokens(): Int32Array {
+    if (!this.controlTokenIds) {
+      const ids: number[] = [];
+      for (let i = 0; i < this.tokenizer.vocabSize; i++) {
+        if (this.tokenizer.specialTokenIds.has(i)) continue; // EOS etc. end the output, they are not text
+        if (/[\u0000-\u001f]/.test(this.tokenizer.decode([i], { skipSpecialTokens: false }))) ids.push(i);
+      }
+      this.controlTokenIds = Int32Array.from(ids);
+    }
+    return this.controlTokenIds;
+  }
 
   /**
    * Prepares xgrammar for a tokenizer.
@@ -88,7 +107,7 @@ export class StructuredOutputCompiler {
     const { vocabType, prependSpace } = vocabTypeOf(tokenizer.json);
     const vocab = Array.from({ length: tokenizer.vocabSize }, (_, i) => tokenizer.idToToken(i) ?? '');
     const info = await xg.TokenizerInfo.createTokenizerInfo(vocab, vocabType, prependSpace, Math.max(vocabSize, vocab.length), [...stopTokenIds]);
-    return new StructuredOutputCompiler(await xg.GrammarCompiler.createGrammarCompiler(info, true), vocabSize);
+    return new StructuredOutputCompiler(await xg.GrammarCompiler.createGrammarCompiler(info, true), vocabSize, tokenizer);
   }
 
   /**
@@ -125,7 +144,8 @@ export class StructuredOutputCompiler {
   async constraints(spec: StructuredOutputsParams, n: number): Promise<GrammarConstraint[]> {
     const grammar = await this.compile(spec);
     const xg = xgrammar();
-    return Promise.all(Array.from({ length: n }, async () => new GrammarConstraint(await xg.GrammarMatcher.createGrammarMatcher(grammar), this.vocabSize)));
+    const banned = spec.json !== undefined || spec.jsonObject ? this.controlTokens() : undefined;
+    return Promise.all(Array.from({ length: n }, async () => new GrammarConstraint(await xg.GrammarMatcher.createGrammarMatcher(grammar), this.vocabSize, banned)));
   }
 }
 
@@ -138,6 +158,8 @@ export class GrammarConstraint implements TokenConstraint {
   constructor(
     private readonly matcher: XgGrammarMatcher,
     private readonly vocabSize: number,
+    /** Token ids masked in addition to the grammar's mask (see `controlTokens`). */
+    private readonly banned?: Int32Array,
   ) {}
 
   get ready(): boolean {
@@ -159,6 +181,7 @@ export class GrammarConstraint implements TokenConstraint {
     const n = Math.min(logits.length, this.vocabSize);
     for (let i = 0; i < n; i++) if (((m[i >>> 5]! >>> (i & 31)) & 1) === 0) logits[i] = -Infinity;
     for (let i = n; i < logits.length; i++) logits[i] = -Infinity;
+    if (this.banned) for (const id of this.banned) if (id < logits.length) logits[id] = -Infinity;
   }
 
   accept(tokenId: number): boolean {
