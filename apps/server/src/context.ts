@@ -211,7 +211,7 @@ export function finishReason(r: RequestOutput['outputs'][number]['finishReason']
  * none). Both at once is an error.
  * @throws ServerError `INVALID_REQUEST` naming the field
  */
-export function structuredOutputsOf(body: CommonRequest): StructuredOutputsParams | undefined {
+function structuredOutputsOf(body: CommonRequest): StructuredOutputsParams | undefined {
   const rf = body.response_format;
   const so = body.structured_outputs;
   let fromFormat: StructuredOutputsParams | undefined;

@@ -135,7 +135,7 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
  * vLLM's `prompt_logprobs`: per prompt position `null` (the first) or `{ "<token id>": { logprob, rank,
  * decoded_token } }` for the prompt token and its top alternatives.
  */
-export function promptLogprobsJson(entries: RequestOutput['promptTokenLogprobs']): (Record<string, { logprob: number; rank: number; decoded_token: string | null }> | null)[] {
+function promptLogprobsJson(entries: RequestOutput['promptTokenLogprobs']): (Record<string, { logprob: number; rank: number; decoded_token: string | null }> | null)[] {
   return (entries ?? []).map((e) => {
     if (!e) return null;
     const out: Record<string, { logprob: number; rank: number; decoded_token: string | null }> = {};
