@@ -8,7 +8,7 @@
 // Then builds the CUDA simulator addons (scripts/sim-build.mjs: the same kernels on the CPU, warp 32 and 64), which
 // need only a C++ compiler and run in every test run.
 //
-//   node scripts/build-native.mjs [--compile-only]
+//   node scripts/build-native.mjs [--compile-only] [--quick]   (--quick: one target, see gpu-build.mjs)
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildGpuAddon } from './gpu-build.mjs';
@@ -22,5 +22,6 @@ await buildGpuAddon({
   outName: 'kvq_cuda.node',
   label: '@kvq/kernels-cuda',
   compileOnly: process.argv.includes('--compile-only'),
+  quick: process.argv.includes('--quick'),
 });
 await buildSimAddons({ pkgDir, csrcDir: join(pkgDir, 'csrc'), label: '@kvq/kernels-cuda' });

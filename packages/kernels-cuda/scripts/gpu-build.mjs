@@ -141,7 +141,11 @@ async function pool(jobs, n) {
 
 /**
  * Build (or compile-check) the GPU addon.
- * @param {{ vendor: 'cuda' | 'hip', pkgDir: string, csrcDir: string, outName: string, label: string, compileOnly?: boolean }} o
+ * `quick` (the test command's `build:gpu:quick`): one target per vendor by default (sm_90 + its PTX; the first of
+ * gfx942 / gfx940 the compiler knows), so every source is still compiled by nvcc / hipcc in every test run, in a
+ * fraction of the time; `build:gpu` (users, releases) builds every default target. KVQ_CUDA_ARCHS / KVQ_HIP_ARCHS
+ * override both.
+ * @param {{ vendor: 'cuda' | 'hip', pkgDir: string, csrcDir: string, outName: string, label: string, compileOnly?: boolean, quick?: boolean }} o
  * @returns {Promise<{ status: 'skipped' | 'compiled' | 'linked', reason?: string, addon?: string, targets: string[] }>}
  */
 export async function buildGpuAddon(o) {
@@ -173,7 +177,7 @@ export async function buildGpuAddon(o) {
       log('no CUDA toolkit (nvcc not on PATH, in CUDA_HOME or /usr/local/cuda): skipping the CUDA build. @kvq/kernels-cuda will report itself unavailable.');
       return { status: 'skipped', reason: 'nvcc not found', targets: [] };
     }
-    const archs = (process.env.KVQ_CUDA_ARCHS ?? '80;89;90').split(/[;,\s]+/).filter(Boolean);
+    const archs = (process.env.KVQ_CUDA_ARCHS ?? (o.quick ? '90' : '80;89;90')).split(/[;,\s]+/).filter(Boolean);
     if (archs.some((a) => !/^\d+[a-z]?$/.test(a))) fail(`KVQ_CUDA_ARCHS must list compute capabilities like "80;89;90", got ${process.env.KVQ_CUDA_ARCHS}`);
     const top = archs[archs.length - 1];
     targets = [...archs.map((a) => `sm_${a}`), `compute_${top}`];
@@ -201,7 +205,7 @@ export async function buildGpuAddon(o) {
       return { status: 'skipped', reason: 'hipcc not found', targets: [] };
     }
     env = { ...process.env, HIP_PLATFORM: 'amd' };
-    const wanted = (process.env.KVQ_HIP_ARCHS ?? 'gfx90a;gfx940;gfx942;gfx950').split(/[;,\s]+/).filter(Boolean);
+    const wanted = (process.env.KVQ_HIP_ARCHS ?? (o.quick ? 'gfx942;gfx940' : 'gfx90a;gfx940;gfx942;gfx950')).split(/[;,\s]+/).filter(Boolean);
     // Keep the targets this compiler knows (ROCm 5.2's clang 15 has gfx90a and gfx940 but not gfx942 / gfx950).
     const probeDir = join(tmpdir(), `kvq-hip-probe-${process.pid}`);
     mkdirSync(probeDir, { recursive: true });
@@ -213,6 +217,7 @@ export async function buildGpuAddon(o) {
     );
     rmSync(probeDir, { recursive: true, force: true });
     targets = wanted.filter((_, i) => known[i].status === 0);
+    if (o.quick && process.env.KVQ_HIP_ARCHS === undefined) targets = targets.slice(0, 1);
     const dropped = wanted.filter((_, i) => known[i].status !== 0);
     if (targets.length === 0) fail(`hipcc (${rocm.hipcc}) compiles none of ${wanted.join(', ')}: ${known[0]?.output.trim().split('\n').slice(-2).join(' ')}`);
     log(`hipcc ${rocm.version ?? '?'} (${rocm.hipcc}); targets ${targets.join(', ')}${dropped.length ? ` (this compiler lacks ${dropped.join(', ')})` : ''}`);

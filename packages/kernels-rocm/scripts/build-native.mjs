@@ -6,7 +6,7 @@
 // build/Release/kvq_rocm.node against libamdhip64 when it is present. Skipped with a message when hipcc is absent.
 // Installs and downloads nothing. See @kvq/kernels-cuda's scripts/gpu-build.mjs for the environment variables.
 //
-//   node scripts/build-native.mjs [--compile-only]
+//   node scripts/build-native.mjs [--compile-only] [--quick]   (--quick: one target, see gpu-build.mjs)
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -27,4 +27,5 @@ await buildGpuAddon({
   outName: 'kvq_rocm.node',
   label: '@kvq/kernels-rocm',
   compileOnly: process.argv.includes('--compile-only'),
+  quick: process.argv.includes('--quick'),
 });
