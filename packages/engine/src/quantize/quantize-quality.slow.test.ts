@@ -7,7 +7,7 @@ import { LLM } from '../llm/llm.js';
 import { loadModel } from '../load/load-model.js';
 import type { LoadedModel } from '../load/types.js';
 import { evaluateKvQuality, splitDocuments } from '../quality/quality.js';
-import { tempDir, testData } from '../testing/fixtures.js';
+import { EXPECTED_Q, tempDir, testData } from '../testing/fixtures.js';
 import { quantizeModel } from './quantize.js';
 import { QUANTIZE_SCHEMES, type QuantizeScheme } from './schemes.js';
 
@@ -26,20 +26,6 @@ const BOUNDS: Record<QuantizeScheme, { nll: number; top1: number }> = {
   w4a16: { nll: 0.08, top1: 0.8 },
 };
 
-/** Which stored dtype the loader must give q_proj of layer 0 (cols 256) and down_proj (cols 704) per scheme. */
-const EXPECTED_Q: Record<QuantizeScheme, string> = {
-  fp8: 'fp8_e4m3',
-  w8a8: 'int8',
-  w4a16: 'int4',
-  q8_0: 'q8_0',
-  q4_0: 'q4_0',
-  q4_1: 'q4_1',
-  q5_0: 'q5_0',
-  q5_1: 'q5_1',
-  q4_k_m: 'q4_k',
-  q5_k_m: 'q5_k',
-  q6_k: 'q6_k',
-};
 
 /**
  * Slow (about 5 min on 2 cores: the reference backend dequantizes every weight row per call): NLL and top-1 agreement of

@@ -9,26 +9,12 @@ import { parseGguf } from '../formats/gguf.js';
 import { openFileSource } from '../io/source.js';
 import { loadModel } from '../load/load-model.js';
 import type { LoadedModel } from '../load/types.js';
-import { tempDir, testData } from '../testing/fixtures.js';
+import { EXPECTED_Q, tempDir, testData } from '../testing/fixtures.js';
 import { tensorToFloat32, type Tensor } from '../tensor.js';
 import { weightsByHfName } from '../weights/model-weights.js';
 import { quantizeModel } from './quantize.js';
-import { ggufTensorType, QUANTIZE_SCHEMES, type QuantizeScheme } from './schemes.js';
+import { ggufTensorType, QUANTIZE_SCHEMES } from './schemes.js';
 
-/** Which stored dtype the loader must give q_proj of layer 0 (cols 256) and down_proj (cols 704) per scheme. */
-const EXPECTED_Q: Record<QuantizeScheme, string> = {
-  fp8: 'fp8_e4m3',
-  w8a8: 'int8',
-  w4a16: 'int4',
-  q8_0: 'q8_0',
-  q4_0: 'q4_0',
-  q4_1: 'q4_1',
-  q5_0: 'q5_0',
-  q5_1: 'q5_1',
-  q4_k_m: 'q4_k',
-  q5_k_m: 'q5_k',
-  q6_k: 'q6_k',
-};
 
 const sameBytes = (a: ArrayBufferView, b: ArrayBufferView): boolean =>
   Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));

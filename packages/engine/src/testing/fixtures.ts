@@ -1,5 +1,6 @@
 // Test support only (not exported from the package): test-data paths, temporary folders and small synthetic
 // models for the loader tests.
+import type { QuantizeScheme } from '../quantize/schemes.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -170,3 +171,18 @@ export function ggufTensorOf(name: string, t: Tensor): GgufTensor {
   const type = t.dtype === 'f32' ? 'F32' : t.dtype === 'f16' ? 'F16' : 'BF16';
   return { name, dims: [...t.shape].reverse(), type, data: t.data as Float32Array | Uint16Array };
 }
+
+/** Which stored dtype the loader must give q_proj of layer 0 (cols 256) and down_proj (cols 704) per scheme. */
+export const EXPECTED_Q: Record<QuantizeScheme, string> = {
+  fp8: 'fp8_e4m3',
+  w8a8: 'int8',
+  w4a16: 'int4',
+  q8_0: 'q8_0',
+  q4_0: 'q4_0',
+  q4_1: 'q4_1',
+  q5_0: 'q5_0',
+  q5_1: 'q5_1',
+  q4_k_m: 'q4_k',
+  q5_k_m: 'q5_k',
+  q6_k: 'q6_k',
+};
