@@ -32,7 +32,7 @@ describe('availability', () => {
       expect(avail.probe.deviceCount).toBeGreaterThan(0);
       return;
     }
-    expect(avail.reason).toMatch(/no usable native addon|no usable CUDA device|driver|device|does not load/);
+    expect(avail.reason).toMatch(/no usable native addon|no usable CUDA device|driver|device|does not load|stale or foreign build/);
   });
 });
 

@@ -156,7 +156,18 @@ inline void checkScales(const Napi::CallbackInfo& info, const float* s, int64_t 
   }
 }
 
-// ---- op readers ---------------------------------------------------------------------------------------------
+}  // namespace napi_args
+}  // namespace kvq
+
+// The readers of the standard ops (KVQ_STANDARD_OPS) live beside their structs in ops.h, compiled there only when
+// KVQ_NAPI_READERS is defined, i.e. here, after the argument helpers above.
+#define KVQ_NAPI_READERS 1
+#include "ops.h"  // NOLINT(build/include): second inclusion, for its N-API readers
+
+namespace kvq {
+namespace napi_args {
+
+// ---- readers of the ops every addon registers by hand (resident buffers, async twins, backend limits) ---------
 
 /** The cache fields at info[i..i+8]: dtype, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale. */
 inline KvCacheRef readCache(const Napi::CallbackInfo& info, size_t i) {
@@ -267,37 +278,6 @@ inline LinearParams readLinear(const Napi::CallbackInfo& info) {
   return p;
 }
 
-/** rmsNorm(x, weight, out, rows, hidden, eps). */
-inline RmsNormParams readRmsNorm(const Napi::CallbackInfo& info) {
-  RmsNormParams p{};
-  p.rows = intArg(info, 3, "rows", 1);
-  p.hidden = intArg(info, 4, "hidden", 1);
-  const int64_t n = mul(info, "x", {p.rows, p.hidden});
-  p.x = arrayArg<float>(info, 0, "x", n);
-  p.w = arrayArg<float>(info, 1, "weight", p.hidden);
-  p.y = arrayArg<float>(info, 2, "out", n);
-  const double eps = numberArg(info, 5, "eps");
-  if (!(eps >= 0) || !std::isfinite(eps)) fail(info.Env(), "INVALID_ARGUMENT", "eps", "eps must be finite and >= 0");
-  p.eps = (float)eps;
-  return p;
-}
-
-/** add(a, b, out, length) / siluAndMul(gate, up, out, length): `a` and `b` name the inputs in messages. */
-inline EltwiseParams readEltwise(const Napi::CallbackInfo& info, const char* a, const char* b) {
-  EltwiseParams p{};
-  p.n = intArg(info, 3, "length", 0, INT64_C(1) << 50);
-  p.a = arrayArg<float>(info, 0, a, p.n);
-  p.b = arrayArg<float>(info, 1, b, p.n);
-  p.y = arrayArg<float>(info, 2, "out", p.n);
-  return p;
-}
-
-/** add(a, b, out, length). */
-inline EltwiseParams readAdd(const Napi::CallbackInfo& info) { return readEltwise(info, "a", "b"); }
-
-/** siluAndMul(gate, up, out, length). */
-inline EltwiseParams readSiluAndMul(const Napi::CallbackInfo& info) { return readEltwise(info, "gate", "up"); }
-
 /** embedding(table (0..6: see readWeight), ids, out, numTokens); arguments past kEmbeddingArgc are the addon's own. */
 constexpr size_t kEmbeddingArgc = kWeightArgc + 3;
 inline EmbeddingParams readEmbedding(const Napi::CallbackInfo& info) {
@@ -314,53 +294,6 @@ inline EmbeddingParams readEmbedding(const Napi::CallbackInfo& info) {
       fail(info.Env(), "OUT_OF_RANGE", a, a + " = " + std::to_string(p.ids[t]) + " is outside the table");
     }
   }
-  return p;
-}
-
-/** rope(query, key, positions, numTokens, numHeads, numKvHeads, headSize, rotaryDim, maxPositions, cos, sin, interleaved). */
-inline RopeParams readRope(const Napi::CallbackInfo& info) {
-  RopeParams p{};
-  p.numTokens = intArg(info, 3, "numTokens", 0);
-  p.numHeads = (int)intArg(info, 4, "numHeads", 1);
-  p.numKvHeads = (int)intArg(info, 5, "numKvHeads", 1);
-  p.headSize = (int)intArg(info, 6, "headSize", 2);
-  p.rotaryDim = (int)intArg(info, 7, "table.rotaryDim", 2, p.headSize);
-  if (p.rotaryDim % 2 != 0) fail(info.Env(), "INVALID_ARGUMENT", "table.rotaryDim", "table.rotaryDim must be even");
-  p.maxPositions = intArg(info, 8, "table.maxPositions", 1);
-  p.q = arrayArg<float>(info, 0, "query", mul(info, "query", {p.numTokens, p.numHeads, p.headSize}));
-  p.k = arrayArg<float>(info, 1, "key", mul(info, "key", {p.numTokens, p.numKvHeads, p.headSize}));
-  p.pos = arrayArg<int32_t>(info, 2, "positions", p.numTokens);
-  const int64_t tn = mul(info, "table", {p.maxPositions, p.rotaryDim / 2});
-  p.cos = arrayArg<float>(info, 9, "table.cos", tn);
-  p.sin = arrayArg<float>(info, 10, "table.sin", tn);
-  p.interleaved = boolArg(info, 11);
-  for (int64_t t = 0; t < p.numTokens; t++) {
-    if (p.pos[t] < 0 || p.pos[t] >= p.maxPositions) {
-      const std::string a = "positions[" + std::to_string(t) + "]";
-      fail(info.Env(), "OUT_OF_RANGE", a, a + " = " + std::to_string(p.pos[t]) + " is outside the rope table");
-    }
-  }
-  return p;
-}
-
-/** softmax(x, out, rows, cols). */
-inline SoftmaxParams readSoftmax(const Napi::CallbackInfo& info) {
-  SoftmaxParams p{};
-  p.rows = intArg(info, 2, "rows", 0);
-  p.cols = intArg(info, 3, "cols", 1);
-  const int64_t n = mul(info, "x", {p.rows, p.cols});
-  p.x = arrayArg<float>(info, 0, "x", n);
-  p.y = arrayArg<float>(info, 1, "out", n);
-  return p;
-}
-
-/** argmax(x, out, rows, cols). */
-inline ArgmaxParams readArgmax(const Napi::CallbackInfo& info) {
-  ArgmaxParams p{};
-  p.rows = intArg(info, 2, "rows", 0);
-  p.cols = intArg(info, 3, "cols", 1);
-  p.x = arrayArg<float>(info, 0, "x", mul(info, "x", {p.rows, p.cols}));
-  p.out = arrayArg<int32_t>(info, 1, "out", p.rows);
   return p;
 }
 

@@ -5,14 +5,17 @@
 // by the CUDA simulator). Plain structs of host pointers and sizes; no STL, no vendor or Node headers, so .cu
 // files, the simulator and the ISA-specific CPU translation units can all include it.
 //
-// Filled by napi_args.h (the N-API argument readers of both addons), which validates every size, index and
-// array length first: kernels trust these structs.
+// Filled by the N-API argument readers of both addons, which validate every size, index and array length first:
+// kernels trust these structs. The readers of the standard ops (KVQ_STANDARD_OPS) are at the end of this file,
+// compiled only inside napi_args.h (which includes this file a second time with KVQ_NAPI_READERS defined, after
+// its argument helpers); the others are in napi_args.h.
 //
 // `...Dev` pointers are resident device buffers of the GPU backends (null = upload the host array); the CPU
 // kernels never read them.
 //
-// NOTE: the argument order the readers expect is the op's positional signature in @kvq/kernels/native
-// (src/native/ops.ts); bump the ABI of both addons when a struct or signature changes.
+// NOTE: the argument order a reader expects is the op's positional signature: for a standard op, what its entry
+// of STANDARD_NATIVE_OPS (src/validate.ts) returns; for the others, NativeKernelOps in src/native/ops.ts. Bump
+// the ABI (napi_args.h kAbi, NATIVE_ABI) when a struct or signature changes.
 #ifndef KVQ_OPS_H_
 #define KVQ_OPS_H_
 
@@ -238,8 +241,11 @@ struct QuantParams {
  * The ops with the standard native shape, registered from this one list by every addon and kernel table: the JS
  * method name, the CPU kernel (a `KernelTable` member of @kvq/kernels-cpu, `int fn(const P&, const Runner&)`), the
  * GPU entry point (`bool fn(gpu::Context*, const P&, gpu::Status*)` of csrc/gpu.h), the parameter struct, and its
- * N-API reader (csrc/napi_args.h). Adding such an op: its struct and a line here, its reader, its CPU and GPU
- * kernels, and the TypeScript side (contract, validation, reference, @kvq/kernels/native).
+ * N-API reader (the end of this file). Adding such an op touches six files: here its struct (or an existing one),
+ * its line below and its reader; its CPU kernel (kernels-cpu csrc/kernels_impl.h) and GPU kernel (kernels-cuda
+ * csrc/ops.cu); and in TypeScript its contract (src/contract.ts), its validation and positional arguments
+ * (src/validate.ts, STANDARD_NATIVE_OPS) and its reference (src/reference/backend.ts). Every addon, kernel table
+ * and native backend class registers it from these lists.
  * Ops with extra arguments (resident buffers, async twins, backend limits) are registered by hand in each addon.
  */
 #define KVQ_STANDARD_OPS(X)                                                   \
@@ -251,3 +257,96 @@ struct QuantParams {
   X("argmax", argmax, argmax, ArgmaxParams, readArgmax)
 
 #endif  // KVQ_OPS_H_
+
+// ---- N-API readers of the standard ops -----------------------------------------------------------------------
+// Each reads the op's positional arguments (the tuple its STANDARD_NATIVE_OPS entry in src/validate.ts returns),
+// checks every size, index and length, and fills the op's struct; a bad argument throws a JS Error with `code` and
+// `argument`. Compiled only inside napi_args.h (node-addon-api and its argument helpers).
+#if defined(KVQ_NAPI_READERS) && !defined(KVQ_OPS_READERS_)
+#define KVQ_OPS_READERS_
+
+namespace kvq {
+namespace napi_args {
+
+/** rmsNorm(x, weight, out, rows, hidden, eps). */
+inline RmsNormParams readRmsNorm(const Napi::CallbackInfo& info) {
+  RmsNormParams p{};
+  p.rows = intArg(info, 3, "rows", 1);
+  p.hidden = intArg(info, 4, "hidden", 1);
+  const int64_t n = mul(info, "x", {p.rows, p.hidden});
+  p.x = arrayArg<float>(info, 0, "x", n);
+  p.w = arrayArg<float>(info, 1, "weight", p.hidden);
+  p.y = arrayArg<float>(info, 2, "out", n);
+  const double eps = numberArg(info, 5, "eps");
+  if (!(eps >= 0) || !std::isfinite(eps)) fail(info.Env(), "INVALID_ARGUMENT", "eps", "eps must be finite and >= 0");
+  p.eps = (float)eps;
+  return p;
+}
+
+/** add(a, b, out, length) / siluAndMul(gate, up, out, length): `a` and `b` name the inputs in messages. */
+inline EltwiseParams readEltwise(const Napi::CallbackInfo& info, const char* a, const char* b) {
+  EltwiseParams p{};
+  p.n = intArg(info, 3, "length", 0, INT64_C(1) << 50);
+  p.a = arrayArg<float>(info, 0, a, p.n);
+  p.b = arrayArg<float>(info, 1, b, p.n);
+  p.y = arrayArg<float>(info, 2, "out", p.n);
+  return p;
+}
+
+/** add(a, b, out, length). */
+inline EltwiseParams readAdd(const Napi::CallbackInfo& info) { return readEltwise(info, "a", "b"); }
+
+/** siluAndMul(gate, up, out, length). */
+inline EltwiseParams readSiluAndMul(const Napi::CallbackInfo& info) { return readEltwise(info, "gate", "up"); }
+
+/** rope(query, key, positions, numTokens, numHeads, numKvHeads, headSize, rotaryDim, maxPositions, cos, sin, interleaved). */
+inline RopeParams readRope(const Napi::CallbackInfo& info) {
+  RopeParams p{};
+  p.numTokens = intArg(info, 3, "numTokens", 0);
+  p.numHeads = (int)intArg(info, 4, "numHeads", 1);
+  p.numKvHeads = (int)intArg(info, 5, "numKvHeads", 1);
+  p.headSize = (int)intArg(info, 6, "headSize", 2);
+  p.rotaryDim = (int)intArg(info, 7, "table.rotaryDim", 2, p.headSize);
+  if (p.rotaryDim % 2 != 0) fail(info.Env(), "INVALID_ARGUMENT", "table.rotaryDim", "table.rotaryDim must be even");
+  p.maxPositions = intArg(info, 8, "table.maxPositions", 1);
+  p.q = arrayArg<float>(info, 0, "query", mul(info, "query", {p.numTokens, p.numHeads, p.headSize}));
+  p.k = arrayArg<float>(info, 1, "key", mul(info, "key", {p.numTokens, p.numKvHeads, p.headSize}));
+  p.pos = arrayArg<int32_t>(info, 2, "positions", p.numTokens);
+  const int64_t tn = mul(info, "table", {p.maxPositions, p.rotaryDim / 2});
+  p.cos = arrayArg<float>(info, 9, "table.cos", tn);
+  p.sin = arrayArg<float>(info, 10, "table.sin", tn);
+  p.interleaved = boolArg(info, 11);
+  for (int64_t t = 0; t < p.numTokens; t++) {
+    if (p.pos[t] < 0 || p.pos[t] >= p.maxPositions) {
+      const std::string a = "positions[" + std::to_string(t) + "]";
+      fail(info.Env(), "OUT_OF_RANGE", a, a + " = " + std::to_string(p.pos[t]) + " is outside the rope table");
+    }
+  }
+  return p;
+}
+
+/** softmax(x, out, rows, cols). */
+inline SoftmaxParams readSoftmax(const Napi::CallbackInfo& info) {
+  SoftmaxParams p{};
+  p.rows = intArg(info, 2, "rows", 0);
+  p.cols = intArg(info, 3, "cols", 1);
+  const int64_t n = mul(info, "x", {p.rows, p.cols});
+  p.x = arrayArg<float>(info, 0, "x", n);
+  p.y = arrayArg<float>(info, 1, "out", n);
+  return p;
+}
+
+/** argmax(x, out, rows, cols). */
+inline ArgmaxParams readArgmax(const Napi::CallbackInfo& info) {
+  ArgmaxParams p{};
+  p.rows = intArg(info, 2, "rows", 0);
+  p.cols = intArg(info, 3, "cols", 1);
+  p.x = arrayArg<float>(info, 0, "x", mul(info, "x", {p.rows, p.cols}));
+  p.out = arrayArg<int32_t>(info, 1, "out", p.rows);
+  return p;
+}
+
+}  // namespace napi_args
+}  // namespace kvq
+
+#endif  // KVQ_NAPI_READERS

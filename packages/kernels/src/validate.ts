@@ -15,6 +15,8 @@ import type {
   ArgmaxArgs,
   DequantizeFp8Args,
   EmbeddingArgs,
+  KernelBackend,
+  KernelOpName,
   LinearArgs,
   PagedAttentionArgs,
   QuantizeFp8Args,
@@ -866,3 +868,55 @@ export function validateDequantizeFp8(args: DequantizeFp8Args): { length: number
   checkScales('scales', args.scales, [scaleCount]);
   return { length, scaleCount };
 }
+
+/**
+ * The ops of the standard native shape (csrc/ops.h `KVQ_STANDARD_OPS`), declared once for every native backend:
+ * each entry validates the op's contract arguments (throwing the same {@link KernelError} as every backend) and
+ * returns the positional arguments of the addons' method, in the order its N-API reader in csrc/ops.h reads them.
+ * `NativeKernelBackend` (`@kvq/kernels/native`) installs one backend method per entry and `NativeKernelOps` types
+ * the addon methods from it, so a new standard op is written here, not in each backend.
+ * For backend authors.
+ */
+export const STANDARD_NATIVE_OPS = {
+  rmsNorm(a: RmsNormArgs) {
+    const { rows, hidden } = validateRmsNorm(a);
+    return [a.x, a.weight, a.out, rows, hidden, a.eps] as [x: Float32Array, weight: Float32Array, out: Float32Array, rows: number, hidden: number, eps: number];
+  },
+  add(a: AddArgs) {
+    const { length } = validateAdd(a);
+    return [a.a, a.b, a.out, length] as [a: Float32Array, b: Float32Array, out: Float32Array, length: number];
+  },
+  siluAndMul(a: SiluAndMulArgs) {
+    const { length } = validateSiluAndMul(a);
+    return [a.gate, a.up, a.out, length] as [gate: Float32Array, up: Float32Array, out: Float32Array, length: number];
+  },
+  rope(a: RopeArgs) {
+    const { numTokens, numHeads, numKvHeads, headSize, rotaryDim } = validateRope(a);
+    const t = a.table;
+    return [a.query, a.key, a.positions, numTokens, numHeads, numKvHeads, headSize, rotaryDim, t.maxPositions, t.cos, t.sin, a.style === 'interleaved'] as [
+      query: Float32Array,
+      key: Float32Array,
+      positions: Int32Array,
+      numTokens: number,
+      numHeads: number,
+      numKvHeads: number,
+      headSize: number,
+      rotaryDim: number,
+      maxPositions: number,
+      cos: Float32Array,
+      sin: Float32Array,
+      interleaved: boolean,
+    ];
+  },
+  softmax(a: SoftmaxArgs) {
+    const { rows, cols } = validateSoftmax(a);
+    return [a.x, a.out, rows, cols] as [x: Float32Array, out: Float32Array, rows: number, cols: number];
+  },
+  argmax(a: ArgmaxArgs) {
+    const { rows, cols } = validateArgmax(a);
+    return [a.x, a.out, rows, cols] as [x: Float32Array, out: Int32Array, rows: number, cols: number];
+  },
+} satisfies { [K in KernelOpName]?: (args: Parameters<KernelBackend[K]>[0]) => unknown[] };
+
+/** Names of the standard native ops ({@link STANDARD_NATIVE_OPS}). */
+export type StandardNativeOpName = keyof typeof STANDARD_NATIVE_OPS;

@@ -22,6 +22,8 @@ export {
   type NativePool,
   type NativeWeightData,
   type PagedAttentionNativeArgs,
+  type StandardBackendOps,
+  type StandardNativeOps,
   type WeightNativeArgs,
 } from './ops.js';
 export { firstLine, notLoadedReason, tryLoadNative, type NativeCandidate, type NativeLoad, type NativeTried, type TryLoadNativeOptions } from './load.js';

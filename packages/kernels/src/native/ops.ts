@@ -5,17 +5,19 @@
  * input raises the same {@link KernelError} as every other backend, before any native code runs), dtype and
  * format codes, scale runs, then one positional call with zero-copy typed arrays.
  *
- * NOTE: keep in sync with csrc/napi_args.h (argument order) and csrc/ops.h (structs); bump {@link NATIVE_ABI} and
- * `kAbi` there together.
+ * The standard ops (csrc/ops.h `KVQ_STANDARD_OPS`) are not listed here: their validation and positional arguments
+ * are the entries of `STANDARD_NATIVE_OPS` (src/validate.ts), from which {@link NativeKernelBackend} installs its
+ * methods and {@link StandardNativeOps} types the addons'.
+ *
+ * NOTE: keep the other ops in sync with csrc/napi_args.h (argument order) and csrc/ops.h (structs); bump
+ * {@link NATIVE_ABI} and `kAbi` there together.
  * @module
  */
 import { isKvQuantDtype, type KvQuantDtype } from '@kvq/cache';
 import type { Fp8Format, Saturation, ScaleLayout } from '@kvq/fp8';
 import type {
-  AddArgs,
   AmaxPerHeadArgs,
   AmaxTensorArgs,
-  ArgmaxArgs,
   BackendInfo,
   DequantizeFp8Args,
   EmbeddingArgs,
@@ -25,29 +27,21 @@ import type {
   PagedAttentionArgs,
   QuantizeFp8Args,
   ReshapeAndCacheArgs,
-  RmsNormArgs,
-  RopeArgs,
-  SiluAndMulArgs,
-  SoftmaxArgs,
   WeightDtype,
   WeightMatrix,
 } from '../contract.js';
 import { KernelError, toKernelError } from '../errors.js';
 import {
-  validateAdd,
+  STANDARD_NATIVE_OPS,
   validateAmaxPerHead,
   validateAmaxTensor,
-  validateArgmax,
   validateDequantizeFp8,
   validateEmbedding,
   validateLinear,
   validatePagedAttention,
   validateQuantizeFp8,
   validateReshapeAndCache,
-  validateRmsNorm,
-  validateRope,
-  validateSiluAndMul,
-  validateSoftmax,
+  type StandardNativeOpName,
 } from '../validate.js';
 
 /** ABI of the shared op signatures (csrc/napi_args.h `kAbi`); a binary reporting another one is stale and is not loaded. */
@@ -167,35 +161,25 @@ export type PagedAttentionNativeArgs = [
 ];
 
 /**
- * The ops every native addon context exports, with the positional signatures of csrc/napi_args.h. Arguments past
+ * The positional signatures of the standard ops (csrc/ops.h `KVQ_STANDARD_OPS`): what their
+ * {@link STANDARD_NATIVE_OPS} entry returns, as the addon method's parameters.
+ */
+export type StandardNativeOps = {
+  [K in StandardNativeOpName]: (...args: ReturnType<(typeof STANDARD_NATIVE_OPS)[K]>) => void;
+};
+
+/**
+ * The ops every native addon context exports, with the positional signatures of their N-API readers (csrc/ops.h for
+ * the standard ops, {@link StandardNativeOps}; csrc/napi_args.h for the others, declared here). Arguments past
  * these (here typed `D`, resident device buffers of the GPU addon) are read by the addon that has them and ignored
  * by the others; `D = never` for addons without resident memory. Cache arguments are spread as
  * `(dtypeCode, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale)`.
  * Every length, index and code is re-checked natively: a direct call with bad input throws an `Error` with `code`
  * and `argument`.
  */
-export interface NativeKernelOps<D = never> {
+export interface NativeKernelOps<D = never> extends StandardNativeOps {
   linear(...args: [...LinearNativeArgs, wDev?: D | null]): void;
-  rmsNorm(x: F32, weight: F32, out: F32, rows: number, hidden: number, eps: number): void;
-  add(a: F32, b: F32, out: F32, length: number): void;
-  siluAndMul(gate: F32, up: F32, out: F32, length: number): void;
   embedding(...args: [...EmbeddingNativeArgs, tableDev?: D | null]): void;
-  rope(
-    query: F32,
-    key: F32,
-    positions: I32,
-    numTokens: number,
-    numHeads: number,
-    numKvHeads: number,
-    headSize: number,
-    rotaryDim: number,
-    maxPositions: number,
-    cos: F32,
-    sin: F32,
-    interleaved: boolean,
-  ): void;
-  softmax(x: F32, out: F32, rows: number, cols: number): void;
-  argmax(x: F32, out: I32, rows: number, cols: number): void;
   reshapeAndCache(
     key: F32,
     value: F32,
@@ -263,6 +247,12 @@ export interface EncodeFp8BitsOptions {
   readonly out?: Uint8Array;
 }
 
+/** The standard ops' methods, installed on {@link NativeKernelBackend}'s prototype from `STANDARD_NATIVE_OPS`. */
+export type StandardBackendOps = Pick<KernelBackend, StandardNativeOpName>;
+
+// Declaration merging: the class has the standard ops' methods its static block installs.
+export interface NativeKernelBackend<C extends NativeKernelOps<D>, D = never> extends StandardBackendOps {}
+
 /**
  * A {@link KernelBackend} over a native addon context: every contract op validated, then called positionally.
  * Backends extend it with their specifics (the CPU backend its async ops and pool, the GPU backend residency and
@@ -272,6 +262,22 @@ export interface EncodeFp8BitsOptions {
  * @typeParam D - its resident device-buffer type (`never` when it has none).
  */
 export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = never> implements KernelBackend {
+  static {
+    // One method per standard op: validate, then one positional call into the addon (see STANDARD_NATIVE_OPS).
+    for (const op of Object.keys(STANDARD_NATIVE_OPS) as StandardNativeOpName[]) {
+      const toNative = STANDARD_NATIVE_OPS[op] as (args: unknown) => unknown[];
+      Object.defineProperty(NativeKernelBackend.prototype, op, {
+        configurable: true,
+        writable: true,
+        value(this: NativeKernelBackend<NativeKernelOps>, args: unknown): void {
+          const native = toNative(args);
+          const method = this.ctx[op] as (...a: unknown[]) => void;
+          this.call(op, () => method.apply(this.ctx, native));
+        },
+      });
+    }
+  }
+
   /** Short unique name (what `KVQ_BACKEND` selects). */
   readonly name: string;
   readonly info: BackendInfo;
@@ -349,43 +355,10 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
     this.call('linear', () => this.ctx.linear(...native, this.weightDevice(args.weight.data)));
   }
 
-  rmsNorm(args: RmsNormArgs): void {
-    const { rows, hidden } = validateRmsNorm(args);
-    this.call('rmsNorm', () => this.ctx.rmsNorm(args.x, args.weight, args.out, rows, hidden, args.eps));
-  }
-
-  add(args: AddArgs): void {
-    const { length } = validateAdd(args);
-    this.call('add', () => this.ctx.add(args.a, args.b, args.out, length));
-  }
-
-  siluAndMul(args: SiluAndMulArgs): void {
-    const { length } = validateSiluAndMul(args);
-    this.call('siluAndMul', () => this.ctx.siluAndMul(args.gate, args.up, args.out, length));
-  }
-
   embedding(args: EmbeddingArgs): void {
     const { numTokens } = validateEmbedding(args);
     const t = args.table;
     this.call('embedding', () => this.ctx.embedding(...weightArgs(t), args.ids, args.out, numTokens, this.weightDevice(t.data)));
-  }
-
-  rope(args: RopeArgs): void {
-    const { numTokens, numHeads, numKvHeads, headSize, rotaryDim } = validateRope(args);
-    const t = args.table;
-    this.call('rope', () =>
-      this.ctx.rope(args.query, args.key, args.positions, numTokens, numHeads, numKvHeads, headSize, rotaryDim, t.maxPositions, t.cos, t.sin, args.style === 'interleaved'),
-    );
-  }
-
-  softmax(args: SoftmaxArgs): void {
-    const { rows, cols } = validateSoftmax(args);
-    this.call('softmax', () => this.ctx.softmax(args.x, args.out, rows, cols));
-  }
-
-  argmax(args: ArgmaxArgs): void {
-    const { rows, cols } = validateArgmax(args);
-    this.call('argmax', () => this.ctx.argmax(args.x, args.out, rows, cols));
   }
 
   reshapeAndCache(args: ReshapeAndCacheArgs): void {
