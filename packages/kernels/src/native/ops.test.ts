@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { WeightMatrix } from '../contract.js';
-import { DTYPE_CODE, NATIVE_ABI, weightArgs } from './ops.js';
+import type { BackendInfo, WeightMatrix } from '../contract.js';
+import { STANDARD_NATIVE_OPS } from '../validate.js';
+import { DTYPE_CODE, NATIVE_ABI, NativeKernelBackend, weightArgs, type NativeKernelOps } from './ops.js';
 
 describe('native facade: weight arguments (csrc/napi_args.h readWeight)', () => {
   it('ABI 3 and the dtype codes of csrc/ops.h', () => {
@@ -48,5 +49,51 @@ describe('native facade: weight arguments (csrc/napi_args.h readWeight)', () => 
     ]);
     // A symmetric int4 weight: no zero point.
     expect(weightArgs({ dtype: 'int4', data: packed, rows: 2, cols: 4, scale: s4, groupSize: 2 })[5]).toBeNull();
+  });
+});
+
+describe('NativeKernelBackend: the standard ops come from STANDARD_NATIVE_OPS', () => {
+  class FakeBackend extends NativeKernelBackend<NativeKernelOps> {}
+  /** A context whose ops record their positional arguments. */
+  function fakeContext(omit: readonly string[] = []): { ctx: NativeKernelOps; calls: [string, unknown[]][] } {
+    const calls: [string, unknown[]][] = [];
+    const ctx = Object.fromEntries(
+      [...Object.keys(STANDARD_NATIVE_OPS), 'dispose']
+        .filter((op) => !omit.includes(op))
+        .map((op) => [op, (...args: unknown[]) => void calls.push([op, args])]),
+    ) as unknown as NativeKernelOps;
+    return { ctx, calls };
+  }
+  const info = { version: '0', isa: 'fake', simd: 'none', threads: 1 } as unknown as BackendInfo;
+
+  it('installs one method per standard op, validating first, then one positional call', () => {
+    const { ctx, calls } = fakeContext();
+    const b = new FakeBackend('fake', info, ctx);
+    for (const op of Object.keys(STANDARD_NATIVE_OPS)) expect(typeof (b as unknown as Record<string, unknown>)[op]).toBe('function');
+    const x = Float32Array.of(1, 3, 2, 0);
+    const out = new Int32Array(2);
+    b.argmax({ x, out, rows: 2, cols: 2 });
+    expect(calls).toEqual([['argmax', [x, out, 2, 2]]]);
+    expect(() => b.argmax({ x, out, rows: 3, cols: 2 })).toThrow(expect.objectContaining({ code: 'SHAPE_MISMATCH', argument: 'x' }));
+    expect(calls).toHaveLength(1);
+  });
+
+  it('addon errors become KernelErrors naming the op', () => {
+    const { ctx } = fakeContext();
+    (ctx as unknown as Record<string, unknown>).softmax = () => {
+      throw Object.assign(new Error('boom'), { code: 'OUT_OF_RANGE', argument: 'x' });
+    };
+    const b = new FakeBackend('fake', info, ctx);
+    const x = new Float32Array(2);
+    expect(() => b.softmax({ x, out: new Float32Array(2), rows: 1, cols: 2 })).toThrow(
+      expect.objectContaining({ code: 'OUT_OF_RANGE', message: expect.stringContaining('softmax') }),
+    );
+  });
+
+  it('a binary without one of the standard ops (a stale build) is refused with BACKEND_UNAVAILABLE', () => {
+    const { ctx } = fakeContext(['argmax']);
+    expect(() => new FakeBackend('fake', info, ctx)).toThrow(
+      expect.objectContaining({ code: 'BACKEND_UNAVAILABLE', message: expect.stringMatching(/no argmax op: it is a stale build/) }),
+    );
   });
 });

@@ -288,8 +288,16 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
    * @param name - backend name, e.g. `'cpu'`.
    * @param info - what the backend reports (`BackendInfo`).
    * @param ctx - the native context the ops call.
+   * @throws KernelError `BACKEND_UNAVAILABLE` when `ctx` lacks a standard op (a binary built before the op existed).
    */
   constructor(name: string, info: BackendInfo, ctx: C) {
+    const missing = (Object.keys(STANDARD_NATIVE_OPS) as StandardNativeOpName[]).filter((op) => typeof ctx[op] !== 'function');
+    if (missing.length > 0) {
+      throw new KernelError(
+        'BACKEND_UNAVAILABLE',
+        `the ${name} native binary has no ${missing.join(', ')} op${missing.length > 1 ? 's' : ''}: it is a stale build (older than this package); rebuild it`,
+      );
+    }
     this.name = name;
     this.info = info;
     this.ctx = ctx;
