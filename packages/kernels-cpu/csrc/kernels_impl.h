@@ -352,17 +352,34 @@ KVQ_I VF silu_mul(VF g, VF u) {
   return vmul(vdiv(g, vadd(one, vexp(vsub(vzero(), g)))), u);
 }
 
-static int siluAndMul(const EltwiseParams& p, const Runner& rn) {
+// gelu_tanh(g) * u = g * u / (1 + exp(-2 sqrt(2/pi) (g + 0.044715 g^3)))  (0.5 (1 + tanh t) = 1 / (1 + exp(-2t)))
+KVQ_I VF gelu_tanh_mul(VF g, VF u) {
+  const VF one = vset1(1.0f);
+  const VF t2 = vmul(vmul(vset1(-1.5957691216057308f), g), vfma(vmul(vset1(0.044715f), g), g, one));  // -2 t
+  return vdiv(vmul(g, u), vadd(one, vexp(t2)));
+}
+
+/** y = f(a, b) element-wise (the gated activations), in chunks over the pool. */
+template <class F>
+static int gated(const EltwiseParams& p, const Runner& rn, F f) {
   auto body = [&](int64_t i0, int64_t i1) {
     int64_t i = i0;
-    for (; i + W <= i1; i += W) vstore(p.y + i, silu_mul(vload(p.a + i), vload(p.b + i)));
+    for (; i + W <= i1; i += W) vstore(p.y + i, f(vload(p.a + i), vload(p.b + i)));
     if (i < i1) {
       const int n = (int)(i1 - i);
-      vstoren(p.y + i, silu_mul(vloadn(p.a + i, n), vloadn(p.b + i, n)), n);
+      vstoren(p.y + i, f(vloadn(p.a + i, n), vloadn(p.b + i, n)), n);
     }
   };
   for_chunks(rn, p.n, 1 << 13, body);
   return kOk;
+}
+
+static int siluAndMul(const EltwiseParams& p, const Runner& rn) {
+  return gated(p, rn, [](VF g, VF u) { return silu_mul(g, u); });
+}
+
+static int geluTanhAndMul(const EltwiseParams& p, const Runner& rn) {
+  return gated(p, rn, [](VF g, VF u) { return gelu_tanh_mul(g, u); });
 }
 
 static int rmsNorm(const RmsNormParams& p, const Runner& rn) {

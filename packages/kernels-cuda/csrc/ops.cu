@@ -2,7 +2,7 @@
 //
 // Every op of the contract except attention (attention.cu) and linear / embedding on quantized weights (wquant.cu,
 // which linear() and embedding() hand those dtypes to): linear (GEMV for decode, tiled GEMM or cuBLAS SGEMM
-// for prefill), RMSNorm, add, SiLU-mul, embedding, RoPE, softmax, KV-cache writes with FP8 quantization, amax
+// for prefill), RMSNorm, add, SiLU-mul, GELU-tanh-mul, embedding, RoPE, softmax, KV-cache writes with FP8 quantization, amax
 // reductions, bulk FP8 quantize / dequantize. Each host entry copies its inputs to scratch device buffers, runs on
 // the context stream, copies the outputs back and synchronizes.
 //
@@ -36,7 +36,18 @@ __global__ void silu_mul_kernel(const float* g, const float* u, float* y, int64_
   }
 }
 
-static bool eltwise(Context* ctx, const EltwiseArgs& a, bool silu, Status* st) {
+// gelu_tanh(g) * u = g * u / (1 + exp(-2 sqrt(2/pi) (g + 0.044715 g^3)))  (0.5 (1 + tanh t) = 1 / (1 + exp(-2t)))
+__global__ void gelu_tanh_mul_kernel(const float* g, const float* u, float* y, int64_t n) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const float x = g[i];
+    const float t2 = -1.5957691216057308f * x * fmaf(0.044715f * x, x, 1.0f);
+    y[i] = (x * u[i]) / (1.0f + expf(t2));
+  }
+}
+
+enum class Eltwise { kAdd, kSiluMul, kGeluTanhMul };
+
+static bool eltwise(Context* ctx, const EltwiseArgs& a, Eltwise op, Status* st) {
   if (a.n == 0) return true;
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
   const size_t bytes = (size_t)a.n * 4;
@@ -44,17 +55,27 @@ static bool eltwise(Context* ctx, const EltwiseArgs& a, bool silu, Status* st) {
   if (!put(ctx, kS0, a.a, bytes, &da, st) || !put(ctx, kS1, a.b, bytes, &db, st)) return false;
   if (!scratch(ctx, kS2, bytes, &dy, st)) return false;
   const unsigned grid = grid_1d(a.n, kThreads);
-  if (silu) {
-    KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, silu_mul_kernel)((const float*)da, (const float*)db, (float*)dy, a.n);
-  } else {
-    KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, add_kernel)((const float*)da, (const float*)db, (float*)dy, a.n);
+  const float *fa = (const float*)da, *fb = (const float*)db;
+  switch (op) {
+    case Eltwise::kAdd:
+      KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, add_kernel)(fa, fb, (float*)dy, a.n);
+      KVQ_LAUNCHED("add kernel");
+      break;
+    case Eltwise::kSiluMul:
+      KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, silu_mul_kernel)(fa, fb, (float*)dy, a.n);
+      KVQ_LAUNCHED("siluAndMul kernel");
+      break;
+    case Eltwise::kGeluTanhMul:
+      KVQ_LAUNCH(grid, kThreads, 0, ctx->stream, gelu_tanh_mul_kernel)(fa, fb, (float*)dy, a.n);
+      KVQ_LAUNCHED("geluTanhAndMul kernel");
+      break;
   }
-  KVQ_LAUNCHED(silu ? "siluAndMul kernel" : "add kernel");
   return get(ctx, a.y, dy, bytes, st) && sync(ctx, st);
 }
 
-bool add(Context* ctx, const EltwiseArgs& a, Status* st) { return eltwise(ctx, a, false, st); }
-bool silu_and_mul(Context* ctx, const EltwiseArgs& a, Status* st) { return eltwise(ctx, a, true, st); }
+bool add(Context* ctx, const EltwiseArgs& a, Status* st) { return eltwise(ctx, a, Eltwise::kAdd, st); }
+bool silu_and_mul(Context* ctx, const EltwiseArgs& a, Status* st) { return eltwise(ctx, a, Eltwise::kSiluMul, st); }
+bool gelu_tanh_and_mul(Context* ctx, const EltwiseArgs& a, Status* st) { return eltwise(ctx, a, Eltwise::kGeluTanhMul, st); }
 
 // ------------------------------------------------------------------------------------------------
 // RMSNorm, softmax (one block per row)

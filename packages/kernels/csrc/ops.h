@@ -131,7 +131,7 @@ struct RmsNormParams {
   float eps;
 };
 
-/** Element-wise ops of two inputs (`add`, `siluAndMul`). */
+/** Element-wise ops of two inputs (`add`, `siluAndMul`, `geluTanhAndMul`). */
 struct EltwiseParams {
   const float* a;
   const float* b;
@@ -252,6 +252,7 @@ struct QuantParams {
   X("rmsNorm", rmsNorm, rms_norm, RmsNormParams, readRmsNorm)                 \
   X("add", add, add, EltwiseParams, readAdd)                                  \
   X("siluAndMul", siluAndMul, silu_and_mul, EltwiseParams, readSiluAndMul)    \
+  X("geluTanhAndMul", geluTanhAndMul, gelu_tanh_and_mul, EltwiseParams, readGeluTanhAndMul) \
   X("rope", rope, rope, RopeParams, readRope)                                 \
   X("softmax", softmax, softmax, SoftmaxParams, readSoftmax)                  \
   X("argmax", argmax, argmax, ArgmaxParams, readArgmax)
@@ -298,6 +299,9 @@ inline EltwiseParams readAdd(const Napi::CallbackInfo& info) { return readEltwis
 
 /** siluAndMul(gate, up, out, length). */
 inline EltwiseParams readSiluAndMul(const Napi::CallbackInfo& info) { return readEltwise(info, "gate", "up"); }
+
+/** geluTanhAndMul(gate, up, out, length). */
+inline EltwiseParams readGeluTanhAndMul(const Napi::CallbackInfo& info) { return readEltwise(info, "gate", "up"); }
 
 /** rope(query, key, positions, numTokens, numHeads, numKvHeads, headSize, rotaryDim, maxPositions, cos, sin, interleaved). */
 inline RopeParams readRope(const Napi::CallbackInfo& info) {

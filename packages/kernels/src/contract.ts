@@ -20,7 +20,7 @@
  * - bit-exact across backends: `add`, `embedding`, `argmax`, `reshapeAndCache` (FP8 codes and bf16/f16 bits),
  *   `amaxTensor`, `amaxPerHead`, `quantizeFp8`, `dequantizeFp8`, and the FP8 rounding of the query in FP8-query mode;
  * - within a tolerance (`|got - ref| <= atol + rtol * |ref|`, see `DEFAULT_TOLERANCES`): `linear`, `rmsNorm`,
- *   `siluAndMul`, `rope`, `softmax`, `pagedAttention`, whose sums and transcendental functions may be evaluated in
+ *   `siluAndMul`, `geluTanhAndMul`, `rope`, `softmax`, `pagedAttention`, whose sums and transcendental functions may be evaluated in
  *   float32 (the reference uses float64 and rounds once on store). NaN must stay NaN.
  *
  * @see docs/spec/vllm-fp8-kv-cache.md section 5 (kernels)
@@ -175,6 +175,23 @@ export interface AddArgs {
  * `out` may alias `gate` or `up` exactly.
  */
 export interface SiluAndMulArgs {
+  /** Output of `gate_proj`, `[length]`. */
+  readonly gate: Float32Array;
+  /** Output of `up_proj`, `[length]`. */
+  readonly up: Float32Array;
+  /** Output `[length]`; may be the same array as `gate` or `up`. */
+  readonly out: Float32Array;
+  /** Number of elements (`rows * intermediateSize`), `>= 0`. */
+  readonly length: number;
+}
+
+/**
+ * `geluTanhAndMul`: `out[i] = gelu_tanh(gate[i]) * up[i]` with
+ * `gelu_tanh(g) = 0.5 g (1 + tanh(sqrt(2/π) (g + 0.044715 g³)))`: PyTorch's `gelu(approximate='tanh')`, the
+ * `gelu_pytorch_tanh` activation of Gemma's GeGLU MLP (vLLM's `gelu_tanh_and_mul`). Same shapes and aliasing rules
+ * as {@link SiluAndMulArgs}.
+ */
+export interface GeluTanhAndMulArgs {
   /** Output of `gate_proj`, `[length]`. */
   readonly gate: Float32Array;
   /** Output of `up_proj`, `[length]`. */
@@ -426,6 +443,8 @@ export interface KernelBackend {
   add(args: AddArgs): void;
   /** `silu(gate) * up`; see {@link SiluAndMulArgs}. */
   siluAndMul(args: SiluAndMulArgs): void;
+  /** `gelu_tanh(gate) * up` (Gemma); see {@link GeluTanhAndMulArgs}. */
+  geluTanhAndMul(args: GeluTanhAndMulArgs): void;
   /** Embedding gather; see {@link EmbeddingArgs}. */
   embedding(args: EmbeddingArgs): void;
   /** Rotary embedding, in place; see {@link RopeArgs}. */
@@ -459,6 +478,7 @@ export const KERNEL_OPS: readonly KernelOpName[] = [
   'rmsNorm',
   'add',
   'siluAndMul',
+  'geluTanhAndMul',
   'embedding',
   'rope',
   'softmax',

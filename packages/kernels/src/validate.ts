@@ -15,6 +15,7 @@ import type {
   ArgmaxArgs,
   DequantizeFp8Args,
   EmbeddingArgs,
+  GeluTanhAndMulArgs,
   KernelBackend,
   KernelOpName,
   LinearArgs,
@@ -408,6 +409,11 @@ export function validateSiluAndMul(args: SiluAndMulArgs): { length: number } {
   checkNoOverlap('out', out, length, 'gate', gate, length, true);
   checkNoOverlap('out', out, length, 'up', up, length, true);
   return { length };
+}
+
+/** Validate {@link GeluTanhAndMulArgs}. */
+export function validateGeluTanhAndMul(args: GeluTanhAndMulArgs): { length: number } {
+  return validateSiluAndMul(args);
 }
 
 /** Validate {@link EmbeddingArgs}, including every id against the table. */
@@ -888,6 +894,10 @@ export const STANDARD_NATIVE_OPS = {
   },
   siluAndMul(a: SiluAndMulArgs) {
     const { length } = validateSiluAndMul(a);
+    return [a.gate, a.up, a.out, length] as [gate: Float32Array, up: Float32Array, out: Float32Array, length: number];
+  },
+  geluTanhAndMul(a: GeluTanhAndMulArgs) {
+    const { length } = validateGeluTanhAndMul(a);
     return [a.gate, a.up, a.out, length] as [gate: Float32Array, up: Float32Array, out: Float32Array, length: number];
   },
   rope(a: RopeArgs) {

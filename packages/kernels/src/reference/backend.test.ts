@@ -127,6 +127,25 @@ describe('rmsNorm, add, siluAndMul, softmax', () => {
     expect(out[5]).toBe(50);
   });
 
+  it('geluTanhAndMul is PyTorch gelu(approximate="tanh") times up', () => {
+    const gate = Float32Array.of(0, 1, -1, 3, -3, 0.5, -100, 100, -3e13);
+    const up = Float32Array.of(3, 2, 2, 1, 1, -4, 1, 0.5, 1);
+    const out = new Float32Array(gate.length);
+    ref.geluTanhAndMul({ gate, up, out, length: gate.length });
+    const c = Math.sqrt(2 / Math.PI);
+    gate.forEach((g, i) => {
+      const want = Math.fround(0.5 * g * (1 + Math.tanh(c * (g + 0.044715 * g ** 3))) * up[i]!);
+      expect(Math.abs(out[i]! - want)).toBeLessThanOrEqual(2e-7 * Math.abs(want));
+    });
+    // torch.nn.functional.gelu(torch.tensor([1.0, -1.0]), approximate='tanh') = [0.8411920, -0.1588080]
+    expect(out[1]! / 2).toBeCloseTo(0.841192, 6);
+    expect(out[2]! / 2).toBeCloseTo(-0.158808, 6);
+    expect(out[0]).toBe(0);
+    expect(Math.abs(out[6]!)).toBe(0);
+    expect(out[7]).toBe(50);
+    expect(Object.is(out[8], -0) || out[8] === 0).toBe(true);
+  });
+
   it('softmax: probabilities sum to 1, -Infinity gets 0, no overflow on huge logits', () => {
     const x = Float32Array.of(1, 2, 3, -Infinity, 1000, 1000, 999, -Infinity);
     const out = new Float32Array(8);

@@ -21,6 +21,7 @@ import type {
   BackendInfo,
   DequantizeFp8Args,
   EmbeddingArgs,
+  GeluTanhAndMulArgs,
   KernelBackend,
   KvLayerCache,
   LinearArgs,
@@ -41,6 +42,7 @@ import {
   validateArgmax,
   validateDequantizeFp8,
   validateEmbedding,
+  validateGeluTanhAndMul,
   validateLinear,
   validatePagedAttention,
   validateQuantizeFp8,
@@ -122,6 +124,19 @@ function siluAndMul(args: SiluAndMulArgs): void {
   for (let i = 0; i < length; i++) {
     const g = gate[i]!;
     out[i] = (g / (1 + Math.exp(-g))) * up[i]!;
+  }
+}
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+/** `gelu_tanh(g) * u`, using `0.5 (1 + tanh(t)) = 1 / (1 + exp(-2t))` (the same value; no cancellation near 0). */
+function geluTanhAndMul(args: GeluTanhAndMulArgs): void {
+  const { length } = validateGeluTanhAndMul(args);
+  const { gate, up, out } = args;
+  for (let i = 0; i < length; i++) {
+    const g = gate[i]!;
+    const t = SQRT_2_OVER_PI * (g + 0.044715 * g * g * g);
+    out[i] = (g * up[i]!) / (1 + Math.exp(-2 * t));
   }
 }
 
@@ -374,6 +389,7 @@ export function createReferenceBackend(): KernelBackend {
     argmax,
     add,
     siluAndMul,
+    geluTanhAndMul,
     embedding,
     rope,
     softmax,

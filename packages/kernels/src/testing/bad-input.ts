@@ -145,6 +145,9 @@ export function badInputCases(): BadInputCase[] {
     }),
     c('add', 'b too short', 'SHAPE_MISMATCH', 'b', (b) => b.add({ a: f32(4), b: f32(3), out: f32(4), length: 4 })),
     c('add', 'negative length', 'INVALID_ARGUMENT', 'length', (b) => b.add({ a: f32(4), b: f32(4), out: f32(4), length: -1 })),
+    c('geluTanhAndMul', 'out too short', 'SHAPE_MISMATCH', 'out', (b) =>
+      b.geluTanhAndMul({ gate: f32(4), up: f32(4), out: f32(3), length: 4 }),
+    ),
     c('siluAndMul', 'up is an Array', 'WRONG_ARRAY_TYPE', 'up', (b) =>
       b.siluAndMul({ gate: f32(4), up: [1, 2, 3, 4] as never, out: f32(4), length: 4 }),
     ),

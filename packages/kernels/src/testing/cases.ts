@@ -108,6 +108,7 @@ export const DEFAULT_TOLERANCES: Readonly<Record<KernelOpName, Tolerance>> = Obj
   rmsNorm: { rtol: 1e-5, atol: 1e-6 },
   add: EXACT,
   siluAndMul: { rtol: 1e-5, atol: 1e-7 },
+  geluTanhAndMul: { rtol: 1e-5, atol: 1e-7 },
   embedding: EXACT,
   rope: { rtol: 1e-5, atol: 1e-6 },
   softmax: { rtol: 1e-5, atol: 1e-8 },
@@ -194,26 +195,28 @@ function addCases(seed: number): ParityCase[] {
   );
 }
 
-function siluCases(seed: number): ParityCase[] {
+/** Cases of the gated activations (`siluAndMul`, `geluTanhAndMul`): lengths around the vector widths, every aliasing. */
+function gatedCases(op: 'siluAndMul' | 'geluTanhAndMul', seed: number): ParityCase[] {
   return ELEMENTWISE_LENGTHS.flatMap((length, i) =>
     (['none', 'gate', 'up'] as const).map((alias, j): ParityCase => ({
-      op: 'siluAndMul',
-      label: `siluAndMul length=${length} out=${alias === 'none' ? 'separate' : alias}`,
-      tolerance: DEFAULT_TOLERANCES.siluAndMul,
+      op,
+      label: `${op} length=${length} out=${alias === 'none' ? 'separate' : alias}`,
+      tolerance: DEFAULT_TOLERANCES[op],
       run(b) {
-        const r = rng(seed + 300 + i * 3 + j);
+        const r = rng(seed + i * 3 + j);
         const gate = withSlack(length);
         gate.set(randomF32(length, r, 4));
-        // Large magnitudes exercise exp overflow / underflow in silu.
-        if (length > 3) {
+        // Large magnitudes exercise exp overflow / underflow (and gelu's cube).
+        if (length > 4) {
           gate[0] = 120;
           gate[1] = -120;
           gate[2] = -0;
+          gate[3] = -3e13;
         }
         const up = withSlack(length);
         up.set(randomF32(length, r));
         const out = alias === 'gate' ? gate : alias === 'up' ? up : withSlack(length);
-        b.siluAndMul({ gate, up, out, length });
+        b[op]({ gate, up, out, length });
         return { out };
       },
     })),
@@ -930,7 +933,8 @@ export function parityCases(options: ParityCaseOptions = {}): ParityCase[] {
     ...quantizedLinearCases(full, seed),
     ...rmsNormCases(seed),
     ...addCases(seed),
-    ...siluCases(seed),
+    ...gatedCases('siluAndMul', seed + 300),
+    ...gatedCases('geluTanhAndMul', seed + 350),
     ...embeddingCases(seed),
     ...quantizedEmbeddingCases(seed),
     ...ropeCases(seed),

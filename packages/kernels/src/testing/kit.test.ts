@@ -30,6 +30,7 @@ describe('parity kit', () => {
         'amaxTensor',
         'dequantizeFp8',
         'embedding',
+        'geluTanhAndMul',
         'linear',
         'pagedAttention',
         'quantizeFp8',
@@ -154,6 +155,24 @@ describe('parity kit detects broken backends', () => {
       'siluAndMul',
       (a: Parameters<KernelBackend['siluAndMul']>[0]) => {
         for (let i = 0; i < a.length; i++) a.out[i] = (1 / (1 + Math.exp(-a.gate[i]!))) * a.up[i]!;
+      },
+    ],
+    [
+      'geluTanhAndMul uses the exact (erf) GELU',
+      'geluTanhAndMul',
+      (a: Parameters<KernelBackend['geluTanhAndMul']>[0]) => {
+        const erf = (x: number) => {
+          // erf by its Taylor series (accurate for the kit's |x| <= 4 gates), saturated past |x| > 6.
+          if (Math.abs(x) > 6) return Math.sign(x);
+          let s = 0;
+          let term = x;
+          for (let n = 0; n < 200; n++) {
+            s += term / (2 * n + 1);
+            term *= (-x * x) / (n + 1);
+          }
+          return (2 / Math.sqrt(Math.PI)) * s;
+        };
+        for (let i = 0; i < a.length; i++) a.out[i] = 0.5 * a.gate[i]! * (1 + erf(a.gate[i]! / Math.SQRT2)) * a.up[i]!;
       },
     ],
     [
