@@ -2,7 +2,7 @@ import type { KvCacheStorage } from '@kvq/cache';
 import type { KernelBackend, RopeStyle, RopeTable, WeightMatrix } from '@kvq/kernels';
 
 import { EngineError } from '../errors.js';
-import { geluTanhAndMul, scaleInPlace, softcapInPlace, softcappedPagedAttention } from './variant-ops.js';
+import { scaleInPlace, softcapInPlace, softcappedPagedAttention } from './variant-ops.js';
 
 /** One decoder layer's weights, Hugging Face orientation (`[out, in]` row-major). */
 export interface LlamaLayerWeights {
@@ -260,7 +260,7 @@ export class LlamaForward {
     b.rmsNorm({ x: hidden, weight: sandwich ?? lw.postAttentionLayernorm, out: normed, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
     b.linear({ x: normed, weight: lw.gateProj, out: gate, rows: n });
     b.linear({ x: normed, weight: lw.upProj, out: up, rows: n });
-    if (d.variant?.activation === 'gelu_tanh') geluTanhAndMul(gate, up, gate, n * d.intermediateSize);
+    if (d.variant?.activation === 'gelu_tanh') b.geluTanhAndMul({ gate, up, out: gate, length: n * d.intermediateSize });
     else b.siluAndMul({ gate, up, out: gate, length: n * d.intermediateSize });
     b.linear({ x: gate, weight: lw.downProj, out: proj, rows: n });
     if (lw.postFeedforwardLayernorm) b.rmsNorm({ x: proj, weight: lw.postFeedforwardLayernorm, out: proj, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });

@@ -1,6 +1,6 @@
 /**
- * Engine-side math for the architecture variants the kernel contract has no op for yet: GELU-tanh-and-mul (Gemma's
- * GeGLU), tanh soft-capping of logits, in-place scaling, and paged attention with soft-capped scores (Gemma 2).
+ * Engine-side math for the architecture variants the kernel contract has no op for yet: tanh soft-capping of logits,
+ * in-place scaling, and paged attention with soft-capped scores (Gemma 2).
  * They run in TypeScript over Float32Arrays on every backend: correct and measured, not fast (see
  * packages/engine/README.md "Supported architectures" for the cost and the kernel ops that would replace them).
  * @module
@@ -9,22 +9,6 @@ import type { KvLayerCache, PagedAttentionArgs } from '@kvq/kernels';
 import { f16BitsToF32, fp8DecodeTable, type Fp8Format } from '@kvq/fp8';
 
 import { EngineError } from '../errors.js';
-
-const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
-
-/**
- * `out[i] = gelu_tanh(gate[i]) * up[i]` for `i < length`, with
- * `gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))` (PyTorch `gelu(approximate='tanh')`, transformers'
- * `gelu_pytorch_tanh`), computed in float64 and stored as float32. `out` may alias `gate` or `up`.
- */
-export function geluTanhAndMul(gate: Float32Array, up: Float32Array, out: Float32Array, length: number): void {
-  // 0.5·(1 + tanh(t)) = 1 / (1 + exp(-2t)): the same value, and V8's exp is faster than its tanh.
-  for (let i = 0; i < length; i++) {
-    const x = gate[i]!;
-    const t = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-    out[i] = (x * up[i]!) / (1 + Math.exp(-2 * t));
-  }
-}
 
 /** In place: `x[i] = cap * tanh(x[i] / cap)` for `i < length` (Gemma 2 logit soft-capping). `cap > 0`. */
 export function softcapInPlace(x: Float32Array, length: number, cap: number): void {
