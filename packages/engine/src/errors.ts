@@ -28,9 +28,15 @@ export type EngineErrorCode =
   | 'SHAPE_MISMATCH'
   /** A tensor the architecture requires is absent from the checkpoint. */
   | 'MISSING_TENSOR'
-  /** A checkpoint KV-cache scale is non-finite or not positive, or has a shape the scheme does not allow. */
+  /**
+   * A checkpoint KV-cache scale is non-finite or not positive, or has a shape the scheme does not allow; or a
+   * `kv_cache_scales.json` has a tensor-parallel rank other than 0, the wrong number of layers, or a missing layer.
+   */
   | 'INVALID_KV_SCALE'
-  /** A `kv_cache_scheme` other than symmetric 8-bit float with strategy `tensor` or `attn_head`. */
+  /**
+   * A `kv_cache_scheme` other than symmetric 8-bit float with strategy `tensor` or `attn_head`, or a
+   * `kv_cache_scales.json` whose `kv_cache.dtype` is not `float8_e4m3fn`.
+   */
   | 'UNSUPPORTED_KV_SCHEME'
   /** A chat template failed to parse or to render. */
   | 'CHAT_TEMPLATE'

@@ -61,6 +61,7 @@ export {
   type RawLayerKvScales,
   type ResolveKvScalesOptions,
 } from './weights/kv-scales.js';
+export { KV_CACHE_SCALES_JSON_DTYPE, parseKvCacheScalesJson, readKvCacheScalesJson, type KvCacheScalesJsonContext } from './weights/kv-scales-json.js';
 
 export {
   Tokenizer,

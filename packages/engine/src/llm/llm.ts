@@ -9,7 +9,8 @@ import { downloadModel } from '../hub/hub.js';
 import { isHubId, type HubSettings } from '../hub/settings.js';
 import { loadModel } from '../load/load-model.js';
 import type { LoadedModel, LoadProgress } from '../load/types.js';
-import { resolveKvScales, type KvCacheFormat, type KvScales } from '../weights/kv-scales.js';
+import { resolveKvScales, type CheckpointKvScales, type KvCacheFormat, type KvScales } from '../weights/kv-scales.js';
+import { readKvCacheScalesJson } from '../weights/kv-scales-json.js';
 import { LLMEngine, type AddRequestOptions, type RequestOutput } from '../runtime/engine.js';
 import { checkStructuredOutputs, StructuredOutputCompiler } from '../structured/structured.js';
 import { llamaDimsOf, llamaWeightsOf } from '../runtime/architecture.js';
@@ -46,6 +47,18 @@ export interface LLMOptions {
    * scales win (vLLM).
    */
   readonly calculateKvScales?: boolean;
+  /**
+   * vLLM's legacy `quantization_param_path`: a `kv_cache_scales.json` of per-layer KV-cache scaling factors
+   * (`{"model_type", "kv_cache": {"dtype": "float8_e4m3fn", "scaling_factor": {"0": {"<layer>": scale}}}}`), one scale
+   * per layer used for both K and V (q := k), doubled on FNUZ formats. Read only when given (a file in the model
+   * folder is never picked up by itself, as in vLLM). It replaces the checkpoint's KV scales (vLLM applied it after
+   * the weights; a `KVQ_CHECKPOINT_KV_SCALES` warning says so) and, like checkpoint scales, turns `calculateKvScales`
+   * off. With a cache that is not FP8 e4m3 (`auto` on a model without a KV scheme, bf16, `fp8_e5m2`) the file is
+   * validated, then ignored with a `KVQ_KV_SCALES_UNUSED` warning (vLLM used it only for `kv_cache_dtype fp8`).
+   * A bad file throws (see `parseKvCacheScalesJson`); vLLM logged the error and fell back to 1.0.
+   * @see ../../../../docs/spec/vllm-fp8-kv-cache.md §3.5
+   */
+  readonly quantizationParamPath?: string;
   /**
    * FP8-query attention (Flash Attention 3 semantics), FP8 caches only. Default false. Without calibrated q scales
    * (a checkpoint `q_scale` in every layer, or `calculateKvScales`) a `KVQ_FP8_QUERY_UNCALIBRATED` warning is given.
@@ -124,10 +137,26 @@ export class LLM {
   readonly blockSize: number;
   /** KV bytes per token over all layers. */
   readonly kvBytesPerToken: number;
+  /**
+   * The KV-cache scales written into the cache at creation (checkpoint, `quantizationParamPath` or their 1.0
+   * fallbacks), with where they came from; undefined for a cache that is not FP8 or when `calculateKvScales` computes
+   * them from the first forward pass (then read them from `engine.forwardPass.storage`).
+   */
+  readonly kvScales: { readonly scales: KvScales; readonly origin: string } | undefined;
   private nextId = 0;
   private structured: Promise<StructuredOutputCompiler> | undefined;
 
-  private constructor(model: LoadedModel, engine: LLMEngine, backend: KernelBackend, kvDtype: KvStorageDtype, numBlocks: number, blockSize: number, bytesPerToken: number) {
+  private constructor(
+    model: LoadedModel,
+    engine: LLMEngine,
+    backend: KernelBackend,
+    kvDtype: KvStorageDtype,
+    numBlocks: number,
+    blockSize: number,
+    bytesPerToken: number,
+    kvScales: { readonly scales: KvScales; readonly origin: string } | undefined,
+  ) {
+    this.kvScales = kvScales;
     this.model = model;
     this.engine = engine;
     this.backend = backend;
@@ -171,7 +200,7 @@ export class LLM {
       : options.model;
     const c = model.config;
     const modelDtype = c.torchDtype === 'float32' ? 'f32' : c.torchDtype === 'float16' ? 'f16' : 'bf16';
-    const ckpt = model.checkpointKvScales;
+    let ckpt: CheckpointKvScales | undefined = model.checkpointKvScales;
     // vLLM (config/cache.py, late 2026): a compressed-tensors kv_cache_scheme turns `auto` into fp8 and turns
     // calculate_kv_scales off; an explicit choice wins.
     const schemeFp8 = (options.kvCacheDtype ?? 'auto') === 'auto' && ckpt?.method === 'compressed-tensors' && ckpt.scheme !== undefined;
@@ -181,6 +210,28 @@ export class LLM {
     // format (e.g. e4m3fn while the backend runs e4m3fnuz, where base-method scales double) are resolved again.
     if (isFp8Dtype(kvDtype) && ckpt && kvScales?.format !== kvDtype) {
       kvScales = resolveKvScales(ckpt, { numHeads: c.numHeads, numKvHeads: c.numKvHeads, format: kvDtype as KvCacheFormat });
+    }
+    if (options.quantizationParamPath !== undefined) {
+      const file = options.quantizationParamPath;
+      if (typeof file !== 'string' || file.length === 0) {
+        throw new EngineError('INVALID_ARGUMENT', `quantizationParamPath must be a file path, got ${JSON.stringify(file)}`, { field: 'quantizationParamPath' });
+      }
+      const json = await readKvCacheScalesJson(file, { numLayers: c.numLayers, modelType: c.modelType });
+      if (kvDtype === 'e4m3fn' || kvDtype === 'e4m3fnuz') {
+        if (kvScales && kvScales.layersFromCheckpoint > 0) {
+          process.emitWarning(
+            `kvq: quantizationParamPath ${file} replaces the checkpoint's KV-cache scales (${kvScales.layersFromCheckpoint} layers from ${ckpt?.origin ?? 'the checkpoint'}), as vLLM applied the file after loading the weights`,
+            { code: 'KVQ_CHECKPOINT_KV_SCALES' },
+          );
+        }
+        ckpt = json;
+        kvScales = resolveKvScales(json, { numHeads: c.numHeads, numKvHeads: c.numKvHeads, format: kvDtype });
+      } else {
+        process.emitWarning(
+          `kvq: quantizationParamPath ${file} ignored: its scales are for an FP8 e4m3 KV cache, and this cache is ${kvDtype} (kvCacheDtype ${JSON.stringify(options.kvCacheDtype ?? 'auto')}); pass kvCacheDtype 'fp8' to use them`,
+          { code: 'KVQ_KV_SCALES_UNUSED' },
+        );
+      }
     }
     let calculateKvScales = options.calculateKvScales ?? false;
     if (calculateKvScales && isFp8Dtype(kvDtype) && kvScales && kvScales.layersFromCheckpoint > 0) {
@@ -247,7 +298,8 @@ export class LLM {
         if (calc.done()) engine.setAttentionObserver(undefined);
       });
     }
-    return new LLM(model, engine, backend, kvDtype, plan.numBlocks, blockSize, plan.bytesPerToken);
+    const written = isFp8Dtype(kvDtype) && kvScales && !calculateKvScales ? { scales: kvScales, origin: ckpt?.origin ?? 'the checkpoint' } : undefined;
+    return new LLM(model, engine, backend, kvDtype, plan.numBlocks, blockSize, plan.bytesPerToken, written);
   }
 
   /** Token ids of a prompt (BOS per the tokenizer's configuration). */
