@@ -27,6 +27,7 @@ export const MODEL_OPTIONS = {
   'kv-cache-dtype': { type: 'string' },
   'calculate-kv-scales': { type: 'boolean' },
   'fp8-query': { type: 'boolean' },
+  'quantization-param-path': { type: 'string' },
   'max-model-len': { type: 'string' },
   'kv-cache-memory': { type: 'string' },
   'block-size': { type: 'string' },
@@ -42,6 +43,9 @@ export const MODEL_HELP = `Model options:
   --calculate-kv-scales     FP8 scales from the first forward pass (vLLM calculate_kv_scales)
   --fp8-query               FP8-query attention (Flash Attention 3 semantics; needs an FP8 KV cache and, to be
                             accurate, calibrated q scales: checkpoint q_scale or --calculate-kv-scales)
+  --quantization-param-path F
+                            vLLM's legacy kv_cache_scales.json: one K/V scale per layer for an FP8 e4m3 cache
+                            (replaces checkpoint scales; never read from the model folder unless named here)
   --max-model-len N         max prompt + output tokens (default: the model's)
   --kv-cache-memory SIZE    KV cache budget, e.g. 64MiB, 1GB, 1048576 (default 256MiB)
   --block-size N            tokens per KV block, a power of two (default 16)
@@ -136,12 +140,18 @@ export function engineOptions(values: Record<string, unknown>) {
     kvCacheDtype: KvCacheDtypeOption;
     calculateKvScales: boolean;
     fp8Query?: boolean;
+    quantizationParamPath?: string;
     maxModelLen?: number;
     kvCacheMemory?: number;
     blockSize?: number;
     backend?: string;
   } = { kvCacheDtype: parseKvCacheDtype(s('kv-cache-dtype')), calculateKvScales: values['calculate-kv-scales'] === true };
   if (values['fp8-query'] === true) out.fp8Query = true;
+  const paramPath = s('quantization-param-path');
+  if (paramPath !== undefined) {
+    if (paramPath.trim() === '') throw new CliError('USAGE', '--quantization-param-path needs a file path');
+    out.quantizationParamPath = paramPath;
+  }
   const maxModelLen = parseNumber(s('max-model-len'), '--max-model-len', { integer: true, min: 2 });
   if (maxModelLen !== undefined) out.maxModelLen = maxModelLen;
   if (s('kv-cache-memory') !== undefined) out.kvCacheMemory = parseSize(s('kv-cache-memory')!, '--kv-cache-memory');

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +53,36 @@ describe('kvq main', () => {
     const bad = capture();
     expect(await main([...argv, 'Once upon a time'], bad.io)).toBe(2);
     expect(bad.err()).toMatch(/fp8Query needs an FP8 KV cache/);
+  });
+  it('--quantization-param-path reaches the engine: the file\'s scales are loaded, change the run, and a bad file fails naming it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kvq-cli-scales-'));
+    try {
+      const write = (name: string, scales: number[]) => {
+        const path = join(dir, name);
+        const layers = Object.fromEntries(scales.map((s, l) => [String(l), s]));
+        writeFileSync(path, JSON.stringify({ model_type: 'llama', kv_cache: { dtype: 'float8_e4m3fn', scaling_factor: { '0': layers } } }));
+        return path;
+      };
+      const argv = ['generate', '--backend', 'reference', '--kv-cache-memory', '2MiB', '--max-tokens', '8', '--temperature', '0', '--kv-cache-dtype', 'fp8'];
+      const plain = capture();
+      expect(await main([...argv, 'Once upon a time'], plain.io)).toBe(0);
+      // Scales far below the K/V magnitudes saturate every FP8 code: greedy text must change if the file is used.
+      const tiny = write('tiny.json', [1e-4, 1e-4, 1e-4, 1e-4, 1e-4, 1e-4]);
+      const used = capture();
+      expect(await main([...argv, '--quantization-param-path', tiny, 'Once upon a time'], used.io)).toBe(0);
+      expect(used.err()).toContain(`kvq: loaded KV cache scaling factors from ${tiny} (6 layers)`);
+      expect(used.out()).not.toBe(plain.out());
+      const short = write('short.json', [0.02, 0.02]);
+      const bad = capture();
+      expect(await main([...argv, '--quantization-param-path', short, 'Once upon a time'], bad.io)).toBe(1);
+      expect(bad.err()).toContain(short);
+      expect(bad.err()).toMatch(/has 2 layers, but the model has num_hidden_layers 6/);
+      const empty = capture();
+      expect(await main([...argv, '--quantization-param-path', '', 'x'], empty.io)).toBe(2);
+      expect(empty.err()).toMatch(/--quantization-param-path needs a file path/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
   it('fp8 rejects bad input with exit 2', async () => {
     for (const argv of [['fp8'], ['fp8', 'abc'], ['fp8', '--scale', '0', '1'], ['fp8', '--format', 'e3m4', '1'], ['fp8', '--bogus']]) {

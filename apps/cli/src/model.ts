@@ -108,6 +108,10 @@ export async function openModel(values: Record<string, unknown>, io: CliIo, extr
     ...(extra.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: extra.maxNumBatchedTokens } : {}),
     ...(extra.enablePrefixCaching !== undefined ? { enablePrefixCaching: extra.enablePrefixCaching } : {}),
   });
+  if (options.quantizationParamPath !== undefined && llm.kvScales) {
+    // vLLM logs the same at info level ("Loaded KV cache scaling factors from %s").
+    io.stderr.write(`kvq: loaded KV cache scaling factors from ${options.quantizationParamPath} (${llm.kvScales.scales.layers.length} layers)\n`);
+  }
   return { llm, model, choice, kvCacheDtype: options.kvCacheDtype, options };
 }
 

@@ -59,6 +59,9 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
   }
   const maxDocs = parseNumber(values['max-docs'], '--max-docs', { integer: true, min: 1 });
   const options = engineOptions(values);
+  if (options.quantizationParamPath !== undefined && scalesMode !== 'from-checkpoint') {
+    throw new CliError('USAGE', `--quantization-param-path gives the KV scales; it cannot be combined with --kv-scales ${scalesMode}`);
+  }
   let text: string;
   try {
     text = await readFile(values.text, 'utf8');
@@ -93,7 +96,12 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
   let q: LLM;
   let a: LLM | undefined;
   try {
-    q = await LLM.create({ ...common, model: quantModel, kvCacheDtype: options.kvCacheDtype });
+    q = await LLM.create({
+      ...common,
+      model: quantModel,
+      kvCacheDtype: options.kvCacheDtype,
+      ...(options.quantizationParamPath !== undefined ? { quantizationParamPath: options.quantizationParamPath } : {}),
+    });
     a = storage === resolveKvCacheDtype('auto', modelDtype) ? undefined : await LLM.create({ ...common, model: loaded, kvCacheDtype: 'auto', backend: q.backend });
   } catch (error) {
     throw asCliError(error);
