@@ -92,8 +92,13 @@ export class ServerContext {
   /**
    * The engine's {@link SamplingParams} for an OpenAI request: the model's defaults, then every field the request
    * sets (OpenAI names and vLLM's extras); `logprobs` = top alternatives per token, undefined for none.
+   * @throws ServerError `INVALID_REQUEST` (param `prompt_logprobs`) for `prompt_logprobs` > 0 with `stream`, as vLLM
    */
   samplingParams(body: CommonRequest, maxTokens: number, logprobs: number | undefined): SamplingParams {
+    // vLLM (protocol.py check_logprobs): prompt logprobs are only returned whole, never streamed.
+    if (body.stream && body.prompt_logprobs !== undefined && body.prompt_logprobs !== null && body.prompt_logprobs > 0) {
+      throw new ServerError('INVALID_REQUEST', '`prompt_logprobs` are not available when `stream=True`.', { param: 'prompt_logprobs' });
+    }
     const p: SamplingParams = { ...this.defaults, maxTokens };
     const set = <K extends keyof SamplingParams>(k: K, v: SamplingParams[K] | null | undefined) => {
       if (v !== undefined && v !== null) p[k] = v;

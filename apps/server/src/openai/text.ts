@@ -1,4 +1,4 @@
-import type { TokenLogprobs, Tokenizer } from '@kvq/engine';
+import type { RequestOutput, TokenLogprobs, Tokenizer } from '@kvq/engine';
 
 /**
  * Turns the growing text of one completion into safe streaming deltas: while unfinished, it holds back the last
@@ -92,5 +92,25 @@ export function chatLogprobs(tokenizer: Tokenizer, entries: readonly TokenLogpro
         return { token: t, logprob: x.logprob, bytes: bytes(t) };
       }),
     };
+  });
+}
+
+/** One prompt position of vLLM's `prompt_logprobs`: token id (as a JSON key) to its logprob, vocabulary rank and text. */
+export type PromptLogprobsEntry = Record<string, { logprob: number; rank: number; decoded_token: string | null }>;
+
+/**
+ * vLLM's `prompt_logprobs` (`list[dict[int, Logprob] | None]`): per prompt position `null` (the first, which has no
+ * context) or `{ "<token id>": { logprob, rank, decoded_token } }` for the prompt token and its top alternatives.
+ * `-Infinity` becomes -9999.0, as vLLM's `clamp_prompt_logprobs` does (JSON has no infinity).
+ * Returned on each `/v1/completions` choice and at the top level of a `/v1/chat/completions` response.
+ */
+export function promptLogprobsJson(entries: RequestOutput['promptTokenLogprobs']): (PromptLogprobsEntry | null)[] {
+  return (entries ?? []).map((e) => {
+    if (!e) return null;
+    const out: PromptLogprobsEntry = {};
+    for (const x of [e, ...e.top]) {
+      out[String(x.tokenId)] ??= { logprob: x.logprob === -Infinity ? -9999 : x.logprob, rank: x.rank, decoded_token: x.decodedToken ?? null };
+    }
+    return out;
   });
 }

@@ -6,7 +6,7 @@ import { finishReason, ServerContext } from '../context.js';
 import { ServerError } from '../errors.js';
 import { Generation } from '../generation.js';
 import { chatRequestSchema, type ChatRequest, type Usage } from '../openai/protocol.js';
-import { DeltaText, chatLogprobs } from '../openai/text.js';
+import { DeltaText, chatLogprobs, promptLogprobsJson } from '../openai/text.js';
 import { sse, sseDone, sseError, sseStart } from '../sse.js';
 import { renderChatPrompt } from './chat-prompt.js';
 
@@ -59,6 +59,8 @@ export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
         model,
         choices,
         usage: { prompt_tokens: prompt.length, completion_tokens: completionTokens, total_tokens: prompt.length + completionTokens } satisfies Usage,
+        // vLLM's ChatCompletionResponse.prompt_logprobs: one list for the rendered prompt, at the top level.
+        ...(params.promptLogprobs === undefined ? {} : { prompt_logprobs: promptLogprobsJson(out!.promptTokenLogprobs) }),
       };
     }
 

@@ -1,12 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import type { RequestOutput } from '@kvq/engine';
 import type { FastifyInstance } from 'fastify';
 import { finishReason, ServerContext } from '../context.js';
 import { ServerError } from '../errors.js';
 import { Generation } from '../generation.js';
 import { completionRequestSchema, type CompletionRequest, type Usage } from '../openai/protocol.js';
-import { DeltaText, completionLogprobs } from '../openai/text.js';
+import { DeltaText, completionLogprobs, promptLogprobsJson } from '../openai/text.js';
 import { sse, sseDone, sseError, sseStart } from '../sse.js';
 
 /** Completions per request at most (prompts x n). */
@@ -128,18 +127,5 @@ export function registerCompletions(app: FastifyInstance, ctx: ServerContext): v
       sseError(res, error);
     }
     return reply;
-  });
-}
-
-/**
- * vLLM's `prompt_logprobs`: per prompt position `null` (the first) or `{ "<token id>": { logprob, rank,
- * decoded_token } }` for the prompt token and its top alternatives.
- */
-function promptLogprobsJson(entries: RequestOutput['promptTokenLogprobs']): (Record<string, { logprob: number; rank: number; decoded_token: string | null }> | null)[] {
-  return (entries ?? []).map((e) => {
-    if (!e) return null;
-    const out: Record<string, { logprob: number; rank: number; decoded_token: string | null }> = {};
-    for (const x of [e, ...e.top]) out[String(x.tokenId)] ??= { logprob: x.logprob, rank: x.rank, decoded_token: x.decodedToken ?? null };
-    return out;
   });
 }
