@@ -311,6 +311,49 @@ export function buildDecoder(value: unknown, field = 'decoder'): Decoder {
   }
 }
 
+/** The raw bytes of one model piece (see {@link buildTokenBytes}). */
+export type TokenBytes = (piece: string) => Uint8Array;
+
+/**
+ * The raw bytes a model piece stands for, from `tokenizer.json`'s `decoder`, independent of its neighbours (so a
+ * piece that holds part of a multi-byte UTF-8 character gives exactly those bytes, never U+FFFD):
+ * - a `ByteLevel` decoder anywhere: GPT-2's byte-to-unicode map inverted (a piece with a character outside the map
+ *   gives its own UTF-8, as the ByteLevel decoder does);
+ * - otherwise (SentencePiece-style): a `<0xNN>` piece under a `ByteFallback` decoder is the byte `NN`; any other piece
+ *   is the UTF-8 of the piece after the decoder's `Replace` steps and `Metaspace` replacement (`▁` → space), without
+ *   the sequence-level `Strip` of a leading space.
+ */
+export function buildTokenBytes(value: unknown, field = 'decoder'): TokenBytes {
+  const steps: Json[] = [];
+  const walk = (v: unknown, f: string): void => {
+    if (v === null || v === undefined) return;
+    const d = asObject(v, f);
+    if (d.type === 'Sequence' && Array.isArray(d.decoders)) d.decoders.forEach((x, i) => walk(x, `${f}.decoders[${i}]`));
+    else steps.push(d);
+  };
+  walk(value, field);
+  if (steps.some((d) => d.type === 'ByteLevel')) {
+    return (piece) => Uint8Array.from(byteLevelToBytes(piece) ?? utf8Encoder.encode(piece));
+  }
+  const byteFallback = steps.some((d) => d.type === 'ByteFallback');
+  const rewrites: Array<(t: string) => string> = [];
+  steps.forEach((d, i) => {
+    if (d.type === 'Replace') {
+      const re = patternRegex(d.pattern, `${field}[${i}].pattern`);
+      const content = str(d, 'content', field);
+      rewrites.push((t) => t.replace(re, () => content));
+    } else if (d.type === 'Metaspace') {
+      const replacement = str(d, 'replacement', field, '▁');
+      rewrites.push((t) => t.replaceAll(replacement, ' '));
+    }
+  });
+  return (piece) => {
+    const m = byteFallback && piece.length === 6 ? /^<0x([0-9A-Fa-f]{2})>$/.exec(piece) : null;
+    if (m) return Uint8Array.of(parseInt(m[1]!, 16));
+    return utf8Encoder.encode(rewrites.reduce((t, f) => f(t), piece));
+  };
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Post-processor: the special tokens added around an encoded sequence.
 

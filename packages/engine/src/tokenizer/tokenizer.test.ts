@@ -180,3 +180,53 @@ describe('Llama-3-shaped tokenizer.json (Split regex + ByteLevel without regex, 
     expect(llama3.encode(text)[0]).toBe(0);
   });
 });
+
+describe('tokenBytes (raw bytes of a token, OpenAI logprobs `bytes`)', () => {
+  const utf8 = (s: string) => [...Buffer.from(s, 'utf8')];
+  const concat = (tokenizer: Tokenizer, ids: readonly number[]) => ids.flatMap((id) => [...tokenizer.tokenBytes(id)]);
+
+  it('kvq-tiny (byte-level BPE): each of the 256 single-byte pieces is its byte; pieces concatenate to the exact UTF-8 of any text', async () => {
+    const { tokenizer } = await loadTokenizer(testData.kvqTiny);
+    const seen = new Set<number>();
+    for (let id = 0; id < tokenizer.vocabSize; id++) {
+      const b = tokenizer.tokenBytes(id);
+      if (b.length === 1 && !tokenizer.specialTokenIds.has(id)) seen.add(b[0]!);
+    }
+    expect(seen.size).toBe(256);
+    const lead = tokenizer.tokenToId('Ã')!; // GPT-2's char for byte 0xC3, a UTF-8 lead byte
+    expect([...tokenizer.tokenBytes(lead)]).toEqual([0xc3]);
+    expect(tokenizer.decode([lead])).toBe('\uFFFD'); // what decode shows for half a character
+    expect([...tokenizer.tokenBytes(tokenizer.tokenToId('Ġ')!)]).toEqual([0x20]);
+    for (const text of [MULTIBYTE, readFileSync(testData.evalText, 'utf8').slice(0, 3000)]) {
+      const ids = tokenizer.encode(text, { addSpecialTokens: false });
+      expect(concat(tokenizer, ids)).toEqual(utf8(text));
+    }
+    // Tokens of a multi-byte text that hold part of a character: raw bytes, where decode([id]) has U+FFFD.
+    const ids = tokenizer.encode(MULTIBYTE, { addSpecialTokens: false });
+    const partial = ids.filter((id) => tokenizer.decode([id]).includes('\uFFFD'));
+    expect(partial.length).toBeGreaterThan(0);
+    for (const id of partial) expect(tokenizer.tokenBytes(id)).not.toContain(0xef); // not U+FFFD's EF BF BD
+    // Added (special) tokens are the UTF-8 of their content.
+    expect([...tokenizer.tokenBytes(0)]).toEqual(utf8('<|begin_of_text|>'));
+  });
+
+  it('stories260K (SentencePiece, byte fallback): <0xNN> tokens are byte NN, ▁ is a space, pieces concatenate to the UTF-8 of the text', async () => {
+    const { tokenizer } = await loadTokenizer(testData.storiesBin);
+    for (let b = 0; b < 256; b++) {
+      const id = tokenizer.tokenToId(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`)!;
+      expect(id, `byte ${b}`).toBeDefined();
+      expect([...tokenizer.tokenBytes(id)]).toEqual([b]);
+    }
+    const once = tokenizer.tokenToId('▁Once')!;
+    expect([...tokenizer.tokenBytes(once)]).toEqual(utf8(' Once'));
+    expect([...tokenizer.tokenBytes(tokenizer.bosTokenId!)]).toEqual(utf8(tokenizer.idToToken(tokenizer.bosTokenId!)!));
+    const text = 'Once upon a time — café 日本 🦙';
+    const ids = tokenizer.encode(text, { addSpecialTokens: false });
+    // SentencePiece prepends '▁' to the text, which decode strips and the raw bytes keep.
+    expect(concat(tokenizer, ids)).toEqual(utf8(` ${text}`));
+    const partial = ids.filter((id) => tokenizer.decode([id]).includes('\uFFFD'));
+    expect(partial.length).toBeGreaterThan(3);
+    expect(partial.every((id) => tokenizer.tokenBytes(id).length === 1)).toBe(true);
+    expect(() => tokenizer.tokenBytes(tokenizer.vocabSize)).toThrow(/outside the vocabulary/);
+  });
+});

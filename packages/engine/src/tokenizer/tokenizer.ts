@@ -5,9 +5,11 @@ import {
   buildNormalizer,
   buildPostProcessor,
   buildPreTokenizer,
+  buildTokenBytes,
   type Decoder,
   type Normalizer,
   type PreTokenizer,
+  type TokenBytes,
 } from './components.js';
 import { DecodeStream } from './decode-stream.js';
 
@@ -120,6 +122,8 @@ export class Tokenizer {
   private readonly normalizer: Normalizer;
   private readonly preTokenizer: PreTokenizer;
   private readonly decoder: Decoder;
+  private readonly pieceBytes: TokenBytes;
+  private readonly addedIds: ReadonlySet<number>;
   private readonly prefix: readonly number[];
   private readonly suffix: readonly number[];
   private readonly addedRegex: RegExp | undefined;
@@ -238,6 +242,8 @@ export class Tokenizer {
     this.normalizer = wrap(file, () => buildNormalizer(json.normalizer));
     this.preTokenizer = wrap(file, () => buildPreTokenizer(json.pre_tokenizer));
     this.decoder = wrap(file, () => buildDecoder(json.decoder));
+    this.pieceBytes = wrap(file, () => buildTokenBytes(json.decoder));
+    this.addedIds = new Set(added.map((t) => t.id));
     let { prefix, suffix } = wrap(file, () => buildPostProcessor(json.post_processor));
 
     const config = this.config;
@@ -369,6 +375,21 @@ export class Tokenizer {
       tokens.push(piece);
     }
     return this.decoder(tokens).join('');
+  }
+
+  /**
+   * The raw bytes of one token, as OpenAI's logprobs `bytes`: for a model piece the bytes it stands for whatever its
+   * neighbours (byte-level BPE: GPT-2's byte-to-unicode map inverted; SentencePiece: a `<0xNN>` byte token is that
+   * byte, another piece its UTF-8 with `▁` as a space); for an added token the UTF-8 of its content. A token holding
+   * part of a multi-byte character gives those bytes (where `decode([id])` shows U+FFFD).
+   * @throws EngineError `INVALID_ARGUMENT` for an id outside `[0, vocabSize)`.
+   */
+  tokenBytes(id: number): Uint8Array {
+    const piece = Number.isInteger(id) ? this.idToPiece[id] : undefined;
+    if (piece === undefined) {
+      throw new EngineError('INVALID_ARGUMENT', `token id ${id} is outside the vocabulary [0, ${this.vocabSize})`, { field: 'id' });
+    }
+    return this.addedIds.has(id) ? new TextEncoder().encode(piece) : this.pieceBytes(piece);
   }
 
   /**
