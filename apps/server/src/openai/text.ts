@@ -78,18 +78,36 @@ export interface ChatLogprob {
   top_logprobs: { token: string; logprob: number; bytes: number[] }[];
 }
 
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * OpenAI's `bytes` of a token: the UTF-8 of its text, except for a token that holds only part of a multi-byte
+ * character (its raw bytes are not valid UTF-8 on their own, and its text shows U+FFFD): then the raw bytes
+ * (`Tokenizer.tokenBytes`), so that the bytes of consecutive tokens join into the generated text's UTF-8.
+ */
+export function tokenBytesOf(tokenizer: Tokenizer, id: number, text: string): number[] {
+  if (text.includes('\uFFFD')) {
+    const raw = tokenizer.tokenBytes(id);
+    try {
+      strictUtf8.decode(raw);
+    } catch {
+      return [...raw];
+    }
+  }
+  return [...Buffer.from(text, 'utf8')];
+}
+
 /** Chat-style logprobs for `entries`; `topN` alternatives per token (0 = none). */
 export function chatLogprobs(tokenizer: Tokenizer, entries: readonly TokenLogprobs[], topN: number): ChatLogprob[] {
-  const bytes = (s: string) => [...Buffer.from(s, 'utf8')];
   return entries.map((e) => {
     const token = tokenText(tokenizer, e.tokenId);
     return {
       token,
       logprob: e.logprob,
-      bytes: bytes(token),
+      bytes: tokenBytesOf(tokenizer, e.tokenId, token),
       top_logprobs: e.top.slice(0, topN).map((x) => {
         const t = tokenText(tokenizer, x.tokenId);
-        return { token: t, logprob: x.logprob, bytes: bytes(t) };
+        return { token: t, logprob: x.logprob, bytes: tokenBytesOf(tokenizer, x.tokenId, t) };
       }),
     };
   });

@@ -1,15 +1,18 @@
+import { loadTokenizer } from '@kvq/engine';
+import { modelTinyPath } from '@kvq/model-tiny';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type KvqServer } from './server.js';
 
 /**
- * vLLM's `prompt_logprobs` extra on both endpoints, end to end with the official `openai` client: per choice on
- * /v1/completions, at the top level of a /v1/chat/completions response (vLLM's `ChatCompletionResponse`), the chat
- * values equal to those of the same token ids sent as a completion prompt, and a 400 with `stream`.
+ * Logprobs end to end with the official `openai` client: vLLM's `prompt_logprobs` extra on both endpoints (per
+ * choice on /v1/completions, at the top level of a /v1/chat/completions response as vLLM's
+ * `ChatCompletionResponse`, the chat values equal to those of the same token ids sent as a completion prompt, a 400
+ * with `stream`), and chat logprobs `bytes` of tokens that hold part of a multi-byte character (raw bytes, as OpenAI).
  */
 type Entry = Record<string, { logprob: number; rank: number; decoded_token: string | null }>;
 
-describe('prompt_logprobs (kvq-tiny, openai client)', () => {
+describe('logprobs (kvq-tiny, openai client)', () => {
   let server: KvqServer;
   let url: string;
   let client: OpenAI;
@@ -106,5 +109,32 @@ describe('prompt_logprobs (kvq-tiny, openai client)', () => {
       expect(ok.status, path).toBe(200);
       expect(await ok.text()).toMatch(/data: \[DONE\]/);
     }
+  });
+
+  it('chat logprobs bytes: a token holding half of a UTF-8 character gives its raw byte, streamed and not', async () => {
+    const { tokenizer } = await loadTokenizer(modelTinyPath);
+    const lead = tokenizer.tokenToId('Ã')!; // byte-level piece of byte 0xC3 alone
+    expect(tokenizer.decode([lead])).toBe('\uFFFD');
+    const params = {
+      model: 'kvq-tiny',
+      messages: [{ role: 'user' as const, content: 'Hi' }],
+      max_tokens: 1,
+      temperature: 0,
+      logprobs: true,
+      top_logprobs: 2,
+      logit_bias: { [String(lead)]: 100 },
+    };
+    const whole = await client.chat.completions.create(params);
+    const [entry] = whole.choices[0]!.logprobs!.content!;
+    expect(entry!.token).toBe('\uFFFD');
+    expect(entry!.bytes).toEqual([0xc3]);
+    // The alternatives are the model's own (logprobs come before logit_bias, as vLLM's raw logprobs): text tokens.
+    expect(entry!.top_logprobs).toHaveLength(2);
+    for (const t of entry!.top_logprobs) if (!t.token.includes('\uFFFD')) expect(t.bytes).toEqual([...Buffer.from(t.token, 'utf8')]);
+    let streamed: number[] | undefined;
+    for await (const c of await client.chat.completions.create({ ...params, stream: true })) {
+      for (const lp of c.choices[0]?.logprobs?.content ?? []) streamed = lp.bytes ?? undefined;
+    }
+    expect(streamed).toEqual([0xc3]);
   });
 });
