@@ -85,7 +85,7 @@ const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
  * character (its raw bytes are not valid UTF-8 on their own, and its text shows U+FFFD): then the raw bytes
  * (`Tokenizer.tokenBytes`), so that the bytes of consecutive tokens join into the generated text's UTF-8.
  */
-export function tokenBytesOf(tokenizer: Tokenizer, id: number, text: string): number[] {
+function tokenBytesOf(tokenizer: Tokenizer, id: number, text: string): number[] {
   if (text.includes('\uFFFD')) {
     const raw = tokenizer.tokenBytes(id);
     try {
@@ -114,7 +114,7 @@ export function chatLogprobs(tokenizer: Tokenizer, entries: readonly TokenLogpro
 }
 
 /** One prompt position of vLLM's `prompt_logprobs`: token id (as a JSON key) to its logprob, vocabulary rank and text. */
-export type PromptLogprobsEntry = Record<string, { logprob: number; rank: number; decoded_token: string | null }>;
+type PromptLogprobsEntry = Record<string, { logprob: number; rank: number; decoded_token: string | null }>;
 
 /**
  * vLLM's `prompt_logprobs` (`list[dict[int, Logprob] | None]`): per prompt position `null` (the first, which has no
