@@ -80,6 +80,19 @@ describe('kvq main', () => {
       const empty = capture();
       expect(await main([...argv, '--quantization-param-path', '', 'x'], empty.io)).toBe(2);
       expect(empty.err()).toMatch(/--quantization-param-path needs a file path/);
+      // eval: the file's scales are the quantized run's (NLL changes against 1.0 scales); with --kv-scales none it is a usage error.
+      const text = join(dir, 'docs.txt');
+      writeFileSync(text, 'In the beginning God created the heaven and the earth.\n\nAnd the earth was without form, and void.\n');
+      const evalArgv = ['eval', '--backend', 'reference', '--kv-cache-memory', '2MiB', '--kv-cache-dtype', 'fp8', '--text', text, '--json'];
+      const unit = capture();
+      expect(await main([...evalArgv, '--kv-scales', 'none'], unit.io)).toBe(0);
+      const scaled = capture();
+      expect(await main([...evalArgv, '--quantization-param-path', tiny], scaled.io)).toBe(0);
+      const nll = (c: ReturnType<typeof capture>) => (JSON.parse(c.out()) as { nll_mean: number }).nll_mean;
+      expect(nll(scaled)).not.toBeCloseTo(nll(unit), 3);
+      const conflict = capture();
+      expect(await main([...evalArgv, '--kv-scales', 'none', '--quantization-param-path', tiny], conflict.io)).toBe(2);
+      expect(conflict.err()).toMatch(/cannot be combined with --kv-scales none/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
