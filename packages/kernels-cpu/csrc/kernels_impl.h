@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "act_q8.h"
 #include "fp8.h"
 #include "kernels.h"
 #include "portable.h"
@@ -316,7 +317,7 @@ static int linear(const LinearParams& p, const Runner& rn) {
     case kF32: return linear_t<kF32>(p, rn);
     case kBF16: return linear_t<kBF16>(p, rn);
     case kF16: return linear_t<kF16>(p, rn);
-    default: return linear_quant(p, rn);
+    default: return p.xq ? linear_q8act(p, rn) : linear_quant(p, rn);
   }
 }
 

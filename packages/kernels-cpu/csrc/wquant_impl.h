@@ -18,8 +18,10 @@
 // compressed-tensors `decode(q) * scale`, `q * scale`, `(q - zeroPoint) * scale`. (-ffp-contract=off keeps them.)
 // Block layouts and their sources: docs/spec/quantized-weights.md.
 //
-// NOTE: no int8 dot-product (VNNI / maddubs) variant: those need x quantized to int8, which breaks the f32 parity
-// tolerance of the contract; activations stay float32 (W4A16 / W8A16 math).
+// Activations are float32 (W4A16 / W8A16 math) unless the call asks for GGML's 8-bit activations (LinearParams::xq,
+// `activations: 'q8'`, csrc/act_q8.h of @kvq/kernels): then x is quantized per row to Q8_0 / Q8_K blocks and, on
+// AVX2 / AVX-512 builds, the decode GEMV runs on int8 dot products (vpmaddubsw; see "8-bit activations" below);
+// every other path (scalar, NEON, prefill GEMM) runs the float kernels on x's round trip x'.
 
 // ------------------------------------------------------------------------------------------------
 // Block decoders: QB<DT>::decode(block, q[kElems], s[kGroups], o[kGroups]).
@@ -441,4 +443,152 @@ static int linear_quant(const LinearParams& p, const Runner& rn) {
     case kQ6_K: return qgemv_ggml<kQ6_K>(p, rn);
     default: return qgemv_ct(p, rn);
   }
+}
+
+// ------------------------------------------------------------------------------------------------
+// 8-bit activations (LinearParams::xq): x rounded as GGML does (act_q8.h), int8 dot products on AVX2
+// ------------------------------------------------------------------------------------------------
+
+#if defined(__AVX2__)
+/** Per-row quantized activations: q [rows, K], block scales [rows, K / XB], sums of q per 16 elements [rows, K / 16]. */
+struct XQ8 {
+  const int8_t* q;
+  const float* d;
+  const int32_t* s16;
+  int64_t xb;  // activation block (32 or 256)
+};
+
+/** 8 int32 lane sums of the 32 int8 products w * x (lane i: elements 4i .. 4i+3); |w|, |x| <= 127 or w = -128. */
+KVQ_I __m256i dot32_i8(__m256i w, __m256i x) {
+  const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+/**
+ * y[r, n] for n in [n0, n1): GGML rows against R rows of 8-bit activations. Each weight block is decoded to int8
+ * groups (QB<DT>::decode), each 32 elements give 8 int32 lane sums of w * x, converted once and scaled by
+ * group scale * activation scale (two group scales per 32 for q6_k's groups of 16); offsets through the int sums.
+ */
+template <int DT, int R>
+static void gemv_q8(const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1) {
+  typedef QB<DT> B;
+  constexpr int64_t XB = B::kElems == 256 ? 256 : 32;  // the activation block (act_q8_block), a constant here
+  // Blocks decoded per batch (512 elements): the int8 loads then mostly read stores that have left the store
+  // buffer (loading 32 bytes right after the decoder's narrower stores stalls on store forwarding).
+  constexpr int kBatch = 512 / B::kElems, kGpb = B::kElems / B::kGroup;
+  const int64_t K = p.in, N = p.out, nb = K / B::kElems, nxb = K / XB;
+  const int64_t rowBytes = nb * B::kBytes;
+  const uint8_t* base = static_cast<const uint8_t*>(p.w.data);
+  alignas(64) int8_t q[512];
+  float s[kBatch * kGpb], o[kBatch * kGpb];
+  for (int64_t n = n0; n < n1; n++) {
+    const uint8_t* wr = base + n * rowBytes;
+    __m256 acc[R];
+    float off[R];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps(), off[r] = 0.0f;
+    for (int64_t b = 0; b < nb; b += kBatch) {
+      const int nbb = (int)imin(kBatch, nb - b);
+      for (int j = 0; j < nbb; j++) {
+        if (b + j + 8 < nb) vprefetch(wr + (b + j + 8) * B::kBytes);
+        B::decode(wr + (b + j) * B::kBytes, q + j * B::kElems, s + j * kGpb, o + j * kGpb);
+      }
+      const int64_t e0 = b * B::kElems;
+      const int ne = nbb * B::kElems;
+      for (int c = 0; c < ne; c += 32) {
+        const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + c));
+        const int g = c / B::kGroup;
+        for (int r = 0; r < R; r++) {
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xa.q + r * K + e0 + c));
+          const float dx = xa.d[r * nxb + (e0 + c) / XB];
+          const __m256 sv = B::kGroup == 16 ? _mm256_setr_m128(_mm_set1_ps(s[g] * dx), _mm_set1_ps(s[g + 1] * dx))
+                                            : _mm256_set1_ps(s[g] * dx);
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32_i8(wv, xv)), sv, acc[r]);
+        }
+      }
+      if (B::kOffset) {
+        for (int g = 0; g < ne / B::kGroup; g++) {
+          const int64_t e = e0 + g * B::kGroup;
+          for (int r = 0; r < R; r++) {
+            const int32_t* s16 = xa.s16 + r * (K / 16) + e / 16;
+            const float dx = xa.d[r * nxb + e / XB];
+            off[r] += o[g] * dx * (float)(s16[0] + s16[1]);
+          }
+        }
+      }
+    }
+    for (int r = 0; r < R; r++) {
+      const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+      const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+      const float sum = _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+      p.y[r * N + n] = sum + off[r] + (p.bias ? p.bias[n] : 0.0f);
+    }
+  }
+}
+
+template <int DT>
+static void gemv_q8_rt(int rows, const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1) {
+  switch (rows) {
+    case 1: gemv_q8<DT, 1>(p, xa, n0, n1); break;
+    case 2: gemv_q8<DT, 2>(p, xa, n0, n1); break;
+    case 3: gemv_q8<DT, 3>(p, xa, n0, n1); break;
+    default: gemv_q8<DT, 4>(p, xa, n0, n1); break;
+  }
+}
+
+/** The int8 GEMV of a GGML dtype: quantize the (up to 4) activation rows once, then output rows over the threads. */
+template <int DT>
+static int qgemv_q8(const LinearParams& p, const Runner& rn) {
+  const int64_t K = p.in, rows = p.rows, xb = act_q8_block(DT);
+  int8_t* q = static_cast<int8_t*>(malloc((size_t)(rows * K)));
+  float* d = static_cast<float*>(malloc((size_t)(rows * (K / xb)) * sizeof(float)));
+  int32_t* s16 = static_cast<int32_t*>(malloc((size_t)(rows * (K / 16)) * sizeof(int32_t)));
+  if (!q || !d || !s16) {
+    free(q), free(d), free(s16);
+    return kOutOfMemory;
+  }
+  for (int64_t r = 0; r < rows; r++) {
+    act_q8_quantize_row(DT, p.x + r * K, K, q + r * K, d + r * (K / xb));
+    for (int64_t g = 0; g < K / 16; g++) {
+      int32_t t = 0;
+      for (int e = 0; e < 16; e++) t += q[r * K + g * 16 + e];
+      s16[r * (K / 16) + g] = t;
+    }
+  }
+  const XQ8 xa{q, d, s16, xb};
+  auto body = [&](int64_t n0, int64_t n1) { gemv_q8_rt<DT>((int)rows, p, xa, n0, n1); };
+  gemv_split(p, rn, body);
+  free(q), free(d), free(s16);
+  return kOk;
+}
+#endif  // __AVX2__
+
+/**
+ * linear on a GGML weight with 8-bit activations: the int8 GEMV on AVX2 / AVX-512 builds (up to 4 rows); otherwise
+ * (scalar, NEON, prefill) the float kernels on the round trip x' (act_q8_round_trip), the same function.
+ */
+static int linear_q8act(const LinearParams& p, const Runner& rn) {
+#if defined(__AVX2__)
+  if (p.rows <= 4) {
+    switch (p.w.dtype) {
+      case kQ8_0: return qgemv_q8<kQ8_0>(p, rn);
+      case kQ4_0: return qgemv_q8<kQ4_0>(p, rn);
+      case kQ4_1: return qgemv_q8<kQ4_1>(p, rn);
+      case kQ5_0: return qgemv_q8<kQ5_0>(p, rn);
+      case kQ5_1: return qgemv_q8<kQ5_1>(p, rn);
+      case kQ4_K: return qgemv_q8<kQ4_K>(p, rn);
+      case kQ5_K: return qgemv_q8<kQ5_K>(p, rn);
+      case kQ6_K: return qgemv_q8<kQ6_K>(p, rn);
+      default: break;
+    }
+  }
+#endif
+  float* xr = static_cast<float*>(malloc((size_t)(p.rows * p.in) * sizeof(float)));
+  if (!xr) return kOutOfMemory;
+  act_q8_round_trip(p.w.dtype, p.x, p.rows, p.in, xr);
+  LinearParams rt = p;
+  rt.x = xr;
+  rt.xq = 0;
+  const int rc = linear_quant(rt, rn);
+  free(xr);
+  return rc;
 }

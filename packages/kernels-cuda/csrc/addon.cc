@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "act_q8.h"
 #include "gpu.h"
 #include "napi_args.h"
 
@@ -244,6 +245,14 @@ class Context : public Napi::ObjectWrap<Context> {
   void Linear(const Napi::CallbackInfo& info) {
     // shared arguments (0..kLinearArgc-1), then weight data, scale, zero point (device)?
     LinearParams p = readLinear(info);
+    // 8-bit activations: the GPU kernels run on x's round trip x' (act_q8.h), the same function as the CPU's int8 dots.
+    std::vector<float> xRoundTrip;
+    if (p.xq) {
+      xRoundTrip.resize((size_t)(p.rows * p.in));
+      act_q8_round_trip(p.w.dtype, p.x, p.rows, p.in, xRoundTrip.data());
+      p.x = xRoundTrip.data();
+      p.xq = 0;
+    }
     DeviceBuffer* wd = bufferArg(info, kLinearArgc, "weight (device)", (size_t)weight_data_bytes(p.w));
     p.wDev = wd ? wd->ptr() : nullptr;
     const gpu::WeightAuxDev aux = residentWeightAux(info, kLinearArgc + 1, p.w, "weight");

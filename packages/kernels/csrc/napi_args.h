@@ -32,7 +32,7 @@ namespace napi_args {
  * ABI of the shared op signatures (and of each addon's own methods): bumped whenever a reader's argument order or a
  * method signature changes, together with NATIVE_ABI in src/native/ops.ts. The facades refuse a mismatching binary.
  */
-constexpr int kAbi = 3;
+constexpr int kAbi = 4;
 
 /** Throw a JS Error with `code` and (when not empty) `argument`. */
 [[noreturn]] inline void fail(Napi::Env env, const char* code, const std::string& argument, const std::string& message) {
@@ -264,8 +264,11 @@ inline WeightRef readWeight(const Napi::CallbackInfo& info, size_t i, const std:
   return w;
 }
 
-/** linear(x, rows, weight (2..8: see readWeight), bias|null, out); arguments past kLinearArgc are the addon's own. */
-constexpr size_t kLinearArgc = 2 + kWeightArgc + 2;
+/**
+ * linear(x, rows, weight (2..8: see readWeight), bias|null, out, activations (0 float32, 1 q8: GGML weights only));
+ * arguments past kLinearArgc are the addon's own.
+ */
+constexpr size_t kLinearArgc = 2 + kWeightArgc + 3;
 inline LinearParams readLinear(const Napi::CallbackInfo& info) {
   LinearParams p{};
   p.rows = intArg(info, 1, "rows", 1);
@@ -275,6 +278,10 @@ inline LinearParams readLinear(const Napi::CallbackInfo& info) {
   p.x = arrayArg<float>(info, 0, "x", mul(info, "x", {p.rows, p.in}));
   p.bias = optionalArrayArg<float>(info, 2 + kWeightArgc, "bias", p.out);
   p.y = arrayArg<float>(info, 3 + kWeightArgc, "out", mul(info, "out", {p.rows, p.out}));
+  p.xq = (int)intArg(info, 4 + kWeightArgc, "activations", 0, 1);
+  if (p.xq && !is_ggml_dtype(p.w.dtype)) {
+    fail(info.Env(), "INVALID_ARGUMENT", "activations", "activations 'q8' (code 1) needs a GGML weight dtype, got dtype code " + std::to_string(p.w.dtype));
+  }
   return p;
 }
 

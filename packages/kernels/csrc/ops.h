@@ -120,6 +120,7 @@ struct LinearParams {
   const float* bias;  // [out] or null
   float* y;           // [rows, out]
   int64_t rows, in, out;
+  int xq;             // activations: 0 = float32, 1 = GGML's 8-bit round trip (act_q8.h; GGML weights only)
 };
 
 /** `rmsNorm`: y = x / rms(x) * w, row by row. */

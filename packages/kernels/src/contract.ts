@@ -139,7 +139,20 @@ export interface LinearArgs {
   readonly out: Float32Array;
   /** Number of input rows (tokens), `>= 1`. */
   readonly rows: number;
+  /**
+   * How the activations enter the product (GGML weight dtypes only; default `'f32'`):
+   * - `'f32'`: as given (W4A16-style math, exact up to float32 summation);
+   * - `'q8'`: rounded first as llama.cpp's CPU backend and vLLM's GGUF kernels do before their int8 dot products,
+   *   so `y = sum_e w_e * x'_e` with `x'` the round trip of each row through GGML's 8-bit blocks: Q8_0 (32
+   *   elements, scale `f16(amax / 127)`, `roundf`) for q8_0/q4_0/q4_1/q5_0/q5_1, Q8_K (256 elements, scale
+   *   `max / -127` in float32, round half to even) for the k-quants (`quantizeActivationsQ8`, csrc/act_q8.h). A
+   *   block with a NaN or infinity makes its x' NaN. Faster on CPUs with int8 dot products (AVX2 `vpmaddubsw`).
+   */
+  readonly activations?: LinearActivations | undefined;
 }
+
+/** How `linear` takes its activations: `'f32'` as given, `'q8'` rounded as GGML does (see {@link LinearArgs.activations}). */
+export type LinearActivations = 'f32' | 'q8';
 
 /**
  * `rmsNorm`: `out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight` (Llama RMSNorm; the mean of squares is

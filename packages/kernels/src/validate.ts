@@ -34,6 +34,7 @@ import {
   colsMultiple,
   isCompressedDtype,
   isDenseDtype,
+  isGgmlDtype,
   isWeightDtype,
   WEIGHT_DTYPES,
   weightArrayKind,
@@ -371,6 +372,15 @@ export function validateLinear(args: LinearArgs): { rows: number; inFeatures: nu
   const out = checkF32('out', args.out, rows * outFeatures);
   if (args.bias !== undefined) checkF32('bias', args.bias, outFeatures);
   checkNoOverlap('out', out, rows * outFeatures, 'x', x, rows * inFeatures);
+  const act = args.activations;
+  if (act !== undefined && act !== 'f32' && act !== 'q8') {
+    throw new KernelError('INVALID_ARGUMENT', `activations must be 'f32' or 'q8', got ${describeValue(act)}`, { argument: 'activations' });
+  }
+  if (act === 'q8' && !isGgmlDtype(weight.dtype)) {
+    throw new KernelError('INVALID_ARGUMENT', `activations 'q8' needs a GGML weight dtype (q8_0 ... q6_k), got weight.dtype '${weight.dtype}'`, {
+      argument: 'activations',
+    });
+  }
   return { rows, inFeatures, outFeatures };
 }
 

@@ -45,7 +45,7 @@ import {
 } from '../validate.js';
 
 /** ABI of the shared op signatures (csrc/napi_args.h `kAbi`); a binary reporting another one is stale and is not loaded. */
-export const NATIVE_ABI = 3;
+export const NATIVE_ABI = 4;
 
 /**
  * Numeric codes of storage dtypes (csrc/ops.h `DtypeCode`): the weight dtypes (`f32`..`f16`, the GGML block types
@@ -116,8 +116,11 @@ export type WeightNativeArgs = [
   groupSize: number,
 ];
 
-/** Positional arguments of `linear` (csrc/napi_args.h `readLinear`); `bias` null when absent. */
-export type LinearNativeArgs = [x: F32, rows: number, ...weight: WeightNativeArgs, bias: F32 | null, out: F32];
+/**
+ * Positional arguments of `linear` (csrc/napi_args.h `readLinear`); `bias` null when absent; `activations` 0 for
+ * float32, 1 for `'q8'` (csrc/act_q8.h).
+ */
+export type LinearNativeArgs = [x: F32, rows: number, ...weight: WeightNativeArgs, bias: F32 | null, out: F32, activations: number];
 
 /** Positional arguments of `embedding` (csrc/napi_args.h `readEmbedding`). */
 export type EmbeddingNativeArgs = [...table: WeightNativeArgs, ids: I32, out: F32, numTokens: number];
@@ -325,7 +328,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
   /** `linear`'s validated positional arguments (without resident buffers). */
   protected linearArgs(args: LinearArgs): LinearNativeArgs {
     const { rows } = validateLinear(args);
-    return [args.x, rows, ...weightArgs(args.weight), args.bias ?? null, args.out];
+    return [args.x, rows, ...weightArgs(args.weight), args.bias ?? null, args.out, args.activations === 'q8' ? 1 : 0];
   }
 
   /** `pagedAttention`'s validated positional arguments (without resident buffers). */

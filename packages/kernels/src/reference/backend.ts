@@ -21,6 +21,7 @@ import type {
   BackendInfo,
   DequantizeFp8Args,
   EmbeddingArgs,
+  GgmlWeightDtype,
   GeluTanhAndMulArgs,
   KernelBackend,
   KvLayerCache,
@@ -53,6 +54,7 @@ import {
   validateSoftmax,
 } from '../validate.js';
 import { dequantizeRowUnchecked as dequantizeRow } from '../quant/dequantize.js';
+import { roundTripActivationsQ8 } from '../quant/activations.js';
 import { pagedAttentionQuant, reshapeAndCacheQuant } from './kv-quant.js';
 
 let bf16Table: Float32Array | undefined;
@@ -88,7 +90,8 @@ function scaleOf(scales: Float32Array, head: number): number {
  */
 function linear(args: LinearArgs): void {
   const { rows, inFeatures, outFeatures } = validateLinear(args);
-  const { x, out, bias, weight } = args;
+  const { out, bias, weight } = args;
+  const x = args.activations === 'q8' ? roundTripActivationsQ8(args.x, rows, inFeatures, weight.dtype as GgmlWeightDtype) : args.x;
   const row = new Float32Array(inFeatures);
   for (let o = 0; o < outFeatures; o++) {
     dequantizeRow(weight, o, row);

@@ -85,6 +85,12 @@ export function badInputCases(): BadInputCase[] {
   return [
     c('linear', 'x too short', 'SHAPE_MISMATCH', 'x', (b) => b.linear({ x: f32(5), weight: w(3, 4), out: f32(6), rows: 2 })),
     c('linear', 'out too short', 'SHAPE_MISMATCH', 'out', (b) => b.linear({ x: f32(8), weight: w(3, 4), out: f32(5), rows: 2 })),
+    c('linear', "activations 'q8' on a dense weight", 'INVALID_ARGUMENT', 'activations', (b) =>
+      b.linear({ x: f32(8), weight: w(3, 4), out: f32(6), rows: 2, activations: 'q8' }),
+    ),
+    c('linear', "activations 'q4'", 'INVALID_ARGUMENT', 'activations', (b) =>
+      b.linear({ x: f32(8), weight: w(3, 4), out: f32(6), rows: 2, activations: 'q4' as never }),
+    ),
     c('linear', 'rows 0', 'INVALID_ARGUMENT', 'rows', (b) => b.linear({ x: f32(8), weight: w(3, 4), out: f32(6), rows: 0 })),
     c('linear', 'rows fractional', 'INVALID_ARGUMENT', 'rows', (b) => b.linear({ x: f32(8), weight: w(3, 4), out: f32(6), rows: 1.5 })),
     c('linear', 'x is a Float64Array', 'WRONG_ARRAY_TYPE', 'x', (b) =>

@@ -13,7 +13,7 @@ import { KV_QUANT_DTYPES, type KvQuantDtype } from '@kvq/cache';
 import type { Fp8Format, ScaleLayout } from '@kvq/fp8';
 import { FP8_FORMATS } from '@kvq/fp8';
 import type { KernelBackend, KernelOpName, KvDtype, RopeStyle, RopeTable, WeightDtype } from '../contract.js';
-import { GGML_BLOCK, isGgmlDtype, QUANTIZED_WEIGHT_DTYPES, WEIGHT_DTYPES as ALL_WEIGHT_DTYPES } from '../quant/layout.js';
+import { GGML_BLOCK, GGML_WEIGHT_DTYPES, isGgmlDtype, QUANTIZED_WEIGHT_DTYPES, WEIGHT_DTYPES as ALL_WEIGHT_DTYPES } from '../quant/layout.js';
 import type { QuantizeOptions } from '../quant/quantize.js';
 import { createReferenceBackend } from '../reference/backend.js';
 import { buildRopeTable, type RopeScaling } from '../rope.js';
@@ -319,6 +319,45 @@ function quantizedLinearCases(full: boolean, seed: number): ParityCase[] {
         },
       });
     }
+  });
+  return cases;
+}
+
+/**
+ * `linear` with `activations: 'q8'` on every GGML dtype (GEMV and GEMM rows): random rows plus blocks that pin the
+ * rounding rules (exact halves: Q8_0 rounds them away from zero, Q8_K to even), an all-zero block, a huge block,
+ * and (one case per dtype) a NaN that must make its row's outputs NaN.
+ */
+function q8ActivationLinearCases(seed: number): ParityCase[] {
+  const cases: ParityCase[] = [];
+  GGML_WEIGHT_DTYPES.forEach((dtype, j) => {
+    const block = dtype === 'q4_k' || dtype === 'q5_k' || dtype === 'q6_k' ? 256 : 32;
+    const inF = Math.max(3 * GGML_BLOCK[dtype].blockElems, 3 * block);
+    [1, 2, 4, 5].forEach((rows, k) => {
+      const outF = cycle([7, 13, 33], k + j);
+      const nan = k === 1;
+      cases.push({
+        op: 'linear',
+        label: `linear ${dtype} activations=q8 ${rows <= 4 ? 'gemv' : 'gemm'} rows=${rows} in=${inF} out=${outF}${nan ? ' +NaN' : ''}`,
+        tolerance: DEFAULT_TOLERANCES.linear,
+        run(b) {
+          const r = rng(seed + 4000 + j * 20 + k);
+          const x = randomF32(rows * inF, r);
+          // Row 0: block 0 holds exact halves of its step (127 sets amax, or max = -127 for Q8_K), block 1 is zero,
+          // block 2 is huge.
+          const halves = [2.5, -2.5, 0.5, -0.5, 1.5, -1.5, 126.5, -3.5];
+          x[0] = block === 32 ? 127 : -127;
+          halves.forEach((h, i) => (x[1 + i] = h));
+          x.fill(0, block, 2 * block);
+          for (let i = 2 * block; i < 3 * block; i++) x[i] = x[i]! * 1e4;
+          if (nan) x[inF + 3] = NaN;
+          const weight = randomWeight(dtype, outF, inF, r, {});
+          const out = withSlack(rows * outF);
+          b.linear({ x, weight, out, rows, bias: k % 2 === 0 ? randomF32(outF, r) : undefined, activations: 'q8' });
+          return { out };
+        },
+      });
+    });
   });
   return cases;
 }
@@ -931,6 +970,7 @@ export function parityCases(options: ParityCaseOptions = {}): ParityCase[] {
   const all = [
     ...linearCases(full, seed),
     ...quantizedLinearCases(full, seed),
+    ...q8ActivationLinearCases(seed),
     ...rmsNormCases(seed),
     ...addCases(seed),
     ...gatedCases('siluAndMul', seed + 300),

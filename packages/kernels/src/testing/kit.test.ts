@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { KernelBackend, KernelOpName, PagedAttentionArgs, ReshapeAndCacheArgs } from '../contract.js';
+import type { GgmlWeightDtype, KernelBackend, KernelOpName, PagedAttentionArgs, ReshapeAndCacheArgs } from '../contract.js';
 import { dequantizeRow } from '../quant/dequantize.js';
+import { roundTripActivationsQ8 } from '../quant/activations.js';
 import { createReferenceBackend } from '../reference/backend.js';
 import { KernelError } from '../errors.js';
 import {
@@ -333,7 +334,8 @@ describe('parity kit: the linear tolerance fits float32 accumulation on quantize
       ...createReferenceBackend(),
       name: 'f32-accumulation',
       linear(a) {
-        const { weight, x, out, rows, bias } = a;
+        const { weight, out, rows, bias } = a;
+        const x = a.activations === 'q8' ? roundTripActivationsQ8(a.x, rows, weight.cols, weight.dtype as GgmlWeightDtype) : a.x;
         const row = new Float32Array(weight.cols);
         for (let o = 0; o < weight.rows; o++) {
           dequantizeRow(weight, o, row);
@@ -348,5 +350,13 @@ describe('parity kit: the linear tolerance fits float32 accumulation on quantize
     const cases = parityCases({ size: 'full', ops: ['linear'] }).filter((c) => !/^linear (f32|bf16|f16) /.test(c.label));
     const report = runParitySuite(f32acc, ref, { cases });
     expect(report.failures, formatParityReport(report)).toEqual([]);
+  });
+
+  it("a candidate that ignores activations: 'q8' (float32 activations) fails every q8 case", () => {
+    const ignoring: KernelBackend = { ...createReferenceBackend(), name: 'ignores-q8', linear: (a) => ref.linear({ ...a, activations: 'f32' }) };
+    const cases = parityCases({ ops: ['linear'] }).filter((c) => c.label.includes('activations=q8'));
+    expect(cases.length).toBeGreaterThanOrEqual(32);
+    const report = runParitySuite(ignoring, ref, { cases });
+    expect(report.failures.map((f) => f.label).sort()).toEqual(cases.map((c) => c.label).sort());
   });
 });

@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { activationBlockQ8, quantizeActivationBlockQ8, roundTripActivationsQ8 } from './activations.js';
+
+describe('GGML 8-bit activation blocks (ggml-quants.c quantize_row_q8_0_ref / q8_K_ref)', () => {
+  it('block sizes: Q8_K (256) for the k-quants, Q8_0 (32) otherwise', () => {
+    expect(['q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'].map((d) => activationBlockQ8(d as never))).toEqual([32, 32, 32, 32, 32]);
+    expect(['q4_k', 'q5_k', 'q6_k'].map((d) => activationBlockQ8(d as never))).toEqual([256, 256, 256]);
+  });
+
+  it('Q8_0: d = amax / 127 (stored as f16), roundf rounds halves away from zero', () => {
+    const x = new Float32Array(32);
+    x.set([127, 2.5, -2.5, 0.5, -0.5, 1.5, -1.5, 126.5, -3.5]);
+    const q = new Int8Array(32);
+    expect(quantizeActivationBlockQ8(x, 0, 32, q, 0)).toBe(1);
+    expect([...q.subarray(0, 9)]).toEqual([127, 3, -3, 1, -1, 2, -2, 127, -4]);
+    // amax 1: d = 1/127 in float32, stored as f16 (0.007874 -> 0.0078735...), x' = q * f16(d).
+    const y = new Float32Array(32).fill(0.25);
+    y[0] = -1;
+    const s = quantizeActivationBlockQ8(y, 0, 32, q, 0);
+    expect(s).toBe(0.00787353515625);
+    expect(q[0]).toBe(-127);
+    expect(q[1]).toBe(32); // 0.25 * 127 = 31.75
+  });
+
+  it('Q8_K: iscale = -127 / max (signed), nearest_int rounds halves to even, d = 1 / iscale in float32', () => {
+    const x = new Float32Array(256);
+    x.set([-127, 2.5, -2.5, 0.5, -0.5, 1.5, -1.5, 126.5, -3.5]);
+    const q = new Int8Array(256);
+    expect(quantizeActivationBlockQ8(x, 0, 256, q, 0)).toBe(1);
+    expect([...q.subarray(0, 9)]).toEqual([-127, 2, -2, 0, 0, 2, -2, 126, -4]);
+    // A positive max maps to -127 (iscale < 0) and the scale is negative.
+    x[0] = 127;
+    const s = quantizeActivationBlockQ8(x, 0, 256, q, 0);
+    expect(s).toBe(-1);
+    expect([q[0], q[1]]).toEqual([-127, -2]);
+  });
+
+  it('zero blocks give scale 0; a non-finite value makes the whole block NaN', () => {
+    const q = new Int8Array(256);
+    expect(quantizeActivationBlockQ8(new Float32Array(32), 0, 32, q, 0)).toBe(0);
+    expect(quantizeActivationBlockQ8(new Float32Array(256), 0, 256, q, 0)).toBe(0);
+    const x = new Float32Array(64).fill(1);
+    x[40] = Infinity;
+    const rt = roundTripActivationsQ8(x, 1, 64, 'q8_0');
+    expect([...rt.subarray(0, 32)].every((v) => Math.abs(v - 1) < 1e-3)).toBe(true);
+    expect([...rt.subarray(32)].every((v) => Number.isNaN(v))).toBe(true);
+  });
+
+  it('round trip error is within half a step of each block (plus the f16 rounding of the Q8_0 scale)', () => {
+    const x = Float32Array.from({ length: 512 }, (_, i) => Math.sin(i * 0.37) * (1 + (i % 7)));
+    for (const dtype of ['q8_0', 'q6_k'] as const) {
+      const rt = roundTripActivationsQ8(x, 2, 256, dtype);
+      const n = activationBlockQ8(dtype);
+      for (let b = 0; b < 512; b += n) {
+        let amax = 0;
+        for (let i = b; i < b + n; i++) amax = Math.max(amax, Math.abs(x[i]!));
+        for (let i = b; i < b + n; i++) expect(Math.abs(rt[i]! - x[i]!)).toBeLessThanOrEqual((amax / 127) * 0.5001 + (n === 32 ? amax * 2 ** -11 : 0) + 1e-6);
+      }
+    }
+  });
+});

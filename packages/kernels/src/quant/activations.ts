@@ -1,0 +1,82 @@
+/**
+ * GGML's 8-bit activation quantization: what `linear({ activations: 'q8' })` does to `x` on GGML weights (see
+ * `LinearArgs.activations`), bit-identical with csrc/act_q8.h. Facts from ggml-quants.c (`quantize_row_q8_0_ref`,
+ * `quantize_row_q8_1_ref`, `quantize_row_q8_K_ref`); docs/spec/quantized-weights.md.
+ * @module
+ */
+import { f16ToF32Table, f32ToF16Bits } from '@kvq/fp8';
+import type { GgmlWeightDtype } from '../contract.js';
+
+const fr = Math.fround;
+const F16 = f16ToF32Table();
+
+/** Elements per activation block for a GGML weight dtype: 256 (Q8_K) for the k-quants, 32 (Q8_0) otherwise. */
+export function activationBlockQ8(dtype: GgmlWeightDtype): 32 | 256 {
+  return dtype === 'q4_k' || dtype === 'q5_k' || dtype === 'q6_k' ? 256 : 32;
+}
+
+/** C `roundf`: half away from zero. */
+function roundAway(v: number): number {
+  return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
+}
+
+/** ggml's `nearest_int`: half to even. */
+function roundEven(v: number): number {
+  const f = Math.floor(v);
+  const d = v - f;
+  if (d < 0.5) return f;
+  if (d > 0.5) return f + 1;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/**
+ * Quantize one block of `n` (32 or 256) activations `x[xo, xo + n)` into `q[qo, qo + n)`; returns the block's
+ * scale (Q8_0: `f16(amax / 127)`; Q8_K: `1 / (-127 / max)` in float32; NaN when the block holds a NaN or an
+ * infinity), so that `x' = q * scale`.
+ */
+export function quantizeActivationBlockQ8(x: Float32Array, xo: number, n: 32 | 256, q: Int8Array, qo: number): number {
+  let amax = 0;
+  let max = 0;
+  let finite = true;
+  for (let j = 0; j < n; j++) {
+    const v = x[xo + j]!;
+    const a = Math.abs(v);
+    if (!Number.isFinite(v)) finite = false;
+    if (a > amax) {
+      amax = a;
+      max = v;
+    }
+  }
+  if (!finite) {
+    q.fill(0, qo, qo + n);
+    return NaN;
+  }
+  if (n === 32) {
+    const d = fr(amax / 127);
+    const id = d !== 0 ? fr(1 / d) : 0;
+    for (let j = 0; j < n; j++) q[qo + j] = roundAway(fr(x[xo + j]! * id));
+    return F16[f32ToF16Bits(d)]!;
+  }
+  if (amax === 0) {
+    q.fill(0, qo, qo + n);
+    return 0;
+  }
+  const iscale = fr(-127 / max);
+  for (let j = 0; j < n; j++) q[qo + j] = Math.min(127, roundEven(fr(iscale * x[xo + j]!)));
+  return fr(1 / iscale);
+}
+
+/**
+ * `x'`: `rows` rows of `cols` activations (cols a multiple of {@link activationBlockQ8}) rounded through GGML's
+ * 8-bit blocks for weights of `dtype`, as float32 (`q * scale`, rounded once).
+ */
+export function roundTripActivationsQ8(x: Float32Array, rows: number, cols: number, dtype: GgmlWeightDtype): Float32Array {
+  const n = activationBlockQ8(dtype);
+  const out = new Float32Array(rows * cols);
+  const q = new Int8Array(n);
+  for (let o = 0; o < rows * cols; o += n) {
+    const s = quantizeActivationBlockQ8(x, o, n, q, 0);
+    for (let j = 0; j < n; j++) out[o + j] = fr(q[j]! * s);
+  }
+  return out;
+}
