@@ -28,6 +28,7 @@ export const MODEL_OPTIONS = {
   'calculate-kv-scales': { type: 'boolean' },
   'fp8-query': { type: 'boolean' },
   'quantization-param-path': { type: 'string' },
+  'ggml-activations': { type: 'string' },
   'max-model-len': { type: 'string' },
   'kv-cache-memory': { type: 'string' },
   'block-size': { type: 'string' },
@@ -46,6 +47,8 @@ export const MODEL_HELP = `Model options:
   --quantization-param-path F
                             vLLM's legacy kv_cache_scales.json: one K/V scale per layer for an FP8 e4m3 cache
                             (replaces checkpoint scales; never read from the model folder unless named here)
+  --ggml-activations A      q8 | f32: activations meeting GGUF-quantized weights are rounded to GGML's 8-bit
+                            blocks as llama.cpp does (q8, default; int8 dot products) or kept float32 (f32)
   --max-model-len N         max prompt + output tokens (default: the model's)
   --kv-cache-memory SIZE    KV cache budget, e.g. 64MiB, 1GB, 1048576 (default 256MiB)
   --block-size N            tokens per KV block, a power of two (default 16)
@@ -141,6 +144,7 @@ export function engineOptions(values: Record<string, unknown>) {
     calculateKvScales: boolean;
     fp8Query?: boolean;
     quantizationParamPath?: string;
+    ggmlActivations?: 'q8' | 'f32';
     maxModelLen?: number;
     kvCacheMemory?: number;
     blockSize?: number;
@@ -151,6 +155,11 @@ export function engineOptions(values: Record<string, unknown>) {
   if (paramPath !== undefined) {
     if (paramPath.trim() === '') throw new CliError('USAGE', '--quantization-param-path needs a file path');
     out.quantizationParamPath = paramPath;
+  }
+  const act = s('ggml-activations');
+  if (act !== undefined) {
+    if (act !== 'q8' && act !== 'f32') throw new CliError('USAGE', `--ggml-activations must be q8 or f32, got ${JSON.stringify(act)}`);
+    out.ggmlActivations = act;
   }
   const maxModelLen = parseNumber(s('max-model-len'), '--max-model-len', { integer: true, min: 2 });
   if (maxModelLen !== undefined) out.maxModelLen = maxModelLen;

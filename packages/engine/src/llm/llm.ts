@@ -64,6 +64,13 @@ export interface LLMOptions {
    * (a checkpoint `q_scale` in every layer, or `calculateKvScales`) a `KVQ_FP8_QUERY_UNCALIBRATED` warning is given.
    */
   readonly fp8Query?: boolean;
+  /**
+   * How activations meet GGML-quantized weights (GGUF Q8_0 ... Q6_K): `'q8'` (default) rounds each activation row to
+   * GGML's 8-bit blocks first, as llama.cpp and vLLM's GGUF kernels do (the same function as those engines; int8 dot
+   * products on AVX2 CPUs); `'f32'` multiplies float32 activations by the exact block values (slower on CPUs,
+   * slightly closer to the unquantized model). Other weights always take float32 activations.
+   */
+  readonly ggmlActivations?: 'q8' | 'f32';
   /** Max prompt + output tokens. Default: the model's `max_position_embeddings`. */
   readonly maxModelLen?: number;
   /** Bytes for the KV cache. Default 256 MiB. */
@@ -279,7 +286,10 @@ export class LLM {
       kvScales.layers.forEach((l, i) => storage.setScales(i, { kScale: l.k, vScale: l.v, qScale: perHead ? expandQ(l.q, c) : l.q }));
     }
     const dims = llamaDimsOf(c, maxModelLen);
-    const forward = new LlamaForward(backend, llamaWeightsOf(model), dims, storage, { fp8Query: options.fp8Query ?? false });
+    const forward = new LlamaForward(backend, llamaWeightsOf(model), dims, storage, {
+      fp8Query: options.fp8Query ?? false,
+      ggmlActivations: options.ggmlActivations ?? 'q8',
+    });
     const manager = new KvCacheManager({ numBlocks: plan.numBlocks, blockSize, enablePrefixCaching: options.enablePrefixCaching ?? true, format: storage });
     const engine = new LLMEngine({
       forward,

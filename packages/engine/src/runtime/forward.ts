@@ -1,5 +1,5 @@
 import type { KvCacheStorage } from '@kvq/cache';
-import type { KernelBackend, RopeStyle, RopeTable, WeightMatrix } from '@kvq/kernels';
+import { isGgmlDtype, type KernelBackend, type LinearArgs, type RopeStyle, type RopeTable, type WeightMatrix } from '@kvq/kernels';
 
 import { EngineError } from '../errors.js';
 import { scaleInPlace, softcapInPlace, softcappedPagedAttention } from './variant-ops.js';
@@ -131,6 +131,12 @@ export type AttentionObserver = (
 export interface LlamaForwardOptions {
   /** Flash-Attention-3-style FP8 query (requires an FP8 cache). Default false. */
   readonly fp8Query?: boolean;
+  /**
+   * How activations meet GGML-quantized weights (the kernels' `LinearArgs.activations`): `'q8'` (default) rounds
+   * them to GGML's 8-bit blocks first, as llama.cpp and vLLM's GGUF kernels do (int8 dot products on AVX2);
+   * `'f32'` multiplies the exact block values by float32 activations. Other weight dtypes always use float32.
+   */
+  readonly ggmlActivations?: 'q8' | 'f32';
 }
 
 /**
@@ -144,6 +150,8 @@ export class LlamaForward {
   readonly dims: LlamaDims;
   readonly storage: KvCacheStorage;
   readonly fp8Query: boolean;
+  /** See {@link LlamaForwardOptions.ggmlActivations}. */
+  readonly ggmlActivations: 'q8' | 'f32';
   private capacity = 0;
   private hidden = new Float32Array(0);
   private normed = new Float32Array(0);
@@ -162,9 +170,20 @@ export class LlamaForward {
     this.dims = dims;
     this.storage = storage;
     this.fp8Query = options.fp8Query ?? false;
+    this.ggmlActivations = options.ggmlActivations ?? 'q8';
+    if (this.ggmlActivations !== 'q8' && this.ggmlActivations !== 'f32') {
+      throw new EngineError('INVALID_ARGUMENT', `ggmlActivations must be 'q8' or 'f32', got ${JSON.stringify(this.ggmlActivations)}`, {
+        field: 'ggmlActivations',
+      });
+    }
     if (this.fp8Query && dims.variant?.attnLogitSoftcapping !== undefined) {
       throw new EngineError('INVALID_ARGUMENT', 'fp8Query is not supported for models with attention logit soft-capping (Gemma 2)', { field: 'fp8Query' });
     }
+  }
+
+  /** `linear` with this forward's activation mode for GGML weights. */
+  private linear(args: LinearArgs): void {
+    this.backend.linear(isGgmlDtype(args.weight.dtype) ? { ...args, activations: this.ggmlActivations } : args);
   }
 
   private ensureCapacity(numTokens: number): void {
@@ -210,9 +229,9 @@ export class LlamaForward {
     const cache = this.storage.layer(l);
     const layer = d.layers?.[l];
     b.rmsNorm({ x: hidden, weight: lw.inputLayernorm, out: normed, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
-    b.linear({ x: normed, weight: lw.qProj, bias: lw.qBias, out: q, rows: n });
-    b.linear({ x: normed, weight: lw.kProj, bias: lw.kBias, out: k, rows: n });
-    b.linear({ x: normed, weight: lw.vProj, bias: lw.vBias, out: v, rows: n });
+    this.linear({ x: normed, weight: lw.qProj, bias: lw.qBias, out: q, rows: n });
+    this.linear({ x: normed, weight: lw.kProj, bias: lw.kBias, out: k, rows: n });
+    this.linear({ x: normed, weight: lw.vProj, bias: lw.vBias, out: v, rows: n });
     // Per-head q/k RMSNorm: rows = tokens x heads, hidden = headDim.
     if (lw.qNorm) b.rmsNorm({ x: q, weight: lw.qNorm, out: q, rows: n * d.numHeads, hidden: d.headDim, eps: d.rmsNormEps });
     if (lw.kNorm) b.rmsNorm({ x: k, weight: lw.kNorm, out: k, rows: n * d.numKvHeads, hidden: d.headDim, eps: d.rmsNormEps });
@@ -246,7 +265,7 @@ export class LlamaForward {
     const cap = d.variant?.attnLogitSoftcapping;
     if (cap !== undefined) softcappedPagedAttention(args, cap);
     else b.pagedAttention(args);
-    b.linear({ x: attn, weight: lw.oProj, bias: lw.oBias, out: proj, rows: n });
+    this.linear({ x: attn, weight: lw.oProj, bias: lw.oBias, out: proj, rows: n });
     if (lw.preFeedforwardLayernorm) b.rmsNorm({ x: proj, weight: lw.postAttentionLayernorm, out: proj, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
     b.add({ a: hidden, b: proj, out: hidden, length: n * d.hiddenSize });
   }
@@ -258,11 +277,11 @@ export class LlamaForward {
     const lw = this.weights.layers[l]!;
     const sandwich = lw.preFeedforwardLayernorm;
     b.rmsNorm({ x: hidden, weight: sandwich ?? lw.postAttentionLayernorm, out: normed, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
-    b.linear({ x: normed, weight: lw.gateProj, out: gate, rows: n });
-    b.linear({ x: normed, weight: lw.upProj, out: up, rows: n });
+    this.linear({ x: normed, weight: lw.gateProj, out: gate, rows: n });
+    this.linear({ x: normed, weight: lw.upProj, out: up, rows: n });
     if (d.variant?.activation === 'gelu_tanh') b.geluTanhAndMul({ gate, up, out: gate, length: n * d.intermediateSize });
     else b.siluAndMul({ gate, up, out: gate, length: n * d.intermediateSize });
-    b.linear({ x: gate, weight: lw.downProj, out: proj, rows: n });
+    this.linear({ x: gate, weight: lw.downProj, out: proj, rows: n });
     if (lw.postFeedforwardLayernorm) b.rmsNorm({ x: proj, weight: lw.postFeedforwardLayernorm, out: proj, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
     b.add({ a: hidden, b: proj, out: hidden, length: n * d.hiddenSize });
   }
@@ -279,7 +298,7 @@ export class LlamaForward {
     }
     b.rmsNorm({ x: selected, weight: w.norm, out: selected, rows, hidden: d.hiddenSize, eps: d.rmsNormEps });
     const logits = new Float32Array(rows * d.vocabSize);
-    b.linear({ x: selected, weight: w.lmHead, out: logits, rows });
+    this.linear({ x: selected, weight: w.lmHead, out: logits, rows });
     const cap = d.variant?.finalLogitSoftcapping;
     if (cap !== undefined) softcapInPlace(logits, logits.length, cap);
     return logits;
