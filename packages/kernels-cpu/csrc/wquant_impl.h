@@ -469,6 +469,174 @@ KVQ_I __m256i dot32_i8(__m256i w, __m256i x) {
  * groups (QB<DT>::decode), each 32 elements give 8 int32 lane sums of w * x, converted once and scaled by
  * group scale * activation scale (two group scales per 32 for q6_k's groups of 16); offsets through the int sums.
  */
+/** The low / high nibbles of 32 bytes as 32 bytes each. */
+KVQ_I __m256i q8_nib_lo(__m256i v) { return _mm256_and_si256(v, _mm256_set1_epi8(0x0F)); }
+KVQ_I __m256i q8_nib_hi(__m256i v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)); }
+/** 8 int32 lane sums of u8 w * s8 x over 32 bytes (w <= 63: no int16 saturation). */
+KVQ_I __m256i dot32_u8(__m256i w, __m256i x) { return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)); }
+
+/**
+ * Direct int8 block dots of the common GGUF types (no decode through L1): for one weight block at `b` and R rows of
+ * activations (row r's block-aligned values at x[r], scale dx[r], 16-sums s16[r]), acc[r] += lanes * scale and
+ * off[r] += the offset terms. Q8Direct<DT>::kOn says whether DT has one (else the generic decode path runs).
+ */
+template <int DT>
+struct Q8Direct {
+  static constexpr bool kOn = false;
+  template <int R>
+  KVQ_I void dot(const uint8_t*, const int8_t* const*, const float*, const int32_t* const*, __m256*, float*) {}
+};
+
+template <>
+struct Q8Direct<kQ8_0> {
+  static constexpr bool kOn = true;
+  template <int R>
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const*, __m256* acc, float*) {
+    const float d = ld_f16(b);
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+    for (int r = 0; r < R; r++) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r]));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32_i8(w, xv)), _mm256_set1_ps(d * dx[r]), acc[r]);
+    }
+  }
+};
+
+template <>
+struct Q8Direct<kQ4_0> {
+  static constexpr bool kOn = true;
+  // w = nibble - 8: sum(w x) = sum(nibble x) - 8 sum(x), the nibbles unsigned straight into vpmaddubsw.
+  template <int R>
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const* s16, __m256* acc, float* off) {
+    const float d = ld_f16(b);
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
+    const __m128i m = _mm_set1_epi8(0x0F);
+    const __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+    for (int r = 0; r < R; r++) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r]));
+      const float s = d * dx[r];
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32_u8(w, xv)), _mm256_set1_ps(s), acc[r]);
+      off[r] -= 8.0f * s * (float)(s16[r][0] + s16[r][1]);
+    }
+  }
+};
+
+/**
+ * q4_k / q5_k: sum over sub-blocks j of d sc_j sum(q x) - dmin m_j sum(x); q unsigned (nibbles, plus q5_k's fifth
+ * bits from qh), the 6-bit scale applied as int16.
+ */
+template <bool kFive>
+struct Q8DirectK45 {
+  static constexpr bool kOn = true;
+  template <int R>
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const* s16, __m256* acc, float* off) {
+    const float d = ld_f16(b), dmin = ld_f16(b + 2);
+    int sc[8], mn[8];
+    for (int j = 0; j < 8; j++) k_scale_min(j, b + 4, &sc[j], &mn[j]);
+    __m256i lo[4], hi[4];
+    const uint8_t* qs = b + (kFive ? 48 : 16);
+    const __m256i qh = kFive ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)) : _mm256_setzero_si256();
+    const __m256i one = _mm256_set1_epi8(1);
+    for (int jj = 0; jj < 4; jj++) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * jj));
+      lo[jj] = q8_nib_lo(q);
+      hi[jj] = q8_nib_hi(q);
+      if (kFive) {
+        const __m256i h = _mm256_srli_epi16(qh, 2 * jj);
+        lo[jj] = _mm256_or_si256(lo[jj], _mm256_slli_epi16(_mm256_and_si256(h, one), 4));
+        hi[jj] = _mm256_or_si256(hi[jj], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 1), one), 4));
+      }
+    }
+    for (int r = 0; r < R; r++) {
+      __m256i sum = _mm256_setzero_si256();
+      for (int jj = 0; jj < 4; jj++) {
+        const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r] + 64 * jj));
+        const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r] + 64 * jj + 32));
+        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo[jj], x0), _mm256_set1_epi16((short)sc[2 * jj]));
+        const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[jj], x1), _mm256_set1_epi16((short)sc[2 * jj + 1]));
+        sum = _mm256_add_epi32(sum, _mm256_add_epi32(p0, p1));
+      }
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d * dx[r]), acc[r]);
+      int32_t msum = 0;
+      for (int j = 0; j < 8; j++) msum += mn[j] * (s16[r][2 * j] + s16[r][2 * j + 1]);
+      off[r] -= dmin * dx[r] * (float)msum;
+    }
+  }
+};
+template <>
+struct Q8Direct<kQ4_K> : Q8DirectK45<false> {};
+template <>
+struct Q8Direct<kQ5_K> : Q8DirectK45<true> {};
+
+template <>
+struct Q8Direct<kQ6_K> {
+  static constexpr bool kOn = true;
+  // q = (ql nibble | qh 2 bits << 4) - 32 in groups of 16 with int8 scales: sum(sc q x) over unsigned q, minus
+  // 32 sum_g sc_g sum_g(x).
+  template <int R>
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const* s16, __m256* acc, float* off) {
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = ld_f16(b + 208);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+    __m256i q[8], s[8];
+    for (int n = 0; n < 2; n++) {
+      const __m256i L = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * n));
+      const __m256i L2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * n + 32));
+      const __m256i H = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * n));
+      q[4 * n + 0] = _mm256_or_si256(_mm256_and_si256(L, m4), _mm256_slli_epi16(_mm256_and_si256(H, m2), 4));
+      q[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(L2, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m2), 4));
+      q[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m2), 4));
+      q[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L2, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m2), 4));
+    }
+    for (int c = 0; c < 8; c++) s[c] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
+    for (int r = 0; r < R; r++) {
+      __m256i sum = _mm256_setzero_si256();
+      for (int c = 0; c < 8; c++) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r] + 32 * c));
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(q[c], xv), s[c]));
+      }
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d * dx[r]), acc[r]);
+      int32_t t = 0;
+      for (int g = 0; g < 16; g++) t += sc[g] * s16[r][g];
+      off[r] -= 32.0f * d * dx[r] * (float)t;
+    }
+  }
+};
+
+/** y[r, n] for n in [n0, n1) with a direct block dot (Q8Direct<DT>): weights streamed straight into registers. */
+template <int DT, int R>
+static void gemv_q8_direct(const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1) {
+  typedef QB<DT> B;
+  constexpr int64_t XB = B::kElems == 256 ? 256 : 32;
+  const int64_t K = p.in, N = p.out, nb = K / B::kElems, nxb = K / XB;
+  const int64_t rowBytes = nb * B::kBytes;
+  const uint8_t* base = static_cast<const uint8_t*>(p.w.data);
+  for (int64_t n = n0; n < n1; n++) {
+    const uint8_t* wr = base + n * rowBytes;
+    __m256 acc[R];
+    float off[R];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps(), off[r] = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+      if (b + 8 < nb) vprefetch(wr + (b + 8) * B::kBytes);
+      const int64_t e0 = b * B::kElems;
+      const int8_t* x[R];
+      const int32_t* s16[R];
+      float dx[R];
+      for (int r = 0; r < R; r++) {
+        x[r] = xa.q + r * K + e0;
+        s16[r] = xa.s16 + r * (K / 16) + e0 / 16;
+        dx[r] = xa.d[r * nxb + e0 / XB];
+      }
+      Q8Direct<DT>::template dot<R>(wr + b * B::kBytes, x, dx, s16, acc, off);
+    }
+    for (int r = 0; r < R; r++) {
+      const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+      const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+      const float sum = _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+      p.y[r * N + n] = sum + off[r] + (p.bias ? p.bias[n] : 0.0f);
+    }
+  }
+}
+
 template <int DT, int R>
 static void gemv_q8(const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1) {
   typedef QB<DT> B;
@@ -527,11 +695,20 @@ static void gemv_q8(const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1
 
 template <int DT>
 static void gemv_q8_rt(int rows, const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1) {
-  switch (rows) {
-    case 1: gemv_q8<DT, 1>(p, xa, n0, n1); break;
-    case 2: gemv_q8<DT, 2>(p, xa, n0, n1); break;
-    case 3: gemv_q8<DT, 3>(p, xa, n0, n1); break;
-    default: gemv_q8<DT, 4>(p, xa, n0, n1); break;
+  if constexpr (Q8Direct<DT>::kOn) {
+    switch (rows) {
+      case 1: gemv_q8_direct<DT, 1>(p, xa, n0, n1); break;
+      case 2: gemv_q8_direct<DT, 2>(p, xa, n0, n1); break;
+      case 3: gemv_q8_direct<DT, 3>(p, xa, n0, n1); break;
+      default: gemv_q8_direct<DT, 4>(p, xa, n0, n1); break;
+    }
+  } else {
+    switch (rows) {
+      case 1: gemv_q8<DT, 1>(p, xa, n0, n1); break;
+      case 2: gemv_q8<DT, 2>(p, xa, n0, n1); break;
+      case 3: gemv_q8<DT, 3>(p, xa, n0, n1); break;
+      default: gemv_q8<DT, 4>(p, xa, n0, n1); break;
+    }
   }
 }
 
