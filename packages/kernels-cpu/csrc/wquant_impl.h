@@ -458,6 +458,13 @@ struct XQ8 {
   int64_t xb;  // activation block (32 or 256)
 };
 
+/** The sum of 8 float lanes (the int8 paths accumulate in __m256 whatever the ISA's VF width). */
+KVQ_I float hsum8(__m256 v) {
+  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+}
+
 /** 8 int32 lane sums of the 32 int8 products w * x (lane i: elements 4i .. 4i+3); |w|, |x| <= 127 or w = -128. */
 KVQ_I __m256i dot32_i8(__m256i w, __m256i x) {
   const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
@@ -629,10 +636,7 @@ static void gemv_q8_direct(const LinearParams& p, const XQ8& xa, int64_t n0, int
       Q8Direct<DT>::template dot<R>(wr + b * B::kBytes, x, dx, s16, acc, off);
     }
     for (int r = 0; r < R; r++) {
-      const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
-      const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
-      const float sum = _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
-      p.y[r * N + n] = sum + off[r] + (p.bias ? p.bias[n] : 0.0f);
+      p.y[r * N + n] = hsum8(acc[r]) + off[r] + (p.bias ? p.bias[n] : 0.0f);
     }
   }
 }
@@ -685,10 +689,7 @@ static void gemv_q8(const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1
       }
     }
     for (int r = 0; r < R; r++) {
-      const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
-      const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
-      const float sum = _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
-      p.y[r * N + n] = sum + off[r] + (p.bias ? p.bias[n] : 0.0f);
+      p.y[r * N + n] = hsum8(acc[r]) + off[r] + (p.bias ? p.bias[n] : 0.0f);
     }
   }
 }
