@@ -85,9 +85,9 @@ for (const dtype of ['f32', 'bf16']) {
   const srcB = new Uint8Array(w.buffer), dstB = new Uint8Array(bytes);
   const tm = best(() => dstB.set(srcB), t);
   const x1 = new Float32Array(K).map(normal), y1 = new Float32Array(N);
-  const tv = best(() => ctx.linear(x1, 1, w, CODE[dtype], N, K, null, null, 0, null, y1), t);
+  const tv = best(() => ctx.linear(x1, 1, w, CODE[dtype], N, K, null, null, 0, null, y1, 0), t);
   const M = 128, xm = new Float32Array(M * K).map(normal), ym = new Float32Array(M * N);
-  const tg = best(() => ctx.linear(xm, M, w, CODE[dtype], N, K, null, null, 0, null, ym), t * 2);
+  const tg = best(() => ctx.linear(xm, M, w, CODE[dtype], N, K, null, null, 0, null, ym, 0), t * 2);
   console.log(
     `  ${dtype}: memcpy ${(bytes / tm / 1e9).toFixed(1)} GB/s; decode GEMV ${(bytes / tv / 1e9).toFixed(1)} GB/s ` +
       `(${((tm / tv) * 100).toFixed(0)}% of memcpy), ${((2 * N * K) / tv / 1e9).toFixed(1)} GFLOP/s; ` +
@@ -158,7 +158,7 @@ function weightTable() {
         probe();
         const key = `${d.name} ${N}`;
         const w = weights.get(key);
-        const tv = best(() => ctx.linear(x, 1, ...w, null, y), t);
+        const tv = best(() => ctx.linear(x, 1, ...w, null, y, 0), t);
         times.set(key, Math.min(times.get(key) ?? Infinity, tv));
       }
     }
