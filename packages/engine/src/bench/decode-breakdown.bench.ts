@@ -5,12 +5,16 @@ import { randomLlamaWeights } from '../runtime/testing.js';
 import { decodeBatch, filledStorage, LLAMA_768X12 } from './inputs.js';
 
 // Where a decode step's time goes: the forward pass of one token on the llama-768x12 shape (bf16 random weights, as in
-// engine.bench.ts) through a backend wrapper that times every kernel call. After the runs it prints, per context and
+// engine.bench.ts; and the same shape quantized to Q4_K and to Q8_0 with GGML 8-bit activations, `KVQ_BENCH_GGML=1`)
+// through a backend wrapper that times every kernel call. After the runs it prints, per context and
 // KV dtype, the step time, each op's share, and the time outside the kernels (JS bookkeeping of the forward pass).
 // Shares, not absolute times, are the result (this machine is noisy).
 const SHAPE = LLAMA_768X12;
 const { backend } = await loadBackend({ candidates: [{ name: 'cpu', load: () => import('@kvq/kernels-cpu') as never }] });
-const model = randomLlamaWeights(SHAPE, 7, 'bf16');
+const models = [
+  ['bf16', randomLlamaWeights(SHAPE, 7, 'bf16')],
+  ...(process.env.KVQ_BENCH_GGML === '1' ? ([['q4_k', randomLlamaWeights(SHAPE, 7, 'q4_k')], ['q8_0', randomLlamaWeights(SHAPE, 7, 'q8_0')]] as const) : []),
+] as const;
 
 interface Tally {
   steps: number;
@@ -37,25 +41,27 @@ function timed(inner: KernelBackend, tally: Tally): KernelBackend {
 }
 
 const tallies = new Map<string, Tally>();
-for (const context of [512, 2048, 8192]) {
-  describe(`llama-768x12 decode after ${context} tokens: where the time goes`, () => {
-    for (const dtype of ['bf16', 'e4m3fn'] as const) {
-      const tally: Tally = { steps: 0, stepMs: 0, ops: new Map() };
-      tallies.set(`ctx ${context}, kv ${dtype}`, tally);
-      const fwd = new LlamaForward(timed(backend, tally), model.weights, model.dims, filledStorage(SHAPE, dtype, context));
-      const batch = decodeBatch(context);
-      bench(
-        `kv ${dtype}`,
-        () => {
-          const t0 = performance.now();
-          fwd.forward(batch);
-          tally.stepMs += performance.now() - t0;
-          tally.steps++;
-        },
-        { time: 1000, warmupIterations: 3 },
-      );
-    }
-  });
+for (const [wdtype, model] of models) {
+  for (const context of [512, 2048, 8192]) {
+    describe(`llama-768x12 ${wdtype} weights, decode after ${context} tokens: where the time goes`, () => {
+      for (const dtype of ['bf16', 'e4m3fn'] as const) {
+        const tally: Tally = { steps: 0, stepMs: 0, ops: new Map() };
+        tallies.set(`${wdtype} weights, ctx ${context}, kv ${dtype}`, tally);
+        const fwd = new LlamaForward(timed(backend, tally), model.weights, model.dims, filledStorage(SHAPE, dtype, context));
+        const batch = decodeBatch(context);
+        bench(
+          `kv ${dtype}`,
+          () => {
+            const t0 = performance.now();
+            fwd.forward(batch);
+            tally.stepMs += performance.now() - t0;
+            tally.steps++;
+          },
+          { time: 1000, warmupIterations: 3 },
+        );
+      }
+    });
+  }
 }
 
 afterAll(() => {

@@ -1,5 +1,5 @@
 import { KvCacheManager, KvCacheStorage, type KvStorageDtype } from '@kvq/cache';
-import { buildRopeTable, type KernelBackend, type WeightMatrix } from '@kvq/kernels';
+import { buildRopeTable, quantizeMatrix, type GgmlWeightDtype, type KernelBackend, type WeightMatrix } from '@kvq/kernels';
 import { LlamaForward, type LlamaDims, type LlamaWeights } from './forward.js';
 
 /** Shape of a random test model. */
@@ -16,9 +16,14 @@ export interface RandomModelShape {
 
 /**
  * Deterministic pseudo-random weights for tests and benchmarks; never committed, made on the fly.
- * @param dtype element type of the matrices (`bf16` stores rounded bits, as a bf16 checkpoint would)
+ * @param dtype element type of the matrices (`bf16` stores rounded bits, as a bf16 checkpoint would; a GGML dtype
+ *   quantizes the float32 matrices with `quantizeMatrix`, the embedding and LM head included)
  */
-export function randomLlamaWeights(shape: RandomModelShape, seed = 1, dtype: 'f32' | 'bf16' = 'f32'): { weights: LlamaWeights; dims: LlamaDims } {
+export function randomLlamaWeights(
+  shape: RandomModelShape,
+  seed = 1,
+  dtype: 'f32' | 'bf16' | GgmlWeightDtype = 'f32',
+): { weights: LlamaWeights; dims: LlamaDims } {
   let state = seed >>> 0;
   const rand = () => {
     state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
@@ -28,6 +33,7 @@ export function randomLlamaWeights(shape: RandomModelShape, seed = 1, dtype: 'f3
   const u32 = new Uint32Array(f32.buffer);
   const mat = (rows: number, cols: number, scale: number): WeightMatrix => {
     if (dtype === 'f32') return { dtype, rows, cols, data: Float32Array.from({ length: rows * cols }, () => rand() * scale) };
+    if (dtype !== 'bf16') return quantizeMatrix(Float32Array.from({ length: rows * cols }, () => rand() * scale), rows, cols, dtype);
     const data = new Uint16Array(rows * cols);
     for (let i = 0; i < data.length; i++) {
       f32[0] = rand() * scale;

@@ -1,7 +1,11 @@
 /**
  * Decode GEMV (1 row) on a 4096 x 4096 GGML weight (q8_0, q4_0, q4_k, q5_k, q6_k) with float32 activations and with
  * GGML's 8-bit activations (`activations: 'q8'`: int8 dot products on AVX2 / AVX-512), against a memcpy of the
- * weight bytes (the memory-bandwidth limit). GB/s = weight bytes x hz. Correctness of both modes: the parity kit.
+ * weight bytes (hot: the matrix stays in this machine's L3). The streaming setting runs one GEMV on each of several
+ * distinct copies (> 128 MiB in all, past the last-level cache, as a decode step streams its layers) against
+ * `amaxTensor` over a float32 array of the same byte count (every byte read once, trivial compute: the measured
+ * read bandwidth); read time / GEMV time is the fraction of the bandwidth the GEMV reaches. GB/s = bytes x hz.
+ * Correctness of both modes: the parity kit.
  */
 import { quantizeMatrix, type GgmlWeightDtype, type LinearArgs, type WeightMatrix } from '@kvq/kernels';
 import { randomF32, rng } from '@kvq/kernels/testing';
@@ -33,5 +37,25 @@ for (const dtype of DTYPES) {
     bench('memcpy of the weight bytes (baseline)', () => dst.set(src), { time: 400 });
     bench("activations 'f32'", () => cpu.linear(args), { time: 400 });
     bench("activations 'q8' (int8 dots)", () => cpu.linear({ ...args, activations: 'q8' }), { time: 400 });
+  });
+}
+
+/** Distinct copies of `w` totalling at least `bytes` (so a pass over them streams from DRAM). */
+function copiesOf(w: WeightMatrix, bytes: number): WeightMatrix[] {
+  const n = Math.ceil(bytes / w.data.byteLength);
+  return Array.from({ length: n }, () => ({ ...w, data: (w.data as Uint8Array).slice() }));
+}
+
+const STREAM_BYTES = 128 * 2 ** 20;
+for (const dtype of DTYPES) {
+  const ws = copiesOf(tiledWeight(dtype), STREAM_BYTES);
+  const total = ws.reduce((a, w) => a + w.data.byteLength, 0);
+  const read = new Float32Array(total / 4).fill(0.5);
+  const x = randomF32(K, rng(3));
+  const out = new Float32Array(N);
+  describe(`streaming decode GEMV ${ws.length} x ${N}x${K} ${dtype} (${(total / 2 ** 20).toFixed(0)} MiB, isa ${cpu.isa}, ${cpu.threads} threads)`, () => {
+    bench('amaxTensor over the same bytes (read bandwidth)', () => void cpu.amaxTensor({ x: read, length: read.length }), { time: 600 });
+    bench("activations 'f32'", () => ws.forEach((weight) => cpu.linear({ x, weight, out, rows: 1 })), { time: 600 });
+    bench("activations 'q8' (int8 dots)", () => ws.forEach((weight) => cpu.linear({ x, weight, out, rows: 1, activations: 'q8' })), { time: 600 });
   });
 }
