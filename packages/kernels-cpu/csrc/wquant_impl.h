@@ -476,11 +476,18 @@ KVQ_I __m256i dot32_i8(__m256i w, __m256i x) {
  * groups (QB<DT>::decode), each 32 elements give 8 int32 lane sums of w * x, converted once and scaled by
  * group scale * activation scale (two group scales per 32 for q6_k's groups of 16); offsets through the int sums.
  */
+/** The little-endian f16 at p as float, through F16C when the build has it (the scalar decode costs ~10 ops). */
+KVQ_I float ld_f16x(const uint8_t* p) {
+#if defined(__F16C__)
+  return _cvtsh_ss((unsigned short)(p[0] | (p[1] << 8)));
+#else
+  return ld_f16(p);
+#endif
+}
+
 /** The low / high nibbles of 32 bytes as 32 bytes each. */
 KVQ_I __m256i q8_nib_lo(__m256i v) { return _mm256_and_si256(v, _mm256_set1_epi8(0x0F)); }
 KVQ_I __m256i q8_nib_hi(__m256i v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)); }
-/** 8 int32 lane sums of u8 w * s8 x over 32 bytes (w <= 63: no int16 saturation). */
-KVQ_I __m256i dot32_u8(__m256i w, __m256i x) { return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)); }
 
 /**
  * Direct int8 block dots of the common GGUF types (no decode through L1): for one weight block at `b` and R rows of
@@ -499,7 +506,7 @@ struct Q8Direct<kQ8_0> {
   static constexpr bool kOn = true;
   template <int R>
   KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const*, __m256* acc, float*) {
-    const float d = ld_f16(b);
+    const float d = ld_f16x(b);
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
     for (int r = 0; r < R; r++) {
       const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r]));
@@ -511,18 +518,16 @@ struct Q8Direct<kQ8_0> {
 template <>
 struct Q8Direct<kQ4_0> {
   static constexpr bool kOn = true;
-  // w = nibble - 8: sum(w x) = sum(nibble x) - 8 sum(x), the nibbles unsigned straight into vpmaddubsw.
+  // w = nibble - 8 in [-8, 7], then the signed dot.
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const* s16, __m256* acc, float* off) {
-    const float d = ld_f16(b);
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const*, __m256* acc, float*) {
+    const float d = ld_f16x(b);
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
     const __m128i m = _mm_set1_epi8(0x0F);
-    const __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+    const __m256i w = _mm256_sub_epi8(_mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m)), _mm256_set1_epi8(8));
     for (int r = 0; r < R; r++) {
       const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r]));
-      const float s = d * dx[r];
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32_u8(w, xv)), _mm256_set1_ps(s), acc[r]);
-      off[r] -= 8.0f * s * (float)(s16[r][0] + s16[r][1]);
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32_i8(w, xv)), _mm256_set1_ps(d * dx[r]), acc[r]);
     }
   }
 };
@@ -536,7 +541,7 @@ struct Q8DirectK45 {
   static constexpr bool kOn = true;
   template <int R>
   KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const* s16, __m256* acc, float* off) {
-    const float d = ld_f16(b), dmin = ld_f16(b + 2);
+    const float d = ld_f16x(b), dmin = ld_f16x(b + 2);
     int sc[8], mn[8];
     for (int j = 0; j < 8; j++) k_scale_min(j, b + 4, &sc[j], &mn[j]);
     __m256i lo[4], hi[4];
@@ -582,7 +587,7 @@ struct Q8Direct<kQ6_K> {
   template <int R>
   KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const* s16, __m256* acc, float* off) {
     const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
-    const float d = ld_f16(b + 208);
+    const float d = ld_f16x(b + 208);
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
     __m256i q[8], s[8];
     for (int n = 0; n < 2; n++) {
