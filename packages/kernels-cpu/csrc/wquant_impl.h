@@ -542,8 +542,23 @@ struct Q8DirectK45 {
   template <int R>
   KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const* s16, __m256* acc, float* off) {
     const float d = ld_f16x(b), dmin = ld_f16x(b + 2);
-    int sc[8], mn[8];
-    for (int j = 0; j < 8; j++) k_scale_min(j, b + 4, &sc[j], &mn[j]);
+    // The 8 scales and 8 mins of the 12 packed bytes, four at a time as 32-bit words (k_scale_min's layout:
+    // sub-blocks 0-3 in the low 6 bits of bytes 0-3 / 4-7, sub-blocks 4-7 from bytes 8-11's nibbles plus the top
+    // two bits of bytes 0-3 / 4-7).
+    uint32_t w0, w1, w2;
+    memcpy(&w0, b + 4, 4);
+    memcpy(&w1, b + 8, 4);
+    memcpy(&w2, b + 12, 4);
+    const uint32_t packed[4] = {
+        w0 & 0x3f3f3f3fu,
+        (w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4),
+        w1 & 0x3f3f3f3fu,
+        ((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4),
+    };
+    uint8_t sm[16];
+    memcpy(sm, packed, 16);
+    const uint8_t* sc = sm;      // scales of sub-blocks 0..7
+    const uint8_t* mn = sm + 8;  // mins of sub-blocks 0..7
     __m256i lo[4], hi[4];
     const uint8_t* qs = b + (kFive ? 48 : 16);
     const __m256i qh = kFive ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)) : _mm256_setzero_si256();
