@@ -454,7 +454,7 @@ static int linear_quant(const LinearParams& p, const Runner& rn) {
 struct XQ8 {
   const int8_t* q;
   const float* d;
-  const int32_t* s16;
+  const int16_t* s16;  // |sum of 16 int8| <= 2032
   int64_t xb;  // activation block (32 or 256)
 };
 
@@ -491,21 +491,22 @@ KVQ_I __m256i q8_nib_hi(__m256i v) { return _mm256_and_si256(_mm256_srli_epi16(v
 
 /**
  * Direct int8 block dots of the common GGUF types (no decode through L1): for one weight block at `b` and R rows of
- * activations (row r's block-aligned values at x[r], scale dx[r], 16-sums s16[r]), acc[r] += lanes * scale and
- * off[r] += the offset terms. Q8Direct<DT>::kOn says whether DT has one (else the generic decode path runs).
+ * activations (row r's block-aligned values at x[r], scale dx[r], 16-sums s16[r]), acc[r] += lanes * scale, the
+ * offset terms (mins, Q6_K's -32) included. Q8Direct<DT>::kOn says whether DT has one (else the generic decode path
+ * runs).
  */
 template <int DT>
 struct Q8Direct {
   static constexpr bool kOn = false;
   template <int R>
-  KVQ_I void dot(const uint8_t*, const int8_t* const*, const float*, const int32_t* const*, __m256*, float*) {}
+  KVQ_I void dot(const uint8_t*, const int8_t* const*, const float*, const int16_t* const*, __m256*) {}
 };
 
 template <>
 struct Q8Direct<kQ8_0> {
   static constexpr bool kOn = true;
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const*, __m256* acc, float*) {
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const*, __m256* acc) {
     const float d = ld_f16x(b);
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
     for (int r = 0; r < R; r++) {
@@ -520,7 +521,7 @@ struct Q8Direct<kQ4_0> {
   static constexpr bool kOn = true;
   // w = nibble - 8 in [-8, 7], then the signed dot.
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const*, __m256* acc, float*) {
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const*, __m256* acc) {
     const float d = ld_f16x(b);
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
     const __m128i m = _mm_set1_epi8(0x0F);
@@ -540,7 +541,7 @@ template <bool kFive>
 struct Q8DirectK45 {
   static constexpr bool kOn = true;
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const* s16, __m256* acc, float* off) {
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const* s16, __m256* acc) {
     const float d = ld_f16x(b), dmin = ld_f16x(b + 2);
     // The 8 scales and 8 mins of the 12 packed bytes, four at a time as 32-bit words (k_scale_min's layout:
     // sub-blocks 0-3 in the low 6 bits of bytes 0-3 / 4-7, sub-blocks 4-7 from bytes 8-11's nibbles plus the top
@@ -557,8 +558,10 @@ struct Q8DirectK45 {
     };
     uint8_t sm[16];
     memcpy(sm, packed, 16);
-    const uint8_t* sc = sm;      // scales of sub-blocks 0..7
-    const uint8_t* mn = sm + 8;  // mins of sub-blocks 0..7
+    const uint8_t* sc = sm;  // scales of sub-blocks 0..7 (the mins follow at sm + 8)
+    // The mins as int16, each twice (one per 16-sum of its sub-block).
+    const __m256i mins16 = _mm256_cvtepu8_epi16(
+        _mm_shuffle_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8)), _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
     __m256i lo[4], hi[4];
     const uint8_t* qs = b + (kFive ? 48 : 16);
     const __m256i qh = kFive ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)) : _mm256_setzero_si256();
@@ -583,9 +586,9 @@ struct Q8DirectK45 {
         sum = _mm256_add_epi32(sum, _mm256_add_epi32(p0, p1));
       }
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d * dx[r]), acc[r]);
-      int32_t msum = 0;
-      for (int j = 0; j < 8; j++) msum += mn[j] * (s16[r][2 * j] + s16[r][2 * j + 1]);
-      off[r] -= dmin * dx[r] * (float)msum;
+      // mins: lane j = m_j * (the two 16-sums of sub-block j), scaled by -dmin * dx.
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s16[r]));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(mins16, bs)), _mm256_set1_ps(-dmin * dx[r]), acc[r]);
     }
   }
 };
@@ -600,7 +603,7 @@ struct Q8Direct<kQ6_K> {
   // q = (ql nibble | qh 2 bits << 4) - 32 in groups of 16 with int8 scales: sum(sc q x) over unsigned q, minus
   // 32 sum_g sc_g sum_g(x).
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int32_t* const* s16, __m256* acc, float* off) {
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const* s16, __m256* acc) {
     const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
     const float d = ld_f16x(b + 208);
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
@@ -615,16 +618,17 @@ struct Q8Direct<kQ6_K> {
       q[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L2, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m2), 4));
     }
     for (int c = 0; c < 8; c++) s[c] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
     for (int r = 0; r < R; r++) {
       __m256i sum = _mm256_setzero_si256();
       for (int c = 0; c < 8; c++) {
         const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r] + 32 * c));
         sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(q[c], xv), s[c]));
       }
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d * dx[r]), acc[r]);
-      int32_t t = 0;
-      for (int g = 0; g < 16; g++) t += sc[g] * s16[r][g];
-      off[r] -= 32.0f * d * dx[r] * (float)t;
+      // sum((q - 32) sc x) = sum(q sc x) - 32 sum_g sc_g sum_g(x): both through one vpmaddwd each.
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s16[r]));
+      const __m256i corr = _mm256_madd_epi16(sc16, bs);
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(sum, _mm256_slli_epi32(corr, 5))), _mm256_set1_ps(d * dx[r]), acc[r]);
     }
   }
 };
@@ -640,23 +644,22 @@ static void gemv_q8_direct(const LinearParams& p, const XQ8& xa, int64_t n0, int
   for (int64_t n = n0; n < n1; n++) {
     const uint8_t* wr = base + n * rowBytes;
     __m256 acc[R];
-    float off[R];
-    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps(), off[r] = 0.0f;
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
       if (b + 8 < nb) vprefetch(wr + (b + 8) * B::kBytes);
       const int64_t e0 = b * B::kElems;
       const int8_t* x[R];
-      const int32_t* s16[R];
+      const int16_t* s16[R];
       float dx[R];
       for (int r = 0; r < R; r++) {
         x[r] = xa.q + r * K + e0;
         s16[r] = xa.s16 + r * (K / 16) + e0 / 16;
         dx[r] = xa.d[r * nxb + e0 / XB];
       }
-      Q8Direct<DT>::template dot<R>(wr + b * B::kBytes, x, dx, s16, acc, off);
+      Q8Direct<DT>::template dot<R>(wr + b * B::kBytes, x, dx, s16, acc);
     }
     for (int r = 0; r < R; r++) {
-      p.y[r * N + n] = hsum8(acc[r]) + off[r] + (p.bias ? p.bias[n] : 0.0f);
+      p.y[r * N + n] = hsum8(acc[r]) + (p.bias ? p.bias[n] : 0.0f);
     }
   }
 }
@@ -701,9 +704,9 @@ static void gemv_q8(const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1
         for (int g = 0; g < ne / B::kGroup; g++) {
           const int64_t e = e0 + g * B::kGroup;
           for (int r = 0; r < R; r++) {
-            const int32_t* s16 = xa.s16 + r * (K / 16) + e / 16;
+            const int16_t* s16 = xa.s16 + r * (K / 16) + e / 16;
             const float dx = xa.d[r * nxb + e / XB];
-            off[r] += o[g] * dx * (float)(s16[0] + s16[1]);
+            off[r] += o[g] * dx * (float)((int)s16[0] + (int)s16[1]);
           }
         }
       }
@@ -739,7 +742,7 @@ static int qgemv_q8(const LinearParams& p, const Runner& rn) {
   const int64_t K = p.in, rows = p.rows, xb = act_q8_block(DT);
   int8_t* q = static_cast<int8_t*>(malloc((size_t)(rows * K)));
   float* d = static_cast<float*>(malloc((size_t)(rows * (K / xb)) * sizeof(float)));
-  int32_t* s16 = static_cast<int32_t*>(malloc((size_t)(rows * (K / 16)) * sizeof(int32_t)));
+  int16_t* s16 = static_cast<int16_t*>(malloc((size_t)(rows * (K / 16)) * sizeof(int16_t)));
   if (!q || !d || !s16) {
     free(q), free(d), free(s16);
     return kOutOfMemory;
@@ -749,7 +752,7 @@ static int qgemv_q8(const LinearParams& p, const Runner& rn) {
     for (int64_t g = 0; g < K / 16; g++) {
       int32_t t = 0;
       for (int e = 0; e < 16; e++) t += q[r * K + g * 16 + e];
-      s16[r * (K / 16) + g] = t;
+      s16[r * (K / 16) + g] = (int16_t)t;
     }
   }
   const XQ8 xa{q, d, s16, xb};
