@@ -24,6 +24,43 @@
 // every other path (scalar, NEON, prefill GEMM) runs the float kernels on x's round trip x'.
 
 // ------------------------------------------------------------------------------------------------
+// Dispatch of runtime dtype codes and row counts to template instances
+// ------------------------------------------------------------------------------------------------
+
+/** A compile-time int for the dispatch helpers (`decltype(c)::value` in a generic lambda). */
+template <int N>
+struct IntC {
+  static constexpr int value = N;
+};
+
+/** f(IntC<R>{}) with R = rows for 1..3, else 4: the GEMVs' row-count template argument. */
+template <class F>
+KVQ_I void with_rows(int rows, F&& f) {
+  switch (rows) {
+    case 1: f(IntC<1>{}); break;
+    case 2: f(IntC<2>{}); break;
+    case 3: f(IntC<3>{}); break;
+    default: f(IntC<4>{}); break;
+  }
+}
+
+/** f(IntC<dt>{}) for a GGML dtype code (kQ8_0..kQ6_K), other() for any other dtype. */
+template <class F, class G>
+KVQ_I auto with_ggml_dtype(int dt, F&& f, G&& other) -> decltype(other()) {
+  switch (dt) {
+    case kQ8_0: return f(IntC<kQ8_0>{});
+    case kQ4_0: return f(IntC<kQ4_0>{});
+    case kQ4_1: return f(IntC<kQ4_1>{});
+    case kQ5_0: return f(IntC<kQ5_0>{});
+    case kQ5_1: return f(IntC<kQ5_1>{});
+    case kQ4_K: return f(IntC<kQ4_K>{});
+    case kQ5_K: return f(IntC<kQ5_K>{});
+    case kQ6_K: return f(IntC<kQ6_K>{});
+    default: return other();
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
 // Block decoders: QB<DT>::decode(block, q[kElems], s[kGroups], o[kGroups]).
 // ------------------------------------------------------------------------------------------------
 
@@ -215,15 +252,11 @@ static void dequant_ggml(const uint8_t* row, int64_t k0, int64_t kc, float* dst)
  */
 static void dequant_segment(const WeightRef& w, int64_t n, int64_t k0, int64_t kc, float* dst) {
   const uint8_t* row = static_cast<const uint8_t*>(w.data) + n * weight_row_bytes(w.dtype, w.cols);
+  if (is_ggml_dtype(w.dtype)) {
+    with_ggml_dtype(w.dtype, [&](auto dt) { dequant_ggml<decltype(dt)::value>(row, k0, kc, dst); }, [] {});
+    return;
+  }
   switch (w.dtype) {
-    case kQ8_0: dequant_ggml<kQ8_0>(row, k0, kc, dst); return;
-    case kQ4_0: dequant_ggml<kQ4_0>(row, k0, kc, dst); return;
-    case kQ4_1: dequant_ggml<kQ4_1>(row, k0, kc, dst); return;
-    case kQ5_0: dequant_ggml<kQ5_0>(row, k0, kc, dst); return;
-    case kQ5_1: dequant_ggml<kQ5_1>(row, k0, kc, dst); return;
-    case kQ4_K: dequant_ggml<kQ4_K>(row, k0, kc, dst); return;
-    case kQ5_K: dequant_ggml<kQ5_K>(row, k0, kc, dst); return;
-    case kQ6_K: dequant_ggml<kQ6_K>(row, k0, kc, dst); return;
     case kWFp8E4M3: {
       const float s = w.scale[w.scale_len == 1 ? 0 : n];
       const DequantMul m = dequant_mul<kFp8E4M3FN>(s);
@@ -381,20 +414,10 @@ static void gemv_ct(const LinearParams& p, int64_t n0, int64_t n1) {
 
 template <int DT>
 static void gemv_ggml_rt(int rows, const LinearParams& p, const float* xs, int64_t n0, int64_t n1) {
-  switch (rows) {
-    case 1: gemv_ggml<DT, 1>(p, xs, n0, n1); break;
-    case 2: gemv_ggml<DT, 2>(p, xs, n0, n1); break;
-    case 3: gemv_ggml<DT, 3>(p, xs, n0, n1); break;
-    default: gemv_ggml<DT, 4>(p, xs, n0, n1); break;
-  }
+  with_rows(rows, [&](auto r) { gemv_ggml<DT, decltype(r)::value>(p, xs, n0, n1); });
 }
 static void gemv_ct_rt(int rows, const LinearParams& p, int64_t n0, int64_t n1) {
-  switch (rows) {
-    case 1: gemv_ct<1>(p, n0, n1); break;
-    case 2: gemv_ct<2>(p, n0, n1); break;
-    case 3: gemv_ct<3>(p, n0, n1); break;
-    default: gemv_ct<4>(p, n0, n1); break;
-  }
+  with_rows(rows, [&](auto r) { gemv_ct<decltype(r)::value>(p, n0, n1); });
 }
 
 /** The GEMV of a GGML dtype: group sums of x (offset formats), then output rows split over the threads. */
@@ -432,17 +455,8 @@ static int linear_quant(const LinearParams& p, const Runner& rn) {
     auto fill = [&](int64_t n, int64_t k0, int64_t kc, float* dst) { dequant_segment(p.w, n, k0, kc, dst); };
     return linear_gemm(p, rn, fill);
   }
-  switch (p.w.dtype) {
-    case kQ8_0: return qgemv_ggml<kQ8_0>(p, rn);
-    case kQ4_0: return qgemv_ggml<kQ4_0>(p, rn);
-    case kQ4_1: return qgemv_ggml<kQ4_1>(p, rn);
-    case kQ5_0: return qgemv_ggml<kQ5_0>(p, rn);
-    case kQ5_1: return qgemv_ggml<kQ5_1>(p, rn);
-    case kQ4_K: return qgemv_ggml<kQ4_K>(p, rn);
-    case kQ5_K: return qgemv_ggml<kQ5_K>(p, rn);
-    case kQ6_K: return qgemv_ggml<kQ6_K>(p, rn);
-    default: return qgemv_ct(p, rn);
-  }
+  return with_ggml_dtype(
+      p.w.dtype, [&](auto dt) { return qgemv_ggml<decltype(dt)::value>(p, rn); }, [&] { return qgemv_ct(p, rn); });
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -719,21 +733,13 @@ static void gemv_q8(const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1
 
 template <int DT>
 static void gemv_q8_rt(int rows, const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1) {
-  if constexpr (Q8Direct<DT>::kOn) {
-    switch (rows) {
-      case 1: gemv_q8_direct<DT, 1>(p, xa, n0, n1); break;
-      case 2: gemv_q8_direct<DT, 2>(p, xa, n0, n1); break;
-      case 3: gemv_q8_direct<DT, 3>(p, xa, n0, n1); break;
-      default: gemv_q8_direct<DT, 4>(p, xa, n0, n1); break;
+  with_rows(rows, [&](auto r) {
+    if constexpr (Q8Direct<DT>::kOn) {
+      gemv_q8_direct<DT, decltype(r)::value>(p, xa, n0, n1);
+    } else {
+      gemv_q8<DT, decltype(r)::value>(p, xa, n0, n1);
     }
-  } else {
-    switch (rows) {
-      case 1: gemv_q8<DT, 1>(p, xa, n0, n1); break;
-      case 2: gemv_q8<DT, 2>(p, xa, n0, n1); break;
-      case 3: gemv_q8<DT, 3>(p, xa, n0, n1); break;
-      default: gemv_q8<DT, 4>(p, xa, n0, n1); break;
-    }
-  }
+  });
 }
 
 /** The int8 GEMV of a GGML dtype: quantize the (up to 4) activation rows once, then output rows over the threads. */
@@ -763,26 +769,8 @@ static int qgemv_q8(const LinearParams& p, const Runner& rn) {
 }
 #endif  // __AVX2__
 
-/**
- * linear on a GGML weight with 8-bit activations: the int8 GEMV on AVX2 / AVX-512 builds (up to 4 rows); otherwise
- * (scalar, NEON, prefill) the float kernels on the round trip x' (act_q8_round_trip), the same function.
- */
-static int linear_q8act(const LinearParams& p, const Runner& rn) {
-#if defined(__AVX2__)
-  if (p.rows <= 4) {
-    switch (p.w.dtype) {
-      case kQ8_0: return qgemv_q8<kQ8_0>(p, rn);
-      case kQ4_0: return qgemv_q8<kQ4_0>(p, rn);
-      case kQ4_1: return qgemv_q8<kQ4_1>(p, rn);
-      case kQ5_0: return qgemv_q8<kQ5_0>(p, rn);
-      case kQ5_1: return qgemv_q8<kQ5_1>(p, rn);
-      case kQ4_K: return qgemv_q8<kQ4_K>(p, rn);
-      case kQ5_K: return qgemv_q8<kQ5_K>(p, rn);
-      case kQ6_K: return qgemv_q8<kQ6_K>(p, rn);
-      default: break;
-    }
-  }
-#endif
+/** linear with 8-bit activations through the float kernels on the round trip x' (act_q8_round_trip): the same function. */
+static int linear_q8act_round_trip(const LinearParams& p, const Runner& rn) {
   float* xr = static_cast<float*>(malloc((size_t)(p.rows * p.in) * sizeof(float)));
   if (!xr) return kOutOfMemory;
   act_q8_round_trip(p.w.dtype, p.x, p.rows, p.in, xr);
@@ -792,4 +780,18 @@ static int linear_q8act(const LinearParams& p, const Runner& rn) {
   const int rc = linear_quant(rt, rn);
   free(xr);
   return rc;
+}
+
+/**
+ * linear on a GGML weight with 8-bit activations: the int8 GEMV on AVX2 / AVX-512 builds (up to 4 rows); otherwise
+ * (scalar, NEON, prefill) the float kernels on the round trip x'.
+ */
+static int linear_q8act(const LinearParams& p, const Runner& rn) {
+#if defined(__AVX2__)
+  if (p.rows <= 4) {
+    return with_ggml_dtype(
+        p.w.dtype, [&](auto dt) { return qgemv_q8<decltype(dt)::value>(p, rn); }, [&] { return linear_q8act_round_trip(p, rn); });
+  }
+#endif
+  return linear_q8act_round_trip(p, rn);
 }
