@@ -147,6 +147,20 @@ inline int64_t mul(const Napi::CallbackInfo& info, const char* what, std::initia
   return r;
 }
 
+/**
+ * Every index v[t], t < n, in [lo, hi); else OUT_OF_RANGE naming `name[t]`, its value and `where` ("... is outside
+ * <where>").
+ */
+inline void checkIndexes(const Napi::CallbackInfo& info, const int32_t* v, int64_t n, const char* name, int64_t lo, int64_t hi,
+                         const char* where) {
+  for (int64_t t = 0; t < n; t++) {
+    if (v[t] < lo || v[t] >= hi) {
+      const std::string a = std::string(name) + "[" + std::to_string(t) + "]";
+      fail(info.Env(), "OUT_OF_RANGE", a, a + " = " + std::to_string(v[t]) + " is outside " + where);
+    }
+  }
+}
+
 inline void checkScales(const Napi::CallbackInfo& info, const float* s, int64_t n, const char* name) {
   for (int64_t i = 0; i < n; i++) {
     if (!(s[i] > 0.0f) || !std::isfinite(s[i])) {
@@ -295,12 +309,7 @@ inline EmbeddingParams readEmbedding(const Napi::CallbackInfo& info) {
   p.numTokens = intArg(info, kWeightArgc + 2, "numTokens", 0);
   p.ids = arrayArg<int32_t>(info, kWeightArgc, "ids", p.numTokens);
   p.y = arrayArg<float>(info, kWeightArgc + 1, "out", mul(info, "out", {p.numTokens, p.hidden}));
-  for (int64_t t = 0; t < p.numTokens; t++) {
-    if (p.ids[t] < 0 || p.ids[t] >= p.vocab) {
-      const std::string a = "ids[" + std::to_string(t) + "]";
-      fail(info.Env(), "OUT_OF_RANGE", a, a + " = " + std::to_string(p.ids[t]) + " is outside the table");
-    }
-  }
+  checkIndexes(info, p.ids, p.numTokens, "ids", 0, p.vocab, "the table");
   return p;
 }
 
@@ -313,13 +322,8 @@ inline CacheWriteParams readCacheWrite(const Napi::CallbackInfo& info) {
   p.key = arrayArg<float>(info, 0, "key", n);
   p.value = arrayArg<float>(info, 1, "value", n);
   p.slots = arrayArg<int32_t>(info, 2, "slotMapping", p.numTokens);
-  const int64_t slots = p.cache.numBlocks * p.cache.blockSize;
-  for (int64_t t = 0; t < p.numTokens; t++) {
-    if (p.slots[t] >= slots) {
-      const std::string a = "slotMapping[" + std::to_string(t) + "]";
-      fail(info.Env(), "OUT_OF_RANGE", a, a + " = " + std::to_string(p.slots[t]) + " is outside the cache's slots");
-    }
-  }
+  // Negative slots are skipped (padding), so only the upper bound is checked.
+  checkIndexes(info, p.slots, p.numTokens, "slotMapping", INT32_MIN, p.cache.numBlocks * p.cache.blockSize, "the cache's slots");
   return p;
 }
 

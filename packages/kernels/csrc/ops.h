@@ -321,12 +321,7 @@ inline RopeParams readRope(const Napi::CallbackInfo& info) {
   p.cos = arrayArg<float>(info, 9, "table.cos", tn);
   p.sin = arrayArg<float>(info, 10, "table.sin", tn);
   p.interleaved = boolArg(info, 11);
-  for (int64_t t = 0; t < p.numTokens; t++) {
-    if (p.pos[t] < 0 || p.pos[t] >= p.maxPositions) {
-      const std::string a = "positions[" + std::to_string(t) + "]";
-      fail(info.Env(), "OUT_OF_RANGE", a, a + " = " + std::to_string(p.pos[t]) + " is outside the rope table");
-    }
-  }
+  checkIndexes(info, p.pos, p.numTokens, "positions", 0, p.maxPositions, "the rope table");
   return p;
 }
 
