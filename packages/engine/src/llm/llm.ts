@@ -288,7 +288,7 @@ export class LLM {
     const dims = llamaDimsOf(c, maxModelLen);
     const forward = new LlamaForward(backend, llamaWeightsOf(model), dims, storage, {
       fp8Query: options.fp8Query ?? false,
-      ggmlActivations: options.ggmlActivations ?? 'q8',
+      ...(options.ggmlActivations !== undefined ? { ggmlActivations: options.ggmlActivations } : {}),
     });
     const manager = new KvCacheManager({ numBlocks: plan.numBlocks, blockSize, enablePrefixCaching: options.enablePrefixCaching ?? true, format: storage });
     const engine = new LLMEngine({
