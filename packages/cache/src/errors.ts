@@ -14,6 +14,11 @@
  * - `SLOT_OUT_OF_RANGE`: a slot or block id lies outside the pool.
  * - `UNSUPPORTED_DTYPE`: an unknown KV storage dtype or cache-dtype string.
  * - `INVARIANT_VIOLATION`: an internal consistency check failed (a bug; please report it).
+ * - `TIER_UNAVAILABLE`: a KV block tier's backing service cannot be reached (connection refused or lost).
+ * - `TIER_TIMEOUT`: a KV block tier did not answer within its time limit.
+ * - `TIER_FULL`: a KV block tier refused a write for lack of memory (e.g. Redis `maxmemory` with `noeviction`).
+ * - `CORRUPT_BLOCK`: a serialized KV block is malformed (bad magic, truncated, checksum mismatch).
+ * - `FOREIGN_BLOCK`: a serialized KV block is intact but describes another block, model, dtype, layout or scales.
  */
 export type CacheErrorCode =
   | 'INVALID_ARGUMENT'
@@ -28,7 +33,12 @@ export type CacheErrorCode =
   | 'SHAPE_MISMATCH'
   | 'SLOT_OUT_OF_RANGE'
   | 'UNSUPPORTED_DTYPE'
-  | 'INVARIANT_VIOLATION';
+  | 'INVARIANT_VIOLATION'
+  | 'TIER_UNAVAILABLE'
+  | 'TIER_TIMEOUT'
+  | 'TIER_FULL'
+  | 'CORRUPT_BLOCK'
+  | 'FOREIGN_BLOCK';
 
 /** The one error class thrown by `@kvq/cache`; `code` says what went wrong, `message` names the argument and value. */
 export class CacheError extends Error {

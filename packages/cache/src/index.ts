@@ -1,6 +1,7 @@
 /**
  * @kvq/cache: paged KV-cache bookkeeping (block pool, block tables, prefix caching, copy-on-write forks,
- * preemption, metrics), the KV storage layout with its FP8 reference write/read paths, and capacity planning.
+ * preemption, metrics), the KV storage layout with its FP8 reference write/read paths, capacity planning, and the
+ * tiers beyond the pool (serialized blocks, host-memory LRU tier, the tiered store; network tiers live elsewhere).
  * Pure TypeScript; depends only on @kvq/fp8.
  * @see ../README.md
  */
@@ -89,3 +90,24 @@ export {
   type KvScaleSidecar,
   type PlanKvCacheOptions,
 } from './plan.js';
+export {
+  type KvBlockFormat,
+  KV_BLOCK_FORMAT_VERSION,
+  crc32,
+  encodeKvBlock,
+  decodeKvBlock,
+  kvBlockFormatOf,
+  kvBlockPayloadBytes,
+  readKvBlock,
+  writeKvBlock,
+} from './block-codec.js';
+export { HostMemoryTier, type HostMemoryTierOptions, type KvBlockTier, type KvTierEntry } from './tier.js';
+export {
+  TieredKvStore,
+  KV_TIER_FAILURES,
+  tierFailureOf,
+  type KvTierFailure,
+  type KvTierOperation,
+  type KvTierStats,
+  type TieredKvStoreOptions,
+} from './tiered-store.js';

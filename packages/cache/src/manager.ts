@@ -388,6 +388,81 @@ export class KvCacheManager {
   }
 
   /**
+   * What an external KV tier could add to a waiting sequence's prefix hit: the chained hashes of the full blocks a
+   * hit may cover (never the block holding the last token) and how many of them the pool holds now, consecutively
+   * from block 0. Empty for a running sequence, or when prefix caching is off for it. Pure query.
+   * @throws CacheError `UNKNOWN_SEQUENCE`.
+   */
+  prefixBlockHashes(id: SequenceId): { hashes: BlockHash[]; numCachedBlocks: number } {
+    const s = this.seq(id);
+    if (s.status === 'running' || !this.enablePrefixCaching || !s.usePrefixCache) return { hashes: [], numCachedBlocks: 0 };
+    const maxHit = Math.floor((s.tokens.length - 1) / this.blockSize);
+    this.ensureHashes(s, maxHit);
+    let n = 0;
+    while (n < maxHit && this.pool.getCachedBlock(s.hashes[n]!) !== undefined) n++;
+    return { hashes: s.hashes.slice(0, maxHit), numCachedBlocks: n };
+  }
+
+  /**
+   * Adopt blocks whose KV comes from outside the pool (a host-memory or shared tier) into the prefix cache, for a
+   * waiting sequence: blocks `from .. from + hashes.length - 1` of its chain. Fresh blocks are taken from the free
+   * queue (the sequence's cached blocks `0 .. from - 1` are held meanwhile so they cannot be evicted), `write`
+   * fills them, then they are registered under `hashes` and released: free but cached, so the sequence's admission
+   * finds them as an ordinary prefix hit. Fewer blocks are adopted when fewer are free.
+   *
+   * Nothing is adopted (0 is returned) when the sequence is no longer waiting, its cached prefix is no longer
+   * `from` blocks long, or `hashes` are not its hashes under the current KV format (the scales changed since the
+   * lookup): the data would not match.
+   * @param write  Fills the given block ids (in chain order) with the KV of the first `blockIds.length` hashes.
+   * @returns the number of blocks adopted
+   * @throws CacheError `UNKNOWN_SEQUENCE`; whatever `write` throws (the taken blocks are released uncached first).
+   */
+  importBlocks(id: SequenceId, from: number, hashes: readonly BlockHash[], write: (blockIds: readonly number[]) => void): number {
+    const s = this.seq(id);
+    checkInt('from', from, 0);
+    if (s.status === 'running' || !this.enablePrefixCaching || !s.usePrefixCache || hashes.length === 0) return 0;
+    const maxHit = Math.floor((s.tokens.length - 1) / this.blockSize);
+    if (from + hashes.length > maxHit) return 0;
+    this.ensureHashes(s, maxHit);
+    for (let i = 0; i < hashes.length; i++) if (s.hashes[from + i] !== hashes[i]) return 0;
+    const held: KvCacheBlock[] = [];
+    for (let i = 0; i < from; i++) {
+      const b = this.pool.getCachedBlock(s.hashes[i]!);
+      if (b === undefined) return 0;
+      held.push(b);
+    }
+    this.pool.touch(held);
+    const n = Math.min(hashes.length, this.pool.numFreeBlocks);
+    const fresh = this.pool.getNewBlocks(n);
+    try {
+      write(fresh.map((b) => b.blockId));
+    } catch (error) {
+      this.pool.freeBlocks([...fresh.reverse(), ...held.reverse()]);
+      throw error;
+    }
+    this.pool.cacheFullBlocks(fresh, hashes.slice(0, n), {
+      parentBlockHash: from > 0 ? s.hashes[from - 1]! : null,
+      tokenIds: this.eventsOn ? s.tokens.slice(from * this.blockSize, (from + n) * this.blockSize) : [],
+      blockSize: this.blockSize,
+    });
+    // Tail first, so the end of the chain is evicted before its beginning.
+    this.pool.freeBlocks([...fresh.slice().reverse(), ...held.slice().reverse()]);
+    return n;
+  }
+
+  /**
+   * The hash of block `index` of a sequence's table when that block is full, computed and registered in the prefix
+   * cache under the sequence's own chain (so its KV may be shared under that hash); otherwise `undefined`.
+   * @throws CacheError `UNKNOWN_SEQUENCE`.
+   */
+  cachedBlockHash(id: SequenceId, index: number): BlockHash | undefined {
+    const s = this.seq(id);
+    if (!Number.isInteger(index) || index < 0 || index >= s.numCachedBlocks || s.hashFormat !== s.kvFormat) return undefined;
+    const h = s.hashes[index];
+    return h !== undefined && s.blocks[index]?.blockHash === h ? h : undefined;
+  }
+
+  /**
    * Drop every cached hash and reset the recent hit-rate window. Only when no block is in use
    * (vLLM `reset_prefix_cache`); returns `false` and changes nothing otherwise.
    */
