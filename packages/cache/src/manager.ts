@@ -452,12 +452,14 @@ export class KvCacheManager {
 
   /**
    * The hash of block `index` of a sequence's table when that block is full, computed and registered in the prefix
-   * cache under the sequence's own chain (so its KV may be shared under that hash); otherwise `undefined`.
+   * cache under the sequence's own chain (so its KV may be shared under that hash), and the KV format has not changed
+   * since the sequence was admitted; otherwise `undefined`.
    * @throws CacheError `UNKNOWN_SEQUENCE`.
    */
   cachedBlockHash(id: SequenceId, index: number): BlockHash | undefined {
     const s = this.seq(id);
-    if (!Number.isInteger(index) || index < 0 || index >= s.numCachedBlocks || s.hashFormat !== s.kvFormat) return undefined;
+    const fk = this.formatKey();
+    if (!Number.isInteger(index) || index < 0 || index >= s.numCachedBlocks || s.hashFormat !== s.kvFormat || s.kvFormat !== fk) return undefined;
     const h = s.hashes[index];
     return h !== undefined && s.blocks[index]?.blockHash === h ? h : undefined;
   }

@@ -153,6 +153,7 @@ export { parseCompressedTensorsConfig, type CompressedTensorsConfig } from './lo
 
 // Running models: the LLM API, the engine core, the forward pass and sampling.
 export { LLM, llamaWeightsOf, type KvCacheDtype, type LLMOptions, type ScoreResult } from './llm/llm.js';
+export { modelFingerprint } from './llm/fingerprint.js';
 export {
   BACKEND_FALLBACK_WARNING,
   ENGINE_BACKEND_CANDIDATES,
@@ -166,6 +167,7 @@ export {
   type AddRequestOptions,
   type CompletionOutput,
   type Detokenizer,
+  type EngineKvTiers,
   type EngineStats,
   type FinishReason,
   type RequestMetrics,

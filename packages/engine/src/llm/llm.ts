@@ -1,4 +1,13 @@
-import { KvCacheManager, KvCacheStorage, planKvCache, resolveKvCacheDtype, type KvCacheDtypeOption, type KvStorageDtype } from '@kvq/cache';
+import {
+  KvCacheManager,
+  KvCacheStorage,
+  planKvCache,
+  resolveKvCacheDtype,
+  TieredKvStore,
+  type KvBlockTier,
+  type KvCacheDtypeOption,
+  type KvStorageDtype,
+} from '@kvq/cache';
 import { isFp8Dtype } from '@kvq/cache';
 import type { KernelBackend } from '@kvq/kernels';
 import type { ChatMessage } from '../chat/chat-template.js';
@@ -16,6 +25,7 @@ import { checkStructuredOutputs, StructuredOutputCompiler } from '../structured/
 import { llamaDimsOf, llamaWeightsOf } from '../runtime/architecture.js';
 import { LlamaForward } from '../runtime/forward.js';
 import { calculateKvScalesObserver } from '../runtime/kv-scales.js';
+import { modelFingerprint } from './fingerprint.js';
 import type { SchedulingPolicy } from '../runtime/scheduler.js';
 import type { SamplingParams } from '../sampling/params.js';
 
@@ -101,6 +111,20 @@ export interface LLMOptions {
   readonly onWarning?: WarningHandler;
   /** Progress of model loading (and of a Hub id's download first, with `phase: 'download'`). */
   readonly onProgress?: (progress: LoadProgress) => void;
+  /**
+   * KV block tiers beyond the in-process pool, fastest first: `HostMemoryTier` (`@kvq/cache`, `--kv-offload-memory`),
+   * `RedisKvTier` (`@kvq/cache-redis`, `--kv-store`), or any `KvBlockTier`. On a prefix miss the engine looks the
+   * missing full blocks up there and loads the hits instead of computing them; full blocks are written to every tier
+   * in the background. Failures (down, slow, full, corrupt or foreign values) are logged, counted and treated as
+   * misses. Block hashes then derive from the model's fingerprint (not a random seed), so replicas of the same model
+   * and KV format share blocks. Needs prefix caching. The LLM owns the tiers: {@link LLM.dispose} closes them.
+   * @see ../../../../docs/scale-out.md
+   */
+  readonly kvTiers?: readonly KvBlockTier[];
+  /** Time limit of one tier call (lookup or write), ms; a slower tier counts as a miss. Default 1000. */
+  readonly kvTierTimeoutMs?: number;
+  /** Receives tier failure reports (rate-limited). Default: `process.emitWarning` with code `KVQ_KV_TIER`. */
+  readonly onKvTierLog?: (message: string) => void;
 }
 
 /** Per-token log-probabilities of a text (natural log). */
@@ -290,8 +314,35 @@ export class LLM {
       fp8Query: options.fp8Query ?? false,
       ...(options.ggmlActivations !== undefined ? { ggmlActivations: options.ggmlActivations } : {}),
     });
-    const manager = new KvCacheManager({ numBlocks: plan.numBlocks, blockSize, enablePrefixCaching: options.enablePrefixCaching ?? true, format: storage });
+    const enablePrefixCaching = options.enablePrefixCaching ?? true;
+    let kvTiers: { store: TieredKvStore; modelFingerprint: string } | undefined;
+    if (options.kvTiers !== undefined && options.kvTiers.length > 0) {
+      if (!enablePrefixCaching) {
+        throw new EngineError('INVALID_ARGUMENT', 'kvTiers need prefix caching: drop enablePrefixCaching: false (or the tiers)', { field: 'kvTiers' });
+      }
+      try {
+        kvTiers = {
+          store: new TieredKvStore({
+            tiers: options.kvTiers,
+            ...(options.kvTierTimeoutMs !== undefined ? { timeoutMs: options.kvTierTimeoutMs } : {}),
+            ...(options.onKvTierLog ? { log: options.onKvTierLog } : {}),
+          }),
+          modelFingerprint: modelFingerprint(model),
+        };
+      } catch (cause) {
+        throw new EngineError('INVALID_ARGUMENT', `kvTiers: ${(cause as Error).message}`, { field: 'kvTiers', cause });
+      }
+    }
+    const manager = new KvCacheManager({
+      numBlocks: plan.numBlocks,
+      blockSize,
+      enablePrefixCaching,
+      format: storage,
+      // Shared tiers need the same block hashes in every replica of this model: seeded by its fingerprint.
+      ...(kvTiers ? { hashSeed: `kvq-tiers/1:${kvTiers.modelFingerprint}` } : {}),
+    });
     const engine = new LLMEngine({
+      ...(kvTiers ? { kvTiers } : {}),
       forward,
       manager,
       eosTokenIds: c.eosTokenIds,
@@ -427,9 +478,15 @@ export class LLM {
     return { constraints: await compiler.constraints(checkStructuredOutputs(params.structuredOutputs), params.n ?? 1) };
   }
 
-  /** Releases the backend's native resources. */
+  /** The KV tiers beyond the pool (`kvTiers` option), with their counters; undefined without tiers. */
+  get kvStore(): TieredKvStore | undefined {
+    return this.engine.kvTiers?.store;
+  }
+
+  /** Releases the backend's native resources and closes the KV tiers (pending tier writes finish in the background). */
   dispose(): void {
     this.backend.dispose?.();
+    void this.engine.kvTiers?.store.close();
   }
 }
 

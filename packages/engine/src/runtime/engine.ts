@@ -1,4 +1,13 @@
-import type { KvCacheManager, KvCacheStorage } from '@kvq/cache';
+import {
+  encodeKvBlock,
+  kvBlockFormatOf,
+  readKvBlock,
+  writeKvBlock,
+  type KvCacheManager,
+  type KvCacheStorage,
+  type KvTierEntry,
+  type TieredKvStore,
+} from '@kvq/cache';
 import { EngineError } from '../errors.js';
 import { resolveSamplingParams, type ResolvedSamplingParams, type SamplingParams } from '../sampling/params.js';
 import { SeededRng } from '../sampling/rng.js';
@@ -112,6 +121,18 @@ interface Request {
   finished: boolean;
 }
 
+/**
+ * KV block tiers beyond the in-process pool (host memory, a shared Redis): on a prefix miss the engine looks the
+ * missing blocks up there before admitting the request and loads the hits instead of computing them; every block
+ * that becomes full is written to the tiers in the background after the step that computed it.
+ */
+export interface EngineKvTiers {
+  /** The tiers behind one load / store API. */
+  readonly store: TieredKvStore;
+  /** Identifies the model (weights and configuration) in every stored block's header; see `modelFingerprint`. */
+  readonly modelFingerprint: string;
+}
+
 /** Counters and gauges the server's /metrics and the CLI report. */
 export interface EngineStats {
   readonly numRunning: number;
@@ -123,6 +144,8 @@ export interface EngineStats {
   readonly promptTokens: number;
   readonly generationTokens: number;
   readonly steps: number;
+  /** Prompt tokens whose KV was loaded from a KV tier instead of computed (0 without tiers). */
+  readonly kvTierLoadedTokens: number;
 }
 
 const now = () => performance.timeOrigin / 1000 + performance.now() / 1000;
@@ -153,6 +176,12 @@ export class LLMEngine {
   private steps = 0;
   private arrivals = 0;
   private seedCounter = (Math.random() * 2 ** 32) >>> 0;
+  /** KV tiers, when configured. */
+  readonly kvTiers: EngineKvTiers | undefined;
+  /** Sequences whose tier lookup is in flight (admission holds them), and those whose lookup is done. */
+  private readonly tierLoading = new Map<string, Promise<void>>();
+  private readonly tierLooked = new Set<string>();
+  private tierLoadedTokens = 0;
 
   /** @throws EngineError `INVALID_ARGUMENT` for scheduler limits that are not integers >= 1 or an unknown policy. */
   constructor(options: {
@@ -161,13 +190,19 @@ export class LLMEngine {
     eosTokenIds: readonly number[];
     scheduler: SchedulerConfig;
     detokenizer?: Detokenizer;
+    /** KV tiers beyond the pool; needs prefix caching on in `manager`. */
+    kvTiers?: EngineKvTiers;
   }) {
     this.forwardPass = options.forward;
     this.manager = options.manager;
     this.storage = options.forward.storage;
     this.eosTokenIds = options.eosTokenIds;
     this.detokenizer = options.detokenizer;
-    this.sched = new Scheduler<Seq>(options.manager, options.scheduler);
+    this.kvTiers = options.kvTiers;
+    if (this.kvTiers !== undefined && !options.manager.enablePrefixCaching) {
+      throw new EngineError('INVALID_ARGUMENT', 'KV tiers need prefix caching (enablePrefixCaching: true)', { field: 'kvTiers' });
+    }
+    this.sched = new Scheduler<Seq>(options.manager, options.scheduler, this.kvTiers ? { admissionHold: (seq) => this.tierLoading.has(seq.id) } : {});
     this.runner = new ModelRunner(options.forward, options.manager);
     this.sampler = new Sampler();
   }
@@ -330,6 +365,7 @@ export class LLMEngine {
       numRunning: this.sched.running.length,
       numWaiting: this.sched.waiting.length,
       kvCacheUsage: m.usage,
+      kvTierLoadedTokens: this.tierLoadedTokens,
       prefixCacheQueries: m.prefixCacheQueries,
       prefixCacheHits: m.prefixCacheHits,
       numPreemptions: m.numPreemptions,
@@ -355,6 +391,7 @@ export class LLMEngine {
     }));
     const { logits, rows } = this.runner.execute(inputs, this.observer);
     this.steps++;
+    if (this.kvTiers) this.storeFullBlocks(plan, this.kvTiers);
 
     const vocab = this.runner.vocabSize;
     const touched = new Set<Request>();
@@ -441,13 +478,79 @@ export class LLMEngine {
    * call it before every step; it resolves at once when no request has a constraint waiting.
    */
   async prepare(): Promise<void> {
-    const waiting = this.unpreparedConstraints().map((c) => c.prepare());
+    const waiting: Promise<void>[] = this.unpreparedConstraints().map((c) => c.prepare());
+    if (this.kvTiers) {
+      this.startTierLookups(this.kvTiers);
+      // Lookups run beside the steps of running sequences; only an engine with nothing else to do waits for them.
+      if (this.sched.running.length === 0) waiting.push(...this.tierLoading.values());
+    }
     if (waiting.length > 0) await Promise.all(waiting);
   }
 
-  /** True when some request's constraint must be prepared (`await prepare()`) before the next step. */
+  /**
+   * True when {@link prepare} must be awaited before the next step: a request's constraint has no mask yet, a waiting
+   * request's KV-tier lookup has not started, or nothing runs while lookups are in flight.
+   */
   get needsPrepare(): boolean {
-    return this.unpreparedConstraints().length > 0;
+    if (this.unpreparedConstraints().length > 0) return true;
+    if (!this.kvTiers) return false;
+    for (const seq of this.sched.waiting) if (!this.tierLooked.has(seq.id) && !this.tierLoading.has(seq.id)) return true;
+    return this.tierLoading.size > 0 && this.sched.running.length === 0;
+  }
+
+  /** Starts the tier lookup of every waiting sequence that has not had one (each sequence is looked up once). */
+  private startTierLookups(tiers: EngineKvTiers): void {
+    for (const seq of this.sched.waiting) {
+      if (this.tierLooked.has(seq.id) || this.tierLoading.has(seq.id)) continue;
+      const p = this.loadFromTiers(seq.id, tiers).finally(() => {
+        this.tierLoading.delete(seq.id);
+        if (this.manager.hasSequence(seq.id)) this.tierLooked.add(seq.id);
+      });
+      this.tierLoading.set(seq.id, p);
+    }
+  }
+
+  /**
+   * Looks up the blocks after the sequence's locally cached prefix in the tiers and adopts the consecutive hits into
+   * the pool (free and cached, so the admission finds them as a prefix hit). Never rejects: tier failures are
+   * misses (the store counts and logs them), and anything unexpected only costs the hit.
+   */
+  private async loadFromTiers(id: string, tiers: EngineKvTiers): Promise<void> {
+    try {
+      const { hashes, numCachedBlocks } = this.manager.prefixBlockHashes(id);
+      if (hashes.length <= numCachedBlocks) return;
+      const want = hashes.slice(numCachedBlocks);
+      const format = kvBlockFormatOf(this.storage, tiers.modelFingerprint);
+      const payloads = await tiers.store.load(want, format);
+      if (payloads.length === 0 || !this.manager.hasSequence(id)) return;
+      // importBlocks checks the hashes are still this sequence's under the current format (scales unchanged).
+      const n = this.manager.importBlocks(id, numCachedBlocks, want.slice(0, payloads.length), (blockIds) =>
+        blockIds.forEach((b, i) => writeKvBlock(this.storage, b, payloads[i]!)),
+      );
+      this.tierLoadedTokens += n * this.manager.blockSize;
+    } catch {
+      // A block that cannot be adopted is computed instead; the request never sees it.
+    }
+  }
+
+  /** Serializes the blocks this step filled and hands them to the tiers in the background (never awaited). */
+  private storeFullBlocks(plan: SchedulerOutput<Seq>, tiers: EngineKvTiers): void {
+    const bs = this.manager.blockSize;
+    let entries: KvTierEntry[] | undefined;
+    let format: ReturnType<typeof kvBlockFormatOf> | undefined;
+    for (const { seq, allocation } of plan.scheduled) {
+      const from = Math.floor(allocation.firstPosition / bs);
+      const to = Math.floor((allocation.firstPosition + allocation.numNewTokens) / bs);
+      if (to <= from) continue;
+      const table = this.manager.blockTable(seq.id);
+      for (let i = from; i < to; i++) {
+        const hash = this.manager.cachedBlockHash(seq.id, i);
+        if (hash === undefined) continue;
+        format ??= kvBlockFormatOf(this.storage, tiers.modelFingerprint);
+        (entries ??= []).push({ hash, value: encodeKvBlock(hash, format, readKvBlock(this.storage, table[i]!)) });
+      }
+    }
+    if (entries) void tiers.store.store(entries);
   }
 
   /** Constraints of live sequences (and of children not forked yet, which sample from the prompt's row) without a mask. */
@@ -520,6 +623,7 @@ export class LLMEngine {
 
   private forget(request: Request): void {
     this.requests.delete(request.id);
+    for (const seq of request.seqs) this.tierLooked.delete(seq.id);
   }
 
   /** Snapshot of a request (also used after an abort). Undefined for unknown ids. */

@@ -76,7 +76,8 @@ function positiveInt(field: string, value: unknown, fallback: number): number {
  *    budget; when the cache manager has no blocks, the {@link SchedulingPolicy} picks a running sequence not yet
  *    scheduled in this step (else the requester itself) to preempt by recompute, until the allocation succeeds;
  * 2. waiting sequences (FCFS), unless this step preempted: admitted while the budget, `maxNumSeqs` and the free
- *    blocks allow; prefix-cache hits are not charged to the budget.
+ *    blocks allow; prefix-cache hits are not charged to the budget; admission pauses at a sequence the
+ *    `admissionHold` hook holds (its prefix is being loaded from a KV tier).
  */
 export class Scheduler<S extends SchedulerSequence> {
   /** Max running sequences. */
@@ -91,9 +92,16 @@ export class Scheduler<S extends SchedulerSequence> {
   private readonly waitingQueue: S[] = [];
   private runningQueue: S[] = [];
 
-  /** @throws EngineError `INVALID_ARGUMENT` for a limit that is not an integer >= 1 or an unknown policy. */
-  constructor(manager: KvCacheManager, config: SchedulerConfig) {
+  private readonly admissionHold: ((seq: SchedulerSequence) => boolean) | undefined;
+
+  /**
+   * @param hooks.admissionHold  True while a waiting sequence must not be admitted yet (its KV is being loaded from an
+   *   external tier); admission stops at such a sequence (FCFS is kept) until it returns false.
+   * @throws EngineError `INVALID_ARGUMENT` for a limit that is not an integer >= 1 or an unknown policy.
+   */
+  constructor(manager: KvCacheManager, config: SchedulerConfig, hooks: { admissionHold?: (seq: SchedulerSequence) => boolean } = {}) {
     this.manager = manager;
+    this.admissionHold = hooks.admissionHold;
     this.maxNumSeqs = positiveInt('maxNumSeqs', config.maxNumSeqs, 64);
     this.maxNumBatchedTokens = positiveInt('maxNumBatchedTokens', config.maxNumBatchedTokens, 512);
     this.maxModelLen = positiveInt('maxModelLen', config.maxModelLen, 0);
@@ -182,6 +190,7 @@ export class Scheduler<S extends SchedulerSequence> {
     // 2. Waiting sequences (FCFS), unless this step had to preempt (vLLM: no admission after a preemption).
     while (preempted.length === 0 && this.waitingQueue.length > 0 && budget > 0 && this.runningQueue.length < this.maxNumSeqs) {
       const seq = this.waitingQueue[0]!;
+      if (this.admissionHold?.(seq)) break;
       const tokens = this.manager.tokenIds(seq.id);
       const hit = this.manager.findCachedPrefix(tokens, seq.cacheSalt === undefined ? {} : { cacheSalt: seq.cacheSalt });
       const numNew = Math.min(tokens.length - hit.numCachedTokens, budget);
@@ -194,7 +203,7 @@ export class Scheduler<S extends SchedulerSequence> {
       budget -= allocation.numNewTokens;
     }
 
-    if (scheduled.length === 0 && this.waitingQueue.length > 0 && this.runningQueue.length === 0) {
+    if (scheduled.length === 0 && this.waitingQueue.length > 0 && this.runningQueue.length === 0 && !this.admissionHold?.(this.waitingQueue[0]!)) {
       // Nothing runs and the head of the queue cannot be admitted: it can never fit.
       throw new EngineError(
         'INVALID_ARGUMENT',

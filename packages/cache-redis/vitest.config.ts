@@ -1,0 +1,3 @@
+import { kvqVitest } from '@kvq/vitest-config';
+
+export default kvqVitest();
