@@ -129,6 +129,12 @@ export const CACHE_ERROR_HTTP: Readonly<Record<CacheErrorCode, Mapping>> = {
   SLOT_OUT_OF_RANGE: INTERNAL,
   UNSUPPORTED_DTYPE: INTERNAL,
   INVARIANT_VIOLATION: INTERNAL,
+  // KV tier failures are misses inside the engine and never reach a request; were one to escape, it is a bug (500).
+  TIER_UNAVAILABLE: INTERNAL,
+  TIER_TIMEOUT: INTERNAL,
+  TIER_FULL: INTERNAL,
+  CORRUPT_BLOCK: INTERNAL,
+  FOREIGN_BLOCK: INTERNAL,
 };
 
 /** Every kernel code: kernels only fail on our own bugs or a broken backend once the server runs (500). */

@@ -8,7 +8,8 @@ export { EngineLoop, type OutputObserver, type RequestListener } from './engine-
 export { ServerContext, finishReason, type ServerContextOptions } from './context.js';
 export { sse, sseDone, sseError, sseStart } from './sse.js';
 export { Generation } from './generation.js';
-export { ServerMetrics, buckets125, TTFT_BUCKETS, ITL_BUCKETS, REQUEST_LATENCY_BUCKETS, type MetricsContext } from './metrics.js';
+export { ServerMetrics, buckets125, TTFT_BUCKETS, ITL_BUCKETS, REQUEST_LATENCY_BUCKETS, KV_TIER_LATENCY_BUCKETS, type MetricsContext } from './metrics.js';
+export { buildKvTiers, type KvTierFlags } from './kv-tiers.js';
 export {
   ServerError,
   toHttpError,

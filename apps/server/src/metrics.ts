@@ -1,4 +1,4 @@
-import { isFp8Dtype } from '@kvq/cache';
+import { isFp8Dtype, KV_TIER_FAILURES, type KvTierStats } from '@kvq/cache';
 import type { LLM, RequestOutput } from '@kvq/engine';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { EngineLoop, OutputObserver } from './engine-loop.js';
@@ -26,6 +26,9 @@ export const TTFT_BUCKETS: readonly number[] = [0.001, 0.005, 0.01, 0.02, 0.04, 
 export const ITL_BUCKETS: readonly number[] = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
 /** End-to-end and queue-time bucket edges, seconds (vLLM's `request_latency_buckets`). */
 export const REQUEST_LATENCY_BUCKETS: readonly number[] = [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680];
+
+/** KV tier load / store latency bucket edges, seconds (100 µs .. 2.5 s: loopback Redis answers in well under 1 ms). */
+export const KV_TIER_LATENCY_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
 /** 1, 2, 5, 10, 20, 50, ... up to and including `max` (vLLM's 1-2-5 token-count buckets). */
 export function buckets125(max: number): number[] {
@@ -154,6 +157,7 @@ export class ServerMetrics implements OutputObserver {
     });
 
     const histogram = (name: string, help: string, buckets: readonly number[]) => new Histogram({ name, help, labelNames, registers, buckets: [...buckets] });
+    this.registerKvTiers(registers, model);
     this.ttft = histogram('vllm:time_to_first_token_seconds', 'Histogram of time to first token in seconds.', TTFT_BUCKETS);
     this.itl = histogram('vllm:inter_token_latency_seconds', 'Histogram of inter-token latency in seconds.', ITL_BUCKETS);
     this.e2e = histogram('vllm:e2e_request_latency_seconds', 'Histogram of e2e request latency in seconds.', REQUEST_LATENCY_BUCKETS);
@@ -161,6 +165,58 @@ export class ServerMetrics implements OutputObserver {
     const tokenBuckets = buckets125(llm.engine.maxModelLen);
     this.promptTokens = histogram('vllm:request_prompt_tokens', 'Number of prefill tokens processed.', tokenBuckets);
     this.generationTokens = histogram('vllm:request_generation_tokens', 'Number of generation tokens processed.', tokenBuckets);
+  }
+
+  /**
+   * KV tier metrics (only when the LLM has tiers): per tier (`tier` label: `host`, `redis`) hits, misses and bytes in
+   * blocks / bytes, writes, dropped writes, failures by reason, and load / store latency histograms.
+   */
+  private registerKvTiers(registers: Registry[], model: { model_name: string }): void {
+    const store = this.ctx.llm.kvStore;
+    if (!store) return;
+    const labelNames = ['model_name', 'tier'] as const;
+    const perTier = (name: string, help: string, value: (s: KvTierStats) => number) =>
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          for (const s of store.tierStats()) this.inc({ ...model, tier: s.tier }, finite(value(s)));
+        },
+      });
+    perTier('kvq:kv_tier_hits_total', 'KV blocks loaded from the tier instead of computed.', (s) => s.hits);
+    perTier('kvq:kv_tier_misses_total', 'KV blocks looked up in the tier and not loaded from it.', (s) => s.misses);
+    perTier('kvq:kv_tier_loaded_bytes_total', 'Serialized KV block bytes loaded from the tier.', (s) => s.bytesLoaded);
+    perTier('kvq:kv_tier_stored_bytes_total', 'Serialized KV block bytes written to the tier.', (s) => s.bytesStored);
+    perTier('kvq:kv_tier_stored_blocks_total', 'KV blocks written to the tier.', (s) => s.blocksStored);
+    perTier('kvq:kv_tier_dropped_blocks_total', 'KV block writes dropped because too many bytes were in flight.', (s) => s.blocksDropped);
+    new Counter({
+      name: 'kvq:kv_tier_failures_total',
+      help: 'KV tier operations (or blocks) that failed and were treated as misses, by reason.',
+      labelNames: ['model_name', 'tier', 'reason'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const s of store.tierStats()) for (const r of KV_TIER_FAILURES) this.inc({ ...model, tier: s.tier, reason: r }, s.failures[r]);
+      },
+    });
+    const llm = this.ctx.llm;
+    new Counter({
+      name: 'kvq:kv_tier_loaded_tokens_total',
+      help: 'Prompt tokens whose KV was loaded from a KV tier instead of computed.',
+      labelNames: ['model_name'] as const,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(model, finite(llm.engine.stats().kvTierLoadedTokens));
+      },
+    });
+    const latency = (name: string, help: string) => new Histogram({ name, help, labelNames, registers, buckets: [...KV_TIER_LATENCY_BUCKETS] });
+    const load = latency('kvq:kv_tier_load_seconds', 'Latency of one batched KV tier lookup, seconds.');
+    const stored = latency('kvq:kv_tier_store_seconds', 'Latency of one batched KV tier write, seconds.');
+    store.onOperation((op) => (op.op === 'load' ? load : stored).observe({ ...model, tier: op.tier }, op.seconds));
   }
 
   /** The Prometheus text exposition (format 0.0.4) of every metric. */

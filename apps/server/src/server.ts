@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { ServerContext } from './context.js';
 import { EngineLoop } from './engine-loop.js';
 import { ServerError, toHttpError } from './errors.js';
+import { buildKvTiers } from './kv-tiers.js';
 import { ServerMetrics } from './metrics.js';
 import { registerChat } from './routes/chat.js';
 import { registerCompletions } from './routes/completions.js';
@@ -40,6 +41,15 @@ export interface ServerOptions extends Omit<LLMOptions, 'model'> {
   readonly shutdownGraceMs?: number;
   /** fastify logger option (`false` by default; `true` logs JSON lines to stdout). */
   readonly logger?: boolean;
+  /**
+   * `--kv-offload-memory`: bytes of a host-memory LRU tier of KV blocks beyond the pool (see `LLMOptions.kvTiers`).
+   * Ignored with `llm` (give that LLM its tiers).
+   */
+  readonly kvOffloadMemory?: number;
+  /** `--kv-store`: a shared Redis / Valkey tier, `redis://host:port/db`. Ignored with `llm`. @see ../../../docs/scale-out.md */
+  readonly kvStore?: string;
+  /** Time limit of one shared-store command, ms. Default 500. */
+  readonly kvStoreTimeoutMs?: number;
 }
 
 /** A created server (not yet listening until {@link KvqServer.listen}). */
@@ -85,8 +95,17 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref()
  */
 export async function createServer(options: ServerOptions = {}): Promise<KvqServer> {
   const owned = options.llm === undefined;
-  const { llm: _l, host: _h, port: _p, apiKey: _a, servedModelName: _s, maxBodyBytes: _b, maxQueuedRequests: _q, shutdownGraceMs: _g, logger: _lg, ...llmOptions } = options;
-  const llm = options.llm ?? (await LLM.create({ ...llmOptions, model: options.model ?? modelTinyPath }));
+  const { llm: _l, host: _h, port: _p, apiKey: _a, servedModelName: _s, maxBodyBytes: _b, maxQueuedRequests: _q, shutdownGraceMs: _g, logger: _lg, kvOffloadMemory, kvStore, kvStoreTimeoutMs, ...llmOptions } = options;
+  let llm = options.llm;
+  if (llm === undefined) {
+    const tiers = buildKvTiers({ kvOffloadMemory, kvStore, kvStoreTimeoutMs });
+    try {
+      llm = await LLM.create({ ...llmOptions, ...(tiers.length > 0 ? { kvTiers: [...(llmOptions.kvTiers ?? []), ...tiers] } : {}), model: options.model ?? modelTinyPath });
+    } catch (error) {
+      await Promise.all(tiers.map((t) => t.close()));
+      throw error;
+    }
+  }
   const loop = new EngineLoop(llm.engine);
   const names = options.servedModelName === undefined ? [defaultName(options.model, llm)] : typeof options.servedModelName === 'string' ? [options.servedModelName] : [...options.servedModelName];
   if (names.length === 0 || names.some((n) => typeof n !== 'string' || n.length === 0)) {

@@ -111,7 +111,16 @@ export async function startRedisServer(extraArgs: readonly string[] = []): Promi
     },
     async restart() {
       proc = await launch();
-      await admin.ping();
+      // The admin connection reconnects in the background: wait until it answers again.
+      for (let i = 0; ; i++) {
+        try {
+          await admin.ping();
+          return;
+        } catch (error) {
+          if (i >= 100) throw error;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
     },
     async stop() {
       if (stopped) return;
