@@ -39,7 +39,7 @@ const ALLOWED = {
   engine: ['fp8', 'cache', 'kernels', 'kernels-cpu'],
   calibrate: ['fp8', 'cache', 'kernels', 'engine'],
   server: ['fp8', 'cache', 'cache-redis', 'kernels', 'engine', 'model-tiny'],
-  cli: ['fp8', 'cache', 'cache-redis', 'kernels', 'kernels-cpu', 'engine', 'calibrate', 'server', 'model-tiny'],
+  cli: ['fp8', 'cache', 'kernels', 'kernels-cpu', 'engine', 'calibrate', 'server', 'model-tiny'],
   'bench-peer': ['fp8', 'cache', 'kernels', 'engine', 'calibrate', 'model-tiny', 'fixtures'],
   fixtures: ['model-tiny'],
   'test-utils': [],

@@ -50,7 +50,7 @@ const storiesGguf = fixturePath('models/stories260K/stories260K.gguf');
 
 describe.skipIf(!built)('kvq binary', { timeout: 240_000 }, () => {
   it('exit codes: 0 ok, 2 usage errors, 1 runtime errors with one line (stack only with --verbose)', () => {
-    for (const args of [['generate'], ['generate', '--kv-cache-dtype', 'fp9', 'x'], ['plan'], ['plan', '--kv-cache-memory', '12XB'], ['eval'], ['convert', '--from', 'onnx', 'x', '--out', 'y'], ['generate', '--bogus', 'x'], ['serve', '--port', '70000'], ['nope']]) {
+    for (const args of [['generate'], ['generate', '--kv-cache-dtype', 'fp9', 'x'], ['plan'], ['plan', '--kv-cache-memory', '12XB'], ['eval'], ['convert', '--from', 'onnx', 'x', '--out', 'y'], ['generate', '--bogus', 'x'], ['serve', '--port', '70000'], ['serve', '--kv-store', 'http://127.0.0.1:6379/0'], ['serve', '--kv-store', 'redis://h:1/db'], ['serve', '--kv-offload-memory', '12XB'], ['nope']]) {
       const r = kvq(args);
       expect(r.status, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(/^kvq: .+\n$/);
@@ -199,7 +199,7 @@ describe.skipIf(!built)('kvq binary', { timeout: 240_000 }, () => {
   });
 
   it('serve: answers on the printed URL and stops cleanly on SIGTERM', async () => {
-    const child = spawn(process.execPath, [bin, 'serve', '--port', '0', '--served-model-name', 'tiny', '--kv-cache-memory', '8MiB'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [bin, 'serve', '--port', '0', '--served-model-name', 'tiny', '--kv-cache-memory', '8MiB', '--kv-offload-memory', '16MiB'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
@@ -217,6 +217,9 @@ describe.skipIf(!built)('kvq binary', { timeout: 240_000 }, () => {
     expect(models.data[0]!.id).toBe('tiny');
     const r = (await (await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'tiny', prompt: 'Hi', max_tokens: 4 }) })).json()) as { usage: { completion_tokens: number } };
     expect(r.usage.completion_tokens).toBe(4);
+    expect(out).toMatch(/KV tiers host/);
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).toMatch(/^kvq:kv_tier_hits_total\{model_name="tiny",tier="host"\} 0$/m);
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
   });

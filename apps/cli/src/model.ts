@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
-import { isFp8Dtype, resolveKvCacheDtype, type KvCacheDtypeOption } from '@kvq/cache';
+import { isFp8Dtype, resolveKvCacheDtype, type KvBlockTier, type KvCacheDtypeOption } from '@kvq/cache';
 import { downloadModel, EngineError, isHubId, LLM, loadModel, type KvCacheFormat, type LoadedModel, type WarningHandler } from '@kvq/engine';
 import { modelTinyName, modelTinyPath } from '@kvq/model-tiny';
 import { engineOptions } from './args.js';
@@ -93,7 +93,11 @@ export interface RunContext {
  * Resolves, loads and builds an engine from the shared model flags.
  * @param override transforms the loaded model before the engine is built (e.g. drop checkpoint scales)
  */
-export async function openModel(values: Record<string, unknown>, io: CliIo, extra: { maxNumSeqs?: number; maxNumBatchedTokens?: number; enablePrefixCaching?: boolean; override?: (m: LoadedModel) => LoadedModel } = {}): Promise<RunContext> {
+export async function openModel(
+  values: Record<string, unknown>,
+  io: CliIo,
+  extra: { maxNumSeqs?: number; maxNumBatchedTokens?: number; enablePrefixCaching?: boolean; kvTiers?: readonly KvBlockTier[]; override?: (m: LoadedModel) => LoadedModel } = {},
+): Promise<RunContext> {
   const options = engineOptions(values);
   const choice = await resolveModel(values.model as string | undefined, io);
   const tokenizerPath = values.tokenizer as string | undefined;
@@ -107,6 +111,7 @@ export async function openModel(values: Record<string, unknown>, io: CliIo, extr
     ...(extra.maxNumSeqs !== undefined ? { maxNumSeqs: extra.maxNumSeqs } : {}),
     ...(extra.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: extra.maxNumBatchedTokens } : {}),
     ...(extra.enablePrefixCaching !== undefined ? { enablePrefixCaching: extra.enablePrefixCaching } : {}),
+    ...(extra.kvTiers !== undefined ? { kvTiers: extra.kvTiers, onKvTierLog: (m: string) => io.stderr.write(`${m}\n`) } : {}),
   });
   if (options.quantizationParamPath !== undefined && llm.kvScales) {
     // vLLM logs the same at info level ("Loaded KV cache scaling factors from %s").

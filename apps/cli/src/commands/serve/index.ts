@@ -1,4 +1,4 @@
-import { createServer, ServerError } from '@kvq/server';
+import { buildKvTiers, createServer, ServerError } from '@kvq/server';
 import { MODEL_HELP, MODEL_OPTIONS, parseCommand, parseNumber, parseSize } from '../../args.js';
 import { CliError } from '../../errors.js';
 import { asCliError, openModel } from '../../model.js';
@@ -24,6 +24,10 @@ Server options:
   --max-body-size SIZE          largest request body (default 1MiB)
   --max-queued-requests N       requests in flight beyond which new ones get HTTP 429 (default 1024)
   --shutdown-grace S            seconds in-flight requests get to finish on SIGINT/SIGTERM (default 30)
+  --kv-offload-memory SIZE      host-memory tier of KV blocks beyond the pool, LRU (e.g. 4GiB; default none)
+  --kv-store URL                shared KV block tier on Redis / Valkey, redis://host:port/db (replicas of one
+                                model share prefixes; failures only cost the hit; see docs/scale-out.md)
+  --kv-store-timeout MS         time limit of one --kv-store command (default 500)
   --log                         log every request (JSON lines on stdout)
   -h, --help                    show this help
 `;
@@ -44,6 +48,9 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     'max-queued-requests': { type: 'string' },
     'shutdown-grace': { type: 'string' },
     log: { type: 'boolean' },
+    'kv-offload-memory': { type: 'string' },
+    'kv-store': { type: 'string' },
+    'kv-store-timeout': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
@@ -63,11 +70,24 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
   const apiKey = values['api-key'] ?? process.env.KVQ_API_KEY;
   if (apiKey !== undefined && apiKey.length === 0) throw new CliError('USAGE', '--api-key must not be empty');
   const enablePrefixCaching = !values['no-enable-prefix-caching'];
+  const kvOffloadMemory = values['kv-offload-memory'] === undefined ? undefined : parseSize(values['kv-offload-memory'], '--kv-offload-memory');
+  const kvStoreTimeoutMs = parseNumber(values['kv-store-timeout'], '--kv-store-timeout', { integer: true, min: 1 });
+  if (!enablePrefixCaching && (kvOffloadMemory !== undefined || values['kv-store'] !== undefined)) {
+    throw new CliError('USAGE', '--kv-offload-memory and --kv-store need prefix caching: drop --no-enable-prefix-caching');
+  }
+  let kvTiers;
+  try {
+    kvTiers = buildKvTiers({ kvOffloadMemory, kvStore: values['kv-store'], kvStoreTimeoutMs }, { kvOffloadMemory: '--kv-offload-memory', kvStore: '--kv-store' });
+  } catch (error) {
+    if (error instanceof ServerError) throw new CliError('USAGE', error.message, { cause: error });
+    throw error;
+  }
 
   let ctx;
   try {
-    ctx = await openModel(values, io, { enablePrefixCaching, ...(maxNumSeqs !== undefined ? { maxNumSeqs } : {}), ...(maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens } : {}) });
+    ctx = await openModel(values, io, { enablePrefixCaching, ...(kvTiers.length > 0 ? { kvTiers } : {}), ...(maxNumSeqs !== undefined ? { maxNumSeqs } : {}), ...(maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens } : {}) });
   } catch (error) {
+    await Promise.all(kvTiers.map((t) => t.close()));
     throw asCliError(error);
   }
   const { llm } = ctx;
@@ -101,7 +121,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     throw new CliError('RUNTIME', `cannot listen on ${values.host ?? '127.0.0.1'}:${port}: ${(error as Error).message}`, { cause: error });
   }
   io.stdout.write(
-    `kvq serve: ${server.modelNames[0]} on ${url} (OpenAI base URL ${url}/v1); KV cache ${ctx.kvCacheDtype} -> ${llm.kvDtype}, ${llm.kvBytesPerToken} B/token, ${llm.numBlocks - 1} blocks x ${llm.blockSize} = ${(llm.numBlocks - 1) * llm.blockSize} tokens; backend ${llm.backend.name}${apiKey ? '; API key required' : ''}\n`,
+    `kvq serve: ${server.modelNames[0]} on ${url} (OpenAI base URL ${url}/v1); KV cache ${ctx.kvCacheDtype} -> ${llm.kvDtype}, ${llm.kvBytesPerToken} B/token, ${llm.numBlocks - 1} blocks x ${llm.blockSize} = ${(llm.numBlocks - 1) * llm.blockSize} tokens; backend ${llm.backend.name}${kvTiers.length > 0 ? `; KV tiers ${kvTiers.map((t) => t.name).join(' -> ')}` : ''}${apiKey ? '; API key required' : ''}\n`,
   );
   await new Promise<void>((resolve) => {
     let signals = 0;
