@@ -107,8 +107,10 @@ export class HostMemoryTier implements KvBlockTier {
         this.entries.delete(oldest);
         this.evicted++;
       }
-      this.entries.set(hash, value);
-      this.bytes += value.length;
+      // A view into a larger buffer (a network client's read buffer) is copied, so it does not pin the rest.
+      const own = value.byteOffset === 0 && value.byteLength === value.buffer.byteLength ? value : value.slice();
+      this.entries.set(hash, own);
+      this.bytes += own.length;
     }
     return Promise.resolve();
   }

@@ -61,6 +61,8 @@ export interface TieredKvStoreOptions {
   readonly timeoutMs?: number;
   /** Writes in flight beyond this many bytes are dropped (counted in `blocksDropped`), so a slow tier cannot grow memory without bound. Default 64 MiB. */
   readonly maxPendingStoreBytes?: number;
+  /** Most blocks asked of a tier in one call; a longer chain is looked up in consecutive calls until a gap. Default 64. */
+  readonly maxBlocksPerCall?: number;
   /**
    * Receives one line per failure kind and tier when it first happens, then at most once a minute with the count
    * since (failures are never thrown). Default: `process.emitWarning` with code `KVQ_KV_TIER`.
@@ -128,6 +130,8 @@ export class TieredKvStore {
   readonly timeoutMs: number;
   /** In-flight write limit, bytes. */
   readonly maxPendingStoreBytes: number;
+  /** Most blocks per tier call. */
+  readonly maxBlocksPerCall: number;
   private readonly stats = new Map<string, MutableStats>();
   private readonly listeners = new Set<(op: KvTierOperation) => void>();
   private readonly log: (message: string) => void;
@@ -161,6 +165,7 @@ export class TieredKvStore {
     this.tiers = [...opts.tiers];
     this.timeoutMs = checkInt('timeoutMs', opts.timeoutMs ?? 1000, 1);
     this.maxPendingStoreBytes = checkInt('maxPendingStoreBytes', opts.maxPendingStoreBytes ?? 64 * 1024 * 1024, 0);
+    this.maxBlocksPerCall = checkInt('maxBlocksPerCall', opts.maxBlocksPerCall ?? 64, 1);
     this.log = opts.log ?? defaultLog;
   }
 
@@ -188,43 +193,49 @@ export class TieredKvStore {
     if (this.closed || hashes.length === 0) return payloads;
     for (let t = 0; t < this.tiers.length && payloads.length < hashes.length; t++) {
       const tier = this.tiers[t]!;
-      const want = hashes.slice(payloads.length);
-      const start = now();
-      let failure: KvTierFailure | undefined;
-      let values: (Uint8Array | undefined)[] = [];
-      try {
-        values = await this.withTimeout(tier.get(want), tier.name, 'get');
-        if (!Array.isArray(values)) throw new CacheError('INVALID_STATE', `tier ${tier.name} answered get() with ${describe(values)}`);
-      } catch (error) {
-        failure = this.fail(tier.name, error);
-        values = [];
-      }
-      let hits = 0;
-      let bytes = 0;
       const found: KvTierEntry[] = [];
-      for (let i = 0; i < want.length; i++) {
-        const v = values[i];
-        if (v === undefined || v === null) break;
-        let payload: Uint8Array;
+      // Consecutive calls of at most maxBlocksPerCall blocks, until a gap, a rejected block or a failure.
+      let more = true;
+      while (more && payloads.length < hashes.length) {
+        const want = hashes.slice(payloads.length, payloads.length + this.maxBlocksPerCall);
+        const start = now();
+        let failure: KvTierFailure | undefined;
+        let values: (Uint8Array | undefined)[] = [];
         try {
-          payload = decodeKvBlock(v, want[i]!, format);
+          values = await this.withTimeout(tier.get(want), tier.name, 'get');
+          if (!Array.isArray(values)) throw new CacheError('INVALID_STATE', `tier ${tier.name} answered get() with ${describe(values)}`);
         } catch (error) {
           failure = this.fail(tier.name, error);
-          break;
+          values = [];
         }
-        payloads.push(payload);
-        found.push({ hash: want[i]!, value: v });
-        hits++;
-        bytes += v.length;
+        let hits = 0;
+        let bytes = 0;
+        for (let i = 0; i < want.length; i++) {
+          const v = values[i];
+          if (v === undefined || v === null) break;
+          let payload: Uint8Array;
+          try {
+            payload = decodeKvBlock(v, want[i]!, format);
+          } catch (error) {
+            failure = this.fail(tier.name, error);
+            break;
+          }
+          payloads.push(payload);
+          found.push({ hash: want[i]!, value: v });
+          hits++;
+          bytes += v.length;
+        }
+        more = hits === want.length;
+        const s = this.stats.get(tier.name)!;
+        s.hits += hits;
+        // Blocks after a gap in this tier are asked of the next tier: count them once, here, as misses.
+        s.misses += (more ? 0 : hashes.length - payloads.length);
+        s.bytesLoaded += bytes;
+        const seconds = now() - start;
+        s.loads.count++;
+        s.loads.seconds += seconds;
+        this.emit({ tier: tier.name, op: 'load', seconds, blocks: want.length, hits, bytes, failure });
       }
-      const s = this.stats.get(tier.name)!;
-      s.hits += hits;
-      s.misses += want.length - hits;
-      s.bytesLoaded += bytes;
-      const seconds = now() - start;
-      s.loads.count++;
-      s.loads.seconds += seconds;
-      this.emit({ tier: tier.name, op: 'load', seconds, blocks: want.length, hits, bytes, failure });
       // Promote: a block found in a slower tier is copied into the faster ones.
       if (found.length > 0) for (let u = 0; u < t; u++) this.storeTo(this.tiers[u]!, found);
     }

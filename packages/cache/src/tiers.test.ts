@@ -133,6 +133,15 @@ describe('HostMemoryTier', () => {
     expect((await t.get(['zz']))[0]).toBeUndefined();
   });
 
+  it('copies a value that is a view into a larger buffer (it must not pin the rest)', async () => {
+    const t = new HostMemoryTier({ capacityBytes: 100 });
+    const big = new Uint8Array(1000).fill(3);
+    await t.set([{ hash: 'v', value: big.subarray(10, 20) }]);
+    const [got] = await t.get(['v']);
+    expect(got!.buffer.byteLength).toBe(10);
+    expect(Array.from(got!)).toEqual(new Array(10).fill(3));
+  });
+
   it('validates its options', () => {
     expect(errorCode(() => new HostMemoryTier({ capacityBytes: 0 }))).toBe('INVALID_ARGUMENT');
     expect(errorCode(() => new HostMemoryTier({ capacityBytes: 1.5 }))).toBe('INVALID_ARGUMENT');
@@ -228,7 +237,20 @@ describe('TieredKvStore', () => {
     expect(store.tierStats()[0]!.failures.timeout).toBe(1);
   });
 
+  it('looks a long chain up in calls of at most maxBlocksPerCall blocks, stopping at the first gap', async () => {
+    const t = new ScriptedTier('redis');
+    const store = new TieredKvStore({ tiers: [t], maxBlocksPerCall: 2, log: () => {} });
+    for (const h of ['c0', 'c1', 'c2', 'c3', 'c4']) t.map.set(h, block(h).value);
+    expect((await store.load(['c0', 'c1', 'c2', 'c3', 'c4'], FORMAT)).map(text)).toEqual(['c0', 'c1', 'c2', 'c3', 'c4'].map((h) => `payload ${h}`));
+    expect(t.gets).toBe(3);
+    t.map.delete('c2');
+    expect((await store.load(['c0', 'c1', 'c2', 'c3', 'c4'], FORMAT)).length).toBe(2);
+    expect(t.gets).toBe(5);
+    expect(store.tierStats()[0]).toMatchObject({ hits: 7, misses: 3 });
+  });
+
   it('validates its options', () => {
+    expect(errorCode(() => new TieredKvStore({ tiers: [new ScriptedTier('a')], maxBlocksPerCall: 0 }))).toBe('INVALID_ARGUMENT');
     expect(errorCode(() => new TieredKvStore({ tiers: [] }))).toBe('INVALID_ARGUMENT');
     expect(errorCode(() => new TieredKvStore({ tiers: [new ScriptedTier('a'), new ScriptedTier('a')] }))).toBe('INVALID_ARGUMENT');
     expect(errorCode(() => new TieredKvStore({ tiers: [new ScriptedTier('a')], timeoutMs: 0 }))).toBe('INVALID_ARGUMENT');

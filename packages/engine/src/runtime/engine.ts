@@ -519,7 +519,9 @@ export class LLMEngine {
     try {
       const { hashes, numCachedBlocks } = this.manager.prefixBlockHashes(id);
       if (hashes.length <= numCachedBlocks) return;
-      const want = hashes.slice(numCachedBlocks);
+      // No more than the pool could take now (importBlocks adopts at most the free blocks).
+      const want = hashes.slice(numCachedBlocks, numCachedBlocks + this.manager.pool.numFreeBlocks);
+      if (want.length === 0) return;
       const format = kvBlockFormatOf(this.storage, tiers.modelFingerprint);
       const payloads = await tiers.store.load(want, format);
       if (payloads.length === 0 || !this.manager.hasSequence(id)) return;

@@ -203,3 +203,32 @@ describe('Scheduler: preemption policy (the cache manager only frees what it is 
     manager.checkInvariants();
   });
 });
+
+describe('Scheduler: admission hold (a KV-tier lookup in flight)', () => {
+  it('stops admission at a held sequence (FCFS kept), keeps running the others, and does not call it unfittable', () => {
+    const manager = new KvCacheManager({ numBlocks: 64, blockSize: 4, hashSeed: 'hold' });
+    const held = new Set<string>();
+    const scheduler = new Scheduler<SchedulerSequence>(manager, { maxModelLen: 1000 }, { admissionHold: (s) => held.has(s.id) });
+    const add = (id: string, n: number) => {
+      manager.addSequence(id, range(0, n));
+      const seq = { id, requestId: id, priority: 0, arrivalTime: 0, cacheSalt: undefined };
+      scheduler.add(seq);
+      return seq;
+    };
+    held.add('a');
+    add('a', 8);
+    add('b', 8);
+    let out = scheduler.schedule(); // nothing runs, the head is held: an empty step, no "can never fit" error
+    expect(out.scheduled).toEqual([]);
+    expect(scheduler.waiting.map((s) => s.id)).toEqual(['a', 'b']);
+    held.delete('a');
+    out = scheduler.schedule();
+    expect(out.admitted.map((s) => s.id)).toEqual(['a', 'b']);
+    held.add('c');
+    add('c', 8);
+    manager.appendTokens('a', [1]);
+    out = scheduler.schedule();
+    expect(out.scheduled.map((s) => s.seq.id)).toEqual(['a']); // a decodes; c waits for its lookup
+    expect(scheduler.waiting.map((s) => s.id)).toEqual(['c']);
+  });
+});
