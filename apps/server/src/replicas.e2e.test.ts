@@ -198,3 +198,36 @@ describe.skipIf(!redisTestsEnabled())(`replicas sharing one ${redisServerBinary(
     expect(() => buildKvTiers({ kvOffloadMemory: 1.5 })).toThrow(/kvOffloadMemory/);
   });
 });
+
+describe('host-memory tier (--kv-offload-memory) through the server', () => {
+  it('prefixes that overflow the pool but fit the host tier are loaded from it: same output, hits in /metrics', async () => {
+    // FP8 kvq-tiny: 24 KiB per 16-token block; a pool of 15 blocks against 4 prompts of ~3-4 blocks each, twice.
+    const small = { port: 0, kvCacheDtype: 'fp8' as const, kvCacheMemory: 16 * 24 * 1024, maxModelLen: 128 };
+    const plainServer = await createServer(small);
+    const tiered = await createServer({ ...small, kvOffloadMemory: 8 << 20, onKvTierLog: () => {} });
+    try {
+      const [plainUrl, url] = [await plainServer.listen(), await tiered.listen()];
+      const texts = ['Matthew', 'Mark', 'Luke', 'John'].map((t) => `${t} wrote: ${DOC.slice(0, 300)}`);
+      const want = [];
+      let fullBlocks = 0;
+      for (const t of texts) {
+        const r = await completion(plainUrl, t, 4);
+        want.push(r.text);
+        fullBlocks += Math.floor(r.promptTokens / tiered.llm.blockSize);
+      }
+      expect(fullBlocks).toBeGreaterThan(tiered.llm.numBlocks - 1); // the prefixes do not fit the pool
+      for (const t of texts) await complete(url, t, 4);
+      expect(metric(await metrics(url), 'kvq:kv_tier_hits_total', 'tier="host"')).toBe(0);
+      for (const [i, t] of texts.entries()) expect(await complete(url, t, 4)).toBe(want[i]);
+      const m = await metrics(url);
+      const hits = metric(m, 'kvq:kv_tier_hits_total', 'tier="host"');
+      expect(hits).toBeGreaterThan(0);
+      expect(metric(m, 'kvq:kv_tier_loaded_tokens_total')).toBe(hits * tiered.llm.blockSize);
+      expect(metric(m, 'kvq:kv_tier_stored_blocks_total', 'tier="host"')).toBeGreaterThanOrEqual(fullBlocks);
+      await expectNoLeak(tiered);
+    } finally {
+      await plainServer.close({ graceMs: 0 });
+      await tiered.close({ graceMs: 0 });
+    }
+  });
+});
