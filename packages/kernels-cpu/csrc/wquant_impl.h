@@ -325,7 +325,6 @@ static void gemv_ggml(const LinearParams& p, const float* xs, int64_t n0, int64_
     float off[R];
     for (int r = 0; r < R; r++) acc[r] = vzero(), off[r] = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
-      if (b + 4 < nb) vprefetch(wr + (b + 4) * B::kBytes);
       B::decode(wr + b * B::kBytes, q, s, o);
       for (int g = 0; g < B::kElems / B::kGroup; g++) {
         const int64_t c0 = b * B::kElems + g * B::kGroup;
@@ -485,11 +484,6 @@ KVQ_I __m256i dot32_i8(__m256i w, __m256i x) {
   return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 
-/**
- * y[r, n] for n in [n0, n1): GGML rows against R rows of 8-bit activations. Each weight block is decoded to int8
- * groups (QB<DT>::decode), each 32 elements give 8 int32 lane sums of w * x, converted once and scaled by
- * group scale * activation scale (two group scales per 32 for q6_k's groups of 16); offsets through the int sums.
- */
 /** The little-endian f16 at p as float, through F16C when the build has it (the scalar decode costs ~10 ops). */
 KVQ_I float ld_f16x(const uint8_t* p) {
 #if defined(__F16C__)
@@ -504,21 +498,15 @@ KVQ_I __m256i q8_nib_lo(__m256i v) { return _mm256_and_si256(v, _mm256_set1_epi8
 KVQ_I __m256i q8_nib_hi(__m256i v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)); }
 
 /**
- * Direct int8 block dots of the common GGUF types (no decode through L1): for one weight block at `b` and R rows of
+ * Direct int8 block dots of every GGML type (no decode through L1): for one weight block at `b` and R rows of
  * activations (row r's block-aligned values at x[r], scale dx[r], 16-sums s16[r]), acc[r] += lanes * scale, the
- * offset terms (mins, Q6_K's -32) included. Q8Direct<DT>::kOn says whether DT has one (else the generic decode path
- * runs).
+ * offset terms (minimums, biases such as Q6_K's -32) included.
  */
 template <int DT>
-struct Q8Direct {
-  static constexpr bool kOn = false;
-  template <int R>
-  KVQ_I void dot(const uint8_t*, const int8_t* const*, const float*, const int16_t* const*, __m256*) {}
-};
+struct Q8Direct;
 
 template <>
 struct Q8Direct<kQ8_0> {
-  static constexpr bool kOn = true;
   template <int R>
   KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const*, __m256* acc) {
     const float d = ld_f16x(b);
@@ -532,7 +520,6 @@ struct Q8Direct<kQ8_0> {
 
 template <>
 struct Q8Direct<kQ4_0> {
-  static constexpr bool kOn = true;
   // w = nibble - 8 in [-8, 7], then the signed dot.
   template <int R>
   KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const*, __m256* acc) {
@@ -547,36 +534,80 @@ struct Q8Direct<kQ4_0> {
   }
 };
 
+/** The 32 nibbles of 16 bytes as bytes: low nibbles first (elements 0..15), then high nibbles (16..31). */
+KVQ_I __m256i q8_nib_halves(const uint8_t* p) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i m = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+/** Byte i = 0x10 where bit i of the little-endian uint32 at p is set, else 0 (q5_0 / q5_1's fifth bits). */
+KVQ_I __m256i q8_bit5(const uint8_t* p) {
+  int32_t qh;
+  memcpy(&qh, p, 4);
+  const __m256i rep = _mm256_shuffle_epi8(_mm256_set1_epi32(qh), _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(rep, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+/**
+ * The 32-element types with unsigned codes q (0..15 or 0..31): w = d q + c with c = m (q4_1, q5_1) or c = -bias d
+ * (q5_0's q - 16): d dx sum(q x) through vpmaddubsw, plus c dx sum(x) added to lane 0 (sum(x) = the block's two
+ * 16-sums), so the accumulator's horizontal sum carries it.
+ */
+template <int DT>
+struct Q8DirectU32 {
+  static constexpr bool kMin = DT != kQ5_0;       // an f16 minimum after d
+  static constexpr bool kFive = DT != kQ4_1;      // four bytes of fifth bits before the nibbles
+  template <int R>
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const* s16, __m256* acc) {
+    const float d = ld_f16x(b);
+    const float c = kMin ? ld_f16x(b + 2) : -16.0f * d;
+    const uint8_t* qs = b + 2 + (kMin ? 2 : 0) + (kFive ? 4 : 0);
+    __m256i w = q8_nib_halves(qs);
+    if (kFive) w = _mm256_or_si256(w, q8_bit5(b + 2 + (kMin ? 2 : 0)));
+    for (int r = 0; r < R; r++) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r]));
+      const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), _mm256_set1_epi16(1));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(d * dx[r]), acc[r]);
+      int32_t two;
+      memcpy(&two, s16[r], 4);
+      const __m128i sx = _mm_madd_epi16(_mm_cvtsi32_si128(two), _mm_set1_epi16(1));  // lane 0: the block's sum(x)
+      acc[r] = _mm256_fmadd_ps(_mm256_zextps128_ps256(_mm_cvtepi32_ps(sx)), _mm256_set1_ps(c * dx[r]), acc[r]);
+    }
+  }
+};
+template <>
+struct Q8Direct<kQ4_1> : Q8DirectU32<kQ4_1> {};
+template <>
+struct Q8Direct<kQ5_0> : Q8DirectU32<kQ5_0> {};
+template <>
+struct Q8Direct<kQ5_1> : Q8DirectU32<kQ5_1> {};
+
 /**
  * q4_k / q5_k: sum over sub-blocks j of d sc_j sum(q x) - dmin m_j sum(x); q unsigned (nibbles, plus q5_k's fifth
  * bits from qh), the 6-bit scale applied as int16.
  */
 template <bool kFive>
 struct Q8DirectK45 {
-  static constexpr bool kOn = true;
   template <int R>
   KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const* s16, __m256* acc) {
     const float d = ld_f16x(b), dmin = ld_f16x(b + 2);
-    // The 8 scales and 8 mins of the 12 packed bytes, four at a time as 32-bit words (k_scale_min's layout:
-    // sub-blocks 0-3 in the low 6 bits of bytes 0-3 / 4-7, sub-blocks 4-7 from bytes 8-11's nibbles plus the top
-    // two bits of bytes 0-3 / 4-7).
+    // The 8 scales and 8 mins of the 12 packed bytes, four at a time as 32-bit words built in general registers and
+    // moved to a vector directly (k_scale_min's layout: sub-blocks 0-3 in the low 6 bits of bytes 0-3 / 4-7,
+    // sub-blocks 4-7 from bytes 8-11's nibbles plus the top two bits of bytes 0-3 / 4-7). Storing the words and
+    // reloading them wider stalls on store forwarding (measured: a third of the block's time).
     uint32_t w0, w1, w2;
     memcpy(&w0, b + 4, 4);
     memcpy(&w1, b + 8, 4);
     memcpy(&w2, b + 12, 4);
-    const uint32_t packed[4] = {
-        w0 & 0x3f3f3f3fu,
-        (w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4),
-        w1 & 0x3f3f3f3fu,
-        ((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4),
-    };
-    uint8_t sm[16];
-    memcpy(sm, packed, 16);
-    const uint8_t* sc = sm;  // scales of sub-blocks 0..7 (the mins follow at sm + 8)
+    const __m128i sm = _mm_setr_epi32((int)(w0 & 0x3f3f3f3fu), (int)((w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4)),
+                                      (int)(w1 & 0x3f3f3f3fu), (int)(((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4)));
+    // Scales 0..7 as int16 in both 128-bit halves; sub-block j's scale broadcast by one vpshufb (word j).
+    const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
     // The mins as int16, each twice (one per 16-sum of its sub-block).
-    const __m256i mins16 = _mm256_cvtepu8_epi16(
-        _mm_shuffle_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8)), _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
-    __m256i lo[4], hi[4];
+    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+    __m256i lo[4], hi[4], slo[4], shi[4];
     const uint8_t* qs = b + (kFive ? 48 : 16);
     const __m256i qh = kFive ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)) : _mm256_setzero_si256();
     const __m256i one = _mm256_set1_epi8(1);
@@ -589,14 +620,16 @@ struct Q8DirectK45 {
         lo[jj] = _mm256_or_si256(lo[jj], _mm256_slli_epi16(_mm256_and_si256(h, one), 4));
         hi[jj] = _mm256_or_si256(hi[jj], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 1), one), 4));
       }
+      slo[jj] = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * jj))));
+      shi[jj] = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * jj + 1))));
     }
     for (int r = 0; r < R; r++) {
       __m256i sum = _mm256_setzero_si256();
       for (int jj = 0; jj < 4; jj++) {
         const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r] + 64 * jj));
         const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r] + 64 * jj + 32));
-        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo[jj], x0), _mm256_set1_epi16((short)sc[2 * jj]));
-        const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[jj], x1), _mm256_set1_epi16((short)sc[2 * jj + 1]));
+        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo[jj], x0), slo[jj]);
+        const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[jj], x1), shi[jj]);
         sum = _mm256_add_epi32(sum, _mm256_add_epi32(p0, p1));
       }
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d * dx[r]), acc[r]);
@@ -613,7 +646,6 @@ struct Q8Direct<kQ5_K> : Q8DirectK45<true> {};
 
 template <>
 struct Q8Direct<kQ6_K> {
-  static constexpr bool kOn = true;
   // q = (ql nibble | qh 2 bits << 4) - 32 in groups of 16 with int8 scales: sum(sc q x) over unsigned q, minus
   // 32 sum_g sc_g sum_g(x).
   template <int R>
@@ -631,8 +663,15 @@ struct Q8Direct<kQ6_K> {
       q[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m2), 4));
       q[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L2, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m2), 4));
     }
-    for (int c = 0; c < 8; c++) s[c] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
+    // Chunk c (32 elements) has group scales sc[2c] (low 16 elements) and sc[2c + 1] (high): one vpshufb per chunk on
+    // the half of sc16 holding them, broadcast to both 128-bit lanes (words 2c, 2c + 1 mod 8 picked per lane).
+    const __m256i sclo = _mm256_permute2x128_si256(sc16, sc16, 0x00), schi = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+    for (int c = 0; c < 8; c++) {
+      const int w = (2 * c) & 7;
+      const __m256i pick = _mm256_setr_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * w)), _mm_set1_epi16((short)(0x0100 + 0x0202 * (w + 1))));
+      s[c] = _mm256_shuffle_epi8(c < 4 ? sclo : schi, pick);
+    }
     for (int r = 0; r < R; r++) {
       __m256i sum = _mm256_setzero_si256();
       for (int c = 0; c < 8; c++) {
@@ -647,7 +686,11 @@ struct Q8Direct<kQ6_K> {
   }
 };
 
-/** y[r, n] for n in [n0, n1) with a direct block dot (Q8Direct<DT>): weights streamed straight into registers. */
+/**
+ * y[r, n] for n in [n0, n1) with a direct block dot (Q8Direct<DT>): each weight row streamed once, straight into
+ * registers. One row at a time and no software prefetch: streaming 2-4 rows side by side, or prefetching 1-2 KiB
+ * ahead, both measured slower on the 4-6-bit types (2-core Zen 3; the hardware prefetcher follows one stream best).
+ */
 template <int DT, int R>
 static void gemv_q8_direct(const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1) {
   typedef QB<DT> B;
@@ -660,7 +703,6 @@ static void gemv_q8_direct(const LinearParams& p, const XQ8& xa, int64_t n0, int
     __m256 acc[R];
     for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-      if (b + 8 < nb) vprefetch(wr + (b + 8) * B::kBytes);
       const int64_t e0 = b * B::kElems;
       const int8_t* x[R];
       const int16_t* s16[R];
@@ -672,74 +714,13 @@ static void gemv_q8_direct(const LinearParams& p, const XQ8& xa, int64_t n0, int
       }
       Q8Direct<DT>::template dot<R>(wr + b * B::kBytes, x, dx, s16, acc);
     }
-    for (int r = 0; r < R; r++) {
-      p.y[r * N + n] = hsum8(acc[r]) + (p.bias ? p.bias[n] : 0.0f);
-    }
-  }
-}
-
-template <int DT, int R>
-static void gemv_q8(const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1) {
-  typedef QB<DT> B;
-  constexpr int64_t XB = B::kElems == 256 ? 256 : 32;  // the activation block (act_q8_block), a constant here
-  // Blocks decoded per batch (512 elements): the int8 loads then mostly read stores that have left the store
-  // buffer (loading 32 bytes right after the decoder's narrower stores stalls on store forwarding).
-  constexpr int kBatch = 512 / B::kElems, kGpb = B::kElems / B::kGroup;
-  const int64_t K = p.in, N = p.out, nb = K / B::kElems, nxb = K / XB;
-  const int64_t rowBytes = nb * B::kBytes;
-  const uint8_t* base = static_cast<const uint8_t*>(p.w.data);
-  alignas(64) int8_t q[512];
-  float s[kBatch * kGpb], o[kBatch * kGpb];
-  for (int64_t n = n0; n < n1; n++) {
-    const uint8_t* wr = base + n * rowBytes;
-    __m256 acc[R];
-    float off[R];
-    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps(), off[r] = 0.0f;
-    for (int64_t b = 0; b < nb; b += kBatch) {
-      const int nbb = (int)imin(kBatch, nb - b);
-      for (int j = 0; j < nbb; j++) {
-        if (b + j + 8 < nb) vprefetch(wr + (b + j + 8) * B::kBytes);
-        B::decode(wr + (b + j) * B::kBytes, q + j * B::kElems, s + j * kGpb, o + j * kGpb);
-      }
-      const int64_t e0 = b * B::kElems;
-      const int ne = nbb * B::kElems;
-      for (int c = 0; c < ne; c += 32) {
-        const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + c));
-        const int g = c / B::kGroup;
-        for (int r = 0; r < R; r++) {
-          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xa.q + r * K + e0 + c));
-          const float dx = xa.d[r * nxb + (e0 + c) / XB];
-          const __m256 sv = B::kGroup == 16 ? _mm256_setr_m128(_mm_set1_ps(s[g] * dx), _mm_set1_ps(s[g + 1] * dx))
-                                            : _mm256_set1_ps(s[g] * dx);
-          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32_i8(wv, xv)), sv, acc[r]);
-        }
-      }
-      if (B::kOffset) {
-        for (int g = 0; g < ne / B::kGroup; g++) {
-          const int64_t e = e0 + g * B::kGroup;
-          for (int r = 0; r < R; r++) {
-            const int16_t* s16 = xa.s16 + r * (K / 16) + e / 16;
-            const float dx = xa.d[r * nxb + e / XB];
-            off[r] += o[g] * dx * (float)((int)s16[0] + (int)s16[1]);
-          }
-        }
-      }
-    }
-    for (int r = 0; r < R; r++) {
-      p.y[r * N + n] = hsum8(acc[r]) + off[r] + (p.bias ? p.bias[n] : 0.0f);
-    }
+    for (int r = 0; r < R; r++) p.y[r * N + n] = hsum8(acc[r]) + (p.bias ? p.bias[n] : 0.0f);
   }
 }
 
 template <int DT>
 static void gemv_q8_rt(int rows, const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1) {
-  with_rows(rows, [&](auto r) {
-    if constexpr (Q8Direct<DT>::kOn) {
-      gemv_q8_direct<DT, decltype(r)::value>(p, xa, n0, n1);
-    } else {
-      gemv_q8<DT, decltype(r)::value>(p, xa, n0, n1);
-    }
-  });
+  with_rows(rows, [&](auto r) { gemv_q8_direct<DT, decltype(r)::value>(p, xa, n0, n1); });
 }
 
 /** The int8 GEMV of a GGML dtype: quantize the (up to 4) activation rows once, then output rows over the threads. */
