@@ -20,8 +20,9 @@
 //
 // Activations are float32 (W4A16 / W8A16 math) unless the call asks for GGML's 8-bit activations (LinearParams::xq,
 // `activations: 'q8'`, csrc/act_q8.h of @kvq/kernels): then x is quantized per row to Q8_0 / Q8_K blocks and, on
-// AVX2 / AVX-512 builds, the decode GEMV runs on int8 dot products (vpmaddubsw; see "8-bit activations" below);
-// every other path (scalar, NEON, prefill GEMM) runs the float kernels on x's round trip x'.
+// AVX2 / AVX-512 builds, the decode GEMV and the prefill GEMM of the GGML dtypes run on int8 dot products
+// (vpmaddubsw; see "8-bit activations" below, and kQ8Gemm for the types whose AVX-512 GEMM stays on float panels);
+// the scalar and NEON builds run the float kernels on x's round trip x'.
 
 // ------------------------------------------------------------------------------------------------
 // Dispatch of runtime dtype codes and row counts to template instances
@@ -468,6 +469,7 @@ struct XQ8 {
   const int8_t* q;
   const float* d;
   const int16_t* s16;  // |sum of 16 int8| <= 2032
+  const float* xs;     // 32-element blocks only: d * sum of the block's q, [rows, K / 32]
   int64_t xb;  // activation block (32 or 256)
 };
 
@@ -499,8 +501,8 @@ KVQ_I __m256i q8_nib_hi(__m256i v) { return _mm256_and_si256(_mm256_srli_epi16(v
 
 /**
  * Direct int8 block dots of every GGML type (no decode through L1): for one weight block at `b` and R rows of
- * activations (row r's block-aligned values at x[r], scale dx[r], 16-sums s16[r]), acc[r] += lanes * scale, the
- * offset terms (minimums, biases such as Q6_K's -32) included.
+ * activations (row r's block-aligned values at x[r], scale dx[r], 16-sums s16[r]), acc[r] += lanes * scale (or, for a
+ * per-block offset, accs[r] += a scalar), the offset terms (minimums, biases such as Q6_K's -32) included.
  */
 template <int DT>
 struct Q8Direct;
@@ -508,25 +510,9 @@ struct Q8Direct;
 template <>
 struct Q8Direct<kQ8_0> {
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const*, __m256* acc) {
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float*, const int16_t* const*, __m256* acc, float*) {
     const float d = ld_f16x(b);
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
-    for (int r = 0; r < R; r++) {
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r]));
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32_i8(w, xv)), _mm256_set1_ps(d * dx[r]), acc[r]);
-    }
-  }
-};
-
-template <>
-struct Q8Direct<kQ4_0> {
-  // w = nibble - 8 in [-8, 7], then the signed dot.
-  template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const*, __m256* acc) {
-    const float d = ld_f16x(b);
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
-    const __m128i m = _mm_set1_epi8(0x0F);
-    const __m256i w = _mm256_sub_epi8(_mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m)), _mm256_set1_epi8(8));
     for (int r = 0; r < R; r++) {
       const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r]));
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32_i8(w, xv)), _mm256_set1_ps(d * dx[r]), acc[r]);
@@ -550,19 +536,34 @@ KVQ_I __m256i q8_bit5(const uint8_t* p) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(rep, bit), bit), _mm256_set1_epi8(0x10));
 }
 
+template <>
+struct Q8Direct<kQ4_0> {
+  // w = nibble - 8 in [-8, 7], then the signed dot (measured faster than the unsigned form with an offset term).
+  template <int R>
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float*, const int16_t* const*, __m256* acc, float*) {
+    const float d = ld_f16x(b);
+    const __m256i w = _mm256_sub_epi8(q8_nib_halves(b + 2), _mm256_set1_epi8(8));
+    for (int r = 0; r < R; r++) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r]));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32_i8(w, xv)), _mm256_set1_ps(d * dx[r]), acc[r]);
+    }
+  }
+};
+
 /**
  * The 32-element types with unsigned codes q (0..15 or 0..31): w = d q + c with c = m (q4_1, q5_1) or c = -bias d
- * (q5_0's q - 16): d dx sum(q x) through vpmaddubsw, plus c dx sum(x) added to lane 0 (sum(x) = the block's two
- * 16-sums), so the accumulator's horizontal sum carries it.
+ * (q5_0's q - 16): d dx sum(q x) through vpmaddubsw (no sign fix-ups: q is the unsigned operand), plus c dx sum(x)
+ * in the row's scalar accumulator (xs[r] = dx sum(x) of the block, computed once per call).
  */
 template <int DT>
 struct Q8DirectU32 {
-  static constexpr bool kMin = DT != kQ5_0;       // an f16 minimum after d
-  static constexpr bool kFive = DT != kQ4_1;      // four bytes of fifth bits before the nibbles
+  static constexpr bool kMin = DT == kQ4_1 || DT == kQ5_1;   // an f16 minimum after d
+  static constexpr bool kFive = DT == kQ5_0 || DT == kQ5_1;  // four bytes of fifth bits before the nibbles
+  static constexpr float kBias = 16.0f;                      // q5_0: w = d (q - 16)
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const* s16, __m256* acc) {
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float* xs, const int16_t* const*, __m256* acc, float* accs) {
     const float d = ld_f16x(b);
-    const float c = kMin ? ld_f16x(b + 2) : -16.0f * d;
+    const float c = kMin ? ld_f16x(b + 2) : -kBias * d;
     const uint8_t* qs = b + 2 + (kMin ? 2 : 0) + (kFive ? 4 : 0);
     __m256i w = q8_nib_halves(qs);
     if (kFive) w = _mm256_or_si256(w, q8_bit5(b + 2 + (kMin ? 2 : 0)));
@@ -570,10 +571,7 @@ struct Q8DirectU32 {
       const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r]));
       const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), _mm256_set1_epi16(1));
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(d * dx[r]), acc[r]);
-      int32_t two;
-      memcpy(&two, s16[r], 4);
-      const __m128i sx = _mm_madd_epi16(_mm_cvtsi32_si128(two), _mm_set1_epi16(1));  // lane 0: the block's sum(x)
-      acc[r] = _mm256_fmadd_ps(_mm256_zextps128_ps256(_mm_cvtepi32_ps(sx)), _mm256_set1_ps(c * dx[r]), acc[r]);
+      accs[r] += c * xs[r];
     }
   }
 };
@@ -591,7 +589,7 @@ struct Q8Direct<kQ5_1> : Q8DirectU32<kQ5_1> {};
 template <bool kFive>
 struct Q8DirectK45 {
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const* s16, __m256* acc) {
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float*, const int16_t* const* s16, __m256* acc, float*) {
     const float d = ld_f16x(b), dmin = ld_f16x(b + 2);
     // The 8 scales and 8 mins of the 12 packed bytes, four at a time as 32-bit words built in general registers and
     // moved to a vector directly (k_scale_min's layout: sub-blocks 0-3 in the low 6 bits of bytes 0-3 / 4-7,
@@ -649,7 +647,7 @@ struct Q8Direct<kQ6_K> {
   // q = (ql nibble | qh 2 bits << 4) - 32 in groups of 16 with int8 scales: sum(sc q x) over unsigned q, minus
   // 32 sum_g sc_g sum_g(x).
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const* s16, __m256* acc) {
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float*, const int16_t* const* s16, __m256* acc, float*) {
     const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
     const float d = ld_f16x(b + 208);
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
@@ -701,20 +699,22 @@ static void gemv_q8_direct(const LinearParams& p, const XQ8& xa, int64_t n0, int
   for (int64_t n = n0; n < n1; n++) {
     const uint8_t* wr = base + n * rowBytes;
     __m256 acc[R];
-    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    float accs[R];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps(), accs[r] = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
       const int64_t e0 = b * B::kElems;
       const int8_t* x[R];
       const int16_t* s16[R];
-      float dx[R];
+      float dx[R], xs[R];
       for (int r = 0; r < R; r++) {
         x[r] = xa.q + r * K + e0;
         s16[r] = xa.s16 + r * (K / 16) + e0 / 16;
         dx[r] = xa.d[r * nxb + e0 / XB];
+        xs[r] = XB == 32 ? xa.xs[r * nxb + e0 / XB] : 0.0f;
       }
-      Q8Direct<DT>::template dot<R>(wr + b * B::kBytes, x, dx, s16, acc);
+      Q8Direct<DT>::template dot<R>(wr + b * B::kBytes, x, dx, xs, s16, acc, accs);
     }
-    for (int r = 0; r < R; r++) p.y[r * N + n] = hsum8(acc[r]) + (p.bias ? p.bias[n] : 0.0f);
+    for (int r = 0; r < R; r++) p.y[r * N + n] = hsum8(acc[r]) + accs[r] + (p.bias ? p.bias[n] : 0.0f);
   }
 }
 
@@ -723,29 +723,103 @@ static void gemv_q8_rt(int rows, const LinearParams& p, const XQ8& xa, int64_t n
   with_rows(rows, [&](auto r) { gemv_q8_direct<DT, decltype(r)::value>(p, xa, n0, n1); });
 }
 
+/** The activations of one call quantized as GGML does (act_q8_quantize_row), with the 16-element sums of q. */
+struct XQ8Buf {
+  int8_t* q = nullptr;
+  float* d = nullptr;
+  int16_t* s16 = nullptr;
+  float* xs = nullptr;
+  ~XQ8Buf() { free(q), free(d), free(s16), free(xs); }
+};
+
+/** Quantize rows [r0, r1) of x into b (allocated for all rows by xq8_alloc). */
+KVQ_I void xq8_rows(int dt, const float* x, int64_t K, int64_t xb, int64_t r0, int64_t r1, XQ8Buf& b) {
+  for (int64_t r = r0; r < r1; r++) {
+    act_q8_quantize_row(dt, x + r * K, K, b.q + r * K, b.d + r * (K / xb));
+    for (int64_t g = 0; g < K / 16; g++) {
+      int32_t t = 0;
+      for (int e = 0; e < 16; e++) t += b.q[r * K + g * 16 + e];
+      b.s16[r * (K / 16) + g] = (int16_t)t;
+    }
+    if (xb == 32)
+      for (int64_t g = 0; g < K / 32; g++)
+        b.xs[r * (K / 32) + g] = b.d[r * (K / 32) + g] * (float)(b.s16[r * (K / 16) + 2 * g] + b.s16[r * (K / 16) + 2 * g + 1]);
+  }
+}
+
+KVQ_I bool xq8_alloc(int64_t rows, int64_t K, int64_t xb, XQ8Buf& b) {
+  b.q = static_cast<int8_t*>(malloc((size_t)(rows * K)));
+  b.d = static_cast<float*>(malloc((size_t)(rows * (K / xb)) * sizeof(float)));
+  b.s16 = static_cast<int16_t*>(malloc((size_t)(rows * (K / 16)) * sizeof(int16_t)));
+  b.xs = static_cast<float*>(malloc((size_t)(rows * (K / 32)) * sizeof(float)));
+  return b.q && b.d && b.s16 && b.xs;
+}
+
 /** The int8 GEMV of a GGML dtype: quantize the (up to 4) activation rows once, then output rows over the threads. */
 template <int DT>
 static int qgemv_q8(const LinearParams& p, const Runner& rn) {
   const int64_t K = p.in, rows = p.rows, xb = act_q8_block(DT);
-  int8_t* q = static_cast<int8_t*>(malloc((size_t)(rows * K)));
-  float* d = static_cast<float*>(malloc((size_t)(rows * (K / xb)) * sizeof(float)));
-  int16_t* s16 = static_cast<int16_t*>(malloc((size_t)(rows * (K / 16)) * sizeof(int16_t)));
-  if (!q || !d || !s16) {
-    free(q), free(d), free(s16);
-    return kOutOfMemory;
-  }
-  for (int64_t r = 0; r < rows; r++) {
-    act_q8_quantize_row(DT, p.x + r * K, K, q + r * K, d + r * (K / xb));
-    for (int64_t g = 0; g < K / 16; g++) {
-      int32_t t = 0;
-      for (int e = 0; e < 16; e++) t += q[r * K + g * 16 + e];
-      s16[r * (K / 16) + g] = (int16_t)t;
-    }
-  }
-  const XQ8 xa{q, d, s16, xb};
+  XQ8Buf b;
+  if (!xq8_alloc(rows, K, xb, b)) return kOutOfMemory;
+  xq8_rows(DT, p.x, K, xb, 0, rows, b);
+  const XQ8 xa{b.q, b.d, b.s16, b.xs, xb};
   auto body = [&](int64_t n0, int64_t n1) { gemv_q8_rt<DT>((int)rows, p, xa, n0, n1); };
   gemv_split(p, rn, body);
-  free(q), free(d), free(s16);
+  return kOk;
+}
+
+/**
+ * Whether the prefill GEMM of DT runs on int8 dots. Measured 2026-12-04 (2-core Zen 5, 512 x 768 x 2048 and
+ * 512 x 2048 x 768, GFLOP/s, int8 vs float32 panels): AVX2 builds, every type (q8_0 165-172 vs 95-100, q4_0/q4_1
+ * 130-148, q5_0/q5_1 113-123, K-quants 145-180); AVX-512 builds, whose float32 panels run twice as wide (157-175),
+ * only q8_0 (153-173) and the K-quants (207-255): the 32-element types with 4-5-bit codes stay on the panels there
+ * (114-148 on int8: the per-block scale work of 32-element blocks in 256-bit vectors).
+ */
+template <int DT>
+static constexpr bool kQ8Gemm =
+#if defined(__AVX512F__)
+    DT == kQ8_0 || DT == kQ4_K || DT == kQ5_K || DT == kQ6_K;
+#else
+    true;
+#endif
+
+static const int64_t kQ8GemmMB = 64;  // activation rows per task (their int8 copy stays in L2)
+static const int64_t kQ8GemmNB = 32;  // weight rows per task (at most 32 x 2.1 KiB of q8_0 blocks at K = 2048)
+
+/**
+ * The int8 GEMM of a GGML dtype (prefill): all activation rows quantized once (over the threads), then tasks of
+ * (64 activation rows, 32 weight rows), each running the direct block dot four activation rows at a time, so every
+ * weight block is unpacked once per four tokens and read from L1/L2 by the rest of the task. The same sums as the
+ * GEMV (and as the float path on the round trip x', up to the order of float additions).
+ */
+template <int DT>
+static int qgemm_q8(const LinearParams& p, const Runner& rn) {
+  const int64_t K = p.in, N = p.out, rows = p.rows, xb = act_q8_block(DT);
+  XQ8Buf b;
+  if (!xq8_alloc(rows, K, xb, b)) return kOutOfMemory;
+  const int64_t mblocks = ceil_div(rows, kQ8GemmMB), nblocks = ceil_div(N, kQ8GemmNB);
+  const bool serial = rows * K * N < kParallelMin || rn.threads == 1;
+  auto quant = [&](int64_t t, int) { xq8_rows(DT, p.x, K, xb, t * kQ8GemmMB, imin(rows, t * kQ8GemmMB + kQ8GemmMB), b); };
+  if (serial) {
+    for (int64_t t = 0; t < mblocks; t++) quant(t, 0);
+  } else {
+    rn.parallel_for(mblocks, quant);
+  }
+  auto body = [&](int64_t t, int) {
+    const int64_t m0 = (t / nblocks) * kQ8GemmMB, m1 = imin(rows, m0 + kQ8GemmMB);
+    const int64_t n0 = (t % nblocks) * kQ8GemmNB, n1 = imin(N, n0 + kQ8GemmNB);
+    for (int64_t m = m0; m < m1; m += 4) {
+      LinearParams pm = p;
+      pm.y = p.y + m * N;
+      const XQ8 xm{b.q + m * K, b.d + m * (K / xb), b.s16 + m * (K / 16), b.xs + m * (K / 32), xb};
+      gemv_q8_rt<DT>((int)imin(4, m1 - m), pm, xm, n0, n1);
+    }
+  };
+  if (serial) {
+    for (int64_t t = 0; t < mblocks * nblocks; t++) body(t, 0);
+  } else {
+    rn.parallel_for(mblocks * nblocks, body);
+  }
   return kOk;
 }
 #endif  // __AVX2__
@@ -764,15 +838,19 @@ static int linear_q8act_round_trip(const LinearParams& p, const Runner& rn) {
 }
 
 /**
- * linear on a GGML weight with 8-bit activations: the int8 GEMV on AVX2 / AVX-512 builds (up to 4 rows); otherwise
- * (scalar, NEON, prefill) the float kernels on the round trip x'.
+ * linear on a GGML weight with 8-bit activations: the int8 GEMV (up to 4 rows) and GEMM (prefill) on AVX2 / AVX-512
+ * builds; otherwise (scalar, NEON) the float kernels on the round trip x'.
  */
 static int linear_q8act(const LinearParams& p, const Runner& rn) {
 #if defined(__AVX2__)
-  if (p.rows <= 4) {
-    return with_ggml_dtype(
-        p.w.dtype, [&](auto dt) { return qgemv_q8<decltype(dt)::value>(p, rn); }, [&] { return linear_q8act_round_trip(p, rn); });
-  }
+  return with_ggml_dtype(
+      p.w.dtype,
+      [&](auto dt) {
+        constexpr int DT = decltype(dt)::value;
+        if (p.rows <= 4) return qgemv_q8<DT>(p, rn);
+        return kQ8Gemm<DT> ? qgemm_q8<DT>(p, rn) : linear_q8act_round_trip(p, rn);
+      },
+      [&] { return linear_q8act_round_trip(p, rn); });
 #endif
   return linear_q8act_round_trip(p, rn);
 }
