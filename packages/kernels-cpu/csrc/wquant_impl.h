@@ -559,11 +559,10 @@ template <int DT>
 struct Q8DirectU32 {
   static constexpr bool kMin = DT == kQ4_1 || DT == kQ5_1;   // an f16 minimum after d
   static constexpr bool kFive = DT == kQ5_0 || DT == kQ5_1;  // four bytes of fifth bits before the nibbles
-  static constexpr float kBias = 16.0f;                      // q5_0: w = d (q - 16)
   template <int R>
   KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float* xs, const int16_t* const*, __m256* acc, float* accs) {
     const float d = ld_f16x(b);
-    const float c = kMin ? ld_f16x(b + 2) : -kBias * d;
+    const float c = kMin ? ld_f16x(b + 2) : -16.0f * d;
     const uint8_t* qs = b + 2 + (kMin ? 2 : 0) + (kFive ? 4 : 0);
     __m256i w = q8_nib_halves(qs);
     if (kFive) w = _mm256_or_si256(w, q8_bit5(b + 2 + (kMin ? 2 : 0)));
@@ -798,13 +797,17 @@ static int qgemm_q8(const LinearParams& p, const Runner& rn) {
   XQ8Buf b;
   if (!xq8_alloc(rows, K, xb, b)) return kOutOfMemory;
   const int64_t mblocks = ceil_div(rows, kQ8GemmMB), nblocks = ceil_div(N, kQ8GemmNB);
-  const bool serial = rows * K * N < kParallelMin || rn.threads == 1;
+  // Small problems stay on the calling thread (the pool's hand-off costs more than they do).
+  const bool serial = rows * K * N < kParallelMin;
+  auto each = [&](int64_t n, auto& f) {
+    if (serial) {
+      for (int64_t t = 0; t < n; t++) f(t, 0);
+    } else {
+      rn.parallel_for(n, f);
+    }
+  };
   auto quant = [&](int64_t t, int) { xq8_rows(DT, p.x, K, xb, t * kQ8GemmMB, imin(rows, t * kQ8GemmMB + kQ8GemmMB), b); };
-  if (serial) {
-    for (int64_t t = 0; t < mblocks; t++) quant(t, 0);
-  } else {
-    rn.parallel_for(mblocks, quant);
-  }
+  each(mblocks, quant);
   auto body = [&](int64_t t, int) {
     const int64_t m0 = (t / nblocks) * kQ8GemmMB, m1 = imin(rows, m0 + kQ8GemmMB);
     const int64_t n0 = (t % nblocks) * kQ8GemmNB, n1 = imin(N, n0 + kQ8GemmNB);
@@ -815,11 +818,7 @@ static int qgemm_q8(const LinearParams& p, const Runner& rn) {
       gemv_q8_rt<DT>((int)imin(4, m1 - m), pm, xm, n0, n1);
     }
   };
-  if (serial) {
-    for (int64_t t = 0; t < mblocks * nblocks; t++) body(t, 0);
-  } else {
-    rn.parallel_for(mblocks * nblocks, body);
-  }
+  each(mblocks * nblocks, body);
   return kOk;
 }
 #endif  // __AVX2__
