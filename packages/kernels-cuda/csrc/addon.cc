@@ -393,7 +393,7 @@ class Context : public Napi::ObjectWrap<Context> {
 
   Napi::Value BenchLinear(const Napi::CallbackInfo& info) {
     // (wdtype, rows, in, out, iters, useCublas)
-    const int wdtype = (int)intArg(info, 0, "wdtype", 0, 2);
+    const int wdtype = (int)intArg(info, 0, "wdtype", 0, 26);
     const int64_t rows = intArg(info, 1, "rows", 1);
     const int64_t in = intArg(info, 2, "in", 1);
     const int64_t out = intArg(info, 3, "out", 1);

@@ -13,6 +13,7 @@
 #include "gpu.h"
 
 #include <stdio.h>
+#include <functional>
 #include <string.h>
 
 #include <type_traits>
@@ -92,6 +93,16 @@ bool sync(Context* ctx, Status* st);
 /** `linear` / `embedding` on a quantized weight dtype (kQ8_0..kWInt4; wquant.cu): what linear() / embedding() call. */
 bool linear_quant(Context* ctx, const LinearArgs& a, const WeightAuxDev& aux, Status* st);
 bool embedding_quant(Context* ctx, const EmbeddingArgs& a, const WeightAuxDev& aux, Status* st);
+/** Median time (ms) of `iters` runs of `launch` on the context stream, after 3 warm-up runs (CUDA events). */
+bool time_median_ms(Context* ctx, int iters, const std::function<bool(Status*)>& launch, double* msMedian, Status* st);
+/** Fill p[0..n) with deterministic pseudo-random floats in [-0.5, 0.5) (benchmark inputs; ops.cu). */
+__global__ void fill_random_f32(float* p, int64_t n, uint32_t seed);
+/**
+ * bench_linear on a quantized weight dtype (wquant.cu): random device-resident blocks [out, in] (in % 256 == 0;
+ * fp8 / int8 per-channel scales, int4 groups of 128, symmetric), the kernel linear() runs for `rows` rows.
+ */
+bool bench_linear_quant(Context* ctx, int wdtype, int64_t rows, int64_t in, int64_t out, int iters, double* msMedian,
+                        Status* st);
 
 /** Call f(std::integral_constant<int, DT>) for a runtime dtype code. */
 template <class F>

@@ -12,6 +12,7 @@
 #include "common.cuh"
 
 #include <algorithm>
+#include <functional>
 #include <vector>
 
 namespace kvq {
@@ -795,10 +796,34 @@ __global__ void fill_random_u16_bf16(uint16_t* p, int64_t n, uint32_t seed) {
   }
 }
 
+bool time_median_ms(Context* ctx, int iters, const std::function<bool(Status*)>& launch, double* msMedian, Status* st) {
+  cudaEvent_t e0, e1;
+  KVQ_TRY(cudaEventCreate(&e0), "cudaEventCreate");
+  KVQ_TRY(cudaEventCreate(&e1), "cudaEventCreate");
+  std::vector<float> times;
+  bool good = true;
+  for (int i = 0; i < iters + 3 && good; i++) {
+    (void)cudaEventRecord(e0, ctx->stream);
+    good = launch(st);
+    (void)cudaEventRecord(e1, ctx->stream);
+    good = good && ok(cudaEventSynchronize(e1), "benchmark", st);
+    float ms = 0;
+    (void)cudaEventElapsedTime(&ms, e0, e1);
+    if (i >= 3) times.push_back(ms);
+  }
+  (void)cudaEventDestroy(e0);
+  (void)cudaEventDestroy(e1);
+  if (!good) return false;
+  std::sort(times.begin(), times.end());
+  *msMedian = times[times.size() / 2];
+  return true;
+}
+
 bool bench_linear(Context* ctx, int wdtype, int64_t rows, int64_t in, int64_t out, int iters, bool useCublas, double* msMedian,
                   Status* st) {
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
-  if (wdtype != kF32 && wdtype != kBF16) return fail_status(st, kUnsupported, "bench_linear: f32 or bf16 weights only");
+  if (wdtype >= kQ8_0) return bench_linear_quant(ctx, wdtype, rows, in, out, iters, msMedian, st);
+  if (wdtype != kF32 && wdtype != kBF16) return fail_status(st, kUnsupported, "bench_linear: f32, bf16 or a quantized weight dtype");
   void *dx, *dw, *dy;
   const size_t eb = dtype_bytes(wdtype);
   if (!scratch(ctx, kS0, (size_t)(rows * in) * 4, &dx, st) || !scratch(ctx, kS1, (size_t)(in * out) * eb, &dw, st) ||
@@ -808,24 +833,10 @@ bool bench_linear(Context* ctx, int wdtype, int64_t rows, int64_t in, int64_t ou
   if (wdtype == kF32) KVQ_LAUNCH(grid_1d(in * out, kThreads), kThreads, 0, ctx->stream, fill_random_f32)((float*)dw, in * out, 2u);
   else KVQ_LAUNCH(grid_1d(in * out, kThreads), kThreads, 0, ctx->stream, fill_random_u16_bf16)((uint16_t*)dw, in * out, 2u);
   KVQ_LAUNCHED("fill kernels");
-  cudaEvent_t e0, e1;
-  KVQ_TRY(cudaEventCreate(&e0), "cudaEventCreate");
-  KVQ_TRY(cudaEventCreate(&e1), "cudaEventCreate");
-  std::vector<float> times;
-  for (int i = 0; i < iters + 3; i++) {
-    (void)cudaEventRecord(e0, ctx->stream);
-    if (!linear_dev(ctx, (const float*)dx, dw, wdtype, nullptr, (float*)dy, rows, in, out, useCublas, st)) return false;
-    (void)cudaEventRecord(e1, ctx->stream);
-    KVQ_TRY(cudaEventSynchronize(e1), "linear benchmark");
-    float ms = 0;
-    (void)cudaEventElapsedTime(&ms, e0, e1);
-    if (i >= 3) times.push_back(ms);
-  }
-  (void)cudaEventDestroy(e0);
-  (void)cudaEventDestroy(e1);
-  std::sort(times.begin(), times.end());
-  *msMedian = times[times.size() / 2];
-  return true;
+  return time_median_ms(
+      ctx, iters,
+      [&](Status* s) { return linear_dev(ctx, (const float*)dx, dw, wdtype, nullptr, (float*)dy, rows, in, out, useCublas, s); },
+      msMedian, st);
 }
 
 }  // namespace gpu

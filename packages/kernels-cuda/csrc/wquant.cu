@@ -226,6 +226,38 @@ static bool device_weight(Context* ctx, const WeightRef& r, const void* data, co
   return true;
 }
 
+/** Launch y = x W^T (+ bias) on the context stream: the GEMV kernel up to kQGemvMaxRows rows, else the tiled GEMM. */
+static bool launch_linear_q(Context* ctx, int dtype, const float* x, const WQ& w, const float* bias, float* y, int64_t M,
+                            int64_t K, int64_t N, Status* st) {
+  if (M <= kQGemvMaxRows) {
+    const int nw = kQThreads / ctx->props.warpSize;
+    const unsigned grid = grid_1d(N, nw, (int64_t)ctx->props.multiProcessors * 64);
+    const int maxr = M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8;
+    const int rows = (int)M;
+    with_wquant(dtype, [&](auto c) {
+      constexpr int DT = decltype(c)::value;
+      switch (maxr) {
+        case 1: KVQ_LAUNCH(grid, kQThreads, 0, ctx->stream, gemv_q_kernel<DT, 1>)(x, w, bias, y, rows, K, N); break;
+        case 2: KVQ_LAUNCH(grid, kQThreads, 0, ctx->stream, gemv_q_kernel<DT, 2>)(x, w, bias, y, rows, K, N); break;
+        case 4: KVQ_LAUNCH(grid, kQThreads, 0, ctx->stream, gemv_q_kernel<DT, 4>)(x, w, bias, y, rows, K, N); break;
+        default: KVQ_LAUNCH(grid, kQThreads, 0, ctx->stream, gemv_q_kernel<DT, 8>)(x, w, bias, y, rows, K, N); break;
+      }
+      return true;
+    });
+    KVQ_LAUNCHED("quantized linear GEMV kernel");
+    return true;
+  }
+  const dim3 grid((unsigned)ceil_div(N, kQBN), (unsigned)ceil_div(M, kQBM));
+  if (grid.y > 65535) return fail_status(st, kUnsupported, "linear: more than 65535 * 64 rows in one call");
+  with_wquant(dtype, [&](auto c) {
+    constexpr int DT = decltype(c)::value;
+    KVQ_LAUNCH(grid, 256, 0, ctx->stream, gemm_q_kernel<DT>)(x, w, bias, y, M, K, N);
+    return true;
+  });
+  KVQ_LAUNCHED("quantized linear GEMM kernel");
+  return true;
+}
+
 bool linear_quant(Context* ctx, const LinearArgs& a, const WeightAuxDev& aux, Status* st) {
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
   const size_t xb = (size_t)(a.rows * a.in) * 4, yb = (size_t)(a.rows * a.out) * 4;
@@ -239,37 +271,49 @@ bool linear_quant(Context* ctx, const LinearArgs& a, const WeightAuxDev& aux, St
   if (a.bias && !put(ctx, kS3, a.bias, (size_t)a.out * 4, &db, st)) return false;
   WQ w;
   if (!device_weight(ctx, a.w, dw, aux, kS4, kS5, &w, st)) return false;
-  const float* x = static_cast<const float*>(dx);
-  const float* bias = static_cast<const float*>(db);
-  float* y = static_cast<float*>(dy);
-  const int64_t K = a.in, N = a.out;
-  if (a.rows <= kQGemvMaxRows) {
-    const int nw = kQThreads / ctx->props.warpSize;
-    const unsigned grid = grid_1d(N, nw, (int64_t)ctx->props.multiProcessors * 64);
-    const int maxr = a.rows <= 1 ? 1 : a.rows <= 2 ? 2 : a.rows <= 4 ? 4 : 8;
-    const int rows = (int)a.rows;
-    with_wquant(a.w.dtype, [&](auto c) {
-      constexpr int DT = decltype(c)::value;
-      switch (maxr) {
-        case 1: KVQ_LAUNCH(grid, kQThreads, 0, ctx->stream, gemv_q_kernel<DT, 1>)(x, w, bias, y, rows, K, N); break;
-        case 2: KVQ_LAUNCH(grid, kQThreads, 0, ctx->stream, gemv_q_kernel<DT, 2>)(x, w, bias, y, rows, K, N); break;
-        case 4: KVQ_LAUNCH(grid, kQThreads, 0, ctx->stream, gemv_q_kernel<DT, 4>)(x, w, bias, y, rows, K, N); break;
-        default: KVQ_LAUNCH(grid, kQThreads, 0, ctx->stream, gemv_q_kernel<DT, 8>)(x, w, bias, y, rows, K, N); break;
-      }
-      return true;
-    });
-    KVQ_LAUNCHED("quantized linear GEMV kernel");
-  } else {
-    const dim3 grid((unsigned)ceil_div(N, kQBN), (unsigned)ceil_div(a.rows, kQBM));
-    if (grid.y > 65535) return fail_status(st, kUnsupported, "linear: more than 65535 * 64 rows in one call");
-    with_wquant(a.w.dtype, [&](auto c) {
-      constexpr int DT = decltype(c)::value;
-      KVQ_LAUNCH(grid, 256, 0, ctx->stream, gemm_q_kernel<DT>)(x, w, bias, y, a.rows, K, N);
-      return true;
-    });
-    KVQ_LAUNCHED("quantized linear GEMM kernel");
+  if (!launch_linear_q(ctx, a.w.dtype, static_cast<const float*>(dx), w, static_cast<const float*>(db), static_cast<float*>(dy),
+                       a.rows, a.in, a.out, st)) {
+    return false;
   }
   return get(ctx, a.y, dy, yb, st) && sync(ctx, st);
+}
+
+bool bench_linear_quant(Context* ctx, int wdtype, int64_t rows, int64_t in, int64_t out, int iters, double* msMedian,
+                        Status* st) {
+  KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
+  if (wdtype < kQ8_0 || wdtype > kWInt4) return fail_status(st, kUnsupported, "bench_linear_quant: not a quantized weight dtype");
+  const int64_t group = 128;
+  if (in % 256 != 0) return fail_status(st, kUnsupported, "bench_linear_quant: in must be a multiple of 256");
+  WeightRef r{};
+  r.dtype = wdtype;
+  r.rows = out;
+  r.cols = in;
+  r.group_size = wdtype == kWInt4 ? group : 0;
+  r.scale_len = wdtype == kWInt4 ? out * (in / group) : out;  // per-channel fp8 / int8, group-wise int4
+  const int64_t dataBytes = weight_data_bytes(r);
+  const int64_t scaleElems = scale_elems(r);
+  void *dx, *dw, *dy, *ds = nullptr;
+  if (!scratch(ctx, kS0, (size_t)(rows * in) * 4, &dx, st) || !scratch(ctx, kS1, (size_t)(dataBytes + 3) / 4 * 4, &dw, st) ||
+      !scratch(ctx, kS2, (size_t)(rows * out) * 4, &dy, st) || (scaleElems > 0 && !scratch(ctx, kS4, (size_t)scaleElems * 4, &ds, st)))
+    return false;
+  // Random bits everywhere (GGML blocks' f16 scales included): the kernels' work does not depend on the values.
+  KVQ_LAUNCH(grid_1d(rows * in, kQThreads), kQThreads, 0, ctx->stream, fill_random_f32)((float*)dx, rows * in, 1u);
+  KVQ_LAUNCH(grid_1d((dataBytes + 3) / 4, kQThreads), kQThreads, 0, ctx->stream, fill_random_f32)((float*)dw, (dataBytes + 3) / 4, 2u);
+  if (ds) KVQ_LAUNCH(grid_1d(scaleElems, kQThreads), kQThreads, 0, ctx->stream, fill_random_f32)((float*)ds, scaleElems, 3u);
+  KVQ_LAUNCHED("fill kernels");
+  WQ w;
+  w.data = static_cast<const uint8_t*>(dw);
+  w.rows = out;
+  w.cols = in;
+  w.rowBytes = weight_row_bytes(wdtype, in);
+  w.groupSize = r.group_size;
+  w.scalePerRow = true;
+  w.scale = static_cast<const float*>(ds);
+  w.zeroPoint = nullptr;
+  return time_median_ms(
+      ctx, iters,
+      [&](Status* s) { return launch_linear_q(ctx, wdtype, (const float*)dx, w, nullptr, (float*)dy, rows, in, out, s); },
+      msMedian, st);
 }
 
 bool embedding_quant(Context* ctx, const EmbeddingArgs& a, const WeightAuxDev& aux, Status* st) {

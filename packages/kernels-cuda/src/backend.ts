@@ -38,6 +38,22 @@ import { CUDA_SPEC, loadAddon, probeAddon, type GpuVendorSpec } from './load.js'
 /** The name the loader and `KVQ_BACKEND` use for this backend. */
 export const backendName = 'cuda';
 
+/** Options of {@link GpuBackend.benchLinear}. */
+export interface BenchLinearOptions {
+  /** Weight dtype: dense f32 / bf16, or a quantized one (`q8_0` .. `q6_k`, `fp8_e4m3`, `int8`, `int4`). */
+  readonly weightDtype: 'f32' | 'bf16' | Exclude<WeightMatrix['dtype'], 'f32' | 'bf16' | 'f16'>;
+  /** Activation rows (tokens): 1..8 runs the GEMV kernel, more the GEMM. */
+  readonly rows: number;
+  /** Input features (columns of the weight). */
+  readonly inFeatures: number;
+  /** Output features (rows of the weight). */
+  readonly outFeatures: number;
+  /** Timed runs after 3 warm-up runs (default 20). */
+  readonly iters?: number;
+  /** f32 / bf16 only: `'builtin'` forces the own kernels, `'auto'` (default) may use cuBLAS / hipBLAS. */
+  readonly gemm?: 'auto' | 'builtin';
+}
+
 /** Options of {@link createBackend}. */
 export interface GpuBackendOptions extends BackendCreateOptions {
   /** Device ordinal. Default: `KVQ_CUDA_DEVICE` (`KVQ_ROCM_DEVICE` for ROCm), else 0. */
@@ -113,8 +129,12 @@ export interface GpuBackend extends KernelBackend {
   benchAttention(options: AttentionBenchOptions): NativeAttentionBenchResult;
   /** Device-to-device copy bandwidth in GB/s (bytes read + written), median of `iters`. */
   benchCopy(bytes: number, iters?: number): number;
-  /** `linear` on device-resident random data, median milliseconds (`gemm: 'builtin'` forces the own kernels). */
-  benchLinear(options: { weightDtype: 'f32' | 'bf16'; rows: number; inFeatures: number; outFeatures: number; iters?: number; gemm?: 'auto' | 'builtin' }): number;
+  /**
+   * `linear` on device-resident random data, median milliseconds of the kernel (`gemm: 'builtin'` forces the own
+   * kernels for f32 / bf16). Quantized dtypes (GGML blocks, fp8_e4m3 / int8 per-channel, int4 groups of 128) run the
+   * kernel `linear` uses for them; their `inFeatures` must be a multiple of 256.
+   */
+  benchLinear(options: BenchLinearOptions): number;
   /** Free the device context (after in-flight resident buffers are collected). Later calls throw `BACKEND_UNAVAILABLE`. */
   dispose(): void;
 }
@@ -280,7 +300,7 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
     return this.call('benchCopy', () => this.ctx.benchCopy(bytes, iters));
   }
 
-  benchLinear(o: { weightDtype: 'f32' | 'bf16'; rows: number; inFeatures: number; outFeatures: number; iters?: number; gemm?: 'auto' | 'builtin' }): number {
+  benchLinear(o: BenchLinearOptions): number {
     return this.call('benchLinear', () =>
       this.ctx.benchLinear(DTYPE_CODE[o.weightDtype], o.rows, o.inFeatures, o.outFeatures, o.iters ?? 20, o.gemm !== 'builtin'),
     );

@@ -13,7 +13,7 @@
  * @module
  */
 import { encodeFp8BitRange, type Fp8Format, type Saturation } from '@kvq/fp8';
-import { createReferenceBackend, type KernelBackend, type KvLayerCache, type PagedAttentionArgs, type WeightMatrix } from '@kvq/kernels';
+import { createReferenceBackend, QUANTIZED_WEIGHT_DTYPES, weightDataLength, type KernelBackend, type KvLayerCache, type PagedAttentionArgs, type WeightMatrix } from '@kvq/kernels';
 import {
   attentionArgs,
   buildAttentionBatch,
@@ -108,7 +108,7 @@ export interface GpuCheckReport {
     peakGBs: number;
     copyGBs: number | null;
     attention: AttentionBenchRow[];
-    linear: { label: string; ms: number; gbps?: number; tflops?: number }[];
+    linear: LinearBenchRow[];
   };
   errors: string[];
 }
@@ -478,7 +478,7 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
             }
           });
         }
-        const linear: { label: string; ms: number; gbps?: number; tflops?: number }[] = [];
+        const linear: LinearBenchRow[] = [];
         const gemv = gpu.benchLinear({ weightDtype: 'bf16', rows: 1, inFeatures: 4096, outFeatures: 14336, iters: 50 });
         linear.push({ label: 'GEMV bf16 1x4096 -> 14336', ms: gemv, gbps: (4096 * 14336 * 2) / (gemv * 1e-3) / 1e9 });
         for (const gemm of ['builtin', 'auto'] as const) {
@@ -486,6 +486,7 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
           const ms = gpu.benchLinear({ weightDtype: 'bf16', rows: 512, inFeatures: 4096, outFeatures: 4096, iters: 20, gemm });
           linear.push({ label: `GEMM bf16 512x4096 -> 4096 (${gemm === 'auto' ? (gpu.gemm === 'hipblas' ? 'hipBLAS SGEMM' : 'cuBLAS SGEMM') : 'built-in'})`, ms, tflops: (2 * 512 * 4096 * 4096) / (ms * 1e-3) / 1e12 });
         }
+        linear.push(...quantizedGemvBench(gpu, peak));
         report.benchmarks = { peakGBs: peak, copyGBs: copy, attention, linear };
       });
     }
@@ -503,6 +504,39 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
   report.ok = report.errors.length === 0 && parityOk && badOk && longOk && resOk && vendorOk && hostOk && benchOk && mmaOk;
   report.durationMs = performance.now() - started;
   return report;
+}
+
+/** One `linear` benchmark row. */
+export interface LinearBenchRow {
+  readonly label: string;
+  /** Median kernel time, ms. */
+  readonly ms: number;
+  /** Weight bytes read per call (GEMV rows) / ms, GB/s. */
+  readonly gbps?: number;
+  /** `gbps` / the device's peak bandwidth. */
+  readonly fractionOfPeak?: number;
+  readonly tflops?: number;
+  /** bf16 GEMV time at the same shape / this time (quantized GEMV rows). */
+  readonly speedupVsBf16?: number;
+}
+
+/**
+ * Decode GEMV (one token) straight from every quantized weight dtype at a 70B-class FFN shape (8192 -> 28672),
+ * against bf16 at the same shape: the weight bytes each call streams (blocks + scale arrays) per kernel time.
+ */
+export function quantizedGemvBench(gpu: GpuBackend, peakGBs: number, inF = 8192, outF = 28672): LinearBenchRow[] {
+  const row = (label: string, ms: number, bytes: number, bf16Ms?: number): LinearBenchRow => {
+    const gbps = bytes / (ms * 1e-3) / 1e9;
+    return { label, ms, gbps, ...(peakGBs > 0 ? { fractionOfPeak: gbps / peakGBs } : {}), ...(bf16Ms ? { speedupVsBf16: bf16Ms / ms } : {}) };
+  };
+  const bf16Ms = gpu.benchLinear({ weightDtype: 'bf16', rows: 1, inFeatures: inF, outFeatures: outF, iters: 20, gemm: 'builtin' });
+  const rows = [row(`GEMV bf16 1x${inF} -> ${outF} (built-in)`, bf16Ms, inF * outF * 2)];
+  for (const dtype of QUANTIZED_WEIGHT_DTYPES) {
+    const ms = gpu.benchLinear({ weightDtype: dtype, rows: 1, inFeatures: inF, outFeatures: outF, iters: 20 });
+    const scaleBytes = dtype === 'int4' ? (outF * inF * 4) / 128 : dtype === 'fp8_e4m3' || dtype === 'int8' ? outF * 4 : 0;
+    rows.push(row(`GEMV ${dtype} 1x${inF} -> ${outF}`, ms, weightDataLength(dtype, outF, inF) + scaleBytes, bf16Ms));
+  }
+  return rows;
 }
 
 /** A short human-readable summary of a report (the last lines a device run prints). */
@@ -538,7 +572,12 @@ export function formatGpuCheck(r: GpuCheckReport): string {
         `    ${a.kernel.padEnd(10)} ${(a.kvDtype + (a.fp8Query ? '+q8' : '')).padEnd(9)} ${String(a.contextLen).padEnd(7)} ${String(a.numSeqs).padEnd(6)} ${a.ms.toFixed(3).padEnd(7)} ${a.gbps.toFixed(0).padEnd(6)} ${a.fractionOfPeak === null ? '-' : (a.fractionOfPeak * 100).toFixed(0).padEnd(6)} ${a.fractionOfCopy === null ? '-' : (a.fractionOfCopy * 100).toFixed(0).padEnd(6)} ${a.speedupVsBf16 === undefined ? '-      ' : `${a.speedupVsBf16.toFixed(2)}x`.padEnd(7)}  ${String(a.splits).padEnd(6)}  ${a.speedupVsTiled === undefined ? '-' : `${a.speedupVsTiled.toFixed(2)}x`}`,
       );
     }
-    for (const l of b.linear) lines.push(`  ${l.label}: ${l.ms.toFixed(3)} ms${l.gbps ? `, ${l.gbps.toFixed(0)} GB/s` : ''}${l.tflops ? `, ${l.tflops.toFixed(1)} TFLOP/s` : ''}`);
+    for (const l of b.linear) {
+      lines.push(
+        `  ${l.label}: ${l.ms.toFixed(3)} ms${l.gbps ? `, ${l.gbps.toFixed(0)} GB/s` : ''}${l.fractionOfPeak ? ` (${(l.fractionOfPeak * 100).toFixed(0)}% of peak)` : ''}` +
+          `${l.tflops ? `, ${l.tflops.toFixed(1)} TFLOP/s` : ''}${l.speedupVsBf16 ? `, ${l.speedupVsBf16.toFixed(2)}x bf16` : ''}`,
+      );
+    }
   }
   for (const e of r.errors) lines.push(`  ERROR ${e}`);
   return lines.join('\n');

@@ -15,6 +15,7 @@ export {
   createBackend,
   cudaAvailability,
   type AttentionBenchOptions,
+  type BenchLinearOptions,
   type GpuAvailability,
   type GpuBackend,
   type GpuBackendOptions,

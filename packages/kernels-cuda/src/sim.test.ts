@@ -6,10 +6,10 @@
  * fails. Decode batches run the register decode kernel by default, and the tiled kernel with KVQ_ATTN_KERNEL=tiled.
  * About a minute for both widths.
  */
-import { createReferenceBackend } from '@kvq/kernels';
+import { createReferenceBackend, QUANTIZED_WEIGHT_DTYPES } from '@kvq/kernels';
 import { describe, expect, it } from 'vitest';
 import { createGpuBackend } from './backend.js';
-import { fp8MmaCapable, fp8MmaChecks, formatGpuCheck, runGpuCheck, withEnv } from './gpu-check.js';
+import { fp8MmaCapable, fp8MmaChecks, formatGpuCheck, quantizedGemvBench, runGpuCheck, withEnv } from './gpu-check.js';
 import { createSimBackend, SIM_WARPS, simAvailability, simSpec } from './sim.js';
 
 const required = process.env.KVQ_REQUIRE_GPU_COMPILERS === '1';
@@ -70,6 +70,20 @@ for (const warp of SIM_WARPS) {
               }
             });
           }
+        } finally {
+          gpu.dispose();
+        }
+      });
+
+      it('the quantized GEMV benchmark runs the kernel of every weight dtype on device-resident blocks', () => {
+        const gpu = createSimBackend({ warp });
+        try {
+          const rows = quantizedGemvBench(gpu, 0, 256, 8);
+          expect(rows.map((r) => r.label.split(' ')[1])).toEqual(['bf16', ...QUANTIZED_WEIGHT_DTYPES]);
+          for (const r of rows) expect(Number.isFinite(r.ms) && r.ms >= 0, r.label).toBe(true);
+          // a GEMM-sized call goes through the same entry
+          expect(gpu.benchLinear({ weightDtype: 'q4_k', rows: 16, inFeatures: 256, outFeatures: 8, iters: 1 })).toBeGreaterThanOrEqual(0);
+          expect(() => gpu.benchLinear({ weightDtype: 'q8_0', rows: 1, inFeatures: 100, outFeatures: 8, iters: 1 })).toThrow(/multiple of 256/);
         } finally {
           gpu.dispose();
         }
