@@ -136,7 +136,7 @@ fi
 say "cuBLAS: ${KVQ_CUBLAS:-default library search path}"
 
 addon_loads() {
-  [[ -f "$1" ]] && "$NODE" -e "const a=require(process.argv[1]); if (a.abi !== 1 || a.vendor !== 'cuda') process.exit(1); console.log(JSON.stringify(a.probe()))" "$1"
+  [[ -f "$1" ]] && "$NODE" -e "const a=require(process.argv[1]); if (a.vendor !== 'cuda' || typeof a.probe !== 'function') process.exit(1); console.log(JSON.stringify(a.probe()))" "$1"
 }
 
 # ---- addon ----
