@@ -601,7 +601,10 @@ __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnP
   const int gl = lane % TG, group = threadIdx.x / TG, NG = blockDim.x / TG;
   const DecodeSetup ds = decode_setup<DT>(p, tk);
   const int R = ds.R, h = ds.h, lo = ds.lo, hi = ds.hi;
-  const float vs = ds.vs, qs = ds.qs, mul = ds.mul;
+  const float vs = ds.vs, qs = ds.qs;
+  // Scores in base 2 (x log2 e folded into the multiplier): the softmax runs on exp2f, one ex2 instruction, instead
+  // of expf's range reduction; the running maxima go back to base e before the merge.
+  const float mul = ds.mul * 1.4426950408889634f;
   const int fmt = p.dtype - kFp8E4M3FN;
   const int d0 = gl * 8;
   const bool mine = d0 < D;  // this lane holds 8 head-dimension elements
@@ -634,10 +637,8 @@ __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnP
   const char* kc = static_cast<const char*>(p.kc);
   const char* vc = static_cast<const char*>(p.vc);
 
-  // The loop bounds are uniform over the block, so every lane reaches every shuffle.
-  for (int base = lo; base < hi; base += NG * U) {
-    Raw8<DT> kr[U], vr[U];
-    bool valid[U];
+  // Keys [base, base + NG * U) of this group: raw bytes (zeros for keys past hi or lanes past the head size).
+  auto fetch = [&](int base, Raw8<DT>* kr, Raw8<DT>* vr, bool* valid) {
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int j = base + u * NG + group;
@@ -651,6 +652,17 @@ __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnP
         vr[u].zero();
       }
     }
+  };
+  // Software pipelining: the next step's keys and values are loaded before this step's arithmetic, so the memory
+  // latency overlaps the scores, the softmax and P.V instead of adding to them.
+  Raw8<DT> kr[U], vr[U];
+  bool valid[U];
+  fetch(lo, kr, vr, valid);
+  // The loop bounds are uniform over the block, so every lane reaches every shuffle.
+  for (int base = lo; base < hi; base += NG * U) {
+    Raw8<DT> kn[U], vn[U];
+    bool validNext[U];
+    fetch(base + NG * U, kn, vn, validNext);
     float s[U][RG];
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -664,13 +676,18 @@ __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnP
         s[u][r] = t;
       }
     }
+    // One butterfly step for all U x RG scores at a time (independent shuffles in flight, not one chain per score).
+    for (int o = TG >> 1; o > 0; o >>= 1) {
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+#pragma unroll
+        for (int r = 0; r < RG; r++) s[u][r] += KVQ_SHFL_XOR(s[u][r], o);
+      }
+    }
 #pragma unroll
     for (int u = 0; u < U; u++) {
 #pragma unroll
-      for (int r = 0; r < RG; r++) {
-        for (int o = TG >> 1; o > 0; o >>= 1) s[u][r] += KVQ_SHFL_XOR(s[u][r], o);
-        s[u][r] = valid[u] ? s[u][r] * mul : -INFINITY;
-      }
+      for (int r = 0; r < RG; r++) s[u][r] = valid[u] ? s[u][r] * mul : -INFINITY;
     }
     float pr[U][RG];
 #pragma unroll
@@ -679,9 +696,9 @@ __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnP
 #pragma unroll
       for (int u = 1; u < U; u++) mx = fmaxf(mx, s[u][r]);
       const float mNew = fmaxf(m[r], mx);
-      const float corr = mNew == -INFINITY ? 1.0f : expf(m[r] - mNew);
+      const float corr = mNew == -INFINITY ? 1.0f : exp2f(m[r] - mNew);
 #pragma unroll
-      for (int u = 0; u < U; u++) pr[u][r] = valid[u] && mNew != -INFINITY ? expf(s[u][r] - mNew) : 0.0f;
+      for (int u = 0; u < U; u++) pr[u][r] = valid[u] && mNew != -INFINITY ? exp2f(s[u][r] - mNew) : 0.0f;
       m[r] = mNew;
       l[r] *= corr;
 #pragma unroll
@@ -698,8 +715,16 @@ __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnP
         for (int e = 0; e < 8; e++) acc[r][e] = fmaf(pr[u][r], vf[e], acc[r][e]);
       }
     }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      kr[u] = kn[u];
+      vr[u] = vn[u];
+      valid[u] = validNext[u];
+    }
   }
 
+#pragma unroll
+  for (int r = 0; r < RG; r++) m[r] *= 0.6931471805599453f;  // back to base e (-inf stays -inf)
   // Merge the key groups of each warp (lanes gl and gl ^ o hold the same elements of different groups).
   for (int o = TG; o < KVQ_WARP; o <<= 1) {
 #pragma unroll
