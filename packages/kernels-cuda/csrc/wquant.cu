@@ -40,48 +40,60 @@ __global__ void gemv_q_kernel(const float* x, const WQ w, const float* bias, flo
     for (int r = 0; r < MAXR; r++) acc[r] = 0.0f;
     const uint8_t* rowp = w.data + o * w.rowBytes;
     if constexpr (DT >= kQ8_0 && DT <= kQ6_K) {
+      // Lane l takes elements 4 (l % 8) .. + 3 of 32-element group g + l / 8: a warp covers 4 groups per step with
+      // neighbouring lanes on neighbouring bytes (coalesced) and one scale decode per 4 elements. (q6_k's 16-element
+      // halves fall on whole lanes: lanes 0-3 / 4-7 of a group.)
       constexpr int BE = ggml_block_elems<DT>();
       constexpr int BB = ggml_block_bytes<DT>();
       constexpr int GPB = BE / 32;  // 32-element groups per block
-      // q6_k has a scale per 16 elements: two halves per group. The others: one scale (and min) per group.
-      constexpr int HALVES = DT == kQ6_K ? 2 : 1;
+      constexpr int GPW = KVQ_WARP / 8;  // groups per warp step
+      const int sub = lane % 8;
       const int64_t groups = K / 32;
-      for (int64_t g = lane; g < groups; g += KVQ_WARP) {
+      for (int64_t g = lane / 8; g < groups; g += GPW) {
         const uint8_t* b = rowp + (g / GPB) * BB;
-        const int e0 = (int)(g % GPB) * 32;
-        float D[HALVES], M[HALVES];
+        const int e = (int)(g % GPB) * 32 + 4 * sub;
+        float D, M;
+        ggml_dm<DT>(b, e, &D, &M);
+        float q[4];
 #pragma unroll
-        for (int hf = 0; hf < HALVES; hf++) ggml_dm<DT>(b, e0 + 16 * hf, &D[hf], &M[hf]);
-        float sq[MAXR][HALVES], sx[MAXR];
+        for (int i = 0; i < 4; i++) q[i] = (float)ggml_q<DT>(b, e + i);
+        const int64_t k0 = g * 32 + 4 * sub;
 #pragma unroll
         for (int r = 0; r < MAXR; r++) {
-          sx[r] = 0.0f;
-#pragma unroll
-          for (int hf = 0; hf < HALVES; hf++) sq[r][hf] = 0.0f;
-        }
-        const int64_t k0 = g * 32;
-#pragma unroll 8
-        for (int j = 0; j < 32; j++) {
-          const float q = (float)ggml_q<DT>(b, e0 + j);
-          const int hf = HALVES == 2 ? (j >> 4) : 0;
-#pragma unroll
-          for (int r = 0; r < MAXR; r++) {
-            if (r < rows) {
-              const float xv = x[r * K + k0 + j];
-              sq[r][hf] = fmaf(q, xv, sq[r][hf]);
-              if constexpr (ggml_has_min<DT>()) sx[r] += xv;
-            }
+          if (r < rows) {
+            const float4 xv = *reinterpret_cast<const float4*>(x + r * K + k0);
+            float sq = q[0] * xv.x;
+            sq = fmaf(q[1], xv.y, sq);
+            sq = fmaf(q[2], xv.z, sq);
+            sq = fmaf(q[3], xv.w, sq);
+            acc[r] = fmaf(D, sq, acc[r]);
+            if constexpr (ggml_has_min<DT>()) acc[r] = fmaf(M, (xv.x + xv.y) + (xv.z + xv.w), acc[r]);
           }
-        }
-#pragma unroll
-        for (int r = 0; r < MAXR; r++) {
-#pragma unroll
-          for (int hf = 0; hf < HALVES; hf++) acc[r] = fmaf(D[hf], sq[r][hf], acc[r]);
-          if constexpr (ggml_has_min<DT>()) acc[r] = fmaf(M[0], sx[r], acc[r]);
         }
       }
     } else if constexpr (DT == kWFp8E4M3 || DT == kWInt8) {
-      for (int64_t k = lane; k < K; k += KVQ_WARP) {
+      // 4 bytes per lane and step when rows are 4-byte aligned (K % 4 == 0), else byte by byte.
+      const int64_t k4 = K % 4 == 0 ? K : 0;
+      for (int64_t k = 4 * lane; k < k4; k += 4 * KVQ_WARP) {
+        const uint32_t word = *reinterpret_cast<const uint32_t*>(rowp + k);
+        float q[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          const uint8_t c = (uint8_t)(word >> (8 * i));
+          q[i] = DT == kWInt8 ? (float)(int8_t)c : fp8_decode<kE4M3FN>(c);
+        }
+#pragma unroll
+        for (int r = 0; r < MAXR; r++) {
+          if (r < rows) {
+            const float* xr = x + r * K + k;
+            acc[r] = fmaf(q[0], xr[0], acc[r]);
+            acc[r] = fmaf(q[1], xr[1], acc[r]);
+            acc[r] = fmaf(q[2], xr[2], acc[r]);
+            acc[r] = fmaf(q[3], xr[3], acc[r]);
+          }
+        }
+      }
+      for (int64_t k = k4 + lane; k < K; k += KVQ_WARP) {
         const float q = DT == kWInt8 ? (float)(int8_t)rowp[k] : fp8_decode<kE4M3FN>(rowp[k]);
 #pragma unroll
         for (int r = 0; r < MAXR; r++)
@@ -90,7 +102,25 @@ __global__ void gemv_q_kernel(const float* x, const WQ w, const float* bias, flo
       const float s = wq_row_scale(w, o);
 #pragma unroll
       for (int r = 0; r < MAXR; r++) acc[r] *= s;
-    } else {  // kWInt4: group by group, the group's scale (and zero point) once
+    } else if (w.groupSize % 8 == 0) {  // kWInt4, 8 nibbles (one aligned word, one group) per lane and step
+      const int64_t gs = w.groupSize, groups = K / gs;
+      for (int64_t k = 8 * lane; k < K; k += 8 * KVQ_WARP) {
+        const uint32_t word = *reinterpret_cast<const uint32_t*>(rowp + k / 2);
+        const int64_t gi = o * groups + k / gs;
+        const int z = w.zeroPoint ? (int)w.zeroPoint[gi] : 0;
+        const float s = w.scale[gi];
+#pragma unroll
+        for (int r = 0; r < MAXR; r++) {
+          if (r < rows) {
+            const float* xr = x + r * K + k;
+            float part = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 8; i++) part = fmaf((float)((int)((word >> (4 * i)) & 15u) - 8 - z), xr[i], part);
+            acc[r] = fmaf(s, part, acc[r]);
+          }
+        }
+      }
+    } else {  // kWInt4 with a group size that is not a multiple of 8: group by group
       const int64_t gs = w.groupSize, groups = K / gs;
       for (int64_t g = 0; g < groups; g++) {
         const int64_t gi = o * groups + g;

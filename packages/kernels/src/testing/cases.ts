@@ -265,6 +265,8 @@ function quantVariants(dtype: WeightDtype): QuantVariant[] {
     return [
       { options: { groupSize: 32, symmetric: true }, tag: '/g32-sym' },
       { options: { groupSize: 16, symmetric: false }, tag: '/g16-asym' },
+      // a group size that is not a multiple of 8 (GPU: the group-by-group GEMV path)
+      { options: { groupSize: 4, symmetric: false }, tag: '/g4-asym' },
       { options: { groupSize: 0, symmetric: false }, tag: '/channel-asym' },
       { options: { groupSize: 0, symmetric: true }, tag: '/channel-sym' },
     ];
@@ -272,13 +274,17 @@ function quantVariants(dtype: WeightDtype): QuantVariant[] {
   return [{ options: {}, tag: '' }];
 }
 
-/** Input widths with several blocks (or groups) per row: GGML 32-blocks 3 and 5, K-quants 2 and 3, others 96/160. */
+/**
+ * Input widths with several blocks (or groups) per row: GGML 32-blocks 3 and 5, K-quants 2 and 3; fp8 / int8 98
+ * (not a multiple of 4: the GPU GEMV's byte path) and 160; int4 96 and 160.
+ */
 function quantWidths(dtype: WeightDtype, full: boolean): readonly number[] {
   if (isGgmlDtype(dtype)) {
     const b = GGML_BLOCK[dtype].blockElems;
     return full ? [3 * b, 5 * b, 16 * b] : [3 * b, 5 * b];
   }
-  return full ? [96, 160, 2048] : [96, 160];
+  const first = dtype === 'int4' ? 96 : 98;
+  return full ? [first, 160, 2048] : [first, 160];
 }
 
 /** Resolve a variant's options for a width (`groupSize: 0` = one group per row). */
