@@ -1,4 +1,4 @@
-import { isKernelError, type BackendCandidate } from '@kvq/kernels';
+import { createReferenceBackend, isKernelError, type BackendCandidate, type KernelBackend } from '@kvq/kernels';
 import { modelTinyPath } from '@kvq/model-tiny';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { BACKEND_FALLBACK_WARNING, selectBackend, type BackendWarning } from './backend.js';
@@ -19,6 +19,23 @@ const failing: BackendCandidate = {
     },
   }),
 };
+
+/** A GPU package as on a machine without a GPU: it imports, but its createBackend throws with the reason. */
+const noGpu = (name: string): BackendCandidate => ({
+  name,
+  load: () => ({
+    createBackend: () => {
+      throw new Error(`@kvq/kernels-${name} is unavailable: no usable device: cudaErrorNoDevice (no ${name} device is installed)`);
+    },
+  }),
+});
+
+/** A working native backend named 'cpu' (the reference kernels under another name, so the self-test runs on it). */
+function workingCpu(): { candidate: BackendCandidate; backend: KernelBackend } {
+  const ref = createReferenceBackend();
+  const backend = new Proxy(ref, { get: (t, k) => (k === 'name' ? 'cpu' : Reflect.get(t, k, t)) });
+  return { candidate: { name: 'cpu', load: () => ({ createBackend: () => backend }) }, backend };
+}
 
 /** Warnings Node receives through process.emitWarning while `fn` runs (they are dispatched on a later tick). */
 async function nodeWarnings(fn: () => Promise<unknown>): Promise<Error[]> {
@@ -82,7 +99,65 @@ describe('selectBackend', () => {
   });
 });
 
+describe('selectBackend with GPU candidates first (what the apps pass: cuda, rocm, then cpu)', () => {
+  it("'auto' skips a GPU candidate that cannot load without any warning, records why, and runs on cpu", async () => {
+    const got: BackendWarning[] = [];
+    const cpu = workingCpu();
+    const nodeSeen = await nodeWarnings(async () => {
+      const r = await selectBackend({ env: '', candidates: [noGpu('cuda'), noGpu('rocm'), cpu.candidate], onWarning: (w) => got.push(w) });
+      expect(r.backend).toBe(cpu.backend);
+      expect(r.backend.name).toBe('cpu');
+      expect(r.fallback).toBeUndefined();
+      expect(r.rejected.map((x) => x.name)).toEqual(['cuda', 'rocm']);
+      expect(r.rejected[0]!.reason).toMatch(/^createBackend\(\) failed: @kvq\/kernels-cuda is unavailable: no usable device/);
+    });
+    expect(got).toEqual([]);
+    expect(nodeSeen).toEqual([]);
+  });
+
+  it('when nothing native loads, the one fallback warning lists every rejected candidate, GPUs included', async () => {
+    const got: BackendWarning[] = [];
+    const r = await selectBackend({ env: '', candidates: [noGpu('cuda'), noGpu('rocm'), failing], onWarning: (w) => got.push(w) });
+    expect(r.backend.name).toBe('reference');
+    expect(got).toHaveLength(1);
+    expect(got[0]!.rejected.map((x) => x.name)).toEqual(['cuda', 'rocm', 'cpu']);
+    expect(got[0]!.message).toMatch(/because cuda: .*cudaErrorNoDevice.*; rocm: .*; cpu: .*wrong ELF class/);
+  });
+
+  it("backend 'cuda' with a cuda candidate that cannot load is BACKEND_UNAVAILABLE naming cuda and the reason", async () => {
+    const got: BackendWarning[] = [];
+    const cpu = workingCpu();
+    const err = await selectBackend({ backend: 'cuda', env: '', candidates: [noGpu('cuda'), cpu.candidate], onWarning: (w) => got.push(w) }).catch((e: unknown) => e);
+    expect(isKernelError(err, 'BACKEND_UNAVAILABLE')).toBe(true);
+    expect(err).toMatchObject({ argument: 'backend' });
+    expect((err as Error).message).toMatch(/^backend "cuda" was requested but cannot be used: createBackend\(\) failed: @kvq\/kernels-cuda is unavailable: no usable device: cudaErrorNoDevice/);
+    expect(got).toEqual([]);
+  });
+});
+
 describe('LLM.create backend choice (the CPU addon package mocked as unavailable)', () => {
+  it('backendCandidates reach the backend choice: auto skips the failing GPU silently and runs on the working one', async () => {
+    vi.stubEnv('KVQ_BACKEND', '');
+    const got: BackendWarning[] = [];
+    const cpu = workingCpu();
+    const llm = await LLM.create({ model: modelTinyPath, kvCacheMemory: 1 << 20, backendCandidates: [noGpu('cuda'), cpu.candidate], onWarning: (w) => got.push(w) });
+    try {
+      expect(llm.backend).toBe(cpu.backend);
+      expect(got).toEqual([]);
+    } finally {
+      llm.dispose();
+    }
+  });
+
+  it("backend: 'cuda' with backendCandidates throws BACKEND_UNAVAILABLE with the GPU package's reason", async () => {
+    await expect(
+      LLM.create({ model: modelTinyPath, kvCacheMemory: 1 << 20, backend: 'cuda', backendCandidates: [noGpu('cuda'), workingCpu().candidate] }),
+    ).rejects.toMatchObject({
+      code: 'BACKEND_UNAVAILABLE',
+      message: expect.stringMatching(/^backend "cuda" was requested but cannot be used: .*cudaErrorNoDevice/),
+    });
+  });
+
   it("'auto' falls back to the reference backend and says so once, with the package's reason", async () => {
     vi.stubEnv('KVQ_BACKEND', '');
     const got: BackendWarning[] = [];

@@ -35,8 +35,10 @@ export interface SelectBackendOptions {
   /** The `KVQ_BACKEND` value (default `process.env.KVQ_BACKEND`); used when `backend` is `'auto'` / `undefined`. */
   readonly env?: string | undefined;
   /**
-   * Native candidates, best first. Default: `@kvq/kernels-cpu` (imported by this package, so it resolves under
-   * any package manager). The reference backend always comes last.
+   * Native candidates, best first. Default {@link ENGINE_BACKEND_CANDIDATES}: `@kvq/kernels-cpu` (imported by this
+   * package, so it resolves under any package manager). The reference backend always comes last. In `'auto'` a
+   * candidate that cannot load is recorded in {@link LoadedBackend.rejected} and skipped without a warning when a later
+   * native candidate loads; a named `backend` (`'cuda'`) loads through the candidate of that `name` when there is one.
    */
   readonly candidates?: readonly BackendCandidate[] | undefined;
   /**

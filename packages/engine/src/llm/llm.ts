@@ -9,7 +9,7 @@ import {
   type KvStorageDtype,
 } from '@kvq/cache';
 import { isFp8Dtype } from '@kvq/cache';
-import type { KernelBackend } from '@kvq/kernels';
+import type { BackendCandidate, KernelBackend } from '@kvq/kernels';
 import type { ChatMessage } from '../chat/chat-template.js';
 import type { ModelConfig } from '../config/model-config.js';
 import { EngineError } from '../errors.js';
@@ -99,11 +99,22 @@ export interface LLMOptions {
    */
   readonly schedulingPolicy?: SchedulingPolicy;
   /**
-   * A backend object, a name that must load (`'cpu'`, `'reference'`, a module specifier: failure throws
-   * `BACKEND_UNAVAILABLE`, never a fallback), or `'auto'` for the best available (`KVQ_BACKEND` honoured).
+   * A backend object, a name that must load (`'cpu'`, `'cuda'`, `'rocm'`, `'reference'`, a module specifier: failure
+   * throws `BACKEND_UNAVAILABLE` naming the backend and the reason, never a fallback), or `'auto'` for the best
+   * available of {@link LLMOptions.backendCandidates}, then the reference backend (`KVQ_BACKEND` honoured).
    * Default `'auto'`.
    */
   readonly backend?: KernelBackend | string;
+  /**
+   * The native backend candidates `'auto'` tries, best first, before the pure-TypeScript reference backend (always
+   * last); a `backend` name such as `'cuda'` that matches a candidate's `name` loads through that candidate. Default
+   * `ENGINE_BACKEND_CANDIDATES` (the CPU addon only: the engine does not depend on the GPU packages). An app
+   * that can import them passes them first, e.g.
+   * `[{ name: 'cuda', load: () => import('@kvq/kernels-cuda') }, { name: 'rocm', load: () => import('@kvq/kernels-rocm') }, ...ENGINE_BACKEND_CANDIDATES]`;
+   * in `'auto'` a candidate that cannot load (not installed, no built addon, no device) is skipped silently when a
+   * later native one loads. Ignored when `backend` is an object or `'reference'`.
+   */
+  readonly backendCandidates?: readonly BackendCandidate[];
   /**
    * Receives the warning given when `'auto'` ends up on the pure-TypeScript reference backend (why, and the fix).
    * Default: `process.emitWarning` with code `KVQ_BACKEND_FALLBACK`, once per process; pass `() => {}` to silence.
@@ -212,7 +223,11 @@ export class LLM {
         { field: 'model' },
       );
     }
-    const { backend } = await selectBackend({ backend: options.backend, ...(options.onWarning ? { onWarning: options.onWarning } : {}) });
+    const { backend } = await selectBackend({
+      backend: options.backend,
+      ...(options.backendCandidates ? { candidates: options.backendCandidates } : {}),
+      ...(options.onWarning ? { onWarning: options.onWarning } : {}),
+    });
     const fnuz = backend.info.fp8Fnuz === true;
     const resolveDtype = (modelDtype: 'f32' | 'f16' | 'bf16'): KvStorageDtype => {
       try {
