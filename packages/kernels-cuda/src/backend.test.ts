@@ -19,11 +19,11 @@ function thrown(f: () => unknown): unknown {
   throw new Error('expected a throw');
 }
 
-/** A spec whose only addon candidate is a fake CommonJS module with `body`. */
+/** A spec whose only addon candidate is a fake CommonJS module with `body` (always probed: no driver check). */
 function fakeSpec(name: string, body: string): GpuVendorSpec {
   const p = join(dir, `${name}.cjs`);
   writeFileSync(p, body);
-  return { ...CUDA_SPEC, name: `cuda-${name}`, addonEnv: 'KVQ_TEST_UNSET_ADDON', defaultPaths: () => [p] };
+  return { ...CUDA_SPEC, name: `cuda-${name}`, addonEnv: 'KVQ_TEST_UNSET_ADDON', defaultPaths: () => [p], driverAbsent: undefined };
 }
 
 describe('availability', () => {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { NATIVE_ABI as ADDON_ABI } from '@kvq/kernels/native';
-import { addonCandidates, CUDA_SPEC, probeAddon, probeInChild, tryLoadAddon, type GpuVendorSpec } from './load.js';
+import { addonCandidates, CUDA_SPEC, NVIDIA_DRIVER_NODES, nvidiaDriverAbsent, probeAddon, probeInChild, tryLoadAddon, type GpuVendorSpec } from './load.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvq-cuda-load-'));
 
@@ -98,6 +98,23 @@ describe('probing in a child process', () => {
     const b = probeInChild(hip);
     expect(!a.ok && a.reason).toContain('stale');
     expect(!b.ok && b.reason).toContain('built for hip');
+  });
+
+  it('a spec whose driver is certainly absent is rejected without starting the child probe', () => {
+    // Probing this addon would crash the child (SIGSEGV): the reason shows whether the probe ran.
+    const segv = fakeAddon('segv-unprobed', `process.kill(process.pid, 'SIGSEGV');`);
+    const base = { ...CUDA_SPEC, addonEnv: 'KVQ_TEST_NO_SUCH_VAR', defaultPaths: () => [segv] };
+    const skipped = probeAddon({ ...base, name: 'cuda-nodriver', driverAbsent: () => 'no NVIDIA driver (test)' });
+    expect(skipped).toEqual({ ok: false, path: segv, reason: 'no NVIDIA driver (test)' });
+    const probed = probeAddon({ ...base, name: 'cuda-maybedriver', driverAbsent: () => undefined });
+    expect(!probed.ok && probed.reason).toMatch(/crashed with SIGSEGV/);
+  });
+
+  it('the NVIDIA driver check: absent on Linux only when none of its device nodes exists', () => {
+    expect(nvidiaDriverAbsent('linux', () => false)).toMatch(/^no NVIDIA driver on this machine \(none of \/dev\/nvidiactl, .*\/dev\/dxg exists\)/);
+    for (const node of NVIDIA_DRIVER_NODES) expect(nvidiaDriverAbsent('linux', (p) => p === node), node).toBeUndefined();
+    expect(nvidiaDriverAbsent('win32', () => false)).toBeUndefined();
+    expect(CUDA_SPEC.driverAbsent?.()).toBe(nvidiaDriverAbsent());
   });
 
   it('with no addon at all the reason says how to build it', () => {

@@ -36,6 +36,28 @@ export interface GpuVendorSpec {
   readonly buildHint: string;
   /** Whether a device architecture (`GpuDeviceInfo.arch`) uses FNUZ FP8 (sets `BackendInfo.fp8Fnuz`). Default: never. */
   readonly fp8Fnuz?: ((arch: string) => boolean) | undefined;
+  /**
+   * A cheap check run before the child-process probe (which costs a Node start, ~0.1-0.2 s): the reason the vendor
+   * driver is certainly absent on this machine, or `undefined` when it may be there (the probe then decides). It
+   * keeps `'auto'` backend selection on CPU-only machines that have a built addon (a CUDA toolkit, no GPU) as fast
+   * as on those without one. Default: none (always probe).
+   */
+  readonly driverAbsent?: (() => string | undefined) | undefined;
+}
+
+/** Device nodes one of which the NVIDIA driver provides on Linux: the control node, the driver's proc entry, WSL2's GPU. */
+export const NVIDIA_DRIVER_NODES: readonly string[] = Object.freeze(['/dev/nvidiactl', '/proc/driver/nvidia/version', '/dev/dxg']);
+
+/**
+ * `driverAbsent` of {@link CUDA_SPEC}: on Linux, no NVIDIA driver when none of {@link NVIDIA_DRIVER_NODES} exists
+ * (containers with GPUs get them from the NVIDIA container runtime); elsewhere it cannot tell (`undefined`).
+ * @param platform default `process.platform`
+ * @param exists default `fs.existsSync`
+ */
+export function nvidiaDriverAbsent(platform: NodeJS.Platform = process.platform, exists: (path: string) => boolean = existsSync): string | undefined {
+  if (platform !== 'linux') return undefined;
+  if (NVIDIA_DRIVER_NODES.some((p) => exists(p))) return undefined;
+  return `no NVIDIA driver on this machine (none of ${NVIDIA_DRIVER_NODES.join(', ')} exists), so no CUDA device can be used`;
 }
 
 /** The CUDA package's spec. */
@@ -50,6 +72,7 @@ export const CUDA_SPEC: GpuVendorSpec = Object.freeze({
   defaultPaths: () => [fileURLToPath(new URL('../build/Release/kvq_cuda.node', import.meta.url))],
   buildHint:
     'Build it with `pnpm --filter @kvq/kernels-cuda build:gpu` (needs the CUDA toolkit: nvcc and libcudart_static.a), or point KVQ_CUDA_ADDON at a kvq_cuda.node',
+  driverAbsent: () => nvidiaDriverAbsent(),
 });
 
 /** Candidate addon paths of a spec: `env[spec.addonEnv]` first, then the defaults. */
@@ -150,7 +173,8 @@ const probes = new Map<string, AddonProbe>();
 
 /**
  * Probe the first existing addon candidate of `spec` in a child process (cached per process). Never throws.
- * `{ ok: false }` says why the backend cannot run here: not built, does not load, no driver, no device.
+ * `{ ok: false }` says why the backend cannot run here: not built, does not load, no driver, no device. Without a
+ * built addon, or when `spec.driverAbsent` says there is no driver, no child process is started.
  */
 export function probeAddon(spec: GpuVendorSpec = CUDA_SPEC, timeoutMs = 60_000): AddonProbe {
   const candidates = addonCandidates(spec);
@@ -158,9 +182,13 @@ export function probeAddon(spec: GpuVendorSpec = CUDA_SPEC, timeoutMs = 60_000):
   const cached = probes.get(key);
   if (cached) return cached;
   const path = candidates.find((p) => existsSync(p));
-  const result: AddonProbe = path
-    ? probeInChild(path, spec, timeoutMs)
-    : { ok: false, reason: notLoadedReason(candidates.map((p) => ({ path: p, error: 'not found' })), spec.buildHint) };
+  const absent = path === undefined ? undefined : spec.driverAbsent?.();
+  const result: AddonProbe =
+    path === undefined
+      ? { ok: false, reason: notLoadedReason(candidates.map((p) => ({ path: p, error: 'not found' })), spec.buildHint) }
+      : absent !== undefined
+        ? { ok: false, path, reason: absent }
+        : probeInChild(path, spec, timeoutMs);
   probes.set(key, result);
   return result;
 }

@@ -1,6 +1,6 @@
 import { describeLoad, isKernelError, loadBackend } from '@kvq/kernels';
 import { describe, expect, it } from 'vitest';
-import { archUsesFnuz, backendName, createBackend, rocmAvailability, ROCM_SPEC } from './backend.js';
+import { amdDriverAbsent, archUsesFnuz, backendName, createBackend, rocmAvailability, ROCM_SPEC } from './backend.js';
 
 const avail = rocmAvailability();
 
@@ -14,7 +14,16 @@ describe('the ROCm backend', () => {
 
   it('says why when unavailable (not built, no HIP runtime, or no AMD GPU)', () => {
     if (avail.available) return;
-    expect(avail.reason).toMatch(/no usable native addon|no usable HIP device|hipErrorNoDevice|does not load/);
+    expect(avail.reason).toMatch(/no usable native addon|no usable HIP device|hipErrorNoDevice|does not load|no AMD GPU driver/);
+  });
+});
+
+describe('the cheap driver check before the child-process probe', () => {
+  it('on Linux without /dev/kfd there is certainly no ROCm device; with it, or on another OS, the probe decides', () => {
+    expect(amdDriverAbsent('linux', () => false)).toMatch(/^no AMD GPU driver on this machine \(\/dev\/kfd does not exist\)/);
+    expect(amdDriverAbsent('linux', (p) => p === '/dev/kfd')).toBeUndefined();
+    expect(amdDriverAbsent('win32', () => false)).toBeUndefined();
+    expect(ROCM_SPEC.driverAbsent?.()).toBe(amdDriverAbsent());
   });
 });
 

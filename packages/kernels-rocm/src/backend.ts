@@ -4,6 +4,7 @@
  * `@kvq/kernels/native` plus device, probe and residency), told apart from CUDA by {@link ROCM_SPEC}.
  * @module
  */
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createGpuBackend, gpuAvailability, type GpuAvailability, type GpuBackend, type GpuBackendOptions, type GpuVendorSpec } from '@kvq/kernels-cuda/gpu';
 import { rocmFp8Plan } from './fp8-plan.js';
@@ -15,6 +16,20 @@ export function archUsesFnuz(gcnArchName: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** The device node of AMD's kernel driver (amdgpu's KFD), which HIP needs on Linux (containers get it passed in). */
+export const AMD_KFD_NODE = '/dev/kfd';
+
+/**
+ * `driverAbsent` of {@link ROCM_SPEC}: on Linux, no usable AMD GPU driver when {@link AMD_KFD_NODE} does not exist,
+ * without starting the child-process probe; elsewhere it cannot tell (`undefined`).
+ * @param platform default `process.platform`
+ * @param exists default `fs.existsSync`
+ */
+export function amdDriverAbsent(platform: NodeJS.Platform = process.platform, exists: (path: string) => boolean = existsSync): string | undefined {
+  if (platform !== 'linux' || exists(AMD_KFD_NODE)) return undefined;
+  return `no AMD GPU driver on this machine (${AMD_KFD_NODE} does not exist), so no ROCm device can be used`;
 }
 
 /** The name the loader and `KVQ_BACKEND` use for this backend. */
@@ -34,6 +49,7 @@ export const ROCM_SPEC: GpuVendorSpec = Object.freeze({
     'Build it with `pnpm --filter @kvq/kernels-rocm build:gpu` (needs hipcc and libamdhip64, e.g. apt-get install hipcc libamdhip64-dev rocm-device-libs), or point KVQ_ROCM_ADDON at a kvq_rocm.node',
   // MI300-class GPUs: BackendInfo.fp8Fnuz, so engines pick e4m3fnuz for `fp8` as vLLM does there.
   fp8Fnuz: archUsesFnuz,
+  driverAbsent: () => amdDriverAbsent(),
 });
 
 /** Probe the ROCm addon in a child process (cached) without creating a backend. Never throws. */
