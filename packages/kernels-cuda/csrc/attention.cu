@@ -589,14 +589,90 @@ KVQ_DI DecodeSetup decode_setup(const AttnParams& p, const AttnTask& tk) {
   return d;
 }
 
-/** RG: rows compiled for (1, 2, 4 or 8; the task may use fewer). */
-template <int DT, int RG>
+/**
+ * The online-softmax step of the decode kernel for 16 lanes per key (head size 128), by reduce-scatter instead of an
+ * all-reduce: the V = U x RG partial scores of a lane group are summed so that each lane ends with ONE full score
+ * (pair i = u * RG + r at lanes i * 16 / V .. + 16 / V - 1 of the group: 15 shuffles at V = 16 instead of 64), which
+ * it scales, masks and exponentiates (one exp2f instead of V); the row maxima and the weights are then gathered with
+ * shuffles, so every lane ends with the same m, l, corr and pr as the all-reduce path (up to the order of the score
+ * additions). s: [U][RG] partial dot products (consumed); pr: [U][RG] softmax weights out; m, l, acc: the running
+ * state (base 2), rescaled here. key0: the key of u = 0 for this group (base + group); keys step by NG; hi: end.
+ */
+template <int U, int RG>
+KVQ_DI void decode_softmax_rs(float (&s)[U][RG], float (&pr)[U][RG], float (&m)[RG], float (&l)[RG], float (&acc)[RG][8],
+                              int gl, int gl0, int key0, int NG, int hi, float mul) {
+  constexpr int V = U * RG;  // <= 16 (DecodeUnroll keeps U * RG within 16)
+  static_assert(V >= 1 && V <= 16 && (V & (V - 1)) == 0, "U x RG must be a power of two <= 16");
+  constexpr int REP = 16 / V;  // lanes holding the same pair after the reduce-scatter
+  float v[V];
+#pragma unroll
+  for (int i = 0; i < V; i++) v[i] = s[i / RG][i % RG];
+  // Reduce-scatter over offsets 8, 4, 2, 1: while more than one value is left, a lane keeps the half its offset bit
+  // selects and adds the partner's copy of it; once one is left, the remaining offsets all-reduce it.
+#pragma unroll
+  for (int k = 0; k < 4; k++) {
+    const int o = 8 >> k;
+    const int count = V >> k;  // values left before this step (>= 1 after constant folding)
+    if (count > 1) {
+      const int half = count / 2;
+      const bool upper = (gl & o) != 0;
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        if (i < half) {
+          const float keep = upper ? v[half + i] : v[i];
+          const float send = upper ? v[i] : v[half + i];
+          v[i] = keep + KVQ_SHFL_XOR(send, o);
+        }
+      }
+    } else {
+      v[0] += KVQ_SHFL_XOR(v[0], o);
+    }
+  }
+  const int pair = gl / REP, myU = pair / RG, myR = pair % RG;
+  const bool valid = key0 + myU * NG < hi;
+  const float sc = valid ? v[0] * mul : -INFINITY;
+  // The maximum over u of row myR: lanes whose pair differs in u are 16 / U apart.
+  float mx = sc;
+#pragma unroll
+  for (int o = 16 / U; o < 16; o <<= 1) mx = fmaxf(mx, KVQ_SHFL_XOR(mx, o));
+  float mNew[RG];
+#pragma unroll
+  for (int r = 0; r < RG; r++) {
+    mNew[r] = fmaxf(m[r], KVQ_SHFL(mx, gl0 + r * REP));  // pair (0, r) sits at lane r * REP of the group
+  }
+  float myM = mNew[0];
+#pragma unroll
+  for (int r = 1; r < RG; r++) myM = myR == r ? mNew[r] : myM;
+  const float pv = valid && myM != -INFINITY ? exp2f(sc - myM) : 0.0f;
+#pragma unroll
+  for (int r = 0; r < RG; r++) {
+    const float corr = mNew[r] == -INFINITY ? 1.0f : exp2f(m[r] - mNew[r]);
+    m[r] = mNew[r];
+    l[r] *= corr;
+#pragma unroll
+    for (int e = 0; e < 8; e++) acc[r][e] *= corr;
+  }
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+#pragma unroll
+    for (int r = 0; r < RG; r++) {
+      pr[u][r] = KVQ_SHFL(pv, gl0 + (u * RG + r) * REP);
+      l[r] += pr[u][r];
+    }
+  }
+}
+
+/**
+ * RG: rows compiled for (1, 2, 4 or 8; the task may use fewer). TGC: lanes per key when known at compile time (16:
+ * head size 128, the common case, with the reduce-scatter softmax of decode_softmax_rs), else 0 (p.tg lanes).
+ */
+template <int DT, int RG, int TGC>
 __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnParams p) {
   KVQ_DYNAMIC_SHARED(float, smem);
   constexpr int U = DecodeUnroll<DT, RG>::value;
   constexpr int EB = Raw8<DT>::EB;
   const AttnTask tk = p.tasks[blockIdx.x];
-  const int D = p.headSize, TG = p.tg;
+  const int D = p.headSize, TG = TGC > 0 ? TGC : p.tg;
   const int lane = threadIdx.x % KVQ_WARP, warp = threadIdx.x / KVQ_WARP, nw = blockDim.x / KVQ_WARP;
   const int gl = lane % TG, group = threadIdx.x / TG, NG = blockDim.x / TG;
   const DecodeSetup ds = decode_setup<DT>(p, tk);
@@ -676,33 +752,42 @@ __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnP
         s[u][r] = t;
       }
     }
-    // One butterfly step for all U x RG scores at a time (independent shuffles in flight, not one chain per score).
-    for (int o = TG >> 1; o > 0; o >>= 1) {
+    float pr[U][RG];
+    if constexpr (TGC == 16) {
+      decode_softmax_rs<U, RG>(s, pr, m, l, acc, gl, lane - gl, base + group, NG, hi, mul);
+    } else {
+      // One butterfly step for all U x RG scores at a time (independent shuffles in flight, not one chain per score).
+      for (int o = TG >> 1; o > 0; o >>= 1) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+#pragma unroll
+          for (int r = 0; r < RG; r++) s[u][r] += KVQ_SHFL_XOR(s[u][r], o);
+        }
+      }
 #pragma unroll
       for (int u = 0; u < U; u++) {
 #pragma unroll
-        for (int r = 0; r < RG; r++) s[u][r] += KVQ_SHFL_XOR(s[u][r], o);
+        for (int r = 0; r < RG; r++) s[u][r] = valid[u] ? s[u][r] * mul : -INFINITY;
       }
-    }
 #pragma unroll
-    for (int u = 0; u < U; u++) {
+      for (int r = 0; r < RG; r++) {
+        float mx = s[0][r];
 #pragma unroll
-      for (int r = 0; r < RG; r++) s[u][r] = valid[u] ? s[u][r] * mul : -INFINITY;
-    }
-    float pr[U][RG];
+        for (int u = 1; u < U; u++) mx = fmaxf(mx, s[u][r]);
+        const float mNew = fmaxf(m[r], mx);
+        const float corr = mNew == -INFINITY ? 1.0f : exp2f(m[r] - mNew);
 #pragma unroll
-    for (int r = 0; r < RG; r++) {
-      float mx = s[0][r];
+        for (int u = 0; u < U; u++) pr[u][r] = valid[u] && mNew != -INFINITY ? exp2f(s[u][r] - mNew) : 0.0f;
+        m[r] = mNew;
+        l[r] *= corr;
 #pragma unroll
-      for (int u = 1; u < U; u++) mx = fmaxf(mx, s[u][r]);
-      const float mNew = fmaxf(m[r], mx);
-      const float corr = mNew == -INFINITY ? 1.0f : exp2f(m[r] - mNew);
+        for (int e = 0; e < 8; e++) acc[r][e] *= corr;
+      }
 #pragma unroll
-      for (int u = 0; u < U; u++) pr[u][r] = valid[u] && mNew != -INFINITY ? exp2f(s[u][r] - mNew) : 0.0f;
-      m[r] = mNew;
-      l[r] *= corr;
+      for (int u = 0; u < U; u++) {
 #pragma unroll
-      for (int e = 0; e < 8; e++) acc[r][e] *= corr;
+        for (int r = 0; r < RG; r++) l[r] += pr[u][r];
+      }
     }
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -710,7 +795,6 @@ __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnP
       vr[u].decode(vf);
 #pragma unroll
       for (int r = 0; r < RG; r++) {
-        l[r] += pr[u][r];
 #pragma unroll
         for (int e = 0; e < 8; e++) acc[r][e] = fmaf(pr[u][r], vf[e], acc[r][e]);
       }
@@ -1007,16 +1091,17 @@ static AttnKernel attention_kernel(int dch, int rowsCap) {
   }
 }
 
-/** The decode kernel variant for a cache dtype and a row count (1, 2, 4 or 8). */
-static AttnKernel decode_kernel(int dtype, int rg) {
+/** The decode kernel variant for a cache dtype, a row count (1, 2, 4 or 8) and lanes per key (16: the reduce-scatter one). */
+static AttnKernel decode_kernel(int dtype, int rg, int tg) {
   AttnKernel k = nullptr;
   with_dtype(dtype, [&](auto c) {
     constexpr int DT = decltype(c)::value;
+    const bool rs = tg == 16;
     switch (rg) {
-      case 1: k = paged_decode_kernel<DT, 1>; break;
-      case 2: k = paged_decode_kernel<DT, 2>; break;
-      case 4: k = paged_decode_kernel<DT, 4>; break;
-      default: k = paged_decode_kernel<DT, 8>; break;
+      case 1: k = rs ? paged_decode_kernel<DT, 1, 16> : paged_decode_kernel<DT, 1, 0>; break;
+      case 2: k = rs ? paged_decode_kernel<DT, 2, 16> : paged_decode_kernel<DT, 2, 0>; break;
+      case 4: k = rs ? paged_decode_kernel<DT, 4, 16> : paged_decode_kernel<DT, 4, 0>; break;
+      default: k = rs ? paged_decode_kernel<DT, 8, 16> : paged_decode_kernel<DT, 8, 0>; break;
     }
     return true;
   });
@@ -1138,7 +1223,7 @@ static bool plan_attention(Context* ctx, int dtype, int fp8Query, const int32_t*
   }
   const int64_t slots = resident_blocks(
       ctx,
-      plan->mma ? decode_mma_kernel(dtype, D) : plan->decode ? decode_kernel(dtype, plan->rg) : attention_kernel(plan->dch, plan->rowsCap),
+      plan->mma ? decode_mma_kernel(dtype, D) : plan->decode ? decode_kernel(dtype, plan->rg, plan->tg) : attention_kernel(plan->dch, plan->rowsCap),
       threads, plan->smem);
   plan->residentBlocks = slots;
   const int64_t want = base >= slots ? 1 : std::max<int64_t>(1, slots / std::max<int64_t>(base, 1));
@@ -1224,7 +1309,7 @@ static bool launch_attention(Context* ctx, const AttnPlan& plan, const AttnParam
     return true;
   };
   AttnKernel kernel = plan.mma      ? decode_mma_kernel(plan.dtype, p.headSize)
-                      : plan.decode ? decode_kernel(plan.dtype, plan.rg)
+                      : plan.decode ? decode_kernel(plan.dtype, plan.rg, plan.tg)
                                     : attention_kernel(plan.dch, plan.rowsCap);
   if (!go(kernel)) return false;
   KVQ_LAUNCHED("pagedAttention kernel");

@@ -763,6 +763,26 @@ function attentionCases(full: boolean, seed: number): ParityCase[] {
       seed + 971,
     ),
   );
+  // Decode batches at head size 128 for every GQA row count (1, 2, 8 rows per kv head; the GPU's 16-lanes-per-key
+  // decode kernel with its reduce-scatter softmax), keys past a multiple of the lanes' step, a sliding window.
+  [1, 2, 8].forEach((gqa, j) => {
+    cases.push(
+      attentionCase(
+        {
+          dtype: cycle(KV_DTYPES, 2 * j + 1),
+          scales: 'head',
+          headSize: 128,
+          gqa,
+          numKvHeads: 2,
+          blockSize: 16,
+          seqs: [301, 77, 1].map((seqLen) => ({ queryLen: 1, seqLen })),
+          scenario: 'decode-d128',
+          ...(j === 2 ? { slidingWindow: 50 } : {}),
+        },
+        seed + 990 + j,
+      ),
+    );
+  });
   if (full) {
     for (const dtype of KV_DTYPES) {
       cases.push(
