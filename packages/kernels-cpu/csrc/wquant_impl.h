@@ -827,7 +827,17 @@ static int qgemm_q8(const LinearParams& p, const Runner& rn) {
 static int linear_q8act_round_trip(const LinearParams& p, const Runner& rn) {
   float* xr = static_cast<float*>(malloc((size_t)(p.rows * p.in) * sizeof(float)));
   if (!xr) return kOutOfMemory;
-  act_q8_round_trip(p.w.dtype, p.x, p.rows, p.in, xr);
+  // The round trip of prefill-sized inputs over the threads, 16 rows per task (rows are independent).
+  const int64_t chunk = 16, tasks = ceil_div(p.rows, chunk);
+  auto quant = [&](int64_t t, int) {
+    const int64_t r0 = t * chunk, r1 = imin(p.rows, r0 + chunk);
+    act_q8_round_trip(p.w.dtype, p.x + r0 * p.in, r1 - r0, p.in, xr + r0 * p.in);
+  };
+  if (tasks > 1) {
+    rn.parallel_for(tasks, quant);
+  } else {
+    quant(0, 0);
+  }
   LinearParams rt = p;
   rt.x = xr;
   rt.xq = 0;
