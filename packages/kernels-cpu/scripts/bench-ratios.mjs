@@ -3,7 +3,8 @@
 //
 // Dependency-free ratio report for the native CPU kernels (needs only node and build/Release/kvq_cpu.node).
 // Times each op as the MINIMUM over many calls, which is robust on a shared, noisy machine (the vitest benches
-// in src/bench/ report means). Prints the decode-attention ratios (fp8 vs bf16 vs f32 KV) and decode-GEMV /
+// in src/bench/ report means). Prints the decode-attention ratios (fp8 vs bf16 vs f32 KV, hot cache and streaming
+// from DRAM) and decode-GEMV /
 // prefill-GEMM throughput against a memcpy of the weight bytes, and the weight-GEMV bandwidth table of every weight
 // dtype (dense, GGML blocks, compressed-tensors; GGML ones also with 8-bit activations) streamed from memory
 // against a plain threaded memory read measured in the same run.
@@ -45,36 +46,65 @@ let seed = 12345;
 const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 4294967296);
 const normal = () => Math.sqrt(-2 * Math.log(rand() || 1e-12)) * Math.cos(2 * Math.PI * rand());
 
-/** One decode step: 8 query heads over 2 kv heads, block size 16, shuffled block table, realistic KV contents. */
-function decodeCall(dtype, context, hs) {
+/** Bytes per element of a KV dtype. */
+const KV_BYTES = { f32: 4, bf16: 2, e4m3fn: 1 };
+
+/**
+ * Decode steps of 8 query heads over 2 kv heads (block size 16, shuffled block table, realistic KV contents) over
+ * `copies` distinct KV caches of the same contents, like the layers of a model: one call runs every copy once.
+ * copies = 1 is the hot setting (the cache stays in L2/L3 between calls); enough copies to exceed the last-level
+ * cache is the streaming setting a real decode step is in (each layer's keys and values come from DRAM).
+ */
+function decodeCall(dtype, context, hs, copies = 1) {
   const nkv = 2, nh = 8, bs = 16, nb = Math.ceil(context / bs) + 1;
   const n = nb * bs * nkv * hs;
   const pool = () => (dtype === 'f32' ? new Float32Array(n) : dtype === 'bf16' ? new Uint16Array(n) : new Uint8Array(n));
-  const k = pool(), v = pool();
   const ks = Float32Array.of(4 / 448, 5 / 448), vs = Float32Array.of(4 / 448, 3 / 448);
-  const src = new Float32Array(nb * bs * nkv * hs).map(normal);
+  const src = new Float32Array(n).map(normal);
   const slots = new Int32Array(nb * bs).map((_, i) => i);
-  ctx.reshapeAndCache(src, src, slots, nb * bs, CODE[dtype], k, v, nb, bs, nkv, hs, ks, vs);
   const table = new Int32Array(nb).map((_, i) => (i * 7919) % nb);
   const q = new Float32Array(nh * hs).map(normal);
   const out = new Float32Array(nh * hs);
-  const a = [q, out, CODE[dtype], k, v, nb, bs, nkv, hs, ks, vs, Int32Array.of(0, 1), Int32Array.of(context), table, nb, 1, nh, 1 / Math.sqrt(hs), 0, 0, new Float32Array(0)];
-  return () => ctx.pagedAttention(...a);
+  const calls = [];
+  for (let c = 0; c < copies; c++) {
+    const k = pool(), v = pool();
+    ctx.reshapeAndCache(src, src, slots, nb * bs, CODE[dtype], k, v, nb, bs, nkv, hs, ks, vs);
+    calls.push([q, out, CODE[dtype], k, v, nb, bs, nkv, hs, ks, vs, Int32Array.of(0, 1), Int32Array.of(context), table, nb, 1, nh, 1 / Math.sqrt(hs), 0, 0, new Float32Array(0)]);
+  }
+  return () => {
+    for (const a of calls) ctx.pagedAttention(...a);
+  };
+}
+
+/** Copies of a (context, head size) KV cache whose bf16 bytes exceed `bytes` (the same count for every dtype). */
+function streamingCount(context, hs, bytes) {
+  const perCopy = 2 * (Math.ceil(context / 16) + 1) * 16 * 2 * hs * KV_BYTES.bf16;
+  return Math.max(2, Math.ceil(bytes / perCopy));
 }
 
 console.log(`kvq native CPU ratios: ${ctx.isa} kernels, ${ctx.threads} threads, ${info.cpus} CPUs available`);
 const t = quick ? 0.3 : 1.0;
 if (only === 'all') {
-console.log('\ndecode attention (8 q / 2 kv heads, block 16), min time per call:');
-for (const hs of [64, 128]) {
-  for (const context of [512, 4096, 16384]) {
-    const r = {};
-    for (const dtype of ['f32', 'bf16', 'e4m3fn']) r[dtype] = best(decodeCall(dtype, context, hs), t);
-    const us = (s) => `${(s * 1e6).toFixed(1)} us`;
-    console.log(
-      `  ctx ${String(context).padStart(5)} head ${hs}: f32 ${us(r.f32)}, bf16 ${us(r.bf16)}, fp8 ${us(r.e4m3fn)}` +
-        `  -> fp8/bf16 ${(r.e4m3fn / r.bf16).toFixed(2)}, fp8/f32 ${(r.e4m3fn / r.f32).toFixed(2)}`,
-    );
+for (const setting of ['hot', 'streaming']) {
+  const STREAM_KV = 256 * 1024 * 1024;
+  console.log(
+    setting === 'hot'
+      ? '\ndecode attention, hot cache (8 q / 2 kv heads, block 16; the same KV every call), min time per call:'
+      : `\ndecode attention, streaming (distinct KV caches totalling >= ${STREAM_KV >> 20} MiB of bf16, like a model's layers; ` +
+          'every call reads its keys and values from DRAM), min time per cache:',
+  );
+  for (const hs of [64, 128]) {
+    for (const context of [512, 4096, 16384]) {
+      const copies = setting === 'hot' ? 1 : streamingCount(context, hs, STREAM_KV);
+      const r = {};
+      for (const dtype of ['f32', 'bf16', 'e4m3fn']) r[dtype] = best(decodeCall(dtype, context, hs, copies), setting === 'hot' ? t : t * 2) / copies;
+      const us = (s) => `${(s * 1e6).toFixed(1)} us`;
+      const gbs = (d) => ((2 * context * 2 * hs * KV_BYTES[d]) / r[d] / 1e9).toFixed(1);
+      console.log(
+        `  ctx ${String(context).padStart(5)} head ${hs}${setting === 'hot' ? '' : ` (${copies} caches)`}: f32 ${us(r.f32)}, bf16 ${us(r.bf16)} (${gbs('bf16')} GB/s), ` +
+          `fp8 ${us(r.e4m3fn)} (${gbs('e4m3fn')} GB/s)  -> fp8/bf16 ${(r.e4m3fn / r.bf16).toFixed(2)}, fp8/f32 ${(r.e4m3fn / r.f32).toFixed(2)}`,
+      );
+    }
   }
 }
 
