@@ -1,3 +1,5 @@
 import { kvqTsup } from '@kvq/tsup-config';
 
-export default kvqTsup();
+// The GPU packages are optional dependencies, which tsup would bundle: they must stay imports, because they find
+// their native addons relative to their own files (and may be absent).
+export default kvqTsup({ external: ['@kvq/kernels-cuda', '@kvq/kernels-rocm'] });

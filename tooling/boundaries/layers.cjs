@@ -38,8 +38,9 @@ const ALLOWED = {
   'kernels-rocm': ['fp8', 'kernels', 'kernels-cuda'],
   engine: ['fp8', 'cache', 'kernels', 'kernels-cpu'],
   calibrate: ['fp8', 'cache', 'kernels', 'engine'],
-  server: ['fp8', 'cache', 'cache-redis', 'kernels', 'engine', 'model-tiny'],
-  cli: ['fp8', 'cache', 'kernels', 'kernels-cpu', 'engine', 'calibrate', 'server', 'model-tiny'],
+  // The apps hand the engine their GPU backend candidates (optional dependencies, imported only when tried).
+  server: ['fp8', 'cache', 'cache-redis', 'kernels', 'kernels-cuda', 'kernels-rocm', 'engine', 'model-tiny'],
+  cli: ['fp8', 'cache', 'kernels', 'kernels-cpu', 'kernels-cuda', 'kernels-rocm', 'engine', 'calibrate', 'server', 'model-tiny'],
   'bench-peer': ['fp8', 'cache', 'kernels', 'engine', 'calibrate', 'model-tiny', 'fixtures'],
   fixtures: ['model-tiny'],
   'test-utils': [],

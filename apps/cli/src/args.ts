@@ -1,6 +1,8 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CacheError, resolveKvCacheDtype, type KvCacheDtypeOption } from '@kvq/cache';
 import type { SamplingParams } from '@kvq/engine';
+import type { BackendCandidate } from '@kvq/kernels';
+import { BACKEND_NAMES, CLI_BACKEND_CANDIDATES } from './backends.js';
 import { CliError } from './errors.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
@@ -52,8 +54,13 @@ export const MODEL_HELP = `Model options:
   --max-model-len N         max prompt + output tokens (default: the model's)
   --kv-cache-memory SIZE    KV cache budget, e.g. 64MiB, 1GB, 1048576 (default 256MiB)
   --block-size N            tokens per KV block, a power of two (default 16)
-  --backend NAME            kernel backend: auto | cpu | reference (default auto: the best available, env
-                            KVQ_BACKEND; a named backend that cannot load is an error, never a fallback)`;
+  --backend NAME            kernel backend: ${BACKEND_NAMES.join(' | ')} (default auto, or env KVQ_BACKEND).
+                            auto tries cuda, rocm, cpu, then reference, and takes the first that loads: a GPU
+                            backend is skipped quietly when its addon is not built or there is no driver/device,
+                            and only ending on reference prints a warning (kvq env shows every reason).
+                            cuda / rocm need the built addon (pnpm --filter @kvq/kernels-cuda build:gpu,
+                            pnpm --filter @kvq/kernels-rocm build:gpu) and a GPU; a named backend that cannot
+                            load is an error with the reason, never a fallback`;
 
 /** Sampling options shared by generate/chat. */
 export const SAMPLING_OPTIONS = {
@@ -134,7 +141,10 @@ export function parseKvCacheDtype(text: string | undefined): KvCacheDtypeOption 
   return v;
 }
 
-/** Engine options from {@link MODEL_OPTIONS} values (model path resolution is separate). */
+/**
+ * Engine options from {@link MODEL_OPTIONS} values (model path resolution is separate), with the backend candidates
+ * `--backend` chooses among ({@link CLI_BACKEND_CANDIDATES}: cuda, rocm, cpu).
+ */
 export function engineOptions(values: Record<string, unknown>) {
   const s = (k: string) => values[k] as string | undefined;
   const blockSize = parseNumber(s('block-size'), '--block-size', { integer: true, min: 1 });
@@ -149,7 +159,8 @@ export function engineOptions(values: Record<string, unknown>) {
     kvCacheMemory?: number;
     blockSize?: number;
     backend?: string;
-  } = { kvCacheDtype: parseKvCacheDtype(s('kv-cache-dtype')), calculateKvScales: values['calculate-kv-scales'] === true };
+    backendCandidates: readonly BackendCandidate[];
+  } = { kvCacheDtype: parseKvCacheDtype(s('kv-cache-dtype')), calculateKvScales: values['calculate-kv-scales'] === true, backendCandidates: CLI_BACKEND_CANDIDATES };
   if (values['fp8-query'] === true) out.fp8Query = true;
   const paramPath = s('quantization-param-path');
   if (paramPath !== undefined) {

@@ -4,6 +4,7 @@
  * @see ../README.md
  */
 export { createServer, samplingDefaults, type KvqServer, type ServerOptions } from './server.js';
+export { SERVER_BACKEND_CANDIDATES } from './backends.js';
 export { EngineLoop, type OutputObserver, type RequestListener } from './engine-loop.js';
 export { ServerContext, finishReason, type ServerContextOptions } from './context.js';
 export { sse, sseDone, sseError, sseStart } from './sse.js';

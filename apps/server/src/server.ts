@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { isHubId, LLM, parseHubId, type LLMOptions, type LoadedModel } from '@kvq/engine';
 import { modelTinyName, modelTinyPath } from '@kvq/model-tiny';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { SERVER_BACKEND_CANDIDATES } from './backends.js';
 import { ServerContext } from './context.js';
 import { EngineLoop } from './engine-loop.js';
 import { ServerError, toHttpError } from './errors.js';
@@ -15,7 +16,11 @@ import { registerTokenize } from './routes/tokenize.js';
 
 export { samplingDefaults } from './context.js';
 
-/** Options of {@link createServer}: vLLM `serve` flags in camelCase, plus the engine's {@link LLMOptions}. */
+/**
+ * Options of {@link createServer}: vLLM `serve` flags in camelCase, plus the engine's {@link LLMOptions}
+ * (`backend`: `'auto'` (default), `'cpu'`, `'cuda'`, `'rocm'` or `'reference'`; `backendCandidates` defaults to
+ * {@link SERVER_BACKEND_CANDIDATES}: cuda, rocm, cpu).
+ */
 export interface ServerOptions extends Omit<LLMOptions, 'model'> {
   /**
    * A model folder/file, a Hugging Face Hub id `org/name[@revision]` (fetched into the Hub cache by `LLM.create`;
@@ -100,7 +105,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvqServ
   if (llm === undefined) {
     const tiers = buildKvTiers({ kvOffloadMemory, kvStore, kvStoreTimeoutMs });
     try {
-      llm = await LLM.create({ ...llmOptions, ...(tiers.length > 0 ? { kvTiers: [...(llmOptions.kvTiers ?? []), ...tiers] } : {}), model: options.model ?? modelTinyPath });
+      llm = await LLM.create({ backendCandidates: SERVER_BACKEND_CANDIDATES, ...llmOptions, ...(tiers.length > 0 ? { kvTiers: [...(llmOptions.kvTiers ?? []), ...tiers] } : {}), model: options.model ?? modelTinyPath });
     } catch (error) {
       await Promise.all(tiers.map((t) => t.close()));
       throw error;

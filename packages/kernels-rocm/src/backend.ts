@@ -19,7 +19,7 @@ export function archUsesFnuz(gcnArchName: string): boolean {
 }
 
 /** The device node of AMD's kernel driver (amdgpu's KFD), which HIP needs on Linux (containers get it passed in). */
-export const AMD_KFD_NODE = '/dev/kfd';
+const AMD_KFD_NODE = '/dev/kfd';
 
 /**
  * `driverAbsent` of {@link ROCM_SPEC}: on Linux, no usable AMD GPU driver when {@link AMD_KFD_NODE} does not exist,

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { arch, cpus, freemem, platform, release, totalmem } from 'node:os';
 import { describeLoad, loadBackend, type LoadedBackend } from '@kvq/kernels';
 import { parseCommand } from '../../args.js';
+import { CLI_BACKEND_CANDIDATES } from '../../backends.js';
 import { CliError } from '../../errors.js';
 import { formatBytes } from '../../progress.js';
 import type { CliIo } from '../../registry.js';
@@ -18,9 +19,9 @@ Options:
   -h, --help    show this help
 `;
 
-const PACKAGES = ['@kvq/cli', '@kvq/server', '@kvq/engine', '@kvq/cache', '@kvq/fp8', '@kvq/kernels', '@kvq/kernels-cpu', '@kvq/model-tiny'];
+const PACKAGES = ['@kvq/cli', '@kvq/server', '@kvq/engine', '@kvq/cache', '@kvq/fp8', '@kvq/kernels', '@kvq/kernels-cpu', '@kvq/kernels-cuda', '@kvq/kernels-rocm', '@kvq/model-tiny'];
 const FLAGS = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_bf16', 'avx512_fp16', 'amx_bf16', 'neon', 'asimd', 'fphp', 'asimdhp'];
-const ENV = ['KVQ_BACKEND', 'KVQ_CPU_THREADS', 'KVQ_NATIVE_FLAGS', 'HF_HOME', 'HF_HUB_CACHE', 'HF_ENDPOINT', 'HF_HUB_OFFLINE', 'HF_TOKEN', 'CUDA_HOME', 'ROCM_PATH'];
+const ENV = ['KVQ_BACKEND', 'KVQ_CPU_THREADS', 'KVQ_NATIVE_FLAGS', 'KVQ_CUDA_ADDON', 'KVQ_CUDA_DEVICE', 'KVQ_ROCM_ADDON', 'KVQ_ROCM_DEVICE', 'HF_HOME', 'HF_HUB_CACHE', 'HF_ENDPOINT', 'HF_HUB_OFFLINE', 'HF_TOKEN', 'CUDA_HOME', 'ROCM_PATH'];
 
 function version(name: string): string {
   try {
@@ -53,7 +54,8 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
   let load: LoadedBackend | undefined;
   let loadError: string | undefined;
   try {
-    load = await loadBackend({ candidates: ['cuda', 'rocm', { name: 'cpu', load: () => import('@kvq/kernels-cpu') }] });
+    // The candidates model-running commands use (cuda, rocm, cpu; then reference), so the report matches them.
+    load = await loadBackend({ candidates: CLI_BACKEND_CANDIDATES });
   } catch (error) {
     loadError = (error as Error).message;
   }

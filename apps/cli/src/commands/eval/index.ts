@@ -89,6 +89,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     ...(options.kvCacheMemory !== undefined ? { kvCacheMemory: options.kvCacheMemory } : {}),
     ...(options.blockSize !== undefined ? { blockSize: options.blockSize } : {}),
     ...(options.backend !== undefined ? { backend: options.backend } : {}),
+    backendCandidates: options.backendCandidates,
     ...(options.ggmlActivations !== undefined ? { ggmlActivations: options.ggmlActivations } : {}),
     enablePrefixCaching: false,
     maxNumSeqs: 16,

@@ -1,0 +1,64 @@
+/**
+ * `kvq generate --backend cuda` end to end on the CUDA kernels without a GPU: @kvq/kernels-cuda's `createBackend` is
+ * replaced by its simulator (`createSimBackend({ warp: 32 })`: csrc/'s kernels run on the CPU), so the CLI's `cuda`
+ * candidate, the loader's self-test and the whole forward pass run the GPU kernel code. Its greedy tokens of kvq-tiny
+ * must equal the CPU backend's. Skipped, with the reason, when the simulator addon is not built (`build:gpu` of
+ * @kvq/kernels-cuda), except in CI (`KVQ_REQUIRE_GPU_COMPILERS=1`), where that fails.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cpuAvailability } from '@kvq/kernels-cpu';
+import { simAvailability } from '@kvq/kernels-cuda/testing';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { main } from './main.js';
+import type { CliIo } from './registry.js';
+
+vi.mock('@kvq/kernels-cuda', async () => {
+  const { createSimBackend } = await import('@kvq/kernels-cuda/testing');
+  return { createBackend: () => createSimBackend({ warp: 32 }) };
+});
+
+const sim = simAvailability(32);
+const cpu = cpuAvailability();
+const required = process.env.KVQ_REQUIRE_GPU_COMPILERS === '1';
+const why = !sim.available ? `the simulator addon is not built: ${sim.reason}` : !cpu.available ? `the native CPU addon is unavailable: ${cpu.reason}` : '';
+
+const dir = mkdtempSync(join(tmpdir(), 'kvq-cli-sim-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Runs the CLI in-process; the parsed JSON on stdout, and stderr. */
+async function kvqJson<T>(argv: string[]): Promise<T & { err: string }> {
+  let out = '';
+  let err = '';
+  const io = { stdout: { write: (t: string) => (out += t) }, stderr: { write: (t: string) => (err += t) } } as unknown as CliIo;
+  const status = await main(argv, io);
+  expect(status, err).toBe(0);
+  return { ...(JSON.parse(out) as T), err };
+}
+
+const generate = (backend: string) =>
+  kvqJson<{ backend: string; token_ids: number[] }>(['generate', '--backend', backend, '--json', '--temperature', '0', '--max-tokens', '16', '--ignore-eos', '--kv-cache-memory', '1MiB', 'And God said unto Moses,']);
+
+describe.skipIf(why !== '' && !required)(`kvq generate --backend cuda on the CUDA simulator${why ? ` (skipped: ${why})` : ''}`, () => {
+  it("gives the CPU backend's 16 greedy tokens of kvq-tiny", async () => {
+    const want = await generate('cpu');
+    const got = await generate('cuda');
+    expect(want.backend).toBe('cpu');
+    expect(got.backend).toBe('cuda-sim-w32');
+    expect(got.err).toBe('');
+    expect(got.token_ids).toHaveLength(16);
+    expect(got.token_ids).toEqual(want.token_ids);
+  }, 60_000);
+
+  it("scores a text (kvq eval) to the CPU backend's log-likelihood", async () => {
+    const text = join(dir, 'genesis.txt');
+    writeFileSync(text, 'In the beginning God created the heaven and the earth. And the earth was without form, and void.\n');
+    const argv = (backend: string) => ['eval', '--text', text, '--json', '--backend', backend, '--kv-cache-memory', '1MiB'];
+    const want = await kvqJson<{ tokens: number; nll_sum: number }>(argv('cpu'));
+    const got = await kvqJson<{ tokens: number; nll_sum: number }>(argv('cuda'));
+    expect(got.tokens).toBe(want.tokens);
+    expect(got.tokens).toBeGreaterThan(10);
+    expect(Math.abs(got.nll_sum - want.nll_sum) / want.nll_sum).toBeLessThan(1e-4);
+  }, 60_000);
+});

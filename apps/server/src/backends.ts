@@ -1,0 +1,36 @@
+import { ENGINE_BACKEND_CANDIDATES } from '@kvq/engine';
+import type { BackendCandidate } from '@kvq/kernels';
+
+/**
+ * A candidate for a GPU package the server lists as an optional dependency: imported only when tried, and a package
+ * that is not installed (`--no-optional`, an unsupported platform) is rejected as "not installed" with the fix.
+ */
+function optionalGpu(name: string, packageName: string, load: () => Promise<unknown>): BackendCandidate {
+  return {
+    name,
+    load: async () => {
+      try {
+        return await load();
+      } catch (error) {
+        const code = (error as { code?: unknown } | null)?.code;
+        if ((code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && String((error as Error).message).includes(packageName)) {
+          throw new Error(`not installed (${packageName}, an optional dependency of @kvq/server: install it to use ${name})`, { cause: error });
+        }
+        throw error;
+      }
+    },
+  };
+}
+
+/**
+ * The kernel backends a server that loads its own model tries (`ServerOptions.backendCandidates`' default), best
+ * first: `cuda` (`@kvq/kernels-cuda`), `rocm` (`@kvq/kernels-rocm`), then the engine's `cpu`; the engine appends the
+ * pure-TypeScript `reference` backend. With `backend: 'auto'` a GPU package whose addon is not built, or that finds no
+ * driver or device, is skipped silently; `backend: 'cuda'` / `'rocm'` loads through the same candidate and fails with
+ * `BACKEND_UNAVAILABLE` and that reason instead.
+ */
+export const SERVER_BACKEND_CANDIDATES: readonly BackendCandidate[] = Object.freeze([
+  optionalGpu('cuda', '@kvq/kernels-cuda', () => import('@kvq/kernels-cuda')),
+  optionalGpu('rocm', '@kvq/kernels-rocm', () => import('@kvq/kernels-rocm')),
+  ...ENGINE_BACKEND_CANDIDATES,
+]);
