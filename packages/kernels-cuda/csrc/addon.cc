@@ -116,6 +116,7 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceAccessor<&Context::GetDisposed>("disposed"),
                            InstanceMethod<&Context::Dispose>("dispose"),
                            InstanceMethod<&Context::MemInfo>("memInfo"),
+                           InstanceMethod<&Context::TransferStats>("transferStats"),
                            InstanceMethod<&Context::Upload>("upload"),
                            InstanceMethod<&Context::Download>("download"),
                            InstanceMethod<&Context::Fp8VendorCheck>("fp8VendorCheck"),
@@ -160,6 +161,18 @@ class Context : public Napi::ObjectWrap<Context> {
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("free", (double)f);
     o.Set("total", (double)t);
+    return o;
+  }
+
+  /** transferStats() -> cumulative host<->device bytes and copies of this context. */
+  Napi::Value TransferStats(const Napi::CallbackInfo& info) {
+    uint64_t v[4];
+    gpu::transfer_stats(ctx(info), v);
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("hostToDeviceBytes", (double)v[0]);
+    o.Set("deviceToHostBytes", (double)v[1]);
+    o.Set("hostToDeviceCopies", (double)v[2]);
+    o.Set("deviceToHostCopies", (double)v[3]);
     return o;
   }
 

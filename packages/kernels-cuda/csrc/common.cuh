@@ -51,6 +51,7 @@ struct Context {
   size_t scratchBytes[kNumSlots] = {};
   void* hostStage = nullptr;  // plain host staging for gathers
   size_t hostStageBytes = 0;
+  uint64_t h2dBytes = 0, d2hBytes = 0, h2dCopies = 0, d2hCopies = 0;  // transfer_stats
   Cublas cublas;
   char gemmNote[256] = {0};
 };

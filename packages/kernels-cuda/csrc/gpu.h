@@ -68,6 +68,11 @@ const char* context_gemm(const Context* ctx);
 const char* context_gemm_note(const Context* ctx);
 /** Free / total device memory in bytes. */
 bool context_mem_info(Context* ctx, int64_t* freeBytes, int64_t* totalBytes, Status* st);
+/**
+ * Host<->device traffic of a context since it was created: out[0] host->device bytes, out[1] device->host bytes,
+ * out[2] / out[3] the number of copies each way (every cudaMemcpy of inputs, outputs and resident uploads/downloads).
+ */
+void transfer_stats(const Context* ctx, uint64_t out[4]);
 
 // ---- resident device buffers --------------------------------------------------------------------------------
 void* buffer_alloc(Context* ctx, size_t bytes, Status* st);

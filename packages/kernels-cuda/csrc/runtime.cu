@@ -256,14 +256,37 @@ bool host_stage(Context* ctx, size_t bytes, void** out, Status* st) {
   return true;
 }
 
+/** Count one copy each way (transfer_stats). */
+static void count_h2d(Context* ctx, size_t bytes) {
+  ctx->h2dBytes += bytes;
+  ctx->h2dCopies++;
+}
+static void count_d2h(Context* ctx, size_t bytes) {
+  ctx->d2hBytes += bytes;
+  ctx->d2hCopies++;
+}
+
+void transfer_stats(const Context* ctx, uint64_t out[4]) {
+  out[0] = ctx->h2dBytes;
+  out[1] = ctx->d2hBytes;
+  out[2] = ctx->h2dCopies;
+  out[3] = ctx->d2hCopies;
+}
+
 bool put(Context* ctx, int slot, const void* host, size_t bytes, void** dev, Status* st) {
   if (!scratch(ctx, slot, bytes, dev, st)) return false;
-  if (bytes > 0) KVQ_TRY(cudaMemcpyAsync(*dev, host, bytes, cudaMemcpyHostToDevice, ctx->stream), "cudaMemcpy host->device");
+  if (bytes > 0) {
+    KVQ_TRY(cudaMemcpyAsync(*dev, host, bytes, cudaMemcpyHostToDevice, ctx->stream), "cudaMemcpy host->device");
+    count_h2d(ctx, bytes);
+  }
   return true;
 }
 
 bool get(Context* ctx, void* host, const void* dev, size_t bytes, Status* st) {
-  if (bytes > 0) KVQ_TRY(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpy device->host");
+  if (bytes > 0) {
+    KVQ_TRY(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpy device->host");
+    count_d2h(ctx, bytes);
+  }
   return true;
 }
 
@@ -291,13 +314,19 @@ void buffer_free(Context* ctx, void* p) {
 
 bool buffer_upload(Context* ctx, void* dst, const void* src, size_t bytes, Status* st) {
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
-  if (bytes > 0) KVQ_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx->stream), "cudaMemcpy host->device");
+  if (bytes > 0) {
+    KVQ_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx->stream), "cudaMemcpy host->device");
+    count_h2d(ctx, bytes);
+  }
   return sync(ctx, st);
 }
 
 bool buffer_download(Context* ctx, void* dst, const void* src, size_t bytes, Status* st) {
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
-  if (bytes > 0) KVQ_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpy device->host");
+  if (bytes > 0) {
+    KVQ_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpy device->host");
+    count_d2h(ctx, bytes);
+  }
   return sync(ctx, st);
 }
 

@@ -125,6 +125,8 @@ export interface NativeContext extends NativeKernelOps<NativeDeviceBuffer> {
   readonly gemmNote: string;
   readonly disposed: boolean;
   memInfo(): { free: number; total: number };
+  /** Cumulative host<->device traffic of this context (optional: addons built before it lack it). */
+  transferStats?(): TransferStats;
   upload(array: F32 | U16 | U8 | I8 | I32): NativeDeviceBuffer;
   download(buffer: NativeDeviceBuffer, into: F32 | U16 | U8 | I32): void;
   fp8VendorCheck(format: number, satfinite: boolean): Fp8VendorCheckResult;
@@ -133,6 +135,18 @@ export interface NativeContext extends NativeKernelOps<NativeDeviceBuffer> {
   benchCopy(bytes: number, iters: number): number;
   /** `linear` on resident random data, median milliseconds. */
   benchLinear(wDtype: number, rows: number, inF: number, outF: number, iters: number, useCublas: boolean): number;
+}
+
+/** Host<->device traffic of a GPU context since it was created (every copy of inputs, outputs and uploads). */
+export interface TransferStats {
+  /** Bytes copied host -> device. */
+  readonly hostToDeviceBytes: number;
+  /** Bytes copied device -> host. */
+  readonly deviceToHostBytes: number;
+  /** Number of host -> device copies. */
+  readonly hostToDeviceCopies: number;
+  /** Number of device -> host copies. */
+  readonly deviceToHostCopies: number;
 }
 
 /** The module object `require('kvq_cuda.node')` returns. */

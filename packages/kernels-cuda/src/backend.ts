@@ -31,6 +31,7 @@ import type {
   NativeContext,
   NativeDeviceBuffer,
   NativeProbe,
+  TransferStats,
 } from './addon-types.js';
 import { unavailable } from './errors.js';
 import { CUDA_SPEC, loadAddon, probeAddon, type GpuVendorSpec } from './load.js';
@@ -114,6 +115,12 @@ export interface GpuBackend extends KernelBackend {
   readonly targets: string;
   /** Free / total device memory, bytes. */
   memInfo(): { free: number; total: number };
+  /**
+   * Host<->device bytes and copies of this backend since it was created, counted by the native runtime (inputs and
+   * outputs of every op, resident uploads). Take differences around a step to see what it moves.
+   * @throws KernelError `UNSUPPORTED` with an addon built before this counter existed (rebuild it).
+   */
+  transferStats(): TransferStats;
   /** Device bytes held by resident weights and caches. */
   readonly residentBytes: number;
   /** Drop the device copy of a resident array (a weight's `data`, a cache's `key` / `value`); true if there was one. */
@@ -207,6 +214,14 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
 
   get residentBytes(): number {
     return this.#residentBytes;
+  }
+
+  transferStats(): TransferStats {
+    const native = this.ctx;
+    if (typeof native.transferStats !== 'function') {
+      throw new KernelError('UNSUPPORTED', 'transferStats: this addon was built before transfer counting; rebuild it (build:gpu)', { argument: 'transferStats' });
+    }
+    return this.call('transferStats', () => native.transferStats!());
   }
 
   memInfo(): { free: number; total: number } {

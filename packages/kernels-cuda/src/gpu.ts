@@ -14,5 +14,5 @@ export {
   type GpuBackend,
   type GpuBackendOptions,
 } from './backend.js';
-export type { Fp8VendorCheckResult, GpuDeviceInfo, GpuVendor, NativeAttentionBenchResult, NativeProbe } from './addon-types.js';
+export type { Fp8VendorCheckResult, GpuDeviceInfo, GpuVendor, NativeAttentionBenchResult, NativeProbe, TransferStats } from './addon-types.js';
 export { addonCandidates, probeAddon, probeInChild, tryLoadAddon, type AddonLoad, type AddonProbe, type GpuVendorSpec } from './load.js';

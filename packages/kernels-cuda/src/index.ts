@@ -26,6 +26,7 @@ export type {
   GpuVendor,
   NativeAttentionBenchResult,
   NativeProbe,
+  TransferStats,
 } from './addon-types.js';
 export { CUDA_SPEC, type GpuVendorSpec } from './load.js';
 export { toKernelError } from './errors.js';

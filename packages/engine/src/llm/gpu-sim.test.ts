@@ -44,3 +44,49 @@ for (const warp of SIM_WARPS) {
     },
   );
 }
+
+/**
+ * What one decode step moves between host and device, counted by the GPU runtime (`transferStats`), with each
+ * residency mode: nothing resident (every op uploads its weight and the attention its KV pools), resident weights,
+ * and resident weights + caches. What still crosses then is every op's input and output activations (the contract
+ * passes host arrays), the block tables and the logits: the device-resident contract of issue 21 would leave only
+ * token ids, positions, block-table deltas and the logits. The step is the difference between generating 12 and 4
+ * tokens, over 8 steps.
+ */
+describe.skipIf(!simAvailability(32).available && !required)('host<->device traffic per decode step (CUDA simulator, warp 32)', () => {
+  it('resident weights and caches keep weights and KV pools off the bus; tokens unchanged', async () => {
+    const perStep = async (resident: 'none' | 'weights' | 'all') => {
+      const gpu = createSimBackend({ warp: 32, residentWeights: resident !== 'none', residentCaches: resident === 'all' });
+      try {
+        const llm = await LLM.create({ model: modelTinyPath, kvCacheDtype: 'fp8_e4m3', backend: gpu, kvCacheMemory: 4 << 20, blockSize: 16 });
+        const run = async (maxTokens: number) => {
+          const before = gpu.transferStats();
+          const [r] = await llm.generate(PROMPT, { temperature: 0, maxTokens, ignoreEos: true });
+          const after = gpu.transferStats();
+          return { ids: r!.outputs[0]!.tokenIds, h2d: after.hostToDeviceBytes - before.hostToDeviceBytes, d2h: after.deviceToHostBytes - before.deviceToHostBytes };
+        };
+        await run(2); // first use uploads resident data
+        const a = await run(4);
+        const b = await run(12);
+        return { ids: b.ids, h2d: (b.h2d - a.h2d) / 8, d2h: (b.d2h - a.d2h) / 8, resident: gpu.residentBytes };
+      } finally {
+        gpu.dispose();
+      }
+    };
+    const none = await perStep('none');
+    const weights = await perStep('weights');
+    const all = await perStep('all');
+    expect(weights.ids).toEqual(none.ids);
+    expect(all.ids).toEqual(none.ids);
+    // kvq-tiny: ~2.6 MB of f32/bf16 weights, vocab 2048 (8 KiB of f32 logits per step).
+    console.log(
+      `kvq-tiny decode step, bytes host->device / device->host: nothing resident ${none.h2d.toFixed(0)} / ${none.d2h.toFixed(0)}, ` +
+        `weights ${weights.h2d.toFixed(0)} / ${weights.d2h.toFixed(0)}, weights+caches ${all.h2d.toFixed(0)} / ${all.d2h.toFixed(0)} ` +
+        `(resident ${all.resident} bytes)`,
+    );
+    expect(all.d2h).toBeGreaterThanOrEqual(2048 * 4); // the logits come back
+    expect(weights.h2d).toBeLessThan(none.h2d / 4); // the weights no longer cross per step
+    expect(all.h2d).toBeLessThanOrEqual(weights.h2d); // nor the KV pools (at this short context they are small)
+    expect(all.h2d).toBeLessThan(all.resident / 20); // per step: a small fraction of what lives on the device
+  }, 600_000);
+});
