@@ -157,6 +157,7 @@ export { modelFingerprint } from './llm/fingerprint.js';
 export {
   BACKEND_FALLBACK_WARNING,
   ENGINE_BACKEND_CANDIDATES,
+  gpuBackendCandidate,
   selectBackend,
   type BackendWarning,
   type SelectBackendOptions,

@@ -1,7 +1,7 @@
 import { createReferenceBackend, isKernelError, type BackendCandidate, type KernelBackend } from '@kvq/kernels';
 import { modelTinyPath } from '@kvq/model-tiny';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { BACKEND_FALLBACK_WARNING, selectBackend, type BackendWarning } from './backend.js';
+import { BACKEND_FALLBACK_WARNING, gpuBackendCandidate, selectBackend, type BackendWarning } from './backend.js';
 import { LLM } from './llm.js';
 
 // The CPU addon package as it behaves on a machine without a usable binary: createBackend throws with the reason.
@@ -176,5 +176,26 @@ describe('LLM.create backend choice (the CPU addon package mocked as unavailable
       code: 'BACKEND_UNAVAILABLE',
       message: expect.stringMatching(/^backend "cpu" was requested but cannot be used: createBackend\(\) failed: no usable native addon/),
     });
+  });
+});
+
+describe('gpuBackendCandidate (the apps\' optional GPU packages)', () => {
+  it('creates the backend with resident weights, options passed through and able to override', async () => {
+    const seen: unknown[] = [];
+    const c = gpuBackendCandidate('cuda', '@kvq/kernels-cuda', async () => ({ createBackend: (o: unknown) => (seen.push(o), { made: true }) }), '@kvq/cli');
+    expect(typeof c === 'object' && c.name).toBe('cuda');
+    const mod = (await (c as { load: () => Promise<{ createBackend: (o?: Record<string, unknown>) => unknown }> }).load());
+    expect(mod.createBackend({ device: 1 })).toEqual({ made: true });
+    expect(mod.createBackend({ residentWeights: false })).toEqual({ made: true });
+    expect(seen).toEqual([{ residentWeights: true, device: 1 }, { residentWeights: false }]);
+  });
+
+  it('a package that is not installed is "not installed", naming the app that lists it; other import errors pass through', async () => {
+    const missing = Object.assign(new Error("Cannot find package '@kvq/kernels-rocm' imported from /app"), { code: 'ERR_MODULE_NOT_FOUND' });
+    const c = gpuBackendCandidate('rocm', '@kvq/kernels-rocm', () => Promise.reject(missing), '@kvq/server') as { load: () => Promise<unknown> };
+    await expect(c.load()).rejects.toThrow('not installed (@kvq/kernels-rocm, an optional dependency of @kvq/server: install it to use rocm)');
+    const broken = new Error('addon crashed');
+    const d = gpuBackendCandidate('cuda', '@kvq/kernels-cuda', () => Promise.reject(broken), '@kvq/cli') as { load: () => Promise<unknown> };
+    await expect(d.load()).rejects.toBe(broken);
   });
 });

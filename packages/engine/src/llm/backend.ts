@@ -55,6 +55,37 @@ export const ENGINE_BACKEND_CANDIDATES: readonly BackendCandidate[] = Object.fre
   { name: 'cpu', load: () => import('@kvq/kernels-cpu') as Promise<unknown> },
 ]);
 
+/**
+ * A backend candidate for an optional GPU package of an app (`@kvq/kernels-cuda`, `@kvq/kernels-rocm`): `load` is the
+ * app's own `() => import(packageName)`, so the package resolves from the app that lists it. A package that is not
+ * installed (`--no-optional`, an unsupported platform) is rejected as "not installed" naming `dependent` and the fix.
+ * The backend keeps weights resident on the device after their first use (the engine never changes weights in
+ * place; without this every op uploads its weight matrix: 10 MB per decode step of kvq-tiny instead of 0.2 MB). KV
+ * caches are not made resident: prefix-cache and tier loads write the host pools (`KVQ_GPU_RESIDENT=all` opts in).
+ * @param name the `--backend` name, e.g. `'cuda'`
+ * @param packageName the package `load` imports, e.g. `'@kvq/kernels-cuda'`
+ * @param load the app's dynamic import of that package
+ * @param dependent the app that lists it as an optional dependency (for the message), e.g. `'@kvq/cli'`
+ */
+export function gpuBackendCandidate(name: string, packageName: string, load: () => Promise<unknown>, dependent: string): BackendCandidate {
+  return {
+    name,
+    load: async () => {
+      let mod: { createBackend: (options?: Record<string, unknown>) => unknown };
+      try {
+        mod = (await load()) as typeof mod;
+      } catch (error) {
+        const code = (error as { code?: unknown } | null)?.code;
+        if ((code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && String((error as Error).message).includes(packageName)) {
+          throw new Error(`not installed (${packageName}, an optional dependency of ${dependent}: install it to use ${name})`, { cause: error });
+        }
+        throw error;
+      }
+      return { createBackend: (options?: Record<string, unknown>) => mod.createBackend({ residentWeights: true, ...options }) };
+    },
+  };
+}
+
 const emitted = new Set<string>();
 
 function isAuto(choice: string | undefined): boolean {
