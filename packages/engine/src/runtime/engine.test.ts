@@ -104,6 +104,17 @@ describe('LLMEngine', () => {
     expect(rows).toEqual([0, 8, 8, 8, 16, 4]); // chunked by the token budget
   });
 
+  it('scoring a prompt whose blocks are in the prefix cache still scores every position (no cached rows skipped)', () => {
+    const { engine } = engineWith(64, { prefix: true });
+    const p = prompt(5, 40);
+    engine.addRequest('first', p, {}, { scoreOnly: true });
+    const first = runAll(engine).get('first')!;
+    engine.addRequest('again', p, {}, { scoreOnly: true });
+    const again = runAll(engine).get('again')!;
+    expect(first.promptLogprobs).toHaveLength(40);
+    expect(again.promptLogprobs).toEqual(first.promptLogprobs);
+  });
+
   it('rejects bad requests with typed errors', () => {
     const { engine } = engineWith(64);
     expect(() => engine.addRequest('x', [], {})).toThrow(/no tokens/);

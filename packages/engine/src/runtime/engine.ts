@@ -304,8 +304,9 @@ export class LLMEngine {
     this.requests.set(requestId, request);
     this.manager.addSequence(seq.id, request.prompt, {
       ...(options.cacheSalt === undefined ? {} : { cacheSalt: options.cacheSalt }),
-      // Scoring with raw logits and prompt_logprobs need every prompt row computed, so they skip the prefix cache.
-      usePrefixCache: (!options.scoreOnly || options.onPromptLogits === undefined) && resolved.promptLogprobs === undefined,
+      // Scoring (with or without raw logits) and prompt_logprobs need every prompt row computed, so they skip the
+      // prefix cache: a cached block's rows are never recomputed, and its positions would go unscored.
+      usePrefixCache: !options.scoreOnly && resolved.promptLogprobs === undefined,
     });
     this.sched.add(seq);
   }
