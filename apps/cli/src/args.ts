@@ -17,10 +17,20 @@ export function parseCommand<O extends Options>(argv: string[], options: O, allo
 }
 
 /**
- * `--kv-cache-dtype` values the CLI accepts: vLLM's (`fp8*` become the FNUZ formats on FNUZ hardware, as in vLLM),
- * then kvq's explicit FNUZ storage names (each is what `resolveKvCacheDtype` accepts; a test keeps them in step).
+ * `--kv-cache-dtype` values with per-tensor (or per-head) scales or none: vLLM's (`fp8*` become the FNUZ formats on
+ * FNUZ hardware, as in vLLM), then kvq's explicit FNUZ storage names.
  */
-export const KV_CACHE_DTYPES = ['auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2', 'bfloat16', 'float16', 'float32', 'e4m3fnuz', 'e5m2fnuz'] as const;
+export const KV_CACHE_FLOAT_DTYPES = ['auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2', 'bfloat16', 'float16', 'float32', 'e4m3fnuz', 'e5m2fnuz'] as const;
+
+/**
+ * `--kv-cache-dtype` values whose scales are computed when the cache is written (vLLM's `*_per_token_head` and
+ * `nvfp4`, kvq's `int4_g16/32/64`; docs/spec/kv-dtypes.md). Only the reference backend has kernels for them for now:
+ * on another backend the engine refuses them before loading the model.
+ */
+export const KV_CACHE_QUANT_DTYPES = ['fp8_per_token_head', 'int8_per_token_head', 'int4_per_token_head', 'int4_g16', 'int4_g32', 'int4_g64', 'nvfp4'] as const;
+
+/** Every `--kv-cache-dtype` value the CLI accepts (each is what `resolveKvCacheDtype` accepts; a test keeps them in step). */
+export const KV_CACHE_DTYPES = [...KV_CACHE_FLOAT_DTYPES, ...KV_CACHE_QUANT_DTYPES] as const;
 
 /** Options every model-running command shares (vLLM's engine arguments). */
 export const MODEL_OPTIONS = {
@@ -42,7 +52,10 @@ export const MODEL_HELP = `Model options:
   -m, --model M             local folder/file (HF folder, .gguf, llama2.c .bin) or Hub id org/name[@revision]
                             (default: the embedded kvq-tiny)
   --tokenizer PATH          tokenizer file for llama2.c checkpoints
-  --kv-cache-dtype D        ${KV_CACHE_DTYPES.join(' | ')} (default auto)
+  --kv-cache-dtype D        ${KV_CACHE_FLOAT_DTYPES.join(' | ')} (default auto),
+                            or scaled per token when written: ${KV_CACHE_QUANT_DTYPES.slice(0, 3).join(' | ')} |
+                            ${KV_CACHE_QUANT_DTYPES.slice(3).join(' | ')} (for now on the reference backend only:
+                            add --backend reference; kvq plan shows their bytes per token)
   --calculate-kv-scales     FP8 scales from the first forward pass (vLLM calculate_kv_scales)
   --fp8-query               FP8-query attention (Flash Attention 3 semantics; needs an FP8 KV cache and, to be
                             accurate, calibrated q scales: checkpoint q_scale or --calculate-kv-scales)

@@ -14,6 +14,7 @@ import type { ChatMessage } from '../chat/chat-template.js';
 import type { ModelConfig } from '../config/model-config.js';
 import { EngineError } from '../errors.js';
 import { selectBackend, type WarningHandler } from './backend.js';
+import { checkKvDtypeOnBackend, GENERIC_KV_PROBE_SHAPE } from './kv-support.js';
 import { downloadModel } from '../hub/hub.js';
 import { isHubId, type HubSettings } from '../hub/settings.js';
 import { loadModel } from '../load/load-model.js';
@@ -47,6 +48,11 @@ export interface LLMOptions {
   /**
    * `auto` (model dtype), `fp8` (= `fp8_e4m3`), `fp8_e4m3`, `fp8_e5m2` (FNUZ formats when the backend reports
    * `info.fp8Fnuz`, AMD MI300-class, as vLLM does), or a storage dtype (`e4m3fnuz`, `e5m2fnuz`, `bf16`, ...). Default `auto`.
+   * Also vLLM's write-time-scaled dtypes `fp8_per_token_head`, `int8_per_token_head`, `int4_per_token_head` and kvq's
+   * `int4_g16` / `int4_g32` / `int4_g64`, `nvfp4` (scales computed per token and kv head, or per group, when the cache
+   * is written and stored in each block; docs/spec/kv-dtypes.md). Today only the reference backend
+   * (`backend: 'reference'`) has kernels for them: on another backend `LLM.create` throws `INVALID_ARGUMENT` (field
+   * `kvCacheDtype`) before loading the model, never falling back to another dtype.
    * `auto` on a compressed-tensors checkpoint with a `kv_cache_scheme` gives the FP8 cache the checkpoint was
    * calibrated for (`fp8`, its scales, no `calculateKvScales`), as vLLM does; an explicit dtype always wins.
    */
@@ -238,6 +244,9 @@ export class LLM {
     };
     // An FP8 option names its format whatever the model dtype is.
     const fp8Format = resolveDtype('bf16');
+    // A write-time-scaled dtype (int8_per_token_head, nvfp4, ...) the backend has no kernels for fails here, before
+    // the model is loaded, not at the first request (checked again below with the model's shape).
+    checkKvDtypeOnBackend(backend, fp8Format, GENERIC_KV_PROBE_SHAPE, String(options.kvCacheDtype ?? 'auto'));
     const model = typeof options.model === 'string'
       ? await loadModel(await resolveModelPath(options.model, options), {
           ...(options.onProgress ? { onProgress: options.onProgress } : {}),
@@ -299,7 +308,9 @@ export class LLM {
       throw new EngineError('INVALID_ARGUMENT', `maxModelLen must be an integer >= 2, got ${maxModelLen}`, { field: 'maxModelLen' });
     }
     const blockSize = options.blockSize ?? 16;
-    const perHead = kvScales?.granularity === 'head';
+    checkKvDtypeOnBackend(backend, kvDtype, { numKvHeads: c.numKvHeads, numHeads: c.numHeads, headSize: c.headDim, blockSize }, String(options.kvCacheDtype ?? 'auto'));
+    // Per-head scales are FP8's (checkpoint / calibrated); the write-time-scaled dtypes compute their own.
+    const perHead = isFp8Dtype(kvDtype) && kvScales?.granularity === 'head';
     const plan = planKvCache({
       model: { numLayers: c.numLayers, numKvHeads: c.numKvHeads, headSize: c.headDim, numHeads: c.numHeads },
       memoryBytes: options.kvCacheMemory ?? 256 * 1024 * 1024,

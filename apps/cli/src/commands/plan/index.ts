@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { maxConcurrency, planKvCache, resolveKvCacheDtype, isFp8Dtype, type KvStorageDtype } from '@kvq/cache';
+import { CacheError, isKvQuantDtype, maxConcurrency, planKvCache, resolveKvCacheDtype, isFp8Dtype, type KvStorageDtype } from '@kvq/cache';
 import { detectModelFormat, loadModel, parseHfConfig, type ModelConfig } from '@kvq/engine';
-import { KV_CACHE_DTYPES, parseCommand, parseKvCacheDtype, parseNumber, parseSize } from '../../args.js';
+import { KV_CACHE_DTYPES, KV_CACHE_QUANT_DTYPES, parseCommand, parseKvCacheDtype, parseNumber, parseSize } from '../../args.js';
 import { CliError } from '../../errors.js';
 import { resolveModel } from '../../model.js';
 import { formatBytes } from '../../progress.js';
@@ -11,7 +11,9 @@ import type { CliIo } from '../../registry.js';
 const HELP = `Usage: kvq plan --kv-cache-memory SIZE [options]
 
 How many tokens and sequences a KV-cache budget holds, for every KV cache dtype side by side (vLLM's block
-arithmetic: blocks = floor((memory - scale bytes) / bytes per block); block 0 is reserved).
+arithmetic: blocks = floor((memory - scale bytes) / bytes per block); block 0 is reserved). The dtypes scaled
+when written (${KV_CACHE_QUANT_DTYPES.join(', ')}) count their scales, stored in each block, in B/token; they run
+on the reference backend only for now (a dtype the model's head size does not fit is left out).
 
 Options:
   -m, --model M             model folder/file or Hub id (default: the embedded kvq-tiny); only its config is read
@@ -29,6 +31,7 @@ const ROWS: readonly { option: string; label: string }[] = [
   { option: 'float16', label: 'float16' },
   { option: 'fp8_e4m3', label: 'fp8 / fp8_e4m3' },
   { option: 'fp8_e5m2', label: 'fp8_e5m2' },
+  ...KV_CACHE_QUANT_DTYPES.map((d) => ({ option: d, label: d })),
 ];
 
 async function readConfig(path: string): Promise<ModelConfig> {
@@ -80,9 +83,16 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
   const modelDtype: KvStorageDtype = c.torchDtype === 'float32' ? 'f32' : c.torchDtype === 'float16' ? 'f16' : 'bf16';
   const contextLength = maxLenFlag ?? c.maxPositionEmbeddings;
   const chosenStorage = chosen === undefined ? undefined : resolveKvCacheDtype(chosen, modelDtype);
-  const rows = ROWS.map((r) => {
+  const rows = ROWS.flatMap((r) => {
     const dtype = resolveKvCacheDtype(r.option as never, modelDtype);
-    const plan = planKvCache({ model: { numLayers: c.numLayers, numKvHeads: c.numKvHeads, headSize: c.headDim, numHeads: c.numHeads }, memoryBytes: memory, dtype, blockSize });
+    let plan: ReturnType<typeof planKvCache>;
+    try {
+      plan = planKvCache({ model: { numLayers: c.numLayers, numKvHeads: c.numKvHeads, headSize: c.headDim, numHeads: c.numHeads }, memoryBytes: memory, dtype, blockSize });
+    } catch (error) {
+      // e.g. nvfp4 / int4_g64 need a head size that is a multiple of their group: not a row for this model.
+      if (error instanceof CacheError && isKvQuantDtype(dtype)) return [];
+      throw error;
+    }
     const conc = maxConcurrency(plan, contextLength);
     return {
       kv_cache_dtype: r.label,
@@ -98,6 +108,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
       max_concurrency: conc.ratio,
       full_length_sequences: conc.sequences,
       fp8: isFp8Dtype(dtype),
+      scaled_when_written: isKvQuantDtype(dtype),
     };
   });
   const summary = {

@@ -1,0 +1,70 @@
+/**
+ * `--kv-cache-dtype` with the write-time-scaled KV dtypes (docs/spec/kv-dtypes.md): listed in --help, accepted,
+ * run on the reference backend, refused on the native CPU backend with a usage error that names the fix, and
+ * shown by `kvq plan` with their bytes per token.
+ */
+import { KV_QUANT_DTYPES } from '@kvq/cache';
+import { describe, expect, it } from 'vitest';
+import { KV_CACHE_DTYPES, KV_CACHE_QUANT_DTYPES, parseKvCacheDtype } from './args.js';
+import { main } from './main.js';
+
+function capture() {
+  let out = '';
+  let err = '';
+  return {
+    io: { stdout: { write: (t: string) => (out += t) }, stderr: { write: (t: string) => (err += t) } },
+    out: () => out,
+    err: () => err,
+  };
+}
+
+describe('--kv-cache-dtype: the write-time-scaled dtypes', () => {
+  it('are every dtype @kvq/cache defines, accepted by the parser and listed in --help with the reference-backend note', async () => {
+    expect([...KV_CACHE_QUANT_DTYPES].sort()).toEqual([...KV_QUANT_DTYPES].sort());
+    for (const d of KV_QUANT_DTYPES) {
+      expect(KV_CACHE_DTYPES).toContain(d);
+      expect(parseKvCacheDtype(d)).toBe(d);
+    }
+    const help = capture();
+    expect(await main(['generate', '--help'], help.io)).toBe(0);
+    for (const d of KV_QUANT_DTYPES) expect(help.out()).toContain(d);
+    expect(help.out()).toMatch(/reference backend only:\s+add --backend reference/);
+  });
+
+  it('generate runs with int8_per_token_head on the reference backend and reports the dtype and its bytes per token', async () => {
+    const c = capture();
+    const argv = ['generate', '--backend', 'reference', '--kv-cache-memory', '2MiB', '--max-tokens', '4', '--temperature', '0', '--json'];
+    expect(await main([...argv, '--kv-cache-dtype', 'int8_per_token_head', 'And God said'], c.io)).toBe(0);
+    const out = JSON.parse(c.out()) as { token_ids: number[]; kv_cache_dtype: string; kv_cache_storage_dtype: string; kv_cache_bytes_per_token: number };
+    expect(out.token_ids).toHaveLength(4);
+    expect(out.kv_cache_dtype).toBe('int8_per_token_head');
+    expect(out.kv_cache_storage_dtype).toBe('int8_per_token_head');
+    expect(out.kv_cache_bytes_per_token).toBe(6 * 2 * 2 * (64 + 4));
+  });
+
+  it('on the CPU backend it is a usage error (exit 2) naming the dtype, the backend and --backend reference, with no tokens', async () => {
+    const c = capture();
+    const argv = ['generate', '--backend', 'cpu', '--kv-cache-memory', '2MiB', '--max-tokens', '4', '--temperature', '0', '--json'];
+    expect(await main([...argv, '--kv-cache-dtype', 'nvfp4', 'And God said'], c.io)).toBe(2);
+    expect(c.out()).toBe('');
+    expect(c.err()).toMatch(/kvCacheDtype "nvfp4" is not supported by the 'cpu' backend.*--backend reference/);
+  });
+
+  it('kvq plan lists them with their bytes per token and marks the chosen one', async () => {
+    const c = capture();
+    expect(await main(['plan', '--kv-cache-memory', '64MiB', '--kv-cache-dtype', 'int4_g32', '--json'], c.io)).toBe(0);
+    const rows = (JSON.parse(c.out()) as { rows: { kv_cache_dtype: string; bytes_per_token: number; chosen: boolean; scaled_when_written: boolean }[] }).rows;
+    const byName = new Map(rows.map((r) => [r.kv_cache_dtype, r]));
+    // kvq-tiny: 6 layers x K and V x 2 KV heads x (codes + scales) per head of 64 (docs/spec/kv-dtypes.md §3).
+    const want = { fp8_per_token_head: 68, int8_per_token_head: 68, int4_per_token_head: 36, int4_g16: 48, int4_g32: 40, int4_g64: 36, nvfp4: 36 };
+    for (const [d, perHead] of Object.entries(want)) {
+      expect(byName.get(d)?.bytes_per_token, d).toBe(6 * 2 * 2 * perHead);
+      expect(byName.get(d)?.scaled_when_written, d).toBe(true);
+    }
+    expect(rows.filter((r) => r.chosen).map((r) => r.kv_cache_dtype)).toEqual(['int4_g32']);
+    expect(byName.get('fp8 / fp8_e4m3')?.bytes_per_token).toBe(6 * 2 * 2 * 64);
+    const text = capture();
+    expect(await main(['plan', '--kv-cache-memory', '64MiB', '--kv-cache-dtype', 'int4_g32'], text.io)).toBe(0);
+    expect(text.out()).toMatch(/^int4_g32 \*\s+int4_g32\s+960\s/m);
+  });
+});
