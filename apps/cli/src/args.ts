@@ -20,7 +20,7 @@ export function parseCommand<O extends Options>(argv: string[], options: O, allo
  * `--kv-cache-dtype` values with per-tensor (or per-head) scales or none: vLLM's (`fp8*` become the FNUZ formats on
  * FNUZ hardware, as in vLLM), then kvq's explicit FNUZ storage names.
  */
-export const KV_CACHE_FLOAT_DTYPES = ['auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2', 'bfloat16', 'float16', 'float32', 'e4m3fnuz', 'e5m2fnuz'] as const;
+const KV_CACHE_FLOAT_DTYPES = ['auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2', 'bfloat16', 'float16', 'float32', 'e4m3fnuz', 'e5m2fnuz'] as const;
 
 /**
  * `--kv-cache-dtype` values whose scales are computed when the cache is written (vLLM's `*_per_token_head` and
