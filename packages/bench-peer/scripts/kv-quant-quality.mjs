@@ -1,0 +1,76 @@
+#!/usr/bin/env node
+// SPDX-License-Identifier: Apache-2.0
+//
+// KV-cache quality of kvq's KV dtypes on kvq-tiny with the method of docs/benchmarks.md's "Quality (kvq-tiny)"
+// section (the held-out documents of qualityDocuments, 512-token documents, mean KL of each dtype's next-token
+// distribution against the same engine's float32-KV run, top-1 agreement, NLL), on one backend. The write-time-scaled
+// dtypes (int8_per_token_head, nvfp4, ...) run on the reference backend only for now, so that is the default.
+// Prints a markdown table; no assertions (the engine tests check these dtypes; this measures them).
+//
+//   pnpm --filter @kvq/bench-peer build
+//   node packages/bench-peer/scripts/kv-quant-quality.mjs [--positions 4096] [--backend reference]
+//        [--dtypes fp8_e4m3,fp8_per_token_head,int8_per_token_head,int4_per_token_head,int4_g32,int4_g16,nvfp4]
+//
+// 4096 positions take about 10 minutes on 2 cores with the reference backend.
+import { LLM, loadModel } from '@kvq/engine';
+import { modelTinyPath } from '@kvq/model-tiny';
+import { logSoftmaxInto, QualityAccumulator, qualityDocuments } from '../dist/index.js';
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : dflt;
+};
+const positions = Number(opt('positions', '4096'));
+const backend = opt('backend', 'reference');
+const dtypes = opt('dtypes', 'fp8_e4m3,fp8_per_token_head,int8_per_token_head,int4_per_token_head,int4_g32,int4_g16,nvfp4')
+  .split(',')
+  .filter(Boolean);
+if (!Number.isInteger(positions) || positions < 1) {
+  console.error(`--positions must be a positive integer, got ${JSON.stringify(opt('positions'))}`);
+  process.exit(2);
+}
+
+const model = await loadModel(modelTinyPath);
+const { documents } = qualityDocuments((t) => model.tokenizer.encode(t), model.config.maxPositionEmbeddings, positions);
+const vocab = model.config.vocabSize;
+const open = (kvCacheDtype) =>
+  LLM.create({ model, kvCacheDtype, backend, maxModelLen: 513, kvCacheMemory: 64 << 20, blockSize: 16, enablePrefixCaching: false, maxNumSeqs: 1, maxNumBatchedTokens: 512 });
+
+/** Calls each(doc, position, log-probabilities) for every scored position of every document. */
+async function eachRow(llm, each) {
+  const row = new Float64Array(vocab);
+  for (const [d, tokens] of documents.entries()) {
+    let pos = 0;
+    await llm.score(tokens, (_first, logits, rows) => {
+      for (let r = 0; r < rows; r++, pos++) {
+        if (pos < tokens.length - 1) each(d, pos, logSoftmaxInto(logits.subarray(r * vocab, (r + 1) * vocab), row));
+      }
+    });
+  }
+}
+
+const offsets = [];
+let total = 0;
+for (const t of documents) {
+  offsets.push(total);
+  total += t.length - 1;
+}
+const ref = new Float32Array(total * vocab);
+const f32 = await open('float32');
+let nll = 0;
+await eachRow(f32, (d, pos, row) => {
+  ref.set(row, (offsets[d] + pos) * vocab);
+  nll -= row[documents[d][pos + 1]];
+});
+console.log(`kvq-tiny, ${documents.length} documents, ${total} positions, backend ${f32.backend.name}, ${new Date().toISOString().slice(0, 10)}\n`);
+console.log('| KV cache | bytes/token | NLL | KL vs float32 (nats) | top-1 |');
+console.log('|---|---|---|---|---|');
+console.log(`| float32 | ${f32.kvBytesPerToken} | ${(nll / total).toFixed(5)} | 0 | 100% |`);
+for (const kv of dtypes) {
+  const llm = await open(kv);
+  const acc = new QualityAccumulator();
+  await eachRow(llm, (d, pos, row) => acc.add(ref.subarray((offsets[d] + pos) * vocab, (offsets[d] + pos + 1) * vocab), row, documents[d][pos + 1], vocab));
+  const r = acc.result();
+  console.log(`| ${kv} | ${llm.kvBytesPerToken} | ${r.nllMean.toFixed(5)} | ${r.klMean.toExponential(2)} | ${(r.top1Agreement * 100).toFixed(2)}% |`);
+}
