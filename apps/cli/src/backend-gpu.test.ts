@@ -7,21 +7,14 @@
 import { cpuAvailability } from '@kvq/kernels-cpu';
 import { cudaAvailability } from '@kvq/kernels-cuda';
 import { rocmAvailability } from '@kvq/kernels-rocm';
+import { captureOutput } from '@kvq/test-utils';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { main } from './main.js';
-import type { CliIo } from './registry.js';
 
 const cuda = cudaAvailability();
 const rocm = rocmAvailability();
 const cpu = cpuAvailability();
 const noGpu = !cuda.available && !rocm.available;
-
-function capture() {
-  let out = '';
-  let err = '';
-  const io = { stdout: { write: (t: string) => (out += t) }, stderr: { write: (t: string) => (err += t) } } as unknown as CliIo;
-  return { io, out: () => out, err: () => err };
-}
 
 afterEach(() => {
   vi.unstubAllEnvs();
@@ -29,7 +22,7 @@ afterEach(() => {
 
 describe('the --backend help', () => {
   it('lists auto | cpu | cuda | rocm | reference, the auto order, and what cuda/rocm need', async () => {
-    const c = capture();
+    const c = captureOutput();
     expect(await main(['generate', '--help'], c.io)).toBe(0);
     const help = c.out().replace(/\s+/g, ' ');
     expect(help).toContain('--backend NAME kernel backend: auto | cpu | cuda | rocm | reference');
@@ -41,7 +34,7 @@ describe('the --backend help', () => {
 describe.skipIf(cuda.available)(`--backend cuda without a usable CUDA GPU (here: ${cuda.available ? 'one is usable' : cuda.reason})`, () => {
   it('exits 1 naming cuda and the reason, and prints no tokens', async () => {
     vi.stubEnv('KVQ_BACKEND', '');
-    const c = capture();
+    const c = captureOutput();
     expect(await main(['generate', '--backend', 'cuda', '--max-tokens', '4', '--temperature', '0', 'In the beginning'], c.io)).toBe(1);
     expect(c.out()).toBe('');
     const lines = c.err().trimEnd().split('\n');
@@ -52,7 +45,7 @@ describe.skipIf(cuda.available)(`--backend cuda without a usable CUDA GPU (here:
 
   it('KVQ_BACKEND=cuda is the same error', async () => {
     vi.stubEnv('KVQ_BACKEND', 'cuda');
-    const c = capture();
+    const c = captureOutput();
     expect(await main(['generate', '--max-tokens', '4', 'In the beginning'], c.io)).toBe(1);
     expect(c.out()).toBe('');
     expect(c.err()).toMatch(/^kvq: KVQ_BACKEND=cuda was requested but cannot be used: .*@kvq\/kernels-cuda is unavailable/);
@@ -62,7 +55,7 @@ describe.skipIf(cuda.available)(`--backend cuda without a usable CUDA GPU (here:
 describe.skipIf(rocm.available)('--backend rocm without a usable AMD GPU', () => {
   it('exits 1 naming rocm and the reason', async () => {
     vi.stubEnv('KVQ_BACKEND', '');
-    const c = capture();
+    const c = captureOutput();
     expect(await main(['generate', '--backend', 'rocm', '--max-tokens', '4', 'In the beginning'], c.io)).toBe(1);
     expect(c.out()).toBe('');
     expect(c.err()).toMatch(/^kvq: backend "rocm" was requested but cannot be used: createBackend\(\) failed: @kvq\/kernels-rocm is unavailable: /);
@@ -75,7 +68,7 @@ describe.skipIf(!noGpu || !cpu.available)(
   () => {
     it('runs on cpu and prints no warning about the GPUs it skipped', async () => {
       vi.stubEnv('KVQ_BACKEND', '');
-      const c = capture();
+      const c = captureOutput();
       expect(await main(['generate', '--backend', 'auto', '--json', '--max-tokens', '4', '--temperature', '0', 'In the beginning'], c.io)).toBe(0);
       const out = JSON.parse(c.out()) as { backend: string; token_ids: number[] };
       expect(out.backend).toBe('cpu');
@@ -85,7 +78,7 @@ describe.skipIf(!noGpu || !cpu.available)(
 
     it('kvq env lists cuda and rocm as rejected with their reasons, cpu as chosen, and no fallback', async () => {
       vi.stubEnv('KVQ_BACKEND', '');
-      const c = capture();
+      const c = captureOutput();
       expect(await main(['env', '--json'], c.io)).toBe(0);
       const env = JSON.parse(c.out()) as { backend: { chosen: string; rejected: { name: string; reason: string }[]; fallback: string | null } };
       expect(env.backend.chosen).toBe('cpu');
@@ -93,7 +86,7 @@ describe.skipIf(!noGpu || !cpu.available)(
       expect(env.backend.rejected.map((r) => r.name)).toEqual(['cuda', 'rocm']);
       if (!cuda.available) expect(env.backend.rejected[0]!.reason).toBe(`createBackend() failed: @kvq/kernels-cuda is unavailable: ${cuda.reason}`);
       if (!rocm.available) expect(env.backend.rejected[1]!.reason).toBe(`createBackend() failed: @kvq/kernels-rocm is unavailable: ${rocm.reason}`);
-      const text = capture();
+      const text = captureOutput();
       expect(await main(['env'], text.io)).toBe(0);
       expect(text.out()).toMatch(/^ {2}chosen: cpu: /m);
       expect(text.out()).toMatch(/^ {2}rejected cuda: createBackend\(\) failed: @kvq\/kernels-cuda is unavailable: /m);

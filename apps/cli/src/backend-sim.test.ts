@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cpuAvailability } from '@kvq/kernels-cpu';
 import { simAvailability } from '@kvq/kernels-cuda/testing';
+import { captureOutput } from '@kvq/test-utils';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { main } from './main.js';
-import type { CliIo } from './registry.js';
 
 vi.mock('@kvq/kernels-cuda', async () => {
   const { createSimBackend } = await import('@kvq/kernels-cuda/testing');
@@ -29,12 +29,10 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Runs the CLI in-process; the parsed JSON on stdout, and stderr. */
 async function kvqJson<T>(argv: string[]): Promise<T & { err: string }> {
-  let out = '';
-  let err = '';
-  const io = { stdout: { write: (t: string) => (out += t) }, stderr: { write: (t: string) => (err += t) } } as unknown as CliIo;
-  const status = await main(argv, io);
-  expect(status, err).toBe(0);
-  return { ...(JSON.parse(out) as T), err };
+  const c = captureOutput();
+  const status = await main(argv, c.io);
+  expect(status, c.err()).toBe(0);
+  return { ...(JSON.parse(c.out()) as T), err: c.err() };
 }
 
 const generate = (backend: string) =>

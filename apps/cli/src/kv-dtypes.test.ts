@@ -4,19 +4,10 @@
  * shown by `kvq plan` with their bytes per token.
  */
 import { KV_QUANT_DTYPES } from '@kvq/cache';
+import { captureOutput } from '@kvq/test-utils';
 import { describe, expect, it } from 'vitest';
 import { KV_CACHE_DTYPES, KV_CACHE_QUANT_DTYPES, parseKvCacheDtype } from './args.js';
 import { main } from './main.js';
-
-function capture() {
-  let out = '';
-  let err = '';
-  return {
-    io: { stdout: { write: (t: string) => (out += t) }, stderr: { write: (t: string) => (err += t) } },
-    out: () => out,
-    err: () => err,
-  };
-}
 
 describe('--kv-cache-dtype: the write-time-scaled dtypes', () => {
   it('are every dtype @kvq/cache defines, accepted by the parser and listed in --help with the reference-backend note', async () => {
@@ -25,14 +16,14 @@ describe('--kv-cache-dtype: the write-time-scaled dtypes', () => {
       expect(KV_CACHE_DTYPES).toContain(d);
       expect(parseKvCacheDtype(d)).toBe(d);
     }
-    const help = capture();
+    const help = captureOutput();
     expect(await main(['generate', '--help'], help.io)).toBe(0);
     for (const d of KV_QUANT_DTYPES) expect(help.out()).toContain(d);
     expect(help.out()).toMatch(/reference backend only:\s+add --backend reference/);
   });
 
   it('generate runs with int8_per_token_head on the reference backend and reports the dtype and its bytes per token', async () => {
-    const c = capture();
+    const c = captureOutput();
     const argv = ['generate', '--backend', 'reference', '--kv-cache-memory', '2MiB', '--max-tokens', '4', '--temperature', '0', '--json'];
     expect(await main([...argv, '--kv-cache-dtype', 'int8_per_token_head', 'And God said'], c.io)).toBe(0);
     const out = JSON.parse(c.out()) as { token_ids: number[]; kv_cache_dtype: string; kv_cache_storage_dtype: string; kv_cache_bytes_per_token: number };
@@ -43,7 +34,7 @@ describe('--kv-cache-dtype: the write-time-scaled dtypes', () => {
   });
 
   it('on the CPU backend it is a usage error (exit 2) naming the dtype, the backend and --backend reference, with no tokens', async () => {
-    const c = capture();
+    const c = captureOutput();
     const argv = ['generate', '--backend', 'cpu', '--kv-cache-memory', '2MiB', '--max-tokens', '4', '--temperature', '0', '--json'];
     expect(await main([...argv, '--kv-cache-dtype', 'nvfp4', 'And God said'], c.io)).toBe(2);
     expect(c.out()).toBe('');
@@ -51,7 +42,7 @@ describe('--kv-cache-dtype: the write-time-scaled dtypes', () => {
   });
 
   it('kvq plan lists them with their bytes per token and marks the chosen one', async () => {
-    const c = capture();
+    const c = captureOutput();
     expect(await main(['plan', '--kv-cache-memory', '64MiB', '--kv-cache-dtype', 'int4_g32', '--json'], c.io)).toBe(0);
     const rows = (JSON.parse(c.out()) as { rows: { kv_cache_dtype: string; bytes_per_token: number; chosen: boolean; scaled_when_written: boolean }[] }).rows;
     const byName = new Map(rows.map((r) => [r.kv_cache_dtype, r]));
@@ -63,7 +54,7 @@ describe('--kv-cache-dtype: the write-time-scaled dtypes', () => {
     }
     expect(rows.filter((r) => r.chosen).map((r) => r.kv_cache_dtype)).toEqual(['int4_g32']);
     expect(byName.get('fp8 / fp8_e4m3')?.bytes_per_token).toBe(6 * 2 * 2 * 64);
-    const text = capture();
+    const text = captureOutput();
     expect(await main(['plan', '--kv-cache-memory', '64MiB', '--kv-cache-dtype', 'int4_g32'], text.io)).toBe(0);
     expect(text.out()).toMatch(/^int4_g32 \*\s+int4_g32\s+960\s/m);
   });

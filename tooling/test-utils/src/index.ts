@@ -18,3 +18,30 @@ export function seededNormal(seed: number): () => number {
     return Math.sqrt(-2 * Math.log(a)) * Math.cos(2 * Math.PI * u());
   };
 }
+
+/** Streams that record what a command writes, and the text so far (`io` fits `@kvq/cli`'s `CliIo`). */
+export interface CapturedOutput {
+  /** Pass as the command's output streams. */
+  readonly io: { readonly stdout: { write(text: string): boolean }; readonly stderr: { write(text: string): boolean } };
+  /** Everything written to stdout so far. */
+  out(): string;
+  /** Everything written to stderr so far. */
+  err(): string;
+}
+
+/** Output streams for a CLI command under test: everything written to stdout / stderr is kept in memory. */
+export function captureOutput(): CapturedOutput {
+  let out = '';
+  let err = '';
+  const sink = (append: (text: string) => void) => ({
+    write(text: string): boolean {
+      append(text);
+      return true;
+    },
+  });
+  return {
+    io: { stdout: sink((t) => (out += t)), stderr: sink((t) => (err += t)) },
+    out: () => out,
+    err: () => err,
+  };
+}
