@@ -590,6 +590,18 @@ KVQ_DI DecodeSetup decode_setup(const AttnParams& p, const AttnTask& tk) {
 }
 
 /**
+ * A decode row's running softmax state moved to a new maximum mNew (base 2): the sum and the accumulator scaled by
+ * exp2(m - mNew) (1 while nothing was attended).
+ */
+KVQ_DI void decode_rescale(float& m, float& l, float (&acc)[8], float mNew) {
+  const float corr = mNew == -INFINITY ? 1.0f : exp2f(m - mNew);
+  m = mNew;
+  l *= corr;
+#pragma unroll
+  for (int e = 0; e < 8; e++) acc[e] *= corr;
+}
+
+/**
  * The online-softmax step of the decode kernel for 16 lanes per key (head size 128), by reduce-scatter instead of an
  * all-reduce: the V = U x RG partial scores of a lane group are summed so that each lane ends with ONE full score
  * (pair i = u * RG + r at lanes i * 16 / V .. + 16 / V - 1 of the group: 15 shuffles at V = 16 instead of 64), which
@@ -645,13 +657,7 @@ KVQ_DI void decode_softmax_rs(float (&s)[U][RG], float (&pr)[U][RG], float (&m)[
   for (int r = 1; r < RG; r++) myM = myR == r ? mNew[r] : myM;
   const float pv = valid && myM != -INFINITY ? exp2f(sc - myM) : 0.0f;
 #pragma unroll
-  for (int r = 0; r < RG; r++) {
-    const float corr = mNew[r] == -INFINITY ? 1.0f : exp2f(m[r] - mNew[r]);
-    m[r] = mNew[r];
-    l[r] *= corr;
-#pragma unroll
-    for (int e = 0; e < 8; e++) acc[r][e] *= corr;
-  }
+  for (int r = 0; r < RG; r++) decode_rescale(m[r], l[r], acc[r], mNew[r]);
 #pragma unroll
   for (int u = 0; u < U; u++) {
 #pragma unroll
@@ -775,13 +781,9 @@ __global__ void KVQ_ATTN_BOUNDS(RG <= 4 ? 2 : 8) paged_decode_kernel(const AttnP
 #pragma unroll
         for (int u = 1; u < U; u++) mx = fmaxf(mx, s[u][r]);
         const float mNew = fmaxf(m[r], mx);
-        const float corr = mNew == -INFINITY ? 1.0f : exp2f(m[r] - mNew);
 #pragma unroll
         for (int u = 0; u < U; u++) pr[u][r] = valid[u] && mNew != -INFINITY ? exp2f(s[u][r] - mNew) : 0.0f;
-        m[r] = mNew;
-        l[r] *= corr;
-#pragma unroll
-        for (int e = 0; e < 8; e++) acc[r][e] *= corr;
+        decode_rescale(m[r], l[r], acc[r], mNew);
       }
 #pragma unroll
       for (int u = 0; u < U; u++) {
