@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { copyFile, mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
+import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import type { ReadableStream } from 'node:stream/web';
 import { pipeline } from 'node:stream/promises';
@@ -187,7 +188,15 @@ export async function fetchFile(settings: HubSettings, repo: string, type: HubRe
           done += chunk.length;
           options.onProgress?.({ file, bytes: done, total });
         });
-        await pipeline(body, createWriteStream(partial, { flags: append ? 'a' : 'w' }));
+        // Positional writes (never O_APPEND) and the file closed before anything reads its size: a write still in
+        // flight when a broken transfer rejects lands at its own offset with the same bytes, instead of being appended
+        // after the resumed data (which corrupted the blob).
+        const out = createWriteStream(partial, append ? { flags: 'r+', start: have } : { flags: 'w' });
+        try {
+          await pipeline(body, out);
+        } finally {
+          if (!out.closed) await once(out, 'close');
+        }
         if (!Number.isFinite(size)) size = (await stat(partial)).size;
         if ((await stat(partial)).size === size) break;
         throw new Error(`transfer ended at ${(await stat(partial)).size} of ${size} bytes`);
