@@ -1,6 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CacheError, resolveKvCacheDtype, type KvCacheDtypeOption } from '@kvq/cache';
-import type { SamplingParams } from '@kvq/engine';
+import { KV_CACHE_ROTATIONS, type KvCacheRotation, type SamplingParams } from '@kvq/engine';
 import type { BackendCandidate } from '@kvq/kernels';
 import { BACKEND_NAMES, CLI_BACKEND_CANDIDATES } from './backends.js';
 import { CliError } from './errors.js';
@@ -39,6 +39,7 @@ export const MODEL_OPTIONS = {
   'kv-cache-dtype': { type: 'string' },
   'calculate-kv-scales': { type: 'boolean' },
   'fp8-query': { type: 'boolean' },
+  'kv-cache-rotation': { type: 'string' },
   'quantization-param-path': { type: 'string' },
   'ggml-activations': { type: 'string' },
   'max-model-len': { type: 'string' },
@@ -59,6 +60,9 @@ export const MODEL_HELP = `Model options:
   --calculate-kv-scales     FP8 scales from the first forward pass (vLLM calculate_kv_scales)
   --fp8-query               FP8-query attention (Flash Attention 3 semantics; needs an FP8 KV cache and, to be
                             accurate, calibrated q scales: checkpoint q_scale or --calculate-kv-scales)
+  --kv-cache-rotation R     none | hadamard (default none): rotate q, k, v of every head by a randomized
+                            orthonormal Walsh-Hadamard transform before the cache write (scores unchanged; a
+                            quantized cache loses less, most with the 4-bit dtypes)
   --quantization-param-path F
                             vLLM's legacy kv_cache_scales.json: one K/V scale per layer for an FP8 e4m3 cache
                             (replaces checkpoint scales; never read from the model folder unless named here)
@@ -166,6 +170,7 @@ export function engineOptions(values: Record<string, unknown>) {
     kvCacheDtype: KvCacheDtypeOption;
     calculateKvScales: boolean;
     fp8Query?: boolean;
+    kvCacheRotation?: KvCacheRotation;
     quantizationParamPath?: string;
     ggmlActivations?: 'q8' | 'f32';
     maxModelLen?: number;
@@ -175,6 +180,13 @@ export function engineOptions(values: Record<string, unknown>) {
     backendCandidates: readonly BackendCandidate[];
   } = { kvCacheDtype: parseKvCacheDtype(s('kv-cache-dtype')), calculateKvScales: values['calculate-kv-scales'] === true, backendCandidates: CLI_BACKEND_CANDIDATES };
   if (values['fp8-query'] === true) out.fp8Query = true;
+  const rotation = s('kv-cache-rotation');
+  if (rotation !== undefined) {
+    if (!(KV_CACHE_ROTATIONS as readonly string[]).includes(rotation)) {
+      throw new CliError('USAGE', `--kv-cache-rotation must be one of ${KV_CACHE_ROTATIONS.join(', ')}, got ${JSON.stringify(rotation)}`);
+    }
+    out.kvCacheRotation = rotation as KvCacheRotation;
+  }
   const paramPath = s('quantization-param-path');
   if (paramPath !== undefined) {
     if (paramPath.trim() === '') throw new CliError('USAGE', '--quantization-param-path needs a file path');

@@ -10,6 +10,7 @@
 //   pnpm --filter @kvq/bench-peer build
 //   node packages/bench-peer/scripts/kv-quant-quality.mjs [--positions 4096] [--backend reference]
 //        [--dtypes fp8_e4m3,fp8_per_token_head,int8_per_token_head,int4_per_token_head,int4_g32,int4_g16,nvfp4]
+//        [--rotations none,hadamard]   (kvCacheRotation values; each dtype runs with each; default none)
 //
 // 4096 positions take about 10 minutes on 2 cores with the reference backend.
 import { LLM, loadModel } from '@kvq/engine';
@@ -26,6 +27,7 @@ const backend = opt('backend', 'reference');
 const dtypes = opt('dtypes', 'fp8_e4m3,fp8_per_token_head,int8_per_token_head,int4_per_token_head,int4_g32,int4_g16,nvfp4')
   .split(',')
   .filter(Boolean);
+const rotations = opt('rotations', 'none').split(',').filter(Boolean);
 if (!Number.isInteger(positions) || positions < 1) {
   console.error(`--positions must be a positive integer, got ${JSON.stringify(opt('positions'))}`);
   process.exit(2);
@@ -34,8 +36,8 @@ if (!Number.isInteger(positions) || positions < 1) {
 const model = await loadModel(modelTinyPath);
 const { documents } = qualityDocuments((t) => model.tokenizer.encode(t), model.config.maxPositionEmbeddings, positions);
 const vocab = model.config.vocabSize;
-const open = (kvCacheDtype) =>
-  LLM.create({ model, kvCacheDtype, backend, maxModelLen: 513, kvCacheMemory: 64 << 20, blockSize: 16, enablePrefixCaching: false, maxNumSeqs: 1, maxNumBatchedTokens: 512 });
+const open = (kvCacheDtype, kvCacheRotation = 'none') =>
+  LLM.create({ model, kvCacheDtype, kvCacheRotation, backend, maxModelLen: 513, kvCacheMemory: 64 << 20, blockSize: 16, enablePrefixCaching: false, maxNumSeqs: 1, maxNumBatchedTokens: 512 });
 
 /** Calls each(doc, position, log-probabilities) for every scored position of every document. */
 async function eachRow(llm, each) {
@@ -67,10 +69,10 @@ console.log(`kvq-tiny, ${documents.length} documents, ${total} positions, backen
 console.log('| KV cache | bytes/token | NLL | KL vs float32 (nats) | top-1 |');
 console.log('|---|---|---|---|---|');
 console.log(`| float32 | ${f32.kvBytesPerToken} | ${(nll / total).toFixed(5)} | 0 | 100% |`);
-for (const kv of dtypes) {
-  const llm = await open(kv);
+for (const kv of dtypes) for (const rotation of rotations) {
+  const llm = await open(kv, rotation);
   const acc = new QualityAccumulator();
   await eachRow(llm, (d, pos, row) => acc.add(ref.subarray((offsets[d] + pos) * vocab, (offsets[d] + pos + 1) * vocab), row, documents[d][pos + 1], vocab));
   const r = acc.result();
-  console.log(`| ${kv} | ${llm.kvBytesPerToken} | ${r.nllMean.toFixed(5)} | ${r.klMean.toExponential(2)} | ${(r.top1Agreement * 100).toFixed(2)}% |`);
+  console.log(`| ${kv}${rotation === 'none' ? '' : ` + ${rotation}`} | ${llm.kvBytesPerToken} | ${r.nllMean.toFixed(5)} | ${r.klMean.toExponential(2)} | ${(r.top1Agreement * 100).toFixed(2)}% |`);
 }

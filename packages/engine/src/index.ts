@@ -154,6 +154,7 @@ export { parseCompressedTensorsConfig, type CompressedTensorsConfig } from './lo
 // Running models: the LLM API, the engine core, the forward pass and sampling.
 export { LLM, llamaWeightsOf, type KvCacheDtype, type LLMOptions, type ScoreResult } from './llm/llm.js';
 export { modelFingerprint } from './llm/fingerprint.js';
+export { KV_CACHE_ROTATIONS, KvHadamardRotation, type KvCacheRotation } from './runtime/kv-rotation.js';
 export {
   BACKEND_FALLBACK_WARNING,
   ENGINE_BACKEND_CANDIDATES,

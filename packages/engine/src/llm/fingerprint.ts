@@ -17,11 +17,12 @@ function tensorsOf(model: LoadedModel): Tensor[] {
  * of their block hashes): SHA-256 over the configuration and, for every weight tensor, its dtype, shape, byte length
  * and first and last 4 KiB. Two replicas that loaded the same files get the same fingerprint wherever the files
  * live; another model, another quantization or other weights get another one. Cost: reads ~8 KiB per tensor.
+ * @param variant what else changes the meaning of the model's KV blocks (e.g. `'kv-rotation:hadamard'`); default none
  * @returns 32 lowercase hex characters
  */
-export function modelFingerprint(model: LoadedModel): string {
+export function modelFingerprint(model: LoadedModel, variant?: string): string {
   const config = JSON.stringify(model.config, (_k, v: unknown) => (ArrayBuffer.isView(v) ? `${v.constructor.name}(${(v as unknown as { length: number }).length})` : v));
-  const parts: Uint8Array[] = [encoder.encode(`kvq-model/1\u0000${model.format}\u0000${config}`)];
+  const parts: Uint8Array[] = [encoder.encode(`kvq-model/1\u0000${model.format}\u0000${config}${variant === undefined ? '' : `\u0000${variant}`}`)];
   for (const t of tensorsOf(model)) {
     const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
     parts.push(encoder.encode(`\u0000${t.dtype}:${t.shape.join('x')}:${bytes.length}:`));

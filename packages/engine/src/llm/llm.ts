@@ -26,6 +26,7 @@ import { checkStructuredOutputs, StructuredOutputCompiler } from '../structured/
 import { llamaDimsOf, llamaWeightsOf } from '../runtime/architecture.js';
 import { LlamaForward } from '../runtime/forward.js';
 import { calculateKvScalesObserver } from '../runtime/kv-scales.js';
+import { KV_CACHE_ROTATIONS, kvRotationFor, type KvCacheRotation } from '../runtime/kv-rotation.js';
 import { modelFingerprint } from './fingerprint.js';
 import type { SchedulingPolicy } from '../runtime/scheduler.js';
 import type { SamplingParams } from '../sampling/params.js';
@@ -80,6 +81,15 @@ export interface LLMOptions {
    * (a checkpoint `q_scale` in every layer, or `calculateKvScales`) a `KVQ_FP8_QUERY_UNCALIBRATED` warning is given.
    */
   readonly fp8Query?: boolean;
+  /**
+   * `'hadamard'` rotates q, k and v of every head by a fixed randomized orthonormal Walsh-Hadamard transform after
+   * RoPE, so the cache stores rotated K/V and the attention output is rotated back (scores are unchanged; a quantized
+   * cache loses less, most for the 4-bit dtypes: docs/benchmarks.md). Works with every KV dtype and backend (the
+   * rotation runs in the engine, `headSize · log2(headSize)` additions per head vector). FP8 scales from a checkpoint or
+   * `quantizationParamPath` were measured on unrotated K/V: a `KVQ_ROTATION_SCALES` warning says so. Default `'none'`
+   * (vLLM's behaviour). A head size without a power-of-two factor >= 8 is an `INVALID_ARGUMENT` error.
+   */
+  readonly kvCacheRotation?: KvCacheRotation;
   /**
    * How activations meet GGML-quantized weights (GGUF Q8_0 ... Q6_K): `'q8'` (default) rounds each activation row to
    * GGML's 8-bit blocks first, as llama.cpp and vLLM's GGUF kernels do (the same function as those engines; int8 dot
@@ -192,6 +202,10 @@ export class LLM {
    */
   readonly kvScales: { readonly scales: KvScales; readonly origin: string } | undefined;
   private nextId = 0;
+  /** How K/V are rotated before the cache write ({@link LLMOptions.kvCacheRotation}). */
+  get kvCacheRotation(): KvCacheRotation {
+    return this.engine.forwardPass.kvRotation ? 'hadamard' : 'none';
+  }
   private structured: Promise<StructuredOutputCompiler> | undefined;
 
   private constructor(
@@ -235,6 +249,7 @@ export class LLM {
       ...(options.onWarning ? { onWarning: options.onWarning } : {}),
     });
     const fnuz = backend.info.fp8Fnuz === true;
+    if (options.kvCacheRotation !== undefined && !KV_CACHE_ROTATIONS.includes(options.kvCacheRotation)) kvRotationFor(options.kvCacheRotation, 0);
     const resolveDtype = (modelDtype: 'f32' | 'f16' | 'bf16'): KvStorageDtype => {
       try {
         return resolveKvCacheDtype(options.kvCacheDtype ?? 'auto', modelDtype, { fnuz });
@@ -336,7 +351,15 @@ export class LLM {
       kvScales.layers.forEach((l, i) => storage.setScales(i, { kScale: l.k, vScale: l.v, qScale: perHead ? expandQ(l.q, c) : l.q }));
     }
     const dims = llamaDimsOf(c, maxModelLen);
+    const kvRotation = kvRotationFor(options.kvCacheRotation, c.headDim);
+    if (kvRotation && isFp8Dtype(kvDtype) && kvScales && kvScales.layersFromCheckpoint > 0 && !calculateKvScales) {
+      process.emitWarning(
+        `kvq: kvCacheRotation 'hadamard' with KV-cache scales from ${ckpt?.origin ?? 'the checkpoint'}: they were measured on unrotated K/V, so values may saturate or lose precision; prefer a write-time-scaled dtype (fp8_per_token_head) or calculateKvScales`,
+        { code: 'KVQ_ROTATION_SCALES' },
+      );
+    }
     const forward = new LlamaForward(backend, llamaWeightsOf(model), dims, storage, {
+      ...(kvRotation ? { kvRotation } : {}),
       fp8Query: options.fp8Query ?? false,
       ...(options.ggmlActivations !== undefined ? { ggmlActivations: options.ggmlActivations } : {}),
     });
@@ -353,7 +376,8 @@ export class LLM {
             ...(options.kvTierTimeoutMs !== undefined ? { timeoutMs: options.kvTierTimeoutMs } : {}),
             ...(options.onKvTierLog ? { log: options.onKvTierLog } : {}),
           }),
-          modelFingerprint: modelFingerprint(model),
+          // Rotated and unrotated K/V of the same model are different data: the rotation is part of the identity.
+          modelFingerprint: kvRotation ? modelFingerprint(model, 'kv-rotation:hadamard') : modelFingerprint(model),
         };
       } catch (cause) {
         throw new EngineError('INVALID_ARGUMENT', `kvTiers: ${(cause as Error).message}`, { field: 'kvTiers', cause });

@@ -2,6 +2,7 @@ import type { KvCacheStorage } from '@kvq/cache';
 import { isGgmlDtype, type KernelBackend, type LinearArgs, type RopeStyle, type RopeTable, type WeightMatrix } from '@kvq/kernels';
 
 import { EngineError } from '../errors.js';
+import type { KvHadamardRotation } from './kv-rotation.js';
 import { scaleInPlace, softcapInPlace, softcappedPagedAttention } from './variant-ops.js';
 
 /** One decoder layer's weights, Hugging Face orientation (`[out, in]` row-major). */
@@ -137,6 +138,11 @@ export interface LlamaForwardOptions {
    * `'f32'` multiplies the exact block values by float32 activations. Other weight dtypes always use float32.
    */
   readonly ggmlActivations?: 'q8' | 'f32';
+  /**
+   * Rotation of q, k and v per head after RoPE, before the cache write (and before the observer, which sees what the
+   * cache stores); the attention output is rotated back before `o_proj`. Default none (`kvCacheRotation: 'none'`).
+   */
+  readonly kvRotation?: KvHadamardRotation;
 }
 
 /**
@@ -152,6 +158,8 @@ export class LlamaForward {
   readonly fp8Query: boolean;
   /** See {@link LlamaForwardOptions.ggmlActivations}. */
   readonly ggmlActivations: 'q8' | 'f32';
+  /** See {@link LlamaForwardOptions.kvRotation}. */
+  readonly kvRotation: KvHadamardRotation | undefined;
   private capacity = 0;
   private hidden = new Float32Array(0);
   private normed = new Float32Array(0);
@@ -171,6 +179,10 @@ export class LlamaForward {
     this.storage = storage;
     this.fp8Query = options.fp8Query ?? false;
     this.ggmlActivations = options.ggmlActivations ?? 'q8';
+    this.kvRotation = options.kvRotation;
+    if (this.kvRotation && this.kvRotation.headSize !== dims.headDim) {
+      throw new EngineError('INVALID_ARGUMENT', `kvRotation is for head size ${this.kvRotation.headSize}, the model's is ${dims.headDim}`, { field: 'kvCacheRotation' });
+    }
     if (this.ggmlActivations !== 'q8' && this.ggmlActivations !== 'f32') {
       throw new EngineError('INVALID_ARGUMENT', `ggmlActivations must be 'q8' or 'f32', got ${JSON.stringify(this.ggmlActivations)}`, {
         field: 'ggmlActivations',
@@ -246,6 +258,12 @@ export class LlamaForward {
       table: layer?.rope ?? d.rope,
       style: d.ropeStyle,
     });
+    const rot = this.kvRotation;
+    if (rot) {
+      rot.rotate(q, n * d.numHeads);
+      rot.rotate(k, n * d.numKvHeads);
+      rot.rotate(v, n * d.numKvHeads);
+    }
     observer?.(l, { query: q, key: k, value: v, numTokens: n });
     b.reshapeAndCache({ key: k, value: v, slotMapping: batch.slotMapping, numTokens: n, cache });
     const args = {
@@ -265,6 +283,7 @@ export class LlamaForward {
     const cap = d.variant?.attnLogitSoftcapping;
     if (cap !== undefined) softcappedPagedAttention(args, cap);
     else b.pagedAttention(args);
+    rot?.unrotate(attn, n * d.numHeads);
     this.linear({ x: attn, weight: lw.oProj, bias: lw.oBias, out: proj, rows: n });
     if (lw.preFeedforwardLayernorm) b.rmsNorm({ x: proj, weight: lw.postAttentionLayernorm, out: proj, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
     b.add({ a: hidden, b: proj, out: hidden, length: n * d.hiddenSize });

@@ -102,9 +102,11 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
       ...common,
       model: quantModel,
       kvCacheDtype: options.kvCacheDtype,
+      ...(options.kvCacheRotation !== undefined ? { kvCacheRotation: options.kvCacheRotation } : {}),
       ...(options.quantizationParamPath !== undefined ? { quantizationParamPath: options.quantizationParamPath } : {}),
     });
-    a = storage === resolveKvCacheDtype('auto', modelDtype) ? undefined : await LLM.create({ ...common, model: loaded, kvCacheDtype: 'auto', backend: q.backend });
+    const rotated = q.kvCacheRotation !== 'none';
+    a = storage === resolveKvCacheDtype('auto', modelDtype) && !rotated ? undefined : await LLM.create({ ...common, model: loaded, kvCacheDtype: 'auto', backend: q.backend });
   } catch (error) {
     throw asCliError(error);
   }
@@ -159,6 +161,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
       windows: windows.length,
       kv_cache_dtype: options.kvCacheDtype,
       kv_cache_storage_dtype: q.kvDtype,
+      kv_cache_rotation: q.kvCacheRotation,
       kv_scales: fp8 ? scalesMode : 'n/a',
       kv_cache_bytes_per_token: q.kvBytesPerToken,
       tokens: result.tokens,
@@ -186,7 +189,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     }
     const f = (x: number, d = 4) => x.toFixed(d);
     const lines = [
-      `model ${choice.name}, KV cache ${options.kvCacheDtype} (${q.kvDtype}, ${q.kvBytesPerToken} B/token)${fp8 ? `, scales ${scalesMode}` : ''}`,
+      `model ${choice.name}, KV cache ${options.kvCacheDtype} (${q.kvDtype}, ${q.kvBytesPerToken} B/token)${q.kvCacheRotation === 'none' ? '' : `, rotation ${q.kvCacheRotation}`}${fp8 ? `, scales ${scalesMode}` : ''}`,
       `${docs.length} documents, ${result.tokens} scored tokens`,
       `nll_mean ${f(out.nll_mean)}  perplexity ${f(perplexity, 3)}`,
     ];
