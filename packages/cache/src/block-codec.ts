@@ -1,7 +1,7 @@
 import { CacheError, checkInt, describe } from './errors.js';
 import type { BlockHash } from './hash.js';
 import { sha256 } from './sha256.js';
-import { toHex } from './hash.js';
+import { kvFormatDtypeId, toHex } from './hash.js';
 import type { KvCacheStorage } from './storage/storage.js';
 import { kvPoolBlockLength } from './storage/storage.js';
 
@@ -163,9 +163,11 @@ export function kvBlockFormatOf(storage: KvCacheStorage, modelFingerprint: strin
     scaleMemo.set(storage, memo);
   }
   const elems = kvPoolBlockLength(storage.layers[0]!);
+  const dtypeId = kvFormatDtypeId(storage);
   return {
     dtype: storage.dtype,
-    layout: `nhd;layers=${storage.numLayers};block=${storage.blockSize};kv_heads=${storage.numKvHeads};head=${storage.headSize};elems=${elems}`,
+    // A mixed-precision cache adds its per-layer dtypes (and so its per-layer block sizes) to the layout.
+    layout: `nhd;layers=${storage.numLayers};block=${storage.blockSize};kv_heads=${storage.numKvHeads};head=${storage.headSize};elems=${elems}${dtypeId === storage.dtype ? '' : `;dtypes=${storage.layerDtypes.join(',')}`}`,
     scaleVersion: storage.scaleVersion,
     scaleFingerprint: memo.fingerprint,
     modelFingerprint,
@@ -174,23 +176,20 @@ export function kvBlockFormatOf(storage: KvCacheStorage, modelFingerprint: strin
 
 /** Bytes of one block's payload: K and V pool bytes of every layer. */
 export function kvBlockPayloadBytes(storage: KvCacheStorage): number {
-  const layer = storage.layers[0]!;
-  return 2 * storage.numLayers * kvPoolBlockLength(layer) * layer.key.BYTES_PER_ELEMENT;
+  let n = 0;
+  for (const l of storage.layers) n += 2 * kvPoolBlockLength(l) * l.key.BYTES_PER_ELEMENT;
+  return n;
 }
 
-function blockBytes(storage: KvCacheStorage, blockId: number): { per: number; views: Uint8Array[] } {
+/** Views of block `blockId` in every layer's K and V pools (layer 0 K, layer 0 V, layer 1 K, ...). */
+function blockViews(storage: KvCacheStorage, blockId: number): Uint8Array[] {
   checkInt('blockId', blockId, 1, storage.numBlocks - 1);
   const views: Uint8Array[] = [];
-  let per = 0;
   for (const l of storage.layers) {
-    const elems = kvPoolBlockLength(l);
-    const bpe = l.key.BYTES_PER_ELEMENT;
-    per = elems * bpe;
-    for (const pool of [l.key, l.value]) {
-      views.push(new Uint8Array(pool.buffer, pool.byteOffset + blockId * per, per));
-    }
+    const per = kvPoolBlockLength(l) * l.key.BYTES_PER_ELEMENT;
+    for (const pool of [l.key, l.value]) views.push(new Uint8Array(pool.buffer, pool.byteOffset + blockId * per, per));
   }
-  return { per, views };
+  return views;
 }
 
 /**
@@ -200,9 +199,13 @@ function blockBytes(storage: KvCacheStorage, blockId: number): { per: number; vi
  * @throws CacheError `INVALID_ARGUMENT` for a block id outside `[1, numBlocks)` (block 0 is the null block)
  */
 export function readKvBlock(storage: KvCacheStorage, blockId: number): Uint8Array {
-  const { per, views } = blockBytes(storage, blockId);
-  const out = new Uint8Array(per * views.length);
-  views.forEach((v, i) => out.set(v, i * per));
+  const views = blockViews(storage, blockId);
+  const out = new Uint8Array(views.reduce((n, v) => n + v.length, 0));
+  let at = 0;
+  for (const v of views) {
+    out.set(v, at);
+    at += v.length;
+  }
   return out;
 }
 
@@ -211,9 +214,14 @@ export function readKvBlock(storage: KvCacheStorage, blockId: number): Uint8Arra
  * @throws CacheError `INVALID_ARGUMENT` for a bad block id; `SHAPE_MISMATCH` when the payload length differs
  */
 export function writeKvBlock(storage: KvCacheStorage, blockId: number, payload: Uint8Array): void {
-  const { per, views } = blockBytes(storage, blockId);
-  if (!(payload instanceof Uint8Array) || payload.length !== per * views.length) {
-    throw new CacheError('SHAPE_MISMATCH', `a KV block payload of this cache has ${per * views.length} bytes, got ${describe(payload)}`);
+  const views = blockViews(storage, blockId);
+  const total = views.reduce((n, v) => n + v.length, 0);
+  if (!(payload instanceof Uint8Array) || payload.length !== total) {
+    throw new CacheError('SHAPE_MISMATCH', `a KV block payload of this cache has ${total} bytes, got ${describe(payload)}`);
   }
-  views.forEach((v, i) => v.set(payload.subarray(i * per, (i + 1) * per)));
+  let at = 0;
+  for (const v of views) {
+    v.set(payload.subarray(at, at + v.length));
+    at += v.length;
+  }
 }

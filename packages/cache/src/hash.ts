@@ -19,6 +19,21 @@ export interface KvFormatSource {
   readonly dtype: string;
   /** Counter bumped whenever any K/V scale changes. */
   readonly scaleVersion: number;
+  /**
+   * Per-layer storage dtypes when layers differ (mixed precision, e.g. `kvCacheDtypeSkipLayers`); absent or all equal
+   * to `dtype` for a uniform cache (whose hashes are then exactly those of a format without this field).
+   */
+  readonly layerDtypes?: readonly string[];
+}
+
+/**
+ * The dtype part of a format's identity: `dtype`, or for a mixed-precision cache `dtype[l0,l1,...]` with every layer's
+ * dtype, so blocks of caches that differ in any layer never share a hash.
+ */
+export function kvFormatDtypeId(format: KvFormatSource): string {
+  const layers = format.layerDtypes;
+  if (layers === undefined || layers.every((d) => d === format.dtype)) return format.dtype;
+  return `${format.dtype}[${layers.join(',')}]`;
 }
 
 const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
@@ -177,7 +192,7 @@ export class BlockHasher {
     w.len = 0;
     w.str('kvq-block/1');
     w.str(parent ?? this.rootHash);
-    w.str(format.dtype);
+    w.str(kvFormatDtypeId(format));
     w.f64(format.scaleVersion);
     w.u32(end - start);
     for (let i = start; i < end; i++) w.u32(tokenIds[i]!);

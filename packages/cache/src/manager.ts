@@ -8,6 +8,7 @@ import {
   type BlockHash,
   type ExtraKey,
   type HashFunction,
+  kvFormatDtypeId,
   type KvFormatSource,
 } from './hash.js';
 import { RecentHitRate } from './metrics.js';
@@ -745,7 +746,7 @@ export class KvCacheManager {
   }
 
   private formatKey(): string {
-    return `${this.format.dtype}\u0000${this.format.scaleVersion}`;
+    return `${kvFormatDtypeId(this.format)}\u0000${this.format.scaleVersion}`;
   }
 
   private keysFor(keys: HashKeys, i: number): ExtraKey[] | undefined {

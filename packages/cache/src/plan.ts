@@ -138,7 +138,7 @@ export interface KvCachePlan {
   readonly memoryBytes: number;
   /** Bytes per token over all layers. */
   readonly bytesPerToken: number;
-  /** Bytes of one layer's page. */
+  /** Bytes of one layer's page (of a layer of the main `dtype` when `layerDtypes` mixes dtypes). */
   readonly pageBytes: number;
   /** Bytes per block over all layers. */
   readonly bytesPerBlock: number;
@@ -160,6 +160,11 @@ export interface PlanKvCacheOptions extends KvCapacityOptions {
   model: KvModelConfig;
   /** Memory available for the KV cache, bytes (finite, >= 0). */
   memoryBytes: number;
+  /**
+   * Mixed precision: each layer's dtype (length `model.numLayers`), as `KvCacheStorage`'s `layerDtypes`. Layers of the
+   * main `dtype` use `scales`; the others their dtype's default sidecar. Default: every layer `dtype`.
+   */
+  layerDtypes?: readonly KvStorageDtype[];
 }
 
 /**
@@ -178,15 +183,28 @@ export function planKvCache(opts: PlanKvCacheOptions): KvCachePlan {
     throw new CacheError('INVALID_ARGUMENT', `memoryBytes must be a finite number >= 0, got ${describe(memoryBytes)}`);
   }
   const page = pageBytes(c);
-  const bytesPerBlock = page * c.numLayers;
-  const scaleBytes = fixedScaleBytes(c);
+  let bytesPerBlock = page * c.numLayers;
+  let scaleBytes = fixedScaleBytes(c);
+  if (opts.layerDtypes !== undefined) {
+    const layers = opts.layerDtypes;
+    if (!Array.isArray(layers) || layers.length !== c.numLayers) {
+      throw new CacheError('INVALID_ARGUMENT', `layerDtypes must be an array of ${c.numLayers} dtypes (one per layer), got ${describe(layers)}`);
+    }
+    bytesPerBlock = 0;
+    scaleBytes = 0;
+    for (const dtype of layers) {
+      const layer = dtype === c.dtype ? { ...c, numLayers: 1 } : check({ ...opts.model, numLayers: 1 }, { dtype, blockSize: c.blockSize });
+      bytesPerBlock += pageBytes(layer);
+      scaleBytes += fixedScaleBytes(layer);
+    }
+  }
   const numBlocks = Math.max(0, Math.floor((memoryBytes - scaleBytes) / bytesPerBlock));
   return {
     dtype: c.dtype,
     blockSize: c.blockSize,
     scales: c.scales,
     memoryBytes,
-    bytesPerToken: (page / c.blockSize) * c.numLayers,
+    bytesPerToken: bytesPerBlock / c.blockSize,
     pageBytes: page,
     bytesPerBlock,
     scaleBytes,

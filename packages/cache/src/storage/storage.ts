@@ -139,6 +139,13 @@ export function createKvLayerCache(opts: KvLayerCacheOptions): KvLayerCache {
 export interface KvCacheStorageOptions extends KvLayerCacheOptions {
   /** Attention layers. Integer >= 1. */
   numLayers: number;
+  /**
+   * Mixed precision: the storage dtype of each layer (length `numLayers`), e.g. the model dtype for the layers of
+   * vLLM's `kv_cache_dtype_skip_layers` and `dtype` elsewhere. Default: every layer `dtype`. `dtype` stays the
+   * cache's main dtype (reported, and the one per-head scale options refer to: a layer whose dtype takes no such
+   * scales gets per-tensor ones).
+   */
+  layerDtypes?: readonly KvStorageDtype[];
 }
 
 /** New scales for one layer; each is a number (per-tensor) or an array of the layer's scale length. */
@@ -178,6 +185,8 @@ export class KvCacheStorage implements KvFormatSource {
   /** One entry per layer. */
   readonly layers: readonly KvLayerCache[];
   readonly dtype: KvStorageDtype;
+  /** Every layer's storage dtype (all `dtype` unless the cache was made with `layerDtypes`). */
+  readonly layerDtypes: readonly KvStorageDtype[];
   readonly numLayers: number;
   readonly numBlocks: number;
   readonly blockSize: number;
@@ -201,8 +210,13 @@ export class KvCacheStorage implements KvFormatSource {
     this.numHeads = s.numHeads;
     this.scaleGranularity = s.scaleGranularity;
     this.qScaleGranularity = s.qScaleGranularity;
+    this.layerDtypes = checkLayerDtypes(opts.layerDtypes, this.numLayers, s.dtype);
     const layers: KvLayerCache[] = [];
-    for (let l = 0; l < this.numLayers; l++) layers.push(createKvLayerCache(opts));
+    for (let l = 0; l < this.numLayers; l++) {
+      const dtype = this.layerDtypes[l]!;
+      const perTensorOnly = dtype !== s.dtype && !isFp8Dtype(dtype);
+      layers.push(createKvLayerCache(dtype === s.dtype ? opts : { ...opts, dtype, ...(perTensorOnly ? { scaleGranularity: 'tensor' } : {}) }));
+    }
     this.layers = layers;
   }
 
@@ -272,6 +286,21 @@ export class KvCacheStorage implements KvFormatSource {
   validate(): void {
     this.layers.forEach((l, i) => checkLayerScales(l, `layers[${i}]`));
   }
+}
+
+function checkLayerDtypes(given: readonly KvStorageDtype[] | undefined, numLayers: number, dtype: KvStorageDtype): readonly KvStorageDtype[] {
+  if (given === undefined) return Object.freeze(new Array<KvStorageDtype>(numLayers).fill(dtype));
+  if (!Array.isArray(given) || given.length !== numLayers) {
+    throw new CacheError('INVALID_ARGUMENT', `layerDtypes must be an array of ${numLayers} dtypes (one per layer), got ${describe(given)}`);
+  }
+  given.forEach((d, l) => {
+    try {
+      assertKvStorageDtype(d);
+    } catch (cause) {
+      throw new CacheError('UNSUPPORTED_DTYPE', `layerDtypes[${l}]: ${(cause as Error).message}`, { cause });
+    }
+  });
+  return Object.freeze([...given]);
 }
 
 /** Validate a layer's K/V scales (length 1 or numKvHeads, equal lengths, finite > 0); Q scale too when FP8. */
