@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # node-gyp build of @kvq/kernels-cpu. Each ISA's kernels are a separate static library compiled with its own
 # -m flags; the addon itself (glue, thread pool, scalar kernels) uses only the baseline flags of the target, so
-# the binary loads on any CPU of the architecture and picks kernels at run time (__builtin_cpu_supports).
+# the binary loads on any CPU of the architecture and picks kernels at run time (__builtin_cpu_supports). On arm64
+# the NEON kernels (kvq_cpu_neon) need no flag at all: Advanced SIMD is part of the AArch64 baseline.
 # No -march=native anywhere. Build with `pnpm build:native` (scripts/build-native.mjs), never at install time.
 {
   "variables": {
@@ -52,6 +53,20 @@
       "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"],
     },
     {
+      # AArch64 (Linux, Apple Silicon): Advanced SIMD is baseline, so no extra flags; the dispatcher always offers it.
+      "target_name": "kvq_cpu_neon",
+      "type": "static_library",
+      "include_dirs": ["<(kvq_shared_include)"],
+      "conditions": [
+        ["target_arch=='arm64'", {
+          "sources": ["csrc/kernels_neon.cc"],
+          "cflags_cc": ["<@(kvq_common_cflags)"],
+          "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<@(kvq_mac_cflags)"]},
+        }],
+      ],
+      "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"],
+    },
+    {
       "target_name": "kvq_cpu",
       "sources": ["csrc/addon.cc", "csrc/threadpool.cc", "csrc/kernels_scalar.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")",
@@ -67,6 +82,9 @@
       "conditions": [
         ["target_arch=='x64'", {
           "dependencies": ["kvq_cpu_avx2", "kvq_cpu_avx512"],
+        }],
+        ["target_arch=='arm64'", {
+          "dependencies": ["kvq_cpu_neon"],
         }],
       ],
     },

@@ -44,6 +44,10 @@ bool isaSupported(const CpuFeatures& f, const std::string& isa) {
 #else
   (void)f;
 #endif
+#if defined(__aarch64__)
+  // Advanced SIMD (NEON) is part of the AArch64 baseline: every arm64 CPU runs the neon kernels.
+  if (isa == "neon") return true;
+#endif
   return false;
 }
 
@@ -52,13 +56,16 @@ const KernelTable* tableFor(const std::string& isa) {
   if (isa == "avx512") return kernels_avx512();
   if (isa == "avx2") return kernels_avx2();
 #endif
+#if defined(__aarch64__)
+  if (isa == "neon") return kernels_neon();
+#endif
   return kernels_scalar();
 }
 
 /** ISAs usable on this CPU, best first. */
 std::vector<std::string> usableIsas(const CpuFeatures& f) {
   std::vector<std::string> out;
-  for (const char* isa : {"avx512", "avx2", "scalar"})
+  for (const char* isa : {"avx512", "avx2", "neon", "scalar"})
     if (isaSupported(f, isa)) out.emplace_back(isa);
   return out;
 }
@@ -139,8 +146,8 @@ class Context : public Napi::ObjectWrap<Context> {
     const int64_t spin = intArg(info, 2, "spinMicros", 0, 1000000);
     const CpuFeatures f = detectCpu();
     if (isa == "auto") isa = usableIsas(f).front();
-    if (isa != "scalar" && isa != "avx2" && isa != "avx512") {
-      fail(info.Env(), "INVALID_ARGUMENT", "isa", "isa must be 'auto', 'scalar', 'avx2' or 'avx512', got '" + isa + "'");
+    if (isa != "scalar" && isa != "avx2" && isa != "avx512" && isa != "neon") {
+      fail(info.Env(), "INVALID_ARGUMENT", "isa", "isa must be 'auto', 'scalar', 'avx2', 'avx512' or 'neon', got '" + isa + "'");
     }
     if (!isaSupported(f, isa)) fail(info.Env(), "UNSUPPORTED", "isa", "this CPU does not support the " + isa + " kernels");
     table_ = tableFor(isa);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The interface between the N-API glue (addon.cc, compiled for baseline x86-64) and the kernels, which are
-// compiled once per ISA (kernels_scalar.cc, kernels_avx2.cc, kernels_avx512.cc) from kernels_impl.h.
+// compiled once per ISA (kernels_scalar.cc, kernels_avx2.cc, kernels_avx512.cc, kernels_neon.cc) from kernels_impl.h.
 // Plain C structs of pointers and sizes (ops.h): no STL crosses this boundary, so the ISA translation units never
 // instantiate a template another TU could pick up with the wrong instruction set.
 //
@@ -64,6 +64,9 @@ const KernelTable* kernels_scalar();
 #if defined(__x86_64__) || defined(_M_X64)
 const KernelTable* kernels_avx2();
 const KernelTable* kernels_avx512();
+#endif
+#if defined(__aarch64__)
+const KernelTable* kernels_neon();
 #endif
 
 }  // namespace kvq

@@ -8,10 +8,16 @@
  */
 import type { LinearNativeArgs, NativeKernelOps, PagedAttentionNativeArgs } from '@kvq/kernels/native';
 
-/** Kernel instruction sets the addon is built with. */
-export type CpuIsa = 'scalar' | 'avx2' | 'avx512';
+/**
+ * Kernel instruction sets the addon is built with: `'avx512'` and `'avx2'` on x86-64, `'neon'` (Advanced SIMD, the
+ * AArch64 baseline) on arm64, `'scalar'` (portable C++) everywhere.
+ */
+export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'neon';
 
-/** CPU features the addon detected (`__builtin_cpu_supports`, which also checks OS support of the registers). */
+/**
+ * x86-64 CPU features the addon detected (`__builtin_cpu_supports`, which also checks OS support of the registers);
+ * all false on arm64, where the NEON tier needs no detection (Advanced SIMD is part of the AArch64 baseline).
+ */
 export interface CpuFeatures {
   readonly sse42: boolean;
   readonly avx2: boolean;
@@ -41,7 +47,7 @@ export interface NativeContext extends NativeKernelOps {
   readonly isa: CpuIsa;
   /** Threads used per op (0 once disposed). */
   readonly threads: number;
-  /** float32 lanes per vector (16, 8 or 1). */
+  /** float32 lanes per vector (avx512 16, avx2 8, neon 4, scalar 1). */
   readonly vectorWidth: number;
   setSpinMicros(us: number): void;
   /** `linear` on a libuv worker thread. */

@@ -54,7 +54,7 @@ describe.skipIf(!avail.available)('createBackend', () => {
       for (const op of KERNEL_OPS) expect(typeof b[op], op).toBe('function');
       expect(b.threads).toBe(3);
       expect(b.info.threads).toBe(3);
-      expect(['avx512', 'avx2', 'none']).toContain(b.info.simd);
+      expect(['avx512', 'avx2', 'neon', 'none']).toContain(b.info.simd);
       expect(b.info.description).toContain('native CPU');
       expect(b.info.version).toMatch(/^\d+\.\d+\.\d+/);
       selfTest(b);

@@ -28,7 +28,8 @@ export interface CpuBackendOptions extends BackendCreateOptions {
   readonly threads?: number | undefined;
   /**
    * Kernel instruction set: `'auto'` (default: `KVQ_CPU_ISA`, else the best this CPU supports), `'avx512'`,
-   * `'avx2'` or `'scalar'`. Forcing an ISA the CPU lacks throws `BACKEND_UNAVAILABLE`.
+   * `'avx2'` (x86-64), `'neon'` (arm64) or `'scalar'` (portable, every CPU). Forcing an ISA the CPU lacks throws
+   * `BACKEND_UNAVAILABLE`.
    */
   readonly isa?: CpuIsa | 'auto' | undefined;
   /** Microseconds an idle worker spins before sleeping. Default: `KVQ_CPU_SPIN_US`, else {@link DEFAULT_SPIN_MICROS}. */
@@ -142,8 +143,8 @@ export function createBackend(options: CpuBackendOptions = {}): CpuBackend {
   const load = loadAddon();
   if (!load.ok) throw unavailable(load.reason, load.cause);
   const isa = options.isa ?? ((process.env.KVQ_CPU_ISA || 'auto') as CpuIsa | 'auto');
-  if (!['auto', 'scalar', 'avx2', 'avx512'].includes(isa)) {
-    throw new KernelError('INVALID_ARGUMENT', `isa must be 'auto', 'scalar', 'avx2' or 'avx512', got ${JSON.stringify(isa)}`, {
+  if (!['auto', 'scalar', 'avx2', 'avx512', 'neon'].includes(isa)) {
+    throw new KernelError('INVALID_ARGUMENT', `isa must be 'auto', 'scalar', 'avx2', 'avx512' or 'neon', got ${JSON.stringify(isa)}`, {
       argument: options.isa === undefined ? 'KVQ_CPU_ISA' : 'isa',
     });
   }
