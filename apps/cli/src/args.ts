@@ -40,6 +40,7 @@ export const MODEL_OPTIONS = {
   'calculate-kv-scales': { type: 'boolean' },
   'fp8-query': { type: 'boolean' },
   'kv-cache-rotation': { type: 'string' },
+  'kv-cache-dtype-skip-layers': { type: 'string', multiple: true },
   'quantization-param-path': { type: 'string' },
   'ggml-activations': { type: 'string' },
   'max-model-len': { type: 'string' },
@@ -63,6 +64,9 @@ export const MODEL_HELP = `Model options:
   --kv-cache-rotation R     none | hadamard (default none): rotate q, k, v of every head by a randomized
                             orthonormal Walsh-Hadamard transform before the cache write (scores unchanged; a
                             quantized cache loses less, most with the 4-bit dtypes)
+  --kv-cache-dtype-skip-layers L
+                            layers whose KV cache stays in the model dtype (vLLM's flag): indices and/or
+                            sliding_window, comma-separated or repeated, e.g. 0,1,27 (default none)
   --quantization-param-path F
                             vLLM's legacy kv_cache_scales.json: one K/V scale per layer for an FP8 e4m3 cache
                             (replaces checkpoint scales; never read from the model folder unless named here)
@@ -171,6 +175,7 @@ export function engineOptions(values: Record<string, unknown>) {
     calculateKvScales: boolean;
     fp8Query?: boolean;
     kvCacheRotation?: KvCacheRotation;
+    kvCacheDtypeSkipLayers?: (number | 'sliding_window')[];
     quantizationParamPath?: string;
     ggmlActivations?: 'q8' | 'f32';
     maxModelLen?: number;
@@ -187,6 +192,8 @@ export function engineOptions(values: Record<string, unknown>) {
     }
     out.kvCacheRotation = rotation as KvCacheRotation;
   }
+  const skip = values['kv-cache-dtype-skip-layers'] as string[] | undefined;
+  if (skip !== undefined) out.kvCacheDtypeSkipLayers = parseSkipLayers(skip);
   const paramPath = s('quantization-param-path');
   if (paramPath !== undefined) {
     if (paramPath.trim() === '') throw new CliError('USAGE', '--quantization-param-path needs a file path');
@@ -202,6 +209,18 @@ export function engineOptions(values: Record<string, unknown>) {
   if (s('kv-cache-memory') !== undefined) out.kvCacheMemory = parseSize(s('kv-cache-memory')!, '--kv-cache-memory');
   if (blockSize !== undefined) out.blockSize = blockSize;
   if (s('backend') !== undefined) out.backend = s('backend')!;
+  return out;
+}
+
+/** `--kv-cache-dtype-skip-layers` values (comma-separated and/or repeated): layer indices and `sliding_window`. */
+function parseSkipLayers(values: readonly string[]): (number | 'sliding_window')[] {
+  const out: (number | 'sliding_window')[] = [];
+  for (const part of values.flatMap((v) => v.split(','))) {
+    const p = part.trim();
+    if (p === 'sliding_window') out.push(p);
+    else if (/^\d+$/.test(p)) out.push(Number(p));
+    else throw new CliError('USAGE', `--kv-cache-dtype-skip-layers takes layer indices and sliding_window, got ${JSON.stringify(part)}`);
+  }
   return out;
 }
 

@@ -1,6 +1,7 @@
 /**
  * `--kv-cache-rotation`: listed in --help, validated (usage error, exit 2), reported by `kvq eval --json`, and with a
- * 4-bit cache it lowers eval's KL against the unquantized run.
+ * 4-bit cache it lowers eval's KL against the unquantized run. `--kv-cache-dtype-skip-layers`: parsed (commas and
+ * repeats), sizes the cache per layer, and bad entries are usage errors.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -44,4 +45,29 @@ describe('--kv-cache-rotation', () => {
     expect(rotated.kl_mean).toBeGreaterThan(0);
     expect(rotated.kl_mean, `rotated ${rotated.kl_mean} vs plain ${plain.kl_mean}`).toBeLessThan(plain.kl_mean);
   }, 120_000);
+});
+
+describe('--kv-cache-dtype-skip-layers', () => {
+  const argv = ['generate', '--backend', 'reference', '--kv-cache-memory', '2MiB', '--max-tokens', '2', '--temperature', '0', '--json', '--kv-cache-dtype', 'fp8'];
+  it('keeps the listed layers in the model dtype: bytes per token of 2 bf16 + 4 e4m3 kvq-tiny layers', async () => {
+    const c = captureOutput();
+    expect(await main([...argv, '--kv-cache-dtype-skip-layers', '0', '--kv-cache-dtype-skip-layers', '5', 'And God said'], c.io), c.err()).toBe(0);
+    const out = JSON.parse(c.out()) as { kv_cache_bytes_per_token: number; token_ids: number[] };
+    // kvq-tiny: 2 KV heads x 64 per layer, K and V: bf16 512 B, e4m3 256 B per token.
+    expect(out.kv_cache_bytes_per_token).toBe(2 * 512 + 4 * 256);
+    expect(out.token_ids).toHaveLength(2);
+    const same = captureOutput();
+    expect(await main([...argv, '--kv-cache-dtype-skip-layers', '0,5', 'And God said'], same.io)).toBe(0);
+    expect((JSON.parse(same.out()) as { kv_cache_bytes_per_token: number }).kv_cache_bytes_per_token).toBe(2 * 512 + 4 * 256);
+  });
+
+  it('a bad entry is a usage error (exit 2): not an index, or a layer the model does not have', async () => {
+    const c = captureOutput();
+    expect(await main([...argv, '--kv-cache-dtype-skip-layers', '0,first', 'x'], c.io)).toBe(2);
+    expect(c.err()).toContain('--kv-cache-dtype-skip-layers takes layer indices and sliding_window, got "first"');
+    const d = captureOutput();
+    expect(await main([...argv, '--kv-cache-dtype-skip-layers', '9', 'x'], d.io)).toBe(2);
+    expect(d.err()).toMatch(/kvCacheDtypeSkipLayers \[0\] = 9 is not a layer index in \[0, 6\)/);
+    expect(d.out()).toBe('');
+  });
 });

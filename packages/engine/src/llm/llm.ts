@@ -27,6 +27,7 @@ import { llamaDimsOf, llamaWeightsOf } from '../runtime/architecture.js';
 import { LlamaForward } from '../runtime/forward.js';
 import { calculateKvScalesObserver } from '../runtime/kv-scales.js';
 import { KV_CACHE_ROTATIONS, kvRotationFor, type KvCacheRotation } from '../runtime/kv-rotation.js';
+import { kvLayerDtypes, type KvSkipLayer } from './kv-skip-layers.js';
 import { modelFingerprint } from './fingerprint.js';
 import type { SchedulingPolicy } from '../runtime/scheduler.js';
 import type { SamplingParams } from '../sampling/params.js';
@@ -90,6 +91,14 @@ export interface LLMOptions {
    * (vLLM's behaviour). A head size without a power-of-two factor >= 8 is an `INVALID_ARGUMENT` error.
    */
   readonly kvCacheRotation?: KvCacheRotation;
+  /**
+   * vLLM's `kv_cache_dtype_skip_layers`: layers whose KV cache stays in the model dtype (`auto`) while the others use
+   * `kvCacheDtype`. Entries: layer indices (numbers, or decimal strings as vLLM takes them) and `'sliding_window'`
+   * (every sliding-window attention layer: Gemma 2/3's local layers, all layers of a Mistral-style config). The cache
+   * is sized with each layer's bytes (`kvq plan`), and its block hashes and tier blocks cover the per-layer dtypes.
+   * Default none. A bad entry is an `INVALID_ARGUMENT` error (field `kvCacheDtypeSkipLayers`).
+   */
+  readonly kvCacheDtypeSkipLayers?: readonly KvSkipLayer[];
   /**
    * How activations meet GGML-quantized weights (GGUF Q8_0 ... Q6_K): `'q8'` (default) rounds each activation row to
    * GGML's 8-bit blocks first, as llama.cpp and vLLM's GGUF kernels do (the same function as those engines; int8 dot
@@ -324,6 +333,7 @@ export class LLM {
     }
     const blockSize = options.blockSize ?? 16;
     checkKvDtypeOnBackend(backend, kvDtype, { numKvHeads: c.numKvHeads, numHeads: c.numHeads, headSize: c.headDim, blockSize }, String(options.kvCacheDtype ?? 'auto'));
+    const layerDtypes = kvLayerDtypes(options.kvCacheDtypeSkipLayers, c, kvDtype, resolveKvCacheDtype('auto', modelDtype));
     // Per-head scales are FP8's (checkpoint / calibrated); the write-time-scaled dtypes compute their own.
     const perHead = isFp8Dtype(kvDtype) && kvScales?.granularity === 'head';
     const plan = planKvCache({
@@ -332,6 +342,7 @@ export class LLM {
       dtype: kvDtype,
       blockSize,
       ...(isFp8Dtype(kvDtype) ? { scales: perHead ? ('head' as const) : ('tensor' as const) } : {}),
+      ...(layerDtypes ? { layerDtypes } : {}),
     });
     if (plan.numBlocks < 2) {
       throw new EngineError('INVALID_ARGUMENT', `kvCacheMemory ${options.kvCacheMemory} bytes holds ${plan.numBlocks} blocks of ${blockSize} tokens; at least 2 are needed`, { field: 'kvCacheMemory' });
@@ -346,9 +357,11 @@ export class LLM {
       numHeads: c.numHeads,
       scaleGranularity: perHead ? 'head' : 'tensor',
       qScaleGranularity: perHead ? 'head' : 'tensor',
+      ...(layerDtypes ? { layerDtypes } : {}),
     });
     if (isFp8Dtype(kvDtype) && kvScales && !calculateKvScales) {
-      kvScales.layers.forEach((l, i) => storage.setScales(i, { kScale: l.k, vScale: l.v, qScale: perHead ? expandQ(l.q, c) : l.q }));
+      // Skipped layers (model dtype) take no scales.
+      kvScales.layers.forEach((l, i) => storage.layerDtypes[i] === kvDtype && storage.setScales(i, { kScale: l.k, vScale: l.v, qScale: perHead ? expandQ(l.q, c) : l.q }));
     }
     const dims = llamaDimsOf(c, maxModelLen);
     const kvRotation = kvRotationFor(options.kvCacheRotation, c.headDim);

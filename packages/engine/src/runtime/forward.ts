@@ -1,4 +1,4 @@
-import type { KvCacheStorage } from '@kvq/cache';
+import { isFp8Dtype, type KvCacheStorage } from '@kvq/cache';
 import { isGgmlDtype, type KernelBackend, type LinearArgs, type RopeStyle, type RopeTable, type WeightMatrix } from '@kvq/kernels';
 
 import { EngineError } from '../errors.js';
@@ -278,7 +278,8 @@ export class LlamaForward {
       numHeads: d.numHeads,
       softmaxScale: d.variant?.softmaxScale,
       slidingWindow: layer ? layer.slidingWindow : d.slidingWindow,
-      fp8Query: this.fp8Query ? {} : undefined,
+      // A layer kept in the model dtype (kvCacheDtypeSkipLayers) has no FP8 cache to meet an FP8 query.
+      fp8Query: this.fp8Query && isFp8Dtype(cache.dtype) ? {} : undefined,
     };
     const cap = d.variant?.attnLogitSoftcapping;
     if (cap !== undefined) softcappedPagedAttention(args, cap);

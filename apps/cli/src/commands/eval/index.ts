@@ -103,6 +103,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
       model: quantModel,
       kvCacheDtype: options.kvCacheDtype,
       ...(options.kvCacheRotation !== undefined ? { kvCacheRotation: options.kvCacheRotation } : {}),
+      ...(options.kvCacheDtypeSkipLayers !== undefined ? { kvCacheDtypeSkipLayers: options.kvCacheDtypeSkipLayers } : {}),
       ...(options.quantizationParamPath !== undefined ? { quantizationParamPath: options.quantizationParamPath } : {}),
     });
     const rotated = q.kvCacheRotation !== 'none';
