@@ -754,7 +754,10 @@ static int reshape_and_cache_t(const CacheWriteParams& p, const Runner& rn) {
   return kOk;
 }
 
+static int reshape_and_cache_q(const CacheWriteParams& p, const Runner& rn);  // kvquant_impl.h
+
 static int reshapeAndCache(const CacheWriteParams& p, const Runner& rn) {
+  if (is_kv_quant_dtype(p.cache.dtype)) return reshape_and_cache_q(p, rn);
   switch (p.cache.dtype) {
     case kBF16: return reshape_and_cache_t<kBF16>(p, rn);
     case kF16: return reshape_and_cache_t<kF16>(p, rn);
@@ -1389,6 +1392,9 @@ static void attn_task(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase)
   }
 }
 
+// The write-time-scaled KV dtypes (reshape_and_cache_q, attn_task_q, attn_task_any).
+#include "kvquant_impl.h"
+
 template <int DT>
 static int paged_attention_t(const AttentionParams& p, const Runner& rn) {
   const KvCacheRef& c = p.cache;
@@ -1468,11 +1474,11 @@ static int paged_attention_t(const AttentionParams& p, const Runner& rn) {
   auto body = [&](int64_t i, int tid) {
     void* scratch = rn.scratch(rn.self, tid);
     if (hs == 64 && 64 % W == 0) {
-      attn_task<DT, 64>(ctx, tasks[i], scratch);
+      attn_task_any<DT, 64>(ctx, tasks[i], scratch);
     } else if (hs == 128 && 128 % W == 0) {
-      attn_task<DT, 128>(ctx, tasks[i], scratch);
+      attn_task_any<DT, 128>(ctx, tasks[i], scratch);
     } else {
-      attn_task<DT, 0>(ctx, tasks[i], scratch);
+      attn_task_any<DT, 0>(ctx, tasks[i], scratch);
     }
   };
   rn.parallel_for(ntasks, body);
@@ -1520,6 +1526,13 @@ static int pagedAttention(const AttentionParams& p, const Runner& rn) {
     case kFp8E5M2: return paged_attention_t<kFp8E5M2>(p, rn);
     case kFp8E4M3FNUZ: return paged_attention_t<kFp8E4M3FNUZ>(p, rn);
     case kFp8E5M2FNUZ: return paged_attention_t<kFp8E5M2FNUZ>(p, rn);
+    case kKvFp8PerTokenHead: return paged_attention_t<kKvFp8PerTokenHead>(p, rn);
+    case kKvInt8PerTokenHead: return paged_attention_t<kKvInt8PerTokenHead>(p, rn);
+    case kKvInt4PerTokenHead: return paged_attention_t<kKvInt4PerTokenHead>(p, rn);
+    case kKvInt4G16: return paged_attention_t<kKvInt4G16>(p, rn);
+    case kKvInt4G32: return paged_attention_t<kKvInt4G32>(p, rn);
+    case kKvInt4G64: return paged_attention_t<kKvInt4G64>(p, rn);
+    case kKvNvfp4: return paged_attention_t<kKvNvfp4>(p, rn);
     default: return paged_attention_t<kF32>(p, rn);
   }
 }

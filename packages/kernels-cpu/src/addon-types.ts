@@ -64,6 +64,11 @@ export interface NativeContext extends NativeKernelOps {
 /** The module object `require('kvq_cpu.node')` returns. */
 export interface NativeAddon {
   readonly abi: number;
+  /**
+   * True when the kernels implement the write-time-scaled KV dtypes (docs/spec/kv-dtypes.md; absent in binaries built
+   * before them, which then answer `UNSUPPORTED` for those dtypes).
+   */
+  readonly kvQuantKernels?: boolean;
   /** `new Context(threads, isa, spinMicros)`; isa `'auto'` picks the best usable one. Throws `UNSUPPORTED` for an unusable ISA. */
   readonly Context: new (threads: number, isa: CpuIsa | 'auto', spinMicros: number) => NativeContext;
   cpuInfo(): NativeCpuInfo;

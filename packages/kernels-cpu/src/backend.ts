@@ -88,12 +88,13 @@ function packageVersion(): string | undefined {
 /** The CPU specifics over the shared native adapter: ISA, pool, async ops. */
 class NativeCpuBackend extends NativeKernelBackend<NativeContext> implements CpuBackend {
   readonly isa: CpuIsa;
+  readonly #kvQuant: boolean;
 
-  constructor(ctx: NativeContext, binary: string) {
+  constructor(ctx: NativeContext, binary: string, kvQuant: boolean) {
     super(
       backendName,
       Object.freeze({
-        description: `native CPU (${ctx.isa === 'scalar' ? 'portable scalar' : ctx.isa} kernels, ${ctx.threads} thread${ctx.threads === 1 ? '' : 's'}, fused FP8 dequantization)`,
+        description: `native CPU (${ctx.isa === 'scalar' ? 'portable scalar' : ctx.isa} kernels, ${ctx.threads} thread${ctx.threads === 1 ? '' : 's'}, fused FP8 and write-time-scaled KV dequantization)`,
         simd: ctx.isa === 'scalar' ? 'none' : ctx.isa,
         threads: ctx.threads,
         version: packageVersion(),
@@ -102,6 +103,12 @@ class NativeCpuBackend extends NativeKernelBackend<NativeContext> implements Cpu
       ctx,
     );
     this.isa = ctx.isa;
+    this.#kvQuant = kvQuant;
+  }
+
+  /** The write-time-scaled KV dtypes run natively when the binary says it has their kernels (csrc/kvquant_impl.h). */
+  protected override kvQuantKernels(): boolean {
+    return this.#kvQuant;
   }
 
   get threads(): number {
@@ -165,5 +172,5 @@ export function createBackend(options: CpuBackendOptions = {}): CpuBackend {
     if (code === 'UNSUPPORTED') throw unavailable((e as Error).message, e);
     throw toKernelError(e, 'createBackend');
   }
-  return new NativeCpuBackend(ctx, load.path);
+  return new NativeCpuBackend(ctx, load.path, load.addon.kvQuantKernels === true);
 }

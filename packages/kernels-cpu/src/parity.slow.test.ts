@@ -1,4 +1,4 @@
-import { formatParityReport, runParitySuite } from '@kvq/kernels/testing';
+import { formatParityReport, KV_QUANT_DTYPE_LIST, runParitySuite } from '@kvq/kernels/testing';
 import { describe, expect, it } from 'vitest';
 import { cpuAvailability, createBackend } from './backend.js';
 
@@ -11,7 +11,7 @@ describe.skipIf(!process.env.KVQ_TEST_SLOW || !avail.available)('parity vs refer
     it(`${isa}: every case of parityCases({ size: 'full' })`, () => {
       const b = createBackend({ isa, threads: 2 });
       try {
-        const report = runParitySuite(b, undefined, { size: 'full' });
+        const report = runParitySuite(b, undefined, { size: 'full', supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST });
         expect(report.failures, formatParityReport(report)).toEqual([]);
       } finally {
         b.dispose();

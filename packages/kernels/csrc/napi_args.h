@@ -183,14 +183,46 @@ namespace napi_args {
 
 // ---- readers of the ops every addon registers by hand (resident buffers, async twins, backend limits) ---------
 
-/** The cache fields at info[i..i+8]: dtype, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale. */
-inline KvCacheRef readCache(const Napi::CallbackInfo& info, size_t i) {
+/**
+ * The cache fields at info[i..i+8]: dtype, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale.
+ * `kvQuant`: whether the calling addon has kernels for the write-time-scaled KV dtypes (codes 32..38, byte pools
+ * of numBlocks x kv_quant_layout().blockBytes; nvfp4 also reads its tensor scales kScale[0] / vScale[0]); an addon
+ * without them answers UNSUPPORTED for those codes.
+ */
+inline KvCacheRef readCache(const Napi::CallbackInfo& info, size_t i, bool kvQuant = false) {
   KvCacheRef c{};
-  c.dtype = (int)intArg(info, i, "cache.dtype", kF32, kFp8E5M2FNUZ);
+  c.dtype = (int)intArg(info, i, "cache.dtype", kF32, kKvNvfp4);
+  const bool quant = is_kv_quant_dtype(c.dtype);
+  if (c.dtype > kFp8E5M2FNUZ && !quant) {
+    fail(info.Env(), "INVALID_ARGUMENT", "cache.dtype", "cache.dtype = " + std::to_string(c.dtype) + " is not a KV dtype code");
+  }
+  if (quant && !kvQuant) {
+    fail(info.Env(), "UNSUPPORTED", "cache.dtype",
+         "KV-cache dtype code " + std::to_string(c.dtype) + " (scaled when written) has no kernels in this backend");
+  }
   c.numBlocks = intArg(info, i + 3, "cache.numBlocks", 1, INT32_MAX);
   c.blockSize = (int)intArg(info, i + 4, "cache.blockSize", 1, INT32_MAX);
   c.numKvHeads = (int)intArg(info, i + 5, "cache.numKvHeads", 1, INT32_MAX);
   c.headSize = (int)intArg(info, i + 6, "cache.headSize", 1, INT32_MAX);
+  if (quant) {
+    KvQuantLayout l;
+    mul(info, "cache", {c.blockSize, c.numKvHeads, c.headSize});
+    if (!kv_quant_layout(c.dtype, c.blockSize, c.numKvHeads, c.headSize, &l)) {
+      fail(info.Env(), "INVALID_ARGUMENT", "cache.headSize",
+           "cache.headSize = " + std::to_string(c.headSize) + " does not fit KV dtype code " + std::to_string(c.dtype));
+    }
+    const int64_t bytes = mul(info, "cache", {c.numBlocks, l.blockBytes});
+    c.k = arrayArg<uint8_t>(info, i + 1, "cache.key", bytes, true);
+    c.v = arrayArg<uint8_t>(info, i + 2, "cache.value", bytes, true);
+    if (c.dtype == kKvNvfp4) {
+      c.kScale = arrayArg<float>(info, i + 7, "cache.kScale", 1, true);
+      c.vScale = arrayArg<float>(info, i + 8, "cache.vScale", 1, true);
+      checkScales(info, c.kScale, 1, "cache.kScale");
+      checkScales(info, c.vScale, 1, "cache.vScale");
+      c.scaleLen = 1;
+    }
+    return c;
+  }
   const int64_t n = mul(info, "cache", {c.numBlocks, c.blockSize, c.numKvHeads, c.headSize});
   if (c.dtype == kF32) {
     c.k = arrayArg<float>(info, i + 1, "cache.key", n, true);
@@ -313,10 +345,10 @@ inline EmbeddingParams readEmbedding(const Napi::CallbackInfo& info) {
   return p;
 }
 
-/** reshapeAndCache(key, value, slotMapping, numTokens, cache (4..12)). */
-inline CacheWriteParams readCacheWrite(const Napi::CallbackInfo& info) {
+/** reshapeAndCache(key, value, slotMapping, numTokens, cache (4..12)); `kvQuant` as in readCache. */
+inline CacheWriteParams readCacheWrite(const Napi::CallbackInfo& info, bool kvQuant = false) {
   CacheWriteParams p{};
-  p.cache = readCache(info, 4);
+  p.cache = readCache(info, 4, kvQuant);
   p.numTokens = intArg(info, 3, "numTokens", 0);
   const int64_t n = mul(info, "key", {p.numTokens, p.cache.numKvHeads, p.cache.headSize});
   p.key = arrayArg<float>(info, 0, "key", n);
@@ -336,11 +368,11 @@ struct AttentionInput {
 /**
  * pagedAttention(query, out, cache (2..10), queryStartLoc, seqLens, blockTables, maxBlocksPerSeq, numSeqs, numHeads,
  * softmaxScale, slidingWindow, fp8Query (0 off, 1 satfinite, 2 nosat), qScale). Fills `a` in place (so `p.qScaleKv`
- * points into `a.qScaleKv`; re-point it after copying `a`).
+ * points into `a.qScaleKv`; re-point it after copying `a`). `kvQuant` as in readCache.
  */
-inline void readAttention(const Napi::CallbackInfo& info, AttentionInput& a) {
+inline void readAttention(const Napi::CallbackInfo& info, AttentionInput& a, bool kvQuant = false) {
   AttentionParams& p = a.p;
-  p.cache = readCache(info, 2);
+  p.cache = readCache(info, 2, kvQuant);
   const KvCacheRef& c = p.cache;
   p.maxBlocksPerSeq = (int)intArg(info, 14, "maxBlocksPerSeq", 1);
   p.numSeqs = (int)intArg(info, 15, "numSeqs", 1);
@@ -380,7 +412,7 @@ inline void readAttention(const Napi::CallbackInfo& info, AttentionInput& a) {
   p.q = arrayArg<float>(info, 0, "query", qn);
   p.out = arrayArg<float>(info, 1, "out", qn);
   if (p.fp8Query != 0) {
-    if (c.dtype < kFp8E4M3FN) fail(info.Env(), "INVALID_ARGUMENT", "fp8Query", "fp8Query needs an FP8 cache");
+    if (c.dtype < kFp8E4M3FN || c.dtype > kFp8E5M2FNUZ) fail(info.Env(), "INVALID_ARGUMENT", "fp8Query", "fp8Query needs an FP8 cache");
     int64_t ql = 0;
     const float* qs = arrayArg<float>(info, 20, "cache.qScale", 1, false, &ql);
     if (ql != 1 && ql != p.numHeads) fail(info.Env(), "INVALID_SCALE", "cache.qScale", "cache.qScale must have length 1 or numHeads");

@@ -50,7 +50,52 @@ enum DtypeCode : int {
   kWFp8E4M3 = 24,  // e4m3fn codes [rows, cols]; scale [1] or [rows]
   kWInt8 = 25,     // int8 [rows, cols]; scale [1] or [rows]
   kWInt4 = 26,     // packed nibbles [rows, cols / 2] (element 2j low, unsigned q + 8); scale [rows, cols / group]
+  // KV-cache dtypes scaled when written (docs/spec/kv-dtypes.md; `KV_QUANT_DTYPE_CODE` in src/native/ops.ts): byte
+  // pools of whole blocks, each block its codes then its scales (kv_quant_layout). Only backends that declare them
+  // (the CPU addon) accept these codes; the others answer UNSUPPORTED.
+  kKvFp8PerTokenHead = 32,   // e4m3fn codes, float32 scale per token per kv head
+  kKvInt8PerTokenHead = 33,  // int8 codes -127..127, float32 scale per token per kv head
+  kKvInt4PerTokenHead = 34,  // two's complement nibbles -7..7 (element 2i low), float32 scale per token per kv head
+  kKvInt4G16 = 35,           // nibbles, float32 scale per 16 values
+  kKvInt4G32 = 36,           // nibbles, float32 scale per 32 values
+  kKvInt4G64 = 37,           // nibbles, float32 scale per 64 values
+  kKvNvfp4 = 38,             // E2M1 nibbles, E4M3FN scale per 16 values, float32 per-tensor scale (kScale[0] / vScale[0])
 };
+
+/** Whether `dt` is a write-time-scaled KV dtype (kKvFp8PerTokenHead..kKvNvfp4). */
+constexpr bool is_kv_quant_dtype(int dt) { return dt >= kKvFp8PerTokenHead && dt <= kKvNvfp4; }
+
+/** Byte layout of one block of one pool of a write-time-scaled KV dtype (`@kvq/cache` `kvBlockLayout`). */
+struct KvQuantLayout {
+  int groupSize;         // values per scale (headSize for the *_per_token_head dtypes)
+  int groupsPerHead;     // headSize / groupSize
+  int bits;              // 8 or 4 bits per code
+  int codeBytesPerHead;  // headSize or headSize / 2
+  int scaleBytes;        // 4 (float32 little-endian) or 1 (E4M3FN, nvfp4)
+  int64_t scalesOffset;  // code bytes of a block, padded to a multiple of 4
+  int64_t blockBytes;    // scales end, padded to a multiple of 4
+};
+
+/**
+ * The block layout of write-time-scaled KV dtype `dt` (docs/spec/kv-dtypes.md §3); false (and `*l` untouched) when
+ * `dt` is not such a dtype or `headSize` does not fit it (not a multiple of the group size, odd for 4-bit).
+ */
+inline bool kv_quant_layout(int dt, int64_t blockSize, int64_t numKvHeads, int64_t headSize, KvQuantLayout* l) {
+  if (!is_kv_quant_dtype(dt) || headSize < 1) return false;
+  const int64_t g = dt == kKvInt4G16 || dt == kKvNvfp4 ? 16 : dt == kKvInt4G32 ? 32 : dt == kKvInt4G64 ? 64 : headSize;
+  const int bits = dt == kKvFp8PerTokenHead || dt == kKvInt8PerTokenHead ? 8 : 4;
+  if (headSize % g != 0 || (bits == 4 && headSize % 2 != 0)) return false;
+  KvQuantLayout r;
+  r.groupSize = (int)g;
+  r.groupsPerHead = (int)(headSize / g);
+  r.bits = bits;
+  r.codeBytesPerHead = (int)(bits == 8 ? headSize : headSize / 2);
+  r.scaleBytes = dt == kKvNvfp4 ? 1 : 4;
+  r.scalesOffset = (blockSize * numKvHeads * r.codeBytesPerHead + 3) / 4 * 4;
+  r.blockBytes = (r.scalesOffset + blockSize * numKvHeads * r.groupsPerHead * r.scaleBytes + 3) / 4 * 4;
+  *l = r;
+  return true;
+}
 
 /** Bytes of one element of a dense or FP8 KV dtype (codes 0..6). */
 inline size_t dtype_bytes(int dt) { return dt == kF32 ? 4 : (dt <= kF16 ? 2 : 1); }
@@ -184,7 +229,7 @@ struct KvCacheRef {
   void* vDev;
   int64_t numBlocks;
   int blockSize, numKvHeads, headSize;
-  const float* kScale;  // FP8 only; length scaleLen (1 or numKvHeads)
+  const float* kScale;  // FP8: length scaleLen (1 or numKvHeads); nvfp4: the tensor scale, length 1; else unused
   const float* vScale;
   int scaleLen;
 };

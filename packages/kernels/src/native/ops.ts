@@ -73,14 +73,32 @@ export const DTYPE_CODE = {
 } as const satisfies Record<WeightDtype | NativeKvDtype, number>;
 
 /**
- * KV dtypes with native kernels: every KV dtype except the write-time-scaled ones (`int8_per_token_head`, `nvfp4`, ...,
- * docs/spec/kv-dtypes.md), which no native backend implements yet.
+ * KV dtypes every native backend implements: every KV dtype except the write-time-scaled ones (`int8_per_token_head`,
+ * `nvfp4`, ..., docs/spec/kv-dtypes.md), which only backends that declare them (the CPU backend) run.
  */
 export type NativeKvDtype = Exclude<KvLayerCache['dtype'], KvQuantDtype>;
 
-/** The native code of a cache's dtype; `UNSUPPORTED` for a write-time-scaled dtype (no native kernels yet). */
-export function nativeKvDtypeCode(dtype: KvLayerCache['dtype'], op: string): number {
+/** Native codes of the write-time-scaled KV dtypes (csrc/ops.h `kKvFp8PerTokenHead`..`kKvNvfp4`). */
+const KV_QUANT_DTYPE_CODE = {
+  fp8_per_token_head: 32,
+  int8_per_token_head: 33,
+  int4_per_token_head: 34,
+  int4_g16: 35,
+  int4_g32: 36,
+  int4_g64: 37,
+  nvfp4: 38,
+} as const satisfies Record<KvQuantDtype, number>;
+
+/**
+ * The native code of a cache's dtype. A write-time-scaled dtype has a code only when `kvQuant` is true (the backend
+ * has kernels for it, {@link NativeKernelBackend.kvQuantKernels}); otherwise it is `UNSUPPORTED`.
+ * @param op - the op named in the error message.
+ * @param kvQuant - whether the calling backend implements the write-time-scaled dtypes. Default false.
+ * @throws KernelError `UNSUPPORTED` for a write-time-scaled dtype when `kvQuant` is false.
+ */
+export function nativeKvDtypeCode(dtype: KvLayerCache['dtype'], op: string, kvQuant = false): number {
   if (isKvQuantDtype(dtype)) {
+    if (kvQuant) return KV_QUANT_DTYPE_CODE[dtype];
     throw new KernelError('UNSUPPORTED', `${op}: KV-cache dtype '${dtype}' has no native kernels in this backend yet (use the reference backend)`, {
       argument: 'cache.dtype',
     });
@@ -306,6 +324,14 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
     this.ctx = ctx;
   }
 
+  /**
+   * Whether this backend has kernels for the write-time-scaled KV dtypes (docs/spec/kv-dtypes.md); false by default,
+   * so `reshapeAndCache` / `pagedAttention` on such a cache throw `UNSUPPORTED` before any native call.
+   */
+  protected kvQuantKernels(): boolean {
+    return false;
+  }
+
   /** The resident device copy of a weight matrix's / embedding table's data, or null to upload it per call. */
   protected weightDevice(_data: NativeWeightData): D | null {
     return null;
@@ -339,7 +365,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
     return [
       args.query,
       args.out,
-      nativeKvDtypeCode(c.dtype, 'pagedAttention'),
+      nativeKvDtypeCode(c.dtype, 'pagedAttention', this.kvQuantKernels()),
       c.key,
       c.value,
       plan.numBlocks,
@@ -375,7 +401,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
   reshapeAndCache(args: ReshapeAndCacheArgs): void {
     const d = validateReshapeAndCache(args);
     const c = args.cache;
-    const dtypeCode = nativeKvDtypeCode(c.dtype, 'reshapeAndCache');
+    const dtypeCode = nativeKvDtypeCode(c.dtype, 'reshapeAndCache', this.kvQuantKernels());
     this.call('reshapeAndCache', () => {
       const [kDev, vDev] = this.cacheDevice(c);
       this.ctx.reshapeAndCache(

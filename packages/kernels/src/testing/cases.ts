@@ -18,7 +18,7 @@ import type { QuantizeOptions } from '../quant/quantize.js';
 import { createReferenceBackend } from '../reference/backend.js';
 import { buildRopeTable, type RopeScaling } from '../rope.js';
 import { isFp8 } from '../validate.js';
-import { attentionArgs, buildAttentionBatch, makeKvCache, permutation, randomF32, randomInts, randomWeight, rng, type SeqSpec } from './random.js';
+import { attentionArgs, buildAttentionBatch, makeKvCache, permutation, randomF32, randomInts, randomWeight, rng, type AttentionBatch, type SeqSpec } from './random.js';
 
 /** Token counts every token-dimensioned op is tried with. */
 export const AWKWARD_TOKENS: readonly number[] = [1, 7, 17, 33, 1025];
@@ -602,6 +602,42 @@ interface AttnCfg {
   fp8Query?: boolean;
   slidingWindow?: number;
   softmaxScale?: number;
+  /**
+   * Write-time-scaled dtypes: rewrite positions 0 and 1 of the first sequence (every kv head) with special heads
+   * (see writeKvSpecials): an all-zero K head, a V head whose first group holds a NaN, ±Inf and huge values.
+   */
+  kvSpecials?: boolean;
+}
+
+/**
+ * Overwrite positions 0 and 1 of sequence 0 of `batch` (written by `writer`) with special heads, every kv head:
+ * position 0: K all zero (zero groups: scale 0), V with +Inf at element 17 (saturated) and, in the last kv head
+ * when there are several, a NaN at element 0 (its group decodes to NaN, so do those output dims of every row of that
+ * head attending it); position 1: K with -Inf at element 3
+ * and 30 at element 40 (a large amax), V all zero (and -0).
+ */
+function writeKvSpecials(batch: AttentionBatch, writer: KernelBackend, numKvHeads: number, headSize: number): void {
+  const bs = batch.cache.blockSize;
+  const n = Math.min(2, batch.seqLens[0]!);
+  const slotMapping = new Int32Array(n);
+  for (let p = 0; p < n; p++) slotMapping[p] = batch.blockTables[Math.floor(p / bs)]! * bs + (p % bs);
+  const width = numKvHeads * headSize;
+  const key = Float32Array.from(batch.keys[0]!.subarray(0, n * width));
+  const value = Float32Array.from(batch.values[0]!.subarray(0, n * width));
+  for (let h = 0; h < numKvHeads; h++) {
+    const a = h * headSize;
+    key.fill(0, a, a + headSize);
+    // The NaN only in the last kv head (of two or more), so the other heads' outputs stay finite.
+    if (h === numKvHeads - 1 && h > 0) value[a] = NaN;
+    value[a + 17] = Infinity;
+    if (n > 1) {
+      const b = width + h * headSize;
+      key[b + 3] = -Infinity;
+      key[b + 40] = 30;
+      for (let d = 0; d < headSize; d++) value[b + d] = d % 2 ? -0 : 0;
+    }
+  }
+  writer.reshapeAndCache({ key, value, slotMapping, numTokens: n, cache: batch.cache });
 }
 
 function attentionCase(cfg: AttnCfg, seed: number): ParityCase {
@@ -610,6 +646,7 @@ function attentionCase(cfg: AttnCfg, seed: number): ParityCase {
     cfg.fp8Query ? 'fp8-query' : '',
     cfg.slidingWindow ? `window=${cfg.slidingWindow}` : '',
     cfg.softmaxScale ? `scale=${cfg.softmaxScale}` : '',
+    cfg.kvSpecials ? 'specials' : '',
   ]
     .filter(Boolean)
     .join(' ');
@@ -633,6 +670,7 @@ function attentionCase(cfg: AttnCfg, seed: number): ParityCase {
         r,
         reference,
       );
+      if (cfg.kvSpecials) writeKvSpecials(batch, reference, cfg.numKvHeads, cfg.headSize);
       if (cfg.fp8Query && isFp8(cfg.dtype)) {
         // Fit q scales to the query (per head when asked), so quantized queries use the format's range.
         const fmtMax = FP8_FORMATS[cfg.dtype as Fp8Format].maxFinite;
@@ -983,6 +1021,27 @@ function quantAttentionCases(full: boolean, seed: number): ParityCase[] {
       cases.push({ ...c, kvDtype: dtype });
     }
   }
+  // Zero, NaN and ±Inf heads in the cache (NaN groups decode to NaN): decode (the fused kernels) at head size 128
+  // with GQA 4, and prefill (the L1-tile path) at 64 with GQA 2, blocks of 16 (sequences span several).
+  KV_QUANT_DTYPE_LIST.forEach((dtype, di) => {
+    (['decode', 'prefill'] as const).forEach((scenario, k) => {
+      const c = attentionCase(
+        {
+          dtype,
+          scales: 'tensor',
+          headSize: k === 0 ? 128 : 64,
+          gqa: k === 0 ? 4 : 2,
+          numKvHeads: 2,
+          blockSize: 16,
+          seqs: scenario === 'decode' ? scenarioSeqs('decode', di).slice(2) : [{ queryLen: 33, seqLen: 40 }],
+          scenario,
+          kvSpecials: true,
+        },
+        seed + 1300 + di * 2 + k,
+      );
+      cases.push({ ...c, kvDtype: dtype });
+    });
+  });
   return cases;
 }
 

@@ -48,7 +48,7 @@ export interface ParitySuiteOptions extends ParityCaseOptions {
    * The write-time-scaled KV dtypes (`int8_per_token_head`, `nvfp4`, ...) the candidate implements. Their cases are
    * compared with the reference; for every OTHER such dtype the candidate must refuse the case with a
    * `KernelError` `UNSUPPORTED` (a crash, another error, or a silent success fails, so a backend that gains
-   * kernels must list the dtype here). Default `[]`: today's native backends refuse them all.
+   * kernels must list the dtype here). Default `[]` (the GPU backends refuse them all; the CPU backend lists them all).
    */
   readonly supportedKvQuantDtypes?: readonly KvQuantDtype[] | undefined;
 }

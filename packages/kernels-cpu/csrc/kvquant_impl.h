@@ -1,0 +1,503 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// CPU kernels of the KV-cache dtypes scaled when written (docs/spec/kv-dtypes.md): fp8/int8/int4_per_token_head,
+// int4_g16/32/64 and nvfp4. `reshapeAndCache` computes each group's scale and codes exactly as @kvq/cache's
+// `quantizeKvHead` (same bytes); `pagedAttention` decodes codes x scale (`fround(value * scale)`, the reference's
+// dequantized values) in registers, 32 elements at a time, straight into the float32 dot products and P.V sums on
+// the decode path, or into an L1 tile for the general path (prefill, causal edges, any head size).
+//
+// Included by kernels_impl.h inside namespace kvq::KVQ_NS, after the attention helpers (AttnScratch,
+// softmax_update, attn_scores, attn_pv); the same rules hold: everything `static`, no STL, no allocation.
+// Written against the vector layer only (vcvt_i8, vload_fp8, unpack_nib_pairs, vmul, vfma), so it compiles for
+// every ISA tier.
+#ifndef KVQ_KVQUANT_IMPL_H_
+#define KVQ_KVQUANT_IMPL_H_
+
+// ---- scalar codecs (bit-exact with @kvq/cache kv-quant.ts) -------------------------------------------
+
+/** The canonical quiet NaN JavaScript stores into a Float32Array (the scale of a group holding a NaN). */
+static const uint32_t kKvqNanBits = 0x7FC00000u;
+
+KVQ_I float kvq_load_f32le(const uint8_t* p) {
+  const uint32_t b = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+  return bits_as_f32(b);
+}
+
+KVQ_I void kvq_store_f32le(uint8_t* p, float v) {
+  const uint32_t b = f32_as_bits(v);
+  p[0] = (uint8_t)b;
+  p[1] = (uint8_t)(b >> 8);
+  p[2] = (uint8_t)(b >> 16);
+  p[3] = (uint8_t)(b >> 24);
+}
+
+/** amax over the finite values of x[0, n), or NaN when one of them is NaN (±Inf do not enter). */
+KVQ_I float kvq_group_amax(const float* x, int n) {
+  float amax = 0.0f;
+  bool nan = false;
+  for (int i = 0; i < n; i++) {
+    const float v = x[i];
+    nan |= v != v;
+    const float a = bits_as_f32(f32_as_bits(v) & 0x7FFFFFFFu);
+    amax = (a > amax && a != kvq_inff()) ? a : amax;
+  }
+  return nan ? bits_as_f32(kKvqNanBits) : amax;
+}
+
+/** Integer code of v = fround(x / scale): nearest, ties to even, saturated to ±qmax (±Inf too). */
+KVQ_I int kvq_int_code(float v, int qmax) {
+  if (v >= (float)qmax) return qmax;
+  if (v <= -(float)qmax) return -qmax;
+  return (int)kvq_rintf(v);
+}
+
+/**
+ * E2M1 code (sign in bit 3) of v: nearest of ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}, ties to the even code, saturating at 6;
+ * zero and anything rounding to it is code 0. The comparisons are @kvq/cache encodeE2m1's (a NaN gives 7).
+ */
+KVQ_I uint32_t kvq_e2m1_code(float v) {
+  const float m = bits_as_f32(f32_as_bits(v) & 0x7FFFFFFFu);
+  uint32_t c;
+  if (m <= 0.25f) c = 0;
+  else if (m < 0.75f) c = 1;
+  else if (m <= 1.25f) c = 2;
+  else if (m < 1.75f) c = 3;
+  else if (m <= 2.5f) c = 4;
+  else if (m < 3.5f) c = 5;
+  else if (m <= 5.0f) c = 6;
+  else c = 7;
+  return c != 0 && v < 0.0f ? (c | 8u) : c;
+}
+
+/** Twice the E2M1 value of each code (integers, so the int8 lanes convert exactly; halved after conversion). */
+static const int8_t kE2m1Twice[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/** Values per scale of a dtype known at compile time; 0 = the whole head (the *_per_token_head dtypes). */
+template <int DT>
+KVQ_I constexpr int kvq_group() {
+  return DT == kKvInt4G16 || DT == kKvNvfp4 ? 16 : DT == kKvInt4G32 ? 32 : DT == kKvInt4G64 ? 64 : 0;
+}
+
+/**
+ * Quantize one head vector x[0, D) into its codes and scales (docs/spec/kv-dtypes.md §2; @kvq/cache
+ * quantizeKvHead): per group the amax of its finite values, NaN -> NaN scale and zero codes, scale 0 -> zero codes.
+ * `tensor` is nvfp4's per-tensor scale (unused otherwise).
+ */
+static void quantize_head_q(int dt, const KvQuantLayout& L, const float* x, int D, uint8_t* codes, uint8_t* sc, float tensor) {
+  if (dt == kKvFp8PerTokenHead || dt == kKvInt8PerTokenHead) {
+    const bool fp8 = dt == kKvFp8PerTokenHead;
+    const float amax = kvq_group_amax(x, D);
+    const float scale = amax != amax ? amax : amax / (fp8 ? 448.0f : 127.0f);
+    kvq_store_f32le(sc, scale);
+    if (!(scale > 0.0f)) {
+      memset(codes, 0, (size_t)D);
+    } else if (fp8) {
+      quantize_run<kE4M3FN, true>(x, codes, D, scale);
+    } else {
+      for (int i = 0; i < D; i++) codes[i] = (uint8_t)(int8_t)kvq_int_code(x[i] / scale, 127);
+    }
+    return;
+  }
+  const int G = L.groupSize;
+  for (int g = 0; g < L.groupsPerHead; g++) {
+    const float* xg = x + (int64_t)g * G;
+    uint8_t* cg = codes + (int64_t)g * G / 2;
+    const float amax = kvq_group_amax(xg, G);
+    if (dt == kKvNvfp4) {
+      uint32_t s8;
+      float S;
+      if (amax != amax) {
+        s8 = 0x7Fu;  // E4M3FN NaN
+        S = amax;
+      } else {
+        s8 = fp8_encode<kE4M3FN, true>((amax / 6.0f) / tensor);
+        S = fp8_decode<kE4M3FN>(s8) * tensor;
+      }
+      sc[g] = (uint8_t)s8;
+      if (S > 0.0f) {
+        for (int i = 0; i < G; i += 2) cg[i / 2] = (uint8_t)(kvq_e2m1_code(xg[i] / S) | (kvq_e2m1_code(xg[i + 1] / S) << 4));
+      } else {
+        memset(cg, 0, (size_t)G / 2);
+      }
+    } else {
+      const float scale = amax != amax ? amax : amax / 7.0f;
+      kvq_store_f32le(sc + 4 * g, scale);
+      if (scale > 0.0f) {
+        for (int i = 0; i < G; i += 2) {
+          const uint32_t lo = (uint32_t)kvq_int_code(xg[i] / scale, 7) & 0xFu;
+          const uint32_t hi = (uint32_t)kvq_int_code(xg[i + 1] / scale, 7) & 0xFu;
+          cg[i / 2] = (uint8_t)(lo | (hi << 4));
+        }
+      } else {
+        memset(cg, 0, (size_t)G / 2);
+      }
+    }
+  }
+}
+
+static int reshape_and_cache_q(const CacheWriteParams& p, const Runner& rn) {
+  const KvCacheRef& c = p.cache;
+  KvQuantLayout L{};
+  if (!kv_quant_layout(c.dtype, c.blockSize, c.numKvHeads, c.headSize, &L)) return kOk;  // the glue checked it
+  const int64_t hd = (int64_t)c.numKvHeads * c.headSize;
+  const float kt = c.dtype == kKvNvfp4 ? c.kScale[0] : 1.0f;
+  const float vt = c.dtype == kKvNvfp4 ? c.vScale[0] : 1.0f;
+  uint8_t* kp = static_cast<uint8_t*>(c.k);
+  uint8_t* vp = static_cast<uint8_t*>(c.v);
+  auto tok = [&](int64_t t, int) {
+    const int64_t slot = p.slots[t];
+    if (slot < 0) return;
+    const int64_t base = slot / c.blockSize * L.blockBytes;
+    const int64_t row0 = slot % c.blockSize * c.numKvHeads;
+    for (int h = 0; h < c.numKvHeads; h++) {
+      const int64_t row = row0 + h;
+      const int64_t co = base + row * L.codeBytesPerHead;
+      const int64_t so = base + L.scalesOffset + row * L.groupsPerHead * L.scaleBytes;
+      const int64_t si = t * hd + (int64_t)h * c.headSize;
+      quantize_head_q(c.dtype, L, p.key + si, c.headSize, kp + co, kp + so, kt);
+      quantize_head_q(c.dtype, L, p.value + si, c.headSize, vp + co, vp + so, vt);
+    }
+  };
+  if (p.numTokens * hd < kParallelMin / 4 || rn.threads == 1) {
+    for (int64_t t = 0; t < p.numTokens; t++) tok(t, 0);
+  } else {
+    rn.parallel_for(p.numTokens, tok);
+  }
+  return kOk;
+}
+
+// ---- decoding -------------------------------------------------------------------------------------
+
+/** The scale of group g of a row whose scales start at `sc` (nvfp4: fround(e4m3 x tensor)). */
+template <int DT>
+KVQ_I float kvq_scale(const uint8_t* sc, int g, float tensor) {
+  if constexpr (DT == kKvNvfp4) {
+    return fp8_decode<kE4M3FN>(sc[g]) * tensor;
+  } else {
+    return kvq_load_f32le(sc + 4 * g);
+  }
+}
+
+/**
+ * Elements [e0, e0 + 32) of a row (e0 a multiple of 32), dequantized exactly (`fround(value * scale)`) into
+ * 32 / W vectors. `bsc` holds the scales of the block's groups: bsc[0] (and bsc[1], 16-value groups).
+ */
+template <int DT>
+KVQ_I void dq32(const uint8_t* codes, const float* bsc, int e0, VF* out) {
+  constexpr int NB = 32 / W;
+  constexpr int kG = kvq_group<DT>();
+  if constexpr (DT == kKvFp8PerTokenHead) {
+    const VF one = vset1(fp8_load_const<kE4M3FN>());
+    const VF s = vset1(bsc[0]);
+    for (int k = 0; k < NB; k++) out[k] = vmul(vload_fp8<kE4M3FN>(codes + e0 + k * W, one), s);
+  } else if constexpr (DT == kKvInt8PerTokenHead) {
+    const VF s = vset1(bsc[0]);
+    const int8_t* q = reinterpret_cast<const int8_t*>(codes) + e0;
+    for (int k = 0; k < NB; k++) out[k] = vmul(vcvt_i8(q + k * W), s);
+  } else {
+    uint64_t w[2];
+    memcpy(w, codes + e0 / 2, 16);
+    int8_t q[32];
+    if constexpr (DT == kKvNvfp4) {
+      unpack_nib_pairs(reinterpret_cast<const uint8_t*>(w), 0, q);
+      for (int i = 0; i < 32; i++) q[i] = kE2m1Twice[q[i]];
+    } else {
+      // Two's complement nibbles: (n ^ 8) - 8 sign-extends.
+      w[0] ^= 0x8888888888888888ull;
+      w[1] ^= 0x8888888888888888ull;
+      unpack_nib_pairs(reinterpret_cast<const uint8_t*>(w), 8, q);
+    }
+    for (int k = 0; k < NB; k++) {
+      const VF s = vset1(bsc[kG == 16 ? (k * W) / 16 : 0]);
+      VF v = vcvt_i8(q + k * W);
+      if constexpr (DT == kKvNvfp4) v = vmul(v, vset1(0.5f));  // exact: halves small integers
+      out[k] = vmul(v, s);
+    }
+  }
+}
+
+/** The group scales of one row into gs[0, groups). */
+template <int DT>
+KVQ_I void kvq_row_scales(const uint8_t* sc, int groups, float tensor, float* gs) {
+  for (int g = 0; g < groups; g++) gs[g] = kvq_scale<DT>(sc, g, tensor);
+}
+
+/** The scales of the groups of the 32-block at e0 within a row's scales gs (see dq32). */
+template <int DT>
+KVQ_I const float* kvq_block_scales(const float* gs, int e0) {
+  constexpr int kG = kvq_group<DT>();
+  return kG ? gs + e0 / kG : gs;
+}
+
+/** Element i of a row, dequantized with its group's scale s (the scalar form of dq32). */
+template <int DT>
+KVQ_I float dq1(const uint8_t* codes, float s, int64_t i) {
+  if constexpr (DT == kKvFp8PerTokenHead) {
+    return fp8_decode<kE4M3FN>(codes[i]) * s;
+  } else if constexpr (DT == kKvInt8PerTokenHead) {
+    return (float)(int8_t)codes[i] * s;
+  } else {
+    const uint32_t n = (i & 1) ? (uint32_t)codes[i >> 1] >> 4 : (uint32_t)codes[i >> 1] & 0xFu;
+    if constexpr (DT == kKvNvfp4) return (float)kE2m1Twice[n] * 0.5f * s;
+    return (float)(((int32_t)n ^ 8) - 8) * s;
+  }
+}
+
+/** Dequantize a row of D elements into dst (exact values), zero padding to dp. */
+template <int DT>
+KVQ_I void dq_row(const uint8_t* codes, const uint8_t* sc, const KvQuantLayout& L, int64_t D, int64_t dp, float tensor,
+                  float* dst) {
+  constexpr int kG = kvq_group<DT>();
+  if (D % 32 == 0) {
+    float bsc[2] = {kvq_scale<DT>(sc, 0, tensor), 0.0f};
+    for (int64_t e = 0; e < D; e += 32) {
+      if (kG) {
+        bsc[0] = kvq_scale<DT>(sc, (int)(e / kG), tensor);
+        if (kG == 16) bsc[1] = kvq_scale<DT>(sc, (int)(e / kG) + 1, tensor);
+      }
+      VF v[32 / W];
+      dq32<DT>(codes, bsc, (int)e, v);
+      for (int k = 0; k < 32 / W; k++) vstore(dst + e + k * W, v[k]);
+    }
+  } else {
+    const int G = L.groupSize;
+    for (int g = 0; g < L.groupsPerHead; g++) {
+      const float s = kvq_scale<DT>(sc, g, tensor);
+      for (int64_t i = (int64_t)g * G; i < (int64_t)(g + 1) * G; i++) dst[i] = dq1<DT>(codes, s, i);
+    }
+  }
+  for (int64_t e = D; e < dp; e++) dst[e] = 0.0f;
+}
+
+// ---- fused decode kernels (head size HS, a multiple of 32; R <= 4 query rows attending every key) ----------
+
+/** S[r, j] = dot(Q[r], dequant(K[j])) for r < R, j < nt; K rows decoded 32 elements at a time in registers. */
+template <int DT, int HS, int R>
+static void scores_q(const uint8_t* kc, const int64_t* cidx, const int64_t* sidx, int nt, int groups, float tensor,
+                     const float* Q, int64_t dp, float* S) {
+  constexpr int NB = 32 / W;
+  constexpr int kGroups = kvq_group<DT>() ? HS / kvq_group<DT>() : 1;
+  (void)groups;
+  for (int j = 0; j < nt; j++) {
+    float gs[kGroups];
+    kvq_row_scales<DT>(kc + sidx[j], kGroups, tensor, gs);
+    const uint8_t* row = kc + cidx[j];
+    VF acc[R][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = vzero();
+    for (int e0 = 0; e0 < HS; e0 += 32) {
+      VF kv[NB];
+      dq32<DT>(row, kvq_block_scales<DT>(gs, e0), e0, kv);
+      for (int k = 0; k < NB; k++)
+        for (int r = 0; r < R; r++) acc[r][k & 1] = vfma(vload(Q + r * dp + e0 + k * W), kv[k], acc[r][k & 1]);
+    }
+    for (int r = 0; r < R; r++) S[r * kTile + j] = vhsum(vadd(acc[r][0], acc[r][1]));
+  }
+}
+
+/** acc[r] += sum_{j < nt} P[r, j] * dequant(V[j]) for r < R; accumulators in registers, a few 32-blocks per pass. */
+template <int DT, int HS, int R>
+static void pv_q(const uint8_t* vc, const int64_t* cidx, const int64_t* sidx, int nt, int groups, float tensor,
+                 const float* P, float* acc, int64_t dp) {
+  constexpr int NB = 32 / W;
+  constexpr int kRegs = W >= 16 ? 16 : 8;
+  constexpr int BPP0 = kRegs / (R * NB) < 1 ? 1 : kRegs / (R * NB);
+  constexpr int BPP = BPP0 > HS / 32 ? HS / 32 : BPP0;  // 32-element blocks per pass
+  static_assert((HS / 32) % BPP == 0, "blocks must split evenly into passes");
+  constexpr int kGroups = kvq_group<DT>() ? HS / kvq_group<DT>() : 1;
+  (void)groups;
+  for (int pb = 0; pb < HS / 32; pb += BPP) {
+    VF a[R][BPP * NB];
+    for (int r = 0; r < R; r++)
+      for (int k = 0; k < BPP * NB; k++) a[r][k] = vload(acc + r * dp + pb * 32 + k * W);
+    for (int j = 0; j < nt; j++) {
+      float gs[kGroups];
+      kvq_row_scales<DT>(vc + sidx[j], kGroups, tensor, gs);
+      VF pj[R];
+      for (int r = 0; r < R; r++) pj[r] = vset1(P[r * kTile + j]);
+      for (int b = 0; b < BPP; b++) {
+        VF v[NB];
+        dq32<DT>(vc + cidx[j], kvq_block_scales<DT>(gs, (pb + b) * 32), (pb + b) * 32, v);
+        for (int k = 0; k < NB; k++)
+          for (int r = 0; r < R; r++) a[r][b * NB + k] = vfma(pj[r], v[k], a[r][b * NB + k]);
+      }
+    }
+    for (int r = 0; r < R; r++)
+      for (int k = 0; k < BPP * NB; k++) vstore(acc + r * dp + pb * 32 + k * W, a[r][k]);
+  }
+}
+
+template <int DT, int HS, int RR>
+static void tile_q(AttnScratch& s, const uint8_t* kc, const uint8_t* vc, const int64_t* cidx, const int64_t* sidx, int R,
+                   int32_t j0, int nt, int groups, float kt, float vt, int64_t dp) {
+  scores_q<DT, HS, RR>(kc, cidx, sidx, nt, groups, kt, s.q, dp, s.s);
+  softmax_update(s, 0, R, j0, nt, dp);
+  pv_q<DT, HS, RR>(vc, cidx, sidx, nt, groups, vt, s.s, s.acc, dp);
+}
+
+/**
+ * One attention task (see attn_task) over a write-time-scaled cache: query rows of tokens [t0, t1) for one kv head,
+ * keys [k0, k1), online softmax over tiles of kTile keys. Uniform tiles of <= 4 rows with HS > 0 take the fused
+ * kernels; the others dequantize the K and V tiles into L1 scratch and use the float32 tile kernels.
+ */
+template <int DT, int HS>
+static void attn_task_q(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase) {
+  const AttentionParams& p = *ctx.p;
+  const KvCacheRef& c = p.cache;
+  const int64_t D = c.headSize, dp = ctx.dp;
+  const int G = ctx.group;
+  KvQuantLayout L{};
+  kv_quant_layout(DT, c.blockSize, c.numKvHeads, c.headSize, &L);
+  AttnScratch s = attn_scratch(scratchBase, ctx.rmax, dp);
+  const int qStart = p.qsl[tk.seq];
+  const int qLen = p.qsl[tk.seq + 1] - qStart;
+  const int ctxLen = p.seqLens[tk.seq];
+  const int R = (tk.t1 - tk.t0) * G;
+  const int h = tk.kvh;
+  const float kt = DT == kKvNvfp4 ? c.kScale[0] : 1.0f;
+  const float vt = DT == kKvNvfp4 ? c.vScale[0] : 1.0f;
+  const bool fusedOk = HS > 0 && R <= 4;
+
+  int32_t kb = tk.k1, ke = tk.k0;
+  for (int ti = 0; ti < tk.t1 - tk.t0; ti++) {
+    const int token = qStart + tk.t0 + ti;
+    const int pos = ctxLen - qLen + tk.t0 + ti;
+    int32_t lo = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
+    lo = lo > tk.k0 ? lo : tk.k0;
+    int32_t hi = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
+    if (hi < lo) hi = lo;
+    for (int g = 0; g < G; g++) {
+      const int r = ti * G + g;
+      memcpy(s.q + r * dp, p.q + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D, (size_t)D * sizeof(float));
+      for (int64_t d = D; d < dp; d++) s.q[r * dp + d] = 0.0f;
+      s.mul[r] = p.softmaxScale;
+      s.lo[r] = lo;
+      s.hi[r] = hi;
+      s.m[r] = kNegInf;
+      s.l[r] = 0.0f;
+      for (int64_t d = 0; d < dp; d++) s.acc[r * dp + d] = 0.0f;
+    }
+    if (lo < hi) {
+      kb = lo < kb ? lo : kb;
+      ke = hi > ke ? hi : ke;
+    }
+  }
+  // The fused kernels run 1, 2 or 4 rows; a 3-row task gets a zero 4th query row (its results are ignored).
+  if (fusedOk && R == 3) {
+    for (int64_t d = 0; d < dp; d++) s.q[3 * dp + d] = 0.0f;
+    for (int64_t d = 0; d < dp; d++) s.acc[3 * dp + d] = 0.0f;
+  }
+
+  const uint8_t* kc = static_cast<const uint8_t*>(c.k);
+  const uint8_t* vc = static_cast<const uint8_t*>(c.v);
+  const int32_t* bt = p.blockTables + (int64_t)tk.seq * p.maxBlocksPerSeq;
+  const int bs = c.blockSize;
+  // Byte offsets of the codes and of the scales of the rows of keys [j0, j0 + n).
+  auto rowOffsets = [&](int32_t j0, int n, int64_t* cidx, int64_t* sidx) {
+    int64_t blkPos = j0 / bs;
+    int off = j0 % bs;
+    int64_t base = (int64_t)bt[blkPos] * L.blockBytes;
+    for (int j = 0; j < n; j++) {
+      const int64_t row = (int64_t)off * c.numKvHeads + h;
+      cidx[j] = base + row * L.codeBytesPerHead;
+      sidx[j] = base + L.scalesOffset + row * L.groupsPerHead * L.scaleBytes;
+      if (++off == bs && j + 1 < n) {
+        off = 0;
+        base = (int64_t)bt[++blkPos] * L.blockBytes;
+      }
+    }
+  };
+  // Touch the code and scale lines of a tile's rows so they are in flight while the previous tile computes.
+  auto prefetchRows = [&](const int64_t* cidx, const int64_t* sidx, int n) {
+    for (int j = 0; j < n; j++) {
+      for (int64_t b = 0; b < L.codeBytesPerHead; b += 64) {
+        vprefetch(kc + cidx[j] + b);
+        vprefetch(vc + cidx[j] + b);
+      }
+      vprefetch(kc + cidx[j] + L.codeBytesPerHead - 1);
+      vprefetch(vc + cidx[j] + L.codeBytesPerHead - 1);
+      vprefetch(kc + sidx[j]);
+      vprefetch(vc + sidx[j]);
+    }
+  };
+  int64_t sA[kTile], sB[kTile];
+  int64_t* cidx = s.idx;
+  int64_t* cnext = s.idx + kTile;
+  int64_t* sidx = sA;
+  int64_t* snext = sB;
+  if (kb < ke) rowOffsets(kb, (int)imin(kTile, ke - kb), cidx, sidx);
+  for (int32_t j0 = kb; j0 < ke; j0 += kTile) {
+    const int nt = (int)imin(kTile, ke - j0);
+    const int nn = j0 + kTile < ke ? (int)imin(kTile, ke - j0 - kTile) : 0;
+    if (nn > 0) {
+      rowOffsets(j0 + kTile, nn, cnext, snext);
+      prefetchRows(cnext, snext, nn);
+    }
+    int ra = 0, rb = R;
+    while (ra < R && !(s.lo[ra] < j0 + nt && s.hi[ra] > j0)) ra++;
+    while (rb > ra && !(s.lo[rb - 1] < j0 + nt && s.hi[rb - 1] > j0)) rb--;
+    bool uniform = ra < rb;
+    for (int r = ra; r < rb; r++) uniform = uniform && s.lo[r] <= j0 && s.hi[r] >= j0 + nt;
+
+    if (ra < rb && fusedOk && uniform && ra == 0 && rb == R) {
+      if constexpr (HS > 0 && HS % 32 == 0) {
+        switch (R) {
+          case 1: tile_q<DT, HS, 1>(s, kc, vc, cidx, sidx, R, j0, nt, L.groupsPerHead, kt, vt, dp); break;
+          case 2: tile_q<DT, HS, 2>(s, kc, vc, cidx, sidx, R, j0, nt, L.groupsPerHead, kt, vt, dp); break;
+          default: tile_q<DT, HS, 4>(s, kc, vc, cidx, sidx, R, j0, nt, L.groupsPerHead, kt, vt, dp); break;
+        }
+      }
+    } else if (ra < rb) {
+      for (int j = 0; j < nt; j++) dq_row<DT>(kc + cidx[j], kc + sidx[j], L, D, dp, kt, s.k + j * dp);
+      for (int j = nt; j < (int)round_up(nt, 4); j++)
+        for (int64_t d = 0; d < dp; d++) s.k[j * dp + d] = 0.0f;
+      attn_scores(s.q, s.k, s.s, ra, rb, nt, dp);
+      softmax_update(s, ra, rb, j0, nt, dp);
+      for (int j = 0; j < nt; j++) dq_row<DT>(vc + cidx[j], vc + sidx[j], L, D, dp, vt, s.v + j * dp);
+      if (uniform) {
+        int r = ra;
+        for (; r + 4 <= rb; r += 4) attn_pv<4>(s.s, s.v, s.acc, r, 0, nt, dp);
+        for (; r + 2 <= rb; r += 2) attn_pv<2>(s.s, s.v, s.acc, r, 0, nt, dp);
+        for (; r < rb; r++) attn_pv<1>(s.s, s.v, s.acc, r, 0, nt, dp);
+      } else {
+        for (int r = ra; r < rb; r++) {
+          const int jl = (int)imax(s.lo[r] - j0, 0), jh = (int)imin(s.hi[r] - j0, nt);
+          if (jl < jh) attn_pv<1>(s.s, s.v, s.acc, r, jl, jh, dp);
+        }
+      }
+    }
+    int64_t* t = cidx;
+    cidx = cnext;
+    cnext = t;
+    t = sidx;
+    sidx = snext;
+    snext = t;
+  }
+
+  for (int r = 0; r < R; r++) {
+    const int ti = r / G, g = r % G;
+    const int token = qStart + tk.t0 + ti;
+    const float* a = s.acc + r * dp;
+    if (tk.nsplit == 1) {
+      float* o = p.out + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D;
+      const float inv = 1.0f / s.l[r];
+      for (int64_t d = 0; d < D; d++) o[d] = a[d] * inv;
+    } else {
+      float* part = ctx.partials + (tk.partial + (int64_t)tk.split * R + r) * (dp + 2);
+      part[0] = s.m[r];
+      part[1] = s.l[r];
+      memcpy(part + 2, a, (size_t)dp * sizeof(float));
+    }
+  }
+}
+
+/** The attention task of any KV dtype: attn_task_q for the write-time-scaled ones, attn_task for the others. */
+template <int DT, int HS>
+static void attn_task_any(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase) {
+  if constexpr (is_kv_quant_dtype(DT)) {
+    attn_task_q<DT, HS>(ctx, tk, scratchBase);
+  } else {
+    attn_task<DT, HS>(ctx, tk, scratchBase);
+  }
+}
+
+#endif  // KVQ_KVQUANT_IMPL_H_
