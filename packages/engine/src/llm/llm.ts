@@ -100,6 +100,14 @@ export interface LLMOptions {
    */
   readonly kvCacheDtypeSkipLayers?: readonly KvSkipLayer[];
   /**
+   * A per-layer KV-cache dtype plan: one `kvCacheDtype` value per attention layer (`'auto'` = the model dtype), e.g.
+   * `['int8_per_token_head', 'int4_g32', ...]`. Needs `kvCacheDtype` absent or `'auto'`. Default: the checkpoint's
+   * plan (`kvq_kv_cache_plan.json`, written by `kvq calibrate --plan`) when `kvCacheDtype` is absent or `'auto'`
+   * (its rotation too, unless `kvCacheRotation` is given), else none. `kvCacheDtypeSkipLayers` applies on top. The
+   * cache's main dtype (`LLM.kvDtype`) is the plan's most frequent one.
+   */
+  readonly kvCacheLayerDtypes?: readonly KvCacheDtype[];
+  /**
    * How activations meet GGML-quantized weights (GGUF Q8_0 ... Q6_K): `'q8'` (default) rounds each activation row to
    * GGML's 8-bit blocks first, as llama.cpp and vLLM's GGUF kernels do (the same function as those engines; int8 dot
    * products on AVX2 CPUs); `'f32'` multiplies float32 activations by the exact block values (slower on CPUs,
@@ -279,11 +287,12 @@ export class LLM {
       : options.model;
     const c = model.config;
     const modelDtype = c.torchDtype === 'float32' ? 'f32' : c.torchDtype === 'float16' ? 'f16' : 'bf16';
+    const layerPlan = layerPlanOf(options, model, modelDtype, fnuz);
     let ckpt: CheckpointKvScales | undefined = model.checkpointKvScales;
     // vLLM (config/cache.py, late 2026): a compressed-tensors kv_cache_scheme turns `auto` into fp8 and turns
     // calculate_kv_scales off; an explicit choice wins.
     const schemeFp8 = (options.kvCacheDtype ?? 'auto') === 'auto' && ckpt?.method === 'compressed-tensors' && ckpt.scheme !== undefined;
-    const kvDtype = schemeFp8 ? resolveKvCacheDtype('fp8', modelDtype, { fnuz }) : resolveDtype(modelDtype);
+    const kvDtype = layerPlan ? layerPlan.mainDtype : schemeFp8 ? resolveKvCacheDtype('fp8', modelDtype, { fnuz }) : resolveDtype(modelDtype);
     let kvScales: KvScales | undefined = model.kvScales;
     // The model may have been loaded before the backend was known (the CLI does): scales resolved for another FP8
     // format (e.g. e4m3fn while the backend runs e4m3fnuz, where base-method scales double) are resolved again.
@@ -333,7 +342,11 @@ export class LLM {
     }
     const blockSize = options.blockSize ?? 16;
     checkKvDtypeOnBackend(backend, kvDtype, { numKvHeads: c.numKvHeads, numHeads: c.numHeads, headSize: c.headDim, blockSize }, String(options.kvCacheDtype ?? 'auto'));
-    const layerDtypes = kvLayerDtypes(options.kvCacheDtypeSkipLayers, c, kvDtype, resolveKvCacheDtype('auto', modelDtype));
+    const autoDtype = resolveKvCacheDtype('auto', modelDtype);
+    let layerDtypes = layerPlan ? [...layerPlan.layerDtypes] : undefined;
+    const skipped = kvLayerDtypes(options.kvCacheDtypeSkipLayers, c, kvDtype, autoDtype);
+    if (skipped) layerDtypes = skipped.map((d, l) => (d === autoDtype ? autoDtype : (layerDtypes?.[l] ?? d)));
+    for (const d of new Set(layerDtypes ?? [])) if (d !== kvDtype) checkKvDtypeOnBackend(backend, d, { numKvHeads: c.numKvHeads, numHeads: c.numHeads, headSize: c.headDim, blockSize }, d);
     // Per-head scales are FP8's (checkpoint / calibrated); the write-time-scaled dtypes compute their own.
     const perHead = isFp8Dtype(kvDtype) && kvScales?.granularity === 'head';
     const plan = planKvCache({
@@ -361,10 +374,10 @@ export class LLM {
     });
     if (isFp8Dtype(kvDtype) && kvScales && !calculateKvScales) {
       // Skipped layers (model dtype) take no scales.
-      kvScales.layers.forEach((l, i) => storage.layerDtypes[i] === kvDtype && storage.setScales(i, { kScale: l.k, vScale: l.v, qScale: perHead ? expandQ(l.q, c) : l.q }));
+      kvScales.layers.forEach((l, i) => isFp8Dtype(storage.layerDtypes[i]!) && storage.setScales(i, { kScale: l.k, vScale: l.v, qScale: perHead ? expandQ(l.q, c) : l.q }));
     }
     const dims = llamaDimsOf(c, maxModelLen);
-    const kvRotation = kvRotationFor(options.kvCacheRotation, c.headDim);
+    const kvRotation = kvRotationFor(options.kvCacheRotation ?? layerPlan?.rotation, c.headDim);
     if (kvRotation && isFp8Dtype(kvDtype) && kvScales && kvScales.layersFromCheckpoint > 0 && !calculateKvScales) {
       process.emitWarning(
         `kvq: kvCacheRotation 'hadamard' with KV-cache scales from ${ckpt?.origin ?? 'the checkpoint'}: they were measured on unrotated K/V, so values may saturate or lose precision; prefer a write-time-scaled dtype (fp8_per_token_head) or calculateKvScales`,
@@ -558,4 +571,39 @@ function expandQ(q: Float32Array, c: ModelConfig): Float32Array {
   if (q.length === c.numHeads) return q;
   const group = c.numHeads / c.numKvHeads;
   return Float32Array.from({ length: c.numHeads }, (_, h) => q[Math.floor(h / group)]!);
+}
+
+/**
+ * The per-layer dtype plan `LLM.create` runs with: `kvCacheLayerDtypes`, else the checkpoint's plan when `kvCacheDtype`
+ * is absent or `'auto'`, else none. Resolved to storage dtypes; the main dtype is the most frequent one.
+ * @throws EngineError `INVALID_ARGUMENT` (field `kvCacheLayerDtypes`) for a wrong length, an unknown dtype, or a
+ *   `kvCacheDtype` other than `'auto'` beside it
+ */
+function layerPlanOf(
+  options: LLMOptions,
+  model: LoadedModel,
+  modelDtype: 'f32' | 'f16' | 'bf16',
+  fnuz: boolean,
+): { layerDtypes: KvStorageDtype[]; mainDtype: KvStorageDtype; rotation: KvCacheRotation | undefined } | undefined {
+  const autoDtype = (options.kvCacheDtype ?? 'auto') === 'auto';
+  const explicit = options.kvCacheLayerDtypes;
+  const fromModel = explicit === undefined && autoDtype ? model.kvCachePlan : undefined;
+  const list = explicit ?? fromModel?.layerDtypes;
+  if (list === undefined) return undefined;
+  const fail = (what: string, cause?: unknown): never => {
+    throw new EngineError('INVALID_ARGUMENT', `kvCacheLayerDtypes${fromModel ? ` (from ${fromModel.origin})` : ''} ${what}`, { field: 'kvCacheLayerDtypes', ...(cause ? { cause } : {}) });
+  };
+  if (!autoDtype) fail(`needs kvCacheDtype 'auto' (or none), got ${JSON.stringify(options.kvCacheDtype)}`);
+  if (!Array.isArray(list) || list.length !== model.config.numLayers) fail(`must list ${model.config.numLayers} dtypes (one per layer), got ${JSON.stringify(list)}`);
+  const layerDtypes = list.map((d, i) => {
+    try {
+      return resolveKvCacheDtype(d, modelDtype, { fnuz });
+    } catch (cause) {
+      return fail(`[${i}] = ${JSON.stringify(d)} is not supported: ${(cause as Error).message}`, cause);
+    }
+  });
+  const counts = new Map<KvStorageDtype, number>();
+  for (const d of layerDtypes) counts.set(d, (counts.get(d) ?? 0) + 1);
+  const mainDtype = [...counts.entries()].sort((a, b) => b[1] - a[1])[0]![0];
+  return { layerDtypes, mainDtype, rotation: fromModel?.rotation };
 }

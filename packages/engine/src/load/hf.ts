@@ -23,6 +23,7 @@ import {
 } from '../weights/kv-scales.js';
 import { assembleWeights, checkShape, expectedHfTensors, lastLayerProbeName, type ExpectedTensor } from '../weights/model-weights.js';
 import { compressedTensorNames, parseCompressedTensorsConfig, readCompressedWeight, schemeForModule, type CompressedTensorsScheme } from './compressed-tensors.js';
+import { KV_CACHE_PLAN_FILE, parseKvCachePlan } from '../weights/kv-cache-plan.js';
 import { ProgressTracker, readJsonFile, type LoadedModel, type LoadedTokenizer, type LoadModelOptions } from './types.js';
 
 /** One opened safetensors file. */
@@ -298,7 +299,10 @@ export async function loadHfModel(dir: string, options: LoadModelOptions = {}): 
   const shards = await openSafetensorsShards(dir);
   try {
     const loaded = await readHfWeights(config, shards, raw.quantization_config, join(dir, 'config.json'), options);
-    return { format: 'hf', path: dir, config, tokenizer, chatTemplate, generationConfig, ...loaded };
+    const planPath = join(dir, KV_CACHE_PLAN_FILE);
+    const planJson = await readJsonFile(planPath, false);
+    const kvCachePlan = planJson === undefined ? undefined : parseKvCachePlan(planJson, config.numLayers, planPath);
+    return { format: 'hf', path: dir, config, tokenizer, chatTemplate, generationConfig, ...loaded, ...(kvCachePlan ? { kvCachePlan } : {}) };
   } finally {
     await Promise.all(shards.map((s) => s.source.close()));
   }

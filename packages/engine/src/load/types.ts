@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 
 import type { ChatTemplate } from '../chat/chat-template.js';
 import type { GenerationConfig } from '../config/generation-config.js';
+import type { KvCachePlanFile } from '../weights/kv-cache-plan.js';
 import type { ModelConfig } from '../config/model-config.js';
 import { EngineError } from '../errors.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -62,6 +63,8 @@ export interface LoadedModel {
   readonly checkpointKvScales: CheckpointKvScales | undefined;
   /** Things the loader skipped or assumed (unused tensors, fallback scales, ...). */
   readonly warnings: readonly string[];
+  /** The checkpoint's per-layer KV-cache dtype plan (`kvq_kv_cache_plan.json` in an HF folder), when it has one. */
+  readonly kvCachePlan?: KvCachePlanFile;
 }
 
 /** A tokenizer with the chat template and special-token setup of a model, without its weights. */
