@@ -9,7 +9,12 @@
 // dtype (dense, GGML blocks, compressed-tensors; GGML ones also with 8-bit activations) streamed from memory
 // against a plain threaded memory read measured in the same run.
 //
-// Usage: node scripts/bench-ratios.mjs [--threads N] [--isa avx512|avx2|scalar|auto] [--quick] [--only weights]
+// Runs on x86-64 (avx512 / avx2 / scalar kernels) and arm64 (neon / scalar; Linux or Apple Silicon) alike; the first
+// line names the ISA and the binary. The addon: KVQ_CPU_ADDON, else build/Release/kvq_cpu.node (pnpm build:native),
+// else this platform's prebuilt package (npm/<triple>/ in the monorepo, or the installed @kvq/kernels-cpu-<triple>).
+//
+// Usage: node scripts/bench-ratios.mjs [--threads N] [--isa avx512|avx2|neon|scalar|auto] [--quick] [--only weights]
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +26,25 @@ const opt = (name, dflt) => {
 };
 const quick = args.includes('--quick');
 const require = createRequire(import.meta.url);
-const addon = require(process.env.KVQ_CPU_ADDON ?? join(dirname(fileURLToPath(import.meta.url)), '..', 'build', 'Release', 'kvq_cpu.node'));
+const addonPath = process.env.KVQ_CPU_ADDON ?? findAddon();
+const addon = require(addonPath);
+
+/** build/Release, else the prebuilt binary of this platform (monorepo folder, then the installed package). */
+function findAddon() {
+  const pkg = join(dirname(fileURLToPath(import.meta.url)), '..');
+  const local = join(pkg, 'build', 'Release', 'kvq_cpu.node');
+  if (existsSync(local)) return local;
+  process.report.excludeNetwork = true;
+  const libc = process.platform !== 'linux' ? '' : process.report.getReport().header?.glibcVersionRuntime ? '-gnu' : '-musl';
+  const triple = `${process.platform}-${process.arch}${libc}${process.platform === 'win32' ? '-gnu' : ''}`;
+  const prebuilt = join(pkg, 'npm', triple, 'kvq_cpu.node');
+  if (existsSync(prebuilt)) return prebuilt;
+  try {
+    return require.resolve(`@kvq/kernels-cpu-${triple}/kvq_cpu.node`);
+  } catch {
+    throw new Error(`no kvq_cpu.node: set KVQ_CPU_ADDON, run pnpm build:native, or install @kvq/kernels-cpu-${triple}`);
+  }
+}
 const info = addon.cpuInfo();
 const threads = Number(opt('threads', info.cpus));
 const ctx = new addon.Context(threads, opt('isa', 'auto'), 50);
@@ -82,7 +105,10 @@ function streamingCount(context, hs, bytes) {
   return Math.max(2, Math.ceil(bytes / perCopy));
 }
 
-console.log(`kvq native CPU ratios: ${ctx.isa} kernels, ${ctx.threads} threads, ${info.cpus} CPUs available`);
+console.log(
+  `kvq native CPU ratios: ${ctx.isa} kernels (${process.platform}-${process.arch}; usable: ${info.isas.join(', ')}), ` +
+    `${ctx.threads} threads, ${info.cpus} CPUs available; ${addonPath}`,
+);
 const t = quick ? 0.3 : 1.0;
 if (only === 'all') {
 for (const setting of ['hot', 'streaming']) {
