@@ -14,6 +14,7 @@ export {
   type CalibrationProgress,
   type CalibrationResult,
 } from './calibrate.js';
+export { KV_PLAN_CANDIDATES, planKvCacheLayers, type KvPlanMeasurement, type KvPlanOptions, type KvPlanResult } from './kv-plan.js';
 export {
   parseDataset,
   parseParquet,
