@@ -72,6 +72,9 @@ KVQ_I uint32_t kvq_e2m1_code(float v) {
 /** Twice the E2M1 value of each code (integers, so the int8 lanes convert exactly; halved after conversion). */
 static const int8_t kE2m1Twice[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
+/** The two's complement value of each int4 nibble. */
+static const int8_t kInt4Values[16] = {0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1};
+
 /** Values per scale of a dtype known at compile time; 0 = the whole head (the *_per_token_head dtypes). */
 template <int DT>
 KVQ_I constexpr int kvq_group() {
@@ -195,18 +198,9 @@ KVQ_I void dq32(const uint8_t* codes, const float* bsc, int e0, VF* out) {
     const int8_t* q = reinterpret_cast<const int8_t*>(codes) + e0;
     for (int k = 0; k < NB; k++) out[k] = vmul(vcvt_i8(q + k * W), s);
   } else {
-    uint64_t w[2];
-    memcpy(w, codes + e0 / 2, 16);
+    // Nibbles through a 16-entry table (whole-vector stores, so the int8 loads below forward from them).
     int8_t q[32];
-    if constexpr (DT == kKvNvfp4) {
-      unpack_nib_pairs(reinterpret_cast<const uint8_t*>(w), 0, q);
-      for (int i = 0; i < 32; i++) q[i] = kE2m1Twice[q[i]];
-    } else {
-      // Two's complement nibbles: (n ^ 8) - 8 sign-extends.
-      w[0] ^= 0x8888888888888888ull;
-      w[1] ^= 0x8888888888888888ull;
-      unpack_nib_pairs(reinterpret_cast<const uint8_t*>(w), 8, q);
-    }
+    unpack_nib_pairs_lut(codes + e0 / 2, DT == kKvNvfp4 ? kE2m1Twice : kInt4Values, q);
     for (int k = 0; k < NB; k++) {
       const VF s = vset1(bsc[kG == 16 ? (k * W) / 16 : 0]);
       VF v = vcvt_i8(q + k * W);

@@ -133,6 +133,16 @@ KVQ_SI void unpack_nib_pairs(const uint8_t* b, int bias, int8_t* out) {
   vst1q_s8(out + 16, vzip2q_s8(lo, hi));
 }
 
+/** 16 packed bytes -> 32 int8 through a 16-entry table: out[2j] = lut[b[j] & 15], out[2j + 1] = lut[b[j] >> 4] (TBL). */
+KVQ_SI void unpack_nib_pairs_lut(const uint8_t* b, const int8_t* lut, int8_t* out) {
+  const uint8x16_t v = vld1q_u8(b);
+  const int8x16_t t = vld1q_s8(lut);
+  const int8x16_t lo = vqtbl1q_s8(t, vandq_u8(v, vdupq_n_u8(15)));
+  const int8x16_t hi = vqtbl1q_s8(t, vshrq_n_u8(v, 4));
+  vst1q_s8(out, vzip1q_s8(lo, hi));
+  vst1q_s8(out + 16, vzip2q_s8(lo, hi));
+}
+
 /**
  * GGML q5_0 / q5_1: 16 packed low-nibble bytes and 32 fifth bits (qh, bit j = element j) -> 32 int8:
  * out[j] = ((qs[j] & 15) | bit_j << 4) - bias, out[j + 16] = ((qs[j] >> 4) | bit_{j+16} << 4) - bias.

@@ -91,6 +91,13 @@ KVQ_SI void unpack_nib_pairs(const uint8_t* b, int bias, int8_t* out) {
     out[2 * j + 1] = (int8_t)((v[j] >> 4) - bias);
   }
 }
+/** 16 packed bytes -> 32 int8 through a 16-entry table: out[2j] = lut[b[j] & 15], out[2j + 1] = lut[b[j] >> 4]. */
+KVQ_SI void unpack_nib_pairs_lut(const uint8_t* b, const int8_t* lut, int8_t* out) {
+  for (int j = 0; j < 16; j++) {
+    out[2 * j] = lut[b[j] & 15];
+    out[2 * j + 1] = lut[b[j] >> 4];
+  }
+}
 /** GGML q5_0 / q5_1: out[j] = ((qs[j] & 15) | bit_j(qh) << 4) - bias, out[j + 16] likewise with the high nibble. */
 KVQ_SI void unpack_q5_32(const uint8_t* qs, uint32_t qh, int bias, int8_t* out) {
   uint8_t v[16];

@@ -2,7 +2,7 @@
 //
 // Nibble / 5-bit unpacking of quantized weight blocks to int8 with SSE2/SSSE3 (part of the AVX2 and AVX-512 vector
 // layers; included by simd_avx2.h and simd_avx512.h inside their namespace, with their KVQ_SI). The portable
-// versions are in simd_scalar.h; wquant_impl.h uses these three functions only.
+// versions are in simd_scalar.h; wquant_impl.h uses the nibble and 5-bit unpacks, kvquant_impl.h the table one.
 // Each writes whole 16-byte vectors, so the int8 loads that follow forward from the stores (byte-by-byte stores
 // followed by 8-byte loads stall store forwarding, which made the 32-element formats 8x slower).
 
@@ -20,6 +20,20 @@ KVQ_SI void unpack_nib_pairs(const uint8_t* b, int bias, int8_t* out) {
   const __m128i m = _mm_set1_epi8(15), bv = _mm_set1_epi8((char)bias);
   const __m128i lo = _mm_sub_epi8(_mm_and_si128(v, m), bv);
   const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), bv);
+  _mm_storeu_si128((__m128i*)out, _mm_unpacklo_epi8(lo, hi));
+  _mm_storeu_si128((__m128i*)(out + 16), _mm_unpackhi_epi8(lo, hi));
+}
+
+/**
+ * 16 packed bytes -> 32 int8 interleaved through a 16-entry table: out[2j] = lut[b[j] & 15], out[2j + 1] =
+ * lut[b[j] >> 4] (the write-time-scaled KV dtypes: two's complement int4 and 2 x E2M1 of nvfp4; kvquant_impl.h).
+ */
+KVQ_SI void unpack_nib_pairs_lut(const uint8_t* b, const int8_t* lut, int8_t* out) {
+  const __m128i v = _mm_loadu_si128((const __m128i*)b);
+  const __m128i t = _mm_loadu_si128((const __m128i*)lut);
+  const __m128i m = _mm_set1_epi8(15);
+  const __m128i lo = _mm_shuffle_epi8(t, _mm_and_si128(v, m));
+  const __m128i hi = _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16(v, 4), m));
   _mm_storeu_si128((__m128i*)out, _mm_unpacklo_epi8(lo, hi));
   _mm_storeu_si128((__m128i*)(out + 16), _mm_unpackhi_epi8(lo, hi));
 }
