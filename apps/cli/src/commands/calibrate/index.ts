@@ -4,16 +4,25 @@ import {
   calibrate,
   CHECKPOINT_FLAVORS,
   formatReportTable,
+  KV_PLAN_CANDIDATES,
   OBSERVER_KINDS,
+  planKvCacheLayers,
+  readDataset,
+  selectSamples,
+  tokenizeSample,
   reportToJson,
   SCALE_STRATEGIES,
   writeCheckpoint,
   type CalibrationMethod,
   type CheckpointFlavor,
+  type KvPlanResult,
   type ObserverKind,
   type ScaleStrategy,
 } from '@kvq/calibrate';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { isFp8Dtype, resolveKvCacheDtype } from '@kvq/cache';
+import { KV_CACHE_PLAN_FILE, KV_CACHE_ROTATIONS, kvCachePlanJson, type KvCacheDtype, type KvCacheRotation, type LoadedModel } from '@kvq/engine';
 import { parseCommand, parseKvCacheDtype, parseNumber } from '../../args.js';
 import { CliError } from '../../errors.js';
 import { loadWithProgress, resolveModel } from '../../model.js';
@@ -45,6 +54,16 @@ Options:
                             (default fp8)
   --quantize-query          also calibrate q scales (FP8 attention)
   --flavor F                ${CHECKPOINT_FLAVORS.join(' | ')} (default compressed-tensors)
+  --plan                    also choose a KV dtype per layer (automatic mixed precision): measure on --dataset the
+                            KL each candidate causes on each layer alone, pick the least total within
+                            --kv-bytes-per-token, and write it into the checkpoint (kvq_kv_cache_plan.json, which
+                            kvq loads when --kv-cache-dtype is auto)
+  --kv-bytes-per-token B    the plan's budget: KV bytes per token over all layers (kvq plan shows them per dtype)
+  --plan-dtypes LIST        candidates, comma-separated (default ${KV_PLAN_CANDIDATES.join(',')})
+  --plan-samples N          dataset samples the plan is measured on (default 16)
+  --plan-max-seq-len N      tokens per plan sample (default 512)
+  --kv-cache-rotation R     none | hadamard: the rotation the plan is measured and run with (default none)
+  --backend NAME            kernel backend for the plan's measurements (default auto)
   --overwrite               replace an existing --out folder
   --dry-run                 calibrate and report, write nothing
   --json                    print JSON (report, written files)
@@ -68,6 +87,13 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     seed: { type: 'string' },
     'kv-cache-dtype': { type: 'string' },
     'quantize-query': { type: 'boolean' },
+    plan: { type: 'boolean' },
+    'kv-bytes-per-token': { type: 'string' },
+    'plan-dtypes': { type: 'string' },
+    'plan-samples': { type: 'string' },
+    'plan-max-seq-len': { type: 'string' },
+    'kv-cache-rotation': { type: 'string' },
+    backend: { type: 'string' },
     flavor: { type: 'string' },
     overwrite: { type: 'boolean' },
     'dry-run': { type: 'boolean' },
@@ -101,6 +127,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
   const maxSeqLen = parseNumber(values['max-seq-len'], '--max-seq-len', { integer: true, min: 1 });
   const seed = parseNumber(values.seed, '--seed', { integer: true });
 
+  const planArgs = parsePlanArgs(values);
   const model = await resolveModel(values.model, io);
   const loaded = await loadWithProgress(model, io, { kvCacheDtype: dtype, ...(values.tokenizer ? { tokenizerPath: values.tokenizer } : {}) });
   const bar = new ProgressBar(io.stderr, 'calibrate', (d, t) => `${d}/${t} samples`);
@@ -139,16 +166,113 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
           ...(flavor ? { flavor } : {}),
           ...(observer ? { observer } : {}),
         });
+    const plan = planArgs ? await runPlan(planArgs, loaded, values, io) : undefined;
+    const planFile = plan && written ? join(written.dir, KV_CACHE_PLAN_FILE) : undefined;
+    if (plan && planFile) {
+      await writeFile(planFile, kvCachePlanJson({ layerDtypes: plan.layerDtypes, rotation: plan.rotation, kvBytesPerToken: plan.kvBytesPerToken }, planDetails(plan)));
+    }
     if (values.json) {
-      io.stdout.write(`${JSON.stringify({ model: model.name, report: JSON.parse(reportToJson(result.report)) as unknown, out: written?.dir ?? null, files: written?.files ?? [], scale_tensors: written?.scaleTensors ?? [] }, null, 2)}\n`);
+      io.stdout.write(
+        `${JSON.stringify({ model: model.name, report: JSON.parse(reportToJson(result.report)) as unknown, out: written?.dir ?? null, files: [...(written?.files ?? []), ...(planFile ? [planFile] : [])], scale_tensors: written?.scaleTensors ?? [], ...(plan ? { kv_cache_plan: { layer_dtypes: plan.layerDtypes, kv_cache_rotation: plan.rotation, kv_bytes_per_token: plan.kvBytesPerToken, ...planDetails(plan) } } : {}) }, null, 2)}\n`,
+      );
       return;
     }
     io.stdout.write(`${formatReportTable(result.report)}\n`);
-    if (written) io.stdout.write(`wrote ${written.dir} (${written.scaleTensors.length} scale tensors); serve it with: kvq serve ${written.dir} --kv-cache-dtype ${dtype}\n`);
+    if (plan) io.stdout.write(`${formatPlan(plan)}\n`);
+    if (written) io.stdout.write(`wrote ${written.dir} (${written.scaleTensors.length} scale tensors${planFile ? ', and the KV plan' : ''}); serve it with: kvq serve ${written.dir} --kv-cache-dtype ${plan ? 'auto' : dtype}\n`);
   } catch (error) {
     download.done();
     bar.done();
     if (error instanceof CalibrateError && error.code === 'INVALID_ARGUMENT') throw new CliError('USAGE', error.message, { cause: error });
     throw error;
   }
+}
+
+interface PlanArgs {
+  readonly kvBytesPerToken: number;
+  readonly candidates: readonly KvCacheDtype[] | undefined;
+  readonly samples: number;
+  readonly maxSeqLen: number;
+  readonly rotation: KvCacheRotation;
+  readonly backend: string | undefined;
+}
+
+/** The `--plan` flags, validated (usage errors); undefined without `--plan`. */
+function parsePlanArgs(values: Record<string, unknown>): PlanArgs | undefined {
+  const s = (k: string) => values[k] as string | undefined;
+  const planOnly = ['kv-bytes-per-token', 'plan-dtypes', 'plan-samples', 'plan-max-seq-len', 'kv-cache-rotation', 'backend'];
+  if (values.plan !== true) {
+    const stray = planOnly.find((k) => values[k] !== undefined);
+    if (stray) throw new CliError('USAGE', `--${stray} is a --plan option; add --plan`);
+    return undefined;
+  }
+  if (!values.dataset) throw new CliError('USAGE', '--plan measures on text: it needs --dataset');
+  const bytes = parseNumber(s('kv-bytes-per-token'), '--kv-bytes-per-token', { min: 0, minExclusive: true });
+  if (bytes === undefined) throw new CliError('USAGE', '--plan needs --kv-bytes-per-token B (the budget: KV bytes per token over all layers)');
+  const rotation = s('kv-cache-rotation') ?? 'none';
+  if (!(KV_CACHE_ROTATIONS as readonly string[]).includes(rotation)) throw new CliError('USAGE', `--kv-cache-rotation must be one of ${KV_CACHE_ROTATIONS.join(', ')}, got ${JSON.stringify(rotation)}`);
+  const candidates = s('plan-dtypes')
+    ?.split(',')
+    .map((d) => {
+      try {
+        return parseKvCacheDtype(d.trim());
+      } catch (error) {
+        throw new CliError('USAGE', `--plan-dtypes: ${JSON.stringify(d.trim())} is not a KV cache dtype (${(error as Error).message.replace(/^--kv-cache-dtype "[^"]*" is not /, '')})`, { cause: error });
+      }
+    });
+  return {
+    kvBytesPerToken: bytes,
+    candidates,
+    samples: parseNumber(s('plan-samples'), '--plan-samples', { integer: true, min: 1 }) ?? 16,
+    maxSeqLen: parseNumber(s('plan-max-seq-len'), '--plan-max-seq-len', { integer: true, min: 2 }) ?? 512,
+    rotation: rotation as KvCacheRotation,
+    backend: s('backend'),
+  };
+}
+
+/** Reads the plan's samples from `--dataset` and runs {@link planKvCacheLayers} with a progress bar. */
+async function runPlan(args: PlanArgs, model: LoadedModel, values: Record<string, unknown>, io: CliIo): Promise<KvPlanResult> {
+  const dataset = await readDataset(values.dataset as string, {
+    ...(values['dataset-column'] ? { column: values['dataset-column'] as string } : {}),
+    ...(values['dataset-split'] ? { split: values['dataset-split'] as string } : {}),
+  });
+  const seed = parseNumber(values.seed as string | undefined, '--seed', { integer: true }) ?? 42;
+  const maxSeqLen = Math.min(args.maxSeqLen, model.config.maxPositionEmbeddings - 1);
+  const sequences = selectSamples(dataset.samples, args.samples, seed).map((x) => tokenizeSample(x, model, maxSeqLen, dataset.source));
+  const bar = new ProgressBar(io.stderr, 'plan', (d, t) => `${d}/${t} runs`);
+  try {
+    return await planKvCacheLayers({
+      model,
+      sequences,
+      kvBytesPerToken: args.kvBytesPerToken,
+      ...(args.candidates ? { candidates: args.candidates } : {}),
+      rotation: args.rotation,
+      backend: args.backend ?? 'auto',
+      onProgress: (d, t) => bar.update(d, t),
+    });
+  } finally {
+    bar.done();
+  }
+}
+
+/** The measurements kept beside the plan in its file and in `--json`. */
+function planDetails(plan: KvPlanResult): Record<string, unknown> {
+  return {
+    budget_bytes_per_token: plan.budgetBytesPerToken,
+    predicted_kl: plan.predictedKl,
+    measured_kl: plan.measuredKl,
+    positions: plan.positions,
+    measurements: plan.measurements.map((m) => ({ layer: m.layer, dtype: m.dtype, kl: m.kl, bytes_per_token: m.bytesPerToken })),
+  };
+}
+
+/** The plan as text: each layer's dtype, then the plan against every candidate on all layers. */
+function formatPlan(plan: KvPlanResult): string {
+  const lines = [
+    `KV plan (budget ${plan.budgetBytesPerToken} B/token, rotation ${plan.rotation}, ${plan.positions} positions): ${plan.kvBytesPerToken} B/token, KL ${plan.measuredKl.toExponential(3)} (sum of layers ${plan.predictedKl.toExponential(3)})`,
+    ...plan.layerDtypes.map((d, l) => `  layer ${l}: ${d}`),
+    'every layer one dtype:',
+    ...plan.measurements.filter((m) => m.layer === 'all').map((m) => `  ${m.dtype.padEnd(22)} ${String(m.bytesPerToken).padStart(7)} B/token  KL ${m.kl.toExponential(3)}`),
+  ];
+  return lines.join('\n');
 }
