@@ -33,12 +33,18 @@ describe('--kv-cache-dtype: the write-time-scaled dtypes', () => {
     expect(out.kv_cache_bytes_per_token).toBe(6 * 2 * 2 * (64 + 4));
   });
 
-  it('on the CPU backend it is a usage error (exit 2) naming the dtype, the backend and --backend reference, with no tokens', async () => {
-    const c = captureOutput();
-    const argv = ['generate', '--backend', 'cpu', '--kv-cache-memory', '2MiB', '--max-tokens', '4', '--temperature', '0', '--json'];
-    expect(await main([...argv, '--kv-cache-dtype', 'nvfp4', 'And God said'], c.io)).toBe(2);
-    expect(c.out()).toBe('');
-    expect(c.err()).toMatch(/kvCacheDtype "nvfp4" is not supported by the 'cpu' backend.*--backend reference/);
+  it('on the CPU backend (native kernels for these dtypes) nvfp4 generates the reference backend\'s tokens', async () => {
+    const run = async (backend: string) => {
+      const c = captureOutput();
+      const argv = ['generate', '--backend', backend, '--kv-cache-memory', '2MiB', '--max-tokens', '4', '--temperature', '0', '--json'];
+      expect(await main([...argv, '--kv-cache-dtype', 'nvfp4', 'And God said'], c.io)).toBe(0);
+      const out = JSON.parse(c.out()) as { token_ids: number[]; kv_cache_storage_dtype: string };
+      expect(out.kv_cache_storage_dtype).toBe('nvfp4');
+      return out.token_ids;
+    };
+    const cpu = await run('cpu');
+    expect(cpu).toHaveLength(4);
+    expect(cpu).toEqual(await run('reference'));
   });
 
   it('kvq plan lists them with their bytes per token and marks the chosen one', async () => {
