@@ -611,10 +611,10 @@ interface AttnCfg {
 
 /**
  * Overwrite positions 0 and 1 of sequence 0 of `batch` (written by `writer`) with special heads, every kv head:
- * position 0: K all zero (zero groups: scale 0), V with +Inf at element 17 (saturated) and, in the last kv head
- * when there are several, a NaN at element 0 (its group decodes to NaN, so do those output dims of every row of that
- * head attending it); position 1: K with -Inf at element 3
- * and 30 at element 40 (a large amax), V all zero (and -0).
+ * position 0: K all zero (zero groups: scale 0), V with +Inf at element 17 mod headSize (saturated) and, in the last
+ * kv head when there are several, a NaN at element 0 (its group decodes to NaN, so do those output dims of every row
+ * of that head attending it); position 1: K with -Inf at element 3 and 30 at element 40 mod headSize (a large amax),
+ * V all zero (and -0).
  */
 function writeKvSpecials(batch: AttentionBatch, writer: KernelBackend, numKvHeads: number, headSize: number): void {
   const bs = batch.cache.blockSize;
@@ -629,11 +629,11 @@ function writeKvSpecials(batch: AttentionBatch, writer: KernelBackend, numKvHead
     key.fill(0, a, a + headSize);
     // The NaN only in the last kv head (of two or more), so the other heads' outputs stay finite.
     if (h === numKvHeads - 1 && h > 0) value[a] = NaN;
-    value[a + 17] = Infinity;
+    value[a + (17 % headSize)] = Infinity;
     if (n > 1) {
       const b = width + h * headSize;
       key[b + 3] = -Infinity;
-      key[b + 40] = 30;
+      key[b + (40 % headSize)] = 30;
       for (let d = 0; d < headSize; d++) value[b + d] = d % 2 ? -0 : 0;
     }
   }
@@ -1021,6 +1021,34 @@ function quantAttentionCases(full: boolean, seed: number): ParityCase[] {
       cases.push({ ...c, kvDtype: dtype });
     }
   }
+  // Head sizes other than 64 / 128 (no fused kernels; not a multiple of 32 for the per-token-head dtypes' 24 and
+  // nvfp4's 80 or int4_g16's 48, so the scalar decode), prefill and decode in one batch.
+  const AWKWARD_QUANT_HEAD: Record<KvQuantDtype, number> = {
+    fp8_per_token_head: 24,
+    int8_per_token_head: 40,
+    int4_per_token_head: 24,
+    int4_g16: 48,
+    int4_g32: 96,
+    int4_g64: 192,
+    nvfp4: 80,
+  };
+  KV_QUANT_DTYPE_LIST.forEach((dtype, di) => {
+    const c = attentionCase(
+      {
+        dtype,
+        scales: 'tensor',
+        headSize: AWKWARD_QUANT_HEAD[dtype],
+        gqa: cycle([1, 2, 4], di),
+        numKvHeads: 2,
+        blockSize: cycle([1, 16], di),
+        seqs: scenarioSeqs('mixed', di),
+        scenario: 'mixed',
+        kvSpecials: true,
+      },
+      seed + 1350 + di,
+    );
+    cases.push({ ...c, kvDtype: dtype });
+  });
   // Zero, NaN and ±Inf heads in the cache (NaN groups decode to NaN): decode (the fused kernels) at head size 128
   // with GQA 4, and prefill (the L1-tile path) at 64 with GQA 2, blocks of 16 (sequences span several).
   KV_QUANT_DTYPE_LIST.forEach((dtype, di) => {
