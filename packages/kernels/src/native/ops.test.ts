@@ -1,7 +1,9 @@
+import { KV_QUANT_DTYPES } from '@kvq/cache';
 import { describe, expect, it } from 'vitest';
 import type { BackendInfo, WeightMatrix } from '../contract.js';
 import { STANDARD_NATIVE_OPS } from '../validate.js';
-import { DTYPE_CODE, NATIVE_ABI, NativeKernelBackend, weightArgs, type NativeKernelOps } from './ops.js';
+import { KernelError } from '../errors.js';
+import { DTYPE_CODE, NATIVE_ABI, NativeKernelBackend, nativeKvDtypeCode, weightArgs, type NativeKernelOps } from './ops.js';
 
 describe('native facade: weight arguments (csrc/napi_args.h readWeight)', () => {
   it('ABI 4 and the dtype codes of csrc/ops.h', () => {
@@ -11,6 +13,22 @@ describe('native facade: weight arguments (csrc/napi_args.h readWeight)', () => 
     const ggml = ['q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_k', 'q5_k', 'q6_k'] as const;
     expect(ggml.map((d) => DTYPE_CODE[d])).toEqual([16, 17, 18, 19, 20, 21, 22, 23]);
     expect([DTYPE_CODE.fp8_e4m3, DTYPE_CODE.int8, DTYPE_CODE.int4]).toEqual([24, 25, 26]);
+  });
+
+  it('write-time-scaled KV dtypes: codes 32..38 (csrc/ops.h kKvFp8PerTokenHead..kKvNvfp4) only for a backend with their kernels', () => {
+    expect(KV_QUANT_DTYPES.map((d) => nativeKvDtypeCode(d, 'pagedAttention', true))).toEqual([32, 33, 34, 35, 36, 37, 38]);
+    for (const d of KV_QUANT_DTYPES) {
+      let err: unknown;
+      try {
+        nativeKvDtypeCode(d, 'reshapeAndCache');
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(KernelError);
+      expect((err as KernelError).code).toBe('UNSUPPORTED');
+      expect((err as KernelError).message).toContain(`'${d}'`);
+    }
+    expect(nativeKvDtypeCode('e4m3fn', 'pagedAttention', true)).toBe(3);
   });
 
   it('dense and GGML weights pass no scale, zero point or group size', () => {
