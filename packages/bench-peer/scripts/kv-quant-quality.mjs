@@ -11,8 +11,11 @@
 //   node packages/bench-peer/scripts/kv-quant-quality.mjs [--positions 4096] [--backend reference]
 //        [--dtypes fp8_e4m3,fp8_per_token_head,int8_per_token_head,int4_per_token_head,int4_g32,int4_g16,nvfp4]
 //        [--rotations none,hadamard]   (kvCacheRotation values; each dtype runs with each; default none)
+//        [--plan-budget B [--plan-dtypes a,b] [--plan-positions 1024]]   (adds a row per rotation: the automatic
+//        per-layer plan of @kvq/calibrate measured on the calibration documents, at most B KV bytes per token)
 //
 // 4096 positions take about 10 minutes on 2 cores with the reference backend.
+import { planKvCacheLayers } from '@kvq/calibrate';
 import { LLM, loadModel } from '@kvq/engine';
 import { modelTinyPath } from '@kvq/model-tiny';
 import { logSoftmaxInto, QualityAccumulator, qualityDocuments } from '../dist/index.js';
@@ -34,10 +37,10 @@ if (!Number.isInteger(positions) || positions < 1) {
 }
 
 const model = await loadModel(modelTinyPath);
-const { documents } = qualityDocuments((t) => model.tokenizer.encode(t), model.config.maxPositionEmbeddings, positions);
+const { documents, calibrationTexts } = qualityDocuments((t) => model.tokenizer.encode(t), model.config.maxPositionEmbeddings, positions);
 const vocab = model.config.vocabSize;
-const open = (kvCacheDtype, kvCacheRotation = 'none') =>
-  LLM.create({ model, kvCacheDtype, kvCacheRotation, backend, maxModelLen: 513, kvCacheMemory: 64 << 20, blockSize: 16, enablePrefixCaching: false, maxNumSeqs: 1, maxNumBatchedTokens: 512 });
+const open = (kvCacheDtype, kvCacheRotation = 'none', kvCacheLayerDtypes = undefined) =>
+  LLM.create({ model, ...(kvCacheLayerDtypes ? { kvCacheLayerDtypes } : { kvCacheDtype }), kvCacheRotation, backend, maxModelLen: 513, kvCacheMemory: 64 << 20, blockSize: 16, enablePrefixCaching: false, maxNumSeqs: 1, maxNumBatchedTokens: 512 });
 
 /** Calls each(doc, position, log-probabilities) for every scored position of every document. */
 async function eachRow(llm, each) {
@@ -69,8 +72,27 @@ console.log(`kvq-tiny, ${documents.length} documents, ${total} positions, backen
 console.log('| KV cache | bytes/token | NLL | KL vs float32 (nats) | top-1 |');
 console.log('|---|---|---|---|---|');
 console.log(`| float32 | ${f32.kvBytesPerToken} | ${(nll / total).toFixed(5)} | 0 | 100% |`);
-for (const kv of dtypes) for (const rotation of rotations) {
-  const llm = await open(kv, rotation);
+const planBudget = opt('plan-budget');
+const rows = dtypes.flatMap((kv) => rotations.map((rotation) => ({ kv, rotation })));
+if (planBudget !== undefined) {
+  // The plan is measured on the calibration documents (never the scored ones), at most --plan-positions positions.
+  let left = Number(opt('plan-positions', '1024'));
+  const sequences = [];
+  for (const t of calibrationTexts) {
+    if (left <= 1) break;
+    const ids = model.tokenizer.encode(t).slice(0, Math.min(512, left + 1));
+    if (ids.length < 2) continue;
+    sequences.push(ids);
+    left -= ids.length - 1;
+  }
+  const candidates = opt('plan-dtypes')?.split(',');
+  for (const rotation of rotations) {
+    const plan = await planKvCacheLayers({ model, sequences, kvBytesPerToken: Number(planBudget), ...(candidates ? { candidates } : {}), rotation, backend });
+    rows.push({ kv: `plan ≤ ${planBudget} B (${plan.layerDtypes.join(', ')})`, rotation, layerDtypes: plan.layerDtypes });
+  }
+}
+for (const { kv, rotation, layerDtypes } of rows) {
+  const llm = await open(kv, rotation, layerDtypes);
   const acc = new QualityAccumulator();
   await eachRow(llm, (d, pos, row) => acc.add(ref.subarray((offsets[d] + pos) * vocab, (offsets[d] + pos + 1) * vocab), row, documents[d][pos + 1], vocab));
   const r = acc.result();

@@ -8,7 +8,7 @@
 //   pnpm --filter @kvq/bench-peer build
 //   node packages/bench-peer/scripts/kv-rotation-overhead.mjs --model /tmp/kvq-bench-peer/llama-768x12-q8_0.gguf
 //        [--kv fp8_e4m3] [--prompt 512] [--decode 64] [--rounds 3] [--backend cpu]
-import { LLM } from '@kvq/engine';
+import { KvHadamardRotation, LLM } from '@kvq/engine';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -52,4 +52,25 @@ console.log('|---|---|---|');
 for (const k of ['none', 'hadamard']) console.log(`| ${k} | ${median(results[k].map((x) => x.pp)).toFixed(1)} | ${median(results[k].map((x) => x.tg)).toFixed(2)} |`);
 const ratio = (f) => median(results.hadamard.map(f)) / median(results.none.map(f));
 console.log(`\nhadamard / none: prompt ${ratio((x) => x.pp).toFixed(3)}x, decode ${ratio((x) => x.tg).toFixed(3)}x`);
+// The rotation's own work per decode step, timed alone (less noisy than the end-to-end difference): every layer
+// rotates q, k, v and un-rotates the attention output of one token.
+const c = engines.none.model.config;
+const rot = new KvHadamardRotation(c.headDim);
+const q = Float32Array.from({ length: c.numHeads * c.headDim }, (_, i) => Math.sin(i));
+const kvVec = Float32Array.from({ length: c.numKvHeads * c.headDim }, (_, i) => Math.cos(i));
+const step = () => {
+  for (let l = 0; l < c.numLayers; l++) {
+    rot.rotate(q, c.numHeads);
+    rot.rotate(kvVec, c.numKvHeads);
+    rot.rotate(kvVec, c.numKvHeads);
+    rot.unrotate(q, c.numHeads);
+  }
+};
+for (let i = 0; i < 200; i++) step();
+const reps = 2000;
+const t0 = performance.now();
+for (let i = 0; i < reps; i++) step();
+const perStepMs = (performance.now() - t0) / reps;
+const stepMs = 1000 / median(results.none.map((x) => x.tg));
+console.log(`rotation work per decode step: ${(perStepMs * 1000).toFixed(1)} us = ${((100 * perStepMs) / stepMs).toFixed(2)}% of a ${stepMs.toFixed(2)} ms decode step`);
 for (const e of Object.values(engines)) e.dispose();
