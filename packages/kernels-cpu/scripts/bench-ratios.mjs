@@ -26,7 +26,7 @@ const opt = (name, dflt) => {
 };
 const quick = args.includes('--quick');
 const require = createRequire(import.meta.url);
-const addonPath = process.env.KVQ_CPU_ADDON ?? findAddon();
+const addonPath = process.env.KVQ_CPU_ADDON || findAddon();
 const addon = require(addonPath);
 
 /** build/Release, else the prebuilt binary of this platform (monorepo folder, then the installed package). */
