@@ -157,6 +157,7 @@ export { modelFingerprint } from './llm/fingerprint.js';
 export { KV_CACHE_ROTATIONS, KvHadamardRotation, type KvCacheRotation } from './runtime/kv-rotation.js';
 export { KV_CACHE_PLAN_FILE, kvCachePlanJson, parseKvCachePlan, type KvCachePlanFile } from './weights/kv-cache-plan.js';
 export type { KvSkipLayer } from './llm/kv-skip-layers.js';
+export type { KvLayerTelemetry, KvTensorTelemetry } from './runtime/kv-telemetry.js';
 export {
   BACKEND_FALLBACK_WARNING,
   ENGINE_BACKEND_CANDIDATES,

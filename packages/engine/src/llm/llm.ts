@@ -8,7 +8,7 @@ import {
   type KvCacheDtypeOption,
   type KvStorageDtype,
 } from '@kvq/cache';
-import { isFp8Dtype } from '@kvq/cache';
+import { isFp8Dtype, isKvQuantDtype } from '@kvq/cache';
 import type { BackendCandidate, KernelBackend } from '@kvq/kernels';
 import type { ChatMessage } from '../chat/chat-template.js';
 import type { ModelConfig } from '../config/model-config.js';
@@ -28,6 +28,7 @@ import { LlamaForward } from '../runtime/forward.js';
 import { calculateKvScalesObserver } from '../runtime/kv-scales.js';
 import { KV_CACHE_ROTATIONS, kvRotationFor, type KvCacheRotation } from '../runtime/kv-rotation.js';
 import { kvLayerDtypes, type KvSkipLayer } from './kv-skip-layers.js';
+import { KvTelemetry, type KvLayerTelemetry } from '../runtime/kv-telemetry.js';
 import { modelFingerprint } from './fingerprint.js';
 import type { SchedulingPolicy } from '../runtime/scheduler.js';
 import type { SamplingParams } from '../sampling/params.js';
@@ -107,6 +108,13 @@ export interface LLMOptions {
    * cache's main dtype (`LLM.kvDtype`) is the plan's most frequent one.
    */
   readonly kvCacheLayerDtypes?: readonly KvCacheDtype[];
+  /**
+   * FP8 telemetry: count, per layer and for K and V, the values written to a quantized KV cache, and those saturated
+   * (clamped to the largest code) or flushed to zero ({@link LLM.kvTelemetry}; the server exports them in /metrics,
+   * `kvq eval --json` reports them). Costs nothing on a float cache and one pass over the written values on a quantized
+   * one (measured in docs/benchmarks.md). Default true.
+   */
+  readonly kvTelemetry?: boolean;
   /**
    * How activations meet GGML-quantized weights (GGUF Q8_0 ... Q6_K): `'q8'` (default) rounds each activation row to
    * GGML's 8-bit blocks first, as llama.cpp and vLLM's GGUF kernels do (the same function as those engines; int8 dot
@@ -219,6 +227,14 @@ export class LLM {
    */
   readonly kvScales: { readonly scales: KvScales; readonly origin: string } | undefined;
   private nextId = 0;
+  /**
+   * Per-layer counts of the values written to the KV cache, saturated and flushed to zero (K and V), since creation;
+   * undefined for a float cache or with `kvTelemetry: false` ({@link LLMOptions.kvTelemetry}).
+   */
+  kvTelemetry(): KvLayerTelemetry[] | undefined {
+    return this.engine.forwardPass.kvTelemetry?.snapshot();
+  }
+
   /** How K/V are rotated before the cache write ({@link LLMOptions.kvCacheRotation}). */
   get kvCacheRotation(): KvCacheRotation {
     return this.engine.forwardPass.kvRotation ? 'hadamard' : 'none';
@@ -384,8 +400,10 @@ export class LLM {
         { code: 'KVQ_ROTATION_SCALES' },
       );
     }
+    const telemetry = options.kvTelemetry === false || storage.layers.every((l) => !isFp8Dtype(l.dtype) && !isKvQuantDtype(l.dtype)) ? undefined : new KvTelemetry(storage.layers);
     const forward = new LlamaForward(backend, llamaWeightsOf(model), dims, storage, {
       ...(kvRotation ? { kvRotation } : {}),
+      ...(telemetry ? { kvTelemetry: telemetry } : {}),
       fp8Query: options.fp8Query ?? false,
       ...(options.ggmlActivations !== undefined ? { ggmlActivations: options.ggmlActivations } : {}),
     });

@@ -3,6 +3,7 @@ import { isGgmlDtype, type KernelBackend, type LinearArgs, type RopeStyle, type 
 
 import { EngineError } from '../errors.js';
 import type { KvHadamardRotation } from './kv-rotation.js';
+import type { KvTelemetry } from './kv-telemetry.js';
 import { scaleInPlace, softcapInPlace, softcappedPagedAttention } from './variant-ops.js';
 
 /** One decoder layer's weights, Hugging Face orientation (`[out, in]` row-major). */
@@ -143,6 +144,8 @@ export interface LlamaForwardOptions {
    * cache stores); the attention output is rotated back before `o_proj`. Default none (`kvCacheRotation: 'none'`).
    */
   readonly kvRotation?: KvHadamardRotation;
+  /** Counts saturated and flushed values of every cache write (see {@link KvTelemetry}). Default none. */
+  readonly kvTelemetry?: KvTelemetry;
 }
 
 /**
@@ -160,6 +163,8 @@ export class LlamaForward {
   readonly ggmlActivations: 'q8' | 'f32';
   /** See {@link LlamaForwardOptions.kvRotation}. */
   readonly kvRotation: KvHadamardRotation | undefined;
+  /** See {@link LlamaForwardOptions.kvTelemetry}. */
+  readonly kvTelemetry: KvTelemetry | undefined;
   private capacity = 0;
   private hidden = new Float32Array(0);
   private normed = new Float32Array(0);
@@ -180,6 +185,7 @@ export class LlamaForward {
     this.fp8Query = options.fp8Query ?? false;
     this.ggmlActivations = options.ggmlActivations ?? 'q8';
     this.kvRotation = options.kvRotation;
+    this.kvTelemetry = options.kvTelemetry;
     if (this.kvRotation && this.kvRotation.headSize !== dims.headDim) {
       throw new EngineError('INVALID_ARGUMENT', `kvRotation is for head size ${this.kvRotation.headSize}, the model's is ${dims.headDim}`, { field: 'kvCacheRotation' });
     }
@@ -266,6 +272,7 @@ export class LlamaForward {
     }
     observer?.(l, { query: q, key: k, value: v, numTokens: n });
     b.reshapeAndCache({ key: k, value: v, slotMapping: batch.slotMapping, numTokens: n, cache });
+    this.kvTelemetry?.observe(l, cache, k, v, batch.slotMapping, n);
     const args = {
       query: q,
       out: attn,
