@@ -171,11 +171,23 @@ static int reshape_and_cache_q(const CacheWriteParams& p, const Runner& rn) {
 
 // ---- decoding -------------------------------------------------------------------------------------
 
-/** The scale of group g of a row whose scales start at `sc` (nvfp4: fround(e4m3 x tensor)). */
+/** The exact value of every E4M3FN code (nvfp4's block scales), filled on first use. */
+static const float* kvq_e4m3_table() {
+  struct Table {
+    float v[256];
+    Table() {
+      for (int c = 0; c < 256; c++) v[c] = fp8_decode<kE4M3FN>((uint32_t)c);
+    }
+  };
+  static const Table t;
+  return t.v;
+}
+
+/** The scale of group g of a row whose scales start at `sc` (nvfp4: fround(e4m3 x tensor), `e4m3` = kvq_e4m3_table()). */
 template <int DT>
-KVQ_I float kvq_scale(const uint8_t* sc, int g, float tensor) {
+KVQ_I float kvq_scale(const uint8_t* sc, int g, float tensor, const float* e4m3 = nullptr) {
   if constexpr (DT == kKvNvfp4) {
-    return fp8_decode<kE4M3FN>(sc[g]) * tensor;
+    return (e4m3 ? e4m3[sc[g]] : fp8_decode<kE4M3FN>(sc[g])) * tensor;
   } else {
     return kvq_load_f32le(sc + 4 * g);
   }
@@ -184,19 +196,28 @@ KVQ_I float kvq_scale(const uint8_t* sc, int g, float tensor) {
 /**
  * Elements [e0, e0 + 32) of a row (e0 a multiple of 32), dequantized exactly (`fround(value * scale)`) into
  * 32 / W vectors. `bsc` holds the scales of the block's groups: bsc[0] (and bsc[1], 16-value groups).
+ * kRaw (the *_per_token_head dtypes only): the unscaled values; the caller applies the row's one scale to the sums.
  */
-template <int DT>
+template <int DT, bool kRaw = false>
 KVQ_I void dq32(const uint8_t* codes, const float* bsc, int e0, VF* out) {
   constexpr int NB = 32 / W;
   constexpr int kG = kvq_group<DT>();
+  static_assert(!kRaw || kG == 0, "raw values only for one scale per row");
   if constexpr (DT == kKvFp8PerTokenHead) {
     const VF one = vset1(fp8_load_const<kE4M3FN>());
     const VF s = vset1(bsc[0]);
-    for (int k = 0; k < NB; k++) out[k] = vmul(vload_fp8<kE4M3FN>(codes + e0 + k * W, one), s);
+    for (int k = 0; k < NB; k++) {
+      const VF v = vload_fp8<kE4M3FN>(codes + e0 + k * W, one);
+      out[k] = kRaw ? v : vmul(v, s);
+    }
   } else if constexpr (DT == kKvInt8PerTokenHead) {
     const VF s = vset1(bsc[0]);
     const int8_t* q = reinterpret_cast<const int8_t*>(codes) + e0;
-    for (int k = 0; k < NB; k++) out[k] = vmul(vcvt_i8(q + k * W), s);
+    for (int k = 0; k < NB; k++) out[k] = kRaw ? vcvt_i8(q + k * W) : vmul(vcvt_i8(q + k * W), s);
+  } else if constexpr (kRaw) {
+    int8_t q[32];
+    unpack_nib_pairs_lut(codes + e0 / 2, kInt4Values, q);
+    for (int k = 0; k < NB; k++) out[k] = vcvt_i8(q + k * W);
   } else {
     // Nibbles through a 16-entry table (whole-vector stores, so the int8 loads below forward from them).
     int8_t q[32];
@@ -210,11 +231,34 @@ KVQ_I void dq32(const uint8_t* codes, const float* bsc, int e0, VF* out) {
   }
 }
 
-/** The group scales of one row into gs[0, groups). */
+/** The group scales of one row into gs[0, groups) (nvfp4: through the E4M3 table `e4m3`). */
 template <int DT>
-KVQ_I void kvq_row_scales(const uint8_t* sc, int groups, float tensor, float* gs) {
-  for (int g = 0; g < groups; g++) gs[g] = kvq_scale<DT>(sc, g, tensor);
+KVQ_I void kvq_row_scales(const uint8_t* sc, int groups, float tensor, float* gs, const float* e4m3) {
+  for (int g = 0; g < groups; g++) gs[g] = kvq_scale<DT>(sc, g, tensor, e4m3);
 }
+
+/**
+ * The next tile's K or V rows, touched a row per key of the current tile inside the fused loops (see NextRows: a
+ * burst of prefetches at the start of a tile overflows the miss buffers): the row's code lines and its scales' line.
+ */
+struct NextQ {
+  const uint8_t* base;   // pool
+  const int64_t* cidx;   // code byte offsets of the next tile's rows
+  const int64_t* sidx;   // scale byte offsets
+  int n;                 // rows in the next tile (0 = none)
+  int codeBytes;         // code bytes per row
+
+  KVQ_ALWAYS_INLINE void touch(int j) const {
+    if (j >= n) return;
+    const uint8_t* a = base + cidx[j];
+    for (int b = 0; b < codeBytes; b += 64) vprefetch(a + b);
+    vprefetch(a + codeBytes - 1);
+    vprefetch(base + sidx[j]);
+  }
+  KVQ_ALWAYS_INLINE void rest(int from) const {
+    for (int j = from; j < n; j++) touch(j);
+  }
+};
 
 /** The scales of the groups of the 32-block at e0 within a row's scales gs (see dq32). */
 template <int DT>
@@ -265,52 +309,85 @@ KVQ_I void dq_row(const uint8_t* codes, const uint8_t* sc, const KvQuantLayout& 
 
 // ---- fused decode kernels (head size HS, a multiple of 32; R <= 4 query rows attending every key) ----------
 
-/** S[r, j] = dot(Q[r], dequant(K[j])) for r < R, j < nt; K rows decoded 32 elements at a time in registers. */
+/**
+ * S[r, j] = dot(Q[r], dequant(K[j])) for r < R, j < nt; K rows decoded 32 elements at a time in registers, KB keys
+ * per step (their R x KB sums reduced four at a time). The *_per_token_head dtypes sum q x value and apply the row's
+ * scale to the sum; the grouped ones multiply each value by its group's scale first. Entries past nt (up to a
+ * multiple of KB, within kTile) are computed from key j and masked by softmax_update.
+ */
 template <int DT, int HS, int R>
 static void scores_q(const uint8_t* kc, const int64_t* cidx, const int64_t* sidx, int nt, int groups, float tensor,
-                     const float* Q, int64_t dp, float* S) {
+                     const float* e4m3, const float* Q, int64_t dp, float* S, const NextQ& next) {
   constexpr int NB = 32 / W;
-  constexpr int kGroups = kvq_group<DT>() ? HS / kvq_group<DT>() : 1;
+  constexpr bool kHead = kvq_group<DT>() == 0;
+  constexpr int kGroups = kHead ? 1 : HS / kvq_group<DT>();
+  constexpr int KB = (W >= 16 || R <= 2) ? 4 : 2;
   (void)groups;
-  for (int j = 0; j < nt; j++) {
-    float gs[kGroups];
-    kvq_row_scales<DT>(kc + sidx[j], kGroups, tensor, gs);
-    const uint8_t* row = kc + cidx[j];
-    VF acc[R][2];
-    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = vzero();
-    for (int e0 = 0; e0 < HS; e0 += 32) {
-      VF kv[NB];
-      dq32<DT>(row, kvq_block_scales<DT>(gs, e0), e0, kv);
-      for (int k = 0; k < NB; k++)
-        for (int r = 0; r < R; r++) acc[r][k & 1] = vfma(vload(Q + r * dp + e0 + k * W), kv[k], acc[r][k & 1]);
+  for (int j = 0; j < nt; j += KB) {
+    const uint8_t* rows[KB];
+    float gs[KB][kGroups];
+    for (int b = 0; b < KB; b++) {
+      next.touch(j + b);
+      const int jb = j + b < nt ? j + b : j;
+      rows[b] = kc + cidx[jb];
+      kvq_row_scales<DT>(kc + sidx[jb], kGroups, tensor, gs[b], e4m3);
     }
-    for (int r = 0; r < R; r++) S[r * kTile + j] = vhsum(vadd(acc[r][0], acc[r][1]));
+    VF acc[R][KB];
+    for (int r = 0; r < R; r++)
+      for (int b = 0; b < KB; b++) acc[r][b] = vzero();
+    for (int e0 = 0; e0 < HS; e0 += 32) {
+      VF kv[KB][NB];
+      for (int b = 0; b < KB; b++) dq32<DT, kHead>(rows[b], kvq_block_scales<DT>(gs[b], e0), e0, kv[b]);
+      for (int k = 0; k < NB; k++) {
+        for (int r = 0; r < R; r++) {
+          const VF q = vload(Q + r * dp + e0 + k * W);
+          for (int b = 0; b < KB; b++) acc[r][b] = vfma(q, kv[b][k], acc[r][b]);
+        }
+      }
+    }
+    for (int r = 0; r < R; r++) {
+      float* out = S + r * kTile + j;
+      if constexpr (KB == 4) {
+        vhsum4(acc[r][0], acc[r][1 % KB], acc[r][2 % KB], acc[r][3 % KB], out);
+      } else {
+        for (int b = 0; b < KB; b++) out[b] = vhsum(acc[r][b]);
+      }
+      if constexpr (kHead) {
+        for (int b = 0; b < KB; b++) out[b] *= gs[b][0];
+      }
+    }
   }
+  next.rest((int)round_up(nt, KB));
 }
 
-/** acc[r] += sum_{j < nt} P[r, j] * dequant(V[j]) for r < R; accumulators in registers, a few 32-blocks per pass. */
+/**
+ * acc[r] += sum_{j < nt} P[r, j] * dequant(V[j]) for r < R; accumulators in registers, a few 32-blocks per pass.
+ * The *_per_token_head dtypes fold the row's scale into P[r, j]; the grouped ones scale each value.
+ */
 template <int DT, int HS, int R>
 static void pv_q(const uint8_t* vc, const int64_t* cidx, const int64_t* sidx, int nt, int groups, float tensor,
-                 const float* P, float* acc, int64_t dp) {
+                 const float* e4m3, const float* P, float* acc, int64_t dp, const NextQ& next) {
   constexpr int NB = 32 / W;
   constexpr int kRegs = W >= 16 ? 16 : 8;
   constexpr int BPP0 = kRegs / (R * NB) < 1 ? 1 : kRegs / (R * NB);
   constexpr int BPP = BPP0 > HS / 32 ? HS / 32 : BPP0;  // 32-element blocks per pass
   static_assert((HS / 32) % BPP == 0, "blocks must split evenly into passes");
-  constexpr int kGroups = kvq_group<DT>() ? HS / kvq_group<DT>() : 1;
+  constexpr bool kHead = kvq_group<DT>() == 0;
+  constexpr int kGroups = kHead ? 1 : HS / kvq_group<DT>();
   (void)groups;
   for (int pb = 0; pb < HS / 32; pb += BPP) {
     VF a[R][BPP * NB];
     for (int r = 0; r < R; r++)
       for (int k = 0; k < BPP * NB; k++) a[r][k] = vload(acc + r * dp + pb * 32 + k * W);
     for (int j = 0; j < nt; j++) {
+      if (pb == 0) next.touch(j);
       float gs[kGroups];
-      kvq_row_scales<DT>(vc + sidx[j], kGroups, tensor, gs);
+      kvq_row_scales<DT>(vc + sidx[j], kGroups, tensor, gs, e4m3);
       VF pj[R];
-      for (int r = 0; r < R; r++) pj[r] = vset1(P[r * kTile + j]);
+      for (int r = 0; r < R; r++) pj[r] = vset1(kHead ? P[r * kTile + j] * gs[0] : P[r * kTile + j]);
       for (int b = 0; b < BPP; b++) {
         VF v[NB];
-        dq32<DT>(vc + cidx[j], kvq_block_scales<DT>(gs, (pb + b) * 32), (pb + b) * 32, v);
+        dq32<DT, kHead>(vc + cidx[j], kvq_block_scales<DT>(gs, (pb + b) * 32), (pb + b) * 32, v);
         for (int k = 0; k < NB; k++)
           for (int r = 0; r < R; r++) a[r][b * NB + k] = vfma(pj[r], v[k], a[r][b * NB + k]);
       }
@@ -318,14 +395,16 @@ static void pv_q(const uint8_t* vc, const int64_t* cidx, const int64_t* sidx, in
     for (int r = 0; r < R; r++)
       for (int k = 0; k < BPP * NB; k++) vstore(acc + r * dp + pb * 32 + k * W, a[r][k]);
   }
+  next.rest(nt);
 }
 
 template <int DT, int HS, int RR>
 static void tile_q(AttnScratch& s, const uint8_t* kc, const uint8_t* vc, const int64_t* cidx, const int64_t* sidx, int R,
-                   int32_t j0, int nt, int groups, float kt, float vt, int64_t dp) {
-  scores_q<DT, HS, RR>(kc, cidx, sidx, nt, groups, kt, s.q, dp, s.s);
+                   int32_t j0, int nt, int groups, float kt, float vt, const float* e4m3, int64_t dp, const NextQ& nk,
+                   const NextQ& nv) {
+  scores_q<DT, HS, RR>(kc, cidx, sidx, nt, groups, kt, e4m3, s.q, dp, s.s, nk);
   softmax_update(s, 0, R, j0, nt, dp);
-  pv_q<DT, HS, RR>(vc, cidx, sidx, nt, groups, vt, s.s, s.acc, dp);
+  pv_q<DT, HS, RR>(vc, cidx, sidx, nt, groups, vt, e4m3, s.s, s.acc, dp, nv);
 }
 
 /**
@@ -350,6 +429,7 @@ static void attn_task_q(const AttnCtx& ctx, const AttnTask& tk, void* scratchBas
   const float kt = DT == kKvNvfp4 ? c.kScale[0] : 1.0f;
   const float vt = DT == kKvNvfp4 ? c.vScale[0] : 1.0f;
   const bool fusedOk = HS > 0 && R <= 4;
+  const float* e4m3 = DT == kKvNvfp4 ? kvq_e4m3_table() : nullptr;
 
   int32_t kb = tk.k1, ke = tk.k0;
   for (int ti = 0; ti < tk.t1 - tk.t0; ti++) {
@@ -422,10 +502,7 @@ static void attn_task_q(const AttnCtx& ctx, const AttnTask& tk, void* scratchBas
   for (int32_t j0 = kb; j0 < ke; j0 += kTile) {
     const int nt = (int)imin(kTile, ke - j0);
     const int nn = j0 + kTile < ke ? (int)imin(kTile, ke - j0 - kTile) : 0;
-    if (nn > 0) {
-      rowOffsets(j0 + kTile, nn, cnext, snext);
-      prefetchRows(cnext, snext, nn);
-    }
+    if (nn > 0) rowOffsets(j0 + kTile, nn, cnext, snext);
     int ra = 0, rb = R;
     while (ra < R && !(s.lo[ra] < j0 + nt && s.hi[ra] > j0)) ra++;
     while (rb > ra && !(s.lo[rb - 1] < j0 + nt && s.hi[rb - 1] > j0)) rb--;
@@ -433,14 +510,18 @@ static void attn_task_q(const AttnCtx& ctx, const AttnTask& tk, void* scratchBas
     for (int r = ra; r < rb; r++) uniform = uniform && s.lo[r] <= j0 && s.hi[r] >= j0 + nt;
 
     if (ra < rb && fusedOk && uniform && ra == 0 && rb == R) {
+      // The fused kernels touch the next tile's rows as they go; the L1-tile path prefetches them in one burst.
+      const NextQ nk{kc, cnext, snext, nn, L.codeBytesPerHead};
+      const NextQ nv{vc, cnext, snext, nn, L.codeBytesPerHead};
       if constexpr (HS > 0 && HS % 32 == 0) {
         switch (R) {
-          case 1: tile_q<DT, HS, 1>(s, kc, vc, cidx, sidx, R, j0, nt, L.groupsPerHead, kt, vt, dp); break;
-          case 2: tile_q<DT, HS, 2>(s, kc, vc, cidx, sidx, R, j0, nt, L.groupsPerHead, kt, vt, dp); break;
-          default: tile_q<DT, HS, 4>(s, kc, vc, cidx, sidx, R, j0, nt, L.groupsPerHead, kt, vt, dp); break;
+          case 1: tile_q<DT, HS, 1>(s, kc, vc, cidx, sidx, R, j0, nt, L.groupsPerHead, kt, vt, e4m3, dp, nk, nv); break;
+          case 2: tile_q<DT, HS, 2>(s, kc, vc, cidx, sidx, R, j0, nt, L.groupsPerHead, kt, vt, e4m3, dp, nk, nv); break;
+          default: tile_q<DT, HS, 4>(s, kc, vc, cidx, sidx, R, j0, nt, L.groupsPerHead, kt, vt, e4m3, dp, nk, nv); break;
         }
       }
     } else if (ra < rb) {
+      prefetchRows(cnext, snext, nn);
       for (int j = 0; j < nt; j++) dq_row<DT>(kc + cidx[j], kc + sidx[j], L, D, dp, kt, s.k + j * dp);
       for (int j = nt; j < (int)round_up(nt, 4); j++)
         for (int64_t d = 0; d < dp; d++) s.k[j * dp + d] = 0.0f;
