@@ -1,6 +1,6 @@
 /**
  * `--kv-cache-rotation`: listed in --help, validated (usage error, exit 2), reported by `kvq eval --json`, and with a
- * 4-bit cache it lowers eval's KL against the unquantized run. `--kv-cache-dtype-skip-layers`: parsed (commas and
+ * 4-bit cache it lowers eval's KL against the unquantized run; eval's JSON carries the FP8 telemetry. `--kv-cache-dtype-skip-layers`: parsed (commas and
  * repeats), sizes the cache per layer, and bad entries are usage errors.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,11 +18,18 @@ writeFileSync(
   'In the beginning God created the heaven and the earth. And the earth was without form, and void.\n\nAnd God said, Let there be light: and there was light. And God saw the light, that it was good.\n',
 );
 
-async function evalJson(extra: string[]): Promise<{ kv_cache_rotation: string; kl_mean: number; tokens: number }> {
+interface EvalJson {
+  kv_cache_rotation: string;
+  kl_mean: number;
+  tokens: number;
+  kv_telemetry: { written: number; saturated: number; flushed: number; layers: { layer: number; dtype: string; k: { written: number } }[] };
+}
+
+async function evalJson(extra: string[]): Promise<EvalJson> {
   const c = captureOutput();
   const code = await main(['eval', '--text', text, '--backend', 'reference', '--kv-cache-memory', '2MiB', '--kv-cache-dtype', 'int4_per_token_head', '--json', ...extra], c.io);
   expect(code, c.err()).toBe(0);
-  return JSON.parse(c.out()) as { kv_cache_rotation: string; kl_mean: number; tokens: number };
+  return JSON.parse(c.out()) as EvalJson;
 }
 
 describe('--kv-cache-rotation', () => {
@@ -44,6 +51,14 @@ describe('--kv-cache-rotation', () => {
     expect(rotated.tokens).toBe(plain.tokens);
     expect(rotated.kl_mean).toBeGreaterThan(0);
     expect(rotated.kl_mean, `rotated ${rotated.kl_mean} vs plain ${plain.kl_mean}`).toBeLessThan(plain.kl_mean);
+    // FP8 telemetry in the report: every layer's K and V writes (2 KV heads x 64 per token), no saturation with scales
+    // from each head's amax, and some values flushed to zero by 4 bits.
+    const t = plain.kv_telemetry;
+    expect(t.layers.map((l) => l.dtype)).toEqual(new Array(6).fill('int4_per_token_head'));
+    expect(t.written).toBe(t.layers.reduce((n, l) => n + 2 * l.k.written, 0));
+    expect(t.layers[0]!.k.written % 128).toBe(0);
+    expect(t.saturated).toBe(0);
+    expect(t.flushed).toBeGreaterThan(0);
   }, 120_000);
 });
 

@@ -158,6 +158,7 @@ export class ServerMetrics implements OutputObserver {
 
     const histogram = (name: string, help: string, buckets: readonly number[]) => new Histogram({ name, help, labelNames, registers, buckets: [...buckets] });
     this.registerKvTiers(registers, model);
+    this.registerKvTelemetry(registers, model);
     this.ttft = histogram('vllm:time_to_first_token_seconds', 'Histogram of time to first token in seconds.', TTFT_BUCKETS);
     this.itl = histogram('vllm:inter_token_latency_seconds', 'Histogram of inter-token latency in seconds.', ITL_BUCKETS);
     this.e2e = histogram('vllm:e2e_request_latency_seconds', 'Histogram of e2e request latency in seconds.', REQUEST_LATENCY_BUCKETS);
@@ -165,6 +166,33 @@ export class ServerMetrics implements OutputObserver {
     const tokenBuckets = buckets125(llm.engine.maxModelLen);
     this.promptTokens = histogram('vllm:request_prompt_tokens', 'Number of prefill tokens processed.', tokenBuckets);
     this.generationTokens = histogram('vllm:request_generation_tokens', 'Number of generation tokens processed.', tokenBuckets);
+  }
+
+  /**
+   * FP8 telemetry (only for a quantized KV cache with telemetry on, `LLM.kvTelemetry()`): per layer and tensor (`k`,
+   * `v`), the values written to the cache, saturated (clamped to the largest code) and flushed to zero.
+   */
+  private registerKvTelemetry(registers: Registry[], model: { model_name: string }): void {
+    const { llm } = this.ctx;
+    if (llm.kvTelemetry() === undefined) return;
+    const labelNames = ['model_name', 'layer', 'tensor'] as const;
+    const perLayer = (name: string, help: string, pick: 'written' | 'saturated' | 'flushed') =>
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          for (const l of llm.kvTelemetry() ?? []) {
+            this.inc({ ...model, layer: String(l.layer), tensor: 'k' }, finite(l.k[pick]));
+            this.inc({ ...model, layer: String(l.layer), tensor: 'v' }, finite(l.v[pick]));
+          }
+        },
+      });
+    perLayer('kvq:kv_cache_written_values_total', 'Values written to the quantized KV cache.', 'written');
+    perLayer('kvq:kv_cache_saturated_values_total', 'Values written to the KV cache beyond its largest code at their scale (stored clamped).', 'saturated');
+    perLayer('kvq:kv_cache_flushed_values_total', 'Non-zero values written to the KV cache that were stored as zero.', 'flushed');
   }
 
   /**

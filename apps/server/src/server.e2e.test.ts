@@ -520,6 +520,17 @@ describe('server options: API key, FP8 cache, shutdown, overload, engine failure
       expect(m).toMatch(/kvq:kv_cache_info\{[^}]*kv_cache_dtype="fp8",storage_dtype="e4m3fn",fp8="true"/);
       expect(metricValue(m, 'kvq:kv_cache_bytes_per_token')).toBe(1536);
       expect(m).toMatch(/vllm:cache_config_info\{block_size="16",cache_dtype="fp8"/);
+      // FP8 telemetry: per layer and tensor, values written (2 KV heads x 64 per token, the same in every layer and
+      // for K and V), saturated and flushed (present, whatever they count).
+      const per = (name: string) =>
+        [...m.matchAll(new RegExp(`^${name}\\{model_name="kvq-tiny",layer="(\\d+)",tensor="([kv])"\\} (\\S+)$`, 'gm'))].map((x) => ({ layer: Number(x[1]), tensor: x[2], value: Number(x[3]) }));
+      const written = per('kvq:kv_cache_written_values_total');
+      expect(written).toHaveLength(12);
+      expect(new Set(written.map((w) => w.value)).size).toBe(1);
+      expect(written[0]!.value % 128).toBe(0);
+      expect(written[0]!.value).toBeGreaterThanOrEqual(128 * 5);
+      expect(per('kvq:kv_cache_saturated_values_total')).toHaveLength(12);
+      expect(per('kvq:kv_cache_flushed_values_total')).toHaveLength(12);
     } finally {
       await server.close({ graceMs: 0 });
     }

@@ -155,6 +155,8 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     }
     const result = scoreWindows(q, a, windows, new ProgressBar(io.stderr, 'eval', (d, t) => `${d}/${t} tokens`));
     const perplexity = Math.exp(result.nllSum / result.tokens);
+    const telemetry = q.kvTelemetry();
+    const sum = (pick: (t: { written: number; saturated: number; flushed: number }) => number) => (telemetry ?? []).reduce((n, l) => n + pick(l.k) + pick(l.v), 0);
     const out = {
       model: choice.name,
       text: values.text,
@@ -171,6 +173,16 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
       perplexity,
       kl_mean: result.klSum / result.tokens,
       top1_agreement: result.agree / result.tokens,
+      ...(telemetry
+        ? {
+            kv_telemetry: {
+              written: sum((t) => t.written),
+              saturated: sum((t) => t.saturated),
+              flushed: sum((t) => t.flushed),
+              layers: telemetry.map((l) => ({ layer: l.layer, dtype: l.dtype, k: l.k, v: l.v })),
+            },
+          }
+        : {}),
       reference: a
         ? { kv_cache_dtype: 'auto', kv_cache_storage_dtype: a.kvDtype, nll_mean: result.refNllSum / result.tokens, perplexity: Math.exp(result.refNllSum / result.tokens) }
         : { kv_cache_dtype: 'auto', note: 'this run is the unquantized reference (KL 0, agreement 1 by definition)' },
@@ -197,6 +209,11 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     if (a) {
       lines.push(`auto (${a.kvDtype}): nll_mean ${f(out.reference.nll_mean as number)}  perplexity ${f(out.reference.perplexity as number, 3)}`);
       lines.push(`KL(auto || ${q.kvDtype}) mean ${out.kl_mean.toExponential(3)} nats/token  top-1 agreement ${(out.top1_agreement * 100).toFixed(2)}%`);
+    }
+    if (telemetry) {
+      const w = Math.max(1, sum((t) => t.written));
+      const pct = (n: number) => `${n} (${((100 * n) / w).toFixed(4)}%)`;
+      lines.push(`KV cache writes: ${sum((t) => t.written)} values, saturated ${pct(sum((t) => t.saturated))}, flushed to zero ${pct(sum((t) => t.flushed))}`);
     }
     if (values.plot) lines.push(`per-layer quantization error plot: ${values.plot}`);
     io.stdout.write(`${lines.join('\n')}\n`);
