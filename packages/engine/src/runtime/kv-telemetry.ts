@@ -88,32 +88,17 @@ export class KvTelemetry {
   private observeFp8(c: Float64Array, at: number, cache: KvLayerCache, pool: KvLayerCache['key'], scales: Float32Array, x: Float32Array, slots: Int32Array, n: number): void {
     const overflow = fp8Overflow(cache.dtype as Fp8Format);
     const fnuz = cache.dtype === 'e4m3fnuz' || cache.dtype === 'e5m2fnuz';
-    const row = cache.numKvHeads * cache.headSize;
     const codes = pool as Uint8Array;
-    let written = 0;
-    let saturated = 0;
-    let flushed = 0;
-    for (let t = 0; t < n; t++) {
-      const slot = slots[t]!;
-      if (slot < 0) continue;
-      for (let h = 0; h < cache.numKvHeads; h++) {
-        const limit = overflow * scales[scales.length === 1 ? 0 : h]!;
-        const src = t * row + h * cache.headSize;
-        const dst = slot * row + h * cache.headSize;
-        for (let i = 0; i < cache.headSize; i++) {
-          const a = Math.abs(x[src + i]!);
-          if (a >= limit) saturated++;
-          else if (a > 0) {
-            const code = codes[dst + i]!;
-            if (fnuz ? code === 0 : (code & 0x7f) === 0) flushed++;
-          }
-        }
-        written += cache.headSize;
+    eachWrittenHead(cache, slots, n, (slot, h, src) => {
+      const limit = overflow * scales[scales.length === 1 ? 0 : h]!;
+      const dst = (slot * cache.numKvHeads + h) * cache.headSize;
+      for (let i = 0; i < cache.headSize; i++) {
+        const a = Math.abs(x[src + i]!);
+        if (a >= limit) c[at + S]!++;
+        else if (a > 0 && (fnuz ? codes[dst + i] === 0 : (codes[dst + i]! & 0x7f) === 0)) c[at + F]!++;
       }
-    }
-    c[at + W]! += written;
-    c[at + S]! += saturated;
-    c[at + F]! += flushed;
+      c[at + W]! += cache.headSize;
+    });
   }
 
   private observeQuant(c: Float64Array, at: number, cache: KvLayerCache, pool: Uint8Array, tensorScale: number, x: Float32Array, slots: Int32Array, n: number): void {
@@ -121,37 +106,25 @@ export class KvTelemetry {
     const id = `${dtype}:${cache.blockSize}:${cache.numKvHeads}:${cache.headSize}`;
     let l = this.layouts.get(id);
     if (!l) this.layouts.set(id, (l = kvBlockLayout(dtype, cache.blockSize, cache.numKvHeads, cache.headSize)));
+    const layout = l;
     if (this.scratch.length < cache.headSize) this.scratch = new Float32Array(cache.headSize);
     const back = this.scratch;
     const overflow = QUANT_OVERFLOW[dtype];
     const nv = dtype === 'nvfp4';
-    const G = l.groupSize;
-    const row = cache.numKvHeads * cache.headSize;
-    let written = 0;
-    let saturated = 0;
-    let flushed = 0;
-    for (let t = 0; t < n; t++) {
-      const slot = slots[t]!;
-      if (slot < 0) continue;
-      for (let h = 0; h < cache.numKvHeads; h++) {
-        dequantizeKvHead(l, pool, slot, h, back, 0, tensorScale);
-        const src = t * row + h * cache.headSize;
-        for (let g = 0; g < l.groupsPerHead; g++) {
-          const scale = kvHeadScale(l, pool, slot, h, g) * (nv ? tensorScale : 1);
-          const limit = overflow * scale;
-          for (let i = g * G; i < (g + 1) * G; i++) {
-            const a = Math.abs(x[src + i]!);
-            if (!(a > 0)) continue; // zero or NaN
-            if (a >= limit) saturated++;
-            else if (back[i] === 0) flushed++;
-          }
+    const G = layout.groupSize;
+    eachWrittenHead(cache, slots, n, (slot, h, src) => {
+      dequantizeKvHead(layout, pool, slot, h, back, 0, tensorScale);
+      for (let g = 0; g < layout.groupsPerHead; g++) {
+        const limit = overflow * kvHeadScale(layout, pool, slot, h, g) * (nv ? tensorScale : 1);
+        for (let i = g * G; i < (g + 1) * G; i++) {
+          const a = Math.abs(x[src + i]!);
+          if (!(a > 0)) continue; // zero or NaN
+          if (a >= limit) c[at + S]!++;
+          else if (back[i] === 0) c[at + F]!++;
         }
-        written += cache.headSize;
       }
-    }
-    c[at + W]! += written;
-    c[at + S]! += saturated;
-    c[at + F]! += flushed;
+      c[at + W]! += cache.headSize;
+    });
   }
 
   /** Per-layer counters since creation (or the last {@link reset}). */
@@ -170,3 +143,13 @@ export class KvTelemetry {
   }
 }
 
+
+/** Calls `fn(slot, head, srcOffset)` for every head of every written token (negative slots are padding). */
+function eachWrittenHead(cache: KvLayerCache, slots: Int32Array, n: number, fn: (slot: number, head: number, src: number) => void): void {
+  const row = cache.numKvHeads * cache.headSize;
+  for (let t = 0; t < n; t++) {
+    const slot = slots[t]!;
+    if (slot < 0) continue;
+    for (let h = 0; h < cache.numKvHeads; h++) fn(slot, h, t * row + h * cache.headSize);
+  }
+}
