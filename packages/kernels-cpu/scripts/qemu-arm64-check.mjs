@@ -127,7 +127,10 @@ try {
   ];
   if (failures.length > 0) {
     for (const f of failures.slice(0, 40)) log(`FAIL ${f}`);
-    fail(`${failures.length} parity failures on the arm64 binary (first ${Math.min(failures.length, 40)} above)`);
+    fail(
+      `${failures.length} parity failures on the arm64 binary (first ${Math.min(failures.length, 40)} above). Only ` +
+        "'bit for bit' failures of an ulp or so usually mean the two binaries were built from different sources.",
+    );
   }
   log(`PASS: the arm64 binary's ${Object.keys(want.results).length} workload outputs equal x64's bit for bit; parity kit (${size}): ` +
       `${ref.cases.length} cases x (neon, scalar) within the kit's tolerances of the reference, scalar bit-identical to x64 ` +
