@@ -160,3 +160,56 @@ describe('logits processors (before penalties)', () => {
     expect(() => resolveSamplingParams({ badWords: [' '] })).toThrow(/badWords/);
   });
 });
+
+/** The definition, written the slow way: sort the whole vocabulary, then min-p, top-k, top-p (the pre-2026-12-04 code). */
+function naiveDistribution(logits: Float32Array, params: SamplingParams): { ids: number[]; probs: number[] } {
+  const p = resolveSamplingParams(params);
+  let max = -Infinity;
+  for (const l of logits) max = Math.max(max, l);
+  const w = Array.from(logits, (l) => Math.exp((l - max) / p.temperature));
+  let ids = w.map((_, i) => i).filter((i) => w[i]! > 0);
+  ids.sort((a, b) => w[b]! - w[a]! || a - b);
+  if (p.minP > 0) ids = ids.filter((i) => w[i]! >= p.minP * w[ids[0]!]!);
+  if (p.topK > 0 && ids.length > p.topK) ids = ids.filter((i) => w[i]! >= w[ids[p.topK - 1]!]!);
+  if (p.topP < 1 && ids.length > 1) {
+    const total = ids.reduce((s, i) => s + w[i]!, 0);
+    let cumulative = 0;
+    let drop = 0;
+    for (let j = ids.length - 1; j > 0; j--) {
+      cumulative += w[ids[j]!]! / total;
+      if (cumulative > 1 - p.topP) break;
+      drop++;
+    }
+    ids = ids.slice(0, ids.length - drop);
+  }
+  const sum = ids.reduce((s, i) => s + w[i]!, 0);
+  return { ids, probs: ids.map((i) => w[i]! / sum) };
+}
+
+describe('samplingDistribution is the definition, without sorting the whole vocabulary', () => {
+  it('same ids in the same order and the same probabilities as the full sort, over random vocabularies and filters', () => {
+    const rng = new SeededRng(3);
+    const cases: SamplingParams[] = [
+      { temperature: 1 },
+      { temperature: 0.7, topP: 0.95 },
+      { temperature: 0.8, topP: 0.9, topK: 50 },
+      { temperature: 1.3, topK: 5 },
+      { temperature: 0.6, minP: 0.05 },
+      { temperature: 1, minP: 0.02, topP: 0.8, topK: 200 },
+      { temperature: 2, topP: 0.5 },
+      { temperature: 0.2, topP: 0.999 },
+    ];
+    for (const size of [7, 1000, 32000]) {
+      for (const spread of [1, 4, 12]) {
+        // Peaked and flat vocabularies, with exact ties (quantized logits) and a masked (-Infinity) stretch.
+        const logits = Float32Array.from({ length: size }, (_, i) => (i % 97 === 5 ? -Infinity : Math.round((rng.next() - 0.5) * spread * 8) / 4));
+        for (const params of cases) {
+          const got = samplingDistribution(logits, resolveSamplingParams(params));
+          const want = naiveDistribution(logits, params);
+          expect(got.ids, `${size} ${spread} ${JSON.stringify(params)}`).toEqual(want.ids);
+          for (let j = 0; j < want.probs.length; j++) expect(Math.abs(got.probs[j]! - want.probs[j]!)).toBeLessThan(1e-12);
+        }
+      }
+    }
+  });
+});
