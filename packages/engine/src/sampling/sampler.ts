@@ -121,6 +121,45 @@ export function applyPenalties(
   }
 }
 
+/** The candidates after temperature, min-p and top-k (unsorted, weight > 0), their weights and total mass. */
+function filteredCandidates(logits: Float32Array, params: ResolvedSamplingParams): { weight: Float64Array; cand: Int32Array; total: number; max: number } {
+  const n = logits.length;
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (logits[i]! > max) max = logits[i]!;
+  // The filters need no order, only thresholds, so the candidates are cut down first and only the survivors are sorted
+  // (a full sort of a 262k vocabulary took ~600 ms a token). The result is the same as sorting everything first.
+  // Top-k is taken on the logits (exp is monotonic: distinct float32 logits give distinct weights unless both
+  // underflow to 0, and those are dropped anyway), so only its survivors are exponentiated.
+  let cand: Int32Array = new Int32Array(n);
+  let m = 0;
+  if (params.topK > 0 && n > params.topK) {
+    const kth = kthLargest(logits, params.topK);
+    for (let i = 0; i < n; i++) if (logits[i]! >= kth) cand[m++] = i;
+  } else {
+    for (let i = 0; i < n; i++) cand[m++] = i;
+  }
+  const weight = new Float64Array(n);
+  let wmax = 0;
+  let live = 0;
+  for (let j = 0; j < m; j++) {
+    const i = cand[j]!;
+    const w = Math.exp((logits[i]! - max) / params.temperature);
+    weight[i] = w;
+    if (w > 0) cand[live++] = i;
+    if (w > wmax) wmax = w;
+  }
+  cand = cand.subarray(0, live);
+  // min-p (p_i < minP * p_max, the common 1/sum cancelled) runs before top-k in vLLM; both are thresholds on the same
+  // order, so applying top-k first keeps the same set.
+  if (params.minP > 0) {
+    const floor = params.minP * wmax;
+    cand = cand.filter((i) => weight[i]! >= floor);
+  }
+  let total = 0;
+  for (const i of cand) total += weight[i]!;
+  return { weight, cand, total, max };
+}
+
 /**
  * The distribution a token is drawn from at temperature > 0, after vLLM V1's filters in vLLM's order:
  * temperature, then min-p (drop tokens whose probability is below `minP` times the largest), then top-k (keep the
@@ -130,30 +169,10 @@ export function applyPenalties(
  * @returns token ids (most likely first) and their probabilities, normalized to sum 1 (float64).
  */
 export function samplingDistribution(logits: Float32Array, params: ResolvedSamplingParams): { ids: number[]; probs: Float64Array } {
-  const n = logits.length;
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) if (logits[i]! > max) max = logits[i]!;
-  const weight = new Float64Array(n);
-  let wmax = 0;
-  for (let i = 0; i < n; i++) {
-    const w = Math.exp((logits[i]! - max) / params.temperature);
-    weight[i] = w;
-    if (w > wmax) wmax = w;
-  }
-  // The filters need no order, only thresholds, so the candidates are cut down first and only the survivors are sorted
-  // (a full sort of a 262k vocabulary took ~600 ms a token). The result is the same as sorting everything first.
-  const floor = params.minP > 0 ? params.minP * wmax : 0; // p_i < minP * p_max, with the common 1/sum cancelled
-  let cand: Int32Array = new Int32Array(n);
-  let m = 0;
-  for (let i = 0; i < n; i++) if (weight[i]! > 0 && weight[i]! >= floor) cand[m++] = i;
-  cand = cand.subarray(0, m);
-  if (params.topK > 0 && m > params.topK) {
-    const kth = kthLargest(weight, cand, params.topK);
-    cand = cand.filter((i) => weight[i]! >= kth);
-  }
+  const f = filteredCandidates(logits, params);
+  const { weight, total } = f;
+  let cand = f.cand;
   let tailMass = 0; // mass of the least likely candidates top-p certainly drops, left out of the sort
-  let total = 0;
-  for (const i of cand) total += weight[i]!;
   if (params.topP < 1 && cand.length > 1) ({ cand, tailMass } = dropCertainTail(weight, cand, total, params.topP));
   const ids = Array.from(cand).sort((a, b) => weight[b]! - weight[a]! || a - b);
   let kept = ids;
@@ -174,34 +193,23 @@ export function samplingDistribution(logits: Float32Array, params: ResolvedSampl
   return { ids: kept, probs };
 }
 
-/** The `k`-th largest weight among `cand` (k >= 1, k <= cand.length), by a min-heap of the k largest: O(n log k). */
-function kthLargest(weight: Float64Array, cand: Int32Array, k: number): number {
-  const heap = new Float64Array(k);
-  let size = 0;
-  for (const i of cand) {
-    const w = weight[i]!;
-    if (size < k) {
-      let c = size++;
-      heap[c] = w;
-      while (c > 0) {
-        const p = (c - 1) >> 1;
-        if (heap[p]! <= heap[c]!) break;
-        [heap[p], heap[c]] = [heap[c]!, heap[p]!];
-        c = p;
-      }
-    } else if (w > heap[0]!) {
-      heap[0] = w;
-      let c = 0;
-      for (;;) {
-        const l = 2 * c + 1;
-        const r = l + 1;
-        let s = c;
-        if (l < k && heap[l]! < heap[s]!) s = l;
-        if (r < k && heap[r]! < heap[s]!) s = r;
-        if (s === c) break;
-        [heap[s], heap[c]] = [heap[c]!, heap[s]!];
-        c = s;
-      }
+/** The `k`-th largest of `values` (1 <= k <= values.length; NaN never counts), by a min-heap of the k largest: O(n log k). */
+function kthLargest(values: Float32Array, k: number): number {
+  const heap = new Float64Array(k).fill(-Infinity);
+  for (let i = 0; i < values.length; i++) {
+    const w = values[i]!;
+    if (!(w > heap[0]!)) continue;
+    heap[0] = w;
+    let c = 0;
+    for (;;) {
+      const l = 2 * c + 1;
+      const r = l + 1;
+      let s = c;
+      if (l < k && heap[l]! < heap[s]!) s = l;
+      if (r < k && heap[r]! < heap[s]!) s = r;
+      if (s === c) break;
+      [heap[s], heap[c]] = [heap[c]!, heap[s]!];
+      c = s;
     }
   }
   return heap[0]!;
@@ -232,19 +240,101 @@ function dropCertainTail(weight: Float64Array, cand: Int32Array, total: number, 
 
 /**
  * Picks the next token from processed (biased, penalized) logits: greedy (the first index of the maximum) at
- * temperature 0, otherwise one draw from {@link samplingDistribution} with the request's generator.
+ * temperature 0, otherwise one draw from {@link samplingDistribution} with the request's generator: the first token,
+ * most likely first, at which the cumulative probability exceeds a uniform draw.
+ * NOTE: the same token as walking `samplingDistribution`'s sorted list (up to float rounding of the cumulative sums),
+ * without sorting it: candidates are grouped in weight buckets 1/16 nat wide (a counting sort), top-p's cut and the
+ * draw walk whole buckets, and only the bucket where the cut or the draw lands is sorted. With the OpenAI defaults
+ * (temperature 1, top-p 1) a full sort of a 128k vocabulary used to cost more than the decode step itself.
  */
 export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams, rng: SeededRng): number {
   if (params.temperature === 0) return argmax(logits);
-  const { ids, probs } = samplingDistribution(logits, params);
-  if (ids.length === 0) return argmax(logits); // every logit -inf or NaN: nothing to draw from
-  let r = rng.next();
-  for (let j = 0; j < ids.length; j++) {
-    r -= probs[j]!;
-    if (r < 0) return ids[j]!;
+  const { weight, cand, total, max } = filteredCandidates(logits, params);
+  if (cand.length === 0) return argmax(logits); // every logit -inf or NaN: nothing to draw from
+  const b = bucketize(logits, max, params.temperature, weight, cand);
+  const sorted = (k: number) => Array.from(b.order.subarray(b.start[k]!, b.start[k + 1]!)).sort((x, y) => weight[y]! - weight[x]! || x - y);
+  // Top-p: whole buckets from the least likely end while their mass stays <= (1 - p); the bucket where it crosses is
+  // sorted and cut token by token, exactly as samplingDistribution does (the most likely token always stays).
+  let lastBucket = b.count - 1; // the least likely bucket kept (possibly cut)
+  let lastKept = -1; // in that bucket, how many of its sorted tokens are kept (-1: all)
+  let lastSorted: number[] | undefined;
+  if (params.topP < 1 && cand.length > 1) {
+    const limit = 1 - params.topP;
+    let cumulative = 0;
+    for (let k = b.count - 1; k >= 0; k--) {
+      if (b.start[k] === b.start[k + 1]) continue;
+      if (k > 0 && cumulative + b.mass[k]! / total <= limit * (1 - 1e-9)) {
+        cumulative += b.mass[k]! / total;
+        lastBucket = k - 1;
+        continue;
+      }
+      lastSorted = sorted(k);
+      let keep = lastSorted.length;
+      for (let j = lastSorted.length - 1; j > (k === 0 ? 0 : -1); j--) {
+        cumulative += weight[lastSorted[j]!]! / total;
+        if (cumulative > limit) break;
+        keep--;
+      }
+      if (keep === 0) {
+        lastBucket = k - 1; // the whole bucket went; the cut continues above it
+        lastSorted = undefined;
+        continue;
+      }
+      lastBucket = k;
+      lastKept = keep;
+      break;
+    }
   }
-  return ids[ids.length - 1]!;
+  while (lastBucket > 0 && b.start[lastBucket] === b.start[lastBucket + 1]) lastBucket--;
+  let keptTotal = 0;
+  for (let k = 0; k < lastBucket; k++) keptTotal += b.mass[k]!;
+  const tail = lastSorted ?? sorted(lastBucket);
+  const tailKept = lastKept < 0 ? tail : tail.slice(0, lastKept);
+  for (const i of tailKept) keptTotal += weight[i]!;
+  // The draw: whole buckets, most likely first; the bucket it lands in is sorted and walked token by token.
+  let r = rng.next();
+  for (let k = 0; k < lastBucket; k++) {
+    const p = b.mass[k]! / keptTotal;
+    if (b.start[k] === b.start[k + 1] || r - p >= 0) {
+      r -= p;
+      continue;
+    }
+    for (const i of sorted(k)) {
+      r -= weight[i]! / keptTotal;
+      if (r < 0) return i;
+    }
+  }
+  for (const i of tailKept) {
+    r -= weight[i]! / keptTotal;
+    if (r < 0) return i;
+  }
+  return tailKept[tailKept.length - 1]!;
 }
+
+/**
+ * Candidates grouped by weight bucket (bucket 0 the most likely, 1/16 nat each by -ln w = (max - logit) / T, which
+ * needs no logarithm and orders exactly as the weights do), with each bucket's mass.
+ */
+function bucketize(logits: Float32Array, max: number, temperature: number, weight: Float64Array, cand: Int32Array): { order: Int32Array; start: Int32Array; mass: Float64Array; count: number } {
+  const scale = 16 / temperature;
+  const ofCand = new Int32Array(cand.length);
+  const start = new Int32Array(SAMPLE_BUCKETS + 1);
+  const mass = new Float64Array(SAMPLE_BUCKETS);
+  for (let j = 0; j < cand.length; j++) {
+    const k = Math.min(SAMPLE_BUCKETS - 1, Math.floor((max - logits[cand[j]!]!) * scale));
+    ofCand[j] = k;
+    start[k + 1]!++;
+    mass[k]! += weight[cand[j]!]!;
+  }
+  for (let k = 0; k < SAMPLE_BUCKETS; k++) start[k + 1]! += start[k]!;
+  const fill = start.slice(0, SAMPLE_BUCKETS);
+  const order = new Int32Array(cand.length);
+  for (let j = 0; j < cand.length; j++) order[fill[ofCand[j]!]!++] = cand[j]!;
+  return { order, start, mass, count: SAMPLE_BUCKETS };
+}
+
+/** Weight buckets of {@link sampleToken}: -ln w up to 256 nats at 1/16 (weights below e^-256 share the last). */
+const SAMPLE_BUCKETS = 4096;
 
 /** The chosen token's logprob and rank and the top `k` alternatives (with their ranks), from the raw logits. */
 export function tokenLogprobs(rawLogits: ArrayLike<number>, tokenId: number, k: number): TokenLogprobs {
