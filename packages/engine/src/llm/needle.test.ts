@@ -141,8 +141,10 @@ describe(`needle retrieval at ${CONTEXT} tokens, every KV dtype (CPU backend)`, 
     const results: Record<string, { token: number; logprob: number }[]> = {};
     for (const dtype of DTYPES) {
       const llm = await LLM.create({ model: dir, backend: 'cpu', kvCacheDtype: dtype, maxModelLen: CONTEXT + 8, kvCacheMemory: 64 << 20, maxNumBatchedTokens: 2048, onWarning: () => {} });
+      const t0 = performance.now();
       results[dtype] = await answers(llm, hay);
       llm.dispose();
+      if (process.env.KVQ_NEEDLE_REPORT) console.log(`${dtype}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     }
     if (process.env.KVQ_NEEDLE_REPORT) {
       for (const dtype of DTYPES) {
@@ -156,10 +158,13 @@ describe(`needle retrieval at ${CONTEXT} tokens, every KV dtype (CPU backend)`, 
       const r = results[dtype]!;
       for (let j = 0; j < NEEDLES; j++) {
         expect(r[j]!.token, `${dtype} query ${j}: ${JSON.stringify(r[j])}`).toBe(ANSWER0 + j);
-        // The answer keeps its probability: within 0.25 nats of the float32 cache's (measured <= 0.11, fp8_e5m2); a
-        // lost needle costs > 3 nats (its answer falls to the level of the other 63 tokens).
-        expect(Math.abs(r[j]!.logprob - base[j]!.logprob), `${dtype} query ${j}`).toBeLessThan(0.25);
+        // The answer keeps its probability: within 0.25 nats of the float32 cache's with scales per token and head
+        // (measured <= 0.07 at 32k tokens), within 1 nat with one scale for the whole tensor (per-tensor FP8 adds score
+        // noise to every filler, which moves the softmax denominator more as the haystack grows: measured 0.11 at 4k,
+        // 0.57 at 32k for e5m2). A lost needle costs > 3 nats (its answer falls to the level of the other 63 tokens).
+        const perTensor = dtype === 'fp8_e4m3' || dtype === 'fp8_e5m2';
+        expect(Math.abs(r[j]!.logprob - base[j]!.logprob), `${dtype} query ${j}`).toBeLessThan(perTensor ? 1 : 0.25);
       }
     }
-  }, 600_000);
+  }, Math.max(600_000, CONTEXT * 60)); // about 10 ms per haystack token for the 9 dtypes on 2 cores
 });
