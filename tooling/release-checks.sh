@@ -8,7 +8,9 @@
 #  3. check:cuda-tarball  @kvq/kernels-cuda builds from its own tarball (no ../../ includes), simulator kernel runs
 #  4. consumer-test       npm install of the packed tarballs with no C++ compiler on PATH: the native CPU backend
 #                         from @kvq/kernels-cpu-linux-x64-gnu, tokens equal the workspace's
-#  5. linux-arm64-gnu     cross-built with Debian's aarch64 g++, loaded and run under qemu-user, bit-identical to x64
+#  5. linux-arm64-gnu     cross-built with Debian's aarch64 g++, loaded and run under qemu-user: its workload
+#                         bit-identical to x64, and the whole parity kit (neon and scalar kernels) within each
+#                         case's tolerance of the x64 reference
 #  6. win32-x64-gnu       cross-built with Debian's MinGW-w64 g++, loaded by the official node.exe under wine,
 #                         bit-identical to x64 (CPU-feature detection too)
 #  7. lint:packages       publint --strict + attw (esm-only profile) on the packed tarball of every public package
