@@ -14,7 +14,7 @@ import { CROSS_ENGINE_SCHEMES, crossEngineTargets, runCrossEngineQuantized, type
 import { defaultPeerDir, installPeer, isPeerInstalled, PEER_VERSION } from './peer/install.js';
 import { peerKvUnsupported } from './peer/runner.js';
 import { median, QualityAccumulator } from './metrics.js';
-import { configLabel, type Configuration, type GreedyResult, type Job, type JobResult, type KvqKv, type PeerKv, type QualityResult, type SpeedResult } from './protocol.js';
+import { configLabel, KVQ_KV_TYPES, type Configuration, type GreedyResult, type Job, type JobResult, type KvqKv, type PeerKv, type QualityResult, type SpeedResult } from './protocol.js';
 import { findRepoRoot } from './repo.js';
 import { resolveRealtime, runChild, type Realtime } from './spawn.js';
 
@@ -275,7 +275,7 @@ export async function runPeerBenchmark(options: PeerBenchmarkOptions = {}): Prom
   if (options.tinyllama && !models.includes('tinyllama-1.1b-f16')) models.push('tinyllama-1.1b-f16');
   models.forEach((m, i) => checkChoice(`models[${i}]`, m, SPEED_MODELS));
   const kvqKv = [...(options.kvqKv ?? ['auto', 'fp8_e4m3', 'fp8_e5m2'])];
-  kvqKv.forEach((k, i) => checkChoice(`kvqKv[${i}]`, k, ['auto', 'float32', 'fp8_e4m3', 'fp8_e5m2'] as const));
+  kvqKv.forEach((k, i) => checkChoice(`kvqKv[${i}]`, k, KVQ_KV_TYPES));
   const peerKv = [...(options.peerKv ?? ['f16', 'bf16', 'q8_0', 'q4_0'])];
   peerKv.forEach((k, i) => checkChoice(`peerKv[${i}]`, k, ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const));
   const crossSchemes = [...(options.crossEngine ?? [])];

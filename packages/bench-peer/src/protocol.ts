@@ -3,8 +3,26 @@
 /** Which engine a configuration runs on. */
 export type Side = 'kvq' | 'llama.cpp';
 
-/** kvq `kvCacheDtype` values benchmarked (`float32` only as the quality reference). */
-export type KvqKv = 'auto' | 'float32' | 'fp8_e4m3' | 'fp8_e5m2';
+/**
+ * kvq `kvCacheDtype` values benchmarked (`float32` only as the quality reference): the FP8 per-tensor ones and the
+ * write-time-scaled ones (docs/spec/kv-dtypes.md).
+ */
+export type KvqKv = (typeof KVQ_KV_TYPES)[number];
+
+/** Every {@link KvqKv}. */
+export const KVQ_KV_TYPES = [
+  'auto',
+  'float32',
+  'fp8_e4m3',
+  'fp8_e5m2',
+  'fp8_per_token_head',
+  'int8_per_token_head',
+  'int4_per_token_head',
+  'int4_g16',
+  'int4_g32',
+  'int4_g64',
+  'nvfp4',
+] as const;
 /** llama.cpp KV cache types benchmarked (`f32` only as the quality reference and for greedy parity). */
 export type PeerKv = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
 

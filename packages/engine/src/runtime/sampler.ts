@@ -45,7 +45,7 @@ export class Sampler {
   sample(requests: readonly SampleRequest[]): SampleResult[] {
     return requests.map((r) => {
       const p = r.params;
-      const work = Float32Array.from(r.logits);
+      const work = r.logits.slice(); // a copy (Float32Array.from walked it through the iterator: ~10x slower)
       r.constraint?.applyTo(work);
       applyLogitsProcessors(work, p, r.outputTokenIds, r.eosTokenIds, r.badWordsTokenIds);
       applyPenalties(work, p, r.promptTokenIds, r.outputTokenIds);
