@@ -1,5 +1,5 @@
-import { dequantizeKvHead, isFp8Dtype, isKvQuantDtype, kvBlockLayout, kvHeadScale, type KvBlockLayout, type KvLayerCache, type KvQuantDtype } from '@kvq/cache';
-import { formatInfo, type Fp8Format } from '@kvq/fp8';
+import { isFp8Dtype, isKvQuantDtype, type KvLayerCache, type KvQuantDtype } from '@kvq/cache';
+import { decodeFp8, encodeFp8, formatInfo, type Fp8Format } from '@kvq/fp8';
 
 /** Counters of one tensor (K or V) of one layer. */
 export interface KvTensorTelemetry {
@@ -12,7 +12,7 @@ export interface KvTensorTelemetry {
    * E4M3-rounded block scale and ±Inf reach it).
    */
   readonly saturated: number;
-  /** Non-zero finite values stored as zero (read back from the cache after the write). */
+  /** Non-zero finite values stored as zero: `|x| / scale` at or below half the smallest non-zero code. */
   readonly flushed: number;
 }
 
@@ -26,17 +26,19 @@ export interface KvLayerTelemetry {
 }
 
 /**
- * Where `|x| / scale` rounds past the largest code of each write-time-scaled dtype (the midpoint between the largest
- * grid value and the next one the grid would have): int8 127.5, int4 7.5, E4M3 464 (448 / 480), E2M1 7 (6 / 8).
+ * Per write-time-scaled dtype (docs/spec/kv-dtypes.md §2): its group size rule, the grid maximum the scale divides the
+ * group's amax by, where `|x| / scale` rounds past the top code (the midpoint to the next value the grid would have:
+ * int8 127.5, int4 7.5, E4M3 464 (448 / 480), E2M1 7 (6 / 8)), and up to where it rounds to zero (half the smallest
+ * non-zero code; ties go to the even code, zero): int 0.5, E4M3 2^-10, E2M1 0.25.
  */
-const QUANT_OVERFLOW: Record<KvQuantDtype, number> = {
-  fp8_per_token_head: 464,
-  int8_per_token_head: 127.5,
-  int4_per_token_head: 7.5,
-  int4_g16: 7.5,
-  int4_g32: 7.5,
-  int4_g64: 7.5,
-  nvfp4: 7,
+const QUANT: Record<KvQuantDtype, { group: number | 'head'; qmax: number; overflow: number; flush: number }> = {
+  fp8_per_token_head: { group: 'head', qmax: 448, overflow: 464, flush: 2 ** -10 },
+  int8_per_token_head: { group: 'head', qmax: 127, overflow: 127.5, flush: 0.5 },
+  int4_per_token_head: { group: 'head', qmax: 7, overflow: 7.5, flush: 0.5 },
+  int4_g16: { group: 16, qmax: 7, overflow: 7.5, flush: 0.5 },
+  int4_g32: { group: 32, qmax: 7, overflow: 7.5, flush: 0.5 },
+  int4_g64: { group: 64, qmax: 7, overflow: 7.5, flush: 0.5 },
+  nvfp4: { group: 16, qmax: 6, overflow: 7, flush: 0.25 },
 };
 
 /** `|x| / scale` from which an FP8 format rounds past its largest finite value: `maxFinite + ulp / 2`. */
@@ -51,17 +53,16 @@ const F = 2; // flushed
 
 /**
  * FP8 telemetry of the KV cache while serving: per layer and tensor (K, V), how many values were written, saturated
- * and flushed to zero. Counts are taken right after each `reshapeAndCache` from the values written and the cache's
- * own bytes (so they describe what the cache holds, with its scales at that moment), in the engine, for every backend.
- * Float caches cost nothing. Cost on a quantized cache: one pass over the written values (and, for the write-time-scaled
- * dtypes, a decode of them); measured in docs/benchmarks.md.
+ * and flushed to zero. Counts are taken at each `reshapeAndCache` from the values written and the scales the codec
+ * uses for them (the layer's scales at that moment; for the write-time-scaled dtypes each group's scale, computed as
+ * the kernels do), in the engine, for every backend and wherever its pools live (host or device).
+ * Float caches cost nothing. Cost on a quantized cache: one pass over the written values (two for the write-time-scaled
+ * dtypes: the group amax, then the counts); measured in docs/benchmarks.md.
  */
 export class KvTelemetry {
   /** `[layer][K: written, saturated, flushed, V: written, saturated, flushed]`. */
   private readonly counts: Float64Array[];
   private readonly dtypes: string[];
-  private readonly layouts = new Map<string, KvBlockLayout>();
-  private scratch = new Float32Array(0);
 
   /** @param layers the cache's layers (their dtypes name the counters) */
   constructor(layers: readonly KvLayerCache[]) {
@@ -77,50 +78,54 @@ export class KvTelemetry {
     const c = this.counts[layer];
     if (!c) return;
     if (isFp8Dtype(cache.dtype)) {
-      this.observeFp8(c, 0, cache, cache.key, cache.kScale, key, slotMapping, numTokens);
-      this.observeFp8(c, 3, cache, cache.value, cache.vScale, value, slotMapping, numTokens);
+      this.observeFp8(c, 0, cache, cache.kScale, key, slotMapping, numTokens);
+      this.observeFp8(c, 3, cache, cache.vScale, value, slotMapping, numTokens);
     } else if (isKvQuantDtype(cache.dtype)) {
-      this.observeQuant(c, 0, cache, cache.key as Uint8Array, cache.kScale[0]!, key, slotMapping, numTokens);
-      this.observeQuant(c, 3, cache, cache.value as Uint8Array, cache.vScale[0]!, value, slotMapping, numTokens);
+      this.observeQuant(c, 0, cache, cache.kScale[0]!, key, slotMapping, numTokens);
+      this.observeQuant(c, 3, cache, cache.vScale[0]!, value, slotMapping, numTokens);
     }
   }
 
-  private observeFp8(c: Float64Array, at: number, cache: KvLayerCache, pool: KvLayerCache['key'], scales: Float32Array, x: Float32Array, slots: Int32Array, n: number): void {
-    const overflow = fp8Overflow(cache.dtype as Fp8Format);
-    const fnuz = cache.dtype === 'e4m3fnuz' || cache.dtype === 'e5m2fnuz';
-    const codes = pool as Uint8Array;
-    eachWrittenHead(cache, slots, n, (slot, h, src) => {
-      const limit = overflow * scales[scales.length === 1 ? 0 : h]!;
-      const dst = (slot * cache.numKvHeads + h) * cache.headSize;
+  private observeFp8(c: Float64Array, at: number, cache: KvLayerCache, scales: Float32Array, x: Float32Array, slots: Int32Array, n: number): void {
+    const format = cache.dtype as Fp8Format;
+    const overflow = fp8Overflow(format);
+    const flush = formatInfo(format).minSubnormal / 2;
+    eachWrittenHead(cache, slots, n, (h, src) => {
+      const s = scales[scales.length === 1 ? 0 : h]!;
       for (let i = 0; i < cache.headSize; i++) {
-        const a = Math.abs(x[src + i]!);
-        if (a >= limit) c[at + S]!++;
-        else if (a > 0 && (fnuz ? codes[dst + i] === 0 : (codes[dst + i]! & 0x7f) === 0)) c[at + F]!++;
+        const r = Math.abs(Math.fround(x[src + i]! / s));
+        if (r >= overflow) c[at + S]!++;
+        else if (r > 0 && r <= flush) c[at + F]!++;
       }
       c[at + W]! += cache.headSize;
     });
   }
 
-  private observeQuant(c: Float64Array, at: number, cache: KvLayerCache, pool: Uint8Array, tensorScale: number, x: Float32Array, slots: Int32Array, n: number): void {
+  private observeQuant(c: Float64Array, at: number, cache: KvLayerCache, tensorScale: number, x: Float32Array, slots: Int32Array, n: number): void {
     const dtype = cache.dtype as KvQuantDtype;
-    const id = `${dtype}:${cache.blockSize}:${cache.numKvHeads}:${cache.headSize}`;
-    let l = this.layouts.get(id);
-    if (!l) this.layouts.set(id, (l = kvBlockLayout(dtype, cache.blockSize, cache.numKvHeads, cache.headSize)));
-    const layout = l;
-    if (this.scratch.length < cache.headSize) this.scratch = new Float32Array(cache.headSize);
-    const back = this.scratch;
-    const overflow = QUANT_OVERFLOW[dtype];
-    const nv = dtype === 'nvfp4';
-    const G = layout.groupSize;
-    eachWrittenHead(cache, slots, n, (slot, h, src) => {
-      dequantizeKvHead(layout, pool, slot, h, back, 0, tensorScale);
-      for (let g = 0; g < layout.groupsPerHead; g++) {
-        const limit = overflow * kvHeadScale(layout, pool, slot, h, g) * (nv ? tensorScale : 1);
-        for (let i = g * G; i < (g + 1) * G; i++) {
-          const a = Math.abs(x[src + i]!);
-          if (!(a > 0)) continue; // zero or NaN
-          if (a >= limit) c[at + S]!++;
-          else if (back[i] === 0) c[at + F]!++;
+    const q = QUANT[dtype];
+    const G = q.group === 'head' ? cache.headSize : q.group;
+    eachWrittenHead(cache, slots, n, (_h, src) => {
+      for (let g = src; g < src + cache.headSize; g += G) {
+        let amax = 0;
+        let nan = false;
+        for (let i = g; i < g + G; i++) {
+          const a = Math.abs(x[i]!);
+          if (a !== a) nan = true;
+          else if (a !== Infinity && a > amax) amax = a;
+        }
+        if (nan) continue; // a NaN group is stored as NaN: neither saturated nor flushed
+        const scale = groupScale(dtype, amax, q.qmax, tensorScale);
+        for (let i = g; i < g + G; i++) {
+          const a = Math.abs(x[i]!);
+          if (a === 0) continue;
+          if (a === Infinity) c[at + S]!++;
+          else if (!(scale > 0)) c[at + F]!++; // a zero (or underflowed) scale stores the whole group as zeros
+          else {
+            const r = Math.abs(Math.fround(a / scale));
+            if (r >= q.overflow) c[at + S]!++;
+            else if (r <= q.flush) c[at + F]!++;
+          }
         }
       }
       c[at + W]! += cache.headSize;
@@ -144,12 +149,21 @@ export class KvTelemetry {
 }
 
 
-/** Calls `fn(slot, head, srcOffset)` for every head of every written token (negative slots are padding). */
-function eachWrittenHead(cache: KvLayerCache, slots: Int32Array, n: number, fn: (slot: number, head: number, src: number) => void): void {
+/** Calls `fn(head, srcOffset)` for every head of every written token (negative slots are padding). */
+function eachWrittenHead(cache: KvLayerCache, slots: Int32Array, n: number, fn: (head: number, src: number) => void): void {
   const row = cache.numKvHeads * cache.headSize;
   for (let t = 0; t < n; t++) {
-    const slot = slots[t]!;
-    if (slot < 0) continue;
-    for (let h = 0; h < cache.numKvHeads; h++) fn(slot, h, t * row + h * cache.headSize);
+    if (slots[t]! < 0) continue;
+    for (let h = 0; h < cache.numKvHeads; h++) fn(h, t * row + h * cache.headSize);
   }
+}
+
+/**
+ * A group's scale as the codec computes it (docs/spec/kv-dtypes.md §2): `fround(amax / qmax)`; nvfp4's E4M3 block
+ * scale times the tensor scale `g`.
+ */
+function groupScale(dtype: KvQuantDtype, amax: number, qmax: number, g: number): number {
+  if (dtype !== 'nvfp4') return Math.fround(amax / qmax);
+  const s8 = encodeFp8(Math.fround(Math.fround(amax / 6) / g), 'e4m3fn', 'satfinite');
+  return Math.fround(decodeFp8(s8, 'e4m3fn') * g);
 }
