@@ -11,6 +11,8 @@
 //   node packages/bench-peer/scripts/kv-quant-quality.mjs [--positions 4096] [--backend reference]
 //        [--dtypes fp8_e4m3,fp8_per_token_head,int8_per_token_head,int4_per_token_head,int4_g32,int4_g16,nvfp4]
 //        [--rotations none,hadamard]   (kvCacheRotation values; each dtype runs with each; default none)
+//        [--calculate-kv-scales]   (also run each dtype with calculateKvScales: FP8 per-tensor and nvfp4 scales
+//        from the first forward pass; rows marked "calc")
 //        [--plan-budget B [--plan-dtypes a,b] [--plan-positions 1024]]   (adds a row per rotation: the automatic
 //        per-layer plan of @kvq/calibrate measured on the calibration documents, at most B KV bytes per token)
 //
@@ -39,8 +41,8 @@ if (!Number.isInteger(positions) || positions < 1) {
 const model = await loadModel(modelTinyPath);
 const { documents, calibrationTexts } = qualityDocuments((t) => model.tokenizer.encode(t), model.config.maxPositionEmbeddings, positions);
 const vocab = model.config.vocabSize;
-const open = (kvCacheDtype, kvCacheRotation = 'none', kvCacheLayerDtypes = undefined) =>
-  LLM.create({ model, ...(kvCacheLayerDtypes ? { kvCacheLayerDtypes } : { kvCacheDtype }), kvCacheRotation, backend, maxModelLen: 513, kvCacheMemory: 64 << 20, blockSize: 16, enablePrefixCaching: false, maxNumSeqs: 1, maxNumBatchedTokens: 512 });
+const open = (kvCacheDtype, kvCacheRotation = 'none', kvCacheLayerDtypes = undefined, calculateKvScales = false) =>
+  LLM.create({ model, ...(kvCacheLayerDtypes ? { kvCacheLayerDtypes } : { kvCacheDtype }), kvCacheRotation, calculateKvScales, backend, maxModelLen: 513, kvCacheMemory: 64 << 20, blockSize: 16, enablePrefixCaching: false, maxNumSeqs: 1, maxNumBatchedTokens: 512 });
 
 /** Calls each(doc, position, log-probabilities) for every scored position of every document. */
 async function eachRow(llm, each) {
@@ -73,7 +75,8 @@ console.log('| KV cache | bytes/token | NLL | KL vs float32 (nats) | top-1 |');
 console.log('|---|---|---|---|---|');
 console.log(`| float32 | ${f32.kvBytesPerToken} | ${(nll / total).toFixed(5)} | 0 | 100% |`);
 const planBudget = opt('plan-budget');
-const rows = dtypes.flatMap((kv) => rotations.map((rotation) => ({ kv, rotation })));
+const calcToo = args.includes('--calculate-kv-scales');
+const rows = dtypes.flatMap((kv) => rotations.flatMap((rotation) => [{ kv, rotation }, ...(calcToo ? [{ kv, rotation, calc: true }] : [])]));
 if (planBudget !== undefined) {
   // The plan is measured on the calibration documents (never the scored ones), at most --plan-positions positions.
   let left = Number(opt('plan-positions', '1024'));
@@ -91,10 +94,10 @@ if (planBudget !== undefined) {
     rows.push({ kv: `plan ≤ ${planBudget} B (${plan.layerDtypes.join(', ')})`, rotation, layerDtypes: plan.layerDtypes });
   }
 }
-for (const { kv, rotation, layerDtypes } of rows) {
-  const llm = await open(kv, rotation, layerDtypes);
+for (const { kv, rotation, layerDtypes, calc } of rows) {
+  const llm = await open(kv, rotation, layerDtypes, calc === true);
   const acc = new QualityAccumulator();
   await eachRow(llm, (d, pos, row) => acc.add(ref.subarray((offsets[d] + pos) * vocab, (offsets[d] + pos + 1) * vocab), row, documents[d][pos + 1], vocab));
   const r = acc.result();
-  console.log(`| ${kv}${rotation === 'none' ? '' : ` + ${rotation}`} | ${llm.kvBytesPerToken} | ${r.nllMean.toFixed(5)} | ${r.klMean.toExponential(2)} | ${(r.top1Agreement * 100).toFixed(2)}% |`);
+  console.log(`| ${kv}${rotation === 'none' ? '' : ` + ${rotation}`}${calc ? ' (calc scales)' : ''} | ${llm.kvBytesPerToken} | ${r.nllMean.toFixed(5)} | ${r.klMean.toExponential(2)} | ${(r.top1Agreement * 100).toFixed(2)}% |`);
 }

@@ -25,7 +25,7 @@ import { LLMEngine, type AddRequestOptions, type RequestOutput } from '../runtim
 import { checkStructuredOutputs, StructuredOutputCompiler } from '../structured/structured.js';
 import { llamaDimsOf, llamaWeightsOf } from '../runtime/architecture.js';
 import { LlamaForward } from '../runtime/forward.js';
-import { calculateKvScalesObserver } from '../runtime/kv-scales.js';
+import { calculateKvScalesObserver, NVFP4_KV_SCALE_CONSTANTS } from '../runtime/kv-scales.js';
 import { KV_CACHE_ROTATIONS, kvRotationFor, type KvCacheRotation } from '../runtime/kv-rotation.js';
 import { kvLayerDtypes, type KvSkipLayer } from './kv-skip-layers.js';
 import { KvTelemetry, type KvLayerTelemetry } from '../runtime/kv-telemetry.js';
@@ -62,6 +62,8 @@ export interface LLMOptions {
   readonly kvCacheDtype?: KvCacheDtype;
   /**
    * vLLM `calculate_kv_scales`: scales from the first forward pass (amax/200, amax/200, amax/100). Default false.
+   * With `kvCacheDtype: 'nvfp4'` it sets nvfp4's per-tensor scales instead: amax / 1200 for K and V (the E4M3 block
+   * scales then stay below 448 up to 2.24x the first pass's amax, vLLM's FP8 headroom); otherwise they stay 1.0.
    * Ignored, with a process warning (code `KVQ_CHECKPOINT_KV_SCALES`), when the checkpoint has KV scales: checkpoint
    * scales win (vLLM).
    */
@@ -446,8 +448,10 @@ export class LLM {
         encode: (text) => model.tokenizer.encode(text, { addSpecialTokens: false }),
       },
     });
-    if (calculateKvScales && isFp8Dtype(kvDtype)) {
-      const calc = calculateKvScalesObserver(backend, storage);
+    if (calculateKvScales && (isFp8Dtype(kvDtype) || kvDtype === 'nvfp4')) {
+      // nvfp4: the per-tensor scale g from the first pass's amax, with vLLM's FP8 headroom (the E4M3 block scales
+      // reach 448 at 2.24x that amax): g = amax / (200 x 6). q is not quantized there; its scale is unused.
+      const calc = calculateKvScalesObserver(backend, storage, kvDtype === 'nvfp4' ? NVFP4_KV_SCALE_CONSTANTS : undefined);
       engine.setAttentionObserver((layer, t) => {
         calc.observer(layer, t);
         if (calc.done()) engine.setAttentionObserver(undefined);

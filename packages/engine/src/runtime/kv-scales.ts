@@ -7,6 +7,12 @@ import type { AttentionObserver } from './forward.js';
 export const KV_SCALE_CONSTANTS = Object.freeze({ q: 200, k: 200, v: 100 });
 
 /**
+ * Divisors of `calculateKvScales` for nvfp4's per-tensor K/V scales: amax / (200 x 6), so E4M3 block scales (<= 448)
+ * cover 2.24x the first pass's amax, as vLLM's FP8 divisor 200 does against 448. q is not quantized (its scale unused).
+ */
+export const NVFP4_KV_SCALE_CONSTANTS = Object.freeze({ q: 200, k: 1200, v: 1200 });
+
+/**
  * `calculate_kv_scales` with vLLM's semantics: on the FIRST forward pass each layer sees, set
  * `q_scale = max|q| / 200`, `k_scale = max|k| / 200`, `v_scale = max|v| / 100` (one scalar per tensor per
  * layer, over all tokens and heads of that call), before that pass writes its K/V; then never again.
