@@ -58,7 +58,8 @@ export const MODEL_HELP = `Model options:
                             or scaled per token when written: ${KV_CACHE_QUANT_DTYPES.slice(0, 3).join(' | ')} |
                             ${KV_CACHE_QUANT_DTYPES.slice(3).join(' | ')} (CPU and reference backends, not
                             the GPU ones yet; kvq plan shows their bytes per token)
-  --calculate-kv-scales     FP8 scales from the first forward pass (vLLM calculate_kv_scales)
+  --calculate-kv-scales     FP8 scales from the first forward pass (vLLM calculate_kv_scales); with nvfp4, its
+                            per-tensor K/V scales (amax / 1200)
   --fp8-query               FP8-query attention (Flash Attention 3 semantics; needs an FP8 KV cache and, to be
                             accurate, calibrated q scales: checkpoint q_scale or --calculate-kv-scales)
   --kv-cache-rotation R     none | hadamard (default none): rotate q, k, v of every head by a randomized
