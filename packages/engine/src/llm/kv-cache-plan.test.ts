@@ -47,6 +47,12 @@ describe('kvCacheLayerDtypes', () => {
     expect(out!.outputs[0]!.tokenIds).toHaveLength(3);
   });
 
+  it('kvCacheDtypeSkipLayers applies on top, also when the plan is mostly the model dtype', async () => {
+    const plan = ['auto', 'auto', 'int4_g32', 'auto', 'auto', 'int8_per_token_head'] as const;
+    const llm = await LLM.create({ model, backend: 'reference', kvCacheLayerDtypes: plan, kvCacheDtypeSkipLayers: [2], kvCacheMemory: 1 << 20 });
+    expect(llm.engine.forwardPass.storage.layerDtypes).toEqual([auto, auto, auto, auto, auto, 'int8_per_token_head']);
+  });
+
   it('is refused beside an explicit kvCacheDtype, with a wrong length, or with an unknown dtype', async () => {
     const cases: [object, RegExp][] = [
       [{ kvCacheDtype: 'fp8', kvCacheLayerDtypes: PLAN }, /needs kvCacheDtype 'auto' \(or none\), got "fp8"/],

@@ -16,15 +16,16 @@ function slidingLayers(c: ModelConfig): number[] {
 }
 
 /**
- * The per-layer KV dtypes of `kvCacheDtypeSkipLayers`: the listed layers keep `skipDtype` (the model dtype: vLLM runs
- * them with `auto`), the others `kvDtype`.
- * @returns undefined when nothing is skipped or the skipped layers would get the same dtype anyway (a uniform cache)
+ * Applies `kvCacheDtypeSkipLayers` to per-layer KV dtypes: the listed layers get `skipDtype` (the model dtype: vLLM runs
+ * them with `auto`), the others keep theirs from `layers` (the cache dtype, or a per-layer plan's).
+ * @param layers each layer's storage dtype before skipping (length `c.numLayers`)
+ * @returns a new array of each layer's storage dtype
  * @throws EngineError `INVALID_ARGUMENT` (field `kvCacheDtypeSkipLayers`) for a non-array, an entry that is neither a
  *   layer index in `[0, numLayers)` nor `'sliding_window'` (named with its position), or `'sliding_window'` on a model
  *   without sliding-window layers
  */
-export function kvLayerDtypes(option: unknown, c: ModelConfig, kvDtype: KvStorageDtype, skipDtype: KvStorageDtype): KvStorageDtype[] | undefined {
-  if (option === undefined) return undefined;
+export function kvLayerDtypes(option: unknown, c: ModelConfig, layers: readonly KvStorageDtype[], skipDtype: KvStorageDtype): KvStorageDtype[] {
+  if (option === undefined) return [...layers];
   const fail = (what: string): never => {
     throw new EngineError('INVALID_ARGUMENT', `kvCacheDtypeSkipLayers ${what}`, { field: 'kvCacheDtypeSkipLayers' });
   };
@@ -32,9 +33,9 @@ export function kvLayerDtypes(option: unknown, c: ModelConfig, kvDtype: KvStorag
   const skipped = new Set<number>();
   (option as unknown[]).forEach((entry, i) => {
     if (entry === 'sliding_window') {
-      const layers = slidingLayers(c);
-      if (layers.length === 0) fail(`[${i}] 'sliding_window': this model (${c.modelType}) has no sliding-window attention layers`);
-      for (const l of layers) skipped.add(l);
+      const sliding = slidingLayers(c);
+      if (sliding.length === 0) fail(`[${i}] 'sliding_window': this model (${c.modelType}) has no sliding-window attention layers`);
+      for (const l of sliding) skipped.add(l);
       return;
     }
     const index = typeof entry === 'string' && /^\d+$/.test(entry) ? Number(entry) : entry;
@@ -43,6 +44,5 @@ export function kvLayerDtypes(option: unknown, c: ModelConfig, kvDtype: KvStorag
     }
     skipped.add(index as number);
   });
-  if (skipped.size === 0 || kvDtype === skipDtype) return undefined;
-  return Array.from({ length: c.numLayers }, (_, l) => (skipped.has(l) ? skipDtype : kvDtype));
+  return layers.map((d, l) => (skipped.has(l) ? skipDtype : d));
 }

@@ -26,7 +26,7 @@ import { checkStructuredOutputs, StructuredOutputCompiler } from '../structured/
 import { llamaDimsOf, llamaWeightsOf } from '../runtime/architecture.js';
 import { LlamaForward } from '../runtime/forward.js';
 import { calculateKvScalesObserver, NVFP4_KV_SCALE_CONSTANTS } from '../runtime/kv-scales.js';
-import { KV_CACHE_ROTATIONS, kvRotationFor, type KvCacheRotation } from '../runtime/kv-rotation.js';
+import { checkKvCacheRotation, kvRotationFor, type KvCacheRotation } from '../runtime/kv-rotation.js';
 import { kvLayerDtypes, type KvSkipLayer } from './kv-skip-layers.js';
 import { KvTelemetry, type KvLayerTelemetry } from '../runtime/kv-telemetry.js';
 import { modelFingerprint } from './fingerprint.js';
@@ -284,7 +284,7 @@ export class LLM {
       ...(options.onWarning ? { onWarning: options.onWarning } : {}),
     });
     const fnuz = backend.info.fp8Fnuz === true;
-    if (options.kvCacheRotation !== undefined && !KV_CACHE_ROTATIONS.includes(options.kvCacheRotation)) kvRotationFor(options.kvCacheRotation, 0);
+    checkKvCacheRotation(options.kvCacheRotation); // before the model loads
     const resolveDtype = (modelDtype: 'f32' | 'f16' | 'bf16'): KvStorageDtype => {
       try {
         return resolveKvCacheDtype(options.kvCacheDtype ?? 'auto', modelDtype, { fnuz });
@@ -359,12 +359,13 @@ export class LLM {
       throw new EngineError('INVALID_ARGUMENT', `maxModelLen must be an integer >= 2, got ${maxModelLen}`, { field: 'maxModelLen' });
     }
     const blockSize = options.blockSize ?? 16;
-    checkKvDtypeOnBackend(backend, kvDtype, { numKvHeads: c.numKvHeads, numHeads: c.numHeads, headSize: c.headDim, blockSize }, String(options.kvCacheDtype ?? 'auto'));
-    const autoDtype = resolveKvCacheDtype('auto', modelDtype);
-    let layerDtypes = layerPlan ? [...layerPlan.layerDtypes] : undefined;
-    const skipped = kvLayerDtypes(options.kvCacheDtypeSkipLayers, c, kvDtype, autoDtype);
-    if (skipped) layerDtypes = skipped.map((d, l) => (d === autoDtype ? autoDtype : (layerDtypes?.[l] ?? d)));
-    for (const d of new Set(layerDtypes ?? [])) if (d !== kvDtype) checkKvDtypeOnBackend(backend, d, { numKvHeads: c.numKvHeads, numHeads: c.numHeads, headSize: c.headDim, blockSize }, d);
+    const probeShape = { numKvHeads: c.numKvHeads, numHeads: c.numHeads, headSize: c.headDim, blockSize };
+    checkKvDtypeOnBackend(backend, kvDtype, probeShape, String(options.kvCacheDtype ?? 'auto'));
+    // Per-layer dtypes: a plan's (or the cache dtype everywhere), then the skipped layers in the model dtype; none when
+    // every layer ends up in kvDtype (a uniform cache).
+    const perLayer = kvLayerDtypes(options.kvCacheDtypeSkipLayers, c, layerPlan?.layerDtypes ?? new Array<KvStorageDtype>(c.numLayers).fill(kvDtype), resolveKvCacheDtype('auto', modelDtype));
+    const layerDtypes = perLayer.every((d) => d === kvDtype) ? undefined : perLayer;
+    for (const d of new Set(layerDtypes ?? [])) if (d !== kvDtype) checkKvDtypeOnBackend(backend, d, probeShape, d);
     // Per-head scales are FP8's (checkpoint / calibrated); the write-time-scaled dtypes compute their own.
     const perHead = isFp8Dtype(kvDtype) && kvScales?.granularity === 'head';
     const plan = planKvCache({

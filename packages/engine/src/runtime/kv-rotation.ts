@@ -102,9 +102,17 @@ export class KvHadamardRotation {
  * @throws EngineError `INVALID_ARGUMENT` (field `kvCacheRotation`) for another value or an unrotatable head size
  */
 export function kvRotationFor(option: unknown, headSize: number): KvHadamardRotation | undefined {
-  if (option === undefined || option === 'none') return undefined;
-  if (option !== 'hadamard') {
+  return checkKvCacheRotation(option) === 'hadamard' ? new KvHadamardRotation(headSize) : undefined;
+}
+
+/**
+ * Validates a `kvCacheRotation` option (absent means `'none'`).
+ * @throws EngineError `INVALID_ARGUMENT` (field `kvCacheRotation`) naming the value and the choices
+ */
+export function checkKvCacheRotation(option: unknown): KvCacheRotation {
+  if (option === undefined) return 'none';
+  if (!KV_CACHE_ROTATIONS.includes(option as KvCacheRotation)) {
     throw new EngineError('INVALID_ARGUMENT', `kvCacheRotation must be one of ${KV_CACHE_ROTATIONS.join(', ')}, got ${JSON.stringify(option)}`, { field: 'kvCacheRotation' });
   }
-  return new KvHadamardRotation(headSize);
+  return option as KvCacheRotation;
 }
