@@ -62,13 +62,16 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
   explicit DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceBuffer>(info) {}
   ~DeviceBuffer() override { release(); }
 
-  void init(std::shared_ptr<Holder> h, void* p, size_t bytes) {
+  void init(std::shared_ptr<Holder> h, void* p, size_t bytes, napi_typedarray_type kind) {
     holder_ = std::move(h);
     ptr_ = p;
     bytes_ = bytes;
+    kind_ = kind;
   }
   void* ptr() const { return ptr_; }
   size_t bytes() const { return bytes_; }
+  /** Element type (the typed array it was uploaded from, or the kind it was allocated as). */
+  napi_typedarray_type kind() const { return kind_; }
   const std::shared_ptr<Holder>& holder() const { return holder_; }
 
  private:
@@ -84,7 +87,36 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
   std::shared_ptr<Holder> holder_;
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
+  napi_typedarray_type kind_ = napi_uint8_array;
 };
+
+size_t elementBytes(napi_typedarray_type t) {
+  switch (t) {
+    case napi_float32_array:
+    case napi_int32_array:
+    case napi_uint32_array: return 4;
+    case napi_uint16_array:
+    case napi_int16_array: return 2;
+    case napi_float64_array:
+    case napi_bigint64_array:
+    case napi_biguint64_array: return 8;
+    default: return 1;
+  }
+}
+
+/**
+ * napi_args' device-array resolver: a DeviceBuffer passed where an op takes an activation array stands for its device
+ * memory (the runtime then neither uploads nor downloads it). Freed buffers are an error, not a fallback.
+ */
+void* resolveDeviceArray(napi_env env, napi_value value, napi_typedarray_type* kind, size_t* length) {
+  Napi::Value v(env, value);
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(DeviceBuffer::ctor(env).Value())) return nullptr;
+  DeviceBuffer* b = DeviceBuffer::Unwrap(v.As<Napi::Object>());
+  if (!b->ptr()) fail(env, "INVALID_ARGUMENT", "", "a device array passed to an op has been freed");
+  *kind = b->kind();
+  *length = b->bytes() / elementBytes(b->kind());
+  return b->ptr();
+}
 
 Napi::Object propsObject(Napi::Env env, const gpu::DeviceProps& p) {
   Napi::Object o = Napi::Object::New(env);
@@ -119,6 +151,10 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceMethod<&Context::TransferStats>("transferStats"),
                            InstanceMethod<&Context::Upload>("upload"),
                            InstanceMethod<&Context::Download>("download"),
+                           InstanceMethod<&Context::Alloc>("alloc"),
+                           InstanceMethod<&Context::Write>("write"),
+                           InstanceMethod<&Context::Read>("read"),
+                           InstanceMethod<&Context::Copy>("copy"),
                            InstanceMethod<&Context::Fp8VendorCheck>("fp8VendorCheck"),
                            InstanceMethod<&Context::BenchAttention>("benchAttention"),
                            InstanceMethod<&Context::BenchCopy>("benchCopy"),
@@ -190,9 +226,92 @@ class Context : public Napi::ObjectWrap<Context> {
       gpu::buffer_free(c, p);
       failStatus(info.Env(), st, "upload");
     }
-    Napi::Object obj = DeviceBuffer::ctor(info.Env()).New({});
-    DeviceBuffer::Unwrap(obj)->init(holder_, p, bytes);
+    return wrapBuffer(info.Env(), p, bytes, a.TypedArrayType());
+  }
+
+  Napi::Object wrapBuffer(Napi::Env env, void* p, size_t bytes, napi_typedarray_type kind) {
+    Napi::Object obj = DeviceBuffer::ctor(env).New({});
+    DeviceBuffer::Unwrap(obj)->init(holder_, p, bytes, kind);
     return obj;
+  }
+
+  /** alloc(kind, length) -> DeviceBuffer of `length` elements (kind: 0 f32, 1 i32, 2 u16, 3 u8, 4 i8), contents undefined. */
+  Napi::Value Alloc(const Napi::CallbackInfo& info) {
+    gpu::Context* c = ctx(info);
+    static const napi_typedarray_type kinds[] = {napi_float32_array, napi_int32_array, napi_uint16_array, napi_uint8_array, napi_int8_array};
+    const napi_typedarray_type kind = kinds[intArg(info, 0, "kind", 0, 4)];
+    const int64_t length = intArg(info, 1, "length", 1, INT64_C(1) << 40);
+    const size_t bytes = (size_t)length * elementBytes(kind);
+    Status st;
+    void* p = gpu::buffer_alloc(c, bytes, &st);
+    if (!p) failStatus(info.Env(), st, "alloc");
+    return wrapBuffer(info.Env(), p, bytes, kind);
+  }
+
+  /** The typed array at info[i], which must have the buffer's element type; its bytes and data. */
+  static void* sameKindArray(const Napi::CallbackInfo& info, size_t i, const DeviceBuffer* b, size_t* bytes) {
+    if (info.Length() <= i || !info[i].IsTypedArray()) fail(info.Env(), "WRONG_ARRAY_TYPE", "array", "needs a typed array");
+    Napi::TypedArray a = info[i].As<Napi::TypedArray>();
+    if (a.TypedArrayType() != b->kind()) {
+      fail(info.Env(), "WRONG_ARRAY_TYPE", "array",
+           std::string("the device array holds ") + typedArrayName(b->kind()) + " elements, got a " + typedArrayName(a.TypedArrayType()));
+    }
+    *bytes = a.ByteLength();
+    return static_cast<char*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  }
+
+  /** Byte offset of element `offset` (info[i]) such that `bytes` more fit in b. */
+  static size_t rangeArg(const Napi::CallbackInfo& info, size_t i, const DeviceBuffer* b, size_t bytes) {
+    const size_t eb = elementBytes(b->kind());
+    const int64_t offset = intArg(info, i, "offset", 0, INT64_C(1) << 40);
+    if ((size_t)offset * eb + bytes > b->bytes()) {
+      fail(info.Env(), "OUT_OF_RANGE", "offset",
+           "elements [" + std::to_string(offset) + ", " + std::to_string(offset + (int64_t)(bytes / eb)) + ") are outside the device array of " +
+               std::to_string(b->bytes() / eb));
+    }
+    return (size_t)offset * eb;
+  }
+
+  /** write(buffer, typedArray, offset): host -> device into elements [offset, offset + array.length). */
+  void Write(const Napi::CallbackInfo& info) {
+    gpu::Context* c = ctx(info);
+    DeviceBuffer* b = bufferArg(info, 0, "buffer", 0);
+    if (!b) fail(info.Env(), "INVALID_ARGUMENT", "buffer", "write needs a DeviceBuffer");
+    size_t bytes = 0;
+    const void* src = sameKindArray(info, 1, b, &bytes);
+    const size_t at = rangeArg(info, 2, b, bytes);
+    Status st;
+    if (!gpu::buffer_upload(c, static_cast<char*>(b->ptr()) + at, src, bytes, &st)) failStatus(info.Env(), st, "write");
+  }
+
+  /** read(buffer, typedArray, offset): device -> host from elements [offset, offset + array.length); waits for the device. */
+  void Read(const Napi::CallbackInfo& info) {
+    gpu::Context* c = ctx(info);
+    DeviceBuffer* b = bufferArg(info, 0, "buffer", 0);
+    if (!b) fail(info.Env(), "INVALID_ARGUMENT", "buffer", "read needs a DeviceBuffer");
+    size_t bytes = 0;
+    void* dst = sameKindArray(info, 1, b, &bytes);
+    const size_t at = rangeArg(info, 2, b, bytes);
+    Status st;
+    if (!gpu::buffer_download(c, dst, static_cast<const char*>(b->ptr()) + at, bytes, &st)) failStatus(info.Env(), st, "read");
+  }
+
+  /** copy(dst, dstByteOffset, src, srcByteOffset, bytes): device -> device, queued on the stream. */
+  void Copy(const Napi::CallbackInfo& info) {
+    gpu::Context* c = ctx(info);
+    DeviceBuffer* d = bufferArg(info, 0, "dst", 0);
+    DeviceBuffer* s = bufferArg(info, 2, "src", 0);
+    if (!d || !s) fail(info.Env(), "INVALID_ARGUMENT", "buffer", "copy needs two DeviceBuffers");
+    const int64_t dOff = intArg(info, 1, "dstOffset", 0, INT64_C(1) << 40);
+    const int64_t sOff = intArg(info, 3, "srcOffset", 0, INT64_C(1) << 40);
+    const int64_t bytes = intArg(info, 4, "bytes", 0, INT64_C(1) << 40);
+    if ((size_t)(dOff + bytes) > d->bytes() || (size_t)(sOff + bytes) > s->bytes()) {
+      fail(info.Env(), "OUT_OF_RANGE", "bytes", "copy: the byte range is outside a device array");
+    }
+    Status st;
+    if (!gpu::buffer_copy(c, static_cast<char*>(d->ptr()) + dOff, static_cast<const char*>(s->ptr()) + sOff, (size_t)bytes, &st)) {
+      failStatus(info.Env(), st, "copy");
+    }
   }
 
   /** download(buffer, typedArray): copy min(sizes) bytes back. */
@@ -262,7 +381,15 @@ class Context : public Napi::ObjectWrap<Context> {
     std::vector<float> xRoundTrip;
     if (p.xq) {
       xRoundTrip.resize((size_t)(p.rows * p.in));
-      act_q8_round_trip(p.w.dtype, p.x, p.rows, p.in, xRoundTrip.data());
+      if (!info[0].IsTypedArray()) {
+        // A device x: the 8-bit rounding runs on the host (act_q8.h), so x comes over first.
+        std::vector<float> x((size_t)(p.rows * p.in));
+        Status st;
+        if (!gpu::buffer_download(ctx(info), x.data(), p.x, x.size() * 4, &st)) failStatus(info.Env(), st, "linear");
+        act_q8_round_trip(p.w.dtype, x.data(), p.rows, p.in, xRoundTrip.data());
+      } else {
+        act_q8_round_trip(p.w.dtype, p.x, p.rows, p.in, xRoundTrip.data());
+      }
       p.x = xRoundTrip.data();
       p.xq = 0;
     }
@@ -296,6 +423,8 @@ class Context : public Napi::ObjectWrap<Context> {
     // shared arguments (0..12), then kDev?, vDev? (13, 14)
     CacheWriteParams p = readCacheWrite(info);
     residentCache(info, 13, p.cache);
+    // 15: deviceOnly: the resident pools are the only copy (the host pools are not written).
+    p.cache.deviceOnly = p.cache.kDev != nullptr && boolArg(info, 15);
     Status st;
     if (!gpu::reshape_and_cache(ctx(info), p, &st)) failStatus(info.Env(), st, "reshapeAndCache");
   }
@@ -449,6 +578,7 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function buf = DeviceBuffer::Define(env);
   env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(buf)));
+  deviceArrayResolver() = resolveDeviceArray;
   exports.Set("abi", Napi::Number::New(env, kAbi));
   exports.Set("vendor", Napi::String::New(env, gpu::vendor()));
   exports.Set("targets", Napi::String::New(env, gpu::compiled_targets()));

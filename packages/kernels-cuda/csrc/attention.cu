@@ -1280,9 +1280,9 @@ static bool plan_attention(Context* ctx, int dtype, int fp8Query, const int32_t*
 static bool upload_plan(Context* ctx, const AttnPlan& plan, AttnParams* pp, Status* st) {
   AttnParams& p = *pp;
   void *dt, *dc = nullptr, *dp = nullptr;
-  if (!put(ctx, kS7, plan.tasks.data(), plan.tasks.size() * sizeof(AttnTask), &dt, st)) return false;
+  if (!put_cached(ctx, kCTasks, plan.tasks.data(), plan.tasks.size() * sizeof(AttnTask), &dt, st)) return false;
   if (!plan.combine.empty()) {
-    if (!put(ctx, kS8, plan.combine.data(), plan.combine.size() * sizeof(int), &dc, st)) return false;
+    if (!put_cached(ctx, kCCombine, plan.combine.data(), plan.combine.size() * sizeof(int), &dc, st)) return false;
     if (!scratch(ctx, kS10, (size_t)plan.partialRows * (size_t)(p.headSize + 2) * sizeof(float), &dp, st)) return false;
   }
   p.tasks = static_cast<const AttnTask*>(dt);
@@ -1334,7 +1334,8 @@ bool paged_attention(Context* ctx, const AttentionArgs& a, Status* st) {
   const size_t qb = (size_t)(numTokens * a.numHeads * D) * 4;
   void *dq, *dout, *dqsl, *dlens, *dbt, *dk, *dv, *dks = nullptr, *dvs = nullptr, *dqs = nullptr;
   if (!put(ctx, kS0, a.q, qb, &dq, st) || !scratch(ctx, kS1, qb, &dout, st) ||
-      !put(ctx, kS4, a.qsl, (size_t)(a.numSeqs + 1) * 4, &dqsl, st) || !put(ctx, kS5, a.seqLens, (size_t)a.numSeqs * 4, &dlens, st))
+      !put_cached(ctx, kCQsl, a.qsl, (size_t)(a.numSeqs + 1) * 4, &dqsl, st) ||
+      !put_cached(ctx, kCSeqLens, a.seqLens, (size_t)a.numSeqs * 4, &dlens, st))
     return false;
   const size_t eb = dtype_bytes(c.dtype);
   const size_t blockBytes = (size_t)c.blockSize * c.numKvHeads * D * eb;
@@ -1342,7 +1343,7 @@ bool paged_attention(Context* ctx, const AttentionArgs& a, Status* st) {
   if (c.kDev) {
     dk = c.kDev;
     dv = c.vDev;
-    if (!put(ctx, kS6, a.blockTables, tableLen * 4, &dbt, st)) return false;
+    if (!put_cached(ctx, kCBlockTables, a.blockTables, tableLen * 4, &dbt, st)) return false;
   } else {
     // Upload only the blocks the batch reads (compacted), unless that is most of the cache anyway.
     std::vector<int32_t> remap((size_t)c.numBlocks, -1);
@@ -1385,10 +1386,10 @@ bool paged_attention(Context* ctx, const AttentionArgs& a, Status* st) {
     }
   }
   if (c.dtype >= kFp8E4M3FN) {
-    if (!put(ctx, kS9, c.kScale, (size_t)c.scaleLen * 4, &dks, st) || !put(ctx, kS11, c.vScale, (size_t)c.scaleLen * 4, &dvs, st))
+    if (!put_keyed(ctx, c.kScale, (size_t)c.scaleLen * 4, &dks, st) || !put_keyed(ctx, c.vScale, (size_t)c.scaleLen * 4, &dvs, st))
       return false;
   }
-  if (a.fp8Query && !put(ctx, kS12, a.qScaleKv, (size_t)c.numKvHeads * 4, &dqs, st)) return false;
+  if (a.fp8Query && !put_cached(ctx, kCQScale, a.qScaleKv, (size_t)c.numKvHeads * 4, &dqs, st)) return false;
   AttnParams p{};
   p.q = (const float*)dq;
   p.out = (float*)dout;
@@ -1412,7 +1413,7 @@ bool paged_attention(Context* ctx, const AttentionArgs& a, Status* st) {
   p.fp8Query = a.fp8Query;
   p.qScaleKv = (const float*)dqs;
   if (!upload_plan(ctx, plan, &p, st) || !launch_attention(ctx, plan, p, st)) return false;
-  return get(ctx, a.out, dout, qb, st) && sync(ctx, st);
+  return get(ctx, a.out, dout, qb, st) && finish(ctx, st);
 }
 
 // ------------------------------------------------------------------------------------------------

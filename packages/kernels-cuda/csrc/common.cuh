@@ -14,7 +14,10 @@
 
 #include <stdio.h>
 #include <functional>
+#include <map>
 #include <string.h>
+#include <unordered_map>
+#include <vector>
 
 #include <type_traits>
 
@@ -25,6 +28,22 @@ namespace gpu {
 enum Slot : int {
   kS0 = 0, kS1, kS2, kS3, kS4, kS5, kS6, kS7, kS8, kS9, kS10, kS11, kS12, kS13,
   kNumSlots
+};
+
+/**
+ * Per-step metadata uploaded through put_cached: each key keeps its device copy and the host bytes it was made from,
+ * so the layers of one step (and the next step, for what did not change) upload nothing new.
+ */
+enum CachedKey : int {
+  kCQsl = 0, kCSeqLens, kCBlockTables, kCTasks, kCCombine, kCRopePos, kCRopeCos, kCRopeSin, kCSlots, kCIds, kCQScale,
+  kNumCached
+};
+
+/** One content-checked upload: the device buffer and the host bytes it holds. */
+struct CachedUpload {
+  void* dev = nullptr;
+  size_t cap = 0;
+  std::vector<unsigned char> host;
 };
 
 /**
@@ -52,6 +71,13 @@ struct Context {
   void* hostStage = nullptr;  // plain host staging for gathers
   size_t hostStageBytes = 0;
   uint64_t h2dBytes = 0, d2hBytes = 0, h2dCopies = 0, d2hCopies = 0;  // transfer_stats
+  /** Device buffers of buffer_alloc (start -> bytes): pointers in them are device arrays, never copied. */
+  std::map<uintptr_t, size_t> deviceRanges;
+  /** A device -> host copy was queued since the last synchronization (finish() must wait for it). */
+  bool hostPending = false;
+  CachedUpload cached[kNumCached];
+  /** Small host arrays (cache scales) uploaded through put_keyed, by host address, contents checked on every use. */
+  std::unordered_map<const void*, CachedUpload> keyed;
   Cublas cublas;
   char gemmNote[256] = {0};
 };
@@ -84,12 +110,36 @@ inline bool ok(cudaError_t e, const char* what, Status* st) {
 bool scratch(Context* ctx, int slot, size_t bytes, void** out, Status* st);
 /** Host staging buffer with at least `bytes`. */
 bool host_stage(Context* ctx, size_t bytes, void** out, Status* st);
-/** Copy host -> device scratch slot; *dev = the device pointer. bytes may be 0. */
+/** Whether [p, p + bytes) lies inside one device buffer of this context (a device array the caller passed). */
+bool is_device(const Context* ctx, const void* p, size_t bytes);
+/**
+ * An op input on the device: a device array is used where it is (*dev = host, nothing copied); a host array is
+ * copied into scratch `slot`. bytes may be 0.
+ */
 bool put(Context* ctx, int slot, const void* host, size_t bytes, void** dev, Status* st);
-/** Copy device -> host (async on the context stream; call sync before reading). */
+/**
+ * Upload per-step metadata (block tables, sequence lengths, positions, slots, the attention work list) under `key`:
+ * nothing is copied when the bytes equal the last upload under that key (the other layers of a step), only the span
+ * that differs when the size is the same (block-table deltas), else everything.
+ */
+bool put_cached(Context* ctx, int key, const void* host, size_t bytes, void** dev, Status* st);
+/**
+ * put_cached keyed by the host array's address, contents checked on every use: the small float arrays that differ per
+ * layer and rarely change (cache scales, norm weights, biases; bounded to 4096 arrays).
+ */
+bool put_keyed(Context* ctx, const void* host, size_t bytes, void** dev, Status* st);
+/**
+ * An op output: into a device array, a device-to-device copy (none when `dev` is that array); into a host array, a
+ * device -> host copy queued on the stream (finish() waits for it).
+ */
 bool get(Context* ctx, void* host, const void* dev, size_t bytes, Status* st);
 /** Wait for the context stream and report asynchronous errors. */
 bool sync(Context* ctx, Status* st);
+/**
+ * The end of an op: waits for the stream only when a result is coming to host memory; an op whose outputs are all
+ * device arrays returns as soon as its kernels are queued (asynchronous submission; errors surface at the next wait).
+ */
+bool finish(Context* ctx, Status* st);
 
 /** `linear` / `embedding` on a quantized weight dtype (kQ8_0..kWInt4; wquant.cu): what linear() / embedding() call. */
 bool linear_quant(Context* ctx, const LinearArgs& a, const WeightAuxDev& aux, Status* st);

@@ -79,6 +79,8 @@ void* buffer_alloc(Context* ctx, size_t bytes, Status* st);
 void buffer_free(Context* ctx, void* p);
 bool buffer_upload(Context* ctx, void* dst, const void* src, size_t bytes, Status* st);
 bool buffer_download(Context* ctx, void* dst, const void* src, size_t bytes, Status* st);
+/** Device -> device copy, queued on the context stream. */
+bool buffer_copy(Context* ctx, void* dst, const void* src, size_t bytes, Status* st);
 
 // ---- ops ----------------------------------------------------------------------------------------------------
 // The op parameter structs are @kvq/kernels' csrc/ops.h (one definition for the CPU and the GPU kernels); the

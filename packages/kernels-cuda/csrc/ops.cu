@@ -71,7 +71,7 @@ static bool eltwise(Context* ctx, const EltwiseArgs& a, Eltwise op, Status* st) 
       KVQ_LAUNCHED("geluTanhAndMul kernel");
       break;
   }
-  return get(ctx, a.y, dy, bytes, st) && sync(ctx, st);
+  return get(ctx, a.y, dy, bytes, st) && finish(ctx, st);
 }
 
 bool add(Context* ctx, const EltwiseArgs& a, Status* st) { return eltwise(ctx, a, Eltwise::kAdd, st); }
@@ -97,12 +97,12 @@ bool rms_norm(Context* ctx, const RmsNormArgs& a, Status* st) {
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
   const size_t bytes = (size_t)(a.rows * a.hidden) * 4;
   void *dx, *dw, *dy;
-  if (!put(ctx, kS0, a.x, bytes, &dx, st) || !put(ctx, kS1, a.w, (size_t)a.hidden * 4, &dw, st)) return false;
+  if (!put(ctx, kS0, a.x, bytes, &dx, st) || !put_keyed(ctx, a.w, (size_t)a.hidden * 4, &dw, st)) return false;
   if (!scratch(ctx, kS2, bytes, &dy, st)) return false;
   KVQ_LAUNCH((unsigned)a.rows, kThreads, 0, ctx->stream, rms_norm_kernel)((const float*)dx, (const float*)dw, (float*)dy, a.hidden,
                                                                    a.eps);
   KVQ_LAUNCHED("rmsNorm kernel");
-  return get(ctx, a.y, dy, bytes, st) && sync(ctx, st);
+  return get(ctx, a.y, dy, bytes, st) && finish(ctx, st);
 }
 
 __global__ void softmax_kernel(const float* x, float* y, int64_t cols) {
@@ -132,7 +132,7 @@ bool softmax(Context* ctx, const SoftmaxArgs& a, Status* st) {
   if (!put(ctx, kS0, a.x, bytes, &dx, st) || !scratch(ctx, kS1, bytes, &dy, st)) return false;
   KVQ_LAUNCH((unsigned)a.rows, kThreads, 0, ctx->stream, softmax_kernel)((const float*)dx, (float*)dy, a.cols);
   KVQ_LAUNCHED("softmax kernel");
-  return get(ctx, a.y, dy, bytes, st) && sync(ctx, st);
+  return get(ctx, a.y, dy, bytes, st) && finish(ctx, st);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ bool argmax(Context* ctx, const ArgmaxParams& a, Status* st) {
   if (!put(ctx, kS0, a.x, bytes, &dx, st) || !scratch(ctx, kS1, outBytes, &dy, st)) return false;
   KVQ_LAUNCH((unsigned)a.rows, kThreads, 0, ctx->stream, argmax_kernel)((const float*)dx, (int32_t*)dy, a.cols);
   KVQ_LAUNCHED("argmax kernel");
-  return get(ctx, a.out, dy, outBytes, st) && sync(ctx, st);
+  return get(ctx, a.out, dy, outBytes, st) && finish(ctx, st);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ bool embedding(Context* ctx, const EmbeddingArgs& a, Status* st, const WeightAux
   void* dy;
   if (a.tableDev) {
     void* di;
-    if (!put(ctx, kS0, a.ids, (size_t)a.numTokens * 4, &di, st)) return false;
+    if (!put_cached(ctx, kCIds, a.ids, (size_t)a.numTokens * 4, &di, st)) return false;
     table = a.tableDev;
     ids = (const int32_t*)di;
   } else {
@@ -233,7 +233,7 @@ bool embedding(Context* ctx, const EmbeddingArgs& a, Status* st, const WeightAux
     return true;
   });
   KVQ_LAUNCHED("embedding kernel");
-  if (!get(ctx, a.y, dy, outBytes, st) || !sync(ctx, st)) return false;
+  if (!get(ctx, a.y, dy, outBytes, st) || !finish(ctx, st)) return false;
   return true;
 }
 
@@ -276,17 +276,18 @@ bool rope(Context* ctx, const RopeArgs& a, Status* st) {
   }
   const size_t rowB = (size_t)half * 4;
   const size_t spanB = (size_t)(hi - lo + 1) * rowB;
-  if (!put(ctx, kS3, a.cos + (int64_t)lo * half, spanB, &dc, st) || !put(ctx, kS4, a.sin + (int64_t)lo * half, spanB, &ds, st))
+  if (!put_cached(ctx, kCRopeCos, a.cos + (int64_t)lo * half, spanB, &dc, st) ||
+      !put_cached(ctx, kCRopeSin, a.sin + (int64_t)lo * half, spanB, &ds, st))
     return false;
   // Positions relative to lo.
   std::vector<int32_t> rel((size_t)a.numTokens);
   for (int64_t t = 0; t < a.numTokens; t++) rel[(size_t)t] = a.pos[t] - lo;
-  if (!put(ctx, kS2, rel.data(), rel.size() * 4, &dp, st)) return false;
+  if (!put_cached(ctx, kCRopePos, rel.data(), rel.size() * 4, &dp, st)) return false;
   KVQ_LAUNCH((unsigned)a.numTokens, 128, 0, ctx->stream, rope_kernel)((float*)dq, (float*)dk, (const int32_t*)dp, (const float*)dc,
                                                                (const float*)ds, a.numHeads, a.numKvHeads, a.headSize, half,
                                                                a.interleaved);
   KVQ_LAUNCHED("rope kernel");
-  return get(ctx, a.q, dq, qb, st) && get(ctx, a.k, dk, kb, st) && sync(ctx, st);
+  return get(ctx, a.q, dq, qb, st) && get(ctx, a.k, dk, kb, st) && finish(ctx, st);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -409,7 +410,7 @@ bool quantize_fp8(Context* ctx, const QuantArgs& a, Status* st) {
     return true;
   });
   KVQ_LAUNCHED("quantizeFp8 kernel");
-  return get(ctx, a.codes, dc, (size_t)a.n, st) && sync(ctx, st);
+  return get(ctx, a.codes, dc, (size_t)a.n, st) && finish(ctx, st);
 }
 
 bool dequantize_fp8(Context* ctx, const QuantArgs& a, Status* st) {
@@ -427,7 +428,7 @@ bool dequantize_fp8(Context* ctx, const QuantArgs& a, Status* st) {
     return true;
   });
   KVQ_LAUNCHED("dequantizeFp8 kernel");
-  return get(ctx, a.dst, dd, (size_t)a.n * 4, st) && sync(ctx, st);
+  return get(ctx, a.dst, dd, (size_t)a.n * 4, st) && finish(ctx, st);
 }
 
 template <int F, bool kSat>
@@ -450,7 +451,7 @@ bool encode_fp8_bits(Context* ctx, uint32_t first, int64_t count, uint8_t* out, 
     return true;
   });
   KVQ_LAUNCHED("encodeFp8Bits kernel");
-  return get(ctx, out, d, (size_t)count, st) && sync(ctx, st);
+  return get(ctx, out, d, (size_t)count, st) && finish(ctx, st);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -472,8 +473,10 @@ __global__ void cache_write_kernel(const float* key, const float* value, const i
     const int h = (int)(rem / headSize);
     const float ks = DT >= kFp8E4M3FN ? kScale[scaleLen == 1 ? 0 : h] : 1.0f;
     const float vs = DT >= kFp8E4M3FN ? vScale[scaleLen == 1 ? 0 : h] : 1.0f;
-    store_elem<DT>(kOut, i, key[i], ks);
-    store_elem<DT>(vOut, i, value[i], vs);
+    if (kOut) {
+      store_elem<DT>(kOut, i, key[i], ks);
+      store_elem<DT>(vOut, i, value[i], vs);
+    }
     if (kDev) {
       store_elem<DT>(kDev, slot * per + rem, key[i], ks);
       store_elem<DT>(vDev, slot * per + rem, value[i], vs);
@@ -491,11 +494,14 @@ bool reshape_and_cache(Context* ctx, const CacheWriteArgs& a, Status* st) {
   const size_t outBytes = (size_t)(a.numTokens * per) * eb;
   void *dk, *dv, *ds, *dks = nullptr, *dvs = nullptr, *ok_, *ov;
   if (!put(ctx, kS0, a.key, inBytes, &dk, st) || !put(ctx, kS1, a.value, inBytes, &dv, st) ||
-      !put(ctx, kS2, a.slots, (size_t)a.numTokens * 4, &ds, st) || !scratch(ctx, kS3, outBytes, &ok_, st) ||
-      !scratch(ctx, kS4, outBytes, &ov, st))
+      !put_cached(ctx, kCSlots, a.slots, (size_t)a.numTokens * 4, &ds, st))
     return false;
+  // Device-only pools (resident, and this backend their only writer) need no compact copy for the host pools.
+  const bool hostCopy = !(c.kDev && c.deviceOnly);
+  if (hostCopy && (!scratch(ctx, kS3, outBytes, &ok_, st) || !scratch(ctx, kS4, outBytes, &ov, st))) return false;
+  if (!hostCopy) ok_ = ov = nullptr;
   if (c.dtype >= kFp8E4M3FN) {
-    if (!put(ctx, kS5, c.kScale, (size_t)c.scaleLen * 4, &dks, st) || !put(ctx, kS6, c.vScale, (size_t)c.scaleLen * 4, &dvs, st))
+    if (!put_keyed(ctx, c.kScale, (size_t)c.scaleLen * 4, &dks, st) || !put_keyed(ctx, c.vScale, (size_t)c.scaleLen * 4, &dvs, st))
       return false;
   }
   const unsigned grid = grid_1d(a.numTokens * per, kThreads);
@@ -507,6 +513,7 @@ bool reshape_and_cache(Context* ctx, const CacheWriteArgs& a, Status* st) {
     return true;
   });
   KVQ_LAUNCHED("reshapeAndCache kernel");
+  if (!hostCopy) return finish(ctx, st);
   void* stage;
   if (!host_stage(ctx, outBytes * 2, &stage, st)) return false;
   char* hk = static_cast<char*>(stage);
@@ -767,9 +774,9 @@ bool linear(Context* ctx, const LinearArgs& a, Status* st, const WeightAuxDev& a
   } else if (!put(ctx, kS1, a.w.data, (size_t)(a.out * a.in) * eb, &dw, st)) {
     return false;
   }
-  if (a.bias && !put(ctx, kS3, a.bias, (size_t)a.out * 4, &db, st)) return false;
+  if (a.bias && !put_keyed(ctx, a.bias, (size_t)a.out * 4, &db, st)) return false;
   if (!linear_dev(ctx, (const float*)dx, dw, a.w.dtype, (const float*)db, (float*)dy, a.rows, a.in, a.out, true, st)) return false;
-  return get(ctx, a.y, dy, yb, st) && sync(ctx, st);
+  return get(ctx, a.y, dy, yb, st) && finish(ctx, st);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -198,6 +198,9 @@ void context_destroy(Context* ctx) {
   if (ctx->cublas.lib) dlclose(ctx->cublas.lib);
   for (int i = 0; i < kNumSlots; i++)
     if (ctx->scratch[i]) (void)cudaFree(ctx->scratch[i]);
+  for (auto& c : ctx->cached)
+    if (c.dev) (void)cudaFree(c.dev);
+  for (auto& e : ctx->keyed) (void)cudaFree(e.second.dev);
   free(ctx->hostStage);
   (void)cudaStreamDestroy(ctx->stream);
   (void)cudaGetLastError();
@@ -273,7 +276,19 @@ void transfer_stats(const Context* ctx, uint64_t out[4]) {
   out[3] = ctx->d2hCopies;
 }
 
+bool is_device(const Context* ctx, const void* p, size_t bytes) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  auto it = ctx->deviceRanges.upper_bound(a);
+  if (it == ctx->deviceRanges.begin()) return false;
+  --it;
+  return a >= it->first && a - it->first <= it->second && bytes <= it->second - (a - it->first);
+}
+
 bool put(Context* ctx, int slot, const void* host, size_t bytes, void** dev, Status* st) {
+  if (bytes > 0 && is_device(ctx, host, bytes)) {
+    *dev = const_cast<void*>(host);
+    return true;
+  }
   if (!scratch(ctx, slot, bytes, dev, st)) return false;
   if (bytes > 0) {
     KVQ_TRY(cudaMemcpyAsync(*dev, host, bytes, cudaMemcpyHostToDevice, ctx->stream), "cudaMemcpy host->device");
@@ -283,16 +298,72 @@ bool put(Context* ctx, int slot, const void* host, size_t bytes, void** dev, Sta
 }
 
 bool get(Context* ctx, void* host, const void* dev, size_t bytes, Status* st) {
-  if (bytes > 0) {
-    KVQ_TRY(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpy device->host");
-    count_d2h(ctx, bytes);
+  if (bytes == 0) return true;
+  if (is_device(ctx, host, bytes)) {
+    if (host != dev) KVQ_TRY(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToDevice, ctx->stream), "cudaMemcpy device->device");
+    return true;
   }
+  KVQ_TRY(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, ctx->stream), "cudaMemcpy device->host");
+  count_d2h(ctx, bytes);
+  ctx->hostPending = true;
   return true;
 }
 
 bool sync(Context* ctx, Status* st) {
+  ctx->hostPending = false;
   KVQ_TRY(cudaStreamSynchronize(ctx->stream), "kernel execution (cudaStreamSynchronize)");
   return true;
+}
+
+bool finish(Context* ctx, Status* st) { return ctx->hostPending ? sync(ctx, st) : true; }
+
+/** Upload `host` into `c` (growing it), copying only what differs from its last contents. */
+static bool upload_changed(Context* ctx, CachedUpload& c, const void* host, size_t bytes, void** dev, Status* st) {
+  const unsigned char* h = static_cast<const unsigned char*>(host);
+  if (c.dev && c.host.size() == bytes && (bytes == 0 || memcmp(c.host.data(), h, bytes) == 0)) {
+    *dev = c.dev;
+    return true;
+  }
+  size_t from = 0, to = bytes;  // the byte span to copy
+  if (c.dev && c.host.size() == bytes) {
+    while (from < bytes && c.host[from] == h[from]) from++;
+    while (to > from && c.host[to - 1] == h[to - 1]) to--;
+  }
+  if (c.cap < bytes || !c.dev) {
+    if (c.dev) {
+      KVQ_TRY(cudaStreamSynchronize(ctx->stream), "cudaStreamSynchronize");
+      (void)cudaFree(c.dev);
+      c.dev = nullptr;
+      c.cap = 0;
+    }
+    const size_t want = ((bytes < 256 ? 256 : bytes + bytes / 2) + 255) & ~(size_t)255;
+    KVQ_TRY(cudaMalloc(&c.dev, want), "cudaMalloc (metadata)");
+    c.cap = want;
+    from = 0;
+    to = bytes;
+  }
+  if (to > from) {
+    KVQ_TRY(cudaMemcpyAsync(static_cast<char*>(c.dev) + from, h + from, to - from, cudaMemcpyHostToDevice, ctx->stream),
+            "cudaMemcpy host->device");
+    count_h2d(ctx, to - from);
+  }
+  c.host.assign(h, h + bytes);
+  *dev = c.dev;
+  return true;
+}
+
+bool put_cached(Context* ctx, int key, const void* host, size_t bytes, void** dev, Status* st) {
+  return upload_changed(ctx, ctx->cached[key], host, bytes, dev, st);
+}
+
+bool put_keyed(Context* ctx, const void* host, size_t bytes, void** dev, Status* st) {
+  if (ctx->keyed.size() >= 4096 && ctx->keyed.find(host) == ctx->keyed.end()) {
+    // Bounded: forget them all (their buffers may still be read by queued kernels).
+    KVQ_TRY(cudaStreamSynchronize(ctx->stream), "cudaStreamSynchronize");
+    for (auto& e : ctx->keyed) (void)cudaFree(e.second.dev);
+    ctx->keyed.clear();
+  }
+  return upload_changed(ctx, ctx->keyed[host], host, bytes, dev, st);
 }
 
 // ---- resident buffers --------------------------------------------------------------------------------------
@@ -301,11 +372,13 @@ void* buffer_alloc(Context* ctx, size_t bytes, Status* st) {
   if (!ok(cudaSetDevice(ctx->device), "cudaSetDevice", st)) return nullptr;
   void* p = nullptr;
   if (!ok(cudaMalloc(&p, bytes == 0 ? 16 : bytes), "cudaMalloc", st)) return nullptr;
+  ctx->deviceRanges[reinterpret_cast<uintptr_t>(p)] = bytes == 0 ? 16 : bytes;
   return p;
 }
 
 void buffer_free(Context* ctx, void* p) {
   if (!p) return;
+  ctx->deviceRanges.erase(reinterpret_cast<uintptr_t>(p));
   (void)cudaSetDevice(ctx->device);
   (void)cudaStreamSynchronize(ctx->stream);
   (void)cudaFree(p);
@@ -318,7 +391,13 @@ bool buffer_upload(Context* ctx, void* dst, const void* src, size_t bytes, Statu
     KVQ_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx->stream), "cudaMemcpy host->device");
     count_h2d(ctx, bytes);
   }
-  return sync(ctx, st);
+  return finish(ctx, st);  // a copy from pageable host memory has read its source when it returns
+}
+
+bool buffer_copy(Context* ctx, void* dst, const void* src, size_t bytes, Status* st) {
+  KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
+  if (bytes > 0) KVQ_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx->stream), "cudaMemcpy device->device");
+  return true;
 }
 
 bool buffer_download(Context* ctx, void* dst, const void* src, size_t bytes, Status* st) {

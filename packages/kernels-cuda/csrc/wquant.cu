@@ -298,14 +298,14 @@ bool linear_quant(Context* ctx, const LinearArgs& a, const WeightAuxDev& aux, St
   } else if (!put(ctx, kS1, a.w.data, (size_t)weight_data_bytes(a.w), &dw, st)) {
     return false;
   }
-  if (a.bias && !put(ctx, kS3, a.bias, (size_t)a.out * 4, &db, st)) return false;
+  if (a.bias && !put_keyed(ctx, a.bias, (size_t)a.out * 4, &db, st)) return false;
   WQ w;
   if (!device_weight(ctx, a.w, dw, aux, kS4, kS5, &w, st)) return false;
   if (!launch_linear_q(ctx, a.w.dtype, static_cast<const float*>(dx), w, static_cast<const float*>(db), static_cast<float*>(dy),
                        a.rows, a.in, a.out, st)) {
     return false;
   }
-  return get(ctx, a.y, dy, yb, st) && sync(ctx, st);
+  return get(ctx, a.y, dy, yb, st) && finish(ctx, st);
 }
 
 bool bench_linear_quant(Context* ctx, int wdtype, int64_t rows, int64_t in, int64_t out, int iters, double* msMedian,
@@ -356,7 +356,7 @@ bool embedding_quant(Context* ctx, const EmbeddingArgs& a, const WeightAuxDev& a
   WQ w;
   if (a.tableDev) {
     void* di;
-    if (!put(ctx, kS0, a.ids, (size_t)a.numTokens * 4, &di, st)) return false;
+    if (!put_cached(ctx, kCIds, a.ids, (size_t)a.numTokens * 4, &di, st)) return false;
     ids = static_cast<const int32_t*>(di);
     if (!device_weight(ctx, t, a.tableDev, aux, kS3, kS4, &w, st)) return false;
   } else {
@@ -401,7 +401,7 @@ bool embedding_quant(Context* ctx, const EmbeddingArgs& a, const WeightAuxDev& a
     return true;
   });
   KVQ_LAUNCHED("quantized embedding kernel");
-  return get(ctx, a.y, dy, outBytes, st) && sync(ctx, st);
+  return get(ctx, a.y, dy, outBytes, st) && finish(ctx, st);
 }
 
 }  // namespace gpu

@@ -129,6 +129,14 @@ export interface NativeContext extends NativeKernelOps<NativeDeviceBuffer> {
   transferStats?(): TransferStats;
   upload(array: F32 | U16 | U8 | I8 | I32): NativeDeviceBuffer;
   download(buffer: NativeDeviceBuffer, into: F32 | U16 | U8 | I32): void;
+  /** A device buffer of `length` elements of `kind` (0 f32, 1 i32, 2 u16, 3 u8, 4 i8); contents undefined. */
+  alloc?(kind: number, length: number): NativeDeviceBuffer;
+  /** Host -> device into elements `[offset, offset + array.length)`; the array must have the buffer's element type. */
+  write?(buffer: NativeDeviceBuffer, array: F32 | I32 | U16 | U8 | I8, offset: number): void;
+  /** Device -> host from elements `[offset, offset + array.length)`, after the queued work (a sync point). */
+  read?(buffer: NativeDeviceBuffer, array: F32 | I32 | U16 | U8 | I8, offset: number): void;
+  /** Device -> device byte copy, queued on the stream. */
+  copy?(dst: NativeDeviceBuffer, dstByteOffset: number, src: NativeDeviceBuffer, srcByteOffset: number, bytes: number): void;
   fp8VendorCheck(format: number, satfinite: boolean): Fp8VendorCheckResult;
   benchAttention(options: NativeAttentionBenchOptions): NativeAttentionBenchResult;
   /** Device-to-device copy, GB/s counting bytes read and written. */

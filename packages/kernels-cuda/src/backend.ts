@@ -13,9 +13,12 @@ import { createRequire } from 'node:module';
 import type { Fp8Format, Saturation } from '@kvq/fp8';
 import {
   KernelError,
+  isDeviceArray,
   toKernelError,
   validateEmbedding,
+  type Activation,
   type BackendCreateOptions,
+  type DeviceMemory,
   type EmbeddingArgs,
   type KernelBackend,
   type KvLayerCache,
@@ -33,6 +36,7 @@ import type {
   NativeProbe,
   TransferStats,
 } from './addon-types.js';
+import { GpuMemory } from './device-memory.js';
 import { unavailable } from './errors.js';
 import { CUDA_SPEC, loadAddon, probeAddon, type GpuVendorSpec } from './load.js';
 
@@ -61,7 +65,8 @@ export interface GpuBackendOptions extends BackendCreateOptions {
   readonly device?: number | undefined;
   /**
    * Keep weight matrices and embedding tables on the device after their first use, keyed by their `data` array.
-   * Default `false` (`KVQ_GPU_RESIDENT=weights` or `all` turns it on). Only for weights nobody modifies in place.
+   * Default `true` (`KVQ_GPU_RESIDENT=none` turns it off: every op then uploads its weight). Only for weights nobody
+   * modifies in place (call {@link GpuBackend.forget} after changing one).
    */
   readonly residentWeights?: boolean | undefined;
   /**
@@ -121,7 +126,12 @@ export interface GpuBackend extends KernelBackend {
    * @throws KernelError `UNSUPPORTED` with an addon built before this counter existed (rebuild it).
    */
   transferStats(): TransferStats;
-  /** Device bytes held by resident weights and caches. */
+  /**
+   * Device memory of the contract (`@kvq/kernels` `DeviceMemory`): activation arrays that stay on the device between
+   * ops, and KV pools given to the device (`attachCache`).
+   */
+  readonly memory: DeviceMemory;
+  /** Device bytes held by resident weights and caches (attached KV pools included). */
   readonly residentBytes: number;
   /** Drop the device copy of a resident array (a weight's `data`, a cache's `key` / `value`); true if there was one. */
   forget(array: ArrayBufferView): boolean;
@@ -181,10 +191,12 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
   readonly #residentCaches: boolean;
   #resident = new WeakMap<object, NativeDeviceBuffer>();
   #residentBytes = 0;
+  /** Device arrays, device-resident KV pools (the contract's `memory`). */
+  readonly memory: GpuMemory;
 
   constructor(spec: GpuVendorSpec, ctx: NativeContext, targets: string, options: GpuBackendOptions) {
     const resident = (process.env.KVQ_GPU_RESIDENT ?? '').toLowerCase();
-    const residentWeights = options.residentWeights ?? (resident === 'weights' || resident === 'all');
+    const residentWeights = options.residentWeights ?? resident !== 'none';
     const residentCaches = options.residentCaches ?? resident === 'all';
     const d = ctx.device;
     const gemm = ctx.gemm;
@@ -210,10 +222,23 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
     this.targets = targets;
     this.#residentWeights = residentWeights;
     this.#residentCaches = residentCaches;
+    this.memory = new GpuMemory(spec.name, ctx, (cache) => {
+      // A cache given to the device leaves the mirrored residency (its pools get one device copy).
+      this.forget(cache.key);
+      this.forget(cache.value);
+    });
+  }
+
+  protected override nativeValue(op: string, v: unknown): unknown {
+    return isDeviceArray(v) ? this.memory.handle(op, v) : v;
+  }
+
+  protected override cacheDeviceOnly(cache: KvLayerCache): boolean {
+    return this.memory.isAttached(cache);
   }
 
   get residentBytes(): number {
-    return this.#residentBytes;
+    return this.#residentBytes + this.memory.attachedBytes;
   }
 
   transferStats(): TransferStats {
@@ -265,18 +290,21 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
     return [this.#residentOf(w.data), scale, zeroPoint];
   }
 
-  override linear(args: LinearArgs): void {
+  override linear(args: LinearArgs<Activation>): void {
     const native = this.linearArgs(args);
     this.call('linear', () => this.ctx.linear(...native, ...this.#weightBuffers(args.weight)));
   }
 
-  override embedding(args: EmbeddingArgs): void {
+  override embedding(args: EmbeddingArgs<Activation>): void {
     const { numTokens } = validateEmbedding(args);
     const t = args.table;
-    this.call('embedding', () => this.ctx.embedding(...weightArgs(t), args.ids, args.out, numTokens, ...this.#weightBuffers(t)));
+    const out = this.nativeActivation('embedding', args.out);
+    this.call('embedding', () => this.ctx.embedding(...weightArgs(t), args.ids, out, numTokens, ...this.#weightBuffers(t)));
   }
 
   protected override cacheDevice(cache: KvLayerCache): [NativeDeviceBuffer | null, NativeDeviceBuffer | null] {
+    const attached = this.memory.pools(cache);
+    if (attached) return attached;
     if (!this.#residentCaches) return [null, null];
     return [this.#residentOf(cache.key), this.#residentOf(cache.value)];
   }
@@ -322,6 +350,7 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
   }
 
   override dispose(): void {
+    this.memory.dispose();
     this.#resident = new WeakMap();
     this.#residentBytes = 0;
     this.ctx.dispose();

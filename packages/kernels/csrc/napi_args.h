@@ -110,6 +110,46 @@ T* arrayArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t 
   return static_cast<T*>(data);
 }
 
+/**
+ * Hook of an addon whose ops accept device-resident arrays in place of typed arrays (the GPU addon sets it in its
+ * module init; the CPU addon never does): for a JS value that is not a typed array, returns the device pointer of the
+ * array it stands for, with `*kind` its element type and `*length` its element count, or nullptr when the value is
+ * no such array. The GPU runtime recognizes those pointers (they are its own allocations) and neither uploads nor
+ * downloads them.
+ */
+using DeviceArrayResolver = void* (*)(napi_env env, napi_value value, napi_typedarray_type* kind, size_t* length);
+inline DeviceArrayResolver& deviceArrayResolver() {
+  static DeviceArrayResolver resolver = nullptr;
+  return resolver;
+}
+
+/**
+ * An activation argument: a typed array as in arrayArg, or (in an addon with a device-array resolver) a device
+ * array of the same element type, checked the same way (kind, then length).
+ */
+template <class T>
+T* activationArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t need, bool exact = false) {
+  DeviceArrayResolver resolve = deviceArrayResolver();
+  if (resolve != nullptr && i < info.Length() && !info[i].IsTypedArray()) {
+    napi_typedarray_type kind;
+    size_t length = 0;
+    void* p = resolve(info.Env(), info[i], &kind, &length);
+    if (p != nullptr) {
+      if (kind != ArrayOf<T>::kind) {
+        fail(info.Env(), "WRONG_ARRAY_TYPE", name,
+             std::string(name) + " must be a " + typedArrayName(ArrayOf<T>::kind) + " (host or device), got a device " + typedArrayName(kind));
+      }
+      if ((int64_t)length < need || (exact && (int64_t)length != need)) {
+        fail(info.Env(), "SHAPE_MISMATCH", name,
+             std::string(name) + " (device) has " + std::to_string(length) + " elements but the stated shape needs " +
+                 (exact ? "exactly " : "") + std::to_string(need));
+      }
+      return static_cast<T*>(p);
+    }
+  }
+  return arrayArg<T>(info, i, name, need, exact);
+}
+
 /** Like arrayArg but `null` / `undefined` give nullptr. */
 template <class T>
 T* optionalArrayArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t need) {
@@ -321,9 +361,9 @@ inline LinearParams readLinear(const Napi::CallbackInfo& info) {
   p.w = readWeight(info, 2, "weight");
   p.in = p.w.cols;
   p.out = p.w.rows;
-  p.x = arrayArg<float>(info, 0, "x", mul(info, "x", {p.rows, p.in}));
+  p.x = activationArg<float>(info, 0, "x", mul(info, "x", {p.rows, p.in}));
   p.bias = optionalArrayArg<float>(info, 2 + kWeightArgc, "bias", p.out);
-  p.y = arrayArg<float>(info, 3 + kWeightArgc, "out", mul(info, "out", {p.rows, p.out}));
+  p.y = activationArg<float>(info, 3 + kWeightArgc, "out", mul(info, "out", {p.rows, p.out}));
   p.xq = (int)intArg(info, 4 + kWeightArgc, "activations", 0, 1);
   if (p.xq && !is_ggml_dtype(p.w.dtype)) {
     fail(info.Env(), "INVALID_ARGUMENT", "activations", "activations 'q8' (code 1) needs a GGML weight dtype, got dtype code " + std::to_string(p.w.dtype));
@@ -340,7 +380,7 @@ inline EmbeddingParams readEmbedding(const Napi::CallbackInfo& info) {
   p.hidden = p.table.cols;
   p.numTokens = intArg(info, kWeightArgc + 2, "numTokens", 0);
   p.ids = arrayArg<int32_t>(info, kWeightArgc, "ids", p.numTokens);
-  p.y = arrayArg<float>(info, kWeightArgc + 1, "out", mul(info, "out", {p.numTokens, p.hidden}));
+  p.y = activationArg<float>(info, kWeightArgc + 1, "out", mul(info, "out", {p.numTokens, p.hidden}));
   checkIndexes(info, p.ids, p.numTokens, "ids", 0, p.vocab, "the table");
   return p;
 }
@@ -351,8 +391,8 @@ inline CacheWriteParams readCacheWrite(const Napi::CallbackInfo& info, bool kvQu
   p.cache = readCache(info, 4, kvQuant);
   p.numTokens = intArg(info, 3, "numTokens", 0);
   const int64_t n = mul(info, "key", {p.numTokens, p.cache.numKvHeads, p.cache.headSize});
-  p.key = arrayArg<float>(info, 0, "key", n);
-  p.value = arrayArg<float>(info, 1, "value", n);
+  p.key = activationArg<float>(info, 0, "key", n);
+  p.value = activationArg<float>(info, 1, "value", n);
   p.slots = arrayArg<int32_t>(info, 2, "slotMapping", p.numTokens);
   // Negative slots are skipped (padding), so only the upper bound is checked.
   checkIndexes(info, p.slots, p.numTokens, "slotMapping", INT32_MIN, p.cache.numBlocks * p.cache.blockSize, "the cache's slots");
@@ -409,8 +449,8 @@ inline void readAttention(const Napi::CallbackInfo& info, AttentionInput& a, boo
   }
   const int64_t numTokens = p.qsl[p.numSeqs];
   const int64_t qn = mul(info, "query", {numTokens, p.numHeads, c.headSize});
-  p.q = arrayArg<float>(info, 0, "query", qn);
-  p.out = arrayArg<float>(info, 1, "out", qn);
+  p.q = activationArg<float>(info, 0, "query", qn);
+  p.out = activationArg<float>(info, 1, "out", qn);
   if (p.fp8Query != 0) {
     if (c.dtype < kFp8E4M3FN || c.dtype > kFp8E5M2FNUZ) fail(info.Env(), "INVALID_ARGUMENT", "fp8Query", "fp8Query needs an FP8 cache");
     int64_t ql = 0;

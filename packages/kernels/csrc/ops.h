@@ -227,6 +227,7 @@ struct KvCacheRef {
   void* v;
   void* kDev;  // resident device pools, or null (GPU only)
   void* vDev;
+  int deviceOnly;  // GPU: the resident pools are the only copy; writes leave the host pools as they are
   int64_t numBlocks;
   int blockSize, numKvHeads, headSize;
   const float* kScale;  // FP8: length scaleLen (1 or numKvHeads); nvfp4: the tensor scale, length 1; else unused
@@ -321,9 +322,9 @@ inline RmsNormParams readRmsNorm(const Napi::CallbackInfo& info) {
   p.rows = intArg(info, 3, "rows", 1);
   p.hidden = intArg(info, 4, "hidden", 1);
   const int64_t n = mul(info, "x", {p.rows, p.hidden});
-  p.x = arrayArg<float>(info, 0, "x", n);
+  p.x = activationArg<float>(info, 0, "x", n);
   p.w = arrayArg<float>(info, 1, "weight", p.hidden);
-  p.y = arrayArg<float>(info, 2, "out", n);
+  p.y = activationArg<float>(info, 2, "out", n);
   const double eps = numberArg(info, 5, "eps");
   if (!(eps >= 0) || !std::isfinite(eps)) fail(info.Env(), "INVALID_ARGUMENT", "eps", "eps must be finite and >= 0");
   p.eps = (float)eps;
@@ -334,9 +335,9 @@ inline RmsNormParams readRmsNorm(const Napi::CallbackInfo& info) {
 inline EltwiseParams readEltwise(const Napi::CallbackInfo& info, const char* a, const char* b) {
   EltwiseParams p{};
   p.n = intArg(info, 3, "length", 0, INT64_C(1) << 50);
-  p.a = arrayArg<float>(info, 0, a, p.n);
-  p.b = arrayArg<float>(info, 1, b, p.n);
-  p.y = arrayArg<float>(info, 2, "out", p.n);
+  p.a = activationArg<float>(info, 0, a, p.n);
+  p.b = activationArg<float>(info, 1, b, p.n);
+  p.y = activationArg<float>(info, 2, "out", p.n);
   return p;
 }
 
@@ -359,8 +360,8 @@ inline RopeParams readRope(const Napi::CallbackInfo& info) {
   p.rotaryDim = (int)intArg(info, 7, "table.rotaryDim", 2, p.headSize);
   if (p.rotaryDim % 2 != 0) fail(info.Env(), "INVALID_ARGUMENT", "table.rotaryDim", "table.rotaryDim must be even");
   p.maxPositions = intArg(info, 8, "table.maxPositions", 1);
-  p.q = arrayArg<float>(info, 0, "query", mul(info, "query", {p.numTokens, p.numHeads, p.headSize}));
-  p.k = arrayArg<float>(info, 1, "key", mul(info, "key", {p.numTokens, p.numKvHeads, p.headSize}));
+  p.q = activationArg<float>(info, 0, "query", mul(info, "query", {p.numTokens, p.numHeads, p.headSize}));
+  p.k = activationArg<float>(info, 1, "key", mul(info, "key", {p.numTokens, p.numKvHeads, p.headSize}));
   p.pos = arrayArg<int32_t>(info, 2, "positions", p.numTokens);
   const int64_t tn = mul(info, "table", {p.maxPositions, p.rotaryDim / 2});
   p.cos = arrayArg<float>(info, 9, "table.cos", tn);
@@ -376,8 +377,8 @@ inline SoftmaxParams readSoftmax(const Napi::CallbackInfo& info) {
   p.rows = intArg(info, 2, "rows", 0);
   p.cols = intArg(info, 3, "cols", 1);
   const int64_t n = mul(info, "x", {p.rows, p.cols});
-  p.x = arrayArg<float>(info, 0, "x", n);
-  p.y = arrayArg<float>(info, 1, "out", n);
+  p.x = activationArg<float>(info, 0, "x", n);
+  p.y = activationArg<float>(info, 1, "out", n);
   return p;
 }
 
@@ -386,7 +387,7 @@ inline ArgmaxParams readArgmax(const Napi::CallbackInfo& info) {
   ArgmaxParams p{};
   p.rows = intArg(info, 2, "rows", 0);
   p.cols = intArg(info, 3, "cols", 1);
-  p.x = arrayArg<float>(info, 0, "x", mul(info, "x", {p.rows, p.cols}));
+  p.x = activationArg<float>(info, 0, "x", mul(info, "x", {p.rows, p.cols}));
   p.out = arrayArg<int32_t>(info, 1, "out", p.rows);
   return p;
 }

@@ -8,7 +8,7 @@
  * everywhere.
  *
  * Conventions shared by every op:
- * - Activations are `Float32Array`, row-major, contiguous. Shapes are written `[a, b, c]`, last index fastest.
+ * - Activations are `Float32Array` (or, on backends with device memory, device arrays: see ./device.ts), row-major, contiguous. Shapes are written `[a, b, c]`, last index fastest.
  * - Ops are synchronous and never allocate their outputs: the caller passes `out` buffers.
  * - Counts (`rows`, `numTokens`, `length`, ...) are explicit. A buffer must hold AT LEAST the elements the
  *   counts imply; elements past that are neither read nor written (so preallocated max-size buffers work).
@@ -28,6 +28,9 @@
  */
 import type { KvLayerCache } from '@kvq/cache';
 import type { Fp8Format, Saturation, ScaleLayout } from '@kvq/fp8';
+import type { Activation, DeviceMemory } from './device.js';
+
+export type { Activation, DeviceArray, DeviceArrayKind, DeviceBlockCopy, DeviceMemory, HostArgs } from './device.js';
 
 export type { KvLayerCache };
 export type { KernelErrorCode } from './errors.js';
@@ -128,15 +131,15 @@ export type RopeStyle = 'rotate_half' | 'interleaved';
  * `linear`: `out[r, o] = sum_i x[r, i] * W[o, i] (+ bias[o])`, i.e. `y = x W^T (+ b)`, accumulated in at
  * least float32 (the reference accumulates in float64). One row for decode, many for prefill / batched decode.
  */
-export interface LinearArgs {
+export interface LinearArgs<A extends Activation = Float32Array> {
   /** Input activations `[rows, weight.cols]`. */
-  readonly x: Float32Array;
+  readonly x: A;
   /** Weight `[outFeatures, inFeatures]`, any {@link WeightDtype}. */
   readonly weight: WeightMatrix;
   /** Optional bias `[weight.rows]` (float32). */
   readonly bias?: Float32Array | undefined;
   /** Output `[rows, weight.rows]`. Must not overlap `x`. */
-  readonly out: Float32Array;
+  readonly out: A;
   /** Number of input rows (tokens), `>= 1`. */
   readonly rows: number;
   /**
@@ -158,13 +161,13 @@ export type LinearActivations = 'f32' | 'q8';
  * `rmsNorm`: `out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight` (Llama RMSNorm; the mean of squares is
  * accumulated in float64 by the reference, float32 or better elsewhere). `out` may alias `x` exactly (in place).
  */
-export interface RmsNormArgs {
+export interface RmsNormArgs<A extends Activation = Float32Array> {
   /** Input `[rows, hidden]`. */
-  readonly x: Float32Array;
+  readonly x: A;
   /** Gain `[hidden]` (float32; convert bf16 checkpoints once at load). */
   readonly weight: Float32Array;
   /** Output `[rows, hidden]`; may be the same array as `x`. */
-  readonly out: Float32Array;
+  readonly out: A;
   /** Number of rows, `>= 1`. */
   readonly rows: number;
   /** Row width (hidden size), `>= 1`. */
@@ -174,11 +177,11 @@ export interface RmsNormArgs {
 }
 
 /** `add`: `out[i] = a[i] + b[i]` (residual add, float32). `out` may alias `a` or `b` exactly. */
-export interface AddArgs {
-  readonly a: Float32Array;
-  readonly b: Float32Array;
+export interface AddArgs<A extends Activation = Float32Array> {
+  readonly a: A;
+  readonly b: A;
   /** Output; may be the same array as `a` or `b`. */
-  readonly out: Float32Array;
+  readonly out: A;
   /** Number of elements, `>= 0`. */
   readonly length: number;
 }
@@ -187,13 +190,13 @@ export interface AddArgs {
  * `siluAndMul`: `out[i] = silu(gate[i]) * up[i]` with `silu(g) = g / (1 + exp(-g))` (Llama MLP).
  * `out` may alias `gate` or `up` exactly.
  */
-export interface SiluAndMulArgs {
+export interface SiluAndMulArgs<A extends Activation = Float32Array> {
   /** Output of `gate_proj`, `[length]`. */
-  readonly gate: Float32Array;
+  readonly gate: A;
   /** Output of `up_proj`, `[length]`. */
-  readonly up: Float32Array;
+  readonly up: A;
   /** Output `[length]`; may be the same array as `gate` or `up`. */
-  readonly out: Float32Array;
+  readonly out: A;
   /** Number of elements (`rows * intermediateSize`), `>= 0`. */
   readonly length: number;
 }
@@ -204,25 +207,25 @@ export interface SiluAndMulArgs {
  * `gelu_pytorch_tanh` activation of Gemma's GeGLU MLP (vLLM's `gelu_tanh_and_mul`). Same shapes and aliasing rules
  * as {@link SiluAndMulArgs}.
  */
-export interface GeluTanhAndMulArgs {
+export interface GeluTanhAndMulArgs<A extends Activation = Float32Array> {
   /** Output of `gate_proj`, `[length]`. */
-  readonly gate: Float32Array;
+  readonly gate: A;
   /** Output of `up_proj`, `[length]`. */
-  readonly up: Float32Array;
+  readonly up: A;
   /** Output `[length]`; may be the same array as `gate` or `up`. */
-  readonly out: Float32Array;
+  readonly out: A;
   /** Number of elements (`rows * intermediateSize`), `>= 0`. */
   readonly length: number;
 }
 
 /** `embedding`: `out[t, :] = table[ids[t], :]` converted to float32. Ids outside `[0, table.rows)` are `OUT_OF_RANGE`. */
-export interface EmbeddingArgs {
+export interface EmbeddingArgs<A extends Activation = Float32Array> {
   /** Embedding table `[vocabSize, hiddenSize]`, any {@link WeightDtype} (a quantized table dequantizes the looked-up rows). */
   readonly table: WeightMatrix;
   /** Token ids `[numTokens]`. */
   readonly ids: Int32Array;
   /** Output `[numTokens, table.cols]`. */
-  readonly out: Float32Array;
+  readonly out: A;
   /** Number of tokens, `>= 0`. */
   readonly numTokens: number;
 }
@@ -233,11 +236,11 @@ export interface EmbeddingArgs {
  * `a' = a*cos - b*sin`, `b' = b*cos + a*sin` with `cos`/`sin` read from the float32 table (the reference evaluates
  * this in float64 and rounds once; float32 / FMA evaluation stays within the parity tolerance).
  */
-export interface RopeArgs {
+export interface RopeArgs<A extends Activation = Float32Array> {
   /** Query `[numTokens, numHeads, headSize]`, rotated in place. */
-  readonly query: Float32Array;
+  readonly query: A;
   /** Key `[numTokens, numKvHeads, headSize]`, rotated in place. */
-  readonly key: Float32Array;
+  readonly key: A;
   /** Position of each token `[numTokens]`, each in `[0, table.maxPositions)`. */
   readonly positions: Int32Array;
   readonly numTokens: number;
@@ -255,11 +258,11 @@ export interface RopeArgs {
  * `-Infinity` entries get probability 0; a row of all `-Infinity` or containing NaN yields NaN in that row.
  * `out` may alias `x` exactly.
  */
-export interface SoftmaxArgs {
+export interface SoftmaxArgs<A extends Activation = Float32Array> {
   /** Logits `[rows, cols]`. */
-  readonly x: Float32Array;
+  readonly x: A;
   /** Probabilities `[rows, cols]`; may be the same array as `x`. */
-  readonly out: Float32Array;
+  readonly out: A;
   readonly rows: number;
   /** Row width (vocabulary size), `>= 1`. */
   readonly cols: number;
@@ -271,9 +274,9 @@ export interface SoftmaxArgs {
  * `torch.argmax`: a row with a NaN gives its first NaN's index. `-0` equals `+0`; an all `-Infinity` row gives 0.
  * Bit-exact across backends.
  */
-export interface ArgmaxArgs {
+export interface ArgmaxArgs<A extends Activation = Float32Array> {
   /** Logits `[rows, cols]`. */
-  readonly x: Float32Array;
+  readonly x: A;
   /** Index of each row's maximum `[rows]`, in `[0, cols)`. */
   readonly out: Int32Array;
   /** Number of rows, `>= 0`. */
@@ -294,11 +297,11 @@ export interface ArgmaxArgs {
  * the block (`@kvq/cache` `quantizeKvHead`, byte-exact; nvfp4 also uses the tensor scale `kScale[0]` / `vScale[0]`).
  * Rewriting a slot recomputes its scales. Backends without kernels for such a dtype throw `UNSUPPORTED`.
  */
-export interface ReshapeAndCacheArgs {
+export interface ReshapeAndCacheArgs<A extends Activation = Float32Array> {
   /** New keys `[numTokens, numKvHeads, headSize]` (after RoPE). */
-  readonly key: Float32Array;
+  readonly key: A;
   /** New values `[numTokens, numKvHeads, headSize]`. */
-  readonly value: Float32Array;
+  readonly value: A;
   /** Destination slot per token `[numTokens]`; `< 0` means skip. */
   readonly slotMapping: Int32Array;
   readonly numTokens: number;
@@ -334,11 +337,11 @@ export interface Fp8QueryOptions {
  * for that token, kv head and group (`@kvq/cache` `dequantizeKvHead`). The softmax is computed in float32 or better
  * with max subtraction. Output `out[t, h, :] = sum_j p_j * v_j`. `fp8Query` needs a per-tensor / per-head FP8 cache.
  */
-export interface PagedAttentionArgs {
+export interface PagedAttentionArgs<A extends Activation = Float32Array> {
   /** Queries `[numTokens, numHeads, headSize]` (after RoPE), `numTokens = queryStartLoc[numSeqs]`. */
-  readonly query: Float32Array;
+  readonly query: A;
   /** Output `[numTokens, numHeads, headSize]`. Must not overlap `query`. */
-  readonly out: Float32Array;
+  readonly out: A;
   /** The layer's cache (read only). Supplies numKvHeads, headSize, blockSize, dtype, kScale, vScale, qScale. */
   readonly cache: KvLayerCache;
   /** Cumulative query lengths `[numSeqs + 1]`: starts at 0, non-decreasing. */
@@ -449,27 +452,27 @@ export interface KernelBackend {
   readonly name: string;
   readonly info: BackendInfo;
   /** `y = x W^T (+ b)`; see {@link LinearArgs}. */
-  linear(args: LinearArgs): void;
+  linear(args: LinearArgs<Activation>): void;
   /** Llama RMSNorm; see {@link RmsNormArgs}. */
-  rmsNorm(args: RmsNormArgs): void;
+  rmsNorm(args: RmsNormArgs<Activation>): void;
   /** Residual add; see {@link AddArgs}. */
-  add(args: AddArgs): void;
+  add(args: AddArgs<Activation>): void;
   /** `silu(gate) * up`; see {@link SiluAndMulArgs}. */
-  siluAndMul(args: SiluAndMulArgs): void;
+  siluAndMul(args: SiluAndMulArgs<Activation>): void;
   /** `gelu_tanh(gate) * up` (Gemma); see {@link GeluTanhAndMulArgs}. */
-  geluTanhAndMul(args: GeluTanhAndMulArgs): void;
+  geluTanhAndMul(args: GeluTanhAndMulArgs<Activation>): void;
   /** Embedding gather; see {@link EmbeddingArgs}. */
-  embedding(args: EmbeddingArgs): void;
+  embedding(args: EmbeddingArgs<Activation>): void;
   /** Rotary embedding, in place; see {@link RopeArgs}. */
-  rope(args: RopeArgs): void;
+  rope(args: RopeArgs<Activation>): void;
   /** Row softmax; see {@link SoftmaxArgs}. */
-  softmax(args: SoftmaxArgs): void;
+  softmax(args: SoftmaxArgs<Activation>): void;
   /** Row-wise index of the maximum (greedy sampling); see {@link ArgmaxArgs}. */
-  argmax(args: ArgmaxArgs): void;
+  argmax(args: ArgmaxArgs<Activation>): void;
   /** Write K/V into the paged cache (quantizing for FP8); see {@link ReshapeAndCacheArgs}. */
-  reshapeAndCache(args: ReshapeAndCacheArgs): void;
+  reshapeAndCache(args: ReshapeAndCacheArgs<Activation>): void;
   /** Paged causal attention (decode and prefill); see {@link PagedAttentionArgs}. */
-  pagedAttention(args: PagedAttentionArgs): void;
+  pagedAttention(args: PagedAttentionArgs<Activation>): void;
   /** `max |x|`; see {@link AmaxTensorArgs}. */
   amaxTensor(args: AmaxTensorArgs): number;
   /** Per-head `max |x|`; see {@link AmaxPerHeadArgs}. */
@@ -478,12 +481,17 @@ export interface KernelBackend {
   quantizeFp8(args: QuantizeFp8Args): void;
   /** Bulk scaled FP8 dequantization; see {@link DequantizeFp8Args}. */
   dequantizeFp8(args: DequantizeFp8Args): void;
+  /**
+   * Device memory (GPU backends): arrays that stay on the device between ops, and KV pools living there; see
+   * ./device.ts. Absent on backends that compute on host memory (CPU, reference).
+   */
+  readonly memory?: DeviceMemory | undefined;
   /** Release native resources (thread pool, device memory). Optional; calling it twice is harmless. */
   dispose?(): void;
 }
 
 /** Names of the ops of {@link KernelBackend} (for reports, benchmarks and parity suites). */
-export type KernelOpName = Exclude<keyof KernelBackend, 'name' | 'info' | 'dispose'>;
+export type KernelOpName = Exclude<keyof KernelBackend, 'name' | 'info' | 'dispose' | 'memory'>;
 
 /** Every op name, in contract order. */
 export const KERNEL_OPS: readonly KernelOpName[] = [

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { KernelBackend } from './contract.js';
+import type { KernelBackend, LinearArgs } from './contract.js';
 import { KernelError } from './errors.js';
 import { describeLoad, loadBackend, type BackendCandidate } from './loader.js';
 import { createReferenceBackend } from './reference/backend.js';
@@ -99,7 +99,7 @@ describe('loadBackend', () => {
     const wrong: KernelBackend = {
       ...createReferenceBackend(),
       name: 'wrong',
-      linear: (a) => {
+      linear: (a: LinearArgs) => {
         createReferenceBackend().linear(a);
         a.out[0] = a.out[0]! + 1e-3;
       },

@@ -29,6 +29,7 @@ import type {
   SoftmaxArgs,
   WeightMatrix,
 } from './contract.js';
+import { isDeviceArray, type Activation, type DeviceArray } from './device.js';
 import { KernelError } from './errors.js';
 import {
   colsMultiple,
@@ -103,6 +104,23 @@ export function checkF32(name: string, value: unknown, needed: number): Float32A
   return checkArray<Float32Array>(name, value, 'Float32Array', needed);
 }
 
+/**
+ * Require an activation: a `Float32Array`, or a float32 {@link DeviceArray} (which only a backend with device memory
+ * can use; the others refuse it in their own check), with at least `needed` elements.
+ */
+export function checkActivation(name: string, value: unknown, needed: number): Activation {
+  if (!isDeviceArray(value)) return checkF32(name, value, needed);
+  if (value.kind !== 'f32') {
+    throw new KernelError('WRONG_ARRAY_TYPE', `${name} must be a Float32Array or a float32 device array, got a device array of kind '${value.kind}'`, {
+      argument: name,
+    });
+  }
+  if (value.length < needed) {
+    throw new KernelError('SHAPE_MISMATCH', `${name} (device) has ${value.length} elements but the stated shape needs ${needed}`, { argument: name });
+  }
+  return value;
+}
+
 /** Require an `Int32Array` with at least `needed` elements. */
 export function checkI32(name: string, value: unknown, needed: number): Int32Array {
   return checkArray<Int32Array>(name, value, 'Int32Array', needed);
@@ -124,13 +142,20 @@ export function checkU16(name: string, value: unknown, needed: number): Uint16Ar
  */
 export function checkNoOverlap(
   aName: string,
-  a: ArrayBufferView,
+  a: ArrayBufferView | DeviceArray,
   aCount: number,
   bName: string,
-  b: ArrayBufferView,
+  b: ArrayBufferView | DeviceArray,
   bCount: number,
   allowExactAlias = false,
 ): void {
+  if (isDeviceArray(a) || isDeviceArray(b)) {
+    // Device arrays are whole allocations (no views): they overlap only when they are the same array.
+    if (a !== b || aCount === 0 || bCount === 0 || (allowExactAlias && aCount === bCount)) return;
+    throw new KernelError('INVALID_ARGUMENT', allowExactAlias ? `${aName} partially overlaps ${bName}` : `${aName} overlaps ${bName}; the op needs disjoint buffers`, {
+      argument: aName,
+    });
+  }
   if (a.buffer !== b.buffer) return;
   const aBytes = aCount * ((a as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT ?? 1);
   const bBytes = bCount * ((b as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT ?? 1);
@@ -362,14 +387,14 @@ function requireObject(name: string, v: unknown): void {
 }
 
 /** Validate {@link LinearArgs}. */
-export function validateLinear(args: LinearArgs): { rows: number; inFeatures: number; outFeatures: number } {
+export function validateLinear(args: LinearArgs<Activation>): { rows: number; inFeatures: number; outFeatures: number } {
   requireObject('args', args);
   const weight = validateWeight('weight', args.weight);
   const rows = checkCount('rows', args.rows, 1);
   const inFeatures = weight.cols;
   const outFeatures = weight.rows;
-  const x = checkF32('x', args.x, rows * inFeatures);
-  const out = checkF32('out', args.out, rows * outFeatures);
+  const x = checkActivation('x', args.x, rows * inFeatures);
+  const out = checkActivation('out', args.out, rows * outFeatures);
   if (args.bias !== undefined) checkF32('bias', args.bias, outFeatures);
   checkNoOverlap('out', out, rows * outFeatures, 'x', x, rows * inFeatures);
   const act = args.activations;
@@ -385,54 +410,54 @@ export function validateLinear(args: LinearArgs): { rows: number; inFeatures: nu
 }
 
 /** Validate {@link RmsNormArgs}. */
-export function validateRmsNorm(args: RmsNormArgs): { rows: number; hidden: number } {
+export function validateRmsNorm(args: RmsNormArgs<Activation>): { rows: number; hidden: number } {
   requireObject('args', args);
   const rows = checkCount('rows', args.rows, 1);
   const hidden = checkCount('hidden', args.hidden, 1);
-  const x = checkF32('x', args.x, rows * hidden);
+  const x = checkActivation('x', args.x, rows * hidden);
   checkF32('weight', args.weight, hidden);
-  const out = checkF32('out', args.out, rows * hidden);
+  const out = checkActivation('out', args.out, rows * hidden);
   checkFinite('eps', args.eps, false);
   checkNoOverlap('out', out, rows * hidden, 'x', x, rows * hidden, true);
   return { rows, hidden };
 }
 
 /** Validate {@link AddArgs}. */
-export function validateAdd(args: AddArgs): { length: number } {
+export function validateAdd(args: AddArgs<Activation>): { length: number } {
   requireObject('args', args);
   const length = checkCount('length', args.length, 0);
-  const a = checkF32('a', args.a, length);
-  const b = checkF32('b', args.b, length);
-  const out = checkF32('out', args.out, length);
+  const a = checkActivation('a', args.a, length);
+  const b = checkActivation('b', args.b, length);
+  const out = checkActivation('out', args.out, length);
   checkNoOverlap('out', out, length, 'a', a, length, true);
   checkNoOverlap('out', out, length, 'b', b, length, true);
   return { length };
 }
 
 /** Validate {@link SiluAndMulArgs}. */
-export function validateSiluAndMul(args: SiluAndMulArgs): { length: number } {
+export function validateSiluAndMul(args: SiluAndMulArgs<Activation>): { length: number } {
   requireObject('args', args);
   const length = checkCount('length', args.length, 0);
-  const gate = checkF32('gate', args.gate, length);
-  const up = checkF32('up', args.up, length);
-  const out = checkF32('out', args.out, length);
+  const gate = checkActivation('gate', args.gate, length);
+  const up = checkActivation('up', args.up, length);
+  const out = checkActivation('out', args.out, length);
   checkNoOverlap('out', out, length, 'gate', gate, length, true);
   checkNoOverlap('out', out, length, 'up', up, length, true);
   return { length };
 }
 
 /** Validate {@link GeluTanhAndMulArgs}. */
-export function validateGeluTanhAndMul(args: GeluTanhAndMulArgs): { length: number } {
+export function validateGeluTanhAndMul(args: GeluTanhAndMulArgs<Activation>): { length: number } {
   return validateSiluAndMul(args);
 }
 
 /** Validate {@link EmbeddingArgs}, including every id against the table. */
-export function validateEmbedding(args: EmbeddingArgs): { numTokens: number; hidden: number; vocab: number } {
+export function validateEmbedding(args: EmbeddingArgs<Activation>): { numTokens: number; hidden: number; vocab: number } {
   requireObject('args', args);
   const table = validateWeight('table', args.table);
   const numTokens = checkCount('numTokens', args.numTokens, 0);
   const ids = checkI32('ids', args.ids, numTokens);
-  checkF32('out', args.out, numTokens * table.cols);
+  checkActivation('out', args.out, numTokens * table.cols);
   for (let t = 0; t < numTokens; t++) {
     const id = ids[t]!;
     if (id < 0 || id >= table.rows) {
@@ -463,7 +488,7 @@ export function validateRopeTable(name: string, table: unknown): RopeTable {
 }
 
 /** Validate {@link RopeArgs}, including every position against the table. */
-export function validateRope(args: RopeArgs): {
+export function validateRope(args: RopeArgs<Activation>): {
   numTokens: number;
   numHeads: number;
   numKvHeads: number;
@@ -490,8 +515,8 @@ export function validateRope(args: RopeArgs): {
       { argument: 'style' },
     );
   }
-  const q = checkF32('query', args.query, numTokens * numHeads * headSize);
-  const k = checkF32('key', args.key, numTokens * numKvHeads * headSize);
+  const q = checkActivation('query', args.query, numTokens * numHeads * headSize);
+  const k = checkActivation('key', args.key, numTokens * numKvHeads * headSize);
   checkNoOverlap('key', k, numTokens * numKvHeads * headSize, 'query', q, numTokens * numHeads * headSize);
   const positions = checkI32('positions', args.positions, numTokens);
   for (let t = 0; t < numTokens; t++) {
@@ -508,22 +533,22 @@ export function validateRope(args: RopeArgs): {
 }
 
 /** Validate {@link SoftmaxArgs}. */
-export function validateSoftmax(args: SoftmaxArgs): { rows: number; cols: number } {
+export function validateSoftmax(args: SoftmaxArgs<Activation>): { rows: number; cols: number } {
   requireObject('args', args);
   const rows = checkCount('rows', args.rows, 0);
   const cols = checkCount('cols', args.cols, 1);
-  const x = checkF32('x', args.x, rows * cols);
-  const out = checkF32('out', args.out, rows * cols);
+  const x = checkActivation('x', args.x, rows * cols);
+  const out = checkActivation('out', args.out, rows * cols);
   checkNoOverlap('out', out, rows * cols, 'x', x, rows * cols, true);
   return { rows, cols };
 }
 
 /** Validate {@link ArgmaxArgs}. */
-export function validateArgmax(args: ArgmaxArgs): { rows: number; cols: number } {
+export function validateArgmax(args: ArgmaxArgs<Activation>): { rows: number; cols: number } {
   requireObject('args', args);
   const rows = checkCount('rows', args.rows, 0);
   const cols = checkCount('cols', args.cols, 1, 2 ** 31 - 1);
-  checkF32('x', args.x, rows * cols);
+  checkActivation('x', args.x, rows * cols);
   checkI32('out', args.out, rows);
   return { rows, cols };
 }
@@ -612,13 +637,13 @@ export function validateKvCache(name: string, cache: unknown): KvCacheDims {
 }
 
 /** Validate {@link ReshapeAndCacheArgs}, including every slot (`< 0` = skip, `>= numSlots` = `OUT_OF_RANGE`). */
-export function validateReshapeAndCache(args: ReshapeAndCacheArgs): KvCacheDims & { numTokens: number } {
+export function validateReshapeAndCache(args: ReshapeAndCacheArgs<Activation>): KvCacheDims & { numTokens: number } {
   requireObject('args', args);
   const dims = validateKvCache('cache', args.cache);
   const numTokens = checkCount('numTokens', args.numTokens, 0);
   const n = numTokens * dims.numKvHeads * dims.headSize;
-  checkF32('key', args.key, n);
-  checkF32('value', args.value, n);
+  checkActivation('key', args.key, n);
+  checkActivation('value', args.value, n);
   const slots = checkI32('slotMapping', args.slotMapping, numTokens);
   for (let t = 0; t < numTokens; t++) {
     const s = slots[t]!;
@@ -652,7 +677,7 @@ export interface PagedAttentionPlan extends KvCacheDims {
  * Validate {@link PagedAttentionArgs}: varlen metadata (monotone `queryStartLoc`, `seqLens >= queryLen`), every
  * block-table entry a sequence uses (in `[0, numBlocks)`), head counts, options and (FP8-query mode) `cache.qScale`.
  */
-export function validatePagedAttention(args: PagedAttentionArgs): PagedAttentionPlan {
+export function validatePagedAttention(args: PagedAttentionArgs<Activation>): PagedAttentionPlan {
   requireObject('args', args);
   const dims = validateKvCache('cache', args.cache);
   const numSeqs = checkCount('numSeqs', args.numSeqs, 1);
@@ -712,8 +737,8 @@ export function validatePagedAttention(args: PagedAttentionArgs): PagedAttention
   }
   const numTokens = qsl[numSeqs]!;
   const qElems = numTokens * numHeads * dims.headSize;
-  const query = checkF32('query', args.query, qElems);
-  const out = checkF32('out', args.out, qElems);
+  const query = checkActivation('query', args.query, qElems);
+  const out = checkActivation('out', args.out, qElems);
   checkNoOverlap('out', out, qElems, 'query', query, qElems);
   const softmaxScale =
     args.softmaxScale === undefined ? 1 / Math.sqrt(dims.headSize) : checkFinite('softmaxScale', args.softmaxScale, true);
@@ -894,28 +919,28 @@ export function validateDequantizeFp8(args: DequantizeFp8Args): { length: number
  * For backend authors.
  */
 export const STANDARD_NATIVE_OPS = {
-  rmsNorm(a: RmsNormArgs) {
+  rmsNorm(a: RmsNormArgs<Activation>) {
     const { rows, hidden } = validateRmsNorm(a);
-    return [a.x, a.weight, a.out, rows, hidden, a.eps] as [x: Float32Array, weight: Float32Array, out: Float32Array, rows: number, hidden: number, eps: number];
+    return [a.x, a.weight, a.out, rows, hidden, a.eps] as [x: Activation, weight: Float32Array, out: Activation, rows: number, hidden: number, eps: number];
   },
-  add(a: AddArgs) {
+  add(a: AddArgs<Activation>) {
     const { length } = validateAdd(a);
-    return [a.a, a.b, a.out, length] as [a: Float32Array, b: Float32Array, out: Float32Array, length: number];
+    return [a.a, a.b, a.out, length] as [a: Activation, b: Activation, out: Activation, length: number];
   },
-  siluAndMul(a: SiluAndMulArgs) {
+  siluAndMul(a: SiluAndMulArgs<Activation>) {
     const { length } = validateSiluAndMul(a);
-    return [a.gate, a.up, a.out, length] as [gate: Float32Array, up: Float32Array, out: Float32Array, length: number];
+    return [a.gate, a.up, a.out, length] as [gate: Activation, up: Activation, out: Activation, length: number];
   },
-  geluTanhAndMul(a: GeluTanhAndMulArgs) {
+  geluTanhAndMul(a: GeluTanhAndMulArgs<Activation>) {
     const { length } = validateGeluTanhAndMul(a);
-    return [a.gate, a.up, a.out, length] as [gate: Float32Array, up: Float32Array, out: Float32Array, length: number];
+    return [a.gate, a.up, a.out, length] as [gate: Activation, up: Activation, out: Activation, length: number];
   },
-  rope(a: RopeArgs) {
+  rope(a: RopeArgs<Activation>) {
     const { numTokens, numHeads, numKvHeads, headSize, rotaryDim } = validateRope(a);
     const t = a.table;
     return [a.query, a.key, a.positions, numTokens, numHeads, numKvHeads, headSize, rotaryDim, t.maxPositions, t.cos, t.sin, a.style === 'interleaved'] as [
-      query: Float32Array,
-      key: Float32Array,
+      query: Activation,
+      key: Activation,
       positions: Int32Array,
       numTokens: number,
       numHeads: number,
@@ -928,13 +953,13 @@ export const STANDARD_NATIVE_OPS = {
       interleaved: boolean,
     ];
   },
-  softmax(a: SoftmaxArgs) {
+  softmax(a: SoftmaxArgs<Activation>) {
     const { rows, cols } = validateSoftmax(a);
-    return [a.x, a.out, rows, cols] as [x: Float32Array, out: Float32Array, rows: number, cols: number];
+    return [a.x, a.out, rows, cols] as [x: Activation, out: Activation, rows: number, cols: number];
   },
-  argmax(a: ArgmaxArgs) {
+  argmax(a: ArgmaxArgs<Activation>) {
     const { rows, cols } = validateArgmax(a);
-    return [a.x, a.out, rows, cols] as [x: Float32Array, out: Int32Array, rows: number, cols: number];
+    return [a.x, a.out, rows, cols] as [x: Activation, out: Int32Array, rows: number, cols: number];
   },
 } satisfies { [K in KernelOpName]?: (args: Parameters<KernelBackend[K]>[0]) => unknown[] };
 

@@ -60,8 +60,8 @@ export const ENGINE_BACKEND_CANDIDATES: readonly BackendCandidate[] = Object.fre
  * app's own `() => import(packageName)`, so the package resolves from the app that lists it. A package that is not
  * installed (`--no-optional`, an unsupported platform) is rejected as "not installed" naming `dependent` and the fix.
  * The backend keeps weights resident on the device after their first use (the engine never changes weights in
- * place; without this every op uploads its weight matrix: 10 MB per decode step of kvq-tiny instead of 0.2 MB). KV
- * caches are not made resident: prefix-cache and tier loads write the host pools (`KVQ_GPU_RESIDENT=all` opts in).
+ * place; without this every op uploads its weight matrix). The engine gives it the KV pools and keeps activations on
+ * the device (`LLMOptions.deviceResident`).
  * @param name the `--backend` name, e.g. `'cuda'`
  * @param packageName the package `load` imports, e.g. `'@kvq/kernels-cuda'`
  * @param load the app's dynamic import of that package

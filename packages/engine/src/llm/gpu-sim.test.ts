@@ -46,47 +46,61 @@ for (const warp of SIM_WARPS) {
 }
 
 /**
- * What one decode step moves between host and device, counted by the GPU runtime (`transferStats`), with each
- * residency mode: nothing resident (every op uploads its weight and the attention its KV pools), resident weights,
- * and resident weights + caches. What still crosses then is every op's input and output activations (the contract
- * passes host arrays), the block tables and the logits: the device-resident contract of issue 21 would leave only
- * token ids, positions, block-table deltas and the logits. The step is the difference between generating 12 and 4
- * tokens, over 8 steps.
+ * What one decode step moves between host and device, counted by the GPU runtime (`transferStats`): with the device-
+ * resident contract (the default: weights, KV pools and activations on the device, greedy tokens taken there) against
+ * `deviceResident: false` (host activations and host KV pools, copied by every op). A step is the difference between
+ * generating 12 and 4 tokens, over 8 steps, one sequence, batch of 1.
+ *
+ * The bound asserted, per decode step of one sequence (model sizes read from kvq-tiny's config):
+ * - host -> device: the token id, its position's RoPE cos/sin row (2 x rotaryDim/2 floats), the slot, the sequence
+ *   length, the block-table entries that changed, and the attention work list of the step (one 16-byte task per
+ *   (sequence, KV head, split)); everything else (query-start offsets, per-layer repeats, scales) is already there;
+ * - device -> host: the sampled id (4 bytes).
  */
 describe.skipIf(!simAvailability(32).available && !required)('host<->device traffic per decode step (CUDA simulator, warp 32)', () => {
-  it('resident weights and caches keep weights and KV pools off the bus; tokens unchanged', async () => {
-    const perStep = async (resident: 'none' | 'weights' | 'all') => {
-      const gpu = createSimBackend({ warp: 32, residentWeights: resident !== 'none', residentCaches: resident === 'all' });
+  it('device-resident decode moves only ids, positions, slots, lengths, block-table deltas and the sampled ids', async () => {
+    const perStep = async (deviceResident: boolean, kvCacheDtype: 'fp8_e4m3' | 'auto') => {
+      const gpu = createSimBackend({ warp: 32 });
       try {
-        const llm = await LLM.create({ model: modelTinyPath, kvCacheDtype: 'fp8_e4m3', backend: gpu, kvCacheMemory: 4 << 20, blockSize: 16 });
+        const llm = await LLM.create({ model: modelTinyPath, kvCacheDtype, backend: gpu, kvCacheMemory: 4 << 20, blockSize: 16, deviceResident });
         const run = async (maxTokens: number) => {
           const before = gpu.transferStats();
           const [r] = await llm.generate(PROMPT, { temperature: 0, maxTokens, ignoreEos: true });
           const after = gpu.transferStats();
-          return { ids: r!.outputs[0]!.tokenIds, h2d: after.hostToDeviceBytes - before.hostToDeviceBytes, d2h: after.deviceToHostBytes - before.deviceToHostBytes };
+          return {
+            ids: r!.outputs[0]!.tokenIds,
+            h2d: after.hostToDeviceBytes - before.hostToDeviceBytes,
+            d2h: after.deviceToHostBytes - before.deviceToHostBytes,
+            copies: after.hostToDeviceCopies + after.deviceToHostCopies - before.hostToDeviceCopies - before.deviceToHostCopies,
+          };
         };
-        await run(2); // first use uploads resident data
+        await run(2); // first use uploads the resident weights
         const a = await run(4);
         const b = await run(12);
-        return { ids: b.ids, h2d: (b.h2d - a.h2d) / 8, d2h: (b.d2h - a.d2h) / 8, resident: gpu.residentBytes };
+        const config = llm.model.config;
+        return { ids: b.ids, h2d: (b.h2d - a.h2d) / 8, d2h: (b.d2h - a.d2h) / 8, copies: (b.copies - a.copies) / 8, resident: gpu.residentBytes, config };
       } finally {
         gpu.dispose();
       }
     };
-    const none = await perStep('none');
-    const weights = await perStep('weights');
-    const all = await perStep('all');
-    expect(weights.ids).toEqual(none.ids);
-    expect(all.ids).toEqual(none.ids);
-    // kvq-tiny: ~2.6 MB of f32/bf16 weights, vocab 2048 (8 KiB of f32 logits per step).
-    console.log(
-      `kvq-tiny decode step, bytes host->device / device->host: nothing resident ${none.h2d.toFixed(0)} / ${none.d2h.toFixed(0)}, ` +
-        `weights ${weights.h2d.toFixed(0)} / ${weights.d2h.toFixed(0)}, weights+caches ${all.h2d.toFixed(0)} / ${all.d2h.toFixed(0)} ` +
-        `(resident ${all.resident} bytes)`,
-    );
-    expect(all.d2h).toBeGreaterThanOrEqual(2048 * 4); // the logits come back
-    expect(weights.h2d).toBeLessThan(none.h2d / 4); // the weights no longer cross per step
-    expect(all.h2d).toBeLessThanOrEqual(weights.h2d); // nor the KV pools (at this short context they are small)
-    expect(all.h2d).toBeLessThan(all.resident / 20); // per step: a small fraction of what lives on the device
+    for (const dtype of ['fp8_e4m3', 'auto'] as const) {
+      const host = await perStep(false, dtype);
+      const dev = await perStep(true, dtype);
+      expect(dev.ids).toEqual(host.ids);
+      const c = dev.config;
+      console.log(
+        `kvq-tiny decode step (KV ${dtype}), bytes host->device / device->host (copies): host activations and pools ` +
+          `${host.h2d.toFixed(0)} / ${host.d2h.toFixed(0)} (${host.copies.toFixed(1)}), device-resident ${dev.h2d.toFixed(0)} / ${dev.d2h.toFixed(0)} ` +
+          `(${dev.copies.toFixed(1)}); resident ${dev.resident} bytes`,
+      );
+      // One sequence: id, slot, seq length (4 B each), one RoPE row (cos + sin), block-table delta (<= 4 B per step on
+      // average: one new block per 16 tokens), attention tasks (16 B per KV head and split; at most 8 splits here).
+      const ropeRow = 2 * (c.headDim / 2) * 4;
+      const tasks = 16 * c.numKvHeads * 8;
+      expect(dev.h2d).toBeLessThanOrEqual(3 * 4 + ropeRow + 4 + tasks);
+      expect(dev.d2h).toBe(4); // the sampled id, nothing else
+      expect(host.d2h).toBeGreaterThanOrEqual(c.vocabSize * 4); // the host path brings the logits back
+      expect(host.h2d).toBeGreaterThan(10 * dev.h2d);
+    }
   }, 600_000);
 });

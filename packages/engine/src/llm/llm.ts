@@ -114,7 +114,8 @@ export interface LLMOptions {
    * FP8 telemetry: count, per layer and for K and V, the values written to a quantized KV cache, and those saturated
    * (clamped to the largest code) or flushed to zero ({@link LLM.kvTelemetry}; the server exports them in /metrics,
    * `kvq eval --json` reports them). Costs nothing on a float cache and one pass over the written values on a quantized
-   * one (measured in docs/benchmarks.md). Default true.
+   * one (measured in docs/benchmarks.md). Default true, except on a backend with device memory (GPU), where the count
+   * runs on the host and so keeps the activations off the device: there it is opt-in (`true`).
    */
   readonly kvTelemetry?: boolean;
   /**
@@ -158,6 +159,14 @@ export interface LLMOptions {
    * later native one loads. Ignored when `backend` is an object or `'reference'`.
    */
   readonly backendCandidates?: readonly BackendCandidate[];
+  /**
+   * On a backend with device memory (GPU): keep the activations between ops and the KV pools on the device, and take
+   * greedy tokens there (`argmax`), so a decode step moves only token ids, positions, slots, sequence lengths, the
+   * block-table rows that changed and the sampled ids (or the logits a request needs) between host and device.
+   * `false`: host activations and host KV pools, copied to and from the device by every op (for comparison and
+   * debugging). Default true. Ignored on CPU backends.
+   */
+  readonly deviceResident?: boolean;
   /**
    * Receives the warning given when `'auto'` ends up on the pure-TypeScript reference backend (why, and the fix).
    * Default: `process.emitWarning` with code `KVQ_BACKEND_FALLBACK`, once per process; pass `() => {}` to silence.
@@ -403,12 +412,13 @@ export class LLM {
         { code: 'KVQ_ROTATION_SCALES' },
       );
     }
-    const telemetry = options.kvTelemetry === false || storage.layers.every((l) => !isFp8Dtype(l.dtype) && !isKvQuantDtype(l.dtype)) ? undefined : new KvTelemetry(storage.layers);
+    const telemetry = options.kvTelemetry === false || (backend.memory !== undefined && options.kvTelemetry !== true) || storage.layers.every((l) => !isFp8Dtype(l.dtype) && !isKvQuantDtype(l.dtype)) ? undefined : new KvTelemetry(storage.layers);
     const forward = new LlamaForward(backend, llamaWeightsOf(model), dims, storage, {
       ...(kvRotation ? { kvRotation } : {}),
       ...(telemetry ? { kvTelemetry: telemetry } : {}),
       fp8Query: options.fp8Query ?? false,
       ...(options.ggmlActivations !== undefined ? { ggmlActivations: options.ggmlActivations } : {}),
+      ...(options.deviceResident === false ? { deviceActivations: false, deviceKvCache: false } : {}),
     });
     const enablePrefixCaching = options.enablePrefixCaching ?? true;
     let kvTiers: { store: TieredKvStore; modelFingerprint: string } | undefined;

@@ -15,7 +15,7 @@ import { badWordsTokenIds, tokenLogprobs, type TokenLogprobs } from '../sampling
 import type { AttentionObserver, LlamaForward } from './forward.js';
 import type { TokenConstraint } from './constraint.js';
 import { ModelRunner, type ModelRunnerInput } from './model-runner.js';
-import { Sampler, type SampleRequest } from './sampler.js';
+import { isPlainGreedy, Sampler, type SampleRequest } from './sampler.js';
 import { Scheduler, type SchedulerConfig, type SchedulerOutput, type SchedulerSequence } from './scheduler.js';
 
 /** Why a sequence stopped: vLLM's finish reasons. */
@@ -390,7 +390,7 @@ export class LLMEngine {
       allocation,
       logits: seq.request.options.scoreOnly || (seq.request.promptTokenLogprobs && !seq.request.forked) ? 'all' : 'last',
     }));
-    const { logits, rows } = this.runner.execute(inputs, this.observer);
+    const { logits, rows, greedyTokens } = this.runner.execute(inputs, this.observer, this.greedyOnDevice(plan.scheduled, inputs));
     this.steps++;
     if (this.kvTiers) this.storeFullBlocks(plan, this.kvTiers);
 
@@ -400,6 +400,11 @@ export class LLMEngine {
       const seq = plan.scheduled[r.index]!.seq;
       const request = seq.request;
       touched.add(request);
+      if (greedyTokens) {
+        // Every row is a plain greedy decode or finished prefill (greedyOnDevice): the token came from the device.
+        for (const g of this.forkChildren(seq)) this.appendToken(g, greedyTokens[r.firstRow]!, undefined);
+        continue;
+      }
       const rowLogits = logits.subarray(r.firstRow * vocab, (r.firstRow + r.numRows) * vocab);
       if (request.options.scoreOnly) {
         request.options.onPromptLogits?.(r.firstPosition, rowLogits, r.numRows);
@@ -410,19 +415,7 @@ export class LLMEngine {
       if (request.promptTokenLogprobs && !request.forked) this.recordPromptLogprobs(request, rowLogits, r.numRows, r.firstPosition);
       if (!r.reachesEnd) continue; // a prefill chunk computed for its prompt logprobs only
       const sampleRow = rowLogits.subarray((r.numRows - 1) * vocab);
-      // n > 1: when the prompt is done, fork the children (copy-on-write blocks); each samples from the same row.
-      const group: Seq[] = [];
-      if (!request.forked) {
-        request.forked = true;
-        request.firstTokenTime = now();
-        for (let i = 1; i < request.params.n; i++) {
-          const child = this.newSeq(request, i, 0);
-          child.rng = cloneSeededRng(seq.rng, i);
-          this.sched.fork(seq, child);
-          group.push(child);
-        }
-      }
-      group.push(seq);
+      const group = this.forkChildren(seq);
       const requests: SampleRequest[] = group.map((g) => ({
         logits: sampleRow,
         params: request.params,
@@ -436,6 +429,42 @@ export class LLMEngine {
       this.sampler.sample(requests).forEach((result, i) => this.appendToken(group[i]!, result.token, result.logprobs));
     }
     return this.collect(touched);
+  }
+
+  /**
+   * The sequences that sample from `seq`'s row: itself, and at the end of its prompt (n > 1) its new children, forked
+   * here (copy-on-write blocks), children first.
+   */
+  private forkChildren(seq: Seq): Seq[] {
+    const request = seq.request;
+    const group: Seq[] = [];
+    if (!request.forked) {
+      request.forked = true;
+      request.firstTokenTime = now();
+      for (let i = 1; i < request.params.n; i++) {
+        const child = this.newSeq(request, i, 0);
+        child.rng = cloneSeededRng(seq.rng, i);
+        this.sched.fork(seq, child);
+        group.push(child);
+      }
+    }
+    group.push(seq);
+    return group;
+  }
+
+  /**
+   * Whether this step's tokens can be taken on the device: the activations live there and every scheduled sequence
+   * wants only its last row's greedy token ({@link isPlainGreedy}; no scoring, no prompt logprobs, no prefill chunk
+   * that stops short of the prompt's end is a problem: it simply has no row).
+   */
+  private greedyOnDevice(scheduled: SchedulerOutput<Seq>['scheduled'], inputs: readonly ModelRunnerInput[]): boolean {
+    if (this.runner.forwardPass.memory === undefined) return false;
+    if (inputs.some((i) => i.logits === 'all')) return false;
+    return scheduled.every(({ seq }) => {
+      const r = seq.request;
+      // Children forked at the prompt's end sample from this row too, with the same (empty) output.
+      return isPlainGreedy(r.params, seq.output.length, r.badWordsTokenIds, r.options.constraints?.some((c) => c !== undefined) === true) && !r.options.onPromptLogits;
+    });
   }
 
   /** Bookkeeping of a scheduling decision: preemption counts, admission times and cache hits, prompt tokens computed. */
@@ -527,9 +556,10 @@ export class LLMEngine {
       const payloads = await tiers.store.load(want, format);
       if (payloads.length === 0 || !this.manager.hasSequence(id)) return;
       // importBlocks checks the hashes are still this sequence's under the current format (scales unchanged).
-      const n = this.manager.importBlocks(id, numCachedBlocks, want.slice(0, payloads.length), (blockIds) =>
-        blockIds.forEach((b, i) => writeKvBlock(this.storage, b, payloads[i]!)),
-      );
+      const n = this.manager.importBlocks(id, numCachedBlocks, want.slice(0, payloads.length), (blockIds) => {
+        blockIds.forEach((b, i) => writeKvBlock(this.storage, b, payloads[i]!));
+        this.runner.forwardPass.blocksFromHost(blockIds);
+      });
       this.tierLoadedTokens += n * this.manager.blockSize;
     } catch {
       // A block that cannot be adopted is computed instead; the request never sees it.
@@ -546,6 +576,7 @@ export class LLMEngine {
       const to = Math.floor((allocation.firstPosition + allocation.numNewTokens) / bs);
       if (to <= from) continue;
       const table = this.manager.blockTable(seq.id);
+      this.runner.forwardPass.blocksToHost(Array.from(table.slice(from, to)));
       for (let i = from; i < to; i++) {
         const hash = this.manager.cachedBlockHash(seq.id, i);
         if (hash === undefined) continue;

@@ -1,5 +1,14 @@
-import { isFp8Dtype, type KvCacheStorage } from '@kvq/cache';
-import { isGgmlDtype, type KernelBackend, type LinearArgs, type RopeStyle, type RopeTable, type WeightMatrix } from '@kvq/kernels';
+import { isFp8Dtype, type BlockCopy, type KvCacheStorage } from '@kvq/cache';
+import {
+  isGgmlDtype,
+  type Activation,
+  type DeviceMemory,
+  type KernelBackend,
+  type LinearArgs,
+  type RopeStyle,
+  type RopeTable,
+  type WeightMatrix,
+} from '@kvq/kernels';
 
 import { EngineError } from '../errors.js';
 import type { KvHadamardRotation } from './kv-rotation.js';
@@ -146,6 +155,27 @@ export interface LlamaForwardOptions {
   readonly kvRotation?: KvHadamardRotation;
   /** Counts saturated and flushed values of every cache write (see {@link KvTelemetry}). Default none. */
   readonly kvTelemetry?: KvTelemetry;
+  /**
+   * Keep the activations in the backend's device memory between ops (`KernelBackend.memory`; GPU backends). Default
+   * true when the backend has memory and every op of the step is a kernel op; it is off (host activations, copied per
+   * op) with a KV rotation, KV telemetry, attention soft-capping or an embedding scale, which run in TypeScript.
+   */
+  readonly deviceActivations?: boolean;
+  /**
+   * Give the KV pools to the backend's device memory (`DeviceMemory.attachCache`): uploaded once, then written and
+   * read only there (block copies on the device; KV tiers move blocks through {@link LlamaForward.blocksToHost} /
+   * {@link LlamaForward.blocksFromHost}). Default true when the backend has memory.
+   */
+  readonly deviceKvCache?: boolean;
+}
+
+/** Why the activations of a forward pass cannot stay on the device (undefined: they can). */
+export function hostOnlyReason(dims: LlamaDims, options: LlamaForwardOptions): string | undefined {
+  if (options.kvRotation) return 'the KV rotation (Hadamard) runs in TypeScript';
+  if (options.kvTelemetry) return 'KV telemetry reads the written keys and values in TypeScript';
+  if (dims.variant?.attnLogitSoftcapping !== undefined) return 'attention soft-capping runs in TypeScript';
+  if (dims.variant?.embeddingScale !== undefined) return 'the embedding scale is applied in TypeScript';
+  return undefined;
 }
 
 /**
@@ -165,16 +195,22 @@ export class LlamaForward {
   readonly kvRotation: KvHadamardRotation | undefined;
   /** See {@link LlamaForwardOptions.kvTelemetry}. */
   readonly kvTelemetry: KvTelemetry | undefined;
+  /** The backend's device memory when the activations live there (see {@link LlamaForwardOptions.deviceActivations}). */
+  readonly memory: DeviceMemory | undefined;
+  /** The backend's device memory when the KV pools live there (see {@link LlamaForwardOptions.deviceKvCache}). */
+  readonly kvMemory: DeviceMemory | undefined;
   private capacity = 0;
-  private hidden = new Float32Array(0);
-  private normed = new Float32Array(0);
-  private q = new Float32Array(0);
-  private k = new Float32Array(0);
-  private v = new Float32Array(0);
-  private attn = new Float32Array(0);
-  private proj = new Float32Array(0);
-  private gate = new Float32Array(0);
-  private up = new Float32Array(0);
+  private hidden: Activation = new Float32Array(0);
+  private normed: Activation = new Float32Array(0);
+  private q: Activation = new Float32Array(0);
+  private k: Activation = new Float32Array(0);
+  private v: Activation = new Float32Array(0);
+  private attn: Activation = new Float32Array(0);
+  private proj: Activation = new Float32Array(0);
+  private gate: Activation = new Float32Array(0);
+  private up: Activation = new Float32Array(0);
+  /** Device logits `[rows, vocab]` of the identity-rows path (device activations only). */
+  private logitsDev: Activation = new Float32Array(0);
 
   /** @throws EngineError `INVALID_ARGUMENT` for `fp8Query` on a model with attention soft-capping. */
   constructor(backend: KernelBackend, weights: LlamaWeights, dims: LlamaDims, storage: KvCacheStorage, options: LlamaForwardOptions = {}) {
@@ -197,10 +233,50 @@ export class LlamaForward {
     if (this.fp8Query && dims.variant?.attnLogitSoftcapping !== undefined) {
       throw new EngineError('INVALID_ARGUMENT', 'fp8Query is not supported for models with attention logit soft-capping (Gemma 2)', { field: 'fp8Query' });
     }
+    const canStay = backend.memory !== undefined && hostOnlyReason(dims, options) === undefined;
+    if (options.deviceActivations === true && !canStay) {
+      const why = backend.memory ? hostOnlyReason(dims, options) : `backend '${backend.name}' has no device memory`;
+      throw new EngineError('INVALID_ARGUMENT', `deviceActivations: ${why}`, { field: 'deviceActivations' });
+    }
+    this.memory = canStay && options.deviceActivations !== false ? backend.memory : undefined;
+    if (options.deviceKvCache === true && !backend.memory) {
+      throw new EngineError('INVALID_ARGUMENT', `deviceKvCache: backend '${backend.name}' has no device memory`, { field: 'deviceKvCache' });
+    }
+    this.kvMemory = options.deviceKvCache !== false ? backend.memory : undefined;
+    if (this.kvMemory) for (const layer of storage.layers) this.kvMemory.attachCache(layer);
+  }
+
+  /** Copy-on-write block copies on every layer (on the device when the pools live there). */
+  copyBlocks(copies: readonly BlockCopy[]): void {
+    if (!this.kvMemory) this.storage.copyBlocks(copies);
+    else for (const layer of this.storage.layers) this.kvMemory.copyCacheBlocks(layer, copies);
+  }
+
+  /** Before host code reads blocks of the pools (KV tiers): their K/V from the device, when the pools live there. */
+  blocksToHost(blocks: readonly number[]): void {
+    if (this.kvMemory && blocks.length > 0) for (const layer of this.storage.layers) this.kvMemory.cacheToHost(layer, blocks);
+  }
+
+  /** After host code wrote blocks into the pools (KV tier loads): their K/V to the device, when the pools live there. */
+  blocksFromHost(blocks: readonly number[]): void {
+    if (this.kvMemory && blocks.length > 0) for (const layer of this.storage.layers) this.kvMemory.cacheFromHost(layer, blocks);
+  }
+
+  /** A float32 activation buffer of `length` elements: on the device when the activations live there. */
+  private buffer(length: number): Activation {
+    return this.memory ? this.memory.alloc('f32', Math.max(length, 1)) : new Float32Array(length);
+  }
+
+  /** The host copy of an activation (a view of it on the host path; read from the device, a sync point, otherwise). */
+  private toHost(a: Activation, length: number): Float32Array {
+    if (a instanceof Float32Array) return a;
+    const host = new Float32Array(length);
+    this.memory!.read(a, host);
+    return host;
   }
 
   /** `linear` with this forward's activation mode for GGML weights. */
-  private linear(args: LinearArgs): void {
+  private linear(args: LinearArgs<Activation>): void {
     this.backend.linear(isGgmlDtype(args.weight.dtype) ? { ...args, activations: this.ggmlActivations } : args);
   }
 
@@ -208,16 +284,26 @@ export class LlamaForward {
     if (numTokens <= this.capacity) return;
     const n = Math.max(numTokens, Math.ceil(this.capacity * 1.5), 16);
     const d = this.dims;
-    this.hidden = new Float32Array(n * d.hiddenSize);
-    this.normed = new Float32Array(n * d.hiddenSize);
-    this.q = new Float32Array(n * d.numHeads * d.headDim);
-    this.k = new Float32Array(n * d.numKvHeads * d.headDim);
-    this.v = new Float32Array(n * d.numKvHeads * d.headDim);
-    this.attn = new Float32Array(n * d.numHeads * d.headDim);
-    this.proj = new Float32Array(n * d.hiddenSize);
-    this.gate = new Float32Array(n * d.intermediateSize);
-    this.up = new Float32Array(n * d.intermediateSize);
+    this.releaseBuffers();
+    this.hidden = this.buffer(n * d.hiddenSize);
+    this.normed = this.buffer(n * d.hiddenSize);
+    this.q = this.buffer(n * d.numHeads * d.headDim);
+    this.k = this.buffer(n * d.numKvHeads * d.headDim);
+    this.v = this.buffer(n * d.numKvHeads * d.headDim);
+    this.attn = this.buffer(n * d.numHeads * d.headDim);
+    this.proj = this.buffer(n * d.hiddenSize);
+    this.gate = this.buffer(n * d.intermediateSize);
+    this.up = this.buffer(n * d.intermediateSize);
     this.capacity = n;
+  }
+
+  /** Free the device buffers now (they would also go with garbage collection). */
+  private releaseBuffers(): void {
+    if (!this.memory) return;
+    for (const a of [this.hidden, this.normed, this.q, this.k, this.v, this.attn, this.proj, this.gate, this.up, this.logitsDev]) {
+      if (!(a instanceof Float32Array)) this.memory.free(a);
+    }
+    this.logitsDev = new Float32Array(0);
   }
 
   /**
@@ -225,17 +311,38 @@ export class LlamaForward {
    * @returns a new Float32Array `[logitsRows.length, vocabSize]`
    */
   forward(batch: ForwardBatch, observer?: AttentionObserver): Float32Array {
+    this.layers(batch, observer);
+    return this.logits(batch);
+  }
+
+  /**
+   * {@link forward}, but returns the greedy token of each logits row (`argmax`, the kernel contract's: the first
+   * maximum, NaN above every number): with device activations only these ids come back to the host, not the logits.
+   * @returns a new Int32Array `[logitsRows.length]`
+   */
+  forwardArgmax(batch: ForwardBatch, observer?: AttentionObserver): Int32Array {
+    this.layers(batch, observer);
+    const rows = batch.logitsRows.length;
+    const out = new Int32Array(rows);
+    if (rows === 0) return out;
+    // Soft-capping is monotonic but saturates in float32 (it can make two logits equal): take the capped host logits.
+    const x = this.dims.variant?.finalLogitSoftcapping !== undefined ? this.logits(batch) : this.logitsActivation(batch);
+    this.backend.argmax({ x, out, rows, cols: this.dims.vocabSize });
+    return out;
+  }
+
+  /** Embedding and every decoder layer (K/V written to the cache); the final hidden states are in `hidden`. */
+  private layers(batch: ForwardBatch, observer: AttentionObserver | undefined): void {
     const { backend: b, weights: w, dims: d } = this;
     const n = batch.numTokens;
     this.ensureCapacity(n);
     b.embedding({ table: w.embedTokens, ids: batch.tokenIds, out: this.hidden, numTokens: n });
     const embeddingScale = d.variant?.embeddingScale;
-    if (embeddingScale !== undefined) scaleInPlace(this.hidden, n * d.hiddenSize, embeddingScale);
+    if (embeddingScale !== undefined) scaleInPlace(hostView(this.hidden), n * d.hiddenSize, embeddingScale);
     for (let l = 0; l < d.numLayers; l++) {
       this.attentionBlock(l, batch, observer);
       this.mlpBlock(l, n);
     }
-    return this.logits(batch);
   }
 
   /** `hidden += o_proj(attention(norm(hidden)))` (Gemma: the attention output is normalized before the add). */
@@ -266,13 +373,16 @@ export class LlamaForward {
     });
     const rot = this.kvRotation;
     if (rot) {
-      rot.rotate(q, n * d.numHeads);
-      rot.rotate(k, n * d.numKvHeads);
-      rot.rotate(v, n * d.numKvHeads);
+      rot.rotate(hostView(q), n * d.numHeads);
+      rot.rotate(hostView(k), n * d.numKvHeads);
+      rot.rotate(hostView(v), n * d.numKvHeads);
     }
-    observer?.(l, { query: q, key: k, value: v, numTokens: n });
+    if (observer) {
+      const kvLength = n * d.numKvHeads * d.headDim;
+      observer(l, { query: this.toHost(q, n * d.numHeads * d.headDim), key: this.toHost(k, kvLength), value: this.toHost(v, kvLength), numTokens: n });
+    }
     b.reshapeAndCache({ key: k, value: v, slotMapping: batch.slotMapping, numTokens: n, cache });
-    this.kvTelemetry?.observe(l, cache, k, v, batch.slotMapping, n);
+    this.kvTelemetry?.observe(l, cache, hostView(k), hostView(v), batch.slotMapping, n);
     const args = {
       query: q,
       out: attn,
@@ -289,9 +399,9 @@ export class LlamaForward {
       fp8Query: this.fp8Query && isFp8Dtype(cache.dtype) ? {} : undefined,
     };
     const cap = d.variant?.attnLogitSoftcapping;
-    if (cap !== undefined) softcappedPagedAttention(args, cap);
+    if (cap !== undefined) softcappedPagedAttention({ ...args, query: hostView(q), out: hostView(attn) }, cap);
     else b.pagedAttention(args);
-    rot?.unrotate(attn, n * d.numHeads);
+    if (rot) rot.unrotate(hostView(attn), n * d.numHeads);
     this.linear({ x: attn, weight: lw.oProj, bias: lw.oBias, out: proj, rows: n });
     if (lw.preFeedforwardLayernorm) b.rmsNorm({ x: proj, weight: lw.postAttentionLayernorm, out: proj, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
     b.add({ a: hidden, b: proj, out: hidden, length: n * d.hiddenSize });
@@ -313,21 +423,49 @@ export class LlamaForward {
     b.add({ a: hidden, b: proj, out: hidden, length: n * d.hiddenSize });
   }
 
-  /** Final norm and LM head on the rows `batch.logitsRows` asks for (soft-capped when the model says so). */
+  /** Final norm and LM head on the rows `batch.logitsRows` asks for (soft-capped when the model says so), on the host. */
   private logits(batch: ForwardBatch): Float32Array {
-    const { backend: b, weights: w, dims: d, hidden } = this;
     const rows = batch.logitsRows.length;
     if (rows === 0) return new Float32Array(0); // a step of mid-prefill chunks only: nothing to sample
-    const selected = new Float32Array(rows * d.hiddenSize);
-    for (let r = 0; r < rows; r++) {
-      const src = batch.logitsRows[r]!;
-      selected.set(hidden.subarray(src * d.hiddenSize, (src + 1) * d.hiddenSize), r * d.hiddenSize);
-    }
-    b.rmsNorm({ x: selected, weight: w.norm, out: selected, rows, hidden: d.hiddenSize, eps: d.rmsNormEps });
-    const logits = new Float32Array(rows * d.vocabSize);
-    this.linear({ x: selected, weight: w.lmHead, out: logits, rows });
-    const cap = d.variant?.finalLogitSoftcapping;
+    const logits = this.toHost(this.logitsActivation(batch), rows * this.dims.vocabSize);
+    const cap = this.dims.variant?.finalLogitSoftcapping;
     if (cap !== undefined) softcapInPlace(logits, logits.length, cap);
     return logits;
   }
+
+  /**
+   * Final norm and LM head (no soft-capping) on the rows `batch.logitsRows` asks for (at least one). With device
+   * activations and every row asked for in order (decode steps), on the device; otherwise the rows are gathered on the
+   * host (read from the device one row each) and the result is a host array.
+   */
+  private logitsActivation(batch: ForwardBatch): Activation {
+    const { weights: w, dims: d, hidden } = this;
+    const rows = batch.logitsRows.length;
+    const H = d.hiddenSize;
+    if (this.memory && rows === batch.numTokens && batch.logitsRows.every((r, i) => r === i)) {
+      if (this.logitsDev.length < rows * d.vocabSize) {
+        if (!(this.logitsDev instanceof Float32Array)) this.memory.free(this.logitsDev);
+        this.logitsDev = this.memory.alloc('f32', this.capacity * d.vocabSize);
+      }
+      this.backend.rmsNorm({ x: hidden, weight: w.norm, out: this.normed, rows, hidden: H, eps: d.rmsNormEps });
+      this.linear({ x: this.normed, weight: w.lmHead, out: this.logitsDev, rows });
+      return this.logitsDev;
+    }
+    const selected = new Float32Array(rows * H);
+    for (let r = 0; r < rows; r++) {
+      const src = batch.logitsRows[r]!;
+      if (hidden instanceof Float32Array) selected.set(hidden.subarray(src * H, (src + 1) * H), r * H);
+      else this.memory!.read(hidden, selected.subarray(r * H, (r + 1) * H), src * H);
+    }
+    this.backend.rmsNorm({ x: selected, weight: w.norm, out: selected, rows, hidden: H, eps: d.rmsNormEps });
+    const logits = new Float32Array(rows * d.vocabSize);
+    this.linear({ x: selected, weight: w.lmHead, out: logits, rows });
+    return logits;
+  }
+}
+
+/** An activation the host path computes on in TypeScript (never a device array there: see {@link hostOnlyReason}). */
+function hostView(a: Activation): Float32Array {
+  if (!(a instanceof Float32Array)) throw new EngineError('INVALID_ARGUMENT', 'a step that runs in TypeScript was given a device activation (internal error)');
+  return a;
 }

@@ -37,8 +37,10 @@ export interface LogitsRows {
 
 /** The result of one {@link ModelRunner.execute}. */
 export interface ModelRunnerOutput {
-  /** Float32 `[numRows, vocabSize]`, row-major; rows in the order of `rows`. */
+  /** Float32 `[numRows, vocabSize]`, row-major; rows in the order of `rows` (empty when `greedyTokens` is set). */
   readonly logits: Float32Array;
+  /** With `greedy` execution: the argmax of each logits row (rows in the order of `rows`), instead of `logits`. */
+  readonly greedyTokens?: Int32Array;
   /** Per input that asked for logits (and got them in this step), in input order. */
   readonly rows: readonly LogitsRows[];
   /** Tokens computed by the forward pass. */
@@ -84,7 +86,7 @@ export class ModelRunner {
     let row = 0;
     for (let s = 0; s < numSeqs; s++) {
       const { seqId, allocation: alloc, logits } = inputs[s]!;
-      if (alloc.copies.length > 0) this.forwardPass.storage.copyBlocks(alloc.copies);
+      if (alloc.copies.length > 0) this.forwardPass.copyBlocks(alloc.copies);
       const all = this.manager.tokenIds(seqId);
       queryStartLoc[s] = row;
       for (let i = 0; i < alloc.numNewTokens; i++) {
@@ -124,9 +126,11 @@ export class ModelRunner {
   /**
    * {@link prepare} the batch and run the forward pass (KV of the computed tokens is written to the cache).
    * @param observer receives every layer's post-RoPE q/k/v (KV-scale calibration), when given
+   * @param greedy return each logits row's argmax (`greedyTokens`) instead of the logits (see {@link LlamaForward.forwardArgmax})
    */
-  execute(inputs: readonly ModelRunnerInput[], observer?: AttentionObserver): ModelRunnerOutput {
+  execute(inputs: readonly ModelRunnerInput[], observer?: AttentionObserver, greedy = false): ModelRunnerOutput {
     const { batch, rows } = this.prepare(inputs);
+    if (greedy) return { logits: new Float32Array(0), greedyTokens: this.forwardPass.forwardArgmax(batch, observer), rows, numTokens: batch.numTokens };
     const logits = this.forwardPass.forward(batch, observer);
     return { logits, rows, numTokens: batch.numTokens };
   }

@@ -35,6 +35,32 @@ export interface SampleResult {
 }
 
 /** Sampling and scoring over logits rows. Stateless: every input is in the request. */
+/**
+ * Whether a request's next token is the plain argmax of the raw logits: temperature 0, no logprobs, and no logits
+ * processor or penalty that could change a logit (allowed ids, bad words, logit bias, min_tokens' stop masking while
+ * `outputLength < minTokens`, repetition / presence / frequency penalties, a structured-output constraint). Such a
+ * token can be taken on the device (`argmax` over device logits) without the logits coming to the host.
+ */
+export function isPlainGreedy(
+  params: ResolvedSamplingParams,
+  outputLength: number,
+  badWordsTokenIds: readonly (readonly number[])[] | undefined,
+  constrained: boolean,
+): boolean {
+  return (
+    params.temperature === 0 &&
+    params.logprobs === undefined &&
+    params.allowedTokenIds === undefined &&
+    (badWordsTokenIds === undefined || badWordsTokenIds.length === 0) &&
+    params.logitBias.size === 0 &&
+    outputLength >= params.minTokens &&
+    params.repetitionPenalty === 1 &&
+    params.presencePenalty === 0 &&
+    params.frequencyPenalty === 0 &&
+    !constrained
+  );
+}
+
 export class Sampler {
   /**
    * One token per request, in order, as vLLM V1's sampler: on a copy of the logits, the logits processors

@@ -32,8 +32,14 @@ export function logSoftmax(logits: ArrayLike<number>): Float64Array {
 
 /** Index of the largest value (the first on ties, as torch.argmax). */
 export function argmax(x: ArrayLike<number>): number {
+  // torch.argmax's (and the kernel contract's) semantics: the first maximum; a NaN counts as larger than any number.
+  if (x.length === 0 || Number.isNaN(x[0])) return 0;
   let best = 0;
-  for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
+  for (let i = 1; i < x.length; i++) {
+    const v = x[i]!;
+    if (Number.isNaN(v)) return i;
+    if (v > x[best]!) best = i;
+  }
   return best;
 }
 

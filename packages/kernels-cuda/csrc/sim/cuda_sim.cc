@@ -21,6 +21,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -391,20 +393,51 @@ cudaError_t cudaGetLastError() {
 }
 cudaError_t cudaPeekAtLastError() { return t_error; }
 
+// Simulated device allocations (start -> bytes), so copies can check their direction as a real device would fail
+// them: a host pointer where device memory is expected (or the reverse) is an error here, not a silent memmove.
+std::mutex g_allocMu;
+std::map<uintptr_t, size_t> g_allocs;
+
+bool sim_is_device(const void* p, size_t bytes) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lock(g_allocMu);
+  auto it = g_allocs.upper_bound(a);
+  if (it == g_allocs.begin()) return false;
+  --it;
+  return a - it->first < it->second && bytes <= it->second - (a - it->first);
+}
+
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   const size_t n = ((bytes ? bytes : 1) + 255) & ~(size_t)255;
   *p = aligned_alloc(256, n);
   if (!*p) return cudaErrorMemoryAllocation;
   memset(*p, 0xFF, n);  // never-written device memory reads as NaN
+  std::lock_guard<std::mutex> lock(g_allocMu);
+  g_allocs[reinterpret_cast<uintptr_t>(*p)] = n;
   return cudaSuccess;
 }
 cudaError_t cudaFree(void* p) {
+  if (p) {
+    std::lock_guard<std::mutex> lock(g_allocMu);
+    g_allocs.erase(reinterpret_cast<uintptr_t>(p));
+  }
   free(p);
   return cudaSuccess;
 }
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (t_error != cudaSuccess) return t_error;
-  if (bytes) memmove(dst, src, bytes);
+  if (bytes) {
+    const bool dDev = sim_is_device(dst, bytes), sDev = sim_is_device(src, bytes);
+    const bool wantD = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+    const bool wantS = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+    if (dDev != wantD || sDev != wantS) {
+      set_error(cudaErrorInvalidValue, "cudaMemcpy: a pointer is not where the copy kind says (host vs device memory)");
+      const cudaError_t e = t_error;
+      t_error = cudaSuccess;  // not sticky: the call fails, the context stays usable
+      return e;
+    }
+    memmove(dst, src, bytes);
+  }
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {

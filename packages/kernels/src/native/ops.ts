@@ -15,7 +15,9 @@
  */
 import { isKvQuantDtype, type KvQuantDtype } from '@kvq/cache';
 import type { Fp8Format, Saturation, ScaleLayout } from '@kvq/fp8';
+import { isDeviceArray } from '../device.js';
 import type {
+  Activation,
   AmaxPerHeadArgs,
   AmaxTensorArgs,
   BackendInfo,
@@ -138,10 +140,10 @@ export type WeightNativeArgs = [
  * Positional arguments of `linear` (csrc/napi_args.h `readLinear`); `bias` null when absent; `activations` 0 for
  * float32, 1 for `'q8'` (csrc/act_q8.h).
  */
-export type LinearNativeArgs = [x: F32, rows: number, ...weight: WeightNativeArgs, bias: F32 | null, out: F32, activations: number];
+export type LinearNativeArgs = [x: Activation, rows: number, ...weight: WeightNativeArgs, bias: F32 | null, out: Activation, activations: number];
 
 /** Positional arguments of `embedding` (csrc/napi_args.h `readEmbedding`). */
-export type EmbeddingNativeArgs = [...table: WeightNativeArgs, ids: I32, out: F32, numTokens: number];
+export type EmbeddingNativeArgs = [...table: WeightNativeArgs, ids: I32, out: Activation, numTokens: number];
 
 /**
  * The positional arguments of a (validated) weight matrix: its data, dtype code, shape, and for the compressed-tensors
@@ -158,8 +160,8 @@ export function weightArgs(w: WeightMatrix): WeightNativeArgs {
  * 2 nosat; `qScale` is read only in FP8-query mode.
  */
 export type PagedAttentionNativeArgs = [
-  query: F32,
-  out: F32,
+  query: Activation,
+  out: Activation,
   dtype: number,
   kPool: NativePool,
   vPool: NativePool,
@@ -202,8 +204,8 @@ export interface NativeKernelOps<D = never> extends StandardNativeOps {
   linear(...args: [...LinearNativeArgs, wDev?: D | null]): void;
   embedding(...args: [...EmbeddingNativeArgs, tableDev?: D | null]): void;
   reshapeAndCache(
-    key: F32,
-    value: F32,
+    key: Activation,
+    value: Activation,
     slotMapping: I32,
     numTokens: number,
     dtype: number,
@@ -217,6 +219,7 @@ export interface NativeKernelOps<D = never> extends StandardNativeOps {
     vScale: F32,
     kDev?: D | null,
     vDev?: D | null,
+    deviceOnly?: boolean,
   ): void;
   pagedAttention(...args: [...PagedAttentionNativeArgs, kDev?: D | null, vDev?: D | null]): void;
   amaxTensor(x: F32, length: number): number;
@@ -291,7 +294,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
         configurable: true,
         writable: true,
         value(this: NativeKernelBackend<NativeKernelOps>, args: unknown): void {
-          const native = toNative(args);
+          const native = toNative(args).map((v) => this.nativeValue(op, v));
           const method = this.ctx[op] as (...a: unknown[]) => void;
           this.call(op, () => method.apply(this.ctx, native));
         },
@@ -342,6 +345,28 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
     return [null, null];
   }
 
+  /**
+   * What the addon receives for an argument: the value itself, except device arrays, which a backend with device
+   * memory maps to its native handle; this default (a backend computing on host memory) refuses them.
+   * @throws KernelError `WRONG_ARRAY_TYPE` for a device array
+   */
+  protected nativeValue(op: string, v: unknown): unknown {
+    if (isDeviceArray(v)) {
+      throw new KernelError('WRONG_ARRAY_TYPE', `${op}: got a device array of backend '${v.backend}'; the ${this.name} backend computes on host arrays (Float32Array)`);
+    }
+    return v;
+  }
+
+  /** {@link nativeValue} of an activation, typed for the positional argument lists. */
+  protected nativeActivation(op: string, v: Activation): Activation {
+    return this.nativeValue(op, v) as Activation;
+  }
+
+  /** Whether cache writes may leave the host pools of `cache` behind (its device pools are the only copy). */
+  protected cacheDeviceOnly(_cache: KvLayerCache): boolean {
+    return false;
+  }
+
   /** Run one native call; addon errors become {@link KernelError}s prefixed with `op`. */
   protected call<T>(op: string, f: () => T): T {
     try {
@@ -352,19 +377,26 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
   }
 
   /** `linear`'s validated positional arguments (without resident buffers). */
-  protected linearArgs(args: LinearArgs): LinearNativeArgs {
+  protected linearArgs(args: LinearArgs<Activation>): LinearNativeArgs {
     const { rows } = validateLinear(args);
-    return [args.x, rows, ...weightArgs(args.weight), args.bias ?? null, args.out, args.activations === 'q8' ? 1 : 0];
+    return [
+      this.nativeActivation('linear', args.x),
+      rows,
+      ...weightArgs(args.weight),
+      args.bias ?? null,
+      this.nativeActivation('linear', args.out),
+      args.activations === 'q8' ? 1 : 0,
+    ];
   }
 
   /** `pagedAttention`'s validated positional arguments (without resident buffers). */
-  protected attentionArgs(args: PagedAttentionArgs): PagedAttentionNativeArgs {
+  protected attentionArgs(args: PagedAttentionArgs<Activation>): PagedAttentionNativeArgs {
     const plan = validatePagedAttention(args);
     const c = args.cache;
     const fp8Query = plan.fp8Query ? (args.fp8Query?.saturation === 'nosat' ? 2 : 1) : 0;
     return [
-      args.query,
-      args.out,
+      this.nativeActivation('pagedAttention', args.query),
+      this.nativeActivation('pagedAttention', args.out),
       nativeKvDtypeCode(c.dtype, 'pagedAttention', this.kvQuantKernels()),
       c.key,
       c.value,
@@ -387,26 +419,29 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
     ];
   }
 
-  linear(args: LinearArgs): void {
+  linear(args: LinearArgs<Activation>): void {
     const native = this.linearArgs(args);
     this.call('linear', () => this.ctx.linear(...native, this.weightDevice(args.weight.data)));
   }
 
-  embedding(args: EmbeddingArgs): void {
+  embedding(args: EmbeddingArgs<Activation>): void {
     const { numTokens } = validateEmbedding(args);
     const t = args.table;
-    this.call('embedding', () => this.ctx.embedding(...weightArgs(t), args.ids, args.out, numTokens, this.weightDevice(t.data)));
+    const out = this.nativeActivation('embedding', args.out);
+    this.call('embedding', () => this.ctx.embedding(...weightArgs(t), args.ids, out, numTokens, this.weightDevice(t.data)));
   }
 
-  reshapeAndCache(args: ReshapeAndCacheArgs): void {
+  reshapeAndCache(args: ReshapeAndCacheArgs<Activation>): void {
     const d = validateReshapeAndCache(args);
     const c = args.cache;
     const dtypeCode = nativeKvDtypeCode(c.dtype, 'reshapeAndCache', this.kvQuantKernels());
+    const key = this.nativeActivation('reshapeAndCache', args.key);
+    const value = this.nativeActivation('reshapeAndCache', args.value);
     this.call('reshapeAndCache', () => {
       const [kDev, vDev] = this.cacheDevice(c);
       this.ctx.reshapeAndCache(
-        args.key,
-        args.value,
+        key,
+        value,
         args.slotMapping,
         d.numTokens,
         dtypeCode,
@@ -420,11 +455,12 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
         c.vScale,
         kDev,
         vDev,
+        kDev !== null && this.cacheDeviceOnly(c),
       );
     });
   }
 
-  pagedAttention(args: PagedAttentionArgs): void {
+  pagedAttention(args: PagedAttentionArgs<Activation>): void {
     const native = this.attentionArgs(args);
     this.call('pagedAttention', () => this.ctx.pagedAttention(...native, ...this.cacheDevice(args.cache)));
   }

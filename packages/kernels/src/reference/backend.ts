@@ -34,6 +34,7 @@ import type {
   SiluAndMulArgs,
   SoftmaxArgs,
 } from '../contract.js';
+import { hostArgs, type Activation } from '../device.js';
 import {
   isFp8,
   qScalePerKvHead,
@@ -88,7 +89,8 @@ function scaleOf(scales: Float32Array, head: number): number {
  * `linear` for every weight dtype: each weight row is dequantized to float32 once (`dequantizeRow`, the executable
  * definition of every stored format), then dotted with every input row in float64 and rounded once on store.
  */
-function linear(args: LinearArgs): void {
+function linear(raw: LinearArgs<Activation>): void {
+  const args = hostArgs('linear', raw);
   const { rows, inFeatures, outFeatures } = validateLinear(args);
   const { out, bias, weight } = args;
   const x = args.activations === 'q8' ? roundTripActivationsQ8(args.x, rows, inFeatures, weight.dtype as GgmlWeightDtype) : args.x;
@@ -104,7 +106,8 @@ function linear(args: LinearArgs): void {
   }
 }
 
-function rmsNorm(args: RmsNormArgs): void {
+function rmsNorm(raw: RmsNormArgs<Activation>): void {
+  const args = hostArgs('rmsNorm', raw);
   const { rows, hidden } = validateRmsNorm(args);
   const { x, weight, out, eps } = args;
   for (let r = 0; r < rows; r++) {
@@ -115,13 +118,15 @@ function rmsNorm(args: RmsNormArgs): void {
   }
 }
 
-function add(args: AddArgs): void {
+function add(raw: AddArgs<Activation>): void {
+  const args = hostArgs('add', raw);
   const { length } = validateAdd(args);
   const { a, b, out } = args;
   for (let i = 0; i < length; i++) out[i] = a[i]! + b[i]!;
 }
 
-function siluAndMul(args: SiluAndMulArgs): void {
+function siluAndMul(raw: SiluAndMulArgs<Activation>): void {
+  const args = hostArgs('siluAndMul', raw);
   const { length } = validateSiluAndMul(args);
   const { gate, up, out } = args;
   for (let i = 0; i < length; i++) {
@@ -133,7 +138,8 @@ function siluAndMul(args: SiluAndMulArgs): void {
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
 /** `gelu_tanh(g) * u`, using `0.5 (1 + tanh(t)) = 1 / (1 + exp(-2t))` (the same value; no cancellation near 0). */
-function geluTanhAndMul(args: GeluTanhAndMulArgs): void {
+function geluTanhAndMul(raw: GeluTanhAndMulArgs<Activation>): void {
+  const args = hostArgs('geluTanhAndMul', raw);
   const { length } = validateGeluTanhAndMul(args);
   const { gate, up, out } = args;
   for (let i = 0; i < length; i++) {
@@ -144,13 +150,15 @@ function geluTanhAndMul(args: GeluTanhAndMulArgs): void {
 }
 
 /** `embedding` for every table dtype: the looked-up rows are dequantized (`dequantizeRow`) straight into `out`. */
-function embedding(args: EmbeddingArgs): void {
+function embedding(raw: EmbeddingArgs<Activation>): void {
+  const args = hostArgs('embedding', raw);
   const { numTokens, hidden } = validateEmbedding(args);
   const { table, ids, out } = args;
   for (let t = 0; t < numTokens; t++) dequantizeRow(table, ids[t]!, out, t * hidden);
 }
 
-function rope(args: RopeArgs): void {
+function rope(raw: RopeArgs<Activation>): void {
+  const args = hostArgs('rope', raw);
   const { numTokens, numHeads, numKvHeads, headSize, rotaryDim } = validateRope(args);
   const { query, key, positions, table, style } = args;
   const half = rotaryDim / 2;
@@ -173,7 +181,8 @@ function rope(args: RopeArgs): void {
   }
 }
 
-function softmax(args: SoftmaxArgs): void {
+function softmax(raw: SoftmaxArgs<Activation>): void {
+  const args = hostArgs('softmax', raw);
   const { rows, cols } = validateSoftmax(args);
   const { x, out } = args;
   for (let r = 0; r < rows; r++) {
@@ -196,7 +205,8 @@ function softmax(args: SoftmaxArgs): void {
   }
 }
 
-function argmax(args: ArgmaxArgs): void {
+function argmax(raw: ArgmaxArgs<Activation>): void {
+  const args = hostArgs('argmax', raw);
   const { rows, cols } = validateArgmax(args);
   const { x, out } = args;
   for (let r = 0; r < rows; r++) {
@@ -233,7 +243,8 @@ function storeToken(cache: KvLayerCache, src: Float32Array, dst: Float32Array | 
   }
 }
 
-function reshapeAndCache(args: ReshapeAndCacheArgs): void {
+function reshapeAndCache(raw: ReshapeAndCacheArgs<Activation>): void {
+  const args = hostArgs('reshapeAndCache', raw);
   const { numTokens, numKvHeads, headSize, quant } = validateReshapeAndCache(args);
   if (quant) {
     reshapeAndCacheQuant(args, quant, numTokens);
@@ -251,7 +262,8 @@ function reshapeAndCache(args: ReshapeAndCacheArgs): void {
   }
 }
 
-function pagedAttention(args: PagedAttentionArgs): void {
+function pagedAttention(raw: PagedAttentionArgs<Activation>): void {
+  const args = hostArgs('pagedAttention', raw);
   const plan = validatePagedAttention(args);
   if (plan.quant) {
     pagedAttentionQuant(args, plan, plan.quant);
@@ -333,7 +345,8 @@ function pagedAttention(args: PagedAttentionArgs): void {
   }
 }
 
-function amaxTensor(args: AmaxTensorArgs): number {
+function amaxTensor(raw: AmaxTensorArgs): number {
+  const args = hostArgs('amaxTensor', raw);
   const { length } = validateAmaxTensor(args);
   let m = 0;
   for (let i = 0; i < length; i++) {
@@ -344,7 +357,8 @@ function amaxTensor(args: AmaxTensorArgs): number {
   return m;
 }
 
-function amaxPerHead(args: AmaxPerHeadArgs): void {
+function amaxPerHead(raw: AmaxPerHeadArgs): void {
+  const args = hostArgs('amaxPerHead', raw);
   const { numTokens, numHeads, headSize } = validateAmaxPerHead(args);
   const { x, out } = args;
   for (let h = 0; h < numHeads; h++) {
@@ -361,13 +375,15 @@ function amaxPerHead(args: AmaxPerHeadArgs): void {
   }
 }
 
-function quantizeFp8(args: QuantizeFp8Args): void {
+function quantizeFp8(raw: QuantizeFp8Args): void {
+  const args = hostArgs('quantizeFp8', raw);
   const { length } = validateQuantizeFp8(args);
   const opts = args.saturation === undefined ? { out: args.out } : { out: args.out, saturation: args.saturation };
   quantizeScaled(args.src.subarray(0, length), args.scales, args.layout, args.format, opts);
 }
 
-function dequantizeFp8(args: DequantizeFp8Args): void {
+function dequantizeFp8(raw: DequantizeFp8Args): void {
+  const args = hostArgs('dequantizeFp8', raw);
   const { length } = validateDequantizeFp8(args);
   dequantizeScaled(args.src.subarray(0, length), args.scales, args.layout, args.format, { out: args.out });
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { GgmlWeightDtype, KernelBackend, KernelOpName, PagedAttentionArgs, ReshapeAndCacheArgs } from '../contract.js';
+import type { GgmlWeightDtype, HostArgs, KernelBackend, KernelOpName, PagedAttentionArgs, ReshapeAndCacheArgs } from '../contract.js';
 import { dequantizeRow } from '../quant/dequantize.js';
 import { roundTripActivationsQ8 } from '../quant/activations.js';
 import { createReferenceBackend } from '../reference/backend.js';
@@ -13,6 +13,9 @@ import {
   runParitySuite,
   type BadInputCase,
 } from './index.js';
+
+/** An op's arguments with host arrays (the mutants below compute on host memory). */
+type HostOf<K extends KernelOpName> = HostArgs<Parameters<KernelBackend[K]>[0]>;
 
 const ref = createReferenceBackend();
 
@@ -138,30 +141,30 @@ function mutant(op: KernelOpName, impl: (args: never) => unknown): KernelBackend
 
 describe('parity kit detects broken backends', () => {
   const mutants: [string, KernelOpName, (args: never) => unknown][] = [
-    ['linear ignores bias', 'linear', (a: Parameters<KernelBackend['linear']>[0]) => ref.linear({ ...a, bias: undefined })],
+    ['linear ignores bias', 'linear', (a: HostOf<'linear'>) => ref.linear({ ...a, bias: undefined })],
     [
       'linear writes one element past the output',
       'linear',
-      (a: Parameters<KernelBackend['linear']>[0]) => {
+      (a: HostOf<'linear'>) => {
         ref.linear(a);
         a.out[a.rows * a.weight.rows] = 0;
       },
     ],
-    ['rmsNorm ignores the weight', 'rmsNorm', (a: Parameters<KernelBackend['rmsNorm']>[0]) => ref.rmsNorm({ ...a, weight: new Float32Array(a.hidden).fill(1) })],
-    ['rope uses the other pairing', 'rope', (a: Parameters<KernelBackend['rope']>[0]) => ref.rope({ ...a, style: a.style === 'rotate_half' ? 'interleaved' : 'rotate_half' })],
-    ['rope skips the keys', 'rope', (a: Parameters<KernelBackend['rope']>[0]) => ref.rope({ ...a, key: new Float32Array(a.key.length) })],
-    ['embedding off by one row', 'embedding', (a: Parameters<KernelBackend['embedding']>[0]) => ref.embedding({ ...a, ids: a.ids.map((i) => (i + 1) % a.table.rows) })],
+    ['rmsNorm ignores the weight', 'rmsNorm', (a: HostOf<'rmsNorm'>) => ref.rmsNorm({ ...a, weight: new Float32Array(a.hidden).fill(1) })],
+    ['rope uses the other pairing', 'rope', (a: HostOf<'rope'>) => ref.rope({ ...a, style: a.style === 'rotate_half' ? 'interleaved' : 'rotate_half' })],
+    ['rope skips the keys', 'rope', (a: HostOf<'rope'>) => ref.rope({ ...a, key: new Float32Array(a.key.length) })],
+    ['embedding off by one row', 'embedding', (a: HostOf<'embedding'>) => ref.embedding({ ...a, ids: a.ids.map((i) => (i + 1) % a.table.rows) })],
     [
       'siluAndMul uses sigmoid only',
       'siluAndMul',
-      (a: Parameters<KernelBackend['siluAndMul']>[0]) => {
+      (a: HostOf<'siluAndMul'>) => {
         for (let i = 0; i < a.length; i++) a.out[i] = (1 / (1 + Math.exp(-a.gate[i]!))) * a.up[i]!;
       },
     ],
     [
       'geluTanhAndMul uses the exact (erf) GELU',
       'geluTanhAndMul',
-      (a: Parameters<KernelBackend['geluTanhAndMul']>[0]) => {
+      (a: HostOf<'geluTanhAndMul'>) => {
         const erf = (x: number) => {
           // erf by its Taylor series (accurate for the kit's |x| <= 4 gates), saturated past |x| > 6.
           if (Math.abs(x) > 6) return Math.sign(x);
@@ -179,7 +182,7 @@ describe('parity kit detects broken backends', () => {
     [
       'softmax forgets NaN rows',
       'softmax',
-      (a: Parameters<KernelBackend['softmax']>[0]) => {
+      (a: HostOf<'softmax'>) => {
         const x = a.x.slice();
         for (let i = 0; i < a.rows * a.cols; i++) if (Number.isNaN(x[i]!)) x[i] = 0;
         ref.softmax({ ...a, x, out: a.out === a.x ? a.x : a.out });
@@ -234,13 +237,13 @@ describe('parity kit detects broken backends', () => {
         ref.pagedAttention({ ...a, seqLens });
       },
     ],
-    ['amaxPerHead ignores accumulate', 'amaxPerHead', (a: Parameters<KernelBackend['amaxPerHead']>[0]) => ref.amaxPerHead({ ...a, accumulate: false })],
-    ['amaxTensor ignores NaN', 'amaxTensor', (a: Parameters<KernelBackend['amaxTensor']>[0]) => ref.amaxTensor({ ...a, x: a.x.map((v) => (Number.isNaN(v) ? 0 : v)) })],
-    ['quantizeFp8 always saturates', 'quantizeFp8', (a: Parameters<KernelBackend['quantizeFp8']>[0]) => ref.quantizeFp8({ ...a, saturation: 'satfinite' })],
+    ['amaxPerHead ignores accumulate', 'amaxPerHead', (a: HostOf<'amaxPerHead'>) => ref.amaxPerHead({ ...a, accumulate: false })],
+    ['amaxTensor ignores NaN', 'amaxTensor', (a: HostOf<'amaxTensor'>) => ref.amaxTensor({ ...a, x: a.x.map((v) => (Number.isNaN(v) ? 0 : v)) })],
+    ['quantizeFp8 always saturates', 'quantizeFp8', (a: HostOf<'quantizeFp8'>) => ref.quantizeFp8({ ...a, saturation: 'satfinite' })],
     [
       'dequantizeFp8 decodes fnuz as OCP',
       'dequantizeFp8',
-      (a: Parameters<KernelBackend['dequantizeFp8']>[0]) =>
+      (a: HostOf<'dequantizeFp8'>) =>
         ref.dequantizeFp8({ ...a, format: a.format === 'e4m3fnuz' ? 'e4m3fn' : a.format === 'e5m2fnuz' ? 'e5m2' : a.format }),
     ],
   ];
@@ -333,7 +336,7 @@ describe('parity kit: the linear tolerance fits float32 accumulation on quantize
     const f32acc: KernelBackend = {
       ...createReferenceBackend(),
       name: 'f32-accumulation',
-      linear(a) {
+      linear(a: HostOf<'linear'>) {
         const { weight, out, rows, bias } = a;
         const x = a.activations === 'q8' ? roundTripActivationsQ8(a.x, rows, weight.cols, weight.dtype as GgmlWeightDtype) : a.x;
         const row = new Float32Array(weight.cols);
