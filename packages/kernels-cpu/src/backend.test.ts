@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describeLoad, isKernelError, KERNEL_OPS, loadBackend, selfTest } from '@kvq/kernels';
+import { DEVICE_ARRAY, describeLoad, isKernelError, KERNEL_OPS, loadBackend, selfTest } from '@kvq/kernels';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NATIVE_ABI as ADDON_ABI } from '@kvq/kernels/native';
 import { backendName, cpuAvailability, createBackend } from './backend.js';
@@ -44,6 +44,24 @@ describe.skipIf(!avail.available)('createBackend', () => {
     for (const k of ['KVQ_CPU_ISA', 'KVQ_CPU_THREADS', 'KVQ_CPU_SPIN_US']) {
       if (saved[k] === undefined) delete process.env[k];
       else process.env[k] = saved[k];
+    }
+  });
+
+  it('computes on host memory: no device memory, and a device array is WRONG_ARRAY_TYPE (never read as host memory)', () => {
+    const cpu = createBackend({ threads: 1 });
+    try {
+      expect(cpu.memory).toBeUndefined();
+      const x = { [DEVICE_ARRAY]: true, kind: 'f32', length: 4, backend: 'cuda' } as const;
+      let err: unknown;
+      try {
+        cpu.add({ a: x, b: new Float32Array(4), out: new Float32Array(4), length: 4 });
+      } catch (e) {
+        err = e;
+      }
+      expect(isKernelError(err, 'WRONG_ARRAY_TYPE')).toBe(true);
+      expect(String((err as Error).message)).toMatch(/device array of backend 'cuda'/);
+    } finally {
+      cpu.dispose?.();
     }
   });
 

@@ -202,13 +202,14 @@ class Context : public Napi::ObjectWrap<Context> {
 
   /** transferStats() -> cumulative host<->device bytes and copies of this context. */
   Napi::Value TransferStats(const Napi::CallbackInfo& info) {
-    uint64_t v[4];
+    uint64_t v[5];
     gpu::transfer_stats(ctx(info), v);
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("hostToDeviceBytes", (double)v[0]);
     o.Set("deviceToHostBytes", (double)v[1]);
     o.Set("hostToDeviceCopies", (double)v[2]);
     o.Set("deviceToHostCopies", (double)v[3]);
+    o.Set("waits", (double)v[4]);
     return o;
   }
 

@@ -71,6 +71,7 @@ struct Context {
   void* hostStage = nullptr;  // plain host staging for gathers
   size_t hostStageBytes = 0;
   uint64_t h2dBytes = 0, d2hBytes = 0, h2dCopies = 0, d2hCopies = 0;  // transfer_stats
+  uint64_t waits = 0;  // host waits for the stream (sync), transfer_stats
   /** Device buffers of buffer_alloc (start -> bytes): pointers in them are device arrays, never copied. */
   std::map<uintptr_t, size_t> deviceRanges;
   /** A device -> host copy was queued since the last synchronization (finish() must wait for it). */

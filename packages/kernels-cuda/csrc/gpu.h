@@ -70,9 +70,10 @@ const char* context_gemm_note(const Context* ctx);
 bool context_mem_info(Context* ctx, int64_t* freeBytes, int64_t* totalBytes, Status* st);
 /**
  * Host<->device traffic of a context since it was created: out[0] host->device bytes, out[1] device->host bytes,
- * out[2] / out[3] the number of copies each way (every cudaMemcpy of inputs, outputs and resident uploads/downloads).
+ * out[2] / out[3] the number of copies each way (every cudaMemcpy of inputs, outputs and resident uploads/downloads),
+ * out[4] the number of times the host waited for the device (op results, reads).
  */
-void transfer_stats(const Context* ctx, uint64_t out[4]);
+void transfer_stats(const Context* ctx, uint64_t out[5]);
 
 // ---- resident device buffers --------------------------------------------------------------------------------
 void* buffer_alloc(Context* ctx, size_t bytes, Status* st);

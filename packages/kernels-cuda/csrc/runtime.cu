@@ -269,11 +269,12 @@ static void count_d2h(Context* ctx, size_t bytes) {
   ctx->d2hCopies++;
 }
 
-void transfer_stats(const Context* ctx, uint64_t out[4]) {
+void transfer_stats(const Context* ctx, uint64_t out[5]) {
   out[0] = ctx->h2dBytes;
   out[1] = ctx->d2hBytes;
   out[2] = ctx->h2dCopies;
   out[3] = ctx->d2hCopies;
+  out[4] = ctx->waits;
 }
 
 bool is_device(const Context* ctx, const void* p, size_t bytes) {
@@ -311,6 +312,7 @@ bool get(Context* ctx, void* host, const void* dev, size_t bytes, Status* st) {
 
 bool sync(Context* ctx, Status* st) {
   ctx->hostPending = false;
+  ctx->waits++;
   KVQ_TRY(cudaStreamSynchronize(ctx->stream), "kernel execution (cudaStreamSynchronize)");
   return true;
 }

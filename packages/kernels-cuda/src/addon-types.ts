@@ -155,6 +155,11 @@ export interface TransferStats {
   readonly hostToDeviceCopies: number;
   /** Number of device -> host copies. */
   readonly deviceToHostCopies: number;
+  /**
+   * Number of times the host waited for the device: an op whose outputs are all device arrays returns without waiting
+   * (asynchronous submission); reads and ops with host outputs wait.
+   */
+  readonly waits: number;
 }
 
 /** The module object `require('kvq_cuda.node')` returns. */

@@ -28,6 +28,7 @@ import {
   type ParityFailure,
 } from '@kvq/kernels/testing';
 import { createBackend, type GpuBackend, type GpuBackendOptions } from './backend.js';
+import { onDeviceArrays } from './device-parity.js';
 
 /** Options of {@link runGpuCheck}. */
 export interface GpuCheckOptions {
@@ -37,6 +38,8 @@ export interface GpuCheckOptions {
   readonly backendOptions?: GpuBackendOptions | undefined;
   /** Parity suite size. Default `'quick'`. */
   readonly parity?: 'quick' | 'full' | 'off' | undefined;
+  /** Also run the parity suite (quick) with every activation on device arrays and caches attached (default true). */
+  readonly deviceArrays?: boolean | undefined;
   /** Run the long-context attention checks (4k-16k keys). Default true. */
   readonly longContext?: boolean | undefined;
   /** Elements per chunk of the device-encoder check (10 chunks per format and saturation). Default 2^22. */
@@ -97,6 +100,8 @@ export interface GpuCheckReport {
   badInput?: { failures: unknown[]; ms: number };
   longContext?: { label: string; ok: boolean; maxAbsError: number; message?: string | undefined; ms: number }[];
   residency?: { ok: boolean; detail: string };
+  /** The quick parity suite on device arrays ({@link onDeviceArrays}). */
+  deviceParity?: { cases: number; passed: number; failures: ParityFailure[]; summary: string; ms: number };
   fp8Vendor?: { format: string; saturation: string; encodeMismatches: number; firstEncodeMismatch: number | null; decodeMismatches: number; ms: number }[];
   fp8DeviceVsHost?: { format: string; saturation: string; chunks: number; mismatched: string[] }[];
   /**
@@ -383,6 +388,13 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
         report.parity = { size, cases: r.cases, passed: r.passed, failures: r.failures.slice(0, 50), byOp: r.byOp, summary: formatParityReport(r, 30), ms };
         log(report.parity.summary.split('\n')[0]!);
       });
+      if (options.deviceArrays !== false) {
+        stage('parity on device arrays (quick)', () => {
+          const [r, ms] = timed(() => runParitySuite(onDeviceArrays(gpu), ref, { size: 'quick' }));
+          report.deviceParity = { cases: r.cases, passed: r.passed, failures: r.failures.slice(0, 50), summary: formatParityReport(r, 30), ms };
+          log(report.deviceParity.summary.split('\n')[0]!);
+        });
+      }
       stage('bad input', () => {
         const [f, ms] = timed(() => runBadInputSuite(gpu));
         report.badInput = { failures: f.slice(0, 50), ms };
@@ -493,7 +505,7 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
   } finally {
     gpu.dispose();
   }
-  const parityOk = report.parity === undefined || report.parity.failures.length === 0;
+  const parityOk = (report.parity === undefined || report.parity.failures.length === 0) && (report.deviceParity?.failures.length ?? 0) === 0;
   const badOk = report.badInput === undefined || report.badInput.failures.length === 0;
   const longOk = (report.longContext ?? []).every((c) => c.ok);
   const resOk = report.residency?.ok !== false;
@@ -546,6 +558,8 @@ export function formatGpuCheck(r: GpuCheckReport): string {
   lines.push(`GPU check ${r.ok ? 'PASSED' : 'FAILED'} in ${(r.durationMs / 1000).toFixed(1)} s on ${r.backend?.device.name ?? '?'} (${r.backend?.device.arch ?? '?'})`);
   if (r.parity) lines.push(`  parity ${r.parity.size}: ${r.parity.passed}/${r.parity.cases} cases`);
   for (const f of r.parity?.failures.slice(0, 10) ?? []) lines.push(`    FAIL ${f.label}: ${f.message}`);
+  if (r.deviceParity) lines.push(`  ${r.deviceParity.summary.split('\n')[0]} (every activation on device arrays, caches attached)`);
+  for (const f of r.deviceParity?.failures.slice(0, 10) ?? []) lines.push(`    FAIL (device arrays) ${f.label}: ${f.message}`);
   if (r.badInput) lines.push(`  bad input: ${r.badInput.failures.length === 0 ? 'all rejected like the reference' : `${r.badInput.failures.length} mismatches`}`);
   for (const c of r.longContext ?? []) lines.push(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.label} (max |err| ${c.maxAbsError.toExponential(2)})${c.message ? `: ${c.message}` : ''}`);
   if (r.fp8Mma) {

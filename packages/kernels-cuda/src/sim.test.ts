@@ -29,6 +29,8 @@ for (const warp of SIM_WARPS) {
           parity: 'quick',
           encoderChunk: 2 ** 16,
           benchmarks: false,
+          // The device-array parity (every op on device arrays, caches attached) at warp 32; warp 64 runs the same code.
+          deviceArrays: warp === 32,
         });
         expect(report.unavailable).toBeUndefined();
         expect(report.backend?.device.warpSize).toBe(warp);
@@ -36,6 +38,10 @@ for (const warp of SIM_WARPS) {
         expect(report.parity?.failures, report.parity?.summary).toEqual([]);
         expect(report.parity?.cases).toBeGreaterThan(100);
         expect(report.badInput?.failures).toEqual([]);
+        if (warp === 32) {
+          expect(report.deviceParity?.failures, report.deviceParity?.summary).toEqual([]);
+          expect(report.deviceParity?.cases).toBe(report.parity?.cases);
+        }
         expect(report.residency?.ok, report.residency?.detail).toBe(true);
         expect(report.fp8Mma?.tensorCores).toBe(warp === 32);
         for (const c of report.fp8Mma?.cases ?? []) expect(c.ok, `${c.label}: ${c.message ?? ''}`).toBe(true);

@@ -6,6 +6,7 @@
  * prefill attention, SiLU-mul, all on the kernels a GPU runs. A missing simulator build skips with the reason, except
  * in CI (`KVQ_REQUIRE_GPU_COMPILERS=1`), where it fails.
  */
+import { HostMemoryTier } from '@kvq/cache';
 import { createSimBackend, SIM_WARPS, simAvailability } from '@kvq/kernels-cuda/testing';
 import { modelTinyPath } from '@kvq/model-tiny';
 import { describe, expect, it } from 'vitest';
@@ -55,7 +56,7 @@ for (const warp of SIM_WARPS) {
  * - host -> device: the token id, its position's RoPE cos/sin row (2 x rotaryDim/2 floats), the slot, the sequence
  *   length, the block-table entries that changed, and the attention work list of the step (one 16-byte task per
  *   (sequence, KV head, split)); everything else (query-start offsets, per-layer repeats, scales) is already there;
- * - device -> host: the sampled id (4 bytes).
+ * - device -> host: the sampled id (4 bytes), after the step's only wait for the device (asynchronous submission).
  */
 describe.skipIf(!simAvailability(32).available && !required)('host<->device traffic per decode step (CUDA simulator, warp 32)', () => {
   it('device-resident decode moves only ids, positions, slots, lengths, block-table deltas and the sampled ids', async () => {
@@ -72,13 +73,15 @@ describe.skipIf(!simAvailability(32).available && !required)('host<->device traf
             h2d: after.hostToDeviceBytes - before.hostToDeviceBytes,
             d2h: after.deviceToHostBytes - before.deviceToHostBytes,
             copies: after.hostToDeviceCopies + after.deviceToHostCopies - before.hostToDeviceCopies - before.deviceToHostCopies,
+            waits: after.waits - before.waits,
           };
         };
         await run(2); // first use uploads the resident weights
         const a = await run(4);
         const b = await run(12);
         const config = llm.model.config;
-        return { ids: b.ids, h2d: (b.h2d - a.h2d) / 8, d2h: (b.d2h - a.d2h) / 8, copies: (b.copies - a.copies) / 8, resident: gpu.residentBytes, config };
+        const per = (k: 'h2d' | 'd2h' | 'copies' | 'waits') => (b[k] - a[k]) / 8;
+        return { ids: b.ids, h2d: per('h2d'), d2h: per('d2h'), copies: per('copies'), waits: per('waits'), resident: gpu.residentBytes, config };
       } finally {
         gpu.dispose();
       }
@@ -90,8 +93,8 @@ describe.skipIf(!simAvailability(32).available && !required)('host<->device traf
       const c = dev.config;
       console.log(
         `kvq-tiny decode step (KV ${dtype}), bytes host->device / device->host (copies): host activations and pools ` +
-          `${host.h2d.toFixed(0)} / ${host.d2h.toFixed(0)} (${host.copies.toFixed(1)}), device-resident ${dev.h2d.toFixed(0)} / ${dev.d2h.toFixed(0)} ` +
-          `(${dev.copies.toFixed(1)}); resident ${dev.resident} bytes`,
+          `${host.h2d.toFixed(0)} / ${host.d2h.toFixed(0)} (${host.copies.toFixed(1)}, ${host.waits.toFixed(1)} waits), device-resident ` +
+          `${dev.h2d.toFixed(0)} / ${dev.d2h.toFixed(0)} (${dev.copies.toFixed(1)}, ${dev.waits.toFixed(1)} waits); resident ${dev.resident} bytes`,
       );
       // One sequence: id, slot, seq length (4 B each), one RoPE row (cos + sin), block-table delta (<= 4 B per step on
       // average: one new block per 16 tokens), attention tasks (16 B per KV head and split; at most 8 splits here).
@@ -99,8 +102,64 @@ describe.skipIf(!simAvailability(32).available && !required)('host<->device traf
       const tasks = 16 * c.numKvHeads * 8;
       expect(dev.h2d).toBeLessThanOrEqual(3 * 4 + ropeRow + 4 + tasks);
       expect(dev.d2h).toBe(4); // the sampled id, nothing else
+      // Asynchronous submission: the ops of a step are queued without waiting; the host waits once, for the id.
+      expect(dev.waits).toBe(1);
+      expect(host.waits).toBeGreaterThan(10 * c.numLayers);
       expect(host.d2h).toBeGreaterThanOrEqual(c.vocabSize * 4); // the host path brings the logits back
       expect(host.h2d).toBeGreaterThan(10 * dev.h2d);
     }
   }, 600_000);
+});
+
+/**
+ * The KV pools live on the device (the engine gives them to it): host code that touches blocks goes through the
+ * backend's memory. Copy-on-write forks (n > 1), prefix-cache hits and KV tiers (blocks written by a GPU engine and
+ * loaded by another GPU engine and by a CPU engine) must all give the CPU backend's greedy tokens.
+ */
+describe.skipIf(!simAvailability(32).available && !required)('KV pools on the device: forks, prefix hits, tiers (CUDA simulator, warp 32)', () => {
+  const DOC = 'In the beginning God created the heaven and the earth. And the earth was without form, and void; and darkness was upon the face.';
+  const opts = { temperature: 0, maxTokens: 10, ignoreEos: true } as const;
+  const make = (backend: Parameters<typeof LLM.create>[0]['backend'], extra: Partial<Parameters<typeof LLM.create>[0]> = {}) =>
+    LLM.create({ model: modelTinyPath, kvCacheDtype: 'fp8_e4m3', backend, kvCacheMemory: 4 << 20, blockSize: 16, onKvTierLog: () => {}, ...extra });
+
+  it('n = 2 (copy-on-write of the shared last block on the device) and a prefix-cache hit give the CPU tokens', async () => {
+    const gpu = createSimBackend({ warp: 32 });
+    try {
+      const cpu = await make('cpu');
+      const sim = await make(gpu);
+      const [want] = await cpu.generate(PROMPT, { ...opts, n: 2 });
+      const [got] = await sim.generate(PROMPT, { ...opts, n: 2 });
+      expect(got!.outputs.map((o) => o.tokenIds)).toEqual(want!.outputs.map((o) => o.tokenIds));
+      const [first] = await sim.generate(DOC, opts);
+      const [again] = await sim.generate(DOC, opts);
+      const [ref] = await cpu.generate(DOC, opts);
+      expect(again!.metrics.numCachedTokens).toBeGreaterThan(0);
+      expect(first!.outputs[0]!.tokenIds).toEqual(ref!.outputs[0]!.tokenIds);
+      expect(again!.outputs[0]!.tokenIds).toEqual(ref!.outputs[0]!.tokenIds);
+    } finally {
+      gpu.dispose();
+    }
+  }, 300_000);
+
+  it('blocks a GPU engine stores in a KV tier are loaded by another GPU engine and by a CPU engine', async () => {
+    const a = createSimBackend({ warp: 32 });
+    const b = createSimBackend({ warp: 32 });
+    try {
+      const shared = new HostMemoryTier({ capacityBytes: 64 << 20, name: 'shared' });
+      const want = (await (await make('cpu')).generate(DOC, opts))[0]!.outputs[0]!.tokenIds;
+      const writer = await make(a, { kvTiers: [shared] });
+      expect((await writer.generate(DOC, opts))[0]!.outputs[0]!.tokenIds).toEqual(want);
+      await writer.kvStore?.flush();
+      expect(shared.size).toBeGreaterThan(0);
+      for (const backend of [b, 'cpu'] as const) {
+        const reader = await make(backend, { kvTiers: [shared] });
+        const [out] = await reader.generate(DOC, opts);
+        expect(reader.engine.stats().kvTierLoadedTokens).toBeGreaterThan(0);
+        expect(out!.outputs[0]!.tokenIds).toEqual(want);
+      }
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
+  }, 300_000);
 });
