@@ -346,7 +346,10 @@ class Context : public Napi::ObjectWrap<Context> {
 
   /** Resident pools at info[i], info[i+1] (both or neither). */
   void residentCache(const Napi::CallbackInfo& info, size_t i, KvCacheRef& c) {
-    const size_t bytes = (size_t)c.numBlocks * c.blockSize * c.numKvHeads * c.headSize * dtype_bytes(c.dtype);
+    KvQuantLayout l{};
+    const size_t bytes = kv_quant_layout(c.dtype, c.blockSize, c.numKvHeads, c.headSize, &l)
+                             ? (size_t)(c.numBlocks * l.blockBytes)
+                             : (size_t)c.numBlocks * c.blockSize * c.numKvHeads * c.headSize * dtype_bytes(c.dtype);
     DeviceBuffer* k = bufferArg(info, i, "cache.key (device)", bytes);
     DeviceBuffer* v = bufferArg(info, i + 1, "cache.value (device)", bytes);
     if ((k == nullptr) != (v == nullptr)) {
@@ -422,7 +425,7 @@ class Context : public Napi::ObjectWrap<Context> {
 
   void ReshapeAndCache(const Napi::CallbackInfo& info) {
     // shared arguments (0..12), then kDev?, vDev? (13, 14)
-    CacheWriteParams p = readCacheWrite(info);
+    CacheWriteParams p = readCacheWrite(info, true);
     residentCache(info, 13, p.cache);
     // 15: deviceOnly: the resident pools are the only copy (the host pools are not written).
     p.cache.deviceOnly = p.cache.kDev != nullptr && boolArg(info, 15);
@@ -433,7 +436,7 @@ class Context : public Napi::ObjectWrap<Context> {
   void PagedAttention(const Napi::CallbackInfo& info) {
     // shared arguments (0..20), then kDev?, vDev? (21, 22)
     AttentionInput a;
-    readAttention(info, a);
+    readAttention(info, a, true);
     residentCache(info, 21, a.p.cache);
     Status st;
     if (!gpu::paged_attention(ctx(info), a.p, &st)) failStatus(info.Env(), st, "pagedAttention");

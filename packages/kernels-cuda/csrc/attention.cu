@@ -1324,6 +1324,7 @@ static bool launch_attention(Context* ctx, const AttnPlan& plan, const AttnParam
 
 bool paged_attention(Context* ctx, const AttentionArgs& a, Status* st) {
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
+  if (is_kv_quant_dtype(a.cache.dtype)) return paged_attention_quant(ctx, a, st);
   const CacheRef& c = a.cache;
   const int D = c.headSize;
   const int64_t numTokens = a.qsl[a.numSeqs];

@@ -31,7 +31,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const SOURCES = ['runtime.cu', 'ops.cu', 'wquant.cu', 'attention.cu'];
+const SOURCES = ['runtime.cu', 'ops.cu', 'wquant.cu', 'kvquant.cu', 'attention.cu'];
 
 function which(cmd) {
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {

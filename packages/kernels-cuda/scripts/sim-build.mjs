@@ -15,7 +15,7 @@ import { availableParallelism } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
 import { findNodeDir, kernelsIncludeDir } from './gpu-build.mjs';
 
-const KERNEL_SOURCES = ['runtime.cu', 'ops.cu', 'wquant.cu', 'attention.cu'];
+const KERNEL_SOURCES = ['runtime.cu', 'ops.cu', 'wquant.cu', 'kvquant.cu', 'attention.cu'];
 export const SIM_WARPS = [32, 64];
 
 function which(cmd) {

@@ -233,6 +233,11 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
     return isDeviceArray(v) ? this.memory.handle(op, v) : v;
   }
 
+  /** The write-time-scaled KV dtypes (fp8/int8/int4_per_token_head, int4_g*, nvfp4) have kernels (csrc/kvquant.cu). */
+  protected override kvQuantKernels(): boolean {
+    return true;
+  }
+
   protected override cacheDeviceOnly(cache: KvLayerCache): boolean {
     return this.memory.isAttached(cache);
   }

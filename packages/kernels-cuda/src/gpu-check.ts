@@ -19,6 +19,7 @@ import {
   buildAttentionBatch,
   compareOutput,
   formatParityReport,
+  KV_QUANT_DTYPE_LIST,
   randomF32,
   randomInts,
   randomWeight,
@@ -384,13 +385,13 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
     const size = options.parity ?? 'quick';
     if (size !== 'off') {
       stage(`parity (${size})`, () => {
-        const [r, ms] = timed(() => runParitySuite(gpu, ref, { size }));
+        const [r, ms] = timed(() => runParitySuite(gpu, ref, { size, supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST }));
         report.parity = { size, cases: r.cases, passed: r.passed, failures: r.failures.slice(0, 50), byOp: r.byOp, summary: formatParityReport(r, 30), ms };
         log(report.parity.summary.split('\n')[0]!);
       });
       if (options.deviceArrays !== false) {
         stage('parity on device arrays (quick)', () => {
-          const [r, ms] = timed(() => runParitySuite(onDeviceArrays(gpu), ref, { size: 'quick' }));
+          const [r, ms] = timed(() => runParitySuite(onDeviceArrays(gpu), ref, { size: 'quick', supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST }));
           report.deviceParity = { cases: r.cases, passed: r.passed, failures: r.failures.slice(0, 50), summary: formatParityReport(r, 30), ms };
           log(report.deviceParity.summary.split('\n')[0]!);
         });

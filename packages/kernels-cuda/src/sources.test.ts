@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const csrc = (name: string): string => readFileSync(fileURLToPath(new URL(`../csrc/${name}`, import.meta.url)), 'utf8');
-const GPU_SOURCES = ['common.cuh', 'wquant.cuh', 'runtime.cu', 'ops.cu', 'wquant.cu', 'attention.cu'];
+const GPU_SOURCES = ['common.cuh', 'wquant.cuh', 'runtime.cu', 'ops.cu', 'wquant.cu', 'kvquant.cu', 'attention.cu'];
 
 /**
  * Lines of `text` the HIP build compiles: without `#if !KVQ_IS_HIP` blocks and the `#else` branches of

@@ -21,8 +21,8 @@ for (const warp of SIM_WARPS) {
   describe.skipIf(!avail.available && !required)(
     `kvq-tiny on the GPU kernels (CUDA simulator, warp ${warp})${avail.available ? '' : `: not built (${avail.reason})`}`,
     () => {
-      // Both cache dtypes at warp 32; FP8 (the harder path) at warp 64, to keep the suite near a minute.
-      for (const kvCacheDtype of warp === 32 ? (['auto', 'fp8_e4m3'] as const) : (['fp8_e4m3'] as const)) {
+      // bf16, FP8 and two write-time-scaled dtypes (csrc/kvquant.cu) at warp 32; FP8 at warp 64, to keep the suite short.
+      for (const kvCacheDtype of warp === 32 ? (['auto', 'fp8_e4m3', 'int8_per_token_head', 'nvfp4'] as const) : (['fp8_e4m3'] as const)) {
         it(`greedy tokens and NLL equal the CPU backend's (KV ${kvCacheDtype})`, async () => {
           const gpu = createSimBackend({ warp });
           try {

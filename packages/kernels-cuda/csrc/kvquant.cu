@@ -1,0 +1,365 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The KV-cache dtypes scaled when written (docs/spec/kv-dtypes.md: fp8/int8/int4_per_token_head, int4_g16/32/64,
+// nvfp4) on the GPU: reshapeAndCache computes each group's scale and codes exactly as @kvq/cache's
+// `quantizeKvHead` (the same bytes as the reference and the CPU kernels), pagedAttention decodes
+// `fround(value * scale)` (the reference's dequantized values) inside the attention loop.
+//
+// Correctness first: one thread quantizes one head row (a few hundred values); attention runs one block per
+// (query token, head) with an online softmax over tiles of keys (one key per thread for the scores, one output
+// dimension per thread for P.V). It is not the tuned decode kernel of attention.cu: what it proves is the layouts,
+// scales and numerics on the device (simulator, both warp widths); a fast path is the next step.
+#include "common.cuh"
+
+#include <vector>
+
+namespace kvq {
+namespace gpu {
+
+static const int kQThreads = 128;
+/** Output dimensions a thread accumulates: head sizes up to kQThreads * kMaxDimsPerThread. */
+static const int kMaxDimsPerThread = 8;
+
+// ---- codecs (bit-exact with @kvq/cache kv-quant.ts and the CPU's kvquant_impl.h) --------------------------------
+
+KVQ_DI float q_load_f32le(const uint8_t* p) {
+  return bits_as_f32((uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24));
+}
+
+KVQ_DI void q_store_f32le(uint8_t* p, float v) {
+  const uint32_t b = f32_as_bits(v);
+  p[0] = (uint8_t)b;
+  p[1] = (uint8_t)(b >> 8);
+  p[2] = (uint8_t)(b >> 16);
+  p[3] = (uint8_t)(b >> 24);
+}
+
+/** amax over the finite values of x[0, n), or the canonical NaN when one of them is NaN (±Inf do not enter). */
+KVQ_DI float q_group_amax(const float* x, int n) {
+  float amax = 0.0f;
+  bool nan = false;
+  for (int i = 0; i < n; i++) {
+    const float v = x[i];
+    nan |= v != v;
+    const float a = bits_as_f32(f32_as_bits(v) & 0x7FFFFFFFu);
+    amax = (a > amax && a != bits_as_f32(0x7F800000u)) ? a : amax;
+  }
+  return nan ? bits_as_f32(0x7FC00000u) : amax;
+}
+
+/** Integer code of v: nearest, ties to even, saturated to ±qmax (±Inf too). */
+KVQ_DI int q_int_code(float v, int qmax) {
+  if (v >= (float)qmax) return qmax;
+  if (v <= -(float)qmax) return -qmax;
+  return (int)rintf(v);
+}
+
+/** E2M1 code (sign in bit 3): nearest of ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}, ties to the even code, saturating at 6. */
+KVQ_DI uint32_t q_e2m1_code(float v) {
+  const float m = bits_as_f32(f32_as_bits(v) & 0x7FFFFFFFu);
+  uint32_t c;
+  if (m <= 0.25f) c = 0;
+  else if (m < 0.75f) c = 1;
+  else if (m <= 1.25f) c = 2;
+  else if (m < 1.75f) c = 3;
+  else if (m <= 2.5f) c = 4;
+  else if (m < 3.5f) c = 5;
+  else if (m <= 5.0f) c = 6;
+  else c = 7;
+  return c != 0 && v < 0.0f ? (c | 8u) : c;
+}
+
+/** The value of an int4 nibble (two's complement) and twice the value of an E2M1 code. */
+KVQ_DI int q_int4_value(uint32_t nib) { return nib < 8 ? (int)nib : (int)nib - 16; }
+KVQ_DI float q_e2m1_value(uint32_t nib) {
+  const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  const float v = mag[nib & 7u];
+  return (nib & 8u) ? -v : v;
+}
+
+/** Quantize one head row x[0, D) into its codes and scales (quantize_head_q of the CPU kernels). */
+template <int DT>
+KVQ_DI void q_quantize_head(const KvQuantLayout& L, const float* x, int D, uint8_t* codes, uint8_t* sc, float tensor) {
+  if constexpr (DT == kKvFp8PerTokenHead || DT == kKvInt8PerTokenHead) {
+    constexpr bool fp8 = DT == kKvFp8PerTokenHead;
+    const float amax = q_group_amax(x, D);
+    const float scale = amax != amax ? amax : amax / (fp8 ? 448.0f : 127.0f);
+    q_store_f32le(sc, scale);
+    for (int i = 0; i < D; i++) {
+      if (!(scale > 0.0f)) codes[i] = 0;
+      else if (fp8) codes[i] = fp8_encode<kE4M3FN, true>(x[i] / scale);
+      else codes[i] = (uint8_t)(int8_t)q_int_code(x[i] / scale, 127);
+    }
+  } else {
+    const int G = L.groupSize;
+    for (int g = 0; g < L.groupsPerHead; g++) {
+      const float* xg = x + (int64_t)g * G;
+      uint8_t* cg = codes + (int64_t)g * G / 2;
+      const float amax = q_group_amax(xg, G);
+      float S;
+      if constexpr (DT == kKvNvfp4) {
+        uint32_t s8;
+        if (amax != amax) {
+          s8 = 0x7Fu;  // E4M3FN NaN
+          S = amax;
+        } else {
+          s8 = fp8_encode<kE4M3FN, true>((amax / 6.0f) / tensor);
+          S = fp8_decode<kE4M3FN>(s8) * tensor;
+        }
+        sc[g] = (uint8_t)s8;
+      } else {
+        S = amax != amax ? amax : amax / 7.0f;
+        q_store_f32le(sc + 4 * g, S);
+      }
+      for (int i = 0; i < G; i += 2) {
+        uint32_t lo = 0, hi = 0;
+        if (S > 0.0f) {
+          if constexpr (DT == kKvNvfp4) {
+            lo = q_e2m1_code(xg[i] / S);
+            hi = q_e2m1_code(xg[i + 1] / S);
+          } else {
+            lo = (uint32_t)q_int_code(xg[i] / S, 7) & 0xFu;
+            hi = (uint32_t)q_int_code(xg[i + 1] / S, 7) & 0xFu;
+          }
+        }
+        cg[i / 2] = (uint8_t)(lo | (hi << 4));
+      }
+    }
+  }
+}
+
+/** Element e of a row: `fround(value * scale)`, the reference's dequantized value. */
+template <int DT>
+KVQ_DI float q_elem(const KvQuantLayout& L, const uint8_t* codes, const uint8_t* sc, int e, float tensor) {
+  if constexpr (DT == kKvFp8PerTokenHead) {
+    return fp8_decode<kE4M3FN>(codes[e]) * q_load_f32le(sc);
+  } else if constexpr (DT == kKvInt8PerTokenHead) {
+    return (float)(int8_t)codes[e] * q_load_f32le(sc);
+  } else {
+    const uint32_t nib = (codes[e / 2] >> (4 * (e & 1))) & 0xFu;
+    const int g = e / L.groupSize;
+    if constexpr (DT == kKvNvfp4) return q_e2m1_value(nib) * (fp8_decode<kE4M3FN>(sc[g]) * tensor);
+    else return (float)q_int4_value(nib) * q_load_f32le(sc + 4 * g);
+  }
+}
+
+/** Byte offsets of the codes and scales of (slot, kv head) in a pool of blocks. */
+KVQ_DI void q_row(const KvQuantLayout& L, int64_t slot, int blockSize, int numKvHeads, int h, int64_t* codeOff, int64_t* scaleOff) {
+  const int64_t base = slot / blockSize * L.blockBytes;
+  const int64_t row = slot % blockSize * numKvHeads + h;
+  *codeOff = base + row * L.codeBytesPerHead;
+  *scaleOff = base + L.scalesOffset + row * L.groupsPerHead * L.scaleBytes;
+}
+
+// ---- reshapeAndCache ---------------------------------------------------------------------------------------------
+
+/** One thread per (token, kv head, K or V): quantize the head row into the pool. */
+template <int DT>
+__global__ void q_cache_write_kernel(const float* key, const float* value, const int32_t* slots, int64_t numTokens, int numKvHeads,
+                                     int headSize, int blockSize, KvQuantLayout L, float kTensor, float vTensor, uint8_t* kPool,
+                                     uint8_t* vPool) {
+  const int64_t n = numTokens * numKvHeads * 2;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const bool isV = (i & 1) != 0;
+    const int64_t th = i >> 1;
+    const int64_t t = th / numKvHeads;
+    const int h = (int)(th % numKvHeads);
+    const int64_t slot = slots[t];
+    if (slot < 0) continue;
+    int64_t co, so;
+    q_row(L, slot, blockSize, numKvHeads, h, &co, &so);
+    const float* x = (isV ? value : key) + th * headSize;
+    uint8_t* pool = isV ? vPool : kPool;
+    q_quantize_head<DT>(L, x, headSize, pool + co, pool + so, isV ? vTensor : kTensor);
+  }
+}
+
+/** Call f(std::integral_constant<int, DT>) for a write-time-scaled KV dtype code. */
+template <class F>
+static bool with_kv_quant(int dt, F&& f) {
+  switch (dt) {
+    case kKvFp8PerTokenHead: return f(std::integral_constant<int, kKvFp8PerTokenHead>{});
+    case kKvInt8PerTokenHead: return f(std::integral_constant<int, kKvInt8PerTokenHead>{});
+    case kKvInt4PerTokenHead: return f(std::integral_constant<int, kKvInt4PerTokenHead>{});
+    case kKvInt4G16: return f(std::integral_constant<int, kKvInt4G16>{});
+    case kKvInt4G32: return f(std::integral_constant<int, kKvInt4G32>{});
+    case kKvInt4G64: return f(std::integral_constant<int, kKvInt4G64>{});
+    default: return f(std::integral_constant<int, kKvNvfp4>{});
+  }
+}
+
+/** The device pools of a write-time-scaled cache: resident ones, or the host pools uploaded into scratch `kS2` / `kS3`. */
+static bool q_pools(Context* ctx, const CacheRef& c, size_t poolBytes, void** dk, void** dv, Status* st) {
+  if (c.kDev) {
+    *dk = c.kDev;
+    *dv = c.vDev;
+    return true;
+  }
+  return put(ctx, kS2, c.k, poolBytes, dk, st) && put(ctx, kS3, c.v, poolBytes, dv, st);
+}
+
+bool reshape_and_cache_quant(Context* ctx, const CacheWriteArgs& a, Status* st) {
+  const CacheRef& c = a.cache;
+  KvQuantLayout L{};
+  if (!kv_quant_layout(c.dtype, c.blockSize, c.numKvHeads, c.headSize, &L)) return fail_status(st, kUnsupported, "reshapeAndCache: layout");
+  const size_t poolBytes = (size_t)(c.numBlocks * L.blockBytes);
+  const size_t inBytes = (size_t)(a.numTokens * c.numKvHeads * c.headSize) * 4;
+  void *dk, *dv, *ds, *kp, *vp;
+  if (!put(ctx, kS0, a.key, inBytes, &dk, st) || !put(ctx, kS1, a.value, inBytes, &dv, st) ||
+      !put_cached(ctx, kCSlots, a.slots, (size_t)a.numTokens * 4, &ds, st) || !q_pools(ctx, c, poolBytes, &kp, &vp, st))
+    return false;
+  const float kt = c.dtype == kKvNvfp4 ? c.kScale[0] : 1.0f;
+  const float vt = c.dtype == kKvNvfp4 ? c.vScale[0] : 1.0f;
+  const unsigned grid = grid_1d(a.numTokens * c.numKvHeads * 2, kQThreads);
+  with_kv_quant(c.dtype, [&](auto cc) {
+    constexpr int DT = decltype(cc)::value;
+    KVQ_LAUNCH(grid, kQThreads, 0, ctx->stream, q_cache_write_kernel<DT>)((const float*)dk, (const float*)dv, (const int32_t*)ds, a.numTokens,
+                                                                       c.numKvHeads, c.headSize, c.blockSize, L, kt, vt, (uint8_t*)kp,
+                                                                       (uint8_t*)vp);
+    return true;
+  });
+  KVQ_LAUNCHED("reshapeAndCache kernel (write-time-scaled KV)");
+  if (c.kDev && c.deviceOnly) return finish(ctx, st);
+  // The host pools: the written rows only would need a gather; the whole pools are simpler and this path is for tests
+  // and for caches that are not resident.
+  return get(ctx, c.k, c.kDev ? c.kDev : kp, poolBytes, st) && get(ctx, c.v, c.vDev ? c.vDev : vp, poolBytes, st) && sync(ctx, st);
+}
+
+// ---- pagedAttention ----------------------------------------------------------------------------------------------
+
+struct QAttnParams {
+  const float* q;
+  float* out;
+  const uint8_t* kc;
+  const uint8_t* vc;
+  const int32_t* qsl;
+  const int32_t* seqLens;
+  const int32_t* blockTables;
+  int numSeqs, numHeads, numKvHeads, headSize, blockSize, maxBlocksPerSeq, slidingWindow;
+  float softmaxScale, kTensor, vTensor;
+  KvQuantLayout L;
+};
+
+/**
+ * One block per (query token, head): scores of a tile of keys (one key per thread, its K row decoded in the dot
+ * product), an online softmax across tiles, and P.V with one output dimension per thread (its V elements decoded).
+ */
+template <int DT>
+__global__ void q_attention_kernel(QAttnParams p) {
+  __shared__ float sq[kQThreads * kMaxDimsPerThread];
+  __shared__ float sp[kQThreads];
+  __shared__ float red[32];
+  const int64_t t = blockIdx.x;
+  const int h = blockIdx.y;
+  const int D = p.headSize;
+  int s = 0;
+  while (s + 1 < p.numSeqs && p.qsl[s + 1] <= t) s++;
+  const int qLen = p.qsl[s + 1] - p.qsl[s];
+  const int seqLen = p.seqLens[s];
+  const int pos = seqLen - qLen + (int)(t - p.qsl[s]);
+  const int first = p.slidingWindow > 0 && pos - p.slidingWindow + 1 > 0 ? pos - p.slidingWindow + 1 : 0;
+  const int hk = h / (p.numHeads / p.numKvHeads);
+  const float* qr = p.q + (t * p.numHeads + h) * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) sq[d] = qr[d];
+  __syncthreads();
+  float acc[kMaxDimsPerThread];
+  for (int k = 0; k < kMaxDimsPerThread; k++) acc[k] = 0.0f;
+  float m = -INFINITY, l = 0.0f;
+  const int32_t* table = p.blockTables + (int64_t)s * p.maxBlocksPerSeq;
+  for (int j0 = first; j0 <= pos; j0 += blockDim.x) {
+    const int j = j0 + (int)threadIdx.x;
+    float score = -INFINITY;
+    if (j <= pos) {
+      const int64_t slot = (int64_t)table[j / p.blockSize] * p.blockSize + j % p.blockSize;
+      int64_t co, so;
+      q_row(p.L, slot, p.blockSize, p.numKvHeads, hk, &co, &so);
+      float dot = 0.0f;
+      for (int d = 0; d < D; d++) dot = fmaf(sq[d], q_elem<DT>(p.L, p.kc + co, p.kc + so, d, p.kTensor), dot);
+      score = dot * p.softmaxScale;
+    }
+    const float tileMax = block_max(score, red);
+    const float mNew = fmaxf(m, tileMax);
+    const float corr = m == -INFINITY ? 0.0f : expf(m - mNew);
+    const float e = j <= pos ? expf(score - mNew) : 0.0f;
+    __syncthreads();
+    sp[threadIdx.x] = e;
+    const float tileSum = block_sum<float>(e, red);
+    __syncthreads();
+    l = l * corr + tileSum;
+    const int n = pos - j0 + 1 < (int)blockDim.x ? pos - j0 + 1 : (int)blockDim.x;
+    for (int k = 0; k < kMaxDimsPerThread; k++) {
+      const int d = (int)threadIdx.x + k * (int)blockDim.x;
+      if (d >= D) break;
+      float a = acc[k] * corr;
+      for (int i = 0; i < n; i++) {
+        const int jj = j0 + i;
+        const int64_t slot = (int64_t)table[jj / p.blockSize] * p.blockSize + jj % p.blockSize;
+        int64_t co, so;
+        q_row(p.L, slot, p.blockSize, p.numKvHeads, hk, &co, &so);
+        a = fmaf(sp[i], q_elem<DT>(p.L, p.vc + co, p.vc + so, d, p.vTensor), a);
+      }
+      acc[k] = a;
+    }
+    m = mNew;
+    __syncthreads();
+  }
+  float* o = p.out + (t * p.numHeads + h) * D;
+  for (int k = 0; k < kMaxDimsPerThread; k++) {
+    const int d = (int)threadIdx.x + k * (int)blockDim.x;
+    if (d < D) o[d] = acc[k] / l;
+  }
+}
+
+bool paged_attention_quant(Context* ctx, const AttentionArgs& a, Status* st) {
+  const CacheRef& c = a.cache;
+  KvQuantLayout L{};
+  if (!kv_quant_layout(c.dtype, c.blockSize, c.numKvHeads, c.headSize, &L)) return fail_status(st, kUnsupported, "pagedAttention: layout");
+  if (c.headSize > kQThreads * kMaxDimsPerThread) {
+    snprintf(st->message, sizeof(st->message), "pagedAttention: head size %d is larger than the write-time-scaled KV kernel's %d", c.headSize,
+             kQThreads * kMaxDimsPerThread);
+    st->code = kUnsupported;
+    return false;
+  }
+  if (a.fp8Query) return fail_status(st, kUnsupported, "pagedAttention: FP8-query mode needs a per-tensor FP8 cache");
+  const int64_t numTokens = a.qsl[a.numSeqs];
+  if (numTokens == 0) return true;
+  const size_t qb = (size_t)(numTokens * a.numHeads * c.headSize) * 4;
+  const size_t poolBytes = (size_t)(c.numBlocks * L.blockBytes);
+  void *dq, *dout, *dqsl, *dlens, *dbt, *kp, *vp;
+  if (!put(ctx, kS0, a.q, qb, &dq, st) || !scratch(ctx, kS1, qb, &dout, st) ||
+      !put_cached(ctx, kCQsl, a.qsl, (size_t)(a.numSeqs + 1) * 4, &dqsl, st) ||
+      !put_cached(ctx, kCSeqLens, a.seqLens, (size_t)a.numSeqs * 4, &dlens, st) ||
+      !put_cached(ctx, kCBlockTables, a.blockTables, (size_t)a.numSeqs * a.maxBlocksPerSeq * 4, &dbt, st) ||
+      !q_pools(ctx, c, poolBytes, &kp, &vp, st))
+    return false;
+  QAttnParams p{};
+  p.q = (const float*)dq;
+  p.out = (float*)dout;
+  p.kc = (const uint8_t*)kp;
+  p.vc = (const uint8_t*)vp;
+  p.qsl = (const int32_t*)dqsl;
+  p.seqLens = (const int32_t*)dlens;
+  p.blockTables = (const int32_t*)dbt;
+  p.numSeqs = a.numSeqs;
+  p.numHeads = a.numHeads;
+  p.numKvHeads = c.numKvHeads;
+  p.headSize = c.headSize;
+  p.blockSize = c.blockSize;
+  p.maxBlocksPerSeq = a.maxBlocksPerSeq;
+  p.slidingWindow = a.slidingWindow;
+  p.softmaxScale = a.softmaxScale;
+  p.kTensor = c.dtype == kKvNvfp4 ? c.kScale[0] : 1.0f;
+  p.vTensor = c.dtype == kKvNvfp4 ? c.vScale[0] : 1.0f;
+  p.L = L;
+  const dim3 grid((unsigned)numTokens, (unsigned)a.numHeads);
+  with_kv_quant(c.dtype, [&](auto cc) {
+    constexpr int DT = decltype(cc)::value;
+    KVQ_LAUNCH(grid, kQThreads, 0, ctx->stream, q_attention_kernel<DT>)(p);
+    return true;
+  });
+  KVQ_LAUNCHED("pagedAttention kernel (write-time-scaled KV)");
+  return get(ctx, a.out, dout, qb, st) && finish(ctx, st);
+}
+
+}  // namespace gpu
+}  // namespace kvq
