@@ -268,21 +268,29 @@ bool rope(Context* ctx, const RopeArgs& a, Status* st) {
   const int half = a.rotaryDim / 2;
   void *dq, *dk, *dp, *dc, *ds;
   if (!put(ctx, kS0, a.q, qb, &dq, st) || !put(ctx, kS1, a.k, kb, &dk, st)) return false;
-  // The table can be large (maxPositions 128k): upload only its rows [minPos, maxPos].
-  int32_t lo = a.pos[0], hi = a.pos[0];
-  for (int64_t t = 1; t < a.numTokens; t++) {
-    lo = std::min(lo, a.pos[t]);
-    hi = std::max(hi, a.pos[t]);
-  }
   const size_t rowB = (size_t)half * 4;
-  const size_t spanB = (size_t)(hi - lo + 1) * rowB;
-  if (!put_cached(ctx, kCRopeCos, a.cos + (int64_t)lo * half, spanB, &dc, st) ||
-      !put_cached(ctx, kCRopeSin, a.sin + (int64_t)lo * half, spanB, &ds, st))
-    return false;
-  // Positions relative to lo.
-  std::vector<int32_t> rel((size_t)a.numTokens);
-  for (int64_t t = 0; t < a.numTokens; t++) rel[(size_t)t] = a.pos[t] - lo;
-  if (!put_cached(ctx, kCRopePos, rel.data(), rel.size() * 4, &dp, st)) return false;
+  const size_t tableB = (size_t)a.maxPositions * rowB;
+  if (is_device(ctx, a.cos, tableB) && is_device(ctx, a.sin, tableB)) {
+    // A resident table: only the positions travel.
+    dc = const_cast<float*>(a.cos);
+    ds = const_cast<float*>(a.sin);
+    if (!put_cached(ctx, kCRopePos, a.pos, (size_t)a.numTokens * 4, &dp, st)) return false;
+  } else {
+    // The table can be large (maxPositions 128k): upload only its rows [minPos, maxPos].
+    int32_t lo = a.pos[0], hi = a.pos[0];
+    for (int64_t t = 1; t < a.numTokens; t++) {
+      lo = std::min(lo, a.pos[t]);
+      hi = std::max(hi, a.pos[t]);
+    }
+    const size_t spanB = (size_t)(hi - lo + 1) * rowB;
+    if (!put_cached(ctx, kCRopeCos, a.cos + (int64_t)lo * half, spanB, &dc, st) ||
+        !put_cached(ctx, kCRopeSin, a.sin + (int64_t)lo * half, spanB, &ds, st))
+      return false;
+    // Positions relative to lo.
+    std::vector<int32_t> rel((size_t)a.numTokens);
+    for (int64_t t = 0; t < a.numTokens; t++) rel[(size_t)t] = a.pos[t] - lo;
+    if (!put_cached(ctx, kCRopePos, rel.data(), rel.size() * 4, &dp, st)) return false;
+  }
   KVQ_LAUNCH((unsigned)a.numTokens, 128, 0, ctx->stream, rope_kernel)((float*)dq, (float*)dk, (const int32_t*)dp, (const float*)dc,
                                                                (const float*)ds, a.numHeads, a.numKvHeads, a.headSize, half,
                                                                a.interleaved);

@@ -23,6 +23,8 @@ import {
   type KernelBackend,
   type KvLayerCache,
   type LinearArgs,
+  type RopeArgs,
+  type StandardNativeOpName,
   type WeightMatrix,
 } from '@kvq/kernels';
 import { DTYPE_CODE, envInt, FORMAT_CODE, NativeKernelBackend, weightArgs, type NativeWeightData } from '@kvq/kernels/native';
@@ -298,6 +300,17 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
   override linear(args: LinearArgs<Activation>): void {
     const native = this.linearArgs(args);
     this.call('linear', () => this.ctx.linear(...native, ...this.#weightBuffers(args.weight)));
+  }
+
+  /** `rope` with the cos / sin table resident (a model constant, like the weights) when weights are. */
+  protected override standardNativeArgs(op: StandardNativeOpName, args: unknown, native: unknown[]): unknown[] {
+    const out = super.standardNativeArgs(op, args, native);
+    if (op === 'rope' && this.#residentWeights) {
+      const table = (args as RopeArgs<Activation>).table;
+      out[9] = this.#residentOf(table.cos);
+      out[10] = this.#residentOf(table.sin);
+    }
+    return out;
   }
 
   override embedding(args: EmbeddingArgs<Activation>): void {

@@ -364,8 +364,9 @@ inline RopeParams readRope(const Napi::CallbackInfo& info) {
   p.k = activationArg<float>(info, 1, "key", mul(info, "key", {p.numTokens, p.numKvHeads, p.headSize}));
   p.pos = arrayArg<int32_t>(info, 2, "positions", p.numTokens);
   const int64_t tn = mul(info, "table", {p.maxPositions, p.rotaryDim / 2});
-  p.cos = arrayArg<float>(info, 9, "table.cos", tn);
-  p.sin = arrayArg<float>(info, 10, "table.sin", tn);
+  // The table may be resident on a GPU (a device array of the addon with a resolver): it never changes.
+  p.cos = activationArg<float>(info, 9, "table.cos", tn);
+  p.sin = activationArg<float>(info, 10, "table.sin", tn);
   p.interleaved = boolArg(info, 11);
   checkIndexes(info, p.pos, p.numTokens, "positions", 0, p.maxPositions, "the rope table");
   return p;

@@ -453,9 +453,9 @@ export class LLMEngine {
   }
 
   /**
-   * Whether this step's tokens can be taken on the device: the activations live there and every scheduled sequence
-   * wants only its last row's greedy token ({@link isPlainGreedy}; no scoring, no prompt logprobs, no prefill chunk
-   * that stops short of the prompt's end is a problem: it simply has no row).
+   * Whether this step's tokens can be taken on the device: the activations live there, no sequence wants every row
+   * (scoring, prompt logprobs, raw prompt logits), and every scheduled sequence samples its next token as the plain
+   * argmax ({@link isPlainGreedy}). A prefill chunk that stops short of its prompt's end has no row and no token.
    */
   private greedyOnDevice(scheduled: SchedulerOutput<Seq>['scheduled'], inputs: readonly ModelRunnerInput[]): boolean {
     if (this.runner.forwardPass.memory === undefined) return false;

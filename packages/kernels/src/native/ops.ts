@@ -294,7 +294,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
         configurable: true,
         writable: true,
         value(this: NativeKernelBackend<NativeKernelOps>, args: unknown): void {
-          const native = toNative(args).map((v) => this.nativeValue(op, v));
+          const native = this.standardNativeArgs(op, args, toNative(args));
           const method = this.ctx[op] as (...a: unknown[]) => void;
           this.call(op, () => method.apply(this.ctx, native));
         },
@@ -355,6 +355,14 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
       throw new KernelError('WRONG_ARRAY_TYPE', `${op}: got a device array of backend '${v.backend}'; the ${this.name} backend computes on host arrays (Float32Array)`);
     }
     return v;
+  }
+
+  /**
+   * The positional arguments a standard op passes to the addon: its validated list with every value through
+   * {@link nativeValue}. A backend may substitute resident copies of constant inputs (the GPU's RoPE table).
+   */
+  protected standardNativeArgs(op: StandardNativeOpName, _args: unknown, native: unknown[]): unknown[] {
+    return native.map((v) => this.nativeValue(op, v));
   }
 
   /** {@link nativeValue} of an activation, typed for the positional argument lists. */
