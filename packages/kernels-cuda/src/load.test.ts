@@ -108,6 +108,14 @@ describe('probing in a child process', () => {
     expect(skipped).toEqual({ ok: false, path: segv, reason: 'no NVIDIA driver (test)' });
     const probed = probeAddon({ ...base, name: 'cuda-maybedriver', driverAbsent: () => undefined });
     expect(!probed.ok && probed.reason).toMatch(/crashed with SIGSEGV/);
+    // KVQ_GPU_PROBE=always overrides the driver check (driver nodes in unusual places): the child probe runs.
+    process.env.KVQ_GPU_PROBE = 'always';
+    try {
+      const forced = probeAddon({ ...base, name: 'cuda-forced', driverAbsent: () => 'no NVIDIA driver (test)' });
+      expect(!forced.ok && forced.reason).toMatch(/crashed with SIGSEGV/);
+    } finally {
+      delete process.env.KVQ_GPU_PROBE;
+    }
   });
 
   it('the NVIDIA driver check: absent on Linux only when none of its device nodes exists', () => {

@@ -57,7 +57,7 @@ export const NVIDIA_DRIVER_NODES: readonly string[] = Object.freeze(['/dev/nvidi
 export function nvidiaDriverAbsent(platform: NodeJS.Platform = process.platform, exists: (path: string) => boolean = existsSync): string | undefined {
   if (platform !== 'linux') return undefined;
   if (NVIDIA_DRIVER_NODES.some((p) => exists(p))) return undefined;
-  return `no NVIDIA driver on this machine (none of ${NVIDIA_DRIVER_NODES.join(', ')} exists), so no CUDA device can be used`;
+  return `no NVIDIA driver on this machine (none of ${NVIDIA_DRIVER_NODES.join(', ')} exists), so no CUDA device can be used (KVQ_GPU_PROBE=always probes anyway)`;
 }
 
 /** The CUDA package's spec. */
@@ -174,7 +174,8 @@ const probes = new Map<string, AddonProbe>();
 /**
  * Probe the first existing addon candidate of `spec` in a child process (cached per process). Never throws.
  * `{ ok: false }` says why the backend cannot run here: not built, does not load, no driver, no device. Without a
- * built addon, or when `spec.driverAbsent` says there is no driver, no child process is started.
+ * built addon, or when `spec.driverAbsent` says there is no driver, no child process is started
+ * (`KVQ_GPU_PROBE=always` skips that driver check, for drivers whose nodes are elsewhere).
  */
 export function probeAddon(spec: GpuVendorSpec = CUDA_SPEC, timeoutMs = 60_000): AddonProbe {
   const candidates = addonCandidates(spec);
@@ -182,7 +183,8 @@ export function probeAddon(spec: GpuVendorSpec = CUDA_SPEC, timeoutMs = 60_000):
   const cached = probes.get(key);
   if (cached) return cached;
   const path = candidates.find((p) => existsSync(p));
-  const absent = path === undefined ? undefined : spec.driverAbsent?.();
+  // KVQ_GPU_PROBE=always: probe even where the driver check sees no driver (driver nodes in unusual places).
+  const absent = path === undefined || process.env.KVQ_GPU_PROBE === 'always' ? undefined : spec.driverAbsent?.();
   const result: AddonProbe =
     path === undefined
       ? { ok: false, reason: notLoadedReason(candidates.map((p) => ({ path: p, error: 'not found' })), spec.buildHint) }

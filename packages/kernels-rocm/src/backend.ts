@@ -29,7 +29,7 @@ const AMD_KFD_NODE = '/dev/kfd';
  */
 export function amdDriverAbsent(platform: NodeJS.Platform = process.platform, exists: (path: string) => boolean = existsSync): string | undefined {
   if (platform !== 'linux' || exists(AMD_KFD_NODE)) return undefined;
-  return `no AMD GPU driver on this machine (${AMD_KFD_NODE} does not exist), so no ROCm device can be used`;
+  return `no AMD GPU driver on this machine (${AMD_KFD_NODE} does not exist), so no ROCm device can be used (KVQ_GPU_PROBE=always probes anyway)`;
 }
 
 /** The name the loader and `KVQ_BACKEND` use for this backend. */
