@@ -17,6 +17,7 @@
 #include "act_q8.h"
 #include "fp8.h"
 #include "kernels.h"
+#include "kv_quant.h"
 #include "portable.h"
 
 namespace kvq {

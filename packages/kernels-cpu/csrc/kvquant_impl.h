@@ -13,61 +13,8 @@
 #ifndef KVQ_KVQUANT_IMPL_H_
 #define KVQ_KVQUANT_IMPL_H_
 
-// ---- scalar codecs (bit-exact with @kvq/cache kv-quant.ts) -------------------------------------------
-
-/** The canonical quiet NaN JavaScript stores into a Float32Array (the scale of a group holding a NaN). */
-static const uint32_t kKvqNanBits = 0x7FC00000u;
-
-KVQ_I float kvq_load_f32le(const uint8_t* p) {
-  const uint32_t b = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-  return bits_as_f32(b);
-}
-
-KVQ_I void kvq_store_f32le(uint8_t* p, float v) {
-  const uint32_t b = f32_as_bits(v);
-  p[0] = (uint8_t)b;
-  p[1] = (uint8_t)(b >> 8);
-  p[2] = (uint8_t)(b >> 16);
-  p[3] = (uint8_t)(b >> 24);
-}
-
-/** amax over the finite values of x[0, n), or NaN when one of them is NaN (±Inf do not enter). */
-KVQ_I float kvq_group_amax(const float* x, int n) {
-  float amax = 0.0f;
-  bool nan = false;
-  for (int i = 0; i < n; i++) {
-    const float v = x[i];
-    nan |= v != v;
-    const float a = bits_as_f32(f32_as_bits(v) & 0x7FFFFFFFu);
-    amax = (a > amax && a != kvq_inff()) ? a : amax;
-  }
-  return nan ? bits_as_f32(kKvqNanBits) : amax;
-}
-
-/** Integer code of v = fround(x / scale): nearest, ties to even, saturated to ±qmax (±Inf too). */
-KVQ_I int kvq_int_code(float v, int qmax) {
-  if (v >= (float)qmax) return qmax;
-  if (v <= -(float)qmax) return -qmax;
-  return (int)kvq_rintf(v);
-}
-
-/**
- * E2M1 code (sign in bit 3) of v: nearest of ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}, ties to the even code, saturating at 6;
- * zero and anything rounding to it is code 0. The comparisons are @kvq/cache encodeE2m1's (a NaN gives 7).
- */
-KVQ_I uint32_t kvq_e2m1_code(float v) {
-  const float m = bits_as_f32(f32_as_bits(v) & 0x7FFFFFFFu);
-  uint32_t c;
-  if (m <= 0.25f) c = 0;
-  else if (m < 0.75f) c = 1;
-  else if (m <= 1.25f) c = 2;
-  else if (m < 1.75f) c = 3;
-  else if (m <= 2.5f) c = 4;
-  else if (m < 3.5f) c = 5;
-  else if (m <= 5.0f) c = 6;
-  else c = 7;
-  return c != 0 && v < 0.0f ? (c | 8u) : c;
-}
+// ---- scalar codecs: @kvq/kernels' csrc/kv_quant.h (kv_group_amax, kv_int_code, kv_e2m1_code, kv_quantize_head;
+// shared with the GPU kernels, bit-exact with @kvq/cache kv-quant.ts) --------------------------------------------
 
 /** Twice the E2M1 value of each code (integers, so the int8 lanes convert exactly; halved after conversion). */
 static const int8_t kE2m1Twice[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
@@ -83,59 +30,19 @@ KVQ_I constexpr int kvq_group() {
 
 /**
  * Quantize one head vector x[0, D) into its codes and scales (docs/spec/kv-dtypes.md §2; @kvq/cache
- * quantizeKvHead): per group the amax of its finite values, NaN -> NaN scale and zero codes, scale 0 -> zero codes.
- * `tensor` is nvfp4's per-tensor scale (unused otherwise).
+ * quantizeKvHead): the shared kv_quantize_head, with the fp8 codes of fp8_per_token_head through the vector encoder
+ * (the same bytes). `tensor` is nvfp4's per-tensor scale (unused otherwise).
  */
 static void quantize_head_q(int dt, const KvQuantLayout& L, const float* x, int D, uint8_t* codes, uint8_t* sc, float tensor) {
-  if (dt == kKvFp8PerTokenHead || dt == kKvInt8PerTokenHead) {
-    const bool fp8 = dt == kKvFp8PerTokenHead;
-    const float amax = kvq_group_amax(x, D);
-    const float scale = amax != amax ? amax : amax / (fp8 ? 448.0f : 127.0f);
-    kvq_store_f32le(sc, scale);
-    if (!(scale > 0.0f)) {
-      memset(codes, 0, (size_t)D);
-    } else if (fp8) {
-      quantize_run<kE4M3FN, true>(x, codes, D, scale);
-    } else {
-      for (int i = 0; i < D; i++) codes[i] = (uint8_t)(int8_t)kvq_int_code(x[i] / scale, 127);
-    }
+  if (dt != kKvFp8PerTokenHead) {
+    kv_quantize_head(dt, L, x, D, codes, sc, tensor);
     return;
   }
-  const int G = L.groupSize;
-  for (int g = 0; g < L.groupsPerHead; g++) {
-    const float* xg = x + (int64_t)g * G;
-    uint8_t* cg = codes + (int64_t)g * G / 2;
-    const float amax = kvq_group_amax(xg, G);
-    if (dt == kKvNvfp4) {
-      uint32_t s8;
-      float S;
-      if (amax != amax) {
-        s8 = 0x7Fu;  // E4M3FN NaN
-        S = amax;
-      } else {
-        s8 = fp8_encode<kE4M3FN, true>((amax / 6.0f) / tensor);
-        S = fp8_decode<kE4M3FN>(s8) * tensor;
-      }
-      sc[g] = (uint8_t)s8;
-      if (S > 0.0f) {
-        for (int i = 0; i < G; i += 2) cg[i / 2] = (uint8_t)(kvq_e2m1_code(xg[i] / S) | (kvq_e2m1_code(xg[i + 1] / S) << 4));
-      } else {
-        memset(cg, 0, (size_t)G / 2);
-      }
-    } else {
-      const float scale = amax != amax ? amax : amax / 7.0f;
-      kvq_store_f32le(sc + 4 * g, scale);
-      if (scale > 0.0f) {
-        for (int i = 0; i < G; i += 2) {
-          const uint32_t lo = (uint32_t)kvq_int_code(xg[i] / scale, 7) & 0xFu;
-          const uint32_t hi = (uint32_t)kvq_int_code(xg[i + 1] / scale, 7) & 0xFu;
-          cg[i / 2] = (uint8_t)(lo | (hi << 4));
-        }
-      } else {
-        memset(cg, 0, (size_t)G / 2);
-      }
-    }
-  }
+  const float amax = kv_group_amax(x, D);
+  const float scale = amax != amax ? amax : amax / 448.0f;
+  kv_store_f32le(sc, scale);
+  if (!(scale > 0.0f)) memset(codes, 0, (size_t)D);
+  else quantize_run<kE4M3FN, true>(x, codes, D, scale);
 }
 
 static int reshape_and_cache_q(const CacheWriteParams& p, const Runner& rn) {
@@ -150,12 +57,9 @@ static int reshape_and_cache_q(const CacheWriteParams& p, const Runner& rn) {
   auto tok = [&](int64_t t, int) {
     const int64_t slot = p.slots[t];
     if (slot < 0) return;
-    const int64_t base = slot / c.blockSize * L.blockBytes;
-    const int64_t row0 = slot % c.blockSize * c.numKvHeads;
     for (int h = 0; h < c.numKvHeads; h++) {
-      const int64_t row = row0 + h;
-      const int64_t co = base + row * L.codeBytesPerHead;
-      const int64_t so = base + L.scalesOffset + row * L.groupsPerHead * L.scaleBytes;
+      int64_t co, so;
+      kv_row_offsets(L, slot, c.blockSize, c.numKvHeads, h, &co, &so);
       const int64_t si = t * hd + (int64_t)h * c.headSize;
       quantize_head_q(c.dtype, L, p.key + si, c.headSize, kp + co, kp + so, kt);
       quantize_head_q(c.dtype, L, p.value + si, c.headSize, vp + co, vp + so, vt);
@@ -189,7 +93,7 @@ KVQ_I float kvq_scale(const uint8_t* sc, int g, float tensor, const float* e4m3 
   if constexpr (DT == kKvNvfp4) {
     return (e4m3 ? e4m3[sc[g]] : fp8_decode<kE4M3FN>(sc[g])) * tensor;
   } else {
-    return kvq_load_f32le(sc + 4 * g);
+    return kv_load_f32le(sc + 4 * g);
   }
 }
 

@@ -10,6 +10,7 @@
 // dimension per thread for P.V). It is not the tuned decode kernel of attention.cu: what it proves is the layouts,
 // scales and numerics on the device (simulator, both warp widths); a fast path is the next step.
 #include "common.cuh"
+#include "kv_quant.h"
 
 #include <vector>
 
@@ -20,135 +21,21 @@ static const int kQThreads = 128;
 /** Output dimensions a thread accumulates: head sizes up to kQThreads * kMaxDimsPerThread. */
 static const int kMaxDimsPerThread = 8;
 
-// ---- codecs (bit-exact with @kvq/cache kv-quant.ts and the CPU's kvquant_impl.h) --------------------------------
-
-KVQ_DI float q_load_f32le(const uint8_t* p) {
-  return bits_as_f32((uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24));
-}
-
-KVQ_DI void q_store_f32le(uint8_t* p, float v) {
-  const uint32_t b = f32_as_bits(v);
-  p[0] = (uint8_t)b;
-  p[1] = (uint8_t)(b >> 8);
-  p[2] = (uint8_t)(b >> 16);
-  p[3] = (uint8_t)(b >> 24);
-}
-
-/** amax over the finite values of x[0, n), or the canonical NaN when one of them is NaN (±Inf do not enter). */
-KVQ_DI float q_group_amax(const float* x, int n) {
-  float amax = 0.0f;
-  bool nan = false;
-  for (int i = 0; i < n; i++) {
-    const float v = x[i];
-    nan |= v != v;
-    const float a = bits_as_f32(f32_as_bits(v) & 0x7FFFFFFFu);
-    amax = (a > amax && a != bits_as_f32(0x7F800000u)) ? a : amax;
-  }
-  return nan ? bits_as_f32(0x7FC00000u) : amax;
-}
-
-/** Integer code of v: nearest, ties to even, saturated to ±qmax (±Inf too). */
-KVQ_DI int q_int_code(float v, int qmax) {
-  if (v >= (float)qmax) return qmax;
-  if (v <= -(float)qmax) return -qmax;
-  return (int)rintf(v);
-}
-
-/** E2M1 code (sign in bit 3): nearest of ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}, ties to the even code, saturating at 6. */
-KVQ_DI uint32_t q_e2m1_code(float v) {
-  const float m = bits_as_f32(f32_as_bits(v) & 0x7FFFFFFFu);
-  uint32_t c;
-  if (m <= 0.25f) c = 0;
-  else if (m < 0.75f) c = 1;
-  else if (m <= 1.25f) c = 2;
-  else if (m < 1.75f) c = 3;
-  else if (m <= 2.5f) c = 4;
-  else if (m < 3.5f) c = 5;
-  else if (m <= 5.0f) c = 6;
-  else c = 7;
-  return c != 0 && v < 0.0f ? (c | 8u) : c;
-}
-
-/** The value of an int4 nibble (two's complement) and twice the value of an E2M1 code. */
-KVQ_DI int q_int4_value(uint32_t nib) { return nib < 8 ? (int)nib : (int)nib - 16; }
-KVQ_DI float q_e2m1_value(uint32_t nib) {
-  const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
-  const float v = mag[nib & 7u];
-  return (nib & 8u) ? -v : v;
-}
-
-/** Quantize one head row x[0, D) into its codes and scales (quantize_head_q of the CPU kernels). */
-template <int DT>
-KVQ_DI void q_quantize_head(const KvQuantLayout& L, const float* x, int D, uint8_t* codes, uint8_t* sc, float tensor) {
-  if constexpr (DT == kKvFp8PerTokenHead || DT == kKvInt8PerTokenHead) {
-    constexpr bool fp8 = DT == kKvFp8PerTokenHead;
-    const float amax = q_group_amax(x, D);
-    const float scale = amax != amax ? amax : amax / (fp8 ? 448.0f : 127.0f);
-    q_store_f32le(sc, scale);
-    for (int i = 0; i < D; i++) {
-      if (!(scale > 0.0f)) codes[i] = 0;
-      else if (fp8) codes[i] = fp8_encode<kE4M3FN, true>(x[i] / scale);
-      else codes[i] = (uint8_t)(int8_t)q_int_code(x[i] / scale, 127);
-    }
-  } else {
-    const int G = L.groupSize;
-    for (int g = 0; g < L.groupsPerHead; g++) {
-      const float* xg = x + (int64_t)g * G;
-      uint8_t* cg = codes + (int64_t)g * G / 2;
-      const float amax = q_group_amax(xg, G);
-      float S;
-      if constexpr (DT == kKvNvfp4) {
-        uint32_t s8;
-        if (amax != amax) {
-          s8 = 0x7Fu;  // E4M3FN NaN
-          S = amax;
-        } else {
-          s8 = fp8_encode<kE4M3FN, true>((amax / 6.0f) / tensor);
-          S = fp8_decode<kE4M3FN>(s8) * tensor;
-        }
-        sc[g] = (uint8_t)s8;
-      } else {
-        S = amax != amax ? amax : amax / 7.0f;
-        q_store_f32le(sc + 4 * g, S);
-      }
-      for (int i = 0; i < G; i += 2) {
-        uint32_t lo = 0, hi = 0;
-        if (S > 0.0f) {
-          if constexpr (DT == kKvNvfp4) {
-            lo = q_e2m1_code(xg[i] / S);
-            hi = q_e2m1_code(xg[i + 1] / S);
-          } else {
-            lo = (uint32_t)q_int_code(xg[i] / S, 7) & 0xFu;
-            hi = (uint32_t)q_int_code(xg[i + 1] / S, 7) & 0xFu;
-          }
-        }
-        cg[i / 2] = (uint8_t)(lo | (hi << 4));
-      }
-    }
-  }
-}
+// The codecs (scales, codes, row offsets) are @kvq/kernels' csrc/kv_quant.h, shared with the CPU kernels.
 
 /** Element e of a row: `fround(value * scale)`, the reference's dequantized value. */
 template <int DT>
 KVQ_DI float q_elem(const KvQuantLayout& L, const uint8_t* codes, const uint8_t* sc, int e, float tensor) {
   if constexpr (DT == kKvFp8PerTokenHead) {
-    return fp8_decode<kE4M3FN>(codes[e]) * q_load_f32le(sc);
+    return fp8_decode<kE4M3FN>(codes[e]) * kv_load_f32le(sc);
   } else if constexpr (DT == kKvInt8PerTokenHead) {
-    return (float)(int8_t)codes[e] * q_load_f32le(sc);
+    return (float)(int8_t)codes[e] * kv_load_f32le(sc);
   } else {
     const uint32_t nib = (codes[e / 2] >> (4 * (e & 1))) & 0xFu;
     const int g = e / L.groupSize;
-    if constexpr (DT == kKvNvfp4) return q_e2m1_value(nib) * (fp8_decode<kE4M3FN>(sc[g]) * tensor);
-    else return (float)q_int4_value(nib) * q_load_f32le(sc + 4 * g);
+    if constexpr (DT == kKvNvfp4) return ((float)kv_e2m1_twice(nib) * 0.5f) * (fp8_decode<kE4M3FN>(sc[g]) * tensor);
+    else return (float)kv_int4_value(nib) * kv_load_f32le(sc + 4 * g);
   }
-}
-
-/** Byte offsets of the codes and scales of (slot, kv head) in a pool of blocks. */
-KVQ_DI void q_row(const KvQuantLayout& L, int64_t slot, int blockSize, int numKvHeads, int h, int64_t* codeOff, int64_t* scaleOff) {
-  const int64_t base = slot / blockSize * L.blockBytes;
-  const int64_t row = slot % blockSize * numKvHeads + h;
-  *codeOff = base + row * L.codeBytesPerHead;
-  *scaleOff = base + L.scalesOffset + row * L.groupsPerHead * L.scaleBytes;
 }
 
 // ---- reshapeAndCache ---------------------------------------------------------------------------------------------
@@ -167,10 +54,10 @@ __global__ void q_cache_write_kernel(const float* key, const float* value, const
     const int64_t slot = slots[t];
     if (slot < 0) continue;
     int64_t co, so;
-    q_row(L, slot, blockSize, numKvHeads, h, &co, &so);
+    kv_row_offsets(L, slot, blockSize, numKvHeads, h, &co, &so);
     const float* x = (isV ? value : key) + th * headSize;
     uint8_t* pool = isV ? vPool : kPool;
-    q_quantize_head<DT>(L, x, headSize, pool + co, pool + so, isV ? vTensor : kTensor);
+    kv_quantize_head(DT, L, x, headSize, pool + co, pool + so, isV ? vTensor : kTensor);
   }
 }
 
@@ -272,7 +159,7 @@ __global__ void q_attention_kernel(QAttnParams p) {
     if (j <= pos) {
       const int64_t slot = (int64_t)table[j / p.blockSize] * p.blockSize + j % p.blockSize;
       int64_t co, so;
-      q_row(p.L, slot, p.blockSize, p.numKvHeads, hk, &co, &so);
+      kv_row_offsets(p.L, slot, p.blockSize, p.numKvHeads, hk, &co, &so);
       float dot = 0.0f;
       for (int d = 0; d < D; d++) dot = fmaf(sq[d], q_elem<DT>(p.L, p.kc + co, p.kc + so, d, p.kTensor), dot);
       score = dot * p.softmaxScale;
@@ -295,7 +182,7 @@ __global__ void q_attention_kernel(QAttnParams p) {
         const int jj = j0 + i;
         const int64_t slot = (int64_t)table[jj / p.blockSize] * p.blockSize + jj % p.blockSize;
         int64_t co, so;
-        q_row(p.L, slot, p.blockSize, p.numKvHeads, hk, &co, &so);
+        kv_row_offsets(p.L, slot, p.blockSize, p.numKvHeads, hk, &co, &so);
         a = fmaf(sp[i], q_elem<DT>(p.L, p.vc + co, p.vc + so, d, p.vTensor), a);
       }
       acc[k] = a;

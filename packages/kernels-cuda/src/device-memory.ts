@@ -178,27 +178,27 @@ export class GpuMemory implements DeviceMemory {
   }
 
   cacheToHost(cache: KvLayerCache, blocks: readonly number[]): void {
-    const a = this.#attached.get(cache.key);
-    if (!a) return;
-    const read = this.#native('read');
-    const per = this.#blockElems(cache);
-    for (const [first, n] of this.#runs(cache, blocks)) {
-      this.#call('cacheToHost', () => {
-        read(a.k, cache.key.subarray(first * per, (first + n) * per), first * per);
-        read(a.v, cache.value.subarray(first * per, (first + n) * per), first * per);
-      });
-    }
+    this.#moveBlocks('cacheToHost', cache, blocks, this.#native('read'));
   }
 
   cacheFromHost(cache: KvLayerCache, blocks: readonly number[]): void {
+    this.#moveBlocks('cacheFromHost', cache, blocks, this.#native('write'));
+  }
+
+  /** Runs of `blocks` of an attached cache between its device and host pools, one `move` per pool and run. */
+  #moveBlocks(
+    op: string,
+    cache: KvLayerCache,
+    blocks: readonly number[],
+    move: (buffer: NativeDeviceBuffer, host: KvLayerCache['key'], offset: number) => void,
+  ): void {
     const a = this.#attached.get(cache.key);
     if (!a) return;
-    const write = this.#native('write');
     const per = this.#blockElems(cache);
     for (const [first, n] of this.#runs(cache, blocks)) {
-      this.#call('cacheFromHost', () => {
-        write(a.k, cache.key.subarray(first * per, (first + n) * per), first * per);
-        write(a.v, cache.value.subarray(first * per, (first + n) * per), first * per);
+      this.#call(op, () => {
+        move(a.k, cache.key.subarray(first * per, (first + n) * per), first * per);
+        move(a.v, cache.value.subarray(first * per, (first + n) * per), first * per);
       });
     }
   }

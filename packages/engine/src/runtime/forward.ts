@@ -170,7 +170,7 @@ export interface LlamaForwardOptions {
 }
 
 /** Why the activations of a forward pass cannot stay on the device (undefined: they can). */
-export function hostOnlyReason(dims: LlamaDims, options: LlamaForwardOptions): string | undefined {
+function hostOnlyReason(dims: LlamaDims, options: LlamaForwardOptions): string | undefined {
   if (options.kvRotation) return 'the KV rotation (Hadamard) runs in TypeScript';
   if (options.kvTelemetry) return 'KV telemetry reads the written keys and values in TypeScript';
   if (dims.variant?.attnLogitSoftcapping !== undefined) return 'attention soft-capping runs in TypeScript';

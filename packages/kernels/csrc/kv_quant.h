@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The scalar codecs of the KV-cache dtypes scaled when written (docs/spec/kv-dtypes.md: fp8/int8/int4_per_token_head,
+// int4_g16/32/64, nvfp4), written once for every native backend: the CPU kernels (@kvq/kernels-cpu kvquant_impl.h)
+// and the GPU kernels (@kvq/kernels-cuda kvquant.cu) include this header. Bit-exact with @kvq/cache's kv-quant.ts
+// (`quantizeKvHead`, the reference): the parity suite compares the pool bytes of every backend with it.
+//
+// Every function is KVQ_HOST_DEVICE (fp8.h): `__host__ __device__` under nvcc / hipcc, `static inline` elsewhere.
+#ifndef KVQ_KV_QUANT_H_
+#define KVQ_KV_QUANT_H_
+
+#include <math.h>
+#include <stdint.h>
+
+#include "fp8.h"
+#include "ops.h"
+
+namespace kvq {
+
+/** A float32 stored little-endian at p (the scales of a block; p is 4-byte aligned in the layouts, not assumed). */
+KVQ_HOST_DEVICE float kv_load_f32le(const uint8_t* p) {
+  return bits_as_f32((uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24));
+}
+
+KVQ_HOST_DEVICE void kv_store_f32le(uint8_t* p, float v) {
+  const uint32_t b = f32_as_bits(v);
+  p[0] = (uint8_t)b;
+  p[1] = (uint8_t)(b >> 8);
+  p[2] = (uint8_t)(b >> 16);
+  p[3] = (uint8_t)(b >> 24);
+}
+
+/** amax over the finite values of x[0, n), or the canonical quiet NaN (0x7FC00000) when one of them is NaN. */
+KVQ_HOST_DEVICE float kv_group_amax(const float* x, int n) {
+  float amax = 0.0f;
+  bool nan = false;
+  for (int i = 0; i < n; i++) {
+    const float v = x[i];
+    nan |= v != v;
+    const uint32_t a = f32_as_bits(v) & 0x7FFFFFFFu;
+    amax = (bits_as_f32(a) > amax && a != 0x7F800000u) ? bits_as_f32(a) : amax;
+  }
+  return nan ? bits_as_f32(0x7FC00000u) : amax;
+}
+
+/** Integer code of v = fround(x / scale): nearest, ties to even, saturated to ±qmax (±Inf too). */
+KVQ_HOST_DEVICE int kv_int_code(float v, int qmax) {
+  if (v >= (float)qmax) return qmax;
+  if (v <= -(float)qmax) return -qmax;
+  return (int)rintf(v);
+}
+
+/**
+ * E2M1 code (sign in bit 3) of v: nearest of ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}, ties to the even code, saturating at 6;
+ * zero and anything rounding to it is code 0. The comparisons are @kvq/cache encodeE2m1's (a NaN gives 7).
+ */
+KVQ_HOST_DEVICE uint32_t kv_e2m1_code(float v) {
+  const float m = bits_as_f32(f32_as_bits(v) & 0x7FFFFFFFu);
+  uint32_t c;
+  if (m <= 0.25f) c = 0;
+  else if (m < 0.75f) c = 1;
+  else if (m <= 1.25f) c = 2;
+  else if (m < 1.75f) c = 3;
+  else if (m <= 2.5f) c = 4;
+  else if (m < 3.5f) c = 5;
+  else if (m <= 5.0f) c = 6;
+  else c = 7;
+  return c != 0 && v < 0.0f ? (c | 8u) : c;
+}
+
+/** The value of an int4 nibble (two's complement). */
+KVQ_HOST_DEVICE int kv_int4_value(uint32_t nib) { return nib < 8 ? (int)nib : (int)nib - 16; }
+
+/** Twice the value of an E2M1 code (an integer: exact in any type; halve it for the value). */
+KVQ_HOST_DEVICE int kv_e2m1_twice(uint32_t nib) {
+  const int m = (int)(nib & 7u);
+  const int v = m < 4 ? m : m == 4 ? 4 : m == 5 ? 6 : m == 6 ? 8 : 12;
+  return (nib & 8u) ? -v : v;
+}
+
+/**
+ * Codes and scale of one *_per_token_head row (fp8: e4m3fn codes of fround(x / scale), satfinite; int8: -127..127),
+ * scale = amax / 448 or / 127 (NaN: NaN scale, zero codes; scale 0: zero codes).
+ */
+KVQ_HOST_DEVICE void kv_quantize_head_8bit(bool fp8, const float* x, int D, uint8_t* codes, uint8_t* sc) {
+  const float amax = kv_group_amax(x, D);
+  const float scale = amax != amax ? amax : amax / (fp8 ? 448.0f : 127.0f);
+  kv_store_f32le(sc, scale);
+  for (int i = 0; i < D; i++) {
+    if (!(scale > 0.0f)) codes[i] = 0;
+    else if (fp8) codes[i] = fp8_encode<kE4M3FN, true>(x[i] / scale);
+    else codes[i] = (uint8_t)(int8_t)kv_int_code(x[i] / scale, 127);
+  }
+}
+
+/**
+ * Codes and scales of one row of a 4-bit dtype (int4_* or nvfp4), group by group: int4 scale = amax / 7 (float32,
+ * little-endian); nvfp4 scale = the E4M3FN code of (amax / 6) / tensor, used as fround(decode(code) * tensor). A NaN
+ * group gets a NaN scale and zero codes, a zero scale zero codes. `tensor`: nvfp4's per-tensor scale.
+ */
+KVQ_HOST_DEVICE void kv_quantize_head_4bit(bool nvfp4, const KvQuantLayout& L, const float* x, uint8_t* codes, uint8_t* sc,
+                                           float tensor) {
+  const int G = L.groupSize;
+  for (int g = 0; g < L.groupsPerHead; g++) {
+    const float* xg = x + (int64_t)g * G;
+    uint8_t* cg = codes + (int64_t)g * G / 2;
+    const float amax = kv_group_amax(xg, G);
+    float S;
+    if (nvfp4) {
+      uint32_t s8;
+      if (amax != amax) {
+        s8 = 0x7Fu;  // E4M3FN NaN
+        S = amax;
+      } else {
+        s8 = fp8_encode<kE4M3FN, true>((amax / 6.0f) / tensor);
+        S = fp8_decode<kE4M3FN>(s8) * tensor;
+      }
+      sc[g] = (uint8_t)s8;
+    } else {
+      S = amax != amax ? amax : amax / 7.0f;
+      kv_store_f32le(sc + 4 * g, S);
+    }
+    for (int i = 0; i < G; i += 2) {
+      uint32_t lo = 0, hi = 0;
+      if (S > 0.0f) {
+        lo = nvfp4 ? kv_e2m1_code(xg[i] / S) : (uint32_t)kv_int_code(xg[i] / S, 7) & 0xFu;
+        hi = nvfp4 ? kv_e2m1_code(xg[i + 1] / S) : (uint32_t)kv_int_code(xg[i + 1] / S, 7) & 0xFu;
+      }
+      cg[i / 2] = (uint8_t)(lo | (hi << 4));
+    }
+  }
+}
+
+/** One head row of any write-time-scaled dtype `dt` into its codes and scales (`tensor`: nvfp4's per-tensor scale). */
+KVQ_HOST_DEVICE void kv_quantize_head(int dt, const KvQuantLayout& L, const float* x, int D, uint8_t* codes, uint8_t* sc, float tensor) {
+  if (dt == kKvFp8PerTokenHead || dt == kKvInt8PerTokenHead) kv_quantize_head_8bit(dt == kKvFp8PerTokenHead, x, D, codes, sc);
+  else kv_quantize_head_4bit(dt == kKvNvfp4, L, x, codes, sc, tensor);
+}
+
+/** Byte offsets of the codes and scales of (slot, kv head) in a pool of blocks of layout L. */
+KVQ_HOST_DEVICE void kv_row_offsets(const KvQuantLayout& L, int64_t slot, int blockSize, int numKvHeads, int h, int64_t* codeOff,
+                                    int64_t* scaleOff) {
+  const int64_t base = slot / blockSize * L.blockBytes;
+  const int64_t row = slot % blockSize * numKvHeads + h;
+  *codeOff = base + row * L.codeBytesPerHead;
+  *scaleOff = base + L.scalesOffset + row * L.groupsPerHead * L.scaleBytes;
+}
+
+}  // namespace kvq
+
+#endif  // KVQ_KV_QUANT_H_
