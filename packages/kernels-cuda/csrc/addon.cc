@@ -381,22 +381,7 @@ class Context : public Napi::ObjectWrap<Context> {
   void Linear(const Napi::CallbackInfo& info) {
     // shared arguments (0..kLinearArgc-1), then weight data, scale, zero point (device)?
     LinearParams p = readLinear(info);
-    // 8-bit activations: the GPU kernels run on x's round trip x' (act_q8.h), the same function as the CPU's int8 dots.
-    std::vector<float> xRoundTrip;
-    if (p.xq) {
-      xRoundTrip.resize((size_t)(p.rows * p.in));
-      if (!info[0].IsTypedArray()) {
-        // A device x: the 8-bit rounding runs on the host (act_q8.h), so x comes over first.
-        std::vector<float> x((size_t)(p.rows * p.in));
-        Status st;
-        if (!gpu::buffer_download(ctx(info), x.data(), p.x, x.size() * 4, &st)) failStatus(info.Env(), st, "linear");
-        act_q8_round_trip(p.w.dtype, x.data(), p.rows, p.in, xRoundTrip.data());
-      } else {
-        act_q8_round_trip(p.w.dtype, p.x, p.rows, p.in, xRoundTrip.data());
-      }
-      p.x = xRoundTrip.data();
-      p.xq = 0;
-    }
+    // 8-bit activations (p.xq): the GPU rounds x on the device (act_q8.h, the same function as the CPU's int8 dots).
     DeviceBuffer* wd = bufferArg(info, kLinearArgc, "weight (device)", (size_t)weight_data_bytes(p.w));
     p.wDev = wd ? wd->ptr() : nullptr;
     const gpu::WeightAuxDev aux = residentWeightAux(info, kLinearArgc + 1, p.w, "weight");

@@ -17,6 +17,8 @@
 // order); embedding is bit-exact.
 #include "wquant.cuh"
 
+#include "act_q8.h"
+
 #include <vector>
 
 namespace kvq {
@@ -288,11 +290,31 @@ static bool launch_linear_q(Context* ctx, int dtype, const float* x, const WQ& w
   return true;
 }
 
+/** x' = GGML's 8-bit round trip of x (act_q8.h, the same function as the CPU's), one thread per activation block. */
+__global__ void act_q8_round_trip_kernel(const float* x, int64_t blocks, int n, float* out) {
+  for (int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += (int64_t)gridDim.x * blockDim.x) {
+    int8_t q[256];
+    const float s = act_q8_quantize_block(x + b * n, n, q);
+    for (int j = 0; j < n; j++) out[b * n + j] = (float)q[j] * s;
+  }
+}
+
 bool linear_quant(Context* ctx, const LinearArgs& a, const WeightAuxDev& aux, Status* st) {
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
   const size_t xb = (size_t)(a.rows * a.in) * 4, yb = (size_t)(a.rows * a.out) * 4;
   void *dx, *dy, *dw, *db = nullptr;
   if (!put(ctx, kS0, a.x, xb, &dx, st) || !scratch(ctx, kS2, yb, &dy, st)) return false;
+  if (a.xq) {
+    // 8-bit activations: the kernels run on x's round trip x', computed here on the device.
+    void* dxq;
+    if (!scratch(ctx, kS6, xb, &dxq, st)) return false;
+    const int n = (int)act_q8_block(a.w.dtype);
+    const int64_t blocks = a.rows * a.in / n;
+    KVQ_LAUNCH(grid_1d(blocks, 64), 64, 0, ctx->stream, act_q8_round_trip_kernel)(static_cast<const float*>(dx), blocks, n,
+                                                                                 static_cast<float*>(dxq));
+    KVQ_LAUNCHED("activation round-trip kernel");
+    dx = dxq;
+  }
   if (a.wDev) {
     dw = const_cast<void*>(a.wDev);
   } else if (!put(ctx, kS1, a.w.data, (size_t)weight_data_bytes(a.w), &dw, st)) {

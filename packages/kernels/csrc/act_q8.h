@@ -11,7 +11,8 @@
 //   q = min(127, nearest_int(iscale * x)) (half to even), d = 1 / iscale (float32), x' = q * d.
 //   ggml-quants.c quantize_row_q8_K_ref.
 // A block holding a NaN or an infinity gets scale NaN (x' = NaN): its outputs are NaN, as with float activations.
-// Plain C++ (no STL, no vendor headers): included by the CPU kernels and the GPU addons' host code.
+// Plain C++ (no STL, no vendor headers): included by the CPU kernels and the GPU kernels (act_q8_quantize_block is
+// KVQ_HOST_DEVICE: the GPU rounds device-resident activations on the device, wquant.cu).
 #ifndef KVQ_ACT_Q8_H_
 #define KVQ_ACT_Q8_H_
 
@@ -24,16 +25,16 @@
 namespace kvq {
 
 /** Elements per activation block for GGML weight dtype `dt`: 256 (Q8_K) for the k-quants, 32 (Q8_0) otherwise. */
-static inline int64_t act_q8_block(int dt) { return dt >= kQ4_K && dt <= kQ6_K ? 256 : 32; }
+KVQ_HOST_DEVICE int64_t act_q8_block(int dt) { return dt >= kQ4_K && dt <= kQ6_K ? 256 : 32; }
 
 /** ggml's nearest_int: round half to even (|v| < 2^22). */
-static inline int act_q8_nearest_even(float v) { return (int)nearbyintf(v); }
+KVQ_HOST_DEVICE int act_q8_nearest_even(float v) { return (int)nearbyintf(v); }
 
 /**
  * Quantize one activation block of n (32 or 256) floats: q[n] and the block's scale (f16-rounded for n = 32,
  * float32 for n = 256), so that x' = q * scale. Returns the scale (NaN for a block with a non-finite value).
  */
-static inline float act_q8_quantize_block(const float* x, int n, int8_t* q) {
+KVQ_HOST_DEVICE float act_q8_quantize_block(const float* x, int n, int8_t* q) {
   float amax = 0.0f, max = 0.0f;
   bool finite = true;
   for (int j = 0; j < n; j++) {
