@@ -47,19 +47,36 @@ describe.skipIf(!avail.available)('createBackend', () => {
     }
   });
 
-  it('computes on host memory: no device memory, and a device array is WRONG_ARRAY_TYPE (never read as host memory)', () => {
+  it('implements device memory in host memory: ops use its arrays in place; other backends\' arrays are refused', () => {
     const cpu = createBackend({ threads: 1 });
     try {
-      expect(cpu.memory).toBeUndefined();
-      const x = { [DEVICE_ARRAY]: true, kind: 'f32', length: 4, backend: 'cuda' } as const;
-      let err: unknown;
-      try {
-        cpu.add({ a: x, b: new Float32Array(4), out: new Float32Array(4), length: 4 });
-      } catch (e) {
-        err = e;
-      }
-      expect(isKernelError(err, 'WRONG_ARRAY_TYPE')).toBe(true);
-      expect(String((err as Error).message)).toMatch(/device array of backend 'cuda'/);
+      const m = cpu.memory;
+      expect(m.onHost).toBe(true);
+      const ha = Float32Array.from([1, -2, 3, -4]);
+      const a = m.alloc('f32', 4);
+      const out = m.alloc('f32', 4);
+      m.write(a, ha);
+      cpu.siluAndMul({ gate: a, up: a, out, length: 4 });
+      const got = new Float32Array(4);
+      m.read(out, got);
+      const want = new Float32Array(4);
+      cpu.siluAndMul({ gate: ha, up: ha, out: want, length: 4 });
+      expect([...got]).toEqual([...want]);
+      expect(m.hostView(out)).toBeInstanceOf(Float32Array); // no copy: the array is host memory
+      const foreign = { [DEVICE_ARRAY]: true, kind: 'f32', length: 4, backend: 'cuda' } as const;
+      const codeOf = (f: () => unknown) => {
+        try {
+          f();
+        } catch (e) {
+          return isKernelError(e) ? `${e.code}: ${e.message}` : String(e);
+        }
+        return 'no throw';
+      };
+      expect(codeOf(() => cpu.add({ a: foreign, b: ha, out: want, length: 4 }))).toMatch(/^WRONG_ARRAY_TYPE: .*device array of backend 'cuda'/);
+      m.free(a);
+      expect(codeOf(() => cpu.add({ a, b: ha, out: want, length: 4 }))).toMatch(/^INVALID_ARGUMENT: .*freed/);
+      expect(codeOf(() => m.write(out, new Int32Array(4)))).toMatch(/^WRONG_ARRAY_TYPE/);
+      expect(codeOf(() => m.read(out, new Float32Array(2), 3))).toMatch(/^OUT_OF_RANGE/);
     } finally {
       cpu.dispose?.();
     }

@@ -7,7 +7,7 @@
  */
 import { createRequire } from 'node:module';
 import type { Fp8Format, Saturation } from '@kvq/fp8';
-import { KernelError, type BackendCreateOptions, type KernelBackend, type LinearArgs, type PagedAttentionArgs } from '@kvq/kernels';
+import { HostMemory, KernelError, type BackendCreateOptions, type KernelBackend, type LinearArgs, type PagedAttentionArgs } from '@kvq/kernels';
 import { envInt, NativeKernelBackend } from '@kvq/kernels/native';
 import type { CpuIsa, NativeContext, NativeCpuInfo } from './addon-types.js';
 import { toKernelError, unavailable } from './errors.js';
@@ -46,6 +46,11 @@ export interface CpuBackend extends KernelBackend {
   readonly isa: CpuIsa;
   /** Threads per op (0 after {@link CpuBackend.dispose}). */
   readonly threads: number;
+  /**
+   * The contract's device memory in host memory (`@kvq/kernels` `HostMemory`, `onHost: true`): device arrays are host
+   * typed arrays the ops use in place, so code written for a GPU's `memory` runs here unchanged and copy-free.
+   */
+  readonly memory: HostMemory;
   /** `linear` on a libuv worker thread (the JS thread stays free); same validation, same result. Keep the arrays untouched until it resolves. */
   linearAsync(args: LinearArgs): Promise<void>;
   /** `pagedAttention` on a libuv worker thread; same validation, same result. Keep the arrays untouched until it resolves. */
@@ -105,6 +110,9 @@ class NativeCpuBackend extends NativeKernelBackend<NativeContext> implements Cpu
     this.isa = ctx.isa;
     this.#kvQuant = kvQuant;
   }
+
+  /** The contract's device memory, in host memory: device arrays are host typed arrays the ops use in place. */
+  readonly memory: HostMemory = new HostMemory(backendName);
 
   /** The write-time-scaled KV dtypes run natively when the binary says it has their kernels (csrc/kvquant_impl.h). */
   protected override kvQuantKernels(): boolean {

@@ -57,6 +57,11 @@ export interface DeviceBlockCopy {
  * outside the array, `INVALID_ARGUMENT` for a freed array.
  */
 export interface DeviceMemory {
+  /**
+   * True when the arrays are host memory ({@link HostMemory}: the CPU backend): the contract holds, but nothing is
+   * gained by routing activations through it. Absent or false: device memory.
+   */
+  readonly onHost?: boolean | undefined;
   /** A new device array of `length >= 1` elements; contents undefined until written. */
   alloc(kind: DeviceArrayKind, length: number): DeviceArray;
   /** Host -> device: `src` into elements `[offset, offset + src.length)` of `dst` (`src` may be reused on return). */
@@ -107,4 +112,112 @@ export function hostArgs<A extends object>(op: string, args: A): HostArgs<A> {
     }
   }
   return args as HostArgs<A>;
+}
+
+/** A {@link DeviceArray} of {@link HostMemory}: its elements are `data`, host memory. */
+class HostArray implements DeviceArray {
+  readonly [DEVICE_ARRAY] = true as const;
+  constructor(
+    readonly kind: DeviceArrayKind,
+    readonly length: number,
+    readonly backend: string,
+    readonly owner: HostMemory,
+    public data: Float32Array | Int32Array | null,
+  ) {}
+}
+
+function checkLength(length: unknown): number {
+  if (typeof length !== 'number' || !Number.isInteger(length) || length < 1) {
+    throw new KernelError('INVALID_ARGUMENT', `length must be an integer >= 1, got ${String(length)}`, { argument: 'length' });
+  }
+  return length;
+}
+
+/**
+ * {@link DeviceMemory} of a backend that computes in host memory (the native CPU backend): its device arrays are
+ * host typed arrays (`hostView`), ops read and write them in place, and `write` / `read` are plain copies with
+ * nothing to wait for. KV pools are host memory already: `attachCache` leaves them where they are (`isAttached` stays
+ * false), block moves are no-ops and `copyCacheBlocks` copies in the host pools. Code written against `memory` thus
+ * runs unchanged on the CPU, with no copies between ops.
+ */
+export class HostMemory implements DeviceMemory {
+  /** True: arrays are host memory (engines need not route activations through them). */
+  readonly onHost = true;
+  readonly #backend: string;
+
+  /** @param backend - the owning backend's name (recorded in its arrays) */
+  constructor(backend: string) {
+    this.#backend = backend;
+  }
+
+  alloc(kind: DeviceArrayKind, length: number): DeviceArray {
+    if (kind !== 'f32' && kind !== 'i32') {
+      throw new KernelError('INVALID_ARGUMENT', `kind must be 'f32' or 'i32', got ${JSON.stringify(kind)}`, { argument: 'kind' });
+    }
+    const n = checkLength(length);
+    return new HostArray(kind, n, this.#backend, this, kind === 'f32' ? new Float32Array(n) : new Int32Array(n));
+  }
+
+  /**
+   * The host array behind a device array of this memory (no copy), for `op`'s error messages.
+   * @throws KernelError `WRONG_ARRAY_TYPE` for another backend's array, `INVALID_ARGUMENT` for a freed one
+   */
+  hostView(a: DeviceArray, op = 'hostView'): Float32Array | Int32Array {
+    if (!(a instanceof HostArray) || a.owner !== this) {
+      throw new KernelError('WRONG_ARRAY_TYPE', `${op}: a device array of backend '${a.backend}' was passed to backend '${this.#backend}'`);
+    }
+    if (!a.data) throw new KernelError('INVALID_ARGUMENT', `${op}: a device array passed to it has been freed`);
+    return a.data;
+  }
+
+  #range(op: string, a: DeviceArray, host: Float32Array | Int32Array, offset: number): Float32Array | Int32Array {
+    const data = this.hostView(a, op);
+    const want = a.kind === 'f32' ? 'Float32Array' : 'Int32Array';
+    if ((host as { [Symbol.toStringTag]?: string })?.[Symbol.toStringTag] !== want) {
+      throw new KernelError('WRONG_ARRAY_TYPE', `${op}: a device array of kind '${a.kind}' needs a ${want}`, { argument: 'array' });
+    }
+    if (!Number.isInteger(offset) || offset < 0 || offset + host.length > a.length) {
+      throw new KernelError('OUT_OF_RANGE', `${op}: elements [${offset}, ${offset + host.length}) are outside the device array of ${a.length}`, {
+        argument: 'offset',
+      });
+    }
+    return data;
+  }
+
+  write(dst: DeviceArray, src: Float32Array | Int32Array, offset = 0): void {
+    this.#range('write', dst, src, offset).set(src, offset);
+  }
+
+  read(src: DeviceArray, dst: Float32Array | Int32Array, offset = 0): void {
+    dst.set(this.#range('read', src, dst, offset).subarray(offset, offset + dst.length));
+  }
+
+  free(array: DeviceArray): void {
+    if (array instanceof HostArray && array.owner === this) array.data = null;
+  }
+
+  attachCache(_cache: KvLayerCache): void {}
+
+  isAttached(_cache: KvLayerCache): boolean {
+    return false;
+  }
+
+  cacheToHost(_cache: KvLayerCache, _blocks: readonly number[]): void {}
+
+  cacheFromHost(_cache: KvLayerCache, _blocks: readonly number[]): void {}
+
+  copyCacheBlocks(cache: KvLayerCache, copies: readonly DeviceBlockCopy[]): void {
+    const per = cache.key.length / cache.numBlocks;
+    for (const { src, dst } of copies) {
+      for (const b of [src, dst]) {
+        if (!Number.isInteger(b) || b < 0 || b >= cache.numBlocks) {
+          throw new KernelError('OUT_OF_RANGE', `block ${String(b)} is outside the cache's ${cache.numBlocks} blocks`, { argument: 'copies' });
+        }
+      }
+      cache.key.copyWithin(dst * per, src * per, (src + 1) * per);
+      cache.value.copyWithin(dst * per, src * per, (src + 1) * per);
+    }
+  }
+
+  detachCache(_cache: KvLayerCache): void {}
 }

@@ -3,7 +3,7 @@
  * @module
  */
 export * from './contract.js';
-export { DEVICE_ARRAY, hostArgs, isDeviceArray } from './device.js';
+export { DEVICE_ARRAY, HostMemory, hostArgs, isDeviceArray } from './device.js';
 export { KernelError, isKernelError, toKernelError } from './errors.js';
 export type { KernelErrorCode, KernelErrorOptions } from './errors.js';
 export * from './validate.js';

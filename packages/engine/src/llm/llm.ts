@@ -24,7 +24,7 @@ import { readKvCacheScalesJson } from '../weights/kv-scales-json.js';
 import { LLMEngine, type AddRequestOptions, type RequestOutput } from '../runtime/engine.js';
 import { checkStructuredOutputs, StructuredOutputCompiler } from '../structured/structured.js';
 import { llamaDimsOf, llamaWeightsOf } from '../runtime/architecture.js';
-import { LlamaForward } from '../runtime/forward.js';
+import { deviceMemoryOf, LlamaForward } from '../runtime/forward.js';
 import { calculateKvScalesObserver, NVFP4_KV_SCALE_CONSTANTS } from '../runtime/kv-scales.js';
 import { checkKvCacheRotation, kvRotationFor, type KvCacheRotation } from '../runtime/kv-rotation.js';
 import { kvLayerDtypes, type KvSkipLayer } from './kv-skip-layers.js';
@@ -412,7 +412,7 @@ export class LLM {
         { code: 'KVQ_ROTATION_SCALES' },
       );
     }
-    const telemetry = options.kvTelemetry === false || (backend.memory !== undefined && options.kvTelemetry !== true) || storage.layers.every((l) => !isFp8Dtype(l.dtype) && !isKvQuantDtype(l.dtype)) ? undefined : new KvTelemetry(storage.layers);
+    const telemetry = options.kvTelemetry === false || (deviceMemoryOf(backend) !== undefined && options.kvTelemetry !== true) || storage.layers.every((l) => !isFp8Dtype(l.dtype) && !isKvQuantDtype(l.dtype)) ? undefined : new KvTelemetry(storage.layers);
     const forward = new LlamaForward(backend, llamaWeightsOf(model), dims, storage, {
       ...(kvRotation ? { kvRotation } : {}),
       ...(telemetry ? { kvTelemetry: telemetry } : {}),

@@ -169,6 +169,14 @@ export interface LlamaForwardOptions {
   readonly deviceKvCache?: boolean;
 }
 
+/**
+ * The backend's memory when it is device memory (a GPU's); undefined for backends computing in host memory (their
+ * `HostMemory` arrays are host arrays: routing activations through them gains nothing).
+ */
+export function deviceMemoryOf(backend: KernelBackend): DeviceMemory | undefined {
+  return backend.memory && backend.memory.onHost !== true ? backend.memory : undefined;
+}
+
 /** Why the activations of a forward pass cannot stay on the device (undefined: they can). */
 function hostOnlyReason(dims: LlamaDims, options: LlamaForwardOptions): string | undefined {
   if (options.kvRotation) return 'the KV rotation (Hadamard) runs in TypeScript';
@@ -233,16 +241,17 @@ export class LlamaForward {
     if (this.fp8Query && dims.variant?.attnLogitSoftcapping !== undefined) {
       throw new EngineError('INVALID_ARGUMENT', 'fp8Query is not supported for models with attention logit soft-capping (Gemma 2)', { field: 'fp8Query' });
     }
-    const canStay = backend.memory !== undefined && hostOnlyReason(dims, options) === undefined;
+    const device = deviceMemoryOf(backend);
+    const canStay = device !== undefined && hostOnlyReason(dims, options) === undefined;
     if (options.deviceActivations === true && !canStay) {
-      const why = backend.memory ? hostOnlyReason(dims, options) : `backend '${backend.name}' has no device memory`;
+      const why = device ? hostOnlyReason(dims, options) : `backend '${backend.name}' has no device memory`;
       throw new EngineError('INVALID_ARGUMENT', `deviceActivations: ${why}`, { field: 'deviceActivations' });
     }
-    this.memory = canStay && options.deviceActivations !== false ? backend.memory : undefined;
-    if (options.deviceKvCache === true && !backend.memory) {
+    this.memory = canStay && options.deviceActivations !== false ? device : undefined;
+    if (options.deviceKvCache === true && !device) {
       throw new EngineError('INVALID_ARGUMENT', `deviceKvCache: backend '${backend.name}' has no device memory`, { field: 'deviceKvCache' });
     }
-    this.kvMemory = options.deviceKvCache !== false ? backend.memory : undefined;
+    this.kvMemory = options.deviceKvCache !== false ? device : undefined;
     if (this.kvMemory) for (const layer of storage.layers) this.kvMemory.attachCache(layer);
   }
 

@@ -15,7 +15,7 @@
  */
 import { isKvQuantDtype, type KvQuantDtype } from '@kvq/cache';
 import type { Fp8Format, Saturation, ScaleLayout } from '@kvq/fp8';
-import { isDeviceArray } from '../device.js';
+import { HostMemory, isDeviceArray } from '../device.js';
 import type {
   Activation,
   AmaxPerHeadArgs,
@@ -347,14 +347,15 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
 
   /**
    * What the addon receives for an argument: the value itself, except device arrays, which a backend with device
-   * memory maps to its native handle; this default (a backend computing on host memory) refuses them.
+   * memory maps to its native handle; this default takes the arrays of the backend's {@link HostMemory} (their host
+ * data, no copy) and refuses any other.
    * @throws KernelError `WRONG_ARRAY_TYPE` for a device array
    */
   protected nativeValue(op: string, v: unknown): unknown {
-    if (isDeviceArray(v)) {
-      throw new KernelError('WRONG_ARRAY_TYPE', `${op}: got a device array of backend '${v.backend}'; the ${this.name} backend computes on host arrays (Float32Array)`);
-    }
-    return v;
+    if (!isDeviceArray(v)) return v;
+    const memory = (this as KernelBackend).memory;
+    if (memory instanceof HostMemory) return memory.hostView(v, op);
+    throw new KernelError('WRONG_ARRAY_TYPE', `${op}: got a device array of backend '${v.backend}'; the ${this.name} backend computes on host arrays (Float32Array)`);
   }
 
   /**
