@@ -179,6 +179,22 @@ describe('LLM.create backend choice (the CPU addon package mocked as unavailable
   });
 });
 
+describe('deviceResident', () => {
+  it('is validated before anything loads, and the reference backend (no device memory) keeps host activations', async () => {
+    await expect(LLM.create({ model: modelTinyPath, backend: 'reference', deviceResident: 'yes' as never })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      field: 'deviceResident',
+    });
+    const llm = await LLM.create({ model: modelTinyPath, backend: 'reference', kvCacheMemory: 1 << 20 });
+    try {
+      expect(llm.engine.forwardPass.memory).toBeUndefined();
+      expect(llm.engine.forwardPass.kvMemory).toBeUndefined();
+    } finally {
+      llm.dispose();
+    }
+  });
+});
+
 describe('gpuBackendCandidate (the apps\' optional GPU packages)', () => {
   it('creates the backend with resident weights, options passed through and able to override', async () => {
     const seen: unknown[] = [];

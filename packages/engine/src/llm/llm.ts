@@ -287,6 +287,11 @@ export class LLM {
         { field: 'model' },
       );
     }
+    if (options.deviceResident !== undefined && typeof options.deviceResident !== 'boolean') {
+      throw new EngineError('INVALID_ARGUMENT', `deviceResident must be true or false, got ${JSON.stringify(options.deviceResident)}`, {
+        field: 'deviceResident',
+      });
+    }
     const { backend } = await selectBackend({
       backend: options.backend,
       ...(options.backendCandidates ? { candidates: options.backendCandidates } : {}),
