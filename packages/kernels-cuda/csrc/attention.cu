@@ -1244,7 +1244,10 @@ static bool plan_attention(Context* ctx, int dtype, int fp8Query, const int32_t*
       const int64_t nk = khi - klo;
       int64_t nsplit = std::min<int64_t>(want, ceil_div(nk, 256));
       if (nsplit < 1) nsplit = 1;
-      const int64_t step = ceil_div(nk, nsplit);
+      int64_t step = ceil_div(nk, nsplit);
+      // Split boundaries on multiples of 32 keys (a tile), so the work list stays the same over 32 x nsplit decode
+      // steps (with the open-ended last split below, the tasks do not depend on the exact length).
+      if (nsplit > 1) step = ceil_div(step, 32) * 32;
       nsplit = ceil_div(nk, step);
       plan->maxSplits = std::max<int>(plan->maxSplits, (int)nsplit);
       for (int h = 0; h < numKvHeads; h++) {
@@ -1259,8 +1262,11 @@ static bool plan_attention(Context* ctx, int dtype, int fp8Query, const int32_t*
             t.g1 = g1;
             t.t0 = t0;
             t.t1 = t1;
-            t.k0 = (int)(klo + sp * step);
-            t.k1 = (int)std::min<int64_t>(khi, klo + (sp + 1) * step);
+            // The first split starts at 0 and the last ends at "the end": the kernels clamp every row's range to its
+            // own causal (and sliding-window) limits from the device's seqLens, so these tasks do not depend on the
+            // length and stay valid (and uploaded) across decode steps.
+            t.k0 = sp == 0 ? 0 : (int)(klo + sp * step);
+            t.k1 = sp == nsplit - 1 ? INT32_MAX : (int)std::min<int64_t>(khi, klo + (sp + 1) * step);
             t.split = (int)sp;
             t.nsplit = (int)nsplit;
             t.partial = nsplit > 1 ? plan->partialRows : -1;

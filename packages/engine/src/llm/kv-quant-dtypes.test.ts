@@ -5,9 +5,8 @@
  * @kvq/kernels-cpu csrc/kvquant_impl.h) runs each of them like the reference backend, and a backend without kernels
  * for them (the CUDA simulator) is refused in `LLM.create` with a typed error before the model is loaded.
  */
-import { KV_QUANT_DTYPES, kvBlockLayout, planKvCache, type KvQuantDtype } from '@kvq/cache';
+import { isKvQuantDtype, KV_QUANT_DTYPES, kvBlockLayout, planKvCache, type KvQuantDtype } from '@kvq/cache';
 import { createReferenceBackend, KernelError, type KernelBackend } from '@kvq/kernels';
-import { createSimBackend, simAvailability } from '@kvq/kernels-cuda/testing';
 import { modelTinyPath } from '@kvq/model-tiny';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../load/load-model.js';
@@ -188,18 +187,24 @@ describe('the native CPU backend runs every write-time-scaled dtype', () => {
 });
 
 describe('a backend without kernels for a write-time-scaled dtype', () => {
-  const sim = simAvailability(32);
-  it.skipIf(!sim.available)(`the CUDA kernels (simulator, warp 32) refuse them the same way${sim.available ? '' : `: not built (${sim.reason})`}`, async () => {
-    const gpu = createSimBackend({ warp: 32 });
-    try {
-      const err = await engineErrorOfAsync(LLM.create({ model, kvCacheDtype: 'int8_per_token_head', backend: gpu, kvCacheMemory: 1 << 20 }));
-      expect(err.code).toBe('INVALID_ARGUMENT');
-      expect(err.message).toContain(`'${gpu.name}' backend`);
-      expect(err.message).toContain("backend: 'reference'");
-      expect(err.cause).toBeInstanceOf(KernelError);
-      expect((err.cause as KernelError).code).toBe('UNSUPPORTED');
-    } finally {
-      gpu.dispose();
-    }
+  it('is refused by LLM.create (the create-time probe) with INVALID_ARGUMENT naming the backend and the way out', async () => {
+    const ref = createReferenceBackend();
+    const refuse = (cache: { readonly dtype: string }) => {
+      if (isKvQuantDtype(cache.dtype)) {
+        throw new KernelError('UNSUPPORTED', `KV-cache dtype '${cache.dtype}' has no kernels here`, { argument: 'cache.dtype' });
+      }
+    };
+    const backend: KernelBackend = {
+      ...ref,
+      name: 'no-kv-quant',
+      reshapeAndCache: (a) => (refuse(a.cache), ref.reshapeAndCache(a)),
+      pagedAttention: (a) => (refuse(a.cache), ref.pagedAttention(a)),
+    };
+    const err = await engineErrorOfAsync(LLM.create({ model, kvCacheDtype: 'int8_per_token_head', backend, kvCacheMemory: 1 << 20 }));
+    expect(err.code).toBe('INVALID_ARGUMENT');
+    expect(err.message).toContain("'no-kv-quant' backend");
+    expect(err.message).toContain("backend: 'reference'");
+    expect(err.cause).toBeInstanceOf(KernelError);
+    expect((err.cause as KernelError).code).toBe('UNSUPPORTED');
   });
 });
