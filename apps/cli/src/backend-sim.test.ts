@@ -1,6 +1,6 @@
 /**
  * `kvq generate --backend cuda` end to end on the CUDA kernels without a GPU: @kvq/kernels-cuda's `createBackend` is
- * replaced by its simulator (`createSimBackend({ warp: 32 })`: csrc/'s kernels run on the CPU), so the CLI's `cuda`
+ * replaced by its simulator (`createSimBackend({ warp })`, warp 32 and 64: csrc/'s kernels run on the CPU), so the CLI's `cuda`
  * candidate, the loader's self-test and the whole forward pass run the GPU kernel code. Its greedy tokens of kvq-tiny
  * must equal the CPU backend's. Skipped, with the reason, when the simulator addon is not built (`build:gpu` of
  * @kvq/kernels-cuda), except in CI (`KVQ_REQUIRE_GPU_COMPILERS=1`), where that fails.
@@ -14,12 +14,16 @@ import { captureOutput } from '@kvq/test-utils';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { main } from './main.js';
 
+/** The warp width the mocked `createBackend` simulates (each test sets it). */
+const state = vi.hoisted(() => ({ warp: 32 as 32 | 64 }));
+
 vi.mock('@kvq/kernels-cuda', async () => {
   const { createSimBackend } = await import('@kvq/kernels-cuda/testing');
-  return { createBackend: () => createSimBackend({ warp: 32 }) };
+  return { createBackend: () => createSimBackend({ warp: state.warp }) };
 });
 
-const sim = simAvailability(32);
+// Both simulator builds are needed: the first one missing says why.
+const sim = [simAvailability(32), simAvailability(64)].find((a) => !a.available) ?? simAvailability(32);
 const cpu = cpuAvailability();
 const required = process.env.KVQ_REQUIRE_GPU_COMPILERS === '1';
 const why = !sim.available ? `the simulator addon is not built: ${sim.reason}` : !cpu.available ? `the native CPU addon is unavailable: ${cpu.reason}` : '';
@@ -39,15 +43,19 @@ const generate = (backend: string) =>
   kvqJson<{ backend: string; token_ids: number[] }>(['generate', '--backend', backend, '--json', '--temperature', '0', '--max-tokens', '16', '--ignore-eos', '--kv-cache-memory', '1MiB', 'And God said unto Moses,']);
 
 describe.skipIf(why !== '' && !required)(`kvq generate --backend cuda on the CUDA simulator${why ? ` (skipped: ${why})` : ''}`, () => {
-  it("gives the CPU backend's 16 greedy tokens of kvq-tiny", async () => {
+  it("gives the CPU backend's 16 greedy tokens of kvq-tiny, at warp 32 and warp 64", async () => {
     const want = await generate('cpu');
-    const got = await generate('cuda');
     expect(want.backend).toBe('cpu');
-    expect(got.backend).toBe('cuda-sim-w32');
-    expect(got.err).toBe('');
-    expect(got.token_ids).toHaveLength(16);
-    expect(got.token_ids).toEqual(want.token_ids);
-  }, 60_000);
+    for (const warp of [32, 64] as const) {
+      state.warp = warp;
+      const got = await generate('cuda');
+      expect(got.backend).toBe(`cuda-sim-w${warp}`);
+      expect(got.err).toBe('');
+      expect(got.token_ids).toHaveLength(16);
+      expect(got.token_ids, `warp ${warp}`).toEqual(want.token_ids);
+    }
+    state.warp = 32;
+  }, 120_000);
 
   it("scores a text (kvq eval) to the CPU backend's log-likelihood", async () => {
     const text = join(dir, 'genesis.txt');
