@@ -135,6 +135,7 @@ template <int DT>
 __global__ void q_attention_kernel(QAttnParams p) {
   __shared__ float sq[kQThreads * kMaxDimsPerThread];
   __shared__ float sp[kQThreads];
+  __shared__ int64_t sco[kQThreads], sso[kQThreads];  // the tile's row offsets (the K and V pools share the layout)
   __shared__ float red[32];
   const int64_t t = blockIdx.x;
   const int h = blockIdx.y;
@@ -160,6 +161,8 @@ __global__ void q_attention_kernel(QAttnParams p) {
       const int64_t slot = (int64_t)table[j / p.blockSize] * p.blockSize + j % p.blockSize;
       int64_t co, so;
       kv_row_offsets(p.L, slot, p.blockSize, p.numKvHeads, hk, &co, &so);
+      sco[threadIdx.x] = co;
+      sso[threadIdx.x] = so;
       float dot = 0.0f;
       for (int d = 0; d < D; d++) dot = fmaf(sq[d], q_elem<DT>(p.L, p.kc + co, p.kc + so, d, p.kTensor), dot);
       score = dot * p.softmaxScale;
@@ -178,13 +181,7 @@ __global__ void q_attention_kernel(QAttnParams p) {
       const int d = (int)threadIdx.x + k * (int)blockDim.x;
       if (d >= D) break;
       float a = acc[k] * corr;
-      for (int i = 0; i < n; i++) {
-        const int jj = j0 + i;
-        const int64_t slot = (int64_t)table[jj / p.blockSize] * p.blockSize + jj % p.blockSize;
-        int64_t co, so;
-        kv_row_offsets(p.L, slot, p.blockSize, p.numKvHeads, hk, &co, &so);
-        a = fmaf(sp[i], q_elem<DT>(p.L, p.vc + co, p.vc + so, d, p.vTensor), a);
-      }
+      for (int i = 0; i < n; i++) a = fmaf(sp[i], q_elem<DT>(p.L, p.vc + sco[i], p.vc + sso[i], d, p.vTensor), a);
       acc[k] = a;
     }
     m = mNew;
