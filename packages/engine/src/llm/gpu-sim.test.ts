@@ -140,6 +140,21 @@ describe.skipIf(!simAvailability(32).available && !required)('KV pools on the de
     }
   }, 300_000);
 
+  it('host activations over device pools (the Hadamard rotation runs in TypeScript) give the CPU tokens', async () => {
+    const gpu = createSimBackend({ warp: 32 });
+    try {
+      const extra = { kvCacheRotation: 'hadamard' } as const;
+      const sim = await make(gpu, extra);
+      expect(sim.engine.forwardPass.memory).toBeUndefined(); // activations on the host: the rotation is TypeScript
+      expect(sim.engine.forwardPass.kvMemory).toBe(gpu.memory); // the pools still live on the device
+      const [want] = await (await make('cpu', extra)).generate(DOC, opts);
+      const [got] = await sim.generate(DOC, opts);
+      expect(got!.outputs[0]!.tokenIds).toEqual(want!.outputs[0]!.tokenIds);
+    } finally {
+      gpu.dispose();
+    }
+  }, 300_000);
+
   it('blocks a GPU engine stores in a KV tier are loaded by another GPU engine and by a CPU engine', async () => {
     const a = createSimBackend({ warp: 32 });
     const b = createSimBackend({ warp: 32 });
