@@ -43,10 +43,10 @@
       "conditions": [
         ["target_arch=='x64'", {
           "sources": ["csrc/kernels_avx512.cc"],
-          "cflags_cc": ["<@(kvq_common_cflags)", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vbmi", "-mavx2",
+          "cflags_cc": ["<@(kvq_common_cflags)", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vbmi", "-mavx512vnni", "-mavx2",
                         "-mfma", "-mf16c", "-Wno-maybe-uninitialized", "-Wno-uninitialized"],
           "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<@(kvq_mac_cflags)", "-mavx512f", "-mavx512bw", "-mavx512vl",
-                                                     "-mavx512dq", "-mavx512vbmi", "-mavx2", "-mfma", "-mf16c"]},
+                                                     "-mavx512dq", "-mavx512vbmi", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"]},
           "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["<@(kvq_msvc_cflags)", "/arch:AVX512"]}},
         }],
       ],

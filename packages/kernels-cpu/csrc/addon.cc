@@ -38,9 +38,10 @@ bool isaSupported(const CpuFeatures& f, const std::string& isa) {
 #if defined(__x86_64__) || defined(_M_X64)
   const bool avx2 = f.avx2 && f.fma && f.f16c;
   if (isa == "avx2") return avx2;
-  // The AVX-512 tier is the Ice Lake / Zen 4 level: F, BW, VL, DQ and VBMI (byte-table FP8 decode). Older
-  // AVX-512 parts (Skylake-SP, Cascade Lake) run the AVX2 kernels.
-  if (isa == "avx512") return avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vbmi;
+  // The AVX-512 tier is the Ice Lake / Zen 4 level: F, BW, VL, DQ, VBMI (byte-table FP8 decode) and VNNI (int8
+  // dots of the quantized weights). Older AVX-512 parts (Skylake-SP, Cascade Lake; Cannon Lake, which lacks VNNI)
+  // run the AVX2 kernels.
+  if (isa == "avx512") return avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vbmi && f.avx512vnni;
 #else
   (void)f;
 #endif

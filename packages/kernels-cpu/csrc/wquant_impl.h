@@ -21,7 +21,8 @@
 // Activations are float32 (W4A16 / W8A16 math) unless the call asks for GGML's 8-bit activations (LinearParams::xq,
 // `activations: 'q8'`, csrc/act_q8.h of @kvq/kernels): then x is quantized per row to Q8_0 / Q8_K blocks and, on
 // AVX2 / AVX-512 builds, the decode GEMV and the prefill GEMM of the GGML dtypes run on int8 dot products
-// (vpmaddubsw; see "8-bit activations" below, and kQ8Gemm for the types whose AVX-512 GEMM stays on float panels);
+// (vpmaddubsw; on AVX-512 builds the GEMV uses VNNI's vpdpbusd / vpdpwssd, csrc/wquant_vnni.h; see "8-bit activations"
+// below, and kQ8Gemm for the types whose AVX-512 GEMM stays on float panels);
 // the scalar and NEON builds run the float kernels on x's round trip x'.
 
 // ------------------------------------------------------------------------------------------------
@@ -471,6 +472,18 @@ struct XQ8 {
   const int16_t* s16;  // |sum of 16 int8| <= 2032
   const float* xs;     // 32-element blocks only: d * sum of the block's q, [rows, K / 32]
   int64_t xb;  // activation block (32 or 256)
+  // The VNNI dots' lane terms of the 32-element types (vnni_lanes; null elsewhere), [rows, K / 4] each.
+  const int32_t* ini = nullptr;
+  const float* dxl = nullptr;
+  const float* xsl = nullptr;
+
+  /** The same activations from row m on. */
+  XQ8 from_row(int64_t m, int64_t K) const {
+    XQ8 o = *this;
+    o.q += m * K, o.d += m * (K / xb), o.s16 += m * (K / 16), o.xs += m * (K / 32);
+    if (ini) o.ini += m * (K / 4), o.dxl += m * (K / 4), o.xsl += m * (K / 4);
+    return o;
+  }
 };
 
 /** The sum of 8 float lanes (the int8 paths accumulate in __m256 whatever the ISA's VF width). */
@@ -717,9 +730,15 @@ static void gemv_q8_direct(const LinearParams& p, const XQ8& xa, int64_t n0, int
   }
 }
 
+#include "wquant_vnni.h"
+
 template <int DT>
 static void gemv_q8_rt(int rows, const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1) {
+#if defined(KVQ_Q8_VNNI)
+  with_rows(rows, [&](auto r) { gemv_q8_vnni<DT, decltype(r)::value>(p, xa, n0, n1); });
+#else
   with_rows(rows, [&](auto r) { gemv_q8_direct<DT, decltype(r)::value>(p, xa, n0, n1); });
+#endif
 }
 
 /** The activations of one call quantized as GGML does (act_q8_quantize_row), with the 16-element sums of q. */
@@ -728,7 +747,17 @@ struct XQ8Buf {
   float* d = nullptr;
   int16_t* s16 = nullptr;
   float* xs = nullptr;
-  ~XQ8Buf() { free(q), free(d), free(s16), free(xs); }
+  int32_t* ini = nullptr;  // the VNNI lane terms (32-element types on VNNI builds only)
+  float* dxl = nullptr;
+  float* xsl = nullptr;
+  ~XQ8Buf() { free(q), free(d), free(s16), free(xs), free(ini), free(dxl), free(xsl); }
+
+  /** The activations as the dots read them. */
+  XQ8 view(int64_t xb) const {
+    XQ8 v{q, d, s16, xs, xb};
+    v.ini = ini, v.dxl = dxl, v.xsl = xsl;
+    return v;
+  }
 };
 
 /** Quantize rows [r0, r1) of x into b (allocated for all rows by xq8_alloc). */
@@ -743,6 +772,12 @@ KVQ_I void xq8_rows(int dt, const float* x, int64_t K, int64_t xb, int64_t r0, i
     if (xb == 32)
       for (int64_t g = 0; g < K / 32; g++)
         b.xs[r * (K / 32) + g] = b.d[r * (K / 32) + g] * (float)(b.s16[r * (K / 16) + 2 * g] + b.s16[r * (K / 16) + 2 * g + 1]);
+#if defined(KVQ_Q8_VNNI)
+    if (b.ini)
+      with_ggml_dtype(
+          dt, [&](auto c) { vnni_lanes<decltype(c)::value>(b.q + r * K, b.d + r * (K / 32), K, b.ini + r * (K / 4), b.dxl + r * (K / 4), b.xsl + r * (K / 4)); },
+          [] {});
+#endif
   }
 }
 
@@ -751,6 +786,14 @@ KVQ_I bool xq8_alloc(int64_t rows, int64_t K, int64_t xb, XQ8Buf& b) {
   b.d = static_cast<float*>(malloc((size_t)(rows * (K / xb)) * sizeof(float)));
   b.s16 = static_cast<int16_t*>(malloc((size_t)(rows * (K / 16)) * sizeof(int16_t)));
   b.xs = static_cast<float*>(malloc((size_t)(rows * (K / 32)) * sizeof(float)));
+#if defined(KVQ_Q8_VNNI)
+  if (xb == 32) {
+    b.ini = static_cast<int32_t*>(malloc((size_t)(rows * (K / 4)) * sizeof(int32_t)));
+    b.dxl = static_cast<float*>(malloc((size_t)(rows * (K / 4)) * sizeof(float)));
+    b.xsl = static_cast<float*>(malloc((size_t)(rows * (K / 4)) * sizeof(float)));
+    if (!b.ini || !b.dxl || !b.xsl) return false;
+  }
+#endif
   return b.q && b.d && b.s16 && b.xs;
 }
 
@@ -761,7 +804,7 @@ static int qgemv_q8(const LinearParams& p, const Runner& rn) {
   XQ8Buf b;
   if (!xq8_alloc(rows, K, xb, b)) return kOutOfMemory;
   xq8_rows(DT, p.x, K, xb, 0, rows, b);
-  const XQ8 xa{b.q, b.d, b.s16, b.xs, xb};
+  const XQ8 xa = b.view(xb);
   auto body = [&](int64_t n0, int64_t n1) { gemv_q8_rt<DT>((int)rows, p, xa, n0, n1); };
   gemv_split(p, rn, body);
   return kOk;
@@ -814,7 +857,7 @@ static int qgemm_q8(const LinearParams& p, const Runner& rn) {
     for (int64_t m = m0; m < m1; m += 4) {
       LinearParams pm = p;
       pm.y = p.y + m * N;
-      const XQ8 xm{b.q + m * K, b.d + m * (K / xb), b.s16 + m * (K / 16), b.xs + m * (K / 32), xb};
+      const XQ8 xm = b.view(xb).from_row(m, K);
       gemv_q8_rt<DT>((int)imin(4, m1 - m), pm, xm, n0, n1);
     }
   };

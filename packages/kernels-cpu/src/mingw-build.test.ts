@@ -40,7 +40,7 @@ describe('MinGW-w64 build plan (win32-x64-gnu)', () => {
   });
 
   it('gives each ISA its -m flags and the baseline units none', () => {
-    expect(isaFlags(unit('kernels_avx512.cc'))).toEqual(expect.arrayContaining(['-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mavx512vbmi', '-mavx2', '-mfma', '-mf16c']));
+    expect(isaFlags(unit('kernels_avx512.cc'))).toEqual(expect.arrayContaining(['-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mavx512vbmi', '-mavx512vnni', '-mavx2', '-mfma', '-mf16c']));
     expect(isaFlags(unit('kernels_avx2.cc')).sort()).toEqual(['-mavx2', '-mf16c', '-mfma']);
     for (const f of ['addon.cc', 'threadpool.cc', 'kernels_scalar.cc']) expect(isaFlags(unit(f))).toEqual([]);
   });

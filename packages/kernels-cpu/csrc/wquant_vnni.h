@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The int8 block dots of the GGML dtypes in 512-bit registers with AVX-512 VNNI (the avx512 tier): the decode GEMV
+// and the int8 prefill GEMM of wquant_impl.h's "8-bit activations" section, 64 weights per instruction instead of 32.
+// Part of wquant_impl.h (same rules); compiled only where the build has AVX512BW and AVX512VNNI.
+//
+// The sums are the same integers as the 256-bit dots (Q8Direct); only the order of the float additions differs
+// (16 lanes instead of 8), well inside the parity tolerances of the int8 path.
+//
+// - K-quants (256-element blocks, one activation scale per block): the unsigned codes of 64 consecutive elements in
+//   one register, `vpmaddubsw` with x (int16 pair sums, at most 2 x 63 x 127), then `vpdpwssd` with the sub-block
+//   scales (int16, broadcast per sub-block by one `vpermw`), so a block's integer sum is formed in one int32
+//   accumulator and converted once. Minimums and Q6_K's -32 go through the 16-element sums of x (s16), as in Q8Direct.
+// - 32-element types: two blocks per register, `vpdpbusd` of the unsigned codes (q8_0's w + 128, the nibbles, or the
+//   5-bit codes) with x, started from a per-call int32 lane term -k * (sum of the lane's 4 x) that removes the code
+//   offset k (128, 8, 16); q4_1 / q5_1 add m * dx * sum(x) per lane in float. Scales: one f16 pair per two blocks.
+//   An odd last block runs the 256-bit dot.
+
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define KVQ_Q8_VNNI 1
+
+/** 16 float lanes: a for lanes 0-7, b for lanes 8-15. */
+KVQ_I __m512 vnni_pair_ps(float a, float b) { return _mm512_insertf32x8(_mm512_set1_ps(a), _mm256_set1_ps(b), 1); }
+
+/** 64 bytes from two 32-byte loads (at a: bytes 0-31, at b: 32-63). */
+KVQ_I __m512i vnni_ld2x32(const uint8_t* a, const uint8_t* b) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a))),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)), 1);
+}
+
+/** The 64 nibble codes of two 16-byte runs (blocks A at a, B at b) in element order: A 0-31, then B 0-31. */
+KVQ_I __m512i vnni_nibbles2(const uint8_t* a, const uint8_t* b) {
+  const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
+                                            _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
+  const __m256i m = _mm256_set1_epi8(0x0F);
+  // [A lo, B lo | A hi, B hi] in 128-bit lanes, then lanes 0, 2, 1, 3.
+  const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m)), _mm256_and_si256(_mm256_srli_epi16(v, 4), m), 1);
+  return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+/** Word indices for vpermw: table c has 32 words, in runs of `len` equal words: step * c, step * c + 1, ... */
+struct VnniIdx {
+  alignas(64) int16_t v[4][32];
+};
+constexpr VnniIdx vnni_idx(int step, int len) {
+  VnniIdx t{};
+  for (int c = 0; c < 4; c++)
+    for (int i = 0; i < 32; i++) t.v[c][i] = (int16_t)(step * c + i / len);
+  return t;
+}
+static constexpr VnniIdx kVnniK45 = vnni_idx(2, 16);  // sub-blocks 2c, 2c + 1 (32 elements = 16 words each)
+static constexpr VnniIdx kVnniQ6 = vnni_idx(4, 8);    // groups 4c .. 4c + 3 (16 elements = 8 words each)
+
+/**
+ * Per-call lane terms of one activation row for the 32-element types: for each 4-element lane of x, ini = -k * (sum
+ * of its 4 q) (k = the code offset of DT: 128, 8, 16, or 0) and dxl = the lane's block scale; xsl = dx * (sum of the
+ * lane's 4 q) for the types with a minimum. Arrays of K / 4.
+ */
+template <int DT>
+KVQ_I void vnni_lanes(const int8_t* q, const float* d, int64_t K, int32_t* ini, float* dxl, float* xsl) {
+  constexpr int k = DT == kQ8_0 ? 128 : DT == kQ4_0 ? 8 : DT == kQ5_0 ? 16 : 0;
+  for (int64_t i = 0; i < K / 4; i++) {
+    const int32_t s = q[4 * i] + q[4 * i + 1] + q[4 * i + 2] + q[4 * i + 3];
+    const float dx = d[(4 * i) / 32];
+    ini[i] = -k * s;
+    dxl[i] = dx;
+    xsl[i] = dx * (float)s;
+  }
+}
+
+template <int DT>
+struct Q8Vnni;
+
+/** q8_0 / q4_0 / q4_1 / q5_0 / q5_1: blocks A (at a) and B (at a + kBytes), R rows of x; acc[r] gets lanes. */
+template <int DT>
+struct Q8VnniPair {
+  typedef QB<DT> B;
+  static constexpr bool kMin = DT == kQ4_1 || DT == kQ5_1;
+  static constexpr bool kFive = DT == kQ5_0 || DT == kQ5_1;
+  /** The 64 unsigned codes of blocks A and B in element order. */
+  KVQ_I __m512i codes(const uint8_t* a) {
+    const uint8_t* b = a + B::kBytes;
+    if (DT == kQ8_0) return _mm512_xor_si512(vnni_ld2x32(a + 2, b + 2), _mm512_set1_epi8((char)0x80));
+    const int qsOff = 2 + (kMin ? 2 : 0) + (kFive ? 4 : 0);
+    __m512i w = vnni_nibbles2(a + qsOff, b + qsOff);
+    if (kFive) {
+      const int qhOff = 2 + (kMin ? 2 : 0);
+      w = _mm512_or_si512(w, _mm512_inserti64x4(_mm512_castsi256_si512(q8_bit5(a + qhOff)), q8_bit5(b + qhOff), 1));
+    }
+    return w;
+  }
+  /** ini / dxl / xsl: this pair's 16 lanes of row r's lane terms (vnni_lanes). */
+  template <int R>
+  KVQ_I void dot(const uint8_t* a, const int8_t* const* x, const int32_t* const* ini, const float* const* dxl,
+                 const float* const* xsl, __m512* acc) {
+    const uint8_t* b = a + B::kBytes;
+    const __m512i w = codes(a);
+    const __m512 dv = vnni_pair_ps(ld_f16x(a), ld_f16x(b));
+    const __m512 mv = kMin ? vnni_pair_ps(ld_f16x(a + 2), ld_f16x(b + 2)) : _mm512_setzero_ps();
+    for (int r = 0; r < R; r++) {
+      const __m512i xv = _mm512_loadu_si512(x[r]);
+      const __m512i s0 = kMin ? _mm512_setzero_si512() : _mm512_loadu_si512(ini[r]);
+      const __m512i p = _mm512_dpbusd_epi32(s0, w, xv);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dv, _mm512_loadu_ps(dxl[r])), acc[r]);
+      if (kMin) acc[r] = _mm512_fmadd_ps(mv, _mm512_loadu_ps(xsl[r]), acc[r]);
+    }
+  }
+};
+
+/**
+ * q4_k / q5_k, one 256-element block: sum over sub-blocks j of d sc_j sum(q x) - dmin m_j sum(x). acc[r] gets the
+ * scaled sums (16 lanes), accm[r] the minimum terms (8 lanes).
+ */
+template <bool kFive>
+struct Q8VnniK45 {
+  template <int R>
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const* s16, __m512* acc, __m256* accm) {
+    const float d = ld_f16x(b), dmin = ld_f16x(b + 2);
+    uint32_t w0, w1, w2;
+    memcpy(&w0, b + 4, 4);
+    memcpy(&w1, b + 8, 4);
+    memcpy(&w2, b + 12, 4);
+    const __m128i sm = _mm_setr_epi32((int)(w0 & 0x3f3f3f3fu), (int)((w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4)),
+                                      (int)(w1 & 0x3f3f3f3fu), (int)(((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4)));
+    const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(sm));  // words 0-7: the 8 sub-block scales
+    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+    const uint8_t* qs = b + (kFive ? 48 : 16);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512i w[4], s[4];
+    __m512i qh2;
+    if (kFive) {
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+      qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 1), 1);
+    }
+    for (int t = 0; t < 2; t++) {
+      // qs[64t .. 64t + 63]: low nibbles = sub-blocks 4t, 4t + 2; high = 4t + 1, 4t + 3 (256-bit halves).
+      const __m512i q = _mm512_loadu_si512(qs + 64 * t);
+      const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+      w[2 * t] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));      // sub-blocks 4t, 4t + 1
+      w[2 * t + 1] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));  // 4t + 2, 4t + 3
+    }
+    for (int c = 0; c < 4; c++) {
+      if (kFive) {
+        // Chunk c = sub-blocks 2c, 2c + 1: fifth bits are bits 2c (first 32 bytes) and 2c + 1 (last 32) of qh.
+        const __m512i h = _mm512_and_si512(_mm512_srli_epi16(qh2, 2 * c), _mm512_set1_epi8(1));
+        w[c] = _mm512_or_si512(w[c], _mm512_slli_epi16(h, 4));
+      }
+      s[c] = _mm512_permutexvar_epi16(_mm512_load_si512(kVnniK45.v[c]), sc16);
+    }
+    for (int r = 0; r < R; r++) {
+      // One chain of four dpwssd (two chains of two measured slower on Zen 5: the extra add outweighs the latency).
+      __m512i sum = _mm512_setzero_si512();
+      for (int c = 0; c < 4; c++) sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(w[c], _mm512_loadu_si512(x[r] + 64 * c)), s[c]);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d * dx[r]), acc[r]);
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s16[r]));
+      accm[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(mins16, bs)), _mm256_set1_ps(-dmin * dx[r]), accm[r]);
+    }
+  }
+};
+template <>
+struct Q8Vnni<kQ4_K> : Q8VnniK45<false> {};
+template <>
+struct Q8Vnni<kQ5_K> : Q8VnniK45<true> {};
+
+/** q6_k, one 256-element block: sum((q - 32) sc x) = sum(q sc x) - 32 sum_g sc_g sum_g(x). accm is not used. */
+template <>
+struct Q8Vnni<kQ6_K> {
+  template <int R>
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const int16_t* const* s16, __m512* acc, __m256*) {
+    const float d = ld_f16x(b + 208);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
+    __m512i w[4], s[4];
+    for (int n = 0; n < 2; n++) {
+      // Half n (elements 128n ..): ql[64n .. 64n + 63], qh[32n .. 32n + 31]. Elements 0-63 take the low nibbles and
+      // qh bits 0-1 (bytes 0-31) / 2-3 (bytes 32-63); elements 64-127 the high nibbles and bits 4-5 / 6-7.
+      const __m512i L = _mm512_loadu_si512(b + 64 * n);
+      const __m256i H = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * n));
+      const __m512i H2 = _mm512_inserti64x4(_mm512_castsi256_si512(H), _mm256_srli_epi16(H, 2), 1);
+      w[2 * n] = _mm512_or_si512(_mm512_and_si512(L, m4), _mm512_slli_epi16(_mm512_and_si512(H2, m2), 4));
+      w[2 * n + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                                     _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(H2, 4), m2), 4));
+    }
+    const __m256i sc256 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192)));
+    const __m512i sc16 = _mm512_castsi256_si512(sc256);
+    for (int c = 0; c < 4; c++) s[c] = _mm512_permutexvar_epi16(_mm512_load_si512(kVnniQ6.v[c]), sc16);  // groups 4c .. 4c + 3
+    for (int r = 0; r < R; r++) {
+      // One chain of four dpwssd (two chains of two measured slower on Zen 5: the extra add outweighs the latency).
+      __m512i sum = _mm512_setzero_si512();
+      for (int c = 0; c < 4; c++) sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(w[c], _mm512_loadu_si512(x[r] + 64 * c)), s[c]);
+      const __m256i corr = _mm256_madd_epi16(sc256, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s16[r])));
+      sum = _mm512_sub_epi32(sum, _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 5)));
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d * dx[r]), acc[r]);
+    }
+  }
+};
+
+/** y[r, n] for n in [n0, n1) on the VNNI dots: the 256-element types one block at a time, the others in pairs. */
+template <int DT, int R>
+static void gemv_q8_vnni(const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1) {
+  typedef QB<DT> B;
+  constexpr bool kSuper = B::kElems == 256;
+  constexpr int64_t XB = kSuper ? 256 : 32;
+  const int64_t K = p.in, N = p.out, nb = K / B::kElems, nxb = K / XB;
+  const int64_t rowBytes = nb * B::kBytes;
+  const uint8_t* base = static_cast<const uint8_t*>(p.w.data);
+  for (int64_t n = n0; n < n1; n++) {
+    const uint8_t* wr = base + n * rowBytes;
+    __m512 acc[R];
+    __m256 acc8[R];
+    float accs[R];
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps(), acc8[r] = _mm256_setzero_ps(), accs[r] = 0.0f;
+    int64_t b = 0;
+    if constexpr (kSuper) {
+      for (; b < nb; b++) {
+        const int64_t e0 = b * 256;
+        const int8_t* x[R];
+        const int16_t* s16[R];
+        float dx[R];
+        for (int r = 0; r < R; r++) x[r] = xa.q + r * K + e0, s16[r] = xa.s16 + r * (K / 16) + e0 / 16, dx[r] = xa.d[r * nxb + b];
+        Q8Vnni<DT>::template dot<R>(wr + b * B::kBytes, x, dx, s16, acc, acc8);
+      }
+    } else {
+      for (; b + 2 <= nb; b += 2) {
+        const int64_t e0 = b * 32;
+        const int8_t* x[R];
+        const int32_t* ini[R];
+        const float *dxl[R], *xsl[R];
+        for (int r = 0; r < R; r++) {
+          x[r] = xa.q + r * K + e0;
+          ini[r] = xa.ini + r * (K / 4) + e0 / 4;
+          dxl[r] = xa.dxl + r * (K / 4) + e0 / 4;
+          xsl[r] = xa.xsl + r * (K / 4) + e0 / 4;
+        }
+        Q8VnniPair<DT>::template dot<R>(wr + b * B::kBytes, x, ini, dxl, xsl, acc);
+      }
+      if (b < nb) {  // an odd last block: the 256-bit dot
+        const int64_t e0 = b * 32;
+        const int8_t* x[R];
+        const int16_t* s16[R];
+        float dx[R], xs[R];
+        for (int r = 0; r < R; r++) {
+          x[r] = xa.q + r * K + e0;
+          s16[r] = xa.s16 + r * (K / 16) + e0 / 16;
+          dx[r] = xa.d[r * nxb + b];
+          xs[r] = xa.xs[r * nxb + b];
+        }
+        Q8Direct<DT>::template dot<R>(wr + b * B::kBytes, x, dx, xs, s16, acc8, accs);
+      }
+    }
+    for (int r = 0; r < R; r++) p.y[r * N + n] = _mm512_reduce_add_ps(acc[r]) + hsum8(acc8[r]) + accs[r] + (p.bias ? p.bias[n] : 0.0f);
+  }
+}
+#endif  // __AVX512BW__ && __AVX512VNNI__
