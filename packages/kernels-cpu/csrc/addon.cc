@@ -134,6 +134,7 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceMethod<&Context::LinearAsync>("linearAsync"),
                            InstanceMethod<&Context::PagedAttentionAsync>("pagedAttentionAsync"),
                            InstanceMethod<&Context::ReadBytes>("readBytes"),
+                           InstanceMethod<&Context::QuantizeActivationsQ8>("quantizeActivationsQ8"),
                            // The kernel ops (napi_args.h): Linear, ..., EncodeFp8Bits and the standard ops' Op_* methods.
                            KVQ_NAPI_KERNEL_METHODS
                        });
@@ -295,6 +296,23 @@ class Context : public Napi::ObjectWrap<Context> {
     uint64_t x = 0;
     for (uint64_t v : parts) x ^= v;
     return Napi::Number::New(info.Env(), (double)(x & 0xFFFFFFFFu));
+  }
+
+  /**
+   * quantizeActivationsQ8(x: Float32Array, rows, cols, block: 32 | 256, q: Int8Array, scales: Float32Array): GGML's
+   * 8-bit activation quantization (the first step of linear with activations 'q8') on this context's ISA, so tests
+   * can hold the vector code bit-exactly to the reference (@kvq/kernels quantizeActivationBlockQ8).
+   */
+  void QuantizeActivationsQ8(const Napi::CallbackInfo& info) {
+    const int64_t rows = intArg(info, 1, "rows", 0), cols = intArg(info, 2, "cols", 0);
+    const int64_t block = intArg(info, 3, "block", 32, 256);
+    if (block != 32 && block != 256) fail(info.Env(), "INVALID_ARGUMENT", "block", "block must be 32 or 256, got " + std::to_string(block));
+    if (cols % block != 0) fail(info.Env(), "SHAPE_MISMATCH", "cols", "cols (" + std::to_string(cols) + ") must be a multiple of block (" + std::to_string(block) + ")");
+    const float* x = arrayArg<float>(info, 0, "x", rows * cols);
+    int8_t* q = arrayArg<int8_t>(info, 4, "q", rows * cols);
+    float* scales = arrayArg<float>(info, 5, "scales", rows * cols / block);
+    const int dt = block == 256 ? kQ4_K : kQ8_0;
+    checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return table_->quantizeActQ8(dt, x, rows, cols, q, scales, r); }));
   }
 
   const KernelTable* table_ = nullptr;

@@ -54,6 +54,8 @@ struct KernelTable {
   int (*dequantizeFp8)(const QuantParams&, const Runner&);
   /** Encode float32 bit patterns first..first+count-1 (no scale) — the CUDA-oracle check. */
   int (*encodeFp8Bits)(uint32_t first, int64_t count, uint8_t* out, int format, bool sat, const Runner&);
+  /** GGML's 8-bit activation quantization (act_q8.h) of `rows` rows of K for weight dtype `dt`: q[rows * K], scales. */
+  int (*quantizeActQ8)(int dt, const float* x, int64_t rows, int64_t K, int8_t* q, float* scales, const Runner&);
   // The standard ops of ops.h (KVQ_STANDARD_OPS), in that list's order: `int fn(const P&, const Runner&)`.
 #define KVQ_TABLE_MEMBER(js, cpuFn, gpuFn, P, read) int (*cpuFn)(const P&, const Runner&);
   KVQ_STANDARD_OPS(KVQ_TABLE_MEMBER)

@@ -464,6 +464,44 @@ static int linear_quant(const LinearParams& p, const Runner& rn) {
 // 8-bit activations (LinearParams::xq): x rounded as GGML does (act_q8.h), int8 dot products on AVX2
 // ------------------------------------------------------------------------------------------------
 
+#include "act_q8_simd.h"
+
+/** act_q8_quantize_block (n = 32 or 256): AVX2 vectors on x86 builds with AVX2, else the scalar code (bit-identical). */
+KVQ_I float xq8_block(int n, const float* x, int8_t* q) {
+#if defined(__AVX2__)
+  return n == 256 ? act_q8_block256_simd(x, q) : act_q8_block32_simd(x, q);
+#else
+  return act_q8_quantize_block(x, n, q);
+#endif
+}
+
+/** act_q8_quantize_row through xq8_block: q[K], scales[K / block]. */
+KVQ_I void xq8_quantize_row(int dt, const float* x, int64_t K, int8_t* q, float* scales) {
+  const int n = (int)act_q8_block(dt);
+  for (int64_t b = 0; b < K / n; b++) scales[b] = xq8_block(n, x + b * n, q + b * n);
+}
+
+/** act_q8_round_trip through xq8_block: x' of `rows` rows of K activations into out[rows * K]. */
+KVQ_I void xq8_round_trip(int dt, const float* x, int64_t rows, int64_t K, float* out) {
+  const int n = (int)act_q8_block(dt);
+  int8_t q[256];
+  for (int64_t b = 0; b < rows * K / n; b++) {
+    const float s = xq8_block(n, x + b * n, q);
+    for (int j = 0; j < n; j++) out[b * n + j] = (float)q[j] * s;
+  }
+}
+
+/**
+ * The activation quantization alone, `rows` rows of K (a multiple of the dtype's block) into q[rows * K] and
+ * scales[rows * K / block]: the first step of `linear` with 8-bit activations, exposed so tests can hold every ISA's
+ * vector code bit-exactly to act_q8.h.
+ */
+static int quantizeActQ8(int dt, const float* x, int64_t rows, int64_t K, int8_t* q, float* scales, const Runner&) {
+  const int64_t nb = K / act_q8_block(dt);
+  for (int64_t r = 0; r < rows; r++) xq8_quantize_row(dt, x + r * K, K, q + r * K, scales + r * nb);
+  return kOk;
+}
+
 #if defined(__AVX2__)
 /** Per-row quantized activations: q [rows, K], block scales [rows, K / XB], sums of q per 16 elements [rows, K / 16]. */
 struct XQ8 {
@@ -763,7 +801,7 @@ struct XQ8Buf {
 /** Quantize rows [r0, r1) of x into b (allocated for all rows by xq8_alloc). */
 KVQ_I void xq8_rows(int dt, const float* x, int64_t K, int64_t xb, int64_t r0, int64_t r1, XQ8Buf& b) {
   for (int64_t r = r0; r < r1; r++) {
-    act_q8_quantize_row(dt, x + r * K, K, b.q + r * K, b.d + r * (K / xb));
+    xq8_quantize_row(dt, x + r * K, K, b.q + r * K, b.d + r * (K / xb));
     for (int64_t g = 0; g < K / 16; g++) {
       int32_t t = 0;
       for (int e = 0; e < 16; e++) t += b.q[r * K + g * 16 + e];
@@ -866,7 +904,7 @@ static int qgemm_q8(const LinearParams& p, const Runner& rn) {
 }
 #endif  // __AVX2__
 
-/** linear with 8-bit activations through the float kernels on the round trip x' (act_q8_round_trip): the same function. */
+/** linear with 8-bit activations through the float kernels on the round trip x' (xq8_round_trip): the same function. */
 static int linear_q8act_round_trip(const LinearParams& p, const Runner& rn) {
   float* xr = static_cast<float*>(malloc((size_t)(p.rows * p.in) * sizeof(float)));
   if (!xr) return kOutOfMemory;
@@ -874,7 +912,7 @@ static int linear_q8act_round_trip(const LinearParams& p, const Runner& rn) {
   const int64_t chunk = 16, tasks = ceil_div(p.rows, chunk);
   auto quant = [&](int64_t t, int) {
     const int64_t r0 = t * chunk, r1 = imin(p.rows, r0 + chunk);
-    act_q8_round_trip(p.w.dtype, p.x + r0 * p.in, r1 - r0, p.in, xr + r0 * p.in);
+    xq8_round_trip(p.w.dtype, p.x + r0 * p.in, r1 - r0, p.in, xr + r0 * p.in);
   };
   if (tasks > 1) {
     rn.parallel_for(tasks, quant);

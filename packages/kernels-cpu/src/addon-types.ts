@@ -59,6 +59,12 @@ export interface NativeContext extends NativeKernelOps {
    * baseline of scripts/bench-ratios.mjs's weight-GEMV table).
    */
   readBytes(data: Uint8Array, length: number): number;
+  /**
+   * GGML's 8-bit activation quantization of `rows` rows of `cols` floats (`cols` a multiple of `block`: 32 = Q8_0,
+   * 256 = Q8_K) into `q` (rows * cols int8) and `scales` (rows * cols / block): the first step of `linear` with
+   * `activations: 'q8'` on this context's ISA, exposed for bit-exactness tests.
+   */
+  quantizeActivationsQ8(x: Float32Array, rows: number, cols: number, block: 32 | 256, q: Int8Array, scales: Float32Array): void;
 }
 
 /** The module object `require('kvq_cpu.node')` returns. */

@@ -12,8 +12,6 @@
 #include "common.cuh"
 #include "kv_quant.h"
 
-#include <vector>
-
 namespace kvq {
 namespace gpu {
 

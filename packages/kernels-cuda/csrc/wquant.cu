@@ -19,8 +19,6 @@
 
 #include "act_q8.h"
 
-#include <vector>
-
 namespace kvq {
 namespace gpu {
 
@@ -292,11 +290,8 @@ static bool launch_linear_q(Context* ctx, int dtype, const float* x, const WQ& w
 
 /** x' = GGML's 8-bit round trip of x (act_q8.h, the same function as the CPU's), one thread per activation block. */
 __global__ void act_q8_round_trip_kernel(const float* x, int64_t blocks, int n, float* out) {
-  for (int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += (int64_t)gridDim.x * blockDim.x) {
-    int8_t q[256];
-    const float s = act_q8_quantize_block(x + b * n, n, q);
-    for (int j = 0; j < n; j++) out[b * n + j] = (float)q[j] * s;
-  }
+  for (int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += (int64_t)gridDim.x * blockDim.x)
+    act_q8_round_trip_block(x + b * n, n, out + b * n);
 }
 
 bool linear_quant(Context* ctx, const LinearArgs& a, const WeightAuxDev& aux, Status* st) {

@@ -11,6 +11,9 @@
 //   q = min(127, nearest_int(iscale * x)) (half to even), d = 1 / iscale (float32), x' = q * d.
 //   ggml-quants.c quantize_row_q8_K_ref.
 // A block holding a NaN or an infinity gets scale NaN (x' = NaN): its outputs are NaN, as with float activations.
+// A block so small that the reciprocal scale overflows float32 (amax below ~3.7e-37: id = 1 / d or iscale = -127 / max
+// is infinite; ggml's roundf / nearest_int of an infinity is undefined there) gets codes 0 and scale 0: x' = 0, the
+// value the stored scale gives any codes.
 // Plain C++ (no STL, no vendor headers): included by the CPU kernels and the GPU kernels (act_q8_quantize_block is
 // KVQ_HOST_DEVICE: the GPU rounds device-resident activations on the device, wquant.cu).
 #ifndef KVQ_ACT_Q8_H_
@@ -48,15 +51,16 @@ KVQ_HOST_DEVICE float act_q8_quantize_block(const float* x, int n, int8_t* q) {
   }
   if (n == 32) {
     const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    if (!(id <= 3.402823466e38f)) id = 0.0f;  // 1 / d overflowed: codes 0 (f16(d) is 0 too)
     for (int j = 0; j < n; j++) q[j] = (int8_t)roundf(x[j] * id);
     return f16_to_f32(f32_to_f16(d));
   }
-  if (amax == 0.0f) {
+  const float iscale = amax != 0.0f ? -127.0f / max : 0.0f;
+  if (!(fabsf(iscale) <= 3.402823466e38f) || iscale == 0.0f) {  // a zero block, or -127 / max overflowed
     for (int j = 0; j < n; j++) q[j] = 0;
     return 0.0f;
   }
-  const float iscale = -127.0f / max;
   for (int j = 0; j < n; j++) {
     const int v = act_q8_nearest_even(iscale * x[j]);
     q[j] = (int8_t)(v < 127 ? v : 127);
@@ -70,17 +74,17 @@ static inline void act_q8_quantize_row(int dt, const float* x, int64_t K, int8_t
   for (int64_t b = 0; b < K / n; b++) scales[b] = act_q8_quantize_block(x + b * n, (int)n, q + b * n);
 }
 
+/** x' of one activation block of n (32 or 256) floats into out[n]: q * scale (exact in float32). */
+KVQ_HOST_DEVICE void act_q8_round_trip_block(const float* x, int n, float* out) {
+  int8_t q[256];
+  const float s = act_q8_quantize_block(x, n, q);
+  for (int j = 0; j < n; j++) out[j] = (float)q[j] * s;
+}
+
 /** x' of `rows` rows of K activations into out[rows * K] (the round trip; the path of every kernel without int8 dots). */
 static inline void act_q8_round_trip(int dt, const float* x, int64_t rows, int64_t K, float* out) {
   const int64_t n = act_q8_block(dt);
-  int8_t q[256];
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t b = 0; b < K / n; b++) {
-      const float* xb = x + r * K + b * n;
-      float* ob = out + r * K + b * n;
-      const float s = act_q8_quantize_block(xb, (int)n, q);
-      for (int64_t j = 0; j < n; j++) ob[j] = (float)q[j] * s;
-    }
+  for (int64_t b = 0; b < rows * K / n; b++) act_q8_round_trip_block(x + b * n, (int)n, out + b * n);
 }
 
 }  // namespace kvq

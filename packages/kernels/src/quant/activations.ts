@@ -32,7 +32,8 @@ function roundEven(v: number): number {
 /**
  * Quantize one block of `n` (32 or 256) activations `x[xo, xo + n)` into `q[qo, qo + n)`; returns the block's
  * scale (Q8_0: `f16(amax / 127)`; Q8_K: `1 / (-127 / max)` in float32; NaN when the block holds a NaN or an
- * infinity), so that `x' = q * scale`.
+ * infinity), so that `x' = q * scale`. A block whose reciprocal scale overflows float32 (amax below ~3.7e-37) gets
+ * codes 0 and scale 0.
  */
 export function quantizeActivationBlockQ8(x: Float32Array, xo: number, n: 32 | 256, q: Int8Array, qo: number): number {
   let amax = 0;
@@ -53,15 +54,17 @@ export function quantizeActivationBlockQ8(x: Float32Array, xo: number, n: 32 | 2
   }
   if (n === 32) {
     const d = fr(amax / 127);
-    const id = d !== 0 ? fr(1 / d) : 0;
+    let id = d !== 0 ? fr(1 / d) : 0;
+    if (!Number.isFinite(id)) id = 0; // 1 / d overflowed float32 (amax below ~3.7e-37): codes 0, as the scale
     for (let j = 0; j < n; j++) q[qo + j] = roundAway(fr(x[xo + j]! * id));
     return F16[f32ToF16Bits(d)]!;
   }
-  if (amax === 0) {
+  const iscale = amax !== 0 ? fr(-127 / max) : 0;
+  if (iscale === 0 || !Number.isFinite(iscale)) {
+    // A zero block, or -127 / max overflowed float32: codes 0, scale 0.
     q.fill(0, qo, qo + n);
     return 0;
   }
-  const iscale = fr(-127 / max);
   for (let j = 0; j < n; j++) q[qo + j] = Math.min(127, roundEven(fr(iscale * x[xo + j]!)));
   return fr(1 / iscale);
 }
