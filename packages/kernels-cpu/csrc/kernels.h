@@ -33,6 +33,12 @@ struct Runner {
   /** Make every thread's scratch at least `bytes` (64-byte aligned). Returns false when out of memory. */
   bool (*reserve)(void* self, size_t bytes);
   void* (*scratch)(void* self, int tid);
+  /**
+   * One buffer of at least `bytes` (64-byte aligned) for all threads of the current op (e.g. the quantized
+   * activations every task reads), kept and reused across ops so large per-call buffers cost no page faults; valid
+   * until the next call of shared(). Null when out of memory.
+   */
+  void* (*shared)(void* self, size_t bytes);
 
   template <class F>
   void parallel_for(int64_t n, F& f) const {

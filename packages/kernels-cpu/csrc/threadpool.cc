@@ -63,6 +63,18 @@ ThreadPool::~ThreadPool() {
   wake_.notify_all();
   for (auto& w : workers_) w.join();
   for (auto& s : scratch_) alignedFree(s.ptr);
+  alignedFree(shared_.ptr);
+}
+
+void* ThreadPool::shared(size_t bytes) {
+  bytes = (bytes + 63) & ~(size_t)63;
+  if (shared_.size >= bytes) return shared_.ptr;
+  void* p = alignedAlloc(64, bytes);
+  if (!p) return nullptr;
+  alignedFree(shared_.ptr);
+  shared_.ptr = p;
+  shared_.size = bytes;
+  return p;
 }
 
 bool ThreadPool::reserve(size_t bytes) {
@@ -149,6 +161,7 @@ Runner ThreadPool::runner() {
   };
   r.reserve = [](void* self, size_t bytes) { return static_cast<ThreadPool*>(self)->reserve(bytes); };
   r.scratch = [](void* self, int tid) { return static_cast<ThreadPool*>(self)->scratch(tid); };
+  r.shared = [](void* self, size_t bytes) { return static_cast<ThreadPool*>(self)->shared(bytes); };
   return r;
 }
 

@@ -36,6 +36,8 @@ class ThreadPool {
   /** Makes every thread's scratch at least `bytes` long; false when out of memory. */
   bool reserve(size_t bytes);
   void* scratch(int tid) { return scratch_[tid].ptr; }
+  /** The op-wide shared buffer, grown to at least `bytes` (Runner::shared); null when out of memory. */
+  void* shared(size_t bytes);
 
   /** The kernel-facing view of this pool. */
   Runner runner();
@@ -55,6 +57,7 @@ class ThreadPool {
   std::atomic<int> spinMicros_;
   std::vector<std::thread> workers_;
   std::vector<Scratch> scratch_;
+  Scratch shared_;
   std::mutex opMutex_;
 
   // Current job, published by bumping generation_.

@@ -22,7 +22,7 @@
 // `activations: 'q8'`, csrc/act_q8.h of @kvq/kernels): then x is quantized per row to Q8_0 / Q8_K blocks and, on
 // AVX2 / AVX-512 builds, the decode GEMV and the prefill GEMM of the GGML dtypes run on int8 dot products
 // (vpmaddubsw; on AVX-512 builds the GEMV uses VNNI's vpdpbusd / vpdpwssd, csrc/wquant_vnni.h; see "8-bit activations"
-// below, and kQ8Gemm for the types whose AVX-512 GEMM stays on float panels);
+// below);
 // the scalar and NEON builds run the float kernels on x's round trip x'.
 
 // ------------------------------------------------------------------------------------------------
@@ -510,7 +510,7 @@ struct XQ8 {
   const int16_t* s16;  // |sum of 16 int8| <= 2032
   const float* xs;     // 32-element blocks only: d * sum of the block's q, [rows, K / 32]
   int64_t xb;  // activation block (32 or 256)
-  // The VNNI dots' lane terms of the 32-element types (vnni_lanes; null elsewhere), [rows, K / 4] each.
+  // The VNNI dots' lane terms of the 32-element types (xq8_terms; null elsewhere), [rows, K / 4] each.
   const int32_t* ini = nullptr;
   const float* dxl = nullptr;
   const float* xsl = nullptr;
@@ -770,16 +770,27 @@ static void gemv_q8_direct(const LinearParams& p, const XQ8& xa, int64_t n0, int
 
 #include "wquant_vnni.h"
 
+/** y[r, n] for n in [n0, n1) through the ISA's int8 block dot; `gemm`: a prefill task (weight rows read from cache). */
 template <int DT>
-static void gemv_q8_rt(int rows, const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1) {
+static void gemv_q8_rt(int rows, const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1, bool gemm = false) {
 #if defined(KVQ_Q8_VNNI)
+  constexpr bool kPairs = QB<DT>::kElems == 32;
+  if (kPairs && gemm) {
+    with_rows(rows, [&](auto r) { gemv_q8_vnni<DT, decltype(r)::value, kPairs ? 2 : 1>(p, xa, n0, n1); });
+    return;
+  }
   with_rows(rows, [&](auto r) { gemv_q8_vnni<DT, decltype(r)::value>(p, xa, n0, n1); });
 #else
+  (void)gemm;
   with_rows(rows, [&](auto r) { gemv_q8_direct<DT, decltype(r)::value>(p, xa, n0, n1); });
 #endif
 }
 
-/** The activations of one call quantized as GGML does (act_q8_quantize_row), with the 16-element sums of q. */
+/**
+ * The activations of one call quantized as GGML does (act_q8_quantize_row), with the 16-element sums of q: arrays
+ * carved from the pool's shared buffer (Runner::shared, reused across calls; a prefill's are megabytes, and fresh
+ * allocations of that size cost page faults on every call).
+ */
 struct XQ8Buf {
   int8_t* q = nullptr;
   float* d = nullptr;
@@ -788,7 +799,6 @@ struct XQ8Buf {
   int32_t* ini = nullptr;  // the VNNI lane terms (32-element types on VNNI builds only)
   float* dxl = nullptr;
   float* xsl = nullptr;
-  ~XQ8Buf() { free(q), free(d), free(s16), free(xs), free(ini), free(dxl), free(xsl); }
 
   /** The activations as the dots read them. */
   XQ8 view(int64_t xb) const {
@@ -798,41 +808,81 @@ struct XQ8Buf {
   }
 };
 
-/** Quantize rows [r0, r1) of x into b (allocated for all rows by xq8_alloc). */
-KVQ_I void xq8_rows(int dt, const float* x, int64_t K, int64_t xb, int64_t r0, int64_t r1, XQ8Buf& b) {
-  for (int64_t r = r0; r < r1; r++) {
-    xq8_quantize_row(dt, x + r * K, K, b.q + r * K, b.d + r * (K / xb));
-    for (int64_t g = 0; g < K / 16; g++) {
-      int32_t t = 0;
-      for (int e = 0; e < 16; e++) t += b.q[r * K + g * 16 + e];
-      b.s16[r * (K / 16) + g] = (int16_t)t;
-    }
-    if (xb == 32)
-      for (int64_t g = 0; g < K / 32; g++)
-        b.xs[r * (K / 32) + g] = b.d[r * (K / 32) + g] * (float)(b.s16[r * (K / 16) + 2 * g] + b.s16[r * (K / 16) + 2 * g + 1]);
+/** Whether DT's dots read the VNNI lane terms (the 32-element types on VNNI builds). */
+KVQ_I bool xq8_lanes(int64_t xb) {
 #if defined(KVQ_Q8_VNNI)
-    if (b.ini)
-      with_ggml_dtype(
-          dt, [&](auto c) { vnni_lanes<decltype(c)::value>(b.q + r * K, b.d + r * (K / 32), K, b.ini + r * (K / 4), b.dxl + r * (K / 4), b.xsl + r * (K / 4)); },
-          [] {});
+  return xb == 32;
+#else
+  (void)xb;
+  return false;
 #endif
+}
+
+/**
+ * The per-row terms the dots read besides q, from q and its block scales d (K elements): s16 (sums of 16 q), xs
+ * (32-element blocks: d * sum of the block's q) and, where the dots use them, the VNNI lane terms: per 4-element lane, ini = -k * (sum of its q) with k the code offset of DT
+ * (128, 8, 16, or 0), dxl = the lane's block scale, xsl = dxl * (sum of its q).
+ * 32 elements per step: vpmaddubsw by ones then vpmaddwd give the eight 4-element sums.
+ */
+template <int DT>
+KVQ_I void xq8_terms(const int8_t* q, const float* d, int64_t K, int64_t xb, int16_t* s16, float* xs, int32_t* ini, float* dxl, float* xsl) {
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  for (int64_t e = 0; e < K; e += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + e));
+    const __m256i l4 = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16);  // lane i: q[4i .. 4i + 3]
+    // 16-sums: lanes 0-3 and 4-7.
+    const __m256i p = _mm256_hadd_epi32(l4, l4);  // [l0+l1, l2+l3, ., . | l4+l5, l6+l7, ., .]
+    const __m256i p2 = _mm256_hadd_epi32(p, p);   // [l0..l3, ., ., . | l4..l7, ., ., .]
+    const int32_t g0 = _mm256_cvtsi256_si32(p2), g1 = _mm_cvtsi128_si32(_mm256_extracti128_si256(p2, 1));
+    s16[e / 16] = (int16_t)g0;
+    s16[e / 16 + 1] = (int16_t)g1;
+    if (xb == 32) {
+      const float dx = d[e / 32];
+      xs[e / 32] = dx * (float)(g0 + g1);
+#if defined(KVQ_Q8_VNNI)
+      if (ini) {
+        constexpr int k = DT == kQ8_0 ? 128 : DT == kQ4_0 ? 8 : DT == kQ5_0 ? 16 : 0;
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(ini + e / 4), _mm256_mullo_epi32(l4, _mm256_set1_epi32(-k)));
+        _mm256_storeu_ps(dxl + e / 4, _mm256_set1_ps(dx));
+        _mm256_storeu_ps(xsl + e / 4, _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_cvtepi32_ps(l4)));
+      }
+#else
+      (void)ini, (void)dxl, (void)xsl;
+#endif
+    }
   }
 }
 
-KVQ_I bool xq8_alloc(int64_t rows, int64_t K, int64_t xb, XQ8Buf& b) {
-  b.q = static_cast<int8_t*>(malloc((size_t)(rows * K)));
-  b.d = static_cast<float*>(malloc((size_t)(rows * (K / xb)) * sizeof(float)));
-  b.s16 = static_cast<int16_t*>(malloc((size_t)(rows * (K / 16)) * sizeof(int16_t)));
-  b.xs = static_cast<float*>(malloc((size_t)(rows * (K / 32)) * sizeof(float)));
-#if defined(KVQ_Q8_VNNI)
-  if (xb == 32) {
-    b.ini = static_cast<int32_t*>(malloc((size_t)(rows * (K / 4)) * sizeof(int32_t)));
-    b.dxl = static_cast<float*>(malloc((size_t)(rows * (K / 4)) * sizeof(float)));
-    b.xsl = static_cast<float*>(malloc((size_t)(rows * (K / 4)) * sizeof(float)));
-    if (!b.ini || !b.dxl || !b.xsl) return false;
+/** Quantize rows [r0, r1) of x into b (carved for all rows by xq8_alloc). */
+template <int DT>
+KVQ_I void xq8_rows(const float* x, int64_t K, int64_t xb, int64_t r0, int64_t r1, XQ8Buf& b) {
+  const bool lanes = b.ini != nullptr;
+  for (int64_t r = r0; r < r1; r++) {
+    xq8_quantize_row(DT, x + r * K, K, b.q + r * K, b.d + r * (K / xb));
+    xq8_terms<DT>(b.q + r * K, b.d + r * (K / xb), K, xb, b.s16 + r * (K / 16), b.xs + r * (K / 32),
+                  lanes ? b.ini + r * (K / 4) : nullptr, lanes ? b.dxl + r * (K / 4) : nullptr, lanes ? b.xsl + r * (K / 4) : nullptr);
   }
-#endif
-  return b.q && b.d && b.s16 && b.xs;
+}
+
+/** Carve b's arrays for `rows` rows of K from the pool's shared buffer; false when out of memory. */
+KVQ_I bool xq8_alloc(const Runner& rn, int64_t rows, int64_t K, int64_t xb, XQ8Buf& b) {
+  auto al = [](int64_t n) { return (size_t)((n + 63) & ~(int64_t)63); };
+  const bool lanes = xq8_lanes(xb);
+  const size_t nq = al(rows * K), nd = al(rows * (K / xb) * 4), ns = al(rows * (K / 16) * 2), nx = al(rows * (K / 32) * 4);
+  const size_t nl = lanes ? al(rows * (K / 4) * 4) : 0;
+  uint8_t* m = static_cast<uint8_t*>(rn.shared(rn.self, nq + nd + ns + nx + 3 * nl));
+  if (!m) return false;
+  b.q = reinterpret_cast<int8_t*>(m);
+  b.d = reinterpret_cast<float*>(m + nq);
+  b.s16 = reinterpret_cast<int16_t*>(m + nq + nd);
+  b.xs = reinterpret_cast<float*>(m + nq + nd + ns);
+  if (lanes) {
+    uint8_t* l = m + nq + nd + ns + nx;
+    b.ini = reinterpret_cast<int32_t*>(l);
+    b.dxl = reinterpret_cast<float*>(l + nl);
+    b.xsl = reinterpret_cast<float*>(l + 2 * nl);
+  }
+  return true;
 }
 
 /** The int8 GEMV of a GGML dtype: quantize the (up to 4) activation rows once, then output rows over the threads. */
@@ -840,28 +890,13 @@ template <int DT>
 static int qgemv_q8(const LinearParams& p, const Runner& rn) {
   const int64_t K = p.in, rows = p.rows, xb = act_q8_block(DT);
   XQ8Buf b;
-  if (!xq8_alloc(rows, K, xb, b)) return kOutOfMemory;
-  xq8_rows(DT, p.x, K, xb, 0, rows, b);
+  if (!xq8_alloc(rn, rows, K, xb, b)) return kOutOfMemory;
+  xq8_rows<DT>(p.x, K, xb, 0, rows, b);
   const XQ8 xa = b.view(xb);
   auto body = [&](int64_t n0, int64_t n1) { gemv_q8_rt<DT>((int)rows, p, xa, n0, n1); };
   gemv_split(p, rn, body);
   return kOk;
 }
-
-/**
- * Whether the prefill GEMM of DT runs on int8 dots. Measured 2026-12-04 (2-core Zen 5, 512 x 768 x 2048 and
- * 512 x 2048 x 768, GFLOP/s, int8 vs float32 panels): AVX2 builds, every type (q8_0 165-172 vs 95-100, q4_0/q4_1
- * 130-148, q5_0/q5_1 113-123, K-quants 145-180); AVX-512 builds, whose float32 panels run twice as wide (157-175),
- * only q8_0 (153-173) and the K-quants (207-255): the 32-element types with 4-5-bit codes stay on the panels there
- * (114-148 on int8: the per-block scale work of 32-element blocks in 256-bit vectors).
- */
-template <int DT>
-static constexpr bool kQ8Gemm =
-#if defined(__AVX512F__)
-    DT == kQ8_0 || DT == kQ4_K || DT == kQ5_K || DT == kQ6_K;
-#else
-    true;
-#endif
 
 static const int64_t kQ8GemmMB = 64;  // activation rows per task (their int8 copy stays in L2)
 static const int64_t kQ8GemmNB = 32;  // weight rows per task (at most 32 x 2.1 KiB of q8_0 blocks at K = 2048)
@@ -876,7 +911,7 @@ template <int DT>
 static int qgemm_q8(const LinearParams& p, const Runner& rn) {
   const int64_t K = p.in, N = p.out, rows = p.rows, xb = act_q8_block(DT);
   XQ8Buf b;
-  if (!xq8_alloc(rows, K, xb, b)) return kOutOfMemory;
+  if (!xq8_alloc(rn, rows, K, xb, b)) return kOutOfMemory;
   const int64_t mblocks = ceil_div(rows, kQ8GemmMB), nblocks = ceil_div(N, kQ8GemmNB);
   // Small problems stay on the calling thread (the pool's hand-off costs more than they do).
   const bool serial = rows * K * N < kParallelMin;
@@ -887,7 +922,7 @@ static int qgemm_q8(const LinearParams& p, const Runner& rn) {
       rn.parallel_for(n, f);
     }
   };
-  auto quant = [&](int64_t t, int) { xq8_rows(DT, p.x, K, xb, t * kQ8GemmMB, imin(rows, t * kQ8GemmMB + kQ8GemmMB), b); };
+  auto quant = [&](int64_t t, int) { xq8_rows<DT>(p.x, K, xb, t * kQ8GemmMB, imin(rows, t * kQ8GemmMB + kQ8GemmMB), b); };
   each(mblocks, quant);
   auto body = [&](int64_t t, int) {
     const int64_t m0 = (t / nblocks) * kQ8GemmMB, m1 = imin(rows, m0 + kQ8GemmMB);
@@ -896,7 +931,7 @@ static int qgemm_q8(const LinearParams& p, const Runner& rn) {
       LinearParams pm = p;
       pm.y = p.y + m * N;
       const XQ8 xm = b.view(xb).from_row(m, K);
-      gemv_q8_rt<DT>((int)imin(4, m1 - m), pm, xm, n0, n1);
+      gemv_q8_rt<DT>((int)imin(4, m1 - m), pm, xm, n0, n1, true);
     }
   };
   each(mblocks * nblocks, body);
@@ -938,7 +973,7 @@ static int linear_q8act(const LinearParams& p, const Runner& rn) {
       [&](auto dt) {
         constexpr int DT = decltype(dt)::value;
         if (p.rows <= 4) return qgemv_q8<DT>(p, rn);
-        return kQ8Gemm<DT> ? qgemm_q8<DT>(p, rn) : linear_q8act_round_trip(p, rn);
+        return qgemm_q8<DT>(p, rn);
       },
       [&] { return linear_q8act_round_trip(p, rn); });
 #endif

@@ -51,23 +51,6 @@ constexpr VnniIdx vnni_idx(int step, int len) {
 static constexpr VnniIdx kVnniK45 = vnni_idx(2, 16);  // sub-blocks 2c, 2c + 1 (32 elements = 16 words each)
 static constexpr VnniIdx kVnniQ6 = vnni_idx(4, 8);    // groups 4c .. 4c + 3 (16 elements = 8 words each)
 
-/**
- * Per-call lane terms of one activation row for the 32-element types: for each 4-element lane of x, ini = -k * (sum
- * of its 4 q) (k = the code offset of DT: 128, 8, 16, or 0) and dxl = the lane's block scale; xsl = dx * (sum of the
- * lane's 4 q) for the types with a minimum. Arrays of K / 4.
- */
-template <int DT>
-KVQ_I void vnni_lanes(const int8_t* q, const float* d, int64_t K, int32_t* ini, float* dxl, float* xsl) {
-  constexpr int k = DT == kQ8_0 ? 128 : DT == kQ4_0 ? 8 : DT == kQ5_0 ? 16 : 0;
-  for (int64_t i = 0; i < K / 4; i++) {
-    const int32_t s = q[4 * i] + q[4 * i + 1] + q[4 * i + 2] + q[4 * i + 3];
-    const float dx = d[(4 * i) / 32];
-    ini[i] = -k * s;
-    dxl[i] = dx;
-    xsl[i] = dx * (float)s;
-  }
-}
-
 template <int DT>
 struct Q8Vnni;
 
@@ -89,20 +72,31 @@ struct Q8VnniPair {
     }
     return w;
   }
-  /** ini / dxl / xsl: this pair's 16 lanes of row r's lane terms (vnni_lanes). */
-  template <int R>
-  KVQ_I void dot(const uint8_t* a, const int8_t* const* x, const int32_t* const* ini, const float* const* dxl,
+  /**
+   * NW weight rows side by side (the pair of each at a[j]), R rows of x; acc[j * R + r] gets lanes. ini / dxl / xsl:
+   * this pair's 16 lanes of row r's lane terms (xq8_terms in wquant_impl.h), loaded once for the NW weight rows.
+   */
+  template <int R, int NW>
+  KVQ_I void dot(const uint8_t* const* a, const int8_t* const* x, const int32_t* const* ini, const float* const* dxl,
                  const float* const* xsl, __m512* acc) {
-    const uint8_t* b = a + B::kBytes;
-    const __m512i w = codes(a);
-    const __m512 dv = vnni_pair_ps(ld_f16x(a), ld_f16x(b));
-    const __m512 mv = kMin ? vnni_pair_ps(ld_f16x(a + 2), ld_f16x(b + 2)) : _mm512_setzero_ps();
+    __m512i w[NW];
+    __m512 dv[NW], mv[NW];
+    for (int j = 0; j < NW; j++) {
+      const uint8_t* b = a[j] + B::kBytes;
+      w[j] = codes(a[j]);
+      dv[j] = vnni_pair_ps(ld_f16x(a[j]), ld_f16x(b));
+      mv[j] = kMin ? vnni_pair_ps(ld_f16x(a[j] + 2), ld_f16x(b + 2)) : _mm512_setzero_ps();
+    }
     for (int r = 0; r < R; r++) {
       const __m512i xv = _mm512_loadu_si512(x[r]);
       const __m512i s0 = kMin ? _mm512_setzero_si512() : _mm512_loadu_si512(ini[r]);
-      const __m512i p = _mm512_dpbusd_epi32(s0, w, xv);
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dv, _mm512_loadu_ps(dxl[r])), acc[r]);
-      if (kMin) acc[r] = _mm512_fmadd_ps(mv, _mm512_loadu_ps(xsl[r]), acc[r]);
+      const __m512 dl = _mm512_loadu_ps(dxl[r]);
+      const __m512 xs = kMin ? _mm512_loadu_ps(xsl[r]) : _mm512_setzero_ps();
+      for (int j = 0; j < NW; j++) {
+        const __m512i pj = _mm512_dpbusd_epi32(s0, w[j], xv);
+        acc[j * R + r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pj), _mm512_mul_ps(dv[j], dl), acc[j * R + r]);
+        if (kMin) acc[j * R + r] = _mm512_fmadd_ps(mv[j], xs, acc[j * R + r]);
+      }
     }
   }
 };
@@ -194,23 +188,29 @@ struct Q8Vnni<kQ6_K> {
   }
 };
 
-/** y[r, n] for n in [n0, n1) on the VNNI dots: the 256-element types one block at a time, the others in pairs. */
-template <int DT, int R>
+/**
+ * y[r, n] for n in [n0, n1) on the VNNI dots: the 256-element types one block at a time, the others in pairs of
+ * blocks, NW weight rows side by side (NW = 2 for the prefill GEMM of the 32-element types: each load of x and its
+ * lane terms then serves two weight rows; the decode GEMV streams one row at a time, NW = 1).
+ */
+template <int DT, int R, int NW = 1>
 static void gemv_q8_vnni(const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1) {
   typedef QB<DT> B;
   constexpr bool kSuper = B::kElems == 256;
+  static_assert(NW == 1 || !kSuper, "side-by-side weight rows: 32-element types only");
   constexpr int64_t XB = kSuper ? 256 : 32;
   const int64_t K = p.in, N = p.out, nb = K / B::kElems, nxb = K / XB;
   const int64_t rowBytes = nb * B::kBytes;
   const uint8_t* base = static_cast<const uint8_t*>(p.w.data);
-  for (int64_t n = n0; n < n1; n++) {
-    const uint8_t* wr = base + n * rowBytes;
-    __m512 acc[R];
-    __m256 acc8[R];
-    float accs[R];
-    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps(), acc8[r] = _mm256_setzero_ps(), accs[r] = 0.0f;
+  int64_t n = n0;
+  for (; n + NW <= n1; n += NW) {
+    __m512 acc[NW * R];
+    __m256 acc8[NW * R];
+    float accs[NW * R];
+    for (int i = 0; i < NW * R; i++) acc[i] = _mm512_setzero_ps(), acc8[i] = _mm256_setzero_ps(), accs[i] = 0.0f;
     int64_t b = 0;
     if constexpr (kSuper) {
+      const uint8_t* wr = base + n * rowBytes;
       for (; b < nb; b++) {
         const int64_t e0 = b * 256;
         const int8_t* x[R];
@@ -225,13 +225,15 @@ static void gemv_q8_vnni(const LinearParams& p, const XQ8& xa, int64_t n0, int64
         const int8_t* x[R];
         const int32_t* ini[R];
         const float *dxl[R], *xsl[R];
+        const uint8_t* a[NW];
+        for (int j = 0; j < NW; j++) a[j] = base + (n + j) * rowBytes + b * B::kBytes;
         for (int r = 0; r < R; r++) {
           x[r] = xa.q + r * K + e0;
           ini[r] = xa.ini + r * (K / 4) + e0 / 4;
           dxl[r] = xa.dxl + r * (K / 4) + e0 / 4;
           xsl[r] = xa.xsl + r * (K / 4) + e0 / 4;
         }
-        Q8VnniPair<DT>::template dot<R>(wr + b * B::kBytes, x, ini, dxl, xsl, acc);
+        Q8VnniPair<DT>::template dot<R, NW>(a, x, ini, dxl, xsl, acc);
       }
       if (b < nb) {  // an odd last block: the 256-bit dot
         const int64_t e0 = b * 32;
@@ -244,10 +246,14 @@ static void gemv_q8_vnni(const LinearParams& p, const XQ8& xa, int64_t n0, int64
           dx[r] = xa.d[r * nxb + b];
           xs[r] = xa.xs[r * nxb + b];
         }
-        Q8Direct<DT>::template dot<R>(wr + b * B::kBytes, x, dx, xs, s16, acc8, accs);
+        for (int j = 0; j < NW; j++)
+          Q8Direct<DT>::template dot<R>(base + (n + j) * rowBytes + b * B::kBytes, x, dx, xs, s16, acc8 + j * R, accs + j * R);
       }
     }
-    for (int r = 0; r < R; r++) p.y[r * N + n] = _mm512_reduce_add_ps(acc[r]) + hsum8(acc8[r]) + accs[r] + (p.bias ? p.bias[n] : 0.0f);
+    for (int j = 0; j < NW; j++)
+      for (int r = 0; r < R; r++)
+        p.y[r * N + n + j] = _mm512_reduce_add_ps(acc[j * R + r]) + hsum8(acc8[j * R + r]) + accs[j * R + r] + (p.bias ? p.bias[n + j] : 0.0f);
   }
+  if (n < n1) gemv_q8_vnni<DT, R, 1>(p, xa, n, n1);  // the odd last weight row
 }
 #endif  // __AVX512BW__ && __AVX512VNNI__

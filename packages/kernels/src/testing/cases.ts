@@ -339,7 +339,8 @@ function q8ActivationLinearCases(seed: number): ParityCase[] {
   GGML_WEIGHT_DTYPES.forEach((dtype, j) => {
     const block = dtype === 'q4_k' || dtype === 'q5_k' || dtype === 'q6_k' ? 256 : 32;
     const inF = Math.max(3 * GGML_BLOCK[dtype].blockElems, 3 * block);
-    [1, 2, 4, 5].forEach((rows, k) => {
+    // 70 rows: two of the int8 GEMM's 64-row activation tiles, and a last group of 2 rows.
+    [1, 2, 4, 5, 70].forEach((rows, k) => {
       const outF = cycle([7, 13, 33], k + j);
       const nan = k === 1;
       cases.push({
