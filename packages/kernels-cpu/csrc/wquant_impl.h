@@ -779,7 +779,7 @@ static void gemv_q8_rt(int rows, const LinearParams& p, const XQ8& xa, int64_t n
     with_rows(rows, [&](auto r) { gemv_q8_vnni<DT, decltype(r)::value, kPairs ? 2 : 1>(p, xa, n0, n1); });
     return;
   }
-  with_rows(rows, [&](auto r) { gemv_q8_vnni<DT, decltype(r)::value>(p, xa, n0, n1); });
+  with_rows(rows, [&](auto r) { gemv_q8_vnni<DT, decltype(r)::value>(p, xa, n0, n1, !gemm); });
 #else
   (void)gemm;
   with_rows(rows, [&](auto r) { gemv_q8_direct<DT, decltype(r)::value>(p, xa, n0, n1); });
