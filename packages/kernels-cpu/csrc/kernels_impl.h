@@ -160,6 +160,14 @@ KVQ_I void convert_row(const typename Load<DT>::T* src, int64_t d, float* dst, D
 // linear: y[r, o] = sum_i x[r, i] * w[o, i] (+ bias[o])
 // ------------------------------------------------------------------------------------------------
 
+/**
+ * How far ahead (bytes) the bf16 / f16 decode GEMV prefetches each weight row. Measured 2026-12-05 on the 2-core Zen
+ * 5 (avx512 kernels, 2 threads), the 84 GEMVs of a 768-wide, 12-layer decode step from DRAM, builds alternated (a
+ * noisy shared machine: +-20 % run to run): faster in 13 of 14 pairs, mean f16 5.0 -> 4.3 ms, bf16 5.4 -> 4.6 ms
+ * (1-2 KiB ahead: no gain). Rows of 768-2048 elements are too short for the hardware prefetcher to ramp up.
+ */
+static const int64_t kDensePrefetch = 4096;
+
 /** MR x NR dot products of length k: out[i * NR + j] = dot(x row i, w row j). Weights converted in registers. */
 template <int MR, int NR, int DT>
 static void dot_tile(const float* x, int64_t ldx, const typename Load<DT>::T* w, int64_t ldw, int64_t k, float* out) {
@@ -167,8 +175,14 @@ static void dot_tile(const float* x, int64_t ldx, const typename Load<DT>::T* w,
   for (int i = 0; i < MR; i++)
     for (int j = 0; j < NR; j++) acc[i][j] = vzero();
   const VF one = vset1(1.0f);
+  // bf16 / f16 weights come straight from memory (the decode GEMV; the GEMM runs on f32 panels): prefetch each
+  // row's line kDensePrefetch bytes ahead (measured below).
+  constexpr int64_t lineE = 64 / (int64_t)sizeof(typename Load<DT>::T);
+  constexpr int64_t aheadE = kDensePrefetch / (int64_t)sizeof(typename Load<DT>::T);
   int64_t c = 0;
   for (; c + W <= k; c += W) {
+    if (DT != kF32 && (c % lineE) == 0)
+      for (int j = 0; j < NR; j++) vprefetch(w + j * ldw + c + aheadE);
     VF wv[NR];
     for (int j = 0; j < NR; j++) wv[j] = Load<DT>::load(w + j * ldw + c, one);
     for (int i = 0; i < MR; i++) {
