@@ -163,7 +163,7 @@ KVQ_I void convert_row(const typename Load<DT>::T* src, int64_t d, float* dst, D
 /**
  * How far ahead (bytes) the bf16 / f16 decode GEMV prefetches each weight row. Measured 2026-12-05 on the 2-core Zen
  * 5 (avx512 kernels, 2 threads), the 84 GEMVs of a 768-wide, 12-layer decode step from DRAM, builds alternated (a
- * noisy shared machine: +-20 % run to run): faster in 13 of 14 pairs, mean f16 5.0 -> 4.3 ms, bf16 5.4 -> 4.6 ms
+ * noisy shared machine: +-20 % run to run): faster in 12 of 13 pairs, mean f16 5.1 -> 4.3 ms, bf16 5.4 -> 4.7 ms
  * (1-2 KiB ahead: no gain). Rows of 768-2048 elements are too short for the hardware prefetcher to ramp up.
  */
 static const int64_t kDensePrefetch = 4096;
