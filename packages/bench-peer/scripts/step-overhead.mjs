@@ -25,13 +25,16 @@ const tokens = Number(opt('tokens', '128'));
 const llm = await LLM.create({ model, kvCacheDtype: kv, backend: opt('backend', 'cpu'), maxModelLen: 1024, kvCacheMemory: 64 << 20, enablePrefixCaching: false });
 const fwd = llm.engine.forwardPass;
 let forwardMs = 0;
-const inner = fwd.forward.bind(fwd);
-fwd.forward = (batch, observer) => {
-  const t0 = performance.now();
-  const out = inner(batch, observer);
-  forwardMs += performance.now() - t0;
-  return out;
-};
+// Plain greedy steps run forwardArgmax (the backend's argmax kernel picks the token), the others forward.
+for (const name of ['forward', 'forwardArgmax']) {
+  const inner = fwd[name].bind(fwd);
+  fwd[name] = (batch, observer) => {
+    const t0 = performance.now();
+    const out = inner(batch, observer);
+    forwardMs += performance.now() - t0;
+    return out;
+  };
+}
 const prompt = Array.from({ length: 32 }, (_, i) => 100 + ((i * 7919) % 5000));
 
 /** Decode `tokens` tokens after the prompt; returns ms per decode step and the share outside the forward pass. */

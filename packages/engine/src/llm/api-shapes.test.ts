@@ -43,6 +43,29 @@ describe('LLM.stream', () => {
   });
 });
 
+describe('incremental detokenization', () => {
+  it('streamed text only grows, holds back split characters, and ends as decode(tokenIds)', async () => {
+    // A flat distribution over kvq-tiny's 2048-token byte-level vocabulary draws byte tokens that split UTF-8
+    // characters: the engine decodes a window of recent ids per token and holds such a character back until it
+    // completes (or the sequence ends), so no delta has to be taken back.
+    const params = { n: 4, seed: 5, temperature: 3, maxTokens: 64, ignoreEos: true };
+    const text = new Map<number, string>();
+    let heldBack = 0;
+    for await (const d of llm.stream('Once upon a time', params)) {
+      if (d.text === '' && !d.finished) heldBack++;
+      text.set(d.index, (text.get(d.index) ?? '') + d.text);
+      const o = d.output.outputs.find((x) => x.index === d.index)!;
+      expect(o.text.startsWith(text.get(d.index)!)).toBe(true);
+    }
+    const [out] = await llm.generate('Once upon a time', params);
+    for (const o of out!.outputs) {
+      expect(text.get(o.index)).toBe(o.text);
+      expect(o.text).toBe(llm.model.tokenizer.decode(o.tokenIds, { skipSpecialTokens: true }));
+    }
+    expect(heldBack).toBeGreaterThan(0);
+  });
+});
+
 describe('logprobs', () => {
   it('each generated token carries its rank and decoded text; top alternatives too', async () => {
     const [out] = await llm.generate('Once upon a time', { temperature: 0, maxTokens: 5, logprobs: 3 });

@@ -12,6 +12,7 @@ import { EngineError } from '../errors.js';
 import { resolveSamplingParams, type ResolvedSamplingParams, type SamplingParams } from '../sampling/params.js';
 import { SeededRng } from '../sampling/rng.js';
 import { badWordsTokenIds, tokenLogprobs, type TokenLogprobs } from '../sampling/sampler.js';
+import { DecodeStream } from '../tokenizer/decode-stream.js';
 import type { AttentionObserver, LlamaForward } from './forward.js';
 import type { TokenConstraint } from './constraint.js';
 import { ModelRunner, type ModelRunnerInput } from './model-runner.js';
@@ -98,6 +99,8 @@ interface Seq extends SchedulerSequence {
   finishReason: FinishReason | undefined;
   stopReason: string | number | undefined;
   text: string;
+  /** Incremental detokenizer of `output` (created at the first decoded token; undefined once the text is final). */
+  textStream: DecodeStream | undefined;
 }
 
 interface Request {
@@ -327,6 +330,7 @@ export class LLMEngine {
       finishReason: undefined,
       stopReason: undefined,
       text: '',
+      textStream: undefined,
     };
     request.seqs.push(seq);
     return seq;
@@ -453,12 +457,13 @@ export class LLMEngine {
   }
 
   /**
-   * Whether this step's tokens can be taken on the device: the activations live there, no sequence wants every row
-   * (scoring, prompt logprobs, raw prompt logits), and every scheduled sequence samples its next token as the plain
-   * argmax ({@link isPlainGreedy}). A prefill chunk that stops short of its prompt's end has no row and no token.
+   * Whether this step's tokens can be taken by the backend's `argmax` kernel (on the device when the activations live
+   * there, in native code on the CPU backends): no sequence wants every row (scoring, prompt logprobs, raw prompt
+   * logits), and every scheduled sequence samples its next token as the plain argmax ({@link isPlainGreedy}). A
+   * prefill chunk that stops short of its prompt's end has no row and no token. On the host this skips the sampler's
+   * copy of the logits and its JavaScript pass over them (~0.1 ms a token at a 32k vocabulary).
    */
   private greedyOnDevice(scheduled: SchedulerOutput<Seq>['scheduled'], inputs: readonly ModelRunnerInput[]): boolean {
-    if (this.runner.forwardPass.memory === undefined) return false;
     if (inputs.some((i) => i.logits === 'all')) return false;
     return scheduled.every(({ seq }) => {
       const r = seq.request;
@@ -618,13 +623,22 @@ export class LLMEngine {
     const mayStop = seq.output.length >= p.minTokens;
     if (mayStop && !p.ignoreEos && this.eosTokenIds.includes(token)) return this.finishSeq(seq, 'stop', undefined);
     if (mayStop && p.stopTokenIds.includes(token)) return this.finishSeq(seq, 'stop', token);
-    if (this.detokenizer) {
-      seq.text = this.detokenizer.decode(seq.output, { skipSpecialTokens: p.skipSpecialTokens });
-      if (mayStop) {
+    const d = this.detokenizer;
+    if (d) {
+      // Incremental: each token decodes a window of a few recent ids (DecodeStream), not the whole output again (that
+      // grew the per-token cost with the output length), and text is only appended: an incomplete UTF-8 character is
+      // held back until it completes (or the sequence finishes), so streamed deltas stay a prefix of the final text.
+      const before = seq.text.length;
+      seq.textStream ??= new DecodeStream((ids) => d.decode(ids, { skipSpecialTokens: p.skipSpecialTokens }));
+      seq.text += seq.textStream.push(token);
+      if (mayStop && seq.text.length > before) {
+        // Earlier text was searched at earlier steps (once stops applied): only matches reaching the new text are new.
+        const searchedBefore = seq.output.length - 1 >= p.minTokens;
         for (const stop of p.stop) {
-          const at = seq.text.indexOf(stop);
+          const at = seq.text.indexOf(stop, searchedBefore ? Math.max(0, before - stop.length + 1) : 0);
           if (at >= 0) {
             seq.text = seq.text.slice(0, p.includeStopStrInOutput ? at + stop.length : at);
+            seq.textStream = undefined; // the text is final: nothing held back is added after a stop string
             return this.finishSeq(seq, 'stop', stop);
           }
         }
@@ -634,6 +648,8 @@ export class LLMEngine {
   }
 
   private finishSeq(seq: Seq, reason: FinishReason, stopReason: string | number | undefined): void {
+    if (seq.textStream) seq.text += seq.textStream.flush(); // what was held back (an incomplete character: U+FFFD)
+    seq.textStream = undefined;
     seq.finishReason = reason;
     seq.stopReason = stopReason;
     this.sched.finish(seq, reason === 'abort' ? 'abort' : 'free');
