@@ -127,31 +127,47 @@ export function applyPenalties(
   }
 }
 
-/** The candidates after temperature, min-p and top-k (unsorted, weight > 0), their weights and total mass. */
+/**
+ * Scratch of {@link filteredCandidates}, grown to the largest vocabulary seen and reused (a 128k vocabulary's fresh
+ * Float64Array + Int32Array each token cost allocation, zeroing and GC time comparable to the pass itself). Safe to
+ * share: JavaScript runs one sampling call at a time, and callers use the arrays only within their own call.
+ */
+let scratchWeight = new Float64Array(0);
+let scratchCand = new Int32Array(0);
+
+/**
+ * The candidates after temperature, min-p and top-k (unsorted, ascending ids, weight > 0), their weights (indexed by
+ * token id; meaningful only at the candidates' ids) and total mass. The arrays are shared scratch: valid until the
+ * next call.
+ */
 function filteredCandidates(logits: Float32Array, params: ResolvedSamplingParams): { weight: Float64Array; cand: Int32Array; total: number; max: number } {
   const n = logits.length;
+  if (scratchWeight.length < n) {
+    scratchWeight = new Float64Array(n);
+    scratchCand = new Int32Array(n);
+  }
+  const weight = scratchWeight;
+  const temperature = params.temperature;
   let max = -Infinity;
   for (let i = 0; i < n; i++) if (logits[i]! > max) max = logits[i]!;
   // The filters need no order, only thresholds, so the candidates are cut down first and only the survivors are sorted
   // (a full sort of a 262k vocabulary took ~600 ms a token). The result is the same as sorting everything first.
   // Top-k is taken on the logits (exp is monotonic: distinct float32 logits give distinct weights unless both
   // underflow to 0, and those are dropped anyway), so only its survivors are exponentiated.
-  let cand: Int32Array = new Int32Array(n);
-  let m = 0;
-  if (params.topK > 0 && n > params.topK) {
-    const kth = kthLargest(logits, params.topK);
-    for (let i = 0; i < n; i++) if (logits[i]! >= kth) cand[m++] = i;
-  } else {
-    for (let i = 0; i < n; i++) cand[m++] = i;
-  }
-  const weight = new Float64Array(n);
-  let wmax = 0;
+  let cand = scratchCand;
   let live = 0;
-  for (let j = 0; j < m; j++) {
-    const i = cand[j]!;
-    const w = Math.exp((logits[i]! - max) / params.temperature);
+  let wmax = 0;
+  let total = 0;
+  const topK = params.topK > 0 && n > params.topK ? kthLargest(logits, params.topK) : -Infinity;
+  for (let i = 0; i < n; i++) {
+    const l = logits[i]!;
+    if (!(l >= topK)) continue; // below the k-th largest, or NaN
+    const w = Math.exp((l - max) / temperature);
     weight[i] = w;
-    if (w > 0) cand[live++] = i;
+    if (w > 0) {
+      cand[live++] = i;
+      total += w;
+    }
     if (w > wmax) wmax = w;
   }
   cand = cand.subarray(0, live);
@@ -159,10 +175,17 @@ function filteredCandidates(logits: Float32Array, params: ResolvedSamplingParams
   // order, so applying top-k first keeps the same set.
   if (params.minP > 0) {
     const floor = params.minP * wmax;
-    cand = cand.filter((i) => weight[i]! >= floor);
+    let kept = 0;
+    total = 0;
+    for (let j = 0; j < live; j++) {
+      const i = cand[j]!;
+      if (weight[i]! >= floor) {
+        cand[kept++] = i;
+        total += weight[i]!;
+      }
+    }
+    cand = cand.subarray(0, kept);
   }
-  let total = 0;
-  for (const i of cand) total += weight[i]!;
   return { weight, cand, total, max };
 }
 
