@@ -135,9 +135,10 @@ struct Q8VnniK45 {
     }
     for (int c = 0; c < 4; c++) {
       if (kFive) {
-        // Chunk c = sub-blocks 2c, 2c + 1: fifth bits are bits 2c (first 32 bytes) and 2c + 1 (last 32) of qh.
-        const __m512i h = _mm512_and_si512(_mm512_srli_epi16(qh2, 2 * c), _mm512_set1_epi8(1));
-        w[c] = _mm512_or_si512(w[c], _mm512_slli_epi16(h, 4));
+        // Chunk c = sub-blocks 2c, 2c + 1: fifth bits are bits 2c (first 32 bytes) and 2c + 1 (last 32, already
+        // shifted down by one in qh2) of qh: a byte mask of bit 2c, then +16 on those bytes (two instructions).
+        const __mmask64 h = _mm512_test_epi8_mask(qh2, _mm512_set1_epi8((char)(1 << (2 * c))));
+        w[c] = _mm512_mask_add_epi8(w[c], h, w[c], _mm512_set1_epi8(16));
       }
       s[c] = _mm512_permutexvar_epi16(_mm512_load_si512(kVnniK45.v[c]), sc16);
     }
