@@ -67,8 +67,13 @@ struct Q8VnniPair {
     const int qsOff = 2 + (kMin ? 2 : 0) + (kFive ? 4 : 0);
     __m512i w = vnni_nibbles2(a + qsOff, b + qsOff);
     if (kFive) {
+      // Bit e of a block's little-endian qh is element e's fifth bit: the two blocks' qh words are the byte mask of
+      // the 64 codes directly (+16 where set; the nibbles are below 16).
       const int qhOff = 2 + (kMin ? 2 : 0);
-      w = _mm512_or_si512(w, _mm512_inserti64x4(_mm512_castsi256_si512(q8_bit5(a + qhOff)), q8_bit5(b + qhOff), 1));
+      uint32_t ha, hb;
+      memcpy(&ha, a + qhOff, 4);
+      memcpy(&hb, b + qhOff, 4);
+      w = _mm512_mask_add_epi8(w, (__mmask64)ha | ((__mmask64)hb << 32), w, _mm512_set1_epi8(16));
     }
     return w;
   }
