@@ -98,14 +98,5 @@ KVQ_I float act_q8_block256_simd(const float* x, int8_t* q) {
   return 1.0f / iscale;
 }
 
-/** act_q8_quantize_row in vectors: q[K], scales[K / block] (K a multiple of act_q8_block(dt)). */
-KVQ_I void act_q8_quantize_row_simd(int dt, const float* x, int64_t K, int8_t* q, float* scales) {
-  if (act_q8_block(dt) == 256) {
-    for (int64_t b = 0; b < K / 256; b++) scales[b] = act_q8_block256_simd(x + b * 256, q + b * 256);
-  } else {
-    for (int64_t b = 0; b < K / 32; b++) scales[b] = act_q8_block32_simd(x + b * 32, q + b * 32);
-  }
-}
-
 #endif  // __AVX2__
 #endif  // KVQ_ACT_Q8_SIMD_H_

@@ -66,27 +66,22 @@ ThreadPool::~ThreadPool() {
   alignedFree(shared_.ptr);
 }
 
-void* ThreadPool::shared(size_t bytes) {
+void* ThreadPool::shared(size_t bytes) { return grow(shared_, bytes) ? shared_.ptr : nullptr; }
+
+bool ThreadPool::grow(Scratch& s, size_t bytes) {
   bytes = (bytes + 63) & ~(size_t)63;
-  if (shared_.size >= bytes) return shared_.ptr;
+  if (s.size >= bytes) return true;
   void* p = alignedAlloc(64, bytes);
-  if (!p) return nullptr;
-  alignedFree(shared_.ptr);
-  shared_.ptr = p;
-  shared_.size = bytes;
-  return p;
+  if (!p) return false;
+  alignedFree(s.ptr);
+  s.ptr = p;
+  s.size = bytes;
+  return true;
 }
 
 bool ThreadPool::reserve(size_t bytes) {
-  bytes = (bytes + 63) & ~(size_t)63;
-  for (auto& s : scratch_) {
-    if (s.size >= bytes) continue;
-    void* p = alignedAlloc(64, bytes);
-    if (!p) return false;
-    alignedFree(s.ptr);
-    s.ptr = p;
-    s.size = bytes;
-  }
+  for (auto& s : scratch_)
+    if (!grow(s, bytes)) return false;
   return true;
 }
 

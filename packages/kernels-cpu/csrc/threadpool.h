@@ -50,6 +50,8 @@ class ThreadPool {
     void* ptr = nullptr;
     size_t size = 0;
   };
+  /** Makes `s` at least `bytes` long (rounded up to 64, 64-byte aligned; contents not kept); false when out of memory. */
+  static bool grow(Scratch& s, size_t bytes);
   void workerLoop(int tid);
   void work(int tid);
 

@@ -774,10 +774,11 @@ static void gemv_q8_direct(const LinearParams& p, const XQ8& xa, int64_t n0, int
 template <int DT>
 static void gemv_q8_rt(int rows, const LinearParams& p, const XQ8& xa, int64_t n0, int64_t n1, bool gemm = false) {
 #if defined(KVQ_Q8_VNNI)
-  constexpr bool kPairs = QB<DT>::kElems == 32;
-  if (kPairs && gemm) {
-    with_rows(rows, [&](auto r) { gemv_q8_vnni<DT, decltype(r)::value, kPairs ? 2 : 1>(p, xa, n0, n1); });
-    return;
+  if constexpr (QB<DT>::kElems == 32) {
+    if (gemm) {  // prefill: two weight rows per load of the activations, no prefetch (the tile is in cache)
+      with_rows(rows, [&](auto r) { gemv_q8_vnni<DT, decltype(r)::value, 2>(p, xa, n0, n1); });
+      return;
+    }
   }
   with_rows(rows, [&](auto r) { gemv_q8_vnni<DT, decltype(r)::value>(p, xa, n0, n1, !gemm); });
 #else

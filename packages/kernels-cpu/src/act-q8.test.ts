@@ -5,6 +5,7 @@
  * linear tolerance of the parity kit, so this holds the codes and scales themselves.
  */
 import { quantizeActivationBlockQ8 } from '@kvq/kernels';
+import { rng } from '@kvq/kernels/testing';
 import { describe, expect, it } from 'vitest';
 import type { CpuIsa } from './addon-types.js';
 import { cpuAvailability } from './backend.js';
@@ -12,18 +13,6 @@ import { loadAddon } from './load.js';
 
 const avail = cpuAvailability();
 const isas = avail.available ? avail.cpu.isas : [];
-
-/** Deterministic uniform [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Blocks of `n` that pin every rule, then random blocks over 60 decades: exact halves of the step (Q8_0 rounds them

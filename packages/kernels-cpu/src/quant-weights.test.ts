@@ -15,24 +15,13 @@ import {
   type WeightMatrix,
 } from '@kvq/kernels';
 import { DTYPE_CODE } from '@kvq/kernels/native';
+import { rng } from '@kvq/kernels/testing';
 import { describe, expect, it } from 'vitest';
 import { cpuAvailability, createBackend } from './backend.js';
 import { loadAddon } from './load.js';
 
 const avail = cpuAvailability();
 const isas = avail.available ? avail.cpu.isas : [];
-
-/** Deterministic uniform [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Random weights with per-row magnitudes spread over three decades (exercises the block scales). */
 function values(r: () => number, rows: number, cols: number): Float32Array {

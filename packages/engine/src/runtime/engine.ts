@@ -394,7 +394,7 @@ export class LLMEngine {
       allocation,
       logits: seq.request.options.scoreOnly || (seq.request.promptTokenLogprobs && !seq.request.forked) ? 'all' : 'last',
     }));
-    const { logits, rows, greedyTokens } = this.runner.execute(inputs, this.observer, this.greedyOnDevice(plan.scheduled, inputs));
+    const { logits, rows, greedyTokens } = this.runner.execute(inputs, this.observer, this.greedyByArgmax(plan.scheduled, inputs));
     this.steps++;
     if (this.kvTiers) this.storeFullBlocks(plan, this.kvTiers);
 
@@ -405,7 +405,7 @@ export class LLMEngine {
       const request = seq.request;
       touched.add(request);
       if (greedyTokens) {
-        // Every row is a plain greedy decode or finished prefill (greedyOnDevice): the token came from the device.
+        // Every row is a plain greedy decode or finished prefill (greedyByArgmax): the backend's argmax took the token.
         for (const g of this.forkChildren(seq)) this.appendToken(g, greedyTokens[r.firstRow]!, undefined);
         continue;
       }
@@ -463,7 +463,7 @@ export class LLMEngine {
    * prefill chunk that stops short of its prompt's end has no row and no token. On the host this skips the sampler's
    * copy of the logits and its JavaScript pass over them (~0.1 ms a token at a 32k vocabulary).
    */
-  private greedyOnDevice(scheduled: SchedulerOutput<Seq>['scheduled'], inputs: readonly ModelRunnerInput[]): boolean {
+  private greedyByArgmax(scheduled: SchedulerOutput<Seq>['scheduled'], inputs: readonly ModelRunnerInput[]): boolean {
     if (inputs.some((i) => i.logits === 'all')) return false;
     return scheduled.every(({ seq }) => {
       const r = seq.request;
