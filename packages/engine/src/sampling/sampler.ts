@@ -135,12 +135,43 @@ export function applyPenalties(
 let scratchWeight = new Float64Array(0);
 let scratchCand = new Int32Array(0);
 
+/** 2^(j/64), j = 0..63, for {@link expNonPositive}. */
+const EXP2_FRAC = Float64Array.from({ length: 64 }, (_, j) => 2 ** (j / 64));
+/** 2^m for m = -1099..0 (0 below -1074), for {@link expNonPositive}. */
+const EXP2_INT = Float64Array.from({ length: 1100 }, (_, i) => 2 ** (i - 1099));
+/** ln 2 / 64 split for an exact product with |n| < 2^21 (fdlibm's ln2_hi has 32 significant bits) plus the rest. */
+const LN2_64_HI = 6.93147180369123816490e-1 / 64;
+const LN2_64_LO = 1.90821492927058770002e-10 / 64;
+
+/**
+ * e^x for x <= 0 (NaN stays NaN; below -745.2 gives 0), within ~2 ulp of `Math.exp` for normal results (subnormal
+ * results, below e^-708, round as their reduced precision allows). V8 calls out of JIT code for `Math.exp`; this
+ * inlines: x = n ln2/64 + r with |r| <= ln2/128 (plus rounding), e^x = 2^(n >> 6) * 2^((n & 63)/64) * e^r, e^r by a degree-5 Taylor
+ * polynomial (truncation r^6/720 < 4e-17). Used for the sampler's weights: 6-7 ns a call where `Math.exp` took 16-24.
+ */
+export function expNonPositive(x: number): number {
+  if (!(x > -745.2)) return x === x ? 0 : x;
+  // n = x * 64/ln2 rounded (to within 1/2; `| 0` truncates towards 0, so -0.5 first: V8's Math.round is a call).
+  const n = (x * (64 / Math.LN2) - 0.5) | 0;
+  const r = x - n * LN2_64_HI - n * LN2_64_LO;
+  const p = 1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120)))));
+  return EXP2_INT[(n >> 6) + 1099]! * (EXP2_FRAC[n & 63]! * p);
+}
+
+/**
+ * How far below the largest logit (in nats, after temperature) {@link sampleToken} stops looking: the tokens below
+ * e^-(ln n + 28) of the most likely one hold less than e^-28 (7e-13) of the mass together, under the rounding of the
+ * float64 sums over a vocabulary; skipping them spares one exp per token id of a trained model's long tail.
+ */
+const NEGLIGIBLE_NATS = 28;
+
 /**
  * The candidates after temperature, min-p and top-k (unsorted, ascending ids, weight > 0), their weights (indexed by
  * token id; meaningful only at the candidates' ids) and total mass. The arrays are shared scratch: valid until the
- * next call.
+ * next call. `pruneNats`: tokens more than that many nats below the most likely one (after temperature) are left out
+ * without being exponentiated (Infinity: none).
  */
-function filteredCandidates(logits: Float32Array, params: ResolvedSamplingParams): { weight: Float64Array; cand: Int32Array; total: number; max: number } {
+function filteredCandidates(logits: Float32Array, params: ResolvedSamplingParams, pruneNats: number): { weight: Float64Array; cand: Int32Array; total: number; max: number } {
   const n = logits.length;
   if (scratchWeight.length < n) {
     scratchWeight = new Float64Array(n);
@@ -148,33 +179,24 @@ function filteredCandidates(logits: Float32Array, params: ResolvedSamplingParams
   }
   const weight = scratchWeight;
   const temperature = params.temperature;
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) if (logits[i]! > max) max = logits[i]!;
+  const invT = 1 / temperature;
+  const max = maxOf(logits);
   // The filters need no order, only thresholds, so the candidates are cut down first and only the survivors are sorted
   // (a full sort of a 262k vocabulary took ~600 ms a token). The result is the same as sorting everything first.
   // Top-k is taken on the logits (exp is monotonic: distinct float32 logits give distinct weights unless both
-  // underflow to 0, and those are dropped anyway), so only its survivors are exponentiated.
-  let cand = scratchCand;
-  let live = 0;
-  let wmax = 0;
-  let total = 0;
-  const topK = params.topK > 0 && n > params.topK ? kthLargest(logits, params.topK) : -Infinity;
-  for (let i = 0; i < n; i++) {
-    const l = logits[i]!;
-    if (!(l >= topK)) continue; // below the k-th largest, or NaN
-    const w = Math.exp((l - max) / temperature);
-    weight[i] = w;
-    if (w > 0) {
-      cand[live++] = i;
-      total += w;
-    }
-    if (w > wmax) wmax = w;
-  }
-  cand = cand.subarray(0, live);
-  // min-p (p_i < minP * p_max, the common 1/sum cancelled) runs before top-k in vLLM; both are thresholds on the same
-  // order, so applying top-k first keeps the same set.
-  if (params.minP > 0) {
-    const floor = params.minP * wmax;
+  // underflow to 0, and those are dropped anyway), so only its survivors are exponentiated. Min-p's floor (a weight
+  // below minP of the largest, 1) is also a logit floor; with a margin of 1e-6 nats the exact weight test below decides.
+  let lower = params.topK > 0 && n > params.topK ? kthLargest(logits, params.topK) : -Infinity;
+  let nats = pruneNats;
+  if (params.minP > 0) nats = Math.min(nats, -Math.log(params.minP) + 1e-6);
+  if (nats < Infinity && max > -Infinity) lower = Math.max(lower, max - nats * temperature);
+  const { live, total: sum } = weighCandidates(logits, lower, max, invT, weight, scratchCand);
+  let total = sum;
+  let cand = scratchCand.subarray(0, live);
+  // min-p (p_i < minP * p_max, the common 1/sum cancelled; the largest weight is e^0 = 1) runs before top-k in vLLM;
+  // both are thresholds on the same order, so applying top-k first keeps the same set.
+  if (params.minP > 0 && live > 0) {
+    const floor = params.minP;
     let kept = 0;
     total = 0;
     for (let j = 0; j < live; j++) {
@@ -189,6 +211,34 @@ function filteredCandidates(logits: Float32Array, params: ResolvedSamplingParams
   return { weight, cand, total, max };
 }
 
+/** The largest of `values` (NaN ignored; -Infinity when empty). Its own function: V8 optimizes a hot loop best there. */
+function maxOf(values: Float32Array): number {
+  let max = -Infinity;
+  for (let i = 0; i < values.length; i++) if (values[i]! > max) max = values[i]!;
+  return max;
+}
+
+/**
+ * Weighs every logit at or above `lower` (NaN never): `weight[i] = e^((logits[i] - max) * invT)`, and lists those with
+ * a weight > 0 in `cand` (ascending ids). Returns their count and total weight. (A separate function: inlined in its
+ * caller, V8 deoptimized the caller on every call at the loop's on-stack replacement, ~50 ns a token id.)
+ */
+function weighCandidates(logits: Float32Array, lower: number, max: number, invT: number, weight: Float64Array, cand: Int32Array): { live: number; total: number } {
+  let live = 0;
+  let total = 0;
+  for (let i = 0; i < logits.length; i++) {
+    const l = logits[i]!;
+    if (!(l >= lower)) continue; // below the k-th largest or a floor, or NaN
+    const w = expNonPositive((l - max) * invT);
+    weight[i] = w;
+    if (w > 0) {
+      cand[live++] = i;
+      total += w;
+    }
+  }
+  return { live, total };
+}
+
 /**
  * The distribution a token is drawn from at temperature > 0, after vLLM V1's filters in vLLM's order:
  * temperature, then min-p (drop tokens whose probability is below `minP` times the largest), then top-k (keep the
@@ -198,7 +248,7 @@ function filteredCandidates(logits: Float32Array, params: ResolvedSamplingParams
  * @returns token ids (most likely first) and their probabilities, normalized to sum 1 (float64).
  */
 export function samplingDistribution(logits: Float32Array, params: ResolvedSamplingParams): { ids: number[]; probs: Float64Array } {
-  const f = filteredCandidates(logits, params);
+  const f = filteredCandidates(logits, params, Infinity);
   const { weight, total } = f;
   let cand = f.cand;
   let tailMass = 0; // mass of the least likely candidates top-p certainly drops, left out of the sort
@@ -278,10 +328,10 @@ function dropCertainTail(weight: Float64Array, cand: Int32Array, total: number, 
  */
 export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams, rng: SeededRng): number {
   if (params.temperature === 0) return argmax(logits);
-  const { weight, cand, total, max } = filteredCandidates(logits, params);
+  const { weight, cand, total, max } = filteredCandidates(logits, params, Math.log(logits.length) + NEGLIGIBLE_NATS);
   if (cand.length === 0) return argmax(logits); // every logit -inf or NaN: nothing to draw from
   const b = bucketize(logits, max, params.temperature, weight, cand);
-  const sorted = (k: number) => Array.from(b.order.subarray(b.start[k]!, b.start[k + 1]!)).sort((x, y) => weight[y]! - weight[x]! || x - y);
+  const sorted = (k: number) => bucketMembers(b.ofCand, cand, k).sort((x, y) => weight[y]! - weight[x]! || x - y);
   // Top-p: whole buckets from the least likely end while their mass stays <= (1 - p); the bucket where it crosses is
   // sorted and cut token by token, exactly as samplingDistribution does (the most likely token always stays).
   let lastBucket = b.count - 1; // the least likely bucket kept (possibly cut)
@@ -342,28 +392,44 @@ export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams
 
 /**
  * Candidates grouped by weight bucket (bucket 0 the most likely, 1/16 nat each by -ln w = (max - logit) / T, which
- * needs no logarithm and orders exactly as the weights do), with each bucket's mass.
+ * needs no logarithm and orders exactly as the weights do): each candidate's bucket (`ofCand`, parallel to `cand`),
+ * bucket starts as prefix counts (`start[k] === start[k + 1]`: bucket k is empty) and each bucket's mass. The ids of a
+ * bucket are gathered only when it is needed ({@link bucketMembers}: the draw and top-p's cut visit one or two).
  */
-function bucketize(logits: Float32Array, max: number, temperature: number, weight: Float64Array, cand: Int32Array): { order: Int32Array; start: Int32Array; mass: Float64Array; count: number } {
+function bucketize(logits: Float32Array, max: number, temperature: number, weight: Float64Array, cand: Int32Array): { ofCand: Int32Array; start: Int32Array; mass: Float64Array; count: number } {
   const scale = 16 / temperature;
-  const ofCand = new Int32Array(cand.length);
-  const start = new Int32Array(SAMPLE_BUCKETS + 1);
-  const mass = new Float64Array(SAMPLE_BUCKETS);
+  if (bucketScratch.ofCand.length < cand.length) bucketScratch.ofCand = new Int32Array(logits.length);
+  const { ofCand, start, mass } = bucketScratch;
+  start.fill(0);
+  mass.fill(0);
   for (let j = 0; j < cand.length; j++) {
-    const k = Math.min(SAMPLE_BUCKETS - 1, Math.floor((max - logits[cand[j]!]!) * scale));
+    const i = cand[j]!;
+    const d = (max - logits[i]!) * scale; // >= 0; `| 0` floors it (Math.floor and Math.min cost calls here)
+    const k = d < SAMPLE_BUCKETS - 1 ? d | 0 : SAMPLE_BUCKETS - 1;
     ofCand[j] = k;
     start[k + 1]!++;
-    mass[k]! += weight[cand[j]!]!;
+    mass[k]! += weight[i]!;
   }
   for (let k = 0; k < SAMPLE_BUCKETS; k++) start[k + 1]! += start[k]!;
-  const fill = start.slice(0, SAMPLE_BUCKETS);
-  const order = new Int32Array(cand.length);
-  for (let j = 0; j < cand.length; j++) order[fill[ofCand[j]!]!++] = cand[j]!;
-  return { order, start, mass, count: SAMPLE_BUCKETS };
+  return { ofCand: ofCand.subarray(0, cand.length), start, mass, count: SAMPLE_BUCKETS };
+}
+
+/** The candidates in bucket `k` (ascending ids). */
+function bucketMembers(ofCand: Int32Array, cand: Int32Array, k: number): number[] {
+  const ids: number[] = [];
+  for (let j = 0; j < cand.length; j++) if (ofCand[j] === k) ids.push(cand[j]!);
+  return ids;
 }
 
 /** Weight buckets of {@link sampleToken}: -ln w up to 256 nats at 1/16 (weights below e^-256 share the last). */
 const SAMPLE_BUCKETS = 4096;
+
+/** {@link bucketize}'s arrays, reused across calls (same single-threaded sharing as the candidates' scratch). */
+const bucketScratch = {
+  ofCand: new Int32Array(0),
+  start: new Int32Array(SAMPLE_BUCKETS + 1),
+  mass: new Float64Array(SAMPLE_BUCKETS),
+};
 
 /** The chosen token's logprob and rank and the top `k` alternatives (with their ranks), from the raw logits. */
 export function tokenLogprobs(rawLogits: ArrayLike<number>, tokenId: number, k: number): TokenLogprobs {

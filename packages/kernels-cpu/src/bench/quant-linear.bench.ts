@@ -59,3 +59,27 @@ for (const dtype of DTYPES) {
     bench("activations 'q8' (int8 dots)", () => ws.forEach((weight) => cpu.linear({ x, weight, out, rows: 1, activations: 'q8' })), { time: 600 });
   });
 }
+
+/**
+ * Prefill GEMM: 512 activation rows (one llama.cpp batch) through the 768x12 model's FFN shapes, every GGML type with
+ * 8-bit activations against the same shape in bf16 weights (float32 activations) as the baseline. GOP/s = 2 x M x N
+ * x K x hz / 1e9 (the op count is in each title).
+ */
+const PREFILL_M = 512;
+for (const [pn, pk] of [
+  [2048, 768],
+  [768, 2048],
+] as const) {
+  const x = randomF32(PREFILL_M * pk, rng(5));
+  const out = new Float32Array(PREFILL_M * pn);
+  const gop = (2 * PREFILL_M * pn * pk) / 1e9;
+  const wf = randomF32(pn * pk, rng(9), 1 / Math.sqrt(pk));
+  const bf16: WeightMatrix = { dtype: 'bf16', rows: pn, cols: pk, data: new Uint16Array(wf.buffer).filter((_, i) => i % 2 === 1) };
+  describe(`prefill GEMM ${PREFILL_M}x${pn}x${pk} (${gop.toFixed(3)} GOP a call, isa ${cpu.isa}, ${cpu.threads} threads)`, () => {
+    bench('bf16 weights, f32 activations (baseline)', () => cpu.linear({ x, weight: bf16, out, rows: PREFILL_M }), { time: 600 });
+    for (const dtype of ['q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_k', 'q5_k', 'q6_k'] as const) {
+      const weight = quantizeMatrix(wf, pn, pk, dtype);
+      bench(`${dtype}, 8-bit activations`, () => cpu.linear({ x, weight, out, rows: PREFILL_M, activations: 'q8' }), { time: 600 });
+    }
+  });
+}
