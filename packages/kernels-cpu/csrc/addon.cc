@@ -22,6 +22,11 @@
 #include "portable.h"
 #include "threadpool.h"
 
+#if defined(__linux__) && (defined(__x86_64__) || defined(_M_X64))
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace kvq {
 namespace {
 
@@ -33,6 +38,22 @@ using CpuFeatures = X86Features;
 
 CpuFeatures detectCpu() { return detectX86(); }
 
+/**
+ * Linux only: asks the kernel, once per process, for the AMX tile data state (arch_prctl ARCH_REQ_XCOMP_PERM,
+ * XFEATURE_XTILEDATA; Linux 5.16+). Without it the first tile instruction would kill the process (SIGILL).
+ */
+bool amxPermitted() {
+#if defined(__linux__) && (defined(__x86_64__) || defined(_M_X64))
+  static const bool ok = [] {
+    const long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
 bool isaSupported(const CpuFeatures& f, const std::string& isa) {
   if (isa == "scalar") return true;
 #if defined(__x86_64__) || defined(_M_X64)
@@ -42,6 +63,9 @@ bool isaSupported(const CpuFeatures& f, const std::string& isa) {
   // dots of the quantized weights). Older AVX-512 parts (Skylake-SP, Cascade Lake; Cannon Lake, which lacks VNNI)
   // run the AVX2 kernels.
   if (isa == "avx512") return avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vbmi && f.avx512vnni;
+  // The avx512 kernels plus AMX tiles for the q8_0 prefill GEMM: the CPU has AMX-INT8, the build has the table
+  // (Linux, GCC/Clang) and the kernel grants this process the tile state.
+  if (isa == "amx") return isaSupported(f, "avx512") && f.amxInt8 && kernels_amx() != nullptr && amxPermitted();
 #else
   (void)f;
 #endif
@@ -54,6 +78,7 @@ bool isaSupported(const CpuFeatures& f, const std::string& isa) {
 
 const KernelTable* tableFor(const std::string& isa) {
 #if defined(__x86_64__) || defined(_M_X64)
+  if (isa == "amx") return kernels_amx();
   if (isa == "avx512") return kernels_avx512();
   if (isa == "avx2") return kernels_avx2();
 #endif
@@ -66,7 +91,7 @@ const KernelTable* tableFor(const std::string& isa) {
 /** ISAs usable on this CPU, best first. */
 std::vector<std::string> usableIsas(const CpuFeatures& f) {
   std::vector<std::string> out;
-  for (const char* isa : {"avx512", "avx2", "neon", "scalar"})
+  for (const char* isa : {"amx", "avx512", "avx2", "neon", "scalar"})
     if (isaSupported(f, isa)) out.emplace_back(isa);
   return out;
 }
@@ -148,8 +173,8 @@ class Context : public Napi::ObjectWrap<Context> {
     const int64_t spin = intArg(info, 2, "spinMicros", 0, 1000000);
     const CpuFeatures f = detectCpu();
     if (isa == "auto") isa = usableIsas(f).front();
-    if (isa != "scalar" && isa != "avx2" && isa != "avx512" && isa != "neon") {
-      fail(info.Env(), "INVALID_ARGUMENT", "isa", "isa must be 'auto', 'scalar', 'avx2', 'avx512' or 'neon', got '" + isa + "'");
+    if (isa != "scalar" && isa != "avx2" && isa != "avx512" && isa != "amx" && isa != "neon") {
+      fail(info.Env(), "INVALID_ARGUMENT", "isa", "isa must be 'auto', 'scalar', 'avx2', 'avx512', 'amx' or 'neon', got '" + isa + "'");
     }
     if (!isaSupported(f, isa)) fail(info.Env(), "UNSUPPORTED", "isa", "this CPU does not support the " + isa + " kernels");
     table_ = tableFor(isa);
@@ -339,6 +364,7 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   feats.Set("avx512bf16", f.avx512bf16);
   feats.Set("avx512fp16", f.avx512fp16);
   feats.Set("avx512vnni", f.avx512vnni);
+  feats.Set("amxInt8", f.amxInt8);
   o.Set("features", feats);
   const std::vector<std::string> isas = usableIsas(f);
   Napi::Array arr = Napi::Array::New(env, isas.size());

@@ -74,6 +74,8 @@ struct X86Features {
   bool sse42 = false, avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
   bool avx512vbmi = false, avx512bf16 = false, avx512fp16 = false, avx512vnni = false;
+  /** AMX-TILE and AMX-INT8 (CPUID.7.0:EDX bits 24-25) with the tile state enabled by the OS (XCR0 bits 17-18). */
+  bool amxInt8 = false;
 };
 
 #if defined(KVQ_X86_64) && (defined(_WIN32) || defined(KVQ_CPUID_DETECT))
@@ -135,6 +137,7 @@ static inline X86Features detectX86() {
     f.avx512vbmi = (ecx7 >> 1) & 1;
     f.avx512vnni = (ecx7 >> 11) & 1;
     f.avx512fp16 = (edx7 >> 23) & 1;
+    f.amxInt8 = ((edx7 >> 24) & 1) && ((edx7 >> 25) & 1) && (xcr & 0x60000) == 0x60000;
     if (maxSub7 >= 1) {
       cpuidex(7, 1, r);
       f.avx512bf16 = (r[0] >> 5) & 1;
@@ -161,6 +164,14 @@ static inline X86Features detectX86() {
   f.avx512bf16 = __builtin_cpu_supports("avx512bf16");
   f.avx512fp16 = __builtin_cpu_supports("avx512fp16");
   f.avx512vnni = __builtin_cpu_supports("avx512vnni");
+  // AMX from CPUID and XCR0 directly (__builtin_cpu_supports has no "amx-int8" before GCC 13).
+  unsigned a, b, c, d;
+  if (__get_cpuid_max(0, nullptr) >= 7 && __get_cpuid(1, &a, &b, &c, &d) && ((c >> 27) & 1)) {
+    __cpuid_count(7, 0, a, b, c, d);
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    f.amxInt8 = ((d >> 24) & 1) && ((d >> 25) & 1) && (lo & 0x60000) == 0x60000;
+  }
   return f;
 }
 

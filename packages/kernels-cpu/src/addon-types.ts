@@ -9,10 +9,11 @@
 import type { LinearNativeArgs, NativeKernelOps, PagedAttentionNativeArgs } from '@kvq/kernels/native';
 
 /**
- * Kernel instruction sets the addon is built with: `'avx512'` and `'avx2'` on x86-64, `'neon'` (Advanced SIMD, the
+ * Kernel instruction sets the addon is built with: `'amx'` (the avx512 kernels plus Intel AMX tiles for the q8_0
+ * prefill GEMM; Linux, Sapphire Rapids and later), `'avx512'` and `'avx2'` on x86-64, `'neon'` (Advanced SIMD, the
  * AArch64 baseline) on arm64, `'scalar'` (portable C++) everywhere.
  */
-export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'neon';
+export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'amx' | 'neon';
 
 /**
  * x86-64 CPU features the addon detected (`__builtin_cpu_supports`, which also checks OS support of the registers);
@@ -31,6 +32,8 @@ export interface CpuFeatures {
   readonly avx512bf16: boolean;
   readonly avx512fp16: boolean;
   readonly avx512vnni: boolean;
+  /** AMX-TILE + AMX-INT8 with the tile state enabled by the OS (the `amx` tier also needs Linux's per-process grant). */
+  readonly amxInt8: boolean;
 }
 
 /** `cpuInfo()` result. */

@@ -89,7 +89,7 @@ describe.skipIf(!avail.available)('createBackend', () => {
       for (const op of KERNEL_OPS) expect(typeof b[op], op).toBe('function');
       expect(b.threads).toBe(3);
       expect(b.info.threads).toBe(3);
-      expect(['avx512', 'avx2', 'neon', 'none']).toContain(b.info.simd);
+      expect(['amx', 'avx512', 'avx2', 'neon', 'none']).toContain(b.info.simd);
       expect(b.info.description).toContain('native CPU');
       expect(b.info.version).toMatch(/^\d+\.\d+\.\d+/);
       selfTest(b);
@@ -121,7 +121,7 @@ describe.skipIf(!avail.available)('createBackend', () => {
   });
 
   it('an ISA this CPU lacks is BACKEND_UNAVAILABLE, not a crash', () => {
-    const missing = (['avx512', 'avx2'] as const).find((i) => avail.available && !avail.cpu.isas.includes(i));
+    const missing = (['amx', 'avx512', 'avx2'] as const).find((i) => avail.available && !avail.cpu.isas.includes(i));
     if (missing === undefined) {
       // Every ISA is usable here; the native constructor is still asked for nonsense.
       expect(() => createBackend({ isa: 'avx1024' as never })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
