@@ -197,7 +197,7 @@ function machineInfo(): Record<string, string | number> {
   try {
     const info = readFileSync('/proc/cpuinfo', 'utf8');
     const f = /^flags\s*:\s*(.*)$/m.exec(info)?.[1] ?? '';
-    flags = ['avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_bf16', 'avx512vnni', 'avx512_vnni', 'avx512vbmi'].filter((x) => f.split(' ').includes(x)).join(' ');
+    flags = ['avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_bf16', 'avx512vnni', 'avx512_vnni', 'avx512vbmi', 'amx_int8'].filter((x) => f.split(' ').includes(x)).join(' ');
     const family = /^cpu family\s*:\s*(\d+)/m.exec(info)?.[1];
     if (family) flags = `family ${family}; ${flags}`;
   } catch {

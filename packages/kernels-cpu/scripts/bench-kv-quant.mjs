@@ -8,7 +8,7 @@
 // last-level cache, as a model's layers are read from DRAM in a decode step). Each row: time per call and KV bytes
 // read per second, and the ratio to bf16 in the same setting.
 //
-// Usage: node scripts/bench-kv-quant.mjs [--threads N] [--isa avx512|avx2|neon|scalar|auto] [--quick] [--head 128]
+// Usage: node scripts/bench-kv-quant.mjs [--threads N] [--isa amx|avx512|avx2|neon|scalar|auto] [--quick] [--head 128]
 //   KVQ_CPU_ADDON: path of kvq_cpu.node (default build/Release/kvq_cpu.node, `pnpm build:native`).
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
