@@ -38,6 +38,7 @@ using CpuFeatures = X86Features;
 
 CpuFeatures detectCpu() { return detectX86(); }
 
+#if defined(__x86_64__) || defined(_M_X64)
 /**
  * Linux only: asks the kernel, once per process, for the AMX tile data state (arch_prctl ARCH_REQ_XCOMP_PERM,
  * XFEATURE_XTILEDATA; Linux 5.16+). Without it the first tile instruction would kill the process (SIGILL).
@@ -53,6 +54,7 @@ bool amxPermitted() {
   return false;
 #endif
 }
+#endif
 
 bool isaSupported(const CpuFeatures& f, const std::string& isa) {
   if (isa == "scalar") return true;
