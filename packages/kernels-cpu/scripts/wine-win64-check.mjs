@@ -109,7 +109,14 @@ if (lf !== wf) {
   log(`ok cpu features (CPUID+XGETBV = __builtin_cpu_supports): isas ${gotScalar.cpuInfo.isas.join(', ')}; cpus linux ${wantScalar.cpuInfo.cpus}, win32 ${gotScalar.cpuInfo.cpus}`);
 }
 let total = compare(wantScalar, gotScalar, 'scalar/1');
-const simd = wantScalar.cpuInfo.isas.find((i) => i !== 'scalar');
+// The best tier both binaries offer: Linux's may add 'amx' (its tile permission is Linux-only; win32 builds have no
+// amx table), which the win32 binary rightly lacks.
+const simd = wantScalar.cpuInfo.isas.find((i) => i !== 'scalar' && gotScalar.cpuInfo.isas.includes(i));
+const linuxOnly = wantScalar.cpuInfo.isas.filter((i) => !gotScalar.cpuInfo.isas.includes(i));
+if (linuxOnly.some((i) => i !== 'amx')) {
+  bad++;
+  log(`MISMATCH isas: linux ${wantScalar.cpuInfo.isas.join(', ')}, win32 ${gotScalar.cpuInfo.isas.join(', ')} (only amx may be Linux-only)`);
+}
 if (simd) {
   total += compare(linux(simd, 2), windows(simd, 2), `${simd}/2`);
 } else {
