@@ -200,7 +200,10 @@ struct Q8Vnni<kQ6_K> {
  * -> 1.45-1.49 ms at 4096 (512: q8_0 slower; 8192: less gain; 16384: none). Short rows (768-2048 elements) leave the
  * hardware prefetcher little time to ramp up; the prefetch of the next rows does it instead.
  */
-static const int64_t kQ8Prefetch = 4096;
+#ifndef KVQ_Q8_PREFETCH
+#define KVQ_Q8_PREFETCH 4096  // overridable at build time (KVQ_NATIVE_FLAGS=-DKVQ_Q8_PREFETCH=N) to tune a machine
+#endif
+static const int64_t kQ8Prefetch = KVQ_Q8_PREFETCH;
 
 /** Prefetch the `bytes` of weights that lie kQ8Prefetch ahead of p, a line at a time. */
 template <int64_t bytes>
