@@ -44,7 +44,7 @@ CpuFeatures detectCpu() { return detectX86(); }
  * XFEATURE_XTILEDATA; Linux 5.16+). Without it the first tile instruction would kill the process (SIGILL).
  */
 bool amxPermitted() {
-#if defined(__linux__) && (defined(__x86_64__) || defined(_M_X64))
+#if defined(__linux__)
   static const bool ok = [] {
     const long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
     return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
@@ -65,7 +65,7 @@ bool isaSupported(const CpuFeatures& f, const std::string& isa) {
   // dots of the quantized weights). Older AVX-512 parts (Skylake-SP, Cascade Lake; Cannon Lake, which lacks VNNI)
   // run the AVX2 kernels.
   if (isa == "avx512") return avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vbmi && f.avx512vnni;
-  // The avx512 kernels plus AMX tiles for the q8_0 prefill GEMM: the CPU has AMX-INT8, the build has the table
+  // The avx512 kernels plus AMX tiles for the GGML prefill GEMMs: the CPU has AMX-INT8, the build has the table
   // (Linux, GCC/Clang) and the kernel grants this process the tile state.
   if (isa == "amx") return isaSupported(f, "avx512") && f.amxInt8 && kernels_amx() != nullptr && amxPermitted();
 #else

@@ -72,7 +72,7 @@ const KernelTable* kernels_scalar();
 #if defined(__x86_64__) || defined(_M_X64)
 const KernelTable* kernels_avx2();
 const KernelTable* kernels_avx512();
-/** The avx512 kernels with the q8_0 prefill GEMM on AMX tiles; null where not built (not Linux + GCC/Clang). */
+/** The avx512 kernels with the GGML prefill GEMMs (8-bit activations) on AMX tiles; null where not built (not Linux + GCC/Clang). */
 const KernelTable* kernels_amx();
 #endif
 #if defined(__aarch64__)

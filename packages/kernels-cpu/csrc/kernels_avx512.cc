@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The avx512 instantiation of kernels_impl.h. Compiler flags: -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vbmi -mavx512vnni -mavx2 -mfma -mf16c.
-// Also the "amx" table (wquant_amx.h): these kernels plus the q8_0 prefill GEMM on AMX tiles, whose functions carry
+// Also the "amx" table (wquant_amx.h): these kernels plus the GGML prefill GEMMs on AMX tiles, whose functions carry
 // their own target attribute (Linux with GCC/Clang only: the tile state needs the kernel's per-process permission).
 // NOTE: nothing in this file may run before the dispatcher has checked that the CPU supports this ISA.
 #define KVQ_NS avx512

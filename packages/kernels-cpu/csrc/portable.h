@@ -78,9 +78,7 @@ struct X86Features {
   bool amxInt8 = false;
 };
 
-#if defined(KVQ_X86_64) && (defined(_WIN32) || defined(KVQ_CPUID_DETECT))
-#define KVQ_DETECT_CPUID 1
-
+#if defined(KVQ_X86_64)
 /** CPUID leaf/subleaf into r[0..3] = eax, ebx, ecx, edx. */
 static inline void cpuidex(uint32_t leaf, uint32_t sub, uint32_t r[4]) {
 #if defined(_MSC_VER)
@@ -103,6 +101,20 @@ static inline uint64_t xcr0() {
   return ((uint64_t)hi << 32) | lo;
 #endif
 }
+
+/**
+ * AMX-TILE and AMX-INT8 from CPUID.7.0:EDX (bits 24, 25) and the OS's tile state in XCR0 (bits 17-18: XTILECFG and
+ * XTILEDATA). Both detection paths use it (GCC's __builtin_cpu_supports has no "amx-int8" before GCC 13).
+ */
+static inline bool amxInt8From(uint32_t edx7, uint64_t xcr) {
+  return ((edx7 >> 24) & 1) && ((edx7 >> 25) & 1) && (xcr & 0x60000) == 0x60000;
+}
+
+#endif
+
+#if defined(KVQ_X86_64) && (defined(_WIN32) || defined(KVQ_CPUID_DETECT))
+#define KVQ_DETECT_CPUID 1
+
 
 /**
  * Features from CPUID, with the OS checks GCC's __builtin_cpu_supports does itself: AVX-family features
@@ -137,7 +149,7 @@ static inline X86Features detectX86() {
     f.avx512vbmi = (ecx7 >> 1) & 1;
     f.avx512vnni = (ecx7 >> 11) & 1;
     f.avx512fp16 = (edx7 >> 23) & 1;
-    f.amxInt8 = ((edx7 >> 24) & 1) && ((edx7 >> 25) & 1) && (xcr & 0x60000) == 0x60000;
+    f.amxInt8 = amxInt8From(edx7, xcr);
     if (maxSub7 >= 1) {
       cpuidex(7, 1, r);
       f.avx512bf16 = (r[0] >> 5) & 1;
@@ -164,13 +176,16 @@ static inline X86Features detectX86() {
   f.avx512bf16 = __builtin_cpu_supports("avx512bf16");
   f.avx512fp16 = __builtin_cpu_supports("avx512fp16");
   f.avx512vnni = __builtin_cpu_supports("avx512vnni");
-  // AMX from CPUID and XCR0 directly (__builtin_cpu_supports has no "amx-int8" before GCC 13).
-  unsigned a, b, c, d;
-  if (__get_cpuid_max(0, nullptr) >= 7 && __get_cpuid(1, &a, &b, &c, &d) && ((c >> 27) & 1)) {
-    __cpuid_count(7, 0, a, b, c, d);
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    f.amxInt8 = ((d >> 24) & 1) && ((d >> 25) & 1) && (lo & 0x60000) == 0x60000;
+  // AMX from CPUID and XCR0 directly (XGETBV only when CPUID.1:ECX.OSXSAVE says it may run).
+  uint32_t r[4];
+  cpuidex(0, 0, r);
+  if (r[0] >= 7) {
+    cpuidex(1, 0, r);
+    if ((r[2] >> 27) & 1) {
+      const uint64_t xcr = xcr0();
+      cpuidex(7, 0, r);
+      f.amxInt8 = amxInt8From(r[3], xcr);
+    }
   }
   return f;
 }

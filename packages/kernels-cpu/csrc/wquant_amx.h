@@ -115,6 +115,8 @@ KVQ_AMX_FN void amx_tile(const LinearParams& p, const AmxActs& x, const int32_t*
   const float* xo = Off ? x.xo + m0 * ng : nullptr;
   const __m512 zero = _mm512_setzero_ps();
   auto wof = [&](int64_t g) { return Off ? _mm512_loadu_ps(wo + g * kAmxTile) : zero; };
+  // The tile numbers are spelled out: GCC's tile intrinsics paste them into the instruction text, so they cannot be
+  // template or function parameters.
   int64_t g = 0;
   for (; g + 2 <= ng; g += 2) {
     _tile_loadd(0, a + g * G, K);

@@ -9,8 +9,8 @@
 import type { LinearNativeArgs, NativeKernelOps, PagedAttentionNativeArgs } from '@kvq/kernels/native';
 
 /**
- * Kernel instruction sets the addon is built with: `'amx'` (the avx512 kernels plus Intel AMX tiles for the q8_0
- * prefill GEMM; Linux, Sapphire Rapids and later), `'avx512'` and `'avx2'` on x86-64, `'neon'` (Advanced SIMD, the
+ * Kernel instruction sets the addon is built with: `'amx'` (the avx512 kernels plus Intel AMX tiles for the prefill
+ * GEMM of the GGML types with 8-bit activations; Linux, Sapphire Rapids and later), `'avx512'` and `'avx2'` on x86-64, `'neon'` (Advanced SIMD, the
  * AArch64 baseline) on arm64, `'scalar'` (portable C++) everywhere.
  */
 export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'amx' | 'neon';
