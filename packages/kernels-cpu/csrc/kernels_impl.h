@@ -11,6 +11,7 @@
 #error "define KVQ_NS and include a simd_<isa>.h before kernels_impl.h"
 #endif
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -925,6 +926,12 @@ static void attn_pv(const float* P, const float* V, float* acc, int r0, int j0, 
   }
 }
 
+/** The log-sum-exp of a row's scores from its running max `m` and sum `l` of e^(s - m) (-inf for no keys). */
+KVQ_I float attn_lse(float m, float l) {
+  if (m == kNegInf) return kNegInf;
+  return (float)((double)m + log((double)l));
+}
+
 /** Shared, read-only state of one pagedAttention call. */
 struct AttnCtx {
   const AttentionParams* p;
@@ -1398,6 +1405,7 @@ static void attn_task(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase)
       float* o = p.out + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D;
       const float inv = 1.0f / s.l[r];
       for (int64_t d = 0; d < D; d++) o[d] = a[d] * inv;
+      if (p.lse) p.lse[(int64_t)token * p.numHeads + (int64_t)h * G + g] = attn_lse(s.m[r], s.l[r]);
     } else {
       float* part = ctx.partials + (tk.partial + (int64_t)tk.split * R + r) * (dp + 2);
       part[0] = s.m[r];
@@ -1524,6 +1532,7 @@ static int paged_attention_t(const AttentionParams& p, const Runner& rn) {
         }
         const float inv = 1.0f / L;
         for (int64_t d = 0; d < c.headSize; d++) o[d] *= inv;
+        if (p.lse) p.lse[(int64_t)(qStart + tk.t0 + ti) * p.numHeads + (int64_t)tk.kvh * G + g] = attn_lse(M, L);
       }
     };
     rn.parallel_for(ntasks, combine);

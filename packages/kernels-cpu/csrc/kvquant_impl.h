@@ -460,6 +460,7 @@ static void attn_task_q(const AttnCtx& ctx, const AttnTask& tk, void* scratchBas
       float* o = p.out + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D;
       const float inv = 1.0f / s.l[r];
       for (int64_t d = 0; d < D; d++) o[d] = a[d] * inv;
+      if (p.lse) p.lse[(int64_t)token * p.numHeads + (int64_t)h * G + g] = attn_lse(s.m[r], s.l[r]);
     } else {
       float* part = ctx.partials + (tk.partial + (int64_t)tk.split * R + r) * (dp + 2);
       part[0] = s.m[r];

@@ -119,6 +119,11 @@ class NativeCpuBackend extends NativeKernelBackend<NativeContext> implements Cpu
     return this.#kvQuant;
   }
 
+  /** The CPU kernels write `lse` (every ISA, every KV dtype). */
+  protected override attentionLse(): boolean {
+    return true;
+  }
+
   get threads(): number {
     return this.ctx.threads;
   }

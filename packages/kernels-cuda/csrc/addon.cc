@@ -419,10 +419,11 @@ class Context : public Napi::ObjectWrap<Context> {
   }
 
   void PagedAttention(const Napi::CallbackInfo& info) {
-    // shared arguments (0..20), then kDev?, vDev? (21, 22)
+    // shared arguments (0..21), then kDev?, vDev? (22, 23)
     AttentionInput a;
     readAttention(info, a, true);
-    residentCache(info, 21, a.p.cache);
+    if (a.p.lse != nullptr) fail(info.Env(), "UNSUPPORTED", "lse", "the GPU kernels do not produce the attention lse");
+    residentCache(info, 22, a.p.cache);
     Status st;
     if (!gpu::paged_attention(ctx(info), a.p, &st)) failStatus(info.Env(), st, "pagedAttention");
   }

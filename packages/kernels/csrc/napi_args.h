@@ -469,6 +469,10 @@ inline void readAttention(const Napi::CallbackInfo& info, AttentionInput& a, boo
     }
     p.qScaleKv = a.qScaleKv.data();
   }
+  // 21: lse (Float32Array [numTokens, numHeads]) or null.
+  if (info.Length() > 21 && !info[21].IsNull() && !info[21].IsUndefined()) {
+    p.lse = arrayArg<float>(info, 21, "lse", mul(info, "lse", {numTokens, p.numHeads}));
+  }
 }
 
 /** amaxTensor(x, length): returns x; `*n` = length. */

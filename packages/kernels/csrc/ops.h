@@ -258,6 +258,7 @@ struct AttentionParams {
   int slidingWindow;      // 0 = none
   int fp8Query;           // 0 = off, 1 = satfinite, 2 = nosat
   const float* qScaleKv;  // [numKvHeads] (already reduced over GQA groups); fp8Query only
+  float* lse = nullptr;   // optional [numTokens, numHeads]: ln(sum_j e^score_j) per query row
 };
 
 /** `amaxPerHead`. */

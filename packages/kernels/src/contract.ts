@@ -362,6 +362,13 @@ export interface PagedAttentionArgs<A extends Activation = Float32Array> {
   readonly slidingWindow?: number | undefined;
   /** Enables FP8-query mode (see {@link Fp8QueryOptions}); `undefined` = query stays float32. */
   readonly fp8Query?: Fp8QueryOptions | undefined;
+  /**
+   * Optional output `[numTokens, numHeads]` (host float32): per query row, the natural log of `sum_j e^(s_j)` over
+   * the keys it attends, where `s_j` is the softmax's input (`q . k * softmaxScale`, FP8-query descales included).
+   * Lets a caller combine attention over disjoint key sets (vLLM `merge_attn_states`; {@link mergeAttentionStates}).
+   * Must not overlap `query` or `out`. Backends that cannot produce it throw `UNSUPPORTED`.
+   */
+  readonly lse?: Float32Array | undefined;
 }
 
 /** `amaxTensor`: `max_i |x[i]|` over `length` elements (0 for length 0). Any NaN makes the result NaN. */

@@ -7,6 +7,8 @@ export { DEVICE_ARRAY, HostMemory, hostArgs, isDeviceArray } from './device.js';
 export { KernelError, isKernelError, toKernelError } from './errors.js';
 export type { KernelErrorCode, KernelErrorOptions } from './errors.js';
 export * from './validate.js';
+export { mergeAttentionStates } from './merge-attention.js';
+export type { MergeAttentionArgs } from './merge-attention.js';
 export { buildRopeTable, ropeAttentionFactor, ropeInvFreq, ropeScalingFromHf, scaleFrequency } from './rope.js';
 export type { HfRopeContext, RopeConfig, RopeScaling } from './rope.js';
 export * from './quant/index.js';

@@ -671,6 +671,8 @@ export interface PagedAttentionPlan extends KvCacheDims {
   readonly slidingWindow: number;
   /** Whether FP8-query mode is on. */
   readonly fp8Query: boolean;
+  /** The validated `lse` output, when asked for. */
+  readonly lse: Float32Array | undefined;
 }
 
 /**
@@ -764,6 +766,12 @@ export function validatePagedAttention(args: PagedAttentionArgs<Activation>): Pa
     checkScales('cache.qScale', args.cache.qScale, [1, numHeads]);
     fp8Query = true;
   }
+  let lse: Float32Array | undefined;
+  if (args.lse !== undefined) {
+    lse = checkF32('lse', args.lse, numTokens * numHeads);
+    checkNoOverlap('lse', lse, numTokens * numHeads, 'query', query, qElems);
+    checkNoOverlap('lse', lse, numTokens * numHeads, 'out', out, qElems);
+  }
   return {
     ...dims,
     numSeqs,
@@ -773,6 +781,7 @@ export function validatePagedAttention(args: PagedAttentionArgs<Activation>): Pa
     softmaxScale,
     slidingWindow,
     fp8Query,
+    lse,
   };
 }
 

@@ -181,6 +181,7 @@ export type PagedAttentionNativeArgs = [
   slidingWindow: number,
   fp8Query: number,
   qScale: F32,
+  lse: F32 | null,
 ];
 
 /**
@@ -335,6 +336,14 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
     return false;
   }
 
+  /**
+   * Whether the addon's `pagedAttention` writes `PagedAttentionArgs.lse`; false by default, so asking for it throws
+   * `UNSUPPORTED` before any native call.
+   */
+  protected attentionLse(): boolean {
+    return false;
+  }
+
   /** The resident device copy of a weight matrix's / embedding table's data, or null to upload it per call. */
   protected weightDevice(_data: NativeWeightData): D | null {
     return null;
@@ -401,6 +410,9 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
   /** `pagedAttention`'s validated positional arguments (without resident buffers). */
   protected attentionArgs(args: PagedAttentionArgs<Activation>): PagedAttentionNativeArgs {
     const plan = validatePagedAttention(args);
+    if (plan.lse && !this.attentionLse()) {
+      throw new KernelError('UNSUPPORTED', `pagedAttention: backend '${this.name}' does not produce the attention lse`, { argument: 'lse' });
+    }
     const c = args.cache;
     const fp8Query = plan.fp8Query ? (args.fp8Query?.saturation === 'nosat' ? 2 : 1) : 0;
     return [
@@ -425,6 +437,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
       plan.slidingWindow,
       fp8Query,
       fp8Query ? c.qScale : NO_SCALES,
+      plan.lse ?? null,
     ];
   }
 

@@ -340,6 +340,7 @@ function pagedAttention(raw: PagedAttentionArgs<Activation>): void {
           }
           out[oBase + d] = acc / sum;
         }
+        if (plan.lse) plan.lse[(qStart + i) * numHeads + h] = m + Math.log(sum);
       }
     }
   }

@@ -81,6 +81,7 @@ export function pagedAttentionQuant(args: PagedAttentionArgs, plan: PagedAttenti
         }
         const oBase = ((qStart + i) * numHeads + h) * headSize;
         for (let d = 0; d < headSize; d++) out[oBase + d] = acc[d]! / sum;
+        if (plan.lse) plan.lse[(qStart + i) * numHeads + h] = m + Math.log(sum);
       }
     }
   }

@@ -242,6 +242,10 @@ export function badInputCases(): BadInputCase[] {
       b.pagedAttention(attnArgs({ softmaxScale: Infinity })),
     ),
     c('pagedAttention', 'slidingWindow 0', 'INVALID_ARGUMENT', 'slidingWindow', (b) => b.pagedAttention(attnArgs({ slidingWindow: 0 }))),
+    c('pagedAttention', 'lse shorter than numTokens x numHeads', 'SHAPE_MISMATCH', 'lse', (b) => b.pagedAttention(attnArgs({ lse: new Float32Array(1) }))),
+    c('pagedAttention', 'lse a Float64Array', 'WRONG_ARRAY_TYPE', 'lse', (b) =>
+      b.pagedAttention(attnArgs({ lse: new Float64Array(64) as unknown as Float32Array })),
+    ),
     c('pagedAttention', 'negative q scale in fp8-query mode', 'INVALID_SCALE', 'cache.qScale[2]', (b) =>
       b.pagedAttention(attnArgs({ fp8Query: {} }, { qScale: Float32Array.of(1, 1, -1, 1) })),
     ),

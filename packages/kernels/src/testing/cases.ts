@@ -70,6 +70,8 @@ export interface ParityCase {
   run(backend: KernelBackend): Record<string, ParityValue>;
   /** Set when the case needs a write-time-scaled KV dtype (a backend may declare it unsupported). */
   readonly kvDtype?: KvQuantDtype | undefined;
+  /** Set when the case asks `pagedAttention` for its `lse` output (a backend may declare it unsupported). */
+  readonly lse?: boolean | undefined;
 }
 
 /** Options of {@link parityCases}. */
@@ -608,6 +610,8 @@ interface AttnCfg {
    * (see writeKvSpecials): an all-zero K head, a V head whose first group holds a NaN, ±Inf and huge values.
    */
   kvSpecials?: boolean;
+  /** Ask for the `lse` output too (compared like `out`). */
+  lse?: boolean;
 }
 
 /**
@@ -648,6 +652,7 @@ function attentionCase(cfg: AttnCfg, seed: number): ParityCase {
     cfg.slidingWindow ? `window=${cfg.slidingWindow}` : '',
     cfg.softmaxScale ? `scale=${cfg.softmaxScale}` : '',
     cfg.kvSpecials ? 'specials' : '',
+    cfg.lse ? 'lse' : '',
   ]
     .filter(Boolean)
     .join(' ');
@@ -679,16 +684,52 @@ function attentionCase(cfg: AttnCfg, seed: number): ParityCase {
         for (let h = 0; h < q.length; h++) q[h] = (4 * (q.length === 1 ? 1 : 0.6 + (h % 5) / 5)) / fmtMax;
       }
       const out = withSlack(batch.numTokens * numHeads * cfg.headSize);
+      const lse = cfg.lse ? withSlack(batch.numTokens * numHeads) : undefined;
       b.pagedAttention({
         ...attentionArgs(batch),
         out,
         softmaxScale: cfg.softmaxScale,
         slidingWindow: cfg.slidingWindow,
         fp8Query: cfg.fp8Query ? {} : undefined,
+        lse,
       });
-      return { out };
+      const outputs: Record<string, ParityValue> = { out };
+      if (lse) outputs.lse = lse;
+      return outputs;
     },
+    ...(cfg.lse ? { lse: true } : {}),
   };
+}
+
+/**
+ * `pagedAttention` with the `lse` output: every KV dtype, decode/prefill/chunked in one batch, a sliding window, the
+ * FP8 query, and a long decode (one sequence of 300 keys: split into key ranges on multi-threaded backends).
+ */
+function lseAttentionCases(seed: number): ParityCase[] {
+  const cases: ParityCase[] = [];
+  const dtypes: KvDtype[] = [...KV_DTYPES, ...KV_QUANT_DTYPE_LIST];
+  dtypes.forEach((dtype, i) => {
+    const quant = (KV_QUANT_DTYPE_LIST as readonly KvDtype[]).includes(dtype);
+    const longDecode = i % 3 === 2;
+    const c = attentionCase(
+      {
+        dtype,
+        scales: quant ? 'tensor' : 'head',
+        headSize: quant ? cycle(QUANT_HEAD_SIZES, i) : cycle(HEAD_SIZES, i),
+        gqa: cycle(GQA_RATIOS, i),
+        numKvHeads: cycle([1, 2], i),
+        blockSize: cycle(BLOCK_SIZES, i),
+        seqs: longDecode ? [{ queryLen: 1, seqLen: 300 }] : scenarioSeqs('mixed', i),
+        scenario: longDecode ? 'decode' : 'mixed',
+        ...(i % 4 === 1 ? { slidingWindow: 5 } : {}),
+        ...(isFp8(dtype) && i % 2 === 0 ? { fp8Query: true } : {}),
+        lse: true,
+      },
+      seed + 1500 + i,
+    );
+    cases.push(quant ? { ...c, kvDtype: dtype as KvQuantDtype } : c);
+  });
+  return cases;
 }
 
 function attentionCases(full: boolean, seed: number): ParityCase[] {
@@ -1098,6 +1139,7 @@ export function parityCases(options: ParityCaseOptions = {}): ParityCase[] {
     ...quantReshapeCases(full, seed),
     ...attentionCases(full, seed),
     ...quantAttentionCases(full, seed),
+    ...lseAttentionCases(seed),
     ...amaxCases(seed),
     ...quantCases(seed),
   ];

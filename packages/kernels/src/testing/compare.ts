@@ -51,6 +51,11 @@ export interface ParitySuiteOptions extends ParityCaseOptions {
    * kernels must list the dtype here). Default `[]` (the GPU backends refuse them all; the CPU backend lists them all).
    */
   readonly supportedKvQuantDtypes?: readonly KvQuantDtype[] | undefined;
+  /**
+   * Whether the candidate writes `pagedAttention`'s `lse` output. When false (default; the GPU backends), the cases
+   * that ask for it must be refused with a `KernelError` `UNSUPPORTED`, as for an unsupported KV dtype.
+   */
+  readonly attentionLse?: boolean | undefined;
 }
 
 function closeEnough(got: number, want: number, tol: Tolerance): boolean {
@@ -155,7 +160,9 @@ export function runParityCase(
   return failures;
 }
 
-/** A case whose KV dtype the candidate does not implement: it must throw a `KernelError` `UNSUPPORTED`. */
+const what = (c: ParityCase): string => (c.kvDtype !== undefined ? `KV dtype ${c.kvDtype}` : 'the attention lse output');
+
+/** A case whose KV dtype (or lse output) the candidate does not implement: it must throw a `KernelError` `UNSUPPORTED`. */
 function expectUnsupported(c: ParityCase, candidate: KernelBackend): ParityFailure[] {
   const fail = (message: string): ParityFailure[] => [
     { op: c.op, label: c.label, output: '(unsupported)', message, mismatches: 1, maxAbsError: Infinity },
@@ -164,9 +171,9 @@ function expectUnsupported(c: ParityCase, candidate: KernelBackend): ParityFailu
     c.run(candidate);
   } catch (e) {
     if (isKernelError(e, 'UNSUPPORTED')) return [];
-    return fail(`KV dtype ${c.kvDtype} is declared unsupported; expected KernelError UNSUPPORTED, got ${errorText(e)}`);
+    return fail(`${what(c)} is declared unsupported; expected KernelError UNSUPPORTED, got ${errorText(e)}`);
   }
-  return fail(`KV dtype ${c.kvDtype} is declared unsupported but the candidate ran it: list it in supportedKvQuantDtypes`);
+  return fail(`${what(c)} is declared unsupported but the candidate ran it: ${c.kvDtype !== undefined ? 'list it in supportedKvQuantDtypes' : 'set attentionLse'}`);
 }
 
 /**
@@ -201,7 +208,7 @@ export function runParitySuite(
     run++;
     const stats = (byOp[c.op] ??= { cases: 0, failures: 0 });
     stats.cases++;
-    const refuses = c.kvDtype !== undefined && !supported.includes(c.kvDtype);
+    const refuses = (c.kvDtype !== undefined && !supported.includes(c.kvDtype)) || (c.lse === true && options.attentionLse !== true);
     const f = refuses
       ? expectUnsupported(c, candidate)
       : runParityCase(c, candidate, reference, options.tolerance ? options.tolerance(c) : c.tolerance);
@@ -219,7 +226,7 @@ export function runParitySuite(
 export function formatParityReport(report: ParityReport, maxLines = 20): string {
   const lines = [
     `parity ${report.candidate} vs ${report.reference}: ${report.passed}/${report.cases} cases passed` +
-      (report.unsupported > 0 ? ` (${report.unsupported} refused as UNSUPPORTED: KV dtypes not implemented)` : ''),
+      (report.unsupported > 0 ? ` (${report.unsupported} refused as UNSUPPORTED: KV dtypes or the lse output not implemented)` : ''),
     ...Object.entries(report.byOp).map(([op, s]) => `  ${op}: ${s!.cases - s!.failures}/${s!.cases}`),
   ];
   for (const f of report.failures.slice(0, maxLines)) lines.push(`  FAIL ${f.label}: ${f.message}`);

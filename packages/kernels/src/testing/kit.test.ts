@@ -21,7 +21,7 @@ const ref = createReferenceBackend();
 
 describe('parity kit', () => {
   it('passes the reference against itself on every case, covering every op', () => {
-    const report = runParitySuite(createReferenceBackend(), ref, { supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST });
+    const report = runParitySuite(createReferenceBackend(), ref, { supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true });
     expect(report.unsupported).toBe(0);
     expect(report.failures, formatParityReport(report)).toEqual([]);
     expect(report.cases).toBe(parityCases().length);
@@ -94,11 +94,42 @@ describe('parity kit', () => {
       expect(ran.failures).toHaveLength(quantCases.length);
       expect(ran.failures[0]!.message).toContain('supportedKvQuantDtypes');
       expect(runParitySuite(refusing('unsupported'), ref, { cases: quantCases, supportedKvQuantDtypes: ['nvfp4'] }).failures.length).toBe(
-        quantCases.filter((c) => c.kvDtype === 'nvfp4').length,
+        // Its lse case is still refused correctly (the lse output is not declared).
+        quantCases.filter((c) => c.kvDtype === 'nvfp4' && !c.lse).length,
       );
       const corrupt = runParitySuite(refusing('corrupts'), ref, { cases: quantCases, supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST });
       expect(corrupt.failures.length).toBe(quantCases.length);
       expect(() => runParitySuite(ref, ref, { cases: quantCases, supportedKvQuantDtypes: ['e4m3fn' as 'nvfp4'] })).toThrow(KernelError);
+    });
+  });
+
+  describe('the lse output of pagedAttention', () => {
+    const lseCases = parityCases({ ops: ['pagedAttention'] }).filter((c) => c.lse);
+    const dropsLse: KernelBackend = { ...ref, name: 'drops-lse', pagedAttention: (a: PagedAttentionArgs) => ref.pagedAttention({ ...a, lse: undefined }) };
+    const refusesLse: KernelBackend = {
+      ...ref,
+      name: 'refuses-lse',
+      pagedAttention(a: PagedAttentionArgs) {
+        if (a.lse) throw new KernelError('UNSUPPORTED', 'no lse here');
+        ref.pagedAttention(a);
+      },
+    };
+
+    it('has lse cases for every KV dtype', () => {
+      for (const d of ['f32', 'bf16', 'f16', 'e4m3fn', 'e5m2', 'e4m3fnuz', 'e5m2fnuz', ...KV_QUANT_DTYPE_LIST]) {
+        expect(lseCases.some((c) => c.label.startsWith(`pagedAttention ${d}/`))).toBe(true);
+      }
+    });
+
+    it('fails a backend that leaves lse unwritten, or writes it without declaring it; accepts a typed refusal', () => {
+      const all = { cases: lseCases, supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST };
+      expect(runParitySuite(dropsLse, ref, { ...all, attentionLse: true }).failures).toHaveLength(lseCases.length);
+      const undeclared = runParitySuite(ref, ref, all);
+      expect(undeclared.failures).toHaveLength(lseCases.length);
+      expect(undeclared.failures[0]!.message).toContain('attentionLse');
+      const refused = runParitySuite(refusesLse, ref, all);
+      expect(refused.failures).toEqual([]);
+      expect(refused.unsupported).toBe(lseCases.length);
     });
   });
 
