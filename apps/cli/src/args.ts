@@ -41,6 +41,8 @@ export const MODEL_OPTIONS = {
   'fp8-query': { type: 'boolean' },
   'kv-cache-rotation': { type: 'string' },
   'kv-cache-dtype-skip-layers': { type: 'string', multiple: true },
+  'kv-cache-keep-sink': { type: 'string' },
+  'kv-cache-keep-recent': { type: 'string' },
   'quantization-param-path': { type: 'string' },
   'ggml-activations': { type: 'string' },
   'max-model-len': { type: 'string' },
@@ -68,6 +70,11 @@ export const MODEL_HELP = `Model options:
   --kv-cache-dtype-skip-layers L
                             layers whose KV cache stays in the model dtype (vLLM's flag): indices and/or
                             sliding_window, comma-separated or repeated, e.g. 0,1,27 (default none)
+  --kv-cache-keep-sink N    the first N tokens of every sequence (rounded up to whole blocks) also stay in
+                            the model dtype and attention reads them from there (default 0)
+  --kv-cache-keep-recent N  the newest N tokens too (up to N + block size - 1; they leave the model dtype as
+                            they age out) (default 0). Both: quantized caches, CPU/reference backends,
+                            prefix caching off (kvq serve turns it off for them)
   --quantization-param-path F
                             vLLM's legacy kv_cache_scales.json: one K/V scale per layer for an FP8 e4m3 cache
                             (replaces checkpoint scales; never read from the model folder unless named here)
@@ -177,6 +184,8 @@ export function engineOptions(values: Record<string, unknown>) {
     fp8Query?: boolean;
     kvCacheRotation?: KvCacheRotation;
     kvCacheDtypeSkipLayers?: (number | 'sliding_window')[];
+    kvCacheKeepSink?: number;
+    kvCacheKeepRecent?: number;
     quantizationParamPath?: string;
     ggmlActivations?: 'q8' | 'f32';
     maxModelLen?: number;
@@ -195,6 +204,10 @@ export function engineOptions(values: Record<string, unknown>) {
   }
   const skip = values['kv-cache-dtype-skip-layers'] as string[] | undefined;
   if (skip !== undefined) out.kvCacheDtypeSkipLayers = parseSkipLayers(skip);
+  const sink = parseNumber(s('kv-cache-keep-sink'), '--kv-cache-keep-sink', { integer: true, min: 0 });
+  if (sink !== undefined) out.kvCacheKeepSink = sink;
+  const recent = parseNumber(s('kv-cache-keep-recent'), '--kv-cache-keep-recent', { integer: true, min: 0 });
+  if (recent !== undefined) out.kvCacheKeepRecent = recent;
   const paramPath = s('quantization-param-path');
   if (paramPath !== undefined) {
     if (paramPath.trim() === '') throw new CliError('USAGE', '--quantization-param-path needs a file path');

@@ -86,3 +86,34 @@ describe('--kv-cache-dtype-skip-layers', () => {
     expect(d.out()).toBe('');
   });
 });
+
+describe('--kv-cache-keep-sink / --kv-cache-keep-recent', () => {
+  interface KeepJson extends EvalJson {
+    kv_cache_keep?: { sink_tokens: number; recent_tokens: number; layers: number[]; bytes: number };
+  }
+  it('kvq eval reports them, and a sink plus a tail lowers the KL of int4_per_token_head', async () => {
+    const plain = (await evalJson([])) as KeepJson;
+    const kept = (await evalJson(['--kv-cache-keep-sink', '4', '--kv-cache-keep-recent', '16'])) as KeepJson;
+    expect(plain.kv_cache_keep).toBeUndefined();
+    expect(kept.kv_cache_keep).toMatchObject({ sink_tokens: 16, recent_tokens: 16, layers: [0, 1, 2, 3, 4, 5] });
+    expect(kept.tokens).toBe(plain.tokens);
+    expect(kept.kl_mean, `kept ${kept.kl_mean} vs plain ${plain.kl_mean}`).toBeLessThan(plain.kl_mean);
+  }, 120_000);
+
+  it('are in --help; a negative or non-integer value, or a float cache, is a usage error (exit 2)', async () => {
+    const help = captureOutput();
+    expect(await main(['generate', '--help'], help.io)).toBe(0);
+    expect(help.out()).toMatch(/--kv-cache-keep-sink N/);
+    expect(help.out()).toMatch(/--kv-cache-keep-recent N/);
+    const argv = ['generate', '--backend', 'reference', '--kv-cache-memory', '2MiB', '--max-tokens', '1'];
+    const a = captureOutput();
+    expect(await main([...argv, '--kv-cache-keep-sink', '-1', 'x'], a.io)).toBe(2);
+    expect(a.err()).toContain('--kv-cache-keep-sink');
+    const b = captureOutput();
+    expect(await main([...argv, '--kv-cache-keep-recent', '2.5', 'x'], b.io)).toBe(2);
+    expect(b.err()).toContain('--kv-cache-keep-recent');
+    const c = captureOutput();
+    expect(await main([...argv, '--kv-cache-keep-recent', '8', 'x'], c.io)).toBe(2);
+    expect(c.err()).toMatch(/no full-attention layer of this model has a quantized cache/);
+  });
+});

@@ -122,7 +122,7 @@ export async function openModel(
 
 /** Engine errors caused by flag values are usage errors; the rest are runtime errors (exit 1). */
 export function asCliError(error: unknown): unknown {
-  if (error instanceof EngineError && error.code === 'INVALID_ARGUMENT' && error.field && /^(kvCacheMemory|maxModelLen|kvCacheDtype|fp8Query|kvCacheRotation|kvCacheDtypeSkipLayers|blockSize)$/.test(error.field)) {
+  if (error instanceof EngineError && error.code === 'INVALID_ARGUMENT' && error.field && /^(kvCacheMemory|maxModelLen|kvCacheDtype|fp8Query|kvCacheRotation|kvCacheDtypeSkipLayers|kvCacheKeepSink|kvCacheKeepRecent|enablePrefixCaching|blockSize)$/.test(error.field)) {
     return new CliError('USAGE', error.message, { cause: error });
   }
   return error;

@@ -108,6 +108,7 @@ export const ENGINE_ERROR_HTTP: Readonly<Record<EngineErrorCode, Mapping>> = {
   HUB_NOT_CACHED: INTERNAL,
   HUB_UNREACHABLE: INTERNAL,
   HUB_DOWNLOAD_FAILED: INTERNAL,
+  INTERNAL: INTERNAL,
 };
 
 /**

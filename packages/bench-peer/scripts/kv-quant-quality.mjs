@@ -15,6 +15,8 @@
 //        from the first forward pass; rows marked "calc")
 //        [--plan-budget B [--plan-dtypes a,b] [--plan-positions 1024]]   (adds a row per rotation: the automatic
 //        per-layer plan of @kvq/calibrate measured on the calibration documents, at most B KV bytes per token)
+//        [--keep S:R,S:R...]   (kvCacheKeepSink:kvCacheKeepRecent pairs; each dtype and rotation runs with each;
+//        default 0:0, nothing kept)
 //
 // 4096 positions take about 10 minutes on 2 cores with the reference backend.
 import { planKvCacheLayers } from '@kvq/calibrate';
@@ -33,6 +35,17 @@ const dtypes = opt('dtypes', 'fp8_e4m3,fp8_per_token_head,int8_per_token_head,in
   .split(',')
   .filter(Boolean);
 const rotations = opt('rotations', 'none').split(',').filter(Boolean);
+const keeps = opt('keep', '0:0')
+  .split(',')
+  .filter(Boolean)
+  .map((p) => {
+    const [sink, recent] = p.split(':').map(Number);
+    if (!Number.isInteger(sink) || !Number.isInteger(recent) || sink < 0 || recent < 0) {
+      console.error(`--keep takes sink:recent pairs of integers >= 0, got ${JSON.stringify(p)}`);
+      process.exit(2);
+    }
+    return { sink, recent };
+  });
 if (!Number.isInteger(positions) || positions < 1) {
   console.error(`--positions must be a positive integer, got ${JSON.stringify(opt('positions'))}`);
   process.exit(2);
@@ -41,8 +54,8 @@ if (!Number.isInteger(positions) || positions < 1) {
 const model = await loadModel(modelTinyPath);
 const { documents, calibrationTexts } = qualityDocuments((t) => model.tokenizer.encode(t), model.config.maxPositionEmbeddings, positions);
 const vocab = model.config.vocabSize;
-const open = (kvCacheDtype, kvCacheRotation = 'none', kvCacheLayerDtypes = undefined, calculateKvScales = false) =>
-  LLM.create({ model, ...(kvCacheLayerDtypes ? { kvCacheLayerDtypes } : { kvCacheDtype }), kvCacheRotation, calculateKvScales, backend, maxModelLen: 513, kvCacheMemory: 64 << 20, blockSize: 16, enablePrefixCaching: false, maxNumSeqs: 1, maxNumBatchedTokens: 512 });
+const open = (kvCacheDtype, kvCacheRotation = 'none', kvCacheLayerDtypes = undefined, calculateKvScales = false, keep = { sink: 0, recent: 0 }) =>
+  LLM.create({ model, ...(kvCacheLayerDtypes ? { kvCacheLayerDtypes } : { kvCacheDtype }), kvCacheRotation, calculateKvScales, kvCacheKeepSink: keep.sink, kvCacheKeepRecent: keep.recent, backend, maxModelLen: 513, kvCacheMemory: 64 << 20, blockSize: 16, enablePrefixCaching: false, maxNumSeqs: 1, maxNumBatchedTokens: 512 });
 
 /** Calls each(doc, position, log-probabilities) for every scored position of every document. */
 async function eachRow(llm, each) {
@@ -76,7 +89,9 @@ console.log('|---|---|---|---|---|');
 console.log(`| float32 | ${f32.kvBytesPerToken} | ${(nll / total).toFixed(5)} | 0 | 100% |`);
 const planBudget = opt('plan-budget');
 const calcToo = args.includes('--calculate-kv-scales');
-const rows = dtypes.flatMap((kv) => rotations.flatMap((rotation) => [{ kv, rotation }, ...(calcToo ? [{ kv, rotation, calc: true }] : [])]));
+const rows = dtypes.flatMap((kv) =>
+  rotations.flatMap((rotation) => keeps.flatMap((keep) => [{ kv, rotation, keep }, ...(calcToo ? [{ kv, rotation, keep, calc: true }] : [])])),
+);
 if (planBudget !== undefined) {
   // The plan is measured on the calibration documents (never the scored ones), at most --plan-positions positions.
   let left = Number(opt('plan-positions', '1024'));
@@ -94,10 +109,13 @@ if (planBudget !== undefined) {
     rows.push({ kv: `plan ≤ ${planBudget} B (${plan.layerDtypes.join(', ')})`, rotation, layerDtypes: plan.layerDtypes });
   }
 }
-for (const { kv, rotation, layerDtypes, calc } of rows) {
-  const llm = await open(kv, rotation, layerDtypes, calc === true);
+for (const { kv, rotation, layerDtypes, calc, keep } of rows) {
+  const llm = await open(kv, rotation, layerDtypes, calc === true, keep);
+  const k = llm.kvCacheKeep;
+  // Kept tokens per sequence at most: the sink's blocks and the tail (recent + up to a block).
+  const kept = k ? ` + keep sink ${k.sinkTokens}, recent ${k.recentTokens} (≤ ${k.sinkTokens + (k.recentTokens > 0 ? k.recentTokens + 15 : 0)} tokens/seq also in bf16)` : '';
   const acc = new QualityAccumulator();
   await eachRow(llm, (d, pos, row) => acc.add(ref.subarray((offsets[d] + pos) * vocab, (offsets[d] + pos + 1) * vocab), row, documents[d][pos + 1], vocab));
   const r = acc.result();
-  console.log(`| ${kv}${rotation === 'none' ? '' : ` + ${rotation}`}${calc ? ' (calc scales)' : ''} | ${llm.kvBytesPerToken} | ${r.nllMean.toFixed(5)} | ${r.klMean.toExponential(2)} | ${(r.top1Agreement * 100).toFixed(2)}% |`);
+  console.log(`| ${kv}${rotation === 'none' ? '' : ` + ${rotation}`}${kept}${calc ? ' (calc scales)' : ''} | ${llm.kvBytesPerToken} | ${r.nllMean.toFixed(5)} | ${r.klMean.toExponential(2)} | ${(r.top1Agreement * 100).toFixed(2)}% |`);
 }

@@ -53,7 +53,9 @@ export type EngineErrorCode =
   /** Hugging Face Hub: the endpoint cannot be reached or answered an unexpected status, and nothing is cached. */
   | 'HUB_UNREACHABLE'
   /** Hugging Face Hub: a transfer failed after its retries, or the file's SHA-256 differs from the Hub's. */
-  | 'HUB_DOWNLOAD_FAILED';
+  | 'HUB_DOWNLOAD_FAILED'
+  /** An invariant of the engine itself broke (a bug, never bad input): the message says which; please report it. */
+  | 'INTERNAL';
 
 /** Where an {@link EngineError} happened, when known. */
 export interface EngineErrorDetails {

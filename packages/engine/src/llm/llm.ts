@@ -28,6 +28,8 @@ import { deviceMemoryOf, LlamaForward } from '../runtime/forward.js';
 import { calculateKvScalesObserver, NVFP4_KV_SCALE_CONSTANTS } from '../runtime/kv-scales.js';
 import { checkKvCacheRotation, kvRotationFor, type KvCacheRotation } from '../runtime/kv-rotation.js';
 import { kvLayerDtypes, type KvSkipLayer } from './kv-skip-layers.js';
+import { createKvKeep } from './kv-keep-setup.js';
+import { kvKeepConfig } from '../runtime/kv-keep.js';
 import { KvTelemetry, type KvLayerTelemetry } from '../runtime/kv-telemetry.js';
 import { modelFingerprint } from './fingerprint.js';
 import type { SchedulingPolicy } from '../runtime/scheduler.js';
@@ -111,6 +113,19 @@ export interface LLMOptions {
    */
   readonly kvCacheLayerDtypes?: readonly KvCacheDtype[];
   /**
+   * Attention sinks in full precision: the first N tokens of every sequence also stay in the model dtype, and attention
+   * reads them from there (TensorRT-LLM keeps sink tokens likewise). Rounded up to whole blocks (`blockSize`). Applies to
+   * the full-attention layers whose cache is quantized; needs a backend whose attention returns its log-sum-exp (CPU,
+   * reference) and prefix caching off (the default when this is set). Default 0.
+   */
+  readonly kvCacheKeepSink?: number;
+  /**
+   * A precision tail: the newest N tokens of every sequence stay in the model dtype too, and leave it (read from the
+   * quantized cache) as they age out, a block at a time, so between N and N + blockSize - 1 newest tokens are kept.
+   * Same conditions as {@link kvCacheKeepSink}. Default 0.
+   */
+  readonly kvCacheKeepRecent?: number;
+  /**
    * FP8 telemetry: count, per layer and for K and V, the values written to a quantized KV cache, and those saturated
    * (clamped to the largest code) or flushed to zero ({@link LLM.kvTelemetry}; the server exports them in /metrics,
    * `kvq eval --json` reports them). Costs nothing on a float cache and one pass over the written values on a quantized
@@ -131,7 +146,7 @@ export interface LLMOptions {
   readonly kvCacheMemory?: number;
   /** Tokens per block, a power of two. Default 16. */
   readonly blockSize?: number;
-  /** Default true. */
+  /** Default true (false with {@link kvCacheKeepSink} / {@link kvCacheKeepRecent}, which need it off). */
   readonly enablePrefixCaching?: boolean;
   /** Default 64. */
   readonly maxNumSeqs?: number;
@@ -250,6 +265,18 @@ export class LLM {
   get kvCacheRotation(): KvCacheRotation {
     return this.engine.forwardPass.kvRotation ? 'hadamard' : 'none';
   }
+
+  /**
+   * The kept-precision part of the cache ({@link LLMOptions.kvCacheKeepSink} / {@link LLMOptions.kvCacheKeepRecent}),
+   * or undefined: sink tokens (whole blocks), recent tokens, the layers that keep them, and the kept cache's bytes
+   * (model dtype, sized for `maxNumSeqs` sequences; on top of `kvBytesPerToken`).
+   */
+  get kvCacheKeep(): { readonly sinkTokens: number; readonly recentTokens: number; readonly layers: readonly number[]; readonly bytes: number } | undefined {
+    const k = this.engine.forwardPass.kvKeep;
+    if (!k) return undefined;
+    const layers = k.layers.flatMap((on, l) => (on ? [l] : []));
+    return { sinkTokens: k.config.sinkTokens, recentTokens: k.config.recentTokens, layers, bytes: k.storage.byteLength };
+  }
   private structured: Promise<StructuredOutputCompiler> | undefined;
 
   private constructor(
@@ -299,6 +326,12 @@ export class LLM {
     });
     const fnuz = backend.info.fp8Fnuz === true;
     checkKvCacheRotation(options.kvCacheRotation); // before the model loads
+    const keepConfig = kvKeepConfig(options.kvCacheKeepSink, options.kvCacheKeepRecent, options.blockSize ?? 16);
+    if (keepConfig && options.enablePrefixCaching === true) {
+      throw new EngineError('INVALID_ARGUMENT', 'kvCacheKeepSink / kvCacheKeepRecent need prefix caching off: a cached prefix would skip computing the tokens they keep; drop enablePrefixCaching: true', {
+        field: 'enablePrefixCaching',
+      });
+    }
     const resolveDtype = (modelDtype: 'f32' | 'f16' | 'bf16'): KvStorageDtype => {
       try {
         return resolveKvCacheDtype(options.kvCacheDtype ?? 'auto', modelDtype, { fnuz });
@@ -418,16 +451,23 @@ export class LLM {
       );
     }
     const telemetry = options.kvTelemetry === false || (deviceMemoryOf(backend) !== undefined && options.kvTelemetry !== true) || storage.layers.every((l) => !isFp8Dtype(l.dtype) && !isKvQuantDtype(l.dtype)) ? undefined : new KvTelemetry(storage.layers);
+    const kvKeep = keepConfig
+      ? createKvKeep({ backend, config: keepConfig, storage, dims, modelDtype: resolveKvCacheDtype('auto', modelDtype), maxNumSeqs: options.maxNumSeqs ?? 64 })
+      : undefined;
     const forward = new LlamaForward(backend, llamaWeightsOf(model), dims, storage, {
       ...(kvRotation ? { kvRotation } : {}),
+      ...(kvKeep ? { kvKeep } : {}),
       ...(telemetry ? { kvTelemetry: telemetry } : {}),
       fp8Query: options.fp8Query ?? false,
       ...(options.ggmlActivations !== undefined ? { ggmlActivations: options.ggmlActivations } : {}),
       ...(options.deviceResident === false ? { deviceActivations: false, deviceKvCache: false } : {}),
     });
-    const enablePrefixCaching = options.enablePrefixCaching ?? true;
+    const enablePrefixCaching = options.enablePrefixCaching ?? !keepConfig;
     let kvTiers: { store: TieredKvStore; modelFingerprint: string } | undefined;
     if (options.kvTiers !== undefined && options.kvTiers.length > 0) {
+      if (keepConfig) {
+        throw new EngineError('INVALID_ARGUMENT', 'kvTiers need prefix caching, which kvCacheKeepSink / kvCacheKeepRecent turn off: drop one or the other', { field: 'kvTiers' });
+      }
       if (!enablePrefixCaching) {
         throw new EngineError('INVALID_ARGUMENT', 'kvTiers need prefix caching: drop enablePrefixCaching: false (or the tiers)', { field: 'kvTiers' });
       }

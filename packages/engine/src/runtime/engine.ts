@@ -15,6 +15,7 @@ import { badWordsTokenIds, tokenLogprobs, type TokenLogprobs } from '../sampling
 import { DecodeStream } from '../tokenizer/decode-stream.js';
 import type { AttentionObserver, LlamaForward } from './forward.js';
 import type { TokenConstraint } from './constraint.js';
+import { KvKeepBlocks } from './kv-keep.js';
 import { ModelRunner, type ModelRunnerInput } from './model-runner.js';
 import { isPlainGreedy, Sampler, type SampleRequest } from './sampler.js';
 import { Scheduler, type SchedulerConfig, type SchedulerOutput, type SchedulerSequence } from './scheduler.js';
@@ -206,7 +207,12 @@ export class LLMEngine {
       throw new EngineError('INVALID_ARGUMENT', 'KV tiers need prefix caching (enablePrefixCaching: true)', { field: 'kvTiers' });
     }
     this.sched = new Scheduler<Seq>(options.manager, options.scheduler, this.kvTiers ? { admissionHold: (seq) => this.tierLoading.has(seq.id) } : {});
-    this.runner = new ModelRunner(options.forward, options.manager);
+    const keep = options.forward.kvKeep;
+    if (keep && options.manager.enablePrefixCaching) {
+      // A prefix hit would skip computing tokens whose kept (model-dtype) copies this sequence then lacks.
+      throw new EngineError('INVALID_ARGUMENT', 'kvCacheKeepSink / kvCacheKeepRecent need prefix caching off (enablePrefixCaching: false)', { field: 'enablePrefixCaching' });
+    }
+    this.runner = new ModelRunner(options.forward, options.manager, keep ? new KvKeepBlocks(keep.config, keep.storage.numBlocks) : undefined);
     this.sampler = new Sampler();
   }
 
@@ -449,6 +455,7 @@ export class LLMEngine {
         const child = this.newSeq(request, i, 0);
         child.rng = cloneSeededRng(seq.rng, i);
         this.sched.fork(seq, child);
+        this.runner.forkSequence(seq.id, child.id);
         group.push(child);
       }
     }
@@ -474,7 +481,10 @@ export class LLMEngine {
 
   /** Bookkeeping of a scheduling decision: preemption counts, admission times and cache hits, prompt tokens computed. */
   private recordScheduled(plan: SchedulerOutput<Seq>): void {
-    for (const seq of plan.preempted) seq.request.numPreemptions++;
+    for (const seq of plan.preempted) {
+      seq.request.numPreemptions++;
+      this.runner.releaseSequence(seq.id); // recomputed from position 0 when readmitted
+    }
     const admitted = new Set(plan.admitted);
     for (const { seq, allocation } of plan.scheduled) {
       if (admitted.has(seq)) {
@@ -653,6 +663,7 @@ export class LLMEngine {
     seq.finishReason = reason;
     seq.stopReason = stopReason;
     this.sched.finish(seq, reason === 'abort' ? 'abort' : 'free');
+    this.runner.releaseSequence(seq.id);
     const request = seq.request;
     const allDone = request.seqs.every((s) => s.finishReason !== undefined) && (request.forked || request.params.n === 1 || reason === 'abort' || !!request.options.scoreOnly);
     if (allDone && !request.finished) {

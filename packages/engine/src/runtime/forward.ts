@@ -5,12 +5,14 @@ import {
   type DeviceMemory,
   type KernelBackend,
   type LinearArgs,
+  type PagedAttentionArgs,
   type RopeStyle,
   type RopeTable,
   type WeightMatrix,
 } from '@kvq/kernels';
 
 import { EngineError } from '../errors.js';
+import { keepAttention, KeepScratch, planKeepSplit, type KeepBatch, type KeepSplit, type KvKeep } from './kv-keep.js';
 import type { KvHadamardRotation } from './kv-rotation.js';
 import type { KvTelemetry } from './kv-telemetry.js';
 import { scaleInPlace, softcapInPlace, softcappedPagedAttention } from './variant-ops.js';
@@ -126,6 +128,8 @@ export interface ForwardBatch {
   readonly numSeqs: number;
   /** Token rows whose logits are wanted (e.g. each sequence's last row; every row for scoring). */
   readonly logitsRows: Int32Array;
+  /** With a kept-precision cache ({@link LlamaForwardOptions.kvKeep}): the kept slots and regions of this batch. */
+  readonly keep?: KeepBatch | undefined;
 }
 
 /**
@@ -156,6 +160,11 @@ export interface LlamaForwardOptions {
   /** Counts saturated and flushed values of every cache write (see {@link KvTelemetry}). Default none. */
   readonly kvTelemetry?: KvTelemetry;
   /**
+   * Sink and recent tokens kept in the model dtype beside the quantized cache (`kvCacheKeepSink` /
+   * `kvCacheKeepRecent`, see ./kv-keep.ts); batches then carry {@link ForwardBatch.keep}. Default none.
+   */
+  readonly kvKeep?: KvKeep;
+  /**
    * Keep the activations in the backend's device memory between ops (`KernelBackend.memory`; GPU backends). Default
    * true when the backend has memory and every op of the step is a kernel op; it is off (host activations, copied per
    * op) with a KV rotation, KV telemetry, attention soft-capping or an embedding scale, which run in TypeScript.
@@ -181,6 +190,7 @@ export function deviceMemoryOf(backend: KernelBackend): DeviceMemory | undefined
 function hostOnlyReason(dims: LlamaDims, options: LlamaForwardOptions): string | undefined {
   if (options.kvRotation) return 'the KV rotation (Hadamard) runs in TypeScript';
   if (options.kvTelemetry) return 'KV telemetry reads the written keys and values in TypeScript';
+  if (options.kvKeep) return 'the kept-precision KV cache merges attention in TypeScript';
   if (dims.variant?.attnLogitSoftcapping !== undefined) return 'attention soft-capping runs in TypeScript';
   if (dims.variant?.embeddingScale !== undefined) return 'the embedding scale is applied in TypeScript';
   return undefined;
@@ -203,6 +213,11 @@ export class LlamaForward {
   readonly kvRotation: KvHadamardRotation | undefined;
   /** See {@link LlamaForwardOptions.kvTelemetry}. */
   readonly kvTelemetry: KvTelemetry | undefined;
+  /** See {@link LlamaForwardOptions.kvKeep}. */
+  readonly kvKeep: KvKeep | undefined;
+  private readonly keepScratch = new KeepScratch();
+  /** The attention split of the batch being run (planned once, used by every layer). */
+  private keepPlan: { batch: ForwardBatch; split: KeepSplit } | undefined;
   /** The backend's device memory when the activations live there (see {@link LlamaForwardOptions.deviceActivations}). */
   readonly memory: DeviceMemory | undefined;
   /** The backend's device memory when the KV pools live there (see {@link LlamaForwardOptions.deviceKvCache}). */
@@ -230,6 +245,10 @@ export class LlamaForward {
     this.ggmlActivations = options.ggmlActivations ?? 'q8';
     this.kvRotation = options.kvRotation;
     this.kvTelemetry = options.kvTelemetry;
+    this.kvKeep = options.kvKeep;
+    if (this.kvKeep && (this.kvKeep.layers.length !== dims.numLayers || this.kvKeep.storage.numLayers !== dims.numLayers)) {
+      throw new EngineError('INVALID_ARGUMENT', `kvKeep covers ${this.kvKeep.layers.length} layers, the model has ${dims.numLayers}`, { field: 'kvCacheKeepSink' });
+    }
     if (this.kvRotation && this.kvRotation.headSize !== dims.headDim) {
       throw new EngineError('INVALID_ARGUMENT', `kvRotation is for head size ${this.kvRotation.headSize}, the model's is ${dims.headDim}`, { field: 'kvCacheRotation' });
     }
@@ -354,6 +373,12 @@ export class LlamaForward {
     }
   }
 
+  /** The kept-precision attention split of `batch` (planned at its first layer). */
+  private keepSplit(batch: ForwardBatch): KeepSplit {
+    if (this.keepPlan?.batch !== batch) this.keepPlan = { batch, split: planKeepSplit(batch, batch.keep!, this.storage.blockSize) };
+    return this.keepPlan.split;
+  }
+
   /** `hidden += o_proj(attention(norm(hidden)))` (Gemma: the attention output is normalized before the add). */
   private attentionBlock(l: number, batch: ForwardBatch, observer: AttentionObserver | undefined): void {
     const { backend: b, dims: d } = this;
@@ -392,6 +417,8 @@ export class LlamaForward {
     }
     b.reshapeAndCache({ key: k, value: v, slotMapping: batch.slotMapping, numTokens: n, cache });
     this.kvTelemetry?.observe(l, cache, hostView(k), hostView(v), batch.slotMapping, n);
+    const kept = this.kvKeep && batch.keep && this.kvKeep.layers[l] ? this.kvKeep.storage.layer(l) : undefined;
+    if (kept) b.reshapeAndCache({ key: k, value: v, slotMapping: batch.keep!.slotMapping, numTokens: n, cache: kept });
     const args = {
       query: q,
       out: attn,
@@ -408,7 +435,9 @@ export class LlamaForward {
       fp8Query: this.fp8Query && isFp8Dtype(cache.dtype) ? {} : undefined,
     };
     const cap = d.variant?.attnLogitSoftcapping;
-    if (cap !== undefined) softcappedPagedAttention({ ...args, query: hostView(q), out: hostView(attn) }, cap);
+    const attend = (a: PagedAttentionArgs): void => (cap !== undefined ? softcappedPagedAttention(a, cap) : b.pagedAttention(a));
+    if (kept) keepAttention(attend, { ...args, query: hostView(q), out: hostView(attn) }, kept, this.keepSplit(batch), this.keepScratch);
+    else if (cap !== undefined) softcappedPagedAttention({ ...args, query: hostView(q), out: hostView(attn) }, cap);
     else b.pagedAttention(args);
     if (rot) rot.unrotate(hostView(attn), n * d.numHeads);
     this.linear({ x: attn, weight: lw.oProj, bias: lw.oBias, out: proj, rows: n });

@@ -6,6 +6,7 @@
  */
 import type { KvAllocation, KvCacheManager } from '@kvq/cache';
 import type { AttentionObserver, ForwardBatch, LlamaForward } from './forward.js';
+import type { KeepSeqStep, KvKeepBlocks } from './kv-keep.js';
 
 /** One sequence of the batch: its id in the cache manager, its allocation for this step, and which logits it needs. */
 export interface ModelRunnerInput {
@@ -52,10 +53,24 @@ export class ModelRunner {
   /** The forward pass (kernels, weights, KV storage). */
   readonly forwardPass: LlamaForward;
   private readonly manager: KvCacheManager;
+  /** The kept-precision cache's blocks, when the forward pass has one ({@link LlamaForward.kvKeep}). */
+  readonly keepBlocks: KvKeepBlocks | undefined;
 
-  constructor(forward: LlamaForward, manager: KvCacheManager) {
+  constructor(forward: LlamaForward, manager: KvCacheManager, keepBlocks?: KvKeepBlocks) {
     this.forwardPass = forward;
     this.manager = manager;
+    this.keepBlocks = keepBlocks;
+  }
+
+  /** A sequence left the engine (finished, aborted, preempted): its kept blocks return. */
+  releaseSequence(seqId: string): void {
+    this.keepBlocks?.release(seqId);
+  }
+
+  /** `childId` was forked from `parentId` (n > 1): it gets copies of the parent's kept blocks. */
+  forkSequence(parentId: string, childId: string): void {
+    const storage = this.forwardPass.kvKeep?.storage;
+    if (this.keepBlocks && storage) this.keepBlocks.fork(parentId, childId, (pairs) => storage.copyBlocks(pairs));
   }
 
   /** Vocabulary size: floats per logits row. */
@@ -83,6 +98,8 @@ export class ModelRunner {
     const blockTables = new Int32Array(numSeqs * maxBlocks);
     const logitsRows: number[] = [];
     const rows: LogitsRows[] = [];
+    const keepSlots = this.keepBlocks ? new Int32Array(numTokens) : undefined;
+    const keepSeqs: KeepSeqStep[] = [];
     let row = 0;
     for (let s = 0; s < numSeqs; s++) {
       const { seqId, allocation: alloc, logits } = inputs[s]!;
@@ -96,6 +113,11 @@ export class ModelRunner {
       }
       const end = alloc.firstPosition + alloc.numNewTokens;
       seqLens[s] = end;
+      if (this.keepBlocks) {
+        const step = this.keepBlocks.step(seqId, alloc.firstPosition, alloc.numNewTokens);
+        keepSlots!.set(step.slots, row);
+        keepSeqs.push(step);
+      }
       blockTables.set(this.manager.blockTable(seqId), s * maxBlocks);
       const reachesEnd = end === all.length;
       if (logits === 'all') {
@@ -119,6 +141,7 @@ export class ModelRunner {
       maxBlocksPerSeq: maxBlocks,
       numSeqs,
       logitsRows: Int32Array.from(logitsRows),
+      ...(keepSlots ? { keep: { slotMapping: keepSlots, seqs: keepSeqs } } : {}),
     };
     return { batch, rows };
   }

@@ -64,7 +64,8 @@ function rowDecoder(cache: KvLayerCache, which: 'key' | 'value'): RowDecoder {
  * the causal (optionally sliding-window) softmax over the cached keys and the weighted sum of cached values: the
  * kernel contract's `pagedAttention` semantics (varlen batch, GQA, FP8 keys/values dequantized as
  * `fround(decode(code) * scale)`) plus transformers' Gemma 2 `attn_logit_softcapping`. Keys and values of the visible
- * window are decoded once per KV head and shared by its query heads; sums in float64.
+ * window are decoded once per KV head and shared by its query heads; sums in float64. Writes `args.lse` (the
+ * log-sum-exp of the capped scores) when given.
  * @throws EngineError `INVALID_ARGUMENT` for FP8-query mode (not combined with soft-capping) or `cap <= 0`.
  */
 export function softcappedPagedAttention(args: PagedAttentionArgs, cap: number): void {
@@ -123,6 +124,7 @@ export function softcappedPagedAttention(args: PagedAttentionArgs, cap: number):
             for (let d = 0; d < D; d++) acc[d]! += e * values[vb + d]!;
           }
           for (let d = 0; d < D; d++) out[qBase + d] = acc[d]! / sum;
+          if (args.lse) args.lse[(qStart + i) * numHeads + h] = m + Math.log(sum);
         }
       }
     }

@@ -104,6 +104,8 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
       kvCacheDtype: options.kvCacheDtype,
       ...(options.kvCacheRotation !== undefined ? { kvCacheRotation: options.kvCacheRotation } : {}),
       ...(options.kvCacheDtypeSkipLayers !== undefined ? { kvCacheDtypeSkipLayers: options.kvCacheDtypeSkipLayers } : {}),
+      ...(options.kvCacheKeepSink !== undefined ? { kvCacheKeepSink: options.kvCacheKeepSink } : {}),
+      ...(options.kvCacheKeepRecent !== undefined ? { kvCacheKeepRecent: options.kvCacheKeepRecent } : {}),
       ...(options.quantizationParamPath !== undefined ? { quantizationParamPath: options.quantizationParamPath } : {}),
     });
     const rotated = q.kvCacheRotation !== 'none';
@@ -165,6 +167,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
       kv_cache_dtype: options.kvCacheDtype,
       kv_cache_storage_dtype: q.kvDtype,
       kv_cache_rotation: q.kvCacheRotation,
+      ...(q.kvCacheKeep ? { kv_cache_keep: { sink_tokens: q.kvCacheKeep.sinkTokens, recent_tokens: q.kvCacheKeep.recentTokens, layers: q.kvCacheKeep.layers, bytes: q.kvCacheKeep.bytes } } : {}),
       kv_scales: fp8 ? scalesMode : 'n/a',
       kv_cache_bytes_per_token: q.kvBytesPerToken,
       tokens: result.tokens,
@@ -202,7 +205,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     }
     const f = (x: number, d = 4) => x.toFixed(d);
     const lines = [
-      `model ${choice.name}, KV cache ${options.kvCacheDtype} (${q.kvDtype}, ${q.kvBytesPerToken} B/token)${q.kvCacheRotation === 'none' ? '' : `, rotation ${q.kvCacheRotation}`}${fp8 ? `, scales ${scalesMode}` : ''}`,
+      `model ${choice.name}, KV cache ${options.kvCacheDtype} (${q.kvDtype}, ${q.kvBytesPerToken} B/token)${q.kvCacheRotation === 'none' ? '' : `, rotation ${q.kvCacheRotation}`}${q.kvCacheKeep ? `, kept in ${a?.kvDtype ?? 'the model dtype'}: sink ${q.kvCacheKeep.sinkTokens} + recent ${q.kvCacheKeep.recentTokens} tokens` : ''}${fp8 ? `, scales ${scalesMode}` : ''}`,
       `${docs.length} documents, ${result.tokens} scored tokens`,
       `nll_mean ${f(out.nll_mean)}  perplexity ${f(perplexity, 3)}`,
     ];

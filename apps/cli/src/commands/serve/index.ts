@@ -69,11 +69,14 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
   const maxBody = values['max-body-size'] === undefined ? undefined : parseSize(values['max-body-size'], '--max-body-size');
   const apiKey = values['api-key'] ?? process.env.KVQ_API_KEY;
   if (apiKey !== undefined && apiKey.length === 0) throw new CliError('USAGE', '--api-key must not be empty');
-  const enablePrefixCaching = !values['no-enable-prefix-caching'];
+  // Kept-precision sink/tail tokens need every token computed by its own sequence: prefix caching goes off with them.
+  const keeping = [values['kv-cache-keep-sink'], values['kv-cache-keep-recent']].some((v) => v !== undefined && Number(v) > 0);
+  // An explicit --enable-prefix-caching with them is passed on (and refused by the engine as a usage error).
+  const enablePrefixCaching = values['enable-prefix-caching'] === true || (!values['no-enable-prefix-caching'] && !keeping);
   const kvOffloadMemory = values['kv-offload-memory'] === undefined ? undefined : parseSize(values['kv-offload-memory'], '--kv-offload-memory');
   const kvStoreTimeoutMs = parseNumber(values['kv-store-timeout'], '--kv-store-timeout', { integer: true, min: 1 });
   if (!enablePrefixCaching && (kvOffloadMemory !== undefined || values['kv-store'] !== undefined)) {
-    throw new CliError('USAGE', '--kv-offload-memory and --kv-store need prefix caching: drop --no-enable-prefix-caching');
+    throw new CliError('USAGE', `--kv-offload-memory and --kv-store need prefix caching: drop ${keeping ? '--kv-cache-keep-sink / --kv-cache-keep-recent' : '--no-enable-prefix-caching'}`);
   }
   let kvTiers;
   try {
