@@ -2,13 +2,14 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // What the engine-side KV features cost: prompt processing and decode speed of one GGUF model with
-// `kvCacheRotation: 'hadamard'` and with the FP8 telemetry (`kvTelemetry`), against the same KV dtype with neither,
+// `kvCacheRotation: 'hadamard'`, with the FP8 telemetry (`kvTelemetry`) and with sink/recent tokens kept in the model
+// dtype (`kvCacheKeepSink` / `kvCacheKeepRecent`, `--keep S:R`, default 16:64), against the same KV dtype with none,
 // rounds alternating, medians printed with the CPU ISA; then each feature's own work per decode step, timed alone
 // (far less noisy than end-to-end differences on a shared machine). Both run in TypeScript, once per token.
 //
 //   pnpm --filter @kvq/bench-peer build
 //   node packages/bench-peer/scripts/kv-engine-overhead.mjs --model /tmp/kvq-bench-peer/llama-768x12-q8_0.gguf
-//        [--kv fp8_e4m3] [--prompt 512] [--decode 64] [--rounds 3] [--backend cpu]
+//        [--kv fp8_e4m3] [--prompt 512] [--decode 64] [--rounds 3] [--backend cpu] [--keep 16:64]
 import { KvHadamardRotation, LLM } from '@kvq/engine';
 
 const args = process.argv.slice(2);
@@ -26,11 +27,13 @@ const promptLen = Number(opt('prompt', '512'));
 const decode = Number(opt('decode', '64'));
 const rounds = Number(opt('rounds', '3'));
 const backend = opt('backend', 'cpu');
+const [keepSink, keepRecent] = opt('keep', '16:64').split(':').map(Number);
 
 const VARIANTS = {
   plain: { kvCacheRotation: 'none', kvTelemetry: false },
   hadamard: { kvCacheRotation: 'hadamard', kvTelemetry: false },
   telemetry: { kvCacheRotation: 'none', kvTelemetry: true },
+  keep: { kvCacheRotation: 'none', kvTelemetry: false, kvCacheKeepSink: keepSink, kvCacheKeepRecent: keepRecent },
 };
 const open = (v) =>
   LLM.create({ model, kvCacheDtype: kv, ...v, backend, maxModelLen: promptLen + decode + 1, kvCacheMemory: 256 << 20, enablePrefixCaching: false, maxNumBatchedTokens: 512 });

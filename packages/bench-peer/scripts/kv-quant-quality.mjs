@@ -17,6 +17,10 @@
 //        per-layer plan of @kvq/calibrate measured on the calibration documents, at most B KV bytes per token)
 //        [--keep S:R,S:R...]   (kvCacheKeepSink:kvCacheKeepRecent pairs; each dtype and rotation runs with each;
 //        default 0:0, nothing kept)
+//        [--pack]   (concatenate the held-out documents into sequences of the model's full 512 positions instead of
+//        scoring each document alone: longer contexts, where kept tokens are a smaller share)
+//        [--chunk N]   (tokens per forward pass while scoring, default 512: a whole document in one prefill; 1 scores
+//        every position as a decode step, as generation sees the cache)
 //
 // 4096 positions take about 10 minutes on 2 cores with the reference backend.
 import { planKvCacheLayers } from '@kvq/calibrate';
@@ -52,10 +56,29 @@ if (!Number.isInteger(positions) || positions < 1) {
 }
 
 const model = await loadModel(modelTinyPath);
-const { documents, calibrationTexts } = qualityDocuments((t) => model.tokenizer.encode(t), model.config.maxPositionEmbeddings, positions);
+const pack = args.includes('--pack');
+const chunk = Number(opt('chunk', '512'));
+if (!Number.isInteger(chunk) || chunk < 1 || chunk > 512) {
+  console.error(`--chunk must be an integer in [1, 512], got ${JSON.stringify(opt('chunk'))}`);
+  process.exit(2);
+}
+const held = qualityDocuments((t) => model.tokenizer.encode(t), model.config.maxPositionEmbeddings, pack ? 1 << 30 : positions);
+const { calibrationTexts } = held;
+let documents = held.documents;
+if (pack) {
+  // Whole 512-token sequences of consecutive held-out documents, until `positions` are scored.
+  const seqLen = model.config.maxPositionEmbeddings;
+  const packed = [];
+  let cur = [];
+  for (const d of held.documents) {
+    cur.push(...d);
+    while (cur.length >= seqLen && packed.length * (seqLen - 1) < positions) packed.push(cur.splice(0, seqLen));
+  }
+  documents = packed;
+}
 const vocab = model.config.vocabSize;
 const open = (kvCacheDtype, kvCacheRotation = 'none', kvCacheLayerDtypes = undefined, calculateKvScales = false, keep = { sink: 0, recent: 0 }) =>
-  LLM.create({ model, ...(kvCacheLayerDtypes ? { kvCacheLayerDtypes } : { kvCacheDtype }), kvCacheRotation, calculateKvScales, kvCacheKeepSink: keep.sink, kvCacheKeepRecent: keep.recent, backend, maxModelLen: 513, kvCacheMemory: 64 << 20, blockSize: 16, enablePrefixCaching: false, maxNumSeqs: 1, maxNumBatchedTokens: 512 });
+  LLM.create({ model, ...(kvCacheLayerDtypes ? { kvCacheLayerDtypes } : { kvCacheDtype }), kvCacheRotation, calculateKvScales, kvCacheKeepSink: keep.sink, kvCacheKeepRecent: keep.recent, backend, maxModelLen: 513, kvCacheMemory: 64 << 20, blockSize: 16, enablePrefixCaching: false, maxNumSeqs: 1, maxNumBatchedTokens: chunk });
 
 /** Calls each(doc, position, log-probabilities) for every scored position of every document. */
 async function eachRow(llm, each) {
@@ -83,8 +106,11 @@ await eachRow(f32, (d, pos, row) => {
   ref.set(row, (offsets[d] + pos) * vocab);
   nll -= row[documents[d][pos + 1]];
 });
-console.log(`kvq-tiny, ${documents.length} documents, ${total} positions, backend ${f32.backend.name}, ${new Date().toISOString().slice(0, 10)}\n`);
-console.log('| KV cache | bytes/token | NLL | KL vs float32 (nats) | top-1 |');
+const lengths = documents.map((d) => d.length).sort((a, b) => a - b);
+console.log(
+  `kvq-tiny, ${documents.length} ${pack ? 'packed sequences' : 'documents'}, ${chunk === 512 ? 'each scored in one prefill' : `scored ${chunk} token(s) per step`} (${lengths[0]}-${lengths.at(-1)} tokens, median ${lengths[lengths.length >> 1]}), ${total} positions, backend ${f32.backend.name}, ${new Date().toISOString().slice(0, 10)}\n`,
+);
+console.log('| KV cache | bytes/token (kept tokens included) | NLL | KL vs float32 (nats) | top-1 |');
 console.log('|---|---|---|---|---|');
 console.log(`| float32 | ${f32.kvBytesPerToken} | ${(nll / total).toFixed(5)} | 0 | 100% |`);
 const planBudget = opt('plan-budget');
@@ -109,13 +135,33 @@ if (planBudget !== undefined) {
     rows.push({ kv: `plan ≤ ${planBudget} B (${plan.layerDtypes.join(', ')})`, rotation, layerDtypes: plan.layerDtypes });
   }
 }
+// Bytes per token of the model-dtype cache (what kept tokens cost on top of the quantized copy).
+const modelKvBytes = keeps.some((k) => k.sink > 0 || k.recent > 0) ? (await open('auto')).kvBytesPerToken : 0;
+/**
+ * KV bytes per scored token with kept tokens: every document's cache when it is complete (each is scored in one
+ * prefill), the quantized copy of every token plus the model-dtype copies of its sink and tail, over all documents.
+ */
+function effectiveBytes(llm) {
+  const k = llm.kvCacheKeep;
+  if (!k) return llm.kvBytesPerToken;
+  const bs = 16;
+  let bytes = 0;
+  let tokens = 0;
+  for (const d of documents) {
+    const L = d.length;
+    const t = k.recentTokens === 0 ? Math.max(k.sinkTokens, L) : Math.max(k.sinkTokens, Math.floor(Math.max(0, L - k.recentTokens) / bs) * bs);
+    const kept = Math.min(L, k.sinkTokens) + Math.max(0, L - t);
+    bytes += llm.kvBytesPerToken * L + modelKvBytes * kept;
+    tokens += L;
+  }
+  return Math.round(bytes / tokens);
+}
 for (const { kv, rotation, layerDtypes, calc, keep } of rows) {
   const llm = await open(kv, rotation, layerDtypes, calc === true, keep);
   const k = llm.kvCacheKeep;
-  // Kept tokens per sequence at most: the sink's blocks and the tail (recent + up to a block).
-  const kept = k ? ` + keep sink ${k.sinkTokens}, recent ${k.recentTokens} (≤ ${k.sinkTokens + (k.recentTokens > 0 ? k.recentTokens + 15 : 0)} tokens/seq also in bf16)` : '';
+  const kept = k ? ` + keep sink ${k.sinkTokens}, recent ${k.recentTokens}` : '';
   const acc = new QualityAccumulator();
   await eachRow(llm, (d, pos, row) => acc.add(ref.subarray((offsets[d] + pos) * vocab, (offsets[d] + pos + 1) * vocab), row, documents[d][pos + 1], vocab));
   const r = acc.result();
-  console.log(`| ${kv}${rotation === 'none' ? '' : ` + ${rotation}`}${kept}${calc ? ' (calc scales)' : ''} | ${llm.kvBytesPerToken} | ${r.nllMean.toFixed(5)} | ${r.klMean.toExponential(2)} | ${(r.top1Agreement * 100).toFixed(2)}% |`);
+  console.log(`| ${kv}${rotation === 'none' ? '' : ` + ${rotation}`}${kept}${calc ? ' (calc scales)' : ''} | ${effectiveBytes(llm)} | ${r.nllMean.toFixed(5)} | ${r.klMean.toExponential(2)} | ${(r.top1Agreement * 100).toFixed(2)}% |`);
 }
