@@ -4,22 +4,13 @@
  * dtype when it is kept (j < sinkEnd or j >= tailStart), else dequantized from the quantized cache.
  */
 import { KvCacheStorage } from '@kvq/cache';
+import { seededRandom } from '@kvq/test-utils';
 import { createReferenceBackend } from '@kvq/kernels';
 import { describe, expect, it } from 'vitest';
 import { EngineError } from '../errors.js';
 import { keepAttention, keptBlocksPerSequence, KeepScratch, KvKeepBlocks, kvKeepConfig, planKeepSplit, tailStart, type KeepSeqStep } from './kv-keep.js';
 
 const ref = createReferenceBackend();
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('kvKeepConfig and the regions', () => {
   it('rounds the sink up to whole blocks, keeps recent as given, and is off when both are 0', () => {
@@ -169,7 +160,7 @@ describe('split attention over the quantized and the kept cache', () => {
     const numHeads = 4;
     const headSize = 32;
     const c = kvKeepConfig(sink, recent, bs)!;
-    const rnd = rng(7);
+    const rnd = seededRandom(7);
     const seqs: Seq[] = [
       { len: 30, qLen: 1 }, // decode
       { len: 13, qLen: 13 }, // whole prompt
