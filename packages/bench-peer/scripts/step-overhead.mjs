@@ -67,19 +67,24 @@ for (const x of rows) console.log(`| ${x.label} | ${x.stepMs.toFixed(2)} | ${(10
 const stepMs = Math.min(...rows.map((x) => x.stepMs));
 console.log(`\nsampler alone, as a share of a ${stepMs.toFixed(2)} ms step (flat: logits uniform in [-8, 8], as a random-weight`);
 console.log('model gives; peaked: Zipf-like logits -1.5 ln(rank), closer to a trained model):');
+// The engine draws with the backend's native vocabulary pass when it has one (the CPU backend); the reference pass
+// (TypeScript, the same bits) is timed beside it.
+const native = llm.backend.sampleBuckets ? (a) => llm.backend.sampleBuckets(a) : undefined;
+console.log(`vocabulary pass: ${native ? `native (${llm.backend.name})` : 'reference only (this backend has no sampleBuckets)'} / reference`);
 console.log('| vocabulary | logits | greedy | T 0.8, top-p 0.95 | T 0.8, top-p 0.95, top-k 50 |');
 console.log('|---|---|---|---|---|');
 for (const [v, shape] of [32000, 128256, 151936, 262144].flatMap((v) => [[v, 'flat'], [v, 'peaked']])) {
   const logits = Float32Array.from({ length: v }, (_, i) => (shape === 'flat' ? Math.sin(i * 12.9898) * 8 : -1.5 * Math.log(1 + ((i * 2654435761) % v))));
-  const time = (p) => {
+  const timeWith = (p, pass) => {
     const params = resolveSamplingParams(p);
     const rng = new SeededRng(1);
-    for (let i = 0; i < 5; i++) sampleToken(logits, params, rng);
+    for (let i = 0; i < 5; i++) sampleToken(logits, params, rng, pass);
     const t0 = performance.now();
-    for (let i = 0; i < 30; i++) sampleToken(logits, params, rng);
+    for (let i = 0; i < 30; i++) sampleToken(logits, params, rng, pass);
     const ms = (performance.now() - t0) / 30;
     return `${ms.toFixed(3)} ms (${((100 * ms) / stepMs).toFixed(1)}%)`;
   };
+  const time = (p) => (p.temperature === 0 || !native ? timeWith(p) : `${timeWith(p, native)} / ${timeWith(p)}`);
   console.log(`| ${v} | ${shape} | ${time({ temperature: 0 })} | ${time({ temperature: 0.8, topP: 0.95 })} | ${time({ temperature: 0.8, topP: 0.95, topK: 50 })} |`);
 }
 llm.dispose();

@@ -18,6 +18,7 @@
 
 #include "fp8.h"
 #include "kernels.h"
+#include "sample_buckets.h"
 #include "napi_args.h"
 #include "portable.h"
 #include "threadpool.h"
@@ -162,6 +163,7 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceMethod<&Context::PagedAttentionAsync>("pagedAttentionAsync"),
                            InstanceMethod<&Context::ReadBytes>("readBytes"),
                            InstanceMethod<&Context::QuantizeActivationsQ8>("quantizeActivationsQ8"),
+                           InstanceMethod<&Context::SampleBuckets>("sampleBuckets"),
                            // The kernel ops (napi_args.h): Linear, ..., EncodeFp8Bits and the standard ops' Op_* methods.
                            KVQ_NAPI_KERNEL_METHODS
                        });
@@ -233,6 +235,31 @@ class Context : public Napi::ObjectWrap<Context> {
   }
   KVQ_STANDARD_OPS(KVQ_METHOD)
 #undef KVQ_METHOD
+
+  /**
+   * sampleBuckets(logits, temperature, lower, pruneNats, weight, ids, start, mass, expFrac, result): the vocabulary
+   * pass of sampling (sample_buckets.h) on the calling thread (no pool: one pass over one row). `result` gets
+   * {count, total, max}.
+   */
+  void SampleBuckets(const Napi::CallbackInfo& info) {
+    SampleBucketsParams p{};
+    int64_t n = 0;
+    p.logits = arrayArg<float>(info, 0, "logits", 1, false, &n);
+    p.n = n;
+    p.temperature = numberArg(info, 1, "temperature");
+    p.lower = numberArg(info, 2, "lower");
+    p.pruneNats = numberArg(info, 3, "pruneNats");
+    if (!(p.temperature > 0) || !std::isfinite(p.temperature)) fail(info.Env(), "INVALID_ARGUMENT", "temperature", "temperature must be finite and > 0");
+    if (std::isnan(p.lower)) fail(info.Env(), "INVALID_ARGUMENT", "lower", "lower must be a number");
+    if (!(p.pruneNats >= 0)) fail(info.Env(), "INVALID_ARGUMENT", "pruneNats", "pruneNats must be >= 0");
+    p.weight = arrayArg<double>(info, 4, "weight", n);
+    p.ids = arrayArg<int32_t>(info, 5, "ids", n);
+    p.start = arrayArg<int32_t>(info, 6, "start", kSampleBuckets + 1);
+    p.mass = arrayArg<double>(info, 7, "mass", kSampleBuckets);
+    p.expFrac = arrayArg<double>(info, 8, "expFrac", 64);
+    double* result = arrayArg<double>(info, 9, "result", 3);
+    sample_buckets(p, result);
+  }
 
   void Embedding(const Napi::CallbackInfo& info) {
     const EmbeddingParams p = readEmbedding(info);

@@ -7,7 +7,18 @@
  */
 import { createRequire } from 'node:module';
 import type { Fp8Format, Saturation } from '@kvq/fp8';
-import { HostMemory, KernelError, type BackendCreateOptions, type KernelBackend, type LinearArgs, type PagedAttentionArgs } from '@kvq/kernels';
+import {
+  HostMemory,
+  KernelError,
+  SAMPLE_EXP2_FRAC,
+  validateSampleBuckets,
+  type BackendCreateOptions,
+  type KernelBackend,
+  type LinearArgs,
+  type PagedAttentionArgs,
+  type SampleBucketsArgs,
+  type SampleBucketsResult,
+} from '@kvq/kernels';
 import { envInt, NativeKernelBackend } from '@kvq/kernels/native';
 import type { CpuIsa, NativeContext, NativeCpuInfo } from './addon-types.js';
 import { toKernelError, unavailable } from './errors.js';
@@ -122,6 +133,21 @@ class NativeCpuBackend extends NativeKernelBackend<NativeContext> implements Cpu
   /** The CPU kernels write `lse` (every ISA, every KV dtype). */
   protected override attentionLse(): boolean {
     return true;
+  }
+
+  readonly #sampleResult = new Float64Array(3);
+
+  /**
+   * The vocabulary pass of sampling in native code (csrc/sample_buckets.h, on the calling thread): the same bits as
+   * `sampleBucketsReference`, about 10x faster than V8 runs it.
+   */
+  sampleBuckets(args: SampleBucketsArgs): SampleBucketsResult {
+    validateSampleBuckets(args);
+    const r = this.#sampleResult;
+    this.call('sampleBuckets', () =>
+      this.ctx.sampleBuckets(args.logits, args.temperature, args.lower, args.pruneNats, args.weight, args.ids, args.start, args.mass, SAMPLE_EXP2_FRAC, r),
+    );
+    return { count: r[0]!, total: r[1]!, max: r[2]! };
   }
 
   get threads(): number {

@@ -81,6 +81,10 @@ template <>
 struct ArrayOf<int32_t> {
   static constexpr napi_typedarray_type kind = napi_int32_array;
 };
+template <>
+struct ArrayOf<double> {
+  static constexpr napi_typedarray_type kind = napi_float64_array;
+};
 
 /** Typed array argument `i` of element type T with at least `need` elements (or, when exact, exactly). */
 template <class T>

@@ -8,6 +8,8 @@ export { KernelError, isKernelError, toKernelError } from './errors.js';
 export type { KernelErrorCode, KernelErrorOptions } from './errors.js';
 export * from './validate.js';
 export { mergeAttentionStates } from './merge-attention.js';
+export { expNonPositive, SAMPLE_BUCKETS, SAMPLE_EXP2_FRAC, SAMPLE_BUCKETS_PER_NAT, sampleBucketsReference, validateSampleBuckets } from './sample-buckets.js';
+export type { SampleBucketsArgs, SampleBucketsResult } from './sample-buckets.js';
 export type { MergeAttentionArgs } from './merge-attention.js';
 export { buildRopeTable, ropeAttentionFactor, ropeInvFreq, ropeScalingFromHf, scaleFrequency } from './rope.js';
 export type { HfRopeContext, RopeConfig, RopeScaling } from './rope.js';

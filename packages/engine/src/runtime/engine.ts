@@ -213,7 +213,9 @@ export class LLMEngine {
       throw new EngineError('INVALID_ARGUMENT', 'kvCacheKeepSink / kvCacheKeepRecent need prefix caching off (enablePrefixCaching: false)', { field: 'enablePrefixCaching' });
     }
     this.runner = new ModelRunner(options.forward, options.manager, keep ? new KvKeepBlocks(keep.config, keep.storage.numBlocks) : undefined);
-    this.sampler = new Sampler();
+    const backend = options.forward.backend;
+    // The backend's native vocabulary pass when it has one (same bits as the reference).
+    this.sampler = new Sampler(backend.sampleBuckets ? (args) => backend.sampleBuckets!(args) : undefined);
   }
 
   /** Which sequences run in each step (queues, budget, admission, preemption policy). For inspection (`waiting`, `running`, limits): calling `schedule`, `add`, `fork` or `finish` directly bypasses the engine. */

@@ -7,7 +7,8 @@
 import type { ResolvedSamplingParams } from '../sampling/params.js';
 import type { SeededRng } from '../sampling/rng.js';
 import type { TokenConstraint } from './constraint.js';
-import { applyLogitsProcessors, applyPenalties, logSoftmax, sampleToken, tokenLogprobs, type TokenLogprobs } from '../sampling/sampler.js';
+import { sampleBucketsReference } from '@kvq/kernels';
+import { applyLogitsProcessors, applyPenalties, logSoftmax, sampleToken, tokenLogprobs, type SampleBucketsFn, type TokenLogprobs } from '../sampling/sampler.js';
 
 /** One sequence to sample a token for. */
 export interface SampleRequest {
@@ -62,6 +63,16 @@ export function isPlainGreedy(
 }
 
 export class Sampler {
+  private readonly pass: SampleBucketsFn;
+
+  /**
+   * @param pass the vocabulary pass of each draw: the backend's `sampleBuckets` when it has one (native on the CPU
+   *   backend), else `@kvq/kernels` `sampleBucketsReference`; both give the same bits, so the same tokens.
+   */
+  constructor(pass: SampleBucketsFn = sampleBucketsReference) {
+    this.pass = pass;
+  }
+
   /**
    * One token per request, in order, as vLLM V1's sampler: on a copy of the logits, the logits processors
    * (allowed token ids, logit bias, min_tokens) then the penalties, then the token is drawn with the request's
@@ -75,7 +86,7 @@ export class Sampler {
       r.constraint?.applyTo(work);
       applyLogitsProcessors(work, p, r.outputTokenIds, r.eosTokenIds, r.badWordsTokenIds);
       applyPenalties(work, p, r.promptTokenIds, r.outputTokenIds);
-      const token = sampleToken(work, p, r.rng);
+      const token = sampleToken(work, p, r.rng, this.pass);
       return { token, logprobs: p.logprobs === undefined ? undefined : tokenLogprobs(r.logits, token, p.logprobs) };
     });
   }

@@ -1,3 +1,4 @@
+import { expNonPositive, SAMPLE_BUCKETS, SAMPLE_BUCKETS_PER_NAT, sampleBucketsReference, type SampleBucketsArgs, type SampleBucketsResult } from '@kvq/kernels';
 import type { ResolvedSamplingParams } from './params.js';
 import type { SeededRng } from './rng.js';
 
@@ -128,35 +129,24 @@ export function applyPenalties(
 }
 
 /**
- * Scratch of {@link filteredCandidates}, grown to the largest vocabulary seen and reused (a 128k vocabulary's fresh
- * Float64Array + Int32Array each token cost allocation, zeroing and GC time comparable to the pass itself). Safe to
- * share: JavaScript runs one sampling call at a time, and callers use the arrays only within their own call.
+ * The vocabulary pass a sampler runs per token (`KernelBackend.sampleBuckets`): the native CPU backend's, or the
+ * reference (the same bits). See `@kvq/kernels` `SampleBucketsArgs`.
  */
-let scratchWeight = new Float64Array(0);
-let scratchCand = new Int32Array(0);
-
-/** 2^(j/64), j = 0..63, for {@link expNonPositive}. */
-const EXP2_FRAC = Float64Array.from({ length: 64 }, (_, j) => 2 ** (j / 64));
-/** 2^m for m = -1099..0 (0 below -1074), for {@link expNonPositive}. */
-const EXP2_INT = Float64Array.from({ length: 1100 }, (_, i) => 2 ** (i - 1099));
-/** ln 2 / 64 split for an exact product with |n| < 2^21 (fdlibm's ln2_hi has 32 significant bits) plus the rest. */
-const LN2_64_HI = 6.93147180369123816490e-1 / 64;
-const LN2_64_LO = 1.90821492927058770002e-10 / 64;
+export type SampleBucketsFn = (args: SampleBucketsArgs) => SampleBucketsResult;
 
 /**
- * e^x for x <= 0 (NaN stays NaN; below -745.2 gives 0), within ~2 ulp of `Math.exp` for normal results (subnormal
- * results, below e^-708, round as their reduced precision allows). V8 calls out of JIT code for `Math.exp`; this
- * inlines: x = n ln2/64 + r with |r| <= ln2/128 (plus rounding), e^x = 2^(n >> 6) * 2^((n & 63)/64) * e^r, e^r by a degree-5 Taylor
- * polynomial (truncation r^6/720 < 4e-17). Used for the sampler's weights: 6-7 ns a call where `Math.exp` took 16-24.
+ * Scratch of {@link candidates}, grown to the largest vocabulary seen and reused (a 128k vocabulary's fresh arrays
+ * each token cost allocation, zeroing and GC time comparable to the pass itself). Safe to share: JavaScript runs one
+ * sampling call at a time, and callers use the arrays only within their own call.
  */
-export function expNonPositive(x: number): number {
-  if (!(x > -745.2)) return x === x ? 0 : x;
-  // n = x * 64/ln2 rounded (to within 1/2; `| 0` truncates towards 0, so -0.5 first: V8's Math.round is a call).
-  const n = (x * (64 / Math.LN2) - 0.5) | 0;
-  const r = x - n * LN2_64_HI - n * LN2_64_LO;
-  const p = 1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120)))));
-  return EXP2_INT[(n >> 6) + 1099]! * (EXP2_FRAC[n & 63]! * p);
-}
+const scratch = {
+  weight: new Float64Array(0),
+  ids: new Int32Array(0),
+  start: new Int32Array(SAMPLE_BUCKETS + 1),
+  mass: new Float64Array(SAMPLE_BUCKETS),
+};
+
+export { expNonPositive };
 
 /**
  * How far below the largest logit (in nats, after temperature) {@link sampleToken} stops looking: the tokens below
@@ -165,78 +155,70 @@ export function expNonPositive(x: number): number {
  */
 const NEGLIGIBLE_NATS = 28;
 
+/** Candidates after temperature, min-p and top-k, grouped by weight bucket (scratch arrays: valid until the next call). */
+interface Candidates {
+  /** Weight by token id (meaningful at the candidates' ids). */
+  readonly weight: Float64Array;
+  /** Candidate ids grouped by bucket, bucket 0 (most likely) first, ascending ids within a bucket. */
+  readonly ids: Int32Array;
+  /** Bucket k is `ids[start[k] .. start[k + 1])`. */
+  readonly start: Int32Array;
+  /** Each bucket's total weight. */
+  readonly mass: Float64Array;
+  /** Number of candidates. */
+  readonly count: number;
+  /** Their total weight. */
+  readonly total: number;
+}
+
 /**
- * The candidates after temperature, min-p and top-k (unsorted, ascending ids, weight > 0), their weights (indexed by
- * token id; meaningful only at the candidates' ids) and total mass. The arrays are shared scratch: valid until the
- * next call. `pruneNats`: tokens more than that many nats below the most likely one (after temperature) are left out
- * without being exponentiated (Infinity: none).
+ * The candidates (weight > 0) after temperature, min-p and top-k, by the vocabulary pass `pass`. The filters need no
+ * order, only thresholds, so the candidates are cut down first and only the buckets that matter are sorted later (a
+ * full sort of a 262k vocabulary took ~600 ms a token). Top-k is taken on the logits (exp is monotonic: distinct
+ * float32 logits give distinct weights unless both underflow to 0, and those are dropped anyway), so only its
+ * survivors are exponentiated. Min-p's floor (a weight below minP of the largest, 1) is also a logit floor; with a
+ * margin of 1e-6 nats the exact weight test below decides. `pruneNats`: tokens more than that many nats below the
+ * most likely one (after temperature) are left out without being exponentiated (Infinity: none).
  */
-function filteredCandidates(logits: Float32Array, params: ResolvedSamplingParams, pruneNats: number): { weight: Float64Array; cand: Int32Array; total: number; max: number } {
+function candidates(logits: Float32Array, params: ResolvedSamplingParams, pruneNats: number, pass: SampleBucketsFn): Candidates {
   const n = logits.length;
-  if (scratchWeight.length < n) {
-    scratchWeight = new Float64Array(n);
-    scratchCand = new Int32Array(n);
+  if (scratch.weight.length < n) {
+    scratch.weight = new Float64Array(n);
+    scratch.ids = new Int32Array(n);
   }
-  const weight = scratchWeight;
-  const temperature = params.temperature;
-  const invT = 1 / temperature;
-  const max = maxOf(logits);
-  // The filters need no order, only thresholds, so the candidates are cut down first and only the survivors are sorted
-  // (a full sort of a 262k vocabulary took ~600 ms a token). The result is the same as sorting everything first.
-  // Top-k is taken on the logits (exp is monotonic: distinct float32 logits give distinct weights unless both
-  // underflow to 0, and those are dropped anyway), so only its survivors are exponentiated. Min-p's floor (a weight
-  // below minP of the largest, 1) is also a logit floor; with a margin of 1e-6 nats the exact weight test below decides.
-  let lower = params.topK > 0 && n > params.topK ? kthLargest(logits, params.topK) : -Infinity;
+  const { weight, ids, start, mass } = scratch;
+  const lower = params.topK > 0 && n > params.topK ? kthLargest(logits, params.topK) : -Infinity;
   let nats = pruneNats;
   if (params.minP > 0) nats = Math.min(nats, -Math.log(params.minP) + 1e-6);
-  if (nats < Infinity && max > -Infinity) lower = Math.max(lower, max - nats * temperature);
-  const { live, total: sum } = weighCandidates(logits, lower, max, invT, weight, scratchCand);
-  let total = sum;
-  let cand = scratchCand.subarray(0, live);
+  const r = pass({ logits, temperature: params.temperature, lower, pruneNats: nats, weight, ids, start, mass });
+  let { count, total } = r;
   // min-p (p_i < minP * p_max, the common 1/sum cancelled; the largest weight is e^0 = 1) runs before top-k in vLLM;
-  // both are thresholds on the same order, so applying top-k first keeps the same set.
-  if (params.minP > 0 && live > 0) {
+  // both are thresholds on the same order, so applying top-k first keeps the same set. Only the buckets from just
+  // below -ln(minP) on can hold a weight under the floor: their members are filtered in place.
+  if (params.minP > 0 && count > 0) {
     const floor = params.minP;
-    let kept = 0;
-    total = 0;
-    for (let j = 0; j < live; j++) {
-      const i = cand[j]!;
-      if (weight[i]! >= floor) {
-        cand[kept++] = i;
-        total += weight[i]!;
+    const k0 = Math.max(0, Math.floor(-Math.log(floor) * SAMPLE_BUCKETS_PER_NAT) - 1);
+    let kept = start[k0]!;
+    for (let k = k0; k < SAMPLE_BUCKETS; k++) {
+      const from = start[k]!;
+      const to = start[k + 1]!;
+      start[k] = kept;
+      let m = 0;
+      for (let j = from; j < to; j++) {
+        const i = ids[j]!;
+        if (weight[i]! >= floor) {
+          ids[kept++] = i;
+          m += weight[i]!;
+        } else {
+          total -= weight[i]!;
+        }
       }
+      mass[k] = m;
     }
-    cand = cand.subarray(0, kept);
+    start[SAMPLE_BUCKETS] = kept;
+    count = kept;
   }
-  return { weight, cand, total, max };
-}
-
-/** The largest of `values` (NaN ignored; -Infinity when empty). Its own function: V8 optimizes a hot loop best there. */
-function maxOf(values: Float32Array): number {
-  let max = -Infinity;
-  for (let i = 0; i < values.length; i++) if (values[i]! > max) max = values[i]!;
-  return max;
-}
-
-/**
- * Weighs every logit at or above `lower` (NaN never): `weight[i] = e^((logits[i] - max) * invT)`, and lists those with
- * a weight > 0 in `cand` (ascending ids). Returns their count and total weight. (A separate function: inlined in its
- * caller, V8 deoptimized the caller on every call at the loop's on-stack replacement, ~50 ns a token id.)
- */
-function weighCandidates(logits: Float32Array, lower: number, max: number, invT: number, weight: Float64Array, cand: Int32Array): { live: number; total: number } {
-  let live = 0;
-  let total = 0;
-  for (let i = 0; i < logits.length; i++) {
-    const l = logits[i]!;
-    if (!(l >= lower)) continue; // below the k-th largest or a floor, or NaN
-    const w = expNonPositive((l - max) * invT);
-    weight[i] = w;
-    if (w > 0) {
-      cand[live++] = i;
-      total += w;
-    }
-  }
-  return { live, total };
+  return { weight, ids, start, mass, count, total };
 }
 
 /**
@@ -248,16 +230,13 @@ function weighCandidates(logits: Float32Array, lower: number, max: number, invT:
  * @returns token ids (most likely first) and their probabilities, normalized to sum 1 (float64).
  */
 export function samplingDistribution(logits: Float32Array, params: ResolvedSamplingParams): { ids: number[]; probs: Float64Array } {
-  const f = filteredCandidates(logits, params, Infinity);
-  const { weight, total } = f;
-  let cand = f.cand;
-  let tailMass = 0; // mass of the least likely candidates top-p certainly drops, left out of the sort
-  if (params.topP < 1 && cand.length > 1) ({ cand, tailMass } = dropCertainTail(weight, cand, total, params.topP));
-  const ids = Array.from(cand).sort((a, b) => weight[b]! - weight[a]! || a - b);
+  const c = candidates(logits, params, Infinity, sampleBucketsReference);
+  const { weight, total } = c;
+  const ids = Array.from(c.ids.subarray(0, c.count)).sort((a, b) => weight[b]! - weight[a]! || a - b);
   let kept = ids;
   if (params.topP < 1 && ids.length > 1) {
-    let cumulative = tailMass / total;
-    let drop = 0; // tokens dropped from the least likely end of the sorted survivors
+    let cumulative = 0;
+    let drop = 0; // tokens dropped from the least likely end of the sorted candidates
     for (let j = ids.length - 1; j > 0; j--) {
       cumulative += weight[ids[j]!]! / total;
       if (cumulative > 1 - params.topP) break;
@@ -295,29 +274,6 @@ function kthLargest(values: Float32Array, k: number): number {
 }
 
 /**
- * Top-p drops the least likely tokens while their cumulative mass stays <= (1 - topP) of `total`. Whole weight
- * buckets (1/16 of a nat wide, by -ln w) whose cumulative mass from the bottom stays below that bound with a margin
- * (1e-9 relative, far above the rounding of the sums) are certainly dropped: they leave the candidates and their mass
- * seeds the exact token-by-token loop over the sorted survivors.
- */
-function dropCertainTail(weight: Float64Array, cand: Int32Array, total: number, topP: number): { cand: Int32Array; tailMass: number } {
-  const BUCKETS = 4096;
-  const bucketOf = (w: number) => Math.min(BUCKETS - 1, Math.floor(-Math.log(w) * 16));
-  const mass = new Float64Array(BUCKETS);
-  for (const i of cand) mass[bucketOf(weight[i]!)]! += weight[i]!;
-  const bound = (1 - topP) * total * (1 - 1e-9);
-  let tailMass = 0;
-  let cut = BUCKETS; // buckets >= cut are dropped
-  for (let b = BUCKETS - 1; b > 0; b--) {
-    if (tailMass + mass[b]! > bound) break;
-    tailMass += mass[b]!;
-    cut = b;
-  }
-  if (cut === BUCKETS) return { cand, tailMass: 0 };
-  return { cand: cand.filter((i) => bucketOf(weight[i]!) < cut), tailMass };
-}
-
-/**
  * Picks the next token from processed (biased, penalized) logits: greedy (the first index of the maximum) at
  * temperature 0, otherwise one draw from {@link samplingDistribution} with the request's generator: the first token,
  * most likely first, at which the cumulative probability exceeds a uniform draw.
@@ -326,18 +282,19 @@ function dropCertainTail(weight: Float64Array, cand: Int32Array, total: number, 
  * draw walk whole buckets, and only the bucket where the cut or the draw lands is sorted. With the OpenAI defaults
  * (temperature 1, top-p 1) a full sort of a 128k vocabulary used to cost more than the decode step itself.
  */
-export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams, rng: SeededRng): number {
+export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams, rng: SeededRng, pass: SampleBucketsFn = sampleBucketsReference): number {
   if (params.temperature === 0) return argmax(logits);
-  const { weight, cand, total, max } = filteredCandidates(logits, params, Math.log(logits.length) + NEGLIGIBLE_NATS);
-  if (cand.length === 0) return argmax(logits); // every logit -inf or NaN: nothing to draw from
-  const b = bucketize(logits, max, params.temperature, weight, cand);
-  const sorted = (k: number) => bucketMembers(b.ofCand, cand, k).sort((x, y) => weight[y]! - weight[x]! || x - y);
+  const c = candidates(logits, params, Math.log(logits.length) + NEGLIGIBLE_NATS, pass);
+  const { weight, total } = c;
+  if (c.count === 0) return argmax(logits); // every logit -inf or NaN: nothing to draw from
+  const b = { start: c.start, mass: c.mass, count: SAMPLE_BUCKETS };
+  const sorted = (k: number) => Array.from(c.ids.subarray(c.start[k]!, c.start[k + 1]!)).sort((x, y) => weight[y]! - weight[x]! || x - y);
   // Top-p: whole buckets from the least likely end while their mass stays <= (1 - p); the bucket where it crosses is
   // sorted and cut token by token, exactly as samplingDistribution does (the most likely token always stays).
   let lastBucket = b.count - 1; // the least likely bucket kept (possibly cut)
   let lastKept = -1; // in that bucket, how many of its sorted tokens are kept (-1: all)
   let lastSorted: number[] | undefined;
-  if (params.topP < 1 && cand.length > 1) {
+  if (params.topP < 1 && c.count > 1) {
     const limit = 1 - params.topP;
     let cumulative = 0;
     for (let k = b.count - 1; k >= 0; k--) {
@@ -389,47 +346,6 @@ export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams
   }
   return tailKept[tailKept.length - 1]!;
 }
-
-/**
- * Candidates grouped by weight bucket (bucket 0 the most likely, 1/16 nat each by -ln w = (max - logit) / T, which
- * needs no logarithm and orders exactly as the weights do): each candidate's bucket (`ofCand`, parallel to `cand`),
- * bucket starts as prefix counts (`start[k] === start[k + 1]`: bucket k is empty) and each bucket's mass. The ids of a
- * bucket are gathered only when it is needed ({@link bucketMembers}: the draw and top-p's cut visit one or two).
- */
-function bucketize(logits: Float32Array, max: number, temperature: number, weight: Float64Array, cand: Int32Array): { ofCand: Int32Array; start: Int32Array; mass: Float64Array; count: number } {
-  const scale = 16 / temperature;
-  if (bucketScratch.ofCand.length < cand.length) bucketScratch.ofCand = new Int32Array(logits.length);
-  const { ofCand, start, mass } = bucketScratch;
-  start.fill(0);
-  mass.fill(0);
-  for (let j = 0; j < cand.length; j++) {
-    const i = cand[j]!;
-    const d = (max - logits[i]!) * scale; // >= 0; `| 0` floors it (Math.floor and Math.min cost calls here)
-    const k = d < SAMPLE_BUCKETS - 1 ? d | 0 : SAMPLE_BUCKETS - 1;
-    ofCand[j] = k;
-    start[k + 1]!++;
-    mass[k]! += weight[i]!;
-  }
-  for (let k = 0; k < SAMPLE_BUCKETS; k++) start[k + 1]! += start[k]!;
-  return { ofCand: ofCand.subarray(0, cand.length), start, mass, count: SAMPLE_BUCKETS };
-}
-
-/** The candidates in bucket `k` (ascending ids). */
-function bucketMembers(ofCand: Int32Array, cand: Int32Array, k: number): number[] {
-  const ids: number[] = [];
-  for (let j = 0; j < cand.length; j++) if (ofCand[j] === k) ids.push(cand[j]!);
-  return ids;
-}
-
-/** Weight buckets of {@link sampleToken}: -ln w up to 256 nats at 1/16 (weights below e^-256 share the last). */
-const SAMPLE_BUCKETS = 4096;
-
-/** {@link bucketize}'s arrays, reused across calls (same single-threaded sharing as the candidates' scratch). */
-const bucketScratch = {
-  ofCand: new Int32Array(0),
-  start: new Int32Array(SAMPLE_BUCKETS + 1),
-  mass: new Float64Array(SAMPLE_BUCKETS),
-};
 
 /** The chosen token's logprob and rank and the top `k` alternatives (with their ranks), from the raw logits. */
 export function tokenLogprobs(rawLogits: ArrayLike<number>, tokenId: number, k: number): TokenLogprobs {

@@ -57,6 +57,7 @@ import {
 import { dequantizeRowUnchecked as dequantizeRow } from '../quant/dequantize.js';
 import { roundTripActivationsQ8 } from '../quant/activations.js';
 import { pagedAttentionQuant, reshapeAndCacheQuant } from './kv-quant.js';
+import { sampleBucketsReference } from '../sample-buckets.js';
 
 let bf16Table: Float32Array | undefined;
 
@@ -419,5 +420,6 @@ export function createReferenceBackend(): KernelBackend {
     amaxPerHead,
     quantizeFp8,
     dequantizeFp8,
+    sampleBuckets: sampleBucketsReference,
   };
 }

@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { KernelError } from './errors.js';
+import { expNonPositive, SAMPLE_BUCKETS, sampleBucketsReference } from './sample-buckets.js';
+
+function run(logits: number[], temperature = 1, lower = -Infinity, pruneNats = Infinity) {
+  const n = logits.length;
+  const o = { weight: new Float64Array(n), ids: new Int32Array(n), start: new Int32Array(SAMPLE_BUCKETS + 1), mass: new Float64Array(SAMPLE_BUCKETS) };
+  const r = sampleBucketsReference({ logits: Float32Array.from(logits), temperature, lower, pruneNats, ...o });
+  return { ...r, ...o };
+}
+
+describe('sampleBucketsReference (the definition)', () => {
+  it('weighs e^((l - max) / T), skips NaN and -Infinity, and groups by 1/16-nat buckets, ascending ids within one', () => {
+    const r = run([0, -1, NaN, -Infinity, 0, -1.03, -0.5], 2);
+    expect(r.max).toBe(0);
+    expect(r.count).toBe(5);
+    // -ln w = (max - l) / T: ids 0 and 4 -> bucket 0; id 6 -> 0.25 nat = bucket 4; id 1 -> 8; id 5 -> 8 (8.24).
+    expect(Array.from(r.ids.subarray(0, 5))).toEqual([0, 4, 6, 1, 5]);
+    expect(r.start[1]).toBe(2);
+    expect(r.start[4]).toBe(2);
+    expect(r.start[5]).toBe(3);
+    expect(r.start[8]).toBe(3);
+    expect(r.start[9]).toBe(5);
+    expect(r.start[SAMPLE_BUCKETS]).toBe(5);
+    expect(r.weight[1]).toBe(expNonPositive(-0.5));
+    expect(r.mass[8]).toBe(r.weight[1]! + r.weight[5]!);
+    expect(r.total).toBeCloseTo(2 + Math.exp(-0.25) + Math.exp(-0.5) + Math.exp(Math.fround(-1.03) / 2), 14);
+  });
+
+  it('applies the floor: lower, and max - pruneNats * T; weights past 256 nats share the last bucket', () => {
+    expect(run([0, -1, -2, -3], 1, -1.5).count).toBe(2);
+    expect(run([0, -1, -2, -3], 2, -Infinity, 0.9).count).toBe(2); // floor -1.8
+    const far = run([0, -300]);
+    expect(far.count).toBe(2);
+    expect(far.start[SAMPLE_BUCKETS - 1]).toBe(1);
+    expect(run([-Infinity, -Infinity]).count).toBe(0);
+  });
+
+  it('refuses bad arguments with typed errors', () => {
+    const o = { weight: new Float64Array(2), ids: new Int32Array(2), start: new Int32Array(SAMPLE_BUCKETS + 1), mass: new Float64Array(SAMPLE_BUCKETS) };
+    const base = { logits: new Float32Array(2), temperature: 1, lower: -Infinity, pruneNats: Infinity, ...o };
+    expect(() => sampleBucketsReference({ ...base, temperature: -1 })).toThrow(KernelError);
+    expect(() => sampleBucketsReference({ ...base, mass: new Float64Array(3) })).toThrow(/mass/);
+    expect(() => sampleBucketsReference({ ...base, ids: new Int32Array(1) })).toThrow(KernelError);
+  });
+});
