@@ -73,30 +73,39 @@ inline void sample_buckets(const SampleBucketsParams& p, double* result) {
     const double f = max - p.pruneNats * p.temperature;
     floor = f > floor ? f : floor;
   }
+  // Raw pointers: a thread_local in a dlopen'ed addon is reached through __tls_get_addr, a call per access.
+  int32_t* cids = candIds.data();
+  int32_t* cbucket = candBucket.data();
+  const double* frac = p.expFrac;
+  double* weight = p.weight;
+  int32_t* startp = p.start;
+  double* massp = p.mass;
+  const float* logits = p.logits;
   const double invT = 1.0 / p.temperature;
   const double scale = kSampleBucketsPerNat / p.temperature;
   int32_t live = 0;
   double total = 0.0;
   for (int64_t i = 0; i < p.n; i++) {
-    const double l = p.logits[i];
+    const double l = logits[i];
     if (!(l >= floor)) continue;
-    const double w = expnp((l - max) * invT, p.expFrac);
-    p.weight[i] = w;
+    const double w = expnp((l - max) * invT, frac);
+    weight[i] = w;
     if (w > 0) {
       const double d = (max - l) * scale;
       const int k = d < kSampleBuckets - 1 ? (int)d : kSampleBuckets - 1;
-      candIds[(size_t)live] = (int32_t)i;
-      candBucket[(size_t)live++] = k;
-      p.start[k + 1]++;
-      p.mass[k] += w;
+      cids[live] = (int32_t)i;
+      cbucket[live++] = k;
+      startp[k + 1]++;
+      massp[k] += w;
       total += w;
     }
   }
   for (int k = 0; k < kSampleBuckets; k++) p.start[k + 1] += p.start[k];
-  std::vector<int32_t>& next = candBucket;  // reuse: bucket -> next slot, read before overwrite below
-  thread_local std::vector<int32_t> cursor;
-  cursor.assign(p.start, p.start + kSampleBuckets);
-  for (int32_t j = 0; j < live; j++) p.ids[cursor[(size_t)next[(size_t)j]]++] = candIds[(size_t)j];
+  thread_local std::vector<int32_t> cursorStore;
+  cursorStore.assign(p.start, p.start + kSampleBuckets);
+  int32_t* cursor = cursorStore.data();
+  int32_t* ids = p.ids;
+  for (int32_t j = 0; j < live; j++) ids[cursor[cbucket[j]]++] = cids[j];
   result[0] = (double)live;
   result[1] = total;
   result[2] = max;
