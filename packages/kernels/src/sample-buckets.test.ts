@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { KernelError } from './errors.js';
 import { expNonPositive, SAMPLE_BUCKETS, sampleBucketsReference } from './sample-buckets.js';
+import { rng } from './testing/random.js';
 
 function run(logits: number[], temperature = 1, lower = -Infinity, pruneNats = Infinity) {
   const n = logits.length;
@@ -43,4 +44,25 @@ describe('sampleBucketsReference (the definition)', () => {
     expect(() => sampleBucketsReference({ ...base, mass: new Float64Array(3) })).toThrow(/mass/);
     expect(() => sampleBucketsReference({ ...base, ids: new Int32Array(1) })).toThrow(KernelError);
   });
+});
+
+describe('expNonPositive (the sampler weights)', () => {
+  it('within 2 ulp of Math.exp over [-708, 0] and exact where the result is 1; 0 below the float64 range; NaN stays NaN', () => {
+    const next = rng(11);
+    let worst = 0;
+    for (let i = 0; i < 200000; i++) {
+      const x = i < 1000 ? -i * 1e-3 : i < 2000 ? -(next() * 1e-12) : -next() * 708;
+      const want = Math.exp(x);
+      worst = Math.max(worst, Math.abs(expNonPositive(x) - want) / want);
+    }
+    expect(worst).toBeLessThan(4.5e-16);
+    expect(expNonPositive(0)).toBe(1);
+    expect(expNonPositive(-0)).toBe(1);
+    expect(expNonPositive(-746)).toBe(0);
+    expect(expNonPositive(-Infinity)).toBe(0);
+    expect(expNonPositive(Number.NaN)).toBeNaN();
+    // The subnormal range keeps its (reduced) precision: within one subnormal step of Math.exp, never above it by more.
+    for (const x of [-709, -720, -740, -745]) expect(Math.abs(expNonPositive(x) - Math.exp(x))).toBeLessThanOrEqual(Math.exp(x) * 1e-12 + 2 * Number.MIN_VALUE);
+  });
+
 });

@@ -8,6 +8,7 @@ import { KernelError, type KernelBackend } from '@kvq/kernels';
 import { EngineError } from '../errors.js';
 import type { LlamaDims } from '../runtime/forward.js';
 import { keptBlocksPerSequence, type KvKeep, type KvKeepConfig } from '../runtime/kv-keep.js';
+import { probeDecode } from './kv-support.js';
 
 /** What {@link createKvKeep} needs. */
 export interface KvKeepSetup {
@@ -61,18 +62,7 @@ function checkLseOnBackend(backend: KernelBackend): void {
   const cache = new KvCacheStorage({ dtype: 'f32', numLayers: 1, numBlocks: 2, blockSize: 1, numKvHeads: 1, headSize: 8 }).layer(0);
   const lse = Float32Array.of(NaN);
   try {
-    backend.pagedAttention({
-      query: new Float32Array(8),
-      out: new Float32Array(8),
-      cache,
-      queryStartLoc: Int32Array.of(0, 1),
-      seqLens: Int32Array.of(1),
-      blockTables: Int32Array.of(1),
-      maxBlocksPerSeq: 1,
-      numSeqs: 1,
-      numHeads: 1,
-      lse,
-    });
+    probeDecode(backend, cache, new Float32Array(8), 1, lse);
   } catch (cause) {
     if (!(cause instanceof KernelError)) throw cause;
     throw new EngineError(

@@ -1,4 +1,4 @@
-import { CacheError, isKvQuantDtype, KvCacheStorage, type KvStorageDtype } from '@kvq/cache';
+import { CacheError, isKvQuantDtype, KvCacheStorage, type KvLayerCache, type KvStorageDtype } from '@kvq/cache';
 import { KernelError, type KernelBackend } from '@kvq/kernels';
 import { EngineError } from '../errors.js';
 
@@ -19,6 +19,25 @@ export interface KvProbeShape {
  * made before a model is loaded.
  */
 export const GENERIC_KV_PROBE_SHAPE: KvProbeShape = { numKvHeads: 1, numHeads: 2, headSize: 64, blockSize: 16 };
+
+/**
+ * A backend probe: one decode step of one sequence whose only key is slot 0 of block 1 of `cache` (block 0 is the
+ * manager's null block), `query` `[numHeads, headSize]`; the output is discarded, `lse` is passed through.
+ */
+export function probeDecode(backend: KernelBackend, cache: KvLayerCache, query: Float32Array, numHeads: number, lse?: Float32Array): void {
+  backend.pagedAttention({
+    query,
+    out: new Float32Array(query.length),
+    cache,
+    queryStartLoc: Int32Array.of(0, 1),
+    seqLens: Int32Array.of(1),
+    blockTables: Int32Array.of(1),
+    maxBlocksPerSeq: 1,
+    numSeqs: 1,
+    numHeads,
+    lse,
+  });
+}
 
 /**
  * Checks, before any request runs, that `backend` has kernels for the write-time-scaled KV dtype `dtype`
@@ -43,18 +62,7 @@ export function checkKvDtypeOnBackend(backend: KernelBackend, dtype: KvStorageDt
     const value = Float32Array.from({ length: width }, (_, i) => ((i % 5) - 2) / 4);
     // Slot `blockSize` is block 1, offset 0 (block 0 is the manager's null block).
     backend.reshapeAndCache({ key, value, slotMapping: Int32Array.of(shape.blockSize), numTokens: 1, cache });
-    const query = Float32Array.from({ length: shape.numHeads * shape.headSize }, (_, i) => ((i % 3) - 1) / 2);
-    backend.pagedAttention({
-      query,
-      out: new Float32Array(query.length),
-      cache,
-      queryStartLoc: Int32Array.of(0, 1),
-      seqLens: Int32Array.of(1),
-      blockTables: Int32Array.of(1),
-      maxBlocksPerSeq: 1,
-      numSeqs: 1,
-      numHeads: shape.numHeads,
-    });
+    probeDecode(backend, cache, Float32Array.from({ length: shape.numHeads * shape.headSize }, (_, i) => ((i % 3) - 1) / 2), shape.numHeads);
   } catch (cause) {
     if (!(cause instanceof KernelError) && !(cause instanceof CacheError)) throw cause;
     const name = `kvCacheDtype ${JSON.stringify(requested)}${requested === dtype ? '' : ` (${dtype})`}`;

@@ -435,10 +435,13 @@ export class LlamaForward {
       fp8Query: this.fp8Query && isFp8Dtype(cache.dtype) ? {} : undefined,
     };
     const cap = d.variant?.attnLogitSoftcapping;
-    const attend = (a: PagedAttentionArgs): void => (cap !== undefined ? softcappedPagedAttention(a, cap) : b.pagedAttention(a));
-    if (kept) keepAttention(attend, { ...args, query: hostView(q), out: hostView(attn) }, kept, this.keepSplit(batch), this.keepScratch);
-    else if (cap !== undefined) softcappedPagedAttention({ ...args, query: hostView(q), out: hostView(attn) }, cap);
-    else b.pagedAttention(args);
+    if (kept || cap !== undefined) {
+      // Host paths: soft-capping (TypeScript) and/or the kept-precision split, which calls `attend` per segment.
+      const attend = (a: PagedAttentionArgs): void => (cap !== undefined ? softcappedPagedAttention(a, cap) : b.pagedAttention(a));
+      const onHost = { ...args, query: hostView(q), out: hostView(attn) };
+      if (kept) keepAttention(attend, onHost, kept, this.keepSplit(batch), this.keepScratch);
+      else attend(onHost);
+    } else b.pagedAttention(args);
     if (rot) rot.unrotate(hostView(attn), n * d.numHeads);
     this.linear({ x: attn, weight: lw.oProj, bias: lw.oBias, out: proj, rows: n });
     if (lw.preFeedforwardLayernorm) b.rmsNorm({ x: proj, weight: lw.postAttentionLayernorm, out: proj, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });

@@ -313,9 +313,10 @@ export type AttentionFn = (args: PagedAttentionArgs) => void;
 /**
  * Attention of a batch over the quantized cache and the kept cache, merged: writes `out` (`[numTokens, numHeads,
  * headSize]`) as attention over every visible key would, with the kept keys read in the model dtype.
- * @param args the batch's attention arguments over the quantized cache (host arrays)
+ * @param attend runs one segment's attention (the backend's, or soft-capped attention on the host)
+ * @param args the batch's attention arguments over the quantized cache (host arrays); its `fp8Query` applies to the
+ *   quantized segment only (the kept cache is not FP8)
  * @param keptCache the layer's kept cache
- * @param fp8Query whether the quantized call runs in FP8-query mode (the kept call never does)
  */
 export function keepAttention(
   attend: AttentionFn,

@@ -1,4 +1,4 @@
-import { expNonPositive, SAMPLE_BUCKETS, SAMPLE_BUCKETS_PER_NAT, sampleBucketsReference, type SampleBucketsArgs, type SampleBucketsResult } from '@kvq/kernels';
+import { SAMPLE_BUCKETS, SAMPLE_BUCKETS_PER_NAT, sampleBucketsReference, type SampleBucketsArgs, type SampleBucketsResult } from '@kvq/kernels';
 import type { ResolvedSamplingParams } from './params.js';
 import type { SeededRng } from './rng.js';
 
@@ -146,7 +146,6 @@ const scratch = {
   mass: new Float64Array(SAMPLE_BUCKETS),
 };
 
-export { expNonPositive };
 
 /**
  * How far below the largest logit (in nats, after temperature) {@link sampleToken} stops looking: the tokens below
