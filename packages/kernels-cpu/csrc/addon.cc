@@ -258,7 +258,7 @@ class Context : public Napi::ObjectWrap<Context> {
     p.mass = arrayArg<double>(info, 7, "mass", kSampleBuckets);
     p.expFrac = arrayArg<double>(info, 8, "expFrac", 64);
     double* result = arrayArg<double>(info, 9, "result", 3);
-    sample_buckets(p, result);
+    sample_buckets(p, *table_, result);
   }
 
   void Embedding(const Napi::CallbackInfo& info) {

@@ -46,6 +46,23 @@ struct Runner {
   }
 };
 
+/**
+ * The vectorizable step of sampling's vocabulary pass (sample_weigh.h): for every id with `logits[i] >= floor`,
+ * `weight[i]` = expNonPositive((l - max) / T) and, where that is > 0, the id and its bucket min(lastBucket,
+ * floor((max - l) * bucketsPerNat / T)) appended to cids / cbucket (ascending ids).
+ */
+struct SampleWeighParams {
+  const float* logits;
+  int64_t n;
+  double floor, max, temperature, bucketsPerNat;
+  int32_t lastBucket;
+  const double* frac;  // [64] 2^(j/64), as the TypeScript reference computed them
+  const double* ints;  // [1100] 2^(m - 1099) (0 below 2^-1074)
+  double* weight;      // [n], by id
+  int32_t* cids;       // [n] out: candidate ids
+  int32_t* cbucket;    // [n] out: their buckets
+};
+
 /** The kernels of one ISA. */
 struct KernelTable {
   const char* isa;
@@ -62,6 +79,10 @@ struct KernelTable {
   int (*encodeFp8Bits)(uint32_t first, int64_t count, uint8_t* out, int format, bool sat, const Runner&);
   /** GGML's 8-bit activation quantization (act_q8.h) of `rows` rows of K for weight dtype `dt`: q[rows * K], scales. */
   int (*quantizeActQ8)(int dt, const float* x, int64_t rows, int64_t K, int8_t* q, float* scales, const Runner&);
+  /** Sampling's vocabulary pass, vectorizable steps (sample_weigh.h): the largest of x (NaN ignored), and the weighing. */
+  double (*sampleMax)(const float* x, int64_t n);
+  /** Returns the number of candidates written to p.cids / p.cbucket. */
+  int64_t (*sampleWeigh)(const SampleWeighParams& p);
   // The standard ops of ops.h (KVQ_STANDARD_OPS), in that list's order: `int fn(const P&, const Runner&)`.
 #define KVQ_TABLE_MEMBER(js, cpuFn, gpuFn, P, read) int (*cpuFn)(const P&, const Runner&);
   KVQ_STANDARD_OPS(KVQ_TABLE_MEMBER)

@@ -31,6 +31,8 @@ KVQ_I int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 KVQ_I int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 KVQ_I int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
+#include "sample_weigh.h"
+
 static const float kNegInf = -kvq_inff();
 
 /** Scalar exp with the vector layer's algorithm (so every path rounds the same way). */
@@ -1598,6 +1600,7 @@ static int argmax(const ArgmaxParams& p, const Runner& rn) {
 static const KernelTable kTable = {
     kIsaName,    W,           linear,        embedding,     reshapeAndCache, pagedAttention,
     amaxTensor,  amaxPerHead, quantizeFp8,   dequantizeFp8, encodeFp8Bits, quantizeActQ8,
+    sampleMax,   sampleWeigh,
 #define KVQ_TABLE_INIT(js, cpuFn, gpuFn, P, read) cpuFn,
     KVQ_STANDARD_OPS(KVQ_TABLE_INIT)
 #undef KVQ_TABLE_INIT

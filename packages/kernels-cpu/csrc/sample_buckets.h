@@ -3,7 +3,8 @@
 // The vocabulary pass of token sampling (@kvq/kernels src/sample-buckets.ts, `sampleBuckets`): weigh every candidate
 // logit after temperature and group the candidates by weight bucket (a counting sort). The same double-precision
 // operations in the same order as the TypeScript reference (the addon is compiled with -ffp-contract=off), so the
-// weights, masses and totals are the same bits. ISA-independent; compiled into the addon itself.
+// weights, masses and totals are the same bits. The largest logit and the weighing run in the chosen ISA's kernels
+// (sample_weigh.h); the counting and grouping here, in the addon itself.
 #ifndef KVQ_SAMPLE_BUCKETS_H_
 #define KVQ_SAMPLE_BUCKETS_H_
 
@@ -11,6 +12,8 @@
 
 #include <cmath>
 #include <vector>
+
+#include "kernels.h"
 
 namespace kvq {
 
@@ -30,82 +33,73 @@ struct SampleBucketsParams {
                           // library's differ in the last bit for some j, so the table comes from JavaScript)
 };
 
-/** expNonPositive of sample-buckets.ts: e^x for x <= 0, the same operations in the same order. */
-class ExpNonPositive {
- public:
-  ExpNonPositive() {
-    for (int i = 0; i < 1100; i++) int_[i] = std::ldexp(1.0, i - 1099);  // exact powers of two (0 below 2^-1074)
+/** 2^m for m = -1099..0 (0 below 2^-1074): the exact powers of two expNonPositive scales by. */
+struct SamplePow2Table {
+  SamplePow2Table() {
+    for (int i = 0; i < 1100; i++) v[i] = std::ldexp(1.0, i - 1099);
   }
-  inline double operator()(double x, const double* frac_) const {
-    if (!(x > -745.2)) return x == x ? 0.0 : x;
-    const int32_t n = (int32_t)(x * (64.0 / 0.6931471805599453) - 0.5);
-    const double r = x - n * kHi - n * kLo;
-    const double p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0)))));
-    return int_[(n >> 6) + 1099] * (frac_[n & 63] * p);
-  }
-
- private:
-  static constexpr double kHi = 6.93147180369123816490e-1 / 64.0;
-  static constexpr double kLo = 1.90821492927058770002e-10 / 64.0;
-  double int_[1100];
+  double v[1100];
 };
 
 /**
- * Runs the pass; writes {count, total, max} to `result`. Scratch (candidate ids and buckets in ascending id order)
- * is thread_local and grows to the largest vocabulary seen.
+ * Runs the pass with the kernels of `k` (its ISA's sampleMax and sampleWeigh); writes {count, total, max} to
+ * `result`. Scratch (candidate ids and buckets in ascending id order) is thread_local and grows to the largest
+ * vocabulary seen.
  */
-inline void sample_buckets(const SampleBucketsParams& p, double* result) {
-  static const ExpNonPositive expnp;
-  thread_local std::vector<int32_t> candIds, candBucket;
+inline void sample_buckets(const SampleBucketsParams& p, const KernelTable& k, double* result) {
+  static const SamplePow2Table pow2;
+  thread_local std::vector<int32_t> candIds, candBucket, cursorStore;
   if ((int64_t)candIds.size() < p.n) {
     candIds.resize((size_t)p.n);
     candBucket.resize((size_t)p.n);
   }
-  for (int k = 0; k <= kSampleBuckets; k++) p.start[k] = 0;
-  for (int k = 0; k < kSampleBuckets; k++) p.mass[k] = 0.0;
-  double max = -INFINITY;
-  for (int64_t i = 0; i < p.n; i++) {
-    const double v = p.logits[i];
-    if (v > max) max = v;
+  cursorStore.resize(kSampleBuckets);
+  // Raw pointers: a thread_local in a dlopen'ed addon is reached through __tls_get_addr, a call per access.
+  int32_t* cids = candIds.data();
+  int32_t* cbucket = candBucket.data();
+  int32_t* start = p.start;
+  double* mass = p.mass;
+  for (int b = 0; b <= kSampleBuckets; b++) start[b] = 0;
+  for (int b = 0; b < kSampleBuckets; b++) mass[b] = 0.0;
+  double max = k.sampleMax(p.logits, p.n);
+  if (max == 0) {
+    // The vector max may end on the other zero than the reference's first-found one; the sign reaches `max`.
+    max = -INFINITY;
+    for (int64_t i = 0; i < p.n; i++) max = p.logits[i] > max ? p.logits[i] : max;
   }
   double floor = p.lower;
   if (p.pruneNats < INFINITY && max > -INFINITY) {
     const double f = max - p.pruneNats * p.temperature;
     floor = f > floor ? f : floor;
   }
-  // Raw pointers: a thread_local in a dlopen'ed addon is reached through __tls_get_addr, a call per access.
-  int32_t* cids = candIds.data();
-  int32_t* cbucket = candBucket.data();
-  const double* frac = p.expFrac;
-  double* weight = p.weight;
-  int32_t* startp = p.start;
-  double* massp = p.mass;
-  const float* logits = p.logits;
-  const double invT = 1.0 / p.temperature;
-  const double scale = kSampleBucketsPerNat / p.temperature;
-  int32_t live = 0;
-  double total = 0.0;
-  for (int64_t i = 0; i < p.n; i++) {
-    const double l = logits[i];
-    if (!(l >= floor)) continue;
-    const double w = expnp((l - max) * invT, frac);
-    weight[i] = w;
-    if (w > 0) {
-      const double d = (max - l) * scale;
-      const int k = d < kSampleBuckets - 1 ? (int)d : kSampleBuckets - 1;
-      cids[live] = (int32_t)i;
-      cbucket[live++] = k;
-      startp[k + 1]++;
-      massp[k] += w;
-      total += w;
-    }
+  SampleWeighParams w{};
+  w.logits = p.logits;
+  w.n = p.n;
+  w.floor = floor;
+  w.max = max;
+  w.temperature = p.temperature;
+  w.bucketsPerNat = kSampleBucketsPerNat;
+  w.lastBucket = kSampleBuckets - 1;
+  w.frac = p.expFrac;
+  w.ints = pow2.v;
+  w.weight = p.weight;
+  w.cids = cids;
+  w.cbucket = cbucket;
+  const int64_t live = k.sampleWeigh(w);
+  // Counts and masses in ascending id order; the total is the masses' sum, bucket 0 first.
+  const double* weight = p.weight;
+  for (int64_t j = 0; j < live; j++) {
+    const int32_t b = cbucket[j];
+    start[b + 1]++;
+    mass[b] += weight[cids[j]];
   }
-  for (int k = 0; k < kSampleBuckets; k++) p.start[k + 1] += p.start[k];
-  thread_local std::vector<int32_t> cursorStore;
-  cursorStore.assign(p.start, p.start + kSampleBuckets);
+  double total = 0.0;
+  for (int b = 0; b < kSampleBuckets; b++) total += mass[b];
+  for (int b = 0; b < kSampleBuckets; b++) start[b + 1] += start[b];
   int32_t* cursor = cursorStore.data();
+  for (int b = 0; b < kSampleBuckets; b++) cursor[b] = start[b];
   int32_t* ids = p.ids;
-  for (int32_t j = 0; j < live; j++) ids[cursor[cbucket[j]]++] = cids[j];
+  for (int64_t j = 0; j < live; j++) ids[cursor[cbucket[j]]++] = cids[j];
   result[0] = (double)live;
   result[1] = total;
   result[2] = max;

@@ -40,7 +40,7 @@ export interface SampleBucketsArgs {
 export interface SampleBucketsResult {
   /** Number of candidates (`start[SAMPLE_BUCKETS]`). */
   readonly count: number;
-  /** Sum of all candidates' weights (float64, ascending id order). */
+  /** Sum of all candidates' weights: the buckets' masses added in float64, bucket 0 first. */
   readonly total: number;
   /** The largest logit (NaN ignored; `-Infinity` when there is none). */
   readonly max: number;
@@ -114,11 +114,10 @@ function maxOf(values: Float32Array): number {
  * Weigh the candidates (ascending ids) into `weight`, `scratchIds`, their buckets and the bucket counts (in
  * `start[k + 1]`) and masses. Its own function for V8 (see {@link maxOf}).
  */
-function weigh(logits: Float32Array, floor: number, max: number, temperature: number, weight: Float64Array, start: Int32Array, mass: Float64Array): { live: number; total: number } {
+function weigh(logits: Float32Array, floor: number, max: number, temperature: number, weight: Float64Array, start: Int32Array, mass: Float64Array): number {
   const invT = 1 / temperature;
   const scale = SAMPLE_BUCKETS_PER_NAT / temperature;
   let live = 0;
-  let total = 0;
   for (let i = 0; i < logits.length; i++) {
     const l = logits[i]!;
     if (!(l >= floor)) continue; // below the floor, or NaN
@@ -132,17 +131,17 @@ function weigh(logits: Float32Array, floor: number, max: number, temperature: nu
       scratchBucket[live++] = k;
       start[k + 1]!++;
       mass[k]! += w;
-      total += w;
     }
   }
-  return { live, total };
+  return live;
 }
 
 /**
  * The reference `sampleBuckets` (the definition the native backends match bit for bit): the largest logit, the
  * floor `max(lower, max - pruneNats * temperature)`, then for every logit at or above it (NaN never) its weight
  * `expNonPositive((l - max) * (1 / temperature))` and, when that is > 0, its bucket `min(4095, floor((max - l) *
- * (16 / temperature)))`; candidates are then grouped by bucket, ascending ids within one.
+ * (16 / temperature)))`; each bucket's mass sums its weights in ascending id order, the total sums the masses
+ * (bucket 0 first), and candidates are grouped by bucket, ascending ids within one.
  */
 export function sampleBucketsReference(args: SampleBucketsArgs): SampleBucketsResult {
   const n = validateSampleBuckets(args);
@@ -156,7 +155,11 @@ export function sampleBucketsReference(args: SampleBucketsArgs): SampleBucketsRe
   const max = maxOf(logits.subarray(0, n));
   let floor = args.lower;
   if (args.pruneNats < Infinity && max > -Infinity) floor = Math.max(floor, max - args.pruneNats * temperature);
-  const { live, total } = weigh(logits.subarray(0, n), floor, max, temperature, weight, start, mass);
+  const live = weigh(logits.subarray(0, n), floor, max, temperature, weight, start, mass);
+  // The total from the masses (bucket 0 first): a chain of 4096 additions instead of one per candidate, so a native
+  // pass need not serialize its weighing on it.
+  let total = 0;
+  for (let k = 0; k < SAMPLE_BUCKETS; k++) total += mass[k]!;
   for (let k = 0; k < SAMPLE_BUCKETS; k++) start[k + 1]! += start[k]!;
   // Stable scatter: ascending ids within each bucket.
   const next = start.slice(0, SAMPLE_BUCKETS);
