@@ -254,13 +254,15 @@ describe('sampleToken draws what walking the sorted distribution draws, without 
 
 describe('sampleToken and the negligible tail', () => {
   it('sampleToken leaves out only the negligible tail: a token e^-60 below the rest is never drawn, one e^-30 below is kept', () => {
-    const logits = new Float32Array(1000).fill(0);
+    // One likely token, 997 at -100 (negligible), token 7 at -60 and token 8 at -30 (probability e^-30 = 9.4e-14).
+    const logits = new Float32Array(1000).fill(-100);
+    logits[0] = 0;
     logits[7] = -60;
     logits[8] = -30;
     const params = resolveSamplingParams({ temperature: 1 });
-    // Draws at the very end of the cumulative distribution land on the least likely kept token: 8, never 7.
-    const got = sampleToken(logits, params, { next: () => 1 - 1e-15 } as unknown as SeededRng);
-    expect(got).toBe(8);
+    // Draws past the likely token's mass land on token 8, the least likely kept one, up to the largest draw below 1.
+    for (const u of [1 - 4e-14, 1 - 2 ** -53]) expect(sampleToken(logits, params, { next: () => u } as unknown as SeededRng)).toBe(8);
+    expect(sampleToken(logits, params, { next: () => 1 - 2e-13 } as unknown as SeededRng)).toBe(0);
     expect(samplingDistribution(logits, params).ids).toContain(7); // the definition keeps every token
   });
 });

@@ -1,4 +1,5 @@
 import { SAMPLE_BUCKETS, SAMPLE_BUCKETS_PER_NAT, sampleBucketsReference, type SampleBucketsArgs, type SampleBucketsResult } from '@kvq/kernels';
+import { firstCrossing } from './crossing.js';
 import type { ResolvedSamplingParams } from './params.js';
 import type { SeededRng } from './rng.js';
 
@@ -142,6 +143,8 @@ export type SampleBucketsFn = (args: SampleBucketsArgs) => SampleBucketsResult;
 const scratch = {
   weight: new Float64Array(0),
   ids: new Int32Array(0),
+  members: new Int32Array(0),
+  tail: new Int32Array(0),
   start: new Int32Array(SAMPLE_BUCKETS + 1),
   mass: new Float64Array(SAMPLE_BUCKETS),
 };
@@ -184,6 +187,8 @@ function candidates(logits: Float32Array, params: ResolvedSamplingParams, pruneN
   if (scratch.weight.length < n) {
     scratch.weight = new Float64Array(n);
     scratch.ids = new Int32Array(n);
+    scratch.members = new Int32Array(n);
+    scratch.tail = new Int32Array(n);
   }
   const { weight, ids, start, mass } = scratch;
   const lower = params.topK > 0 && n > params.topK ? kthLargest(logits, params.topK) : -Infinity;
@@ -278,72 +283,72 @@ function kthLargest(values: Float32Array, k: number): number {
  * most likely first, at which the cumulative probability exceeds a uniform draw.
  * NOTE: the same token as walking `samplingDistribution`'s sorted list (up to float rounding of the cumulative sums),
  * without sorting it: candidates are grouped in weight buckets 1/16 nat wide (a counting sort), top-p's cut and the
- * draw walk whole buckets, and only the bucket where the cut or the draw lands is sorted. With the OpenAI defaults
- * (temperature 1, top-p 1) a full sort of a 128k vocabulary used to cost more than the decode step itself.
+ * draw walk whole buckets, and in the bucket where the cut or the draw lands the crossing token is found by a
+ * quickselect descent ({@link firstCrossing}) instead of a sort. With the OpenAI defaults (temperature 1, top-p 1) a
+ * full sort of a 128k vocabulary used to cost more than the decode step itself.
  */
 export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams, rng: SeededRng, pass: SampleBucketsFn = sampleBucketsReference): number {
   if (params.temperature === 0) return argmax(logits);
   const c = candidates(logits, params, Math.log(logits.length) + NEGLIGIBLE_NATS, pass);
-  const { weight, total } = c;
   if (c.count === 0) return argmax(logits); // every logit -inf or NaN: nothing to draw from
-  const b = { start: c.start, mass: c.mass, count: SAMPLE_BUCKETS };
-  const sorted = (k: number) => Array.from(c.ids.subarray(c.start[k]!, c.start[k + 1]!)).sort((x, y) => weight[y]! - weight[x]! || x - y);
-  // Top-p: whole buckets from the least likely end while their mass stays <= (1 - p); the bucket where it crosses is
-  // sorted and cut token by token, exactly as samplingDistribution does (the most likely token always stays).
-  let lastBucket = b.count - 1; // the least likely bucket kept (possibly cut)
-  let lastKept = -1; // in that bucket, how many of its sorted tokens are kept (-1: all)
-  let lastSorted: number[] | undefined;
+  const { weight, start, mass } = c;
+  const members = scratch.members;
+  const tail = scratch.tail;
+  /** Copies bucket k's ids into `members` (from 0); returns how many. */
+  const load = (k: number) => {
+    members.set(c.ids.subarray(start[k]!, start[k + 1]!));
+    return start[k + 1]! - start[k]!;
+  };
+  // Top-p: whole buckets from the least likely end while their mass stays <= (1 - p) of the total; in the bucket where
+  // it crosses, the tokens walked (least likely first) before the crossing go (the most likely token always stays).
+  let lastBucket = SAMPLE_BUCKETS - 1; // the least likely bucket kept (possibly cut)
+  while (lastBucket > 0 && start[lastBucket] === start[lastBucket + 1]) lastBucket--;
+  let tailCount = -1; // tokens of the cut bucket kept, in `tail` (-1: the bucket is whole)
   if (params.topP < 1 && c.count > 1) {
-    const limit = 1 - params.topP;
+    const limit = (1 - params.topP) * c.total;
     let cumulative = 0;
-    for (let k = b.count - 1; k >= 0; k--) {
-      if (b.start[k] === b.start[k + 1]) continue;
-      if (k > 0 && cumulative + b.mass[k]! / total <= limit * (1 - 1e-9)) {
-        cumulative += b.mass[k]! / total;
-        lastBucket = k - 1;
+    for (let k = lastBucket; k >= 0; k--) {
+      if (start[k] === start[k + 1]) continue;
+      if (k > 0 && cumulative + mass[k]! <= limit * (1 - 1e-9)) {
+        cumulative += mass[k]!;
         continue;
       }
-      lastSorted = sorted(k);
-      let keep = lastSorted.length;
-      for (let j = lastSorted.length - 1; j > (k === 0 ? 0 : -1); j--) {
-        cumulative += weight[lastSorted[j]!]! / total;
-        if (cumulative > limit) break;
-        keep--;
-      }
-      if (keep === 0) {
-        lastBucket = k - 1; // the whole bucket went; the cut continues above it
-        lastSorted = undefined;
+      const m = load(k);
+      const x = firstCrossing(members, 0, m, weight, limit - cumulative, 'asc');
+      if (x.at < 0 && k > 0) {
+        cumulative += x.before; // the whole bucket went; the cut continues above it
         continue;
       }
+      // The crossing token and every token after it in the walk stay (none crossed in bucket 0: its most likely token).
+      const from = x.at < 0 ? m - 1 : x.at;
+      tail.set(members.subarray(from, m));
+      tailCount = m - from;
       lastBucket = k;
-      lastKept = keep;
       break;
     }
   }
-  while (lastBucket > 0 && b.start[lastBucket] === b.start[lastBucket + 1]) lastBucket--;
+  if (tailCount < 0) {
+    tailCount = load(lastBucket);
+    tail.set(members.subarray(0, tailCount));
+  }
   let keptTotal = 0;
-  for (let k = 0; k < lastBucket; k++) keptTotal += b.mass[k]!;
-  const tail = lastSorted ?? sorted(lastBucket);
-  const tailKept = lastKept < 0 ? tail : tail.slice(0, lastKept);
-  for (const i of tailKept) keptTotal += weight[i]!;
-  // The draw: whole buckets, most likely first; the bucket it lands in is sorted and walked token by token.
-  let r = rng.next();
+  for (let k = 0; k < lastBucket; k++) keptTotal += mass[k]!;
+  for (let j = 0; j < tailCount; j++) keptTotal += weight[tail[j]!]!;
+  // The draw: whole buckets, most likely first; in the bucket it lands in, the first token whose cumulative weight
+  // exceeds what is left of the draw.
+  let t = rng.next() * keptTotal;
   for (let k = 0; k < lastBucket; k++) {
-    const p = b.mass[k]! / keptTotal;
-    if (b.start[k] === b.start[k + 1] || r - p >= 0) {
-      r -= p;
+    if (start[k] === start[k + 1] || t - mass[k]! >= 0) {
+      t -= mass[k]!;
       continue;
     }
-    for (const i of sorted(k)) {
-      r -= weight[i]! / keptTotal;
-      if (r < 0) return i;
-    }
+    const m = load(k);
+    const x = firstCrossing(members, 0, m, weight, t, 'desc');
+    if (x.at >= 0) return members[x.at]!;
+    t -= x.before; // rounding: the bucket's mass and its walk differ in the last bits
   }
-  for (const i of tailKept) {
-    r -= weight[i]! / keptTotal;
-    if (r < 0) return i;
-  }
-  return tailKept[tailKept.length - 1]!;
+  const x = firstCrossing(tail, 0, tailCount, weight, t, 'desc');
+  return tail[x.at < 0 ? tailCount - 1 : x.at]!;
 }
 
 /** The chosen token's logprob and rank and the top `k` alternatives (with their ranks), from the raw logits. */
