@@ -402,7 +402,9 @@ export class LLMEngine {
       allocation,
       logits: seq.request.options.scoreOnly || (seq.request.promptTokenLogprobs && !seq.request.forked) ? 'all' : 'last',
     }));
-    const { logits, rows, greedyTokens } = this.runner.execute(inputs, this.observer, this.greedyByArgmax(plan.scheduled, inputs));
+    // The logits are consumed within this step unless a caller's onPromptLogits may keep them: then a fresh array.
+    const reuseLogits = plan.scheduled.every(({ seq }) => !seq.request.options.onPromptLogits);
+    const { logits, rows, greedyTokens } = this.runner.execute(inputs, this.observer, this.greedyByArgmax(plan.scheduled, inputs), reuseLogits);
     this.steps++;
     if (this.kvTiers) this.storeFullBlocks(plan, this.kvTiers);
 

@@ -150,11 +150,13 @@ export class ModelRunner {
    * {@link prepare} the batch and run the forward pass (KV of the computed tokens is written to the cache).
    * @param observer receives every layer's post-RoPE q/k/v (KV-scale calibration), when given
    * @param greedy return each logits row's argmax (`greedyTokens`) instead of the logits (see {@link LlamaForward.forwardArgmax})
+   * @param reuseLogits the caller is done with `logits` before its next `execute`: they may live in a reused buffer
+   *   (see {@link LlamaForward.forward}'s `reuse`). Default false (a new array).
    */
-  execute(inputs: readonly ModelRunnerInput[], observer?: AttentionObserver, greedy = false): ModelRunnerOutput {
+  execute(inputs: readonly ModelRunnerInput[], observer?: AttentionObserver, greedy = false, reuseLogits = false): ModelRunnerOutput {
     const { batch, rows } = this.prepare(inputs);
     if (greedy) return { logits: new Float32Array(0), greedyTokens: this.forwardPass.forwardArgmax(batch, observer), rows, numTokens: batch.numTokens };
-    const logits = this.forwardPass.forward(batch, observer);
+    const logits = this.forwardPass.forward(batch, observer, reuseLogits);
     return { logits, rows, numTokens: batch.numTokens };
   }
 }
