@@ -32,6 +32,7 @@ import { createKvKeep } from './kv-keep-setup.js';
 import { kvKeepConfig } from '../runtime/kv-keep.js';
 import { KvTelemetry, type KvLayerTelemetry } from '../runtime/kv-telemetry.js';
 import { modelFingerprint } from './fingerprint.js';
+import { EventLoopYield } from './event-loop-yield.js';
 import type { SchedulingPolicy } from '../runtime/scheduler.js';
 import type { SamplingParams } from '../sampling/params.js';
 
@@ -536,10 +537,11 @@ export class LLM {
       ids.push(id);
     }
     const done = new Map<string, RequestOutput>();
+    const turn = new EventLoopYield();
     while (this.engine.hasUnfinishedRequests()) {
       await this.engine.prepare();
       for (const out of this.engine.step()) if (out.finished) done.set(out.requestId, out);
-      await new Promise((r) => setImmediate(r));
+      await turn.maybe();
     }
     return ids.map((id) => done.get(id)!);
   }
@@ -557,6 +559,7 @@ export class LLM {
     this.engine.addRequest(id, typeof prompt === 'string' ? this.encode(prompt) : [...prompt.promptTokenIds], params, await this.requestOptions(params));
     const sent = new Map<number, { chars: number; tokens: number; done: boolean }>();
     let finished = false;
+    const turn = new EventLoopYield();
     try {
       while (!finished) {
         await this.engine.prepare();
@@ -575,7 +578,7 @@ export class LLM {
             yield { index: o.index, text: delta, tokenIds: o.tokenIds, finished: done, output: out };
           }
         }
-        await new Promise((r) => setImmediate(r));
+        await turn.maybe();
       }
     } finally {
       if (!finished) this.engine.abortRequest(id);
@@ -605,9 +608,10 @@ export class LLM {
     const id = `score-${this.nextId++}`;
     this.engine.addRequest(id, tokens, {}, { scoreOnly: true, ...(onLogits ? { onPromptLogits: onLogits } : {}) });
     let result: RequestOutput | undefined;
+    const turn = new EventLoopYield();
     while (this.engine.hasUnfinishedRequests()) {
       for (const out of this.engine.step()) if (out.requestId === id && out.finished) result = out;
-      await new Promise((r) => setImmediate(r));
+      await turn.maybe();
     }
     const logprobs = result!.promptLogprobs!;
     let nllSum = 0;

@@ -141,7 +141,7 @@ export class ModelRunner {
       maxBlocksPerSeq: maxBlocks,
       numSeqs,
       logitsRows: Int32Array.from(logitsRows),
-      ...(keepSlots ? { keep: { slotMapping: keepSlots, seqs: keepSeqs } } : {}),
+      keep: keepSlots ? { slotMapping: keepSlots, seqs: keepSeqs } : undefined, // no spread here: V8 builds `{ a, ...x, b }` on a slow path (~1-10 us)
     };
     return { batch, rows };
   }
