@@ -6,7 +6,7 @@
  */
 
 /** Longest run of engine steps without an event-loop turn, in milliseconds. */
-export const YIELD_EVERY_MS = 10;
+const YIELD_EVERY_MS = 10;
 
 /** Tracks when the loop last yielded; {@link EventLoopYield.maybe} yields when {@link YIELD_EVERY_MS} have passed. */
 export class EventLoopYield {
