@@ -2,7 +2,8 @@
 //
 // A fixed, deterministic workload on one kvq_cpu.node, printed as JSON: FP8 encode/decode (e4m3fn, e5m2,
 // scaled, satfinite and not), the raw FP8 encoder over 65536 float32 bit patterns, an f32 GEMM with bias and a
-// bf16 GEMV, all on the portable scalar kernels with one thread so that two builds of the same source (x64 and
+// bf16 GEMV, quantized-weight GEMV/GEMM/embedding and the sampling vocabulary pass, all on the portable scalar
+// kernels with one thread so that two builds of the same source (x64 and
 // arm64) must agree bit for bit. qemu-arm64-check.mjs runs it on both and compares; wine-win64-check.mjs runs it
 // on the win32 binary (in node.exe under wine) and the Linux one, also with the SIMD kernels and several threads
 // (two builds for the same ISA must agree bit for bit too: same source, same thread partitioning).
@@ -122,6 +123,25 @@ if (threads > 1) {
     const emb = new Float32Array(3 * inF);
     ctx.embedding(...w, ids, emb, 3);
     record(`embedding_${name}`, emb);
+  }
+}
+// The sampling vocabulary pass (sample_buckets.h): weights, candidate ids, bucket starts and masses, count / total /
+// max, over 5000 logits with NaN, -Infinity and a tie; a wide pass and a top-k floor with a 300-nat range.
+{
+  const n = 5000;
+  const logits = floats(n, 12);
+  logits[7] = NaN;
+  logits[11] = -Infinity;
+  logits[13] = logits[14];
+  const exp2Frac = Float64Array.from({ length: 64 }, (_, j) => 2 ** (j / 64)); // @kvq/kernels SAMPLE_EXP2_FRAC
+  for (const [label, temperature, lower, pruneNats] of [['t0.8', 0.8, -Infinity, Math.log(n) + 28], ['t0.04_floor', 0.04, 3, Infinity]]) {
+    const weight = new Float64Array(n);
+    const ids = new Int32Array(n);
+    const start = new Int32Array(4097);
+    const mass = new Float64Array(4096);
+    const r = new Float64Array(3);
+    ctx.sampleBuckets(logits, temperature, lower, pruneNats, weight, ids, start, mass, exp2Frac, r);
+    for (const [name, a] of [['weight', weight], ['ids', ids], ['start', start], ['mass', mass], ['result', r]]) record(`sample_buckets_${label}_${name}`, a);
   }
 }
 ctx.dispose();

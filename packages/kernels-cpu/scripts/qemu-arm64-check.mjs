@@ -6,6 +6,8 @@
 // node_modules/.cache) on packages/kernels-cpu-linux-arm64-gnu/kvq_cpu.node:
 // 1. addon-workload.mjs on the arm64 binary and on this machine's x64 binary: every output identical bit for bit
 //    (FP8 codes, decoded values, GEMM and GEMV results; the x64 FP8 path is the one checked against CUDA);
+//    and with the NEON kernels, the outputs every ISA must reproduce bit for bit (FP8 codes and values, the
+//    sampling vocabulary pass) equal x64's;
 // 2. dispatch: cpuInfo().isas is ["neon", "scalar"], `auto` picks neon, KVQ_CPU_ISA=scalar forces scalar;
 // 3. the parity kit (@kvq/kernels/testing parityCases: every op, KV dtype and weight dtype, GGML types included;
 //    --size quick by default, `full` with KVQ_TEST_SLOW=1 or --size full) through parity-worker.mjs on the arm64
@@ -81,6 +83,13 @@ if (got.arch !== 'arm64') fail(`the qemu run reports arch ${got.arch}, not arm64
 const bad = compareWorkloads(want, got, { names: ['x64', 'arm64'], log });
 if (bad > 0) fail(`${bad} of ${Object.keys(want.results).length} outputs differ between the arm64 and x64 binaries`);
 log(`ok: all ${Object.keys(want.results).length} workload outputs of the arm64 binary equal the x64 binary's bit for bit`);
+// The outputs every ISA must give bit for bit (FP8 codes and values, the sampling vocabulary pass), on the NEON kernels.
+const exactOnEveryIsa = (name) => /^(quantize|dequantize|encode_bits|sample_buckets)_/.test(name);
+const neon = run(qemu, ['-L', SYSROOT, nodeArm, workload, binary, 'neon'], 'the arm64 neon run under qemu');
+const exact = { ...want, results: Object.fromEntries(Object.entries(want.results).filter(([name]) => exactOnEveryIsa(name))) };
+const badNeon = compareWorkloads(exact, neon, { label: 'neon', names: ['x64 scalar', 'arm64 neon'], log });
+if (badNeon > 0) fail(`${badNeon} of the outputs every ISA must give bit for bit differ between arm64 neon and x64`);
+log(`ok: arm64 neon gives x64's bits on the ${Object.keys(exact.results).length} outputs every ISA must reproduce (FP8, sampling pass)`);
 
 // ---- the parity kit on the arm64 binary: neon and scalar vs the x64 reference, scalar vs x64 scalar -------------
 const size = args.size ?? (process.env.KVQ_TEST_SLOW ? 'full' : 'quick');
