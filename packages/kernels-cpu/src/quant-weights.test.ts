@@ -105,8 +105,8 @@ const CONFIGS: readonly Config[] = [
   { label: 'q4_k', dtype: 'q4_k', cols: K_COLS },
   { label: 'q5_k', dtype: 'q5_k', cols: K_COLS },
   { label: 'q6_k', dtype: 'q6_k', cols: K_COLS },
-  { label: 'fp8_e4m3 per channel', dtype: 'fp8_e4m3', opts: { granularity: 'channel' }, cols: [7, 40, 300] },
-  { label: 'fp8_e4m3 per tensor', dtype: 'fp8_e4m3', opts: { granularity: 'tensor' }, cols: [40] },
+  { label: 'fp8_e4m3 per channel', dtype: 'fp8_e4m3', opts: { granularity: 'channel' }, cols: [7, 40, 128, 300, 320] }, // 64k: the AVX-512 byte-table GEMV
+  { label: 'fp8_e4m3 per tensor', dtype: 'fp8_e4m3', opts: { granularity: 'tensor' }, cols: [40, 192] },
   { label: 'int8 per channel', dtype: 'int8', opts: { granularity: 'channel' }, cols: [7, 40, 300] },
   { label: 'int8 per tensor', dtype: 'int8', opts: { granularity: 'tensor' }, cols: [40] },
   { label: 'int4 g128 symmetric', dtype: 'int4', opts: { groupSize: 128 }, cols: [256, 640] },
@@ -217,18 +217,23 @@ for (const isa of isas) {
     it('fp8_e4m3 NaN codes give NaN outputs (exact decode), other rows stay finite', () => {
       const b = createBackend({ isa, threads: 1 });
       try {
-        const K = 40;
-        const data = new Uint8Array(2 * K).fill(0x38); // 1.0
-        data[5] = 0x7f; // NaN in row 0
-        const w: WeightMatrix = { dtype: 'fp8_e4m3', data, rows: 2, cols: K, scale: Float32Array.of(0.5, 2) };
-        const x = new Float32Array(K).fill(1);
-        for (const rows of [1, 5]) {
-          const xs = new Float32Array(rows * K).fill(1);
-          const out = new Float32Array(rows * 2);
-          b.linear({ x: rows === 1 ? x : xs, weight: w, out, rows });
-          for (let m = 0; m < rows; m++) {
-            expect(Number.isNaN(out[m * 2]!)).toBe(true);
-            expect(out[m * 2 + 1]).toBe(80);
+        // 6 weight rows: the GEMV takes rows 0-3 as one block of 4 (row 1 holds the NaN), rows 4-5 one at a time;
+        // K = 128 takes the byte-table decode on AVX-512, K = 40 the bit decode with its NaN prescan.
+        for (const K of [40, 128]) {
+          const N = 6;
+          const data = new Uint8Array(N * K).fill(0x38); // 1.0
+          data[K + 5] = 0x7f; // NaN in row 1
+          const scale = Float32Array.of(0.5, 2, 3, 4, 5, 6);
+          const w: WeightMatrix = { dtype: 'fp8_e4m3', data, rows: N, cols: K, scale };
+          for (const rows of [1, 3, 5]) {
+            const out = new Float32Array(rows * N);
+            b.linear({ x: new Float32Array(rows * K).fill(1), weight: w, out, rows });
+            for (let m = 0; m < rows; m++) {
+              for (let n = 0; n < N; n++) {
+                if (n === 1) expect(Number.isNaN(out[m * N + n]!), `rows=${rows} m=${m} n=${n}`).toBe(true);
+                else expect(out[m * N + n], `K=${K} rows=${rows} m=${m} n=${n}`).toBe(K * scale[n]!);
+              }
+            }
           }
         }
       } finally {
