@@ -393,12 +393,15 @@ KVQ_I void fp8_rows_dot(const float* x, int64_t K, const uint8_t* const* wr, VF 
  */
 template <int R, int NB>
 KVQ_I void fp8_rows_dot_lut(const float* xp, int64_t K, const uint8_t* const* wr, const Fp8Lut& lut, VF (*acc)[R]) {
-  for (int64_t c = 0; c < K; c += 64) {
-    for (int b = 0; b < NB; b++) {
-      VF v[4];
-      fp8_lut_decode64(wr[b] + c, lut, v);
-      for (int j = 0; j < 4; j++)
-        for (int r = 0; r < R; r++) acc[b][r] = vfma(vload(xp + r * K + c + 16 * j), v[j], acc[b][r]);
+  // Only AVX-512 builds have the table (qgemv_ct passes no xp elsewhere); the others never instantiate the stub decode.
+  if constexpr (kHasFp8Lut) {
+    for (int64_t c = 0; c < K; c += 64) {
+      for (int b = 0; b < NB; b++) {
+        VF v[4];
+        fp8_lut_decode64(wr[b] + c, lut, v);
+        for (int j = 0; j < 4; j++)
+          for (int r = 0; r < R; r++) acc[b][r] = vfma(vload(xp + r * K + c + 16 * j), v[j], acc[b][r]);
+      }
     }
   }
 }
