@@ -2,7 +2,6 @@ import { isFp8Dtype, type BlockCopy, type KvCacheStorage } from '@kvq/cache';
 import {
   isGgmlDtype,
   type Activation,
-  type DeviceArray,
   type DeviceMemory,
   type KernelBackend,
   type LinearArgs,
@@ -298,13 +297,17 @@ export class LlamaForward {
     return this.memory ? this.memory.alloc('f32', Math.max(length, 1)) : new Float32Array(length);
   }
 
-  /** The host copy of an activation (a view of it on the host path; read from the device, a sync point, otherwise). */
-  private toHost(a: Activation, length: number): Float32Array {
+  /**
+   * The host copy of an activation (a view of it on the host path; read from the device, a sync point, otherwise),
+   * read into `host` when given (its length is `length`), else into a new array.
+   */
+  private toHost(a: Activation, length: number, host?: Float32Array): Float32Array {
     if (a instanceof Float32Array) return a;
-    const host = new Float32Array(length);
-    this.memory!.read(a, host);
-    return host;
+    const out = host ?? new Float32Array(length);
+    this.memory!.read(a, out);
+    return out;
   }
+
 
   /** `linear` with this forward's activation mode for GGML weights. */
   private linear(args: LinearArgs<Activation>): void {
@@ -479,7 +482,7 @@ export class LlamaForward {
     if (rows === 0) return new Float32Array(0); // a step of mid-prefill chunks only: nothing to sample
     const length = rows * this.dims.vocabSize;
     const a = this.logitsActivation(batch, reuse);
-    const logits = a instanceof Float32Array ? a : reuse ? this.readInto(a, this.hostScratch('logits', length)) : this.toHost(a, length);
+    const logits = this.toHost(a, length, reuse ? this.hostScratch('logits', length) : undefined);
     const cap = this.dims.variant?.finalLogitSoftcapping;
     if (cap !== undefined) softcapInPlace(logits, logits.length, cap);
     return logits;
@@ -514,12 +517,6 @@ export class LlamaForward {
     const logits = scratch ? this.hostScratch('logits', rows * d.vocabSize) : new Float32Array(rows * d.vocabSize);
     this.linear({ x: selected, weight: w.lmHead, out: logits, rows });
     return logits;
-  }
-
-  /** Reads the device activation `a` into `host` (its length); returns `host`. */
-  private readInto(a: DeviceArray, host: Float32Array): Float32Array {
-    this.memory!.read(a, host);
-    return host;
   }
 
   /** A view of `length` elements of the reused host buffer `name` (grown as needed; contents undefined). */

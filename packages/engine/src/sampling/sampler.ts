@@ -312,9 +312,9 @@ export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams
   const { weight, start, mass } = c;
   const members = scratch.members;
   const tail = scratch.tail;
-  /** Copies bucket k's ids into `members` (from 0); returns how many. */
-  const load = (k: number) => {
-    members.set(c.ids.subarray(start[k]!, start[k + 1]!));
+  /** Copies bucket k's ids into `into` (from 0; default `members`); returns how many. */
+  const load = (k: number, into = members) => {
+    into.set(c.ids.subarray(start[k]!, start[k + 1]!));
     return start[k + 1]! - start[k]!;
   };
   // Top-p: whole buckets from the least likely end while their mass stays <= (1 - p) of the total; in the bucket where
@@ -345,10 +345,7 @@ export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams
       break;
     }
   }
-  if (tailCount < 0) {
-    tailCount = load(lastBucket);
-    tail.set(members.subarray(0, tailCount));
-  }
+  if (tailCount < 0) tailCount = load(lastBucket, tail);
   let keptTotal = 0;
   for (let k = 0; k < lastBucket; k++) keptTotal += mass[k]!;
   for (let j = 0; j < tailCount; j++) keptTotal += weight[tail[j]!]!;
