@@ -112,6 +112,12 @@ KVQ_SI VF vcvtn_i8(const int8_t* p, int n) {
   for (int i = 0; i < n; i++) tmp[i] = p[i];
   return vcvt_i8(tmp);
 }
+/** W bytes of packed 4-bit values: lo[j] = (p[j] & 15) - bias, hi[j] = (p[j] >> 4) - bias, as float32 (exact). */
+KVQ_SI void vcvt_nib(const uint8_t* p, int bias, VF* lo, VF* hi) {
+  const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)p)), z = _mm256_set1_epi32(bias);
+  *lo = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(b, _mm256_set1_epi32(15)), z));
+  *hi = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(b, 4), z));
+}
 
 // ---- FP8 loads ---------------------------------------------------------------------------------
 template <int F>
@@ -198,6 +204,12 @@ KVQ_SI Fp8Lut fp8_lut() {
   return Fp8Lut{};
 }
 KVQ_SI void fp8_lut_decode64(const uint8_t*, const Fp8Lut&, VF*) {}
+
+// No int4 permute decode on this ISA (16-lane table lookups are AVX-512's; stubs keep the shared kernel templates
+// compiling, never called): int4 rows use vcvt_nib.
+static const bool kHasInt4Perm = false;
+KVQ_SI int int4_perm_pos(int e) { return e; }
+KVQ_SI void int4_perm_decode128(const uint8_t*, VF, VF*) {}
 
 #undef KVQ_SI
 

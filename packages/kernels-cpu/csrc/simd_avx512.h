@@ -103,6 +103,12 @@ KVQ_SI VF vcvt_i8(const int8_t* p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_ep
 KVQ_SI VF vcvtn_i8(const int8_t* p, int n) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8((__mmask16)((1u << n) - 1u), p)));
 }
+/** W bytes of packed 4-bit values: lo[j] = (p[j] & 15) - bias, hi[j] = (p[j] >> 4) - bias, as float32 (exact). */
+KVQ_SI void vcvt_nib(const uint8_t* p, int bias, VF* lo, VF* hi) {
+  const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)p)), z = _mm512_set1_epi32(bias);
+  *lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(b, _mm512_set1_epi32(15)), z));
+  *hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(b, 4), z));
+}
 
 // ---- FP8 loads: decoded value times `mul` (mul must include fp8_load_const<F>()) -------------------
 /**
@@ -197,6 +203,29 @@ KVQ_SI void fp8_lut_decode64(const uint8_t* p, const Fp8Lut& t, VF* out) {
   out[1] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(z, w0));
   out[2] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(z, w1));
   out[3] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(z, w1));
+}
+
+// ---- int4 by permute (AVX-512 F): 128 packed 4-bit values as 8 vectors, each a 16-entry table lookup -------------
+// vpermps reads only the low 4 bits of each index lane, so dword j of 64 packed bytes shifted right by 4k indexes
+// the table with nibble k of that dword (element 8j + k): no mask, no widening, one shift + one permute per 16 values.
+// The values come out in a fixed order: vector k lane j holds element 8j + k (see int4_perm_pos).
+static const bool kHasInt4Perm = true;
+
+/** Physical position of logical element e (0..127) of a 128-block in int4_perm_decode128's order. */
+KVQ_SI int int4_perm_pos(int e) { return (e & 7) * 16 + (e >> 3); }
+
+/** out[k] = table[nibble k of each of the 16 dwords at p], k = 0..7 (table: 16 floats, one per 4-bit code). */
+KVQ_SI void int4_perm_decode128(const uint8_t* p, VF table, VF* out) {
+  // NOTE: moving bytes down by vpshufb instead of some of the shifts measured slower (the permutes' port is the busier).
+  const __m512i d = _mm512_loadu_si512((const void*)p);
+  out[0] = _mm512_permutexvar_ps(d, table);
+  out[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(d, 4), table);
+  out[2] = _mm512_permutexvar_ps(_mm512_srli_epi32(d, 8), table);
+  out[3] = _mm512_permutexvar_ps(_mm512_srli_epi32(d, 12), table);
+  out[4] = _mm512_permutexvar_ps(_mm512_srli_epi32(d, 16), table);
+  out[5] = _mm512_permutexvar_ps(_mm512_srli_epi32(d, 20), table);
+  out[6] = _mm512_permutexvar_ps(_mm512_srli_epi32(d, 24), table);
+  out[7] = _mm512_permutexvar_ps(_mm512_srli_epi32(d, 28), table);
 }
 
 /** Fast FP8 lanes: like vload_fp8 but NaN codes decode to finite garbage (callers prescan with fp8_any_nan). */

@@ -178,6 +178,13 @@ KVQ_SI VF vcvtn_i8(const int8_t* p, int n) {
   for (int i = 0; i < n; i++) t[i] = p[i];
   return vcvt_i8(t);
 }
+/** W bytes of packed 4-bit values: lo[j] = (p[j] & 15) - bias, hi[j] = (p[j] >> 4) - bias, as float32 (exact): UXTL twice, AND / USHR, SUB, SCVTF. */
+KVQ_SI void vcvt_nib(const uint8_t* p, int bias, VF* lo, VF* hi) {
+  const uint32x4_t b = vmovl_u16(vget_low_u16(vmovl_u8(vreinterpret_u8_s8(load4_s8(reinterpret_cast<const int8_t*>(p))))));
+  const int32x4_t z = vdupq_n_s32(bias);
+  *lo = vcvtq_f32_s32(vsubq_s32(vreinterpretq_s32_u32(vandq_u32(b, vdupq_n_u32(15))), z));
+  *hi = vcvtq_f32_s32(vsubq_s32(vreinterpretq_s32_u32(vshrq_n_u32(b, 4)), z));
+}
 
 // ---- FP8 loads: decoded value times `mul` (mul must include fp8_load_const<F>()) -------------------
 /**
@@ -295,6 +302,12 @@ KVQ_SI Fp8Lut fp8_lut() {
   return Fp8Lut{};
 }
 KVQ_SI void fp8_lut_decode64(const uint8_t*, const Fp8Lut&, VF*) {}
+
+// No int4 permute decode on this ISA (16-lane table lookups are AVX-512's; stubs keep the shared kernel templates
+// compiling, never called): int4 rows use vcvt_nib.
+static const bool kHasInt4Perm = false;
+KVQ_SI int int4_perm_pos(int e) { return e; }
+KVQ_SI void int4_perm_decode128(const uint8_t*, VF, VF*) {}
 
 #undef KVQ_SI
 

@@ -111,6 +111,11 @@ KVQ_SI void unpack_q5_32(const uint8_t* qs, uint32_t qh, int bias, int8_t* out) 
 KVQ_SI VF vcvt_i8(const int8_t* p) { return (float)*p; }
 /** The first n (< W) int8 values converted, the other lanes 0. */
 KVQ_SI VF vcvtn_i8(const int8_t* p, int n) { return n > 0 ? (float)*p : 0.0f; }
+/** W bytes of packed 4-bit values: lo[j] = (p[j] & 15) - bias, hi[j] = (p[j] >> 4) - bias, as float32 (exact). */
+KVQ_SI void vcvt_nib(const uint8_t* p, int bias, VF* lo, VF* hi) {
+  *lo = (float)((p[0] & 15) - bias);
+  *hi = (float)((p[0] >> 4) - bias);
+}
 
 template <int F>
 KVQ_SI float fp8_load_const() {
@@ -162,6 +167,12 @@ KVQ_SI Fp8Lut fp8_lut() {
   return Fp8Lut{};
 }
 KVQ_SI void fp8_lut_decode64(const uint8_t*, const Fp8Lut&, VF*) {}
+
+// No int4 permute decode on this ISA (16-lane table lookups are AVX-512's; stubs keep the shared kernel templates
+// compiling, never called): int4 rows use vcvt_nib.
+static const bool kHasInt4Perm = false;
+KVQ_SI int int4_perm_pos(int e) { return e; }
+KVQ_SI void int4_perm_decode128(const uint8_t*, VF, VF*) {}
 
 #undef KVQ_SI
 

@@ -103,6 +103,11 @@ if (threads > 1) {
     const outF = 5, inF = 40, gs = 20;
     const zp = Int8Array.from({ length: outF * 2 }, () => Math.floor(rand() * 16) - 8);
     weights.push(['int4_g20_zp', [randomBytes((outF * inF) / 2), 26, outF, inF, floats(outF * 2, 0.1).map(Math.abs), zp, gs]]);
+    // int4 groups of whole vectors: widened nibbles (g32; NEON and AVX2 also g128), table permutes (g128, AVX-512).
+    for (const [g, k, withZp] of [[32, 64, true], [128, 256, false]]) {
+      const z = withZp ? Int8Array.from({ length: outF * (k / g) }, () => Math.floor(rand() * 16) - 8) : null;
+      weights.push([`int4_g${g}${withZp ? '_zp' : ''}`, [randomBytes((outF * k) / 2), 26, outF, k, floats(outF * (k / g), 0.1).map(Math.abs), z, g]]);
+    }
     const codes = randomBytes(outF * inF).map((c) => ((c & 0x7f) === 0x7f ? 0x38 : c));
     weights.push(['fp8_e4m3', [codes, 24, outF, inF, floats(outF, 0.1).map(Math.abs), null, 0]]);
   }

@@ -109,8 +109,13 @@ const CONFIGS: readonly Config[] = [
   { label: 'fp8_e4m3 per tensor', dtype: 'fp8_e4m3', opts: { granularity: 'tensor' }, cols: [40, 192] },
   { label: 'int8 per channel', dtype: 'int8', opts: { granularity: 'channel' }, cols: [7, 40, 300] },
   { label: 'int8 per tensor', dtype: 'int8', opts: { granularity: 'tensor' }, cols: [40] },
+  // int4 GEMV paths (csrc/wquant_impl.h): groups of whole 128-blocks by table permutes on AVX-512, whole 2W-chunks by
+  // widened nibbles (g32 / g64 on AVX-512, g16+ on AVX2, every even group on NEON / scalar), else the unpack buffer.
   { label: 'int4 g128 symmetric', dtype: 'int4', opts: { groupSize: 128 }, cols: [256, 640] },
   { label: 'int4 g128 asymmetric', dtype: 'int4', opts: { groupSize: 128, symmetric: false }, cols: [384] },
+  { label: 'int4 g32 asymmetric', dtype: 'int4', opts: { groupSize: 32, symmetric: false }, cols: [64, 160] },
+  { label: 'int4 g64 symmetric', dtype: 'int4', opts: { groupSize: 64 }, cols: [192] },
+  { label: 'int4 g256 (two blocks per group)', dtype: 'int4', opts: { groupSize: 256, symmetric: false }, cols: [512] },
   { label: 'int4 per channel', dtype: 'int4', opts: { groupSize: 300 }, cols: [300] },
   { label: 'int4 odd groups (3)', dtype: 'int4', opts: { groupSize: 3, symmetric: false }, cols: [6, 18] },
   { label: 'int4 g20 asymmetric', dtype: 'int4', opts: { groupSize: 20, symmetric: false }, cols: [40, 300] },
