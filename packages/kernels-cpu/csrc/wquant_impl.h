@@ -339,11 +339,16 @@ static void gemv_ggml(const LinearParams& p, const float* xs, int64_t n0, int64_
   }
 }
 
-/** sum_e x[r, e] * q[b][e] over n int8 values (any n) of NB weight rows, into a[b][r] (x loaded once per NB rows). */
-template <int R, int NB>
+/**
+ * sum_e x[r, e] * q[b][e] over n int8 values (any n) of NB weight rows, into a[b][r] (x loaded once per NB rows).
+ * kStream: q are weight rows streamed from memory, prefetched kDensePrefetch bytes ahead.
+ */
+template <int R, int NB, bool kStream = false>
 KVQ_I void dot_i8(const float* x, int64_t K, const int8_t* const* q, int64_t n, VF (*a)[R]) {
   int64_t e = 0;
   for (; e + W <= n; e += W) {
+    if (kStream && (e & 63) == 0)
+      for (int b = 0; b < NB; b++) vprefetch(q[b] + e + kDensePrefetch);
     VF xv[R];
     for (int r = 0; r < R; r++) xv[r] = vload(x + r * K + e);
     for (int b = 0; b < NB; b++) {
@@ -398,6 +403,7 @@ KVQ_I void fp8_rows_dot_lut(const float* xp, int64_t K, const uint8_t* const* wr
     for (int64_t c = 0; c < K; c += 64) {
       for (int b = 0; b < NB; b++) {
         VF v[4];
+        vprefetch(wr[b] + c + kDensePrefetch);
         fp8_lut_decode64(wr[b] + c, lut, v);
         for (int j = 0; j < 4; j++)
           for (int r = 0; r < R; r++) acc[b][r] = vfma(vload(xp + r * K + c + 16 * j), v[j], acc[b][r]);
@@ -447,6 +453,7 @@ KVQ_I void int4_rows_dot_perm(const float* xd, int64_t K, const uint8_t* const* 
       for (int64_t c = g * gs; c < (g + 1) * gs; c += 128) {
         for (int b = 0; b < NB; b++) {
           VF v[8];
+          vprefetch(wr[b] + (c >> 1) + kDensePrefetch);
           int4_perm_decode128(wr[b] + (c >> 1), table[b], v);
           for (int k = 0; k < 8; k += 2)
             for (int r = 0; r < R; r++) {
@@ -482,6 +489,8 @@ KVQ_I void int4_rows_dot_nib(const float* xd, int64_t K, const uint8_t* const* w
     for (int64_t c = g * gs; c < (g + 1) * gs; c += 2 * W) {
       VF xl[R], xh[R];
       for (int r = 0; r < R; r++) xl[r] = vload(xd + r * K + c), xh[r] = vload(xd + r * K + c + W);
+      if (((c >> 1) & 63) == 0)
+        for (int b = 0; b < NB; b++) vprefetch(wr[b] + (c >> 1) + kDensePrefetch);
       for (int b = 0; b < NB; b++) {
         VF lo, hi;
         vcvt_nib(wr[b] + (c >> 1), bias[b], &lo, &hi);
@@ -526,7 +535,7 @@ KVQ_I void gemv_ct_rows(const LinearParams& p, const float* xp, int64_t n0, int8
   } else if (w.dtype == kWInt8) {
     const int8_t* qr[NB];
     for (int b = 0; b < NB; b++) qr[b] = reinterpret_cast<const int8_t*>(wr[b]);
-    dot_i8<R, NB>(p.x, K, qr, K, acc);
+    dot_i8<R, NB, true>(p.x, K, qr, K, acc);
   } else {
     const int64_t gs = w.group_size, ng = K / gs;
     const int8_t* qr[NB];
