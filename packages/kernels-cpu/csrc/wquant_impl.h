@@ -1072,6 +1072,26 @@ KVQ_I bool xq8_alloc(const Runner& rn, int64_t rows, int64_t K, int64_t xb, XQ8B
   return true;
 }
 
+#if defined(KVQ_Q8_VNNI)
+/** The quad GEMV (wquant_vnni.h) of a nibble type: the quantized activations reordered once, then rows over the threads. */
+template <int DT>
+static int qgemv_q8_quad(const LinearParams& p, const Runner& rn, const XQ8& xa) {
+  const int64_t K = p.in, rows = p.rows;
+  uint8_t* m = static_cast<uint8_t*>(malloc((size_t)(rows * K + 3 * rows * (K / 8) * 4)));
+  if (!m) return kOutOfMemory;
+  QuadX qx;
+  qx.q = reinterpret_cast<int8_t*>(m);
+  qx.ini = reinterpret_cast<int32_t*>(m + rows * K);
+  qx.dxl = reinterpret_cast<float*>(m + rows * K + rows * (K / 8) * 4);
+  qx.xsl = reinterpret_cast<float*>(m + rows * K + 2 * rows * (K / 8) * 4);
+  for (int64_t r = 0; r < rows; r++) q8_quad_row(xa, r, K, qx);
+  auto quad = [&](int64_t n0, int64_t n1) { with_rows((int)rows, [&](auto r) { gemv_q8_quad<DT, decltype(r)::value>(p, qx, n0, n1); }); };
+  gemv_split(p, rn, quad);
+  free(m);
+  return kOk;
+}
+#endif
+
 /** The int8 GEMV of a GGML dtype: quantize the (up to 4) activation rows once, then output rows over the threads. */
 template <int DT>
 static int qgemv_q8(const LinearParams& p, const Runner& rn) {
@@ -1080,6 +1100,11 @@ static int qgemv_q8(const LinearParams& p, const Runner& rn) {
   if (!xq8_alloc(rn, rows, K, xb, b)) return kOutOfMemory;
   xq8_rows<DT>(p.x, K, xb, 0, rows, b);
   const XQ8 xa = b.view(xb);
+#if defined(KVQ_Q8_VNNI)
+  if constexpr (kQ8Quad<DT>) {
+    if (K % 128 == 0) return qgemv_q8_quad<DT>(p, rn, xa);
+  }
+#endif
   auto body = [&](int64_t n0, int64_t n1) { gemv_q8_rt<DT>((int)rows, p, xa, n0, n1); };
   gemv_split(p, rn, body);
   return kOk;

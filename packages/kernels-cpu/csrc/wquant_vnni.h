@@ -282,4 +282,120 @@ static void gemv_q8_vnni(const LinearParams& p, const XQ8& xa, int64_t n0, int64
   }
   if (n < n1) gemv_q8_vnni<DT, R, 1>(p, xa, n, n1, stream);  // the odd last weight row
 }
+
+// ---- Decode GEMV of the 32-element nibble types, four blocks per step --------------------------------------------
+// The pair path above spends most of its instructions per 64 weights on unpacking (two loads, insert, shuffle) and
+// on two scalar f16 scales. With four blocks (128 weights) per step, one vpermi2b gathers the 64 code bytes of all
+// four blocks from two loads, one vpermt2w gathers their four scales (and minimums), and the low and high nibbles meet
+// x in a per-call order (QuadX): in each 128-element group, elements 0-15 of blocks 0..3, then elements 16-31. Lane l
+// of a dot then holds 8 elements of block l / 4, so two vpdpbusd give each block's integer sums in 4 lanes.
+
+/** Activations in the quad order, [rows, K] codes and [rows, K / 8] lane terms (ini: -k * lane sum; dxl; xsl). */
+struct QuadX {
+  int8_t* q = nullptr;
+  int32_t* ini = nullptr;
+  float* dxl = nullptr;
+  float* xsl = nullptr;
+};
+
+/** The dtypes of the quad GEMV (the 32-element nibble types); it runs rows of whole 128-element groups. */
+template <int DT>
+static constexpr bool kQ8Quad = DT == kQ4_0 || DT == kQ4_1 || DT == kQ5_0 || DT == kQ5_1;
+
+/** Row r of the quad activations from the pair path's terms (xq8_terms): codes reordered, lane terms summed in pairs. */
+KVQ_I void q8_quad_row(const XQ8& xa, int64_t r, int64_t K, const QuadX& qx) {
+  const int8_t* q = xa.q + r * K;
+  const int32_t* ini = xa.ini + r * (K / 4);
+  const float* xsl = xa.xsl + r * (K / 4);
+  for (int64_t g = 0; g < K / 128; g++) {
+    int8_t* dq = qx.q + r * K + g * 128;
+    for (int j = 0; j < 4; j++) {
+      memcpy(dq + 16 * j, q + g * 128 + 32 * j, 16);
+      memcpy(dq + 64 + 16 * j, q + g * 128 + 32 * j + 16, 16);
+    }
+    for (int l = 0; l < 16; l++) {
+      // Lane l: elements 4(l % 4) .. + 3 and 16 + 4(l % 4) .. + 3 of block 4g + l / 4 (4-element lanes i and i + 4).
+      const int64_t i = (g * 4 + l / 4) * 8 + (l % 4), o = r * (K / 8) + g * 16 + l;
+      qx.ini[o] = ini[i] + ini[i + 4];
+      qx.xsl[o] = xsl[i] + xsl[i + 4];
+      qx.dxl[o] = xa.d[r * (K / 32) + g * 4 + l / 4];
+    }
+  }
+}
+
+/** Byte / word gather indices of the quad dot for a block size and code offset. */
+struct QuadIdx {
+  alignas(64) uint8_t codes[64];
+  alignas(64) uint8_t qh[64];  // bytes 0-7: bits 0-15 of the four qh words, 8-15: bits 16-31 (5-bit types)
+  alignas(64) int16_t d[32];
+  alignas(64) int16_t m[32];
+};
+constexpr QuadIdx q8_quad_idx(int blockBytes, int qsOff, int qhOff) {
+  QuadIdx t{};
+  for (int i = 0; i < 64; i++) t.codes[i] = (uint8_t)((i / 16) * blockBytes + qsOff + i % 16);
+  for (int i = 0; i < 16; i++) t.qh[i] = (uint8_t)(((i % 8) / 2) * blockBytes + qhOff + (i / 8) * 2 + i % 2);
+  for (int i = 0; i < 32; i++) t.d[i] = (int16_t)(((i / 4) % 4) * (blockBytes / 2)), t.m[i] = (int16_t)(t.d[i] + 1);
+  return t;
+}
+
+template <int DT>
+struct Q8Quad {
+  typedef QB<DT> B;
+  static constexpr bool kMin = DT == kQ4_1 || DT == kQ5_1;
+  static constexpr bool kFive = DT == kQ5_0 || DT == kQ5_1;
+  static constexpr int kQsOff = 2 + (kMin ? 2 : 0) + (kFive ? 4 : 0);
+  static constexpr QuadIdx kIdx = q8_quad_idx(B::kBytes, kQsOff, 2 + (kMin ? 2 : 0));
+
+  /** acc[r] += lanes of the four blocks at a against x group `xq` (row stride K) and its lane terms (stride K / 8). */
+  template <int R>
+  KVQ_I void dot(const uint8_t* a, const int8_t* xq, const int32_t* ini, const float* dxl, const float* xsl, int64_t K, __m512* acc) {
+    // The four blocks span 4 kBytes (72..96) bytes: the second load is masked to them (no read past the matrix).
+    const __m512i L0 = _mm512_loadu_si512(a);
+    const __m512i L1 = _mm512_maskz_loadu_epi8((~(__mmask64)0) >> (128 - 4 * B::kBytes), a + 64);
+    const __m512i v = _mm512_permutex2var_epi8(L0, _mm512_load_si512(kIdx.codes), L1);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    if (kFive) {
+      // qh bit e of block j: element e; lo holds elements 0-15 of each block, hi 16-31, so the low halves of the
+      // four qh words side by side are lo's byte mask and the high halves hi's (one byte gather, no scalar shifts).
+      const __m128i h = _mm512_castsi512_si128(_mm512_permutex2var_epi8(L0, _mm512_load_si512(kIdx.qh), L1));
+      lo = _mm512_mask_add_epi8(lo, (__mmask64)_mm_cvtsi128_si64(h), lo, _mm512_set1_epi8(16));
+      hi = _mm512_mask_add_epi8(hi, (__mmask64)_mm_extract_epi64(h, 1), hi, _mm512_set1_epi8(16));
+    }
+    // The scales (and minimums) of blocks 2 and 3 lie past byte 64 for q5_0 / q5_1: a two-source word gather.
+    const __m512 dv = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(L0, _mm512_load_si512(kIdx.d), L1)));
+    __m512 mv = _mm512_setzero_ps();
+    if (kMin) mv = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(L0, _mm512_load_si512(kIdx.m), L1)));
+    for (int r = 0; r < R; r++) {
+      const __m512i s0 = kMin ? _mm512_setzero_si512() : _mm512_loadu_si512(ini + r * (K / 8));
+      __m512i s = _mm512_dpbusd_epi32(s0, lo, _mm512_loadu_si512(xq + r * K));
+      s = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(xq + r * K + 64));
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dv, _mm512_loadu_ps(dxl + r * (K / 8))), acc[r]);
+      if (kMin) acc[r] = _mm512_fmadd_ps(mv, _mm512_loadu_ps(xsl + r * (K / 8)), acc[r]);
+    }
+  }
+};
+
+/**
+ * y[r, n] for n in [n0, n1) by the quad dot (kQ8Quad dtypes, K a multiple of 128), weights streamed from memory (prefetched kQ8Prefetch ahead).
+ * NOTE: measured against the pair path on the 2-core Zen 5 (4096 x 4096 from DRAM, 2 threads, 2026-12-06): see
+ * docs/benchmarks.md's weight GEMV table.
+ */
+template <int DT, int R>
+static void gemv_q8_quad(const LinearParams& p, const QuadX& qx, int64_t n0, int64_t n1) {
+  typedef QB<DT> B;
+  const int64_t K = p.in, N = p.out, rowBytes = (K / 32) * B::kBytes;
+  const uint8_t* base = static_cast<const uint8_t*>(p.w.data);
+  for (int64_t n = n0; n < n1; n++) {
+    const uint8_t* wr = base + n * rowBytes;
+    __m512 acc[R];
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < K / 128; g++) {
+      const uint8_t* a = wr + g * 4 * B::kBytes;
+      q8_prefetch_ahead<4 * B::kBytes>(a);
+      Q8Quad<DT>::template dot<R>(a, qx.q + g * 128, qx.ini + g * 16, qx.dxl + g * 16, qx.xsl + g * 16, K, acc);
+    }
+    for (int r = 0; r < R; r++) p.y[r * N + n] = _mm512_reduce_add_ps(acc[r]) + (p.bias ? p.bias[n] : 0.0f);
+  }
+}
 #endif  // __AVX512BW__ && __AVX512VNNI__

@@ -367,6 +367,26 @@ function q8ActivationLinearCases(seed: number): ParityCase[] {
         },
       });
     });
+    // 32-element types on rows of whole 128-element groups: the AVX-512 VNNI decode GEMV's four-block dot.
+    if (block === 32) {
+      [1, 3].forEach((rows, k) => {
+        const inF = 256 + 128 * k, outF = 9;
+        cases.push({
+          op: 'linear',
+          label: `linear ${dtype} activations=q8 gemv rows=${rows} in=${inF} out=${outF}${k === 1 ? ' +NaN' : ''}`,
+          tolerance: DEFAULT_TOLERANCES.linear,
+          run(b) {
+            const r = rng(seed + 4500 + j * 20 + k);
+            const x = randomF32(rows * inF, r);
+            if (k === 1) x[inF + 130] = NaN;
+            const weight = randomWeight(dtype, outF, inF, r, {});
+            const out = withSlack(rows * outF);
+            b.linear({ x, weight, out, rows, bias: k === 0 ? randomF32(outF, r) : undefined, activations: 'q8' });
+            return { out };
+          },
+        });
+      });
+    }
   });
   return cases;
 }
