@@ -473,8 +473,8 @@ KVQ_I void int4_rows_dot_perm(const float* xd, int64_t K, const uint8_t* const* 
  * packed int4 rows by widening nibbles (int4_by_nibbles): each W bytes are widened once into their W low and W high nibbles
  * (vcvt_nib), which meet x in `xd` (int4_x_order) without a shuffle. The integer value is exact, so each product is
  * the one the unpacking path forms; only the summation order differs.
- * NOTE: unpacking to an int8 buffer first and converting again per FMA streamed 12-15 GB/s on a 2-core Zen 5 reading
- * 52-76 GB/s (2026-12-06); the in-register decode removes the buffer round trip and runs NB rows side by side.
+ * NOTE: the int8 unpack buffer path runs one row at a time (four measured 2x slower there). Here, on the 2-core Zen 5
+ * with the AVX2 tier forced, in cache (2026-12-06): four rows side by side 19 G weights/s, one row 14.
  */
 template <int R, int NB>
 KVQ_I void int4_rows_dot_nib(const float* xd, int64_t K, const uint8_t* const* wr, const WeightRef& w, int64_t n0, VF (*acc)[R]) {
