@@ -85,15 +85,19 @@ if (threads > 1) {
 // points and fp8 with per-row scales): GEMV (1 row), GEMM (6 rows, the dequantized panel) and embedding rows.
 {
   const randomBytes = (len) => Uint8Array.from({ length: len }, () => Math.floor(rand() * 256));
+  // [name, code, block elements, block bytes, f16 offsets, row length (default two blocks)]. The 256-element rows of
+  // 32-element types take the AVX-512 VNNI decode GEMV's four-block dot (rows of whole 128-element groups).
   const ggml = [
     ['q4_0', 17, 32, 18, [0]],
     ['q5_1', 20, 32, 24, [0, 2]],
+    ['q4_1_k256', 18, 32, 20, [0, 2], 256],
+    ['q5_0_k256', 19, 32, 22, [0], 256],
     ['q4_k', 21, 256, 144, [0, 2]],
     ['q6_k', 23, 256, 210, [208]],
   ];
   const weights = [];
-  for (const [name, code, elems, blockBytes, f16At] of ggml) {
-    const outF = 5, inF = 2 * elems;
+  for (const [name, code, elems, blockBytes, f16At, k] of ggml) {
+    const outF = 5, inF = k ?? 2 * elems;
     const data = randomBytes(outF * (inF / elems) * blockBytes);
     const view = new DataView(data.buffer);
     for (let b = 0; b < data.length / blockBytes; b++) for (const o of f16At) view.setUint16(b * blockBytes + o, 0x2000 + Math.floor(rand() * 0x800), true);
