@@ -381,6 +381,8 @@ struct Q8Quad {
  * NOTE: against the pair path on the 2-core Zen 5 (2026-12-06): in cache, one thread, q4_0 21-25 -> 33-42 G weights/s,
  * q4_1 15-18 -> 26-35, q5_0 18-22 -> 23-30, q5_1 14-17 -> 22-26; from DRAM (4096 x 4096 copies, 2 threads) 52-64% ->
  * 69-77% of the read bandwidth. Building q5's masks from four scalar qh loads instead of the byte gather measured the same.
+ * q8_0 does not take it: gathering four 34-byte blocks' codes with two vpermi2b (x in its natural order) measured
+ * slower in cache than the pair path (26 vs 30 G weights/s, one thread), whose two-block loads need no shuffle port.
  */
 template <int DT, int R>
 static void gemv_q8_quad(const LinearParams& p, const QuadX& qx, int64_t n0, int64_t n1) {
