@@ -528,7 +528,7 @@ KVQ_I void gemv_ct_rows(const LinearParams& p, const float* xp, int64_t n0, int8
     for (int b = 0; b < NB; b++) nan = nan || Load<kFp8E4M3FN>::any_nan(wr[b], K);
     if (nan) fp8_rows_dot<R, NB, false>(p.x, K, wr, acc);
     else fp8_rows_dot<R, NB, true>(p.x, K, wr, acc);
-  } else if (w.dtype == kWInt4 && xp && int4_by_perm(w)) {
+  } else if (xp && int4_by_perm(w)) {
     int4_rows_dot_perm<R, NB>(xp, K, wr, w, n0, acc);
   } else if (w.dtype == kWInt4 && xp) {
     int4_rows_dot_nib<R, NB>(xp, K, wr, w, n0, acc);
@@ -565,7 +565,6 @@ KVQ_I void gemv_ct_rows(const LinearParams& p, const float* xp, int64_t n0, int8
   }
 }
 
-
 /** y[r, n] for n in [n0, n1): compressed-tensors fp8_e4m3 / int8 / int4 rows, R rows of x (several weight rows at a time). */
 template <int R>
 static void gemv_ct(const LinearParams& p, const float* xp, int64_t n0, int64_t n1) {
@@ -573,15 +572,14 @@ static void gemv_ct(const LinearParams& p, const float* xp, int64_t n0, int64_t 
   int64_t n = n0;
   // int4 through the unpack buffer stays one row at a time: unpacking four rows' groups before their dots measured 2x
   // slower (5.7 vs 12-14 GB/s). Decoded in registers (xp set), several rows side by side.
+  // By permute, 2 rows x 2 accumulators at R = 1 measured best (4 spill); by nibbles, 4 / R rows.
+  constexpr int kPermRows = R == 1 ? 2 : 1, kNibRows = R == 1 ? 4 : R == 2 ? 2 : 1;
   if (p.w.dtype != kWInt4) {
     for (; n + 4 <= n1; n += 4) gemv_ct_rows<R, 4>(p, xp, n, q);
-  } else if (xp && (int4_by_perm(p.w) ? R == 1 : R <= 2)) {
-    // By permute, 2 rows x 2 accumulators at R = 1 measured best (4 spill); by nibbles, 4 / R rows.
-    constexpr int kRows = R == 1 ? 4 : 2;
-    if (int4_by_perm(p.w))
-      for (; n + 2 <= n1; n += 2) gemv_ct_rows<R, 2>(p, xp, n, q);
-    else
-      for (; n + kRows <= n1; n += kRows) gemv_ct_rows<R, kRows>(p, xp, n, q);
+  } else if (xp && int4_by_perm(p.w)) {
+    for (; n + kPermRows <= n1; n += kPermRows) gemv_ct_rows<R, kPermRows>(p, xp, n, q);
+  } else if (xp) {
+    for (; n + kNibRows <= n1; n += kNibRows) gemv_ct_rows<R, kNibRows>(p, xp, n, q);
   }
   for (; n < n1; n++) gemv_ct_rows<R, 1>(p, xp, n, q);
 }
@@ -618,17 +616,19 @@ static int qgemv_ggml(const LinearParams& p, const Runner& rn) {
 
 /** The GEMV of a compressed-tensors dtype. */
 static int qgemv_ct(const LinearParams& p, const Runner& rn) {
-  // fp8 with the byte-table decode (AVX-512 VBMI builds, K a multiple of 64): x once in the table's order.
+  // fp8 with the byte-table decode (AVX-512 VBMI builds, K a multiple of 64): x once in the table's order; int4
+  // decoded in registers: x once in that decode's order (int4_x_order).
+  const bool fp8Lut = kHasFp8Lut && p.w.dtype == kWFp8E4M3 && p.in % 64 == 0;
   float* xp = nullptr;
-  if (kHasFp8Lut && p.w.dtype == kWFp8E4M3 && p.in % 64 == 0) {
+  if (fp8Lut || int4_by_perm(p.w) || int4_by_nibbles(p.w)) {
     xp = static_cast<float*>(malloc((size_t)(p.rows * p.in) * sizeof(float)));
     if (!xp) return kOutOfMemory;
-    for (int64_t i = 0; i < p.rows * p.in; i += 64)
-      for (int e = 0; e < 64; e++) xp[i + lut_perm(e)] = p.x[i + e];
-  } else if (int4_by_perm(p.w) || int4_by_nibbles(p.w)) {
-    xp = static_cast<float*>(malloc((size_t)(p.rows * p.in) * sizeof(float)));
-    if (!xp) return kOutOfMemory;
-    int4_x_order(p.w, p.x, p.rows * p.in, xp);
+    if (fp8Lut) {
+      for (int64_t i = 0; i < p.rows * p.in; i += 64)
+        for (int e = 0; e < 64; e++) xp[i + lut_perm(e)] = p.x[i + e];
+    } else {
+      int4_x_order(p.w, p.x, p.rows * p.in, xp);
+    }
   }
   auto body = [&](int64_t n0, int64_t n1) { gemv_ct_rt((int)p.rows, p, xp, n0, n1); };
   gemv_split(p, rn, body);

@@ -54,25 +54,36 @@ static constexpr VnniIdx kVnniQ6 = vnni_idx(4, 8);    // groups 4c .. 4c + 3 (16
 template <int DT>
 struct Q8Vnni;
 
-/** q8_0 / q4_0 / q4_1 / q5_0 / q5_1: blocks A (at a) and B (at a + kBytes), R rows of x; acc[r] gets lanes. */
+/**
+ * Byte layout of a 32-element GGML block (q8_0 / q4_0 / q4_1 / q5_0 / q5_1): f16 d at 0, f16 m at 2 (kMin), the 32
+ * fifth bits qh at kQhOff (kFive), the codes at kQsOff.
+ */
 template <int DT>
-struct Q8VnniPair {
+struct Block32Layout {
   typedef QB<DT> B;
   static constexpr bool kMin = DT == kQ4_1 || DT == kQ5_1;
   static constexpr bool kFive = DT == kQ5_0 || DT == kQ5_1;
+  static constexpr int kQhOff = 2 + (kMin ? 2 : 0);
+  static constexpr int kQsOff = kQhOff + (kFive ? 4 : 0);
+};
+
+/** q8_0 / q4_0 / q4_1 / q5_0 / q5_1: blocks A (at a) and B (at a + kBytes), R rows of x; acc[r] gets lanes. */
+template <int DT>
+struct Q8VnniPair : Block32Layout<DT> {
+  typedef Block32Layout<DT> L;
+  typedef typename L::B B;
+  static constexpr bool kMin = L::kMin, kFive = L::kFive;
   /** The 64 unsigned codes of blocks A and B in element order. */
   KVQ_I __m512i codes(const uint8_t* a) {
     const uint8_t* b = a + B::kBytes;
-    if (DT == kQ8_0) return _mm512_xor_si512(vnni_ld2x32(a + 2, b + 2), _mm512_set1_epi8((char)0x80));
-    const int qsOff = 2 + (kMin ? 2 : 0) + (kFive ? 4 : 0);
-    __m512i w = vnni_nibbles2(a + qsOff, b + qsOff);
+    if (DT == kQ8_0) return _mm512_xor_si512(vnni_ld2x32(a + L::kQsOff, b + L::kQsOff), _mm512_set1_epi8((char)0x80));
+    __m512i w = vnni_nibbles2(a + L::kQsOff, b + L::kQsOff);
     if (kFive) {
       // Bit e of a block's little-endian qh is element e's fifth bit: the two blocks' qh words are the byte mask of
       // the 64 codes directly (+16 where set; the nibbles are below 16).
-      const int qhOff = 2 + (kMin ? 2 : 0);
       uint32_t ha, hb;
-      memcpy(&ha, a + qhOff, 4);
-      memcpy(&hb, b + qhOff, 4);
+      memcpy(&ha, a + L::kQhOff, 4);
+      memcpy(&hb, b + L::kQhOff, 4);
       w = _mm512_mask_add_epi8(w, (__mmask64)ha | ((__mmask64)hb << 32), w, _mm512_set1_epi8(16));
     }
     return w;
@@ -339,12 +350,11 @@ constexpr QuadIdx q8_quad_idx(int blockBytes, int qsOff, int qhOff) {
 }
 
 template <int DT>
-struct Q8Quad {
-  typedef QB<DT> B;
-  static constexpr bool kMin = DT == kQ4_1 || DT == kQ5_1;
-  static constexpr bool kFive = DT == kQ5_0 || DT == kQ5_1;
-  static constexpr int kQsOff = 2 + (kMin ? 2 : 0) + (kFive ? 4 : 0);
-  static constexpr QuadIdx kIdx = q8_quad_idx(B::kBytes, kQsOff, 2 + (kMin ? 2 : 0));
+struct Q8Quad : Block32Layout<DT> {
+  typedef Block32Layout<DT> L;
+  typedef typename L::B B;
+  static constexpr bool kMin = L::kMin, kFive = L::kFive;
+  static constexpr QuadIdx kIdx = q8_quad_idx(B::kBytes, L::kQsOff, L::kQhOff);
 
   /** acc[r] += lanes of the four blocks at a against x group `xq` (row stride K) and its lane terms (stride K / 8). */
   template <int R>
