@@ -237,7 +237,7 @@ class Context : public Napi::ObjectWrap<Context> {
 #undef KVQ_METHOD
 
   /**
-   * sampleBuckets(logits, temperature, lower, pruneNats, weight, ids, start, mass, expFrac, result): the vocabulary
+   * sampleBuckets(logits, temperature, lower, pruneNats, topK, weight, ids, start, mass, expFrac, result): the vocabulary
    * pass of sampling (sample_buckets.h) on the calling thread (no pool: one pass over one row). `result` gets
    * {count, total, max}.
    */
@@ -249,15 +249,18 @@ class Context : public Napi::ObjectWrap<Context> {
     p.temperature = numberArg(info, 1, "temperature");
     p.lower = numberArg(info, 2, "lower");
     p.pruneNats = numberArg(info, 3, "pruneNats");
+    const double topK = numberArg(info, 4, "topK");
     if (!(p.temperature > 0) || !std::isfinite(p.temperature)) fail(info.Env(), "INVALID_ARGUMENT", "temperature", "temperature must be finite and > 0");
     if (std::isnan(p.lower)) fail(info.Env(), "INVALID_ARGUMENT", "lower", "lower must be a number");
     if (!(p.pruneNats >= 0)) fail(info.Env(), "INVALID_ARGUMENT", "pruneNats", "pruneNats must be >= 0");
-    p.weight = arrayArg<double>(info, 4, "weight", n);
-    p.ids = arrayArg<int32_t>(info, 5, "ids", n);
-    p.start = arrayArg<int32_t>(info, 6, "start", kSampleBuckets + 1);
-    p.mass = arrayArg<double>(info, 7, "mass", kSampleBuckets);
-    p.expFrac = arrayArg<double>(info, 8, "expFrac", 64);
-    double* result = arrayArg<double>(info, 9, "result", 3);
+    if (!(topK >= 0 && topK < 2147483648.0) || topK != std::floor(topK)) fail(info.Env(), "INVALID_ARGUMENT", "topK", "topK must be an integer in [0, 2^31)");
+    p.topK = (int32_t)topK;
+    p.weight = arrayArg<double>(info, 5, "weight", n);
+    p.ids = arrayArg<int32_t>(info, 6, "ids", n);
+    p.start = arrayArg<int32_t>(info, 7, "start", kSampleBuckets + 1);
+    p.mass = arrayArg<double>(info, 8, "mass", kSampleBuckets);
+    p.expFrac = arrayArg<double>(info, 9, "expFrac", 64);
+    double* result = arrayArg<double>(info, 10, "result", 3);
     sample_buckets(p, *table_, result);
   }
 

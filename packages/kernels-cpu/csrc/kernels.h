@@ -83,6 +83,8 @@ struct KernelTable {
   double (*sampleMax)(const float* x, int64_t n);
   /** Returns the number of candidates written to p.cids / p.cbucket. */
   int64_t (*sampleWeigh)(const SampleWeighParams& p);
+  /** Top-k's floor: the k-th largest of x (1 <= k <= n; NaN never counts; -inf when fewer than k are above -inf). */
+  double (*sampleKth)(const float* x, int64_t n, int32_t k, float* heap);
   // The standard ops of ops.h (KVQ_STANDARD_OPS), in that list's order: `int fn(const P&, const Runner&)`.
 #define KVQ_TABLE_MEMBER(js, cpuFn, gpuFn, P, read) int (*cpuFn)(const P&, const Runner&);
   KVQ_STANDARD_OPS(KVQ_TABLE_MEMBER)

@@ -25,6 +25,7 @@ struct SampleBucketsParams {
   const float* logits;
   int64_t n;
   double temperature, lower, pruneNats;
+  int32_t topK;     // > 0 and < n: the floor is also the topK-th largest logit
   double* weight;   // [n], by token id
   int32_t* ids;     // [n], grouped by bucket
   int32_t* start;   // [kSampleBuckets + 1]
@@ -49,6 +50,7 @@ struct SamplePow2Table {
 inline void sample_buckets(const SampleBucketsParams& p, const KernelTable& k, double* result) {
   static const SamplePow2Table pow2;
   thread_local std::vector<int32_t> candIds, candBucket, cursorStore;
+  thread_local std::vector<float> heapStore;
   if ((int64_t)candIds.size() < p.n) {
     candIds.resize((size_t)p.n);
     candBucket.resize((size_t)p.n);
@@ -68,6 +70,11 @@ inline void sample_buckets(const SampleBucketsParams& p, const KernelTable& k, d
     for (int64_t i = 0; i < p.n; i++) max = p.logits[i] > max ? p.logits[i] : max;
   }
   double floor = p.lower;
+  if (p.topK > 0 && p.topK < p.n) {
+    if ((int64_t)heapStore.size() < p.topK) heapStore.resize((size_t)p.topK);
+    const double kth = k.sampleKth(p.logits, p.n, p.topK, heapStore.data());
+    floor = kth > floor ? kth : floor;
+  }
   if (p.pruneNats < INFINITY && max > -INFINITY) {
     const double f = max - p.pruneNats * p.temperature;
     floor = f > floor ? f : floor;
@@ -86,18 +93,22 @@ inline void sample_buckets(const SampleBucketsParams& p, const KernelTable& k, d
   w.cids = cids;
   w.cbucket = cbucket;
   const int64_t live = k.sampleWeigh(w);
-  // Counts and masses in ascending id order; the total is the masses' sum, bucket 0 first.
+  // Counts and masses in ascending id order; the total is the masses' sum, bucket 0 first. Buckets above the last
+  // used one (`hi`) stay empty: their zero masses leave the total's bits alone, so the bucket loops stop at `hi`.
   const double* weight = p.weight;
+  int32_t hi = -1;
   for (int64_t j = 0; j < live; j++) {
     const int32_t b = cbucket[j];
+    hi = b > hi ? b : hi;
     start[b + 1]++;
     mass[b] += weight[cids[j]];
   }
   double total = 0.0;
-  for (int b = 0; b < kSampleBuckets; b++) total += mass[b];
-  for (int b = 0; b < kSampleBuckets; b++) start[b + 1] += start[b];
+  for (int b = 0; b <= hi; b++) total += mass[b];
+  for (int b = 0; b <= hi; b++) start[b + 1] += start[b];
+  for (int b = hi + 1; b < kSampleBuckets; b++) start[b + 1] = start[b];
   int32_t* cursor = cursorStore.data();
-  for (int b = 0; b < kSampleBuckets; b++) cursor[b] = start[b];
+  for (int b = 0; b <= hi; b++) cursor[b] = start[b];
   int32_t* ids = p.ids;
   for (int64_t j = 0; j < live; j++) ids[cursor[cbucket[j]]++] = cids[j];
   result[0] = (double)live;

@@ -42,6 +42,28 @@ static inline int64_t sw_weigh_scalar(const SampleWeighParams& p, int64_t i0, in
   return live;
 }
 
+/** Replaces the smallest of the min-heap `heap[0..k)` by `w` (> heap[0]) and sifts it down; returns the new heap[0]. */
+static inline float sw_heap_push(float* heap, int32_t k, float w) {
+  int32_t c = 0;
+  for (;;) {
+    const int32_t l = 2 * c + 1;
+    if (l >= k) break;
+    const int32_t s = l + 1 < k && heap[l + 1] < heap[l] ? l + 1 : l;
+    if (!(heap[s] < w)) break;
+    heap[c] = heap[s];
+    c = s;
+  }
+  heap[c] = w;
+  return heap[0];
+}
+
+/** The k-th largest of x[i0, n) joined to the heap (floor = heap[0]): the scalar loop every ISA finishes with. */
+static inline float sw_kth_scalar(const float* x, int64_t i0, int64_t n, int32_t k, float* heap, float floor) {
+  for (int64_t i = i0; i < n; i++)
+    if (x[i] > floor) floor = sw_heap_push(heap, k, x[i]);
+  return floor;
+}
+
 #if defined(__AVX512F__)
 
 /** Set bits of an 8-bit mask. */
@@ -110,6 +132,23 @@ static int64_t sampleWeigh(const SampleWeighParams& p) {
   return sw_weigh_scalar(p, i, live);
 }
 
+/** Top-k's floor by a min-heap of the k largest (`heap`: k floats of scratch); 16 logits tested per compare. */
+static double sampleKth(const float* x, int64_t n, int32_t k, float* heap) {
+  for (int32_t j = 0; j < k; j++) heap[j] = -kvq_inff();
+  float floor = -kvq_inff();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    unsigned m = _mm512_cmp_ps_mask(v, _mm512_set1_ps(floor), _CMP_GT_OQ);  // NaN: never
+    while (m) {
+      const int b = __builtin_ctz(m);
+      m &= m - 1;
+      if (x[i + b] > floor) floor = sw_heap_push(heap, k, x[i + b]);
+    }
+  }
+  return sw_kth_scalar(x, i, n, k, heap, floor);
+}
+
 static double sampleMax(const float* x, int64_t n) {
   __m512 m = _mm512_set1_ps(-kvq_inff());
   int64_t i = 0;
@@ -170,6 +209,23 @@ static int64_t sampleWeigh(const SampleWeighParams& p) {
   return sw_weigh_scalar(p, i, live);
 }
 
+/** Top-k's floor by a min-heap of the k largest (`heap`: k floats of scratch); 8 logits tested per compare. */
+static double sampleKth(const float* x, int64_t n, int32_t k, float* heap) {
+  for (int32_t j = 0; j < k; j++) heap[j] = -kvq_inff();
+  float floor = -kvq_inff();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(floor), _CMP_GT_OQ));  // NaN: never
+    while (m) {
+      const int b = __builtin_ctz(m);
+      m &= m - 1;
+      if (x[i + b] > floor) floor = sw_heap_push(heap, k, x[i + b]);
+    }
+  }
+  return sw_kth_scalar(x, i, n, k, heap, floor);
+}
+
 static double sampleMax(const float* x, int64_t n) {
   __m256 m = _mm256_set1_ps(-kvq_inff());
   int64_t i = 0;
@@ -185,6 +241,11 @@ static double sampleMax(const float* x, int64_t n) {
 #else
 
 static int64_t sampleWeigh(const SampleWeighParams& p) { return sw_weigh_scalar(p, 0, 0); }
+
+static double sampleKth(const float* x, int64_t n, int32_t k, float* heap) {
+  for (int32_t j = 0; j < k; j++) heap[j] = -kvq_inff();
+  return sw_kth_scalar(x, 0, n, k, heap, -kvq_inff());
+}
 
 static double sampleMax(const float* x, int64_t n) {
   float r = -kvq_inff();

@@ -74,6 +74,7 @@ export interface NativeContext extends NativeKernelOps {
     temperature: number,
     lower: number,
     pruneNats: number,
+    topK: number,
     weight: Float64Array,
     ids: Int32Array,
     start: Int32Array,

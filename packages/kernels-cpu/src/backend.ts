@@ -145,7 +145,7 @@ class NativeCpuBackend extends NativeKernelBackend<NativeContext> implements Cpu
     validateSampleBuckets(args);
     const r = this.#sampleResult;
     this.call('sampleBuckets', () =>
-      this.ctx.sampleBuckets(args.logits, args.temperature, args.lower, args.pruneNats, args.weight, args.ids, args.start, args.mass, SAMPLE_EXP2_FRAC, r),
+      this.ctx.sampleBuckets(args.logits, args.temperature, args.lower, args.pruneNats, args.topK ?? 0, args.weight, args.ids, args.start, args.mass, SAMPLE_EXP2_FRAC, r),
     );
     return { count: r[0]!, total: r[1]!, max: r[2]! };
   }

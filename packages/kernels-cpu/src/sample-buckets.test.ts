@@ -1,7 +1,7 @@
 /**
  * The native vocabulary pass of sampling (csrc/sample_buckets.h) against `sampleBucketsReference`: the same bits
  * (weights at every candidate, ids, bucket starts and masses, count, total, max) over vocabulary sizes, temperatures,
- * top-k floors, prune limits, and logits with NaN, +-Infinity and ties; bad arguments are typed errors.
+ * top-k (the k-th largest found natively) and caller floors, prune limits, and logits with NaN, +-Infinity and ties; bad arguments are typed errors.
  */
 import { KernelError, SAMPLE_BUCKETS, sampleBucketsReference, type SampleBucketsArgs } from '@kvq/kernels';
 import { rng } from '@kvq/kernels/testing';
@@ -17,27 +17,34 @@ function outputs(n: number) {
 describe.skipIf(!avail.available)('sampleBuckets: native vs reference', () => {
   const b = avail.available ? createBackend({ threads: 1 }) : undefined;
 
-  const cases: { name: string; logits: Float32Array; temperature: number; lower: number; pruneNats: number }[] = [];
+  const cases: { name: string; logits: Float32Array; temperature: number; lower: number; pruneNats: number; topK?: number }[] = [];
   const rnd = rng(3);
   for (const n of [1, 7, 32000, 128256]) {
     const flat = Float32Array.from({ length: n }, () => (rnd() * 2 - 1) * 8);
     const peaked = Float32Array.from({ length: n }, (_, i) => -1.5 * Math.log(1 + ((i * 2654435761) % n)) + rnd() * 1e-3);
     cases.push({ name: `flat ${n}, T 0.8`, logits: flat, temperature: 0.8, lower: -Infinity, pruneNats: Math.log(n) + 28 });
     cases.push({ name: `peaked ${n}, T 1`, logits: peaked, temperature: 1, lower: -Infinity, pruneNats: Infinity });
-    cases.push({ name: `flat ${n}, T 1.7, top-k floor`, logits: flat, temperature: 1.7, lower: n > 50 ? 6.5 : -Infinity, pruneNats: 3 });
+    cases.push({ name: `flat ${n}, T 1.7, caller floor`, logits: flat, temperature: 1.7, lower: n > 50 ? 6.5 : -Infinity, pruneNats: 3 });
+    for (const topK of [1, 5, 50, 1000]) cases.push({ name: `flat ${n}, T 0.8, top-k ${topK}`, logits: flat, temperature: 0.8, lower: -Infinity, pruneNats: Math.log(n) + 28, topK });
+    cases.push({ name: `peaked ${n}, T 1, top-k 40`, logits: peaked, temperature: 1, lower: -Infinity, pruneNats: Infinity, topK: 40 });
   }
   const special = Float32Array.from({ length: 1000 }, (_, i) => (i % 97 === 0 ? NaN : i % 101 === 0 ? -Infinity : i % 7 === 0 ? 2.5 : Math.sin(i) * 40));
   cases.push({ name: 'NaN, -Infinity, ties, a 80-nat range (last bucket), T 0.05', logits: special, temperature: 0.05, lower: -Infinity, pruneNats: Infinity });
+  // Ties at the k-th largest (2.5 repeats), NaN in every compare group, and more k than finite values.
+  for (const topK of [3, 140, 150, 999]) cases.push({ name: `NaN, -Infinity, ties, top-k ${topK}`, logits: special, temperature: 1, lower: -Infinity, pruneNats: Infinity, topK });
+  const fewFinite = new Float32Array(100).fill(-Infinity);
+  fewFinite.set([3, NaN, 1, 2], 40);
+  cases.push({ name: 'top-k 10 over 3 finite logits (the floor stays -Infinity)', logits: fewFinite, temperature: 1, lower: -Infinity, pruneNats: Infinity, topK: 10 });
   cases.push({ name: 'all -Infinity', logits: new Float32Array(64).fill(-Infinity), temperature: 1, lower: -Infinity, pruneNats: Infinity });
   const inf = new Float32Array(64).fill(1);
   inf[5] = Infinity;
   cases.push({ name: '+Infinity logit', logits: inf, temperature: 1, lower: -Infinity, pruneNats: 28 });
 
-  it.each(cases)('$name', ({ logits, temperature, lower, pruneNats }) => {
+  it.each(cases)('$name', ({ logits, temperature, lower, pruneNats, topK }) => {
     const n = logits.length;
     const want = outputs(n);
     const got = outputs(n);
-    const args = (o: ReturnType<typeof outputs>): SampleBucketsArgs => ({ logits, temperature, lower, pruneNats, ...o });
+    const args = (o: ReturnType<typeof outputs>): SampleBucketsArgs => ({ logits, temperature, lower, pruneNats, ...(topK !== undefined ? { topK } : {}), ...o });
     const r = sampleBucketsReference(args(want));
     const g = b!.sampleBuckets!(args(got));
     expect(g).toEqual(r);
@@ -62,6 +69,8 @@ describe.skipIf(!avail.available)('sampleBuckets: native vs reference', () => {
       [{ temperature: Infinity }, 'temperature'],
       [{ lower: NaN }, 'lower'],
       [{ pruneNats: -1 }, 'pruneNats'],
+      [{ topK: -1 }, 'topK'],
+      [{ topK: 2.5 }, 'topK'],
       [{ weight: new Float64Array(4) }, 'weight'],
       [{ ids: new Float32Array(8) }, 'ids'],
       [{ start: new Int32Array(10) }, 'start'],

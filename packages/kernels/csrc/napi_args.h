@@ -32,7 +32,7 @@ namespace napi_args {
  * ABI of the shared op signatures (and of each addon's own methods): bumped whenever a reader's argument order or a
  * method signature changes, together with NATIVE_ABI in src/native/ops.ts. The facades refuse a mismatching binary.
  */
-constexpr int kAbi = 4;
+constexpr int kAbi = 5;
 
 /** Throw a JS Error with `code` and (when not empty) `argument`. */
 [[noreturn]] inline void fail(Napi::Env env, const char* code, const std::string& argument, const std::string& message) {

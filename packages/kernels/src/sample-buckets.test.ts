@@ -3,10 +3,10 @@ import { KernelError } from './errors.js';
 import { expNonPositive, SAMPLE_BUCKETS, sampleBucketsReference } from './sample-buckets.js';
 import { rng } from './testing/random.js';
 
-function run(logits: number[], temperature = 1, lower = -Infinity, pruneNats = Infinity) {
+function run(logits: number[], temperature = 1, lower = -Infinity, pruneNats = Infinity, topK = 0) {
   const n = logits.length;
   const o = { weight: new Float64Array(n), ids: new Int32Array(n), start: new Int32Array(SAMPLE_BUCKETS + 1), mass: new Float64Array(SAMPLE_BUCKETS) };
-  const r = sampleBucketsReference({ logits: Float32Array.from(logits), temperature, lower, pruneNats, ...o });
+  const r = sampleBucketsReference({ logits: Float32Array.from(logits), temperature, lower, pruneNats, topK, ...o });
   return { ...r, ...o };
 }
 
@@ -37,12 +37,32 @@ describe('sampleBucketsReference (the definition)', () => {
     expect(run([-Infinity, -Infinity]).count).toBe(0);
   });
 
+  it('top-k: the floor is the k-th largest logit (ties with it stay, NaN never counts, fewer than k finite: all stay)', () => {
+    const ids = (r: ReturnType<typeof run>) => Array.from(r.ids.subarray(0, r.count)).sort((a, b) => a - b);
+    expect(ids(run([0.5, 3, NaN, 2, 3, -1, 2], 1, -Infinity, Infinity, 3))).toEqual([1, 3, 4, 6]); // 3, 3, 2 | tie 2
+    expect(ids(run([0.5, 3, NaN, 2, 3, -1, 2], 1, -Infinity, Infinity, 1))).toEqual([1, 4]);
+    expect(ids(run([1, -Infinity, NaN, 0], 1, -Infinity, Infinity, 3))).toEqual([0, 3]);
+    expect(run([1, 2, 3], 1, -Infinity, Infinity, 3).count).toBe(3); // k = n: no cut
+    expect(ids(run([1, 2, 3, 4], 1, 3.5, Infinity, 3))).toEqual([3]); // lower above the k-th largest wins
+    // Against a sort on random rows (every k from 1 to 40, with repeats and NaN).
+    const next = rng(5);
+    for (let t = 0; t < 200; t++) {
+      const row = Array.from({ length: 1 + Math.floor(next() * 300) }, () => (next() < 0.05 ? NaN : Math.round(next() * 64) / 8));
+      const k = 1 + Math.floor(next() * 40);
+      const sorted = row.filter((v) => !Number.isNaN(v)).sort((a, b) => b - a);
+      const kth = k < row.length ? (sorted[k - 1] ?? -Infinity) : -Infinity;
+      const want = row.flatMap((v, i) => (v >= kth ? [i] : []));
+      expect(ids(run(row, 1, -Infinity, Infinity, k))).toEqual(want);
+    }
+  });
+
   it('refuses bad arguments with typed errors', () => {
     const o = { weight: new Float64Array(2), ids: new Int32Array(2), start: new Int32Array(SAMPLE_BUCKETS + 1), mass: new Float64Array(SAMPLE_BUCKETS) };
     const base = { logits: new Float32Array(2), temperature: 1, lower: -Infinity, pruneNats: Infinity, ...o };
     expect(() => sampleBucketsReference({ ...base, temperature: -1 })).toThrow(KernelError);
     expect(() => sampleBucketsReference({ ...base, mass: new Float64Array(3) })).toThrow(/mass/);
     expect(() => sampleBucketsReference({ ...base, ids: new Int32Array(1) })).toThrow(KernelError);
+    for (const topK of [-1, 1.5, NaN, 2 ** 31]) expect(() => sampleBucketsReference({ ...base, topK })).toThrow(/topK/);
   });
 });
 

@@ -19,8 +19,14 @@ export interface SampleBucketsArgs {
   readonly logits: Float32Array;
   /** Sampling temperature, finite and `> 0`. */
   readonly temperature: number;
-  /** Logit floor: logits below it, and NaN, are no candidates (`-Infinity`: none; e.g. top-k's k-th largest). */
+  /** Logit floor: logits below it, and NaN, are no candidates (`-Infinity`: none). */
   readonly lower: number;
+  /**
+   * Top-k: when `0 < topK < logits.length`, the floor is also the `topK`-th largest logit (NaN never counts;
+   * `-Infinity` when fewer than `topK` logits are above `-Infinity`), so ties with it stay. `0` (default): no top-k.
+   * A non-negative integer.
+   */
+  readonly topK?: number;
   /**
    * Candidates also lie within this many nats (after temperature) of the largest logit: the floor becomes
    * `max(lower, max - pruneNats * temperature)`. `Infinity`: no such limit. `>= 0`.
@@ -60,6 +66,10 @@ export function validateSampleBuckets(args: SampleBucketsArgs): number {
   }
   if (typeof lower !== 'number' || Number.isNaN(lower)) throw new KernelError('INVALID_ARGUMENT', `lower must be a number, got ${String(lower)}`, { argument: 'lower' });
   if (typeof pruneNats !== 'number' || !(pruneNats >= 0)) throw new KernelError('INVALID_ARGUMENT', `pruneNats must be >= 0, got ${String(pruneNats)}`, { argument: 'pruneNats' });
+  const topK = args.topK ?? 0;
+  if (typeof topK !== 'number' || !Number.isSafeInteger(topK) || topK < 0 || topK > 0x7fffffff) {
+    throw new KernelError('INVALID_ARGUMENT', `topK must be an integer in [0, 2^31), got ${String(args.topK)}`, { argument: 'topK' });
+  }
   if (!(args.weight instanceof Float64Array) || args.weight.length < n) {
     throw new KernelError(args.weight instanceof Float64Array ? 'SHAPE_MISMATCH' : 'WRONG_ARRAY_TYPE', `weight must be a Float64Array of at least ${n} elements`, { argument: 'weight' });
   }
@@ -111,6 +121,47 @@ function maxOf(values: Float32Array): number {
 }
 
 /**
+ * The `k`-th largest of `values` (1 <= k <= values.length; NaN never counts; -Infinity when fewer than k values
+ * are above -Infinity), by a min-heap of the k largest: O(n log k). The scan tests four values against the heap's
+ * floor at a time (one branch for the common case of none above it). Any exact selection gives the same value, so a
+ * native pass may select differently.
+ */
+function kthLargest(values: Float32Array, k: number): number {
+  const heap = new Float64Array(k).fill(-Infinity);
+  let floor = -Infinity; // heap[0]
+  /** Replaces the heap's smallest by `w` (> floor) and sifts it down. */
+  const push = (w: number): void => {
+    let c = 0;
+    for (;;) {
+      const l = 2 * c + 1;
+      if (l >= k) break;
+      const s = l + 1 < k && heap[l + 1]! < heap[l]! ? l + 1 : l;
+      if (!(heap[s]! < w)) break;
+      heap[c] = heap[s]!;
+      c = s;
+    }
+    heap[c] = w;
+    floor = heap[0]!;
+  };
+  const n = values.length;
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const a = values[i]!;
+    const b = values[i + 1]!;
+    const c = values[i + 2]!;
+    const d = values[i + 3]!;
+    if (a > floor || b > floor || c > floor || d > floor) {
+      if (a > floor) push(a);
+      if (b > floor) push(b);
+      if (c > floor) push(c);
+      if (d > floor) push(d);
+    }
+  }
+  for (; i < n; i++) if (values[i]! > floor) push(values[i]!);
+  return floor;
+}
+
+/**
  * Weigh the candidates (ascending ids) into `weight`, `scratchIds`, their buckets and the bucket counts (in
  * `start[k + 1]`) and masses. Its own function for V8 (see {@link maxOf}).
  */
@@ -138,7 +189,7 @@ function weigh(logits: Float32Array, floor: number, max: number, temperature: nu
 
 /**
  * The reference `sampleBuckets` (the definition the native backends match bit for bit): the largest logit, the
- * floor `max(lower, max - pruneNats * temperature)`, then for every logit at or above it (NaN never) its weight
+ * floor `max(lower, k-th largest logit when 0 < topK < n, max - pruneNats * temperature)`, then for every logit at or above it (NaN never) its weight
  * `expNonPositive((l - max) * (1 / temperature))` and, when that is > 0, its bucket `min(4095, floor((max - l) *
  * (16 / temperature)))`; each bucket's mass sums its weights in ascending id order, the total sums the masses
  * (bucket 0 first), and candidates are grouped by bucket, ascending ids within one.
@@ -154,6 +205,8 @@ export function sampleBucketsReference(args: SampleBucketsArgs): SampleBucketsRe
   mass.fill(0, 0, SAMPLE_BUCKETS);
   const max = maxOf(logits.subarray(0, n));
   let floor = args.lower;
+  const topK = args.topK ?? 0;
+  if (topK > 0 && topK < n) floor = Math.max(floor, kthLargest(logits.subarray(0, n), topK));
   if (args.pruneNats < Infinity && max > -Infinity) floor = Math.max(floor, max - args.pruneNats * temperature);
   const live = weigh(logits.subarray(0, n), floor, max, temperature, weight, start, mass);
   // The total from the masses (bucket 0 first): a chain of 4096 additions instead of one per candidate, so a native

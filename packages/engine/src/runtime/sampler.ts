@@ -35,22 +35,13 @@ export interface SampleResult {
   readonly logprobs: TokenLogprobs | undefined;
 }
 
-/** Sampling and scoring over logits rows. Stateless: every input is in the request. */
 /**
- * Whether a request's next token is the plain argmax of the raw logits: temperature 0, no logprobs, and no logits
- * processor or penalty that could change a logit (allowed ids, bad words, logit bias, min_tokens' stop masking while
- * `outputLength < minTokens`, repetition / presence / frequency penalties, a structured-output constraint). Such a
- * token can be taken on the device (`argmax` over device logits) without the logits coming to the host.
+ * Whether no logits processor or penalty can change a logit of this request's next row: no allowed ids, bad words,
+ * logit bias, min_tokens' stop masking (while `outputLength < minTokens`), repetition / presence / frequency
+ * penalty, or structured-output constraint. Then the raw row is the processed row.
  */
-export function isPlainGreedy(
-  params: ResolvedSamplingParams,
-  outputLength: number,
-  badWordsTokenIds: readonly (readonly number[])[] | undefined,
-  constrained: boolean,
-): boolean {
+function rowUnchanged(params: ResolvedSamplingParams, outputLength: number, badWordsTokenIds: readonly (readonly number[])[] | undefined, constrained: boolean): boolean {
   return (
-    params.temperature === 0 &&
-    params.logprobs === undefined &&
     params.allowedTokenIds === undefined &&
     (badWordsTokenIds === undefined || badWordsTokenIds.length === 0) &&
     params.logitBias.size === 0 &&
@@ -62,6 +53,21 @@ export function isPlainGreedy(
   );
 }
 
+/**
+ * Whether a request's next token is the plain argmax of the raw logits: temperature 0, no logprobs, and no logits
+ * processor or penalty that could change a logit ({@link rowUnchanged}). Such a token can be taken on the device
+ * (`argmax` over device logits) without the logits coming to the host.
+ */
+export function isPlainGreedy(
+  params: ResolvedSamplingParams,
+  outputLength: number,
+  badWordsTokenIds: readonly (readonly number[])[] | undefined,
+  constrained: boolean,
+): boolean {
+  return params.temperature === 0 && params.logprobs === undefined && rowUnchanged(params, outputLength, badWordsTokenIds, constrained);
+}
+
+/** Sampling and scoring over logits rows. Stateless: every input is in the request. */
 export class Sampler {
   private readonly pass: SampleBucketsFn;
   /** The processed copy of the logits row being sampled (reused across calls). */
@@ -84,14 +90,18 @@ export class Sampler {
   sample(requests: readonly SampleRequest[]): SampleResult[] {
     return requests.map((r) => {
       const p = r.params;
-      // A copy into a reused buffer: a fresh vocabulary-sized array each token cost ~0.1 ms of garbage collection in
-      // a process holding a model (Float32Array.from, before that, walked the iterator: ~10x slower still).
-      if (this.work.length < r.logits.length) this.work = new Float32Array(r.logits.length);
-      const work = this.work.length === r.logits.length ? this.work : this.work.subarray(0, r.logits.length);
-      work.set(r.logits);
-      r.constraint?.applyTo(work);
-      applyLogitsProcessors(work, p, r.outputTokenIds, r.eosTokenIds, r.badWordsTokenIds);
-      applyPenalties(work, p, r.promptTokenIds, r.outputTokenIds);
+      // The draw reads its row without changing it: the raw row when nothing processes it (sampling with plain
+      // temperature / top-k / top-p / min-p), else a copy into a reused buffer (a fresh vocabulary-sized array each
+      // token cost ~0.1 ms of garbage collection in a process holding a model).
+      let work = r.logits;
+      if (!rowUnchanged(p, r.outputTokenIds.length, r.badWordsTokenIds, r.constraint !== undefined)) {
+        if (this.work.length < r.logits.length) this.work = new Float32Array(r.logits.length);
+        work = this.work.length === r.logits.length ? this.work : this.work.subarray(0, r.logits.length);
+        work.set(r.logits);
+        r.constraint?.applyTo(work);
+        applyLogitsProcessors(work, p, r.outputTokenIds, r.eosTokenIds, r.badWordsTokenIds);
+        applyPenalties(work, p, r.promptTokenIds, r.outputTokenIds);
+      }
       const token = sampleToken(work, p, r.rng, this.pass);
       return { token, logprobs: p.logprobs === undefined ? undefined : tokenLogprobs(r.logits, token, p.logprobs) };
     });

@@ -191,10 +191,11 @@ function candidates(logits: Float32Array, params: ResolvedSamplingParams, pruneN
     scratch.tail = new Int32Array(n);
   }
   const { weight, ids, start, mass } = scratch;
-  const lower = params.topK > 0 && n > params.topK ? kthLargest(logits, params.topK) : -Infinity;
+  // Top-k's floor (the k-th largest logit) is found inside the pass (natively on the CPU backend).
+  const topK = params.topK > 0 ? Math.min(params.topK, n) : 0;
   let nats = pruneNats;
   if (params.minP > 0) nats = Math.min(nats, -Math.log(params.minP) + 1e-6);
-  const r = pass({ logits, temperature: params.temperature, lower, pruneNats: nats, weight, ids, start, mass });
+  const r = pass({ logits, temperature: params.temperature, lower: -Infinity, topK, pruneNats: nats, weight, ids, start, mass });
   let { count, total } = r;
   // min-p (p_i < minP * p_max, the common 1/sum cancelled; the largest weight is e^0 = 1) runs before top-k in vLLM;
   // both are thresholds on the same order, so applying top-k first keeps the same set. Only the buckets from just
@@ -253,46 +254,6 @@ export function samplingDistribution(logits: Float32Array, params: ResolvedSampl
   const probs = new Float64Array(kept.length);
   for (let j = 0; j < kept.length; j++) probs[j] = weight[kept[j]!]! / sum;
   return { ids: kept, probs };
-}
-
-/**
- * The `k`-th largest of `values` (1 <= k <= values.length; NaN never counts; -Infinity when fewer than k values
- * are above -Infinity), by a min-heap of the k largest: O(n log k). The scan tests four values against the heap's
- * floor at a time (one branch for the common case of none above it): ~1 ns a value, ~30 us at a 32k vocabulary.
- */
-function kthLargest(values: Float32Array, k: number): number {
-  const heap = new Float64Array(k).fill(-Infinity);
-  let floor = -Infinity; // heap[0]
-  /** Replaces the heap's smallest by `w` (> floor) and sifts it down. */
-  const push = (w: number): void => {
-    let c = 0;
-    for (;;) {
-      const l = 2 * c + 1;
-      if (l >= k) break;
-      const s = l + 1 < k && heap[l + 1]! < heap[l]! ? l + 1 : l;
-      if (!(heap[s]! < w)) break;
-      heap[c] = heap[s]!;
-      c = s;
-    }
-    heap[c] = w;
-    floor = heap[0]!;
-  };
-  const n = values.length;
-  let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const a = values[i]!;
-    const b = values[i + 1]!;
-    const c = values[i + 2]!;
-    const d = values[i + 3]!;
-    if (a > floor || b > floor || c > floor || d > floor) {
-      if (a > floor) push(a);
-      if (b > floor) push(b);
-      if (c > floor) push(c);
-      if (d > floor) push(d);
-    }
-  }
-  for (; i < n; i++) if (values[i]! > floor) push(values[i]!);
-  return floor;
 }
 
 /**

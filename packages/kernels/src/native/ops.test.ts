@@ -6,8 +6,8 @@ import { KernelError } from '../errors.js';
 import { DTYPE_CODE, NATIVE_ABI, NativeKernelBackend, nativeKvDtypeCode, weightArgs, type NativeKernelOps } from './ops.js';
 
 describe('native facade: weight arguments (csrc/napi_args.h readWeight)', () => {
-  it('ABI 4 and the dtype codes of csrc/ops.h', () => {
-    expect(NATIVE_ABI).toBe(4);
+  it('ABI 5 and the dtype codes of csrc/ops.h', () => {
+    expect(NATIVE_ABI).toBe(5);
     expect([DTYPE_CODE.f32, DTYPE_CODE.bf16, DTYPE_CODE.f16]).toEqual([0, 1, 2]);
     expect([DTYPE_CODE.e4m3fn, DTYPE_CODE.e5m2, DTYPE_CODE.e4m3fnuz, DTYPE_CODE.e5m2fnuz]).toEqual([3, 4, 5, 6]);
     const ggml = ['q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_k', 'q5_k', 'q6_k'] as const;

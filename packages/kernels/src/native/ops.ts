@@ -47,7 +47,7 @@ import {
 } from '../validate.js';
 
 /** ABI of the shared op signatures (csrc/napi_args.h `kAbi`); a binary reporting another one is stale and is not loaded. */
-export const NATIVE_ABI = 4;
+export const NATIVE_ABI = 5;
 
 /**
  * Numeric codes of storage dtypes (csrc/ops.h `DtypeCode`): the weight dtypes (`f32`..`f16`, the GGML block types
