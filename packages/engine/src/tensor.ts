@@ -45,10 +45,15 @@ export interface Tensor {
   /** `int4`: columns per scale group. */
   readonly groupSize?: number | undefined;
   /**
-   * compressed-tensors static activation scale (`input_scale`, `[1]` or `[rows]`), kept for inspection. kvq runs
-   * activations in float32 on every backend (W8A16 / W4A16), so it is not applied.
+   * compressed-tensors static activation scale (`input_scale`, `[1]` or `[rows]`), kept for inspection; applied only
+   * through {@link Tensor.int8Activations} (FP8 and int4 weights run float32 activations: W8A16 / W4A16).
    */
   readonly inputScale?: Float32Array | undefined;
+  /**
+   * `int8` weights of a W8A8 checkpoint: the activations are quantized to int8 before the product (the kernels'
+   * `activations: 'q8'`): per token when `staticScale` is absent, else with that static scale. Absent: float32.
+   */
+  readonly int8Activations?: { readonly staticScale?: number } | undefined;
 }
 
 /** GGML block geometry: elements per block and bytes per block (ggml `type_traits`, gguf-py `GGML_QUANT_SIZES`). */
@@ -117,7 +122,7 @@ export function asWeightMatrix(tensor: Tensor, name = 'tensor'): WeightMatrix {
     });
   }
   const [rows, cols] = tensor.shape as [number, number];
-  return {
+  const w: WeightMatrix = {
     dtype: tensor.dtype,
     data: tensor.data,
     rows,
@@ -126,6 +131,19 @@ export function asWeightMatrix(tensor: Tensor, name = 'tensor'): WeightMatrix {
     ...(tensor.zeroPoint ? { zeroPoint: tensor.zeroPoint } : {}),
     ...(tensor.groupSize !== undefined ? { groupSize: tensor.groupSize } : {}),
   };
+  if (tensor.int8Activations && tensor.dtype === 'int8') int8ActivationsOfWeight.set(w, tensor.int8Activations);
+  return w;
+}
+
+/** The W8A8 activation quantization of the weight matrices {@link asWeightMatrix} made from such tensors. */
+const int8ActivationsOfWeight = new WeakMap<WeightMatrix, NonNullable<Tensor['int8Activations']>>();
+
+/**
+ * How a weight matrix made by {@link asWeightMatrix} takes its activations: `{}` (dynamic per-token int8) or
+ * `{ staticScale }` for the `int8` weights of a W8A8 checkpoint; `undefined`: float32.
+ */
+export function int8ActivationsOf(w: WeightMatrix): Tensor['int8Activations'] {
+  return int8ActivationsOfWeight.get(w);
 }
 
 const f32Scratch = new Float32Array(1);

@@ -61,7 +61,7 @@ for (const [fmtName, fmt] of [['e4m3fn', 0], ['e5m2', 1]]) {
 {
   const rows = 3, inF = 67, outF = 33;
   const out = new Float32Array(rows * outF);
-  ctx.linear(floats(rows * inF, 1), rows, floats(outF * inF, 0.5), 0, outF, inF, null, null, 0, floats(outF, 0.1), out, 0);
+  ctx.linear(floats(rows * inF, 1), rows, floats(outF * inF, 0.5), 0, outF, inF, null, null, 0, floats(outF, 0.1), out, 0, 0);
   record('linear_f32_3x67x33', out);
 }
 {
@@ -71,14 +71,14 @@ for (const [fmtName, fmt] of [['e4m3fn', 0], ['e5m2', 1]]) {
   const wb = new Uint32Array(wf.buffer);
   for (let i = 0; i < w.length; i++) w[i] = wb[i] >>> 16; // bf16 = the top half of the float32 bits
   const out = new Float32Array(outF);
-  ctx.linear(floats(inF, 1), 1, w, 1, outF, inF, null, null, 0, null, out, 0);
+  ctx.linear(floats(inF, 1), 1, w, 1, outF, inF, null, null, 0, null, out, 0, 0);
   record('gemv_bf16_1x256x17', out);
 }
 if (threads > 1) {
   // Large enough to be split across the thread pool (the shapes above run on the calling thread).
   const rows = 8, inF = 512, outF = 1024;
   const out = new Float32Array(rows * outF);
-  ctx.linear(floats(rows * inF, 1), rows, floats(outF * inF, 0.5), 0, outF, inF, null, null, 0, null, out, 0);
+  ctx.linear(floats(rows * inF, 1), rows, floats(outF * inF, 0.5), 0, outF, inF, null, null, 0, null, out, 0, 0);
   record(`linear_f32_${rows}x${inF}x${outF}_threads`, out);
 }
 // Quantized weights in their stored form (GGML blocks with finite f16 scales, compressed-tensors int4 with zero
@@ -114,18 +114,29 @@ if (threads > 1) {
     }
     const codes = randomBytes(outF * inF).map((c) => ((c & 0x7f) === 0x7f ? 0x38 : c));
     weights.push(['fp8_e4m3', [codes, 24, outF, inF, floats(outF, 0.1).map(Math.abs), null, 0]]);
+    // int8 per channel, K = 200 (the AVX-512 masked tail, AVX2's scalar tail).
+    const i8 = Int8Array.from(randomBytes(outF * 200), (b) => b - 128);
+    weights.push(['int8', [i8, 25, outF, 200, floats(outF, 0.1).map(Math.abs), null, 0]]);
   }
   for (const [name, w] of weights) {
     const [, , outF, inF] = w;
     for (const rows of [1, 6]) {
       const out = new Float32Array(rows * outF);
-      ctx.linear(floats(rows * inF, 1), rows, ...w, null, out, 0);
+      ctx.linear(floats(rows * inF, 1), rows, ...w, null, out, 0, 0);
       record(`linear_${name}_${rows}x${inF}x${outF}`, out);
       // GGML weights: also with GGML's 8-bit activations (act_q8.h), the int8 dot products on the SIMD ISAs.
       if (w[1] >= 16 && w[1] <= 23) {
         const outQ8 = new Float32Array(rows * outF);
-        ctx.linear(floats(rows * inF, 1), rows, ...w, null, outQ8, 1);
+        ctx.linear(floats(rows * inF, 1), rows, ...w, null, outQ8, 1, 0);
         record(`linear_${name}_q8act_${rows}x${inF}x${outF}`, outQ8);
+      }
+      // int8 weights (W8A8): int8 activations per row (dynamic) and with a static scale.
+      if (w[1] === 25) {
+        for (const [tag, s] of [['dyn', 0], ['static', 0.02]]) {
+          const outI8 = new Float32Array(rows * outF);
+          ctx.linear(floats(rows * inF, 1), rows, ...w, null, outI8, 1, s);
+          record(`linear_${name}_i8act_${tag}_${rows}x${inF}x${outF}`, outI8);
+        }
       }
     }
     const ids = Int32Array.of(4, 0, 2);

@@ -142,9 +142,9 @@ for (const dtype of ['f32', 'bf16']) {
   const srcB = new Uint8Array(w.buffer), dstB = new Uint8Array(bytes);
   const tm = best(() => dstB.set(srcB), t);
   const x1 = new Float32Array(K).map(normal), y1 = new Float32Array(N);
-  const tv = best(() => ctx.linear(x1, 1, w, CODE[dtype], N, K, null, null, 0, null, y1, 0), t);
+  const tv = best(() => ctx.linear(x1, 1, w, CODE[dtype], N, K, null, null, 0, null, y1, 0, 0), t);
   const M = 128, xm = new Float32Array(M * K).map(normal), ym = new Float32Array(M * N);
-  const tg = best(() => ctx.linear(xm, M, w, CODE[dtype], N, K, null, null, 0, null, ym, 0), t * 2);
+  const tg = best(() => ctx.linear(xm, M, w, CODE[dtype], N, K, null, null, 0, null, ym, 0, 0), t * 2);
   console.log(
     `  ${dtype}: memcpy ${(bytes / tm / 1e9).toFixed(1)} GB/s; decode GEMV ${(bytes / tv / 1e9).toFixed(1)} GB/s ` +
       `(${((tm / tv) * 100).toFixed(0)}% of memcpy), ${((2 * N * K) / tv / 1e9).toFixed(1)} GFLOP/s; ` +
@@ -220,15 +220,16 @@ function weightTable() {
   const rows = [];
   for (const d of WEIGHTS) {
     // Copies of one 4096 x 4096 matrix past the last-level cache: one GEMV per copy, as a decode step streams its
-    // layers. GGML weights also with GGML's 8-bit activations (activations code 1: int8 dot products on AVX2).
+    // layers. GGML weights also with GGML's 8-bit activations (activations code 1: int8 dot products on AVX2), int8
+    // weights with W8A8's per-row int8 activations.
     const copies = streamingCopies(randomWeight(d, N, K), STREAM);
     const bytes = copies.reduce((s, w) => s + w[0].byteLength + (w[4] ? w[4].byteLength : 0), 0);
-    const modes = d.elems >= 32 ? [0, 1] : [0];
+    const modes = d.elems >= 32 || d.code === 25 ? [0, 1] : [0];
     const tv = [Infinity, Infinity];
     for (let round = 0; round < rounds; round++) {
       for (const m of modes) {
         probe();
-        tv[m] = Math.min(tv[m], best(() => copies.forEach((w) => ctx.linear(x, 1, ...w, null, y, m)), t));
+        tv[m] = Math.min(tv[m], best(() => copies.forEach((w) => ctx.linear(x, 1, ...w, null, y, m, 0)), t));
       }
     }
     rows.push({ d, bytes, n: copies.length, tv });

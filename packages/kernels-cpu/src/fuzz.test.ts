@@ -289,8 +289,9 @@ describe.skipIf(!avail.available)('fuzz: junk straight into the native addon nev
       const bases: [keyof NativeContext, unknown[]][] = [
         ['pagedAttention', [f(64), f(64), 3, new Uint8Array(256).fill(0x38), new Uint8Array(256).fill(0x38), 4, 4, 2, 8, Float32Array.of(1), Float32Array.of(1), Int32Array.of(0, 1, 2), Int32Array.of(3, 5), Int32Array.of(0, 1, 2, 3), 2, 2, 4, 0.3, 0, 0, Float32Array.of(1)]],
         ['reshapeAndCache', [f(48), f(48), Int32Array.of(0, -1, 7), 3, 4, new Uint8Array(128), new Uint8Array(128), 2, 4, 2, 8, Float32Array.of(1, 2), Float32Array.of(1, 2)]],
-        ['linear', [f(8), 2, new Uint16Array(12).fill(0x3c00), 1, 3, 4, null, null, 0, f(3), f(6), 0]],
-        ['linear', [f(128), 2, new Uint8Array(3 * 2 * 34).fill(0x3c), 16, 3, 64, null, null, 0, f(3), f(6), 1]],
+        ['linear', [f(8), 2, new Uint16Array(12).fill(0x3c00), 1, 3, 4, null, null, 0, f(3), f(6), 0, 0]],
+        ['linear', [f(128), 2, new Uint8Array(3 * 2 * 34).fill(0x3c), 16, 3, 64, null, null, 0, f(3), f(6), 1, 0]],
+        ['linear', [f(200), 2, new Int8Array(300).fill(3), 25, 3, 100, f(3), null, 0, f(3), f(6), 1, 0.25]],
         ['embedding', [new Uint16Array(20).fill(0x3c00), 2, 5, 4, null, null, 0, Int32Array.of(0, 4), f(8), 2]],
         ['rope', [f(16), f(16), Int32Array.of(0, 7), 2, 1, 1, 8, 8, 8, f(32, 0.5), f(32, 0.5), false]],
         ['quantizeFp8', [f(16), new Uint8Array(16), 16, Float32Array.of(1, 2), 4, 2, 0, true]],

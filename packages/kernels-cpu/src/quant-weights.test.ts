@@ -281,6 +281,11 @@ describe.skipIf(!avail.available)('quantized weights: bad input straight into th
     ['a scale on a GGML weight', lin(new Uint8Array(34), 16, 1, 32, Float32Array.of(1)), 'INVALID_ARGUMENT', 'weight.scale'],
     ['a zero point on int8', lin(new Int8Array(8), 25, 2, 4, Float32Array.of(1), new Int8Array(2)), 'INVALID_ARGUMENT', 'weight.zeroPoint'],
     ['an unknown dtype code', lin(new Uint8Array(8), 12, 2, 4), 'INVALID_ARGUMENT', 'weight.dtype'],
+    ['8-bit activations on fp8', [...lin(new Uint8Array(8), 24, 2, 4, Float32Array.of(1)), 1, 0], 'INVALID_ARGUMENT', 'activations'],
+    ['a static activation scale on q8_0', [...lin(new Uint8Array(34), 16, 1, 32), 1, 0.5], 'INVALID_ARGUMENT', 'activationScale'],
+    ['a static activation scale with float activations', [...lin(new Int8Array(8), 25, 2, 4, Float32Array.of(1)), 0, 0.5], 'INVALID_ARGUMENT', 'activationScale'],
+    ['a negative static activation scale', [...lin(new Int8Array(8), 25, 2, 4, Float32Array.of(1)), 1, -1], 'INVALID_ARGUMENT', 'activationScale'],
+    ['a static activation scale that is 0 in float32', [...lin(new Int8Array(8), 25, 2, 4, Float32Array.of(1)), 1, 1e-50], 'INVALID_ARGUMENT', 'activationScale'],
   ];
   for (const [label, args, code, argument] of cases) {
     it(`linear: ${label} -> ${code} (${argument})`, () => {

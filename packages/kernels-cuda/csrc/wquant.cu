@@ -294,19 +294,34 @@ __global__ void act_q8_round_trip_kernel(const float* x, int64_t blocks, int n, 
     act_q8_round_trip_block(x + b * n, n, out + b * n);
 }
 
+/**
+ * x' = the W8A8 int8 round trip of x (act_q8.h act_i8_round_trip_row: one scale per row, dynamic or static), one
+ * thread per row.
+ */
+__global__ void act_i8_round_trip_kernel(const float* x, int64_t rows, int64_t K, float staticScale, float* out) {
+  for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += (int64_t)gridDim.x * blockDim.x)
+    act_i8_round_trip_row(x + r * K, K, staticScale, out + r * K);
+}
+
 bool linear_quant(Context* ctx, const LinearArgs& a, const WeightAuxDev& aux, Status* st) {
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
   const size_t xb = (size_t)(a.rows * a.in) * 4, yb = (size_t)(a.rows * a.out) * 4;
   void *dx, *dy, *dw, *db = nullptr;
   if (!put(ctx, kS0, a.x, xb, &dx, st) || !scratch(ctx, kS2, yb, &dy, st)) return false;
   if (a.xq) {
-    // 8-bit activations: the kernels run on x's round trip x', computed here on the device.
+    // 8-bit activations: the kernels run on x's round trip x', computed here on the device (GGML's blocks, or the
+    // W8A8 per-row int8 codes on int8 weights).
     void* dxq;
     if (!scratch(ctx, kS6, xb, &dxq, st)) return false;
-    const int n = (int)act_q8_block(a.w.dtype);
-    const int64_t blocks = a.rows * a.in / n;
-    KVQ_LAUNCH(grid_1d(blocks, 64), 64, 0, ctx->stream, act_q8_round_trip_kernel)(static_cast<const float*>(dx), blocks, n,
-                                                                                 static_cast<float*>(dxq));
+    if (a.w.dtype == kWInt8) {
+      KVQ_LAUNCH(grid_1d(a.rows, 64), 64, 0, ctx->stream, act_i8_round_trip_kernel)(static_cast<const float*>(dx), a.rows, a.in, a.xScale,
+                                                                                  static_cast<float*>(dxq));
+    } else {
+      const int n = (int)act_q8_block(a.w.dtype);
+      const int64_t blocks = a.rows * a.in / n;
+      KVQ_LAUNCH(grid_1d(blocks, 64), 64, 0, ctx->stream, act_q8_round_trip_kernel)(static_cast<const float*>(dx), blocks, n,
+                                                                                   static_cast<float*>(dxq));
+    }
     KVQ_LAUNCHED("activation round-trip kernel");
     dx = dxq;
   }

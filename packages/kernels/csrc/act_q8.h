@@ -87,6 +87,63 @@ static inline void act_q8_round_trip(int dt, const float* x, int64_t rows, int64
   for (int64_t b = 0; b < rows * K / n; b++) act_q8_round_trip_block(x + b * n, (int)n, out + b * n);
 }
 
+// ------------------------------------------------------------------------------------------------
+// compressed-tensors W8A8: `activations: 'q8'` on int8 weights (src/quant/activations.ts quantizeActivationRowInt8,
+// bit-identical). vLLM's scaled_int8_quant (csrc/quantization/compressed_tensors/int8_quant_kernels.cu), symmetric:
+// dynamic per row: amax = max |x|, scale = amax / 127, codes = sat(rne(x * (amax == 0 ? 0 : 127 / amax)));
+// static: codes = sat(rne(x / s)). rne rounds half to even (CUDA cvt.rni), sat clamps to [-128, 127]. A row with a
+// NaN or an infinity gets codes 0 and scale NaN (x' NaN: its outputs are NaN, as with float activations).
+// ------------------------------------------------------------------------------------------------
+
+/** sat(rne(v)): round half to even, clamp to [-128, 127] (v not NaN). */
+KVQ_HOST_DEVICE int8_t act_i8_code(float v) {
+  const float r = nearbyintf(v < -128.0f ? -128.0f : v > 127.0f ? 127.0f : v);
+  return (int8_t)(int)r;
+}
+
+/**
+ * Quantize one row of K activations into q[K]; returns its scale (x' = q * scale): `staticScale` when > 0, else the
+ * dynamic amax / 127 (0 for a zero row); NaN for a row with a non-finite value.
+ */
+KVQ_HOST_DEVICE float act_i8_quantize_row(const float* x, int64_t K, float staticScale, int8_t* q) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (int64_t j = 0; j < K; j++) {
+    const float a = fabsf(x[j]);
+    if (!(a <= 3.402823466e38f)) finite = false;
+    amax = a > amax ? a : amax;
+  }
+  if (!finite) {
+    for (int64_t j = 0; j < K; j++) q[j] = 0;
+    return NAN;
+  }
+  if (staticScale > 0.0f) {
+    for (int64_t j = 0; j < K; j++) q[j] = act_i8_code(x[j] / staticScale);
+    return staticScale;
+  }
+  const float inv = amax == 0.0f ? 0.0f : 127.0f / amax;
+  for (int64_t j = 0; j < K; j++) q[j] = act_i8_code(x[j] * inv);
+  return amax / 127.0f;
+}
+
+/** x' of one row of K activations into out[K]: code * scale (exact in float32), the codes of act_i8_quantize_row. */
+KVQ_HOST_DEVICE void act_i8_round_trip_row(const float* x, int64_t K, float staticScale, float* out) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (int64_t j = 0; j < K; j++) {
+    const float a = fabsf(x[j]);
+    if (!(a <= 3.402823466e38f)) finite = false;
+    amax = a > amax ? a : amax;
+  }
+  if (!finite) {
+    for (int64_t j = 0; j < K; j++) out[j] = NAN;
+    return;
+  }
+  const bool isStatic = staticScale > 0.0f;
+  const float inv = amax == 0.0f ? 0.0f : 127.0f / amax, s = isStatic ? staticScale : amax / 127.0f;
+  for (int64_t j = 0; j < K; j++) out[j] = (float)act_i8_code(isStatic ? x[j] / staticScale : x[j] * inv) * s;
+}
+
 }  // namespace kvq
 
 #endif  // KVQ_ACT_Q8_H_

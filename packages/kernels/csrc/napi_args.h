@@ -355,10 +355,11 @@ inline WeightRef readWeight(const Napi::CallbackInfo& info, size_t i, const std:
 }
 
 /**
- * linear(x, rows, weight (2..8: see readWeight), bias|null, out, activations (0 float32, 1 q8: GGML weights only));
- * arguments past kLinearArgc are the addon's own.
+ * linear(x, rows, weight (2..8: see readWeight), bias|null, out, activations (0 float32, 1 q8: GGML and int8 weights),
+ * activationScale (int8 weights with q8: the static scale, or 0 = dynamic)); arguments past kLinearArgc are the
+ * addon's own.
  */
-constexpr size_t kLinearArgc = 2 + kWeightArgc + 3;
+constexpr size_t kLinearArgc = 2 + kWeightArgc + 4;
 inline LinearParams readLinear(const Napi::CallbackInfo& info) {
   LinearParams p{};
   p.rows = intArg(info, 1, "rows", 1);
@@ -369,9 +370,15 @@ inline LinearParams readLinear(const Napi::CallbackInfo& info) {
   p.bias = optionalArrayArg<float>(info, 2 + kWeightArgc, "bias", p.out);
   p.y = activationArg<float>(info, 3 + kWeightArgc, "out", mul(info, "out", {p.rows, p.out}));
   p.xq = (int)intArg(info, 4 + kWeightArgc, "activations", 0, 1);
-  if (p.xq && !is_ggml_dtype(p.w.dtype)) {
-    fail(info.Env(), "INVALID_ARGUMENT", "activations", "activations 'q8' (code 1) needs a GGML weight dtype, got dtype code " + std::to_string(p.w.dtype));
+  if (p.xq && !is_ggml_dtype(p.w.dtype) && p.w.dtype != kWInt8) {
+    fail(info.Env(), "INVALID_ARGUMENT", "activations", "activations 'q8' (code 1) needs a GGML or int8 weight dtype, got dtype code " + std::to_string(p.w.dtype));
   }
+  const double xs = numberArg(info, 5 + kWeightArgc, "activationScale");
+  const float xf = (float)xs;
+  if (xs != 0 && (!(xf > 0) || !(xf <= 3.402823466e38f) || !p.xq || p.w.dtype != kWInt8)) {
+    fail(info.Env(), "INVALID_ARGUMENT", "activationScale", "activationScale must be 0 (dynamic) or a finite float32 > 0 with activations 'q8' on an int8 weight");
+  }
+  p.xScale = xf;
   return p;
 }
 

@@ -165,7 +165,9 @@ struct LinearParams {
   const float* bias;  // [out] or null
   float* y;           // [rows, out]
   int64_t rows, in, out;
-  int xq;             // activations: 0 = float32, 1 = GGML's 8-bit round trip (act_q8.h; GGML weights only)
+  int xq;             // activations: 0 = float32, 1 = 8-bit round trip (act_q8.h; GGML weights: GGML's blocks,
+                      // int8 weights: compressed-tensors W8A8 per-row int8)
+  float xScale;       // int8 weights with xq: the static activation scale (> 0), or 0 = dynamic per-row scales
 };
 
 /** `rmsNorm`: y = x / rms(x) * w, row by row. */

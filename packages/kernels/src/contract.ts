@@ -144,15 +144,26 @@ export interface LinearArgs<A extends Activation = Float32Array> {
   /** Number of input rows (tokens), `>= 1`. */
   readonly rows: number;
   /**
-   * How the activations enter the product (GGML weight dtypes only; default `'f32'`):
-   * - `'f32'`: as given (W4A16-style math, exact up to float32 summation);
-   * - `'q8'`: rounded first as llama.cpp's CPU backend and vLLM's GGUF kernels do before their int8 dot products,
-   *   so `y = sum_e w_e * x'_e` with `x'` the round trip of each row through GGML's 8-bit blocks: Q8_0 (32
-   *   elements, scale `f16(amax / 127)`, `roundf`) for q8_0/q4_0/q4_1/q5_0/q5_1, Q8_K (256 elements, scale
-   *   `max / -127` in float32, round half to even) for the k-quants (`quantizeActivationsQ8`, csrc/act_q8.h). A
-   *   block with a NaN or infinity makes its x' NaN. Faster on CPUs with int8 dot products (AVX2 `vpmaddubsw`).
+   * How the activations enter the product (GGML and `int8` weight dtypes only; default `'f32'`):
+   * - `'f32'`: as given (W4A16 / W8A16-style math, exact up to float32 summation);
+   * - `'q8'`: rounded to 8 bits first, as the engine that defines the weight format does before its int8 dot
+   *   products, so `y = sum_e w_e * x'_e` with `x'` the round trip of each row:
+   *   - GGML weights (llama.cpp's CPU backend, vLLM's GGUF kernels): GGML's 8-bit blocks, Q8_0 (32 elements, scale
+   *     `f16(amax / 127)`, `roundf`) for q8_0/q4_0/q4_1/q5_0/q5_1, Q8_K (256 elements, scale `max / -127` in float32,
+   *     round half to even) for the k-quants (`quantizeActivationsQ8`, csrc/act_q8.h). A block with a NaN or
+   *     infinity makes its x' NaN.
+   *   - `int8` weights (compressed-tensors W8A8, vLLM's `scaled_int8_quant`): one symmetric int8 scale per row,
+   *     dynamic `amax / 127` with codes `sat(rne(x * (127 / amax)))` (a zero row: codes and scale 0), or the static
+   *     {@link LinearArgs.activationScale} `s` with codes `sat(rne(x / s))`; `sat` clamps to [-128, 127], `rne` rounds
+   *     half to even; x' = codes * scale (`quantizeActivationsInt8`). A row with a NaN or infinity makes its x' NaN.
+   *   Faster on CPUs with int8 dot products (AVX2 `vpmaddubsw` / `vpmaddwd`, AVX-512 VNNI `vpdpbusd`).
    */
   readonly activations?: LinearActivations | undefined;
+  /**
+   * `int8` weights with `activations: 'q8'`: the static activation scale (compressed-tensors `input_scale`, one per
+   * tensor; finite and > 0 in float32). Absent: dynamic per-row scales. Not allowed with other weights or activations.
+   */
+  readonly activationScale?: number | undefined;
 }
 
 /** How `linear` takes its activations: `'f32'` as given, `'q8'` rounded as GGML does (see {@link LinearArgs.activations}). */

@@ -401,10 +401,21 @@ export function validateLinear(args: LinearArgs<Activation>): { rows: number; in
   if (act !== undefined && act !== 'f32' && act !== 'q8') {
     throw new KernelError('INVALID_ARGUMENT', `activations must be 'f32' or 'q8', got ${describeValue(act)}`, { argument: 'activations' });
   }
-  if (act === 'q8' && !isGgmlDtype(weight.dtype)) {
-    throw new KernelError('INVALID_ARGUMENT', `activations 'q8' needs a GGML weight dtype (q8_0 ... q6_k), got weight.dtype '${weight.dtype}'`, {
+  if (act === 'q8' && !isGgmlDtype(weight.dtype) && weight.dtype !== 'int8') {
+    throw new KernelError('INVALID_ARGUMENT', `activations 'q8' needs a GGML (q8_0 ... q6_k) or int8 weight dtype, got weight.dtype '${weight.dtype}'`, {
       argument: 'activations',
     });
+  }
+  const s = args.activationScale;
+  if (s !== undefined) {
+    if (act !== 'q8' || weight.dtype !== 'int8') {
+      throw new KernelError('INVALID_ARGUMENT', `activationScale needs activations 'q8' on an int8 weight (got activations ${describeValue(act)}, weight.dtype '${weight.dtype}')`, {
+        argument: 'activationScale',
+      });
+    }
+    if (typeof s !== 'number' || !(Math.fround(s) > 0) || !Number.isFinite(Math.fround(s))) {
+      throw new KernelError('INVALID_ARGUMENT', `activationScale must be a finite float32 > 0, got ${describeValue(s)}`, { argument: 'activationScale' });
+    }
   }
   return { rows, inFeatures, outFeatures };
 }

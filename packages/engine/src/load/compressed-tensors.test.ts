@@ -1,9 +1,11 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { createReferenceBackend, type KernelBackend } from '@kvq/kernels';
 import { describe, expect, it } from 'vitest';
 
 import type { ModelConfig } from '../config/model-config.js';
+import { LLM } from '../llm/llm.js';
 import { writeSafetensors, type SafetensorsWritable } from '../formats/safetensors.js';
 import { engineErrorOfAsync, randomHfTensors, tempDir, tinyConfig, tinyConfigJson } from '../testing/fixtures.js';
 import { parseCompressedTensorsConfig, schemeForModule } from './compressed-tensors.js';
@@ -127,6 +129,30 @@ describe('compressed-tensors quantization_config', () => {
   });
 });
 
+const INT8_CONFIG = (inputActivations: unknown): Record<string, unknown> => ({
+  quant_method: 'compressed-tensors',
+  format: 'int-quantized',
+  ignore: ['lm_head'],
+  config_groups: { group_0: { targets: ['Linear'], input_activations: inputActivations, weights: { num_bits: 8, type: 'int', symmetric: true, strategy: 'channel', dynamic: false } } },
+});
+
+/** Dense tensors with every decoder Linear as int8 codes, per-channel scales and (optionally) a static input_scale. */
+function int8Tensors(inputScale = true, inputScaleValue = 0.125): Map<string, SafetensorsWritable> {
+  const out = new Map<string, SafetensorsWritable>();
+  for (const [name, t] of randomHfTensors(config, 5)) {
+    if (!/_proj\.weight$/.test(name)) {
+      out.set(name, t);
+      continue;
+    }
+    const m = name.slice(0, -'.weight'.length);
+    const [rows, cols] = t.shape as [number, number];
+    out.set(`${m}.weight`, { safetensorsDtype: 'I8', shape: [rows, cols], data: Int8Array.from({ length: rows * cols }, (_, i) => ((i * 37) % 255) - 127) });
+    out.set(`${m}.weight_scale`, { safetensorsDtype: 'F32', shape: [rows, 1], data: Float32Array.from({ length: rows }, (_, i) => 0.002 * (1 + (i % 3))) });
+    if (inputScale) out.set(`${m}.input_scale`, { safetensorsDtype: 'F32', shape: [1], data: new Float32Array([inputScaleValue]) });
+  }
+  return out;
+}
+
 describe('compressed-tensors checkpoints', () => {
   it.each([true, false])('pack-quantized int4 (symmetric %s): the int32 words are the contract nibbles byte for byte; zero points unpacked along rows', async (symmetric) => {
     const { dir, cleanup } = await tempDir();
@@ -202,6 +228,63 @@ describe('compressed-tensors checkpoints', () => {
       expect(m.warnings.filter((w) => w.includes('not used'))).toEqual([]);
     } finally {
       await cleanup();
+    }
+  });
+
+  it('int8 W8A8: dynamic int8 activations per token, or the static input_scale; float activations without input_activations', async () => {
+    const variants: [label: string, acts: unknown, want: unknown][] = [
+      ['dynamic', { num_bits: 8, type: 'int', symmetric: true, strategy: 'token', dynamic: true }, {}],
+      ['static', { num_bits: 8, type: 'int', symmetric: true, strategy: 'tensor', dynamic: false }, { staticScale: 0.125 }],
+      ['W8A16', null, undefined],
+    ];
+    for (const [label, acts, want] of variants) {
+      const { dir, cleanup } = await tempDir();
+      try {
+        await folder(dir, int8Tensors(), INT8_CONFIG(acts));
+        const m = await loadModel(dir);
+        const q = m.weights.layers[1]!.q;
+        expect(q.dtype, label).toBe('int8');
+        expect(q.int8Activations, label).toEqual(want);
+        expect(m.weights.lmHead.int8Activations, label).toBeUndefined(); // ignored: lm_head stays float
+        // The forward pass hands the mode to every int8 linear (and none to the float lm_head).
+        const calls: string[] = [];
+        const ref = createReferenceBackend();
+        const backend: KernelBackend = {
+          ...ref,
+          linear: (a) => {
+            calls.push(`${a.weight.dtype} ${a.activations ?? 'f32'} ${a.activationScale ?? '-'}`);
+            ref.linear(a);
+          },
+        };
+        const llm = await LLM.create({ model: m, backend, kvCacheMemory: 1 << 20 });
+        await llm.generate({ promptTokenIds: [1, 2, 3] }, { maxTokens: 2, temperature: 0 });
+        const mode = want === undefined ? 'f32 -' : `q8 ${(want as { staticScale?: number }).staticScale ?? '-'}`;
+        expect(new Set(calls), label).toEqual(new Set([`int8 ${mode}`, 'f32 f32 -']));
+      } finally {
+        await cleanup();
+      }
+    }
+  });
+
+  it('int8 W8A8: asymmetric or non-int activations, a missing or bad static input_scale are typed errors naming the field', async () => {
+    const acts = { num_bits: 8, type: 'int', symmetric: true, strategy: 'tensor', dynamic: false };
+    const cases: [label: string, tensors: Map<string, SafetensorsWritable>, qc: unknown, code: string, field: RegExp][] = [
+      ['asymmetric', int8Tensors(), INT8_CONFIG({ ...acts, symmetric: false, dynamic: true }), 'UNSUPPORTED_FORMAT', /input_activations\.symmetric$/],
+      ['fp8 activations', int8Tensors(), INT8_CONFIG({ ...acts, type: 'float' }), 'UNSUPPORTED_FORMAT', /input_activations\.type$/],
+      ['4-bit activations', int8Tensors(), INT8_CONFIG({ ...acts, num_bits: 4 }), 'UNSUPPORTED_FORMAT', /input_activations\.num_bits$/],
+      ['no input_scale', int8Tensors(false), INT8_CONFIG(acts), 'MISSING_TENSOR', /\.input_scale$/],
+      ['zero input_scale', int8Tensors(true, 0), INT8_CONFIG(acts), 'MALFORMED', /\.input_scale$/],
+    ];
+    for (const [label, tensors, qc, code, field] of cases) {
+      const { dir, cleanup } = await tempDir();
+      try {
+        await folder(dir, tensors, qc);
+        const e = await engineErrorOfAsync(loadModel(dir));
+        expect(e.code, label).toBe(code);
+        expect(e.field, label).toMatch(field);
+      } finally {
+        await cleanup();
+      }
     }
   });
 

@@ -36,6 +36,12 @@ export interface CompressedTensorsScheme {
   readonly format: CompressedTensorsFormat;
   /** Whether the scheme quantizes activations statically (`input_activations.dynamic: false`): `input_scale` tensors. */
   readonly staticInputScale: boolean;
+  /**
+   * int8 weights with int8 activations (W8A8, `input_activations` `type: int`, 8 bits, symmetric): kvq quantizes the
+   * activations as vLLM does (dynamic per token, or the static `input_scale`). `undefined`: float activations (W8A16,
+   * FP8 W8A8 on the CPU: stated in the engine README).
+   */
+  readonly int8Activations: { readonly dynamic: boolean } | undefined;
 }
 
 /** A parsed `quantization_config` of `quant_method: compressed-tensors` with weight schemes. */
@@ -77,6 +83,30 @@ function parseWeightArgs(raw: unknown, file: string, field: string): WeightQuant
 }
 
 /**
+ * The activation half of an int8-weight scheme: absent / null = float activations (W8A16); `type: "int"`, 8 bits,
+ * symmetric = W8A8 (`dynamic: true`: a scale per token, as vLLM's `scaled_int8_quant` computes whatever the
+ * `strategy`; `dynamic: false`: the static per-tensor `input_scale`).
+ * @throws EngineError `UNSUPPORTED_FORMAT` for asymmetric, non-int or non-8-bit activations, `INVALID_CONFIG` for
+ *   malformed fields, each naming the field.
+ */
+function parseInt8Activations(raw: unknown, file: string, field: string): { dynamic: boolean } | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw bad(file, field, `must be an object or null, got ${describeValue(raw)}`);
+  const a = raw as Record<string, unknown>;
+  const type = a.type ?? 'int';
+  const numBits = a.num_bits ?? 8;
+  const symmetric = a.symmetric ?? true;
+  const dynamic = a.dynamic ?? false;
+  if (type !== 'int') throw bad(file, `${field}.type`, `is ${describeValue(type)}; int8 weights run with float activations (none) or int8 ones`, 'UNSUPPORTED_FORMAT');
+  if (numBits !== 8) throw bad(file, `${field}.num_bits`, `is ${describeValue(numBits)}; kvq quantizes activations of int8 weights to 8 bits only`, 'UNSUPPORTED_FORMAT');
+  if (symmetric !== true) {
+    throw bad(file, `${field}.symmetric`, `is ${describeValue(symmetric)}: asymmetric int8 activations (zero points) are not supported`, 'UNSUPPORTED_FORMAT');
+  }
+  if (typeof dynamic !== 'boolean') throw bad(file, `${field}.dynamic`, `must be a boolean, got ${describeValue(dynamic)}`);
+  return { dynamic };
+}
+
+/**
  * Parse `config.json`'s `quantization_config` when it is a compressed-tensors config with weight schemes.
  * @returns `undefined` for other (or absent) quantization configs and for compressed-tensors configs without
  *   weight quantization (KV-cache-only checkpoints).
@@ -111,7 +141,8 @@ export function parseCompressedTensorsConfig(qc: unknown, file: string): Compres
     }
     const ia = g.input_activations as Record<string, unknown> | null | undefined;
     const staticInputScale = typeof ia === 'object' && ia !== null && ia.dynamic === false;
-    schemes.push({ name, targets: targets as string[], weights, format: own as CompressedTensorsFormat, staticInputScale });
+    const int8Activations = weights.type === 'int' && weights.numBits === 8 ? parseInt8Activations(ia, file, `${field}.input_activations`) : undefined;
+    schemes.push({ name, targets: targets as string[], weights, format: own as CompressedTensorsFormat, staticInputScale, int8Activations });
   }
   if (schemes.length === 0) return undefined;
   return { file, format, schemes, ignore: ignore as string[] };
@@ -288,6 +319,37 @@ async function readInputScale(t: StoredTensor | undefined): Promise<Float32Array
 }
 
 /**
+ * The W8A8 activation quantization of an int8 module (see {@link CompressedTensorsScheme.int8Activations}): dynamic,
+ * or static with the module's one `input_scale` (finite, > 0).
+ * @throws EngineError `MISSING_TENSOR` (static without `input_scale`), `SHAPE_MISMATCH` (not one value), `MALFORMED`
+ *   (a scale that is not a finite float32 > 0), naming file and tensor.
+ */
+function int8ActivationsOfModule(
+  module: string,
+  scheme: CompressedTensorsScheme,
+  t: StoredTensor | undefined,
+  scale: Float32Array | undefined,
+  lookup: (name: string) => StoredTensor | undefined,
+): Tensor['int8Activations'] {
+  const a = scheme.int8Activations;
+  if (!a) return undefined;
+  if (a.dynamic) return {};
+  const file = (lookup(`${module}.weight`) ?? lookup(`${module}.weight_packed`))?.source.name ?? 'checkpoint';
+  if (!t || !scale) {
+    throw new EngineError('MISSING_TENSOR', `${file}: tensor ${module}.input_scale is missing (quantization_config group ${scheme.name}: static int8 activations)`, {
+      file,
+      field: `${module}.input_scale`,
+    });
+  }
+  if (scale.length !== 1) throw shapeError(t, '[1] or [] (one static activation scale per tensor)');
+  const v = scale[0]!;
+  if (!(v > 0) || !Number.isFinite(v)) {
+    throw new EngineError('MALFORMED', `${t.source.name}: tensor ${t.info.name} is ${v}; a static activation scale must be finite and > 0`, { file: t.source.name, field: t.info.name });
+  }
+  return { staticScale: v };
+}
+
+/**
  * Unpack 4-bit zero points `[rows, groups]` to `Int8Array` values in [-8, 7]: compressed-tensors packs them along
  * the OUTPUT dim (`pack_to_int32(zp, 4, packed_dim=0)`: int32 `[ceil(rows / 8), groups]`, row `r` in bits
  * `4 * (r % 8)` of word `[r / 8, g]`, stored `+ 8`); an unpacked I8 `[rows, groups]` (naive-quantized) is read as is.
@@ -353,8 +415,10 @@ export async function readCompressedWeight(
       field: gIdx.info.name,
     });
   }
-  const inputScale = await readInputScale(lookup(`${module}.input_scale`));
-  const withInput = (t: Tensor): Tensor => (inputScale ? { ...t, inputScale } : t);
+  const inputScaleT = lookup(`${module}.input_scale`);
+  const inputScale = await readInputScale(inputScaleT);
+  const int8Activations = int8ActivationsOfModule(module, scheme, inputScaleT, inputScale, lookup);
+  const withInput = (t: Tensor): Tensor => ({ ...t, ...(inputScale ? { inputScale } : {}), ...(t.dtype === 'int8' && int8Activations ? { int8Activations } : {}) });
   const scaleT = need(`${module}.weight_scale`);
   if (w.type === 'float' || (w.type === 'int' && w.numBits === 8)) {
     if (!w.symmetric) {

@@ -12,6 +12,7 @@ import {
 } from '@kvq/kernels';
 
 import { EngineError } from '../errors.js';
+import { int8ActivationsOf } from '../tensor.js';
 import { keepAttention, KeepScratch, planKeepSplit, type KeepBatch, type KeepSplit, type KvKeep } from './kv-keep.js';
 import type { KvHadamardRotation } from './kv-rotation.js';
 import type { KvTelemetry } from './kv-telemetry.js';
@@ -309,11 +310,17 @@ export class LlamaForward {
   }
 
 
-  /** `linear` with this forward's activation mode for GGML weights. */
+  /** `linear` with this forward's activation mode for GGML weights, and the checkpoint's for W8A8 int8 weights. */
   private linear(args: LinearArgs<Activation>): void {
-    if (!isGgmlDtype(args.weight.dtype)) return this.backend.linear(args);
-    // Spelled out: V8 clones-and-extends `{ ...args, activations }` on a slow path (~10 us; 85 calls a decode step).
     const { x, weight, bias, out, rows } = args;
+    if (weight.dtype === 'int8') {
+      const a = int8ActivationsOf(weight);
+      if (!a) return this.backend.linear(args);
+      if (a.staticScale === undefined) return this.backend.linear({ x, weight, bias, out, rows, activations: 'q8' });
+      return this.backend.linear({ x, weight, bias, out, rows, activations: 'q8', activationScale: a.staticScale });
+    }
+    if (!isGgmlDtype(weight.dtype)) return this.backend.linear(args);
+    // Spelled out: V8 clones-and-extends `{ ...args, activations }` on a slow path (~10 us; 85 calls a decode step).
     this.backend.linear({ x, weight, bias, out, rows, activations: this.ggmlActivations });
   }
 

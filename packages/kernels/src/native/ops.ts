@@ -140,7 +140,7 @@ export type WeightNativeArgs = [
  * Positional arguments of `linear` (csrc/napi_args.h `readLinear`); `bias` null when absent; `activations` 0 for
  * float32, 1 for `'q8'` (csrc/act_q8.h).
  */
-export type LinearNativeArgs = [x: Activation, rows: number, ...weight: WeightNativeArgs, bias: F32 | null, out: Activation, activations: number];
+export type LinearNativeArgs = [x: Activation, rows: number, ...weight: WeightNativeArgs, bias: F32 | null, out: Activation, activations: number, activationScale: number];
 
 /** Positional arguments of `embedding` (csrc/napi_args.h `readEmbedding`). */
 export type EmbeddingNativeArgs = [...table: WeightNativeArgs, ids: I32, out: Activation, numTokens: number];
@@ -404,6 +404,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
       args.bias ?? null,
       this.nativeActivation('linear', args.out),
       args.activations === 'q8' ? 1 : 0,
+      args.activationScale ?? 0,
     ];
   }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { activationBlockQ8, quantizeActivationBlockQ8, roundTripActivationsQ8 } from './activations.js';
+import { activationBlockQ8, quantizeActivationBlockQ8, quantizeActivationRowInt8, roundTripActivationsInt8, roundTripActivationsQ8 } from './activations.js';
 
 describe('GGML 8-bit activation blocks (ggml-quants.c quantize_row_q8_0_ref / q8_K_ref)', () => {
   it('block sizes: Q8_K (256) for the k-quants, Q8_0 (32) otherwise', () => {
@@ -57,5 +57,46 @@ describe('GGML 8-bit activation blocks (ggml-quants.c quantize_row_q8_0_ref / q8
         for (let i = b; i < b + n; i++) expect(Math.abs(rt[i]! - x[i]!)).toBeLessThanOrEqual((amax / 127) * 0.5001 + (n === 32 ? amax * 2 ** -11 : 0) + 1e-6);
       }
     }
+  });
+});
+
+describe('W8A8 int8 activations (vLLM scaled_int8_quant, symmetric)', () => {
+  const quant = (values: number[], staticScale?: number) => {
+    const q = new Int8Array(values.length);
+    const s = quantizeActivationRowInt8(Float32Array.from(values), 0, values.length, q, 0, staticScale);
+    return { q: Array.from(q), s };
+  };
+
+  it('dynamic: scale amax / 127, codes x * (127 / amax) rounded half to even', () => {
+    const r = quant([-127, 2.5, -2.5, 0.5, -0.5, 1.5, 126.5, 3]);
+    expect(r.s).toBe(1);
+    expect(r.q).toEqual([-127, 2, -2, 0, 0, 2, 126, 3]);
+    const t = quant([0.1, -0.3, 0.2]);
+    expect(t.s).toBe(Math.fround(Math.fround(0.3) / 127));
+    const inv = Math.fround(127 / Math.fround(0.3));
+    expect(t.q).toEqual([Math.round(Math.fround(Math.fround(0.1) * inv)), -127, Math.round(Math.fround(Math.fround(0.2) * inv))]);
+  });
+
+  it('dynamic: a zero row has codes and scale 0; a NaN or infinity makes the scale NaN', () => {
+    expect(quant([0, 0, -0])).toEqual({ q: [0, 0, 0], s: 0 });
+    expect(quant([1, NaN, 2]).s).toBeNaN();
+    expect(quant([1, -Infinity]).s).toBeNaN();
+    expect(quant([1, -Infinity]).q).toEqual([0, 0]);
+  });
+
+  it('static: codes x / s rounded half to even and saturated to [-128, 127]', () => {
+    const r = quant([100, -100, 0.125, 0.375, -0.125, 6.35, -6.4], 0.25);
+    expect(r.s).toBe(0.25);
+    expect(r.q).toEqual([127, -128, 0, 2, 0, 25, -26]);
+  });
+
+  it('round trip: x\' = codes * scale per row, rows independent', () => {
+    const x = Float32Array.from([4, -2, 1, 0, 0, 0, 1e-3, 5e-4, -1e-3]);
+    const out = roundTripActivationsInt8(x, 3, 3);
+    expect(Array.from(out.subarray(0, 3))).toEqual([4, Math.fround(-64 * Math.fround(4 / 127)), Math.fround(32 * Math.fround(4 / 127))]);
+    expect(Array.from(out.subarray(3, 6))).toEqual([0, 0, 0]);
+    const s = Math.fround(Math.fround(1e-3) / 127);
+    expect(out[6]).toBe(Math.fround(127 * s));
+    expect(Array.from(roundTripActivationsInt8(x, 3, 3, 0.5).subarray(0, 3))).toEqual([4, -2, 1]);
   });
 });

@@ -83,3 +83,46 @@ export function roundTripActivationsQ8(x: Float32Array, rows: number, cols: numb
   }
   return out;
 }
+
+/**
+ * compressed-tensors W8A8 activation quantization of one row (vLLM `scaled_int8_quant`, symmetric; see
+ * `LinearArgs.activations`): `cols` floats `x[xo, xo + cols)` into codes `q[qo, qo + cols)`; returns the row's scale
+ * (dynamic: `amax / 127` in float32, 0 for a zero row; static: `staticScale`), so that `x' = q * scale`. A row with a
+ * NaN or an infinity gets codes 0 and scale NaN. Bit-identical with csrc/act_q8.h `act_i8_quantize_row`.
+ * @param staticScale the static activation scale (finite, > 0), or `undefined` for the dynamic per-row scale
+ */
+export function quantizeActivationRowInt8(x: Float32Array, xo: number, cols: number, q: Int8Array, qo: number, staticScale?: number): number {
+  let amax = 0;
+  for (let j = 0; j < cols; j++) {
+    const v = x[xo + j]!;
+    if (!Number.isFinite(v)) {
+      q.fill(0, qo, qo + cols);
+      return NaN;
+    }
+    amax = Math.max(amax, Math.abs(v));
+  }
+  const sat = (v: number) => Math.max(-128, Math.min(127, roundEven(v)));
+  if (staticScale !== undefined) {
+    const s = fr(staticScale);
+    for (let j = 0; j < cols; j++) q[qo + j] = sat(fr(x[xo + j]! / s));
+    return s;
+  }
+  // vLLM: inv_s = amax == 0 ? 0 : 127 / amax; scale = amax / 127 (both float32).
+  const inv = amax === 0 ? 0 : fr(127 / amax);
+  for (let j = 0; j < cols; j++) q[qo + j] = sat(fr(x[xo + j]! * inv));
+  return fr(amax / 127);
+}
+
+/**
+ * `x'` of `rows` rows of `cols` activations through {@link quantizeActivationRowInt8} (one scale per row: dynamic, or
+ * `staticScale`), as float32 (`q * scale`, rounded once).
+ */
+export function roundTripActivationsInt8(x: Float32Array, rows: number, cols: number, staticScale?: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  const q = new Int8Array(cols);
+  for (let r = 0; r < rows; r++) {
+    const s = quantizeActivationRowInt8(x, r * cols, cols, q, 0, staticScale);
+    for (let j = 0; j < cols; j++) out[r * cols + j] = fr(q[j]! * s);
+  }
+  return out;
+}

@@ -55,7 +55,7 @@ import {
   validateSoftmax,
 } from '../validate.js';
 import { dequantizeRowUnchecked as dequantizeRow } from '../quant/dequantize.js';
-import { roundTripActivationsQ8 } from '../quant/activations.js';
+import { roundTripActivationsInt8, roundTripActivationsQ8 } from '../quant/activations.js';
 import { pagedAttentionQuant, reshapeAndCacheQuant } from './kv-quant.js';
 import { sampleBucketsReference } from '../sample-buckets.js';
 
@@ -94,7 +94,12 @@ function linear(raw: LinearArgs<Activation>): void {
   const args = hostArgs('linear', raw);
   const { rows, inFeatures, outFeatures } = validateLinear(args);
   const { out, bias, weight } = args;
-  const x = args.activations === 'q8' ? roundTripActivationsQ8(args.x, rows, inFeatures, weight.dtype as GgmlWeightDtype) : args.x;
+  const x =
+    args.activations !== 'q8'
+      ? args.x
+      : weight.dtype === 'int8'
+        ? roundTripActivationsInt8(args.x, rows, inFeatures, args.activationScale)
+        : roundTripActivationsQ8(args.x, rows, inFeatures, weight.dtype as GgmlWeightDtype);
   const row = new Float32Array(inFeatures);
   for (let o = 0; o < outFeatures; o++) {
     dequantizeRow(weight, o, row);

@@ -391,6 +391,55 @@ function q8ActivationLinearCases(seed: number): ParityCase[] {
   return cases;
 }
 
+/**
+ * `linear` with `activations: 'q8'` on `int8` weights (compressed-tensors W8A8, vLLM's per-row int8 activations):
+ * dynamic and static scales, per-channel and per-tensor weight scales, GEMV and GEMM rows, widths off the vector
+ * sizes. Row 0 pins the rounding (amax 127 makes the codes the values: exact halves round to even), row 1 (when
+ * present) is all zero; the static cases saturate at -128 / 127; one case has a NaN (its row's outputs NaN).
+ */
+function int8ActivationLinearCases(seed: number): ParityCase[] {
+  const cases: ParityCase[] = [];
+  const shapes: readonly [rows: number, inF: number][] = [
+    [1, 256],
+    [1, 98],
+    [2, 160],
+    [4, 384],
+    [3, 1000],
+    [5, 160],
+    [70, 96],
+  ];
+  quantVariants('int8').forEach((v, j) => {
+    shapes.forEach(([rows, inF], k) => {
+      for (const staticScale of [undefined, 0.05]) {
+        const nan = k === 2 && staticScale === undefined;
+        const outF = cycle([7, 13, 33], k + j);
+        cases.push({
+          op: 'linear',
+          label: `linear int8${v.tag} activations=q8${staticScale ? ' static' : ''} ${rows <= 4 ? 'gemv' : 'gemm'} rows=${rows} in=${inF} out=${outF}${nan ? ' +NaN' : ''}`,
+          tolerance: DEFAULT_TOLERANCES.linear,
+          run(b) {
+            const r = rng(seed + 4700 + j * 40 + k * 2 + (staticScale ? 1 : 0));
+            const x = randomF32(rows * inF, r);
+            if (staticScale === undefined) {
+              x[0] = -127;
+              [2.5, -2.5, 0.5, -0.5, 1.5, -1.5, 126.5, -3.5].forEach((h, i) => (x[1 + i] = h));
+            } else {
+              [100, -100, 6.375, -6.4, 0.025, -0.075].forEach((h, i) => (x[i] = h)); // saturate; exact halves of 0.05 (in float32, near them)
+            }
+            if (rows > 1) x.fill(0, inF, 2 * inF);
+            if (nan) x[inF + 3] = NaN;
+            const weight = randomWeight('int8', outF, inF, r, variantOptions(v, inF));
+            const out = withSlack(rows * outF);
+            b.linear({ x, weight, out, rows, bias: k % 2 === 0 ? randomF32(outF, r) : undefined, activations: 'q8', ...(staticScale ? { activationScale: staticScale } : {}) });
+            return { out };
+          },
+        });
+      }
+    });
+  });
+  return cases;
+}
+
 /** `embedding` on every quantized table dtype (bit-exact: the looked-up rows are dequantized, nothing summed). */
 function quantizedEmbeddingCases(seed: number): ParityCase[] {
   const vocab = 37;
@@ -1146,6 +1195,7 @@ export function parityCases(options: ParityCaseOptions = {}): ParityCase[] {
     ...linearCases(full, seed),
     ...quantizedLinearCases(full, seed),
     ...q8ActivationLinearCases(seed),
+    ...int8ActivationLinearCases(seed),
     ...rmsNormCases(seed),
     ...addCases(seed),
     ...gatedCases('siluAndMul', seed + 300),

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { GgmlWeightDtype, HostArgs, KernelBackend, KernelOpName, PagedAttentionArgs, ReshapeAndCacheArgs } from '../contract.js';
 import { dequantizeRow } from '../quant/dequantize.js';
-import { roundTripActivationsQ8 } from '../quant/activations.js';
+import { roundTripActivationsInt8, roundTripActivationsQ8 } from '../quant/activations.js';
 import { createReferenceBackend } from '../reference/backend.js';
 import { KernelError } from '../errors.js';
 import {
@@ -369,7 +369,12 @@ describe('parity kit: the linear tolerance fits float32 accumulation on quantize
       name: 'f32-accumulation',
       linear(a: HostOf<'linear'>) {
         const { weight, out, rows, bias } = a;
-        const x = a.activations === 'q8' ? roundTripActivationsQ8(a.x, rows, weight.cols, weight.dtype as GgmlWeightDtype) : a.x;
+        const x =
+          a.activations !== 'q8'
+            ? a.x
+            : weight.dtype === 'int8'
+              ? roundTripActivationsInt8(a.x, rows, weight.cols, a.activationScale)
+              : roundTripActivationsQ8(a.x, rows, weight.cols, weight.dtype as GgmlWeightDtype);
         const row = new Float32Array(weight.cols);
         for (let o = 0; o < weight.rows; o++) {
           dequantizeRow(weight, o, row);
