@@ -146,7 +146,8 @@ if (threads > 1) {
   }
 }
 // The sampling vocabulary pass (sample_buckets.h): weights, candidate ids, bucket starts and masses, count / total /
-// max, over 5000 logits with NaN, -Infinity and a tie; a wide pass and a top-k floor with a 300-nat range.
+// max, over 5000 logits with NaN, -Infinity and a tie; a wide pass, a caller floor with a 300-nat range, and top-k 40
+// (the k-th largest found in the pass).
 {
   const n = 5000;
   const logits = floats(n, 12);
@@ -154,13 +155,17 @@ if (threads > 1) {
   logits[11] = -Infinity;
   logits[13] = logits[14];
   const exp2Frac = Float64Array.from({ length: 64 }, (_, j) => 2 ** (j / 64)); // @kvq/kernels SAMPLE_EXP2_FRAC
-  for (const [label, temperature, lower, pruneNats] of [['t0.8', 0.8, -Infinity, Math.log(n) + 28], ['t0.04_floor', 0.04, 3, Infinity]]) {
+  for (const [label, temperature, lower, pruneNats, topK] of [
+    ['t0.8', 0.8, -Infinity, Math.log(n) + 28, 0],
+    ['t0.04_floor', 0.04, 3, Infinity, 0],
+    ['t1_topk40', 1, -Infinity, Infinity, 40],
+  ]) {
     const weight = new Float64Array(n);
     const ids = new Int32Array(n);
     const start = new Int32Array(4097);
     const mass = new Float64Array(4096);
     const r = new Float64Array(3);
-    ctx.sampleBuckets(logits, temperature, lower, pruneNats, weight, ids, start, mass, exp2Frac, r);
+    ctx.sampleBuckets(logits, temperature, lower, pruneNats, topK, weight, ids, start, mass, exp2Frac, r);
     for (const [name, a] of [['weight', weight], ['ids', ids], ['start', start], ['mass', mass], ['result', r]]) record(`sample_buckets_${label}_${name}`, a);
   }
 }
