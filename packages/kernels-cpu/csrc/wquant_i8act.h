@@ -7,7 +7,8 @@
 //   AVX-512 VNNI `vpdpbusd` on u8 = code + 128 (the offset taken back with the row's weight sum, a second `vpdpbusd`
 //   against ones: both exact in int32 for K < 2^18), AVX2 `vpmaddwd` on int16-widened codes and weights (exact for
 //   every code, -128 included); other ISAs an int32 loop;
-// - prefill (rows > 4): the float GEMM on the round trip x' = code * scale (the same function).
+// - prefill (rows > 4): the same dots in tasks of 64 activation rows x 32 weight rows (weights read from cache by
+//   each group of 4 activation rows).
 // Part of kernels_impl.h (inside namespace kvq::KVQ_NS, after wquant_impl.h).
 #ifndef KVQ_WQUANT_I8ACT_H_
 #define KVQ_WQUANT_I8ACT_H_
@@ -94,9 +95,29 @@ KVQ_I float i8x_quantize_row(const float* x, int64_t K, float staticScale, int8_
 #endif
 }
 
+// Activation layouts: int16 codes for the vpmaddwd dot (AVX2; 512-bit on AVX-512), u8 code + 128 for the VNNI dot,
+// int8 codes for the int32 loop of the other ISAs.
+#if defined(__AVX2__)
+#define KVQ_I8_MADD 1
+#else
+#define KVQ_I8_MADD 0
+#endif
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define KVQ_I8_VNNI 1
+#else
+#define KVQ_I8_VNNI 0
+#endif
+
+/** Activation layout: int16 codes (vpmaddwd), u8 code + 128 (vpdpbusd), int8 codes (the loop). */
+enum I8Layout { kI8Int16, kI8U8, kI8Int8 };
+/** The decode GEMV's layout on this ISA. */
+static const I8Layout kI8GemvLayout = KVQ_I8_MADD ? kI8Int16 : kI8Int8;
+/** The prefill GEMM's layout on this ISA. */
+static const I8Layout kI8GemmLayout = KVQ_I8_VNNI ? kI8U8 : kI8GemvLayout;
+
 /** The quantized activation rows of one decode call: codes in the layout the ISA's dot reads, and row scales. */
 struct I8X {
-  const void* q;    // AVX-512: u8 code + 128, rows padded to KP; AVX2: int16 codes, KP; else int8 codes, K
+  const void* q;    // codes in one I8Layout, rows KP elements apart
   const float* s;   // [rows] row scales
   int64_t KP;       // row stride of q, in elements
 };
@@ -104,14 +125,90 @@ struct I8X {
 /** Weight row n's scale (per tensor or per output row). */
 KVQ_I float i8w_scale(const WeightRef& w, int64_t n) { return w.scale_len == 1 ? w.scale[0] : w.scale[n]; }
 
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if defined(__AVX512BW__)
+/** y rows [n0, n1) of R activation rows (int16 layout): 512-bit vpmaddwd on 32 int16-widened weights a step (scalar tail). */
+template <int R>
+static void gemv_i8act_dot(const LinearParams& p, const I8X& xa, int64_t n0, int64_t n1) {
+  const int64_t K = p.in, N = p.out;
+  const int8_t* base = static_cast<const int8_t*>(p.w.data);
+  const int16_t* x16 = static_cast<const int16_t*>(xa.q);
+  const int64_t K32 = K & ~(int64_t)31;
+  for (int64_t n = n0; n < n1; n++) {
+    const int8_t* wr = base + n * K;
+    __m512i acc[R];
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_si512();
+    for (int64_t e = 0; e < K32; e += 32) {
+      if ((e & 63) == 0) vprefetch(wr + e + kDensePrefetch);
+      const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + e)));
+      for (int r = 0; r < R; r++) acc[r] = _mm512_add_epi32(acc[r], _mm512_madd_epi16(_mm512_loadu_si512(x16 + r * xa.KP + e), w));
+    }
+    const float sw = i8w_scale(p.w, n);
+    for (int r = 0; r < R; r++) {
+      int32_t dot = _mm512_reduce_add_epi32(acc[r]);
+      for (int64_t e = K32; e < K; e++) dot += (int32_t)x16[r * xa.KP + e] * (int32_t)wr[e];
+      p.y[r * N + n] = (float)dot * (xa.s[r] * sw) + (p.bias ? p.bias[n] : 0.0f);
+    }
+  }
+}
+#elif defined(__AVX2__)
+/** y rows [n0, n1) of R activation rows (int16 layout): vpmaddwd on 16 int16-widened weights a step (scalar tail). */
+template <int R>
+static void gemv_i8act_dot(const LinearParams& p, const I8X& xa, int64_t n0, int64_t n1) {
+  const int64_t K = p.in, N = p.out;
+  const int8_t* base = static_cast<const int8_t*>(p.w.data);
+  const int16_t* x16 = static_cast<const int16_t*>(xa.q);
+  const int64_t K16 = K & ~(int64_t)15;
+  for (int64_t n = n0; n < n1; n++) {
+    const int8_t* wr = base + n * K;
+    __m256i acc[R];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
+    for (int64_t e = 0; e < K16; e += 16) {
+      vprefetch(wr + e + kDensePrefetch);
+      const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + e)));
+      for (int r = 0; r < R; r++) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x16 + r * xa.KP + e));
+        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(xv, w));
+      }
+    }
+    const float sw = i8w_scale(p.w, n);
+    for (int r = 0; r < R; r++) {
+      const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(acc[r]), _mm256_extracti128_si256(acc[r], 1));
+      const __m128i h2 = _mm_add_epi32(h, _mm_unpackhi_epi64(h, h));
+      int32_t dot = _mm_cvtsi128_si32(_mm_add_epi32(h2, _mm_shuffle_epi32(h2, 1)));
+      for (int64_t e = K16; e < K; e++) dot += (int32_t)x16[r * xa.KP + e] * (int32_t)wr[e];
+      p.y[r * N + n] = (float)dot * (xa.s[r] * sw) + (p.bias ? p.bias[n] : 0.0f);
+    }
+  }
+}
+#else
+/** y rows [n0, n1) of R activation rows (int8 layout): an int32 loop (compilers vectorize it, e.g. NEON smlal). */
+template <int R>
+static void gemv_i8act_dot(const LinearParams& p, const I8X& xa, int64_t n0, int64_t n1) {
+  const int64_t K = p.in, N = p.out;
+  const int8_t* base = static_cast<const int8_t*>(p.w.data);
+  const int8_t* xq = static_cast<const int8_t*>(xa.q);
+  for (int64_t n = n0; n < n1; n++) {
+    const int8_t* wr = base + n * K;
+    const float sw = i8w_scale(p.w, n);
+    for (int r = 0; r < R; r++) {
+      const int8_t* xr = xq + r * xa.KP;
+      int32_t dot = 0;
+      for (int64_t e = 0; e < K; e++) dot += (int32_t)xr[e] * (int32_t)wr[e];
+      p.y[r * N + n] = (float)dot * (xa.s[r] * sw) + (p.bias ? p.bias[n] : 0.0f);
+    }
+  }
+}
+#endif
+
+#if KVQ_I8_VNNI
 /**
- * y rows [n0, n1) of R activation rows: vpdpbusd on 64 weights a step (masked tail), the offset removed per row.
- * One weight row at a time: two rows side by side (30-32 GB/s) and four accumulators per row (37-38) both measured
- * slower than this loop (37-50) on the 2-core Zen 5.
+ * y rows [n0, n1) of R activation rows (u8 layout: code + 128): vpdpbusd on 64 weights a step (masked tail), the
+ * offset removed per row through the weight sum. The prefill GEMM's dot on VNNI builds: 392-461 GOP/s against 250-269
+ * for the 512-bit vpmaddwd dot (512 rows, 768-2048 x 2048-5632, 2-core Zen 5); as a streaming decode GEMV it was
+ * the slower one (42-50 against 60-64 GB/s).
  */
 template <int R>
-static void gemv_i8act(const LinearParams& p, const I8X& xa, int64_t n0, int64_t n1) {
+static void gemv_i8act_vnni(const LinearParams& p, const I8X& xa, int64_t n0, int64_t n1) {
   const int64_t K = p.in, N = p.out;
   const int8_t* base = static_cast<const int8_t*>(p.w.data);
   const uint8_t* xu = static_cast<const uint8_t*>(xa.q);
@@ -141,136 +238,109 @@ static void gemv_i8act(const LinearParams& p, const I8X& xa, int64_t n0, int64_t
     }
   }
 }
-#elif defined(__AVX2__)
-/** y rows [n0, n1) of R activation rows: vpmaddwd on 16 int16-widened weights a step (scalar tail). */
-template <int R>
-static void gemv_i8act(const LinearParams& p, const I8X& xa, int64_t n0, int64_t n1) {
-  const int64_t K = p.in, N = p.out;
-  const int8_t* base = static_cast<const int8_t*>(p.w.data);
-  const int16_t* x16 = static_cast<const int16_t*>(xa.q);
-  const int64_t K16 = K & ~(int64_t)15;
-  for (int64_t n = n0; n < n1; n++) {
-    const int8_t* wr = base + n * K;
-    __m256i acc[R];
-    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
-    for (int64_t e = 0; e < K16; e += 16) {
-      vprefetch(wr + e + kDensePrefetch);
-      const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + e)));
-      for (int r = 0; r < R; r++) {
-        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x16 + r * xa.KP + e));
-        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(xv, w));
-      }
-    }
-    const float sw = i8w_scale(p.w, n);
-    for (int r = 0; r < R; r++) {
-      const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(acc[r]), _mm256_extracti128_si256(acc[r], 1));
-      const __m128i h2 = _mm_add_epi32(h, _mm_unpackhi_epi64(h, h));
-      int32_t dot = _mm_cvtsi128_si32(_mm_add_epi32(h2, _mm_shuffle_epi32(h2, 1)));
-      for (int64_t e = K16; e < K; e++) dot += (int32_t)x16[r * xa.KP + e] * (int32_t)wr[e];
-      p.y[r * N + n] = (float)dot * (xa.s[r] * sw) + (p.bias ? p.bias[n] : 0.0f);
-    }
-  }
-}
-#else
-/** y rows [n0, n1) of R activation rows: an int32 loop (compilers vectorize it, e.g. NEON smlal). */
-template <int R>
-static void gemv_i8act(const LinearParams& p, const I8X& xa, int64_t n0, int64_t n1) {
-  const int64_t K = p.in, N = p.out;
-  const int8_t* base = static_cast<const int8_t*>(p.w.data);
-  const int8_t* xq = static_cast<const int8_t*>(xa.q);
-  for (int64_t n = n0; n < n1; n++) {
-    const int8_t* wr = base + n * K;
-    const float sw = i8w_scale(p.w, n);
-    for (int r = 0; r < R; r++) {
-      const int8_t* xr = xq + r * xa.KP;
-      int32_t dot = 0;
-      for (int64_t e = 0; e < K; e++) dot += (int32_t)xr[e] * (int32_t)wr[e];
-      p.y[r * N + n] = (float)dot * (xa.s[r] * sw) + (p.bias ? p.bias[n] : 0.0f);
-    }
-  }
-}
 #endif
 
-/** Bytes of one activation row in the ISA's layout (see I8X::q), padded to 64. */
-KVQ_I int64_t i8x_row_bytes(int64_t K) {
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-  return (K + 63) & ~(int64_t)63;
-#elif defined(__AVX2__)
-  return ((K + 31) & ~(int64_t)31) * 2;
-#else
-  return (K + 63) & ~(int64_t)63;
+/** y rows [n0, n1) of R activation rows in layout L. */
+template <I8Layout L, int R>
+KVQ_I void gemv_i8act(const LinearParams& p, const I8X& xa, int64_t n0, int64_t n1) {
+#if KVQ_I8_VNNI
+  if constexpr (L == kI8U8) {
+    gemv_i8act_vnni<R>(p, xa, n0, n1);
+    return;
+  }
 #endif
+  gemv_i8act_dot<R>(p, xa, n0, n1);
+}
+
+/** Bytes of one activation row of K codes in layout L, padded to 64. */
+KVQ_I int64_t i8x_row_bytes(I8Layout L, int64_t K) { return L == kI8Int16 ? ((K + 31) & ~(int64_t)31) * 2 : (K + 63) & ~(int64_t)63; }
+
+/** Element stride of layout L for rows of `rb` bytes. */
+KVQ_I int64_t i8x_stride(I8Layout L, int64_t rb) { return L == kI8Int16 ? rb / 2 : rb; }
+
+/** Quantize row r of x into layout L at dst, its scale into s[r]; q: K bytes of scratch. */
+KVQ_I void i8x_row(I8Layout L, const LinearParams& p, int64_t r, int8_t* q, uint8_t* dst, float* s) {
+  const int64_t K = p.in;
+  s[r] = i8x_quantize_row(p.x + r * K, K, p.xScale, q);
+  if (L == kI8Int16) {
+    int16_t* d16 = reinterpret_cast<int16_t*>(dst);
+    for (int64_t e = 0; e < K; e++) d16[e] = q[e];
+  } else {
+    const int off = L == kI8U8 ? 128 : 0;
+    for (int64_t e = 0; e < K; e++) dst[e] = (uint8_t)(q[e] + off);
+  }
 }
 
 /** The decode GEMV (rows <= 4): quantize the rows once into the ISA's layout, then output rows over the threads. */
 static int qgemv_i8act(const LinearParams& p, const Runner& rn) {
-  const int64_t K = p.in, rows = p.rows, rb = i8x_row_bytes(K);
+  constexpr I8Layout L = kI8GemvLayout;
+  const int64_t K = p.in, rows = p.rows, rb = i8x_row_bytes(L, K);
   uint8_t* m = static_cast<uint8_t*>(malloc((size_t)(rows * rb + rows * (int64_t)sizeof(float) + K)));
   if (!m) return kOutOfMemory;
   float* s = reinterpret_cast<float*>(m + rows * rb);
   int8_t* q = reinterpret_cast<int8_t*>(m + rows * rb + rows * (int64_t)sizeof(float));
-  for (int64_t r = 0; r < rows; r++) {
-    s[r] = i8x_quantize_row(p.x + r * K, K, p.xScale, q);
-    uint8_t* dst = m + r * rb;
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-    for (int64_t e = 0; e < K; e++) dst[e] = (uint8_t)(q[e] + 128);
-#elif defined(__AVX2__)
-    int16_t* d16 = reinterpret_cast<int16_t*>(dst);
-    for (int64_t e = 0; e < K; e++) d16[e] = q[e];
-#else
-    for (int64_t e = 0; e < K; e++) dst[e] = (uint8_t)q[e];
-#endif
-  }
-#if defined(__AVX2__) && !(defined(__AVX512VNNI__) && defined(__AVX512BW__))
-  const I8X xa{m, s, rb / 2};  // int16 elements
-#else
-  const I8X xa{m, s, rb};
-#endif
-  auto body = [&](int64_t n0, int64_t n1) { with_rows((int)rows, [&](auto r) { gemv_i8act<decltype(r)::value>(p, xa, n0, n1); }); };
+  for (int64_t r = 0; r < rows; r++) i8x_row(L, p, r, q, m + r * rb, s);
+  const I8X xa{m, s, i8x_stride(L, rb)};
+  auto body = [&](int64_t n0, int64_t n1) { with_rows((int)rows, [&](auto r) { gemv_i8act<L, decltype(r)::value>(p, xa, n0, n1); }); };
   gemv_split(p, rn, body);
   free(m);
   return kOk;
 }
 
-/** Prefill (rows > 4): the float kernels on the round trip x' (rows over the threads, 16 per task). */
-static int linear_i8act_round_trip(const LinearParams& p, const Runner& rn) {
-  const int64_t K = p.in;
-  float* xr = static_cast<float*>(malloc((size_t)(p.rows * K) * sizeof(float)));
-  if (!xr) return kOutOfMemory;
-  const int64_t chunk = 16, tasks = ceil_div(p.rows, chunk);
+static const int64_t kI8GemmMB = 64;  // activation rows per task (their codes stay in L2)
+static const int64_t kI8GemmNB = 32;  // weight rows per task (read from L2 by every group of 4 activation rows)
+
+/**
+ * The int8 GEMM (prefill, rows > 4): every row quantized once into the ISA's layout (over the threads), then tasks
+ * of (64 activation rows, 32 weight rows) running the GEMV dot four activation rows at a time, so each weight row is
+ * streamed from memory once per task and read from cache by the other row groups. The same integer sums as the GEMV.
+ */
+static int qgemm_i8act(const LinearParams& p, const Runner& rn) {
+  constexpr I8Layout L = kI8GemmLayout;
+  const int64_t K = p.in, N = p.out, rows = p.rows, rb = i8x_row_bytes(L, K);
+  uint8_t* m = static_cast<uint8_t*>(malloc((size_t)(rows * rb + rows * (int64_t)sizeof(float))));
+  if (!m) return kOutOfMemory;
+  float* s = reinterpret_cast<float*>(m + rows * rb);
+  const int64_t mblocks = ceil_div(rows, kI8GemmMB), nblocks = ceil_div(N, kI8GemmNB);
+  const bool serial = rows * K * N < kParallelMin || rn.threads == 1;
   bool oom = false;
+  auto each = [&](int64_t n, auto& f) {
+    if (serial) {
+      for (int64_t t = 0; t < n; t++) f(t, 0);
+    } else {
+      rn.parallel_for(n, f);
+    }
+  };
   auto quant = [&](int64_t t, int) {
     int8_t* q = static_cast<int8_t*>(malloc((size_t)K));
     if (!q) {
       oom = true;
       return;
     }
-    for (int64_t r = t * chunk; r < imin(p.rows, t * chunk + chunk); r++) {
-      const float s = i8x_quantize_row(p.x + r * K, K, p.xScale, q);
-      for (int64_t e = 0; e < K; e++) xr[r * K + e] = (float)q[e] * s;
-    }
+    for (int64_t r = t * kI8GemmMB; r < imin(rows, t * kI8GemmMB + kI8GemmMB); r++) i8x_row(L, p, r, q, m + r * rb, s);
     free(q);
   };
-  if (tasks > 1) {
-    rn.parallel_for(tasks, quant);
-  } else {
-    quant(0, 0);
+  each(mblocks, quant);
+  if (oom) {
+    free(m);
+    return kOutOfMemory;
   }
-  int rc = kOutOfMemory;
-  if (!oom) {
-    LinearParams rt = p;
-    rt.x = xr;
-    rt.xq = 0;
-    rt.xScale = 0.0f;
-    rc = linear_quant(rt, rn);
-  }
-  free(xr);
-  return rc;
+  auto body = [&](int64_t t, int) {
+    const int64_t m0 = (t / nblocks) * kI8GemmMB, m1 = imin(rows, m0 + kI8GemmMB);
+    const int64_t n0 = (t % nblocks) * kI8GemmNB, n1 = imin(N, n0 + kI8GemmNB);
+    for (int64_t r = m0; r < m1; r += 4) {
+      LinearParams pm = p;
+      pm.y = p.y + r * N;
+      const I8X xa{m + r * rb, s + r, i8x_stride(L, rb)};
+      with_rows((int)imin(4, m1 - r), [&](auto R) { gemv_i8act<L, decltype(R)::value>(pm, xa, n0, n1); });
+    }
+  };
+  each(mblocks * nblocks, body);
+  free(m);
+  return kOk;
 }
 
-/** linear on an int8 weight with int8 activations (W8A8): the integer GEMV for up to 4 rows, else the round trip. */
-static int linear_i8act(const LinearParams& p, const Runner& rn) {
-  return p.rows <= 4 ? qgemv_i8act(p, rn) : linear_i8act_round_trip(p, rn);
-}
+/** linear on an int8 weight with int8 activations (W8A8): the integer GEMV for up to 4 rows, else the int8 GEMM. */
+static int linear_i8act(const LinearParams& p, const Runner& rn) { return p.rows <= 4 ? qgemv_i8act(p, rn) : qgemm_i8act(p, rn); }
 
 #endif  // KVQ_WQUANT_I8ACT_H_
