@@ -4,11 +4,11 @@
 // activation row is quantized to int8 with one scale (act_q8.h act_i8_quantize_row: vLLM's scaled_int8_quant,
 // dynamic per row or static), then:
 // - decode (rows <= 4): integer dot products of the codes with the stored int8 weight rows, y = dot * (sx * sw[n]):
-//   AVX-512 VNNI `vpdpbusd` on u8 = code + 128 (the offset taken back with the row's weight sum, a second `vpdpbusd`
-//   against ones: both exact in int32 for K < 2^18), AVX2 `vpmaddwd` on int16-widened codes and weights (exact for
-//   every code, -128 included); other ISAs an int32 loop;
-// - prefill (rows > 4): the same dots in tasks of 64 activation rows x 32 weight rows (weights read from cache by
-//   each group of 4 activation rows).
+//   `vpmaddwd` on int16-widened codes and weights (512-bit on AVX-512, 256-bit on AVX2; exact for every code, -128
+//   included); other ISAs an int32 loop;
+// - prefill (rows > 4): the same in tasks of 64 activation rows x 32 weight rows (weights read from cache by each
+//   group of 4 activation rows), on VNNI builds with `vpdpbusd` on u8 = code + 128 (the offset taken back with the
+//   row's weight sum, a second `vpdpbusd` against ones: both exact in int32 for K < 2^18).
 // Part of kernels_impl.h (inside namespace kvq::KVQ_NS, after wquant_impl.h).
 #ifndef KVQ_WQUANT_I8ACT_H_
 #define KVQ_WQUANT_I8ACT_H_
