@@ -15,7 +15,7 @@ function tensorsOf(model: LoadedModel): Tensor[] {
 /**
  * A short identifier of a loaded model for KV blocks shared between processes (the tiers' block header and the root
  * of their block hashes): SHA-256 over the configuration and, for every weight tensor, its dtype, shape, byte length
- * and first and last 4 KiB. Two replicas that loaded the same files get the same fingerprint wherever the files
+ * and first and last 4 KiB (and W8A8's activation mode). Two replicas that loaded the same files get the same fingerprint wherever the files
  * live; another model, another quantization or other weights get another one. Cost: reads ~8 KiB per tensor.
  * @param variant what else changes the meaning of the model's KV blocks (e.g. `'kv-rotation:hadamard'`); default none
  * @returns 32 lowercase hex characters
@@ -30,6 +30,8 @@ export function modelFingerprint(model: LoadedModel, variant?: string): string {
     for (const extra of [t.scale, t.zeroPoint, t.inputScale]) {
       if (extra) parts.push(new Uint8Array(extra.buffer, extra.byteOffset, Math.min(extra.byteLength, SAMPLE_BYTES)));
     }
+    // W8A8: int8 activations change every K/V the layer feeds (absent: the bytes of other models stay as they were).
+    if (t.int8Activations) parts.push(encoder.encode(`:int8-activations:${t.int8Activations.staticScale ?? 'dynamic'}`));
   }
   const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;

@@ -87,6 +87,10 @@ describe('KV tiers on kvq-tiny', () => {
     const other = { ...model, weights: { ...model.weights, finalNorm: { ...model.weights.finalNorm, data: model.weights.finalNorm.data.slice().fill(0) } } };
     expect(modelFingerprint(other)).not.toBe(modelFingerprint(model));
     expect(modelFingerprint(await loadModel(modelTinyPath))).toBe(modelFingerprint(model));
+    // The same bytes with W8A8 int8 activations (dynamic, or another static scale) compute other K/V: other fingerprints.
+    const withActs = (a: { staticScale?: number }) => ({ ...model, weights: { ...model.weights, layers: model.weights.layers.map((l) => ({ ...l, q: { ...l.q, int8Activations: a } })) } });
+    const prints = [modelFingerprint(model), modelFingerprint(withActs({})), modelFingerprint(withActs({ staticScale: 0.5 })), modelFingerprint(withActs({ staticScale: 0.25 }))];
+    expect(new Set(prints).size).toBe(4);
   });
 
   it('corrupt or foreign values under real keys are misses: correct output, counted, no leaked blocks', async () => {
