@@ -57,6 +57,22 @@ static inline float sw_heap_push(float* heap, int32_t k, float w) {
   return heap[0];
 }
 
+/** The heap's start: k floats of -inf (the floor). */
+static inline float sw_kth_init(float* heap, int32_t k) {
+  for (int32_t j = 0; j < k; j++) heap[j] = -kvq_inff();
+  return -kvq_inff();
+}
+
+/** Push x[b] for each set bit b of `m` (lanes a vector compare found above the floor) still above it. */
+static inline float sw_kth_mask(const float* x, unsigned m, float* heap, int32_t k, float floor) {
+  while (m) {
+    const int b = __builtin_ctz(m);
+    m &= m - 1;
+    if (x[b] > floor) floor = sw_heap_push(heap, k, x[b]);
+  }
+  return floor;
+}
+
 /** The k-th largest of x[i0, n) joined to the heap (floor = heap[0]): the scalar loop every ISA finishes with. */
 static inline float sw_kth_scalar(const float* x, int64_t i0, int64_t n, int32_t k, float* heap, float floor) {
   for (int64_t i = i0; i < n; i++)
@@ -134,17 +150,11 @@ static int64_t sampleWeigh(const SampleWeighParams& p) {
 
 /** Top-k's floor by a min-heap of the k largest (`heap`: k floats of scratch); 16 logits tested per compare. */
 static double sampleKth(const float* x, int64_t n, int32_t k, float* heap) {
-  for (int32_t j = 0; j < k; j++) heap[j] = -kvq_inff();
-  float floor = -kvq_inff();
+  float floor = sw_kth_init(heap, k);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512 v = _mm512_loadu_ps(x + i);
-    unsigned m = _mm512_cmp_ps_mask(v, _mm512_set1_ps(floor), _CMP_GT_OQ);  // NaN: never
-    while (m) {
-      const int b = __builtin_ctz(m);
-      m &= m - 1;
-      if (x[i + b] > floor) floor = sw_heap_push(heap, k, x[i + b]);
-    }
+    const unsigned m = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), _mm512_set1_ps(floor), _CMP_GT_OQ);  // NaN: never
+    floor = sw_kth_mask(x + i, m, heap, k, floor);
   }
   return sw_kth_scalar(x, i, n, k, heap, floor);
 }
@@ -211,17 +221,11 @@ static int64_t sampleWeigh(const SampleWeighParams& p) {
 
 /** Top-k's floor by a min-heap of the k largest (`heap`: k floats of scratch); 8 logits tested per compare. */
 static double sampleKth(const float* x, int64_t n, int32_t k, float* heap) {
-  for (int32_t j = 0; j < k; j++) heap[j] = -kvq_inff();
-  float floor = -kvq_inff();
+  float floor = sw_kth_init(heap, k);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(floor), _CMP_GT_OQ));  // NaN: never
-    while (m) {
-      const int b = __builtin_ctz(m);
-      m &= m - 1;
-      if (x[i + b] > floor) floor = sw_heap_push(heap, k, x[i + b]);
-    }
+    const unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(floor), _CMP_GT_OQ));  // NaN: never
+    floor = sw_kth_mask(x + i, m, heap, k, floor);
   }
   return sw_kth_scalar(x, i, n, k, heap, floor);
 }
@@ -242,10 +246,7 @@ static double sampleMax(const float* x, int64_t n) {
 
 static int64_t sampleWeigh(const SampleWeighParams& p) { return sw_weigh_scalar(p, 0, 0); }
 
-static double sampleKth(const float* x, int64_t n, int32_t k, float* heap) {
-  for (int32_t j = 0; j < k; j++) heap[j] = -kvq_inff();
-  return sw_kth_scalar(x, 0, n, k, heap, -kvq_inff());
-}
+static double sampleKth(const float* x, int64_t n, int32_t k, float* heap) { return sw_kth_scalar(x, 0, n, k, heap, sw_kth_init(heap, k)); }
 
 static double sampleMax(const float* x, int64_t n) {
   float r = -kvq_inff();

@@ -101,47 +101,47 @@ KVQ_HOST_DEVICE int8_t act_i8_code(float v) {
   return (int8_t)(int)r;
 }
 
+/** max(amax, |x[j]|) over j in [j0, K); clears *finite on a NaN or an infinity. */
+KVQ_HOST_DEVICE float act_i8_amax(const float* x, int64_t j0, int64_t K, float amax, bool* finite) {
+  for (int64_t j = j0; j < K; j++) {
+    const float a = fabsf(x[j]);
+    if (!(a <= 3.402823466e38f)) *finite = false;
+    amax = a > amax ? a : amax;
+  }
+  return amax;
+}
+
+/** The dynamic multiplier 127 / amax (0 for a zero row). */
+KVQ_HOST_DEVICE float act_i8_inv(float amax) { return amax == 0.0f ? 0.0f : 127.0f / amax; }
+
+/** The code of one activation: x / staticScale when static (> 0), else x * inv. */
+KVQ_HOST_DEVICE int8_t act_i8_code_of(float x, float staticScale, float inv) { return act_i8_code(staticScale > 0.0f ? x / staticScale : x * inv); }
+
+/** The row's scale: staticScale when > 0, else amax / 127. */
+KVQ_HOST_DEVICE float act_i8_scale(float staticScale, float amax) { return staticScale > 0.0f ? staticScale : amax / 127.0f; }
+
 /**
  * Quantize one row of K activations into q[K]; returns its scale (x' = q * scale): `staticScale` when > 0, else the
  * dynamic amax / 127 (0 for a zero row); NaN for a row with a non-finite value.
  */
 KVQ_HOST_DEVICE float act_i8_quantize_row(const float* x, int64_t K, float staticScale, int8_t* q) {
-  float amax = 0.0f;
   bool finite = true;
-  for (int64_t j = 0; j < K; j++) {
-    const float a = fabsf(x[j]);
-    if (!(a <= 3.402823466e38f)) finite = false;
-    amax = a > amax ? a : amax;
-  }
+  const float amax = act_i8_amax(x, 0, K, 0.0f, &finite);
   if (!finite) {
     for (int64_t j = 0; j < K; j++) q[j] = 0;
     return NAN;
   }
-  if (staticScale > 0.0f) {
-    for (int64_t j = 0; j < K; j++) q[j] = act_i8_code(x[j] / staticScale);
-    return staticScale;
-  }
-  const float inv = amax == 0.0f ? 0.0f : 127.0f / amax;
-  for (int64_t j = 0; j < K; j++) q[j] = act_i8_code(x[j] * inv);
-  return amax / 127.0f;
+  const float inv = act_i8_inv(amax);
+  for (int64_t j = 0; j < K; j++) q[j] = act_i8_code_of(x[j], staticScale, inv);
+  return act_i8_scale(staticScale, amax);
 }
 
 /** x' of one row of K activations into out[K]: code * scale (exact in float32), the codes of act_i8_quantize_row. */
 KVQ_HOST_DEVICE void act_i8_round_trip_row(const float* x, int64_t K, float staticScale, float* out) {
-  float amax = 0.0f;
   bool finite = true;
-  for (int64_t j = 0; j < K; j++) {
-    const float a = fabsf(x[j]);
-    if (!(a <= 3.402823466e38f)) finite = false;
-    amax = a > amax ? a : amax;
-  }
-  if (!finite) {
-    for (int64_t j = 0; j < K; j++) out[j] = NAN;
-    return;
-  }
-  const bool isStatic = staticScale > 0.0f;
-  const float inv = amax == 0.0f ? 0.0f : 127.0f / amax, s = isStatic ? staticScale : amax / 127.0f;
-  for (int64_t j = 0; j < K; j++) out[j] = (float)act_i8_code(isStatic ? x[j] / staticScale : x[j] * inv) * s;
+  const float amax = act_i8_amax(x, 0, K, 0.0f, &finite);
+  const float inv = act_i8_inv(amax), s = finite ? act_i8_scale(staticScale, amax) : NAN;
+  for (int64_t j = 0; j < K; j++) out[j] = finite ? (float)act_i8_code_of(x[j], staticScale, inv) * s : NAN;
 }
 
 }  // namespace kvq
