@@ -341,14 +341,11 @@ static void gemv_ggml(const LinearParams& p, const float* xs, int64_t n0, int64_
 
 /**
  * sum_e x[r, e] * q[b][e] over n int8 values (any n) of NB weight rows, into a[b][r] (x loaded once per NB rows).
- * kStream: q are weight rows streamed from memory, prefetched kDensePrefetch bytes ahead.
  */
-template <int R, int NB, bool kStream = false>
+template <int R, int NB>
 KVQ_I void dot_i8(const float* x, int64_t K, const int8_t* const* q, int64_t n, VF (*a)[R]) {
   int64_t e = 0;
   for (; e + W <= n; e += W) {
-    if (kStream && (e & 63) == 0)
-      for (int b = 0; b < NB; b++) vprefetch(q[b] + e + kDensePrefetch);
     VF xv[R];
     for (int r = 0; r < R; r++) xv[r] = vload(x + r * K + e);
     for (int b = 0; b < NB; b++) {
@@ -367,8 +364,8 @@ KVQ_I void dot_i8(const float* x, int64_t K, const int8_t* const* q, int64_t n, 
   }
 }
 
-/** acc[b][r] += x[r, :] * decode(fp8 row b) over K columns, NB rows (decoded exactly by the power-of-two constant; no scale). */
-template <int R, int NB, bool kFast>
+/** acc[b][r] += x[r, :] * decode(fp8 row b) over K columns, NB rows, by the exact decode (NaN codes stay NaN; no scale). */
+template <int R, int NB>
 KVQ_I void fp8_rows_dot(const float* x, int64_t K, const uint8_t* const* wr, VF (*acc)[R]) {
   const VF kc = vset1(Load<kFp8E4M3FN>::konst());
   int64_t c = 0;
@@ -376,7 +373,7 @@ KVQ_I void fp8_rows_dot(const float* x, int64_t K, const uint8_t* const* wr, VF 
     VF xv[R];
     for (int r = 0; r < R; r++) xv[r] = vload(x + r * K + c);
     for (int b = 0; b < NB; b++) {
-      const VF wv = kv_load<kFp8E4M3FN, kFast>(wr[b] + c, kc);
+      const VF wv = Load<kFp8E4M3FN>::load(wr[b] + c, kc);
       for (int r = 0; r < R; r++) acc[b][r] = vfma(xv[r], wv, acc[b][r]);
     }
   }
@@ -385,31 +382,71 @@ KVQ_I void fp8_rows_dot(const float* x, int64_t K, const uint8_t* const* wr, VF 
     VF xv[R];
     for (int r = 0; r < R; r++) xv[r] = vloadn(x + r * K + c, t);
     for (int b = 0; b < NB; b++) {
-      const VF wv = kv_loadn<kFp8E4M3FN, kFast>(wr[b] + c, t, kc);
+      const VF wv = Load<kFp8E4M3FN>::loadn(wr[b] + c, t, kc);
       for (int r = 0; r < R; r++) acc[b][r] = vfma(xv[r], wv, acc[b][r]);
     }
   }
 }
 
 /**
- * acc[b][r] += x[r, :] * decode(fp8 row b) over K columns (a multiple of 64), NB rows, by the byte-table decode
- * (AVX-512 VBMI: exact for every code, NaN included, so no prescan): `xp` holds the x rows in the table's order
- * (lut_perm within each 64-block), so the decoded vectors meet their x values without a shuffle per row.
+ * x * 2^c for the fp8 rows' raw-lane dot (stream_row_dot kPre), c = min(120, 124 - floor(log2(max |x|))): exact, as is
+ * each product with a raw lane (the code's value times 2^-120), so the sums are the true ones times 2^(c - 120), within
+ * float32's range; only products below max|x| * |w| * 2^-130 (far under the sum's own rounding) can round away.
+ * Returns the factor 2^(120 - c) that brings the dot back, or 0 (xs untouched) when max |x| >= 2^62 or is not finite
+ * (then the dot multiplies each lane instead).
  */
-template <int R, int NB>
-KVQ_I void fp8_rows_dot_lut(const float* xp, int64_t K, const uint8_t* const* wr, const Fp8Lut& lut, VF (*acc)[R]) {
-  // Only AVX-512 builds have the table (qgemv_ct passes no xp elsewhere); the others never instantiate the stub decode.
-  if constexpr (kHasFp8Lut) {
-    for (int64_t c = 0; c < K; c += 64) {
-      for (int b = 0; b < NB; b++) {
-        VF v[4];
-        vprefetch(wr[b] + c + kDensePrefetch);
-        fp8_lut_decode64(wr[b] + c, lut, v);
-        for (int j = 0; j < 4; j++)
-          for (int r = 0; r < R; r++) acc[b][r] = vfma(vload(xp + r * K + c + 16 * j), v[j], acc[b][r]);
-      }
+KVQ_I float fp8_prescale_x(const float* x, int64_t n, float* xs) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < n; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+  if (!(amax < 0x1p62f)) return 0.0f;
+  const int c = amax < 0x1p-126f ? 120 : (int)imin(120, 124 - ilogbf(amax));
+  const float up = ldexpf(1.0f, c);
+  for (int64_t i = 0; i < n; i++) xs[i] = x[i] * up;
+  return ldexpf(1.0f, 120 - c);
+}
+
+/**
+ * dot[r] = sum_e x[r, e] * w[e] for one compressed-tensors fp8_e4m3 (kFp8) or int8 weight row of K elements, R rows of
+ * x, the row read front to back: 64 elements a step (one prefetch kDensePrefetch bytes ahead), U = 4 / R accumulators
+ * per x row so 4 FMA chains stay in flight. FP8 lanes use the fast decode (exact but for the NaN codes, which each
+ * step checks for); returns false when the row holds a NaN code, and the caller recomputes it with the exact decode.
+ * kPre (fp8 only): x comes scaled by fp8_prescale_x, so the raw lanes (the value times 2^-120) need no multiply.
+ * NOTE: measured 2026-12-07 on the 2-core Zen 5 (4096 x 4096 copies past the caches, 2 threads): four rows side by
+ * side (four streams per thread, the byte-table decode for fp8) read 34 GB/s fp8 and 38 int8 of 84; one row at a time
+ * as here, see docs/benchmarks.md. In cache the four-row form was as fast: the streams, not the decode, cost.
+ */
+template <int R, bool kFp8, bool kPre = false>
+KVQ_I bool stream_row_dot(const float* x, int64_t K, const uint8_t* wr, float* dot) {
+  typedef Load<kFp8E4M3FN> L;
+  constexpr int U = R >= 4 ? 1 : 4 / R;
+  constexpr int64_t kStep = 64;
+  const VF kc = vset1(kPre ? 1.0f : L::konst());  // a multiply by 1 folds away
+  const int8_t* q = reinterpret_cast<const int8_t*>(wr);
+  VF acc[U][R];
+  for (int u = 0; u < U; u++)
+    for (int r = 0; r < R; r++) acc[u][r] = vzero();
+  bool nan = false;
+  int64_t c = 0;
+  for (; c + kStep <= K; c += kStep) {
+    vprefetch(wr + c + kDensePrefetch);
+    if constexpr (kFp8 && L::kHasFast) nan = nan | L::any_nan(wr + c, kStep);
+    for (int j = 0; j < (int)(kStep / W); j++) {
+      const VF v = kFp8 ? L::loadf(wr + c + j * W, kc) : vcvt_i8(q + c + j * W);
+      for (int r = 0; r < R; r++) acc[j % U][r] = vfma(vload(x + r * K + c + j * W), v, acc[j % U][r]);
     }
   }
+  if constexpr (kFp8 && L::kHasFast) nan = nan | L::any_nan(wr + c, K - c);
+  for (; c < K; c += W) {
+    const int t = (int)(K - c < W ? K - c : W);
+    const VF v = kFp8 ? L::loadnf(wr + c, t, kc) : vcvtn_i8(q + c, t);
+    for (int r = 0; r < R; r++) acc[0][r] = vfma(vloadn(x + r * K + c, t), v, acc[0][r]);
+  }
+  for (int r = 0; r < R; r++) {
+    VF a = acc[0][r];
+    for (int u = 1; u < U; u++) a = vadd(a, acc[u][r]);
+    dot[r] = vhsum(a);
+  }
+  return !nan;
 }
 
 /** How int4 rows are decoded in registers: by 16-entry table permutes (AVX-512, groups of whole 128-element blocks). */
@@ -520,23 +557,14 @@ KVQ_I void gemv_ct_rows(const LinearParams& p, const float* xp, int64_t n0, int8
   VF acc[NB][R];
   for (int b = 0; b < NB; b++)
     for (int r = 0; r < R; r++) acc[b][r] = vzero();
-  if (w.dtype == kWFp8E4M3 && xp) {
-    fp8_rows_dot_lut<R, NB>(xp, K, wr, fp8_lut<kE4M3FN>(), acc);
-  } else if (w.dtype == kWFp8E4M3) {
-    // The fast decode unless a row holds a NaN code (then the exact one, so NaN stays NaN; same values otherwise).
-    bool nan = false;
-    for (int b = 0; b < NB; b++) nan = nan || Load<kFp8E4M3FN>::any_nan(wr[b], K);
-    if (nan) fp8_rows_dot<R, NB, false>(p.x, K, wr, acc);
-    else fp8_rows_dot<R, NB, true>(p.x, K, wr, acc);
+  if (w.dtype == kWFp8E4M3) {
+    // Only for a row holding a NaN code (stream_row_dot said so): the exact decode, so NaN stays NaN.
+    fp8_rows_dot<R, NB>(p.x, K, wr, acc);
   } else if (xp && int4_by_perm(w)) {
     int4_rows_dot_perm<R, NB>(xp, K, wr, w, n0, acc);
   } else if (w.dtype == kWInt4 && xp) {
     int4_rows_dot_nib<R, NB>(xp, K, wr, w, n0, acc);
-  } else if (w.dtype == kWInt8) {
-    const int8_t* qr[NB];
-    for (int b = 0; b < NB; b++) qr[b] = reinterpret_cast<const int8_t*>(wr[b]);
-    dot_i8<R, NB, true>(p.x, K, qr, K, acc);
-  } else {
+  } else {  // int4 through the int8 unpack buffer (int8 rows never come here: gemv_ct streams them)
     const int64_t gs = w.group_size, ng = K / gs;
     const int8_t* qr[NB];
     for (int b = 0; b < NB; b++) qr[b] = q[b];
@@ -567,16 +595,34 @@ KVQ_I void gemv_ct_rows(const LinearParams& p, const float* xp, int64_t n0, int8
 
 /** y[r, n] for n in [n0, n1): compressed-tensors fp8_e4m3 / int8 / int4 rows, R rows of x (several weight rows at a time). */
 template <int R>
-static void gemv_ct(const LinearParams& p, const float* xp, int64_t n0, int64_t n1) {
+static void gemv_ct(const LinearParams& p, const float* xp, float xpUnscale, int64_t n0, int64_t n1) {
   alignas(64) int8_t q[4][256];
   int64_t n = n0;
+  if (p.w.dtype == kWFp8E4M3 || p.w.dtype == kWInt8) {
+    // fp8 with xp: x prescaled (fp8_prescale_x), the dot comes back by xpUnscale.
+    const int64_t rowBytes = weight_row_bytes(p.w.dtype, p.in);
+    const uint8_t* base = static_cast<const uint8_t*>(p.w.data);
+    const float unscale = xp ? xpUnscale : 1.0f;
+    for (; n < n1; n++) {
+      float dot[R];
+      const uint8_t* wr = base + n * rowBytes;
+      const bool ok = p.w.dtype == kWInt8 ? stream_row_dot<R, false>(p.x, p.in, wr, dot)
+                      : xp                ? stream_row_dot<R, true, true>(xp, p.in, wr, dot)
+                                          : stream_row_dot<R, true>(p.x, p.in, wr, dot);
+      if (!ok) {
+        gemv_ct_rows<R, 1>(p, xp, n, q);
+        continue;
+      }
+      const float sw = p.w.scale[p.w.scale_len == 1 ? 0 : n];
+      for (int r = 0; r < R; r++) p.y[r * p.out + n] = dot[r] * unscale * sw + (p.bias ? p.bias[n] : 0.0f);
+    }
+    return;
+  }
   // int4 through the unpack buffer stays one row at a time: unpacking four rows' groups before their dots measured 2x
   // slower (5.7 vs 12-14 GB/s). Decoded in registers (xp set), several rows side by side.
   // By permute, 2 rows x 2 accumulators at R = 1 measured best (4 spill); by nibbles, 4 / R rows.
   constexpr int kPermRows = R == 1 ? 2 : 1, kNibRows = R == 1 ? 4 : R == 2 ? 2 : 1;
-  if (p.w.dtype != kWInt4) {
-    for (; n + 4 <= n1; n += 4) gemv_ct_rows<R, 4>(p, xp, n, q);
-  } else if (xp && int4_by_perm(p.w)) {
+  if (xp && int4_by_perm(p.w)) {
     for (; n + kPermRows <= n1; n += kPermRows) gemv_ct_rows<R, kPermRows>(p, xp, n, q);
   } else if (xp) {
     for (; n + kNibRows <= n1; n += kNibRows) gemv_ct_rows<R, kNibRows>(p, xp, n, q);
@@ -588,8 +634,8 @@ template <int DT>
 static void gemv_ggml_rt(int rows, const LinearParams& p, const float* xs, int64_t n0, int64_t n1) {
   with_rows(rows, [&](auto r) { gemv_ggml<DT, decltype(r)::value>(p, xs, n0, n1); });
 }
-static void gemv_ct_rt(int rows, const LinearParams& p, const float* xp, int64_t n0, int64_t n1) {
-  with_rows(rows, [&](auto r) { gemv_ct<decltype(r)::value>(p, xp, n0, n1); });
+static void gemv_ct_rt(int rows, const LinearParams& p, const float* xp, float xpUnscale, int64_t n0, int64_t n1) {
+  with_rows(rows, [&](auto r) { gemv_ct<decltype(r)::value>(p, xp, xpUnscale, n0, n1); });
 }
 
 /** The GEMV of a GGML dtype: group sums of x (offset formats), then output rows split over the threads. */
@@ -616,21 +662,22 @@ static int qgemv_ggml(const LinearParams& p, const Runner& rn) {
 
 /** The GEMV of a compressed-tensors dtype. */
 static int qgemv_ct(const LinearParams& p, const Runner& rn) {
-  // fp8 with the byte-table decode (AVX-512 VBMI builds, K a multiple of 64): x once in the table's order; int4
-  // decoded in registers: x once in that decode's order (int4_x_order).
-  const bool fp8Lut = kHasFp8Lut && p.w.dtype == kWFp8E4M3 && p.in % 64 == 0;
+  // int4 decoded in registers: x once in that decode's order (int4_x_order); fp8: x once prescaled for the raw-lane
+  // dot where no |x| could overflow (fp8_prescale_x), else none (the dot multiplies each lane instead).
+  const bool fp8Pre = p.w.dtype == kWFp8E4M3 && Load<kFp8E4M3FN>::kHasFast;
   float* xp = nullptr;
-  if (fp8Lut || int4_by_perm(p.w) || int4_by_nibbles(p.w)) {
+  float unscale = 1.0f;
+  if (fp8Pre || int4_by_perm(p.w) || int4_by_nibbles(p.w)) {
     xp = static_cast<float*>(malloc((size_t)(p.rows * p.in) * sizeof(float)));
     if (!xp) return kOutOfMemory;
-    if (fp8Lut) {
-      for (int64_t i = 0; i < p.rows * p.in; i += 64)
-        for (int e = 0; e < 64; e++) xp[i + lut_perm(e)] = p.x[i + e];
-    } else {
+    if (!fp8Pre) {
       int4_x_order(p.w, p.x, p.rows * p.in, xp);
+    } else if ((unscale = fp8_prescale_x(p.x, p.rows * p.in, xp)) == 0.0f) {
+      free(xp);
+      xp = nullptr;
     }
   }
-  auto body = [&](int64_t n0, int64_t n1) { gemv_ct_rt((int)p.rows, p, xp, n0, n1); };
+  auto body = [&](int64_t n0, int64_t n1) { gemv_ct_rt((int)p.rows, p, xp, unscale, n0, n1); };
   gemv_split(p, rn, body);
   free(xp);
   return kOk;

@@ -222,12 +222,12 @@ for (const isa of isas) {
     it('fp8_e4m3 NaN codes give NaN outputs (exact decode), other rows stay finite', () => {
       const b = createBackend({ isa, threads: 1 });
       try {
-        // 6 weight rows: the GEMV takes rows 0-3 as one block of 4 (row 1 holds the NaN), rows 4-5 one at a time;
-        // K = 128 takes the byte-table decode on AVX-512, K = 40 the bit decode with its NaN prescan.
-        for (const K of [40, 128]) {
+        // 6 weight rows, streamed one at a time (row 1 holds the NaN): the NaN code in a whole 64-element step (K =
+        // 128), in the tail after one (K = 98) or in a row shorter than a step (K = 40).
+        for (const [K, at] of [[40, 5], [128, 5], [98, 90]] as const) {
           const N = 6;
           const data = new Uint8Array(N * K).fill(0x38); // 1.0
-          data[K + 5] = 0x7f; // NaN in row 1
+          data[K + at] = 0x7f; // NaN in row 1
           const scale = Float32Array.of(0.5, 2, 3, 4, 5, 6);
           const w: WeightMatrix = { dtype: 'fp8_e4m3', data, rows: N, cols: K, scale };
           for (const rows of [1, 3, 5]) {
@@ -239,6 +239,30 @@ for (const isa of isas) {
                 else expect(out[m * N + n], `K=${K} rows=${rows} m=${m} n=${n}`).toBe(K * scale[n]!);
               }
             }
+          }
+        }
+      } finally {
+        b.dispose();
+      }
+    });
+
+    it('fp8_e4m3 GEMV stays exact for activations near float32 limits (prescaled x) and past them (per-lane decode)', () => {
+      const b = createBackend({ isa, threads: 1 });
+      try {
+        // Codes 0x38 (1.0) and 0x01 (2^-9, subnormal); every sum below is exact in float32, so any ISA must match it.
+        const K = 200, N = 5;
+        const data = new Uint8Array(N * K).fill(0x38);
+        for (let e = 0; e < K; e += 2) data[2 * K + e] = 0x01;
+        const scale = Float32Array.of(1, 0.5, 2, 4, 0.25);
+        const w: WeightMatrix = { dtype: 'fp8_e4m3', data, rows: N, cols: K, scale };
+        // 2^70 and 2^100 exceed the prescale's 2^62 bound; 2^-100 and 2^-140 (a subnormal) stay exact prescaled.
+        for (const v of [2 ** 70, 2 ** 100, 2 ** -100, 2 ** -140, 2 ** -10, 8]) {
+          const out = new Float32Array(N);
+          b.linear({ x: new Float32Array(K).fill(v), weight: w, out, rows: 1 });
+          const xv = Math.fround(v);
+          for (let n = 0; n < N; n++) {
+            const dot = n === 2 ? (K / 2) * xv + (K / 2) * Math.fround(xv * 2 ** -9) : K * xv;
+            expect(out[n], `x=${v} n=${n}`).toBe(Math.fround(Math.fround(dot) * scale[n]!));
           }
         }
       } finally {
