@@ -469,18 +469,20 @@ KVQ_I void int4_x_order(const WeightRef& w, const float* x, int64_t n, float* xd
 /**
  * acc[b][r] += sum_e x[r, e] * w[n0 + b, e] for NB packed int4 rows by table permutes (int4_by_perm): per group, a
  * 16-entry table holds the dequantized value of each code, (code - 8 - zeroPoint) * scale, rounded exactly as the
- * reference dequantizes, so each product is the dequantize-then-dot one; only the summation order differs. Two
- * accumulators per row (even / odd vectors of a block) keep 2 NB FMA chains in flight.
+ * reference dequantizes, so each product is the dequantize-then-dot one; only the summation order differs. Four
+ * accumulators per row when NB = 1, else two, keep 4 or 2 NB FMA chains in flight.
  */
 template <int R, int NB>
 KVQ_I void int4_rows_dot_perm(const float* xd, int64_t K, const uint8_t* const* wr, const WeightRef& w, int64_t n0, VF (*acc)[R]) {
   if constexpr (kHasInt4Perm) {
     static const float kCodes[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    constexpr int C = NB == 1 ? 4 : 2;  // accumulators per (weight row, x row): vector k of a block adds into k % C
     const VF codes = vload(kCodes);
     const int64_t gs = w.group_size, ng = K / gs;
-    VF odd[NB][R];
-    for (int b = 0; b < NB; b++)
-      for (int r = 0; r < R; r++) odd[b][r] = vzero();
+    VF part[C - 1][NB][R];
+    for (int j = 0; j < C - 1; j++)
+      for (int b = 0; b < NB; b++)
+        for (int r = 0; r < R; r++) part[j][b][r] = vzero();
     for (int64_t g = 0; g < ng; g++) {
       VF table[NB];
       for (int b = 0; b < NB; b++) {
@@ -492,16 +494,17 @@ KVQ_I void int4_rows_dot_perm(const float* xd, int64_t K, const uint8_t* const* 
           VF v[8];
           vprefetch(wr[b] + (c >> 1) + kDensePrefetch);
           int4_perm_decode128(wr[b] + (c >> 1), table[b], v);
-          for (int k = 0; k < 8; k += 2)
+          for (int k = 0; k < 8; k++)
             for (int r = 0; r < R; r++) {
-              acc[b][r] = vfma(vload(xd + r * K + c + 16 * k), v[k], acc[b][r]);
-              odd[b][r] = vfma(vload(xd + r * K + c + 16 * k + 16), v[k + 1], odd[b][r]);
+              VF& a = k % C == 0 ? acc[b][r] : part[k % C - 1][b][r];
+              a = vfma(vload(xd + r * K + c + 16 * k), v[k], a);
             }
         }
       }
     }
-    for (int b = 0; b < NB; b++)
-      for (int r = 0; r < R; r++) acc[b][r] = vadd(acc[b][r], odd[b][r]);
+    for (int j = 0; j < C - 1; j++)
+      for (int b = 0; b < NB; b++)
+        for (int r = 0; r < R; r++) acc[b][r] = vadd(acc[b][r], part[j][b][r]);
   }
 }
 
@@ -620,8 +623,9 @@ static void gemv_ct(const LinearParams& p, const float* xp, float xpUnscale, int
   }
   // int4 through the unpack buffer stays one row at a time: unpacking four rows' groups before their dots measured 2x
   // slower (5.7 vs 12-14 GB/s). Decoded in registers (xp set), several rows side by side.
-  // By permute, 2 rows x 2 accumulators at R = 1 measured best (4 spill); by nibbles, 4 / R rows.
-  constexpr int kPermRows = R == 1 ? 2 : 1, kNibRows = R == 1 ? 4 : R == 2 ? 2 : 1;
+  // By permute, one row at a time with 4 accumulators (2 rows x 2 streamed 42 GB/s of 84, 2-core Zen 5, 2026-12-07);
+  // by nibbles, 4 / R rows.
+  constexpr int kPermRows = 1, kNibRows = R == 1 ? 4 : R == 2 ? 2 : 1;
   if (xp && int4_by_perm(p.w)) {
     for (; n + kPermRows <= n1; n += kPermRows) gemv_ct_rows<R, kPermRows>(p, xp, n, q);
   } else if (xp) {

@@ -357,25 +357,42 @@ struct Q8Quad : Block32Layout<DT> {
   static constexpr QuadIdx kIdx = q8_quad_idx(B::kBytes, L::kQsOff, L::kQhOff);
 
   /** acc[r] += lanes of the four blocks at a against x group `xq` (row stride K) and its lane terms (stride K / 8). */
-  template <int R>
+  template <int R, bool kMasked>
   KVQ_I void dot(const uint8_t* a, const int8_t* xq, const int32_t* ini, const float* dxl, const float* xsl, int64_t K, __m512* acc) {
-    // The four blocks span 4 kBytes (72..96) bytes: the second load is masked to them (no read past the matrix).
-    const __m512i L0 = _mm512_loadu_si512(a);
-    const __m512i L1 = _mm512_maskz_loadu_epi8((~(__mmask64)0) >> (128 - 4 * B::kBytes), a + 64);
-    const __m512i v = _mm512_permutex2var_epi8(L0, _mm512_load_si512(kIdx.codes), L1);
+    // The four blocks span 4 kBytes (72..96) bytes at offset o in their first cache line. Where they end within the
+    // next line (and o is even, for the word gathers), both lines are loaded aligned and the gather indices move by o (NOTE: on the 2-core Zen 5, streamed
+    // from DRAM, one thread, 2026-12-07: q4_0 23 -> 67 G weights/s, q4_1 19 -> 55; the 64-byte loads split across two
+    // lines were the cost). Else two unaligned loads; the last group of the matrix masks the second one (kMasked) so
+    // nothing past the matrix is read.
+    __m512i L0, L1, ci = _mm512_load_si512(kIdx.codes), di = _mm512_load_si512(kIdx.d), mi = _mm512_load_si512(kIdx.m),
+            qi = _mm512_load_si512(kIdx.qh);
+    const uint8_t* al = reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(a) & ~(uintptr_t)63);
+    const int o = (int)(a - al);
+    if (!kMasked && o + 4 * B::kBytes <= 128 && (o & 1) == 0) {
+      L0 = _mm512_load_si512(al);
+      L1 = _mm512_load_si512(al + 64);
+      ci = _mm512_add_epi8(ci, _mm512_set1_epi8((char)o));
+      if (kFive) qi = _mm512_add_epi8(qi, _mm512_set1_epi8((char)o));
+      di = _mm512_add_epi16(di, _mm512_set1_epi16((short)(o / 2)));
+      mi = _mm512_add_epi16(mi, _mm512_set1_epi16((short)(o / 2)));
+    } else {
+      L0 = _mm512_loadu_si512(a);
+      L1 = kMasked ? _mm512_maskz_loadu_epi8((~(__mmask64)0) >> (128 - 4 * B::kBytes), a + 64) : _mm512_loadu_si512(a + 64);
+    }
+    const __m512i v = _mm512_permutex2var_epi8(L0, ci, L1);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
     if (kFive) {
       // qh bit e of block j: element e; lo holds elements 0-15 of each block, hi 16-31, so the low halves of the
       // four qh words side by side are lo's byte mask and the high halves hi's (one byte gather, no scalar shifts).
-      const __m128i h = _mm512_castsi512_si128(_mm512_permutex2var_epi8(L0, _mm512_load_si512(kIdx.qh), L1));
+      const __m128i h = _mm512_castsi512_si128(_mm512_permutex2var_epi8(L0, qi, L1));
       lo = _mm512_mask_add_epi8(lo, (__mmask64)_mm_cvtsi128_si64(h), lo, _mm512_set1_epi8(16));
       hi = _mm512_mask_add_epi8(hi, (__mmask64)_mm_extract_epi64(h, 1), hi, _mm512_set1_epi8(16));
     }
     // The scales (and minimums) of blocks 2 and 3 lie past byte 64 for q5_0 / q5_1: a two-source word gather.
-    const __m512 dv = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(L0, _mm512_load_si512(kIdx.d), L1)));
+    const __m512 dv = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(L0, di, L1)));
     __m512 mv = _mm512_setzero_ps();
-    if (kMin) mv = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(L0, _mm512_load_si512(kIdx.m), L1)));
+    if (kMin) mv = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(L0, mi, L1)));
     for (int r = 0; r < R; r++) {
       const __m512i s0 = kMin ? _mm512_setzero_si512() : _mm512_loadu_si512(ini + r * (K / 8));
       __m512i s = _mm512_dpbusd_epi32(s0, lo, _mm512_loadu_si512(xq + r * K));
@@ -403,10 +420,14 @@ static void gemv_q8_quad(const LinearParams& p, const QuadX& qx, int64_t n0, int
     const uint8_t* wr = base + n * rowBytes;
     __m512 acc[R];
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
-    for (int64_t g = 0; g < K / 128; g++) {
+    const int64_t ng = K / 128;
+    for (int64_t g = 0; g < ng; g++) {
       const uint8_t* a = wr + g * 4 * B::kBytes;
-      q8_prefetch_ahead<4 * B::kBytes>(a);
-      Q8Quad<DT>::template dot<R>(a, qx.q + g * 128, qx.ini + g * 16, qx.dxl + g * 16, qx.xsl + g * 16, K, acc);
+      q8_prefetch_ahead<64>(a);
+      if (n + 1 == p.out && g + 1 == ng)
+        Q8Quad<DT>::template dot<R, true>(a, qx.q + g * 128, qx.ini + g * 16, qx.dxl + g * 16, qx.xsl + g * 16, K, acc);
+      else
+        Q8Quad<DT>::template dot<R, false>(a, qx.q + g * 128, qx.ini + g * 16, qx.dxl + g * 16, qx.xsl + g * 16, K, acc);
     }
     for (int r = 0; r < R; r++) p.y[r * N + n] = _mm512_reduce_add_ps(acc[r]) + (p.bias ? p.bias[n] : 0.0f);
   }

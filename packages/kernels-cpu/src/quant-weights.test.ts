@@ -219,6 +219,41 @@ for (const isa of isas) {
       }
     });
 
+    it('8-bit activations: 32-element types give the same bits wherever their bytes start (aligned or split loads)', () => {
+      // The AVX-512 VNNI decode GEMV loads each group of four blocks as two aligned cache lines where it fits them
+      // (and its offset is even), else unaligned: every byte offset of the data must give the same outputs.
+      const r = rng(7);
+      const b = createBackend({ isa, threads: 1 });
+      const bytesOf: Record<string, number> = { q4_0: 18, q4_1: 20, q5_0: 22, q5_1: 24, q8_0: 34 };
+      try {
+        for (const dtype of Object.keys(bytesOf) as WeightDtype[]) {
+          const N = 5;
+          const K = 384;
+          const n = N * (K / 32) * bytesOf[dtype]!;
+          const src = new Uint8Array(n);
+          for (let i = 0; i < n; i++) src[i] = Math.floor(r() * 256);
+          for (let blk = 0; blk < n / bytesOf[dtype]!; blk++) src[blk * bytesOf[dtype]!] = 0, src[blk * bytesOf[dtype]! + 1] = 0x30;
+          if (dtype === 'q4_1' || dtype === 'q5_1') for (let blk = 0; blk < n / bytesOf[dtype]!; blk++) src[blk * bytesOf[dtype]! + 3] = 0xb0;
+          const x = randomF32(r, 2 * K);
+          const run = (data: Uint8Array, rows: number): Float32Array => {
+            const out = new Float32Array(rows * N);
+            b.linear({ x, weight: { dtype, data, rows: N, cols: K }, out, rows, activations: 'q8' });
+            return out;
+          };
+          for (const rows of [1, 2]) {
+            const want = run(src, rows);
+            for (let off = 1; off < 64; off++) {
+              const buf = new Uint8Array(n + 64);
+              buf.set(src, off);
+              expect(Array.from(run(buf.subarray(off, off + n), rows)), `${dtype} rows=${rows} offset=${off}`).toEqual(Array.from(want));
+            }
+          }
+        }
+      } finally {
+        b.dispose();
+      }
+    });
+
     it('fp8_e4m3 NaN codes give NaN outputs (exact decode), other rows stay finite', () => {
       const b = createBackend({ isa, threads: 1 });
       try {
