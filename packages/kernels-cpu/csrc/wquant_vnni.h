@@ -361,10 +361,11 @@ struct Q8Quad : Block32Layout<DT> {
   KVQ_I void dot(const uint8_t* a, const int8_t* xq, const int32_t* ini, const float* dxl, const float* xsl, int64_t K, __m512* acc,
                  bool lines) {
     // The four blocks span 4 kBytes (72..96) bytes at offset o in their first cache line. Where they end within the
-    // next line (and o is even, for the word gathers), both lines are loaded aligned and the gather indices move by o (NOTE: on the 2-core Zen 5, streamed
-    // from DRAM, one thread, 2026-12-07: q4_0 23 -> 67 G weights/s, q4_1 19 -> 55; the 64-byte loads split across two
-    // lines were the cost). Else two unaligned loads (always at the matrix's first group, `lines` false, so nothing
-    // before it is read); the last group masks the second one (kMasked) so nothing past the matrix is read.
+    // next line (and o is even, for the word gathers), both lines are loaded aligned and the gather indices move by o
+    // (NOTE: on the 2-core Zen 5, streamed from DRAM, one thread, 2026-12-07: q4_0 23 -> 67 G weights/s, q4_1 19 ->
+    // 55; the 64-byte loads split across two lines were the cost). Else two unaligned loads (always at the matrix's
+    // first group, `lines` false, so nothing before it is read); the last group masks the second one (kMasked) so
+    // nothing past the matrix is read.
     __m512i L0, L1, ci = _mm512_load_si512(kIdx.codes), di = _mm512_load_si512(kIdx.d), mi = _mm512_load_si512(kIdx.m),
             qi = _mm512_load_si512(kIdx.qh);
     const uint8_t* al = reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(a) & ~(uintptr_t)63);
@@ -424,7 +425,7 @@ static void gemv_q8_quad(const LinearParams& p, const QuadX& qx, int64_t n0, int
     const int64_t ng = K / 128;
     for (int64_t g = 0; g < ng; g++) {
       const uint8_t* a = wr + g * 4 * B::kBytes;
-      q8_prefetch_ahead<64>(a);
+      q8_prefetch_ahead<4 * B::kBytes>(a);
       if (n + 1 == p.out && g + 1 == ng)
         Q8Quad<DT>::template dot<R, true>(a, qx.q + g * 128, qx.ini + g * 16, qx.dxl + g * 16, qx.xsl + g * 16, K, acc, false);
       else
