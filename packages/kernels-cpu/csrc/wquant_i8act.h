@@ -31,17 +31,13 @@ KVQ_I float i8x_quantize_row(const float* x, int64_t K, float staticScale, int8_
   }
   float amax = _mm512_reduce_max_ps(am);
   bool finite = bad == 0;
-  for (; j < K; j++) {
-    const float a = fabsf(x[j]);
-    if (!(a <= 3.402823466e38f)) finite = false;
-    amax = a > amax ? a : amax;
-  }
+  amax = act_i8_amax(x, j, K, amax, &finite);
   if (!finite) {
     for (int64_t e = 0; e < K; e++) q[e] = 0;
     return NAN;
   }
   const bool isStatic = staticScale > 0.0f;
-  const float inv = amax == 0.0f ? 0.0f : 127.0f / amax;
+  const float inv = act_i8_inv(amax);
   const __m512 vs = _mm512_set1_ps(isStatic ? staticScale : inv), lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
   j = 0;
   for (; j + 16 <= K; j += 16) {
@@ -50,8 +46,8 @@ KVQ_I float i8x_quantize_row(const float* x, int64_t K, float staticScale, int8_
     const __m512i c = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(t, lo), hi));  // RNE (MXCSR default)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + j), _mm512_cvtepi32_epi8(c));
   }
-  for (; j < K; j++) q[j] = act_i8_code(isStatic ? x[j] / staticScale : x[j] * inv);
-  return isStatic ? staticScale : amax / 127.0f;
+  for (; j < K; j++) q[j] = act_i8_code_of(x[j], staticScale, inv);
+  return act_i8_scale(staticScale, amax);
 #elif defined(__AVX2__)
   __m256 am = _mm256_setzero_ps();
   int bad = 0;
@@ -68,17 +64,13 @@ KVQ_I float i8x_quantize_row(const float* x, int64_t K, float staticScale, int8_
   float amax = 0.0f;
   for (int l = 0; l < 8; l++) amax = lanes[l] > amax ? lanes[l] : amax;
   bool finite = bad == 0;
-  for (; j < K; j++) {
-    const float a = fabsf(x[j]);
-    if (!(a <= 3.402823466e38f)) finite = false;
-    amax = a > amax ? a : amax;
-  }
+  amax = act_i8_amax(x, j, K, amax, &finite);
   if (!finite) {
     for (int64_t e = 0; e < K; e++) q[e] = 0;
     return NAN;
   }
   const bool isStatic = staticScale > 0.0f;
-  const float inv = amax == 0.0f ? 0.0f : 127.0f / amax;
+  const float inv = act_i8_inv(amax);
   const __m256 vs = _mm256_set1_ps(isStatic ? staticScale : inv), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
   j = 0;
   for (; j + 8 <= K; j += 8) {
@@ -88,8 +80,8 @@ KVQ_I float i8x_quantize_row(const float* x, int64_t K, float staticScale, int8_
     const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(q + j), _mm_packs_epi16(w16, w16));
   }
-  for (; j < K; j++) q[j] = act_i8_code(isStatic ? x[j] / staticScale : x[j] * inv);
-  return isStatic ? staticScale : amax / 127.0f;
+  for (; j < K; j++) q[j] = act_i8_code_of(x[j], staticScale, inv);
+  return act_i8_scale(staticScale, amax);
 #else
   return act_i8_quantize_row(x, K, staticScale, q);
 #endif
