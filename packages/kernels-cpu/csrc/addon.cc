@@ -238,8 +238,8 @@ class Context : public Napi::ObjectWrap<Context> {
 
   /**
    * sampleBuckets(logits, temperature, lower, pruneNats, topK, weight, ids, start, mass, expFrac, result): the vocabulary
-   * pass of sampling (sample_buckets.h) on the calling thread (no pool: one pass over one row). `result` gets
-   * {count, total, max}.
+   * pass of sampling (sample_buckets.h) on the pool: chunks of 8192 ids weighed and scattered in parallel. `result`
+   * gets {count, total, max}.
    */
   void SampleBuckets(const Napi::CallbackInfo& info) {
     SampleBucketsParams p{};
@@ -261,7 +261,7 @@ class Context : public Napi::ObjectWrap<Context> {
     p.mass = arrayArg<double>(info, 8, "mass", kSampleBuckets);
     p.expFrac = arrayArg<double>(info, 9, "expFrac", 64);
     double* result = arrayArg<double>(info, 10, "result", 3);
-    sample_buckets(p, *table_, result);
+    checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return sample_buckets(p, *table_, r, result) ? kOk : kOutOfMemory; }));
   }
 
   void Embedding(const Napi::CallbackInfo& info) {

@@ -47,13 +47,13 @@ struct Runner {
 };
 
 /**
- * The vectorizable step of sampling's vocabulary pass (sample_weigh.h): for every id with `logits[i] >= floor`,
- * `weight[i]` = expNonPositive((l - max) / T) and, where that is > 0, the id and its bucket min(lastBucket,
- * floor((max - l) * bucketsPerNat / T)) appended to cids / cbucket (ascending ids).
+ * The vectorizable step of sampling's vocabulary pass (sample_weigh.h): for every id i in [begin, n) with
+ * `logits[i] >= floor`, `weight[i]` = expNonPositive((l - max) / T) and, where that is > 0, the id and its bucket
+ * min(lastBucket, floor((max - l) * bucketsPerNat / T)) appended to cids / cbucket (ascending ids, from index 0).
  */
 struct SampleWeighParams {
   const float* logits;
-  int64_t n;
+  int64_t begin, n;
   double floor, max, temperature, bucketsPerNat;
   int32_t lastBucket;
   const double* frac;  // [64] 2^(j/64), as the TypeScript reference computed them

@@ -24,7 +24,7 @@ static inline double sw_exp_scalar(double x, const double* frac, const double* i
   return ints[(n >> 6) + 1099] * (frac[n & 63] * p);
 }
 
-/** Scalar weigh of ids [i0, n): the loop every ISA finishes its tail with. Returns the new candidate count. */
+/** Scalar weigh of ids [i0, n) (candidates from cids[live] on): the loop every ISA finishes its tail with. Returns the new candidate count. */
 static inline int64_t sw_weigh_scalar(const SampleWeighParams& p, int64_t i0, int64_t live) {
   const double invT = 1.0 / p.temperature;
   const double scale = p.bucketsPerNat / p.temperature;
@@ -130,7 +130,7 @@ static int64_t sampleWeigh(const SampleWeighParams& p) {
   __m512d F[8];
   for (int k = 0; k < 8; k++) F[k] = _mm512_loadu_pd(p.frac + 8 * k);
   int64_t live = 0;
-  int64_t i = 0;
+  int64_t i = p.begin;
   for (; i + 8 <= p.n; i += 8) {
     const __m512d l = _mm512_cvtps_pd(_mm256_loadu_ps(p.logits + i));
     const __mmask8 cand = _mm512_cmp_pd_mask(l, floor, _CMP_GE_OQ);
@@ -198,7 +198,7 @@ static int64_t sampleWeigh(const SampleWeighParams& p) {
   const __m256d floor = _mm256_set1_pd(p.floor), max = _mm256_set1_pd(p.max), invT = _mm256_set1_pd(1.0 / p.temperature);
   const __m256d scale = _mm256_set1_pd(p.bucketsPerNat / p.temperature), last = _mm256_set1_pd((double)p.lastBucket);
   int64_t live = 0;
-  int64_t i = 0;
+  int64_t i = p.begin;
   for (; i + 4 <= p.n; i += 4) {
     const __m256d l = _mm256_cvtps_pd(_mm_loadu_ps(p.logits + i));
     const __m256d candv = _mm256_cmp_pd(l, floor, _CMP_GE_OQ);
@@ -244,7 +244,7 @@ static double sampleMax(const float* x, int64_t n) {
 
 #else
 
-static int64_t sampleWeigh(const SampleWeighParams& p) { return sw_weigh_scalar(p, 0, 0); }
+static int64_t sampleWeigh(const SampleWeighParams& p) { return sw_weigh_scalar(p, p.begin, 0); }
 
 static double sampleKth(const float* x, int64_t n, int32_t k, float* heap) { return sw_kth_scalar(x, 0, n, k, heap, sw_kth_init(heap, k)); }
 

@@ -16,6 +16,9 @@ function outputs(n: number) {
 
 describe.skipIf(!avail.available)('sampleBuckets: native vs reference', () => {
   const b = avail.available ? createBackend({ threads: 1 }) : undefined;
+  // Chunks of SAMPLE_CHUNK ids weighed on three threads (this machine may have fewer cores: the bits must not depend
+  // on how the chunks are shared out).
+  const b3 = avail.available ? createBackend({ threads: 3 }) : undefined;
 
   const cases: { name: string; logits: Float32Array; temperature: number; lower: number; pruneNats: number; topK?: number }[] = [];
   const rnd = rng(3);
@@ -39,6 +42,13 @@ describe.skipIf(!avail.available)('sampleBuckets: native vs reference', () => {
   const inf = new Float32Array(64).fill(1);
   inf[5] = Infinity;
   cases.push({ name: '+Infinity logit', logits: inf, temperature: 1, lower: -Infinity, pruneNats: 28 });
+  // The largest logit a zero: the reference keeps the first zero it meets, and its sign reaches every weight.
+  for (const [first, second] of [[-0, 0], [0, -0]] as const) {
+    const z = Float32Array.from({ length: 20000 }, (_, i) => -1 - (i % 13));
+    z[9000] = first;
+    z[17001] = second;
+    cases.push({ name: `largest logit ${Object.is(first, -0) ? '-0 then +0' : '+0 then -0'}`, logits: z, temperature: 0.7, lower: -Infinity, pruneNats: 40 });
+  }
 
   it.each(cases)('$name', ({ logits, temperature, lower, pruneNats, topK }) => {
     const n = logits.length;
@@ -46,8 +56,16 @@ describe.skipIf(!avail.available)('sampleBuckets: native vs reference', () => {
     const got = outputs(n);
     const args = (o: ReturnType<typeof outputs>): SampleBucketsArgs => ({ logits, temperature, lower, pruneNats, ...(topK !== undefined ? { topK } : {}), ...o });
     const r = sampleBucketsReference(args(want));
-    const g = b!.sampleBuckets!(args(got));
-    expect(g).toEqual(r);
+    for (const backend of [b3!, b!]) {
+      const g = backend.sampleBuckets!(args(got));
+      expect(g).toEqual(r);
+      expect(Object.is(g.max, r.max)).toBe(true);
+      expectSameBits(got, want, r.count);
+    }
+  });
+
+  /** Every output of the native pass has the reference's bits (Object.is: signed zeros count). */
+  function expectSameBits(got: ReturnType<typeof outputs>, want: ReturnType<typeof outputs>, count: number) {
     // First difference of each output (bits: Object.is), or -1.
     const firstDiff = (a: ArrayLike<number>, c: ArrayLike<number>, m: number) => {
       for (let j = 0; j < m; j++) if (!Object.is(a[j], c[j])) return j;
@@ -55,11 +73,11 @@ describe.skipIf(!avail.available)('sampleBuckets: native vs reference', () => {
     };
     expect(firstDiff(got.start, want.start, SAMPLE_BUCKETS + 1)).toBe(-1);
     expect(firstDiff(got.mass, want.mass, SAMPLE_BUCKETS)).toBe(-1);
-    expect(firstDiff(got.ids, want.ids, r.count)).toBe(-1);
+    expect(firstDiff(got.ids, want.ids, count)).toBe(-1);
     let weightDiff = -1;
-    for (let j = 0; j < r.count && weightDiff < 0; j++) if (!Object.is(got.weight[want.ids[j]!], want.weight[want.ids[j]!])) weightDiff = want.ids[j]!;
+    for (let j = 0; j < count && weightDiff < 0; j++) if (!Object.is(got.weight[want.ids[j]!], want.weight[want.ids[j]!])) weightDiff = want.ids[j]!;
     expect(weightDiff).toBe(-1);
-  });
+  }
 
   it('refuses bad arguments with typed errors naming them', () => {
     const o = outputs(8);

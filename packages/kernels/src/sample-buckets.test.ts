@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { KernelError } from './errors.js';
-import { expNonPositive, SAMPLE_BUCKETS, sampleBucketsReference } from './sample-buckets.js';
+import { expNonPositive, SAMPLE_BUCKETS, SAMPLE_BUCKETS_PER_NAT, SAMPLE_CHUNK, sampleBucketsReference } from './sample-buckets.js';
 import { rng } from './testing/random.js';
 
 function run(logits: number[], temperature = 1, lower = -Infinity, pruneNats = Infinity, topK = 0) {
@@ -53,6 +53,31 @@ describe('sampleBucketsReference (the definition)', () => {
       const kth = k < row.length ? (sorted[k - 1] ?? -Infinity) : -Infinity;
       const want = row.flatMap((v, i) => (v >= kth ? [i] : []));
       expect(ids(run(row, 1, -Infinity, Infinity, k))).toEqual(want);
+    }
+  });
+
+  it('sums each bucket chunk by chunk: ascending ids within SAMPLE_CHUNK ids from 0, then the chunks in order', () => {
+    const next = rng(23);
+    for (const [n, T, pruneNats] of [[2 * SAMPLE_CHUNK + 1234, 0.8, Infinity], [3 * SAMPLE_CHUNK, 1.3, 6], [SAMPLE_CHUNK + 1, 1, Infinity]] as const) {
+      const row = Array.from({ length: n }, (_, i) => (i % 997 === 0 ? NaN : Math.round((next() * 16 - 8) * 32) / 32));
+      const r = run(row, T, -Infinity, pruneNats);
+      const max = Math.max(...row.filter((v) => !Number.isNaN(v)));
+      const floor = pruneNats < Infinity ? max - pruneNats * T : -Infinity;
+      const want = new Float64Array(SAMPLE_BUCKETS);
+      const ids: number[][] = Array.from({ length: SAMPLE_BUCKETS }, () => []);
+      for (let from = 0; from < n; from += SAMPLE_CHUNK) {
+        const chunk = new Float64Array(SAMPLE_BUCKETS);
+        for (let i = from; i < Math.min(n, from + SAMPLE_CHUNK); i++) {
+          const l = Math.fround(row[i]!);
+          if (!(l >= floor)) continue;
+          const k = Math.min(SAMPLE_BUCKETS - 1, Math.floor((max - l) * (SAMPLE_BUCKETS_PER_NAT / T)));
+          chunk[k]! += expNonPositive((l - max) * (1 / T));
+          ids[k]!.push(i);
+        }
+        for (let k = 0; k < SAMPLE_BUCKETS; k++) want[k]! += chunk[k]!;
+      }
+      expect(Array.from(r.mass)).toEqual(Array.from(want));
+      expect(Array.from(r.ids.subarray(0, r.count))).toEqual(ids.flat());
     }
   });
 

@@ -12,6 +12,12 @@ import { checkF32, checkI32 } from './validate.js';
 export const SAMPLE_BUCKETS = 4096;
 /** Buckets per nat of -ln w. */
 export const SAMPLE_BUCKETS_PER_NAT = 16;
+/**
+ * Ids per chunk of the masses' summation: a bucket's mass is summed chunk by chunk (ids `[c * 8192, (c + 1) * 8192)`,
+ * ascending ids within a chunk, from 0), then the chunks' sums are added in chunk order. The bits do not depend on
+ * how many threads weigh the chunks, so a native pass may weigh them in parallel.
+ */
+export const SAMPLE_CHUNK = 8192;
 
 /** Arguments of `sampleBuckets`. Outputs are written in place; `weight`/`ids` have at least `logits.length` entries. */
 export interface SampleBucketsArgs {
@@ -38,7 +44,10 @@ export interface SampleBucketsArgs {
   readonly ids: Int32Array;
   /** Out `[SAMPLE_BUCKETS + 1]`: bucket `k` is `ids[start[k] .. start[k + 1])`; `start[0] = 0`. */
   readonly start: Int32Array;
-  /** Out `[SAMPLE_BUCKETS]`: the total weight of each bucket (float64, summed in ascending id order). */
+  /**
+   * Out `[SAMPLE_BUCKETS]`: the total weight of each bucket (float64): summed in ascending id order within each chunk
+   * of {@link SAMPLE_CHUNK} ids, the chunks' sums added in chunk order.
+   */
   readonly mass: Float64Array;
 }
 
@@ -112,6 +121,8 @@ export function expNonPositive(x: number): number {
 /** Candidate scratch of the reference (ids in ascending order and their buckets), reused between calls. */
 let scratchIds = new Int32Array(0);
 let scratchBucket = new Int32Array(0);
+/** One chunk's bucket masses (chunks after the first), reused between calls. */
+const chunkMass = new Float64Array(SAMPLE_BUCKETS);
 
 /** The largest of `values` (NaN ignored; -Infinity when empty). Its own function: V8 optimizes a hot loop best there. */
 function maxOf(values: Float32Array): number {
@@ -162,14 +173,14 @@ function kthLargest(values: Float32Array, k: number): number {
 }
 
 /**
- * Weigh the candidates (ascending ids) into `weight`, `scratchIds`, their buckets and the bucket counts (in
- * `start[k + 1]`) and masses. Its own function for V8 (see {@link maxOf}).
+ * Weigh the candidates of ids `[from, to)` (ascending ids) into `weight`, `scratchIds` from `live` on, their buckets and
+ * the bucket counts (in `start[k + 1]`) and masses (`into`, added to from its current values). Its own function for
+ * V8 (see {@link maxOf}). Returns the new candidate count.
  */
-function weigh(logits: Float32Array, floor: number, max: number, temperature: number, weight: Float64Array, start: Int32Array, mass: Float64Array): number {
+function weigh(logits: Float32Array, from: number, to: number, floor: number, max: number, temperature: number, weight: Float64Array, start: Int32Array, into: Float64Array, live: number): number {
   const invT = 1 / temperature;
   const scale = SAMPLE_BUCKETS_PER_NAT / temperature;
-  let live = 0;
-  for (let i = 0; i < logits.length; i++) {
+  for (let i = from; i < to; i++) {
     const l = logits[i]!;
     if (!(l >= floor)) continue; // below the floor, or NaN
     const w = expNonPositive((l - max) * invT);
@@ -181,7 +192,7 @@ function weigh(logits: Float32Array, floor: number, max: number, temperature: nu
       scratchIds[live] = i;
       scratchBucket[live++] = k;
       start[k + 1]!++;
-      mass[k]! += w;
+      into[k]! += w;
     }
   }
   return live;
@@ -191,7 +202,8 @@ function weigh(logits: Float32Array, floor: number, max: number, temperature: nu
  * The reference `sampleBuckets` (the definition the native backends match bit for bit): the largest logit, the
  * floor `max(lower, k-th largest logit when 0 < topK < n, max - pruneNats * temperature)`, then for every logit at or above it (NaN never) its weight
  * `expNonPositive((l - max) * (1 / temperature))` and, when that is > 0, its bucket `min(4095, floor((max - l) *
- * (16 / temperature)))`; each bucket's mass sums its weights in ascending id order, the total sums the masses
+ * (16 / temperature)))`; each bucket's mass sums its weights in ascending id order within each {@link SAMPLE_CHUNK}
+ * ids, then the chunks' sums in chunk order; the total sums the masses
  * (bucket 0 first), and candidates are grouped by bucket, ascending ids within one.
  */
 export function sampleBucketsReference(args: SampleBucketsArgs): SampleBucketsResult {
@@ -208,7 +220,17 @@ export function sampleBucketsReference(args: SampleBucketsArgs): SampleBucketsRe
   const topK = args.topK ?? 0;
   if (topK > 0 && topK < n) floor = Math.max(floor, kthLargest(logits.subarray(0, n), topK));
   if (args.pruneNats < Infinity && max > -Infinity) floor = Math.max(floor, max - args.pruneNats * temperature);
-  const live = weigh(logits.subarray(0, n), floor, max, temperature, weight, start, mass);
+  // The first chunk sums straight into `mass` (from 0); each later chunk into its own masses, added in chunk order.
+  // No candidate lies in a bucket above `top` (l >= floor, and rounding is monotonic), so only buckets 0..top are
+  // touched (all of them when the floor is -Infinity; NaN compares false).
+  const reach = (max - floor) * (SAMPLE_BUCKETS_PER_NAT / temperature);
+  const top = reach < SAMPLE_BUCKETS - 1 ? Math.floor(reach) : SAMPLE_BUCKETS - 1;
+  let live = weigh(logits, 0, Math.min(n, SAMPLE_CHUNK), floor, max, temperature, weight, start, mass, 0);
+  for (let from = SAMPLE_CHUNK; from < n; from += SAMPLE_CHUNK) {
+    chunkMass.fill(0, 0, top + 1);
+    live = weigh(logits, from, Math.min(n, from + SAMPLE_CHUNK), floor, max, temperature, weight, start, chunkMass, live);
+    for (let k = 0; k <= top; k++) mass[k]! += chunkMass[k]!;
+  }
   // The total from the masses (bucket 0 first): a chain of 4096 additions instead of one per candidate, so a native
   // pass need not serialize its weighing on it.
   let total = 0;
