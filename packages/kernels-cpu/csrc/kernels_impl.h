@@ -311,6 +311,32 @@ static void gemv_split(const LinearParams& p, const Runner& rn, F& body) {
 }
 
 /**
+ * Work split of the int8-activation prefill GEMMs: prep(m0, m1, tid) over blocks of MB activation rows (quantize them
+ * once), then tile(m0, m1, n0, n1) over the (MB activation rows x NB weight rows) tiles; both on the calling thread
+ * alone for small problems.
+ */
+template <int64_t MB, int64_t NB, class Prep, class Tile>
+static void gemm_act_q8_split(const LinearParams& p, const Runner& rn, Prep& prep, Tile& tile) {
+  const int64_t rows = p.rows, N = p.out;
+  const int64_t mblocks = ceil_div(rows, MB), nblocks = ceil_div(N, NB);
+  const bool serial = rows * p.in * N < kParallelMin || rn.threads == 1;
+  auto each = [&](int64_t n, auto& f) {
+    if (serial) {
+      for (int64_t t = 0; t < n; t++) f(t, 0);
+    } else {
+      rn.parallel_for(n, f);
+    }
+  };
+  auto quant = [&](int64_t t, int tid) { prep(t * MB, imin(rows, t * MB + MB), tid); };
+  each(mblocks, quant);
+  auto body = [&](int64_t t, int) {
+    const int64_t m0 = (t / nblocks) * MB, n0 = (t % nblocks) * NB;
+    tile(m0, imin(rows, m0 + MB), n0, imin(N, n0 + NB));
+  };
+  each(mblocks * nblocks, body);
+}
+
+/**
  * Prefill GEMM: tasks are (m block, n block). Each k block of the task's weight rows is turned into a contiguous
  * float32 panel (ld = KC, L2-resident) once by fill(n, k0, kc, dst) (convert, copy or dequantize; it may write up
  * to round_up(kc, W) floats) and reused by all rows of the m block through the f32 micro-kernel.

@@ -263,19 +263,28 @@ KVQ_I void i8x_row(I8Layout L, const LinearParams& p, int64_t r, int8_t* q, uint
   }
 }
 
+/**
+ * The rows' codes in layout L (rows x rb bytes) and their scales (rows floats), carved from the pool's shared buffer,
+ * plus `extra` bytes after them; null when out of memory.
+ */
+KVQ_I uint8_t* i8x_alloc(const Runner& rn, int64_t rows, int64_t rb, int64_t extra, float** s) {
+  uint8_t* m = static_cast<uint8_t*>(rn.shared(rn.self, (size_t)(rows * rb + rows * (int64_t)sizeof(float) + extra)));
+  if (m) *s = reinterpret_cast<float*>(m + rows * rb);
+  return m;
+}
+
 /** The decode GEMV (rows <= 4): quantize the rows once into the ISA's layout, then output rows over the threads. */
 static int qgemv_i8act(const LinearParams& p, const Runner& rn) {
   constexpr I8Layout L = kI8GemvLayout;
   const int64_t K = p.in, rows = p.rows, rb = i8x_row_bytes(L, K);
-  uint8_t* m = static_cast<uint8_t*>(malloc((size_t)(rows * rb + rows * (int64_t)sizeof(float) + K)));
+  float* s = nullptr;
+  uint8_t* m = i8x_alloc(rn, rows, rb, K, &s);
   if (!m) return kOutOfMemory;
-  float* s = reinterpret_cast<float*>(m + rows * rb);
-  int8_t* q = reinterpret_cast<int8_t*>(m + rows * rb + rows * (int64_t)sizeof(float));
+  int8_t* q = reinterpret_cast<int8_t*>(s + rows);
   for (int64_t r = 0; r < rows; r++) i8x_row(L, p, r, q, m + r * rb, s);
   const I8X xa{m, s, i8x_stride(L, rb)};
   auto body = [&](int64_t n0, int64_t n1) { with_rows((int)rows, [&](auto r) { gemv_i8act<L, decltype(r)::value>(p, xa, n0, n1); }); };
   gemv_split(p, rn, body);
-  free(m);
   return kOk;
 }
 
@@ -283,43 +292,22 @@ static const int64_t kI8GemmMB = 64;  // activation rows per task (their codes s
 static const int64_t kI8GemmNB = 32;  // weight rows per task (read from L2 by every group of 4 activation rows)
 
 /**
- * The int8 GEMM (prefill, rows > 4): every row quantized once into the ISA's layout (over the threads), then tasks
- * of (64 activation rows, 32 weight rows) running the GEMV dot four activation rows at a time, so each weight row is
- * streamed from memory once per task and read from cache by the other row groups. The same integer sums as the GEMV.
+ * The int8 GEMM (prefill, rows > 4): every row quantized once into the ISA's layout (over the threads, each with K
+ * bytes of its own scratch), then tasks of (64 activation rows, 32 weight rows) running the GEMV dot four activation
+ * rows at a time, so each weight row is streamed from memory once per task and read from cache by the other row
+ * groups. The same integer sums as the GEMV.
  */
 static int qgemm_i8act(const LinearParams& p, const Runner& rn) {
   constexpr I8Layout L = kI8GemmLayout;
-  const int64_t K = p.in, N = p.out, rows = p.rows, rb = i8x_row_bytes(L, K);
-  uint8_t* m = static_cast<uint8_t*>(malloc((size_t)(rows * rb + rows * (int64_t)sizeof(float))));
-  if (!m) return kOutOfMemory;
-  float* s = reinterpret_cast<float*>(m + rows * rb);
-  const int64_t mblocks = ceil_div(rows, kI8GemmMB), nblocks = ceil_div(N, kI8GemmNB);
-  const bool serial = rows * K * N < kParallelMin || rn.threads == 1;
-  bool oom = false;
-  auto each = [&](int64_t n, auto& f) {
-    if (serial) {
-      for (int64_t t = 0; t < n; t++) f(t, 0);
-    } else {
-      rn.parallel_for(n, f);
-    }
+  const int64_t K = p.in, N = p.out, rb = i8x_row_bytes(L, K);
+  float* s = nullptr;
+  uint8_t* m = i8x_alloc(rn, p.rows, rb, 0, &s);
+  if (!m || !rn.reserve(rn.self, (size_t)K)) return kOutOfMemory;
+  auto quant = [&](int64_t m0, int64_t m1, int tid) {
+    int8_t* q = static_cast<int8_t*>(rn.scratch(rn.self, tid));
+    for (int64_t r = m0; r < m1; r++) i8x_row(L, p, r, q, m + r * rb, s);
   };
-  auto quant = [&](int64_t t, int) {
-    int8_t* q = static_cast<int8_t*>(malloc((size_t)K));
-    if (!q) {
-      oom = true;
-      return;
-    }
-    for (int64_t r = t * kI8GemmMB; r < imin(rows, t * kI8GemmMB + kI8GemmMB); r++) i8x_row(L, p, r, q, m + r * rb, s);
-    free(q);
-  };
-  each(mblocks, quant);
-  if (oom) {
-    free(m);
-    return kOutOfMemory;
-  }
-  auto body = [&](int64_t t, int) {
-    const int64_t m0 = (t / nblocks) * kI8GemmMB, m1 = imin(rows, m0 + kI8GemmMB);
-    const int64_t n0 = (t % nblocks) * kI8GemmNB, n1 = imin(N, n0 + kI8GemmNB);
+  auto tile = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     for (int64_t r = m0; r < m1; r += 4) {
       LinearParams pm = p;
       pm.y = p.y + r * N;
@@ -327,8 +315,7 @@ static int qgemm_i8act(const LinearParams& p, const Runner& rn) {
       with_rows((int)imin(4, m1 - r), [&](auto R) { gemv_i8act<L, decltype(R)::value>(pm, xa, n0, n1); });
     }
   };
-  each(mblocks * nblocks, body);
-  free(m);
+  gemm_act_q8_split<kI8GemmMB, kI8GemmNB>(p, rn, quant, tile);
   return kOk;
 }
 

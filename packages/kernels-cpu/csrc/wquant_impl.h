@@ -1172,24 +1172,11 @@ static const int64_t kQ8GemmNB = 32;  // weight rows per task (at most 32 x 2.1 
  */
 template <int DT>
 static int qgemm_q8(const LinearParams& p, const Runner& rn) {
-  const int64_t K = p.in, N = p.out, rows = p.rows, xb = act_q8_block(DT);
+  const int64_t K = p.in, N = p.out, xb = act_q8_block(DT);
   XQ8Buf b;
-  if (!xq8_alloc(rn, rows, K, xb, b)) return kOutOfMemory;
-  const int64_t mblocks = ceil_div(rows, kQ8GemmMB), nblocks = ceil_div(N, kQ8GemmNB);
-  // Small problems stay on the calling thread (the pool's hand-off costs more than they do).
-  const bool serial = rows * K * N < kParallelMin;
-  auto each = [&](int64_t n, auto& f) {
-    if (serial) {
-      for (int64_t t = 0; t < n; t++) f(t, 0);
-    } else {
-      rn.parallel_for(n, f);
-    }
-  };
-  auto quant = [&](int64_t t, int) { xq8_rows<DT>(p.x, K, xb, t * kQ8GemmMB, imin(rows, t * kQ8GemmMB + kQ8GemmMB), b); };
-  each(mblocks, quant);
-  auto body = [&](int64_t t, int) {
-    const int64_t m0 = (t / nblocks) * kQ8GemmMB, m1 = imin(rows, m0 + kQ8GemmMB);
-    const int64_t n0 = (t % nblocks) * kQ8GemmNB, n1 = imin(N, n0 + kQ8GemmNB);
+  if (!xq8_alloc(rn, p.rows, K, xb, b)) return kOutOfMemory;
+  auto quant = [&](int64_t m0, int64_t m1, int) { xq8_rows<DT>(p.x, K, xb, m0, m1, b); };
+  auto tile = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     for (int64_t m = m0; m < m1; m += 4) {
       LinearParams pm = p;
       pm.y = p.y + m * N;
@@ -1197,7 +1184,7 @@ static int qgemm_q8(const LinearParams& p, const Runner& rn) {
       gemv_q8_rt<DT>((int)imin(4, m1 - m), pm, xm, n0, n1, true);
     }
   };
-  each(mblocks * nblocks, body);
+  gemm_act_q8_split<kQ8GemmMB, kQ8GemmNB>(p, rn, quant, tile);
   return kOk;
 }
 #endif  // __AVX2__

@@ -1,0 +1,10 @@
+import { LLM } from '@kvq/engine';
+const mode = process.argv[2];
+const llm = await LLM.create({ model: '/tmp/kvq-bench-peer/llama-768x12-q8_0.gguf', kvCacheDtype: 'fp8_e4m3', backend: 'cpu', maxModelLen: 1024, kvCacheMemory: 64 << 20, enablePrefixCaching: false });
+const prompt = Array.from({ length: 32 }, (_, i) => 100 + ((i * 7919) % 5000));
+const params = mode === 'topk' ? { temperature: 0.8, topP: 0.95, topK: 50, seed: 1, ignoreEos: true } : { temperature: 0.8, topP: 0.95, seed: 1, ignoreEos: true };
+const b = llm.backend; const f = b.sampleBuckets.bind(b); const T = [0, 0, 0]; let n = 0;
+let sink = 0; b.sampleBuckets = (a) => { const tt = performance.now(); const L = a.logits; for (let i = 0; i < L.length; i += 16) sink += L[i]; T[2] += performance.now() - tt; const t0 = performance.now(); f(a); const t1 = performance.now(); f(a); const t2 = performance.now(); const r = f(a); T[0] += t1 - t0; T[1] += t2 - t1; n++; return r; };
+for (let r = 0; r < 4; r++) await llm.generate({ promptTokenIds: prompt }, { ...params, maxTokens: 257 });
+console.log(mode, 'first call us', (1000 * T[0] / n).toFixed(1), 'second', (1000 * T[1] / n).toFixed(1), 'touch', (1000 * T[2] / n).toFixed(1), sink > 0);
+llm.dispose();
