@@ -739,7 +739,11 @@ static int quantizeActQ8(int dt, const float* x, int64_t rows, int64_t K, int8_t
   return kOk;
 }
 
-#if defined(__AVX2__)
+#if defined(__AVX2__) || defined(KVQ_SIMD_NEON_H_)
+// Int8 block dots: AVX2 / AVX-512 (below) and NEON (wquant_neon_q8.h). The scalar tier keeps the float kernels on the
+// round trip x' (the bits every ISA's tests compare with).
+#define KVQ_Q8_INT 1
+
 /** Per-row quantized activations: q [rows, K], block scales [rows, K / XB], sums of q per 16 elements [rows, K / 16]. */
 struct XQ8 {
   const int8_t* q;
@@ -761,7 +765,12 @@ struct XQ8 {
   }
 };
 
-/** The sum of 8 float lanes (the int8 paths accumulate in __m256 whatever the ISA's VF width). */
+#if defined(__AVX2__)
+/** The int8 dots' float accumulator: 8 lanes whatever the ISA's VF width. */
+typedef __m256 Q8Acc;
+KVQ_I Q8Acc q8_acc_zero() { return _mm256_setzero_ps(); }
+
+/** The sum of 8 float lanes. */
 KVQ_I float hsum8(__m256 v) {
   const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -798,7 +807,7 @@ struct Q8Direct;
 template <>
 struct Q8Direct<kQ8_0> {
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float*, const int16_t* const*, __m256* acc, float*) {
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float*, const int16_t* const*, Q8Acc* acc, float*) {
     const float d = ld_f16x(b);
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
     for (int r = 0; r < R; r++) {
@@ -828,7 +837,7 @@ template <>
 struct Q8Direct<kQ4_0> {
   // w = nibble - 8 in [-8, 7], then the signed dot (measured faster than the unsigned form with an offset term).
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float*, const int16_t* const*, __m256* acc, float*) {
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float*, const int16_t* const*, Q8Acc* acc, float*) {
     const float d = ld_f16x(b);
     const __m256i w = _mm256_sub_epi8(q8_nib_halves(b + 2), _mm256_set1_epi8(8));
     for (int r = 0; r < R; r++) {
@@ -848,7 +857,7 @@ struct Q8DirectU32 {
   static constexpr bool kMin = DT == kQ4_1 || DT == kQ5_1;   // an f16 minimum after d
   static constexpr bool kFive = DT == kQ5_0 || DT == kQ5_1;  // four bytes of fifth bits before the nibbles
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float* xs, const int16_t* const*, __m256* acc, float* accs) {
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float* xs, const int16_t* const*, Q8Acc* acc, float* accs) {
     const float d = ld_f16x(b);
     const float c = kMin ? ld_f16x(b + 2) : -16.0f * d;
     const uint8_t* qs = b + 2 + (kMin ? 2 : 0) + (kFive ? 4 : 0);
@@ -876,7 +885,7 @@ struct Q8Direct<kQ5_1> : Q8DirectU32<kQ5_1> {};
 template <bool kFive>
 struct Q8DirectK45 {
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float*, const int16_t* const* s16, __m256* acc, float*) {
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float*, const int16_t* const* s16, Q8Acc* acc, float*) {
     const float d = ld_f16x(b), dmin = ld_f16x(b + 2);
     // The 8 scales and 8 mins of the 12 packed bytes, four at a time as 32-bit words built in general registers and
     // moved to a vector directly (k_scale_min's layout: sub-blocks 0-3 in the low 6 bits of bytes 0-3 / 4-7,
@@ -934,7 +943,7 @@ struct Q8Direct<kQ6_K> {
   // q = (ql nibble | qh 2 bits << 4) - 32 in groups of 16 with int8 scales: sum(sc q x) over unsigned q, minus
   // 32 sum_g sc_g sum_g(x).
   template <int R>
-  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float*, const int16_t* const* s16, __m256* acc, float*) {
+  KVQ_I void dot(const uint8_t* b, const int8_t* const* x, const float* dx, const float*, const int16_t* const* s16, Q8Acc* acc, float*) {
     const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
     const float d = ld_f16x(b + 208);
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
@@ -971,6 +980,11 @@ struct Q8Direct<kQ6_K> {
   }
 };
 
+KVQ_I float q8_acc_sum(Q8Acc v) { return hsum8(v); }
+#else
+#include "wquant_neon_q8.h"
+#endif
+
 /**
  * y[r, n] for n in [n0, n1) with a direct block dot (Q8Direct<DT>): each weight row streamed once, straight into
  * registers. One row at a time and no software prefetch: streaming 2-4 rows side by side, or prefetching 1-2 KiB
@@ -985,9 +999,9 @@ static void gemv_q8_direct(const LinearParams& p, const XQ8& xa, int64_t n0, int
   const uint8_t* base = static_cast<const uint8_t*>(p.w.data);
   for (int64_t n = n0; n < n1; n++) {
     const uint8_t* wr = base + n * rowBytes;
-    __m256 acc[R];
+    Q8Acc acc[R];
     float accs[R];
-    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps(), accs[r] = 0.0f;
+    for (int r = 0; r < R; r++) acc[r] = q8_acc_zero(), accs[r] = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
       const int64_t e0 = b * B::kElems;
       const int8_t* x[R];
@@ -1001,11 +1015,13 @@ static void gemv_q8_direct(const LinearParams& p, const XQ8& xa, int64_t n0, int
       }
       Q8Direct<DT>::template dot<R>(wr + b * B::kBytes, x, dx, xs, s16, acc, accs);
     }
-    for (int r = 0; r < R; r++) p.y[r * N + n] = hsum8(acc[r]) + accs[r] + (p.bias ? p.bias[n] : 0.0f);
+    for (int r = 0; r < R; r++) p.y[r * N + n] = q8_acc_sum(acc[r]) + accs[r] + (p.bias ? p.bias[n] : 0.0f);
   }
 }
 
+#if defined(__AVX2__)
 #include "wquant_vnni.h"
+#endif
 
 /** y[r, n] for n in [n0, n1) through the ISA's int8 block dot; `gemm`: a prefill task (weight rows read from cache). */
 template <int DT>
@@ -1064,6 +1080,7 @@ KVQ_I bool xq8_lanes(int64_t xb) {
  */
 template <int DT>
 KVQ_I void xq8_terms(const int8_t* q, const float* d, int64_t K, int64_t xb, int16_t* s16, float* xs, int32_t* ini, float* dxl, float* xsl) {
+#if defined(__AVX2__)
   const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
   for (int64_t e = 0; e < K; e += 32) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + e));
@@ -1089,6 +1106,17 @@ KVQ_I void xq8_terms(const int8_t* q, const float* d, int64_t K, int64_t xb, int
 #endif
     }
   }
+#else
+  // Portable: the same sums, one 16-element group at a time (no lane terms off VNNI builds).
+  (void)ini, (void)dxl, (void)xsl;
+  for (int64_t g = 0; g < K / 16; g++) {
+    int32_t t = 0;
+    for (int j = 0; j < 16; j++) t += q[16 * g + j];
+    s16[g] = (int16_t)t;
+  }
+  if (xb == 32)
+    for (int64_t b = 0; b < K / 32; b++) xs[b] = d[b] * (float)(s16[2 * b] + s16[2 * b + 1]);
+#endif
 }
 
 /** Quantize rows [r0, r1) of x into b (carved for all rows by xq8_alloc). */
@@ -1187,7 +1215,7 @@ static int qgemm_q8(const LinearParams& p, const Runner& rn) {
   gemm_act_q8_split<kQ8GemmMB, kQ8GemmNB>(p, rn, quant, tile);
   return kOk;
 }
-#endif  // __AVX2__
+#endif  // KVQ_Q8_INT
 
 /** linear with 8-bit activations through the float kernels on the round trip x' (xq8_round_trip): the same function. */
 static int linear_q8act_round_trip(const LinearParams& p, const Runner& rn) {
@@ -1214,10 +1242,10 @@ static int linear_q8act_round_trip(const LinearParams& p, const Runner& rn) {
 
 /**
  * linear on a GGML weight with 8-bit activations: the int8 GEMV (up to 4 rows) and GEMM (prefill) on AVX2 / AVX-512
- * builds; otherwise (scalar, NEON) the float kernels on the round trip x'.
+ * and NEON builds; otherwise (scalar) the float kernels on the round trip x'.
  */
 static int linear_q8act(const LinearParams& p, const Runner& rn) {
-#if defined(__AVX2__)
+#if defined(KVQ_Q8_INT)
   return with_ggml_dtype(
       p.w.dtype,
       [&](auto dt) {
