@@ -174,6 +174,8 @@ export class LLMEngine {
   private readonly detokenizer: Detokenizer | undefined;
   private readonly sched: Scheduler<Seq>;
   private readonly requests = new Map<string, Request>();
+  /** One-id detokenizations shared by the sequences' decode streams: [with special tokens, skipping them]. */
+  private readonly singleDecodes = [new Map<number, string>(), new Map<number, string>()] as const;
   private observer: AttentionObserver | undefined;
   private promptTokens = 0;
   private generationTokens = 0;
@@ -643,7 +645,7 @@ export class LLMEngine {
       // grew the per-token cost with the output length), and text is only appended: an incomplete UTF-8 character is
       // held back until it completes (or the sequence finishes), so streamed deltas stay a prefix of the final text.
       const before = seq.text.length;
-      seq.textStream ??= new DecodeStream((ids) => d.decode(ids, { skipSpecialTokens: p.skipSpecialTokens }));
+      seq.textStream ??= new DecodeStream((ids) => d.decode(ids, { skipSpecialTokens: p.skipSpecialTokens }), this.singleDecodes[p.skipSpecialTokens ? 1 : 0]);
       seq.text += seq.textStream.push(token);
       if (mayStop && seq.text.length > before) {
         // Earlier text was searched at earlier steps (once stops applied): only matches reaching the new text are new.

@@ -1,5 +1,7 @@
 /** A UTF-8 character spans at most 4 bytes, so at most 4 byte tokens can be pending on one character. */
 const MAX_PENDING_TOKENS = 4;
+/** Most ids a one-id decode cache holds (a 262k vocabulary's pieces would take ~10 MB). */
+const SINGLE_CACHE_MAX = 65536;
 
 /**
  * Incremental detokenization. Each {@link DecodeStream.push} decodes a short window of recent ids and returns the
@@ -15,13 +17,21 @@ export class DecodeStream {
   /** End of the text already returned, in `ids`. */
   private readOffset = 0;
 
-  /** @param decode decodes a list of ids to text (the tokenizer's `decode` with fixed options). */
-  constructor(private readonly decode: (ids: readonly number[]) => string) {}
+  /**
+   * @param decode decodes a list of ids to text (the tokenizer's `decode` with fixed options).
+   * @param single optional cache of one-id decodes, shared by the streams of one `decode` (same tokenizer, same
+   *   options): the window before the newest token is usually that one previous token, so each push decodes once
+   *   instead of twice. Filled up to {@link SINGLE_CACHE_MAX} ids.
+   */
+  constructor(
+    private readonly decode: (ids: readonly number[]) => string,
+    private readonly single?: Map<number, string>,
+  ) {}
 
   /** Add one token id; returns the newly completed text (possibly empty). */
   push(id: number): string {
     this.ids.push(id);
-    const prefixText = this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const prefixText = this.prefixText();
     const text = this.decode(this.ids.slice(this.prefixOffset));
     const pending = this.ids.length - this.readOffset;
     if (text.length > prefixText.length && (!text.endsWith('\uFFFD') || pending >= MAX_PENDING_TOKENS)) {
@@ -33,9 +43,21 @@ export class DecodeStream {
   /** Return whatever is still held back (an incomplete character decodes as U+FFFD) and reset the window. */
   flush(): string {
     if (this.readOffset === this.ids.length) return '';
-    const prefixText = this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const prefixText = this.prefixText();
     const text = this.decode(this.ids.slice(this.prefixOffset));
     return this.advance(text, prefixText);
+  }
+
+  /** The text of the window before the unread ids (through the one-id cache when it is one id). */
+  private prefixText(): string {
+    if (this.readOffset - this.prefixOffset !== 1 || !this.single) return this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const id = this.ids[this.prefixOffset]!;
+    let text = this.single.get(id);
+    if (text === undefined) {
+      text = this.decode([id]);
+      if (this.single.size < SINGLE_CACHE_MAX) this.single.set(id, text);
+    }
+    return text;
   }
 
   private advance(text: string, prefixText: string): string {

@@ -397,8 +397,16 @@ export class Tokenizer {
    * multi-byte UTF-8 character), whose concatenation equals `decode(allIds)`.
    */
   decodeStream(options: DecodeOptions = {}): DecodeStream {
-    return new DecodeStream((ids) => this.decode(ids, options));
+    const skip = options.skipSpecialTokens === true;
+    const single = (skip ? this.singleSkip : this.singleKeep) ?? new Map<number, string>();
+    if (skip) this.singleSkip = single;
+    else this.singleKeep = single;
+    return new DecodeStream((ids) => this.decode(ids, options), single);
   }
+
+  /** One-id decodes shared by this tokenizer's decode streams (with and without special tokens). */
+  private singleKeep: Map<number, string> | undefined;
+  private singleSkip: Map<number, string> | undefined;
 }
 
 function wrap<T>(file: string, build: () => T): T {
