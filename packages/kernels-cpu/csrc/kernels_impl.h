@@ -212,39 +212,52 @@ static void dot_tile(const float* x, int64_t ldx, const typename Load<DT>::T* w,
 }
 
 /**
- * out[i] = dot(x row i, w) over k columns for MR rows of x and ONE bf16 / f16 weight row, read front to back: U = 4 /
- * MR accumulators per x row keep 4 FMA chains in flight, each line prefetched kDensePrefetch bytes ahead.
- * NOTE: measured 2026-12-07 on the 2-core Zen 5 (4096 x 4096 copies past the caches, 2 threads), against four rows
- * side by side (dot_tile NR = 4, four streams per thread): see docs/benchmarks.md, as for the fp8 / int8 rows.
+ * The streamed row dot of the decode GEMVs: out[i] = sum_e x[i * ldx + e] * w_e over k elements of ONE weight row w
+ * (kElemBytes bytes an element) read front to back, MR rows of x. Steps of kStep elements (a multiple of W): each line of
+ * the step prefetched kDensePrefetch bytes ahead, then pre(c) (any check the caller keeps), then vector j of the step,
+ * full(c + j * W), adds into accumulator j % U of each x row
+ * (U = 4 / MR, at least 1: 4 FMA chains in flight); the tail, tail(c, n) with n < W valid lanes, into the first.
+ * NOTE: one row at a time was measured against four rows side by side (four streams per thread) on the 2-core Zen 5,
+ * 4096 x 4096 copies past the caches, 2 threads (2026-12-07): the streams, not the decode, cost (docs/benchmarks.md).
  */
-template <int MR, int DT>
-static void dot_row_stream(const float* x, int64_t ldx, const typename Load<DT>::T* w, int64_t k, float* out) {
+template <int MR, int64_t kStep, int64_t kElemBytes, class Full, class Tail, class Pre>
+KVQ_I void row_stream_dot(const float* x, int64_t ldx, int64_t k, const void* w, const Full& full, const Tail& tail, const Pre& pre,
+                          float* out) {
   constexpr int U = MR >= 4 ? 1 : 4 / MR;
-  constexpr int64_t S = U * W;  // elements per step
-  constexpr int64_t lineE = 64 / (int64_t)sizeof(typename Load<DT>::T);
-  constexpr int64_t aheadE = kDensePrefetch / (int64_t)sizeof(typename Load<DT>::T);
-  const VF one = vset1(1.0f);
+  static_assert(kStep % W == 0, "a step is whole vectors");
+  const char* wb = static_cast<const char*>(w) + kDensePrefetch;
   VF acc[U][MR];
   for (int u = 0; u < U; u++)
     for (int i = 0; i < MR; i++) acc[u][i] = vzero();
   int64_t c = 0;
-  for (; c + S <= k; c += S) {
-    for (int64_t o = 0; o < S; o += lineE) vprefetch(w + c + o + aheadE);
-    for (int u = 0; u < U; u++) {
-      const VF wv = Load<DT>::load(w + c + u * W, one);
-      for (int i = 0; i < MR; i++) acc[u][i] = vfma(vload(x + i * ldx + c + u * W), wv, acc[u][i]);
+  for (; c + kStep <= k; c += kStep) {
+    for (int64_t o = 0; o < kStep * kElemBytes; o += 64) vprefetch(wb + c * kElemBytes + o);
+    pre(c);
+    for (int j = 0; j < (int)(kStep / W); j++) {
+      const VF v = full(c + j * W);
+      for (int i = 0; i < MR; i++) acc[j % U][i] = vfma(vload(x + i * ldx + c + j * W), v, acc[j % U][i]);
     }
   }
   for (; c < k; c += W) {
     const int n = (int)(k - c < W ? k - c : W);
-    const VF wv = Load<DT>::loadn(w + c, n, one);
-    for (int i = 0; i < MR; i++) acc[0][i] = vfma(vloadn(x + i * ldx + c, n), wv, acc[0][i]);
+    const VF v = tail(c, n);
+    for (int i = 0; i < MR; i++) acc[0][i] = vfma(vloadn(x + i * ldx + c, n), v, acc[0][i]);
   }
   for (int i = 0; i < MR; i++) {
     VF a = acc[0][i];
     for (int u = 1; u < U; u++) a = vadd(a, acc[u][i]);
     out[i] = vhsum(a);
   }
+}
+
+/** row_stream_dot of one bf16 / f16 weight row: U vectors a step, each of its lines prefetched kDensePrefetch bytes ahead. */
+template <int MR, int DT>
+static void dot_row_stream(const float* x, int64_t ldx, const typename Load<DT>::T* w, int64_t k, float* out) {
+  constexpr int64_t S = (MR >= 4 ? 1 : 4 / MR) * W;  // elements per step
+  const VF one = vset1(1.0f);
+  row_stream_dot<MR, S, (int64_t)sizeof(typename Load<DT>::T)>(
+      x, ldx, k, w, [&](int64_t e) { return Load<DT>::load(w + e, one); },
+      [&](int64_t c, int n) { return Load<DT>::loadn(w + c, n, one); }, [](int64_t) {}, out);
 }
 
 /** y[m0.., n0..n1) (+)= x[m0..m0+mr) . w[n0..n1)^T over k columns; `assign` overwrites instead of adding. */

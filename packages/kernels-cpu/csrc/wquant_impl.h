@@ -418,34 +418,17 @@ KVQ_I float fp8_prescale_x(const float* x, int64_t n, float* xs) {
 template <int R, bool kFp8, bool kPre = false>
 KVQ_I bool stream_row_dot(const float* x, int64_t K, const uint8_t* wr, float* dot) {
   typedef Load<kFp8E4M3FN> L;
-  constexpr int U = R >= 4 ? 1 : 4 / R;
   constexpr int64_t kStep = 64;
   const VF kc = vset1(kPre ? 1.0f : L::konst());  // a multiply by 1 folds away
   const int8_t* q = reinterpret_cast<const int8_t*>(wr);
-  VF acc[U][R];
-  for (int u = 0; u < U; u++)
-    for (int r = 0; r < R; r++) acc[u][r] = vzero();
   bool nan = false;
-  int64_t c = 0;
-  for (; c + kStep <= K; c += kStep) {
-    vprefetch(wr + c + kDensePrefetch);
+  auto full = [&](int64_t e) { return kFp8 ? L::loadf(wr + e, kc) : vcvt_i8(q + e); };
+  auto tail = [&](int64_t c, int n) { return kFp8 ? L::loadnf(wr + c, n, kc) : vcvtn_i8(q + c, n); };
+  auto pre = [&](int64_t c) {
     if constexpr (kFp8 && L::kHasFast) nan = nan | L::any_nan(wr + c, kStep);
-    for (int j = 0; j < (int)(kStep / W); j++) {
-      const VF v = kFp8 ? L::loadf(wr + c + j * W, kc) : vcvt_i8(q + c + j * W);
-      for (int r = 0; r < R; r++) acc[j % U][r] = vfma(vload(x + r * K + c + j * W), v, acc[j % U][r]);
-    }
-  }
-  if constexpr (kFp8 && L::kHasFast) nan = nan | L::any_nan(wr + c, K - c);
-  for (; c < K; c += W) {
-    const int t = (int)(K - c < W ? K - c : W);
-    const VF v = kFp8 ? L::loadnf(wr + c, t, kc) : vcvtn_i8(q + c, t);
-    for (int r = 0; r < R; r++) acc[0][r] = vfma(vloadn(x + r * K + c, t), v, acc[0][r]);
-  }
-  for (int r = 0; r < R; r++) {
-    VF a = acc[0][r];
-    for (int u = 1; u < U; u++) a = vadd(a, acc[u][r]);
-    dot[r] = vhsum(a);
-  }
+  };
+  row_stream_dot<R, kStep, 1>(x, K, K, wr, full, tail, pre, dot);
+  if constexpr (kFp8 && L::kHasFast) nan = nan | L::any_nan(wr + (K - K % kStep), K % kStep);
   return !nan;
 }
 
