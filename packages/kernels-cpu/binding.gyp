@@ -67,6 +67,21 @@
       "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"],
     },
     {
+      # AArch64 Linux: the neon kernels again, built for armv8.2-a+dotprod (SDOT int8 dots of the GGML weights; GCC
+      # gates the SDOT intrinsics on armv8.2-a); the dispatcher offers them only where the kernel reports HWCAP_ASIMDDP. Not on macOS: Apple Silicon's default
+      # target already has the extension, so the plain neon tier has SDOT there.
+      "target_name": "kvq_cpu_neon_dotprod",
+      "type": "static_library",
+      "include_dirs": ["<(kvq_shared_include)"],
+      "conditions": [
+        ["target_arch=='arm64' and OS=='linux'", {
+          "sources": ["csrc/kernels_neon_dotprod.cc"],
+          "cflags_cc": ["<@(kvq_common_cflags)", "-march=armv8.2-a+dotprod"],
+        }],
+      ],
+      "cflags_cc!": ["-std=gnu++17", "-fno-exceptions"],
+    },
+    {
       "target_name": "kvq_cpu",
       "sources": ["csrc/addon.cc", "csrc/threadpool.cc", "csrc/kernels_scalar.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")",
@@ -85,6 +100,9 @@
         }],
         ["target_arch=='arm64'", {
           "dependencies": ["kvq_cpu_neon"],
+        }],
+        ["target_arch=='arm64' and OS=='linux'", {
+          "dependencies": ["kvq_cpu_neon_dotprod"],
         }],
       ],
     },

@@ -27,6 +27,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+#if defined(__linux__) && defined(__aarch64__)
+#include <sys/auxv.h>
+#endif
 
 namespace kvq {
 namespace {
@@ -38,6 +41,19 @@ namespace {
 using CpuFeatures = X86Features;
 
 CpuFeatures detectCpu() { return detectX86(); }
+
+/**
+ * AArch64: the dot-product extension (SDOT / UDOT). Linux reports it as HWCAP_ASIMDDP (bit 20 of AT_HWCAP, the
+ * kernel's arch/arm64 uapi hwcap.h); other systems answer false, where the neon-dotprod tier is not built anyway.
+ */
+bool armDotprod() {
+#if defined(__linux__) && defined(__aarch64__)
+  const unsigned long kHwcapAsimddp = 1UL << 20;
+  return (getauxval(AT_HWCAP) & kHwcapAsimddp) != 0;
+#else
+  return false;
+#endif
+}
 
 #if defined(__x86_64__) || defined(_M_X64)
 /**
@@ -75,6 +91,8 @@ bool isaSupported(const CpuFeatures& f, const std::string& isa) {
 #if defined(__aarch64__)
   // Advanced SIMD (NEON) is part of the AArch64 baseline: every arm64 CPU runs the neon kernels.
   if (isa == "neon") return true;
+  // The same kernels with SDOT int8 dots: Linux builds, CPUs with the dot-product extension.
+  if (isa == "neon-dotprod") return kernels_neon_dotprod() != nullptr && armDotprod();
 #endif
   return false;
 }
@@ -86,6 +104,7 @@ const KernelTable* tableFor(const std::string& isa) {
   if (isa == "avx2") return kernels_avx2();
 #endif
 #if defined(__aarch64__)
+  if (isa == "neon-dotprod") return kernels_neon_dotprod();
   if (isa == "neon") return kernels_neon();
 #endif
   return kernels_scalar();
@@ -94,7 +113,7 @@ const KernelTable* tableFor(const std::string& isa) {
 /** ISAs usable on this CPU, best first. */
 std::vector<std::string> usableIsas(const CpuFeatures& f) {
   std::vector<std::string> out;
-  for (const char* isa : {"amx", "avx512", "avx2", "neon", "scalar"})
+  for (const char* isa : {"amx", "avx512", "avx2", "neon-dotprod", "neon", "scalar"})
     if (isaSupported(f, isa)) out.emplace_back(isa);
   return out;
 }
@@ -177,8 +196,9 @@ class Context : public Napi::ObjectWrap<Context> {
     const int64_t spin = intArg(info, 2, "spinMicros", 0, 1000000);
     const CpuFeatures f = detectCpu();
     if (isa == "auto") isa = usableIsas(f).front();
-    if (isa != "scalar" && isa != "avx2" && isa != "avx512" && isa != "amx" && isa != "neon") {
-      fail(info.Env(), "INVALID_ARGUMENT", "isa", "isa must be 'auto', 'scalar', 'avx2', 'avx512', 'amx' or 'neon', got '" + isa + "'");
+    if (isa != "scalar" && isa != "avx2" && isa != "avx512" && isa != "amx" && isa != "neon" && isa != "neon-dotprod") {
+      fail(info.Env(), "INVALID_ARGUMENT", "isa",
+           "isa must be 'auto', 'scalar', 'avx2', 'avx512', 'amx', 'neon' or 'neon-dotprod', got '" + isa + "'");
     }
     if (!isaSupported(f, isa)) fail(info.Env(), "UNSUPPORTED", "isa", "this CPU does not support the " + isa + " kernels");
     table_ = tableFor(isa);
@@ -397,6 +417,7 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   feats.Set("avx512fp16", f.avx512fp16);
   feats.Set("avx512vnni", f.avx512vnni);
   feats.Set("amxInt8", f.amxInt8);
+  feats.Set("dotprod", armDotprod());
   o.Set("features", feats);
   const std::vector<std::string> isas = usableIsas(f);
   Napi::Array arr = Napi::Array::New(env, isas.size());

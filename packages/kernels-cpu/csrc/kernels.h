@@ -100,6 +100,8 @@ const KernelTable* kernels_amx();
 #endif
 #if defined(__aarch64__)
 const KernelTable* kernels_neon();
+/** The neon kernels built for armv8-a+dotprod (SDOT int8 dots); null where not built (every OS but Linux). */
+const KernelTable* kernels_neon_dotprod();
 #endif
 
 }  // namespace kvq

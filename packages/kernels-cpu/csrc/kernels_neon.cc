@@ -8,4 +8,8 @@
 
 namespace kvq {
 const KernelTable* kernels_neon() { return &neon::kTable; }
+#if !defined(__linux__)
+// The neon-dotprod tier (kernels_neon_dotprod.cc) is built on Linux only; elsewhere it is never usable.
+const KernelTable* kernels_neon_dotprod() { return nullptr; }
+#endif
 }  // namespace kvq

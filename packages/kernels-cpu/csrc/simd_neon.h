@@ -35,7 +35,11 @@ namespace KVQ_NS {
 
 typedef float32x4_t VF;
 static const int W = 4;
+#if defined(KVQ_NEON_ISA_NAME)
+static const char* const kIsaName = KVQ_NEON_ISA_NAME;  // kernels_neon_dotprod.cc: "neon-dotprod"
+#else
 static const char* const kIsaName = "neon";
+#endif
 
 KVQ_SI VF vzero() { return vdupq_n_f32(0.0f); }
 KVQ_SI VF vset1(float x) { return vdupq_n_f32(x); }

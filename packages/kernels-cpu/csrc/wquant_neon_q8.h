@@ -10,7 +10,7 @@
 // Instructions: SMULL / SMLAL2 (8 int8 x int8 products into int16 lanes; |x| <= 127 from the activation rounding and
 // |w| <= 128, so the two products a lane holds stay within int16), SADALP / SADDLP (pairwise widening adds into int32),
 // SCVTF + FMLA for the scaled float accumulation, FCVTL for the f16 block scales. Where the compiler targets the dot
-// product extension (__ARM_FEATURE_DOTPROD: Apple Silicon's default target, or -march=armv8.2-a+dotprod) SDOT replaces
+// product extension (__ARM_FEATURE_DOTPROD: Apple Silicon's default target, and kernels_neon_dotprod.cc, the Linux neon-dotprod tier) SDOT replaces
 // the SMULL / SMLAL2 / SADALP sequence (16 products into 4 int32 lanes in one instruction): the same integers.
 #ifndef KVQ_WQUANT_NEON_Q8_H_
 #define KVQ_WQUANT_NEON_Q8_H_

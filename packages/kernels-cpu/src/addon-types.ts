@@ -11,13 +11,16 @@ import type { LinearNativeArgs, NativeKernelOps, PagedAttentionNativeArgs } from
 /**
  * Kernel instruction sets the addon is built with: `'amx'` (the avx512 kernels plus Intel AMX tiles for the prefill
  * GEMM of the GGML types with 8-bit activations; Linux, Sapphire Rapids and later), `'avx512'` and `'avx2'` on x86-64, `'neon'` (Advanced SIMD, the
- * AArch64 baseline) on arm64, `'scalar'` (portable C++) everywhere.
+ * AArch64 baseline) and `'neon-dotprod'` (the neon kernels with SDOT int8 dots for the GGML weights; Linux, CPUs with
+ * the dot-product extension: Cortex-A55/A76 and later, Neoverse N1 / Graviton 2 and later) on arm64, `'scalar'`
+ * (portable C++) everywhere. On macOS the `'neon'` tier itself has SDOT (Apple Silicon's baseline).
  */
-export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'amx' | 'neon';
+export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'amx' | 'neon' | 'neon-dotprod';
 
 /**
- * x86-64 CPU features the addon detected (`__builtin_cpu_supports`, which also checks OS support of the registers);
- * all false on arm64, where the NEON tier needs no detection (Advanced SIMD is part of the AArch64 baseline).
+ * CPU features the addon detected. The x86-64 ones come from `__builtin_cpu_supports` (which also checks OS support
+ * of the registers) and are all false on arm64, where the NEON tier needs no detection (Advanced SIMD is part of the
+ * AArch64 baseline); `dotprod` is the arm64 Linux kernel's HWCAP_ASIMDDP (false elsewhere).
  */
 export interface CpuFeatures {
   readonly sse42: boolean;
@@ -34,6 +37,8 @@ export interface CpuFeatures {
   readonly avx512vnni: boolean;
   /** AMX-TILE + AMX-INT8 with the tile state enabled by the OS (the `amx` tier also needs Linux's per-process grant). */
   readonly amxInt8: boolean;
+  /** AArch64 dot-product extension (SDOT/UDOT) as Linux reports it (HWCAP_ASIMDDP); what the `neon-dotprod` tier needs. */
+  readonly dotprod: boolean;
 }
 
 /** `cpuInfo()` result. */
@@ -50,7 +55,7 @@ export interface NativeContext extends NativeKernelOps {
   readonly isa: CpuIsa;
   /** Threads used per op (0 once disposed). */
   readonly threads: number;
-  /** float32 lanes per vector (avx512 16, avx2 8, neon 4, scalar 1). */
+  /** float32 lanes per vector (avx512 16, avx2 8, neon and neon-dotprod 4, scalar 1). */
   readonly vectorWidth: number;
   setSpinMicros(us: number): void;
   /** `linear` on a libuv worker thread. */

@@ -89,7 +89,7 @@ describe.skipIf(!avail.available)('createBackend', () => {
       for (const op of KERNEL_OPS) expect(typeof b[op], op).toBe('function');
       expect(b.threads).toBe(3);
       expect(b.info.threads).toBe(3);
-      expect(['amx', 'avx512', 'avx2', 'neon', 'none']).toContain(b.info.simd);
+      expect(['amx', 'avx512', 'avx2', 'neon', 'neon-dotprod', 'none']).toContain(b.info.simd);
       expect(b.info.description).toContain('native CPU');
       expect(b.info.version).toMatch(/^\d+\.\d+\.\d+/);
       selfTest(b);
@@ -128,6 +128,17 @@ describe.skipIf(!avail.available)('createBackend', () => {
       return;
     }
     expect(() => createBackend({ isa: missing })).toThrow(expect.objectContaining({ code: 'BACKEND_UNAVAILABLE' }));
+  });
+
+  it('the other architecture\'s ISAs are BACKEND_UNAVAILABLE and never listed', () => {
+    if (!avail.available) return;
+    const foreign = process.arch === 'arm64' ? (['amx', 'avx512', 'avx2'] as const) : (['neon', 'neon-dotprod'] as const);
+    for (const isa of foreign) {
+      expect(avail.cpu.isas).not.toContain(isa);
+      expect(() => createBackend({ isa })).toThrow(expect.objectContaining({ code: 'BACKEND_UNAVAILABLE' }));
+    }
+    // The dot-product extension is an arm64 feature: never reported on x86-64.
+    if (process.arch !== 'arm64') expect(avail.cpu.features.dotprod).toBe(false);
   });
 
   it('after dispose every op throws BACKEND_UNAVAILABLE; dispose is idempotent', () => {

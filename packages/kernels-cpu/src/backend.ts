@@ -43,7 +43,7 @@ export interface CpuBackendOptions extends BackendCreateOptions {
   readonly threads?: number | undefined;
   /**
    * Kernel instruction set: `'auto'` (default: `KVQ_CPU_ISA`, else the best this CPU supports), `'amx'`, `'avx512'`,
-   * `'avx2'` (x86-64), `'neon'` (arm64) or `'scalar'` (portable, every CPU). Forcing an ISA the CPU lacks throws
+   * `'avx2'` (x86-64), `'neon-dotprod'`, `'neon'` (arm64) or `'scalar'` (portable, every CPU). Forcing an ISA the CPU lacks throws
    * `BACKEND_UNAVAILABLE`.
    */
   readonly isa?: CpuIsa | 'auto' | undefined;
@@ -193,8 +193,9 @@ export function createBackend(options: CpuBackendOptions = {}): CpuBackend {
   const load = loadAddon();
   if (!load.ok) throw unavailable(load.reason, load.cause);
   const isa = options.isa ?? ((process.env.KVQ_CPU_ISA || 'auto') as CpuIsa | 'auto');
-  if (!['auto', 'scalar', 'avx2', 'avx512', 'amx', 'neon'].includes(isa)) {
-    throw new KernelError('INVALID_ARGUMENT', `isa must be 'auto', 'scalar', 'avx2', 'avx512', 'amx' or 'neon', got ${JSON.stringify(isa)}`, {
+  if (!['auto', 'scalar', 'avx2', 'avx512', 'amx', 'neon', 'neon-dotprod'].includes(isa)) {
+    const allowed = "'auto', 'scalar', 'avx2', 'avx512', 'amx', 'neon' or 'neon-dotprod'";
+    throw new KernelError('INVALID_ARGUMENT', `isa must be ${allowed}, got ${JSON.stringify(isa)}`, {
       argument: options.isa === undefined ? 'KVQ_CPU_ISA' : 'isa',
     });
   }

@@ -441,7 +441,7 @@ export interface DequantizeFp8Args {
 export interface BackendInfo {
   /** One line, e.g. `'pure TypeScript reference (float64 accumulation)'`. */
   readonly description: string;
-  /** Vector ISA in use: `'none'`, `'sse4.2'`, `'avx2'`, `'avx512'`, `'amx'` (avx512 + AMX tiles), `'neon'`, `'cuda'`, `'hip'`, ... */
+  /** Vector ISA in use: `'none'`, `'sse4.2'`, `'avx2'`, `'avx512'`, `'amx'` (avx512 + AMX tiles), `'neon'`, `'neon-dotprod'`, `'cuda'`, `'hip'`, ... */
   readonly simd: string;
   /** Worker threads the backend uses for one op (1 = single threaded). */
   readonly threads: number;
