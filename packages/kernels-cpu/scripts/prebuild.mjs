@@ -19,6 +19,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync 
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { checkIsaUnits } from './isa-units.mjs';
 import { binaryTarget, nodeGypToolchain, pkgDir } from './native-env.mjs';
 
 const TRIPLES = {
@@ -76,6 +77,7 @@ async function prebuildMingw() {
   } catch (e) {
     fail(e.message);
   }
+  checkUnits(dir, mingwTools().strip);
   finish(built, [mingwTools().strip, '--strip-unneeded'], 'cross build: not loaded here (scripts/wine-win64-check.mjs loads and runs it in node.exe under wine)');
   process.exit(0);
 }
@@ -123,7 +125,26 @@ gyp(['build', `--nodedir=${nodedir}`, '--release', `--jobs=${jobs}`]);
 
 const built = join(stage, 'build', 'Release', 'kvq_cpu.node');
 if (!existsSync(built)) fail(`node-gyp reported success but ${built} does not exist`);
+checkUnits(join(stage, 'build'), strip?.[0]);
 finish(built, strip, 'cross build: not loaded here (scripts/qemu-arm64-check.mjs loads and runs it under qemu-aarch64)');
+
+/**
+ * Fails unless every ISA-flagged object exports only its table function (isa-units.mjs: the rule that keeps ISA code
+ * out of the baseline). `stripTool` names the target's binutils: its nm is the same name with `nm` for `strip`.
+ */
+function checkUnits(buildDir, stripTool) {
+  if (!stripTool) {
+    log('ISA units: not checked (no binutils known for this platform)');
+    return;
+  }
+  const nm = stripTool.replace(/strip$/, 'nm');
+  const { checked, problems } = checkIsaUnits(buildDir, nm);
+  if (checked.length === 0) fail(`no ISA objects (kernels_<isa>.o) under ${buildDir}: the build layout changed; update scripts/isa-units.mjs`);
+  if (problems.length > 0) {
+    fail(`ISA units export symbols the linker could share with baseline code (SIGILL on CPUs without the ISA):\n  ${problems.join('\n  ')}`);
+  }
+  log(`ISA units export only their tables: ${checked.map((o) => o.split(/[\\/]/).pop()).join(', ')}`);
+}
 
 /** Checks the binary's header, strips it, loads it when this machine can, copies it into the platform package. */
 function finish(built, strip, notLoaded) {
