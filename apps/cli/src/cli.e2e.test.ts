@@ -196,6 +196,12 @@ describe.skipIf(!built)('kvq binary', { timeout: 240_000 }, () => {
     for (const r of env.backend.rejected) expect(r.reason.length).toBeGreaterThan(5);
     expect(env.packages['@kvq/engine']).toMatch(/^\d+\.\d+\.\d+/);
     expect(kvq(['env', '--json'], { env: { HF_TOKEN: 'hf_secret_value' } }).stdout).not.toMatch(/hf_secret_value/);
+    // The CPU backend's ISA override is part of the report, and shows in the chosen backend's vector ISA.
+    const forced = json<{ environment: Record<string, string | null>; backend: { chosen: string; info: { simd: string } } }>(
+      kvq(['env', '--json'], { env: { KVQ_CPU_ISA: 'scalar' } }),
+    );
+    expect(forced.environment.KVQ_CPU_ISA).toBe('scalar');
+    if (forced.backend.chosen === 'cpu') expect(forced.backend.info.simd).toBe('none');
   });
 
   it('serve: answers on the printed URL and stops cleanly on SIGTERM', async () => {

@@ -21,7 +21,7 @@ Options:
 
 const PACKAGES = ['@kvq/cli', '@kvq/server', '@kvq/engine', '@kvq/cache', '@kvq/fp8', '@kvq/kernels', '@kvq/kernels-cpu', '@kvq/kernels-cuda', '@kvq/kernels-rocm', '@kvq/model-tiny'];
 const FLAGS = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_bf16', 'avx512_fp16', 'amx_bf16', 'neon', 'asimd', 'fphp', 'asimdhp', 'asimddp'];
-const ENV = ['KVQ_BACKEND', 'KVQ_CPU_THREADS', 'KVQ_NATIVE_FLAGS', 'KVQ_CUDA_ADDON', 'KVQ_CUDA_DEVICE', 'KVQ_ROCM_ADDON', 'KVQ_ROCM_DEVICE', 'HF_HOME', 'HF_HUB_CACHE', 'HF_ENDPOINT', 'HF_HUB_OFFLINE', 'HF_TOKEN', 'CUDA_HOME', 'ROCM_PATH'];
+const ENV = ['KVQ_BACKEND', 'KVQ_CPU_THREADS', 'KVQ_CPU_ISA', 'KVQ_CPU_SPIN_US', 'KVQ_CPU_ADDON', 'KVQ_NATIVE_FLAGS', 'KVQ_CUDA_ADDON', 'KVQ_CUDA_DEVICE', 'KVQ_ROCM_ADDON', 'KVQ_ROCM_DEVICE', 'HF_HOME', 'HF_HUB_CACHE', 'HF_ENDPOINT', 'HF_HUB_OFFLINE', 'HF_TOKEN', 'CUDA_HOME', 'ROCM_PATH'];
 
 function version(name: string): string {
   try {
