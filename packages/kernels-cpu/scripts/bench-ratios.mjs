@@ -13,7 +13,7 @@
 // line names the ISA and the binary. The addon: KVQ_CPU_ADDON, else build/Release/kvq_cpu.node (pnpm build:native),
 // else this platform's prebuilt package (npm/<triple>/ in the monorepo, or the installed @kvq/kernels-cpu-<triple>).
 //
-// Usage: node scripts/bench-ratios.mjs [--threads N] [--isa amx|avx512|avx2|neon|scalar|auto] [--quick] [--only weights]
+// Usage: node scripts/bench-ratios.mjs [--threads N] [--isa amx|avx512|avx2|neon-dotprod|neon|scalar|auto] [--quick] [--only weights]
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
