@@ -422,7 +422,6 @@ class Context : public Napi::ObjectWrap<Context> {
     // shared arguments (0..21), then kDev?, vDev? (22, 23)
     AttentionInput a;
     readAttention(info, a, true);
-    if (a.p.lse != nullptr) fail(info.Env(), "UNSUPPORTED", "lse", "the GPU kernels do not produce the attention lse");
     residentCache(info, 22, a.p.cache);
     Status st;
     if (!gpu::paged_attention(ctx(info), a.p, &st)) failStatus(info.Env(), st, "pagedAttention");

@@ -44,6 +44,7 @@ struct AttnTask {
 struct AttnParams {
   const float* q;
   float* out;
+  float* lse;  // optional [numTokens, numHeads]: ln(sum_j e^(s_j)) per query row (null: not asked for)
   const void* kc;
   const void* vc;
   const float* kScale;
@@ -397,6 +398,7 @@ __global__ void KVQ_ATTN_BOUNDS(RPW) paged_attention_kernel(const AttnParams p) 
     if (tk.nsplit == 1) {
       float* o = p.out + (token * p.numHeads + (int64_t)h * p.group + g) * D;
       const float inv = 1.0f / l[i];
+      if (p.lse && lane == 0) p.lse[token * p.numHeads + (int64_t)h * p.group + g] = m[i] + logf(l[i]);
 #pragma unroll
       for (int c = 0; c < DCH; c++) {
         const int d = lane + c * KVQ_WARP;
@@ -434,7 +436,9 @@ __global__ void attention_combine_kernel(const AttnParams p) {
     }
     const float inv = 1.0f / L;
     const int ti = r / GG, g = tk.g0 + r % GG;
-    float* o = p.out + ((int64_t)(qStart + tk.t0 + ti) * p.numHeads + (int64_t)tk.kvh * p.group + g) * D;
+    const int64_t row = (int64_t)(qStart + tk.t0 + ti) * p.numHeads + (int64_t)tk.kvh * p.group + g;
+    if (p.lse && threadIdx.x == 0) p.lse[row] = M + logf(L);
+    float* o = p.out + row * D;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
       float acc = 0.0f;
       for (int sp = 0; sp < tk.nsplit; sp++) {
@@ -546,7 +550,9 @@ KVQ_DI void decode_finish(const AttnParams& p, const AttnTask& tk, const float* 
     // FP8: the value scale multiplies the accumulated sum once.
     A *= vs;
     if (tk.nsplit == 1) {
-      p.out[(qStart * p.numHeads + (int64_t)tk.kvh * p.group + tk.g0 + r) * D + d] = A / L;
+      const int64_t row = qStart * p.numHeads + (int64_t)tk.kvh * p.group + tk.g0 + r;
+      if (p.lse && d == 0) p.lse[row] = M + logf(L);
+      p.out[row * D + d] = A / L;
     } else {
       float* part = p.partials + (tk.partial + (long long)tk.split * R + r) * (D + 2);
       if (d == 0) {
@@ -1419,8 +1425,12 @@ bool paged_attention(Context* ctx, const AttentionArgs& a, Status* st) {
   p.slidingWindow = a.slidingWindow;
   p.fp8Query = a.fp8Query;
   p.qScaleKv = (const float*)dqs;
+  const size_t lb = (size_t)(numTokens * a.numHeads) * 4;
+  void* dlse = nullptr;
+  if (a.lse && !scratch(ctx, kS13, lb, &dlse, st)) return false;
+  p.lse = (float*)dlse;
   if (!upload_plan(ctx, plan, &p, st) || !launch_attention(ctx, plan, p, st)) return false;
-  return get(ctx, a.out, dout, qb, st) && finish(ctx, st);
+  return get(ctx, a.out, dout, qb, st) && (!a.lse || get(ctx, a.lse, dlse, lb, st)) && finish(ctx, st);
 }
 
 // ------------------------------------------------------------------------------------------------

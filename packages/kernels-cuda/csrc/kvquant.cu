@@ -115,6 +115,7 @@ bool reshape_and_cache_quant(Context* ctx, const CacheWriteArgs& a, Status* st) 
 struct QAttnParams {
   const float* q;
   float* out;
+  float* lse;  // optional [numTokens, numHeads] (null: not asked for)
   const uint8_t* kc;
   const uint8_t* vc;
   const int32_t* qsl;
@@ -186,6 +187,7 @@ __global__ void q_attention_kernel(QAttnParams p) {
     __syncthreads();
   }
   float* o = p.out + (t * p.numHeads + h) * D;
+  if (p.lse && threadIdx.x == 0) p.lse[t * p.numHeads + h] = m + logf(l);
   for (int k = 0; k < kMaxDimsPerThread; k++) {
     const int d = (int)threadIdx.x + k * (int)blockDim.x;
     if (d < D) o[d] = acc[k] / l;
@@ -233,6 +235,10 @@ bool paged_attention_quant(Context* ctx, const AttentionArgs& a, Status* st) {
   p.kTensor = c.dtype == kKvNvfp4 ? c.kScale[0] : 1.0f;
   p.vTensor = c.dtype == kKvNvfp4 ? c.vScale[0] : 1.0f;
   p.L = L;
+  const size_t lb = (size_t)(numTokens * a.numHeads) * 4;
+  void* dlse = nullptr;
+  if (a.lse && !scratch(ctx, kS13, lb, &dlse, st)) return false;
+  p.lse = (float*)dlse;
   const dim3 grid((unsigned)numTokens, (unsigned)a.numHeads);
   with_kv_quant(c.dtype, [&](auto cc) {
     constexpr int DT = decltype(cc)::value;
@@ -240,7 +246,7 @@ bool paged_attention_quant(Context* ctx, const AttentionArgs& a, Status* st) {
     return true;
   });
   KVQ_LAUNCHED("pagedAttention kernel (write-time-scaled KV)");
-  return get(ctx, a.out, dout, qb, st) && finish(ctx, st);
+  return get(ctx, a.out, dout, qb, st) && (!a.lse || get(ctx, a.lse, dlse, lb, st)) && finish(ctx, st);
 }
 
 }  // namespace gpu

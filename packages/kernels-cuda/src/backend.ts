@@ -240,6 +240,11 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
     return true;
   }
 
+  /** The attention kernels write `lse` (tiled, decode and split-k paths, and the write-time-scaled KV kernel). */
+  protected override attentionLse(): boolean {
+    return true;
+  }
+
   protected override cacheDeviceOnly(cache: KvLayerCache): boolean {
     return this.memory.isAttached(cache);
   }

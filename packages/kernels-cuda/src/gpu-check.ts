@@ -161,9 +161,13 @@ function attentionVsReference(
 ): { ok: boolean; maxAbsError: number; message?: string | undefined } {
   const want = new Float32Array(outLength);
   const got = new Float32Array(outLength).fill(Number.NaN);
-  ref.pagedAttention({ ...args, out: want });
-  gpu.pagedAttention({ ...args, out: got });
-  const f = compareOutput('out', got, want, { rtol: 1e-3, atol: 1e-4 });
+  // The log-sum-exp of each query row too (what kvCacheKeepSink / kvCacheKeepRecent merge with).
+  const rows = outLength / args.cache.headSize;
+  const wantLse = new Float32Array(rows);
+  const gotLse = new Float32Array(rows).fill(Number.NaN);
+  ref.pagedAttention({ ...args, out: want, lse: wantLse });
+  gpu.pagedAttention({ ...args, out: got, lse: gotLse });
+  const f = compareOutput('out', got, want, { rtol: 1e-3, atol: 1e-4 }) ?? compareOutput('lse', gotLse, wantLse, { rtol: 1e-4, atol: 1e-4 });
   let maxAbs = 0;
   for (let i = 0; i < outLength; i++) maxAbs = Math.max(maxAbs, Math.abs(got[i]! - want[i]!));
   return { ok: f === undefined, maxAbsError: maxAbs, message: f?.message };
@@ -385,13 +389,13 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
     const size = options.parity ?? 'quick';
     if (size !== 'off') {
       stage(`parity (${size})`, () => {
-        const [r, ms] = timed(() => runParitySuite(gpu, ref, { size, supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST }));
+        const [r, ms] = timed(() => runParitySuite(gpu, ref, { size, supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true }));
         report.parity = { size, cases: r.cases, passed: r.passed, failures: r.failures.slice(0, 50), byOp: r.byOp, summary: formatParityReport(r, 30), ms };
         log(report.parity.summary.split('\n')[0]!);
       });
       if (options.deviceArrays !== false) {
         stage('parity on device arrays (quick)', () => {
-          const [r, ms] = timed(() => runParitySuite(onDeviceArrays(gpu), ref, { size: 'quick', supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST }));
+          const [r, ms] = timed(() => runParitySuite(onDeviceArrays(gpu), ref, { size: 'quick', supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true }));
           report.deviceParity = { cases: r.cases, passed: r.passed, failures: r.failures.slice(0, 50), summary: formatParityReport(r, 30), ms };
           log(report.deviceParity.summary.split('\n')[0]!);
         });

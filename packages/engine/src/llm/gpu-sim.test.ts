@@ -42,6 +42,36 @@ for (const warp of SIM_WARPS) {
           }
         }, 300_000);
       }
+      if (warp === 32) {
+        // Sink and recent tokens kept in the model dtype: the engine merges attention over the quantized cache and the
+        // kept one by each call's log-sum-exp, which the GPU kernels now return (tiled, decode and write-time-scaled).
+        it('kvCacheKeepSink / kvCacheKeepRecent (int4_per_token_head) give the CPU backend\'s greedy tokens and NLL', async () => {
+          const gpu = createSimBackend({ warp });
+          try {
+            const make = (backend: Parameters<typeof LLM.create>[0]['backend']) =>
+              LLM.create({
+                model: modelTinyPath,
+                kvCacheDtype: 'int4_per_token_head',
+                kvCacheKeepSink: 4,
+                kvCacheKeepRecent: 8,
+                backend,
+                kvCacheMemory: 4 << 20,
+                blockSize: 16,
+              });
+            const [cpu, sim] = await Promise.all([make('cpu'), make(gpu)]);
+            const opts = { temperature: 0, maxTokens: 20, ignoreEos: true } as const;
+            const [want] = await cpu.generate(PROMPT, opts);
+            const [got] = await sim.generate(PROMPT, opts);
+            expect(got!.outputs[0]!.tokenIds).toEqual(want!.outputs[0]!.tokenIds);
+            const a = await cpu.score(TEXT);
+            const b = await sim.score(TEXT);
+            expect(b.count).toBe(a.count);
+            expect(Math.abs(b.nllSum - a.nllSum) / a.nllSum).toBeLessThan(1e-4);
+          } finally {
+            gpu.dispose();
+          }
+        }, 300_000);
+      }
     },
   );
 }

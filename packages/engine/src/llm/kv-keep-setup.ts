@@ -67,7 +67,7 @@ function checkLseOnBackend(backend: KernelBackend): void {
     if (!(cause instanceof KernelError)) throw cause;
     throw new EngineError(
       'INVALID_ARGUMENT',
-      `kvCacheKeepSink / kvCacheKeepRecent need attention that returns its log-sum-exp, which backend '${backend.name}' does not (${cause.message}); the CPU and reference backends do`,
+      `kvCacheKeepSink / kvCacheKeepRecent need attention that returns its log-sum-exp, which backend '${backend.name}' does not (${cause.message}); the reference, CPU, CUDA and ROCm backends do`,
       { field: 'kvCacheKeepSink', cause },
     );
   }
