@@ -396,9 +396,10 @@ __global__ void KVQ_ATTN_BOUNDS(RPW) paged_attention_kernel(const AttnParams p) 
     const int ti = r / GG, g = tk.g0 + r % GG;
     const int64_t token = qStart + tk.t0 + ti;
     if (tk.nsplit == 1) {
-      float* o = p.out + (token * p.numHeads + (int64_t)h * p.group + g) * D;
+      const int64_t row = token * p.numHeads + (int64_t)h * p.group + g;
+      float* o = p.out + row * D;
       const float inv = 1.0f / l[i];
-      if (p.lse && lane == 0) p.lse[token * p.numHeads + (int64_t)h * p.group + g] = m[i] + logf(l[i]);
+      if (p.lse && lane == 0) p.lse[row] = m[i] + logf(l[i]);
 #pragma unroll
       for (int c = 0; c < DCH; c++) {
         const int d = lane + c * KVQ_WARP;

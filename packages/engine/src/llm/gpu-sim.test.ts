@@ -7,7 +7,7 @@
  * in CI (`KVQ_REQUIRE_GPU_COMPILERS=1`), where it fails.
  */
 import { HostMemoryTier } from '@kvq/cache';
-import { createSimBackend, SIM_WARPS, simAvailability } from '@kvq/kernels-cuda/testing';
+import { createSimBackend, SIM_WARPS, simAvailability, type SimWarp } from '@kvq/kernels-cuda/testing';
 import { modelTinyPath } from '@kvq/model-tiny';
 import { describe, expect, it } from 'vitest';
 import { LLM } from './llm.js';
@@ -16,6 +16,30 @@ const required = process.env.KVQ_REQUIRE_GPU_COMPILERS === '1';
 const PROMPT = 'And God said unto Moses,';
 const TEXT = 'In the beginning God created the heaven and the earth. And the earth was without form, and void.';
 
+type LLMOptions = Parameters<typeof LLM.create>[0];
+
+/**
+ * kvq-tiny with `options` on the simulator (warp `warp`) and on the CPU backend: the same 20 greedy tokens, and the
+ * same NLL of a text (relative difference < 1e-4).
+ */
+async function expectSameAsCpu(warp: SimWarp, options: Omit<LLMOptions, 'model' | 'backend'>): Promise<void> {
+  const gpu = createSimBackend({ warp });
+  try {
+    const make = (backend: LLMOptions['backend']) => LLM.create({ model: modelTinyPath, ...options, backend, kvCacheMemory: 4 << 20, blockSize: 16 });
+    const [cpu, sim] = await Promise.all([make('cpu'), make(gpu)]);
+    const opts = { temperature: 0, maxTokens: 20, ignoreEos: true } as const;
+    const [want] = await cpu.generate(PROMPT, opts);
+    const [got] = await sim.generate(PROMPT, opts);
+    expect(got!.outputs[0]!.tokenIds).toEqual(want!.outputs[0]!.tokenIds);
+    const a = await cpu.score(TEXT);
+    const b = await sim.score(TEXT);
+    expect(b.count).toBe(a.count);
+    expect(Math.abs(b.nllSum - a.nllSum) / a.nllSum).toBeLessThan(1e-4);
+  } finally {
+    gpu.dispose();
+  }
+}
+
 for (const warp of SIM_WARPS) {
   const avail = simAvailability(warp);
   describe.skipIf(!avail.available && !required)(
@@ -23,54 +47,13 @@ for (const warp of SIM_WARPS) {
     () => {
       // bf16, FP8 and two write-time-scaled dtypes (csrc/kvquant.cu) at warp 32; FP8 at warp 64, to keep the suite short.
       for (const kvCacheDtype of warp === 32 ? (['auto', 'fp8_e4m3', 'int8_per_token_head', 'nvfp4'] as const) : (['fp8_e4m3'] as const)) {
-        it(`greedy tokens and NLL equal the CPU backend's (KV ${kvCacheDtype})`, async () => {
-          const gpu = createSimBackend({ warp });
-          try {
-            const make = (backend: Parameters<typeof LLM.create>[0]['backend']) =>
-              LLM.create({ model: modelTinyPath, kvCacheDtype, backend, kvCacheMemory: 4 << 20, blockSize: 16 });
-            const [cpu, sim] = await Promise.all([make('cpu'), make(gpu)]);
-            const opts = { temperature: 0, maxTokens: 20, ignoreEos: true } as const;
-            const [want] = await cpu.generate(PROMPT, opts);
-            const [got] = await sim.generate(PROMPT, opts);
-            expect(got!.outputs[0]!.tokenIds).toEqual(want!.outputs[0]!.tokenIds);
-            const a = await cpu.score(TEXT);
-            const b = await sim.score(TEXT);
-            expect(b.count).toBe(a.count);
-            expect(Math.abs(b.nllSum - a.nllSum) / a.nllSum).toBeLessThan(1e-4);
-          } finally {
-            gpu.dispose();
-          }
-        }, 300_000);
+        it(`greedy tokens and NLL equal the CPU backend's (KV ${kvCacheDtype})`, () => expectSameAsCpu(warp, { kvCacheDtype }), 300_000);
       }
       if (warp === 32) {
         // Sink and recent tokens kept in the model dtype: the engine merges attention over the quantized cache and the
         // kept one by each call's log-sum-exp, which the GPU kernels now return (tiled, decode and write-time-scaled).
-        it('kvCacheKeepSink / kvCacheKeepRecent (int4_per_token_head) give the CPU backend\'s greedy tokens and NLL', async () => {
-          const gpu = createSimBackend({ warp });
-          try {
-            const make = (backend: Parameters<typeof LLM.create>[0]['backend']) =>
-              LLM.create({
-                model: modelTinyPath,
-                kvCacheDtype: 'int4_per_token_head',
-                kvCacheKeepSink: 4,
-                kvCacheKeepRecent: 8,
-                backend,
-                kvCacheMemory: 4 << 20,
-                blockSize: 16,
-              });
-            const [cpu, sim] = await Promise.all([make('cpu'), make(gpu)]);
-            const opts = { temperature: 0, maxTokens: 20, ignoreEos: true } as const;
-            const [want] = await cpu.generate(PROMPT, opts);
-            const [got] = await sim.generate(PROMPT, opts);
-            expect(got!.outputs[0]!.tokenIds).toEqual(want!.outputs[0]!.tokenIds);
-            const a = await cpu.score(TEXT);
-            const b = await sim.score(TEXT);
-            expect(b.count).toBe(a.count);
-            expect(Math.abs(b.nllSum - a.nllSum) / a.nllSum).toBeLessThan(1e-4);
-          } finally {
-            gpu.dispose();
-          }
-        }, 300_000);
+        it('kvCacheKeepSink / kvCacheKeepRecent (int4_per_token_head) give the CPU backend\'s greedy tokens and NLL', () =>
+          expectSameAsCpu(warp, { kvCacheDtype: 'int4_per_token_head', kvCacheKeepSink: 4, kvCacheKeepRecent: 8 }), 300_000);
       }
     },
   );
