@@ -1,4 +1,4 @@
-import { encodeFp8, decodeFp8 } from '@kvq/fp8';
+import { encodeFp8, decodeFp8, f16BitsToF32, f32ToF16Bits } from '@kvq/fp8';
 import { describe, expect, it } from 'vitest';
 import { resolveKvCacheDtype } from './dtype.js';
 import { BlockHasher } from './hash.js';
@@ -23,7 +23,7 @@ const F = Math.fround;
 const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
 
 function specGroup(dtype: KvQuantDtype, D: number): number {
-  return dtype === 'int4_g16' || dtype === 'nvfp4' ? 16 : dtype === 'int4_g32' ? 32 : dtype === 'int4_g64' ? 64 : D;
+  return dtype === 'int4_g16' || dtype === 'nvfp4' ? 16 : dtype === 'int4_g32' || dtype === 'q4_0' ? 32 : dtype === 'int4_g64' ? 64 : D;
 }
 
 /** Nearest integer, ties to even, saturated to ±q. */
@@ -50,8 +50,40 @@ function specE2m1(v: number): number {
 }
 
 interface SpecHead {
-  codes: number[]; // one code per element (int: signed value; fp8: byte; nvfp4: 4-bit code)
-  scales: number[]; // stored scale per group (nvfp4: e4m3 byte)
+  codes: number[]; // one code per element (int and q4_0: signed value; fp8: byte; nvfp4: 4-bit code)
+  scales: number[]; // stored scale per group (nvfp4: e4m3 byte; q4_0: f16 bits)
+}
+
+/**
+ * q4_0 from ggml's definition (quantize_row_q4_0_ref), with kvq's rules for what ggml leaves undefined: the signed
+ * finite value of largest magnitude (first on ties) over -8 as f16 (±65504 when it overflows, then used for id), codes
+ * min(15, trunc(x * id + 8.5)) in float32 steps, minus 8; NaN group: f16 NaN, codes 0; zero f16 scale: +0, codes 0.
+ */
+function specQ4_0(part: readonly number[], codes: number[], scales: number[]): void {
+  let max = 0;
+  for (const v of part) if (Number.isFinite(v) && Math.abs(v) > Math.abs(max)) max = v;
+  if (part.some(Number.isNaN)) {
+    scales.push(0x7e00);
+    for (let i = 0; i < part.length; i++) codes.push(0);
+    return;
+  }
+  const d = F(max / -8);
+  let h = f32ToF16Bits(d);
+  let id = d === 0 ? 0 : F(1 / d);
+  if (!Number.isFinite(f16BitsToF32(h))) {
+    h = d < 0 ? 0xfbff : 0x7bff;
+    id = F(1 / f16BitsToF32(h));
+  }
+  if (f16BitsToF32(h) === 0) h = 0;
+  scales.push(h);
+  for (const v of part) {
+    if (h === 0) {
+      codes.push(0);
+      continue;
+    }
+    const t = F(F(v * id) + 8.5);
+    codes.push(Math.max(0, Math.min(15, Number.isFinite(t) ? Math.trunc(t) : t)) - 8);
+  }
 }
 
 function specQuantize(dtype: KvQuantDtype, x: readonly number[], tensorScale = 1): SpecHead {
@@ -63,6 +95,10 @@ function specQuantize(dtype: KvQuantDtype, x: readonly number[], tensorScale = 1
     const hasNaN = part.some(Number.isNaN);
     const finite = part.filter(Number.isFinite);
     const amax = finite.length ? Math.max(...finite.map(Math.abs)) : 0;
+    if (dtype === 'q4_0') {
+      specQ4_0(part, codes, scales);
+      continue;
+    }
     if (dtype === 'nvfp4') {
       const s8 = hasNaN ? 0x7f : encodeFp8(F(F(amax / 6) / tensorScale), 'e4m3fn', 'satfinite');
       const S = hasNaN ? NaN : F(decodeFp8(s8, 'e4m3fn') * tensorScale);
@@ -90,6 +126,7 @@ function specDecode(dtype: KvQuantDtype, h: SpecHead, tensorScale = 1): number[]
       const v = (c & 8 ? -1 : 1) * E2M1[c & 7]!;
       return F(v * F(decodeFp8(s, 'e4m3fn') * tensorScale));
     }
+    if (dtype === 'q4_0') return F(c * f16BitsToF32(s));
     return F((dtype === 'fp8_per_token_head' ? decodeFp8(c, 'e4m3fn') : c) * s);
   });
 }
@@ -102,7 +139,7 @@ function specRead(l: KvBlockLayout, pool: Uint8Array, slot: number, head: number
   const cb = eightBit ? D : D / 2;
   const pad = (n: number) => Math.ceil(n / 4) * 4;
   const codesBytes = l.blockSize * l.numKvHeads * cb;
-  const sb = l.dtype === 'nvfp4' ? 1 : 4;
+  const sb = l.dtype === 'nvfp4' ? 1 : l.dtype === 'q4_0' ? 2 : 4;
   const blockBytes = pad(pad(codesBytes) + l.blockSize * l.numKvHeads * (D / G) * sb);
   const b = Math.floor(slot / l.blockSize);
   const row = (slot % l.blockSize) * l.numKvHeads + head;
@@ -120,7 +157,9 @@ function specRead(l: KvBlockLayout, pool: Uint8Array, slot: number, head: number
     }
   }
   const scales: number[] = [];
-  for (let g = 0; g < D / G; g++) scales.push(sb === 1 ? pool[sAt + g]! : dv.getFloat32(sAt + 4 * g, true));
+  for (let g = 0; g < D / G; g++) {
+    scales.push(sb === 1 ? pool[sAt + g]! : sb === 2 ? dv.getUint16(sAt + 2 * g, true) : dv.getFloat32(sAt + 4 * g, true));
+  }
   return { codes, scales };
 }
 
@@ -166,6 +205,7 @@ describe('kvBlockLayout', () => {
     expect(bytes('int4_g32')).toBe(16 * 2 * 32 + 16 * 2 * 2 * 4);
     expect(bytes('int4_g64')).toBe(16 * 2 * 32 + 16 * 2 * 1 * 4);
     expect(bytes('nvfp4')).toBe(16 * 2 * 32 + 16 * 2 * 4);
+    expect(bytes('q4_0')).toBe(16 * 2 * 32 + 16 * 2 * 2 * 2);
     // padding: 1 token x 1 head x 2 int4 values = 1 code byte, scales start at byte 4, block is 8 bytes
     const tiny = kvBlockLayout('int4_per_token_head', 1, 1, 2);
     expect([tiny.scalesOffset, tiny.blockBytes]).toEqual([4, 8]);
@@ -174,6 +214,7 @@ describe('kvBlockLayout', () => {
   it('rejects head sizes the dtype cannot hold, naming dtype and size', () => {
     expect(errorCode(() => kvBlockLayout('nvfp4', 16, 1, 40))).toBe('INVALID_ARGUMENT');
     expect(errorCode(() => kvBlockLayout('int4_g64', 16, 1, 96))).toBe('INVALID_ARGUMENT');
+    expect(errorCode(() => kvBlockLayout('q4_0', 16, 1, 48))).toBe('INVALID_ARGUMENT');
     expect(errorCode(() => kvBlockLayout('int4_per_token_head', 16, 1, 7))).toBe('INVALID_ARGUMENT');
     expect(errorCode(() => kvBlockLayout('bf16' as KvQuantDtype, 16, 1, 64))).toBe('UNSUPPORTED_DTYPE');
     expect(() => kvBlockLayout('nvfp4', 16, 1, 40)).toThrow(/headSize \(40\).*16.*nvfp4/);
@@ -205,6 +246,22 @@ describe('quantizeKvHead / dequantizeKvHead against the definition', () => {
     expectSameBits(out, [6, 4, 0, 1, -2, 2, 4, 1, 0, 0, 4, 3, 1.5, 0.5, 1, 2]);
   });
 
+  it("q4_0: ggml's d = max / -8 (f16), codes trunc(x / d + 8.5) clipped to 15, element 2i in the low nibble", () => {
+    // max = -8 (the first of largest magnitude), so d = 1: 7.5 and 6.5 clip / round up to 7, -0.5 rounds up to 0
+    const x = [-8, 7.5, 6.5, 6.49, -0.5, 0.5, -7.5, 8, ...Array.from({ length: 24 }, (_, i) => (i % 5) - 2)];
+    const { pool, l, stored, out } = roundTrip('q4_0', [...x, ...x]);
+    expect(stored.scales).toEqual([0x3c00, 0x3c00]); // f16(1.0)
+    expect(stored.codes.slice(0, 8)).toEqual([-8, 7, 7, 6, 0, 1, -7, 7]);
+    expectSameBits(out.slice(0, 8), [-8, 7, 7, 6, 0, 1, -7, 7]);
+    const at = l.blockBytes + (2 * 2 + 1) * 32; // block 1, offset 2, head 1, 32 code bytes per head
+    expect(Array.from(pool.subarray(at, at + 4))).toEqual([0x78, 0x67, 0x10, 0x79]);
+    // the f16 scale is rounded; the codes use ggml's id = 1 / d of the unrounded d
+    const y = Array.from({ length: 64 }, (_, i) => (i === 0 ? 1000.3 : i === 1 ? -937.6 : 0));
+    const r = roundTrip('q4_0', y);
+    expect(f16BitsToF32(r.stored.scales[0]!)).toBe(-125.0625);
+    expect(r.stored.codes.slice(0, 2)).toEqual([-8, 7]); // -937.6 / -125.0375 = 7.4986: rounds to 7
+  });
+
   it('fp8: scale amax/448, codes are e4m3fn satfinite', () => {
     const { stored, out } = roundTrip('fp8_per_token_head', [448, -1, 0.5, 3]);
     expect(stored.scales).toEqual([1]);
@@ -221,8 +278,9 @@ describe('quantizeKvHead / dequantizeKvHead against the definition', () => {
         const want = specQuantize(dtype, x);
         expect(stored).toEqual(want);
         expectSameBits(out, specDecode(dtype, want));
-        // every other element is exactly +0; the unit element keeps its sign
-        out.forEach((v, i) => expect(i === k ? v === 0 || Math.sign(v) === Math.sign(a) : Object.is(v, 0)).toBe(true));
+        // every other element is exactly +0 (q4_0: ±0, the sign of its d); the unit element keeps its sign
+        const zero = (v: number) => (dtype === 'q4_0' ? v === 0 : Object.is(v, 0));
+        out.forEach((v, i) => expect(i === k ? v === 0 || Math.sign(v) === Math.sign(a) : zero(v)).toBe(true));
       }
     }
   });
@@ -235,6 +293,11 @@ describe('quantizeKvHead / dequantizeKvHead against the definition', () => {
     expect(stored).toEqual(specQuantize(dtype, x));
     expect(out[3]).toBeGreaterThan(0);
     expect(Number.isFinite(out[3])).toBe(true);
+    if (dtype === 'q4_0') {
+      // max = -3 (the first of |3|): d = 0.375, +Inf clips to 7 d, -Inf to -8 d
+      expect([out[3], out[10]]).toEqual([2.625, -3]);
+      return;
+    }
     expect(out[10]).toBe(-out[3]!);
     expect(out[3]).toBeGreaterThanOrEqual(dtype === 'nvfp4' ? 3 : 3 * (1 - 2 ** -3));
   });
@@ -269,6 +332,19 @@ describe('quantizeKvHead / dequantizeKvHead against the definition', () => {
       const want = specQuantize(dtype, x, ts);
       expect(stored).toEqual(want);
       expectSameBits(out, specDecode(dtype, want, ts));
+    }
+  });
+
+  it('q4_0 errors stay within half a step, one step for values opposite the extreme', () => {
+    const r = rng(5);
+    for (let n = 0; n < 50; n++) {
+      const x = Array.from({ length: 64 }, () => F(r() * 2 - 1));
+      const { stored, out } = roundTrip('q4_0', x);
+      out.forEach((v, i) => {
+        const d = Math.abs(f16BitsToF32(stored.scales[Math.floor(i / 32)]!));
+        const opposite = stored.codes[i] === 7;
+        expect(Math.abs(v - x[i]!)).toBeLessThanOrEqual(d * (opposite ? 1 : 0.5) * (1 + 2 ** -10) + Math.abs(x[i]!) * 2 ** -10);
+      });
     }
   });
 
@@ -353,6 +429,7 @@ describe('planner and prefix-cache hash', () => {
     expect(perToken('int4_g32')).toBe(L * 2 * H * (D / 2 + (4 * D) / 32));
     expect(perToken('int4_g64')).toBe(L * 2 * H * (D / 2 + (4 * D) / 64));
     expect(perToken('nvfp4')).toBe(L * 2 * H * (D / 2 + D / 16));
+    expect(perToken('q4_0')).toBe(L * 2 * H * ((D / 2) * 18) / 16); // ggml's 18 bytes per 32 values
     expect(kvScaleBytes(llama8b, { dtype: 'nvfp4' })).toBe(L * 8);
     expect(kvScaleBytes(llama8b, { dtype: 'int4_g32' })).toBe(0);
     // vLLM's int8_per_token_head page: 2 x blockSize x H x D bytes + 2 x blockSize x H x 4 scale bytes

@@ -1,4 +1,4 @@
-import { encodeFp8Array, fp8DecodeTable } from '@kvq/fp8';
+import { encodeFp8Array, f16BitsToF32, f32ToF16Bits, fp8DecodeTable } from '@kvq/fp8';
 import { CacheError, checkInt, describe } from './errors.js';
 
 /**
@@ -7,7 +7,9 @@ import { CacheError, checkInt, describe } from './errors.js';
  * - `'int8_per_token_head'`: int8 codes (−127..127), one float32 scale per token per kv head;
  * - `'int4_per_token_head'`: packed symmetric int4 (−7..7), one float32 scale per token per kv head;
  * - `'int4_g16'` / `'int4_g32'` / `'int4_g64'`: packed symmetric int4, one float32 scale per 16/32/64 values;
- * - `'nvfp4'`: packed E2M1, one E4M3FN scale per 16 values and one float32 scale per tensor (`kScale[0]`/`vScale[0]`).
+ * - `'nvfp4'`: packed E2M1, one E4M3FN scale per 16 values and one float32 scale per tensor (`kScale[0]`/`vScale[0]`);
+ * - `'q4_0'`: GGML q4_0's values (codes −8..7, one f16 scale `d = max / −8` per 32 values, `max` the signed value of
+ *   largest magnitude), quantized as ggml's reference quantizer does, in kvq's block layout (4.5 bits per value).
  * @see docs/spec/kv-dtypes.md
  */
 export type KvQuantDtype =
@@ -17,7 +19,8 @@ export type KvQuantDtype =
   | 'int4_g16'
   | 'int4_g32'
   | 'int4_g64'
-  | 'nvfp4';
+  | 'nvfp4'
+  | 'q4_0';
 
 /** Every {@link KvQuantDtype}, in a stable order. */
 export const KV_QUANT_DTYPES: readonly KvQuantDtype[] = [
@@ -28,6 +31,7 @@ export const KV_QUANT_DTYPES: readonly KvQuantDtype[] = [
   'int4_g32',
   'int4_g64',
   'nvfp4',
+  'q4_0',
 ];
 
 /** True when `dtype` is one of the write-time-scaled {@link KvQuantDtype}s. */
@@ -49,8 +53,8 @@ export interface KvBlockLayout {
   readonly bitsPerCode: 8 | 4;
   /** Code bytes per token per kv head: `headSize` (8-bit) or `headSize / 2` (4-bit). */
   readonly codeBytesPerHead: number;
-  /** Bytes per stored scale: 4 (float32 little-endian) or 1 (E4M3FN, nvfp4). */
-  readonly scaleBytes: 4 | 1;
+  /** Bytes per stored scale: 4 (float32 little-endian), 2 (f16 little-endian, q4_0) or 1 (E4M3FN, nvfp4). */
+  readonly scaleBytes: 4 | 2 | 1;
   /** Byte offset of the scale region inside a block: the code bytes padded to a multiple of 4. */
   readonly scalesOffset: number;
   /** Bytes per block (codes, padding, scales, padding to a multiple of 4). */
@@ -67,6 +71,7 @@ function groupOf(dtype: KvQuantDtype, headSize: number): number {
     case 'nvfp4':
       return 16;
     case 'int4_g32':
+    case 'q4_0':
       return 32;
     case 'int4_g64':
       return 64;
@@ -77,7 +82,7 @@ function groupOf(dtype: KvQuantDtype, headSize: number): number {
 
 /**
  * The block layout of a {@link KvQuantDtype} pool.
- * Requirements: `headSize` a multiple of the group size (16/32/64 for `int4_g*`, 16 for nvfp4) and even for
+ * Requirements: `headSize` a multiple of the group size (16/32/64 for `int4_g*`, 16 for nvfp4, 32 for q4_0) and even for
  * `int4_per_token_head`.
  * @throws CacheError `UNSUPPORTED_DTYPE` for another dtype, `INVALID_ARGUMENT` for a bad size (naming dtype and headSize).
  */
@@ -98,7 +103,7 @@ export function kvBlockLayout(dtype: KvQuantDtype, blockSize: number, numKvHeads
   }
   const groupsPerHead = headSize / groupSize;
   const codeBytesPerHead = bitsPerCode === 8 ? headSize : headSize / 2;
-  const scaleBytes: 4 | 1 = dtype === 'nvfp4' ? 1 : 4;
+  const scaleBytes: 4 | 2 | 1 = dtype === 'nvfp4' ? 1 : dtype === 'q4_0' ? 2 : 4;
   const scalesOffset = pad4(blockSize * numKvHeads * codeBytesPerHead);
   const blockBytes = pad4(scalesOffset + blockSize * numKvHeads * groupsPerHead * scaleBytes);
   return {
@@ -220,6 +225,50 @@ function getNibble(pool: Uint8Array, codesAt: number, i: number): number {
   return i & 1 ? byte >> 4 : byte & 0xf;
 }
 
+/** f16 bits of a quiet NaN (a q4_0 group holding a NaN). */
+const F16_NAN = 0x7e00;
+
+/**
+ * One 32-value group of a `q4_0` row at `src[from, from + 32)` (docs/spec/kv-dtypes.md §2, ggml's
+ * `quantize_row_q4_0_ref`): `max` = the finite value of largest magnitude (the first on ties), `d = fround(max / −8)`
+ * stored as f16 (saturated to ±65504), codes `min(15, trunc(fround(fround(x × id) + 8.5)))` with `id = fround(1 / d)`
+ * (from the unrounded d, as ggml), stored minus 8 as two's complement nibbles. A NaN group: f16 NaN scale, zero codes;
+ * an f16 scale of ±0: +0 and zero codes.
+ */
+function quantizeQ4_0Group(pool: Uint8Array, codesAt: number, scalesAt: number, g: number, src: Float32Array, from: number): void {
+  let amax = 0;
+  let max = 0;
+  let nan = false;
+  for (let i = from; i < from + 32; i++) {
+    const v = src[i]!;
+    if (v !== v) nan = true;
+    const a = Math.abs(v);
+    if (a > amax && a !== Infinity) {
+      amax = a;
+      max = v;
+    }
+  }
+  const d = Math.fround(max / -8);
+  let h = nan ? F16_NAN : f32ToF16Bits(d);
+  let id = d === 0 ? 0 : Math.fround(1 / d);
+  if (!nan && (h & 0x7c00) === 0x7c00) {
+    h = d < 0 ? 0xfbff : 0x7bff; // saturate to ±65504 and quantize against it
+    id = Math.fround(1 / f16BitsToF32(h));
+  }
+  const zero = nan || (h & 0x7fff) === 0;
+  if (zero && !nan) h = 0; // +0, not ggml's -0 for d = 0 / -8: zero groups decode to +0
+  pool[scalesAt + 2 * g] = h & 0xff;
+  pool[scalesAt + 2 * g + 1] = h >>> 8;
+  for (let i = 0; i < 32; i++) {
+    let code = 0;
+    if (!zero) {
+      const t = Math.fround(Math.fround(src[from + i]! * id) + 8.5);
+      code = (t >= 15 ? 15 : t <= 0 ? 0 : Math.trunc(t)) ^ 8;
+    }
+    setNibble(pool, codesAt, g * 32 + i, code);
+  }
+}
+
 /**
  * Quantize one token's head vector `src[srcOff, srcOff + headSize)` into `pool` at `slot`, kv head `head`, computing
  * its scales (docs/spec/kv-dtypes.md §2). `tensorScale` is the nvfp4 per-tensor scale (ignored otherwise).
@@ -260,6 +309,10 @@ export function quantizeKvHead(
   }
   for (let g = 0; g < l.groupsPerHead; g++) {
     const from = srcOff + g * G;
+    if (l.dtype === 'q4_0') {
+      quantizeQ4_0Group(pool, codesAt, scalesAt, g, src, from);
+      continue;
+    }
     const amax = groupAmax(src, from, from + G);
     let scale: number;
     if (l.dtype === 'nvfp4') {
@@ -311,7 +364,7 @@ export function dequantizeKvHead(
   }
   const nv = l.dtype === 'nvfp4';
   for (let g = 0; g < l.groupsPerHead; g++) {
-    const scale = nv ? Math.fround(E4M3[pool[scalesAt + g]!]! * tensorScale) : readF32(pool, scalesAt + 4 * g);
+    const scale = nv ? Math.fround(E4M3[pool[scalesAt + g]!]! * tensorScale) : groupScale(l, pool, scalesAt, g);
     for (let i = 0; i < G; i++) {
       const c = getNibble(pool, codesAt, g * G + i);
       out[outOff + g * G + i] = Math.fround((nv ? decodeE2m1(c) : (c << 28) >> 28) * scale);
@@ -319,8 +372,17 @@ export function dequantizeKvHead(
   }
 }
 
-/** The stored scale of group `group` of (slot, head), as a number (nvfp4: the decoded E4M3 block scale, unscaled). */
+/** The float32 or f16 (q4_0) scale of group `g` of a row whose scales start at `scalesAt`. */
+function groupScale(l: KvBlockLayout, pool: Uint8Array, scalesAt: number, g: number): number {
+  if (l.scaleBytes === 2) return f16BitsToF32(pool[scalesAt + 2 * g]! | (pool[scalesAt + 2 * g + 1]! << 8));
+  return readF32(pool, scalesAt + 4 * g);
+}
+
+/**
+ * The stored scale of group `group` of (slot, head), as a number (nvfp4: the decoded E4M3 block scale, unscaled;
+ * q4_0: the f16 `d`).
+ */
 export function kvHeadScale(l: KvBlockLayout, pool: Uint8Array, slot: number, head: number, group = 0): number {
   const [, scalesAt] = offsets(l, slot, head);
-  return l.scaleBytes === 1 ? E4M3[pool[scalesAt + group]!]! : readF32(pool, scalesAt + 4 * group);
+  return l.scaleBytes === 1 ? E4M3[pool[scalesAt + group]!]! : groupScale(l, pool, scalesAt, group);
 }

@@ -14,6 +14,7 @@ export const KV_PLAN_CANDIDATES: readonly KvCacheDtype[] = Object.freeze([
   'int4_g32',
   'int4_per_token_head',
   'nvfp4',
+  'q4_0',
 ]);
 
 /** Options of {@link planKvCacheLayers}. */

@@ -1645,6 +1645,7 @@ static int pagedAttention(const AttentionParams& p, const Runner& rn) {
     case kKvInt4G32: return paged_attention_t<kKvInt4G32>(p, rn);
     case kKvInt4G64: return paged_attention_t<kKvInt4G64>(p, rn);
     case kKvNvfp4: return paged_attention_t<kKvNvfp4>(p, rn);
+    case kKvQ4_0: return paged_attention_t<kKvQ4_0>(p, rn);
     default: return paged_attention_t<kF32>(p, rn);
   }
 }

@@ -100,6 +100,8 @@ KVQ_SI VF vloadn_bf16(const uint16_t* p, int n) {
 }
 KVQ_SI VF vload_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
 KVQ_SI VF vloadn_f16(const uint16_t* p, int n) { return _mm256_cvtph_ps(load16n(p, n)); }
+/** One f16 (bits) widened to float32 (F16C, exact). */
+KVQ_SI float f16_scalar(uint16_t h) { return _cvtsh_ss(h); }
 
 #include "simd_unpack_sse.h"
 

@@ -93,6 +93,8 @@ KVQ_SI VF vloadn_bf16(const uint16_t* p, int n) {
 }
 KVQ_SI VF vload_f16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)); }
 KVQ_SI VF vloadn_f16(const uint16_t* p, int n) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tail_mask(n), p)); }
+/** One f16 (bits) widened to float32 (F16C, exact). */
+KVQ_SI float f16_scalar(uint16_t h) { return _cvtsh_ss(h); }
 
 #include "simd_unpack_sse.h"
 

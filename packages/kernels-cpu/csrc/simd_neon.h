@@ -115,6 +115,8 @@ KVQ_SI VF vload_bf16(const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u
 KVQ_SI VF vloadn_bf16(const uint16_t* p, int n) { return vreinterpretq_f32_u32(vshll_n_u16(load16n(p, n), 16)); }
 KVQ_SI VF vload_f16(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
 KVQ_SI VF vloadn_f16(const uint16_t* p, int n) { return vcvt_f32_f16(vreinterpret_f16_u16(load16n(p, n))); }
+/** One f16 (bits) widened to float32 (FCVTL, exact). */
+KVQ_SI float f16_scalar(uint16_t h) { return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0); }
 
 // ---- block unpacking (quantized weights) -------------------------------------------------------------
 // Each writes whole 16-byte vectors, so the int8 loads that follow forward from the stores.

@@ -73,6 +73,8 @@ KVQ_SI VF vload_bf16(const uint16_t* p) { return bf16_to_f32(*p); }
 KVQ_SI VF vloadn_bf16(const uint16_t* p, int n) { return n > 0 ? bf16_to_f32(*p) : 0.0f; }
 KVQ_SI VF vload_f16(const uint16_t* p) { return f16_to_f32(*p); }
 KVQ_SI VF vloadn_f16(const uint16_t* p, int n) { return n > 0 ? f16_to_f32(*p) : 0.0f; }
+/** One f16 (bits) widened to float32 (exact). */
+KVQ_SI float f16_scalar(uint16_t h) { return f16_to_f32(h); }
 
 // ---- block unpacking (the SSE versions: simd_unpack_sse.h) ----------------------------------------
 /** 16 packed bytes -> 32 int8: out[j] = (b[j] & 15) - bias, out[j + 16] = (b[j] >> 4) - bias (GGML q4_0 / q4_1). */

@@ -2,7 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // Decode-attention time of the write-time-scaled KV dtypes (docs/spec/kv-dtypes.md: fp8/int8/int4_per_token_head,
-// int4_g16/32/64, nvfp4; kernels in csrc/kvquant_impl.h) against bf16 and FP8 per tensor (e4m3fn), the companion of
+// int4_g16/32/64, nvfp4, q4_0; kernels in csrc/kvquant_impl.h) against bf16 and FP8 per tensor (e4m3fn), the companion of
 // scripts/bench-ratios.mjs's fp8/bf16 rows, measured the same way: the MINIMUM time per call over many calls (robust
 // on a shared machine), hot (one KV cache that stays in the caches) and streaming (distinct caches past the
 // last-level cache, as a model's layers are read from DRAM in a decode step). Each row: time per call and KV bytes
@@ -38,6 +38,7 @@ const DTYPES = {
   int4_g32: { code: 36, group: 32, bits: 4 },
   int4_g64: { code: 37, group: 64, bits: 4 },
   nvfp4: { code: 38, group: 16, bits: 4, scaleBytes: 1 },
+  q4_0: { code: 39, group: 32, bits: 4, scaleBytes: 2 },
 };
 
 /** Bytes of one block of one pool (@kvq/cache kvBlockLayout: codes, padding, scales, padding). */

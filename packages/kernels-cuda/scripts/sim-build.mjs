@@ -89,7 +89,7 @@ export async function buildSimAddons(o) {
   const outDir = join(o.pkgDir, 'build', 'Release');
   const objDir = join(outDir, 'obj');
   mkdirSync(objDir, { recursive: true });
-  const common = [`-I${kernelsIncludeDir(o.pkgDir)}`, '-std=c++17', '-O2', '-fPIC', '-fvisibility=hidden', '-Wall', '-Wno-unknown-pragmas', '-Wno-unused-function'];
+  const common = [`-I${kernelsIncludeDir(o.pkgDir)}`, '-std=c++17', '-O2', '-ffp-contract=off', '-fPIC', '-fvisibility=hidden', '-Wall', '-Wno-unknown-pragmas', '-Wno-unused-function'];
   const jobs = [];
   const addonObj = join(objDir, 'addon.sim.o');
   jobs.push(() =>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The scalar codecs of the KV-cache dtypes scaled when written (docs/spec/kv-dtypes.md: fp8/int8/int4_per_token_head,
-// int4_g16/32/64, nvfp4), written once for every native backend: the CPU kernels (@kvq/kernels-cpu kvquant_impl.h)
+// int4_g16/32/64, nvfp4, q4_0), written once for every native backend: the CPU kernels (@kvq/kernels-cpu kvquant_impl.h)
 // and the GPU kernels (@kvq/kernels-cuda kvquant.cu) include this header. Bit-exact with @kvq/cache's kv-quant.ts
 // (`quantizeKvHead`, the reference): the parity suite compares the pool bytes of every backend with it.
 //
@@ -131,10 +131,72 @@ KVQ_HOST_DEVICE void kv_quantize_head_4bit(bool nvfp4, const KvQuantLayout& L, c
   }
 }
 
+/** The f16 scale (little-endian) of group g of a q4_0 row whose scales start at sc, as float32. */
+KVQ_HOST_DEVICE float kv_load_f16le(const uint8_t* sc, int g) {
+  return f16_to_f32((uint16_t)(sc[2 * g] | (sc[2 * g + 1] << 8)));
+}
+
+/**
+ * a * b rounded to float32 and never fused into a following add: nvcc and hipcc contract `a * b + c` into an FMA by
+ * default (different rounding from the reference); host builds compile with -ffp-contract=off.
+ */
+KVQ_HOST_DEVICE float kv_mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+/**
+ * One 32-value q4_0 group (ggml's quantize_row_q4_0_ref; @kvq/cache quantizeQ4_0Group): max = the finite value of
+ * largest magnitude (first on ties), d = max / -8 stored as f16 (saturated to ±65504, then quantized against it),
+ * codes min(15, trunc(x * id + 8.5)) in float32 steps with id = 1 / d, stored minus 8 as nibbles. NaN group: f16 NaN
+ * scale and zero codes; an f16 scale of ±0: +0 and zero codes.
+ */
+KVQ_HOST_DEVICE void kv_quantize_q4_0_group(const float* x, uint8_t* codes, uint8_t* sc) {
+  float amax = 0.0f, max = 0.0f;
+  bool nan = false;
+  for (int i = 0; i < 32; i++) {
+    const float v = x[i];
+    nan |= v != v;
+    const uint32_t a = f32_as_bits(v) & 0x7FFFFFFFu;
+    if (bits_as_f32(a) > amax && a != 0x7F800000u) {
+      amax = bits_as_f32(a);
+      max = v;
+    }
+  }
+  const float d = max / -8.0f;
+  uint32_t h = nan ? 0x7E00u : f32_to_f16(d);
+  float id = d == 0.0f ? 0.0f : 1.0f / d;
+  if (!nan && (h & 0x7C00u) == 0x7C00u) {
+    h = d < 0.0f ? 0xFBFFu : 0x7BFFu;
+    id = 1.0f / f16_to_f32((uint16_t)h);
+  }
+  const bool zero = nan || (h & 0x7FFFu) == 0u;
+  if (zero && !nan) h = 0u;  // +0 (ggml stores -0 for d = 0 / -8): zero groups decode to +0
+  sc[0] = (uint8_t)h;
+  sc[1] = (uint8_t)(h >> 8);
+  for (int i = 0; i < 32; i += 2) {
+    uint32_t q[2] = {0u, 0u};
+    for (int k = 0; k < 2 && !zero; k++) {
+      const float p = kv_mul_rn(x[i + k], id);
+      const float t = p + 8.5f;
+      q[k] = (t >= 15.0f ? 15u : t <= 0.0f ? 0u : (uint32_t)t) ^ 8u;
+    }
+    codes[i / 2] = (uint8_t)(q[0] | (q[1] << 4));
+  }
+}
+
 /** One head row of any write-time-scaled dtype `dt` into its codes and scales (`tensor`: nvfp4's per-tensor scale). */
 KVQ_HOST_DEVICE void kv_quantize_head(int dt, const KvQuantLayout& L, const float* x, int D, uint8_t* codes, uint8_t* sc, float tensor) {
-  if (dt == kKvFp8PerTokenHead || dt == kKvInt8PerTokenHead) kv_quantize_head_8bit(dt == kKvFp8PerTokenHead, x, D, codes, sc);
-  else kv_quantize_head_4bit(dt == kKvNvfp4, L, x, codes, sc, tensor);
+  if (dt == kKvFp8PerTokenHead || dt == kKvInt8PerTokenHead) {
+    kv_quantize_head_8bit(dt == kKvFp8PerTokenHead, x, D, codes, sc);
+  } else if (dt == kKvQ4_0) {
+    for (int g = 0; g < D / 32; g++) kv_quantize_q4_0_group(x + 32 * g, codes + 16 * g, sc + 2 * g);
+  } else {
+    kv_quantize_head_4bit(dt == kKvNvfp4, L, x, codes, sc, tensor);
+  }
 }
 
 /** Byte offsets of the codes and scales of (slot, kv head) in a pool of blocks of layout L. */

@@ -68,7 +68,7 @@ export type WeightDtype = DenseWeightDtype | GgmlWeightDtype | CompressedWeightD
 /**
  * Element type of a KV cache: 16/32-bit float (`auto` caches), one of the FP8 formats (per-tensor / per-head
  * scales), or a write-time-scaled dtype (`fp8_per_token_head`, `int8_per_token_head`, `int4_per_token_head`,
- * `int4_g16`/`int4_g32`/`int4_g64`, `nvfp4`: scales computed by `reshapeAndCache` and stored in each block,
+ * `int4_g16`/`int4_g32`/`int4_g64`, `nvfp4`, `q4_0`: scales computed by `reshapeAndCache` and stored in each block,
  * docs/spec/kv-dtypes.md). A backend that has no kernels for a dtype refuses it with `UNSUPPORTED`.
  */
 export type KvDtype = KvLayerCache['dtype'];
@@ -305,7 +305,7 @@ export interface ArgmaxArgs<A extends Activation = Float32Array> {
  * (length 1 = per tensor, length numKvHeads = per kv head); this is bit-identical to `@kvq/fp8` `quantizeScaled`.
  * `bf16` / `f16` caches store round-to-nearest-even bits; `f32` caches copy. Scales are ignored for non-FP8 caches.
  * Write-time-scaled dtypes (`int8_per_token_head`, `int4_g32`, `nvfp4`, ...) compute each token's scales per kv head
- * (per group of 16/32/64 values for `int4_g*` / nvfp4) from the token's own values and store codes and scales in
+ * (per group of 16/32/64 values for `int4_g*` / nvfp4 / q4_0) from the token's own values and store codes and scales in
  * the block (`@kvq/cache` `quantizeKvHead`, byte-exact; nvfp4 also uses the tensor scale `kScale[0]` / `vScale[0]`).
  * Rewriting a slot recomputes its scales. Backends without kernels for such a dtype throw `UNSUPPORTED`.
  */

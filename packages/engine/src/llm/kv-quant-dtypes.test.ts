@@ -69,6 +69,7 @@ describe('kvCacheDtype: the write-time-scaled dtypes', () => {
       int4_g32: 6 * 2 * 2 * (32 + 8),
       int4_g64: 6 * 2 * 2 * (32 + 4),
       nvfp4: 6 * 2 * 2 * (32 + 4),
+      q4_0: 6 * 2 * 2 * (32 + 4),
     };
     for (const dtype of KV_QUANT_DTYPES) {
       const llm = await LLM.create({ model, kvCacheDtype: dtype, backend: 'reference', kvCacheMemory: 1 << 20 });

@@ -1,10 +1,12 @@
 /**
  * FP8 telemetry (`LLM.kvTelemetry()`): per layer, K and V, the values written to the cache, saturated and flushed,
  * checked against counts computed independently from the values the backend was asked to write (the FP8 codec of
- * @kvq/fp8 without saturation for per-tensor FP8; the int4 rounding rule of docs/spec/kv-dtypes.md for int4_g32).
+ * @kvq/fp8 without saturation for per-tensor FP8; the int4 rounding rule of docs/spec/kv-dtypes.md for int4_g32; the
+ * q4_0 grid and @kvq/cache's q4_0 codec for q4_0).
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { dequantizeKvHead, kvBlockLayout, quantizeKvHead } from '@kvq/cache';
 import { createReferenceBackend, type KernelBackend, type ReshapeAndCacheArgs } from '@kvq/kernels';
 import { decodeFp8, encodeFp8 } from '@kvq/fp8';
 import { modelTinyPath } from '@kvq/model-tiny';
@@ -117,6 +119,42 @@ describe('LLM.kvTelemetry()', () => {
     expect(got.map((g) => g.k.flushed + g.v.flushed)).toEqual(flushed);
     expect(flushed.some((n) => n > 0)).toBe(true);
     expect(got[0]!.k.written).toBe(writes.filter((w) => w.layer === 0).reduce((n, w) => n + w.key.length, 0));
+  });
+
+  it('q4_0: saturated = past the +7 end of the grid by half a step or more, flushed = stored as zero', async () => {
+    const L = model.config.numLayers;
+    const { backend, writes, clear } = recording(L);
+    const llm = await LLM.create({ model, backend, kvCacheDtype: 'q4_0', kvCacheMemory: 1 << 20 });
+    clear();
+    await llm.generate(PROMPT, { temperature: 0, maxTokens: 4, ignoreEos: true });
+    // Saturated: x / d >= 7.5 with d = max / -8 (float64 here; ggml's rounding puts everything below 7.5 on the grid).
+    // Flushed: non-zero values that @kvq/cache's q4_0 codec decodes to zero.
+    const l = kvBlockLayout('q4_0', 1, 1, 32);
+    const pool = new Uint8Array(l.blockBytes);
+    const out = new Float32Array(32);
+    const saturated = new Array(L).fill(0);
+    const flushed = new Array(L).fill(0);
+    for (const w of writes) {
+      for (const x of [w.key, w.value]) {
+        for (let g = 0; g < x.length; g += 32) {
+          let max = 0;
+          for (let i = g; i < g + 32; i++) if (Math.abs(x[i]!) > Math.abs(max)) max = x[i]!;
+          const d = Math.fround(max / -8);
+          quantizeKvHead(l, pool, 0, 0, x, g, 1);
+          dequantizeKvHead(l, pool, 0, 0, out, 0, 1);
+          for (let i = 0; i < 32; i++) {
+            if (x[g + i] === 0) continue;
+            if (x[g + i]! / d >= 7.5) saturated[w.layer]++;
+            else if (out[i] === 0) flushed[w.layer]++;
+          }
+        }
+      }
+    }
+    const got = llm.kvTelemetry()!;
+    expect(got.map((g) => g.k.saturated + g.v.saturated)).toEqual(saturated);
+    expect(got.map((g) => g.k.flushed + g.v.flushed)).toEqual(flushed);
+    expect(saturated.some((n) => n > 0)).toBe(true);
+    expect(flushed.some((n) => n > 0)).toBe(true);
   });
 
   it('is undefined on a float cache and with kvTelemetry: false', async () => {

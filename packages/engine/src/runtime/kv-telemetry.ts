@@ -1,5 +1,5 @@
 import { isFp8Dtype, isKvQuantDtype, type KvLayerCache, type KvQuantDtype } from '@kvq/cache';
-import { decodeFp8, encodeFp8, formatInfo, type Fp8Format } from '@kvq/fp8';
+import { decodeFp8, encodeFp8, f16BitsToF32, f32ToF16Bits, formatInfo, type Fp8Format } from '@kvq/fp8';
 
 /** Counters of one tensor (K or V) of one layer. */
 export interface KvTensorTelemetry {
@@ -9,7 +9,8 @@ export interface KvTensorTelemetry {
    * Values whose `|x| / scale` rounds past the largest code (stored clamped to it, as the kernels saturate), ±Inf
    * included: FP8 per tensor / per head from `maxFinite + ulp / 2` (e4m3fn 464), the write-time-scaled dtypes from the
    * midpoint past their grid's top (int8 127.5, int4 7.5, E2M1 7; with scales from the group's amax only nvfp4's
-   * E4M3-rounded block scale and ±Inf reach it).
+   * E4M3-rounded block scale and ±Inf reach it); q4_0 from `x × id + 8.5 >= 16` (values of the sign opposite to the
+   * group's extreme past 7.5 d).
    */
   readonly saturated: number;
   /** Non-zero finite values stored as zero: `|x| / scale` at or below half the smallest non-zero code. */
@@ -31,7 +32,7 @@ export interface KvLayerTelemetry {
  * int8 127.5, int4 7.5, E4M3 464 (448 / 480), E2M1 7 (6 / 8)), and up to where it rounds to zero (half the smallest
  * non-zero code; ties go to the even code, zero): int 0.5, E4M3 2^-10, E2M1 0.25.
  */
-const QUANT: Record<KvQuantDtype, { group: number | 'head'; qmax: number; overflow: number; flush: number }> = {
+const QUANT: Record<Exclude<KvQuantDtype, 'q4_0'>, { group: number | 'head'; qmax: number; overflow: number; flush: number }> = {
   fp8_per_token_head: { group: 'head', qmax: 448, overflow: 464, flush: 2 ** -10 },
   int8_per_token_head: { group: 'head', qmax: 127, overflow: 127.5, flush: 0.5 },
   int4_per_token_head: { group: 'head', qmax: 7, overflow: 7.5, flush: 0.5 },
@@ -80,6 +81,9 @@ export class KvTelemetry {
     if (isFp8Dtype(cache.dtype)) {
       this.observeFp8(c, 0, cache, cache.kScale, key, slotMapping, numTokens);
       this.observeFp8(c, 3, cache, cache.vScale, value, slotMapping, numTokens);
+    } else if (cache.dtype === 'q4_0') {
+      observeQ4_0(c, 0, cache, key, slotMapping, numTokens);
+      observeQ4_0(c, 3, cache, value, slotMapping, numTokens);
     } else if (isKvQuantDtype(cache.dtype)) {
       this.observeQuant(c, 0, cache, cache.kScale[0]!, key, slotMapping, numTokens);
       this.observeQuant(c, 3, cache, cache.vScale[0]!, value, slotMapping, numTokens);
@@ -102,7 +106,7 @@ export class KvTelemetry {
   }
 
   private observeQuant(c: Float64Array, at: number, cache: KvLayerCache, tensorScale: number, x: Float32Array, slots: Int32Array, n: number): void {
-    const dtype = cache.dtype as KvQuantDtype;
+    const dtype = cache.dtype as Exclude<KvQuantDtype, 'q4_0'>;
     const q = QUANT[dtype];
     const G = q.group === 'head' ? cache.headSize : q.group;
     eachWrittenHead(cache, slots, n, (_h, src) => {
@@ -148,6 +152,50 @@ export class KvTelemetry {
   }
 }
 
+
+/**
+ * q4_0's counts, from the codes its quantizer computes (docs/spec/kv-dtypes.md §2): `t = fround(fround(x × id) + 8.5)`
+ * truncated is the code (8 = zero), so a value saturates where `t >= 16` (an opposite-sign value past 7.5 d; the
+ * group's extreme itself maps to −8 exactly) or `t < 0` (−Inf, or below −8.5 d under a saturated f16 scale), and is
+ * flushed where its code is 8 (`8 <= t < 9`) or the stored scale is zero.
+ */
+function observeQ4_0(c: Float64Array, at: number, cache: KvLayerCache, x: Float32Array, slots: Int32Array, n: number): void {
+  eachWrittenHead(cache, slots, n, (_h, src) => {
+    for (let g = src; g < src + cache.headSize; g += 32) {
+      let amax = 0;
+      let max = 0;
+      let nan = false;
+      for (let i = g; i < g + 32; i++) {
+        const a = Math.abs(x[i]!);
+        if (a !== a) nan = true;
+        else if (a !== Infinity && a > amax) {
+          amax = a;
+          max = x[i]!;
+        }
+      }
+      if (nan) continue; // a NaN group is stored as NaN: neither saturated nor flushed
+      const d = Math.fround(max / -8);
+      let h = f32ToF16Bits(d);
+      let id = d === 0 ? 0 : Math.fround(1 / d);
+      if ((h & 0x7c00) === 0x7c00) {
+        h = d < 0 ? 0xfbff : 0x7bff;
+        id = Math.fround(1 / f16BitsToF32(h));
+      }
+      for (let i = g; i < g + 32; i++) {
+        const v = x[i]!;
+        if (v === 0) continue;
+        if (Math.abs(v) === Infinity) c[at + S]!++;
+        else if ((h & 0x7fff) === 0) c[at + F]!++;
+        else {
+          const t = Math.fround(Math.fround(v * id) + 8.5);
+          if (t >= 16 || t < 0) c[at + S]!++;
+          else if (t >= 8 && t < 9) c[at + F]!++;
+        }
+      }
+    }
+    c[at + W]! += cache.headSize;
+  });
+}
 
 /** Calls `fn(head, srcOffset)` for every head of every written token (negative slots are padding). */
 function eachWrittenHead(cache: KvLayerCache, slots: Int32Array, n: number, fn: (head: number, src: number) => void): void {

@@ -80,7 +80,7 @@ export const DTYPE_CODE = {
  */
 export type NativeKvDtype = Exclude<KvLayerCache['dtype'], KvQuantDtype>;
 
-/** Native codes of the write-time-scaled KV dtypes (csrc/ops.h `kKvFp8PerTokenHead`..`kKvNvfp4`). */
+/** Native codes of the write-time-scaled KV dtypes (csrc/ops.h `kKvFp8PerTokenHead`..`kKvQ4_0`). */
 const KV_QUANT_DTYPE_CODE = {
   fp8_per_token_head: 32,
   int8_per_token_head: 33,
@@ -89,6 +89,7 @@ const KV_QUANT_DTYPE_CODE = {
   int4_g32: 36,
   int4_g64: 37,
   nvfp4: 38,
+  q4_0: 39,
 } as const satisfies Record<KvQuantDtype, number>;
 
 /**

@@ -3,6 +3,8 @@ import { describe, expect, it } from 'vitest';
 import type { KvLayerCache } from '../contract.js';
 import { isKernelError } from '../errors.js';
 import { nativeKvDtypeCode } from '../native/ops.js';
+import { dequantizeRow } from '../quant/dequantize.js';
+import { quantizeGgml } from '../quant/quantize-ggml.js';
 import { randomF32, rng } from '../testing/random.js';
 import { createReferenceBackend } from './backend.js';
 
@@ -135,5 +137,28 @@ describe('reference reshapeAndCache / pagedAttention on write-time-scaled caches
     for (const d of KV_QUANT_DTYPES) expect(kernelCode(() => nativeKvDtypeCode(d, 'reshapeAndCache'))).toBe('UNSUPPORTED');
     expect(nativeKvDtypeCode('e4m3fn', 'pagedAttention')).toBe(3);
     expect(nativeKvDtypeCode('bf16', 'pagedAttention')).toBe(1);
+  });
+});
+
+describe('q4_0 KV cache against the GGUF q4_0 weight quantizer', () => {
+  it("stores the values of ggml's q4_0 blocks (quantize-ggml.ts, tested against gguf-py's vectors)", () => {
+    // Same data through two separately written quantizers: the KV dtype (@kvq/cache) and the GGUF weight type. The
+    // weight quantizer follows gguf-py (x * id in float64), the KV one ggml's C (float32): they may differ only where
+    // x * id lands within a float32 rounding of a .5 boundary, which these seeded rows never hit.
+    const r = rng(1717);
+    const rows = 64;
+    const D = 128;
+    const x = randomF32(rows * D, r, 3);
+    for (let i = 0; i < x.length; i += 97) x[i] = x[i]! * 50; // outliers: groups whose extreme dwarfs the rest
+    const cache = createKvLayerCache({ dtype: 'q4_0', numBlocks: rows / 16, blockSize: 16, numKvHeads: 1, headSize: D });
+    const slots = Int32Array.from({ length: rows }, (_, t) => t);
+    ref.reshapeAndCache({ key: x, value: x, slotMapping: slots, numTokens: rows, cache });
+    const kv = gatherKv(cache, [0, 1, 2, 3], rows).key;
+    const w = { dtype: 'q4_0' as const, data: quantizeGgml(x, rows, D, 'q4_0'), rows, cols: D };
+    const deq = new Float32Array(rows * D);
+    for (let row = 0; row < rows; row++) dequantizeRow(w, row, deq, row * D);
+    let same = 0;
+    for (let i = 0; i < deq.length; i++) if (Object.is(kv[i], deq[i]) || (kv[i] === 0 && deq[i] === 0)) same++;
+    expect(same).toBe(deq.length);
   });
 });
