@@ -26,10 +26,13 @@ export {
   quantizeKvHead,
   dequantizeKvHead,
   kvHeadScale,
+  q4_0GroupScale,
+  q4_0Code,
   encodeE2m1,
   decodeE2m1,
   type KvQuantDtype,
   type KvBlockLayout,
+  type Q4_0Scale,
 } from './kv-quant.js';
 export type { KvLayerCache } from './storage/layer.js';
 export {

@@ -228,14 +228,25 @@ function getNibble(pool: Uint8Array, codesAt: number, i: number): number {
 /** f16 bits of a quiet NaN (a q4_0 group holding a NaN). */
 const F16_NAN = 0x7e00;
 
+/** The scale of one `q4_0` group, as {@link q4_0GroupScale} computes it. */
+export interface Q4_0Scale {
+  /** The f16 bits stored: `d = fround(max / −8)` rounded to f16, ±65504 when that overflows, `0x7E00` (NaN) for a
+   * group holding a NaN, +0 when it rounds to ±0. */
+  readonly bits: number;
+  /** The multiplier of the codes, `fround(1 / d)` of the unrounded d (of ±65504 when saturated; unused when `zero`). */
+  readonly id: number;
+  /** True when every code is 0: a NaN group or a zero scale. */
+  readonly zero: boolean;
+  /** True for a group holding a NaN (it decodes to NaN). */
+  readonly nan: boolean;
+}
+
 /**
- * One 32-value group of a `q4_0` row at `src[from, from + 32)` (docs/spec/kv-dtypes.md §2, ggml's
- * `quantize_row_q4_0_ref`): `max` = the finite value of largest magnitude (the first on ties), `d = fround(max / −8)`
- * stored as f16 (saturated to ±65504), codes `min(15, trunc(fround(fround(x × id) + 8.5)))` with `id = fround(1 / d)`
- * (from the unrounded d, as ggml), stored minus 8 as two's complement nibbles. A NaN group: f16 NaN scale, zero codes;
- * an f16 scale of ±0: +0 and zero codes.
+ * The scale of the `q4_0` group `src[from, from + 32)` (docs/spec/kv-dtypes.md §2, ggml's `quantize_row_q4_0_ref`):
+ * `max` = the finite value of largest magnitude (the first on ties), `d = fround(max / −8)`, stored as f16.
+ * Codes are then `min(15, trunc(fround(fround(x × id) + 8.5)))` (±Inf saturating to 15 / 0), stored minus 8.
  */
-function quantizeQ4_0Group(pool: Uint8Array, codesAt: number, scalesAt: number, g: number, src: Float32Array, from: number): void {
+export function q4_0GroupScale(src: Float32Array, from: number): Q4_0Scale {
   let amax = 0;
   let max = 0;
   let nan = false;
@@ -248,25 +259,31 @@ function quantizeQ4_0Group(pool: Uint8Array, codesAt: number, scalesAt: number, 
       max = v;
     }
   }
+  if (nan) return { bits: F16_NAN, id: 0, zero: true, nan };
   const d = Math.fround(max / -8);
-  let h = nan ? F16_NAN : f32ToF16Bits(d);
+  let bits = f32ToF16Bits(d);
   let id = d === 0 ? 0 : Math.fround(1 / d);
-  if (!nan && (h & 0x7c00) === 0x7c00) {
-    h = d < 0 ? 0xfbff : 0x7bff; // saturate to ±65504 and quantize against it
-    id = Math.fround(1 / f16BitsToF32(h));
+  if ((bits & 0x7c00) === 0x7c00) {
+    bits = d < 0 ? 0xfbff : 0x7bff; // saturate to ±65504 and quantize against it
+    id = Math.fround(1 / f16BitsToF32(bits));
   }
-  const zero = nan || (h & 0x7fff) === 0;
-  if (zero && !nan) h = 0; // +0, not ggml's -0 for d = 0 / -8: zero groups decode to +0
-  pool[scalesAt + 2 * g] = h & 0xff;
-  pool[scalesAt + 2 * g + 1] = h >>> 8;
-  for (let i = 0; i < 32; i++) {
-    let code = 0;
-    if (!zero) {
-      const t = Math.fround(Math.fround(src[from + i]! * id) + 8.5);
-      code = (t >= 15 ? 15 : t <= 0 ? 0 : Math.trunc(t)) ^ 8;
-    }
-    setNibble(pool, codesAt, g * 32 + i, code);
-  }
+  // +0, not ggml's −0 for d = 0 / −8: zero groups decode to +0
+  if ((bits & 0x7fff) === 0) return { bits: 0, id: 0, zero: true, nan };
+  return { bits, id, zero: false, nan };
+}
+
+/** The `q4_0` code (0..15, before the minus 8) of `x` under multiplier `id`. */
+export function q4_0Code(x: number, id: number): number {
+  const t = Math.fround(Math.fround(x * id) + 8.5);
+  return t >= 15 ? 15 : t <= 0 ? 0 : Math.trunc(t);
+}
+
+/** One 32-value group of a `q4_0` row at `src[from, from + 32)` into the pool (see {@link q4_0GroupScale}). */
+function quantizeQ4_0Group(pool: Uint8Array, codesAt: number, scalesAt: number, g: number, src: Float32Array, from: number): void {
+  const { bits, id, zero } = q4_0GroupScale(src, from);
+  pool[scalesAt + 2 * g] = bits & 0xff;
+  pool[scalesAt + 2 * g + 1] = bits >>> 8;
+  for (let i = 0; i < 32; i++) setNibble(pool, codesAt, g * 32 + i, zero ? 0 : q4_0Code(src[from + i]!, id) ^ 8);
 }
 
 /**

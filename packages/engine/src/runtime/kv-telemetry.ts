@@ -1,5 +1,5 @@
-import { isFp8Dtype, isKvQuantDtype, type KvLayerCache, type KvQuantDtype } from '@kvq/cache';
-import { decodeFp8, encodeFp8, f16BitsToF32, f32ToF16Bits, formatInfo, type Fp8Format } from '@kvq/fp8';
+import { isFp8Dtype, isKvQuantDtype, q4_0Code, q4_0GroupScale, type KvLayerCache, type KvQuantDtype } from '@kvq/cache';
+import { decodeFp8, encodeFp8, formatInfo, type Fp8Format } from '@kvq/fp8';
 
 /** Counters of one tensor (K or V) of one layer. */
 export interface KvTensorTelemetry {
@@ -162,34 +162,17 @@ export class KvTelemetry {
 function observeQ4_0(c: Float64Array, at: number, cache: KvLayerCache, x: Float32Array, slots: Int32Array, n: number): void {
   eachWrittenHead(cache, slots, n, (_h, src) => {
     for (let g = src; g < src + cache.headSize; g += 32) {
-      let amax = 0;
-      let max = 0;
-      let nan = false;
-      for (let i = g; i < g + 32; i++) {
-        const a = Math.abs(x[i]!);
-        if (a !== a) nan = true;
-        else if (a !== Infinity && a > amax) {
-          amax = a;
-          max = x[i]!;
-        }
-      }
+      const { id, zero, nan } = q4_0GroupScale(x, g);
       if (nan) continue; // a NaN group is stored as NaN: neither saturated nor flushed
-      const d = Math.fround(max / -8);
-      let h = f32ToF16Bits(d);
-      let id = d === 0 ? 0 : Math.fround(1 / d);
-      if ((h & 0x7c00) === 0x7c00) {
-        h = d < 0 ? 0xfbff : 0x7bff;
-        id = Math.fround(1 / f16BitsToF32(h));
-      }
       for (let i = g; i < g + 32; i++) {
         const v = x[i]!;
         if (v === 0) continue;
         if (Math.abs(v) === Infinity) c[at + S]!++;
-        else if ((h & 0x7fff) === 0) c[at + F]!++;
+        else if (zero) c[at + F]!++;
         else {
           const t = Math.fround(Math.fround(v * id) + 8.5);
           if (t >= 16 || t < 0) c[at + S]!++;
-          else if (t >= 8 && t < 9) c[at + F]!++;
+          else if (q4_0Code(v, id) === 8) c[at + F]!++;
         }
       }
     }
