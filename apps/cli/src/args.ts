@@ -24,10 +24,10 @@ const KV_CACHE_FLOAT_DTYPES = ['auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2', 'bfloat16'
 
 /**
  * `--kv-cache-dtype` values whose scales are computed when the cache is written (vLLM's `*_per_token_head` and
- * `nvfp4`, kvq's `int4_g16/32/64` and `q4_0`; docs/spec/kv-dtypes.md). The CPU and reference backends have kernels for them;
+ * `nvfp4`, kvq's `int4_g16/32/64`, `q4_0` and `int4_g32_f16`; docs/spec/kv-dtypes.md). The CPU and reference backends have kernels for them;
  * on another backend (the GPU ones today) the engine refuses them before loading the model.
  */
-export const KV_CACHE_QUANT_DTYPES = ['fp8_per_token_head', 'int8_per_token_head', 'int4_per_token_head', 'int4_g16', 'int4_g32', 'int4_g64', 'nvfp4', 'q4_0'] as const;
+export const KV_CACHE_QUANT_DTYPES = ['fp8_per_token_head', 'int8_per_token_head', 'int4_per_token_head', 'int4_g16', 'int4_g32', 'int4_g64', 'nvfp4', 'q4_0', 'int4_g32_f16'] as const;
 
 /** Every `--kv-cache-dtype` value the CLI accepts (each is what `resolveKvCacheDtype` accepts; a test keeps them in step). */
 export const KV_CACHE_DTYPES = [...KV_CACHE_FLOAT_DTYPES, ...KV_CACHE_QUANT_DTYPES] as const;

@@ -23,7 +23,7 @@ Options:
   --max-eval-tokens N  scored positions of the quality comparison (default 8192)
   --kvq-kv A,B         kvq KV types of the speed runs (default auto,fp8_e4m3,fp8_e5m2; also float32 and the dtypes
                        scaled when written: fp8_per_token_head, int8_per_token_head, int4_per_token_head, int4_g16,
-                       int4_g32, int4_g64, nvfp4, q4_0)
+                       int4_g32, int4_g64, nvfp4, q4_0, int4_g32_f16)
   --peer-kv A,B        llama.cpp KV types of the speed runs, each with flash attention off and on (default f16,bf16,q8_0,q4_0)
   --cross-engine A,B   quantized weights, same file in both engines: KL(llama.cpp || kvq) and top-1 for these schemes
                        (q8_0, q4_0, q4_k_m, q5_k_m, q6_k, or all; f32 = the dense control) on kvq-tiny and the

@@ -23,6 +23,7 @@ export const KVQ_KV_TYPES = [
   'int4_g64',
   'nvfp4',
   'q4_0',
+  'int4_g32_f16',
 ] as const;
 /** llama.cpp KV cache types benchmarked (`f32` only as the quality reference and for greedy parity). */
 export type PeerKv = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';

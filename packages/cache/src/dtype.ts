@@ -8,7 +8,7 @@ import { isKvQuantDtype, KV_QUANT_DTYPES, type KvQuantDtype } from './kv-quant.j
  * - `'bf16'` / `'f16'`: raw 16-bit patterns in a Uint16Array (2 bytes), rounded to nearest even on write.
  * - an FP8 format (`'e4m3fn'`, `'e5m2'`, `'e4m3fnuz'`, `'e5m2fnuz'`): codes in a Uint8Array (1 byte), scaled.
  * - a {@link KvQuantDtype} (`'fp8_per_token_head'`, `'int8_per_token_head'`, `'int4_per_token_head'`,
- *   `'int4_g16'`/`'int4_g32'`/`'int4_g64'`, `'nvfp4'`, `'q4_0'`): a Uint8Array of blocks holding codes and the scales
+ *   `'int4_g16'`/`'int4_g32'`/`'int4_g64'`, `'nvfp4'`, `'q4_0'`, `'int4_g32_f16'`): a Uint8Array of blocks holding codes and the scales
  *   computed at write time (layout: `kvBlockLayout`, docs/spec/kv-dtypes.md).
  */
 export type KvStorageDtype = 'f32' | 'bf16' | 'f16' | Fp8Format | KvQuantDtype;

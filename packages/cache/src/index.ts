@@ -28,6 +28,7 @@ export {
   kvHeadScale,
   q4_0GroupScale,
   q4_0Code,
+  int4F16GroupScale,
   encodeE2m1,
   decodeE2m1,
   type KvQuantDtype,

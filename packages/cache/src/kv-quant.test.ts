@@ -23,7 +23,7 @@ const F = Math.fround;
 const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
 
 function specGroup(dtype: KvQuantDtype, D: number): number {
-  return dtype === 'int4_g16' || dtype === 'nvfp4' ? 16 : dtype === 'int4_g32' || dtype === 'q4_0' ? 32 : dtype === 'int4_g64' ? 64 : D;
+  return dtype === 'int4_g16' || dtype === 'nvfp4' ? 16 : dtype === 'int4_g32' || dtype === 'q4_0' || dtype === 'int4_g32_f16' ? 32 : dtype === 'int4_g64' ? 64 : D;
 }
 
 /** Nearest integer, ties to even, saturated to ±q. */
@@ -86,6 +86,36 @@ function specQ4_0(part: readonly number[], codes: number[], scales: number[]): v
   }
 }
 
+/**
+ * int4_g32_f16 from docs/spec/kv-dtypes.md §2: d = the smaller in magnitude of +max(-n/8, p/7) and -max(p/8, -n/7)
+ * (p, n: the finite extremes, 0 included), f16 (±65504 on overflow, +0 for ±0, NaN group 0x7E00), codes the nearest of
+ * -8..7 to x / d, ties to even.
+ */
+function specInt4F16(part: readonly number[], codes: number[], scales: number[]): void {
+  const finite = part.filter(Number.isFinite);
+  const p = Math.max(0, ...finite);
+  const n = Math.min(0, ...finite);
+  if (part.some(Number.isNaN)) {
+    scales.push(0x7e00);
+    for (let i = 0; i < part.length; i++) codes.push(0);
+    return;
+  }
+  const dPos = Math.max(F(-n / 8), F(p / 7));
+  const dNeg = Math.max(F(p / 8), F(-n / 7));
+  let h = f32ToF16Bits(dPos <= dNeg ? dPos : -dNeg);
+  if (!Number.isFinite(f16BitsToF32(h))) h = dPos <= dNeg ? 0x7bff : 0xfbff;
+  if (f16BitsToF32(h) === 0) h = 0;
+  scales.push(h);
+  const d = f16BitsToF32(h);
+  for (const v of part) {
+    if (d === 0) codes.push(0);
+    else {
+      const q = F(v / d);
+      codes.push((q > 7 ? 7 : q < -8 ? -8 : specInt(q, 8)) + 0); // + 0: a code is never -0
+    }
+  }
+}
+
 function specQuantize(dtype: KvQuantDtype, x: readonly number[], tensorScale = 1): SpecHead {
   const G = specGroup(dtype, x.length);
   const codes: number[] = [];
@@ -97,6 +127,10 @@ function specQuantize(dtype: KvQuantDtype, x: readonly number[], tensorScale = 1
     const amax = finite.length ? Math.max(...finite.map(Math.abs)) : 0;
     if (dtype === 'q4_0') {
       specQ4_0(part, codes, scales);
+      continue;
+    }
+    if (dtype === 'int4_g32_f16') {
+      specInt4F16(part, codes, scales);
       continue;
     }
     if (dtype === 'nvfp4') {
@@ -126,7 +160,7 @@ function specDecode(dtype: KvQuantDtype, h: SpecHead, tensorScale = 1): number[]
       const v = (c & 8 ? -1 : 1) * E2M1[c & 7]!;
       return F(v * F(decodeFp8(s, 'e4m3fn') * tensorScale));
     }
-    if (dtype === 'q4_0') return F(c * f16BitsToF32(s));
+    if (dtype === 'q4_0' || dtype === 'int4_g32_f16') return F(c * f16BitsToF32(s));
     return F((dtype === 'fp8_per_token_head' ? decodeFp8(c, 'e4m3fn') : c) * s);
   });
 }
@@ -139,7 +173,7 @@ function specRead(l: KvBlockLayout, pool: Uint8Array, slot: number, head: number
   const cb = eightBit ? D : D / 2;
   const pad = (n: number) => Math.ceil(n / 4) * 4;
   const codesBytes = l.blockSize * l.numKvHeads * cb;
-  const sb = l.dtype === 'nvfp4' ? 1 : l.dtype === 'q4_0' ? 2 : 4;
+  const sb = l.dtype === 'nvfp4' ? 1 : l.dtype === 'q4_0' || l.dtype === 'int4_g32_f16' ? 2 : 4;
   const blockBytes = pad(pad(codesBytes) + l.blockSize * l.numKvHeads * (D / G) * sb);
   const b = Math.floor(slot / l.blockSize);
   const row = (slot % l.blockSize) * l.numKvHeads + head;
@@ -206,6 +240,7 @@ describe('kvBlockLayout', () => {
     expect(bytes('int4_g64')).toBe(16 * 2 * 32 + 16 * 2 * 1 * 4);
     expect(bytes('nvfp4')).toBe(16 * 2 * 32 + 16 * 2 * 4);
     expect(bytes('q4_0')).toBe(16 * 2 * 32 + 16 * 2 * 2 * 2);
+    expect(bytes('int4_g32_f16')).toBe(bytes('q4_0'));
     // padding: 1 token x 1 head x 2 int4 values = 1 code byte, scales start at byte 4, block is 8 bytes
     const tiny = kvBlockLayout('int4_per_token_head', 1, 1, 2);
     expect([tiny.scalesOffset, tiny.blockBytes]).toEqual([4, 8]);
@@ -262,6 +297,21 @@ describe('quantizeKvHead / dequantizeKvHead against the definition', () => {
     expect(r.stored.codes.slice(0, 2)).toEqual([-8, 7]); // -937.6 / -125.0375 = 7.4986: rounds to 7
   });
 
+  it('int4_g32_f16: the smallest f16 scale that holds both extremes, nearest codes with ties to even', () => {
+    const pad = (x: number[]) => [...x, ...new Array<number>(32 - x.length).fill(0)];
+    // extremes ±7: both fit at d = 1 (q4_0 would store +7 at 7/8 of it), 3.5 -> 4 and 2.5 -> 2, -0.5 -> 0
+    const a = roundTrip('int4_g32_f16', [...pad([7, -7, 3.5, 2.5, -0.5, 0.5, 1.5]), ...pad([-8, 7, 4])]);
+    expect(a.stored.scales).toEqual([0x3c00, 0x3c00]);
+    expect(a.stored.codes.slice(0, 7)).toEqual([7, -7, 4, 2, 0, 0, 2]);
+    expectSameBits(a.out.slice(0, 7), [7, -7, 4, 2, 0, 0, 2]);
+    // -8 and 7: the 16th code serves the larger side (d = 1, not 8 / 7)
+    expect(a.stored.codes.slice(32, 35)).toEqual([-8, 7, 4]);
+    // a positive extreme alone goes to -8 with a negative d (d = -0.125: 1 -> -8)
+    const b = roundTrip('int4_g32_f16', pad([1, 0.25, -0.125]).concat(pad([])));
+    expect(f16BitsToF32(b.stored.scales[0]!)).toBe(-0.125);
+    expect(b.stored.codes.slice(0, 3)).toEqual([-8, -2, 1]);
+  });
+
   it('fp8: scale amax/448, codes are e4m3fn satfinite', () => {
     const { stored, out } = roundTrip('fp8_per_token_head', [448, -1, 0.5, 3]);
     expect(stored.scales).toEqual([1]);
@@ -278,8 +328,8 @@ describe('quantizeKvHead / dequantizeKvHead against the definition', () => {
         const want = specQuantize(dtype, x);
         expect(stored).toEqual(want);
         expectSameBits(out, specDecode(dtype, want));
-        // every other element is exactly +0 (q4_0: ±0, the sign of its d); the unit element keeps its sign
-        const zero = (v: number) => (dtype === 'q4_0' ? v === 0 : Object.is(v, 0));
+        // every other element is exactly +0 (f16-scaled dtypes: ±0, the sign of d); the unit element keeps its sign
+        const zero = (v: number) => (dtype === 'q4_0' || dtype === 'int4_g32_f16' ? v === 0 : Object.is(v, 0));
         out.forEach((v, i) => expect(i === k ? v === 0 || Math.sign(v) === Math.sign(a) : zero(v)).toBe(true));
       }
     }
@@ -296,6 +346,12 @@ describe('quantizeKvHead / dequantizeKvHead against the definition', () => {
     if (dtype === 'q4_0') {
       // max = -3 (the first of |3|): d = 0.375, +Inf clips to 7 d, -Inf to -8 d
       expect([out[3], out[10]]).toEqual([2.625, -3]);
+      return;
+    }
+    if (dtype === 'int4_g32_f16') {
+      // extremes ±3: d = f16(3 / 7) > 0, +Inf clips to 7 d, -Inf to -8 d
+      const d = f16BitsToF32(f32ToF16Bits(3 / 7));
+      expect([out[3], out[10]]).toEqual([F(7 * d), F(-8 * d)]);
       return;
     }
     expect(out[10]).toBe(-out[3]!);
@@ -332,6 +388,18 @@ describe('quantizeKvHead / dequantizeKvHead against the definition', () => {
       const want = specQuantize(dtype, x, ts);
       expect(stored).toEqual(want);
       expectSameBits(out, specDecode(dtype, want, ts));
+    }
+  });
+
+  it('int4_g32_f16 errors stay within half a step (no clipping)', () => {
+    const r = rng(6);
+    for (let n = 0; n < 50; n++) {
+      const x = Array.from({ length: 64 }, () => F(r() * 2 - 1));
+      const { stored, out } = roundTrip('int4_g32_f16', x);
+      out.forEach((v, i) => {
+        const d = Math.abs(f16BitsToF32(stored.scales[Math.floor(i / 32)]!));
+        expect(Math.abs(v - x[i]!)).toBeLessThanOrEqual(d * 0.5 + 8 * d * 2 ** -11);
+      });
     }
   });
 
@@ -430,6 +498,7 @@ describe('planner and prefix-cache hash', () => {
     expect(perToken('int4_g64')).toBe(L * 2 * H * (D / 2 + (4 * D) / 64));
     expect(perToken('nvfp4')).toBe(L * 2 * H * (D / 2 + D / 16));
     expect(perToken('q4_0')).toBe(L * 2 * H * ((D / 2) * 18) / 16); // ggml's 18 bytes per 32 values
+    expect(perToken('int4_g32_f16')).toBe(perToken('q4_0'));
     expect(kvScaleBytes(llama8b, { dtype: 'nvfp4' })).toBe(L * 8);
     expect(kvScaleBytes(llama8b, { dtype: 'int4_g32' })).toBe(0);
     // vLLM's int8_per_token_head page: 2 x blockSize x H x D bytes + 2 x blockSize x H x 4 scale bytes

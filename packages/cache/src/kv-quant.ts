@@ -9,7 +9,9 @@ import { CacheError, checkInt, describe } from './errors.js';
  * - `'int4_g16'` / `'int4_g32'` / `'int4_g64'`: packed symmetric int4, one float32 scale per 16/32/64 values;
  * - `'nvfp4'`: packed E2M1, one E4M3FN scale per 16 values and one float32 scale per tensor (`kScale[0]`/`vScale[0]`);
  * - `'q4_0'`: GGML q4_0's values (codes −8..7, one f16 scale `d = max / −8` per 32 values, `max` the signed value of
- *   largest magnitude), quantized as ggml's reference quantizer does, in kvq's block layout (4.5 bits per value).
+ *   largest magnitude), quantized as ggml's reference quantizer does, in kvq's block layout (4.5 bits per value);
+ * - `'int4_g32_f16'`: the same storage as `'q4_0'` (codes −8..7, f16 scale per 32 values), with kvq's scale rule: the
+ *   smallest `|d|` whose grid holds both of the group's extremes (no clipping), nearest codes, ties to even.
  * @see docs/spec/kv-dtypes.md
  */
 export type KvQuantDtype =
@@ -20,7 +22,8 @@ export type KvQuantDtype =
   | 'int4_g32'
   | 'int4_g64'
   | 'nvfp4'
-  | 'q4_0';
+  | 'q4_0'
+  | 'int4_g32_f16';
 
 /** Every {@link KvQuantDtype}, in a stable order. */
 export const KV_QUANT_DTYPES: readonly KvQuantDtype[] = [
@@ -32,6 +35,7 @@ export const KV_QUANT_DTYPES: readonly KvQuantDtype[] = [
   'int4_g64',
   'nvfp4',
   'q4_0',
+  'int4_g32_f16',
 ];
 
 /** True when `dtype` is one of the write-time-scaled {@link KvQuantDtype}s. */
@@ -72,6 +76,7 @@ function groupOf(dtype: KvQuantDtype, headSize: number): number {
       return 16;
     case 'int4_g32':
     case 'q4_0':
+    case 'int4_g32_f16':
       return 32;
     case 'int4_g64':
       return 64;
@@ -103,7 +108,7 @@ export function kvBlockLayout(dtype: KvQuantDtype, blockSize: number, numKvHeads
   }
   const groupsPerHead = headSize / groupSize;
   const codeBytesPerHead = bitsPerCode === 8 ? headSize : headSize / 2;
-  const scaleBytes: 4 | 2 | 1 = dtype === 'nvfp4' ? 1 : dtype === 'q4_0' ? 2 : 4;
+  const scaleBytes: 4 | 2 | 1 = dtype === 'nvfp4' ? 1 : dtype === 'q4_0' || dtype === 'int4_g32_f16' ? 2 : 4;
   const scalesOffset = pad4(blockSize * numKvHeads * codeBytesPerHead);
   const blockBytes = pad4(scalesOffset + blockSize * numKvHeads * groupsPerHead * scaleBytes);
   return {
@@ -287,6 +292,46 @@ function quantizeQ4_0Group(pool: Uint8Array, codesAt: number, scalesAt: number, 
 }
 
 /**
+ * The f16 scale bits of one `int4_g32_f16` group `src[from, from + 32)` (docs/spec/kv-dtypes.md §2): with `p` the
+ * largest finite value (at least 0) and `n` the smallest (at most 0), `dPos = max(fround(−n / 8), fround(p / 7))`
+ * (negative values reach −8) and `dNeg = max(fround(p / 8), fround(−n / 7))` (d = −dNeg: positive values reach −8);
+ * the smaller magnitude wins (ties: positive d), rounded to f16 (saturated to ±65504). NaN group: `0x7E00`; a scale
+ * that rounds to ±0: +0.
+ */
+export function int4F16GroupScale(src: Float32Array, from: number): number {
+  let p = 0;
+  let n = 0;
+  for (let i = from; i < from + 32; i++) {
+    const v = src[i]!;
+    if (v !== v) return F16_NAN;
+    if (v > p && v !== Infinity) p = v;
+    if (v < n && v !== -Infinity) n = v;
+  }
+  const dPos = Math.max(Math.fround(-n / 8), Math.fround(p / 7));
+  const dNeg = Math.max(Math.fround(p / 8), Math.fround(-n / 7));
+  const d = dPos <= dNeg ? dPos : -dNeg;
+  let bits = f32ToF16Bits(d);
+  if ((bits & 0x7c00) === 0x7c00) bits = d < 0 ? 0xfbff : 0x7bff;
+  return (bits & 0x7fff) === 0 ? 0 : bits;
+}
+
+/** One 32-value group of an `int4_g32_f16` row: codes `clamp(round-half-even(fround(x / d)), −8, 7)`, d the f16 scale. */
+function quantizeInt4F16Group(pool: Uint8Array, codesAt: number, scalesAt: number, g: number, src: Float32Array, from: number): void {
+  const bits = int4F16GroupScale(src, from);
+  pool[scalesAt + 2 * g] = bits & 0xff;
+  pool[scalesAt + 2 * g + 1] = bits >>> 8;
+  const d = f16BitsToF32(bits);
+  for (let i = 0; i < 32; i++) {
+    let code = 0;
+    if (d !== 0 && d === d) {
+      const v = Math.fround(src[from + i]! / d);
+      code = v >= 7 ? 7 : v <= -8 ? -8 : roundHalfEven(v);
+    }
+    setNibble(pool, codesAt, g * 32 + i, code);
+  }
+}
+
+/**
  * Quantize one token's head vector `src[srcOff, srcOff + headSize)` into `pool` at `slot`, kv head `head`, computing
  * its scales (docs/spec/kv-dtypes.md §2). `tensorScale` is the nvfp4 per-tensor scale (ignored otherwise).
  * No argument checks: callers validate shapes, slots and scales first.
@@ -328,6 +373,10 @@ export function quantizeKvHead(
     const from = srcOff + g * G;
     if (l.dtype === 'q4_0') {
       quantizeQ4_0Group(pool, codesAt, scalesAt, g, src, from);
+      continue;
+    }
+    if (l.dtype === 'int4_g32_f16') {
+      quantizeInt4F16Group(pool, codesAt, scalesAt, g, src, from);
       continue;
     }
     const amax = groupAmax(src, from, from + G);

@@ -15,6 +15,7 @@ export const KV_PLAN_CANDIDATES: readonly KvCacheDtype[] = Object.freeze([
   'int4_per_token_head',
   'nvfp4',
   'q4_0',
+  'int4_g32_f16',
 ]);
 
 /** Options of {@link planKvCacheLayers}. */

@@ -442,7 +442,7 @@ Napi::Value Fp8Encode(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("abi", Napi::Number::New(env, kAbi));
-  // The kernels read the write-time-scaled KV dtypes (ops.h kKvFp8PerTokenHead..kKvQ4_0; docs/spec/kv-dtypes.md).
+  // The kernels read the write-time-scaled KV dtypes (ops.h kKvFp8PerTokenHead..kKvInt4G32F16; docs/spec/kv-dtypes.md).
   exports.Set("kvQuantKernels", Napi::Boolean::New(env, true));
   exports.Set("Context", Context::Define(env));
   exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo));

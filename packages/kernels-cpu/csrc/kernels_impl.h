@@ -1646,6 +1646,7 @@ static int pagedAttention(const AttentionParams& p, const Runner& rn) {
     case kKvInt4G64: return paged_attention_t<kKvInt4G64>(p, rn);
     case kKvNvfp4: return paged_attention_t<kKvNvfp4>(p, rn);
     case kKvQ4_0: return paged_attention_t<kKvQ4_0>(p, rn);
+    case kKvInt4G32F16: return paged_attention_t<kKvQ4_0>(p, rn);  // the same storage and decode as q4_0
     default: return paged_attention_t<kF32>(p, rn);
   }
 }

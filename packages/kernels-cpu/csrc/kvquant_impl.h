@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // CPU kernels of the KV-cache dtypes scaled when written (docs/spec/kv-dtypes.md): fp8/int8/int4_per_token_head,
-// int4_g16/32/64, nvfp4 and q4_0. `reshapeAndCache` computes each group's scale and codes exactly as @kvq/cache's
+// int4_g16/32/64, nvfp4, q4_0 and int4_g32_f16. `reshapeAndCache` computes each group's scale and codes exactly as @kvq/cache's
 // `quantizeKvHead` (same bytes); `pagedAttention` decodes codes x scale (`fround(value * scale)`, the reference's
 // dequantized values) in registers, 32 elements at a time, straight into the float32 dot products and P.V sums on
 // the decode path, or into an L1 tile for the general path (prefill, causal edges, any head size).
@@ -25,7 +25,7 @@ static const int8_t kInt4Values[16] = {0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -
 /** Values per scale of a dtype known at compile time; 0 = the whole head (the *_per_token_head dtypes). */
 template <int DT>
 KVQ_I constexpr int kvq_group() {
-  return DT == kKvInt4G16 || DT == kKvNvfp4 ? 16 : DT == kKvInt4G32 || DT == kKvQ4_0 ? 32 : DT == kKvInt4G64 ? 64 : 0;
+  return DT == kKvInt4G16 || DT == kKvNvfp4 ? 16 : DT == kKvInt4G32 || is_kv_f16_scaled(DT) ? 32 : DT == kKvInt4G64 ? 64 : 0;
 }
 
 /**
@@ -95,7 +95,7 @@ template <int DT>
 KVQ_I float kvq_scale(const uint8_t* sc, int g, float tensor, const float* e4m3 = nullptr) {
   if constexpr (DT == kKvNvfp4) {
     return (e4m3 ? e4m3[sc[g]] : fp8_decode<kE4M3FN>(sc[g])) * tensor;
-  } else if constexpr (DT == kKvQ4_0) {
+  } else if constexpr (is_kv_f16_scaled(DT)) {
     return f16_scalar((uint16_t)(sc[2 * g] | (sc[2 * g + 1] << 8)));  // F16C / FCVTL: one instruction
   } else {
     return kv_load_f32le(sc + 4 * g);

@@ -39,6 +39,7 @@ const DTYPES = {
   int4_g64: { code: 37, group: 64, bits: 4 },
   nvfp4: { code: 38, group: 16, bits: 4, scaleBytes: 1 },
   q4_0: { code: 39, group: 32, bits: 4, scaleBytes: 2 },
+  int4_g32_f16: { code: 40, group: 32, bits: 4, scaleBytes: 2 },
 };
 
 /** Bytes of one block of one pool (@kvq/cache kvBlockLayout: codes, padding, scales, padding). */

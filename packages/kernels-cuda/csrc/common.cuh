@@ -142,7 +142,7 @@ bool sync(Context* ctx, Status* st);
  */
 bool finish(Context* ctx, Status* st);
 
-/** reshapeAndCache / pagedAttention on a write-time-scaled KV dtype (kKvFp8PerTokenHead..kKvQ4_0; kvquant.cu). */
+/** reshapeAndCache / pagedAttention on a write-time-scaled KV dtype (kKvFp8PerTokenHead..kKvInt4G32F16; kvquant.cu). */
 bool reshape_and_cache_quant(Context* ctx, const CacheWriteArgs& a, Status* st);
 bool paged_attention_quant(Context* ctx, const AttentionArgs& a, Status* st);
 /** `linear` / `embedding` on a quantized weight dtype (kQ8_0..kWInt4; wquant.cu): what linear() / embedding() call. */

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The KV-cache dtypes scaled when written (docs/spec/kv-dtypes.md: fp8/int8/int4_per_token_head, int4_g16/32/64,
-// nvfp4, q4_0) on the GPU: reshapeAndCache computes each group's scale and codes exactly as @kvq/cache's
+// nvfp4, q4_0, int4_g32_f16) on the GPU: reshapeAndCache computes each group's scale and codes exactly as @kvq/cache's
 // `quantizeKvHead` (the same bytes as the reference and the CPU kernels), pagedAttention decodes
 // `fround(value * scale)` (the reference's dequantized values) inside the attention loop.
 //
@@ -32,7 +32,7 @@ KVQ_DI float q_elem(const KvQuantLayout& L, const uint8_t* codes, const uint8_t*
     const uint32_t nib = (codes[e / 2] >> (4 * (e & 1))) & 0xFu;
     const int g = e / L.groupSize;
     if constexpr (DT == kKvNvfp4) return ((float)kv_e2m1_twice(nib) * 0.5f) * (fp8_decode<kE4M3FN>(sc[g]) * tensor);
-    else if constexpr (DT == kKvQ4_0) return (float)kv_int4_value(nib) * kv_load_f16le(sc, g);
+    else if constexpr (DT == kKvQ4_0 || DT == kKvInt4G32F16) return (float)kv_int4_value(nib) * kv_load_f16le(sc, g);
     else return (float)kv_int4_value(nib) * kv_load_f32le(sc + 4 * g);
   }
 }
@@ -71,7 +71,8 @@ static bool with_kv_quant(int dt, F&& f) {
     case kKvInt4G32: return f(std::integral_constant<int, kKvInt4G32>{});
     case kKvInt4G64: return f(std::integral_constant<int, kKvInt4G64>{});
     case kKvNvfp4: return f(std::integral_constant<int, kKvNvfp4>{});
-    default: return f(std::integral_constant<int, kKvQ4_0>{});
+    case kKvQ4_0: return f(std::integral_constant<int, kKvQ4_0>{});
+    default: return f(std::integral_constant<int, kKvInt4G32F16>{});
   }
 }
 

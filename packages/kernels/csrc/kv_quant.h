@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The scalar codecs of the KV-cache dtypes scaled when written (docs/spec/kv-dtypes.md: fp8/int8/int4_per_token_head,
-// int4_g16/32/64, nvfp4, q4_0), written once for every native backend: the CPU kernels (@kvq/kernels-cpu kvquant_impl.h)
+// int4_g16/32/64, nvfp4, q4_0, int4_g32_f16), written once for every native backend: the CPU kernels (@kvq/kernels-cpu kvquant_impl.h)
 // and the GPU kernels (@kvq/kernels-cuda kvquant.cu) include this header. Bit-exact with @kvq/cache's kv-quant.ts
 // (`quantizeKvHead`, the reference): the parity suite compares the pool bytes of every backend with it.
 //
@@ -148,6 +148,13 @@ KVQ_HOST_DEVICE float kv_mul_rn(float a, float b) {
 #endif
 }
 
+/** Store an f16 scale (bits h, little-endian) and 32 4-bit codes (q[i] & 0xF; element 2i in the low nibble). */
+KVQ_HOST_DEVICE void kv_store_f16_group(uint32_t h, const uint32_t* q, uint8_t* codes, uint8_t* sc) {
+  sc[0] = (uint8_t)h;
+  sc[1] = (uint8_t)(h >> 8);
+  for (int i = 0; i < 32; i += 2) codes[i / 2] = (uint8_t)((q[i] & 0xFu) | ((q[i + 1] & 0xFu) << 4));
+}
+
 /**
  * One 32-value q4_0 group (ggml's quantize_row_q4_0_ref; @kvq/cache quantizeQ4_0Group): max = the finite value of
  * largest magnitude (first on ties), d = max / -8 stored as f16 (saturated to ±65504, then quantized against it),
@@ -175,17 +182,49 @@ KVQ_HOST_DEVICE void kv_quantize_q4_0_group(const float* x, uint8_t* codes, uint
   }
   const bool zero = nan || (h & 0x7FFFu) == 0u;
   if (zero && !nan) h = 0u;  // +0 (ggml stores -0 for d = 0 / -8): zero groups decode to +0
-  sc[0] = (uint8_t)h;
-  sc[1] = (uint8_t)(h >> 8);
-  for (int i = 0; i < 32; i += 2) {
-    uint32_t q[2] = {0u, 0u};
-    for (int k = 0; k < 2 && !zero; k++) {
-      const float p = kv_mul_rn(x[i + k], id);
-      const float t = p + 8.5f;
-      q[k] = (t >= 15.0f ? 15u : t <= 0.0f ? 0u : (uint32_t)t) ^ 8u;
-    }
-    codes[i / 2] = (uint8_t)(q[0] | (q[1] << 4));
+  uint32_t q[32];
+  for (int i = 0; i < 32; i++) {
+    const float t = kv_mul_rn(x[i], id) + 8.5f;
+    q[i] = zero ? 0u : (t >= 15.0f ? 15u : t <= 0.0f ? 0u : (uint32_t)t) ^ 8u;
   }
+  kv_store_f16_group(h, q, codes, sc);
+}
+
+/**
+ * One 32-value int4_g32_f16 group (@kvq/cache int4F16GroupScale / quantizeInt4F16Group): with p the largest finite
+ * value (>= 0) and n the smallest (<= 0), dPos = max(-n / 8, p / 7), dNeg = max(p / 8, -n / 7); d = dPos when
+ * dPos <= dNeg, else -dNeg; stored as f16 (saturated to ±65504; ±0 stored +0). Codes clamp(rint(x / d), -8, 7) against
+ * the stored d. NaN group: f16 NaN and zero codes; zero scale: zero codes.
+ */
+KVQ_HOST_DEVICE void kv_quantize_int4_f16_group(const float* x, uint8_t* codes, uint8_t* sc) {
+  float p = 0.0f, n = 0.0f;
+  bool nan = false;
+  for (int i = 0; i < 32; i++) {
+    const float v = x[i];
+    nan |= v != v;
+    const uint32_t a = f32_as_bits(v) & 0x7FFFFFFFu;
+    if (a != 0x7F800000u) {
+      p = v > p ? v : p;
+      n = v < n ? v : n;
+    }
+  }
+  uint32_t h = 0x7E00u;
+  if (!nan) {
+    const float a1 = -n / 8.0f, b1 = p / 7.0f, a2 = p / 8.0f, b2 = -n / 7.0f;
+    const float dPos = a1 > b1 ? a1 : b1, dNeg = a2 > b2 ? a2 : b2;
+    const float d = dPos <= dNeg ? dPos : -dNeg;
+    h = f32_to_f16(d);
+    if ((h & 0x7C00u) == 0x7C00u) h = d < 0.0f ? 0xFBFFu : 0x7BFFu;
+    if ((h & 0x7FFFu) == 0u) h = 0u;
+  }
+  const float d = f16_to_f32((uint16_t)h);
+  const bool zero = nan || d == 0.0f;
+  uint32_t q[32];
+  for (int i = 0; i < 32; i++) {
+    const float v = zero ? 0.0f : x[i] / d;
+    q[i] = (uint32_t)(v >= 7.0f ? 7 : v <= -8.0f ? -8 : (int)rintf(v));
+  }
+  kv_store_f16_group(h, q, codes, sc);
 }
 
 /** One head row of any write-time-scaled dtype `dt` into its codes and scales (`tensor`: nvfp4's per-tensor scale). */
@@ -194,6 +233,8 @@ KVQ_HOST_DEVICE void kv_quantize_head(int dt, const KvQuantLayout& L, const floa
     kv_quantize_head_8bit(dt == kKvFp8PerTokenHead, x, D, codes, sc);
   } else if (dt == kKvQ4_0) {
     for (int g = 0; g < D / 32; g++) kv_quantize_q4_0_group(x + 32 * g, codes + 16 * g, sc + 2 * g);
+  } else if (dt == kKvInt4G32F16) {
+    for (int g = 0; g < D / 32; g++) kv_quantize_int4_f16_group(x + 32 * g, codes + 16 * g, sc + 2 * g);
   } else {
     kv_quantize_head_4bit(dt == kKvNvfp4, L, x, codes, sc, tensor);
   }

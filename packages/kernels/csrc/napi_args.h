@@ -229,13 +229,13 @@ namespace napi_args {
 
 /**
  * The cache fields at info[i..i+8]: dtype, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale.
- * `kvQuant`: whether the calling addon has kernels for the write-time-scaled KV dtypes (codes 32..39, byte pools
+ * `kvQuant`: whether the calling addon has kernels for the write-time-scaled KV dtypes (codes 32..40, byte pools
  * of numBlocks x kv_quant_layout().blockBytes; nvfp4 also reads its tensor scales kScale[0] / vScale[0]); an addon
  * without them answers UNSUPPORTED for those codes.
  */
 inline KvCacheRef readCache(const Napi::CallbackInfo& info, size_t i, bool kvQuant = false) {
   KvCacheRef c{};
-  c.dtype = (int)intArg(info, i, "cache.dtype", kF32, kKvQ4_0);
+  c.dtype = (int)intArg(info, i, "cache.dtype", kF32, kKvInt4G32F16);
   const bool quant = is_kv_quant_dtype(c.dtype);
   if (c.dtype > kFp8E5M2FNUZ && !quant) {
     fail(info.Env(), "INVALID_ARGUMENT", "cache.dtype", "cache.dtype = " + std::to_string(c.dtype) + " is not a KV dtype code");

@@ -61,10 +61,14 @@ enum DtypeCode : int {
   kKvInt4G64 = 37,           // nibbles, float32 scale per 64 values
   kKvNvfp4 = 38,             // E2M1 nibbles, E4M3FN scale per 16 values, float32 per-tensor scale (kScale[0] / vScale[0])
   kKvQ4_0 = 39,              // nibbles -8..7 (ggml q4_0's values), f16 scale per 32 values
+  kKvInt4G32F16 = 40,        // the same storage, kvq's scale rule (both extremes fit, nearest codes)
 };
 
-/** Whether `dt` is a write-time-scaled KV dtype (kKvFp8PerTokenHead..kKvQ4_0). */
-constexpr bool is_kv_quant_dtype(int dt) { return dt >= kKvFp8PerTokenHead && dt <= kKvQ4_0; }
+/** Whether `dt` is a write-time-scaled KV dtype (kKvFp8PerTokenHead..kKvInt4G32F16). */
+constexpr bool is_kv_quant_dtype(int dt) { return dt >= kKvFp8PerTokenHead && dt <= kKvInt4G32F16; }
+
+/** Whether a write-time-scaled KV dtype stores f16 scales per 32 values (q4_0, int4_g32_f16: the same decode). */
+constexpr bool is_kv_f16_scaled(int dt) { return dt == kKvQ4_0 || dt == kKvInt4G32F16; }
 
 /** Byte layout of one block of one pool of a write-time-scaled KV dtype (`@kvq/cache` `kvBlockLayout`). */
 struct KvQuantLayout {
@@ -72,7 +76,7 @@ struct KvQuantLayout {
   int groupsPerHead;     // headSize / groupSize
   int bits;              // 8 or 4 bits per code
   int codeBytesPerHead;  // headSize or headSize / 2
-  int scaleBytes;        // 4 (float32 little-endian), 2 (f16 little-endian, q4_0) or 1 (E4M3FN, nvfp4)
+  int scaleBytes;        // 4 (float32 little-endian), 2 (f16 little-endian, q4_0 / int4_g32_f16) or 1 (E4M3FN, nvfp4)
   int64_t scalesOffset;  // code bytes of a block, padded to a multiple of 4
   int64_t blockBytes;    // scales end, padded to a multiple of 4
 };
@@ -83,7 +87,7 @@ struct KvQuantLayout {
  */
 inline bool kv_quant_layout(int dt, int64_t blockSize, int64_t numKvHeads, int64_t headSize, KvQuantLayout* l) {
   if (!is_kv_quant_dtype(dt) || headSize < 1) return false;
-  const int64_t g = dt == kKvInt4G16 || dt == kKvNvfp4 ? 16 : dt == kKvInt4G32 || dt == kKvQ4_0 ? 32 : dt == kKvInt4G64 ? 64 : headSize;
+  const int64_t g = dt == kKvInt4G16 || dt == kKvNvfp4 ? 16 : dt == kKvInt4G32 || is_kv_f16_scaled(dt) ? 32 : dt == kKvInt4G64 ? 64 : headSize;
   const int bits = dt == kKvFp8PerTokenHead || dt == kKvInt8PerTokenHead ? 8 : 4;
   if (headSize % g != 0 || (bits == 4 && headSize % 2 != 0)) return false;
   KvQuantLayout r;
@@ -91,7 +95,7 @@ inline bool kv_quant_layout(int dt, int64_t blockSize, int64_t numKvHeads, int64
   r.groupsPerHead = (int)(headSize / g);
   r.bits = bits;
   r.codeBytesPerHead = (int)(bits == 8 ? headSize : headSize / 2);
-  r.scaleBytes = dt == kKvNvfp4 ? 1 : dt == kKvQ4_0 ? 2 : 4;
+  r.scaleBytes = dt == kKvNvfp4 ? 1 : is_kv_f16_scaled(dt) ? 2 : 4;
   r.scalesOffset = (blockSize * numKvHeads * r.codeBytesPerHead + 3) / 4 * 4;
   r.blockBytes = (r.scalesOffset + blockSize * numKvHeads * r.groupsPerHead * r.scaleBytes + 3) / 4 * 4;
   *l = r;

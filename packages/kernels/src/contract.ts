@@ -68,7 +68,7 @@ export type WeightDtype = DenseWeightDtype | GgmlWeightDtype | CompressedWeightD
 /**
  * Element type of a KV cache: 16/32-bit float (`auto` caches), one of the FP8 formats (per-tensor / per-head
  * scales), or a write-time-scaled dtype (`fp8_per_token_head`, `int8_per_token_head`, `int4_per_token_head`,
- * `int4_g16`/`int4_g32`/`int4_g64`, `nvfp4`, `q4_0`: scales computed by `reshapeAndCache` and stored in each block,
+ * `int4_g16`/`int4_g32`/`int4_g64`, `nvfp4`, `q4_0`, `int4_g32_f16`: scales computed by `reshapeAndCache` and stored in each block,
  * docs/spec/kv-dtypes.md). A backend that has no kernels for a dtype refuses it with `UNSUPPORTED`.
  */
 export type KvDtype = KvLayerCache['dtype'];

@@ -70,6 +70,7 @@ describe('kvCacheDtype: the write-time-scaled dtypes', () => {
       int4_g64: 6 * 2 * 2 * (32 + 4),
       nvfp4: 6 * 2 * 2 * (32 + 4),
       q4_0: 6 * 2 * 2 * (32 + 4),
+      int4_g32_f16: 6 * 2 * 2 * (32 + 4),
     };
     for (const dtype of KV_QUANT_DTYPES) {
       const llm = await LLM.create({ model, kvCacheDtype: dtype, backend: 'reference', kvCacheMemory: 1 << 20 });
@@ -158,6 +159,13 @@ describe('kvq-tiny greedy generation with each write-time-scaled dtype (referenc
  */
 const CPU_TOKENS = 16;
 const MAX_LOGPROB_DIFF = 1e-5;
+/**
+ * The f16-scaled dtypes (q4_0, int4_g32_f16): on identical inputs the CPU pools are byte-identical to the reference's
+ * (parity kit), but the two backends' float32 K/V differ in the last bits, and a group scale that lands on the other
+ * side of an f16 rounding boundary moves all 32 values of its group by 2^-11 at once (a float32 scale: 2^-24).
+ * Measured 2026-12-07: 7.0e-7 (q4_0) and 1.0e-5 (int4_g32_f16).
+ */
+const MAX_LOGPROB_DIFF_F16_SCALES = 1e-4;
 
 describe('the native CPU backend runs every write-time-scaled dtype', () => {
   it('LLM.create accepts them on cpu, greedy tokens equal the reference backend\'s, logprobs within float32 rounding', async () => {
@@ -178,7 +186,8 @@ describe('the native CPU backend runs every write-time-scaled dtype', () => {
         let max = 0;
         for (let i = 1; i < all.length; i++) max = Math.max(max, Math.abs(a.logprobs[i]! - b.logprobs[i]!));
         diffs[dtype] = max;
-        expect(max, `${dtype}: max |logprob difference| cpu vs reference`).toBeLessThanOrEqual(MAX_LOGPROB_DIFF);
+        const bound = dtype === 'q4_0' || dtype === 'int4_g32_f16' ? MAX_LOGPROB_DIFF_F16_SCALES : MAX_LOGPROB_DIFF;
+        expect(max, `${dtype}: max |logprob difference| cpu vs reference`).toBeLessThanOrEqual(bound);
       } finally {
         cpu.dispose();
       }

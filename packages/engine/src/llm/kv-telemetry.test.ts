@@ -8,7 +8,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dequantizeKvHead, kvBlockLayout, quantizeKvHead } from '@kvq/cache';
 import { createReferenceBackend, type KernelBackend, type ReshapeAndCacheArgs } from '@kvq/kernels';
-import { decodeFp8, encodeFp8 } from '@kvq/fp8';
+import { decodeFp8, encodeFp8, f16BitsToF32, f32ToF16Bits } from '@kvq/fp8';
 import { modelTinyPath } from '@kvq/model-tiny';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../load/load-model.js';
@@ -52,6 +52,23 @@ function recording(numLayers: number): { backend: KernelBackend; writes: Write[]
   });
   // The create-time dtype probes write too: clear() drops them and restarts the layer count.
   return { backend, writes, clear: () => void ((writes.length = 0), (call = 0)) };
+}
+
+/**
+ * Per layer, the non-zero written values within half a step of zero, `step(x, g)` being the step of the group of 32
+ * values starting at `x[g]` (for the dtypes with 32-value groups).
+ */
+function flushedPerLayer(writes: readonly Write[], layers: number, step: (x: Float32Array, g: number) => number): number[] {
+  const flushed = new Array<number>(layers).fill(0);
+  for (const w of writes) {
+    for (const x of [w.key, w.value]) {
+      for (let g = 0; g < x.length; g += 32) {
+        const s = step(x, g);
+        for (let i = g; i < g + 32; i++) if (x[i] !== 0 && Math.abs(Math.fround(x[i]! / s)) <= 0.5) flushed[w.layer]!++;
+      }
+    }
+  }
+  return flushed;
 }
 
 async function scalesFile(scale: number): Promise<string> {
@@ -103,17 +120,11 @@ describe('LLM.kvTelemetry()', () => {
     const llm = await LLM.create({ model, backend, kvCacheDtype: 'int4_g32', kvCacheMemory: 1 << 20 });
     clear();
     await llm.generate(PROMPT, { temperature: 0, maxTokens: 4, ignoreEos: true });
-    const flushed = new Array(L).fill(0);
-    for (const w of writes) {
-      for (const x of [w.key, w.value]) {
-        for (let g = 0; g < x.length; g += 32) {
-          let amax = 0;
-          for (let i = g; i < g + 32; i++) amax = Math.max(amax, Math.abs(x[i]!));
-          const step = Math.fround(amax / 7);
-          for (let i = g; i < g + 32; i++) if (x[i] !== 0 && Math.abs(Math.fround(x[i]! / step)) <= 0.5) flushed[w.layer]++;
-        }
-      }
-    }
+    const flushed = flushedPerLayer(writes, L, (x, g) => {
+      let amax = 0;
+      for (let i = g; i < g + 32; i++) amax = Math.max(amax, Math.abs(x[i]!));
+      return Math.fround(amax / 7);
+    });
     const got = llm.kvTelemetry()!;
     expect(got.map((g) => g.k.saturated + g.v.saturated)).toEqual(new Array(L).fill(0));
     expect(got.map((g) => g.k.flushed + g.v.flushed)).toEqual(flushed);
@@ -154,6 +165,25 @@ describe('LLM.kvTelemetry()', () => {
     expect(got.map((g) => g.k.saturated + g.v.saturated)).toEqual(saturated);
     expect(got.map((g) => g.k.flushed + g.v.flushed)).toEqual(flushed);
     expect(saturated.some((n) => n > 0)).toBe(true);
+    expect(flushed.some((n) => n > 0)).toBe(true);
+  });
+
+  it('int4_g32_f16: no saturation (both extremes fit); flushed = within half a step of zero', async () => {
+    const L = model.config.numLayers;
+    const { backend, writes, clear } = recording(L);
+    const llm = await LLM.create({ model, backend, kvCacheDtype: 'int4_g32_f16', kvCacheMemory: 1 << 20 });
+    clear();
+    await llm.generate(PROMPT, { temperature: 0, maxTokens: 4, ignoreEos: true });
+    // The step from docs/spec/kv-dtypes.md: the smaller of max(-n / 8, p / 7) and max(p / 8, -n / 7), as an f16.
+    const flushed = flushedPerLayer(writes, L, (x, g) => {
+      let p = 0;
+      let n = 0;
+      for (let i = g; i < g + 32; i++) (p = Math.max(p, x[i]!)), (n = Math.min(n, x[i]!));
+      return f16BitsToF32(f32ToF16Bits(Math.min(Math.max(-n / 8, p / 7), Math.max(p / 8, -n / 7))));
+    });
+    const got = llm.kvTelemetry()!;
+    expect(got.map((g) => g.k.saturated + g.v.saturated)).toEqual(new Array(L).fill(0));
+    expect(got.map((g) => g.k.flushed + g.v.flushed)).toEqual(flushed);
     expect(flushed.some((n) => n > 0)).toBe(true);
   });
 

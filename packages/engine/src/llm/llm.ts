@@ -55,7 +55,7 @@ export interface LLMOptions {
    * `auto` (model dtype), `fp8` (= `fp8_e4m3`), `fp8_e4m3`, `fp8_e5m2` (FNUZ formats when the backend reports
    * `info.fp8Fnuz`, AMD MI300-class, as vLLM does), or a storage dtype (`e4m3fnuz`, `e5m2fnuz`, `bf16`, ...). Default `auto`.
    * Also vLLM's write-time-scaled dtypes `fp8_per_token_head`, `int8_per_token_head`, `int4_per_token_head` and kvq's
-   * `int4_g16` / `int4_g32` / `int4_g64`, `nvfp4`, `q4_0` (scales computed per token and kv head, or per group, when the cache
+   * `int4_g16` / `int4_g32` / `int4_g64`, `nvfp4`, `q4_0`, `int4_g32_f16` (scales computed per token and kv head, or per group, when the cache
    * is written and stored in each block; docs/spec/kv-dtypes.md). Today only the reference backend
    * (`backend: 'reference'`) has kernels for them: on another backend `LLM.create` throws `INVALID_ARGUMENT` (field
    * `kvCacheDtype`) before loading the model, never falling back to another dtype.

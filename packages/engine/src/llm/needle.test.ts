@@ -133,7 +133,7 @@ async function answers(llm: LLM, hay: readonly number[]): Promise<{ token: numbe
   return out;
 }
 
-const DTYPES = ['float32', 'bfloat16', 'fp8_e4m3', 'fp8_e5m2', 'fp8_per_token_head', 'int8_per_token_head', 'int4_per_token_head', 'int4_g32', 'nvfp4', 'q4_0'] as const;
+const DTYPES = ['float32', 'bfloat16', 'fp8_e4m3', 'fp8_e5m2', 'fp8_per_token_head', 'int8_per_token_head', 'int4_per_token_head', 'int4_g32', 'nvfp4', 'q4_0', 'int4_g32_f16'] as const;
 
 describe(`needle retrieval at ${CONTEXT} tokens, every KV dtype (CPU backend)`, () => {
   it('every dtype answers all 8 needles, with the answer probability close to the float32 cache', async () => {

@@ -1,5 +1,5 @@
-import { isFp8Dtype, isKvQuantDtype, q4_0Code, q4_0GroupScale, type KvLayerCache, type KvQuantDtype } from '@kvq/cache';
-import { decodeFp8, encodeFp8, formatInfo, type Fp8Format } from '@kvq/fp8';
+import { int4F16GroupScale, isFp8Dtype, isKvQuantDtype, q4_0Code, q4_0GroupScale, type KvLayerCache, type KvQuantDtype } from '@kvq/cache';
+import { decodeFp8, encodeFp8, f16BitsToF32, formatInfo, type Fp8Format } from '@kvq/fp8';
 
 /** Counters of one tensor (K or V) of one layer. */
 export interface KvTensorTelemetry {
@@ -32,7 +32,7 @@ export interface KvLayerTelemetry {
  * int8 127.5, int4 7.5, E4M3 464 (448 / 480), E2M1 7 (6 / 8)), and up to where it rounds to zero (half the smallest
  * non-zero code; ties go to the even code, zero): int 0.5, E4M3 2^-10, E2M1 0.25.
  */
-const QUANT: Record<Exclude<KvQuantDtype, 'q4_0'>, { group: number | 'head'; qmax: number; overflow: number; flush: number }> = {
+const QUANT: Record<Exclude<KvQuantDtype, 'q4_0' | 'int4_g32_f16'>, { group: number | 'head'; qmax: number; overflow: number; flush: number }> = {
   fp8_per_token_head: { group: 'head', qmax: 448, overflow: 464, flush: 2 ** -10 },
   int8_per_token_head: { group: 'head', qmax: 127, overflow: 127.5, flush: 0.5 },
   int4_per_token_head: { group: 'head', qmax: 7, overflow: 7.5, flush: 0.5 },
@@ -84,6 +84,9 @@ export class KvTelemetry {
     } else if (cache.dtype === 'q4_0') {
       observeQ4_0(c, 0, cache, key, slotMapping, numTokens);
       observeQ4_0(c, 3, cache, value, slotMapping, numTokens);
+    } else if (cache.dtype === 'int4_g32_f16') {
+      observeInt4F16(c, 0, cache, key, slotMapping, numTokens);
+      observeInt4F16(c, 3, cache, value, slotMapping, numTokens);
     } else if (isKvQuantDtype(cache.dtype)) {
       this.observeQuant(c, 0, cache, cache.kScale[0]!, key, slotMapping, numTokens);
       this.observeQuant(c, 3, cache, cache.vScale[0]!, value, slotMapping, numTokens);
@@ -106,7 +109,7 @@ export class KvTelemetry {
   }
 
   private observeQuant(c: Float64Array, at: number, cache: KvLayerCache, tensorScale: number, x: Float32Array, slots: Int32Array, n: number): void {
-    const dtype = cache.dtype as Exclude<KvQuantDtype, 'q4_0'>;
+    const dtype = cache.dtype as Exclude<KvQuantDtype, 'q4_0' | 'int4_g32_f16'>;
     const q = QUANT[dtype];
     const G = q.group === 'head' ? cache.headSize : q.group;
     eachWrittenHead(cache, slots, n, (_h, src) => {
@@ -173,6 +176,31 @@ function observeQ4_0(c: Float64Array, at: number, cache: KvLayerCache, x: Float3
           const t = Math.fround(Math.fround(v * id) + 8.5);
           if (t >= 16 || t < 0) c[at + S]!++;
           else if (q4_0Code(v, id) === 8) c[at + F]!++;
+        }
+      }
+    }
+    c[at + W]! += cache.headSize;
+  });
+}
+
+/**
+ * int4_g32_f16's counts: its f16 scale d holds both extremes of the group, so only ±Inf (and values past an f16
+ * scale saturated at 65504) saturate (`|x / d|` past 7.5 or below -8.5); flushed: `|x / d| <= 0.5` (ties to the even 0).
+ */
+function observeInt4F16(c: Float64Array, at: number, cache: KvLayerCache, x: Float32Array, slots: Int32Array, n: number): void {
+  eachWrittenHead(cache, slots, n, (_h, src) => {
+    for (let g = src; g < src + cache.headSize; g += 32) {
+      const d = f16BitsToF32(int4F16GroupScale(x, g));
+      if (d !== d) continue; // a NaN group is stored as NaN: neither saturated nor flushed
+      for (let i = g; i < g + 32; i++) {
+        const v = x[i]!;
+        if (v === 0) continue;
+        if (Math.abs(v) === Infinity) c[at + S]!++;
+        else if (d === 0) c[at + F]!++;
+        else {
+          const r = Math.fround(v / d);
+          if (r >= 7.5 || r < -8.5) c[at + S]!++;
+          else if (Math.abs(r) <= 0.5) c[at + F]!++;
         }
       }
     }

@@ -15,8 +15,8 @@ describe('native facade: weight arguments (csrc/napi_args.h readWeight)', () => 
     expect([DTYPE_CODE.fp8_e4m3, DTYPE_CODE.int8, DTYPE_CODE.int4]).toEqual([24, 25, 26]);
   });
 
-  it('write-time-scaled KV dtypes: codes 32..39 (csrc/ops.h kKvFp8PerTokenHead..kKvQ4_0) only for a backend with their kernels', () => {
-    expect(KV_QUANT_DTYPES.map((d) => nativeKvDtypeCode(d, 'pagedAttention', true))).toEqual([32, 33, 34, 35, 36, 37, 38, 39]);
+  it('write-time-scaled KV dtypes: codes 32..40 (csrc/ops.h kKvFp8PerTokenHead..kKvInt4G32F16) only for a backend with their kernels', () => {
+    expect(KV_QUANT_DTYPES.map((d) => nativeKvDtypeCode(d, 'pagedAttention', true))).toEqual([32, 33, 34, 35, 36, 37, 38, 39, 40]);
     for (const d of KV_QUANT_DTYPES) {
       let err: unknown;
       try {

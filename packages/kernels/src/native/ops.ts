@@ -80,7 +80,7 @@ export const DTYPE_CODE = {
  */
 export type NativeKvDtype = Exclude<KvLayerCache['dtype'], KvQuantDtype>;
 
-/** Native codes of the write-time-scaled KV dtypes (csrc/ops.h `kKvFp8PerTokenHead`..`kKvQ4_0`). */
+/** Native codes of the write-time-scaled KV dtypes (csrc/ops.h `kKvFp8PerTokenHead`..`kKvInt4G32F16`). */
 const KV_QUANT_DTYPE_CODE = {
   fp8_per_token_head: 32,
   int8_per_token_head: 33,
@@ -90,6 +90,7 @@ const KV_QUANT_DTYPE_CODE = {
   int4_g64: 37,
   nvfp4: 38,
   q4_0: 39,
+  int4_g32_f16: 40,
 } as const satisfies Record<KvQuantDtype, number>;
 
 /**

@@ -1143,6 +1143,7 @@ function quantAttentionCases(full: boolean, seed: number): ParityCase[] {
     int4_g64: 192,
     nvfp4: 80,
     q4_0: 96,
+    int4_g32_f16: 160,
   };
   KV_QUANT_DTYPE_LIST.forEach((dtype, di) => {
     const c = attentionCase(
