@@ -57,7 +57,7 @@ export interface KvBlockLayout {
   readonly bitsPerCode: 8 | 4;
   /** Code bytes per token per kv head: `headSize` (8-bit) or `headSize / 2` (4-bit). */
   readonly codeBytesPerHead: number;
-  /** Bytes per stored scale: 4 (float32 little-endian), 2 (f16 little-endian, q4_0) or 1 (E4M3FN, nvfp4). */
+  /** Bytes per stored scale: 4 (float32 little-endian), 2 (f16 little-endian: q4_0, int4_g32_f16) or 1 (E4M3FN, nvfp4). */
   readonly scaleBytes: 4 | 2 | 1;
   /** Byte offset of the scale region inside a block: the code bytes padded to a multiple of 4. */
   readonly scalesOffset: number;
@@ -87,8 +87,8 @@ function groupOf(dtype: KvQuantDtype, headSize: number): number {
 
 /**
  * The block layout of a {@link KvQuantDtype} pool.
- * Requirements: `headSize` a multiple of the group size (16/32/64 for `int4_g*`, 16 for nvfp4, 32 for q4_0) and even for
- * `int4_per_token_head`.
+ * Requirements: `headSize` a multiple of the group size (16/32/64 for `int4_g*`, 16 for nvfp4, 32 for q4_0 and
+ * int4_g32_f16) and even for `int4_per_token_head`.
  * @throws CacheError `UNSUPPORTED_DTYPE` for another dtype, `INVALID_ARGUMENT` for a bad size (naming dtype and headSize).
  */
 export function kvBlockLayout(dtype: KvQuantDtype, blockSize: number, numKvHeads: number, headSize: number): KvBlockLayout {
@@ -230,7 +230,7 @@ function getNibble(pool: Uint8Array, codesAt: number, i: number): number {
   return i & 1 ? byte >> 4 : byte & 0xf;
 }
 
-/** f16 bits of a quiet NaN (a q4_0 group holding a NaN). */
+/** f16 bits of a quiet NaN (a q4_0 / int4_g32_f16 group holding a NaN). */
 const F16_NAN = 0x7e00;
 
 /** The scale of one `q4_0` group, as {@link q4_0GroupScale} computes it. */

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // CPU kernels of the KV-cache dtypes scaled when written (docs/spec/kv-dtypes.md): fp8/int8/int4_per_token_head,
-// int4_g16/32/64, nvfp4, q4_0 and int4_g32_f16. `reshapeAndCache` computes each group's scale and codes exactly as @kvq/cache's
-// `quantizeKvHead` (same bytes); `pagedAttention` decodes codes x scale (`fround(value * scale)`, the reference's
+// int4_g16/32/64, nvfp4, q4_0 and int4_g32_f16. `reshapeAndCache` computes each group's scale and codes exactly as
+// @kvq/cache's `quantizeKvHead` (same bytes); `pagedAttention` decodes codes x scale (`fround(value * scale)`, the reference's
 // dequantized values) in registers, 32 elements at a time, straight into the float32 dot products and P.V sums on
 // the decode path, or into an L1 tile for the general path (prefill, causal edges, any head size).
 //
@@ -89,7 +89,7 @@ static const float* kvq_e4m3_table() {
 
 /**
  * The scale of group g of a row whose scales start at `sc` (nvfp4: fround(e4m3 x tensor), `e4m3` = kvq_e4m3_table();
- * q4_0: its f16 d, widened by the vector layer's f16_scalar).
+ * q4_0 / int4_g32_f16: the f16 d, widened by the vector layer's f16_scalar).
  */
 template <int DT>
 KVQ_I float kvq_scale(const uint8_t* sc, int g, float tensor, const float* e4m3 = nullptr) {
