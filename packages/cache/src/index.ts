@@ -27,7 +27,7 @@ export {
   dequantizeKvHead,
   kvHeadScale,
   q4_0GroupScale,
-  q4_0Code,
+  q4_0Position,
   int4F16GroupScale,
   encodeE2m1,
   decodeE2m1,

@@ -233,6 +233,16 @@ function getNibble(pool: Uint8Array, codesAt: number, i: number): number {
 /** f16 bits of a quiet NaN (a q4_0 / int4_g32_f16 group holding a NaN). */
 const F16_NAN = 0x7e00;
 
+/**
+ * The f16 bits stored for a finite group scale `d` (q4_0, int4_g32_f16): round to nearest even, ±65504 where that
+ * overflows (|d| >= 65520), +0 for ±0.
+ */
+function f16ScaleBits(d: number): number {
+  let bits = f32ToF16Bits(d);
+  if ((bits & 0x7c00) === 0x7c00) bits = d < 0 ? 0xfbff : 0x7bff;
+  return (bits & 0x7fff) === 0 ? 0 : bits;
+}
+
 /** The scale of one `q4_0` group, as {@link q4_0GroupScale} computes it. */
 export interface Q4_0Scale {
   /** The f16 bits stored: `d = fround(max / −8)` rounded to f16, ±65504 when that overflows, `0x7E00` (NaN) for a
@@ -266,20 +276,24 @@ export function q4_0GroupScale(src: Float32Array, from: number): Q4_0Scale {
   }
   if (nan) return { bits: F16_NAN, id: 0, zero: true, nan };
   const d = Math.fround(max / -8);
-  let bits = f32ToF16Bits(d);
-  let id = d === 0 ? 0 : Math.fround(1 / d);
-  if ((bits & 0x7c00) === 0x7c00) {
-    bits = d < 0 ? 0xfbff : 0x7bff; // saturate to ±65504 and quantize against it
-    id = Math.fround(1 / f16BitsToF32(bits));
-  }
-  // +0, not ggml's −0 for d = 0 / −8: zero groups decode to +0
-  if ((bits & 0x7fff) === 0) return { bits: 0, id: 0, zero: true, nan };
+  const bits = f16ScaleBits(d); // +0 where ggml stores −0 (d = 0 / −8): zero groups decode to +0
+  if (bits === 0) return { bits, id: 0, zero: true, nan };
+  // ggml's id is 1 / d of the unrounded d; where d overflowed f16, of the saturated scale the codes decode with
+  const id = Math.fround(1 / (Math.abs(d) >= 65520 ? f16BitsToF32(bits) : d));
   return { bits, id, zero: false, nan };
 }
 
+/**
+ * Where `x` falls on the `q4_0` grid under multiplier `id`: `fround(fround(x × id) + 8.5)`; its code (before the minus
+ * 8) is this truncated and clamped to 0..15, so below 0 or from 16 on the value saturates.
+ */
+export function q4_0Position(x: number, id: number): number {
+  return Math.fround(Math.fround(x * id) + 8.5);
+}
+
 /** The `q4_0` code (0..15, before the minus 8) of `x` under multiplier `id`. */
-export function q4_0Code(x: number, id: number): number {
-  const t = Math.fround(Math.fround(x * id) + 8.5);
+function q4_0Code(x: number, id: number): number {
+  const t = q4_0Position(x, id);
   return t >= 15 ? 15 : t <= 0 ? 0 : Math.trunc(t);
 }
 
@@ -309,10 +323,7 @@ export function int4F16GroupScale(src: Float32Array, from: number): number {
   }
   const dPos = Math.max(Math.fround(-n / 8), Math.fround(p / 7));
   const dNeg = Math.max(Math.fround(p / 8), Math.fround(-n / 7));
-  const d = dPos <= dNeg ? dPos : -dNeg;
-  let bits = f32ToF16Bits(d);
-  if ((bits & 0x7c00) === 0x7c00) bits = d < 0 ? 0xfbff : 0x7bff;
-  return (bits & 0x7fff) === 0 ? 0 : bits;
+  return f16ScaleBits(dPos <= dNeg ? dPos : -dNeg);
 }
 
 /** One 32-value group of an `int4_g32_f16` row: codes `clamp(round-half-even(fround(x / d)), −8, 7)`, d the f16 scale. */

@@ -96,7 +96,7 @@ KVQ_I float kvq_scale(const uint8_t* sc, int g, float tensor, const float* e4m3 
   if constexpr (DT == kKvNvfp4) {
     return (e4m3 ? e4m3[sc[g]] : fp8_decode<kE4M3FN>(sc[g])) * tensor;
   } else if constexpr (is_kv_f16_scaled(DT)) {
-    return f16_scalar((uint16_t)(sc[2 * g] | (sc[2 * g + 1] << 8)));  // F16C / FCVTL: one instruction
+    return f16_scalar(kv_f16le_bits(sc, g));  // F16C / FCVTL: one instruction
   } else {
     return kv_load_f32le(sc + 4 * g);
   }

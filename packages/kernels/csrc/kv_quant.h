@@ -131,9 +131,20 @@ KVQ_HOST_DEVICE void kv_quantize_head_4bit(bool nvfp4, const KvQuantLayout& L, c
   }
 }
 
-/** The f16 scale (little-endian) of group g of a q4_0 row whose scales start at sc, as float32. */
-KVQ_HOST_DEVICE float kv_load_f16le(const uint8_t* sc, int g) {
-  return f16_to_f32((uint16_t)(sc[2 * g] | (sc[2 * g + 1] << 8)));
+/** The bits of the f16 scale (little-endian) of group g of a row whose scales start at sc (q4_0, int4_g32_f16). */
+KVQ_HOST_DEVICE uint16_t kv_f16le_bits(const uint8_t* sc, int g) { return (uint16_t)(sc[2 * g] | (sc[2 * g + 1] << 8)); }
+
+/** That f16 scale as float32. */
+KVQ_HOST_DEVICE float kv_load_f16le(const uint8_t* sc, int g) { return f16_to_f32(kv_f16le_bits(sc, g)); }
+
+/**
+ * The f16 bits stored for a finite group scale d (q4_0, int4_g32_f16; @kvq/cache f16ScaleBits): round to nearest
+ * even, ±65504 where that overflows (|d| >= 65520), +0 for ±0.
+ */
+KVQ_HOST_DEVICE uint32_t kv_f16_scale_bits(float d) {
+  uint32_t h = f32_to_f16(d);
+  if ((h & 0x7C00u) == 0x7C00u) h = d < 0.0f ? 0xFBFFu : 0x7BFFu;
+  return (h & 0x7FFFu) == 0u ? 0u : h;
 }
 
 /**
@@ -174,14 +185,10 @@ KVQ_HOST_DEVICE void kv_quantize_q4_0_group(const float* x, uint8_t* codes, uint
     }
   }
   const float d = max / -8.0f;
-  uint32_t h = nan ? 0x7E00u : f32_to_f16(d);
-  float id = d == 0.0f ? 0.0f : 1.0f / d;
-  if (!nan && (h & 0x7C00u) == 0x7C00u) {
-    h = d < 0.0f ? 0xFBFFu : 0x7BFFu;
-    id = 1.0f / f16_to_f32((uint16_t)h);
-  }
-  const bool zero = nan || (h & 0x7FFFu) == 0u;
-  if (zero && !nan) h = 0u;  // +0 (ggml stores -0 for d = 0 / -8): zero groups decode to +0
+  const uint32_t h = nan ? 0x7E00u : kv_f16_scale_bits(d);  // +0 where ggml stores -0 (d = 0 / -8)
+  const bool zero = nan || h == 0u;
+  // ggml's id is 1 / d of the unrounded d; where d overflowed f16, of the saturated scale the codes decode with.
+  const float id = zero ? 0.0f : fabsf(d) >= 65520.0f ? 1.0f / f16_to_f32((uint16_t)h) : 1.0f / d;
   uint32_t q[32];
   for (int i = 0; i < 32; i++) {
     const float t = kv_mul_rn(x[i], id) + 8.5f;
@@ -212,10 +219,7 @@ KVQ_HOST_DEVICE void kv_quantize_int4_f16_group(const float* x, uint8_t* codes, 
   if (!nan) {
     const float a1 = -n / 8.0f, b1 = p / 7.0f, a2 = p / 8.0f, b2 = -n / 7.0f;
     const float dPos = a1 > b1 ? a1 : b1, dNeg = a2 > b2 ? a2 : b2;
-    const float d = dPos <= dNeg ? dPos : -dNeg;
-    h = f32_to_f16(d);
-    if ((h & 0x7C00u) == 0x7C00u) h = d < 0.0f ? 0xFBFFu : 0x7BFFu;
-    if ((h & 0x7FFFu) == 0u) h = 0u;
+    h = kv_f16_scale_bits(dPos <= dNeg ? dPos : -dNeg);
   }
   const float d = f16_to_f32((uint16_t)h);
   const bool zero = nan || d == 0.0f;

@@ -1,4 +1,4 @@
-import { int4F16GroupScale, isFp8Dtype, isKvQuantDtype, q4_0Code, q4_0GroupScale, type KvLayerCache, type KvQuantDtype } from '@kvq/cache';
+import { int4F16GroupScale, isFp8Dtype, isKvQuantDtype, q4_0GroupScale, q4_0Position, type KvLayerCache, type KvQuantDtype } from '@kvq/cache';
 import { decodeFp8, encodeFp8, f16BitsToF32, formatInfo, type Fp8Format } from '@kvq/fp8';
 
 /** Counters of one tensor (K or V) of one layer. */
@@ -173,9 +173,9 @@ function observeQ4_0(c: Float64Array, at: number, cache: KvLayerCache, x: Float3
         if (Math.abs(v) === Infinity) c[at + S]!++;
         else if (zero) c[at + F]!++;
         else {
-          const t = Math.fround(Math.fround(v * id) + 8.5);
+          const t = q4_0Position(v, id);
           if (t >= 16 || t < 0) c[at + S]!++;
-          else if (q4_0Code(v, id) === 8) c[at + F]!++;
+          else if (t >= 8 && t < 9) c[at + F]!++; // code 8: stored as zero
         }
       }
     }
