@@ -206,7 +206,20 @@ export { SeededRng } from './sampling/rng.js';
 export { checkStructuredOutputs, GrammarConstraint, StructuredOutputCompiler, vocabTypeOf, type StructuredOutputsParams } from './structured/structured.js';
 export type { TokenConstraint } from './runtime/constraint.js';
 export { checkTools, forcedToolCalls, parseToolCalls, ToolCallStreamParser, toolCallFormatOf, toolChoiceConstraint, type ParsedOutput, type ParsedToolCall, type ToolCallFormat, type ToolChoice, type ToolDefinition, type ToolStreamDelta } from './tools/tool-calls.js';
-export { applyLogitsProcessors, applyPenalties, argmax, badWordsTokenIds, logSoftmax, sampleToken, samplingDistribution, tokenLogprobs, type TokenLogprob, type TokenLogprobs } from './sampling/sampler.js';
+export {
+  applyLogitsProcessors,
+  applyPenalties,
+  argmax,
+  badWordsTokenIds,
+  logSoftmax,
+  referenceSamplePass,
+  sampleToken,
+  samplingDistribution,
+  tokenLogprobs,
+  type SamplePass,
+  type TokenLogprob,
+  type TokenLogprobs,
+} from './sampling/sampler.js';
 
 // Hugging Face Hub: model and dataset repos into the standard Hub cache (huggingface_hub's layout and variables).
 export {

@@ -183,6 +183,7 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceMethod<&Context::ReadBytes>("readBytes"),
                            InstanceMethod<&Context::QuantizeActivationsQ8>("quantizeActivationsQ8"),
                            InstanceMethod<&Context::SampleBuckets>("sampleBuckets"),
+                           InstanceMethod<&Context::SampleBucketIds>("sampleBucketIds"),
                            // The kernel ops (napi_args.h): Linear, ..., EncodeFp8Bits and the standard ops' Op_* methods.
                            KVQ_NAPI_KERNEL_METHODS
                        });
@@ -257,9 +258,9 @@ class Context : public Napi::ObjectWrap<Context> {
 #undef KVQ_METHOD
 
   /**
-   * sampleBuckets(logits, temperature, lower, pruneNats, topK, weight, ids, start, mass, expFrac, result): the vocabulary
-   * pass of sampling (sample_buckets.h) on the pool: chunks of 8192 ids weighed and scattered in parallel. `result`
-   * gets {count, total, max}.
+   * sampleBuckets(logits, temperature, lower, pruneNats, topK, minWeight, mass, result): the vocabulary pass of
+   * sampling (sample_buckets.h) on the pool: chunks of 8192 ids weighed in parallel. `result` gets
+   * {count, total, max, floor}.
    */
   void SampleBuckets(const Napi::CallbackInfo& info) {
     SampleBucketsParams p{};
@@ -270,18 +271,56 @@ class Context : public Napi::ObjectWrap<Context> {
     p.lower = numberArg(info, 2, "lower");
     p.pruneNats = numberArg(info, 3, "pruneNats");
     const double topK = numberArg(info, 4, "topK");
-    if (!(p.temperature > 0) || !std::isfinite(p.temperature)) fail(info.Env(), "INVALID_ARGUMENT", "temperature", "temperature must be finite and > 0");
+    p.minWeight = numberArg(info, 5, "minWeight");
+    checkTemperature(info, p.temperature);
     if (std::isnan(p.lower)) fail(info.Env(), "INVALID_ARGUMENT", "lower", "lower must be a number");
     if (!(p.pruneNats >= 0)) fail(info.Env(), "INVALID_ARGUMENT", "pruneNats", "pruneNats must be >= 0");
     if (!(topK >= 0 && topK < 2147483648.0) || topK != std::floor(topK)) fail(info.Env(), "INVALID_ARGUMENT", "topK", "topK must be an integer in [0, 2^31)");
+    checkMinWeight(info, p.minWeight);
     p.topK = (int32_t)topK;
-    p.weight = arrayArg<double>(info, 5, "weight", n);
-    p.ids = arrayArg<int32_t>(info, 6, "ids", n);
-    p.start = arrayArg<int32_t>(info, 7, "start", kSampleBuckets + 1);
-    p.mass = arrayArg<double>(info, 8, "mass", kSampleBuckets);
-    p.expFrac = arrayArg<double>(info, 9, "expFrac", 64);
-    double* result = arrayArg<double>(info, 10, "result", 3);
+    p.mass = arrayArg<double>(info, 6, "mass", kSampleBuckets);
+    double* result = arrayArg<double>(info, 7, "result", 4);
     checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return sample_buckets(p, *table_, r, result) ? kOk : kOutOfMemory; }));
+  }
+
+  /**
+   * sampleBucketIds(logits, temperature, max, floor, minWeight, bucket, ids, weight): the candidates of one bucket
+   * (sample_buckets.h), on the calling thread; returns how many.
+   */
+  Napi::Value SampleBucketIds(const Napi::CallbackInfo& info) {
+    SampleBucketIdsParams p{};
+    int64_t n = 0;
+    p.logits = arrayArg<float>(info, 0, "logits", 1, false, &n);
+    p.n = n;
+    p.temperature = numberArg(info, 1, "temperature");
+    p.max = numberArg(info, 2, "max");
+    p.floor = numberArg(info, 3, "floor");
+    p.minWeight = numberArg(info, 4, "minWeight");
+    const double bucket = numberArg(info, 5, "bucket");
+    checkTemperature(info, p.temperature);
+    if (std::isnan(p.max)) fail(info.Env(), "INVALID_ARGUMENT", "max", "max must be a number");
+    if (std::isnan(p.floor)) fail(info.Env(), "INVALID_ARGUMENT", "floor", "floor must be a number");
+    checkMinWeight(info, p.minWeight);
+    if (!(bucket >= -1 && bucket < kSampleBuckets) || bucket != std::floor(bucket)) {
+      fail(info.Env(), "INVALID_ARGUMENT", "bucket", "bucket must be an integer in [-1, " + std::to_string(kSampleBuckets) + ")");
+    }
+    p.bucket = (int32_t)bucket;
+    p.ids = arrayArg<int32_t>(info, 6, "ids", n);
+    p.weight = arrayArg<double>(info, 7, "weight", n);
+    int64_t count = 0;
+    checkStatus(info.Env(), runLocked(info, [&](const Runner&) {
+      count = sample_bucket_ids(p, *table_);
+      return kOk;
+    }));
+    return Napi::Number::New(info.Env(), (double)count);
+  }
+
+  static void checkTemperature(const Napi::CallbackInfo& info, double t) {
+    if (!(t > 0) || !std::isfinite(t)) fail(info.Env(), "INVALID_ARGUMENT", "temperature", "temperature must be finite and > 0");
+  }
+
+  static void checkMinWeight(const Napi::CallbackInfo& info, double m) {
+    if (!(m >= 0 && m <= 1)) fail(info.Env(), "INVALID_ARGUMENT", "minWeight", "minWeight must be in [0, 1]");
   }
 
   void Embedding(const Napi::CallbackInfo& info) {

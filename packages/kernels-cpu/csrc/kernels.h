@@ -46,21 +46,39 @@ struct Runner {
   }
 };
 
+/** Sampling's candidates lie under this many nats below the most likely token (SAMPLE_MAX_NATS). */
+static const int kSampleMaxNats = 86;
+/** Weight buckets, 1/16 nat each (SAMPLE_BUCKETS). */
+static const int kSampleBuckets = kSampleMaxNats * 16;
+
 /**
- * The vectorizable step of sampling's vocabulary pass (sample_weigh.h): for every id i in [begin, n) with
- * `logits[i] >= floor`, `weight[i]` = expNonPositive((l - max) / T) and, where that is > 0, the id and its bucket
- * min(lastBucket, floor((max - l) * bucketsPerNat / T)) appended to cids / cbucket (ascending ids, from index 0).
+ * The candidate rule of sampling's vocabulary pass (@kvq/kernels sample-buckets.ts), shared by its two vectorizable
+ * steps (sample_weigh.h): id i is a candidate when `logits[i] >= floor`, q = (max - logits[i]) * invT (float64) lies
+ * in [0, kSampleMaxNats) and its float32 weight sampleWeight(q) >= minWeight; its bucket is (int)(16 q).
  */
-struct SampleWeighParams {
+struct SampleRule {
   const float* logits;
+  double floor;     // the pass's logit floor
+  double max;       // the largest logit
+  double invT;      // 1 / temperature
+  float minWeight;  // the least float32 at or above the pass's minWeight (weights are float32)
+};
+
+/** Weigh ids [begin, n): each candidate's weight added (as float64, ascending ids) to `mass[bucket]`. */
+struct SampleWeighParams {
+  SampleRule rule;
   int64_t begin, n;
-  double floor, max, temperature, bucketsPerNat;
-  int32_t lastBucket;
-  const double* frac;  // [64] 2^(j/64), as the TypeScript reference computed them
-  const double* ints;  // [1100] 2^(m - 1099) (0 below 2^-1074)
-  double* weight;      // [n], by id
-  int32_t* cids;       // [n] out: candidate ids
-  int32_t* cbucket;    // [n] out: their buckets
+  double* mass;  // [kSampleBuckets] this chunk's bucket masses
+};
+
+/** List the candidates of one bucket (`bucket` -1: all): ascending ids into ids[0..), each weight into weight[id]. */
+struct SampleListParams {
+  SampleRule rule;
+  int64_t n;
+  int32_t bucket;
+  float lo, hi;     // a logit outside [lo, hi] is not in the bucket (a float32 prefilter; -inf, inf for all)
+  int32_t* ids;     // [n]
+  double* weight;   // [n], by id
 };
 
 /** The kernels of one ISA. */
@@ -81,8 +99,10 @@ struct KernelTable {
   int (*quantizeActQ8)(int dt, const float* x, int64_t rows, int64_t K, int8_t* q, float* scales, const Runner&);
   /** Sampling's vocabulary pass, vectorizable steps (sample_weigh.h): the largest of x (NaN ignored), and the weighing. */
   double (*sampleMax)(const float* x, int64_t n);
-  /** Returns the number of candidates written to p.cids / p.cbucket. */
+  /** Returns the number of candidates among ids [p.begin, p.n). */
   int64_t (*sampleWeigh)(const SampleWeighParams& p);
+  /** The candidates of one bucket (see SampleListParams); returns how many. */
+  int64_t (*sampleList)(const SampleListParams& p);
   /** Top-k's floor: the k-th largest of x (1 <= k <= n; NaN never counts; -inf when fewer than k are above -inf). */
   double (*sampleKth)(const float* x, int64_t n, int32_t k, float* heap);
   // The standard ops of ops.h (KVQ_STANDARD_OPS), in that list's order: `int fn(const P&, const Runner&)`.

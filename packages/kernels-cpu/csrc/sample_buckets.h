@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// The vocabulary pass of token sampling (@kvq/kernels src/sample-buckets.ts, `sampleBuckets`): weigh every candidate
-// logit after temperature and group the candidates by weight bucket (a counting sort). The same double-precision
-// operations in the same order as the TypeScript reference (the addon is compiled with -ffp-contract=off), so the
-// weights, masses and totals are the same bits. The largest logit and the weighing run in the chosen ISA's kernels
-// (sample_weigh.h); the counting and grouping here, in the addon itself.
+// The vocabulary passes of token sampling (@kvq/kernels src/sample-buckets.ts): `sampleBuckets` sums every candidate's
+// float32 weight into its 1/16-nat bucket's float64 mass, and `sampleBucketIds` lists one bucket's candidates. The
+// same float32 operations and float64 sums in the same order as the TypeScript references, so the masses, totals and
+// weights are the same bits. The vector steps run in the chosen ISA's kernels (sample_weigh.h); the floors, the
+// chunking and the sums of the chunks here, in the addon itself.
 #ifndef KVQ_SAMPLE_BUCKETS_H_
 #define KVQ_SAMPLE_BUCKETS_H_
 
@@ -18,29 +18,13 @@
 
 namespace kvq {
 
-static const int kSampleBuckets = 4096;
-static const double kSampleBucketsPerNat = 16.0;
-
-/** Inputs and outputs of sample_buckets (see SampleBucketsArgs). */
+/** Inputs of sample_buckets (see SampleBucketsArgs). */
 struct SampleBucketsParams {
   const float* logits;
   int64_t n;
-  double temperature, lower, pruneNats;
-  int32_t topK;     // > 0 and < n: the floor is also the topK-th largest logit
-  double* weight;   // [n], by token id
-  int32_t* ids;     // [n], grouped by bucket
-  int32_t* start;   // [kSampleBuckets + 1]
-  double* mass;     // [kSampleBuckets]
-  const double* expFrac;  // [64]: 2^(j/64) exactly as the TypeScript reference computed them (V8's pow and the C
-                          // library's differ in the last bit for some j, so the table comes from JavaScript)
-};
-
-/** 2^m for m = -1099..0 (0 below 2^-1074): the exact powers of two expNonPositive scales by. */
-struct SamplePow2Table {
-  SamplePow2Table() {
-    for (int i = 0; i < 1100; i++) v[i] = std::ldexp(1.0, i - 1099);
-  }
-  double v[1100];
+  double temperature, lower, pruneNats, minWeight;
+  int32_t topK;  // > 0 and < n: the floor is also the topK-th largest logit
+  double* mass;  // [kSampleBuckets]
 };
 
 /** Ids per chunk of the masses' summation (SAMPLE_CHUNK of sample-buckets.ts): chunks are weighed in parallel. */
@@ -48,87 +32,41 @@ static const int64_t kSampleChunk = 8192;
 /** Top-k at most this large runs the chunks on the calling thread (few candidates: little work per chunk). */
 static const int32_t kSampleSerialTopK = 4096;
 
-/**
- * The state of one pass shared by its chunk tasks. Chunk c covers ids [c * kSampleChunk, ...); its candidates go to
- * cids / cbucket from index c * kSampleChunk on (no compaction across chunks), its per-bucket counts and masses to
- * rows c of `count` / `cmass` (buckets 0..top only: no candidate lies above `top`).
- */
-struct SamplePass {
-  const SampleBucketsParams* p;
-  const KernelTable* k;
-  SampleWeighParams w;  // the chunk-independent fields
-  int32_t top;          // highest bucket a candidate can have
-  int32_t* cids;
-  int32_t* cbucket;
-  int64_t* live;    // [chunks] candidates of each chunk
-  int32_t* hi;      // [chunks] highest bucket used by each chunk (-1: none)
-  int32_t* count;   // [chunks][top + 1] candidates per bucket, then (scatter) each chunk's next slot per bucket
-  double* cmass;    // [chunks][top + 1]
-};
-
-/** Task c, weigh: the chunk's weights, candidates (ascending ids) and per-bucket counts and masses (ascending ids). */
-inline void sample_weigh_chunk(SamplePass& s, int64_t c) {
-  const int64_t rowLen = (int64_t)s.top + 1;
-  SampleWeighParams w = s.w;
-  w.begin = c * kSampleChunk;
-  w.n = w.begin + kSampleChunk < s.p->n ? w.begin + kSampleChunk : s.p->n;
-  w.cids = s.cids + w.begin;
-  w.cbucket = s.cbucket + w.begin;
-  const int64_t live = s.k->sampleWeigh(w);
-  int32_t* count = s.count + c * rowLen;
-  double* mass = s.cmass + c * rowLen;
-  for (int64_t b = 0; b < rowLen; b++) count[b] = 0;
-  for (int64_t b = 0; b < rowLen; b++) mass[b] = 0.0;
-  const double* weight = s.p->weight;
-  int32_t hi = -1;
-  for (int64_t j = 0; j < live; j++) {
-    const int32_t b = w.cbucket[j];
-    hi = b > hi ? b : hi;
-    count[b]++;
-    mass[b] += weight[w.cids[j]];
-  }
-  s.live[c] = live;
-  s.hi[c] = hi;
+/** The least float32 at or above x (x not NaN). */
+inline float sample_f32_at_or_above(double x) {
+  float f = (float)x;
+  if ((double)f < x) f = std::nextafter(f, INFINITY);
+  return f;
 }
 
-/** Task c, scatter: the chunk's candidates to their buckets' slots (`count` holds the chunk's first slot per bucket). */
-inline void sample_scatter_chunk(SamplePass& s, int64_t c) {
-  int32_t* next = s.count + c * ((int64_t)s.top + 1);
-  const int32_t* cids = s.cids + c * kSampleChunk;
-  const int32_t* cbucket = s.cbucket + c * kSampleChunk;
-  int32_t* ids = s.p->ids;
-  for (int64_t j = 0; j < s.live[c]; j++) ids[next[cbucket[j]]++] = cids[j];
+/** The rule of a pass over `logits` (SampleRule). */
+inline SampleRule sample_rule(const float* logits, double max, double floor, double temperature, double minWeight) {
+  return SampleRule{logits, floor, max, 1.0 / temperature, sample_f32_at_or_above(minWeight)};
 }
 
 /** The largest logit (NaN ignored; -inf when none), with the reference's sign when it is a zero. */
-inline double sample_max(const SampleBucketsParams& p, const KernelTable& k) {
-  const double max = k.sampleMax(p.logits, p.n);
+inline double sample_max(const float* logits, int64_t n, const KernelTable& k) {
+  const double max = k.sampleMax(logits, n);
   if (max != 0) return max;
-  // The vector max may end on the other zero than the reference's running max, which keeps the first zero it meets
-  // (no value is above 0; the sign reaches the weights through `max`): that first zero.
-  for (int64_t i = 0; i < p.n; i++)
-    if (p.logits[i] == 0) return p.logits[i];
+  // The vector max may end on the other zero than the reference's running max, which keeps the first zero it meets:
+  // that first zero (reported as the result's max).
+  for (int64_t i = 0; i < n; i++)
+    if (logits[i] == 0) return logits[i];
   return max;
 }
 
 /**
  * Runs the pass with the kernels of `k` (its ISA's sampleMax, sampleKth and sampleWeigh) and the threads of `r`
- * (chunks of kSampleChunk ids weighed and scattered in parallel; the same bits on any number of threads); writes
- * {count, total, max} to `result`. Scratch is thread_local to the calling thread and grows to the largest vocabulary
- * seen. False when out of memory.
+ * (chunks of kSampleChunk ids weighed in parallel into their own masses, added in chunk order: the same bits on any
+ * number of threads); writes {count, total, max, floor} to `result`. Scratch is thread_local to the calling thread
+ * and grows to the largest vocabulary seen. False when out of memory.
  */
 inline bool sample_buckets(const SampleBucketsParams& p, const KernelTable& k, const Runner& r, double* result) {
-  static const SamplePow2Table pow2;
-  thread_local std::vector<int32_t> candIds, candBucket, countStore, hiStore;
-  thread_local std::vector<int64_t> liveStore;
   thread_local std::vector<double> massStore;
+  thread_local std::vector<int64_t> countStore;
   thread_local std::vector<float> heapStore;
   const int64_t chunks = (p.n + kSampleChunk - 1) / kSampleChunk;
-  int32_t* start = p.start;
-  double* mass = p.mass;
-  for (int b = 0; b <= kSampleBuckets; b++) start[b] = 0;
-  for (int b = 0; b < kSampleBuckets; b++) mass[b] = 0.0;
-  const double max = sample_max(p, k);
+  const double max = sample_max(p.logits, p.n, k);
   double floor = p.lower;
   try {
     if (p.topK > 0 && p.topK < p.n) {
@@ -136,10 +74,9 @@ inline bool sample_buckets(const SampleBucketsParams& p, const KernelTable& k, c
       const double kth = k.sampleKth(p.logits, p.n, p.topK, heapStore.data());
       floor = kth > floor ? kth : floor;
     }
-    if ((int64_t)candIds.size() < p.n) {
-      candIds.resize((size_t)p.n);
-      candBucket.resize((size_t)p.n);
-    }
+    // Chunk 0 sums into the caller's masses; chunks 1.. into rows of their own.
+    massStore.resize((size_t)((chunks > 1 ? chunks - 1 : 0) * kSampleBuckets));
+    countStore.resize((size_t)chunks);
   } catch (const std::bad_alloc&) {
     return false;
   }
@@ -147,80 +84,78 @@ inline bool sample_buckets(const SampleBucketsParams& p, const KernelTable& k, c
     const double f = max - p.pruneNats * p.temperature;
     floor = f > floor ? f : floor;
   }
-  SamplePass s{};
-  s.p = &p;
-  s.k = &k;
-  s.w.logits = p.logits;
-  s.w.floor = floor;
-  s.w.max = max;
-  s.w.temperature = p.temperature;
-  s.w.bucketsPerNat = kSampleBucketsPerNat;
-  s.w.lastBucket = kSampleBuckets - 1;
-  s.w.frac = p.expFrac;
-  s.w.ints = pow2.v;
-  s.w.weight = p.weight;
-  // The reference's bound: floor((max - floor) * 16 / T) below the last bucket, else the last bucket (also for NaN:
-  // no finite floor); a candidate's (max - l) * 16 / T is at most that (l >= floor; rounding is monotonic).
-  const double reach = (max - floor) * (kSampleBucketsPerNat / p.temperature);
-  s.top = reach < kSampleBuckets - 1 ? (reach >= 0 ? (int32_t)reach : 0) : kSampleBuckets - 1;
-  const int64_t rowLen = (int64_t)s.top + 1;
-  try {
-    countStore.resize((size_t)(chunks * rowLen));
-    massStore.resize((size_t)(chunks * rowLen));
-    liveStore.resize((size_t)chunks);
-    hiStore.resize((size_t)chunks);
-  } catch (const std::bad_alloc&) {
-    return false;
-  }
+  const SampleRule rule = sample_rule(p.logits, max, floor, p.temperature, p.minWeight);
   // Raw pointers: a thread_local in a dlopen'ed addon is reached through __tls_get_addr, a call per access (and the
   // pool's workers must see the calling thread's buffers, not their own).
-  s.cids = candIds.data();
-  s.cbucket = candBucket.data();
-  s.count = countStore.data();
-  s.cmass = massStore.data();
-  s.live = liveStore.data();
-  s.hi = hiStore.data();
+  double* rows = massStore.data();
+  int64_t* counts = countStore.data();
+  double* mass = p.mass;
+  const int64_t n = p.n;
+  // No candidate lies in a bucket above `top` (l >= floor and the rounding of q is monotonic), so only buckets 0..top
+  // are zeroed, summed and added (all of them when the floor is -inf; NaN compares false).
+  const double reach = (max - floor) * rule.invT * 16.0;
+  const int32_t top = reach < kSampleBuckets - 1 ? (reach >= 0 ? (int32_t)reach : 0) : kSampleBuckets - 1;
+  for (int b = top + 1; b < kSampleBuckets; b++) mass[b] = 0.0;
+  auto weigh = [&](int64_t c, int) {
+    double* m = c == 0 ? mass : rows + (c - 1) * kSampleBuckets;
+    for (int b = 0; b <= top; b++) m[b] = 0.0;
+    const int64_t begin = c * kSampleChunk;
+    counts[c] = k.sampleWeigh(SampleWeighParams{rule, begin, begin + kSampleChunk < n ? begin + kSampleChunk : n, m});
+  };
   // Top-k leaves few candidates: the chunks then cost a compare per id, less than handing them to (possibly
   // sleeping) workers. Either way the bits are the same.
   const bool parallel = chunks > 1 && r.threads > 1 && !(p.topK > 0 && p.topK <= kSampleSerialTopK);
-  auto weigh = [&s](int64_t c, int) { sample_weigh_chunk(s, c); };
   if (parallel) r.parallel_for(chunks, weigh);
   else
-    for (int64_t c = 0; c < chunks; c++) sample_weigh_chunk(s, c);
-  // Masses chunk by chunk (chunk 0 from 0), counts to bucket starts, and each chunk's first slot in every bucket:
-  // bucket b holds chunk 0's candidates, then chunk 1's, ... (ascending ids). Buckets above the last used one (`hi`)
-  // stay empty: their zero masses leave the total's bits alone.
-  int32_t hi = -1;
-  int64_t live = 0;
-  for (int64_t c = 0; c < chunks; c++) {
-    hi = s.hi[c] > hi ? s.hi[c] : hi;
-    live += s.live[c];
+    for (int64_t c = 0; c < chunks; c++) weigh(c, 0);
+  int64_t count = 0;
+  for (int64_t c = 0; c < chunks; c++) count += counts[c];
+  for (int64_t c = 1; c < chunks; c++) {
+    const double* row = rows + (c - 1) * kSampleBuckets;
+    for (int b = 0; b <= top; b++) mass[b] += row[b];
   }
-  for (int64_t c = 0; c < chunks; c++) {
-    const double* cm = s.cmass + c * rowLen;
-    for (int b = 0; b <= s.hi[c]; b++) mass[b] += cm[b];
-  }
-  int32_t slot = 0;
-  for (int b = 0; b <= hi; b++) {
-    start[b] = slot;
-    for (int64_t c = 0; c < chunks; c++) {
-      int32_t* cnt = s.count + c * rowLen + b;
-      const int32_t m = *cnt;
-      *cnt = slot;
-      slot += m;
-    }
-  }
-  for (int b = hi + 1; b <= kSampleBuckets; b++) start[b] = slot;
+  // The reference adds all buckets; the zeros above `top` leave the sum's bits alone.
   double total = 0.0;
-  for (int b = 0; b <= hi; b++) total += mass[b];
-  auto scatter = [&s](int64_t c, int) { sample_scatter_chunk(s, c); };
-  if (parallel) r.parallel_for(chunks, scatter);
-  else
-    for (int64_t c = 0; c < chunks; c++) sample_scatter_chunk(s, c);
-  result[0] = (double)live;
+  for (int b = 0; b <= top; b++) total += mass[b];
+  result[0] = (double)count;
   result[1] = total;
   result[2] = max;
+  result[3] = floor;
   return true;
+}
+
+/** Inputs of sample_bucket_ids (see SampleBucketIdsArgs). */
+struct SampleBucketIdsParams {
+  const float* logits;
+  int64_t n;
+  double temperature, max, floor, minWeight;
+  int32_t bucket;   // -1: every candidate
+  int32_t* ids;     // [n]
+  double* weight;   // [n]
+};
+
+/**
+ * The logits a bucket's candidates can have, widened to float32 bounds outside of which no logit is in it: bucket k
+ * holds k <= 16 (max - l) / T < k + 1, so l lies in [max - (k + 1) T / 16, max - k T / 16] up to the float64 rounding
+ * of q (a few ulp, far inside the 1e-9 relative margin). Logits in the bounds take the exact test.
+ */
+inline void sample_bucket_bounds(const SampleRule& rule, int32_t bucket, float* lo, float* hi) {
+  if (bucket < 0 || !(rule.invT > 0) || !std::isfinite(rule.invT) || !std::isfinite(rule.max)) {
+    *lo = -INFINITY;
+    *hi = INFINITY;
+    return;
+  }
+  const double dlo = bucket / (16.0 * rule.invT), dhi = (bucket + 1) / (16.0 * rule.invT);
+  const double eps = 1e-9 * (std::fabs(rule.max) + dhi + 1.0);
+  *lo = std::nextafter((float)(rule.max - dhi - eps), -INFINITY);
+  *hi = std::nextafter((float)(rule.max - dlo + eps), INFINITY);
+}
+
+/** The candidates of one bucket, on the calling thread (one vector pass over the row). Returns how many. */
+inline int64_t sample_bucket_ids(const SampleBucketIdsParams& p, const KernelTable& k) {
+  SampleListParams l{sample_rule(p.logits, p.max, p.floor, p.temperature, p.minWeight), p.n, p.bucket, 0.0f, 0.0f, p.ids, p.weight};
+  sample_bucket_bounds(l.rule, p.bucket, &l.lo, &l.hi);
+  return k.sampleList(l);
 }
 
 }  // namespace kvq

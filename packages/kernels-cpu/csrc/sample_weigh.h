@@ -1,45 +1,67 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// The two vectorizable steps of sampling's vocabulary pass (sample_buckets.h): the largest logit, and every
-// candidate's weight e^((l - max) / T) and bucket. Compiled once per ISA inside kernels_impl.h (namespace KVQ_NS):
-// AVX-512 and AVX2 run 8 / 4 float64 lanes, the others the scalar loop. Every lane performs the very float64
-// operations of the scalar expNonPositive (@kvq/kernels sample-buckets.ts), unfused and in the same order, so all
-// paths give the same bits as the TypeScript reference. No STL here (see kernels.h).
+// The vectorizable steps of sampling's vocabulary pass (sample_buckets.h): the largest logit, the top-k floor, every
+// candidate's float32 weight summed into its bucket's float64 mass, and the listing of one bucket's candidates.
+// Compiled once per ISA inside kernels_impl.h (namespace KVQ_NS): AVX-512 and AVX2 run 8 / 4 float64 lanes, the
+// others the scalar loops. Every lane performs the float64 operations of @kvq/kernels' sampleWeight, unfused (the
+// kernels are compiled with -ffp-contract=off) and in the same order, then rounds once to float32, so all paths give
+// the reference's bits; masses are added in ascending id order. No STL here (see kernels.h).
 #ifndef KVQ_SAMPLE_WEIGH_H_
 #define KVQ_SAMPLE_WEIGH_H_
 
 // Included inside namespace kvq::KVQ_NS by kernels_impl.h, after its simd_<isa>.h (which brings the intrinsics).
 
-/** ln 2 / 64 split for an exact product with |n| < 2^21 (fdlibm's ln2_hi has 32 significant bits) plus the rest. */
-static const double kSwLn2Hi = 6.93147180369123816490e-1 / 64.0;
-static const double kSwLn2Lo = 1.90821492927058770002e-10 / 64.0;
-static const double kSwC64 = 64.0 / 0.6931471805599453;
+/** ln 2 split (fdlibm's ln2_hi, 32 significant bits, and the rest), log2(e), and 1.5 * 2^52 (adding it rounds). */
+static const double kSwLn2Hi = 6.93147180369123816490e-1;
+static const double kSwLn2Lo = 1.90821492927058770002e-10;
+static const double kSwL2E = 1.4426950408889634;  // Math.LOG2E
+static const double kSwRounder = 6755399441055744.0;
 
-/** expNonPositive (sample-buckets.ts) of one value: e^x for x <= 0; `ints[m + 1099]` = 2^m, `frac[j]` = 2^(j/64). */
-static inline double sw_exp_scalar(double x, const double* frac, const double* ints) {
-  if (!(x > -745.2)) return x == x ? 0.0 : x;
-  const int32_t n = (int32_t)(x * kSwC64 - 0.5);
+/** sampleWeight (sample-buckets.ts): e^-q for q in [0, 86), the reference's float64 operations, rounded to float32. */
+static inline float sw_weight_scalar(double q) {
+  const double x = -q;
+  const double n = x * kSwL2E + kSwRounder - kSwRounder;
   const double r = x - n * kSwLn2Hi - n * kSwLn2Lo;
-  const double p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0)))));
-  return ints[(n >> 6) + 1099] * (frac[n & 63] * p);
+  const double p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040)))))));
+  // 2^n from its exponent bits (n in [-125, 0]: normal).
+  const int64_t bits = ((int64_t)n + 1023) << 52;
+  double e;
+  __builtin_memcpy(&e, &bits, 8);
+  return (float)(p * e);
 }
 
-/** Scalar weigh of ids [i0, n) (candidates from cids[live] on): the loop every ISA finishes its tail with. Returns the new candidate count. */
-static inline int64_t sw_weigh_scalar(const SampleWeighParams& p, int64_t i0, int64_t live) {
-  const double invT = 1.0 / p.temperature;
-  const double scale = p.bucketsPerNat / p.temperature;
+/** q of logit l when l is a candidate of `r` (else -1); the weight into *w. */
+static inline double sw_candidate_scalar(const SampleRule& r, float l, float* w) {
+  if (!((double)l >= r.floor)) return -1.0;
+  const double q = (r.max - (double)l) * r.invT;
+  if (!(q >= 0.0 && q < (double)kSampleMaxNats)) return -1.0;
+  *w = sw_weight_scalar(q);
+  return *w >= r.minWeight ? q : -1.0;
+}
+
+/** Scalar weigh of ids [i0, p.n): the loop every ISA finishes its tail with. Returns the candidates counted. */
+static inline int64_t sw_weigh_scalar(const SampleWeighParams& p, int64_t i0) {
+  int64_t count = 0;
   for (int64_t i = i0; i < p.n; i++) {
-    const double l = p.logits[i];
-    if (!(l >= p.floor)) continue;
-    const double w = sw_exp_scalar((l - p.max) * invT, p.frac, p.ints);
-    p.weight[i] = w;
-    if (w > 0) {
-      const double d = (p.max - l) * scale;
-      p.cids[live] = (int32_t)i;
-      p.cbucket[live++] = d < p.lastBucket ? (int32_t)d : p.lastBucket;
-    }
+    float w = 0.0f;
+    const double q = sw_candidate_scalar(p.rule, p.rule.logits[i], &w);
+    if (q < 0.0) continue;
+    p.mass[(int32_t)(q * 16.0)] += (double)w;
+    count++;
   }
-  return live;
+  return count;
+}
+
+/** Scalar listing of ids [i0, p.n) (candidates from ids[count] on). Returns the new count. */
+static inline int64_t sw_list_scalar(const SampleListParams& p, int64_t i0, int64_t count) {
+  for (int64_t i = i0; i < p.n; i++) {
+    float w = 0.0f;
+    const double q = sw_candidate_scalar(p.rule, p.rule.logits[i], &w);
+    if (q < 0.0 || (p.bucket >= 0 && (int32_t)(q * 16.0) != p.bucket)) continue;
+    p.weight[i] = (double)w;
+    p.ids[count++] = (int32_t)i;
+  }
+  return count;
 }
 
 /** Replaces the smallest of the min-heap `heap[0..k)` by `w` (> heap[0]) and sifts it down; returns the new heap[0]. */
@@ -82,78 +104,126 @@ static inline float sw_kth_scalar(const float* x, int64_t i0, int64_t n, int32_t
 
 #if defined(__AVX512F__)
 
-/** Set bits of an 8-bit mask. */
-static KVQ_ALWAYS_INLINE int sw_popcount8(unsigned m) {
-  m = m - ((m >> 1) & 0x55u);
-  m = (m & 0x33u) + ((m >> 2) & 0x33u);
-  return (int)((m + (m >> 4)) & 0x0Fu);
+/** sw_weight_scalar of 8 lanes (float64 operations, rounded to float32 at the end). */
+static KVQ_ALWAYS_INLINE __m256 sw_weight8(__m512d q) {
+  const __m512d x = _mm512_sub_pd(_mm512_setzero_pd(), q);
+  const __m512d R = _mm512_set1_pd(kSwRounder);
+  const __m512d n = _mm512_sub_pd(_mm512_add_pd(_mm512_mul_pd(x, _mm512_set1_pd(kSwL2E)), R), R);
+  const __m512d r = _mm512_sub_pd(_mm512_sub_pd(x, _mm512_mul_pd(n, _mm512_set1_pd(kSwLn2Hi))), _mm512_mul_pd(n, _mm512_set1_pd(kSwLn2Lo)));
+  __m512d p = _mm512_add_pd(_mm512_set1_pd(1.0 / 720), _mm512_mul_pd(r, _mm512_set1_pd(1.0 / 5040)));
+  p = _mm512_add_pd(_mm512_set1_pd(1.0 / 120), _mm512_mul_pd(r, p));
+  p = _mm512_add_pd(_mm512_set1_pd(1.0 / 24), _mm512_mul_pd(r, p));
+  p = _mm512_add_pd(_mm512_set1_pd(1.0 / 6), _mm512_mul_pd(r, p));
+  p = _mm512_add_pd(_mm512_set1_pd(0.5), _mm512_mul_pd(r, p));
+  p = _mm512_add_pd(_mm512_set1_pd(1.0), _mm512_mul_pd(r, p));
+  p = _mm512_add_pd(_mm512_set1_pd(1.0), _mm512_mul_pd(r, p));
+  const __m512i e = _mm512_slli_epi64(_mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_cvtpd_epi32(n)), _mm512_set1_epi64(1023)), 52);
+  return _mm512_cvtpd_ps(_mm512_mul_pd(p, _mm512_castsi512_pd(e)));
 }
 
-/** 8 weights (lanes of `x`, NaN-free where `ok`): the scalar operations lane by lane. */
-static KVQ_ALWAYS_INLINE __m512d sw_exp8(__m512d x, const __m512d* F, const double* ints) {
-  const __mmask8 ok = _mm512_cmp_pd_mask(x, _mm512_set1_pd(-745.2), _CMP_GT_OQ);
-  const __m256i n = _mm256_maskz_mov_epi32(ok, _mm512_cvttpd_epi32(_mm512_sub_pd(_mm512_mul_pd(x, _mm512_set1_pd(kSwC64)), _mm512_set1_pd(0.5))));
-  const __m512d nd = _mm512_cvtepi32_pd(n);
-  const __m512d r = _mm512_sub_pd(_mm512_sub_pd(x, _mm512_mul_pd(nd, _mm512_set1_pd(kSwLn2Hi))), _mm512_mul_pd(nd, _mm512_set1_pd(kSwLn2Lo)));
-  __m512d q = _mm512_add_pd(_mm512_set1_pd(1.0 / 24.0), _mm512_mul_pd(r, _mm512_set1_pd(1.0 / 120.0)));
-  q = _mm512_add_pd(_mm512_set1_pd(1.0 / 6.0), _mm512_mul_pd(r, q));
-  q = _mm512_add_pd(_mm512_set1_pd(0.5), _mm512_mul_pd(r, q));
-  q = _mm512_add_pd(_mm512_set1_pd(1.0), _mm512_mul_pd(r, q));
-  q = _mm512_add_pd(_mm512_set1_pd(1.0), _mm512_mul_pd(r, q));
-  // 2^((n & 63) / 64) from the 64-entry table in 8 registers: bits 0-3 pick within a pair, bits 4-5 the pair.
-  const __m512i j = _mm512_cvtepi32_epi64(_mm256_and_si256(n, _mm256_set1_epi32(63)));
-  const __m512d f01 = _mm512_permutex2var_pd(F[0], j, F[1]);
-  const __m512d f23 = _mm512_permutex2var_pd(F[2], j, F[3]);
-  const __m512d f45 = _mm512_permutex2var_pd(F[4], j, F[5]);
-  const __m512d f67 = _mm512_permutex2var_pd(F[6], j, F[7]);
-  const __mmask8 b4 = _mm512_test_epi64_mask(j, _mm512_set1_epi64(16));
-  const __mmask8 b5 = _mm512_test_epi64_mask(j, _mm512_set1_epi64(32));
-  const __m512d f = _mm512_mask_mov_pd(_mm512_mask_mov_pd(f01, b4, f23), b5, _mm512_mask_mov_pd(f45, b4, f67));
-  // 2^(n >> 6): built from its exponent bits while normal; the table (subnormals, 0) below 2^-1022.
-  const __m256i m = _mm256_srai_epi32(n, 6);
-  __m512d e;
-  if (_mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_set1_epi32(-1022), m)) != 0) {
-    e = _mm512_i32gather_pd(_mm256_add_epi32(m, _mm256_set1_epi32(1099)), ints, 8);
-  } else {
-    e = _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_cvtepi32_epi64(_mm256_add_epi32(m, _mm256_set1_epi32(1023))), 52));
-  }
-  const __m512d w = _mm512_mul_pd(e, _mm512_mul_pd(f, q));
-  // !(x > -745.2): 0, or x itself when NaN.
-  const __mmask8 nan = _mm512_cmp_pd_mask(x, x, _CMP_UNORD_Q);
-  return _mm512_mask_mov_pd(_mm512_mask_mov_pd(w, (__mmask8)~ok, _mm512_setzero_pd()), nan, x);
+/** The lanes of 8 logits at l that pass the floor and lie under kSampleMaxNats (mask), and their q. */
+static KVQ_ALWAYS_INLINE __mmask8 sw_in_range8(const SampleRule& r, const float* l, __m512d* q) {
+  const __m512d x = _mm512_cvtps_pd(_mm256_loadu_ps(l));
+  const __mmask8 m = _mm512_cmp_pd_mask(x, _mm512_set1_pd(r.floor), _CMP_GE_OQ);
+  if (!m) return 0;
+  *q = _mm512_mul_pd(_mm512_sub_pd(_mm512_set1_pd(r.max), x), _mm512_set1_pd(r.invT));
+  return _mm512_mask_cmp_pd_mask(_mm512_mask_cmp_pd_mask(m, *q, _mm512_setzero_pd(), _CMP_GE_OQ), *q, _mm512_set1_pd((double)kSampleMaxNats), _CMP_LT_OQ);
 }
+
+/** Lanes of m whose float32 weight passes the min weight. */
+static KVQ_ALWAYS_INLINE __mmask8 sw_min_weight8(__mmask8 m, __m256 w, float minWeight) {
+  return m & (__mmask8)_mm256_movemask_ps(_mm256_cmp_ps(w, _mm256_set1_ps(minWeight), _CMP_GE_OQ));
+}
+
+/** Candidates staged (weights and buckets, ascending ids) before their masses are added: see sampleWeigh. */
+static const int kSwStage = 512;
 
 static int64_t sampleWeigh(const SampleWeighParams& p) {
-  const __m512d floor = _mm512_set1_pd(p.floor), max = _mm512_set1_pd(p.max), invT = _mm512_set1_pd(1.0 / p.temperature);
-  const __m512d scale = _mm512_set1_pd(p.bucketsPerNat / p.temperature), last = _mm512_set1_pd((double)p.lastBucket);
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  __m512d F[8];
-  for (int k = 0; k < 8; k++) F[k] = _mm512_loadu_pd(p.frac + 8 * k);
-  int64_t live = 0;
+  // The candidates are compressed into a staging buffer and added to the masses a few hundred at a time: scalar loads
+  // straight after each vector store measured ~30% slower (the loads wait for the wide store to retire).
+  alignas(64) float wl[kSwStage];
+  alignas(64) int32_t kl[kSwStage];
+  int64_t count = 0;
+  int staged = 0;
   int64_t i = p.begin;
   for (; i + 8 <= p.n; i += 8) {
-    const __m512d l = _mm512_cvtps_pd(_mm256_loadu_ps(p.logits + i));
-    const __mmask8 cand = _mm512_cmp_pd_mask(l, floor, _CMP_GE_OQ);
-    if (!cand) continue;
-    const __m512d w = sw_exp8(_mm512_mul_pd(_mm512_sub_pd(l, max), invT), F, p.ints);
-    _mm512_mask_storeu_pd(p.weight + i, cand, w);
-    const __mmask8 pos = _mm512_mask_cmp_pd_mask(cand, w, _mm512_setzero_pd(), _CMP_GT_OQ);
-    if (!pos) continue;
-    // d < last ? (int)d : last, d = (max - l) * scale >= 0 and not NaN at a positive weight.
-    const __m256i k = _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_mul_pd(_mm512_sub_pd(max, l), scale), last));
-    _mm256_mask_compressstoreu_epi32(p.cids + live, pos, _mm256_add_epi32(lane, _mm256_set1_epi32((int32_t)i)));
-    _mm256_mask_compressstoreu_epi32(p.cbucket + live, pos, k);
-    live += sw_popcount8(pos);
+    __m512d q;
+    __mmask8 m = sw_in_range8(p.rule, p.rule.logits + i, &q);
+    if (!m) continue;
+    const __m256 w = sw_weight8(q);
+    m = sw_min_weight8(m, w, p.rule.minWeight);
+    _mm256_storeu_ps(wl + staged, _mm256_maskz_compress_ps(m, w));
+    _mm256_storeu_si256((__m256i*)(kl + staged), _mm256_maskz_compress_epi32(m, _mm512_cvttpd_epi32(_mm512_mul_pd(q, _mm512_set1_pd(16.0)))));
+    staged += __builtin_popcount(m);
+    if (staged > kSwStage - 8) {
+      for (int j = 0; j < staged; j++) p.mass[kl[j]] += (double)wl[j];
+      count += staged;
+      staged = 0;
+    }
   }
-  return sw_weigh_scalar(p, i, live);
+  for (int j = 0; j < staged; j++) p.mass[kl[j]] += (double)wl[j];
+  return count + staged + sw_weigh_scalar(p, i);
 }
 
-/** Top-k's floor by a min-heap of the k largest (`heap`: k floats of scratch); 16 logits tested per compare. */
+/** Lists the candidates of p's bucket among the 8 logits from i (ids from count on); returns the new count. */
+static KVQ_ALWAYS_INLINE int64_t sw_list8(const SampleListParams& p, int64_t i, int64_t count) {
+  // The bucket test first: the weights only where a lane is in the bucket.
+  __m512d q;
+  __mmask8 m = sw_in_range8(p.rule, p.rule.logits + i, &q);
+  if (m && p.bucket >= 0) m = _mm256_mask_cmpeq_epi32_mask(m, _mm512_cvttpd_epi32(_mm512_mul_pd(q, _mm512_set1_pd(16.0))), _mm256_set1_epi32(p.bucket));
+  if (!m) return count;
+  const __m256 w = sw_weight8(q);
+  m = sw_min_weight8(m, w, p.rule.minWeight);
+  _mm512_mask_storeu_pd(p.weight + i, m, _mm512_cvtps_pd(w));
+  // count + 8 <= i + 8 <= n: the full-width store stays inside ids.
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  _mm256_storeu_si256((__m256i*)(p.ids + count), _mm256_maskz_compress_epi32(m, _mm256_add_epi32(lane, _mm256_set1_epi32((int32_t)i))));
+  return count + __builtin_popcount(m);
+}
+
+static int64_t sampleList(const SampleListParams& p) {
+  int64_t count = 0;
+  int64_t i = 0;
+  // 16 logits a step against the float32 bounds; the exact test only where one lies in them.
+  for (; i + 16 <= p.n; i += 16) {
+    const __m512 l = _mm512_loadu_ps(p.rule.logits + i);
+    const __mmask16 in = _mm512_cmp_ps_mask(l, _mm512_set1_ps(p.lo), _CMP_GE_OQ) & _mm512_cmp_ps_mask(l, _mm512_set1_ps(p.hi), _CMP_LE_OQ);
+    if (!in) continue;
+    if (in & 0xFF) count = sw_list8(p, i, count);
+    if (in >> 8) count = sw_list8(p, i + 8, count);
+  }
+  return sw_list_scalar(p, i, count);
+}
+
+/** The largest of 16 logits, NaN ignored (-inf when all are NaN). */
+static KVQ_ALWAYS_INLINE float sw_block_max16(const float* x) {
+  const __m512 v = _mm512_loadu_ps(x);
+  return _mm512_mask_reduce_max_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
+}
+
+/**
+ * Top-k's floor by a min-heap of the k largest (`heap`: k floats of scratch); 16 logits tested per compare. With at
+ * least 4k blocks of 16, a first pass takes the k-th largest of the blocks' maxima: k distinct logits are at or above
+ * it, so it bounds the k-th largest from below and the second pass pushes only logits at or above it (a logit row
+ * after a forward pass pushed thousands of values into the heap otherwise).
+ */
 static double sampleKth(const float* x, int64_t n, int32_t k, float* heap) {
+  const int64_t blocks = n / 16;
+  float bound = -kvq_inff();
+  if (blocks >= 4 * (int64_t)k) {
+    float floor = sw_kth_init(heap, k);
+    for (int64_t b = 0; b < blocks; b++) {
+      const float m = sw_block_max16(x + 16 * b);
+      if (m > floor) floor = sw_heap_push(heap, k, m);
+    }
+    bound = floor;
+  }
   float floor = sw_kth_init(heap, k);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const unsigned m = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), _mm512_set1_ps(floor), _CMP_GT_OQ);  // NaN: never
+    const __m512 v = _mm512_loadu_ps(x + i);
+    // NaN: never; -inf bound: every value above the heap's floor.
+    const unsigned m = _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(v, _mm512_set1_ps(bound), _CMP_GE_OQ), v, _mm512_set1_ps(floor), _CMP_GT_OQ);
     floor = sw_kth_mask(x + i, m, heap, k, floor);
   }
   return sw_kth_scalar(x, i, n, k, heap, floor);
@@ -170,53 +240,83 @@ static double sampleMax(const float* x, int64_t n) {
 
 #elif defined(__AVX2__)
 
-static KVQ_ALWAYS_INLINE __m256d sw_exp4(__m256d x, const double* frac, const double* ints) {
-  const __m256d ok = _mm256_cmp_pd(x, _mm256_set1_pd(-745.2), _CMP_GT_OQ);
-  const __m128i n = _mm_and_si128(_mm256_cvttpd_epi32(_mm256_sub_pd(_mm256_mul_pd(x, _mm256_set1_pd(kSwC64)), _mm256_set1_pd(0.5))),
-                                  _mm256_cvtpd_epi32(_mm256_and_pd(ok, _mm256_set1_pd(-1.0))));  // 0 where !ok
-  const __m256d nd = _mm256_cvtepi32_pd(n);
-  const __m256d r = _mm256_sub_pd(_mm256_sub_pd(x, _mm256_mul_pd(nd, _mm256_set1_pd(kSwLn2Hi))), _mm256_mul_pd(nd, _mm256_set1_pd(kSwLn2Lo)));
-  __m256d q = _mm256_add_pd(_mm256_set1_pd(1.0 / 24.0), _mm256_mul_pd(r, _mm256_set1_pd(1.0 / 120.0)));
-  q = _mm256_add_pd(_mm256_set1_pd(1.0 / 6.0), _mm256_mul_pd(r, q));
-  q = _mm256_add_pd(_mm256_set1_pd(0.5), _mm256_mul_pd(r, q));
-  q = _mm256_add_pd(_mm256_set1_pd(1.0), _mm256_mul_pd(r, q));
-  q = _mm256_add_pd(_mm256_set1_pd(1.0), _mm256_mul_pd(r, q));
-  const __m256d all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));  // (the masked gather: GCC warns on the plain one)
-  const __m256d f = _mm256_mask_i32gather_pd(_mm256_setzero_pd(), frac, _mm_and_si128(n, _mm_set1_epi32(63)), all, 8);
-  const __m128i m = _mm_srai_epi32(n, 6);
-  __m256d e;
-  if (_mm_movemask_epi8(_mm_cmpgt_epi32(_mm_set1_epi32(-1022), m)) != 0) {
-    e = _mm256_mask_i32gather_pd(_mm256_setzero_pd(), ints, _mm_add_epi32(m, _mm_set1_epi32(1099)), all, 8);
-  } else {
-    e = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_cvtepi32_epi64(_mm_add_epi32(m, _mm_set1_epi32(1023))), 52));
-  }
-  const __m256d w = _mm256_and_pd(ok, _mm256_mul_pd(e, _mm256_mul_pd(f, q)));
-  return _mm256_blendv_pd(w, x, _mm256_cmp_pd(x, x, _CMP_UNORD_Q));
+/** sw_weight_scalar of 4 lanes (float64 operations, rounded to float32 at the end). */
+static KVQ_ALWAYS_INLINE __m128 sw_weight4(__m256d q) {
+  const __m256d x = _mm256_sub_pd(_mm256_setzero_pd(), q);
+  const __m256d R = _mm256_set1_pd(kSwRounder);
+  const __m256d n = _mm256_sub_pd(_mm256_add_pd(_mm256_mul_pd(x, _mm256_set1_pd(kSwL2E)), R), R);
+  const __m256d r = _mm256_sub_pd(_mm256_sub_pd(x, _mm256_mul_pd(n, _mm256_set1_pd(kSwLn2Hi))), _mm256_mul_pd(n, _mm256_set1_pd(kSwLn2Lo)));
+  __m256d p = _mm256_add_pd(_mm256_set1_pd(1.0 / 720), _mm256_mul_pd(r, _mm256_set1_pd(1.0 / 5040)));
+  p = _mm256_add_pd(_mm256_set1_pd(1.0 / 120), _mm256_mul_pd(r, p));
+  p = _mm256_add_pd(_mm256_set1_pd(1.0 / 24), _mm256_mul_pd(r, p));
+  p = _mm256_add_pd(_mm256_set1_pd(1.0 / 6), _mm256_mul_pd(r, p));
+  p = _mm256_add_pd(_mm256_set1_pd(0.5), _mm256_mul_pd(r, p));
+  p = _mm256_add_pd(_mm256_set1_pd(1.0), _mm256_mul_pd(r, p));
+  p = _mm256_add_pd(_mm256_set1_pd(1.0), _mm256_mul_pd(r, p));
+  const __m256i e = _mm256_slli_epi64(_mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n)), _mm256_set1_epi64x(1023)), 52);
+  return _mm256_cvtpd_ps(_mm256_mul_pd(p, _mm256_castsi256_pd(e)));
+}
+
+/** The lanes of 4 logits at l that pass the floor and lie under kSampleMaxNats (bit mask), and their q. */
+static KVQ_ALWAYS_INLINE unsigned sw_in_range4(const SampleRule& r, const float* l, __m256d* q) {
+  const __m256d x = _mm256_cvtps_pd(_mm_loadu_ps(l));
+  const __m256d m = _mm256_cmp_pd(x, _mm256_set1_pd(r.floor), _CMP_GE_OQ);
+  if (!_mm256_movemask_pd(m)) return 0;
+  *q = _mm256_mul_pd(_mm256_sub_pd(_mm256_set1_pd(r.max), x), _mm256_set1_pd(r.invT));
+  return (unsigned)_mm256_movemask_pd(_mm256_and_pd(_mm256_and_pd(m, _mm256_cmp_pd(*q, _mm256_setzero_pd(), _CMP_GE_OQ)), _mm256_cmp_pd(*q, _mm256_set1_pd((double)kSampleMaxNats), _CMP_LT_OQ)));
+}
+
+/** Lanes of m whose float32 weight passes the min weight. */
+static KVQ_ALWAYS_INLINE unsigned sw_min_weight4(unsigned m, __m128 w, float minWeight) {
+  return m & (unsigned)_mm_movemask_ps(_mm_cmp_ps(w, _mm_set1_ps(minWeight), _CMP_GE_OQ));
 }
 
 static int64_t sampleWeigh(const SampleWeighParams& p) {
-  const __m256d floor = _mm256_set1_pd(p.floor), max = _mm256_set1_pd(p.max), invT = _mm256_set1_pd(1.0 / p.temperature);
-  const __m256d scale = _mm256_set1_pd(p.bucketsPerNat / p.temperature), last = _mm256_set1_pd((double)p.lastBucket);
-  int64_t live = 0;
+  alignas(16) float wl[4];
+  alignas(16) int32_t kl[4];
+  int64_t count = 0;
   int64_t i = p.begin;
   for (; i + 4 <= p.n; i += 4) {
-    const __m256d l = _mm256_cvtps_pd(_mm_loadu_ps(p.logits + i));
-    const __m256d candv = _mm256_cmp_pd(l, floor, _CMP_GE_OQ);
-    const int cand = _mm256_movemask_pd(candv);
-    if (!cand) continue;
-    const __m256d w = sw_exp4(_mm256_mul_pd(_mm256_sub_pd(l, max), invT), p.frac, p.ints);
-    _mm256_maskstore_pd(p.weight + i, _mm256_castpd_si256(candv), w);
-    const int pos = _mm256_movemask_pd(_mm256_and_pd(candv, _mm256_cmp_pd(w, _mm256_setzero_pd(), _CMP_GT_OQ)));
-    if (!pos) continue;
-    int32_t k[4];
-    _mm_storeu_si128((__m128i*)k, _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_mul_pd(_mm256_sub_pd(max, l), scale), last)));
-    for (int b = 0; b < 4; b++) {
-      if (!((pos >> b) & 1)) continue;
-      p.cids[live] = (int32_t)(i + b);
-      p.cbucket[live++] = k[b];
+    __m256d q;
+    unsigned m = sw_in_range4(p.rule, p.rule.logits + i, &q);
+    if (!m) continue;
+    const __m128 w = sw_weight4(q);
+    m = sw_min_weight4(m, w, p.rule.minWeight);
+    _mm_store_ps(wl, w);
+    _mm_store_si128((__m128i*)kl, _mm256_cvttpd_epi32(_mm256_mul_pd(q, _mm256_set1_pd(16.0))));
+    count += __builtin_popcount(m);
+    while (m) {
+      const int j = __builtin_ctz(m);
+      m &= m - 1;
+      p.mass[kl[j]] += (double)wl[j];
     }
   }
-  return sw_weigh_scalar(p, i, live);
+  return count + sw_weigh_scalar(p, i);
+}
+
+static int64_t sampleList(const SampleListParams& p) {
+  alignas(16) float wl[4];
+  int64_t count = 0;
+  int64_t i = 0;
+  for (; i + 4 <= p.n; i += 4) {
+    // The float32 bounds first, then the bucket test: the weights only where a lane is in the bucket.
+    const __m128 l = _mm_loadu_ps(p.rule.logits + i);
+    if (!_mm_movemask_ps(_mm_and_ps(_mm_cmp_ps(l, _mm_set1_ps(p.lo), _CMP_GE_OQ), _mm_cmp_ps(l, _mm_set1_ps(p.hi), _CMP_LE_OQ)))) continue;
+    __m256d q;
+    unsigned m = sw_in_range4(p.rule, p.rule.logits + i, &q);
+    if (m && p.bucket >= 0) m &= (unsigned)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(_mm256_cvttpd_epi32(_mm256_mul_pd(q, _mm256_set1_pd(16.0))), _mm_set1_epi32(p.bucket))));
+    if (!m) continue;
+    const __m128 w = sw_weight4(q);
+    m = sw_min_weight4(m, w, p.rule.minWeight);
+    _mm_store_ps(wl, w);
+    while (m) {
+      const int j = __builtin_ctz(m);
+      m &= m - 1;
+      p.weight[i + j] = (double)wl[j];
+      p.ids[count++] = (int32_t)(i + j);
+    }
+  }
+  return sw_list_scalar(p, i, count);
 }
 
 /** Top-k's floor by a min-heap of the k largest (`heap`: k floats of scratch); 8 logits tested per compare. */
@@ -244,7 +344,9 @@ static double sampleMax(const float* x, int64_t n) {
 
 #else
 
-static int64_t sampleWeigh(const SampleWeighParams& p) { return sw_weigh_scalar(p, p.begin, 0); }
+static int64_t sampleWeigh(const SampleWeighParams& p) { return sw_weigh_scalar(p, p.begin); }
+
+static int64_t sampleList(const SampleListParams& p) { return sw_list_scalar(p, 0, 0); }
 
 static double sampleKth(const float* x, int64_t n, int32_t k, float* heap) { return sw_kth_scalar(x, 0, n, k, heap, sw_kth_init(heap, k)); }
 

@@ -145,28 +145,32 @@ if (threads > 1) {
     record(`embedding_${name}`, emb);
   }
 }
-// The sampling vocabulary pass (sample_buckets.h): weights, candidate ids, bucket starts and masses, count / total /
-// max, over 5000 logits with NaN, -Infinity and a tie; a wide pass, a caller floor with a 300-nat range, and top-k 40
-// (the k-th largest found in the pass).
+// The sampling vocabulary passes (sample_buckets.h): bucket masses, count / total / max / floor, and the listed ids and
+// weights of every candidate and of the most likely bucket, over 5000 logits with NaN, -Infinity and a tie; a wide
+// pass, a caller floor with a 300-nat range, top-k 40 (the k-th largest found in the pass) and a min weight.
 {
   const n = 5000;
   const logits = floats(n, 12);
   logits[7] = NaN;
   logits[11] = -Infinity;
   logits[13] = logits[14];
-  const exp2Frac = Float64Array.from({ length: 64 }, (_, j) => 2 ** (j / 64)); // @kvq/kernels SAMPLE_EXP2_FRAC
-  for (const [label, temperature, lower, pruneNats, topK] of [
-    ['t0.8', 0.8, -Infinity, Math.log(n) + 28, 0],
-    ['t0.04_floor', 0.04, 3, Infinity, 0],
-    ['t1_topk40', 1, -Infinity, Infinity, 40],
+  for (const [label, temperature, lower, pruneNats, topK, minWeight] of [
+    ['t0.8', 0.8, -Infinity, Math.log(n) + 28, 0, 0],
+    ['t0.04_floor', 0.04, 3, Infinity, 0, 0],
+    ['t1_topk40', 1, -Infinity, Infinity, 40, 0],
+    ['t0.7_minw', 0.7, -Infinity, 5, 0, 0.02],
   ]) {
-    const weight = new Float64Array(n);
-    const ids = new Int32Array(n);
-    const start = new Int32Array(4097);
-    const mass = new Float64Array(4096);
-    const r = new Float64Array(3);
-    ctx.sampleBuckets(logits, temperature, lower, pruneNats, topK, weight, ids, start, mass, exp2Frac, r);
-    for (const [name, a] of [['weight', weight], ['ids', ids], ['start', start], ['mass', mass], ['result', r]]) record(`sample_buckets_${label}_${name}`, a);
+    const mass = new Float64Array(1376); // @kvq/kernels SAMPLE_BUCKETS
+    const r = new Float64Array(4);
+    ctx.sampleBuckets(logits, temperature, lower, pruneNats, topK, minWeight, mass, r);
+    for (const [name, a] of [['mass', mass], ['result', r]]) record(`sample_buckets_${label}_${name}`, a);
+    const first = mass.findIndex((m) => m > 0);
+    for (const bucket of [-1, first]) {
+      const ids = new Int32Array(n);
+      const weight = new Float64Array(n);
+      const count = ctx.sampleBucketIds(logits, temperature, r[2], r[3], minWeight, bucket, ids, weight);
+      record(`sample_bucket_ids_${label}_${bucket}`, Float64Array.of(count, ...ids.subarray(0, count), ...Array.from(ids.subarray(0, count), (i) => weight[i])));
+    }
   }
 }
 ctx.dispose();

@@ -73,20 +73,10 @@ export interface NativeContext extends NativeKernelOps {
    * `activations: 'q8'` on this context's ISA, exposed for bit-exactness tests.
    */
   quantizeActivationsQ8(x: Float32Array, rows: number, cols: number, block: 32 | 256, q: Int8Array, scales: Float32Array): void;
-  /** The vocabulary pass of sampling (csrc/sample_buckets.h); `result` gets `[count, total, max]`. */
-  sampleBuckets(
-    logits: Float32Array,
-    temperature: number,
-    lower: number,
-    pruneNats: number,
-    topK: number,
-    weight: Float64Array,
-    ids: Int32Array,
-    start: Int32Array,
-    mass: Float64Array,
-    expFrac: Float64Array,
-    result: Float64Array,
-  ): void;
+  /** The vocabulary pass of sampling (csrc/sample_buckets.h); `result` gets `[count, total, max, floor]`. */
+  sampleBuckets(logits: Float32Array, temperature: number, lower: number, pruneNats: number, topK: number, minWeight: number, mass: Float64Array, result: Float64Array): void;
+  /** The candidates of one weight bucket (csrc/sample_buckets.h); returns how many. */
+  sampleBucketIds(logits: Float32Array, temperature: number, max: number, floor: number, minWeight: number, bucket: number, ids: Int32Array, weight: Float64Array): number;
 }
 
 /** The module object `require('kvq_cpu.node')` returns. */

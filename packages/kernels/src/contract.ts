@@ -29,7 +29,7 @@
 import type { KvLayerCache } from '@kvq/cache';
 import type { Fp8Format, Saturation, ScaleLayout } from '@kvq/fp8';
 import type { Activation, DeviceMemory } from './device.js';
-import type { SampleBucketsArgs, SampleBucketsResult } from './sample-buckets.js';
+import type { SampleBucketIdsArgs, SampleBucketsArgs, SampleBucketsResult } from './sample-buckets.js';
 
 export type { Activation, DeviceArray, DeviceArrayKind, DeviceBlockCopy, DeviceMemory, HostArgs } from './device.js';
 
@@ -501,10 +501,13 @@ export interface KernelBackend {
   /** Bulk scaled FP8 dequantization; see {@link DequantizeFp8Args}. */
   dequantizeFp8(args: DequantizeFp8Args): void;
   /**
-   * Optional: the vocabulary pass of token sampling over one host logits row (`./sample-buckets.ts`). A backend
-   * without it leaves it out and callers run `sampleBucketsReference`, which gives the same bits.
+   * Optional: the vocabulary pass of token sampling over one host logits row (`./sample-buckets.ts`): bucket masses
+   * and the candidate count. A backend without it leaves it and {@link sampleBucketIds} out, and callers run
+   * `sampleBucketsReference` and `sampleBucketIdsReference`, which give the same bits. A backend has both or neither.
    */
   sampleBuckets?(args: SampleBucketsArgs): SampleBucketsResult;
+  /** Optional, with {@link sampleBuckets}: the candidate ids of one weight bucket and their weights; returns how many. */
+  sampleBucketIds?(args: SampleBucketIdsArgs): number;
   /**
    * Device memory (GPU backends): arrays that stay on the device between ops, and KV pools living there; see
    * ./device.ts. Absent on backends that compute on host memory (CPU, reference).
@@ -515,7 +518,7 @@ export interface KernelBackend {
 }
 
 /** Names of the ops of {@link KernelBackend} (for reports, benchmarks and parity suites). */
-export type KernelOpName = Exclude<keyof KernelBackend, 'name' | 'info' | 'dispose' | 'memory' | 'sampleBuckets'>;
+export type KernelOpName = Exclude<keyof KernelBackend, 'name' | 'info' | 'dispose' | 'memory' | 'sampleBuckets' | 'sampleBucketIds'>;
 
 /** Every op name, in contract order. */
 export const KERNEL_OPS: readonly KernelOpName[] = [

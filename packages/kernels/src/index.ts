@@ -8,8 +8,18 @@ export { KernelError, isKernelError, toKernelError } from './errors.js';
 export type { KernelErrorCode, KernelErrorOptions } from './errors.js';
 export * from './validate.js';
 export { mergeAttentionStates } from './merge-attention.js';
-export { expNonPositive, SAMPLE_BUCKETS, SAMPLE_BUCKETS_PER_NAT, SAMPLE_CHUNK, SAMPLE_EXP2_FRAC, sampleBucketsReference, validateSampleBuckets } from './sample-buckets.js';
-export type { SampleBucketsArgs, SampleBucketsResult } from './sample-buckets.js';
+export {
+  SAMPLE_BUCKETS,
+  SAMPLE_BUCKETS_PER_NAT,
+  SAMPLE_CHUNK,
+  SAMPLE_MAX_NATS,
+  sampleBucketIdsReference,
+  sampleBucketsReference,
+  sampleWeight,
+  validateSampleBucketIds,
+  validateSampleBuckets,
+} from './sample-buckets.js';
+export type { SampleBucketIdsArgs, SampleBucketsArgs, SampleBucketsResult } from './sample-buckets.js';
 export type { MergeAttentionArgs } from './merge-attention.js';
 export { buildRopeTable, ropeAttentionFactor, ropeInvFreq, ropeScalingFromHf, scaleFrequency } from './rope.js';
 export type { HfRopeContext, RopeConfig, RopeScaling } from './rope.js';

@@ -1,44 +1,78 @@
 import { describe, expect, it } from 'vitest';
 import { KernelError } from './errors.js';
-import { expNonPositive, SAMPLE_BUCKETS, SAMPLE_BUCKETS_PER_NAT, SAMPLE_CHUNK, sampleBucketsReference } from './sample-buckets.js';
+import {
+  SAMPLE_BUCKETS,
+  SAMPLE_BUCKETS_PER_NAT,
+  SAMPLE_CHUNK,
+  SAMPLE_MAX_NATS,
+  sampleBucketIdsReference,
+  sampleBucketsReference,
+  sampleWeight,
+} from './sample-buckets.js';
 import { rng } from './testing/random.js';
 
-function run(logits: number[], temperature = 1, lower = -Infinity, pruneNats = Infinity, topK = 0) {
-  const n = logits.length;
-  const o = { weight: new Float64Array(n), ids: new Int32Array(n), start: new Int32Array(SAMPLE_BUCKETS + 1), mass: new Float64Array(SAMPLE_BUCKETS) };
-  const r = sampleBucketsReference({ logits: Float32Array.from(logits), temperature, lower, pruneNats, topK, ...o });
-  return { ...r, ...o };
+const fr = Math.fround;
+
+function run(logits: number[], temperature = 1, lower = -Infinity, pruneNats = Infinity, topK = 0, minWeight = 0) {
+  const row = Float32Array.from(logits);
+  const mass = new Float64Array(SAMPLE_BUCKETS);
+  const r = sampleBucketsReference({ logits: row, temperature, lower, pruneNats, topK, minWeight, mass });
+  /** The candidates of bucket k (-1: all), ascending ids, and their weights by id. */
+  const list = (bucket: number) => {
+    const ids = new Int32Array(row.length);
+    const weight = new Float64Array(row.length);
+    const n = sampleBucketIdsReference({ logits: row, temperature, max: r.max, floor: r.floor, minWeight, bucket, ids, weight });
+    return { ids: Array.from(ids.subarray(0, n)), weight };
+  };
+  return { ...r, mass, list };
 }
 
-describe('sampleBucketsReference (the definition)', () => {
-  it('weighs e^((l - max) / T), skips NaN and -Infinity, and groups by 1/16-nat buckets, ascending ids within one', () => {
+/** q of a logit: (max - l) * (1 / T) in float64. */
+const qOf = (max: number, l: number, T: number) => (max - fr(l)) * (1 / T);
+
+describe('sampleBucketsReference and sampleBucketIdsReference (the definition)', () => {
+  it('weighs e^-q in float32, skips NaN and -Infinity, and sums by 1/16-nat buckets; the listing gives each bucket', () => {
     const r = run([0, -1, NaN, -Infinity, 0, -1.03, -0.5], 2);
     expect(r.max).toBe(0);
+    expect(r.floor).toBe(-Infinity);
     expect(r.count).toBe(5);
-    // -ln w = (max - l) / T: ids 0 and 4 -> bucket 0; id 6 -> 0.25 nat = bucket 4; id 1 -> 8; id 5 -> 8 (8.24).
-    expect(Array.from(r.ids.subarray(0, 5))).toEqual([0, 4, 6, 1, 5]);
-    expect(r.start[1]).toBe(2);
-    expect(r.start[4]).toBe(2);
-    expect(r.start[5]).toBe(3);
-    expect(r.start[8]).toBe(3);
-    expect(r.start[9]).toBe(5);
-    expect(r.start[SAMPLE_BUCKETS]).toBe(5);
-    expect(r.weight[1]).toBe(expNonPositive(-0.5));
-    expect(r.mass[8]).toBe(r.weight[1]! + r.weight[5]!);
-    expect(r.total).toBeCloseTo(2 + Math.exp(-0.25) + Math.exp(-0.5) + Math.exp(Math.fround(-1.03) / 2), 14);
+    // q = (max - l) / T: ids 0 and 4 -> bucket 0; id 6 -> 0.25 nat = bucket 4; id 1 -> 8; id 5 -> 8 (8.24).
+    expect(r.list(0).ids).toEqual([0, 4]);
+    expect(r.list(4).ids).toEqual([6]);
+    expect(r.list(8).ids).toEqual([1, 5]);
+    expect(r.list(-1).ids).toEqual([0, 1, 4, 5, 6]);
+    const w = r.list(8).weight;
+    expect(w[1]).toBe(sampleWeight(0.5));
+    expect(w[5]).toBe(sampleWeight(qOf(0, -1.03, 2)));
+    expect(r.mass[8]).toBe(w[1]! + w[5]!);
+    expect(r.mass[0]).toBe(2);
+    for (const k of [1, 2, 3, 5, 6, 7, 9]) expect(r.mass[k]).toBe(0);
+    expect(r.total).toBe(((2 + r.mass[4]!) + r.mass[8]!));
+    expect(r.total).toBeCloseTo(2 + Math.exp(-0.25) + Math.exp(-0.5) + Math.exp(Math.fround(-1.03) / 2), 6);
   });
 
-  it('applies the floor: lower, and max - pruneNats * T; weights past 256 nats share the last bucket', () => {
+  it('applies the floor (lower, max - pruneNats * T) and minWeight; 86 nats down weigh nothing', () => {
     expect(run([0, -1, -2, -3], 1, -1.5).count).toBe(2);
-    expect(run([0, -1, -2, -3], 2, -Infinity, 0.9).count).toBe(2); // floor -1.8
-    const far = run([0, -300]);
-    expect(far.count).toBe(2);
-    expect(far.start[SAMPLE_BUCKETS - 1]).toBe(1);
+    const pruned = run([0, -1, -2, -3], 2, -Infinity, 0.9);
+    expect(pruned.count).toBe(2);
+    expect(pruned.floor).toBe(0 - 0.9 * 2);
+    // A floor just above a logit (not a float32 itself) leaves it out.
+    const below = fr(0.1);
+    const r = run([1, below], 1, below + 1e-12);
+    expect(r.count).toBe(1);
+    expect(r.floor).toBe(below + 1e-12);
+    expect(run([0, -85.9, -86, -300]).count).toBe(2);
+    expect(run([0, -85.99, -86]).list(SAMPLE_BUCKETS - 1).ids).toEqual([1]);
     expect(run([-Infinity, -Infinity]).count).toBe(0);
+    expect(run([Infinity, 1]).count).toBe(0); // q is NaN or Infinity: nothing to weigh
+    // minWeight: weights below it are no candidates (e^-1 = 0.37, e^-3 = 0.05).
+    const m = run([0, -1, -3], 1, -Infinity, Infinity, 0, 0.1);
+    expect(m.count).toBe(2);
+    expect(m.list(-1).ids).toEqual([0, 1]);
   });
 
   it('top-k: the floor is the k-th largest logit (ties with it stay, NaN never counts, fewer than k finite: all stay)', () => {
-    const ids = (r: ReturnType<typeof run>) => Array.from(r.ids.subarray(0, r.count)).sort((a, b) => a - b);
+    const ids = (r: ReturnType<typeof run>) => r.list(-1).ids;
     expect(ids(run([0.5, 3, NaN, 2, 3, -1, 2], 1, -Infinity, Infinity, 3))).toEqual([1, 3, 4, 6]); // 3, 3, 2 | tie 2
     expect(ids(run([0.5, 3, NaN, 2, 3, -1, 2], 1, -Infinity, Infinity, 1))).toEqual([1, 4]);
     expect(ids(run([1, -Infinity, NaN, 0], 1, -Infinity, Infinity, 3))).toEqual([0, 3]);
@@ -68,46 +102,67 @@ describe('sampleBucketsReference (the definition)', () => {
       for (let from = 0; from < n; from += SAMPLE_CHUNK) {
         const chunk = new Float64Array(SAMPLE_BUCKETS);
         for (let i = from; i < Math.min(n, from + SAMPLE_CHUNK); i++) {
-          const l = Math.fround(row[i]!);
+          const l = fr(row[i]!);
           if (!(l >= floor)) continue;
-          const k = Math.min(SAMPLE_BUCKETS - 1, Math.floor((max - l) * (SAMPLE_BUCKETS_PER_NAT / T)));
-          chunk[k]! += expNonPositive((l - max) * (1 / T));
+          const q = qOf(max, l, T);
+          const k = Math.floor(q * SAMPLE_BUCKETS_PER_NAT);
+          chunk[k]! += sampleWeight(q);
           ids[k]!.push(i);
         }
         for (let k = 0; k < SAMPLE_BUCKETS; k++) want[k]! += chunk[k]!;
       }
       expect(Array.from(r.mass)).toEqual(Array.from(want));
-      expect(Array.from(r.ids.subarray(0, r.count))).toEqual(ids.flat());
+      for (const k of [0, 5, 40, 100, 200]) expect(r.list(k).ids).toEqual(ids[k]);
+      expect(r.count).toBe(ids.flat().length);
     }
   });
 
-  it('refuses bad arguments with typed errors', () => {
-    const o = { weight: new Float64Array(2), ids: new Int32Array(2), start: new Int32Array(SAMPLE_BUCKETS + 1), mass: new Float64Array(SAMPLE_BUCKETS) };
-    const base = { logits: new Float32Array(2), temperature: 1, lower: -Infinity, pruneNats: Infinity, ...o };
-    expect(() => sampleBucketsReference({ ...base, temperature: -1 })).toThrow(KernelError);
-    expect(() => sampleBucketsReference({ ...base, mass: new Float64Array(3) })).toThrow(/mass/);
-    expect(() => sampleBucketsReference({ ...base, ids: new Int32Array(1) })).toThrow(KernelError);
-    for (const topK of [-1, 1.5, NaN, 2 ** 31]) expect(() => sampleBucketsReference({ ...base, topK })).toThrow(/topK/);
+  it('refuses bad arguments with typed errors naming them', () => {
+    const base = { logits: new Float32Array(2), temperature: 1, lower: -Infinity, pruneNats: Infinity, mass: new Float64Array(SAMPLE_BUCKETS) };
+    const arg = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        expect(e).toBeInstanceOf(KernelError);
+        return (e as KernelError).argument;
+      }
+      return undefined;
+    };
+    expect(arg(() => sampleBucketsReference({ ...base, temperature: -1 }))).toBe('temperature');
+    expect(arg(() => sampleBucketsReference({ ...base, mass: new Float64Array(3) }))).toBe('mass');
+    expect(arg(() => sampleBucketsReference({ ...base, minWeight: 1.5 }))).toBe('minWeight');
+    for (const topK of [-1, 1.5, NaN, 2 ** 31]) expect(arg(() => sampleBucketsReference({ ...base, topK }))).toBe('topK');
+    const ids = { logits: new Float32Array(2), temperature: 1, max: 0, floor: -Infinity, bucket: 0, ids: new Int32Array(2), weight: new Float64Array(2) };
+    for (const bucket of [-2, SAMPLE_BUCKETS, 0.5]) expect(arg(() => sampleBucketIdsReference({ ...ids, bucket }))).toBe('bucket');
+    expect(arg(() => sampleBucketIdsReference({ ...ids, max: NaN }))).toBe('max');
+    expect(arg(() => sampleBucketIdsReference({ ...ids, floor: NaN }))).toBe('floor');
+    expect(arg(() => sampleBucketIdsReference({ ...ids, ids: new Int32Array(1) }))).toBe('ids');
+    expect(arg(() => sampleBucketIdsReference({ ...ids, weight: new Float32Array(2) as unknown as Float64Array }))).toBe('weight');
   });
 });
 
-describe('expNonPositive (the sampler weights)', () => {
-  it('within 2 ulp of Math.exp over [-708, 0] and exact where the result is 1; 0 below the float64 range; NaN stays NaN', () => {
+describe('sampleWeight (the sampler weights, float32)', () => {
+  it('a float32, within 1 float32 ulp of e^-q over [0, 86), and exactly 1 at q = 0', () => {
     const next = rng(11);
     let worst = 0;
     for (let i = 0; i < 200000; i++) {
-      const x = i < 1000 ? -i * 1e-3 : i < 2000 ? -(next() * 1e-12) : -next() * 708;
-      const want = Math.exp(x);
-      worst = Math.max(worst, Math.abs(expNonPositive(x) - want) / want);
+      const q = i < 1000 ? i * 1e-3 : i < 2000 ? next() * 1e-6 : next() * SAMPLE_MAX_NATS;
+      if (!(q < SAMPLE_MAX_NATS)) continue;
+      const w = sampleWeight(q);
+      expect(w).toBe(fr(w));
+      const want = Math.exp(-q);
+      // One float32 ulp at w: 2^(exponent of w - 23).
+      const ulp = 2 ** (Math.floor(Math.log2(want)) - 23);
+      worst = Math.max(worst, Math.abs(w - want) / ulp);
     }
-    expect(worst).toBeLessThan(4.5e-16);
-    expect(expNonPositive(0)).toBe(1);
-    expect(expNonPositive(-0)).toBe(1);
-    expect(expNonPositive(-746)).toBe(0);
-    expect(expNonPositive(-Infinity)).toBe(0);
-    expect(expNonPositive(Number.NaN)).toBeNaN();
-    // The subnormal range keeps its (reduced) precision: within one subnormal step of Math.exp, never above it by more.
-    for (const x of [-709, -720, -740, -745]) expect(Math.abs(expNonPositive(x) - Math.exp(x))).toBeLessThanOrEqual(Math.exp(x) * 1e-12 + 2 * Number.MIN_VALUE);
+    expect(worst).toBeLessThanOrEqual(1);
+    expect(sampleWeight(0)).toBe(1);
+    expect(sampleWeight(-0)).toBe(1);
+    // Monotonic at the bucket edges the sampler walks (non-increasing in q).
+    for (let k = 0; k < SAMPLE_BUCKETS - 1; k++) {
+      const edge = (k + 1) / SAMPLE_BUCKETS_PER_NAT;
+      const before = edge - edge * 2 ** -52;
+      expect(sampleWeight(before)).toBeGreaterThanOrEqual(sampleWeight(edge));
+    }
   });
-
 });

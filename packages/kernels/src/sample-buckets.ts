@@ -1,17 +1,27 @@
 /**
- * The vocabulary pass of token sampling (`KernelBackend.sampleBuckets`, optional): weigh every logit that can be a
- * candidate after temperature, and group the candidates by weight bucket (a counting sort), so a sampler walks whole
- * buckets for top-p and its draw and sorts only the one or two buckets it lands in. This is the O(vocabulary) part of
- * sampling; the reference below is the definition, and a native backend does the same pass bit for bit.
+ * The vocabulary pass of token sampling (`KernelBackend.sampleBuckets` and `sampleBucketIds`, optional): weigh every
+ * logit that can be a candidate after temperature and sum the candidates' weights by weight bucket (1/16 nat wide), so
+ * a sampler walks whole buckets for top-p and its draw and lists only the one or two buckets it lands in
+ * (`sampleBucketIds`). This is the O(vocabulary) part of sampling; the references below are the definition, and a
+ * native backend does the same passes bit for bit.
+ *
+ * Weights are float32 values (vLLM's sampler also takes its softmax in float32), computed in float64 by a fixed
+ * sequence of operations ({@link sampleWeight}) and rounded once: JavaScript and native code (no fused multiply-add)
+ * give the same bits.
  * @module
  */
 import { KernelError } from './errors.js';
 import { checkF32, checkI32 } from './validate.js';
 
-/** Weight buckets: -ln w up to 256 nats at 1/16 nat each; lighter weights share the last bucket. */
-export const SAMPLE_BUCKETS = 4096;
 /** Buckets per nat of -ln w. */
 export const SAMPLE_BUCKETS_PER_NAT = 16;
+/**
+ * Tokens this many nats or more below the most likely one (after temperature) are no candidates: their float32
+ * weights would leave the normal range (e^-86 = 4.5e-38), and together they hold under n e^-86 of the mass.
+ */
+export const SAMPLE_MAX_NATS = 86;
+/** Weight buckets: bucket k holds the candidates `k / 16 <= -ln w < (k + 1) / 16` nats below the most likely. */
+export const SAMPLE_BUCKETS = SAMPLE_MAX_NATS * SAMPLE_BUCKETS_PER_NAT;
 /**
  * Ids per chunk of the masses' summation: a bucket's mass is summed chunk by chunk (ids `[c * 8192, (c + 1) * 8192)`,
  * ascending ids within a chunk, from 0), then the chunks' sums are added in chunk order. The bits do not depend on
@@ -19,7 +29,7 @@ export const SAMPLE_BUCKETS_PER_NAT = 16;
  */
 export const SAMPLE_CHUNK = 8192;
 
-/** Arguments of `sampleBuckets`. Outputs are written in place; `weight`/`ids` have at least `logits.length` entries. */
+/** Arguments of `sampleBuckets`. */
 export interface SampleBucketsArgs {
   /** One row of logits `[vocab]` (processed: biases, penalties and masks applied). */
   readonly logits: Float32Array;
@@ -38,91 +48,138 @@ export interface SampleBucketsArgs {
    * `max(lower, max - pruneNats * temperature)`. `Infinity`: no such limit. `>= 0`.
    */
   readonly pruneNats: number;
-  /** Out `[vocab]`: `weight[i] = e^((logits[i] - max) / temperature)` at every candidate id (other entries unspecified). */
-  readonly weight: Float64Array;
-  /** Out `[vocab]`: the candidate ids (weight > 0) grouped by bucket, bucket 0 first, ascending ids within a bucket. */
-  readonly ids: Int32Array;
-  /** Out `[SAMPLE_BUCKETS + 1]`: bucket `k` is `ids[start[k] .. start[k + 1])`; `start[0] = 0`. */
-  readonly start: Int32Array;
+  /** Candidates also weigh at least this much (the most likely token weighs 1): min-p's floor. Default 0. In `[0, 1]`. */
+  readonly minWeight?: number;
   /**
-   * Out `[SAMPLE_BUCKETS]`: the total weight of each bucket (float64): summed in ascending id order within each chunk
-   * of {@link SAMPLE_CHUNK} ids, the chunks' sums added in chunk order.
+   * Out `[SAMPLE_BUCKETS]`: the total weight of each bucket (float64 sums of the float32 weights): summed in ascending
+   * id order within each chunk of {@link SAMPLE_CHUNK} ids, the chunks' sums added in chunk order.
    */
   readonly mass: Float64Array;
 }
 
-/** What `sampleBuckets` returns besides its outputs. */
+/** What `sampleBuckets` returns besides `mass`; `max` and `floor` are what `sampleBucketIds` takes back. */
 export interface SampleBucketsResult {
-  /** Number of candidates (`start[SAMPLE_BUCKETS]`). */
+  /** Number of candidates. */
   readonly count: number;
   /** Sum of all candidates' weights: the buckets' masses added in float64, bucket 0 first. */
   readonly total: number;
   /** The largest logit (NaN ignored; `-Infinity` when there is none). */
   readonly max: number;
+  /** The logit floor the pass applied: `max(lower, k-th largest, max - pruneNats * temperature)`. */
+  readonly floor: number;
+}
+
+/** Arguments of `sampleBucketIds`: the same row, temperature and min weight as the pass, and its `max` and `floor`. */
+export interface SampleBucketIdsArgs {
+  /** The logits row the pass weighed. */
+  readonly logits: Float32Array;
+  /** The pass's temperature. */
+  readonly temperature: number;
+  /** The pass's `max`. */
+  readonly max: number;
+  /** The pass's `floor`. */
+  readonly floor: number;
+  /** The pass's `minWeight` (default 0). */
+  readonly minWeight?: number;
+  /** The bucket to list, in `[0, SAMPLE_BUCKETS)`, or `-1` for every candidate. */
+  readonly bucket: number;
+  /** Out `[vocab]`: the bucket's candidate ids, ascending. */
+  readonly ids: Int32Array;
+  /** Out `[vocab]`: `weight[id]` for each listed id (float32 values; other entries untouched). */
+  readonly weight: Float64Array;
+}
+
+/** ln 2 split for an exact product n * LN2_HI with |n| < 2^21 (fdlibm's ln2_hi has 32 significant bits) plus the rest. */
+const LN2_HI = 6.93147180369123816490e-1;
+const LN2_LO = 1.90821492927058770002e-10;
+/** 1.5 * 2^52: adding it rounds a float64 in (-2^51, 2^51) to an integer (ties to even). */
+const ROUNDER = 6755399441055744;
+/** 2^-n for n = 0..127. */
+const POW2_NEG = Float64Array.from({ length: 128 }, (_, n) => 2 ** -n);
+
+/**
+ * The weight of a candidate `q` nats below the most likely token (`q = (max - l) * (1 / temperature)` in float64, in
+ * `[0, SAMPLE_MAX_NATS)`): e^-q by these float64 operations, in this order, without fused multiply-add: x = -q;
+ * n = (x log2e + 1.5 2^52) - 1.5 2^52 (x log2e rounded to an integer, ties to even); r = (x - n ln2_hi) - n ln2_lo;
+ * p = e^r by Taylor's degree-7 polynomial (Horner from 1/5040; truncation under 6e-9 relative for |r| <= ln2/2); then
+ * p 2^n rounded once to float32. Within 1 float32 ulp (plus 6e-9 relative) of e^-q; exactly 1 at q = 0. Native
+ * backends evaluate the same operations, so both give the same bits.
+ */
+export function sampleWeight(q: number): number {
+  const x = -q;
+  const n = x * Math.LOG2E + ROUNDER - ROUNDER;
+  const r = x - n * LN2_HI - n * LN2_LO;
+  const p = 1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (1 / 5040)))))));
+  return Math.fround(p * POW2_NEG[-n | 0]!);
+}
+
+function checkNumber(name: string, value: unknown): number {
+  if (typeof value !== 'number' || Number.isNaN(value)) throw new KernelError('INVALID_ARGUMENT', `${name} must be a number, got ${String(value)}`, { argument: name });
+  return value;
+}
+
+function checkTemperature(temperature: unknown): void {
+  if (typeof temperature !== 'number' || !(temperature > 0) || !Number.isFinite(temperature)) {
+    throw new KernelError('INVALID_ARGUMENT', `temperature must be finite and > 0, got ${String(temperature)}`, { argument: 'temperature' });
+  }
+}
+
+function checkMinWeight(minWeight: unknown): number {
+  const m = minWeight ?? 0;
+  if (typeof m !== 'number' || !(m >= 0 && m <= 1)) throw new KernelError('INVALID_ARGUMENT', `minWeight must be in [0, 1], got ${String(minWeight)}`, { argument: 'minWeight' });
+  return m;
+}
+
+function checkArgsObject(args: unknown, op: string): void {
+  if (typeof args !== 'object' || args === null) throw new KernelError('INVALID_ARGUMENT', `${op} needs an arguments object`, { argument: 'args' });
 }
 
 /**
  * Check {@link SampleBucketsArgs}: array types and sizes, a finite positive temperature, `pruneNats >= 0`, a `lower`
- * that is a number (NaN refused).
+ * that is a number (NaN refused), `topK` a non-negative integer, `minWeight` in `[0, 1]`. Returns the vocabulary size.
  * @throws KernelError `WRONG_ARRAY_TYPE` / `SHAPE_MISMATCH` / `INVALID_ARGUMENT` naming the argument
  */
 export function validateSampleBuckets(args: SampleBucketsArgs): number {
-  if (typeof args !== 'object' || args === null) throw new KernelError('INVALID_ARGUMENT', 'sampleBuckets needs an arguments object', { argument: 'args' });
+  checkArgsObject(args, 'sampleBuckets');
   const n = checkF32('logits', args.logits, 1).length;
-  const { temperature, lower, pruneNats } = args;
-  if (typeof temperature !== 'number' || !(temperature > 0) || !Number.isFinite(temperature)) {
-    throw new KernelError('INVALID_ARGUMENT', `temperature must be finite and > 0, got ${String(temperature)}`, { argument: 'temperature' });
-  }
-  if (typeof lower !== 'number' || Number.isNaN(lower)) throw new KernelError('INVALID_ARGUMENT', `lower must be a number, got ${String(lower)}`, { argument: 'lower' });
-  if (typeof pruneNats !== 'number' || !(pruneNats >= 0)) throw new KernelError('INVALID_ARGUMENT', `pruneNats must be >= 0, got ${String(pruneNats)}`, { argument: 'pruneNats' });
+  checkTemperature(args.temperature);
+  checkNumber('lower', args.lower);
+  if (typeof args.pruneNats !== 'number' || !(args.pruneNats >= 0)) throw new KernelError('INVALID_ARGUMENT', `pruneNats must be >= 0, got ${String(args.pruneNats)}`, { argument: 'pruneNats' });
   const topK = args.topK ?? 0;
   if (typeof topK !== 'number' || !Number.isSafeInteger(topK) || topK < 0 || topK > 0x7fffffff) {
     throw new KernelError('INVALID_ARGUMENT', `topK must be an integer in [0, 2^31), got ${String(args.topK)}`, { argument: 'topK' });
   }
-  if (!(args.weight instanceof Float64Array) || args.weight.length < n) {
-    throw new KernelError(args.weight instanceof Float64Array ? 'SHAPE_MISMATCH' : 'WRONG_ARRAY_TYPE', `weight must be a Float64Array of at least ${n} elements`, { argument: 'weight' });
-  }
-  checkI32('ids', args.ids, n);
-  checkI32('start', args.start, SAMPLE_BUCKETS + 1);
-  if (!(args.mass instanceof Float64Array) || args.mass.length < SAMPLE_BUCKETS) {
-    throw new KernelError(args.mass instanceof Float64Array ? 'SHAPE_MISMATCH' : 'WRONG_ARRAY_TYPE', `mass must be a Float64Array of at least ${SAMPLE_BUCKETS} elements`, { argument: 'mass' });
-  }
+  checkMinWeight(args.minWeight);
+  checkF64('mass', args.mass, SAMPLE_BUCKETS);
   return n;
 }
 
 /**
- * 2^(j/64), j = 0..63, for {@link expNonPositive}, as V8 computes them. A native `sampleBuckets` takes this very table
- * (a C library's `pow` differs from V8's in the last bit for 10 of the 64 entries). Do not modify.
+ * Check {@link SampleBucketIdsArgs}: array types and sizes, temperature, `max` and `floor` numbers, `minWeight` in
+ * `[0, 1]`, `bucket` an integer in `[-1, SAMPLE_BUCKETS)`. Returns the vocabulary size.
+ * @throws KernelError `WRONG_ARRAY_TYPE` / `SHAPE_MISMATCH` / `INVALID_ARGUMENT` naming the argument
  */
-export const SAMPLE_EXP2_FRAC: Float64Array = Float64Array.from({ length: 64 }, (_, j) => 2 ** (j / 64));
-const EXP2_FRAC = SAMPLE_EXP2_FRAC;
-/** 2^m for m = -1099..0 (0 below -1074), for {@link expNonPositive}. */
-const EXP2_INT = Float64Array.from({ length: 1100 }, (_, i) => 2 ** (i - 1099));
-/** ln 2 / 64 split for an exact product with |n| < 2^21 (fdlibm's ln2_hi has 32 significant bits) plus the rest. */
-const LN2_64_HI = 6.93147180369123816490e-1 / 64;
-const LN2_64_LO = 1.90821492927058770002e-10 / 64;
-
-/**
- * e^x for x <= 0 (NaN stays NaN; below -745.2 gives 0), within ~2 ulp of `Math.exp` for normal results (subnormal
- * results, below e^-708, round as their reduced precision allows). x = n ln2/64 + r with |r| <= ln2/128 (plus
- * rounding), e^x = 2^(n >> 6) * 2^((n & 63)/64) * e^r, e^r by a degree-5 Taylor polynomial (truncation r^6/720 <
- * 4e-17). The sampler's weights: 6-7 ns a call where V8's `Math.exp` (a call out of JIT code) took 16-24; the native
- * CPU backend evaluates the same operations in the same order (no contraction), so both give the same bits.
- */
-export function expNonPositive(x: number): number {
-  if (!(x > -745.2)) return x === x ? 0 : x;
-  // n = x * 64/ln2 rounded (to within 1/2; `| 0` truncates towards 0, so -0.5 first: V8's Math.round is a call).
-  const n = (x * (64 / Math.LN2) - 0.5) | 0;
-  const r = x - n * LN2_64_HI - n * LN2_64_LO;
-  const p = 1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120)))));
-  return EXP2_INT[(n >> 6) + 1099]! * (EXP2_FRAC[n & 63]! * p);
+export function validateSampleBucketIds(args: SampleBucketIdsArgs): number {
+  checkArgsObject(args, 'sampleBucketIds');
+  const n = checkF32('logits', args.logits, 1).length;
+  checkTemperature(args.temperature);
+  checkNumber('max', args.max);
+  checkNumber('floor', args.floor);
+  checkMinWeight(args.minWeight);
+  const b = args.bucket;
+  if (typeof b !== 'number' || !Number.isInteger(b) || b < -1 || b >= SAMPLE_BUCKETS) {
+    throw new KernelError('INVALID_ARGUMENT', `bucket must be an integer in [-1, ${SAMPLE_BUCKETS}), got ${String(b)}`, { argument: 'bucket' });
+  }
+  checkI32('ids', args.ids, n);
+  checkF64('weight', args.weight, n);
+  return n;
 }
 
-/** Candidate scratch of the reference (ids in ascending order and their buckets), reused between calls. */
-let scratchIds = new Int32Array(0);
-let scratchBucket = new Int32Array(0);
-/** One chunk's bucket masses (chunks after the first), reused between calls. */
-const chunkMass = new Float64Array(SAMPLE_BUCKETS);
+function checkF64(name: string, value: unknown, needed: number): void {
+  if (!(value instanceof Float64Array) || value.length < needed) {
+    throw new KernelError(value instanceof Float64Array ? 'SHAPE_MISMATCH' : 'WRONG_ARRAY_TYPE', `${name} must be a Float64Array of at least ${needed} elements`, { argument: name });
+  }
+}
 
 /** The largest of `values` (NaN ignored; -Infinity when empty). Its own function: V8 optimizes a hot loop best there. */
 function maxOf(values: Float32Array): number {
@@ -172,72 +229,90 @@ function kthLargest(values: Float32Array, k: number): number {
   return floor;
 }
 
+/** One chunk's bucket masses (chunks after the first), reused between calls. */
+const chunkMass = new Float64Array(SAMPLE_BUCKETS);
+
 /**
- * Weigh the candidates of ids `[from, to)` (ascending ids) into `weight`, `scratchIds` from `live` on, their buckets and
- * the bucket counts (in `start[k + 1]`) and masses (`into`, added to from its current values). Its own function for
- * V8 (see {@link maxOf}). Returns the new candidate count.
+ * Weigh the candidates of ids `[from, to)` into the bucket masses `into` (added to, ascending ids). Its own function
+ * for V8 (see {@link maxOf}). Returns the number of candidates.
  */
-function weigh(logits: Float32Array, from: number, to: number, floor: number, max: number, temperature: number, weight: Float64Array, start: Int32Array, into: Float64Array, live: number): number {
-  const invT = 1 / temperature;
-  const scale = SAMPLE_BUCKETS_PER_NAT / temperature;
+function weigh(logits: Float32Array, from: number, to: number, floor: number, max: number, invT: number, minWeight: number, into: Float64Array): number {
+  let count = 0;
   for (let i = from; i < to; i++) {
     const l = logits[i]!;
     if (!(l >= floor)) continue; // below the floor, or NaN
-    const w = expNonPositive((l - max) * invT);
-    weight[i] = w;
-    if (w > 0) {
-      // -ln w = (max - l) / T, without a logarithm; `| 0` floors it (d >= 0).
-      const d = (max - l) * scale;
-      const k = d < SAMPLE_BUCKETS - 1 ? d | 0 : SAMPLE_BUCKETS - 1;
-      scratchIds[live] = i;
-      scratchBucket[live++] = k;
-      start[k + 1]!++;
-      into[k]! += w;
-    }
+    const q = (max - l) * invT;
+    if (!(q >= 0 && q < SAMPLE_MAX_NATS)) continue;
+    const w = sampleWeight(q);
+    if (!(w >= minWeight)) continue;
+    into[(q * SAMPLE_BUCKETS_PER_NAT) | 0]! += w;
+    count++;
   }
-  return live;
+  return count;
 }
 
 /**
- * The reference `sampleBuckets` (the definition the native backends match bit for bit): the largest logit, the
- * floor `max(lower, k-th largest logit when 0 < topK < n, max - pruneNats * temperature)`, then for every logit at or above it (NaN never) its weight
- * `expNonPositive((l - max) * (1 / temperature))` and, when that is > 0, its bucket `min(4095, floor((max - l) *
- * (16 / temperature)))`; each bucket's mass sums its weights in ascending id order within each {@link SAMPLE_CHUNK}
- * ids, then the chunks' sums in chunk order; the total sums the masses
- * (bucket 0 first), and candidates are grouped by bucket, ascending ids within one.
+ * The reference `sampleBuckets` (the definition the native backends match bit for bit): the largest logit `max`, the
+ * floor `max(lower, k-th largest logit when 0 < topK < n, max - pruneNats * temperature)`, then for every logit `l` at
+ * or above it (NaN never): `q = (max - l) * (1 / temperature)` (float64); a candidate when `0 <= q < SAMPLE_MAX_NATS`
+ * and its weight `w = sampleWeight(q) >= minWeight`; its bucket `floor(16 q)`. Each bucket's mass sums its
+ * weights in ascending id order within each {@link SAMPLE_CHUNK} ids, then the chunks' sums in chunk order; the total
+ * sums the masses, bucket 0 first.
  */
 export function sampleBucketsReference(args: SampleBucketsArgs): SampleBucketsResult {
   const n = validateSampleBuckets(args);
-  const { logits, temperature, weight, ids, start, mass } = args;
-  if (scratchIds.length < n) {
-    scratchIds = new Int32Array(n);
-    scratchBucket = new Int32Array(n);
-  }
-  start.fill(0, 0, SAMPLE_BUCKETS + 1);
+  const { logits, temperature, mass } = args;
+  const minWeight = args.minWeight ?? 0;
   mass.fill(0, 0, SAMPLE_BUCKETS);
   const max = maxOf(logits.subarray(0, n));
   let floor = args.lower;
   const topK = args.topK ?? 0;
   if (topK > 0 && topK < n) floor = Math.max(floor, kthLargest(logits.subarray(0, n), topK));
   if (args.pruneNats < Infinity && max > -Infinity) floor = Math.max(floor, max - args.pruneNats * temperature);
+  const invT = 1 / temperature;
   // The first chunk sums straight into `mass` (from 0); each later chunk into its own masses, added in chunk order.
-  // No candidate lies in a bucket above `top` (l >= floor, and rounding is monotonic), so only buckets 0..top are
-  // touched (all of them when the floor is -Infinity; NaN compares false).
-  const reach = (max - floor) * (SAMPLE_BUCKETS_PER_NAT / temperature);
-  const top = reach < SAMPLE_BUCKETS - 1 ? Math.floor(reach) : SAMPLE_BUCKETS - 1;
-  let live = weigh(logits, 0, Math.min(n, SAMPLE_CHUNK), floor, max, temperature, weight, start, mass, 0);
+  let count = weigh(logits, 0, Math.min(n, SAMPLE_CHUNK), floor, max, invT, minWeight, mass);
   for (let from = SAMPLE_CHUNK; from < n; from += SAMPLE_CHUNK) {
-    chunkMass.fill(0, 0, top + 1);
-    live = weigh(logits, from, Math.min(n, from + SAMPLE_CHUNK), floor, max, temperature, weight, start, chunkMass, live);
-    for (let k = 0; k <= top; k++) mass[k]! += chunkMass[k]!;
+    chunkMass.fill(0);
+    count += weigh(logits, from, Math.min(n, from + SAMPLE_CHUNK), floor, max, invT, minWeight, chunkMass);
+    for (let k = 0; k < SAMPLE_BUCKETS; k++) mass[k]! += chunkMass[k]!;
   }
-  // The total from the masses (bucket 0 first): a chain of 4096 additions instead of one per candidate, so a native
-  // pass need not serialize its weighing on it.
   let total = 0;
   for (let k = 0; k < SAMPLE_BUCKETS; k++) total += mass[k]!;
-  for (let k = 0; k < SAMPLE_BUCKETS; k++) start[k + 1]! += start[k]!;
-  // Stable scatter: ascending ids within each bucket.
-  const next = start.slice(0, SAMPLE_BUCKETS);
-  for (let j = 0; j < live; j++) ids[next[scratchBucket[j]!]!++] = scratchIds[j]!;
-  return { count: live, total, max };
+  return { count, total, max, floor };
+}
+
+/**
+ * The reference `sampleBucketIds`: the candidates of one bucket (or all of them, `bucket` -1) under the rule of
+ * {@link sampleBucketsReference} with the pass's `max` and `floor`, ascending ids into `ids`, each weight into
+ * `weight[id]`. Returns how many.
+ */
+export function sampleBucketIdsReference(args: SampleBucketIdsArgs): number {
+  const n = validateSampleBucketIds(args);
+  const { logits, max, floor, bucket, ids, weight } = args;
+  const minWeight = args.minWeight ?? 0;
+  const invT = 1 / args.temperature;
+  // Bucket k holds k <= 16 (max - l) invT < k + 1: logits outside these bounds (widened far past q's rounding) are not
+  // in it, without computing q. Every candidate for bucket -1.
+  let lo = -Infinity;
+  let hi = Infinity;
+  if (bucket >= 0 && invT < Infinity && Number.isFinite(max)) {
+    const dhi = (bucket + 1) / (SAMPLE_BUCKETS_PER_NAT * invT);
+    const eps = 1e-9 * (Math.abs(max) + dhi + 1);
+    lo = max - dhi - eps;
+    hi = max - bucket / (SAMPLE_BUCKETS_PER_NAT * invT) + eps;
+  }
+  let count = 0;
+  for (let i = 0; i < n; i++) {
+    const l = logits[i]!;
+    if (l < lo || l > hi || !(l >= floor)) continue;
+    const q = (max - l) * invT;
+    if (!(q >= 0 && q < SAMPLE_MAX_NATS)) continue;
+    if (bucket >= 0 && ((q * SAMPLE_BUCKETS_PER_NAT) | 0) !== bucket) continue;
+    const w = sampleWeight(q);
+    if (!(w >= minWeight)) continue;
+    weight[i] = w;
+    ids[count++] = i;
+  }
+  return count;
 }

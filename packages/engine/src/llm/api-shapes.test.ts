@@ -43,6 +43,26 @@ describe('LLM.stream', () => {
   });
 });
 
+describe('generate() decodes its text once at the end', () => {
+  it('the same text as streaming, with and without special tokens, ended by length, a stop token id or a stop string', async () => {
+    const greedy = { temperature: 0, maxTokens: 12 };
+    const [probe] = await llm.generate('Once upon a time', greedy);
+    const ids = probe!.outputs[0]!.tokenIds;
+    const stopString = probe!.outputs[0]!.text.slice(3, 6);
+    for (const params of [
+      { ...greedy, skipSpecialTokens: false },
+      { ...greedy, stopTokenIds: [ids[4]!], skipSpecialTokens: false }, // ends on a stop token id: its text is left out
+      { ...greedy, stop: [stopString] },
+      { n: 2, seed: 3, temperature: 2, maxTokens: 20, ignoreEos: true },
+    ]) {
+      const streamed = new Map<number, string>();
+      for await (const d of llm.stream('Once upon a time', params)) streamed.set(d.index, (streamed.get(d.index) ?? '') + d.text);
+      const [out] = await llm.generate('Once upon a time', params);
+      for (const o of out!.outputs) expect(o.text, JSON.stringify(params)).toBe(streamed.get(o.index));
+    }
+  });
+});
+
 describe('incremental detokenization', () => {
   it('streamed text only grows, holds back split characters, and ends as decode(tokenIds)', async () => {
     // A flat distribution over kvq-tiny's 2048-token byte-level vocabulary draws byte tokens that split UTF-8

@@ -533,7 +533,8 @@ export class LLM {
     for (const p of list) {
       const id = `gen-${this.nextId++}`;
       const tokens = typeof p === 'string' ? this.encode(p) : [...(p as { promptTokenIds: readonly number[] }).promptTokenIds];
-      this.engine.addRequest(id, tokens, params, await this.requestOptions(params));
+      // Only finished outputs are read here: the text is decoded once at the end unless stop strings need it earlier.
+      this.engine.addRequest(id, tokens, params, { ...(await this.requestOptions(params)), finalTextOnly: true });
       ids.push(id);
     }
     const done = new Map<string, RequestOutput>();

@@ -7,8 +7,7 @@
 import type { ResolvedSamplingParams } from '../sampling/params.js';
 import type { SeededRng } from '../sampling/rng.js';
 import type { TokenConstraint } from './constraint.js';
-import { sampleBucketsReference } from '@kvq/kernels';
-import { applyLogitsProcessors, applyPenalties, logSoftmax, sampleToken, tokenLogprobs, type SampleBucketsFn, type TokenLogprobs } from '../sampling/sampler.js';
+import { applyLogitsProcessors, applyPenalties, logSoftmax, referenceSamplePass, sampleToken, tokenLogprobs, type SamplePass, type TokenLogprobs } from '../sampling/sampler.js';
 
 /** One sequence to sample a token for. */
 export interface SampleRequest {
@@ -69,15 +68,15 @@ export function isPlainGreedy(
 
 /** Sampling and scoring over logits rows. Stateless: every input is in the request. */
 export class Sampler {
-  private readonly pass: SampleBucketsFn;
+  private readonly pass: SamplePass;
   /** The processed copy of the logits row being sampled (reused across calls). */
   private work = new Float32Array(0);
 
   /**
-   * @param pass the vocabulary pass of each draw: the backend's `sampleBuckets` when it has one (native on the CPU
-   *   backend), else `@kvq/kernels` `sampleBucketsReference`; both give the same bits, so the same tokens.
+   * @param pass the vocabulary passes of each draw: the backend's `sampleBuckets` / `sampleBucketIds` when it has them
+   *   (native on the CPU backend), else `@kvq/kernels`' references; both give the same bits, so the same tokens.
    */
-  constructor(pass: SampleBucketsFn = sampleBucketsReference) {
+  constructor(pass: SamplePass = referenceSamplePass) {
     this.pass = pass;
   }
 

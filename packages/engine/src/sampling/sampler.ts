@@ -1,4 +1,4 @@
-import { SAMPLE_BUCKETS, SAMPLE_BUCKETS_PER_NAT, sampleBucketsReference, type SampleBucketsArgs, type SampleBucketsResult } from '@kvq/kernels';
+import { SAMPLE_BUCKETS, sampleBucketIdsReference, sampleBucketsReference, type SampleBucketIdsArgs, type SampleBucketsArgs, type SampleBucketsResult } from '@kvq/kernels';
 import { firstCrossing } from './crossing.js';
 import type { ResolvedSamplingParams } from './params.js';
 import type { SeededRng } from './rng.js';
@@ -130,25 +130,30 @@ export function applyPenalties(
 }
 
 /**
- * The vocabulary pass a sampler runs per token (`KernelBackend.sampleBuckets`): the native CPU backend's, or the
- * reference (the same bits). See `@kvq/kernels` `SampleBucketsArgs`.
+ * The vocabulary passes a sampler runs per token (`KernelBackend.sampleBuckets` and `sampleBucketIds`): the native CPU
+ * backend's, or the references (the same bits). See `@kvq/kernels` `SampleBucketsArgs`.
  */
-export type SampleBucketsFn = (args: SampleBucketsArgs) => SampleBucketsResult;
+export interface SamplePass {
+  /** Bucket masses and the candidate count of one logits row. */
+  readonly buckets: (args: SampleBucketsArgs) => SampleBucketsResult;
+  /** The candidates of one bucket (or all, bucket -1) and their weights. */
+  readonly bucketIds: (args: SampleBucketIdsArgs) => number;
+}
+
+/** The reference passes of `@kvq/kernels` (TypeScript). */
+export const referenceSamplePass: SamplePass = { buckets: sampleBucketsReference, bucketIds: sampleBucketIdsReference };
 
 /**
- * Scratch of {@link candidates}, grown to the largest vocabulary seen and reused (a 128k vocabulary's fresh arrays
- * each token cost allocation, zeroing and GC time comparable to the pass itself). Safe to share: JavaScript runs one
- * sampling call at a time, and callers use the arrays only within their own call.
+ * Scratch of the sampler, grown to the largest vocabulary seen and reused (a 128k vocabulary's fresh arrays each token
+ * cost allocation, zeroing and GC time comparable to the pass itself). Safe to share: JavaScript runs one sampling
+ * call at a time, and callers use the arrays only within their own call.
  */
 const scratch = {
   weight: new Float64Array(0),
-  ids: new Int32Array(0),
   members: new Int32Array(0),
   tail: new Int32Array(0),
-  start: new Int32Array(SAMPLE_BUCKETS + 1),
   mass: new Float64Array(SAMPLE_BUCKETS),
 };
-
 
 /**
  * How far below the largest logit (in nats, after temperature) {@link sampleToken} stops looking: the tokens below
@@ -157,73 +162,43 @@ const scratch = {
  */
 const NEGLIGIBLE_NATS = 28;
 
-/** Candidates after temperature, min-p and top-k, grouped by weight bucket (scratch arrays: valid until the next call). */
-interface Candidates {
-  /** Weight by token id (meaningful at the candidates' ids). */
-  readonly weight: Float64Array;
-  /** Candidate ids grouped by bucket, bucket 0 (most likely) first, ascending ids within a bucket. */
-  readonly ids: Int32Array;
-  /** Bucket k is `ids[start[k] .. start[k + 1])`. */
-  readonly start: Int32Array;
+/** The candidates after temperature, min-p and top-k: their bucket masses (scratch: valid until the next call). */
+interface Candidates extends SampleBucketsResult {
   /** Each bucket's total weight. */
   readonly mass: Float64Array;
-  /** Number of candidates. */
-  readonly count: number;
-  /** Their total weight. */
-  readonly total: number;
+  /** The min-p weight floor the pass applied (0: none). */
+  readonly minWeight: number;
 }
 
 /**
  * The candidates (weight > 0) after temperature, min-p and top-k, by the vocabulary pass `pass`. The filters need no
- * order, only thresholds, so the candidates are cut down first and only the buckets that matter are sorted later (a
- * full sort of a 262k vocabulary took ~600 ms a token). Top-k is taken on the logits (exp is monotonic: distinct
- * float32 logits give distinct weights unless both underflow to 0, and those are dropped anyway), so only its
- * survivors are exponentiated. Min-p's floor (a weight below minP of the largest, 1) is also a logit floor; with a
- * margin of 1e-6 nats the exact weight test below decides. `pruneNats`: tokens more than that many nats below the
- * most likely one (after temperature) are left out without being exponentiated (Infinity: none).
+ * order, only thresholds, so the pass only sums weights by bucket and the sampler lists the one or two buckets that
+ * matter later (a full sort of a 262k vocabulary took ~600 ms a token). Top-k is taken on the logits (exp is
+ * monotonic), so only its survivors are exponentiated. Min-p (a weight below minP of the largest, 1) is the pass's
+ * `minWeight`, and also a logit floor 1e-3 nats below it (the float32 weights' rounding is far inside that margin), so
+ * tokens past it are not even exponentiated. `pruneNats`: tokens more than that many nats below the most likely one
+ * (after temperature) are left out without being exponentiated (Infinity: none).
  */
-function candidates(logits: Float32Array, params: ResolvedSamplingParams, pruneNats: number, pass: SampleBucketsFn): Candidates {
+function candidates(logits: Float32Array, params: ResolvedSamplingParams, pruneNats: number, pass: SamplePass): Candidates {
   const n = logits.length;
   if (scratch.weight.length < n) {
     scratch.weight = new Float64Array(n);
-    scratch.ids = new Int32Array(n);
     scratch.members = new Int32Array(n);
     scratch.tail = new Int32Array(n);
   }
-  const { weight, ids, start, mass } = scratch;
+  const mass = scratch.mass;
   // Top-k's floor (the k-th largest logit) is found inside the pass (natively on the CPU backend).
   const topK = params.topK > 0 ? Math.min(params.topK, n) : 0;
   let nats = pruneNats;
-  if (params.minP > 0) nats = Math.min(nats, -Math.log(params.minP) + 1e-6);
-  const r = pass({ logits, temperature: params.temperature, lower: -Infinity, topK, pruneNats: nats, weight, ids, start, mass });
-  let { count, total } = r;
+  let minWeight = 0;
   // min-p (p_i < minP * p_max, the common 1/sum cancelled; the largest weight is e^0 = 1) runs before top-k in vLLM;
-  // both are thresholds on the same order, so applying top-k first keeps the same set. Only the buckets from just
-  // below -ln(minP) on can hold a weight under the floor: their members are filtered in place.
-  if (params.minP > 0 && count > 0) {
-    const floor = params.minP;
-    const k0 = Math.max(0, Math.floor(-Math.log(floor) * SAMPLE_BUCKETS_PER_NAT) - 1);
-    let kept = start[k0]!;
-    for (let k = k0; k < SAMPLE_BUCKETS; k++) {
-      const from = start[k]!;
-      const to = start[k + 1]!;
-      start[k] = kept;
-      let m = 0;
-      for (let j = from; j < to; j++) {
-        const i = ids[j]!;
-        if (weight[i]! >= floor) {
-          ids[kept++] = i;
-          m += weight[i]!;
-        } else {
-          total -= weight[i]!;
-        }
-      }
-      mass[k] = m;
-    }
-    start[SAMPLE_BUCKETS] = kept;
-    count = kept;
+  // both are thresholds on the same order, so applying top-k first keeps the same set.
+  if (params.minP > 0) {
+    nats = Math.min(nats, -Math.log(params.minP) + 1e-3);
+    minWeight = params.minP;
   }
-  return { weight, ids, start, mass, count, total };
+  const r = pass.buckets({ logits, temperature: params.temperature, lower: -Infinity, topK, pruneNats: nats, minWeight, mass });
+  return { count: r.count, total: r.total, max: r.max, floor: r.floor, mass, minWeight };
 }
 
 /**
@@ -231,19 +206,21 @@ function candidates(logits: Float32Array, params: ResolvedSamplingParams, pruneN
  * temperature, then min-p (drop tokens whose probability is below `minP` times the largest), then top-k (keep the
  * tokens whose logit is at least the k-th largest, so ties with the k-th are kept), then top-p over the
  * probabilities RENORMALIZED over what top-k and min-p kept (sorted ascending, a token is dropped when the
- * cumulative mass up to and including it is `<= 1 - topP`; the most likely token always stays).
+ * cumulative mass up to and including it is `<= 1 - topP`; the most likely token always stays). Weights are the
+ * float32 values of `@kvq/kernels` `sampleWeight` (tokens 86 nats or more below the most likely one weigh nothing).
  * @returns token ids (most likely first) and their probabilities, normalized to sum 1 (float64).
  */
 export function samplingDistribution(logits: Float32Array, params: ResolvedSamplingParams): { ids: number[]; probs: Float64Array } {
-  const c = candidates(logits, params, Infinity, sampleBucketsReference);
-  const { weight, total } = c;
-  const ids = Array.from(c.ids.subarray(0, c.count)).sort((a, b) => weight[b]! - weight[a]! || a - b);
+  const c = candidates(logits, params, Infinity, referenceSamplePass);
+  const { weight, members } = scratch;
+  const count = sampleBucketIdsReference({ logits, temperature: params.temperature, max: c.max, floor: c.floor, minWeight: c.minWeight, bucket: -1, ids: members, weight });
+  const ids = Array.from(members.subarray(0, count)).sort((a, b) => weight[b]! - weight[a]! || a - b);
   let kept = ids;
   if (params.topP < 1 && ids.length > 1) {
     let cumulative = 0;
     let drop = 0; // tokens dropped from the least likely end of the sorted candidates
     for (let j = ids.length - 1; j > 0; j--) {
-      cumulative += weight[ids[j]!]! / total;
+      cumulative += weight[ids[j]!]! / c.total;
       if (cumulative > 1 - params.topP) break;
       drop++;
     }
@@ -261,33 +238,36 @@ export function samplingDistribution(logits: Float32Array, params: ResolvedSampl
  * temperature 0, otherwise one draw from {@link samplingDistribution} with the request's generator: the first token,
  * most likely first, at which the cumulative probability exceeds a uniform draw.
  * NOTE: the same token as walking `samplingDistribution`'s sorted list (up to float rounding of the cumulative sums),
- * without sorting it: candidates are grouped in weight buckets 1/16 nat wide (a counting sort), top-p's cut and the
- * draw walk whole buckets, and in the bucket where the cut or the draw lands the crossing token is found by a
- * quickselect descent ({@link firstCrossing}) instead of a sort. With the OpenAI defaults (temperature 1, top-p 1) a
- * full sort of a 128k vocabulary used to cost more than the decode step itself.
+ * without sorting it: the pass sums the candidates' weights in buckets 1/16 nat wide, top-p's cut and the draw walk
+ * whole buckets by their masses, and only the bucket where the cut or the draw lands is listed (`bucketIds`), its
+ * crossing token found by a quickselect descent ({@link firstCrossing}) instead of a sort. With the OpenAI defaults
+ * (temperature 1, top-p 1) a full sort of a 128k vocabulary used to cost more than the decode step itself.
  */
-export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams, rng: SeededRng, pass: SampleBucketsFn = sampleBucketsReference): number {
+export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams, rng: SeededRng, pass: SamplePass = referenceSamplePass): number {
   if (params.temperature === 0) return argmax(logits);
   const c = candidates(logits, params, Math.log(logits.length) + NEGLIGIBLE_NATS, pass);
   if (c.count === 0) return argmax(logits); // every logit -inf or NaN: nothing to draw from
-  const { weight, start, mass } = c;
-  const members = scratch.members;
-  const tail = scratch.tail;
-  /** Copies bucket k's ids into `into` (from 0; default `members`); returns how many. */
-  const load = (k: number, into = members) => {
-    into.set(c.ids.subarray(start[k]!, start[k + 1]!));
-    return start[k + 1]! - start[k]!;
+  const { mass } = c;
+  const { weight, members, tail } = scratch;
+  // One arguments object, updated per listing (a spread per call cost more than the native listing itself).
+  const list: { -readonly [K in keyof SampleBucketIdsArgs]: SampleBucketIdsArgs[K] } = { logits, temperature: params.temperature, max: c.max, floor: c.floor, minWeight: c.minWeight, bucket: 0, ids: members, weight };
+  /** Lists bucket k's candidates into `into` (from 0; default `members`) and their weights into `weight`; returns how many. */
+  const load = (k: number, into = members): number => {
+    list.bucket = k;
+    list.ids = into;
+    return pass.bucketIds(list);
   };
+  if (c.count <= SMALL_SET) return drawFromAll(c, params, rng, load(-1));
   // Top-p: whole buckets from the least likely end while their mass stays <= (1 - p) of the total; in the bucket where
   // it crosses, the tokens walked (least likely first) before the crossing go (the most likely token always stays).
   let lastBucket = SAMPLE_BUCKETS - 1; // the least likely bucket kept (possibly cut)
-  while (lastBucket > 0 && start[lastBucket] === start[lastBucket + 1]) lastBucket--;
-  let tailCount = -1; // tokens of the cut bucket kept, in `tail` (-1: the bucket is whole)
+  while (lastBucket > 0 && mass[lastBucket] === 0) lastBucket--;
+  let tailCount = -1; // tokens of the cut bucket kept, in `tail` (-1: the bucket is whole and not listed yet)
   if (params.topP < 1 && c.count > 1) {
     const limit = (1 - params.topP) * c.total;
     let cumulative = 0;
     for (let k = lastBucket; k >= 0; k--) {
-      if (start[k] === start[k + 1]) continue;
+      if (mass[k] === 0) continue;
       if (k > 0 && cumulative + mass[k]! <= limit * (1 - 1e-9)) {
         cumulative += mass[k]!;
         continue;
@@ -306,15 +286,15 @@ export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams
       break;
     }
   }
-  if (tailCount < 0) tailCount = load(lastBucket, tail);
   let keptTotal = 0;
   for (let k = 0; k < lastBucket; k++) keptTotal += mass[k]!;
-  for (let j = 0; j < tailCount; j++) keptTotal += weight[tail[j]!]!;
+  if (tailCount < 0) keptTotal += mass[lastBucket]!;
+  else for (let j = 0; j < tailCount; j++) keptTotal += weight[tail[j]!]!;
   // The draw: whole buckets, most likely first; in the bucket it lands in, the first token whose cumulative weight
   // exceeds what is left of the draw.
   let t = rng.next() * keptTotal;
   for (let k = 0; k < lastBucket; k++) {
-    if (start[k] === start[k + 1] || t - mass[k]! >= 0) {
+    if (mass[k] === 0 || t - mass[k]! >= 0) {
       t -= mass[k]!;
       continue;
     }
@@ -323,8 +303,30 @@ export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams
     if (x.at >= 0) return members[x.at]!;
     t -= x.before; // rounding: the bucket's mass and its walk differ in the last bits
   }
+  if (tailCount < 0) tailCount = load(lastBucket, tail);
   const x = firstCrossing(tail, 0, tailCount, weight, t, 'desc');
   return tail[x.at < 0 ? tailCount - 1 : x.at]!;
+}
+
+/** At most this many candidates (top-k's usual case) are listed at once instead of bucket by bucket. */
+const SMALL_SET = 1024;
+
+/**
+ * {@link sampleToken}'s cut and draw over all `m` candidates at once (listed in `scratch.members`, weights in
+ * `scratch.weight`): one listing instead of one per bucket the cut and the draw land in.
+ */
+function drawFromAll(c: Candidates, params: ResolvedSamplingParams, rng: SeededRng, m: number): number {
+  const { weight, members } = scratch;
+  let from = 0; // members[from .. m) are kept
+  if (params.topP < 1 && m > 1) {
+    // The least likely first: the tokens walked before the crossing go (the most likely token always stays).
+    const x = firstCrossing(members, 0, m, weight, (1 - params.topP) * c.total, 'asc');
+    from = x.at < 0 ? m - 1 : x.at;
+  }
+  let keptTotal = 0;
+  for (let j = from; j < m; j++) keptTotal += weight[members[j]!]!;
+  const x = firstCrossing(members, from, m, weight, rng.next() * keptTotal, 'desc');
+  return members[x.at < 0 ? m - 1 : x.at]!;
 }
 
 /** The chosen token's logprob and rank and the top `k` alternatives (with their ranks), from the raw logits. */

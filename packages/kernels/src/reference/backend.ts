@@ -57,7 +57,7 @@ import {
 import { dequantizeRowUnchecked as dequantizeRow } from '../quant/dequantize.js';
 import { roundTripActivationsInt8, roundTripActivationsQ8 } from '../quant/activations.js';
 import { pagedAttentionQuant, reshapeAndCacheQuant } from './kv-quant.js';
-import { sampleBucketsReference } from '../sample-buckets.js';
+import { sampleBucketIdsReference, sampleBucketsReference } from '../sample-buckets.js';
 
 let bf16Table: Float32Array | undefined;
 
@@ -426,5 +426,6 @@ export function createReferenceBackend(): KernelBackend {
     quantizeFp8,
     dequantizeFp8,
     sampleBuckets: sampleBucketsReference,
+    sampleBucketIds: sampleBucketIdsReference,
   };
 }
