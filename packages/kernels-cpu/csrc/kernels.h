@@ -62,6 +62,7 @@ struct SampleRule {
   double max;       // the largest logit
   double invT;      // 1 / temperature
   float minWeight;  // the least float32 at or above the pass's minWeight (weights are float32)
+  float below;      // a float32 at or below `floor` (-inf when it is): 16 logits a compare skip what lies under it
 };
 
 /** Weigh ids [begin, n): each candidate's weight added (as float64, ascending ids) to `mass[bucket]`. */

@@ -41,7 +41,9 @@ inline float sample_f32_at_or_above(double x) {
 
 /** The rule of a pass over `logits` (SampleRule). */
 inline SampleRule sample_rule(const float* logits, double max, double floor, double temperature, double minWeight) {
-  return SampleRule{logits, floor, max, 1.0 / temperature, sample_f32_at_or_above(minWeight)};
+  // (float)floor rounds to nearest, so the float32 below it is at most the floor: no candidate is skipped.
+  const float below = floor > -INFINITY ? std::nextafter((float)floor, -INFINITY) : -INFINITY;
+  return SampleRule{logits, floor, max, 1.0 / temperature, sample_f32_at_or_above(minWeight), below};
 }
 
 /** The largest logit (NaN ignored; -inf when none), with the reference's sign when it is a zero. */
@@ -140,8 +142,9 @@ struct SampleBucketIdsParams {
  * of q (a few ulp, far inside the 1e-9 relative margin). Logits in the bounds take the exact test.
  */
 inline void sample_bucket_bounds(const SampleRule& rule, int32_t bucket, float* lo, float* hi) {
+  // Every candidate (bucket -1) is at or above the floor (top-k's few candidates are then found at 16 logits a compare).
   if (bucket < 0 || !(rule.invT > 0) || !std::isfinite(rule.invT) || !std::isfinite(rule.max)) {
-    *lo = -INFINITY;
+    *lo = rule.below;
     *hi = INFINITY;
     return;
   }
