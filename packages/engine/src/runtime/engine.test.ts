@@ -31,6 +31,20 @@ function prompt(seed: number, length: number): number[] {
 }
 
 describe('LLMEngine', () => {
+  it('a finalTextOnly request is reported once, finished, with the tokens a per-step request gets', () => {
+    const p = prompt(3, 7);
+    const { engine } = engineWith(64);
+    engine.addRequest('final', p, { temperature: 0, maxTokens: 5 }, { finalTextOnly: true });
+    engine.addRequest('steps', p, { temperature: 0, maxTokens: 5 });
+    const seen = new Map<string, RequestOutput[]>();
+    while (engine.hasUnfinishedRequests()) for (const out of engine.step()) seen.set(out.requestId, [...(seen.get(out.requestId) ?? []), out]);
+    const final = seen.get('final')!;
+    expect(final).toHaveLength(1);
+    expect(final[0]!.finished).toBe(true);
+    expect(seen.get('steps')!.length).toBeGreaterThan(1);
+    expect(final[0]!.outputs[0]!.tokenIds).toEqual(seen.get('steps')!.at(-1)!.outputs[0]!.tokenIds);
+  });
+
   it('greedy decode equals a naive loop that re-runs the whole context every step', () => {
     const p = prompt(1, 9);
     const { engine } = engineWith(64);

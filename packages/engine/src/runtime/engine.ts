@@ -89,9 +89,11 @@ export interface AddRequestOptions {
    */
   readonly constraints?: readonly TokenConstraint[];
   /**
-   * The caller reads each completion's text only once it finished (`LLM.generate`): without stop strings to search,
-   * the text is then decoded once at the end instead of token by token (the same text; ~25 us a token saved on a
-   * small model). Intermediate outputs carry empty text. Default false.
+   * The caller reads the request's output only once it finished (`LLM.generate`): `step()` reports it then and not
+   * before (no per-step snapshots, each of which copies the token ids so far), and without stop strings to search the
+   * text is decoded once at the end instead of token by token (the same text; ~25 us a token saved on a small model).
+   * `requestOutput()` still gives a snapshot at any time (empty text until finished when decoding is deferred).
+   * Default false.
    */
   readonly finalTextOnly?: boolean;
 }
@@ -701,6 +703,8 @@ export class LLMEngine {
   private collect(touched: Set<Request>): RequestOutput[] {
     const outputs: RequestOutput[] = [];
     for (const request of touched) {
+      // A finalTextOnly request is reported once, finished: no per-step snapshot (each copies the output so far).
+      if (request.options.finalTextOnly && !request.finished) continue;
       outputs.push(this.output(request));
       if (request.finished) this.forget(request);
     }
