@@ -233,16 +233,24 @@ function kthLargest(values: Float32Array, k: number): number {
 const chunkMass = new Float64Array(SAMPLE_BUCKETS);
 
 /**
+ * The candidate rule both passes share, before the weight test: q of logit `l`, the nats it lies below the most likely
+ * token (`(max - l) * invT`), when `l >= floor` (NaN never) and `0 <= q < SAMPLE_MAX_NATS`; else -1.
+ */
+function candidateQ(l: number, floor: number, max: number, invT: number): number {
+  if (!(l >= floor)) return -1;
+  const q = (max - l) * invT;
+  return q >= 0 && q < SAMPLE_MAX_NATS ? q : -1;
+}
+
+/**
  * Weigh the candidates of ids `[from, to)` into the bucket masses `into` (added to, ascending ids). Its own function
  * for V8 (see {@link maxOf}). Returns the number of candidates.
  */
 function weigh(logits: Float32Array, from: number, to: number, floor: number, max: number, invT: number, minWeight: number, into: Float64Array): number {
   let count = 0;
   for (let i = from; i < to; i++) {
-    const l = logits[i]!;
-    if (!(l >= floor)) continue; // below the floor, or NaN
-    const q = (max - l) * invT;
-    if (!(q >= 0 && q < SAMPLE_MAX_NATS)) continue;
+    const q = candidateQ(logits[i]!, floor, max, invT);
+    if (q < 0) continue;
     const w = sampleWeight(q);
     if (!(w >= minWeight)) continue;
     into[(q * SAMPLE_BUCKETS_PER_NAT) | 0]! += w;
@@ -305,10 +313,9 @@ export function sampleBucketIdsReference(args: SampleBucketIdsArgs): number {
   let count = 0;
   for (let i = 0; i < n; i++) {
     const l = logits[i]!;
-    if (l < lo || l > hi || !(l >= floor)) continue;
-    const q = (max - l) * invT;
-    if (!(q >= 0 && q < SAMPLE_MAX_NATS)) continue;
-    if (bucket >= 0 && ((q * SAMPLE_BUCKETS_PER_NAT) | 0) !== bucket) continue;
+    if (l < lo || l > hi) continue;
+    const q = candidateQ(l, floor, max, invT);
+    if (q < 0 || (bucket >= 0 && ((q * SAMPLE_BUCKETS_PER_NAT) | 0) !== bucket)) continue;
     const w = sampleWeight(q);
     if (!(w >= minWeight)) continue;
     weight[i] = w;
