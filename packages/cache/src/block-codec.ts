@@ -3,7 +3,7 @@ import type { BlockHash } from './hash.js';
 import { sha256 } from './sha256.js';
 import { kvFormatDtypeId, toHex } from './hash.js';
 import type { KvCacheStorage } from './storage/storage.js';
-import { kvPoolBlockLength } from './storage/storage.js';
+import { kvPoolBlockLength, valuePoolShape } from './storage/storage.js';
 
 /**
  * What a serialized KV block must match to be loaded into a cache: written into every block's header by
@@ -167,7 +167,7 @@ export function kvBlockFormatOf(storage: KvCacheStorage, modelFingerprint: strin
   return {
     dtype: storage.dtype,
     // A mixed-precision cache adds its per-layer dtypes (and so its per-layer block sizes) to the layout.
-    layout: `nhd;layers=${storage.numLayers};block=${storage.blockSize};kv_heads=${storage.numKvHeads};head=${storage.headSize};elems=${elems}${dtypeId === storage.dtype ? '' : `;dtypes=${storage.layerDtypes.join(',')}`}`,
+    layout: `nhd;layers=${storage.numLayers};block=${storage.blockSize};kv_heads=${storage.numKvHeads};head=${storage.headSize};elems=${elems}${dtypeId === storage.dtype ? '' : `;dtypes=${dtypeId.slice(storage.dtype.length + 1, -1)}`}`,
     scaleVersion: storage.scaleVersion,
     scaleFingerprint: memo.fingerprint,
     modelFingerprint,
@@ -177,7 +177,7 @@ export function kvBlockFormatOf(storage: KvCacheStorage, modelFingerprint: strin
 /** Bytes of one block's payload: K and V pool bytes of every layer. */
 export function kvBlockPayloadBytes(storage: KvCacheStorage): number {
   let n = 0;
-  for (const l of storage.layers) n += 2 * kvPoolBlockLength(l) * l.key.BYTES_PER_ELEMENT;
+  for (const l of storage.layers) n += kvPoolBlockLength(l) * l.key.BYTES_PER_ELEMENT + kvPoolBlockLength(valuePoolShape(l)) * l.value.BYTES_PER_ELEMENT;
   return n;
 }
 
@@ -186,8 +186,10 @@ function blockViews(storage: KvCacheStorage, blockId: number): Uint8Array[] {
   checkInt('blockId', blockId, 1, storage.numBlocks - 1);
   const views: Uint8Array[] = [];
   for (const l of storage.layers) {
-    const per = kvPoolBlockLength(l) * l.key.BYTES_PER_ELEMENT;
-    for (const pool of [l.key, l.value]) views.push(new Uint8Array(pool.buffer, pool.byteOffset + blockId * per, per));
+    for (const [pool, shape] of [[l.key, l], [l.value, valuePoolShape(l)]] as const) {
+      const per = kvPoolBlockLength(shape) * pool.BYTES_PER_ELEMENT;
+      views.push(new Uint8Array(pool.buffer, pool.byteOffset + blockId * per, per));
+    }
   }
   return views;
 }

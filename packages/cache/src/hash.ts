@@ -24,6 +24,11 @@ export interface KvFormatSource {
    * to `dtype` for a uniform cache (whose hashes are then exactly those of a format without this field).
    */
   readonly layerDtypes?: readonly string[];
+  /**
+   * Per-layer V storage dtypes when some layer stores V in another dtype than K; absent or equal to `layerDtypes`
+   * (or to `dtype`) otherwise, with the hashes of a format without this field.
+   */
+  readonly layerValueDtypes?: readonly string[];
 }
 
 /**
@@ -32,8 +37,12 @@ export interface KvFormatSource {
  */
 export function kvFormatDtypeId(format: KvFormatSource): string {
   const layers = format.layerDtypes;
-  if (layers === undefined || layers.every((d) => d === format.dtype)) return format.dtype;
-  return `${format.dtype}[${layers.join(',')}]`;
+  const values = format.layerValueDtypes;
+  const keysUniform = layers === undefined || layers.every((d) => d === format.dtype);
+  const valuesLikeKeys = values === undefined || values.every((d, l) => d === (layers?.[l] ?? format.dtype));
+  if (valuesLikeKeys) return keysUniform ? format.dtype : `${format.dtype}[${layers!.join(',')}]`;
+  // Mixed K/V precision: every layer as `k/v`.
+  return `${format.dtype}[${values.map((v, l) => `${layers?.[l] ?? format.dtype}/${v}`).join(',')}]`;
 }
 
 const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));

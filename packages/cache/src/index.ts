@@ -41,6 +41,7 @@ export {
   createKvLayerCache,
   copyBlocks,
   kvPoolBlockLength,
+  valuePoolShape,
   checkLayerScales,
   checkScales,
   type KvCacheStorageOptions,

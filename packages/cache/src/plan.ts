@@ -165,6 +165,11 @@ export interface PlanKvCacheOptions extends KvCapacityOptions {
    * main `dtype` use `scales`; the others their dtype's default sidecar. Default: every layer `dtype`.
    */
   layerDtypes?: readonly KvStorageDtype[];
+  /**
+   * Mixed K/V precision: each layer's V dtype (length `model.numLayers`), as `KvCacheStorage`'s `layerValueDtypes`;
+   * each layer's page is then half its K dtype's page plus half its V dtype's. Default: V stored like K.
+   */
+  layerValueDtypes?: readonly KvStorageDtype[];
 }
 
 /**
@@ -185,17 +190,19 @@ export function planKvCache(opts: PlanKvCacheOptions): KvCachePlan {
   const page = pageBytes(c);
   let bytesPerBlock = page * c.numLayers;
   let scaleBytes = fixedScaleBytes(c);
-  if (opts.layerDtypes !== undefined) {
-    const layers = opts.layerDtypes;
-    if (!Array.isArray(layers) || layers.length !== c.numLayers) {
-      throw new CacheError('INVALID_ARGUMENT', `layerDtypes must be an array of ${c.numLayers} dtypes (one per layer), got ${describe(layers)}`);
-    }
+  if (opts.layerDtypes !== undefined || opts.layerValueDtypes !== undefined) {
+    const keys = perLayerList('layerDtypes', opts.layerDtypes, c.numLayers) ?? new Array<KvStorageDtype>(c.numLayers).fill(c.dtype);
+    const values = perLayerList('layerValueDtypes', opts.layerValueDtypes, c.numLayers) ?? keys;
+    const layerOf = (dtype: KvStorageDtype): Checked =>
+      dtype === c.dtype ? { ...c, numLayers: 1 } : check({ ...opts.model, numLayers: 1 }, { dtype, blockSize: c.blockSize });
     bytesPerBlock = 0;
     scaleBytes = 0;
-    for (const dtype of layers) {
-      const layer = dtype === c.dtype ? { ...c, numLayers: 1 } : check({ ...opts.model, numLayers: 1 }, { dtype, blockSize: c.blockSize });
-      bytesPerBlock += pageBytes(layer);
-      scaleBytes += fixedScaleBytes(layer);
+    for (let l = 0; l < c.numLayers; l++) {
+      // K and V pools are each half of their dtype's page (and of its fixed scale bytes).
+      const k = layerOf(keys[l]!);
+      const v = layerOf(values[l]!);
+      bytesPerBlock += (pageBytes(k) + pageBytes(v)) / 2;
+      scaleBytes += (fixedScaleBytes(k) + fixedScaleBytes(v)) / 2;
     }
   }
   const numBlocks = Math.max(0, Math.floor((memoryBytes - scaleBytes) / bytesPerBlock));
@@ -213,6 +220,14 @@ export function planKvCache(opts: PlanKvCacheOptions): KvCachePlan {
     numUsableBlocks: Math.max(0, numBlocks - 1),
     usedBytes: numBlocks > 0 ? numBlocks * bytesPerBlock + scaleBytes : 0,
   };
+}
+
+function perLayerList(name: string, list: readonly KvStorageDtype[] | undefined, numLayers: number): readonly KvStorageDtype[] | undefined {
+  if (list === undefined) return undefined;
+  if (!Array.isArray(list) || list.length !== numLayers) {
+    throw new CacheError('INVALID_ARGUMENT', `${name} must be an array of ${numLayers} dtypes (one per layer), got ${describe(list)}`);
+  }
+  return list;
 }
 
 /** Concurrency a plan supports for sequences of `contextLength` tokens (see {@link maxConcurrency}). */

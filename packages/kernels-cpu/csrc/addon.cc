@@ -329,19 +329,19 @@ class Context : public Napi::ObjectWrap<Context> {
   }
 
   void ReshapeAndCache(const Napi::CallbackInfo& info) {
-    const CacheWriteParams p = readCacheWrite(info, /*kvQuant=*/true);
+    const CacheWriteParams p = readCacheWrite(info, /*kvQuant=*/true, /*mixed=*/true);
     checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return table_->reshapeAndCache(p, r); }));
   }
 
   void PagedAttention(const Napi::CallbackInfo& info) {
     AttentionInput a;
-    readAttention(info, a, /*kvQuant=*/true);
+    readAttention(info, a, /*kvQuant=*/true, /*mixed=*/true);
     checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return table_->pagedAttention(a.p, r); }));
   }
 
   Napi::Value PagedAttentionAsync(const Napi::CallbackInfo& info) {
     auto a = std::make_shared<AttentionInput>();
-    readAttention(info, *a, /*kvQuant=*/true);
+    readAttention(info, *a, /*kvQuant=*/true, /*mixed=*/true);
     ThreadPool* tp = &pool(info);
     const KernelTable* k = table_;
     auto* w = new KernelWorker(info.Env(), info, pool_, [a, tp, k]() { return k->pagedAttention(a->p, tp->runner()); });
@@ -483,6 +483,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("abi", Napi::Number::New(env, kAbi));
   // The kernels read the write-time-scaled KV dtypes (ops.h kKvFp8PerTokenHead..kKvInt4G32F16; docs/spec/kv-dtypes.md).
   exports.Set("kvQuantKernels", Napi::Boolean::New(env, true));
+  // The kernels read caches whose V pool has another dtype than the K pool (ops.h KvCacheRef.vdtype; kvmixed_impl.h).
+  exports.Set("mixedKvKernels", Napi::Boolean::New(env, true));
   exports.Set("Context", Context::Define(env));
   exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo));
   exports.Set("fp8Decode", Napi::Function::New(env, Fp8Decode));

@@ -834,8 +834,12 @@ static void write_head(const float* src, void* cache, int64_t dstIndex, int64_t 
   }
 }
 
+/** Which pools a cache write fills (a mixed cache writes each pool with its own dtype's writer). */
+enum KvPools : int { kPoolK = 1, kPoolV = 2, kPoolKV = 3 };
+
+/** Write the tokens' K and / or V heads (`pools`) into a cache of dense or FP8 dtype DT (the pools' dtype). */
 template <int DT>
-static int reshape_and_cache_t(const CacheWriteParams& p, const Runner& rn) {
+static int reshape_and_cache_t(const CacheWriteParams& p, const Runner& rn, int pools = kPoolKV) {
   const KvCacheRef& c = p.cache;
   const int64_t hd = (int64_t)c.numKvHeads * c.headSize;
   auto tok = [&](int64_t t, int) {
@@ -846,8 +850,8 @@ static int reshape_and_cache_t(const CacheWriteParams& p, const Runner& rn) {
       const int64_t di = slot * hd + (int64_t)h * c.headSize;
       const float ks = (DT >= kFp8E4M3FN) ? c.kScale[c.scaleLen == 1 ? 0 : h] : 1.0f;
       const float vs = (DT >= kFp8E4M3FN) ? c.vScale[c.scaleLen == 1 ? 0 : h] : 1.0f;
-      write_head<DT>(p.key + si, c.k, di, c.headSize, ks);
-      write_head<DT>(p.value + si, c.v, di, c.headSize, vs);
+      if (pools & kPoolK) write_head<DT>(p.key + si, c.k, di, c.headSize, ks);
+      if (pools & kPoolV) write_head<DT>(p.value + si, c.v, di, c.headSize, vs);
     }
   };
   if (p.numTokens * hd < kParallelMin || rn.threads == 1) {
@@ -858,19 +862,38 @@ static int reshape_and_cache_t(const CacheWriteParams& p, const Runner& rn) {
   return kOk;
 }
 
-static int reshape_and_cache_q(const CacheWriteParams& p, const Runner& rn);  // kvquant_impl.h
+static int reshape_and_cache_q(const CacheWriteParams& p, const Runner& rn, int pools = kPoolKV);  // kvquant_impl.h
 
-static int reshapeAndCache(const CacheWriteParams& p, const Runner& rn) {
-  if (is_kv_quant_dtype(p.cache.dtype)) return reshape_and_cache_q(p, rn);
+/** Write `pools` of a cache whose pools (those written) have dtype p.cache.dtype. */
+static int reshape_and_cache_pools(const CacheWriteParams& p, const Runner& rn, int pools) {
+  if (is_kv_quant_dtype(p.cache.dtype)) return reshape_and_cache_q(p, rn, pools);
   switch (p.cache.dtype) {
-    case kBF16: return reshape_and_cache_t<kBF16>(p, rn);
-    case kF16: return reshape_and_cache_t<kF16>(p, rn);
-    case kFp8E4M3FN: return reshape_and_cache_t<kFp8E4M3FN>(p, rn);
-    case kFp8E5M2: return reshape_and_cache_t<kFp8E5M2>(p, rn);
-    case kFp8E4M3FNUZ: return reshape_and_cache_t<kFp8E4M3FNUZ>(p, rn);
-    case kFp8E5M2FNUZ: return reshape_and_cache_t<kFp8E5M2FNUZ>(p, rn);
-    default: return reshape_and_cache_t<kF32>(p, rn);
+    case kBF16: return reshape_and_cache_t<kBF16>(p, rn, pools);
+    case kF16: return reshape_and_cache_t<kF16>(p, rn, pools);
+    case kFp8E4M3FN: return reshape_and_cache_t<kFp8E4M3FN>(p, rn, pools);
+    case kFp8E5M2: return reshape_and_cache_t<kFp8E5M2>(p, rn, pools);
+    case kFp8E4M3FNUZ: return reshape_and_cache_t<kFp8E4M3FNUZ>(p, rn, pools);
+    case kFp8E5M2FNUZ: return reshape_and_cache_t<kFp8E5M2FNUZ>(p, rn, pools);
+    default: return reshape_and_cache_t<kF32>(p, rn, pools);
   }
+}
+
+/**
+ * reshapeAndCache: a uniform cache writes both pools in one pass; a mixed one (vdtype != dtype) writes K with its
+ * dtype's writer, then V with vdtype's (the same writers, each on the pool of its dtype: the bytes of a uniform cache
+ * of that dtype).
+ */
+static int reshapeAndCache(const CacheWriteParams& p, const Runner& rn) {
+  if (p.cache.vdtype == p.cache.dtype) return reshape_and_cache_pools(p, rn, kPoolKV);
+  // Each pass sees its pool's scales in both slots (the other pool's may be absent: a pool without scales).
+  CacheWriteParams pk = p;
+  pk.cache.vScale = p.cache.kScale;
+  const int st = reshape_and_cache_pools(pk, rn, kPoolK);
+  if (st != kOk) return st;
+  CacheWriteParams pv = p;
+  pv.cache.dtype = p.cache.vdtype;
+  pv.cache.kScale = p.cache.vScale;
+  return reshape_and_cache_pools(pv, rn, kPoolV);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1506,8 +1529,13 @@ static void attn_task(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase)
 // The write-time-scaled KV dtypes (reshape_and_cache_q, attn_task_q, attn_task_any).
 #include "kvquant_impl.h"
 
-template <int DT>
-static int paged_attention_t(const AttentionParams& p, const Runner& rn) {
+/**
+ * pagedAttention's driver, shared by every cache kind: tasks (sequence x query block x kv head, keys split
+ * flash-decoding style when there are fewer tasks than threads), `task(ctx, tk, scratch)` run for each on the pool,
+ * then the splits combined. `task` is attn_task_any<DT, HS> for a uniform cache, attn_task_mixed for a mixed one.
+ */
+template <class Task>
+static int paged_attention_run(const AttentionParams& p, const Runner& rn, Task& task) {
   const KvCacheRef& c = p.cache;
   const int G = p.numHeads / c.numKvHeads;
   const int64_t dp = round_up(c.headSize, W);
@@ -1580,18 +1608,7 @@ static int paged_attention_t(const AttentionParams& p, const Runner& rn) {
     return kOutOfMemory;
   }
   AttnCtx ctx{&p, tasks, partials, dp, rmax, G};
-  // Common head sizes get a compile-time size (unrolled, register-resident decode path).
-  const int hs = c.headSize;
-  auto body = [&](int64_t i, int tid) {
-    void* scratch = rn.scratch(rn.self, tid);
-    if (hs == 64 && 64 % W == 0) {
-      attn_task_any<DT, 64>(ctx, tasks[i], scratch);
-    } else if (hs == 128 && 128 % W == 0) {
-      attn_task_any<DT, 128>(ctx, tasks[i], scratch);
-    } else {
-      attn_task_any<DT, 0>(ctx, tasks[i], scratch);
-    }
-  };
+  auto body = [&](int64_t i, int tid) { task(ctx, tasks[i], rn.scratch(rn.self, tid)); };
   rn.parallel_for(ntasks, body);
 
   if (partialRows > 0) {
@@ -1630,7 +1647,28 @@ static int paged_attention_t(const AttentionParams& p, const Runner& rn) {
   return kOk;
 }
 
+/** pagedAttention over a uniform cache of dtype DT. */
+template <int DT>
+static int paged_attention_t(const AttentionParams& p, const Runner& rn) {
+  // Common head sizes get a compile-time size (unrolled, register-resident decode path).
+  const int hs = p.cache.headSize;
+  auto task = [hs](const AttnCtx& ctx, const AttnTask& tk, void* scratch) {
+    if (hs == 64 && 64 % W == 0) {
+      attn_task_any<DT, 64>(ctx, tk, scratch);
+    } else if (hs == 128 && 128 % W == 0) {
+      attn_task_any<DT, 128>(ctx, tk, scratch);
+    } else {
+      attn_task_any<DT, 0>(ctx, tk, scratch);
+    }
+  };
+  return paged_attention_run(p, rn, task);
+}
+
+// Caches whose K and V dtypes differ (attn_task_mixed, paged_attention_mixed).
+#include "kvmixed_impl.h"
+
 static int pagedAttention(const AttentionParams& p, const Runner& rn) {
+  if (p.cache.vdtype != p.cache.dtype) return paged_attention_mixed(p, rn);
   switch (p.cache.dtype) {
     case kBF16: return paged_attention_t<kBF16>(p, rn);
     case kF16: return paged_attention_t<kF16>(p, rn);

@@ -45,7 +45,8 @@ static void quantize_head_q(int dt, const KvQuantLayout& L, const float* x, int 
   else quantize_run<kE4M3FN, true>(x, codes, D, scale);
 }
 
-static int reshape_and_cache_q(const CacheWriteParams& p, const Runner& rn) {
+/** Write the tokens' K and / or V heads (`pools`, KvPools) into the pools of write-time-scaled dtype p.cache.dtype. */
+static int reshape_and_cache_q(const CacheWriteParams& p, const Runner& rn, int pools) {
   const KvCacheRef& c = p.cache;
   KvQuantLayout L{};
   if (!kv_quant_layout(c.dtype, c.blockSize, c.numKvHeads, c.headSize, &L)) return kOk;  // the glue checked it
@@ -61,8 +62,8 @@ static int reshape_and_cache_q(const CacheWriteParams& p, const Runner& rn) {
       int64_t co, so;
       kv_row_offsets(L, slot, c.blockSize, c.numKvHeads, h, &co, &so);
       const int64_t si = t * hd + (int64_t)h * c.headSize;
-      quantize_head_q(c.dtype, L, p.key + si, c.headSize, kp + co, kp + so, kt);
-      quantize_head_q(c.dtype, L, p.value + si, c.headSize, vp + co, vp + so, vt);
+      if (pools & kPoolK) quantize_head_q(c.dtype, L, p.key + si, c.headSize, kp + co, kp + so, kt);
+      if (pools & kPoolV) quantize_head_q(c.dtype, L, p.value + si, c.headSize, vp + co, vp + so, vt);
     }
   };
   if (p.numTokens * hd < kParallelMin / 4 || rn.threads == 1) {

@@ -2,9 +2,9 @@
 //
 // A fixed, deterministic workload on one kvq_cpu.node, printed as JSON: FP8 encode/decode (e4m3fn, e5m2,
 // scaled, satfinite and not), the raw FP8 encoder over 65536 float32 bit patterns, an f32 GEMM with bias and a
-// bf16 GEMV, quantized-weight GEMV/GEMM/embedding and the sampling vocabulary pass, all on the portable scalar
-// kernels with one thread so that two builds of the same source (x64 and
-// arm64) must agree bit for bit. qemu-arm64-check.mjs runs it on both and compares; wine-win64-check.mjs runs it
+// bf16 GEMV, quantized-weight GEMV/GEMM/embedding, the sampling vocabulary pass and a mixed K/V precision cache
+// (reshapeAndCache + pagedAttention), all on the portable scalar kernels with one thread so that two builds of the
+// same source (x64 and arm64) must agree bit for bit. qemu-arm64-check.mjs runs it on both and compares; wine-win64-check.mjs runs it
 // on the win32 binary (in node.exe under wine) and the Linux one, also with the SIMD kernels and several threads
 // (two builds for the same ISA must agree bit for bit too: same source, same thread partitioning).
 //
@@ -172,6 +172,35 @@ if (threads > 1) {
       record(`sample_bucket_ids_${label}_${bucket}`, Float64Array.of(count, ...ids.subarray(0, count), ...Array.from(ids.subarray(0, count), (i) => weight[i])));
     }
   }
+}
+// A mixed K/V precision cache (ops.h KvCacheRef.vdtype; the packed dtype code kCode | ((vCode + 1) << 8)): K
+// int8_per_token_head (code 33), V int4_g32_f16 (code 40). reshapeAndCache writes each pool with its own dtype's
+// writer, then pagedAttention reads it (each tile's K and V rows dequantized by their own decoders): a decode and a
+// prefill sequence over blocks in scattered order, GQA 2, head size 64.
+{
+  const blockSize = 16, numKvHeads = 2, headSize = 64, numHeads = 4, numBlocks = 6;
+  const rows = blockSize * numKvHeads;
+  const ceil4 = (b) => Math.ceil(b / 4) * 4;
+  // kv_quant_layout: a block's codes, then its scales (float32 per row; f16 per 32 values), each padded to 4 bytes.
+  const blockBytes = (codeBytesPerRow, scaleBytesPerRow) => ceil4(ceil4(rows * codeBytesPerRow) + rows * scaleBytesPerRow);
+  const kPool = new Uint8Array(numBlocks * blockBytes(headSize, 4));
+  const vPool = new Uint8Array(numBlocks * blockBytes(headSize / 2, (headSize / 32) * 2));
+  const code = 33 | ((40 + 1) << 8);
+  const one = Float32Array.of(1);
+  const seqLens = Int32Array.of(21, 9);
+  const blockTables = Int32Array.of(4, 1, 3, 0); // two blocks per sequence (sequence 1 uses one)
+  const slots = [];
+  seqLens.forEach((len, sq) => {
+    for (let p = 0; p < len; p++) slots.push(blockTables[sq * 2 + Math.floor(p / blockSize)] * blockSize + (p % blockSize));
+  });
+  const numTokens = slots.length;
+  ctx.reshapeAndCache(floats(numTokens * numKvHeads * headSize, 2), floats(numTokens * numKvHeads * headSize, 2), Int32Array.from(slots), numTokens, code, kPool, vPool, numBlocks, blockSize, numKvHeads, headSize, one, one);
+  record('kv_mixed_int8_per_token_head_k_pool', kPool);
+  record('kv_mixed_int4_g32_f16_v_pool', vPool);
+  const queryStartLoc = Int32Array.of(0, 1, 10); // sequence 0 decodes one token, sequence 1 prefills all nine
+  const out = new Float32Array(10 * numHeads * headSize);
+  ctx.pagedAttention(floats(out.length, 1), out, code, kPool, vPool, numBlocks, blockSize, numKvHeads, headSize, one, one, queryStartLoc, seqLens, blockTables, 2, 2, numHeads, 0.125, 0, 0, one, null);
+  record('kv_mixed_attention_int8_per_token_head_int4_g32_f16', out);
 }
 ctx.dispose();
 process.stdout.write(`${JSON.stringify({ arch: process.arch, platform: process.platform, abi: addon.abi, isa, threads, cpuInfo: addon.cpuInfo(), results })}\n`);

@@ -87,6 +87,11 @@ export interface NativeAddon {
    * before them, which then answer `UNSUPPORTED` for those dtypes).
    */
   readonly kvQuantKernels?: boolean;
+  /**
+   * True when the kernels implement caches whose V pool has another KV dtype than the K pool (`valueDtype`; absent in
+   * binaries built before them, which then answer `UNSUPPORTED` for such caches before any native call).
+   */
+  readonly mixedKvKernels?: boolean;
   /** `new Context(threads, isa, spinMicros)`; isa `'auto'` picks the best usable one. Throws `UNSUPPORTED` for an unusable ISA. */
   readonly Context: new (threads: number, isa: CpuIsa | 'auto', spinMicros: number) => NativeContext;
   cpuInfo(): NativeCpuInfo;

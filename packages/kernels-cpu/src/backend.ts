@@ -110,8 +110,9 @@ function packageVersion(): string | undefined {
 class NativeCpuBackend extends NativeKernelBackend<NativeContext> implements CpuBackend {
   readonly isa: CpuIsa;
   readonly #kvQuant: boolean;
+  readonly #mixedKv: boolean;
 
-  constructor(ctx: NativeContext, binary: string, kvQuant: boolean) {
+  constructor(ctx: NativeContext, binary: string, kvQuant: boolean, mixedKv: boolean) {
     super(
       backendName,
       Object.freeze({
@@ -125,6 +126,7 @@ class NativeCpuBackend extends NativeKernelBackend<NativeContext> implements Cpu
     );
     this.isa = ctx.isa;
     this.#kvQuant = kvQuant;
+    this.#mixedKv = mixedKv;
   }
 
   /** The contract's device memory, in host memory: device arrays are host typed arrays the ops use in place. */
@@ -133,6 +135,15 @@ class NativeCpuBackend extends NativeKernelBackend<NativeContext> implements Cpu
   /** The write-time-scaled KV dtypes run natively when the binary says it has their kernels (csrc/kvquant_impl.h). */
   protected override kvQuantKernels(): boolean {
     return this.#kvQuant;
+  }
+
+  /**
+   * Caches whose V pool has another dtype than the K pool run natively when the binary says it has their kernels
+   * (csrc/kvmixed_impl.h: each tile's K and V rows dequantized by their own dtype's decoder; writes with each pool's
+   * own writer).
+   */
+  protected override mixedKvKernels(): boolean {
+    return this.#mixedKv;
   }
 
   /** The CPU kernels write `lse` (every ISA, every KV dtype). */
@@ -223,5 +234,5 @@ export function createBackend(options: CpuBackendOptions = {}): CpuBackend {
     if (code === 'UNSUPPORTED') throw unavailable((e as Error).message, e);
     throw toKernelError(e, 'createBackend');
   }
-  return new NativeCpuBackend(ctx, load.path, load.addon.kvQuantKernels === true);
+  return new NativeCpuBackend(ctx, load.path, load.addon.kvQuantKernels === true, load.addon.mixedKvKernels === true);
 }

@@ -11,7 +11,7 @@ describe.skipIf(!process.env.KVQ_TEST_SLOW || !avail.available)('parity vs refer
     it(`${isa}: every case of parityCases({ size: 'full' })`, () => {
       const b = createBackend({ isa, threads: 2 });
       try {
-        const report = runParitySuite(b, undefined, { size: 'full', supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true });
+        const report = runParitySuite(b, undefined, { size: 'full', supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true, mixedKv: true });
         expect(report.failures, formatParityReport(report)).toEqual([]);
       } finally {
         b.dispose();

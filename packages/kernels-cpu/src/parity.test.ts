@@ -17,7 +17,7 @@ for (const isa of isas) {
       const b = createBackend({ isa, threads: 2 });
       try {
         // Every KV dtype, the write-time-scaled ones included (csrc/kvquant_impl.h): bytes identical, attention in tolerance.
-        const report = runParitySuite(b, undefined, { supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true });
+        const report = runParitySuite(b, undefined, { supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true, mixedKv: true });
         expect(report.failures, formatParityReport(report)).toEqual([]);
       } finally {
         b.dispose();

@@ -229,66 +229,110 @@ namespace napi_args {
 
 /**
  * The cache fields at info[i..i+8]: dtype, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale.
- * `kvQuant`: whether the calling addon has kernels for the write-time-scaled KV dtypes (codes 32..40, byte pools
- * of numBlocks x kv_quant_layout().blockBytes; nvfp4 also reads its tensor scales kScale[0] / vScale[0]); an addon
- * without them answers UNSUPPORTED for those codes.
+ * `dtype` is the K pool's KV dtype code, or for a cache whose V pool has another dtype the packed code
+ * `kCode | ((vCode + 1) << 8)` (nativeKvCacheCode in src/native/ops.ts; a plain code = both pools). Each pool is checked
+ * against its own dtype: array kind and exact length (Float32Array / Uint16Array / Uint8Array of
+ * numBlocks*blockSize*numKvHeads*headSize elements, or for the write-time-scaled dtypes a byte pool of
+ * numBlocks x kv_quant_layout().blockBytes). Scales are read for the pools that use them: an FP8 pool's scale has
+ * length 1 or numKvHeads (kScale and vScale of equal lengths when both pools are FP8), an nvfp4 pool's exactly 1
+ * (its tensor scale); their entries finite and > 0.
+ * `kvQuant`: whether the calling addon has kernels for the write-time-scaled KV dtypes (codes 32..40); an addon
+ * without them answers UNSUPPORTED for those codes. `mixed`: whether it has kernels for caches whose K and V dtypes
+ * differ; an addon without them answers UNSUPPORTED on `cache.valueDtype`.
  */
-inline KvCacheRef readCache(const Napi::CallbackInfo& info, size_t i, bool kvQuant = false) {
+inline KvCacheRef readCache(const Napi::CallbackInfo& info, size_t i, bool kvQuant = false, bool mixed = false) {
+  const Napi::Env env = info.Env();
   KvCacheRef c{};
-  c.dtype = (int)intArg(info, i, "cache.dtype", kF32, kKvInt4G32F16);
-  const bool quant = is_kv_quant_dtype(c.dtype);
-  if (c.dtype > kFp8E5M2FNUZ && !quant) {
-    fail(info.Env(), "INVALID_ARGUMENT", "cache.dtype", "cache.dtype = " + std::to_string(c.dtype) + " is not a KV dtype code");
-  }
-  if (quant && !kvQuant) {
-    fail(info.Env(), "UNSUPPORTED", "cache.dtype",
-         "KV-cache dtype code " + std::to_string(c.dtype) + " (scaled when written) has no kernels in this backend");
+  const int64_t packed = intArg(info, i, "cache.dtype", kF32, kKvInt4G32F16 | ((int64_t)(kKvInt4G32F16 + 1) << 8));
+  c.dtype = (int)(packed & 0xFF);
+  c.vdtype = packed >> 8 == 0 ? c.dtype : (int)(packed >> 8) - 1;
+  // Each code a KV dtype this addon has kernels for.
+  auto checkCode = [&](int dt, const char* arg) {
+    const bool q = is_kv_quant_dtype(dt);
+    if ((dt < kF32 || dt > kFp8E5M2FNUZ) && !q) {
+      fail(env, "INVALID_ARGUMENT", arg, std::string(arg) + " = " + std::to_string(dt) + " is not a KV dtype code");
+    }
+    if (q && !kvQuant) {
+      fail(env, "UNSUPPORTED", arg, "KV-cache dtype code " + std::to_string(dt) + " (scaled when written) has no kernels in this backend");
+    }
+  };
+  checkCode(c.dtype, "cache.dtype");
+  if (c.vdtype != c.dtype) {
+    checkCode(c.vdtype, "cache.valueDtype");
+    if (!mixed) {
+      fail(env, "UNSUPPORTED", "cache.valueDtype",
+           "a cache whose V pool (dtype code " + std::to_string(c.vdtype) + ") differs from its K pool (dtype code " +
+               std::to_string(c.dtype) + ") has no kernels in this backend");
+    }
   }
   c.numBlocks = intArg(info, i + 3, "cache.numBlocks", 1, INT32_MAX);
   c.blockSize = (int)intArg(info, i + 4, "cache.blockSize", 1, INT32_MAX);
   c.numKvHeads = (int)intArg(info, i + 5, "cache.numKvHeads", 1, INT32_MAX);
   c.headSize = (int)intArg(info, i + 6, "cache.headSize", 1, INT32_MAX);
-  if (quant) {
-    KvQuantLayout l;
-    mul(info, "cache", {c.blockSize, c.numKvHeads, c.headSize});
-    if (!kv_quant_layout(c.dtype, c.blockSize, c.numKvHeads, c.headSize, &l)) {
-      fail(info.Env(), "INVALID_ARGUMENT", "cache.headSize",
-           "cache.headSize = " + std::to_string(c.headSize) + " does not fit KV dtype code " + std::to_string(c.dtype));
+  // One pool: its array kind and exact length follow its dtype.
+  auto readPool = [&](int dt, size_t at, const char* name) -> void* {
+    if (is_kv_quant_dtype(dt)) {
+      KvQuantLayout l;
+      mul(info, "cache", {c.blockSize, c.numKvHeads, c.headSize});
+      if (!kv_quant_layout(dt, c.blockSize, c.numKvHeads, c.headSize, &l)) {
+        fail(env, "INVALID_ARGUMENT", "cache.headSize",
+             "cache.headSize = " + std::to_string(c.headSize) + " does not fit KV dtype code " + std::to_string(dt));
+      }
+      return arrayArg<uint8_t>(info, at, name, mul(info, "cache", {c.numBlocks, l.blockBytes}), true);
     }
-    const int64_t bytes = mul(info, "cache", {c.numBlocks, l.blockBytes});
-    c.k = arrayArg<uint8_t>(info, i + 1, "cache.key", bytes, true);
-    c.v = arrayArg<uint8_t>(info, i + 2, "cache.value", bytes, true);
+    const int64_t n = mul(info, "cache", {c.numBlocks, c.blockSize, c.numKvHeads, c.headSize});
+    if (dt == kF32) return arrayArg<float>(info, at, name, n, true);
+    if (dt == kBF16 || dt == kF16) return arrayArg<uint16_t>(info, at, name, n, true);
+    return arrayArg<uint8_t>(info, at, name, n, true);
+  };
+  c.k = readPool(c.dtype, i + 1, "cache.key");
+  c.v = readPool(c.vdtype, i + 2, "cache.value");
+  const bool kFp8 = c.dtype >= kFp8E4M3FN && c.dtype <= kFp8E5M2FNUZ, vFp8 = c.vdtype >= kFp8E4M3FN && c.vdtype <= kFp8E5M2FNUZ;
+  if (c.dtype == c.vdtype) {
     if (c.dtype == kKvNvfp4) {
       c.kScale = arrayArg<float>(info, i + 7, "cache.kScale", 1, true);
       c.vScale = arrayArg<float>(info, i + 8, "cache.vScale", 1, true);
       checkScales(info, c.kScale, 1, "cache.kScale");
       checkScales(info, c.vScale, 1, "cache.vScale");
       c.scaleLen = 1;
+    } else if (kFp8) {
+      int64_t kl = 0, vl = 0;
+      c.kScale = arrayArg<float>(info, i + 7, "cache.kScale", 1, false, &kl);
+      c.vScale = arrayArg<float>(info, i + 8, "cache.vScale", 1, false, &vl);
+      if ((kl != 1 && kl != c.numKvHeads) || vl != kl) {
+        fail(env, "INVALID_SCALE", "cache.kScale", "cache.kScale and cache.vScale must both have length 1 or numKvHeads");
+      }
+      checkScales(info, c.kScale, kl, "cache.kScale");
+      checkScales(info, c.vScale, vl, "cache.vScale");
+      c.scaleLen = (int)kl;
     }
     return c;
   }
-  const int64_t n = mul(info, "cache", {c.numBlocks, c.blockSize, c.numKvHeads, c.headSize});
-  if (c.dtype == kF32) {
-    c.k = arrayArg<float>(info, i + 1, "cache.key", n, true);
-    c.v = arrayArg<float>(info, i + 2, "cache.value", n, true);
-  } else if (c.dtype == kBF16 || c.dtype == kF16) {
-    c.k = arrayArg<uint16_t>(info, i + 1, "cache.key", n, true);
-    c.v = arrayArg<uint16_t>(info, i + 2, "cache.value", n, true);
-  } else {
-    c.k = arrayArg<uint8_t>(info, i + 1, "cache.key", n, true);
-    c.v = arrayArg<uint8_t>(info, i + 2, "cache.value", n, true);
-  }
-  if (c.dtype >= kFp8E4M3FN) {
-    int64_t kl = 0, vl = 0;
-    c.kScale = arrayArg<float>(info, i + 7, "cache.kScale", 1, false, &kl);
-    c.vScale = arrayArg<float>(info, i + 8, "cache.vScale", 1, false, &vl);
-    if ((kl != 1 && kl != c.numKvHeads) || vl != kl) {
-      fail(info.Env(), "INVALID_SCALE", "cache.kScale", "cache.kScale and cache.vScale must both have length 1 or numKvHeads");
+  // A mixed cache: each pool's scales as its dtype needs them.
+  int64_t lens[2] = {0, 0};
+  const int dts[2] = {c.dtype, c.vdtype};
+  const char* names[2] = {"cache.kScale", "cache.vScale"};
+  const float* scales[2] = {nullptr, nullptr};
+  for (int pi = 0; pi < 2; pi++) {
+    const int dt = dts[pi];
+    if (dt == kKvNvfp4) {
+      scales[pi] = arrayArg<float>(info, i + 7 + pi, names[pi], 1, true, &lens[pi]);
+    } else if (dt >= kFp8E4M3FN && dt <= kFp8E5M2FNUZ) {
+      scales[pi] = arrayArg<float>(info, i + 7 + pi, names[pi], 1, false, &lens[pi]);
+      if (lens[pi] != 1 && lens[pi] != c.numKvHeads) {
+        fail(env, "INVALID_SCALE", names[pi], std::string(names[pi]) + " must have length 1 or numKvHeads");
+      }
+    } else {
+      continue;
     }
-    checkScales(info, c.kScale, kl, "cache.kScale");
-    checkScales(info, c.vScale, vl, "cache.vScale");
-    c.scaleLen = (int)kl;
+    checkScales(info, scales[pi], lens[pi], names[pi]);
   }
+  if (kFp8 && vFp8 && lens[0] != lens[1]) {
+    fail(env, "INVALID_SCALE", "cache.vScale", "cache.kScale and cache.vScale must have the same length (1 or numKvHeads)");
+  }
+  c.kScale = scales[0];
+  c.vScale = scales[1];
+  c.scaleLen = (int)(kFp8 ? lens[0] : vFp8 ? lens[1] : (lens[0] | lens[1]) != 0 ? 1 : 0);
   return c;
 }
 
@@ -396,10 +440,10 @@ inline EmbeddingParams readEmbedding(const Napi::CallbackInfo& info) {
   return p;
 }
 
-/** reshapeAndCache(key, value, slotMapping, numTokens, cache (4..12)); `kvQuant` as in readCache. */
-inline CacheWriteParams readCacheWrite(const Napi::CallbackInfo& info, bool kvQuant = false) {
+/** reshapeAndCache(key, value, slotMapping, numTokens, cache (4..12)); `kvQuant` and `mixed` as in readCache. */
+inline CacheWriteParams readCacheWrite(const Napi::CallbackInfo& info, bool kvQuant = false, bool mixed = false) {
   CacheWriteParams p{};
-  p.cache = readCache(info, 4, kvQuant);
+  p.cache = readCache(info, 4, kvQuant, mixed);
   p.numTokens = intArg(info, 3, "numTokens", 0);
   const int64_t n = mul(info, "key", {p.numTokens, p.cache.numKvHeads, p.cache.headSize});
   p.key = activationArg<float>(info, 0, "key", n);
@@ -419,11 +463,12 @@ struct AttentionInput {
 /**
  * pagedAttention(query, out, cache (2..10), queryStartLoc, seqLens, blockTables, maxBlocksPerSeq, numSeqs, numHeads,
  * softmaxScale, slidingWindow, fp8Query (0 off, 1 satfinite, 2 nosat), qScale). Fills `a` in place (so `p.qScaleKv`
- * points into `a.qScaleKv`; re-point it after copying `a`). `kvQuant` as in readCache.
+ * points into `a.qScaleKv`; re-point it after copying `a`). `kvQuant` and `mixed` as in readCache; the FP8 query
+ * needs a uniform FP8 cache.
  */
-inline void readAttention(const Napi::CallbackInfo& info, AttentionInput& a, bool kvQuant = false) {
+inline void readAttention(const Napi::CallbackInfo& info, AttentionInput& a, bool kvQuant = false, bool mixed = false) {
   AttentionParams& p = a.p;
-  p.cache = readCache(info, 2, kvQuant);
+  p.cache = readCache(info, 2, kvQuant, mixed);
   const KvCacheRef& c = p.cache;
   p.maxBlocksPerSeq = (int)intArg(info, 14, "maxBlocksPerSeq", 1);
   p.numSeqs = (int)intArg(info, 15, "numSeqs", 1);
@@ -464,6 +509,9 @@ inline void readAttention(const Napi::CallbackInfo& info, AttentionInput& a, boo
   p.out = activationArg<float>(info, 1, "out", qn);
   if (p.fp8Query != 0) {
     if (c.dtype < kFp8E4M3FN || c.dtype > kFp8E5M2FNUZ) fail(info.Env(), "INVALID_ARGUMENT", "fp8Query", "fp8Query needs an FP8 cache");
+    if (c.vdtype != c.dtype) {
+      fail(info.Env(), "INVALID_ARGUMENT", "fp8Query", "fp8Query needs K and V in one FP8 dtype (cache.valueDtype differs from cache.dtype)");
+    }
     int64_t ql = 0;
     const float* qs = arrayArg<float>(info, 20, "cache.qScale", 1, false, &ql);
     if (ql != 1 && ql != p.numHeads) fail(info.Env(), "INVALID_SCALE", "cache.qScale", "cache.qScale must have length 1 or numHeads");

@@ -227,9 +227,16 @@ struct ArgmaxParams {
   int64_t rows, cols;
 };
 
-/** A paged KV layer cache, [numBlocks, blockSize, numKvHeads, headSize] per pool. */
+/**
+ * A paged KV layer cache, [numBlocks, blockSize, numKvHeads, headSize] per pool. K and V may be stored in different
+ * KV dtypes (`dtype` for the K pool, `vdtype` for the V pool; equal for a uniform cache): each pool then has its own
+ * layout (kv_quant_layout of its dtype, or dtype_bytes per element) and is written and read exactly as a uniform
+ * cache of its dtype would be (K with kScale, V with vScale). Only addons that declare mixed kernels accept such a
+ * cache (napi_args.h readCache); the others see `vdtype == dtype` always.
+ */
 struct KvCacheRef {
-  int dtype;
+  int dtype;   // DtypeCode of the K pool (and of the V pool of a uniform cache)
+  int vdtype;  // DtypeCode of the V pool: == dtype for a uniform cache
   void* k;     // host pools (always valid)
   void* v;
   void* kDev;  // resident device pools, or null (GPU only)
@@ -237,9 +244,9 @@ struct KvCacheRef {
   int deviceOnly;  // GPU: the resident pools are the only copy; writes leave the host pools as they are
   int64_t numBlocks;
   int blockSize, numKvHeads, headSize;
-  const float* kScale;  // FP8: length scaleLen (1 or numKvHeads); nvfp4: the tensor scale, length 1; else unused
-  const float* vScale;
-  int scaleLen;
+  const float* kScale;  // an FP8 K pool: length scaleLen (1 or numKvHeads); an nvfp4 K pool: the tensor scale, [0]; else unused
+  const float* vScale;  // the same for the V pool (its own dtype)
+  int scaleLen;         // length of the FP8 pools' scales (both pools FP8: kScale and vScale have this length)
 };
 
 /** `reshapeAndCache`. */

@@ -37,6 +37,7 @@ function makeCache(dtype: 'e4m3fn', numBlocks: number, blockSize: number, numKvH
   const n = numBlocks * blockSize * numKvHeads * headSize;
   return {
     dtype,
+    valueDtype: dtype,
     numBlocks,
     blockSize,
     numKvHeads,

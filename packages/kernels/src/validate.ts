@@ -576,9 +576,43 @@ export interface KvCacheDims {
   readonly fp8: boolean;
   /**
    * The block layout when the cache has a write-time-scaled dtype (`int8_per_token_head`, `nvfp4`, ...; see
-   * docs/spec/kv-dtypes.md), else `undefined`.
+   * docs/spec/kv-dtypes.md), else `undefined`. For a mixed cache ({@link mixed}): the K pool's.
    */
   readonly quant?: KvBlockLayout | undefined;
+  /** Whether the V pool has another dtype than the K pool (`cache.valueDtype !== cache.dtype`). */
+  readonly mixed: boolean;
+}
+
+/** Array kind and exact length of one pool of `dtype`, and its block layout for the write-time-scaled dtypes. */
+function poolSpec(
+  name: string,
+  field: 'dtype' | 'valueDtype',
+  dtype: unknown,
+  dims: { numBlocks: number; blockSize: number; numKvHeads: number; headSize: number },
+): { kind: ArrayKind; elems: number; quant: KvBlockLayout | undefined } {
+  const { numBlocks, blockSize, numKvHeads, headSize } = dims;
+  let quant: KvBlockLayout | undefined;
+  if (isKvQuantDtype(dtype)) {
+    try {
+      quant = kvBlockLayout(dtype, blockSize, numKvHeads, headSize);
+    } catch (e) {
+      if (!(e instanceof CacheError)) throw e;
+      throw new KernelError('INVALID_ARGUMENT', `${name}: ${e.message}`, { argument: `${name}.headSize`, cause: e });
+    }
+  }
+  const elems = quant ? numBlocks * quant.blockBytes : numBlocks * blockSize * numKvHeads * headSize;
+  let kind: ArrayKind;
+  if (dtype === 'f32') kind = 'Float32Array';
+  else if (dtype === 'bf16' || dtype === 'f16') kind = 'Uint16Array';
+  else if (isFp8(dtype) || quant) kind = 'Uint8Array';
+  else {
+    throw new KernelError(
+      'INVALID_ARGUMENT',
+      `${name}.${field} must be f32, bf16, f16, an FP8 format or a write-time-scaled KV dtype, got ${describeValue(dtype)}`,
+      { argument: `${name}.${field}` },
+    );
+  }
+  return { kind, elems, quant };
 }
 
 /**
@@ -586,6 +620,8 @@ export interface KvCacheDims {
  * `kScale` / `vScale` have length 1 or numKvHeads, equal lengths, and finite positive entries. Write-time-scaled
  * dtypes: byte pools of `numBlocks × kvBlockLayout(...).blockBytes`, a head size the dtype can hold
  * (`INVALID_ARGUMENT`), and for nvfp4 one finite positive tensor scale each in `kScale` / `vScale`.
+ * A mixed cache (`valueDtype` other than `dtype`; absent = `dtype`) has each pool checked against its own dtype, and
+ * each scale array against its pool's dtype.
  */
 export function validateKvCache(name: string, cache: unknown): KvCacheDims {
   requireObject(name, cache);
@@ -594,48 +630,36 @@ export function validateKvCache(name: string, cache: unknown): KvCacheDims {
   const blockSize = checkCount(`${name}.blockSize`, c.blockSize, 1);
   const numKvHeads = checkCount(`${name}.numKvHeads`, c.numKvHeads, 1);
   const headSize = checkCount(`${name}.headSize`, c.headSize, 1);
-  let quant: KvBlockLayout | undefined;
-  if (isKvQuantDtype(c.dtype)) {
-    try {
-      quant = kvBlockLayout(c.dtype, blockSize, numKvHeads, headSize);
-    } catch (e) {
-      if (!(e instanceof CacheError)) throw e;
-      throw new KernelError('INVALID_ARGUMENT', `${name}: ${e.message}`, { argument: `${name}.headSize`, cause: e });
-    }
-  }
-  const elems = quant ? numBlocks * quant.blockBytes : numBlocks * blockSize * numKvHeads * headSize;
-  let kind: ArrayKind;
-  if (c.dtype === 'f32') kind = 'Float32Array';
-  else if (c.dtype === 'bf16' || c.dtype === 'f16') kind = 'Uint16Array';
-  else if (isFp8(c.dtype) || quant) kind = 'Uint8Array';
-  else {
-    throw new KernelError(
-      'INVALID_ARGUMENT',
-      `${name}.dtype must be f32, bf16, f16, an FP8 format or a write-time-scaled KV dtype, got ${describeValue(c.dtype)}`,
-      { argument: `${name}.dtype` },
-    );
-  }
-  for (const field of ['key', 'value'] as const) {
+  const valueDtype: unknown = c.valueDtype ?? c.dtype;
+  const mixed = valueDtype !== c.dtype;
+  const shape = { numBlocks, blockSize, numKvHeads, headSize };
+  const kSpec = poolSpec(name, 'dtype', c.dtype, shape);
+  const vSpec = mixed ? poolSpec(name, 'valueDtype', valueDtype, shape) : kSpec;
+  const quant = kSpec.quant;
+  for (const [field, spec, dtype] of [['key', kSpec, c.dtype], ['value', vSpec, valueDtype]] as const) {
+    const { kind, elems } = spec;
     const arr = checkArray<ArrayBufferView>(`${name}.${field}`, c[field], kind, elems);
     const len = (arr as unknown as { length: number }).length;
     if (len !== elems) {
       throw new KernelError(
         'SHAPE_MISMATCH',
-        quant
-          ? `${name}.${field} has ${len} bytes but ${numBlocks} '${c.dtype}' blocks of ${quant.blockBytes} bytes = ${elems}`
+        spec.quant
+          ? `${name}.${field} has ${len} bytes but ${numBlocks} '${String(dtype)}' blocks of ${spec.quant.blockBytes} bytes = ${elems}`
           : `${name}.${field} has ${len} elements but [${numBlocks}, ${blockSize}, ${numKvHeads}, ${headSize}] = ${elems}`,
         { argument: `${name}.${field}` },
       );
     }
   }
-  if (quant?.tensorScales === 1) {
-    checkScales(`${name}.kScale`, c.kScale, [1]);
-    checkScales(`${name}.vScale`, c.vScale, [1]);
-  }
+  if (kSpec.quant?.tensorScales === 1) checkScales(`${name}.kScale`, c.kScale, [1]);
+  if (vSpec.quant?.tensorScales === 1) checkScales(`${name}.vScale`, c.vScale, [1]);
   const fp8 = isFp8(c.dtype);
-  if (fp8) {
-    const ks = checkScales(`${name}.kScale`, c.kScale, [1, numKvHeads]);
-    const vs = checkScales(`${name}.vScale`, c.vScale, [1, numKvHeads]);
+  const kFp8 = fp8;
+  const vFp8 = isFp8(valueDtype);
+  if (kFp8) checkScales(`${name}.kScale`, c.kScale, [1, numKvHeads]);
+  if (vFp8) checkScales(`${name}.vScale`, c.vScale, [1, numKvHeads]);
+  if (kFp8 && vFp8) {
+    const ks = c.kScale;
+    const vs = c.vScale;
     if (ks.length !== vs.length) {
       throw new KernelError(
         'INVALID_SCALE',
@@ -644,7 +668,7 @@ export function validateKvCache(name: string, cache: unknown): KvCacheDims {
       );
     }
   }
-  return { numBlocks, blockSize, numKvHeads, headSize, numSlots: numBlocks * blockSize, fp8, quant };
+  return { numBlocks, blockSize, numKvHeads, headSize, numSlots: numBlocks * blockSize, fp8, quant, mixed };
 }
 
 /** Validate {@link ReshapeAndCacheArgs}, including every slot (`< 0` = skip, `>= numSlots` = `OUT_OF_RANGE`). */
@@ -668,8 +692,8 @@ export function validateReshapeAndCache(args: ReshapeAndCacheArgs<Activation>): 
   }
   // NOTE: the fields are spelled out: `{ ...dims, more }` took ~12 us in V8 (Node 20, a slow clone-and-extend
   // path; 3.6% of a 768x12 decode step over 12 layers when validatePagedAttention did it), a literal ~0.1 us.
-  const { numBlocks, blockSize, numKvHeads, headSize, numSlots, fp8, quant } = dims;
-  return { numBlocks, blockSize, numKvHeads, headSize, numSlots, fp8, quant, numTokens };
+  const { numBlocks, blockSize, numKvHeads, headSize, numSlots, fp8, quant, mixed } = dims;
+  return { numBlocks, blockSize, numKvHeads, headSize, numSlots, fp8, quant, mixed, numTokens };
 }
 
 /** Derived sizes of validated {@link PagedAttentionArgs}. */
@@ -769,6 +793,13 @@ export function validatePagedAttention(args: PagedAttentionArgs<Activation>): Pa
         { argument: 'fp8Query' },
       );
     }
+    if (dims.mixed) {
+      throw new KernelError(
+        'INVALID_ARGUMENT',
+        `fp8Query needs K and V in one FP8 dtype, but cache.dtype is '${args.cache.dtype}' and cache.valueDtype '${args.cache.valueDtype}'`,
+        { argument: 'fp8Query' },
+      );
+    }
     const sat = args.fp8Query.saturation;
     if (sat !== undefined && sat !== 'satfinite' && sat !== 'nosat') {
       throw new KernelError(
@@ -786,7 +817,7 @@ export function validatePagedAttention(args: PagedAttentionArgs<Activation>): Pa
     checkNoOverlap('lse', lse, numTokens * numHeads, 'query', query, qElems);
     checkNoOverlap('lse', lse, numTokens * numHeads, 'out', out, qElems);
   }
-  const { numBlocks, blockSize, numKvHeads, headSize, numSlots, fp8, quant } = dims; // spelled out: see validateReshapeAndCache
+  const { numBlocks, blockSize, numKvHeads, headSize, numSlots, fp8, quant, mixed } = dims; // spelled out: see validateReshapeAndCache
   return {
     numBlocks,
     blockSize,
@@ -795,6 +826,7 @@ export function validatePagedAttention(args: PagedAttentionArgs<Activation>): Pa
     numSlots,
     fp8,
     quant,
+    mixed,
     numSeqs,
     numTokens,
     numHeads,

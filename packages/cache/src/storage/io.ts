@@ -8,7 +8,7 @@ import {
   type Fp8Format,
   type ScaleLayout,
 } from '@kvq/fp8';
-import { isFp8Dtype } from '../dtype.js';
+import { isFp8Dtype, type KvStorageDtype } from '../dtype.js';
 import { dequantizeKvHead, isKvQuantDtype, kvBlockLayout, quantizeKvHead } from '../kv-quant.js';
 import { CacheError, checkInt, describe } from '../errors.js';
 import type { KvLayerCache } from './layer.js';
@@ -30,21 +30,25 @@ function checkLayer(layer: KvLayerCache): void {
   if (typeof layer !== 'object' || layer === null) {
     throw new CacheError('INVALID_ARGUMENT', `layer must be a KvLayerCache, got ${describe(layer)}`);
   }
-  const quant = isKvQuantDtype(layer.dtype);
-  const expected = quant
-    ? layer.numBlocks * kvBlockLayout(layer.dtype, layer.blockSize, layer.numKvHeads, layer.headSize).blockBytes
-    : layer.numBlocks * layer.blockSize * layer.numKvHeads * layer.headSize;
-  if (layer.key.length !== expected || layer.value.length !== expected) {
-    throw new CacheError(
-      'SHAPE_MISMATCH',
-      `layer pools must hold ${quant ? 'numBlocks*blockBytes' : 'numBlocks*blockSize*numKvHeads*headSize'} = ${expected} elements, got key ${layer.key.length}, value ${layer.value.length}`,
-    );
+  const valueDtype = layer.valueDtype ?? layer.dtype;
+  for (const [name, dtype, pool] of [['key', layer.dtype, layer.key], ['value', valueDtype, layer.value]] as const) {
+    const quant = isKvQuantDtype(dtype);
+    const expected = quant
+      ? layer.numBlocks * kvBlockLayout(dtype, layer.blockSize, layer.numKvHeads, layer.headSize).blockBytes
+      : layer.numBlocks * layer.blockSize * layer.numKvHeads * layer.headSize;
+    if (pool.length !== expected) {
+      throw new CacheError(
+        'SHAPE_MISMATCH',
+        `layer ${name} pool ('${dtype}') must hold ${quant ? 'numBlocks*blockBytes' : 'numBlocks*blockSize*numKvHeads*headSize'} = ${expected} elements, got ${pool.length}`,
+      );
+    }
+    if (quant && !(pool instanceof Uint8Array)) {
+      throw new CacheError('INVALID_ARGUMENT', `layer ${name} pool of dtype '${dtype}' must be a Uint8Array`);
+    }
   }
-  if (quant && !(layer.key instanceof Uint8Array && layer.value instanceof Uint8Array)) {
-    throw new CacheError('INVALID_ARGUMENT', `layer pools of dtype '${layer.dtype}' must be Uint8Arrays`);
-  }
-  if (isFp8Dtype(layer.dtype) || layer.dtype === 'nvfp4') checkLayerScales(layer);
-  if (layer.dtype === 'nvfp4' && layer.kScale.length !== 1) {
+  const dtypes = [layer.dtype, valueDtype];
+  if (dtypes.some((d) => isFp8Dtype(d) || d === 'nvfp4')) checkLayerScales(layer);
+  if (dtypes.includes('nvfp4') && layer.kScale.length !== 1) {
     throw new CacheError('SCALE_SHAPE', `nvfp4 layers need one tensor scale (kScale/vScale of length 1), got ${layer.kScale.length}`);
   }
 }
@@ -56,6 +60,7 @@ const toF16 = f32ToF16Bits;
 /** Store rows [t0, t0+n) of `src` at slots starting at `slot` (contiguous), converting to the pool dtype. */
 function storeRun(
   layer: KvLayerCache,
+  dtype: KvStorageDtype,
   pool: KvLayerCache['key'],
   scales: Float32Array,
   src: Float32Array,
@@ -66,7 +71,6 @@ function storeRun(
   const row = layer.numKvHeads * layer.headSize;
   const from = src.subarray(t0 * row, (t0 + n) * row);
   const at = slot * row;
-  const dtype = layer.dtype;
   if (isKvQuantDtype(dtype)) {
     const l = kvBlockLayout(dtype, layer.blockSize, layer.numKvHeads, layer.headSize);
     for (let r = 0; r < n; r++) {
@@ -133,8 +137,8 @@ export function writeKv(layer: KvLayerCache, key: Float32Array, value: Float32Ar
     }
     let len = 1;
     while (t + len < n && slotMapping[t + len] === s + len) len++;
-    storeRun(layer, layer.key, layer.kScale, key, t, len, s);
-    storeRun(layer, layer.value, layer.vScale, value, t, len, s);
+    storeRun(layer, layer.dtype, layer.key, layer.kScale, key, t, len, s);
+    storeRun(layer, layer.valueDtype ?? layer.dtype, layer.value, layer.vScale, value, t, len, s);
     t += len;
   }
 }
@@ -150,7 +154,9 @@ function dequantTables(format: Fp8Format, scales: Float32Array): Float32Array[] 
 
 function loadRun(
   layer: KvLayerCache,
+  dtype: KvStorageDtype,
   pool: KvLayerCache['key'],
+  scales: Float32Array,
   tables: Float32Array[] | undefined,
   out: Float32Array,
   pos: number,
@@ -161,10 +167,9 @@ function loadRun(
   const at = slot * row;
   const len = n * row;
   const o = pos * row;
-  const dtype = layer.dtype;
   if (isKvQuantDtype(dtype)) {
     const l = kvBlockLayout(dtype, layer.blockSize, layer.numKvHeads, layer.headSize);
-    const ts = (pool === layer.key ? layer.kScale : layer.vScale)[0]!;
+    const ts = scales[0]!;
     for (let r = 0; r < n; r++) {
       for (let h = 0; h < layer.numKvHeads; h++) {
         dequantizeKvHead(l, pool as Uint8Array, slot + r, h, out, o + r * row + h * layer.headSize, ts);
@@ -248,15 +253,15 @@ export function gatherKv(
     key = new Float32Array(len);
     value = new Float32Array(len);
   }
-  const fp8 = isFp8Dtype(layer.dtype);
-  const kTables = fp8 ? dequantTables(layer.dtype as Fp8Format, layer.kScale) : undefined;
-  const vTables = fp8 ? dequantTables(layer.dtype as Fp8Format, layer.vScale) : undefined;
+  const valueDtype = layer.valueDtype ?? layer.dtype;
+  const kTables = isFp8Dtype(layer.dtype) ? dequantTables(layer.dtype, layer.kScale) : undefined;
+  const vTables = isFp8Dtype(valueDtype) ? dequantTables(valueDtype, layer.vScale) : undefined;
   for (let i = 0; i < needBlocks; i++) {
     const pos = i * bs;
     const n = Math.min(bs, numTokens - pos);
     const slot = blockTable[i]! * bs;
-    loadRun(layer, layer.key, kTables, key, pos, n, slot);
-    loadRun(layer, layer.value, vTables, value, pos, n, slot);
+    loadRun(layer, layer.dtype, layer.key, layer.kScale, kTables, key, pos, n, slot);
+    loadRun(layer, valueDtype, layer.value, layer.vScale, vTables, value, pos, n, slot);
   }
   return { key, value };
 }

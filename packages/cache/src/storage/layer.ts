@@ -13,8 +13,13 @@ import type { KvPoolArray, KvStorageDtype } from '../dtype.js';
  * @see docs/spec/vllm-fp8-kv-cache.md §5.1–5.2
  */
 export interface KvLayerCache {
-  /** Element type of `key` and `value`. */
+  /** Element type of `key` (and of `value` unless {@link valueDtype} differs). */
   readonly dtype: KvStorageDtype;
+  /**
+   * Element type of `value`: `dtype` for a uniform layer, another dtype for a layer whose K and V are stored in
+   * different precisions (e.g. K `int8_per_token_head`, V `int4_g32_f16`; see `KvLayerCacheOptions.valueDtype`).
+   */
+  readonly valueDtype: KvStorageDtype;
   /** Number of blocks in the pool (block 0 is the manager's reserved null block, still allocated here). */
   readonly numBlocks: number;
   /** Tokens per block. */
@@ -25,7 +30,7 @@ export interface KvLayerCache {
   readonly headSize: number;
   /** K pool, `numBlocks * blockSize * numKvHeads * headSize` elements. */
   readonly key: KvPoolArray;
-  /** V pool, same shape as `key`. */
+  /** V pool, same layout as `key` in `valueDtype` (same length when the dtypes are equal). */
   readonly value: KvPoolArray;
   /** Dequantization scales (x ≈ decode(q) * scale), length 1 (per-tensor) or numKvHeads (per-head). Ignored for f32/bf16/f16. */
   readonly kScale: Float32Array;

@@ -10,8 +10,14 @@ export type KvScaleGranularity = 'tensor' | 'head';
 
 /** Shape and format of one layer's pools (see {@link createKvLayerCache}). */
 export interface KvLayerCacheOptions {
-  /** Element type stored. */
+  /** Element type stored (in the K pool, and in the V pool unless `valueDtype` is given). */
   dtype: KvStorageDtype;
+  /**
+   * Element type of the V pool when it differs from K's (mixed K/V precision, e.g. K `int8_per_token_head` with V
+   * `int4_g32_f16`: keys are the more sensitive half). Default `dtype`. Per-head scales (`scaleGranularity: 'head'`)
+   * are refused when either dtype is a write-time-scaled one (as for a uniform layer).
+   */
+  valueDtype?: KvStorageDtype;
   /** Blocks in the pool (including the manager's null block 0). Integer >= 1. */
   numBlocks: number;
   /** Tokens per block, a power of two. Default 16. */
@@ -30,6 +36,7 @@ export interface KvLayerCacheOptions {
 
 interface CheckedShape {
   readonly dtype: KvStorageDtype;
+  readonly valueDtype: KvStorageDtype;
   readonly numBlocks: number;
   readonly blockSize: number;
   readonly numKvHeads: number;
@@ -51,6 +58,8 @@ function checkShape(opts: KvLayerCacheOptions): CheckedShape {
     throw new CacheError('INVALID_ARGUMENT', `KV cache options must be an object, got ${describe(opts)}`);
   }
   assertKvStorageDtype(opts.dtype);
+  const valueDtype = opts.valueDtype ?? opts.dtype;
+  assertKvStorageDtype(valueDtype, 'valueDtype');
   const numBlocks = checkInt('numBlocks', opts.numBlocks, 1);
   const blockSize = checkPowerOfTwo('blockSize', opts.blockSize ?? 16);
   const numKvHeads = checkInt('numKvHeads', opts.numKvHeads, 1);
@@ -60,17 +69,20 @@ function checkShape(opts: KvLayerCacheOptions): CheckedShape {
     throw new CacheError('INVALID_ARGUMENT', `numHeads (${numHeads}) must be a multiple of numKvHeads (${numKvHeads})`);
   }
   const scaleGranularity = checkGranularity('scaleGranularity', opts.scaleGranularity ?? 'tensor');
-  if (isKvQuantDtype(opts.dtype)) {
-    kvBlockLayout(opts.dtype, blockSize, numKvHeads, headSize); // throws INVALID_ARGUMENT for a bad head size
-    if (scaleGranularity !== 'tensor') {
-      throw new CacheError(
-        'INVALID_ARGUMENT',
-        `scaleGranularity must be 'tensor' for KV dtype '${opts.dtype}' (its scales are computed per token when written; only nvfp4 uses kScale[0]/vScale[0]), got ${describe(scaleGranularity)}`,
-      );
+  for (const d of valueDtype === opts.dtype ? [opts.dtype] : [opts.dtype, valueDtype]) {
+    if (isKvQuantDtype(d)) {
+      kvBlockLayout(d, blockSize, numKvHeads, headSize); // throws INVALID_ARGUMENT for a bad head size
+      if (scaleGranularity !== 'tensor') {
+        throw new CacheError(
+          'INVALID_ARGUMENT',
+          `scaleGranularity must be 'tensor' for KV dtype '${d}' (its scales are computed per token when written; only nvfp4 uses kScale[0]/vScale[0]), got ${describe(scaleGranularity)}`,
+        );
+      }
     }
   }
   return {
     dtype: opts.dtype,
+    valueDtype,
     numBlocks,
     blockSize,
     numKvHeads,
@@ -81,15 +93,16 @@ function checkShape(opts: KvLayerCacheOptions): CheckedShape {
   };
 }
 
-function allocatePool(shape: CheckedShape, name: string) {
-  const length = shape.numBlocks * poolBlockLength(shape);
+function allocatePool(shape: CheckedShape, name: 'key' | 'value') {
+  const dtype = name === 'key' ? shape.dtype : shape.valueDtype;
+  const length = shape.numBlocks * poolBlockLength({ ...shape, dtype });
   try {
-    return kvArrayFor(shape.dtype, length);
+    return kvArrayFor(dtype, length);
   } catch (cause) {
     if (cause instanceof CacheError) throw cause;
     throw new CacheError(
       'INVALID_ARGUMENT',
-      `cannot allocate the ${name} pool of ${length} ${shape.dtype} elements (${length * bytesPerElement(shape.dtype)} bytes)`,
+      `cannot allocate the ${name} pool of ${length} ${dtype} elements (${length * bytesPerElement(dtype)} bytes)`,
       { cause },
     );
   }
@@ -97,15 +110,20 @@ function allocatePool(shape: CheckedShape, name: string) {
 
 type PoolShape = Pick<KvLayerCache, 'dtype' | 'blockSize' | 'numKvHeads' | 'headSize'>;
 
+/** The shape of a layer's V pool as a {@link PoolShape} (its `dtype` is the layer's `valueDtype`). */
+export function valuePoolShape(layer: KvLayerCache): PoolShape {
+  return { dtype: layer.valueDtype, blockSize: layer.blockSize, numKvHeads: layer.numKvHeads, headSize: layer.headSize };
+}
+
 function poolBlockLength(s: PoolShape): number {
   if (isKvQuantDtype(s.dtype)) return kvBlockLayout(s.dtype, s.blockSize, s.numKvHeads, s.headSize).blockBytes;
   return s.blockSize * s.numKvHeads * s.headSize;
 }
 
 /**
- * Pool array elements per block of a layer: `blockSize × numKvHeads × headSize`, or for the write-time-scaled
- * dtypes the block's bytes (`kvBlockLayout(...).blockBytes`: codes and their scales). A pool holds
- * `numBlocks ×` this many elements.
+ * Pool array elements per block of a layer's K pool (pass {@link valuePoolShape} for its V pool):
+ * `blockSize × numKvHeads × headSize`, or for the write-time-scaled dtypes the block's bytes
+ * (`kvBlockLayout(...).blockBytes`: codes and their scales). A pool holds `numBlocks ×` this many elements.
  * @throws CacheError `INVALID_ARGUMENT` for a head size the dtype cannot hold.
  */
 export function kvPoolBlockLength(layer: PoolShape): number {
@@ -123,6 +141,7 @@ export function createKvLayerCache(opts: KvLayerCacheOptions): KvLayerCache {
   const kvScaleLen = s.scaleGranularity === 'head' ? s.numKvHeads : 1;
   return {
     dtype: s.dtype,
+    valueDtype: s.valueDtype,
     numBlocks: s.numBlocks,
     blockSize: s.blockSize,
     numKvHeads: s.numKvHeads,
@@ -146,6 +165,11 @@ export interface KvCacheStorageOptions extends KvLayerCacheOptions {
    * scales gets per-tensor ones).
    */
   layerDtypes?: readonly KvStorageDtype[];
+  /**
+   * Mixed K/V precision per layer: each layer's V dtype (length `numLayers`). Default: each layer's `layerDtypes`
+   * entry (or `valueDtype`, or `dtype`), i.e. V stored like K.
+   */
+  layerValueDtypes?: readonly KvStorageDtype[];
 }
 
 /** New scales for one layer; each is a number (per-tensor) or an array of the layer's scale length. */
@@ -185,8 +209,10 @@ export class KvCacheStorage implements KvFormatSource {
   /** One entry per layer. */
   readonly layers: readonly KvLayerCache[];
   readonly dtype: KvStorageDtype;
-  /** Every layer's storage dtype (all `dtype` unless the cache was made with `layerDtypes`). */
+  /** Every layer's K storage dtype (all `dtype` unless the cache was made with `layerDtypes`). */
   readonly layerDtypes: readonly KvStorageDtype[];
+  /** Every layer's V storage dtype (equal to `layerDtypes` unless K and V differ somewhere). */
+  readonly layerValueDtypes: readonly KvStorageDtype[];
   readonly numLayers: number;
   readonly numBlocks: number;
   readonly blockSize: number;
@@ -210,12 +236,17 @@ export class KvCacheStorage implements KvFormatSource {
     this.numHeads = s.numHeads;
     this.scaleGranularity = s.scaleGranularity;
     this.qScaleGranularity = s.qScaleGranularity;
-    this.layerDtypes = checkLayerDtypes(opts.layerDtypes, this.numLayers, s.dtype);
+    this.layerDtypes = checkLayerDtypes('layerDtypes', opts.layerDtypes, this.numLayers, s.dtype);
+    const valueDefault = opts.valueDtype === undefined || opts.layerDtypes !== undefined ? this.layerDtypes : new Array<KvStorageDtype>(this.numLayers).fill(s.valueDtype);
+    this.layerValueDtypes = checkLayerDtypes('layerValueDtypes', opts.layerValueDtypes ?? valueDefault, this.numLayers, s.dtype);
     const layers: KvLayerCache[] = [];
     for (let l = 0; l < this.numLayers; l++) {
       const dtype = this.layerDtypes[l]!;
-      const perTensorOnly = dtype !== s.dtype && !isFp8Dtype(dtype);
-      layers.push(createKvLayerCache(dtype === s.dtype ? opts : { ...opts, dtype, ...(perTensorOnly ? { scaleGranularity: 'tensor' } : {}) }));
+      const valueDtype = this.layerValueDtypes[l]!;
+      const same = dtype === s.dtype && valueDtype === s.valueDtype;
+      // A layer that differs from the main dtypes takes per-head scales only when both of its dtypes are FP8.
+      const perTensorOnly = !same && !(isFp8Dtype(dtype) && isFp8Dtype(valueDtype));
+      layers.push(createKvLayerCache(same ? opts : { ...opts, dtype, valueDtype, ...(perTensorOnly ? { scaleGranularity: 'tensor' } : {}) }));
     }
     this.layers = layers;
   }
@@ -288,16 +319,16 @@ export class KvCacheStorage implements KvFormatSource {
   }
 }
 
-function checkLayerDtypes(given: readonly KvStorageDtype[] | undefined, numLayers: number, dtype: KvStorageDtype): readonly KvStorageDtype[] {
+function checkLayerDtypes(name: string, given: readonly KvStorageDtype[] | undefined, numLayers: number, dtype: KvStorageDtype): readonly KvStorageDtype[] {
   if (given === undefined) return Object.freeze(new Array<KvStorageDtype>(numLayers).fill(dtype));
   if (!Array.isArray(given) || given.length !== numLayers) {
-    throw new CacheError('INVALID_ARGUMENT', `layerDtypes must be an array of ${numLayers} dtypes (one per layer), got ${describe(given)}`);
+    throw new CacheError('INVALID_ARGUMENT', `${name} must be an array of ${numLayers} dtypes (one per layer), got ${describe(given)}`);
   }
   given.forEach((d, l) => {
     try {
       assertKvStorageDtype(d);
     } catch (cause) {
-      throw new CacheError('UNSUPPORTED_DTYPE', `layerDtypes[${l}]: ${(cause as Error).message}`, { cause });
+      throw new CacheError('UNSUPPORTED_DTYPE', `${name}[${l}]: ${(cause as Error).message}`, { cause });
     }
   });
   return Object.freeze([...given]);
@@ -325,6 +356,7 @@ export function checkLayerScales(layer: KvLayerCache, name = 'layer'): void {
  */
 export function copyBlocks(layer: KvLayerCache, copies: readonly BlockCopy[]): void {
   const blockElems = poolBlockLength(layer);
+  const valueElems = poolBlockLength(valuePoolShape(layer));
   for (const { src, dst } of copies) {
     for (const [name, id] of [['src', src], ['dst', dst]] as const) {
       if (!Number.isInteger(id) || id < 0 || id >= layer.numBlocks) {
@@ -335,7 +367,7 @@ export function copyBlocks(layer: KvLayerCache, copies: readonly BlockCopy[]): v
   for (const { src, dst } of copies) {
     if (src === dst) continue;
     layer.key.copyWithin(dst * blockElems, src * blockElems, (src + 1) * blockElems);
-    layer.value.copyWithin(dst * blockElems, src * blockElems, (src + 1) * blockElems);
+    layer.value.copyWithin(dst * valueElems, src * valueElems, (src + 1) * valueElems);
   }
 }
 

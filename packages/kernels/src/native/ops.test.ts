@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { BackendInfo, WeightMatrix } from '../contract.js';
 import { STANDARD_NATIVE_OPS } from '../validate.js';
 import { KernelError } from '../errors.js';
-import { DTYPE_CODE, NATIVE_ABI, NativeKernelBackend, nativeKvDtypeCode, weightArgs, type NativeKernelOps } from './ops.js';
+import { DTYPE_CODE, NATIVE_ABI, NativeKernelBackend, nativeKvCacheCode, nativeKvDtypeCode, weightArgs, type NativeKernelOps } from './ops.js';
 
 describe('native facade: weight arguments (csrc/napi_args.h readWeight)', () => {
   it('ABI 5 and the dtype codes of csrc/ops.h', () => {
@@ -29,6 +29,29 @@ describe('native facade: weight arguments (csrc/napi_args.h readWeight)', () => 
       expect((err as KernelError).message).toContain(`'${d}'`);
     }
     expect(nativeKvDtypeCode('e4m3fn', 'pagedAttention', true)).toBe(3);
+  });
+
+  it('a mixed cache passes the packed code kCode | ((vCode + 1) << 8); a uniform one its code alone', () => {
+    expect(nativeKvCacheCode({ dtype: 'bf16', valueDtype: 'bf16' }, 'pagedAttention')).toBe(1);
+    expect(nativeKvCacheCode({ dtype: 'int8_per_token_head', valueDtype: 'int8_per_token_head' }, 'pagedAttention', true)).toBe(33);
+    expect(nativeKvCacheCode({ dtype: 'int8_per_token_head', valueDtype: 'int4_g32_f16' }, 'pagedAttention', true, true)).toBe(33 | (41 << 8));
+    expect(nativeKvCacheCode({ dtype: 'bf16', valueDtype: 'e4m3fn' }, 'reshapeAndCache', false, true)).toBe(1 | (4 << 8));
+    expect(nativeKvCacheCode({ dtype: 'f32', valueDtype: 'e5m2fnuz' }, 'reshapeAndCache', false, true)).toBe(0 | (7 << 8));
+    const err = (f: () => unknown): KernelError => {
+      try {
+        f();
+      } catch (e) {
+        if (e instanceof KernelError) return e;
+      }
+      throw new Error('expected a KernelError');
+    };
+    // Without mixed kernels: UNSUPPORTED on cache.valueDtype naming both dtypes.
+    const m = err(() => nativeKvCacheCode({ dtype: 'bf16', valueDtype: 'e4m3fn' }, 'pagedAttention', true));
+    expect([m.code, m.argument]).toEqual(['UNSUPPORTED', 'cache.valueDtype']);
+    expect(m.message).toMatch(/'bf16'.*'e4m3fn'/);
+    // With them but without the write-time-scaled kernels: the V pool's dtype is named.
+    const q = err(() => nativeKvCacheCode({ dtype: 'bf16', valueDtype: 'nvfp4' }, 'pagedAttention', false, true));
+    expect([q.code, q.argument]).toEqual(['UNSUPPORTED', 'cache.valueDtype']);
   });
 
   it('dense and GGML weights pass no scale, zero point or group size', () => {

@@ -98,16 +98,41 @@ const KV_QUANT_DTYPE_CODE = {
  * has kernels for it, {@link NativeKernelBackend.kvQuantKernels}); otherwise it is `UNSUPPORTED`.
  * @param op - the op named in the error message.
  * @param kvQuant - whether the calling backend implements the write-time-scaled dtypes. Default false.
+ * @param argument - the argument the error names. Default `'cache.dtype'` (`'cache.valueDtype'` for a V pool's dtype).
  * @throws KernelError `UNSUPPORTED` for a write-time-scaled dtype when `kvQuant` is false.
  */
-export function nativeKvDtypeCode(dtype: KvLayerCache['dtype'], op: string, kvQuant = false): number {
+export function nativeKvDtypeCode(dtype: KvLayerCache['dtype'], op: string, kvQuant = false, argument = 'cache.dtype'): number {
   if (isKvQuantDtype(dtype)) {
     if (kvQuant) return KV_QUANT_DTYPE_CODE[dtype];
     throw new KernelError('UNSUPPORTED', `${op}: KV-cache dtype '${dtype}' has no native kernels in this backend yet (use the reference backend)`, {
-      argument: 'cache.dtype',
+      argument,
     });
   }
   return DTYPE_CODE[dtype];
+}
+
+/**
+ * The cache dtype argument of the native ops (csrc/napi_args.h `readCache`): the K pool's code alone for a uniform
+ * cache (`valueDtype` equal to `dtype`, or absent), else the packed code `kCode | ((vCode + 1) << 8)` of a cache whose
+ * V pool has another dtype (each pool written and read as a uniform cache of its dtype would be).
+ * @param op - the op named in error messages.
+ * @param kvQuant - whether the calling backend implements the write-time-scaled dtypes (see {@link nativeKvDtypeCode}).
+ * @param mixed - whether it implements caches whose K and V dtypes differ ({@link NativeKernelBackend.mixedKvKernels}).
+ * @throws KernelError `UNSUPPORTED` naming `cache.valueDtype` (and both dtypes) for a mixed cache when `mixed` is
+ *   false; `UNSUPPORTED` naming `cache.dtype` / `cache.valueDtype` for a write-time-scaled dtype when `kvQuant` is false.
+ */
+export function nativeKvCacheCode(cache: Pick<KvLayerCache, 'dtype' | 'valueDtype'>, op: string, kvQuant = false, mixed = false): number {
+  const k = nativeKvDtypeCode(cache.dtype, op, kvQuant);
+  const valueDtype = cache.valueDtype ?? cache.dtype;
+  if (valueDtype === cache.dtype) return k;
+  if (!mixed) {
+    throw new KernelError(
+      'UNSUPPORTED',
+      `${op}: a KV cache with K dtype '${cache.dtype}' and V dtype '${valueDtype}' (mixed precision) has no native kernels in this backend (use the CPU or reference backend)`,
+      { argument: 'cache.valueDtype' },
+    );
+  }
+  return k | ((nativeKvDtypeCode(valueDtype, op, kvQuant, 'cache.valueDtype') + 1) << 8);
 }
 
 /** Numeric codes of FP8 formats (csrc/fp8.h `Fp8Format`). */
@@ -158,8 +183,9 @@ export function weightArgs(w: WeightMatrix): WeightNativeArgs {
 }
 
 /**
- * Positional arguments of `pagedAttention` (csrc/napi_args.h `readAttention`). `fp8Query`: 0 off, 1 satfinite,
- * 2 nosat; `qScale` is read only in FP8-query mode.
+ * Positional arguments of `pagedAttention` (csrc/napi_args.h `readAttention`). `dtype`: the cache's code from
+ * {@link nativeKvCacheCode} (packed when K and V dtypes differ). `fp8Query`: 0 off, 1 satfinite, 2 nosat; `qScale` is
+ * read only in FP8-query mode.
  */
 export type PagedAttentionNativeArgs = [
   query: Activation,
@@ -199,7 +225,10 @@ export type StandardNativeOps = {
  * the standard ops, {@link StandardNativeOps}; csrc/napi_args.h for the others, declared here). Arguments past
  * these (here typed `D`, resident device buffers of the GPU addon) are read by the addon that has them and ignored
  * by the others; `D = never` for addons without resident memory. Cache arguments are spread as
- * `(dtypeCode, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale)`.
+ * `(dtypeCode, key, value, numBlocks, blockSize, numKvHeads, headSize, kScale, vScale)`, `dtypeCode` from
+ * {@link nativeKvCacheCode}: the K pool's code, packed with the V pool's (`kCode | ((vCode + 1) << 8)`) when they
+ * differ; each pool has the kind and length of its own dtype, and `kScale` / `vScale` are read as each pool's dtype
+ * needs them.
  * Every length, index and code is re-checked natively: a direct call with bad input throws an `Error` with `code`
  * and `argument`.
  */
@@ -339,6 +368,15 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
   }
 
   /**
+   * Whether this backend has kernels for caches whose V pool has another dtype than the K pool (`cache.valueDtype`
+   * differs from `cache.dtype`); false by default, so `reshapeAndCache` / `pagedAttention` on such a cache throw
+   * `UNSUPPORTED` (argument `cache.valueDtype`, naming both dtypes) before any native call.
+   */
+  protected mixedKvKernels(): boolean {
+    return false;
+  }
+
+  /**
    * Whether the addon's `pagedAttention` writes `PagedAttentionArgs.lse`; false by default, so asking for it throws
    * `UNSUPPORTED` before any native call.
    */
@@ -421,7 +459,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
     return [
       this.nativeActivation('pagedAttention', args.query),
       this.nativeActivation('pagedAttention', args.out),
-      nativeKvDtypeCode(c.dtype, 'pagedAttention', this.kvQuantKernels()),
+      nativeKvCacheCode(c, 'pagedAttention', this.kvQuantKernels(), this.mixedKvKernels()),
       c.key,
       c.value,
       plan.numBlocks,
@@ -459,7 +497,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
   reshapeAndCache(args: ReshapeAndCacheArgs<Activation>): void {
     const d = validateReshapeAndCache(args);
     const c = args.cache;
-    const dtypeCode = nativeKvDtypeCode(c.dtype, 'reshapeAndCache', this.kvQuantKernels());
+    const dtypeCode = nativeKvCacheCode(c, 'reshapeAndCache', this.kvQuantKernels(), this.mixedKvKernels());
     const key = this.nativeActivation('reshapeAndCache', args.key);
     const value = this.nativeActivation('reshapeAndCache', args.value);
     this.call('reshapeAndCache', () => {

@@ -56,35 +56,10 @@ import {
 } from '../validate.js';
 import { dequantizeRowUnchecked as dequantizeRow } from '../quant/dequantize.js';
 import { roundTripActivationsInt8, roundTripActivationsQ8 } from '../quant/activations.js';
-import { pagedAttentionQuant, reshapeAndCacheQuant } from './kv-quant.js';
+import { elementReader, scaleOf } from './elements.js';
+import { pagedAttentionPerHead, poolHeadReader, poolTokenWriter, reshapeAndCachePerHead, storeToken } from './kv-pools.js';
 import { sampleBucketIdsReference, sampleBucketsReference } from '../sample-buckets.js';
 
-let bf16Table: Float32Array | undefined;
-
-/** Float32 value of every bf16 bit pattern (65536 entries, built once). */
-function bf16ToF32Table(): Float32Array {
-  if (bf16Table) return bf16Table;
-  const t = new Float32Array(65536);
-  const bits = new Uint32Array(t.buffer);
-  for (let h = 0; h < 65536; h++) bits[h] = h << 16;
-  bf16Table = t;
-  return t;
-}
-
-/**
- * Element decoder for a stored dtype: returns a function mapping an element of `data` at index `i` to its
- * float32 value (no scale applied).
- */
-function elementReader(dtype: KvLayerCache['dtype'], data: Float32Array | Uint16Array | Uint8Array): (i: number) => number {
-  if (dtype === 'f32') return (i) => data[i]!;
-  const table = dtype === 'bf16' ? bf16ToF32Table() : dtype === 'f16' ? f16ToF32Table() : fp8DecodeTable(dtype as Fp8Format);
-  return (i) => table[data[i]!]!;
-}
-
-/** The per-head scale of a cache (length 1 = shared). */
-function scaleOf(scales: Float32Array, head: number): number {
-  return scales.length === 1 ? scales[0]! : scales[head]!;
-}
 
 /**
  * `linear` for every weight dtype: each weight row is dequantized to float32 once (`dequantizeRow`, the executable
@@ -236,24 +211,11 @@ function argmax(raw: ArgmaxArgs<Activation>): void {
   }
 }
 
-/** Store one token's heads (`src`, `[numKvHeads, headSize]`) into a pool at `dst`, encoding per the cache dtype. */
-function storeToken(cache: KvLayerCache, src: Float32Array, dst: Float32Array | Uint16Array | Uint8Array, scales: Float32Array): void {
-  if (cache.dtype === 'f32') (dst as Float32Array).set(src);
-  else if (cache.dtype === 'bf16') for (let i = 0; i < src.length; i++) dst[i] = f32ToBf16Bits(src[i]!);
-  else if (cache.dtype === 'f16') for (let i = 0; i < src.length; i++) dst[i] = f32ToF16Bits(src[i]!);
-  else {
-    // Exactly @kvq/fp8's scaled quantization: encode(fround(x / scale)), satfinite.
-    const layout: ScaleLayout =
-      scales.length === 1 ? PER_TENSOR : { granularity: 'head', numHeads: cache.numKvHeads, headSize: cache.headSize };
-    quantizeScaled(src, scales, layout, cache.dtype as Fp8Format, { out: dst as Uint8Array, saturation: 'satfinite' });
-  }
-}
-
 function reshapeAndCache(raw: ReshapeAndCacheArgs<Activation>): void {
   const args = hostArgs('reshapeAndCache', raw);
-  const { numTokens, numKvHeads, headSize, quant } = validateReshapeAndCache(args);
-  if (quant) {
-    reshapeAndCacheQuant(args, quant, numTokens);
+  const { numTokens, numKvHeads, headSize, quant, mixed } = validateReshapeAndCache(args);
+  if (quant || mixed) {
+    reshapeAndCachePerHead(args, numTokens, poolTokenWriter(args.cache, 'key'), poolTokenWriter(args.cache, 'value'));
     return;
   }
   const { key, value, slotMapping, cache } = args;
@@ -263,16 +225,16 @@ function reshapeAndCache(raw: ReshapeAndCacheArgs<Activation>): void {
     if (slot < 0) continue;
     const src = t * tokenSize;
     const dst = slot * tokenSize;
-    storeToken(cache, key.subarray(src, src + tokenSize), cache.key.subarray(dst, dst + tokenSize), cache.kScale);
-    storeToken(cache, value.subarray(src, src + tokenSize), cache.value.subarray(dst, dst + tokenSize), cache.vScale);
+    storeToken(cache, cache.dtype, key.subarray(src, src + tokenSize), cache.key.subarray(dst, dst + tokenSize), cache.kScale);
+    storeToken(cache, cache.dtype, value.subarray(src, src + tokenSize), cache.value.subarray(dst, dst + tokenSize), cache.vScale);
   }
 }
 
 function pagedAttention(raw: PagedAttentionArgs<Activation>): void {
   const args = hostArgs('pagedAttention', raw);
   const plan = validatePagedAttention(args);
-  if (plan.quant) {
-    pagedAttentionQuant(args, plan, plan.quant);
+  if (plan.quant || plan.mixed) {
+    pagedAttentionPerHead(args, plan, poolHeadReader(args.cache, 'key'), poolHeadReader(args.cache, 'value'));
     return;
   }
   const { numSeqs, numHeads, numKvHeads, headSize, blockSize, groupSize, softmaxScale, slidingWindow, fp8Query } = plan;

@@ -218,6 +218,10 @@ export function badInputCases(): BadInputCase[] {
       const q = makeKvCache({ dtype: 'int8_per_token_head', numBlocks: 2, blockSize: 4, numKvHeads: 2, headSize: 8 });
       return b.reshapeAndCache(reshapeArgs({}, { ...q, value: q.value.subarray(0, q.value.length / 2) }));
     }),
+    c('reshapeAndCache', 'mixed cache: a V pool sized for the K dtype', 'SHAPE_MISMATCH', 'cache.value', (b) => {
+      const m = makeKvCache({ dtype: 'int8_per_token_head', valueDtype: 'int4_g32_f16', numBlocks: 2, blockSize: 4, numKvHeads: 2, headSize: 32 });
+      return b.reshapeAndCache(reshapeArgs({ key: f32(3 * 64), value: f32(3 * 64) }, { ...m, value: new Uint8Array(m.key.length) }));
+    }),
     c('reshapeAndCache', 'nvfp4 with per-head tensor scales', 'INVALID_SCALE', 'cache.kScale', (b) =>
       b.reshapeAndCache(
         reshapeArgs({}, { ...makeKvCache({ dtype: 'nvfp4', numBlocks: 2, blockSize: 4, numKvHeads: 2, headSize: 16 }), kScale: Float32Array.of(1, 1) }),
@@ -257,8 +261,11 @@ export function badInputCases(): BadInputCase[] {
     ),
     c('pagedAttention', 'fp8-query mode on a bf16 cache', 'INVALID_ARGUMENT', 'fp8Query', (b) =>
       b.pagedAttention(
-        attnArgs({ fp8Query: {} }, { dtype: 'bf16', key: new Uint16Array(256), value: new Uint16Array(256) }),
+        attnArgs({ fp8Query: {} }, { dtype: 'bf16', valueDtype: 'bf16', key: new Uint16Array(256), value: new Uint16Array(256) }),
       ),
+    ),
+    c('pagedAttention', 'fp8-query mode on a mixed e4m3fn / e5m2 cache', 'INVALID_ARGUMENT', 'fp8Query', (b) =>
+      b.pagedAttention(attnArgs({ fp8Query: {} }, { valueDtype: 'e5m2' })),
     ),
     c('pagedAttention', 'query too short', 'SHAPE_MISMATCH', 'query', (b) => b.pagedAttention(attnArgs({ query: f32(95) }))),
     c('amaxPerHead', 'out too short', 'SHAPE_MISMATCH', 'out', (b) =>

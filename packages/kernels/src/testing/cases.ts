@@ -68,8 +68,18 @@ export interface ParityCase {
   readonly tolerance: Tolerance;
   /** Build fresh inputs from the case's seed, run the op on `backend`, and return its outputs by name. */
   run(backend: KernelBackend): Record<string, ParityValue>;
-  /** Set when the case needs a write-time-scaled KV dtype (a backend may declare it unsupported). */
+  /**
+   * Set when the case needs a write-time-scaled KV dtype (a backend may declare it unsupported): the cache's, or for a
+   * mixed cache ({@link mixedKv}) its K pool's when that is one, else its V pool's.
+   */
   readonly kvDtype?: KvQuantDtype | undefined;
+  /** A mixed cache whose K and V pools both have write-time-scaled dtypes: the V pool's (`kvDtype` is the K pool's). */
+  readonly kvValueDtype?: KvQuantDtype | undefined;
+  /**
+   * Set when the case's cache stores V in another dtype than K (`cache.valueDtype`; a backend may declare such caches
+   * unsupported, see `ParitySuiteOptions.mixedKv`).
+   */
+  readonly mixedKv?: boolean | undefined;
   /** Set when the case asks `pagedAttention` for its `lse` output (a backend may declare it unsupported). */
   readonly lse?: boolean | undefined;
 }
@@ -664,6 +674,8 @@ function scenarioSeqs(s: Scenario, i: number): SeqSpec[] {
 
 interface AttnCfg {
   dtype: KvDtype;
+  /** The V pool's dtype (a mixed cache). Default `dtype`. */
+  valueDtype?: KvDtype;
   scales: 'tensor' | 'head';
   headSize: number;
   gqa: number;
@@ -728,13 +740,14 @@ function attentionCase(cfg: AttnCfg, seed: number): ParityCase {
   const reference = createReferenceBackend();
   return {
     op: 'pagedAttention',
-    label: `pagedAttention ${cfg.dtype}/${cfg.scales} hs=${cfg.headSize} heads=${numHeads}/${cfg.numKvHeads} bs=${cfg.blockSize} ${cfg.scenario}${extras ? ` ${extras}` : ''}`,
+    label: `pagedAttention ${cfg.dtype}/${cfg.valueDtype !== undefined && cfg.valueDtype !== cfg.dtype ? `V=${cfg.valueDtype}/` : ''}${cfg.scales} hs=${cfg.headSize} heads=${numHeads}/${cfg.numKvHeads} bs=${cfg.blockSize} ${cfg.scenario}${extras ? ` ${extras}` : ''}`,
     tolerance: DEFAULT_TOLERANCES.pagedAttention,
     run(b) {
       const r = rng(seed);
       const batch = buildAttentionBatch(
         {
           dtype: cfg.dtype,
+          ...(cfg.valueDtype !== undefined ? { valueDtype: cfg.valueDtype } : {}),
           scales: cfg.scales,
           blockSize: cfg.blockSize,
           numKvHeads: cfg.numKvHeads,
@@ -1186,6 +1199,76 @@ function quantAttentionCases(full: boolean, seed: number): ParityCase[] {
   return cases;
 }
 
+/** The case fields of a mixed cache of K dtype `k` and V dtype `v` (see {@link ParityCase.mixedKv}). */
+function mixedFields(k: KvDtype, v: KvDtype): Pick<ParityCase, 'kvDtype' | 'kvValueDtype' | 'mixedKv'> {
+  const quant = (d: KvDtype): KvQuantDtype | undefined => ((KV_QUANT_DTYPE_LIST as readonly KvDtype[]).includes(d) ? (d as KvQuantDtype) : undefined);
+  const kq = quant(k);
+  const vq = quant(v);
+  return { mixedKv: true, ...(kq ?? vq ? { kvDtype: kq ?? vq } : {}), ...(kq && vq ? { kvValueDtype: vq } : {}) };
+}
+
+/**
+ * Caches whose V pool has another dtype than the K pool (`cache.valueDtype`: each pool written and read as a uniform
+ * cache of its dtype would be): `reshapeAndCache` byte-exact on dense + write-time-scaled, two write-time-scaled
+ * layouts, nvfp4 either side and two FP8 formats with per-head scales; `pagedAttention` on the same kinds of pairs,
+ * decode / prefill / chunked, a sliding window, specials in the cache, the lse output.
+ */
+function mixedKvCases(seed: number): ParityCase[] {
+  const cases: ParityCase[] = [];
+  const writes: readonly (readonly [KvDtype, KvDtype, 'tensor' | 'head', number])[] = [
+    ['int8_per_token_head', 'int4_g32_f16', 'tensor', 64],
+    ['bf16', 'nvfp4', 'tensor', 64],
+    ['nvfp4', 'f16', 'tensor', 128],
+    ['e4m3fn', 'e5m2', 'head', 16],
+    ['f32', 'e4m3fnuz', 'tensor', 8],
+  ];
+  writes.forEach(([k, v, scales, headSize], i) => {
+    const numTokens = cycle([7, 17, 33], i);
+    const numKvHeads = cycle([1, 2, 4], i);
+    const blockSize = cycle(BLOCK_SIZES, i);
+    const s = seed + 1400 + i;
+    cases.push({
+      op: 'reshapeAndCache',
+      ...mixedFields(k, v),
+      label: `reshapeAndCache ${k}/V=${v}/${scales} tokens=${numTokens} kvh=${numKvHeads} hs=${headSize} bs=${blockSize} specials`,
+      tolerance: EXACT,
+      run(b) {
+        const r = rng(s);
+        const numBlocks = Math.ceil((numTokens * 1.3) / blockSize) + 1;
+        const cache = makeKvCache({ dtype: k, valueDtype: v, numBlocks, blockSize, numKvHeads, headSize, scales, amax: 3 });
+        // Pre-existing content must survive where no token is written.
+        for (const pool of [cache.key, cache.value]) {
+          const mask = pool instanceof Float32Array ? 0 : pool instanceof Uint16Array ? 0x3fff : 0x7f;
+          for (let e = 0; e < pool.length; e++) pool[e] = mask === 0 ? e % 13 : (e * 37) & mask;
+        }
+        const n = numTokens * numKvHeads * headSize;
+        const key = randomF32(n, r, 1.5);
+        const value = randomF32(n, r, 1.5);
+        key.set([NaN, Infinity, -Infinity, -0, 1e-30, 1e30]);
+        value.set([1e30, -1e30, 3e-39, 0, -1e-30, Infinity]);
+        const order = permutation(numBlocks * blockSize, r);
+        const slotMapping = new Int32Array(numTokens);
+        for (let t = 0; t < numTokens; t++) slotMapping[t] = r() < 0.1 ? -1 : order[t]!;
+        b.reshapeAndCache({ key, value, slotMapping, numTokens, cache });
+        return { key: cache.key, value: cache.value };
+      },
+    });
+  });
+  const attns: readonly (Omit<AttnCfg, 'seqs' | 'scenario'> & { valueDtype: KvDtype; scenario: Scenario })[] = [
+    { dtype: 'int8_per_token_head', valueDtype: 'int4_g32_f16', scales: 'tensor', headSize: 128, gqa: 4, numKvHeads: 2, blockSize: 16, scenario: 'decode' },
+    { dtype: 'int8_per_token_head', valueDtype: 'int4_g32_f16', scales: 'tensor', headSize: 64, gqa: 2, numKvHeads: 1, blockSize: 1, scenario: 'mixed', kvSpecials: true },
+    { dtype: 'bf16', valueDtype: 'nvfp4', scales: 'tensor', headSize: 64, gqa: 1, numKvHeads: 2, blockSize: 32, scenario: 'chunked', slidingWindow: 5 },
+    { dtype: 'nvfp4', valueDtype: 'e4m3fn', scales: 'tensor', headSize: 80, gqa: 2, numKvHeads: 2, blockSize: 16, scenario: 'mixed', lse: true },
+    { dtype: 'e4m3fn', valueDtype: 'e5m2', scales: 'head', headSize: 16, gqa: 8, numKvHeads: 2, blockSize: 16, scenario: 'prefill' },
+    { dtype: 'f16', valueDtype: 'int4_g16', scales: 'tensor', headSize: 48, gqa: 4, numKvHeads: 1, blockSize: 16, scenario: 'mixed' },
+  ];
+  attns.forEach((cfg, i) => {
+    const c = attentionCase({ ...cfg, seqs: scenarioSeqs(cfg.scenario, i) }, seed + 1450 + i);
+    cases.push({ ...c, ...mixedFields(cfg.dtype, cfg.valueDtype) });
+  });
+  return cases;
+}
+
 /**
  * Every parity case (or those of `options.ops`). Quick size: a few hundred cases that run on the reference
  * backend in a few seconds; full size adds bigger shapes.
@@ -1212,6 +1295,7 @@ export function parityCases(options: ParityCaseOptions = {}): ParityCase[] {
     ...attentionCases(full, seed),
     ...quantAttentionCases(full, seed),
     ...lseAttentionCases(seed),
+    ...mixedKvCases(seed),
     ...amaxCases(seed),
     ...quantCases(seed),
   ];

@@ -29,7 +29,10 @@ export interface ParityReport {
   /** Number of cases run. */
   readonly cases: number;
   readonly passed: number;
-  /** Of `passed`: cases of write-time-scaled KV dtypes the candidate declared unsupported and refused as `UNSUPPORTED`. */
+  /**
+   * Of `passed`: cases the candidate declared unsupported (write-time-scaled KV dtypes, mixed K/V caches, the lse
+   * output) and refused as `UNSUPPORTED`.
+   */
   readonly unsupported: number;
   readonly failures: readonly ParityFailure[];
   /** Cases and failures per op. */
@@ -56,6 +59,12 @@ export interface ParitySuiteOptions extends ParityCaseOptions {
    * that ask for it must be refused with a `KernelError` `UNSUPPORTED`, as for an unsupported KV dtype.
    */
   readonly attentionLse?: boolean | undefined;
+  /**
+   * Whether the candidate implements caches whose V pool has another dtype than the K pool (`cache.valueDtype`). When
+   * false (default; the GPU backends), the mixed-cache cases (`ParityCase.mixedKv`) must be refused with a
+   * `KernelError` `UNSUPPORTED`, as for an unsupported KV dtype.
+   */
+  readonly mixedKv?: boolean | undefined;
 }
 
 function closeEnough(got: number, want: number, tol: Tolerance): boolean {
@@ -160,10 +169,29 @@ export function runParityCase(
   return failures;
 }
 
-const what = (c: ParityCase): string => (c.kvDtype !== undefined ? `KV dtype ${c.kvDtype}` : 'the attention lse output');
+/** What the candidate declared it lacks for case `c` (see {@link refusal}). */
+type Refusal = 'kvDtype' | 'mixedKv' | 'lse';
 
-/** A case whose KV dtype (or lse output) the candidate does not implement: it must throw a `KernelError` `UNSUPPORTED`. */
-function expectUnsupported(c: ParityCase, candidate: KernelBackend): ParityFailure[] {
+/** Why `c` must be refused by a candidate with `options`' declarations, or undefined when it must run. */
+function refusal(c: ParityCase, options: ParitySuiteOptions, supported: readonly KvQuantDtype[]): Refusal | undefined {
+  if ((c.kvDtype !== undefined && !supported.includes(c.kvDtype)) || (c.kvValueDtype !== undefined && !supported.includes(c.kvValueDtype))) return 'kvDtype';
+  if (c.mixedKv === true && options.mixedKv !== true) return 'mixedKv';
+  if (c.lse === true && options.attentionLse !== true) return 'lse';
+  return undefined;
+}
+
+const WHAT: Record<Refusal, (c: ParityCase) => string> = {
+  kvDtype: (c) => `KV dtype ${c.kvValueDtype !== undefined ? `${c.kvDtype}/${c.kvValueDtype}` : c.kvDtype}`,
+  mixedKv: () => 'a mixed K/V cache',
+  lse: () => 'the attention lse output',
+};
+const DECLARE: Record<Refusal, string> = { kvDtype: 'list it in supportedKvQuantDtypes', mixedKv: 'set mixedKv', lse: 'set attentionLse' };
+
+/**
+ * A case whose KV dtype, mixed cache or lse output the candidate does not implement: it must throw a `KernelError`
+ * `UNSUPPORTED`.
+ */
+function expectUnsupported(c: ParityCase, candidate: KernelBackend, why: Refusal): ParityFailure[] {
   const fail = (message: string): ParityFailure[] => [
     { op: c.op, label: c.label, output: '(unsupported)', message, mismatches: 1, maxAbsError: Infinity },
   ];
@@ -171,9 +199,9 @@ function expectUnsupported(c: ParityCase, candidate: KernelBackend): ParityFailu
     c.run(candidate);
   } catch (e) {
     if (isKernelError(e, 'UNSUPPORTED')) return [];
-    return fail(`${what(c)} is declared unsupported; expected KernelError UNSUPPORTED, got ${errorText(e)}`);
+    return fail(`${WHAT[why](c)} is declared unsupported; expected KernelError UNSUPPORTED, got ${errorText(e)}`);
   }
-  return fail(`${what(c)} is declared unsupported but the candidate ran it: ${c.kvDtype !== undefined ? 'list it in supportedKvQuantDtypes' : 'set attentionLse'}`);
+  return fail(`${WHAT[why](c)} is declared unsupported but the candidate ran it: ${DECLARE[why]}`);
 }
 
 /**
@@ -208,9 +236,10 @@ export function runParitySuite(
     run++;
     const stats = (byOp[c.op] ??= { cases: 0, failures: 0 });
     stats.cases++;
-    const refuses = (c.kvDtype !== undefined && !supported.includes(c.kvDtype)) || (c.lse === true && options.attentionLse !== true);
+    const why = refusal(c, options, supported);
+    const refuses = why !== undefined;
     const f = refuses
-      ? expectUnsupported(c, candidate)
+      ? expectUnsupported(c, candidate, why)
       : runParityCase(c, candidate, reference, options.tolerance ? options.tolerance(c) : c.tolerance);
     if (refuses && f.length === 0) unsupported++;
     if (f.length === 0) passed++;
@@ -226,7 +255,7 @@ export function runParitySuite(
 export function formatParityReport(report: ParityReport, maxLines = 20): string {
   const lines = [
     `parity ${report.candidate} vs ${report.reference}: ${report.passed}/${report.cases} cases passed` +
-      (report.unsupported > 0 ? ` (${report.unsupported} refused as UNSUPPORTED: KV dtypes or the lse output not implemented)` : ''),
+      (report.unsupported > 0 ? ` (${report.unsupported} refused as UNSUPPORTED: KV dtypes, mixed K/V caches or the lse output not implemented)` : ''),
     ...Object.entries(report.byOp).map(([op, s]) => `  ${op}: ${s!.cases - s!.failures}/${s!.cases}`),
   ];
   for (const f of report.failures.slice(0, maxLines)) lines.push(`  FAIL ${f.label}: ${f.message}`);

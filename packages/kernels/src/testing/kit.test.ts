@@ -21,7 +21,7 @@ const ref = createReferenceBackend();
 
 describe('parity kit', () => {
   it('passes the reference against itself on every case, covering every op', () => {
-    const report = runParitySuite(createReferenceBackend(), ref, { supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true });
+    const report = runParitySuite(createReferenceBackend(), ref, { supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true, mixedKv: true });
     expect(report.unsupported).toBe(0);
     expect(report.failures, formatParityReport(report)).toEqual([]);
     expect(report.cases).toBe(parityCases().length);
@@ -48,7 +48,7 @@ describe('parity kit', () => {
   });
 
   describe('write-time-scaled KV dtypes a backend has not implemented', () => {
-    const quantCases = parityCases({ ops: ['reshapeAndCache', 'pagedAttention'] }).filter((c) => c.kvDtype !== undefined);
+    const quantCases = parityCases({ ops: ['reshapeAndCache', 'pagedAttention'] }).filter((c) => c.kvDtype !== undefined && !c.mixedKv);
     const isQuant = (d: string) => (KV_QUANT_DTYPE_LIST as readonly string[]).includes(d);
     /** The reference, but `reshapeAndCache` / `pagedAttention` on a write-time-scaled cache behave as `mode` says. */
     const refusing = (mode: 'unsupported' | 'other-error' | 'runs' | 'corrupts'): KernelBackend => {
@@ -100,6 +100,53 @@ describe('parity kit', () => {
       const corrupt = runParitySuite(refusing('corrupts'), ref, { cases: quantCases, supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST });
       expect(corrupt.failures.length).toBe(quantCases.length);
       expect(() => runParitySuite(ref, ref, { cases: quantCases, supportedKvQuantDtypes: ['e4m3fn' as 'nvfp4'] })).toThrow(KernelError);
+    });
+  });
+
+  describe('mixed K/V caches (cache.valueDtype) a backend has not implemented', () => {
+    const mixedCases = parityCases({ ops: ['reshapeAndCache', 'pagedAttention'] }).filter((c) => c.mixedKv);
+    const all = { cases: mixedCases, supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true };
+    /** The reference, refusing mixed caches with UNSUPPORTED (as a GPU backend does). */
+    const refusesMixed: KernelBackend = {
+      ...ref,
+      name: 'refuses-mixed',
+      reshapeAndCache(a: ReshapeAndCacheArgs) {
+        if (a.cache.valueDtype !== a.cache.dtype) throw new KernelError('UNSUPPORTED', 'no mixed caches here', { argument: 'cache.valueDtype' });
+        ref.reshapeAndCache(a);
+      },
+      pagedAttention(a: PagedAttentionArgs) {
+        if (a.cache.valueDtype !== a.cache.dtype) throw new KernelError('UNSUPPORTED', 'no mixed caches here', { argument: 'cache.valueDtype' });
+        ref.pagedAttention(a);
+      },
+    };
+
+    it('has reshape and attention cases: dense + write-time-scaled, two such layouts, two FP8 formats, the lse output', () => {
+      const labels = mixedCases.map((c) => c.label).join('\n');
+      expect(labels).toContain('reshapeAndCache int8_per_token_head/V=int4_g32_f16/');
+      expect(labels).toContain('pagedAttention int8_per_token_head/V=int4_g32_f16/');
+      expect(labels).toContain('reshapeAndCache e4m3fn/V=e5m2/head');
+      expect(labels).toContain('pagedAttention e4m3fn/V=e5m2/head');
+      expect(mixedCases.some((c) => c.op === 'pagedAttention' && c.kvDtype !== undefined && c.kvValueDtype !== undefined)).toBe(true);
+      expect(mixedCases.some((c) => c.lse)).toBe(true);
+    });
+
+    it('accepts a typed UNSUPPORTED refusal by default; fails a backend that runs them undeclared', () => {
+      const refused = runParitySuite(refusesMixed, ref, all);
+      expect(refused.failures, formatParityReport(refused)).toEqual([]);
+      expect(refused.unsupported).toBe(mixedCases.length);
+      const ran = runParitySuite(ref, ref, all);
+      expect(ran.failures).toHaveLength(mixedCases.length);
+      expect(ran.failures[0]!.message).toContain('set mixedKv');
+      expect(runParitySuite(refusesMixed, ref, { ...all, mixedKv: true }).failures).toHaveLength(mixedCases.length);
+      expect(runParitySuite(ref, ref, { ...all, mixedKv: true }).failures).toEqual([]);
+    });
+
+    it('a mixed case with write-time-scaled pools needs both dtypes declared', () => {
+      const report = runParitySuite(refusesMixed, ref, { ...all, mixedKv: true, supportedKvQuantDtypes: ['int8_per_token_head'] });
+      const needsOther = mixedCases.filter((c) => (c.kvDtype !== undefined && c.kvDtype !== 'int8_per_token_head') || c.kvValueDtype !== undefined);
+      // Those are refused (as their dtypes are undeclared); the rest must run, and this backend refuses them.
+      expect(report.unsupported).toBe(needsOther.length);
+      expect(report.failures).toHaveLength(mixedCases.length - needsOther.length);
     });
   });
 

@@ -90,6 +90,8 @@ export function randomWeight(
 /** Options of {@link makeKvCache}. */
 export interface KvCacheSpec {
   readonly dtype: KvDtype;
+  /** The V pool's dtype (a mixed K/V cache). Default `dtype`. */
+  readonly valueDtype?: KvDtype;
   readonly numBlocks: number;
   readonly blockSize: number;
   readonly numKvHeads: number;
@@ -108,30 +110,33 @@ export interface KvCacheSpec {
  */
 export function makeKvCache(spec: KvCacheSpec): KvLayerCache {
   const { dtype, numBlocks, blockSize, numKvHeads, headSize } = spec;
+  const valueDtype = spec.valueDtype ?? dtype;
   const numHeads = spec.numHeads ?? numKvHeads;
   // write-time-scaled dtypes: byte pools of whole blocks (codes and scales, `kvPoolBlockLength`)
-  const n = numBlocks * kvPoolBlockLength({ dtype, blockSize, numKvHeads, headSize });
-  const make = (): Float32Array | Uint16Array | Uint8Array =>
-    dtype === 'f32' ? new Float32Array(n) : dtype === 'bf16' || dtype === 'f16' ? new Uint16Array(n) : new Uint8Array(n);
+  const make = (d: KvDtype): Float32Array | Uint16Array | Uint8Array => {
+    const n = numBlocks * kvPoolBlockLength({ dtype: d, blockSize, numKvHeads, headSize });
+    return d === 'f32' ? new Float32Array(n) : d === 'bf16' || d === 'f16' ? new Uint16Array(n) : new Uint8Array(n);
+  };
   // nvfp4's tensor scale maps the amax to E4M3's 448 times E2M1's 6; the other write-time-scaled dtypes ignore it
-  const max = isFp8(dtype) ? FP8_FORMATS[dtype as Fp8Format].maxFinite : isKvQuantDtype(dtype) ? 448 * 6 : 448;
+  const maxOf = (d: KvDtype): number => (isFp8(d) ? FP8_FORMATS[d as Fp8Format].maxFinite : isKvQuantDtype(d) ? 448 * 6 : 448);
   const amax = spec.amax ?? 4;
-  const scales = (count: number, salt: number): Float32Array => {
+  const scales = (count: number, salt: number, max: number): Float32Array => {
     const s = new Float32Array(spec.scales === 'head' ? count : 1);
     for (let i = 0; i < s.length; i++) s[i] = (amax * (s.length === 1 ? 1 : 0.5 + ((i * 7 + salt) % 11) / 10)) / max;
     return s;
   };
   return {
     dtype,
+    valueDtype,
     numBlocks,
     blockSize,
     numKvHeads,
     headSize,
-    key: make(),
-    value: make(),
-    kScale: scales(numKvHeads, 1),
-    vScale: scales(numKvHeads, 4),
-    qScale: scales(numHeads, 2),
+    key: make(dtype),
+    value: make(valueDtype),
+    kScale: scales(numKvHeads, 1, maxOf(dtype)),
+    vScale: scales(numKvHeads, 4, maxOf(valueDtype)),
+    qScale: scales(numHeads, 2, maxOf(dtype)),
   };
 }
 

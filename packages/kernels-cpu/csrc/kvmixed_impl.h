@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// pagedAttention over a KV cache whose V pool has another dtype than its K pool (KvCacheRef.vdtype != dtype, e.g.
+// K int8_per_token_head with V int4_g32_f16, or K bf16 with V e4m3fn): each tile's K rows are dequantized into the
+// L1 tile with K's row decoder and its V rows with V's (the very decoders of the uniform paths: convert_row with
+// dequant_mul for the dense and FP8 dtypes, dq_row for the write-time-scaled ones), then the float32 attn_scores /
+// softmax_update / attn_pv of every other path. The decoders are chosen at run time (a function pointer per pool),
+// so the instantiations stay one per dtype, not one per (K, V) pair. Uniform caches never come here.
+//
+// Included by kernels_impl.h inside namespace kvq::KVQ_NS, after kvquant_impl.h and paged_attention_run; the same
+// rules hold: everything `static`, no STL, no allocation. Written against the vector layer only.
+#ifndef KVQ_KVMIXED_IMPL_H_
+#define KVQ_KVMIXED_IMPL_H_
+
+struct KvPoolRows;
+/** Dequantize one row (one token, one kv head) of a pool: codes `row`, scales `sc`; D values, zero padded to dp. */
+typedef void (*KvRowDecoder)(const KvPoolRows& pr, const uint8_t* row, const uint8_t* sc, int64_t D, int64_t dp, float* dst);
+
+/** One pool of a mixed cache, for one kv head: its byte layout, its scales, and its row decoder. */
+struct KvPoolRows {
+  const uint8_t* base;    // the pool
+  int64_t blockBytes;     // bytes of one cache block
+  int64_t rowBytes;       // code bytes of one (token, kv head) row
+  int64_t scalesOffset;   // write-time-scaled dtypes: where a block's scales start; else 0
+  int64_t scaleRowBytes;  // write-time-scaled dtypes: scale bytes of one row; else 0
+  KvQuantLayout L;        // write-time-scaled dtypes: the block layout
+  DequantMul mul;         // FP8: the multipliers giving fround(decode(q) * scale) for this head; else {1, 0}
+  float tensor;           // nvfp4: the tensor scale; else 1
+  KvRowDecoder decode;
+};
+
+/** A dense or FP8 row: convert_row's exact lanes (NaN codes decode to NaN), dequant_mul folded in. */
+template <int DT>
+static void kv_decode_dense(const KvPoolRows& pr, const uint8_t* row, const uint8_t*, int64_t D, int64_t, float* dst) {
+  convert_row<DT, false>(reinterpret_cast<const typename Load<DT>::T*>(row), D, dst, pr.mul);
+}
+
+/** A row of a write-time-scaled dtype: dq_row (codes x their group's scale, exactly). */
+template <int DT>
+static void kv_decode_q(const KvPoolRows& pr, const uint8_t* row, const uint8_t* sc, int64_t D, int64_t dp, float* dst) {
+  dq_row<DT>(row, sc, pr.L, D, dp, pr.tensor, dst);
+}
+
+/** Pool `pool` of dtype `dt` (scales `scale`, as readCache gave them) of cache `c`, for kv head h. */
+static KvPoolRows kv_pool_rows(const KvCacheRef& c, int dt, const void* pool, const float* scale, int h) {
+  KvPoolRows r;
+  memset(&r, 0, sizeof(r));
+  r.base = static_cast<const uint8_t*>(pool);
+  r.mul = DequantMul{1.0f, 0.0f};
+  r.tensor = 1.0f;
+  if (is_kv_quant_dtype(dt)) {
+    kv_quant_layout(dt, c.blockSize, c.numKvHeads, c.headSize, &r.L);  // the glue checked that it fits
+    r.blockBytes = r.L.blockBytes;
+    r.rowBytes = r.L.codeBytesPerHead;
+    r.scalesOffset = r.L.scalesOffset;
+    r.scaleRowBytes = (int64_t)r.L.groupsPerHead * r.L.scaleBytes;
+    if (dt == kKvNvfp4) r.tensor = scale[0];
+  } else {
+    const int64_t elemBytes = dt == kF32 ? 4 : dt <= kF16 ? 2 : 1;
+    r.rowBytes = (int64_t)c.headSize * elemBytes;
+    r.blockBytes = (int64_t)c.blockSize * c.numKvHeads * r.rowBytes;
+  }
+  const float s = dt >= kFp8E4M3FN && dt <= kFp8E5M2FNUZ ? scale[c.scaleLen == 1 ? 0 : h] : 1.0f;
+  switch (dt) {
+    case kBF16: r.decode = kv_decode_dense<kBF16>; break;
+    case kF16: r.decode = kv_decode_dense<kF16>; break;
+    case kFp8E4M3FN: r.decode = kv_decode_dense<kFp8E4M3FN>; r.mul = dequant_mul<kFp8E4M3FN>(s); break;
+    case kFp8E5M2: r.decode = kv_decode_dense<kFp8E5M2>; r.mul = dequant_mul<kFp8E5M2>(s); break;
+    case kFp8E4M3FNUZ: r.decode = kv_decode_dense<kFp8E4M3FNUZ>; r.mul = dequant_mul<kFp8E4M3FNUZ>(s); break;
+    case kFp8E5M2FNUZ: r.decode = kv_decode_dense<kFp8E5M2FNUZ>; r.mul = dequant_mul<kFp8E5M2FNUZ>(s); break;
+    case kKvFp8PerTokenHead: r.decode = kv_decode_q<kKvFp8PerTokenHead>; break;
+    case kKvInt8PerTokenHead: r.decode = kv_decode_q<kKvInt8PerTokenHead>; break;
+    case kKvInt4PerTokenHead: r.decode = kv_decode_q<kKvInt4PerTokenHead>; break;
+    case kKvInt4G16: r.decode = kv_decode_q<kKvInt4G16>; break;
+    case kKvInt4G32: r.decode = kv_decode_q<kKvInt4G32>; break;
+    case kKvInt4G64: r.decode = kv_decode_q<kKvInt4G64>; break;
+    case kKvNvfp4: r.decode = kv_decode_q<kKvNvfp4>; break;
+    case kKvQ4_0:
+    case kKvInt4G32F16: r.decode = kv_decode_q<kKvQ4_0>; break;  // the same storage and decode
+    default: r.decode = kv_decode_dense<kF32>; break;
+  }
+  return r;
+}
+
+/** Byte offsets of the codes (co) and scales (so) of the rows of keys [j0, j0 + n) of pool pr, kv head h. */
+static void kv_pool_offsets(const KvPoolRows& pr, const int32_t* bt, int bs, int numKvHeads, int h, int32_t j0, int n,
+                            int64_t* co, int64_t* so) {
+  int64_t blkPos = j0 / bs;
+  int off = j0 % bs;
+  int64_t base = (int64_t)bt[blkPos] * pr.blockBytes;
+  for (int j = 0; j < n; j++) {
+    const int64_t row = (int64_t)off * numKvHeads + h;
+    co[j] = base + row * pr.rowBytes;
+    so[j] = base + pr.scalesOffset + row * pr.scaleRowBytes;
+    if (++off == bs && j + 1 < n) {
+      off = 0;
+      base = (int64_t)bt[++blkPos] * pr.blockBytes;
+    }
+  }
+}
+
+/** Touch the code lines (and the scales' line) of n rows of pool pr, so they are in flight while a tile computes. */
+static void kv_pool_prefetch(const KvPoolRows& pr, const int64_t* co, const int64_t* so, int n) {
+  for (int j = 0; j < n; j++) {
+    const uint8_t* a = pr.base + co[j];
+    for (int64_t b = 0; b < pr.rowBytes; b += 64) vprefetch(a + b);
+    vprefetch(a + pr.rowBytes - 1);
+    if (pr.scaleRowBytes) vprefetch(pr.base + so[j]);
+  }
+}
+
+/**
+ * One attention task (see attn_task) over a mixed cache: query rows of tokens [t0, t1) for one kv head, keys
+ * [k0, k1), online softmax over tiles of kTile keys, each tile's K and V rows dequantized into L1 by their own
+ * pool's decoder. Sliding windows, causal edges, GQA, splits and lse as in the uniform paths.
+ */
+static void attn_task_mixed(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase) {
+  const AttentionParams& p = *ctx.p;
+  const KvCacheRef& c = p.cache;
+  const int64_t D = c.headSize, dp = ctx.dp;
+  const int G = ctx.group;
+  AttnScratch s = attn_scratch(scratchBase, ctx.rmax, dp);
+  const int qStart = p.qsl[tk.seq];
+  const int qLen = p.qsl[tk.seq + 1] - qStart;
+  const int ctxLen = p.seqLens[tk.seq];
+  const int R = (tk.t1 - tk.t0) * G;
+  const int h = tk.kvh;
+
+  // Query rows, their key ranges and score multipliers.
+  int32_t kb = tk.k1, ke = tk.k0;
+  for (int ti = 0; ti < tk.t1 - tk.t0; ti++) {
+    const int token = qStart + tk.t0 + ti;
+    const int pos = ctxLen - qLen + tk.t0 + ti;
+    int32_t lo = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
+    lo = lo > tk.k0 ? lo : tk.k0;
+    int32_t hi = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
+    if (hi < lo) hi = lo;
+    for (int g = 0; g < G; g++) {
+      const int r = ti * G + g;
+      memcpy(s.q + r * dp, p.q + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D, (size_t)D * sizeof(float));
+      for (int64_t d = D; d < dp; d++) s.q[r * dp + d] = 0.0f;
+      s.mul[r] = p.softmaxScale;
+      s.lo[r] = lo;
+      s.hi[r] = hi;
+      s.m[r] = kNegInf;
+      s.l[r] = 0.0f;
+      for (int64_t d = 0; d < dp; d++) s.acc[r * dp + d] = 0.0f;
+    }
+    if (lo < hi) {
+      kb = lo < kb ? lo : kb;
+      ke = hi > ke ? hi : ke;
+    }
+  }
+
+  const KvPoolRows kp = kv_pool_rows(c, c.dtype, c.k, c.kScale, h);
+  const KvPoolRows vp = kv_pool_rows(c, c.vdtype, c.v, c.vScale, h);
+  const int32_t* bt = p.blockTables + (int64_t)tk.seq * p.maxBlocksPerSeq;
+  const int bs = c.blockSize;
+  // Code and scale offsets of each pool's rows: this tile's [cur], the next tile's [cur ^ 1].
+  int64_t kco[2][kTile], kso[2][kTile], vco[2][kTile], vso[2][kTile];
+  int cur = 0;
+  if (kb < ke) {
+    const int n = (int)imin(kTile, ke - kb);
+    kv_pool_offsets(kp, bt, bs, c.numKvHeads, h, kb, n, kco[0], kso[0]);
+    kv_pool_offsets(vp, bt, bs, c.numKvHeads, h, kb, n, vco[0], vso[0]);
+    kv_pool_prefetch(kp, kco[0], kso[0], n);
+    kv_pool_prefetch(vp, vco[0], vso[0], n);
+  }
+  for (int32_t j0 = kb; j0 < ke; j0 += kTile) {
+    const int nt = (int)imin(kTile, ke - j0);
+    const int nn = j0 + kTile < ke ? (int)imin(kTile, ke - j0 - kTile) : 0;
+    const int nx = cur ^ 1;
+    if (nn > 0) {
+      kv_pool_offsets(kp, bt, bs, c.numKvHeads, h, j0 + kTile, nn, kco[nx], kso[nx]);
+      kv_pool_offsets(vp, bt, bs, c.numKvHeads, h, j0 + kTile, nn, vco[nx], vso[nx]);
+    }
+    // Active rows: key ranges are monotone in r, so they form one contiguous run.
+    int ra = 0, rb = R;
+    while (ra < R && !(s.lo[ra] < j0 + nt && s.hi[ra] > j0)) ra++;
+    while (rb > ra && !(s.lo[rb - 1] < j0 + nt && s.hi[rb - 1] > j0)) rb--;
+    bool uniform = ra < rb;
+    for (int r = ra; r < rb; r++) uniform = uniform && s.lo[r] <= j0 && s.hi[r] >= j0 + nt;
+    if (ra < rb) {
+      kv_pool_prefetch(kp, kco[nx], kso[nx], nn);
+      kv_pool_prefetch(vp, vco[nx], vso[nx], nn);
+      // The K tile (zero rows up to a multiple of 4 keys), scores, softmax.
+      for (int j = 0; j < nt; j++) kp.decode(kp, kp.base + kco[cur][j], kp.base + kso[cur][j], D, dp, s.k + j * dp);
+      for (int j = nt; j < (int)round_up(nt, 4); j++)
+        for (int64_t d = 0; d < dp; d++) s.k[j * dp + d] = 0.0f;
+      attn_scores(s.q, s.k, s.s, ra, rb, nt, dp);
+      softmax_update(s, ra, rb, j0, nt, dp);
+      // The V tile, P.V.
+      for (int j = 0; j < nt; j++) vp.decode(vp, vp.base + vco[cur][j], vp.base + vso[cur][j], D, dp, s.v + j * dp);
+      if (uniform) {
+        int r = ra;
+        for (; r + 4 <= rb; r += 4) attn_pv<4>(s.s, s.v, s.acc, r, 0, nt, dp);
+        for (; r + 2 <= rb; r += 2) attn_pv<2>(s.s, s.v, s.acc, r, 0, nt, dp);
+        for (; r < rb; r++) attn_pv<1>(s.s, s.v, s.acc, r, 0, nt, dp);
+      } else {
+        // Causal/window edge: each row sums only its own keys (a masked key's V never meets a zero weight).
+        for (int r = ra; r < rb; r++) {
+          const int jl = (int)imax(s.lo[r] - j0, 0), jh = (int)imin(s.hi[r] - j0, nt);
+          if (jl < jh) attn_pv<1>(s.s, s.v, s.acc, r, jl, jh, dp);
+        }
+      }
+    }
+    cur = nx;
+  }
+
+  // Write the rows: final output, or (m, l, acc) partials of a split.
+  for (int r = 0; r < R; r++) {
+    const int ti = r / G, g = r % G;
+    const int token = qStart + tk.t0 + ti;
+    const float* a = s.acc + r * dp;
+    if (tk.nsplit == 1) {
+      float* o = p.out + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D;
+      const float inv = 1.0f / s.l[r];
+      for (int64_t d = 0; d < D; d++) o[d] = a[d] * inv;
+      if (p.lse) p.lse[(int64_t)token * p.numHeads + (int64_t)h * G + g] = attn_lse(s.m[r], s.l[r]);
+    } else {
+      float* part = ctx.partials + (tk.partial + (int64_t)tk.split * R + r) * (dp + 2);
+      part[0] = s.m[r];
+      part[1] = s.l[r];
+      memcpy(part + 2, a, (size_t)dp * sizeof(float));
+    }
+  }
+}
+
+/** pagedAttention over a mixed cache (the FP8 query is refused by the glue: it needs one FP8 dtype for K and V). */
+static int paged_attention_mixed(const AttentionParams& p, const Runner& rn) {
+  auto task = [](const AttnCtx& ctx, const AttnTask& tk, void* scratch) { attn_task_mixed(ctx, tk, scratch); };
+  return paged_attention_run(p, rn, task);
+}
+
+#endif  // KVQ_KVMIXED_IMPL_H_
