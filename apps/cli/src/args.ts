@@ -37,6 +37,7 @@ export const MODEL_OPTIONS = {
   model: { type: 'string', short: 'm' },
   tokenizer: { type: 'string' },
   'kv-cache-dtype': { type: 'string' },
+  'kv-cache-value-dtype': { type: 'string' },
   'calculate-kv-scales': { type: 'boolean' },
   'fp8-query': { type: 'boolean' },
   'kv-cache-rotation': { type: 'string' },
@@ -60,6 +61,9 @@ export const MODEL_HELP = `Model options:
                             or scaled per token when written: ${KV_CACHE_QUANT_DTYPES.slice(0, 3).join(' | ')} |
                             ${KV_CACHE_QUANT_DTYPES.slice(3).join(' | ')} (CPU and reference backends, not
                             the GPU ones yet; kvq plan shows their bytes per token)
+  --kv-cache-value-dtype D  store V in D instead (any --kv-cache-dtype value; llama.cpp's --cache-type-v),
+                            e.g. --kv-cache-dtype int8_per_token_head --kv-cache-value-dtype int4_g32_f16:
+                            keys are the more sensitive half (CPU and reference backends; default: V like K)
   --calculate-kv-scales     FP8 scales from the first forward pass (vLLM calculate_kv_scales); with nvfp4, its
                             per-tensor K/V scales (amax / 1200)
   --fp8-query               FP8-query attention (Flash Attention 3 semantics; needs an FP8 KV cache and, to be
@@ -159,12 +163,12 @@ export function parseNumber(text: string | undefined, flag: string, check?: { mi
 }
 
 /** Validates `--kv-cache-dtype` (usage error listing the choices). */
-export function parseKvCacheDtype(text: string | undefined): KvCacheDtypeOption {
+export function parseKvCacheDtype(text: string | undefined, flag = '--kv-cache-dtype'): KvCacheDtypeOption {
   const v = (text ?? 'auto') as KvCacheDtypeOption;
   try {
     resolveKvCacheDtype(v, 'bf16');
   } catch (error) {
-    if (error instanceof CacheError) throw new CliError('USAGE', `--kv-cache-dtype ${JSON.stringify(text)} is not one of ${KV_CACHE_DTYPES.join(', ')}`, { cause: error });
+    if (error instanceof CacheError) throw new CliError('USAGE', `${flag} ${JSON.stringify(text)} is not one of ${KV_CACHE_DTYPES.join(', ')}`, { cause: error });
     throw error;
   }
   return v;
@@ -180,6 +184,7 @@ export function engineOptions(values: Record<string, unknown>) {
   if (blockSize !== undefined && (blockSize & (blockSize - 1)) !== 0) throw new CliError('USAGE', `--block-size must be a power of two, got ${blockSize}`);
   const out: {
     kvCacheDtype: KvCacheDtypeOption;
+    kvCacheValueDtype?: KvCacheDtypeOption;
     calculateKvScales: boolean;
     fp8Query?: boolean;
     kvCacheRotation?: KvCacheRotation;
@@ -195,6 +200,7 @@ export function engineOptions(values: Record<string, unknown>) {
     backendCandidates: readonly BackendCandidate[];
   } = { kvCacheDtype: parseKvCacheDtype(s('kv-cache-dtype')), calculateKvScales: values['calculate-kv-scales'] === true, backendCandidates: CLI_BACKEND_CANDIDATES };
   if (values['fp8-query'] === true) out.fp8Query = true;
+  if (s('kv-cache-value-dtype') !== undefined) out.kvCacheValueDtype = parseKvCacheDtype(s('kv-cache-value-dtype'), '--kv-cache-value-dtype');
   const rotation = s('kv-cache-rotation');
   if (rotation !== undefined) {
     if (!(KV_CACHE_ROTATIONS as readonly string[]).includes(rotation)) {

@@ -64,4 +64,32 @@ describe('--kv-cache-dtype: the write-time-scaled dtypes', () => {
     expect(await main(['plan', '--kv-cache-memory', '64MiB', '--kv-cache-dtype', 'int4_g32'], text.io)).toBe(0);
     expect(text.out()).toMatch(/^int4_g32 \*\s+int4_g32\s+960\s/m);
   });
+
+  it('--kv-cache-value-dtype stores V in another dtype: generate (CPU = reference tokens), kvq plan\'s pair row, usage errors', async () => {
+    const run = async (backend: string) => {
+      const c = captureOutput();
+      const argv = ['generate', '--backend', backend, '--kv-cache-memory', '2MiB', '--max-tokens', '4', '--temperature', '0', '--json'];
+      expect(await main([...argv, '--kv-cache-dtype', 'int8_per_token_head', '--kv-cache-value-dtype', 'int4_g32_f16', 'And God said'], c.io), c.err()).toBe(0);
+      const out = JSON.parse(c.out()) as { token_ids: number[]; kv_cache_bytes_per_token: number };
+      // kvq-tiny: 6 layers x 2 KV heads x (K 64 + 4, V 32 + 4) bytes.
+      expect(out.kv_cache_bytes_per_token).toBe(6 * 2 * (68 + 36));
+      return out.token_ids;
+    };
+    const cpu = await run('cpu');
+    expect(cpu).toHaveLength(4);
+    expect(cpu).toEqual(await run('reference'));
+    const c = captureOutput();
+    expect(await main(['plan', '--kv-cache-memory', '64MiB', '--kv-cache-dtype', 'int8_per_token_head', '--kv-cache-value-dtype', 'int4_g32_f16', '--json'], c.io)).toBe(0);
+    const rows = (JSON.parse(c.out()) as { rows: { kv_cache_dtype: string; storage_dtype: string; bytes_per_token: number; chosen: boolean }[] }).rows;
+    const pair = rows.filter((r) => r.chosen);
+    expect(pair).toEqual([expect.objectContaining({ kv_cache_dtype: 'K int8_per_token_head / V int4_g32_f16', storage_dtype: 'int8_per_token_head/int4_g32_f16', bytes_per_token: 6 * 2 * (68 + 36) })]);
+    for (const [argv, message] of [
+      [['plan', '--kv-cache-memory', '64MiB', '--kv-cache-value-dtype', 'int4_g32'], /--kv-cache-value-dtype needs --kv-cache-dtype/],
+      [['generate', '--kv-cache-value-dtype', 'int3', 'x'], /--kv-cache-value-dtype "int3" is not one of/],
+    ] as const) {
+      const e = captureOutput();
+      expect(await main([...argv], e.io)).toBe(2);
+      expect(e.err()).toMatch(message);
+    }
+  });
 });

@@ -10,11 +10,13 @@
 //   pnpm --filter @kvq/bench-peer build
 //   node packages/bench-peer/scripts/kv-quant-quality.mjs [--positions 4096] [--backend reference]
 //        [--dtypes fp8_e4m3,fp8_per_token_head,int8_per_token_head,int4_per_token_head,int4_g32,int4_g16,nvfp4]
+//        (an entry K/V, e.g. int8_per_token_head/int4_g32_f16, stores V in another dtype: kvCacheValueDtype)
 //        [--rotations none,hadamard]   (kvCacheRotation values; each dtype runs with each; default none)
 //        [--calculate-kv-scales]   (also run each dtype with calculateKvScales: FP8 per-tensor and nvfp4 scales
 //        from the first forward pass; rows marked "calc")
 //        [--plan-budget B [--plan-dtypes a,b] [--plan-positions 1024]]   (adds a row per rotation: the automatic
 //        per-layer plan of @kvq/calibrate measured on the calibration documents, at most B KV bytes per token)
+//        [--plan-kv separate,same]   (the plan's K and V chosen separately, the default, and/or one dtype per layer)
 //        [--keep S:R,S:R...]   (kvCacheKeepSink:kvCacheKeepRecent pairs; each dtype and rotation runs with each;
 //        default 0:0, nothing kept)
 //        [--pack]   (concatenate the held-out documents into sequences of the model's full 512 positions instead of
@@ -77,8 +79,13 @@ if (pack) {
   documents = packed;
 }
 const vocab = model.config.vocabSize;
-const open = (kvCacheDtype, kvCacheRotation = 'none', kvCacheLayerDtypes = undefined, calculateKvScales = false, keep = { sink: 0, recent: 0 }) =>
-  LLM.create({ model, ...(kvCacheLayerDtypes ? { kvCacheLayerDtypes } : { kvCacheDtype }), kvCacheRotation, calculateKvScales, kvCacheKeepSink: keep.sink, kvCacheKeepRecent: keep.recent, backend, maxModelLen: 513, kvCacheMemory: 64 << 20, blockSize: 16, enablePrefixCaching: false, maxNumSeqs: 1, maxNumBatchedTokens: chunk });
+const open = (kv, kvCacheRotation = 'none', layers = undefined, calculateKvScales = false, keep = { sink: 0, recent: 0 }) => {
+  const [kvCacheDtype, kvCacheValueDtype] = kv.split('/');
+  const cache = layers
+    ? { kvCacheLayerDtypes: layers.keys, ...(layers.values ? { kvCacheLayerValueDtypes: layers.values } : {}) }
+    : { kvCacheDtype, ...(kvCacheValueDtype ? { kvCacheValueDtype } : {}) };
+  return LLM.create({ model, ...cache, kvCacheRotation, calculateKvScales, kvCacheKeepSink: keep.sink, kvCacheKeepRecent: keep.recent, backend, maxModelLen: 513, kvCacheMemory: 64 << 20, blockSize: 16, enablePrefixCaching: false, maxNumSeqs: 1, maxNumBatchedTokens: chunk });
+};
 
 /** Calls each(doc, position, log-probabilities) for every scored position of every document. */
 async function eachRow(llm, each) {
@@ -130,9 +137,13 @@ if (planBudget !== undefined) {
     left -= ids.length - 1;
   }
   const candidates = opt('plan-dtypes')?.split(',');
-  for (const rotation of rotations) {
-    const plan = await planKvCacheLayers({ model, sequences, kvBytesPerToken: Number(planBudget), ...(candidates ? { candidates } : {}), rotation, backend });
-    rows.push({ kv: `plan ≤ ${planBudget} B (${plan.layerDtypes.join(', ')})`, rotation, layerDtypes: plan.layerDtypes });
+  for (const mode of opt('plan-kv', 'separate').split(',')) {
+    for (const rotation of rotations) {
+      const plan = await planKvCacheLayers({ model, sequences, kvBytesPerToken: Number(planBudget), ...(candidates ? { candidates } : {}), rotation, backend, separateKv: mode !== 'same' });
+      const v = plan.layerValueDtypes;
+      const names = plan.layerDtypes.map((k, l) => (v && v[l] !== k ? `${k}/${v[l]}` : k));
+      rows.push({ kv: `plan ≤ ${planBudget} B, ${mode === 'same' ? 'one dtype per layer' : 'K and V separately'} (${names.join(', ')})`, rotation, layerDtypes: { keys: plan.layerDtypes, values: v } });
+    }
   }
 }
 // Bytes per token of the model-dtype cache (what kept tokens cost on top of the quantized copy).

@@ -1,7 +1,7 @@
 /**
- * The automatic per-layer KV plan on kvq-tiny: every layer x candidate is measured, the chosen plan is the best
- * summed KL within the budget (checked against a brute force over every combination of the measurements), it fits
- * the budget, its measured KL is close to the predicted sum, and impossible budgets are typed errors.
+ * The automatic per-layer KV plan on kvq-tiny: every layer's K and V x candidate is measured, the chosen plan is the
+ * best summed KL within the budget (checked against a brute force over every combination of the measurements), it
+ * fits the budget, its measured KL is close to the predicted sum, and impossible budgets are typed errors.
  */
 import { LLM, loadModel, type LoadedModel } from '@kvq/engine';
 import { modelTinyPath } from '@kvq/model-tiny';
@@ -24,7 +24,7 @@ beforeAll(async () => {
 });
 
 describe('planKvCacheLayers', () => {
-  it('picks the least summed KL within the budget (brute-force checked) and measures the plan', async () => {
+  it('picks the least summed KL over every layer\'s K and V within the budget (brute-force checked) and measures the plan', async () => {
     const e4m3 = await LLM.create({ model, backend: 'reference', kvCacheDtype: 'fp8', kvCacheMemory: 1 << 20 });
     const budget = e4m3.kvBytesPerToken; // the bytes of an all-e4m3 cache
     const progress: number[] = [];
@@ -33,11 +33,52 @@ describe('planKvCacheLayers', () => {
     expect(plan.layerDtypes).toHaveLength(L);
     expect(plan.kvBytesPerToken).toBeLessThanOrEqual(budget);
     expect(plan.positions).toBe(sequences.reduce((n, s) => n + s.length - 1, 0));
-    expect(progress.at(-1)).toBe((L + 1) * 2 + 2);
-    // Brute force over every combination of the per-layer measurements.
+    expect(progress.at(-1)).toBe((2 * L + 1) * 2 + 2);
+    // Brute force over every combination of the per-pool measurements (K of layer 0, V of layer 0, K of layer 1, ...).
+    const items = Array.from({ length: 2 * L }, (_, i) => [
+      { dtype: 'auto', kl: 0, bytes: 256 }, // kvq-tiny bf16: 2 heads x 64 x 2 bytes per pool
+      ...plan.measurements
+        .filter((m) => m.layer === Math.floor(i / 2) && m.pool === (i % 2 === 0 ? 'k' : 'v'))
+        .map((m) => ({ dtype: m.dtype as string, kl: m.kl, bytes: m.bytesPerToken })),
+    ]);
+    expect(items.every((o) => o.length === 3)).toBe(true);
+    let best = Infinity;
+    const walk = (i: number, bytes: number, kl: number) => {
+      if (bytes > budget) return;
+      if (i === items.length) {
+        best = Math.min(best, kl);
+        return;
+      }
+      for (const o of items[i]!) walk(i + 1, bytes + o.bytes, kl + o.kl);
+    };
+    walk(0, 0, 0);
+    expect(plan.predictedKl).toBeCloseTo(best, 12);
+    const values = plan.layerValueDtypes ?? plan.layerDtypes;
+    const chosen = plan.layerDtypes.reduce((n, d, l) => n + items[2 * l]!.find((o) => o.dtype === d)!.kl + items[2 * l + 1]!.find((o) => o.dtype === values[l])!.kl, 0);
+    expect(chosen).toBeCloseTo(plan.predictedKl, 12);
+    // Every measurement is a real KL (int4 hurts more than int8 on every pool), and the whole plan is near the sum.
+    for (let i = 0; i < 2 * L; i++) expect(items[i]![2]!.kl, `pool ${i}`).toBeGreaterThan(items[i]![1]!.kl);
+    expect(plan.measuredKl).toBeGreaterThan(0);
+    expect(plan.measuredKl).toBeLessThan(plan.predictedKl * 3 + 1e-6);
+    expect(plan.measuredKl).toBeGreaterThan(plan.predictedKl / 3);
+    // The plan beats putting the cheaper candidate everywhere (which also fits).
+    const int4All = plan.measurements.find((m) => m.layer === 'all' && m.dtype === 'int4_per_token_head')!;
+    expect(int4All.bytesPerToken).toBeLessThanOrEqual(budget);
+    expect(plan.measuredKl).toBeLessThan(int4All.kl);
+    // The plan runs as the engine's per-layer K/V dtypes.
+    const llm = await LLM.create({ model, backend: 'reference', kvCacheLayerDtypes: plan.layerDtypes, kvCacheLayerValueDtypes: values, kvCacheMemory: 1 << 20 });
+    expect(llm.kvBytesPerToken).toBe(plan.kvBytesPerToken);
+  }, 240_000);
+
+  it('separateKv false: one dtype per layer, K and V measured together (brute-force checked)', async () => {
+    const budget = 1200;
+    const plan = await planKvCacheLayers({ model, sequences: sequences.slice(0, 1), kvBytesPerToken: budget, candidates: CANDIDATES, backend: 'reference', separateKv: false });
+    const L = model.config.numLayers;
+    expect(plan.layerValueDtypes).toBeUndefined();
+    expect(plan.measurements.filter((m) => m.layer !== 'all').every((m) => m.pool === 'kv')).toBe(true);
     const perLayer = Array.from({ length: L }, (_, l) => [
-      { dtype: 'auto', kl: 0, bytes: 512 }, // kvq-tiny bf16: 2 heads x 64 x 2 bytes x K,V
-      ...plan.measurements.filter((m) => m.layer === l).map((m) => ({ dtype: m.dtype as string, kl: m.kl, bytes: m.bytesPerToken })),
+      { kl: 0, bytes: 512 },
+      ...plan.measurements.filter((m) => m.layer === l).map((m) => ({ kl: m.kl, bytes: m.bytesPerToken })),
     ]);
     let best = Infinity;
     const walk = (l: number, bytes: number, kl: number) => {
@@ -50,18 +91,8 @@ describe('planKvCacheLayers', () => {
     };
     walk(0, 0, 0);
     expect(plan.predictedKl).toBeCloseTo(best, 12);
-    const chosen = plan.layerDtypes.reduce((n, d, l) => n + perLayer[l]!.find((o) => o.dtype === d)!.kl, 0);
-    expect(chosen).toBeCloseTo(plan.predictedKl, 12);
-    // Every measurement is a real KL (int4 hurts more than int8 on every layer), and the whole plan is near the sum.
-    for (let l = 0; l < L; l++) expect(perLayer[l]![2]!.kl, `layer ${l}`).toBeGreaterThan(perLayer[l]![1]!.kl);
-    expect(plan.measuredKl).toBeGreaterThan(0);
-    expect(plan.measuredKl).toBeLessThan(plan.predictedKl * 3 + 1e-6);
-    expect(plan.measuredKl).toBeGreaterThan(plan.predictedKl / 3);
-    // The plan beats putting the cheaper candidate everywhere (which also fits).
-    const int4All = plan.measurements.find((m) => m.layer === 'all' && m.dtype === 'int4_per_token_head')!;
-    expect(int4All.bytesPerToken).toBeLessThanOrEqual(budget);
-    expect(plan.measuredKl).toBeLessThan(int4All.kl);
-  }, 180_000);
+    expect(plan.kvBytesPerToken).toBeLessThanOrEqual(budget);
+  }, 120_000);
 
   it('a budget of every layer in the model dtype or more keeps everything unquantized; an impossible budget is INVALID_ARGUMENT', async () => {
     const plan = await planKvCacheLayers({ model, sequences: sequences.slice(0, 1), kvBytesPerToken: 1e6, candidates: ['int8_per_token_head'], backend: 'reference' });

@@ -30,6 +30,12 @@ export interface KvPlanOptions {
   readonly candidates?: readonly KvCacheDtype[];
   /** The rotation to measure (and run) the plan with. Default `'none'`. */
   readonly rotation?: KvCacheRotation;
+  /**
+   * Measure and choose K and V of each layer separately (default true): the plan may store a layer's V in another
+   * dtype than its K (`layerValueDtypes`), which needs a backend with kernels for separate K and V dtypes (CPU,
+   * reference). `false`: one dtype per layer for K and V, measured together (runs on every backend).
+   */
+  readonly separateKv?: boolean;
   /** Kernel backend (object or name, see `LLMOptions.backend`). Default `'auto'`. */
   readonly backend?: KernelBackend | string;
   /** Called after each measured configuration. */
@@ -38,33 +44,37 @@ export interface KvPlanOptions {
   readonly signal?: AbortSignal;
 }
 
-/** One measured configuration: a dtype on one layer (the others unquantized), or on every layer. */
+/** One measured configuration: a dtype on one layer's K, V or both (the rest unquantized), or on every layer. */
 export interface KvPlanMeasurement {
   /** The layer quantized, or `'all'`. */
   readonly layer: number | 'all';
+  /** Which of the layer's pools got `dtype`: `'k'`, `'v'`, or `'kv'` (both). */
+  readonly pool: 'k' | 'v' | 'kv';
   readonly dtype: KvCacheDtype;
   /** Mean KL(unquantized || this) of the next-token distributions, nats per position. */
   readonly kl: number;
-  /** KV bytes per token this layer (or every layer) costs in this dtype. */
+  /** KV bytes per token this pool (or layer, or every layer) costs in this dtype. */
   readonly bytesPerToken: number;
 }
 
 /** What {@link planKvCacheLayers} found. */
 export interface KvPlanResult {
-  /** The chosen dtype of each layer. */
+  /** The chosen dtype of each layer (its K dtype where `layerValueDtypes` is given). */
   readonly layerDtypes: readonly KvCacheDtype[];
+  /** The chosen V dtype of each layer, when some layer's V differs from its K (only with `separateKv`). */
+  readonly layerValueDtypes?: readonly KvCacheDtype[];
   readonly rotation: KvCacheRotation;
   /** KV bytes per token of the plan (all layers). */
   readonly kvBytesPerToken: number;
   /** The budget asked for. */
   readonly budgetBytesPerToken: number;
-  /** Sum of the chosen layers' measured KL (the quantity the plan minimizes). */
+  /** Sum of the chosen layers' (or pools') measured KL (the quantity the plan minimizes). */
   readonly predictedKl: number;
   /** KL of the whole plan, measured. */
   readonly measuredKl: number;
   /** Positions scored per configuration. */
   readonly positions: number;
-  /** Every layer x dtype measurement, then each candidate on all layers. */
+  /** Every layer (x pool) x dtype measurement, then each candidate on all layers. */
   readonly measurements: readonly KvPlanMeasurement[];
 }
 
@@ -145,12 +155,13 @@ function chooseWithinBudget(options: readonly (readonly { bytes: number; kl: num
 
 /**
  * The automatic per-layer KV-cache plan (`kvq calibrate --plan`): measures, on `sequences`, the KL each candidate dtype
- * causes when only one layer is quantized with it (all others in the model dtype), for every layer; picks the dtype
- * of each layer that minimizes the summed KL within `kvBytesPerToken`; then measures the whole plan and every
- * candidate on all layers (for comparison). K and V of a layer share one dtype (the kernels take one dtype per layer
- * cache), so the sensitivity is measured for K and V together.
- * Cost: `(numLayers + 1) × (candidates − 1) + 2` scoring passes over `sequences`, and the unquantized run's
- * log-probabilities held in memory (positions × vocabulary × 4 bytes: keep `sequences` short for large vocabularies).
+ * causes when only one layer's K, or only its V, is quantized with it (everything else in the model dtype), for every
+ * layer; picks the dtype of each layer's K and V that minimizes the summed KL within `kvBytesPerToken` (a
+ * multiple-choice knapsack over the 2 x numLayers pools); then measures the whole plan and every candidate on all
+ * layers (for comparison). With `separateKv: false`, K and V of a layer share one dtype, measured together.
+ * Cost: `(2 × numLayers + 1) × (candidates − 1) + 2` scoring passes over `sequences` (`(numLayers + 1) × ...` with
+ * `separateKv: false`), and the unquantized run's log-probabilities held in memory (positions × vocabulary × 4 bytes:
+ * keep `sequences` short for large vocabularies).
  * @throws CalibrateError `INVALID_ARGUMENT` (bad budget, candidates, sequences; a budget below the cheapest plan),
  *   `ABORTED`; EngineError from the engine (e.g. a backend without kernels for a candidate)
  */
@@ -166,12 +177,14 @@ export async function planKvCacheLayers(options: KvPlanOptions): Promise<KvPlanR
   if (sequences.length === 0) throw new CalibrateError('INVALID_ARGUMENT', 'the plan needs at least one sequence of >= 2 tokens to measure on', { field: 'sequences' });
   const rotation = options.rotation ?? 'none';
   const maxLen = Math.max(...sequences.map((s) => s.length));
-  const open = async (layerDtypes: readonly KvCacheDtype[]) => {
+  const separate = options.separateKv ?? true;
+  const open = async (keys: readonly KvCacheDtype[], values: readonly KvCacheDtype[] = keys) => {
     try {
       return await LLM.create({
         model,
         backend: options.backend ?? 'auto',
-        kvCacheLayerDtypes: layerDtypes,
+        kvCacheLayerDtypes: keys,
+        ...(values !== keys ? { kvCacheLayerValueDtypes: values } : {}),
         kvCacheRotation: rotation,
         maxModelLen: Math.max(maxLen + 1, 2),
         kvCacheMemory: 32 << 20,
@@ -183,11 +196,15 @@ export async function planKvCacheLayers(options: KvPlanOptions): Promise<KvPlanR
       if (error instanceof EngineError && error.field === 'kvCacheLayerDtypes') {
         throw new CalibrateError('INVALID_ARGUMENT', `candidates: ${error.message}`, { field: 'candidates', cause: error });
       }
+      if (error instanceof EngineError && error.field === 'kvCacheLayerValueDtypes') {
+        throw new CalibrateError('INVALID_ARGUMENT', `separateKv: ${error.message}; pass separateKv: false (CLI: --plan-same-kv) for one dtype per layer`, { field: 'separateKv', cause: error });
+      }
       throw error;
     }
   };
   const allAuto = new Array<KvCacheDtype>(c.numLayers).fill('auto');
-  const total = (c.numLayers + 1) * (candidates.length - 1) + 2;
+  const pools: readonly ('k' | 'v' | 'kv')[] = separate ? ['k', 'v'] : ['kv'];
+  const total = (pools.length * c.numLayers + 1) * (candidates.length - 1) + 2;
   let done = 0;
   const step = () => {
     options.onProgress?.(++done, total);
@@ -195,34 +212,45 @@ export async function planKvCacheLayers(options: KvPlanOptions): Promise<KvPlanR
   };
   const base = await open(allAuto);
   const ref = await logProbRows(base, sequences, c.vocabSize);
-  const autoBytes = base.kvBytesPerToken / c.numLayers;
+  const autoTotal = base.kvBytesPerToken;
+  // Bytes per token of one item (a layer, or one of its pools) in the model dtype.
+  const autoItem = autoTotal / c.numLayers / (separate ? 2 : 1);
   base.dispose();
   step();
 
   const measurements: KvPlanMeasurement[] = [];
-  const perLayer: { bytes: number; kl: number; dtype: KvCacheDtype }[][] = Array.from({ length: c.numLayers }, () => [{ bytes: autoBytes, kl: 0, dtype: 'auto' }]);
+  // Knapsack items: each layer ('kv'), or each layer's K then V.
+  const items: { layer: number; pool: 'k' | 'v' | 'kv'; options: { bytes: number; kl: number; dtype: KvCacheDtype }[] }[] = [];
   for (let l = 0; l < c.numLayers; l++) {
-    for (const dtype of candidates) {
-      if (dtype === 'auto') continue;
-      const layers = allAuto.slice();
-      layers[l] = dtype;
-      const llm = await open(layers);
-      const kl = meanKl(ref, await logProbRows(llm, sequences, c.vocabSize));
-      const bytes = llm.kvBytesPerToken - autoBytes * (c.numLayers - 1);
-      llm.dispose();
-      perLayer[l]!.push({ bytes, kl, dtype });
-      measurements.push({ layer: l, dtype, kl, bytesPerToken: bytes });
-      step();
+    for (const pool of pools) {
+      const item = { layer: l, pool, options: [{ bytes: autoItem, kl: 0, dtype: 'auto' as KvCacheDtype }] };
+      items.push(item);
+      for (const dtype of candidates) {
+        if (dtype === 'auto') continue;
+        const keys = allAuto.slice();
+        const values = separate ? allAuto.slice() : keys;
+        (pool === 'v' ? values : keys)[l] = dtype;
+        const llm = await open(keys, values);
+        const kl = meanKl(ref, await logProbRows(llm, sequences, c.vocabSize));
+        const bytes = llm.kvBytesPerToken - (autoTotal - autoItem);
+        llm.dispose();
+        item.options.push({ bytes, kl, dtype });
+        measurements.push({ layer: l, pool, dtype, kl, bytesPerToken: bytes });
+        step();
+      }
     }
   }
-  const picks = chooseWithinBudget(perLayer, budget);
+  const picks = chooseWithinBudget(items.map((i) => i.options), budget);
   if (!picks) {
-    const cheapest = perLayer.reduce((n, opts) => n + Math.min(...opts.map((o) => o.bytes)), 0);
+    const cheapest = items.reduce((n, i) => n + Math.min(...i.options.map((o) => o.bytes)), 0);
     throw new CalibrateError('INVALID_ARGUMENT', `kvBytesPerToken ${budget} is below the cheapest plan of these candidates (${cheapest} bytes per token)`, { field: 'kvBytesPerToken' });
   }
-  const layerDtypes = picks.map((i, l) => perLayer[l]![i]!.dtype);
-  const predictedKl = picks.reduce((n, i, l) => n + perLayer[l]![i]!.kl, 0);
-  const planned = await open(layerDtypes);
+  const chosen = picks.map((p, i) => items[i]!.options[p]!);
+  const layerDtypes = separate ? chosen.filter((_, i) => i % 2 === 0).map((o) => o.dtype) : chosen.map((o) => o.dtype);
+  const valueDtypes = separate ? chosen.filter((_, i) => i % 2 === 1).map((o) => o.dtype) : layerDtypes;
+  const split = valueDtypes.some((d, l) => d !== layerDtypes[l]);
+  const predictedKl = chosen.reduce((n, o) => n + o.kl, 0);
+  const planned = await open(layerDtypes, split ? valueDtypes : layerDtypes);
   const measuredKl = meanKl(ref, await logProbRows(planned, sequences, c.vocabSize));
   const kvBytesPerToken = planned.kvBytesPerToken;
   planned.dispose();
@@ -230,9 +258,19 @@ export async function planKvCacheLayers(options: KvPlanOptions): Promise<KvPlanR
   for (const dtype of candidates) {
     if (dtype === 'auto') continue;
     const llm = await open(new Array<KvCacheDtype>(c.numLayers).fill(dtype));
-    measurements.push({ layer: 'all', dtype, kl: meanKl(ref, await logProbRows(llm, sequences, c.vocabSize)), bytesPerToken: llm.kvBytesPerToken });
+    measurements.push({ layer: 'all', pool: 'kv', dtype, kl: meanKl(ref, await logProbRows(llm, sequences, c.vocabSize)), bytesPerToken: llm.kvBytesPerToken });
     llm.dispose();
     step();
   }
-  return { layerDtypes, rotation, kvBytesPerToken, budgetBytesPerToken: budget, predictedKl, measuredKl, positions: ref.length, measurements };
+  return {
+    layerDtypes,
+    ...(split ? { layerValueDtypes: valueDtypes } : {}),
+    rotation,
+    kvBytesPerToken,
+    budgetBytesPerToken: budget,
+    predictedKl,
+    measuredKl,
+    positions: ref.length,
+    measurements,
+  };
 }

@@ -32,9 +32,10 @@ export interface KvKeepSetup {
  */
 export function createKvKeep(s: KvKeepSetup): KvKeep {
   const { dims, storage, config } = s;
+  const quantized = (d: KvStorageDtype): boolean => isFp8Dtype(d) || isKvQuantDtype(d);
   const layers = storage.layerDtypes.map((dtype, l) => {
     const window = dims.layers ? dims.layers[l]?.slidingWindow : dims.slidingWindow;
-    return (isFp8Dtype(dtype) || isKvQuantDtype(dtype)) && window === undefined;
+    return (quantized(dtype) || quantized(storage.layerValueDtypes[l]!)) && window === undefined;
   });
   if (!layers.some(Boolean)) {
     throw new EngineError(

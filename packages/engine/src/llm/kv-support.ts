@@ -41,22 +41,33 @@ export function probeDecode(backend: KernelBackend, cache: KvLayerCache, query: 
 
 /**
  * Checks, before any request runs, that `backend` has kernels for the write-time-scaled KV dtype `dtype`
- * (`int8_per_token_head`, `nvfp4`, ..., docs/spec/kv-dtypes.md): one token is written with `reshapeAndCache` into a
- * scratch one-layer cache of `shape` and read back with `pagedAttention`. The model's own pools are not touched.
- * Other dtypes (float, FP8 per tensor / per head) are not probed: every backend implements them.
+ * (`int8_per_token_head`, `nvfp4`, ..., docs/spec/kv-dtypes.md), or for a cache storing K in `dtype` and V in
+ * `valueDtype`: one token is written with `reshapeAndCache` into a scratch one-layer cache of `shape` and read back
+ * with `pagedAttention`. The model's own pools are not touched. Other uniform dtypes (float, FP8 per tensor / per
+ * head) are not probed: every backend implements them.
  *
  * NOTE: the probe asks the backend itself rather than a list of names, so a backend that gains kernels (or a
  * third-party one that has them) passes without an engine change.
  * @param requested the `kvCacheDtype` option as the user wrote it (for the message)
+ * @param valueDtype the V pool's dtype. Default `dtype`.
+ * @param field the option named in the error. Default `'kvCacheDtype'`.
  * @throws EngineError `INVALID_ARGUMENT` (field `kvCacheDtype`, the KernelError as `cause`) when the backend refuses the
  *   dtype (`UNSUPPORTED`: the message names the dtype, the backend, and `backend: 'reference'`, which has the kernels)
  *   or the shape does not fit the dtype (`@kvq/cache` CacheError, e.g. an nvfp4 head size that is not a multiple of
  *   16) or the backend's kernels; never a fallback to another dtype or backend.
  */
-export function checkKvDtypeOnBackend(backend: KernelBackend, dtype: KvStorageDtype, shape: KvProbeShape, requested: string = dtype): void {
-  if (!isKvQuantDtype(dtype)) return;
+export function checkKvDtypeOnBackend(
+  backend: KernelBackend,
+  dtype: KvStorageDtype,
+  shape: KvProbeShape,
+  requested: string = dtype,
+  valueDtype: KvStorageDtype = dtype,
+  field = 'kvCacheDtype',
+): void {
+  const mixed = valueDtype !== dtype;
+  if (!mixed && !isKvQuantDtype(dtype)) return;
   try {
-    const cache = new KvCacheStorage({ dtype, numLayers: 1, numBlocks: 2, ...shape }).layer(0);
+    const cache = new KvCacheStorage({ dtype, valueDtype, numLayers: 1, numBlocks: 2, ...shape }).layer(0);
     const width = shape.numKvHeads * shape.headSize;
     const key = Float32Array.from({ length: width }, (_, i) => ((i % 7) - 3) / 8);
     const value = Float32Array.from({ length: width }, (_, i) => ((i % 5) - 2) / 4);
@@ -65,11 +76,15 @@ export function checkKvDtypeOnBackend(backend: KernelBackend, dtype: KvStorageDt
     probeDecode(backend, cache, Float32Array.from({ length: shape.numHeads * shape.headSize }, (_, i) => ((i % 3) - 1) / 2), shape.numHeads);
   } catch (cause) {
     if (!(cause instanceof KernelError) && !(cause instanceof CacheError)) throw cause;
-    const name = `kvCacheDtype ${JSON.stringify(requested)}${requested === dtype ? '' : ` (${dtype})`}`;
+    const name = mixed
+      ? `${field}: K in '${dtype}' with V in '${valueDtype}'`
+      : `${field} ${JSON.stringify(requested)}${requested === dtype ? '' : ` (${dtype})`}`;
     const message =
       cause instanceof KernelError && cause.code === 'UNSUPPORTED'
-        ? `${name} is not supported by the '${backend.name}' backend (it has no kernels for this KV dtype yet); the reference backend supports it: pass backend: 'reference' (CLI: --backend reference), or choose an FP8 dtype such as 'fp8'`
+        ? mixed
+          ? `${name} is not supported by the '${backend.name}' backend (it has no kernels for separate K and V dtypes); the CPU and reference backends have them (CLI: --backend cpu), or store V like K`
+          : `${name} is not supported by the '${backend.name}' backend (it has no kernels for this KV dtype yet); the reference backend supports it: pass backend: 'reference' (CLI: --backend reference), or choose an FP8 dtype such as 'fp8'`
         : `${name} cannot run on the '${backend.name}' backend with ${shape.numKvHeads} KV heads of size ${shape.headSize}: ${cause.message}`;
-    throw new EngineError('INVALID_ARGUMENT', message, { field: 'kvCacheDtype', cause });
+    throw new EngineError('INVALID_ARGUMENT', message, { field, cause });
   }
 }

@@ -114,6 +114,21 @@ export interface LLMOptions {
    */
   readonly kvCacheLayerDtypes?: readonly KvCacheDtype[];
   /**
+   * The V cache's dtype when it should differ from K's (llama.cpp's `--cache-type-v`): every layer that stores
+   * `kvCacheDtype` stores its V pool in this dtype instead (skipped layers keep the model dtype for both). Keys are
+   * the more sensitive half (docs/benchmarks.md), e.g. `kvCacheDtype: 'int8_per_token_head'` with
+   * `kvCacheValueDtype: 'int4_g32_f16'`. Needs a backend with kernels for separate K and V dtypes (CPU, reference;
+   * another backend is an `INVALID_ARGUMENT` error), and not `fp8Query` or `calculateKvScales`. Not with a per-layer
+   * plan (use {@link kvCacheLayerValueDtypes}). Default: V stored like K.
+   */
+  readonly kvCacheValueDtype?: KvCacheDtype;
+  /**
+   * The V dtype of each layer beside {@link kvCacheLayerDtypes} (which then gives each layer's K dtype), one
+   * `kvCacheDtype` value per attention layer. Default: the checkpoint plan's `layer_value_dtypes` when its plan is used,
+   * else each layer's K dtype. Same backend and option conditions as {@link kvCacheValueDtype}.
+   */
+  readonly kvCacheLayerValueDtypes?: readonly KvCacheDtype[];
+  /**
    * Attention sinks in full precision: the first N tokens of every sequence also stay in the model dtype, and attention
    * reads them from there (TensorRT-LLM keeps sink tokens likewise). Rounded up to whole blocks (`blockSize`). Applies to
    * the full-attention layers whose cache is quantized; needs a backend whose attention returns its log-sum-exp (CPU,
@@ -402,6 +417,7 @@ export class LLM {
     if (options.fp8Query && !isFp8Dtype(kvDtype)) {
       throw new EngineError('INVALID_ARGUMENT', `fp8Query needs an FP8 KV cache, got kvCacheDtype ${JSON.stringify(options.kvCacheDtype ?? 'auto')}`, { field: 'fp8Query' });
     }
+    const valueDtype = valueDtypeOf(options, layerPlan !== undefined, kvDtype, modelDtype, fnuz, calculateKvScales);
     const maxModelLen = options.maxModelLen ?? c.maxPositionEmbeddings;
     if (!Number.isInteger(maxModelLen) || maxModelLen < 2) {
       throw new EngineError('INVALID_ARGUMENT', `maxModelLen must be an integer >= 2, got ${maxModelLen}`, { field: 'maxModelLen' });
@@ -411,9 +427,25 @@ export class LLM {
     checkKvDtypeOnBackend(backend, kvDtype, probeShape, String(options.kvCacheDtype ?? 'auto'));
     // Per-layer dtypes: a plan's (or the cache dtype everywhere), then the skipped layers in the model dtype; none when
     // every layer ends up in kvDtype (a uniform cache).
-    const perLayer = kvLayerDtypes(options.kvCacheDtypeSkipLayers, c, layerPlan?.layerDtypes ?? new Array<KvStorageDtype>(c.numLayers).fill(kvDtype), resolveKvCacheDtype('auto', modelDtype));
+    const skipDtype = resolveKvCacheDtype('auto', modelDtype);
+    const perLayer = kvLayerDtypes(options.kvCacheDtypeSkipLayers, c, layerPlan?.layerDtypes ?? new Array<KvStorageDtype>(c.numLayers).fill(kvDtype), skipDtype);
+    const perLayerValue = kvLayerDtypes(
+      options.kvCacheDtypeSkipLayers,
+      c,
+      layerPlan?.layerValueDtypes ?? layerPlan?.layerDtypes ?? new Array<KvStorageDtype>(c.numLayers).fill(valueDtype),
+      skipDtype,
+    );
     const layerDtypes = perLayer.every((d) => d === kvDtype) ? undefined : perLayer;
-    for (const d of new Set(layerDtypes ?? [])) if (d !== kvDtype) checkKvDtypeOnBackend(backend, d, probeShape, d);
+    const layerValueDtypes = perLayerValue.every((d, l) => d === perLayer[l]) ? undefined : perLayerValue;
+    for (const d of new Set([...(layerDtypes ?? []), ...perLayerValue])) if (d !== kvDtype) checkKvDtypeOnBackend(backend, d, probeShape, d);
+    if (layerValueDtypes) {
+      const field = options.kvCacheValueDtype !== undefined ? 'kvCacheValueDtype' : 'kvCacheLayerValueDtypes';
+      const pairs = new Set(perLayer.map((k, l) => `${k}/${perLayerValue[l]}`));
+      for (const pair of pairs) {
+        const [k, v] = pair.split('/') as [KvStorageDtype, KvStorageDtype];
+        if (k !== v) checkKvDtypeOnBackend(backend, k, probeShape, k, v, field);
+      }
+    }
     // Per-head scales are FP8's (checkpoint / calibrated); the write-time-scaled dtypes compute their own.
     const perHead = isFp8Dtype(kvDtype) && kvScales?.granularity === 'head';
     const plan = planKvCache({
@@ -423,6 +455,7 @@ export class LLM {
       blockSize,
       ...(isFp8Dtype(kvDtype) ? { scales: perHead ? ('head' as const) : ('tensor' as const) } : {}),
       ...(layerDtypes ? { layerDtypes } : {}),
+      ...(layerValueDtypes ? { layerValueDtypes } : {}),
     });
     if (plan.numBlocks < 2) {
       throw new EngineError('INVALID_ARGUMENT', `kvCacheMemory ${options.kvCacheMemory} bytes holds ${plan.numBlocks} blocks of ${blockSize} tokens; at least 2 are needed`, { field: 'kvCacheMemory' });
@@ -438,10 +471,15 @@ export class LLM {
       scaleGranularity: perHead ? 'head' : 'tensor',
       qScaleGranularity: perHead ? 'head' : 'tensor',
       ...(layerDtypes ? { layerDtypes } : {}),
+      ...(layerValueDtypes ? { layerValueDtypes } : {}),
     });
     if (isFp8Dtype(kvDtype) && kvScales && !calculateKvScales) {
-      // Skipped layers (model dtype) take no scales.
-      kvScales.layers.forEach((l, i) => isFp8Dtype(storage.layerDtypes[i]!) && storage.setScales(i, { kScale: l.k, vScale: l.v, qScale: perHead ? expandQ(l.q, c) : l.q }));
+      // Skipped layers (model dtype) take no scales; a layer with one FP8 pool takes that pool's.
+      kvScales.layers.forEach((l, i) => {
+        const k = isFp8Dtype(storage.layerDtypes[i]!);
+        const v = isFp8Dtype(storage.layerValueDtypes[i]!);
+        if (k || v) storage.setScales(i, { ...(k ? { kScale: l.k, qScale: perHead ? expandQ(l.q, c) : l.q } : {}), ...(v ? { vScale: l.v } : {}) });
+      });
     }
     const dims = llamaDimsOf(c, maxModelLen);
     const kvRotation = kvRotationFor(options.kvCacheRotation ?? layerPlan?.rotation, c.headDim);
@@ -451,7 +489,7 @@ export class LLM {
         { code: 'KVQ_ROTATION_SCALES' },
       );
     }
-    const telemetry = options.kvTelemetry === false || (deviceMemoryOf(backend) !== undefined && options.kvTelemetry !== true) || storage.layers.every((l) => !isFp8Dtype(l.dtype) && !isKvQuantDtype(l.dtype)) ? undefined : new KvTelemetry(storage.layers);
+    const telemetry = options.kvTelemetry === false || (deviceMemoryOf(backend) !== undefined && options.kvTelemetry !== true) || storage.layers.every((l) => [l.dtype, l.valueDtype].every((d) => !isFp8Dtype(d) && !isKvQuantDtype(d))) ? undefined : new KvTelemetry(storage.layers);
     const kvKeep = keepConfig
       ? createKvKeep({ backend, config: keepConfig, storage, dims, modelDtype: resolveKvCacheDtype('auto', modelDtype), maxNumSeqs: options.maxNumSeqs ?? 64 })
       : undefined;
@@ -667,26 +705,72 @@ function layerPlanOf(
   model: LoadedModel,
   modelDtype: 'f32' | 'f16' | 'bf16',
   fnuz: boolean,
-): { layerDtypes: KvStorageDtype[]; mainDtype: KvStorageDtype; rotation: KvCacheRotation | undefined } | undefined {
+): { layerDtypes: KvStorageDtype[]; layerValueDtypes: KvStorageDtype[] | undefined; mainDtype: KvStorageDtype; rotation: KvCacheRotation | undefined } | undefined {
   const autoDtype = (options.kvCacheDtype ?? 'auto') === 'auto';
   const explicit = options.kvCacheLayerDtypes;
   const fromModel = explicit === undefined && autoDtype ? model.kvCachePlan : undefined;
   const list = explicit ?? fromModel?.layerDtypes;
-  if (list === undefined) return undefined;
-  const fail = (what: string, cause?: unknown): never => {
-    throw new EngineError('INVALID_ARGUMENT', `kvCacheLayerDtypes${fromModel ? ` (from ${fromModel.origin})` : ''} ${what}`, { field: 'kvCacheLayerDtypes', ...(cause ? { cause } : {}) });
-  };
-  if (!autoDtype) fail(`needs kvCacheDtype 'auto' (or none), got ${JSON.stringify(options.kvCacheDtype)}`);
-  if (!Array.isArray(list) || list.length !== model.config.numLayers) fail(`must list ${model.config.numLayers} dtypes (one per layer), got ${JSON.stringify(list)}`);
-  const layerDtypes = list.map((d, i) => {
-    try {
-      return resolveKvCacheDtype(d, modelDtype, { fnuz });
-    } catch (cause) {
-      return fail(`[${i}] = ${JSON.stringify(d)} is not supported: ${(cause as Error).message}`, cause);
+  if (list === undefined) {
+    if (options.kvCacheLayerValueDtypes !== undefined) {
+      throw new EngineError('INVALID_ARGUMENT', 'kvCacheLayerValueDtypes needs kvCacheLayerDtypes (each layer\'s K dtype) beside it', { field: 'kvCacheLayerValueDtypes' });
     }
-  });
+    return undefined;
+  }
+  const resolveList = (field: 'kvCacheLayerDtypes' | 'kvCacheLayerValueDtypes', given: readonly unknown[] | undefined): KvStorageDtype[] | undefined => {
+    if (given === undefined) return undefined;
+    const fail = (what: string, cause?: unknown): never => {
+      throw new EngineError('INVALID_ARGUMENT', `${field}${fromModel ? ` (from ${fromModel.origin})` : ''} ${what}`, { field, ...(cause ? { cause } : {}) });
+    };
+    if (!autoDtype) fail(`needs kvCacheDtype 'auto' (or none), got ${JSON.stringify(options.kvCacheDtype)}`);
+    if (!Array.isArray(given) || given.length !== model.config.numLayers) fail(`must list ${model.config.numLayers} dtypes (one per layer), got ${JSON.stringify(given)}`);
+    return given.map((d, i) => {
+      try {
+        return resolveKvCacheDtype(d as KvCacheDtype, modelDtype, { fnuz });
+      } catch (cause) {
+        return fail(`[${i}] = ${JSON.stringify(d)} is not supported: ${(cause as Error).message}`, cause);
+      }
+    });
+  };
+  const layerDtypes = resolveList('kvCacheLayerDtypes', list)!;
+  const layerValueDtypes = resolveList('kvCacheLayerValueDtypes', explicit !== undefined ? options.kvCacheLayerValueDtypes : fromModel?.layerValueDtypes);
   const counts = new Map<KvStorageDtype, number>();
   for (const d of layerDtypes) counts.set(d, (counts.get(d) ?? 0) + 1);
   const mainDtype = [...counts.entries()].sort((a, b) => b[1] - a[1])[0]![0];
-  return { layerDtypes, mainDtype, rotation: fromModel?.rotation };
+  return { layerDtypes, layerValueDtypes, mainDtype, rotation: fromModel?.rotation };
+}
+
+/**
+ * The V dtype of the layers that store the cache dtype: `kvCacheValueDtype` resolved, else `kvDtype`.
+ * @throws EngineError `INVALID_ARGUMENT` (field `kvCacheValueDtype`) for an unknown dtype, beside a per-layer plan,
+ *   or with `fp8Query` / `calculateKvScales` when it differs from `kvDtype`
+ */
+function valueDtypeOf(
+  options: LLMOptions,
+  hasPlan: boolean,
+  kvDtype: KvStorageDtype,
+  modelDtype: 'f32' | 'f16' | 'bf16',
+  fnuz: boolean,
+  calculateKvScales: boolean,
+): KvStorageDtype {
+  const given = options.kvCacheValueDtype;
+  const fail = (what: string, cause?: unknown): never => {
+    throw new EngineError('INVALID_ARGUMENT', `kvCacheValueDtype ${what}`, { field: 'kvCacheValueDtype', ...(cause ? { cause } : {}) });
+  };
+  const mixedPlan = options.kvCacheLayerValueDtypes !== undefined;
+  if (given === undefined && !mixedPlan) return kvDtype;
+  if (given !== undefined && hasPlan) fail('cannot be combined with a per-layer plan (kvCacheLayerDtypes or the checkpoint\'s); give kvCacheLayerValueDtypes instead');
+  let v = kvDtype;
+  if (given !== undefined) {
+    try {
+      v = resolveKvCacheDtype(given, modelDtype, { fnuz });
+    } catch (cause) {
+      fail(`${JSON.stringify(given)} is not supported: ${(cause as Error).message}`, cause);
+    }
+  }
+  if (v !== kvDtype || mixedPlan) {
+    const field = given !== undefined ? 'kvCacheValueDtype' : 'kvCacheLayerValueDtypes';
+    if (options.fp8Query) throw new EngineError('INVALID_ARGUMENT', `fp8Query needs K and V in one FP8 dtype; drop ${field} or fp8Query`, { field });
+    if (calculateKvScales) throw new EngineError('INVALID_ARGUMENT', `calculateKvScales needs K and V in one dtype; drop ${field} or calculateKvScales`, { field });
+  }
+  return v;
 }

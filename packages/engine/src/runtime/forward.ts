@@ -451,7 +451,7 @@ export class LlamaForward {
       softmaxScale: d.variant?.softmaxScale,
       slidingWindow: layer ? layer.slidingWindow : d.slidingWindow,
       // A layer kept in the model dtype (kvCacheDtypeSkipLayers) has no FP8 cache to meet an FP8 query.
-      fp8Query: this.fp8Query && isFp8Dtype(cache.dtype) ? {} : undefined,
+      fp8Query: this.fp8Query && isFp8Dtype(cache.dtype) && cache.valueDtype === cache.dtype ? {} : undefined,
     };
     const cap = d.variant?.attnLogitSoftcapping;
     if (kept || cap !== undefined) {

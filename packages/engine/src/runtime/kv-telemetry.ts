@@ -20,8 +20,10 @@ export interface KvTensorTelemetry {
 /** The telemetry of one layer. */
 export interface KvLayerTelemetry {
   readonly layer: number;
-  /** The layer's storage dtype; float caches (bf16, f16, f32) are not counted (all zeros). */
+  /** The layer's K storage dtype; float pools (bf16, f16, f32) are not counted (all zeros). */
   readonly dtype: string;
+  /** The layer's V storage dtype (`dtype` unless the layer stores V in another dtype). */
+  readonly valueDtype: string;
   readonly k: KvTensorTelemetry;
   readonly v: KvTensorTelemetry;
 }
@@ -64,11 +66,13 @@ export class KvTelemetry {
   /** `[layer][K: written, saturated, flushed, V: written, saturated, flushed]`. */
   private readonly counts: Float64Array[];
   private readonly dtypes: string[];
+  private readonly valueDtypes: string[];
 
   /** @param layers the cache's layers (their dtypes name the counters) */
   constructor(layers: readonly KvLayerCache[]) {
     this.counts = layers.map(() => new Float64Array(6));
     this.dtypes = layers.map((l) => l.dtype);
+    this.valueDtypes = layers.map((l) => l.valueDtype ?? l.dtype);
   }
 
   /**
@@ -78,23 +82,19 @@ export class KvTelemetry {
   observe(layer: number, cache: KvLayerCache, key: Float32Array, value: Float32Array, slotMapping: Int32Array, numTokens: number): void {
     const c = this.counts[layer];
     if (!c) return;
-    if (isFp8Dtype(cache.dtype)) {
-      this.observeFp8(c, 0, cache, cache.kScale, key, slotMapping, numTokens);
-      this.observeFp8(c, 3, cache, cache.vScale, value, slotMapping, numTokens);
-    } else if (cache.dtype === 'q4_0') {
-      observeQ4_0(c, 0, cache, key, slotMapping, numTokens);
-      observeQ4_0(c, 3, cache, value, slotMapping, numTokens);
-    } else if (cache.dtype === 'int4_g32_f16') {
-      observeInt4F16(c, 0, cache, key, slotMapping, numTokens);
-      observeInt4F16(c, 3, cache, value, slotMapping, numTokens);
-    } else if (isKvQuantDtype(cache.dtype)) {
-      this.observeQuant(c, 0, cache, cache.kScale[0]!, key, slotMapping, numTokens);
-      this.observeQuant(c, 3, cache, cache.vScale[0]!, value, slotMapping, numTokens);
-    }
+    this.observePool(c, 0, cache, cache.dtype, cache.kScale, key, slotMapping, numTokens);
+    this.observePool(c, 3, cache, cache.valueDtype ?? cache.dtype, cache.vScale, value, slotMapping, numTokens);
   }
 
-  private observeFp8(c: Float64Array, at: number, cache: KvLayerCache, scales: Float32Array, x: Float32Array, slots: Int32Array, n: number): void {
-    const format = cache.dtype as Fp8Format;
+  /** Counts one pool's write (K at counter offset 0, V at 3) per the pool's dtype. */
+  private observePool(c: Float64Array, at: number, cache: KvLayerCache, dtype: KvLayerCache['dtype'], scales: Float32Array, x: Float32Array, slots: Int32Array, n: number): void {
+    if (isFp8Dtype(dtype)) this.observeFp8(c, at, cache, dtype, scales, x, slots, n);
+    else if (dtype === 'q4_0') observeQ4_0(c, at, cache, x, slots, n);
+    else if (dtype === 'int4_g32_f16') observeInt4F16(c, at, cache, x, slots, n);
+    else if (isKvQuantDtype(dtype)) this.observeQuant(c, at, cache, dtype, scales[0]!, x, slots, n);
+  }
+
+  private observeFp8(c: Float64Array, at: number, cache: KvLayerCache, format: Fp8Format, scales: Float32Array, x: Float32Array, slots: Int32Array, n: number): void {
     const overflow = fp8Overflow(format);
     const flush = formatInfo(format).minSubnormal / 2;
     eachWrittenHead(cache, slots, n, (h, src) => {
@@ -108,8 +108,8 @@ export class KvTelemetry {
     });
   }
 
-  private observeQuant(c: Float64Array, at: number, cache: KvLayerCache, tensorScale: number, x: Float32Array, slots: Int32Array, n: number): void {
-    const dtype = cache.dtype as Exclude<KvQuantDtype, 'q4_0' | 'int4_g32_f16'>;
+  private observeQuant(c: Float64Array, at: number, cache: KvLayerCache, quantDtype: KvQuantDtype, tensorScale: number, x: Float32Array, slots: Int32Array, n: number): void {
+    const dtype = quantDtype as Exclude<KvQuantDtype, 'q4_0' | 'int4_g32_f16'>;
     const q = QUANT[dtype];
     const G = q.group === 'head' ? cache.headSize : q.group;
     eachWrittenHead(cache, slots, n, (_h, src) => {
@@ -144,6 +144,7 @@ export class KvTelemetry {
     return this.counts.map((c, layer) => ({
       layer,
       dtype: this.dtypes[layer]!,
+      valueDtype: this.valueDtypes[layer]!,
       k: { written: c[W]!, saturated: c[S]!, flushed: c[F]! },
       v: { written: c[3 + W]!, saturated: c[3 + S]!, flushed: c[3 + F]! },
     }));

@@ -30,7 +30,8 @@ type RowDecoder = (offset: number, count: number, dst: Float32Array, dstOffset: 
 function rowDecoder(cache: KvLayerCache, which: 'key' | 'value'): RowDecoder {
   const pool = cache[which];
   const scales = which === 'key' ? cache.kScale : cache.vScale;
-  switch (cache.dtype) {
+  const dtype = which === 'key' ? cache.dtype : (cache.valueDtype ?? cache.dtype);
+  switch (dtype) {
     case 'f32': {
       const a = pool as Float32Array;
       return (o, n, dst, d) => dst.set(a.subarray(o, o + n), d);
@@ -49,7 +50,7 @@ function rowDecoder(cache: KvLayerCache, which: 'key' | 'value'): RowDecoder {
       };
     }
     default: {
-      const table = fp8DecodeTable(cache.dtype as Fp8Format);
+      const table = fp8DecodeTable(dtype as Fp8Format);
       const a = pool as Uint8Array;
       return (o, n, dst, d, h) => {
         const sc = scales[scales.length === 1 ? 0 : h]!;

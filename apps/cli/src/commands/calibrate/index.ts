@@ -55,14 +55,16 @@ Options:
   --quantize-query          also calibrate q scales (FP8 attention)
   --flavor F                ${CHECKPOINT_FLAVORS.join(' | ')} (default compressed-tensors)
   --plan                    also choose a KV dtype per layer (automatic mixed precision): measure on --dataset the
-                            KL each candidate causes on each layer alone, pick the least total within
-                            --kv-bytes-per-token, and write it into the checkpoint (kvq_kv_cache_plan.json, which
-                            kvq loads when --kv-cache-dtype is auto)
+                            KL each candidate causes on each layer's K alone and V alone, pick the least total
+                            within --kv-bytes-per-token, and write it into the checkpoint (kvq_kv_cache_plan.json,
+                            which kvq loads when --kv-cache-dtype is auto)
   --kv-bytes-per-token B    the plan's budget: KV bytes per token over all layers (kvq plan shows them per dtype)
   --plan-dtypes LIST        candidates, comma-separated (default ${KV_PLAN_CANDIDATES.join(',')})
   --plan-samples N          dataset samples the plan is measured on (default 16)
   --plan-max-seq-len N      tokens per plan sample (default 512)
   --kv-cache-rotation R     none | hadamard: the rotation the plan is measured and run with (default none)
+  --plan-same-kv            one dtype per layer for K and V, measured together (for backends without kernels for
+                            separate K and V dtypes: the GPU ones)
   --backend NAME            kernel backend for the plan's measurements (default auto)
   --overwrite               replace an existing --out folder
   --dry-run                 calibrate and report, write nothing
@@ -93,6 +95,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     'plan-samples': { type: 'string' },
     'plan-max-seq-len': { type: 'string' },
     'kv-cache-rotation': { type: 'string' },
+    'plan-same-kv': { type: 'boolean' },
     backend: { type: 'string' },
     flavor: { type: 'string' },
     overwrite: { type: 'boolean' },
@@ -169,11 +172,17 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     const plan = planArgs ? await runPlan(planArgs, loaded, values, io) : undefined;
     const planFile = plan && written ? join(written.dir, KV_CACHE_PLAN_FILE) : undefined;
     if (plan && planFile) {
-      await writeFile(planFile, kvCachePlanJson({ layerDtypes: plan.layerDtypes, rotation: plan.rotation, kvBytesPerToken: plan.kvBytesPerToken }, planDetails(plan)));
+      await writeFile(
+        planFile,
+        kvCachePlanJson(
+          { layerDtypes: plan.layerDtypes, ...(plan.layerValueDtypes ? { layerValueDtypes: plan.layerValueDtypes } : {}), rotation: plan.rotation, kvBytesPerToken: plan.kvBytesPerToken },
+          planDetails(plan),
+        ),
+      );
     }
     if (values.json) {
       io.stdout.write(
-        `${JSON.stringify({ model: model.name, report: JSON.parse(reportToJson(result.report)) as unknown, out: written?.dir ?? null, files: [...(written?.files ?? []), ...(planFile ? [planFile] : [])], scale_tensors: written?.scaleTensors ?? [], ...(plan ? { kv_cache_plan: { layer_dtypes: plan.layerDtypes, kv_cache_rotation: plan.rotation, kv_bytes_per_token: plan.kvBytesPerToken, ...planDetails(plan) } } : {}) }, null, 2)}\n`,
+        `${JSON.stringify({ model: model.name, report: JSON.parse(reportToJson(result.report)) as unknown, out: written?.dir ?? null, files: [...(written?.files ?? []), ...(planFile ? [planFile] : [])], scale_tensors: written?.scaleTensors ?? [], ...(plan ? { kv_cache_plan: { layer_dtypes: plan.layerDtypes, ...(plan.layerValueDtypes ? { layer_value_dtypes: plan.layerValueDtypes } : {}), kv_cache_rotation: plan.rotation, kv_bytes_per_token: plan.kvBytesPerToken, ...planDetails(plan) } } : {}) }, null, 2)}\n`,
       );
       return;
     }
@@ -194,13 +203,14 @@ interface PlanArgs {
   readonly samples: number;
   readonly maxSeqLen: number;
   readonly rotation: KvCacheRotation;
+  readonly separateKv: boolean;
   readonly backend: string | undefined;
 }
 
 /** The `--plan` flags, validated (usage errors); undefined without `--plan`. */
 function parsePlanArgs(values: Record<string, unknown>): PlanArgs | undefined {
   const s = (k: string) => values[k] as string | undefined;
-  const planOnly = ['kv-bytes-per-token', 'plan-dtypes', 'plan-samples', 'plan-max-seq-len', 'kv-cache-rotation', 'backend'];
+  const planOnly = ['kv-bytes-per-token', 'plan-dtypes', 'plan-samples', 'plan-max-seq-len', 'kv-cache-rotation', 'plan-same-kv', 'backend'];
   if (values.plan !== true) {
     const stray = planOnly.find((k) => values[k] !== undefined);
     if (stray) throw new CliError('USAGE', `--${stray} is a --plan option; add --plan`);
@@ -226,6 +236,7 @@ function parsePlanArgs(values: Record<string, unknown>): PlanArgs | undefined {
     samples: parseNumber(s('plan-samples'), '--plan-samples', { integer: true, min: 1 }) ?? 16,
     maxSeqLen: parseNumber(s('plan-max-seq-len'), '--plan-max-seq-len', { integer: true, min: 2 }) ?? 512,
     rotation: rotation as KvCacheRotation,
+    separateKv: values['plan-same-kv'] !== true,
     backend: s('backend'),
   };
 }
@@ -247,6 +258,7 @@ async function runPlan(args: PlanArgs, model: LoadedModel, values: Record<string
       kvBytesPerToken: args.kvBytesPerToken,
       ...(args.candidates ? { candidates: args.candidates } : {}),
       rotation: args.rotation,
+      separateKv: args.separateKv,
       backend: args.backend ?? 'auto',
       onProgress: (d, t) => bar.update(d, t),
     });
@@ -262,7 +274,7 @@ function planDetails(plan: KvPlanResult): Record<string, unknown> {
     predicted_kl: plan.predictedKl,
     measured_kl: plan.measuredKl,
     positions: plan.positions,
-    measurements: plan.measurements.map((m) => ({ layer: m.layer, dtype: m.dtype, kl: m.kl, bytes_per_token: m.bytesPerToken })),
+    measurements: plan.measurements.map((m) => ({ layer: m.layer, pool: m.pool, dtype: m.dtype, kl: m.kl, bytes_per_token: m.bytesPerToken })),
   };
 }
 
@@ -270,7 +282,10 @@ function planDetails(plan: KvPlanResult): Record<string, unknown> {
 function formatPlan(plan: KvPlanResult): string {
   const lines = [
     `KV plan (budget ${plan.budgetBytesPerToken} B/token, rotation ${plan.rotation}, ${plan.positions} positions): ${plan.kvBytesPerToken} B/token, KL ${plan.measuredKl.toExponential(3)} (sum of layers ${plan.predictedKl.toExponential(3)})`,
-    ...plan.layerDtypes.map((d, l) => `  layer ${l}: ${d}`),
+    ...plan.layerDtypes.map((d, l) => {
+      const v = plan.layerValueDtypes?.[l];
+      return v === undefined || v === d ? `  layer ${l}: ${d}` : `  layer ${l}: K ${d}, V ${v}`;
+    }),
     'every layer one dtype:',
     ...plan.measurements.filter((m) => m.layer === 'all').map((m) => `  ${m.dtype.padEnd(22)} ${String(m.bytesPerToken).padStart(7)} B/token  KL ${m.kl.toExponential(3)}`),
   ];

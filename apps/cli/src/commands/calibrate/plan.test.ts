@@ -39,12 +39,21 @@ describe('kvq calibrate --plan', () => {
     expect(written.layer_dtypes).toEqual(json.kv_cache_plan.layer_dtypes);
     expect(written.layer_dtypes).toHaveLength(6);
     expect(written.kv_bytes_per_token).toBeLessThanOrEqual(1536);
-    expect(json.kv_cache_plan.measurements).toHaveLength(6 * 2 + 2);
+    // Each layer's K and V x 2 candidates, then each candidate on every layer.
+    expect(json.kv_cache_plan.measurements).toHaveLength(6 * 2 * 2 + 2);
+    expect(new Set((json.kv_cache_plan.measurements as { pool: string }[]).map((m) => m.pool))).toEqual(new Set(['k', 'v', 'kv']));
     expect(json.kv_cache_plan.measured_kl).toBeGreaterThan(0);
     const g = captureOutput();
     expect(await main(['generate', '-m', out, '--backend', 'reference', '--max-tokens', '2', '--temperature', '0', '--json', 'And God said'], g.io), g.err()).toBe(0);
     expect((JSON.parse(g.out()) as { kv_cache_bytes_per_token: number }).kv_cache_bytes_per_token).toBe(written.kv_bytes_per_token);
-  }, 240_000);
+    // --plan-same-kv: one dtype per layer (no layer_value_dtypes), K and V measured together.
+    const same = captureOutput();
+    expect(await main([...argv, '--dry-run', ...plan, '--plan-same-kv'], same.io), same.err()).toBe(0);
+    const sameJson = JSON.parse(same.out()) as { kv_cache_plan: { layer_value_dtypes?: string[]; measurements: { pool: string }[] } };
+    expect(sameJson.kv_cache_plan.layer_value_dtypes).toBeUndefined();
+    expect(sameJson.kv_cache_plan.measurements).toHaveLength(6 * 2 + 2);
+    expect(sameJson.kv_cache_plan.measurements.every((m) => m.pool === 'kv')).toBe(true);
+  }, 300_000);
 
   it('plan flags without --plan, --plan without a budget or a dataset are usage errors (exit 2)', async () => {
     const cases: [string[], RegExp][] = [

@@ -102,6 +102,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
       ...common,
       model: quantModel,
       kvCacheDtype: options.kvCacheDtype,
+      ...(options.kvCacheValueDtype !== undefined ? { kvCacheValueDtype: options.kvCacheValueDtype } : {}),
       ...(options.kvCacheRotation !== undefined ? { kvCacheRotation: options.kvCacheRotation } : {}),
       ...(options.kvCacheDtypeSkipLayers !== undefined ? { kvCacheDtypeSkipLayers: options.kvCacheDtypeSkipLayers } : {}),
       ...(options.kvCacheKeepSink !== undefined ? { kvCacheKeepSink: options.kvCacheKeepSink } : {}),
@@ -109,7 +110,9 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
       ...(options.quantizationParamPath !== undefined ? { quantizationParamPath: options.quantizationParamPath } : {}),
     });
     const rotated = q.kvCacheRotation !== 'none';
-    a = storage === resolveKvCacheDtype('auto', modelDtype) && !rotated ? undefined : await LLM.create({ ...common, model: loaded, kvCacheDtype: 'auto', backend: q.backend });
+    const valueStorage = options.kvCacheValueDtype !== undefined ? resolveKvCacheDtype(options.kvCacheValueDtype, modelDtype) : storage;
+    const autoStorage = resolveKvCacheDtype('auto', modelDtype);
+    a = storage === autoStorage && valueStorage === autoStorage && !rotated ? undefined : await LLM.create({ ...common, model: loaded, kvCacheDtype: 'auto', backend: q.backend });
   } catch (error) {
     throw asCliError(error);
   }
@@ -165,6 +168,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
       documents: docs.length,
       windows: windows.length,
       kv_cache_dtype: options.kvCacheDtype,
+      ...(options.kvCacheValueDtype !== undefined ? { kv_cache_value_dtype: options.kvCacheValueDtype } : {}),
       kv_cache_storage_dtype: q.kvDtype,
       kv_cache_rotation: q.kvCacheRotation,
       ...(q.kvCacheKeep ? { kv_cache_keep: { sink_tokens: q.kvCacheKeep.sinkTokens, recent_tokens: q.kvCacheKeep.recentTokens, layers: q.kvCacheKeep.layers, bytes: q.kvCacheKeep.bytes } } : {}),
@@ -205,7 +209,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     }
     const f = (x: number, d = 4) => x.toFixed(d);
     const lines = [
-      `model ${choice.name}, KV cache ${options.kvCacheDtype} (${q.kvDtype}, ${q.kvBytesPerToken} B/token)${q.kvCacheRotation === 'none' ? '' : `, rotation ${q.kvCacheRotation}`}${q.kvCacheKeep ? `, kept in ${a?.kvDtype ?? 'the model dtype'}: sink ${q.kvCacheKeep.sinkTokens} + recent ${q.kvCacheKeep.recentTokens} tokens` : ''}${fp8 ? `, scales ${scalesMode}` : ''}`,
+      `model ${choice.name}, KV cache ${options.kvCacheDtype} (${q.kvDtype}${options.kvCacheValueDtype !== undefined ? `; V ${options.kvCacheValueDtype}` : ''}, ${q.kvBytesPerToken} B/token)${q.kvCacheRotation === 'none' ? '' : `, rotation ${q.kvCacheRotation}`}${q.kvCacheKeep ? `, kept in ${a?.kvDtype ?? 'the model dtype'}: sink ${q.kvCacheKeep.sinkTokens} + recent ${q.kvCacheKeep.recentTokens} tokens` : ''}${fp8 ? `, scales ${scalesMode}` : ''}`,
       `${docs.length} documents, ${result.tokens} scored tokens`,
       `nll_mean ${f(out.nll_mean)}  perplexity ${f(perplexity, 3)}`,
     ];

@@ -19,6 +19,7 @@ Options:
   -m, --model M             model folder/file or Hub id (default: the embedded kvq-tiny); only its config is read
   --kv-cache-memory SIZE    the budget: 512MiB, 4GB, 1048576 (required)
   --kv-cache-dtype D        mark this row (${KV_CACHE_DTYPES.join(' | ')})
+  --kv-cache-value-dtype V  add a row for K in --kv-cache-dtype with V in V (separate K and V dtypes)
   --block-size N            tokens per block, a power of two (default 16)
   --max-model-len L         context length for the concurrency column (default: the model's)
   --json                    print JSON
@@ -62,6 +63,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     model: { type: 'string', short: 'm' },
     'kv-cache-memory': { type: 'string' },
     'kv-cache-dtype': { type: 'string' },
+    'kv-cache-value-dtype': { type: 'string' },
     'block-size': { type: 'string' },
     'max-model-len': { type: 'string' },
     json: { type: 'boolean' },
@@ -77,28 +79,43 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
   const blockSize = parseNumber(values['block-size'], '--block-size', { integer: true, min: 1 }) ?? 16;
   if ((blockSize & (blockSize - 1)) !== 0) throw new CliError('USAGE', `--block-size must be a power of two, got ${blockSize}`);
   const chosen = values['kv-cache-dtype'] === undefined ? undefined : parseKvCacheDtype(values['kv-cache-dtype']);
+  const chosenValue = values['kv-cache-value-dtype'] === undefined ? undefined : parseKvCacheDtype(values['kv-cache-value-dtype'], '--kv-cache-value-dtype');
+  if (chosenValue !== undefined && chosen === undefined) throw new CliError('USAGE', '--kv-cache-value-dtype needs --kv-cache-dtype (the K dtype)');
   const maxLenFlag = parseNumber(values['max-model-len'], '--max-model-len', { integer: true, min: 1 });
   const choice = await resolveModel(values.model, io, { configOnly: true });
   const c = await readConfig(choice.path);
   const modelDtype: KvStorageDtype = c.torchDtype === 'float32' ? 'f32' : c.torchDtype === 'float16' ? 'f16' : 'bf16';
   const contextLength = maxLenFlag ?? c.maxPositionEmbeddings;
   const chosenStorage = chosen === undefined ? undefined : resolveKvCacheDtype(chosen, modelDtype);
-  const rows = ROWS.flatMap((r) => {
-    const dtype = resolveKvCacheDtype(r.option as never, modelDtype);
+  const chosenValueStorage = chosenValue === undefined ? undefined : resolveKvCacheDtype(chosenValue, modelDtype);
+  const mixedRow = chosenValueStorage !== undefined && chosenValueStorage !== chosenStorage;
+  const model = { numLayers: c.numLayers, numKvHeads: c.numKvHeads, headSize: c.headDim, numHeads: c.numHeads };
+  const specs = [
+    ...ROWS.map((r) => ({ label: r.label, dtype: resolveKvCacheDtype(r.option as never, modelDtype), value: undefined as KvStorageDtype | undefined })),
+    ...(mixedRow ? [{ label: `K ${chosen} / V ${chosenValue}`, dtype: chosenStorage!, value: chosenValueStorage }] : []),
+  ];
+  const rows = specs.flatMap(({ label, dtype, value }) => {
     let plan: ReturnType<typeof planKvCache>;
     try {
-      plan = planKvCache({ model: { numLayers: c.numLayers, numKvHeads: c.numKvHeads, headSize: c.headDim, numHeads: c.numHeads }, memoryBytes: memory, dtype, blockSize });
+      plan = planKvCache({
+        model,
+        memoryBytes: memory,
+        dtype,
+        blockSize,
+        ...(value !== undefined ? { layerValueDtypes: new Array<KvStorageDtype>(c.numLayers).fill(value) } : {}),
+      });
     } catch (error) {
       // e.g. nvfp4 / int4_g64 need a head size that is a multiple of their group: not a row for this model.
-      if (error instanceof CacheError && isKvQuantDtype(dtype)) return [];
+      if (error instanceof CacheError && isKvQuantDtype(dtype) && value === undefined) return [];
+      if (error instanceof CacheError) throw new CliError('USAGE', `K ${dtype} / V ${value}: ${error.message}`, { cause: error });
       throw error;
     }
     const conc = maxConcurrency(plan, contextLength);
     return {
-      kv_cache_dtype: r.label,
-      storage_dtype: dtype,
-      auto: dtype === modelDtype,
-      chosen: chosenStorage === dtype,
+      kv_cache_dtype: label,
+      storage_dtype: value === undefined ? dtype : `${dtype}/${value}`,
+      auto: dtype === modelDtype && value === undefined,
+      chosen: mixedRow ? value !== undefined : chosenStorage === dtype,
       bytes_per_token: plan.bytesPerToken,
       bytes_per_block: plan.bytesPerBlock,
       scale_bytes: plan.scaleBytes,
