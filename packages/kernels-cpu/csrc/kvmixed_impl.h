@@ -16,6 +16,19 @@ struct KvPoolRows;
 /** Dequantize one row (one token, one kv head) of a pool: codes `row`, scales `sc`; D values, zero padded to dp. */
 typedef void (*KvRowDecoder)(const KvPoolRows& pr, const uint8_t* row, const uint8_t* sc, int64_t D, int64_t dp, float* dst);
 
+/** Rows of a tile of one pool: code and scale byte offsets of nt keys (co, so), and of the next tile's nn (for prefetch). */
+struct KvTileRows {
+  const int64_t* co;
+  const int64_t* so;
+  int nt;
+  const int64_t* nco;
+  const int64_t* nso;
+  int nn;
+};
+/** The fused decode stages of one pool (R query rows attending every key of a tile, compile-time head size). */
+typedef void (*KvScoresFn)(const KvPoolRows& pr, const KvTileRows& t, const float* Q, int64_t dp, float* S);
+typedef void (*KvPvFn)(const KvPoolRows& pr, const KvTileRows& t, const float* P, float* acc, int64_t dp);
+
 /** One pool of a mixed cache, for one kv head: its byte layout, its scales, and its row decoder. */
 struct KvPoolRows {
   const uint8_t* base;    // the pool
@@ -27,7 +40,66 @@ struct KvPoolRows {
   DequantMul mul;         // FP8: the multipliers giving fround(decode(q) * scale) for this head; else {1, 0}
   float tensor;           // nvfp4: the tensor scale; else 1
   KvRowDecoder decode;
+  // The fused decode stages for 1, 2 and 4 query rows (head sizes 64 and 128), or null where this pool cannot take
+  // them (another head size; an FP8 scale needing two multiplies for fround(decode * scale)).
+  KvScoresFn scores[3];
+  KvPvFn pv[3];
 };
+
+/**
+ * The fused stages of a pool of dtype DT: the uniform paths' register-resident kernels (scores_q / pv_q for the
+ * write-time-scaled dtypes, scores_fused / pv_fused with exact lanes for the dense and FP8 ones), called with this
+ * pool's row offsets, so a mixed cache scores with K's kernel and sums P.V with V's.
+ */
+template <int DT, int HS, int R>
+static void kv_fused_scores(const KvPoolRows& pr, const KvTileRows& t, const float* Q, int64_t dp, float* S) {
+  if constexpr (is_kv_quant_dtype(DT)) {
+    const NextQ next{pr.base, t.nco, t.nso, t.nn, (int)pr.rowBytes};
+    scores_q<DT, HS, R>(pr.base, t.co, t.so, t.nt, pr.L.groupsPerHead, pr.tensor, DT == kKvNvfp4 ? kvq_e4m3_table() : nullptr, Q, dp, S, next);
+  } else {
+    typedef typename Load<DT>::T T;
+    int64_t idx[kTile], nidx[kTile];
+    for (int j = 0; j < t.nt; j++) idx[j] = t.co[j] / (int64_t)sizeof(T);
+    for (int j = 0; j < t.nn; j++) nidx[j] = t.nco[j] / (int64_t)sizeof(T);
+    const NextRows next{reinterpret_cast<const char*>(pr.base), nidx, t.nn, (int64_t)sizeof(T)};
+    scores_fused<DT, HS, R, false>(reinterpret_cast<const T*>(pr.base), idx, t.nt, Q, dp, S, vset1(pr.mul.mul1), next);
+  }
+}
+
+template <int DT, int HS, int R>
+static void kv_fused_pv(const KvPoolRows& pr, const KvTileRows& t, const float* P, float* acc, int64_t dp) {
+  if constexpr (is_kv_quant_dtype(DT)) {
+    const NextQ next{pr.base, t.nco, t.nso, t.nn, (int)pr.rowBytes};
+    pv_q<DT, HS, R>(pr.base, t.co, t.so, t.nt, pr.L.groupsPerHead, pr.tensor, DT == kKvNvfp4 ? kvq_e4m3_table() : nullptr, P, acc, dp, next);
+  } else {
+    typedef typename Load<DT>::T T;
+    int64_t idx[kTile], nidx[kTile];
+    for (int j = 0; j < t.nt; j++) idx[j] = t.co[j] / (int64_t)sizeof(T);
+    for (int j = 0; j < t.nn; j++) nidx[j] = t.nco[j] / (int64_t)sizeof(T);
+    const NextRows next{reinterpret_cast<const char*>(pr.base), nidx, t.nn, (int64_t)sizeof(T)};
+    pv_fused<DT, HS, R, false>(reinterpret_cast<const T*>(pr.base), idx, t.nt, P, acc, dp, vset1(pr.mul.mul1), next);
+  }
+}
+
+/** Fill pr's fused stages for dtype DT at head size hs (64 or 128, when the vector width divides it; else none). */
+template <int DT>
+static void kv_fused_stages(KvPoolRows& pr, int hs) {
+  if (hs == 64 && 64 % W == 0) {
+    pr.scores[0] = kv_fused_scores<DT, 64, 1>;
+    pr.scores[1] = kv_fused_scores<DT, 64, 2>;
+    pr.scores[2] = kv_fused_scores<DT, 64, 4>;
+    pr.pv[0] = kv_fused_pv<DT, 64, 1>;
+    pr.pv[1] = kv_fused_pv<DT, 64, 2>;
+    pr.pv[2] = kv_fused_pv<DT, 64, 4>;
+  } else if (hs == 128 && 128 % W == 0) {
+    pr.scores[0] = kv_fused_scores<DT, 128, 1>;
+    pr.scores[1] = kv_fused_scores<DT, 128, 2>;
+    pr.scores[2] = kv_fused_scores<DT, 128, 4>;
+    pr.pv[0] = kv_fused_pv<DT, 128, 1>;
+    pr.pv[1] = kv_fused_pv<DT, 128, 2>;
+    pr.pv[2] = kv_fused_pv<DT, 128, 4>;
+  }
+}
 
 /** A dense or FP8 row: convert_row's exact lanes (NaN codes decode to NaN), dequant_mul folded in. */
 template <int DT>
@@ -61,23 +133,31 @@ static KvPoolRows kv_pool_rows(const KvCacheRef& c, int dt, const void* pool, co
     r.blockBytes = (int64_t)c.blockSize * c.numKvHeads * r.rowBytes;
   }
   const float s = dt >= kFp8E4M3FN && dt <= kFp8E5M2FNUZ ? scale[c.scaleLen == 1 ? 0 : h] : 1.0f;
+  const int hs = c.headSize;
   switch (dt) {
-    case kBF16: r.decode = kv_decode_dense<kBF16>; break;
-    case kF16: r.decode = kv_decode_dense<kF16>; break;
-    case kFp8E4M3FN: r.decode = kv_decode_dense<kFp8E4M3FN>; r.mul = dequant_mul<kFp8E4M3FN>(s); break;
-    case kFp8E5M2: r.decode = kv_decode_dense<kFp8E5M2>; r.mul = dequant_mul<kFp8E5M2>(s); break;
-    case kFp8E4M3FNUZ: r.decode = kv_decode_dense<kFp8E4M3FNUZ>; r.mul = dequant_mul<kFp8E4M3FNUZ>(s); break;
-    case kFp8E5M2FNUZ: r.decode = kv_decode_dense<kFp8E5M2FNUZ>; r.mul = dequant_mul<kFp8E5M2FNUZ>(s); break;
-    case kKvFp8PerTokenHead: r.decode = kv_decode_q<kKvFp8PerTokenHead>; break;
-    case kKvInt8PerTokenHead: r.decode = kv_decode_q<kKvInt8PerTokenHead>; break;
-    case kKvInt4PerTokenHead: r.decode = kv_decode_q<kKvInt4PerTokenHead>; break;
-    case kKvInt4G16: r.decode = kv_decode_q<kKvInt4G16>; break;
-    case kKvInt4G32: r.decode = kv_decode_q<kKvInt4G32>; break;
-    case kKvInt4G64: r.decode = kv_decode_q<kKvInt4G64>; break;
-    case kKvNvfp4: r.decode = kv_decode_q<kKvNvfp4>; break;
+    case kBF16: r.decode = kv_decode_dense<kBF16>; kv_fused_stages<kBF16>(r, hs); break;
+    case kF16: r.decode = kv_decode_dense<kF16>; kv_fused_stages<kF16>(r, hs); break;
+    case kFp8E4M3FN: r.decode = kv_decode_dense<kFp8E4M3FN>; r.mul = dequant_mul<kFp8E4M3FN>(s); kv_fused_stages<kFp8E4M3FN>(r, hs); break;
+    case kFp8E5M2: r.decode = kv_decode_dense<kFp8E5M2>; r.mul = dequant_mul<kFp8E5M2>(s); kv_fused_stages<kFp8E5M2>(r, hs); break;
+    case kFp8E4M3FNUZ: r.decode = kv_decode_dense<kFp8E4M3FNUZ>; r.mul = dequant_mul<kFp8E4M3FNUZ>(s); kv_fused_stages<kFp8E4M3FNUZ>(r, hs); break;
+    case kFp8E5M2FNUZ: r.decode = kv_decode_dense<kFp8E5M2FNUZ>; r.mul = dequant_mul<kFp8E5M2FNUZ>(s); kv_fused_stages<kFp8E5M2FNUZ>(r, hs); break;
+    case kKvFp8PerTokenHead: r.decode = kv_decode_q<kKvFp8PerTokenHead>; kv_fused_stages<kKvFp8PerTokenHead>(r, hs); break;
+    case kKvInt8PerTokenHead: r.decode = kv_decode_q<kKvInt8PerTokenHead>; kv_fused_stages<kKvInt8PerTokenHead>(r, hs); break;
+    case kKvInt4PerTokenHead: r.decode = kv_decode_q<kKvInt4PerTokenHead>; kv_fused_stages<kKvInt4PerTokenHead>(r, hs); break;
+    case kKvInt4G16: r.decode = kv_decode_q<kKvInt4G16>; kv_fused_stages<kKvInt4G16>(r, hs); break;
+    case kKvInt4G32: r.decode = kv_decode_q<kKvInt4G32>; kv_fused_stages<kKvInt4G32>(r, hs); break;
+    case kKvInt4G64: r.decode = kv_decode_q<kKvInt4G64>; kv_fused_stages<kKvInt4G64>(r, hs); break;
+    case kKvNvfp4: r.decode = kv_decode_q<kKvNvfp4>; kv_fused_stages<kKvNvfp4>(r, hs); break;
     case kKvQ4_0:
-    case kKvInt4G32F16: r.decode = kv_decode_q<kKvQ4_0>; break;  // the same storage and decode
-    default: r.decode = kv_decode_dense<kF32>; break;
+    case kKvInt4G32F16: r.decode = kv_decode_q<kKvQ4_0>; kv_fused_stages<kKvQ4_0>(r, hs); break;  // the same storage and decode
+    default: r.decode = kv_decode_dense<kF32>; kv_fused_stages<kF32>(r, hs); break;
+  }
+  // One multiply must give fround(decode * scale) for the fused dense lanes (as the uniform path requires).
+  if (r.mul.mul2 != 0.0f) {
+    for (int i = 0; i < 3; i++) {
+      r.scores[i] = nullptr;
+      r.pv[i] = nullptr;
+    }
   }
   return r;
 }
@@ -154,6 +234,14 @@ static void attn_task_mixed(const AttnCtx& ctx, const AttnTask& tk, void* scratc
 
   const KvPoolRows kp = kv_pool_rows(c, c.dtype, c.k, c.kScale, h);
   const KvPoolRows vp = kv_pool_rows(c, c.vdtype, c.v, c.vScale, h);
+  // Decode tiles (<= 4 rows attending every key): K's fused scores kernel, V's fused P.V kernel, when both pools have
+  // them; the 1-, 2- and 4-row kernels run, a 3-row task with a zero 4th query row (its results are ignored).
+  const int fi = R == 1 ? 0 : R == 2 ? 1 : 2;
+  const bool fusedOk = R <= 4 && kp.scores[fi] != nullptr && vp.pv[fi] != nullptr;
+  if (fusedOk && R == 3) {
+    for (int64_t d = 0; d < dp; d++) s.q[3 * dp + d] = 0.0f;
+    for (int64_t d = 0; d < dp; d++) s.acc[3 * dp + d] = 0.0f;
+  }
   const int32_t* bt = p.blockTables + (int64_t)tk.seq * p.maxBlocksPerSeq;
   const int bs = c.blockSize;
   // Code and scale offsets of each pool's rows: this tile's [cur], the next tile's [cur ^ 1].
@@ -180,7 +268,14 @@ static void attn_task_mixed(const AttnCtx& ctx, const AttnTask& tk, void* scratc
     while (rb > ra && !(s.lo[rb - 1] < j0 + nt && s.hi[rb - 1] > j0)) rb--;
     bool uniform = ra < rb;
     for (int r = ra; r < rb; r++) uniform = uniform && s.lo[r] <= j0 && s.hi[r] >= j0 + nt;
-    if (ra < rb) {
+    if (ra < rb && fusedOk && uniform && ra == 0 && rb == R) {
+      // The kernels touch the next tile's rows as they go.
+      const KvTileRows kt{kco[cur], kso[cur], nt, kco[nx], kso[nx], nn};
+      const KvTileRows vt{vco[cur], vso[cur], nt, vco[nx], vso[nx], nn};
+      kp.scores[fi](kp, kt, s.q, dp, s.s);
+      softmax_update(s, 0, R, j0, nt, dp);
+      vp.pv[fi](vp, vt, s.s, s.acc, dp);
+    } else if (ra < rb) {
       kv_pool_prefetch(kp, kco[nx], kso[nx], nn);
       kv_pool_prefetch(vp, vco[nx], vso[nx], nn);
       // The K tile (zero rows up to a multiple of 4 keys), scores, softmax.

@@ -6,9 +6,11 @@
 // scripts/bench-ratios.mjs's fp8/bf16 rows, measured the same way: the MINIMUM time per call over many calls (robust
 // on a shared machine), hot (one KV cache that stays in the caches) and streaming (distinct caches past the
 // last-level cache, as a model's layers are read from DRAM in a decode step). Each row: time per call and KV bytes
-// read per second, and the ratio to bf16 in the same setting.
+// read per second, and the ratio to bf16 in the same setting. Rows `K/V` are caches storing V in another dtype than K
+// (csrc/kvmixed_impl.h), to compare with the rows of their two dtypes.
 //
 // Usage: node scripts/bench-kv-quant.mjs [--threads N] [--isa amx|avx512|avx2|neon|scalar|auto] [--quick] [--head 128]
+//        [--pairs int8_per_token_head/int4_g32_f16,bf16/e4m3fn,...]   (mixed K/V rows; --pairs none for none)
 //   KVQ_CPU_ADDON: path of kvq_cpu.node (default build/Release/kvq_cpu.node, `pnpm build:native`).
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -41,6 +43,11 @@ const DTYPES = {
   q4_0: { code: 39, group: 32, bits: 4, scaleBytes: 2 },
   int4_g32_f16: { code: 40, group: 32, bits: 4, scaleBytes: 2 },
 };
+
+const PAIRS = (opt('pairs', 'int8_per_token_head/int4_g32_f16,int8_per_token_head/nvfp4,bf16/e4m3fn,bf16/int4_g32_f16') ?? '')
+  .split(',')
+  .filter((p) => p && p !== 'none');
+if (PAIRS.length > 0 && addon.mixedKvKernels !== true) throw new Error('this kvq_cpu.node has no kernels for separate K and V dtypes: rebuild it');
 
 /** Bytes of one block of one pool (@kvq/cache kvBlockLayout: codes, padding, scales, padding). */
 function blockBytes(name, bs, nkv) {
@@ -76,11 +83,19 @@ const normal = () => Math.sqrt(-2 * Math.log(rand() || 1e-12)) * Math.cos(2 * Ma
  */
 function decodeCall(name, context, copies) {
   const nkv = 2, nh = 8, bs = 16, nb = Math.ceil(context / bs) + 1;
-  const { code } = DTYPES[name];
-  const bb = blockBytes(name, bs, nkv);
-  const pool = () => (code === 1 ? new Uint16Array((nb * bb) / 2) : new Uint8Array(nb * bb));
+  // `K/V`: the packed code of a mixed cache (csrc/napi_args.h readCache), each pool in its own dtype.
+  const [kName, vName = kName] = name.split('/');
+  const kCode = DTYPES[kName].code;
+  const vCode = DTYPES[vName].code;
+  const code = kName === vName ? kCode : kCode | ((vCode + 1) << 8);
+  const pool = (n) => {
+    const bb = blockBytes(n, bs, nkv);
+    return DTYPES[n].code === 1 ? new Uint16Array((nb * bb) / 2) : new Uint8Array(nb * bb);
+  };
   // FP8 per tensor: scales fitting the data to 448; nvfp4: its tensor scale (amax / (448 x 6)); others ignore them.
-  const ks = code === 38 ? Float32Array.of(4.5 / (448 * 6)) : Float32Array.of(4.5 / 448);
+  const scale = (c) => (c === 38 ? Float32Array.of(4.5 / (448 * 6)) : Float32Array.of(4.5 / 448));
+  const ks = scale(kCode);
+  const vs = scale(vCode);
   const src = new Float32Array(nb * bs * nkv * hs).map(normal);
   const slots = new Int32Array(nb * bs).map((_, i) => i);
   const table = new Int32Array(nb).map((_, i) => (i * 7919) % nb);
@@ -88,11 +103,11 @@ function decodeCall(name, context, copies) {
   const out = new Float32Array(nh * hs);
   const calls = [];
   for (let c = 0; c < copies; c++) {
-    const k = pool(), v = pool();
-    ctx.reshapeAndCache(src, src, slots, nb * bs, code, k, v, nb, bs, nkv, hs, ks, ks);
-    calls.push([q, out, code, k, v, nb, bs, nkv, hs, ks, ks, Int32Array.of(0, 1), Int32Array.of(context), table, nb, 1, nh, 1 / Math.sqrt(hs), 0, 0, new Float32Array(0)]);
+    const k = pool(kName), v = pool(vName);
+    ctx.reshapeAndCache(src, src, slots, nb * bs, code, k, v, nb, bs, nkv, hs, ks, vs);
+    calls.push([q, out, code, k, v, nb, bs, nkv, hs, ks, vs, Int32Array.of(0, 1), Int32Array.of(context), table, nb, 1, nh, 1 / Math.sqrt(hs), 0, 0, new Float32Array(0)]);
   }
-  const read = 2 * Math.ceil(context / bs) * bb;
+  const read = Math.ceil(context / bs) * (blockBytes(kName, bs, nkv) + blockBytes(vName, bs, nkv));
   const run = () => {
     for (const a of calls) ctx.pagedAttention(...a);
   };
@@ -108,12 +123,12 @@ for (const setting of ['hot', 'streaming']) {
     const copies = setting === 'hot' ? 1 : Math.max(2, Math.ceil(STREAM_KV / (2 * (Math.ceil(context / 16) + 1) * blockBytes('bf16', 16, 2))));
     console.log(`\n${setting}, context ${context}${setting === 'hot' ? '' : ` (${copies} caches)`}: min time per cache`);
     let bf16 = 0;
-    for (const name of Object.keys(DTYPES)) {
+    for (const name of [...Object.keys(DTYPES), ...PAIRS]) {
       const [call, bytes] = decodeCall(name, context, copies);
       const s = best(call, setting === 'hot' ? t : 2 * t) / copies;
       if (name === 'bf16') bf16 = s;
       console.log(
-        `  ${name.padEnd(20)} ${(s * 1e6).toFixed(1).padStart(8)} us  ${(bytes / s / 1e9).toFixed(1).padStart(6)} GB/s  x${(s / bf16).toFixed(2)} of bf16`,
+        `  ${name.padEnd(34)} ${(s * 1e6).toFixed(1).padStart(8)} us  ${(bytes / s / 1e9).toFixed(1).padStart(6)} GB/s  x${(s / bf16).toFixed(2)} of bf16`,
       );
     }
   }
