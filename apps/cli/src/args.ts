@@ -24,8 +24,8 @@ const KV_CACHE_FLOAT_DTYPES = ['auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2', 'bfloat16'
 
 /**
  * `--kv-cache-dtype` values whose scales are computed when the cache is written (vLLM's `*_per_token_head` and
- * `nvfp4`, kvq's `int4_g16/32/64`, `q4_0` and `int4_g32_f16`; docs/spec/kv-dtypes.md). The CPU and reference backends have kernels for them;
- * on another backend (the GPU ones today) the engine refuses them before loading the model.
+ * `nvfp4`, kvq's `int4_g16/32/64`, `q4_0` and `int4_g32_f16`; docs/spec/kv-dtypes.md). Every built-in backend has kernels for them (the GPU
+ * ones correctness-first); on a backend without them the engine refuses them before loading the model.
  */
 export const KV_CACHE_QUANT_DTYPES = ['fp8_per_token_head', 'int8_per_token_head', 'int4_per_token_head', 'int4_g16', 'int4_g32', 'int4_g64', 'nvfp4', 'q4_0', 'int4_g32_f16'] as const;
 
@@ -59,11 +59,12 @@ export const MODEL_HELP = `Model options:
   --tokenizer PATH          tokenizer file for llama2.c checkpoints
   --kv-cache-dtype D        ${KV_CACHE_FLOAT_DTYPES.join(' | ')} (default auto),
                             or scaled per token when written: ${KV_CACHE_QUANT_DTYPES.slice(0, 3).join(' | ')} |
-                            ${KV_CACHE_QUANT_DTYPES.slice(3).join(' | ')} (CPU and reference backends, not
-                            the GPU ones yet; kvq plan shows their bytes per token)
+                            ${KV_CACHE_QUANT_DTYPES.slice(3).join(' | ')} (every backend; kvq plan shows
+                            their bytes per token)
   --kv-cache-value-dtype D  store V in D instead (any --kv-cache-dtype value; llama.cpp's --cache-type-v),
                             e.g. --kv-cache-dtype int8_per_token_head --kv-cache-value-dtype int4_g32_f16:
-                            keys are the more sensitive half (CPU and reference backends; default: V like K)
+                            keys are the more sensitive half (CPU, GPU and reference backends; default: V
+                            like K)
   --calculate-kv-scales     FP8 scales from the first forward pass (vLLM calculate_kv_scales); with nvfp4, its
                             per-tensor K/V scales (amax / 1200)
   --fp8-query               FP8-query attention (Flash Attention 3 semantics; needs an FP8 KV cache and, to be

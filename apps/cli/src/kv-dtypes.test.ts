@@ -19,7 +19,7 @@ describe('--kv-cache-dtype: the write-time-scaled dtypes', () => {
     const help = captureOutput();
     expect(await main(['generate', '--help'], help.io)).toBe(0);
     for (const d of KV_QUANT_DTYPES) expect(help.out()).toContain(d);
-    expect(help.out()).toMatch(/\(CPU and reference backends, not\s+the GPU ones yet;/);
+    expect(help.out()).toMatch(/\(every backend; kvq plan shows\s+their bytes per token\)/);
   });
 
   it('generate runs with int8_per_token_head on the reference backend and reports the dtype and its bytes per token', async () => {

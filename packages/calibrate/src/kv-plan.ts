@@ -32,8 +32,10 @@ export interface KvPlanOptions {
   readonly rotation?: KvCacheRotation;
   /**
    * Measure and choose K and V of each layer separately (default true): the plan may store a layer's V in another
-   * dtype than its K (`layerValueDtypes`), which needs a backend with kernels for separate K and V dtypes (CPU,
-   * reference). `false`: one dtype per layer for K and V, measured together (runs on every backend).
+   * dtype than its K (`layerValueDtypes`), which needs a backend with kernels for separate K and V dtypes (CPU, GPU,
+   * reference; the GPU ones run such layers with a correctness-first attention kernel, not their tuned uniform ones).
+   * `false`: one dtype per layer for K and V, measured together (half the passes; runs on every backend, and on the
+   * GPU backends' fast uniform kernels).
    */
   readonly separateKv?: boolean;
   /** Kernel backend (object or name, see `LLMOptions.backend`). Default `'auto'`. */

@@ -344,14 +344,18 @@ class Context : public Napi::ObjectWrap<Context> {
     return b;
   }
 
-  /** Resident pools at info[i], info[i+1] (both or neither). */
-  void residentCache(const Napi::CallbackInfo& info, size_t i, KvCacheRef& c) {
+  /** Bytes of one pool of dtype `dt` of cache `c` (each pool its own: K in c.dtype, V in c.vdtype). */
+  static size_t poolBytes(const KvCacheRef& c, int dt) {
     KvQuantLayout l{};
-    const size_t bytes = kv_quant_layout(c.dtype, c.blockSize, c.numKvHeads, c.headSize, &l)
-                             ? (size_t)(c.numBlocks * l.blockBytes)
-                             : (size_t)c.numBlocks * c.blockSize * c.numKvHeads * c.headSize * dtype_bytes(c.dtype);
-    DeviceBuffer* k = bufferArg(info, i, "cache.key (device)", bytes);
-    DeviceBuffer* v = bufferArg(info, i + 1, "cache.value (device)", bytes);
+    return kv_quant_layout(dt, c.blockSize, c.numKvHeads, c.headSize, &l)
+               ? (size_t)(c.numBlocks * l.blockBytes)
+               : (size_t)c.numBlocks * c.blockSize * c.numKvHeads * c.headSize * dtype_bytes(dt);
+  }
+
+  /** Resident pools at info[i], info[i+1] (both or neither), each at least its own dtype's pool bytes. */
+  void residentCache(const Napi::CallbackInfo& info, size_t i, KvCacheRef& c) {
+    DeviceBuffer* k = bufferArg(info, i, "cache.key (device)", poolBytes(c, c.dtype));
+    DeviceBuffer* v = bufferArg(info, i + 1, "cache.value (device)", poolBytes(c, c.vdtype));
     if ((k == nullptr) != (v == nullptr)) {
       fail(info.Env(), "INVALID_ARGUMENT", "cache", "resident cache pools must be given for both key and value");
     }
@@ -409,8 +413,8 @@ class Context : public Napi::ObjectWrap<Context> {
   }
 
   void ReshapeAndCache(const Napi::CallbackInfo& info) {
-    // shared arguments (0..12), then kDev?, vDev? (13, 14)
-    CacheWriteParams p = readCacheWrite(info, true);
+    // shared arguments (0..12), then kDev?, vDev? (13, 14); K and V may have different dtypes (kvquant.cu's mixed path)
+    CacheWriteParams p = readCacheWrite(info, true, true);
     residentCache(info, 13, p.cache);
     // 15: deviceOnly: the resident pools are the only copy (the host pools are not written).
     p.cache.deviceOnly = p.cache.kDev != nullptr && boolArg(info, 15);
@@ -421,7 +425,7 @@ class Context : public Napi::ObjectWrap<Context> {
   void PagedAttention(const Napi::CallbackInfo& info) {
     // shared arguments (0..21), then kDev?, vDev? (22, 23)
     AttentionInput a;
-    readAttention(info, a, true);
+    readAttention(info, a, true, true);
     residentCache(info, 22, a.p.cache);
     Status st;
     if (!gpu::paged_attention(ctx(info), a.p, &st)) failStatus(info.Env(), st, "pagedAttention");
@@ -571,6 +575,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("abi", Napi::Number::New(env, kAbi));
   exports.Set("vendor", Napi::String::New(env, gpu::vendor()));
   exports.Set("targets", Napi::String::New(env, gpu::compiled_targets()));
+  // Caches whose V pool has another KV dtype than the K pool have kernels (kvquant.cu); binaries built before them
+  // lack this flag and the facade refuses such caches before any native call.
+  exports.Set("mixedKvKernels", Napi::Boolean::New(env, true));
   exports.Set("Context", Context::Define(env));
   exports.Set("DeviceBuffer", buf);
   exports.Set("probe", Napi::Function::New(env, Probe));

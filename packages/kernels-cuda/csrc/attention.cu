@@ -1337,6 +1337,7 @@ static bool launch_attention(Context* ctx, const AttnPlan& plan, const AttnParam
 
 bool paged_attention(Context* ctx, const AttentionArgs& a, Status* st) {
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
+  if (a.cache.vdtype != a.cache.dtype) return paged_attention_mixed(ctx, a, st);
   if (is_kv_quant_dtype(a.cache.dtype)) return paged_attention_quant(ctx, a, st);
   const CacheRef& c = a.cache;
   const int D = c.headSize;

@@ -145,6 +145,12 @@ bool finish(Context* ctx, Status* st);
 /** reshapeAndCache / pagedAttention on a write-time-scaled KV dtype (kKvFp8PerTokenHead..kKvInt4G32F16; kvquant.cu). */
 bool reshape_and_cache_quant(Context* ctx, const CacheWriteArgs& a, Status* st);
 bool paged_attention_quant(Context* ctx, const AttentionArgs& a, Status* st);
+/**
+ * reshapeAndCache / pagedAttention on a cache whose V pool has another dtype than its K pool (CacheRef.vdtype != dtype;
+ * kvquant.cu): each pool written and decoded by its own dtype, run-time dtype switches, correctness first.
+ */
+bool reshape_and_cache_mixed(Context* ctx, const CacheWriteArgs& a, Status* st);
+bool paged_attention_mixed(Context* ctx, const AttentionArgs& a, Status* st);
 /** `linear` / `embedding` on a quantized weight dtype (kQ8_0..kWInt4; wquant.cu): what linear() / embedding() call. */
 bool linear_quant(Context* ctx, const LinearArgs& a, const WeightAuxDev& aux, Status* st);
 bool embedding_quant(Context* ctx, const EmbeddingArgs& a, const WeightAuxDev& aux, Status* st);

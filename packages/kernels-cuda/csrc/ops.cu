@@ -495,6 +495,7 @@ __global__ void cache_write_kernel(const float* key, const float* value, const i
 bool reshape_and_cache(Context* ctx, const CacheWriteArgs& a, Status* st) {
   if (a.numTokens == 0) return true;
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
+  if (a.cache.vdtype != a.cache.dtype) return reshape_and_cache_mixed(ctx, a, st);
   if (is_kv_quant_dtype(a.cache.dtype)) return reshape_and_cache_quant(ctx, a, st);
   const CacheRef& c = a.cache;
   const int64_t per = (int64_t)c.numKvHeads * c.headSize;

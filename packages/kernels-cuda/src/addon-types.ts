@@ -167,6 +167,12 @@ export interface NativeAddon {
   readonly abi: number;
   readonly vendor: GpuVendor;
   readonly targets: string;
+  /**
+   * True when the kernels implement caches whose V pool has another KV dtype than the K pool (`valueDtype`; csrc/kvquant.cu's
+   * mixed path). Absent in binaries built before them, which the facade then keeps refusing such caches
+   * (`UNSUPPORTED` on `cache.valueDtype`) before any native call.
+   */
+  readonly mixedKvKernels?: boolean;
   /** `new Context(device)`; throws `BACKEND_UNAVAILABLE` when there is no such usable device. */
   readonly Context: new (device: number) => NativeContext;
   probe(): NativeProbe;

@@ -191,12 +191,13 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
   readonly targets: string;
   readonly #residentWeights: boolean;
   readonly #residentCaches: boolean;
+  readonly #mixedKv: boolean;
   #resident = new WeakMap<object, NativeDeviceBuffer>();
   #residentBytes = 0;
   /** Device arrays, device-resident KV pools (the contract's `memory`). */
   readonly memory: GpuMemory;
 
-  constructor(spec: GpuVendorSpec, ctx: NativeContext, targets: string, options: GpuBackendOptions) {
+  constructor(spec: GpuVendorSpec, ctx: NativeContext, targets: string, options: GpuBackendOptions, mixedKv: boolean) {
     const resident = (process.env.KVQ_GPU_RESIDENT ?? '').toLowerCase();
     const residentWeights = options.residentWeights ?? resident !== 'none';
     const residentCaches = options.residentCaches ?? resident === 'all';
@@ -224,6 +225,7 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
     this.targets = targets;
     this.#residentWeights = residentWeights;
     this.#residentCaches = residentCaches;
+    this.#mixedKv = mixedKv;
     this.memory = new GpuMemory(spec.name, ctx, (cache) => {
       // A cache given to the device leaves the mirrored residency (its pools get one device copy).
       this.forget(cache.key);
@@ -238,6 +240,15 @@ class NativeGpuBackend extends NativeKernelBackend<NativeContext, NativeDeviceBu
   /** The write-time-scaled KV dtypes (fp8/int8/int4_per_token_head, int4_g*, nvfp4) have kernels (csrc/kvquant.cu). */
   protected override kvQuantKernels(): boolean {
     return true;
+  }
+
+  /**
+   * Caches whose V pool has another dtype than the K pool run on the device when the binary says it has their kernels
+   * (csrc/kvquant.cu: each pool written by its own dtype's rule and decoded by its own dtype in a correctness-first
+   * attention kernel); an older binary keeps refusing them before any native call.
+   */
+  protected override mixedKvKernels(): boolean {
+    return this.#mixedKv;
   }
 
   /** The attention kernels write `lse` (tiled, decode and split-k paths, and the write-time-scaled KV kernel). */
@@ -409,7 +420,7 @@ export function createGpuBackend(spec: GpuVendorSpec, options: GpuBackendOptions
     if (code === 'BACKEND_UNAVAILABLE' || code === 'UNSUPPORTED') throw unavailable(spec.packageName, (e as Error).message, e);
     throw toKernelError(e, 'createBackend');
   }
-  return new NativeGpuBackend(spec, ctx, load.addon.targets, options);
+  return new NativeGpuBackend(spec, ctx, load.addon.targets, options, load.addon.mixedKvKernels === true);
 }
 
 /**

@@ -155,9 +155,12 @@ export class GpuMemory implements DeviceMemory {
     this.#attachedBytes += k.byteLength + v.byteLength;
   }
 
-  /** Elements of one block in the pools of `cache` (pools are exactly `numBlocks` blocks). */
-  #blockElems(cache: KvLayerCache): number {
-    return cache.key.length / cache.numBlocks;
+  /**
+   * Elements of one block of a pool of `cache` (pools are exactly `numBlocks` blocks; the K and V pools of a cache whose
+   * `valueDtype` differs have different block lengths and element types, so each pool is measured on its own).
+   */
+  #blockElems(cache: KvLayerCache, pool: Pool): number {
+    return pool.length / cache.numBlocks;
   }
 
   /** Runs of consecutive block ids (sorted, deduplicated): `[first, count]` pairs, each one copy. */
@@ -194,33 +197,36 @@ export class GpuMemory implements DeviceMemory {
   ): void {
     const a = this.#attached.get(cache.key);
     if (!a) return;
-    const per = this.#blockElems(cache);
+    const kPer = this.#blockElems(cache, cache.key);
+    const vPer = this.#blockElems(cache, cache.value);
     for (const [first, n] of this.#runs(cache, blocks)) {
       this.#call(op, () => {
-        move(a.k, cache.key.subarray(first * per, (first + n) * per), first * per);
-        move(a.v, cache.value.subarray(first * per, (first + n) * per), first * per);
+        move(a.k, cache.key.subarray(first * kPer, (first + n) * kPer), first * kPer);
+        move(a.v, cache.value.subarray(first * vPer, (first + n) * vPer), first * vPer);
       });
     }
   }
 
   copyCacheBlocks(cache: KvLayerCache, copies: readonly DeviceBlockCopy[]): void {
     const a = this.#attached.get(cache.key);
-    const per = this.#blockElems(cache);
+    const kPer = this.#blockElems(cache, cache.key);
+    const vPer = this.#blockElems(cache, cache.value);
     if (!a) {
       for (const { src, dst } of copies) {
         this.#runs(cache, [src, dst]);
-        cache.key.copyWithin(dst * per, src * per, (src + 1) * per);
-        cache.value.copyWithin(dst * per, src * per, (src + 1) * per);
+        cache.key.copyWithin(dst * kPer, src * kPer, (src + 1) * kPer);
+        cache.value.copyWithin(dst * vPer, src * vPer, (src + 1) * vPer);
       }
       return;
     }
     const copy = this.#native('copy');
-    const bytes = per * cache.key.BYTES_PER_ELEMENT;
+    const kBytes = kPer * cache.key.BYTES_PER_ELEMENT;
+    const vBytes = vPer * cache.value.BYTES_PER_ELEMENT;
     for (const { src, dst } of copies) {
       this.#runs(cache, [src, dst]);
       this.#call('copyCacheBlocks', () => {
-        copy(a.k, dst * bytes, a.k, src * bytes, bytes);
-        copy(a.v, dst * bytes, a.v, src * bytes, bytes);
+        copy(a.k, dst * kBytes, a.k, src * kBytes, kBytes);
+        copy(a.v, dst * vBytes, a.v, src * vBytes, vBytes);
       });
     }
   }

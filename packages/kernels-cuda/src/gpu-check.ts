@@ -2,7 +2,8 @@
  * The GPU check: everything `pnpm test:gpu` and `tooling/gpu-check.sh` run on a machine with a GPU, as one function
  * returning a JSON-able report (no test-runner dependency):
  *
- * 1. the parity suite of `@kvq/kernels/testing` against the reference backend, and its bad-input suite;
+ * 1. the parity suite of `@kvq/kernels/testing` against the reference backend (every KV dtype, caches whose K and V
+ *    dtypes differ included), and its bad-input suite;
  * 2. long-context attention (split-k path, 4k and 16k keys, FP8 and bf16 caches, FP8-query mode) vs the reference;
  * 3. resident caches (device pools + host mirror) and resident weights (quantized block bytes with their scale and
  *    zero-point arrays) give bit-identical results to the copy-per-call path;
@@ -389,13 +390,13 @@ export async function runGpuCheck(options: GpuCheckOptions = {}): Promise<GpuChe
     const size = options.parity ?? 'quick';
     if (size !== 'off') {
       stage(`parity (${size})`, () => {
-        const [r, ms] = timed(() => runParitySuite(gpu, ref, { size, supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true }));
+        const [r, ms] = timed(() => runParitySuite(gpu, ref, { size, supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true, mixedKv: true }));
         report.parity = { size, cases: r.cases, passed: r.passed, failures: r.failures.slice(0, 50), byOp: r.byOp, summary: formatParityReport(r, 30), ms };
         log(report.parity.summary.split('\n')[0]!);
       });
       if (options.deviceArrays !== false) {
         stage('parity on device arrays (quick)', () => {
-          const [r, ms] = timed(() => runParitySuite(onDeviceArrays(gpu), ref, { size: 'quick', supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true }));
+          const [r, ms] = timed(() => runParitySuite(onDeviceArrays(gpu), ref, { size: 'quick', supportedKvQuantDtypes: KV_QUANT_DTYPE_LIST, attentionLse: true, mixedKv: true }));
           report.deviceParity = { cases: r.cases, passed: r.passed, failures: r.failures.slice(0, 50), summary: formatParityReport(r, 30), ms };
           log(report.deviceParity.summary.split('\n')[0]!);
         });

@@ -56,3 +56,20 @@ describe('device arrays in the contract', () => {
     expect(hostArgs('op', args)).toBe(args);
   });
 });
+
+describe('HostMemory.copyCacheBlocks', () => {
+  it('copies each pool by its own block length (V stored in another dtype than K)', async () => {
+    const { HostMemory } = await import('./device.js');
+    const { makeKvCache } = await import('./testing/random.js');
+    const cache = makeKvCache({ dtype: 'bf16', valueDtype: 'int4_g32', numBlocks: 4, blockSize: 4, numKvHeads: 1, headSize: 64 });
+    const kPer = cache.key.length / 4;
+    const vPer = cache.value.length / 4;
+    expect(kPer).not.toBe(vPer);
+    cache.key.fill(3, kPer, 2 * kPer);
+    cache.value.fill(5, vPer, 2 * vPer);
+    new HostMemory('test').copyCacheBlocks(cache, [{ src: 1, dst: 3 }]);
+    expect(Array.from(cache.key.subarray(3 * kPer)).every((x) => x === 3)).toBe(true);
+    expect(Array.from(cache.value.subarray(3 * vPer)).every((x) => x === 5)).toBe(true);
+    expect(Array.from(cache.value.subarray(2 * vPer, 3 * vPer)).every((x) => x === 0)).toBe(true);
+  });
+});

@@ -207,15 +207,17 @@ export class HostMemory implements DeviceMemory {
   cacheFromHost(_cache: KvLayerCache, _blocks: readonly number[]): void {}
 
   copyCacheBlocks(cache: KvLayerCache, copies: readonly DeviceBlockCopy[]): void {
-    const per = cache.key.length / cache.numBlocks;
+    // Each pool's own block length: a cache may store V in another dtype (and layout) than K.
+    const kPer = cache.key.length / cache.numBlocks;
+    const vPer = cache.value.length / cache.numBlocks;
     for (const { src, dst } of copies) {
       for (const b of [src, dst]) {
         if (!Number.isInteger(b) || b < 0 || b >= cache.numBlocks) {
           throw new KernelError('OUT_OF_RANGE', `block ${String(b)} is outside the cache's ${cache.numBlocks} blocks`, { argument: 'copies' });
         }
       }
-      cache.key.copyWithin(dst * per, src * per, (src + 1) * per);
-      cache.value.copyWithin(dst * per, src * per, (src + 1) * per);
+      cache.key.copyWithin(dst * kPer, src * kPer, (src + 1) * kPer);
+      cache.value.copyWithin(dst * vPer, src * vPer, (src + 1) * vPer);
     }
   }
 

@@ -54,6 +54,9 @@ for (const warp of SIM_WARPS) {
         // kept one by each call's log-sum-exp, which the GPU kernels now return (tiled, decode and write-time-scaled).
         it('kvCacheKeepSink / kvCacheKeepRecent (int4_per_token_head) give the CPU backend\'s greedy tokens and NLL', () =>
           expectSameAsCpu(warp, { kvCacheDtype: 'int4_per_token_head', kvCacheKeepSink: 4, kvCacheKeepRecent: 8 }), 300_000);
+        // K and V in different dtypes (csrc/kvquant.cu's mixed path), on device-resident pools as the engine keeps them.
+        it('K int8_per_token_head with V int4_g32_f16 (kvCacheValueDtype) gives the CPU backend\'s greedy tokens and NLL', () =>
+          expectSameAsCpu(warp, { kvCacheDtype: 'int8_per_token_head', kvCacheValueDtype: 'int4_g32_f16' }), 300_000);
       }
     },
   );

@@ -49,7 +49,7 @@ function recordingReference(): { backend: KernelBackend; seen: Set<string> } {
   return { backend, seen };
 }
 
-/** A reference backend without kernels for mixed caches (as the GPU backends): UNSUPPORTED for K dtype != V dtype. */
+/** A reference backend without kernels for mixed caches (as a third-party backend may be): UNSUPPORTED for K dtype != V dtype. */
 function uniformOnly(): KernelBackend {
   const ref = createReferenceBackend();
   return new Proxy(ref, {

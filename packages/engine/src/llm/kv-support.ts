@@ -82,7 +82,7 @@ export function checkKvDtypeOnBackend(
     const message =
       cause instanceof KernelError && cause.code === 'UNSUPPORTED'
         ? mixed
-          ? `${name} is not supported by the '${backend.name}' backend (it has no kernels for separate K and V dtypes); the CPU and reference backends have them (CLI: --backend cpu), or store V like K`
+          ? `${name} is not supported by the '${backend.name}' backend (it has no kernels for separate K and V dtypes); the reference, CPU, CUDA and ROCm backends have them, or store V like K`
           : `${name} is not supported by the '${backend.name}' backend (it has no kernels for this KV dtype yet); the reference backend supports it: pass backend: 'reference' (CLI: --backend reference), or choose an FP8 dtype such as 'fp8'`
         : `${name} cannot run on the '${backend.name}' backend with ${shape.numKvHeads} KV heads of size ${shape.headSize}: ${cause.message}`;
     throw new EngineError('INVALID_ARGUMENT', message, { field, cause });

@@ -63,8 +63,9 @@ Options:
   --plan-samples N          dataset samples the plan is measured on (default 16)
   --plan-max-seq-len N      tokens per plan sample (default 512)
   --kv-cache-rotation R     none | hadamard: the rotation the plan is measured and run with (default none)
-  --plan-same-kv            one dtype per layer for K and V, measured together (for backends without kernels for
-                            separate K and V dtypes: the GPU ones)
+  --plan-same-kv            one dtype per layer for K and V, measured together (half the passes; a plan the
+                            uniform kernels run: the GPU backends' fast ones, and backends without kernels for
+                            separate K and V dtypes)
   --backend NAME            kernel backend for the plan's measurements (default auto)
   --overwrite               replace an existing --out folder
   --dry-run                 calibrate and report, write nothing
