@@ -1080,6 +1080,72 @@ struct NextRows {
   }
 };
 
+/**
+ * The query rows of task tk as plain float32 copies (zero padded to dp), each row's key range [lo, hi) (causal edge,
+ * sliding window, the task's split), multiplier softmaxScale and a fresh online softmax; [*kb, *ke) gets the union
+ * of the rows' ranges (empty: *kb >= *ke). The write-time-scaled and mixed-cache tasks load their rows this way.
+ */
+static void attn_rows_plain(const AttnCtx& ctx, const AttnTask& tk, AttnScratch& s, int32_t* kb, int32_t* ke) {
+  const AttentionParams& p = *ctx.p;
+  const int64_t D = p.cache.headSize, dp = ctx.dp;
+  const int G = ctx.group;
+  const int qStart = p.qsl[tk.seq];
+  const int qLen = p.qsl[tk.seq + 1] - qStart;
+  const int ctxLen = p.seqLens[tk.seq];
+  const int h = tk.kvh;
+  *kb = tk.k1;
+  *ke = tk.k0;
+  for (int ti = 0; ti < tk.t1 - tk.t0; ti++) {
+    const int token = qStart + tk.t0 + ti;
+    const int pos = ctxLen - qLen + tk.t0 + ti;
+    int32_t lo = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
+    lo = lo > tk.k0 ? lo : tk.k0;
+    int32_t hi = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
+    if (hi < lo) hi = lo;
+    for (int g = 0; g < G; g++) {
+      const int r = ti * G + g;
+      memcpy(s.q + r * dp, p.q + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D, (size_t)D * sizeof(float));
+      for (int64_t d = D; d < dp; d++) s.q[r * dp + d] = 0.0f;
+      s.mul[r] = p.softmaxScale;
+      s.lo[r] = lo;
+      s.hi[r] = hi;
+      s.m[r] = kNegInf;
+      s.l[r] = 0.0f;
+      for (int64_t d = 0; d < dp; d++) s.acc[r * dp + d] = 0.0f;
+    }
+    if (lo < hi) {
+      *kb = lo < *kb ? lo : *kb;
+      *ke = hi > *ke ? hi : *ke;
+    }
+  }
+}
+
+/** Write task tk's rows: the output (acc / l, and the lse when asked for), or the (m, l, acc) partials of a split. */
+static void attn_rows_store(const AttnCtx& ctx, const AttnTask& tk, const AttnScratch& s) {
+  const AttentionParams& p = *ctx.p;
+  const int64_t D = p.cache.headSize, dp = ctx.dp;
+  const int G = ctx.group;
+  const int qStart = p.qsl[tk.seq];
+  const int R = (tk.t1 - tk.t0) * G;
+  const int h = tk.kvh;
+  for (int r = 0; r < R; r++) {
+    const int ti = r / G, g = r % G;
+    const int token = qStart + tk.t0 + ti;
+    const float* a = s.acc + r * dp;
+    if (tk.nsplit == 1) {
+      float* o = p.out + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D;
+      const float inv = 1.0f / s.l[r];
+      for (int64_t d = 0; d < D; d++) o[d] = a[d] * inv;
+      if (p.lse) p.lse[(int64_t)token * p.numHeads + (int64_t)h * G + g] = attn_lse(s.m[r], s.l[r]);
+    } else {
+      float* part = ctx.partials + (tk.partial + (int64_t)tk.split * R + r) * (dp + 2);
+      part[0] = s.m[r];
+      part[1] = s.l[r];
+      memcpy(part + 2, a, (size_t)dp * sizeof(float));
+    }
+  }
+}
+
 // ---- fused decode path: K/V dequantized in registers, straight into the dot products -------------------
 // Used for tiles where every one of the R <= 4 query rows attends every key (decode), with a compile-time head
 // size HS (a multiple of W), so all loops over the head unroll.
@@ -1499,31 +1565,18 @@ static void attn_task(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase)
     idxNext = t;
   }
 
-  // Write the rows: final output, or (m, l, acc) partials of a split.
-  for (int r = 0; r < R; r++) {
-    const int ti = r / G, g = r % G;
-    const int token = qStart + tk.t0 + ti;
-    float* a = s.acc + r * dp;
-    if constexpr (kLut) {
-      // Back to natural order, with vScale applied (the table decoded raw values).
+  if constexpr (kLut) {
+    // Back to natural order, with vScale applied (the table decoded raw values).
+    for (int r = 0; r < R; r++) {
+      float* a = s.acc + r * dp;
       float tmp[64];
       for (int64_t b0 = 0; b0 < D; b0 += 64) {
         for (int e = 0; e < 64; e++) tmp[e] = a[b0 + lut_perm(e)] * vScale;
         memcpy(a + b0, tmp, sizeof(tmp));
       }
     }
-    if (tk.nsplit == 1) {
-      float* o = p.out + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D;
-      const float inv = 1.0f / s.l[r];
-      for (int64_t d = 0; d < D; d++) o[d] = a[d] * inv;
-      if (p.lse) p.lse[(int64_t)token * p.numHeads + (int64_t)h * G + g] = attn_lse(s.m[r], s.l[r]);
-    } else {
-      float* part = ctx.partials + (tk.partial + (int64_t)tk.split * R + r) * (dp + 2);
-      part[0] = s.m[r];
-      part[1] = s.l[r];
-      memcpy(part + 2, a, (size_t)dp * sizeof(float));
-    }
   }
+  attn_rows_store(ctx, tk, s);
 }
 
 // The write-time-scaled KV dtypes (reshape_and_cache_q, attn_task_q, attn_task_any).

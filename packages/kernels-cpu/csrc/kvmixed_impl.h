@@ -200,37 +200,12 @@ static void attn_task_mixed(const AttnCtx& ctx, const AttnTask& tk, void* scratc
   const int64_t D = c.headSize, dp = ctx.dp;
   const int G = ctx.group;
   AttnScratch s = attn_scratch(scratchBase, ctx.rmax, dp);
-  const int qStart = p.qsl[tk.seq];
-  const int qLen = p.qsl[tk.seq + 1] - qStart;
-  const int ctxLen = p.seqLens[tk.seq];
   const int R = (tk.t1 - tk.t0) * G;
   const int h = tk.kvh;
 
   // Query rows, their key ranges and score multipliers.
-  int32_t kb = tk.k1, ke = tk.k0;
-  for (int ti = 0; ti < tk.t1 - tk.t0; ti++) {
-    const int token = qStart + tk.t0 + ti;
-    const int pos = ctxLen - qLen + tk.t0 + ti;
-    int32_t lo = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
-    lo = lo > tk.k0 ? lo : tk.k0;
-    int32_t hi = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
-    if (hi < lo) hi = lo;
-    for (int g = 0; g < G; g++) {
-      const int r = ti * G + g;
-      memcpy(s.q + r * dp, p.q + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D, (size_t)D * sizeof(float));
-      for (int64_t d = D; d < dp; d++) s.q[r * dp + d] = 0.0f;
-      s.mul[r] = p.softmaxScale;
-      s.lo[r] = lo;
-      s.hi[r] = hi;
-      s.m[r] = kNegInf;
-      s.l[r] = 0.0f;
-      for (int64_t d = 0; d < dp; d++) s.acc[r * dp + d] = 0.0f;
-    }
-    if (lo < hi) {
-      kb = lo < kb ? lo : kb;
-      ke = hi > ke ? hi : ke;
-    }
-  }
+  int32_t kb, ke;
+  attn_rows_plain(ctx, tk, s, &kb, &ke);
 
   const KvPoolRows kp = kv_pool_rows(c, c.dtype, c.k, c.kScale, h);
   const KvPoolRows vp = kv_pool_rows(c, c.vdtype, c.v, c.vScale, h);
@@ -302,23 +277,7 @@ static void attn_task_mixed(const AttnCtx& ctx, const AttnTask& tk, void* scratc
     cur = nx;
   }
 
-  // Write the rows: final output, or (m, l, acc) partials of a split.
-  for (int r = 0; r < R; r++) {
-    const int ti = r / G, g = r % G;
-    const int token = qStart + tk.t0 + ti;
-    const float* a = s.acc + r * dp;
-    if (tk.nsplit == 1) {
-      float* o = p.out + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D;
-      const float inv = 1.0f / s.l[r];
-      for (int64_t d = 0; d < D; d++) o[d] = a[d] * inv;
-      if (p.lse) p.lse[(int64_t)token * p.numHeads + (int64_t)h * G + g] = attn_lse(s.m[r], s.l[r]);
-    } else {
-      float* part = ctx.partials + (tk.partial + (int64_t)tk.split * R + r) * (dp + 2);
-      part[0] = s.m[r];
-      part[1] = s.l[r];
-      memcpy(part + 2, a, (size_t)dp * sizeof(float));
-    }
-  }
+  attn_rows_store(ctx, tk, s);
 }
 
 /** pagedAttention over a mixed cache (the FP8 query is refused by the glue: it needs one FP8 dtype for K and V). */

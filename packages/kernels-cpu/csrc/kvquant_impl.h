@@ -331,9 +331,6 @@ static void attn_task_q(const AttnCtx& ctx, const AttnTask& tk, void* scratchBas
   KvQuantLayout L{};
   kv_quant_layout(DT, c.blockSize, c.numKvHeads, c.headSize, &L);
   AttnScratch s = attn_scratch(scratchBase, ctx.rmax, dp);
-  const int qStart = p.qsl[tk.seq];
-  const int qLen = p.qsl[tk.seq + 1] - qStart;
-  const int ctxLen = p.seqLens[tk.seq];
   const int R = (tk.t1 - tk.t0) * G;
   const int h = tk.kvh;
   const float kt = DT == kKvNvfp4 ? c.kScale[0] : 1.0f;
@@ -341,30 +338,8 @@ static void attn_task_q(const AttnCtx& ctx, const AttnTask& tk, void* scratchBas
   const bool fusedOk = HS > 0 && R <= 4;
   const float* e4m3 = DT == kKvNvfp4 ? kvq_e4m3_table() : nullptr;
 
-  int32_t kb = tk.k1, ke = tk.k0;
-  for (int ti = 0; ti < tk.t1 - tk.t0; ti++) {
-    const int token = qStart + tk.t0 + ti;
-    const int pos = ctxLen - qLen + tk.t0 + ti;
-    int32_t lo = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
-    lo = lo > tk.k0 ? lo : tk.k0;
-    int32_t hi = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
-    if (hi < lo) hi = lo;
-    for (int g = 0; g < G; g++) {
-      const int r = ti * G + g;
-      memcpy(s.q + r * dp, p.q + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D, (size_t)D * sizeof(float));
-      for (int64_t d = D; d < dp; d++) s.q[r * dp + d] = 0.0f;
-      s.mul[r] = p.softmaxScale;
-      s.lo[r] = lo;
-      s.hi[r] = hi;
-      s.m[r] = kNegInf;
-      s.l[r] = 0.0f;
-      for (int64_t d = 0; d < dp; d++) s.acc[r * dp + d] = 0.0f;
-    }
-    if (lo < hi) {
-      kb = lo < kb ? lo : kb;
-      ke = hi > ke ? hi : ke;
-    }
-  }
+  int32_t kb, ke;
+  attn_rows_plain(ctx, tk, s, &kb, &ke);
   // The fused kernels run 1, 2 or 4 rows; a 3-row task gets a zero 4th query row (its results are ignored).
   if (fusedOk && R == 3) {
     for (int64_t d = 0; d < dp; d++) s.q[3 * dp + d] = 0.0f;
@@ -458,22 +433,7 @@ static void attn_task_q(const AttnCtx& ctx, const AttnTask& tk, void* scratchBas
     snext = t;
   }
 
-  for (int r = 0; r < R; r++) {
-    const int ti = r / G, g = r % G;
-    const int token = qStart + tk.t0 + ti;
-    const float* a = s.acc + r * dp;
-    if (tk.nsplit == 1) {
-      float* o = p.out + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D;
-      const float inv = 1.0f / s.l[r];
-      for (int64_t d = 0; d < D; d++) o[d] = a[d] * inv;
-      if (p.lse) p.lse[(int64_t)token * p.numHeads + (int64_t)h * G + g] = attn_lse(s.m[r], s.l[r]);
-    } else {
-      float* part = ctx.partials + (tk.partial + (int64_t)tk.split * R + r) * (dp + 2);
-      part[0] = s.m[r];
-      part[1] = s.l[r];
-      memcpy(part + 2, a, (size_t)dp * sizeof(float));
-    }
-  }
+  attn_rows_store(ctx, tk, s);
 }
 
 /** The attention task of any KV dtype: attn_task_q for the write-time-scaled ones, attn_task for the others. */
