@@ -70,9 +70,10 @@ describe('--kv-cache-dtype: the write-time-scaled dtypes', () => {
       const c = captureOutput();
       const argv = ['generate', '--backend', backend, '--kv-cache-memory', '2MiB', '--max-tokens', '4', '--temperature', '0', '--json'];
       expect(await main([...argv, '--kv-cache-dtype', 'int8_per_token_head', '--kv-cache-value-dtype', 'int4_g32_f16', 'And God said'], c.io), c.err()).toBe(0);
-      const out = JSON.parse(c.out()) as { token_ids: number[]; kv_cache_bytes_per_token: number };
+      const out = JSON.parse(c.out()) as { token_ids: number[]; kv_cache_bytes_per_token: number; kv_cache_value_dtype: string };
       // kvq-tiny: 6 layers x 2 KV heads x (K 64 + 4, V 32 + 4) bytes.
       expect(out.kv_cache_bytes_per_token).toBe(6 * 2 * (68 + 36));
+      expect(out.kv_cache_value_dtype).toBe('int4_g32_f16');
       return out.token_ids;
     };
     const cpu = await run('cpu');

@@ -93,6 +93,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
             stop_reason: c.stopReason ?? null,
             kv_cache_dtype: ctx.kvCacheDtype,
             kv_cache_storage_dtype: llm.kvDtype,
+            ...(ctx.options.kvCacheValueDtype !== undefined ? { kv_cache_value_dtype: ctx.options.kvCacheValueDtype } : {}),
             kv_cache_bytes_per_token: llm.kvBytesPerToken,
             backend: llm.backend.name,
             sampling: params,

@@ -124,7 +124,7 @@ export async function run(argv: string[], io: CliIo): Promise<void> {
     throw new CliError('RUNTIME', `cannot listen on ${values.host ?? '127.0.0.1'}:${port}: ${(error as Error).message}`, { cause: error });
   }
   io.stdout.write(
-    `kvq serve: ${server.modelNames[0]} on ${url} (OpenAI base URL ${url}/v1); KV cache ${ctx.kvCacheDtype} -> ${llm.kvDtype}, ${llm.kvBytesPerToken} B/token, ${llm.numBlocks - 1} blocks x ${llm.blockSize} = ${(llm.numBlocks - 1) * llm.blockSize} tokens; backend ${llm.backend.name}${kvTiers.length > 0 ? `; KV tiers ${kvTiers.map((t) => t.name).join(' -> ')}` : ''}${apiKey ? '; API key required' : ''}\n`,
+    `kvq serve: ${server.modelNames[0]} on ${url} (OpenAI base URL ${url}/v1); KV cache ${ctx.kvCacheDtype} -> ${llm.kvDtype}${ctx.options.kvCacheValueDtype !== undefined ? ` (V ${ctx.options.kvCacheValueDtype})` : ''}, ${llm.kvBytesPerToken} B/token, ${llm.numBlocks - 1} blocks x ${llm.blockSize} = ${(llm.numBlocks - 1) * llm.blockSize} tokens; backend ${llm.backend.name}${kvTiers.length > 0 ? `; KV tiers ${kvTiers.map((t) => t.name).join(' -> ')}` : ''}${apiKey ? '; API key required' : ''}\n`,
   );
   await new Promise<void>((resolve) => {
     let signals = 0;
