@@ -1081,6 +1081,20 @@ struct NextRows {
 };
 
 /**
+ * Keys [*lo, *hi) that query token ti of task tk attends: the causal edge at its position, the sliding window, and
+ * the task's split [k0, k1) (an empty range has *hi == *lo).
+ */
+KVQ_I void attn_row_range(const AttentionParams& p, const AttnTask& tk, int ti, int32_t* lo, int32_t* hi) {
+  const int qLen = p.qsl[tk.seq + 1] - p.qsl[tk.seq];
+  const int pos = p.seqLens[tk.seq] - qLen + tk.t0 + ti;
+  int32_t l = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
+  l = l > tk.k0 ? l : tk.k0;
+  int32_t h = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
+  *lo = l;
+  *hi = h < l ? l : h;
+}
+
+/**
  * The query rows of task tk as plain float32 copies (zero padded to dp), each row's key range [lo, hi) (causal edge,
  * sliding window, the task's split), multiplier softmaxScale and a fresh online softmax; [*kb, *ke) gets the union
  * of the rows' ranges (empty: *kb >= *ke). The write-time-scaled and mixed-cache tasks load their rows this way.
@@ -1090,18 +1104,13 @@ static void attn_rows_plain(const AttnCtx& ctx, const AttnTask& tk, AttnScratch&
   const int64_t D = p.cache.headSize, dp = ctx.dp;
   const int G = ctx.group;
   const int qStart = p.qsl[tk.seq];
-  const int qLen = p.qsl[tk.seq + 1] - qStart;
-  const int ctxLen = p.seqLens[tk.seq];
   const int h = tk.kvh;
   *kb = tk.k1;
   *ke = tk.k0;
   for (int ti = 0; ti < tk.t1 - tk.t0; ti++) {
     const int token = qStart + tk.t0 + ti;
-    const int pos = ctxLen - qLen + tk.t0 + ti;
-    int32_t lo = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
-    lo = lo > tk.k0 ? lo : tk.k0;
-    int32_t hi = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
-    if (hi < lo) hi = lo;
+    int32_t lo, hi;
+    attn_row_range(p, tk, ti, &lo, &hi);
     for (int g = 0; g < G; g++) {
       const int r = ti * G + g;
       memcpy(s.q + r * dp, p.q + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D, (size_t)D * sizeof(float));
@@ -1335,6 +1344,36 @@ static void softmax_update(AttnScratch& s, int ra, int rb, int32_t j0, int nt, i
 }
 
 /** Scores, softmax and P.V of one uniform tile through the fused kernels (R' = R rounded up to 1, 2 or 4). */
+/**
+ * The scores of an L1 tile: rows nt.. of the K tile zeroed up to a multiple of 4 keys, S = Q.K for rows [ra, rb),
+ * then the online softmax update (the K tile's nt rows already dequantized into s.k).
+ */
+static void attn_tile_scores(AttnScratch& s, int ra, int rb, int32_t j0, int nt, int64_t dp) {
+  for (int j = nt; j < (int)round_up(nt, 4); j++)
+    for (int64_t d = 0; d < dp; d++) s.k[j * dp + d] = 0.0f;
+  attn_scores(s.q, s.k, s.s, ra, rb, nt, dp);
+  softmax_update(s, ra, rb, j0, nt, dp);
+}
+
+/**
+ * acc += P.V over an L1 V tile (nt rows in s.v) for rows [ra, rb): 4, 2, then 1 rows at a time when every row
+ * attends every key of the tile (`uniform`); at a causal or window edge each row sums only its own keys (a masked
+ * key's V never meets a zero weight).
+ */
+static void attn_tile_pv(AttnScratch& s, int ra, int rb, int32_t j0, int nt, int64_t dp, bool uniform) {
+  if (uniform) {
+    int r = ra;
+    for (; r + 4 <= rb; r += 4) attn_pv<4>(s.s, s.v, s.acc, r, 0, nt, dp);
+    for (; r + 2 <= rb; r += 2) attn_pv<2>(s.s, s.v, s.acc, r, 0, nt, dp);
+    for (; r < rb; r++) attn_pv<1>(s.s, s.v, s.acc, r, 0, nt, dp);
+  } else {
+    for (int r = ra; r < rb; r++) {
+      const int jl = (int)imax(s.lo[r] - j0, 0), jh = (int)imin(s.hi[r] - j0, nt);
+      if (jl < jh) attn_pv<1>(s.s, s.v, s.acc, r, jl, jh, dp);
+    }
+  }
+}
+
 template <int DT, int HS, int RR, bool kFast>
 static void tile_fused(AttnScratch& s, const typename Load<DT>::T* kc, const typename Load<DT>::T* vc, int R, int32_t j0,
                        int nt, int64_t dp, float kmul, float vmul, const NextRows& nk, const NextRows& nv) {
@@ -1369,8 +1408,6 @@ static void attn_task(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase)
   const int G = ctx.group;
   AttnScratch s = attn_scratch(scratchBase, ctx.rmax, dp);
   const int qStart = p.qsl[tk.seq];
-  const int qLen = p.qsl[tk.seq + 1] - qStart;
-  const int ctxLen = p.seqLens[tk.seq];
   const int R = (tk.t1 - tk.t0) * G;
   const int h = tk.kvh;
   const float kScale = (DT >= kFp8E4M3FN) ? c.kScale[c.scaleLen == 1 ? 0 : h] : 1.0f;
@@ -1391,11 +1428,8 @@ static void attn_task(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase)
   int32_t kb = tk.k1, ke = tk.k0;
   for (int ti = 0; ti < tk.t1 - tk.t0; ti++) {
     const int token = qStart + tk.t0 + ti;
-    const int pos = ctxLen - qLen + tk.t0 + ti;
-    int32_t lo = p.slidingWindow > 0 ? pos - p.slidingWindow + 1 : 0;
-    lo = lo > tk.k0 ? lo : tk.k0;
-    int32_t hi = pos + 1 < tk.k1 ? pos + 1 : tk.k1;
-    if (hi < lo) hi = lo;
+    int32_t lo, hi;
+    attn_row_range(p, tk, ti, &lo, &hi);
     for (int g = 0; g < G; g++) {
       const int r = ti * G + g;
       const float* src = p.q + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D;
@@ -1533,10 +1567,7 @@ static void attn_task(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase)
           convert_row<DT, false>(kc + s.idx[j], D, s.k + j * dp, kMul);
         }
       }
-      for (int j = nt; j < (int)round_up(nt, 4); j++)
-        for (int64_t d = 0; d < dp; d++) s.k[j * dp + d] = 0.0f;
-      attn_scores(s.q, s.k, s.s, ra, rb, nt, dp);
-      softmax_update(s, ra, rb, j0, nt, dp);
+      attn_tile_scores(s, ra, rb, j0, nt, dp);
       // Dequantize the V tile and accumulate P.V.
       for (int j = 0; j < nt; j++) {
         if constexpr (kLut) {
@@ -1547,18 +1578,7 @@ static void attn_task(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase)
           convert_row<DT, false>(vc + s.idx[j], D, s.v + j * dp, vMul);
         }
       }
-      if (uniform) {
-        int r = ra;
-        for (; r + 4 <= rb; r += 4) attn_pv<4>(s.s, s.v, s.acc, r, 0, nt, dp);
-        for (; r + 2 <= rb; r += 2) attn_pv<2>(s.s, s.v, s.acc, r, 0, nt, dp);
-        for (; r < rb; r++) attn_pv<1>(s.s, s.v, s.acc, r, 0, nt, dp);
-      } else {
-        // Causal/window edge: each row sums only its own keys (a masked key's V never meets a zero weight).
-        for (int r = ra; r < rb; r++) {
-          const int jl = (int)imax(s.lo[r] - j0, 0), jh = (int)imin(s.hi[r] - j0, nt);
-          if (jl < jh) attn_pv<1>(s.s, s.v, s.acc, r, jl, jh, dp);
-        }
-      }
+      attn_tile_pv(s, ra, rb, j0, nt, dp, uniform);
     }
     int64_t* t = s.idx;
     s.idx = idxNext;

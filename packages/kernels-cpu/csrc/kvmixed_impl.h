@@ -46,6 +46,23 @@ struct KvPoolRows {
   KvPvFn pv[3];
 };
 
+/** A dense pool's tile rows as element offsets (its kernels index by element), this tile's and the next one's. */
+template <class T>
+struct KvDenseRows {
+  int64_t idx[kTile];
+  int64_t nidx[kTile];
+  explicit KvDenseRows(const KvTileRows& t) {
+    for (int j = 0; j < t.nt; j++) idx[j] = t.co[j] / (int64_t)sizeof(T);
+    for (int j = 0; j < t.nn; j++) nidx[j] = t.nco[j] / (int64_t)sizeof(T);
+  }
+};
+
+/** nvfp4's E4M3 scale table, null for the other write-time-scaled dtypes (as attn_task_q passes it). */
+template <int DT>
+KVQ_I const float* kv_fused_e4m3() {
+  return DT == kKvNvfp4 ? kvq_e4m3_table() : nullptr;
+}
+
 /**
  * The fused stages of a pool of dtype DT: the uniform paths' register-resident kernels (scores_q / pv_q for the
  * write-time-scaled dtypes, scores_fused / pv_fused with exact lanes for the dense and FP8 ones), called with this
@@ -55,14 +72,12 @@ template <int DT, int HS, int R>
 static void kv_fused_scores(const KvPoolRows& pr, const KvTileRows& t, const float* Q, int64_t dp, float* S) {
   if constexpr (is_kv_quant_dtype(DT)) {
     const NextQ next{pr.base, t.nco, t.nso, t.nn, (int)pr.rowBytes};
-    scores_q<DT, HS, R>(pr.base, t.co, t.so, t.nt, pr.L.groupsPerHead, pr.tensor, DT == kKvNvfp4 ? kvq_e4m3_table() : nullptr, Q, dp, S, next);
+    scores_q<DT, HS, R>(pr.base, t.co, t.so, t.nt, pr.L.groupsPerHead, pr.tensor, kv_fused_e4m3<DT>(), Q, dp, S, next);
   } else {
     typedef typename Load<DT>::T T;
-    int64_t idx[kTile], nidx[kTile];
-    for (int j = 0; j < t.nt; j++) idx[j] = t.co[j] / (int64_t)sizeof(T);
-    for (int j = 0; j < t.nn; j++) nidx[j] = t.nco[j] / (int64_t)sizeof(T);
-    const NextRows next{reinterpret_cast<const char*>(pr.base), nidx, t.nn, (int64_t)sizeof(T)};
-    scores_fused<DT, HS, R, false>(reinterpret_cast<const T*>(pr.base), idx, t.nt, Q, dp, S, vset1(pr.mul.mul1), next);
+    const KvDenseRows<T> rows(t);
+    const NextRows next{reinterpret_cast<const char*>(pr.base), rows.nidx, t.nn, (int64_t)sizeof(T)};
+    scores_fused<DT, HS, R, false>(reinterpret_cast<const T*>(pr.base), rows.idx, t.nt, Q, dp, S, vset1(pr.mul.mul1), next);
   }
 }
 
@@ -70,14 +85,12 @@ template <int DT, int HS, int R>
 static void kv_fused_pv(const KvPoolRows& pr, const KvTileRows& t, const float* P, float* acc, int64_t dp) {
   if constexpr (is_kv_quant_dtype(DT)) {
     const NextQ next{pr.base, t.nco, t.nso, t.nn, (int)pr.rowBytes};
-    pv_q<DT, HS, R>(pr.base, t.co, t.so, t.nt, pr.L.groupsPerHead, pr.tensor, DT == kKvNvfp4 ? kvq_e4m3_table() : nullptr, P, acc, dp, next);
+    pv_q<DT, HS, R>(pr.base, t.co, t.so, t.nt, pr.L.groupsPerHead, pr.tensor, kv_fused_e4m3<DT>(), P, acc, dp, next);
   } else {
     typedef typename Load<DT>::T T;
-    int64_t idx[kTile], nidx[kTile];
-    for (int j = 0; j < t.nt; j++) idx[j] = t.co[j] / (int64_t)sizeof(T);
-    for (int j = 0; j < t.nn; j++) nidx[j] = t.nco[j] / (int64_t)sizeof(T);
-    const NextRows next{reinterpret_cast<const char*>(pr.base), nidx, t.nn, (int64_t)sizeof(T)};
-    pv_fused<DT, HS, R, false>(reinterpret_cast<const T*>(pr.base), idx, t.nt, P, acc, dp, vset1(pr.mul.mul1), next);
+    const KvDenseRows<T> rows(t);
+    const NextRows next{reinterpret_cast<const char*>(pr.base), rows.nidx, t.nn, (int64_t)sizeof(T)};
+    pv_fused<DT, HS, R, false>(reinterpret_cast<const T*>(pr.base), rows.idx, t.nt, P, acc, dp, vset1(pr.mul.mul1), next);
   }
 }
 
@@ -255,24 +268,10 @@ static void attn_task_mixed(const AttnCtx& ctx, const AttnTask& tk, void* scratc
       kv_pool_prefetch(vp, vco[nx], vso[nx], nn);
       // The K tile (zero rows up to a multiple of 4 keys), scores, softmax.
       for (int j = 0; j < nt; j++) kp.decode(kp, kp.base + kco[cur][j], kp.base + kso[cur][j], D, dp, s.k + j * dp);
-      for (int j = nt; j < (int)round_up(nt, 4); j++)
-        for (int64_t d = 0; d < dp; d++) s.k[j * dp + d] = 0.0f;
-      attn_scores(s.q, s.k, s.s, ra, rb, nt, dp);
-      softmax_update(s, ra, rb, j0, nt, dp);
+      attn_tile_scores(s, ra, rb, j0, nt, dp);
       // The V tile, P.V.
       for (int j = 0; j < nt; j++) vp.decode(vp, vp.base + vco[cur][j], vp.base + vso[cur][j], D, dp, s.v + j * dp);
-      if (uniform) {
-        int r = ra;
-        for (; r + 4 <= rb; r += 4) attn_pv<4>(s.s, s.v, s.acc, r, 0, nt, dp);
-        for (; r + 2 <= rb; r += 2) attn_pv<2>(s.s, s.v, s.acc, r, 0, nt, dp);
-        for (; r < rb; r++) attn_pv<1>(s.s, s.v, s.acc, r, 0, nt, dp);
-      } else {
-        // Causal/window edge: each row sums only its own keys (a masked key's V never meets a zero weight).
-        for (int r = ra; r < rb; r++) {
-          const int jl = (int)imax(s.lo[r] - j0, 0), jh = (int)imin(s.hi[r] - j0, nt);
-          if (jl < jh) attn_pv<1>(s.s, s.v, s.acc, r, jl, jh, dp);
-        }
-      }
+      attn_tile_pv(s, ra, rb, j0, nt, dp, uniform);
     }
     cur = nx;
   }

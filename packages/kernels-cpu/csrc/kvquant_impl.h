@@ -408,22 +408,9 @@ static void attn_task_q(const AttnCtx& ctx, const AttnTask& tk, void* scratchBas
     } else if (ra < rb) {
       prefetchRows(cnext, snext, nn);
       for (int j = 0; j < nt; j++) dq_row<DT>(kc + cidx[j], kc + sidx[j], L, D, dp, kt, s.k + j * dp);
-      for (int j = nt; j < (int)round_up(nt, 4); j++)
-        for (int64_t d = 0; d < dp; d++) s.k[j * dp + d] = 0.0f;
-      attn_scores(s.q, s.k, s.s, ra, rb, nt, dp);
-      softmax_update(s, ra, rb, j0, nt, dp);
+      attn_tile_scores(s, ra, rb, j0, nt, dp);
       for (int j = 0; j < nt; j++) dq_row<DT>(vc + cidx[j], vc + sidx[j], L, D, dp, vt, s.v + j * dp);
-      if (uniform) {
-        int r = ra;
-        for (; r + 4 <= rb; r += 4) attn_pv<4>(s.s, s.v, s.acc, r, 0, nt, dp);
-        for (; r + 2 <= rb; r += 2) attn_pv<2>(s.s, s.v, s.acc, r, 0, nt, dp);
-        for (; r < rb; r++) attn_pv<1>(s.s, s.v, s.acc, r, 0, nt, dp);
-      } else {
-        for (int r = ra; r < rb; r++) {
-          const int jl = (int)imax(s.lo[r] - j0, 0), jh = (int)imin(s.hi[r] - j0, nt);
-          if (jl < jh) attn_pv<1>(s.s, s.v, s.acc, r, jl, jh, dp);
-        }
-      }
+      attn_tile_pv(s, ra, rb, j0, nt, dp, uniform);
     }
     int64_t* t = cidx;
     cidx = cnext;
