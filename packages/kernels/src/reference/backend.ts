@@ -3,12 +3,9 @@
  * parity test and the fallback where no native backend loads (browsers, unsupported platforms).
  * @module
  */
-import type { Fp8Format, ScaleLayout } from '@kvq/fp8';
+import type { Fp8Format } from '@kvq/fp8';
 import {
   dequantizeScaled,
-  f16ToF32Table,
-  f32ToBf16Bits,
-  f32ToF16Bits,
   fp8DecodeTable,
   PER_TENSOR,
   quantizeScaled,
@@ -24,7 +21,6 @@ import type {
   GgmlWeightDtype,
   GeluTanhAndMulArgs,
   KernelBackend,
-  KvLayerCache,
   LinearArgs,
   PagedAttentionArgs,
   QuantizeFp8Args,
@@ -36,7 +32,6 @@ import type {
 } from '../contract.js';
 import { hostArgs, type Activation } from '../device.js';
 import {
-  isFp8,
   qScalePerKvHead,
   validateAdd,
   validateAmaxPerHead,
@@ -57,7 +52,7 @@ import {
 import { dequantizeRowUnchecked as dequantizeRow } from '../quant/dequantize.js';
 import { roundTripActivationsInt8, roundTripActivationsQ8 } from '../quant/activations.js';
 import { elementReader, scaleOf } from './elements.js';
-import { pagedAttentionPerHead, poolHeadReader, poolTokenWriter, reshapeAndCachePerHead, storeToken } from './kv-pools.js';
+import { pagedAttentionPerHead, poolHeadReader, poolTokenWriter, reshapeAndCachePerHead } from './kv-pools.js';
 import { sampleBucketIdsReference, sampleBucketsReference } from '../sample-buckets.js';
 
 
@@ -213,105 +208,39 @@ function argmax(raw: ArgmaxArgs<Activation>): void {
 
 function reshapeAndCache(raw: ReshapeAndCacheArgs<Activation>): void {
   const args = hostArgs('reshapeAndCache', raw);
-  const { numTokens, numKvHeads, headSize, quant, mixed } = validateReshapeAndCache(args);
-  if (quant || mixed) {
-    reshapeAndCachePerHead(args, numTokens, poolTokenWriter(args.cache, 'key'), poolTokenWriter(args.cache, 'value'));
-    return;
-  }
-  const { key, value, slotMapping, cache } = args;
-  const tokenSize = numKvHeads * headSize;
-  for (let t = 0; t < numTokens; t++) {
-    const slot = slotMapping[t]!;
-    if (slot < 0) continue;
-    const src = t * tokenSize;
-    const dst = slot * tokenSize;
-    storeToken(cache, cache.dtype, key.subarray(src, src + tokenSize), cache.key.subarray(dst, dst + tokenSize), cache.kScale);
-    storeToken(cache, cache.dtype, value.subarray(src, src + tokenSize), cache.value.subarray(dst, dst + tokenSize), cache.vScale);
-  }
+  const { numTokens } = validateReshapeAndCache(args);
+  reshapeAndCachePerHead(args, numTokens, poolTokenWriter(args.cache, 'key'), poolTokenWriter(args.cache, 'value'));
 }
 
 function pagedAttention(raw: PagedAttentionArgs<Activation>): void {
   const args = hostArgs('pagedAttention', raw);
   const plan = validatePagedAttention(args);
-  if (plan.quant || plan.mixed) {
-    pagedAttentionPerHead(args, plan, poolHeadReader(args.cache, 'key'), poolHeadReader(args.cache, 'value'));
+  const { cache } = args;
+  if (!plan.fp8Query) {
+    pagedAttentionPerHead(args, plan, poolHeadReader(cache, 'key'), poolHeadReader(cache, 'value'));
     return;
   }
-  const { numSeqs, numHeads, numKvHeads, headSize, blockSize, groupSize, softmaxScale, slidingWindow, fp8Query } = plan;
-  const { query, out, cache, queryStartLoc, seqLens, blockTables, maxBlocksPerSeq } = args;
-  const readK = elementReader(cache.dtype, cache.key);
-  const readV = elementReader(cache.dtype, cache.value);
-  const scaled = isFp8(cache.dtype);
-  const format = scaled ? (cache.dtype as Fp8Format) : undefined;
-  const qScaleG = fp8Query ? qScalePerKvHead(cache.qScale, numHeads, numKvHeads) : undefined;
+  // FP8-query mode (FA3 semantics; validation guarantees one FP8 dtype for K and V): raw FP8 values of q / qScale and
+  // of K multiply, the descales apply to the score; V is dequantized as usual.
+  const { numHeads, numKvHeads, headSize } = plan;
+  const format = cache.dtype as Fp8Format;
+  const readRaw = elementReader(format, cache.key);
+  const rawK = (slot: number, kvh: number, out: Float32Array): void => {
+    const base = (slot * numKvHeads + kvh) * headSize;
+    for (let d = 0; d < headSize; d++) out[d] = readRaw(base + d);
+  };
+  const qScaleG = qScalePerKvHead(cache.qScale, numHeads, numKvHeads);
   const saturation = args.fp8Query?.saturation ?? 'satfinite';
-  const decodeTable = format ? fp8DecodeTable(format) : undefined;
-  const tokenSize = numKvHeads * headSize;
-  const q = new Float64Array(headSize);
+  const decodeTable = fp8DecodeTable(format);
   const qCodes = new Uint8Array(headSize);
-
-  for (let s = 0; s < numSeqs; s++) {
-    const qStart = queryStartLoc[s]!;
-    const qLen = queryStartLoc[s + 1]! - qStart;
-    const seqLen = seqLens[s]!;
-    const slotOf = (pos: number): number =>
-      blockTables[s * maxBlocksPerSeq + Math.floor(pos / blockSize)]! * blockSize + (pos % blockSize);
-    for (let i = 0; i < qLen; i++) {
-      const pos = seqLen - qLen + i;
-      const first = slidingWindow > 0 ? Math.max(0, pos - slidingWindow + 1) : 0;
-      const n = pos - first + 1;
-      const scores = new Float64Array(n);
-      for (let h = 0; h < numHeads; h++) {
-        const kvh = Math.floor(h / groupSize);
-        const qBase = ((qStart + i) * numHeads + h) * headSize;
-        const ks = scaled ? scaleOf(cache.kScale, kvh) : 1;
-        const vs = scaled ? scaleOf(cache.vScale, kvh) : 1;
-        // Query operand: float32 as given, or (FP8-query mode) the decoded FP8 code of q / qScale.
-        if (qScaleG) {
-          const qHead = query.subarray(qBase, qBase + headSize);
-          quantizeScaled(qHead, qScaleG.subarray(kvh, kvh + 1), PER_TENSOR, format!, { out: qCodes, saturation });
-          for (let d = 0; d < headSize; d++) q[d] = decodeTable![qCodes[d]!]!;
-        } else {
-          for (let d = 0; d < headSize; d++) q[d] = query[qBase + d]!;
-        }
-        let m = -Infinity;
-        for (let j = 0; j < n; j++) {
-          const kBase = slotOf(first + j) * tokenSize + kvh * headSize;
-          let dot = 0;
-          if (qScaleG) {
-            // FA3 semantics: raw FP8 values multiply, the descales apply to the score.
-            for (let d = 0; d < headSize; d++) dot += q[d]! * readK(kBase + d);
-            dot *= qScaleG[kvh]! * ks;
-          } else {
-            for (let d = 0; d < headSize; d++) {
-              const k = scaled ? Math.fround(readK(kBase + d) * ks) : readK(kBase + d);
-              dot += q[d]! * k;
-            }
-          }
-          const score = dot * softmaxScale;
-          scores[j] = score;
-          if (score > m) m = score;
-        }
-        let sum = 0;
-        for (let j = 0; j < n; j++) {
-          const e = Math.exp(scores[j]! - m);
-          scores[j] = e;
-          sum += e;
-        }
-        const oBase = ((qStart + i) * numHeads + h) * headSize;
-        for (let d = 0; d < headSize; d++) {
-          let acc = 0;
-          for (let j = 0; j < n; j++) {
-            const idx = slotOf(first + j) * tokenSize + kvh * headSize + d;
-            const v = scaled ? Math.fround(readV(idx) * vs) : readV(idx);
-            acc += scores[j]! * v;
-          }
-          out[oBase + d] = acc / sum;
-        }
-        if (plan.lse) plan.lse[(qStart + i) * numHeads + h] = m + Math.log(sum);
-      }
-    }
-  }
+  const queryOperand = {
+    load(qBase: number, kvh: number, q: Float64Array): void {
+      quantizeScaled(args.query.subarray(qBase, qBase + headSize), qScaleG.subarray(kvh, kvh + 1), PER_TENSOR, format, { out: qCodes, saturation });
+      for (let d = 0; d < headSize; d++) q[d] = decodeTable[qCodes[d]!]!;
+    },
+    descale: (kvh: number): number => qScaleG[kvh]! * scaleOf(cache.kScale, kvh),
+  };
+  pagedAttentionPerHead(args, plan, rawK, poolHeadReader(cache, 'value'), queryOperand);
 }
 
 function amaxTensor(raw: AmaxTensorArgs): number {

@@ -1,10 +1,9 @@
 /**
- * Reference `reshapeAndCache` / `pagedAttention` head by head, for caches whose pools are read and written one kv
- * head at a time: the write-time-scaled KV dtypes (`fp8_per_token_head`, `int8_per_token_head`, `int4_*`, `nvfp4`,
- * `q4_0`, the executable form of docs/spec/kv-dtypes.md) and mixed caches whose V pool has another dtype than the K
- * pool (each pool written and dequantized exactly as a uniform cache of its dtype). Codes and scales of the
- * write-time-scaled dtypes are written and read by `@kvq/cache` `quantizeKvHead` / `dequantizeKvHead`, so the
- * reference, `writeKv` / `gatherKv` and every backend share one byte layout.
+ * Reference `reshapeAndCache` / `pagedAttention`, head by head, for every KV cache: each pool (K, V) is written and
+ * read by its own dtype's rule (f32 copied, bf16/f16 rounded to nearest even, FP8 scaled per tensor or per head, the
+ * write-time-scaled dtypes of docs/spec/kv-dtypes.md through `@kvq/cache` `quantizeKvHead` / `dequantizeKvHead`), so a
+ * cache whose V dtype differs from its K dtype needs nothing more, and the reference, `writeKv` / `gatherKv` and every
+ * backend share one byte layout. FP8-query mode supplies its own query operand and K reader (`QueryOperand`).
  * @module
  */
 import { dequantizeKvHead, isKvQuantDtype, kvBlockLayout, quantizeKvHead } from '@kvq/cache';
@@ -20,7 +19,7 @@ type Pool = KvLayerCache['key'];
  * copied, bf16/f16 rounded to nearest even, FP8 exactly as @kvq/fp8's scaled quantization (`encode(fround(x / scale))`,
  * satfinite, per-tensor or per-head `scales`).
  */
-export function storeToken(cache: KvLayerCache, dtype: KvLayerCache['dtype'], src: Float32Array, dst: Pool, scales: Float32Array): void {
+function storeToken(cache: KvLayerCache, dtype: KvLayerCache['dtype'], src: Float32Array, dst: Pool, scales: Float32Array): void {
   if (dtype === 'f32') (dst as Float32Array).set(src);
   else if (dtype === 'bf16') for (let i = 0; i < src.length; i++) dst[i] = f32ToBf16Bits(src[i]!);
   else if (dtype === 'f16') for (let i = 0; i < src.length; i++) dst[i] = f32ToF16Bits(src[i]!);
@@ -35,7 +34,16 @@ export function storeToken(cache: KvLayerCache, dtype: KvLayerCache['dtype'], sr
 type TokenWriter = (src: Float32Array, at: number, slot: number) => void;
 
 /** Reads one kv head of a pool's slot, dequantized to the float32 values attention uses, into `out[0 .. headSize)`. */
-type HeadReader = (slot: number, kvh: number, out: Float32Array) => void;
+export type HeadReader = (slot: number, kvh: number, out: Float32Array) => void;
+
+/**
+ * FP8-query mode (Flash Attention 3 semantics) for {@link pagedAttentionPerHead}: the query operand of head row
+ * `query[qBase ..]` (kv head `kvh`), and the factor every raw score is multiplied by before `softmaxScale`.
+ */
+export interface QueryOperand {
+  load(qBase: number, kvh: number, q: Float64Array): void;
+  descale(kvh: number): number;
+}
 
 function poolOf(cache: KvLayerCache, which: 'key' | 'value'): { dtype: KvLayerCache['dtype']; pool: Pool; scales: Float32Array } {
   return which === 'key'
@@ -99,16 +107,23 @@ export function reshapeAndCachePerHead(args: ReshapeAndCacheArgs, numTokens: num
 }
 
 /**
- * Paged attention with each position's K and V heads read by the pools' readers (dequantized to float32); scores and
- * the weighted sum of V are accumulated in float64, as the other reference paths do. `fp8Query` is rejected by
- * validation for these caches.
+ * Paged attention with each position's K and V heads read by the pools' readers (dequantized to float32, or raw FP8
+ * values in FP8-query mode); scores and the weighted sum of V are accumulated in float64. `queryOperand` replaces the
+ * float32 query rows and descales each score (FP8-query mode); default: the query as given, no descale.
  */
-export function pagedAttentionPerHead(args: PagedAttentionArgs, plan: PagedAttentionPlan, readK: HeadReader, readV: HeadReader): void {
+export function pagedAttentionPerHead(
+  args: PagedAttentionArgs,
+  plan: PagedAttentionPlan,
+  readK: HeadReader,
+  readV: HeadReader,
+  queryOperand?: QueryOperand,
+): void {
   const { numSeqs, numHeads, headSize, blockSize, groupSize, softmaxScale, slidingWindow } = plan;
   const { query, out, queryStartLoc, seqLens, blockTables, maxBlocksPerSeq } = args;
   const kHead = new Float32Array(headSize);
   const vHead = new Float32Array(headSize);
   const acc = new Float64Array(headSize);
+  const q = new Float64Array(headSize);
 
   for (let s = 0; s < numSeqs; s++) {
     const qStart = queryStartLoc[s]!;
@@ -124,11 +139,15 @@ export function pagedAttentionPerHead(args: PagedAttentionArgs, plan: PagedAtten
       for (let h = 0; h < numHeads; h++) {
         const kvh = Math.floor(h / groupSize);
         const qBase = ((qStart + i) * numHeads + h) * headSize;
+        if (queryOperand) queryOperand.load(qBase, kvh, q);
+        else for (let d = 0; d < headSize; d++) q[d] = query[qBase + d]!;
+        const descale = queryOperand ? queryOperand.descale(kvh) : 1;
         let m = -Infinity;
         for (let j = 0; j < n; j++) {
           readK(slotOf(first + j), kvh, kHead);
           let dot = 0;
-          for (let d = 0; d < headSize; d++) dot += query[qBase + d]! * kHead[d]!;
+          for (let d = 0; d < headSize; d++) dot += q[d]! * kHead[d]!;
+          if (queryOperand) dot *= descale;
           const score = dot * softmaxScale;
           scores[j] = score;
           if (score > m) m = score;
