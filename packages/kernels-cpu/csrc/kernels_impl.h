@@ -42,6 +42,16 @@ KVQ_I float sexp(float x) {
   return t[0];
 }
 
+/**
+ * A kernel's per-call buffer of `bytes` (at least one 64-byte line) on a 64-byte boundary, nullptr when out of
+ * memory; free it with alignedFree. (No RAII holder: a destructor would add exception landing pads, whose personality
+ * reference every ISA unit would export, see isa-units.test.ts.)
+ * NOTE: malloc's 16-byte alignment made every 64-byte vector load from a buffer a GEMV reads back in its inner loop
+ * span two cache lines: the int4 W4A16 GEMV's reordered activations streamed 19 GB/s a core against 24-30 aligned
+ * (2-core Zen 5, 2026-12-07), whatever the loop around them.
+ */
+KVQ_I void* scratch_alloc(size_t bytes) { return alignedAlloc(64, bytes == 0 ? 64 : (bytes + 63) & ~(size_t)63); }
+
 /** Element-wise work below this many elements runs on the calling thread only. */
 static const int64_t kParallelMin = 1 << 15;
 
@@ -416,13 +426,33 @@ static int linear_t(const LinearParams& p, const Runner& rn) {
 #include "wquant_impl.h"
 #include "wquant_i8act.h"
 
-static int linear(const LinearParams& p, const Runner& rn) {
+static int linear_dispatch(const LinearParams& p, const Runner& rn) {
   switch (p.w.dtype) {
     case kF32: return linear_t<kF32>(p, rn);
     case kBF16: return linear_t<kBF16>(p, rn);
     case kF16: return linear_t<kF16>(p, rn);
     default: return !p.xq ? linear_quant(p, rn) : p.w.dtype == kWInt8 ? linear_i8act(p, rn) : linear_q8act(p, rn);
   }
+}
+
+/**
+ * y = x W^T (+ bias). A decode GEMV (up to 4 rows) whose x does not start on a 64-byte boundary reads a copy that
+ * does: its inner loops load x a vector at a time from L1 for every weight vector, and an x spanning two cache lines
+ * per load cost the in-cache bf16 GEMV 1.2x its time (2-core Zen 5, 2026-12-07); the copy (16 KiB for one 4096-wide
+ * row) takes well under a microsecond.
+ */
+static int linear(const LinearParams& p, const Runner& rn) {
+  const bool misaligned = (reinterpret_cast<uintptr_t>(p.x) & 63) != 0;
+  if (p.rows > 4 || !misaligned) return linear_dispatch(p, rn);
+  const size_t bytes = (size_t)(p.rows * p.in) * sizeof(float);
+  float* x = static_cast<float*>(scratch_alloc(bytes));
+  if (!x) return kOutOfMemory;
+  memcpy(x, p.x, bytes);
+  LinearParams q = p;
+  q.x = x;
+  const int rc = linear_dispatch(q, rn);
+  alignedFree(x);
+  return rc;
 }
 
 // ------------------------------------------------------------------------------------------------

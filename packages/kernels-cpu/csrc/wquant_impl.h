@@ -452,36 +452,45 @@ KVQ_I void int4_x_order(const WeightRef& w, const float* x, int64_t n, float* xd
 /**
  * acc[b][r] += sum_e x[r, e] * w[n0 + b, e] for NB packed int4 rows by table permutes (int4_by_perm): per group, a
  * 16-entry table holds the dequantized value of each code, (code - 8 - zeroPoint) * scale, rounded exactly as the
- * reference dequantizes, so each product is the dequantize-then-dot one; only the summation order differs. Four
- * accumulators per row when NB = 1, else two, keep 4 or 2 NB FMA chains in flight.
+ * reference dequantizes, so each product is the dequantize-then-dot one; only the summation order differs. Eight
+ * accumulators per row when NB = 1 (one per vector of a block: 1.06x four, streamed), else two.
+ * NOTE: the groups' offsets 8 + zeroPoint are converted to float 16 groups at a time into `off`, so a group's table is
+ * a subtract and a multiply on two broadcast loads. Converting each group's int8 offset in the loop (a scalar convert
+ * and a register broadcast on the table's path) measured 1.23x slower in cache and 1.07-1.14x streamed (one thread,
+ * 4096 x 4096, 2-core Zen 5, 2026-12-07).
  */
 template <int R, int NB>
 KVQ_I void int4_rows_dot_perm(const float* xd, int64_t K, const uint8_t* const* wr, const WeightRef& w, int64_t n0, VF (*acc)[R]) {
   if constexpr (kHasInt4Perm) {
     static const float kCodes[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    constexpr int C = NB == 1 ? 4 : 2;  // accumulators per (weight row, x row): vector k of a block adds into k % C
+    constexpr int C = NB == 1 ? 8 : 2;  // accumulators per (weight row, x row): vector k of a block adds into k % C
     const VF codes = vload(kCodes);
     const int64_t gs = w.group_size, ng = K / gs;
     VF part[C - 1][NB][R];
     for (int j = 0; j < C - 1; j++)
       for (int b = 0; b < NB; b++)
         for (int r = 0; r < R; r++) part[j][b][r] = vzero();
-    for (int64_t g = 0; g < ng; g++) {
-      VF table[NB];
-      for (int b = 0; b < NB; b++) {
-        const int z = 8 + (w.zero_point ? w.zero_point[(n0 + b) * ng + g] : 0);
-        table[b] = vmul(vsub(codes, vset1((float)z)), vset1(w.scale[(n0 + b) * ng + g]));
-      }
-      for (int64_t c = g * gs; c < (g + 1) * gs; c += 128) {
-        for (int b = 0; b < NB; b++) {
-          VF v[8];
-          vprefetch(wr[b] + (c >> 1) + kDensePrefetch);
-          int4_perm_decode128(wr[b] + (c >> 1), table[b], v);
-          for (int k = 0; k < 8; k++)
-            for (int r = 0; r < R; r++) {
-              VF& a = k % C == 0 ? acc[b][r] : part[k % C - 1][b][r];
-              a = vfma(vload(xd + r * K + c + 16 * k), v[k], a);
-            }
+    alignas(64) float off[NB][W];
+    for (int b = 0; b < NB; b++)
+      if (!w.zero_point) vstore(off[b], vset1(8.0f));
+    for (int64_t g0 = 0; g0 < ng; g0 += W) {
+      const int gn = (int)imin(W, ng - g0);
+      if (w.zero_point)
+        for (int b = 0; b < NB; b++) vstore(off[b], vadd(vset1(8.0f), vcvtn_i8(w.zero_point + (n0 + b) * ng + g0, gn)));
+      for (int64_t g = g0; g < g0 + gn; g++) {
+        VF table[NB];
+        for (int b = 0; b < NB; b++) table[b] = vmul(vsub(codes, vset1(off[b][g - g0])), vset1(w.scale[(n0 + b) * ng + g]));
+        for (int64_t c = g * gs; c < (g + 1) * gs; c += 128) {
+          for (int b = 0; b < NB; b++) {
+            VF v[8];
+            vprefetch(wr[b] + (c >> 1) + kDensePrefetch);
+            int4_perm_decode128(wr[b] + (c >> 1), table[b], v);
+            for (int k = 0; k < 8; k++)
+              for (int r = 0; r < R; r++) {
+                VF& a = k % C == 0 ? acc[b][r] : part[k % C - 1][b][r];
+                a = vfma(vload(xd + r * K + c + 16 * k), v[k], a);
+              }
+          }
         }
       }
     }
@@ -606,7 +615,8 @@ static void gemv_ct(const LinearParams& p, const float* xp, float xpUnscale, int
   }
   // int4 through the unpack buffer stays one row at a time: unpacking four rows' groups before their dots measured 2x
   // slower (5.7 vs 12-14 GB/s). Decoded in registers (xp set), several rows side by side.
-  // By permute, one row at a time with 4 accumulators (2 rows x 2 streamed 42 GB/s of 84, 2-core Zen 5, 2026-12-07);
+  // By permute, one row at a time with 8 accumulators (2 rows x 2 streamed 42 GB/s of 84, 2-core Zen 5, 2026-12-07; two
+  // rows x 8 with x aligned streamed 0.85x one);
   // by nibbles, 4 / R rows.
   constexpr int kPermRows = 1, kNibRows = R == 1 ? 4 : R == 2 ? 2 : 1;
   if (xp && int4_by_perm(p.w)) {
@@ -632,7 +642,7 @@ static int qgemv_ggml(const LinearParams& p, const Runner& rn) {
   const int64_t K = p.in, ngr = K / B::kGroup;
   float* xs = nullptr;
   if (B::kOffset) {
-    xs = static_cast<float*>(malloc((size_t)(p.rows * ngr) * sizeof(float)));
+    xs = static_cast<float*>(scratch_alloc((size_t)(p.rows * ngr) * sizeof(float)));
     if (!xs) return kOutOfMemory;
     for (int64_t r = 0; r < p.rows; r++)
       for (int64_t g = 0; g < ngr; g++) {
@@ -643,7 +653,7 @@ static int qgemv_ggml(const LinearParams& p, const Runner& rn) {
   }
   auto body = [&](int64_t n0, int64_t n1) { gemv_ggml_rt<DT>((int)p.rows, p, xs, n0, n1); };
   gemv_split(p, rn, body);
-  free(xs);
+  alignedFree(xs);
   return kOk;
 }
 
@@ -652,21 +662,21 @@ static int qgemv_ct(const LinearParams& p, const Runner& rn) {
   // int4 decoded in registers: x once in that decode's order (int4_x_order); fp8: x once prescaled for the raw-lane
   // dot where no |x| could overflow (fp8_prescale_x), else none (the dot multiplies each lane instead).
   const bool fp8Pre = p.w.dtype == kWFp8E4M3 && Load<kFp8E4M3FN>::kHasFast;
+  float* buf = nullptr;
   float* xp = nullptr;
   float unscale = 1.0f;
   if (fp8Pre || int4_by_perm(p.w) || int4_by_nibbles(p.w)) {
-    xp = static_cast<float*>(malloc((size_t)(p.rows * p.in) * sizeof(float)));
-    if (!xp) return kOutOfMemory;
+    xp = buf = static_cast<float*>(scratch_alloc((size_t)(p.rows * p.in) * sizeof(float)));
+    if (!buf) return kOutOfMemory;
     if (!fp8Pre) {
       int4_x_order(p.w, p.x, p.rows * p.in, xp);
     } else if ((unscale = fp8_prescale_x(p.x, p.rows * p.in, xp)) == 0.0f) {
-      free(xp);
       xp = nullptr;
     }
   }
   auto body = [&](int64_t n0, int64_t n1) { gemv_ct_rt((int)p.rows, p, xp, unscale, n0, n1); };
   gemv_split(p, rn, body);
-  free(xp);
+  alignedFree(buf);
   return kOk;
 }
 
@@ -1139,7 +1149,7 @@ KVQ_I bool xq8_alloc(const Runner& rn, int64_t rows, int64_t K, int64_t xb, XQ8B
 template <int DT>
 static int qgemv_q8_quad(const LinearParams& p, const Runner& rn, const XQ8& xa) {
   const int64_t K = p.in, rows = p.rows;
-  uint8_t* m = static_cast<uint8_t*>(malloc((size_t)(rows * K + 3 * rows * (K / 8) * 4)));
+  uint8_t* m = static_cast<uint8_t*>(scratch_alloc((size_t)(rows * K + 3 * rows * (K / 8) * 4)));
   if (!m) return kOutOfMemory;
   QuadX qx;
   qx.q = reinterpret_cast<int8_t*>(m);
@@ -1149,7 +1159,7 @@ static int qgemv_q8_quad(const LinearParams& p, const Runner& rn, const XQ8& xa)
   for (int64_t r = 0; r < rows; r++) q8_quad_row(xa, r, K, qx);
   auto quad = [&](int64_t n0, int64_t n1) { with_rows((int)rows, [&](auto r) { gemv_q8_quad<DT, decltype(r)::value>(p, qx, n0, n1); }); };
   gemv_split(p, rn, quad);
-  free(m);
+  alignedFree(m);
   return kOk;
 }
 #endif
@@ -1202,7 +1212,7 @@ static int qgemm_q8(const LinearParams& p, const Runner& rn) {
 
 /** linear with 8-bit activations through the float kernels on the round trip x' (xq8_round_trip): the same function. */
 static int linear_q8act_round_trip(const LinearParams& p, const Runner& rn) {
-  float* xr = static_cast<float*>(malloc((size_t)(p.rows * p.in) * sizeof(float)));
+  float* xr = static_cast<float*>(scratch_alloc((size_t)(p.rows * p.in) * sizeof(float)));
   if (!xr) return kOutOfMemory;
   // The round trip of prefill-sized inputs over the threads, 16 rows per task (rows are independent).
   const int64_t chunk = 16, tasks = ceil_div(p.rows, chunk);
@@ -1219,7 +1229,7 @@ static int linear_q8act_round_trip(const LinearParams& p, const Runner& rn) {
   rt.x = xr;
   rt.xq = 0;
   const int rc = linear_quant(rt, rn);
-  free(xr);
+  alignedFree(xr);
   return rc;
 }
 

@@ -112,7 +112,7 @@ const CONFIGS: readonly Config[] = [
   // int4 GEMV paths (csrc/wquant_impl.h): groups of whole 128-blocks by table permutes on AVX-512, whole 2W-chunks by
   // widened nibbles (g32 / g64 on AVX-512, g16+ on AVX2, every even group on NEON / scalar), else the unpack buffer.
   { label: 'int4 g128 symmetric', dtype: 'int4', opts: { groupSize: 128 }, cols: [256, 640] },
-  { label: 'int4 g128 asymmetric', dtype: 'int4', opts: { groupSize: 128, symmetric: false }, cols: [384] },
+  { label: 'int4 g128 asymmetric', dtype: 'int4', opts: { groupSize: 128, symmetric: false }, cols: [384, 2560] },
   { label: 'int4 g32 asymmetric', dtype: 'int4', opts: { groupSize: 32, symmetric: false }, cols: [64, 160] },
   { label: 'int4 g64 symmetric', dtype: 'int4', opts: { groupSize: 64 }, cols: [192] },
   { label: 'int4 g256 (two blocks per group)', dtype: 'int4', opts: { groupSize: 256, symmetric: false }, cols: [512] },
@@ -183,6 +183,43 @@ for (const isa of isas) {
         }
       });
     }
+
+    it('linear gives the same bits wherever x starts (decode GEMVs copy an x off a 64-byte boundary into one that is on it)', () => {
+      const r = rng(0xa11e);
+      const b = createBackend({ isa, threads: 2 });
+      const K = 512;
+      const N = 48;
+      const bf16 = new Uint16Array(N * K);
+      for (let i = 0; i < bf16.length; i++) bf16[i] = 0x3c00 + Math.floor(r() * 0x800) + (r() < 0.5 ? 0x8000 : 0);
+      const weights: WeightMatrix[] = [
+        { dtype: 'bf16', data: bf16, rows: N, cols: K },
+        quantizeMatrix(values(r, N, K), N, K, 'int4', { groupSize: 128, symmetric: false }),
+        quantizeMatrix(values(r, N, K), N, K, 'fp8_e4m3', { granularity: 'channel' }),
+        quantizeMatrix(values(r, N, K), N, K, 'q4_k'),
+      ];
+      try {
+        for (const w of weights) {
+          for (const rows of [1, 3, 4, 5]) {
+            const x0 = randomF32(r, rows * K);
+            const buf = new Float32Array(rows * K + 16);
+            let first: Uint32Array | undefined;
+            // 16 consecutive float offsets of one buffer: one of them starts on a 64-byte boundary, the rest do not.
+            for (let off = 0; off < 16; off++) {
+              const x = buf.subarray(off, off + rows * K);
+              x.set(x0);
+              const out = new Float32Array(rows * N);
+              b.linear({ x, weight: w, out, rows });
+              const bits = new Uint32Array(out.buffer);
+              first ??= bits;
+              const i = bits.findIndex((v, j) => v !== first![j]);
+              expect(i, `${w.dtype} rows=${rows} x offset ${off} floats: output [${i}] differs from offset 0`).toBe(-1);
+            }
+          }
+        }
+      } finally {
+        b.dispose();
+      }
+    });
 
     it('random GGML block bytes (every scale / bit pattern, finite f16 scales): GEMV and GEMM agree with the oracle', () => {
       const r = rng(99);
