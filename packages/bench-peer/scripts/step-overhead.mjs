@@ -28,9 +28,9 @@ let forwardMs = 0;
 // Plain greedy steps run forwardArgmax (the backend's argmax kernel picks the token), the others forward.
 for (const name of ['forward', 'forwardArgmax']) {
   const inner = fwd[name].bind(fwd);
-  fwd[name] = (batch, observer) => {
+  fwd[name] = (...callArgs) => {
     const t0 = performance.now();
-    const out = inner(batch, observer);
+    const out = inner(...callArgs);
     forwardMs += performance.now() - t0;
     return out;
   };

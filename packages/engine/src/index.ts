@@ -153,6 +153,7 @@ export { parseCompressedTensorsConfig, type CompressedTensorsConfig } from './lo
 
 // Running models: the LLM API, the engine core, the forward pass and sampling.
 export { LLM, llamaWeightsOf, type KvCacheDtype, type LLMOptions, type ScoreResult } from './llm/llm.js';
+export type { StreamDelta } from './llm/stream-deltas.js';
 export { modelFingerprint } from './llm/fingerprint.js';
 export { KV_CACHE_ROTATIONS, KvHadamardRotation, type KvCacheRotation } from './runtime/kv-rotation.js';
 export { KV_CACHE_PLAN_FILE, kvCachePlanJson, parseKvCachePlan, type KvCachePlanFile } from './weights/kv-cache-plan.js';

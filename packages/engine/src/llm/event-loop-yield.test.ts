@@ -12,9 +12,20 @@ async function tookTurn(f: () => Promise<void>): Promise<boolean> {
 describe('EventLoopYield', () => {
   it('takes an event-loop turn once the interval has passed, and not before', async () => {
     const never = new EventLoopYield(Infinity);
-    expect(await tookTurn(() => never.maybe())).toBe(false);
+    expect(never.due()).toBe(false);
     const always = new EventLoopYield(0);
-    expect(await tookTurn(() => always.maybe())).toBe(true);
-    expect(await tookTurn(() => always.maybe())).toBe(true);
+    expect(always.due()).toBe(true);
+    expect(await tookTurn(() => always.yield())).toBe(true);
+    expect(always.due()).toBe(true);
+    expect(await tookTurn(() => always.yield())).toBe(true);
+  });
+
+  it('is due again only once the interval has passed since the last turn', async () => {
+    const turn = new EventLoopYield(20);
+    expect(turn.due()).toBe(false);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(turn.due()).toBe(true);
+    await turn.yield();
+    expect(turn.due()).toBe(false);
   });
 });

@@ -8,16 +8,24 @@
 /** Longest run of engine steps without an event-loop turn, in milliseconds. */
 const YIELD_EVERY_MS = 10;
 
-/** Tracks when the loop last yielded; {@link EventLoopYield.maybe} yields when {@link YIELD_EVERY_MS} have passed. */
+/**
+ * Tracks when the loop last yielded. A loop calls `if (turn.due()) await turn.yield();` after each step: no promise
+ * and no await at all between the turns (an `await` of a resolved promise per step still cost a microtask job and, in
+ * a stream, a resumption of the generator).
+ */
 export class EventLoopYield {
   private last = performance.now();
 
   /** @param everyMs longest run without a turn, ms (default {@link YIELD_EVERY_MS}). */
   constructor(private readonly everyMs = YIELD_EVERY_MS) {}
 
-  /** Resolves after an event-loop turn (setImmediate) when `everyMs` passed since the last one (or since construction), else at once. */
-  async maybe(): Promise<void> {
-    if (performance.now() - this.last < this.everyMs) return;
+  /** Whether `everyMs` passed since the last turn (or since construction). */
+  due(): boolean {
+    return performance.now() - this.last >= this.everyMs;
+  }
+
+  /** Resolves after an event-loop turn (setImmediate), and starts a new interval. */
+  async yield(): Promise<void> {
     await new Promise((r) => setImmediate(r));
     this.last = performance.now();
   }

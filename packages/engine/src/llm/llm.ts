@@ -33,6 +33,7 @@ import { kvKeepConfig } from '../runtime/kv-keep.js';
 import { KvTelemetry, type KvLayerTelemetry } from '../runtime/kv-telemetry.js';
 import { modelFingerprint } from './fingerprint.js';
 import { EventLoopYield } from './event-loop-yield.js';
+import { StreamDeltas, type StreamDelta } from './stream-deltas.js';
 import type { SchedulingPolicy } from '../runtime/scheduler.js';
 import type { SamplingParams } from '../sampling/params.js';
 
@@ -539,7 +540,8 @@ export class LLM {
       eosTokenIds: c.eosTokenIds,
       scheduler: { maxModelLen, maxNumSeqs: options.maxNumSeqs ?? 64, maxNumBatchedTokens: options.maxNumBatchedTokens ?? 512, policy: options.schedulingPolicy ?? 'fcfs' },
       detokenizer: {
-        decode: (ids, o) => model.tokenizer.decode(ids, { skipSpecialTokens: o.skipSpecialTokens }),
+        decode: (ids, o) => model.tokenizer.decode(ids, o),
+        appendedText: model.tokenizer.appendedText.bind(model.tokenizer),
         encode: (text) => model.tokenizer.encode(text, { addSpecialTokens: false }),
       },
     });
@@ -578,9 +580,9 @@ export class LLM {
     const done = new Map<string, RequestOutput>();
     const turn = new EventLoopYield();
     while (this.engine.hasUnfinishedRequests()) {
-      await this.engine.prepare();
+      if (this.engine.needsPrepare) await this.engine.prepare();
       for (const out of this.engine.step()) if (out.finished) done.set(out.requestId, out);
-      await turn.maybe();
+      if (turn.due()) await turn.yield();
     }
     return ids.map((id) => done.get(id)!);
   }
@@ -593,34 +595,20 @@ export class LLM {
   async *stream(
     prompt: string | { promptTokenIds: readonly number[] },
     params: SamplingParams = {},
-  ): AsyncGenerator<{ index: number; text: string; tokenIds: readonly number[]; finished: boolean; output: RequestOutput }> {
+  ): AsyncGenerator<StreamDelta> {
     const id = `stream-${this.nextId++}`;
     this.engine.addRequest(id, typeof prompt === 'string' ? this.encode(prompt) : [...prompt.promptTokenIds], params, await this.requestOptions(params));
-    const sent = new Map<number, { chars: number; tokens: number; done: boolean }>();
-    let finished = false;
+    const deltas = new StreamDeltas(id);
     const turn = new EventLoopYield();
     try {
-      while (!finished) {
-        await this.engine.prepare();
-        for (const out of this.engine.step()) {
-          if (out.requestId !== id) continue;
-          finished = out.finished;
-          for (const o of out.outputs) {
-            const st = sent.get(o.index) ?? { chars: 0, tokens: 0, done: false };
-            sent.set(o.index, st);
-            const done = o.finishReason !== undefined;
-            if (st.done || (o.tokenIds.length === st.tokens && o.text.length === st.chars && !done)) continue;
-            const delta = o.text.slice(st.chars);
-            st.chars = o.text.length;
-            st.tokens = o.tokenIds.length;
-            st.done = done;
-            yield { index: o.index, text: delta, tokenIds: o.tokenIds, finished: done, output: out };
-          }
-        }
-        await turn.maybe();
+      while (!deltas.finished) {
+        if (this.engine.needsPrepare) await this.engine.prepare();
+        const items = deltas.take(this.engine.step());
+        for (let i = 0; i < items.length; i++) yield items[i]!;
+        if (turn.due()) await turn.yield();
       }
     } finally {
-      if (!finished) this.engine.abortRequest(id);
+      if (!deltas.finished) this.engine.abortRequest(id);
     }
   }
 
@@ -650,7 +638,7 @@ export class LLM {
     const turn = new EventLoopYield();
     while (this.engine.hasUnfinishedRequests()) {
       for (const out of this.engine.step()) if (out.requestId === id && out.finished) result = out;
-      await turn.maybe();
+      if (turn.due()) await turn.yield();
     }
     const logprobs = result!.promptLogprobs!;
     let nllSum = 0;

@@ -16,8 +16,8 @@ import { DecodeStream } from '../tokenizer/decode-stream.js';
 import type { AttentionObserver, LlamaForward } from './forward.js';
 import type { TokenConstraint } from './constraint.js';
 import { KvKeepBlocks } from './kv-keep.js';
-import { ModelRunner, type ModelRunnerInput } from './model-runner.js';
-import { isPlainGreedy, Sampler, type SampleRequest } from './sampler.js';
+import { ModelRunner, type LogitsRows, type ModelRunnerInput } from './model-runner.js';
+import { noLogitsProcessors, Sampler } from './sampler.js';
 import { Scheduler, type SchedulerConfig, type SchedulerOutput, type SchedulerSequence } from './scheduler.js';
 
 /** Why a sequence stopped: vLLM's finish reasons. */
@@ -71,6 +71,11 @@ export interface Detokenizer {
   decode(ids: readonly number[], options: { skipSpecialTokens: boolean }): string;
   /** Token ids of a text without special tokens (for `badWords`); requests with bad words need it. */
   encode?(text: string): number[];
+  /**
+   * The text `id` adds after `prev` when it depends on `id` alone (`Tokenizer.appendedText`, the same with or without
+   * skipping special tokens): incremental detokenization then skips decoding. Optional.
+   */
+  appendedText?(prev: number, id: number): string | undefined;
 }
 
 /** Options of {@link LLMEngine.addRequest}. */
@@ -132,6 +137,17 @@ interface Request {
   promptLogprobs: (number | undefined)[] | undefined;
   promptTokenLogprobs: (TokenLogprobs | undefined)[] | undefined;
   readonly badWordsTokenIds: readonly (readonly number[])[];
+  /** No logits processor or penalty beyond min_tokens' stop masking (`noLogitsProcessors`, fixed per request). */
+  readonly noLogitsProcessors: boolean;
+  /**
+   * Fixed for the request's lifetime: temperature 0, no logprobs, {@link Request.noLogitsProcessors} and no raw
+   * prompt logits, so its tokens may come from the backend's argmax (once min_tokens masks nothing: checked per step).
+   */
+  readonly argmaxEligible: boolean;
+  /** Options of the detokenizer's `decode` for this request's text (one object, not one per decoded token). */
+  readonly decodeOptions: { readonly skipSpecialTokens: boolean };
+  /** The step that last reported this request (dedups a step's outputs without a set). */
+  lastTouchedStep: number;
   finished: boolean;
 }
 
@@ -306,6 +322,7 @@ export class LLMEngine {
         { field: 'prompt' },
       );
     }
+    const plainLogits = noLogitsProcessors(resolved, badWords, options.constraints?.some((c) => c !== undefined) === true);
     const request: Request = {
       id: requestId,
       prompt: [...promptTokenIds],
@@ -322,6 +339,10 @@ export class LLMEngine {
       forked: false,
       promptLogprobs: options.scoreOnly ? [undefined] : undefined,
       badWordsTokenIds: badWords,
+      noLogitsProcessors: plainLogits,
+      argmaxEligible: resolved.temperature === 0 && resolved.logprobs === undefined && !options.onPromptLogits && plainLogits,
+      decodeOptions: { skipSpecialTokens: resolved.skipSpecialTokens },
+      lastTouchedStep: -1,
       promptTokenLogprobs: resolved.promptLogprobs === undefined || options.scoreOnly ? undefined : new Array<TokenLogprobs | undefined>(promptTokenIds.length).fill(undefined),
       finished: false,
     };
@@ -412,91 +433,121 @@ export class LLMEngine {
   step(): RequestOutput[] {
     const plan = this.sched.schedule();
     this.recordScheduled(plan);
-    if (plan.scheduled.length === 0) return [];
-    const inputs: ModelRunnerInput[] = plan.scheduled.map(({ seq, allocation }) => ({
-      seqId: seq.id,
-      allocation,
-      logits: seq.request.options.scoreOnly || (seq.request.promptTokenLogprobs && !seq.request.forked) ? 'all' : 'last',
-    }));
+    const scheduled = plan.scheduled;
+    if (scheduled.length === 0) return [];
+    // Plain loops from here on: this runs once a token, and V8 optimizes a function called once a token only after
+    // hundreds of tokens; until then every callback, iterator and temporary object costs.
+    const inputs: ModelRunnerInput[] = new Array<ModelRunnerInput>(scheduled.length);
     // The logits are consumed within this step unless a caller's onPromptLogits may keep them: then a fresh array.
-    const reuseLogits = plan.scheduled.every(({ seq }) => !seq.request.options.onPromptLogits);
-    const { logits, rows, greedyTokens } = this.runner.execute(inputs, this.observer, this.greedyByArgmax(plan.scheduled, inputs), reuseLogits);
+    let reuseLogits = true;
+    let greedy = true;
+    for (let i = 0; i < scheduled.length; i++) {
+      const { seq, allocation } = scheduled[i]!;
+      const request = seq.request;
+      const logits = request.options.scoreOnly || (request.promptTokenLogprobs && !request.forked) ? 'all' : 'last';
+      inputs[i] = { seqId: seq.id, allocation, logits };
+      if (request.options.onPromptLogits) reuseLogits = false;
+      if (greedy) greedy = logits === 'last' && this.argmaxSamples(seq);
+    }
+    const { logits, rows, greedyTokens } = this.runner.execute(inputs, this.observer, greedy, reuseLogits);
     this.steps++;
     if (this.kvTiers) this.storeFullBlocks(plan, this.kvTiers);
 
-    const vocab = this.runner.vocabSize;
-    const touched = new Set<Request>();
-    for (const r of rows) {
-      const seq = plan.scheduled[r.index]!.seq;
+    const touched: Request[] = [];
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
+      const seq = scheduled[r.index]!.seq;
       const request = seq.request;
-      touched.add(request);
-      if (greedyTokens) {
-        // Every row is a plain greedy decode or finished prefill (greedyByArgmax): the backend's argmax took the token.
-        for (const g of this.forkChildren(seq)) this.appendToken(g, greedyTokens[r.firstRow]!, undefined);
-        continue;
+      if (request.lastTouchedStep !== this.steps) {
+        request.lastTouchedStep = this.steps;
+        touched.push(request);
       }
+      if (greedyTokens) {
+        // Every row is a plain greedy decode or finished prefill (argmaxSamples): the backend's argmax took the token.
+        this.appendToGroup(seq, greedyTokens[r.firstRow]!, undefined);
+      } else {
+        this.consumeRows(seq, r, logits);
+      }
+    }
+    return this.collect(touched);
+  }
+
+  /** A sampled step's rows of one sequence: prompt scoring, prompt logprobs, and the next token when the rows reach its end. */
+  private consumeRows(seq: Seq, r: LogitsRows, logits: Float32Array): void {
+    const request = seq.request;
+    const vocab = this.runner.vocabSize;
+    if (request.options.scoreOnly || (request.promptTokenLogprobs && !request.forked)) {
       const rowLogits = logits.subarray(r.firstRow * vocab, (r.firstRow + r.numRows) * vocab);
       if (request.options.scoreOnly) {
         request.options.onPromptLogits?.(r.firstPosition, rowLogits, r.numRows);
         request.promptLogprobs!.push(...this.sampler.scoreNextTokens(rowLogits, r.numRows, vocab, this.manager.tokenIds(seq.id), r.firstPosition));
         if (r.reachesEnd) this.finishSeq(seq, 'length', undefined);
-        continue;
+        return;
       }
-      if (request.promptTokenLogprobs && !request.forked) this.recordPromptLogprobs(request, rowLogits, r.numRows, r.firstPosition);
-      if (!r.reachesEnd) continue; // a prefill chunk computed for its prompt logprobs only
-      const sampleRow = rowLogits.subarray((r.numRows - 1) * vocab);
-      const group = this.forkChildren(seq);
-      const requests: SampleRequest[] = group.map((g) => ({
-        logits: sampleRow,
-        params: request.params,
-        promptTokenIds: request.prompt,
-        outputTokenIds: g.output,
-        rng: g.rng,
-        eosTokenIds: this.eosTokenIds,
-        badWordsTokenIds: request.badWordsTokenIds,
-        constraint: request.options.constraints?.[g.index],
-      }));
-      this.sampler.sample(requests).forEach((result, i) => this.appendToken(group[i]!, result.token, result.logprobs));
+      this.recordPromptLogprobs(request, rowLogits, r.numRows, r.firstPosition);
     }
-    return this.collect(touched);
+    if (!r.reachesEnd) return; // a prefill chunk computed for its prompt logprobs only
+    const last = r.firstRow + r.numRows - 1;
+    // A decode step's single row is the whole (reused) logits array: no view to make.
+    const row = logits.length === vocab ? logits : logits.subarray(last * vocab, (last + 1) * vocab);
+    const children = request.forked ? undefined : this.forkChildren(seq);
+    if (children) for (const child of children) this.sampleAndAppend(child, row);
+    this.sampleAndAppend(seq, row);
+  }
+
+  /** Samples `seq`'s next token from its logits row and appends it. */
+  private sampleAndAppend(seq: Seq, row: Float32Array): void {
+    const request = seq.request;
+    const result = this.sampler.sampleOne({
+      logits: row,
+      params: request.params,
+      promptTokenIds: request.prompt,
+      outputTokenIds: seq.output,
+      rng: seq.rng,
+      eosTokenIds: this.eosTokenIds,
+      badWordsTokenIds: request.badWordsTokenIds,
+      constraint: request.options.constraints?.[seq.index],
+      noLogitsProcessors: request.noLogitsProcessors,
+    });
+    this.appendToken(seq, result.token, result.logprobs);
+  }
+
+  /** Appends one token taken for `seq`'s row to `seq` and, at the end of its prompt, to its new children (children first). */
+  private appendToGroup(seq: Seq, token: number, logprobs: TokenLogprobs | undefined): void {
+    const children = seq.request.forked ? undefined : this.forkChildren(seq);
+    if (children) for (const child of children) this.appendToken(child, token, logprobs);
+    this.appendToken(seq, token, logprobs);
   }
 
   /**
-   * The sequences that sample from `seq`'s row: itself, and at the end of its prompt (n > 1) its new children, forked
-   * here (copy-on-write blocks), children first.
+   * At the end of its prompt (the first token), forks `seq`'s n - 1 children (copy-on-write blocks), which sample
+   * from the same row; returns them (empty for n = 1).
    */
   private forkChildren(seq: Seq): Seq[] {
     const request = seq.request;
-    const group: Seq[] = [];
-    if (!request.forked) {
-      request.forked = true;
-      request.firstTokenTime = now();
-      for (let i = 1; i < request.params.n; i++) {
-        const child = this.newSeq(request, i, 0);
-        child.rng = cloneSeededRng(seq.rng, i);
-        this.sched.fork(seq, child);
-        this.runner.forkSequence(seq.id, child.id);
-        group.push(child);
-      }
+    const children: Seq[] = [];
+    request.forked = true;
+    request.firstTokenTime = now();
+    for (let i = 1; i < request.params.n; i++) {
+      const child = this.newSeq(request, i, 0);
+      child.rng = cloneSeededRng(seq.rng, i);
+      this.sched.fork(seq, child);
+      this.runner.forkSequence(seq.id, child.id);
+      children.push(child);
     }
-    group.push(seq);
-    return group;
+    return children;
   }
 
   /**
-   * Whether this step's tokens can be taken by the backend's `argmax` kernel (on the device when the activations live
-   * there, in native code on the CPU backends): no sequence wants every row (scoring, prompt logprobs, raw prompt
-   * logits), and every scheduled sequence samples its next token as the plain argmax ({@link isPlainGreedy}). A
-   * prefill chunk that stops short of its prompt's end has no row and no token. On the host this skips the sampler's
-   * copy of the logits and its JavaScript pass over them (~0.1 ms a token at a 32k vocabulary).
+   * Whether `seq`'s next token can be taken by the backend's `argmax` kernel (on the device when the activations live
+   * there, in native code on the CPU backends): it samples its next token as the plain argmax (its request is
+   * {@link Request.argmaxEligible} and min_tokens masks nothing now) and wants no prompt rows. A step uses the kernel
+   * when every scheduled sequence can (a prefill chunk that stops short of its prompt's end has no row and no token;
+   * children forked at the prompt's end sample from this row too, with the same empty output). On the host this skips
+   * the sampler's copy of the logits and its JavaScript pass over them (~0.1 ms a token at a 32k vocabulary).
    */
-  private greedyByArgmax(scheduled: SchedulerOutput<Seq>['scheduled'], inputs: readonly ModelRunnerInput[]): boolean {
-    if (inputs.some((i) => i.logits === 'all')) return false;
-    return scheduled.every(({ seq }) => {
-      const r = seq.request;
-      // Children forked at the prompt's end sample from this row too, with the same (empty) output.
-      return isPlainGreedy(r.params, seq.output.length, r.badWordsTokenIds, r.options.constraints?.some((c) => c !== undefined) === true) && !r.options.onPromptLogits;
-    });
+  private argmaxSamples(seq: Seq): boolean {
+    return seq.request.argmaxEligible && seq.output.length >= seq.request.params.minTokens;
   }
 
   /** Bookkeeping of a scheduling decision: preemption counts, admission times and cache hits, prompt tokens computed. */
@@ -505,9 +556,10 @@ export class LLMEngine {
       seq.request.numPreemptions++;
       this.runner.releaseSequence(seq.id); // recomputed from position 0 when readmitted
     }
-    const admitted = new Set(plan.admitted);
-    for (const { seq, allocation } of plan.scheduled) {
-      if (admitted.has(seq)) {
+    const admitted = plan.admitted.length > 0 ? new Set(plan.admitted) : undefined;
+    for (let i = 0; i < plan.scheduled.length; i++) {
+      const { seq, allocation } = plan.scheduled[i]!;
+      if (admitted?.has(seq)) {
         seq.request.numCachedTokens = allocation.numCachedTokens;
         seq.request.firstScheduledTime ??= now();
       }
@@ -658,10 +710,11 @@ export class LLMEngine {
       seq.deferredText++; // decoded in finishSeq
     } else if (d) {
       // Incremental: each token decodes a window of a few recent ids (DecodeStream), not the whole output again (that
-      // grew the per-token cost with the output length), and text is only appended: an incomplete UTF-8 character is
-      // held back until it completes (or the sequence finishes), so streamed deltas stay a prefix of the final text.
+      // grew the per-token cost with the output length), or none when the detokenizer knows the token's text after the
+      // previous one (appendedText), and text is only appended: an incomplete UTF-8 character is held back until it
+      // completes (or the sequence finishes), so streamed deltas stay a prefix of the final text.
       const before = seq.text.length;
-      seq.textStream ??= new DecodeStream((ids) => d.decode(ids, { skipSpecialTokens: p.skipSpecialTokens }), this.singleDecodes[p.skipSpecialTokens ? 1 : 0]);
+      seq.textStream ??= this.decodeStream(d, seq.request.decodeOptions);
       seq.text += seq.textStream.push(token);
       if (mayStop && seq.text.length > before) {
         // Earlier text was searched at earlier steps (once stops applied): only matches reaching the new text are new.
@@ -677,6 +730,15 @@ export class LLMEngine {
       }
     }
     if (seq.output.length >= p.maxTokens || total >= this.maxModelLen) this.finishSeq(seq, 'length', undefined);
+  }
+
+  /** An incremental detokenizer of one sequence's output. */
+  private decodeStream(d: Detokenizer, options: { readonly skipSpecialTokens: boolean }): DecodeStream {
+    return new DecodeStream(
+      (ids) => d.decode(ids, options),
+      this.singleDecodes[options.skipSpecialTokens ? 1 : 0],
+      d.appendedText?.bind(d),
+    );
   }
 
   private finishSeq(seq: Seq, reason: FinishReason, stopReason: string | number | undefined): void {
@@ -700,9 +762,10 @@ export class LLMEngine {
     }
   }
 
-  private collect(touched: Set<Request>): RequestOutput[] {
+  private collect(touched: readonly Request[]): RequestOutput[] {
     const outputs: RequestOutput[] = [];
-    for (const request of touched) {
+    for (let i = 0; i < touched.length; i++) {
+      const request = touched[i]!;
       // A finalTextOnly request is reported once, finished: no per-step snapshot (each copies the output so far).
       if (request.options.finalTextOnly && !request.finished) continue;
       outputs.push(this.output(request));
@@ -726,6 +789,19 @@ export class LLMEngine {
   }
 
   private output(request: Request): RequestOutput {
+    const outputs: CompletionOutput[] = new Array<CompletionOutput>(request.seqs.length);
+    for (let i = 0; i < request.seqs.length; i++) {
+      const seq = request.seqs[i]!;
+      outputs[i] = {
+        index: seq.index,
+        text: seq.text,
+        tokenIds: seq.output.slice(),
+        logprobs: seq.logprobs ? seq.logprobs.slice() : undefined,
+        cumulativeLogprob: seq.logprobs ? seq.cumulativeLogprob : undefined,
+        finishReason: seq.finishReason,
+        stopReason: seq.stopReason,
+      };
+    }
     return {
       requestId: request.id,
       promptTokenIds: request.prompt,
@@ -740,15 +816,7 @@ export class LLMEngine {
         numCachedTokens: request.numCachedTokens,
         numPreemptions: request.numPreemptions,
       },
-      outputs: request.seqs.map((seq) => ({
-        index: seq.index,
-        text: seq.text,
-        tokenIds: [...seq.output],
-        logprobs: seq.logprobs ? [...seq.logprobs] : undefined,
-        cumulativeLogprob: seq.logprobs ? seq.cumulativeLogprob : undefined,
-        finishReason: seq.finishReason,
-        stopReason: seq.stopReason,
-      })),
+      outputs,
     };
   }
 }

@@ -86,7 +86,8 @@ export class ModelRunner {
     const numSeqs = inputs.length;
     let numTokens = 0;
     let maxBlocks = 1;
-    for (const { seqId, allocation } of inputs) {
+    for (let s = 0; s < numSeqs; s++) {
+      const { seqId, allocation } = inputs[s]!;
       maxBlocks = Math.max(maxBlocks, this.manager.getSequence(seqId).numBlocks);
       numTokens += allocation.numNewTokens;
     }

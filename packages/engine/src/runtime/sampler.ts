@@ -26,6 +26,11 @@ export interface SampleRequest {
   readonly badWordsTokenIds?: readonly (readonly number[])[];
   /** Structured outputs: masks the tokens the grammar does not allow next (first, before every other processor). */
   readonly constraint?: TokenConstraint | undefined;
+  /**
+   * {@link noLogitsProcessors} of `params`, `badWordsTokenIds` and `constraint`, when the caller keeps it per request
+   * (it is fixed for a request's lifetime); computed here when absent.
+   */
+  readonly noLogitsProcessors?: boolean;
 }
 
 /** The sampled token and, when `params.logprobs` is set, its logprob and the top alternatives (from the raw logits). */
@@ -35,35 +40,22 @@ export interface SampleResult {
 }
 
 /**
- * Whether no logits processor or penalty can change a logit of this request's next row: no allowed ids, bad words,
- * logit bias, min_tokens' stop masking (while `outputLength < minTokens`), repetition / presence / frequency
- * penalty, or structured-output constraint. Then the raw row is the processed row.
+ * Whether no logits processor or penalty of a request can change a logit of any of its rows, except min_tokens' stop
+ * masking (while fewer than `minTokens` tokens were generated): no allowed ids, bad words, logit bias, repetition /
+ * presence / frequency penalty, or structured-output constraint. Fixed for the request's lifetime, so callers may
+ * compute it once per request. When it holds and min_tokens masks nothing, the raw row is the processed row (and at
+ * temperature 0 without logprobs the token is its plain argmax, which the backend can take on the device).
  */
-function rowUnchanged(params: ResolvedSamplingParams, outputLength: number, badWordsTokenIds: readonly (readonly number[])[] | undefined, constrained: boolean): boolean {
+export function noLogitsProcessors(params: ResolvedSamplingParams, badWordsTokenIds: readonly (readonly number[])[] | undefined, constrained: boolean): boolean {
   return (
     params.allowedTokenIds === undefined &&
     (badWordsTokenIds === undefined || badWordsTokenIds.length === 0) &&
     params.logitBias.size === 0 &&
-    outputLength >= params.minTokens &&
     params.repetitionPenalty === 1 &&
     params.presencePenalty === 0 &&
     params.frequencyPenalty === 0 &&
     !constrained
   );
-}
-
-/**
- * Whether a request's next token is the plain argmax of the raw logits: temperature 0, no logprobs, and no logits
- * processor or penalty that could change a logit ({@link rowUnchanged}). Such a token can be taken on the device
- * (`argmax` over device logits) without the logits coming to the host.
- */
-export function isPlainGreedy(
-  params: ResolvedSamplingParams,
-  outputLength: number,
-  badWordsTokenIds: readonly (readonly number[])[] | undefined,
-  constrained: boolean,
-): boolean {
-  return params.temperature === 0 && params.logprobs === undefined && rowUnchanged(params, outputLength, badWordsTokenIds, constrained);
 }
 
 /** Sampling and scoring over logits rows. Stateless: every input is in the request. */
@@ -87,23 +79,29 @@ export class Sampler {
    * `logprobs_mode`).
    */
   sample(requests: readonly SampleRequest[]): SampleResult[] {
-    return requests.map((r) => {
-      const p = r.params;
-      // The draw reads its row without changing it: the raw row when nothing processes it (sampling with plain
-      // temperature / top-k / top-p / min-p), else a copy into a reused buffer (a fresh vocabulary-sized array each
-      // token cost ~0.1 ms of garbage collection in a process holding a model).
-      let work = r.logits;
-      if (!rowUnchanged(p, r.outputTokenIds.length, r.badWordsTokenIds, r.constraint !== undefined)) {
-        if (this.work.length < r.logits.length) this.work = new Float32Array(r.logits.length);
-        work = this.work.length === r.logits.length ? this.work : this.work.subarray(0, r.logits.length);
-        work.set(r.logits);
-        r.constraint?.applyTo(work);
-        applyLogitsProcessors(work, p, r.outputTokenIds, r.eosTokenIds, r.badWordsTokenIds);
-        applyPenalties(work, p, r.promptTokenIds, r.outputTokenIds);
-      }
-      const token = sampleToken(work, p, r.rng, this.pass);
-      return { token, logprobs: p.logprobs === undefined ? undefined : tokenLogprobs(r.logits, token, p.logprobs) };
-    });
+    const out: SampleResult[] = new Array<SampleResult>(requests.length);
+    for (let i = 0; i < requests.length; i++) out[i] = this.sampleOne(requests[i]!);
+    return out;
+  }
+
+  /** {@link sample} for one request (no arrays: the engine's per-token path). */
+  sampleOne(r: SampleRequest): SampleResult {
+    const p = r.params;
+    // The draw reads its row without changing it: the raw row when nothing processes it (sampling with plain
+    // temperature / top-k / top-p / min-p), else a copy into a reused buffer (a fresh vocabulary-sized array each
+    // token cost ~0.1 ms of garbage collection in a process holding a model).
+    let work = r.logits;
+    const unchanged = r.outputTokenIds.length >= p.minTokens && (r.noLogitsProcessors ?? noLogitsProcessors(p, r.badWordsTokenIds, r.constraint !== undefined));
+    if (!unchanged) {
+      if (this.work.length < r.logits.length) this.work = new Float32Array(r.logits.length);
+      work = this.work.length === r.logits.length ? this.work : this.work.subarray(0, r.logits.length);
+      work.set(r.logits);
+      r.constraint?.applyTo(work);
+      applyLogitsProcessors(work, p, r.outputTokenIds, r.eosTokenIds, r.badWordsTokenIds);
+      applyPenalties(work, p, r.promptTokenIds, r.outputTokenIds);
+    }
+    const token = sampleToken(work, p, r.rng, this.pass);
+    return { token, logprobs: p.logprobs === undefined ? undefined : tokenLogprobs(r.logits, token, p.logprobs) };
   }
 
   /**

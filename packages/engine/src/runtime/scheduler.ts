@@ -168,9 +168,11 @@ export class Scheduler<S extends SchedulerSequence> {
     let budget = this.maxNumBatchedTokens;
 
     // 1. Running sequences: decode (1 token) or the next chunk of a chunked prefill.
-    for (const seq of [...this.runningQueue]) {
+    const running = this.runningQueue.slice(); // preemption below changes the queue
+    for (let i = 0; i < running.length; i++) {
+      const seq = running[i]!;
       if (budget === 0) break;
-      if (!this.runningQueue.includes(seq)) continue; // preempted as a victim earlier in this loop
+      if (preempted.length > 0 && !this.runningQueue.includes(seq)) continue; // preempted as a victim earlier in this loop
       const info = this.manager.getSequence(seq.id);
       const numNew = Math.min(info.numTokens - info.numComputedTokens, budget);
       if (numNew <= 0) continue;

@@ -240,7 +240,11 @@ export function buildDecoder(value: unknown, field = 'decoder'): Decoder {
       const list = d.decoders;
       if (!Array.isArray(list)) throw unsupported(`${field}.decoders`, list);
       const parts = list.map((x, i) => buildDecoder(x, `${field}.decoders[${i}]`));
-      return (tokens) => parts.reduce((acc, f) => f(acc), tokens);
+      return (tokens) => {
+        let out = tokens;
+        for (let i = 0; i < parts.length; i++) out = parts[i]!(out);
+        return out;
+      };
     }
     case 'ByteLevel':
       return (tokens) => {
@@ -265,7 +269,8 @@ export function buildDecoder(value: unknown, field = 'decoder'): Decoder {
           }
           pending = [];
         };
-        for (const t of tokens) {
+        for (let i = 0; i < tokens.length; i++) {
+          const t = tokens[i]!;
           const m = t.length === 6 ? /^<0x([0-9A-Fa-f]{2})>$/.exec(t) : null;
           if (m) pending.push(parseInt(m[1]!, 16));
           else {
@@ -279,23 +284,12 @@ export function buildDecoder(value: unknown, field = 'decoder'): Decoder {
     case 'Fuse':
       return (tokens) => [tokens.join('')];
     case 'Replace': {
-      const re = patternRegex(d.pattern, `${field}.pattern`);
-      const content = str(d, 'content', field);
-      return (tokens) => tokens.map((t) => t.replace(re, () => content));
+      const replace = replaceStep(d, field);
+      return (tokens) => tokens.map(replace);
     }
     case 'Strip': {
-      const content = str(d, 'content', field);
-      const start = int(d, 'start', field, 0);
-      const stop = int(d, 'stop', field, 0);
-      return (tokens) =>
-        tokens.map((t) => {
-          const chars = [...t];
-          let a = 0;
-          let b = chars.length;
-          while (a < start && a < b && chars[a] === content) a++;
-          while (chars.length - b < stop && b > a && chars[b - 1] === content) b--;
-          return chars.slice(a, b).join('');
-        });
+      const strip = stripStep(d, field);
+      return (tokens) => tokens.map(strip);
     }
     case 'Metaspace': {
       const replacement = str(d, 'replacement', field, '▁');
@@ -309,6 +303,141 @@ export function buildDecoder(value: unknown, field = 'decoder'): Decoder {
     default:
       throw unsupported(`${field}.type`, d.type);
   }
+}
+
+/** A decoder `Replace` step on one token string. */
+function replaceStep(d: Json, field: string): (t: string) => string {
+  const re = patternRegex(d.pattern, `${field}.pattern`);
+  const content = str(d, 'content', field);
+  return literalReplacer(d.pattern, content) ?? ((t) => t.replace(re, () => content));
+}
+
+/**
+ * A decoder `Replace` of a `{"String": ...}` pattern as a plain `replaceAll` (the regex of {@link patternRegex} gives
+ * the same text, slower: decoding runs once a generated token), or undefined for a regex pattern. Only for a pattern
+ * without surrogate code units, whose code-unit matches are exactly the `u`-mode regex's code-point matches.
+ */
+function literalReplacer(pattern: unknown, content: string): ((t: string) => string) | undefined {
+  const p = (pattern as Json).String;
+  if (typeof p !== 'string' || p.length === 0 || /[\uD800-\uDFFF]/.test(p)) return undefined;
+  // A replacement string is taken literally by replaceAll unless it has `$` patterns.
+  return content.includes('$') ? (t) => t.replaceAll(p, () => content) : (t) => t.replaceAll(p, content);
+}
+
+/** A decoder `Strip` step on one token string. */
+function stripStep(d: Json, field: string): (t: string) => string {
+  const content = str(d, 'content', field);
+  const start = int(d, 'start', field, 0);
+  const stop = int(d, 'stop', field, 0);
+  return isOneCodePoint(content) ? (t) => stripCodePoint(t, content, start, stop) : (t) => stripChars(t, content, start, stop);
+}
+
+/** Whether `s` is exactly one code point (one character that is not a surrogate, or one surrogate pair). */
+function isOneCodePoint(s: string): boolean {
+  const c = s.charCodeAt(0);
+  if (s.length === 1) return c < 0xd800 || c > 0xdfff;
+  return s.length === 2 && c >= 0xd800 && c <= 0xdbff && s.charCodeAt(1) >= 0xdc00 && s.charCodeAt(1) <= 0xdfff;
+}
+
+/** The decoder `Strip`: up to `start` leading and `stop` trailing characters (code points) equal to `content` removed. */
+function stripChars(t: string, content: string, start: number, stop: number): string {
+  const chars = [...t];
+  let a = 0;
+  let b = chars.length;
+  while (a < start && a < b && chars[a] === content) a++;
+  while (chars.length - b < stop && b > a && chars[b - 1] === content) b--;
+  return chars.slice(a, b).join('');
+}
+
+/**
+ * {@link stripChars} for a `content` of one code point ({@link isOneCodePoint}), on code units: a match of it starts
+ * and ends on character boundaries, so no splitting into characters is needed.
+ */
+function stripCodePoint(t: string, content: string, start: number, stop: number): string {
+  let a = 0;
+  for (let n = 0; n < start && t.startsWith(content, a); n++) a += content.length;
+  let b = t.length;
+  for (let n = 0; n < stop && b > a && t.endsWith(content, b); n++) b -= content.length;
+  return a === 0 && b === t.length ? t : t.slice(a, b);
+}
+
+/** How one model piece takes part in a two-token window `[prev, piece]` (see {@link AppendRule}). */
+interface PieceAppend {
+  /**
+   * The text the piece adds after a `prev` that leads: `decode([prev, piece])` is `decode([prev]) + tail`. Undefined
+   * when that depends on the neighbours (a byte-fallback piece, bytes that are not complete UTF-8 on their own).
+   */
+  readonly tail: string | undefined;
+  /** Whether the piece, as `prev`, is followed by exactly the tail of every piece that has one. */
+  readonly leads: boolean;
+}
+
+/**
+ * How a decoder's text grows by one token where that depends on the token alone: incremental detokenization then
+ * appends the token's tail instead of decoding a window of ids (see `Tokenizer.appendedText`).
+ */
+export type AppendRule = (piece: string) => PieceAppend;
+
+/** A byte-fallback piece (`<0xNN>`), which the `ByteFallback` decoder merges with its neighbours. */
+const BYTE_PIECE = /^<0x[0-9A-Fa-f]{2}>$/;
+
+/**
+ * The {@link AppendRule} of `tokenizer.json`'s `decoder` (validated by {@link buildDecoder} first), for the decoders
+ * whose text is a concatenation of per-token texts past the first token; undefined for any other decoder:
+ * - `ByteLevel` alone: the bytes of the pieces are concatenated and decoded as UTF-8, so a piece whose bytes are
+ *   complete UTF-8 adds its own text (unless it starts with a byte-order mark, which the decoder drops only at the
+ *   start of the text) after a piece whose bytes are complete UTF-8;
+ * - `Metaspace` alone: each piece maps to its text on its own (only the first one loses a leading space);
+ * - SentencePiece-style `Replace`* (per piece), then optionally `ByteFallback`, then optionally `Fuse` and a `Strip`
+ *   of leading characters only: a piece that is not a byte after the replacements adds its replaced text after a
+ *   piece whose own decoded text is not empty (the strip stops inside that piece).
+ */
+export function buildAppendRule(value: unknown): AppendRule | undefined {
+  const steps: Json[] = [];
+  const walk = (v: unknown): void => {
+    if (v === null || v === undefined) return;
+    const d = v as Json;
+    if (d.type === 'Sequence' && Array.isArray(d.decoders)) d.decoders.forEach(walk);
+    else steps.push(d);
+  };
+  walk(value);
+  if (steps.length === 0) return undefined; // no decoder: the pieces are joined with spaces
+  if (steps.length === 1 && steps[0]!.type === 'ByteLevel') return byteLevelAppend;
+  if (steps.length === 1 && steps[0]!.type === 'Metaspace') {
+    const replacement = str(steps[0]!, 'replacement', 'decoder', '▁');
+    return (piece) => ({ tail: piece.replaceAll(replacement, ' '), leads: true });
+  }
+  const replaces: ((t: string) => string)[] = [];
+  let i = 0;
+  for (; i < steps.length && steps[i]!.type === 'Replace'; i++) replaces.push(replaceStep(steps[i]!, 'decoder'));
+  const byteFallback = steps[i]?.type === 'ByteFallback';
+  if (byteFallback) i++;
+  let strip = (t: string): string => t;
+  if (steps[i]?.type === 'Fuse') {
+    i++;
+    if (steps[i]?.type === 'Strip' && int(steps[i]!, 'stop', 'decoder', 0) === 0) strip = stripStep(steps[i++]!, 'decoder');
+  }
+  if (i !== steps.length) return undefined;
+  return (piece) => {
+    let t = piece;
+    for (let k = 0; k < replaces.length; k++) t = replaces[k]!(t);
+    // Not a byte: ByteFallback passes it as it is, so decode([piece]) is strip(t).
+    return byteFallback && BYTE_PIECE.test(t) ? { tail: undefined, leads: false } : { tail: t, leads: strip(t) !== '' };
+  };
+}
+
+/** {@link buildAppendRule} of a `ByteLevel` decoder. */
+function byteLevelAppend(piece: string): PieceAppend {
+  const bytes = Uint8Array.from(byteLevelToBytes(piece) ?? utf8Encoder.encode(piece));
+  let text: string;
+  try {
+    text = fatalUtf8.decode(bytes);
+  } catch {
+    return { tail: undefined, leads: false }; // not complete UTF-8 on its own
+  }
+  // A leading byte-order mark is dropped by the decoder only at the start of the text (fatalUtf8 drops it too).
+  const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf;
+  return { tail: bom ? undefined : text, leads: true };
 }
 
 /** The raw bytes of one model piece (see {@link buildTokenBytes}). */

@@ -8,7 +8,8 @@ const SINGLE_CACHE_MAX = 65536;
  * text that became final: output is held back while the window's text ends in U+FFFD (an incomplete UTF-8
  * sequence), and the window always keeps the previous token so that decoders which strip a leading space from the
  * first token (SentencePiece) do not eat real spaces. The concatenation of all returned strings and
- * {@link DecodeStream.flush} equals `decode(allIds)` for the tokenizers this engine supports.
+ * {@link DecodeStream.flush} equals `decode(allIds)` for the tokenizers this engine supports. With an `appended`
+ * function (`Tokenizer.appendedText`), a token after a fully returned one usually needs no decoding at all.
  */
 export class DecodeStream {
   private ids: number[] = [];
@@ -22,14 +23,27 @@ export class DecodeStream {
    * @param single optional cache of one-id decodes, shared by the streams of one `decode` (same tokenizer, same
    *   options): the window before the newest token is usually that one previous token, so each push decodes once
    *   instead of twice. Filled up to {@link SINGLE_CACHE_MAX} ids.
+   * @param appended optional `(prev, id) => decode([prev, id]) minus decode([prev])` when that depends on `id` alone
+   *   and is final (non-empty, not ending in U+FFFD), else undefined (`Tokenizer.appendedText`, with the same
+   *   tokenizer and options as `decode`): when the window is just the previous token and nothing is held back, its
+   *   text is what `push` would return after decoding the window, and the window moves the same way.
    */
   constructor(
     private readonly decode: (ids: readonly number[]) => string,
     private readonly single?: Map<number, string>,
+    private readonly appended?: (prev: number, id: number) => string | undefined,
   ) {}
 
   /** Add one token id; returns the newly completed text (possibly empty). */
   push(id: number): string {
+    if (this.appended !== undefined && this.readOffset === this.ids.length && this.readOffset - this.prefixOffset === 1) {
+      const text = this.appended(this.ids[this.prefixOffset]!, id);
+      if (text !== undefined) {
+        this.ids.push(id);
+        this.markRead();
+        return text;
+      }
+    }
     this.ids.push(id);
     const prefixText = this.prefixText();
     const text = this.decode(this.ids.slice(this.prefixOffset));
@@ -62,6 +76,12 @@ export class DecodeStream {
 
   private advance(text: string, prefixText: string): string {
     const out = text.startsWith(prefixText) ? text.slice(prefixText.length) : text.slice(Math.min(prefixText.length, text.length));
+    this.markRead();
+    return out;
+  }
+
+  /** Every id is returned: the next window starts at the previously unread ones. */
+  private markRead(): void {
     this.prefixOffset = this.readOffset;
     this.readOffset = this.ids.length;
     if (this.prefixOffset > 64) {
@@ -69,6 +89,5 @@ export class DecodeStream {
       this.readOffset -= this.prefixOffset;
       this.prefixOffset = 0;
     }
-    return out;
   }
 }

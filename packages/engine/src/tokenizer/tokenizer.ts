@@ -1,11 +1,13 @@
 import { EngineError, describeValue } from '../errors.js';
 import { BpeModel } from './bpe.js';
 import {
+  buildAppendRule,
   buildDecoder,
   buildNormalizer,
   buildPostProcessor,
   buildPreTokenizer,
   buildTokenBytes,
+  type AppendRule,
   type Decoder,
   type Normalizer,
   type PreTokenizer,
@@ -123,6 +125,7 @@ export class Tokenizer {
   private readonly preTokenizer: PreTokenizer;
   private readonly decoder: Decoder;
   private readonly pieceBytes: TokenBytes;
+  private readonly appendRule: AppendRule | undefined;
   private readonly addedIds: ReadonlySet<number>;
   private readonly prefix: readonly number[];
   private readonly suffix: readonly number[];
@@ -243,6 +246,7 @@ export class Tokenizer {
     this.preTokenizer = wrap(file, () => buildPreTokenizer(json.pre_tokenizer));
     this.decoder = wrap(file, () => buildDecoder(json.decoder));
     this.pieceBytes = wrap(file, () => buildTokenBytes(json.decoder));
+    this.appendRule = buildAppendRule(json.decoder);
     this.addedIds = new Set(added.map((t) => t.id));
     let { prefix, suffix } = wrap(file, () => buildPostProcessor(json.post_processor));
 
@@ -366,7 +370,8 @@ export class Tokenizer {
   decode(ids: readonly number[], options: DecodeOptions = {}): string {
     const skip = options.skipSpecialTokens ?? false;
     const tokens: string[] = [];
-    for (const id of ids) {
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
       const piece = Number.isInteger(id) ? this.idToPiece[id] : undefined;
       if (piece === undefined) {
         throw new EngineError('INVALID_ARGUMENT', `token id ${id} is outside the vocabulary [0, ${this.vocabSize})`, { field: 'ids' });
@@ -401,12 +406,48 @@ export class Tokenizer {
     const single = (skip ? this.singleSkip : this.singleKeep) ?? new Map<number, string>();
     if (skip) this.singleSkip = single;
     else this.singleKeep = single;
-    return new DecodeStream((ids) => this.decode(ids, options), single);
+    return new DecodeStream((ids) => this.decode(ids, options), single, this.appendedText.bind(this));
   }
 
   /** One-id decodes shared by this tokenizer's decode streams (with and without special tokens). */
   private singleKeep: Map<number, string> | undefined;
   private singleSkip: Map<number, string> | undefined;
+
+  /**
+   * The text token `id` adds after token `prev`, `decode([prev, id])` minus `decode([prev])`, where the decoder makes
+   * it depend on `id` alone (see `buildAppendRule`: byte-level BPE, SentencePiece-style and Metaspace decoders) and it
+   * is final: not empty, and not ending in U+FFFD (what {@link DecodeStream} would hold back). Undefined otherwise,
+   * and for added tokens and ids outside the vocabulary (decode the pair instead). The same with or without
+   * `skipSpecialTokens` (special tokens are added tokens). An array lookup per id once computed (lazily, per id).
+   */
+  appendedText(prev: number, id: number): string | undefined {
+    if (this.appendRule === undefined || !this.inVocabulary(prev) || !this.inVocabulary(id)) return undefined;
+    const tails = (this.tails ??= { index: new Int32Array(this.vocabSize), texts: [''], leads: new Uint8Array(this.vocabSize) });
+    if (tails.leads[prev] === 0) this.describePiece(prev, tails);
+    if (tails.leads[id] === 0) this.describePiece(id, tails);
+    const at = tails.index[id]!;
+    return at > 0 && tails.leads[prev] === 1 ? tails.texts[at] : undefined;
+  }
+
+  /**
+   * Per id, for {@link appendedText}: where its tail is in `texts` (-1: none), and whether it leads (1: yes, 2: no;
+   * 0: the id is not described yet). Created at the first call, filled as ids come.
+   */
+  private tails: { index: Int32Array; texts: string[]; leads: Uint8Array } | undefined;
+
+  private inVocabulary(id: number): boolean {
+    return Number.isInteger(id) && id >= 0 && id < this.vocabSize;
+  }
+
+  /** Fills in `id`'s tail and whether it leads (an added token has no tail and does not lead). */
+  private describePiece(id: number, tails: { index: Int32Array; texts: string[]; leads: Uint8Array }): void {
+    const piece = this.idToPiece[id];
+    const d = piece === undefined || this.addedIds.has(id) ? undefined : this.appendRule!(piece);
+    const tail = d?.tail;
+    tails.index[id] = tail === undefined || tail === '' || tail.endsWith('\uFFFD') ? -1 : tails.texts.push(tail) - 1;
+    tails.leads[id] = d?.leads === true ? 1 : 2;
+  }
+
 }
 
 function wrap<T>(file: string, build: () => T): T {
