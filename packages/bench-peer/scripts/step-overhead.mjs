@@ -7,7 +7,7 @@
 // vocabularies of 32k-262k (Llama 2/3, Qwen3 and Gemma 3 sizes), as a share of the same decode step.
 //
 //   pnpm --filter @kvq/bench-peer build
-//   node packages/bench-peer/scripts/step-overhead.mjs --model /tmp/kvq-bench-peer/llama-768x12-q8_0.gguf [--kv fp8_e4m3] [--tokens 128]
+//   node packages/bench-peer/scripts/step-overhead.mjs --model /tmp/kvq-bench-peer/llama-768x12-q8_0.gguf [--kv fp8_e4m3] [--tokens 128] [--warmup 2048]
 import { LLM, resolveSamplingParams, sampleToken, SeededRng } from '@kvq/engine';
 
 const args = process.argv.slice(2);
@@ -53,14 +53,22 @@ async function run(label, params, streaming) {
   return { label, stepMs: total / tokens, outside: 1 - forwardMs / total };
 }
 
+const cases = [
+  ['greedy, generate()', { temperature: 0, ignoreEos: true }, false],
+  ['T 0.8, top-p 0.95, top-k 50, generate()', { temperature: 0.8, topP: 0.95, topK: 50, seed: 1, ignoreEos: true }, false],
+  ['T 0.8, top-p 0.95, stream() with detokenizing', { temperature: 0.8, topP: 0.95, seed: 1, ignoreEos: true }, true],
+];
+// Two rounds from a fresh process (its first tokens: V8 has not optimized the once-a-token JavaScript yet), then two
+// after --warmup tokens of each case (a server's steady state; 0 skips them).
 const rows = [];
-for (let r = 0; r < 2; r++) {
-  rows.push(await run('greedy, generate()', { temperature: 0, ignoreEos: true }, false));
-  rows.push(await run('T 0.8, top-p 0.95, top-k 50, generate()', { temperature: 0.8, topP: 0.95, topK: 50, seed: 1, ignoreEos: true }, false));
-  rows.push(await run('T 0.8, top-p 0.95, stream() with detokenizing', { temperature: 0.8, topP: 0.95, seed: 1, ignoreEos: true }, true));
+const warmup = Number(opt('warmup', '2048'));
+for (let r = 0; r < 2; r++) for (const [label, params, streaming] of cases) rows.push(await run(`${label}, fresh process`, params, streaming));
+if (warmup > 0) {
+  for (const [, params, streaming] of cases) for (let done = 0; done < warmup; done += tokens) await run('', params, streaming);
+  for (let r = 0; r < 2; r++) for (const [label, params, streaming] of cases) rows.push(await run(`${label}, after warm-up`, params, streaming));
 }
 const vocab = llm.model.config.vocabSize;
-console.log(`${model}, KV ${kv}, backend ${llm.backend.name} (ISA ${llm.backend.info.simd ?? '?'}), vocabulary ${vocab}, ${tokens} tokens, ${new Date().toISOString().slice(0, 10)}\n`);
+console.log(`${model}, KV ${kv}, backend ${llm.backend.name} (ISA ${llm.backend.info.simd ?? '?'}), vocabulary ${vocab}, ${tokens} tokens, warm-up ${warmup} tokens a case, ${new Date().toISOString().slice(0, 10)}\n`);
 console.log('| decode | ms per step | outside the forward pass |');
 console.log('|---|---|---|');
 for (const x of rows) console.log(`| ${x.label} | ${x.stepMs.toFixed(2)} | ${(100 * x.outside).toFixed(2)}% |`);
