@@ -66,20 +66,26 @@ __global__ void q_cache_write_kernel(const float* key, const float* value, const
   }
 }
 
-/** Call f(std::integral_constant<int, DT>) for a write-time-scaled KV dtype code. */
+/**
+ * The switch cases of the write-time-scaled KV dtype codes, each returning f(std::integral_constant<int, DT>), the
+ * last one as the default: one list for the host dispatcher (with_kv_quant) and the device one (with_pool_dtype), which
+ * cannot share a function (a __host__ __device__ template may not call the kernels' __device__ lambdas).
+ */
+#define KVQ_KV_QUANT_CASES(f)                                                                \
+  case kKvFp8PerTokenHead: return f(std::integral_constant<int, kKvFp8PerTokenHead>{});   \
+  case kKvInt8PerTokenHead: return f(std::integral_constant<int, kKvInt8PerTokenHead>{}); \
+  case kKvInt4PerTokenHead: return f(std::integral_constant<int, kKvInt4PerTokenHead>{}); \
+  case kKvInt4G16: return f(std::integral_constant<int, kKvInt4G16>{});                   \
+  case kKvInt4G32: return f(std::integral_constant<int, kKvInt4G32>{});                   \
+  case kKvInt4G64: return f(std::integral_constant<int, kKvInt4G64>{});                   \
+  case kKvNvfp4: return f(std::integral_constant<int, kKvNvfp4>{});                       \
+  case kKvQ4_0: return f(std::integral_constant<int, kKvQ4_0>{});                         \
+  default: return f(std::integral_constant<int, kKvInt4G32F16>{});
+
+/** Call f(std::integral_constant<int, DT>) for a write-time-scaled KV dtype code, on the host. */
 template <class F>
 static bool with_kv_quant(int dt, F&& f) {
-  switch (dt) {
-    case kKvFp8PerTokenHead: return f(std::integral_constant<int, kKvFp8PerTokenHead>{});
-    case kKvInt8PerTokenHead: return f(std::integral_constant<int, kKvInt8PerTokenHead>{});
-    case kKvInt4PerTokenHead: return f(std::integral_constant<int, kKvInt4PerTokenHead>{});
-    case kKvInt4G16: return f(std::integral_constant<int, kKvInt4G16>{});
-    case kKvInt4G32: return f(std::integral_constant<int, kKvInt4G32>{});
-    case kKvInt4G64: return f(std::integral_constant<int, kKvInt4G64>{});
-    case kKvNvfp4: return f(std::integral_constant<int, kKvNvfp4>{});
-    case kKvQ4_0: return f(std::integral_constant<int, kKvQ4_0>{});
-    default: return f(std::integral_constant<int, kKvInt4G32F16>{});
-  }
+  switch (dt) { KVQ_KV_QUANT_CASES(f) }
 }
 
 /** The device pools of a write-time-scaled cache: resident ones, or the host pools uploaded into scratch `kS2` / `kS3`. */
@@ -284,15 +290,7 @@ KVQ_DI auto with_pool_dtype(int dt, F&& f) {
     case kFp8E5M2: return f(std::integral_constant<int, kFp8E5M2>{});
     case kFp8E4M3FNUZ: return f(std::integral_constant<int, kFp8E4M3FNUZ>{});
     case kFp8E5M2FNUZ: return f(std::integral_constant<int, kFp8E5M2FNUZ>{});
-    case kKvFp8PerTokenHead: return f(std::integral_constant<int, kKvFp8PerTokenHead>{});
-    case kKvInt8PerTokenHead: return f(std::integral_constant<int, kKvInt8PerTokenHead>{});
-    case kKvInt4PerTokenHead: return f(std::integral_constant<int, kKvInt4PerTokenHead>{});
-    case kKvInt4G16: return f(std::integral_constant<int, kKvInt4G16>{});
-    case kKvInt4G32: return f(std::integral_constant<int, kKvInt4G32>{});
-    case kKvInt4G64: return f(std::integral_constant<int, kKvInt4G64>{});
-    case kKvNvfp4: return f(std::integral_constant<int, kKvNvfp4>{});
-    case kKvQ4_0: return f(std::integral_constant<int, kKvQ4_0>{});
-    default: return f(std::integral_constant<int, kKvInt4G32F16>{});
+    KVQ_KV_QUANT_CASES(f)
   }
 }
 
