@@ -165,16 +165,25 @@ __global__ void fill_random_f32(float* p, int64_t n, uint32_t seed);
 bool bench_linear_quant(Context* ctx, int wdtype, int64_t rows, int64_t in, int64_t out, int iters, double* msMedian,
                         Status* st);
 
-/** Call f(std::integral_constant<int, DT>) for a runtime dtype code. */
+/**
+ * The switch cases of the dense and FP8 dtype codes, each returning f(std::integral_constant<int, DT>): one list for
+ * the host dispatcher with_dtype and kvquant.cu's device one (with_pool_dtype), which cannot share a function (a
+ * __host__ __device__ template may not call the kernels' __device__ lambdas).
+ */
+#define KVQ_DENSE_FP8_CASES(f)                                                     \
+  case kF32: return f(std::integral_constant<int, kF32>{});                     \
+  case kBF16: return f(std::integral_constant<int, kBF16>{});                   \
+  case kF16: return f(std::integral_constant<int, kF16>{});                     \
+  case kFp8E4M3FN: return f(std::integral_constant<int, kFp8E4M3FN>{});         \
+  case kFp8E5M2: return f(std::integral_constant<int, kFp8E5M2>{});             \
+  case kFp8E4M3FNUZ: return f(std::integral_constant<int, kFp8E4M3FNUZ>{});     \
+  case kFp8E5M2FNUZ: return f(std::integral_constant<int, kFp8E5M2FNUZ>{});
+
+/** Call f(std::integral_constant<int, DT>) for a runtime dtype code (any other code: as kFp8E5M2FNUZ). */
 template <class F>
 inline bool with_dtype(int dt, F&& f) {
   switch (dt) {
-    case kF32: return f(std::integral_constant<int, kF32>{});
-    case kBF16: return f(std::integral_constant<int, kBF16>{});
-    case kF16: return f(std::integral_constant<int, kF16>{});
-    case kFp8E4M3FN: return f(std::integral_constant<int, kFp8E4M3FN>{});
-    case kFp8E5M2: return f(std::integral_constant<int, kFp8E5M2>{});
-    case kFp8E4M3FNUZ: return f(std::integral_constant<int, kFp8E4M3FNUZ>{});
+    KVQ_DENSE_FP8_CASES(f)
     default: return f(std::integral_constant<int, kFp8E5M2FNUZ>{});
   }
 }

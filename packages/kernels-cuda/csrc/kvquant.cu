@@ -68,8 +68,8 @@ __global__ void q_cache_write_kernel(const float* key, const float* value, const
 
 /**
  * The switch cases of the write-time-scaled KV dtype codes, each returning f(std::integral_constant<int, DT>), the
- * last one as the default: one list for the host dispatcher (with_kv_quant) and the device one (with_pool_dtype), which
- * cannot share a function (a __host__ __device__ template may not call the kernels' __device__ lambdas).
+ * last one as the default: one list for the host dispatcher (with_kv_quant) and the device one (with_pool_dtype), as
+ * KVQ_DENSE_FP8_CASES (common.cuh) is for the dense and FP8 codes.
  */
 #define KVQ_KV_QUANT_CASES(f)                                                                \
   case kKvFp8PerTokenHead: return f(std::integral_constant<int, kKvFp8PerTokenHead>{});   \
@@ -127,7 +127,8 @@ bool reshape_and_cache_quant(Context* ctx, const CacheWriteArgs& a, Status* st) 
 
 // ---- pagedAttention ----------------------------------------------------------------------------------------------
 
-struct QAttnParams {
+/** What both attention kernels here read besides their pools' layouts: the batch, the device pools and the outputs. */
+struct AttnRowsParams {
   const float* q;
   float* out;
   float* lse;  // optional [numTokens, numHeads] (null: not asked for)
@@ -137,9 +138,119 @@ struct QAttnParams {
   const int32_t* seqLens;
   const int32_t* blockTables;
   int numSeqs, numHeads, numKvHeads, headSize, blockSize, maxBlocksPerSeq, slidingWindow;
-  float softmaxScale, kTensor, vTensor;
+  float softmaxScale;
+};
+
+/** The device buffers of an attention call that its results come back from (attn_rows_upload, attn_rows_download). */
+struct AttnRowsIo {
+  int64_t numTokens;
+  size_t qb, lb;  // bytes of the output [numTokens, numHeads, headSize] and of the lse [numTokens, numHeads]
+  void* dout;
+  void* dlse;
+};
+
+/**
+ * Uploads an attention call's queries and batch tables into scratch and fills p's shared fields (the pools `kc` /
+ * `vc` are the caller's, given as kp / vp once its own `pools` step has put them on the device). Returns false
+ * (st set) when an upload fails; io.numTokens == 0 means nothing to compute.
+ */
+template <class Pools>
+static bool attn_rows_upload(Context* ctx, const AttentionArgs& a, AttnRowsParams* p, AttnRowsIo* io, Pools&& pools, Status* st) {
+  const CacheRef& c = a.cache;
+  io->numTokens = a.qsl[a.numSeqs];
+  if (io->numTokens == 0) return true;
+  io->qb = (size_t)(io->numTokens * a.numHeads * c.headSize) * 4;
+  io->lb = (size_t)(io->numTokens * a.numHeads) * 4;
+  io->dlse = nullptr;
+  void *dq, *dqsl, *dlens, *dbt, *kp, *vp;
+  if (!put(ctx, kS0, a.q, io->qb, &dq, st) || !scratch(ctx, kS1, io->qb, &io->dout, st) ||
+      !put_cached(ctx, kCQsl, a.qsl, (size_t)(a.numSeqs + 1) * 4, &dqsl, st) ||
+      !put_cached(ctx, kCSeqLens, a.seqLens, (size_t)a.numSeqs * 4, &dlens, st) ||
+      !put_cached(ctx, kCBlockTables, a.blockTables, (size_t)a.numSeqs * a.maxBlocksPerSeq * 4, &dbt, st) || !pools(&kp, &vp) ||
+      (a.lse && !scratch(ctx, kS13, io->lb, &io->dlse, st)))
+    return false;
+  p->q = (const float*)dq;
+  p->out = (float*)io->dout;
+  p->lse = (float*)io->dlse;
+  p->kc = (const uint8_t*)kp;
+  p->vc = (const uint8_t*)vp;
+  p->qsl = (const int32_t*)dqsl;
+  p->seqLens = (const int32_t*)dlens;
+  p->blockTables = (const int32_t*)dbt;
+  p->numSeqs = a.numSeqs;
+  p->numHeads = a.numHeads;
+  p->numKvHeads = c.numKvHeads;
+  p->headSize = c.headSize;
+  p->blockSize = c.blockSize;
+  p->maxBlocksPerSeq = a.maxBlocksPerSeq;
+  p->slidingWindow = a.slidingWindow;
+  p->softmaxScale = a.softmaxScale;
+  return true;
+}
+
+/** Brings an attention call's output (and lse when asked for) back to the host and waits for the stream. */
+static bool attn_rows_download(Context* ctx, const AttentionArgs& a, const AttnRowsIo& io, Status* st) {
+  return get(ctx, a.out, io.dout, io.qb, st) && (!a.lse || get(ctx, a.lse, io.dlse, io.lb, st)) && finish(ctx, st);
+}
+
+struct QAttnParams : AttnRowsParams {
+  float kTensor, vTensor;
   KvQuantLayout L;
 };
+
+/** Where query token t of an attention block reads: its sequence, its position, the first key it sees, its KV head. */
+struct QRow {
+  int s, pos, first, hk;
+};
+
+/**
+ * Query token t's QRow (P: QAttnParams or MixedAttnParams, the same fields), and its query row for head h copied into
+ * sq (synchronized: every thread may read sq after this).
+ */
+template <class P>
+KVQ_DI QRow q_row(const P& p, int64_t t, int h, float* sq) {
+  QRow r;
+  r.s = 0;
+  while (r.s + 1 < p.numSeqs && p.qsl[r.s + 1] <= t) r.s++;
+  const int qLen = p.qsl[r.s + 1] - p.qsl[r.s];
+  r.pos = p.seqLens[r.s] - qLen + (int)(t - p.qsl[r.s]);
+  r.first = p.slidingWindow > 0 && r.pos - p.slidingWindow + 1 > 0 ? r.pos - p.slidingWindow + 1 : 0;
+  r.hk = h / (p.numHeads / p.numKvHeads);
+  const float* qr = p.q + (t * p.numHeads + h) * p.headSize;
+  for (int d = threadIdx.x; d < p.headSize; d += blockDim.x) sq[d] = qr[d];
+  __syncthreads();
+  return r;
+}
+
+/**
+ * One tile of the online softmax: the block's running max m and sum l take every thread's score (`valid` false past
+ * the row's end), each thread's weight goes to sp[threadIdx.x] (synchronized). Returns the factor by which the
+ * accumulators of the earlier tiles are rescaled.
+ */
+KVQ_DI float softmax_tile(float score, bool valid, float* sp, float* red, float& m, float& l) {
+  const float tileMax = block_max(score, red);
+  const float mNew = fmaxf(m, tileMax);
+  const float corr = m == -INFINITY ? 0.0f : expf(m - mNew);
+  const float e = valid ? expf(score - mNew) : 0.0f;
+  __syncthreads();
+  sp[threadIdx.x] = e;
+  const float tileSum = block_sum<float>(e, red);
+  __syncthreads();
+  l = l * corr + tileSum;
+  m = mNew;
+  return corr;
+}
+
+/** The output row acc / l of (query token t, head h), one dimension per thread, and its lse when asked for. */
+template <class P>
+KVQ_DI void store_row(const P& p, int64_t t, int h, const float* acc, float m, float l) {
+  float* o = p.out + (t * p.numHeads + h) * p.headSize;
+  if (p.lse && threadIdx.x == 0) p.lse[t * p.numHeads + h] = m + logf(l);
+  for (int k = 0; k < kMaxDimsPerThread; k++) {
+    const int d = (int)threadIdx.x + k * (int)blockDim.x;
+    if (d < p.headSize) o[d] = acc[k] / l;
+  }
+}
 
 /**
  * One block per (query token, head): scores of a tile of keys (one key per thread, its K row decoded in the dot
@@ -154,20 +265,12 @@ __global__ void q_attention_kernel(QAttnParams p) {
   const int64_t t = blockIdx.x;
   const int h = blockIdx.y;
   const int D = p.headSize;
-  int s = 0;
-  while (s + 1 < p.numSeqs && p.qsl[s + 1] <= t) s++;
-  const int qLen = p.qsl[s + 1] - p.qsl[s];
-  const int seqLen = p.seqLens[s];
-  const int pos = seqLen - qLen + (int)(t - p.qsl[s]);
-  const int first = p.slidingWindow > 0 && pos - p.slidingWindow + 1 > 0 ? pos - p.slidingWindow + 1 : 0;
-  const int hk = h / (p.numHeads / p.numKvHeads);
-  const float* qr = p.q + (t * p.numHeads + h) * D;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) sq[d] = qr[d];
-  __syncthreads();
+  const QRow row = q_row(p, t, h, sq);
+  const int pos = row.pos, first = row.first, hk = row.hk;
   float acc[kMaxDimsPerThread];
   for (int k = 0; k < kMaxDimsPerThread; k++) acc[k] = 0.0f;
   float m = -INFINITY, l = 0.0f;
-  const int32_t* table = p.blockTables + (int64_t)s * p.maxBlocksPerSeq;
+  const int32_t* table = p.blockTables + (int64_t)row.s * p.maxBlocksPerSeq;
   for (int j0 = first; j0 <= pos; j0 += blockDim.x) {
     const int j = j0 + (int)threadIdx.x;
     float score = -INFINITY;
@@ -181,15 +284,7 @@ __global__ void q_attention_kernel(QAttnParams p) {
       for (int d = 0; d < D; d++) dot = fmaf(sq[d], q_elem<DT>(p.L, p.kc + co, p.kc + so, d, p.kTensor), dot);
       score = dot * p.softmaxScale;
     }
-    const float tileMax = block_max(score, red);
-    const float mNew = fmaxf(m, tileMax);
-    const float corr = m == -INFINITY ? 0.0f : expf(m - mNew);
-    const float e = j <= pos ? expf(score - mNew) : 0.0f;
-    __syncthreads();
-    sp[threadIdx.x] = e;
-    const float tileSum = block_sum<float>(e, red);
-    __syncthreads();
-    l = l * corr + tileSum;
+    const float corr = softmax_tile(score, j <= pos, sp, red, m, l);
     const int n = pos - j0 + 1 < (int)blockDim.x ? pos - j0 + 1 : (int)blockDim.x;
     for (int k = 0; k < kMaxDimsPerThread; k++) {
       const int d = (int)threadIdx.x + k * (int)blockDim.x;
@@ -198,15 +293,9 @@ __global__ void q_attention_kernel(QAttnParams p) {
       for (int i = 0; i < n; i++) a = fmaf(sp[i], q_elem<DT>(p.L, p.vc + sco[i], p.vc + sso[i], d, p.vTensor), a);
       acc[k] = a;
     }
-    m = mNew;
     __syncthreads();
   }
-  float* o = p.out + (t * p.numHeads + h) * D;
-  if (p.lse && threadIdx.x == 0) p.lse[t * p.numHeads + h] = m + logf(l);
-  for (int k = 0; k < kMaxDimsPerThread; k++) {
-    const int d = (int)threadIdx.x + k * (int)blockDim.x;
-    if (d < D) o[d] = acc[k] / l;
-  }
+  store_row(p, t, h, acc, m, l);
 }
 
 bool paged_attention_quant(Context* ctx, const AttentionArgs& a, Status* st) {
@@ -220,48 +309,22 @@ bool paged_attention_quant(Context* ctx, const AttentionArgs& a, Status* st) {
     return false;
   }
   if (a.fp8Query) return fail_status(st, kUnsupported, "pagedAttention: FP8-query mode needs a per-tensor FP8 cache");
-  const int64_t numTokens = a.qsl[a.numSeqs];
-  if (numTokens == 0) return true;
-  const size_t qb = (size_t)(numTokens * a.numHeads * c.headSize) * 4;
   const size_t poolBytes = (size_t)(c.numBlocks * L.blockBytes);
-  void *dq, *dout, *dqsl, *dlens, *dbt, *kp, *vp;
-  if (!put(ctx, kS0, a.q, qb, &dq, st) || !scratch(ctx, kS1, qb, &dout, st) ||
-      !put_cached(ctx, kCQsl, a.qsl, (size_t)(a.numSeqs + 1) * 4, &dqsl, st) ||
-      !put_cached(ctx, kCSeqLens, a.seqLens, (size_t)a.numSeqs * 4, &dlens, st) ||
-      !put_cached(ctx, kCBlockTables, a.blockTables, (size_t)a.numSeqs * a.maxBlocksPerSeq * 4, &dbt, st) ||
-      !q_pools(ctx, c, poolBytes, &kp, &vp, st))
-    return false;
   QAttnParams p{};
-  p.q = (const float*)dq;
-  p.out = (float*)dout;
-  p.kc = (const uint8_t*)kp;
-  p.vc = (const uint8_t*)vp;
-  p.qsl = (const int32_t*)dqsl;
-  p.seqLens = (const int32_t*)dlens;
-  p.blockTables = (const int32_t*)dbt;
-  p.numSeqs = a.numSeqs;
-  p.numHeads = a.numHeads;
-  p.numKvHeads = c.numKvHeads;
-  p.headSize = c.headSize;
-  p.blockSize = c.blockSize;
-  p.maxBlocksPerSeq = a.maxBlocksPerSeq;
-  p.slidingWindow = a.slidingWindow;
-  p.softmaxScale = a.softmaxScale;
+  AttnRowsIo io{};
+  if (!attn_rows_upload(ctx, a, &p, &io, [&](void** kp, void** vp) { return q_pools(ctx, c, poolBytes, kp, vp, st); }, st)) return false;
+  if (io.numTokens == 0) return true;
   p.kTensor = c.dtype == kKvNvfp4 ? c.kScale[0] : 1.0f;
   p.vTensor = c.dtype == kKvNvfp4 ? c.vScale[0] : 1.0f;
   p.L = L;
-  const size_t lb = (size_t)(numTokens * a.numHeads) * 4;
-  void* dlse = nullptr;
-  if (a.lse && !scratch(ctx, kS13, lb, &dlse, st)) return false;
-  p.lse = (float*)dlse;
-  const dim3 grid((unsigned)numTokens, (unsigned)a.numHeads);
+  const dim3 grid((unsigned)io.numTokens, (unsigned)a.numHeads);
   with_kv_quant(c.dtype, [&](auto cc) {
     constexpr int DT = decltype(cc)::value;
     KVQ_LAUNCH(grid, kQThreads, 0, ctx->stream, q_attention_kernel<DT>)(p);
     return true;
   });
   KVQ_LAUNCHED("pagedAttention kernel (write-time-scaled KV)");
-  return get(ctx, a.out, dout, qb, st) && (!a.lse || get(ctx, a.lse, dlse, lb, st)) && finish(ctx, st);
+  return attn_rows_download(ctx, a, io, st);
 }
 
 // ---- caches whose K and V pools have different dtypes --------------------------------------------------------------
@@ -283,13 +346,7 @@ struct MixedPool {
 template <class F>
 KVQ_DI auto with_pool_dtype(int dt, F&& f) {
   switch (dt) {
-    case kF32: return f(std::integral_constant<int, kF32>{});
-    case kBF16: return f(std::integral_constant<int, kBF16>{});
-    case kF16: return f(std::integral_constant<int, kF16>{});
-    case kFp8E4M3FN: return f(std::integral_constant<int, kFp8E4M3FN>{});
-    case kFp8E5M2: return f(std::integral_constant<int, kFp8E5M2>{});
-    case kFp8E4M3FNUZ: return f(std::integral_constant<int, kFp8E4M3FNUZ>{});
-    case kFp8E5M2FNUZ: return f(std::integral_constant<int, kFp8E5M2FNUZ>{});
+    KVQ_DENSE_FP8_CASES(f)
     KVQ_KV_QUANT_CASES(f)
   }
 }
@@ -408,17 +465,7 @@ bool reshape_and_cache_mixed(Context* ctx, const CacheWriteArgs& a, Status* st) 
   return get(ctx, c.k, kPool, kb, st) && get(ctx, c.v, vPool, vb, st) && sync(ctx, st);
 }
 
-struct MixedAttnParams {
-  const float* q;
-  float* out;
-  float* lse;  // optional [numTokens, numHeads] (null: not asked for)
-  const uint8_t* kc;
-  const uint8_t* vc;
-  const int32_t* qsl;
-  const int32_t* seqLens;
-  const int32_t* blockTables;
-  int numSeqs, numHeads, numKvHeads, headSize, blockSize, maxBlocksPerSeq, slidingWindow;
-  float softmaxScale;
+struct MixedAttnParams : AttnRowsParams {
   MixedPool kp, vp;
 };
 
@@ -434,16 +481,8 @@ __global__ void mixed_attention_kernel(MixedAttnParams p) {
   const int64_t t = blockIdx.x;
   const int h = blockIdx.y;
   const int D = p.headSize;
-  int s = 0;
-  while (s + 1 < p.numSeqs && p.qsl[s + 1] <= t) s++;
-  const int qLen = p.qsl[s + 1] - p.qsl[s];
-  const int seqLen = p.seqLens[s];
-  const int pos = seqLen - qLen + (int)(t - p.qsl[s]);
-  const int first = p.slidingWindow > 0 && pos - p.slidingWindow + 1 > 0 ? pos - p.slidingWindow + 1 : 0;
-  const int hk = h / (p.numHeads / p.numKvHeads);
-  const float* qr = p.q + (t * p.numHeads + h) * D;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) sq[d] = qr[d];
-  __syncthreads();
+  const QRow row = q_row(p, t, h, sq);
+  const int pos = row.pos, first = row.first, hk = row.hk;
   const float* qv = sq;
   const float* pv = sp;
   const int64_t* vco = sco;
@@ -452,7 +491,7 @@ __global__ void mixed_attention_kernel(MixedAttnParams p) {
   float acc[kMaxDimsPerThread];
   for (int k = 0; k < kMaxDimsPerThread; k++) acc[k] = 0.0f;
   float m = -INFINITY, l = 0.0f;
-  const int32_t* table = p.blockTables + (int64_t)s * p.maxBlocksPerSeq;
+  const int32_t* table = p.blockTables + (int64_t)row.s * p.maxBlocksPerSeq;
   for (int j0 = first; j0 <= pos; j0 += blockDim.x) {
     const int j = j0 + (int)threadIdx.x;
     float score = -INFINITY;
@@ -469,15 +508,7 @@ __global__ void mixed_attention_kernel(MixedAttnParams p) {
       });
       score = dot * p.softmaxScale;
     }
-    const float tileMax = block_max(score, red);
-    const float mNew = fmaxf(m, tileMax);
-    const float corr = m == -INFINITY ? 0.0f : expf(m - mNew);
-    const float e = j <= pos ? expf(score - mNew) : 0.0f;
-    __syncthreads();
-    sp[threadIdx.x] = e;
-    const float tileSum = block_sum<float>(e, red);
-    __syncthreads();
-    l = l * corr + tileSum;
+    const float corr = softmax_tile(score, j <= pos, sp, red, m, l);
     const int n = pos - j0 + 1 < (int)blockDim.x ? pos - j0 + 1 : (int)blockDim.x;
     for (int k = 0; k < kMaxDimsPerThread; k++) {
       const int d = (int)threadIdx.x + k * (int)blockDim.x;
@@ -490,15 +521,9 @@ __global__ void mixed_attention_kernel(MixedAttnParams p) {
         return a;
       });
     }
-    m = mNew;
     __syncthreads();
   }
-  float* o = p.out + (t * p.numHeads + h) * D;
-  if (p.lse && threadIdx.x == 0) p.lse[t * p.numHeads + h] = m + logf(l);
-  for (int k = 0; k < kMaxDimsPerThread; k++) {
-    const int d = (int)threadIdx.x + k * (int)blockDim.x;
-    if (d < D) o[d] = acc[k] / l;
-  }
+  store_row(p, t, h, acc, m, l);
 }
 
 bool paged_attention_mixed(Context* ctx, const AttentionArgs& a, Status* st) {
@@ -510,41 +535,16 @@ bool paged_attention_mixed(Context* ctx, const AttentionArgs& a, Status* st) {
     return false;
   }
   if (a.fp8Query) return fail_status(st, kUnsupported, "pagedAttention: FP8-query mode needs K and V in one FP8 dtype");
-  const int64_t numTokens = a.qsl[a.numSeqs];
-  if (numTokens == 0) return true;
-  const size_t qb = (size_t)(numTokens * a.numHeads * c.headSize) * 4;
   MixedAttnParams p{};
+  AttnRowsIo io{};
   size_t kb = 0, vb = 0;
-  void *dq, *dout, *dqsl, *dlens, *dbt, *kPool, *vPool;
-  if (!put(ctx, kS0, a.q, qb, &dq, st) || !scratch(ctx, kS1, qb, &dout, st) ||
-      !put_cached(ctx, kCQsl, a.qsl, (size_t)(a.numSeqs + 1) * 4, &dqsl, st) ||
-      !put_cached(ctx, kCSeqLens, a.seqLens, (size_t)a.numSeqs * 4, &dlens, st) ||
-      !put_cached(ctx, kCBlockTables, a.blockTables, (size_t)a.numSeqs * a.maxBlocksPerSeq * 4, &dbt, st) ||
-      !mixed_pools(ctx, c, &p.kp, &p.vp, &kPool, &vPool, &kb, &vb, st))
+  if (!attn_rows_upload(ctx, a, &p, &io, [&](void** kp, void** vp) { return mixed_pools(ctx, c, &p.kp, &p.vp, kp, vp, &kb, &vb, st); }, st))
     return false;
-  p.q = (const float*)dq;
-  p.out = (float*)dout;
-  p.kc = (const uint8_t*)kPool;
-  p.vc = (const uint8_t*)vPool;
-  p.qsl = (const int32_t*)dqsl;
-  p.seqLens = (const int32_t*)dlens;
-  p.blockTables = (const int32_t*)dbt;
-  p.numSeqs = a.numSeqs;
-  p.numHeads = a.numHeads;
-  p.numKvHeads = c.numKvHeads;
-  p.headSize = c.headSize;
-  p.blockSize = c.blockSize;
-  p.maxBlocksPerSeq = a.maxBlocksPerSeq;
-  p.slidingWindow = a.slidingWindow;
-  p.softmaxScale = a.softmaxScale;
-  const size_t lb = (size_t)(numTokens * a.numHeads) * 4;
-  void* dlse = nullptr;
-  if (a.lse && !scratch(ctx, kS13, lb, &dlse, st)) return false;
-  p.lse = (float*)dlse;
-  const dim3 grid((unsigned)numTokens, (unsigned)a.numHeads);
+  if (io.numTokens == 0) return true;
+  const dim3 grid((unsigned)io.numTokens, (unsigned)a.numHeads);
   KVQ_LAUNCH(grid, kQThreads, 0, ctx->stream, mixed_attention_kernel)(p);
   KVQ_LAUNCHED("pagedAttention kernel (mixed K/V dtypes)");
-  return get(ctx, a.out, dout, qb, st) && (!a.lse || get(ctx, a.lse, dlse, lb, st)) && finish(ctx, st);
+  return attn_rows_download(ctx, a, io, st);
 }
 
 }  // namespace gpu
