@@ -1125,6 +1125,22 @@ KVQ_I void attn_row_range(const AttentionParams& p, const AttnTask& tk, int ti, 
 }
 
 /**
+ * Row r of the scratch starts a fresh online softmax over keys [lo, hi) (m = -inf, l = 0, acc = 0 over dp), and the
+ * task's key span [*kb, *ke) grows to cover that range when it is not empty.
+ */
+KVQ_I void attn_row_begin(AttnScratch& s, int r, int64_t dp, int32_t lo, int32_t hi, int32_t* kb, int32_t* ke) {
+  s.lo[r] = lo;
+  s.hi[r] = hi;
+  s.m[r] = kNegInf;
+  s.l[r] = 0.0f;
+  for (int64_t d = 0; d < dp; d++) s.acc[r * dp + d] = 0.0f;
+  if (lo < hi) {
+    *kb = lo < *kb ? lo : *kb;
+    *ke = hi > *ke ? hi : *ke;
+  }
+}
+
+/**
  * The query rows of task tk as plain float32 copies (zero padded to dp), each row's key range [lo, hi) (causal edge,
  * sliding window, the task's split), multiplier softmaxScale and a fresh online softmax; [*kb, *ke) gets the union
  * of the rows' ranges (empty: *kb >= *ke). The write-time-scaled and mixed-cache tasks load their rows this way.
@@ -1146,15 +1162,7 @@ static void attn_rows_plain(const AttnCtx& ctx, const AttnTask& tk, AttnScratch&
       memcpy(s.q + r * dp, p.q + ((int64_t)token * p.numHeads + (int64_t)h * G + g) * D, (size_t)D * sizeof(float));
       for (int64_t d = D; d < dp; d++) s.q[r * dp + d] = 0.0f;
       s.mul[r] = p.softmaxScale;
-      s.lo[r] = lo;
-      s.hi[r] = hi;
-      s.m[r] = kNegInf;
-      s.l[r] = 0.0f;
-      for (int64_t d = 0; d < dp; d++) s.acc[r * dp + d] = 0.0f;
-    }
-    if (lo < hi) {
-      *kb = lo < *kb ? lo : *kb;
-      *ke = hi > *ke ? hi : *ke;
+      attn_row_begin(s, r, dp, lo, hi, kb, ke);
     }
   }
 }
@@ -1485,15 +1493,7 @@ static void attn_task(const AttnCtx& ctx, const AttnTask& tk, void* scratchBase)
           for (int e = 0; e < 64; e++) dst[b0 + lut_perm(e)] = tmp[e];
         }
       }
-      s.lo[r] = lo;
-      s.hi[r] = hi;
-      s.m[r] = kNegInf;
-      s.l[r] = 0.0f;
-      for (int64_t d = 0; d < dp; d++) s.acc[r * dp + d] = 0.0f;
-    }
-    if (lo < hi) {
-      kb = lo < kb ? lo : kb;
-      ke = hi > ke ? hi : ke;
+      attn_row_begin(s, r, dp, lo, hi, &kb, &ke);
     }
   }
   // The fused kernels run 1, 2 or 4 rows; a 3-row task gets a zero 4th query row (its results are ignored).
