@@ -15,6 +15,7 @@ import {
   buildAttentionBatch,
   cloneKvCache,
   compareOutput,
+  fillKvPools,
   makeKvCache,
   permutation,
   randomF32,
@@ -55,12 +56,7 @@ const WRITE_PAIRS: readonly (readonly [...Pair, scales: 'tensor' | 'head', headS
 
 /** A mixed layer of the testing kit, both pools filled with pre-existing content that must survive unwritten slots. */
 function filledCache(k: KvStorageDtype, v: KvStorageDtype, scales: 'tensor' | 'head', numBlocks: number, blockSize: number, numKvHeads: number, headSize: number): KvLayerCache {
-  const c = makeKvCache({ dtype: k, valueDtype: v, numBlocks, blockSize, numKvHeads, headSize, scales, amax: 3 });
-  for (const pool of [c.key, c.value]) {
-    const mask = pool instanceof Float32Array ? 0 : pool instanceof Uint16Array ? 0x3fff : 0x7f;
-    for (let i = 0; i < pool.length; i++) pool[i] = mask === 0 ? i % 13 : (i * 37) & mask;
-  }
-  return c;
+  return fillKvPools(makeKvCache({ dtype: k, valueDtype: v, numBlocks, blockSize, numKvHeads, headSize, scales, amax: 3 }));
 }
 
 const bytes = (a: ArrayBufferView): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);

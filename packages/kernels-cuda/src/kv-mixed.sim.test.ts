@@ -26,6 +26,7 @@ import {
   buildAttentionBatch,
   cloneKvCache,
   compareOutput,
+  fillKvPools,
   makeKvCache,
   permutation,
   randomF32,
@@ -71,12 +72,7 @@ const WRITE_PAIRS: readonly (readonly [k: KvDtype, v: KvDtype, scales: 'tensor' 
 
 /** A mixed cache with both pools filled with content that must survive where no token is written. */
 function filledCache(k: KvDtype, v: KvDtype, scales: 'tensor' | 'head', numBlocks: number, blockSize: number, numKvHeads: number, headSize: number): KvLayerCache {
-  const c = makeKvCache({ dtype: k, valueDtype: v, numBlocks, blockSize, numKvHeads, headSize, scales, amax: 3 });
-  for (const pool of [c.key, c.value]) {
-    const mask = pool instanceof Float32Array ? 0 : pool instanceof Uint16Array ? 0x3fff : 0x7f;
-    for (let i = 0; i < pool.length; i++) pool[i] = mask === 0 ? i % 13 : (i * 37) & mask;
-  }
-  return c;
+  return fillKvPools(makeKvCache({ dtype: k, valueDtype: v, numBlocks, blockSize, numKvHeads, headSize, scales, amax: 3 }));
 }
 
 interface AttnCase {

@@ -39,6 +39,7 @@ export {
   attentionArgs,
   buildAttentionBatch,
   cloneKvCache,
+  fillKvPools,
   makeKvCache,
   normal,
   permutation,

@@ -140,6 +140,19 @@ export function makeKvCache(spec: KvCacheSpec): KvLayerCache {
   };
 }
 
+/**
+ * Fills both pools of `c` with a fixed pattern (float32 pools `i % 13`, 16-bit pools `(i * 37) & 0x3fff`, byte pools
+ * `(i * 37) & 0x7f`: finite values of every dtype), the pre-existing content a write must leave where it writes no
+ * token. Returns `c`.
+ */
+export function fillKvPools(c: KvLayerCache): KvLayerCache {
+  for (const pool of [c.key, c.value]) {
+    const mask = pool instanceof Float32Array ? 0 : pool instanceof Uint16Array ? 0x3fff : 0x7f;
+    for (let i = 0; i < pool.length; i++) pool[i] = mask === 0 ? i % 13 : (i * 37) & mask;
+  }
+  return c;
+}
+
 /** A deep copy of a cache (pools and scales), for comparing two backends' writes. */
 export function cloneKvCache(c: KvLayerCache): KvLayerCache {
   return {
