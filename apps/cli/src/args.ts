@@ -46,6 +46,7 @@ export const MODEL_OPTIONS = {
   'kv-cache-keep-recent': { type: 'string' },
   'quantization-param-path': { type: 'string' },
   'ggml-activations': { type: 'string' },
+  'int4-activations': { type: 'string' },
   'max-model-len': { type: 'string' },
   'kv-cache-memory': { type: 'string' },
   'block-size': { type: 'string' },
@@ -85,6 +86,8 @@ export const MODEL_HELP = `Model options:
                             (replaces checkpoint scales; never read from the model folder unless named here)
   --ggml-activations A      q8 | f32: activations meeting GGUF-quantized weights are rounded to GGML's 8-bit
                             blocks as llama.cpp does (q8, default; int8 dot products) or kept float32 (f32)
+  --int4-activations A      q16 | f32: activations meeting int4 (W4A16) weights are rounded to 16 bits in
+                            blocks of 128 (q16, default; integer dot products on AVX-512 VNNI) or kept float32
   --max-model-len N         max prompt + output tokens (default: the model's)
   --kv-cache-memory SIZE    KV cache budget, e.g. 64MiB, 1GB, 1048576 (default 256MiB)
   --block-size N            tokens per KV block, a power of two (default 16)
@@ -194,6 +197,7 @@ export function engineOptions(values: Record<string, unknown>) {
     kvCacheKeepRecent?: number;
     quantizationParamPath?: string;
     ggmlActivations?: 'q8' | 'f32';
+    int4Activations?: 'q16' | 'f32';
     maxModelLen?: number;
     kvCacheMemory?: number;
     blockSize?: number;
@@ -224,6 +228,11 @@ export function engineOptions(values: Record<string, unknown>) {
   if (act !== undefined) {
     if (act !== 'q8' && act !== 'f32') throw new CliError('USAGE', `--ggml-activations must be q8 or f32, got ${JSON.stringify(act)}`);
     out.ggmlActivations = act;
+  }
+  const act4 = s('int4-activations');
+  if (act4 !== undefined) {
+    if (act4 !== 'q16' && act4 !== 'f32') throw new CliError('USAGE', `--int4-activations must be q16 or f32, got ${JSON.stringify(act4)}`);
+    out.int4Activations = act4;
   }
   const maxModelLen = parseNumber(s('max-model-len'), '--max-model-len', { integer: true, min: 2 });
   if (maxModelLen !== undefined) out.maxModelLen = maxModelLen;

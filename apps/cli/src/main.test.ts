@@ -53,6 +53,14 @@ describe('kvq main', () => {
     expect(await main([...argv, '--ggml-activations', 'q4', 'Once upon a time'], bad.io)).toBe(2);
     expect(bad.err()).toMatch(/--ggml-activations must be q8 or f32, got "q4"/);
   });
+  it('--int4-activations takes q16 or f32; anything else is a usage error', async () => {
+    const argv = ['generate', '--backend', 'reference', '--kv-cache-memory', '2MiB', '--max-tokens', '2', '--temperature', '0'];
+    const ok = captureOutput();
+    expect(await main([...argv, '--int4-activations', 'f32', 'Once upon a time'], ok.io)).toBe(0);
+    const bad = captureOutput();
+    expect(await main([...argv, '--int4-activations', 'q8', 'Once upon a time'], bad.io)).toBe(2);
+    expect(bad.err()).toMatch(/--int4-activations must be q16 or f32, got "q8"/);
+  });
   it('--quantization-param-path reaches the engine: the file\'s scales are loaded, change the run, and a bad file fails naming it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kvq-cli-scales-'));
     try {

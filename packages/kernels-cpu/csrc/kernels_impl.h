@@ -425,13 +425,16 @@ static int linear_t(const LinearParams& p, const Runner& rn) {
 // Quantized weights (GGML blocks, compressed-tensors): GEMV, dequantized panels, embedding rows.
 #include "wquant_impl.h"
 #include "wquant_i8act.h"
+#include "wquant_q16act.h"
 
 static int linear_dispatch(const LinearParams& p, const Runner& rn) {
   switch (p.w.dtype) {
     case kF32: return linear_t<kF32>(p, rn);
     case kBF16: return linear_t<kBF16>(p, rn);
     case kF16: return linear_t<kF16>(p, rn);
-    default: return !p.xq ? linear_quant(p, rn) : p.w.dtype == kWInt8 ? linear_i8act(p, rn) : linear_q8act(p, rn);
+    default:
+      if (p.xq == 2) return linear_q16act(p, rn);
+      return !p.xq ? linear_quant(p, rn) : p.w.dtype == kWInt8 ? linear_i8act(p, rn) : linear_q8act(p, rn);
   }
 }
 

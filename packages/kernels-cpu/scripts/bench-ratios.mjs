@@ -6,7 +6,7 @@
 // in src/bench/ report means). Prints the decode-attention ratios (fp8 vs bf16 vs f32 KV, hot cache and streaming
 // from DRAM) and decode-GEMV /
 // prefill-GEMM throughput against a memcpy of the weight bytes, and the weight-GEMV bandwidth table of every weight
-// dtype (dense, GGML blocks, compressed-tensors; GGML ones also with 8-bit activations) streamed from memory
+// dtype (dense, GGML blocks, compressed-tensors; GGML and int8 also with 8-bit activations, int4 with 16-bit) streamed from memory
 // against a plain threaded memory read measured in the same run.
 //
 // Runs on x86-64 (avx512 / avx2 / scalar kernels) and arm64 (neon / scalar; Linux or Apple Silicon) alike; the first
@@ -221,15 +221,15 @@ function weightTable() {
   for (const d of WEIGHTS) {
     // Copies of one 4096 x 4096 matrix past the last-level cache: one GEMV per copy, as a decode step streams its
     // layers. GGML weights also with GGML's 8-bit activations (activations code 1: int8 dot products on AVX2), int8
-    // weights with W8A8's per-row int8 activations.
+    // weights with W8A8's per-row int8 activations, int4 weights with 16-bit activation blocks (code 2: VNNI).
     const copies = streamingCopies(randomWeight(d, N, K), STREAM);
     const bytes = copies.reduce((s, w) => s + w[0].byteLength + (w[4] ? w[4].byteLength : 0), 0);
-    const modes = d.elems >= 32 || d.code === 25 ? [0, 1] : [0];
+    const modes = d.elems >= 32 || d.code === 25 ? [0, 1] : d.code === 26 ? [0, 2] : [0];
     const tv = [Infinity, Infinity];
     for (let round = 0; round < rounds; round++) {
       for (const m of modes) {
         probe();
-        tv[m] = Math.min(tv[m], best(() => copies.forEach((w) => ctx.linear(x, 1, ...w, null, y, m, 0)), t));
+        tv[m ? 1 : 0] = Math.min(tv[m ? 1 : 0], best(() => copies.forEach((w) => ctx.linear(x, 1, ...w, null, y, m, 0)), t));
       }
     }
     rows.push({ d, bytes, n: copies.length, tv });
@@ -246,7 +246,7 @@ function weightTable() {
       `read bandwidth (best of readBytes / amaxTensor over 128 MiB between the measurements and the f32 GEMV, same threads): ${(readBw / 1e9).toFixed(1)} GB/s ` +
       `(plain reads alone: ${(plainBw / 1e9).toFixed(1)} GB/s)`,
   );
-  console.log('  dtype      bytes/w  copies  f32 act: GB/s  %read   8-bit act: GB/s  %read');
+  console.log('  dtype      bytes/w  copies  f32 act: GB/s  %read  8/16-bit act: GB/s  %read  (int4: 16-bit)');
   for (const { d, bytes, n, tv } of rows) {
     const col = (tm) => (tm === Infinity ? '              -      -' : `${(bytes / tm / 1e9).toFixed(1).padStart(15)} ${((bytes / tm / readBw) * 100).toFixed(0).padStart(5)}%`);
     console.log(`  ${d.name.padEnd(10)} ${(bytes / n / (N * K)).toFixed(3).padStart(7)} ${String(n).padStart(7)} ${col(tv[0])} ${col(tv[1])}`);

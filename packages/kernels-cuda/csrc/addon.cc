@@ -385,7 +385,7 @@ class Context : public Napi::ObjectWrap<Context> {
   void Linear(const Napi::CallbackInfo& info) {
     // shared arguments (0..kLinearArgc-1), then weight data, scale, zero point (device)?
     LinearParams p = readLinear(info);
-    // 8-bit activations (p.xq): the GPU rounds x on the device (act_q8.h, the same function as the CPU's int8 dots).
+    // 8- or 16-bit activations (p.xq): the GPU rounds x on the device (act_q8.h, the same functions as the CPU's).
     DeviceBuffer* wd = bufferArg(info, kLinearArgc, "weight (device)", (size_t)weight_data_bytes(p.w));
     p.wDev = wd ? wd->ptr() : nullptr;
     const gpu::WeightAuxDev aux = residentWeightAux(info, kLinearArgc + 1, p.w, "weight");

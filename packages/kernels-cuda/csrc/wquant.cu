@@ -303,17 +303,33 @@ __global__ void act_i8_round_trip_kernel(const float* x, int64_t rows, int64_t K
     act_i8_round_trip_row(x + r * K, K, staticScale, out + r * K);
 }
 
+/** x' = the 16-bit round trip of x (act_q8.h act_q16_quantize_block: int4 weights), one thread per 128-element block. */
+__global__ void act_q16_round_trip_kernel(const float* x, int64_t rows, int64_t K, float* out) {
+  const int64_t perRow = (K + kActQ16Block - 1) / kActQ16Block;
+  for (int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; b < rows * perRow; b += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = b / perRow, c = (b % perRow) * kActQ16Block;
+    const int n = (int)(K - c < kActQ16Block ? K - c : kActQ16Block);
+    int16_t q[kActQ16Block];
+    const float s = act_q16_quantize_block(x + r * K + c, n, q);
+    for (int j = 0; j < n; j++) out[r * K + c + j] = (float)q[j] * s;
+  }
+}
+
 bool linear_quant(Context* ctx, const LinearArgs& a, const WeightAuxDev& aux, Status* st) {
   KVQ_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
   const size_t xb = (size_t)(a.rows * a.in) * 4, yb = (size_t)(a.rows * a.out) * 4;
   void *dx, *dy, *dw, *db = nullptr;
   if (!put(ctx, kS0, a.x, xb, &dx, st) || !scratch(ctx, kS2, yb, &dy, st)) return false;
   if (a.xq) {
-    // 8-bit activations: the kernels run on x's round trip x', computed here on the device (GGML's blocks, or the
-    // W8A8 per-row int8 codes on int8 weights).
+    // 8- or 16-bit activations: the kernels run on x's round trip x', computed here on the device (GGML's blocks,
+    // the W8A8 per-row int8 codes on int8 weights, or the 16-bit blocks of 128 on int4 weights).
     void* dxq;
     if (!scratch(ctx, kS6, xb, &dxq, st)) return false;
-    if (a.w.dtype == kWInt8) {
+    if (a.xq == 2) {
+      const int64_t blocks = a.rows * ((a.in + kActQ16Block - 1) / kActQ16Block);
+      KVQ_LAUNCH(grid_1d(blocks, 64), 64, 0, ctx->stream, act_q16_round_trip_kernel)(static_cast<const float*>(dx), a.rows, a.in,
+                                                                                    static_cast<float*>(dxq));
+    } else if (a.w.dtype == kWInt8) {
       KVQ_LAUNCH(grid_1d(a.rows, 64), 64, 0, ctx->stream, act_i8_round_trip_kernel)(static_cast<const float*>(dx), a.rows, a.in, a.xScale,
                                                                                   static_cast<float*>(dxq));
     } else {

@@ -144,6 +144,56 @@ KVQ_HOST_DEVICE void act_i8_round_trip_row(const float* x, int64_t K, float stat
   for (int64_t j = 0; j < K; j++) out[j] = finite ? (float)act_i8_code_of(x[j], staticScale, inv) * s : NAN;
 }
 
+
+// ------------------------------------------------------------------------------------------------
+// 16-bit activations: `activations: 'q16'` on int4 weights (compressed-tensors W4A16; src/quant/activations.ts
+// quantizeActivationBlockQ16, bit-identical). Each row in blocks of kActQ16Block consecutive elements (a row's last
+// block may be shorter), symmetric: amax = max |x|, inv = 32767 / amax (0 for a zero block, and for a block so small
+// that it overflows float32), codes = sat(rne(x * inv)) in [-32767, 32767], scale = amax / 32767 (0 where inv is 0);
+// x' = code * scale. A block with a NaN or an infinity gets codes 0 and scale NaN (x' NaN). The error of x' is at most
+// amax / 65534 per element; the CPU's int4 GEMV multiplies the codes by the 4-bit values in exact int32 sums (VNNI).
+// ------------------------------------------------------------------------------------------------
+
+/** Elements per 16-bit activation block. */
+constexpr int kActQ16Block = 128;
+
+/** sat(rne(v)): round half to even, clamp to [-32767, 32767] (v not NaN). */
+KVQ_HOST_DEVICE int16_t act_q16_code(float v) {
+  return (int16_t)(int)nearbyintf(v < -32767.0f ? -32767.0f : v > 32767.0f ? 32767.0f : v);
+}
+
+/** The multiplier 32767 / amax of a block: 0 for a zero block and where it overflows float32. */
+KVQ_HOST_DEVICE float act_q16_inv(float amax) {
+  const float inv = amax == 0.0f ? 0.0f : 32767.0f / amax;
+  return inv <= 3.402823466e38f ? inv : 0.0f;
+}
+
+/**
+ * Quantize one block of n (1..kActQ16Block) activations into q[n]; returns the block's scale (x' = q * scale):
+ * amax / 32767, 0 for a zero (or vanishingly small) block, NaN for a block with a non-finite value.
+ */
+KVQ_HOST_DEVICE float act_q16_quantize_block(const float* x, int n, int16_t* q) {
+  bool finite = true;
+  const float amax = act_i8_amax(x, 0, n, 0.0f, &finite);
+  if (!finite) {
+    for (int j = 0; j < n; j++) q[j] = 0;
+    return NAN;
+  }
+  const float inv = act_q16_inv(amax);
+  for (int j = 0; j < n; j++) q[j] = act_q16_code(x[j] * inv);
+  return inv == 0.0f ? 0.0f : amax / 32767.0f;
+}
+
+/** x' of one row of K activations into out[K] (blocks of kActQ16Block from the row's start): code * scale. */
+KVQ_HOST_DEVICE void act_q16_round_trip_row(const float* x, int64_t K, float* out) {
+  int16_t q[kActQ16Block];
+  for (int64_t c = 0; c < K; c += kActQ16Block) {
+    const int n = (int)(K - c < kActQ16Block ? K - c : kActQ16Block);
+    const float s = act_q16_quantize_block(x + c, n, q);
+    for (int j = 0; j < n; j++) out[c + j] = (float)q[j] * s;
+  }
+}
+
 }  // namespace kvq
 
 #endif  // KVQ_ACT_Q8_H_

@@ -399,7 +399,7 @@ inline WeightRef readWeight(const Napi::CallbackInfo& info, size_t i, const std:
 }
 
 /**
- * linear(x, rows, weight (2..8: see readWeight), bias|null, out, activations (0 float32, 1 q8: GGML and int8 weights),
+ * linear(x, rows, weight (2..8: see readWeight), bias|null, out, activations (0 float32, 1 q8: GGML and int8 weights, 2 q16: int4),
  * activationScale (int8 weights with q8: the static scale, or 0 = dynamic)); arguments past kLinearArgc are the
  * addon's own.
  */
@@ -413,9 +413,12 @@ inline LinearParams readLinear(const Napi::CallbackInfo& info) {
   p.x = activationArg<float>(info, 0, "x", mul(info, "x", {p.rows, p.in}));
   p.bias = optionalArrayArg<float>(info, 2 + kWeightArgc, "bias", p.out);
   p.y = activationArg<float>(info, 3 + kWeightArgc, "out", mul(info, "out", {p.rows, p.out}));
-  p.xq = (int)intArg(info, 4 + kWeightArgc, "activations", 0, 1);
-  if (p.xq && !is_ggml_dtype(p.w.dtype) && p.w.dtype != kWInt8) {
+  p.xq = (int)intArg(info, 4 + kWeightArgc, "activations", 0, 2);
+  if (p.xq == 1 && !is_ggml_dtype(p.w.dtype) && p.w.dtype != kWInt8) {
     fail(info.Env(), "INVALID_ARGUMENT", "activations", "activations 'q8' (code 1) needs a GGML or int8 weight dtype, got dtype code " + std::to_string(p.w.dtype));
+  }
+  if (p.xq == 2 && p.w.dtype != kWInt4) {
+    fail(info.Env(), "INVALID_ARGUMENT", "activations", "activations 'q16' (code 2) needs an int4 weight dtype, got dtype code " + std::to_string(p.w.dtype));
   }
   const double xs = numberArg(info, 5 + kWeightArgc, "activationScale");
   const float xf = (float)xs;

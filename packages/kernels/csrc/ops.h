@@ -171,7 +171,7 @@ struct LinearParams {
   float* y;           // [rows, out]
   int64_t rows, in, out;
   int xq;             // activations: 0 = float32, 1 = 8-bit round trip (act_q8.h; GGML weights: GGML's blocks,
-                      // int8 weights: compressed-tensors W8A8 per-row int8)
+                      // int8 weights: compressed-tensors W8A8 per-row int8), 2 = 16-bit blocks of 128 (int4 weights)
   float xScale;       // int8 weights with xq: the static activation scale (> 0), or 0 = dynamic per-row scales
 };
 

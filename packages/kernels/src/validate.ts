@@ -398,8 +398,11 @@ export function validateLinear(args: LinearArgs<Activation>): { rows: number; in
   if (args.bias !== undefined) checkF32('bias', args.bias, outFeatures);
   checkNoOverlap('out', out, rows * outFeatures, 'x', x, rows * inFeatures);
   const act = args.activations;
-  if (act !== undefined && act !== 'f32' && act !== 'q8') {
-    throw new KernelError('INVALID_ARGUMENT', `activations must be 'f32' or 'q8', got ${describeValue(act)}`, { argument: 'activations' });
+  if (act !== undefined && act !== 'f32' && act !== 'q8' && act !== 'q16') {
+    throw new KernelError('INVALID_ARGUMENT', `activations must be 'f32', 'q8' or 'q16', got ${describeValue(act)}`, { argument: 'activations' });
+  }
+  if (act === 'q16' && weight.dtype !== 'int4') {
+    throw new KernelError('INVALID_ARGUMENT', `activations 'q16' needs an int4 weight dtype, got weight.dtype '${weight.dtype}'`, { argument: 'activations' });
   }
   if (act === 'q8' && !isGgmlDtype(weight.dtype) && weight.dtype !== 'int8') {
     throw new KernelError('INVALID_ARGUMENT', `activations 'q8' needs a GGML (q8_0 ... q6_k) or int8 weight dtype, got weight.dtype '${weight.dtype}'`, {

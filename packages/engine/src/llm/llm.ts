@@ -157,6 +157,13 @@ export interface LLMOptions {
    * slightly closer to the unquantized model). Other weights always take float32 activations.
    */
   readonly ggmlActivations?: 'q8' | 'f32';
+  /**
+   * How activations meet `int4` weights (compressed-tensors W4A16 / GPTQ / AWQ-style checkpoints): `'q16'` (default)
+   * rounds each activation row to 16 bits in blocks of 128 first (error at most amax / 65534 per element, ~1e-5 of
+   * the outputs; the bf16 activations GPU W4A16 kernels take are ~4e-3); on AVX-512 VNNI CPUs the 4-bit weights then
+   * meet the codes in exact integer dot products. `'f32'` multiplies float32 activations by the dequantized weights.
+   */
+  readonly int4Activations?: 'q16' | 'f32';
   /** Max prompt + output tokens. Default: the model's `max_position_embeddings`. */
   readonly maxModelLen?: number;
   /** Bytes for the KV cache. Default 256 MiB. */
@@ -500,6 +507,7 @@ export class LLM {
       ...(telemetry ? { kvTelemetry: telemetry } : {}),
       fp8Query: options.fp8Query ?? false,
       ...(options.ggmlActivations !== undefined ? { ggmlActivations: options.ggmlActivations } : {}),
+      ...(options.int4Activations !== undefined ? { int4Activations: options.int4Activations } : {}),
       ...(options.deviceResident === false ? { deviceActivations: false, deviceKvCache: false } : {}),
     });
     const enablePrefixCaching = options.enablePrefixCaching ?? !keepConfig;

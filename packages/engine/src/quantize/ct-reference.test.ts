@@ -66,8 +66,8 @@ describe('compressed-tensors checkpoints of kvq-tiny against the float64 numpy r
     expect(recorded!.documents).toEqual(documents);
   });
 
-  const nllOf = async (model: LoadedModel): Promise<{ sum: number; tokens: number }> => {
-    const llm = await LLM.create({ model, backend: 'reference', kvCacheMemory: 8 << 20 });
+  const nllOf = async (model: LoadedModel, int4Activations?: 'q16' | 'f32'): Promise<{ sum: number; tokens: number }> => {
+    const llm = await LLM.create({ model, backend: 'reference', kvCacheMemory: 8 << 20, ...(int4Activations ? { int4Activations } : {}) });
     let sum = 0;
     let tokens = 0;
     for (const doc of documents) {
@@ -95,9 +95,17 @@ describe('compressed-tensors checkpoints of kvq-tiny against the float64 numpy r
     const ref = recorded!.results[scheme];
     // The numpy result belongs to these exact bytes; a changed quantizer needs the fixture regenerated (see above).
     expect(sha, `${scheme} checkpoint bytes changed: regenerate ${FIXTURE}`).toBe(ref.sha256);
-    const kvq = await nllOf(await loadModel(out));
+    const model = await loadModel(out);
+    const kvq = await nllOf(model);
     expect(kvq.tokens).toBe(ref.tokens);
     expect(Math.abs(kvq.sum / ref.nll_sum - 1)).toBeLessThan(1e-4);
+    if (scheme === 'w4a16') {
+      // The default above rounds the activations to 16-bit blocks (int4Activations 'q16'); float32 ones match too,
+      // and the two differ (the option reaches the kernels).
+      const f32 = await nllOf(model, 'f32');
+      expect(Math.abs(f32.sum / ref.nll_sum - 1)).toBeLessThan(1e-4);
+      expect(f32.sum).not.toBe(kvq.sum);
+    }
     // And the quantization moved the NLL measurably (the check would not pass on the bf16 weights by accident).
     expect(Math.abs(ref.nll_sum / recorded!.results.bf16.nll_sum - 1)).toBeGreaterThan(1e-5);
   }, 180_000);

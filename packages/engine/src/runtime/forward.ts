@@ -154,6 +154,12 @@ export interface LlamaForwardOptions {
    */
   readonly ggmlActivations?: 'q8' | 'f32';
   /**
+   * How activations meet `int4` weights (compressed-tensors W4A16; the kernels' `LinearArgs.activations`): `'q16'`
+   * (default) rounds them to 16 bits in blocks of 128 first (error at most amax / 65534 per element; exact int32
+   * dot products on AVX-512 VNNI CPUs); `'f32'` multiplies float32 activations by the dequantized weights.
+   */
+  readonly int4Activations?: 'q16' | 'f32';
+  /**
    * Rotation of q, k and v per head after RoPE, before the cache write (and before the observer, which sees what the
    * cache stores); the attention output is rotated back before `o_proj`. Default none (`kvCacheRotation: 'none'`).
    */
@@ -210,6 +216,8 @@ export class LlamaForward {
   readonly fp8Query: boolean;
   /** See {@link LlamaForwardOptions.ggmlActivations}. */
   readonly ggmlActivations: 'q8' | 'f32';
+  /** See {@link LlamaForwardOptions.int4Activations}. */
+  readonly int4Activations: 'q16' | 'f32';
   /** See {@link LlamaForwardOptions.kvRotation}. */
   readonly kvRotation: KvHadamardRotation | undefined;
   /** See {@link LlamaForwardOptions.kvTelemetry}. */
@@ -246,6 +254,7 @@ export class LlamaForward {
     this.storage = storage;
     this.fp8Query = options.fp8Query ?? false;
     this.ggmlActivations = options.ggmlActivations ?? 'q8';
+    this.int4Activations = options.int4Activations ?? 'q16';
     this.kvRotation = options.kvRotation;
     this.kvTelemetry = options.kvTelemetry;
     this.kvKeep = options.kvKeep;
@@ -258,6 +267,11 @@ export class LlamaForward {
     if (this.ggmlActivations !== 'q8' && this.ggmlActivations !== 'f32') {
       throw new EngineError('INVALID_ARGUMENT', `ggmlActivations must be 'q8' or 'f32', got ${JSON.stringify(this.ggmlActivations)}`, {
         field: 'ggmlActivations',
+      });
+    }
+    if (this.int4Activations !== 'q16' && this.int4Activations !== 'f32') {
+      throw new EngineError('INVALID_ARGUMENT', `int4Activations must be 'q16' or 'f32', got ${JSON.stringify(this.int4Activations)}`, {
+        field: 'int4Activations',
       });
     }
     if (this.fp8Query && dims.variant?.attnLogitSoftcapping !== undefined) {
@@ -310,9 +324,13 @@ export class LlamaForward {
   }
 
 
-  /** `linear` with this forward's activation mode for GGML weights, and the checkpoint's for W8A8 int8 weights. */
+  /**
+   * `linear` with this forward's activation modes for GGML and int4 weights, and the checkpoint's for W8A8 int8
+   * weights.
+   */
   private linear(args: LinearArgs<Activation>): void {
     const { x, weight, bias, out, rows } = args;
+    if (weight.dtype === 'int4') return this.backend.linear({ x, weight, bias, out, rows, activations: this.int4Activations });
     if (weight.dtype === 'int8') {
       const a = int8ActivationsOf(weight);
       if (!a) return this.backend.linear(args);

@@ -443,7 +443,7 @@ export abstract class NativeKernelBackend<C extends NativeKernelOps<D>, D = neve
       ...weightArgs(args.weight),
       args.bias ?? null,
       this.nativeActivation('linear', args.out),
-      args.activations === 'q8' ? 1 : 0,
+      args.activations === 'q8' ? 1 : args.activations === 'q16' ? 2 : 0,
       args.activationScale ?? 0,
     ];
   }

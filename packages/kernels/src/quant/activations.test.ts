@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { activationBlockQ8, quantizeActivationBlockQ8, quantizeActivationRowInt8, roundTripActivationsInt8, roundTripActivationsQ8 } from './activations.js';
+import {
+  activationBlockQ8,
+  quantizeActivationBlockQ16,
+  quantizeActivationBlockQ8,
+  quantizeActivationRowInt8,
+  roundTripActivationsInt8,
+  roundTripActivationsQ16,
+  roundTripActivationsQ8,
+} from './activations.js';
 
 describe('GGML 8-bit activation blocks (ggml-quants.c quantize_row_q8_0_ref / q8_K_ref)', () => {
   it('block sizes: Q8_K (256) for the k-quants, Q8_0 (32) otherwise', () => {
@@ -98,5 +106,58 @@ describe('W8A8 int8 activations (vLLM scaled_int8_quant, symmetric)', () => {
     const s = Math.fround(Math.fround(1e-3) / 127);
     expect(out[6]).toBe(Math.fround(127 * s));
     expect(Array.from(roundTripActivationsInt8(x, 3, 3, 0.5).subarray(0, 3))).toEqual([4, -2, 1]);
+  });
+});
+
+describe("16-bit activation blocks (linear activations 'q16' on int4 weights)", () => {
+  it('scale amax / 32767, codes x * (32767 / amax) rounded half to even, clamped to +-32767', () => {
+    const x = Float32Array.from([32767, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 32766.5, -3.5, -32767]);
+    const q = new Int16Array(x.length);
+    expect(quantizeActivationBlockQ16(x, 0, x.length, q, 0)).toBe(1);
+    expect([...q]).toEqual([32767, 0, 0, 2, -2, 2, -2, 32766, -4, -32767]);
+    const y = Float32Array.from([1, -0.25, 0.75]);
+    const s = quantizeActivationBlockQ16(y, 0, 3, q, 0);
+    expect(s).toBe(Math.fround(1 / 32767));
+    expect([...q.subarray(0, 3)]).toEqual([32767, Math.round(-0.25 * Math.fround(32767)), Math.round(0.75 * 32767)]);
+  });
+
+  it('a zero or vanishingly small block gives codes and scale 0; a non-finite value makes the scale NaN', () => {
+    const q = new Int16Array(4).fill(7);
+    expect(quantizeActivationBlockQ16(new Float32Array(4), 0, 4, q, 0)).toBe(0);
+    expect([...q]).toEqual([0, 0, 0, 0]);
+    q.fill(7);
+    expect(quantizeActivationBlockQ16(Float32Array.from([1e-45, -1e-45, 0, 0]), 0, 4, q, 0)).toBe(0); // 32767 / amax overflows
+    expect([...q]).toEqual([0, 0, 0, 0]);
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      q.fill(7);
+      expect(quantizeActivationBlockQ16(Float32Array.from([1, bad, 2, 3]), 0, 4, q, 0)).toBeNaN();
+      expect([...q]).toEqual([0, 0, 0, 0]);
+    }
+  });
+
+  it('round trip: blocks of 128 from each row start (a short last block), error at most amax / 65534 per element', () => {
+    const rows = 3;
+    const cols = 300; // blocks of 128, 128, 44 in every row
+    const x = new Float32Array(rows * cols);
+    for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 0.37) * 10 ** ((i % 7) - 3);
+    x[cols + 280] = 5e4; // row 1's last block has a much larger amax than its others
+    const out = roundTripActivationsQ16(x, rows, cols);
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c += 128) {
+        const n = Math.min(128, cols - c);
+        let amax = 0;
+        for (let j = 0; j < n; j++) amax = Math.max(amax, Math.abs(x[r * cols + c + j]!));
+        for (let j = 0; j < n; j++) {
+          const i = r * cols + c + j;
+          expect(Math.abs(out[i]! - x[i]!)).toBeLessThanOrEqual((amax / 65534) * (1 + 1e-6));
+        }
+      }
+    }
+    // A block's scale comes from that block alone: row 1's spike changes only its own (last) block.
+    const calm = x.slice(cols, 2 * cols);
+    calm[280] = 0;
+    const calmOut = roundTripActivationsQ16(calm, 1, cols);
+    expect([...out.subarray(cols, cols + 256)]).toEqual([...calmOut.subarray(0, 256)]);
+    expect([...out.subarray(cols + 256, cols + 300)]).not.toEqual([...calmOut.subarray(256, 300)]);
   });
 });

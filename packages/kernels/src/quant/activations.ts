@@ -126,3 +126,46 @@ export function roundTripActivationsInt8(x: Float32Array, rows: number, cols: nu
   }
   return out;
 }
+
+/** Elements per block of the 16-bit activations of `linear({ activations: 'q16' })` (int4 weights). */
+export const ACTIVATION_BLOCK_Q16 = 128;
+
+/**
+ * 16-bit activation quantization of one block (see `LinearArgs.activations`, `'q16'`): `n` (1..128) floats
+ * `x[xo, xo + n)` into codes `q[qo, qo + n)`; returns the block's scale `amax / 32767` (float32; 0 for a zero block
+ * or one so small that `32767 / amax` overflows float32; NaN for a block with a NaN or an infinity, its codes 0), so
+ * that `x' = q * scale`. Codes are `sat(rne(x * (32767 / amax)))` in [-32767, 32767]. Bit-identical with
+ * csrc/act_q8.h `act_q16_quantize_block`.
+ */
+export function quantizeActivationBlockQ16(x: Float32Array, xo: number, n: number, q: Int16Array, qo: number): number {
+  let amax = 0;
+  for (let j = 0; j < n; j++) {
+    const v = x[xo + j]!;
+    if (!Number.isFinite(v)) {
+      q.fill(0, qo, qo + n);
+      return NaN;
+    }
+    amax = Math.max(amax, Math.abs(v));
+  }
+  let inv = amax === 0 ? 0 : fr(32767 / amax);
+  if (!Number.isFinite(inv)) inv = 0; // 32767 / amax overflowed float32: codes 0, scale 0
+  for (let j = 0; j < n; j++) q[qo + j] = Math.max(-32767, Math.min(32767, roundEven(fr(x[xo + j]! * inv))));
+  return inv === 0 ? 0 : fr(amax / 32767);
+}
+
+/**
+ * `x'` of `rows` rows of `cols` activations through {@link quantizeActivationBlockQ16} (blocks of 128 from each row's
+ * start; a row's last block may be shorter), as float32 (`q * scale`, rounded once).
+ */
+export function roundTripActivationsQ16(x: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  const q = new Int16Array(ACTIVATION_BLOCK_Q16);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c += ACTIVATION_BLOCK_Q16) {
+      const n = Math.min(ACTIVATION_BLOCK_Q16, cols - c);
+      const s = quantizeActivationBlockQ16(x, r * cols + c, n, q, 0);
+      for (let j = 0; j < n; j++) out[r * cols + c + j] = fr(q[j]! * s);
+    }
+  }
+  return out;
+}

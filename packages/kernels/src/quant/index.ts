@@ -22,7 +22,16 @@ export {
   type GgmlBlockLayout,
   type WeightArrayKind,
 } from './layout.js';
-export { activationBlockQ8, quantizeActivationBlockQ8, quantizeActivationRowInt8, roundTripActivationsInt8, roundTripActivationsQ8 } from './activations.js';
+export {
+  ACTIVATION_BLOCK_Q16,
+  activationBlockQ8,
+  quantizeActivationBlockQ16,
+  quantizeActivationBlockQ8,
+  quantizeActivationRowInt8,
+  roundTripActivationsInt8,
+  roundTripActivationsQ16,
+  roundTripActivationsQ8,
+} from './activations.js';
 export { dequantizeRow, kScaleMin } from './dequantize.js';
 export { quantizeMatrix, type QuantizeOptions } from './quantize.js';
 export type { ScaleGranularity } from './quantize-compressed.js';

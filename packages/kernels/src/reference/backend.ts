@@ -50,11 +50,20 @@ import {
   validateSoftmax,
 } from '../validate.js';
 import { dequantizeRowUnchecked as dequantizeRow } from '../quant/dequantize.js';
-import { roundTripActivationsInt8, roundTripActivationsQ8 } from '../quant/activations.js';
+import { roundTripActivationsInt8, roundTripActivationsQ16, roundTripActivationsQ8 } from '../quant/activations.js';
 import { elementReader, scaleOf } from './elements.js';
 import { pagedAttentionPerHead, poolHeadReader, poolTokenWriter, reshapeAndCachePerHead } from './kv-pools.js';
 import { sampleBucketIdsReference, sampleBucketsReference } from '../sample-buckets.js';
 
+
+/** The activations `linear` multiplies: x as given (`'f32'`), else its 8- or 16-bit round trip x'. */
+function roundTrip(args: LinearArgs<Float32Array>, rows: number, cols: number): Float32Array {
+  const { x, weight } = args;
+  if (args.activations === 'q16') return roundTripActivationsQ16(x, rows, cols);
+  if (args.activations !== 'q8') return x;
+  if (weight.dtype === 'int8') return roundTripActivationsInt8(x, rows, cols, args.activationScale);
+  return roundTripActivationsQ8(x, rows, cols, weight.dtype as GgmlWeightDtype);
+}
 
 /**
  * `linear` for every weight dtype: each weight row is dequantized to float32 once (`dequantizeRow`, the executable
@@ -64,12 +73,7 @@ function linear(raw: LinearArgs<Activation>): void {
   const args = hostArgs('linear', raw);
   const { rows, inFeatures, outFeatures } = validateLinear(args);
   const { out, bias, weight } = args;
-  const x =
-    args.activations !== 'q8'
-      ? args.x
-      : weight.dtype === 'int8'
-        ? roundTripActivationsInt8(args.x, rows, inFeatures, args.activationScale)
-        : roundTripActivationsQ8(args.x, rows, inFeatures, weight.dtype as GgmlWeightDtype);
+  const x = roundTrip(args, rows, inFeatures);
   const row = new Float32Array(inFeatures);
   for (let o = 0; o < outFeatures; o++) {
     dequantizeRow(weight, o, row);

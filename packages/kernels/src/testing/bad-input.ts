@@ -88,6 +88,12 @@ export function badInputCases(): BadInputCase[] {
     c('linear', "activations 'q8' on a dense weight", 'INVALID_ARGUMENT', 'activations', (b) =>
       b.linear({ x: f32(8), weight: w(3, 4), out: f32(6), rows: 2, activations: 'q8' }),
     ),
+    c('linear', "activations 'q16' on an int8 weight", 'INVALID_ARGUMENT', 'activations', (b) =>
+      b.linear({ x: f32(8), weight: { dtype: 'int8', data: new Int8Array(12), rows: 3, cols: 4, scale: Float32Array.of(1) }, out: f32(6), rows: 2, activations: 'q16' }),
+    ),
+    c('linear', "activationScale with activations 'q16' on int4", 'INVALID_ARGUMENT', 'activationScale', (b) =>
+      b.linear({ x: f32(8), weight: { dtype: 'int4', data: new Uint8Array(6), rows: 3, cols: 4, scale: new Float32Array(3).fill(1), groupSize: 4 }, out: f32(6), rows: 2, activations: 'q16', activationScale: 0.5 }),
+    ),
     c('linear', 'activationScale with float activations on int8', 'INVALID_ARGUMENT', 'activationScale', (b) =>
       b.linear({ x: f32(8), weight: { dtype: 'int8', data: new Int8Array(12), rows: 3, cols: 4, scale: Float32Array.of(1) }, out: f32(6), rows: 2, activationScale: 0.5 }),
     ),

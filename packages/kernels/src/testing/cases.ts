@@ -12,7 +12,7 @@
 import { KV_QUANT_DTYPES, type KvQuantDtype } from '@kvq/cache';
 import type { Fp8Format, ScaleLayout } from '@kvq/fp8';
 import { FP8_FORMATS } from '@kvq/fp8';
-import type { KernelBackend, KernelOpName, KvDtype, RopeStyle, RopeTable, WeightDtype } from '../contract.js';
+import type { KernelBackend, KernelOpName, KvDtype, RopeStyle, RopeTable, WeightDtype, WeightMatrix } from '../contract.js';
 import { GGML_BLOCK, GGML_WEIGHT_DTYPES, isGgmlDtype, QUANTIZED_WEIGHT_DTYPES, WEIGHT_DTYPES as ALL_WEIGHT_DTYPES } from '../quant/layout.js';
 import type { QuantizeOptions } from '../quant/quantize.js';
 import { createReferenceBackend } from '../reference/backend.js';
@@ -448,6 +448,64 @@ function int8ActivationLinearCases(seed: number): ParityCase[] {
     });
   });
   return cases;
+}
+
+/**
+ * `linear` with `activations: 'q16'` on `int4` weights (W4A16 with 16-bit activation blocks of 128): groups of 128
+ * and 256 (the VNNI GEMV), 32 and per-channel (the float32 path on x'), widths off the block (a short last block),
+ * GEMV and GEMM rows. Row 0's first block pins the rounding: a spike of 32767 makes the codes the values (exact
+ * halves round to even, 0.5 to 0), and element 0's weight is zero in every output row, so the outputs are made of
+ * the rounded values; a float32 candidate misses them by ~0.1. Row 1 (when present) is zero; one case has a NaN
+ * (its row's outputs NaN).
+ */
+function q16ActivationLinearCases(seed: number): ParityCase[] {
+  const cases: ParityCase[] = [];
+  const shapes: readonly [groupSize: number, symmetric: boolean, rows: number, inF: number][] = [
+    [128, true, 1, 256],
+    [128, false, 2, 384],
+    [256, true, 3, 512],
+    [128, true, 4, 1152],
+    [128, false, 5, 256],
+    [256, false, 70, 256],
+    [32, true, 1, 96],
+    [32, false, 3, 160],
+    [0, false, 1, 200],
+    [0, true, 4, 136],
+  ];
+  shapes.forEach(([groupSize, symmetric, rows, inF], k) => {
+    const outF = cycle([7, 13, 33], k);
+    const nan = k === 1;
+    const tag = `${groupSize === 0 ? 'channel' : `g${groupSize}`}-${symmetric ? 'sym' : 'asym'}`;
+    cases.push({
+      op: 'linear',
+      label: `linear int4/${tag} activations=q16 ${rows <= 4 ? 'gemv' : 'gemm'} rows=${rows} in=${inF} out=${outF}${nan ? ' +NaN' : ''}`,
+      tolerance: DEFAULT_TOLERANCES.linear,
+      run(b) {
+        const r = rng(seed + 4900 + k);
+        const x = randomF32(rows * inF, r);
+        x[0] = 32767;
+        [0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 126.5, -3.5].forEach((h, i) => (x[1 + i] = h));
+        if (rows > 1) x.fill(0, inF, 2 * inF);
+        if (nan) x[inF + 3] = NaN;
+        const weight = randomWeight('int4', outF, inF, r, { groupSize: groupSize === 0 ? inF : groupSize, symmetric });
+        zeroFirstColumn(weight);
+        const out = withSlack(rows * outF);
+        b.linear({ x, weight, out, rows, bias: k % 2 === 0 ? randomF32(outF, r) : undefined, activations: 'q16' });
+        return { out };
+      },
+    });
+  });
+  return cases;
+}
+
+/** Sets element 0 of every row of an int4 weight to the code that dequantizes to 0 (8 + the row's zero point). */
+function zeroFirstColumn(w: WeightMatrix): void {
+  const data = w.data as Uint8Array;
+  const groups = w.cols / (w.groupSize ?? w.cols);
+  for (let n = 0; n < w.rows; n++) {
+    const code = 8 + (w.zeroPoint ? w.zeroPoint[n * groups]! : 0);
+    data[(n * w.cols) / 2] = (data[(n * w.cols) / 2]! & 0xf0) | code;
+  }
 }
 
 /** `embedding` on every quantized table dtype (bit-exact: the looked-up rows are dequantized, nothing summed). */
@@ -1281,6 +1339,7 @@ export function parityCases(options: ParityCaseOptions = {}): ParityCase[] {
     ...quantizedLinearCases(full, seed),
     ...q8ActivationLinearCases(seed),
     ...int8ActivationLinearCases(seed),
+    ...q16ActivationLinearCases(seed),
     ...rmsNormCases(seed),
     ...addCases(seed),
     ...gatedCases('siluAndMul', seed + 300),

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { GgmlWeightDtype, HostArgs, KernelBackend, KernelOpName, PagedAttentionArgs, ReshapeAndCacheArgs } from '../contract.js';
 import { dequantizeRow } from '../quant/dequantize.js';
-import { roundTripActivationsInt8, roundTripActivationsQ8 } from '../quant/activations.js';
+import { roundTripActivationsInt8, roundTripActivationsQ16, roundTripActivationsQ8 } from '../quant/activations.js';
 import { createReferenceBackend } from '../reference/backend.js';
 import { KernelError } from '../errors.js';
 import {
@@ -417,7 +417,9 @@ describe('parity kit: the linear tolerance fits float32 accumulation on quantize
       linear(a: HostOf<'linear'>) {
         const { weight, out, rows, bias } = a;
         const x =
-          a.activations !== 'q8'
+          a.activations === 'q16'
+            ? roundTripActivationsQ16(a.x, rows, weight.cols)
+            : a.activations !== 'q8'
             ? a.x
             : weight.dtype === 'int8'
               ? roundTripActivationsInt8(a.x, rows, weight.cols, a.activationScale)
@@ -442,6 +444,14 @@ describe('parity kit: the linear tolerance fits float32 accumulation on quantize
     const ignoring: KernelBackend = { ...createReferenceBackend(), name: 'ignores-q8', linear: (a) => ref.linear({ ...a, activations: 'f32' }) };
     const cases = parityCases({ ops: ['linear'] }).filter((c) => c.label.includes('activations=q8'));
     expect(cases.length).toBeGreaterThanOrEqual(32);
+    const report = runParitySuite(ignoring, ref, { cases });
+    expect(report.failures.map((f) => f.label).sort()).toEqual(cases.map((c) => c.label).sort());
+  });
+
+  it("a candidate that ignores activations: 'q16' (float32 activations) fails every q16 case", () => {
+    const ignoring: KernelBackend = { ...createReferenceBackend(), name: 'ignores-q16', linear: (a) => ref.linear({ ...a, activations: 'f32' }) };
+    const cases = parityCases({ ops: ['linear'] }).filter((c) => c.label.includes('activations=q16'));
+    expect(cases.length).toBe(10);
     const report = runParitySuite(ignoring, ref, { cases });
     expect(report.failures.map((f) => f.label).sort()).toEqual(cases.map((c) => c.label).sort());
   });
