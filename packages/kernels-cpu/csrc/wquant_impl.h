@@ -1210,20 +1210,21 @@ static int qgemm_q8(const LinearParams& p, const Runner& rn) {
 }
 #endif  // KVQ_Q8_INT
 
-/** linear with 8-bit activations through the float kernels on the round trip x' (xq8_round_trip): the same function. */
-static int linear_q8act_round_trip(const LinearParams& p, const Runner& rn) {
+/**
+ * linear through the float kernels on x's round trip x' (the function the integer paths compute): trip(r0, r1, xr)
+ * writes rows [r0, r1) of x' at xr + r0 * in; prefill-sized inputs are rounded over the threads, 16 rows per task
+ * (rows are independent).
+ */
+template <class Trip>
+static int linear_on_round_trip(const LinearParams& p, const Runner& rn, Trip& trip) {
   float* xr = static_cast<float*>(scratch_alloc((size_t)(p.rows * p.in) * sizeof(float)));
   if (!xr) return kOutOfMemory;
-  // The round trip of prefill-sized inputs over the threads, 16 rows per task (rows are independent).
   const int64_t chunk = 16, tasks = ceil_div(p.rows, chunk);
-  auto quant = [&](int64_t t, int) {
-    const int64_t r0 = t * chunk, r1 = imin(p.rows, r0 + chunk);
-    xq8_round_trip(p.w.dtype, p.x + r0 * p.in, r1 - r0, p.in, xr + r0 * p.in);
-  };
+  auto rows = [&](int64_t t, int) { trip(t * chunk, imin(p.rows, t * chunk + chunk), xr); };
   if (tasks > 1) {
-    rn.parallel_for(tasks, quant);
+    rn.parallel_for(tasks, rows);
   } else {
-    quant(0, 0);
+    rows(0, 0);
   }
   LinearParams rt = p;
   rt.x = xr;
@@ -1231,6 +1232,12 @@ static int linear_q8act_round_trip(const LinearParams& p, const Runner& rn) {
   const int rc = linear_quant(rt, rn);
   alignedFree(xr);
   return rc;
+}
+
+/** linear with 8-bit activations through the float kernels on the round trip x' (xq8_round_trip): the same function. */
+static int linear_q8act_round_trip(const LinearParams& p, const Runner& rn) {
+  auto trip = [&](int64_t r0, int64_t r1, float* xr) { xq8_round_trip(p.w.dtype, p.x + r0 * p.in, r1 - r0, p.in, xr + r0 * p.in); };
+  return linear_on_round_trip(p, rn, trip);
 }
 
 /**

@@ -17,24 +17,12 @@
 #ifndef KVQ_WQUANT_Q16ACT_H_
 #define KVQ_WQUANT_Q16ACT_H_
 
-/** x' of `rows` rows of K activations (act_q16_round_trip_row) into a new 64-byte aligned buffer (null: out of memory). */
-static float* q16_round_trip(const float* x, int64_t rows, int64_t K) {
-  float* xr = static_cast<float*>(scratch_alloc((size_t)(rows * K) * sizeof(float)));
-  if (!xr) return nullptr;
-  for (int64_t r = 0; r < rows; r++) act_q16_round_trip_row(x + r * K, K, xr + r * K);
-  return xr;
-}
-
-/** linear on x' in float32: the path of every call the VNNI GEMV does not take. */
+/** linear on x' in float32 (act_q16_round_trip_row): the path of every call the integer GEMV does not take. */
 static int linear_q16_round_trip(const LinearParams& p, const Runner& rn) {
-  float* xr = q16_round_trip(p.x, p.rows, p.in);
-  if (!xr) return kOutOfMemory;
-  LinearParams q = p;
-  q.x = xr;
-  q.xq = 0;
-  const int rc = linear_quant(q, rn);
-  alignedFree(xr);
-  return rc;
+  auto trip = [&](int64_t r0, int64_t r1, float* xr) {
+    for (int64_t r = r0; r < r1; r++) act_q16_round_trip_row(p.x + r * p.in, p.in, xr + r * p.in);
+  };
+  return linear_on_round_trip(p, rn, trip);
 }
 
 #if (defined(__AVX512BW__) && defined(__AVX512VNNI__)) || defined(__AVX2__)
@@ -53,6 +41,22 @@ struct Q16Row {
   int32_t* sums;    // [blocks * 16]
   float* scales;    // [blocks]
 };
+
+/**
+ * Stores block b's scale from its amax (act_q16_quantize_block's rules) and returns the multiplier 32767 / amax; a
+ * block with a NaN or an infinity (bad) gets scale NaN and codes and sums 0 (its outputs are NaN), and -1 back.
+ */
+KVQ_I float q16_block_scale(const Q16Row& q, int64_t b, float amax, bool bad) {
+  if (bad) {
+    q.scales[b] = NAN;
+    memset(q.planes + b * kQ16BlockBytes, 0, kQ16BlockBytes);
+    memset(q.sums + b * 16, 0, 16 * sizeof(int32_t));
+    return -1.0f;
+  }
+  const float inv = act_q16_inv(amax);
+  q.scales[b] = inv == 0.0f ? 0.0f : amax / 32767.0f;
+  return inv;
+}
 
 #endif
 
@@ -77,15 +81,9 @@ KVQ_I void q16_block(const float* x, const Q16Row& q, int64_t b) {
     bad |= _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ);  // !(a <= FLT_MAX): NaN or infinity
     am = _mm512_max_ps(am, a);
   }
-  const float amax = _mm512_reduce_max_ps(am);
-  const float inv = bad ? 0.0f : act_q16_inv(amax);
-  q.scales[b] = bad ? NAN : inv == 0.0f ? 0.0f : amax / 32767.0f;
+  const float inv = q16_block_scale(q, b, _mm512_reduce_max_ps(am), bad != 0);
+  if (inv < 0.0f) return;
   uint8_t* pl = q.planes + b * kQ16BlockBytes;
-  if (bad) {  // codes 0, scale NaN: the block's outputs are NaN
-    memset(pl, 0, kQ16BlockBytes);
-    memset(q.sums + b * 16, 0, 16 * sizeof(int32_t));
-    return;
-  }
   const __m512 vs = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-32767.0f), hi = _mm512_set1_ps(32767.0f);
   const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
@@ -170,15 +168,9 @@ KVQ_I void q16_block(const float* x, const Q16Row& q, int64_t b) {
   }
   __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(am), _mm256_extractf128_ps(am, 1));
   m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-  const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
-  const float inv = bad ? 0.0f : act_q16_inv(amax);
-  q.scales[b] = bad ? NAN : inv == 0.0f ? 0.0f : amax / 32767.0f;
+  const float inv = q16_block_scale(q, b, _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4))), bad != 0);
+  if (inv < 0.0f) return;
   uint8_t* pl = q.planes + b * kQ16BlockBytes;
-  if (bad) {  // codes 0, scale NaN: the block's outputs are NaN
-    memset(pl, 0, kQ16BlockBytes);
-    memset(q.sums + b * 16, 0, 16 * sizeof(int32_t));
-    return;
-  }
   const __m256 vs = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-32767.0f), hi = _mm256_set1_ps(32767.0f);
   for (int j = 0; j < 128; j += 16) {
     const __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
