@@ -452,7 +452,8 @@ function int8ActivationLinearCases(seed: number): ParityCase[] {
 
 /**
  * `linear` with `activations: 'q16'` on `int4` weights (W4A16 with 16-bit activation blocks of 128): groups of 128
- * and 256 (the VNNI GEMV), 32 and per-channel (the float32 path on x'), widths off the block (a short last block),
+ * and 256 and per channel on whole blocks (the CPU's integer GEMV), 32 and per channel on other widths (the float32
+ * path on x'), widths off the block (a short last block),
  * GEMV and GEMM rows. Row 0's first block pins the rounding: a spike of 32767 makes the codes the values (exact
  * halves round to even, 0.5 to 0), and element 0's weight is zero in every output row, so the outputs are made of
  * the rounded values; a float32 candidate misses them by ~0.1. Row 1 (when present) is zero; one case has a NaN
@@ -471,6 +472,9 @@ function q16ActivationLinearCases(seed: number): ParityCase[] {
     [32, false, 3, 160],
     [0, false, 1, 200],
     [0, true, 4, 136],
+    // per channel on whole 128-blocks: the integer GEMV with 3 (not a power of two) and 2 blocks per group
+    [0, true, 2, 384],
+    [0, false, 1, 256],
   ];
   shapes.forEach(([groupSize, symmetric, rows, inF], k) => {
     const outF = cycle([7, 13, 33], k);
