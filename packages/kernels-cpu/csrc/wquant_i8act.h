@@ -14,24 +14,50 @@
 #define KVQ_WQUANT_I8ACT_H_
 
 /**
- * act_i8_quantize_row with AVX-512 / AVX2 vectors where built (bit-identical: the same float operations, RNE by
- * the conversion's default rounding, clamping before it), the scalar code elsewhere. Returns the row's scale.
+ * max |x[j]| over j in [0, K) with AVX-512 / AVX2 vectors where built (act_i8_amax for the tail and elsewhere: the same
+ * value); clears *finite on a NaN or an infinity.
  */
-KVQ_I float i8x_quantize_row(const float* x, int64_t K, float staticScale, int8_t* q) {
+KVQ_I float i8x_amax(const float* x, int64_t K, bool* finite) {
+  int64_t j = 0;
+  float amax = 0.0f;
 #if defined(__AVX512F__)
   __m512 am = _mm512_setzero_ps();
   __mmask16 bad = 0;
   const __m512 big = _mm512_set1_ps(3.402823466e38f);
   const __m512 absMask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
-  int64_t j = 0;
   for (; j + 16 <= K; j += 16) {
     const __m512 a = _mm512_and_ps(_mm512_loadu_ps(x + j), absMask);
     bad |= _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ);  // !(a <= FLT_MAX): NaN or infinity
     am = _mm512_max_ps(am, a);
   }
-  float amax = _mm512_reduce_max_ps(am);
-  bool finite = bad == 0;
-  amax = act_i8_amax(x, j, K, amax, &finite);
+  amax = _mm512_reduce_max_ps(am);
+  if (bad) *finite = false;
+#elif defined(__AVX2__)
+  __m256 am = _mm256_setzero_ps();
+  int bad = 0;
+  const __m256 big = _mm256_set1_ps(3.402823466e38f);
+  const __m256 absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (; j + 8 <= K; j += 8) {
+    const __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + j), absMask);
+    bad |= _mm256_movemask_ps(_mm256_cmp_ps(a, big, _CMP_NLE_UQ));
+    am = _mm256_max_ps(am, a);
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, am);
+  for (int l = 0; l < 8; l++) amax = lanes[l] > amax ? lanes[l] : amax;
+  if (bad) *finite = false;
+#endif
+  return act_i8_amax(x, j, K, amax, finite);
+}
+
+/**
+ * act_i8_quantize_row with AVX-512 / AVX2 vectors where built (bit-identical: the same float operations, RNE by
+ * the conversion's default rounding, clamping before it), the scalar code elsewhere. Returns the row's scale.
+ */
+KVQ_I float i8x_quantize_row(const float* x, int64_t K, float staticScale, int8_t* q) {
+#if defined(__AVX512F__)
+  bool finite = true;
+  const float amax = i8x_amax(x, K, &finite);
   if (!finite) {
     for (int64_t e = 0; e < K; e++) q[e] = 0;
     return NAN;
@@ -39,7 +65,7 @@ KVQ_I float i8x_quantize_row(const float* x, int64_t K, float staticScale, int8_
   const bool isStatic = staticScale > 0.0f;
   const float inv = act_i8_inv(amax);
   const __m512 vs = _mm512_set1_ps(isStatic ? staticScale : inv), lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
-  j = 0;
+  int64_t j = 0;
   for (; j + 16 <= K; j += 16) {
     const __m512 v = _mm512_loadu_ps(x + j);
     const __m512 t = isStatic ? _mm512_div_ps(v, vs) : _mm512_mul_ps(v, vs);
@@ -49,22 +75,8 @@ KVQ_I float i8x_quantize_row(const float* x, int64_t K, float staticScale, int8_
   for (; j < K; j++) q[j] = act_i8_code_of(x[j], staticScale, inv);
   return act_i8_scale(staticScale, amax);
 #elif defined(__AVX2__)
-  __m256 am = _mm256_setzero_ps();
-  int bad = 0;
-  const __m256 big = _mm256_set1_ps(3.402823466e38f);
-  const __m256 absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  int64_t j = 0;
-  for (; j + 8 <= K; j += 8) {
-    const __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + j), absMask);
-    bad |= _mm256_movemask_ps(_mm256_cmp_ps(a, big, _CMP_NLE_UQ));
-    am = _mm256_max_ps(am, a);
-  }
-  float lanes[8];
-  _mm256_storeu_ps(lanes, am);
-  float amax = 0.0f;
-  for (int l = 0; l < 8; l++) amax = lanes[l] > amax ? lanes[l] : amax;
-  bool finite = bad == 0;
-  amax = act_i8_amax(x, j, K, amax, &finite);
+  bool finite = true;
+  const float amax = i8x_amax(x, K, &finite);
   if (!finite) {
     for (int64_t e = 0; e < K; e++) q[e] = 0;
     return NAN;
@@ -72,7 +84,7 @@ KVQ_I float i8x_quantize_row(const float* x, int64_t K, float staticScale, int8_
   const bool isStatic = staticScale > 0.0f;
   const float inv = act_i8_inv(amax);
   const __m256 vs = _mm256_set1_ps(isStatic ? staticScale : inv), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
-  j = 0;
+  int64_t j = 0;
   for (; j + 8 <= K; j += 8) {
     const __m256 v = _mm256_loadu_ps(x + j);
     const __m256 t = isStatic ? _mm256_div_ps(v, vs) : _mm256_mul_ps(v, vs);

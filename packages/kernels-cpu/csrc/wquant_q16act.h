@@ -43,18 +43,21 @@ struct Q16Row {
 };
 
 /**
- * Stores block b's scale from its amax (act_q16_quantize_block's rules) and returns the multiplier 32767 / amax; a
- * block with a NaN or an infinity (bad) gets scale NaN and codes and sums 0 (its outputs are NaN), and -1 back.
+ * Stores the scale of block b (the 128 activations at x; act_q16_quantize_block's rules) and returns the multiplier
+ * 32767 / amax; a block with a NaN or an infinity gets scale NaN and codes and sums 0 (its outputs are NaN), and -1
+ * back.
  */
-KVQ_I float q16_block_scale(const Q16Row& q, int64_t b, float amax, bool bad) {
-  if (bad) {
+KVQ_I float q16_block_scale(const float* x, const Q16Row& q, int64_t b) {
+  bool finite = true;
+  const float amax = i8x_amax(x, 128, &finite);
+  if (!finite) {
     q.scales[b] = NAN;
     memset(q.planes + b * kQ16BlockBytes, 0, kQ16BlockBytes);
     memset(q.sums + b * 16, 0, 16 * sizeof(int32_t));
     return -1.0f;
   }
   const float inv = act_q16_inv(amax);
-  q.scales[b] = inv == 0.0f ? 0.0f : amax / 32767.0f;
+  q.scales[b] = act_q16_scale(amax, inv);
   return inv;
 }
 
@@ -72,16 +75,7 @@ KVQ_I float q16_sum(Q16F a, Q16F b) { return _mm512_reduce_add_ps(_mm512_add_ps(
  * conversion's default rounding, clamping before it) into the planes, lane sums and scale at block b of `q`.
  */
 KVQ_I void q16_block(const float* x, const Q16Row& q, int64_t b) {
-  __m512 am = _mm512_setzero_ps();
-  __mmask16 bad = 0;
-  const __m512 big = _mm512_set1_ps(3.402823466e38f);
-  const __m512 absMask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
-  for (int j = 0; j < 128; j += 16) {
-    const __m512 a = _mm512_and_ps(_mm512_loadu_ps(x + j), absMask);
-    bad |= _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ);  // !(a <= FLT_MAX): NaN or infinity
-    am = _mm512_max_ps(am, a);
-  }
-  const float inv = q16_block_scale(q, b, _mm512_reduce_max_ps(am), bad != 0);
+  const float inv = q16_block_scale(x, q, b);
   if (inv < 0.0f) return;
   uint8_t* pl = q.planes + b * kQ16BlockBytes;
   const __m512 vs = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-32767.0f), hi = _mm512_set1_ps(32767.0f);
@@ -128,7 +122,6 @@ KVQ_I void q16_block_dot(const uint8_t* wr, int64_t b, const uint8_t* const* pl,
   }
 }
 
-
 #elif defined(__AVX2__)
 #define KVQ_Q16_INT 1
 
@@ -157,18 +150,7 @@ KVQ_I __m256i q16_lane_sums(__m256i v, bool signedLanes) {
 
 /** q16_block on AVX2: the same float operations as act_q16_quantize_block (RNE conversion, clamping before it). */
 KVQ_I void q16_block(const float* x, const Q16Row& q, int64_t b) {
-  __m256 am = _mm256_setzero_ps();
-  int bad = 0;
-  const __m256 big = _mm256_set1_ps(3.402823466e38f);
-  const __m256 absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  for (int j = 0; j < 128; j += 8) {
-    const __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + j), absMask);
-    bad |= _mm256_movemask_ps(_mm256_cmp_ps(a, big, _CMP_NLE_UQ));  // !(a <= FLT_MAX): NaN or infinity
-    am = _mm256_max_ps(am, a);
-  }
-  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(am), _mm256_extractf128_ps(am, 1));
-  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-  const float inv = q16_block_scale(q, b, _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4))), bad != 0);
+  const float inv = q16_block_scale(x, q, b);
   if (inv < 0.0f) return;
   uint8_t* pl = q.planes + b * kQ16BlockBytes;
   const __m256 vs = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-32767.0f), hi = _mm256_set1_ps(32767.0f);
@@ -247,12 +229,8 @@ static void gemv_q16(const LinearParams& p, const Q16Row* xq, int64_t n0, int64_
     for (int r = 0; r < R; r++) a0[r] = a1[r] = q16_zero();
     auto block = [&](int64_t b, Q16F* acc) {
       const int64_t g = gshift >= 0 ? b >> gshift : b / bpg;
-      if (zr) {
-        const int off = 8 + zr[g];
-        q16_block_dot<R>(wr, b, pl, su, dx, sr[g], &off, acc);
-      } else {
-        q16_block_dot<R>(wr, b, pl, su, dx, sr[g], nullptr, acc);
-      }
+      const int off = zr ? 8 + zr[g] : 8;
+      q16_block_dot<R>(wr, b, pl, su, dx, sr[g], zr ? &off : nullptr, acc);
     };
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) block(b, a0), block(b + 1, a1);

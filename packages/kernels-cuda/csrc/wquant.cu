@@ -303,15 +303,12 @@ __global__ void act_i8_round_trip_kernel(const float* x, int64_t rows, int64_t K
     act_i8_round_trip_row(x + r * K, K, staticScale, out + r * K);
 }
 
-/** x' = the 16-bit round trip of x (act_q8.h act_q16_quantize_block: int4 weights), one thread per 128-element block. */
+/** x' = the 16-bit round trip of x (act_q8.h act_q16_round_trip_block: int4 weights), one thread per 128-element block. */
 __global__ void act_q16_round_trip_kernel(const float* x, int64_t rows, int64_t K, float* out) {
   const int64_t perRow = (K + kActQ16Block - 1) / kActQ16Block;
   for (int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; b < rows * perRow; b += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = b / perRow, c = (b % perRow) * kActQ16Block;
-    const int n = (int)(K - c < kActQ16Block ? K - c : kActQ16Block);
-    int16_t q[kActQ16Block];
-    const float s = act_q16_quantize_block(x + r * K + c, n, q);
-    for (int j = 0; j < n; j++) out[r * K + c + j] = (float)q[j] * s;
+    act_q16_round_trip_block(x + r * K + c, (int)(K - c < kActQ16Block ? K - c : kActQ16Block), out + r * K + c);
   }
 }
 

@@ -144,7 +144,6 @@ KVQ_HOST_DEVICE void act_i8_round_trip_row(const float* x, int64_t K, float stat
   for (int64_t j = 0; j < K; j++) out[j] = finite ? (float)act_i8_code_of(x[j], staticScale, inv) * s : NAN;
 }
 
-
 // ------------------------------------------------------------------------------------------------
 // 16-bit activations: `activations: 'q16'` on int4 weights (compressed-tensors W4A16; src/quant/activations.ts
 // quantizeActivationBlockQ16, bit-identical). Each row in blocks of kActQ16Block consecutive elements (a row's last
@@ -168,6 +167,9 @@ KVQ_HOST_DEVICE float act_q16_inv(float amax) {
   return inv <= 3.402823466e38f ? inv : 0.0f;
 }
 
+/** A block's scale from its amax and act_q16_inv(amax): amax / 32767, 0 where the multiplier is 0. */
+KVQ_HOST_DEVICE float act_q16_scale(float amax, float inv) { return inv == 0.0f ? 0.0f : amax / 32767.0f; }
+
 /**
  * Quantize one block of n (1..kActQ16Block) activations into q[n]; returns the block's scale (x' = q * scale):
  * amax / 32767, 0 for a zero (or vanishingly small) block, NaN for a block with a non-finite value.
@@ -181,17 +183,19 @@ KVQ_HOST_DEVICE float act_q16_quantize_block(const float* x, int n, int16_t* q) 
   }
   const float inv = act_q16_inv(amax);
   for (int j = 0; j < n; j++) q[j] = act_q16_code(x[j] * inv);
-  return inv == 0.0f ? 0.0f : amax / 32767.0f;
+  return act_q16_scale(amax, inv);
 }
 
-/** x' of one row of K activations into out[K] (blocks of kActQ16Block from the row's start): code * scale. */
-KVQ_HOST_DEVICE void act_q16_round_trip_row(const float* x, int64_t K, float* out) {
+/** x' of one block of n (1..kActQ16Block) activations into out[n]: code * scale. */
+KVQ_HOST_DEVICE void act_q16_round_trip_block(const float* x, int n, float* out) {
   int16_t q[kActQ16Block];
-  for (int64_t c = 0; c < K; c += kActQ16Block) {
-    const int n = (int)(K - c < kActQ16Block ? K - c : kActQ16Block);
-    const float s = act_q16_quantize_block(x + c, n, q);
-    for (int j = 0; j < n; j++) out[c + j] = (float)q[j] * s;
-  }
+  const float s = act_q16_quantize_block(x, n, q);
+  for (int j = 0; j < n; j++) out[j] = (float)q[j] * s;
+}
+
+/** x' of one row of K activations into out[K] (blocks of kActQ16Block from the row's start; the last may be shorter). */
+KVQ_HOST_DEVICE void act_q16_round_trip_row(const float* x, int64_t K, float* out) {
+  for (int64_t c = 0; c < K; c += kActQ16Block) act_q16_round_trip_block(x + c, (int)(K - c < kActQ16Block ? K - c : kActQ16Block), out + c);
 }
 
 }  // namespace kvq
