@@ -75,11 +75,11 @@ for (const x of rows) console.log(`| ${x.label} | ${x.stepMs.toFixed(2)} | ${(10
 const stepMs = Math.min(...rows.map((x) => x.stepMs));
 console.log(`\nsampler alone, as a share of a ${stepMs.toFixed(2)} ms step (flat: logits uniform in [-8, 8], as a random-weight`);
 console.log('model gives; peaked: Zipf-like logits -1.5 ln(rank), closer to a trained model):');
-// The engine draws with the backend's native vocabulary pass when it has one (the CPU backend); the reference pass
-// (TypeScript, the same bits) is timed beside it.
+// The engine draws with the backend's native sampleDraw when it has one (the CPU backend); the reference draw
+// (TypeScript, the same tokens) is timed beside it.
 const be = llm.backend;
-const native = be.sampleBuckets && be.sampleBucketIds ? { buckets: (a) => be.sampleBuckets(a), bucketIds: (a) => be.sampleBucketIds(a) } : undefined;
-console.log(`vocabulary pass: ${native ? `native (${be.name})` : 'reference only (this backend has no sampleBuckets)'} / reference`);
+const native = be.sampleDraw ? { draw: (a) => be.sampleDraw(a) } : undefined;
+console.log(`draw: ${native ? `native (${be.name})` : 'reference only (this backend has no sampleDraw)'} / reference`);
 console.log('| vocabulary | logits | greedy | T 0.8, top-p 0.95 | T 0.8, top-p 0.95, top-k 50 |');
 console.log('|---|---|---|---|---|');
 for (const [v, shape] of [32000, 128256, 151936, 262144].flatMap((v) => [[v, 'flat'], [v, 'peaked']])) {

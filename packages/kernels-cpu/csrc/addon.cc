@@ -19,6 +19,7 @@
 #include "fp8.h"
 #include "kernels.h"
 #include "sample_buckets.h"
+#include "sample_draw.h"
 #include "napi_args.h"
 #include "portable.h"
 #include "threadpool.h"
@@ -184,6 +185,7 @@ class Context : public Napi::ObjectWrap<Context> {
                            InstanceMethod<&Context::QuantizeActivationsQ8>("quantizeActivationsQ8"),
                            InstanceMethod<&Context::SampleBuckets>("sampleBuckets"),
                            InstanceMethod<&Context::SampleBucketIds>("sampleBucketIds"),
+                           InstanceMethod<&Context::SampleDraw>("sampleDraw"),
                            // The kernel ops (napi_args.h): Linear, ..., EncodeFp8Bits and the standard ops' Op_* methods.
                            KVQ_NAPI_KERNEL_METHODS
                        });
@@ -313,6 +315,33 @@ class Context : public Napi::ObjectWrap<Context> {
       return kOk;
     }));
     return Napi::Number::New(info.Env(), (double)count);
+  }
+
+  /**
+   * sampleDraw(logits, temperature, topK, topP, minWeight, pruneNats, u): the token `u` draws (sample_draw.h; the
+   * vocabulary pass on the pool, the rest on the calling thread); -1 when the row has no candidate.
+   */
+  Napi::Value SampleDraw(const Napi::CallbackInfo& info) {
+    SampleDrawParams p{};
+    int64_t n = 0;
+    p.logits = arrayArg<float>(info, 0, "logits", 1, false, &n);
+    p.n = n;
+    p.temperature = numberArg(info, 1, "temperature");
+    const double topK = numberArg(info, 2, "topK");
+    p.topP = numberArg(info, 3, "topP");
+    p.minWeight = numberArg(info, 4, "minWeight");
+    p.pruneNats = numberArg(info, 5, "pruneNats");
+    p.u = numberArg(info, 6, "u");
+    checkTemperature(info, p.temperature);
+    if (!(topK >= 0 && topK < 2147483648.0) || topK != std::floor(topK)) fail(info.Env(), "INVALID_ARGUMENT", "topK", "topK must be an integer in [0, 2^31)");
+    if (!(p.topP > 0 && p.topP <= 1)) fail(info.Env(), "INVALID_ARGUMENT", "topP", "topP must be in (0, 1]");
+    checkMinWeight(info, p.minWeight);
+    if (!(p.pruneNats >= 0)) fail(info.Env(), "INVALID_ARGUMENT", "pruneNats", "pruneNats must be >= 0");
+    if (!(p.u >= 0 && p.u < 1)) fail(info.Env(), "INVALID_ARGUMENT", "u", "u must be in [0, 1)");
+    p.topK = (int32_t)topK;
+    int32_t token = -1;
+    checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return sample_draw(p, *table_, r, &token) ? kOk : kOutOfMemory; }));
+    return Napi::Number::New(info.Env(), (double)token);
   }
 
   static void checkTemperature(const Napi::CallbackInfo& info, double t) {

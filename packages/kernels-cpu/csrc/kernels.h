@@ -65,11 +65,27 @@ struct SampleRule {
   float below;      // a float32 at or below `floor` (-inf when it is): 16 logits a compare skip what lies under it
 };
 
-/** Weigh ids [begin, n): each candidate's weight added (as float64, ascending ids) to `mass[bucket]`. */
+/**
+ * Candidates recorded by a weighing, in ascending id order from index 0: their ids, buckets and float32 weights. Each
+ * array has room for the ids weighed plus kSampleSlack entries (vector stores write whole vectors past the count).
+ */
+struct SampleCandidates {
+  int32_t* ids;
+  int32_t* bucket;
+  float* weight;
+};
+/** Entries past the count a recording or a pick may write (SampleCandidates). */
+static const int64_t kSampleSlack = 16;
+
+/**
+ * Weigh ids [begin, n): each candidate's weight added (as float64, ascending ids) to `mass[bucket]`; when `out.ids` is
+ * set, the candidates are also recorded there (SampleCandidates).
+ */
 struct SampleWeighParams {
   SampleRule rule;
   int64_t begin, n;
-  double* mass;  // [kSampleBuckets] this chunk's bucket masses
+  double* mass;          // [kSampleBuckets] this chunk's bucket masses
+  SampleCandidates out;  // {nullptr, ...}: not recorded
 };
 
 /** List the candidates of one bucket (`bucket` -1: all): ascending ids into ids[0..), each weight into weight[id]. */
@@ -104,6 +120,11 @@ struct KernelTable {
   int64_t (*sampleWeigh)(const SampleWeighParams& p);
   /** The candidates of one bucket (see SampleListParams); returns how many. */
   int64_t (*sampleList)(const SampleListParams& p);
+  /**
+   * The recorded candidates `c[0, count)` of `bucket` (-1: all), in their order: ids into ids[0..), weights into
+   * weight[0..) (each with kSampleSlack entries of room past the result); returns how many.
+   */
+  int64_t (*samplePick)(const SampleCandidates& c, int64_t count, int32_t bucket, int32_t* ids, float* weight);
   /** Top-k's floor: the k-th largest of x (1 <= k <= n; NaN never counts; -inf when fewer than k are above -inf). */
   double (*sampleKth)(const float* x, int64_t n, int32_t k, float* heap);
   // The standard ops of ops.h (KVQ_STANDARD_OPS), in that list's order: `int fn(const P&, const Runner&)`.

@@ -1832,7 +1832,7 @@ static int argmax(const ArgmaxParams& p, const Runner& rn) {
 static const KernelTable kTable = {
     kIsaName,    W,           linear,        embedding,     reshapeAndCache, pagedAttention,
     amaxTensor,  amaxPerHead, quantizeFp8,   dequantizeFp8, encodeFp8Bits, quantizeActQ8,
-    sampleMax,   sampleWeigh,   sampleList,    sampleKth,
+    sampleMax,   sampleWeigh,   sampleList,    samplePick,    sampleKth,
 #define KVQ_TABLE_INIT(js, cpuFn, gpuFn, P, read) cpuFn,
     KVQ_STANDARD_OPS(KVQ_TABLE_INIT)
 #undef KVQ_TABLE_INIT

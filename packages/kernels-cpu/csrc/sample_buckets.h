@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include <string.h>
+
 #include <cmath>
 #include <new>
 #include <vector>
@@ -25,10 +27,18 @@ struct SampleBucketsParams {
   double temperature, lower, pruneNats, minWeight;
   int32_t topK;  // > 0 and < n: the floor is also the topK-th largest logit
   double* mass;  // [kSampleBuckets]
+  /**
+   * Optional ({nullptr, ...}: none): where each chunk c records its candidates (kernels.h SampleCandidates), from
+   * entry c * kSampleChunkStride of each array; their counts go to chunkCounts[c].
+   */
+  SampleCandidates record;
+  int64_t* chunkCounts;
 };
 
 /** Ids per chunk of the masses' summation (SAMPLE_CHUNK of sample-buckets.ts): chunks are weighed in parallel. */
 static const int64_t kSampleChunk = 8192;
+/** Entries per chunk of a recording (SampleBucketsParams::record): a chunk's ids plus the vector stores' slack. */
+static const int64_t kSampleChunkStride = kSampleChunk + kSampleSlack;
 /** Top-k at most this large runs the chunks on the calling thread (few candidates: little work per chunk). */
 static const int32_t kSampleSerialTopK = 4096;
 
@@ -102,7 +112,9 @@ inline bool sample_buckets(const SampleBucketsParams& p, const KernelTable& k, c
     double* m = c == 0 ? mass : rows + (c - 1) * kSampleBuckets;
     for (int b = 0; b <= top; b++) m[b] = 0.0;
     const int64_t begin = c * kSampleChunk;
-    counts[c] = k.sampleWeigh(SampleWeighParams{rule, begin, begin + kSampleChunk < n ? begin + kSampleChunk : n, m});
+    SampleCandidates out{nullptr, nullptr, nullptr};
+    if (p.record.ids) out = SampleCandidates{p.record.ids + c * kSampleChunkStride, p.record.bucket + c * kSampleChunkStride, p.record.weight + c * kSampleChunkStride};
+    counts[c] = k.sampleWeigh(SampleWeighParams{rule, begin, begin + kSampleChunk < n ? begin + kSampleChunk : n, m, out});
   };
   // Top-k leaves few candidates: the chunks then cost a compare per id, less than handing them to (possibly
   // sleeping) workers. Either way the bits are the same.
@@ -112,6 +124,7 @@ inline bool sample_buckets(const SampleBucketsParams& p, const KernelTable& k, c
     for (int64_t c = 0; c < chunks; c++) weigh(c, 0);
   int64_t count = 0;
   for (int64_t c = 0; c < chunks; c++) count += counts[c];
+  if (p.chunkCounts) memcpy(p.chunkCounts, counts, (size_t)chunks * sizeof(int64_t));
   for (int64_t c = 1; c < chunks; c++) {
     const double* row = rows + (c - 1) * kSampleBuckets;
     for (int b = 0; b <= top; b++) mass[b] += row[b];

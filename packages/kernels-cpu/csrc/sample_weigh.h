@@ -39,17 +39,36 @@ static inline double sw_candidate_scalar(const SampleRule& r, float l, float* w)
   return *w >= r.minWeight ? q : -1.0;
 }
 
-/** Scalar weigh of ids [i0, p.n): the loop every ISA finishes its tail with. Returns the candidates counted. */
-static inline int64_t sw_weigh_scalar(const SampleWeighParams& p, int64_t i0) {
+/**
+ * Scalar weigh of ids [i0, p.n): the loop every ISA finishes its tail with; candidates recorded from index `recorded`
+ * of p.out when it is set. Returns the candidates counted.
+ */
+static inline int64_t sw_weigh_scalar(const SampleWeighParams& p, int64_t i0, int64_t recorded) {
   int64_t count = 0;
   for (int64_t i = i0; i < p.n; i++) {
     float w = 0.0f;
     const double q = sw_candidate_scalar(p.rule, p.rule.logits[i], &w);
     if (q < 0.0) continue;
-    p.mass[(int32_t)(q * 16.0)] += (double)w;
+    const int32_t b = (int32_t)(q * 16.0);
+    p.mass[b] += (double)w;
+    if (p.out.ids) {
+      p.out.ids[recorded + count] = (int32_t)i;
+      p.out.bucket[recorded + count] = b;
+      p.out.weight[recorded + count] = w;
+    }
     count++;
   }
   return count;
+}
+
+/** Scalar pick of the recorded candidates [j0, count) of `bucket` (-1: all), from index m of ids / weight; returns the new m. */
+static inline int64_t sw_pick_scalar(const SampleCandidates& c, int64_t j0, int64_t count, int32_t bucket, int32_t* ids, float* weight, int64_t m) {
+  for (int64_t j = j0; j < count; j++) {
+    if (bucket >= 0 && c.bucket[j] != bucket) continue;
+    ids[m] = c.ids[j];
+    weight[m++] = c.weight[j];
+  }
+  return m;
 }
 
 /** Scalar listing of ids [i0, p.n) (candidates from ids[count] on). Returns the new count. */
@@ -140,12 +159,18 @@ static const int kSwStage = 512;
 
 static int64_t sampleWeigh(const SampleWeighParams& p) {
   // The candidates are compressed into a staging buffer and added to the masses a few hundred at a time: scalar loads
-  // straight after each vector store measured ~30% slower (the loads wait for the wide store to retire).
+  // straight after each vector store measured ~30% slower (the loads wait for the wide store to retire). Recording
+  // candidates (p.out), the staging buffer is the record itself.
   alignas(64) float wl[kSwStage];
   alignas(64) int32_t kl[kSwStage];
-  int64_t count = 0;
-  int staged = 0;
+  const bool record = p.out.ids != nullptr;
+  float* const W = record ? p.out.weight : wl;
+  int32_t* const K = record ? p.out.bucket : kl;
+  int64_t staged = 0;  // entries of W / K written
+  int64_t added = 0;   // entries of W / K added to the masses
+  int64_t count = 0;   // candidates before W[0] (not recording: flushed batches)
   int64_t i = p.begin;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (; i + 8 <= p.n; i += 8) {
     // 16 logits under the floor (top-k's usual case) skipped with one float32 compare.
     if (((i - p.begin) & 15) == 0 && i + 16 <= p.n &&
@@ -158,17 +183,35 @@ static int64_t sampleWeigh(const SampleWeighParams& p) {
     if (!m) continue;
     const __m256 w = sw_weight8(q);
     m = sw_min_weight8(m, w, p.rule.minWeight);
-    _mm256_storeu_ps(wl + staged, _mm256_maskz_compress_ps(m, w));
-    _mm256_storeu_si256((__m256i*)(kl + staged), _mm256_maskz_compress_epi32(m, _mm512_cvttpd_epi32(_mm512_mul_pd(q, _mm512_set1_pd(16.0)))));
+    _mm256_storeu_ps(W + staged, _mm256_maskz_compress_ps(m, w));
+    _mm256_storeu_si256((__m256i*)(K + staged), _mm256_maskz_compress_epi32(m, _mm512_cvttpd_epi32(_mm512_mul_pd(q, _mm512_set1_pd(16.0)))));
+    if (record) _mm256_storeu_si256((__m256i*)(p.out.ids + staged), _mm256_maskz_compress_epi32(m, _mm256_add_epi32(lane, _mm256_set1_epi32((int32_t)i))));
     staged += __builtin_popcount(m);
-    if (staged > kSwStage - 8) {
-      for (int j = 0; j < staged; j++) p.mass[kl[j]] += (double)wl[j];
-      count += staged;
-      staged = 0;
+    if (staged - added > kSwStage - 8) {
+      for (int64_t j = added; j < staged; j++) p.mass[K[j]] += (double)W[j];
+      added = staged;
+      if (!record) {
+        count += staged;
+        staged = added = 0;
+      }
     }
   }
-  for (int j = 0; j < staged; j++) p.mass[kl[j]] += (double)wl[j];
-  return count + staged + sw_weigh_scalar(p, i);
+  for (int64_t j = added; j < staged; j++) p.mass[K[j]] += (double)W[j];
+  count += staged;
+  return count + sw_weigh_scalar(p, i, count);
+}
+
+/** The recorded candidates of `bucket` (-1: all), 16 a compare (see KernelTable::samplePick). */
+static int64_t samplePick(const SampleCandidates& c, int64_t count, int32_t bucket, int32_t* ids, float* weight) {
+  int64_t m = 0, j = 0;
+  for (; j + 16 <= count; j += 16) {
+    const __mmask16 hit = bucket < 0 ? (__mmask16)0xFFFF : _mm512_cmpeq_epi32_mask(_mm512_loadu_si512(c.bucket + j), _mm512_set1_epi32(bucket));
+    if (!hit) continue;
+    _mm512_storeu_si512(ids + m, _mm512_maskz_compress_epi32(hit, _mm512_loadu_si512(c.ids + j)));
+    _mm512_storeu_ps(weight + m, _mm512_maskz_compress_ps(hit, _mm512_loadu_ps(c.weight + j)));
+    m += __builtin_popcount(hit);
+  }
+  return sw_pick_scalar(c, j, count, bucket, ids, weight, m);
 }
 
 /** Lists the candidates of p's bucket among the 8 logits from i (ids from count on); returns the new count. */
@@ -290,14 +333,35 @@ static int64_t sampleWeigh(const SampleWeighParams& p) {
     m = sw_min_weight4(m, w, p.rule.minWeight);
     _mm_store_ps(wl, w);
     _mm_store_si128((__m128i*)kl, _mm256_cvttpd_epi32(_mm256_mul_pd(q, _mm256_set1_pd(16.0))));
-    count += __builtin_popcount(m);
     while (m) {
       const int j = __builtin_ctz(m);
       m &= m - 1;
       p.mass[kl[j]] += (double)wl[j];
+      if (p.out.ids) {
+        p.out.ids[count] = (int32_t)(i + j);
+        p.out.bucket[count] = kl[j];
+        p.out.weight[count] = wl[j];
+      }
+      count++;
     }
   }
-  return count + sw_weigh_scalar(p, i);
+  return count + sw_weigh_scalar(p, i, count);
+}
+
+/** The recorded candidates of `bucket` (-1: all), 8 a compare (see KernelTable::samplePick). */
+static int64_t samplePick(const SampleCandidates& c, int64_t count, int32_t bucket, int32_t* ids, float* weight) {
+  if (bucket < 0) return sw_pick_scalar(c, 0, count, bucket, ids, weight, 0);
+  int64_t m = 0, j = 0;
+  for (; j + 8 <= count; j += 8) {
+    unsigned hit = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i*)(c.bucket + j)), _mm256_set1_epi32(bucket))));
+    while (hit) {
+      const int b = __builtin_ctz(hit);
+      hit &= hit - 1;
+      ids[m] = c.ids[j + b];
+      weight[m++] = c.weight[j + b];
+    }
+  }
+  return sw_pick_scalar(c, j, count, bucket, ids, weight, m);
 }
 
 static int64_t sampleList(const SampleListParams& p) {
@@ -350,7 +414,11 @@ static double sampleMax(const float* x, int64_t n) {
 
 #else
 
-static int64_t sampleWeigh(const SampleWeighParams& p) { return sw_weigh_scalar(p, p.begin); }
+static int64_t sampleWeigh(const SampleWeighParams& p) { return sw_weigh_scalar(p, p.begin, 0); }
+
+static int64_t samplePick(const SampleCandidates& c, int64_t count, int32_t bucket, int32_t* ids, float* weight) {
+  return sw_pick_scalar(c, 0, count, bucket, ids, weight, 0);
+}
 
 static int64_t sampleList(const SampleListParams& p) { return sw_list_scalar(p, 0, 0); }
 

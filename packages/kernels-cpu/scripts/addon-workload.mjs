@@ -145,8 +145,8 @@ if (threads > 1) {
     record(`embedding_${name}`, emb);
   }
 }
-// The sampling vocabulary passes (sample_buckets.h): bucket masses, count / total / max / floor, and the listed ids and
-// weights of every candidate and of the most likely bucket, over 5000 logits with NaN, -Infinity and a tie; a wide
+// The sampling vocabulary passes (sample_buckets.h): bucket masses, count / total / max / floor, the listed ids and
+// weights of every candidate and of the most likely bucket, and the tokens a draw picks (sample_draw.h), over 5000 logits with NaN, -Infinity and a tie; a wide
 // pass, a caller floor with a 300-nat range, top-k 40 (the k-th largest found in the pass) and a min weight.
 {
   const n = 5000;
@@ -170,6 +170,12 @@ if (threads > 1) {
       const weight = new Float64Array(n);
       const count = ctx.sampleBucketIds(logits, temperature, r[2], r[3], minWeight, bucket, ids, weight);
       record(`sample_bucket_ids_${label}_${bucket}`, Float64Array.of(count, ...ids.subarray(0, count), ...Array.from(ids.subarray(0, count), (i) => weight[i])));
+    }
+    // The token drawn (sample_draw.h) by 48 uniform draws, without and with top-p's cut, on the same settings (no caller
+    // floor in a draw: the first setting's stands in for it with a 0.04 temperature).
+    for (const topP of [1, 0.9]) {
+      const tokens = Float64Array.from({ length: 48 }, (_, d) => ctx.sampleDraw(logits, temperature, topK, topP, minWeight, pruneNats, d === 0 ? 0 : d === 1 ? 1 - 2 ** -53 : (d * 0.6180339887498949) % 1));
+      record(`sample_draw_${label}_p${topP}`, tokens);
     }
   }
 }

@@ -93,14 +93,14 @@ if (got.arch !== 'arm64') fail(`the qemu run reports arch ${got.arch}, not arm64
 const bad = compareWorkloads(want, got, { names: ['x64', 'arm64'], log });
 if (bad > 0) fail(`${bad} of ${Object.keys(want.results).length} outputs differ between the arm64 and x64 binaries`);
 log(`ok: all ${Object.keys(want.results).length} workload outputs of the arm64 binary equal the x64 binary's bit for bit`);
-// The outputs every ISA must give bit for bit (FP8 codes and values, the sampling vocabulary pass), on the NEON kernels.
-const exactOnEveryIsa = (name) => /^(quantize|dequantize|encode_bits|sample_buckets)_/.test(name);
+// The outputs every ISA must give bit for bit (FP8 codes and values, the sampling vocabulary pass and draws), on the NEON kernels.
+const exactOnEveryIsa = (name) => /^(quantize|dequantize|encode_bits|sample_buckets|sample_bucket_ids|sample_draw)_/.test(name);
 const exact = { ...want, results: Object.fromEntries(Object.entries(want.results).filter(([name]) => exactOnEveryIsa(name))) };
 for (const isa of ['neon-dotprod', 'neon']) {
   const tier = run(qemu, [...qemuArgs(CPU_DOTPROD), workload, binary, isa], `the arm64 ${isa} run under qemu`);
   const badTier = compareWorkloads(exact, tier, { label: isa, names: ['x64 scalar', `arm64 ${isa}`], log });
   if (badTier > 0) fail(`${badTier} of the outputs every ISA must give bit for bit differ between arm64 ${isa} and x64`);
-  log(`ok: arm64 ${isa} gives x64's bits on the ${Object.keys(exact.results).length} outputs every ISA must reproduce (FP8, sampling pass)`);
+  log(`ok: arm64 ${isa} gives x64's bits on the ${Object.keys(exact.results).length} outputs every ISA must reproduce (FP8, sampling pass and draws)`);
 }
 
 // ---- dispatch on a CPU without the dot-product extension --------------------------------------------------------

@@ -77,6 +77,8 @@ export interface NativeContext extends NativeKernelOps {
   sampleBuckets(logits: Float32Array, temperature: number, lower: number, pruneNats: number, topK: number, minWeight: number, mass: Float64Array, result: Float64Array): void;
   /** The candidates of one weight bucket (csrc/sample_buckets.h); returns how many. */
   sampleBucketIds(logits: Float32Array, temperature: number, max: number, floor: number, minWeight: number, bucket: number, ids: Int32Array, weight: Float64Array): number;
+  /** One token drawn from a logits row (csrc/sample_draw.h); -1 when the row has no candidate. */
+  sampleDraw(logits: Float32Array, temperature: number, topK: number, topP: number, minWeight: number, pruneNats: number, u: number): number;
 }
 
 /** The module object `require('kvq_cpu.node')` returns. */

@@ -12,6 +12,7 @@ import {
   KernelError,
   validateSampleBucketIds,
   validateSampleBuckets,
+  validateSampleDraw,
   type BackendCreateOptions,
   type KernelBackend,
   type LinearArgs,
@@ -19,6 +20,7 @@ import {
   type SampleBucketIdsArgs,
   type SampleBucketsArgs,
   type SampleBucketsResult,
+  type SampleDrawArgs,
 } from '@kvq/kernels';
 import { envInt, NativeKernelBackend } from '@kvq/kernels/native';
 import type { CpuIsa, NativeContext, NativeCpuInfo } from './addon-types.js';
@@ -170,6 +172,15 @@ class NativeCpuBackend extends NativeKernelBackend<NativeContext> implements Cpu
     return this.call('sampleBucketIds', () =>
       this.ctx.sampleBucketIds(args.logits, args.temperature, args.max, args.floor, args.minWeight ?? 0, args.bucket, args.ids, args.weight),
     );
+  }
+
+  /**
+   * One token drawn from a logits row in native code (csrc/sample_draw.h: the vocabulary pass on the pool, top-p's cut
+   * and the draw on the calling thread, one call): the same token as `sampleDrawReference` for the same `u`.
+   */
+  sampleDraw(args: SampleDrawArgs): number {
+    validateSampleDraw(args);
+    return this.call('sampleDraw', () => this.ctx.sampleDraw(args.logits, args.temperature, args.topK ?? 0, args.topP ?? 1, args.minWeight ?? 0, args.pruneNats, args.u));
   }
 
   get threads(): number {

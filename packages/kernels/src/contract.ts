@@ -30,6 +30,7 @@ import type { KvLayerCache } from '@kvq/cache';
 import type { Fp8Format, Saturation, ScaleLayout } from '@kvq/fp8';
 import type { Activation, DeviceMemory } from './device.js';
 import type { SampleBucketIdsArgs, SampleBucketsArgs, SampleBucketsResult } from './sample-buckets.js';
+import type { SampleDrawArgs } from './sample-draw.js';
 
 export type { Activation, DeviceArray, DeviceArrayKind, DeviceBlockCopy, DeviceMemory, HostArgs } from './device.js';
 
@@ -519,6 +520,12 @@ export interface KernelBackend {
   /** Optional, with {@link sampleBuckets}: the candidate ids of one weight bucket and their weights; returns how many. */
   sampleBucketIds?(args: SampleBucketIdsArgs): number;
   /**
+   * Optional, with {@link sampleBuckets}: one token drawn from a host logits row (`./sample-draw.ts`): the vocabulary
+   * pass, top-p's cut and the draw in one call; -1 when there is no candidate. Without it callers run
+   * `sampleDrawReference`, which draws the same token for the same `u`.
+   */
+  sampleDraw?(args: SampleDrawArgs): number;
+  /**
    * Device memory (GPU backends): arrays that stay on the device between ops, and KV pools living there; see
    * ./device.ts. Absent on backends that compute on host memory (CPU, reference).
    */
@@ -528,7 +535,7 @@ export interface KernelBackend {
 }
 
 /** Names of the ops of {@link KernelBackend} (for reports, benchmarks and parity suites). */
-export type KernelOpName = Exclude<keyof KernelBackend, 'name' | 'info' | 'dispose' | 'memory' | 'sampleBuckets' | 'sampleBucketIds'>;
+export type KernelOpName = Exclude<keyof KernelBackend, 'name' | 'info' | 'dispose' | 'memory' | 'sampleBuckets' | 'sampleBucketIds' | 'sampleDraw'>;
 
 /** Every op name, in contract order. */
 export const KERNEL_OPS: readonly KernelOpName[] = [

@@ -20,6 +20,8 @@ export {
   validateSampleBuckets,
 } from './sample-buckets.js';
 export type { SampleBucketIdsArgs, SampleBucketsArgs, SampleBucketsResult } from './sample-buckets.js';
+export { SAMPLE_SMALL_SET, sampleDrawReference, validateSampleDraw } from './sample-draw.js';
+export type { SampleDrawArgs } from './sample-draw.js';
 export type { MergeAttentionArgs } from './merge-attention.js';
 export { buildRopeTable, ropeAttentionFactor, ropeInvFreq, ropeScalingFromHf, scaleFrequency } from './rope.js';
 export type { HfRopeContext, RopeConfig, RopeScaling } from './rope.js';

@@ -242,11 +242,9 @@ export class LLMEngine {
     }
     this.runner = new ModelRunner(options.forward, options.manager, keep ? new KvKeepBlocks(keep.config, keep.storage.numBlocks) : undefined);
     const backend = options.forward.backend;
-    // The backend's native vocabulary pass when it has one (same bits as the reference).
-    const { sampleBuckets, sampleBucketIds } = backend;
-    this.sampler = new Sampler(
-      sampleBuckets && sampleBucketIds ? { buckets: (args) => sampleBuckets.call(backend, args), bucketIds: (args) => sampleBucketIds.call(backend, args) } : undefined,
-    );
+    // The backend's native draw when it has one (the same token as the reference for the same uniform draw).
+    const { sampleDraw } = backend;
+    this.sampler = new Sampler(sampleDraw ? { draw: (args) => sampleDraw.call(backend, args) } : undefined);
   }
 
   /** Which sequences run in each step (queues, budget, admission, preemption policy). For inspection (`waiting`, `running`, limits): calling `schedule`, `add`, `fork` or `finish` directly bypasses the engine. */

@@ -65,8 +65,8 @@ export class Sampler {
   private work = new Float32Array(0);
 
   /**
-   * @param pass the vocabulary passes of each draw: the backend's `sampleBuckets` / `sampleBucketIds` when it has them
-   *   (native on the CPU backend), else `@kvq/kernels`' references; both give the same bits, so the same tokens.
+   * @param pass how each token is drawn: the backend's `sampleDraw` when it has one (native on the CPU backend), else
+   *   `@kvq/kernels`' reference; both draw the same token for the same uniform draw.
    */
   constructor(pass: SamplePass = referenceSamplePass) {
     this.pass = pass;

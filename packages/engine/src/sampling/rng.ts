@@ -24,6 +24,11 @@ export class SeededRng {
     this.s3 = next();
   }
 
+  /** The float {@link next} returns next, without advancing. */
+  peek(): number {
+    return (Math.imul(rotl(Math.imul(this.s1, 5), 7), 9) >>> 0) / 4294967296;
+  }
+
   /** Next float in [0, 1) with 32 random bits. */
   next(): number {
     const result = Math.imul(rotl(Math.imul(this.s1, 5), 7), 9) >>> 0;

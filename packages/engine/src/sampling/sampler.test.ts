@@ -20,6 +20,9 @@ function expectDist(got: Record<number, number>, want: Record<number, number>): 
 
 const P = [0.5, 0.2, 0.15, 0.1, 0.05];
 
+/** A generator that always draws `u`. */
+const fixed = (u: number) => ({ next: () => u, peek: () => u }) as unknown as SeededRng;
+
 describe('samplingDistribution (vLLM V1 order: temperature, min-p, top-k, top-p renormalized)', () => {
   it('temperature alone reshapes the softmax (p^(1/T), renormalized)', () => {
     const w = P.map((p) => p * p);
@@ -67,7 +70,6 @@ describe('samplingDistribution (vLLM V1 order: temperature, min-p, top-k, top-p 
 });
 
 describe('sampleToken', () => {
-  const fixed = (u: number) => ({ next: () => u }) as unknown as SeededRng;
 
   it('draws by the cumulative filtered distribution (most likely first)', () => {
     const params = resolveSamplingParams({ topK: 3, topP: 0.75 });
@@ -246,7 +248,7 @@ describe('sampleToken draws what walking the sorted distribution draws, without 
             const u = d < 2 ? [0, 1 - 1e-12][d]! : rng.next();
             const at = bounds.findIndex((b) => u < b);
             const naive = want.ids[at < 0 ? want.ids.length - 1 : at]!;
-            const got = sampleToken(logits, resolveSamplingParams(params), { next: () => u } as unknown as SeededRng);
+            const got = sampleToken(logits, resolveSamplingParams(params), fixed(u));
             if (bounds.some((b) => Math.abs(b - u) < 1e-9)) continue; // a rounding edge: either neighbour is right
             expect(got, `${size} ${spread} ${JSON.stringify(params)} u=${u}`).toBe(naive);
             checked++;
@@ -267,8 +269,8 @@ describe('sampleToken and the negligible tail', () => {
     logits[8] = -30;
     const params = resolveSamplingParams({ temperature: 1 });
     // Draws past the likely token's mass land on token 8, the least likely kept one, up to the largest draw below 1.
-    for (const u of [1 - 4e-14, 1 - 2 ** -53]) expect(sampleToken(logits, params, { next: () => u } as unknown as SeededRng)).toBe(8);
-    expect(sampleToken(logits, params, { next: () => 1 - 2e-13 } as unknown as SeededRng)).toBe(0);
+    for (const u of [1 - 4e-14, 1 - 2 ** -53]) expect(sampleToken(logits, params, fixed(u))).toBe(8);
+    expect(sampleToken(logits, params, fixed(1 - 2e-13))).toBe(0);
     expect(samplingDistribution(logits, params).ids).toContain(7); // the definition keeps every token
   });
 });

@@ -1,5 +1,4 @@
-import { SAMPLE_BUCKETS, sampleBucketIdsReference, sampleBucketsReference, type SampleBucketIdsArgs, type SampleBucketsArgs, type SampleBucketsResult } from '@kvq/kernels';
-import { firstCrossing } from './crossing.js';
+import { SAMPLE_BUCKETS, sampleBucketIdsReference, sampleBucketsReference, sampleDrawReference, type SampleBucketsResult, type SampleDrawArgs } from '@kvq/kernels';
 import type { ResolvedSamplingParams } from './params.js';
 import type { SeededRng } from './rng.js';
 
@@ -130,18 +129,16 @@ export function applyPenalties(
 }
 
 /**
- * The vocabulary passes a sampler runs per token (`KernelBackend.sampleBuckets` and `sampleBucketIds`): the native CPU
- * backend's, or the references (the same bits). See `@kvq/kernels` `SampleBucketsArgs`.
+ * How a sampler draws a token from a logits row (`KernelBackend.sampleDraw`): the native CPU backend's, or the
+ * reference (the same token for the same uniform draw). See `@kvq/kernels` `SampleDrawArgs`.
  */
 export interface SamplePass {
-  /** Bucket masses and the candidate count of one logits row. */
-  readonly buckets: (args: SampleBucketsArgs) => SampleBucketsResult;
-  /** The candidates of one bucket (or all, bucket -1) and their weights. */
-  readonly bucketIds: (args: SampleBucketIdsArgs) => number;
+  /** The token drawn by `args.u`, or -1 when the row has no candidate. */
+  readonly draw: (args: SampleDrawArgs) => number;
 }
 
-/** The reference passes of `@kvq/kernels` (TypeScript). */
-export const referenceSamplePass: SamplePass = { buckets: sampleBucketsReference, bucketIds: sampleBucketIdsReference };
+/** The reference draw of `@kvq/kernels` (TypeScript). */
+export const referenceSamplePass: SamplePass = { draw: sampleDrawReference };
 
 /**
  * Scratch of the sampler, grown to the largest vocabulary seen and reused (a 128k vocabulary's fresh arrays each token
@@ -151,7 +148,6 @@ export const referenceSamplePass: SamplePass = { buckets: sampleBucketsReference
 const scratch = {
   weight: new Float64Array(0),
   members: new Int32Array(0),
-  tail: new Int32Array(0),
   mass: new Float64Array(SAMPLE_BUCKETS),
 };
 
@@ -162,43 +158,41 @@ const scratch = {
  */
 const NEGLIGIBLE_NATS = 28;
 
-/** The candidates after temperature, min-p and top-k: their bucket masses (scratch: valid until the next call). */
-interface Candidates extends SampleBucketsResult {
-  /** Each bucket's total weight. */
-  readonly mass: Float64Array;
-  /** The min-p weight floor the pass applied (0: none). */
-  readonly minWeight: number;
+/**
+ * How far below the most likely token (in nats, after temperature) candidates can lie: `nats`, or less with min-p
+ * (p_i < minP * p_max, the common 1/sum cancelled; the largest weight is e^0 = 1), whose weight floor is also a logit
+ * floor 1e-3 nats below it (the float32 weights' rounding is far inside that margin), so tokens past it are not even
+ * weighed. min-p runs before top-k in vLLM; both are thresholds on the same order, so applying top-k first keeps the
+ * same set.
+ */
+function pruneNatsFor(params: ResolvedSamplingParams, nats: number): number {
+  return params.minP > 0 ? Math.min(nats, -Math.log(params.minP) + 1e-3) : nats;
+}
+
+/** Top-k as the vocabulary pass takes it: 0 for none, else at most the vocabulary size. */
+function topKFor(params: ResolvedSamplingParams, n: number): number {
+  return params.topK > 0 ? Math.min(params.topK, n) : 0;
 }
 
 /**
- * The candidates (weight > 0) after temperature, min-p and top-k, by the vocabulary pass `pass`. The filters need no
- * order, only thresholds, so the pass only sums weights by bucket and the sampler lists the one or two buckets that
- * matter later (a full sort of a 262k vocabulary took ~600 ms a token). Top-k is taken on the logits (exp is
- * monotonic), so only its survivors are exponentiated. Min-p (a weight below minP of the largest, 1) is the pass's
- * `minWeight`, and also a logit floor 1e-3 nats below it (the float32 weights' rounding is far inside that margin), so
- * tokens past it are not even exponentiated. `pruneNats`: tokens more than that many nats below the most likely one
- * (after temperature) are left out without being exponentiated (Infinity: none).
+ * The candidates (weight > 0) after temperature, min-p and top-k (`@kvq/kernels` `sampleBucketsReference`; the masses
+ * in `scratch.mass`, valid until the next call).
  */
-function candidates(logits: Float32Array, params: ResolvedSamplingParams, pruneNats: number, pass: SamplePass): Candidates {
+function candidates(logits: Float32Array, params: ResolvedSamplingParams): SampleBucketsResult {
   const n = logits.length;
   if (scratch.weight.length < n) {
     scratch.weight = new Float64Array(n);
     scratch.members = new Int32Array(n);
-    scratch.tail = new Int32Array(n);
   }
-  const mass = scratch.mass;
-  // Top-k's floor (the k-th largest logit) is found inside the pass (natively on the CPU backend).
-  const topK = params.topK > 0 ? Math.min(params.topK, n) : 0;
-  let nats = pruneNats;
-  let minWeight = 0;
-  // min-p (p_i < minP * p_max, the common 1/sum cancelled; the largest weight is e^0 = 1) runs before top-k in vLLM;
-  // both are thresholds on the same order, so applying top-k first keeps the same set.
-  if (params.minP > 0) {
-    nats = Math.min(nats, -Math.log(params.minP) + 1e-3);
-    minWeight = params.minP;
-  }
-  const r = pass.buckets({ logits, temperature: params.temperature, lower: -Infinity, topK, pruneNats: nats, minWeight, mass });
-  return { count: r.count, total: r.total, max: r.max, floor: r.floor, mass, minWeight };
+  return sampleBucketsReference({
+    logits,
+    temperature: params.temperature,
+    lower: -Infinity,
+    topK: topKFor(params, n),
+    pruneNats: pruneNatsFor(params, Infinity),
+    minWeight: params.minP,
+    mass: scratch.mass,
+  });
 }
 
 /**
@@ -211,9 +205,9 @@ function candidates(logits: Float32Array, params: ResolvedSamplingParams, pruneN
  * @returns token ids (most likely first) and their probabilities, normalized to sum 1 (float64).
  */
 export function samplingDistribution(logits: Float32Array, params: ResolvedSamplingParams): { ids: number[]; probs: Float64Array } {
-  const c = candidates(logits, params, Infinity, referenceSamplePass);
+  const c = candidates(logits, params);
   const { weight, members } = scratch;
-  const count = sampleBucketIdsReference({ logits, temperature: params.temperature, max: c.max, floor: c.floor, minWeight: c.minWeight, bucket: -1, ids: members, weight });
+  const count = sampleBucketIdsReference({ logits, temperature: params.temperature, max: c.max, floor: c.floor, minWeight: params.minP, bucket: -1, ids: members, weight });
   const ids = Array.from(members.subarray(0, count)).sort((a, b) => weight[b]! - weight[a]! || a - b);
   let kept = ids;
   if (params.topP < 1 && ids.length > 1) {
@@ -233,100 +227,40 @@ export function samplingDistribution(logits: Float32Array, params: ResolvedSampl
   return { ids: kept, probs };
 }
 
+/** What {@link drawArgs} holds between draws (the caller may reuse or free its row). */
+const NO_ROW = new Float32Array(0);
+
+/** The arguments of each draw (one object, updated per call: building one per token costs more than the native call). */
+const drawArgs: { -readonly [K in keyof SampleDrawArgs]: SampleDrawArgs[K] } = { logits: NO_ROW, temperature: 1, topK: 0, topP: 1, minWeight: 0, pruneNats: 0, u: 0 };
+
 /**
  * Picks the next token from processed (biased, penalized) logits: greedy (the first index of the maximum) at
  * temperature 0, otherwise one draw from {@link samplingDistribution} with the request's generator: the first token,
- * most likely first, at which the cumulative probability exceeds a uniform draw.
+ * most likely first, at which the cumulative probability exceeds a uniform draw. The generator advances once per
+ * draw, and not when there is nothing to draw from (every logit -inf or NaN: then the first index of the maximum).
  * NOTE: the same token as walking `samplingDistribution`'s sorted list (up to float rounding of the cumulative sums),
- * without sorting it: the pass sums the candidates' weights in buckets 1/16 nat wide, top-p's cut and the draw walk
- * whole buckets by their masses, and only the bucket where the cut or the draw lands is listed (`bucketIds`), its
- * crossing token found by a quickselect descent ({@link firstCrossing}) instead of a sort. With the OpenAI defaults
- * (temperature 1, top-p 1) a full sort of a 128k vocabulary used to cost more than the decode step itself.
+ * without sorting it: `pass.draw` (`@kvq/kernels` `sampleDrawReference`, or the backend's native `sampleDraw`) sums
+ * the candidates' weights in buckets 1/16 nat wide, walks whole buckets by their masses for top-p's cut and the draw,
+ * and lists only the bucket where each lands, its crossing token found by a quickselect descent instead of a sort.
+ * Tokens more than ln n + 28 nats (after temperature) below the most likely one are left out without being weighed:
+ * together they hold under e^-28 of the mass.
  */
 export function sampleToken(logits: Float32Array, params: ResolvedSamplingParams, rng: SeededRng, pass: SamplePass = referenceSamplePass): number {
   if (params.temperature === 0) return argmax(logits);
-  const c = candidates(logits, params, Math.log(logits.length) + NEGLIGIBLE_NATS, pass);
-  if (c.count === 0) return argmax(logits); // every logit -inf or NaN: nothing to draw from
-  const { mass } = c;
-  const { weight, members, tail } = scratch;
-  // One arguments object, updated per listing (a spread per call cost more than the native listing itself).
-  const list: { -readonly [K in keyof SampleBucketIdsArgs]: SampleBucketIdsArgs[K] } = { logits, temperature: params.temperature, max: c.max, floor: c.floor, minWeight: c.minWeight, bucket: 0, ids: members, weight };
-  /** Lists bucket k's candidates into `into` (from 0; default `members`) and their weights into `weight`; returns how many. */
-  const load = (k: number, into = members): number => {
-    list.bucket = k;
-    list.ids = into;
-    return pass.bucketIds(list);
-  };
-  if (c.count <= SMALL_SET) return drawFromAll(c, params, rng, load(-1));
-  // Top-p: whole buckets from the least likely end while their mass stays <= (1 - p) of the total; in the bucket where
-  // it crosses, the tokens walked (least likely first) before the crossing go (the most likely token always stays).
-  let lastBucket = SAMPLE_BUCKETS - 1; // the least likely bucket kept (possibly cut)
-  while (lastBucket > 0 && mass[lastBucket] === 0) lastBucket--;
-  let tailCount = -1; // tokens of the cut bucket kept, in `tail` (-1: the bucket is whole and not listed yet)
-  if (params.topP < 1 && c.count > 1) {
-    const limit = (1 - params.topP) * c.total;
-    let cumulative = 0;
-    for (let k = lastBucket; k >= 0; k--) {
-      if (mass[k] === 0) continue;
-      if (k > 0 && cumulative + mass[k]! <= limit * (1 - 1e-9)) {
-        cumulative += mass[k]!;
-        continue;
-      }
-      const m = load(k);
-      const x = firstCrossing(members, 0, m, weight, limit - cumulative, 'asc');
-      if (x.at < 0 && k > 0) {
-        cumulative += x.before; // the whole bucket went; the cut continues above it
-        continue;
-      }
-      // The crossing token and every token after it in the walk stay (none crossed in bucket 0: its most likely token).
-      const from = x.at < 0 ? m - 1 : x.at;
-      tail.set(members.subarray(from, m));
-      tailCount = m - from;
-      lastBucket = k;
-      break;
-    }
-  }
-  let keptTotal = 0;
-  for (let k = 0; k < lastBucket; k++) keptTotal += mass[k]!;
-  if (tailCount < 0) keptTotal += mass[lastBucket]!;
-  else for (let j = 0; j < tailCount; j++) keptTotal += weight[tail[j]!]!;
-  // The draw: whole buckets, most likely first; in the bucket it lands in, the first token whose cumulative weight
-  // exceeds what is left of the draw.
-  let t = rng.next() * keptTotal;
-  for (let k = 0; k < lastBucket; k++) {
-    if (mass[k] === 0 || t - mass[k]! >= 0) {
-      t -= mass[k]!;
-      continue;
-    }
-    const m = load(k);
-    const x = firstCrossing(members, 0, m, weight, t, 'desc');
-    if (x.at >= 0) return members[x.at]!;
-    t -= x.before; // rounding: the bucket's mass and its walk differ in the last bits
-  }
-  if (tailCount < 0) tailCount = load(lastBucket, tail);
-  const x = firstCrossing(tail, 0, tailCount, weight, t, 'desc');
-  return tail[x.at < 0 ? tailCount - 1 : x.at]!;
-}
-
-/** At most this many candidates (top-k's usual case) are listed at once instead of bucket by bucket. */
-const SMALL_SET = 1024;
-
-/**
- * {@link sampleToken}'s cut and draw over all `m` candidates at once (listed in `scratch.members`, weights in
- * `scratch.weight`): one listing instead of one per bucket the cut and the draw land in.
- */
-function drawFromAll(c: Candidates, params: ResolvedSamplingParams, rng: SeededRng, m: number): number {
-  const { weight, members } = scratch;
-  let from = 0; // members[from .. m) are kept
-  if (params.topP < 1 && m > 1) {
-    // The least likely first: the tokens walked before the crossing go (the most likely token always stays).
-    const x = firstCrossing(members, 0, m, weight, (1 - params.topP) * c.total, 'asc');
-    from = x.at < 0 ? m - 1 : x.at;
-  }
-  let keptTotal = 0;
-  for (let j = from; j < m; j++) keptTotal += weight[members[j]!]!;
-  const x = firstCrossing(members, from, m, weight, rng.next() * keptTotal, 'desc');
-  return members[x.at < 0 ? m - 1 : x.at]!;
+  const a = drawArgs;
+  a.logits = logits;
+  a.temperature = params.temperature;
+  // Top-k's floor (the k-th largest logit) is found inside the pass.
+  a.topK = topKFor(params, logits.length);
+  a.topP = params.topP;
+  a.minWeight = params.minP;
+  a.pruneNats = pruneNatsFor(params, Math.log(logits.length) + NEGLIGIBLE_NATS);
+  a.u = rng.peek();
+  const token = pass.draw(a);
+  a.logits = NO_ROW;
+  if (token < 0) return argmax(logits); // nothing to draw from
+  rng.next();
+  return token;
 }
 
 /** The chosen token's logprob and rank and the top `k` alternatives (with their ranks), from the raw logits. */

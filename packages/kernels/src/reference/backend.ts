@@ -54,6 +54,7 @@ import { roundTripActivationsInt8, roundTripActivationsQ16, roundTripActivations
 import { elementReader, scaleOf } from './elements.js';
 import { pagedAttentionPerHead, poolHeadReader, poolTokenWriter, reshapeAndCachePerHead } from './kv-pools.js';
 import { sampleBucketIdsReference, sampleBucketsReference } from '../sample-buckets.js';
+import { sampleDrawReference } from '../sample-draw.js';
 
 
 /** The activations `linear` multiplies: x as given (`'f32'`), else its 8- or 16-bit round trip x'. */
@@ -322,5 +323,6 @@ export function createReferenceBackend(): KernelBackend {
     dequantizeFp8,
     sampleBuckets: sampleBucketsReference,
     sampleBucketIds: sampleBucketIdsReference,
+    sampleDraw: sampleDrawReference,
   };
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { firstCrossing, type WalkOrder } from './crossing.js';
-import { SeededRng } from './rng.js';
+import { firstCrossing, type WalkOrder } from './sample-crossing.js';
+import { rng as seeded } from './testing/random.js';
 
 /** The definition: sort (weight, then id) in the walk's order and walk until the cumulative weight exceeds the target. */
 function sortedWalk(ids: number[], weight: Float64Array, target: number, order: WalkOrder): { id: number; before: number } {
@@ -15,17 +15,17 @@ function sortedWalk(ids: number[], weight: Float64Array, target: number, order: 
 
 describe('firstCrossing (quickselect descent) against the sorted walk', () => {
   it('finds the same token and the same weight before it, both orders, many ties, every target kind', () => {
-    const rng = new SeededRng(11);
+    const next = seeded(11);
     let checked = 0;
     for (const size of [1, 2, 5, 16, 17, 40, 300, 5000]) {
       // Small integer weights: every sum is exact, so the descent and the sorted walk must agree to the bit.
       const weight = new Float64Array(size + 10);
       const ids = Array.from({ length: size }, (_, i) => i + 3);
-      for (const id of ids) weight[id] = Math.floor(rng.next() * (size > 100 ? 40 : 4));
+      for (const id of ids) weight[id] = Math.floor(next() * (size > 100 ? 40 : 4));
       const total = ids.reduce((s, id) => s + weight[id]!, 0);
       for (const order of ['desc', 'asc'] as const) {
-        for (const target of [-1, 0, total - 1, total, total + 5, ...Array.from({ length: 12 }, () => Math.floor(rng.next() * total) + (rng.next() < 0.5 ? 0 : 0.5))]) {
-          const members = Int32Array.from([...ids].sort(() => rng.next() - 0.5));
+        for (const target of [-1, 0, total - 1, total, total + 5, ...Array.from({ length: 12 }, () => Math.floor(next() * total) + (next() < 0.5 ? 0 : 0.5))]) {
+          const members = Int32Array.from([...ids].sort(() => next() - 0.5));
           const got = firstCrossing(members, 0, size, weight, target, order);
           const want = sortedWalk(ids, weight, target, order);
           expect(got.at < 0 ? -1 : members[got.at], `${size} ${order} ${target}`).toBe(want.id);
