@@ -14,8 +14,8 @@
 #define KVQ_WQUANT_I8ACT_H_
 
 /**
- * max |x[j]| over j in [0, K) with AVX-512 / AVX2 vectors where built (act_i8_amax for the tail and elsewhere: the same
- * value); clears *finite on a NaN or an infinity.
+ * max |x[j]| over j in [0, K) with AVX-512 / AVX2 / NEON vectors where built (act_i8_amax for the tail and elsewhere:
+ * the same value); clears *finite on a NaN or an infinity.
  */
 KVQ_I float i8x_amax(const float* x, int64_t K, bool* finite) {
   int64_t j = 0;
@@ -46,6 +46,17 @@ KVQ_I float i8x_amax(const float* x, int64_t K, bool* finite) {
   _mm256_storeu_ps(lanes, am);
   for (int l = 0; l < 8; l++) amax = lanes[l] > amax ? lanes[l] : amax;
   if (bad) *finite = false;
+#elif defined(KVQ_SIMD_NEON_H_)
+  float32x4_t am = vdupq_n_f32(0.0f);
+  uint32x4_t ok = vdupq_n_u32(0xFFFFFFFFu);
+  const float32x4_t big = vdupq_n_f32(3.402823466e38f);
+  for (; j + 4 <= K; j += 4) {
+    const float32x4_t a = vabsq_f32(vld1q_f32(x + j));
+    ok = vandq_u32(ok, vcleq_f32(a, big));  // a <= FLT_MAX: neither NaN nor infinity
+    am = vmaxq_f32(am, a);                  // FMAX (a NaN propagates, but then *finite is cleared)
+  }
+  amax = vmaxvq_f32(am);
+  if (vminvq_u32(ok) == 0) *finite = false;
 #endif
   return act_i8_amax(x, j, K, amax, finite);
 }

@@ -20,10 +20,9 @@
 //
 // Activations are float32 (W4A16 / W8A16 math) unless the call asks for GGML's 8-bit activations (LinearParams::xq,
 // `activations: 'q8'`, csrc/act_q8.h of @kvq/kernels): then x is quantized per row to Q8_0 / Q8_K blocks and, on
-// AVX2 / AVX-512 builds, the decode GEMV and the prefill GEMM of the GGML dtypes run on int8 dot products
-// (vpmaddubsw; on AVX-512 builds the GEMV uses VNNI's vpdpbusd / vpdpwssd, csrc/wquant_vnni.h; see "8-bit activations"
-// below);
-// the scalar and NEON builds run the float kernels on x's round trip x'.
+// AVX2 / AVX-512 and NEON builds, the decode GEMV and the prefill GEMM of the GGML dtypes run on int8 dot products
+// (vpmaddubsw; on AVX-512 builds the GEMV uses VNNI's vpdpbusd / vpdpwssd, csrc/wquant_vnni.h; NEON sdot or smull,
+// csrc/wquant_neon_q8.h; see "8-bit activations" below); the scalar builds run the float kernels on x's round trip x'.
 
 // ------------------------------------------------------------------------------------------------
 // Dispatch of runtime dtype codes and row counts to template instances

@@ -2,17 +2,22 @@
 //
 // compressed-tensors W4A16 with 16-bit activations on the CPU: `linear` on int4 weights with `activations: 'q16'`
 // (LinearParams::xq == 2). Each activation row is quantized in blocks of 128 (act_q8.h act_q16_quantize_block), then:
-// - decode (rows <= 4) on AVX-512 VNNI and AVX2 builds, groups a multiple of 128: the 4-bit values meet the codes in
-//   exact int32 sums. A code c = 256 h + l splits into an unsigned low byte l and a signed high byte h, so one
+// - decode (rows <= 4) on AVX-512 VNNI, AVX2 and NEON builds, groups a multiple of 128: the 4-bit values meet the
+//   codes in exact int32 sums. A code c = 256 h + l splits into an unsigned low byte l and a signed high byte h, so one
 //   unsigned-by-signed byte dot takes the low bytes against the nibbles and one the nibbles against the high bytes;
 //   the offset 8 + zeroPoint comes off through the block's per-lane code sums. AVX-512 VNNI: per 128 weights four
 //   `vpdpbusd`, three nibble operations and one float conversion, against eight permutes and eight FMAs of the
 //   float32 GEMV. AVX2: `vpmaddubsw` pairs (at most 2 x 255 x 15, no saturation), summed in int16 over the block's
-//   two halves and widened by `vpmaddwd` (the high bytes' by 256), the same integers;
-// - otherwise (NEON, scalar, groups not a multiple of 128, prefill): the float32 kernels on x's round trip x'.
+//   two halves and widened by `vpmaddwd` (the high bytes' by 256), the same integers. NEON (4 int32 lanes of 32
+//   elements): with the dot-product extension (the neon-dotprod tier, Apple Silicon) 8 UDOT (low bytes x nibbles) and
+//   8 SDOT (nibbles x high bytes) per 128 weights; without, UMULL / UMLAL2 and SMULL / SMLAL2 summed in 16-bit lanes
+//   over the whole block (at most 16 x 255 x 15 unsigned, 16 x 128 x 15 signed) and widened once by UADDLP / SADDLP;
+//   the same integers again;
+// - otherwise (scalar, groups not a multiple of 128, prefill): the float32 kernels on x's round trip x'.
 // The integer sums are exact (every lane stays below 2^24, so its conversion is too); only the order of the float
 // additions and the rounding of x' (code * scale, once per element in the reference) differ from the reference's
-// float64 dot over x'.
+// float64 dot over x'. The code layout (Q16Row), the GEMV loop and the dispatch are shared by the ISAs; each supplies
+// q16_block (the row quantizer: act_q16_quantize_block's float operations in its vectors) and q16_block_dot.
 // Part of kernels_impl.h (inside namespace kvq::KVQ_NS, after wquant_impl.h).
 #ifndef KVQ_WQUANT_Q16ACT_H_
 #define KVQ_WQUANT_Q16ACT_H_
@@ -25,20 +30,28 @@ static int linear_q16_round_trip(const LinearParams& p, const Runner& rn) {
   return linear_on_round_trip(p, rn, trip);
 }
 
-#if (defined(__AVX512BW__) && defined(__AVX512VNNI__)) || defined(__AVX2__)
+#if (defined(__AVX512BW__) && defined(__AVX512VNNI__)) || defined(__AVX2__) || defined(KVQ_SIMD_NEON_H_)
 
 /** Bytes of one 128-element block of quantized activations: the four code-byte planes (lo even, lo odd, hi even, hi odd). */
 static const int64_t kQ16BlockBytes = 256;
 
+/** Code sums per block: x86 16 (vpdpbusd's lanes over a block; AVX2 adds lanes l and l + 8), NEON 4 (q16n_dots' lanes). */
+#if defined(KVQ_SIMD_NEON_H_)
+static const int kQ16Lanes = 4;
+#else
+static const int kQ16Lanes = 16;
+#endif
+
 /**
  * One row's activations in the integer GEMV's layout: per 128-element block, 64 bytes each of the low bytes of the even
  * elements' codes, of the odd elements', then the high bytes of the even and of the odd ones (byte j of a plane is
- * element 2j or 2j + 1, matching the low / high nibble of packed weight byte j); the 16 lane sums of the codes
- * (lane l: elements 8l .. 8l + 7, the ones `vpdpbusd` adds into lane l); the block's scale.
+ * element 2j or 2j + 1, matching the low / high nibble of packed weight byte j); the kQ16Lanes lane sums of the codes
+ * (x86, lane l: elements 8l .. 8l + 7, the ones `vpdpbusd` adds into lane l; NEON: the 32 elements q16n_dots adds into
+ * lane l); the block's scale.
  */
 struct Q16Row {
   uint8_t* planes;  // [blocks * kQ16BlockBytes]
-  int32_t* sums;    // [blocks * 16]
+  int32_t* sums;    // [blocks * kQ16Lanes]
   float* scales;    // [blocks]
 };
 
@@ -53,7 +66,7 @@ KVQ_I float q16_block_scale(const float* x, const Q16Row& q, int64_t b) {
   if (!finite) {
     q.scales[b] = NAN;
     memset(q.planes + b * kQ16BlockBytes, 0, kQ16BlockBytes);
-    memset(q.sums + b * 16, 0, 16 * sizeof(int32_t));
+    memset(q.sums + b * kQ16Lanes, 0, kQ16Lanes * sizeof(int32_t));
     return -1.0f;
   }
   const float inv = act_q16_inv(amax);
@@ -95,7 +108,7 @@ KVQ_I void q16_block(const float* x, const Q16Row& q, int64_t b) {
   const __m512i ones = _mm512_set1_epi8(1), z = _mm512_setzero_si512();
   const __m512i sl = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, _mm512_loadu_si512(pl), ones), _mm512_loadu_si512(pl + 64), ones);
   const __m512i sh = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, ones, _mm512_loadu_si512(pl + 128)), ones, _mm512_loadu_si512(pl + 192));
-  _mm512_storeu_si512(q.sums + b * 16, _mm512_add_epi32(sl, _mm512_slli_epi32(sh, 8)));
+  _mm512_storeu_si512(q.sums + b * kQ16Lanes, _mm512_add_epi32(sl, _mm512_slli_epi32(sh, 8)));
 }
 
 /**
@@ -115,7 +128,7 @@ KVQ_I void q16_block_dot(const uint8_t* wr, int64_t b, const uint8_t* const* pl,
     const uint8_t* p = pl[r] + b * kQ16BlockBytes;
     const __m512i a1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, _mm512_load_si512(p), lo), _mm512_load_si512(p + 64), hi);
     const __m512i a2 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, lo, _mm512_load_si512(p + 128)), hi, _mm512_load_si512(p + 192));
-    const __m512i sums = _mm512_load_si512(su[r] + b * 16);
+    const __m512i sums = _mm512_load_si512(su[r] + b * kQ16Lanes);
     const __m512i corr = off ? _mm512_mullo_epi32(_mm512_set1_epi32(*off), sums) : _mm512_slli_epi32(sums, 3);
     const __m512i t = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(a2, 8), a1), corr);
     acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(sw * dx[r][b]), acc[r]);
@@ -171,7 +184,7 @@ KVQ_I void q16_block(const float* x, const Q16Row& q, int64_t b) {
     auto ld = [&](int plane) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pl + plane * 64 + h * 32)); };
     const __m256i sl = _mm256_add_epi32(q16_lane_sums(ld(0), false), q16_lane_sums(ld(1), false));
     const __m256i sh = _mm256_add_epi32(q16_lane_sums(ld(2), true), q16_lane_sums(ld(3), true));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q.sums + b * 16 + h * 8), _mm256_add_epi32(sl, _mm256_slli_epi32(sh, 8)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q.sums + b * kQ16Lanes + h * 8), _mm256_add_epi32(sl, _mm256_slli_epi32(sh, 8)));
   }
 }
 
@@ -196,11 +209,116 @@ KVQ_I void q16_block_dot(const uint8_t* wr, int64_t b, const uint8_t* const* pl,
                                          _mm256_add_epi16(_mm256_maddubs_epi16(ld(32), lo1), _mm256_maddubs_epi16(ld(96), hi1)));
     const __m256i h16 = _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo0, ld(128)), _mm256_maddubs_epi16(hi0, ld(192))),
                                          _mm256_add_epi16(_mm256_maddubs_epi16(lo1, ld(160)), _mm256_maddubs_epi16(hi1, ld(224))));
-    const __m256i sums = _mm256_add_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(su[r] + b * 16)),
-                                          _mm256_load_si256(reinterpret_cast<const __m256i*>(su[r] + b * 16 + 8)));
+    const __m256i sums = _mm256_add_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(su[r] + b * kQ16Lanes)),
+                                          _mm256_load_si256(reinterpret_cast<const __m256i*>(su[r] + b * kQ16Lanes + 8)));
     const __m256i corr = off ? _mm256_mullo_epi32(_mm256_set1_epi32(*off), sums) : _mm256_slli_epi32(sums, 3);
     const __m256i t = _mm256_sub_epi32(_mm256_add_epi32(_mm256_madd_epi16(l16, ones), _mm256_madd_epi16(h16, k256)), corr);
     acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(sw * dx[r][b]), acc[r]);
+  }
+}
+
+#elif defined(KVQ_SIMD_NEON_H_)
+#define KVQ_Q16_INT 1
+
+typedef float32x4_t Q16F;
+KVQ_I Q16F q16_zero() { return vdupq_n_f32(0.0f); }
+KVQ_I float q16_sum(Q16F a, Q16F b) { return vaddvq_f32(vaddq_f32(a, b)); }
+
+/**
+ * The two exact int32 parts of one block's dot on NEON, 4 lanes each: *dl the lanes of sum(l_e * v_e) over the two
+ * low-byte planes (l unsigned), *dh those of sum(v_e * h_e) over the two high-byte planes (h signed); p the block's
+ * planes, ve[i] / vo[i] the 4-bit values of the even / odd elements of weight bytes 16i .. 16i + 15 (their low / high
+ * nibbles, 0..15). Each lane holds 32 of the 128 elements, the same 32 in both parts (q16_block's lane sums come from
+ * this function too). With the dot-product extension: UDOT (low bytes x nibbles) and SDOT (nibbles as int8 x high
+ * bytes), 4 products into each int32 lane. Without: UMULL / UMLAL2 into uint16 lanes (at most 16 x 255 x 15 = 61200 <
+ * 2^16 per lane) and SMULL / SMLAL2 into int16 lanes (at most 16 x 128 x 15 = 30720 < 2^15), each widened once by
+ * UADDLP / SADDLP. The even and the odd planes accumulate apart (two dependency chains per part), added at the end.
+ */
+KVQ_I void q16n_dots(const uint8_t* p, const uint8x16_t* ve, const uint8x16_t* vo, int32x4_t* dl, int32x4_t* dh) {
+  const int8_t* ps = reinterpret_cast<const int8_t*>(p);
+#if defined(__ARM_FEATURE_DOTPROD)
+  uint32x4_t le = vdupq_n_u32(0), lo = le;
+  int32x4_t he = vdupq_n_s32(0), ho = he;
+  for (int i = 0; i < 4; i++) {
+    le = vdotq_u32(le, vld1q_u8(p + 16 * i), ve[i]);
+    lo = vdotq_u32(lo, vld1q_u8(p + 64 + 16 * i), vo[i]);
+    he = vdotq_s32(he, vreinterpretq_s8_u8(ve[i]), vld1q_s8(ps + 128 + 16 * i));
+    ho = vdotq_s32(ho, vreinterpretq_s8_u8(vo[i]), vld1q_s8(ps + 192 + 16 * i));
+  }
+  *dl = vreinterpretq_s32_u32(vaddq_u32(le, lo));
+  *dh = vaddq_s32(he, ho);
+#else
+  uint16x8_t le = vdupq_n_u16(0), lo = le;
+  int16x8_t he = vdupq_n_s16(0), ho = he;
+  for (int i = 0; i < 4; i++) {
+    const uint8x16_t a = vld1q_u8(p + 16 * i), b = vld1q_u8(p + 64 + 16 * i);
+    const int8x16_t c = vld1q_s8(ps + 128 + 16 * i), d = vld1q_s8(ps + 192 + 16 * i);
+    const int8x16_t se = vreinterpretq_s8_u8(ve[i]), so = vreinterpretq_s8_u8(vo[i]);
+    le = vmlal_high_u8(vmlal_u8(le, vget_low_u8(a), vget_low_u8(ve[i])), a, ve[i]);
+    lo = vmlal_high_u8(vmlal_u8(lo, vget_low_u8(b), vget_low_u8(vo[i])), b, vo[i]);
+    he = vmlal_high_s8(vmlal_s8(he, vget_low_s8(se), vget_low_s8(c)), se, c);
+    ho = vmlal_high_s8(vmlal_s8(ho, vget_low_s8(so), vget_low_s8(d)), so, d);
+  }
+  *dl = vreinterpretq_s32_u32(vpaddlq_u16(vaddq_u16(le, lo)));
+  *dh = vpaddlq_s16(vaddq_s16(he, ho));
+#endif
+}
+
+/**
+ * q16_block on NEON: the same float operations as act_q16_quantize_block (FMUL, clamping by FMAX / FMIN, then FCVTNS:
+ * round to nearest, ties to even, as nearbyintf in the default rounding mode). LD2 splits the even and odd elements;
+ * each code's low and high bytes are the even and odd bytes of its int16 (UZP1 / UZP2).
+ */
+KVQ_I void q16_block(const float* x, const Q16Row& q, int64_t b) {
+  const float inv = q16_block_scale(x, q, b);
+  if (inv < 0.0f) return;
+  uint8_t* pl = q.planes + b * kQ16BlockBytes;
+  const float32x4_t vs = vdupq_n_f32(inv), lo = vdupq_n_f32(-32767.0f), hi = vdupq_n_f32(32767.0f);
+  auto codes = [&](float32x4_t v) { return vmovn_s32(vcvtnq_s32_f32(vminq_f32(vmaxq_f32(vmulq_f32(v, vs), lo), hi))); };
+  for (int j = 0; j < 128; j += 32) {
+    int16x8_t c[2][2];  // [even, odd][plane bytes j / 2 + 8h .. + 7]
+    for (int h = 0; h < 2; h++) {
+      const float32x4x2_t x0 = vld2q_f32(x + j + 16 * h), x1 = vld2q_f32(x + j + 16 * h + 8);
+      for (int eo = 0; eo < 2; eo++) c[eo][h] = vcombine_s16(codes(x0.val[eo]), codes(x1.val[eo]));
+    }
+    for (int eo = 0; eo < 2; eo++) {
+      const uint8x16_t c0 = vreinterpretq_u8_s16(c[eo][0]), c1 = vreinterpretq_u8_s16(c[eo][1]);
+      vst1q_u8(pl + 64 * eo + j / 2, vuzp1q_u8(c0, c1));
+      vst1q_u8(pl + 128 + 64 * eo + j / 2, vuzp2q_u8(c0, c1));
+    }
+  }
+  // Lane sums of the codes through the same lanes as the dots: sum(l) + 256 sum(h), all weights 1.
+  const uint8x16_t one = vdupq_n_u8(1);
+  const uint8x16_t ones[4] = {one, one, one, one};
+  int32x4_t sl, sh;
+  q16n_dots(pl, ones, ones, &sl, &sh);
+  vst1q_s32(q.sums + b * kQ16Lanes, vaddq_s32(sl, vshlq_n_s32(sh, 8)));
+}
+
+/**
+ * acc[r] += block b of weight row wr against R rows of quantized activations, as the AVX-512 q16_block_dot: per row
+ * the two parts of q16n_dots, dl + 256 dh minus off times the lane sums. Each lane sums 32 products c_e * (v_e - off)
+ * with |c_e| <= 32767 and |v_e - off| <= 15 (zero points in [-8, 7]): at most 15728160 < 2^24, exact in int32 and in
+ * its float conversion.
+ */
+template <int R>
+KVQ_I void q16_block_dot(const uint8_t* wr, int64_t b, const uint8_t* const* pl, const int32_t* const* su, const float* const* dx,
+                         float sw, const int* off, Q16F* acc) {
+  const uint8x16_t nib = vdupq_n_u8(0x0F);
+  vprefetch(wr + b * 64 + kDensePrefetch);
+  uint8x16_t ve[4], vo[4];
+  for (int i = 0; i < 4; i++) {
+    const uint8x16_t d = vld1q_u8(wr + b * 64 + 16 * i);
+    ve[i] = vandq_u8(d, nib);
+    vo[i] = vshrq_n_u8(d, 4);
+  }
+  for (int r = 0; r < R; r++) {
+    int32x4_t dl, dh;
+    q16n_dots(pl[r] + b * kQ16BlockBytes, ve, vo, &dl, &dh);
+    const int32x4_t sums = vld1q_s32(su[r] + b * kQ16Lanes);
+    const int32x4_t corr = off ? vmulq_n_s32(sums, *off) : vshlq_n_s32(sums, 3);
+    const int32x4_t t = vsubq_s32(vaddq_s32(vshlq_n_s32(dh, 8), dl), corr);
+    acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(t), sw * dx[r][b]);
   }
 }
 
@@ -242,14 +360,14 @@ static void gemv_q16(const LinearParams& p, const Q16Row* xq, int64_t n0, int64_
 /** The integer GEMV: each activation row quantized once into the layout (Q16Row), then output rows over the threads. */
 static int qgemv_q16(const LinearParams& p, const Runner& rn) {
   const int64_t K = p.in, blocks = K / 128;
-  const size_t perRow = (size_t)round_up(blocks * (kQ16BlockBytes + 16 * 4 + 4), 64);  // rows start on 64 bytes
+  const size_t perRow = (size_t)round_up(blocks * (kQ16BlockBytes + kQ16Lanes * 4 + 4), 64);  // rows start on 64 bytes
   uint8_t* buf = static_cast<uint8_t*>(scratch_alloc(perRow * (size_t)p.rows));
   if (!buf) return kOutOfMemory;
   Q16Row xq[4];
   for (int64_t r = 0; r < p.rows; r++) {
     uint8_t* base = buf + perRow * (size_t)r;  // planes (64-byte multiples), then sums, then scales
     xq[r] = Q16Row{base, reinterpret_cast<int32_t*>(base + blocks * kQ16BlockBytes),
-                   reinterpret_cast<float*>(base + blocks * (kQ16BlockBytes + 64))};
+                   reinterpret_cast<float*>(base + blocks * (kQ16BlockBytes + kQ16Lanes * 4))};
     for (int64_t b = 0; b < blocks; b++) q16_block(p.x + r * K + b * 128, xq[r], b);
   }
   auto body = [&](int64_t n0, int64_t n1) { with_rows((int)p.rows, [&](auto R) { gemv_q16<decltype(R)::value>(p, xq, n0, n1); }); };
@@ -262,7 +380,7 @@ static int qgemv_q16(const LinearParams& p, const Runner& rn) {
 
 /**
  * linear on an int4 weight with 16-bit activations: the integer GEMV for decode rows on groups of whole 128-element
- * blocks (AVX-512 VNNI and AVX2 builds), else float32 on x'.
+ * blocks (AVX-512 VNNI, AVX2 and NEON builds), else float32 on x'.
  */
 static int linear_q16act(const LinearParams& p, const Runner& rn) {
 #ifdef KVQ_Q16_INT

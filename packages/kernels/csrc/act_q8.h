@@ -150,7 +150,8 @@ KVQ_HOST_DEVICE void act_i8_round_trip_row(const float* x, int64_t K, float stat
 // block may be shorter), symmetric: amax = max |x|, inv = 32767 / amax (0 for a zero block, and for a block so small
 // that it overflows float32), codes = sat(rne(x * inv)) in [-32767, 32767], scale = amax / 32767 (0 where inv is 0);
 // x' = code * scale. A block with a NaN or an infinity gets codes 0 and scale NaN (x' NaN). The error of x' is at most
-// amax / 65534 per element; the CPU's int4 GEMV multiplies the codes by the 4-bit values in exact int32 sums (VNNI).
+// amax / 65534 per element; the CPU's int4 GEMV multiplies the codes by the 4-bit values in exact int32 sums (VNNI,
+// AVX2, NEON).
 // ------------------------------------------------------------------------------------------------
 
 /** Elements per 16-bit activation block. */
