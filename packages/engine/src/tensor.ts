@@ -146,6 +146,11 @@ export function int8ActivationsOf(w: WeightMatrix): Tensor['int8Activations'] {
   return int8ActivationsOfWeight.get(w);
 }
 
+/** Gives `w` (a matrix built from such weights, e.g. their stacked rows) the activation rule `a` (see {@link int8ActivationsOf}). */
+export function setInt8Activations(w: WeightMatrix, a: Tensor['int8Activations']): void {
+  if (a) int8ActivationsOfWeight.set(w, a);
+}
+
 const f32Scratch = new Float32Array(1);
 const u32Scratch = new Uint32Array(f32Scratch.buffer);
 

@@ -151,6 +151,45 @@ describe('GGUF block-quantized weights', () => {
     }
   });
 
+  it('loadModel leaves q/k/v and gate/up as row views of one array per layer where their types match (no second copy)', async () => {
+    const { writeFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tempDir } = await import('../testing/fixtures.js');
+    const { loadModel } = await import('./load-model.js');
+    const { joinWeightRows } = await import('@kvq/kernels');
+    const { asWeightMatrix } = await import('../tensor.js');
+    const { dir, cleanup } = await tempDir();
+    try {
+      for (const [label, typeOf] of [['q8_0', () => 'q8_0' as const], ['Q4_K_M mix', q4kmType]] as const) {
+        const { bytes } = quantizedFile(typeOf);
+        await writeFile(join(dir, 'm.gguf'), bytes);
+        const model = await loadModel(join(dir, 'm.gguf'));
+        const asRead = await loadGgufFromSource(new MemorySource(bytes, 'm.gguf'));
+        let weightBytes = 0;
+        const buffers = new Set<ArrayBufferLike>();
+        model.weights.layers.forEach((l, i) => {
+          const qkv = joinWeightRows([l.q, l.k, l.v].map((t) => asWeightMatrix(t)));
+          const gateUp = joinWeightRows([l.gate, l.up].map((t) => asWeightMatrix(t)));
+          // The mix stores v in Q6_K beside Q4_K q/k: that group stays apart; gate/up (both Q4_K) are stacked.
+          expect(qkv !== undefined, `${label} layer ${i} qkv`).toBe(label === 'q8_0');
+          expect(gateUp, `${label} layer ${i} gate/up`).toBeDefined();
+          for (const t of [l.q, l.k, l.v, l.o, l.gate, l.up, l.down]) {
+            weightBytes += t.data.byteLength;
+            buffers.add(t.data.buffer);
+          }
+          // The same bytes as read.
+          const read = asRead.weights.layers[i]!;
+          for (const key of ['q', 'k', 'v', 'gate', 'up'] as const) expect(Buffer.from(l[key].data as Uint8Array).equals(Buffer.from(read[key].data as Uint8Array)), `${label} ${key}`).toBe(true);
+        });
+        let bufferBytes = 0;
+        for (const b of buffers) bufferBytes += b.byteLength;
+        expect(bufferBytes).toBe(weightBytes); // every array is exactly the tensors viewing it
+      }
+    } finally {
+      await cleanup();
+    }
+  });
+
   it('converting a quantized GGUF to a dense Hugging Face folder is a typed error naming the tensor', async () => {
     const { convertToHf } = await import('../convert/convert.js');
     const { tempDir } = await import('../testing/fixtures.js');

@@ -7,6 +7,7 @@ import { openFileSource, pathKind } from '../io/source.js';
 import { loadGgufFromSource, ggufTokenizer } from './gguf.js';
 import { loadHfModel, loadHfTokenizer, readHfConfigs } from './hf.js';
 import { findLlama2cTokenizer, llama2cTokenizer, loadLlama2cFromSource, readTokenizerFile } from './llama2c.js';
+import { stackLayerProjections } from './stack-projections.js';
 import type { LoadedModel, LoadedTokenizer, LoadModelOptions, ModelFormat } from './types.js';
 
 const HF_FILE_NAMES = new Set(['config.json', 'model.safetensors', 'model.safetensors.index.json', 'tokenizer.json', 'tokenizer_config.json']);
@@ -48,10 +49,20 @@ export async function detectModelFormat(path: string): Promise<{ format: ModelFo
  * Whatever the format, weights come back in Hugging Face orientation (`[out, in]`, row-major) with Q/K rows in
  * rotate-half order (`config.ropeLayout === 'rotate_half'`): llama2.c and GGUF `llama` Q/K rows are un-permuted
  * while loading, so a llama2.c file, its GGUF conversion and `convertToHf` output load to identical tensors.
- * Each tensor's bytes are read once, straight into its typed array (16-bit weights stay raw bits in `Uint16Array`).
+ * Each tensor's bytes are read once, straight into its typed array (16-bit weights stay raw bits in `Uint16Array`);
+ * then each layer's q/k/v tensors, and its gate/up tensors, are moved into one array per group when they share a
+ * stored form (dtype, width, scale layout), each tensor a row view of it (the forward pass runs the group as one
+ * matrix; the values are unchanged).
  * @throws EngineError with a code naming what is wrong (see the package README's errors table).
  */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
+  const model = await loadModelAsStored(path, options);
+  // q/k/v and gate/up as row views of one array per layer each: the forward pass runs each group as one matrix.
+  return { ...model, weights: stackLayerProjections(model.weights) };
+}
+
+/** {@link loadModel} without the stacking of the projections: each tensor in its own array, as read. */
+async function loadModelAsStored(path: string, options: LoadModelOptions): Promise<LoadedModel> {
   const detected = await detectModelFormat(path);
   if (detected.format === 'hf') return loadHfModel(detected.path, options);
   const source = await openFileSource(detected.path);

@@ -14,6 +14,7 @@ import {
 import { EngineError } from '../errors.js';
 import { int8ActivationsOf } from '../tensor.js';
 import { keepAttention, KeepScratch, planKeepSplit, type KeepBatch, type KeepSplit, type KvKeep } from './kv-keep.js';
+import { splitRows, STACKED_MAX_ROWS, stackedProjectionsOf, type StackedProjections } from './stacked-projections.js';
 import type { KvHadamardRotation } from './kv-rotation.js';
 import type { KvTelemetry } from './kv-telemetry.js';
 import { scaleInPlace, softcapInPlace, softcappedPagedAttention } from './variant-ops.js';
@@ -148,6 +149,12 @@ export interface LlamaForwardOptions {
   /** Flash-Attention-3-style FP8 query (requires an FP8 cache). Default false. */
   readonly fp8Query?: boolean;
   /**
+   * Decode steps (at most 4 rows) run each layer's q/k/v, and its gate/up, as one `linear` call over the stacked rows
+   * when their weights are row views of one array (as `loadModel` leaves them) and the activations live on the host.
+   * The same products, one weight stream instead of two or three. Default true; `false` runs one call per projection.
+   */
+  readonly stackProjections?: boolean;
+  /**
    * How activations meet GGML-quantized weights (the kernels' `LinearArgs.activations`): `'q8'` (default) rounds
    * them to GGML's 8-bit blocks first, as llama.cpp and vLLM's GGUF kernels do (int8 dot products on AVX2);
    * `'f32'` multiplies the exact block values by float32 activations. Other weight dtypes always use float32.
@@ -245,6 +252,14 @@ export class LlamaForward {
   private logitsDev: Activation = new Float32Array(0);
   /** Host buffers reused for the gathered rows and the logits ({@link forwardArgmax}, `forward` with `reuse`). */
   private readonly scratchBuffers = { selected: new Float32Array(0), logits: new Float32Array(0) };
+  /**
+   * Per layer, q/k/v and gate/up as one matrix each where the weights allow (host activations only; decode steps of at
+   * most STACKED_MAX_ROWS rows run them: ./stacked-projections.ts), with the views of a one-row output they fill.
+   */
+  private readonly stacked: readonly { readonly s: StackedProjections; readonly qkv?: QkvViews; readonly gateUp?: GateUpViews }[];
+  /** Outputs of the stacked matrices, `[STACKED_MAX_ROWS, rows of the widest]` (empty when no layer has them). */
+  private readonly qkvOut: Float32Array;
+  private readonly gateUpOut: Float32Array;
 
   /** @throws EngineError `INVALID_ARGUMENT` for `fp8Query` on a model with attention soft-capping. */
   constructor(backend: KernelBackend, weights: LlamaWeights, dims: LlamaDims, storage: KvCacheStorage, options: LlamaForwardOptions = {}) {
@@ -289,6 +304,21 @@ export class LlamaForward {
     }
     this.kvMemory = options.deviceKvCache !== false ? device : undefined;
     if (this.kvMemory) for (const layer of storage.layers) this.kvMemory.attachCache(layer);
+    const stacked = this.memory || options.stackProjections === false ? [] : weights.layers.map(stackedProjectionsOf);
+    this.qkvOut = new Float32Array(STACKED_MAX_ROWS * Math.max(0, ...stacked.map((x) => x.qkv?.rows ?? 0)));
+    this.gateUpOut = new Float32Array(STACKED_MAX_ROWS * Math.max(0, ...stacked.map((x) => x.gateUp?.rows ?? 0)));
+    const views = (out: Float32Array, widths: readonly number[]): Float32Array[] => {
+      let offset = 0;
+      return widths.map((w) => out.subarray(offset, (offset += w)));
+    };
+    this.stacked = stacked.map((x, l) => {
+      const lw = weights.layers[l]!;
+      return {
+        s: x,
+        ...(x.qkv ? { qkv: views(this.qkvOut, [lw.qProj.rows, lw.kProj.rows, lw.vProj.rows]) as unknown as QkvViews } : {}),
+        ...(x.gateUp ? { gateUp: views(this.gateUpOut, [lw.gateProj.rows, lw.upProj.rows]) as unknown as GateUpViews } : {}),
+      };
+    });
   }
 
   /** Copy-on-write block copies on every layer (on the device when the pools live there). */
@@ -419,15 +449,13 @@ export class LlamaForward {
   /** `hidden += o_proj(attention(norm(hidden)))` (Gemma: the attention output is normalized before the add). */
   private attentionBlock(l: number, batch: ForwardBatch, observer: AttentionObserver | undefined): void {
     const { backend: b, dims: d } = this;
-    const { hidden, normed, q, k, v, attn, proj } = this;
+    const { hidden, normed, attn, proj } = this;
     const lw = this.weights.layers[l]!;
     const n = batch.numTokens;
     const cache = this.storage.layer(l);
     const layer = d.layers?.[l];
     b.rmsNorm({ x: hidden, weight: lw.inputLayernorm, out: normed, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
-    this.linear({ x: normed, weight: lw.qProj, bias: lw.qBias, out: q, rows: n });
-    this.linear({ x: normed, weight: lw.kProj, bias: lw.kBias, out: k, rows: n });
-    this.linear({ x: normed, weight: lw.vProj, bias: lw.vBias, out: v, rows: n });
+    const [q, k, v] = this.projectQkv(l, n);
     // Per-head q/k RMSNorm: rows = tokens x heads, hidden = headDim.
     if (lw.qNorm) b.rmsNorm({ x: q, weight: lw.qNorm, out: q, rows: n * d.numHeads, hidden: d.headDim, eps: d.rmsNormEps });
     if (lw.kNorm) b.rmsNorm({ x: k, weight: lw.kNorm, out: k, rows: n * d.numKvHeads, hidden: d.headDim, eps: d.rmsNormEps });
@@ -488,17 +516,54 @@ export class LlamaForward {
   /** `hidden += down(act(gate(x)) * up(x))` with `x` the normalized hidden state (Gemma: the output normalized too). */
   private mlpBlock(l: number, n: number): void {
     const { backend: b, dims: d } = this;
-    const { hidden, normed, gate, up, proj } = this;
+    const { hidden, normed, proj } = this;
     const lw = this.weights.layers[l]!;
     const sandwich = lw.preFeedforwardLayernorm;
     b.rmsNorm({ x: hidden, weight: sandwich ?? lw.postAttentionLayernorm, out: normed, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
-    this.linear({ x: normed, weight: lw.gateProj, out: gate, rows: n });
-    this.linear({ x: normed, weight: lw.upProj, out: up, rows: n });
+    const [gate, up] = this.projectGateUp(l, n);
     if (d.variant?.activation === 'gelu_tanh') b.geluTanhAndMul({ gate, up, out: gate, length: n * d.intermediateSize });
     else b.siluAndMul({ gate, up, out: gate, length: n * d.intermediateSize });
     this.linear({ x: gate, weight: lw.downProj, out: proj, rows: n });
     if (lw.postFeedforwardLayernorm) b.rmsNorm({ x: proj, weight: lw.postFeedforwardLayernorm, out: proj, rows: n, hidden: d.hiddenSize, eps: d.rmsNormEps });
     b.add({ a: hidden, b: proj, out: hidden, length: n * d.hiddenSize });
+  }
+
+  /**
+   * q, k and v of the `n` normalized rows: one `linear` over layer `l`'s stacked q/k/v when it has them and `n <=
+   * STACKED_MAX_ROWS` (one row's q/k/v are views of its output; more rows are copied apart), else one call each.
+   */
+  private projectQkv(l: number, n: number): readonly [Activation, Activation, Activation] {
+    const lw = this.weights.layers[l]!;
+    const st = this.stacked[l];
+    if (st?.qkv && n <= STACKED_MAX_ROWS) {
+      this.linear({ x: this.normed, weight: st.s.qkv!, bias: st.s.qkvBias, out: this.qkvOut, rows: n });
+      if (n === 1) return st.qkv;
+      const outs = [hostView(this.q), hostView(this.k), hostView(this.v)] as const;
+      splitRows(this.qkvOut, n, [lw.qProj.rows, lw.kProj.rows, lw.vProj.rows], outs);
+      return outs;
+    }
+    const { normed, q, k, v } = this;
+    this.linear({ x: normed, weight: lw.qProj, bias: lw.qBias, out: q, rows: n });
+    this.linear({ x: normed, weight: lw.kProj, bias: lw.kBias, out: k, rows: n });
+    this.linear({ x: normed, weight: lw.vProj, bias: lw.vBias, out: v, rows: n });
+    return [q, k, v];
+  }
+
+  /** gate and up of the `n` normalized rows, as {@link projectQkv} does q/k/v. */
+  private projectGateUp(l: number, n: number): readonly [Activation, Activation] {
+    const lw = this.weights.layers[l]!;
+    const st = this.stacked[l];
+    if (st?.gateUp && n <= STACKED_MAX_ROWS) {
+      this.linear({ x: this.normed, weight: st.s.gateUp!, out: this.gateUpOut, rows: n });
+      if (n === 1) return st.gateUp;
+      const outs = [hostView(this.gate), hostView(this.up)] as const;
+      splitRows(this.gateUpOut, n, [lw.gateProj.rows, lw.upProj.rows], outs);
+      return outs;
+    }
+    const { normed, gate, up } = this;
+    this.linear({ x: normed, weight: lw.gateProj, out: gate, rows: n });
+    this.linear({ x: normed, weight: lw.upProj, out: up, rows: n });
+    return [gate, up];
   }
 
   /** Final norm and LM head on the rows `batch.logitsRows` asks for (soft-capped when the model says so), on the host. */
@@ -551,6 +616,11 @@ export class LlamaForward {
     return buf.length === length ? buf : buf.subarray(0, length);
   }
 }
+
+/** q, k and v of one row: views of the stacked q/k/v output. */
+type QkvViews = readonly [Float32Array, Float32Array, Float32Array];
+/** gate and up of one row: views of the stacked gate/up output. */
+type GateUpViews = readonly [Float32Array, Float32Array];
 
 /** An activation the host path computes on in TypeScript (never a device array there: see {@link hostOnlyReason}). */
 function hostView(a: Activation): Float32Array {

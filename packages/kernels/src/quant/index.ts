@@ -33,5 +33,6 @@ export {
   roundTripActivationsQ8,
 } from './activations.js';
 export { dequantizeRow, kScaleMin } from './dequantize.js';
+export { joinWeightRows, stackWeightRows } from './stack.js';
 export { quantizeMatrix, type QuantizeOptions } from './quantize.js';
 export type { ScaleGranularity } from './quantize-compressed.js';
