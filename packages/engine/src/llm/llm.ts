@@ -164,6 +164,12 @@ export interface LLMOptions {
    * meet the codes in exact integer dot products. `'f32'` multiplies float32 activations by the dequantized weights.
    */
   readonly int4Activations?: 'q16' | 'f32';
+  /**
+   * Decode steps run each layer's q/k/v, and its gate/up, as one `linear` call over their stacked rows where the weights
+   * allow (see `LlamaForwardOptions.stackProjections`). Default true; `false` runs one call per projection (the same
+   * logits).
+   */
+  readonly stackProjections?: boolean;
   /** Max prompt + output tokens. Default: the model's `max_position_embeddings`. */
   readonly maxModelLen?: number;
   /** Bytes for the KV cache. Default 256 MiB. */
@@ -508,6 +514,7 @@ export class LLM {
       fp8Query: options.fp8Query ?? false,
       ...(options.ggmlActivations !== undefined ? { ggmlActivations: options.ggmlActivations } : {}),
       ...(options.int4Activations !== undefined ? { int4Activations: options.int4Activations } : {}),
+      ...(options.stackProjections !== undefined ? { stackProjections: options.stackProjections } : {}),
       ...(options.deviceResident === false ? { deviceActivations: false, deviceKvCache: false } : {}),
     });
     const enablePrefixCaching = options.enablePrefixCaching ?? !keepConfig;

@@ -289,6 +289,9 @@ export class LlamaForward {
         field: 'int4Activations',
       });
     }
+    if (options.stackProjections !== undefined && typeof options.stackProjections !== 'boolean') {
+      throw new EngineError('INVALID_ARGUMENT', `stackProjections must be a boolean, got ${JSON.stringify(options.stackProjections)}`, { field: 'stackProjections' });
+    }
     if (this.fp8Query && dims.variant?.attnLogitSoftcapping !== undefined) {
       throw new EngineError('INVALID_ARGUMENT', 'fp8Query is not supported for models with attention logit soft-capping (Gemma 2)', { field: 'fp8Query' });
     }

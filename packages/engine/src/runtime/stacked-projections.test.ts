@@ -1,8 +1,9 @@
 import { createReferenceBackend, stackWeightRows, type KernelBackend, type WeightMatrix } from '@kvq/kernels';
 import { createBackend } from '@kvq/kernels-cpu';
 import { describe, expect, it } from 'vitest';
+import { EngineError } from '../errors.js';
 import { LLMEngine, type RequestOutput } from './engine.js';
-import type { LlamaWeights } from './forward.js';
+import type { LlamaForwardOptions, LlamaWeights } from './forward.js';
 import { splitRows } from './stacked-projections.js';
 import { makeRuntime, randomLlamaWeights } from './testing.js';
 
@@ -22,14 +23,14 @@ function stacked(w: LlamaWeights): LlamaWeights {
 }
 
 /** Runs three requests (one long prompt: prefill past 4 rows; decode steps of 3, 2 and 1 rows) and counts linear calls. */
-function run(backend: KernelBackend, weights: LlamaWeights, dims: ReturnType<typeof randomLlamaWeights>['dims']): { outs: RequestOutput[]; linearCalls: number } {
+function run(backend: KernelBackend, weights: LlamaWeights, dims: ReturnType<typeof randomLlamaWeights>['dims'], options: LlamaForwardOptions = {}): { outs: RequestOutput[]; linearCalls: number } {
   let linearCalls = 0;
   const linear = backend.linear.bind(backend);
   backend.linear = (a) => {
     linearCalls++;
     linear(a);
   };
-  const rt = makeRuntime(backend, { weights, dims }, { dtype: 'f32', numBlocks: 64, blockSize: 4, enablePrefixCaching: false });
+  const rt = makeRuntime(backend, { weights, dims }, { dtype: 'f32', numBlocks: 64, blockSize: 4, enablePrefixCaching: false }, options);
   const engine = new LLMEngine({ forward: rt.forward, manager: rt.manager, eosTokenIds: [], scheduler: { maxModelLen: 200, maxNumBatchedTokens: 64, maxNumSeqs: 8 } });
   const prompts = [Array.from({ length: 11 }, (_, i) => (i * 7 + 3) % 67), [5, 9], [1, 2, 3]];
   prompts.forEach((p, i) => engine.addRequest(`r${i}`, p, { temperature: 0, maxTokens: 4 + 3 * i, logprobs: 3, ignoreEos: true }));
@@ -58,9 +59,16 @@ describe('stacked q/k/v and gate/up projections', () => {
       }
       // Decode steps of at most 4 rows run 2 calls fewer per layer (q/k/v: 1 instead of 3; gate/up: 1 instead of 2).
       expect(joined.linearCalls).toBeLessThan(separate.linearCalls);
+      // stackProjections: false runs the stacked weights' views one call each.
+      expect(run(backend, stacked(weights), dims, { stackProjections: false }).linearCalls).toBe(separate.linearCalls);
       backend.dispose?.();
     });
   }
+
+  it('stackProjections must be a boolean', () => {
+    const { weights, dims } = randomLlamaWeights(shape, 3);
+    expect(() => makeRuntime(createReferenceBackend(), { weights, dims }, { dtype: 'f32', numBlocks: 8, blockSize: 4 }, { stackProjections: 'yes' as unknown as boolean })).toThrow(EngineError);
+  });
 
   it('splitRows copies each row of a stacked output apart', () => {
     const out = Float32Array.from({ length: 2 * 6 }, (_, i) => i);

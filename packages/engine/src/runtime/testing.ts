@@ -1,6 +1,6 @@
 import { KvCacheManager, KvCacheStorage, type KvStorageDtype } from '@kvq/cache';
 import { buildRopeTable, quantizeMatrix, type GgmlWeightDtype, type KernelBackend, type WeightMatrix } from '@kvq/kernels';
-import { LlamaForward, type LlamaDims, type LlamaWeights } from './forward.js';
+import { LlamaForward, type LlamaDims, type LlamaForwardOptions, type LlamaWeights } from './forward.js';
 
 /** Shape of a random test model. */
 export interface RandomModelShape {
@@ -77,6 +77,7 @@ export function makeRuntime(
   backend: KernelBackend,
   model: { weights: LlamaWeights; dims: LlamaDims },
   cache: { dtype: KvStorageDtype; numBlocks: number; blockSize: number; enablePrefixCaching?: boolean },
+  options: LlamaForwardOptions = {},
 ): { forward: LlamaForward; manager: KvCacheManager; storage: KvCacheStorage } {
   const storage = new KvCacheStorage({
     dtype: cache.dtype,
@@ -94,5 +95,5 @@ export function makeRuntime(
     format: storage,
     hashSeed: 'test',
   });
-  return { forward: new LlamaForward(backend, model.weights, model.dims, storage), manager, storage };
+  return { forward: new LlamaForward(backend, model.weights, model.dims, storage, options), manager, storage };
 }
