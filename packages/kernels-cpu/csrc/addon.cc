@@ -277,7 +277,7 @@ class Context : public Napi::ObjectWrap<Context> {
     checkTemperature(info, p.temperature);
     if (std::isnan(p.lower)) fail(info.Env(), "INVALID_ARGUMENT", "lower", "lower must be a number");
     if (!(p.pruneNats >= 0)) fail(info.Env(), "INVALID_ARGUMENT", "pruneNats", "pruneNats must be >= 0");
-    if (!(topK >= 0 && topK < 2147483648.0) || topK != std::floor(topK)) fail(info.Env(), "INVALID_ARGUMENT", "topK", "topK must be an integer in [0, 2^31)");
+    checkTopK(info, topK);
     checkMinWeight(info, p.minWeight);
     p.topK = (int32_t)topK;
     p.mass = arrayArg<double>(info, 6, "mass", kSampleBuckets);
@@ -333,7 +333,7 @@ class Context : public Napi::ObjectWrap<Context> {
     p.pruneNats = numberArg(info, 5, "pruneNats");
     p.u = numberArg(info, 6, "u");
     checkTemperature(info, p.temperature);
-    if (!(topK >= 0 && topK < 2147483648.0) || topK != std::floor(topK)) fail(info.Env(), "INVALID_ARGUMENT", "topK", "topK must be an integer in [0, 2^31)");
+    checkTopK(info, topK);
     if (!(p.topP > 0 && p.topP <= 1)) fail(info.Env(), "INVALID_ARGUMENT", "topP", "topP must be in (0, 1]");
     checkMinWeight(info, p.minWeight);
     if (!(p.pruneNats >= 0)) fail(info.Env(), "INVALID_ARGUMENT", "pruneNats", "pruneNats must be >= 0");
@@ -342,6 +342,10 @@ class Context : public Napi::ObjectWrap<Context> {
     int32_t token = -1;
     checkStatus(info.Env(), runLocked(info, [&](const Runner& r) { return sample_draw(p, *table_, r, &token) ? kOk : kOutOfMemory; }));
     return Napi::Number::New(info.Env(), (double)token);
+  }
+
+  static void checkTopK(const Napi::CallbackInfo& info, double topK) {
+    if (!(topK >= 0 && topK < 2147483648.0) || topK != std::floor(topK)) fail(info.Env(), "INVALID_ARGUMENT", "topK", "topK must be an integer in [0, 2^31)");
   }
 
   static void checkTemperature(const Napi::CallbackInfo& info, double t) {
