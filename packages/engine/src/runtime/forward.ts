@@ -14,7 +14,7 @@ import {
 import { EngineError } from '../errors.js';
 import { int8ActivationsOf } from '../tensor.js';
 import { keepAttention, KeepScratch, planKeepSplit, type KeepBatch, type KeepSplit, type KvKeep } from './kv-keep.js';
-import { splitRows, STACKED_MAX_ROWS, stackedProjectionsOf, type StackedProjections } from './stacked-projections.js';
+import { splitRows, STACKED_MAX_ROWS, stackedProjectionsOf } from './stacked-projections.js';
 import type { KvHadamardRotation } from './kv-rotation.js';
 import type { KvTelemetry } from './kv-telemetry.js';
 import { scaleInPlace, softcapInPlace, softcappedPagedAttention } from './variant-ops.js';
@@ -254,12 +254,9 @@ export class LlamaForward {
   private readonly scratchBuffers = { selected: new Float32Array(0), logits: new Float32Array(0) };
   /**
    * Per layer, q/k/v and gate/up as one matrix each where the weights allow (host activations only; decode steps of at
-   * most STACKED_MAX_ROWS rows run them: ./stacked-projections.ts), with the views of a one-row output they fill.
+   * most STACKED_MAX_ROWS rows run them: ./stacked-projections.ts).
    */
-  private readonly stacked: readonly { readonly s: StackedProjections; readonly qkv?: QkvViews; readonly gateUp?: GateUpViews }[];
-  /** Outputs of the stacked matrices, `[STACKED_MAX_ROWS, rows of the widest]` (empty when no layer has them). */
-  private readonly qkvOut: Float32Array;
-  private readonly gateUpOut: Float32Array;
+  private readonly stacked: readonly { readonly qkv?: StackedRun; readonly gateUp?: StackedRun }[];
 
   /** @throws EngineError `INVALID_ARGUMENT` for `fp8Query` on a model with attention soft-capping. */
   constructor(backend: KernelBackend, weights: LlamaWeights, dims: LlamaDims, storage: KvCacheStorage, options: LlamaForwardOptions = {}) {
@@ -308,18 +305,18 @@ export class LlamaForward {
     this.kvMemory = options.deviceKvCache !== false ? device : undefined;
     if (this.kvMemory) for (const layer of storage.layers) this.kvMemory.attachCache(layer);
     const stacked = this.memory || options.stackProjections === false ? [] : weights.layers.map(stackedProjectionsOf);
-    this.qkvOut = new Float32Array(STACKED_MAX_ROWS * Math.max(0, ...stacked.map((x) => x.qkv?.rows ?? 0)));
-    this.gateUpOut = new Float32Array(STACKED_MAX_ROWS * Math.max(0, ...stacked.map((x) => x.gateUp?.rows ?? 0)));
-    const views = (out: Float32Array, widths: readonly number[]): Float32Array[] => {
+    // One output buffer per group, shared by the layers: [STACKED_MAX_ROWS, rows of the widest] (empty when none).
+    const qkvOut = new Float32Array(STACKED_MAX_ROWS * Math.max(0, ...stacked.map((x) => x.qkv?.rows ?? 0)));
+    const gateUpOut = new Float32Array(STACKED_MAX_ROWS * Math.max(0, ...stacked.map((x) => x.gateUp?.rows ?? 0)));
+    const run = (weight: WeightMatrix, bias: Float32Array | undefined, out: Float32Array, widths: readonly number[]): StackedRun => {
       let offset = 0;
-      return widths.map((w) => out.subarray(offset, (offset += w)));
+      return { weight, bias, out, views: widths.map((w) => out.subarray(offset, (offset += w))) };
     };
     this.stacked = stacked.map((x, l) => {
       const lw = weights.layers[l]!;
       return {
-        s: x,
-        ...(x.qkv ? { qkv: views(this.qkvOut, [lw.qProj.rows, lw.kProj.rows, lw.vProj.rows]) as unknown as QkvViews } : {}),
-        ...(x.gateUp ? { gateUp: views(this.gateUpOut, [lw.gateProj.rows, lw.upProj.rows]) as unknown as GateUpViews } : {}),
+        ...(x.qkv ? { qkv: run(x.qkv, x.qkvBias, qkvOut, [lw.qProj.rows, lw.kProj.rows, lw.vProj.rows]) } : {}),
+        ...(x.gateUp ? { gateUp: run(x.gateUp, undefined, gateUpOut, [lw.gateProj.rows, lw.upProj.rows]) } : {}),
       };
     });
   }
@@ -533,18 +530,12 @@ export class LlamaForward {
 
   /**
    * q, k and v of the `n` normalized rows: one `linear` over layer `l`'s stacked q/k/v when it has them and `n <=
-   * STACKED_MAX_ROWS` (one row's q/k/v are views of its output; more rows are copied apart), else one call each.
+   * STACKED_MAX_ROWS` ({@link runStacked}), else one call each.
    */
   private projectQkv(l: number, n: number): readonly [Activation, Activation, Activation] {
+    const st = this.stacked[l]?.qkv;
+    if (st && n <= STACKED_MAX_ROWS) return this.runStacked(st, n, [this.q, this.k, this.v]) as readonly [Activation, Activation, Activation];
     const lw = this.weights.layers[l]!;
-    const st = this.stacked[l];
-    if (st?.qkv && n <= STACKED_MAX_ROWS) {
-      this.linear({ x: this.normed, weight: st.s.qkv!, bias: st.s.qkvBias, out: this.qkvOut, rows: n });
-      if (n === 1) return st.qkv;
-      const outs = [hostView(this.q), hostView(this.k), hostView(this.v)] as const;
-      splitRows(this.qkvOut, n, [lw.qProj.rows, lw.kProj.rows, lw.vProj.rows], outs);
-      return outs;
-    }
     const { normed, q, k, v } = this;
     this.linear({ x: normed, weight: lw.qProj, bias: lw.qBias, out: q, rows: n });
     this.linear({ x: normed, weight: lw.kProj, bias: lw.kBias, out: k, rows: n });
@@ -554,19 +545,25 @@ export class LlamaForward {
 
   /** gate and up of the `n` normalized rows, as {@link projectQkv} does q/k/v. */
   private projectGateUp(l: number, n: number): readonly [Activation, Activation] {
+    const st = this.stacked[l]?.gateUp;
+    if (st && n <= STACKED_MAX_ROWS) return this.runStacked(st, n, [this.gate, this.up]) as readonly [Activation, Activation];
     const lw = this.weights.layers[l]!;
-    const st = this.stacked[l];
-    if (st?.gateUp && n <= STACKED_MAX_ROWS) {
-      this.linear({ x: this.normed, weight: st.s.gateUp!, out: this.gateUpOut, rows: n });
-      if (n === 1) return st.gateUp;
-      const outs = [hostView(this.gate), hostView(this.up)] as const;
-      splitRows(this.gateUpOut, n, [lw.gateProj.rows, lw.upProj.rows], outs);
-      return outs;
-    }
     const { normed, gate, up } = this;
     this.linear({ x: normed, weight: lw.gateProj, out: gate, rows: n });
     this.linear({ x: normed, weight: lw.upProj, out: up, rows: n });
     return [gate, up];
+  }
+
+  /**
+   * A stacked group's outputs for the `n` normalized rows (one `linear` call): one row's are views of the group's
+   * output; more rows are copied apart into `parts` (the separate buffers, one per part).
+   */
+  private runStacked(run: StackedRun, n: number, parts: readonly Activation[]): readonly Float32Array[] {
+    this.linear({ x: this.normed, weight: run.weight, bias: run.bias, out: run.out, rows: n });
+    if (n === 1) return run.views;
+    const outs = parts.map(hostView);
+    splitRows(run.out, n, run.views.map((v) => v.length), outs);
+    return outs;
   }
 
   /** Final norm and LM head on the rows `batch.logitsRows` asks for (soft-capped when the model says so), on the host. */
@@ -620,10 +617,17 @@ export class LlamaForward {
   }
 }
 
-/** q, k and v of one row: views of the stacked q/k/v output. */
-type QkvViews = readonly [Float32Array, Float32Array, Float32Array];
-/** gate and up of one row: views of the stacked gate/up output. */
-type GateUpViews = readonly [Float32Array, Float32Array];
+/**
+ * A layer's group of projections run as one matrix: the stacked weight and bias, the output buffer it fills
+ * (`[rows, sum of the parts' widths]`), and one view of that buffer per part for a one-row step (its length the part's
+ * width).
+ */
+interface StackedRun {
+  readonly weight: WeightMatrix;
+  readonly bias: Float32Array | undefined;
+  readonly out: Float32Array;
+  readonly views: readonly Float32Array[];
+}
 
 /** An activation the host path computes on in TypeScript (never a device array there: see {@link hostOnlyReason}). */
 function hostView(a: Activation): Float32Array {
