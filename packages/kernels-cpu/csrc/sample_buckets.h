@@ -39,6 +39,11 @@ struct SampleBucketsParams {
 static const int64_t kSampleChunk = 8192;
 /** Entries per chunk of a recording (SampleBucketsParams::record): a chunk's ids plus the vector stores' slack. */
 static const int64_t kSampleChunkStride = kSampleChunk + kSampleSlack;
+/** Chunk c's part of a recording `r` (SampleBucketsParams::record): each array from entry c * kSampleChunkStride. */
+inline SampleCandidates sample_record_chunk(const SampleCandidates& r, int64_t c) {
+  const int64_t off = c * kSampleChunkStride;
+  return SampleCandidates{r.ids + off, r.bucket + off, r.weight + off};
+}
 /** Top-k at most this large runs the chunks on the calling thread (few candidates: little work per chunk). */
 static const int32_t kSampleSerialTopK = 4096;
 
@@ -112,8 +117,7 @@ inline bool sample_buckets(const SampleBucketsParams& p, const KernelTable& k, c
     double* m = c == 0 ? mass : rows + (c - 1) * kSampleBuckets;
     for (int b = 0; b <= top; b++) m[b] = 0.0;
     const int64_t begin = c * kSampleChunk;
-    SampleCandidates out{nullptr, nullptr, nullptr};
-    if (p.record.ids) out = SampleCandidates{p.record.ids + c * kSampleChunkStride, p.record.bucket + c * kSampleChunkStride, p.record.weight + c * kSampleChunkStride};
+    const SampleCandidates out = p.record.ids ? sample_record_chunk(p.record, c) : SampleCandidates{nullptr, nullptr, nullptr};
     counts[c] = k.sampleWeigh(SampleWeighParams{rule, begin, begin + kSampleChunk < n ? begin + kSampleChunk : n, m, out});
   };
   // Top-k leaves few candidates: the chunks then cost a compare per id, less than handing them to (possibly

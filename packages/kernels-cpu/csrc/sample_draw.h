@@ -169,8 +169,7 @@ inline bool sample_draw(const SampleDrawParams& p, const KernelTable& k, const R
   auto load = [&](int32_t bucket, int32_t* into, float* intoW) {
     int64_t m = 0;
     for (int64_t ch = 0; ch < chunks; ch++) {
-      const int64_t off = ch * kSampleChunkStride;
-      m += k.samplePick(SampleCandidates{record.ids + off, record.bucket + off, record.weight + off}, counts[ch], bucket, into + m, intoW + m);
+      m += k.samplePick(sample_record_chunk(record, ch), counts[ch], bucket, into + m, intoW + m);
     }
     return m;
   };

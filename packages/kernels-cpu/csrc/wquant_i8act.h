@@ -66,7 +66,7 @@ KVQ_I float i8x_amax(const float* x, int64_t K, bool* finite) {
  * the conversion's default rounding, clamping before it), the scalar code elsewhere. Returns the row's scale.
  */
 KVQ_I float i8x_quantize_row(const float* x, int64_t K, float staticScale, int8_t* q) {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
   bool finite = true;
   const float amax = i8x_amax(x, K, &finite);
   if (!finite) {
@@ -75,27 +75,17 @@ KVQ_I float i8x_quantize_row(const float* x, int64_t K, float staticScale, int8_
   }
   const bool isStatic = staticScale > 0.0f;
   const float inv = act_i8_inv(amax);
-  const __m512 vs = _mm512_set1_ps(isStatic ? staticScale : inv), lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
   int64_t j = 0;
+#if defined(__AVX512F__)
+  const __m512 vs = _mm512_set1_ps(isStatic ? staticScale : inv), lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
   for (; j + 16 <= K; j += 16) {
     const __m512 v = _mm512_loadu_ps(x + j);
     const __m512 t = isStatic ? _mm512_div_ps(v, vs) : _mm512_mul_ps(v, vs);
     const __m512i c = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(t, lo), hi));  // RNE (MXCSR default)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + j), _mm512_cvtepi32_epi8(c));
   }
-  for (; j < K; j++) q[j] = act_i8_code_of(x[j], staticScale, inv);
-  return act_i8_scale(staticScale, amax);
-#elif defined(__AVX2__)
-  bool finite = true;
-  const float amax = i8x_amax(x, K, &finite);
-  if (!finite) {
-    for (int64_t e = 0; e < K; e++) q[e] = 0;
-    return NAN;
-  }
-  const bool isStatic = staticScale > 0.0f;
-  const float inv = act_i8_inv(amax);
+#else
   const __m256 vs = _mm256_set1_ps(isStatic ? staticScale : inv), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
-  int64_t j = 0;
   for (; j + 8 <= K; j += 8) {
     const __m256 v = _mm256_loadu_ps(x + j);
     const __m256 t = isStatic ? _mm256_div_ps(v, vs) : _mm256_mul_ps(v, vs);
@@ -103,6 +93,7 @@ KVQ_I float i8x_quantize_row(const float* x, int64_t K, float staticScale, int8_
     const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(q + j), _mm_packs_epi16(w16, w16));
   }
+#endif
   for (; j < K; j++) q[j] = act_i8_code_of(x[j], staticScale, inv);
   return act_i8_scale(staticScale, amax);
 #else
